@@ -13,7 +13,15 @@ from gpustd import Tensor, concatenate, nn, take_slice
 from gpustd.nn.int8_rows import gelu_int8, layer_norm_int8
 
 from .layers import Place
-from .transformer_ops import RMSNorm, chunks, gated_add, head_norm, modulate, rope
+from .transformer_ops import (
+    RMSNorm,
+    chunks,
+    gated_add,
+    gated_linear,
+    joint_norm_rope,
+    norm_modulate,
+    norm_rope,
+)
 
 # (cos, sin) tables of rope_tables, or None for models without rotary embeddings (SD3)
 Rope = tuple[Tensor, Tensor] | None
@@ -24,22 +32,15 @@ def layer_norm(x: Tensor) -> Tensor:
     return nn.layer_norm(x, None, None, eps=1e-6)
 
 
-def modulated_norm(x: Tensor, shift: Tensor, scale: Tensor, readers: list[nn.Linear],
-                   normed: Tensor | None = None) -> Tensor:
+def modulated_norm(x: Tensor, shift: Tensor, scale: Tensor, readers: list[nn.Linear]) -> Tensor:
     """modulate(layer_norm(x), shift, scale) for the linear layers `readers` that take it:
     where they are --int8's W8A8 layers sharing one smoothing, one pass that also quantizes
     it for them (gpustd.nn.int8_rows, the same values and int8 rows as the separate passes);
-    else the norm (`normed`, where the caller made it already) and the modulation."""
+    else one pass of the norm and the modulation (transformer_ops.norm_modulate)."""
     found = nn.Linear.int8_input(readers)
     if found is not None and shift.dtype == scale.dtype == x.dtype:
         return layer_norm_int8(x, shift, scale, eps=1e-6, smooth=found[0])
-    return modulate(normed if normed is not None else layer_norm(x), shift, scale)
-
-
-def _fused_norm(x: Tensor, shift: Tensor, scale: Tensor, readers: list[nn.Linear]) -> bool:
-    """Whether modulated_norm makes its own norm for `readers` (then a `normed` is unused)."""
-    return (nn.Linear.int8_input(readers) is not None
-            and shift.dtype == scale.dtype == x.dtype)
+    return norm_modulate(x, shift, scale)
 
 
 class TimestepEmbedding(nn.Module):
@@ -105,7 +106,7 @@ class AdaLayerNormContinuous(nn.Module):
 
     def forward(self, x: Tensor, temb: Tensor) -> Tensor:
         scale, shift = chunks(self.linear(nn.silu(temb)), 2)
-        return modulate(layer_norm(x), shift, scale)
+        return norm_modulate(x, shift, scale)
 
 
 class GELU(nn.Module):
@@ -113,7 +114,7 @@ class GELU(nn.Module):
         self.proj = nn.Linear(dim, inner, **place)
 
     def forward(self, x: Tensor) -> Tensor:
-        return nn.gelu(self.proj(x), approximate="tanh")
+        return self.proj.gelu(x, approximate="tanh")  # in the GEMM's epilogue where it can
 
 
 class FeedForward(nn.Module):
@@ -127,6 +128,14 @@ class FeedForward(nn.Module):
     def input_layers(self) -> list[nn.Linear]:
         """The layers that read forward's x (modulated_norm's readers)."""
         return [typing.cast(GELU, self.net[0]).proj]
+
+    def gated(self, residual: Tensor, gate: Tensor, x: Tensor) -> Tensor:
+        """gated_add(residual, gate, self(x)), net.2's GEMM applying the gate and the
+        residual where it can (transformer_ops.gated_linear)."""
+        out = typing.cast(nn.Linear, self.net[2])
+        if type(self) is not FeedForward or "forward" in vars(self) or not out.plain():
+            return gated_add(residual, gate, self(x))
+        return gated_linear(residual, gate, out, self.net[0](x))
 
     def forward(self, x: Tensor) -> Tensor:
         gelu, out = self.net[0], typing.cast(nn.Linear, self.net[2])
@@ -173,38 +182,38 @@ class JointAttention(nn.Module):
         """The layers that read the text tokens (projections' context)."""
         return [self.add_q_proj, self.add_k_proj, self.add_v_proj]
 
-    def _norm(self, x: Tensor, name: str) -> Tensor:
-        return head_norm(getattr(self, name, None), x, self.heads, self.head_dim)
-
-    def projections(self, x: Tensor, context: Tensor | None = None, also: tuple[nn.Linear, ...] = ()
+    def projections(self, x: Tensor, context: Tensor | None = None,
+                    also: tuple[nn.Linear, ...] = (), rotary: Rope = None
                     ) -> tuple[Tensor, Tensor, Tensor, list[Tensor]]:
         """q, k, v of x (B, Lx, dim) and context (B, Lc, dim) when given (text first,
-        QK-normed), and [layer(x) for layer in also]: each input's projections through
-        nn.Linear.each, so --int8's W8A8 layers quantize it once."""
+        QK-normed and rotated by `rotary`, one pass for each stream's q or k, written in place
+        into the joint one), and [layer(x) for layer in also]: each input's projections
+        through nn.Linear.each, so --int8's W8A8 layers quantize it once."""
         q, k, v, *extra = nn.Linear.each(x, self.image_inputs(also))
-        q, k = self._norm(q, "norm_q"), self._norm(k, "norm_k")
-        if context is not None:
-            cq, ck, cv = nn.Linear.each(context, self.text_inputs())
-            q = concatenate([self._norm(cq, "norm_added_q"), q], axis=1)
-            k = concatenate([self._norm(ck, "norm_added_k"), k], axis=1)
-            v = concatenate([cv, v], axis=1)
-        return q, k, v, extra
+        norm = self._norm
+        if context is None:
+            return (norm_rope(norm("q"), q, rotary, self.heads),
+                    norm_rope(norm("k"), k, rotary, self.heads), v, extra)
+        cq, ck, cv = nn.Linear.each(context, self.text_inputs())
+        return (joint_norm_rope([(norm("added_q"), cq), (norm("q"), q)], rotary, self.heads),
+                joint_norm_rope([(norm("added_k"), ck), (norm("k"), k)], rotary, self.heads),
+                concatenate([cv, v], axis=1), extra)
+
+    def _norm(self, name: str) -> RMSNorm | None:
+        """The q/k norm `norm_<name>` (q, k, added_q, added_k), None without QK-norm."""
+        return getattr(self, f"norm_{name}", None)
 
     def forward(self, x: Tensor, context: Tensor | None = None, rotary: Rope = None,
                 mask: Tensor | None = None) -> tuple[Tensor, Tensor | None]:
         """x (B, Lx, dim), context (B, Lc, dim) -> (image output, text output or None).
         `mask`: keys kept, nonzero (B, 1, 1, Lc + Lx) uint32 (Chroma's text padding)."""
-        q, k, v, _ = self.projections(x, context)
-        return self.attend(q, k, v, context.shape[1] if context is not None else None,
-                           rotary, mask)
+        q, k, v, _ = self.projections(x, context, rotary=rotary)
+        return self.attend(q, k, v, context.shape[1] if context is not None else None, mask)
 
-    def attend(self, q: Tensor, k: Tensor, v: Tensor, text: int | None, rotary: Rope = None,
+    def attend(self, q: Tensor, k: Tensor, v: Tensor, text: int | None,
                mask: Tensor | None = None) -> tuple[Tensor, Tensor | None]:
         """Attention of projections' q, k, v (`text` tokens of context first, None for
         none), then the output projections: forward's (image output, text output or None)."""
-        if rotary is not None:
-            q = rope(q, *rotary, self.heads)
-            k = rope(k, *rotary, self.heads)
         out = nn.attention(q, k, v, heads=self.heads, mask=mask)
         if text is None:
             return (self.to_out[0](out) if self.to_out is not None else out), None
@@ -239,7 +248,7 @@ class JointTransformerBlock(nn.Module):
         """The image stream's first modulated norm, what attention reads (TeaCache's
         measure). diffusers: `block.norm1(x, emb=temb)[0]`."""
         shift, scale = self.norm1(temb)[:2]
-        return modulate(layer_norm(x), shift, scale)
+        return norm_modulate(x, shift, scale)
 
     def forward(self, x: Tensor, context: Tensor, temb: Tensor,
                 rotary: Rope = None) -> tuple[Tensor, Tensor | None]:
@@ -247,13 +256,6 @@ class JointTransformerBlock(nn.Module):
         # 1. modulations: adaLN-Zero's shift/scale/gate for attention and feed-forward
         mods = self.norm1(temb)
         shift_msa, scale_msa, gate_msa, shift_mlp, scale_mlp, gate_mlp = mods[:6]
-        readers = self.attn.image_inputs()
-        takers = [(readers, shift_msa, scale_msa)]
-        if self.dual:
-            takers.append((self.attn2.image_inputs(), *mods[6:8]))
-        # under --int8 the norm is made with its quantization below, for both attentions
-        normed = (None if all(_fused_norm(x, shift, scale, r) for r, shift, scale in takers)
-                  else layer_norm(x))
         if self.context_pre_only:
             context_in = self.norm1_context(context, temb)
         else:
@@ -262,19 +264,19 @@ class JointTransformerBlock(nn.Module):
             context_in = modulated_norm(context, c_shift, c_scale, self.attn.text_inputs())
         # 2. joint attention, gated residuals
         source = x
-        attn, context_attn = self.attn(modulated_norm(x, shift_msa, scale_msa, readers, normed),
+        attn, context_attn = self.attn(modulated_norm(x, shift_msa, scale_msa,
+                                                      self.attn.image_inputs()),
                                        context_in, rotary)
         x = gated_add(x, gate_msa, attn)
         if self.dual:  # the second attention reads the block's input too
             shift2, scale2, gate2 = mods[6:]
-            second = modulated_norm(source, shift2, scale2, self.attn2.image_inputs(), normed)
+            second = modulated_norm(source, shift2, scale2, self.attn2.image_inputs())
             x = gated_add(x, gate2, self.attn2(second)[0])
         # 3. feed-forward of each stream
-        x = gated_add(x, gate_mlp, self.ff(modulated_norm(x, shift_mlp, scale_mlp,
-                                                          self.ff.input_layers())))
+        x = self.ff.gated(x, gate_mlp, modulated_norm(x, shift_mlp, scale_mlp,
+                                                      self.ff.input_layers()))
         if self.context_pre_only:
             return x, None
         context = gated_add(context, c_gate, context_attn)
-        ff = self.ff_context(modulated_norm(context, c_shift_mlp, c_scale_mlp,
-                                            self.ff_context.input_layers()))
-        return x, gated_add(context, c_gate_mlp, ff)
+        return x, self.ff_context.gated(context, c_gate_mlp, modulated_norm(
+            context, c_shift_mlp, c_scale_mlp, self.ff_context.input_layers()))

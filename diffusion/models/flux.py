@@ -11,7 +11,8 @@ from typing import Any
 import numpy as np
 
 from gpucore import Device
-from gpustd import Tensor, concatenate, nn, take_slice
+from gpustd import Tensor, concatenate, empty, nn, take_slice
+from gpustd.shape import put_slice
 
 from .dit_layers import (
     AdaLayerNormContinuous,
@@ -24,7 +25,7 @@ from .dit_layers import (
 )
 from .layers import Place
 from .step_cache import BranchCache, run_blocks
-from .transformer_ops import gated_add, rope_heads, rope_tables
+from .transformer_ops import gated_add, gated_linear, rope_heads, rope_tables
 
 _DEFAULTS: dict[str, Any] = {
     "patch_size": 1, "in_channels": 64, "out_channels": None, "num_layers": 19,
@@ -52,10 +53,21 @@ class SingleStreamBlock(nn.Module):
                   mask: Tensor | None = None) -> Tensor:
         """x: text then image tokens (B, L, dim); shift, scale, gate (B, 1, dim)."""
         normed = modulated_norm(x, shift, scale, self.attn.image_inputs((self.proj_mlp,)))
-        q, k, v, (mlp,) = self.attn.projections(normed, also=(self.proj_mlp,))
-        attn = self.attn.attend(q, k, v, None, rotary, mask)[0]
-        mlp = nn.gelu(mlp, approximate="tanh")
-        return gated_add(x, gate, self.proj_out(concatenate([attn, mlp], axis=2)))
+        if not self.proj_mlp.plain():  # --int8: the MLP's input quantized with q, k and v's
+            q, k, v, (mlp,) = self.attn.projections(normed, also=(self.proj_mlp,),
+                                                    rotary=rotary)
+            attn = self.attn.attend(q, k, v, None, mask)[0]
+            joint = concatenate([attn, nn.gelu(mlp, approximate="tanh")], axis=2)
+            return gated_add(x, gate, self.proj_out(joint))
+        # proj_out's input [attention | gelu(MLP)]: the MLP's GEMM writes its GELU into the
+        # right-hand columns, and the attention's output is copied beside it
+        batch, length, dim = x.shape
+        joint = empty((batch, length, dim + self.proj_mlp.weight.shape[0]), x.dtype,
+                      device=x.device)
+        self.proj_mlp.gelu(normed, approximate="tanh", out=joint, start=dim)
+        q, k, v, _ = self.attn.projections(normed, rotary=rotary)
+        put_slice(joint, self.attn.attend(q, k, v, None, mask)[0], 0, axis=2)
+        return gated_linear(x, gate, self.proj_out, joint)
 
 
 class FluxSingleTransformerBlock(SingleStreamBlock):

@@ -29,8 +29,7 @@ from .transformer_ops import (
     cast,
     chunks,
     gated_add,
-    head_norm,
-    rope,
+    norm_rope,
     rope_heads,
     rope_tables,
 )
@@ -137,10 +136,8 @@ class Flux2ParallelSelfAttention(nn.Module):
         fused = self.to_qkv_mlp_proj(x)
         q, k = _halves(fused, 0, inner)
         v = take_slice(fused, 2 * inner, 3 * inner, axis=2)
-        q, k = (head_norm(self.norm_q, q, self.heads, self.head_dim),
-                head_norm(self.norm_k, k, self.heads, self.head_dim))
-        if rotary is not None:
-            q, k = rope(q, *rotary, self.heads), rope(k, *rotary, self.heads)
+        q, k = (norm_rope(self.norm_q, q, rotary, self.heads),
+                norm_rope(self.norm_k, k, rotary, self.heads))
         attn = nn.attention(q, k, v, heads=self.heads)
         mlp = swiglu(*_halves(fused, 3 * inner, self.mlp_inner))
         return self.to_out(concatenate([attn, mlp], axis=2))

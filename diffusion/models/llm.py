@@ -33,7 +33,7 @@ from gpucore import Device
 from gpustd import Tensor, asarray, concatenate, elementwise_kernel, nn
 
 from .layers import Place
-from .transformer_ops import RMSNorm, cast, rope
+from .transformer_ops import RMSNorm, cast, norm_rope
 
 __all__ = ["LLMTextModel"]
 
@@ -94,12 +94,6 @@ class LLMAttention(nn.Module):
             self.q_norm = RMSNorm(head_dim, cfg["rms_norm_eps"], place=place)
             self.k_norm = RMSNorm(head_dim, cfg["rms_norm_eps"], place=place)
 
-    def _heads(self, x: Tensor, count: int, norm: str) -> Tensor:
-        layer = getattr(self, norm, None)
-        if layer is None:
-            return x
-        batch, length, _ = x.shape
-        return layer(x.reshape(batch, length, count, self.head_dim)).reshape(batch, length, -1)
 
     def _repeat(self, x: Tensor) -> Tensor:
         """(B, L, KVH*D) -> (B, L, H*D), kv head h // group serving query head h."""
@@ -111,10 +105,10 @@ class LLMAttention(nn.Module):
         return concatenate([per_head] * group, axis=2).reshape(batch, length, -1)
 
     def forward(self, x: Tensor, rotary: tuple[Tensor, Tensor], keep: Tensor) -> Tensor:
-        q = rope(self._heads(self.q_proj(x), self.heads, "q_norm"), *rotary, self.heads,
-                 halves=True)
-        k = rope(self._heads(self.k_proj(x), self.kv_heads, "k_norm"), *rotary, self.kv_heads,
-                 halves=True)
+        q = norm_rope(getattr(self, "q_norm", None), self.q_proj(x), rotary, self.heads,
+                      halves=True)
+        k = norm_rope(getattr(self, "k_norm", None), self.k_proj(x), rotary, self.kv_heads,
+                      halves=True)
         out = nn.attention(q, self._repeat(k), self._repeat(self.v_proj(x)), mask=keep,
                            causal=True, heads=self.heads)
         return self.o_proj(out)

@@ -1,42 +1,25 @@
 """Pieces the text and diffusion transformers share (T5, FLUX, SD3): RMS norm, adaLN
 modulation, gated residuals, rotary position embeddings, chunks of a modulation vector.
 
-Each is a composition of gpustd ops and small compiled elementwise kernels
-(`gpustd.elementwise_kernel`); no WGSL of its own.
+Each is a composition of gpustd ops (the norms and rotations: gpustd.nn.rms_norm_rope) and
+small compiled elementwise kernels (`gpustd.elementwise_kernel`); no WGSL of its own.
 """
 
 from __future__ import annotations
 
-import math
 import typing
 from typing import Any
 
 import numpy as np
 
 from gpucore import Device
-from gpustd import Tensor, asarray, elementwise_kernel, matmul, mean, nn, take_slice
+from gpustd import Tensor, asarray, elementwise_kernel, empty, nn, take_slice
 
 from .layers import Place
 
-__all__ = ["RMSNorm", "cast", "chunks", "gated_add", "head_norm", "modulate", "rms_norm", "rope",
+__all__ = ["RMSNorm", "cast", "chunks", "gated_add", "gated_linear", "head_norm",
+           "joint_norm_rope", "modulate", "norm_modulate", "norm_rope", "rms_norm", "rope",
            "rope_heads", "rope_tables"]
-
-_swaps: dict[tuple[int, int, np.dtype, bool], Tensor] = {}
-
-
-@elementwise_kernel
-def _square(x):  # f32: an f16 square overflows at |x| > 256
-    return float(x) * float(x)
-
-
-@elementwise_kernel
-def _normalize(x, mean_square, weight, eps):
-    return x * (1.0 / math.sqrt(mean_square + eps)) * weight
-
-
-@elementwise_kernel
-def _normalize_plain(x, mean_square, eps):
-    return x * (1.0 / math.sqrt(mean_square + eps))
 
 
 @elementwise_kernel
@@ -50,13 +33,8 @@ def _gated_add(residual, gate, y):
 
 
 @elementwise_kernel
-def _gated_add_clipped(residual, gate, y):
-    return min(max(float(residual) + float(gate) * float(y), -65504.0), 65504.0)
-
-
-@elementwise_kernel
-def _rotate(x, swapped, cos, sin):
-    return x * cos + swapped * sin
+def _gated_add_clipped(residual, gate, y):  # float16 out, no cast pass after it
+    return np.float16(min(max(float(residual) + float(gate) * float(y), -65504.0), 65504.0))
 
 
 def cast(x: Tensor, dtype: Any) -> Tensor:
@@ -68,12 +46,7 @@ def cast(x: Tensor, dtype: Any) -> Tensor:
 def rms_norm(x: Tensor, weight: Tensor | None, eps: float) -> Tensor:
     """x [..., D] / sqrt(mean(x^2 over D) + eps) * weight [D] (statistics in float32); the
     result has x's dtype. torch: `nn.RMSNorm(D, eps)(x)`; transformers' `T5LayerNorm`."""
-    mean_square = mean(_square(x), axis=-1, keepdims=True)
-    if weight is None:
-        out = _normalize_plain(x, mean_square, eps)
-    else:
-        out = _normalize(x, mean_square, weight, eps)
-    return cast(typing.cast(Tensor, out), x.dtype)  # the kernels here return one value each
+    return nn.rms_norm_rope(x, weight, eps=eps)
 
 
 class RMSNorm(nn.Module):
@@ -95,8 +68,36 @@ def head_norm(norm: RMSNorm | None, x: Tensor, heads: int, head_dim: int) -> Ten
     head_dim))).flatten(-2)`."""
     if norm is None:
         return x
-    batch, length, width = x.shape
-    return norm(x.reshape(batch, length, heads, head_dim)).reshape(batch, length, width)
+    return nn.rms_norm_rope(x, norm.weight, heads=heads, eps=norm.eps)
+
+
+def norm_rope(norm: RMSNorm | None, x: Tensor, rotary: tuple[Tensor, Tensor] | None,
+              heads: int, *, out: Tensor | None = None, start: int = 0,
+              halves: bool = False) -> Tensor:
+    """head_norm then rope (`halves` as rope's) in one pass, either absent where there is no
+    `norm` or no `rotary`; written into `out` at token `start` where given (a joint text +
+    image sequence filled part by part; the tables then cover all of out's tokens).
+    torch: `apply_rotary_emb(norm(x.unflatten(-1, (heads, D))).flatten(-2), (cos, sin))`."""
+    if norm is None and rotary is None and out is None:
+        return x
+    return nn.rms_norm_rope(x, norm.weight if norm is not None else None, rotary, heads=heads,
+                            eps=norm.eps if norm is not None else None, halves=halves,
+                            out=out, start=start)
+
+
+def joint_norm_rope(parts: list[tuple[RMSNorm | None, Tensor]],
+                    rotary: tuple[Tensor, Tensor] | None, heads: int) -> Tensor:
+    """norm_rope of each (norm, x (B, Li, H*D)) written one after another along the tokens,
+    the tables covering them all: a joint text + image q or k without a concatenation pass.
+    torch: `torch.cat([apply_rotary_emb(norm(x)...) ...], dim=1)` as norm_rope's."""
+    first = parts[0][1]
+    total = sum(x.shape[1] for _, x in parts)
+    out = empty((first.shape[0], total, first.shape[2]), first.dtype, device=first.device)
+    start = 0
+    for norm, x in parts:
+        norm_rope(norm, x, rotary, heads, out=out, start=start)
+        start += x.shape[1]
+    return out
 
 
 def chunks(emb: Tensor, count: int) -> list[Tensor]:
@@ -117,13 +118,37 @@ def modulate(x: Tensor, shift: Tensor, scale: Tensor) -> Tensor:
     return typing.cast(Tensor, _modulate(x, shift, scale))
 
 
+def norm_modulate(x: Tensor, shift: Tensor, scale: Tensor, eps: float = 1e-6) -> Tensor:
+    """modulate(layer_norm(x)) for the transformers' parameterless LayerNorm (eps 1e-6): one
+    pass (nn.layer_norm_modulate, the two passes' bits) where shift and scale are (B, 1, D)
+    of x's dtype, else the two passes. torch: `F.layer_norm(x, (D,), eps=eps) * (1 + scale)
+    + shift`."""
+    if (x.ndim == 3 and shift.dtype == scale.dtype == x.dtype
+            and shift.shape == scale.shape == (x.shape[0], 1, x.shape[2])):
+        return nn.layer_norm_modulate(x, shift, scale, eps=eps)
+    return modulate(nn.layer_norm(x, None, None, eps=eps), shift, scale)
+
+
 def gated_add(residual: Tensor, gate: Tensor, y: Tensor) -> Tensor:
     """residual + gate * y, gate (B, 1, D) over (B, L, D): adaLN-Zero's gated residual. A
     float16 stream is clipped to +-65504 rather than overflowing to inf, as diffusers clips
     FLUX's float16 blocks."""
     if residual.dtype == np.float16:
-        return cast(typing.cast(Tensor, _gated_add_clipped(residual, gate, y)), np.float16)
+        return typing.cast(Tensor, _gated_add_clipped(residual, gate, y))
     return typing.cast(Tensor, _gated_add(residual, gate, y))
+
+
+def gated_linear(residual: Tensor, gate: Tensor, layer: nn.Linear, h: Tensor) -> Tensor:
+    """gated_add(residual, gate, layer(h)); for a float16 stream and a plain layer
+    (nn.Linear.plain) the gate and the residual in the GEMM's epilogue where the matrix units
+    take the shape (nn.linear_gated_add: one pass over the stream fewer, the two passes'
+    values within an f16 ulp)."""
+    if (residual.dtype == gate.dtype == h.dtype == np.float16 and h.ndim == 3
+            and gate.shape == (residual.shape[0], 1, residual.shape[2]) and layer.plain()):
+        fused = nn.linear_gated_add(h, layer.weight, layer.bias, residual, gate)
+        if fused is not None:
+            return fused
+    return gated_add(residual, gate, layer(h))
 
 
 def rope_heads(config: dict[str, Any]) -> tuple[int, int]:
@@ -160,41 +185,16 @@ def rope_tables(ids: np.ndarray, axes_dim: tuple[int, ...], theta: float, *,
     return asarray(cos, device=device), asarray(sin, device=device)
 
 
-def _swap_matrix(dim: int, dtype: np.dtype, device: Device, halves: bool = False) -> Tensor:
-    """P (D, D) with x @ P = (-x1, x0, -x3, x2, ...): the pair rotation's partner, exact;
-    with `halves`, x @ P = (-x[D/2:], x[:D/2]) (transformers' `rotate_half`)."""
-    key = (id(device), dim, np.dtype(dtype), halves)
-    found = _swaps.get(key)
-    if found is None or found.device is not device:
-        swap = np.zeros((dim, dim), np.float32)
-        if halves:
-            first = np.arange(dim // 2)
-            swap[first + dim // 2, first] = -1.0
-            swap[first, first + dim // 2] = 1.0
-        else:
-            even = np.arange(0, dim, 2)
-            swap[even + 1, even] = -1.0
-            swap[even, even + 1] = 1.0
-        found = _swaps[key] = asarray(swap, dtype=dtype, device=device)
-    return found
-
-
 def rope(x: Tensor, cos: Tensor, sin: Tensor, heads: int, *, halves: bool = False) -> Tensor:
     """Rotary embedding of x (B, L, H*D) by rope_tables' cos/sin (L, 1, D): each pair
     (x[2i], x[2i+1]) rotated by its angle. diffusers: `apply_rotary_emb(x, (cos, sin),
     sequence_dim=1)` on x viewed (B, L, H, D). With `halves` the pairs are (x[i], x[i+D/2])
     and the tables' angles run over the first half then repeat (the LLMs' layout);
     transformers: `apply_rotary_pos_emb` (`x * cos + rotate_half(x) * sin`)."""
-    batch, length, width = x.shape
+    _, length, width = x.shape
     dim = width // heads
     if cos.shape != (length, 1, dim):
         raise ValueError(f"rope tables of shape {cos.shape} do not fit {length} tokens of "
                          f"{heads} heads x {dim}")
-    # The partner of each element through a tiny GEMM: (B*L*H, D) @ (D, D), a sliver of the
-    # projections' cost, and no strided gather kernel to write.
-    swapped = matmul(x.reshape(batch * length * heads, dim),
-                     _swap_matrix(dim, x.dtype, x.device, halves))
-    out = _rotate(x.reshape(batch, length, heads, dim), swapped.reshape(batch, length, heads, dim),
-                  cos, sin)
-    return cast(typing.cast(Tensor, out), x.dtype).reshape(batch, length, width)
+    return nn.rms_norm_rope(x, None, (cos, sin), heads=heads, eps=None, halves=halves)
 

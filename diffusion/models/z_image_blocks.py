@@ -13,7 +13,7 @@ import numpy as np
 from gpustd import Tensor, elementwise_kernel, nn
 
 from .layers import Place
-from .transformer_ops import RMSNorm, cast, chunks, head_norm, rope
+from .transformer_ops import RMSNorm, cast, chunks, norm_rope
 
 __all__ = ["ADALN", "ZImageTransformerBlock", "scaled"]
 
@@ -70,13 +70,12 @@ class ZImageAttention(nn.Module):
             self.norm_q = RMSNorm(self.head_dim, 1e-5, place=place)
             self.norm_k = RMSNorm(self.head_dim, 1e-5, place=place)
 
-    def _norm(self, x: Tensor, name: str) -> Tensor:
-        return head_norm(getattr(self, name, None), x, self.heads, self.head_dim)
+    def _norm_rope(self, x: Tensor, name: str, rotary: tuple[Tensor, Tensor]) -> Tensor:
+        return norm_rope(getattr(self, name, None), x, rotary, self.heads)
 
     def forward(self, x: Tensor, rotary: tuple[Tensor, Tensor]) -> Tensor:
         q, k, v = nn.Linear.each(x, [self.to_q, self.to_k, self.to_v])  # --int8: x quantized once
-        q = rope(self._norm(q, "norm_q"), *rotary, self.heads)
-        k = rope(self._norm(k, "norm_k"), *rotary, self.heads)
+        q, k = self._norm_rope(q, "norm_q", rotary), self._norm_rope(k, "norm_k", rotary)
         return self.to_out[0](nn.attention(q, k, v, heads=self.heads))
 
 

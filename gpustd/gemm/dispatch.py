@@ -15,12 +15,21 @@ import numpy as np
 
 from gpucore import Buffer, Device
 
-from . import int8_units, matrix_geglu, matrix_tuning, matrix_units, portable, tuning
+from . import (
+    int8_units,
+    matrix_fused,
+    matrix_geglu,
+    matrix_tuning,
+    matrix_units,
+    portable,
+    tuning,
+)
 from .matrix_codegen import MatrixTile
 from .plan import BatchPlan, k_partition, plan_gemm
 
-__all__ = ["geglu_tile", "parts_fit", "record_gemm", "record_gemm_geglu", "record_gemm_parts",
-           "record_gemm_w8a8", "w8a8_on_matrix_units"]
+__all__ = ["fused_tile", "geglu_tile", "parts_fit", "record_gemm", "record_gemm_gated_add",
+           "record_gemm_geglu", "record_gemm_gelu", "record_gemm_parts", "record_gemm_w8a8",
+           "w8a8_on_matrix_units"]
 
 
 def record_gemm(a: Buffer[Any], b: Buffer[Any], c: Buffer[Any], bias: Buffer[Any] | None, *,
@@ -105,6 +114,44 @@ def record_gemm_geglu(x: Buffer[Any], w: Buffer[Any], bias: Buffer[Any] | None, 
     matrix_geglu.record_gemm_geglu(
         x, w, bias if bias is not None else portable.no_bias(device, np.dtype(np.float16)), out,
         has_bias=bias is not None, m=m, d=d, k=k, tile=tile, approximate=approximate)
+
+
+def fused_tile(device: Device, dtype: Any, m: int, n: int, k: int) -> MatrixTile | None:
+    """The tile record_gemm_gelu and record_gemm_gated_add run [m, k] through an [n, k]
+    weight of `dtype` in on `device` (gemm_tile's for the product, the tile the plain GEMM
+    takes), or None where they cannot: not f16 on the matrix units, or a shape
+    matrix_fused.fits refuses."""
+    if not (dtype == np.float16 and m > 0 and n > 0 and k > 0
+            and matrix_units.available(device)):
+        return None
+    tile = matrix_tuning.gemm_tile(device, m, n, k, 1, False, True)
+    return tile if matrix_fused.fits(tile, m, n, k) else None
+
+
+def record_gemm_gelu(x: Buffer[Any], w: Buffer[Any], bias: Buffer[Any] | None, out: Buffer[Any],
+                     *, m: int, n: int, k: int, approximate: int, tile: MatrixTile,
+                     stride: int, column: int) -> None:
+    """Record out[:, column:column + n] (rows of `stride`) = gelu(x (m x k) w^T + bias) for
+    the [n, k] weight w as one GEMM on the matrix units (gemm.matrix_fused) in the `tile`
+    fused_tile gave. approximate: 1 erf GELU, 2 tanh."""
+    matrix_fused.record_gemm_gelu(
+        x, w, _bias(x.device, bias), out, has_bias=bias is not None, m=m, n=n, k=k, tile=tile,
+        approximate=approximate, stride=stride, column=column)
+
+
+def record_gemm_gated_add(x: Buffer[Any], w: Buffer[Any], bias: Buffer[Any] | None,
+                          out: Buffer[Any], residual: Buffer[Any], gate: Buffer[Any], *, m: int,
+                          n: int, k: int, tile: MatrixTile, length: int) -> None:
+    """Record out (m x n) = clip(residual + gate[row // length] * (x (m x k) w^T + bias)) to
+    +-65504 for the [n, k] weight w as one GEMM on the matrix units (gemm.matrix_fused) in
+    the `tile` fused_tile gave."""
+    matrix_fused.record_gemm_gated_add(
+        x, w, _bias(x.device, bias), out, residual, gate, has_bias=bias is not None, m=m, n=n,
+        k=k, tile=tile, length=length)
+
+
+def _bias(device: Device, bias: Buffer[Any] | None) -> Buffer[Any]:
+    return bias if bias is not None else portable.no_bias(device, np.dtype(np.float16))
 
 
 def w8a8_on_matrix_units(device: Device, dtype: Any) -> bool:

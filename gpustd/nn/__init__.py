@@ -11,10 +11,11 @@ from .conv_transpose import conv_transpose2d
 from .deferred import deferred
 from .embedding import embedding, timestep_embedding
 from .layers import GEGLU, Conv2d, Embedding, GroupNorm, Identity, LayerNorm, Linear
-from .linear import linear, linears
+from .linear import linear, linear_gated_add, linears
 from .module import Module, ModuleList, Namespace, StateDictError, parameter, unloaded
-from .norm import group_norm, group_norm_prologue, layer_norm
+from .norm import group_norm, group_norm_prologue, layer_norm, layer_norm_modulate
 from .prologue import ConvPrologue
+from .rms_norm_rope import rms_norm_rope
 from .spatial import concat, max_pool2d, pad, upsample_nearest2x
 
 __all__ = [
@@ -41,12 +42,15 @@ __all__ = [
     "group_norm",
     "group_norm_prologue",
     "layer_norm",
+    "layer_norm_modulate",
     "linear",
+    "linear_gated_add",
     "linears",
     "max_pool2d",
     "pad",
     "parameter",
     "quick_gelu",
+    "rms_norm_rope",
     "silu",
     "timestep_embedding",
     "unloaded",

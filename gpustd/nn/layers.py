@@ -12,14 +12,15 @@ from gpucore import Device
 
 from .._tensor import Tensor
 from ..quant import materialize
+from ..shape import put_slice
 from . import int8_rows as _int8_rows
 from . import prologue as _prologue
 from ._util import pair
-from .activation import geglu
+from .activation import geglu, gelu
 from .conv import conv2d
 from .embedding import embedding
 from .int8_linear import Int8Weight, int8_linear, int8_linears
-from .linear import linear, linear_geglu, linears
+from .linear import linear, linear_geglu, linear_gelu, linears
 from .module import Module, parameter
 from .norm import group_norm, group_norm_prologue, layer_norm
 from .prologue import ConvPrologue, WrittenPrologue, no_prologue
@@ -43,6 +44,27 @@ class Linear(Module):
         if isinstance(self.weight, Int8Weight):  # W8A8: x quantized per row on the way in
             return int8_linear(x, self.weight, self.bias, add_to=add_to)
         return linear(x, materialize(self.weight), self.bias, add_to=add_to)
+
+    def plain(self) -> bool:
+        """Whether this is Linear itself with a float weight and its own forward (not
+        quantized, no Residency's unit, no LoRA's wrapped forward): the GEMM may then take
+        what follows it (linear_gelu, linears)."""
+        return (type(self) is Linear and type(self.weight) is Tensor
+                and "forward" not in vars(self))
+
+    def gelu(self, x: Tensor, *, approximate: str = "none", out: Tensor | None = None,
+             start: int = 0) -> Tensor:
+        """gelu(self(x)), in the GEMM's epilogue where plain() (linear_gelu); `out`/`start`:
+        the result written into out's last-axis slice from `start` (linear_gelu's), out
+        returned. torch: `F.gelu(layer(x), approximate=approximate)`."""
+        if self.plain():
+            return linear_gelu(x, self.weight, self.bias, approximate=approximate, out=out,
+                               start=start)
+        y = gelu(self(x), approximate=approximate)
+        if out is None:
+            return y
+        put_slice(out, y, start, axis=out.ndim - 1)
+        return out
 
     @staticmethod
     def together(x: Tensor, layers: list[Linear]) -> list[Tensor]:

@@ -14,18 +14,22 @@ from .. import linalg
 from .._tensor import Tensor
 from ..gemm import matrix_units, portable
 from ..gemm.dispatch import (
+    fused_tile,
     geglu_tile,
     parts_fit,
     record_gemm,
+    record_gemm_gated_add,
     record_gemm_geglu,
+    record_gemm_gelu,
     record_gemm_parts,
 )
 from ..gemm.plan import TILES, batch_plan, plan_gemm
+from ..shape import put_slice
 from ._util import check_float, check_same
-from .activation import geglu
+from .activation import geglu, gelu
 
-__all__ = ["conv1x1", "conv1x1_tokens", "linear", "linear_geglu", "linears",
-           "tokens_conv1x1"]
+__all__ = ["conv1x1", "conv1x1_tokens", "linear", "linear_gated_add", "linear_geglu",
+           "linear_gelu", "linears", "tokens_conv1x1"]
 
 _GELU = {"none": 1, "tanh": 2}
 # linears' one-dispatch path on the matrix units (False: one GEMM per weight, for comparison;
@@ -215,6 +219,77 @@ def linear_geglu(x: Tensor, weight: Tensor, bias: Tensor | None = None, *,
         return out
     # both operands are read along K (x as stored, weight transposed)
     return geglu_gemm(x, weight.buffer, bias, d, k, approximate, vec_b=k % 4 == 0)
+
+
+def linear_gelu(x: Tensor, weight: Tensor, bias: Tensor | None = None, *,
+                approximate: str = "none", out: Tensor | None = None, start: int = 0) -> Tensor:
+    """gelu(x [..., in] @ weight.T + bias), the GELU in the GEMM's epilogue where the matrix
+    units take the shape (float16 filling the tile: gemm.matrix_fused; the two passes'
+    arithmetic, within an f16 ulp of them on an H200); elsewhere the two passes.
+
+    out: a tensor [..., width] (x's leading axes) whose last-axis slice [start, start +
+    weight.shape[0]) receives the result, a concatenation's part written in place; it is
+    returned. torch: `F.gelu(F.linear(x, weight, bias), approximate=approximate)`.
+    """
+    op = "linear_gelu"
+    check_float(weight, "weight", op, ndim=2)
+    if x.ndim < 1:
+        raise ValueError(f"{op}: x must have at least one dimension")
+    _check_weight(op, x, weight, bias, x.shape[-1])
+    if approximate not in _GELU:
+        raise ValueError(f"{op}: approximate must be 'none' or 'tanh', got {approximate!r}")
+    n, k = weight.shape
+    if out is not None:
+        check_same(op, x, out=out)
+        if out.shape[:-1] != x.shape[:-1] or not 0 <= start <= out.shape[-1] - n:
+            raise ValueError(f"{op}: {n} features from {start} do not fit out {out.shape} "
+                             f"for x {x.shape} (out: x's leading axes, then the width)")
+    elif start:
+        raise ValueError(f"{op}: start={start} needs an out tensor to write into")
+    m = x.size // k if k else 0
+    tile = fused_tile(x.device, x.dtype, m, n, k)
+    if tile is None:
+        y = gelu(linear(x, weight, bias), approximate=approximate)
+        if out is None:
+            return y
+        put_slice(out, y, start, axis=out.ndim - 1)
+        return out
+    target = out if out is not None else Tensor.empty((*x.shape[:-1], n), x.dtype,
+                                                      device=x.device)
+    record_gemm_gelu(x.buffer, weight.buffer, bias.buffer if bias is not None else None,
+                     target.buffer, m=m, n=n, k=k, approximate=_GELU[approximate], tile=tile,
+                     stride=target.shape[-1], column=start)
+    return target
+
+
+def linear_gated_add(x: Tensor, weight: Tensor, bias: Tensor | None, residual: Tensor,
+                     gate: Tensor) -> Tensor | None:
+    """residual + gate * (x @ weight.T + bias), clipped to +-65504, in the GEMM's epilogue:
+    adaLN-Zero's gated residual of a float16 stream (x [B, L, in], residual [B, L, out], gate
+    [B, 1, out], all float16), where the matrix units take the shape (gemm.matrix_fused);
+    None where they do not, for the caller's own passes. The linear's output is rounded to
+    float16 first and the rest computed in float32, as linear then that f32 expression (within
+    an f16 ulp of them on an H200).
+    torch: `(residual + gate * F.linear(x, weight, bias)).clamp(-65504, 65504)`.
+    """
+    op = "linear_gated_add"
+    check_float(weight, "weight", op, ndim=2)
+    check_float(x, "x", op, ndim=3)
+    _check_weight(op, x, weight, bias, x.shape[-1])
+    check_same(op, x, residual=residual, gate=gate)
+    batch, length, k = x.shape
+    n = weight.shape[0]
+    if residual.shape != (batch, length, n) or gate.shape != (batch, 1, n):
+        raise ValueError(f"{op}: residual {residual.shape} and gate {gate.shape} must be "
+                         f"({batch}, {length}, {n}) and ({batch}, 1, {n}) for x {x.shape}")
+    tile = fused_tile(x.device, x.dtype, batch * length, n, k)
+    if tile is None:
+        return None
+    out = Tensor.empty(residual.shape, x.dtype, device=x.device)
+    record_gemm_gated_add(x.buffer, weight.buffer, bias.buffer if bias is not None else None,
+                          out.buffer, residual.buffer, gate.buffer, m=batch * length, n=n, k=k,
+                          tile=tile, length=length)
+    return out
 
 
 def geglu_gemm(x: Tensor, b: Buffer[Any], bias: Tensor | None, d: int, k: int,

@@ -12,7 +12,7 @@ from .._tensor import Tensor
 from ._util import check_float, check_same, dummy, kernel
 from .prologue import ConvPrologue
 
-__all__ = ["group_norm", "group_norm_prologue", "layer_norm"]
+__all__ = ["group_norm", "group_norm_prologue", "layer_norm", "layer_norm_modulate"]
 
 _CHUNK = 8192  # elements per workgroup in group_norm: thousands of workgroups at 512x512
 
@@ -134,7 +134,33 @@ def layer_norm(x: Tensor, weight: Tensor | None = None, bias: Tensor | None = No
     k = kernel("layer_norm", {"T": x.dtype}, parts=("nn/layer_norm_row",), TPR=tpr,
                AFFINE=int(affine))
     gamma, beta = (weight, bias) if affine else (dummy(x), dummy(x))
-    k.dispatch(math.ceil(rows / (256 // tpr)), x, gamma, beta, out, rows=rows, d=d, eps=eps)
+    k.dispatch(math.ceil(rows / (256 // tpr)), x, gamma, beta, out, rows=rows, d=d, eps=eps,
+               length=rows)
+    return out
+
+
+def layer_norm_modulate(x: Tensor, shift: Tensor, scale: Tensor, eps: float = 1e-6) -> Tensor:
+    """adaLN: layer_norm(x) (no affine) * (1 + scale) + shift in one pass, x [B, L, D], shift
+    and scale [B, 1, D]. The norm is rounded to x's dtype and modulated in x's arithmetic, as
+    the two passes compute it: their bits. torch: `F.layer_norm(x, (D,), eps=eps) *
+    (1 + scale) + shift`."""
+    op = "layer_norm_modulate"
+    check_float(x, "x", op, ndim=3)
+    check_same(op, x, shift=shift, scale=scale)
+    batch, length, d = x.shape
+    for name, t in (("shift", shift), ("scale", scale)):
+        if t.shape != (batch, 1, d):
+            raise ValueError(f"{op}: {name} must have shape ({batch}, 1, {d}) for x {x.shape}, "
+                             f"got {t.shape}")
+    out = Tensor.empty(x.shape, x.dtype, device=x.device)
+    if x.size == 0:
+        return out
+    rows = batch * length
+    tpr = row_lanes(d)
+    k = kernel("layer_norm", {"T": x.dtype}, parts=("nn/layer_norm_row",), TPR=tpr,
+               AFFINE=0, MODULATE=1)
+    k.dispatch(math.ceil(rows / (256 // tpr)), x, scale, shift, out, rows=rows, d=d, eps=eps,
+               length=length)
     return out
 
 

@@ -179,7 +179,7 @@ def test_dual_block_makes_no_unused_norm(device: gpucore.Device,
     """SD 3.5 Medium's dual block under `--int8`: both attentions' inputs come from the
     norms that quantize their rows, so the block makes no plain norm of the image stream
     (the model's only one is its output norm); the same bytes as with FUSED off, which
-    shares one plain norm between the two attentions."""
+    makes a norm-and-modulation pass for each reader."""
     from diffusion.models import dit_layers
 
     host_variant_on_first_adapter(device, "the shared int8 quantization of a DiT")
@@ -192,12 +192,13 @@ def test_dual_block_makes_no_unused_norm(device: gpucore.Device,
     args = _inputs("sd3", dtype, device)
     quantize_linears(ours)
     shapes: list[tuple[int, ...]] = []
-    plain = dit_layers.layer_norm
-    monkeypatch.setattr(dit_layers, "layer_norm", lambda x: shapes.append(x.shape) or plain(x))
+    plain = dit_layers.norm_modulate
+    monkeypatch.setattr(dit_layers, "norm_modulate", lambda x, shift, scale: shapes.append(
+        x.shape) or plain(x, shift, scale))
     fused = ours(*args).numpy()
     image = (2, 15, 32)  # (batch, 3 x 5 patches, 2 heads x 16)
     assert shapes.count(image) == 1  # norm_out's
     monkeypatch.setattr(int8_rows, "FUSED", False)
     shapes.clear()
     assert np.array_equal(fused, ours(*args).numpy())
-    assert shapes.count(image) == 3  # one shared by both attentions, the MLP's, norm_out's
+    assert shapes.count(image) == 4  # each attention's, the MLP's, norm_out's

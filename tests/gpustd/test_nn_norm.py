@@ -136,3 +136,30 @@ def test_norm_errors(device: gpucore.Device) -> None:
         layer_norm(t((2, 4), np.int32))
     with pytest.raises(TypeError, match="gpustd Tensor"):
         layer_norm(np.ones((2, 4), np.float32))
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float16])
+def test_layer_norm_modulate_equals_two_passes(device: gpucore.Device, dtype) -> None:
+    """adaLN's norm and modulation in one pass: the bits of layer_norm then the DiTs'
+    compiled modulate kernel, each batch entry its own shift and scale; near float64."""
+    from gpustd import elementwise_kernel
+    from gpustd.nn import layer_norm_modulate
+
+    @elementwise_kernel
+    def modulate(x, shift, scale):
+        return x * (1.0 + scale) + shift
+
+    if dtype == np.float16 and not device.has_f16:
+        pytest.skip(f"{device.info.label} has no shader-f16")
+    rng = np.random.default_rng(5)
+    x = (rng.standard_normal((2, 37, 300)) * 3 + 5).astype(dtype)
+    shift, scale = (rng.standard_normal((2, 1, 300)).astype(dtype) for _ in range(2))
+    tx, tshift, tscale = (Tensor.from_numpy(a, device=device) for a in (x, shift, scale))
+    got = layer_norm_modulate(tx, tshift, tscale, eps=1e-6).numpy()
+    two = modulate(layer_norm(tx, eps=1e-6), tshift, tscale).numpy()
+    assert got.dtype == dtype and np.array_equal(got, two)
+    ref = F.layer_norm(_t(x), (300,), eps=1e-6).numpy() * (1 + _t(scale).numpy()) \
+        + _t(shift).numpy()
+    assert_close(got, ref, dtype=dtype, tol=F32_TOL if dtype == np.float32 else None)
+    with pytest.raises(ValueError, match=r"shift must have shape \(2, 1, 300\)"):
+        layer_norm_modulate(tx, tscale.reshape(2, 300, 1), tscale)

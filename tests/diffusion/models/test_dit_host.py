@@ -168,10 +168,12 @@ def test_joint_attention_mask() -> None:
 
 
 def count_layer_norms(monkeypatch: pytest.MonkeyPatch) -> list[None]:
-    """A list that gets an entry per call of dit_layers.layer_norm from now on."""
+    """A list that gets an entry per modulated norm pass (dit_layers.norm_modulate) from now
+    on."""
     calls: list[None] = []
-    original = dit_layers.layer_norm
-    monkeypatch.setattr(dit_layers, "layer_norm", lambda x: (calls.append(None), original(x))[1])
+    original = dit_layers.norm_modulate
+    monkeypatch.setattr(dit_layers, "norm_modulate", lambda x, shift, scale: (
+        calls.append(None), original(x, shift, scale))[1])
     return calls
 
 
@@ -198,8 +200,9 @@ def test_sd3_joint_block(monkeypatch: pytest.MonkeyPatch, context_pre_only: bool
         context_ref, x_ref = reference(*torch_all(x, context, temb))
     norms = count_layer_norms(monkeypatch)
     got_x, got_context = ours(x, context, temb)
-    # one norm per stream and sublayer: SD3.5's second attention reads the first one's
-    assert len(norms) == (3 if context_pre_only else 4)
+    # one pass per stream and sublayer, SD3.5's second attention its own (a norm and its
+    # modulation in one pass, cheaper than sharing a plain norm between two modulations)
+    assert len(norms) == (3 if context_pre_only else 5 if dual else 4)
     assert_close(got_x, x_ref.numpy(), tol=TOL)
     if context_pre_only:
         assert got_context is None and context_ref is None

@@ -1,0 +1,141 @@
+"""gpustd.nn.linear_gelu and linear_gated_add: the GELU, or adaLN-Zero's gated residual, in
+the matrix-unit GEMM's epilogue (gemm.matrix_fused), against the two passes with the same tile
+(bit for bit on lavapipe's emulated matrix units; within an f16 ulp on an H200 under Dawn,
+whose compiler evaluates tanh and the multiply-add differently there) and against float64; the
+GELU into a column slice of a wider output; the two passes (or None) where the shape does not
+fill a tile."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from conftest import emulated_subset, matrix_device
+from support import assert_close
+
+import gpucore
+from gpustd import Tensor, elementwise_kernel
+from gpustd.gemm import matrix_fused, matrix_tuning
+from gpustd.gemm import matrix_units as sm
+from gpustd.nn import gelu, linear
+from gpustd.nn.linear import linear_gated_add, linear_gelu
+
+
+@pytest.fixture
+def device(device: gpucore.Device) -> gpucore.Device:
+    """The adapter's Device with subgroup matrices, emulated where it has none."""
+    return matrix_device(device)
+
+
+def _expected(x, w, bias, approximate):
+    """float64 gelu(x w^T + b) of the float16 operands."""
+    from scipy.special import erf
+
+    h = x.astype(np.float64) @ w.astype(np.float64).T + (0 if bias is None else bias)
+    if approximate == "tanh":
+        return 0.5 * h * (1 + np.tanh(np.sqrt(2 / np.pi) * (h + 0.044715 * h**3)))
+    return 0.5 * h * (1 + erf(h / np.sqrt(2)))
+
+
+def _assert_near(got: Tensor, two: Tensor) -> None:
+    """got within one float16 ulp (or 1e-4 near zero, the GELU's far-negative tail) of the
+    two passes' result."""
+    got_values, two_values = got.numpy().astype(np.float64), two.numpy().astype(np.float64)
+    slack = np.maximum(np.spacing(np.abs(two.numpy())).astype(np.float64), 1e-4)
+    assert (np.abs(got_values - two_values) <= slack).all()
+
+
+def _operands(m, n, k, dtype=np.float16, seed=21):
+    rng = np.random.default_rng(seed)
+    return (rng.standard_normal((m, k)).astype(dtype),
+            (rng.standard_normal((n, k)) / 4).astype(dtype),
+            rng.standard_normal(n).astype(dtype))
+
+
+@pytest.mark.parametrize("approximate", ["tanh", "none"])
+def test_fused_equals_two_passes(device: gpucore.Device, approximate: str) -> None:
+    """Where the matrix units take the shape: gelu(linear(x))'s values, written into columns
+    start..start + n of rows of `width`, the other columns untouched."""
+    if not (device.has_f16 and sm.available(device)):
+        pytest.skip(f"{device.info.label} has no f16 subgroup matrices (Dawn on a GPU has)")
+    emulated_subset(device, approximate == "tanh")
+    m, n, k, start, width = 128, 192, 64, 40, 300
+    x, w, bias = _operands(m, n, k)
+    tx, tw, tb = (Tensor.from_numpy(v, device=device) for v in (x, w, bias))
+    tile = matrix_tuning.gemm_tile(device, m, n, k, 1, False, True)
+    assert matrix_fused.fits(tile, m, n, k)
+    alone = gelu(linear(tx.reshape(2, m // 2, k), tw, tb), approximate=approximate)
+    fused = linear_gelu(tx.reshape(2, m // 2, k), tw, tb, approximate=approximate)
+    _assert_near(fused, alone)
+    want = _expected(x, w, bias, approximate)
+    assert np.abs(fused.numpy().reshape(m, n) - want).max() / np.abs(want).max() < 2e-3
+    canvas = np.full((m, width), 7.0, np.float16)
+    out = Tensor.from_numpy(canvas, device=device)
+    assert linear_gelu(tx, tw, None, approximate=approximate, out=out, start=start) is out
+    got = out.numpy()
+    unbiased = gelu(linear(tx, tw), approximate=approximate).numpy()
+    _assert_near(Tensor.from_numpy(got[:, start:start + n], device=device),
+                 Tensor.from_numpy(unbiased, device=device))
+    assert (got[:, :start] == 7).all() and (got[:, start + n:] == 7).all()
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float16])
+def test_two_passes_where_no_tile_fits(device: gpucore.Device, dtype) -> None:
+    """A shape short of every tile (and float32): gelu(linear(x)), into out's slice too."""
+    if dtype == np.float16 and not device.has_f16:
+        pytest.skip(f"{device.info.label} has no shader-f16")
+    m, n, k = 7, 13, 5
+    x, w, bias = _operands(m, n, k, dtype)
+    tx, tw, tb = (Tensor.from_numpy(v, device=device) for v in (x, w, bias))
+    assert_close(linear_gelu(tx, tw, tb).numpy(), _expected(x, w, bias, "none"), dtype=dtype,
+                 tol=1e-5 if dtype == np.float32 else None)
+    out = Tensor.from_numpy(np.zeros((m, n + 3), dtype), device=device)
+    linear_gelu(tx, tw, tb, approximate="tanh", out=out, start=3)
+    assert_close(out.numpy()[:, 3:], _expected(x, w, bias, "tanh"), dtype=dtype,
+                 tol=1e-5 if dtype == np.float32 else None)
+    assert (out.numpy()[:, :3] == 0).all()
+
+
+def test_linear_gelu_errors(device: gpucore.Device) -> None:
+    tx = Tensor.from_numpy(np.ones((4, 6), np.float32), device=device)
+    tw = Tensor.from_numpy(np.ones((5, 6), np.float32), device=device)
+    with pytest.raises(ValueError, match="approximate must be 'none' or 'tanh'"):
+        linear_gelu(tx, tw, approximate="erf")
+    with pytest.raises(ValueError, match="start=2 needs an out tensor"):
+        linear_gelu(tx, tw, start=2)
+    out = Tensor.from_numpy(np.zeros((4, 8), np.float32), device=device)
+    with pytest.raises(ValueError, match=r"5 features from 4 do not fit out \(4, 8\)"):
+        linear_gelu(tx, tw, out=out, start=4)
+
+
+@elementwise_kernel
+def _gated_add_clipped(residual, gate, y):  # the DiTs' (diffusion.models.transformer_ops)
+    return np.float16(min(max(float(residual) + float(gate) * float(y), -65504.0), 65504.0))
+
+
+def test_gated_add_equals_two_passes(device: gpucore.Device) -> None:
+    """clip(residual + gate * linear(x)) in the epilogue: linear then the gated kernel's
+    values, each batch entry its own gate row, the clip reached; None where no tile fits."""
+    if not (device.has_f16 and sm.available(device)):
+        pytest.skip(f"{device.info.label} has no f16 subgroup matrices (Dawn on a GPU has)")
+    batch, length, n, k = 2, 64, 128, 64
+    x, w, bias = _operands(batch * length, n, k)
+    rng = np.random.default_rng(22)
+    y = (x.astype(np.float64) @ w.astype(np.float64).T + bias).reshape(batch, length, n)
+    residual = (rng.standard_normal((batch, length, n)) * 3).astype(np.float16)
+    past = y > 0.5  # the clip: float16's largest plus gate * y
+    residual[past] = 65504
+    gate = rng.uniform(0.5, 2.0, (batch, 1, n)).astype(np.float16)
+    tx, tw, tb, tres, tgate = (Tensor.from_numpy(v, device=device) for v in (
+        x.reshape(batch, length, k), w, bias, residual, gate))
+    got = linear_gated_add(tx, tw, tb, tres, tgate)
+    assert got is not None and got.dtype == np.float16
+    two = _gated_add_clipped(tres, tgate, linear(tx, tw, tb))
+    _assert_near(got, two)
+    want = np.clip(residual + gate.astype(np.float64) * y, -65504, 65504)
+    assert np.abs(got.numpy() - want).max() / np.abs(want).max() < 2e-3
+    assert np.isfinite(got.numpy()).all() and (got.numpy()[past] == 65504).all()
+    short = Tensor.from_numpy(x[:7].reshape(1, 7, k), device=device)
+    assert linear_gated_add(short, tw, tb, Tensor.from_numpy(residual[:1, :7], device=device),
+                            Tensor.from_numpy(gate[:1], device=device)) is None
+    with pytest.raises(ValueError, match=r"must be \(2, 64, 128\) and \(2, 1, 128\)"):
+        linear_gated_add(tx, tw, tb, tres, tres)
