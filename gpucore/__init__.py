@@ -27,7 +27,7 @@ from . import _autotune as autotune
 from ._adapters import AdapterInfo, devices
 from ._buffer import Buffer
 from ._capture import Capture, CaptureError
-from ._default import default_device, synchronize
+from ._default import default_device, open_default_device_ahead, synchronize
 from ._device import Device
 from ._dtypes import as_dtype, wgsl_scalar
 from ._errors import (
@@ -83,6 +83,7 @@ __all__ = [
     "default_device",
     "devices",
     "fold_grid",
+    "open_default_device_ahead",
     "open_devices",
     "phase",
     "process_started",
