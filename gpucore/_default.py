@@ -20,6 +20,7 @@ __all__ = ["default_device", "open_default_device_ahead", "synchronize"]
 _default: Device | None = None
 _default_lock = threading.Lock()
 _ahead: threading.Thread | None = None
+_ahead_lock = threading.Lock()  # not _default_lock, which the opening thread holds
 _ahead_seconds: list[float] = []  # the opening ahead's wall seconds, until a Phases counts them
 
 
@@ -47,7 +48,7 @@ def open_default_device_ahead() -> bool:
     `default_device()` opens again and raises it. The thread is not a daemon: a process that
     ends before using the device waits for the opening to end first."""
     global _ahead
-    with _default_lock:
+    with _ahead_lock:
         if _default is not None or _ahead is not None:
             return False
         _ahead = threading.Thread(target=_open, name="gpucore-open-device")
