@@ -85,13 +85,15 @@ def summarize(lines: list[tuple[float, str]], wall: float) -> dict[str, Any]:
     return row
 
 
-def run_child(args: list[str], env: dict[str, str], timeout: float) -> dict[str, Any]:
-    """Run `python -m diffusion ARGS` in a child; its row (summarize) and stderr's lines."""
+def run_child(args: list[str], env: dict[str, str], timeout: float,
+              cwd: Path | None = None) -> dict[str, Any]:
+    """Run `python -m diffusion ARGS` in a child (in folder `cwd`: `-m` imports from there
+    first); its row (summarize) and stderr's lines."""
     lines: list[tuple[float, str]] = []
     with tempfile.TemporaryFile("w+") as stdout:  # the PNG paths; stderr is read as it comes
         start = time.perf_counter()
         child = subprocess.Popen([sys.executable, "-m", "diffusion", *args], env=env,
-                                 stdout=stdout, stderr=subprocess.PIPE, text=True)
+                                 stdout=stdout, stderr=subprocess.PIPE, text=True, cwd=cwd)
         assert child.stderr is not None
         deadline = start + timeout
         killer = threading.Timer(timeout, child.kill)
@@ -197,7 +199,9 @@ def run(root: Path, out_json: Path, *, quick: bool, models: list[str], flux_step
             with tempfile.TemporaryDirectory(prefix=f"cold-{model}-", dir=root) as cache:
                 env = child_env(cache, bytecode, trees[name])
                 for process in processes if model == "sd15" else processes[:1]:
-                    row = run_child(entry["args"], env, timeout)
+                    # a tree's child runs outside every tree: only PYTHONPATH says whose code
+                    row = run_child(entry["args"], env, timeout,
+                                    None if trees[name] is None else root)
                     if trees == {"": None}:
                         entry[process] = row
                     else:
