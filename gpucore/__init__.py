@@ -51,7 +51,7 @@ from ._shaders import register_shader_root, shader_path, shader_roots, shader_so
 from ._stream import Event, Stream
 from ._teardown import release_dead as release_dead_devices
 from ._version import __version__ as __version__
-from ._warmup import Warmup
+from ._warmup import Warmup, work_while_waiting
 
 __all__ = [
     "AdapterInfo",
@@ -97,5 +97,6 @@ __all__ = [
     "synchronize",
     "trace_memory",
     "wgsl_scalar",
+    "work_while_waiting",
 ]
 
