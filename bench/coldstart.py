@@ -1,13 +1,15 @@
 """python -m bench.coldstart: whole `python -m diffusion txt2img` processes from cold (issue 51).
 
     python -m bench.coldstart ROOT OUT.json [--quick] [--models sd15,sdxl,flux]
-                              [--flux-steps 4] [--timeout 300]
+                              [--flux-steps 4] [--timeout 300] [--n-iter 2]
+                              [--trees main=/path/to/main,branch=.] [--rounds 1]
 
 For each model it writes random full-size weights under ROOT in the layout users download
 (bench._cold_files: an SD 1.5 single file in float32, an SDXL single file in float16, a FLUX.1
 dev diffusers folder in bfloat16; the writing timed apart), then runs the CLI as a user would,
 `python -m diffusion txt2img --model ... --fp16 --n-iter 2 --verbose` (two pictures: the
-second is the warm picture of the same process), in a child with empty caches of its own
+second is the warm picture of the same process; `--n-iter 1`: one picture, the issue's "a
+second process ... for one picture"), in a child with empty caches of its own
 (XDG_CACHE_HOME a fresh folder: ours and NVIDIA's / Mesa's shader caches; AVX_GPU_CACHE_DIR
 and the drivers' cache variables unset), and for SD 1.5 a second process on the caches the
 first left. The weight files were just written, so the OS page cache holds them (warm page
@@ -17,8 +19,14 @@ cache: no disk reads are timed). Python's bytecode is compiled once before the f
 Per process: the wall time from spawning the child to its exit (the interpreter's start
 included), the seconds from the spawn at which each stderr line came (the first picture is
 written when its `memory:` line comes), the sampling seconds the progress lines print, and
-`--verbose`'s phase split (`time: import ... ; total ...`). `--quick`: the benches' tiny
-configs at 64x64 in 2 steps (a check of the command, not a measurement).
+`--verbose`'s phase split (`time: import ... ; total ...`) and the seconds from its `time:`
+line, printed after the last picture, to the exit. `--quick`: the benches' tiny configs at
+64x64 in 2 steps (a check of the command, not a measurement).
+
+`--trees NAME=PATH,...` runs the same processes with each tree's packages first on the
+child's PYTHONPATH (a checkout of main beside a branch), interleaved: each round runs every
+tree's first and second process on a fresh cache of that tree's own, in the order of the
+list, the next round in the reverse order. The rows go to the model's `runs` list.
 """
 
 from __future__ import annotations
@@ -72,16 +80,20 @@ def summarize(lines: list[tuple[float, str]], wall: float) -> dict[str, Any]:
     timing = [line for _, line in lines if line.startswith("time:")]
     if timing:
         row.update(parse_phases(timing[-1]))
+        # after the last line: the process's own teardown (threads, device, interpreter)
+        row["exit_s"] = round(wall - max(t for t, line in lines if line.startswith("time:")), 3)
     return row
 
 
-def run_child(args: list[str], env: dict[str, str], timeout: float) -> dict[str, Any]:
-    """Run `python -m diffusion ARGS` in a child; its row (summarize) and stderr's lines."""
+def run_child(args: list[str], env: dict[str, str], timeout: float,
+              cwd: Path | None = None) -> dict[str, Any]:
+    """Run `python -m diffusion ARGS` in a child (in folder `cwd`: `-m` imports from there
+    first); its row (summarize) and stderr's lines."""
     lines: list[tuple[float, str]] = []
     with tempfile.TemporaryFile("w+") as stdout:  # the PNG paths; stderr is read as it comes
         start = time.perf_counter()
         child = subprocess.Popen([sys.executable, "-m", "diffusion", *args], env=env,
-                                 stdout=stdout, stderr=subprocess.PIPE, text=True)
+                                 stdout=stdout, stderr=subprocess.PIPE, text=True, cwd=cwd)
         assert child.stderr is not None
         deadline = start + timeout
         killer = threading.Timer(timeout, child.kill)
@@ -100,19 +112,23 @@ def run_child(args: list[str], env: dict[str, str], timeout: float) -> dict[str,
     return row
 
 
-def child_env(cache: str, bytecode: str) -> dict[str, str]:
+def child_env(cache: str, bytecode: str, tree: Path | None = None) -> dict[str, str]:
     """This process's environment with every cache pointed into `cache` (ours, Mesa's, NVIDIA's
-    through XDG_CACHE_HOME) and bytecode kept under `bytecode`."""
+    through XDG_CACHE_HOME), bytecode kept under `bytecode` and `tree`'s packages first."""
     from gpucore import _cache
 
     placed = {_cache.DIR_ENV, *(variable for variable, _, _ in _cache.DRIVER_CACHES),
               "PYTHONDONTWRITEBYTECODE"}
     env = {k: v for k, v in os.environ.items() if k not in placed}
     env.update(XDG_CACHE_HOME=cache, PYTHONPYCACHEPREFIX=bytecode)
+    if tree is not None:
+        env["PYTHONPATH"] = os.pathsep.join(
+            [str(tree.resolve()), *filter(None, env.get("PYTHONPATH", "").split(os.pathsep))])
     return env
 
 
-def _cli_args(model: str, path: str, out: Path, quick: bool, flux_steps: int) -> list[str]:
+def _cli_args(model: str, path: str, out: Path, quick: bool, flux_steps: int,
+              n_iter: int) -> list[str]:
     size, steps, extra = SETTINGS[model]
     if model == "flux":
         steps = flux_steps
@@ -120,17 +136,18 @@ def _cli_args(model: str, path: str, out: Path, quick: bool, flux_steps: int) ->
         size, steps = 64, 2
     return ["txt2img", "--model", path, "--prompt", PROMPT, "--seed", "1",
             "--width", str(size), "--height", str(size), "--steps", str(steps), *extra,
-            "--fp16", "--n-iter", "2", "--verbose", "--out", str(out / f"{model}.png")]
+            "--fp16", "--n-iter", str(n_iter), "--verbose", "--out", str(out / f"{model}.png")]
 
 
-def _compile_bytecode(bytecode: str) -> float:
-    """Compile the package's bytecode into `bytecode` once (as an installed package has it)."""
+def _compile_bytecode(bytecode: str, roots: list[Path]) -> float:
+    """Compile the packages' bytecode in `roots` into `bytecode` once (as an installed package
+    has it)."""
     start = time.perf_counter()
-    root = Path(__file__).resolve().parent.parent
     env = {**os.environ, "PYTHONPYCACHEPREFIX": bytecode}
     env.pop("PYTHONDONTWRITEBYTECODE", None)
     subprocess.run([sys.executable, "-m", "compileall", "-q", "-j", "0",
-                    *(str(root / p) for p in ("gpucore", "gpustd", "diffusion"))],
+                    *(str(root.resolve() / p) for root in roots
+                      for p in ("gpucore", "gpustd", "diffusion"))],
                    env=env, check=False, capture_output=True)
     return round(time.perf_counter() - start, 3)
 
@@ -142,37 +159,59 @@ def _line(model: str, process: str, row: dict[str, Any]) -> str:
 
     phases = row.get("phases", {})
     wait = phases.get("compile wait", {}).get("s")
-    return (f"{model:5} {process:7} whole {s('wall_s'):>6}  picture 1 at {s('first_picture_s'):>6}"
-            f"  picture 2 {s('second_picture_s'):>5}  sampling {row.get('sampling_s')}"
+    return (f"{model:5} {process:14} whole {s('wall_s'):>6}  picture 1 at "
+            f"{s('first_picture_s'):>6}  picture 2 {s('second_picture_s'):>5}  loaded at "
+            f"{s('model_line_s'):>5}  exit {s('exit_s'):>4}  sampling {row.get('sampling_s')}"
             f"  compile wait {wait if wait is not None else '-'}  rc {row.get('returncode')}")
 
 
+def _schedule(trees: dict[str, Path | None], rounds: int
+              ) -> list[tuple[str, int, list[str]]]:
+    """(tree, round, processes) in the order run: every tree's first and second process, in
+    the listed order, then the next round in the reverse order."""
+    names = list(trees)
+    return [(name, r, ["first", "second"]) for r in range(rounds)
+            for name in (names if r % 2 == 0 else names[::-1])]
+
+
 def run(root: Path, out_json: Path, *, quick: bool, models: list[str], flux_steps: int,
-        timeout: float) -> dict[str, Any]:
+        timeout: float, n_iter: int = 2, trees: dict[str, Path | None] | None = None,
+        rounds: int = 1) -> dict[str, Any]:
     from . import _cold_files
 
+    trees = trees or {"": None}
+    here = Path(__file__).resolve().parent.parent
     (root / "out").mkdir(parents=True, exist_ok=True)
     bytecode = str(root / "bytecode")
-    result: dict[str, Any] = {"benchmark": "coldstart", "quick": quick, "page_cache": "warm",
-                              "bytecode_s": _compile_bytecode(bytecode), "models": {}}
+    result: dict[str, Any] = {
+        "benchmark": "coldstart", "quick": quick, "page_cache": "warm", "n_iter": n_iter,
+        "trees": {name: str(tree) for name, tree in trees.items() if tree is not None},
+        "bytecode_s": _compile_bytecode(bytecode, [tree or here for tree in trees.values()]),
+        "models": {}}
     table = []
     for model in models:
         entry: dict[str, Any] = {"written": _cold_files.write(model, root, quick)}
         result["models"][model] = entry
         print(f"{model}: wrote {entry['written']}", file=sys.stderr, flush=True)
         entry["args"] = _cli_args(model, entry["written"]["path"], root / "out", quick,
-                                  flux_steps)
-        with tempfile.TemporaryDirectory(prefix=f"cold-{model}-", dir=root) as cache:
-            env = child_env(cache, bytecode)
-            processes = ("first", "second") if model == "sd15" else ("first",)
-            for process in processes:
-                row = run_child(entry["args"], env, timeout)
-                entry[process] = row
-                table.append(_line(model, process, row))
-                out_json.write_text(json.dumps(result, indent=1))
-                if row["returncode"]:
-                    print("\n".join(row["stderr"][-15:]), file=sys.stderr)
-                    break
+                                  flux_steps, n_iter)
+        for name, number, processes in _schedule(trees, rounds):
+            with tempfile.TemporaryDirectory(prefix=f"cold-{model}-", dir=root) as cache:
+                env = child_env(cache, bytecode, trees[name])
+                for process in processes if model == "sd15" else processes[:1]:
+                    # a tree's child runs outside every tree: only PYTHONPATH says whose code
+                    row = run_child(entry["args"], env, timeout,
+                                    None if trees[name] is None else root)
+                    if trees == {"": None}:
+                        entry[process] = row
+                    else:
+                        entry.setdefault("runs", []).append(
+                            {"tree": name, "round": number, "process": process, "row": row})
+                    table.append(_line(model, f"{name} {process}".strip(), row))
+                    out_json.write_text(json.dumps(result, indent=1))
+                    if row["returncode"]:
+                        print("\n".join(row["stderr"][-15:]), file=sys.stderr)
+                        break
         if model == "flux" and not quick:  # its 33 GB would crowd the next model's files
             _remove(Path(entry["written"]["path"]))
     out_json.write_text(json.dumps(result, indent=1))
@@ -199,9 +238,15 @@ def main(argv: list[str]) -> None:
     parser.add_argument("--models", default="sd15,sdxl,flux")
     parser.add_argument("--flux-steps", type=int, default=4)
     parser.add_argument("--timeout", type=float, default=300.0, help="seconds a process")
+    parser.add_argument("--n-iter", type=int, default=2, help="pictures a process (--n-iter)")
+    parser.add_argument("--trees", default="", help="NAME=PATH,...: code trees to compare")
+    parser.add_argument("--rounds", type=int, default=1, help="rounds over --trees")
     args = parser.parse_args(argv)
+    trees = {name: Path(path) for name, _, path in
+             (item.partition("=") for item in args.trees.split(",") if item)} or None
     run(args.root, args.out, quick=args.quick, models=args.models.split(","),
-        flux_steps=args.flux_steps, timeout=args.timeout)
+        flux_steps=args.flux_steps, timeout=args.timeout, n_iter=args.n_iter, trees=trees,
+        rounds=args.rounds)
 
 
 if __name__ == "__main__":

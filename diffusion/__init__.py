@@ -30,12 +30,38 @@ upscalers and preprocessors import no pipeline, server or CLI; pipelines import 
 never the server or the CLI (tests/test_layout.py checks this, and that there are no cycles).
 """
 
-from .pipelines.contract import Capabilities, Pipeline
-from .pipelines.load import default_model_path, load_pipeline
-from .pipelines.observer import Observer
-from .pipelines.request import GenerationRequest
-from .pipelines.sd.stable_diffusion import GenerationResult, StableDiffusion
-from .pipelines.sd.stable_diffusion_xl import StableDiffusionXL
+from importlib import import_module
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from .pipelines.contract import Capabilities, Pipeline
+    from .pipelines.load import default_model_path, load_pipeline
+    from .pipelines.observer import Observer
+    from .pipelines.request import GenerationRequest
+    from .pipelines.sd.stable_diffusion import GenerationResult, StableDiffusion
+    from .pipelines.sd.stable_diffusion_xl import StableDiffusionXL
 
 __all__ = ["Capabilities", "GenerationRequest", "GenerationResult", "Observer", "Pipeline",
            "StableDiffusion", "StableDiffusionXL", "default_model_path", "load_pipeline"]
+
+# The names above are imported on first use (PEP 562): `python -m diffusion` imports this
+# package before its __main__, which begins opening the GPU before the pipelines' imports.
+_HOMES = {"Capabilities": "pipelines.contract", "Pipeline": "pipelines.contract",
+          "default_model_path": "pipelines.load", "load_pipeline": "pipelines.load",
+          "Observer": "pipelines.observer", "GenerationRequest": "pipelines.request",
+          "GenerationResult": "pipelines.sd.stable_diffusion",
+          "StableDiffusion": "pipelines.sd.stable_diffusion",
+          "StableDiffusionXL": "pipelines.sd.stable_diffusion_xl"}
+
+
+def __getattr__(name: str) -> Any:
+    home = _HOMES.get(name)
+    if home is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(import_module(f".{home}", __name__), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *__all__})

@@ -27,7 +27,7 @@ from . import _autotune as autotune
 from ._adapters import AdapterInfo, devices
 from ._buffer import Buffer
 from ._capture import Capture, CaptureError
-from ._default import default_device, synchronize
+from ._default import default_device, open_default_device_ahead, synchronize
 from ._device import Device
 from ._dtypes import as_dtype, wgsl_scalar
 from ._errors import (
@@ -51,7 +51,7 @@ from ._shaders import register_shader_root, shader_path, shader_roots, shader_so
 from ._stream import Event, Stream
 from ._teardown import release_dead as release_dead_devices
 from ._version import __version__ as __version__
-from ._warmup import Warmup
+from ._warmup import Warmup, work_while_waiting
 
 __all__ = [
     "AdapterInfo",
@@ -83,6 +83,7 @@ __all__ = [
     "default_device",
     "devices",
     "fold_grid",
+    "open_default_device_ahead",
     "open_devices",
     "phase",
     "process_started",
@@ -96,5 +97,6 @@ __all__ = [
     "synchronize",
     "trace_memory",
     "wgsl_scalar",
+    "work_while_waiting",
 ]
 

@@ -112,6 +112,11 @@ class phase:
             stack[-1][1] = now
 
 
+def active_phases() -> Phases | None:
+    """The Phases collecting now, if any (to count time measured before it began)."""
+    return _active
+
+
 def process_started() -> float | None:
     """When this process started, on time.perf_counter()'s clock (to 10 ms, from Linux's
     /proc); None where that is not known."""

@@ -17,8 +17,12 @@ found by the same key (source hash, entry, constants).
 
 Builds run ahead in threads where a device takes calls from several threads: wgpu-native's
 Vulkan, Metal and D3D12 devices. Dawn is called from one thread only: there the Warmup begins
-every listed build at once, on the calling thread, the costliest first, and Dawn compiles them
-on threads of its own (create_compute_pipeline_async; gpucore._pipelines). OpenGL's contexts are
+the listed builds on the thread that made it, the costliest first, and Dawn compiles them on
+threads of its own (create_compute_pipeline_async; gpucore._pipelines). Beginning one is
+Tint's translation, on that thread (74 of SD 1.5's: 0.3 s of a 4 s second process on an
+H200), so they begin one at a time where that thread would otherwise wait: `work_while_waiting()`
+(the weights' reads call it while the upload waits for them). Those not begun by the time an op
+wants them are built where they are wanted, as without a Warmup. OpenGL's contexts are
 not shared between threads; on OpenGL, and with GPUCORE_WARMUP=0, a Warmup does nothing.
 """
 
@@ -28,6 +32,7 @@ import hashlib
 import json
 import os
 import threading
+import weakref
 from collections import deque
 from pathlib import Path
 
@@ -36,10 +41,25 @@ from ._device import Device
 from ._kernel import Kernel
 from ._pipelines import ENV
 
-__all__ = ["ENV", "Warmup"]
+__all__ = ["ENV", "Warmup", "work_while_waiting"]
 
 FORMAT = 1
 MAX_THREADS = 8
+# Dawn Warmups with builds to begin on their own thread (not kept alive by being here)
+_waiting: weakref.WeakSet[Warmup] = weakref.WeakSet()
+
+
+def work_while_waiting() -> bool:
+    """Begin one kernel build that a Warmup made on this thread put off (module docstring), as
+    work for a moment the caller would otherwise wait; False when there is none."""
+    me = threading.get_ident()
+    for warmup in list(_waiting):
+        if warmup.owner != me:
+            continue
+        if warmup.begin_next():
+            return True
+        _waiting.discard(warmup)
+    return False
 
 
 def enabled(device: Device) -> bool:
@@ -61,6 +81,7 @@ class Warmup:
         self._threads: list[threading.Thread] = []
         self.key: dict[str, str] = {}
         self.path: Path | None = None  # the list's file, where builds may run ahead
+        self.owner: int | None = None  # Dawn: the thread its builds begin on
         if not enabled(device):
             return
         self.key = {**_autotune.cache_key(device), "workload": workload, "format": str(FORMAT)}
@@ -74,7 +95,9 @@ class Warmup:
                 _build_devices.expect_cached(device)
             # the costliest first: none is left to the end of the pools' queues
             self._queue = deque(sorted(self._queue, key=lambda k: -_build_devices.cost(k[0])))
-            self._work(begin=True)
+            self.owner = threading.get_ident()
+            if self._queue:
+                _waiting.add(self)
             return
         # Daemon threads: a process that ends early (an error) does not wait for the list.
         count = min(threads or MAX_THREADS, os.cpu_count() or 1, self.ahead)
@@ -92,7 +115,7 @@ class Warmup:
         return [(k["source"], k["name"], k["entry"], dict(k["constants"])) for k in kernels
                 if isinstance(k, dict) and {"source", "name", "entry", "constants"} <= set(k)]
 
-    def _work(self, *, begin: bool = False) -> None:
+    def _work(self) -> None:
         while True:
             try:
                 source, name, entry, constants = self._queue.popleft()
@@ -100,9 +123,22 @@ class Warmup:
                 return
             try:
                 kernel = Kernel(source, name=name, entry=entry, constants=constants)
-                kernel.build_ahead(self.device, begin=begin)
+                kernel.build_ahead(self.device)
             except Exception:  # the op that needs it builds it again and says what failed
                 continue
+
+    def begin_next(self) -> bool:
+        """Dawn: begin the next listed build on this thread; False when none is left."""
+        try:
+            source, name, entry, constants = self._queue.popleft()
+        except IndexError:
+            return False
+        try:
+            Kernel(source, name=name, entry=entry, constants=constants).build_ahead(
+                self.device, begin=True)
+        except Exception:  # the op that needs it builds it again and says what failed
+            pass
+        return True
 
     def wait(self) -> int:
         """Block until every build ahead has finished; returns how many were listed."""
@@ -115,6 +151,7 @@ class Warmup:
     def stop(self) -> None:
         """Drop the builds not begun and wait for those under way (one a thread at most)."""
         self._queue.clear()
+        _waiting.discard(self)
         self.wait()
 
     def save(self) -> bool:

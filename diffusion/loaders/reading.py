@@ -24,7 +24,7 @@ from pathlib import Path
 
 import numpy as np
 
-from gpucore import phase
+from gpucore import phase, work_while_waiting
 
 from .errors import WeightsError
 
@@ -154,7 +154,9 @@ def read_ahead(read: Callable[[str], np.ndarray], keys: Sequence[str],
                 pending.append((pool.submit(read, following), size))
                 ahead += size
                 following = next(upcoming, None)
-            with phase("read wait"):
+            with phase("read wait"):  # kernel builds put off begin meanwhile (Dawn)
+                while not current.done() and work_while_waiting():
+                    pass
                 value = current.result()
             current = None
             yield value

@@ -88,3 +88,44 @@ def test_kernel_builds_count_as_compile(device: gpucore.Device) -> None:
     assert phases.counts["compile"] == 1
     assert phases.seconds["compile"] > 0
     np.testing.assert_array_equal(buffer.read(), np.arange(5) * 4)
+
+
+def test_default_device_opened_ahead_is_waited_for_and_counted(monkeypatch) -> None:
+    """gpucore.open_default_device_ahead opens Device.auto() on a thread; the first
+    default_device() waits for it and counts its seconds as "device"; a failure there is raised
+    by that default_device(), which opens again."""
+    from gpucore import _default
+
+    calls: list[str] = []
+
+    def slow_auto() -> object:
+        calls.append(threading.current_thread().name)
+        time.sleep(0.1)
+        return "device"
+
+    monkeypatch.setattr(_default, "_default", None)
+    monkeypatch.setattr(_default, "_ahead", None)
+    monkeypatch.setattr(_default, "_ahead_seconds", [])
+    monkeypatch.setattr(_default.Device, "auto", staticmethod(slow_auto))
+    assert gpucore.open_default_device_ahead()
+    assert not gpucore.open_default_device_ahead()  # one at a time
+    with Phases() as phases:
+        assert gpucore.default_device() == "device"
+        assert gpucore.default_device() == "device"
+    assert calls == ["gpucore-open-device"]
+    split = phases.split()["phases"]
+    assert 0.09 <= split["device"]["s"] < 0.5 and split["device"]["count"] == 1
+    assert "device wait" in split
+
+    def failing_auto() -> object:
+        calls.append(threading.current_thread().name)
+        raise gpucore.NoAdapterError("none here")
+
+    monkeypatch.setattr(_default, "_default", None)
+    monkeypatch.setattr(_default, "_ahead", None)
+    monkeypatch.setattr(_default.Device, "auto", staticmethod(failing_auto))
+    calls.clear()
+    assert gpucore.open_default_device_ahead()
+    with pytest.raises(gpucore.NoAdapterError, match="none here"):
+        gpucore.default_device()
+    assert calls == ["gpucore-open-device", "MainThread"]

@@ -135,8 +135,9 @@ def test_a_damaged_or_stale_list_builds_nothing_ahead(device: gpucore.Device,
 
 @pytest.mark.nodevice
 def test_dawn_begins_a_listed_workload_costliest_first(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Dawn begins every listed build at once, on the pools of gpucore._build_devices: the
-    costliest first (gpucore._build_devices.cost), so none waits at the end of a queue."""
+    """Dawn begins the listed builds one at a time where the Warmup's thread would wait
+    (gpucore.work_while_waiting: on that thread only), on the pools of gpucore._build_devices:
+    the costliest first (gpucore._build_devices.cost), so none waits at the end of a queue."""
     from types import SimpleNamespace
 
     from gpucore import _autotune, _build_devices, _kernel
@@ -156,5 +157,15 @@ def test_dawn_begins_a_listed_workload_costliest_first(monkeypatch: pytest.Monke
                         lambda self, device, *, begin: begun.append(self.name))
     device = SimpleNamespace(info=SimpleNamespace(runtime="dawn"),
                              pipelines=SimpleNamespace(start_log=lambda: None))
-    assert _warmup.Warmup(device, "workload").ahead == 4  # type: ignore[arg-type]
+    warmup = _warmup.Warmup(device, "workload")  # type: ignore[arg-type]
+    assert warmup.ahead == 4 and begun == []  # none begun yet
+    elsewhere: list[bool] = []
+    thread = threading.Thread(target=lambda: elsewhere.append(gpucore.work_while_waiting()))
+    thread.start()
+    thread.join()
+    assert elsewhere == [False] and begun == []  # Dawn is called from the Warmup's thread only
+    assert gpucore.work_while_waiting() and begun == ["big gemm"]
+    while gpucore.work_while_waiting():
+        pass
     assert begun == ["big gemm", "gemm", "attention", "small"]
+    assert not gpucore.work_while_waiting()

@@ -190,3 +190,28 @@ def test_a_component_without_dtype_reads_each_tensor_as_its_parameter(
         with np.errstate(over="ignore"):
             want = bf16_to_f32(blobs[key]).astype(dtype)
         np.testing.assert_array_equal(tensor.numpy().view(np.uint8), want.view(np.uint8))
+
+
+@pytest.mark.nodevice
+def test_a_header_is_parsed_once_until_its_file_changes(tmp_path, monkeypatch):
+    """The same unchanged file opened again reuses its parsed header (a load's family
+    detectors open it many times); a file written again is parsed again; each SafetensorsFile
+    has dicts of its own."""
+    from diffusion.loaders.formats import safetensors as module
+
+    save = pytest.importorskip("safetensors.numpy").save_file
+    path = tmp_path / "w.safetensors"
+    save({"a": np.ones(3, np.float32)}, str(path))
+    parses: list[str] = []
+    parse = module._parse
+    monkeypatch.setattr(module, "_parse", lambda p: (parses.append(str(p)), parse(p))[1])
+    first, second = SafetensorsFile(path), SafetensorsFile(path)
+    assert len(parses) == 1 and first.keys() == second.keys() == ["a"]
+    assert first._entries is not second._entries
+    save({"a": np.ones(3, np.float32), "b": np.zeros((2, 2), np.float16)}, str(path))
+    third = SafetensorsFile(path)
+    assert len(parses) == 2 and third.keys() == ["a", "b"] and third.shape("b") == (2, 2)
+    np.testing.assert_array_equal(third.read("b"), np.zeros((2, 2), np.float16))
+    path.unlink()
+    with pytest.raises(WeightsError, match="file not found"):
+        SafetensorsFile(path)
