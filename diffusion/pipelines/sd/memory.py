@@ -13,8 +13,7 @@
   made the trip keep their host copy, so streaming reads nothing back.
 - max_vram: a budget in bytes. The same units as lowvram, but nothing leaves while the device
   holds less than the budget (`memory_stats().reserved`, the pool's idle buffers included);
-  past it the pool is trimmed and units go to host memory, the least recently used first but
-  the UNet's blocks last, the one just run first (a loop: gpustd.nn.residency). The budget
+  past it the pool is trimmed and the least recently used units go to host memory. The budget
   is the device's memory limit (gpustd.nn.residency): it holds at every allocation, a block's
   activations included, so the generation's peak stays within it (units leave inside the
   text encoders' capture too: a pipeline loaded to the GPU has its networks' host copies
@@ -233,8 +232,10 @@ class MemoryPlan:
             if mode.streams_unet:
                 captures[1].reset()  # the UNet runs eagerly now: a kept capture only pins memory
                 for block in unet_blocks(pipe.unet):
-                    self.residency.add(block, name="UNet block", on_evict=self._steady.left,
-                                       loop=True)
+                    # not loop=True: with the blocks a loop, bench lowvram's SD 1.5 at
+                    # --max-vram 2G on an H100 needed 2.01 GiB (MemoryLimitError) where least
+                    # recently used first runs within it (bench/NOTES.md, "SD's UNet blocks")
+                    self.residency.add(block, name="UNet block", on_evict=self._steady.left)
             else:
                 self.residency.add(pipe.unet, name="UNet", stream=False, on_evict=captures[1].reset)
             self.residency.add(pipe.vae, name="VAE", stream=False, release=True)
