@@ -35,6 +35,7 @@ override ADD: u32 = 0u;  // 0: none, 1: residual, 2: per (image, channel); never
 override PROLOGUE: u32 = 0u;  // 0: none, 1: per-channel affine map, 2: the map then SiLU
 override UP_SHIFT: u32 = 0u;  // 1: x read upsampled 2x (nearest)
 override ROW_LOOP: bool = false;  // the 8 rows stored by one loop (CPU adapters: conv.py)
+override TAPS_IN_PARAMS: bool = false;  // KW and KH * KW read from the params (CPU adapters)
 
 struct Params {
     c_in: u32, h: u32, w: u32,  // input channels (all groups) and size
@@ -47,6 +48,7 @@ struct Params {
     pad_h: u32, pad_w: u32,
     dil_h: u32, dil_w: u32,
     x_offset: u32,  // elements of x before the first image read
+    kw: u32, taps: u32,  // KW and KH * KW where TAPS_IN_PARAMS
 }
 
 @group(0) @binding(0) var<storage, read> x: array<T>;
@@ -106,16 +108,21 @@ fn load_w4(k: u32) -> vec4<f32> {
     return vec4<f32>(load_w(k), load_w(k + 1u), load_w(k + 2u), load_w(k + 3u));
 }
 
+// The kernel's width and taps: the constants, or with TAPS_IN_PARAMS the params (one
+// kernel for every kernel size).
+fn kernel_w() -> u32 { if (TAPS_IN_PARAMS) { return params.kw; } return KW; }
+fn kernel_taps() -> u32 { if (TAPS_IN_PARAMS) { return params.taps; } return KH * KW; }
+
 // x_patch[k, this invocation's pixel]: unsigned compares catch both sides of the padding
 // and the far-negative ih0 of a pixel past the end. Decoding k here, per value, measured
 // 10-20% faster on an H200 than reading it from a per-tile table of decoded taps in
 // workgroup memory. The gather is the costly part of the loop, which is why the planner
 // favours 128 x 64 tiles (4 patch values per invocation and step, against 8 for 64 x 128).
 fn load_x(k: u32, t: vec4<f32>) -> f32 {
-    let ci = k / (KH * KW);
-    let r = k - ci * (KH * KW);
-    let ky = r / KW;
-    let kx = r - ky * KW;
+    let ci = k / kernel_taps();
+    let r = k - ci * kernel_taps();
+    let ky = r / kernel_w();
+    let kx = r - ky * kernel_w();
     let ih = u32(ih0 + i32(ky * params.dil_h));
     let iw = u32(iw0 + i32(kx * params.dil_w));
     if (ih < params.h && iw < params.w && k < params.k_total) {
@@ -145,7 +152,7 @@ fn entry(ci: u32) -> vec4<f32> {
 // entries are loaded once each where the four span at most two channels (a 3x3 conv's):
 // on lavapipe a storage load of a per-lane address is the gather's cost.
 fn load_x4(k: u32, step: u32) -> vec4<f32> {
-    let taps = KH * KW;
+    let taps = kernel_taps();
     let c0 = k / taps;
     let c3 = (k + 3u * step) / taps;
     let t0 = entry(c0);
