@@ -212,8 +212,9 @@ def conv2d(x: Tensor, weight: Tensor, bias: Tensor | None = None, *, stride: Any
         # CPU each, cold): one shape for every layer (bench/NOTES.md, a first picture).
         bm, bn, splits = 64, 64, 1
         # Its epilogue's stores as one loop (compiled 0.5 s sooner), and the kernel's size
-        # read from the params: a 1x1 conv takes the 3x3's kernel (0.6 s less, the same sums).
-        cpu = {"ROW_LOOP": 1, "TAPS_IN_PARAMS": 1}
+        # read from the params: a 1x1 conv takes the 3x3's kernel (0.6 s less, the same
+        # sums; its taps divided through f32 reciprocals, exact below 2^21 of K).
+        cpu = {"ROW_LOOP": 1, "TAPS_IN_PARAMS": int(cin_g * kh * kw < 1 << 21)}
         if add is not None and x.dtype == np.float32:
             # The same for the epilogue's add (a kernel each kind, 2.0 and 1.7 s against the
             # plain conv's 1.3): a float32 add after it is the same sum, (v + bias) + add.
@@ -228,7 +229,7 @@ def conv2d(x: Tensor, weight: Tensor, bias: Tensor | None = None, *, stride: Any
                   k_total=k_total, pixels=pixels, splits=splits, k_tiles_per_split=per_split,
                   stride_h=sh, stride_w=sw, pad_h=ph, pad_w=pw, dil_h=dh, dil_w=dw,
                   x_offset=start * x.shape[1] * x.shape[2] * x.shape[3],  # images' start
-                  kw=kw, taps=kh * kw)
+                  kw=kw, taps=kh * kw, inv_kw=1.0 / kw, inv_taps=1.0 / (kh * kw))
     grid = (math.ceil(pixels / bn), math.ceil(cout_g / bm), groups * splits)
     bias_t = bias if has_bias else dummy(x)
     add_t = add if add is not None else dummy(x)
