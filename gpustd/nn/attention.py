@@ -181,7 +181,6 @@ def attention(q: Tensor, k: Tensor, v: Tensor, *, mask: Any = None, causal: bool
         v_sb=v_strides[0], v_sh=v_strides[1], v_sl=v_strides[2],
         o_sb=q_strides[0], o_sh=q_strides[1], o_sl=q_strides[2],
         m_sb=m_strides[0], m_sh=m_strides[1], m_sq=m_strides[2], m_sk=m_strides[3],
-        ks=plan.KS, d=plan.D, dch=plan.DCH, ndg=plan.NDG, kb=plan.KB, inv_dch=1.0 / plan.DCH,
-        inv_dv4=1.0 / (plan.NV * plan.NDG),
+        ks=plan.KS, d=plan.D, dch=plan.DCH, ndg=plan.NDG, kb=plan.KB,
     )
     return out

@@ -59,7 +59,6 @@ struct Params {
     o_sb: u32, o_sh: u32, o_sl: u32,
     m_sb: u32, m_sh: u32, m_sq: u32, m_sk: u32,
     ks: u32, d: u32, dch: u32, ndg: u32, kb: u32, // KS, D, DCH, NDG, KB where LOOPS
-    inv_dch: f32, inv_dv4: f32, // 1 / DCH and 1 / DV4, rounded to f32
 }
 
 @group(0) @binding(0) var<storage, read> q: array<T>;
@@ -158,20 +157,6 @@ fn head_dim() -> u32 { if (LOOPS) { return params.d; } return D; }
 fn chunk() -> u32 { if (LOOPS) { return params.dch; } return DCH; }
 fn dim_groups() -> u32 { if (LOOPS) { return params.ndg; } return NDG; }
 fn v_block() -> u32 { if (LOOPS) { return params.kb; } return KB; }
-
-// e / DCH and e / DV4 (e < 2^21). With LOOPS floor((e + 0.5) * (1 / n)) in f32: exact (the
-// error, about e / n * 2^-23, stays below the 0.5 / n between (e + 0.5) / n and an integer)
-// and vector code on lavapipe, where a division by a runtime value is one per lane (the
-// kernel ran 10-20% slower with them).
-fn per_chunk(e: u32) -> u32 {
-    if (LOOPS) { return u32((f32(e) + 0.5) * params.inv_dch); }
-    return e / DCH;
-}
-
-fn per_row(e: u32) -> u32 {
-    if (LOOPS) { return u32((f32(e) + 0.5) * params.inv_dv4); }
-    return e / DV4;
-}
 
 fn chunk_stride() -> u32 { return chunk() | 1u; } // DCHP
 fn chunks() -> u32 { return (head_dim() + chunk() - 1u) / chunk(); } // NCH
@@ -366,18 +351,16 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
             workgroupBarrier();
             if (nch > 1u || tile == 0u) {
                 for (var e = t; e < dch * RG; e += WG) {
-                    let g = per_chunk(e);
-                    let dim = e - g * dch;
-                    qt[g * dchp + dim] = q_col(q_base, q0 + g * 4u, d0 + dim);
+                    let g = e / dch;
+                    qt[g * dchp + e % dch] = q_col(q_base, q0 + g * 4u, d0 + e % dch);
                 }
             }
             if (PF != 0u) {
                 k_put(k_next, t);
             } else {
                 for (var e = t; e < dch * CS; e += WG) {
-                    let g = per_chunk(e);
-                    let dim = e - g * dch;
-                    kv[g * dchp + dim] = k_col(k_base, k0 + g * 4u, d0 + dim);
+                    let g = e / dch;
+                    kv[g * dchp + e % dch] = k_col(k_base, k0 + g * 4u, d0 + e % dch);
                 }
             }
             workgroupBarrier();
@@ -416,8 +399,7 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
                 k_next = k_fetch(k_base, k0 + BK, t);
             } else {
                 for (var e = t; e < kb_len * dv4; e += WG) {
-                    let key = per_row(e);
-                    kv[e] = v_row(v_base, k0 + kb + key, (e - key * dv4) * 4u);
+                    kv[e] = v_row(v_base, k0 + kb + e / dv4, (e % dv4) * 4u);
                 }
             }
             workgroupBarrier();
