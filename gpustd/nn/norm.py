@@ -82,18 +82,12 @@ def group_norm(x: Tensor, num_groups: int, weight: Tensor | None = None,
     # same bits), one dispatch instead of two; `partial` is then not read
     whole = geometry["chunks"] == 1
     partial = dummy(x, np.float32) if whole else _chunk_stats(x, geometry)
-    flags = {"SILU": int(silu), "STATS": int(whole)}
-    if x.device.info.type == "cpu":
-        # llvmpipe compiles each kernel at its first dispatch (0.1 s of CPU for this one): the
-        # flags from the params make its three uses one kernel; a branch on a uniform value,
-        # the same arithmetic (bench/NOTES.md, a first picture on CPUs)
-        flags = {"FLAGS_IN_PARAMS": 1}
     apply = _norm_kernel("group_norm_apply", x, ("nn/group_norm_merge", "nn/group_norm_moments"),
-                         AFFINE=int(affine), **flags)
+                         AFFINE=int(affine), SILU=int(silu), STATS=int(whole))
     gamma, beta = (weight, bias) if affine else (dummy(x), dummy(x))
     apply.dispatch(geometry["total_chunks"], x, partial, gamma, beta, out,
                    hw=x.size // (x.shape[0] * x.shape[1]), channels=x.shape[1], eps=eps,
-                   silu=int(silu), stats=int(whole), **geometry)
+                   **geometry)
     return out
 
 

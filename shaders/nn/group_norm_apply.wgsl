@@ -14,13 +14,10 @@ override W: u32 = 4u;
 override AFFINE: bool = true;
 override SILU: bool = false;
 override STATS: bool = false;
-// SILU and STATS read from the params: one kernel for the three uses (CPU adapters: norm.py)
-override FLAGS_IN_PARAMS: bool = false;
 
 struct Params {
     group_size: u32, chunk: u32, chunks: u32, total_chunks: u32,
     hw: u32, channels: u32, eps: f32,
-    silu: u32, stats: u32,  // SILU and STATS where FLAGS_IN_PARAMS
 }
 
 @group(0) @binding(0) var<storage, read> x: array<V>;
@@ -29,9 +26,6 @@ struct Params {
 @group(0) @binding(3) var<storage, read> beta: array<T>;
 @group(0) @binding(4) var<storage, read_write> out: array<T>;
 @group(0) @binding(5) var<uniform> params: Params;
-
-fn silu_on() -> bool { if (FLAGS_IN_PARAMS) { return params.silu != 0u; } return SILU; }
-fn stats_on() -> bool { if (FLAGS_IN_PARAMS) { return params.stats != 0u; } return STATS; }
 
 @compute @workgroup_size(WG)
 fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
@@ -43,7 +37,7 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
     let group = c / params.chunks;
     let shift = f32(vec4<T>(x[group * params.group_size / W]).x);
     var total: vec3<f32>;
-    if (stats_on()) {
+    if (STATS) {
         total = chunk_moments(group * params.group_size, (group + 1u) * params.group_size, shift,
                               lid);
     } else {
@@ -60,7 +54,7 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
             let ch = (at / params.hw) % params.channels;
             y = fma(y, vec4<f32>(f32(gamma[ch])), vec4<f32>(f32(beta[ch])));
         }
-        if (silu_on()) {
+        if (SILU) {
             y = y / (1.0 + exp(-y));
         }
         out[at] = T(y.x);

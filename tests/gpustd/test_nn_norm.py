@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
-
 import numpy as np
 import pytest
 import torch
@@ -75,29 +73,6 @@ def test_group_norm_vae_size(device: gpucore.Device) -> None:
     of 512x512, 128 chunks of the stats pass to merge), alone: the 31 others would add 32x
     the work and nothing the shapes above do not cover."""
     _check_group_norm(device, (1, 4, 512, 512), 1, silu=True)
-
-
-def test_group_norm_reads_its_flags_from_the_params_on_a_cpu(first_device: gpucore.Device,
-                                                             monkeypatch) -> None:
-    """On a CPU adapter the apply pass reads SILU and STATS from the params: with and without
-    SiLU, groups of one chunk and of two, one kernel for llvmpipe to compile, each the
-    constants' kernel bit for bit."""
-    device = first_device
-    if device.info.type != "cpu":
-        pytest.skip(f"{device.info.label} is a GPU: the flags are constants")
-    cases = [((2, 8, 8, 6), 4, True), ((1, 4, 64, 80), 2, True), ((2, 8, 8, 6), 4, False)]
-    inputs = [_inputs(device, shape, shape[1], seed=3)[1] for shape, _, _ in cases]
-
-    def run() -> list[np.ndarray]:
-        return [group_norm(x, groups, w, b, silu=silu).numpy()
-                for (x, w, b), (_, groups, silu) in zip(inputs, cases)]
-
-    built = device.pipelines_created
-    on_cpu = run()
-    assert device.pipelines_created - built <= 2  # the apply pass, and the stats pass
-    monkeypatch.setattr(device, "info", dataclasses.replace(device.info, type="discrete"))
-    assert all(np.array_equal(a, b) for a, b in zip(on_cpu, run()))
-    assert min(np.abs(a).max() for a in on_cpu) > 1
 
 
 @settings(max_examples=12, deadline=None)
