@@ -26,13 +26,15 @@ B_FORMATS = {"q8_0": "quant/gemm_b_q8_0", "q4_k": "quant/gemm_b_q4_k",
 
 def gemm_kernel(dtype: np.dtype, tile: Tile, *, trans_a: bool, trans_b: bool, vec_a: bool,
                 vec_b: bool, split: bool = False, paired: bool = False, geglu: int = 0,
-                b_format: str = "") -> Kernel:
+                b_format: str = "", layout_in_params: bool = False) -> Kernel:
     """gemm.wgsl for `dtype` operands and this tile and layout. vec_*: the operand is read
     in vec4s (its contiguous dimension is a multiple of 4); split: write raw f32 partial
     sums (split-K); paired: the main loop's paired shape; geglu: 1 (erf) or 2 (tanh) applies
     GEGLU's gate in the epilogue (columns [0, n) times gelu of columns [n, 2n)); b_format:
     B is a weight (n x k, trans_b) of GGML blocks in this format ("q8_0", "q4_k",
-    "q5_0": see B_FORMATS), dequantized as the tiles load it, instead of floats."""
+    "q5_0": see B_FORMATS), dequantized as the tiles load it, instead of floats;
+    layout_in_params: the kernel reads trans_a and trans_b from dispatch's params, one
+    kernel for every layout."""
     types: dict[str, Any] = {"T": dtype, "O": np.float32 if split else dtype}
     if not vec_a:
         types["AV"] = "T"
@@ -44,6 +46,9 @@ def gemm_kernel(dtype: np.dtype, tile: Tile, *, trans_a: bool, trans_b: bool, ve
         "VEC_B": int(vec_b), "SPLIT": int(split), "PAIRED": int(paired)}
     if geglu:
         constants["GEGLU"] = geglu
+    if layout_in_params:
+        del constants["TRANS_A"], constants["TRANS_B"]
+        constants["LAYOUT_IN_PARAMS"] = 1
     b_part = B_FORMATS[b_format] if b_format else "linalg/gemm_b"
     return Kernel.cached("linalg/gemm", parts=("linalg/register_tile", b_part),
                          constants=constants, types=types)
@@ -54,16 +59,19 @@ def dispatch(kernel: Kernel, grid: tuple[int, int, int], a: Buffer[Any], b: Buff
              k_tiles_per_split: int, has_bias: int = 0, alpha: float = 1.0, beta: float = 0.0,
              splits: int = 1, c_total: int | None = None, a_base: int = 0, a_outer: int = 0,
              a_inner: int = 0, b_base: int = 0, b_outer: int = 0, b_inner: int = 0,
-             c_base: int = 0, inner: int = 1, z_base: int = 0) -> None:
+             c_base: int = 0, inner: int = 1, z_base: int = 0, trans_a: bool = False,
+             trans_b: bool = False) -> None:
     """One dispatch of a gemm_kernel over `grid` (x: column tiles, y: row tiles, z: batch
     entries times K splits). The defaults are one matrix, unsplit: batch entry z reads A at
     a_base + (z // inner) a_outer + (z % inner) a_inner elements (B alike) and writes C at
-    c_base + z m n; has_bias 0 none, 1 one per column, 2 one per row."""
+    c_base + z m n; has_bias 0 none, 1 one per column, 2 one per row; trans_a, trans_b:
+    the layout, for a kernel that reads it from the params."""
     kernel.dispatch(grid, a, b, bias, out, m=m, n=n, k=k, a_base=a_base, a_outer=a_outer,
                     a_inner=a_inner, b_base=b_base, b_outer=b_outer, b_inner=b_inner,
                     c_base=c_base, inner=inner, z_base=z_base, alpha=alpha, beta=beta,
                     has_bias=has_bias, splits=splits, k_tiles_per_split=k_tiles_per_split,
-                    c_total=m * n if c_total is None else c_total)
+                    c_total=m * n if c_total is None else c_total, trans_a=int(trans_a),
+                    trans_b=int(trans_b))
 
 
 def finish_kernel(dtype: np.dtype) -> Kernel:
@@ -103,9 +111,13 @@ def record_gemm(a: Buffer[Any], b: Buffer[Any], c: Buffer[Any], bias: Buffer[Any
     # kernel is one more per layout. One split's raw sum is the unsplit kernel's (never -0:
     # its accumulators start at +0), and gemm_splitk finishes it as the unsplit epilogue does,
     # alpha * sum + beta * c + bias: the same bits (bench/NOTES.md, a first picture on CPUs).
-    split = splits > 1 or (k > 0 and c.dtype == np.float32 and device.info.type == "cpu")
+    # There the layout comes from the params too: one kernel for the three layouts a model
+    # uses (0.3 s of compiling each), the same loads, sums and bits.
+    cpu = device.info.type == "cpu"
+    split = splits > 1 or (k > 0 and c.dtype == np.float32 and cpu)
     kernel = gemm_kernel(c.dtype, tile, trans_a=trans_a, trans_b=trans_b, vec_a=vec_a,
-                         vec_b=vec_b, split=split, paired=paired, b_format=b_format)
+                         vec_b=vec_b, split=split, paired=paired, b_format=b_format,
+                         layout_in_params=cpu and not b_format)
     has_bias = 0 if bias is None else 2 if bias_rows else 1
     bias_buffer = bias if bias is not None else no_bias(device, c.dtype)
     # Split-K: every split writes raw f32 sums to its own slab; gemm_splitk adds them.
@@ -120,7 +132,8 @@ def record_gemm(a: Buffer[Any], b: Buffer[Any], c: Buffer[Any], bias: Buffer[Any
                      b_outer=plan.outer_strides[1], b_inner=plan.inner_strides[1],
                      c_base=g * per_group * m * n, inner=plan.inner, z_base=z_base,
                      alpha=alpha, beta=beta, has_bias=has_bias, splits=splits,
-                     k_tiles_per_split=per_split, c_total=total)
+                     k_tiles_per_split=per_split, c_total=total, trans_a=trans_a,
+                     trans_b=trans_b)
     if split:
         finish = finish_kernel(c.dtype)
         finish.dispatch(finish.groups_for(total), out, bias_buffer, c, total=total, n=n,

@@ -26,18 +26,35 @@ _FLOATS = (np.dtype(np.float32), np.dtype(np.float16))
 _LOG2E = 1.4426950408889634
 
 
-def _kernel(dtype: np.dtype, mask_kind: int, plan: Plan, *, cpu: bool = False) -> Kernel:
+def _cpu_sizes(plan: Plan, budget: int) -> dict[str, int]:
+    """DCH and KV_LEN of a CPU adapter's kernel, which reads the plan's D, DCH, NDG and KB
+    from the params: the chunk rounded up to 32 dims and kv to at least such a chunk of k,
+    so that the plans of one (RG, CS, NV) mostly share one kernel (the bundled model's head
+    dims 16, 32 and 64 do) where the workgroup memory allows."""
+    dch = 32 * math.ceil(plan.DCH / 32)
+    kv_len = max(plan.kv_len(), (dch | 1) * plan.CS)
+    fixed = 4 * plan.CS * plan.RG + plan.RG + (0 if plan.subgroups else plan.CS * plan.RG)
+    if 16 * ((dch | 1) * plan.RG + kv_len + fixed) > budget:
+        return {"DCH": plan.DCH, "KV_LEN": plan.kv_len()}
+    return {"DCH": dch, "KV_LEN": kv_len}
+
+
+def _kernel(dtype: np.dtype, mask_kind: int, plan: Plan, *, cpu_budget: int = 0) -> Kernel:
+    """The kernel of `plan`; `cpu_budget` (a CPU adapter's workgroup memory, 0 for GPUs)
+    gives the CPU variant."""
     reduce = "subgroup" if plan.subgroups else "shared"
     types = {"T": "f16" if dtype == np.float16 else "f32", "M": "u32" if mask_kind == 2 else "f32"}
     constants: dict[str, float] = {**plan.constants(), "MASK": mask_kind}
-    if cpu:
+    if cpu_budget:
         # llvmpipe (lavapipe) turns a kernel into machine code at its first dispatch: 0.8-2 s
         # of CPU for this one with its loops unrolled and k and v prefetched, 0.4 s with its
-        # loops kept (LOOPS) and no prefetch, and plans that differ only in their key slices
-        # share one kernel (KS from the params). These change when loads and iterations run,
-        # not an operation or its order: the same bits (bench/NOTES.md, a first picture on
-        # CPUs).
-        constants.update(PF=0, LOOPS=1, KS=1)
+        # loops kept (LOOPS) and no prefetch, and plans that differ only in their key slices,
+        # head dims, chunks, dim groups and v blocks share one kernel (read from the params).
+        # These change when loads and iterations run, not an operation or its order: the
+        # same bits (bench/NOTES.md, a first picture on CPUs).
+        for name in ("D", "NDG", "KB"):
+            del constants[name]
+        constants.update(PF=0, LOOPS=1, KS=1, **_cpu_sizes(plan, cpu_budget))
     return Kernel.cached("nn/attention", parts=(f"nn/attention_reduce_{reduce}",), types=types,
                          constants=constants)
 
@@ -153,7 +170,9 @@ def attention(q: Tensor, k: Tensor, v: Tensor, *, mask: Any = None, causal: bool
             strides=(q_strides, k_strides, v_strides, q_strides))
         return out
     plan = plan_for(d, device, lq, b * h, lk)
-    kernel = _kernel(q.dtype, kind, plan, cpu=device.info.type == "cpu")
+    cpu_budget = (device.limits["max-compute-workgroup-storage-size"]
+                  if device.info.type == "cpu" else 0)
+    kernel = _kernel(q.dtype, kind, plan, cpu_budget=cpu_budget)
     kernel.dispatch(
         (math.ceil(lq / (4 * plan.RG)), b * h), q, k, v, mask_tensor, out,
         lq=lq, lk=lk, heads=h, causal=int(bool(causal)), scale=float(scale) * _LOG2E,
@@ -162,6 +181,6 @@ def attention(q: Tensor, k: Tensor, v: Tensor, *, mask: Any = None, causal: bool
         v_sb=v_strides[0], v_sh=v_strides[1], v_sl=v_strides[2],
         o_sb=q_strides[0], o_sh=q_strides[1], o_sl=q_strides[2],
         m_sb=m_strides[0], m_sh=m_strides[1], m_sq=m_strides[2], m_sk=m_strides[3],
-        ks=plan.KS,
+        ks=plan.KS, d=plan.D, dch=plan.DCH, ndg=plan.NDG, kb=plan.KB,
     )
     return out

@@ -211,7 +211,10 @@ def conv2d(x: Tensor, weight: Tensor, bias: Tensor | None = None, *, stride: Any
         # kernel that llvmpipe turns into machine code at its first dispatch (1.3-2.1 s of
         # CPU each, cold): one shape for every layer (bench/NOTES.md, a first picture).
         bm, bn, splits = 64, 64, 1
-        cpu = {"ROW_LOOP": 1}  # its epilogue's stores as one loop: compiled 0.5 s sooner
+        # Its epilogue's stores as one loop (compiled 0.5 s sooner), and the kernel's size
+        # read from the params: a 1x1 conv takes the 3x3's kernel (0.6 s less, the same
+        # sums; its taps divided through f32 reciprocals, exact below 2^21 of K).
+        cpu = {"ROW_LOOP": 1, "TAPS_IN_PARAMS": int(cin_g * kh * kw < 1 << 21)}
         if add is not None and x.dtype == np.float32:
             # The same for the epilogue's add (a kernel each kind, 2.0 and 1.7 s against the
             # plain conv's 1.3): a float32 add after it is the same sum, (v + bias) + add.
@@ -225,11 +228,13 @@ def conv2d(x: Tensor, weight: Tensor, bias: Tensor | None = None, *, stride: Any
     params = dict(c_in=c_in, h=h, w=w, c_out=c_out, ho=ho, wo=wo, cin_g=cin_g, cout_g=cout_g,
                   k_total=k_total, pixels=pixels, splits=splits, k_tiles_per_split=per_split,
                   stride_h=sh, stride_w=sw, pad_h=ph, pad_w=pw, dil_h=dh, dil_w=dw,
-                  x_offset=start * x.shape[1] * x.shape[2] * x.shape[3])  # images' start
+                  x_offset=start * x.shape[1] * x.shape[2] * x.shape[3],  # images' start
+                  kw=kw, taps=kh * kw, inv_kw=1.0 / kw, inv_taps=1.0 / (kh * kw))
     grid = (math.ceil(pixels / bn), math.ceil(cout_g / bm), groups * splits)
     bias_t = bias if has_bias else dummy(x)
     add_t = add if add is not None else dummy(x)
-    shape = dict(WY=bm // 8, WX=bn // 8, BK=bk, KH=kh, KW=kw,
+    taps = {} if cpu.get("TAPS_IN_PARAMS") else {"KH": kh, "KW": kw}
+    shape = dict(WY=bm // 8, WX=bn // 8, BK=bk, **taps,
                  PROLOGUE=0 if prologue is None else prologue.kind, UP_SHIFT=upsample - 1,
                  **cpu)
     norm = no_prologue(x) if prologue is None else prologue.table

@@ -55,6 +55,9 @@ override SPLIT: bool = false;
 // (H200: 2-10% faster on long K with big outputs, 3-8% slower elsewhere; plan.py picks).
 override PAIRED: bool = false;
 override GEGLU: u32 = 0u;
+// TRANS_A and TRANS_B read from the params: one kernel for every layout (CPU adapters:
+// portable.py).
+override LAYOUT_IN_PARAMS: bool = false;
 
 // Batch z (wid.z + z_base, divided by splits) splits into (outer, inner) = (z / inner,
 // z % inner); operand offsets are base + outer * X_outer + inner * X_inner, so broadcast batch
@@ -66,6 +69,7 @@ struct Params {
     c_base: u32, inner: u32, z_base: u32,
     alpha: f32, beta: f32, has_bias: u32,
     splits: u32, k_tiles_per_split: u32, c_total: u32,
+    trans_a: u32, trans_b: u32,  // TRANS_A and TRANS_B where LAYOUT_IN_PARAMS
 }
 
 @group(0) @binding(0) var<storage, read> a: array<AV>;
@@ -92,6 +96,9 @@ var<private> ra2: vec4<f32>; var<private> ra3: vec4<f32>;
 var<private> rb0: vec4<f32>; var<private> rb1: vec4<f32>;
 var<private> rb2: vec4<f32>; var<private> rb3: vec4<f32>;
 
+fn trans_a() -> bool { if (LAYOUT_IN_PARAMS) { return params.trans_a != 0u; } return TRANS_A; }
+fn trans_b() -> bool { if (LAYOUT_IN_PARAMS) { return params.trans_b != 0u; } return TRANS_B; }
+
 // Four consecutive elements along the contiguous dimension of a row-major rows x cols matrix.
 // `vec4<T>(a[i])` is a splat in scalar mode and the identity in vec4 mode, so both branches
 // type-check under either alias; the override picks one at pipeline creation.
@@ -109,7 +116,7 @@ fn load_a(r: u32, col: u32, rows: u32, cols: u32) -> vec4<f32> {
 // Chunk q (0-3) of this invocation's share of A's K tile t.
 fn fetch_a(t: u32, q: u32) -> vec4<f32> {
     let bm = TM * WY;
-    if (TRANS_A) {  // stored k x m: whole vec4s along m
+    if (trans_a()) {  // stored k x m: whole vec4s along m
         let l = lid + q * WX * WY;
         return load_a(t * BK + l / (bm / 4u), m0 + (l % (bm / 4u)) * 4u, params.k, params.m);
     }
@@ -119,7 +126,7 @@ fn fetch_a(t: u32, q: u32) -> vec4<f32> {
 
 fn fetch_b(t: u32, q: u32) -> vec4<f32> {
     let bn = TN * WX;
-    if (!TRANS_B) {  // stored k x n: whole vec4s along n
+    if (!trans_b()) {  // stored k x n: whole vec4s along n
         let l = lid + q * WX * WY;
         return load_b(t * BK + l / (bn / 4u), n0 + (l % (bn / 4u)) * 4u, params.k, params.n);
     }
@@ -136,7 +143,7 @@ fn fetch_b(t: u32, q: u32) -> vec4<f32> {
 // Chunk q into the A buffer starting at vec4 `at`.
 fn put_a(at: u32, q: u32, v: vec4<f32>) {
     let bm = TM * WY;
-    if (TRANS_A) {
+    if (trans_a()) {
         tile_a[at + lid + q * WX * WY] = v;
         return;
     }
@@ -151,7 +158,7 @@ fn put_a(at: u32, q: u32, v: vec4<f32>) {
 
 fn put_b(at: u32, q: u32, v: vec4<f32>) {
     let bn = TN * WX;
-    if (!TRANS_B) {
+    if (!trans_b()) {
         tile_b[at + lid + q * WX * WY] = v;
         return;
     }

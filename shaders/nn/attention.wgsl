@@ -32,7 +32,8 @@ override KS: u32 = 1u; // key slices of the output phase: RG * NDG * KS <= WG
 override KV_LEN: u32 = 528u; // max(DCHP * CS, KB * NV * NDG), from the host
 override MASK: u32 = 0u; // 0 none, 1 additive, 2 boolean
 override PF: u32 = 0u; // 1: prefetch k and v into registers (needs NCH == 1, KB == BK)
-// Loops kept as loops and KS read from params.ks (CPU adapters: attention.py)
+// Loops kept as loops; KS, D, DCH, NDG and KB read from the params (CPU adapters:
+// attention.py); the constants DCH and KV_LEN then only size qt and kv (PF stays 0).
 override LOOPS: bool = false;
 
 override BQ: u32 = 4u * RG;
@@ -57,7 +58,7 @@ struct Params {
     v_sb: u32, v_sh: u32, v_sl: u32,
     o_sb: u32, o_sh: u32, o_sl: u32,
     m_sb: u32, m_sh: u32, m_sq: u32, m_sk: u32,
-    ks: u32, // KS where LOOPS
+    ks: u32, d: u32, dch: u32, ndg: u32, kb: u32, // KS, D, DCH, NDG, KB where LOOPS
 }
 
 @group(0) @binding(0) var<storage, read> q: array<T>;
@@ -87,15 +88,16 @@ struct Acc { a0: Rows, a1: Rows, a2: Rows, a3: Rows, a4: Rows, a5: Rows, a6: Row
 
 // acc += p (4 rows) x v[x + j*NDG] for the NV dim vec4s j.
 fn acc_step(acc: Acc, p: vec4<f32>, x: u32) -> Acc {
+    let ndg = dim_groups();
     var r = acc;
     r.a0 = rows_fma(r.a0, p, kv[x]);
-    if (NV > 1u) { r.a1 = rows_fma(r.a1, p, kv[x + NDG]); }
-    if (NV > 2u) { r.a2 = rows_fma(r.a2, p, kv[x + 2u * NDG]); }
-    if (NV > 3u) { r.a3 = rows_fma(r.a3, p, kv[x + 3u * NDG]); }
-    if (NV > 4u) { r.a4 = rows_fma(r.a4, p, kv[x + 4u * NDG]); }
-    if (NV > 5u) { r.a5 = rows_fma(r.a5, p, kv[x + 5u * NDG]); }
-    if (NV > 6u) { r.a6 = rows_fma(r.a6, p, kv[x + 6u * NDG]); }
-    if (NV > 7u) { r.a7 = rows_fma(r.a7, p, kv[x + 7u * NDG]); }
+    if (NV > 1u) { r.a1 = rows_fma(r.a1, p, kv[x + ndg]); }
+    if (NV > 2u) { r.a2 = rows_fma(r.a2, p, kv[x + 2u * ndg]); }
+    if (NV > 3u) { r.a3 = rows_fma(r.a3, p, kv[x + 3u * ndg]); }
+    if (NV > 4u) { r.a4 = rows_fma(r.a4, p, kv[x + 4u * ndg]); }
+    if (NV > 5u) { r.a5 = rows_fma(r.a5, p, kv[x + 5u * ndg]); }
+    if (NV > 6u) { r.a6 = rows_fma(r.a6, p, kv[x + 6u * ndg]); }
+    if (NV > 7u) { r.a7 = rows_fma(r.a7, p, kv[x + 7u * ndg]); }
     return r;
 }
 
@@ -109,7 +111,7 @@ fn acc_scale(a: Acc, s: vec4<f32>) -> Acc {
 // the last tile): slices 1..KS-1 post theirs, then slice 0 reads them.
 fn rows_combine(a: Rows, kh: u32, slot: u32, ks: u32) -> Rows {
     workgroupBarrier();
-    let at = 4u * ((kh - 1u) * RG * NDG + slot);
+    let at = 4u * ((kh - 1u) * RG * dim_groups() + slot);
     if (kh > 0u && kh < ks) {
         pt[at] = a.r0;
         pt[at + 1u] = a.r1;
@@ -120,7 +122,7 @@ fn rows_combine(a: Rows, kh: u32, slot: u32, ks: u32) -> Rows {
     var r = a;
     if (kh == 0u) {
         for (var s = 1u; s < bound(ks); s++) {
-            let src = 4u * ((s - 1u) * RG * NDG + slot);
+            let src = 4u * ((s - 1u) * RG * dim_groups() + slot);
             r = Rows(r.r0 + pt[src], r.r1 + pt[src + 1u], r.r2 + pt[src + 2u],
                      r.r3 + pt[src + 3u]);
         }
@@ -148,11 +150,17 @@ fn bound(n: u32) -> u32 {
     return n;
 }
 
-// The key slices: KS, or with LOOPS params.ks (one kernel for the plans that differ in KS).
-fn key_slices() -> u32 {
-    if (LOOPS) { return params.ks; }
-    return KS;
-}
+// The plan's sizes: the constants, or with LOOPS the params (one kernel for the plans that
+// differ only in them).
+fn key_slices() -> u32 { if (LOOPS) { return params.ks; } return KS; }
+fn head_dim() -> u32 { if (LOOPS) { return params.d; } return D; }
+fn chunk() -> u32 { if (LOOPS) { return params.dch; } return DCH; }
+fn dim_groups() -> u32 { if (LOOPS) { return params.ndg; } return NDG; }
+fn v_block() -> u32 { if (LOOPS) { return params.kb; } return KB; }
+
+fn chunk_stride() -> u32 { return chunk() | 1u; } // DCHP
+fn chunks() -> u32 { return (head_dim() + chunk() - 1u) / chunk(); } // NCH
+fn dim_vec4s() -> u32 { return NV * dim_groups(); } // DV4
 
 fn hmax(x: vec4<f32>) -> f32 { return max(max(x.x, x.y), max(x.z, x.w)); }
 fn hsum(x: vec4<f32>) -> f32 { return (x.x + x.y) + (x.z + x.w); }
@@ -160,17 +168,17 @@ fn hsum(x: vec4<f32>) -> f32 { return (x.x + x.y) + (x.z + x.w); }
 // Global reads and writes one element at a time, guarded; vec4 components are never
 // indexed dynamically (that too would put the vector in memory).
 fn q_at(base: u32, row: u32, dim: u32) -> f32 {
-    if (row < params.lq && dim < D) { return f32(q[base + row * params.q_sl + dim]); }
+    if (row < params.lq && dim < head_dim()) { return f32(q[base + row * params.q_sl + dim]); }
     return 0.0;
 }
 
 fn k_at(base: u32, key: u32, dim: u32) -> f32 {
-    if (key < params.lk && dim < D) { return f32(k[base + key * params.k_sl + dim]); }
+    if (key < params.lk && dim < head_dim()) { return f32(k[base + key * params.k_sl + dim]); }
     return 0.0;
 }
 
 fn v_at(base: u32, key: u32, dim: u32) -> f32 {
-    if (key < params.lk && dim < D) { return f32(v[base + key * params.v_sl + dim]); }
+    if (key < params.lk && dim < head_dim()) { return f32(v[base + key * params.v_sl + dim]); }
     return 0.0;
 }
 
@@ -267,11 +275,11 @@ fn adjust(x: vec4<f32>, b: u32, h: u32, row: u32, key0: u32) -> vec4<f32> {
 }
 
 fn store1(at: u32, dim: u32, y: f32) {
-    if (dim < D) { out[at + dim] = T(y); }
+    if (dim < head_dim()) { out[at + dim] = T(y); }
 }
 
 fn store(base: u32, row: u32, dv: u32, y: vec4<f32>) {
-    if (row < params.lq && dv < DV4) {
+    if (row < params.lq && dv < dim_vec4s()) {
         let at = base + row * params.o_sl;
         store1(at, dv * 4u, y.x);
         store1(at, dv * 4u + 1u, y.y);
@@ -288,14 +296,15 @@ fn store_rows(base: u32, row0: u32, dv: u32, a: Rows, inv: vec4<f32>) {
 }
 
 fn acc_store(base: u32, row0: u32, dg: u32, a: Acc, inv: vec4<f32>) {
+    let ndg = dim_groups();
     store_rows(base, row0, dg, a.a0, inv);
-    if (NV > 1u) { store_rows(base, row0, dg + NDG, a.a1, inv); }
-    if (NV > 2u) { store_rows(base, row0, dg + 2u * NDG, a.a2, inv); }
-    if (NV > 3u) { store_rows(base, row0, dg + 3u * NDG, a.a3, inv); }
-    if (NV > 4u) { store_rows(base, row0, dg + 4u * NDG, a.a4, inv); }
-    if (NV > 5u) { store_rows(base, row0, dg + 5u * NDG, a.a5, inv); }
-    if (NV > 6u) { store_rows(base, row0, dg + 6u * NDG, a.a6, inv); }
-    if (NV > 7u) { store_rows(base, row0, dg + 7u * NDG, a.a7, inv); }
+    if (NV > 1u) { store_rows(base, row0, dg + ndg, a.a1, inv); }
+    if (NV > 2u) { store_rows(base, row0, dg + 2u * ndg, a.a2, inv); }
+    if (NV > 3u) { store_rows(base, row0, dg + 3u * ndg, a.a3, inv); }
+    if (NV > 4u) { store_rows(base, row0, dg + 4u * ndg, a.a4, inv); }
+    if (NV > 5u) { store_rows(base, row0, dg + 5u * ndg, a.a5, inv); }
+    if (NV > 6u) { store_rows(base, row0, dg + 6u * ndg, a.a6, inv); }
+    if (NV > 7u) { store_rows(base, row0, dg + 7u * ndg, a.a7, inv); }
 }
 
 @compute @workgroup_size(WG)
@@ -309,9 +318,15 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
     let o_base = b * params.o_sb + h * params.o_sh;
     let rs = t / CS;
     let cs = t % CS;
-    let kh = t / (RG * NDG);
-    let rg = (t / NDG) % RG;
-    let dg = t % NDG;
+    let ndg = dim_groups();
+    let kh = t / (RG * ndg);
+    let rg = (t / ndg) % RG;
+    let dg = t % ndg;
+    let dch = chunk();
+    let dchp = chunk_stride();
+    let nch = chunks();
+    let kb_len = v_block();
+    let dv4 = dim_vec4s();
     let ks = key_slices();
     let owns_output = kh < ks; // output-phase invocations: RG * NDG * KS of the WG
 
@@ -331,28 +346,28 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
         let k0 = tile * BK;
         // 1. scores: 4x4 outer products over the head dims, DCH dims per chunk
         var sc = zero;
-        for (var c = 0u; c < NCH; c++) {
-            let d0 = c * DCH;
+        for (var c = 0u; c < nch; c++) {
+            let d0 = c * dch;
             workgroupBarrier();
-            if (NCH > 1u || tile == 0u) {
-                for (var e = t; e < DCH * RG; e += WG) {
-                    let g = e / DCH;
-                    qt[g * DCHP + e % DCH] = q_col(q_base, q0 + g * 4u, d0 + e % DCH);
+            if (nch > 1u || tile == 0u) {
+                for (var e = t; e < dch * RG; e += WG) {
+                    let g = e / dch;
+                    qt[g * dchp + e % dch] = q_col(q_base, q0 + g * 4u, d0 + e % dch);
                 }
             }
             if (PF != 0u) {
                 k_put(k_next, t);
             } else {
-                for (var e = t; e < DCH * CS; e += WG) {
-                    let g = e / DCH;
-                    kv[g * DCHP + e % DCH] = k_col(k_base, k0 + g * 4u, d0 + e % DCH);
+                for (var e = t; e < dch * CS; e += WG) {
+                    let g = e / dch;
+                    kv[g * dchp + e % dch] = k_col(k_base, k0 + g * 4u, d0 + e % dch);
                 }
             }
             workgroupBarrier();
             if (PF != 0u) { v_next = v_fetch(v_base, k0, t); }
-            for (var d = 0u; d < bound(DCH); d += 4u) {
-                let x = rs * DCHP + d;
-                let y = cs * DCHP + d;
+            for (var d = 0u; d < bound(dch); d += 4u) {
+                let x = rs * dchp + d;
+                let y = cs * dchp + d;
                 sc = rows_fma(sc, qt[x], kv[y]);
                 sc = rows_fma(sc, qt[x + 1u], kv[y + 1u]);
                 sc = rows_fma(sc, qt[x + 2u], kv[y + 2u]);
@@ -377,25 +392,25 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
         pt[(4u * cs + 2u) * RG + rs] = vec4(sc.r0.z, sc.r1.z, sc.r2.z, sc.r3.z);
         pt[(4u * cs + 3u) * RG + rs] = vec4(sc.r0.w, sc.r1.w, sc.r2.w, sc.r3.w);
         // 3. acc = acc * alpha + p v, KB keys of v at a time
-        for (var kb = 0u; kb < BK; kb += KB) {
+        for (var kb = 0u; kb < BK; kb += kb_len) {
             workgroupBarrier();
             if (PF != 0u) {
                 v_put(v_next, t);
                 k_next = k_fetch(k_base, k0 + BK, t);
             } else {
-                for (var e = t; e < KB * DV4; e += WG) {
-                    kv[e] = v_row(v_base, k0 + kb + e / DV4, (e % DV4) * 4u);
+                for (var e = t; e < kb_len * dv4; e += WG) {
+                    kv[e] = v_row(v_base, k0 + kb + e / dv4, (e % dv4) * 4u);
                 }
             }
             workgroupBarrier();
             if (owns_output) {
                 if (kb == 0u) { acc = acc_scale(acc, row_scale[rg]); }
-                for (var r = kh; r < bound(KB); r += 4u * ks) {
-                    let x = r * DV4 + dg;
+                for (var r = kh; r < bound(kb_len); r += 4u * ks) {
+                    let x = r * dv4 + dg;
                     acc = acc_step(acc, pt[(kb + r) * RG + rg], x);
-                    acc = acc_step(acc, pt[(kb + r + ks) * RG + rg], x + ks * DV4);
-                    acc = acc_step(acc, pt[(kb + r + 2u * ks) * RG + rg], x + 2u * ks * DV4);
-                    acc = acc_step(acc, pt[(kb + r + 3u * ks) * RG + rg], x + 3u * ks * DV4);
+                    acc = acc_step(acc, pt[(kb + r + ks) * RG + rg], x + ks * dv4);
+                    acc = acc_step(acc, pt[(kb + r + 2u * ks) * RG + rg], x + 2u * ks * dv4);
+                    acc = acc_step(acc, pt[(kb + r + 3u * ks) * RG + rg], x + 3u * ks * dv4);
                 }
             }
         }
@@ -403,7 +418,7 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
 
     // 4. out = acc / l (0 for rows whose keys were all masked, as torch does)
     let l = reduce_sum(lsum, rs, cs);
-    if (ks > 1u) { acc = acc_combine(acc, kh, rg * NDG + dg, ks); }
+    if (ks > 1u) { acc = acc_combine(acc, kh, rg * ndg + dg, ks); }
     workgroupBarrier(); // the last tile's readers of row_scale are done
     if (cs == 0u) { row_scale[rs] = select(vec4(0.0), 1.0 / l, l > vec4(0.0)); }
     workgroupBarrier();

@@ -35,6 +35,7 @@ override ADD: u32 = 0u;  // 0: none, 1: residual, 2: per (image, channel); never
 override PROLOGUE: u32 = 0u;  // 0: none, 1: per-channel affine map, 2: the map then SiLU
 override UP_SHIFT: u32 = 0u;  // 1: x read upsampled 2x (nearest)
 override ROW_LOOP: bool = false;  // the 8 rows stored by one loop (CPU adapters: conv.py)
+override TAPS_IN_PARAMS: bool = false;  // KW and KH * KW read from the params (CPU adapters)
 
 struct Params {
     c_in: u32, h: u32, w: u32,  // input channels (all groups) and size
@@ -47,6 +48,8 @@ struct Params {
     pad_h: u32, pad_w: u32,
     dil_h: u32, dil_w: u32,
     x_offset: u32,  // elements of x before the first image read
+    kw: u32, taps: u32,  // KW and KH * KW where TAPS_IN_PARAMS
+    inv_kw: f32, inv_taps: f32,  // 1 / kw and 1 / taps, rounded to f32
 }
 
 @group(0) @binding(0) var<storage, read> x: array<T>;
@@ -106,16 +109,31 @@ fn load_w4(k: u32) -> vec4<f32> {
     return vec4<f32>(load_w(k), load_w(k + 1u), load_w(k + 2u), load_w(k + 3u));
 }
 
+// k / (KH * KW) and r / KW. With TAPS_IN_PARAMS (one kernel for every kernel size) the
+// divisors come from the params, and the quotient is floor((k + 0.5) * (1 / n)) in f32:
+// exact for k < 2^21 (conv.py: the error, about k / n * 2^-23, stays below the 0.5 / n
+// between (k + 0.5) / n and an integer), and vector code on lavapipe, where an integer
+// division by a runtime value is one division per lane (a 3x3 conv ran ~15% slower).
+fn tap_channel(k: u32) -> u32 {
+    if (TAPS_IN_PARAMS) { return u32((f32(k) + 0.5) * params.inv_taps); }
+    return k / (KH * KW);
+}
+
+fn tap_row(r: u32) -> u32 {
+    if (TAPS_IN_PARAMS) { return u32((f32(r) + 0.5) * params.inv_kw); }
+    return r / KW;
+}
+
 // x_patch[k, this invocation's pixel]: unsigned compares catch both sides of the padding
 // and the far-negative ih0 of a pixel past the end. Decoding k here, per value, measured
 // 10-20% faster on an H200 than reading it from a per-tile table of decoded taps in
 // workgroup memory. The gather is the costly part of the loop, which is why the planner
 // favours 128 x 64 tiles (4 patch values per invocation and step, against 8 for 64 x 128).
 fn load_x(k: u32, t: vec4<f32>) -> f32 {
-    let ci = k / (KH * KW);
-    let r = k - ci * (KH * KW);
-    let ky = r / KW;
-    let kx = r - ky * KW;
+    let ci = tap_channel(k);
+    let r = k - ci * select(KH * KW, params.taps, TAPS_IN_PARAMS);
+    let ky = tap_row(r);
+    let kx = r - ky * select(KW, params.kw, TAPS_IN_PARAMS);
     let ih = u32(ih0 + i32(ky * params.dil_h));
     let iw = u32(iw0 + i32(kx * params.dil_w));
     if (ih < params.h && iw < params.w && k < params.k_total) {
@@ -145,9 +163,8 @@ fn entry(ci: u32) -> vec4<f32> {
 // entries are loaded once each where the four span at most two channels (a 3x3 conv's):
 // on lavapipe a storage load of a per-lane address is the gather's cost.
 fn load_x4(k: u32, step: u32) -> vec4<f32> {
-    let taps = KH * KW;
-    let c0 = k / taps;
-    let c3 = (k + 3u * step) / taps;
+    let c0 = tap_channel(k);
+    let c3 = tap_channel(k + 3u * step);
     let t0 = entry(c0);
     var t1 = t0;
     var t2 = t0;
@@ -155,11 +172,11 @@ fn load_x4(k: u32, step: u32) -> vec4<f32> {
     if (PROLOGUE != 0u && c3 != c0) {
         t3 = entry(c3);
         if (c3 == c0 + 1u) {
-            t1 = select(t0, t3, (k + step) / taps != c0);
-            t2 = select(t0, t3, (k + 2u * step) / taps != c0);
+            t1 = select(t0, t3, tap_channel(k + step) != c0);
+            t2 = select(t0, t3, tap_channel(k + 2u * step) != c0);
         } else {
-            t1 = entry((k + step) / taps);
-            t2 = entry((k + 2u * step) / taps);
+            t1 = entry(tap_channel(k + step));
+            t2 = entry(tap_channel(k + 2u * step));
         }
     }
     return vec4<f32>(load_x(k, t0), load_x(k + step, t1), load_x(k + 2u * step, t2),

@@ -282,16 +282,18 @@ def test_default_scale_is_inverse_sqrt_d(device):
 
 def test_cpu_adapters_keep_loops_and_skip_prefetch(first_device, monkeypatch):
     # On a CPU adapter (lavapipe, llvmpipe) the kernel keeps its loops as loops, fetches k
-    # and v in place and reads its key slices from the params (LOOPS=1, PF=0, KS=1: less
-    # code for llvmpipe to compile at the first dispatch, one kernel for plans that differ
-    # in KS), and its output is the GPU kernel's bit for bit: the plan, data and mask of
-    # test_key_slices_and_prefetch's last case (key slices summed after the last tile,
-    # workgroup-memory reductions, causal rows over several tiles).
+    # and v in place and reads its key slices, head dim, chunk, dim groups and v block from
+    # the params (LOOPS=1, PF=0: less code for llvmpipe to compile at the first dispatch, one
+    # kernel for plans of one (RG, CS, NV)), and its output is the GPU kernel's bit for bit:
+    # the plan, data and mask of test_key_slices_and_prefetch's last case (key slices summed
+    # after the last tile, workgroup-memory reductions, causal rows over several tiles), and
+    # a head dim of two ragged chunks whose v rows end inside a dim group.
     device = first_device
     if device.info.type != "cpu":
         pytest.skip(f"{device.info.label} is a GPU: it runs the plan's kernel as it is")
     p = plans.Plan(24, 8, 4, 3, 2, 24, 16, KS=2, PF=1)
-    chosen = [p, dataclasses.replace(p, KS=1, PF=0), p]
+    p2 = plans.Plan(40, 8, 4, 3, 4, 20, 8)
+    chosen = [p, dataclasses.replace(p, KS=1, PF=0), p2, p, p2]
     monkeypatch.setattr(attention_module, "plan_for", lambda *args: chosen.pop(0))
     built: list = []
     kernel = attention_module._kernel
@@ -300,13 +302,19 @@ def test_cpu_adapters_keep_loops_and_skip_prefetch(first_device, monkeypatch):
     rng = np.random.default_rng(24)
     q, k, v = qkv(rng, 2, 2, 73, 73, 24)
     mask = random_array(rng, (73, 73), np.float32)
+    q2, k2, v2 = qkv(rng, 1, 2, 37, 29, 40)
+    mask2 = random_array(rng, (37, 29), np.float32)
     both = np.where(np.tril(np.ones((73, 73), bool)), mask, -np.inf)
     on_cpu = run(device, q, k, v, mask=mask, causal=True)
     one_slice = run(device, q, k, v, mask=mask, causal=True)
     assert_close(one_slice, reference(q, k, v, mask=both), tol=F32_TOL)
+    second_on_cpu = run(device, q2, k2, v2, mask=mask2)
+    assert_close(second_on_cpu, reference(q2, k2, v2, mask=mask2), tol=F32_TOL)
     monkeypatch.setattr(device, "info", dataclasses.replace(device.info, type="discrete"))
     on_gpu = run(device, q, k, v, mask=mask, causal=True)
+    second_on_gpu = run(device, q2, k2, v2, mask=mask2)
     assert [(c.constants.get("LOOPS", 0), c.constants["PF"], c.constants["KS"])
-            for c in built] == [(1, 0, 1), (1, 0, 1), (0, 1, 2)]
-    assert built[0] is built[1] and np.array_equal(on_cpu, on_gpu)
-    assert np.abs(on_cpu).max() > 0.5  # real values compared
+            for c in built] == [(1, 0, 1)] * 3 + [(0, 1, 2), (0, 0, 1)]
+    assert built[0] is built[1] is built[2]
+    assert np.array_equal(on_cpu, on_gpu) and np.array_equal(second_on_cpu, second_on_gpu)
+    assert np.abs(on_cpu).max() > 0.5 and np.abs(second_on_cpu).max() > 0.5

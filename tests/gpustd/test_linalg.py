@@ -390,3 +390,39 @@ def test_a_cpu_adapter_runs_unsplit_float32_products_as_one_split(first_device, 
     assert_close(on_cpu, 0.5 * a.astype(np.float64) @ b.T + 2.0 * c0 + bias)
     monkeypatch.setattr(device, "info", dataclasses.replace(device.info, type="discrete"))
     assert np.array_equal(product(), on_cpu) and splits == [True, False]
+
+
+def test_a_cpu_adapter_reads_the_layout_from_the_params(first_device, rng, monkeypatch):
+    """On a CPU adapter the split-K kernel reads trans_a and trans_b from the params: the four
+    layouts share one kernel (one compile for llvmpipe, not one each), and each product is
+    its own layout's kernel's bit for bit (ragged m and n, alpha, beta and a bias)."""
+    device = first_device
+    if device.info.type != "cpu":
+        pytest.skip(f"{device.info.label} is a GPU: each layout keeps its kernel")
+    m, n, k = 36, 44, 20
+    bias, c0 = random_array(rng, (n,)), random_array(rng, (m, n))
+    built = portable.gemm_kernel
+
+    def product(trans_a: bool, trans_b: bool, a: np.ndarray, b: np.ndarray) -> np.ndarray:
+        c = up(device, c0)
+        portable.record_gemm(up(device, a).buffer, up(device, b).buffer, c.buffer,
+                             up(device, bias).buffer, m=m, n=n, k=k, trans_a=trans_a,
+                             trans_b=trans_b, alpha=0.5, beta=2.0,
+                             plan=gemm_plan.batch_plan((), (), (), m * k, k * n),
+                             tile=gemm_plan.TILES["64x64t4"], splits=1, paired=False)
+        return c.numpy()
+
+    layouts = [(ta, tb, random_array(rng, (k, m) if ta else (m, k)),
+                random_array(rng, (n, k) if tb else (k, n)))
+               for ta in (False, True) for tb in (False, True)]
+    monkeypatch.setattr(portable, "gemm_kernel", lambda *args, **kw: built(
+        *args, **{**kw, "layout_in_params": False}))
+    own = [product(*layout) for layout in layouts]
+    kernels: list = []
+    monkeypatch.setattr(portable, "gemm_kernel", lambda *args, **kw: (
+        kernels.append(built(*args, **kw)), kernels[-1])[1])
+    got = [product(*layout) for layout in layouts]
+    assert len(kernels) == 4 and all(x is kernels[0] for x in kernels)
+    assert all(np.array_equal(g, o) for g, o in zip(got, own))
+    _, _, a, b = layouts[3]
+    assert_close(got[3], 0.5 * a.T.astype(np.float64) @ b.T + 2.0 * c0 + bias)

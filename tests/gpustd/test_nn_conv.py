@@ -144,6 +144,30 @@ def test_conv2d_stores_its_rows_in_a_loop_on_a_cpu(first_device: gpucore.Device,
     assert np.abs(got).max() > 1
 
 
+def test_conv2d_reads_its_kernel_size_from_the_params_on_a_cpu(first_device: gpucore.Device,
+                                                               monkeypatch) -> None:
+    """On a CPU adapter the conv reads its kernel's width and taps from the params
+    (TAPS_IN_PARAMS): a 1x1 (strided, so not a GEMM) and a 2x3 layer take the 3x3 layer's
+    kernel, and each is the kernel of its own size bit for bit."""
+    if first_device.info.type != "cpu":
+        pytest.skip(f"{first_device.info.label} is a GPU: the kernel's size is a constant")
+    rng = np.random.default_rng(7)
+    x, w, b, w1, w23 = (
+        Tensor.from_numpy(rng.standard_normal(s).astype(np.float32), device=first_device)
+        for s in ((2, 20, 7, 9), (70, 20, 3, 3), (70,), (70, 20, 1, 1), (70, 20, 2, 3)))
+    layers = [(w, dict(padding=1)), (w1, dict(stride=2)), (w23, dict(padding=(1, 0)))]
+    own = [conv2d(x, weight, b, **kw, _plan_override=(64, 64, 1, 8)).numpy()
+           for weight, kw in layers]
+    built: list = []
+    kernel = conv_module._conv_kernel
+    monkeypatch.setattr(conv_module, "_conv_kernel",
+                        lambda *a, **kw: (built.append(kernel(*a, **kw)), built[-1])[1])
+    got = [conv2d(x, weight, b, **kw).numpy() for weight, kw in layers]
+    assert built[0] is built[1] is built[2]
+    assert all(np.array_equal(g, o) for g, o in zip(got, own))
+    assert min(np.abs(g).max() for g in got) > 1
+
+
 @pytest.mark.parametrize("per_channel", [False, True])
 def test_conv2d_add_after_on_a_cpu(first_device: gpucore.Device, monkeypatch,
                                    per_channel: bool) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import importlib
 
 import numpy as np
@@ -153,6 +154,30 @@ def test_linear_geglu(device: gpucore.Device, x_shape, d, approximate) -> None:
     assert_close(nobias.numpy(), (value * F.gelu(gate, approximate=approximate)).numpy())
     with pytest.raises(ValueError, match="even"):
         linear_geglu(_up(device, x), _up(device, w[1:]))
+
+
+def test_linear_geglu_takes_a_smaller_tile_on_a_cpu(first_device: gpucore.Device,
+                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    """On a CPU adapter GEGLU's GEMM takes a 32 x 64 tile of 4 x 8 outputs an invocation
+    (less code for llvmpipe to compile at its first dispatch), the GPU tile's output bit for
+    bit: ragged rows and columns over several tiles, a bias."""
+    from gpustd.gemm import portable
+    from gpustd.nn.linear import linear_geglu
+
+    device = first_device
+    if device.info.type != "cpu":
+        pytest.skip(f"{device.info.label} is a GPU: the planner's tile applies")
+    rng = np.random.default_rng(9)
+    x, w, b = random_array(rng, (70, 24)), random_array(rng, (80, 24)), random_array(rng, (80,))
+    rows: list[int] = []
+    built = portable.gemm_kernel
+    monkeypatch.setattr(portable, "gemm_kernel", lambda dtype, tile, **kw: (
+        rows.append(tile.tm), built(dtype, tile, **kw))[1])
+    on_cpu = linear_geglu(_up(device, x), _up(device, w), _up(device, b)).numpy()
+    monkeypatch.setattr(device, "info", dataclasses.replace(device.info, type="discrete"))
+    on_gpu = linear_geglu(_up(device, x), _up(device, w), _up(device, b)).numpy()
+    assert rows == [4, 8] and np.array_equal(on_cpu, on_gpu)
+    assert np.abs(on_cpu).max() > 1
 
 
 def test_linear_float16_and_errors(device: gpucore.Device) -> None:
