@@ -240,27 +240,27 @@ class JointAttention(nn.Module):
         with `project_image=False` the image's attention before to_out (a caller applying
         to_out itself, with its gated residual in the GEMM: gated_linear)."""
         out = nn.attention(q, k, v, heads=self.heads, mask=mask)
-        project = project_image and self.to_out is not None
+        to_out = self.to_out if project_image else None
         if text is None:
-            return (self.to_out[0](out) if project else out), None
+            return (to_out[0](out) if to_out is not None else out), None
         tokens = take_slice(out, 0, text, axis=1)
         image = take_slice(out, text, out.shape[1], axis=1)
         out_text = self.to_add_out(tokens) if self.to_add_out is not None else None
-        return (self.to_out[0](image) if project else image), out_text
+        return (to_out[0](image) if to_out is not None else image), out_text
 
     def gated(self, residual: Tensor, gate: Tensor, x: Tensor, context: Tensor | None = None,
               rotary: Rope = None) -> tuple[Tensor, Tensor | None]:
         """(gated_add(residual, gate, image output), text output) of forward(x, context,
         rotary), to_out's GEMM applying the gate and the residual where it can
         (transformer_ops.gated_linear); forward itself where it was replaced (a hook)."""
-        if (type(self) is not JointAttention or "forward" in vars(self)
-                or self.to_out is None):
+        to_out = self.to_out
+        if type(self) is not JointAttention or "forward" in vars(self) or to_out is None:
             image, text = self(x, context, rotary)
             return gated_add(residual, gate, image), text
         q, k, v, _ = self.projections(x, context, rotary=rotary)
         heads, text = self.attend(q, k, v, context.shape[1] if context is not None else None,
                                   project_image=False)
-        return gated_linear(residual, gate, self.to_out[0], heads), text
+        return gated_linear(residual, gate, to_out[0], heads), text
 
 
 class JointTransformerBlock(nn.Module):
@@ -301,7 +301,8 @@ class JointTransformerBlock(nn.Module):
         if self.context_pre_only:
             context_in = self.norm1_context(context, temb, activated)
         else:
-            context_mods = self.norm1_context.modulation(temb, activated)
+            context_mods = typing.cast(AdaLayerNormZero, self.norm1_context).modulation(
+                temb, activated)
             context_in = modulated_norm_of(context, context_mods, 0, 1, self.attn.text_inputs())
         # 2. joint attention, gated residuals (to_out's GEMM applying the gate)
         source = x
@@ -315,6 +316,6 @@ class JointTransformerBlock(nn.Module):
         x = self.ff.gated(x, mods[5], modulated_norm_of(x, mods, 3, 4, self.ff.input_layers()))
         if context_mods is None:
             return x, None
-        context = gated_add(context, context_mods[2], context_attn)
+        context = gated_add(context, context_mods[2], typing.cast(Tensor, context_attn))
         return x, self.ff_context.gated(context, context_mods[5], modulated_norm_of(
             context, context_mods, 3, 4, self.ff_context.input_layers()))
