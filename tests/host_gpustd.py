@@ -259,8 +259,10 @@ def tokens_conv1x1(tokens: np.ndarray, weight: np.ndarray, bias: np.ndarray, hei
 
 
 def layer_norm_modulate(x: np.ndarray, shift: np.ndarray, scale: np.ndarray,
-                        eps: float = 1e-6) -> np.ndarray:
+                        eps: float = 1e-6, *, shift_at: int = 0, scale_at: int = 0) -> np.ndarray:
     """gpustd.nn.layer_norm_modulate: the norm rounded to x's dtype, then the modulation."""
+    d = x.shape[-1]
+    shift, scale = shift[..., shift_at:shift_at + d], scale[..., scale_at:scale_at + d]
     normed = layer_norm(x, eps=eps).astype(np.float32)
     return (normed * (1.0 + scale.astype(np.float32)) + shift.astype(np.float32)).astype(x.dtype)
 

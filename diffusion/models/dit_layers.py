@@ -14,6 +14,7 @@ from gpustd.nn.int8_rows import gelu_int8, layer_norm_int8
 
 from .layers import Place
 from .transformer_ops import (
+    Modulation,
     RMSNorm,
     chunks,
     gated_add,
@@ -41,6 +42,21 @@ def modulated_norm(x: Tensor, shift: Tensor, scale: Tensor, readers: list[nn.Lin
     if found is not None and shift.dtype == scale.dtype == x.dtype:
         return layer_norm_int8(x, shift, scale, eps=1e-6, smooth=found[0])
     return norm_modulate(x, shift, scale)
+
+
+def modulated_norm_of(x: Tensor, mods: Modulation, shift: int, scale: int,
+                      readers: list[nn.Linear]) -> Tensor:
+    """modulated_norm(x, mods[shift], mods[scale], readers), the chunks read in place from
+    the adaLN linear's output where no --int8 layer needs the quantizing pass
+    (Modulation.norm: one pass, no copies of the chunks)."""
+    if nn.Linear.int8_input(readers) is not None:
+        return modulated_norm(x, mods[shift], mods[scale], readers)
+    return mods.norm(x, shift, scale)
+
+
+def silu_of(temb: Tensor, activated: Tensor | None) -> Tensor:
+    """silu(temb), or `activated` where the caller computed it once for every block."""
+    return nn.silu(temb) if activated is None else activated
 
 
 class TimestepEmbedding(nn.Module):
@@ -95,6 +111,12 @@ class AdaLayerNormZero(nn.Module):
     def forward(self, temb: Tensor) -> list[Tensor]:
         return chunks(self.linear(nn.silu(temb)), self.count)
 
+    def modulation(self, temb: Tensor, activated: Tensor | None = None) -> Modulation:
+        """forward's chunks left in the linear's output: a norm reads them in place, a
+        chunk is copied only where a consumer takes it (`Modulation[i]`). `activated`:
+        silu(temb) where the caller has it (one SiLU per step for all the blocks)."""
+        return Modulation(self.linear(silu_of(temb, activated)), self.count)
+
 
 class AdaLayerNormContinuous(nn.Module):
     """norm(x) * (1 + scale) + shift with (scale, shift) = linear(silu(temb)) — scale first.
@@ -104,9 +126,9 @@ class AdaLayerNormContinuous(nn.Module):
     def __init__(self, dim: int, place: Place, *, bias: bool = True) -> None:
         self.linear = nn.Linear(dim, 2 * dim, bias, **place)
 
-    def forward(self, x: Tensor, temb: Tensor) -> Tensor:
-        scale, shift = chunks(self.linear(nn.silu(temb)), 2)
-        return norm_modulate(x, shift, scale)
+    def forward(self, x: Tensor, temb: Tensor, activated: Tensor | None = None) -> Tensor:
+        """`activated`: silu(temb) where the caller has it."""
+        return Modulation(self.linear(silu_of(temb, activated)), 2).norm(x, shift=1, scale=0)
 
 
 class GELU(nn.Module):
@@ -211,16 +233,34 @@ class JointAttention(nn.Module):
         return self.attend(q, k, v, context.shape[1] if context is not None else None, mask)
 
     def attend(self, q: Tensor, k: Tensor, v: Tensor, text: int | None,
-               mask: Tensor | None = None) -> tuple[Tensor, Tensor | None]:
+               mask: Tensor | None = None, *, project_image: bool = True
+               ) -> tuple[Tensor, Tensor | None]:
         """Attention of projections' q, k, v (`text` tokens of context first, None for
-        none), then the output projections: forward's (image output, text output or None)."""
+        none), then the output projections: forward's (image output, text output or None);
+        with `project_image=False` the image's attention before to_out (a caller applying
+        to_out itself, with its gated residual in the GEMM: gated_linear)."""
         out = nn.attention(q, k, v, heads=self.heads, mask=mask)
+        to_out = self.to_out if project_image else None
         if text is None:
-            return (self.to_out[0](out) if self.to_out is not None else out), None
+            return (to_out[0](out) if to_out is not None else out), None
         tokens = take_slice(out, 0, text, axis=1)
         image = take_slice(out, text, out.shape[1], axis=1)
         out_text = self.to_add_out(tokens) if self.to_add_out is not None else None
-        return (self.to_out[0](image) if self.to_out is not None else image), out_text
+        return (to_out[0](image) if to_out is not None else image), out_text
+
+    def gated(self, residual: Tensor, gate: Tensor, x: Tensor, context: Tensor | None = None,
+              rotary: Rope = None) -> tuple[Tensor, Tensor | None]:
+        """(gated_add(residual, gate, image output), text output) of forward(x, context,
+        rotary), to_out's GEMM applying the gate and the residual where it can
+        (transformer_ops.gated_linear); forward itself where it was replaced (a hook)."""
+        to_out = self.to_out
+        if type(self) is not JointAttention or "forward" in vars(self) or to_out is None:
+            image, text = self(x, context, rotary)
+            return gated_add(residual, gate, image), text
+        q, k, v, _ = self.projections(x, context, rotary=rotary)
+        heads, text = self.attend(q, k, v, context.shape[1] if context is not None else None,
+                                  project_image=False)
+        return gated_linear(residual, gate, to_out[0], heads), text
 
 
 class JointTransformerBlock(nn.Module):
@@ -247,36 +287,35 @@ class JointTransformerBlock(nn.Module):
     def modulated_input(self, x: Tensor, temb: Tensor) -> Tensor:
         """The image stream's first modulated norm, what attention reads (TeaCache's
         measure). diffusers: `block.norm1(x, emb=temb)[0]`."""
-        shift, scale = self.norm1(temb)[:2]
-        return norm_modulate(x, shift, scale)
+        return self.norm1.modulation(temb).norm(x, shift=0, scale=1)
 
-    def forward(self, x: Tensor, context: Tensor, temb: Tensor,
-                rotary: Rope = None) -> tuple[Tensor, Tensor | None]:
-        """(image (B, Lx, dim), text (B, Lc, dim) or None after a context_pre_only block)."""
+    def forward(self, x: Tensor, context: Tensor, temb: Tensor, rotary: Rope = None, *,
+                activated: Tensor | None = None) -> tuple[Tensor, Tensor | None]:
+        """(image (B, Lx, dim), text (B, Lc, dim) or None after a context_pre_only block).
+        `activated`: silu(temb) where the model computed it once for all its blocks."""
         # 1. modulations: adaLN-Zero's shift/scale/gate for attention and feed-forward
-        mods = self.norm1(temb)
-        shift_msa, scale_msa, gate_msa, shift_mlp, scale_mlp, gate_mlp = mods[:6]
+        # (shift_msa, scale_msa, gate_msa, shift_mlp, scale_mlp, gate_mlp, [shift2, scale2,
+        # gate2]: chunks 0..8), the norms reading theirs in place
+        mods = self.norm1.modulation(temb, activated)
+        context_mods: Modulation | None = None
         if self.context_pre_only:
-            context_in = self.norm1_context(context, temb)
+            context_in = self.norm1_context(context, temb, activated)
         else:
-            c_shift, c_scale, c_gate, c_shift_mlp, c_scale_mlp, c_gate_mlp = \
-                self.norm1_context(temb)
-            context_in = modulated_norm(context, c_shift, c_scale, self.attn.text_inputs())
-        # 2. joint attention, gated residuals
+            context_mods = typing.cast(AdaLayerNormZero, self.norm1_context).modulation(
+                temb, activated)
+            context_in = modulated_norm_of(context, context_mods, 0, 1, self.attn.text_inputs())
+        # 2. joint attention, gated residuals (to_out's GEMM applying the gate)
         source = x
-        attn, context_attn = self.attn(modulated_norm(x, shift_msa, scale_msa,
-                                                      self.attn.image_inputs()),
-                                       context_in, rotary)
-        x = gated_add(x, gate_msa, attn)
+        x, context_attn = self.attn.gated(
+            x, mods[2], modulated_norm_of(x, mods, 0, 1, self.attn.image_inputs()), context_in,
+            rotary)
         if self.dual:  # the second attention reads the block's input too
-            shift2, scale2, gate2 = mods[6:]
-            second = modulated_norm(source, shift2, scale2, self.attn2.image_inputs())
-            x = gated_add(x, gate2, self.attn2(second)[0])
+            second = modulated_norm_of(source, mods, 6, 7, self.attn2.image_inputs())
+            x = self.attn2.gated(x, mods[8], second)[0]
         # 3. feed-forward of each stream
-        x = self.ff.gated(x, gate_mlp, modulated_norm(x, shift_mlp, scale_mlp,
-                                                      self.ff.input_layers()))
-        if self.context_pre_only:
+        x = self.ff.gated(x, mods[5], modulated_norm_of(x, mods, 3, 4, self.ff.input_layers()))
+        if context_mods is None:
             return x, None
-        context = gated_add(context, c_gate, context_attn)
-        return x, self.ff_context.gated(context, c_gate_mlp, modulated_norm(
-            context, c_shift_mlp, c_scale_mlp, self.ff_context.input_layers()))
+        context = gated_add(context, context_mods[2], typing.cast(Tensor, context_attn))
+        return x, self.ff_context.gated(context, context_mods[5], modulated_norm_of(
+            context, context_mods, 3, 4, self.ff_context.input_layers()))

@@ -22,6 +22,7 @@ from .dit_layers import (
     JointTransformerBlock,
     Rope,
     modulated_norm,
+    modulated_norm_of,
 )
 from .layers import Place
 from .step_cache import BranchCache, run_blocks
@@ -52,7 +53,17 @@ class SingleStreamBlock(nn.Module):
     def modulated(self, x: Tensor, shift: Tensor, scale: Tensor, gate: Tensor, rotary: Rope,
                   mask: Tensor | None = None) -> Tensor:
         """x: text then image tokens (B, L, dim); shift, scale, gate (B, 1, dim)."""
-        normed = modulated_norm(x, shift, scale, self.attn.image_inputs((self.proj_mlp,)))
+        return self.normed(x, modulated_norm(x, shift, scale, self.input_layers()), gate, rotary,
+                           mask)
+
+    def input_layers(self) -> list[nn.Linear]:
+        """The layers that read the modulated norm (modulated_norm's readers)."""
+        return self.attn.image_inputs((self.proj_mlp,))
+
+    def normed(self, x: Tensor, normed: Tensor, gate: Tensor, rotary: Rope,
+               mask: Tensor | None = None) -> Tensor:
+        """modulated's rest after its norm: x + gate * proj_out([attention | MLP] of
+        normed)."""
         if not self.proj_mlp.plain():  # --int8: the MLP's input quantized with q, k and v's
             q, k, v, (mlp,) = self.attn.projections(normed, also=(self.proj_mlp,),
                                                     rotary=rotary)
@@ -78,10 +89,13 @@ class FluxSingleTransformerBlock(SingleStreamBlock):
         self.norm = AdaLayerNormZero(dim, place, count=3)
         super().__init__(dim, heads, head_dim, place, mlp_ratio)
 
-    def forward(self, x: Tensor, temb: Tensor, rotary: Rope) -> Tensor:
-        """x: text then image tokens (B, L, dim)."""
-        shift, scale, gate = self.norm(temb)
-        return self.modulated(x, shift, scale, gate, rotary)
+    def forward(self, x: Tensor, temb: Tensor, rotary: Rope, *,
+                activated: Tensor | None = None) -> Tensor:
+        """x: text then image tokens (B, L, dim); `activated`: silu(temb) where the model
+        has it."""
+        mods = self.norm.modulation(temb, activated)  # shift, scale, gate
+        return self.normed(x, modulated_norm_of(x, mods, 0, 1, self.input_layers()), mods[2],
+                           rotary)
 
 
 def _residuals(samples: Sequence[Tensor], blocks: int) -> Any:
@@ -159,6 +173,7 @@ class FluxTransformer2DModel(nn.Module):
         x = self.x_embedder(hidden_states)
         context = self.context_embedder(encoder_hidden_states)
         tables = rotary if rotary is not None else self.rotary(txt_ids, img_ids)
+        activated = nn.silu(temb)  # every adaLN's input, once
         # 2. double-stream blocks, then one stream of text + image tokens (the first block
         # apart: a step cache decides after it whether the others run)
         blocks = list(self.transformer_blocks)
@@ -170,18 +185,18 @@ class FluxTransformer2DModel(nn.Module):
         def head(x: Tensor, context: Tensor) -> tuple[Tensor, Tensor]:
             if not blocks:
                 return x, context
-            x, context = blocks[0](x, context, temb, tables)
+            x, context = blocks[0](x, context, temb, tables, activated=activated)
             return (x if double_residual is None else x + double_residual(0)), context
 
         def tail(x: Tensor, context: Tensor) -> Tensor:
             for index, block in enumerate(blocks[1:], 1):
-                x, context = block(x, context, temb, tables)
+                x, context = block(x, context, temb, tables, activated=activated)
                 if double_residual is not None:
                     x = x + double_residual(index)
             text_length = context.shape[1]
             x = concatenate([context, x], axis=1)
             for index, single in enumerate(singles):
-                x = single(x, temb, tables)
+                x = single(x, temb, tables, activated=activated)
                 if single_residual is not None:  # the image tokens only
                     x = concatenate([take_slice(x, 0, text_length, axis=1),
                                      take_slice(x, text_length, x.shape[1], axis=1)
@@ -193,7 +208,7 @@ class FluxTransformer2DModel(nn.Module):
 
         x = run_blocks(cache, x, context, head, tail, probe if blocks else None)
         # 3. final modulated norm and projection
-        return self.proj_out(self.norm_out(x, temb))
+        return self.proj_out(self.norm_out(x, temb, activated))
 
     def _thousandfold(self, values: Any) -> Any:
         """values x 1000 in the model's dtype, as diffusers scales them; a float32 Tensor (a

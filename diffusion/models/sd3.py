@@ -110,6 +110,7 @@ class SD3Transformer2DModel(nn.Module):
         x = self.pos_embed(hidden_states)
         temb = self.time_text_embed(timestep, pooled)
         context = self.context_embedder(encoder_hidden_states)
+        activated = nn.silu(temb)  # every adaLN's input, once
         # 2. joint blocks; the last one ends the text stream (the first apart: a step cache
         # decides after it whether the others run)
         blocks = [(index, block) for index, block in enumerate(self.transformer_blocks)
@@ -117,7 +118,7 @@ class SD3Transformer2DModel(nn.Module):
         interval = len(self.transformer_blocks) / len(control) if control else 0.0
 
         def run(index: int, block: Any, x: Tensor, context: Any) -> tuple[Tensor, Any]:
-            x, context = block(x, context, temb)
+            x, context = block(x, context, temb, activated=activated)
             if control and not block.context_pre_only:
                 x = x + control[int(index / interval)]
             return x, context
@@ -132,7 +133,7 @@ class SD3Transformer2DModel(nn.Module):
 
         x = run_blocks(cache, x, context, head, tail)
         # 3. final modulated norm, projection back to patches, patches back to a picture
-        out = self.proj_out(self.norm_out(x, temb))
+        out = self.proj_out(self.norm_out(x, temb, activated))
         rows, columns, channels = height // patch, width // patch, self.config["out_channels"]
         out = out.reshape(batch, rows, columns, patch, patch, channels)
         return permute(out, (0, 5, 1, 3, 2, 4)).reshape(batch, channels, height, width)

@@ -17,7 +17,7 @@ from gpustd import Tensor, asarray, elementwise_kernel, empty, nn, take_slice
 
 from .layers import Place
 
-__all__ = ["RMSNorm", "cast", "chunks", "gated_add", "gated_linear", "head_norm",
+__all__ = ["Modulation", "RMSNorm", "cast", "chunks", "gated_add", "gated_linear", "head_norm",
            "joint_norm_rope", "modulate", "norm_modulate", "norm_rope", "rms_norm", "rope",
            "rope_heads", "rope_tables"]
 
@@ -110,6 +110,44 @@ def chunks(emb: Tensor, count: int) -> list[Tensor]:
     d = width // count
     return [take_slice(emb, i * d, (i + 1) * d, axis=1).reshape(batch, 1, d)
             for i in range(count)]
+
+
+class Modulation:
+    """adaLN's `count` modulation vectors left in the one linear output emb (B, count*D) they
+    come from: `norm` reads its shift and scale there in place (nn.layer_norm_modulate's
+    columns), and `[i]` is chunk i as chunks gives it (B, 1, D), copied once when a consumer
+    needs its own tensor (a gate). torch: `emb.chunk(count, dim=1)[i][:, None]`."""
+
+    def __init__(self, emb: Tensor, count: int) -> None:
+        batch, width = emb.shape
+        if width % count:
+            raise ValueError(f"a modulation vector of {width} features does not split into "
+                             f"{count} equal chunks")
+        self.count, self.width = count, width // count
+        self.whole = emb.reshape(batch, 1, width)
+        self._chunks: dict[int, Tensor] = {}
+
+    def __len__(self) -> int:
+        return self.count
+
+    def __getitem__(self, index: int) -> Tensor:
+        if not -self.count <= index < self.count:
+            raise IndexError(f"modulation chunk {index} of {self.count}")
+        index %= self.count
+        if index not in self._chunks:
+            d = self.width
+            self._chunks[index] = take_slice(self.whole, index * d, (index + 1) * d, axis=2)
+        return self._chunks[index]
+
+    def norm(self, x: Tensor, shift: int, scale: int, eps: float = 1e-6) -> Tensor:
+        """norm_modulate(x, self[shift], self[scale]), reading both chunks in place where
+        x (B, L, D) has the modulation's dtype and width (one pass, no copies)."""
+        whole, d = self.whole, self.width
+        if x.ndim == 3 and x.dtype == whole.dtype and x.shape[2] == d \
+                and x.shape[0] == whole.shape[0]:
+            return nn.layer_norm_modulate(x, whole, whole, eps=eps, shift_at=shift % self.count
+                                          * d, scale_at=scale % self.count * d)
+        return norm_modulate(x, self[shift], self[scale], eps)
 
 
 def modulate(x: Tensor, shift: Tensor, scale: Tensor) -> Tensor:

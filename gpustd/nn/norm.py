@@ -135,23 +135,30 @@ def layer_norm(x: Tensor, weight: Tensor | None = None, bias: Tensor | None = No
                AFFINE=int(affine))
     gamma, beta = (weight, bias) if affine else (dummy(x), dummy(x))
     k.dispatch(math.ceil(rows / (256 // tpr)), x, gamma, beta, out, rows=rows, d=d, eps=eps,
-               length=rows)
+               length=rows, width=d, scale_at=0, shift_at=0)
     return out
 
 
-def layer_norm_modulate(x: Tensor, shift: Tensor, scale: Tensor, eps: float = 1e-6) -> Tensor:
+def layer_norm_modulate(x: Tensor, shift: Tensor, scale: Tensor, eps: float = 1e-6, *,
+                        shift_at: int = 0, scale_at: int = 0) -> Tensor:
     """adaLN: layer_norm(x) (no affine) * (1 + scale) + shift in one pass, x [B, L, D], shift
-    and scale [B, 1, D]. The norm is rounded to x's dtype and modulated in x's arithmetic, as
+    and scale [B, 1, W] read at columns [shift_at, shift_at + D) and [scale_at, scale_at + D)
+    (W = D and 0 by default; an adaLN linear's whole output [B, 1, n * D] passed as both reads
+    its chunks in place). The norm is rounded to x's dtype and modulated in x's arithmetic, as
     the two passes compute it: their bits. torch: `F.layer_norm(x, (D,), eps=eps) *
-    (1 + scale) + shift`."""
+    (1 + scale[..., scale_at:scale_at + D]) + shift[..., shift_at:shift_at + D]`."""
     op = "layer_norm_modulate"
     check_float(x, "x", op, ndim=3)
     check_same(op, x, shift=shift, scale=scale)
     batch, length, d = x.shape
-    for name, t in (("shift", shift), ("scale", scale)):
-        if t.shape != (batch, 1, d):
-            raise ValueError(f"{op}: {name} must have shape ({batch}, 1, {d}) for x {x.shape}, "
-                             f"got {t.shape}")
+    width = shift.shape[-1] if shift.ndim == 3 else -1
+    for name, t, at in (("shift", shift, shift_at), ("scale", scale, scale_at)):
+        if t.shape[:2] != (batch, 1) or t.ndim != 3 or t.shape[2] != width:
+            raise ValueError(f"{op}: {name} must have shape ({batch}, 1, {d}) for x {x.shape} "
+                             f"(or shift's and scale's (B, 1, W) with columns), got {t.shape}")
+        if not 0 <= at <= width - d:
+            raise ValueError(f"{op}: {name}'s {d} columns from {name}_at={at} do not fit its "
+                             f"width {width}; give a column in [0, {width - d}]")
     out = Tensor.empty(x.shape, x.dtype, device=x.device)
     if x.size == 0:
         return out
@@ -160,7 +167,7 @@ def layer_norm_modulate(x: Tensor, shift: Tensor, scale: Tensor, eps: float = 1e
     k = kernel("layer_norm", {"T": x.dtype}, parts=("nn/layer_norm_row",), TPR=tpr,
                AFFINE=0, MODULATE=1)
     k.dispatch(math.ceil(rows / (256 // tpr)), x, scale, shift, out, rows=rows, d=d, eps=eps,
-               length=length)
+               length=length, width=width, scale_at=scale_at, shift_at=shift_at)
     return out
 
 

@@ -2,16 +2,18 @@
 // LayerNorm over the last dimension: each row of `d` elements is handled by TPR
 // invocations (WG / TPR rows per workgroup); the statistics come from the part
 // nn/layer_norm_row (shared with quant/layer_norm_i8). MODULATE: adaLN's modulation in the
-// same pass, gamma and beta then each batch entry's scale and shift rows ([batch, d], a batch
-// entry being `length` rows): the norm rounded to T as a separate pass stores it, then
-// y * (1 + scale) + shift in T's arithmetic, as the DiTs' compiled modulate computes it.
+// same pass, gamma and beta then each batch entry's scale and shift rows (`width` apart, a
+// batch entry being `length` rows; from columns scale_at and shift_at, so both can be read in
+// place from one adaLN linear's output): the norm rounded to T as a separate pass stores it,
+// then y * (1 + scale) + shift in T's arithmetic, as the DiTs' compiled modulate computes it.
 alias T = f32;
 override WG: u32 = 256u;
 override TPR: u32 = 64u;  // invocations per row, a power of two dividing WG
 override AFFINE: bool = true;
 override MODULATE: bool = false;
 
-struct Params { rows: u32, d: u32, eps: f32, length: u32 }
+struct Params { rows: u32, d: u32, eps: f32, length: u32, width: u32, scale_at: u32,
+                shift_at: u32 }
 
 @group(0) @binding(0) var<storage, read> x: array<T>;
 @group(0) @binding(1) var<storage, read> gamma: array<T>;
@@ -34,8 +36,8 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
                 y = fma(y, f32(gamma[i]), f32(beta[i]));
             }
             if (MODULATE) {
-                let at = row / params.length * params.d + i;
-                y = f32(T(y) * (T(1.0) + gamma[at]) + beta[at]);
+                let at = row / params.length * params.width + i;
+                y = f32(T(y) * (T(1.0) + gamma[at + params.scale_at]) + beta[at + params.shift_at]);
             }
             out[base + i] = T(y);
         }

@@ -180,7 +180,7 @@ def test_dual_block_makes_no_unused_norm(device: gpucore.Device,
     norms that quantize their rows, so the block makes no plain norm of the image stream
     (the model's only one is its output norm); the same bytes as with FUSED off, which
     makes a norm-and-modulation pass for each reader."""
-    from diffusion.models import dit_layers
+    from gpustd import nn as gpustd_nn
 
     host_variant_on_first_adapter(device, "the shared int8 quantization of a DiT")
     dtype = np.float16 if device.has_f16 else np.float32
@@ -192,9 +192,9 @@ def test_dual_block_makes_no_unused_norm(device: gpucore.Device,
     args = _inputs("sd3", dtype, device)
     quantize_linears(ours)
     shapes: list[tuple[int, ...]] = []
-    plain = dit_layers.norm_modulate
-    monkeypatch.setattr(dit_layers, "norm_modulate", lambda x, shift, scale: shapes.append(
-        x.shape) or plain(x, shift, scale))
+    plain = gpustd_nn.layer_norm_modulate  # every plain modulated norm's pass
+    monkeypatch.setattr(gpustd_nn, "layer_norm_modulate", lambda x, *args, **kwargs: (
+        shapes.append(x.shape) or plain(x, *args, **kwargs)))
     fused = ours(*args).numpy()
     image = (2, 15, 32)  # (batch, 3 x 5 patches, 2 heads x 16)
     assert shapes.count(image) == 1  # norm_out's

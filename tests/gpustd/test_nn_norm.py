@@ -163,3 +163,10 @@ def test_layer_norm_modulate_equals_two_passes(device: gpucore.Device, dtype) ->
     assert_close(got, ref, dtype=dtype, tol=F32_TOL if dtype == np.float32 else None)
     with pytest.raises(ValueError, match=r"shift must have shape \(2, 1, 300\)"):
         layer_norm_modulate(tx, tscale.reshape(2, 300, 1), tscale)
+    # shift and scale read in place from one adaLN output [B, 1, 3 * 300] (chunks 2 and 0)
+    whole = np.concatenate([scale, rng.standard_normal((2, 1, 300)).astype(dtype), shift], 2)
+    twhole = Tensor.from_numpy(whole, device=device)
+    inplace = layer_norm_modulate(tx, twhole, twhole, eps=1e-6, shift_at=600, scale_at=0)
+    assert np.array_equal(inplace.numpy(), got)
+    with pytest.raises(ValueError, match="shift_at=700 do not fit its width 900"):
+        layer_norm_modulate(tx, twhole, twhole, shift_at=700)

@@ -168,12 +168,13 @@ def test_joint_attention_mask() -> None:
 
 
 def count_layer_norms(monkeypatch: pytest.MonkeyPatch) -> list[None]:
-    """A list that gets an entry per modulated norm pass (dit_layers.norm_modulate) from now
+    """A list that gets an entry per modulated norm pass (nn.layer_norm_modulate, whether
+    given its shift and scale or reading them in place: transformer_ops.Modulation) from now
     on."""
     calls: list[None] = []
-    original = dit_layers.norm_modulate
-    monkeypatch.setattr(dit_layers, "norm_modulate", lambda x, shift, scale: (
-        calls.append(None), original(x, shift, scale))[1])
+    original = host_gpustd.NN.layer_norm_modulate
+    monkeypatch.setattr(host_gpustd.NN, "layer_norm_modulate", lambda *args, **kwargs: (
+        calls.append(None), original(*args, **kwargs))[1])
     return calls
 
 
