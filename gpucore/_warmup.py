@@ -141,7 +141,10 @@ class Warmup:
         return True
 
     def wait(self) -> int:
-        """Block until every build ahead has finished; returns how many were listed."""
+        """Block until every build ahead has finished; returns how many were listed. On Dawn,
+        called on the Warmup's thread, it first begins those still put off."""
+        while self.owner == threading.get_ident() and self.begin_next():
+            pass
         for thread in self._threads:
             thread.join()
         if self.path is not None and not self._threads:
