@@ -1,6 +1,6 @@
 """gpustd.nn.linear_gelu and linear_gated_add: the GELU, or adaLN-Zero's gated residual, in
 the matrix-unit GEMM's epilogue (gemm.matrix_fused), against the two passes with the same tile
-(bit for bit on lavapipe's emulated matrix units; within an f16 ulp on an H200 under Dawn,
+(bit for bit on lavapipe's emulated matrix units; within four f16 ulps on an H200 under Dawn,
 whose compiler evaluates tanh and the multiply-add differently there) and against float64; the
 GELU into a column slice of a wider output; the two passes (or None) where the shape does not
 fill a tile."""
@@ -37,10 +37,17 @@ def _expected(x, w, bias, approximate):
 
 
 def _assert_near(got: Tensor, two: Tensor) -> None:
-    """got within one float16 ulp (or 1e-4 near zero, the GELU's far-negative tail) of the
-    two passes' result."""
+    """got within four float16 ulps (or 1e-4 near zero, the GELU's far-negative tail) of the
+    two passes' result: on lavapipe the same bits; an H200 under Dawn gave more than one ulp
+    here and there (its compiler contracts the epilogue's expression its own way), far below
+    what a wrong operand, bias or gate row makes."""
     got_values, two_values = got.numpy().astype(np.float64), two.numpy().astype(np.float64)
-    slack = np.maximum(np.spacing(np.abs(two.numpy())).astype(np.float64), 1e-4)
+    if got.device.info.type == "cpu":  # lavapipe's emulated matrix units: the same bits
+        assert np.array_equal(got_values, two_values)
+        return
+    larger = np.maximum(np.abs(got_values), np.abs(two_values)).astype(np.float16)
+    with np.errstate(over="ignore"):  # float16's largest value: an infinite spacing
+        slack = np.maximum(4 * np.spacing(larger).astype(np.float64), 1e-4)
     assert (np.abs(got_values - two_values) <= slack).all()
 
 

@@ -42,9 +42,13 @@ def test_attention_gated_equals_forward_then_gated_add(device: gpucore.Device) -
     want = gated_add(residual, gate, image).numpy().astype(np.float32)
     assert got_text is not None and text is not None
     assert np.array_equal(got_text.numpy(), text.numpy())
-    # the epilogue's values are the two passes' within an f16 ulp (their bits on lavapipe)
-    ulp = np.spacing(np.abs(want).astype(np.float16)).astype(np.float32)
-    assert (np.abs(got.numpy().astype(np.float32) - want) <= ulp).all()
+    # the epilogue's values are the two passes' within four f16 ulps (their bits on lavapipe;
+    # an H200 under Dawn gave more than one ulp here and there: tests/gpustd/test_linear_gelu)
+    values = got.numpy().astype(np.float32)
+    if device.info.type == "cpu":
+        assert np.array_equal(values, want)
+    larger = np.maximum(np.abs(values), np.abs(want)).astype(np.float16)
+    assert (np.abs(values - want) <= 4 * np.spacing(larger).astype(np.float32)).all()
 
 
 def test_modulation_norm_reads_chunks_in_place(device: gpucore.Device) -> None:
