@@ -147,15 +147,17 @@ def test_networks_loaded_to_the_gpu_leave_inside_a_capture(first_device: gpucore
     graph.release()
     budget = first_device.memory_stats().peak_allocated - parameter_bytes(pipe.text_encoder) // 2
     try:
-        for _attempt in range(6):  # up to what the capture needs with the units gone
+        for _attempt in range(12):  # up to what the capture needs with the units gone
             model.set_memory_mode(MemoryMode(max_vram=budget))
             first_device.reset_peak_memory()
             try:
                 with first_device.capture() as graph:
                     out = pipe.vae.decode(z)
                 break
-            except gpucore.MemoryLimitError as error:
-                budget = max(budget, error.needed) + (1 << 16)
+            except gpucore.MemoryLimitError as error:  # (on an H200 six steps of 64 KiB were
+                budget = max(budget, error.needed) + (1 << 18)  # not enough)
+        else:
+            pytest.fail(f"the decode's capture did not fit {budget} bytes in 12 tries")
         residency = model._memory.residency
         assert residency.evictions > 0 and is_offloaded(pipe.text_encoder)
         assert first_device.memory_stats().peak_reserved <= budget

@@ -16,6 +16,7 @@ from sd_tiny import write_pipeline
 
 import gpucore
 from diffusion import load_pipeline
+from diffusion.models.tiled_vae import decode_tiled
 from diffusion.pipelines.sd.memory import MemoryMode, networks, parse_size, smallest_budget
 from gpustd.nn.offload import device_bytes, parameter_bytes
 
@@ -116,11 +117,13 @@ def test_budgets_on_a_pipeline_loaded_to_the_gpu(first_device: gpucore.Device,
                                                  tmp_path: Path) -> None:
     """bench lowvram --quick's SD 1.5 (wider than this module's) loaded to the GPU, under
     budgets of 3, 5 and 8 tenths of its plain run's peak, each on a pipeline just loaded (no
-    network has left the GPU): units leave, the UNet's blocks (a loop) last, some of them
-    while the text encoders' capture records (on lavapipe at 3 and 8 tenths), and none is
-    read back there (the plan took the host copies as it was set; before, the never-moved
-    VAE was: CaptureError). Every picture is the plain one bit for bit."""
+    network has left the GPU): units leave, some of them while the text encoders' capture
+    records (on lavapipe at 3 and 8 tenths), and none is read back there (the plan took the
+    host copies as it was set; before, the never-moved VAE was: CaptureError). Every picture
+    is the plain one bit for bit, but where the budget sent the decode to tiles (on an H200
+    at 5 tenths, the UNet's blocks still resident): within the tiling's blending."""
     from bench import lowvram
+    from diffusion.pipelines.sd import memory
 
     lowvram.MODELS["sd15"][2](tmp_path, True)
     gc.collect()
@@ -145,8 +148,15 @@ def test_budgets_on_a_pipeline_loaded_to_the_gpu(first_device: gpucore.Device,
                 evict(module)
 
             residency.evict = counted  # type: ignore[method-assign]
-            image, _, _ = lowvram._measured(pipe, first_device, 64, 2)
-            np.testing.assert_array_equal(image, plain, err_msg=f"{tenths} tenths")
+            tiled: list[bool] = []
+            with pytest.MonkeyPatch.context() as patch:
+                patch.setattr(memory, "decode_tiled", lambda *a, tiled=tiled, **k: (
+                    tiled.append(True) or decode_tiled(*a, **k)))
+                image, _, _ = lowvram._measured(pipe, first_device, 64, 2)
+            if tiled:  # the tiles' blending: a level here and there
+                assert np.abs(image.astype(int) - plain).max() <= 2, f"{tenths} tenths"
+            else:
+                np.testing.assert_array_equal(image, plain, err_msg=f"{tenths} tenths")
             assert residency.evictions > 0
         finally:  # nothing of it left on the session's device: the module's budgets count that
             pipe.set_memory_mode(MemoryMode())
