@@ -120,8 +120,9 @@ def test_budgets_on_a_pipeline_loaded_to_the_gpu(first_device: gpucore.Device,
     network has left the GPU): units leave, some of them while the text encoders' capture
     records (on lavapipe at 3 and 8 tenths), and none is read back there (the plan took the
     host copies as it was set; before, the never-moved VAE was: CaptureError). Every picture
-    is the plain one bit for bit, but where the budget sent the decode to tiles (on an H200
-    at 5 tenths, the UNet's blocks still resident): within the tiling's blending."""
+    is the plain one bit for bit, but where the budget sent the decode to tiles: within the
+    tiling's blending (an H200 at 5 tenths gave pixels a level off; the tiles the likely
+    cause, not confirmed on a GPU yet)."""
     from bench import lowvram
     from diffusion.pipelines.sd import memory
 
