@@ -18,6 +18,11 @@ BENCH_INT8=1 adds ours with `--int8`'s W8A8 linear layers (diffusion.models.int8
 float rows, its rel_err against the same references: first with each activation quantized by
 a pass of its own (`+int8 separate`), then as --int8 runs (`+int8`: the modulated norms and
 GELUs quantize the rows they write), `bitwise_equal_separate` saying the outputs are equal.
+BENCH_ACC16=1 adds ours with the GEMMs accumulating in float16 (GPUSTD_GEMM_ACCUMULATE=f16:
+`float16 acc16`) and diffusers fp16 with cuBLAS's fp16 accumulation
+(torch.backends.cuda.matmul.allow_fp16_accumulation), each rel_err against diffusers fp16;
+the bfloat16 row's rel_err is diffusers bf16 against diffusers fp16 (the baseline's own
+distance from the fp16 output).
 `--quick`: tiny configs at 16x16 latents (a smoke run on any adapter).
 """
 
@@ -138,14 +143,22 @@ def _torch_rows(model: str, reference: Any, x: dict[str, np.ndarray], cuda: Any,
         expected["float32"] = _torch_call(model, reference, x, torch.float32, "cpu")().numpy()
         return [{"model": model, "impl": "diffusers", "dtype": "float32"}]
     rows = []
-    for name, tdtype in (("bfloat16", torch.bfloat16), ("float16", torch.float16)):
+    runs = [("bfloat16", torch.bfloat16), ("float16", torch.float16)]
+    if os.environ.get("BENCH_ACC16") == "1":  # cuBLAS's fp16 accumulation (torch >= 2.7)
+        runs.append(("float16 acc16", torch.float16))
+    for name, tdtype in runs:
         reference.to(tdtype)
         call = _torch_call(model, reference, x, tdtype, "cuda")
         torch.cuda.synchronize()
         torch.cuda.reset_peak_memory_stats()
-        expected[name] = call().float().cpu().numpy()
-        peak = torch.cuda.max_memory_allocated() / GIB
-        best = _harness.torch_best_eager(call, torch, repeat)
+        matmul = torch.backends.cuda.matmul
+        matmul.allow_fp16_accumulation = name.endswith("acc16")
+        try:
+            expected[name] = call().float().cpu().numpy()
+            peak = torch.cuda.max_memory_allocated() / GIB
+            best = _harness.torch_best_eager(call, torch, repeat)
+        finally:
+            matmul.allow_fp16_accumulation = False
         rows.append({"model": model, "impl": "diffusers", "dtype": name,
                      "gpu_ms": best["torch_gpu_ms"], "wall_ms": best["torch_wall_ms"],
                      "peak_gib": peak, **{k: v for k, v in best.items() if k.startswith("torch")}})
@@ -235,9 +248,41 @@ def _our_rows(model: str, config: dict[str, Any], weights: dict[str, np.ndarray]
                      "replay_bitwise_equal_eager": bool(np.array_equal(replayed, got)),
                      **memory, "_out": got if mode == "eager" else replayed})
     capture.reset()  # the model, its inputs and the capture go when this returns
+    if os.environ.get("BENCH_ACC16") == "1" and dtype == np.float16:
+        rows += _acc16_rows(model, fn, args, device, repeat, dtype)
     if os.environ.get("BENCH_INT8") == "1":
         rows += _int8_rows(model, ours, fn, args, device, repeat, dtype)
     return rows, got, kernels
+
+
+def _acc16_rows(model: str, fn: Any, args: tuple[Any, ...], device: gpucore.Device,
+                repeat: int, dtype: np.dtype) -> list[dict[str, Any]]:
+    """BENCH_ACC16=1: the same step with the GEMMs' f16 accumulators
+    (GPUSTD_GEMM_ACCUMULATE=f16), eager and replayed (`float16 acc16`)."""
+    from gpustd.gemm import matrix_units
+
+    saved = os.environ.get(matrix_units.ACCUMULATE_ENV)
+    os.environ[matrix_units.ACCUMULATE_ENV] = "f16"
+    try:
+        got, replayed, timings, capture = _harness.eager_and_replay(fn, args, device, repeat)
+        with device.profile() as prof:
+            fn(*args)
+        capture.reset()
+    finally:
+        if saved is None:
+            del os.environ[matrix_units.ACCUMULATE_ENV]
+        else:
+            os.environ[matrix_units.ACCUMULATE_ENV] = saved
+    gemms = {k: {"calls": n, "ms": ns / 1e6} for k, (n, ns) in prof.summary().items()
+             if "gemm" in k or "matrix" in k}
+    label = f"{dtype.name} acc16"
+    print(f"ours {model} {label}: replay {timings['replay']['wall_ms']:.1f} ms", flush=True)
+    return [{"model": model, "impl": "ours", "dtype": label, "mode": mode,
+             "dispatches": timings[mode]["dispatches"], "gpu_ms": timings[mode]["gpu_ms"],
+             "wall_ms": timings[mode]["wall_ms"], "encode_ms": timings[mode]["encode_ms"],
+             "kernels_gemm": gemms,
+             "replay_bitwise_equal_eager": bool(np.array_equal(replayed, got)),
+             "_out": got if mode == "eager" else replayed} for mode in ("eager", "replay")]
 
 
 def _int8_rows(model: str, ours: Any, fn: Any, args: tuple[Any, ...], device: gpucore.Device,
@@ -323,11 +368,15 @@ def _one_model(model: str, quick: bool, device: gpucore.Device, cuda: Any
         row["rel_err"] = _rel_err(out, main)
         if "bfloat16" in expected:
             row["rel_err_vs_bf16"] = _rel_err(out, expected["bfloat16"])
-        for name, key in (("bfloat16", "vs_bf16"), ("float16", "vs_fp16")):
+        for name, key in (("bfloat16", "vs_bf16"), ("float16", "vs_fp16"),
+                          ("float16 acc16", "vs_fp16_acc16")):
             if name in speed:
                 row[key] = speed[name] / row["wall_ms"]
     if "float16" in expected and "bfloat16" in expected:
         rows[1]["rel_err_vs_bf16"] = _rel_err(expected["float16"], expected["bfloat16"])
+        rows[0]["rel_err"] = _rel_err(expected["bfloat16"], expected["float16"])
+    if "float16 acc16" in expected:  # cuBLAS's fp16 accumulation against its fp32
+        rows[2]["rel_err"] = _rel_err(expected["float16 acc16"], expected["float16"])
     facts = {"params_M": params / 1e6, "reference_build_s": build_s, "config": config,
              "inputs": {k: list(v.shape) for k, v in x.items()},
              "output_max_abs": float(np.abs(main).max())}
