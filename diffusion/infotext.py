@@ -120,6 +120,8 @@ def format_infotext(settings: Mapping[str, Any], *, batch_pos: int | None = None
         "RNG": "CPU" if settings.get("rng") == "torch" else None,
         "Cache": settings.get("cache") or None,  # step caching: kind, threshold, steps run
         "Int8": settings.get("int8") or None,  # W8A8 linear layers (--int8)
+        # the denoiser's f16 GEMMs summed in f16 (--fp16-accumulation)
+        "FP16 accumulation": "True" if settings.get("fp16_accumulation") else None,
         **_hires_fields(settings),
         # inpainting (diffusion.pipelines.inpaint_plan), in the order the WebUI adds them:
         # "Inpaint not masked", the blur, "Only masked" with its padding (even at 0), the

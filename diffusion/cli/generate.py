@@ -268,6 +268,12 @@ def _load(args: argparse.Namespace) -> tuple[Any, Any]:
         for model in (pipe, refiner):
             if model is not None:
                 print(use_int8(model), file=sys.stderr)
+    if getattr(args, "fp16_accumulation", False):
+        from ..pipelines.fp16_accumulation import use_fp16_accumulation
+
+        for model in (pipe, refiner):
+            if model is not None:
+                print(use_fp16_accumulation(model), file=sys.stderr)
     # the memory mode is set after the VAE: the mode's units are the models in place now
     for model in (pipe, refiner) if mode else ():
         if model is not None:

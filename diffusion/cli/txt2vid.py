@@ -121,6 +121,10 @@ def _options(sub: argparse.ArgumentParser) -> None:
     sub.add_argument("--dtype", choices=("auto", "float32", "float16"), default="auto",
                      help="weights: float16 where the adapter has shader-f16; auto: float16 "
                           "on matrix units, else float32 (auto)")
+    sub.add_argument("--fp16-accumulation", action="store_true",
+                     help="the transformer's float16 GEMMs accumulate in float16 on the "
+                          "matrix units (ComfyUI's --fast fp16_accumulation; see generate "
+                          "--help)")
     sub.add_argument("--backend", metavar="NAME",
                      help="GPU API: vulkan, metal, dx12 or gl (sets GPUCORE_BACKEND)")
     sub.add_argument("--adapter", metavar="INDEX|NAME",
@@ -233,6 +237,10 @@ def run(args: argparse.Namespace) -> int:
     pipe = WanPipeline.from_pretrained(folder, dtype=_dtype(args.dtype),
                                        offload=args.offload or bool(mode), files=files)
     pipe.set_memory_mode(mode)
+    if args.fp16_accumulation:
+        from ..pipelines.fp16_accumulation import use_fp16_accumulation
+
+        print(use_fp16_accumulation(pipe), file=sys.stderr)
     for low_noise, specs in ((False, args.lora), (True, args.lora_2)):
         if specs:
             from ..lora import LoraManager

@@ -24,6 +24,7 @@ from ..models.int8 import marked as int8_marked
 from ..sampling.kdiffusion import DIFFUSERS
 from ..text.prompts import extract_extra_networks
 from .contract import Capabilities, GenerationResult
+from .fp16_accumulation import accumulates_fp16
 from .hires_pass import hires_fix, hires_prompts
 from .inpaint_plan import InpaintPlan
 from .observer import Observer, Progress, StepCallback, from_callbacks
@@ -154,6 +155,8 @@ def generate(family: Family, request: GenerationRequest | str | None, settings: 
         made["lora_hashes"] = loras
     if int8_marked(family):
         made["int8"] = int8_marked(family)
+    if accumulates_fp16(family):
+        made["fp16_accumulation"] = True
     return GenerationResult(images=images, seeds=run.seeds, settings=made)
 
 

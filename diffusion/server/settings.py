@@ -65,6 +65,9 @@ class ServerSettings:
     dtype: str = "auto"
     memory: MemoryMode | None = None
     int8: bool = False  # the denoisers' linear layers W8A8 (serve --int8; diffusion.pipelines.int8)
+    # the denoisers' f16 GEMMs accumulate in f16 (serve --fp16-accumulation;
+    # diffusion.pipelines.fp16_accumulation)
+    fp16_accumulation: bool = False
     worker_adapters: tuple[str, ...] = ()
     # a first picture drawn as each model loads, before it serves (serve's default;
     # diffusion.server.jobs.warmup): the first request is then as fast as the second

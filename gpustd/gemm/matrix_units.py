@@ -7,17 +7,17 @@ GEMM's bindings, batch offsets, row-major loads and its epilogue (alpha * acc + 
 bias, rounded to f16), the rule's tile (choose_tile; gpustd/gemm/matrix_tuning.py may pick
 another) and records the dispatches in the tile it is given.
 
-Accumulation is f32 unless GPUSTD_GEMM_ACCUMULATE=f16 (accumulation()) asks for f16
-accumulators: half their registers, which lets a subgroup hold 4 x 4 fragments in 256 x 256
-tiles of 16 subgroups (ACC16_TILES), 1.4-1.6x faster on deep products, at an error of
-2e-3 to 1e-2 of the result's largest magnitude against float64 where f32 gives 2e-4 to 5e-4
-(K 640 to 12288, normal operands; bench/NOTES.md, "f16 accumulators").
+Accumulation is f32 unless gpustd/gemm/accumulate.py's accumulation() says f16 (an
+`accumulating("f16")` block, or GPUSTD_GEMM_ACCUMULATE=f16): half the accumulators'
+registers, which lets a subgroup hold 4 x 4 fragments in 256 x 256 tiles of 16 subgroups
+(ACC16_TILES), 1.4-1.6x faster on deep products, at an error of 2e-3 to 1e-2 of the result's
+largest magnitude against float64 where f32 gives 2e-4 to 5e-4 (K 640 to 12288, normal
+operands; bench/NOTES.md, "f16 accumulators").
 """
 
 from __future__ import annotations
 
 import math
-import os
 import re
 from dataclasses import replace
 from typing import Any
@@ -27,6 +27,7 @@ import numpy as np
 from gpucore import Buffer, Device, Kernel
 
 from . import portable
+from .accumulate import ACCUMULATE_ENV, accumulation
 from .matrix_codegen import (
     MatrixTile,
     Operand,
@@ -61,7 +62,6 @@ ACC16_TILES = {**{name: replace(tile, acc="f16") for name, tile in TILES.items()
                "256x256np": MatrixTile(4, 4, 4, 4, acc="f16", prefetch=False),
                "256x256npds": MatrixTile(4, 4, 4, 4, acc="f16", prefetch=False, direct=True),
                "256x256s8": MatrixTile(8, 4, 2, 4, acc="f16", prefetch=False)}
-ACCUMULATE_ENV = "GPUSTD_GEMM_ACCUMULATE"
 # 256 x 256 f16-accumulating tiles from this K on where they make a wave or more (choose_tile)
 ACC16_DEEP_K = 1024
 
@@ -93,17 +93,6 @@ def aligned(tile: MatrixTile, m: int, n: int, k: int) -> bool:
     """Whether an m x k by k x n product fills `tile`'s workgroups and K steps exactly (then
     its kernel checks no bound: matrix_codegen's `aligned`)."""
     return m % tile.bm == 0 and n % tile.bn == 0 and k % tile.bk == 0
-
-
-def accumulation(device: Device) -> str:
-    """The f16 GEMM's accumulator type on `device`: "f32" (the default) or "f16" where
-    GPUSTD_GEMM_ACCUMULATE asks for it and the device multiplies into f16 fragments."""
-    value = os.environ.get(ACCUMULATE_ENV, "").strip().lower() or "f32"
-    if value not in ("f32", "f16"):
-        raise ValueError(f"{ACCUMULATE_ENV}={value!r}: use f32 (the default, exact to f16 "
-                         "rounding) or f16 (faster deep products, about 10x the error)")
-    config = getattr(device.info, "matrix_config", lambda *a: None)("f16", "f16", 16, 16, 16)
-    return value if config is not None else "f32"
 
 
 def available(device: Device) -> bool:

@@ -15,6 +15,7 @@ import numpy as np
 from gpucore import Buffer, Device, as_dtype, default_device, phase
 
 from .._tensor import Tensor
+from ..gemm.accumulate import accumulating
 from .deferred import UnloadedBuffer, deferring
 
 __all__ = ["Module", "ModuleList", "Namespace", "ReadsAhead", "StateDictError", "parameter",
@@ -77,13 +78,22 @@ def _walk(owner: Any, prefix: str) -> Iterator[tuple[str, Any, str, Tensor]]:
 
 
 class Module:
-    """Base of network layers: `__call__` runs `forward`; parameters are found by name."""
+    """Base of network layers: `__call__` runs `forward`; parameters are found by name.
+
+    gemm_accumulate: None (as the caller's context says), or "f32" / "f16": what the f16
+    GEMMs on the matrix units accumulate in while this module's call runs
+    (gpustd.gemm.accumulate; a model's `--fp16-accumulation`)."""
+
+    gemm_accumulate: str | None = None
 
     def forward(self, *args: Any, **kwargs: Any) -> Any:
         raise NotImplementedError(f"{type(self).__name__} defines no forward()")
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
-        return self.forward(*args, **kwargs)
+        if self.gemm_accumulate is None:
+            return self.forward(*args, **kwargs)
+        with accumulating(self.gemm_accumulate):
+            return self.forward(*args, **kwargs)
 
     def named_parameters(self, prefix: str = "") -> Iterator[tuple[str, Tensor]]:
         """(state-dict key, Tensor) for every parameter, in attribute order. torch: same."""

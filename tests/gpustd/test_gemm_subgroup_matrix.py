@@ -16,9 +16,11 @@ from conftest import emulated_subset, matrix_device
 import gpucore
 from gpucore import _wgsl
 from gpustd import Tensor, linalg
+from gpustd.gemm import accumulate
 from gpustd.gemm import matrix_codegen as core
 from gpustd.gemm import matrix_units as sm
 from gpustd.gemm import plan as gemm_plan
+from gpustd.nn import Module
 
 
 @pytest.fixture
@@ -160,6 +162,45 @@ def test_accumulation_setting(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv(sm.ACCUMULATE_ENV, "bf16")
     with pytest.raises(ValueError, match=r"GPUSTD_GEMM_ACCUMULATE='bf16': use f32 .* or f16"):
         sm.accumulation(both)
+    # an accumulating() block wins over the environment, nests, and ends with its block
+    monkeypatch.setenv(sm.ACCUMULATE_ENV, "f16")
+    with accumulate.accumulating("f32"):
+        assert sm.accumulation(both) == "f32" and accumulate.requested() == "f32"
+        with accumulate.accumulating(" F16"):
+            assert sm.accumulation(both) == "f16" and sm.accumulation(f32_only) == "f32"
+        assert sm.accumulation(both) == "f32"
+    assert sm.accumulation(both) == "f16" and accumulate.requested() is None
+    with pytest.raises(ValueError, match=r"accumulate='bf16': use f32 .* or f16"):
+        with accumulate.accumulating("bf16"):
+            pass
+
+
+class _Probe(Module):
+    """Says, when called, what an f16 GEMM recorded inside its call would accumulate in."""
+
+    def __init__(self, device: object, inner: Module | None = None) -> None:
+        self.device, self.inner, self.seen = device, inner, []
+
+    def forward(self) -> None:
+        self.seen.append(sm.accumulation(self.device))
+        if self.inner is not None:
+            self.inner()
+
+
+def test_a_module_accumulates_as_its_attribute_says(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Module.gemm_accumulate holds for the module's call (its submodules' too, unless they
+    say otherwise) and for nothing outside it."""
+    device = SimpleNamespace(info=SimpleNamespace(matrix_config=lambda *a: object()))
+    monkeypatch.delenv(sm.ACCUMULATE_ENV, raising=False)
+    inner = _Probe(device)
+    outer = _Probe(device, inner)
+    outer.gemm_accumulate = "f16"
+    outer()
+    inner()
+    assert outer.seen == ["f16"] and inner.seen == ["f16", "f32"]
+    inner.gemm_accumulate = "f32"
+    outer()
+    assert outer.seen[-1] == "f16" and inner.seen[-1] == "f32"
 
 
 @pytest.mark.parametrize(("m", "k", "n", "name"),

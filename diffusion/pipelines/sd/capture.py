@@ -5,9 +5,10 @@ Recording runs the call eagerly (the ops' Python, new bind groups) at several re
 image anew. A replay reads the weights from the buffers it was recorded with: new values
 written into those buffers (a LoRA patching a layer, `load_state_dict` in the same dtype) are
 what it sees; a parameter replaced by another Tensor (`load_state_dict` to another dtype) or
-another model in the pipeline's slot (`pipe.unet = other`) is not, so `ModelCapture.of`
-compares the model and its parameters' buffers with those of the capture and records afresh
-when they differ. A kept capture pins its intermediate buffers, which the pool can no longer
+another model in the pipeline's slot (`pipe.unet = other`) is not, nor another accumulation
+(`Module.gemm_accumulate`, chosen as the GEMMs record), so `ModelCapture.of` compares the
+model, its accumulation and its parameters' buffers with those of the capture and records
+afresh when they differ. A kept capture pins its intermediate buffers, which the pool can no longer
 lend to other work: keep one where that memory is small against what replaying saves, and
 lend its scratch to the work between (`lent`: a VAE decode borrows the UNet step's).
 """
@@ -41,6 +42,7 @@ class ModelCapture:
         # weak: a model whose weights leave the device (diffusion.pipelines.sd.memory) must not
         # have its old buffers held here
         self._buffers: tuple[weakref.ref[Any], ...] = ()
+        self._accumulate: str | None = None
         # `of` binds fn to the model. Keep fn a module function, not a method of the pipeline:
         # the pinned buffers must go with the pipeline, not wait in a reference cycle for the
         # garbage collector.
@@ -54,11 +56,15 @@ class ModelCapture:
         # a quantized weight's blocks too: a LoRA merged into a K-format layer makes new ones
         buffers = (*(t.buffer for t in model.parameters()),
                    *(q.blocks for q in quantized_weights(model).values()))
-        if model is not self._model or len(buffers) != len(self._buffers) or any(
-                a is not b() for a, b in zip(buffers, self._buffers)):
+        # what its GEMMs accumulate in is chosen as they record (--fp16-accumulation)
+        accumulate = getattr(model, "gemm_accumulate", None)
+        if model is not self._model or accumulate != self._accumulate \
+                or len(buffers) != len(self._buffers) \
+                or any(a is not b() for a, b in zip(buffers, self._buffers)):
             self.captured.reset()
             self.captured.fn = functools.partial(self._fn, model)
             self._model, self._buffers = model, tuple(_ref(b) for b in buffers)
+            self._accumulate = accumulate
         return self.captured
 
 

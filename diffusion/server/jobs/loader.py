@@ -50,6 +50,10 @@ class PipelineLoader:
             from ...pipelines.int8 import use_int8
 
             print(use_int8(pipe), file=sys.stderr)
+        if self.settings.fp16_accumulation:
+            from ...pipelines.fp16_accumulation import use_fp16_accumulation
+
+            print(use_fp16_accumulation(pipe), file=sys.stderr)
         if self.settings.memory:
             pipe.set_memory_mode(self.settings.memory)
         if self.embeddings is not None:

@@ -1,0 +1,64 @@
+"""`--fp16-accumulation` (CLI), `fp16_accumulation` (the server's settings): a loaded
+pipeline's denoiser (an SD / SDXL UNet, a flow transformer, Wan's transformers) has its
+float16 GEMMs on the matrix units accumulate in float16 while it runs
+(gpustd.nn.Module.gemm_accumulate, gpustd.gemm.accumulate): ComfyUI's
+`--fast fp16_accumulation`. Text encoders, VAEs and ControlNets keep f32 accumulators (T5's
+activations are the ones f16 sums would overflow).
+
+Measured on an H100 (bench/NOTES.md, "f16 accumulation as an option"): FLUX.1 dev's step 453
+-> 390 ms, SD 3.5 Large's 443 -> 417, the output 1.2% / 1.1% (largest difference over the
+largest value) from diffusers fp16, as cuBLAS's own fp16 accumulation is (1.3% / 1.1%) and
+nearer than diffusers bf16 (60% / 2.4% on random weights). The infotext says
+"FP16 accumulation: True".
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from gpustd.gemm import accumulate, matrix_units
+
+__all__ = ["accumulates_fp16", "denoisers", "use_fp16_accumulation"]
+
+
+def denoisers(pipe: Any, option: str) -> tuple[list[Any], str]:
+    """The networks that denoise for `pipe` (a UNet; a transformer, Wan 2.2 A14B's two) and
+    what they are called, for `option`'s messages; ValueError for a pipeline without them."""
+    for name, what in (("unet", "UNet"), ("transformer", "transformer")):
+        model = getattr(pipe, name, None)
+        if model is not None:
+            second = getattr(pipe, f"{name}_2", None)
+            return [model] + ([second] if second is not None else []), what
+    raise ValueError(f"{option}: {getattr(pipe, 'family', type(pipe).__name__)} models have "
+                     "no denoiser it applies to; leave it off")
+
+
+def use_fp16_accumulation(pipe: Any) -> str:
+    """Make `pipe`'s denoiser accumulate its f16 GEMMs in f16 and say, in one line, whether
+    that takes effect here (a float32 model or an adapter without f16 result matrices keeps
+    f32 accumulators)."""
+    models, what = denoisers(pipe, "--fp16-accumulation")
+    for model in models:
+        model.gemm_accumulate = "f16"
+    placement = getattr(pipe, "placement", None)  # Wan's pipeline has none: its weights'
+    weight = None if placement is not None else next(iter(models[0].parameters()))
+    dtype = np.dtype(placement.dtype if placement is not None else weight.dtype)
+    if dtype != np.float16:
+        return (f"fp16 accumulation: the {what} runs {dtype.name}, so it has no float16 "
+                "GEMMs; use --fp16 (or --dtype float16) for it to apply")
+    device = placement.device if placement is not None else weight.device
+    if not (matrix_units.available(device) and accumulate.f16_available(device)):
+        return ("fp16 accumulation: this adapter has no float16 result matrices (Dawn on an "
+                f"NVIDIA GPU has), so the {what}'s GEMMs keep f32 accumulators")
+    return f"fp16 accumulation: the {what}'s float16 GEMMs accumulate in float16"
+
+
+def accumulates_fp16(pipe: Any) -> bool:
+    """Whether `pipe`'s denoiser was set to accumulate in f16 (the infotext's field)."""
+    try:
+        models, _ = denoisers(pipe, "")
+    except ValueError:
+        return False
+    return any(getattr(m, "gemm_accumulate", None) == "f16" for m in models)
