@@ -36,7 +36,7 @@ class Buffer(Generic[T]):
 
     `host_copy`: a host array its owner knows equals the contents (None: not known). Whoever
     moves weights off the device sets it after an upload so the next offload need not read
-    back; `write()` and `fill_zero()` clear it.
+    back; `write()` (unless told to keep it) and `fill_zero()` clear it.
     """
 
     host_copy: np.ndarray | None = None
@@ -113,10 +113,17 @@ class Buffer(Generic[T]):
         return f"Buffer[{self.dtype}](length={self.length}{ro}, device={self.device.name!r})"
 
     # -- data movement ----------------------------------------------------------------
-    def write(self, array: np.ndarray, offset: int = 0) -> None:
+    def write(self, array: np.ndarray, offset: int = 0, *, keep_host_copy: bool = False
+              ) -> None:
         """Copy `array` (any shape, same element count as the region) into the buffer,
-        starting at element `offset`. Ordered after all dispatches recorded so far."""
+        starting at element `offset`. Ordered after all dispatches recorded so far.
+        keep_host_copy: where the buffer had a host copy and `array` fills it, `array` becomes
+        the new one (its caller must never change it after) rather than the copy being
+        forgotten: a weight patched in place (a LoRA) can then leave the device later without
+        a read-back, which a capture cannot do."""
         array = np.asarray(array)
+        kept = keep_host_copy and self.host_copy is not None and offset == 0 \
+            and array.size == self.length
         if array.dtype != self.dtype:
             raise TypeError(
                 f"cannot write {array.dtype} data into Buffer[{self.dtype}]; "
@@ -138,6 +145,8 @@ class Buffer(Generic[T]):
             self.device.write_bytes(self.wgpu, lo, word)
         elif data.nbytes:
             self.device.write_bytes(self.wgpu, start, data)
+        if kept:
+            self.host_copy = data
 
     def read(self) -> np.ndarray:
         """The buffer's contents as a new 1-D numpy array (submits pending work first)."""

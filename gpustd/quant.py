@@ -179,8 +179,8 @@ class QuantizedTensor:
         self.format = format.lower()
         if self.blocks is None:
             self._host = words
-        elif self.blocks.length == words.size:
-            self.blocks.write(words)
+        elif self.blocks.length == words.size:  # the host copy kept: no read-back to offload
+            self.blocks.write(words, keep_host_copy=True)
         else:
             self.blocks = Buffer.from_numpy(words, device=self._device, read_only=True)
 

@@ -325,7 +325,7 @@ def _write_kept(tensor: Tensor, values: np.ndarray) -> None:
     """Write `values` (owned here, never changed after) into `tensor`'s buffer, kept as its
     host copy where it had one (see the module doc)."""
     buffer = tensor.buffer
-    kept = isinstance(buffer, Buffer) and buffer.host_copy is not None
-    buffer.write(values)
-    if kept:
-        buffer.host_copy = values.reshape(-1)
+    if isinstance(buffer, Buffer):
+        buffer.write(values, keep_host_copy=True)
+    else:
+        buffer.write(values)

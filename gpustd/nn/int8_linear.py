@@ -65,8 +65,10 @@ class Int8Weight:
     def replace(self, words: np.ndarray, scales: np.ndarray) -> None:
         """Write new (words, scales) of this shape into the same buffers (a replayed step
         reads them there); `requantized` makes them from new float values."""
-        self.words.buffer.write(np.ascontiguousarray(words, np.int32))
-        self.scales.buffer.write(np.ascontiguousarray(scales, np.float32))
+        # copies: kept as the host copies where the buffers had them (they then leave the
+        # device under a memory budget without a read-back, as a capture needs)
+        self.words.buffer.write(np.array(words, np.int32), keep_host_copy=True)
+        self.scales.buffer.write(np.array(scales, np.float32), keep_host_copy=True)
 
     def requantized(self, values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """(words, scales) of float `values` [out, in] quantized as this weight was: per output

@@ -33,7 +33,11 @@ def test_requantized_keeps_the_grid_and_the_smoothing(device: gpucore.Device) ->
         assert np.array_equal(words, k.raw()[0])  # its own values: the same int8
         np.testing.assert_allclose(scales, k.raw()[1], rtol=1e-6)
         moved = floats[1].astype(np.float64) + rng.standard_normal((12, 21)) * 0.1
+        for t in (k.words, k.scales):  # a memory mode's unit: host copies taken
+            t.buffer.host_copy = t.buffer.read()
         k.replace(*k.requantized(moved))
+        for t in (k.words, k.scales):  # a LoRA's merge keeps them: no read-back to evict
+            np.testing.assert_array_equal(t.buffer.host_copy, t.buffer.read())
         step = np.abs(moved / (k.smooth.numpy() if k.smooth is not None else 1)).max(1) / 127
         smooth = k.smooth.numpy() if k.smooth is not None else np.ones(21)
         # within half a step of its row's scale (in the smoothed space) of the new values

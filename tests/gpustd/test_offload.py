@@ -44,7 +44,19 @@ def test_offload_restore_round_trip(first_device: gpucore.Device) -> None:
     np.testing.assert_allclose(layer(x).numpy(), before - bias, rtol=1e-6, atol=1e-5)
     np.testing.assert_array_equal(layer.extra.weight.dequantize().numpy(), gguf.quants.dequantize(
         blocks, gguf.GGMLQuantizationType.Q8_0))
+    # a quantized weight's new blocks of the same size (a LoRA merged into them): kept too
+    halves = gguf.quants.quantize(np.full((4, 32), 0.5, np.float32),
+                                  gguf.GGMLQuantizationType.Q8_0)
+    layer.extra.weight.replace(halves, "q8_0")
+    copy = layer.extra.weight.blocks.host_copy
+    assert copy is not None and np.array_equal(copy, layer.extra.weight.blocks.read())
     assert layer.weight.buffer.host_copy is not None  # a second offload reads nothing back
+    twos = np.full((32, 64), 2, np.float32)
+    layer.weight.buffer.write(twos, keep_host_copy=True)  # a LoRA's patch: kept as the copy
+    np.testing.assert_array_equal(layer.weight.buffer.host_copy, layer.weight.buffer.read())
+    layer.weight.buffer.write(np.ones(8, np.float32), offset=8, keep_host_copy=True)
+    assert layer.weight.buffer.host_copy is None  # a part written: the copy is not known
+    layer.weight.buffer.host_copy = layer.weight.buffer.read()
     layer.weight.buffer.write(np.ones((32, 64), np.float32))
     assert layer.weight.buffer.host_copy is None  # written: the next offload reads back
     offload(layer)
