@@ -18,7 +18,8 @@ from . import _harness
 BENCHMARKS = ("vector_add", "gemm", "fft", "nn", "unet", "txt2img", "vae", "sdxl", "linalg",
               "multigpu", "memory", "upscale", "flux", "controlnet", "lowvram", "load",
               "quant_gemm", "flatness", "overhead", "gemm_ceiling", "flux_cache",
-              "zimage", "dit_families", "wan", "dit_controlnet", "int8_gemm", "wan_lowvram")
+              "zimage", "dit_families", "wan", "dit_controlnet", "int8_gemm", "wan_lowvram",
+              "pictures")
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -1,10 +1,13 @@
-"""bench.coldstart's weight files: random full-size models in the layouts users download, written
-fast enough to make on the benchmark machine inside the run that times them.
+"""bench.coldstart's and bench.pictures' weight files: random full-size models in the layouts
+users download, written fast enough to make on the benchmark machine inside the run that times
+them.
 
 - `sd15.safetensors`: an SD 1.5 single file (LDM keys, float32: the 4 GB file users have);
 - `sdxl.safetensors`: an SDXL base single file (SGM keys, float16: 6.9 GB);
+- an SDXL base diffusers folder (float16, tokenizers of the bundled vocabulary; bench.pictures);
 - `flux-dev/`: a FLUX.1 dev diffusers folder (bfloat16 as published: 23.8 GB transformer,
-  9.5 GB T5-XXL; no tokenizer folders, so the bundled CLIP and T5 tokenizers are used).
+  9.5 GB T5-XXL; no tokenizer folders, so the bundled CLIP and T5 tokenizers are used, unless
+  asked for: bench.pictures loads the folder with diffusers too).
 
 Names and shapes come from diffusers' / transformers' modules built on torch's meta device (no
 values drawn), the single files' keys from the tests' independent inverses of diffusers' LDM
@@ -157,25 +160,103 @@ def sd15_shapes(quick: bool) -> dict[str, tuple[str, tuple[int, ...]]]:
     return _described(state, "F32")
 
 
-def sdxl_shapes(quick: bool) -> dict[str, tuple[str, tuple[int, ...]]]:
+def _sdxl_parts(quick: bool) -> dict[str, Any]:
+    """SDXL base's networks on the meta device, by their diffusers folder names."""
     import diffusers
 
     from .sdxl import SDXL_BASE_UNET, TINY_SDXL_UNET
 
-    _, sdxl_tiny = _tests_helpers()
     widths = (32, 32) if quick else (768, 1280)
-    pipe = SimpleNamespace(
-        unet=_meta(lambda: diffusers.UNet2DConditionModel(
+    return {
+        "unet": _meta(lambda: diffusers.UNet2DConditionModel(
             **(TINY_SDXL_UNET if quick else SDXL_BASE_UNET))),
-        vae=_vae(quick, scaling_factor=0.13025, force_upcast=True),
-        text_encoder=_clip(widths[0], 2 if quick else 12, 4 if quick else 12, "quick_gelu", None),
-        text_encoder_2=_clip(widths[1], 2 if quick else 32, 4 if quick else 20, "gelu",
-                             widths[1]))
-    return _described(sdxl_tiny.ldm_state_dict(pipe), "F16")
+        "vae": _vae(quick, scaling_factor=0.13025, force_upcast=True),
+        "text_encoder": _clip(widths[0], 2 if quick else 12, 4 if quick else 12, "quick_gelu",
+                              None),
+        "text_encoder_2": _clip(widths[1], 2 if quick else 32, 4 if quick else 20, "gelu",
+                                widths[1])}
 
 
-def write_flux_folder(root: Path, quick: bool, pool: _Pool) -> int:
-    """A FLUX.1 dev diffusers folder (bfloat16) without tokenizer folders; returns its bytes."""
+def sdxl_shapes(quick: bool) -> dict[str, tuple[str, tuple[int, ...]]]:
+    _, sdxl_tiny = _tests_helpers()
+    return _described(sdxl_tiny.ldm_state_dict(SimpleNamespace(**_sdxl_parts(quick))), "F16")
+
+
+def write_clip_tokenizer(folder: Path, pad: str = "<|endoftext|>") -> None:
+    """A CLIP tokenizer folder of the bundled vocabulary (vocab.json, merges.txt), padding
+    with `pad` (SDXL's second tokenizer pads with "!")."""
+    from diffusion.text.tokenizer import bundled_vocab
+
+    vocab, merges = bundled_vocab()
+    folder.mkdir(parents=True)
+    (folder / "vocab.json").write_text(json.dumps(vocab))
+    (folder / "merges.txt").write_text("#version: 0.2\n" + "\n".join(" ".join(m) for m in merges))
+    (folder / "tokenizer_config.json").write_text(json.dumps({"model_max_length": 77,
+                                                              "pad_token": pad}))
+
+
+def write_t5_tokenizer(folder: Path) -> None:
+    """A T5 tokenizer folder: T5 v1.1's tokenizer.json from the bundled vocabulary."""
+    from diffusion.text.t5_tokenizer import bundled_t5_tokenizer
+
+    folder.mkdir(parents=True)
+    bundled_t5_tokenizer().save(str(folder / "tokenizer.json"))
+    (folder / "tokenizer_config.json").write_text(json.dumps({
+        "model_max_length": 512, "pad_token": "<pad>", "eos_token": "</s>",
+        "unk_token": "<unk>"}))
+
+
+def _write_parts(root: Path, parts: dict[str, Any], code: str, pool: _Pool) -> int:
+    """Each meta network of `parts` as a diffusers folder's subfolder (its config and a
+    safetensors file of dtype `code`); returns the bytes written."""
+    import diffusers
+
+    total = 0
+    for name, model in parts.items():
+        folder = root / name
+        folder.mkdir(parents=True, exist_ok=True)
+        if isinstance(model, diffusers.ModelMixin):
+            model.save_config(folder)
+            stem = "diffusion_pytorch_model"
+        else:
+            model.config.save_pretrained(folder)
+            stem = "model"
+        state = {k: v for k, v in model.state_dict().items() if not k.endswith("position_ids")}
+        total += write_safetensors(folder / f"{stem}.safetensors", _described(state, code), pool)
+    return total
+
+
+def _model_index(root: Path, pipeline: str, scheduler: dict[str, Any],
+                 parts: dict[str, tuple[str, str]]) -> None:
+    (root / "scheduler").mkdir(exist_ok=True)
+    (root / "scheduler" / "scheduler_config.json").write_text(json.dumps(scheduler))
+    (root / "model_index.json").write_text(json.dumps({
+        "_class_name": pipeline, "scheduler": ["diffusers", scheduler["_class_name"]],
+        **{name: list(kind) for name, kind in parts.items()}}))
+
+
+def write_sdxl_folder(root: Path, quick: bool, pool: _Pool) -> int:
+    """An SDXL base diffusers folder (float16), its tokenizers of the bundled vocabulary and
+    the published EulerDiscreteScheduler config; returns its bytes."""
+    total = _write_parts(root, _sdxl_parts(quick), "F16", pool)
+    write_clip_tokenizer(root / "tokenizer")
+    write_clip_tokenizer(root / "tokenizer_2", pad="!")
+    _model_index(root, "StableDiffusionXLPipeline", {
+        "_class_name": "EulerDiscreteScheduler", "beta_start": 0.00085, "beta_end": 0.012,
+        "beta_schedule": "scaled_linear", "num_train_timesteps": 1000,
+        "prediction_type": "epsilon", "steps_offset": 1, "timestep_spacing": "leading",
+        "interpolation_type": "linear", "use_karras_sigmas": False}, {
+        "text_encoder": ("transformers", "CLIPTextModel"),
+        "text_encoder_2": ("transformers", "CLIPTextModelWithProjection"),
+        "tokenizer": ("transformers", "CLIPTokenizer"),
+        "tokenizer_2": ("transformers", "CLIPTokenizer"),
+        "unet": ("diffusers", "UNet2DConditionModel"), "vae": ("diffusers", "AutoencoderKL")})
+    return total
+
+
+def write_flux_folder(root: Path, quick: bool, pool: _Pool, *, tokenizers: bool = False) -> int:
+    """A FLUX.1 dev diffusers folder (bfloat16), without tokenizer folders unless `tokenizers`
+    (then the bundled CLIP and T5 vocabularies'); returns its bytes."""
     import diffusers
     import transformers
 
@@ -186,7 +267,7 @@ def write_flux_folder(root: Path, quick: bool, pool: _Pool) -> int:
     levels = len(vae["block_out_channels"])
     blocks = {"down_block_types": ("DownEncoderBlock2D",) * levels,
               "up_block_types": ("UpDecoderBlock2D",) * levels}
-    parts = {
+    total = _write_parts(root, {
         "transformer": _meta(lambda: diffusers.FluxTransformer2DModel(
             **(TINY_FLUX if quick else FLUX_DEV))),
         "vae": _meta(lambda: diffusers.AutoencoderKL(**vae, **blocks)),
@@ -194,31 +275,18 @@ def write_flux_folder(root: Path, quick: bool, pool: _Pool) -> int:
             transformers.CLIPTextConfig(**(TINY["clip"] if quick else CLIP_L)))),
         "text_encoder_2": _meta(lambda: transformers.T5EncoderModel(
             transformers.T5Config(**(TINY["t5"] if quick else T5_XXL)))),
-    }
-    total = 0
-    for name, model in parts.items():
-        folder = root / name
-        folder.mkdir(parents=True, exist_ok=True)
-        if name in ("transformer", "vae"):
-            model.save_config(folder)
-            stem = "diffusion_pytorch_model"
-        else:
-            model.config.save_pretrained(folder)
-            stem = "model"
-        state = {k: v for k, v in model.state_dict().items() if not k.endswith("position_ids")}
-        total += write_safetensors(folder / f"{stem}.safetensors", _described(state, "BF16"), pool)
-    (root / "scheduler").mkdir(exist_ok=True)
-    (root / "scheduler" / "scheduler_config.json").write_text(json.dumps(
-        {"_class_name": "FlowMatchEulerDiscreteScheduler", **FLUX_SCHEDULER}))
-    (root / "model_index.json").write_text(json.dumps({
-        "_class_name": "FluxPipeline",
-        "scheduler": ["diffusers", "FlowMatchEulerDiscreteScheduler"],
-        "text_encoder": ["transformers", "CLIPTextModel"],
-        "text_encoder_2": ["transformers", "T5EncoderModel"],
-        "tokenizer": ["transformers", "CLIPTokenizer"],
-        "tokenizer_2": ["transformers", "T5TokenizerFast"],
-        "transformer": ["diffusers", "FluxTransformer2DModel"],
-        "vae": ["diffusers", "AutoencoderKL"]}))
+    }, "BF16", pool)
+    if tokenizers:
+        write_clip_tokenizer(root / "tokenizer")
+        write_t5_tokenizer(root / "tokenizer_2")
+    _model_index(root, "FluxPipeline",
+                 {"_class_name": "FlowMatchEulerDiscreteScheduler", **FLUX_SCHEDULER}, {
+                     "text_encoder": ("transformers", "CLIPTextModel"),
+                     "text_encoder_2": ("transformers", "T5EncoderModel"),
+                     "tokenizer": ("transformers", "CLIPTokenizer"),
+                     "tokenizer_2": ("transformers", "T5TokenizerFast"),
+                     "transformer": ("diffusers", "FluxTransformer2DModel"),
+                     "vae": ("diffusers", "AutoencoderKL")})
     return total
 
 

@@ -34,6 +34,7 @@ import numpy as np
 import gpucore
 
 from . import _harness
+from ._cold_files import write_clip_tokenizer
 from .sdxl import SDXL_BASE_UNET, TINY_SDXL_UNET, _PeakMemory, _settled_use
 from .txt2img import write_sd15_folder
 
@@ -43,17 +44,6 @@ COLUMNS = ["model", "size", "steps", "unet_gib", "weights_gib", "ours_load_peak_
            "diffusers_load_peak_gib", "diffusers_txt2img_peak_gib", "txt2img_vs_diffusers",
            "gguf_unet_loaded_gib", "gguf_unet_load_peak_gib"]
 GIB = float(1 << 30)
-
-
-def _tokenizer(folder: Path, pad: str) -> None:
-    from diffusion.text.tokenizer import bundled_vocab
-
-    vocab, merges = bundled_vocab()
-    folder.mkdir()
-    (folder / "vocab.json").write_text(json.dumps(vocab))
-    (folder / "merges.txt").write_text("#version: 0.2\n" + "\n".join(" ".join(m) for m in merges))
-    (folder / "tokenizer_config.json").write_text(json.dumps({"model_max_length": 77,
-                                                              "pad_token": pad}))
 
 
 def write_sdxl_folder(root: Path, quick: bool) -> None:
@@ -82,7 +72,7 @@ def write_sdxl_folder(root: Path, quick: bool) -> None:
         suffix = "" if i == 0 else "_2"
         encoder = model(config)
         (encoder if quick else encoder.half()).save_pretrained(root / f"text_encoder{suffix}")
-        _tokenizer(root / f"tokenizer{suffix}", "<|endoftext|>" if i == 0 else "!")
+        write_clip_tokenizer(root / f"tokenizer{suffix}", "<|endoftext|>" if i == 0 else "!")
     (unet.half() if not quick else unet).save_pretrained(root / "unet")
     (vae.half() if not quick else vae).save_pretrained(root / "vae")
     diffusers.EulerDiscreteScheduler(

@@ -22,6 +22,7 @@ import numpy as np
 import gpucore
 
 from . import _harness
+from ._cold_files import write_clip_tokenizer
 from .unet import SD15_UNET, TINY_UNET
 
 COLUMNS = ["sampler", "dtype", "size", "steps", "ours_s", "ours_gpu_s", "dispatches",
@@ -35,8 +36,6 @@ def write_sd15_folder(root: Path, quick: bool) -> None:
     import diffusers
     import torch
     import transformers
-
-    from diffusion.text.tokenizer import bundled_vocab
 
     torch.manual_seed(0)
     unet = diffusers.UNet2DConditionModel(**(TINY_UNET if quick else SD15_UNET))
@@ -55,12 +54,7 @@ def write_sd15_folder(root: Path, quick: bool) -> None:
     diffusers.DDIMScheduler(beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear",
                             clip_sample=False, set_alpha_to_one=False,
                             steps_offset=1).save_pretrained(root / "scheduler")
-    vocab, merges = bundled_vocab()
-    tok = root / "tokenizer"
-    tok.mkdir()
-    (tok / "vocab.json").write_text(json.dumps(vocab))
-    (tok / "merges.txt").write_text("#version: 0.2\n" + "\n".join(" ".join(m) for m in merges))
-    (tok / "tokenizer_config.json").write_text(json.dumps({"model_max_length": 77}))
+    write_clip_tokenizer(root / "tokenizer")
     (root / "model_index.json").write_text(json.dumps({
         "_class_name": "StableDiffusionPipeline", "scheduler": ["diffusers", "DDIMScheduler"],
         "text_encoder": ["transformers", "CLIPTextModel"],

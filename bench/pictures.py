@@ -1,0 +1,263 @@
+"""Whole pictures of SDXL base and FLUX.1 dev at 1024x1024 (random weights): ours beside
+diffusers, wall seconds per picture including text encoding and the VAE decode.
+
+Each model's diffusers folder is written once (bench._cold_files: random full-size weights,
+SDXL in float16, FLUX.1 dev in bfloat16 as published, 34 GB; tokenizers of the bundled
+vocabularies) to a temporary folder (BENCH_TMP, else the system's), loaded by diffusers
+(SDXL fp16, FLUX bf16 on CUDA; float32 on torch's CPU), freed, then loaded by ours
+(`diffusion.load_pipeline`, float16 where the adapter has shader-f16, else float32), freed,
+and the folder deleted before the next model.
+
+- SDXL base: 30 steps of Euler (ours: the WebUI's "Euler"; diffusers: the folder's
+  EulerDiscreteScheduler), CFG 7 with a negative prompt, one picture;
+- FLUX.1 dev: 20 steps of FlowMatchEulerDiscreteScheduler (ours: the "diffusers" sampler, the
+  pipeline's own loop over the same shifted sigmas), distilled guidance 3.5, CFG 1, 512 T5
+  tokens (max_sequence_length=512 on both sides).
+
+Seconds: the median of 3 pictures after a warm-up one (diffusers: the faster of
+cudnn.benchmark off and on). step_s: seconds a step, the mean time between step callbacks
+(the first step left out; ours from the timed pictures' progress callback, which follows a
+read-back of the latents; diffusers from its warm-up picture's callback_on_step_end with a
+CUDA synchronize, so that the timed pictures run without one); steps_share = step_s x steps /
+seconds. BENCH_MODELS=sdxl,flux picks the models (default both). `--quick`: the benches'
+tiny configs at 64x64, 2 steps, one timed picture (a smoke run on any adapter).
+"""
+
+from __future__ import annotations
+
+import gc
+import json
+import os
+import statistics
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+import gpucore
+
+from . import _cold_files, _harness
+
+COLUMNS = ["model", "size", "steps", "ours_s", "diffusers_s", "vs_diffusers", "ours_step_s",
+           "diffusers_step_s", "ours_steps_share", "diffusers_steps_share", "mean_abs_diff"]
+PROMPT = "a lighthouse on a cliff at dusk, waves below"
+NEGATIVE = "blurry, low quality"
+
+
+@dataclass(frozen=True)
+class Setting:
+    """One model's picture: its folder writer, diffusers' pipeline class and dtype on CUDA,
+    the steps, our sampler, and the scales (CFG; FLUX: its distilled guidance)."""
+
+    write: Callable[[Path, bool, Any], int]
+    pipeline: str
+    cuda_dtype: str
+    steps: int
+    sampler: str
+    cfg_scale: float
+    distilled_cfg_scale: float | None = None
+
+
+SETTINGS = {
+    "sdxl": Setting(_cold_files.write_sdxl_folder, "StableDiffusionXLPipeline", "float16",
+                    30, "Euler", 7.0),
+    "flux": Setting(lambda root, quick, pool: _cold_files.write_flux_folder(
+        root, quick, pool, tokenizers=True), "FluxPipeline", "bfloat16", 20, "diffusers", 1.0,
+        3.5),
+}
+
+
+def _per_step(marks: list[float]) -> float | None:
+    """Mean seconds between step callbacks, the first step (before the first mark) left out."""
+    return (marks[-1] - marks[0]) / (len(marks) - 1) if len(marks) > 1 else None
+
+
+def _median(generate: Callable[[], None], repeat: int) -> float:
+    times = []
+    for _ in range(repeat):
+        start = time.perf_counter()
+        generate()
+        times.append(time.perf_counter() - start)
+    return statistics.median(times)
+
+
+def _diffusers(root: Path, setting: Setting, size: int, steps: int, repeat: int,
+               cuda: bool) -> tuple[np.ndarray, dict[str, Any]]:
+    """diffusers' picture and columns: load, a warm-up picture (its steps timed) and the
+    median of `repeat`, under cudnn.benchmark off and on (CUDA), the faster kept."""
+    import diffusers
+    import torch
+
+    torch.backends.cuda.matmul.allow_tf32 = False
+    torch.backends.cudnn.allow_tf32 = False
+    dtype = getattr(torch, setting.cuda_dtype) if cuda else torch.float32
+    start = time.perf_counter()
+    pipe = getattr(diffusers, setting.pipeline).from_pretrained(root, torch_dtype=dtype)
+    pipe = pipe.to("cuda" if cuda else "cpu")
+    if cuda:
+        torch.cuda.synchronize()
+    load_s = time.perf_counter() - start
+    pipe.set_progress_bar_config(disable=True)
+    call: dict[str, Any] = dict(prompt=PROMPT, num_inference_steps=steps, height=size,
+                                width=size, output_type="np")
+    if setting.distilled_cfg_scale is None:
+        call.update(negative_prompt=NEGATIVE, guidance_scale=setting.cfg_scale)
+    else:  # FluxPipeline: guidance_scale is the distilled guidance, no CFG
+        call.update(guidance_scale=setting.distilled_cfg_scale, max_sequence_length=512)
+    marks: list[float] = []
+
+    def on_step(pipe: Any, index: int, timestep: Any, tensors: dict[str, Any]
+                ) -> dict[str, Any]:
+        if cuda:
+            torch.cuda.synchronize()
+        marks.append(time.perf_counter())
+        return tensors
+
+    pictures: list[np.ndarray] = []
+
+    def generate(timed_steps: bool = False) -> None:
+        out = pipe(**call, generator=torch.Generator("cpu").manual_seed(42),
+                   callback_on_step_end=on_step if timed_steps else None).images[0]
+        pictures[:] = [np.round(out * 255).astype(np.uint8)]  # waits for the GPU
+
+    runs = []
+    saved = torch.backends.cudnn.benchmark
+    try:
+        for flag in (False, True) if cuda else (False,):
+            torch.backends.cudnn.benchmark = flag
+            marks.clear()
+            generate(timed_steps=True)
+            runs.append((_median(generate, repeat), _per_step(marks), flag))
+    finally:
+        torch.backends.cudnn.benchmark = saved
+    seconds, step_s, flag = min(runs, key=lambda run: run[0])
+    return pictures[0], {
+        "diffusers_s": seconds, "diffusers_step_s": step_s, "diffusers_load_s": load_s,
+        "diffusers_dtype": str(dtype).removeprefix("torch."), "diffusers_cudnn_benchmark": flag,
+        "diffusers_s_by_cudnn_benchmark": {str(run[2]): run[0] for run in runs}}
+
+
+def _ours(root: Path, setting: Setting, size: int, steps: int, repeat: int,
+          device: gpucore.Device) -> tuple[np.ndarray, dict[str, Any]]:
+    """Our picture and columns: load, a warm-up picture (the kernels' builds) and the median
+    of `repeat`."""
+    from diffusion import load_pipeline
+
+    dtype = np.float16 if device.has_f16 else np.float32
+    start = time.perf_counter()
+    pipe = load_pipeline(root, device=device, dtype=dtype)
+    device.synchronize()
+    load_s = time.perf_counter() - start
+    marks: list[float] = []
+    # FLUX: the noise from torch's CPU generator, as diffusers draws it
+    extra = ({"negative_prompt": NEGATIVE} if setting.distilled_cfg_scale is None
+             else {"distilled_cfg_scale": setting.distilled_cfg_scale, "rng": "torch"})
+    pictures: list[np.ndarray] = []
+
+    def generate() -> None:
+        marks.clear()
+        pictures[:] = pipe.generate(
+            PROMPT, steps=steps, cfg_scale=setting.cfg_scale, sampler=setting.sampler, seed=42,
+            width=size, height=size,
+            progress=lambda done, total: marks.append(time.perf_counter()), **extra).images
+
+    generate()
+    per_step = []
+    times = []
+    for _ in range(repeat):
+        start = time.perf_counter()
+        generate()
+        times.append(time.perf_counter() - start)
+        per_step.append(_per_step(marks))
+    steps_known = [s for s in per_step if s is not None]
+    return pictures[0], {
+        "ours_s": statistics.median(times),
+        "ours_step_s": statistics.median(steps_known) if steps_known else None,
+        "ours_load_s": load_s, "ours_dtype": np.dtype(dtype).name}
+
+
+def _free(device: gpucore.Device, cuda: bool) -> None:
+    """What a side's pipeline held, given back (FLUX.1 dev's two copies do not fit at once)."""
+    gc.collect()
+    device.empty_pool()
+    if cuda:
+        import torch
+
+        torch.cuda.empty_cache()
+
+
+def _pictures(mine: np.ndarray, theirs: np.ndarray, compared: bool) -> dict[str, Any]:
+    """Each side's picture's spread (0..255 levels: a flat or broken picture shows as ~0) and,
+    where both start from the same noise and schedule (`compared`: FLUX), their difference."""
+    row: dict[str, Any] = {"ours_picture_std": float(mine.std()),
+                           "diffusers_picture_std": float(theirs.std())}
+    if compared:
+        diff = np.abs(mine.astype(np.int16) - theirs.astype(np.int16))
+        row.update(mean_abs_diff=float(diff.mean()), max_abs_diff=int(diff.max()))
+    return row
+
+
+def _models() -> list[str]:
+    wanted = [m for m in os.environ.get("BENCH_MODELS", "sdxl,flux").split(",") if m]
+    unknown = [m for m in wanted if m not in SETTINGS]
+    if unknown:
+        raise ValueError(f"BENCH_MODELS names {unknown}; use any of {', '.join(SETTINGS)}")
+    return wanted
+
+
+def _share(step_s: float | None, steps: int, seconds: float) -> float | None:
+    return None if step_s is None else step_s * steps / seconds
+
+
+def run(quick: bool = False) -> dict[str, Any]:
+    models = _models()
+    device = gpucore.default_device()
+    cuda = _harness.torch_cuda() is not None
+    size, repeat = (64, 1) if quick else (1024, 3)
+    rows = []
+    for name in models:
+        setting = SETTINGS[name]
+        steps = 2 if quick else setting.steps
+        with tempfile.TemporaryDirectory(dir=os.environ.get("BENCH_TMP")) as tmp:
+            start = time.perf_counter()
+            root = Path(tmp) / name
+            written = setting.write(root, quick, _cold_files._Pool())
+            row: dict[str, Any] = {"model": name, "size": f"{size}x{size}", "steps": steps,
+                                   "write_s": time.perf_counter() - start,
+                                   "folder_gb": written / 1e9}
+            print(f"{name}: {written / 1e9:.1f} GB written in {row['write_s']:.1f} s", flush=True)
+            theirs, timed = _diffusers(root, setting, size, steps, repeat, cuda)
+            row.update(timed)
+            _free(device, cuda)  # diffusers' pipeline went with its call: its memory too
+            print(f"{name}: diffusers {row['diffusers_s']:.2f} s", flush=True)
+            mine, timed = _ours(root, setting, size, steps, repeat, device)
+            row.update(timed)
+            _free(device, cuda)
+        row.update(_pictures(mine, theirs, compared=setting.distilled_cfg_scale is not None))
+        row.update(vs_diffusers=row["diffusers_s"] / row["ours_s"],
+                   ours_steps_share=_share(row["ours_step_s"], steps, row["ours_s"]),
+                   diffusers_steps_share=_share(row["diffusers_step_s"], steps,
+                                                row["diffusers_s"]))
+        rows.append(row)
+        print(json.dumps(row), flush=True)  # a row at a time: a cut-off run keeps it
+    return {
+        "benchmark": "pictures",
+        "environment": _harness.environment(device),
+        "notes": "one picture at a time, random full-size weights written as a diffusers "
+                 "folder and loaded by both sides; SDXL base: 30 steps Euler, CFG 7 "
+                 "(diffusers fp16); FLUX.1 dev: 20 steps FlowMatchEuler (ours: the "
+                 "'diffusers' sampler), distilled guidance 3.5, CFG 1, 512 T5 tokens "
+                 "(diffusers bf16); seconds: wall time of a picture including text encoding "
+                 "and VAE decode, median of 3 after a warm-up (diffusers: the faster of "
+                 "cudnn.benchmark off and on, TF32 off); vs_diffusers = diffusers_s / ours_s "
+                 "(>1: we are faster); step_s: mean seconds between step callbacks (first "
+                 "step left out; diffusers' from its warm-up picture, synchronized); "
+                 "steps_share = step_s x steps / seconds; diffusers on torch "
+                 + ("CUDA" if cuda else "CPU (float32)"),
+        "columns": COLUMNS,
+        "rows": rows,
+    }
