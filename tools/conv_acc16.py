@@ -6,14 +6,14 @@ Needs Dawn with f16 subgroup matrices; torch CUDA for the float64 reference and 
     GPUCORE_RUNTIME=dawn python -m tools.conv_acc16 sdxl --json sdxl.json [--quick]
 
 convs: per conv, the f32 rule's tile (choose_conv_tile) and every CONV_TILES_ACC16 tile whose
-rows divide C_out (or that is an f32 tile with f16 accumulators), each checked against torch's
-float64 conv of the same f16 operands (max error over max |reference|, and the largest ratio of
-an element's error to the bound (K / 16 + 2) 2^-10 sum |x w| of K / 16 f16 roundings of the
-running sum, 2^-10 allowing truncation), then timed by timestamp queries (GPU ms), beside
-cuDNN fp16 channels_last (cudnn.benchmark on, CUDA events). sdxl: the SDXL base UNet (random
-weights drawn by diffusers) eager step's GPU ms and conv kernel ms under f32 accumulation,
-GPUSTD_GEMM_ACCUMULATE=f16 with the convs kept f32 (the GEMMs' f16 alone), and f16 for both;
-each output's error against diffusers fp32.
+rows divide C_out (and 64 x 64; not the narrow ones), each in the conv's K splits, checked
+against torch's float64 conv of the same f16 operands (max error over max |reference|, and the
+largest ratio of an element's error to the bound (K / 16 + 2) 2^-10 sum |x w| of K / 16 f16
+roundings of the running sum, 2^-10 allowing truncation), then timed by timestamp queries (GPU
+ms), beside cuDNN fp16 channels_last (cudnn.benchmark on, CUDA events). sdxl: the SDXL base
+UNet (random weights drawn by diffusers) eager step's GPU ms and conv kernel ms under f32
+accumulation, GPUSTD_GEMM_ACCUMULATE=f16 with the convs kept f32 (the GEMMs' f16 alone), and
+f16 for both; each output's error against diffusers fp32.
 """
 
 from __future__ import annotations
@@ -75,7 +75,7 @@ def _candidates(c_out: int) -> dict[str, Any]:
     try: every f32 tile's twin that is not a narrow one, and the larger ones dividing C_out."""
     return {name: tile for name, tile in csm.CONV_TILES_ACC16.items()
             if name not in csm.NARROW_ONLY and name != "32x32"
-            and (name in csm.CONV_TILES or c_out % tile.bm == 0)}
+            and (name == "64x64" or c_out % tile.bm == 0)}
 
 
 def convs(device: gpucore.Device, shapes: list[tuple[int, int, int, int]]) -> list[dict]:
@@ -221,14 +221,20 @@ def main() -> None:
     device = gpucore.default_device()
     if not matrix_units.available(device):
         raise SystemExit(f"{device.info.label}: no f16 subgroup matrices (Dawn on a GPU has)")
-    if args.what == "convs":
-        rows = convs(device, QUICK if args.quick else CONVS)
-    else:
+    rows: list[dict] = []
+    if args.what == "sdxl":
         rows = sdxl(device, args.quick)
-    if args.json:
-        with open(args.json, "w") as f:
-            json.dump({"tool": f"conv_acc16 {args.what}",
-                       "environment": _harness.environment(device), "rows": rows}, f, indent=1)
+    for shape in [] if args.what == "sdxl" else QUICK if args.quick else CONVS:
+        rows += convs(device, [shape])  # written after each conv: a time limit keeps them
+        _write(args.json, args.what, device, rows)
+    _write(args.json, args.what, device, rows)
+
+
+def _write(path: str | None, what: str, device: gpucore.Device, rows: list[dict]) -> None:
+    if path:
+        with open(path, "w") as f:
+            json.dump({"tool": f"conv_acc16 {what}", "environment": _harness.environment(device),
+                       "rows": rows}, f, indent=1)
 
 
 if __name__ == "__main__":
