@@ -120,12 +120,11 @@ def tile_count(c_out: int, pixels: int, tile: sm.MatrixTile) -> int:
     return math.ceil(c_out / tile.bm) * math.ceil(pixels / tile.bn)
 
 
-def split_count(c_out: int, pixels: int, k_total: int, accumulate: str = "f32") -> int:
-    """K splits of this conv, whichever tile of that accumulation runs it: those
-    `tile_splits` gives the rule's tile (choose_conv_tile). SD 1.5 UNet: 1280 -> 1280
+def split_count(c_out: int, pixels: int, k_total: int) -> int:
+    """K splits of this conv, whichever tile runs it, with f32 or f16 accumulators: those
+    `tile_splits` gives the (f32) rule's tile (choose_conv_tile). SD 1.5 UNet: 1280 -> 1280
     channels at 16 x 16 (128 x 128 tiles, K 11520) 9 splits, at 8 x 8 (64 x 64 tiles) 9."""
-    return tile_splits(c_out, pixels, k_total,
-                       choose_conv_tile(c_out, pixels, k_total, accumulate=accumulate))
+    return tile_splits(c_out, pixels, k_total, choose_conv_tile(c_out, pixels, k_total))
 
 
 def tile_splits(c_out: int, pixels: int, k_total: int, tile: sm.MatrixTile) -> int:
@@ -135,13 +134,8 @@ def tile_splits(c_out: int, pixels: int, k_total: int, tile: sm.MatrixTile) -> i
     Tiles the rule takes only from a wave on are unsplit: the 16-subgroup ones, and 128 x 128
     where C_out is no multiple of 160 (choose_conv_tile). The tall tiles (_tall: 160 or 320
     rows) are unsplit where C_out is no multiple of 128, else take 128 x 128's splits
-    (_tall_for_big). A tile with f16 accumulators splits as its f32 twin; those without
-    one (CONV_TILES_ACC16's larger tiles, which the rule takes from a wave on) are unsplit."""
+    (_tall_for_big)."""
     big = CONV_TILES["128x128"]
-    if tile.acc == "f16":
-        tile = replace(tile, acc="f32")
-        if tile not in CONV_TILES.values():
-            return 1
     if tile in (CONV_TILES["256x128"], CONV_TILES["128x256"]):
         return 1
     if tile in (CONV_TILES["160x128"], CONV_TILES["320x64"]):
@@ -254,9 +248,41 @@ def choose_conv_tile(c_out: int, pixels: int, k_total: int = 0, *, storage: int 
 
 def _acc16(c_out: int, pixels: int, k_total: int, storage: int,
            invocations: int) -> sm.MatrixTile:
-    """choose_conv_tile's tile with f16 accumulators: the f32 rule's tile with them."""
-    return replace(choose_conv_tile(c_out, pixels, k_total, storage=storage,
-                                    invocations=invocations), acc="f16")
+    """choose_conv_tile's tile with f16 accumulators, in the f32 rule's K splits
+    (split_count), in order:
+
+    - 320 x 128 (8 subgroups of 5 x 4 fragments) where the f32 rule takes 320 x 64 unsplit
+      and 320 x 128 tiles make a wave (SDXL's 320 channels at 128 x 128, 640 at 64 x 64);
+    - 256 x 128 (16 subgroups of 4 x 2) for multiples of 1280 output channels where the f32
+      rule takes 128 x 128 or 320 x 64 (the UNets' 1280 at 32 x 32 and 16 x 16, split K;
+      the VAEs' 256 and 512 keep the f32 rule's choice, not measured with f16);
+    - 320 x 64 where it takes 64 x 64 unsplit for multiples of 320 channels, K 64 or more
+      (SD 1.5's 640 at 32 x 32);
+    - else the f32 rule's tile with f16 accumulators.
+
+    H100, Dawn, GPU ms, f32 rule's tile / its f16 twin / this rule's (bench/NOTES.md, "f16
+    accumulators in the matrix-unit conv"): SDXL 2x320x128x128 -> 320 0.469 / 0.462 / 0.376,
+    2x1920x64x64 -> 640 1.359 / 1.302 / 0.978, 2x1280x32x32 -> 1280 0.549 / 0.528 / 0.483;
+    SD 1.5 2x1280x16x16 -> 1280 0.216 / 0.218 / 0.186, 2x640x32x32 -> 640 0.248 / 0.242 /
+    0.193. 320 x 128 over 64 tiles loses (SD 1.5's 2x320x64x64: 0.165 against 0.113)."""
+    def fits(tile: sm.MatrixTile) -> bool:
+        return (_shared_bytes(tile) <= storage and tile.threads <= invocations
+                and math.ceil(pixels / tile.bn) <= 65535)
+
+    base = choose_conv_tile(c_out, pixels, k_total, storage=storage, invocations=invocations)
+    unsplit = tile_splits(c_out, pixels, k_total, base) == 1
+    wide, sixteen = CONV_TILES_ACC16["320x128"], CONV_TILES_ACC16["256x128"]
+    tall = CONV_TILES_ACC16["320x64"]
+    if (base == CONV_TILES["320x64"] and unsplit and fits(wide)
+            and tile_count(c_out, pixels, wide) >= WAVE):
+        return wide
+    if (base in (CONV_TILES["128x128"], CONV_TILES["320x64"]) and c_out % 1280 == 0
+            and fits(sixteen)):
+        return sixteen
+    if (base == CONV_TILES["64x64"] and unsplit and c_out % tall.bm == 0 and k_total >= 64
+            and fits(tall)):
+        return tall
+    return replace(base, acc="f16")
 
 
 @functools.lru_cache(maxsize=64)
@@ -305,7 +331,7 @@ def conv2d_matrix(x: Tensor, weight: Tensor, bias: Tensor | None, *, stride: tup
     conv2d's (`add_mode` 1: the output's shape, 2: [N, C_out, 1, 1]); x may have more
     channels than the weight reads (conv2d's in_channels; no prologue then). Accumulation
     in `tile` (conv2d asks the tuner; tests force one) and in its `acc` type, K in `splits`
-    parts (default split_count's for that type, the same for every tile of it; fewer where
+    parts (default split_count's, the same for every tile and both types; fewer where
     K has fewer steps of _SPLIT_GRANULE) cut at the same K whatever the tile. prologue:
     applied to x as it is gathered (conv2d's, checked there); upsample: 2 reads x upsampled
     2x (nearest), as conv2d's; images ((start, count), read in place): conv2d's. leaky:
@@ -321,7 +347,7 @@ def conv2d_matrix(x: Tensor, weight: Tensor, bias: Tensor | None, *, stride: tup
     k_total = c_read * kh * kw
     width_w = sm.load_width(tile, k_total, ())
     if splits is None:
-        splits = split_count(c_out, pixels, k_total, tile.acc)
+        splits = split_count(c_out, pixels, k_total)
     if not isinstance(splits, int) or splits < 1:
         raise ValueError(f"conv2d_matrix: splits must be a positive int, got {splits!r}")
     if _SPLIT_GRANULE % tile.bk:

@@ -11,7 +11,6 @@ from gpucore import Kernel
 
 from .._tensor import Tensor
 from ..elementwise import maximum
-from ..gemm import matrix_units
 from ..gemm.plan import MULTIPROCESSORS
 from ..shape import take_slice
 from . import _conv_matrix_tuning, _conv_subgroup_matrix
@@ -173,7 +172,7 @@ def conv2d(x: Tensor, weight: Tensor, bias: Tensor | None = None, *, stride: Any
     matrix = _plan_override is None and _conv_subgroup_matrix.applies(
         x, weight, groups, (ho, wo), split=not plain_1x1, count=n)
     if epilogue and not (matrix and _conv_subgroup_matrix.split_count(
-            c_out, n * ho * wo, cin_g * kh * kw, matrix_units.accumulation(x.device)) == 1):
+            c_out, n * ho * wo, cin_g * kh * kw) == 1):
         y = conv2d(x, weight, bias, stride=(sh, sw), padding=(ph, pw), dilation=(dh, dw),
                    groups=groups, prologue=prologue, upsample=upsample,
                    in_channels=in_channels, images=None if images is None else (start, n),

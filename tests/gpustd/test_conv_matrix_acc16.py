@@ -18,6 +18,7 @@ from conftest import emulated_subset, matrix_device
 import gpucore
 from gpucore import _wgsl
 from gpustd import Tensor
+from gpustd.gemm import matrix_codegen as sm
 from gpustd.gemm import matrix_units
 from gpustd.gemm.matrix_tuning import tile_name
 from gpustd.nn import _conv_matrix_tuning as conv_tune
@@ -43,7 +44,7 @@ def _fake_device(storage: int = 48 * 1024) -> Any:
 @pytest.mark.parametrize("name", csm.CONV_TILES_ACC16)
 def test_acc16_tiles_generate_f16_accumulators(name: str) -> None:
     tile = csm.CONV_TILES_ACC16[name]
-    source = csm.source(tile, 3, 3, csm.sm.load_width(tile, 2880, ()))
+    source = csm.source(tile, 3, 3, sm.load_width(tile, 2880, ()))
     assert [b.name for b in _wgsl.parse(source).storage] == ["x", "weight", "bias", "add", "out"]
     assert "subgroup_matrix_result<f16, 16, 16>" in source
     assert "subgroup_matrix_result<f32" not in source
@@ -70,13 +71,31 @@ def test_acc16_rule_takes_acc16_tiles() -> None:
         pixels, k_total = batch * (size // stride) ** 2, c_in * 9
         tile = csm.choose_conv_tile(c_out, pixels, k_total, accumulate="f16")
         assert tile.acc == "f16" and tile in csm.CONV_TILES_ACC16.values()
-        splits = csm.split_count(c_out, pixels, k_total, "f16")
-        assert splits == csm.tile_splits(c_out, pixels, k_total, tile)
-        if tile not in (replace(t, acc="f16") for t in csm.CONV_TILES.values()):
-            assert splits == 1  # the larger tiles run unsplit
         small = csm.choose_conv_tile(c_out, pixels, k_total, storage=32 * 1024,
                                      accumulate="f16")
         assert small.shared_bytes() <= 32 * 1024
+    tiles = csm.CONV_TILES_ACC16
+
+    def rule(c_out: int, pixels: int, k_total: int) -> sm.MatrixTile:
+        return csm.choose_conv_tile(c_out, pixels, k_total, accumulate="f16")
+
+    # SDXL: 320 x 128 for 320 and 640 channels over a wave of them, unsplit
+    assert rule(320, 2 * 128 * 128, 2880) == rule(320, 2 * 128 * 128, 8640) == tiles["320x128"]
+    assert rule(640, 2 * 64 * 64, 5760) == rule(640, 2 * 64 * 64, 17280) == tiles["320x128"]
+    # 1280 channels: 256 x 128 in the f32 rule's K splits (7 at 32 x 32, 9 at 16 x 16)
+    assert rule(1280, 2 * 32 * 32, 11520) == tiles["256x128"]
+    assert csm.split_count(1280, 2 * 32 * 32, 11520) == 7
+    assert rule(1280, 2 * 16 * 16, 11520) == tiles["256x128"]
+    assert csm.split_count(1280, 2 * 16 * 16, 11520) == 9
+    # SD 1.5: 320 x 64 for 640 at 32 x 32 and 320 at 64 x 64 (64 tiles of 320 x 128 lose)
+    assert rule(640, 2 * 32 * 32, 5760) == rule(320, 2 * 64 * 64, 2880) == tiles["320x64"]
+    # elsewhere the f32 rule's tile with f16 accumulators: conv_in, the VAEs' channels
+    for c_out, pixels, k_total in [(320, 2 * 64 * 64, 36), (512, 128 * 128, 4608),
+                                   (256, 256 * 256, 2304), (1280, 2 * 8 * 8, 11520)]:
+        assert rule(c_out, pixels, k_total) == replace(
+            csm.choose_conv_tile(c_out, pixels, k_total), acc="f16")
+    assert rule(320, 2 * 128 * 128, 2880) != csm.choose_conv_tile(
+        320, 2 * 128 * 128, 2880, storage=32 * 1024, accumulate="f16")
 
 
 def test_tuner_classes_and_candidates_by_accumulation(first_device: gpucore.Device,
