@@ -61,68 +61,80 @@ SD_CONVS = [
 ]
 
 
+def _tiles(accumulate: str) -> dict[str, MatrixTile]:
+    return kernels.CONV_TILES_ACC16 if accumulate == "f16" else kernels.CONV_TILES
+
+
 @functools.lru_cache(maxsize=4096)
 def conv_class(kh: int, kw: int, stride: tuple[int, int], c_out: int, k_total: int,
-               pixels: int) -> str:
+               pixels: int, accumulate: str = "f32") -> str:
     """e.g. "f16/3x3/s1x1/co384/k3072/p8192": the kernel size (the shader is specialized on
     it), the stride (it changes the gather's reads) and bucketed output channels, K =
-    c_in kh kw and output pixels (images x height x width)."""
+    c_in kh kw and output pixels (images x height x width); "/acc16" after it with f16
+    accumulators."""
     return (f"f16/{kh}x{kw}/s{stride[0]}x{stride[1]}/co{bucket(c_out)}/k{bucket(k_total)}"
-            f"/p{bucket(pixels)}")
+            f"/p{bucket(pixels)}" + ("/acc16" if accumulate == "f16" else ""))
 
 
-def conv_candidates(device: Device, c_out: int, pixels: int) -> tuple[str, ...]:
-    """The conv kernel's CONV_TILES whose workgroup and grid fit `device` (the narrow tiles
-    only for convs of at most NARROW output channels over NARROW_PIXELS or more)."""
+def conv_candidates(device: Device, c_out: int, pixels: int,
+                    accumulate: str = "f32") -> tuple[str, ...]:
+    """The conv kernel's CONV_TILES (CONV_TILES_ACC16 with f16 accumulators) whose workgroup
+    and grid fit `device` (the narrow tiles only for convs of at most NARROW output channels
+    over NARROW_PIXELS or more)."""
     limits = device.limits
     return _candidates(limits["max-compute-workgroup-storage-size"],
                        limits["max-compute-invocations-per-workgroup"],
-                       limits["max-compute-workgroups-per-dimension"], c_out, pixels)
+                       limits["max-compute-workgroups-per-dimension"], c_out, pixels,
+                       accumulate)
 
 
 @functools.lru_cache(maxsize=4096)
 def _candidates(storage: int, invocations: int, grid: int, c_out: int,
-                pixels: int) -> tuple[str, ...]:
+                pixels: int, accumulate: str) -> tuple[str, ...]:
     # once per conv size: every conv call asks (RRDBNet's 351 convs spent a third of their
     # host time here, in MatrixTile.shared_bytes)
     device: Any = SimpleNamespace(limits={"max-compute-workgroup-storage-size": storage,
                                           "max-compute-invocations-per-workgroup": invocations,
                                           "max-compute-workgroups-per-dimension": grid})
     narrow = c_out <= kernels.NARROW and pixels >= kernels.NARROW_PIXELS
-    return tuple(name for name, t in kernels.CONV_TILES.items()
+    return tuple(name for name, t in _tiles(accumulate).items()
                  if fits(device, t, (math.ceil(pixels / t.bn), math.ceil(c_out / t.bm)))
                  and (narrow or name not in kernels.NARROW_ONLY))
 
 
-def _rule(device: Device, c_out: int, pixels: int, k_total: int) -> str:
+def _rule(device: Device, c_out: int, pixels: int, k_total: int, accumulate: str) -> str:
     """choose_conv_tile's tile for this conv among those `device`'s workgroups allow."""
     limits = device.limits
-    return tile_name(kernels.CONV_TILES, kernels.choose_conv_tile(
+    return tile_name(_tiles(accumulate), kernels.choose_conv_tile(
         c_out, pixels, k_total, storage=limits["max-compute-workgroup-storage-size"],
-        invocations=limits["max-compute-invocations-per-workgroup"]))
+        invocations=limits["max-compute-invocations-per-workgroup"], accumulate=accumulate))
 
 
 def conv_tile(device: Device, x_shape: Shape, weight_shape: Shape, stride: Pair,
               padding: Pair, dilation: Pair, out_hw: Pair) -> MatrixTile:
     """The tile of conv2d_matrix for this convolution (x [N, C_in, H, W], weight [C_out, C_in,
-    kh, kw]): the tuner's winner for its class, else choose_conv_tile's."""
+    kh, kw]): the tuner's winner for its class, else choose_conv_tile's; f16 accumulators
+    where matrix_units.accumulation says so."""
     c_out, c_in, kh, kw = weight_shape
     pixels = x_shape[0] * out_hw[0] * out_hw[1]
-    default = _rule(device, c_out, pixels, c_in * kh * kw)
+    accumulate = matrix_units.accumulation(device)
+    default = _rule(device, c_out, pixels, c_in * kh * kw, accumulate)
     winner = autotune.select(
-        device, CONV_OP, conv_class(kh, kw, stride, c_out, c_in * kh * kw, pixels),
-        conv_candidates(device, c_out, pixels), default,
-        _conv_trial(device, x_shape, weight_shape, stride, padding, dilation, out_hw))
-    return kernels.CONV_TILES[winner]
+        device, CONV_OP, conv_class(kh, kw, stride, c_out, c_in * kh * kw, pixels, accumulate),
+        conv_candidates(device, c_out, pixels, accumulate), default,
+        _conv_trial(device, x_shape, weight_shape, stride, padding, dilation, out_hw,
+                    accumulate))
+    return _tiles(accumulate)[winner]
 
 
 def _conv_trial(device: Device, x_shape: Shape, weight_shape: Shape, stride: Pair,
-                padding: Pair, dilation: Pair, out_hw: Pair) -> autotune.Trial:
+                padding: Pair, dilation: Pair, out_hw: Pair,
+                accumulate: str = "f32") -> autotune.Trial:
     """trial(name) -> one run of that conv tile (with a bias) on scratch operands."""
     scratch = shared_scratch(device, (x_shape, weight_shape, weight_shape[:1]))
 
     def trial(name: str) -> Callable[[], None]:
-        held, tile = scratch(), kernels.CONV_TILES[name]
+        held, tile = scratch(), _tiles(accumulate)[name]
 
         def run() -> None:
             x, weight, bias = held.tensors
@@ -136,9 +148,11 @@ def _conv_trial(device: Device, x_shape: Shape, weight_shape: Shape, stride: Pai
 
 def problems(device: Device) -> list[autotune.Problem]:
     """conv_sm's classes of SD_CONVS that the matrix kernel runs, on a device with f16
-    subgroup matrices; none elsewhere (the kernel cannot run there)."""
+    subgroup matrices, keyed by its accumulation (matrix_units.accumulation); none
+    elsewhere (the kernel cannot run there)."""
     if not matrix_units.available(device):
         return []
+    accumulate = matrix_units.accumulation(device)
     limit = device.limits["max-compute-workgroups-per-dimension"]
     found: dict[str, autotune.Problem] = {}
     for batch, c_in, size, c_out, stride in SD_CONVS:
@@ -147,12 +161,12 @@ def problems(device: Device) -> list[autotune.Problem]:
         small = kernels.CONV_TILES["64x64"]  # conv2d keeps its own kernel (kernels.applies)
         if not kernels.routed(c_out, pixels, c_in * 9) or pixels > limit * small.bn:
             continue
-        key = conv_class(3, 3, (stride, stride), c_out, c_in * 9, pixels)
+        key = conv_class(3, 3, (stride, stride), c_out, c_in * 9, pixels, accumulate)
         found.setdefault(key, autotune.Problem(
-            CONV_OP, key, conv_candidates(device, c_out, pixels),
-            _rule(device, c_out, pixels, c_in * 9),
+            CONV_OP, key, conv_candidates(device, c_out, pixels, accumulate),
+            _rule(device, c_out, pixels, c_in * 9, accumulate),
             _conv_trial(device, (batch, c_in, size, size), (c_out, c_in, 3, 3),
-                        (stride, stride), (1, 1), (1, 1), (out, out))))
+                        (stride, stride), (1, 1), (1, 1), (out, out), accumulate)))
     return list(found.values())
 
 

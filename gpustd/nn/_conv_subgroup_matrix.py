@@ -30,6 +30,7 @@ from __future__ import annotations
 import functools
 import math
 from collections.abc import Callable
+from dataclasses import replace
 
 import numpy as np
 
@@ -43,9 +44,9 @@ from ._conv_matrix_source import bindings, source
 from ._util import dummy, kernel
 from .prologue import ConvPrologue
 
-__all__ = ["ALIGNED", "CONV_TILES", "MIN_TILES", "NARROW", "NARROW_ONLY", "NARROW_TILES",
-           "SPLIT_K", "aligned", "applies", "bindings", "choose_conv_tile", "conv2d_matrix",
-           "routed", "source", "split_count", "tile_count", "tile_splits"]
+__all__ = ["ALIGNED", "CONV_TILES", "CONV_TILES_ACC16", "MIN_TILES", "NARROW", "NARROW_ONLY",
+           "NARROW_TILES", "SPLIT_K", "aligned", "applies", "bindings", "choose_conv_tile",
+           "conv2d_matrix", "routed", "source", "split_count", "tile_count", "tile_splits"]
 
 # The gather needs threads % BN == 0 (fixed pixel columns), which every tile here satisfies.
 # 128 x 128 loads, stages and multiplies each K step in turn (no prefetch): 6-12% faster on
@@ -65,6 +66,17 @@ CONV_TILES = {"128x128": sm.MatrixTile(4, 2, 2, 4, prefetch=False),
               "32x256": sm.MatrixTile(2, 2, 1, 8), "64x128": sm.MatrixTile(2, 4, 2, 2),
               "64x128np": sm.MatrixTile(2, 4, 2, 2, prefetch=False),
               "64x256": sm.MatrixTile(2, 4, 2, 4)}
+# With f16 accumulators (matrix_units.accumulation "f16"): every tile above with them, and
+# tiles of 4 x 4 or 5 x 4 fragments a subgroup that f32 accumulators cannot hold (128 or 160
+# registers an invocation for them alone).
+CONV_TILES_ACC16 = {**{name: replace(tile, acc="f16") for name, tile in CONV_TILES.items()},
+                    "256x256": sm.MatrixTile(4, 4, 4, 4, acc="f16", prefetch=False),
+                    "256x256p": sm.MatrixTile(4, 4, 4, 4, acc="f16"),
+                    "256x128/4x4": sm.MatrixTile(4, 4, 4, 2, acc="f16", prefetch=False),
+                    "128x256/4x4": sm.MatrixTile(4, 4, 2, 4, acc="f16", prefetch=False),
+                    "320x128": sm.MatrixTile(5, 4, 4, 2, acc="f16", prefetch=False),
+                    "320x128p": sm.MatrixTile(5, 4, 4, 2, acc="f16"),
+                    "160x256": sm.MatrixTile(5, 4, 2, 4, acc="f16", prefetch=False)}
 # The tiles above made for C_out of at most this many channels (no other conv's candidates).
 NARROW = 64
 NARROW_ONLY = ("16x128", "32x128", "32x128np", "32x256", "64x128", "64x128np", "64x256")
@@ -109,9 +121,9 @@ def tile_count(c_out: int, pixels: int, tile: sm.MatrixTile) -> int:
 
 
 def split_count(c_out: int, pixels: int, k_total: int) -> int:
-    """K splits of this conv, whichever tile runs it: those `tile_splits` gives the rule's
-    tile (choose_conv_tile). SD 1.5 UNet: 1280 -> 1280 channels at 16 x 16 (128 x 128 tiles,
-    K 11520) 9 splits, at 8 x 8 (64 x 64 tiles) 9."""
+    """K splits of this conv, whichever tile runs it, with f32 or f16 accumulators: those
+    `tile_splits` gives the (f32) rule's tile (choose_conv_tile). SD 1.5 UNet: 1280 -> 1280
+    channels at 16 x 16 (128 x 128 tiles, K 11520) 9 splits, at 8 x 8 (64 x 64 tiles) 9."""
     return tile_splits(c_out, pixels, k_total, choose_conv_tile(c_out, pixels, k_total))
 
 
@@ -179,7 +191,7 @@ def _narrow(c_out: int, pixels: int, k_total: int) -> str | None:
 
 
 def choose_conv_tile(c_out: int, pixels: int, k_total: int = 0, *, storage: int = 48 * 1024,
-                     invocations: int = 1024) -> sm.MatrixTile:
+                     invocations: int = 1024, accumulate: str = "f32") -> sm.MatrixTile:
     """The rule's tile for a conv of c_out output channels over `pixels` output pixels with
     K = k_total, among the tiles a workgroup of `storage` bytes and `invocations` holds (the
     320-row and 16-subgroup tiles need more than Vulkan's minimum; the others fit it). In
@@ -202,7 +214,10 @@ def choose_conv_tile(c_out: int, pixels: int, k_total: int = 0, *, storage: int 
 
     Each step's measurements (H100 and H200 through Dawn: the tiles it took over from, and
     those that lost) are in bench/NOTES.md: "choose_conv_tile's measurements", "160-wide
-    GEMM tiles", "160 x 128 conv tiles for 640 and 1280 channels", "16-subgroup tiles"."""
+    GEMM tiles", "160 x 128 conv tiles for 640 and 1280 channels", "16-subgroup tiles".
+    accumulate "f16": a tile of CONV_TILES_ACC16 (`_acc16`)."""
+    if accumulate == "f16":
+        return _acc16(c_out, pixels, k_total, storage, invocations)
     def fits(tile: sm.MatrixTile) -> bool:
         return _shared_bytes(tile) <= storage and tile.threads <= invocations
 
@@ -229,6 +244,45 @@ def choose_conv_tile(c_out: int, pixels: int, k_total: int = 0, *, storage: int 
             or (c_out >= 640 and k_total >= 8640 and pixels >= 512)):
         return tall if _tall_for_big(c_out, pixels, tall) else big
     return CONV_TILES["64x64"]
+
+
+def _acc16(c_out: int, pixels: int, k_total: int, storage: int,
+           invocations: int) -> sm.MatrixTile:
+    """choose_conv_tile's tile with f16 accumulators, in the f32 rule's K splits
+    (split_count), in order:
+
+    - 320 x 128 (8 subgroups of 5 x 4 fragments) where the f32 rule takes 320 x 64 unsplit
+      and 320 x 128 tiles make a wave (SDXL's 320 channels at 128 x 128, 640 at 64 x 64);
+    - 256 x 128 (16 subgroups of 4 x 2) for multiples of 1280 output channels where the f32
+      rule takes 128 x 128 or 320 x 64 (the UNets' 1280 at 32 x 32 and 16 x 16, split K;
+      the VAEs' 256 and 512 keep the f32 rule's choice, not measured with f16);
+    - 320 x 64 where it takes 64 x 64 unsplit for multiples of 320 channels, K 64 or more
+      (SD 1.5's 640 at 32 x 32);
+    - else the f32 rule's tile with f16 accumulators.
+
+    H100, Dawn, GPU ms, f32 rule's tile / its f16 twin / this rule's (bench/NOTES.md, "f16
+    accumulators in the matrix-unit conv"): SDXL 2x320x128x128 -> 320 0.469 / 0.462 / 0.376,
+    2x1920x64x64 -> 640 1.359 / 1.302 / 0.978, 2x1280x32x32 -> 1280 0.549 / 0.528 / 0.483;
+    SD 1.5 2x1280x16x16 -> 1280 0.216 / 0.218 / 0.186, 2x640x32x32 -> 640 0.248 / 0.242 /
+    0.193. 320 x 128 over 64 tiles loses (SD 1.5's 2x320x64x64: 0.165 against 0.113)."""
+    def fits(tile: sm.MatrixTile) -> bool:
+        return (_shared_bytes(tile) <= storage and tile.threads <= invocations
+                and math.ceil(pixels / tile.bn) <= 65535)
+
+    base = choose_conv_tile(c_out, pixels, k_total, storage=storage, invocations=invocations)
+    unsplit = tile_splits(c_out, pixels, k_total, base) == 1
+    wide, sixteen = CONV_TILES_ACC16["320x128"], CONV_TILES_ACC16["256x128"]
+    tall = CONV_TILES_ACC16["320x64"]
+    if (base == CONV_TILES["320x64"] and unsplit and fits(wide)
+            and tile_count(c_out, pixels, wide) >= WAVE):
+        return wide
+    if (base in (CONV_TILES["128x128"], CONV_TILES["320x64"]) and c_out % 1280 == 0
+            and fits(sixteen)):
+        return sixteen
+    if (base == CONV_TILES["64x64"] and unsplit and c_out % tall.bm == 0 and k_total >= 64
+            and fits(tall)):
+        return tall
+    return replace(base, acc="f16")
 
 
 @functools.lru_cache(maxsize=64)
@@ -275,14 +329,14 @@ def conv2d_matrix(x: Tensor, weight: Tensor, bias: Tensor | None, *, stride: tup
     """gpustd.nn.conv2d for f16 and one group (see `applies`), its arguments validated by
     conv2d: x [N, C_in, H, W], weight [C_out, C_in, kh, kw], bias [C_out] or None, add as
     conv2d's (`add_mode` 1: the output's shape, 2: [N, C_out, 1, 1]); x may have more
-    channels than the weight reads (conv2d's in_channels; no prologue then). f32 accumulation, in
-    `tile` (conv2d asks the tuner; tests force one), K in `splits` parts (default
-    split_count's, the same for every tile; fewer where K has fewer steps of _SPLIT_GRANULE)
-    cut at the same K whatever the tile. prologue: applied to x as it is gathered (conv2d's,
-    checked there); upsample: 2 reads x upsampled 2x (nearest), as conv2d's; images ((start,
-    count), read in place): conv2d's. leaky: (slope, scale): the epilogue stores
-    scale * max(v, slope * v) of v = the sum + bias, then adds `add` (one split only:
-    ValueError otherwise)."""
+    channels than the weight reads (conv2d's in_channels; no prologue then). Accumulation
+    in `tile` (conv2d asks the tuner; tests force one) and in its `acc` type, K in `splits`
+    parts (default split_count's, the same for every tile and both types; fewer where
+    K has fewer steps of _SPLIT_GRANULE) cut at the same K whatever the tile. prologue:
+    applied to x as it is gathered (conv2d's, checked there); upsample: 2 reads x upsampled
+    2x (nearest), as conv2d's; images ((start, count), read in place): conv2d's. leaky:
+    (slope, scale): the epilogue stores scale * max(v, slope * v) of v = the sum + bias,
+    then adds `add` (one split only: ValueError otherwise)."""
     n, c_in, h, w = x.shape  # c_in: x's channels, of which the conv reads weight's first
     start, n = images or (0, n)
     x_offset, h, w = start * c_in * h * w, h * upsample, w * upsample
