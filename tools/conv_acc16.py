@@ -31,8 +31,7 @@ import numpy as np
 import gpucore
 from bench import _harness
 from gpustd import Tensor
-from gpustd.gemm import matrix_units
-from gpustd.nn import _conv_matrix_tuning as tuning
+from gpustd.gemm import accumulate, matrix_units
 from gpustd.nn import _conv_subgroup_matrix as csm
 
 # (batch, c_in, size, c_out): 3x3, stride 1, padding 1. SD 1.5 at 512 px (64 x 64 latents),
@@ -130,32 +129,19 @@ def csm_name(tile: Any) -> str:
 
 @contextmanager
 def _accumulate(gemm: str, conv: str) -> Iterator[None]:
-    """GPUSTD_GEMM_ACCUMULATE=`gemm` for the GEMMs, and the convs' tiles chosen as under
-    `conv` (the tuner's conv_tile read with the variable so set)."""
-    saved, conv_tile = os.environ.get(matrix_units.ACCUMULATE_ENV), tuning.conv_tile
-
-    def tile_with(*args: Any) -> Any:
-        outer = os.environ.get(matrix_units.ACCUMULATE_ENV)
-        os.environ[matrix_units.ACCUMULATE_ENV] = conv
-        try:
-            return conv_tile(*args)
-        finally:
-            _setenv(outer)
-
-    os.environ[matrix_units.ACCUMULATE_ENV] = gemm
-    tuning.conv_tile = tile_with  # type: ignore[assignment]
+    """GPUSTD_GEMM_ACCUMULATE=`gemm` for the GEMMs, GPUSTD_CONV_ACCUMULATE=`conv` for the
+    convs, both restored after."""
+    names = (accumulate.ACCUMULATE_ENV, accumulate.CONV_ACCUMULATE_ENV)
+    saved = [os.environ.get(name) for name in names]
+    os.environ.update(zip(names, (gemm, conv)))
     try:
         yield
     finally:
-        tuning.conv_tile = conv_tile  # type: ignore[assignment]
-        _setenv(saved)
-
-
-def _setenv(value: str | None) -> None:
-    if value is None:
-        os.environ.pop(matrix_units.ACCUMULATE_ENV, None)
-    else:
-        os.environ[matrix_units.ACCUMULATE_ENV] = value
+        for name, value in zip(names, saved):
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
 
 
 def sdxl(device: gpucore.Device, quick: bool) -> list[dict]:

@@ -7,6 +7,12 @@ to 5e-4 (K 640 to 12288, normal operands), about cuBLAS's own fp16 accumulation
 (`torch.backends.cuda.matmul.allow_fp16_accumulation`, ComfyUI's `--fast fp16_accumulation`).
 Sums past 65504 overflow. bench/NOTES.md has the measurements.
 
+The matrix-unit convs have a setting of their own, the environment's GPUSTD_CONV_ACCUMULATE
+alone (`conv_accumulation`), f32 unless it says f16: f16 sums there bought SDXL's step 3% and
+quadrupled its error against diffusers fp32 (5.7e-3 against fp16's 1.5e-3; H100, bench/NOTES.md
+"f16 accumulators in the matrix-unit conv"), and neither cuDNN nor ComfyUI's
+`fp16_accumulation` sums convs in f16, so `accumulating` and `--fp16-accumulation` leave them.
+
 The choice, first that applies: the innermost `accumulating(kind)` block of this thread or
 task (a model's call: gpustd.nn.Module.gemm_accumulate), then the environment's
 GPUSTD_GEMM_ACCUMULATE, then "f32". It is read when a GEMM is recorded, so a capture replays
@@ -23,10 +29,11 @@ from contextvars import ContextVar
 
 from gpucore import Device
 
-__all__ = ["ACCUMULATE_ENV", "KINDS", "accumulating", "accumulation", "check_kind",
-           "f16_available", "requested"]
+__all__ = ["ACCUMULATE_ENV", "CONV_ACCUMULATE_ENV", "KINDS", "accumulating", "accumulation",
+           "check_kind", "conv_accumulation", "f16_available", "requested"]
 
 ACCUMULATE_ENV = "GPUSTD_GEMM_ACCUMULATE"
+CONV_ACCUMULATE_ENV = "GPUSTD_CONV_ACCUMULATE"
 KINDS = ("f32", "f16")
 _ASKED: ContextVar[str | None] = ContextVar("gpustd_gemm_accumulate", default=None)
 
@@ -71,3 +78,11 @@ def f16_available(device: Device) -> bool:
     """Whether `device` multiplies f16 16x16x16 fragments into f16 results (Dawn on NVIDIA)."""
     config = getattr(device.info, "matrix_config", lambda *a: None)("f16", "f16", 16, 16, 16)
     return config is not None
+
+
+def conv_accumulation(device: Device) -> str:
+    """The matrix-unit conv's accumulator type on `device`: GPUSTD_CONV_ACCUMULATE's "f16"
+    where the device has f16 result fragments, else "f32" (never an `accumulating` block's)."""
+    value = check_kind(os.environ.get(CONV_ACCUMULATE_ENV, "").strip() or "f32",
+                       CONV_ACCUMULATE_ENV)
+    return value if f16_available(device) else "f32"

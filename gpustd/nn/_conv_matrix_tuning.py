@@ -18,6 +18,7 @@ from typing import Any
 from gpucore import Device, autotune
 
 from ..gemm import matrix_units
+from ..gemm.accumulate import conv_accumulation
 from ..gemm.matrix_codegen import MatrixTile
 from ..gemm.matrix_tuning import Pair, Shape, fits, shared_scratch, tile_name
 from ..gemm.tuning import bucket
@@ -114,10 +115,10 @@ def conv_tile(device: Device, x_shape: Shape, weight_shape: Shape, stride: Pair,
               padding: Pair, dilation: Pair, out_hw: Pair) -> MatrixTile:
     """The tile of conv2d_matrix for this convolution (x [N, C_in, H, W], weight [C_out, C_in,
     kh, kw]): the tuner's winner for its class, else choose_conv_tile's; f16 accumulators
-    where matrix_units.accumulation says so."""
+    where gpustd.gemm.accumulate.conv_accumulation says so (GPUSTD_CONV_ACCUMULATE=f16)."""
     c_out, c_in, kh, kw = weight_shape
     pixels = x_shape[0] * out_hw[0] * out_hw[1]
-    accumulate = matrix_units.accumulation(device)
+    accumulate = conv_accumulation(device)
     default = _rule(device, c_out, pixels, c_in * kh * kw, accumulate)
     winner = autotune.select(
         device, CONV_OP, conv_class(kh, kw, stride, c_out, c_in * kh * kw, pixels, accumulate),
@@ -148,11 +149,11 @@ def _conv_trial(device: Device, x_shape: Shape, weight_shape: Shape, stride: Pai
 
 def problems(device: Device) -> list[autotune.Problem]:
     """conv_sm's classes of SD_CONVS that the matrix kernel runs, on a device with f16
-    subgroup matrices, keyed by its accumulation (matrix_units.accumulation); none
+    subgroup matrices, keyed by its accumulation (accumulate.conv_accumulation); none
     elsewhere (the kernel cannot run there)."""
     if not matrix_units.available(device):
         return []
-    accumulate = matrix_units.accumulation(device)
+    accumulate = conv_accumulation(device)
     limit = device.limits["max-compute-workgroups-per-dimension"]
     found: dict[str, autotune.Problem] = {}
     for batch, c_in, size, c_out, stride in SD_CONVS:

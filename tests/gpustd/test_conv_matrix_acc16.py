@@ -1,5 +1,6 @@
 """The matrix-unit conv2d with f16 accumulators (gpustd/nn/_conv_subgroup_matrix.py's
-CONV_TILES_ACC16, taken where gpustd.gemm.matrix_units.accumulation says "f16"): the tiles,
+CONV_TILES_ACC16, taken where gpustd.gemm.accumulate.conv_accumulation says "f16":
+GPUSTD_CONV_ACCUMULATE=f16): the tiles,
 the rule and the tuner's classes everywhere (nothing compiles); the route through conv2d and
 the results against float64 wherever the kernel is available: on Dawn GPUs, and on adapters
 with shader-f16 and subgroups with the matrix units emulated (conftest.matrix_device; they sum
@@ -18,6 +19,7 @@ from conftest import emulated_subset, matrix_device
 import gpucore
 from gpucore import _wgsl
 from gpustd import Tensor
+from gpustd.gemm import accumulate as acc_setting
 from gpustd.gemm import matrix_codegen as sm
 from gpustd.gemm import matrix_units
 from gpustd.gemm.matrix_tuning import tile_name
@@ -110,7 +112,7 @@ def test_tuner_classes_and_candidates_by_accumulation(first_device: gpucore.Devi
     if not matrix_units.available(device) or \
             device.info.matrix_config("f16", "f16", 16, 16, 16) is None:
         pytest.skip(f"{device.info.label} has no f16 result fragments, not even emulated")
-    monkeypatch.setenv(matrix_units.ACCUMULATE_ENV, "f16")
+    monkeypatch.setenv(acc_setting.CONV_ACCUMULATE_ENV, "f16")
     problems = conv_tune.problems(device)
     assert problems and all(p.shape_class.endswith("/acc16") for p in problems)
     assert all(csm.CONV_TILES_ACC16[p.default].acc == "f16" for p in problems)
@@ -118,9 +120,14 @@ def test_tuner_classes_and_candidates_by_accumulation(first_device: gpucore.Devi
                                (1, 1), (16, 16))
     storage = device.limits["max-compute-workgroup-storage-size"]
     assert tile == csm.choose_conv_tile(1280, 512, 11520, storage=storage, accumulate="f16")
-    monkeypatch.delenv(matrix_units.ACCUMULATE_ENV)
+    monkeypatch.delenv(acc_setting.CONV_ACCUMULATE_ENV)
     assert conv_tune.conv_tile(device, (2, 1280, 16, 16), (1280, 1280, 3, 3), (1, 1), (1, 1),
                                (1, 1), (16, 16)).acc == "f32"
+    # the GEMMs' setting (--fp16-accumulation's block, the GEMM's variable) leaves the convs
+    monkeypatch.setenv(acc_setting.ACCUMULATE_ENV, "f16")
+    with acc_setting.accumulating("f16"):
+        assert conv_tune.conv_tile(device, (2, 1280, 16, 16), (1280, 1280, 3, 3), (1, 1),
+                                   (1, 1), (1, 1), (16, 16)).acc == "f32"
 
 
 def _bound(x: np.ndarray, w: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -149,7 +156,7 @@ def test_conv2d_takes_the_accumulation_and_meets_the_bound(
     if not matrix_units.available(device) or \
             device.info.matrix_config("f16", "f16", 16, 16, 16) is None:
         pytest.skip(f"{device.info.label} has no f16 result fragments (Dawn on a GPU has)")
-    monkeypatch.setenv(matrix_units.ACCUMULATE_ENV, accumulate)
+    monkeypatch.setenv(acc_setting.CONV_ACCUMULATE_ENV, accumulate)
     tiles = []
 
     def spy(*args: Any, **kwargs: Any) -> Tensor:
