@@ -10,6 +10,7 @@ from typing import Any
 
 import numpy as np
 import pytest
+from conftest import host_variant_on_first_adapter
 
 import diffusion
 import gpucore
@@ -38,6 +39,7 @@ def test_the_denoiser_alone_accumulates_in_f16(device: gpucore.Device,
                                                monkeypatch: pytest.MonkeyPatch) -> None:
     """The UNet's calls run inside an f16 block, the text encoder's and the VAE's outside
     any; the infotext carries the field; the note says why it has no effect in float32."""
+    host_variant_on_first_adapter(device, "the accumulation's scope")
     pipe = diffusion.load_pipeline(dtype="float32", device=device)
     unet, text, vae = [], [], []
     _spy(monkeypatch, pipe.unet, unet)

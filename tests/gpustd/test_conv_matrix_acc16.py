@@ -208,6 +208,8 @@ def test_acc16_candidates_are_bitwise_the_default_where_available(
     if not matrix_units.available(device) or \
             device.info.matrix_config("f16", "f16", 16, 16, 16) is None:
         pytest.skip(f"{device.info.label} has no f16 result fragments (Dawn on a GPU has)")
+    if any(c.emulated for c in device.info.matrix_configs):  # 15 s of CI's compiles
+        pytest.skip("emulated matrix units sum in f32: an f16 sum's order shows on a GPU only")
     rng = np.random.default_rng(4)
     n, c_in, h, w, c_out = 2, 40, 23, 21, 70  # K 360: no multiple of 32
     x = Tensor.from_numpy(rng.standard_normal((n, c_in, h, w)).astype(np.float16), device=device)

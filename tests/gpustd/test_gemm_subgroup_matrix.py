@@ -448,6 +448,8 @@ def test_geglu_matches_float64_where_available(device: gpucore.Device, approxima
 
     _skip_unless_available(device)
     emulated_subset(device, approximate == "tanh" and d == 240)  # 256 x 128: over 32 KiB
+    if any(c.emulated for c in device.info.matrix_configs):
+        names = names[:1]  # 64x160 shares 128x160's code; 25 s of CI's compiles
     m, k = 256, 96
     rng = np.random.default_rng(11)
     x = rng.standard_normal((m, k)).astype(np.float16)

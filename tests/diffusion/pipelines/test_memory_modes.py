@@ -134,7 +134,8 @@ def test_budgets_on_a_pipeline_loaded_to_the_gpu(first_device: gpucore.Device,
     pipe = load_pipeline(tmp_path, device=first_device, dtype=dtype)
     plain, _, stats = lowvram._measured(pipe, first_device, 64, 2)
     inside: list[bool] = []  # per eviction: whether a capture was recording
-    for tenths in (3, 5, 8):
+    # 5 tenths (a GPU's tiled decode) on GPUs only: 15 s of CI's 2 cores
+    for tenths in (3, 8) if first_device.info.type == "cpu" else (3, 5, 8):
         del pipe
         gc.collect()
         pipe = load_pipeline(tmp_path, device=first_device, dtype=dtype)
