@@ -42,13 +42,13 @@ def use_fp16_accumulation(pipe: Any) -> str:
     models, what = denoisers(pipe, "--fp16-accumulation")
     for model in models:
         model.gemm_accumulate = "f16"
-    placement = getattr(pipe, "placement", None)  # Wan's pipeline has none: its weights'
-    weight = None if placement is not None else next(iter(models[0].parameters()))
-    dtype = np.dtype(placement.dtype if placement is not None else weight.dtype)
+    # where and in what it runs: the pipeline's placement, or (Wan's pipeline has none) its
+    # first weight's
+    where: Any = getattr(pipe, "placement", None) or next(iter(models[0].parameters()))
+    dtype, device = np.dtype(where.dtype), where.device
     if dtype != np.float16:
         return (f"fp16 accumulation: the {what} runs {dtype.name}, so it has no float16 "
                 "GEMMs; use --fp16 (or --dtype float16) for it to apply")
-    device = placement.device if placement is not None else weight.device
     if not (matrix_units.available(device) and accumulate.f16_available(device)):
         return ("fp16 accumulation: this adapter has no float16 result matrices (Dawn on an "
                 f"NVIDIA GPU has), so the {what}'s GEMMs keep f32 accumulators")
