@@ -11,7 +11,7 @@ from typing import Any
 import numpy as np
 
 __all__ = ["eight_bit", "fit_picture", "latent_mask", "mask_picture", "overlay_original",
-           "rgb_picture", "to_mask", "to_uint8", "to_unit_image"]
+           "rgb_picture", "to_mask", "to_unit_image"]
 
 
 def eight_bit(image: Any) -> Any:
@@ -170,9 +170,3 @@ def overlay_original(images: list[np.ndarray], init_image: Any, mask: Any, *,
     original, keep = np.asarray(picture, np.float32), 1.0 - weight / 255.0
     return [np.round(original * keep + image * (1.0 - keep)).clip(0, 255).astype(np.uint8)
             for image in images]
-
-
-def to_uint8(images: np.ndarray) -> list[np.ndarray]:
-    """(B, 3, H, W) in [-1, 1] -> B pictures (H, W, 3) uint8."""
-    pixels = np.clip(images / 2 + 0.5, 0, 1).transpose(0, 2, 3, 1)
-    return [np.round(p * 255).astype(np.uint8) for p in pixels]

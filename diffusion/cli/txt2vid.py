@@ -261,6 +261,8 @@ def run(args: argparse.Namespace) -> int:
         import gpucore
 
         print(memory_line(gpucore.default_device(), pipe.memory_mode), file=sys.stderr)
-    frames = np.round(videos[0] * 255).astype(np.uint8)
+    from ..pipelines.finite import pictures_uint8
+
+    frames = np.stack(pictures_uint8(videos[0]))  # checked: NaN is an error, not black
     print(write_video(frames, out, args.fps), flush=True)
     return 0

@@ -24,6 +24,7 @@ from ..models.int8 import marked as int8_marked
 from ..sampling.kdiffusion import DIFFUSERS
 from ..text.prompts import extract_extra_networks
 from .contract import Capabilities, GenerationResult
+from .finite import check_latents
 from .fp16_accumulation import accumulates_fp16
 from .hires_pass import hires_fix, hires_prompts
 from .inpaint_plan import InpaintPlan
@@ -132,6 +133,7 @@ def generate(family: Family, request: GenerationRequest | str | None, settings: 
                       family.capabilities.latent_space)
     with phase("denoise"):
         run = family.denoise(request, seed, width, height, observer)
+    check_latents(run.latents, family)  # NaN said, not decoded into a black picture
     with phase("decode"):
         images = family.decode(run.latents, request)
     images = plan.finish(images, overlay=label != DIFFUSERS)  # laid back, as the WebUI

@@ -29,6 +29,7 @@ from ...noise.rng import make_generator
 from ...sampling.model_sampling import FlowSchedule
 from ...upscalers.interpolation import crop_latents, upscale_image, upscale_latents
 from ..control import HR_OPTIONS
+from ..finite import pictures_uint8
 from ..observer import Observer
 from ..request import GenerationRequest
 from .flow_sampling import sample_flow
@@ -98,9 +99,8 @@ def run_hires(model: FlowPasses, request: GenerationRequest, label: str, prompts
         generator = make_generator(request.rng, seeds[0])  # the VAE posterior's draws
         start = np.concatenate([
             encode_image(second_vae, to_unit_image(upscale_image(
-                np.round(p * 255).astype(np.uint8), (big_w, big_h), hires.upscaler), big_w,
-                big_h), generator)
-            for p in pictures])
+                p, (big_w, big_h), hires.upscaler), big_w, big_h), generator)
+            for p in pictures_uint8(pictures)])
     start = crop_latents(start, (h // scale, w // scale))
     # 2. the stretched schedule at the new size, its last `steps` from the upscaled latents,
     # FLUX dev guided by the hires pass's own distilled CFG (Forge's hr_distilled_cfg)

@@ -35,6 +35,7 @@ from ..contract import Capabilities, GenerationResult, LoadOptions, Placement, S
 from ..control import ControlUnit
 from ..control_map import split_maps
 from ..control_spec import unit_label
+from ..finite import pictures_uint8
 from ..generation import Denoised, PromptLoras, generate
 from ..observer import Observer, Progress, StepCallback
 from ..request import GenerationRequest
@@ -235,7 +236,7 @@ class FlowModel(FlowModelPasses, MemoryModes):
         vae = getattr(request.hires_modules, "vae", None)
         vae = self.pipe.vae if vae is None else vae
         pictures = decode(vae, latents, vae.decoder.conv_in.weight.device, self.memory_decode())
-        return [np.round(p * 255).astype(np.uint8) for p in pictures]
+        return pictures_uint8(pictures)
 
     def lora_targets(self) -> Any:
         """What the prompt's LoRAs patch: the transformer (kohya's BFL / Stability names,

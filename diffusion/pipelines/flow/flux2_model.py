@@ -27,6 +27,7 @@ import numpy as np
 from ...loaders.flux2 import flux2_distilled, flux2_family
 from ...models.step_cache import StepCache
 from ..contract import Capabilities, LoadOptions, SamplingDefaults
+from ..finite import pictures_uint8
 from ..observer import Observer
 from ..request import GenerationRequest
 from .edit_refs import reference_pictures, refuse_strength, sample_from_noise
@@ -108,7 +109,7 @@ class Flux2Model(LLMFlowModel):
         """The pictures: the VAE's batch norm undone, unpatchified, decoded (in tiles where
         --max-vram asks: FlowMemoryPlan.decode)."""
         pictures = self.pipe.decode(latents, run=self.memory_decode())
-        return [np.round(p * 255).astype(np.uint8) for p in pictures]
+        return pictures_uint8(pictures)
 
     def _references(self, request: GenerationRequest) -> list[np.ndarray]:
         """The request's reference pictures (the init image, then its `references`) as

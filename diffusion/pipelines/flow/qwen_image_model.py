@@ -21,6 +21,7 @@ import numpy as np
 
 from ...models.step_cache import StepCache
 from ..contract import Capabilities, LoadOptions, SamplingDefaults
+from ..finite import pictures_uint8
 from ..observer import Observer
 from ..request import GenerationRequest
 from .flow_memory import MemoryLayout
@@ -87,7 +88,7 @@ class QwenImageModel(LLMFlowModel):
 
     def decode(self, latents: np.ndarray, request: GenerationRequest) -> list[np.ndarray]:
         """The pictures through the Qwen-Image VAE."""
-        return [np.round(p * 255).astype(np.uint8) for p in self.pipe.decode(latents)]
+        return pictures_uint8(self.pipe.decode(latents))
 
     def _guidance(self, request: GenerationRequest) -> dict[str, Any]:
         """diffusers' true_cfg_scale (the CFG scale), the negative prompt, and the request's

@@ -21,7 +21,6 @@ import numpy as np
 from gpustd import Tensor
 from gpustd.nn.offload import restore
 
-from ...imaging import to_uint8
 from ...loaders.sd.vae_file import vae_hash, vae_name
 from ...models import AutoencoderKL, CLIPTextModel, UNet2DConditionModel
 from ...models.tiled_vae import vae_decode, vae_encode
@@ -38,6 +37,7 @@ from ..colorfix import colorfix_hook
 from ..contract import Capabilities, GenerationResult, Placement, SamplingDefaults
 from ..control import Control, ControlUnit, check_base
 from ..control_spec import unit_label
+from ..finite import pictures_uint8
 from ..generation import Denoised, PromptLoras, draw_seed, generate
 from ..ip_adapter import use_ip_adapters
 from ..observer import Observer, Progress, StepCallback
@@ -243,7 +243,7 @@ class StableDiffusion:
         with lent(self._unet_capture, self._text_capture):  # the VAE borrows their scratch
             images = [decode(vae, (latent[None] / vae.scaling_factor).astype(np.float32))
                       for latent in latents]
-        return to_uint8(np.concatenate(images))
+        return pictures_uint8((image[0] / 2 + 0.5).transpose(1, 2, 0) for image in images)
 
     def _encode(self, pixels: np.ndarray, generator: Generator, vae: Any = None) -> np.ndarray:
         """A latent drawn from the VAE's (`vae`'s where given) posterior for `pixels`, scaled

@@ -44,6 +44,7 @@ from ...sampling.scheduler_loop import scheduler_loop
 from ...sampling.schedulers.flow_match_euler import FlowMatchEulerDiscreteScheduler
 from ...sampling.schedulers.unipc_flow import FlowUniPCMultistepScheduler, is_flow_unipc
 from ...text.t5_tokenizer import T5Tokenizer
+from ..finite import check_latents
 from .wan_cache import wan_branch
 from .wan_image import clip_image_states, first_frame_latents, i2v_condition
 from .wan_memory import WanMemoryModes
@@ -377,7 +378,8 @@ class WanPipeline(WanMemoryModes):
                                      dtype=np.float32, callback=callback)
         if first is not None:
             latents[:, :, :1] = first
-        # 4. the frames out of the latent space
+        # 4. the frames out of the latent space (NaN said, not decoded into black frames)
+        check_latents(latents, self)
         with self.on_gpu(self.vae):
             return self.decode(latents)
 

@@ -1,0 +1,73 @@
+"""NaN and infinity caught where a network hands its result on, as the WebUI's NaN check does
+("A tensor with all NaNs was produced in Unet ..."), instead of saved as a black picture.
+
+float16 holds values up to 65504; some models overflow it at some prompts, sizes or LoRA
+weights (SDXL's original VAE is the known one, which is why it decodes in float32 here as in
+diffusers; FLUX and SD 3.5 rows may pass it too), and `--fp16-accumulation`'s float16 sums
+and `--int8`'s quantized products add their own ways. One overflowed value spreads through
+the next attention to every pixel. The checks read arrays already on the host (the final
+latents, the decoded pictures): they cost nothing on the GPU.
+
+    check_latents(run.latents, family)     # generate(), after the denoising
+    pictures_uint8(pictures)               # a VAE's [0, 1] pictures as uint8, checked
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Any
+
+import numpy as np
+
+from ..models.int8 import marked as int8_marked
+from .fp16_accumulation import accumulates_fp16, denoisers
+
+__all__ = ["NonFiniteError", "check_finite", "check_latents", "pictures_uint8"]
+
+
+class NonFiniteError(ValueError):
+    """A network gave NaN or infinite values; the message says which and what to change. A
+    ValueError, so the CLI prints it as one line and the server answers it as a 422 that
+    names the way out, as any request its settings cannot make."""
+
+
+def check_finite(values: np.ndarray, what: str, remedy: str) -> None:
+    """NonFiniteError naming `what` and `remedy` where `values` hold NaN or infinity."""
+    bad = ~np.isfinite(values)
+    if not bad.any():
+        return
+    kinds = " and ".join(k for k, hit in (("NaN", np.isnan(values).any()),
+                                          ("infinity", np.isinf(values).any())) if hit)
+    raise NonFiniteError(f"{what} gave {kinds} in {bad.mean():.1%} of its values, so the "
+                         f"picture would be black or noise: {remedy}")
+
+
+def check_latents(latents: np.ndarray, pipe: Any) -> None:
+    """The final latents of `pipe`'s denoiser, checked (see the module docstring); the
+    remedy names the settings of `pipe` that can overflow."""
+    try:
+        models, what = denoisers(pipe, "")
+    except ValueError:
+        models, what = [], "denoiser"
+    first = next(iter(models[0].parameters()), None) if models else None
+    ways = []
+    if accumulates_fp16(pipe):
+        ways.append("leave out --fp16-accumulation (float16 sums)")
+    if int8_marked(pipe):
+        ways.append("leave out --int8")
+    if first is None or np.dtype(first.dtype) == np.float16:
+        ways.append("run in float32 (--dtype float32; the server's --dtype)")
+    remedy = ("; or ".join(ways) + ", where float16 overflowed") if ways else (
+        "the weights themselves may hold NaN or infinity (check the model file)")
+    check_finite(latents, f"the {what}", remedy)
+
+
+def pictures_uint8(pictures: Iterable[np.ndarray]) -> list[np.ndarray]:
+    """Pictures in [0, 1] (clipped: a VAE overshoots a little) as uint8, each checked first:
+    a VAE that overflowed float16 gives NaN, which a cast to uint8 would turn into black."""
+    out = []
+    for picture in pictures:
+        check_finite(picture, "the VAE's decode", "run it in float32 (--dtype float32; the "
+                     "server's --dtype), where float16 overflowed")
+        out.append(np.round(np.clip(picture, 0.0, 1.0) * 255).astype(np.uint8))
+    return out
