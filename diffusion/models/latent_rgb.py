@@ -112,6 +112,7 @@ def cheap_approximation(latent: np.ndarray, latent_space: str) -> np.ndarray:
 def cheap_picture(latents: np.ndarray, latent_space: str) -> np.ndarray:
     """The first latent of `latents` (B, C, h, w) as an (h, w, 3) uint8 picture, in the
     WebUI's bytes (sd_samplers_common.single_sample_to_image: x * 0.5 + 0.5, clamped to
-    [0, 1], times 255, truncated)."""
-    image = cheap_approximation(latents[0], latent_space) * 0.5 + 0.5
+    [0, 1], times 255, truncated); NaN (an overflowed step, which the run then refuses)
+    shows as black."""
+    image = np.nan_to_num(cheap_approximation(latents[0], latent_space) * 0.5 + 0.5)
     return (np.clip(image, 0.0, 1.0) * 255.0).transpose(1, 2, 0).astype(np.uint8)

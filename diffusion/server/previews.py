@@ -145,8 +145,8 @@ class Previews:
         if decoder is None:
             return None
         image = decoder(Tensor.from_numpy(first, device=decoder.weights["1.weight"].device))
-        return np.clip(image.numpy()[0].transpose(1, 2, 0) * 255.0 + 0.5, 0, 255).astype(
-            np.uint8)
+        pixels = np.nan_to_num(image.numpy()[0].transpose(1, 2, 0))  # NaN: black, no warning
+        return np.clip(pixels * 255.0 + 0.5, 0, 255).astype(np.uint8)
 
     def _approx_nn(self, first: np.ndarray, space: str, device: Any) -> np.ndarray | None:
         from gpustd import Tensor

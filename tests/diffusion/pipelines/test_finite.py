@@ -97,3 +97,27 @@ def test_a_pipeline_refuses_nan_from_its_unet_or_vae(device: gpucore.Device, net
             if network == "unet" else "^the VAE's decode gave NaN in 100.0% of its values")
     with pytest.raises(NonFiniteError, match=said):
         pipe.generate("a red circle", **SETTINGS)
+
+
+def test_the_server_answers_nan_with_the_line_not_a_500(device: gpucore.Device,
+                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    """The WebUI API a 422 and OpenAI's images API a 400 (its shape), each with the message."""
+    from fastapi.testclient import TestClient
+
+    from diffusion.server import create_app
+
+    host_variant_on_first_adapter(device, "the NaN checks")
+    pipe = diffusion.load_pipeline(dtype="float32", device=device)
+    _poisoned(monkeypatch, pipe.unet)
+    app = create_app(model=diffusion.default_model_path(), loader=lambda path, **_: pipe)
+    try:
+        with TestClient(app) as client:
+            webui = client.post("/sdapi/v1/txt2img", json={"prompt": "a red circle", "steps": 2,
+                                                           "width": 64, "height": 64})
+            openai = client.post("/v1/images/generations", json={
+                "prompt": "a red circle", "size": "64x64", "steps": 2})
+    finally:
+        app.state.worker.stop()
+    assert webui.status_code == 422 and "the UNet gave NaN" in webui.json()["detail"]
+    assert openai.status_code == 400
+    assert "the UNet gave NaN" in openai.json()["error"]["message"]
