@@ -33,7 +33,7 @@ from gpucore import Device
 from gpustd import Tensor, asarray, elementwise_kernel, empty, nn
 
 from .layers import Place
-from .transformer_ops import RMSNorm, cast, norm_rope
+from .transformer_ops import RMSNorm, cast, kept, norm_rope
 
 __all__ = ["LLMTextModel"]
 
@@ -52,7 +52,6 @@ _ARCHITECTURES: dict[str, _Architecture] = {
     # Qwen2.5-VL's language model (Qwen-Image's encoder): Qwen2's layers
     "qwen2_5_vl_text": _Architecture(False, True, False, head_dim_key=False),
 }
-_KEPT_TABLES = 4  # rotary tables kept, one a prompt length (a prompt's and a negative's, ...)
 _DEFAULTS: dict[str, Any] = {"rms_norm_eps": 1e-6, "rope_theta": 1_000_000.0,
                              "hidden_act": "silu"}
 
@@ -295,12 +294,8 @@ class LLMTextModel(nn.Module):
     def _text_rotary(self, length: int) -> tuple[Tensor, Tensor]:
         """rotary(length), made once per length and device and kept for the next prompts
         (the two uploads, each a submit, and the host's tables)."""
-        key = (length, self.embed_tokens.weight.device)
-        tables = self._tables.pop(key, None) or self.rotary(length)
-        self._tables[key] = tables  # the latest last; the oldest go past _KEPT_TABLES
-        for old in list(self._tables)[:-_KEPT_TABLES]:
-            del self._tables[old]
-        return tables
+        return kept(self._tables, (length, self.embed_tokens.weight.device),
+                    lambda: self.rotary(length))
 
     def _run(self, x: Tensor, rotary: tuple[Tensor, Tensor], keep: Tensor | None,
              indices: Sequence[int]) -> list[Tensor]:

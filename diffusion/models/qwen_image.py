@@ -34,6 +34,7 @@ from .transformer_ops import (
     RMSNorm,
     cast,
     gated_add,
+    kept,
     rms_norm,
     rope_heads,
     rope_tables,
@@ -49,7 +50,6 @@ _DEFAULTS: dict[str, Any] = {
 }
 _ROPE_THETA = 10000.0
 _ROPE_LENGTH = 4096  # diffusers' tables hold positions -4096..4095
-_KEPT_TABLES = 4  # rotary tables kept: a prompt's and a negative prompt's lengths, and more
 
 
 def qwen_image_positions(rows: int, columns: int, text_length: int,
@@ -175,16 +175,10 @@ class QwenImageTransformer2DModel(nn.Module):
         """cos/sin tables of `qwen_image_positions` (diffusers computes them in float32 from
         float32 frequencies; ours in float64, then float32), made once per sizes and kept on
         the device for the next steps (a step's two uploads and their submits)."""
-        key = (rows, columns, text_length, tuple(references), self.device)
-        tables = self._tables.pop(key, None)
-        if tables is None:
-            tables = rope_tables(qwen_image_positions(rows, columns, text_length, references),
-                                 tuple(self.config["axes_dims_rope"]), _ROPE_THETA,
-                                 device=self.device)
-        self._tables[key] = tables  # the latest last; the oldest go past _KEPT_TABLES
-        for old in list(self._tables)[:-_KEPT_TABLES]:
-            del self._tables[old]
-        return tables
+        return kept(self._tables, (rows, columns, text_length, tuple(references), self.device),
+                    lambda: rope_tables(
+                        qwen_image_positions(rows, columns, text_length, references),
+                        tuple(self.config["axes_dims_rope"]), _ROPE_THETA, device=self.device))
 
     def forward(self, hidden_states: Tensor, encoder_hidden_states: Tensor, timestep: Any,
                 rows: int, columns: int, encoder_mask: Any = None, *,
