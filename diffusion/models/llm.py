@@ -74,8 +74,8 @@ def _residual(stream, y):  # the float32 stream plus a float16 or float32 write,
 
 
 @elementwise_kernel
-def _broadcast(x, like):  # x repeated over like's shape (like's values unused)
-    return x
+def _broadcast(k, v, like):  # k and v repeated over like's shape (like's values unused)
+    return k, v
 
 
 def _rope_theta(cfg: dict[str, Any]) -> float:
@@ -111,28 +111,29 @@ class LLMAttention(nn.Module):
             self.k_norm = RMSNorm(head_dim, cfg["rms_norm_eps"], place=place)
         self._group_shape: dict[Device, Tensor] = {}
 
-    def _repeat(self, x: Tensor) -> Tensor:
-        """(B, L, KVH*D) -> (B, L, H*D), kv head h // group serving query head h: one
-        broadcasting pass (a copy per group member before)."""
+    def _repeat(self, k: Tensor, v: Tensor) -> tuple[Tensor, Tensor]:
+        """k and v (B, L, KVH*D) -> (B, L, H*D), kv head h // group serving query head h:
+        one broadcasting pass for both (a copy per group member each before)."""
         group = self.heads // self.kv_heads
         if group == 1:
-            return x
-        batch, length, _ = x.shape
-        per_head = x.reshape(batch * length, self.kv_heads, 1, self.head_dim)
-        like = self._group_shape.get(x.device)
+            return k, v
+        batch, length, _ = k.shape
+        heads = (batch * length, self.kv_heads, 1, self.head_dim)
+        like = self._group_shape.get(k.device)
         if like is None:  # a (1, 1, group, 1) tensor of the group's extent, made once
-            like = self._group_shape[x.device] = empty((1, 1, group, 1), np.uint32,
-                                                       device=x.device)
-        repeated = typing.cast(Tensor, _broadcast(per_head, like))
-        return repeated.reshape(batch, length, -1)
+            like = self._group_shape[k.device] = empty((1, 1, group, 1), np.uint32,
+                                                       device=k.device)
+        repeated = typing.cast(tuple[Tensor, Tensor],
+                               _broadcast(k.reshape(*heads), v.reshape(*heads), like))
+        return (repeated[0].reshape(batch, length, -1), repeated[1].reshape(batch, length, -1))
 
     def forward(self, x: Tensor, rotary: tuple[Tensor, Tensor], keep: Tensor | None) -> Tensor:
         q = norm_rope(getattr(self, "q_norm", None), self.q_proj(x), rotary, self.heads,
                       halves=True)
         k = norm_rope(getattr(self, "k_norm", None), self.k_proj(x), rotary, self.kv_heads,
                       halves=True)
-        out = nn.attention(q, self._repeat(k), self._repeat(self.v_proj(x)), mask=keep,
-                           causal=True, heads=self.heads)
+        k, v = self._repeat(k, self.v_proj(x))
+        out = nn.attention(q, k, v, mask=keep, causal=True, heads=self.heads)
         return self.o_proj(out)
 
 
