@@ -19,13 +19,12 @@ from .dit_layers import (
     JointAttention,
     Rope,
     TimestepEmbedding,
-    layer_norm,
-    modulated_norm,
+    modulated_norm_of,
 )
 from .flux import SingleStreamBlock
 from .layers import Place
 from .step_cache import BranchCache, run_blocks
-from .transformer_ops import RMSNorm, chunks, gated_add, modulate, rope_heads, rope_tables
+from .transformer_ops import Modulation, RMSNorm, gated_add, rope_heads, rope_tables
 
 __all__ = ["ChromaTransformer2DModel", "approximator_input"]
 
@@ -100,24 +99,24 @@ class ChromaTransformerBlock(nn.Module):
         self.ff = FeedForward(dim, place)
         self.ff_context = FeedForward(dim, place)
 
-    def forward(self, x: Tensor, context: Tensor, image_mods: list[Tensor],
-                text_mods: list[Tensor], rotary: Rope, mask: Tensor | None
-                ) -> tuple[Tensor, Tensor]:
-        """(image (B, Lx, dim), text (B, Lc, dim)); mods: shift, scale, gate of attention,
-        then of the feed-forward, each (B, 1, dim)."""
-        shift, scale, gate, shift_mlp, scale_mlp, gate_mlp = image_mods
-        c_shift, c_scale, c_gate, c_shift_mlp, c_scale_mlp, c_gate_mlp = text_mods
-        attn, context_attn = self.attn(
-            modulated_norm(x, shift, scale, self.attn.image_inputs()),
-            modulated_norm(context, c_shift, c_scale, self.attn.text_inputs()), rotary, mask)
-        x = gated_add(x, gate, attn)
-        x = gated_add(x, gate_mlp, self.ff(modulated_norm(x, shift_mlp, scale_mlp,
-                                                          self.ff.input_layers())))
+    def forward(self, x: Tensor, context: Tensor, mods: Modulation, image: int, text: int,
+                rotary: Rope, mask: Tensor | None) -> tuple[Tensor, Tensor]:
+        """(image (B, Lx, dim), text (B, Lc, dim)); mods: the approximator's vectors, the
+        image stream's shift, scale, gate of attention, then of the feed-forward at
+        `image` .. image + 5, the text stream's at `text` .. text + 5. The norms read their
+        shift and scale in place; the gate and residual go into to_out's and net.2's GEMMs
+        where they take them."""
+        x, context_attn = self.attn.gated(
+            x, mods[image + 2],
+            modulated_norm_of(x, mods, image, image + 1, self.attn.image_inputs()),
+            modulated_norm_of(context, mods, text, text + 1, self.attn.text_inputs()),
+            rotary, mask)
+        x = self.ff.gated(x, mods[image + 5], modulated_norm_of(x, mods, image + 3, image + 4,
+                                                                 self.ff.input_layers()))
         assert context_attn is not None  # a block with a text stream returns its output
-        context = gated_add(context, c_gate, context_attn)
-        ff = self.ff_context(modulated_norm(context, c_shift_mlp, c_scale_mlp,
-                                            self.ff_context.input_layers()))
-        return x, gated_add(context, c_gate_mlp, ff)
+        context = gated_add(context, mods[text + 2], context_attn)
+        return x, self.ff_context.gated(context, mods[text + 5], modulated_norm_of(
+            context, mods, text + 3, text + 4, self.ff_context.input_layers()))
 
 
 class ChromaSingleTransformerBlock(SingleStreamBlock):
@@ -125,9 +124,12 @@ class ChromaSingleTransformerBlock(SingleStreamBlock):
     `forward` is the modulated pass, so a memory mode's streaming brings it in
     (diffusion.pipelines.flow.flow_memory)."""
 
-    def forward(self, x: Tensor, shift: Tensor, scale: Tensor, gate: Tensor, rotary: Rope,
+    def forward(self, x: Tensor, mods: Modulation, at: int, rotary: Rope,
                 mask: Tensor | None = None) -> Tensor:
-        return self.modulated(x, shift, scale, gate, rotary, mask)
+        """x: text then image tokens; its shift, scale and gate are mods[at .. at + 2], the
+        norm reading the first two in place."""
+        return self.normed(x, modulated_norm_of(x, mods, at, at + 1, self.input_layers()),
+                           mods[at + 2], rotary, mask)
 
 
 class ChromaTransformer2DModel(nn.Module):
@@ -201,24 +203,22 @@ class ChromaTransformer2DModel(nn.Module):
                                  f"{expected}, got {keep.shape}")
             mask = asarray((keep != 0).astype(np.uint32).reshape(batch, 1, 1, -1),
                            device=hidden_states.device)
-        # 1. embeddings, and every block's modulation from the approximator
-        mods = self.modulation_vectors(timestep)
+        # 1. embeddings, and every block's modulation from the approximator, left in its
+        # output: the norms read theirs in place, only the gates are copied
+        vectors = self.modulation_vectors(timestep)
+        mods = Modulation(vectors.reshape(batch, -1), self.modulations)
         x = self.x_embedder(hidden_states)
         context = self.context_embedder(encoder_hidden_states)
         tables = rotary if rotary is not None else self.rotary(txt_ids, img_ids)
         single, double = len(self.single_transformer_blocks), len(self.transformer_blocks)
-
-        def vectors(start: int, count: int) -> list[Tensor]:
-            rows = take_slice(mods, start, start + count, axis=1)
-            return chunks(rows.reshape(batch, count * rows.shape[2]), count)
 
         # 2. double-stream blocks, then one stream of text + image tokens (the first block
         # apart: a step cache decides after it whether the others run)
         blocks = list(self.transformer_blocks)
 
         def double_block(i: int, x: Tensor, context: Tensor) -> tuple[Tensor, Tensor]:
-            return blocks[i](x, context, vectors(3 * single + 6 * i, 6),
-                             vectors(3 * single + 6 * (double + i), 6), tables, mask)
+            return blocks[i](x, context, mods, 3 * single + 6 * i,
+                             3 * single + 6 * (double + i), tables, mask)
 
         def head(x: Tensor, context: Tensor) -> tuple[Tensor, Tensor]:
             return double_block(0, x, context) if blocks else (x, context)
@@ -228,11 +228,10 @@ class ChromaTransformer2DModel(nn.Module):
                 x, context = double_block(i, x, context)
             x = concatenate([context, x], axis=1)
             for i, stream in enumerate(self.single_transformer_blocks):
-                shift, scale, gate = vectors(3 * i, 3)
-                x = stream(x, shift, scale, gate, tables, mask)
+                x = stream(x, mods, 3 * i, tables, mask)
             return take_slice(x, text_length, x.shape[1], axis=1)
 
         x = run_blocks(cache, x, context, head, tail)
         # 3. final modulated norm (shift first, then scale) and projection
-        shift, scale = vectors(self.modulations - 2, 2)
-        return self.proj_out(modulate(layer_norm(x), shift, scale))
+        return self.proj_out(mods.norm(x, shift=self.modulations - 2,
+                                       scale=self.modulations - 1))

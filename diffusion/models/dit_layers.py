@@ -249,17 +249,18 @@ class JointAttention(nn.Module):
         return (to_out[0](image) if to_out is not None else image), out_text
 
     def gated(self, residual: Tensor, gate: Tensor, x: Tensor, context: Tensor | None = None,
-              rotary: Rope = None) -> tuple[Tensor, Tensor | None]:
+              rotary: Rope = None, mask: Tensor | None = None) -> tuple[Tensor, Tensor | None]:
         """(gated_add(residual, gate, image output), text output) of forward(x, context,
-        rotary), to_out's GEMM applying the gate and the residual where it can
+        rotary, mask), to_out's GEMM applying the gate and the residual where it can
         (transformer_ops.gated_linear); forward itself where it was replaced (a hook)."""
         to_out = self.to_out
         if type(self) is not JointAttention or "forward" in vars(self) or to_out is None:
-            image, text = self(x, context, rotary)
+            image, text = self(x, context, rotary) if mask is None else self(x, context,
+                                                                             rotary, mask)
             return gated_add(residual, gate, image), text
         q, k, v, _ = self.projections(x, context, rotary=rotary)
         heads, text = self.attend(q, k, v, context.shape[1] if context is not None else None,
-                                  project_image=False)
+                                  mask, project_image=False)
         return gated_linear(residual, gate, to_out[0], heads), text
 
 

@@ -20,15 +20,18 @@ from .dit_layers import (
     JointAttention,
     Rope,
     TimestepEmbedding,
-    modulated_norm,
+    modulated_norm_of,
+    silu_of,
 )
 from .layers import Place
 from .step_cache import BranchCache, run_blocks
 from .transformer_ops import (
+    Modulation,
     RMSNorm,
     cast,
     chunks,
     gated_add,
+    gated_linear,
     norm_rope,
     rope_heads,
     rope_tables,
@@ -49,9 +52,17 @@ def _swiglu(gate, up):
     return g / (1.0 + math.exp(-g)) * float(up)
 
 
+@elementwise_kernel
+def _swiglu_f16(gate, up):  # float16 out: the cast pass after _swiglu, the same bits
+    g = float(gate)
+    return np.float16(g / (1.0 + math.exp(-g)) * float(up))
+
+
 def swiglu(gate: Tensor, up: Tensor) -> Tensor:
-    """silu(gate) * up in gate's dtype. diffusers: `Flux2SwiGLU` over their concatenation."""
-    return cast(typing.cast(Tensor, _swiglu(gate, up)), gate.dtype)
+    """silu(gate) * up in gate's dtype (computed in float32, rounded once). diffusers:
+    `Flux2SwiGLU` over their concatenation."""
+    kernel = _swiglu_f16 if gate.dtype == np.float16 else _swiglu
+    return cast(typing.cast(Tensor, kernel(gate, up)), gate.dtype)
 
 
 def _halves(x: Tensor, start: int, width: int) -> tuple[Tensor, Tensor]:
@@ -73,6 +84,12 @@ class Flux2Modulation(nn.Module):
     def forward(self, temb: Tensor) -> list[Tensor]:
         return chunks(self.linear(nn.silu(temb)), 3 * self.sets)
 
+    def modulation(self, temb: Tensor, activated: Tensor | None = None) -> Modulation:
+        """forward's chunks left in the linear's output: the norms read their shift and
+        scale in place, a gate is copied once where a block takes it. `activated`: silu(temb)
+        where the caller has it."""
+        return Modulation(self.linear(silu_of(temb, activated)), 3 * self.sets)
+
 
 class Flux2FeedForward(nn.Module):
     """linear_out(silu(a) * b) with (a, b) the halves of linear_in(x). diffusers:
@@ -84,7 +101,18 @@ class Flux2FeedForward(nn.Module):
         self.linear_out = nn.Linear(inner, dim, False, **place)
 
     def forward(self, x: Tensor) -> Tensor:
-        return self.linear_out(swiglu(*_halves(self.linear_in(x), 0, self.inner)))
+        return self.linear_out(self.hidden(x))
+
+    def hidden(self, x: Tensor) -> Tensor:
+        """linear_out's input: silu(a) * b."""
+        return swiglu(*_halves(self.linear_in(x), 0, self.inner))
+
+    def gated(self, residual: Tensor, gate: Tensor, x: Tensor) -> Tensor:
+        """gated_add(residual, gate, self(x)), linear_out's GEMM applying the gate and the
+        residual where it can (transformer_ops.gated_linear)."""
+        if "forward" in vars(self) or not self.linear_out.plain():
+            return gated_add(residual, gate, self(x))
+        return gated_linear(residual, gate, self.linear_out, self.hidden(x))
 
 
 class Flux2TransformerBlock(nn.Module):
@@ -98,23 +126,22 @@ class Flux2TransformerBlock(nn.Module):
         self.ff = Flux2FeedForward(dim, mlp_inner, place)
         self.ff_context = Flux2FeedForward(dim, mlp_inner, place)
 
-    def forward(self, x: Tensor, context: Tensor, image_mods: list[Tensor],
-                text_mods: list[Tensor], rotary: Rope) -> tuple[Tensor, Tensor]:
-        """x (B, Li, dim), context (B, Lt, dim); the mods: Flux2Modulation(sets=2)'s."""
-        shift_msa, scale_msa, gate_msa, shift_mlp, scale_mlp, gate_mlp = image_mods
-        c_shift_msa, c_scale_msa, c_gate_msa, c_shift_mlp, c_scale_mlp, c_gate_mlp = text_mods
-        # 1. joint attention over the modulated norms, gated residuals
-        attn, context_attn = self.attn(
-            modulated_norm(x, shift_msa, scale_msa, self.attn.image_inputs()),
-            modulated_norm(context, c_shift_msa, c_scale_msa, self.attn.text_inputs()), rotary)
-        x = gated_add(x, gate_msa, attn)
-        context = gated_add(context, c_gate_msa, typing.cast(Tensor, context_attn))
-        # 2. each stream's feed-forward
-        x = gated_add(x, gate_mlp, self.ff(modulated_norm(x, shift_mlp, scale_mlp,
-                                                          [self.ff.linear_in])))
-        ff = self.ff_context(modulated_norm(context, c_shift_mlp, c_scale_mlp,
-                                            [self.ff_context.linear_in]))
-        return x, gated_add(context, c_gate_mlp, ff)
+    def forward(self, x: Tensor, context: Tensor, image_mods: Modulation,
+                text_mods: Modulation, rotary: Rope) -> tuple[Tensor, Tensor]:
+        """x (B, Li, dim), context (B, Lt, dim); the mods: Flux2Modulation(sets=2)'s
+        (shift, scale, gate of attention, then of the feed-forward), the norms reading
+        theirs in place."""
+        # 1. joint attention over the modulated norms, gated residuals (the image's in
+        # to_out's GEMM where it takes them)
+        x, context_attn = self.attn.gated(
+            x, image_mods[2], modulated_norm_of(x, image_mods, 0, 1, self.attn.image_inputs()),
+            modulated_norm_of(context, text_mods, 0, 1, self.attn.text_inputs()), rotary)
+        context = gated_add(context, text_mods[2], typing.cast(Tensor, context_attn))
+        # 2. each stream's feed-forward, linear_out's GEMM applying the gate
+        x = self.ff.gated(x, image_mods[5], modulated_norm_of(x, image_mods, 3, 4,
+                                                              [self.ff.linear_in]))
+        return x, self.ff_context.gated(context, text_mods[5], modulated_norm_of(
+            context, text_mods, 3, 4, [self.ff_context.linear_in]))
 
 
 class Flux2ParallelSelfAttention(nn.Module):
@@ -132,6 +159,10 @@ class Flux2ParallelSelfAttention(nn.Module):
         self.to_out = nn.Linear(inner + mlp_inner, dim, False, **place)
 
     def forward(self, x: Tensor, rotary: Rope) -> Tensor:
+        return self.to_out(self.joint(x, rotary))
+
+    def joint(self, x: Tensor, rotary: Rope) -> Tensor:
+        """to_out's input: [attention | SwiGLU MLP]."""
         inner = self.heads * self.head_dim
         fused = self.to_qkv_mlp_proj(x)
         q, k = _halves(fused, 0, inner)
@@ -140,7 +171,7 @@ class Flux2ParallelSelfAttention(nn.Module):
                 norm_rope(self.norm_k, k, rotary, self.heads))
         attn = nn.attention(q, k, v, heads=self.heads)
         mlp = swiglu(*_halves(fused, 3 * inner, self.mlp_inner))
-        return self.to_out(concatenate([attn, mlp], axis=2))
+        return concatenate([attn, mlp], axis=2)
 
 
 class Flux2SingleTransformerBlock(nn.Module):
@@ -151,10 +182,14 @@ class Flux2SingleTransformerBlock(nn.Module):
                  eps: float) -> None:
         self.attn = Flux2ParallelSelfAttention(dim, heads, head_dim, mlp_inner, place, eps)
 
-    def forward(self, x: Tensor, mods: list[Tensor], rotary: Rope) -> Tensor:
-        shift, scale, gate = mods
-        normed = modulated_norm(x, shift, scale, [self.attn.to_qkv_mlp_proj])
-        return gated_add(x, gate, self.attn(normed, rotary))
+    def forward(self, x: Tensor, mods: Modulation, rotary: Rope) -> Tensor:
+        """mods: Flux2Modulation(sets=1)'s shift, scale, gate; the gate and residual in
+        to_out's GEMM where it takes them."""
+        attn = self.attn
+        normed = modulated_norm_of(x, mods, 0, 1, [attn.to_qkv_mlp_proj])
+        if "forward" in vars(attn) or not attn.to_out.plain():
+            return gated_add(x, mods[2], attn(normed, rotary))
+        return gated_linear(x, mods[2], attn.to_out, attn.joint(normed, rotary))
 
 
 class Flux2TimestepGuidanceEmbeddings(nn.Module):
@@ -238,9 +273,10 @@ class Flux2Transformer2DModel(nn.Module):
         temb = self.time_guidance_embed(
             self._thousandfold(timestep),
             None if guidance is None else self._thousandfold(guidance), hidden_states.device)
-        image_mods = self.double_stream_modulation_img(temb)
-        text_mods = self.double_stream_modulation_txt(temb)
-        single_mods = self.single_stream_modulation(temb)
+        activated = nn.silu(temb)  # one SiLU for the modulations and norm_out
+        image_mods = self.double_stream_modulation_img.modulation(temb, activated)
+        text_mods = self.double_stream_modulation_txt.modulation(temb, activated)
+        single_mods = self.single_stream_modulation.modulation(temb, activated)
         x = self.x_embedder(hidden_states)
         context = self.context_embedder(encoder_hidden_states)
         tables = rotary if rotary is not None else self.rotary(txt_ids, img_ids)
@@ -262,7 +298,7 @@ class Flux2Transformer2DModel(nn.Module):
 
         x = run_blocks(cache, x, context, head, tail)
         # 3. final modulated norm and projection
-        return self.proj_out(self.norm_out(x, temb))
+        return self.proj_out(self.norm_out(x, temb, activated))
 
     def _thousandfold(self, values: Any) -> Any:
         """values x 1000 in the model's dtype, as diffusers scales them; a float32 Tensor is

@@ -30,10 +30,10 @@ from typing import Any, NamedTuple
 import numpy as np
 
 from gpucore import Device
-from gpustd import Tensor, asarray, concatenate, elementwise_kernel, nn
+from gpustd import Tensor, asarray, elementwise_kernel, empty, nn
 
 from .layers import Place
-from .transformer_ops import RMSNorm, cast, norm_rope
+from .transformer_ops import RMSNorm, cast, kept, norm_rope
 
 __all__ = ["LLMTextModel"]
 
@@ -60,6 +60,22 @@ _DEFAULTS: dict[str, Any] = {"rms_norm_eps": 1e-6, "rope_theta": 1_000_000.0,
 def _swiglu(gate, up):
     g = float(gate)
     return g / (1.0 + math.exp(-g)) * float(up)
+
+
+@elementwise_kernel
+def _swiglu_f16(gate, up):  # float16 out: the cast pass after _swiglu, the same bits
+    g = float(gate)
+    return np.float16(g / (1.0 + math.exp(-g)) * float(up))
+
+
+@elementwise_kernel
+def _residual(stream, y):  # the float32 stream plus a float16 or float32 write, one pass
+    return stream + float(y)
+
+
+@elementwise_kernel
+def _broadcast(k, v, like):  # k and v repeated over like's shape (like's values unused)
+    return k, v
 
 
 def _rope_theta(cfg: dict[str, Any]) -> float:
@@ -93,24 +109,31 @@ class LLMAttention(nn.Module):
         if kind.qk_norm:
             self.q_norm = RMSNorm(head_dim, cfg["rms_norm_eps"], place=place)
             self.k_norm = RMSNorm(head_dim, cfg["rms_norm_eps"], place=place)
+        self._group_shape: dict[Device, Tensor] = {}
 
-
-    def _repeat(self, x: Tensor) -> Tensor:
-        """(B, L, KVH*D) -> (B, L, H*D), kv head h // group serving query head h."""
+    def _repeat(self, k: Tensor, v: Tensor) -> tuple[Tensor, Tensor]:
+        """k and v (B, L, KVH*D) -> (B, L, H*D), kv head h // group serving query head h:
+        one broadcasting pass for both (a copy per group member each before)."""
         group = self.heads // self.kv_heads
         if group == 1:
-            return x
-        batch, length, _ = x.shape
-        per_head = x.reshape(batch * length, self.kv_heads, 1, self.head_dim)
-        return concatenate([per_head] * group, axis=2).reshape(batch, length, -1)
+            return k, v
+        batch, length, _ = k.shape
+        heads = (batch * length, self.kv_heads, 1, self.head_dim)
+        like = self._group_shape.get(k.device)
+        if like is None:  # a (1, 1, group, 1) tensor of the group's extent, made once
+            like = self._group_shape[k.device] = empty((1, 1, group, 1), np.uint32,
+                                                       device=k.device)
+        repeated = typing.cast(tuple[Tensor, Tensor],
+                               _broadcast(k.reshape(*heads), v.reshape(*heads), like))
+        return (repeated[0].reshape(batch, length, -1), repeated[1].reshape(batch, length, -1))
 
-    def forward(self, x: Tensor, rotary: tuple[Tensor, Tensor], keep: Tensor) -> Tensor:
+    def forward(self, x: Tensor, rotary: tuple[Tensor, Tensor], keep: Tensor | None) -> Tensor:
         q = norm_rope(getattr(self, "q_norm", None), self.q_proj(x), rotary, self.heads,
                       halves=True)
         k = norm_rope(getattr(self, "k_norm", None), self.k_proj(x), rotary, self.kv_heads,
                       halves=True)
-        out = nn.attention(q, self._repeat(k), self._repeat(self.v_proj(x)), mask=keep,
-                           causal=True, heads=self.heads)
+        k, v = self._repeat(k, self.v_proj(x))
+        out = nn.attention(q, k, v, mask=keep, causal=True, heads=self.heads)
         return self.o_proj(out)
 
 
@@ -124,8 +147,9 @@ class LLMMLP(nn.Module):
         self.down_proj = nn.Linear(hidden, dim, bias=False, **place)
 
     def forward(self, x: Tensor) -> Tensor:
-        hidden = cast(typing.cast(Tensor, _swiglu(self.gate_proj(x), self.up_proj(x))), x.dtype)
-        return self.down_proj(hidden)
+        gate, up = self.gate_proj(x), self.up_proj(x)
+        swiglu = _swiglu_f16 if x.dtype == np.float16 else _swiglu
+        return self.down_proj(cast(typing.cast(Tensor, swiglu(gate, up)), x.dtype))
 
 
 class LLMDecoderLayer(nn.Module):
@@ -137,12 +161,14 @@ class LLMDecoderLayer(nn.Module):
         self.input_layernorm = RMSNorm(cfg["hidden_size"], eps, place=place)
         self.post_attention_layernorm = RMSNorm(cfg["hidden_size"], eps, place=place)
 
-    def forward(self, x: Tensor, rotary: tuple[Tensor, Tensor], keep: Tensor) -> Tensor:
-        """x: the float32 residual stream (B, L, D)."""
+    def forward(self, x: Tensor, rotary: tuple[Tensor, Tensor], keep: Tensor | None
+                ) -> Tensor:
+        """x: the float32 residual stream (B, L, D); keep: the padding mask added to the
+        scores, None for none."""
         h = cast(self.input_layernorm(x), self.dtype)
-        x = x + cast(self.self_attn(h, rotary, keep), np.float32)
+        x = typing.cast(Tensor, _residual(x, self.self_attn(h, rotary, keep)))
         h = cast(self.post_attention_layernorm(x), self.dtype)
-        return x + cast(self.mlp(h), np.float32)
+        return typing.cast(Tensor, _residual(x, self.mlp(h)))
 
 
 class LLMTextModel(nn.Module):
@@ -182,6 +208,7 @@ class LLMTextModel(nn.Module):
         self.layers = nn.ModuleList([LLMDecoderLayer(cfg, place, kind)
                                      for _ in range(cfg["num_hidden_layers"])])
         self.norm = RMSNorm(cfg["hidden_size"], cfg["rms_norm_eps"], place=place)
+        self._tables: dict[tuple[int, Device], tuple[Tensor, Tensor]] = {}
 
     def rotary(self, length: int, positions: np.ndarray | None = None
                ) -> tuple[Tensor, Tensor]:
@@ -220,9 +247,8 @@ class LLMTextModel(nn.Module):
                 3, length):
             raise ValueError(f"multimodal_hidden_states reads (1, L, D) embeddings and (3, L) "
                              f"positions, got {embeddings.shape} and {np.shape(positions)}")
-        keep = asarray(np.zeros((1, 1, 1, length), np.float32), device=embeddings.device)
         count = len(self.layers)
-        return self._run(cast(embeddings, np.float32), self.rotary(length, positions), keep,
+        return self._run(cast(embeddings, np.float32), self.rotary(length, positions), None,
                          [count])[0]
 
     def hidden_states(self, input_ids: Any, attention_mask: Any = None, layer: int = -1
@@ -260,12 +286,19 @@ class LLMTextModel(nn.Module):
             raise ValueError(f"attention_mask {mask.shape} must match input_ids {ids.shape}")
         device = self.embed_tokens.weight.device
         x = cast(self.embed_tokens(asarray(ids.astype(np.int32), device=device)), np.float32)
-        rotary = self.rotary(ids.shape[1])
-        keep = asarray(np.where(mask, np.float32(0), np.float32(-np.inf))[:, None, None, :],
-                       device=device)
+        rotary = self._text_rotary(ids.shape[1])
+        # no padding: no mask to add (adding zeros gave the same scores)
+        keep = None if mask.all() else asarray(
+            np.where(mask, np.float32(0), np.float32(-np.inf))[:, None, None, :], device=device)
         return self._run(x, rotary, keep, indices)
 
-    def _run(self, x: Tensor, rotary: tuple[Tensor, Tensor], keep: Tensor,
+    def _text_rotary(self, length: int) -> tuple[Tensor, Tensor]:
+        """rotary(length), made once per length and device and kept for the next prompts
+        (the two uploads, each a submit, and the host's tables)."""
+        return kept(self._tables, (length, self.embed_tokens.weight.device),
+                    lambda: self.rotary(length))
+
+    def _run(self, x: Tensor, rotary: tuple[Tensor, Tensor], keep: Tensor | None,
              indices: Sequence[int]) -> list[Tensor]:
         """The stream after each layer in `indices` (0: the embeddings; all layers: normed)."""
         count = len(self.layers)

@@ -9,6 +9,7 @@ image's largest (the same number on all three axes).
 
 from __future__ import annotations
 
+import typing
 from collections.abc import Sequence
 from typing import Any
 
@@ -23,11 +24,21 @@ from .dit_layers import (
     JointAttention,
     Rope,
     TimestepEmbedding,
-    modulated_norm,
+    modulated_norm_of,
+    silu_of,
 )
 from .layers import Place
 from .step_cache import BranchCache, run_blocks
-from .transformer_ops import RMSNorm, cast, chunks, gated_add, rms_norm, rope_heads, rope_tables
+from .transformer_ops import (
+    Modulation,
+    RMSNorm,
+    cast,
+    gated_add,
+    kept,
+    rms_norm,
+    rope_heads,
+    rope_tables,
+)
 
 __all__ = ["QwenImageTransformer2DModel", "qwen_image_positions"]
 
@@ -94,26 +105,26 @@ class QwenImageTransformerBlock(nn.Module):
         self.txt_mlp = FeedForward(dim, place)
 
     def forward(self, x: Tensor, context: Tensor, temb: Tensor, rotary: Rope,
-                mask: Tensor | None = None) -> tuple[Tensor, Tensor]:
-        """x (B, Li, dim), context (B, Lt, dim), temb (B, dim) -> both streams."""
-        # 1. each stream's modulations from silu(temb)
-        silu = nn.silu(temb)
-        shift, scale, gate, shift_mlp, scale_mlp, gate_mlp = chunks(self.img_mod[1](silu), 6)
-        c_shift, c_scale, c_gate, c_shift_mlp, c_scale_mlp, c_gate_mlp = chunks(
-            self.txt_mod[1](silu), 6)
-        # 2. joint attention, gated residuals (float16 clipped to +-65504, as diffusers)
-        attn, context_attn = self.attn(
-            modulated_norm(x, shift, scale, self.attn.image_inputs()),
-            modulated_norm(context, c_shift, c_scale, self.attn.text_inputs()), rotary, mask)
-        assert context_attn is not None
-        x = gated_add(x, gate, attn)
-        context = gated_add(context, c_gate, context_attn)
-        # 3. the feed-forward of each stream
-        x = gated_add(x, gate_mlp, self.img_mlp(modulated_norm(x, shift_mlp, scale_mlp,
-                                                               self.img_mlp.input_layers())))
-        ff = self.txt_mlp(modulated_norm(context, c_shift_mlp, c_scale_mlp,
-                                         self.txt_mlp.input_layers()))
-        return x, gated_add(context, c_gate_mlp, ff)
+                mask: Tensor | None = None, *, activated: Tensor | None = None
+                ) -> tuple[Tensor, Tensor]:
+        """x (B, Li, dim), context (B, Lt, dim), temb (B, dim) -> both streams.
+        `activated`: silu(temb) where the model computed it once for all its blocks."""
+        # 1. each stream's modulations from silu(temb), left in the linears' outputs: the
+        # norms read their shift and scale in place, only the gates are copied
+        silu = silu_of(temb, activated)
+        mods = Modulation(self.img_mod[1](silu), 6)
+        c_mods = Modulation(self.txt_mod[1](silu), 6)
+        # 2. joint attention, gated residuals (float16 clipped to +-65504, as diffusers); the
+        # image's gate and residual in to_out's GEMM where it takes them
+        x, context_attn = self.attn.gated(
+            x, mods[2], modulated_norm_of(x, mods, 0, 1, self.attn.image_inputs()),
+            modulated_norm_of(context, c_mods, 0, 1, self.attn.text_inputs()), rotary, mask)
+        context = gated_add(context, c_mods[2], typing.cast(Tensor, context_attn))
+        # 3. the feed-forward of each stream, net.2's GEMM applying the gate and residual
+        x = self.img_mlp.gated(x, mods[5], modulated_norm_of(x, mods, 3, 4,
+                                                              self.img_mlp.input_layers()))
+        return x, self.txt_mlp.gated(context, c_mods[5], modulated_norm_of(
+            context, c_mods, 3, 4, self.txt_mlp.input_layers()))
 
 
 class QwenImageTransformer2DModel(nn.Module):
@@ -149,6 +160,7 @@ class QwenImageTransformer2DModel(nn.Module):
              for _ in range(cfg["num_layers"])])
         self.norm_out = AdaLayerNormContinuous(dim, place)
         self.proj_out = nn.Linear(dim, cfg["patch_size"] ** 2 * out_channels, **place)
+        self._tables: dict[tuple[Any, ...], tuple[Tensor, Tensor]] = {}
 
     @property
     def device(self) -> Device:
@@ -161,10 +173,12 @@ class QwenImageTransformer2DModel(nn.Module):
     def rotary(self, rows: int, columns: int, text_length: int,
                references: Sequence[tuple[int, int]] = ()) -> tuple[Tensor, Tensor]:
         """cos/sin tables of `qwen_image_positions` (diffusers computes them in float32 from
-        float32 frequencies; ours in float64, then float32)."""
-        return rope_tables(qwen_image_positions(rows, columns, text_length, references),
-                           tuple(self.config["axes_dims_rope"]), _ROPE_THETA,
-                           device=self.device)
+        float32 frequencies; ours in float64, then float32), made once per sizes and kept on
+        the device for the next steps (a step's two uploads and their submits)."""
+        return kept(self._tables, (rows, columns, text_length, tuple(references), self.device),
+                    lambda: rope_tables(
+                        qwen_image_positions(rows, columns, text_length, references),
+                        tuple(self.config["axes_dims_rope"]), _ROPE_THETA, device=self.device))
 
     def forward(self, hidden_states: Tensor, encoder_hidden_states: Tensor, timestep: Any,
                 rows: int, columns: int, encoder_mask: Any = None, *,
@@ -205,8 +219,10 @@ class QwenImageTransformer2DModel(nn.Module):
         blocks = list(self.transformer_blocks)
         interval = -(-len(blocks) // len(control)) if control else 0
 
+        activated = nn.silu(temb)  # one SiLU for every block's modulations
+
         def run(index: int, x: Tensor, context: Tensor) -> tuple[Tensor, Tensor]:
-            x, context = blocks[index](x, context, temb, tables, mask)
+            x, context = blocks[index](x, context, temb, tables, mask, activated=activated)
             return (x + control[index // interval], context) if control else (x, context)
 
         def head(x: Tensor, context: Tensor) -> tuple[Tensor, Tensor]:
@@ -218,4 +234,4 @@ class QwenImageTransformer2DModel(nn.Module):
             return x
 
         x = run_blocks(cache, x, context, head, tail)
-        return self.proj_out(self.norm_out(x, temb))
+        return self.proj_out(self.norm_out(x, temb, activated))

@@ -8,7 +8,8 @@ small compiled elementwise kernels (`gpustd.elementwise_kernel`); no WGSL of its
 from __future__ import annotations
 
 import typing
-from typing import Any
+from collections.abc import Callable, Hashable
+from typing import Any, TypeVar
 
 import numpy as np
 
@@ -18,8 +19,10 @@ from gpustd import Tensor, asarray, elementwise_kernel, empty, nn, take_slice
 from .layers import Place
 
 __all__ = ["Modulation", "RMSNorm", "cast", "chunks", "gated_add", "gated_linear", "head_norm",
-           "joint_norm_rope", "modulate", "norm_modulate", "norm_rope", "rms_norm", "rope",
-           "rope_heads", "rope_tables"]
+           "joint_norm_rope", "kept", "modulate", "norm_modulate", "norm_rope", "rms_norm",
+           "rope", "rope_heads", "rope_tables"]
+
+_Kept = TypeVar("_Kept")
 
 
 @elementwise_kernel
@@ -221,6 +224,21 @@ def rope_tables(ids: np.ndarray, axes_dim: tuple[int, ...], theta: float, *,
     cos = np.cos(angle).astype(np.float32).reshape(tokens, 1, width)
     sin = np.sin(angle).astype(np.float32).reshape(tokens, 1, width)
     return asarray(cos, device=device), asarray(sin, device=device)
+
+
+def kept(store: dict[Any, Any], key: Hashable, make: Callable[[], _Kept], count: int = 4
+         ) -> _Kept:
+    """store[key], made by `make()` the first time it is asked for; the `count` keys asked
+    for last stay in `store`, older ones are dropped. A model's per-size constants (rotary
+    tables) kept on the device between calls, instead of rebuilt on the host and uploaded
+    (each upload a submit) every step."""
+    value = store.pop(key, None)
+    if value is None:
+        value = make()
+    store[key] = value
+    for old in list(store)[:-count]:
+        del store[old]
+    return typing.cast(_Kept, value)
 
 
 def rope(x: Tensor, cos: Tensor, sin: Tensor, heads: int, *, halves: bool = False) -> Tensor:

@@ -24,7 +24,7 @@ from gpustd import Tensor, asarray, concatenate, nn, permute, take_slice
 
 from .layers import Place
 from .step_cache import BranchCache, run_blocks
-from .transformer_ops import RMSNorm, cast, rms_norm
+from .transformer_ops import RMSNorm, cast, kept, rms_norm
 from .z_image_blocks import ADALN, ZImageTransformerBlock, scaled
 
 __all__ = ["ZImageStream", "ZImageTransformer2DModel", "patchify"]
@@ -36,6 +36,7 @@ _DEFAULTS: dict[str, Any] = {
     "t_scale": 1000.0, "axes_dims": (32, 48, 48), "axes_lens": (1024, 512, 512),
 }
 _MULTIPLE = 32  # every stream is padded to a multiple of this many tokens
+_KEPT_TABLES = 8  # rotary tables kept: three a picture, for a prompt and a negative prompt
 
 
 def _padding(length: int) -> int:
@@ -147,6 +148,7 @@ class ZImageTransformer2DModel(nn.Module):
         self.cap_pad_token = nn.parameter((1, dim), **place)
         self.layers = nn.ModuleList(
             [ZImageTransformerBlock(cfg, place, modulation=True) for _ in range(cfg["n_layers"])])
+        self._tables: dict[tuple[Any, ...], tuple[Tensor, Tensor]] = {}
 
     @property
     def device(self) -> Device:
@@ -159,7 +161,14 @@ class ZImageTransformer2DModel(nn.Module):
     def rotary(self, ids: np.ndarray) -> tuple[Tensor, Tensor]:
         """cos/sin (L, 1, head_dim) of integer positions ids (L, 3), each axis's angles
         (theta^(-2j/d), float64, then float32) repeated over its pairs. diffusers:
-        `RopeEmbedder(ids)` (complex64 `torch.polar` of the float32 angles)."""
+        `RopeEmbedder(ids)` (complex64 `torch.polar` of the float32 angles). Kept on the
+        device for the next steps (a step asks for three a picture: caption, image, both;
+        _KEPT_TABLES covers a prompt's and a negative prompt's)."""
+        ids = np.asarray(ids, np.int64)
+        return kept(self._tables, (ids.shape, ids.tobytes(), self.device),
+                    lambda: self._rotary(ids), _KEPT_TABLES)
+
+    def _rotary(self, ids: np.ndarray) -> tuple[Tensor, Tensor]:
         cfg = self.config
         for axis, limit in enumerate(cfg["axes_lens"]):
             if ids[:, axis].max(initial=0) >= limit:

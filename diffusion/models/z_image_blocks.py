@@ -30,9 +30,9 @@ def _tanh_gated_add(residual, gate, y):
 
 
 @elementwise_kernel
-def _tanh_gated_add_clipped(residual, gate, y):
+def _tanh_gated_add_clipped(residual, gate, y):  # float16 out: no cast pass, the same bits
     out = float(residual) + math.tanh(float(gate)) * float(y)
-    return min(max(out, -65504.0), 65504.0)
+    return np.float16(min(max(out, -65504.0), 65504.0))
 
 
 @elementwise_kernel
@@ -42,9 +42,9 @@ def _swiglu(gate, up):
 
 
 @elementwise_kernel
-def _swiglu_clipped(gate, up):
+def _swiglu_clipped(gate, up):  # float16 out: no cast pass, the same bits
     g = float(gate)
-    return min(max(g / (1.0 + math.exp(-g)) * float(up), -65504.0), 65504.0)
+    return np.float16(min(max(g / (1.0 + math.exp(-g)) * float(up), -65504.0), 65504.0))
 
 
 def _gated(residual: Tensor, gate: Tensor, y: Tensor) -> Tensor:
