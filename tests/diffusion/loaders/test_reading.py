@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 import gpucore
-from diffusion.loaders import SafetensorsFile, WeightsError, reading
+from diffusion.loaders import SafetensorsFile, WeightsError, device_cast, reading
 from diffusion.loaders.weights import ComponentWeights, TensorRef
 from gpustd import nn
 
@@ -180,6 +180,7 @@ def test_a_component_without_dtype_reads_each_tensor_as_its_parameter(
     model = nn.Module()
     model.layers = nn.ModuleList([nn.Linear(widths[i], widths[i + 1], device=first_device,
                                             dtype=dtype) for i in range(2)])
+    monkeypatch.setattr(device_cast, "ENABLED", False)  # the host's way (test_device_cast)
     casts: list[tuple[str, np.dtype]] = []
     read_as = SafetensorsFile.read_as
     monkeypatch.setattr(SafetensorsFile, "read_as", lambda self, key, target, **kw: (
