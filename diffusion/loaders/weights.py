@@ -210,7 +210,8 @@ class ComponentWeights(Mapping[str, np.ndarray]):
     def on_device(self, key: str) -> Bf16Tensor | None:
         """Tensor `key` as a Bf16Tensor (converted to float16 on the GPU as it is written) where
         it is stored as bfloat16 in a file that says where (a safetensors file) and read as
-        float16; None otherwise."""
+        float16; None otherwise. A subclass whose `__getitem__` gives other values than the
+        stored ones (keymaps.dit_keys.SwappedHalvesWeights) says None for those."""
         ref = self._refs[key]
         if (self.dtype_of(key) != np.float16 or ref.transposed
                 or not isinstance(ref.file, LocatingTensorFile)):

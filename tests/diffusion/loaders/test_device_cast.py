@@ -122,3 +122,19 @@ def test_a_model_loads_the_same_bits_either_way(gpu_everywhere: gpucore.Device, 
     assert sorted(casts) == sorted(shapes)
     for key in shapes:
         np.testing.assert_array_equal(on_gpu[key], on_host[key], err_msg=key)
+
+
+def test_swapped_halves_stay_with_the_host(gpu_everywhere: gpucore.Device, tmp_path) -> None:
+    """A tensor whose halves a loader swaps (diffusers' swap_scale_shift) is never read as
+    its stored bytes: read ahead, it is the swapped array; its neighbours go to the GPU."""
+    from diffusion.loaders.keymaps.dit_keys import SwappedHalvesWeights
+
+    rng = np.random.default_rng(23)
+    stored = {key: rng.integers(0, 1 << 16, (6, 5), dtype=np.uint16) for key in ("a", "b")}
+    file = _write_bf16(tmp_path / "m.safetensors", stored)
+    refs = {key: TensorRef(file, key, file.shape(key)) for key in file.keys()}
+    weights = SwappedHalvesWeights("c", {}, refs, swapped={"a"}, dtype=np.dtype(np.float16))
+    swapped, plain = weights.read_ahead(["a", "b"], on_device=True)
+    assert isinstance(swapped, np.ndarray) and isinstance(plain, device_cast.Bf16Tensor)
+    want = bf16_to_f16(np.concatenate([stored["a"][3:], stored["a"][:3]]))
+    np.testing.assert_array_equal(swapped.view(np.uint16), want.view(np.uint16))
