@@ -5,15 +5,18 @@
     python -m bench.flux_load diffusers ROOT --json OUT        (torch CUDA, bfloat16)
 
 `write` makes a random FLUX.1 dev diffusers folder (bench/_cold_files.py: bfloat16 as
-published, 34.0 GB at full size; `--layers D,S,T` keeps the widths with D double blocks, S
-single blocks and T T5 layers). `load` times `diffusion.load_pipeline(ROOT, dtype=float16)`
-in this process (the files read once first, so every load finds them in the page cache, as
-bench.pictures' loads did), `--repeat` times for each way the tree can convert bfloat16: on the
-GPU and on the host threads where the tree has diffusion.loaders.device_cast, else the
-tree's only way. Each load ends with a synchronize (the GPU's work is part of the load), then
-the pipeline is freed. Seconds per phase (gpucore.Phases) come with each load: "read" and
-"read wait" the host's file reads and casts (summed over threads where they run on
-threads), "upload" the main thread's transfers. `diffusers` times diffusers'
+published, 34.0 GB at full size, tokenizers of the bundled vocabularies; `--layers D,S,T`
+keeps the widths with D double blocks, S single blocks and T T5 layers). `load` times
+`diffusion.load_pipeline(ROOT, dtype=float16)` in this process, `--repeat` times for each
+way the tree can convert bfloat16 (on the GPU and on the host threads where the tree has
+diffusion.loaders.device_cast, else the tree's only way) and each count of reading threads
+in `--threads`. The files are read once first (unless `--no-warm`: just written, they are
+there already), so every load finds them in the page cache, as bench.pictures' loads did.
+Each load ends with a synchronize (the GPU's work is part of the load), then the pipeline
+is freed. Seconds per phase (gpucore.Phases) come with each load: "read" the file reads
+(and host casts) on the main thread plus, where they run on threads, those threads'
+seconds summed; "read wait" the main thread waiting for the read ahead; "upload" the main
+thread's transfers (without their "read"). `diffusers` times diffusers'
 `FluxPipeline.from_pretrained(ROOT, torch_dtype=bfloat16).to("cuda")` the same way.
 
 The script runs as a file too (`python PATH/bench/flux_load.py load ...`), so one tree's copy
@@ -110,17 +113,21 @@ def diffusers_times(root: Path, *, repeat: int) -> dict[str, Any]:
     import diffusers
     import torch
 
+    cuda = torch.cuda.is_available()  # (the CPU: only to try the command)
     times = []
     for _ in range(repeat):
         gc.collect()
         torch.cuda.empty_cache()
         start = time.perf_counter()
-        pipe = diffusers.FluxPipeline.from_pretrained(root, torch_dtype=torch.bfloat16).to("cuda")
-        torch.cuda.synchronize()
+        pipe = diffusers.FluxPipeline.from_pretrained(root, torch_dtype=torch.bfloat16)
+        pipe.to("cuda" if cuda else "cpu")
+        if cuda:
+            torch.cuda.synchronize()
         times.append(round(time.perf_counter() - start, 3))
         print(f"diffusers: {times[-1]:.2f} s", flush=True)
         del pipe
-    return {"device": torch.cuda.get_device_name(), "torch": torch.__version__,
+    return {"device": torch.cuda.get_device_name() if cuda else "cpu",
+            "torch": torch.__version__,
             "diffusers": diffusers.__version__, "loads_s": times,
             "median_s": statistics.median(times)}
 
@@ -138,17 +145,20 @@ def main(argv: list[str]) -> None:
     parser.add_argument("--threads", default="0", help="reading threads to try (0: the "
                         "tree's own), e.g. 0,16")
     parser.add_argument("--json", type=Path)
+    parser.add_argument("--no-warm", action="store_true", help="do not read the files first")
     args = parser.parse_args(argv)
     if args.mode == "write":
         from bench._cold_files import _Pool, write_flux_folder
 
         layers = tuple(int(n) for n in args.layers.split(",")) if args.layers else None
         start = time.perf_counter()
-        size = write_flux_folder(args.root, args.quick, _Pool(), layers=layers)  # type: ignore[arg-type]
+        size = write_flux_folder(args.root, args.quick, _Pool(), tokenizers=True,
+                                 layers=layers)  # type: ignore[arg-type]
         result: dict[str, Any] = {"bytes": size, "layers": args.layers or "19,38,24",
                                   "write_s": round(time.perf_counter() - start, 3)}
     else:
-        result = {"label": args.label, "warm_read_s": round(_warm(args.root), 3)}
+        result = {"label": args.label,
+                  "warm_read_s": None if args.no_warm else round(_warm(args.root), 3)}
         if args.mode == "load":
             result |= load_times(args.root, repeat=args.repeat,
                                  threads=[int(n) for n in args.threads.split(",")],
