@@ -16,7 +16,7 @@ from typing import Any, Literal, NamedTuple, Protocol, runtime_checkable
 
 import numpy as np
 
-from gpucore import phase
+from gpucore import Device, phase
 
 from .device_cast import Bf16Tensor
 from .errors import WeightsError
@@ -186,32 +186,33 @@ class ComponentWeights(Mapping[str, np.ndarray]):
     def __iter__(self) -> Iterator[str]:
         return iter(self._refs)
 
-    def read_ahead(self, keys: Sequence[str], *, on_device: bool = False
+    def read_ahead(self, keys: Sequence[str], *, device: Device | None = None
                    ) -> Generator[np.ndarray | Bf16Tensor, None, None]:
         """`self[key]` for each of `keys` in order, the next ones read on threads while the
         caller uploads the current one (loaders.reading.read_ahead): what
         `Module.load_state_dict` iterates when the mapping offers it. The same arrays, but
-        with `on_device` (the values go to GPU buffers) a bfloat16 tensor of a safetensors
-        file read as float16 comes as a `device_cast.Bf16Tensor`, read when it is written
-        to its buffer and converted there (np.asarray of it: the same array)."""
+        where the values go to `device`'s buffers, a tensor `on_device(key, device)` takes
+        comes as that Bf16Tensor, read when it is written to its buffer and converted there
+        (np.asarray of it: the same array)."""
         def value(key: str) -> np.ndarray | Bf16Tensor:
-            found = self.on_device(key)
+            found = None if device is None else self.on_device(key, device)
             return self[key] if found is None else found
 
         def nbytes(key: str) -> int:
             ref = self._refs[key]
             dtype = self.dtype_of(key)
-            if on_device and self.on_device(key) is not None:
+            if device is not None and self.on_device(key, device) is not None:
                 return 0  # read by its write_to, nothing ahead
             return math.prod(ref.shape) * (4 if dtype is None else dtype.itemsize)
 
-        return read_ahead(value if on_device else self.__getitem__, keys, nbytes)
+        return read_ahead(value, keys, nbytes)
 
-    def on_device(self, key: str) -> Bf16Tensor | None:
-        """Tensor `key` as a Bf16Tensor (converted to float16 on the GPU as it is written) where
-        it is stored as bfloat16 in a file that says where (a safetensors file) and read as
-        float16; None otherwise. A subclass whose `__getitem__` gives other values than the
-        stored ones (keymaps.dit_keys.SwappedHalvesWeights) says None for those."""
+    def on_device(self, key: str, device: Device) -> Bf16Tensor | None:
+        """Tensor `key` as a Bf16Tensor (converted to float16 on the GPU as it is written to a
+        buffer of `device`) where it is stored as bfloat16 in a file that says where (a
+        safetensors file), read as float16, and the Bf16Tensor `writes` there; None
+        otherwise. A subclass whose `__getitem__` gives other values than the stored ones
+        (keymaps.dit_keys.SwappedHalvesWeights) says None for those."""
         ref = self._refs[key]
         if (self.dtype_of(key) != np.float16 or ref.transposed
                 or not isinstance(ref.file, LocatingTensorFile)):
@@ -220,8 +221,9 @@ class ComponentWeights(Mapping[str, np.ndarray]):
         if found is None or found[0] != "BF16":
             return None
         _, _, offset, size = found
-        return Bf16Tensor(ref.file.path, offset, size, ref.shape,
-                          read=functools.partial(self.__getitem__, key), what=repr(ref.key))
+        value = Bf16Tensor(ref.file.path, offset, size, ref.shape,
+                           read=functools.partial(self.__getitem__, key), what=repr(ref.key))
+        return value if value.writes(np.dtype(np.float16), device) else None
 
     def __len__(self) -> int:
         return len(self._refs)

@@ -258,10 +258,10 @@ class _Untied(Mapping[str, Any]):
             return False
         return isinstance(key, str) and self._key(key) in self.state
 
-    def read_ahead(self, keys: Sequence[str], *, on_device: bool = False
+    def read_ahead(self, keys: Sequence[str], *, device: Device | None = None
                    ) -> Generator[Any, None, None]:
         """The state's own read ahead where it has one (nn.ReadsAhead: the next tensors read
         on threads while one uploads), under the aliased names; else one by one."""
         if isinstance(self.state, ReadsAhead):
-            return self.state.read_ahead([self._key(key) for key in keys], on_device=on_device)
+            return self.state.read_ahead([self._key(key) for key in keys], device=device)
         return (self[key] for key in keys)

@@ -27,11 +27,11 @@ M = TypeVar("M", bound="Module")
 @runtime_checkable
 class ReadsAhead(Protocol):
     """A state mapping that reads tensors on threads ahead of their use:
-    `read_ahead(keys, on_device=...)` yields `state[key]` for each key in order (diffusion's
-    ComponentWeights); with `on_device` (the values go to GPU buffers) a value may instead be
-    an `Uploads`."""
+    `read_ahead(keys, device=...)` yields `state[key]` for each key in order (diffusion's
+    ComponentWeights); given the `device` whose buffers the values go to (None: host
+    memory), a value may instead be an `Uploads` that writes itself there."""
 
-    def read_ahead(self, keys: Sequence[str], *, on_device: bool = False
+    def read_ahead(self, keys: Sequence[str], *, device: Device | None = None
                    ) -> Generator[Any, None, None]: ...
 
 
@@ -166,7 +166,9 @@ class Module:
         present = [key for key in entries if key in state]
         # A mapping that reads ahead (the loaders' ComponentWeights) reads the next tensors
         # on threads while this one uploads; the same values, in the same order
-        values = (state.read_ahead(present, on_device=not to_host)
+        # the values' device (a module's parameters are on one), None for host memory
+        target_device = None if to_host or not present else entries[present[0]][2].device
+        values = (state.read_ahead(present, device=target_device)
                   if isinstance(state, ReadsAhead) else (state[key] for key in present))
         with closing(values):  # a failed upload drops what was read ahead
             for key, value in zip(present, values, strict=True):

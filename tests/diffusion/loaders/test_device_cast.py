@@ -75,7 +75,7 @@ def test_every_pattern_converts_as_the_host_does(gpu_everywhere: gpucore.Device,
     refs["part"] = TensorRef(file, "rows", (100, 250), rows=(11, 111))
     weights = ComponentWeights("c", {}, refs, dtype=np.dtype(np.float16))
     for key, ref in refs.items():
-        value = weights.on_device(key)
+        value = weights.on_device(key, device)
         assert value is not None and value.writes(np.dtype(np.float16), device)
         assert not value.writes(np.dtype(np.float32), device)
         buffer = gpucore.Buffer(int(np.prod(ref.shape)), np.float16, device=device,
@@ -120,6 +120,10 @@ def test_a_model_loads_the_same_bits_either_way(gpu_everywhere: gpucore.Device, 
     monkeypatch.setattr(device_cast, "ENABLED", False)
     on_host = load()
     assert sorted(casts) == sorted(shapes)
+    # the host's way reads ahead as before: arrays, not Bf16Tensors read when their turn comes
+    values = ComponentWeights("stack", {}, refs, dtype=np.dtype(np.float16)).read_ahead(
+        list(shapes), device=device)
+    assert all(isinstance(value, np.ndarray) for value in values)
     for key in shapes:
         np.testing.assert_array_equal(on_gpu[key], on_host[key], err_msg=key)
 
@@ -134,7 +138,7 @@ def test_swapped_halves_stay_with_the_host(gpu_everywhere: gpucore.Device, tmp_p
     file = _write_bf16(tmp_path / "m.safetensors", stored)
     refs = {key: TensorRef(file, key, file.shape(key)) for key in file.keys()}
     weights = SwappedHalvesWeights("c", {}, refs, swapped={"a"}, dtype=np.dtype(np.float16))
-    swapped, plain = weights.read_ahead(["a", "b"], on_device=True)
+    swapped, plain = weights.read_ahead(["a", "b"], device=gpu_everywhere)
     assert isinstance(swapped, np.ndarray) and isinstance(plain, device_cast.Bf16Tensor)
     want = bf16_to_f16(np.concatenate([stored["a"][3:], stored["a"][:3]]))
     np.testing.assert_array_equal(swapped.view(np.uint16), want.view(np.uint16))
