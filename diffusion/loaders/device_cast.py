@@ -17,7 +17,6 @@ what `read_as(key, float16)` gives (tests/diffusion/loaders/test_device_cast.py)
 
 from __future__ import annotations
 
-import weakref
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -37,7 +36,6 @@ __all__ = ["ENABLED", "Bf16Tensor", "bf16_to_f16_table"]
 # adapter (the tests, on CPU adapters)
 ENABLED: bool | None = None
 
-_tables: weakref.WeakKeyDictionary[Device, Buffer[Any]] = weakref.WeakKeyDictionary()
 _host_table: np.ndarray | None = None
 
 
@@ -55,11 +53,8 @@ def bf16_to_f16_table() -> np.ndarray:
 
 
 def _device_table(device: Device) -> Buffer[Any]:
-    table = _tables.get(device)
-    if table is None:
-        table = _tables[device] = Buffer.from_numpy(bf16_to_f16_table(), device=device,
-                                                    read_only=True, label="bf16 -> f16 table")
-    return table
+    return device.keep("bf16 -> f16 table", lambda: Buffer.from_numpy(
+        bf16_to_f16_table(), device=device, read_only=True, label="bf16 -> f16 table"))
 
 
 class Bf16Tensor:
