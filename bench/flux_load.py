@@ -8,10 +8,11 @@
 published, 34.0 GB at full size, tokenizers of the bundled vocabularies; `--layers D,S,T`
 keeps the widths with D double blocks, S single blocks and T T5 layers). `load` times
 `diffusion.load_pipeline(ROOT, dtype=float16)` in this process, `--repeat` times for each
-way the tree can convert bfloat16 (on the GPU and on the host threads where the tree has
-diffusion.loaders.device_cast, else the tree's only way) and each count of reading threads
-in `--threads`. The files are read once first (unless `--no-warm`: just written, they are
-there already), so every load finds them in the page cache, as bench.pictures' loads did.
+way the tree can convert bfloat16 in `--ways` (on the GPU, on the host threads, or the
+tree's own choice: "auto"; a tree without diffusion.loaders.device_cast has only its own)
+and each count of reading threads in `--threads`. The files are read once first (unless
+`--no-warm`: just written, they are there already), so every load finds them in the page
+cache, as bench.pictures' loads did.
 Each load ends with a synchronize (the GPU's work is part of the load), then the pipeline
 is freed. Seconds per phase (gpucore.Phases) come with each load: "read" the file reads
 (and host casts) on the main thread plus, where they run on threads, those threads'
@@ -46,33 +47,35 @@ def _warm(root: Path) -> float:
     return time.perf_counter() - start
 
 
-def _variants(threads: list[int]) -> dict[str, Any]:
-    """name -> a function setting the tree's bfloat16 conversion (on the GPU, on the host:
-    what this tree has) and its reading threads (each of `threads`; 0: the tree's own)."""
+def _variants(ways: list[str], threads: list[int]) -> dict[str, Any]:
+    """name -> a function setting the tree's bfloat16 conversion (each of `ways`: "gpu",
+    "host", or "auto", the tree's own choice; a tree without diffusion.loaders.device_cast
+    has only its own) and its reading threads (each of `threads`; 0: the tree's own)."""
     from diffusion.loaders import reading
 
     try:
         from diffusion.loaders import device_cast
     except ImportError:
         device_cast = None
+        ways = ["host"]
     own = reading.PIECE_THREADS, reading.AHEAD_THREADS
+    enabled = {"gpu": True, "host": False, "auto": None}
 
-    def setter(gpu: bool, count: int) -> Any:
+    def setter(way: str, count: int) -> Any:
         def choose() -> None:
             if device_cast is not None:
-                device_cast.ENABLED = gpu
+                device_cast.ENABLED = enabled[way]
             reading.PIECE_THREADS, reading.AHEAD_THREADS = (count, count) if count else own
             for pool in reading._pools.values():  # made again with the new counts
                 pool.shutdown()
             reading._pools.clear()
         return choose
 
-    ways = [True, False] if device_cast is not None else [False]
-    return {f"{'gpu' if gpu else 'host'}{f'-{count}' if count else ''}": setter(gpu, count)
-            for count in threads for gpu in ways}
+    return {f"{way}{f'-{count}' if count else ''}": setter(way, count)
+            for count in threads for way in ways}
 
 
-def load_times(root: Path, *, repeat: int, threads: list[int],
+def load_times(root: Path, *, repeat: int, ways: list[str], threads: list[int],
                save: Any = None) -> dict[str, Any]:
     """Each variant's loads of `root` (alternating): seconds and phases of each; `save(rows)`
     after each load (a run cut short keeps what it measured)."""
@@ -83,7 +86,7 @@ def load_times(root: Path, *, repeat: int, threads: list[int],
 
     device = gpucore.default_device()
     dtype = np.float16 if device.has_f16 else np.float32
-    variants = _variants(threads)
+    variants = _variants(ways, threads)
     rows: dict[str, list[dict[str, Any]]] = {name: [] for name in variants}
     for _ in range(repeat):
         for name, choose in variants.items():
@@ -142,6 +145,8 @@ def main(argv: list[str]) -> None:
     parser.add_argument("--quick", action="store_true", help="write the tiny configs")
     parser.add_argument("--label", default="tree")
     parser.add_argument("--repeat", type=int, default=2)
+    parser.add_argument("--ways", default="gpu,host", help="bfloat16 conversions to try: "
+                        "gpu, host, auto (the tree's own choice)")
     parser.add_argument("--threads", default="0", help="reading threads to try (0: the "
                         "tree's own), e.g. 0,16")
     parser.add_argument("--json", type=Path)
@@ -160,7 +165,7 @@ def main(argv: list[str]) -> None:
         result = {"label": args.label,
                   "warm_read_s": None if args.no_warm else round(_warm(args.root), 3)}
         if args.mode == "load":
-            result |= load_times(args.root, repeat=args.repeat,
+            result |= load_times(args.root, repeat=args.repeat, ways=args.ways.split(","),
                                  threads=[int(n) for n in args.threads.split(",")],
                                  save=lambda part: _save(args.json, {**result, **part}))
         else:

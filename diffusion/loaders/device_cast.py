@@ -89,7 +89,7 @@ class Bf16Tensor:
                              f"a Buffer[{buffer.dtype}] of {buffer.length}")
         device = buffer.device
         words = _words(self.nbytes)
-        scratch = Buffer(words, np.uint32, device=device, label="bf16 upload")
+        scratch: Buffer[Any] = Buffer(words, np.uint32, device=device, label="bf16 upload")
 
         def fill(into: np.ndarray, start: int) -> None:
             n = max(0, min(into.size, self.nbytes - start))

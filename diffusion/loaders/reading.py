@@ -21,6 +21,7 @@ from collections import deque
 from collections.abc import Callable, Generator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
+from typing import TypeVar
 
 import numpy as np
 
@@ -43,6 +44,7 @@ PIECE_THREADS = max(1, min(8, os.cpu_count() or 1))
 AHEAD_THREADS = max(1, min(8, os.cpu_count() or 1))
 AHEAD_BYTES = 96 << 20
 
+T = TypeVar("T")
 _pools: dict[str, ThreadPoolExecutor] = {}
 _pools_lock = threading.Lock()
 _scratch = threading.local()  # .buffer: this thread's piece buffer
@@ -152,19 +154,19 @@ def read_into(path: Path, offset: int, into: np.ndarray, *, what: str) -> None:
     _in_pieces(path, range(0, into.size, PIECE), piece, what)
 
 
-def read_ahead(read: Callable[[str], np.ndarray], keys: Sequence[str],
-               nbytes: Callable[[str], int]) -> Generator[np.ndarray, None, None]:
+def read_ahead(read: Callable[[str], T], keys: Sequence[str],
+               nbytes: Callable[[str], int]) -> Generator[T, None, None]:
     """`read(key)` for each of `keys`, in order, the next ones read on AHEAD_THREADS threads
     while the caller works on the current one (no more than AHEAD_BYTES of `nbytes(key)`
     read ahead). Time waiting for a result counts as phase "read wait". A failed read raises
     its error when its turn comes; what was read ahead is dropped when the caller stops."""
     pool = _pool("ahead", AHEAD_THREADS)
-    pending: deque[tuple[Future[np.ndarray], int]] = deque()
+    pending: deque[tuple[Future[T], int]] = deque()
     ahead = 0  # bytes of the pending reads
     upcoming = iter(keys)
     following = next(upcoming, None)
     try:
-        current: Future[np.ndarray] | None = None
+        current: Future[T] | None = None
         while current is not None or pending or following is not None:
             if current is None:
                 if not pending:  # nothing ahead: this one is read now

@@ -155,12 +155,14 @@ def test_a_fill_writes_its_bytes_where_they_land(dev: gpucore.Device, first_devi
     chunk by chunk (start, length), as an array's would; below SMALL_WRITE (first_device's
     own staging) through one host array."""
     data = random_array(np.random.default_rng(n), n, np.uint8, 0, 255)
-    for device in (dev, first_device):
-        calls: list[tuple[int, int]] = []
+    calls: list[tuple[int, int]] = []
 
-        def fill(into: np.ndarray, start: int) -> None:
-            calls.append((start, into.size))
-            into[:] = data[start:start + into.size]
+    def fill(into: np.ndarray, start: int) -> None:
+        calls.append((start, into.size))
+        into[:] = data[start:start + into.size]
+
+    for device in (dev, first_device):
+        calls.clear()
 
         buf = gpucore.Buffer(n // 4, np.uint32, device=device)
         device.write_bytes(buf.wgpu, 0, gpucore.Fill(n, fill))
