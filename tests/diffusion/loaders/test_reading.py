@@ -83,6 +83,11 @@ def test_a_file_cut_short_is_one_weights_error(tmp_path,
         handle.truncate(path.stat().st_size - 10_000)
     with pytest.raises(WeightsError, match=r"file ended inside tensor 'w'.*re-download"):
         file.read_as("w", np.dtype(np.float16))
+    located = file.locate("w")  # what a Bf16Tensor reads into the staging memory
+    assert located is not None
+    _, _, offset, size = located
+    with pytest.raises(WeightsError, match=r"file ended inside tensor 'w'.*re-download"):
+        reading.read_into(path, offset, np.empty(size, np.uint8), what="'w'")
 
 
 @pytest.mark.nodevice
