@@ -254,9 +254,12 @@ def write_sdxl_folder(root: Path, quick: bool, pool: _Pool) -> int:
     return total
 
 
-def write_flux_folder(root: Path, quick: bool, pool: _Pool, *, tokenizers: bool = False) -> int:
+def write_flux_folder(root: Path, quick: bool, pool: _Pool, *, tokenizers: bool = False,
+                      layers: tuple[int, int, int] | None = None) -> int:
     """A FLUX.1 dev diffusers folder (bfloat16), without tokenizer folders unless `tokenizers`
-    (then the bundled CLIP and T5 vocabularies'); returns its bytes."""
+    (then the bundled CLIP and T5 vocabularies'); returns its bytes. `layers`: (double
+    blocks, single blocks, T5 layers) in place of FLUX.1 dev's (19, 38, 24), the widths kept
+    (a smaller load of the same tensor shapes)."""
     import diffusers
     import transformers
 
@@ -267,14 +270,17 @@ def write_flux_folder(root: Path, quick: bool, pool: _Pool, *, tokenizers: bool 
     levels = len(vae["block_out_channels"])
     blocks = {"down_block_types": ("DownEncoderBlock2D",) * levels,
               "up_block_types": ("UpDecoderBlock2D",) * levels}
+    flux, t5 = (TINY_FLUX, TINY["t5"]) if quick else (FLUX_DEV, T5_XXL)
+    if layers is not None:
+        flux = {**flux, "num_layers": layers[0], "num_single_layers": layers[1]}
+        t5 = {**t5, "num_layers": layers[2]}
     total = _write_parts(root, {
-        "transformer": _meta(lambda: diffusers.FluxTransformer2DModel(
-            **(TINY_FLUX if quick else FLUX_DEV))),
+        "transformer": _meta(lambda: diffusers.FluxTransformer2DModel(**flux)),
         "vae": _meta(lambda: diffusers.AutoencoderKL(**vae, **blocks)),
         "text_encoder": _meta(lambda: transformers.CLIPTextModel(
             transformers.CLIPTextConfig(**(TINY["clip"] if quick else CLIP_L)))),
         "text_encoder_2": _meta(lambda: transformers.T5EncoderModel(
-            transformers.T5Config(**(TINY["t5"] if quick else T5_XXL)))),
+            transformers.T5Config(**t5))),
     }, "BF16", pool)
     if tokenizers:
         write_clip_tokenizer(root / "tokenizer")

@@ -48,6 +48,7 @@ from ._phases import Phases, phase, process_started
 from ._pool import MemoryStats
 from ._profile import Profile
 from ._shaders import register_shader_root, shader_path, shader_roots, shader_source
+from ._staging import Fill
 from ._stream import Event, Stream
 from ._teardown import release_dead as release_dead_devices
 from ._version import __version__ as __version__
@@ -66,6 +67,7 @@ __all__ = [
     "DeviceLostError",
     "Event",
     "FeatureError",
+    "Fill",
     "GpuError",
     "Kernel",
     "MemoryLimitError",

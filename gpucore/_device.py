@@ -28,7 +28,7 @@ from ._pipelines import Pending, PipelineCache, builds_later, resolved
 from ._pool import BufferPool, MemoryStats, exact_size, is_released, size_class
 from ._profile import Profile
 from ._residency import DROPPED_LIMIT, BufferLedger
-from ._staging import STAGING_LIMIT, Staging
+from ._staging import STAGING_LIMIT, HostBytes, Staging
 from ._stream import Event, Stream
 from ._teardown import hold, release_dead
 
@@ -383,7 +383,7 @@ class Device:
             self._waited()  # the read was submitted last: the work before it is done
             return data
 
-    def write_bytes(self, buffer: GPUBuffer, offset: int, data: np.ndarray | bytes) -> None:
+    def write_bytes(self, buffer: GPUBuffer, offset: int, data: HostBytes) -> None:
         """Write host bytes into `buffer`, ordered after everything recorded so far (on every
         stream). Inside a capture the bytes become a constant the replay writes again."""
         with self._lock:

@@ -33,6 +33,7 @@ from __future__ import annotations
 import itertools
 import os
 import threading
+from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Protocol
 
@@ -40,7 +41,7 @@ import numpy as np
 import wgpu
 from wgpu.classes import GPUBuffer, GPUDevice, GPUPromise, GPUQueue
 
-__all__ = ["CHUNK", "DEPTH", "SMALL_WRITE", "STAGING_LIMIT", "Staging"]
+__all__ = ["CHUNK", "DEPTH", "SMALL_WRITE", "STAGING_LIMIT", "Fill", "HostBytes", "Staging"]
 
 # 32 MiB chunks, 2 slots: 64 MiB of mapped memory each way per device. Each chunk pays a
 # submit, a map and its wait; on an H100 (2026-11-24, .f16lab-style probe of Staging alone,
@@ -108,15 +109,44 @@ def _first_touch(host: np.ndarray, starts: range) -> dict[int, Future[None]]:
             for i, (a, b) in enumerate(itertools.pairwise(bounds)) if i}
 
 
-def _fill(slot: GPUBuffer, src: np.ndarray) -> None:
-    """Copy `src` (1-D uint8) to the start of the WRITE-mapped `slot`. wgpu-native gives a
-    writable view of the mapping, filled on COPY_THREADS threads; elsewhere `write_mapped`
-    (one memcpy, holding the GIL)."""
+class Fill:
+    """Upload bytes made where they land: `fill(into, start)` writes bytes start:start +
+    len(into) of them into `into` (a writable 1-D uint8 array: the mapped staging slot), so a
+    file read goes straight into the staging memory, no host array between (the model
+    loaders' bfloat16 weights). `nbytes`: how many, a whole number of 4-byte words.
+    Device.write_bytes takes one wherever it takes an array."""
+
+    def __init__(self, nbytes: int, fill: Callable[[np.ndarray, int], None]) -> None:
+        self.nbytes = nbytes
+        self.fill = fill
+
+    def tobytes(self) -> bytes:
+        """All the bytes in one host array (a small write, a capture's constant)."""
+        out = np.empty(self.nbytes, np.uint8)
+        self.fill(out, 0)
+        return out.tobytes()
+
+
+HostBytes = np.ndarray | bytes | Fill  # what an upload takes
+
+
+def _fill(slot: GPUBuffer, src: np.ndarray | Fill, pos: int, n: int) -> None:
+    """Put bytes pos:pos + n of `src` (1-D uint8, or a Fill) at the start of the WRITE-mapped
+    `slot`. wgpu-native and Dawn give a writable view of the mapping: copied into on
+    COPY_THREADS threads, or filled there; elsewhere `write_mapped` (one memcpy, holding the
+    GIL)."""
     view = getattr(slot, "_experimental_get_mapped_range", None)
-    if view is None or src.size < 2 * _PIECE:
-        slot.write_mapped(src, 0)
-        return
-    _host_copy(np.frombuffer(view(0, _words(src.size)), np.uint8, count=src.size), src)
+    if isinstance(src, Fill):
+        if view is None:
+            part = np.empty(n, np.uint8)
+            src.fill(part, pos)
+            slot.write_mapped(part, 0)
+        else:
+            src.fill(np.frombuffer(view(0, _words(n)), np.uint8, count=n), pos)
+    elif view is None or n < 2 * _PIECE:
+        slot.write_mapped(src[pos:pos + n], 0)
+    else:
+        _host_copy(np.frombuffer(view(0, _words(n)), np.uint8, count=n), src[pos:pos + n])
 
 
 class _Handles(Protocol):
@@ -230,19 +260,24 @@ class Staging:
         return memoryview(dst)  # type: ignore[arg-type]
 
     # -- upload ---------------------------------------------------------------------------
-    def write(self, buffer: GPUBuffer, offset: int, data: np.ndarray | bytes) -> None:
-        """Copy the bytes of `data` (contiguous, any dtype; a whole number of 4-byte words)
-        into `buffer` at byte `offset` (a multiple of 4). Returns once the last chunk is
-        submitted; the GPU runs the copies in queue order, before any later work. Below
-        `small_write` bytes (SMALL_WRITE) this is wgpu's `queue.write_buffer`."""
-        src = (np.frombuffer(data, np.uint8) if isinstance(data, bytes)
-               else np.ascontiguousarray(data).reshape(-1).view(np.uint8))
-        size = src.size
+    def write(self, buffer: GPUBuffer, offset: int, data: HostBytes) -> None:
+        """Copy the bytes of `data` (contiguous, any dtype, or a Fill; a whole number of
+        4-byte words) into `buffer` at byte `offset` (a multiple of 4). Returns once the last
+        chunk is submitted; the GPU runs the copies in queue order, before any later work.
+        Below `small_write` bytes (SMALL_WRITE) this is wgpu's `queue.write_buffer`."""
+        src: np.ndarray | Fill
+        if isinstance(data, Fill):
+            src, size = data, data.nbytes
+        else:
+            src = (np.frombuffer(data, np.uint8) if isinstance(data, bytes)
+                   else np.ascontiguousarray(data).reshape(-1).view(np.uint8))
+            size = src.size
         if offset % 4 or size % 4 or offset < 0 or offset + size > buffer.size:
             raise ValueError(f"cannot write {size} bytes at offset {offset} of a {buffer.size}"
                              "-byte buffer (whole 4-byte words, within the buffer)")
         if size < self.small_write:
-            self._queue.write_buffer(buffer, offset, src)
+            self._queue.write_buffer(
+                buffer, offset, src.tobytes() if isinstance(src, Fill) else src)
             self.held += size  # wgpu's own staging copy, freed when a submit completes
             return
         with self._lock:
@@ -254,7 +289,7 @@ class Staging:
                     remap, self._remaps[k] = self._remaps[k], None
                     if remap is not None:
                         remap.sync_wait()  # the slot's previous copy has run
-                    _fill(slot, src[pos:pos + n])
+                    _fill(slot, src, pos, n)
                     slot.unmap()
                     self._copy(slot, 0, buffer, offset + pos, n)
                     self._remaps[k] = slot.map_async(wgpu.MapMode.WRITE, 0, self.chunk)

@@ -46,6 +46,7 @@ from ._adapters import AdapterInfo
 from ._bindings import ParamsArena
 from ._errors import GpuError
 from ._pipelines import resolved
+from ._staging import Fill, HostBytes
 
 __all__ = ["Event", "Stream", "StreamHost"]
 
@@ -221,14 +222,15 @@ class Stream:
         self.encoder_for_recording().clear_buffer(buffer, 0, size)
         self.pending += 1
 
-    def held_write(self, buffer: GPUBuffer, offset: int, data: np.ndarray | bytes) -> bool:
+    def held_write(self, buffer: GPUBuffer, offset: int, data: HostBytes) -> bool:
         """Hold a host write behind held dispatches, as a copy from a buffer of its own
         (False where nothing is held, or the write is large or odd: the caller then submits
         them first, as always)."""
         size = len(data) if isinstance(data, bytes) else data.nbytes
         if not self.held or size > HELD_WRITE_MAX or offset % 4 or size % 4 or not size:
             return False
-        raw = data if isinstance(data, bytes) else np.ascontiguousarray(data).tobytes()
+        raw = (data if isinstance(data, bytes) else data.tobytes() if isinstance(data, Fill)
+               else np.ascontiguousarray(data).tobytes())
         source = self.device.wgpu.create_buffer_with_data(data=raw,
                                                           usage=wgpu.BufferUsage.COPY_SRC)
         self.hold(("copy", source, 0, buffer, offset, size))

@@ -31,8 +31,10 @@ the same way (`TorchFile`) through a pickle reader that refuses every global out
 tensor-rebuilding allowlist, so nothing in them runs.
 
 Layout, in import order (a package imports only those above it):
-    errors, reading, weights   WeightsError; reading and casting on threads, reading ahead;
-                        TensorRef, ComponentWeights, PipelineWeights, ModelInfo
+    errors, reading, device_cast, weights   WeightsError; reading and casting on threads,
+                        reading ahead; bfloat16 read into the staging memory and made
+                        float16 on the GPU; TensorRef, ComponentWeights, PipelineWeights,
+                        ModelInfo
     formats/            files as stored: safetensors, float8, torch pickles, GGUF (read,
                         write, Q4_K), a diffusers folder's configs and weight files
     keymaps/            other layouts' names and configs -> ours: LDM / SGM, DiT (FLUX, SD3),

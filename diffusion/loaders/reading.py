@@ -21,6 +21,7 @@ from collections import deque
 from collections.abc import Callable, Generator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
+from typing import TypeVar
 
 import numpy as np
 
@@ -28,7 +29,8 @@ from gpucore import phase, work_while_waiting
 
 from .errors import WeightsError
 
-__all__ = ["AHEAD_BYTES", "AHEAD_THREADS", "PIECE", "PIECE_THREADS", "read_ahead", "read_cast"]
+__all__ = ["AHEAD_BYTES", "AHEAD_THREADS", "PIECE", "PIECE_THREADS", "read_ahead", "read_cast",
+           "read_into"]
 
 # Stored bytes a piece (the buffer each thread keeps); a tensor smaller than that is one piece
 # on the calling thread. The pieces of all tensors share PIECE_THREADS threads.
@@ -42,6 +44,7 @@ PIECE_THREADS = max(1, min(8, os.cpu_count() or 1))
 AHEAD_THREADS = max(1, min(8, os.cpu_count() or 1))
 AHEAD_BYTES = 96 << 20
 
+T = TypeVar("T")
 _pools: dict[str, ThreadPoolExecutor] = {}
 _pools_lock = threading.Lock()
 _scratch = threading.local()  # .buffer: this thread's piece buffer
@@ -78,38 +81,23 @@ def _read_at(path: Path, fd: int, offset: int, into: np.ndarray) -> int:
         return file.readinto(into.data) or 0
 
 
-def read_cast(path: Path, offset: int, stored: np.dtype, count: int, dtype: np.dtype, *,
-              widen: Callable[[np.ndarray], np.ndarray] | None = None, what: str
-              ) -> np.ndarray:
-    """`count` values of `stored` dtype at byte `offset` of `path`, as a new 1-D array of
-    `dtype` (`widen` first turns stored values into ones numpy casts, bfloat16's bits into
-    float32). Pieces of PIECE bytes on threads. numpy:
-    `np.fromfile(path, stored, count, offset=offset).astype(dtype)`. WeightsError naming
-    `what` when the file ends early or cannot be read."""
-    out = np.empty(count, dtype)
-    per = max(1, PIECE // stored.itemsize)
-    starts = range(0, count, per)
+def _in_pieces(path: Path, starts: range, piece: Callable[[int, int], None], what: str
+               ) -> None:
+    """`piece(fd, start)` for each of `starts` (`fd`: `path` open for reading where os.preadv
+    exists, else -1): the first on this thread, the others on PIECE_THREADS threads. OSError
+    becomes WeightsError naming `what`; every piece has stopped before the file is closed."""
     binary = getattr(os, "O_BINARY", 0)
     try:
         fd = os.open(path, os.O_RDONLY | binary) if hasattr(os, "preadv") else -1
     except OSError as error:
         raise WeightsError(f"{path}: cannot read tensor {what}: {error}") from error
-
-    def piece(start: int) -> None:
-        n = min(per, count - start)
-        raw = _buffer(n * stored.itemsize)
-        if _read_at(path, fd, offset + start * stored.itemsize, raw) != raw.size:
-            raise WeightsError(f"{path}: file ended inside tensor {what} (it changed or was "
-                               "truncated after opening); re-download or re-save it")
-        values = raw.view(stored)
-        np.copyto(out[start:start + n], values if widen is None else widen(values))
-
     others: list[Future[None]] = []
     try:
         if len(starts) > 1:
             pool = _pool("pieces", PIECE_THREADS)
-            others = [pool.submit(piece, start) for start in starts[1:]]
-        piece(0)
+            others = [pool.submit(piece, fd, start) for start in starts[1:]]
+        if starts:
+            piece(fd, starts[0])
         for done in others:
             done.result()
     except OSError as error:
@@ -122,22 +110,63 @@ def read_cast(path: Path, offset: int, stored: np.dtype, count: int, dtype: np.d
                 done.exception()
         if fd >= 0:
             os.close(fd)
+
+
+def _ended(path: Path, what: str) -> WeightsError:
+    return WeightsError(f"{path}: file ended inside tensor {what} (it changed or was "
+                        "truncated after opening); re-download or re-save it")
+
+
+def read_cast(path: Path, offset: int, stored: np.dtype, count: int, dtype: np.dtype, *,
+              widen: Callable[[np.ndarray], np.ndarray] | None = None, what: str
+              ) -> np.ndarray:
+    """`count` values of `stored` dtype at byte `offset` of `path`, as a new 1-D array of
+    `dtype` (`widen` first turns stored values into ones numpy casts, bfloat16's bits into
+    float32). Pieces of PIECE bytes on threads. numpy:
+    `np.fromfile(path, stored, count, offset=offset).astype(dtype)`. WeightsError naming
+    `what` when the file ends early or cannot be read."""
+    out = np.empty(count, dtype)
+    per = max(1, PIECE // stored.itemsize)
+
+    def piece(fd: int, start: int) -> None:
+        n = min(per, count - start)
+        raw = _buffer(n * stored.itemsize)
+        if _read_at(path, fd, offset + start * stored.itemsize, raw) != raw.size:
+            raise _ended(path, what)
+        values = raw.view(stored)
+        np.copyto(out[start:start + n], values if widen is None else widen(values))
+
+    _in_pieces(path, range(0, count, per), piece, what)
     return out
 
 
-def read_ahead(read: Callable[[str], np.ndarray], keys: Sequence[str],
-               nbytes: Callable[[str], int]) -> Generator[np.ndarray, None, None]:
+def read_into(path: Path, offset: int, into: np.ndarray, *, what: str) -> None:
+    """Fill `into` (a writable 1-D uint8 array: a mapped staging slot) with the bytes at
+    `offset` of `path`, pieces of PIECE bytes on threads, each read straight into its place
+    (no buffer between). numpy: `into[:] = np.fromfile(path, np.uint8, into.size,
+    offset=offset)`. WeightsError naming `what` when the file ends early or cannot be
+    read."""
+    def piece(fd: int, start: int) -> None:
+        part = into[start:start + PIECE]
+        if _read_at(path, fd, offset + start, part) != part.size:
+            raise _ended(path, what)
+
+    _in_pieces(path, range(0, into.size, PIECE), piece, what)
+
+
+def read_ahead(read: Callable[[str], T], keys: Sequence[str],
+               nbytes: Callable[[str], int]) -> Generator[T, None, None]:
     """`read(key)` for each of `keys`, in order, the next ones read on AHEAD_THREADS threads
     while the caller works on the current one (no more than AHEAD_BYTES of `nbytes(key)`
     read ahead). Time waiting for a result counts as phase "read wait". A failed read raises
     its error when its turn comes; what was read ahead is dropped when the caller stops."""
     pool = _pool("ahead", AHEAD_THREADS)
-    pending: deque[tuple[Future[np.ndarray], int]] = deque()
+    pending: deque[tuple[Future[T], int]] = deque()
     ahead = 0  # bytes of the pending reads
     upcoming = iter(keys)
     following = next(upcoming, None)
     try:
-        current: Future[np.ndarray] | None = None
+        current: Future[T] | None = None
         while current is not None or pending or following is not None:
             if current is None:
                 if not pending:  # nothing ahead: this one is read now

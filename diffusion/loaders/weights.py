@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import functools
 import itertools
 import math
 import os
@@ -15,13 +16,14 @@ from typing import Any, Literal, NamedTuple, Protocol, runtime_checkable
 
 import numpy as np
 
-from gpucore import phase
+from gpucore import Device, phase
 
+from .device_cast import Bf16Tensor
 from .errors import WeightsError
 from .reading import read_ahead
 
-__all__ = ["CastingTensorFile", "ComponentWeights", "ModelInfo", "PipelineWeights",
-           "TensorFile", "TensorRef", "convert", "resolve_dtype"]
+__all__ = ["CastingTensorFile", "ComponentWeights", "LocatingTensorFile", "ModelInfo",
+           "PipelineWeights", "TensorFile", "TensorRef", "convert", "resolve_dtype"]
 
 # Elements from which a conversion is split over threads (below, handing out the work costs
 # more than it saves).
@@ -84,6 +86,17 @@ class CastingTensorFile(TensorFile, Protocol):
 
     def read_as(self, key: str, dtype: np.dtype, *, rows: tuple[int, int] | None = None
                 ) -> np.ndarray | None: ...
+
+
+@runtime_checkable
+class LocatingTensorFile(TensorFile, Protocol):
+    """A TensorFile that says where a tensor's stored bytes are
+    (formats.safetensors.SafetensorsFile): `locate(key, rows=...)` is (stored dtype name,
+    shape, byte offset in the file, byte count), or None where those bytes alone are not the
+    values (a scaled float8 weight)."""
+
+    def locate(self, key: str, *, rows: tuple[int, int] | None = None
+               ) -> tuple[str, tuple[int, ...], int, int] | None: ...
 
 
 class TensorRef(NamedTuple):
@@ -173,16 +186,44 @@ class ComponentWeights(Mapping[str, np.ndarray]):
     def __iter__(self) -> Iterator[str]:
         return iter(self._refs)
 
-    def read_ahead(self, keys: Sequence[str]) -> Generator[np.ndarray, None, None]:
+    def read_ahead(self, keys: Sequence[str], *, device: Device | None = None
+                   ) -> Generator[np.ndarray | Bf16Tensor, None, None]:
         """`self[key]` for each of `keys` in order, the next ones read on threads while the
         caller uploads the current one (loaders.reading.read_ahead): what
-        `Module.load_state_dict` iterates when the mapping offers it. The same arrays."""
+        `Module.load_state_dict` iterates when the mapping offers it. The same arrays, but
+        where the values go to `device`'s buffers, a tensor `on_device(key, device)` takes
+        comes as that Bf16Tensor, read when it is written to its buffer and converted there
+        (np.asarray of it: the same array)."""
+        def value(key: str) -> np.ndarray | Bf16Tensor:
+            found = None if device is None else self.on_device(key, device)
+            return self[key] if found is None else found
+
         def nbytes(key: str) -> int:
             ref = self._refs[key]
             dtype = self.dtype_of(key)
+            if device is not None and self.on_device(key, device) is not None:
+                return 0  # read by its write_to, nothing ahead
             return math.prod(ref.shape) * (4 if dtype is None else dtype.itemsize)
 
-        return read_ahead(self.__getitem__, keys, nbytes)
+        return read_ahead(value, keys, nbytes)
+
+    def on_device(self, key: str, device: Device) -> Bf16Tensor | None:
+        """Tensor `key` as a Bf16Tensor (converted to float16 on the GPU as it is written to a
+        buffer of `device`) where it is stored as bfloat16 in a file that says where (a
+        safetensors file), read as float16, and the Bf16Tensor `writes` there; None
+        otherwise. A subclass whose `__getitem__` gives other values than the stored ones
+        (keymaps.dit_keys.SwappedHalvesWeights) says None for those."""
+        ref = self._refs[key]
+        if (self.dtype_of(key) != np.float16 or ref.transposed
+                or not isinstance(ref.file, LocatingTensorFile)):
+            return None
+        found = ref.file.locate(ref.key, rows=ref.rows)
+        if found is None or found[0] != "BF16":
+            return None
+        _, _, offset, size = found
+        value = Bf16Tensor(ref.file.path, offset, size, ref.shape,
+                           read=functools.partial(self.__getitem__, key), what=repr(ref.key))
+        return value if value.writes(np.dtype(np.float16), device) else None
 
     def __len__(self) -> int:
         return len(self._refs)

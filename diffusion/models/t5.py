@@ -9,13 +9,14 @@ for that reason, `_keep_in_fp32_modules`, and clamps the rest; here nothing need
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Generator, Iterator, Mapping, Sequence
 from typing import Any
 
 import numpy as np
 
 from gpucore import Device
 from gpustd import Tensor, asarray, elementwise_kernel, nn, permute
+from gpustd.nn.module import ReadsAhead
 
 from .layers import Place
 from .transformer_ops import RMSNorm, cast
@@ -256,3 +257,11 @@ class _Untied(Mapping[str, Any]):
         if key == _TIED:
             return False
         return isinstance(key, str) and self._key(key) in self.state
+
+    def read_ahead(self, keys: Sequence[str], *, device: Device | None = None
+                   ) -> Generator[Any, None, None]:
+        """The state's own read ahead where it has one (nn.ReadsAhead: the next tensors read
+        on threads while one uploads), under the aliased names; else one by one."""
+        if isinstance(self.state, ReadsAhead):
+            return self.state.read_ahead([self._key(key) for key in keys], device=device)
+        return (self[key] for key in keys)

@@ -18,8 +18,8 @@ from .._tensor import Tensor
 from ..gemm.accumulate import accumulating
 from .deferred import UnloadedBuffer, deferring
 
-__all__ = ["Module", "ModuleList", "Namespace", "ReadsAhead", "StateDictError", "parameter",
-           "unloaded"]
+__all__ = ["Module", "ModuleList", "Namespace", "ReadsAhead", "StateDictError", "Uploads",
+           "parameter", "unloaded"]
 
 M = TypeVar("M", bound="Module")
 
@@ -27,10 +27,24 @@ M = TypeVar("M", bound="Module")
 @runtime_checkable
 class ReadsAhead(Protocol):
     """A state mapping that reads tensors on threads ahead of their use:
-    `read_ahead(keys)` yields `state[key]` for each key in order (diffusion's
-    ComponentWeights)."""
+    `read_ahead(keys, device=...)` yields `state[key]` for each key in order (diffusion's
+    ComponentWeights); given the `device` whose buffers the values go to (None: host
+    memory), a value may instead be an `Uploads` that writes itself there."""
 
-    def read_ahead(self, keys: Sequence[str]) -> Generator[Any, None, None]: ...
+    def read_ahead(self, keys: Sequence[str], *, device: Device | None = None
+                   ) -> Generator[Any, None, None]: ...
+
+
+@runtime_checkable
+class Uploads(Protocol):
+    """A state value that puts itself into a parameter's GPU buffer, never whole in host
+    memory (diffusion's bfloat16 weights, converted on the GPU): `writes(dtype, device)`
+    says whether it can fill a Buffer of that dtype there, `write_to(buffer)` fills it (every
+    value, ordered as Buffer.write); where it cannot, `np.asarray(value)` is its values."""
+
+    def writes(self, dtype: np.dtype, device: Device) -> bool: ...
+
+    def write_to(self, buffer: Buffer[Any]) -> None: ...
 
 
 class StateDictError(ValueError):
@@ -152,13 +166,21 @@ class Module:
         present = [key for key in entries if key in state]
         # A mapping that reads ahead (the loaders' ComponentWeights) reads the next tensors
         # on threads while this one uploads; the same values, in the same order
-        values = (state.read_ahead(present) if isinstance(state, ReadsAhead)
-                  else (state[key] for key in present))
+        # the values' device (a module's parameters are on one), None for host memory
+        target_device = None if to_host or not present else entries[present[0]][2].device
+        values = (state.read_ahead(present, device=target_device)
+                  if isinstance(state, ReadsAhead) else (state[key] for key in present))
         with closing(values):  # a failed upload drops what was read ahead
             for key, value in zip(present, values, strict=True):
                 owner, attr, tensor = entries[key]
                 want = (target if target is not None and tensor.dtype.kind == "f"
                         else tensor.dtype)
+                if (not to_host and isinstance(value, Uploads)
+                        and value.writes(want, tensor.device)):
+                    with phase("upload"):
+                        _upload(owner, attr, tensor, want, value)
+                    del value
+                    continue
                 with phase("convert"):
                     data = np.ascontiguousarray(value, dtype=want)
                 with phase("upload"):
@@ -172,6 +194,19 @@ class Module:
                     elif data.size:
                         tensor.buffer.write(data)
                 del value, data  # not held while the next one is waited for
+
+
+def _upload(owner: Any, attr: str, tensor: Tensor, dtype: np.dtype, value: Uploads) -> None:
+    """`value` written into `tensor`'s buffer, or a new one of `dtype` (an unloaded
+    parameter's, or one loaded in another dtype: then a new Tensor there)."""
+    buffer = tensor.buffer
+    if dtype != tensor.dtype or isinstance(buffer, UnloadedBuffer):
+        buffer = Buffer(tensor.buffer.length, dtype, device=tensor.device, read_only=True)
+    value.write_to(buffer)
+    if dtype != tensor.dtype:
+        setattr(owner, attr, Tensor(buffer, tensor.shape))
+    else:
+        tensor.buffer = buffer
 
 
 class Namespace(Module):

@@ -146,3 +146,28 @@ def test_chunks_copied_on_threads(dev: gpucore.Device) -> None:
     ring.write(buf.wgpu, 0, data)
     np.testing.assert_array_equal(np.asarray(ring.read(buf.wgpu, 0, data.nbytes)).view(
         np.float32), data)
+
+
+@pytest.mark.parametrize("n", [4, CHUNK, 2 * CHUNK + 12, 5 * CHUNK + 4])  # bytes
+def test_a_fill_writes_its_bytes_where_they_land(dev: gpucore.Device, first_device,
+                                                   n: int) -> None:
+    """A gpucore.Fill uploads the bytes its callback puts into each chunk's mapped slot,
+    chunk by chunk (start, length), as an array's would; below SMALL_WRITE (first_device's
+    own staging) through one host array."""
+    data = random_array(np.random.default_rng(n), n, np.uint8, 0, 255)
+    calls: list[tuple[int, int]] = []
+
+    def fill(into: np.ndarray, start: int) -> None:
+        calls.append((start, into.size))
+        into[:] = data[start:start + into.size]
+
+    for device in (dev, first_device):
+        calls.clear()
+
+        buf = gpucore.Buffer(n // 4, np.uint32, device=device)
+        device.write_bytes(buf.wgpu, 0, gpucore.Fill(n, fill))
+        np.testing.assert_array_equal(buf.read().view(np.uint8), data)
+        if device is dev:
+            assert calls == [(s, min(CHUNK, n - s)) for s in range(0, n, CHUNK)]
+        else:
+            assert calls == [(0, n)]

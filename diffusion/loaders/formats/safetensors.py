@@ -153,6 +153,18 @@ class SafetensorsFile:
                          widen=widen, what=repr(key))
         return flat.reshape(shape)
 
+    def locate(self, key: str, *, rows: tuple[int, int] | None = None
+               ) -> tuple[str, tuple[int, ...], int, int] | None:
+        """(stored dtype name, shape, byte offset in the file, byte count) of tensor `key`
+        (or of rows `start:stop` of its first axis), for a reader that moves the stored
+        bytes itself (bfloat16 converted on the GPU, loaders.device_cast); None where the
+        bytes alone are not the values (a scaled float8 weight)."""
+        entry = self._entry(key)
+        if key in self._scales:
+            return None
+        shape, begin, end = self._span(key, entry, rows)
+        return entry.dtype, shape, self._data_start + begin, end - begin
+
     @staticmethod
     def _span(key: str, entry: _Entry, rows: tuple[int, int] | None
               ) -> tuple[tuple[int, ...], int, int]:

@@ -10,6 +10,9 @@ from typing import Any
 
 import numpy as np
 
+from gpucore import Device
+
+from ..device_cast import Bf16Tensor
 from ..errors import WeightsError
 from ..weights import ComponentWeights, TensorFile, TensorRef
 
@@ -60,6 +63,11 @@ class SwappedHalvesWeights(ComponentWeights):
         if dtype is not None and array.dtype.kind == "f":
             array = array.astype(dtype, copy=False)
         return array
+
+    def on_device(self, key: str, device: Device) -> Bf16Tensor | None:
+        """ComponentWeights.on_device, but a swapped tensor is read by __getitem__ (the stored
+        bytes are not its values in order)."""
+        return None if key in self.swapped else super().on_device(key, device)
 
 
 def prefix_of(file: TensorFile, marker: str) -> str:

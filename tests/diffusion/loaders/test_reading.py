@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 import gpucore
-from diffusion.loaders import SafetensorsFile, WeightsError, reading
+from diffusion.loaders import SafetensorsFile, WeightsError, device_cast, reading
 from diffusion.loaders.weights import ComponentWeights, TensorRef
 from gpustd import nn
 
@@ -83,6 +83,11 @@ def test_a_file_cut_short_is_one_weights_error(tmp_path,
         handle.truncate(path.stat().st_size - 10_000)
     with pytest.raises(WeightsError, match=r"file ended inside tensor 'w'.*re-download"):
         file.read_as("w", np.dtype(np.float16))
+    located = file.locate("w")  # what a Bf16Tensor reads into the staging memory
+    assert located is not None
+    _, _, offset, size = located
+    with pytest.raises(WeightsError, match=r"file ended inside tensor 'w'.*re-download"):
+        reading.read_into(path, offset, np.empty(size, np.uint8), what="'w'")
 
 
 @pytest.mark.nodevice
@@ -180,6 +185,7 @@ def test_a_component_without_dtype_reads_each_tensor_as_its_parameter(
     model = nn.Module()
     model.layers = nn.ModuleList([nn.Linear(widths[i], widths[i + 1], device=first_device,
                                             dtype=dtype) for i in range(2)])
+    monkeypatch.setattr(device_cast, "ENABLED", False)  # the host's way (test_device_cast)
     casts: list[tuple[str, np.dtype]] = []
     read_as = SafetensorsFile.read_as
     monkeypatch.setattr(SafetensorsFile, "read_as", lambda self, key, target, **kw: (
