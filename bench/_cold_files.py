@@ -206,6 +206,9 @@ def write_t5_tokenizer(folder: Path) -> None:
         "unk_token": "<unk>"}))
 
 
+_TIED_ALIASES = {"encoder.embed_tokens.weight"}
+
+
 def _write_parts(root: Path, parts: dict[str, Any], code: str, pool: _Pool) -> int:
     """Each meta network of `parts` as a diffusers folder's subfolder (its config and a
     safetensors file of dtype `code`); returns the bytes written."""
@@ -221,7 +224,11 @@ def _write_parts(root: Path, parts: dict[str, Any], code: str, pool: _Pool) -> i
         else:
             model.config.save_pretrained(folder)
             stem = "model"
-        state = {k: v for k, v in model.state_dict().items() if not k.endswith("position_ids")}
+        # a tied alias (T5's encoder.embed_tokens.weight of shared.weight) is left out: random
+        # bytes of its own would untie it, and transformers would embed with other weights
+        # than a loader reading shared.weight (real files hold the same values under both)
+        state = {k: v for k, v in model.state_dict().items()
+                 if not k.endswith("position_ids") and k not in _TIED_ALIASES}
         total += write_safetensors(folder / f"{stem}.safetensors", _described(state, code), pool)
     return total
 

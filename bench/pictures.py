@@ -21,6 +21,12 @@ read-back of the latents; diffusers from its warm-up picture's callback_on_step_
 CUDA synchronize, so that the timed pictures run without one); steps_share = step_s x steps /
 seconds. BENCH_MODELS=sdxl,flux picks the models (default both). `--quick`: the benches'
 tiny configs at 64x64, 2 steps, one timed picture (a smoke run on any adapter).
+
+BENCH_PICTURES_REFS=bf16,fp16,fp32 (FLUX): a parity check, untimed. From one float32 noise
+and diffusers' float32 prompt embeddings, diffusers' picture in each dtype named (fp32 always),
+ours, and ours from our own text encoders, one pipeline at a time; each against fp32's and
+fp16's in levels (0..255), its latents' relative difference from fp32's after each step and
+of the first step's increment. seconds: one picture's (ours: the first builds the kernels).
 """
 
 from __future__ import annotations
@@ -44,6 +50,10 @@ from . import _cold_files, _harness
 
 COLUMNS = ["model", "size", "steps", "ours_s", "diffusers_s", "vs_diffusers", "ours_step_s",
            "diffusers_step_s", "ours_steps_share", "diffusers_steps_share", "mean_abs_diff"]
+REF_COLUMNS = ["model", "size", "steps", "picture", "mean_vs_fp32", "max_vs_fp32",
+               "mean_vs_fp16", "max_vs_fp16", "latents_rel_vs_fp32", "first_step_rel_vs_fp32",
+               "picture_std", "seconds"]
+REFS = {"bf16": "bfloat16", "fp16": "float16", "fp32": "float32"}
 PROMPT = "a lighthouse on a cliff at dusk, waves below"
 NEGATIVE = "blurry, low quality"
 
@@ -122,7 +132,7 @@ def _diffusers(root: Path, setting: Setting, size: int, steps: int, repeat: int,
     def generate(timed_steps: bool = False) -> None:
         out = pipe(**call, generator=torch.Generator("cpu").manual_seed(42),
                    callback_on_step_end=on_step if timed_steps else None).images[0]
-        pictures[:] = [np.round(out * 255).astype(np.uint8)]  # waits for the GPU
+        pictures[:] = [_levels(out)]  # waits for the GPU
 
     runs = []
     saved = torch.backends.cudnn.benchmark
@@ -195,10 +205,133 @@ def _pictures(mine: np.ndarray, theirs: np.ndarray, compared: bool) -> dict[str,
     where both start from the same noise and schedule (`compared`: FLUX), their difference."""
     row: dict[str, Any] = {"ours_picture_std": float(mine.std()),
                            "diffusers_picture_std": float(theirs.std())}
-    if compared:
-        diff = np.abs(mine.astype(np.int16) - theirs.astype(np.int16))
-        row.update(mean_abs_diff=float(diff.mean()), max_abs_diff=int(diff.max()))
-    return row
+    return {**row, **_apart(mine, theirs, "_abs_diff")} if compared else row
+
+
+def _apart(picture: np.ndarray, reference: np.ndarray, suffix: str) -> dict[str, Any]:
+    """Two uint8 pictures' mean and max absolute difference, in levels (0..255)."""
+    diff = np.abs(picture.astype(np.int16) - reference.astype(np.int16))
+    return {f"mean{suffix}": float(diff.mean()), f"max{suffix}": int(diff.max())}
+
+
+def _refs() -> list[str]:
+    """BENCH_PICTURES_REFS' dtypes in the order of REFS, fp32 among them where any is named."""
+    wanted = [r for r in os.environ.get("BENCH_PICTURES_REFS", "").split(",") if r]
+    unknown = [r for r in wanted if r not in REFS]
+    if unknown:
+        raise ValueError(f"BENCH_PICTURES_REFS names {unknown}; use any of {', '.join(REFS)}")
+    return [r for r in REFS if r in wanted or (wanted and r == "fp32")]
+
+
+def _levels(picture: np.ndarray) -> np.ndarray:  # [0, 1] -> uint8 levels
+    return np.round(picture * 255).astype(np.uint8)
+
+
+def _rel(value: Any, reference: Any) -> float:
+    """|value - reference| / |reference| (L2, in float64)."""
+    value, reference = (np.asarray(v, np.float64) for v in (value, reference))
+    return float(np.linalg.norm(value - reference) / np.linalg.norm(reference))
+
+
+def _diffusers_given(root: Path, dtype: Any, text: tuple[Any, Any], noise: np.ndarray,
+                     size: int, steps: int, guidance: float, where: str
+                     ) -> tuple[np.ndarray, list[np.ndarray], float]:
+    """diffusers' FLUX picture in torch `dtype` from the prompt's embeddings `text` and the
+    packed noise, with its latents after every step (packed, float32) and its seconds."""
+    import diffusers
+    import torch
+
+    unloaded = dict.fromkeys(("text_encoder", "text_encoder_2", "tokenizer", "tokenizer_2"))
+    pipe = diffusers.FluxPipeline.from_pretrained(root, torch_dtype=dtype, **unloaded).to(where)
+    pipe.set_progress_bar_config(disable=True)
+    latents: list[np.ndarray] = []
+
+    def on_step(pipe: Any, index: int, timestep: Any, tensors: dict[str, Any]
+                ) -> dict[str, Any]:
+        latents.append(tensors["latents"].float().cpu().numpy())
+        return tensors
+
+    start = time.perf_counter()
+    out = pipe(prompt_embeds=text[0].to(where, dtype), pooled_prompt_embeds=text[1].to(
+        where, dtype), latents=torch.from_numpy(noise).to(where, dtype),
+        num_inference_steps=steps, height=size, width=size, guidance_scale=guidance,
+        output_type="np", callback_on_step_end=on_step).images[0]
+    return _levels(out), latents, time.perf_counter() - start
+
+
+def _ours_given(root: Path, device: gpucore.Device, text: tuple[Any, Any], noise: np.ndarray,
+                size: int, steps: int, guidance: float) -> dict[str, Any]:
+    """Our FLUX pictures from `noise` (1, 16, h, w) as _diffusers_given's: "ours" given
+    `text`, "ours_own_text"; "text": our T5 and CLIP outputs' relative difference from it."""
+    from diffusion.pipelines.flow.flux import FluxPipeline, pack_latents
+    from gpustd import Tensor, asarray
+
+    dtype = np.float16 if device.has_f16 else np.float32
+    pipe = FluxPipeline.from_pretrained(root, dtype=dtype, device=device)
+    states, pooled = (t.numpy() for t in text)
+    found: dict[str, Any] = {}
+
+    def given(own_states: Tensor, own_pooled: Tensor) -> tuple[Tensor, Tensor]:
+        found["text"] = (_rel(own_states.numpy(), states), _rel(own_pooled.numpy(), pooled))
+        return asarray(states, dtype=dtype, device=device), asarray(pooled, dtype=dtype,
+                                                                   device=device)
+
+    for name, prior in (("ours", given), ("ours_own_text", None)):
+        pipe.prompt_prior = prior
+        latents: list[np.ndarray] = []
+        start = time.perf_counter()
+        out = pipe(PROMPT, height=size, width=size, num_inference_steps=steps,
+                   guidance_scale=guidance, latents=noise, output_type="np",
+                   callback=lambda done, total, x, into=latents: into.append(pack_latents(x)))
+        found[name] = (_levels(out[0]), latents, time.perf_counter() - start)
+    return found
+
+
+def _flux_refs(root: Path, row: dict[str, Any], refs: list[str], setting: Setting,
+               steps: int, device: gpucore.Device, cuda: bool) -> list[dict[str, Any]]:
+    """BENCH_PICTURES_REFS' rows, one a picture, as the module doc says."""
+    import diffusers
+    import torch
+
+    from diffusion.pipelines.flow.flux import pack_latents
+
+    torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = False
+    where, size = ("cuda" if cuda else "cpu"), int(row["size"].split("x")[0])
+    encoders = diffusers.FluxPipeline.from_pretrained(root, transformer=None,
+                                                      torch_dtype=torch.float32).to(where)
+    with torch.no_grad():  # T5 states (1, 512, 4096), CLIP's pooled output (1, 768)
+        text = tuple(t.cpu() for t in encoders.encode_prompt(PROMPT, device=where)[:2])
+    side = size // encoders.vae_scale_factor
+    shape = (1, encoders.vae.config.latent_channels, side, side)
+    del encoders
+    _free(device, cuda)
+    noise = torch.randn(shape, generator=torch.Generator("cpu").manual_seed(42)).numpy()
+    made = {}
+    for ref in refs:
+        made[f"diffusers_{ref}"] = _diffusers_given(
+            root, getattr(torch, REFS[ref]), text, pack_latents(noise), size, steps,
+            float(setting.distilled_cfg_scale or 0), where)
+        _free(device, cuda)
+    ours = _ours_given(root, device, text, noise, size, steps, setting.distilled_cfg_scale or 0)
+    _free(device, cuda)
+    t5, clip = ours.pop("text")
+    made.update(ours)
+    latents32 = made["diffusers_fp32"][1]
+    rows = []
+    for name, (picture, latents, seconds) in made.items():
+        by_step = [_rel(a, b) for a, b in zip(latents, latents32)]
+        out = {**row, "picture": name, "picture_std": float(picture.std()), "seconds": seconds,
+               "latents_rel_vs_fp32": by_step[-1], "latents_rel_vs_fp32_by_step": by_step,
+               "first_step_rel_vs_fp32": _rel(latents[0] - pack_latents(noise),
+                                              latents32[0] - pack_latents(noise))}
+        for ref in ("fp32", "fp16"):
+            if f"diffusers_{ref}" in made:
+                out.update(_apart(picture, made[f"diffusers_{ref}"][0], f"_vs_{ref}"))
+        if name == "ours_own_text":
+            out.update(t5_rel_vs_fp32=t5, clip_pooled_rel_vs_fp32=clip)
+        rows.append(out)
+        print(json.dumps(out), flush=True)
+    return rows
 
 
 def _models() -> list[str]:
@@ -214,7 +347,10 @@ def _share(step_s: float | None, steps: int, seconds: float) -> float | None:
 
 
 def run(quick: bool = False) -> dict[str, Any]:
-    models = _models()
+    models, refs = _models(), _refs()
+    if refs and models != ["flux"]:
+        raise ValueError("BENCH_PICTURES_REFS compares FLUX's pictures only: set "
+                         "BENCH_MODELS=flux as well")
     device = gpucore.default_device()
     cuda = _harness.torch_cuda() is not None
     size, repeat = (64, 1) if quick else (1024, 3)
@@ -230,6 +366,9 @@ def run(quick: bool = False) -> dict[str, Any]:
                                    "write_s": time.perf_counter() - start,
                                    "folder_gb": written / 1e9}
             print(f"{name}: {written / 1e9:.1f} GB written in {row['write_s']:.1f} s", flush=True)
+            if refs:
+                rows += _flux_refs(root, row, refs, setting, steps, device, cuda)
+                continue
             theirs, timed = _diffusers(root, setting, size, steps, repeat, cuda)
             row.update(timed)
             _free(device, cuda)  # diffusers' pipeline went with its call: its memory too
@@ -244,20 +383,18 @@ def run(quick: bool = False) -> dict[str, Any]:
                                                 row["diffusers_s"]))
         rows.append(row)
         print(json.dumps(row), flush=True)  # a row at a time: a cut-off run keeps it
-    return {
-        "benchmark": "pictures",
-        "environment": _harness.environment(device),
-        "notes": "one picture at a time, random full-size weights written as a diffusers "
-                 "folder and loaded by both sides; SDXL base: 30 steps Euler, CFG 7 "
-                 "(diffusers fp16); FLUX.1 dev: 20 steps FlowMatchEuler (ours: the "
-                 "'diffusers' sampler), distilled guidance 3.5, CFG 1, 512 T5 tokens "
-                 "(diffusers bf16); seconds: wall time of a picture including text encoding "
-                 "and VAE decode, median of 3 after a warm-up (diffusers: the faster of "
-                 "cudnn.benchmark off and on, TF32 off); vs_diffusers = diffusers_s / ours_s "
-                 "(>1: we are faster); step_s: mean seconds between step callbacks (first "
-                 "step left out; diffusers' from its warm-up picture, synchronized); "
-                 "steps_share = step_s x steps / seconds; diffusers on torch "
-                 + ("CUDA" if cuda else "CPU (float32)"),
-        "columns": COLUMNS,
-        "rows": rows,
-    }
+    notes = ("FLUX.1 dev pictures from one float32 noise and diffusers' float32 prompt "
+             "embeddings (ours_own_text: from our text encoders); *_vs_fp32, *_vs_fp16: levels "
+             "(0..255) apart; latents_rel: relative L2 difference after the last step (_by_step: "
+             "each step), first_step_rel: of the first step's increment; TF32 off" if refs else
+             "random full-size weights in a diffusers folder loaded by both sides; SDXL base: "
+             "30 steps Euler, CFG 7 (diffusers fp16); FLUX.1 dev: 20 steps FlowMatchEuler (ours: "
+             "the 'diffusers' sampler), distilled guidance 3.5, 512 T5 tokens (diffusers bf16); "
+             "seconds: a picture with text encoding and VAE decode, median of 3 after a warm-up "
+             "(diffusers: the faster of cudnn.benchmark off and on, TF32 off); vs_diffusers = "
+             "diffusers_s / ours_s; step_s: mean seconds between step callbacks (the first left "
+             "out; diffusers' from its warm-up, synchronized); steps_share = step_s x steps / "
+             "seconds")
+    return {"benchmark": "pictures", "environment": _harness.environment(device),
+            "notes": notes + "; diffusers on torch " + ("CUDA" if cuda else "CPU"),
+            "columns": REF_COLUMNS if refs else COLUMNS, "rows": rows}
