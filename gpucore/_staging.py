@@ -22,9 +22,9 @@ copies another:
           (asynchronously: the map completes once the GPU has run that copy). The ring runs
           on across uploads: an upload returns with its last maps in flight, so the next one
           fills the other slot while the GPU copies this one's last chunk (a model load is
-          hundreds of tensors of one to four chunks; waiting for their maps at the end of
-          each kept the copies from overlapping the reads: 2.9-4.1 s of FLUX.1 dev's 5.7-6.7 s
-          on an H100 were that wait).
+          hundreds of tensors of one to four chunks). On FLUX.1 dev's load (H100, Dawn:
+          bench/NOTES.md) that saved 0.1-0.3 s of 5.1-6.0 s, near the noise: the rest of its
+          upload time is not the wait at the end of each upload.
           Maps in flight are waited for at the next use of their slot and before any
           read-back (`settle`; Device.synchronize reads its fence): a failed transfer
           destroys every slot, so none is left mapped or waited for by a later one. A map's
@@ -51,6 +51,8 @@ from typing import Protocol
 import numpy as np
 import wgpu
 from wgpu.classes import GPUBuffer, GPUDevice, GPUPromise, GPUQueue
+
+from ._phases import phase
 
 __all__ = ["CHUNK", "DEPTH", "SMALL_WRITE", "STAGING_LIMIT", "Fill", "HostBytes", "Staging"]
 
@@ -241,7 +243,8 @@ class Staging:
                 for k, remap in enumerate(self._remaps):
                     if remap is not None:
                         self._remaps[k] = None
-                        remap.sync_wait()
+                        with phase("copy wait"):
+                            remap.sync_wait()
             except BaseException:
                 self._reset()
                 raise
@@ -320,8 +323,9 @@ class Staging:
                     k, self._next = self._next, (self._next + 1) % self.depth
                     slot = self._write_slot(k)
                     remap, self._remaps[k] = self._remaps[k], None
-                    if remap is not None:
-                        remap.sync_wait()  # the slot's previous copy has run
+                    if remap is not None:  # wait until the slot's previous copy has run
+                        with phase("copy wait"):  # (gpucore.Phases: a load's split)
+                            remap.sync_wait()
                     _fill(slot, src, pos, n)
                     slot.unmap()
                     self._copy(slot, 0, buffer, offset + pos, n)
