@@ -47,30 +47,16 @@ def test_model_recommends_its_sampling_settings() -> None:
         f"{_model_dir()}/defaults.json must set steps, sampler and cfg_scale, got {defaults}")
 
 
-@pytest.mark.filterwarnings("ignore:You have passed 2 text prompts:FutureWarning")
-def test_parity_with_diffusers(device: gpucore.Device) -> None:
-    """~10-20 s per adapter: 4 DDIM steps with guidance, ours and diffusers' from the same
-    torch-CPU noise, through the model's own scheduler config.
-
-    Tolerance: the files hold float16 weights, which both sides widen exactly to float32 and
-    compute with in float32, so what differs is float32 summation order (GPU tiles vs torch
-    CPU). The final latents must agree to 1e-3 of their largest magnitude: on the stand-in
-    they differ by 4e-6, while computing our side in float16 instead moves them by 4e-3, so
-    the bound leaves ~200x room for a trained model's larger activations and still catches
-    float16 arithmetic. The decoded images then get test_sd_pipeline's check (mean |diff|
-    < 0.5 of 255 levels, max <= 4: one level where a value sits on a rounding boundary;
-    measured 0.0002 and 1).
-    """
+@pytest.fixture(scope="module")
+def diffusers_reference() -> tuple[np.ndarray, np.ndarray]:
+    """diffusers' 4 DDIM steps with guidance (its images and final latents) from torch-CPU
+    noise, through the model's own scheduler config: computed once for every adapter's parity
+    (the same inputs each time; ~4 s of CI's CPU an adapter)."""
     diffusers = pytest.importorskip("diffusers", reason="test-only reference (extra: reference)")
     import torch
-    from test_sd_pipeline import _assert_images_match, _reference
+    from test_sd_pipeline import _reference
 
-    folder = _model_dir()
-    ours = load_pipeline(folder, device=device)
-    latents: list[np.ndarray] = []
-    result = ours.txt2img(PROMPT, steps=4, sampler="DDIM", cfg_scale=5.0, seed=42, rng="torch",
-                          on_step=lambda done, total, x: latents.append(x))
-    reference = _reference("txt2img", folder).to(torch.float32)  # loads as the files' float16
+    reference = _reference("txt2img", _model_dir()).to(torch.float32)  # the files' float16
     # the model's own scheduler config: v-prediction, zero-terminal-SNR betas, trailing spacing
     reference.scheduler = diffusers.DDIMScheduler.from_config(reference.scheduler.config)
     theirs: list[torch.Tensor] = []
@@ -83,7 +69,31 @@ def test_parity_with_diffusers(device: gpucore.Device) -> None:
                          width=SIZE, output_type="np",
                          generator=torch.Generator("cpu").manual_seed(42),
                          callback_on_step_end=keep_latents).images
-    want = theirs[-1].double().numpy()
+    return expected, theirs[-1].double().numpy()
+
+
+@pytest.mark.filterwarnings("ignore:You have passed 2 text prompts:FutureWarning")
+def test_parity_with_diffusers(device: gpucore.Device,
+                               diffusers_reference: tuple[np.ndarray, np.ndarray]) -> None:
+    """~10-20 s per adapter: 4 DDIM steps with guidance, ours and diffusers' (the
+    `diffusers_reference` fixture's) from the same torch-CPU noise.
+
+    Tolerance: the files hold float16 weights, which both sides widen exactly to float32 and
+    compute with in float32, so what differs is float32 summation order (GPU tiles vs torch
+    CPU). The final latents must agree to 1e-3 of their largest magnitude: on the stand-in
+    they differ by 4e-6, while computing our side in float16 instead moves them by 4e-3, so
+    the bound leaves ~200x room for a trained model's larger activations and still catches
+    float16 arithmetic. The decoded images then get test_sd_pipeline's check (mean |diff|
+    < 0.5 of 255 levels, max <= 4: one level where a value sits on a rounding boundary;
+    measured 0.0002 and 1).
+    """
+    from test_sd_pipeline import _assert_images_match
+
+    ours = load_pipeline(_model_dir(), device=device)
+    latents: list[np.ndarray] = []
+    result = ours.txt2img(PROMPT, steps=4, sampler="DDIM", cfg_scale=5.0, seed=42, rng="torch",
+                          on_step=lambda done, total, x: latents.append(x))
+    expected, want = diffusers_reference
     error = np.abs(latents[-1] - want).max() / np.abs(want).max()
     assert error < 1e-3, f"final latents differ by {error:.2e} of their largest magnitude"
     _assert_images_match(result.images, expected)

@@ -38,7 +38,7 @@ if not gpucore.devices():
     pytest.skip("no GPU adapter present: install mesa-vulkan-drivers (see README)",
                 allow_module_level=True)
 
-SETTINGS = dict(prompt="a red circle", steps=2, width=64, height=64, seed=3, cfg_scale=5,
+SETTINGS = dict(prompt="a red circle", steps=1, width=64, height=64, seed=3, cfg_scale=5,
                 sampler_name="Euler a")
 UNIT = dict(ad_model="face_tiny.pt", ad_confidence=0.05, ad_mask_max_ratio=0.2,
             ad_mask_k_largest=1, ad_dilate_erode=4, ad_mask_blur=2, ad_denoising_strength=1.0,
@@ -154,7 +154,7 @@ def test_bad_units_are_refused(server: Any, args: list, message: str) -> None:
 
 def test_an_interrupted_pass_saves_nothing_partial(server: Any, plain: Any) -> None:
     """Interrupted while the unit inpaints (its own 150 steps, the most it may ask, after the
-    picture's 2: still running when the test sees its first step, however fast), the job
+    picture's 1: still running when the test sees its first step, however fast), the job
     answers and saves the picture as the first pass made it, without ADetailer's fields: no
     half-inpainted picture is kept."""
     url, _, root = server
