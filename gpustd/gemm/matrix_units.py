@@ -89,6 +89,20 @@ WIDE_K = 320
 WIDE_N = 2048
 
 
+# From this many rows on, a product whose N and K fill a tile takes the rule's tile with its
+# last row of workgroups part-filled (the checked kernel: `aligned` is False) rather than
+# falling to 64 x 64: Z-Image's joint sequence (4096 patches + a caption padded to 32) gave
+# every GEMM of its step 64 x 64 tiles (bench/NOTES.md, "Z-Image's GEMMs").
+RAGGED_M = 2048
+
+
+def _fills(tile: MatrixTile, m: int, n: int, k: int) -> bool:
+    """Whether the rule may take `tile` for this product: aligned, or only M ragged and at
+    least RAGGED_M (the part-filled last row of workgroups costs under bm / m)."""
+    return ((m % tile.bm == 0 or m >= RAGGED_M) and n % tile.bn == 0
+            and k % tile.bk == 0)
+
+
 def aligned(tile: MatrixTile, m: int, n: int, k: int) -> bool:
     """Whether an m x k by k x n product fills `tile`'s workgroups and K steps exactly (then
     its kernel checks no bound: matrix_codegen's `aligned`)."""
@@ -169,24 +183,24 @@ def choose_tile(m: int, n: int, batch: int, *, k: int = 0, storage: int = 48 * 1
     huge, wide, square = TILES["128x256"], TILES["128x128k16"], TILES["128x128"]
     sixteen = TILES["256x128"]
     waves = (m // 128) * (n // 128) * batch / MULTIPROCESSORS
-    if (k >= WIDE_K and n >= WIDE_N and waves >= 4 and aligned(sixteen, m, n, k)
+    if (k >= WIDE_K and n >= WIDE_N and waves >= 4 and _fills(sixteen, m, n, k)
             and sixteen.shared_bytes() <= storage and sixteen.threads <= invocations):
         return sixteen
-    if (k >= DEEP_K and aligned(huge, m, n, k) and huge.shared_bytes() <= storage
+    if (k >= DEEP_K and _fills(huge, m, n, k) and huge.shared_bytes() <= storage
             and (m // 128) * (n // 256) * batch >= 3 * MULTIPROCESSORS):
         return huge
-    if (k and aligned(wide, m, n, k) and waves >= 4 and k < LONG_K
+    if (k and _fills(wide, m, n, k) and waves >= 4 and k < LONG_K
             and wide.shared_bytes() <= storage):
         return wide
     narrow = TILES["128x160"]
     narrow_tiles = (m // 128) * (n // 160) * batch
-    if (k and aligned(narrow, m, n, k) and waves < 4 and narrow_tiles >= WAVE
+    if (k and _fills(narrow, m, n, k) and waves < 4 and narrow_tiles >= WAVE
             and narrow.shared_bytes() <= storage):
         return TILES["64x160"] if narrow_tiles < 1.5 * MULTIPROCESSORS and k >= 4096 else narrow
-    if k and aligned(square, m, n, k) and waves >= 2 and square.shared_bytes() <= storage:
+    if k and _fills(square, m, n, k) and waves >= 2 and square.shared_bytes() <= storage:
         return square
     big = TILES["64x128"]
-    if k and aligned(big, m, n, k) and (m // 64) * (n // 128) * batch >= 8 * MULTIPROCESSORS:
+    if k and _fills(big, m, n, k) and (m // 64) * (n // 128) * batch >= 8 * MULTIPROCESSORS:
         return big
     return TILES["64x64"]
 
