@@ -89,18 +89,15 @@ WIDE_K = 320
 WIDE_N = 2048
 
 
-# From this many rows on, a product whose N and K fill a tile takes the rule's tile with its
-# last row of workgroups part-filled (the checked kernel: `aligned` is False) rather than
-# falling to 64 x 64: Z-Image's joint sequence (4096 patches + a caption padded to 32) gave
-# every GEMM of its step 64 x 64 tiles (bench/NOTES.md, "Z-Image's GEMMs").
+# From this many rows on, M need not fill the rule's tile (its last row of workgroups runs
+# part-filled, checked): Z-Image's 4256-row GEMMs took 64 x 64 before, 1.7-1.8x slower than
+# 256 x 128 (H100, Dawn; bench/NOTES.md, "Z-Image's GEMMs").
 RAGGED_M = 2048
 
 
 def _fills(tile: MatrixTile, m: int, n: int, k: int) -> bool:
-    """Whether the rule may take `tile` for this product: aligned, or only M ragged and at
-    least RAGGED_M (the part-filled last row of workgroups costs under bm / m)."""
-    return ((m % tile.bm == 0 or m >= RAGGED_M) and n % tile.bn == 0
-            and k % tile.bk == 0)
+    """Whether the rule may take `tile`: aligned, or only M ragged and from RAGGED_M on."""
+    return (m % tile.bm == 0 or m >= RAGGED_M) and n % tile.bn == 0 and k % tile.bk == 0
 
 
 def aligned(tile: MatrixTile, m: int, n: int, k: int) -> bool:
@@ -122,10 +119,10 @@ def choose_tile(m: int, n: int, batch: int, *, k: int = 0, storage: int = 48 * 1
                 trans_b: bool = True) -> MatrixTile:
     """The rule's tile (the tuner may pick another: gpustd/gemm/matrix_tuning.py). Without
     Dawn's robustness (gpucore's default): 128 x 128 tiles of 8 subgroups (2 x 4 fragments,
-    prefetch) for products that fill them exactly (m, n multiples of 128, K of 32) in 2 or
-    more waves, with K steps of 16 from 4 waves on (below LONG_K); 64 x 128 where that alone
-    fills its tiles in 8 waves; otherwise 64 x 64 with K steps of 32. Below 2 waves of
-    128 x 128, 64 x 64 wins or ties on every SD 1.5 and SDXL UNet GEMM. The measurements
+    prefetch) for products that fill them exactly (m, n multiples of 128, K of 32; from RAGGED_M
+    rows on m need not) in 2 or more waves, with K steps of 16 from 4 waves on (below LONG_K); 64 x
+    128 where that alone fills its tiles in 8 waves; otherwise 64 x 64 with K steps of 32. Below 2
+    waves of 128 x 128, 64 x 64 wins or ties on every SD 1.5 and SDXL UNet GEMM. The measurements
     behind the rule, and the tilings that lost, are in bench/NOTES.md ("choose_tile's
     measurements").
 

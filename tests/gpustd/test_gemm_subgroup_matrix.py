@@ -291,6 +291,23 @@ def test_matches_float64_where_available(device: gpucore.Device, m: int, k: int,
     assert np.abs(c.numpy() - expected).max() / np.abs(expected).max() < 2e-3
 
 
+def test_ragged_m_on_a_big_tile_matches_float64_where_available(
+        device: gpucore.Device) -> None:
+    # RAGGED_M: 2080 rows (no multiple of 64) take the rule's big tile, its last row of
+    # workgroups part-filled: the checked kernel (Z-Image's 4256-row joint GEMMs)
+    m, k, n = 2080, 32, 4224
+    _skip_unless_available(device)
+    tile = sm.choose_tile(m, n, 1, k=k)
+    assert tile == sm.TILES["128x128k16"] and not sm.aligned(tile, m, n, k)
+    rng = np.random.default_rng(11)
+    a = rng.standard_normal((m, k)).astype(np.float16)
+    b = rng.standard_normal((n, k)).astype(np.float16)
+    got = linalg.matmul(Tensor.from_numpy(a, device=device), Tensor.from_numpy(b, device=device),
+                        trans_b=True).numpy()
+    expected = a.astype(np.float64) @ b.astype(np.float64).T
+    assert np.abs(got - expected).max() / np.abs(expected).max() < 2e-3
+
+
 @pytest.mark.parametrize("tile", [*VARIANTS[:3], sm.TILES["128x160"], sm.TILES["64x160"]],
                          ids=lambda t: t.name)
 def test_variants_match_float64_where_available(device: gpucore.Device,
