@@ -51,7 +51,8 @@ def _expected(a: np.ndarray, b: np.ndarray, torch: Any) -> np.ndarray:
     return (ta @ tb.T).cpu().numpy()
 
 
-def one_shape(device: gpucore.Device, m: int, n: int, k: int, torch: Any) -> list[dict]:
+def one_shape(device: gpucore.Device, m: int, n: int, k: int, torch: Any
+              ) -> list[dict[str, Any]]:
     rng = np.random.default_rng(0)
     a_host = rng.standard_normal((m, k)).astype(np.float16)
     b_host = (rng.standard_normal((n, k)) * 0.05).astype(np.float16)
@@ -61,7 +62,7 @@ def one_shape(device: gpucore.Device, m: int, n: int, k: int, torch: Any) -> lis
     b = Tensor.from_numpy(b_host, device=device)
     c = Tensor.empty((m, n), np.float16, device=device)
     rule = sm.choose_tile(m, n, 1, k=k)
-    rows = []
+    rows: list[dict[str, Any]] = []
     for name in TILES:
         tile = sm.TILES[name]
         record = _call(device, tile, a, b, c, m, n, k)
@@ -107,7 +108,7 @@ def main() -> None:
                          "(GPUCORE_RUNTIME=dawn) or with GPUCORE_EMULATE_MATRIX=1")
     cuda = _harness.torch_cuda()
     m = 300 if args.quick else args.m
-    rows = []
+    rows: list[dict[str, Any]] = []
     for n, k in QUICK_SHAPES if args.quick else SHAPES:
         rows += one_shape(device, m, n, k, cuda)
     print(f"{'m x n x k':<20} {'variant':<16} {'GPU ms':>8} {'TFLOP/s':>8} {'rel_err':>9}")
