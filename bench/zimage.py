@@ -28,6 +28,7 @@ import numpy as np
 
 import gpucore
 import gpustd
+from gpustd.gemm import matrix_units
 
 from . import _harness
 from .sdxl import _PeakMemory, _settled_use
@@ -155,8 +156,11 @@ def _torch_rows(model: str, ref: Any, x: dict[str, np.ndarray], cuda: Any, repea
 
 def _ours(model: str, config: dict[str, Any], weights: dict[str, np.ndarray],
           x: dict[str, np.ndarray], dtype: np.dtype, device: gpucore.Device, cuda: Any,
-          repeat: int) -> tuple[dict[str, Any], np.ndarray]:
-    """Ours loaded from `weights`, one call timed: (row, output)."""
+          repeat: int) -> list[tuple[dict[str, Any], np.ndarray]]:
+    """Ours loaded from `weights`, one call timed: [(row, output)]; with BENCH_RAGGED_M
+    (comma-separated row counts, e.g. "1000000000,2048") a row for each value of gpustd's
+    matrix_units.RAGGED_M too, in the same process on the same weights (1e9: the GEMM rule
+    before ragged M took the big tiles)."""
     from diffusion.models.llm import LLMTextModel
     from diffusion.models.z_image import ZImageTransformer2DModel
 
@@ -182,7 +186,65 @@ def _ours(model: str, config: dict[str, Any], weights: dict[str, np.ndarray],
     timing = _harness.ours_ms(fn, device, warmup=1, repeat=repeat)
     row = {"model": model, "impl": "ours", "dtype": dtype.name, **timing,
            "peak_gib": (step.peak_allocated - base) / GIB, "driver_step_peak_gib": driver.peak}
-    return row, got
+    if device.has_timestamps:
+        row["kernels"], row["gemms"] = kernel_profile(fn, device)
+    out = [(row, got)]
+    rule = matrix_units.RAGGED_M
+    try:
+        for value in [int(v) for v in os.environ.get("BENCH_RAGGED_M", "").split(",") if v]:
+            matrix_units.RAGGED_M = value
+            print(f"-- ours {model} with RAGGED_M={value}", flush=True)
+            other = np.asarray(fn().numpy(), np.float64)
+            extra = {"model": model, "impl": f"ours ragged_m={value}", "dtype": dtype.name,
+                     **_harness.ours_ms(fn, device, warmup=1, repeat=repeat),
+                     "vs_default_max_abs": float(np.abs(other - got).max())}
+            if device.has_timestamps:
+                extra["kernels"], extra["gemms"] = kernel_profile(fn, device)
+            out.append((extra, other))
+    finally:
+        matrix_units.RAGGED_M = rule
+    return out
+
+
+def kernel_profile(fn: Any, device: gpucore.Device
+                   ) -> tuple[dict[str, dict[str, float]], list[dict[str, Any]]]:
+    """Where one call's GPU time goes: {kernel label: {"calls", "ms"}}, and its GEMM
+    dispatches grouped by (label, m, n, k, workgroups) -- the first three u32 of a GEMM's
+    params are m, n, k; its grid says the tile (n / x by m / y) -- with their calls and ms,
+    slowest first. Printed as tables."""
+    shapes: list[tuple[str, tuple[int, ...]]] = []
+    record = device.record_dispatch
+
+    def noted(pipeline: Any, layout: Any, buffers: Any, params: Any, workgroups: Any,
+              label: str) -> None:
+        gemm = "gemm" in label and params is not None and len(params) >= 12
+        shapes.append((label, (*np.frombuffer(params[:12], np.uint32).tolist(),
+                               *workgroups) if gemm else ()))
+        record(pipeline, layout, buffers, params, workgroups, label)
+
+    device.record_dispatch = noted  # type: ignore[method-assign]
+    try:
+        with device.profile() as prof:
+            fn()
+    finally:
+        del device.record_dispatch
+    kernels = {k: {"calls": n, "ms": ns / 1e6} for k, (n, ns) in prof.summary().items()}
+    groups: dict[tuple[Any, ...], list[float]] = {}
+    if len(shapes) == len(prof.records):  # one timestamp pair a dispatch, in order
+        for (label, shape), (_, ns) in zip(shapes, prof.records, strict=True):
+            if shape:
+                groups.setdefault((label, *shape), []).append(ns / 1e6)
+    gemms = sorted(({"kernel": key[0], "m": key[1], "n": key[2], "k": key[3],
+                     "workgroups": list(key[4:]), "calls": len(ms), "ms": sum(ms),
+                     "tflops": 2 * key[1] * key[2] * key[3] * key[6] * len(ms)
+                     / (sum(ms) * 1e9)} for key, ms in groups.items()),
+                   key=lambda g: -g["ms"])
+    print("\n".join(prof.table().splitlines()[:16]))
+    for g in gemms[:16]:
+        print(f"{g['kernel']:<44} m{g['m']:>6} n{g['n']:>6} k{g['k']:>6} "
+              f"grid {g['workgroups']} x{g['calls']:>3} {g['ms']:8.2f} ms "
+              f"{g['tflops']:6.1f} TFLOP/s", flush=True)
+    return kernels, gemms
 
 
 def _one_model(model: str, quick: bool, device: gpucore.Device, cuda: Any
@@ -203,17 +265,18 @@ def _one_model(model: str, quick: bool, device: gpucore.Device, cuda: Any
     gc.collect()
     if cuda:
         torch.cuda.empty_cache()
-    row, got = _ours(model, config, weights, x, dtype, device, cuda, repeat)
+    ours = _ours(model, config, weights, x, dtype, device, cuda, repeat)
     del weights
     gc.collect()
     device.empty_pool()
     main = expected.get("float16" if cuda else "float32")
-    row["rel_err"] = float(np.abs(got - main).max() / np.abs(main).max())
-    for other in rows:
-        if "wall_ms" in other:
-            row["vs_bf16" if other["dtype"] == "bfloat16" else "vs_fp16"] = (
-                other["wall_ms"] / row["wall_ms"])
-    return [*rows, row]
+    for row, got in ours:
+        row["rel_err"] = float(np.abs(got - main).max() / np.abs(main).max())
+        for other in rows:
+            if "wall_ms" in other:
+                row["vs_bf16" if other["dtype"] == "bfloat16" else "vs_fp16"] = (
+                    other["wall_ms"] / row["wall_ms"])
+    return [*rows, *(row for row, _ in ours)]
 
 
 def run(quick: bool = False) -> dict[str, Any]:

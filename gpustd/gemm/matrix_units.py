@@ -89,6 +89,17 @@ WIDE_K = 320
 WIDE_N = 2048
 
 
+# From this many rows on, M need not fill the rule's tile (its last row of workgroups runs
+# part-filled, checked): Z-Image's 4256-row GEMMs took 64 x 64 before, 1.7-1.8x slower than
+# 256 x 128 (H100, Dawn; bench/NOTES.md, "Z-Image's GEMMs").
+RAGGED_M = 2048
+
+
+def _fills(tile: MatrixTile, m: int, n: int, k: int) -> bool:
+    """Whether the rule may take `tile`: aligned, or only M ragged and from RAGGED_M on."""
+    return (m % tile.bm == 0 or m >= RAGGED_M) and n % tile.bn == 0 and k % tile.bk == 0
+
+
 def aligned(tile: MatrixTile, m: int, n: int, k: int) -> bool:
     """Whether an m x k by k x n product fills `tile`'s workgroups and K steps exactly (then
     its kernel checks no bound: matrix_codegen's `aligned`)."""
@@ -108,10 +119,10 @@ def choose_tile(m: int, n: int, batch: int, *, k: int = 0, storage: int = 48 * 1
                 trans_b: bool = True) -> MatrixTile:
     """The rule's tile (the tuner may pick another: gpustd/gemm/matrix_tuning.py). Without
     Dawn's robustness (gpucore's default): 128 x 128 tiles of 8 subgroups (2 x 4 fragments,
-    prefetch) for products that fill them exactly (m, n multiples of 128, K of 32) in 2 or
-    more waves, with K steps of 16 from 4 waves on (below LONG_K); 64 x 128 where that alone
-    fills its tiles in 8 waves; otherwise 64 x 64 with K steps of 32. Below 2 waves of
-    128 x 128, 64 x 64 wins or ties on every SD 1.5 and SDXL UNet GEMM. The measurements
+    prefetch) for products that fill them exactly (m, n multiples of 128, K of 32; from RAGGED_M
+    rows on m need not) in 2 or more waves, with K steps of 16 from 4 waves on (below LONG_K); 64 x
+    128 where that alone fills its tiles in 8 waves; otherwise 64 x 64 with K steps of 32. Below 2
+    waves of 128 x 128, 64 x 64 wins or ties on every SD 1.5 and SDXL UNet GEMM. The measurements
     behind the rule, and the tilings that lost, are in bench/NOTES.md ("choose_tile's
     measurements").
 
@@ -169,24 +180,24 @@ def choose_tile(m: int, n: int, batch: int, *, k: int = 0, storage: int = 48 * 1
     huge, wide, square = TILES["128x256"], TILES["128x128k16"], TILES["128x128"]
     sixteen = TILES["256x128"]
     waves = (m // 128) * (n // 128) * batch / MULTIPROCESSORS
-    if (k >= WIDE_K and n >= WIDE_N and waves >= 4 and aligned(sixteen, m, n, k)
+    if (k >= WIDE_K and n >= WIDE_N and waves >= 4 and _fills(sixteen, m, n, k)
             and sixteen.shared_bytes() <= storage and sixteen.threads <= invocations):
         return sixteen
-    if (k >= DEEP_K and aligned(huge, m, n, k) and huge.shared_bytes() <= storage
+    if (k >= DEEP_K and _fills(huge, m, n, k) and huge.shared_bytes() <= storage
             and (m // 128) * (n // 256) * batch >= 3 * MULTIPROCESSORS):
         return huge
-    if (k and aligned(wide, m, n, k) and waves >= 4 and k < LONG_K
+    if (k and _fills(wide, m, n, k) and waves >= 4 and k < LONG_K
             and wide.shared_bytes() <= storage):
         return wide
     narrow = TILES["128x160"]
     narrow_tiles = (m // 128) * (n // 160) * batch
-    if (k and aligned(narrow, m, n, k) and waves < 4 and narrow_tiles >= WAVE
+    if (k and _fills(narrow, m, n, k) and waves < 4 and narrow_tiles >= WAVE
             and narrow.shared_bytes() <= storage):
         return TILES["64x160"] if narrow_tiles < 1.5 * MULTIPROCESSORS and k >= 4096 else narrow
-    if k and aligned(square, m, n, k) and waves >= 2 and square.shared_bytes() <= storage:
+    if k and _fills(square, m, n, k) and waves >= 2 and square.shared_bytes() <= storage:
         return square
     big = TILES["64x128"]
-    if k and aligned(big, m, n, k) and (m // 64) * (n // 128) * batch >= 8 * MULTIPROCESSORS:
+    if k and _fills(big, m, n, k) and (m // 64) * (n // 128) * batch >= 8 * MULTIPROCESSORS:
         return big
     return TILES["64x64"]
 

@@ -106,7 +106,12 @@ def test_tile_choice() -> None:
     assert sm.choose_tile(2048, 4096, 1, k=4096) == sm.TILES["128x128"]  # 1.9 waves of 128x256
     assert sm.choose_tile(4608, 3072, 1, k=15360, invocations=256) == sm.TILES["128x256"]
     assert sm.choose_tile(2304, 3072, 1, k=15360) == sm.TILES["128x128"]  # long K
-    assert sm.choose_tile(4160, 4096, 1, k=4096) == sm.TILES["64x128"]  # m: 65 tiles of 64
+    # M ragged from RAGGED_M rows on: the big tiles, the last row of workgroups part-filled
+    assert sm.choose_tile(4160, 4096, 1, k=4096) == sm.TILES["256x128"]
+    assert sm.choose_tile(4256, 10240, 1, k=3840) == sm.TILES["256x128"]  # Z-Image's joint
+    assert sm.choose_tile(4256, 3840, 3, k=3840) == sm.TILES["256x128"]  # its q, k, v
+    assert not sm.aligned(sm.TILES["256x128"], 4256, 3840, 3840)  # run checked
+    assert sm.choose_tile(2016, 4096, 1, k=4096) == sm.TILES["64x64"]  # under RAGGED_M
     assert sm.choose_tile(512, 10240, 1, k=1280) == sm.TILES["128x160"]  # 2 to 4 waves
     assert sm.choose_tile(512, 10240 + 128, 1, k=1280) == sm.TILES["128x128"]  # not 160s
     assert sm.choose_tile(2048, 1280, 1, k=1280) == sm.TILES["128x160"]  # 128 tiles of 160
@@ -116,7 +121,8 @@ def test_tile_choice() -> None:
     assert sm.choose_tile(2048, 640, 1, k=640) == sm.TILES["64x64"]  # 64 tiles of 160
     assert sm.choose_tile(512, 1280, 1, k=5120) == sm.TILES["64x64"]  # 32 tiles of 160
     assert sm.choose_tile(4096, 4096, 1, k=4008) == sm.TILES["64x64"]  # K steps ragged
-    assert sm.choose_tile(4000, 4096, 1, k=4096) == sm.TILES["64x64"]
+    assert sm.choose_tile(4000, 4096, 1, k=4096) == sm.TILES["256x128"]
+    assert sm.choose_tile(4096, 4000, 1, k=4096) == sm.TILES["64x64"]  # N ragged
     assert sm.choose_tile(4096, 4096, 1) == sm.TILES["64x64"]
     assert sm.choose_tile(4096, 1280, 1) == sm.TILES["64x64"]
     assert sm.choose_tile(4096, 640, 1) == sm.TILES["64x64"]
@@ -283,6 +289,23 @@ def test_matches_float64_where_available(device: gpucore.Device, m: int, k: int,
                 -1.5, c, trans_a=trans_a, trans_b=trans_b)
     expected = 0.5 * a64 @ b64 - 1.5 * c0
     assert np.abs(c.numpy() - expected).max() / np.abs(expected).max() < 2e-3
+
+
+def test_ragged_m_on_a_big_tile_matches_float64_where_available(
+        device: gpucore.Device) -> None:
+    # RAGGED_M: 2080 rows (no multiple of 64) take the rule's big tile, its last row of
+    # workgroups part-filled: the checked kernel (Z-Image's 4256-row joint GEMMs)
+    m, k, n = 2080, 32, 4224
+    _skip_unless_available(device)
+    tile = sm.choose_tile(m, n, 1, k=k)
+    assert tile == sm.TILES["128x128k16"] and not sm.aligned(tile, m, n, k)
+    rng = np.random.default_rng(11)
+    a = rng.standard_normal((m, k)).astype(np.float16)
+    b = rng.standard_normal((n, k)).astype(np.float16)
+    got = linalg.matmul(Tensor.from_numpy(a, device=device), Tensor.from_numpy(b, device=device),
+                        trans_b=True).numpy()
+    expected = a.astype(np.float64) @ b.astype(np.float64).T
+    assert np.abs(got - expected).max() / np.abs(expected).max() < 2e-3
 
 
 @pytest.mark.parametrize("tile", [*VARIANTS[:3], sm.TILES["128x160"], sm.TILES["64x160"]],
