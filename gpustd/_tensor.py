@@ -14,6 +14,8 @@ __all__ = ["Tensor", "asarray", "empty", "zeros"]
 
 
 def _normalize_shape(shape: Any) -> tuple[int, ...]:
+    if type(shape) is tuple and all(type(s) is int and s >= 0 for s in shape):
+        return shape  # already one (every op's result shape): the common case, kept cheap
     if isinstance(shape, (int, np.integer)):
         shape = (int(shape),)
     shape = tuple(int(s) for s in shape)
@@ -61,7 +63,12 @@ class Tensor:
     @classmethod
     def empty(cls, shape: Any, dtype: Any = np.float32, *, device: Device | None = None) -> Tensor:
         shape = _normalize_shape(shape)
-        return cls(Buffer(math.prod(shape), dtype, device=device), shape)
+        buffer: Buffer[Any] = Buffer(math.prod(shape), dtype, device=device)
+        if cls is not Tensor:
+            return cls(buffer, shape)
+        tensor = object.__new__(cls)  # the buffer has the shape's length: nothing to check
+        tensor.buffer, tensor.shape = buffer, shape
+        return tensor
 
     @classmethod
     def zeros(cls, shape: Any, dtype: Any = np.float32, *, device: Device | None = None) -> Tensor:
