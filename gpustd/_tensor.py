@@ -14,12 +14,10 @@ __all__ = ["Tensor", "asarray", "empty", "zeros"]
 
 
 def _normalize_shape(shape: Any) -> tuple[int, ...]:
-    if type(shape) is tuple and all(type(s) is int and s >= 0 for s in shape):
-        return shape  # already one (every op's result shape): the common case, kept cheap
     if isinstance(shape, (int, np.integer)):
         shape = (int(shape),)
-    shape = tuple(int(s) for s in shape)
-    if any(s < 0 for s in shape):
+    shape = tuple(map(int, shape))  # every op's result passes here: no Python-level loop
+    if shape and min(shape) < 0:
         raise ValueError(f"negative dimension in shape {shape}")
     return shape
 
