@@ -114,7 +114,7 @@ def gemm_tile(device: Device, m: int, n: int, k: int, batch: int, trans_a: bool,
     # limits only: worked out once per shape (an eager model asks for every GEMM of every
     # step, and fitting the candidates took more host time than recording the dispatch).
     key = (m, n, k, batch, trans_a, trans_b, accumulate)
-    known = device.keep(_DECIDED, dict)
+    known: dict[tuple, tuple[str, tuple[str, ...], str]] = device.keep(_DECIDED, dict)
     fixed = known.get(key)
     if fixed is None:
         fixed = known[key] = (
