@@ -137,12 +137,15 @@ def _model_row(name: str, device: gpucore.Device, dtype: np.dtype, repeat: int,
 
 def run(quick: bool = False) -> dict[str, Any]:
     device = gpucore.default_device()
-    clock = _SubmitClock(device.queue)
-    device.queue = clock  # type: ignore[assignment]
     dtype = np.dtype(np.float16 if device.has_f16 else np.float32)
     calls = int(os.environ.get("BENCH_HOST_OPS_CALLS", 50 if quick else 200))
-    rows = _op_rows(device, dtype, calls)
-    rows += [_model_row(name, device, dtype, 5 if quick else 15, clock) for name in MODELS]
+    queue = device.queue
+    clock = device.queue = _SubmitClock(queue)  # type: ignore[assignment]
+    try:
+        rows = _op_rows(device, dtype, calls)
+        rows += [_model_row(name, device, dtype, 5 if quick else 15, clock) for name in MODELS]
+    finally:
+        device.queue = queue
     return {
         "benchmark": "host_ops",
         "environment": {**_harness.environment(device),
