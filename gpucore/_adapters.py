@@ -4,6 +4,7 @@ choosing one."""
 from __future__ import annotations
 
 import dataclasses
+import functools
 import os
 import sys
 from dataclasses import dataclass, field
@@ -58,10 +59,16 @@ class AdapterInfo:
     def matrix_config(self, component: str, result: str, m: int = 16, n: int = 16,
                       k: int = 16) -> MatrixConfig | None:
         """The subgroup-matrix config of these types and shape, or None."""
+        return self._configs.get((component, result, m, n, k))
+
+    @functools.cached_property
+    def _configs(self) -> dict[tuple[str, str, int, int, int], MatrixConfig]:
+        """matrix_configs by (component, result, m, n, k), the first of each (every GEMM
+        asks)."""
+        found: dict[tuple[str, str, int, int, int], MatrixConfig] = {}
         for c in self.matrix_configs:
-            if (c.component, c.result, c.m, c.n, c.k) == (component, result, m, n, k):
-                return c
-        return None
+            found.setdefault((c.component, c.result, c.m, c.n, c.k), c)
+        return found
 
     def with_emulated_matrices(self) -> AdapterInfo:
         """This wgpu-native adapter reporting emulated subgroup-matrix configs: a Device opened

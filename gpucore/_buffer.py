@@ -52,21 +52,21 @@ class Buffer(Generic[T]):
     ) -> None:
         if int(length) != length or length < 0:
             raise ValueError(f"buffer length must be a non-negative integer, got {length!r}")
-        self.device = device or default_device()
+        self.device = device = device or default_device()
         self.dtype: np.dtype = as_dtype(dtype)
-        if self.dtype == np.float16 and not self.device.has_f16:
-            raise FeatureError("shader-f16", "a float16 buffer", self.device.info.label)
+        # Fixed for the buffer's life, and read by every dispatch: plain attributes.
+        self.wgsl_type = wgsl_scalar(self.dtype)
+        if self.wgsl_type == "f16" and not device.has_f16:
+            raise FeatureError("shader-f16", "a float16 buffer", device.info.label)
         self.length = int(length)
         self.nbytes = self.length * self.dtype.itemsize
-        # Fixed for the buffer's life, and read by every dispatch: plain attributes.
-        self.size = _padded(self.nbytes)  # bytes bound: nbytes padded to a multiple of 4
-        self.wgsl_type = wgsl_scalar(self.dtype)
+        self.size = size = _padded(self.nbytes)  # bytes bound: nbytes padded to a multiple of 4
         self.read_only = read_only
         self.id = next(_ids)
-        self.device.check_limit("max-buffer-size", _padded(self.nbytes), "this buffer")
+        device.check_limit("max-buffer-size", size, "this buffer")
         # read-only data (weights, constants) is kept, not reused: no size-class slack
-        self.wgpu, self._size_class = self.device.allocate(
-            _padded(self.nbytes), _USAGE, label or f"buffer{self.id}", exact=read_only
+        self.wgpu, self._size_class = device.allocate(
+            size, _USAGE, label or f"buffer{self.id}", exact=read_only
         )
 
     def __del__(self) -> None:

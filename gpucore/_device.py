@@ -230,14 +230,14 @@ class Device:
             if self.capturing is not None:
                 self.capturing.add_dispatch(pipeline, layout, buffers, params, workgroups, label)
             stream = self.current_stream
-            entries = list(buffers)
+            entries = tuple(buffers)
             offsets: list[int] = []
             if params is not None:
                 if stream.params.full:
                     self._flush_stream(stream)
                 offsets.append(stream.params.add(params))
-                entries.append((stream.params.buffer, 0, len(params)))
-            group = self.bind_groups.get(layout, tuple(entries))
+                entries += ((stream.params.buffer, 0, len(params)),)
+            group = self.bind_groups.get(layout, entries)
             self.encode_dispatch(stream, pipeline, group, offsets, workgroups, label)
 
     def encode_dispatch(self, stream: Stream, pipeline: GPUComputePipeline, group: GPUBindGroup,

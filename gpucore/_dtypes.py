@@ -18,8 +18,24 @@ _BY_WGSL: dict[str, np.dtype] = {"f32": np.dtype(np.float32), "f16": np.dtype(np
             "i32": np.dtype(np.int32), "u32": np.dtype(np.uint32)}
 
 
+_KNOWN: dict[object, np.dtype] = {}  # as_dtype's answers by argument: asked per buffer
+
+
 def as_dtype(dtype: object) -> np.dtype:
     """Normalize `dtype` (numpy dtype, type, name or WGSL name) to a supported numpy dtype."""
+    try:
+        return _KNOWN[dtype]
+    except (KeyError, TypeError):  # TypeError: an unhashable argument (numpy says more)
+        pass
+    result = _as_dtype(dtype)
+    try:
+        _KNOWN[dtype] = result
+    except TypeError:
+        pass
+    return result
+
+
+def _as_dtype(dtype: object) -> np.dtype:
     if isinstance(dtype, str) and dtype in _BY_WGSL:
         return _BY_WGSL[dtype]
     try:

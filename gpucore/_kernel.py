@@ -26,6 +26,7 @@ _BEGUN_ERRORS: tuple[type[BaseException], ...] = (*GPU_ERRORS, RuntimeError)
 _LOCATION = re.compile(r"(?:wgsl|WGSL: ):(\d+):(\d+)")  # naga's, then Tint's (Dawn) form
 _MESSAGE = re.compile(r"Shader (?:'[^']*' )?(?:parsing |validation )?error: ([^\n]*)")
 _loaded: dict[tuple, Kernel] = {}  # Kernel.cached's and Kernel.generated's store
+_given: dict[tuple, Kernel] = {}  # Kernel.cached's by its arguments as given
 _begin_only: ContextVar[Device | None] = ContextVar("gpucore_begin_only", default=None)
 
 
@@ -124,6 +125,13 @@ class Kernel:
                types: Mapping[str, Any] | None = None) -> Kernel:
         """`Kernel.load` built once per distinct set of arguments (reading and parsing the
         WGSL is host work no op should repeat per call). Ops call this on every use."""
+        # the arguments as given first (no normalizing: an op asks the same way each time)
+        given = (name, parts, entry, tuple(constants.items()) if constants else (),
+                 tuple(types.items()) if types else ())
+        try:
+            return _given[given]
+        except (KeyError, TypeError):  # TypeError: unhashable (a list of parts, say)
+            pass
         wgsl_types = _wgsl_types(types)
         key = (name, tuple(parts), entry, tuple(sorted((constants or {}).items())),
                tuple(sorted(wgsl_types.items())))
@@ -131,6 +139,8 @@ class Kernel:
         if found is None:
             found = _loaded[key] = cls.load(name, parts=parts, entry=entry,
                                             constants=constants, types=wgsl_types)
+        with contextlib.suppress(TypeError):
+            _given[given] = found
         return found
 
     @classmethod

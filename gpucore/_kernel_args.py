@@ -26,6 +26,11 @@ def fold_grid(workgroups: int | tuple[int, ...], max_per_dim: int) -> tuple[int,
     A 1-D count above the limit is folded into x * y >= count; shaders recover the linear
     index as `wid.x + wid.y * nwg.x` and bounds-check it (extra workgroups do nothing).
     """
+    if type(workgroups) is tuple and len(workgroups) == 3:  # most ops' grid: kept cheap
+        x, y, z = workgroups
+        if (type(x) is int and type(y) is int and type(z) is int
+                and 0 <= x <= max_per_dim and 0 <= y <= max_per_dim and 0 <= z <= max_per_dim):
+            return x, y, z
     if not isinstance(workgroups, tuple | list):
         try:  # numpy's integers too (a count computed from an array's shape)
             workgroups = operator.index(workgroups)
@@ -73,11 +78,29 @@ class StorageBindings:
     def __init__(self, label: str, storage: Sequence[_wgsl.Binding]) -> None:
         self.label = label
         self.bindings = tuple((b, b.scalar, b.writable) for b in storage)
+        self.written = any(b.writable for b in storage)
         least = tuple(_wgsl.min_binding_size(b.type) for b in storage)
         self.least = least if any(n > 4 for n in least) else ()
 
     def check(self, args: tuple[Any, ...]) -> list[Buffer[Any]]:
         """The buffers of `args`, checked against the bindings."""
+        # Every dispatch passes here: first one pass that only says whether all is well;
+        # where anything is not, `_check` finds it and says what, as it always has.
+        buffers = [a if type(a) is Buffer else getattr(a, "buffer", a) for a in args]
+        if len(buffers) == len(self.bindings) and buffers and type(buffers[0]) is Buffer:
+            device = buffers[0].device
+            limit = device.limits["max-storage-buffer-binding-size"]
+            for buf, (_, scalar, writable) in zip(buffers, self.bindings):
+                if (type(buf) is not Buffer or buf.device is not device or buf.size > limit
+                        or (scalar is not None and buf.wgsl_type != scalar)
+                        or (writable and buf.read_only)):
+                    break
+            else:
+                if not self.written or len({id(b) for b in buffers}) == len(buffers):
+                    return buffers
+        return self._check(args)
+
+    def _check(self, args: tuple[Any, ...]) -> list[Buffer[Any]]:
         if len(args) != len(self.bindings):
             names = ", ".join(b.name for b, _, _ in self.bindings)
             raise BindingError(
@@ -141,8 +164,13 @@ class ParamsStruct:
         self.label = label
         self.fields = fields
         self.names = frozenset(f for f, _ in fields)
-        self._struct = struct.Struct("<" + "".join(_PACK[t] for _, t in fields))
-        self._padding = bytes(-self._struct.size % 16)  # uniform structs are 16-byte aligned
+        packed = "<" + "".join(_PACK[t] for _, t in fields)
+        # uniform structs are 16-byte aligned: the padding is packed as zero bytes ("x")
+        self._struct = struct.Struct(packed + "x" * (-struct.calcsize(packed) % 16))
+        names = [f for f, _ in fields]
+        # the values in field order, read by one C call (a dispatch packs every time)
+        self._values = (operator.itemgetter(*names) if len(names) > 1
+                        else lambda params: (params[names[0]],))
 
     def pack(self, params: dict[str, Any]) -> bytes | None:
         """The struct's bytes (None for a kernel without one); every field given, none more,
@@ -158,7 +186,7 @@ class ParamsStruct:
         if not fields:
             return None
         try:  # fast path: struct range-checks integers itself
-            return self._struct.pack(*[params[f] for f, _ in fields]) + self._padding
+            return self._struct.pack(*self._values(params))
         except (struct.error, OverflowError):  # OverflowError: a float past f32's range
             pass
         values = []
@@ -182,4 +210,4 @@ class ParamsStruct:
                     raise BindingError(f"{self.label}: param {fname}: f32 = {value!r} is not "
                                        "a float32 number") from None
             values.append(value)
-        return self._struct.pack(*values) + self._padding
+        return self._struct.pack(*values)

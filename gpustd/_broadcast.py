@@ -8,6 +8,7 @@ dimensions, each with one element stride per operand (0 where the operand is bro
 
 from __future__ import annotations
 
+import functools
 import numbers
 import struct
 from typing import Any
@@ -203,22 +204,31 @@ def ensure_tensor(operands: list[Operand], dtype: np.dtype, device: Device) -> l
     return operands
 
 
+@functools.lru_cache(maxsize=1024)  # pure; every eager elementwise op asks it
+def _binary_layout(a: tuple[int, ...], b: tuple[int, ...]
+                   ) -> tuple[tuple[int, ...], int, dict[str, Any]]:
+    """(result shape, collapsed rank, stride params) of a broadcast of shapes a and b (the
+    params dict is shared: read it, never change it)."""
+    shape = broadcast_shapes(a, b)
+    dims, strides = plan(shape, [a, b])
+    return shape, len(dims), stride_params(dims, strides, "ab")
+
+
 def binary(shader: str, device: Device, dtype: np.dtype, operands: list[Operand],
            out_dtype: np.dtype, types: dict[str, str], constants: dict[str, Any]) -> Tensor:
     """out = f(x, y) of a broadcast binary kernel (one whose `//! parts:` line names
     elementwise/binary_operands) over two prepared operands of `dtype`; `types` and
     `constants` specialize it beyond what every such kernel takes."""
     x, y = ensure_tensor(operands, dtype, device)
-    shape = broadcast_shapes(shape_of(x), shape_of(y))
+    shape, rank, fields = _binary_layout(shape_of(x), shape_of(y))
     out = Tensor.empty(shape, out_dtype, device=device)
     if out.size == 0:
         return out
     compute = compute_type(dtype)
     bits = [0 if isinstance(v, Tensor) else scalar_bits(v, compute) for v in (x, y)]
-    dims, strides = plan(shape, [shape_of(x), shape_of(y)])
     kernel = cached_kernel(
         shader, {"T": wgsl_scalar(dtype), "Out": wgsl_scalar(out_dtype), **types},
-        {"RANK": len(dims), "A_PARAM": not isinstance(x, Tensor),
+        {"RANK": rank, "A_PARAM": not isinstance(x, Tensor),
          "B_PARAM": not isinstance(y, Tensor), **constants},
         parts=("elementwise/binary_operands",))
     placeholder = x if isinstance(x, Tensor) else y  # a scalar's binding: bound, never read
@@ -227,6 +237,6 @@ def binary(shader: str, device: Device, dtype: np.dtype, operands: list[Operand]
         x if isinstance(x, Tensor) else placeholder,
         y if isinstance(y, Tensor) else placeholder,
         out,
-        n=out.size, a_bits=bits[0], b_bits=bits[1], **stride_params(dims, strides, "ab"),
+        n=out.size, a_bits=bits[0], b_bits=bits[1], **fields,
     )
     return out

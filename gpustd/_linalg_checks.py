@@ -70,8 +70,11 @@ def check_size(op: str, *items: tuple[str, Tensor | tuple[tuple[int, ...], np.dt
     device = next(t.device for _, t in items if isinstance(t, Tensor))
     limit = device.limits["max-storage-buffer-binding-size"]
     for name, item in items:
-        shape, dtype = (item.shape, item.dtype) if isinstance(item, Tensor) else item
-        nbytes = math.prod(shape) * np.dtype(dtype).itemsize
+        if isinstance(item, Tensor):
+            shape, dtype, nbytes = item.shape, item.dtype, item.buffer.nbytes
+        else:
+            shape, dtype = item
+            nbytes = math.prod(shape) * np.dtype(dtype).itemsize
         if nbytes > limit:
             raise DeviceLimitError("max-storage-buffer-binding-size", limit, nbytes,
                                    f"{op}: {name} {shape} {dtype}")

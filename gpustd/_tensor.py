@@ -16,8 +16,8 @@ __all__ = ["Tensor", "asarray", "empty", "zeros"]
 def _normalize_shape(shape: Any) -> tuple[int, ...]:
     if isinstance(shape, (int, np.integer)):
         shape = (int(shape),)
-    shape = tuple(int(s) for s in shape)
-    if any(s < 0 for s in shape):
+    shape = tuple(map(int, shape))  # every op's result passes here: no Python-level loop
+    if shape and min(shape) < 0:
         raise ValueError(f"negative dimension in shape {shape}")
     return shape
 
@@ -61,7 +61,12 @@ class Tensor:
     @classmethod
     def empty(cls, shape: Any, dtype: Any = np.float32, *, device: Device | None = None) -> Tensor:
         shape = _normalize_shape(shape)
-        return cls(Buffer(math.prod(shape), dtype, device=device), shape)
+        buffer: Buffer[Any] = Buffer(math.prod(shape), dtype, device=device)
+        if cls is not Tensor:
+            return cls(buffer, shape)
+        tensor = object.__new__(cls)  # the buffer has the shape's length: nothing to check
+        tensor.buffer, tensor.shape = buffer, shape
+        return tensor
 
     @classmethod
     def zeros(cls, shape: Any, dtype: Any = np.float32, *, device: Device | None = None) -> Tensor:

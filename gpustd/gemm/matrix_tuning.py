@@ -110,12 +110,26 @@ def gemm_tile(device: Device, m: int, n: int, k: int, batch: int, trans_a: bool,
     """The tile of record_gemm_matrix for this GEMM: the tuner's winner for its class, else
     choose_tile's; f16 accumulators where GPUSTD_GEMM_ACCUMULATE=f16."""
     accumulate = matrix_units.accumulation(device)
-    default = _rule(device, m, n, k, batch, accumulate, trans_b)
+    # The rule's tile, the candidates and the class depend on the shape and the device's
+    # limits only: worked out once per shape (an eager model asks for every GEMM of every
+    # step, and fitting the candidates took more host time than recording the dispatch).
+    # (RAGGED_M in the key: bench/zimage.py times the step under other values of it)
+    key = (m, n, k, batch, trans_a, trans_b, accumulate, matrix_units.RAGGED_M)
+    known: dict[tuple, tuple[str, tuple[str, ...], str]] = device.keep(_DECIDED, dict)
+    fixed = known.get(key)
+    if fixed is None:
+        fixed = known[key] = (
+            _rule(device, m, n, k, batch, accumulate, trans_b),
+            gemm_candidates(device, m, n, accumulate),
+            gemm_class(m, n, k, batch, trans_a, trans_b, accumulate))
+    default, candidates, shape_class = fixed
     winner = autotune.select(
-        device, GEMM_OP, gemm_class(m, n, k, batch, trans_a, trans_b, accumulate),
-        gemm_candidates(device, m, n, accumulate), default,
-        _gemm_trial(device, m, n, k, batch, trans_a, trans_b, accumulate))
+        device, GEMM_OP, shape_class, candidates, default,
+        lambda name: _gemm_trial(device, m, n, k, batch, trans_a, trans_b, accumulate)(name))
     return _tiles(accumulate)[winner]
+
+
+_DECIDED = "gemm_sm rule, candidates and class by shape"
 
 
 # -- trials -------------------------------------------------------------------------------

@@ -17,6 +17,7 @@ operands; bench/NOTES.md, "f16 accumulators").
 
 from __future__ import annotations
 
+import functools
 import math
 import re
 from dataclasses import replace
@@ -346,13 +347,8 @@ def record_gemm_matrix(a: Buffer[Any], b: Buffer[Any], c: Buffer[Any], bias: Buf
     (gpustd.gemm.dispatch.record_gemm) has done it; `bias` is a placeholder when not has_bias.
     """
     device = c.device
-    offsets_a = (plan.outer_strides[0], plan.inner_strides[0], *(g[0] for g in plan.groups))
-    offsets_b = (plan.outer_strides[1], plan.inner_strides[1], *(g[1] for g in plan.groups))
-    width_a = load_width(tile, m if trans_a else k, offsets_a)
-    width_b = load_width(tile, k if trans_b else n, offsets_b)
-    dims = (m, n, k) if aligned(tile, m, n, k) else None
+    width_a, width_b, dims, per_split = _layout(tile, m, n, k, trans_a, trans_b, plan, SPLIT_K)
     has = (2 if bias_rows else 1) if has_bias else 0
-    per_split = split_k(m, n, k, plan.count)
     splits = math.ceil(k / per_split) if per_split < k else 1
     if 1 < splits and splits * m * n * 4 <= device.limits["max-storage-buffer-binding-size"]:
         # each split's raw sums into its own f32 slab; linalg/gemm_splitk adds them in order
@@ -380,6 +376,19 @@ def record_gemm_matrix(a: Buffer[Any], b: Buffer[Any], c: Buffer[Any], bias: Buf
                 c_base=g * per_group * m * n, inner=plan.inner, z_base=z_base,
                 alpha=alpha, beta=beta, has_bias=has, split_steps=0,
             )
+
+
+@functools.lru_cache(maxsize=4096)  # pure; every eager GEMM asks it
+def _layout(tile: MatrixTile, m: int, n: int, k: int, trans_a: bool, trans_b: bool,
+            plan: BatchPlan, split: bool) -> tuple[int, int, tuple[int, int, int] | None, int]:
+    """(A's and B's load widths, the dims of an aligned product or None, the K extent of a
+    split) of record_gemm_matrix's product; `split`: SPLIT_K, a key of the answer."""
+    offsets_a = (plan.outer_strides[0], plan.inner_strides[0], *(g[0] for g in plan.groups))
+    offsets_b = (plan.outer_strides[1], plan.inner_strides[1], *(g[1] for g in plan.groups))
+    width_a = load_width(tile, m if trans_a else k, offsets_a)
+    width_b = load_width(tile, k if trans_b else n, offsets_b)
+    dims = (m, n, k) if aligned(tile, m, n, k) else None
+    return width_a, width_b, dims, split_k(m, n, k, plan.count)
 
 
 def record_gemm_parts(a: Buffer[Any], bs: list[Buffer[Any]], cs: list[Buffer[Any]], *,

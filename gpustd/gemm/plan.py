@@ -7,6 +7,7 @@ gpustd/gemm/tuning.py may swap the tile for one measured faster.
 
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import dataclass
 
@@ -118,6 +119,7 @@ _STEP_COST = {"128x128": 4.0, "128x64": 3.5, "64x64": 2.2, "32x32": 1.4}
 _PARTIAL_COST = 4.0  # per million partial sums
 
 
+@functools.lru_cache(maxsize=4096)  # pure; every eager GEMM asks it
 def plan_gemm(m: int, n: int, k: int, batch: int) -> Plan:
     """The configuration that measured fastest for an m x k x n GEMM (see the notes above)."""
     def count(tile: Tile) -> int:
@@ -179,6 +181,7 @@ class BatchPlan:
     groups: tuple[tuple[int, int], ...]
 
 
+@functools.lru_cache(maxsize=4096)  # pure; every eager GEMM asks it
 def batch_plan(out_batch: tuple[int, ...], a_batch: tuple[int, ...], b_batch: tuple[int, ...],
                a_matrix: int, b_matrix: int) -> BatchPlan:
     """Collapse broadcast batch dims (numpy rules) into at most two strided levels plus an

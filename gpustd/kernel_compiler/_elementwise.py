@@ -69,6 +69,11 @@ class ElementwiseKernel:
     def __init__(self, fn: Callable[..., Any]) -> None:
         self.kernel_source: KernelSource = parse_function(fn)
         self._signature = inspect.signature(fn)
+        # arguments all given by position take no binding (a call's common case, and
+        # Signature.bind its slowest part) where every parameter is a plain positional one
+        plain = all(p.kind is p.POSITIONAL_OR_KEYWORD and p.default is p.empty
+                    for p in self._signature.parameters.values())
+        self._positional = len(self._signature.parameters) if plain else -1
         self._compiled: dict[tuple, _Compiled] = {}
         functools.update_wrapper(self, fn)
 
@@ -80,18 +85,17 @@ class ElementwiseKernel:
     def __repr__(self) -> str:
         return f"<elementwise_kernel {self.kernel_source.name}>"
 
-    def _prepare(self, args: tuple, kwargs: dict) -> tuple[Arguments, tuple, tuple, _Compiled]:
-        bound = self._signature.bind(*args, **kwargs)
-        call = classify(list(bound.args), self.kernel_source.name)
-        shapes = [t.shape for t in call.tensors]
-        shape = broadcast_shapes(*shapes)
-        dims, strides = plan(shape, shapes)
-        full = tuple(s == shape for s in shapes)
-        key = (call.kinds, len(dims), full)
+    def _prepare(self, args: tuple, kwargs: dict
+                 ) -> tuple[Arguments, tuple, dict[str, int], _Compiled]:
+        given = (list(args) if not kwargs and len(args) == self._positional
+                 else list(self._signature.bind(*args, **kwargs).args))
+        call = classify(given, self.kernel_source.name)
+        shape, rank, full, fields = _layout(tuple(t.shape for t in call.tensors))
+        key = (call.kinds, rank, full)
         compiled = self._compiled.get(key)
         if compiled is None:
-            compiled = self._compiled[key] = self._build(call, len(dims), full)
-        return call, shape, (dims, strides, full), compiled
+            compiled = self._compiled[key] = self._build(call, rank, full)
+        return call, shape, fields, compiled
 
     def _build(self, call: Arguments, rank: int, full: tuple[bool, ...]) -> _Compiled:
         inputs = declare_inputs(call.kinds, rank, full)
@@ -124,14 +128,13 @@ class ElementwiseKernel:
         return _Compiled(kernel, out_types)
 
     def __call__(self, *args: Any, **kwargs: Any) -> Tensor | tuple[Tensor, ...]:
-        call, shape, (dims, strides, full), compiled = self._prepare(args, kwargs)
+        call, shape, strided, compiled = self._prepare(args, kwargs)
         outs = [Tensor.empty(shape, DTYPE_OF[t], device=call.device)
                 for t in compiled.out_types]
         n = math.prod(shape)
         if n:
             kernel = compiled.kernel
-            params: dict[str, Any] = {"n": n, **scalar_params(call),
-                                      **strided_params(dims, strides, full)}
+            params: dict[str, Any] = {"n": n, **scalar_params(call), **strided}
             kernel.dispatch(kernel.groups_for(n), *call.tensors, *outs, **params)
         return tuple(outs) if len(outs) > 1 or self._returns_tuple else outs[0]
 
@@ -149,6 +152,17 @@ class ElementwiseKernel:
     def wgsl(self, *args: Any, **kwargs: Any) -> str:
         """The WGSL source a call with these arguments runs."""
         return self._prepare(args, kwargs)[3].kernel.source
+
+
+@functools.lru_cache(maxsize=1024)  # pure; every call of a compiled kernel asks it
+def _layout(shapes: tuple[tuple[int, ...], ...]
+            ) -> tuple[tuple[int, ...], int, tuple[bool, ...], dict[str, int]]:
+    """(result shape, collapsed rank, which tensors have the result's shape, strided_params)
+    of a broadcast of `shapes` (the params dict is shared: read it, never change it)."""
+    shape = broadcast_shapes(*shapes)
+    dims, strides = plan(shape, list(shapes))
+    full = tuple(s == shape for s in shapes)
+    return shape, len(dims), full, strided_params(dims, strides, full)
 
 
 def elementwise_kernel(fn: Callable[..., Any]) -> ElementwiseKernel:

@@ -28,6 +28,7 @@ workgroup variable here is a multiple of 16 bytes).
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 from typing import Any
 
@@ -98,8 +99,12 @@ def choose_plan(d: int, lq: int, lk: int, batch_heads: int, device: Device) -> S
     (bitwise the same output) no change; errors against float64 4.3e-4 to 4.7e-4 (headroom
     8: 4.1e-4 to 5.3e-4; torch fp16 2.9e-4 to 3.1e-4).
     D over 160 stays on the portable kernel (not measured)."""
-    budget = device.limits["max-compute-workgroup-storage-size"]
-    invocations = device.limits.get("max-compute-invocations-per-workgroup", 256)
+    return _plan_for(d, device.limits["max-compute-workgroup-storage-size"],
+                     device.limits.get("max-compute-invocations-per-workgroup", 256))
+
+
+@functools.lru_cache(maxsize=256)  # every eager attention call asks; the plans are frozen
+def _plan_for(d: int, budget: int, invocations: int) -> SMPlan | None:
     dp = 16 * math.ceil(d / 16)
     if dp > 160:
         return None

@@ -10,7 +10,7 @@ import numpy as np
 
 from gpucore import Buffer
 
-from .. import linalg
+from .._linalg_checks import check_size
 from .._tensor import Tensor
 from ..gemm import matrix_units, portable
 from ..gemm.dispatch import (
@@ -92,14 +92,18 @@ def linear(x: Tensor, weight: Tensor, bias: Tensor | None = None, *,
     _check_weight(op, x, weight, bias, x.shape[-1])
     shape = (*x.shape[:-1], weight.shape[0])
     _check_accumulator(op, add_to, shape, x)
-    rows = x.reshape(-1, x.shape[-1]) if x.ndim != 2 else x
+    m, n = math.prod(x.shape[:-1]), weight.shape[0]
     if add_to is None:
-        out = linalg.matmul(rows, weight, trans_b=True, bias=bias)
-        return out.reshape(shape)
-    if rows.shape[0] and weight.shape[0]:
-        _record(rows, weight, add_to, bias, m=rows.shape[0], n=weight.shape[0],
-                k=x.shape[-1], batch=1, a_batched=False, b_batched=False, trans_a=False,
-                trans_b=True, beta=1.0)
+        # matmul(x, weight, trans_b=True, bias=bias)'s product, without its checks again
+        check_size(op, ("x", x), ("weight", weight), ("out", (shape, x.dtype)),
+                   *([("bias", bias)] if bias is not None else []))
+        add_to = Tensor.empty(shape, x.dtype, device=x.device)
+        beta = 0.0
+    else:
+        beta = 1.0
+    if m and n:
+        _record(x, weight, add_to, bias, m=m, n=n, k=x.shape[-1], batch=1, a_batched=False,
+                b_batched=False, trans_a=False, trans_b=True, beta=beta)
     return add_to
 
 
