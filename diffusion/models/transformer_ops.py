@@ -18,9 +18,9 @@ from gpustd import Tensor, asarray, elementwise_kernel, empty, nn, take_slice
 
 from .layers import Place
 
-__all__ = ["Modulation", "RMSNorm", "cast", "chunks", "gated_add", "gated_linear", "head_norm",
-           "joint_norm_rope", "kept", "modulate", "norm_modulate", "norm_rope", "rms_norm",
-           "rope", "rope_heads", "rope_tables"]
+__all__ = ["Modulation", "RMSNorm", "cast", "chunks", "forget_kept", "gated_add", "gated_linear",
+           "head_norm", "joint_norm_rope", "kept", "modulate", "norm_modulate", "norm_rope",
+           "rms_norm", "rope", "rope_heads", "rope_tables"]
 
 _Kept = TypeVar("_Kept")
 
@@ -239,6 +239,26 @@ def kept(store: dict[Any, Any], key: Hashable, make: Callable[[], _Kept], count:
     for old in list(store)[:-count]:
         del store[old]
     return typing.cast(_Kept, value)
+
+
+def forget_kept(module: nn.Module) -> None:
+    """Drop what `kept` holds anywhere in `module` (its and its children's `_tables`): a
+    memory mode's budget counts them, so the flow memory plan drops them once the networks
+    that use them are done with a picture (they are made again at the next one)."""
+    stack, seen = [module], set()
+    while stack:
+        current = stack.pop()
+        if id(current) in seen:
+            continue
+        seen.add(id(current))
+        tables = vars(current).get("_tables")
+        if isinstance(tables, dict):
+            tables.clear()
+        for value in vars(current).values():
+            if isinstance(value, nn.ModuleList):
+                stack.extend(value)
+            if isinstance(value, nn.Module):
+                stack.append(value)
 
 
 def rope(x: Tensor, cos: Tensor, sin: Tensor, heads: int, *, halves: bool = False) -> Tensor:

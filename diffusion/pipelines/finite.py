@@ -49,7 +49,8 @@ def check_latents(latents: np.ndarray, pipe: Any) -> None:
         models, what = denoisers(pipe, "")
     except ValueError:
         models, what = [], "denoiser"
-    first = next(iter(models[0].parameters()), None) if models else None
+    weights = getattr(models[0], "parameters", None) if models else None
+    first = next(iter(weights()), None) if callable(weights) else None
     ways = []
     if accumulates_fp16(pipe):
         ways.append("leave out --fp16-accumulation (float16 sums)")

@@ -70,6 +70,7 @@ from gpustd.nn.residency import Residency
 from ...loaders.component import load_component
 from ...loaders.weights import ComponentWeights
 from ...models.tiled_vae import budget_tile, decode_tiled, untiled_bytes
+from ...models.transformer_ops import forget_kept
 from ...models.vae import AutoencoderKL
 from ..sd.memory import GIB, MemoryMode
 
@@ -235,6 +236,8 @@ class FlowMemoryPlan:
         plain picture; one that does not costs the part of the untiled decode it ran."""
         weight = vae.decoder.conv_in.weight
         budget = self.mode.max_vram
+        for network in (self.layout.transformer, *self.layout.text_encoders):
+            forget_kept(network)  # their per-size tables out of the budget's way
         room = untiled_bytes(vae, z.shape) if isinstance(vae, AutoencoderKL) else 0
         if vae in self.residency:
             self.residency.use(vae, extra=room if budget is not None else 0)
