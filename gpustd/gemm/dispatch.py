@@ -3,8 +3,8 @@ kernel runs (the matrix units for f16 where the device has them, else gemm.wgsl)
 configuration (the rule's, or the tuner's winner), recorded by the kernel's module.
 
 The top of gpustd/gemm/: plan (pure) <- portable, matrix_codegen (over matrix_tile,
-matrix_loop) <- matrix_gemm_source <- matrix_units <- tuning, matrix_tuning <- dispatch. Nothing below imports
-this module or the tuners.
+matrix_loop) <- matrix_gemm_source <- matrix_units <- tuning, matrix_tuning <- dispatch.
+Nothing below imports this module or the tuners.
 """
 
 from __future__ import annotations
