@@ -1,7 +1,7 @@
 """python -m bench.flux_load: where a FLUX.1 dev load from the page cache spends its seconds.
 
     python -m bench.flux_load write ROOT [--layers 19,38,24] [--quick]
-    python -m bench.flux_load load ROOT --label NAME --json OUT [--repeat 2] [--depths 0,3]
+    python -m bench.flux_load load ROOT --label NAME --json OUT [--repeat 2]
     python -m bench.flux_load diffusers ROOT --json OUT        (torch CUDA, bfloat16)
 
 `write` makes a random FLUX.1 dev diffusers folder (bench/_cold_files.py: bfloat16 as
@@ -10,8 +10,7 @@ keeps the widths with D double blocks, S single blocks and T T5 layers). `load` 
 `diffusion.load_pipeline(ROOT, dtype=float16)` in this process, `--repeat` times for each
 way the tree can convert bfloat16 in `--ways` (on the GPU, on the host threads, or the
 tree's own choice: "auto"; a tree without diffusion.loaders.device_cast has only its own)
-and each count of reading threads in `--threads` and of upload staging slots in `--depths`
-(gpucore._staging's DEPTH; 0: the tree's own). The files are read once first (unless
+and each count of reading threads in `--threads`. The files are read once first (unless
 `--no-warm`: just written, they are there already), so every load finds them in the page
 cache, as bench.pictures' loads did.
 Each load ends with a synchronize (the GPU's work is part of the load), then the pipeline
@@ -48,14 +47,11 @@ def _warm(root: Path) -> float:
     return time.perf_counter() - start
 
 
-def _variants(ways: list[str], threads: list[int], depths: tuple[int, ...]) -> dict[str, Any]:
+def _variants(ways: list[str], threads: list[int]) -> dict[str, Any]:
     """name -> a function setting the tree's bfloat16 conversion (each of `ways`: "gpu",
     "host", or "auto", the tree's own choice; a tree without diffusion.loaders.device_cast
-    has only its own), its reading threads (each of `threads`; 0: the tree's own) and the
-    default device's staging slots (each of `depths`; 0: the tree's own)."""
-    import gpucore
+    has only its own) and its reading threads (each of `threads`; 0: the tree's own)."""
     from diffusion.loaders import reading
-    from gpucore import _staging
 
     try:
         from diffusion.loaders import device_cast
@@ -65,11 +61,8 @@ def _variants(ways: list[str], threads: list[int], depths: tuple[int, ...]) -> d
     own = reading.PIECE_THREADS, reading.AHEAD_THREADS
     enabled = {"gpu": True, "host": False, "auto": None}
 
-    def setter(way: str, count: int, depth: int) -> Any:
+    def setter(way: str, count: int) -> Any:
         def choose() -> None:
-            device = gpucore.default_device()
-            device.synchronize()  # the staging swapped below has nothing in flight
-            device.staging = _staging.Staging(device, depth=depth or _staging.DEPTH)
             if device_cast is not None:
                 device_cast.ENABLED = enabled[way]
             reading.PIECE_THREADS, reading.AHEAD_THREADS = (count, count) if count else own
@@ -78,12 +71,12 @@ def _variants(ways: list[str], threads: list[int], depths: tuple[int, ...]) -> d
             reading._pools.clear()
         return choose
 
-    return {f"{way}{f'-{count}' if count else ''}{f'-d{depth}' if depth else ''}":
-            setter(way, count, depth) for depth in depths for count in threads for way in ways}
+    return {f"{way}{f'-{count}' if count else ''}": setter(way, count)
+            for count in threads for way in ways}
 
 
 def load_times(root: Path, *, repeat: int, ways: list[str], threads: list[int],
-               depths: tuple[int, ...] = (0,), save: Any = None) -> dict[str, Any]:
+               save: Any = None) -> dict[str, Any]:
     """Each variant's loads of `root` (alternating): seconds and phases of each; `save(rows)`
     after each load (a run cut short keeps what it measured)."""
     import numpy as np
@@ -93,7 +86,7 @@ def load_times(root: Path, *, repeat: int, ways: list[str], threads: list[int],
 
     device = gpucore.default_device()
     dtype = np.float16 if device.has_f16 else np.float32
-    variants = _variants(ways, threads, depths)
+    variants = _variants(ways, threads)
     rows: dict[str, list[dict[str, Any]]] = {name: [] for name in variants}
     for _ in range(repeat):
         for name, choose in variants.items():
@@ -156,8 +149,6 @@ def main(argv: list[str]) -> None:
                         "gpu, host, auto (the tree's own choice)")
     parser.add_argument("--threads", default="0", help="reading threads to try (0: the "
                         "tree's own), e.g. 0,16")
-    parser.add_argument("--depths", default="0", help="upload staging slots to try (0: the "
-                        "tree's own), e.g. 0,3")
     parser.add_argument("--json", type=Path)
     parser.add_argument("--no-warm", action="store_true", help="do not read the files first")
     args = parser.parse_args(argv)
@@ -176,7 +167,6 @@ def main(argv: list[str]) -> None:
         if args.mode == "load":
             result |= load_times(args.root, repeat=args.repeat, ways=args.ways.split(","),
                                  threads=[int(n) for n in args.threads.split(",")],
-                                 depths=tuple(int(n) for n in args.depths.split(",")),
                                  save=lambda part: _save(args.json, {**result, **part}))
         else:
             result |= diffusers_times(args.root, repeat=args.repeat)

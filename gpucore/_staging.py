@@ -17,21 +17,10 @@ copies another:
           at 14-15 GiB/s into an array already touched; into a fresh one (Tensor.numpy) the
           OS maps its pages on first touch, which `_first_touch` does ahead of the copies
           (13.3 GiB/s against 10.4 without, H100).
-  write:  per chunk: take the ring's next slot, wait until it is mapped again (its last copy
-          has run), copy host -> slot, unmap, submit slot -> buffer, map the slot again
-          (asynchronously: the map completes once the GPU has run that copy). The ring runs
-          on across uploads: an upload returns with its last maps in flight, so the next one
-          fills the other slot while the GPU copies this one's last chunk (a model load is
-          hundreds of tensors of one to four chunks). On FLUX.1 dev's load (H100, Dawn:
-          bench/NOTES.md) that saved 0.1-0.3 s of 5.1-6.0 s, near the noise: the rest of its
-          upload time is not the wait at the end of each upload.
-          Maps in flight are waited for at the next use of their slot and before any
-          read-back (`settle`; Device.synchronize reads its fence): a failed transfer
-          destroys every slot, so none is left mapped or waited for by a later one. A map's
-          callback may so complete outside a transfer (wgpu-py's poll thread on wgpu-native,
-          any process_events on Dawn), as it could during one: it only marks its promise
-          done, and a collection it starts there releases no device (gpucore._teardown: the
-          abort for which every upload once waited for its maps before returning).
+  write:  per chunk: wait until slot i % depth is mapped again (its last copy has run),
+          copy host -> slot, unmap, submit slot -> buffer, map the slot again (asynchronously:
+          the map completes once the GPU has run that copy); the last maps are waited for
+          before the upload returns, so no map callback fires outside a transfer.
 
 Ordering is the callers' (`Device.read_bytes`, `Device.write_bytes`): they submit everything
 recorded on every stream first, so a read sees all work recorded before it and an upload
@@ -51,8 +40,6 @@ from typing import Protocol
 import numpy as np
 import wgpu
 from wgpu.classes import GPUBuffer, GPUDevice, GPUPromise, GPUQueue
-
-from ._phases import phase
 
 __all__ = ["CHUNK", "DEPTH", "SMALL_WRITE", "STAGING_LIMIT", "Fill", "HostBytes", "Staging"]
 
@@ -192,10 +179,8 @@ class Staging:
         self.buffers_created = 0
         self._read_slots: list[GPUBuffer] = []
         self._write_slots: list[GPUBuffer] = []
-        # A write slot's pending re-map (None: mapped and free to fill), and the slot the next
-        # upload's first chunk takes.
+        # A write slot's pending re-map (None: mapped and free to fill).
         self._remaps: list[GPUPromise[None] | None] = []
-        self._next = 0
         self._lock = threading.RLock()
 
     def _make(self, usage: int, mapped: bool, kind: str) -> GPUBuffer:
@@ -228,26 +213,7 @@ class Staging:
                 slot.destroy()
             except Exception:  # already lost with the device; nothing to free
                 pass
-        self._read_slots, self._write_slots, self._remaps, self._next = [], [], [], 0
-
-    @property
-    def in_flight(self) -> int:
-        """Write slots whose copy may still be running (their re-map not waited for yet)."""
-        return sum(remap is not None for remap in self._remaps)
-
-    def settle(self) -> None:
-        """Wait for the uploads' maps still in flight: every slot mapped and free again, no
-        map callback of the ring's left to come. Reads do this first; Device holds the lock."""
-        with self._lock:
-            try:
-                for k, remap in enumerate(self._remaps):
-                    if remap is not None:
-                        self._remaps[k] = None
-                        with phase("copy wait"):
-                            remap.sync_wait()
-            except BaseException:
-                self._reset()
-                raise
+        self._read_slots, self._write_slots, self._remaps = [], [], []
 
     # -- read-back ----------------------------------------------------------------------
     def read(self, buffer: GPUBuffer, offset: int, size: int,
@@ -275,7 +241,6 @@ class Staging:
             pending[i] = slot.map_async(wgpu.MapMode.READ, 0, n)
 
         with self._lock:
-            self.settle()  # the read waits for the copies before it anyway
             try:
                 start(0)
                 for i, pos in enumerate(starts):
@@ -298,9 +263,8 @@ class Staging:
     def write(self, buffer: GPUBuffer, offset: int, data: HostBytes) -> None:
         """Copy the bytes of `data` (contiguous, any dtype, or a Fill; a whole number of
         4-byte words) into `buffer` at byte `offset` (a multiple of 4). Returns once the last
-        chunk is submitted (its last maps still in flight: see `settle`); the GPU runs the
-        copies in queue order, before any later work. Below `small_write` bytes
-        (SMALL_WRITE) this is wgpu's `queue.write_buffer`."""
+        chunk is submitted; the GPU runs the copies in queue order, before any later work.
+        Below `small_write` bytes (SMALL_WRITE) this is wgpu's `queue.write_buffer`."""
         src: np.ndarray | Fill
         if isinstance(data, Fill):
             src, size = data, data.nbytes
@@ -318,18 +282,21 @@ class Staging:
             return
         with self._lock:
             try:
-                for pos in range(0, size, self.chunk):
+                for i, pos in enumerate(range(0, size, self.chunk)):
                     n = min(self.chunk, size - pos)
-                    k, self._next = self._next, (self._next + 1) % self.depth
+                    k = i % self.depth
                     slot = self._write_slot(k)
                     remap, self._remaps[k] = self._remaps[k], None
-                    if remap is not None:  # wait until the slot's previous copy has run
-                        with phase("copy wait"):  # (gpucore.Phases: a load's split)
-                            remap.sync_wait()
+                    if remap is not None:
+                        remap.sync_wait()  # the slot's previous copy has run
                     _fill(slot, src, pos, n)
                     slot.unmap()
                     self._copy(slot, 0, buffer, offset + pos, n)
                     self._remaps[k] = slot.map_async(wgpu.MapMode.WRITE, 0, self.chunk)
+                for k, remap in enumerate(self._remaps):  # no map left to complete later,
+                    if remap is not None:  # its callback running into whatever runs then
+                        remap.sync_wait()
+                        self._remaps[k] = None
             except BaseException:
                 self._reset()
                 raise

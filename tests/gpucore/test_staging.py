@@ -7,7 +7,6 @@ several chunks, more chunks than slots, a partial last chunk, partial words.
 
 from __future__ import annotations
 
-import gc
 import threading
 from collections.abc import Iterator
 from typing import Any
@@ -172,68 +171,3 @@ def test_a_fill_writes_its_bytes_where_they_land(dev: gpucore.Device, first_devi
             assert calls == [(s, min(CHUNK, n - s)) for s in range(0, n, CHUNK)]
         else:
             assert calls == [(0, n)]
-
-
-def test_the_write_ring_runs_on_across_uploads(dev: gpucore.Device) -> None:
-    """An upload returns with its last maps in flight and the next one takes the ring's next
-    slot, so a load's one-chunk tensors do not wait for each other's copies; the bytes land
-    in order all the same, and a read waits for every map first."""
-    rng = np.random.default_rng(7)
-    dev.synchronize()
-    assert dev.staging.in_flight == 0
-    bufs = [gpucore.Buffer.empty(1024, np.float32, device=dev) for _ in range(3)]
-    datas = [random_array(rng, 1024, np.float32) for _ in range(4)]  # one chunk each
-    for k, (buf, data) in enumerate(zip(bufs, datas, strict=False)):
-        buf.write(data)
-        assert dev.staging.in_flight == min(k + 1, 2)
-    bufs[0].write(datas[3])  # the same bytes again, right behind: the later upload wins
-    two = random_array(rng, 2 * 1024 + 5, np.float32)  # a partial chunk after it
-    big = gpucore.Buffer.empty(two.size, np.float32, device=dev)
-    big.write(two)
-    assert dev.staging.in_flight == 2
-    with gpucore.Phases() as phases:  # a slot's map waited for is counted apart
-        big.write(two)
-    assert phases.split()["phases"]["copy wait"]["count"] == 3
-    np.testing.assert_array_equal(bufs[0].read(), datas[3])
-    assert dev.staging.in_flight == 0
-    for buf, data in zip(bufs[1:], datas[1:3], strict=True):
-        np.testing.assert_array_equal(buf.read(), data)
-    np.testing.assert_array_equal(big.read(), two)
-
-
-def test_a_failed_upload_leaves_no_slot_mapped_or_in_flight(dev: gpucore.Device) -> None:
-    """A Fill that fails in its second chunk (a short file) while the upload before it is
-    still in flight: every slot goes, the earlier upload lands, later transfers are right."""
-    rng = np.random.default_rng(8)
-    before = random_array(rng, 1024, np.float32)
-    landed = gpucore.Buffer.empty(before.size, np.float32, device=dev)
-    landed.write(before)
-    assert dev.staging.in_flight == 1
-
-    def fill(into: np.ndarray, start: int) -> None:
-        if start:
-            raise OSError("the file ended early")
-        into[:] = 7
-
-    target = gpucore.Buffer.empty(3 * CHUNK // 4, np.uint32, device=dev)
-    with pytest.raises(OSError, match="ended early"):
-        dev.write_bytes(target.wgpu, 0, gpucore.Fill(3 * CHUNK, fill))
-    assert dev.staging.in_flight == 0 and not dev.staging._write_slots
-    np.testing.assert_array_equal(landed.read(), before)
-    after = random_array(rng, target.length, np.uint32, 0, 1 << 30)
-    target.write(after)
-    np.testing.assert_array_equal(target.read(), after)
-
-
-def test_a_device_dropped_with_maps_in_flight_is_released(first_device: gpucore.Device) -> None:
-    """Maps still in flight when a Device goes (a load and nothing after it) keep nothing
-    from its release at the safe point."""
-    gpucore.release_dead_devices()
-    device = gpucore.Device(first_device.info)
-    device.staging = Staging(device, chunk=CHUNK, depth=2, small_write=0)
-    buf = gpucore.Buffer.empty(3 * 1024, np.float32, device=device)
-    buf.write(np.arange(3 * 1024, dtype=np.float32))
-    assert device.staging.in_flight == 2
-    del device, buf
-    gc.collect()
-    assert gpucore.release_dead_devices() >= 1
