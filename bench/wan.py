@@ -23,24 +23,25 @@ that runs the same kernels on less work (one guidance pass of the step, the firs
 frames of the decode); the timed call gives the output and the peak memory, ours' with its
 timestamp queries on.
 
-BENCH_MODELS picks them, comma-separated, from wan21_1_3b, umt5, wan22_5b (the default:
-all, in that order); BENCH_PARTS the parts, from step, decode, encode (default: all).
-BENCH_DECODE_EAGER=1 adds a row for each decode run eagerly, every chunk through the ops
-(`mode` eager beside replay), timed after the replayed one. BENCH_UMT5_WEIGHTS=normal draws
-UMT5's weights normal(0, 0.02) as the transformer's (the run of 2026-11-26, whose 0.97 they
-explain: see `_t5_statistics`). BENCH_DECODE_COPIES=1 adds a decode row (`mode` replay,
-tap copies) run as before the causal convolutions read their frames in place: each temporal
-tap's frames copied first (`_wan_memory.tap_copies`), timed after the in-place one.
-BENCH_VAE_FILE=1 has ours read the VAE from a file in ComfyUI's layout (the reference's bf16
-weights written as `wan2.2_vae.safetensors` / `wan_2.1_vae.safetensors`, through the loader
-`--vae` uses). Each timed row also says where the memory went: `peak_reserved_gib` (the
-pool's buffers in use and idle, at their peak), `driver_before_gib` / `driver_after_gib`
-(the driver's count before the call and once it is done, the device settled each time) and
-`memory_series` (`_wan_memory.MemorySeries`: ms, driver, pool in use, pool idle, in GiB,
-~120 points; the driver's figures above the level before loading, the pool's absolute).
-Each row (step, decode, encode) is caught on its own: an
-out-of-memory part loses its row only, recorded with its error. `--quick`: tiny configs (a
-smoke run on any adapter).
+BENCH_MODELS picks them, comma-separated, from wan21_1_3b, umt5, wan22_5b (the default: all, in
+that order); BENCH_PARTS the parts, from step, decode, encode (default: all).
+BENCH_STEP_REPEAT=N times ours' step N more times by the wall clock alone (no timestamps or
+memory sampler), then once with timestamps for its ten longest kernels (`repeat_*` fields of
+the step's row). BENCH_DECODE_EAGER=1 adds a row for each decode run eagerly, every chunk
+through the ops (`mode` eager beside replay), timed after the replayed one.
+BENCH_UMT5_WEIGHTS=normal draws UMT5's weights normal(0, 0.02) as the transformer's (the run of
+2026-11-26, whose 0.97 they explain: see `_t5_statistics`). BENCH_DECODE_COPIES=1 adds a decode
+row (`mode` replay, tap copies) run as before the causal convolutions read their frames in
+place: each temporal tap's frames copied first (`_wan_memory.tap_copies`), timed after the
+in-place one. BENCH_VAE_FILE=1 has ours read the VAE from a file in ComfyUI's layout (the
+reference's bf16 weights written as `wan2.2_vae.safetensors` / `wan_2.1_vae.safetensors`,
+through the loader `--vae` uses). Each timed row also says where the memory went:
+`peak_reserved_gib` (the pool's buffers in use and idle, at their peak), `driver_before_gib` /
+`driver_after_gib` (the driver's count before the call and once it is done, the device settled
+each time) and `memory_series` (`_wan_memory.MemorySeries`: ms, driver, pool in use, pool idle,
+in GiB, ~120 points; the driver's figures above the level before loading, the pool's absolute).
+Each row (step, decode, encode) is caught on its own: an out-of-memory part loses its row only,
+recorded with its error. `--quick`: tiny configs (a smoke run on any adapter).
 """
 
 from __future__ import annotations
@@ -345,10 +346,38 @@ def _one_part(part: _Part, device: gpucore.Device, cuda: Any) -> list[dict[str, 
         if "wall_ms" in reference:
             row["vs_bf16"] = reference["wall_ms"] / row["wall_ms"]
         rows.append(row)
+    if part.part == "step" and int(os.environ.get("BENCH_STEP_REPEAT", "0")) > 0:
+        rows[-1].update(_repeated(fn, device, int(os.environ["BENCH_STEP_REPEAT"])))
     del ours, fn, warm
     gc.collect()
     device.empty_pool()
     return rows
+
+
+def _repeated(fn: Callable[[], list[Any]], device: gpucore.Device, times: int
+              ) -> dict[str, Any]:
+    """BENCH_STEP_REPEAT: `fn` run `times` more times after the timed row, each timed by the
+    wall clock alone (no timestamps, no memory sampler: the steady state a video's later steps
+    see), then once more with timestamps for the GPU time of each kernel (the ten longest)."""
+    walls = []
+    for _ in range(times):
+        device.synchronize()
+        begin = time.perf_counter()
+        fn()
+        device.synchronize()
+        walls.append((time.perf_counter() - begin) * 1e3)
+    figures: dict[str, Any] = {"repeat_wall_ms": walls}
+    if device.has_timestamps:
+        with device.profile() as prof:
+            fn()
+        device.synchronize()
+        ranked = list(prof.summary().items())[:10]  # slowest first
+        figures["repeat_gpu_ms"] = prof.total_ns() / 1e6
+        figures["repeat_kernels"] = {name: {"calls": calls, "ms": ns / 1e6}
+                                     for name, (calls, ns) in ranked}
+    print(f"step repeated: wall {[round(w) for w in walls]} ms, "
+          f"{json.dumps(figures.get('repeat_kernels', {}), default=float)}", flush=True)
+    return figures
 
 
 def _relative(got: np.ndarray, expected: np.ndarray) -> float:
