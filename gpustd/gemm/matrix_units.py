@@ -180,10 +180,13 @@ def choose_tile(m: int, n: int, batch: int, *, k: int = 0, storage: int = 48 * 1
     4096^3 0.481 / 0.501 and 0.484 / 0.503, FLUX's three 0.366 / 0.375, 1.196 / 1.231, 1.307 /
     1.334, SDXL's 0.252 / 0.258; nn gains nothing, f32's 256 x 128 loses (bench/NOTES.md).
     Direct stores (H100, gemm45-direct-*-dawn-h100.json): nn 4096^3 0.434 / 0.445; nt lose.
+    From RAGGED_M rows on, M need not fill the 256 x 256 tiles either (the ragged-M kernel):
+    H100, nt, ms against 256 x 128 with f16 accumulators (ragged-kernels-dawn-h100.json),
+    Z-Image's 4256 x 3840 x 3840 0.437 / 0.612, 4256 x 3840 x 10240 1.095 / 1.540.
     """
     if accumulate == "f16":
         big = ACC16_TILES["256x256g8" if trans_b else "256x256npds"]
-        if (k >= ACC16_DEEP_K and aligned(big, m, n, k) and big.shared_bytes() <= storage
+        if (k >= ACC16_DEEP_K and _fills(big, m, n, k) and big.shared_bytes() <= storage
                 and big.threads <= invocations
                 and (m // 256) * (n // 256) * batch >= MULTIPROCESSORS):
             return big
