@@ -160,7 +160,8 @@ def _ours(model: str, config: dict[str, Any], weights: dict[str, np.ndarray],
     """Ours loaded from `weights`, one call timed: [(row, output)]; with BENCH_RAGGED_M
     (comma-separated row counts, e.g. "1000000000,2048") a row for each value of gpustd's
     matrix_units.RAGGED_M too, in the same process on the same weights (1e9: the GEMM rule
-    before ragged M took the big tiles)."""
+    before ragged M took the big tiles); with BENCH_RAGGED_KERNEL=0 a row with
+    matrix_units.RAGGED_KERNEL off (ragged-M products in the checked kernel, as before)."""
     from diffusion.models.llm import LLMTextModel
     from diffusion.models.z_image import ZImageTransformer2DModel
 
@@ -189,20 +190,26 @@ def _ours(model: str, config: dict[str, Any], weights: dict[str, np.ndarray],
     if device.has_timestamps:
         row["kernels"], row["gemms"] = kernel_profile(fn, device)
     out = [(row, got)]
-    rule = matrix_units.RAGGED_M
+    rule = matrix_units.RAGGED_M, matrix_units.RAGGED_KERNEL
+    settings = [("RAGGED_M", int(v)) for v in os.environ.get("BENCH_RAGGED_M", "").split(",")
+                if v]
+    settings += [("RAGGED_KERNEL", bool(int(v)))
+                 for v in os.environ.get("BENCH_RAGGED_KERNEL", "").split(",") if v]
     try:
-        for value in [int(v) for v in os.environ.get("BENCH_RAGGED_M", "").split(",") if v]:
-            matrix_units.RAGGED_M = value
-            print(f"-- ours {model} with RAGGED_M={value}", flush=True)
+        for name, value in settings:
+            matrix_units.RAGGED_M, matrix_units.RAGGED_KERNEL = rule
+            setattr(matrix_units, name, value)
+            print(f"-- ours {model} with {name}={value}", flush=True)
             other = np.asarray(fn().numpy(), np.float64)
-            extra = {"model": model, "impl": f"ours ragged_m={value}", "dtype": dtype.name,
+            extra = {"model": model, "impl": f"ours {name.lower()}={int(value)}",
+                     "dtype": dtype.name,
                      **_harness.ours_ms(fn, device, warmup=1, repeat=repeat),
                      "vs_default_max_abs": float(np.abs(other - got).max())}
             if device.has_timestamps:
                 extra["kernels"], extra["gemms"] = kernel_profile(fn, device)
             out.append((extra, other))
     finally:
-        matrix_units.RAGGED_M = rule
+        matrix_units.RAGGED_M, matrix_units.RAGGED_KERNEL = rule
     return out
 
 

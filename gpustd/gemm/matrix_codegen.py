@@ -14,7 +14,8 @@ so ragged M, N, K need no special case; 4 or 8 f16 per global load where the con
 dimension allows), the next step's global loads in flight while the current one multiplies
 (`MatrixTile.prefetch`; without it each step loads, stages and multiplies in turn).
 An `aligned` kernel (M, N, K whole multiples of the tile and of BK) checks no bound (H100: the
-64x128 GEMM at 4096^3 nt/nn 90.5/104.4 TFLOP/s against the checked kernel's 62.9/67.6).
+64x128 GEMM at 4096^3 nt/nn 90.5/104.4 TFLOP/s against the checked kernel's 62.9/67.6);
+one aligned in N and K only (`ragged_m`) checks only C's rows in its epilogue.
 An operand stored K-major on the "wrong" side (A transposed, B not transposed is row-major
 K x N) is staged as stored and its fragments loaded column-major where needed. The caller
 supplies each operand's global load (`load_a(row, col)`, `load_b(row, col)` in the stored
@@ -41,7 +42,7 @@ __all__ = ["MatrixTile", "Operand", "contiguous_load", "kernel_source", "load_ty
 def kernel_source(tile: MatrixTile, a: Operand, b: Operand, *, declarations: str, setup: str,
                   extent: tuple[str, str, str], comment: str, aligned: bool = False,
                   split: str = "", parts: int = 1, pairs: bool = False,
-                  direct: tuple[str, str] | None = None) -> str:
+                  direct: tuple[str, str] | None = None, ragged_m: bool = False) -> str:
     """A whole subgroup-matrix kernel: C (M x N) = A (M x K) B (K x N), tile by tile.
 
     declarations: the caller's bindings, `Params`, `load_a`, `load_b` and
@@ -72,7 +73,10 @@ def kernel_source(tile: MatrixTile, a: Operand, b: Operand, *, declarations: str
     `{row}`, `{col}` (the fragment's first element) and `{value}` (the accumulator), rather
     than through workgroup memory to store_c; a tile that is not `direct` ignores it. The
     store's offset must be uniform to Tint's analysis (subgroup matrices need it): lets
-    of builtins and uniforms, not private variables (`tile_m0`, `tile_n0` hold m0, n0)."""
+    of builtins and uniforms, not private variables (`tile_m0`, `tile_n0` hold m0, n0).
+    ragged_m: with `aligned`, only N and K fill the tile, M may not: the epilogue checks rows
+    alone, and a direct store runs only in workgroups whose tile lies inside M (the caller's
+    load_a keeps its own reads inside A)."""
     k_total = extent[2]
     if pairs and (tile.wn % 2 or parts > 1 or split):
         raise ValueError(f"pairs need an even WN, no parts and no split (tile {tile.name})")
@@ -93,14 +97,15 @@ def kernel_source(tile: MatrixTile, a: Operand, b: Operand, *, declarations: str
     fetches = [f"""fn fetch{x}() {{
 {nl.join(a_fetch + [f.replace("load_b(", f"load_b{x}(") for f in b_fetch])}
 }}""" for x in suffixes]
-    puts = _put_functions(tile, suffixes, extent, aligned, pairs)
+    puts = _put_functions(tile, suffixes, extent, aligned, pairs, ragged_m)
     multiply = multiply_code(tile, a, b)
+    ragged_rows = extent[0] if ragged_m else ""
 
     def walk(x: str) -> str:
         """The K loop and the epilogue of the part that `x` suffixes."""
         return f"""{f"  fetch{x}();" if tile.prefetch or tile.double else ""}
 {main_loop(tile, size_a, size_b, multiply, "k_first + " if split else "", f"fetch{x}")}
-{_epilogue(tile, x, pairs, direct if tile.direct else None)}"""
+{_epilogue(tile, x, pairs, direct if tile.direct else None, ragged_rows)}"""
 
     if parts > 1:
         body = " else ".join(f"if (wid.z == {p}u) {{\n{walk(x)}\n}}"
@@ -178,13 +183,15 @@ def _tile_origin(tile: MatrixTile, extent: tuple[str, str, str]) -> str:
 
 
 def _put_functions(tile: MatrixTile, suffixes: list[str], extent: tuple[str, str, str],
-                   aligned: bool, pairs: bool) -> list[str]:
+                   aligned: bool, pairs: bool, ragged_m: bool = False) -> list[str]:
     """The epilogue's WGSL functions: a fragment staged in sh_c to the caller's store_c (one
     put_fragment per part that a suffix names), or with `pairs` a fragment and its partner's
-    to store_pair; bound checks against M x N (N / 2 for pairs) unless `aligned`."""
+    to store_pair; bound checks against M x N (N / 2 for pairs) unless `aligned`, against M
+    alone where `aligned` and `ragged_m`."""
     m_total, n_total = extent[:2]
+    rows_only = f"if (row < {m_total}) " if ragged_m else ""
     if pairs:
-        check = "" if aligned else f"if (row < {m_total} && col < {n_total} / 2u) "
+        check = rows_only if aligned else f"if (row < {m_total} && col < {n_total} / 2u) "
         return [f"""// 8 elements of one 16 x 16 fragment and its partner's per lane, to store_pair.
 fn put_pair(row0: u32, col0: u32, at: u32, lane: u32) {{
   for (var e = 0u; e < 8u; e++) {{
@@ -194,7 +201,7 @@ fn put_pair(row0: u32, col0: u32, at: u32, lane: u32) {{
     {check}{{ store_pair(row, col, f32(sh_c[at + i]), f32(sh_c[at + {128 * tile.wn}u + i])); }}
   }}
 }}"""]
-    inside = "" if aligned else f"if (row < {m_total} && col < {n_total}) "
+    inside = rows_only if aligned else f"if (row < {m_total} && col < {n_total}) "
     return [f"""// 8 elements of one 16 x 16 fragment per lane, to store_c{x} where inside M x N.
 fn put_fragment{x}(row0: u32, col0: u32, at: u32, lane: u32) {{
   for (var e = 0u; e < 8u; e++) {{
@@ -207,14 +214,17 @@ fn put_fragment{x}(row0: u32, col0: u32, at: u32, lane: u32) {{
 
 
 def _epilogue(tile: MatrixTile, x: str, pairs: bool,
-              direct: tuple[str, str] | None = None) -> str:
+              direct: tuple[str, str] | None = None, m_total: str = "") -> str:
     """The epilogue of the part that `x` suffixes: each accumulator through sh_c (the
     subgroup's 256 elements) to its put function, between barriers; with `direct`
-    (kernel_source's), straight to C where its condition holds."""
+    (kernel_source's), straight to C where its condition holds and, given `m_total` (a
+    ragged M), where the workgroup's tile lies inside M (a uniform test too)."""
     staged = _staged_epilogue(tile, x, pairs)
     if direct is None:
         return staged
     condition, store = direct
+    if m_total:
+        condition += f" && tile_m0 + {tile.bm}u <= {m_total}"
     stores = "\n".join("    " + store.format(row=f"tile_m0 + r_in + {16 * i}u",
                                                 col=f"tile_n0 + c_in + {16 * j}u",
                                                 value=f"c_{i}_{j}")

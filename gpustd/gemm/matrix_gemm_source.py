@@ -59,19 +59,32 @@ def _parts_code(parts: int, width_b: int, b_dims: tuple[str, str], checked: bool
     return "\n".join(bindings) + "\n\n" + "\n\n".join(loads + stores)
 
 
+def _shape_note(dims: tuple[int | None, int, int] | None) -> str:
+    """What the kernel's comment says of its shape."""
+    if dims is None:
+        return ""
+    return f", aligned {dims}" if dims[0] else f", n {dims[1]} k {dims[2]} aligned, M ragged"
+
+
 def source(tile: MatrixTile, trans_a: bool, trans_b: bool, width_a: int, width_b: int,
-           dims: tuple[int, int, int] | None = None, split: bool = False,
+           dims: tuple[int | None, int, int] | None = None, split: bool = False,
            parts: int = 1) -> str:
     """The WGSL of one GEMM variant: C = alpha op(A) op(B) + beta C + bias (one per column,
     or with params.has_bias 2 one per row), batched over workgroup z (see
     record_gemm_matrix); width_*: f16 per global load of each operand.
     dims: (m, n, k) of a shape that fills the tile exactly: a kernel for that shape alone,
     without bound checks and with m, n, k as constants (its address arithmetic folds).
+    (None, n, k): only M does not fill it (ragged M): n and k constants, m a uniform, no
+    check on B's loads, A's row (its column where A is transposed) clamped to the last one
+    rather than checked (the rows it computes past M are never stored), C's rows checked,
+    and the `direct` store kept for the workgroups whose tile lies inside M; for rows < M
+    the same sums in the same order as the checked kernel (dims None), so the same bits.
     split: one matrix, K split over workgroup z (params.split_steps K steps each), the raw
     f32 sums of split z in slab z of `c` (f32 [splits, m, n]).
     parts: one A against `parts` B matrices in buffers of their own, each product into a C
     of its own (record_gemm_parts), workgroup z choosing the pair; no batch."""
     aligned = dims is not None
+    ragged_m = dims is not None and dims[0] is None
     a = Operand("a", trans_a, width_a)
     b = Operand("b", not trans_b, width_b)
     a_dims = ("params.k", "params.m") if trans_a else ("params.m", "params.k")
@@ -94,7 +107,8 @@ var<private> off_b: u32;
 var<private> off_c: u32;
 
 
-{contiguous_load("a", width_a, *a_dims, a_dims[1], "off_a", checked=not aligned)}
+{contiguous_load("a", width_a, *a_dims, a_dims[1], "off_a", checked=not aligned,
+                 clamp=("col" if trans_a else "row") if ragged_m else "")}
 
 {load_b}
 
@@ -109,12 +123,14 @@ var<private> off_c: u32;
     text = kernel_source(tile, a, b, declarations=declarations, setup=setup,
                          extent=("params.m", "params.n", "params.k"),
                          comment=f"GEMM, trans_a={trans_a}, trans_b={trans_b}"
-                                 + (f", aligned {dims}" if aligned else "")
+                                 + _shape_note(dims)
                                  + (", split K" if split else "")
                                  + (f", {parts} parts" if parts > 1 else ""), aligned=aligned,
+                         ragged_m=ragged_m,
                          split="params.split_steps" if split else "", parts=parts,
                          direct=_DIRECT if aligned and not split and parts == 1 else None)
     if dims is None:
         return text
-    values = dict(zip("mnk", dims))
-    return re.sub(r"params\.([mnk])\b", lambda hit: f"{values[hit.group(1)]}u", text)
+    values = {name: value for name, value in zip("mnk", dims) if value is not None}
+    return re.sub(rf"params\.([{''.join(values)}])\b", lambda hit: f"{values[hit.group(1)]}u",
+                  text)

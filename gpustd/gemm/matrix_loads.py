@@ -62,15 +62,21 @@ def load_type(width: int, component: str = "f16") -> str:
 
 
 def contiguous_load(name: str, width: int, rows: str, cols: str, ld: str, base: str,
-                    binding: str = "", checked: bool = True, component: str = "f16") -> str:
+                    binding: str = "", checked: bool = True, component: str = "f16",
+                    clamp: str = "") -> str:
     """WGSL `load_{name}(row, col)` of a row-major matrix in `binding` (default: name; rows x
     cols words, `ld` words between rows, from word `base`): `width` words from (row, col),
     zeros outside. A vector load lies wholly inside or outside (cols, ld are multiples).
-    checked=False: no bound check (an aligned kernel never loads outside)."""
+    checked=False: no bound check (an aligned kernel never loads outside).
+    clamp "row" or "col" (with checked=False): that coordinate clamped into the matrix, no
+    branch: past the last row (or vector of columns) the last one is read again, where the
+    kernel's products from it land in rows of C that it never stores (only M ragged)."""
     kind = load_type(width, component)
     check = f"\n  if (row >= {rows} || col >= {cols}) {{ return {kind}(); }}" if checked else ""
+    row = f"min(row, {rows} - 1u)" if clamp == "row" else "row"
+    col = f"min(col, {cols} - {width}u)" if clamp == "col" else "col"
     return f"""fn load_{name}(row: u32, col: u32) -> {kind} {{{check}
-  return {binding or name}[({base} + row * {ld} + col) / {width}u];
+  return {binding or name}[({base} + {row} * {ld} + {col}) / {width}u];
 }}"""
 
 

@@ -33,7 +33,8 @@ from .matrix_gemm_source import source
 from .plan import MULTIPROCESSORS, WAVE, BatchPlan
 
 __all__ = ["ACC16_TILES", "ACCUMULATE_ENV", "TILES", "MatrixTile", "accumulation", "available",
-           "choose_tile", "record_gemm_matrix", "record_gemm_parts", "source", "split_k"]
+           "choose_tile", "kernel_dims", "record_gemm_matrix", "record_gemm_parts", "source",
+           "split_k"]
 
 # The shipped configurations: choose_tile picks 64x64, 64x128, 128x128 or 128x128k16;
 # 64x64k16 (the rule for many tiles with robustness on) stays a candidate for the autotuner.
@@ -94,10 +95,27 @@ def _fills(tile: MatrixTile, m: int, n: int, k: int) -> bool:
     return (m % tile.bm == 0 or m >= RAGGED_M) and n % tile.bn == 0 and k % tile.bk == 0
 
 
+# Where only M is ragged (N and K fill the tile), a kernel of its own: n and k constants, C's
+# rows alone checked (matrix_gemm_source.source's dims (None, n, k)), the same bits as the
+# checked kernel; False: the checked kernel, for comparison (tools/ragged_gemm_ab.py).
+RAGGED_KERNEL = True
+
+
 def aligned(tile: MatrixTile, m: int, n: int, k: int) -> bool:
     """Whether an m x k by k x n product fills `tile`'s workgroups and K steps exactly (then
     its kernel checks no bound: matrix_codegen's `aligned`)."""
     return m % tile.bm == 0 and n % tile.bn == 0 and k % tile.bk == 0
+
+
+def kernel_dims(tile: MatrixTile, m: int, n: int, k: int,
+                ragged: bool = True) -> tuple[int | None, int, int] | None:
+    """source's `dims` for an m x k by k x n product on `tile`: (m, n, k) where it fills the
+    tile, with `ragged` (None, n, k) where only M does not, else None (the checked kernel)."""
+    if aligned(tile, m, n, k):
+        return m, n, k
+    if ragged and n % tile.bn == 0 and k % tile.bk == 0:
+        return None, n, k
+    return None
 
 
 def available(device: Device) -> bool:
@@ -162,10 +180,13 @@ def choose_tile(m: int, n: int, batch: int, *, k: int = 0, storage: int = 48 * 1
     4096^3 0.481 / 0.501 and 0.484 / 0.503, FLUX's three 0.366 / 0.375, 1.196 / 1.231, 1.307 /
     1.334, SDXL's 0.252 / 0.258; nn gains nothing, f32's 256 x 128 loses (bench/NOTES.md).
     Direct stores (H100, gemm45-direct-*-dawn-h100.json): nn 4096^3 0.434 / 0.445; nt lose.
+    From RAGGED_M rows on, M need not fill the 256 x 256 tiles either (the ragged-M kernel):
+    H100, nt, ms against 256 x 128 with f16 accumulators (ragged-kernels-dawn-h100.json),
+    Z-Image's 4256 x 3840 x 3840 0.437 / 0.612, 4256 x 3840 x 10240 1.095 / 1.540.
     """
     if accumulate == "f16":
         big = ACC16_TILES["256x256g8" if trans_b else "256x256npds"]
-        if (k >= ACC16_DEEP_K and aligned(big, m, n, k) and big.shared_bytes() <= storage
+        if (k >= ACC16_DEEP_K and _fills(big, m, n, k) and big.shared_bytes() <= storage
                 and big.threads <= invocations
                 and (m // 256) * (n // 256) * batch >= MULTIPROCESSORS):
             return big
@@ -197,7 +218,8 @@ def choose_tile(m: int, n: int, batch: int, *, k: int = 0, storage: int = 48 * 1
 
 
 def _kernel(tile: MatrixTile, trans_a: bool, trans_b: bool, width_a: int, width_b: int,
-            dims: tuple[int, int, int] | None, split: bool = False, parts: int = 1) -> Kernel:
+            dims: tuple[int | None, int, int] | None, split: bool = False,
+            parts: int = 1) -> Kernel:
     return Kernel.generated("linalg/gemm_subgroup_matrix", source, tile, trans_a, trans_b,
                             width_a, width_b, dims, split, parts)
 
@@ -233,7 +255,8 @@ def record_gemm_matrix(a: Buffer[Any], b: Buffer[Any], c: Buffer[Any], bias: Buf
     (gpustd.gemm.dispatch.record_gemm) has done it; `bias` is a placeholder when not has_bias.
     """
     device = c.device
-    width_a, width_b, dims, per_split = _layout(tile, m, n, k, trans_a, trans_b, plan, SPLIT_K)
+    width_a, width_b, dims, per_split = _layout(tile, m, n, k, trans_a, trans_b, plan, SPLIT_K,
+                                                RAGGED_KERNEL)
     has = (2 if bias_rows else 1) if has_bias else 0
     splits = math.ceil(k / per_split) if per_split < k else 1
     if 1 < splits and splits * m * n * 4 <= device.limits["max-storage-buffer-binding-size"]:
@@ -266,15 +289,16 @@ def record_gemm_matrix(a: Buffer[Any], b: Buffer[Any], c: Buffer[Any], bias: Buf
 
 @functools.lru_cache(maxsize=4096)  # pure; every eager GEMM asks it
 def _layout(tile: MatrixTile, m: int, n: int, k: int, trans_a: bool, trans_b: bool,
-            plan: BatchPlan, split: bool) -> tuple[int, int, tuple[int, int, int] | None, int]:
-    """(A's and B's load widths, the dims of an aligned product or None, the K extent of a
-    split) of record_gemm_matrix's product; `split`: SPLIT_K, a key of the answer."""
+            plan: BatchPlan, split: bool,
+            ragged: bool) -> tuple[int, int, tuple[int | None, int, int] | None, int]:
+    """(A's and B's load widths, source's dims (kernel_dims), the K extent of a split) of
+    record_gemm_matrix's product; `split`, `ragged`: SPLIT_K, RAGGED_KERNEL, keys of the
+    answer."""
     offsets_a = (plan.outer_strides[0], plan.inner_strides[0], *(g[0] for g in plan.groups))
     offsets_b = (plan.outer_strides[1], plan.inner_strides[1], *(g[1] for g in plan.groups))
     width_a = load_width(tile, m if trans_a else k, offsets_a)
     width_b = load_width(tile, k if trans_b else n, offsets_b)
-    dims = (m, n, k) if aligned(tile, m, n, k) else None
-    return width_a, width_b, dims, split_k(m, n, k, plan.count)
+    return width_a, width_b, kernel_dims(tile, m, n, k, ragged), split_k(m, n, k, plan.count)
 
 
 def record_gemm_parts(a: Buffer[Any], bs: list[Buffer[Any]], cs: list[Buffer[Any]], *,
@@ -284,7 +308,7 @@ def record_gemm_parts(a: Buffer[Any], bs: list[Buffer[Any]], cs: list[Buffer[Any
     GPU as one product three times as wide. Each result equals record_gemm_matrix's with the
     same tile bit for bit (the same kernel body; the pair only chooses the buffers)."""
     width = load_width(tile, k, (0,))  # A and every B: rows of k, from element 0
-    dims = (m, n, k) if aligned(tile, m, n, k) else None
+    dims = kernel_dims(tile, m, n, k, RAGGED_KERNEL)
     kernel = _kernel(tile, False, True, width, width, dims, parts=len(bs))
     bias = portable.no_bias(a.device, np.float16)
     kernel.dispatch((math.ceil(n / tile.bn), math.ceil(m / tile.bm), len(bs)),

@@ -142,6 +142,8 @@ def test_tile_choice_with_f16_accumulators() -> None:
                                                        direct=True)
     assert sm.choose_tile(4096, 4096, 1, k=4096, trans_b=False) == sm.TILES["256x128"]
     assert sm.choose_tile(4608, 3072, 1, k=3072, accumulate="f16") == big  # FLUX: 216 tiles
+    assert sm.choose_tile(4256, 3840, 1, k=3840, accumulate="f16") == big  # ragged from RAGGED_M
+    assert sm.choose_tile(2016, 4096, 1, k=4096, accumulate="f16") == sm.ACC16_TILES["64x64"]
     assert sm.choose_tile(4096, 5120, 1, k=1280, accumulate="f16") == big  # SDXL's GEGLU
     assert sm.choose_tile(4096, 5120, 1, k=640, accumulate="f16") == sm.ACC16_TILES["256x128"]
     assert sm.choose_tile(2048, 4096, 1, k=4096, accumulate="f16") == \
