@@ -97,6 +97,7 @@ def test_ragged_m_matches_float64_and_the_checked_kernel(
     a64 = a.astype(np.float64).swapaxes(1, 2) if trans_a else a.astype(np.float64)
     b64 = b.astype(np.float64).T if trans_b else b.astype(np.float64)
     before = c0[:-64].reshape(batch, m, n).astype(np.float64)
+    monkeypatch.setattr(sm, "RAGGED_KERNEL_ROWS", 0)  # lavapipe-sized M
     results = {}
     for ragged in (True, False):
         monkeypatch.setattr(sm, "RAGGED_KERNEL", ragged)
@@ -120,6 +121,7 @@ def test_ragged_m_through_matmul(device: gpucore.Device,
     """linalg.matmul of a batch whose rows do not fill the rule's tile takes the ragged-M
     kernel (n, k constants) and matches float64 with a bias."""
     _skip_unless_available(device)
+    monkeypatch.setattr(sm, "RAGGED_KERNEL_ROWS", 0)  # lavapipe-sized M
     seen: list[object] = []
     kernel = sm._kernel
     monkeypatch.setattr(sm, "_kernel", lambda *args, **kw: seen.append(args[5]) or
@@ -133,3 +135,21 @@ def test_ragged_m_through_matmul(device: gpucore.Device,
     want = a.astype(np.float64) @ b.astype(np.float64).T + bias
     assert seen == [(None, 128, 64)]
     assert np.abs(got - want).max() / np.abs(want).max() < 2e-3
+
+
+def test_few_rows_keep_the_checked_kernel(device: gpucore.Device,
+                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    """Below RAGGED_KERNEL_ROWS a ragged product takes the checked kernel (one build for
+    every (n, k) of a tile: a cold start's text encoders), from it on the ragged one."""
+    _skip_unless_available(device)
+    seen: list[object] = []
+    kernel = sm._kernel
+    monkeypatch.setattr(sm, "_kernel", lambda *args, **kw: seen.append(args[5]) or
+                        kernel(*args, **kw))
+    rng = np.random.default_rng(6)
+    a, b = (Tensor.from_numpy(rng.standard_normal(shape).astype(np.float16), device=device)
+            for shape in ((77, 64), (128, 64)))
+    linalg.matmul(a, b, trans_b=True)
+    monkeypatch.setattr(sm, "RAGGED_KERNEL_ROWS", 77)
+    linalg.matmul(a, b, trans_b=True)
+    assert seen == [None, (None, 128, 64)]
