@@ -6,17 +6,21 @@ blocks' image and text streams and its single blocks, SD 3.5 Large's streams at 
 its joint length): ours as three nn.linear calls (one dispatch each, gemm_tile's tile for one
 product, K split where the rule splits it), as nn.linears (one dispatch in gemm_tile's tile for
 a batch of three, after three copies that set the biases side by side) and without biases,
-and the parts kernel in other tiles (which tile a batch of three should take); torch fp16
+and with BENCH_QKV_TILES=64x128,128x128,... the parts kernel in those tiles too (which tile a
+batch of three should take; each a compile of seconds under Dawn); torch fp16
 as three F.linear calls and as one on the weights stacked [3n, k] (a fused-qkv checkpoint's
 cuBLAS call). gpu_ms: ours by timestamp queries (dispatches only: the bias copies are not
 in it), torch by CUDA events; wall_ms: ours with 10 calls a submit (the copies included).
 bitwise_equal: nn.linears' results against the three nn.linear calls'. rel_err: against
-torch's float32 product. `--quick`: small shapes (on lavapipe GPUCORE_EMULATE_MATRIX=1 takes
-the parts path through emulated matrix units).
+torch's float32 product. Each shape's rows are printed as JSON as they come (a cut-off run
+keeps them). `--quick`: small shapes (on lavapipe GPUCORE_EMULATE_MATRIX=1 takes the parts
+path through emulated matrix units).
 """
 
 from __future__ import annotations
 
+import json
+import os
 from typing import Any
 
 import numpy as np
@@ -31,7 +35,6 @@ SHAPES = {"flux double image": (4096, 3072, 3072), "flux double text": (512, 307
           "flux single": (4608, 3072, 3072), "sd35 image b2": (8192, 2432, 2432),
           "sd35 text b2": (666, 2432, 2432), "sd35 joint": (4429, 2432, 2432)}
 QUICK = {"small": (150, 64, 96), "ragged": (75, 40, 24)}
-TILES = ("64x128", "128x128", "128x160", "128x256", "256x128")
 COLUMNS = ["shape", "impl", "tile", "dispatches", "gpu_ms", "wall_ms", "TFLOPs",
            "bitwise_equal", "rel_err"]
 
@@ -90,7 +93,7 @@ def _shape_rows(name: str, m: int, k: int, n: int, device: gpucore.Device, cuda:
     if matrix:
         outs = [Tensor.empty((m, n), np.float16, device=device) for _ in ws]
         joined = Tensor.from_numpy(np.concatenate(bs), device=device)
-        for key in TILES:
+        for key in [t for t in os.environ.get("BENCH_QKV_TILES", "").split(",") if t]:
             tile = matrix_units.TILES[key]
             if tile is rule[3] or tile.shared_bytes() > device.limits[
                     "max-compute-workgroup-storage-size"]:
@@ -125,6 +128,8 @@ def run(quick: bool = False) -> dict[str, Any]:
     repeat = 3 if quick else 20
     rows = []
     for name, (m, k, n) in (QUICK if quick else SHAPES).items():
-        rows += _shape_rows(name, m, k, n, device, cuda, repeat)
+        shape_rows = _shape_rows(name, m, k, n, device, cuda, repeat)
+        print(json.dumps(shape_rows, default=float), flush=True)
+        rows += shape_rows
     return {"benchmark": "qkv", "environment": _harness.environment(device),
             "notes": __doc__, "columns": COLUMNS, "rows": rows}
