@@ -23,6 +23,8 @@ BENCH_ACC16=1 adds ours with the GEMMs accumulating in float16 (GPUSTD_GEMM_ACCU
 (torch.backends.cuda.matmul.allow_fp16_accumulation), each rel_err against diffusers fp16;
 the bfloat16 row's rel_err is diffusers bf16 against diffusers fp16 (the baseline's own
 distance from the fp16 output).
+BENCH_PARTS_OFF=1 adds ours with q, k and v as one GEMM each (gpustd.nn.linear.PARTS off:
+`float16 parts off`) after the float rows: the A/B of nn.linears' one dispatch.
 `--quick`: tiny configs at 16x16 latents (a smoke run on any adapter).
 """
 
@@ -252,7 +254,37 @@ def _our_rows(model: str, config: dict[str, Any], weights: dict[str, np.ndarray]
         rows += _acc16_rows(model, fn, args, device, repeat, dtype)
     if os.environ.get("BENCH_INT8") == "1":
         rows += _int8_rows(model, ours, fn, args, device, repeat, dtype)
+    if os.environ.get("BENCH_PARTS_OFF") == "1":
+        rows += _parts_off_rows(model, fn, args, device, repeat, dtype)
     return rows, got, kernels
+
+
+def _parts_off_rows(model: str, fn: Any, args: tuple[Any, ...], device: gpucore.Device,
+                    repeat: int, dtype: np.dtype) -> list[dict[str, Any]]:
+    """BENCH_PARTS_OFF=1: the same step with q, k and v as a GEMM each (gpustd.nn.linear.PARTS
+    off: what the DiTs ran before nn.linears took biases), eager and replayed
+    (`<dtype> parts off`)."""
+    import importlib
+
+    linear = importlib.import_module("gpustd.nn.linear")  # gpustd.nn.linear is the function
+    linear.PARTS = False
+    try:
+        got, replayed, timings, capture = _harness.eager_and_replay(fn, args, device, repeat)
+        with device.profile() as prof:
+            fn(*args)
+        capture.reset()
+    finally:
+        linear.PARTS = True
+    gemms = {k: {"calls": n, "ms": ns / 1e6} for k, (n, ns) in prof.summary().items()
+             if "gemm" in k or "matrix" in k}
+    label = f"{dtype.name} parts off"
+    print(f"ours {model} {label}: replay {timings['replay']['wall_ms']:.1f} ms", flush=True)
+    return [{"model": model, "impl": "ours", "dtype": label, "mode": mode,
+             "dispatches": timings[mode]["dispatches"], "gpu_ms": timings[mode]["gpu_ms"],
+             "wall_ms": timings[mode]["wall_ms"], "encode_ms": timings[mode]["encode_ms"],
+             "kernels_gemm": gemms,
+             "replay_bitwise_equal_eager": bool(np.array_equal(replayed, got)),
+             "_out": got if mode == "eager" else replayed} for mode in ("eager", "replay")]
 
 
 def _acc16_rows(model: str, fn: Any, args: tuple[Any, ...], device: gpucore.Device,

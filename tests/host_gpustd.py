@@ -54,10 +54,6 @@ class Linear(real_nn.Module):
         return out
 
     @staticmethod
-    def together(x: np.ndarray, layers: list[Linear]) -> list[np.ndarray]:
-        return [layer(x) for layer in layers]
-
-    @staticmethod
     def each(x: np.ndarray, layers: list[Linear]) -> list[np.ndarray]:
         return [layer(x) for layer in layers]
 

@@ -37,8 +37,8 @@ class CLIPAttention(nn.Module):
         self.out_proj = nn.Linear(dim, dim, **place)
 
     def forward(self, x: Tensor) -> Tensor:
-        out = nn.attention(self.q_proj(x), self.k_proj(x), self.v_proj(x), causal=self.causal,
-                           heads=self.heads)
+        q, k, v = nn.Linear.each(x, [self.q_proj, self.k_proj, self.v_proj])  # one GEMM
+        out = nn.attention(q, k, v, causal=self.causal, heads=self.heads)
         return self.out_proj(out)
 
 

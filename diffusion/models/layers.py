@@ -70,10 +70,10 @@ class Attention(nn.Module):
         if isinstance(context, tuple):
             context, image_tokens = context
         if context is None:  # self-attention: q, k and v of x in one GEMM where it can
-            q, k, v = nn.Linear.together(x, [self.to_q, self.to_k, self.to_v])
+            q, k, v = nn.Linear.each(x, [self.to_q, self.to_k, self.to_v])
         else:  # k and v of the context in one
             q = self.to_q(x)
-            k, v = nn.Linear.together(context, [self.to_k, self.to_v])
+            k, v = nn.Linear.each(context, [self.to_k, self.to_v])
         out = nn.attention(q, k, v, heads=self.heads)
         for layer, tokens in zip(getattr(self, "ip_layers", ()), image_tokens):
             out = out + nn.attention(q, layer.to_k_ip(tokens), layer.to_v_ip(tokens),

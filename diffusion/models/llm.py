@@ -128,11 +128,11 @@ class LLMAttention(nn.Module):
         return (repeated[0].reshape(batch, length, -1), repeated[1].reshape(batch, length, -1))
 
     def forward(self, x: Tensor, rotary: tuple[Tensor, Tensor], keep: Tensor | None) -> Tensor:
-        q = norm_rope(getattr(self, "q_norm", None), self.q_proj(x), rotary, self.heads,
-                      halves=True)
-        k = norm_rope(getattr(self, "k_norm", None), self.k_proj(x), rotary, self.kv_heads,
-                      halves=True)
-        k, v = self._repeat(k, self.v_proj(x))
+        # GQA: k and v (narrower than q) in one GEMM where they can (nn.Linear.each)
+        q, k, v = nn.Linear.each(x, [self.q_proj, self.k_proj, self.v_proj])
+        q = norm_rope(getattr(self, "q_norm", None), q, rotary, self.heads, halves=True)
+        k = norm_rope(getattr(self, "k_norm", None), k, rotary, self.kv_heads, halves=True)
+        k, v = self._repeat(k, v)
         out = nn.attention(q, k, v, mask=keep, causal=True, heads=self.heads)
         return self.o_proj(out)
 

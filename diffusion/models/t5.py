@@ -75,8 +75,8 @@ class T5Attention(nn.Module):
                 cfg["relative_attention_num_buckets"], cfg["num_heads"], **place)
 
     def forward(self, x: Tensor, position_bias: Tensor) -> Tensor:
-        out = nn.attention(self.q(x), self.k(x), self.v(x), mask=position_bias, scale=1.0,
-                           heads=self.heads)
+        q, k, v = nn.Linear.each(x, [self.q, self.k, self.v])  # one GEMM where it can
+        out = nn.attention(q, k, v, mask=position_bias, scale=1.0, heads=self.heads)
         return self.o(out)
 
 

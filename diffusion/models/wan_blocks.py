@@ -60,10 +60,11 @@ class WanAttention(nn.Module):
 
     def forward(self, x: Tensor, context: Tensor | None = None, rotary: Rope = None,
                 image: Tensor | None = None) -> Tensor:
-        source = x if context is None else context
-        q = self.norm_q(self.to_q(x))
-        k = self.norm_k(self.to_k(source))
-        v = self.to_v(source)
+        if context is None:  # q, k and v of x in one GEMM where it can
+            q, k, v = nn.Linear.each(x, [self.to_q, self.to_k, self.to_v])
+        else:
+            q, (k, v) = self.to_q(x), nn.Linear.each(context, [self.to_k, self.to_v])
+        q, k = self.norm_q(q), self.norm_k(k)
         if rotary is not None:
             q = rope(q, *rotary, self.heads)
             k = rope(k, *rotary, self.heads)

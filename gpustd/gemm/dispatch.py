@@ -77,8 +77,9 @@ def parts_fit(device: Device, dtype: Any, parts: int) -> bool:
 
 
 def record_gemm_parts(a: Buffer[Any], bs: list[Buffer[Any]], cs: list[Buffer[Any]], *,
-                      m: int, n: int, k: int) -> bool:
-    """Record cs[i] = A (m x k) Bs[i]^T (n x k each, a weight as stored) for every i as one
+                      m: int, n: int, k: int, bias: Buffer[Any] | None = None) -> bool:
+    """Record cs[i] = A (m x k) Bs[i]^T (n x k each, a weight as stored) + bias[i * n:(i + 1)
+    * n] (the parts' biases joined, f16 [len(bs) * n]; None: none) for every i as one
     dispatch where the matrix units take it (f16), in the tile gemm_tile gives for a batch of
     len(bs), and say whether it did; False: nothing recorded, the caller records the products
     one by one. Products that split K alone (matrix_units.split_k) go unsplit here: SDXL's
@@ -87,10 +88,11 @@ def record_gemm_parts(a: Buffer[Any], bs: list[Buffer[Any]], cs: list[Buffer[Any
     dispatch")."""
     device = a.device
     if not (parts_fit(device, a.dtype, len(bs)) and len(bs) == len(cs)
-            and all(x.dtype == np.float16 for x in (*bs, *cs))):
+            and all(x.dtype == np.float16 for x in (*bs, *cs))
+            and (bias is None or (bias.dtype == np.float16 and bias.length == len(bs) * n))):
         return False
     tile = matrix_tuning.gemm_tile(device, m, n, k, len(bs), False, True)
-    matrix_units.record_gemm_parts(a, bs, cs, m=m, n=n, k=k, tile=tile)
+    matrix_units.record_gemm_parts(a, bs, cs, m=m, n=n, k=k, tile=tile, bias=bias)
     return True
 
 

@@ -43,8 +43,8 @@ def _parts_code(parts: int, width_b: int, b_dims: tuple[str, str], checked: bool
                 store: str) -> str:
     """The extra bindings and each part's load_b_{i} and store_c_{i} (kernel_source's parts)
     of a kernel whose workgroup z picks the part: B and C in `parts` buffers each (b, b1, ...;
-    c, c1, ...), A shared. The bindings follow c and precede the params struct, as compile()
-    lays them out."""
+    c, c1, ...), A shared, and the parts' biases (has_bias 1) joined in `bias`, part i's at
+    i * n. The bindings follow c and precede the params struct, as compile() lays them out."""
     extra = range(1, parts)
     kind = load_type(width_b)
     names = ["", *(str(i) for i in extra)]
@@ -55,6 +55,7 @@ def _parts_code(parts: int, width_b: int, b_dims: tuple[str, str], checked: bool
     loads = [contiguous_load(f"b_{i}", width_b, *b_dims, b_dims[1], "off_b", f"b{name}",
                              checked=checked) for i, name in enumerate(names)]
     stores = [store.replace("fn store_c(", f"fn store_c_{i}(").replace("c[idx]", f"c{name}[idx]")
+              .replace("bias[col]", f"bias[{i}u * params.n + col]" if i else "bias[col]")
               for i, name in enumerate(names)]
     return "\n".join(bindings) + "\n\n" + "\n\n".join(loads + stores)
 
@@ -82,7 +83,8 @@ def source(tile: MatrixTile, trans_a: bool, trans_b: bool, width_a: int, width_b
     split: one matrix, K split over workgroup z (params.split_steps K steps each), the raw
     f32 sums of split z in slab z of `c` (f32 [splits, m, n]).
     parts: one A against `parts` B matrices in buffers of their own, each product into a C
-    of its own (record_gemm_parts), workgroup z choosing the pair; no batch."""
+    of its own (record_gemm_parts), workgroup z choosing the pair, part i's bias at i * n of
+    `bias`; no batch."""
     aligned = dims is not None
     ragged_m = dims is not None and dims[0] is None
     a = Operand("a", trans_a, width_a)

@@ -313,17 +313,20 @@ def _layout(tile: MatrixTile, m: int, n: int, k: int, trans_a: bool, trans_b: bo
 
 
 def record_gemm_parts(a: Buffer[Any], bs: list[Buffer[Any]], cs: list[Buffer[Any]], *,
-                      m: int, n: int, k: int, tile: MatrixTile) -> None:
-    """Record cs[i] = a (m x k) bs[i]^T (each n x k) for every i in one dispatch (workgroup
-    z picks the pair): the shared-input projections of attention (q, k and v of x) fill the
-    GPU as one product three times as wide. Each result equals record_gemm_matrix's with the
-    same tile bit for bit (the same kernel body; the pair only chooses the buffers)."""
+                      m: int, n: int, k: int, tile: MatrixTile,
+                      bias: Buffer[Any] | None = None) -> None:
+    """Record cs[i] = a (m x k) bs[i]^T (each n x k) + bias[i * n:(i + 1) * n] for every i in
+    one dispatch (workgroup z picks the pair; bias None: none): the shared-input projections
+    of attention (q, k and v of x) fill the GPU as one product three times as wide. Each
+    result equals record_gemm_matrix's with the same tile (and that part's bias) bit for bit
+    (the same kernel body; the pair only chooses the buffers)."""
     width = load_width(tile, k, (0,))  # A and every B: rows of k, from element 0
     dims = kernel_dims(tile, m, n, k, _ragged(m))
     kernel = _kernel(tile, False, True, width, width, dims, parts=len(bs))
-    bias = portable.no_bias(a.device, np.float16)
+    has_bias = int(bias is not None)
+    bias = bias if bias is not None else portable.no_bias(a.device, np.float16)
     kernel.dispatch((math.ceil(n / tile.bn), math.ceil(m / tile.bm), len(bs)),
                     a, bs[0], bias, cs[0], *bs[1:], *cs[1:],
                     m=m, n=n, k=k, a_base=0, a_outer=0, a_inner=0, b_base=0, b_outer=0,
-                    b_inner=0, c_base=0, inner=1, z_base=0, alpha=1.0, beta=0.0, has_bias=0,
-                    split_steps=0)
+                    b_inner=0, c_base=0, inner=1, z_base=0, alpha=1.0, beta=0.0,
+                    has_bias=has_bias, split_steps=0)

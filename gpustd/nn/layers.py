@@ -48,7 +48,7 @@ class Linear(Module):
     def plain(self) -> bool:
         """Whether this is Linear itself with a float weight and its own forward (not
         quantized, no Residency's unit, no LoRA's wrapped forward): the GEMM may then take
-        what follows it (linear_gelu, linears)."""
+        what follows it (linear_gelu), or others of the same input (linears: Linear.each)."""
         return (type(self) is Linear and type(self.weight) is Tensor
                 and "forward" not in vars(self))
 
@@ -67,17 +67,6 @@ class Linear(Module):
         return out
 
     @staticmethod
-    def together(x: Tensor, layers: list[Linear]) -> list[Tensor]:
-        """[layer(x) for layer in layers], through nn.linears (one GEMM dispatch with its
-        PARTS switch) where each layer is a bias-free Linear with a plain weight and its own
-        forward (none quantized, none a Residency's unit, whose wrapped forward brings its
-        weights in): attention's q, k and v projections of one input."""
-        if all(type(layer) is Linear and layer.bias is None and type(layer.weight) is Tensor
-               and "forward" not in vars(layer) for layer in layers):
-            return linears(x, [layer.weight for layer in layers])
-        return Linear.each(x, layers)
-
-    @staticmethod
     def int8_input(layers: list[Linear]) -> tuple[Tensor | None] | None:
         """(smooth,) where every one of `layers` is a W8A8 Linear (Int8Weight, Linear's own
         forward) and all share one smoothing `smooth` (a tensor, or None): the kernel that
@@ -94,21 +83,29 @@ class Linear(Module):
 
     @staticmethod
     def each(x: Tensor, layers: list[Linear]) -> list[Tensor]:
-        """[layer(x) for layer in layers], the W8A8 layers among them (Int8Weight, Linear's
-        own forward) that share a smoothing quantizing x once between them (int8_linears):
-        attention's q, k and v, FLUX's single blocks' MLP beside them. Each result is
-        layer(x)'s, bit for bit."""
-        groups: dict[int, list[int]] = {}
+        """[layer(x) for layer in layers], several of them at once where they can: the plain
+        ones (plain()) of one weight shape, all with biases or none, through nn.linears (one
+        GEMM dispatch on the matrix units: attention's q, k and v; a GQA's k and v), and the
+        W8A8 ones (Int8Weight, Linear's own forward) that share a smoothing quantizing x once
+        between them (int8_linears; FLUX's single blocks' MLP beside q, k and v). Each result
+        is layer(x)'s, bit for bit (nn.linears: on the same tile, K unsplit)."""
+        groups: dict[tuple[Any, ...], list[int]] = {}
         for i, layer in enumerate(layers):
-            if (type(layer) is Linear and isinstance(layer.weight, Int8Weight)
+            if layer.plain():
+                key: tuple[Any, ...] = ("float", layer.weight.shape, layer.bias is None)
+                groups.setdefault(key, []).append(i)
+            elif (type(layer) is Linear and isinstance(layer.weight, Int8Weight)
                     and "forward" not in vars(layer)):
-                groups.setdefault(id(layer.weight.smooth), []).append(i)
+                groups.setdefault(("int8", id(layer.weight.smooth)), []).append(i)
         done: dict[int, Tensor] = {}
-        for members in groups.values():
-            if len(members) > 1:
-                weights = [layers[i].weight for i in members]
-                done.update(zip(members, int8_linears(x, weights,  # type: ignore[arg-type]
-                                                      [layers[i].bias for i in members])))
+        for key, members in groups.items():
+            if len(members) < 2:
+                continue
+            weights = [layers[i].weight for i in members]
+            biases = [layers[i].bias for i in members]
+            together = (linears(x, weights, biases) if key[0] == "float"  # type: ignore[arg-type]
+                        else int8_linears(x, weights, biases))  # type: ignore[arg-type]
+            done.update(zip(members, together))
         return [done[i] if i in done else layer(x) for i, layer in enumerate(layers)]
 
 

@@ -107,29 +107,53 @@ def linear(x: Tensor, weight: Tensor, bias: Tensor | None = None, *,
     return add_to
 
 
-def linears(x: Tensor, weights: list[Tensor]) -> list[Tensor]:
-    """[linear(x, w) for w in weights] (no biases); with PARTS, one GEMM dispatch where the
-    matrix units take it (float16, weights of one shape; gemm.dispatch.record_gemm_parts):
-    attention's q, k and v of one input fill the GPU together, where each alone leaves part
-    of it idle (SDXL's 2048 x 1280 x 1280: 0.146 against 0.22-0.29 ms for the three, H100).
-    Each result is linear's, bit for bit on the same tile, except where linear alone would
-    split K (the parts run unsplit: f16 rounding apart). torch: `[F.linear(x, w) for w in
-    weights]`."""
+def linears(x: Tensor, weights: list[Tensor],
+            biases: list[Tensor | None] | None = None) -> list[Tensor]:
+    """[linear(x, w, b) for w, b in zip(weights, biases)] (biases None: none); with PARTS,
+    one GEMM dispatch where the matrix units take it (float16, weights of one shape, every
+    layer with a bias or none, an even width where biases are): attention's q, k and v of one
+    input fill the GPU together, where each alone leaves part of it idle (SDXL's 2048 x 1280
+    x 1280: 0.146 against 0.22-0.29 ms for the three, H100). The biases are copied side by
+    side on the GPU as the call records (three small copies, so that a replayed capture reads
+    what a LoRA wrote into them since). Each result is linear's, bit for bit on the same
+    tile, except where linear alone would split K (the parts run unsplit: f16 rounding
+    apart). torch: `[F.linear(x, w, b) for w, b in zip(weights, biases)]`."""
     op = "linears"
     if x.ndim < 1:
         raise ValueError(f"{op}: x must have at least one dimension")
-    for weight in weights:
+    biases = list(biases) if biases is not None else [None] * len(weights)
+    if len(biases) != len(weights):
+        raise ValueError(f"{op}: {len(weights)} weights but {len(biases)} biases; pass one "
+                         "bias (or None) per weight")
+    for weight, bias in zip(weights, biases):
         check_float(weight, "weight", op, ndim=2)
-        _check_weight(op, x, weight, None, x.shape[-1])
+        _check_weight(op, x, weight, bias, x.shape[-1])
     shape = (*x.shape[:-1], weights[0].shape[0]) if weights else ()
+    with_bias = [b is not None for b in biases]
     if (PARTS and parts_fit(x.device, x.dtype, len(weights)) and x.size and weights[0].size
-            and all(w.shape == weights[0].shape for w in weights)):
+            and all(w.shape == weights[0].shape for w in weights)
+            and (not any(with_bias) or (all(with_bias) and shape[-1] % 2 == 0 and all(
+                type(b.buffer) is Buffer for b in biases)))):  # type: ignore[union-attr]
         rows = x.reshape(-1, x.shape[-1])
         outs = [Tensor.empty(shape, x.dtype, device=x.device) for _ in weights]
+        joined = _joined(biases) if any(with_bias) else None  # type: ignore[arg-type]
         if record_gemm_parts(rows.buffer, [w.buffer for w in weights], [o.buffer for o in outs],
-                             m=rows.shape[0], n=shape[-1], k=x.shape[-1]):
+                             m=rows.shape[0], n=shape[-1], k=x.shape[-1],
+                             bias=joined.buffer if joined is not None else None):
             return outs
-    return [linear(x, weight) for weight in weights]
+    return [linear(x, weight, bias) for weight, bias in zip(weights, biases)]
+
+
+def _joined(biases: list[Tensor]) -> Tensor:
+    """The biases (one even length n each) side by side, [len(biases) * n], by GPU copies
+    recorded now (a capture repeats them)."""
+    n = biases[0].shape[0]
+    device = biases[0].device
+    joined = Tensor.empty((len(biases) * n,), biases[0].dtype, device=device)
+    size = n * joined.dtype.itemsize
+    for i, bias in enumerate(biases):
+        device.record_copy(bias.buffer.wgpu, 0, joined.buffer.wgpu, i * size, size)
+    return joined
 
 
 def conv1x1(x: Tensor, weight: Tensor, bias: Tensor | None = None) -> Tensor:

@@ -405,6 +405,11 @@ def test_parts_kernel_interface(parts: int) -> None:
         for p in range(parts):  # part p's loop loads its own B, its epilogue stores its C
             assert source.count(f"fetch_{p}();") == (2 if tile.prefetch else 1)
             assert source.count(f"put_fragment_{p}(") == 1 + tile.fm * tile.fn
+        stores = re.findall(r"fn store_c_(\d+)\(.*?\n}", source, re.S)
+        assert stores == [str(p) for p in range(parts)]
+        for p in range(1, parts):  # part p's bias from p * n of the joined biases
+            n = "64u" if dims else "params.n"
+            assert source.count(f"bias[{p}u * {n} + col]") == 1
 
 
 @pytest.mark.parametrize(("m", "k", "n"), [(150, 88, 72), (128, 128, 192), (2048, 64, 64)])
@@ -433,6 +438,37 @@ def test_parts_match_float64_and_single_products_where_available(
                                   m=m, n=n, k=k, trans_a=False, trans_b=True, alpha=1.0,
                                   beta=0.0, plan=plan, tile=tile)
             assert np.array_equal(got.view(np.uint16), alone.numpy().view(np.uint16))
+
+
+@pytest.mark.parametrize(("m", "k", "n"), [(75, 40, 24), (128, 64, 128)])
+def test_parts_with_biases_match_single_products(device: gpucore.Device, m: int, k: int,
+                                                 n: int) -> None:
+    """Two weights and their biases (joined, [2n]) against one input in one dispatch: each
+    result bit for bit the single product's with that bias on the same tile, and within f16
+    rounding of float64 (bounds-checked and aligned shapes)."""
+    _skip_unless_available(device)
+    rng = np.random.default_rng(m + k + n)
+    x = rng.standard_normal((m, k)).astype(np.float16)
+    ws = [(rng.standard_normal((n, k)) / 8).astype(np.float16) for _ in range(2)]
+    bs = [rng.standard_normal(n).astype(np.float16) for _ in range(2)]
+    tx = Tensor.from_numpy(x, device=device)
+    tws = [Tensor.from_numpy(w, device=device) for w in ws]
+    joined = Tensor.from_numpy(np.concatenate(bs), device=device)
+    tile = sm.TILES["64x64"]
+    outs = [Tensor.empty((m, n), np.float16, device=device) for _ in ws]
+    sm.record_gemm_parts(tx.buffer, [w.buffer for w in tws], [o.buffer for o in outs],
+                         m=m, n=n, k=k, tile=tile, bias=joined.buffer)
+    plan = gemm_plan.batch_plan((1,), (), (), m * k, k * n)
+    for w, b, tw, out in zip(ws, bs, tws, outs):
+        expected = x.astype(np.float64) @ w.astype(np.float64).T + b
+        got = out.numpy()
+        assert np.abs(got - expected).max() / np.abs(expected).max() < 2e-3
+        alone = Tensor.empty((m, n), np.float16, device=device)
+        sm.record_gemm_matrix(tx.buffer, tw.buffer, alone.buffer,
+                              Tensor.from_numpy(b, device=device).buffer, has_bias=True,
+                              m=m, n=n, k=k, trans_a=False, trans_b=True, alpha=1.0,
+                              beta=0.0, plan=plan, tile=tile)
+        assert np.array_equal(got.view(np.uint16), alone.numpy().view(np.uint16))
 
 
 def test_geglu_kernel_interface() -> None:

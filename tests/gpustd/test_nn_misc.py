@@ -14,6 +14,8 @@ from hypothesis import strategies as st
 from support import assert_close, random_array
 
 import gpucore
+import gpustd
+import gpustd.gemm.matrix_units
 from gpustd import Tensor, nn
 
 get_timestep_embedding = pytest.importorskip("diffusers.models.embeddings").get_timestep_embedding
@@ -195,34 +197,53 @@ def test_linear_float16_and_errors(device: gpucore.Device) -> None:
 
 @pytest.mark.parametrize("parts", [False, True])
 @pytest.mark.parametrize("dtype", [np.float32, np.float16])
-def test_linears_and_layers_together(device: gpucore.Device, dtype, parts: bool,
-                                     monkeypatch: pytest.MonkeyPatch) -> None:
-    """linears: one input through several weights (one GEMM on the matrix units, with
-    linear.PARTS) against torch; Linear.together takes that path only for plain bias-free
-    layers and gives the same results as calling each layer."""
+def test_linears_and_layers_each(device: gpucore.Device, dtype, parts: bool,
+                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    """linears: one input through several weights and their biases (one GEMM on the matrix
+    units, with linear.PARTS; emulated ones on CI's lavapipe) against torch; Linear.each
+    groups plain layers of one weight shape, all with biases or none, and gives each
+    layer's own result bit for bit."""
+    from conftest import matrix_device
     module = importlib.import_module("gpustd.nn.linear")  # gpustd.nn.linear is the function
     if dtype == np.float16 and not device.has_f16:
         pytest.skip(f"{device.info.label} has no shader-f16")
+    if dtype == np.float16 and parts:
+        device = matrix_device(device)
     monkeypatch.setattr(module, "PARTS", parts)
+    taken = []  # the parts GEMM's answers, biased or not
+    record = module.record_gemm_parts
+    monkeypatch.setattr(module, "record_gemm_parts", lambda *a, **kw: taken.append(
+        (kw["bias"] is not None, record(*a, **kw))) or taken[-1][1])
     rng = np.random.default_rng(9)
     x = random_array(rng, (2, 75, 40), dtype)
     ws = [random_array(rng, (24, 40), dtype) for _ in range(3)]
-    outs = nn.linears(_up(device, x), [_up(device, w) for w in ws])
-    for out, w in zip(outs, ws):
+    bs = [random_array(rng, (24,), dtype) for _ in range(2)]
+    outs = nn.linears(_up(device, x), [_up(device, w) for w in ws[:2]],
+                      [_up(device, b) for b in bs])
+    for out, w, b in zip(outs, ws, bs):
         assert out.shape == (2, 75, 24)
-        assert_close(out.numpy(), F.linear(_t(x), _t(w)).numpy(), dtype=dtype)
-    layers = [nn.Linear(40, 24, bias=False, dtype=dtype, device=device) for _ in ws]
-    layers.append(nn.Linear(40, 24, dtype=dtype, device=device))  # a bias: each on its own
-    for layer, w in zip(layers, [*ws, ws[0]]):
-        bias = {} if layer.bias is None else {"bias": w[:, 0]}
-        layer.load_state_dict({"weight": w, **bias})
-    for chosen in (layers[:3], layers):
-        together = nn.Linear.together(_up(device, x), chosen)
-        alone = [layer(_up(device, x)) for layer in chosen]
-        for a, b in zip(together, alone):
-            np.testing.assert_array_equal(a.numpy(), b.numpy())
+        assert_close(out.numpy(), F.linear(_t(x), _t(w), _t(b)).numpy(), dtype=dtype)
+    # two with biases (together), one without (alone), one of another shape (alone)
+    layers = [nn.Linear(40, 24, dtype=dtype, device=device) for _ in bs]
+    layers += [nn.Linear(40, 24, bias=False, dtype=dtype, device=device),
+               nn.Linear(40, 16, dtype=dtype, device=device)]
+    for layer, w, b in zip(layers, [*ws, ws[0][:16]], [*bs, None, bs[0][:16]]):
+        layer.load_state_dict({"weight": w, **({} if b is None else {"bias": b})})
+    together = nn.Linear.each(_up(device, x), layers)
+    for layer, got in zip(layers, together):
+        np.testing.assert_array_equal(got.numpy(), layer(_up(device, x)).numpy())
+    # a capture replays the biases' copies: a bias written in place since (a LoRA's) is seen
+    step = gpustd.capture(lambda t: nn.Linear.each(t, layers[:2]))
+    step(_up(device, x))
+    layers[1].bias.buffer.write(bs[0])  # type: ignore[union-attr]
+    for layer, got in zip(layers, step(_up(device, x))):
+        np.testing.assert_array_equal(got.numpy(), layer(_up(device, x)).numpy())
+    matrix = dtype == np.float16 and parts and gpustd.gemm.matrix_units.available(device)
+    assert taken == ([(True, True)] * 3 if matrix else [])
     with pytest.raises(ValueError, match="features"):
         nn.linears(_up(device, x), [_up(device, ws[0]), _up(device, ws[1][:, :30])])
+    with pytest.raises(ValueError, match="biases"):
+        nn.linears(_up(device, x), [_up(device, ws[0])], [])
 
 
 @settings(max_examples=10, deadline=None)
