@@ -440,13 +440,16 @@ def test_parts_match_float64_and_single_products_where_available(
             assert np.array_equal(got.view(np.uint16), alone.numpy().view(np.uint16))
 
 
-@pytest.mark.parametrize(("m", "k", "n"), [(75, 40, 24), (128, 64, 128)])
-def test_parts_with_biases_match_single_products(device: gpucore.Device, m: int, k: int,
-                                                 n: int) -> None:
+@pytest.mark.parametrize(("m", "k", "n"), [(75, 40, 24), (128, 64, 128), (75, 64, 128)])
+def test_parts_with_biases_match_single_products(device: gpucore.Device,
+                                                 monkeypatch: pytest.MonkeyPatch, m: int,
+                                                 k: int, n: int) -> None:
     """Two weights and their biases (joined, [2n]) against one input in one dispatch: each
     result bit for bit the single product's with that bias on the same tile, and within f16
-    rounding of float64 (bounds-checked and aligned shapes)."""
+    rounding of float64 (bounds-checked, aligned and ragged-M shapes: the ragged-M kernel
+    taken at any row count here)."""
     _skip_unless_available(device)
+    monkeypatch.setattr(sm, "RAGGED_KERNEL_ROWS", 0)
     rng = np.random.default_rng(m + k + n)
     x = rng.standard_normal((m, k)).astype(np.float16)
     ws = [(rng.standard_normal((n, k)) / 8).astype(np.float16) for _ in range(2)]
