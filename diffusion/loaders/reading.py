@@ -81,13 +81,11 @@ def _read_at(path: Path, fd: int, offset: int, into: np.ndarray) -> int:
         return file.readinto(into.data) or 0
 
 
-def _in_pieces(path: Path, starts: range, piece: Callable[[int, int], None], what: str, *,
-               builds: bool = False) -> None:
+def _in_pieces(path: Path, starts: range, piece: Callable[[int, int], None], what: str
+               ) -> None:
     """`piece(fd, start)` for each of `starts` (`fd`: `path` open for reading where os.preadv
-    exists, else -1): the first on this thread, the others on PIECE_THREADS threads. `builds`:
-    before its own piece this thread begins kernel builds a Warmup put off
-    (gpucore.work_while_waiting) while the threads read the others. OSError becomes
-    WeightsError naming `what`; every piece has stopped before the file is closed."""
+    exists, else -1): the first on this thread, the others on PIECE_THREADS threads. OSError
+    becomes WeightsError naming `what`; every piece has stopped before the file is closed."""
     binary = getattr(os, "O_BINARY", 0)
     try:
         fd = os.open(path, os.O_RDONLY | binary) if hasattr(os, "preadv") else -1
@@ -98,8 +96,6 @@ def _in_pieces(path: Path, starts: range, piece: Callable[[int, int], None], wha
         if len(starts) > 1:
             pool = _pool("pieces", PIECE_THREADS)
             others = [pool.submit(piece, fd, start) for start in starts[1:]]
-            while builds and not others[-1].done() and work_while_waiting():
-                pass
         if starts:
             piece(fd, starts[0])
         for done in others:
@@ -149,14 +145,13 @@ def read_into(path: Path, offset: int, into: np.ndarray, *, what: str) -> None:
     `offset` of `path`, pieces of PIECE bytes on threads, each read straight into its place
     (no buffer between). numpy: `into[:] = np.fromfile(path, np.uint8, into.size,
     offset=offset)`. WeightsError naming `what` when the file ends early or cannot be
-    read. The calling thread begins put-off kernel builds while the threads read (Dawn's
-    Warmup: a load read this way has no "read wait" for them to begin in)."""
+    read."""
     def piece(fd: int, start: int) -> None:
         part = into[start:start + PIECE]
         if _read_at(path, fd, offset + start, part) != part.size:
             raise _ended(path, what)
 
-    _in_pieces(path, range(0, into.size, PIECE), piece, what, builds=True)
+    _in_pieces(path, range(0, into.size, PIECE), piece, what)
 
 
 def read_ahead(read: Callable[[str], T], keys: Sequence[str],

@@ -91,37 +91,6 @@ def test_a_file_cut_short_is_one_weights_error(tmp_path,
 
 
 @pytest.mark.nodevice
-def test_read_into_begins_put_off_builds_while_its_threads_read(
-        tmp_path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """A Bf16Tensor's read into the staging memory is where Dawn's Warmup begins its builds
-    on a GPU-cast load (no "read wait" there): the calling thread begins them while the
-    piece threads read, stops once they are done even with builds left, and the bytes are
-    the file's."""
-    monkeypatch.setattr(reading, "PIECE", 4096)
-    data = np.random.default_rng(3).integers(0, 256, 50 * 4096 + 17, dtype=np.uint8)
-    path = tmp_path / "raw.bin"
-    path.write_bytes(b"x" * 9 + data.tobytes())
-    begun = []
-
-    def build() -> bool:  # an endless list of builds, each a moment long
-        begun.append(threading.get_ident())
-        time.sleep(0.0005)
-        return True
-
-    monkeypatch.setattr(reading, "work_while_waiting", build)
-    into = np.zeros(data.size, np.uint8)
-    reading.read_into(path, 9, into, what="'raw'")
-    np.testing.assert_array_equal(into, data)
-    assert begun and set(begun) == {threading.get_ident()}  # on the caller's thread only
-    # one piece: read in place, nothing begun
-    begun.clear()
-    small = np.zeros(100, np.uint8)
-    reading.read_into(path, 9, small, what="'raw'")
-    np.testing.assert_array_equal(small, data[:100])
-    assert not begun
-
-
-@pytest.mark.nodevice
 def test_read_ahead_keeps_the_order_and_raises_in_turn(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(reading, "AHEAD_BYTES", 10)
     running, most = [0], [0]
