@@ -11,16 +11,18 @@ dev diffusers folder in bfloat16; the writing timed apart), then runs the CLI as
 second is the warm picture of the same process; `--n-iter 1`: one picture, the issue's "a
 second process ... for one picture"), in a child with empty caches of its own
 (XDG_CACHE_HOME a fresh folder: ours and NVIDIA's / Mesa's shader caches; AVX_GPU_CACHE_DIR
-and the drivers' cache variables unset), and for SD 1.5 a second process on the caches the
-first left. The weight files were just written, so the OS page cache holds them (warm page
-cache: no disk reads are timed). Python's bytecode is compiled once before the first child
-(PYTHONPYCACHEPREFIX under ROOT), as an installed package has it.
+and the drivers' cache variables unset), then a second process on the caches the first left
+(the drivers' shader caches and gpucore.Warmup's kernel list). The weight files were just
+written, so the OS page cache holds them (warm page cache: no disk reads are timed).
+Python's bytecode is compiled once before the first child (PYTHONPYCACHEPREFIX under ROOT),
+as an installed package has it.
 
 Per process: the wall time from spawning the child to its exit (the interpreter's start
 included), the seconds from the spawn at which each stderr line came (the first picture is
 written when its `memory:` line comes), the sampling seconds the progress lines print, and
 `--verbose`'s phase split (`time: import ... ; total ...`) and the seconds from its `time:`
-line, printed after the last picture, to the exit. `--quick`: the benches' tiny configs at
+line, printed after the last picture, to the exit; and how many kernels the Warmup lists in
+the cache folder hold after it. `--quick`: the benches' tiny configs at
 64x64 in 2 steps (a check of the command, not a measurement).
 
 `--trees NAME=PATH,...` runs the same processes with each tree's packages first on the
@@ -152,6 +154,18 @@ def _compile_bytecode(bytecode: str, roots: list[Path]) -> float:
     return round(time.perf_counter() - start, 3)
 
 
+def listed_kernels(cache: Path) -> dict[str, int]:
+    """{file: kernels} of the gpucore.Warmup lists a child left in its cache folder (what
+    the next process begins building while it loads)."""
+    counts = {}
+    for path in sorted((cache / "avx-gpu").glob("kernels-*.json")):
+        try:
+            counts[path.name] = len(json.loads(path.read_text())["payload"]["kernels"])
+        except (OSError, ValueError, KeyError, TypeError):
+            counts[path.name] = -1  # unreadable: the next process ignores it too
+    return counts
+
+
 def _line(model: str, process: str, row: dict[str, Any]) -> str:
     def s(key: str) -> str:
         value = row.get(key)
@@ -162,7 +176,8 @@ def _line(model: str, process: str, row: dict[str, Any]) -> str:
     return (f"{model:5} {process:14} whole {s('wall_s'):>6}  picture 1 at "
             f"{s('first_picture_s'):>6}  picture 2 {s('second_picture_s'):>5}  loaded at "
             f"{s('model_line_s'):>5}  exit {s('exit_s'):>4}  sampling {row.get('sampling_s')}"
-            f"  compile wait {wait if wait is not None else '-'}  rc {row.get('returncode')}")
+            f"  compile wait {wait if wait is not None else '-'}"
+            f"  listed {sum(row.get('kernels_listed', {}).values())}  rc {row.get('returncode')}")
 
 
 def _schedule(trees: dict[str, Path | None], rounds: int
@@ -198,10 +213,11 @@ def run(root: Path, out_json: Path, *, quick: bool, models: list[str], flux_step
         for name, number, processes in _schedule(trees, rounds):
             with tempfile.TemporaryDirectory(prefix=f"cold-{model}-", dir=root) as cache:
                 env = child_env(cache, bytecode, trees[name])
-                for process in processes if model == "sd15" else processes[:1]:
+                for process in processes:
                     # a tree's child runs outside every tree: only PYTHONPATH says whose code
                     row = run_child(entry["args"], env, timeout,
                                     None if trees[name] is None else root)
+                    row["kernels_listed"] = listed_kernels(Path(cache))
                     if trees == {"": None}:
                         entry[process] = row
                     else:

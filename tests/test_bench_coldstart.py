@@ -53,3 +53,14 @@ def test_child_lines_read():
                              "compile wait": {"s": 0.0, "count": 74},
                              "read wait": {"s": 0.58, "count": 1130}}
     assert row["other_s"] == -3.11 and row["total_s"] == 5.31 and row["wall_s"] == 5.66
+
+
+def test_listed_kernels_counted(tmp_path):
+    lists = tmp_path / "avx-gpu"
+    lists.mkdir()
+    (lists / "kernels-aa.json").write_text(json.dumps(
+        {"key": {}, "payload": {"kernels": [{"source": "x"}] * 3}}))
+    (lists / "kernels-bb.json").write_text("{not json")
+    (lists / "tune-cc.json").write_text("{}")  # not a Warmup list
+    assert coldstart.listed_kernels(tmp_path) == {"kernels-aa.json": 3, "kernels-bb.json": -1}
+    assert coldstart.listed_kernels(tmp_path / "none") == {}
