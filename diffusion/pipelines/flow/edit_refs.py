@@ -31,7 +31,8 @@ DEFAULT_STRENGTH = next(f.default for f in fields(GenerationRequest) if f.name =
 
 
 class EditModel(Protocol):
-    """What `sample_from_noise` needs of a model: its guided flow and its scheduler."""
+    """What `sample_from_noise` needs of a model: its guided flow, its scheduler and its
+    decoder's kernels begun ahead (FlowModel.begin_decode)."""
 
     @property
     def scheduler_config(self) -> dict[str, Any]: ...
@@ -40,6 +41,8 @@ class EditModel(Protocol):
                     height: int, cache: StepCache | None = None
                     ) -> tuple[Callable[[np.ndarray, float], np.ndarray], tuple[int, ...],
                                float | None]: ...
+
+    def begin_decode(self, request: GenerationRequest, shape: tuple[int, ...]) -> None: ...
 
 
 def reference_pictures(request: GenerationRequest) -> list[Any]:
@@ -66,6 +69,7 @@ def sample_from_noise(model: EditModel, request: GenerationRequest, label: str,
     """A WebUI sampler over the Simple schedule from noise along the model's guided flow
     (the references inside it), each picture from its own seed."""
     flow, shape, mu = model.guided_flow(request, prompts, width, height, cache)
+    model.begin_decode(request, shape)  # the prompt encoded, the first step not yet
     return sample_flow(flow, label, FlowSchedule(model.scheduler_config, mu=mu),
                        int(request.steps), seeds=seeds, rng=request.rng, shape=shape,
                        options=request.sampler_options,

@@ -35,10 +35,11 @@ from ..contract import Capabilities, GenerationResult, LoadOptions, Placement, S
 from ..control import ControlUnit
 from ..control_map import split_maps
 from ..control_spec import unit_label
-from ..finite import pictures_uint8
+from ..finite import NonFiniteError, pictures_uint8
 from ..generation import Denoised, PromptLoras, generate
 from ..observer import Observer, Progress, StepCallback
 from ..request import GenerationRequest
+from ..sd.decode_ahead import begin_decode
 from .flow_control import DIT_CONTROLNETS
 from .flow_hires import run_hires, stage_control
 from .flow_memory import MemoryLayout, MemoryModes
@@ -237,6 +238,24 @@ class FlowModel(FlowModelPasses, MemoryModes):
         vae = self.pipe.vae if vae is None else vae
         pictures = decode(vae, latents, vae.decoder.conv_in.weight.device, self.memory_decode())
         return pictures_uint8(pictures)
+
+    def begin_decode(self, request: GenerationRequest, shape: tuple[int, ...]) -> None:
+        """The VAE decoder's kernels begun before the transformer records its first step
+        (diffusion.pipelines.sd.decode_ahead): on a device that builds in the background this
+        family's decode runs once on latents of `shape`'s size under gpucore.begin_only, so the
+        real decode finds its kernels built (a cold FLUX.1 dev process waited 2.6 s for them
+        after its last step). In the plain mode without a hires pass (those decode in tiles or
+        at another size); once per VAE and size."""
+        if self.memory_mode is not None or request.hires is not None:
+            return
+
+        def dry_run(latents: np.ndarray) -> None:
+            try:
+                self.decode(latents, request)
+            except NonFiniteError:  # nothing was computed: it read back what the pool held
+                pass
+
+        begin_decode(dry_run, self.pipe.vae, shape)
 
     def lora_targets(self) -> Any:
         """What the prompt's LoRAs patch: the transformer (kohya's BFL / Stability names,

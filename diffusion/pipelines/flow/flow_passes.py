@@ -130,6 +130,9 @@ class FlowModelPasses:
         finally:
             self.pipe.prompt_prior = prior
 
+    def begin_decode(self, request: GenerationRequest, shape: tuple[int, ...]) -> None:
+        """Begin the decoder's kernels for latents of `shape` (FlowModel's; nothing here)."""
+
     def encode_init(self, pixels: np.ndarray, generator: Any) -> np.ndarray:
         """The init image's latents (1, C, h, w) in the transformer's space for the WebUI
         samplers' img2img: a posterior draw from `generator` (`encode_image`)."""
@@ -139,6 +142,7 @@ class FlowModelPasses:
                seeds: list[int], width: int, height: int, observer: Observer,
                cache: StepCache | None) -> np.ndarray:
         flow, shape, mu = self.guided_flow(request, prompts, width, height, cache)
+        self.begin_decode(request, shape)  # the prompt encoded, the first step not yet
         init = keep = None
         if request.init_image is not None:
             # the init image's latents drawn from the VAE's posterior with the first seed
