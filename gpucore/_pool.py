@@ -73,6 +73,12 @@ class BufferPool:
     Reuse needs no waiting: the GPU executes the queue in order, so work recorded for a
     buffer's new owner runs after its old owner's. Every buffer the device allocates passes
     through here (`take` or `created`, then `give` or `dropped`), so the counts are exact.
+
+    The lock is reentrant, and the idle lists are walked over copies: a garbage collection
+    that runs inside a locked method (any allocation may start one) can collect a Buffer,
+    whose `__del__` gives its buffer back here on the same thread. With a plain lock that
+    thread waited on itself (a capture's `discard`, its `choose` planning the temporaries,
+    hung a CI run).
     """
 
     def __init__(self, limit: int = 4 << 30) -> None:
@@ -83,7 +89,7 @@ class BufferPool:
         self._gives = 0
         self._given: dict[int, int] = {}  # id of an idle buffer -> its give's number
         self._free: dict[int, list[GPUBuffer]] = {}
-        self._lock = threading.Lock()
+        self._lock = threading.RLock()  # reentrant: see the class doc
         self.trace: MemoryTrace | None = None  # gpucore.trace_memory's, while one is open
 
     def _grow(self, size: int, buffer: GPUBuffer, pinned: bool = False) -> None:
@@ -144,12 +150,12 @@ class BufferPool:
         picks the ids to take; None: all. Returns {id(buffer): size class} of those taken."""
         wanted = {id(b) for b in buffers}
         with self._lock:
-            idle_sizes = {id(b): size for size, idle in self._free.items() for b in idle
+            idle_sizes = {id(b): size for size, idle in list(self._free.items()) for b in idle
                           if id(b) in wanted}
             chosen = idle_sizes if choose is None else choose(idle_sizes)
             taken: dict[int, int] = {}
-            for size, idle in self._free.items():
-                for b in idle:
+            for size, idle in list(self._free.items()):
+                for b in list(idle):
                     if id(b) in chosen and id(b) in wanted:
                         taken[id(b)] = size
                         self._given.pop(id(b), None)
@@ -180,8 +186,10 @@ class BufferPool:
                 self._given.pop(id(buffer), None)
                 nbytes = None if nbytes is None else nbytes - size
             gone = {id(buffer) for buffer in dropped}
-            self._free = {size: kept for size, idle in self._free.items()
-                          if (kept := [b for b in idle if id(b) not in gone])}
+            for size, idle in list(self._free.items()):  # in place: a give may come meanwhile
+                idle[:] = [b for b in idle if id(b) not in gone]
+                if not idle:
+                    del self._free[size]
             return dropped
 
     def spare(self, sizes: Sequence[int]) -> tuple[set[int], list[int]]:
@@ -203,7 +211,7 @@ class BufferPool:
     def idle_ids(self) -> set[int]:
         """The ids of the idle buffers now."""
         with self._lock:
-            return {id(b) for idle in self._free.values() for b in idle}
+            return {id(b) for idle in list(self._free.values()) for b in list(idle)}
 
     def stats(self) -> MemoryStats:
         """The counts now (see MemoryStats)."""

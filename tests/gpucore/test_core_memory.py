@@ -248,3 +248,35 @@ def test_frugal_drops_idle_buffers_before_making_one(dev: gpucore.Device) -> Non
     assert dev.ledger.lent and not any(e.graph.closed for e in step._entries.values())
     np.testing.assert_array_equal(step(x).numpy(), first)
     assert (step.recordings, step.replays) == (1, 1)
+
+
+def test_a_buffer_collected_inside_the_pools_lock_comes_back(dev: gpucore.Device) -> None:
+    """A garbage collection inside a locked pool method (here: discard's `choose`, where a
+    capture plans its temporaries) may collect a Buffer, whose __del__ gives its buffer back
+    on the same thread: counted and kept, not a thread waiting on itself (a hung CI run)."""
+    import threading
+
+    kept = Buffer.empty(SMALL, device=dev)
+    wanted = kept.wgpu
+    del kept  # idle in the pool now
+    cycle: list[object] = [Buffer.empty(LARGE, device=dev)]
+    cycle.append(cycle)  # freed only by a collection
+    del cycle
+    before = dev.memory_stats()
+    done: list[dict[int, int]] = []
+
+    def choose(idle: dict[int, int]) -> set[int]:
+        gc.collect()  # as an allocation inside the lock may start one
+        return set(idle)
+
+    thread = threading.Thread(target=lambda: done.append(dev.pool.discard([wanted], choose)),
+                              daemon=True)
+    thread.start()
+    thread.join(timeout=30)
+    assert done, "discard never returned: the collected Buffer's release waited on the lock"
+    assert done[0] == {id(wanted): _cls(dev, SMALL)}
+    after = dev.memory_stats()  # the collected buffer idle, the taken one in use
+    large = _cls(dev, LARGE)
+    assert after.pooled == before.pooled + large - _cls(dev, SMALL)
+    assert after.allocated == before.allocated - large + _cls(dev, SMALL)
+    dev.pool.give(wanted, _cls(dev, SMALL))  # what a capture's release would do
