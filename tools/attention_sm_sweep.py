@@ -26,7 +26,8 @@ RAGGED = [(1, 2, 77, 77, 40), (2, 3, 100, 77, 64), (1, 2, 333, 130, 80), (2, 2, 
           (1, 1, 17, 1, 10), (1, 3, 130, 1000, 64), (1, 2, 300, 333, 128),
           (2, 1, 77, 1000, 128)]
 # (name, (B, H, Lq, Lk, D)): the SD 1.5 and SDXL UNets' attention at 512 / 1024 pixels, FLUX's
-# joint attention at 1024 pixels (4096 image and 512 text tokens) and SD 3.5 Large's (333 text)
+# joint attention at 1024 pixels (4096 image and 512 text tokens), SD 3.5 Large's (333 text),
+# Z-Image's and Wan 2.1 1.3B's self-attention at 480x832, 81 frames (one CFG half)
 SHAPES = [("sd15 self 4096 d40", (2, 8, 4096, 4096, 40)),
           ("sd15 cross 77 d40", (2, 8, 4096, 77, 40)),
           ("sd15 self 1024 d80", (2, 8, 1024, 1024, 80)),
@@ -36,7 +37,8 @@ SHAPES = [("sd15 self 4096 d40", (2, 8, 4096, 4096, 40)),
           ("sdxl cross 77 d64", (2, 10, 4096, 77, 64)),
           ("flux joint 4608 d128", (1, 24, 4608, 4608, 128)),
           ("sd35 joint 4429 d64", (1, 38, 4429, 4429, 64)),
-          ("zimage joint 4224 d128", (1, 30, 4224, 4224, 128))]
+          ("zimage joint 4224 d128", (1, 30, 4224, 4224, 128)),
+          ("wan self 32760 d128", (1, 12, 32760, 32760, 128))]
 # (fq, fk, sg, prefetch, rotate, regs[, lean]): see SMPlan. Slower on an H100 (2026-11-24,
 # attention-sm-prefetch-dawn-h100.json): 1x1x4, 1x1x8, 2x2x4 (without the score registers).
 VARIANTS = [(1, 2, 8, False, False, False), (1, 2, 8, True, True, True),
@@ -49,7 +51,7 @@ VARIANTS = [(1, 2, 8, False, False, False), (1, 2, 8, True, True, True),
 # with a split (SMPlan.split: subgroups sharing a row group), for head dim 128
 SPLIT_VARIANTS = ["1x2x8psl-c2", "1x2x16psl-c2", "2x2x8psl-c2", "2x2x4psl-c2", "1x2x8sl-c2",
                   "1x2x16sl-c2", "2x2x8sl-c2", "1x4x8psl-c4", "1x2x12psl-c2", "1x2x16ps-c2"]
-_NAME = re.compile(r"(\d+)x(\d+)x(\d+)(p?)(r?)(s?)(l?)(u?)(?:-c(\d+))?(?:-h(\d+))?")
+_NAME = re.compile(r"(\d+)x(\d+)x(\d+)(p?)(r?)(s?)(l?)(u?)(?:-c(\d+))?(?:-h(\d+))?(-pp)?")
 
 
 def plan_from_name(name: str, d: int) -> sm.SMPlan:
@@ -57,11 +59,11 @@ def plan_from_name(name: str, d: int) -> sm.SMPlan:
     match = _NAME.fullmatch(name)
     if match is None:
         raise SystemExit(f"{name!r} is no plan name: FQxFKxSG, then p r s l u, then -cSPLIT, "
-                         "then -hHEADROOM")
-    fq, fk, sg, prefetch, rotate, regs, lean, runs, split, headroom = match.groups()
+                         "then -hHEADROOM, then -pp")
+    fq, fk, sg, prefetch, rotate, regs, lean, runs, split, headroom, pingpong = match.groups()
     return sm.SMPlan(d, int(fq), int(fk), int(sg), prefetch=bool(prefetch), rotate=bool(rotate),
                      regs=bool(regs), lean=bool(lean), split=int(split or 1), runs=bool(runs),
-                     headroom=int(headroom or 8))
+                     headroom=int(headroom or 8), pingpong=bool(pingpong))
 
 
 def plans(d: int, device: gpucore.Device, names: list[str] | None = None) -> list[sm.SMPlan]:
@@ -86,6 +88,7 @@ def portable() -> Iterator[None]:
 
 
 FLAT = False  # --flat: keys of one scale, no ramp
+PORTABLE = True  # --no-portable: leave the present kernel out of the timings
 
 
 def inputs(shape: tuple[int, ...], seed: int) -> tuple[np.ndarray, ...]:
@@ -148,9 +151,10 @@ def time_shape(device: gpucore.Device, torch: Any, name: str, shape: tuple[int, 
     flops = 4 * b * h * lq * lk * d
     pick = sm.choose_plan(d, lq, lk, b * h, device)
     rows = []
-    with portable():
-        t = _harness.ours_ms(lambda: nn.attention(*tensors), device, repeat=repeat)
-    rows.append({"shape": name, "variant": "portable", **t})
+    if PORTABLE:
+        with portable():
+            t = _harness.ours_ms(lambda: nn.attention(*tensors), device, repeat=repeat)
+        rows.append({"shape": name, "variant": "portable", **t})
     for plan in plans(d, device, names):
         t = _harness.ours_ms(lambda p=plan: run_plan(tensors, shape, p), device, repeat=repeat)
         label = plan.name + ("*" if plan == pick else "")
@@ -182,9 +186,11 @@ def main() -> None:
                         "these head dims (comma-separated; 'none': no checks)")
     parser.add_argument("--flat", action="store_true", help="keys of one scale (rows' maxima "
                         "rarely rise after the first tiles) instead of a ramp along the sequence")
+    parser.add_argument("--no-portable", action="store_true", help="leave the portable "
+                        "kernel out of the timings (seconds a call at Wan's 32,760 tokens)")
     args = parser.parse_args()
-    global FLAT
-    FLAT = args.flat
+    global FLAT, PORTABLE
+    FLAT, PORTABLE = args.flat, not args.no_portable
     names = [n for n in args.plans.split(",") if n] or None
     device = gpucore.Device.auto()
     if not sm.available(device):
