@@ -57,7 +57,6 @@ _TYPE = r"subgroup_matrix_(left|right|result)\s*<\s*(\w+)\s*,\s*(\d+)u?\s*,\s*(\
 _TYPE_RE = re.compile(_TYPE)
 _ENABLE = re.compile(r"\benable\s+([\w\s,]+);")
 _DROPPED = {_EXTENSION, "subgroups"}  # naga refuses both; wgpu-native needs neither
-_CHROMIUM_DIAGNOSTIC = re.compile(r"\bdiagnostic\s*\(\s*\w+\s*,\s*chromium\.\w+\s*\)\s*;")
 _SUBGROUP_BUILTIN = re.compile(r"@builtin\s*\(\s*(subgroup_id|subgroup_invocation_id|"
                                r"subgroup_size)\s*\)\s*(\w+)")
 _INDEX_BUILTIN = re.compile(r"@builtin\s*\(\s*local_invocation_index\s*\)\s*(\w+)")
@@ -315,12 +314,10 @@ class _Lowering:
 
 
 def _directives(code: str) -> str:
-    """The extensions naga refuses dropped, and the diagnostics of Tint's own rules
-    (`chromium.*`, such as the subgroup matrices' uniformity) with them."""
     def keep(hit: re.Match[str]) -> str:
         names = [n.strip() for n in hit.group(1).split(",") if n.strip() not in _DROPPED]
         return f"enable {', '.join(names)};" if names else ""
-    return _CHROMIUM_DIAGNOSTIC.sub("", _ENABLE.sub(keep, code))
+    return _ENABLE.sub(keep, code)
 
 
 def _entry_points(code: str) -> str:

@@ -51,7 +51,7 @@ VARIANTS = [(1, 2, 8, False, False, False), (1, 2, 8, True, True, True),
 # with a split (SMPlan.split: subgroups sharing a row group), for head dim 128
 SPLIT_VARIANTS = ["1x2x8psl-c2", "1x2x16psl-c2", "2x2x8psl-c2", "2x2x4psl-c2", "1x2x8sl-c2",
                   "1x2x16sl-c2", "2x2x8sl-c2", "1x4x8psl-c4", "1x2x12psl-c2", "1x2x16ps-c2"]
-_NAME = re.compile(r"(\d+)x(\d+)x(\d+)(p?)(r?)(s?)(l?)(u?)(?:-c(\d+))?(?:-h(\d+))?(-pp)?")
+_NAME = re.compile(r"(\d+)x(\d+)x(\d+)(p?)(r?)(s?)(l?)(u?)(?:-c(\d+))?(?:-h(\d+))?")
 
 
 def plan_from_name(name: str, d: int) -> sm.SMPlan:
@@ -59,11 +59,11 @@ def plan_from_name(name: str, d: int) -> sm.SMPlan:
     match = _NAME.fullmatch(name)
     if match is None:
         raise SystemExit(f"{name!r} is no plan name: FQxFKxSG, then p r s l u, then -cSPLIT, "
-                         "then -hHEADROOM, then -pp")
-    fq, fk, sg, prefetch, rotate, regs, lean, runs, split, headroom, pingpong = match.groups()
+                         "then -hHEADROOM")
+    fq, fk, sg, prefetch, rotate, regs, lean, runs, split, headroom = match.groups()
     return sm.SMPlan(d, int(fq), int(fk), int(sg), prefetch=bool(prefetch), rotate=bool(rotate),
                      regs=bool(regs), lean=bool(lean), split=int(split or 1), runs=bool(runs),
-                     headroom=int(headroom or 8), pingpong=bool(pingpong))
+                     headroom=int(headroom or 8))
 
 
 def plans(d: int, device: gpucore.Device, names: list[str] | None = None) -> list[sm.SMPlan]:

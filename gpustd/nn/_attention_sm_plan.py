@@ -44,11 +44,7 @@ class SMPlan:
     K/V staging area, q is staged in passes of head-dim columns.
     headroom: how far (log2) a tile's scores may pass the running row max before it is
     raised (and O rescaled, through workgroup memory, on every subgroup): P <= 2^headroom,
-    exact in f16 up to 15; rows whose later keys score higher rescale less often.
-    pingpong: the subgroups in two halves of the rows, a phase apart: while one half runs
-    its matrix products (O += P v of the last tile, S = q k^T of this one), the other runs
-    its softmax, so the matrix units and the lanes' exp2 work side by side instead of in
-    turn (gpustd/nn/_attention_pingpong.py)."""
+    exact in f16 up to 15; rows whose later keys score higher rescale less often."""
 
     d: int
     fq: int = 2
@@ -61,7 +57,6 @@ class SMPlan:
     split: int = 1
     runs: bool = False
     headroom: int = 8
-    pingpong: bool = False
 
     def __post_init__(self) -> None:
         if not 1 <= self.headroom <= 15:  # P up to 2^headroom must stay under f16's 65504
@@ -72,20 +67,16 @@ class SMPlan:
                                or self.sg % self.split or self.rotate or not self.regs):
             raise ValueError(f"attention plan {self.name}: split {self.split} must divide FK, "
                              "SG and DP / 16, and needs regs without rotate")
-        if self.pingpong and (self.sg % (2 * self.split) or not (self.prefetch and self.regs)):
-            raise ValueError(f"attention plan {self.name}: pingpong needs two halves of whole "
-                             "row groups (SG a multiple of 2 SPLIT), prefetch and regs")
 
     @property
     def name(self) -> str:
         """e.g. "1x2x8pr": fq x fk x sg, p = prefetch, r = rotate, s = regs, l = lean,
-        u = runs, "-c2" = split 2, "-h15" = headroom 15 (8 unnamed), "-pp" = pingpong."""
+        u = runs, "-c2" = split 2, "-h15" = headroom 15 (8 unnamed)."""
         return (f"{self.fq}x{self.fk}x{self.sg}" + ("p" if self.prefetch else "")
                 + ("r" if self.rotate else "") + ("s" if self.regs else "")
                 + ("l" if self.lean else "") + ("u" if self.runs else "")
                 + (f"-c{self.split}" if self.split > 1 else "")
-                + (f"-h{self.headroom}" if self.headroom != 8 else "")
-                + ("-pp" if self.pingpong else ""))
+                + (f"-h{self.headroom}" if self.headroom != 8 else ""))
 
     @property
     def dp(self) -> int:
@@ -231,14 +222,14 @@ def _row_bases(plan: SMPlan, i: int) -> list[str]:
             f"let p_at = pbase + (row + {16 * i}u) * {ps}u;"]
 
 
-def raise_max(i: int, split: int = 1, headroom: int = 8, flag: str = "0") -> list[str]:
+def raise_max(i: int, split: int = 1, headroom: int = 8) -> list[str]:
     """The running max m_i raised to the tile's `top` where it grew by more than `headroom`
-    (l_i and, through the rescale flag rescale[flag], the O fragments scaled by alpha_i;
-    with a split, alpha_i goes to sh_alpha for the row group's other subgroups)."""
+    (l_i and, through the rescale flag, the O fragments scaled by alpha_i; with a split,
+    alpha_i goes to sh_alpha for the row group's other subgroups)."""
     shared = ([f"if (side == 0u) {{ sh_alpha[srow + {16 * i}u] = alpha_{i}; }}"]
               if split > 1 else [])
     return [f"alpha_{i} = 1.0;", f"if (top > m_{i} + {headroom}.0) {{",
-            f"  if (m_{i} > -3.0e38) {{ rescale[{flag}] = 1u; }}",
+            f"  if (m_{i} > -3.0e38) {{ rescale[0] = 1u; }}",
             f"  alpha_{i} = exp2(m_{i} - top);", f"  l_{i} *= alpha_{i};", f"  m_{i} = top;", "}",
             *shared]
 
@@ -254,7 +245,7 @@ def _block(lines: list[str]) -> str:
     return "    {\n" + "\n".join("      " + x for x in lines) + "\n    }"
 
 
-def softmax_in_registers(plan: SMPlan, i: int, flag: str = "0") -> str:
+def softmax_in_registers(plan: SMPlan, i: int) -> str:
     """One row fragment's online softmax with the lane's bk/2 scores read once into registers
     (unrolled), then P written from them: one pass over S instead of two."""
     lines = [*_row_bases(plan, i), "var top = -3.0e38;"]
@@ -265,7 +256,7 @@ def softmax_in_registers(plan: SMPlan, i: int, flag: str = "0") -> str:
     last = plan.lanes_per_row // 2
     lines += [*row_shuffles(plan, "top", _max),
               f"top = max(top, subgroupShuffleXor(top, {last}u));",
-              *raise_max(i, plan.split, plan.headroom, flag)]
+              *raise_max(i, plan.split, plan.headroom)]
     for j in range(len(_columns(plan))):
         lines += [f"let p{j} = select(0.0, exp2(x{j} - m_{i}), in{j});", f"l_{i} += p{j};",
                   f"sh_p[p_at + c{j}] = f16(p{j});"]
@@ -284,7 +275,7 @@ def _tree(join: Callable[[str, str], str], terms: list[str]) -> str:
     return terms[0]
 
 
-def lean_softmax(plan: SMPlan, i: int, flag: str = "0") -> str:
+def lean_softmax(plan: SMPlan, i: int) -> str:
     """softmax_in_registers with shorter dependency chains: the scores read unscaled (a full
     key tile without the bounds selects), the row max and sum as trees, P = exp2(fma(s,
     scale, -m)). Needs scale > 0 (max(s) * scale is then the scaled row max)."""
@@ -302,7 +293,7 @@ def lean_softmax(plan: SMPlan, i: int, flag: str = "0") -> str:
     last = plan.lanes_per_row // 2
     lines += [f"var top = {top};", *row_shuffles(plan, "top", _max),
               f"top = max(top, subgroupShuffleXor(top, {last}u)) * params.scale;",
-              *raise_max(i, plan.split, plan.headroom, flag), f"let neg_m = -m_{i};"]
+              *raise_max(i, plan.split, plan.headroom), f"let neg_m = -m_{i};"]
     lines += [f"let p{j} = exp2(fma(x{j}, params.scale, neg_m));" for j in range(half)]
     lines.append(f"l_{i} += {_tree(lambda a, b: f'({a} + {b})', [f'p{j}' for j in range(half)])};")
     lines += [f"sh_p[p_at + c{j}] = f16(p{j});" for j in range(half)]
