@@ -8,8 +8,9 @@ Dawn with subgroup matrices and torch CUDA (`--quick`: tiny configs, any adapter
 
 Variants (each maps choose_plan's plan for every attention call of the step): `chosen` (as
 it is), `runs` (adjacent softmax columns, SMPlan.runs, where the plan allows them), `h8` and
-`h15` (SMPlan.headroom 8 or 15), `runs-h15`, and `d128-4sg` (at head dim 128 the
-four-subgroup plan choose_plan took before split row groups). Rows: GPU ms (timestamp
+`h15` (SMPlan.headroom 8 or 15), `runs-h15`, `d128-4sg` (at head dim 128 the
+four-subgroup plan choose_plan took before split row groups) and `d64-8sg-c2` (at head dim
+64 eight subgroups split two to a row group, 128 query rows a workgroup). Rows: GPU ms (timestamp
 queries) and wall ms of the replayed step per round, the attention kernels' share of one
 profiled step, and the largest difference of its output from the first variant's relative
 to the largest value.
@@ -43,6 +44,13 @@ def _four_subgroups(plan: sm.SMPlan) -> sm.SMPlan:
                      headroom=plan.headroom)
 
 
+def _eight_subgroups_split(plan: sm.SMPlan) -> sm.SMPlan:
+    if plan.dp != 64:
+        return plan
+    return sm.SMPlan(plan.d, 1, 2, 8, prefetch=True, regs=True, lean=True, split=2,
+                     headroom=plan.headroom)
+
+
 VARIANTS: dict[str, Callable[[sm.SMPlan], sm.SMPlan]] = {
     "chosen": lambda plan: plan,
     "runs": _runs,
@@ -50,6 +58,7 @@ VARIANTS: dict[str, Callable[[sm.SMPlan], sm.SMPlan]] = {
     "h15": lambda plan: dataclasses.replace(plan, headroom=15),
     "runs-h15": lambda plan: dataclasses.replace(_runs(plan), headroom=15),
     "d128-4sg": _four_subgroups,
+    "d64-8sg-c2": _eight_subgroups_split,
 }
 
 
@@ -86,16 +95,22 @@ def _model(model: str, quick: bool, device: gpucore.Device, torch: Any, dev: str
     bench/sdxl.py and bench/flux.py step them (CFG batch 2 for the UNets; --quick: their
     tiny configs; `blocks`: FLUX's double and single block counts)."""
     from bench import flux, sdxl, unet
-    from diffusion.models import FluxTransformer2DModel, UNet2DConditionModel
+    from diffusion.models import (
+        FluxTransformer2DModel,
+        SD3Transformer2DModel,
+        UNet2DConditionModel,
+    )
 
     f16 = np.dtype(np.float16)
     configs = {"sd15": unet.TINY_UNET if quick else unet.SD15_UNET,
                "sdxl": sdxl.TINY_SDXL_UNET if quick else sdxl.SDXL_BASE_UNET,
-               "flux": flux.TINY_FLUX if quick else flux.FLUX_DEV}
+               "flux": flux.TINY_FLUX if quick else flux.FLUX_DEV,
+               "sd35": flux.TINY_SD35 if quick else flux.SD35_LARGE}
     config = dict(configs[model])
     if blocks and model == "flux":  # fewer blocks: the same attention calls, fewer of them
         config.update(num_layers=blocks[0], num_single_layers=blocks[1])
-    kind = FluxTransformer2DModel if model == "flux" else UNet2DConditionModel
+    kind = {"flux": FluxTransformer2DModel,
+            "sd35": SD3Transformer2DModel}.get(model, UNet2DConditionModel)
     ours = kind(config, dtype=f16, device=device)
     ours.load_state_dict(_RandomWeights(ours, torch, dev), dtype=f16)
 
@@ -112,6 +127,11 @@ def _model(model: str, quick: bool, device: gpucore.Device, torch: Any, dev: str
 
         return step, (put(x["hidden_states"]), put(x["timestep"], np.float32),
                       put(x["guidance"], np.float32))
+    if model == "sd35":  # CFG batch 2, 333 text tokens, as bench/flux.py steps it
+        x = flux._inputs("sd35", config, quick)
+        text, pooled = put(x["encoder_hidden_states"]), put(x["pooled_projections"])
+        return ((lambda h, t: ours(h, text, pooled, t)),
+                (put(x["hidden_states"]), put(x["timestep"], np.float32)))
     if model == "sdxl":
         x = sdxl._inputs(config)
         cond = {"text_embeds": put(x["text_embeds"]), "time_ids": put(x["time_ids"], np.float32)}
@@ -144,7 +164,7 @@ def _captured(fn: Callable[..., Any], args: tuple[Any, ...], variant: str) -> tu
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--model", choices=("sd15", "sdxl", "flux"), default="sd15")
+    parser.add_argument("--model", choices=("sd15", "sdxl", "flux", "sd35"), default="sd15")
     parser.add_argument("--variants", default="chosen,runs", help="comma-separated, of: "
                         + ", ".join(VARIANTS))
     parser.add_argument("--rounds", type=int, default=3)
