@@ -10,7 +10,7 @@ Variants (each maps choose_plan's plan for every attention call of the step): `c
 it is), `runs` (adjacent softmax columns, SMPlan.runs, where the plan allows them), `h8` and
 `h15` (SMPlan.headroom 8 or 15), `runs-h15`, `d128-4sg` (at head dim 128 the
 four-subgroup plan choose_plan took before split row groups) and `d64-8sg-c2` (at head dim
-64 eight subgroups split two to a row group, 128 query rows a workgroup). Rows: GPU ms (timestamp
+64 eight subgroups split two to a row group, 64 query rows a workgroup). Rows: GPU ms (timestamp
 queries) and wall ms of the replayed step per round, the attention kernels' share of one
 profiled step, and the largest difference of its output from the first variant's relative
 to the largest value.

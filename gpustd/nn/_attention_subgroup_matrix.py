@@ -98,6 +98,11 @@ def choose_plan(d: int, lq: int, lk: int, batch_heads: int, device: Device) -> S
     SDXL 4096 d64 1.024 -> 0.908; on keys of one scale and in a random-weight FLUX step
     (bitwise the same output) no change; errors against float64 4.3e-4 to 4.7e-4 (headroom
     8: 4.1e-4 to 5.3e-4; torch fp16 2.9e-4 to 3.1e-4).
+    At D 64 (SDXL, SD 3.5) eight subgroups split two (64 query rows, 24 KiB) since
+    2026-11-27 (H100, Dawn; tools/attention_step_ab.py, attention-step-d64split-*-dawn-h100.json):
+    SD 3.5 Large's replayed step 428 -> 419 ms wall (its 38 attention calls 146.7 -> 138.1
+    ms), SDXL's 118.8 -> 116.1 (140 calls 20.7 -> 18.7), every one of three rounds; isolated
+    SDXL 4096 0.907 -> 0.879, SD 3.5 1x38x4429 2.012 -> 1.930 (attention-pingpong-dawn-h100.json).
     D over 160 stays on the portable kernel (not measured)."""
     return _plan_for(d, device.limits["max-compute-workgroup-storage-size"],
                      device.limits.get("max-compute-invocations-per-workgroup", 256))
@@ -113,6 +118,8 @@ def _plan_for(d: int, budget: int, invocations: int) -> SMPlan | None:
               SMPlan(d, 1, 1, 4, prefetch=True, regs=True, lean=True)]
     if dp == 128:
         wanted.insert(0, SMPlan(d, 1, 2, 16, prefetch=True, regs=True, lean=True, split=2))
+    if dp == 64:
+        wanted.insert(0, SMPlan(d, 1, 2, 8, prefetch=True, regs=True, lean=True, split=2))
     fits = [dataclasses.replace(p, headroom=15) for p in wanted
             if p.shared_bytes() <= budget and p.threads <= invocations]
     return fits[0] if fits else None

@@ -112,8 +112,12 @@ def test_plan_choice_fits_and_routes_by_head_dim() -> None:
     for fake in (Fake(49152), Fake(32768, 1024)):
         plan = sm.choose_plan(128, 4608, 4608, 24, fake)  # type: ignore[arg-type]
         assert plan is not None and plan.name == "1x2x4pslu-h15"
-    plan = sm.choose_plan(64, 4096, 4096, 16, Fake(49152, 1024))  # type: ignore[arg-type]
-    assert plan is not None and plan.name == "1x2x4pslu-h15"
+    # head dim 64 (SDXL, SD 3.5): eight subgroups split two, 64 query rows in 24 KiB
+    for fake in (Fake(49152), Fake(49152, 1024), Fake(24576)):
+        plan = sm.choose_plan(64, 4096, 4096, 16, fake)  # type: ignore[arg-type]
+        assert plan is not None and (plan.name, plan.bq) == ("1x2x8psl-c2-h15", 64)
+    plan = sm.choose_plan(64, 4096, 4096, 16, Fake(49152, 128))  # type: ignore[arg-type]
+    assert plan is not None and plan.name == "1x2x4pslu-h15"  # where 256 invocations do not
     # every plan raises a row's max only past 15 (log2): fewer rescales where later keys
     # score higher
     for d in (10, 40, 64, 80, 128, 160):
