@@ -34,7 +34,8 @@ PLANS = [sm.SMPlan(40, 2, 2), sm.SMPlan(64, 1, 4), sm.SMPlan(80, 1, 4), sm.SMPla
          sm.SMPlan(64, 1, 1, 8, prefetch=True, rotate=True, regs=True, lean=True)]
 # split plans (subgroups sharing a row group), 4 lanes a softmax row: the emulated subset's
 # first; a scalar-read D; q staged in column passes where BQ rows do not fit at once; runs of
-# adjacent softmax columns (the last two, the last one in the emulated subset)
+# adjacent softmax columns (two of the last three, the last one in the emulated subset);
+# choose_plan's at head dim 64 (the one before last)
 SPLIT_PLANS = [sm.SMPlan(32, 1, 2, 8, prefetch=True, regs=True, lean=True, split=2),
                sm.SMPlan(30, 1, 2, 8, regs=True, split=2),
                sm.SMPlan(128, 1, 2, 8, prefetch=True, regs=True, lean=True, split=2),
@@ -43,6 +44,7 @@ SPLIT_PLANS = [sm.SMPlan(32, 1, 2, 8, prefetch=True, regs=True, lean=True, split
                sm.SMPlan(64, 2, 2, 8, regs=True, lean=True, split=2),
                sm.SMPlan(128, 1, 2, 12, prefetch=True, regs=True, lean=True, split=2),
                sm.SMPlan(64, 1, 2, 8, prefetch=True, regs=True, lean=True, split=2, runs=True),
+               sm.SMPlan(64, 1, 2, 8, prefetch=True, regs=True, lean=True, split=2),
                sm.SMPlan(16, 1, 2, 2, prefetch=True, regs=True, lean=True, runs=True)]
 _OFFSET = re.compile(r"subgroupMatrix(?:Load<[^>]*>>|Store)\(&sh_\w+, ([^,]+),")
 
