@@ -124,16 +124,18 @@ class CLIPTextModel(nn.Module):
 
     def forward_pooled(self, input_ids: Any, *, clip_skip: int = 0,
                        embeddings: Sequence[Sequence[tuple[int, Any]]] | None = None,
-                       final_norm: bool = True) -> tuple[Tensor, Tensor]:
+                       final_norm: bool = True, encode_tokens: EncodeTokens | None = None
+                       ) -> tuple[Tensor, Tensor]:
         """(hidden, pooled): `hidden` exactly as `forward` returns it, and `pooled` (B, P) as
         transformers computes it whatever `clip_skip`/`final_norm` are: the LAST layer's
         output, final-layer-normed, at each row's end-of-text position (argmax of the ids for
         configs with the legacy eos_token_id 2, else the first eos_token_id), then multiplied
         by `text_projection` when the model has one (P = projection_dim; else P = hidden).
         transformers: `CLIPTextModelWithProjection(ids).text_embeds` (or `.pooler_output` of
-        CLIPTextModel); SDXL's pooled prompt embedding.
+        CLIPTextModel); SDXL's pooled prompt embedding. `encode_tokens`: as in `forward`.
         """
-        hidden, pooled = self._encode(input_ids, clip_skip, embeddings, final_norm, pooled=True)
+        hidden, pooled = self._encode(input_ids, clip_skip, embeddings, final_norm, pooled=True,
+                                      encode_tokens=encode_tokens)
         assert pooled is not None
         return hidden, pooled
 

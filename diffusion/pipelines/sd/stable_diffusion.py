@@ -18,6 +18,7 @@ from typing import Any
 
 import numpy as np
 
+from gpucore import phase
 from gpustd import Tensor
 from gpustd.nn.offload import restore
 
@@ -188,7 +189,8 @@ class StableDiffusion:
                 discrete: DiscreteSchedule | None = None) -> Any:
         """The guided UNet of a pass (a GuidedUNet); with a refiner and the WebUI's
         samplers one that hands over to the refiner's (diffusion.pipelines.sd.refiner.HandOff)."""
-        contexts, weights = self._contexts(r, steps, webui=webui)  # first: --medvram's UNet next
+        with phase("encode"):  # first: --medvram's UNet next
+            contexts, weights = self._contexts(r, steps, webui=webui)
         if self.memory is None and r.refiner is None and r.hires_stage is None:
             f = self.vae_scale_factor  # the decode's kernels begin with the UNet's
             with lent(self._unet_capture, self._text_capture):

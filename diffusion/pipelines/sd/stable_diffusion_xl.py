@@ -16,6 +16,10 @@ Two ways, as the two families of samplers expect them:
   (hidden and pooled: sgm's `force_zero_embeddings`). The WebUI applies no Clip skip to SDXL
   (its `sdxl_clip_l_skip` is off by default), so neither do we.
 
+Both ways each encoder's transformer is replayed from a capture kept by the pipeline (recorded
+on its first prompt, as StableDiffusion's one text encoder; the token lookup stays eager), but
+under a memory mode, where the encoders leave the GPU and run eagerly.
+
 Micro-conditioning (`time_ids`), both ways: original size = target size = (height, width) of
 the picture being made, crop top-left (0, 0) (diffusers' defaults, the WebUI's `sdxl_crop_top`
 / `sdxl_crop_left`); the refiner instead takes original size, crop and an aesthetic score,
@@ -32,11 +36,16 @@ import numpy as np
 
 from gpustd import Tensor, asarray
 
+from ...models import CLIPTextModel
 from ...text import conditioning
 from ...text.prompts import parse_prompt
 from ...text.tokenizer import CLIPTokenizer
+from .capture import ModelCapture
 from .guided_unet import AddedContext
 from .stable_diffusion import StableDiffusion
+
+# each encoder's `encode_tokens` as it runs (a capture's replay, or None: the encoder's own)
+Runs = Sequence[Any] | None
 
 __all__ = ["AESTHETIC_SCORES", "SDXL_FAMILIES", "StableDiffusionXL", "TextEncoders", "XLSchedule",
            "diffusers_context", "time_ids", "webui_schedule"]
@@ -66,12 +75,13 @@ class _BeforeLastLayer:
     """An encoder as `conditioning` calls it, giving the hidden states before its last layer
     without the final norm; `pooled=True` also keeps the pooled output of the last call."""
 
-    def __init__(self, encoder: Any, pooled: bool) -> None:
-        self.encoder, self.pooled = encoder, pooled
+    def __init__(self, encoder: Any, pooled: bool, encode_tokens: Any = None) -> None:
+        self.encoder, self.pooled, self.encode_tokens = encoder, pooled, encode_tokens
         self.last_pooled: np.ndarray | None = None
 
     def __call__(self, input_ids: Any, *, clip_skip: int = 0, embeddings: Any = None) -> Tensor:
-        kwargs: dict[str, Any] = {"clip_skip": clip_skip + 1, "final_norm": False}
+        kwargs: dict[str, Any] = {"clip_skip": clip_skip + 1, "final_norm": False,
+                                  "encode_tokens": self.encode_tokens}
         if embeddings is not None:
             kwargs["embeddings"] = embeddings
         if not self.pooled:
@@ -95,12 +105,14 @@ def _upload(array: np.ndarray, device: Any, dtype: Any) -> Tensor:
 
 
 def diffusers_context(enc: TextEncoders, prompts: Sequence[str], ids: np.ndarray, *,
-                      clip_skip: int = 0, zeros: bool = False) -> AddedContext:
+                      clip_skip: int = 0, zeros: bool = False, runs: Runs = None
+                      ) -> AddedContext:
     """diffusers' SDXL conditioning of `prompts` (B,), with micro-conditioning `ids` (n,):
     `zeros` for the empty negative prompt of a `force_zeros_for_empty_prompt` model."""
     hidden, pooled = [], None
     for i, (tokenizer, encoder) in enumerate(zip(enc.tokenizers, enc.encoders)):
-        wrapped = _BeforeLastLayer(encoder, pooled=i == len(enc.encoders) - 1)
+        wrapped = _BeforeLastLayer(encoder, pooled=i == len(enc.encoders) - 1,
+                                   encode_tokens=None if runs is None else runs[i])
         hidden.append(np.asarray(wrapped(tokenizer(list(prompts)), clip_skip=clip_skip).numpy(),
                                  np.float32))
         pooled = wrapped.last_pooled
@@ -134,13 +146,14 @@ class XLSchedule:
         return self._made[key]
 
 
-def _encode_texts(enc: TextEncoders, texts: list[str], emphasis: str
+def _encode_texts(enc: TextEncoders, texts: list[str], emphasis: str, runs: Runs = None
                   ) -> dict[str, tuple[np.ndarray, np.ndarray]]:
     """text -> ((77 * k, D) joined hidden states, (1, P) pooled) as the WebUI encodes them."""
     hidden: list[list[np.ndarray]] = []
     pooled: np.ndarray | None = None
     for i, (tokenizer, encoder) in enumerate(zip(enc.tokenizers, enc.encoders)):
-        wrapped = _BeforeLastLayer(encoder, pooled=i == len(enc.encoders) - 1)
+        wrapped = _BeforeLastLayer(encoder, pooled=i == len(enc.encoders) - 1,
+                                   encode_tokens=None if runs is None else runs[i])
         states, _ = conditioning._encode_batch(tokenizer, wrapped, texts, 0, emphasis=emphasis,
                                                comma_padding_backtrack=20, embeddings=None)
         hidden.append(states)
@@ -155,7 +168,7 @@ def _encode_texts(enc: TextEncoders, texts: list[str], emphasis: str
 
 def webui_schedule(enc: TextEncoders, prompts: Sequence[str], ids: np.ndarray, *, steps: int,
                    negative: bool = False, emphasis: str = "Original",
-                   hires_steps: int | None = None) -> XLSchedule:
+                   hires_steps: int | None = None, runs: Runs = None) -> XLSchedule:
     """The WebUI's SDXL conditioning of `prompts` over `steps` model evaluations (prompt
     editing and AND parts as in `conditioning.encode`, `hires_steps` too); `negative`: the
     prompts are negative prompts (their extra-network tags and AND stay text, and an empty
@@ -177,7 +190,7 @@ def webui_schedule(enc: TextEncoders, prompts: Sequence[str], ids: np.ndarray, *
                     np.zeros((1, width), np.float32))
             by_text = dict.fromkeys(texts, zero)
         else:
-            by_text = _encode_texts(enc, texts, emphasis)
+            by_text = _encode_texts(enc, texts, emphasis, runs)
         done[part.schedule] = (tuple((end, by_text[t][0]) for end, t in part.schedule),
                                tuple((end, by_text[t][1]) for end, t in part.schedule))
     device, dtype = enc.place
@@ -200,6 +213,25 @@ class StableDiffusionXL(StableDiffusion):
         super().__init__(tokenizer=text_encoders.tokenizers[0],
                          text_encoder=text_encoders.encoders[0], **kwargs)
         self.text_encoders = text_encoders
+        # each encoder's transformer, recorded once and replayed (the module docstring): an
+        # H100's 1,030 eager dispatches a CFG picture's prompts were 0.1 s of host time
+        self._text_captures = tuple(
+            ModelCapture(CLIPTextModel.encode_tokens, max_signatures=2, copy_outputs=True)
+            for _ in text_encoders.encoders)
+
+    def _runs(self) -> Runs:
+        """The encoders' kept captures (None under a memory mode: they run eagerly)."""
+        if self.memory is not None:
+            return None
+        return [kept.of(encoder)
+                for kept, encoder in zip(self._text_captures, self.text_encoders.encoders)]
+
+    def set_memory_mode(self, mode: Any) -> None:
+        """StableDiffusion.set_memory_mode, the encoders' captures emptied first: they hold
+        the weights' buffers, which a mode's units give back when they leave."""
+        for kept in self._text_captures:
+            kept.captured.reset()
+        super().set_memory_mode(mode)
 
     @property
     def is_refiner(self) -> bool:
@@ -208,7 +240,8 @@ class StableDiffusionXL(StableDiffusion):
     def encode_prompt(self, prompts: Sequence[str], *, clip_skip: int = 0) -> Tensor:
         """diffusers' prompt embeddings (B, 77, 2048; the refiner's 1280) of `prompts`."""
         ids = time_ids(8, 8, refiner=self.is_refiner)
-        return diffusers_context(self.text_encoders, prompts, ids, clip_skip=clip_skip).hidden
+        return diffusers_context(self.text_encoders, prompts, ids, clip_skip=clip_skip,
+                                 runs=self._runs()).hidden
 
     def _embedding_lookup(self) -> None:
         return None  # textual inversion for SDXL (clip_l + clip_g vectors) is not wired in
@@ -217,22 +250,23 @@ class StableDiffusionXL(StableDiffusion):
         """Step -> (uncond, cond) AddedContexts, as the WebUI or diffusers make them (see the
         module's docstring), uncond None without guidance; and the AND parts' weights
         (`StableDiffusion._contexts`)."""
-        enc, batch, refiner = self.text_encoders, r.batch_size, self.is_refiner
+        enc, batch, refiner, runs = self.text_encoders, r.batch_size, self.is_refiner, self._runs()
         ids = time_ids(r.width, r.height, refiner=refiner)
         negative_ids = time_ids(r.width, r.height, refiner=refiner, negative=True)
         if not webui:  # diffusers guides only above 1
-            cond = diffusers_context(enc, [r.prompt] * batch, ids, clip_skip=r.clip_skip)
+            cond = diffusers_context(enc, [r.prompt] * batch, ids, clip_skip=r.clip_skip,
+                                     runs=runs)
             uncond = None if r.cfg_scale <= 1.0 else diffusers_context(
                 enc, [r.negative_prompt] * batch, negative_ids, clip_skip=r.clip_skip,
-                zeros=r.negative_prompt == "" and enc.force_zeros_for_empty_prompt)
+                zeros=r.negative_prompt == "" and enc.force_zeros_for_empty_prompt, runs=runs)
             return (lambda step: (uncond, cond)), None
         first = r.first_pass_steps  # a hires pass: editing counts on from the first pass
         timing_steps, hires_steps = (first, steps) if first else (steps, None)
         conds = webui_schedule(enc, [r.prompt] * batch, ids, steps=timing_steps,
-                               hires_steps=hires_steps)
+                               hires_steps=hires_steps, runs=runs)
         composable = conds.hidden.composable  # it guides against the uncond even at CFG 1
         unconds = None if r.cfg_scale == 1.0 and not composable else webui_schedule(
             enc, [r.negative_prompt] * batch, negative_ids, negative=True, steps=timing_steps,
-            hires_steps=hires_steps)
+            hires_steps=hires_steps, runs=runs)
         return ((lambda step: (None if unconds is None else unconds.at(step), conds.at(step))),
                 conds.hidden.weights if composable else None)

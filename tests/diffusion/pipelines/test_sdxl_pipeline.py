@@ -211,6 +211,31 @@ def test_webui_conditioning_matches_an_independent_computation(first_device: gpu
     assert context.hidden.shape == (1, 77, 32) and context.text_embeds.shape == (1, 32)
 
 
+def test_text_encoders_replay_their_captures(first_device: gpucore.Device, paths: Any) -> None:
+    """Each text encoder's transformer is recorded on the first prompt and replayed after
+    (the same conditioning bit for bit as the eager encoders give); under a memory mode the
+    encoders run eagerly and their captures are emptied (they would hold the weights)."""
+    ours = _ours(paths.base, first_device)
+    ids = time_ids(SIZE, SIZE, refiner=False)
+    eager = webui_schedule(ours.text_encoders, [PROMPT], ids, steps=2).at(0)
+    ours.set_memory_mode(MemoryMode())
+    runs = ours._runs()
+    assert runs is not None and len(runs) == 2
+    replays = [kept.captured.replays for kept in ours._text_captures]
+    for _ in range(2):  # recorded (if not yet), then replayed
+        got = webui_schedule(ours.text_encoders, [PROMPT], ids, steps=2, runs=runs).at(0)
+        assert np.array_equal(got.hidden.numpy(), eager.hidden.numpy())
+        assert np.array_equal(got.text_embeds.numpy(), eager.text_embeds.numpy())
+    assert all(kept.captured.replays > before
+               for kept, before in zip(ours._text_captures, replays))
+    try:
+        ours.set_memory_mode(MemoryMode(medvram=True))
+        assert ours._runs() is None
+        assert [kept.captured.lend() for kept in ours._text_captures] == [0, 0]  # emptied
+    finally:
+        ours.set_memory_mode(MemoryMode())
+
+
 def test_webui_samplers_hand_over_to_the_refiner(first_device: gpucore.Device,
                                                  paths: Any) -> None:
     """Euler a with the WebUI's prompt syntax over 3 steps, whose model evaluations are at
