@@ -20,6 +20,13 @@ alone checked; `same_bits` says whether its C equals the checked kernel's bit fo
 the aligned kernel on the nearest multiple of the tile's rows (`m` says which: compare
 TFLOP/s); with f16 accumulators also 256 x 256 tiles (the aligned rule's) where n fills them;
 beside torch fp16 (cuBLAS, f32 accumulation).
+
+--kernels --int8: the same for the W8A8 GEMM (gpustd/gemm/int8_units.py) on random int8
+operands and scales, its rule's tile (int8_units.choose_tile), at the shapes above and Wan
+2.2's (32,760 rows, hidden 1536, MLP 8960);
+each C's first and last rows checked against the exact sums' epilogue in float64 (`steps`:
+the largest distance in f16 steps; 1 or less passes), beside torch._int_mm (int8 -> int32, no
+scales) and torch fp16.
 """
 
 from __future__ import annotations
@@ -34,6 +41,7 @@ import numpy as np
 import gpucore
 from bench import _harness
 from gpustd import Tensor
+from gpustd.gemm import int8_units, portable
 from gpustd.gemm import matrix_units as sm
 from gpustd.gemm import plan as gemm_plan
 
@@ -47,6 +55,10 @@ TILES = ("64x64", "256x128", "128x256", "128x128k16", "128x128")
 SD35 = [(2432, 2432), (9728, 2432), (2432, 9728)]
 KERNEL_SHAPES = {"zimage": (4256, SHAPES), "sd35": (4429, SD35), "sd35-context": (666, SD35)}
 QUICK_KERNEL_SHAPES = {"quick": (141, [(128, 64), (256, 96)])}
+# --int8: (rows, [(n, k)]) by model
+INT8_SHAPES = {**KERNEL_SHAPES, "wan": (32760, [(8960, 1536), (1536, 8960)])}
+QUICK_INT8_SHAPES = {"quick": (600, [(128, 256)])}
+_INT8_CHECK_ROWS = 64  # the first and the last this many rows of C against float64
 
 
 def _call(device: gpucore.Device, tile: Any, a: Tensor, b: Tensor, c: Tensor, m: int,
@@ -172,19 +184,94 @@ def kernel_rows(device: gpucore.Device, model: str, m: int, n: int, k: int, torc
     return rows
 
 
-def _kernels_main(device: gpucore.Device, quick: bool, torch: Any) -> list[dict[str, Any]]:
+def _steps(c: Tensor, m: int, qa: np.ndarray, qb: np.ndarray, sa: np.ndarray,
+           sb: np.ndarray) -> float:
+    """The largest distance, in f16 steps, of C's first and last rows from the exact sums'
+    epilogue in float64."""
+    rows = np.r_[0:_INT8_CHECK_ROWS, m - _INT8_CHECK_ROWS:m]
+    want = (qa[rows].astype(np.float64) @ qb.astype(np.float64).T) * sa[rows, None] * sb
+    got = c.numpy().reshape(-1, len(sb))[rows].astype(np.float64)
+    return float((np.abs(got - want) / np.spacing(np.abs(want).astype(np.float16))).max())
+
+
+def int8_kernel_rows(device: gpucore.Device, model: str, m: int, n: int, k: int, torch: Any
+                     ) -> list[dict[str, Any]]:
+    """--kernels --int8's rows for one m x n x k (see the module's docstring)."""
+    tile = int8_units.choose_tile(m, n, k)
+    kw = k // 4
+    rows_al = max(tile.bm, round(m / tile.bm) * tile.bm)
+    most = max(m, rows_al)
+    rng = np.random.default_rng(0)
+    qa = rng.integers(-127, 128, (most, k), dtype=np.int8)
+    qb = rng.integers(-127, 128, (n, k), dtype=np.int8)
+    sa = rng.uniform(1e-3, 2e-3, most).astype(np.float32)
+    sb = rng.uniform(1e-4, 2e-4, n).astype(np.float32)
+    a, a_most, b = (Tensor.from_numpy(x.view(np.int32), device=device)
+                    for x in (qa[:m], qa, qb))  # A of exactly m rows for the ragged products
+    scale_a, scale_b = (Tensor.from_numpy(x, device=device) for x in (sa, sb))
+    c = Tensor.empty((m, n), np.float16, device=device)
+    c_most = Tensor.empty((most, n), np.float16, device=device)
+    no_bias = portable.no_bias(device, np.float16)
+
+    def call(rows_m: int, a: Tensor, c: Tensor) -> Any:
+        return lambda: int8_units.record_w8a8_matrix(
+            a.buffer, b.buffer, scale_a.buffer, scale_b.buffer, no_bias, c.buffer, m=rows_m,
+            n=n, kw=kw, has_bias=False, beta=0.0, tile=tile)
+    base = {"model": model, "m": m, "n": n, "k": k, "acc": "i32", "tile": tile.name}
     rows: list[dict[str, Any]] = []
-    for model, (m, shapes) in (QUICK_KERNEL_SHAPES if quick else KERNEL_SHAPES).items():
+    bits = {}
+    before = sm.RAGGED_KERNEL
+    try:
+        for variant, ragged in (("checked", False), ("ragged", True)):
+            sm.RAGGED_KERNEL = ragged
+            dims = int8_units.kernel_dims(tile, m, n, kw)
+            record = call(m, a, c)
+            record()
+            bits[variant] = c.numpy().view(np.uint16)
+            rows.append({**base, "variant": variant, "dims": str(dims),
+                         "steps": _steps(c, m, qa, qb, sa, sb),
+                         **_harness.ours_ms(record, device, warmup=2, repeat=10)})
+    finally:
+        sm.RAGGED_KERNEL = before
+    rows[-1]["same_bits"] = bool(np.array_equal(bits["checked"], bits["ragged"]))
+    record = call(rows_al, a_most, c_most)
+    record()
+    rows.append({**base, "m": rows_al, "variant": "aligned",
+                 "dims": str(int8_units.kernel_dims(tile, rows_al, n, kw)),
+                 "steps": _steps(c_most, rows_al, qa[:rows_al], qb, sa[:rows_al], sb),
+                 **_harness.ours_ms(record, device, warmup=2, repeat=10)})
+    if torch is not None:
+        ta, tb = (torch.from_numpy(x).cuda() for x in (qa[:m], qb))
+        rows.append({**base, "tile": "", "variant": "torch._int_mm",
+                     "gpu_ms": _harness.torch_cuda_ms(lambda: torch._int_mm(ta, tb.T),
+                                                      repeat=20)})
+        fa, fb = (x.half() for x in (ta, tb))
+        rows.append({**base, "tile": "", "acc": "", "variant": "torch fp16",
+                     "gpu_ms": _harness.torch_cuda_ms(lambda: fa @ fb.T, repeat=20)})
+    for row in rows:
+        row["tflops"] = 2 * row["m"] * n * k / (row["gpu_ms"] * 1e9)
+    return rows
+
+
+def _kernels_main(device: gpucore.Device, quick: bool, torch: Any,
+                  int8: bool = False) -> list[dict[str, Any]]:
+    rows: list[dict[str, Any]] = []
+    if int8:
+        models, measure = (QUICK_INT8_SHAPES if quick else INT8_SHAPES), int8_kernel_rows
+    else:
+        models, measure = (QUICK_KERNEL_SHAPES if quick else KERNEL_SHAPES), kernel_rows
+    for model, (m, shapes) in models.items():
         for n, k in shapes:
-            rows += kernel_rows(device, model, m, n, k, torch)
+            rows += measure(device, model, m, n, k, torch)
             print(f"{model} {m} x {n} x {k} done", flush=True)
-    print(f"{'model':<13} {'m x n x k':<17} {'acc':<4} {'tile':<32} {'variant':<10} "
-          f"{'GPU ms':>7} {'TFLOP/s':>7} {'rel_err':>8} bits")
+    error = "steps" if int8 else "rel_err"
+    print(f"{'model':<13} {'m x n x k':<17} {'acc':<4} {'tile':<32} {'variant':<13} "
+          f"{'GPU ms':>7} {'TFLOP/s':>7} {error:>8} bits")
     for r in rows:
         bits = {True: "same", False: "DIFFER"}.get(r.get("same_bits"), "")
         print(f"{r['model']:<13} {r['m']}x{r['n']}x{r['k']:<7} {r.get('acc', ''):<4} "
-              f"{r.get('tile', ''):<32} {r['variant']:<10} {r['gpu_ms']:7.3f} "
-              f"{r['tflops']:7.1f} {r.get('rel_err', math.nan):8.1e} {bits}")
+              f"{r.get('tile', ''):<32} {r['variant']:<13} {r['gpu_ms']:7.3f} "
+              f"{r['tflops']:7.1f} {r.get(error, math.nan):8.1e} {bits}")
     return rows
 
 
@@ -195,14 +282,19 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="small shapes (a smoke run)")
     parser.add_argument("--kernels", action="store_true",
                         help="the ragged-M kernel against the checked and the aligned ones")
+    parser.add_argument("--int8", action="store_true",
+                        help="with --kernels: the W8A8 GEMM's kernels rather than f16's")
     args = parser.parse_args()
     device = gpucore.default_device()
+    if args.int8 and not int8_units.available(device):
+        raise SystemExit(f"{device.info.label} has no i8 subgroup matrices; run under Dawn "
+                         "(GPUCORE_RUNTIME=dawn) or with GPUCORE_EMULATE_MATRIX=1")
     if not sm.available(device):
         raise SystemExit(f"{device.info.label} has no f16 subgroup matrices; run under Dawn "
                          "(GPUCORE_RUNTIME=dawn) or with GPUCORE_EMULATE_MATRIX=1")
     cuda = _harness.torch_cuda()
     if args.kernels:
-        rows = _kernels_main(device, args.quick, cuda)
+        rows = _kernels_main(device, args.quick, cuda, args.int8)
         if args.json:
             _harness.write_json(args.json, {"environment": _harness.environment(device),
                                             "rows": rows})

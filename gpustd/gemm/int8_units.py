@@ -25,11 +25,12 @@ import numpy as np
 
 from gpucore import Buffer, Device, Kernel
 
+from . import matrix_units
 from .matrix_codegen import MatrixTile, Operand, contiguous_load, kernel_source, load_width
 from .plan import MULTIPROCESSORS
 
-__all__ = ["PACKED_DOT", "TILES", "available", "choose_tile", "record_w8a8_matrix",
-           "record_w8a8_portable", "source"]
+__all__ = ["PACKED_DOT", "TILES", "available", "choose_tile", "kernel_dims",
+           "record_w8a8_matrix", "record_w8a8_portable", "source"]
 
 # 64-byte staged rows (BK 64), as the f16 GEMM's 32-deep ones; i32 accumulators.
 TILES = {
@@ -62,11 +63,6 @@ def available(device: Device) -> bool:
             and config.min_subgroup_size in (0, 32) and config.max_subgroup_size in (0, 32))
 
 
-def aligned(tile: MatrixTile, m: int, n: int, kw: int) -> bool:
-    """Whether an m x n product of kw-word rows fills `tile` exactly (no bound checks)."""
-    return m % tile.bm == 0 and n % tile.bn == 0 and kw % tile.step == 0
-
-
 def choose_tile(m: int, n: int, k: int = 0, *, storage: int = 48 * 1024,
                 invocations: int = 1024) -> MatrixTile:
     """The rule's tile for an m x k by k x n W8A8 product. From two waves of 128 x 128 tiles:
@@ -86,13 +82,25 @@ def choose_tile(m: int, n: int, k: int = 0, *, storage: int = 48 * 1024,
     return TILES["64x64"]
 
 
+def _shape_note(dims: tuple[int | None, int, int] | None) -> str:
+    """What the kernel's comment says of its shape."""
+    if dims is None:
+        return ""
+    return f", aligned {dims}" if dims[0] else f", n {dims[1]} kw {dims[2]} aligned, M ragged"
+
+
 def source(tile: MatrixTile, width_a: int, width_b: int,
-           dims: tuple[int, int, int] | None = None) -> str:
+           dims: tuple[int | None, int, int] | None = None) -> str:
     """The WGSL of one W8A8 matrix-unit kernel: c (f16 [m, n]) = (a [m, kw] words) (b [n, kw]
     words)^T scale_a[row] scale_b[col] (+ beta c) (+ bias). width_*: words per global load
     (1 or 4). dims (m, n, kw) of a shape that fills the tile: a kernel without bound checks,
-    its sizes constants."""
+    its sizes constants. (None, n, kw): only M does not fill it (as the f16 GEMM's
+    matrix_gemm_source.source): n and kw constants, m a uniform, A's row clamped to the last
+    one rather than checked (the rows computed past M are never stored), B unchecked, C's
+    rows checked; the i32 sums are exact, so the same bits as the checked kernel (dims None).
+    """
     checked = dims is None
+    ragged_m = dims is not None and dims[0] is None
     declarations = f"""{_PARAMS}
 @group(0) @binding(0) var<storage, read> a: array<{"vec4<i32>" if width_a == 4 else "i32"}>;
 @group(0) @binding(1) var<storage, read> b: array<{"vec4<i32>" if width_b == 4 else "i32"}>;
@@ -103,7 +111,7 @@ def source(tile: MatrixTile, width_a: int, width_b: int,
 @group(0) @binding(6) var<uniform> params: Params;
 
 {contiguous_load("a", width_a, "params.m", "params.kw", "params.kw", "0u", checked=checked,
-                 component="i8")}
+                 component="i8", clamp="row" if ragged_m else "")}
 
 {contiguous_load("b", width_b, "params.n", "params.kw", "params.kw", "0u", checked=checked,
                  component="i8")}
@@ -112,12 +120,23 @@ def source(tile: MatrixTile, width_a: int, width_b: int,
     text = kernel_source(tile, Operand("a", False, width_a), Operand("b", False, width_b),
                          declarations=declarations, setup="",
                          extent=("params.m", "params.n", "params.kw"),
-                         comment="W8A8 GEMM" + (f", aligned {dims}" if dims else ""),
-                         aligned=not checked)
+                         comment="W8A8 GEMM" + _shape_note(dims), aligned=not checked,
+                         ragged_m=ragged_m)
     if dims is None:
         return text
-    values = dict(zip(("m", "n", "kw"), dims))
-    return re.sub(r"params\.(m|n|kw)\b", lambda hit: f"{values[hit.group(1)]}u", text)
+    values = {name: value for name, value in zip(("m", "n", "kw"), dims) if value is not None}
+    return re.sub(rf"params\.({'|'.join(values)})\b", lambda hit: f"{values[hit.group(1)]}u",
+                  text)
+
+
+def kernel_dims(tile: MatrixTile, m: int, n: int,
+                kw: int) -> tuple[int | None, int, int] | None:
+    """source's `dims` for an m x n product of kw-word rows on `tile`, by the f16 GEMM's rule
+    (matrix_units.kernel_dims on K in bytes; RAGGED_KERNEL from RAGGED_KERNEL_ROWS rows on):
+    (m, n, kw) where it fills the tile, (None, n, kw) where only M does not, else None."""
+    ragged = matrix_units.RAGGED_KERNEL and m >= matrix_units.RAGGED_KERNEL_ROWS
+    dims = matrix_units.kernel_dims(tile, m, n, 4 * kw, ragged)
+    return None if dims is None else (dims[0], n, kw)
 
 
 def record_w8a8_matrix(a: Buffer[Any], b: Buffer[Any], scale_a: Buffer[Any],
@@ -129,7 +148,7 @@ def record_w8a8_matrix(a: Buffer[Any], b: Buffer[Any], scale_a: Buffer[Any],
     width = load_width(tile, kw, (0,))
     if min(tile.bm, tile.bn) * tile.step // width % tile.threads:
         width = 1  # too few vector loads to give every invocation one
-    dims = (m, n, kw) if aligned(tile, m, n, kw) else None
+    dims = kernel_dims(tile, m, n, kw)
     kernel = Kernel.generated("quant/gemm_w8a8_subgroup_matrix", source, tile, width, width,
                               dims)
     kernel.dispatch((math.ceil(n / tile.bn), math.ceil(m / tile.bm), 1), a, b, scale_a,
