@@ -146,7 +146,8 @@ def _host_profile(picture: Callable[[], Any], top: int = 30) -> list[str]:
     profiler.runcall(picture)
     out = io.StringIO()
     pstats.Stats(profiler, stream=out).sort_stats("cumulative").print_stats(top)
-    return out.getvalue().splitlines()
+    here = str(Path.cwd()) + "/"  # paths relative to the checkout: results are committed
+    return [line.replace(here, "") for line in out.getvalue().splitlines()]
 
 
 def main() -> None:
