@@ -154,6 +154,10 @@ class StableDiffusion:
         ids = self.tokenizer(list(prompts))
         return self._text_encoder()(ids, clip_skip=clip_skip)
 
+    def _kept_captures(self) -> tuple[Any, ...]:
+        """The kept captures whose scratch the VAE borrows (`lent`)."""
+        return self._unet_capture, self._text_capture
+
     def _text_encoder(self) -> Callable[..., Tensor]:
         """The text encoder with its transformer replayed from the kept capture (the token
         lookup and textual-inversion rows run as they are: host work per prompt)."""
@@ -193,7 +197,7 @@ class StableDiffusion:
             contexts, weights = self._contexts(r, steps, webui=webui)
         if self.memory is None and r.refiner is None and r.hires_stage is None:
             f = self.vae_scale_factor  # the decode's kernels begin with the UNet's
-            with lent(self._unet_capture, self._text_capture):
+            with lent(*self._kept_captures()):
                 begin_decode(partial(vae_decode, self.vae), self.vae,
                              (1, self.latent_channels, r.height // f, r.width // f))
         reference, units = split_references(
@@ -242,7 +246,7 @@ class StableDiffusion:
         where given (a hires pass's), else the model's."""
         decode = vae_decode if self.memory is None else self.memory.vae_decode
         vae = self.vae if vae is None else vae
-        with lent(self._unet_capture, self._text_capture):  # the VAE borrows their scratch
+        with lent(*self._kept_captures()):  # the VAE borrows their scratch
             images = [decode(vae, (latent[None] / vae.scaling_factor).astype(np.float32))
                       for latent in latents]
         return pictures_uint8((image[0] / 2 + 0.5).transpose(1, 2, 0) for image in images)
@@ -252,7 +256,7 @@ class StableDiffusion:
         for the UNet (tiled where the picture is too large for the device)."""
         encode = vae_encode if self.memory is None else self.memory.vae_encode
         vae = self.vae if vae is None else vae
-        with lent(self._unet_capture, self._text_capture):  # idle until the steps
+        with lent(*self._kept_captures()):  # idle until the steps
             mean, logvar = encode(vae, pixels.astype(np.float32))
         mean_np = mean.astype(np.float64)
         noise = generator.standard_normal(mean_np.shape)
@@ -377,7 +381,7 @@ class StableDiffusion:
         """After the hand-off the refiner's VAE decodes, as in the WebUI and diffusers (after
         a hires pass, the VAE of its modules where they hold one, as in Forge)."""
         refiner = request.refiner
-        with lent(self._unet_capture, self._text_capture):  # the refiner's VAE too
+        with lent(*self._kept_captures()):  # the refiner's VAE too
             return (self if refiner is None else refiner)._decode(
                 latents, getattr(request.hires_modules, "vae", None))
 

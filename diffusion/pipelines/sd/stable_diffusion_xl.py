@@ -219,6 +219,9 @@ class StableDiffusionXL(StableDiffusion):
             ModelCapture(CLIPTextModel.encode_tokens, max_signatures=2, copy_outputs=True)
             for _ in text_encoders.encoders)
 
+    def _kept_captures(self) -> tuple[Any, ...]:
+        return (*super()._kept_captures(), *self._text_captures)
+
     def _runs(self) -> Runs:
         """The encoders' kept captures (None under a memory mode: they run eagerly)."""
         if self.memory is not None:
