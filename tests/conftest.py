@@ -179,6 +179,19 @@ def emulated_tile(device: gpucore.Device, tile: Any) -> Any:
     return tile
 
 
+def emulated_tiles(monkeypatch: pytest.MonkeyPatch, device: gpucore.Device,
+                   *records: tuple[Any, str]) -> None:
+    """With emulated matrix units, the recording functions `records` ((module, name), each
+    taking the tile as `tile=`) run in emulated_tile's tile of the one their caller chose, for
+    the rest of the test: the routing is the planner's, the compile a quarter."""
+    if not any(c.emulated for c in device.info.matrix_configs):
+        return
+    for module, name in records:
+        record = getattr(module, name)
+        monkeypatch.setattr(module, name, lambda *a, tile, _record=record, **kw: _record(
+            *a, tile=emulated_tile(device, tile), **kw))
+
+
 @pytest.fixture(scope="session")
 def f16_device(device: gpucore.Device) -> gpucore.Device:
     """`device`, skipping adapters without shader-f16 (such as OpenGL)."""
