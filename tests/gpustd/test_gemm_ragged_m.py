@@ -10,7 +10,7 @@ import re
 
 import numpy as np
 import pytest
-from conftest import emulated_tile, matrix_device
+from conftest import emulated_tile, emulated_tiles, matrix_device
 
 import gpucore
 from gpucore import _wgsl
@@ -124,6 +124,7 @@ def test_ragged_m_through_matmul(device: gpucore.Device,
     kernel (n, k constants) and matches float64 with a bias."""
     _skip_unless_available(device)
     monkeypatch.setattr(sm, "RAGGED_KERNEL_ROWS", 0)  # lavapipe-sized M
+    emulated_tiles(monkeypatch, device, (sm, "record_gemm_matrix"))  # the rule's, 32 x 32 there
     seen: list[object] = []
     kernel = sm._kernel
     monkeypatch.setattr(sm, "_kernel", lambda *args, **kw: seen.append(args[5]) or
