@@ -387,8 +387,9 @@ def test_conv2d_routes_few_deep_tiles_to_split_k_where_available(
     calls = []
 
     def spy(*args: object, **kwargs: object) -> Tensor:
-        calls.append(kwargs["out_hw"])
-        return _real_conv2d_matrix(*args, **kwargs)
+        calls.append(kwargs["out_hw"])  # the routed tile, 32 x 32 on emulated units
+        return _real_conv2d_matrix(*args, **{**kwargs, "tile": emulated_tile(device,
+                                                                             kwargs["tile"])})
 
     monkeypatch.setattr(csm, "conv2d_matrix", spy)
     rng = np.random.default_rng(8)

@@ -12,7 +12,7 @@ from types import SimpleNamespace
 
 import numpy as np
 import pytest
-from conftest import emulated_subset, emulated_tile, matrix_device
+from conftest import emulated_subset, emulated_tile, emulated_tiles, matrix_device
 
 import gpucore
 from gpucore import _wgsl
@@ -237,7 +237,8 @@ def test_f16_accumulators_match_float64_where_available(
                               plan=gemm_plan.batch_plan((1,), (), (), m * k, k * n),
                               tile=sm.ACC16_TILES[name])
         got = c.numpy()
-    else:
+    else:  # the rule's tile, 32 x 32 on emulated units (conftest.emulated_tiles)
+        emulated_tiles(monkeypatch, device, (sm, "record_gemm_matrix"))
         got = linalg.matmul(ta, tb, trans_b=True).numpy()
     assert np.abs(got - expected).max() / np.abs(expected).max() < 1e-2
 
