@@ -360,8 +360,9 @@ def test_160_wide_tiles_bounds_free_match_float64_where_available(
 
 
 @pytest.mark.parametrize(("n", "c_in", "c_out", "h", "w"), [(2, 40, 24, 5, 7), (1, 64, 128, 8, 16)])
-def test_row_bias_1x1_convs_match_float64_where_available(device: gpucore.Device, n: int,
-                                                          c_in: int, c_out: int, h: int,
+def test_row_bias_1x1_convs_match_float64_where_available(device: gpucore.Device,
+                                                          monkeypatch: pytest.MonkeyPatch,
+                                                          n: int, c_in: int, c_out: int, h: int,
                                                           w: int) -> None:
     """A 1x1 conv's bias is one per output channel, a row of its GEMM (has_bias 2): both
     conv1x1 (NCHW in) and tokens_conv1x1 (tokens in) on the matrix units."""
@@ -369,6 +370,7 @@ def test_row_bias_1x1_convs_match_float64_where_available(device: gpucore.Device
 
     _skip_unless_available(device)
     emulated_subset(device, n == 2)
+    emulated_tiles(monkeypatch, device, (sm, "record_gemm_matrix"))  # the rule's, 32 x 32 there
     rng = np.random.default_rng(c_in * c_out + h)
     x = rng.standard_normal((n, c_in, h, w)).astype(np.float16)
     weight = rng.standard_normal((c_out, c_in, 1, 1)).astype(np.float16)
