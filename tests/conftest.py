@@ -165,6 +165,33 @@ def emulated_subset(device: gpucore.Device, in_subset: bool) -> None:
                     "(each a compile of seconds on CI's 2 cores); a GPU under Dawn runs all")
 
 
+def emulated_tile(device: gpucore.Device, tile: Any) -> Any:
+    """A matrix-unit test's tile (a gpustd MatrixTile), or with emulated matrix units (see
+    matrix_device) the same tile with one fragment a subgroup: an emulated kernel's compile
+    grows with the fragments each subgroup holds (a 64 x 64 tile's 2 x 2: 18 s of CI's 2 cores
+    for a parts-with-biases case; 1 x 1: 4 s). For tests of what does not depend on the
+    fragment count (parts, biases, ragged rows, epilogues); the tiles' own tests keep theirs,
+    and a GPU under Dawn runs the tile as given."""
+    import dataclasses
+
+    if any(c.emulated for c in device.info.matrix_configs):
+        return dataclasses.replace(tile, fm=1, fn=1)
+    return tile
+
+
+def emulated_tiles(monkeypatch: pytest.MonkeyPatch, device: gpucore.Device,
+                   *records: tuple[Any, str]) -> None:
+    """With emulated matrix units, the recording functions `records` ((module, name), each
+    taking the tile as `tile=`) run in emulated_tile's tile of the one their caller chose, for
+    the rest of the test: the routing is the planner's, the compile a quarter."""
+    if not any(c.emulated for c in device.info.matrix_configs):
+        return
+    for module, name in records:
+        record = getattr(module, name)
+        monkeypatch.setattr(module, name, lambda *a, tile, _record=record, **kw: _record(
+            *a, tile=emulated_tile(device, tile), **kw))
+
+
 @pytest.fixture(scope="session")
 def f16_device(device: gpucore.Device) -> gpucore.Device:
     """`device`, skipping adapters without shader-f16 (such as OpenGL)."""

@@ -7,11 +7,12 @@ adapters with shader-f16 and subgroups, with the matrix units emulated (conftest
 from __future__ import annotations
 
 import re
+from dataclasses import replace
 from types import SimpleNamespace
 
 import numpy as np
 import pytest
-from conftest import emulated_subset, matrix_device
+from conftest import emulated_subset, emulated_tile, emulated_tiles, matrix_device
 
 import gpucore
 from gpucore import _wgsl
@@ -236,7 +237,8 @@ def test_f16_accumulators_match_float64_where_available(
                               plan=gemm_plan.batch_plan((1,), (), (), m * k, k * n),
                               tile=sm.ACC16_TILES[name])
         got = c.numpy()
-    else:
+    else:  # the rule's tile, 32 x 32 on emulated units (conftest.emulated_tiles)
+        emulated_tiles(monkeypatch, device, (sm, "record_gemm_matrix"))
         got = linalg.matmul(ta, tb, trans_b=True).numpy()
     assert np.abs(got - expected).max() / np.abs(expected).max() < 1e-2
 
@@ -358,8 +360,9 @@ def test_160_wide_tiles_bounds_free_match_float64_where_available(
 
 
 @pytest.mark.parametrize(("n", "c_in", "c_out", "h", "w"), [(2, 40, 24, 5, 7), (1, 64, 128, 8, 16)])
-def test_row_bias_1x1_convs_match_float64_where_available(device: gpucore.Device, n: int,
-                                                          c_in: int, c_out: int, h: int,
+def test_row_bias_1x1_convs_match_float64_where_available(device: gpucore.Device,
+                                                          monkeypatch: pytest.MonkeyPatch,
+                                                          n: int, c_in: int, c_out: int, h: int,
                                                           w: int) -> None:
     """A 1x1 conv's bias is one per output channel, a row of its GEMM (has_bias 2): both
     conv1x1 (NCHW in) and tokens_conv1x1 (tokens in) on the matrix units."""
@@ -367,6 +370,7 @@ def test_row_bias_1x1_convs_match_float64_where_available(device: gpucore.Device
 
     _skip_unless_available(device)
     emulated_subset(device, n == 2)
+    emulated_tiles(monkeypatch, device, (sm, "record_gemm_matrix"))  # the rule's, 32 x 32 there
     rng = np.random.default_rng(c_in * c_out + h)
     x = rng.standard_normal((n, c_in, h, w)).astype(np.float16)
     weight = rng.standard_normal((c_out, c_in, 1, 1)).astype(np.float16)
@@ -449,7 +453,7 @@ def test_parts_with_biases_match_single_products(device: gpucore.Device,
     rounding of float64 (bounds-checked, aligned and ragged-M shapes: the ragged-M kernel
     taken at any row count here)."""
     _skip_unless_available(device)
-    emulated_subset(device, (m, k, n) == (75, 64, 128))  # 18 s of compiling each there
+    emulated_subset(device, (m, k, n) == (75, 64, 128))  # a compile of seconds each there
     monkeypatch.setattr(sm, "RAGGED_KERNEL_ROWS", 0)
     rng = np.random.default_rng(m + k + n)
     x = rng.standard_normal((m, k)).astype(np.float16)
@@ -458,7 +462,7 @@ def test_parts_with_biases_match_single_products(device: gpucore.Device,
     tx = Tensor.from_numpy(x, device=device)
     tws = [Tensor.from_numpy(w, device=device) for w in ws]
     joined = Tensor.from_numpy(np.concatenate(bs), device=device)
-    tile = sm.TILES["64x64"]
+    tile = emulated_tile(device, sm.TILES["64x64"])  # 32 x 32 there: 15 -> 4 s of CI's CPU
     outs = [Tensor.empty((m, n), np.float16, device=device) for _ in ws]
     sm.record_gemm_parts(tx.buffer, [w.buffer for w in tws], [o.buffer for o in outs],
                          m=m, n=n, k=k, tile=tile, bias=joined.buffer)
@@ -501,7 +505,8 @@ def test_geglu_kernel_interface() -> None:
 @pytest.mark.parametrize(("d", "names"), [(192, ("64x64", "128x128", "128x128k16",
                                                  "256x128")),
                                           (240, ("128x160", "64x160"))])
-def test_geglu_matches_float64_where_available(device: gpucore.Device, approximate: str,
+def test_geglu_matches_float64_where_available(device: gpucore.Device,
+                                               monkeypatch: pytest.MonkeyPatch, approximate: str,
                                                d: int, names: tuple[str, ...]) -> None:
     """value * gelu(gate) of one [2d, k] projection in one GEMM, on every shipped tile that
     takes it (the 160-wide ones: 80 value and 80 gate rows a tile) and through linear_geglu,
@@ -515,6 +520,11 @@ def test_geglu_matches_float64_where_available(device: gpucore.Device, approxima
     emulated_subset(device, approximate == "tanh" and d == 240)  # 256 x 128: over 32 KiB
     if any(c.emulated for c in device.info.matrix_configs):
         names = names[:1]  # 64x160 shares 128x160's code; 25 s of CI's compiles
+        # and its one fragment row a subgroup (the 160 columns, 80 value and 80 gate, kept;
+        # every GEGLU dispatch here): 20 -> 13 s of CI's CPU
+        record = matrix_geglu.record_gemm_geglu
+        monkeypatch.setattr(matrix_geglu, "record_gemm_geglu", lambda *a, tile, **kw: record(
+            *a, tile=replace(tile, fm=1), **kw))
     m, k = 256, 96
     rng = np.random.default_rng(11)
     x = rng.standard_normal((m, k)).astype(np.float16)

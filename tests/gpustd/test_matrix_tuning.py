@@ -343,7 +343,11 @@ def test_every_conv_candidate_is_bitwise_the_default(device: gpucore.Device,
                        if t == conv_matrix.choose_conv_tile(c_out, pixels, c_in * 9)))
     expected = expected + add_np
     assert np.abs(default - expected).max() / np.abs(expected).max() < 2e-3
-    for name in conv_tune.conv_candidates(device, c_out, pixels):
+    names = conv_tune.conv_candidates(device, c_out, pixels)
+    if any(c.emulated for c in device.info.matrix_configs):  # 160 x 128 (5 x 2 fragments a
+        # subgroup) is 18 s of CI's compiles there; a GPU under Dawn runs every candidate
+        names = tuple(n for n in names if n in ("64x64", "128x128", "32x32"))
+    for name in names:
         assert run(name).tobytes() == default.tobytes(), f"tile {name} changed the result"
 
 

@@ -203,12 +203,13 @@ def test_linears_and_layers_each(device: gpucore.Device, dtype, parts: bool,
     units, with linear.PARTS; emulated ones on CI's lavapipe) against torch; Linear.each
     groups plain layers of one weight shape, all with biases or none, and gives each
     layer's own result bit for bit."""
-    from conftest import matrix_device
+    from conftest import emulated_tiles, matrix_device
     module = importlib.import_module("gpustd.nn.linear")  # gpustd.nn.linear is the function
     if dtype == np.float16 and not device.has_f16:
         pytest.skip(f"{device.info.label} has no shader-f16")
     if dtype == np.float16 and parts:
-        device = matrix_device(device)
+        device = matrix_device(device)  # emulated: its parts kernel 32 x 32 (13 -> 6 s of CI)
+        emulated_tiles(monkeypatch, device, (gpustd.gemm.matrix_units, "record_gemm_parts"))
     monkeypatch.setattr(module, "PARTS", parts)
     taken = []  # the parts GEMM's answers, biased or not
     record = module.record_gemm_parts

@@ -9,13 +9,15 @@ import importlib
 
 import numpy as np
 import pytest
-from conftest import matrix_device
+from conftest import emulated_tiles, matrix_device
 
 import gpucore
 from diffusion.models.dit_layers import JointAttention
 from diffusion.models.transformer_ops import Modulation, chunks, gated_add, norm_modulate
 from gpustd import Tensor
+from gpustd.gemm import matrix_fused
 from gpustd.gemm import matrix_units as sm
+from gpustd.nn import _attention_subgroup_matrix
 
 
 @pytest.fixture
@@ -34,6 +36,13 @@ def test_attention_gated_equals_forward_then_gated_add(device: gpucore.Device,
     # q, k and v a GEMM each: both sides project alike, and the parts kernel (tested in
     # tests/gpustd) is 45 s of compiling on emulated matrix units
     monkeypatch.setattr(importlib.import_module("gpustd.nn.linear"), "PARTS", False)
+    # emulated units: both sides' GEMMs in their tiles with one fragment a subgroup (conftest)
+    # and the portable attention (the matrix-unit one is tests/gpustd's; both sides attend
+    # alike): 23 -> 5 s of CI's CPU
+    emulated_tiles(monkeypatch, device, (sm, "record_gemm_matrix"),
+                   (matrix_fused, "record_gemm_gated_add"))
+    if any(c.emulated for c in device.info.matrix_configs):
+        monkeypatch.setattr(_attention_subgroup_matrix, "available", lambda device: False)
     rng = np.random.default_rng(47)
     dim, heads, head_dim = 128, 2, 64
     attn = JointAttention(dim, heads, head_dim, {"dtype": np.float16, "device": device},
