@@ -1,5 +1,7 @@
 """The SD VAE decoder at 512x512 (1x4x64x64 latents, random weights) on our kernels and on
-diffusers' AutoencoderKL.decode in the same process.
+diffusers' AutoencoderKL.decode in the same process. BENCH_VAE_SIZE=1024 decodes SDXL's
+picture size (1x4x128x128); BENCH_VAE_TF32=1 lets torch's float32 rows take TF32, cuDNN's
+default, which is what diffusers' users get (SDXL's VAE decodes in float32: force_upcast).
 
 The weights are drawn once by diffusers and go through its safetensors file and our reader.
 Ours runs float32 and float16 (where the device has it), eagerly and replayed (gpustd.capture);
@@ -10,6 +12,7 @@ the CPU in fp32 when there is no CUDA (--quick only).
 from __future__ import annotations
 
 import copy
+import os
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -56,7 +59,9 @@ def run(quick: bool = False) -> dict[str, Any]:
 
     from diffusion.loaders import SafetensorsFile
 
-    config = TINY_VAE if quick else SD_VAE
+    config = TINY_VAE if quick else dict(SD_VAE, sample_size=int(
+        os.environ.get("BENCH_VAE_SIZE", SD_VAE["sample_size"])))
+    tf32 = os.environ.get("BENCH_VAE_TF32") == "1"
     device = gpucore.default_device()
     cuda = _harness.torch_cuda()
     repeat = 3 if quick else 10
@@ -71,6 +76,7 @@ def run(quick: bool = False) -> dict[str, Any]:
     zt = torch.from_numpy(latent).to(dev)
     with torch.no_grad():
         expected = model.decode(zt).sample.cpu().numpy().astype(np.float64)
+    torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = tf32
     tflop = _decoder_tflop(model, latent)
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
@@ -91,8 +97,10 @@ def run(quick: bool = False) -> dict[str, Any]:
                  "max|diffusers fp32|; ours_gpu_ms sums timestamp-query kernel times, "
                  "ours_encode_ms is the call alone on the host, ours_wall_ms call + submit + "
                  "wait; torch (fp32 rows: fp32, fp16 rows: fp16) torch_gpu_ms by CUDA events, "
-                 "torch_wall_ms by perf_counter around call + cuda.synchronize (TF32 off in "
-                 "cuBLAS and cuDNN), the faster of cudnn.benchmark off and on (both kept); "
+                 "torch_wall_ms by perf_counter around call + cuda.synchronize (TF32 "
+                 + ("on (BENCH_VAE_TF32=1)" if tf32 else "off") + " in "
+                 "cuBLAS and cuDNN; the reference for rel_err always without it), the "
+                 "faster of cudnn.benchmark off and on (both kept); "
                  "vs_torch = torch_wall_ms / ours_wall_ms (above 1: we are faster); TFLOP "
                  "counts the convolutions.",
         "columns": COLUMNS,
