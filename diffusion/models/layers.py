@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any, Protocol
 
 from gpustd import Tensor, nn
@@ -102,8 +103,10 @@ class ResnetBlock2D(nn.Module):
         self.conv_shortcut = (nn.Conv2d(in_channels, out_channels, 1, **place)
                               if in_channels != out_channels else None)
 
-    def forward(self, x: Tensor, temb_act: Tensor | None = None) -> Tensor:
-        """x: (B, C, H, W); temb_act: silu(time embedding), (B, temb_channels)."""
+    def forward(self, x: Tensor, temb_act: Tensor | None = None, *,
+                inner: Callable[[Tensor], Any] | None = None) -> Tensor:
+        """x: (B, C, H, W); temb_act: silu(time embedding), (B, temb_channels); `inner` is
+        given conv1's output (diffusion.models.vae_half reads its magnitude)."""
         # Each GroupNorm + SiLU runs in its conv's input (a prologue: only the statistics
         # pass runs before the conv, no normalized tensor exists), and the time embedding
         # and the shortcut are added in the convs' epilogues.
@@ -112,6 +115,8 @@ class ResnetBlock2D(nn.Module):
             t = self.time_emb_proj(temb_act)
             t = t.reshape(*t.shape, 1, 1)
         h = self.conv1(x, prologue=self.norm1.prologue(x, silu=True), add=t)
+        if inner is not None:
+            inner(h)
         if self.shortcut_last and self.conv_shortcut is not None:
             h = self.conv2(h, prologue=self.norm2.prologue(h, silu=True))
             return self.conv_shortcut(x, add=h)

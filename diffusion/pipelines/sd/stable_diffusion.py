@@ -25,6 +25,7 @@ from gpustd.nn.offload import restore
 from ...loaders.sd.vae_file import vae_hash, vae_name
 from ...models import AutoencoderKL, CLIPTextModel, UNet2DConditionModel
 from ...models.tiled_vae import vae_decode, vae_encode
+from ...models.vae_half import HalfDecodes
 from ...sampling import kdiffusion, samplers
 from ...sampling.guidance import Weights
 from ...sampling.kdiffusion import DIFFUSERS
@@ -85,24 +86,23 @@ class StableDiffusion:
         # where <lora:NAME:...> tags find NAME.safetensors; the LoRAs patched in right now
         self.lora_dir: str | os.PathLike[str] | None = None
         self.loras = PromptLoras(lambda: self)
-        # a VAE loaded in place of the model's own (diffusion.loaders.sd.vae_file.load_vae): its
-        # path, for the infotext's "VAE hash" / "VAE"
+        # a VAE loaded in place of the model's own (loaders.sd.vae_file.load_vae): its path,
+        # for the infotext's "VAE hash" / "VAE"
         self.vae_path: str | os.PathLike[str] | None = None
         self.family = family or self.family
-        # an adversarially distilled model (SD-Turbo, SDXL-Turbo;
-        # diffusion.pipelines.load.is_turbo): 512 px, 1-4 steps without guidance
+        # adversarially distilled (SD-Turbo, SDXL-Turbo; pipelines.load.is_turbo): 1-4 steps
         self.is_turbo = is_turbo
         # The UNet step and the text encoder's transformer, recorded once and replayed by
-        # every generation. Each signature pins its activations on the device (SD 1.5 f32,
-        # 512 px, CFG batch 2: 726 MiB for the UNet): four UNet signatures cover a hires fix
-        # whose cond and uncond differ in length (two sizes, two lengths). Encoded prompts
-        # outlive the next encoding: copied. The VAE decode stays eager: a kept capture of it
-        # would pin 1.4 GiB at 512 px (5.5 at 1024) for ~30 ms an image.
+        # every generation. Each signature pins its activations (SD 1.5 f32, 512 px, CFG 2:
+        # 726 MiB for the UNet): four UNet signatures cover a hires fix whose cond and uncond
+        # differ in length. Encoded prompts outlive the next encoding: copied. The VAE decode
+        # stays eager: a capture of it would pin 1.4 GiB at 512 px for ~30 ms an image.
         self._unet_capture = ModelCapture(unet_call, max_signatures=4)
         self._text_capture = ModelCapture(CLIPTextModel.encode_tokens, max_signatures=2,
                                           copy_outputs=True)
         # --medvram / --lowvram / --max-vram in effect (set_memory_mode), None: all on the GPU
         self.memory: MemoryPlan | None = None
+        self._half_decodes = HalfDecodes()  # a float32 VAE's scaled float16 decodes
 
     @property
     def latent_channels(self) -> int:
@@ -154,8 +154,7 @@ class StableDiffusion:
         ids = self.tokenizer(list(prompts))
         return self._text_encoder()(ids, clip_skip=clip_skip)
 
-    def _kept_captures(self) -> tuple[Any, ...]:
-        """The kept captures whose scratch the VAE borrows (`lent`)."""
+    def _kept_captures(self) -> tuple[Any, ...]:  # whose scratch the VAE borrows (`lent`)
         return self._unet_capture, self._text_capture
 
     def _text_encoder(self) -> Callable[..., Tensor]:
@@ -241,10 +240,11 @@ class StableDiffusion:
         return self.embeddings.lookup(self.tokenizer, width=width)
 
     def _decode(self, latents: np.ndarray, vae: Any = None) -> list[np.ndarray]:
-        """Pictures of the latents, one at a time (the decoder's activations are large), tiled
-        where a picture is too large for the device (diffusion.models.tiled_vae); by `vae`
-        where given (a hires pass's), else the model's."""
-        decode = vae_decode if self.memory is None else self.memory.vae_decode
+        """Pictures of the latents, one at a time, tiled where too large for the device
+        (models.tiled_vae), a float32 VAE's in float16 (models.vae_half); by `vae` where
+        given (a hires pass's), else the model's."""
+        decode = self.memory.vae_decode if self.memory else partial(
+            self._half_decodes.decode_or_plain, dtype=self.unet.conv_in.weight.dtype)
         vae = self.vae if vae is None else vae
         with lent(*self._kept_captures()):  # the VAE borrows their scratch
             images = [decode(vae, (latent[None] / vae.scaling_factor).astype(np.float32))

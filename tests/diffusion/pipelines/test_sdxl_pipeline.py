@@ -336,6 +336,23 @@ def test_float16_keeps_the_vae_in_float32(f16_device: gpucore.Device, paths: Any
     assert pipe.vae.force_upcast and pipe.vae.decoder.conv_in.weight.dtype == np.float32
 
 
+def test_the_decode_goes_through_the_half_decodes(first_device: gpucore.Device, paths: Any,
+                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    """Where a float32 VAE's float16 twin applies (diffusion/models/vae_half.py: a float16
+    pipeline on matrix units; forced here), the pipeline's decode goes through it: the first
+    picture is the float32 decode and calibrates the twin (whose decodes
+    tests/diffusion/models/test_vae_half.py checks)."""
+    from diffusion.models.vae_half import HalfDecodes
+
+    ours = _ours(paths.base, first_device)
+    latents = np.random.default_rng(4).standard_normal((1, 4, 8, 8)).astype(np.float32)
+    plain = ours._decode(latents)
+    assert id(ours.vae) not in ours._half_decodes.scales
+    monkeypatch.setattr(HalfDecodes, "applies", staticmethod(lambda *args: True))
+    assert np.array_equal(ours._decode(latents)[0], plain[0])
+    assert ours.vae in ours._half_decodes._largest  # calibrated; its twin comes next
+
+
 def test_cli_single_file_with_refiner_writes_the_webui_infotext(paths: Any, tmp_path: Path,
                                                                 capsys: Any) -> None:
     out = tmp_path / "fox.png"
