@@ -26,6 +26,7 @@ from __future__ import annotations
 import math
 import os
 import weakref
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -135,12 +136,13 @@ class HalfDecodes:
                 and matrix_units.available(weight.device)
                 and not needs_tiling(vae, latent_shape, mode="decode"))
 
-    def decode_or_plain(self, vae: AutoencoderKL, latents: np.ndarray, *, dtype: Any
-                        ) -> np.ndarray:
-        """`decode` where it `applies` (dtype: the pipeline's), else vae_decode."""
+    def decode_or(self, plain: Callable[..., np.ndarray], dtype: Any, vae: AutoencoderKL,
+                  latents: np.ndarray) -> np.ndarray:
+        """`decode` where it `applies` (dtype: the pipeline's), else `plain(vae, latents)`
+        (the caller's vae_decode)."""
         if self.applies(vae, dtype, latents.shape):
             return self.decode(vae, latents)
-        return vae_decode(vae, latents)
+        return plain(vae, latents)
 
     def decode(self, vae: AutoencoderKL, latents: np.ndarray) -> np.ndarray:
         """Float32 host images of `latents` (as vae_decode): by the twin once calibrated, or

@@ -244,7 +244,7 @@ class StableDiffusion:
         (models.tiled_vae), a float32 VAE's in float16 (models.vae_half); by `vae` where
         given (a hires pass's), else the model's."""
         decode = self.memory.vae_decode if self.memory else partial(
-            self._half_decodes.decode_or_plain, dtype=self.unet.conv_in.weight.dtype)
+            self._half_decodes.decode_or, vae_decode, self.unet.conv_in.weight.dtype)
         vae = self.vae if vae is None else vae
         with lent(*self._kept_captures()):  # the VAE borrows their scratch
             images = [decode(vae, (latent[None] / vae.scaling_factor).astype(np.float32))
