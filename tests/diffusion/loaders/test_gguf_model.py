@@ -156,7 +156,7 @@ def test_sdxl_whole_model_gguf(first_device: gpucore.Device, tmp_path: Path,
     travel in the file too: the float model's picture within Q8_0's error."""
     from sdxl_tiny import save_folder, sdxl_pipeline
 
-    folder = save_folder(sdxl_pipeline("base"), tmp_path / "xl")
+    folder = save_folder(sdxl_pipeline("base", scratch=tmp_path / "scratch"), tmp_path / "xl")
     out = tmp_path / "xl-q8_0.gguf"
     assert cli.main(["quantize", str(folder), str(out)]) == 0
     assert {k.split(".")[0] for k in GGUFFile(out).keys()} == {

@@ -298,7 +298,7 @@ def test_sdxl_ip_adapter_matches_diffusers(first_device: gpucore.Device, tmp_pat
     from sdxl_tiny import save_folder, sdxl_pipeline
 
     reference_encoder, encoder_dir = encoder
-    reference = sdxl_pipeline("base")
+    reference = sdxl_pipeline("base", scratch=tmp_path / "scratch")
     model_dir = save_folder(reference, tmp_path / "sdxl")
     save_file(h94_plain(33, context=64, layers=12), tmp_path / "ip-adapter_sdxl_tiny.safetensors")
     picture = _picture(6, (40, 52))
