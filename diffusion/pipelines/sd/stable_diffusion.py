@@ -1,6 +1,6 @@
 """`StableDiffusion`: an SD 1.x/2.x model and `generate(request)`, txt2img / img2img / inpaint:
 the sequence every family runs (diffusion.pipelines.generation) with this family's part, its
-checks (`check`), denoising (`denoise`) and decode (`decode`).
+checks (`check`), denoising (`denoise`, diffusion.pipelines.sd.denoise) and decode (`decode`).
 
 The denoising itself is `run_kdiffusion` (the WebUI's samplers) or `run_scheduler` (diffusers'
 loop), both starting from `prepare`'s inputs and seeing only the model's `unet_parts()`. The
@@ -22,37 +22,30 @@ from gpucore import phase
 from gpustd import Tensor
 from gpustd.nn.offload import restore
 
-from ...loaders.sd.vae_file import vae_hash, vae_name
 from ...models import AutoencoderKL, CLIPTextModel, UNet2DConditionModel
 from ...models.tiled_vae import vae_decode, vae_encode
 from ...models.vae_half import HalfDecodes
-from ...sampling import kdiffusion, samplers
 from ...sampling.guidance import Weights
-from ...sampling.kdiffusion import DIFFUSERS
-from ...sampling.kdiffusion_pass import WebUISeeds
 from ...sampling.model_sampling import DiscreteSchedule
-from ...sampling.schedulers import get_scheduler, scheduler_from_config
 from ...text import conditioning
-from ...text.embeddings import EmbeddingDatabase, EmbeddingFinder, ti_hashes
+from ...text.embeddings import EmbeddingDatabase, EmbeddingFinder
 from ...text.tokenizer import CLIPTokenizer
 from ..colorfix import colorfix_hook
 from ..contract import Capabilities, GenerationResult, Placement, SamplingDefaults
 from ..control import Control, ControlUnit, check_base
-from ..control_spec import unit_label
 from ..finite import pictures_uint8
-from ..generation import Denoised, PromptLoras, draw_seed, generate
+from ..generation import Denoised, PromptLoras, generate
 from ..ip_adapter import use_ip_adapters
 from ..observer import Observer, Progress, StepCallback
 from ..reference import POSTERIOR_MEAN, split_references
 from ..request import GenerationRequest
 from .capture import ModelCapture, lent
 from .decode_ahead import begin_decode
+from .denoise import denoise
 from .guided_unet import Contexts, GuidedUNet, unet_call
 from .memory import MemoryMode, MemoryPlan, networks
 from .prepare import Pass
 from .refiner import HandOff, check_refiner
-from .run_kdiffusion import run_kdiffusion
-from .run_scheduler import run_scheduler
 from .unet_model import Generator, UNetParts
 
 __all__ = ["GenerationRequest", "GenerationResult", "SamplingDefaults", "StableDiffusion"]
@@ -312,70 +305,9 @@ class StableDiffusion:
 
     def denoise(self, request: GenerationRequest, seed: int, width: int, height: int,
                 observer: Observer) -> Denoised:
-        """The WebUI's samplers (run_kdiffusion) or a diffusers scheduler (run_scheduler)."""
-        r = Pass(prompt=request.prompt, negative_prompt=request.negative_prompt,
-                 steps=int(request.steps), cfg_scale=float(request.cfg_scale), seed=seed,
-                 width=width, height=height,
-                 batch_size=int(request.batch_size), clip_skip=int(request.clip_skip),
-                 strength=float(request.strength), rng=request.rng, mode=request.mode,
-                 masked_content=request.inpainting_fill, mask_round=request.mask_round,
-                 latent_noise_seed=request.latent_noise_seed,
-                 resize_latents=request.resize_mode == 3, embeddings=self._embedding_lookup(),
-                 control=tuple(request.control),
-                 hires_stage="first" if request.hires is not None else None,
-                 hires_vae=getattr(request.hires_modules, "vae", None),
-                 noise_multiplier=1.0 if request.mode == "txt2img"
-                 else float(request.initial_noise_multiplier))
-        refiner = request.refiner
-        if refiner is not None:
-            r = replace(r, refiner=refiner, switch_at=float(request.refiner_switch_at))
-        # 1. the sampler: diffusers' scheduler for "diffusers" and the timestep samplers
-        label, schedule = request.sampler_label
-        scheduler = None
-        if label == DIFFUSERS:
-            scheduler = scheduler_from_config(self.scheduler_config)
-        elif (info := samplers.lookup(label)).kind == "timestep":
-            # DDIM CFG++ is DDIM with another step (run_scheduler.denoise)
-            scheduler = get_scheduler("DDIM" if label == "DDIM CFG++" else label,
-                                      self.scheduler_config)
-            r = replace(r, cfg_pp=info.needs_uncond)
-        # 2. denoising
-        fields: dict[str, Any] = {"clip_skip": r.clip_skip}
-        parts = self.unet_parts()
-        if scheduler is not None:
-            latents = run_scheduler(parts, r, scheduler, request.init_image, request.mask,
-                                    observer, webui=label != DIFFUSERS, hires=request.hires)
-            seeds = [seed] * r.batch_size
-        else:
-            resize = None
-            if request.seed_resize_from is not None:
-                f = self.vae_scale_factor
-                resize = (request.seed_resize_from[1] // f, request.seed_resize_from[0] // f)
-            image_seeds = WebUISeeds.webui(seed, r.batch_size, draw_seed(request.subseed),
-                                           request.subseed_strength,
-                                           request.eta_noise_seed_delta, resize)
-            assert schedule is not None  # sampler_label has none only for "diffusers", above
-            latents, extra = run_kdiffusion(
-                parts, r, label, schedule, request.init_image, request.mask, observer,
-                seeds=image_seeds, hires=request.hires,
-                hires_sampler=request.hires_sampler_label,
-                options=request.sampler_options or kdiffusion.SamplerOptions())
-            if request.seed_resize_from is not None:
-                extra["seed_resize_from"] = tuple(request.seed_resize_from)
-            schedule, seeds = extra.pop("schedule"), image_seeds.seeds
-            fields.update(extra)
-        # 3. this family's infotext fields
-        fields["scheduler"] = schedule
-        if refiner is not None:
-            fields.update(refiner=refiner.name, refiner_switch_at=r.switch_at)
-        if request.control:  # the extension's "ControlNet N" infotext fields
-            fields["controlnet"] = [unit_label(unit) for unit in request.control]
-        if self.vae_path is not None:
-            fields.update(vae_hash=vae_hash(self.vae_path), vae=vae_name(self.vae_path))
-        if r.embeddings is not None and r.embeddings.used:
-            # the prompt's names, then the negative prompt's, as the WebUI writes them
-            fields["ti_hashes"] = ti_hashes(r.embeddings.used.values())
-        return Denoised(latents, seeds, fields)
+        """The WebUI's samplers (run_kdiffusion) or a diffusers scheduler (run_scheduler):
+        diffusion.pipelines.sd.denoise."""
+        return denoise(self, request, seed, width, height, observer)
 
     def decode(self, latents: np.ndarray, request: GenerationRequest) -> list[np.ndarray]:
         """After the hand-off the refiner's VAE decodes, as in the WebUI and diffusers (after
