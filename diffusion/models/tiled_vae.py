@@ -307,6 +307,6 @@ def vae_encode(vae: AutoencoderKL, images: np.ndarray | Tensor, *,
     x = _host(images, "images")
     if needs_tiling(vae, x.shape, mode="encode"):
         return encode_tiled(vae, x, offload=offload)
-    weight = vae.decoder.conv_in.weight
+    weight = vae.encoder.conv_in.weight
     mean, logvar = vae.encode(asarray(x, dtype=weight.dtype, device=weight.device))
     return mean.numpy().astype(np.float32), logvar.numpy().astype(np.float32)

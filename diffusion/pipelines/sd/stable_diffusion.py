@@ -24,7 +24,7 @@ from gpustd.nn.offload import restore
 
 from ...models import AutoencoderKL, CLIPTextModel, UNet2DConditionModel
 from ...models.tiled_vae import vae_decode, vae_encode
-from ...models.vae_half import HalfDecodes
+from ...models.vae_half import HalfPasses
 from ...sampling.guidance import Weights
 from ...sampling.model_sampling import DiscreteSchedule
 from ...text import conditioning
@@ -95,7 +95,7 @@ class StableDiffusion:
                                           copy_outputs=True)
         # --medvram / --lowvram / --max-vram in effect (set_memory_mode), None: all on the GPU
         self.memory: MemoryPlan | None = None
-        self._half_decodes = HalfDecodes()  # a float32 VAE's scaled float16 decodes
+        self._half_passes = HalfPasses()  # a float32 VAE's scaled float16 decodes, encodes
 
     @property
     def latent_channels(self) -> int:
@@ -237,7 +237,7 @@ class StableDiffusion:
         (models.tiled_vae), a float32 VAE's in float16 (models.vae_half); by `vae` where
         given (a hires pass's), else the model's."""
         decode = self.memory.vae_decode if self.memory else partial(
-            self._half_decodes.decode_or, vae_decode, self.unet.conv_in.weight.dtype)
+            self._half_passes.decode_or, vae_decode, self.unet.conv_in.weight.dtype)
         vae = self.vae if vae is None else vae
         with lent(*self._kept_captures()):  # the VAE borrows their scratch
             images = [decode(vae, (latent[None] / vae.scaling_factor).astype(np.float32))
@@ -246,8 +246,10 @@ class StableDiffusion:
 
     def _encode(self, pixels: np.ndarray, generator: Generator, vae: Any = None) -> np.ndarray:
         """A latent drawn from the VAE's (`vae`'s where given) posterior for `pixels`, scaled
-        for the UNet (tiled where the picture is too large for the device)."""
-        encode = vae_encode if self.memory is None else self.memory.vae_encode
+        for the UNet (tiled where the picture is too large for the device, a float32 VAE's in
+        float16: models.vae_half)."""
+        encode = self.memory.vae_encode if self.memory else partial(
+            self._half_passes.encode_or, vae_encode, self.unet.conv_in.weight.dtype)
         vae = self.vae if vae is None else vae
         with lent(*self._kept_captures()):  # idle until the steps
             mean, logvar = encode(vae, pixels.astype(np.float32))

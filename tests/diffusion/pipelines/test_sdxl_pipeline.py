@@ -336,21 +336,26 @@ def test_float16_keeps_the_vae_in_float32(f16_device: gpucore.Device, paths: Any
     assert pipe.vae.force_upcast and pipe.vae.decoder.conv_in.weight.dtype == np.float32
 
 
-def test_the_decode_goes_through_the_half_decodes(first_device: gpucore.Device, paths: Any,
-                                                   monkeypatch: pytest.MonkeyPatch) -> None:
-    """Where a float32 VAE's float16 twin applies (diffusion/models/vae_half.py: a float16
-    pipeline on matrix units; forced here), the pipeline's decode goes through it: the first
-    picture is the float32 decode and calibrates the twin (whose decodes
+def test_decodes_and_encodes_go_through_the_half_passes(
+        first_device: gpucore.Device, paths: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Where a float32 VAE's float16 twins apply (diffusion/models/vae_half.py: a float16
+    pipeline on matrix units; forced here), the pipeline's decode and encode go through them:
+    the first of each is the float32 pass and calibrates its twin (whose passes
     tests/diffusion/models/test_vae_half.py checks)."""
-    from diffusion.models.vae_half import HalfDecodes
+    from diffusion.models.vae_half import HalfPasses
+    from diffusion.pipelines.reference import POSTERIOR_MEAN
 
     ours = _ours(paths.base, first_device)
-    latents = np.random.default_rng(4).standard_normal((1, 4, 8, 8)).astype(np.float32)
-    plain = ours._decode(latents)
-    assert id(ours.vae) not in ours._half_decodes.scales
-    monkeypatch.setattr(HalfDecodes, "applies", staticmethod(lambda *args: True))
+    rng = np.random.default_rng(4)
+    latents = rng.standard_normal((1, 4, 8, 8)).astype(np.float32)
+    pixels = rng.uniform(-1, 1, (1, 3, 64, 64)).astype(np.float32)
+    plain, plain_latent = ours._decode(latents), ours._encode(pixels, POSTERIOR_MEAN)
+    assert not ours._half_passes.scales
+    monkeypatch.setattr(HalfPasses, "applies", staticmethod(lambda *args: True))
     assert np.array_equal(ours._decode(latents)[0], plain[0])
-    assert ours.vae in ours._half_decodes._largest  # calibrated; its twin comes next
+    assert np.array_equal(ours._encode(pixels, POSTERIOR_MEAN), plain_latent)
+    for part in ("decoder", "encoder"):  # calibrated; the twins come next
+        assert ours.vae in ours._half_passes._largest[part]
 
 
 def test_cli_single_file_with_refiner_writes_the_webui_infotext(paths: Any, tmp_path: Path,
