@@ -58,7 +58,11 @@ class _Parser(argparse.ArgumentParser):
 def build_parser() -> argparse.ArgumentParser:
     """The argparse parser of `python -m diffusion` (a sub-command per pipeline)."""
     parser = _Parser(prog="python -m diffusion", epilog=EPILOG,
-                     description="Stable Diffusion 1.x/2.x, SDXL and Turbo on any GPU (WebGPU).",
+                     description="Pictures and videos on any GPU (WebGPU): Stable Diffusion "
+                                 "1.x/2.x, SDXL and Turbo,\nSD 3/3.5, FLUX.1 (Kontext, Fill, "
+                                 "Redux), FLUX.2, Chroma, Z-Image, Qwen-Image (Edit)\nand Wan "
+                                 "2.1/2.2 video, from diffusers folders, checkpoint files or "
+                                 "GGUFs.",
                      formatter_class=argparse.RawDescriptionHelpFormatter)
     commands = parser.add_subparsers(dest="command",
                                      metavar="{txt2img,img2img,inpaint,txt2vid,img2vid,png-info,"
