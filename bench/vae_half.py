@@ -84,9 +84,11 @@ def run(quick: bool = False) -> dict[str, Any]:
                 name = "diffusers float32" + (" TF32" if tf32 else "")
                 out = call().float().cpu().numpy().astype(np.float64)
                 found[name] = (_harness.torch_wall_ms(call, torch, repeat, cuda=cuda), out)
+                print(f"{part}, {name}: {found[name][0]:.1f} ms", flush=True)
         want = found["diffusers float32"][1]
         for name, fn in sides[part].items():  # the twin's warm-up calibrates, then builds it
             found[name] = (_harness.numpy_ms(fn, warmup=2, repeat=repeat), fn())
+            print(f"{part}, {name}: {found[name][0]:.1f} ms", flush=True)
         baseline = found["diffusers float32 TF32"][0]
         for name, (ms, out) in found.items():
             scale = passes.scales.get((id(ours), "decoder" if part == "decode" else "encoder"))
