@@ -49,13 +49,13 @@ from .vae import _attend
 __all__ = ["ENV", "LIMIT_LOG2", "PARTS", "HalfPasses", "Part", "calibrate", "half_twin"]
 
 Part = Literal["decoder", "encoder"]
+PARTS: tuple[Part, ...] = ("decoder", "encoder")
 ENV = "AVX_VAE_FLOAT32"
 LIMIT_LOG2 = 12  # scaled activations stay under 2^12 (f16's largest is 65504, ~2^16)
 # weights and biases (key endings) of a part that take the scale s: their outputs are the
 # scaled activations; biases only where the input is already scaled
 _SCALED = (".conv_in.", ".conv1.", ".conv2.", ".to_out.0.")
 _SCALED_BIAS = (".conv_shortcut.bias", ".conv.bias")  # .conv: the resamplers' convs
-PARTS: tuple[Part, ...] = ("decoder", "encoder")
 _QUANT = {"decoder": "post_quant_conv.", "encoder": "quant_conv."}  # each part's 1x1 conv
 
 
