@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import importlib
+import sys
 from pathlib import Path
+from types import ModuleType
 from typing import Any
 
 import numpy as np
@@ -17,6 +20,16 @@ TOLERANCE = {
     np.dtype(np.int32): 0.0,
     np.dtype(np.uint32): 0.0,
 }
+
+
+def module_of_tests(path: str) -> ModuleType:
+    """The test module at `path` under tests/ (as "diffusion/pipelines/test_sd_pipeline.py"),
+    for a test of another folder that shares its helpers: pytest puts a test's folder on
+    sys.path only once it collects a test there, which a run of one folder never does."""
+    folder, name = (ROOT / "tests" / path).parent, Path(path).stem
+    if str(folder) not in sys.path:
+        sys.path.insert(0, str(folder))
+    return importlib.import_module(name)
 
 
 def relative_error(actual: Any, expected: Any) -> float:

@@ -301,7 +301,6 @@ def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> list[Path]
     _fill_sampling_defaults(args)
     if args.seed == -1:
         args.seed = secrets.randbelow(2**32)
-    print(f"seed: {args.seed}", file=sys.stderr)
     if args.subseed == -1:
         args.subseed = secrets.randbelow(2**32)
     # 2. the request and the control units, checked before anything loads
@@ -310,6 +309,7 @@ def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> list[Path]
     specs = build_control_specs(args, _open_image)
     ip_units = ip_adapter_units(args)
     redux = redux_reference(args)
+    print(f"seed: {args.seed}", file=sys.stderr)  # the settings hold: a picture will follow
     # 3. the models
     if args.backend:
         os.environ["GPUCORE_BACKEND"] = args.backend

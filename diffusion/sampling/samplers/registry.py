@@ -17,6 +17,7 @@ every sampler module, so `SAMPLERS` is complete once the package is imported).
 
 from __future__ import annotations
 
+import difflib
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from types import MappingProxyType
@@ -113,6 +114,12 @@ class Registry(Sequence[SamplerInfo]):
         """The sampler called `name` (any name, any case, surrounding spaces ignored)."""
         return self._by_name.get(name.strip().lower()) if isinstance(name, str) else None
 
+    def closest(self, name: str) -> SamplerInfo | None:
+        """The sampler whose name (any of them) `name` most looks like a misspelling of, if
+        any is close (difflib's ratio 0.6 or more)."""
+        found = difflib.get_close_matches(name.strip().lower(), self._by_name, n=1)
+        return self._by_name[found[0]] if found else None
+
     def _list(self) -> tuple[SamplerInfo, ...]:
         if self._listed is None:
             last = len(self._order)
@@ -181,7 +188,10 @@ def lookup(name: str) -> SamplerInfo:
     if info is None:
         listing = ", ".join(f"{i.name!r}" + (f" ({i.comfy_name})" if i.comfy_name else "")
                             for i in SAMPLERS)
-        raise ValueError(f"unknown sampler {name!r}; valid names (ComfyUI's in parentheses): "
+        close = SAMPLERS.closest(name) if isinstance(name, str) else None
+        guess = f" (did you mean {close.name!r}?)" if close is not None else ""
+        raise ValueError(f"unknown sampler {name!r}{guess}; valid names (ComfyUI's in "
+                         "parentheses): "
                          f"{listing}; an old combined name such as 'DPM++ 2M Karras' also names "
                          "its schedule type")
     return info

@@ -227,14 +227,17 @@ def test_pipeline_noise_equals_diffusers_torch_generator(one_device: gpucore.Dev
     """sampler="diffusers" (the model folder's scheduler, run as diffusers runs it) draws what
     diffusers draws from generator=torch.Generator("cpu").manual_seed(seed)."""
     import diffusers
-    from test_sd_pipeline import PROMPT, SIZE, _assert_images_match, _picture, _reference
+    from support import module_of_tests
 
     from diffusion import load_pipeline
+
+    sd = module_of_tests("diffusion/pipelines/test_sd_pipeline.py")
+    PROMPT, SIZE, _picture = sd.PROMPT, sd.SIZE, sd._picture
 
     seed = 2**32 + 21  # torch keeps the low 32 bits; so must we
     options = dict(width=SIZE, height=SIZE, steps=3, cfg_scale=1.0, batch_size=2, seed=seed)
     image_options = {} if mode == "txt2img" else dict(image=_picture(3), strength=0.7)
-    reference = _reference(mode, model_dir)
+    reference = sd._reference(mode, model_dir)
     reference.scheduler = getattr(diffusers, scheduler).from_config(reference.scheduler.config)
     ours = load_pipeline(model_dir, device=one_device)
     ours.scheduler_config = dict(reference.scheduler.config)
@@ -248,4 +251,4 @@ def test_pipeline_noise_equals_diffusers_torch_generator(one_device: gpucore.Dev
                          width=SIZE, num_images_per_prompt=2, output_type="np",
                          generator=torch.Generator("cpu").manual_seed(seed),
                          **image_options).images
-    _assert_images_match(result.images, expected)
+    sd._assert_images_match(result.images, expected)
