@@ -8,6 +8,7 @@ paths) is checked first: a bad input costs no model load.
 from __future__ import annotations
 
 import argparse
+import difflib
 import os
 import secrets
 import sys
@@ -148,10 +149,14 @@ def _hires(args: argparse.Namespace) -> Any:
     from ..upscalers.interpolation import HiresFix
     from ..upscalers.models import MODEL_UPSCALERS
 
-    by_lower = {u.lower(): u for u in [*UPSCALERS, *MODEL_UPSCALERS]}
-    if args.hr_upscaler.strip().lower() not in by_lower:
-        raise ValueError(f"--hr-upscaler {args.hr_upscaler!r} is not one of: "
-                         f"{', '.join(UPSCALERS)}")
+    names = [*UPSCALERS, *MODEL_UPSCALERS]  # the model upscalers --upscaler-dir found
+    by_lower = {u.lower(): u for u in names}
+    wanted = args.hr_upscaler.strip().lower()
+    if wanted not in by_lower:
+        close = difflib.get_close_matches(wanted, by_lower, n=1)
+        guess = f" (did you mean {by_lower[close[0]]!r}?)" if close else ""
+        raise ValueError(f"--hr-upscaler {args.hr_upscaler!r}{guess} is not one of: "
+                         f"{', '.join(names)}")
     return HiresFix(scale=args.hr_scale or 2.0, resize=args.hr_resize,
                     upscaler=by_lower[args.hr_upscaler.strip().lower()], steps=args.hr_steps,
                     denoise=args.hr_denoise, prompt=args.hr_prompt or None,

@@ -24,6 +24,7 @@ All math is numpy float64; the WebUI computes in float32, so arrays agree to flo
 
 from __future__ import annotations
 
+import difflib
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -79,7 +80,10 @@ def lookup(name: str) -> ScheduleType:
         if wanted in (s.casefold() for s in (schedule.name, schedule.label, *schedule.aliases)):
             return schedule
     valid = ", ".join(f"{s.label!r} ({s.name})" for s in SCHEDULE_TYPES)
-    raise ValueError(f"unknown schedule type {name!r}; use one of: {valid}")
+    names = {n.casefold(): s.label for s in SCHEDULE_TYPES for n in (s.name, s.label, *s.aliases)}
+    close = difflib.get_close_matches(wanted, names, n=1)
+    guess = f" (did you mean {names[close[0]]!r}?)" if close else ""
+    raise ValueError(f"unknown schedule type {name!r}{guess}; use one of: {valid}")
 
 
 @dataclass(frozen=True)
