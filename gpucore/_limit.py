@@ -11,7 +11,9 @@ included). Otherwise idle buffers are dropped, those idle the longest first (the
 work's own, reused at every block or layer, are idle the shortest), then the evictors are
 asked to free live ones (callers that can move weights to host memory: gpustd.nn.residency;
 several when pipelines share the device, a base and its refiner) one call at a time until the
-buffer fits; when none has anything left, MemoryLimitError says how much the device needs there.
+buffer fits; when none has anything left, garbage is collected once (a buffer held only by
+objects in a reference cycle is freed by Python's cycle collector, whenever it runs), and then
+MemoryLimitError says how much the device needs there.
 
 `frugal()` is the cap's milder kin for eager work whose size classes change as it goes (a VAE
 decode climbing resolutions): while it is open, a buffer the pool cannot hand out first makes
@@ -27,6 +29,7 @@ last few hundred dispatches used.
 from __future__ import annotations
 
 import contextlib
+import gc
 from collections.abc import Callable, Collection, Iterator, Sequence
 
 from wgpu.classes import GPUBuffer
@@ -77,6 +80,7 @@ class MemoryLimit:
             self._drop_idle()
         if self.bytes is None:
             return None
+        collected = False
         while True:
             stats = self._pool.stats()
             over = stats.reserved + size - self.bytes
@@ -87,6 +91,10 @@ class MemoryLimit:
             if self._evicting:
                 return None  # the eviction's own read-back (a weight with no host copy)
             if not self._evict_one():
+                if not collected:  # garbage Python has not collected yet (objects in
+                    collected = True  # reference cycles) may hold buffers: theirs go idle
+                    gc.collect()
+                    continue
                 raise MemoryLimitError(self.bytes, stats.reserved + size,
                                        f"{what} ({size:,} bytes)")
             if (found := self._pool.take(size)) is not None:

@@ -174,6 +174,29 @@ def test_memory_limit_trims_the_pool_then_evicts_then_names_the_need(
         dev.memory_limit.set(0)
 
 
+def test_the_cap_collects_garbage_before_it_refuses(dev: gpucore.Device) -> None:
+    """A buffer held only by a reference cycle is freed when Python's cycle collector runs,
+    which may be long after the cycle became garbage: the cap collects once before it refuses,
+    and still refuses where nothing is garbage."""
+    large = _cls(dev, LARGE)
+    base = dev.memory_stats().reserved
+    cap = base + large + large // 2  # one large buffer, not two
+    gc.disable()  # the cycle stays garbage until someone collects
+    try:
+        cycle: list[object] = [Buffer.empty(LARGE, device=dev)]
+        cycle.append(cycle)
+        del cycle
+        dev.memory_limit.set(cap)
+        kept = Buffer.empty(LARGE, device=dev)  # the cycle's memory, collected for it
+        assert dev.memory_stats().peak_reserved <= cap
+        with pytest.raises(gpucore.MemoryLimitError):
+            Buffer.empty(LARGE, device=dev)  # `kept` is live: no garbage holds the room
+        del kept
+    finally:
+        gc.enable()
+        dev.memory_limit.set(None)
+
+
 def test_trace_memory_names_the_stage_and_the_origins_at_the_peak(dev: gpucore.Device) -> None:
     small, large = _cls(dev, SMALL), _cls(dev, LARGE)
     base = dev.memory_stats().allocated
