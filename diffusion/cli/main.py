@@ -98,9 +98,14 @@ def png_info(args: argparse.Namespace) -> None:
     """`png-info FILE`: the PNG's infotext, or its parsed settings as JSON."""
     import json
 
+    from PIL import UnidentifiedImageError
+
     from ..infotext import parse_infotext, read_infotext
 
-    text = read_infotext(existing(args.file, "png-info"))
+    try:
+        text = read_infotext(existing(args.file, "png-info"))
+    except UnidentifiedImageError:
+        raise ValueError(f"{args.file}: not a readable image (PNG, JPEG, WebP...)") from None
     if text is None:
         raise ValueError(f"{args.file} carries no parameters (no WebUI infotext)")
     print(json.dumps(parse_infotext(text), indent=2, ensure_ascii=False) if args.json else text)

@@ -595,6 +595,10 @@ def test_png_info_and_from_infotext(fake: dict[str, Any],
     assert call["hr_distilled_cfg"] == 2.5
     code, _, err = run_cli(capsys, "png-info", "init.png")
     assert code == 2 and "carries no parameters" in err
+    Path("junk.png").write_bytes(b"not a picture")
+    code, _, err = run_cli(capsys, "png-info", "junk.png")
+    assert code == 2 and err.strip().endswith("error: junk.png: not a readable image (PNG, "
+                                              "JPEG, WebP...)"), err
     code, _, err = run_cli(capsys, "txt2img", "--model", "model")
     assert code == 2 and "--prompt is required" in err
 
