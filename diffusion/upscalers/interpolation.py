@@ -15,6 +15,7 @@ there too).
 
 from __future__ import annotations
 
+import difflib
 import math
 from dataclasses import dataclass
 
@@ -60,9 +61,12 @@ class HiresFix:
     def __post_init__(self) -> None:
         from .models import MODEL_UPSCALERS
 
-        if self.upscaler not in (*LATENT_UPSCALERS, *IMAGE_UPSCALERS, *MODEL_UPSCALERS):
-            valid = ", ".join([*LATENT_UPSCALERS, *IMAGE_UPSCALERS, *MODEL_UPSCALERS])
-            raise ValueError(f"unknown hires upscaler {self.upscaler!r}; use one of: {valid}")
+        names = [*LATENT_UPSCALERS, *IMAGE_UPSCALERS, *MODEL_UPSCALERS]
+        if self.upscaler not in names:
+            close = difflib.get_close_matches(str(self.upscaler), names, n=1)
+            guess = f" (did you mean {close[0]!r}?)" if close else ""
+            raise ValueError(f"unknown hires upscaler {self.upscaler!r}{guess}; use one of: "
+                             f"{', '.join(names)}")
         if not (math.isfinite(self.scale) and 1.0 <= self.scale <= 8.0):
             raise ValueError(f"hires scale must be from 1 to 8, got {self.scale}")
         if not 0.0 < self.denoise <= 1.0:
