@@ -133,6 +133,11 @@ def _norms(vae: AutoencoderKL, part: Part) -> list[GroupNorm]:
     return norms
 
 
+def _untiled(vae: AutoencoderKL) -> bool:
+    """The plain mode's `use`: the VAE is on the GPU and its untiled pass is what runs."""
+    return True
+
+
 class HalfPasses:
     """A pipeline's float16 decodes and encodes by its float32 VAEs (module doc), where they
     `apply`: a VAE part's first pass is its float32 calibration, the next builds its scaled
@@ -171,29 +176,47 @@ class HalfPasses:
             return self.encode(vae, images)
         return plain(vae, images)
 
-    def decode(self, vae: AutoencoderKL, latents: np.ndarray) -> np.ndarray:
+    def decode(self, vae: AutoencoderKL, latents: np.ndarray, *,
+               run: Callable[[AutoencoderKL, np.ndarray], np.ndarray] = vae_decode,
+               use: Callable[[AutoencoderKL], bool] = _untiled) -> np.ndarray:
         """Float32 host images of `latents` (as vae_decode): by the twin once calibrated, or
         in float32 where not yet or where the twin's picture is not finite (calibrating
-        anew)."""
+        anew). A memory mode (diffusion.pipelines.sd.memory) runs the twin by `run` (the
+        twin brought in, tiled where its budget asks) and calibrates where `use(vae)`, which
+        brings the VAE in, says its untiled pass fits; where not, `run(vae, latents)`."""
         twin = self._twin(vae, "decoder")
         if twin is not None:
-            images = vae_decode(twin, latents)
+            images = run(twin, latents)
             if np.isfinite(images).all():
                 return images
             del self._twins["decoder"][vae]
+        if not use(vae):
+            return run(vae, latents)
         return self._calibrate(vae, latents, "decoder")
 
-    def encode(self, vae: AutoencoderKL, images: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    def encode(self, vae: AutoencoderKL, images: np.ndarray, *,
+               run: Callable[[AutoencoderKL, np.ndarray], tuple[np.ndarray, np.ndarray]]
+               = vae_encode, use: Callable[[AutoencoderKL], bool] = _untiled
+               ) -> tuple[np.ndarray, np.ndarray]:
         """Float32 host (mean, logvar) of `images` (as vae_encode), as `decode` decodes."""
         twin = self._twin(vae, "encoder")
         if twin is not None:
-            mean, logvar = vae_encode(twin, images)
+            mean, logvar = run(twin, images)
             if np.isfinite(mean).all() and np.isfinite(logvar).all():
                 return mean, logvar
             del self._twins["encoder"][vae]
+        if not use(vae):
+            return run(vae, images)
         moments = self._calibrate(vae, images, "encoder")
         latent = vae.config["latent_channels"]
         return moments[:, :latent].copy(), moments[:, latent:].copy()
+
+    def forget_twins(self) -> None:
+        """Drop every twin (their calibrations stay: the next pass builds a twin again). A
+        pipeline switching memory modes calls it: a twin made outside a mode is no unit of
+        the mode's, and one made inside would stay on the GPU after it."""
+        for twins in self._twins.values():
+            twins.clear()
 
     def _twin(self, vae: AutoencoderKL, part: Part) -> AutoencoderKL | None:
         """The part's twin: built now where the part is calibrated and has none."""

@@ -38,7 +38,11 @@ they run, and the mode switched off (`MemoryMode()`) puts every network on the G
 
 Pictures: weights come back bit for bit and the kernels are the same, so every mode gives the
 plain run's picture bitwise; the tiled VAE (only when a budget asks for it) differs within the
-tiling's blending (diffusion.models.tiled_vae).
+tiling's blending (diffusion.models.tiled_vae). A float32 VAE in a float16 pipeline (SDXL's)
+decodes and encodes by its float16 twins under a mode as in the plain mode
+(diffusion.models.vae_half): each twin is a unit of its own, built again from the kept
+calibration when the mode is set; a calibration whose untiled float32 pass the budget does not
+hold is not run (that pass is the float32 VAE's, tiled).
 """
 
 from __future__ import annotations
@@ -204,10 +208,12 @@ class MemoryPlan:
     and the VAE."""
 
     def __init__(self, pipe: Any, mode: MemoryMode, *, text_capture: Any,
-                 unet_capture: Any) -> None:
+                 unet_capture: Any, half: Any = None) -> None:
         self.mode = mode
         weight = pipe.unet.conv_in.weight
         self.device = weight.device
+        # a float32 VAE's float16 twins (models.vae_half.HalfPasses), units as they come
+        self.half, self._dtype = half, weight.dtype
         budget = mode.max_vram if mode.max_vram is not None else 0
         if mode.max_vram is not None and mode.max_vram < (least := smallest_budget(pipe)):
             raise ValueError(
@@ -261,24 +267,48 @@ class MemoryPlan:
         return self._unet_capture.of(unet)
 
     def _use_vae(self, vae: Module, extra: int = 0) -> None:
-        """Bring `vae` in: the model's, or a hires pass's own (Forge's hr_additional_modules,
-        HiresModules.vae), made a unit like the model's the first time it comes."""
+        """Bring `vae` in: the model's, a hires pass's own (Forge's hr_additional_modules,
+        HiresModules.vae) or a float16 twin, made a unit like the model's the first time it
+        comes."""
         if vae not in self.residency:
-            self.residency.add(vae, name="hires VAE", stream=False, release=True)
+            self.residency.add(vae, name="another VAE (a hires pass's, a float16 copy)",
+                               stream=False, release=True)
         self.residency.use(vae, extra=extra)
+
+    def _half(self, vae: Module, shape: tuple[int, ...], part: str) -> bool:
+        """Whether the pass goes through the float16 twins (as the plain mode's does)."""
+        return self.half is not None and self.half.applies(vae, self._dtype, shape, part)
+
+    def _fits(self, shape: tuple[int, ...], mode: Any, vae: Module) -> bool:
+        """Bring `vae` in with room for its untiled `mode` pass over `shape`; whether the
+        budget holds that pass (a twin's calibration is the untiled float32 pass)."""
+        room = untiled_bytes(vae, shape, mode)  # type: ignore[arg-type]
+        budget = self.mode.max_vram
+        self._use_vae(vae, room if budget is not None else 0)
+        return budget is None or room + self.device.memory_stats().allocated <= budget
 
     def vae_decode(self, vae: Module, latents: np.ndarray) -> np.ndarray:
         """tiled_vae.vae_decode with the VAE brought in, in tiles when the budget asks, and
-        frugal with the pool (the memory modes trade the decode's speed for its reserve)."""
-        room = untiled_bytes(vae, latents.shape)  # type: ignore[arg-type]
-        budget = self.mode.max_vram
-        self._use_vae(vae, room if budget is not None else 0)
-        if budget is not None and room + self.device.memory_stats().allocated > budget:
-            side = budget_tile(vae, latents.shape, budget)  # type: ignore[arg-type]
+        frugal with the pool (the memory modes trade the decode's speed for its reserve); a
+        float32 VAE's by its float16 twin where the plain mode's is (the same picture)."""
+        if self._half(vae, latents.shape, "decoder"):
+            return self.half.decode(vae, latents, run=self._decode,
+                                    use=partial(self._fits, latents.shape, "decode"))
+        return self._decode(vae, latents)
+
+    def _decode(self, vae: Module, latents: np.ndarray) -> np.ndarray:
+        if not self._fits(latents.shape, "decode", vae):
+            side = budget_tile(vae, latents.shape, self.mode.max_vram)  # type: ignore
             return decode_tiled(vae, latents, tile=side, offload=True)  # type: ignore[arg-type]
         return vae_decode(vae, latents, frugal=True)  # type: ignore[arg-type]
 
     def vae_encode(self, vae: Module, pixels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """tiled_vae.vae_encode with the VAE brought in."""
+        """tiled_vae.vae_encode with the VAE brought in (by its float16 twin as vae_decode)."""
+        if self._half(vae, pixels.shape, "encoder"):
+            return self.half.encode(vae, pixels, run=self._encode,
+                                    use=partial(self._fits, pixels.shape, "encode"))
+        return self._encode(vae, pixels)
+
+    def _encode(self, vae: Module, pixels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         self._use_vae(vae)
         return vae_encode(vae, pixels)  # type: ignore[arg-type]

@@ -268,11 +268,13 @@ class StableDiffusion:
         if self.memory is not None:
             self.memory.release()
             self.memory = None  # a plan refused below leaves none in effect
+        self._half_passes.forget_twins()  # built again under the new mode, as its units
         if not mode:  # loaded to host memory for a mode (LoadOptions.offload): all up now
             for network in networks(self):
                 restore(network)
         self.memory = MemoryPlan(self, mode, text_capture=self._text_capture,
-                                 unet_capture=self._unet_capture) if mode else None
+                                 unet_capture=self._unet_capture,
+                                 half=self._half_passes) if mode else None
 
     # -- pipelines --------------------------------------------------------------------
     def generate(self, request: GenerationRequest | str | None = None, /, *,

@@ -345,7 +345,8 @@ def test_decodes_and_encodes_go_through_the_half_passes(
     from diffusion.models.vae_half import HalfPasses
     from diffusion.pipelines.reference import POSTERIOR_MEAN
 
-    ours = _ours(paths.base, first_device)
+    ours = _ours(paths.base, first_device)  # shared: its twins and calibrations this test's
+    monkeypatch.setattr(ours, "_half_passes", HalfPasses())
     rng = np.random.default_rng(4)
     latents = rng.standard_normal((1, 4, 8, 8)).astype(np.float32)
     pixels = rng.uniform(-1, 1, (1, 3, 64, 64)).astype(np.float32)
@@ -356,6 +357,43 @@ def test_decodes_and_encodes_go_through_the_half_passes(
     assert np.array_equal(ours._encode(pixels, POSTERIOR_MEAN), plain_latent)
     for part in ("decoder", "encoder"):  # calibrated; the twins come next
         assert ours.vae in ours._half_passes._largest[part]
+
+
+def test_memory_modes_run_the_half_passes_as_the_plain_mode(
+        f16_device: gpucore.Device, paths: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Where a float32 VAE's float16 twins apply (forced here), --medvram, --lowvram and
+    --max-vram decode and encode by them too, each twin a unit of the mode's: img2img gives
+    the plain mode's picture bit for bit (twins built again from the kept calibrations)."""
+    from diffusion.models.vae_half import HalfPasses
+
+    monkeypatch.setattr(HalfPasses, "applies", staticmethod(lambda *args: True))
+    ours = _ours(paths.base, f16_device)  # shared: its twins and calibrations this test's
+    monkeypatch.setattr(ours, "_half_passes", HalfPasses())
+    init = _picture(2)
+
+    def image() -> np.ndarray:
+        return ours.img2img(init, PROMPT, steps=2, strength=0.6, cfg_scale=5.0, seed=7,
+                            width=SIZE, height=SIZE).images[0]
+
+    first = image()  # calibrates the encoder and the decoder (float32)
+    plain = image()  # by the twins
+    assert set(ours._half_passes.scales) == {(id(ours.vae), "decoder"),
+                                             (id(ours.vae), "encoder")}
+    assert not np.array_equal(first, plain)  # the twins' float16 rounding shows
+    gc.collect()
+    f16_device.empty_pool()
+    budget = f16_device.memory_stats().allocated + (256 << 20)  # holds every network
+    try:
+        for mode in (MemoryMode(medvram=True), MemoryMode(lowvram=True),
+                     MemoryMode(max_vram=budget)):
+            ours.set_memory_mode(mode)
+            np.testing.assert_array_equal(image(), plain, err_msg=mode.label)
+            twins = [twin for part in ("decoder", "encoder")
+                     for twin in ours._half_passes._twins[part].values()]
+            assert len(twins) == 2 and all(twin in ours.memory.residency for twin in twins)
+    finally:
+        ours.set_memory_mode(MemoryMode())
+    np.testing.assert_array_equal(image(), plain)
 
 
 def test_cli_single_file_with_refiner_writes_the_webui_infotext(paths: Any, tmp_path: Path,
