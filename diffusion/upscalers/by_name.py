@@ -3,6 +3,8 @@
 
 from __future__ import annotations
 
+import difflib
+
 import numpy as np
 
 from .interpolation import IMAGE_UPSCALERS, upscale_image
@@ -23,8 +25,11 @@ def upscale(image: np.ndarray, name: str, scale: float) -> np.ndarray:
     The size is the WebUI's: each side times `scale`, rounded down to a multiple of 8.
     Raises ValueError for an unknown name, listing the known ones."""
     if name not in MODEL_UPSCALERS and name not in IMAGE_UPSCALERS:
-        raise ValueError(f"unknown upscaler {name!r}; known: {', '.join(upscaler_names())} "
-                         "(model upscalers come from --upscaler-dir)")
+        close = difflib.get_close_matches(str(name), upscaler_names(), n=1)
+        guess = f" (did you mean {close[0]!r}?)" if close else ""
+        raise ValueError(f"unknown upscaler {name!r}{guess}; known: "
+                         f"{', '.join(upscaler_names())} (model upscalers come from "
+                         "--upscaler-dir)")
     height, width = image.shape[:2]
     size = (int(width * scale) // 8 * 8, int(height * scale) // 8 * 8)
     if size[0] < 8 or size[1] < 8:
