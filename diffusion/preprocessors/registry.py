@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import difflib
 import functools
 import math
 from collections.abc import Callable
@@ -219,7 +220,9 @@ def preprocess(module: str, image: Any, *, threshold_a: float | None = None,
     module = module_name(module)
     found = PREPROCESSORS.get(module)
     if found is None:
-        raise ValueError(f"unknown preprocessor {module!r}; the modules are "
+        close = difflib.get_close_matches(str(module), [*PREPROCESSORS, *MODULE_ALIASES], n=1)
+        guess = f" (did you mean {close[0]!r}?)" if close else ""
+        raise ValueError(f"unknown preprocessor {module!r}{guess}; the modules are "
                          f"{', '.join(PREPROCESSORS)} (or the extension's names "
                          f"{', '.join(MODULE_ALIASES)})")
     settings = []
