@@ -361,9 +361,11 @@ def test_decodes_and_encodes_go_through_the_half_passes(
 
 def test_memory_modes_run_the_half_passes_as_the_plain_mode(
         f16_device: gpucore.Device, paths: Any, monkeypatch: pytest.MonkeyPatch) -> None:
-    """Where a float32 VAE's float16 twins apply (forced here), --medvram, --lowvram and
-    --max-vram decode and encode by them too, each twin a unit of the mode's: img2img gives
-    the plain mode's picture bit for bit (twins built again from the kept calibrations)."""
+    """Where a float32 VAE's float16 twins apply (forced here), the memory modes decode and
+    encode by them too, each twin a unit of the mode's: img2img gives the plain mode's picture
+    bit for bit (twins built again from the kept calibrations). --lowvram and --max-vram
+    (--medvram moves the VAE as --lowvram does; one denoising step, unguided: the VAE is the
+    subject)."""
     from diffusion.models.vae_half import HalfPasses
 
     monkeypatch.setattr(HalfPasses, "applies", staticmethod(lambda *args: True))
@@ -372,7 +374,7 @@ def test_memory_modes_run_the_half_passes_as_the_plain_mode(
     init = _picture(2)
 
     def image() -> np.ndarray:
-        return ours.img2img(init, PROMPT, steps=2, strength=0.6, cfg_scale=5.0, seed=7,
+        return ours.img2img(init, PROMPT, steps=2, strength=0.6, cfg_scale=1.0, seed=7,
                             width=SIZE, height=SIZE).images[0]
 
     first = image()  # calibrates the encoder and the decoder (float32)
@@ -384,8 +386,7 @@ def test_memory_modes_run_the_half_passes_as_the_plain_mode(
     f16_device.empty_pool()
     budget = f16_device.memory_stats().allocated + (256 << 20)  # holds every network
     try:
-        for mode in (MemoryMode(medvram=True), MemoryMode(lowvram=True),
-                     MemoryMode(max_vram=budget)):
+        for mode in (MemoryMode(lowvram=True), MemoryMode(max_vram=budget)):
             ours.set_memory_mode(mode)
             np.testing.assert_array_equal(image(), plain, err_msg=mode.label)
             twins = [twin for part in ("decoder", "encoder")
