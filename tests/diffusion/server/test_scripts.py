@@ -204,7 +204,9 @@ def test_xyz_plot_on_img2img_by_the_img2img_dropdown_index(api: Any) -> None:
 
     picture = Image.fromarray(np.random.default_rng(4).integers(0, 256, (40, 32, 3),
                                                                 dtype=np.uint8))
-    settings = {"images": [picture], "prompt": PROMPT, "seed": 3, "cfg_scale": 4, "steps": 4,
+    # 3 steps: int(strength * steps) of them (0.999 at most), 1 and 2, where 4 ran 2 and 3
+    # (at 2 steps both strengths run the same one step: the same picture)
+    settings = {"images": [picture], "prompt": PROMPT, "seed": 3, "cfg_scale": 4, "steps": 3,
                 **SIZE}
     # 22: "Denoising" in img2img's list (its own Sampler and Image CFG Scale shift it)
     result = api.img2img(**settings, script_name="X/Y/Z plot",
