@@ -157,7 +157,7 @@ def test_sd_upscale_tiles_are_img2img_of_the_upscaled_tiles(api: Any) -> None:
     # 2 steps at strength 0.6: one denoising step a tile (the client's 4 took two), each tile
     # still compared with its own request bit for bit; 2 x 2 tiles (the blend's placement is
     # test_tiles_are_placed_and_blended_as_the_webui_does's): seven img2img passes, not twelve
-    settings = {"prompt": PROMPT, "seed": 11, "cfg_scale": 4, "denoising_strength": 0.6,
+    settings = {"prompt": PROMPT, "seed": 11, "cfg_scale": 1, "denoising_strength": 0.6,
                 "steps": 2, **SIZE}
     # upscaler 1: "Lanczos" in /sdapi/v1/upscalers; 28x32 x 2 = 56x64 in 2 x 2 tiles
     result = api.img2img(images=[picture], **settings, script_name="SD upscale",
@@ -183,7 +183,7 @@ def test_sd_upscale_tiles_are_img2img_of_the_upscaled_tiles(api: Any) -> None:
 @needs_device
 def test_loopback_equals_chained_img2img_requests(api: Any) -> None:
     picture = _picture(40, 32, 7)
-    settings = {"prompt": PROMPT, "cfg_scale": 4, **SIZE}
+    settings = {"prompt": PROMPT, "cfg_scale": 1, **SIZE}
     # two loops (four img2img passes here, not six): the chain and the curve's two ends; its
     # middle values are test_loopback_strength_curves's, three loops' seeds and strengths
     # test_seeds_strengths_and_init_images_across_runs's
