@@ -93,7 +93,7 @@ def test_webuiapi_units_same_image_twice_and_infotext(api: Any) -> None:
 
 def _plain_and_controlled(api: Any, width: int, height: int, units: dict[Any, Any]
                           ) -> tuple[np.ndarray, dict[Any, np.ndarray]]:
-    settings = dict(prompt=PROMPT, steps=1, width=width, height=height, seed=3, cfg_scale=5,
+    settings = dict(prompt=PROMPT, steps=1, width=width, height=height, seed=3, cfg_scale=1,
                     sampler_name="Euler a", alwayson_scripts={})
     plain = np.asarray(api.txt2img(**settings).image, np.int16)
     return plain, {key: np.asarray(api.txt2img(controlnet_units=[unit], **settings).image,

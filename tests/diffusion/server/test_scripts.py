@@ -139,7 +139,7 @@ def refusal(api: Any, **body: Any) -> str:
 
 
 def single(api: Any, **fields: Any) -> np.ndarray:
-    body = {"prompt": PROMPT, "seed": 3, "cfg_scale": 4, **SIZE, **fields}
+    body = {"prompt": PROMPT, "seed": 3, "cfg_scale": 1, **SIZE, **fields}
     return rgb(api.txt2img(**body).image)
 
 
@@ -160,7 +160,7 @@ def test_the_scripts_are_listed_with_their_arguments(api: Any) -> None:
 def test_xyz_plot_grid_and_cells_equal_single_requests(api: Any) -> None:
     # X: Steps by label, Y: Seed by its index in the txt2img dropdown (1)
     args = ["Steps", "1-2", [], 1, "3, 8", [], "Nothing", "", [], True, True]
-    result = api.txt2img(prompt=PROMPT, seed=3, cfg_scale=4, **SIZE, script_name="X/Y/Z plot",
+    result = api.txt2img(prompt=PROMPT, seed=3, cfg_scale=1, **SIZE, script_name="X/Y/Z plot",
                          script_args=args)
     grid, *cells = result.images
     assert len(cells) == 4
@@ -187,7 +187,7 @@ def test_xyz_plot_grid_and_cells_equal_single_requests(api: Any) -> None:
 def test_xyz_plot_over_checkpoints_without_lone_images(api: Any) -> None:
     args = ["Checkpoint name", "tiny-a, tiny-b", [], "Nothing", "", [], "Nothing", "", [],
             False]
-    result = api.txt2img(prompt=PROMPT, seed=3, cfg_scale=4, steps=1, **SIZE,
+    result = api.txt2img(prompt=PROMPT, seed=3, cfg_scale=1, steps=1, **SIZE,
                          script_name="x/y/z plot", script_args=args)
     assert len(result.images) == 1 and result.images[0].size == (64, 40)  # no legend
     pixels = rgb(result.images[0])
@@ -204,7 +204,9 @@ def test_xyz_plot_on_img2img_by_the_img2img_dropdown_index(api: Any) -> None:
 
     picture = Image.fromarray(np.random.default_rng(4).integers(0, 256, (40, 32, 3),
                                                                 dtype=np.uint8))
-    settings = {"images": [picture], "prompt": PROMPT, "seed": 3, "cfg_scale": 4, "steps": 4,
+    # 3 steps: int(strength * steps) of them (0.999 at most), 1 and 2, where 4 ran 2 and 3
+    # (at 2 steps both strengths run the same one step: the same picture)
+    settings = {"images": [picture], "prompt": PROMPT, "seed": 3, "cfg_scale": 1, "steps": 3,
                 **SIZE}
     # 22: "Denoising" in img2img's list (its own Sampler and Image CFG Scale shift it)
     result = api.img2img(**settings, script_name="X/Y/Z plot",
@@ -259,7 +261,7 @@ def test_an_unknown_script_is_refused_naming_the_list(api: Any) -> None:
 @needs_device
 def test_prompts_from_textbox_each_line_equals_its_request(api: Any) -> None:
     lines = "a blue square\n\n--prompt \"a green\" triangle --steps 2 --seed 9 --cfg_scale 6\n"
-    result = api.txt2img(prompt=PROMPT, seed=3, cfg_scale=4, steps=1, **SIZE,
+    result = api.txt2img(prompt=PROMPT, seed=3, cfg_scale=1, steps=1, **SIZE,
                          script_name="Prompts from file or textbox",
                          script_args=[False, False, lines])
     assert len(result.images) == 2

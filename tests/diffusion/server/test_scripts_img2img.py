@@ -153,26 +153,26 @@ def refusal(api: Any, kind: str, **body: Any) -> str:
 
 @needs_device
 def test_sd_upscale_tiles_are_img2img_of_the_upscaled_tiles(api: Any) -> None:
-    picture = _picture(48, 40, 6)
-    # 2 steps at strength 0.6: one denoising step a tile (the client's 4 took two): twelve
-    # img2img passes, each tile's still compared with its own request bit for bit
-    settings = {"prompt": PROMPT, "seed": 11, "cfg_scale": 4, "denoising_strength": 0.6,
+    picture = _picture(32, 28, 6)
+    # 2 steps at strength 0.6: one denoising step a tile (the client's 4 took two), each tile
+    # still compared with its own request bit for bit; 2 x 2 tiles (the blend's placement is
+    # test_tiles_are_placed_and_blended_as_the_webui_does's): seven img2img passes, not twelve
+    settings = {"prompt": PROMPT, "seed": 11, "cfg_scale": 1, "denoising_strength": 0.6,
                 "steps": 2, **SIZE}
-    # upscaler 1: "Lanczos" in /sdapi/v1/upscalers; 40x48 x 2 = 80x96 in 3 x 3 tiles
+    # upscaler 1: "Lanczos" in /sdapi/v1/upscalers; 28x32 x 2 = 56x64 in 2 x 2 tiles
     result = api.img2img(images=[picture], **settings, script_name="SD upscale",
                          script_args=[None, 8, 1, 2.0])
-    assert len(result.images) == 1 and result.images[0].size == (80, 96)
+    assert len(result.images) == 1 and result.images[0].size == (56, 64)
     out = rgb(result.images[0])
     big = upscale(np.asarray(picture), "Lanczos", 2.0)
-    # tiles at x 0, 24, 48 and y 0, 28, 56; each one's own pixels lie past the overlaps
-    for number, (x, y, own) in enumerate([(0, 0, np.s_[0:28, 0:24]),
-                                          (24, 28, np.s_[36:56, 32:48]),
-                                          (48, 56, np.s_[64:96, 56:80])]):
+    # tiles at x 0, 24 and y 0, 24; each one's own pixels lie past the overlaps; tile k of
+    # one run has the seed + k, row by row (the second tile of the first row: k 1, not 2)
+    for x, y, own, k in [(0, 0, np.s_[0:24, 0:24], 0), (24, 0, np.s_[0:24, 32:56], 1),
+                         (24, 24, np.s_[32:64, 32:56], 3)]:
         from PIL import Image
 
         tile = Image.fromarray(big[y:y + 40, x:x + 32])
-        seed = 11 + [0, 4, 8][number]  # tile k of one run: the seed + k
-        want = rgb(api.img2img(images=[tile], **{**settings, "seed": seed}).image)
+        want = rgb(api.img2img(images=[tile], **{**settings, "seed": 11 + k}).image)
         assert not np.array_equal(want, np.asarray(tile))  # the img2img pass matters
         rows, cols = own
         np.testing.assert_array_equal(out[own], want[rows.start - y:rows.stop - y,
@@ -183,19 +183,22 @@ def test_sd_upscale_tiles_are_img2img_of_the_upscaled_tiles(api: Any) -> None:
 @needs_device
 def test_loopback_equals_chained_img2img_requests(api: Any) -> None:
     picture = _picture(40, 32, 7)
-    settings = {"prompt": PROMPT, "cfg_scale": 4, **SIZE}
+    settings = {"prompt": PROMPT, "cfg_scale": 1, **SIZE}
+    # two loops (four img2img passes here, not six): the chain and the curve's two ends; its
+    # middle values are test_loopback_strength_curves's, three loops' seeds and strengths
+    # test_seeds_strengths_and_init_images_across_runs's
     result = api.img2img(images=[picture], seed=5, denoising_strength=0.8, **settings,
-                         script_name="Loopback", script_args=[3, 0.3, "Linear", "None"])
+                         script_name="Loopback", script_args=[2, 0.3, "Linear", "None"])
     grid, *loops = result.images
-    assert len(loops) == 3 and grid.size == (96, 40)
+    assert len(loops) == 2 and grid.size == (64, 40)
     image = picture
-    for loop, strength in enumerate((0.8, 0.55, 0.3)):
+    for loop, strength in enumerate((0.8, 0.3)):
         image = api.img2img(images=[image], seed=5 + loop, denoising_strength=strength,
                             **settings).image
         np.testing.assert_array_equal(rgb(loops[loop]), rgb(image))
         np.testing.assert_array_equal(rgb(grid)[:, 32 * loop:32 * loop + 32], rgb(image))
-    assert not np.array_equal(rgb(loops[0]), rgb(loops[2]))  # each loop changes it
-    assert result.info["all_seeds"] == [5, 6, 7]
+    assert not np.array_equal(rgb(loops[0]), rgb(loops[1]))  # each loop changes it
+    assert result.info["all_seeds"] == [5, 6]
     assert "Final denoising strength: 0.3, Denoising curve: Linear" in (
         result.info["infotexts"][0])
 

@@ -140,14 +140,15 @@ def _box_muller_through_torch(uniform_bits: np.ndarray) -> np.ndarray:
     assert template.size == 5056, "torch's generator state layout changed"
     per_state = 608  # 38 blocks of 16 from the 623 outputs before the next twist
     words = (uniform_bits.reshape(-1).astype(np.uint64) | np.uint64(0x5A000000))
+    keys = _untemper(words)  # word by word: untempered at once, not per state
+    template[8:12] = np.frombuffer(np.int32(624).tobytes(), np.uint8)  # left: no twist yet
+    template[16:24] = 0  # next: output state[0] first
     out = []
     for start in range(0, words.size, per_state):
-        chunk = words[start:start + per_state]
+        chunk = keys[start:start + per_state]
         state = template.copy()
-        state[8:12] = np.frombuffer(np.int32(624).tobytes(), np.uint8)  # left: no twist yet
-        state[16:24] = 0  # next: output state[0] first
         key = np.zeros(624, np.uint64)
-        key[:chunk.size] = _untemper(chunk)
+        key[:chunk.size] = chunk
         state[24:24 + 624 * 8] = key.view(np.uint8)
         gen.set_state(torch.from_numpy(state))
         out.append(torch.randn(chunk.size, generator=gen).numpy())
