@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from gpucore import wgsl_scalar
+from gpucore import Buffer, wgsl_scalar
 
 from . import _reduce as r
 from ._broadcast import cached_kernel
@@ -22,7 +22,7 @@ from ._tensor import Tensor
 from .reduction import _floating, _single_run
 from .unary import _tensor
 
-__all__ = ["log_softmax", "softmax"]
+__all__ = ["log_softmax", "record_softmax_rows", "softmax"]
 
 
 def _softmax(x: Any, axis: Any, log: bool, name: str) -> Tensor:
@@ -33,12 +33,7 @@ def _softmax(x: Any, axis: Any, log: bool, name: str) -> Tensor:
         return out
     t = wgsl_scalar(x.dtype)
     if inner == 1:
-        # Short rows get few lanes each and share a workgroup, rather than idle 256 lanes.
-        lanes = builtins.min(256, r.pow2(math.ceil(length / 8)))
-        rows = builtins.min(256 // lanes, r.pow2(outer))
-        kernel = cached_kernel("reduction/softmax_rows", {"T": t},
-                               {"LOG": log, "WX": rows, "WY": lanes})
-        kernel.dispatch(math.ceil(outer / rows), x, out, rows=outer, len=length)
+        record_softmax_rows(x.buffer, out.buffer, outer, length, log=log)
         return out
     shape = (outer, length, inner)
     peak = r.reduce(x, shape, op=r.MAX, out_dtype=np.float32)
@@ -47,6 +42,20 @@ def _softmax(x: Any, axis: Any, log: bool, name: str) -> Tensor:
     kernel.dispatch(kernel.groups_for(x.size), x, peak, total, out, n=x.size, len=length,
                     inner=inner)
     return out
+
+
+def record_softmax_rows(x: Buffer[Any], out: Buffer[Any], rows: int, length: int, *,
+                        log: bool = False) -> None:
+    """Record (log_)softmax of `rows` contiguous rows of `length` from buffer x into buffer
+    out, each of its own dtype (f32 scores in, f16 probabilities out: attention's wide path);
+    no validation. numpy: ``scipy.special.softmax(x.reshape(rows, length), axis=1)``."""
+    # Short rows get few lanes each and share a workgroup, rather than idle 256 lanes.
+    lanes = builtins.min(256, r.pow2(math.ceil(length / 8)))
+    per_group = builtins.min(256 // lanes, r.pow2(rows))
+    kernel = cached_kernel("reduction/softmax_rows",
+                           {"T": wgsl_scalar(x.dtype), "U": wgsl_scalar(out.dtype)},
+                           {"LOG": log, "WX": per_group, "WY": lanes})
+    kernel.dispatch(math.ceil(rows / per_group), x, out, rows=rows, len=length)
 
 
 def softmax(x: Any, axis: Any = -1) -> Tensor:

@@ -33,7 +33,8 @@ from .matrix_gemm_source import source
 from .plan import MULTIPROCESSORS, WAVE, BatchPlan
 
 __all__ = ["ACC16_TILES", "ACCUMULATE_ENV", "TILES", "MatrixTile", "accumulation", "available",
-           "choose_tile", "kernel_dims", "record_gemm_matrix", "record_gemm_parts", "source",
+           "choose_tile", "kernel_dims", "record_gemm_f32_out", "record_gemm_matrix",
+           "record_gemm_parts", "source",
            "split_k"]
 
 # The shipped configurations: choose_tile picks 64x64, 64x128, 128x128 or 128x128k16;
@@ -296,6 +297,27 @@ def record_gemm_matrix(a: Buffer[Any], b: Buffer[Any], c: Buffer[Any], bias: Buf
                 c_base=g * per_group * m * n, inner=plan.inner, z_base=z_base,
                 alpha=alpha, beta=beta, has_bias=has, split_steps=0,
             )
+
+
+def record_gemm_f32_out(a: Buffer[Any], b: Buffer[Any], c: Buffer[Any], *, m: int, n: int,
+                        k: int, trans_b: bool, alpha: float, a_base: int = 0,
+                        b_base: int = 0) -> None:
+    """Record C (f32, m x n, from element 0) = alpha A op(B) for f16 A (m x k, from element
+    a_base) and B (n x k with trans_b, else k x n, from b_base): f32 sums kept as f32, not
+    rounded to f16 (attention's scores at wide head dims). The split-K kernel's raw store
+    with one split, in the rule's f32-accumulating tile whatever accumulation() says."""
+    device = c.device
+    tile = choose_tile(m, n, 1, k=k, storage=device.limits["max-compute-workgroup-storage-size"],
+                       invocations=device.limits["max-compute-invocations-per-workgroup"],
+                       trans_b=trans_b)
+    plan = BatchPlan(1, 1, 1, (0, 0), (0, 0), ((a_base, b_base),))
+    width_a, width_b, dims, _ = _layout(tile, m, n, k, False, trans_b, plan, SPLIT_K,
+                                        _ragged(m))
+    _kernel(tile, False, trans_b, width_a, width_b, dims, split=True).dispatch(
+        (math.ceil(n / tile.bn), math.ceil(m / tile.bm), 1), a, b,
+        portable.no_bias(device, np.float16), c, m=m, n=n, k=k, a_base=a_base, a_outer=0,
+        a_inner=0, b_base=b_base, b_outer=0, b_inner=0, c_base=0, inner=1, z_base=0,
+        alpha=alpha, beta=0.0, has_bias=0, split_steps=math.ceil(k / tile.bk))
 
 
 @functools.lru_cache(maxsize=4096)  # pure; every eager GEMM asks it

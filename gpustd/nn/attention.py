@@ -5,6 +5,8 @@ workgroup memory with an online softmax, so memory traffic and allocation are th
 v and the output (plus the mask, when one is given). The kernel binds q, k, v, mask and out
 and nothing else; tests/test_attention.py counts the buffers a 16384-token call creates
 (only the output). Tile shapes per head dim and device come from _attention_plan.
+Head dims from 256 on (the VAEs' single 512-wide head) run instead as two GEMMs around a
+row softmax, a bounded chunk of the score matrix at a time (_attention_wide).
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ import numpy as np
 from gpucore import FeatureError, Kernel
 
 from .._tensor import Tensor
-from . import _attention_subgroup_matrix
+from . import _attention_subgroup_matrix, _attention_wide
 from ._attention_plan import Plan, plan_for
 
 __all__ = ["attention"]
@@ -168,6 +170,11 @@ def attention(q: Tensor, k: Tensor, v: Tensor, *, mask: Any = None, causal: bool
         _attention_subgroup_matrix.record_attention_sm(  # the matrix units (Dawn)
             q, k, v, out, shape=(b, h, lq, lk, d), scale=scale,
             strides=(q_strides, k_strides, v_strides, q_strides))
+        return out
+    if (mask is None and not causal
+            and _attention_wide.applies(d, q.dtype, device, heads is None or h == 1)):
+        _attention_wide.record_attention_wide(q, k, v, out, shape=(b, h, lq, lk, d),
+                                              scale=scale)
         return out
     plan = plan_for(d, device, lq, b * h, lk)
     cpu_budget = (device.limits["max-compute-workgroup-storage-size"]

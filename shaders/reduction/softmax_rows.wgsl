@@ -1,8 +1,10 @@
 // softmax (or log_softmax) of contiguous rows: a workgroup takes WX rows with WY lanes
 // each (consecutive invocations walk a row). Per row: the max, then sum(exp(x - max)),
 // then the outputs, each a strided loop plus a tree over the row's lanes. Subtracting the
-// max keeps exp in (0, 1]: no overflow for any input.
+// max keeps exp in (0, 1]: no overflow for any input. T is the input's type, U the output's
+// (attention's wide path reads f32 scores and writes f16 probabilities).
 alias T = f32;
+alias U = f32;
 override WX: u32 = 1u;  // rows per workgroup
 override WY: u32 = 256u;  // lanes per row, a power of two; WX * WY <= 256
 override LOG: bool = false;
@@ -10,7 +12,7 @@ override LOG: bool = false;
 struct Params { rows: u32, len: u32 }
 
 @group(0) @binding(0) var<storage, read> x: array<T>;
-@group(0) @binding(1) var<storage, read_write> out: array<T>;
+@group(0) @binding(1) var<storage, read_write> out: array<U>;
 @group(0) @binding(2) var<uniform> params: Params;
 
 var<workgroup> lanes: array<f32, WX * WY>;
@@ -61,9 +63,9 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
     for (var l = lane; l < params.len; l += WY) {
         let d = f32(x[base + l]) - m;
         if (LOG) {
-            out[base + l] = T(d - log_total);
+            out[base + l] = U(d - log_total);
         } else {
-            out[base + l] = T(exp(d) / total);
+            out[base + l] = U(exp(d) / total);
         }
     }
 }

@@ -17,6 +17,7 @@ from support import assert_close, random_array
 import gpucore
 from gpucore import _kernel as kernel_store
 from gpustd import Tensor
+from gpustd.nn import _attention_wide as wide
 from gpustd.nn.attention import attention
 
 # gpustd.nn re-exports the function under the module's name.
@@ -130,8 +131,10 @@ def test_clip_causal_heads_layout(device):
 
 
 @pytest.mark.parametrize("d", [160, 512])
-def test_large_head_dims(device, d):
-    # Head dims past one 64-dim chunk (SD 2's 160, the VAE's single 512-wide head).
+def test_large_head_dims(device, d, monkeypatch):
+    # Head dims past one 64-dim chunk (SD 2's 160, the VAE's single 512-wide head) in the
+    # flash kernel (wide heads take two GEMMs by default: test_attention_wide.py).
+    monkeypatch.setattr(wide, "WIDE_FROM", 10**6)
     rng = np.random.default_rng(d)
     q, k, v = qkv(rng, 1, 1, 70, 66, d, low=-0.5, high=0.5)
     assert_close(run(device, q, k, v), reference(q, k, v), tol=F32_TOL)

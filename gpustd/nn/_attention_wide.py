@@ -1,0 +1,86 @@
+"""Attention at wide head dims as two GEMMs around a row softmax, a chunk of query rows at a
+time: the VAEs' single 512-wide head (SD's, SDXL's, FLUX's and SD 3.5's mid blocks, 16,384
+tokens at 1024²), which no matrix-unit attention plan holds in registers and which the flash
+kernel (shaders/nn/attention.wgsl) runs on its portable loops.
+
+Per batch entry and chunk of query rows: S = scale q k^T in float32 (on the matrix units for
+float16, their f32 sums stored as f32), P = softmax(S) row by row in float32, stored in q's
+dtype, O = P v (float32 accumulation) into the output's rows. P is normalised before it is
+rounded, so in float16 its values lie in [0, 1] (torch's math backend computes the same
+way). Only a chunk of the score matrix exists at once: SCORE_BYTES of float32 scores, P and
+the chunk's output beside them.
+
+Against the flash kernel on an H100 under Dawn, float16, 16,384 x 16,384 tokens, D 512: see
+bench/NOTES.md ("The VAE's attention as two GEMMs").
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from gpucore import Buffer
+
+from .._tensor import Tensor
+from ..gemm import matrix_units
+from ..gemm.dispatch import record_gemm
+from ..gemm.plan import BatchPlan
+from ..softmax import record_softmax_rows
+
+__all__ = ["SCORE_BYTES", "WIDE_FROM", "applies", "chunk_rows", "record_attention_wide"]
+
+WIDE_FROM = 256  # head dims from this on take this path (no attention of a DiT or UNet has one)
+SCORE_BYTES = 32 << 20  # float32 scores of one chunk: 512 rows against 16,384 keys
+
+
+def applies(d: int, dtype: np.dtype, device: Any, contiguous: bool) -> bool:
+    """Whether an unmasked, non-causal call of head dim `d` runs here: wide heads whose
+    batch entries are contiguous L x D blocks ((B, H, L, D), or one head of (B, L, D)), in
+    float32 anywhere and in float16 where the device has the matrix units (the portable
+    GEMM would round float16 scores)."""
+    return (d >= WIDE_FROM and d % 2 == 0 and contiguous
+            and (dtype == np.float32 or matrix_units.available(device)))
+
+
+def chunk_rows(lq: int, lk: int) -> int:
+    """Query rows a chunk holds: SCORE_BYTES of float32 scores, at most Lq, an even count
+    (the chunk's output is copied into place at 4-byte aligned offsets)."""
+    return max(2, min(lq, SCORE_BYTES // (4 * lk)) // 2 * 2)
+
+
+def _single(a_base: int, b_base: int) -> BatchPlan:
+    """One product whose A and B start at these element offsets."""
+    return BatchPlan(1, 1, 1, (0, 0), (0, 0), ((a_base, b_base),))
+
+
+def record_attention_wide(q: Tensor, k: Tensor, v: Tensor, out: Tensor, *,
+                          shape: tuple[int, int, int, int, int], scale: float) -> None:
+    """Record out = softmax(scale q k^T) v for q (E, Lq, D), k and v (E, Lk, D) contiguous
+    (E = B H batch entries, `shape` = (B, H, Lq, Lk, D)); no validation (attention() has
+    done it)."""
+    b, h, lq, lk, d = shape
+    device, dtype = q.device, q.dtype
+    rows = chunk_rows(lq, lk)
+    scores = Buffer.empty(rows * lk, np.float32, device=device)
+    probs = Buffer.empty(rows * lk, dtype, device=device)
+    chunk = Buffer.empty(rows * d, dtype, device=device)
+    size = dtype.itemsize
+    for entry in range(b * h):
+        q0, kv0 = entry * lq * d, entry * lk * d
+        for r0 in range(0, lq, rows):
+            n = min(rows, lq - r0)
+            if dtype == np.float16:
+                matrix_units.record_gemm_f32_out(q.buffer, k.buffer, scores, m=n, n=lk, k=d,
+                                                 trans_b=True, alpha=scale,
+                                                 a_base=q0 + r0 * d, b_base=kv0)
+            else:
+                record_gemm(q.buffer, k.buffer, scores, None, m=n, n=lk, k=d, trans_a=False,
+                            trans_b=True, alpha=scale, beta=0.0,
+                            plan=_single(q0 + r0 * d, kv0))
+            record_softmax_rows(scores, probs, n, lk)
+            record_gemm(probs, v.buffer, chunk, None, m=n, n=d, k=lk, trans_a=False,
+                        trans_b=False, alpha=1.0, beta=0.0, plan=_single(0, kv0))
+            device.record_copy(chunk.wgpu, 0, out.buffer.wgpu, (q0 + r0 * d) * size,
+                               n * d * size)
+

@@ -1,0 +1,120 @@
+"""gpustd.nn.attention at wide head dims (gpustd/nn/_attention_wide.py: two GEMMs around a row
+softmax, a chunk of query rows at a time) against torch in float64; float16 on the matrix
+units, emulated where the device has none (conftest.matrix_device)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+from conftest import matrix_device
+from support import assert_close, random_array
+
+import gpucore
+from gpustd import Tensor
+from gpustd.nn import _attention_wide as wide
+from gpustd.nn.attention import attention
+
+
+def reference(q: np.ndarray, k: np.ndarray, v: np.ndarray, **kwargs) -> np.ndarray:
+    t = [torch.from_numpy(np.asarray(x, dtype=np.float64)) for x in (q, k, v)]
+    return F.scaled_dot_product_attention(*t, **kwargs).numpy()
+
+
+@pytest.fixture
+def calls(monkeypatch: pytest.MonkeyPatch) -> list[tuple[int, ...]]:
+    """The shapes record_attention_wide was asked for: proof the path ran, or did not."""
+    seen: list[tuple[int, ...]] = []
+    original = wide.record_attention_wide
+
+    def spy(*args, shape, **kwargs):
+        seen.append(shape)
+        return original(*args, shape=shape, **kwargs)
+
+    monkeypatch.setattr(wide, "record_attention_wide", spy)
+    return seen
+
+
+def _run(device: gpucore.Device, arrays, **kwargs) -> np.ndarray:
+    return attention(*(Tensor.from_numpy(x, device=device) for x in arrays), **kwargs).numpy()
+
+
+@pytest.mark.parametrize("b,h,lq,lk,d,rows", [(1, 1, 70, 66, 512, 16), (2, 2, 131, 77, 256, 30),
+                                              (1, 1, 5, 301, 384, 64)])
+def test_float32_matches_torch_over_chunks(device, calls, monkeypatch, b, h, lq, lk, d, rows):
+    # a chunk of `rows` query rows (the last one short), entries past the first at offsets
+    monkeypatch.setattr(wide, "SCORE_BYTES", 4 * lk * rows)
+    rng = np.random.default_rng(d + lq)
+    arrays = [random_array(rng, (b, h, n, d), np.float32, -1.0, 1.0) for n in (lq, lk, lk)]
+    got = _run(device, arrays, scale=0.11)
+    assert calls == [(b, h, lq, lk, d)]
+    assert_close(got, reference(*arrays, scale=0.11), tol=2e-5)
+
+
+def test_one_head_of_tokens_layout(device, calls, monkeypatch):
+    # the VAE's call: (B, L, D) with heads=1
+    monkeypatch.setattr(wide, "SCORE_BYTES", 4 * 90 * 20)
+    rng = np.random.default_rng(7)
+    q, k, v = (random_array(rng, (2, n, 320), np.float32, -1.0, 1.0) for n in (45, 90, 90))
+    got = _run(device, (q, k, v), heads=1)
+    assert calls == [(2, 1, 45, 90, 320)] and got.shape == (2, 45, 320)
+    expected = reference(q[:, None], k[:, None], v[:, None])[:, 0]
+    assert_close(got, expected, tol=2e-5)
+
+
+@pytest.mark.parametrize("b,lq,lk,d", [(1, 300, 1000, 512), (2, 45, 77, 256)])
+def test_float16_on_the_matrix_units(f16_device, calls, monkeypatch, b, lq, lk, d):
+    device = matrix_device(f16_device)
+    if not wide.applies(d, np.dtype(np.float16), device, True):
+        pytest.skip("no matrix units, real or emulated")
+    monkeypatch.setattr(wide, "SCORE_BYTES", 4 * lk * 128)
+    rng = np.random.default_rng(d)
+    # scores up to ~35: rounded to float16 they would put the output ~6e-3 of its largest
+    # value off (numpy, 300 x 1000 x 512); in float32 it is ~5e-4 off
+    arrays = [random_array(rng, (b, 1, n, d), np.float16, -1.0, 1.0) for n in (lq, lk, lk)]
+    got = _run(device, arrays, scale=1.0)
+    assert got.dtype == np.float16 and calls == [(b, 1, lq, lk, d)]
+    expected = reference(*arrays, scale=1.0)
+    assert np.abs(got - expected).max() <= 2e-3 * np.abs(expected).max()
+
+
+def test_scratch_is_one_chunk_of_scores(device, monkeypatch):
+    # 2048 x 2048 tokens: 16 MiB of float32 scores whole; a chunk of 64 rows holds 1/32 of it
+    monkeypatch.setattr(wide, "SCORE_BYTES", 64 * 2048 * 4)
+    rng = np.random.default_rng(3)
+    q, k, v = (Tensor.from_numpy(random_array(rng, (1, 1, 2048, 256), np.float32, -1.0, 1.0),
+                                 device=device) for _ in range(3))
+    created: list[int] = []
+    original = gpucore.Buffer.__init__
+
+    def counting(self, *args, **kwargs):
+        original(self, *args, **kwargs)
+        created.append(self.nbytes)
+
+    monkeypatch.setattr(gpucore.Buffer, "__init__", counting)
+    out = attention(q, k, v)
+    monkeypatch.undo()
+    # the chunk's scores and probabilities made once for all 32 chunks; nothing near the
+    # whole score matrix (the rest: the output, each chunk's output rows, the portable
+    # GEMM's partial sums of its K splits)
+    chunk = 64 * 2048 * 4
+    assert created.count(chunk) == 2 and max(created) <= 2048 * 2048 * 4 / 8
+    rows = [0, 63, 64, 2047]
+    qn, kn, vn = (x.numpy() for x in (q, k, v))
+    assert_close(out.numpy()[:, :, rows], reference(qn[:, :, rows], kn, vn), tol=2e-5)
+
+
+def test_masks_causal_and_narrow_heads_keep_the_flash_kernel(device, calls):
+    rng = np.random.default_rng(1)
+    arrays = [random_array(rng, (1, 1, 40, 512), np.float32, -1.0, 1.0) for _ in range(3)]
+    mask = rng.random((40, 40)) < 0.8
+    assert_close(_run(device, arrays, mask=mask), reference(*arrays, attn_mask=torch.from_numpy(
+        mask)), tol=2e-5)
+    assert_close(_run(device, arrays, causal=True), reference(*arrays, is_causal=True),
+                 tol=2e-5)
+    narrow = [random_array(rng, (1, 2, 40, 160), np.float32, -1.0, 1.0) for _ in range(3)]
+    _run(device, narrow)
+    heads = [random_array(rng, (1, 40, 2 * 256), np.float32, -1.0, 1.0) for _ in range(3)]
+    _run(device, heads, heads=2)  # two heads interleaved in a row: entries not contiguous
+    assert calls == []
