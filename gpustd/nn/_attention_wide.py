@@ -8,10 +8,12 @@ float16, their f32 sums stored as f32), P = softmax(S) row by row in float32, st
 dtype, O = P v (float32 accumulation) into the output's rows. P is normalised before it is
 rounded, so in float16 its values lie in [0, 1] (torch's math backend computes the same
 way). Only a chunk of the score matrix exists at once: SCORE_BYTES of float32 scores, P and
-the chunk's output beside them.
+the chunk's output beside them. The VAEs call it where their activations are smallest (the
+mid block, at the latents' size), so the chunk does not raise a decode's peak.
 
-Against the flash kernel on an H100 under Dawn, float16, 16,384 x 16,384 tokens, D 512: see
-bench/NOTES.md ("The VAE's attention as two GEMMs").
+H100, Dawn, D 512, GPU ms (bench/NOTES.md, "The VAEs' attention as two GEMMs"): float16
+16,384 tokens 5.8 against the flash kernel's 51.2 (SDPA 4.8), 65,536 tokens (a 2048² picture)
+105 against 812; float32 16,384 tokens 20.1 against 50.5 (SDPA without TF32 14.6).
 """
 
 from __future__ import annotations
@@ -31,7 +33,11 @@ from ..softmax import record_softmax_rows
 __all__ = ["SCORE_BYTES", "WIDE_FROM", "applies", "chunk_rows", "record_attention_wide"]
 
 WIDE_FROM = 256  # head dims from this on take this path (no attention of a DiT or UNet has one)
-SCORE_BYTES = 32 << 20  # float32 scores of one chunk: 512 rows against 16,384 keys
+# Float32 scores of one chunk: 2048 rows against 16,384 keys, 512 against 65,536. Smaller
+# chunks lose (H100, Dawn, float16, GPU ms at 16 / 32 / 64 / 128 / 256 MiB; bench/NOTES.md):
+# 16,384 tokens 9.34 / 7.35 / 8.02 / 5.82 / 5.96, 65,536 tokens 331 / 229 / 134 / 105 / 121
+# (the softmax's one workgroup a row fills the GPU from ~512 rows on).
+SCORE_BYTES = 128 << 20
 
 
 def applies(d: int, dtype: np.dtype, device: Any, contiguous: bool) -> bool:
