@@ -49,10 +49,15 @@ def applies(d: int, dtype: np.dtype, device: Any, contiguous: bool) -> bool:
             and (dtype == np.float32 or matrix_units.available(device)))
 
 
-def chunk_rows(lq: int, lk: int) -> int:
-    """Query rows a chunk holds: SCORE_BYTES of float32 scores, at most Lq, an even count
-    (the chunk's output is copied into place at 4-byte aligned offsets)."""
-    return max(2, min(lq, SCORE_BYTES // (4 * lk)) // 2 * 2)
+def chunk_rows(lq: int, lk: int, device: Any = None) -> int:
+    """Query rows a chunk holds: SCORE_BYTES of float32 scores (under a memory cap,
+    gpucore's --max-vram, at most a sixteenth of it), at most Lq, an even count (the chunk's
+    output is copied into place at 4-byte aligned offsets)."""
+    budget = SCORE_BYTES
+    cap = getattr(getattr(device, "memory_limit", None), "bytes", None)
+    if cap is not None:
+        budget = min(budget, cap // 16)
+    return max(2, min(lq, budget // (4 * lk)) // 2 * 2)
 
 
 def _single(a_base: int, b_base: int) -> BatchPlan:
@@ -67,7 +72,7 @@ def record_attention_wide(q: Tensor, k: Tensor, v: Tensor, out: Tensor, *,
     done it)."""
     b, h, lq, lk, d = shape
     device, dtype = q.device, q.dtype
-    rows = chunk_rows(lq, lk)
+    rows = chunk_rows(lq, lk, device)
     scores = Buffer.empty(rows * lk, np.float32, device=device)
     probs = Buffer.empty(rows * lk, dtype, device=device)
     chunk = Buffer.empty(rows * d, dtype, device=device)

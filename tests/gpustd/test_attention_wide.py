@@ -118,3 +118,16 @@ def test_masks_causal_and_narrow_heads_keep_the_flash_kernel(device, calls):
     heads = [random_array(rng, (1, 40, 2 * 256), np.float32, -1.0, 1.0) for _ in range(3)]
     _run(device, heads, heads=2)  # two heads interleaved in a row: entries not contiguous
     assert calls == []
+
+
+def test_a_memory_cap_shrinks_the_chunks(device):
+    # 128 MiB of scores a chunk: 2048 rows against 16,384 keys; under a 512 MiB cap (--max-vram)
+    # a sixteenth of it, 32 MiB: 512 rows
+    assert wide.chunk_rows(16384, 16384, device) == 2048
+    assert wide.chunk_rows(100, 16384, device) == 100
+    previous = device.memory_limit.bytes
+    device.memory_limit.set(512 << 20)
+    try:
+        assert wide.chunk_rows(16384, 16384, device) == 512
+    finally:
+        device.memory_limit.set(previous)
