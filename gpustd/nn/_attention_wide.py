@@ -50,10 +50,13 @@ def applies(d: int, dtype: np.dtype, device: Any, contiguous: bool) -> bool:
 
 
 def chunk_rows(lq: int, lk: int, device: Any = None) -> int:
-    """Query rows a chunk holds: SCORE_BYTES of float32 scores (under a memory cap,
-    gpucore's --max-vram, at most a sixteenth of it), at most Lq, an even count (the chunk's
-    output is copied into place at 4-byte aligned offsets)."""
+    """Query rows a chunk holds: SCORE_BYTES of float32 scores (no more than the device
+    binds in one storage buffer; under a memory cap, gpucore's --max-vram, at most a
+    sixteenth of it), at most Lq, an even count (the chunk's output is copied into place at
+    4-byte aligned offsets)."""
     budget = SCORE_BYTES
+    limits = getattr(device, "limits", None) or {}
+    budget = min(budget, limits.get("max-storage-buffer-binding-size", budget))
     cap = getattr(getattr(device, "memory_limit", None), "bytes", None)
     if cap is not None:
         budget = min(budget, cap // 16)

@@ -4,6 +4,8 @@ units, emulated where the device has none (conftest.matrix_device)."""
 
 from __future__ import annotations
 
+import types
+
 import numpy as np
 import pytest
 import torch
@@ -131,3 +133,7 @@ def test_a_memory_cap_shrinks_the_chunks(device):
         assert wide.chunk_rows(16384, 16384, device) == 512
     finally:
         device.memory_limit.set(previous)
+
+    small = types.SimpleNamespace(limits={"max-storage-buffer-binding-size": 64 << 20},
+                                  memory_limit=None)  # binds at most 64 MiB a buffer
+    assert wide.chunk_rows(16384, 16384, small) == 1024
