@@ -37,6 +37,21 @@ _STORE_SPLIT = _STORE.replace("c[idx] = f16(v);", "c[split_id * params.m * param
 _DIRECT = ("params.alpha == 1.0 && params.beta == 0.0 && params.has_bias == 0u",
            "subgroupMatrixStore(&c, params.c_base + z * params.m * params.n + ({row}) * params.n"
            " + {col}, {value}, false, params.n)")  # off_c, from uniform values (kernel_source)
+# A split kernel's direct store (f32 accumulators as they are, into split z's f32 slab): the
+# raw sums _STORE_SPLIT writes, without the round trip through workgroup memory
+_DIRECT_SPLIT = (_DIRECT[0], "subgroupMatrixStore(&c, wid.z * params.m * params.n + ({row}) * "
+                 "params.n + {col}, {value}, false, params.n)")
+
+
+def _direct(tile: MatrixTile, aligned: bool, split: bool,
+            parts: int) -> tuple[str, str] | None:
+    """kernel_source's `direct` (used by `direct` tiles alone): f16 accumulators into the f16
+    C of an unsplit product, f32 ones into a split kernel's f32 slab; None where neither."""
+    if not aligned or parts > 1:
+        return None
+    if split:
+        return _DIRECT_SPLIT if tile.acc == "f32" else None
+    return _DIRECT if tile.acc == "f16" else None
 
 
 def _parts_code(parts: int, width_b: int, b_dims: tuple[str, str], checked: bool,
@@ -130,7 +145,7 @@ var<private> off_c: u32;
                                  + (f", {parts} parts" if parts > 1 else ""), aligned=aligned,
                          ragged_m=ragged_m,
                          split="params.split_steps" if split else "", parts=parts,
-                         direct=_DIRECT if aligned and not split and parts == 1 else None)
+                         direct=_direct(tile, aligned, split, parts))
     if dims is None:
         return text
     values = {name: value for name, value in zip("mnk", dims) if value is not None}

@@ -35,10 +35,11 @@ class MatrixTile:
     group: 0, or the workgroups launch in bands of `group` tile rows, column by column
     within a band (consecutive workgroups share B's columns and the band's rows of A in L2),
     rather than row by row; the same tiles, the same results.
-    direct: with f16 accumulators, each accumulator stored straight into C by
-    subgroupMatrixStore where the caller's epilogue leaves it as it is (kernel_source's
-    `direct`: f16 C, no scale, no bias, the tile filled), instead of through workgroup
-    memory a fragment at a time between two barriers; the same bits either way.
+    direct: each accumulator stored straight into C by subgroupMatrixStore where the
+    caller's epilogue leaves it as it is (kernel_source's `direct`: f16 accumulators into an
+    f16 C, or f32 ones into a split kernel's f32 slab; no scale, no bias, the tile filled),
+    instead of through workgroup memory a fragment at a time between two barriers; the same
+    bits either way.
     """
 
     fm: int
@@ -60,9 +61,9 @@ class MatrixTile:
         if kind is None or self.acc not in kind.accumulators or self.bk % kind.depth:
             raise ValueError(f"unsupported matrix tile: {self.component} operands into {self.acc}"
                              f" accumulators in K steps of {self.bk}")
-        if self.direct and (self.acc, self.component) != ("f16", "f16"):
+        if self.direct and self.component != "f16":
             raise ValueError("a matrix tile stores its accumulators straight to C (direct) "
-                             "only with f16 operands and f16 accumulators")
+                             "only with f16 operands")
 
     @property
     def kind(self) -> Component:

@@ -313,6 +313,8 @@ def record_gemm_f32_out(a: Buffer[Any], b: Buffer[Any], c: Buffer[Any], *, m: in
     plan = BatchPlan(1, 1, 1, (0, 0), (0, 0), ((a_base, b_base),))
     width_a, width_b, dims, _ = _layout(tile, m, n, k, False, trans_b, plan, SPLIT_K,
                                         _ragged(m))
+    if dims is not None and alpha == 1.0:  # the tile filled: accumulators straight to C
+        tile = replace(tile, direct=True)
     _kernel(tile, False, trans_b, width_a, width_b, dims, split=True).dispatch(
         (math.ceil(n / tile.bn), math.ceil(m / tile.bm), 1), a, b,
         portable.no_bias(device, np.float16), c, m=m, n=n, k=k, a_base=a_base, a_outer=0,

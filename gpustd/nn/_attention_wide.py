@@ -22,13 +22,13 @@ from typing import Any
 
 import numpy as np
 
-from gpucore import Buffer
+from gpucore import Buffer, Kernel, wgsl_scalar
 
+from .._reduce import pow2
 from .._tensor import Tensor
 from ..gemm import matrix_units
 from ..gemm.dispatch import record_gemm
 from ..gemm.plan import BatchPlan
-from ..softmax import record_softmax_rows
 
 __all__ = ["SCORE_BYTES", "WIDE_FROM", "applies", "chunk_rows", "record_attention_wide"]
 
@@ -63,6 +63,16 @@ def chunk_rows(lq: int, lk: int, device: Any = None) -> int:
     return max(2, min(lq, budget // (4 * lk)) // 2 * 2)
 
 
+def _softmax(scores: Buffer[Any], probs: Buffer[Any], rows: int, length: int,
+             scale: float) -> None:
+    """Record probs = softmax(scale * scores) of `rows` rows of `length`
+    (shaders/nn/attention_rows.wgsl: two reads of a score, the max and the sum in one)."""
+    lanes = min(256, pow2(-(-length // 8)))  # short rows: fewer lanes a row
+    kernel = Kernel.cached("nn/attention_rows", types={"U": wgsl_scalar(probs.dtype)},
+                           constants={"WY": lanes})
+    kernel.dispatch(rows, scores, probs, rows=rows, len=length, scale=float(scale))
+
+
 def _single(a_base: int, b_base: int) -> BatchPlan:
     """One product whose A and B start at these element offsets."""
     return BatchPlan(1, 1, 1, (0, 0), (0, 0), ((a_base, b_base),))
@@ -86,13 +96,13 @@ def record_attention_wide(q: Tensor, k: Tensor, v: Tensor, out: Tensor, *,
             n = min(rows, lq - r0)
             if dtype == np.float16:
                 matrix_units.record_gemm_f32_out(q.buffer, k.buffer, scores, m=n, n=lk, k=d,
-                                                 trans_b=True, alpha=scale,
+                                                 trans_b=True, alpha=1.0,
                                                  a_base=q0 + r0 * d, b_base=kv0)
             else:
                 record_gemm(q.buffer, k.buffer, scores, None, m=n, n=lk, k=d, trans_a=False,
-                            trans_b=True, alpha=scale, beta=0.0,
+                            trans_b=True, alpha=1.0, beta=0.0,
                             plan=_single(q0 + r0 * d, kv0))
-            record_softmax_rows(scores, probs, n, lk)
+            _softmax(scores, probs, n, lk, scale)
             record_gemm(probs, v.buffer, chunk, None, m=n, n=d, k=lk, trans_a=False,
                         trans_b=False, alpha=1.0, beta=0.0, plan=_single(0, kv0))
             device.record_copy(chunk.wgpu, 0, out.buffer.wgpu, (q0 + r0 * d) * size,

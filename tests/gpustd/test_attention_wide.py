@@ -15,6 +15,7 @@ from support import assert_close, random_array
 
 import gpucore
 from gpustd import Tensor
+from gpustd.gemm import matrix_units
 from gpustd.nn import _attention_wide as wide
 from gpustd.nn.attention import attention
 
@@ -137,3 +138,32 @@ def test_a_memory_cap_shrinks_the_chunks(device):
     small = types.SimpleNamespace(limits={"max-storage-buffer-binding-size": 64 << 20},
                                   memory_limit=None)  # binds at most 64 MiB a buffer
     assert wide.chunk_rows(16384, 16384, small) == 1024
+
+def test_scores_stored_straight_from_the_accumulators(f16_device, monkeypatch):
+    # a product that fills its tile (aligned) stores its f32 sums with subgroupMatrixStore,
+    # bit for bit what the staged epilogue writes (alpha 0.5 takes that branch: exact halves)
+    device = matrix_device(f16_device)
+    if not matrix_units.available(device):
+        pytest.skip("no matrix units, real or emulated")
+    rng = np.random.default_rng(5)
+    m, n, k = 128, 256, 64
+    a = Tensor.from_numpy(random_array(rng, (m, k), np.float16, -1.0, 1.0), device=device)
+    b = Tensor.from_numpy(random_array(rng, (n, k), np.float16, -1.0, 1.0), device=device)
+    kernels = []
+    original = matrix_units._kernel
+
+    def spy(tile, *args, **kwargs):
+        kernels.append((tile.direct, kwargs.get("split")))
+        return original(tile, *args, **kwargs)
+
+    monkeypatch.setattr(matrix_units, "_kernel", spy)
+    found = []
+    for alpha in (1.0, 0.5):
+        c = Tensor.empty((m, n), np.float32, device=device)
+        matrix_units.record_gemm_f32_out(a.buffer, b.buffer, c.buffer, m=m, n=n, k=k,
+                                         trans_b=True, alpha=alpha)
+        found.append(c.numpy())
+    assert kernels == [(True, True), (False, True)]  # the direct kernel, then the staged one
+    assert np.array_equal(found[0] * 0.5, found[1])
+    expected = a.numpy().astype(np.float64) @ b.numpy().astype(np.float64).T
+    assert np.abs(found[0] - expected).max() <= 1e-5 * np.abs(expected).max()

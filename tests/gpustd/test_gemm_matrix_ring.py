@@ -137,8 +137,8 @@ def test_grouped_geglu_pairs_match_float64_where_available(device: gpucore.Devic
 def test_direct_store_kernel_shape() -> None:
     """A `direct` tile's kernel stores its f16 accumulators straight into C where the
     epilogue is the identity (a uniform branch on alpha, beta and the bias), the staged
-    epilogue in the other branch; only a kernel whose tile fills C does, and only f16
-    accumulators may."""
+    epilogue in the other branch; only a kernel whose tile fills C does; f32 accumulators
+    only into a split kernel's f32 slab."""
     tile = sm.MatrixTile(4, 4, 4, 4, acc="f16", group=8, direct=True)
     assert tile.name == "256x256/4x4sg/4x4fr/k32/acc16/g8/ds"
     source = sm.source(tile, False, True, 4, 4, dims=(512, 768, 1024))
@@ -156,8 +156,17 @@ def test_direct_store_kernel_shape() -> None:
                    sm.source(sm.ACC16_TILES["256x256g8"], False, True, 4, 4, dims=(512, 768, 1024)),
                    sm.source(tile, False, True, 4, 4, dims=(512, 768, 1024), split=True)):
         assert "subgroupMatrixStore(&c" not in kernel
-    with pytest.raises(ValueError, match="f16 accumulators"):
-        sm.MatrixTile(4, 2, 2, 4, direct=True)
+    # f32 accumulators go straight to a split kernel's f32 slab (record_gemm_f32_out), never
+    # into an f16 C
+    f32 = sm.MatrixTile(4, 2, 2, 4, direct=True)
+    split = sm.source(f32, False, True, 4, 4, dims=(512, 768, 1024), split=True)
+    _wgsl.parse(split)
+    assert len(re.findall(r"subgroupMatrixStore\(&c, wid\.z \* 512u \* 768u \+ \(tile_m0",
+                          split)) == f32.fm * f32.fn
+    assert "subgroupMatrixStore(&c" not in sm.source(f32, False, True, 4, 4,
+                                                      dims=(512, 768, 1024))
+    with pytest.raises(ValueError, match="only with f16 operands"):
+        sm.MatrixTile(2, 2, 2, 2, bk=64, component="i8", acc="i32", direct=True)
 
 
 def test_direct_store_matches_float64_where_available(device: gpucore.Device) -> None:
