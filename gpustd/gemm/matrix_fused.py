@@ -40,7 +40,7 @@ __all__ = ["fits", "record_gemm_gated_add", "record_gemm_gelu", "source"]
 def fits(tile: MatrixTile, m: int, n: int, k: int) -> bool:
     """Whether the one-GEMM linear + epilogue takes [m, k] x [n, k]^T in `tile`: the product
     filling the tile and K unsplit (a product split_k would split takes the two passes)."""
-    return aligned(tile, m, n, k) and split_k(m, n, k, 1) == k
+    return aligned(tile, m, n, k) and split_k(m, n, k, 1, tile.acc) == k
 
 
 def _store(epilogue: tuple[Any, ...], n: int) -> tuple[str, str]:

@@ -45,7 +45,7 @@ def fits(tile: MatrixTile, m: int, d: int, k: int) -> bool:
     subgroup columns (the pairs), the product filling the tile and K unsplit (a product
     split_k would split goes through the two passes, which split it)."""
     return (tile.wn % 2 == 0 and aligned(tile, m, 2 * d, k)
-            and split_k(m, 2 * d, k, 1) == k)
+            and split_k(m, 2 * d, k, 1, tile.acc) == k)
 
 
 def source(tile: MatrixTile, width: int, m: int, d: int, k: int, approximate: int) -> str:

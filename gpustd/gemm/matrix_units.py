@@ -70,6 +70,15 @@ _MIN_SPLIT_K = 256  # the shallowest split
 # 1280 24.5 against 30.2, but 154 x 768 x 1280 28.0 against 25.7 (H100, Dawn, gemm-split-*)
 _SPLIT_FROM_K = 1024
 _MAX_SPLITS = 8
+# With f16 accumulators, products this deep whose 256 x 256 tiles leave the last wave part
+# empty split K where that fills it (_deep_splits): FLUX's feed-forward net.2, 4096 x 12288 x
+# 3072 (192 tiles, 1.45 waves), 1.298 -> 1.097 ms in 2 splits, its single blocks' proj_out
+# 4608 x 15360 x 3072 (216 tiles) 1.642 -> 1.536 in 3, and each split's sums start from zero:
+# their error against float64 7.8e-3 -> 4.3e-3, 9.6e-3 -> 3.5e-3. Shallower products and f32
+# accumulators lose (the f32 slabs' traffic outweighs the wave; H100, Dawn, bench/NOTES.md,
+# "Split K for the last wave").
+ACC16_SPLIT_FROM_K = 12288
+ACC16_SPLIT = True
 
 # From this K on, 128 x 128 tiles keep K steps of 32 however many waves they make: FLUX's
 # single-block output projection 4608 x 15360 x 3072 (nt) ran 2.755 ms with them against
@@ -236,15 +245,20 @@ def _kernel(tile: MatrixTile, trans_a: bool, trans_b: bool, width_a: int, width_
                             width_a, width_b, dims, split, parts)
 
 
-def split_k(m: int, n: int, k: int, batch: int) -> int:
-    """The K extent of each split of this product (k: unsplit), whichever tile runs it: one
-    matrix whose rule tile makes under one wave, K from _SPLIT_FROM_K on, splits K into
-    enough slices for ~2 waves, each at least _MIN_SPLIT_K deep and starting on a multiple of
-    _SPLIT_GRANULE (so every tile, BK 16 or 32, cuts K at the same places and sums the same
-    slices in the same order: the tuner's candidates keep the result's bits). SDXL's
-    cross-attention keys and values, 154 x 2048 x 1280 (60 tiles of 64 x 64): 5 splits."""
+def split_k(m: int, n: int, k: int, batch: int, acc: str = "f32") -> int:
+    """The K extent of each split of this product (k: unsplit), whichever tile of accumulator
+    type `acc` runs it: one matrix whose rule tile makes under one wave, K from
+    _SPLIT_FROM_K on, splits K into enough slices for ~2 waves, each at least _MIN_SPLIT_K
+    deep and starting on a multiple of _SPLIT_GRANULE (so every tile, BK 16 or 32, cuts K at
+    the same places and sums the same slices in the same order: the tuner's candidates keep
+    the result's bits). SDXL's cross-attention keys and values, 154 x 2048 x 1280 (60 tiles
+    of 64 x 64): 5 splits. With f16 accumulators, deep products also split to fill their last
+    wave (_deep_splits)."""
     if not SPLIT_K or batch != 1 or k < _SPLIT_FROM_K:
         return k
+    deep = _deep_splits(m, n, k) if acc == "f16" else 1
+    if deep > 1:
+        return math.ceil(math.ceil(k / _SPLIT_GRANULE) / deep) * _SPLIT_GRANULE
     tile = choose_tile(m, n, batch, k=k)
     tiles = math.ceil(m / tile.bm) * math.ceil(n / tile.bn)
     if tiles >= WAVE:
@@ -255,6 +269,26 @@ def split_k(m: int, n: int, k: int, batch: int) -> int:
     if wanted < 2:
         return k
     return math.ceil(granules / wanted) * _SPLIT_GRANULE
+
+
+def _deep_splits(m: int, n: int, k: int) -> int:
+    """K splits (1: none) for one f16-accumulating product from ACC16_SPLIT_FROM_K deep that
+    the f16 rule gives 256 x 256 tiles: the count of 1 to 4 whose workgroups fill their last
+    wave best (the fewest where two tie), taken where it fills the waves a tenth better than
+    unsplit. FLUX's 4096 x 12288 x 3072: 192 tiles, 1.45 waves (73% full) -> 2 splits, 2.91
+    (97%); 4608 x 15360 x 3072: 216 tiles, 1.64 -> 3 splits, 4.91 (98%)."""
+    if not ACC16_SPLIT or k < ACC16_SPLIT_FROM_K:
+        return 1
+    tile = choose_tile(m, n, 1, k=k, accumulate="f16")
+    if (tile.bm, tile.bn) != (256, 256):
+        return 1
+    waves = math.ceil(m / tile.bm) * math.ceil(n / tile.bn) / MULTIPROCESSORS
+
+    def filled(splits: int) -> float:
+        return waves * splits / math.ceil(waves * splits)
+
+    best = max(range(1, 5), key=lambda s: (round(filled(s), 2), -s))
+    return best if filled(best) >= filled(1) + 0.1 else 1
 
 
 def record_gemm_matrix(a: Buffer[Any], b: Buffer[Any], c: Buffer[Any], bias: Buffer[Any], *,
@@ -333,7 +367,8 @@ def _layout(tile: MatrixTile, m: int, n: int, k: int, trans_a: bool, trans_b: bo
     offsets_b = (plan.outer_strides[1], plan.inner_strides[1], *(g[1] for g in plan.groups))
     width_a = load_width(tile, m if trans_a else k, offsets_a)
     width_b = load_width(tile, k if trans_b else n, offsets_b)
-    return width_a, width_b, kernel_dims(tile, m, n, k, ragged), split_k(m, n, k, plan.count)
+    dims = kernel_dims(tile, m, n, k, ragged)
+    return width_a, width_b, dims, split_k(m, n, k, plan.count, tile.acc)
 
 
 def record_gemm_parts(a: Buffer[Any], bs: list[Buffer[Any]], cs: list[Buffer[Any]], *,

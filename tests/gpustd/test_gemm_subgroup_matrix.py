@@ -17,7 +17,7 @@ from conftest import emulated_subset, emulated_tile, emulated_tiles, matrix_devi
 import gpucore
 from gpucore import _wgsl
 from gpustd import Tensor, linalg
-from gpustd.gemm import accumulate
+from gpustd.gemm import accumulate, matrix_tuning
 from gpustd.gemm import matrix_codegen as core
 from gpustd.gemm import matrix_units as sm
 from gpustd.gemm import plan as gemm_plan
@@ -258,6 +258,54 @@ def test_split_k() -> None:
     split = sm.source(sm.TILES["64x64"], False, True, 4, 4, split=True)
     assert [b.scalar for b in _wgsl.parse(split).storage] == ["f16", "f16", "f16", "f32"]
     assert "split_id * params.m * params.n" in split and "wid.z * params.split_steps" in split
+
+
+def test_split_k_fills_the_last_wave_with_f16_accumulators(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """f16-accumulating products from K 12288 whose 256 x 256 tiles leave the last wave part
+    empty split K where that fills it; f32 accumulators, full waves, shallower products and
+    ACC16_SPLIT off do not."""
+    assert sm.split_k(4096, 3072, 12288, 1, "f16") == 6144  # FLUX's net.2: 1.45 -> 2.91 waves
+    assert sm.split_k(4608, 3072, 15360, 1, "f16") == 5120  # single proj_out: 1.64 -> 4.91
+    assert sm.split_k(4096, 3072, 12288, 1) == 12288  # f32 accumulators
+    assert sm.split_k(8192, 3072, 12288, 1, "f16") == 12288  # 384 tiles: 2.91 waves already
+    assert sm.split_k(4096, 3072, 3072, 1, "f16") == 3072  # too shallow
+    assert sm.split_k(4096, 3072, 12288, 2, "f16") == 12288  # a batch
+    monkeypatch.setattr(sm, "ACC16_SPLIT", False)
+    assert sm.split_k(4096, 3072, 12288, 1, "f16") == 12288
+
+
+def test_deep_split_matches_float64_where_available(device: gpucore.Device,
+                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    """A deep f16-accumulating product split to fill its last wave (here a GPU of 3
+    multiprocessors and splits from K 1024: 4 tiles of 256 x 256 in 3 splits) through
+    linalg.matmul, in any tile: within the f16 accumulation's error of float64, and not the unsplit
+    result's bits (its slices summed apart, then added in order)."""
+    _skip_unless_available(device)
+    monkeypatch.setattr(sm, "ACC16_SPLIT_FROM_K", 1024)
+    monkeypatch.setattr(sm, "MULTIPROCESSORS", 3)
+    m, k, n = 512, 1568, 512
+    assert sm.split_k(m, n, k, 1, "f16") == 544
+    # the split is the rule's whichever tile runs it: here 64 x 64 with f16 accumulators
+    tile = emulated_tile(device, sm.ACC16_TILES["64x64"])
+    monkeypatch.setattr(matrix_tuning, "gemm_tile", lambda *a, **kw: tile)
+    monkeypatch.setenv(sm.ACCUMULATE_ENV, "f16")
+    rng = np.random.default_rng(7)
+    a = rng.standard_normal((m, k)).astype(np.float16)
+    b = rng.standard_normal((n, k)).astype(np.float16)
+    ta, tb = Tensor.from_numpy(a, device=device), Tensor.from_numpy(b, device=device)
+    expected = a.astype(np.float64) @ b.astype(np.float64).T
+    got = {}
+    try:
+        for split in (True, False):
+            monkeypatch.setattr(sm, "ACC16_SPLIT", split)
+            sm._layout.cache_clear()  # it keeps each shape's split
+            got[split] = linalg.matmul(ta, tb, trans_b=True).numpy().astype(np.float64)
+    finally:
+        sm._layout.cache_clear()
+    for result in got.values():
+        assert np.abs(result - expected).max() / np.abs(expected).max() < 1e-2
+    assert (got[True] != got[False]).any()
 
 
 def _skip_unless_available(device: gpucore.Device) -> None:
