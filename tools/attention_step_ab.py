@@ -10,7 +10,9 @@ Variants (each maps choose_plan's plan for every attention call of the step): `c
 it is), `runs` (adjacent softmax columns, SMPlan.runs, where the plan allows them), `h8` and
 `h15` (SMPlan.headroom 8 or 15), `runs-h15`, `d128-4sg` (at head dim 128 the
 four-subgroup plan choose_plan took before split row groups) and `d64-8sg-c2` (at head dim
-64 eight subgroups split two to a row group, 64 query rows a workgroup). Rows: GPU ms (timestamp
+64 eight subgroups split two to a row group, 64 query rows a workgroup); and one of the GEMM
+rule's, `no-deep-split` (the chosen plans, f16-accumulating deep products unsplit:
+matrix_units.ACC16_SPLIT off; run with GPUSTD_GEMM_ACCUMULATE=f16). Rows: GPU ms (timestamp
 queries) and wall ms of the replayed step per round, the attention kernels' share of one
 profiled step, and the largest difference of its output from the first variant's relative
 to the largest value.
@@ -30,6 +32,7 @@ import numpy as np
 import gpucore
 import gpustd
 from bench import _harness
+from gpustd.gemm import matrix_units
 from gpustd.nn import _attention_subgroup_matrix as sm
 
 
@@ -58,6 +61,7 @@ VARIANTS: dict[str, Callable[[sm.SMPlan], sm.SMPlan]] = {
     "h15": lambda plan: dataclasses.replace(plan, headroom=15),
     "runs-h15": lambda plan: dataclasses.replace(_runs(plan), headroom=15),
     "d128-4sg": _four_subgroups,
+    "no-deep-split": lambda plan: plan,
     "d64-8sg-c2": _eight_subgroups_split,
 }
 
@@ -153,12 +157,16 @@ def _captured(fn: Callable[..., Any], args: tuple[Any, ...], variant: str) -> tu
         return None if plan is None else VARIANTS[variant](plan)
 
     sm.choose_plan = choose  # type: ignore[assignment]
+    matrix_units.ACC16_SPLIT = variant != "no-deep-split"
+    matrix_units._layout.cache_clear()  # it keeps each shape's split
     try:
         step = gpustd.capture(fn)
         step(*args)  # recorded here, with the variant's plans
         out = step(*args).numpy().astype(np.float64)
     finally:
         sm.choose_plan = chosen  # type: ignore[assignment]
+        matrix_units.ACC16_SPLIT = True
+        matrix_units._layout.cache_clear()
     return step, out
 
 
@@ -215,11 +223,13 @@ def main() -> None:
             "wall_ms_rounds": [t["wall_ms"] for t in times[variant]],
             "attention_calls": sum(n for n, _ in attention),
             "attention_ms": sum(ns for _, ns in attention) / 1e6,
+            "gemm_ms": sum(ns for name, (_, ns) in prof.summary().items()
+                           if "gemm" in name) / 1e6,
             "max_rel_diff": float(np.abs(outputs[variant] - base).max() / np.abs(base).max()),
             "finite": bool(np.isfinite(outputs[variant]).all())})
         print(rows[-1], flush=True)
     _harness.print_table(rows, ["model", "variant", "gpu_ms", "wall_ms", "attention_calls",
-                                "attention_ms", "max_rel_diff"])
+                                "attention_ms", "gemm_ms", "max_rel_diff"])
     if args.json:
         _harness.write_json(args.json, {"environment": _harness.environment(device),
                                         "rows": rows})
