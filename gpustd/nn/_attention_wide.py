@@ -12,7 +12,7 @@ the chunk's output beside them. The VAEs call it where their activations are sma
 mid block, at the latents' size), so the chunk does not raise a decode's peak.
 
 H100, Dawn, D 512, GPU ms (bench/NOTES.md, "The VAEs' attention as two GEMMs"): float16
-16,384 tokens 5.8 against the flash kernel's 51.2 (SDPA 4.8), 65,536 tokens (a 2048² picture)
+16,384 tokens 5.5 against the flash kernel's 50.8 (SDPA 4.75), 65,536 tokens (a 2048² picture)
 105 against 812; float32 16,384 tokens 20.1 against 50.5 (SDPA without TF32 14.6).
 """
 
