@@ -24,7 +24,9 @@ caught on its own: an out-of-memory model loses its row only, recorded with its 
 
 BENCH_MODELS picks them, comma-separated, from qwen3_8b, qwen25vl, flux2klein, chroma,
 kontext, qwenimage, qwenimageedit (the default: all, in that order), plus zimage and qwen3
-(bench/zimage.py's rows). `--quick`: tiny configs (a smoke run on any adapter).
+(bench/zimage.py's rows). BENCH_ACC16=1 adds each float16 transformer's step with every
+GEMM's f16 accumulators (`float16 acc16`, `--fp16-accumulation`). `--quick`: tiny configs
+(a smoke run on any adapter).
 """
 
 from __future__ import annotations
@@ -334,12 +336,23 @@ def _one_model(name: str, quick: bool, device: gpucore.Device, cuda: Any
     row = {"model": name, "impl": "ours", "dtype": dtype.name, **timing,
            "peak_gib": (step.peak_allocated - base) / GIB, "driver_step_peak_gib": driver.peak,
            "rel_err": float(np.abs(got - expected).max() / np.abs(expected).max())}
-    if "wall_ms" in rows[0]:
-        row["vs_bf16"] = rows[0]["wall_ms"] / row["wall_ms"]
+    rows.append(row)
+    if os.environ.get("BENCH_ACC16") == "1" and dtype == np.float16:
+        from gpustd.gemm.accumulate import accumulating
+
+        with accumulating("f16"):  # --fp16-accumulation: every GEMM of the step
+            got = np.asarray(fn().numpy(), np.float64).reshape(expected.shape)
+            timing = _harness.ours_ms(fn, device, warmup=1, repeat=repeat)
+        rows.append({"model": name, "impl": "ours", "dtype": "float16 acc16", **timing,
+                     "rel_err": float(np.abs(got - expected).max() / np.abs(expected).max())})
+        print(f"ours {name} float16 acc16: {timing['wall_ms']:.1f} ms", flush=True)
+    for ours_row in rows[1:]:
+        if "wall_ms" in rows[0]:
+            ours_row["vs_bf16"] = rows[0]["wall_ms"] / ours_row["wall_ms"]
     ours = None
     gc.collect()
     device.empty_pool()
-    return [*rows, row]
+    return rows
 
 
 DEFAULT = ("qwen3_8b", "qwen25vl", "flux2klein", "chroma", "kontext", "qwenimage",
