@@ -10,9 +10,11 @@ Variants (each maps choose_plan's plan for every attention call of the step): `c
 it is), `runs` (adjacent softmax columns, SMPlan.runs, where the plan allows them), `h8` and
 `h15` (SMPlan.headroom 8 or 15), `runs-h15`, `d128-4sg` (at head dim 128 the
 four-subgroup plan choose_plan took before split row groups) and `d64-8sg-c2` (at head dim
-64 eight subgroups split two to a row group, 64 query rows a workgroup); and one of the GEMM
-rule's, `no-deep-split` (the chosen plans, f16-accumulating deep products unsplit:
-matrix_units.ACC16_SPLIT off; run with GPUSTD_GEMM_ACCUMULATE=f16). Rows: GPU ms (timestamp
+64 eight subgroups split two to a row group, 64 query rows a workgroup); and the GEMM rules'
+(with the chosen plans; run them with GPUSTD_GEMM_ACCUMULATE=f16): `no-deep-split`
+(f16-accumulating deep products unsplit: matrix_units.ACC16_SPLIT off) and `gated-big-acc16`
+(the gated epilogue on f16-accumulating 256 x 256 tiles too: dispatch.GATED_ON_BIG_ACC16).
+Rows: GPU ms (timestamp
 queries) and wall ms of the replayed step per round, the attention kernels' share of one
 profiled step, and the largest difference of its output from the first variant's relative
 to the largest value.
@@ -32,7 +34,7 @@ import numpy as np
 import gpucore
 import gpustd
 from bench import _harness
-from gpustd.gemm import matrix_units
+from gpustd.gemm import dispatch, matrix_units
 from gpustd.nn import _attention_subgroup_matrix as sm
 
 
@@ -62,6 +64,7 @@ VARIANTS: dict[str, Callable[[sm.SMPlan], sm.SMPlan]] = {
     "runs-h15": lambda plan: dataclasses.replace(_runs(plan), headroom=15),
     "d128-4sg": _four_subgroups,
     "no-deep-split": lambda plan: plan,
+    "gated-big-acc16": lambda plan: plan,
     "d64-8sg-c2": _eight_subgroups_split,
 }
 
@@ -148,6 +151,12 @@ def _model(model: str, quick: bool, device: gpucore.Device, torch: Any, dev: str
                           put(rng.standard_normal((2, 77, config["cross_attention_dim"]))))
 
 
+# the GEMM rules' variants: (module, attribute, value) set while the step is captured
+GEMM_SETTINGS: dict[str, list[tuple[Any, str, Any]]] = {
+    "no-deep-split": [(matrix_units, "ACC16_SPLIT", False)],
+    "gated-big-acc16": [(dispatch, "GATED_ON_BIG_ACC16", True)]}
+
+
 def _captured(fn: Callable[..., Any], args: tuple[Any, ...], variant: str) -> tuple[Any, Any]:
     """The step captured with `variant`'s plans: (capture, its output as float64)."""
     chosen = sm.choose_plan
@@ -157,7 +166,10 @@ def _captured(fn: Callable[..., Any], args: tuple[Any, ...], variant: str) -> tu
         return None if plan is None else VARIANTS[variant](plan)
 
     sm.choose_plan = choose  # type: ignore[assignment]
-    matrix_units.ACC16_SPLIT = variant != "no-deep-split"
+    settings = GEMM_SETTINGS.get(variant, [])
+    saved = [getattr(module, name) for module, name, _ in settings]
+    for module, name, value in settings:
+        setattr(module, name, value)
     matrix_units._layout.cache_clear()  # it keeps each shape's split
     try:
         step = gpustd.capture(fn)
@@ -165,7 +177,8 @@ def _captured(fn: Callable[..., Any], args: tuple[Any, ...], variant: str) -> tu
         out = step(*args).numpy().astype(np.float64)
     finally:
         sm.choose_plan = chosen  # type: ignore[assignment]
-        matrix_units.ACC16_SPLIT = True
+        for (module, name, _), value in zip(settings, saved, strict=True):
+            setattr(module, name, value)
         matrix_units._layout.cache_clear()
     return step, out
 

@@ -118,15 +118,27 @@ def record_gemm_geglu(x: Buffer[Any], w: Buffer[Any], bias: Buffer[Any] | None, 
         has_bias=bias is not None, m=m, d=d, k=k, tile=tile, approximate=approximate)
 
 
-def fused_tile(device: Device, dtype: Any, m: int, n: int, k: int) -> MatrixTile | None:
-    """The tile record_gemm_gelu and record_gemm_gated_add run [m, k] through an [n, k]
-    weight of `dtype` in on `device` (gemm_tile's for the product, the tile the plain GEMM
-    takes), or None where they cannot: not f16 on the matrix units, or a shape
-    matrix_fused.fits refuses."""
+# The gated epilogue on f16-accumulating 256 x 256 tiles: slower than the plain GEMM and the
+# gated add after it (FLUX's 4096 x 12288 x 3072 1.560 against 1.367 ms, 4096 x 3072 x 3072
+# 0.453 against 0.430; on 256 x 128 tiles and with f32 accumulators it wins 4-10%; H200,
+# Dawn, bench/NOTES.md, "Is the fused gated GEMM worth keeping"). False: fused there too.
+GATED_ON_BIG_ACC16 = False
+
+
+def fused_tile(device: Device, dtype: Any, m: int, n: int, k: int,
+               epilogue: str = "gelu") -> MatrixTile | None:
+    """The tile record_gemm_gelu ("gelu") and record_gemm_gated_add ("gated") run [m, k]
+    through an [n, k] weight of `dtype` in on `device` (gemm_tile's for the product, the tile
+    the plain GEMM takes), or None where they cannot or should not: not f16 on the matrix
+    units, a shape matrix_fused.fits refuses, or the gated epilogue on an f16-accumulating
+    256 x 256 tile (GATED_ON_BIG_ACC16)."""
     if not (dtype == np.float16 and m > 0 and n > 0 and k > 0
             and matrix_units.available(device)):
         return None
     tile = matrix_tuning.gemm_tile(device, m, n, k, 1, False, True)
+    if (epilogue == "gated" and not GATED_ON_BIG_ACC16 and tile.acc == "f16"
+            and tile.bm * tile.bn >= 256 * 256):
+        return None
     return tile if matrix_fused.fits(tile, m, n, k) else None
 
 

@@ -298,8 +298,9 @@ def linear_gated_add(x: Tensor, weight: Tensor, bias: Tensor | None, residual: T
                      gate: Tensor) -> Tensor | None:
     """residual + gate * (x @ weight.T + bias), clipped to +-65504, in the GEMM's epilogue:
     adaLN-Zero's gated residual of a float16 stream (x [B, L, in], residual [B, L, out], gate
-    [B, 1, out], all float16), where the matrix units take the shape (gemm.matrix_fused);
-    None where they do not, for the caller's own passes. The linear's output is rounded to
+    [B, 1, out], all float16), where the matrix units take the shape (gemm.matrix_fused) and
+    the fused epilogue is the faster (gemm.dispatch.fused_tile); None elsewhere, for the
+    caller's own passes. The linear's output is rounded to
     float16 first and the rest computed in float32, as linear then that f32 expression (within
     an f16 ulp of them on an H200).
     torch: `(residual + gate * F.linear(x, weight, bias)).clamp(-65504, 65504)`.
@@ -314,7 +315,7 @@ def linear_gated_add(x: Tensor, weight: Tensor, bias: Tensor | None, residual: T
     if residual.shape != (batch, length, n) or gate.shape != (batch, 1, n):
         raise ValueError(f"{op}: residual {residual.shape} and gate {gate.shape} must be "
                          f"({batch}, {length}, {n}) and ({batch}, 1, {n}) for x {x.shape}")
-    tile = fused_tile(x.device, x.dtype, batch * length, n, k)
+    tile = fused_tile(x.device, x.dtype, batch * length, n, k, "gated")
     if tile is None:
         return None
     out = Tensor.empty(residual.shape, x.dtype, device=x.device)

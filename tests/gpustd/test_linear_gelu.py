@@ -14,7 +14,7 @@ from support import assert_close
 
 import gpucore
 from gpustd import Tensor, elementwise_kernel
-from gpustd.gemm import matrix_fused, matrix_tuning
+from gpustd.gemm import dispatch, matrix_fused, matrix_tuning
 from gpustd.gemm import matrix_units as sm
 from gpustd.nn import gelu, linear
 from gpustd.nn.linear import linear_gated_add, linear_gelu
@@ -163,3 +163,28 @@ def test_gated_add_equals_two_passes(device: gpucore.Device,
                             Tensor.from_numpy(gate[:1], device=device)) is None
     with pytest.raises(ValueError, match=r"must be \(2, 64, 128\) and \(2, 1, 128\)"):
         linear_gated_add(tx, tw, tb, tres, tres)
+
+
+def test_gated_epilogue_not_on_big_f16_accumulating_tiles(
+        device: gpucore.Device, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Where the GEMM would run in an f16-accumulating 256 x 256 tile, linear_gated_add says
+    None (the two passes are faster there) while the GELU epilogue keeps the tile; other
+    tiles, and f32 accumulators, keep the gated epilogue too."""
+    if not (device.has_f16 and sm.available(device)):
+        pytest.skip(f"{device.info.label} has no f16 subgroup matrices (Dawn on a GPU has)")
+    m, n, k = 256, 256, 64
+    chosen = {"tile": sm.ACC16_TILES["256x256g8"]}
+    monkeypatch.setattr(matrix_tuning, "gemm_tile", lambda *a, **kw: chosen["tile"])
+    assert dispatch.fused_tile(device, np.float16, m, n, k, "gated") is None
+    assert dispatch.fused_tile(device, np.float16, m, n, k) is chosen["tile"]
+    tx, tres = (Tensor.from_numpy(np.ones((1, m, s), np.float16), device=device)
+                for s in (k, n))
+    tw = Tensor.from_numpy(np.ones((n, k), np.float16), device=device)
+    tgate = Tensor.from_numpy(np.ones((1, 1, n), np.float16), device=device)
+    assert linear_gated_add(tx, tw, None, tres, tgate) is None
+    for tile in (sm.ACC16_TILES["256x128"], sm.TILES["128x128"]):
+        chosen["tile"] = tile
+        assert dispatch.fused_tile(device, np.float16, m, n, k, "gated") is tile
+    monkeypatch.setattr(dispatch, "GATED_ON_BIG_ACC16", True)
+    chosen["tile"] = sm.ACC16_TILES["256x256g8"]
+    assert dispatch.fused_tile(device, np.float16, m, n, k, "gated") is chosen["tile"]
