@@ -338,11 +338,8 @@ def _one_model(name: str, quick: bool, device: gpucore.Device, cuda: Any
            "rel_err": float(np.abs(got - expected).max() / np.abs(expected).max())}
     rows.append(row)
     if os.environ.get("BENCH_ACC16") == "1" and dtype == np.float16:
-        from gpustd.gemm.accumulate import accumulating
-
-        with accumulating("f16"):  # --fp16-accumulation: every GEMM of the step
-            got = np.asarray(fn().numpy(), np.float64).reshape(expected.shape)
-            timing = _harness.ours_ms(fn, device, warmup=1, repeat=repeat)
+        timing, got = _zimage.acc16_call(fn, device, repeat)
+        got = got.reshape(expected.shape)
         rows.append({"model": name, "impl": "ours", "dtype": "float16 acc16", **timing,
                      "rel_err": float(np.abs(got - expected).max() / np.abs(expected).max())})
         print(f"ours {name} float16 acc16: {timing['wall_ms']:.1f} ms", flush=True)

@@ -12,8 +12,9 @@ included), torch's from max_memory_allocated.
 Shapes: the transformer (Z-Image Turbo's config), batch 1 (Turbo runs without CFG), 128x128
 latents (4096 patches) and a 160-token caption; the text encoder (Qwen3-4B's config), one
 prompt of 512 tokens (ZImagePipeline pads to 512), hidden states[-2] (35 of its 36 layers).
-BENCH_MODELS=zimage,qwen3 picks them (default: both). `--quick`: tiny configs (a smoke run on
-any adapter).
+BENCH_MODELS=zimage,qwen3 picks them (default: both). BENCH_ACC16=1 adds the transformer's
+step with every GEMM's f16 accumulators (`float16 acc16`, `--fp16-accumulation`). `--quick`:
+tiny configs (a smoke run on any adapter).
 """
 
 from __future__ import annotations
@@ -190,6 +191,11 @@ def _ours(model: str, config: dict[str, Any], weights: dict[str, np.ndarray],
     if device.has_timestamps:
         row["kernels"], row["gemms"] = kernel_profile(fn, device)
     out = [(row, got)]
+    if os.environ.get("BENCH_ACC16") == "1" and dtype == np.float16 and model == "zimage":
+        timing, other = acc16_call(fn, device, repeat)
+        out.append(({"model": model, "impl": "ours", "dtype": "float16 acc16", **timing},
+                    other))
+        print(f"ours {model} float16 acc16: {timing['wall_ms']:.1f} ms", flush=True)
     rule = matrix_units.RAGGED_M, matrix_units.RAGGED_KERNEL
     settings = [("RAGGED_M", int(v)) for v in os.environ.get("BENCH_RAGGED_M", "").split(",")
                 if v]
@@ -211,6 +217,17 @@ def _ours(model: str, config: dict[str, Any], weights: dict[str, np.ndarray],
     finally:
         matrix_units.RAGGED_M, matrix_units.RAGGED_KERNEL = rule
     return out
+
+
+def acc16_call(fn: Any, device: gpucore.Device, repeat: int
+               ) -> tuple[dict[str, Any], np.ndarray]:
+    """BENCH_ACC16=1's run of a step: `fn` with every GEMM's f16 accumulators (what
+    `--fp16-accumulation` asks): its timing and its output."""
+    from gpustd.gemm.accumulate import accumulating
+
+    with accumulating("f16"):
+        got = np.asarray(fn().numpy(), np.float64)
+        return _harness.ours_ms(fn, device, warmup=1, repeat=repeat), got
 
 
 def kernel_profile(fn: Any, device: gpucore.Device
