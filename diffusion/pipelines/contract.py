@@ -271,3 +271,9 @@ class Pipeline(Protocol):
         """Decode (and encode) with the VAE file at `path` in place of the model's own; the
         infotext names it."""
         ...
+
+    def use_float32_vae(self) -> bool:
+        """Decode and encode with the VAE in float32 (--no-half-vae; generate does it where a
+        float16 VAE gives NaN: diffusion.pipelines.vae_float32); False where it runs float32
+        already."""
+        ...

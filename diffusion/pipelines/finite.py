@@ -22,24 +22,37 @@ import numpy as np
 from ..models.int8 import marked as int8_marked
 from .fp16_accumulation import accumulates_fp16, denoisers
 
-__all__ = ["NonFiniteError", "check_finite", "check_latents", "pictures_uint8"]
+__all__ = ["NonFiniteError", "VaeNonFiniteError", "check_finite", "check_latents",
+           "pictures_uint8"]
 
 
 class NonFiniteError(ValueError):
     """A network gave NaN or infinite values; the message says which and what to change. A
     ValueError, so the CLI prints it as one line and the server answers it as a 422 that
-    names the way out, as any request its settings cannot make."""
+    names the way out, as any request its settings cannot make. `remedy`: the message's
+    closing way out."""
+
+    remedy: str = ""
 
 
-def check_finite(values: np.ndarray, what: str, remedy: str) -> None:
-    """NonFiniteError naming `what` and `remedy` where `values` hold NaN or infinity."""
+class VaeNonFiniteError(NonFiniteError):
+    """The VAE's pictures held NaN or infinity (`generate` makes a float16 VAE float32 and
+    decodes again: diffusion.pipelines.vae_float32)."""
+
+
+def check_finite(values: np.ndarray, what: str, remedy: str,
+                 error: type[NonFiniteError] = NonFiniteError) -> None:
+    """`error` (a NonFiniteError) naming `what` and `remedy` where `values` hold NaN or
+    infinity."""
     bad = ~np.isfinite(values)
     if not bad.any():
         return
     kinds = " and ".join(k for k, hit in (("NaN", np.isnan(values).any()),
                                           ("infinity", np.isinf(values).any())) if hit)
-    raise NonFiniteError(f"{what} gave {kinds} in {bad.mean():.1%} of its values, so the "
-                         f"picture would be black or noise: {remedy}")
+    raised = error(f"{what} gave {kinds} in {bad.mean():.1%} of its values, so the "
+                   f"picture would be black or noise: {remedy}")
+    raised.remedy = remedy
+    raise raised
 
 
 def check_latents(latents: np.ndarray, pipe: Any) -> None:
@@ -68,7 +81,7 @@ def pictures_uint8(pictures: Iterable[np.ndarray]) -> list[np.ndarray]:
     a VAE that overflowed float16 gives NaN, which a cast to uint8 would turn into black."""
     out = []
     for picture in pictures:
-        check_finite(picture, "the VAE's decode", "run it in float32 (--dtype float32; the "
-                     "server's --dtype), where float16 overflowed")
+        check_finite(picture, "the VAE's decode", "run it in float32 (--no-half-vae; the "
+                     "server's no_half_vae), where float16 overflowed", VaeNonFiniteError)
         out.append(np.round(np.clip(picture, 0.0, 1.0) * 255).astype(np.uint8))
     return out

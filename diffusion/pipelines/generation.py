@@ -30,6 +30,7 @@ from .hires_pass import hires_fix, hires_prompts
 from .inpaint_plan import InpaintPlan
 from .observer import Observer, Progress, StepCallback, from_callbacks
 from .request import GenerationRequest, as_request
+from .vae_float32 import reverting
 
 __all__ = ["Denoised", "Family", "PromptLoras", "draw_seed", "generate"]
 
@@ -131,11 +132,14 @@ def generate(family: Family, request: GenerationRequest | str | None, settings: 
     # results laid back into the picture given
     observer.on_begin(lambda latents: family.decode(latents, request),
                       family.capabilities.latent_space)
+    # (a float16 VAE whose pictures come out NaN is made float32 and decodes again, as the
+    # WebUI reverts it: a hires pass decodes inside the denoising)
     with phase("denoise"):
-        run = family.denoise(request, seed, width, height, observer)
+        run = reverting(family, request,
+                        lambda: family.denoise(request, seed, width, height, observer))
     check_latents(run.latents, family)  # NaN said, not decoded into a black picture
     with phase("decode"):
-        images = family.decode(run.latents, request)
+        images = reverting(family, request, lambda: family.decode(run.latents, request))
     images = plan.finish(images, overlay=label != DIFFUSERS)  # laid back, as the WebUI
     # 5. what made them (the infotext)
     made: dict[str, Any] = dict(

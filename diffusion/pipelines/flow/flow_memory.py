@@ -173,6 +173,14 @@ class FlowMemoryPlan:
         """Every unit back on the GPU and the methods unwrapped (the mode switched off)."""
         self.residency.close()
 
+    def replace_vae(self, old: Module, new: Module) -> None:
+        """`new` the VAE unit in place of `old` (the VAE made float32), `old` no longer
+        managed (its weights go with it)."""
+        self.residency.remove(old)
+        self.residency.add(new, name="VAE", method="decode", release=True)
+        self.residency.stream(new, "encode", unit=new)
+        self.residency.fit()
+
     @contextmanager
     def guests(self, controlnets: Sequence[Module] = (),
                readers: Sequence[Module] = ()) -> Iterator[None]:
@@ -282,6 +290,11 @@ class MemoryModes:
             return
         with self._memory.guests(controlnets, readers):
             yield
+
+    def replace_vae(self, old: Module, new: Module) -> None:
+        """The mode in effect takes `new` as its VAE in place of `old` (none: nothing to do)."""
+        if self._memory is not None:
+            self._memory.replace_vae(old, new)
 
     def set_memory_mode(self, mode: MemoryMode) -> None:
         """Run in the WebUI's --medvram / --lowvram / --max-vram mode (the module doc; all

@@ -40,6 +40,7 @@ from ..generation import Denoised, PromptLoras, generate
 from ..observer import Observer, Progress, StepCallback
 from ..request import GenerationRequest
 from ..sd.decode_ahead import begin_decode
+from ..vae_float32 import float32_copy
 from .flow_control import DIT_CONTROLNETS
 from .flow_hires import run_hires, stage_control
 from .flow_memory import MemoryLayout, MemoryModes
@@ -157,6 +158,16 @@ class FlowModel(FlowModelPasses, MemoryModes):
     def memory_layout(self) -> MemoryLayout:
         """What the memory modes move (flux1_memory)."""
         return flow_layout(self.pipe)
+
+    def use_float32_vae(self) -> bool:
+        """Decode and encode with the VAE in float32 (diffusion.pipelines.vae_float32); False
+        where it runs float32 already."""
+        vae = float32_copy(self.pipe.vae)
+        if vae is self.pipe.vae:
+            return False
+        self.replace_vae(self.pipe.vae, vae)  # the memory mode's unit follows
+        self.pipe.vae = vae
+        return True
 
     def use_vae(self, path: str | os.PathLike[str]) -> None:
         raise ValueError(f"--vae is not supported for {self.family} models yet; give the VAE "

@@ -266,6 +266,13 @@ class MemoryPlan:
         self.residency.use(unet)
         return self._unet_capture.of(unet)
 
+    def replace_vae(self, old: Module, new: Module) -> None:
+        """`new` the VAE unit in place of `old` (a VAE file, or the VAE made float32), `old`
+        no longer managed (its weights go with it)."""
+        self.residency.remove(old)
+        self.residency.add(new, name="VAE", stream=False, release=True)
+        self.residency.fit()
+
     def _use_vae(self, vae: Module, extra: int = 0) -> None:
         """Bring `vae` in: the model's, a hires pass's own (Forge's hr_additional_modules,
         HiresModules.vae) or a float16 twin, made a unit like the model's the first time it

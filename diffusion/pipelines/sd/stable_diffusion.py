@@ -39,6 +39,7 @@ from ..ip_adapter import use_ip_adapters
 from ..observer import Observer, Progress, StepCallback
 from ..reference import POSTERIOR_MEAN, split_references
 from ..request import GenerationRequest
+from ..vae_float32 import float32_copy
 from .capture import ModelCapture, lent
 from .decode_ahead import begin_decode
 from .denoise import denoise
@@ -133,14 +134,28 @@ class StableDiffusion:
 
     def use_vae(self, path: str | os.PathLike[str]) -> None:
         """Decode and encode with the VAE file at `path` (diffusion.loaders.sd.vae_file), in the
-        dtype of the model's own VAE (an SDXL VAE kept in float32, force_upcast, stays so)."""
+        dtype of the VAE in place (an SDXL VAE kept in float32, force_upcast, or one made
+        float32, --no-half-vae, stays so)."""
         from ...loaders.sd.vae_file import load_vae
 
-        vae_dtype = (self.vae.decoder.conv_in.weight.dtype if self.is_sdxl
-                     else self.placement.dtype)
-        self.vae = load_vae(path, dtype=vae_dtype, device=self.placement.device,
-                            config=self.vae.config)
+        vae = load_vae(path, dtype=self.vae.decoder.conv_in.weight.dtype,
+                       device=self.placement.device, config=self.vae.config)
+        self._replace_vae(vae)
         self.vae_path = path
+
+    def use_float32_vae(self) -> bool:
+        """Decode and encode with the VAE in float32 (diffusion.pipelines.vae_float32: on
+        matrix units by its scaled float16 twin); False where it runs float32 already."""
+        vae = float32_copy(self.vae)
+        if vae is self.vae:
+            return False
+        self._replace_vae(vae)
+        return True
+
+    def _replace_vae(self, vae: AutoencoderKL) -> None:
+        if self.memory is not None:  # the mode's VAE unit follows
+            self.memory.replace_vae(self.vae, vae)
+        self.vae = vae
 
     # -- pieces -----------------------------------------------------------------------
     def encode_prompt(self, prompts: Sequence[str], *, clip_skip: int = 0) -> Tensor:

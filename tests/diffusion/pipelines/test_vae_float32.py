@@ -1,0 +1,127 @@
+"""The VAE in float32 under a float16 model (diffusion/pipelines/vae_float32.py): a float16 VAE
+whose pictures overflow is made float32 from its own weights and decodes again, as the WebUI's
+automatic revert does, giving diffusers' float32 picture of the same latents;
+`--no-half-vae` (generate, serve) starts there. A float32 VAE that gives NaN:
+test_finite.py."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
+
+import numpy as np
+import pytest
+from sd_tiny import tiny_vae, write_pipeline
+
+import diffusion
+import gpucore
+from diffusion.cli import generate as generate_cli
+from diffusion.cli.main import build_parser
+from diffusion.pipelines.sd.memory import MemoryMode
+from diffusion.pipelines.vae_float32 import VaeRevertWarning, float32_copy
+from diffusion.server.jobs.loader import PipelineLoader
+from diffusion.server.settings import ServerSettings
+
+SETTINGS = dict(steps=2, seed=3, width=64, height=64)
+
+
+def _overflowing_vae() -> Any:
+    """diffusers' tiny VAE (float32, CPU) whose decoder stream reaches ~1e5, past float16's
+    65504: conv_in's weights and bias times 3e4 (its GroupNorms take the scale out again, so
+    the float32 picture is an ordinary one), rounded to float16 as a float16 model holds them."""
+    import torch
+
+    vae = tiny_vae()
+    with torch.no_grad():
+        vae.decoder.conv_in.weight.mul_(3e4)
+        vae.decoder.conv_in.bias.mul_(3e4)
+        for p in vae.parameters():
+            p.copy_(p.half().float())
+    return vae
+
+
+def _diffusers_pictures(vae: Any, latents: np.ndarray) -> np.ndarray:
+    """Reference: diffusers' float32 decode on the CPU, as uint8 pictures (B, H, W, 3)."""
+    import torch
+
+    with torch.no_grad():
+        x = vae.decode(torch.from_numpy(latents / vae.config.scaling_factor)).sample.numpy()
+    return np.round(np.clip(x / 2 + 0.5, 0, 1) * 255).astype(np.uint8).transpose(0, 2, 3, 1)
+
+
+def test_a_nan_vae_is_made_float32_and_decodes_again(f16_device: gpucore.Device, tmp_path: Path,
+                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    """The tiny SD model in float16 with the overflowing VAE, under --medvram: generate
+    warns, once, and gives diffusers' float32 picture of its latents; the VAE stays float32,
+    the memory mode's VAE unit with it."""
+    vae = _overflowing_vae()
+    pipe = diffusion.load_pipeline(write_pipeline(tmp_path / "model", vae=vae),
+                                   dtype="float16", device=f16_device)
+    pipe.set_memory_mode(MemoryMode(medvram=True))
+    half, seen = pipe.vae, []
+    decode = pipe._decode
+    monkeypatch.setattr(pipe, "_decode", lambda latents, *rest: seen.append(latents)
+                        or decode(latents, *rest))
+    with pytest.warns(VaeRevertWarning, match="the VAE now runs in float32") as said:
+        result = pipe.generate("a red circle", **SETTINGS)
+    assert len(said) == 1 and len(seen) == 2  # float16 (NaN), then float32
+    assert np.array_equal(seen[0], seen[1])  # the same latents decoded again
+    assert pipe.vae.decoder.conv_in.weight.dtype == np.float32  # a float32 copy of its own
+    assert half.decoder.conv_in.weight.dtype == np.float16 and float32_copy(half) is not half
+    assert pipe.vae in pipe.memory.residency and half not in pipe.memory.residency
+    picture = result.images[0]
+    assert picture.std() > 10  # a picture, not a flat fill
+    expected = _diffusers_pictures(vae, seen[1].astype(np.float32))[0]
+    assert np.abs(picture.astype(int) - expected).max() <= 1
+    assert not pipe.use_float32_vae()  # float32 now: nothing left to revert
+    assert float32_copy(pipe.vae) is pipe.vae
+
+
+def test_the_cli_and_the_server_take_it(monkeypatch: pytest.MonkeyPatch,
+                                        capsys: pytest.CaptureFixture[str]) -> None:
+    parser = build_parser()
+    for command in (["txt2img", "--prompt", "a cat"], ["img2img", "--prompt", "a cat",
+                                                       "--init-image", "x.png"], ["serve"]):
+        assert parser.parse_args([*command, "--no-half-vae"]).no_half_vae
+        assert not parser.parse_args(command).no_half_vae
+    made: list[str] = []
+    model = SimpleNamespace(name="m", family="sd1", capabilities=SimpleNamespace(turbo=False),
+                            use_float32_vae=lambda: made.append("made") or True)
+    # generate's loading: the model's VAE made float32, the line said
+    monkeypatch.setattr(diffusion, "load_pipeline", lambda *args, **kwargs: model)
+    monkeypatch.setattr(generate_cli, "_dtype_and_device", lambda choice: (np.float16, None))
+    generate_cli._load(parser.parse_args(["txt2img", "--prompt", "a cat", "--no-half-vae"]))
+    assert made == ["made"]
+    assert "no-half-vae: the VAE runs in float32 (the model keeps its float16 weights)" in (
+        capsys.readouterr().err)
+    generate_cli._load(parser.parse_args(["txt2img", "--prompt", "a cat"]))
+    assert made == ["made"]  # not without the flag
+    # the server's loader applies the setting to every pipeline it loads
+    loader = PipelineLoader(ServerSettings(no_half_vae=True), build=lambda path, **where: model)
+    assert loader(Path("model")) is model and made == ["made", "made"]
+
+
+def test_a_flow_model_under_a_memory_mode_decodes_by_its_float32_vae(
+        f16_device: gpucore.Device, tmp_path: Path) -> None:
+    """FLUX.1 (tiny) in float16 under --medvram: use_float32_vae swaps the mode's VAE unit,
+    and the model's decode gives diffusers' float32 picture of the latents."""
+    from flow_tiny import tiny_flux_pipeline
+
+    reference = tiny_flux_pipeline(tmp_path, dev=True).vae
+    model = diffusion.load_pipeline(tmp_path / "flux", dtype="float16", device=f16_device)
+    model.set_memory_mode(MemoryMode(medvram=True))
+    half = model.pipe.vae
+    assert model.use_float32_vae() and not model.use_float32_vae()
+    residency = model._memory.residency
+    assert model.pipe.vae in residency and half not in residency
+    assert model.pipe.vae.decoder.conv_in.weight.dtype == np.float32
+    latents = np.random.default_rng(4).standard_normal((1, 4, 9, 7)).astype(np.float32)
+    picture = model.decode(latents, SimpleNamespace(hires_modules=None))[0]
+    import torch
+
+    with torch.no_grad():  # FLUX's VAE: out of its scaled, shifted latent space
+        z = latents / reference.config.scaling_factor + reference.config.shift_factor
+        x = reference.decode(torch.from_numpy(z.astype(np.float32))).sample.numpy()[0]
+    expected = np.round(np.clip(x / 2 + 0.5, 0, 1) * 255).astype(np.uint8).transpose(1, 2, 0)
+    assert picture.std() > 10 and np.abs(picture.astype(int) - expected).max() <= 1
