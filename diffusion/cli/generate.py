@@ -279,6 +279,12 @@ def _load(args: argparse.Namespace) -> tuple[Any, Any]:
         for model in (pipe, refiner):
             if model is not None:
                 print(use_fp16_accumulation(model), file=sys.stderr)
+    if getattr(args, "no_half_vae", False):
+        from ..pipelines.vae_float32 import use_float32_vae
+
+        for model in (pipe, refiner):
+            if model is not None:
+                print(use_float32_vae(model), file=sys.stderr)
     # the memory mode is set after the VAE: the mode's units are the models in place now
     for model in (pipe, refiner) if mode else ():
         if model is not None:

@@ -337,6 +337,12 @@ def _output_and_device(parser: argparse.ArgumentParser) -> None:
                              "faster on an H100, the picture about 1%% off, as with cuBLAS's "
                              "fp16 accumulation (nearer float16 than bf16 is); text encoders "
                              "and the VAE keep float32 sums")
+    parser.add_argument("--no-half-vae", action="store_true",
+                        help="the VAE in float32 under a float16 model (the WebUI's flag), for "
+                             "VAEs whose float16 pictures come out black; without it a float16 "
+                             "VAE that gives NaN is made float32 and decodes again, with a "
+                             "warning. On matrix units SD's and SDXL's then run as a scaled "
+                             "float16 copy that stays in range, after one float32 pass")
     parser.add_argument("--prediction-type", choices=("epsilon", "v_prediction"),
                         help="override the detected model type (SD2 768px models are "
                              "v_prediction)")

@@ -118,6 +118,9 @@ def add_serve_parser(commands: Any) -> argparse.ArgumentParser:
                      help="every model's denoiser accumulates its float16 GEMMs in float16 "
                           "(see generate --fp16-accumulation); the infotext says 'FP16 "
                           "accumulation: True'")
+    sub.add_argument("--no-half-vae", action="store_true",
+                     help="every model's VAE in float32 (see generate --no-half-vae); without "
+                          "it a float16 VAE that gives NaN is made float32 at that request")
     sub.add_argument("--devices", metavar="all|I,J|NAME",
                      help="one worker process per GPU, each with its own copy of the model, on "
                           "the one queue: 'all', adapter indices ('0,1', as `python -m gpucore "
@@ -179,7 +182,7 @@ def server_settings(args: argparse.Namespace) -> ServerSettings:
         deepdanbooru_dir=args.deepdanbooru_dir, clip_models_path=args.clip_models_path,
         interrogate_dir=args.interrogate_dir, blip_dir=args.blip_dir,
         memory=memory_mode(args), int8=args.int8,
-        fp16_accumulation=args.fp16_accumulation,
+        fp16_accumulation=args.fp16_accumulation, no_half_vae=args.no_half_vae,
         warmup=args.warmup,
         queue_size=args.queue_size, max_size=args.max_size,
         host="0.0.0.0" if args.listen else args.host, port=args.port,

@@ -68,6 +68,8 @@ class ServerSettings:
     # the denoisers' f16 GEMMs accumulate in f16 (serve --fp16-accumulation;
     # diffusion.pipelines.fp16_accumulation)
     fp16_accumulation: bool = False
+    # every model's VAE in float32 (serve --no-half-vae; diffusion.pipelines.vae_float32)
+    no_half_vae: bool = False
     worker_adapters: tuple[str, ...] = ()
     # a first picture drawn as each model loads, before it serves (serve's default;
     # diffusion.server.jobs.warmup): the first request is then as fast as the second

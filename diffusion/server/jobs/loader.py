@@ -54,6 +54,10 @@ class PipelineLoader:
             from ...pipelines.fp16_accumulation import use_fp16_accumulation
 
             print(use_fp16_accumulation(pipe), file=sys.stderr)
+        if self.settings.no_half_vae:
+            from ...pipelines.vae_float32 import use_float32_vae
+
+            print(use_float32_vae(pipe), file=sys.stderr)
         if self.settings.memory:
             pipe.set_memory_mode(self.settings.memory)
         if self.embeddings is not None:
