@@ -10,6 +10,7 @@ latents, the decoded pictures): they cost nothing on the GPU.
 
     check_latents(run.latents, family)     # generate(), after the denoising
     pictures_uint8(pictures)               # a VAE's [0, 1] pictures as uint8, checked
+    check_encoded(mean)                    # an encode's posterior (SD's, the flow img2img's)
 """
 
 from __future__ import annotations
@@ -22,8 +23,8 @@ import numpy as np
 from ..models.int8 import marked as int8_marked
 from .fp16_accumulation import accumulates_fp16, denoisers
 
-__all__ = ["NonFiniteError", "VaeNonFiniteError", "check_finite", "check_latents",
-           "pictures_uint8"]
+__all__ = ["NonFiniteError", "VaeNonFiniteError", "check_encoded", "check_finite",
+           "check_latents", "pictures_uint8"]
 
 
 class NonFiniteError(ValueError):
@@ -76,12 +77,21 @@ def check_latents(latents: np.ndarray, pipe: Any) -> None:
     check_finite(latents, f"the {what}", remedy)
 
 
+_VAE_REMEDY = ("run it in float32 (--no-half-vae; the server's no_half_vae), where float16 "
+               "overflowed")
+
+
 def pictures_uint8(pictures: Iterable[np.ndarray]) -> list[np.ndarray]:
     """Pictures in [0, 1] (clipped: a VAE overshoots a little) as uint8, each checked first:
     a VAE that overflowed float16 gives NaN, which a cast to uint8 would turn into black."""
     out = []
     for picture in pictures:
-        check_finite(picture, "the VAE's decode", "run it in float32 (--no-half-vae; the "
-                     "server's no_half_vae), where float16 overflowed", VaeNonFiniteError)
+        check_finite(picture, "the VAE's decode", _VAE_REMEDY, VaeNonFiniteError)
         out.append(np.round(np.clip(picture, 0.0, 1.0) * 255).astype(np.uint8))
     return out
+
+
+def check_encoded(mean: np.ndarray) -> None:
+    """The VAE encoder's posterior mean, checked: NaN there would reach the denoiser, whose
+    check would then blame it."""
+    check_finite(mean, "the VAE's encode", _VAE_REMEDY, VaeNonFiniteError)

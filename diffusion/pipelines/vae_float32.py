@@ -2,8 +2,9 @@
 `no_half_vae`), and the WebUI's "Automatically revert VAE to 32-bit floats".
 
 A float16 VAE overflows on some models and pictures (its activations pass float16's 65504:
-SD 1.x fine-tunes and their VAE files are the known cases), and its pictures come out NaN.
-`generate` then does what the WebUI does by default: it makes the VAE float32 from its own
+SD 1.x fine-tunes and their VAE files are the known cases), and its pictures (or, encoding an
+init image for SD or a flow model's img2img, its latents) come out NaN. `generate` then does
+what the WebUI does by default: it makes the VAE float32 from its own
 float16 weights (as the WebUI's `.to(torch.float32)` does), warns once (VaeRevertWarning),
 and makes the pictures again; the VAE stays float32 for the rest of the process. The
 refiner's VAE goes with the model's; a hires pass's own VAE file (Forge's modules) does not.
@@ -65,9 +66,10 @@ def use_float32_vae(pipe: Any) -> str:
 
 
 def reverting(family: Any, request: Any, call: Callable[[], T]) -> T:
-    """`call()` (the family's denoising, whose hires pass decodes, or its decode); where the
-    VAE gave NaN or infinity in float16, the VAE made float32 (with the refiner's), a warning,
-    and `call()` again. A VAE float32 already raises the error, saying where else to look."""
+    """`call()` (the family's denoising, which may encode and, in a hires pass, decode; or its
+    decode); where the VAE gave NaN or infinity in float16, the VAE made float32 (with the
+    refiner's), a warning, and `call()` again. A VAE float32 already raises the error, saying
+    where else to look."""
     try:
         return call()
     except VaeNonFiniteError as error:

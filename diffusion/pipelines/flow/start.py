@@ -25,6 +25,7 @@ from ...models.vae import AutoencoderKL
 from ...noise.rng import RNG_SOURCES
 from ...sampling.scheduler_loop import scheduler_loop
 from ...sampling.schedulers.flow_match_euler import FlowMatchEulerDiscreteScheduler
+from ..finite import check_encoded
 
 __all__ = ["FlowStart", "StepCallback", "base_folder", "check_call", "decode", "encode_image",
            "flow_schedule", "load_parts", "run_euler", "single_files"]
@@ -116,6 +117,7 @@ def encode_image(vae: Any, pixels: np.ndarray, generator: Any) -> np.ndarray:
     transformer's shifted, scaled space. diffusers: `(retrieve_latents(vae.encode(image),
     generator) - vae.config.shift_factor) * vae.config.scaling_factor`."""
     mean, logvar = vae_encode(vae, pixels.astype(np.float32))
+    check_encoded(mean)
     noise = generator.standard_normal(mean.shape)
     latent = AutoencoderKL.sample(mean.astype(np.float64), logvar.astype(np.float64), noise)
     return ((latent - vae.shift_factor) * vae.scaling_factor).astype(np.float32)

@@ -33,7 +33,7 @@ from ...text.tokenizer import CLIPTokenizer
 from ..colorfix import colorfix_hook
 from ..contract import Capabilities, GenerationResult, Placement, SamplingDefaults
 from ..control import Control, ControlUnit, check_base
-from ..finite import pictures_uint8
+from ..finite import check_encoded, pictures_uint8
 from ..generation import Denoised, PromptLoras, generate
 from ..ip_adapter import use_ip_adapters
 from ..observer import Observer, Progress, StepCallback
@@ -268,6 +268,7 @@ class StableDiffusion:
         vae = self.vae if vae is None else vae
         with lent(*self._kept_captures()):  # idle until the steps
             mean, logvar = encode(vae, pixels.astype(np.float32))
+        check_encoded(mean)
         mean_np = mean.astype(np.float64)
         noise = generator.standard_normal(mean_np.shape)
         latent = AutoencoderKL.sample(mean_np, logvar.astype(np.float64), noise)

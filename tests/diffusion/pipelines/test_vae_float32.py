@@ -26,16 +26,17 @@ from diffusion.server.settings import ServerSettings
 SETTINGS = dict(steps=2, seed=3, width=64, height=64)
 
 
-def _overflowing_vae() -> Any:
-    """diffusers' tiny VAE (float32, CPU) whose decoder stream reaches ~1e5, past float16's
-    65504: conv_in's weights and bias times 3e4 (its GroupNorms take the scale out again, so
-    the float32 picture is an ordinary one), rounded to float16 as a float16 model holds them."""
+def _overflowing_vae(part: str = "decoder") -> Any:
+    """diffusers' tiny VAE (float32, CPU) whose decoder's (or encoder's) stream reaches ~1e5,
+    past float16's 65504: conv_in's weights and bias times 3e4 (its GroupNorms take the scale
+    out again, so the float32 output is an ordinary one), rounded to float16 as a float16
+    model holds them."""
     import torch
 
     vae = tiny_vae()
     with torch.no_grad():
-        vae.decoder.conv_in.weight.mul_(3e4)
-        vae.decoder.conv_in.bias.mul_(3e4)
+        getattr(vae, part).conv_in.weight.mul_(3e4)
+        getattr(vae, part).conv_in.bias.mul_(3e4)
         for p in vae.parameters():
             p.copy_(p.half().float())
     return vae
@@ -76,6 +77,21 @@ def test_a_nan_vae_is_made_float32_and_decodes_again(f16_device: gpucore.Device,
     assert np.abs(picture.astype(int) - expected).max() <= 1
     assert not pipe.use_float32_vae()  # float32 now: nothing left to revert
     assert float32_copy(pipe.vae) is pipe.vae
+
+
+def test_an_encoder_that_gives_nan_is_made_float32_too(f16_device: gpucore.Device,
+                                                       tmp_path: Path) -> None:
+    """img2img on the tiny SD model in float16 whose VAE encoder overflows: the encode's NaN
+    is the VAE's (not the UNet's, which the NaN latents would otherwise reach), the VAE is
+    made float32 and the run made again: a picture, not an error."""
+    pipe = diffusion.load_pipeline(write_pipeline(tmp_path / "model",
+                                                  vae=_overflowing_vae("encoder")),
+                                   dtype="float16", device=f16_device)
+    picture = np.random.default_rng(5).integers(0, 255, (64, 64, 3), np.uint8)
+    with pytest.warns(VaeRevertWarning):
+        result = pipe.generate("a red circle", init_image=picture, strength=0.6, **SETTINGS)
+    assert pipe.vae.decoder.conv_in.weight.dtype == np.float32
+    assert np.isfinite(result.images[0]).all() and result.images[0].std() > 10
 
 
 def test_the_cli_and_the_server_take_it(monkeypatch: pytest.MonkeyPatch,
