@@ -7,8 +7,9 @@ into the capture's own input tensors and replay the recorded dispatches: no Pyth
 no new pipelines, bind groups or buffers (beyond the fresh output tensors, which come from
 the pool).
 
-Signature = the structure of the arguments, every Tensor's shape and dtype (and device), and
-every other argument's value, which must be hashable (numbers, strings, tuples, None). A new
+Signature = the structure of the arguments, every Tensor's shape and dtype (and device),
+every other argument's value, which must be hashable (numbers, strings, tuples, None), and
+the Conv2d padding mode in effect (gpustd.nn.padding_mode). A new
 signature records a new capture; it never replays a stale one. So pass data that changes
 from call to call (a timestep, a guidance scale) as a Tensor, not as a Python number: a
 number is a static argument, and each new value means a new recording.
@@ -30,6 +31,7 @@ from typing import Any
 
 from gpucore import Capture, Device, phase
 
+from ._conv_padding import padding_mode_in_effect
 from ._tensor import Tensor
 
 __all__ = ["Captured", "capture"]
@@ -113,7 +115,8 @@ class Captured:
             if t.device is not device:
                 raise ValueError("gpustd.capture: all Tensor arguments must be on one device "
                                  f"(got {device.name!r} and {t.device.name!r})")
-        key = (id(device), structure)
+        # Conv2d layers pad by the mode in effect: each mode records its own dispatches
+        key = (id(device), padding_mode_in_effect(), structure)
         entry = self._entries.get(key)
         if entry is not None and (entry.graph.lent or entry.graph.closed) and (
                 not entry.graph.reclaim()):  # its lent scratch is gone: record again

@@ -10,6 +10,7 @@ import numpy as np
 
 from gpucore import Device
 
+from .._conv_padding import padding_mode_in_effect
 from .._tensor import Tensor
 from ..quant import materialize
 from ..shape import put_slice
@@ -25,6 +26,7 @@ from .module import Module, parameter
 from .norm import group_norm, group_norm_prologue, layer_norm
 from .prologue import ConvPrologue, WrittenPrologue, no_prologue
 from .quantized_linear import fuses, quantized_linear, quantized_linear_geglu
+from .spatial import pad, upsample_nearest2x
 
 __all__ = ["GEGLU", "Conv2d", "Embedding", "GroupNorm", "Identity", "LayerNorm", "Linear"]
 
@@ -110,7 +112,8 @@ class Linear(Module):
 
 
 class Conv2d(Module):
-    """2-D convolution, weight [out, in/groups, kh, kw]. torch: nn.Conv2d (zero padding)."""
+    """2-D convolution, weight [out, in/groups, kh, kw]. torch: nn.Conv2d (zero padding;
+    circular inside `gpustd.nn.padding_mode("circular")`, torch's padding_mode="circular")."""
 
     def __init__(self, in_channels: int, out_channels: int, kernel_size: Any, stride: Any = 1,
                  padding: Any = 0, dilation: Any = 1, groups: int = 1, bias: bool = True, *,
@@ -128,9 +131,27 @@ class Conv2d(Module):
         """add: output-shaped or [N, C_out, 1, 1], added in the conv's epilogue. prologue:
         applied to x as it is read (`GroupNorm.prologue`: the norm (+ SiLU) before this conv,
         its output never written). upsample: 2 reads x upsampled 2x (nearest), unwritten."""
+        ph, pw = pair(self.padding, "padding", "Conv2d", minimum=0)
+        if (ph or pw) and padding_mode_in_effect() == "circular":
+            # the input as the conv reads it (normed, upsampled), wrapped around: then no
+            # padding of its own
+            if prologue is not None:
+                x = prologue.apply(x)
+            if upsample != 1:
+                x = _upsampled(x, upsample)
+            return conv2d(pad(x, (pw, pw, ph, ph), mode="circular"), materialize(self.weight),
+                          self.bias, stride=self.stride, padding=0, dilation=self.dilation,
+                          groups=self.groups, add=add)
         return conv2d(x, materialize(self.weight), self.bias, stride=self.stride,
                       padding=self.padding, dilation=self.dilation, groups=self.groups, add=add,
                       prologue=prologue, upsample=upsample)
+
+
+def _upsampled(x: Tensor, factor: int) -> Tensor:
+    if factor != 2:
+        raise ValueError(f"Conv2d: circular padding reads its input upsampled 2x only, got "
+                         f"{factor}x")
+    return upsample_nearest2x(x)
 
 
 class GroupNorm(Module):

@@ -1,10 +1,12 @@
 // Constant padding (or cropping, for negative amounts) of the last two dimensions:
 // out[p, oh, ow] = x[p, oh - top, ow - left] inside x, else `value`; with REFLECT the outside
-// mirrors x about its edge rows/columns (torch's "reflect": amounts below the size). One
-// invocation per output element (p runs over all leading dimensions).
+// mirrors x about its edge rows/columns (torch's "reflect": amounts below the size), with
+// CIRCULAR it wraps around to the opposite edge (torch's "circular": amounts up to the size).
+// One invocation per output element (p runs over all leading dimensions).
 alias T = f32;
 override WG: u32 = 256u;
 override REFLECT: bool = false;
+override CIRCULAR: bool = false;
 
 struct Params { n: u32, h: u32, w: u32, ho: u32, wo: u32, top: i32, left: i32, value: f32 }
 
@@ -26,6 +28,10 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
             ih = select(ih, 2 * (i32(params.h) - 1) - ih, ih >= i32(params.h));
             iw = select(iw, -iw, iw < 0);
             iw = select(iw, 2 * (i32(params.w) - 1) - iw, iw >= i32(params.w));
+        }
+        if (CIRCULAR) {
+            ih = (ih + i32(params.h)) % i32(params.h);
+            iw = (iw + i32(params.w)) % i32(params.w);
         }
         var v = T(params.value);
         if (ih >= 0 && ih < i32(params.h) && iw >= 0 && iw < i32(params.w)) {

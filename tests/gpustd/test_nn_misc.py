@@ -317,6 +317,54 @@ def test_reflect_pad(device: gpucore.Device, padding) -> None:
         nn.pad(_up(device, x), (0, 0, 5, 0), mode="reflect")
 
 
+@pytest.mark.parametrize("padding", [(1, 1, 1, 1), (2, 0, 5, 3), (7, 7, 0, 0)])
+def test_circular_pad(device: gpucore.Device, padding) -> None:
+    x = random_array(np.random.default_rng(11), (2, 3, 5, 7))
+    out = nn.pad(_up(device, x), padding, mode="circular")
+    np.testing.assert_array_equal(out.numpy(),
+                                  F.pad(torch.from_numpy(x), padding, mode="circular").numpy())
+    with pytest.raises(ValueError, match=r"0\.\.size on each side"):
+        nn.pad(_up(device, x), (0, 8, 0, 0), mode="circular")
+
+
+@pytest.mark.parametrize("kernel,stride,padding,upsample,prologue", [
+    (3, 1, 1, 1, False), (3, 2, 1, 1, False), (3, 1, 1, 2, False), (5, 1, 2, 1, True),
+    (3, 1, 1, 1, True), (1, 1, 0, 1, False)])
+def test_conv2d_pads_circularly_inside_padding_mode(device: gpucore.Device, kernel: int,
+                                                    stride: int, padding: int, upsample: int,
+                                                    prologue: bool) -> None:
+    """torch's padding_mode="circular" (the WebUI's Tiling), with a GroupNorm + SiLU read as
+    the conv's prologue and its 2x upsampled read; zeros outside the block."""
+    rng = np.random.default_rng(12)
+    x = random_array(rng, (2, 4, 9, 7))
+    conv = nn.Conv2d(4, 6, kernel, stride=stride, padding=padding, device=device)
+    w, b = random_array(rng, (6, 4, kernel, kernel)), random_array(rng, (6,))
+    conv.load_state_dict({"weight": w, "bias": b})
+    norm = nn.GroupNorm(2, 4, device=device)
+    gamma, beta = 1 + 0.1 * random_array(rng, (4,)), random_array(rng, (4,))
+    norm.load_state_dict({"weight": gamma, "bias": beta})
+    ref = torch.nn.Conv2d(4, 6, kernel, stride=stride, padding=padding, padding_mode="circular")
+    with torch.no_grad():
+        ref.weight.copy_(torch.from_numpy(w)), ref.bias.copy_(torch.from_numpy(b))
+        xt = torch.from_numpy(x)
+        if prologue:
+            xt = F.silu(F.group_norm(xt, 2, torch.from_numpy(gamma), torch.from_numpy(beta)))
+        if upsample == 2:
+            xt = F.interpolate(xt, scale_factor=2, mode="nearest")
+        expected = ref(xt).numpy()
+    x_up = _up(device, x)
+    with nn.padding_mode("circular"):
+        got = conv(x_up, upsample=upsample,
+                   prologue=norm.prologue(x_up, silu=True) if prologue else None).numpy()
+    assert_close(got, expected)
+    zeros = conv(x_up, upsample=upsample,
+                 prologue=norm.prologue(x_up, silu=True) if prologue else None).numpy()
+    assert padding == 0 or np.abs(zeros - expected).max() > 0.1  # the mode is the block's
+    with pytest.raises(ValueError, match="padding_mode must be one of"):
+        with nn.padding_mode("reflect"):
+            pass
+
+
 @pytest.mark.parametrize("shape,size", [((2, 3, 7, 9), 2), ((1, 4, 5), 3), ((6, 6), 2)])
 def test_max_pool2d(device: gpucore.Device, shape, size: int) -> None:
     x = random_array(np.random.default_rng(10), shape)
