@@ -135,6 +135,7 @@ class Capabilities:
     inpainting_model: bool = False  # a 9-channel UNet: needs an init image and a mask
     turbo: bool = False  # adversarially distilled: 1-4 steps without guidance
     step_cache: tuple[str, ...] = ()  # the step cache kinds it runs (models.step_cache)
+    tiling: bool = False  # the WebUI's Tiling: convs that pad circularly (request.tiling)
     # the reference pictures an edit model reads, its init image the first (request.
     # references the others): 0, none (the init image is img2img's start), None, any number
     references: int | None = 0
@@ -183,7 +184,9 @@ class Capabilities:
                         "a hires prompt or sampler of its own (hr_prompt, hr_sampler_name)"),
                        (request.init_image is not None and not self.noise_multiplier
                         and request.initial_noise_multiplier != 1.0,
-                        "initial_noise_multiplier other than 1"))
+                        "initial_noise_multiplier other than 1"),
+                       (request.tiling and not self.tiling,
+                        "tiling (seamless pictures; SD 1.x/2.x and SDXL have it)"))
         for asked, what in unsupported:
             if asked:
                 raise ValueError(f"{what}: not supported for {self._name} yet; leave it out")

@@ -18,6 +18,7 @@ from typing import Any, Protocol
 import numpy as np
 
 from gpucore import phase
+from gpustd.nn import padding_mode
 
 from ..lora import LORA_TAGS, LoraManager, lora_hashes, lora_uses
 from ..models.int8 import marked as int8_marked
@@ -133,13 +134,15 @@ def generate(family: Family, request: GenerationRequest | str | None, settings: 
     observer.on_begin(lambda latents: family.decode(latents, request),
                       family.capabilities.latent_space)
     # (a float16 VAE whose pictures come out NaN is made float32 and decodes again, as the
-    # WebUI reverts it: a hires pass decodes inside the denoising)
-    with phase("denoise"):
-        run = reverting(family, request,
-                        lambda: family.denoise(request, seed, width, height, observer))
-    check_latents(run.latents, family)  # NaN said, not decoded into a black picture
-    with phase("decode"):
-        images = reverting(family, request, lambda: family.decode(run.latents, request))
+    # WebUI reverts it: a hires pass decodes inside the denoising); the WebUI's Tiling: every
+    # Conv2d pads circularly meanwhile
+    with padding_mode("circular" if request.tiling else "zeros"):
+        with phase("denoise"):
+            run = reverting(family, request,
+                            lambda: family.denoise(request, seed, width, height, observer))
+        check_latents(run.latents, family)  # NaN said, not decoded into a black picture
+        with phase("decode"):
+            images = reverting(family, request, lambda: family.decode(run.latents, request))
     images = plan.finish(images, overlay=label != DIFFUSERS)  # laid back, as the WebUI
     # 5. what made them (the infotext)
     made: dict[str, Any] = dict(
@@ -163,6 +166,8 @@ def generate(family: Family, request: GenerationRequest | str | None, settings: 
         made["int8"] = int8_marked(family)
     if accumulates_fp16(family):
         made["fp16_accumulation"] = True
+    if request.tiling:
+        made["tiling"] = True
     return GenerationResult(images=images, seeds=run.seeds, settings=made)
 
 

@@ -186,6 +186,13 @@ class GenerationRequest:
             "transformer's last computed residual: faster, a little less detail; higher "
             "thresholds skip more"))
 
+    # the WebUI's "Tiling": every conv of the UNet and the VAE pads circularly (torch's
+    # padding_mode="circular"), so the picture tiles seamlessly (SD 1.x/2.x, SDXL)
+    tiling: bool = field(default=False, metadata=_label(
+        "Tiling", api="tiling",
+        cli="a picture that tiles seamlessly (the WebUI's Tiling: the UNet's and the VAE's "
+            "convs wrap around the edges; SD 1.x/2.x and SDXL)"))
+
     def __post_init__(self) -> None:
         _check(self)
 
@@ -306,7 +313,7 @@ def _check(r: GenerationRequest) -> None:
     masked_content(r.inpainting_fill)  # ValueError naming the four
     _whole("resize_mode (0 just resize, 1 crop and resize, 2 resize and fill, 3 just resize "
            "(latent upscale))", r.resize_mode, 0, 3)
-    for name in ("mask_round", "mask_invert"):
+    for name in ("mask_round", "mask_invert", "tiling"):
         if not isinstance(getattr(r, name), bool):
             raise ValueError(f"{name} must be True or False, got {getattr(r, name)!r}")
     if r.latent_noise_seed is not None:

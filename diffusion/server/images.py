@@ -146,6 +146,8 @@ def webui_parameters(text: str) -> dict[str, Any]:
             out[name] = str(value + 1)
         elif key == "rng":
             out[name] = "CPU" if value == "torch" else value
+        elif isinstance(value, bool):  # "Tiling": the text the WebUI keeps, "True"
+            out[name] = str(value)
         elif (size := _size_of(value)) and key not in _TEXTS:
             out[f"{name}-1"], out[f"{name}-2"] = size
         else:

@@ -125,7 +125,7 @@ class StableDiffusion:
                             latent_space="sdxl" if self.is_sdxl else self.family,
                             textual_inversion=not self.is_sdxl,
                             inpainting_model=self.is_inpainting_model, turbo=self.is_turbo,
-                            hires_own_settings=True, noise_multiplier=True)
+                            hires_own_settings=True, noise_multiplier=True, tiling=True)
 
     @property
     def placement(self) -> Placement:

@@ -1,8 +1,8 @@
 """Request and response bodies of the WebUI's `/sdapi/v1` API (pydantic).
 
 Field names and defaults are the AUTOMATIC1111 WebUI's (`StableDiffusionProcessingTxt2Img` /
-`...Img2Img` plus the API's extra keys). Fields the WebUI has and we do not implement (tiling,
-image_cfg_scale) are accepted and ignored, as are unknown keys (kept
+`...Img2Img` plus the API's extra keys). Fields the WebUI has and we do not implement
+(image_cfg_scale) are accepted and ignored, as are unknown keys (kept
 aside for GenerationRequest's `api` settings), so a client written for the WebUI sends its
 usual body unchanged. Deviations: `width`/`height` default to the loaded model's native size
 rather than 512 (None here), and `sampler_name` defaults to "Euler" through `sampler_index` as

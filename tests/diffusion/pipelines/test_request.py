@@ -153,7 +153,7 @@ def test_a_setting_with_cli_and_api_metadata_needs_no_code_at_the_doors(
     from diffusion.server.api.schemas import Txt2ImgRequest
 
     assert [f.name for f in door_fields("cli")] == ["refiner_switch_at", "distilled_cfg_scale",
-                                                    "hr_distilled_cfg", "cache"]
+                                                    "hr_distilled_cfg", "cache", "tiling"]
     parser = build_parser()
     args = parser.parse_args(["txt2img", "--prompt", "a", "--refiner-switch-at", "0.6"])
     args.steps, args.cfg_scale, args.sampler = 20, 7.0, "Euler a"
@@ -175,6 +175,8 @@ def test_a_setting_with_cli_and_api_metadata_needs_no_code_at_the_doors(
     assert served().hr_distilled_cfg == 3.5
     with pytest.raises(generation.RequestError, match="refiner_switch_at must be"):
         served(refiner_switch_at=1.5)
+    # the WebUI's schema field, once accepted and ignored
+    assert served(tiling=True).tiling is True and served().tiling is False
 
     @plain
     class NewField:  # a field whose API key no schema field declares: the body's extra keys

@@ -841,7 +841,8 @@ def test_extra_networks_and_the_live_preview(server: tuple[str, int, bool], page
     card its name, a second click takes it out; a checkpoint card switches the model. While a
     run goes on the page shows its live preview and Skip names the run. The LoRA and embedding
     lists and the run are stood in for; the model switch is real. Restore faces comes back from
-    an infotext's "Face restoration" and goes out as restore_faces."""
+    an infotext's "Face restoration" and goes out as restore_faces, Tiling from "Tiling: True"
+    as tiling."""
     url, _, tiny = server
     if not tiny:
         pytest.skip("AVX_SCREENSHOTS: the bundled model is served alone, no model to switch to")
@@ -899,13 +900,15 @@ def test_extra_networks_and_the_live_preview(server: tuple[str, int, bool], page
     # upscaler)
     picture = _png_with_infotext(tmp_path / "faces.png", (
         "a face\nSteps: 9, Sampler: Euler, CFG scale: 5, Seed: 78, Size: 48x40, "
-        "Denoising strength: 0.5, Face restoration: CodeFormer, Hires resize: 64x48"))
+        "Denoising strength: 0.5, Face restoration: CodeFormer, Tiling: True, "
+        "Hires resize: 64x48"))
     page.get_by_role("tab", name="PNG Info", exact=True).click()
     page.locator("#pnginfo_file").set_input_files(picture)
     page.wait_for_function("document.getElementById('pnginfo_text').textContent"
                            ".includes('a face')")
     page.get_by_role("button", name="Send to txt2img", exact=True).click()
     assert page.get_by_label("Restore faces", exact=True).is_checked()
+    assert page.get_by_label("Tiling", exact=True).is_checked()
     assert page.get_by_label("Enable hires. fix", exact=True).is_checked()
 
     page.get_by_role("button", name="Generate", exact=True).click()
@@ -918,6 +921,7 @@ def test_extra_networks_and_the_live_preview(server: tuple[str, int, bool], page
     assert (sent["prompt"], sent["restore_faces"], sent["enable_hr"], sent["hr_upscaler"],
             sent["hr_scale"], sent["hr_resize_x"], sent["hr_resize_y"],
             sent["denoising_strength"]) == ("a face", True, True, "Latent", 2, 64, 48, 0.5)
+    assert sent["tiling"] is True
     pending[0].fulfill(json={"images": [], "info": "{}"})
     page.get_by_role("button", name="Generate", exact=True).wait_for(state="visible")
     assert page.locator("#preview").is_hidden()

@@ -120,6 +120,7 @@ const numberOf = (id) => {
 export function sectionFields(mode) {
   const body = {};
   if ($("restore_faces").checked) body.restore_faces = true;
+  if ($("tiling").checked) body.tiling = true;
   if (mode === "txt2img" && $("enable_hr").checked) {
     Object.assign(body, {
       enable_hr: true, hr_upscaler: $("hr_upscaler").value, hr_scale: numberOf("hr_scale"),
@@ -153,7 +154,7 @@ export function sectionParameters(params) {
   const hires = params["Hires upscaler"] !== undefined || params["Hires upscale"] !== undefined
     || Number(params["Hires resize-1"] ?? 0) > 0;
   const fields = { enable_hr: hires, refiner_enabled: Boolean(params.Refiner),
-    restore_faces: Boolean(params["Face restoration"]) };
+    restore_faces: Boolean(params["Face restoration"]), tiling: params.Tiling === "True" };
   if (hires) {
     Object.assign(fields, {
       hr_upscaler: params["Hires upscaler"] ?? "Latent", hr_second_pass_steps: params["Hires steps"] ?? 0,
