@@ -34,6 +34,7 @@ import numpy as np
 
 from gpucore import Device
 from gpustd import Tensor, asarray
+from gpustd.nn import padding_mode_in_effect
 
 from . import AutoencoderKL
 from ._tiled_vae_passes import (
@@ -162,6 +163,12 @@ def _tiled(vae: AutoencoderKL, x: np.ndarray, run: Callable[..., Pass], *, tile:
     `up / down` pixels per input pixel."""
     batch, _, height, width = x.shape
     rows, cols = (_spans(size, tile, overlap, align) for size in (height, width))
+    if len(rows) * len(cols) > 1 and padding_mode_in_effect() == "circular":
+        # each tile's convs would wrap around the tile, not the picture: seams inside it
+        raise ValueError("tiling (a seamless picture) needs the VAE's pass over the whole "
+                         f"picture, and {width * up // down}x{height * up // down} goes in "
+                         "tiles here (too large for one pass, or under --max-vram): make it "
+                         "smaller or give --max-vram more")
     weight = vae.decoder.conv_in.weight
     passes = []
     for top, bottom, core_top, core_bottom in rows:

@@ -4,7 +4,7 @@ float32 everywhere, float16 storage with float32 accumulation where the device h
 shader-f16. Each function names its torch.nn.functional equivalent.
 """
 
-from .._conv_padding import padding_mode
+from .._conv_padding import padding_mode, padding_mode_in_effect
 from .activation import geglu, gelu, quick_gelu, silu
 from .attention import attention
 from .conv import conv2d
@@ -50,6 +50,7 @@ __all__ = [
     "max_pool2d",
     "pad",
     "padding_mode",
+    "padding_mode_in_effect",
     "parameter",
     "quick_gelu",
     "rms_norm_rope",

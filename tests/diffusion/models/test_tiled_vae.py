@@ -27,6 +27,7 @@ from diffusion.models.tiled_vae import (
     vae_decode,
     vae_encode,
 )
+from gpustd.nn import padding_mode
 
 # Three levels (8x fewer pixels would be SD's four; 4x keeps lavapipe fast), narrow channels.
 CONFIG = dict(block_out_channels=(8, 8, 16), norm_num_groups=4, layers_per_block=1,
@@ -115,6 +116,17 @@ def test_tiled_decode_is_close_and_seamless(models, latents, untiled) -> None:
         halves = [reference.decode(torch.from_numpy(np.ascontiguousarray(half))).sample.numpy()
                   for half in np.split(latents, 2, axis=3)]
     assert _seam(np.concatenate(halves, axis=3), untiled, [FACTOR * TILE]) > 1.0  # ~3
+
+
+def test_tiles_refuse_the_circular_padding(models, latents) -> None:
+    """The WebUI's Tiling wraps the convs around the picture; in tiles they would wrap around
+    each tile: refused in one line, where one tile (the whole picture) runs."""
+    _, ours = models
+    with padding_mode("circular"):
+        with pytest.raises(ValueError, match=r"^tiling \(a seamless picture\) needs the VAE's "
+                                             r"pass over the whole picture"):
+            decode_tiled(ours, latents, tile=TILE, overlap=OVERLAP)
+        assert np.isfinite(decode_tiled(ours, latents, tile=24, untiled_mid=False)).all()
 
 
 def test_tiled_encode_is_close(models) -> None:
