@@ -133,11 +133,11 @@ class BufferPool:
         temporary, which the capture keeps alive whatever the pool does)."""
         with self._lock:
             self._shrink(size, buffer)
+            self._gives += 1  # every buffer that comes back counts (`stale`'s clock)
             if self.idle_bytes + size > self.limit and not past_limit:
                 return False
             self._free.setdefault(size, []).append(buffer)
             self.idle_bytes += size
-            self._gives += 1
             self._given[id(buffer)] = self._gives
             return True
 
@@ -207,6 +207,15 @@ class BufferPool:
                 else:
                     missing.append(i)
             return ids, missing
+
+    def stale(self, age: int) -> dict[int, int]:
+        """{id: size class} of the idle buffers pooled `age` or more gives ago (a give: any
+        buffer that comes back, kept or not): what other work left (another model, picture
+        size or setting), where a loop's own buffers come back within one of its passes."""
+        with self._lock:
+            last = self._gives - age
+            return {id(b): size for size, idle in list(self._free.items()) for b in list(idle)
+                    if self._given.get(id(b), last + 1) <= last}
 
     def idle_ids(self) -> set[int]:
         """The ids of the idle buffers now."""

@@ -31,7 +31,7 @@ from wgpu.classes import GPUBuffer
 
 from ._pool import BufferPool
 
-__all__ = ["DROPPED_LIMIT", "BufferLedger", "Lender"]
+__all__ = ["DROPPED_LIMIT", "STALE_GIVES", "BufferLedger", "Lender"]
 
 # Bytes of dropped buffers the device lets the GPU still hold before it waits for the GPU:
 # wgpu frees a dropped buffer only once the work submitted with it is done, so a host that
@@ -39,6 +39,9 @@ __all__ = ["DROPPED_LIMIT", "BufferLedger", "Lender"]
 # pass under --max-vram: the quantized weights' float scratch, 0.7 GB a block) would
 # otherwise hold the driver's figure 34 GiB above the pool's (bench/NOTES.md).
 DROPPED_LIMIT = 1 << 30
+# Gives after which an idle buffer counts as stale, left by other work (`BufferLedger._room`):
+# well past one pass of any model's loop (a FLUX.1 dev step gives back ~1,000 buffers).
+STALE_GIVES = 8192
 
 
 class Lender(Protocol):
@@ -84,15 +87,37 @@ class BufferLedger:
         self.give(buffer, size)
 
     def give(self, buffer: GPUBuffer, size: int) -> bool:
-        """`buffer` to the pool's idle list; one it has no room for is dropped (`forget`).
-        False when it was dropped. One the open capture touched stays idle past the pool's
-        limit: the recording names it, so dropped it would live on uncounted (and unshared:
-        the capture shares the temporaries it finds idle), 17 GiB of Wan 2.2's decode."""
-        if self.pool.give(buffer, size, past_limit=id(buffer) in self.recording):
+        """`buffer` to the pool's idle list; where the pool is full, room is made from stale
+        idle buffers (`_room`), else `buffer` is dropped (`forget`). False when it was dropped.
+        One the open capture touched stays idle past the pool's limit: the recording names it,
+        so dropped it would live on uncounted (and unshared: the capture shares the
+        temporaries it finds idle), 17 GiB of Wan 2.2's decode."""
+        past_limit = id(buffer) in self.recording
+        if not past_limit and self.pool.idle_bytes + size > self.pool.limit:
+            self._room(size)
+        if self.pool.give(buffer, size, past_limit=past_limit):
             return True
         with self.lock:
             self.forget(buffer)
         return False
+
+    def _room(self, size: int) -> None:
+        """Drop idle buffers stale for STALE_GIVES gives, those idle the longest first (never
+        lent ones: their captures would record again), where that makes room for `size` bytes
+        more. A full pool used to drop every newly freed buffer instead: after
+        other work (a float16 FLUX picture, then one with f16 sums) had filled it with sizes
+        the new loop never takes, each step made its buffers anew, and past DROPPED_LIMIT
+        waited for the GPU (FLUX.1 dev's step 0.37 -> 0.62 s wall; bench/NOTES.md). A loop
+        whose own buffers overflow the pool still keeps the ones that fit: they come back
+        within a pass, so none of them is stale."""
+        with self.lock:
+            need = self.pool.idle_bytes + size - self.pool.limit
+            if size > self.pool.limit or need <= 0:
+                return
+            stale = {k: v for k, v in self.pool.stale(STALE_GIVES).items()
+                     if k not in self._lent and k not in self.recording}
+            if sum(stale.values()) >= need:
+                self.drop_idle(need, keep_lent=True, only=stale, oldest=True)
 
     def forget(self, buffer: GPUBuffer) -> None:
         """`buffer` left the pool for good: drop the bind groups naming it, and the capture that

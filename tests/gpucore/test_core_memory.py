@@ -77,6 +77,34 @@ def test_a_full_pool_frees_instead(dev: gpucore.Device) -> None:
     assert s1.peak_allocated == s0.allocated + _cls(dev, SMALL)
 
 
+def test_a_full_pool_makes_room_from_stale_buffers_not_from_a_loops_own(
+        dev: gpucore.Device, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A full pool keeps a newly freed buffer by dropping buffers pooled STALE_GIVES gives
+    ago or more (what other work left), the longest idle first; where none is stale (a
+    loop's own, back within a pass) it drops the new one, as before."""
+    import gpucore._residency as residency
+
+    monkeypatch.setattr(residency, "STALE_GIVES", 3)
+    large, half = _cls(dev, LARGE), _cls(dev, LARGE // 2)
+    assert half < large
+    limit, dev.pool.limit = dev.pool.limit, 2 * large
+    try:
+        old = [Buffer.empty(LARGE, device=dev) for _ in range(2)]
+        del old  # the pool is full of LARGE: what "other work" left (gives 1 and 2)
+        assert dev.memory_stats().pooled == 2 * large
+        for _ in range(2):  # gives 3 and 4: no room, nothing 3 gives old yet: dropped
+            Buffer.empty(LARGE // 2, device=dev)
+            assert dev.memory_stats().pooled == 2 * large
+        Buffer.empty(LARGE // 2, device=dev)  # give 5: the first LARGE is stale, makes way
+        assert dev.memory_stats().pooled == large + half
+        found = dev.pool.take(half)  # pooled, for the loop's next pass
+        assert found is not None
+        dev.pool.give(found, half)
+    finally:
+        dev.pool.limit = limit
+        dev.empty_pool()
+
+
 def test_dropped_buffers_past_the_limit_make_the_next_allocation_wait(
         dev: gpucore.Device, monkeypatch: pytest.MonkeyPatch) -> None:
     """A buffer the pool drops is freed by the driver only once the GPU is done with it, so
