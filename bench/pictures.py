@@ -21,6 +21,8 @@ read-back of the latents; diffusers from its warm-up picture's callback_on_step_
 CUDA synchronize, so that the timed pictures run without one); steps_share = step_s x steps /
 seconds. BENCH_MODELS=sdxl,flux picks the models (default both). `--quick`: the benches'
 tiny configs at 64x64, 2 steps, one timed picture (a smoke run on any adapter).
+BENCH_ACC16=1 times ours again under --fp16-accumulation (ours_acc16_s, ours_acc16_step_s,
+vs_diffusers_acc16; acc16_vs_f16_levels: its picture's mean distance from the float16 one).
 
 BENCH_PICTURES_REFS=bf16,fp16,fp32 (FLUX): a parity check, untimed. From one float32 noise
 and diffusers' float32 prompt embeddings, diffusers' picture in each dtype named (fp32 always),
@@ -49,7 +51,8 @@ import gpucore
 from . import _cold_files, _harness
 
 COLUMNS = ["model", "size", "steps", "ours_s", "diffusers_s", "vs_diffusers", "ours_step_s",
-           "diffusers_step_s", "ours_steps_share", "diffusers_steps_share", "mean_abs_diff"]
+           "diffusers_step_s", "ours_steps_share", "diffusers_steps_share", "mean_abs_diff",
+           "ours_acc16_s", "vs_diffusers_acc16"]
 REF_COLUMNS = ["model", "size", "steps", "picture", "mean_vs_fp32", "max_vs_fp32",
                "mean_vs_fp16", "max_vs_fp16", "latents_rel_vs_fp32", "first_step_rel_vs_fp32",
                "picture_std", "seconds"]
@@ -175,19 +178,29 @@ def _ours(root: Path, setting: Setting, size: int, steps: int, repeat: int,
             width=size, height=size,
             progress=lambda done, total: marks.append(time.perf_counter()), **extra).images
 
-    generate()
-    per_step = []
-    times = []
-    for _ in range(repeat):
-        start = time.perf_counter()
+    def timed(prefix: str) -> dict[str, Any]:
         generate()
-        times.append(time.perf_counter() - start)
-        per_step.append(_per_step(marks))
-    steps_known = [s for s in per_step if s is not None]
-    return pictures[0], {
-        "ours_s": statistics.median(times),
-        "ours_step_s": statistics.median(steps_known) if steps_known else None,
-        "ours_load_s": load_s, "ours_dtype": np.dtype(dtype).name}
+        per_step = []
+        times = []
+        for _ in range(repeat):
+            start = time.perf_counter()
+            generate()
+            times.append(time.perf_counter() - start)
+            per_step.append(_per_step(marks))
+        steps_known = [s for s in per_step if s is not None]
+        return {f"{prefix}_s": statistics.median(times),
+                f"{prefix}_step_s": statistics.median(steps_known) if steps_known else None}
+
+    columns = {**timed("ours"), "ours_load_s": load_s, "ours_dtype": np.dtype(dtype).name}
+    picture = pictures[0]
+    if os.environ.get("BENCH_ACC16") == "1":  # the same pictures under --fp16-accumulation
+        from diffusion.pipelines.fp16_accumulation import use_fp16_accumulation
+
+        print(use_fp16_accumulation(pipe), flush=True)
+        columns.update(timed("ours_acc16"))
+        columns["acc16_vs_f16_levels"] = float(np.abs(
+            np.asarray(pictures[0], np.int32) - np.asarray(picture, np.int32)).mean())
+    return picture, columns
 
 
 def _free(device: gpucore.Device, cuda: bool) -> None:
@@ -377,6 +390,8 @@ def run(quick: bool = False) -> dict[str, Any]:
             row.update(timed)
             _free(device, cuda)
         row.update(_pictures(mine, theirs, compared=setting.distilled_cfg_scale is not None))
+        if "ours_acc16_s" in row:
+            row["vs_diffusers_acc16"] = row["diffusers_s"] / row["ours_acc16_s"]
         row.update(vs_diffusers=row["diffusers_s"] / row["ours_s"],
                    ours_steps_share=_share(row["ours_step_s"], steps, row["ours_s"]),
                    diffusers_steps_share=_share(row["diffusers_step_s"], steps,
