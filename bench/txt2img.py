@@ -6,6 +6,9 @@ a parity check at full size), then Euler a - the WebUI's default sampler, the is
 workload - in float32 and float16 beside diffusers fp32 and fp16 (same schedule and step
 count; the ancestral noise differs, so those images are not compared). Seconds are wall time
 per image including text encoding and the VAE decode, the median of three after a warm-up.
+BENCH_TILING=1 adds each Euler a row's picture with the WebUI's Tiling (`tiling=True`:
+ours_tiling_s) and diffusers' with every UNet and VAE Conv2d made circular, as the WebUI
+does (diffusers_fp16_tiling_s / _fp32_; vs_*_tiling).
 """
 
 from __future__ import annotations
@@ -27,7 +30,8 @@ from .unet import SD15_UNET, TINY_UNET
 
 COLUMNS = ["sampler", "dtype", "size", "steps", "ours_s", "ours_gpu_s", "dispatches",
            "diffusers_fp32_s", "diffusers_fp16_s",
-           "vs_fp32", "vs_fp16", "mean_abs_diff", "max_abs_diff"]
+           "vs_fp32", "vs_fp16", "mean_abs_diff", "max_abs_diff", "ours_tiling_s",
+           "vs_fp16_tiling"]
 
 
 def write_sd15_folder(root: Path, quick: bool) -> None:
@@ -73,10 +77,11 @@ def _median_seconds(generate: Callable[[], np.ndarray], repeat: int) -> tuple[fl
 
 
 def _ours(root: Path, device: gpucore.Device, dtype: Any, sampler: str, settings: dict[str, Any],
-          repeat: int) -> tuple[float, np.ndarray, dict[str, Any]]:
+          repeat: int, tiling: bool = False) -> tuple[float, np.ndarray, dict[str, Any]]:
     """(median wall seconds, the image, {"ours_gpu_s", "dispatches"} of one more image run
     under timestamp queries: the sum of its dispatches' GPU time - replayed steps included -
-    where the adapter has them, else None)."""
+    where the adapter has them, else None; with `tiling`, "ours_tiling_s": the median of the
+    same picture with the WebUI's Tiling)."""
     from diffusion import load_pipeline
 
     pipe = load_pipeline(root, device=device, dtype=dtype)
@@ -87,13 +92,19 @@ def _ours(root: Path, device: gpucore.Device, dtype: Any, sampler: str, settings
         with device.profile() as prof:
             pipe.txt2img(**settings, sampler=sampler)
         gpu = {"ours_gpu_s": prof.total_ns() / 1e9, "dispatches": len(prof.records)}
+    if tiling:
+        gpu["ours_tiling_s"] = _median_seconds(
+            lambda: pipe.txt2img(**settings, sampler=sampler, tiling=True).images[0], repeat)[0]
     pipe = None  # its buffers go back to the pool, which is emptied for the next model
     device.empty_pool()
     return seconds, image, gpu
 
 
 def _theirs(root: Path, torch: Any, cuda: bool, half: bool, scheduler: str,
-            settings: dict[str, Any], latents: np.ndarray, repeat: int) -> tuple[float, np.ndarray]:
+            settings: dict[str, Any], latents: np.ndarray, repeat: int,
+            circular: bool = False) -> tuple[float, np.ndarray]:
+    """diffusers' median seconds and picture; `circular`: every UNet and VAE Conv2d pads
+    circularly (what the WebUI's Tiling does to torch's convs)."""
     import diffusers
 
     torch.backends.cuda.matmul.allow_tf32 = False
@@ -104,6 +115,10 @@ def _theirs(root: Path, torch: Any, cuda: bool, half: bool, scheduler: str,
     pipe.scheduler = getattr(diffusers, scheduler).from_config(pipe.scheduler.config)
     pipe = pipe.to("cuda" if cuda else "cpu")
     pipe.set_progress_bar_config(disable=True)
+    for model in (pipe.unet, pipe.vae) if circular else ():
+        for layer in model.modules():
+            if isinstance(layer, torch.nn.Conv2d):
+                layer.padding_mode = "circular"
     start = torch.from_numpy(latents).to(pipe.device, dtype)
 
     def generate() -> np.ndarray:
@@ -157,10 +172,14 @@ def run(quick: bool = False) -> dict[str, Any]:
                 continue
             base = {half: _theirs(root, torch, cuda, half, theirs_scheduler, settings, latents,
                                   repeat) for half in halves}
+            tiling = os.environ.get("BENCH_TILING") == "1" and ours_sampler == "Euler a"
+            tiled = {half: _theirs(root, torch, cuda, half, theirs_scheduler, settings, latents,
+                                   repeat, circular=True)[0] for half in halves} if tiling else {}
             for dtype in our_dtypes:
                 # DDIM: our seed's initial noise is numpy's standard_normal(seed), the
                 # latents diffusers is given, so the images must agree
-                ours_s, mine, gpu = _ours(root, device, dtype, ours_sampler, settings, repeat)
+                ours_s, mine, gpu = _ours(root, device, dtype, ours_sampler, settings, repeat,
+                                          tiling)
                 row: dict[str, Any] = {
                     "sampler": ours_sampler, "dtype": np.dtype(dtype).name,
                     "size": f"{size}x{size}", "steps": steps, "ours_s": ours_s, **gpu,
@@ -168,6 +187,11 @@ def run(quick: bool = False) -> dict[str, Any]:
                     "diffusers_fp16_s": base[True][0] if True in base else None,
                     "vs_fp32": base[False][0] / ours_s,
                     "vs_fp16": base[True][0] / ours_s if True in base else None}
+                if tiling:
+                    row.update({f"diffusers_{'fp16' if half else 'fp32'}_tiling_s": s
+                                for half, s in tiled.items()})
+                    row.update({f"vs_{'fp16' if half else 'fp32'}_tiling": s / gpu["ours_tiling_s"]
+                                for half, s in tiled.items()})
                 if ours_sampler == "DDIM":
                     diff = np.abs(mine.astype(np.int16) - base[False][1].astype(np.int16))
                     row.update(mean_abs_diff=float(diff.mean()), max_abs_diff=int(diff.max()))
