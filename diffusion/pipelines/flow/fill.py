@@ -23,6 +23,7 @@ from ...models.step_cache import StepCache
 from ...noise.rng import make_generator
 from ...sampling.model_sampling import calculate_shift
 from ...sampling.scheduler_loop import scheduler_loop
+from ..finite import check_encoded
 from .flow_control import FlowControl
 from .flux import FluxPipeline, pack_latents
 from .start import FlowStart, StepCallback, check_call, decode, encode_image, flow_schedule
@@ -65,6 +66,7 @@ class FluxFillPipeline(FluxPipeline):
             from ...models.tiled_vae import vae_encode
 
             mean, _ = vae_encode(self.vae, masked.astype(np.float32))
+            check_encoded(mean)
             latents = (mean - np.float32(self.vae.shift_factor)) * np.float32(
                 self.vae.scaling_factor)
         else:

@@ -51,6 +51,7 @@ from ...models.z_image import ZImageStream
 from ...models.z_image_controlnet import ZImageControlNetModel
 from ...preprocessors.resize import fit_map
 from ..control import CONTROL_MODES, ControlUnit, control_batch
+from ..finite import check_encoded
 from ..reference import ReferenceUnit
 
 __all__ = ["DIT_CONTROLNETS", "FlowControl", "encode_map"]
@@ -86,6 +87,7 @@ def encode_map(vae: Any, image: Any, *, batch: int, width: int, height: int,
     if latents_of is not None:
         return latents_of(pixels.astype(np.float32), generator).astype(np.float32)
     mean, logvar = vae_encode(vae, pixels)
+    check_encoded(mean)
     latent = mean.astype(np.float64) if generator is None else AutoencoderKL.sample(
         mean.astype(np.float64), logvar.astype(np.float64),
         generator.standard_normal(mean.shape))

@@ -39,6 +39,7 @@ from ...models.step_cache import StepCache
 from ...models.vae_flux2 import AutoencoderKLFlux2
 from ...noise.rng import make_generator
 from ...text.llm_tokenizer import LLMTokenizer, qwen3_chat_prompt
+from ..finite import check_encoded
 from .flow_memory import load_network
 from .start import StepCallback, check_call, flow_schedule, run_euler, single_files
 from .vae_file import network_like
@@ -293,7 +294,9 @@ class Flux2KleinPipeline:
                                  f"multiples of {scale}, got {picture.shape}; crop or resize it")
             pixels = np.asarray(picture, np.float32).transpose(2, 0, 1)[None] * 2 - 1
             mean, _ = self.vae.encode(asarray(pixels, dtype=weight.dtype, device=weight.device))
-            latents = self.vae.to_transformer(mean.numpy().astype(np.float32))[0]
+            raw = mean.numpy().astype(np.float32)
+            check_encoded(raw)
+            latents = self.vae.to_transformer(raw)[0]
             rows, cols = latents.shape[1:]
             tokens.append(latents.reshape(len(latents), rows * cols).T)
             grid = np.zeros((rows * cols, 4), np.int64)

@@ -22,6 +22,7 @@ from ...models.step_cache import StepCache
 from ...models.tiled_vae import vae_encode
 from ...noise.rng import make_generator
 from ...sampling.model_sampling import calculate_shift
+from ..finite import check_encoded
 from .flow_control import FlowControl
 from .flux import FluxPipeline, image_ids, pack_latents, unpack_latents
 from .start import StepCallback, check_call, flow_schedule, run_euler
@@ -67,6 +68,7 @@ class KontextPipeline(FluxPipeline):
                                        self.vae_scale_factor * 2, auto_resize=auto_resize)
         pixels = to_unit_image(picture, width, height)
         mean, _ = vae_encode(self.vae, pixels)
+        check_encoded(mean)
         latents = (mean - np.float32(self.vae.shift_factor)) * np.float32(self.vae.scaling_factor)
         rows, columns = latents.shape[2] // 2, latents.shape[3] // 2
         ids = image_ids(rows, columns)

@@ -44,6 +44,7 @@ from ...noise.rng import make_generator
 from ...sampling.model_sampling import calculate_shift
 from ...sampling.scheduler_loop import scheduler_loop
 from ...text.llm_tokenizer import LLMTokenizer
+from ..finite import check_encoded
 from .flow_control import FlowControl
 from .flow_memory import load_network
 from .start import FlowStart, StepCallback, check_call, flow_schedule, single_files
@@ -248,6 +249,7 @@ class QwenImagePipeline:
         mean, logvar = vae.encode(asarray(pixels, dtype=vae.decoder.conv_in.weight.dtype,
                                           device=vae.device))
         mean_, logvar_ = (t.numpy().astype(np.float64) for t in (mean, logvar))
+        check_encoded(mean_)
         latent = mean_ if generator is None else AutoencoderKL.sample(
             mean_, logvar_, generator.standard_normal(mean_.shape))
         shape = (1, -1, 1, 1)

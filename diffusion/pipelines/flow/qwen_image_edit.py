@@ -38,6 +38,7 @@ from ...noise.rng import make_generator
 from ...sampling.model_sampling import calculate_shift
 from ...sampling.scheduler_loop import scheduler_loop
 from ...text.llm_tokenizer import LLMTokenizer
+from ..finite import check_encoded
 from .flow_memory import load_network
 from .qwen_image import QwenImagePipeline, pack, true_cfg, unpack
 from .start import FlowStart, StepCallback, check_call, flow_schedule
@@ -182,6 +183,7 @@ class QwenImageEditPipeline(QwenImagePipeline):
         mean = vae.encode(asarray(to_unit_image(picture, width, height),
                                  dtype=vae.decoder.conv_in.weight.dtype,
                                  device=vae.device))[0].numpy().astype(np.float32)
+        check_encoded(mean)
         shape = (1, -1, 1, 1)
         center = np.asarray(self.vae.config["latents_mean"], np.float32).reshape(shape)
         spread = np.asarray(self.vae.config["latents_std"], np.float32).reshape(shape)

@@ -141,3 +141,28 @@ def test_a_flow_model_under_a_memory_mode_decodes_by_its_float32_vae(
         x = reference.decode(torch.from_numpy(z.astype(np.float32))).sample.numpy()[0]
     expected = np.round(np.clip(x / 2 + 0.5, 0, 1) * 255).astype(np.uint8).transpose(1, 2, 0)
     assert picture.std() > 10 and np.abs(picture.astype(int) - expected).max() <= 1
+
+
+@pytest.mark.parametrize("kind", ["sd", "flux2", "qwen-image"])
+def test_the_float32_copy_keeps_every_weight(first_device: gpucore.Device, kind: str) -> None:
+    """Each VAE class the families load (FLUX.2's batch-norm statistics, Qwen-Image's 3D
+    kernels included): the copy holds every parameter of the float16 VAE, upcast."""
+    from flux2_tiny import FLUX2_VAE_TINY
+    from qwenimage_tiny import QWENIMAGE_VAE_TINY
+    from sd_tiny import VAE_TINY
+
+    from diffusion.models import AutoencoderKL
+    from diffusion.models.qwen_image_vae import AutoencoderKLQwenImage
+    from diffusion.models.vae_flux2 import AutoencoderKLFlux2
+
+    cls, config = {"sd": (AutoencoderKL, VAE_TINY), "flux2": (AutoencoderKLFlux2, FLUX2_VAE_TINY),
+                   "qwen-image": (AutoencoderKLQwenImage, QWENIMAGE_VAE_TINY)}[kind]
+    half = cls(dict(config), dtype=np.float16, device=first_device)
+    rng = np.random.default_rng(3)
+    half.load_state_dict({k: rng.standard_normal(t.shape).astype(t.dtype)
+                          for k, t in half.named_parameters()})
+    full = float32_copy(half)
+    got, given = full.state_dict(), half.state_dict()
+    assert type(full) is cls and got.keys() == given.keys()
+    for key, value in given.items():
+        assert got[key].dtype == np.float32 and np.array_equal(got[key], value.astype(np.float32))
