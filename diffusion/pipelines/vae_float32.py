@@ -2,10 +2,10 @@
 `no_half_vae`), and the WebUI's "Automatically revert VAE to 32-bit floats".
 
 A float16 VAE overflows on some models and pictures (its activations pass float16's 65504:
-SD 1.x fine-tunes and their VAE files are the known cases), and its pictures (or, encoding an
-init image for SD or a flow model's img2img, its latents) come out NaN. `generate` then does
-what the WebUI does by default: it makes the VAE float32 from its own
-float16 weights (as the WebUI's `.to(torch.float32)` does), warns once (VaeRevertWarning),
+SD 1.x fine-tunes and their VAE files are the known cases), and its pictures (or the latents
+of a picture it encodes: an init image, an edit model's reference, a ControlNet map) come out
+NaN. `generate` then does what the WebUI does by default: it makes the VAE float32 from its
+own float16 weights (as the WebUI's `.to(torch.float32)` does), warns once (VaeRevertWarning),
 and makes the pictures again; the VAE stays float32 for the rest of the process. The
 refiner's VAE goes with the model's; a hires pass's own VAE file (Forge's modules) does not.
 `--no-half-vae` starts with it float32.
