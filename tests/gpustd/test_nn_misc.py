@@ -307,24 +307,21 @@ def test_pad_errors(device: gpucore.Device) -> None:
         nn.pad(x, (0, 0, -2, -2))
 
 
-@pytest.mark.parametrize("padding", [(3, 3, 3, 3), (1, 0, 2, 4), (0, 6, 0, 0)])
-def test_reflect_pad(device: gpucore.Device, padding) -> None:
+@pytest.mark.parametrize("mode,padding,too_far,says", [
+    ("reflect", (3, 3, 3, 3), (0, 0, 5, 0), "size - 1"),
+    ("reflect", (1, 0, 2, 4), (0, 0, 5, 0), "size - 1"),
+    ("reflect", (0, 6, 0, 0), (0, 0, 5, 0), "size - 1"),
+    ("circular", (1, 1, 1, 1), (0, 8, 0, 0), r"0\.\.size on each side"),
+    ("circular", (2, 0, 5, 3), (0, 8, 0, 0), r"0\.\.size on each side"),
+    ("circular", (7, 7, 0, 0), (0, 8, 0, 0), r"0\.\.size on each side")])
+def test_reflect_and_circular_pad(device: gpucore.Device, mode: str, padding, too_far,
+                                  says: str) -> None:
     x = random_array(np.random.default_rng(9), (2, 3, 5, 7))
-    out = nn.pad(_up(device, x), padding, mode="reflect")
+    out = nn.pad(_up(device, x), padding, mode=mode)
     np.testing.assert_array_equal(out.numpy(),
-                                  F.pad(torch.from_numpy(x), padding, mode="reflect").numpy())
-    with pytest.raises(ValueError, match="size - 1"):
-        nn.pad(_up(device, x), (0, 0, 5, 0), mode="reflect")
-
-
-@pytest.mark.parametrize("padding", [(1, 1, 1, 1), (2, 0, 5, 3), (7, 7, 0, 0)])
-def test_circular_pad(device: gpucore.Device, padding) -> None:
-    x = random_array(np.random.default_rng(11), (2, 3, 5, 7))
-    out = nn.pad(_up(device, x), padding, mode="circular")
-    np.testing.assert_array_equal(out.numpy(),
-                                  F.pad(torch.from_numpy(x), padding, mode="circular").numpy())
-    with pytest.raises(ValueError, match=r"0\.\.size on each side"):
-        nn.pad(_up(device, x), (0, 8, 0, 0), mode="circular")
+                                  F.pad(torch.from_numpy(x), padding, mode=mode).numpy())
+    with pytest.raises(ValueError, match=says):
+        nn.pad(_up(device, x), too_far, mode=mode)
 
 
 @pytest.mark.parametrize("kernel,stride,padding,upsample,prologue", [
