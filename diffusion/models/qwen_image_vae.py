@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 
 from gpucore import Device
-from gpustd import Tensor, asarray, elementwise_kernel, nn, take_slice
+from gpustd import Tensor, asarray, clip, elementwise_kernel, nn, take_slice
 from gpustd.reduction import mean
 
 from .layers import Place, to_image, to_tokens
@@ -53,9 +53,11 @@ def _channel_norm_silu(x, mean_square, gamma, floor):
     return y / (1.0 + math.exp(-y))
 
 
-@elementwise_kernel
-def _clamp_unit(x):
-    return min(max(x, -1.0), 1.0)
+def _clamp_unit(x: Tensor) -> Tensor:
+    """x clamped to [-1, 1] as diffusers' `torch.clamp` does, NaN kept NaN (gpustd.clip): a
+    WGSL min(max(...)) turns NaN into -1 on GPUs whose max drops NaN, which would hide a
+    float16 overflow from the pictures' NaN check as saturated colour noise."""
+    return clip(x, -1.0, 1.0)
 
 
 class RMSNorm(nn.Module):
@@ -301,7 +303,7 @@ class AutoencoderKLQwenImage(nn.Module):
     def decode(self, latents: Tensor) -> Tensor:
         """(B, z_dim, h, w) VAE latents (denormalized) -> (B, 3, 8h, 8w) clamped to [-1, 1]."""
         out = self.decoder(self.post_quant_conv(latents))
-        return typing.cast(Tensor, _clamp_unit(out))
+        return _clamp_unit(out)
 
     def encode(self, pixels: Tensor) -> tuple[Tensor, Tensor]:
         """(B, 3, H, W) in [-1, 1], H and W multiples of 8 -> the posterior's mean and log

@@ -7,6 +7,7 @@ small compiled elementwise kernels (`gpustd.elementwise_kernel`); no WGSL of its
 
 from __future__ import annotations
 
+import math
 import typing
 from collections.abc import Callable, Hashable
 from typing import Any, TypeVar
@@ -37,7 +38,8 @@ def _gated_add(residual, gate, y):
 
 @elementwise_kernel
 def _gated_add_clipped(residual, gate, y):  # float16 out, no cast pass after it
-    return np.float16(min(max(float(residual) + float(gate) * float(y), -65504.0), 65504.0))
+    out = float(residual) + float(gate) * float(y)  # NaN kept (torch's clamp keeps it)
+    return np.float16(out if math.isnan(out) else min(max(out, -65504.0), 65504.0))
 
 
 def cast(x: Tensor, dtype: Any) -> Tensor:

@@ -15,7 +15,6 @@ The norms and the mid-block attention are Qwen-Image's (its VAE is this one on o
 
 from __future__ import annotations
 
-import typing
 from collections.abc import Iterator, Mapping
 from typing import Any
 
@@ -234,7 +233,7 @@ class AutoencoderKLWan(nn.Module):
             _reset(self.decoder)
             if self.config["patch_size"] == 2:
                 out = unpatchify(out, 2)
-            videos.append(typing.cast(Tensor, _clamp_unit(out)))
+            videos.append(_clamp_unit(out))
         return _video(videos)
 
     def encode(self, pixels: Tensor) -> tuple[Tensor, Tensor]:

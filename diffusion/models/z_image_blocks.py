@@ -32,7 +32,7 @@ def _tanh_gated_add(residual, gate, y):
 @elementwise_kernel
 def _tanh_gated_add_clipped(residual, gate, y):  # float16 out: no cast pass, the same bits
     out = float(residual) + math.tanh(float(gate)) * float(y)
-    return np.float16(min(max(out, -65504.0), 65504.0))
+    return np.float16(out if math.isnan(out) else min(max(out, -65504.0), 65504.0))
 
 
 @elementwise_kernel
@@ -44,7 +44,8 @@ def _swiglu(gate, up):
 @elementwise_kernel
 def _swiglu_clipped(gate, up):  # float16 out: no cast pass, the same bits
     g = float(gate)
-    return np.float16(min(max(g / (1.0 + math.exp(-g)) * float(up), -65504.0), 65504.0))
+    out = g / (1.0 + math.exp(-g)) * float(up)
+    return np.float16(out if math.isnan(out) else min(max(out, -65504.0), 65504.0))
 
 
 def _gated(residual: Tensor, gate: Tensor, y: Tensor) -> Tensor:

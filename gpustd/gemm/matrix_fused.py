@@ -5,7 +5,7 @@ epilogue applies it: y = x W^T + b for x [m, k] and W [n, k] (as stored), then
   feed-forward `net.0` and FLUX's single-stream `proj_mlp`, whose [m, n] projection was
   stored, read and stored again by nn.gelu (and in the single blocks copied once more into
   the concatenation that proj_out reads);
-- "gated": out = clip(residual + gate[row / length] * y, +-65504): adaLN-Zero's gated
+- "gated": out = clip(residual + gate[row / length] * y, +-65504), NaN kept: adaLN-Zero's gated
   residual of a float16 stream after the feed-forward's `net.2` or a single block's proj_out,
   whose y was stored and read again by the gated add.
 
@@ -61,7 +61,9 @@ fn store_c(row: u32, col: u32, value: f32) {{
   let y = f32(f16(biased(col, value)));
   let at = row * {n}u + col;
   let sum = f32(residual[at]) + f32(gate[row / {length}u * {n}u + col]) * y;
-  out[at] = f16(min(max(sum, -65504.0), 65504.0));
+  // NaN kept, as torch's clamp keeps it (a GPU's max drops it); tested on the bits
+  let nan = (bitcast<u32>(sum) & 0x7fffffffu) > 0x7f800000u;
+  out[at] = f16(select(min(max(sum, -65504.0), 65504.0), sum, nan));
 }}"""
 
 

@@ -7,6 +7,8 @@ fill a tile."""
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import pytest
 from conftest import emulated_subset, emulated_tiles, matrix_device
@@ -126,7 +128,8 @@ def test_linear_gelu_errors(device: gpucore.Device) -> None:
 
 @elementwise_kernel
 def _gated_add_clipped(residual, gate, y):  # the DiTs' (diffusion.models.transformer_ops)
-    return np.float16(min(max(float(residual) + float(gate) * float(y), -65504.0), 65504.0))
+    out = float(residual) + float(gate) * float(y)
+    return np.float16(out if math.isnan(out) else min(max(out, -65504.0), 65504.0))
 
 
 def test_gated_add_equals_two_passes(device: gpucore.Device,
@@ -158,6 +161,10 @@ def test_gated_add_equals_two_passes(device: gpucore.Device,
     want = np.clip(residual + gate.astype(np.float64) * y, -65504, 65504)
     assert np.abs(got.numpy() - want).max() / np.abs(want).max() < 2e-3
     assert np.isfinite(got.numpy()).all() and (got.numpy()[past] == 65504).all()
+    residual[0, 0, :5] = np.nan  # kept NaN, as torch's clamp keeps it (a GPU's max drops it)
+    kept = linear_gated_add(tx, tw, tb, Tensor.from_numpy(residual, device=device), tgate)
+    assert kept is not None
+    assert np.isnan(kept.numpy()[0, 0, :5]).all() and np.isfinite(kept.numpy()[0, 0, 5:]).all()
     short = Tensor.from_numpy(x[:7].reshape(1, 7, k), device=device)
     assert linear_gated_add(short, tw, tb, Tensor.from_numpy(residual[:1, :7], device=device),
                             Tensor.from_numpy(gate[:1], device=device)) is None
