@@ -125,6 +125,10 @@ def _options(sub: argparse.ArgumentParser) -> None:
                      help="the transformer's float16 GEMMs accumulate in float16 on the "
                           "matrix units (ComfyUI's --fast fp16_accumulation; see generate "
                           "--help)")
+    sub.add_argument("--no-half-vae", action="store_true",
+                     help="the VAE in float32 under a float16 model (the WebUI's flag); "
+                          "without it a float16 VAE whose frames come out NaN is made float32 "
+                          "and decodes again, with a warning")
     sub.add_argument("--backend", metavar="NAME",
                      help="GPU API: vulkan, metal, dx12 or gl (sets GPUCORE_BACKEND)")
     sub.add_argument("--adapter", metavar="INDEX|NAME",
@@ -241,6 +245,10 @@ def run(args: argparse.Namespace) -> int:
         from ..pipelines.fp16_accumulation import use_fp16_accumulation
 
         print(use_fp16_accumulation(pipe), file=sys.stderr)
+    if args.no_half_vae:
+        from ..pipelines.vae_float32 import use_float32_vae
+
+        print(use_float32_vae(pipe), file=sys.stderr)
     for low_noise, specs in ((False, args.lora), (True, args.lora_2)):
         if specs:
             from ..lora import LoraManager

@@ -11,6 +11,7 @@ latents, the decoded pictures): they cost nothing on the GPU.
     check_latents(run.latents, family)     # generate(), after the denoising
     pictures_uint8(pictures)               # a VAE's [0, 1] pictures as uint8, checked
     check_encoded(mean)                    # an encode's posterior (SD's, the flow img2img's)
+    check_decoded(video)                   # Wan's frames, before they are written
 """
 
 from __future__ import annotations
@@ -23,8 +24,8 @@ import numpy as np
 from ..models.int8 import marked as int8_marked
 from .fp16_accumulation import accumulates_fp16, denoisers
 
-__all__ = ["NonFiniteError", "VaeNonFiniteError", "check_encoded", "check_finite",
-           "check_latents", "pictures_uint8"]
+__all__ = ["NonFiniteError", "VaeNonFiniteError", "check_decoded", "check_encoded",
+           "check_finite", "check_latents", "pictures_uint8"]
 
 
 class NonFiniteError(ValueError):
@@ -86,9 +87,14 @@ def pictures_uint8(pictures: Iterable[np.ndarray]) -> list[np.ndarray]:
     a VAE that overflowed float16 gives NaN, which a cast to uint8 would turn into black."""
     out = []
     for picture in pictures:
-        check_finite(picture, "the VAE's decode", _VAE_REMEDY, VaeNonFiniteError)
+        check_decoded(picture)
         out.append(np.round(np.clip(picture, 0.0, 1.0) * 255).astype(np.uint8))
     return out
+
+
+def check_decoded(values: np.ndarray) -> None:
+    """The VAE decoder's pictures or video frames, checked: NaN would be cast to black."""
+    check_finite(values, "the VAE's decode", _VAE_REMEDY, VaeNonFiniteError)
 
 
 def check_encoded(mean: np.ndarray) -> None:

@@ -13,6 +13,7 @@ from gpustd import asarray
 
 from ...models.clip_vision import CLIPVisionModelWithProjection, clip_pixels
 from ...models.wan_vae import AutoencoderKLWan
+from ..finite import check_encoded
 
 __all__ = ["clip_image_states", "first_frame_latents", "i2v_condition", "resized_pixels"]
 
@@ -29,10 +30,13 @@ def resized_pixels(image: Any, height: int, width: int) -> np.ndarray:
 
 
 def _latents(vae: AutoencoderKLWan, video: np.ndarray) -> np.ndarray:
-    """The normalized posterior means of `video` (1, 3, T, H, W) in [-1, 1]."""
+    """The normalized posterior means of `video` (1, 3, T, H, W) in [-1, 1]; VaeNonFiniteError
+    where the encoder gave NaN or infinity."""
     mean, _ = vae.encode(asarray(video, dtype=vae.post_quant_conv.weight.dtype,
                                  device=vae.device))
-    return vae.normalize(mean).numpy().astype(np.float32)
+    latents = vae.normalize(mean).numpy().astype(np.float32)
+    check_encoded(latents)  # (normalizing keeps NaN and infinity where they are)
+    return latents
 
 
 def first_frame_latents(vae: AutoencoderKLWan, image: Any, height: int, width: int

@@ -171,6 +171,7 @@ def create_app(settings: ServerSettings | None = None, /, *,
                         lora_dir=lora_dir, styles=styles, controlnets=controlnets,
                         image_encoders=encoders, model=first, previews=previews,
                         memory=settings.memory or None,
+                        no_half_vae=settings.no_half_vae,
                         faces=FaceFolders.from_models_dir(
                             models_dir, gfpgan=settings.gfpgan_models_path,
                             codeformer=settings.codeformer_models_path),

@@ -71,6 +71,7 @@ class ServerState:
     # the memory mode (--medvram, --lowvram, --max-vram) the video jobs load their models in,
     # as the loader sets it on the picture models
     memory: MemoryMode | None = None
+    no_half_vae: bool = False  # --no-half-vae: the video models' VAE in float32 too
 
 
 def _state(request: Request) -> ServerState:

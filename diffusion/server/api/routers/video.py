@@ -102,10 +102,12 @@ def _check(state: ServerState, body: Txt2VidRequest) -> tuple[Path, WanFiles]:
     return folder, files
 
 
-def _pipeline(model: tuple[Path, WanFiles], memory: MemoryMode | None, device: Any) -> Any:
+def _pipeline(model: tuple[Path, WanFiles], memory: MemoryMode | None, device: Any,
+              no_half_vae: bool = False) -> Any:
     """The worker's Wan pipeline for `model` (a folder and the files in place of its parts) in
-    the `memory` mode (each network loaded straight to host memory), loaded on first use
-    (another model replaces it)."""
+    the `memory` mode (each network loaded straight to host memory), its VAE float32 with
+    `no_half_vae` (the server's --no-half-vae), loaded on first use (another model replaces
+    it)."""
     from ....pipelines.video import WanPipeline
 
     key, wanted = id(device), (*model, memory)
@@ -116,6 +118,8 @@ def _pipeline(model: tuple[Path, WanFiles], memory: MemoryMode | None, device: A
                                            offload=bool(memory))
         if memory:
             pipe.set_memory_mode(memory)
+        if no_half_vae:
+            pipe.use_float32_vae()
         _loaded[key] = (wanted, pipe)
     return _loaded[key][1]
 
@@ -127,7 +131,7 @@ def _encoded(frames: np.ndarray, kind: str, fps: float) -> str:
 
 
 async def _run(state: ServerState, body: Txt2VidRequest, image: Any) -> dict[str, Any]:
-    model, memory = _check(state, body), state.memory
+    model, memory, no_half_vae = _check(state, body), state.memory, state.no_half_vae
     seed = body.seed if body.seed != -1 else secrets.randbelow(2**32)
     kind = "img2vid" if image is not None else "txt2vid"
     worker = state.worker  # what job() takes along, not the state (a worker process's own)
@@ -136,7 +140,7 @@ async def _run(state: ServerState, body: Txt2VidRequest, image: Any) -> dict[str
         from ....pipelines.video import video_cache
 
         observer, device = worker.begin_job(kind)
-        pipe = _pipeline(model, memory, device)
+        pipe = _pipeline(model, memory, device, no_half_vae)
         cache = video_cache(body.cache, "cache", body.steps)
         videos = pipe(body.prompt, negative_prompt=body.negative_prompt, height=body.height,
                       width=body.width, num_frames=body.frames, num_inference_steps=body.steps,

@@ -1,0 +1,167 @@
+"""Wan's VAE in float32 under a float16 model (diffusion/pipelines/vae_float32.py, as the
+pictures' families): a float16 VAE whose frames (or the encode of a first frame) overflow is
+made float32 from its own weights, with a warning, and the video made again, giving diffusers'
+float32 frames of the same latents instead of black ones; `txt2vid --no-half-vae` and the
+server's `no_half_vae` start there."""
+
+from __future__ import annotations
+
+import warnings
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
+
+import numpy as np
+import pytest
+
+pytest.importorskip("diffusers", reason="diffusers is a test-only reference (extra: reference)")
+from PIL import Image
+from wan_tiny import tiny_wan_pipeline
+
+import diffusion.cli.main as cli
+import gpucore
+from diffusion.loaders.wan import WanFiles
+from diffusion.pipelines.sd.memory import MemoryMode
+from diffusion.pipelines.vae_float32 import VaeRevertWarning
+
+RED = "a red cube on a wooden table"
+SETTINGS = dict(height=32, width=48, num_frames=5, num_inference_steps=1, guidance_scale=4.0,
+                seed=9)
+
+
+def _overflowing(folder: Path, part: str) -> Any:
+    """The folder's diffusers VAE with its decoder's (or encoder's) conv_in times 1e5, so that
+    the stream passes float16's 65504 (the VAE's RMS norms take the scale out again: its
+    float32 output is an ordinary one), rounded to float16 as a float16 model holds it; saved
+    back, and returned (float32, CPU)."""
+    import diffusers
+    import torch
+
+    vae = diffusers.AutoencoderKLWan.from_pretrained(folder / "vae")
+    with torch.no_grad():
+        getattr(vae, part).conv_in.weight.mul_(1e5)
+        getattr(vae, part).conv_in.bias.mul_(1e5)
+        for p in vae.parameters():
+            p.copy_(p.half().float())
+    vae.save_pretrained(folder / "vae")
+    return vae
+
+
+@pytest.fixture(scope="module")
+def overflowing(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Any]:
+    """A tiny Wan 2.1 folder whose VAE decoder overflows float16, and that VAE."""
+    root = tmp_path_factory.mktemp("wan-overflow")
+    tiny_wan_pipeline(root)
+    return root / "wan", _overflowing(root / "wan", "decoder")
+
+
+def _diffusers_frames(vae: Any, latents: np.ndarray) -> np.ndarray:
+    """Reference: diffusers' WanPipeline decode in float32 on the CPU, (T, H, W, 3) in [0, 1]."""
+    import torch
+
+    mean = torch.tensor(vae.config.latents_mean).view(1, -1, 1, 1, 1)
+    std = torch.tensor(vae.config.latents_std).view(1, -1, 1, 1, 1)
+    with torch.no_grad():
+        z = torch.from_numpy(latents) * std + mean
+        video = vae.decode(z).sample.numpy()
+    return np.clip(video / 2 + 0.5, 0, 1)[0].transpose(1, 2, 3, 0)
+
+
+def test_a_nan_wan_vae_is_made_float32_and_decodes_again(
+        f16_device: gpucore.Device, overflowing: tuple[Path, Any],
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """float16 with `offload`: one warning, the same latents decoded again by a float32 copy
+    that is offloaded as the VAE was, and diffusers' float32 frames of those latents."""
+    from diffusion.pipelines.video import WanPipeline
+    from gpustd.nn.offload import device_bytes
+
+    folder, reference = overflowing
+    pipe = WanPipeline.from_pretrained(folder, dtype=np.float16, device=f16_device,
+                                       offload=True)
+    half, seen = pipe.vae, []
+    decode = pipe.decode
+    monkeypatch.setattr(pipe, "decode", lambda latents: seen.append(latents) or decode(latents))
+    with pytest.warns(VaeRevertWarning, match="the VAE now runs in float32") as said:
+        video = pipe(RED, **SETTINGS)
+    assert len(said) == 1 and len(seen) == 2 and np.array_equal(seen[0], seen[1])
+    assert pipe.vae.decoder.conv_in.weight.dtype == np.float32
+    assert half.decoder.conv_in.weight.dtype == np.float16
+    assert device_bytes(pipe.vae) == 0  # offloaded after its turn, as the float16 one was
+    assert np.isfinite(video).all() and video.std() > 0.05  # frames, not a flat fill
+    expected = _diffusers_frames(reference, seen[1])
+    assert np.abs(video[0] - expected).max() < 2e-3
+    assert not pipe.use_float32_vae()  # float32 now: nothing left to revert
+
+
+def test_the_first_frame_encode_reverts_under_a_memory_mode(
+        f16_device: gpucore.Device, tmp_path: Path) -> None:
+    """Wan 2.2 TI2V 5B animating a picture under --medvram, its VAE encoder overflowing
+    float16: the encode's NaN is the VAE's (not the transformer's, which it would reach), the
+    mode's VAE unit becomes the float32 copy and the video is made."""
+    from diffusion.pipelines.video import WanPipeline
+
+    tiny_wan_pipeline(tmp_path, wan22=True)
+    _overflowing(tmp_path / "wan22", "encoder")
+    pipe = WanPipeline.from_pretrained(tmp_path / "wan22", dtype=np.float16, device=f16_device,
+                                       offload=True)
+    pipe.set_memory_mode(MemoryMode(medvram=True))
+    half = pipe.vae
+    picture = (np.random.default_rng(3).random((24, 40, 3)) * 255).astype(np.uint8)
+    with pytest.warns(VaeRevertWarning):
+        video = pipe(RED, **{**SETTINGS, "width": 64}, image=picture)
+    assert pipe.vae.encoder.conv_in.weight.dtype == np.float32
+    residency = pipe._memory.residency
+    assert pipe.vae in residency and half not in residency
+    assert np.isfinite(video).all() and video.std() > 0.05
+
+
+def test_txt2vid_no_half_vae_starts_in_float32(f16_device: gpucore.Device,
+                                               overflowing: tuple[Path, Any], tmp_path: Path,
+                                               capsys: pytest.CaptureFixture[str]) -> None:
+    """`txt2vid --no-half-vae`: the line said, no float16 attempt (no warning), the frames the
+    float32 VAE's."""
+    folder, _ = overflowing
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", VaeRevertWarning)
+        code = cli.main(["txt2vid", "--model", str(folder), "--width", "48", "--height", "32",
+                         "--frames", "5", "--steps", "1", "--cfg-scale", "4", "--seed", "9",
+                         "--dtype", "float16", "--no-half-vae", "--prompt", RED,
+                         "-o", str(tmp_path / "frames")])
+    out, err = capsys.readouterr()
+    assert code == 0, err
+    assert "no-half-vae: the VAE runs in float32" in err
+    frames = np.stack([np.asarray(Image.open(f).convert("RGB"), np.float32) / 255
+                       for f in sorted(Path(out.strip()).glob("*.png"))])
+    assert frames.shape == (5, 32, 48, 3) and frames.std() > 0.05
+
+
+def test_the_server_video_jobs_take_no_half_vae(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The server's --no-half-vae reaches the Wan pipelines its video jobs load."""
+    pytest.importorskip("fastapi", reason="the server extra is not installed")
+    from diffusion.pipelines import video as video_pipelines
+    from diffusion.server.api.routers import video
+
+    made: list[str] = []
+    pipe = SimpleNamespace(use_float32_vae=lambda: made.append("made") or True)
+    monkeypatch.setattr(video_pipelines.WanPipeline, "from_pretrained",
+                        lambda *args, **kwargs: pipe)
+    monkeypatch.setattr(video, "_loaded", {})
+    model = (Path("wan"), WanFiles())
+    assert video._pipeline(model, None, object(), no_half_vae=True) is pipe
+    assert made == ["made"]
+    monkeypatch.setattr(video, "_loaded", {})
+    video._pipeline(model, None, object())
+    assert made == ["made"]  # not without it
+
+
+def test_the_clamp_keeps_nan(first_device: gpucore.Device) -> None:
+    """Wan's and Qwen-Image's VAE outputs are clamped to [-1, 1] as diffusers' torch.clamp
+    does, NaN kept (a WGSL max drops it on GPUs, which turned an overflowed decode into
+    saturated noise that the NaN check could not see)."""
+    from diffusion.models.qwen_image_vae import _clamp_unit
+    from gpustd import asarray
+
+    for dtype in (np.float32, np.float16) if first_device.has_f16 else (np.float32,):
+        values = np.array([np.nan, 2.0, -3.0, 0.5, -np.inf, np.inf], dtype)
+        got = _clamp_unit(asarray(values, device=first_device)).numpy()
+        np.testing.assert_array_equal(got, np.array([np.nan, 1, -1, 0.5, -1, 1], dtype))
