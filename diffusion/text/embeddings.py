@@ -28,7 +28,7 @@ from __future__ import annotations
 
 import hashlib
 import os
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
@@ -41,7 +41,7 @@ from .conditioning import CHUNK_LENGTH
 from .tokenizer import CLIPTokenizer
 
 __all__ = ["ENCODER_KEYS", "Embedding", "EmbeddingDatabase", "EmbeddingFile", "EmbeddingFinder",
-           "ti_hashes"]
+           "EncoderFinders", "ti_hashes"]
 
 ENCODER_KEYS = ("clip_l", "clip_g")  # SDXL files: vectors for CLIP-L and for OpenCLIP-G
 _SAFE_SUFFIX = ".safetensors"
@@ -252,6 +252,32 @@ class EmbeddingFinder:
                                f"vectors{where}, but this model's text encoder takes "
                                f"{_describe(self.width)}; use an embedding made for this model")
         return vectors
+
+
+class EncoderFinders:
+    """SDXL's textual inversion: an EmbeddingFinder per text encoder, by the key of its vectors
+    in an SDXL file ("clip_l": CLIP-L's, "clip_g": OpenCLIP-G's, which the refiner reads too).
+    Each finds the same names in its own tokenizer's ids (the files hold as many vectors under
+    both keys, so the two encoders' chunks stay aligned) and gives its own vectors: the WebUI's
+    SDXL embedders, each reading `vec[its key]`. `used`: what they found, by name, in order."""
+
+    def __init__(self, finders: Mapping[str, EmbeddingFinder]) -> None:
+        unknown = set(finders) - set(ENCODER_KEYS)
+        if unknown:
+            raise ValueError(f"encoder keys must be among {list(ENCODER_KEYS)}, got "
+                             f"{sorted(unknown)}")
+        self.finders = dict(finders)
+
+    def __getitem__(self, key: str) -> EmbeddingFinder:
+        return self.finders[key]
+
+    @property
+    def used(self) -> dict[str, Embedding]:
+        used: dict[str, Embedding] = {}
+        for finder in self.finders.values():
+            for name, embedding in finder.used.items():
+                used.setdefault(name, embedding)
+        return used
 
 
 def _describe(width: int) -> str:

@@ -16,7 +16,7 @@ import numpy as np
 
 from ...imaging import latent_mask, rgb_picture, to_mask, to_unit_image
 from ...noise.rng import make_generator
-from ...text.embeddings import EmbeddingFinder
+from ...text.embeddings import EmbeddingFinder, EncoderFinders
 from ...upscalers.interpolation import HiresFix, crop_latents, upscale_image, upscale_latents
 from ..hires_pass import hires_prompts
 from ..masked_content import latent_content
@@ -56,8 +56,9 @@ class Pass:
     # its latents resized to the pass's (bilinear, processing.py's F.interpolate)
     resize_latents: bool = False
     cfg_pp: bool = False  # the timestep loop runs DDIM CFG++
-    # finds textual-inversion names while prompts are encoded; `.used` gives the TI hashes
-    embeddings: EmbeddingFinder | None = None
+    # finds textual-inversion names while prompts are encoded (SDXL: one finder per text
+    # encoder); `.used` gives the TI hashes
+    embeddings: EmbeddingFinder | EncoderFinders | None = None
     # a StableDiffusion that takes over at `switch_at` (diffusion.pipelines.sd.refiner)
     refiner: Any = None
     switch_at: float = 0.8

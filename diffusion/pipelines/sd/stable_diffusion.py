@@ -28,7 +28,7 @@ from ...models.vae_half import HalfPasses
 from ...sampling.guidance import Weights
 from ...sampling.model_sampling import DiscreteSchedule
 from ...text import conditioning
-from ...text.embeddings import EmbeddingDatabase, EmbeddingFinder
+from ...text.embeddings import EmbeddingDatabase, EmbeddingFinder, EncoderFinders
 from ...text.tokenizer import CLIPTokenizer
 from ..colorfix import colorfix_hook
 from ..contract import Capabilities, GenerationResult, Placement, SamplingDefaults
@@ -189,7 +189,9 @@ class StableDiffusion:
         first = r.first_pass_steps
         encode = partial(conditioning.encode, self.tokenizer, self._text_encoder(),
                          steps=first or steps, hires_steps=steps if first else None,
-                         clip_skip=r.clip_skip, embeddings=r.embeddings)
+                         clip_skip=r.clip_skip,
+                         embeddings=r.embeddings if isinstance(r.embeddings, EmbeddingFinder)
+                         else None)
         conds = encode([r.prompt] * batch)
         unconds = None if r.cfg_scale == 1.0 and not conds.composable else encode(
             [r.negative_prompt] * batch, extra_networks=False, composable=False)
@@ -241,7 +243,9 @@ class StableDiffusion:
                          self.latent_channels, self.is_inpainting_model, self._guided,
                          self._encode, self._decode)
 
-    def _embedding_lookup(self) -> EmbeddingFinder | None:
+    def _embedding_lookup(self) -> EmbeddingFinder | EncoderFinders | None:
+        """The embeddings directory's textual-inversion finder for this model's text
+        encoder (SDXL: one per encoder)."""
         if self.embeddings is None:
             return None
         width = int(self.text_encoder.config["hidden_size"])

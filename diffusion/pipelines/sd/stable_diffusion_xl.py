@@ -38,6 +38,7 @@ from gpustd import Tensor, asarray
 
 from ...models import CLIPTextModel
 from ...text import conditioning
+from ...text.embeddings import ENCODER_KEYS, EncoderFinders
 from ...text.prompts import parse_prompt
 from ...text.tokenizer import CLIPTokenizer
 from .capture import ModelCapture
@@ -63,6 +64,11 @@ class TextEncoders:
     encoders: list[Any]
     refiner: bool = False
     force_zeros_for_empty_prompt: bool = True
+
+    @property
+    def keys(self) -> tuple[str, ...]:
+        """Each encoder's key in an SDXL embedding file (its textual-inversion vectors)."""
+        return ENCODER_KEYS[-len(self.encoders):]
 
     @property
     def place(self) -> tuple[Any, Any]:
@@ -146,16 +152,19 @@ class XLSchedule:
         return self._made[key]
 
 
-def _encode_texts(enc: TextEncoders, texts: list[str], emphasis: str, runs: Runs = None
+def _encode_texts(enc: TextEncoders, texts: list[str], emphasis: str, runs: Runs = None,
+                  embeddings: EncoderFinders | None = None
                   ) -> dict[str, tuple[np.ndarray, np.ndarray]]:
-    """text -> ((77 * k, D) joined hidden states, (1, P) pooled) as the WebUI encodes them."""
+    """text -> ((77 * k, D) joined hidden states, (1, P) pooled) as the WebUI encodes them;
+    `embeddings`: each encoder's textual-inversion finder, by its key."""
     hidden: list[list[np.ndarray]] = []
     pooled: np.ndarray | None = None
     for i, (tokenizer, encoder) in enumerate(zip(enc.tokenizers, enc.encoders)):
         wrapped = _BeforeLastLayer(encoder, pooled=i == len(enc.encoders) - 1,
                                    encode_tokens=None if runs is None else runs[i])
-        states, _ = conditioning._encode_batch(tokenizer, wrapped, texts, 0, emphasis=emphasis,
-                                               comma_padding_backtrack=20, embeddings=None)
+        states, _ = conditioning._encode_batch(
+            tokenizer, wrapped, texts, 0, emphasis=emphasis, comma_padding_backtrack=20,
+            embeddings=None if embeddings is None else embeddings[enc.keys[i]])
         hidden.append(states)
         pooled = wrapped.last_pooled
     assert pooled is not None
@@ -168,11 +177,12 @@ def _encode_texts(enc: TextEncoders, texts: list[str], emphasis: str, runs: Runs
 
 def webui_schedule(enc: TextEncoders, prompts: Sequence[str], ids: np.ndarray, *, steps: int,
                    negative: bool = False, emphasis: str = "Original",
-                   hires_steps: int | None = None, runs: Runs = None) -> XLSchedule:
+                   hires_steps: int | None = None, runs: Runs = None,
+                   embeddings: EncoderFinders | None = None) -> XLSchedule:
     """The WebUI's SDXL conditioning of `prompts` over `steps` model evaluations (prompt
     editing and AND parts as in `conditioning.encode`, `hires_steps` too); `negative`: the
     prompts are negative prompts (their extra-network tags and AND stay text, and an empty
-    one is zeros)."""
+    one is zeros); `embeddings` finds textual inversions (each encoder's vectors)."""
     parsed = [parse_prompt(p, steps, hires_steps=hires_steps, extra_networks=not negative,
                            composable=not negative) for p in prompts]
     parts = [part for prompt in parsed for part in prompt.parts]  # rows: item by item
@@ -190,7 +200,7 @@ def webui_schedule(enc: TextEncoders, prompts: Sequence[str], ids: np.ndarray, *
                     np.zeros((1, width), np.float32))
             by_text = dict.fromkeys(texts, zero)
         else:
-            by_text = _encode_texts(enc, texts, emphasis, runs)
+            by_text = _encode_texts(enc, texts, emphasis, runs, embeddings)
         done[part.schedule] = (tuple((end, by_text[t][0]) for end, t in part.schedule),
                                tuple((end, by_text[t][1]) for end, t in part.schedule))
     device, dtype = enc.place
@@ -246,8 +256,15 @@ class StableDiffusionXL(StableDiffusion):
         return diffusers_context(self.text_encoders, prompts, ids, clip_skip=clip_skip,
                                  runs=self._runs()).hidden
 
-    def _embedding_lookup(self) -> None:
-        return None  # textual inversion for SDXL (clip_l + clip_g vectors) is not wired in
+    def _embedding_lookup(self) -> EncoderFinders | None:
+        """The textual-inversion finders of the embeddings directory, one per text encoder
+        (an SDXL file's clip_l and clip_g vectors; the refiner's clip_g alone)."""
+        if self.embeddings is None:
+            return None
+        enc = self.text_encoders
+        return EncoderFinders({key: self.embeddings.lookup(
+            tokenizer, width=int(encoder.config["hidden_size"]), encoder=key)
+            for key, tokenizer, encoder in zip(enc.keys, enc.tokenizers, enc.encoders)})
 
     def _contexts(self, r: Any, steps: int, *, webui: bool = True) -> Any:
         """Step -> (uncond, cond) AddedContexts, as the WebUI or diffusers make them (see the
@@ -265,11 +282,12 @@ class StableDiffusionXL(StableDiffusion):
             return (lambda step: (uncond, cond)), None
         first = r.first_pass_steps  # a hires pass: editing counts on from the first pass
         timing_steps, hires_steps = (first, steps) if first else (steps, None)
+        embeddings = r.embeddings if isinstance(r.embeddings, EncoderFinders) else None
         conds = webui_schedule(enc, [r.prompt] * batch, ids, steps=timing_steps,
-                               hires_steps=hires_steps, runs=runs)
+                               hires_steps=hires_steps, runs=runs, embeddings=embeddings)
         composable = conds.hidden.composable  # it guides against the uncond even at CFG 1
         unconds = None if r.cfg_scale == 1.0 and not composable else webui_schedule(
             enc, [r.negative_prompt] * batch, negative_ids, negative=True, steps=timing_steps,
-            hires_steps=hires_steps, runs=runs)
+            hires_steps=hires_steps, runs=runs, embeddings=embeddings)
         return ((lambda step: (None if unconds is None else unconds.at(step), conds.at(step))),
                 conds.hidden.weights if composable else None)

@@ -1,7 +1,8 @@
 """The DiTs' float16 streams are clipped to +-65504 where diffusers clamps them, and NaN stays
 NaN as torch's clamp keeps it: a WGSL max drops NaN on GPUs (and on llvmpipe), which turned a
 network's NaN into -65504 and the run's NaN check (diffusion/pipelines/finite.py) into a
-noisy picture that said nothing. The fused GEMM epilogue's clip: tests/gpustd/test_linear_gelu.py."""
+noisy picture that said nothing. The fused GEMM epilogue's clip:
+tests/gpustd/test_linear_gelu.py."""
 
 from __future__ import annotations
 

@@ -211,6 +211,105 @@ def test_webui_conditioning_matches_an_independent_computation(first_device: gpu
     assert context.hidden.shape == (1, 77, 32) and context.text_embeds.shape == (1, 32)
 
 
+def _ti_reference(tokenizer: Any, encoder: Any, before: str, vectors: np.ndarray,
+                  after: str) -> tuple[np.ndarray, Any]:
+    """One encoder's WebUI conditioning of `before` NAME `after` (one chunk), the name's
+    place taken by `vectors`, written out by hand: BOS + tokens + one placeholder a vector +
+    tokens + EOS padding ("!" after the first EOS for OpenCLIP), the token embeddings' rows
+    replaced by a forward hook (the WebUI's EmbeddingsWithFixes), hidden_states[-2]; and the
+    projected pooled output where the encoder has one."""
+    head = tokenizer(before, add_special_tokens=False).input_ids
+    tail = tokenizer(after, add_special_tokens=False).input_ids
+    ids = [tokenizer.bos_token_id, *head, *[head[0]] * len(vectors), *tail]
+    ids += [tokenizer.eos_token_id] * (77 - len(ids))
+    if tokenizer.pad_token_id != tokenizer.eos_token_id:
+        first = ids.index(tokenizer.eos_token_id)
+        ids[first + 1:] = [tokenizer.pad_token_id] * (76 - first)
+    at = 1 + len(head)
+
+    def substitute(module: Any, args: Any, output: Any) -> Any:
+        output = output.clone()
+        output[0, at:at + len(vectors)] = torch.from_numpy(vectors)
+        return output
+
+    handle = encoder.get_input_embeddings().register_forward_hook(substitute)
+    try:
+        with torch.no_grad():
+            out = encoder(torch.tensor([ids]), output_hidden_states=True)
+    finally:
+        handle.remove()
+    pooled = out.text_embeds[0].numpy() if hasattr(out, "text_embeds") else None
+    return out.hidden_states[-2][0].numpy(), pooled
+
+
+def test_textual_inversion_matches_an_independent_computation(
+        first_device: gpucore.Device, paths: Any, tmp_path: Path) -> None:
+    """An SDXL embedding (clip_l and clip_g vectors, as the WebUI and Civitai save them) in a
+    prompt: each encoder reads its own vectors where the name was, against transformers'
+    encoders with the rows put in by hand; the refiner reads the clip_g vectors; the picture
+    follows it and the infotext hashes it; a one-encoder embedding is refused naming the
+    file (it used to be read as plain words, silently)."""
+    from safetensors.numpy import save_file
+
+    from diffusion.loaders import WeightsError
+    from diffusion.text.embeddings import EmbeddingDatabase
+
+    reference = paths.pipes["base"]
+    widths = {"clip_l": reference.text_encoder.config.hidden_size,
+              "clip_g": reference.text_encoder_2.config.hidden_size}
+    rng = np.random.default_rng(7)
+    # three vectors each, about 5x the tiny encoders' token embeddings (std 0.18), so that
+    # the name visibly matters
+    vectors = {key: rng.normal(0, 1.0, (3, width)).astype(np.float32)
+               for key, width in widths.items()}
+    folder = tmp_path / "embeddings"
+    folder.mkdir()
+    save_file(vectors, str(folder / "wuggle.safetensors"))
+    save_file({"emb_params": vectors["clip_l"]}, str(folder / "oldstyle.safetensors"))
+    base, refiner = _ours(paths.base, first_device), _ours(paths.refiner, first_device)
+    try:
+        for model in (base, refiner):
+            model.embeddings = EmbeddingDatabase(folder)
+        ids = time_ids(48, 32, refiner=False)
+        lookups = base._embedding_lookup()
+        context = webui_schedule(base.text_encoders, ["a wuggle fox"], ids, steps=1,
+                                 embeddings=lookups).at(0)
+        assert list(lookups.used) == ["wuggle"]
+        expected_l, _ = _ti_reference(reference.tokenizer, reference.text_encoder, "a",
+                                      vectors["clip_l"], " fox")
+        expected_g, pooled = _ti_reference(reference.tokenizer_2, reference.text_encoder_2,
+                                           "a", vectors["clip_g"], " fox")
+        hidden = np.concatenate([expected_l, expected_g], axis=-1)
+        got = context.hidden.numpy()[0]
+        assert got.shape == hidden.shape
+        assert np.abs(got - hidden).max() <= 2e-4 * np.abs(hidden).max()
+        got_pooled = context.text_embeds.numpy()[0]
+        assert np.abs(got_pooled - pooled).max() <= 2e-4 * np.abs(pooled).max()
+        plain = webui_schedule(base.text_encoders, ["a wuggle fox"], ids, steps=1).at(0)
+        assert np.abs(plain.hidden.numpy()[0] - hidden).max() > 0.1 * np.abs(hidden).max()
+        # the refiner: OpenCLIP-G's vectors
+        negative = time_ids(48, 32, refiner=True, negative=True)
+        context = webui_schedule(refiner.text_encoders, ["a wuggle fox"], negative, steps=1,
+                                 embeddings=refiner._embedding_lookup()).at(0)
+        other = paths.pipes["refiner"]
+        expected_g, _ = _ti_reference(other.tokenizer_2, other.text_encoder_2, "a",
+                                      vectors["clip_g"], " fox")
+        got = context.hidden.numpy()[0]
+        assert np.abs(got - expected_g).max() <= 2e-4 * np.abs(expected_g).max()
+        # a generation: the embedding steers the picture, the infotext hashes it
+        settings = dict(steps=2, cfg_scale=5.0, seed=3, width=SIZE, height=SIZE)
+        with_it = base.generate("a wuggle fox", **settings)
+        assert "wuggle" in with_it.settings["ti_hashes"]
+        without = base.generate("a fox", **settings)
+        assert np.abs(with_it.images[0].astype(int) - without.images[0]).mean() > 2
+        with pytest.raises(WeightsError, match=r"oldstyle\.safetensors.*one text encoder.*"
+                                               r"Use an SDXL embedding"):
+            base.generate("a oldstyle fox", **settings)
+    finally:
+        for model in (base, refiner):
+            model.embeddings = None
+
+
 def test_text_encoders_replay_their_captures(first_device: gpucore.Device, paths: Any) -> None:
     """Each text encoder's transformer is recorded on the first prompt and replayed after
     (the same conditioning bit for bit as the eager encoders give); under a memory mode the

@@ -436,15 +436,19 @@ def test_hires_fix_and_variation_seeds(client: Any) -> None:
 
 
 def test_embeddings_listing(tmp_path: Path) -> None:
-    """GET /sdapi/v1/embeddings' shape: loaded with vectors and width, pickles skipped."""
+    """GET /sdapi/v1/embeddings' shape: loaded with vectors and width (an SDXL file's two
+    widths together, as the WebUI gives them), pickles skipped."""
     from safetensors.numpy import save_file
 
     from diffusion.server.api.routers.models import embedding_listing
     from diffusion.text.embeddings import EmbeddingDatabase
 
     save_file({"emb_params": np.ones((3, 32), np.float32)}, str(tmp_path / "fluffy.safetensors"))
+    save_file({"clip_l": np.ones((2, 768), np.float32), "clip_g": np.ones((2, 1280), np.float32)},
+              str(tmp_path / "xl.safetensors"))
     (tmp_path / "old.pt").write_bytes(b"pickle")
     listing = embedding_listing(EmbeddingDatabase(tmp_path))
+    assert listing["loaded"]["xl"]["vectors"] == 2 and listing["loaded"]["xl"]["shape"] == 2048
     assert listing["loaded"]["fluffy"]["vectors"] == 3
     assert listing["loaded"]["fluffy"]["shape"] == 32
     assert "pickle" in listing["skipped"]["old"]["reason"]

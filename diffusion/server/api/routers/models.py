@@ -64,11 +64,14 @@ def embedding_listing(embeddings: EmbeddingDatabase | None) -> dict[str, Any]:
     for file in embeddings.files:
         entry = {"step": None, "sd_checkpoint": None, "sd_checkpoint_name": None}
         try:
-            vectors = next(iter(file.tensors.values()))
+            tensors = file.tensors
         except (WeightsError, OSError, ValueError) as exc:
             skipped[file.name] = {**entry, "shape": None, "vectors": None, "reason": str(exc)}
             continue
-        loaded[file.name] = {**entry, "shape": int(vectors.shape[-1]),
+        # an SDXL file: the two encoders' widths together (2048), as the WebUI gives them
+        width = sum(int(v.shape[-1]) for v in tensors.values())
+        vectors = next(iter(tensors.values()))
+        loaded[file.name] = {**entry, "shape": width,
                              "vectors": int(vectors.reshape(-1, vectors.shape[-1]).shape[0])}
     return {"loaded": loaded, "skipped": skipped}
 
