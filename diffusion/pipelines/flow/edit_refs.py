@@ -19,10 +19,11 @@ from typing import Any, Protocol
 import numpy as np
 
 from ...models.step_cache import StepCache
+from ...sampling.kdiffusion_pass import WebUISeeds
 from ...sampling.model_sampling import FlowSchedule
 from ..observer import Observer
 from ..request import GenerationRequest
-from .flow_sampling import sample_flow
+from .flow_sampling import resized, sample_flow
 
 __all__ = ["DEFAULT_STRENGTH", "reference_pictures", "refuse_strength", "sample_from_noise"]
 
@@ -64,14 +65,13 @@ def refuse_strength(request: GenerationRequest, models: str) -> None:
 
 
 def sample_from_noise(model: EditModel, request: GenerationRequest, label: str,
-                      prompts: list[str], seeds: list[int], width: int, height: int,
+                      prompts: list[str], seeds: WebUISeeds, width: int, height: int,
                       observer: Observer, cache: StepCache | None) -> np.ndarray:
     """A WebUI sampler over the Simple schedule from noise along the model's guided flow
     (the references inside it), each picture from its own seed."""
     flow, shape, mu = model.guided_flow(request, prompts, width, height, cache)
     model.begin_decode(request, shape)  # the prompt encoded, the first step not yet
     return sample_flow(flow, label, FlowSchedule(model.scheduler_config, mu=mu),
-                       int(request.steps), seeds=seeds, rng=request.rng, shape=shape,
-                       options=request.sampler_options,
-                       eta_noise_seed_delta=int(request.eta_noise_seed_delta),
+                       int(request.steps), seeds=resized(seeds, request, shape, width, height),
+                       rng=request.rng, shape=shape, options=request.sampler_options,
                        callback=observer.step, denoised=observer.on_denoised)

@@ -26,6 +26,7 @@ import numpy as np
 from ...imaging import to_unit_image
 from ...models.step_cache import StepCache
 from ...noise.rng import make_generator
+from ...sampling.kdiffusion_pass import WebUISeeds
 from ...sampling.model_sampling import FlowSchedule
 from ...upscalers.interpolation import crop_latents, upscale_image, upscale_latents
 from ..control import HR_OPTIONS
@@ -78,7 +79,7 @@ def stage_control(control: tuple[Any, ...], stage: str) -> tuple[Any, ...]:
 
 
 def run_hires(model: FlowPasses, request: GenerationRequest, label: str, prompts: list[str],
-              seeds: list[int], latents: np.ndarray, width: int, height: int,
+              seeds: WebUISeeds, latents: np.ndarray, width: int, height: int,
               observer: Observer, *, cache: StepCache | None = None) -> np.ndarray:
     """The final latents of the hires pass that follows the first pass's `latents` (made at
     width x height) of `model` with WebUI sampler `label`; `cache`: the generation's step
@@ -96,7 +97,7 @@ def run_hires(model: FlowPasses, request: GenerationRequest, label: str, prompts
         start = upscale_latents(latents, (big_h // scale, big_w // scale), hires.upscaler)
     else:
         pictures = decode(vae, latents, vae.decoder.conv_in.weight.device)
-        generator = make_generator(request.rng, seeds[0])  # the VAE posterior's draws
+        generator = make_generator(request.rng, seeds.seeds[0])  # the VAE posterior's draws
         start = np.concatenate([
             encode_image(second_vae, to_unit_image(upscale_image(
                 p, (big_w, big_h), hires.upscaler), big_w, big_h), generator)
@@ -112,6 +113,5 @@ def run_hires(model: FlowPasses, request: GenerationRequest, label: str, prompts
     return sample_flow(flow, label, FlowSchedule(model.scheduler_config, mu=mu), total,
                        seeds=seeds, rng=request.rng, shape=shape,
                        init_latents=start.astype(np.float32), t_enc=steps - 1,
-                       options=request.sampler_options,
-                       eta_noise_seed_delta=int(request.eta_noise_seed_delta),
+                       options=request.sampler_options, first_pass=False,
                        callback=observer.step, denoised=observer.on_denoised)

@@ -127,10 +127,11 @@ class FlowModel(FlowModelPasses, MemoryModes):
         """The WebUI samplers defined for flow models over the Simple schedule, plain-text
         prompts with LoRA tags, the hires fix, step caching on FLUX, SD3 and Chroma (First
         Block Cache; MagCache and TeaCache on FLUX, whose tables they have), ControlNet units
-        on FLUX and SD3, the memory modes (flux1_memory); no refiner or variation seeds."""
+        on FLUX and SD3, the memory modes (flux1_memory), variation seeds and seed resize
+        with the WebUI samplers (flow_sampling); no refiner."""
         guidance = ("cfg" if self.family in CFG_FAMILIES else
                     "distilled" if self.distilled else "none")
-        no = dict.fromkeys(("prompt_syntax", "textual_inversion", "refiner", "variation_seeds",
+        no = dict.fromkeys(("prompt_syntax", "textual_inversion", "refiner",
                             "latent_upscale_resize", "hires_with_diffusers",
                             "latent_masked_content"), False)
         return Capabilities(family=self.family, latent_space=self.family.split("-")[0],
@@ -215,14 +216,15 @@ class FlowModel(FlowModelPasses, MemoryModes):
                                               cache)
                     seeds = [seed] * batch
                 else:
-                    seeds = [seed + k for k in range(batch)]
+                    image_seeds = flow_seeds(request, seed, batch)
+                    seeds = image_seeds.seeds
                     first = request if request.hires is None else replace(
                         request, control=stage_control(request.control or (), "first"))
-                    latents = self._webui(first, label, prompts, seeds, width, height,
+                    latents = self._webui(first, label, prompts, image_seeds, width, height,
                                           observer, cache)
                     if request.hires is not None:
-                        latents = run_hires(self, request, label, prompts, seeds, latents,
-                                            width, height, observer, cache=cache)
+                        latents = run_hires(self, request, label, prompts, image_seeds,
+                                            latents, width, height, observer, cache=cache)
             finally:
                 if request.redux is not None:
                     self.pipe.prompt_prior = None
@@ -234,10 +236,10 @@ class FlowModel(FlowModelPasses, MemoryModes):
         if request.control:  # the units as the ControlNet extension writes them
             fields["controlnet"] = [unit_label(unit) for unit in request.control]
         if label != DIFFUSERS:
-            info = lookup(label)
             fields.update(sampler_fields(
-                info, request.sampler_options or SamplerOptions(),
-                flow_seeds(seeds, info, request.eta_noise_seed_delta)))
+                lookup(label), request.sampler_options or SamplerOptions(), image_seeds))
+            if request.seed_resize_from is not None:
+                fields["seed_resize_from"] = tuple(request.seed_resize_from)
         if request.hires is not None and self.distilled:
             # Forge writes it where the model takes a distilled CFG
             fields["hires_distilled_cfg"] = float(request.hr_distilled_cfg)

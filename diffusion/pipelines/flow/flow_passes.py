@@ -23,13 +23,14 @@ from ...noise.rng import make_generator
 from ...preprocessors.resize import fit_map
 from ...sampling.guidance import combine
 from ...sampling.kdiffusion import DIFFUSERS
+from ...sampling.kdiffusion_pass import WebUISeeds
 from ...sampling.model_sampling import FlowSchedule
 from ..control_map import split_maps
 from ..masked_content import latent_content
 from ..observer import Observer
 from ..request import GenerationRequest
 from .flow_control import FlowControl, encode_map
-from .flow_sampling import sample_flow
+from .flow_sampling import resized, sample_flow
 from .start import encode_image
 
 __all__ = ["CFG_FAMILIES", "FlowModelPasses"]
@@ -139,7 +140,7 @@ class FlowModelPasses:
         return encode_image(self.pipe.vae, pixels, generator)
 
     def _webui(self, request: GenerationRequest, label: str, prompts: list[str],
-               seeds: list[int], width: int, height: int, observer: Observer,
+               seeds: WebUISeeds, width: int, height: int, observer: Observer,
                cache: StepCache | None) -> np.ndarray:
         flow, shape, mu = self.guided_flow(request, prompts, width, height, cache)
         self.begin_decode(request, shape)  # the prompt encoded, the first step not yet
@@ -147,21 +148,21 @@ class FlowModelPasses:
         if request.init_image is not None:
             # the init image's latents drawn from the VAE's posterior with the first seed
             pixels = to_unit_image(request.init_image, width, height)
-            generator = make_generator(request.rng, seeds[0])
+            generator = make_generator(request.rng, seeds.seeds[0])
             init = np.repeat(self.encode_init(pixels, generator), shape[0], 0)
             if request.mask is not None:  # the WebUI's latent mask, its masked content
                 small = latent_mask(request.mask, (shape[2], shape[3]),
                                     rounded=request.mask_round)
-                first = seeds[0] if request.latent_noise_seed is None else (
+                first = seeds.seeds[0] if request.latent_noise_seed is None else (
                     request.latent_noise_seed)  # the job's first batch's latent noise
                 init = latent_content(init, small, request.inpainting_fill, rng=request.rng,
-                                      seeds=[first + k for k in range(len(seeds))])
+                                      seeds=[first + k for k in range(len(seeds.seeds))])
                 keep = 1.0 - small
         return sample_flow(flow, label, FlowSchedule(self.pipe.scheduler_config, mu=mu),
-                           int(request.steps), seeds=seeds, rng=request.rng, shape=shape,
-                           init_latents=init, keep=keep, strength=float(request.strength),
-                           options=request.sampler_options,
-                           eta_noise_seed_delta=int(request.eta_noise_seed_delta),
+                           int(request.steps),
+                           seeds=resized(seeds, request, shape, width, height),
+                           rng=request.rng, shape=shape, init_latents=init, keep=keep,
+                           strength=float(request.strength), options=request.sampler_options,
                            callback=observer.step, denoised=observer.on_denoised)
 
 

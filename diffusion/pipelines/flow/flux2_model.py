@@ -26,6 +26,7 @@ import numpy as np
 
 from ...loaders.flux2 import flux2_distilled, flux2_family
 from ...models.step_cache import StepCache
+from ...sampling.kdiffusion_pass import WebUISeeds
 from ..contract import Capabilities, LoadOptions, SamplingDefaults
 from ..finite import pictures_uint8
 from ..observer import Observer
@@ -82,7 +83,7 @@ class Flux2Model(LLMFlowModel):
                             models="FLUX.2 klein models", step_cache=("fbc",),
                             prompt_syntax=False,
                             textual_inversion=False, refiner=False, control=False,
-                            variation_seeds=False, latent_upscale_resize=False,
+                            latent_upscale_resize=False,
                             hires_with_diffusers=False, latent_masked_content=False,
                             memory_modes=True, references=MAX_REFERENCES)
 
@@ -147,7 +148,7 @@ class Flux2Model(LLMFlowModel):
             cache=cache, references=self._references(request), **self._guidance(request))
 
     def _webui(self, request: GenerationRequest, label: str, prompts: list[str],
-               seeds: list[int], width: int, height: int, observer: Observer,
+               seeds: WebUISeeds, width: int, height: int, observer: Observer,
                cache: StepCache | None) -> np.ndarray:
         """A WebUI sampler from noise (the init image is a reference, not the start)."""
         return sample_from_noise(self, request, label, prompts, seeds, width, height,

@@ -26,6 +26,7 @@ from ...loaders.flow.file import is_kontext_file
 from ...loaders.flow.folder import flow_family
 from ...models.step_cache import StepCache
 from ...sampling.guidance import combine
+from ...sampling.kdiffusion_pass import WebUISeeds
 from ..contract import Capabilities, LoadOptions, SamplingDefaults
 from ..observer import Observer
 from ..request import GenerationRequest
@@ -111,7 +112,7 @@ class KontextModel(FlowModel):
         return guided, shape, mu
 
     def _webui(self, request: GenerationRequest, label: str, prompts: list[str],
-               seeds: list[int], width: int, height: int, observer: Observer,
+               seeds: WebUISeeds, width: int, height: int, observer: Observer,
                cache: StepCache | None) -> np.ndarray:
         """A WebUI sampler from noise (the init image is the reference, not the start)."""
         return sample_from_noise(self, request, label, prompts, seeds, width, height,

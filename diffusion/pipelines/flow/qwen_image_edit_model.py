@@ -27,6 +27,7 @@ import numpy as np
 
 from ...loaders.qwen_image import qwenimage_edit_family
 from ...models.step_cache import StepCache
+from ...sampling.kdiffusion_pass import WebUISeeds
 from ..contract import Capabilities, LoadOptions, SamplingDefaults
 from ..observer import Observer
 from ..request import GenerationRequest
@@ -102,7 +103,7 @@ class QwenImageEditModel(QwenImageModel):
             **self._guidance(request))
 
     def _webui(self, request: GenerationRequest, label: str, prompts: list[str],
-               seeds: list[int], width: int, height: int, observer: Observer,
+               seeds: WebUISeeds, width: int, height: int, observer: Observer,
                cache: StepCache | None) -> np.ndarray:
         """A WebUI sampler from noise (the init image is the reference, not the start)."""
         return sample_from_noise(self, request, label, prompts, seeds, width, height,

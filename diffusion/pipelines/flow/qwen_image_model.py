@@ -52,7 +52,7 @@ class QwenImageModel(LLMFlowModel):
                             samplers=tuple(FLOW_SAMPLERS), schedules=FLOW_SCHEDULES,
                             models="Qwen-Image models", step_cache=("fbc",), prompt_syntax=False,
                             textual_inversion=False, refiner=False,
-                            control=self.family == "qwen-image", variation_seeds=False,
+                            control=self.family == "qwen-image",
                             latent_upscale_resize=False, hires_with_diffusers=False,
                             latent_masked_content=False, memory_modes=True,
                             control_on_host=True)

@@ -69,8 +69,8 @@ FLOW = _flow("flux-dev", guidance_embeds=True).capabilities
     (FLOW, {"sampler": "Euler", "scheduler": "Karras"},
      "schedule type Karras is not defined for flow-matching models here; use Automatic or "
      "Simple"),
-    (FLOW, {"subseed_strength": 0.3}, "variation seeds: not supported for flow-matching "
-                                      "models yet; leave it out"),
+    (replace(FLOW, variation_seeds=False), {"subseed_strength": 0.3},
+     "variation seeds: not supported for flow-matching models yet; leave it out"),
     (FLOW, {"sampler": "diffusers", "hires": HiresFix()},
      "the hires fix runs with the WebUI samplers (Euler, Euler a, DPM++ 2M) on flow-matching "
      "models, not 'diffusers'"),
@@ -107,6 +107,8 @@ def test_what_a_family_takes_passes() -> None:
                      {"sampler": "DPM++ 2M", "scheduler": "Karras"}):
         SD.refuse(GenerationRequest(prompt="x", **settings))
     FLOW.refuse(GenerationRequest(prompt="x", sampler="Euler a"))
+    FLOW.refuse(GenerationRequest(prompt="x", sampler="Euler", subseed_strength=0.3,
+                                  seed_resize_from=(64, 48)))  # as Forge runs FLUX
 
 
 def test_unknown_guidance_is_refused() -> None:

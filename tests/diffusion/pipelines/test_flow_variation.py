@@ -1,0 +1,113 @@
+"""Variation seeds and "Seed resize from" on FLUX with the WebUI samplers, as the WebUI and
+Forge draw them, against a reference written out on torch CPU: the seed's noise and the
+variation seed's blended by the WebUI's slerp (`modules/rng.py`), drawn at the resize size and
+centred in the picture's noise, then k-diffusion's Euler with diffusers' transformer over
+ComfyUI's simple schedule (test_flow_hires's reference)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+pytest.importorskip("diffusers", reason="diffusers is a test-only reference (extra: reference)")
+import torch
+from kdiffusion_ref import K
+from test_flow_hires import _mu, _sigmas
+
+import gpucore
+from diffusion.pipelines.load import load_pipeline
+from diffusion.pipelines.request import GenerationRequest
+
+SEED, SUBSEED, STRENGTH, STEPS, GUIDANCE = 11, 5, 0.4, 3, 3.5
+
+
+def _slerp(val: float, low: torch.Tensor, high: torch.Tensor) -> torch.Tensor:
+    """The WebUI's `rng.slerp`, as it is written there."""
+    low_norm = low / torch.norm(low, dim=1, keepdim=True)
+    high_norm = high / torch.norm(high, dim=1, keepdim=True)
+    dot = (low_norm * high_norm).sum(1)
+    if dot.mean() > 0.9995:
+        return low * val + high * (1 - val)
+    omega = torch.acos(dot)
+    so = torch.sin(omega)
+    return ((torch.sin((1.0 - val) * omega) / so).unsqueeze(1) * low
+            + (torch.sin(val * omega) / so).unsqueeze(1) * high)
+
+
+def _noise(shape: tuple[int, int, int], small: tuple[int, int, int]) -> torch.Tensor:
+    """The WebUI's `create_random_tensors` for one image: seed and subseed noise at `small`,
+    slerped, centred in the seed's noise at `shape`."""
+    def randn(seed: int, size: tuple[int, ...]) -> torch.Tensor:
+        return torch.randn(size, generator=torch.Generator().manual_seed(seed))
+
+    sub = randn(SUBSEED, small)
+    noise = _slerp(STRENGTH, randn(SEED, small), sub)
+    x = randn(SEED, shape)
+    dx, dy = (shape[2] - small[2]) // 2, (shape[1] - small[1]) // 2
+    assert dx >= 0 and dy >= 0  # the case this test draws
+    x[:, dy:dy + small[1], dx:dx + small[2]] = noise
+    return x
+
+
+def _reference(pipe: Any, height: int, width: int, resize: tuple[int, int]) -> np.ndarray:
+    scale = pipe.vae_scale_factor
+    with torch.no_grad():
+        states, pooled, text_ids = pipe.encode_prompt(["a red circle"], None,
+                                                      max_sequence_length=512)
+    h, w = height // scale, width // scale
+    ids = pipe._prepare_latent_image_ids(1, h // 2, w // 2, "cpu", torch.float32)
+
+    def denoise(x: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
+        v = pipe.transformer(hidden_states=pipe._pack_latents(x.float(), 1, x.shape[1], h, w),
+                             timestep=sigma.float(), guidance=torch.full((1,), GUIDANCE),
+                             pooled_projections=pooled, encoder_hidden_states=states,
+                             txt_ids=text_ids, img_ids=ids).sample
+        v = pipe._unpack_latents(v, h * scale, w * scale, scale)
+        return x - sigma[:, None, None, None] * v.double()
+
+    channels = pipe.transformer.config.in_channels // 4
+    noise = _noise((channels, h, w), (channels, resize[1] // scale, resize[0] // scale))
+    with torch.no_grad():
+        sigmas = _sigmas(_mu(h, w), STEPS)
+        x = K.sampling.sample_euler(denoise, noise[None].double() * sigmas[0], sigmas,
+                                    disable=True)
+        z = x.float() / pipe.vae.config.scaling_factor + pipe.vae.config.shift_factor
+        image = pipe.vae.decode(z).sample
+    return ((image[0].permute(1, 2, 0).numpy() / 2 + 0.5).clip(0, 1) * 255).round()
+
+
+def test_variation_seed_and_seed_resize_match_the_webui(first_device: gpucore.Device,
+                                                        tiny_flux_dev: tuple[Path, Any]) -> None:
+    root, reference = tiny_flux_dev
+    model = load_pipeline(root / "flux", device=first_device)
+    scale = reference.vae_scale_factor
+    width, height, resize = 16 * scale, 8 * scale, (12 * scale, 4 * scale)
+    request = GenerationRequest(
+        prompt="a red circle", width=width, height=height, steps=STEPS, sampler="Euler",
+        seed=SEED, subseed=SUBSEED, subseed_strength=STRENGTH, seed_resize_from=resize,
+        rng="torch", cfg_scale=1.0, distilled_cfg_scale=GUIDANCE)
+    result = model.generate(request)
+    got = result.images[0].astype(np.float64)
+    expected = _reference(reference, height, width, resize)
+    assert np.abs(got - expected).max() <= 2
+    settings = result.settings
+    assert (settings["subseed"], settings["subseed_strength"]) == (SUBSEED, STRENGTH)
+    assert settings["seed_resize_from"] == resize
+    plain = model.generate(GenerationRequest(
+        prompt="a red circle", width=width, height=height, steps=STEPS, sampler="Euler",
+        seed=SEED, rng="torch", cfg_scale=1.0, distilled_cfg_scale=GUIDANCE)).images[0]
+    assert np.abs(plain.astype(np.float64) - got).mean() > 2  # the variation shows
+    # strength 1: every image the variation seed's own (image k: subseed + k), as the WebUI
+    whole = model.generate(GenerationRequest(
+        prompt="a red circle", width=width, height=height, steps=STEPS, sampler="Euler",
+        seed=SEED, subseed=SUBSEED, subseed_strength=1.0, batch_size=2, rng="torch",
+        cfg_scale=1.0, distilled_cfg_scale=GUIDANCE)).images
+    own = model.generate(GenerationRequest(
+        prompt="a red circle", width=width, height=height, steps=STEPS, sampler="Euler",
+        seed=SUBSEED, batch_size=2, rng="torch", cfg_scale=1.0,
+        distilled_cfg_scale=GUIDANCE)).images
+    for a, b in zip(whole, own, strict=True):
+        assert np.abs(a.astype(int) - b).max() <= 1
