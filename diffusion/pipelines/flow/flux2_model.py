@@ -74,8 +74,8 @@ class Flux2Model(LLMFlowModel):
         """The WebUI samplers defined for flow models over the Simple schedule, CFG with a
         negative prompt (none for a distilled model), plain-text prompts with LoRA tags;
         First Block Cache (MagCache's and TeaCache's tables are FLUX's), the memory modes
-        (flux2_memory); up to MAX_REFERENCES reference pictures (the init image the first); no
-        hires fix, refiner, control units or variation seeds yet."""
+        (flux2_memory); up to MAX_REFERENCES reference pictures (the init image the first);
+        variation seeds with the WebUI samplers; no hires fix, refiner or control units yet."""
         return Capabilities(family=self.family, latent_space="flux2",
                             guidance="distilled" if self.dev else
                             "none" if self.pipe.distilled else "cfg",

@@ -51,7 +51,7 @@ class KontextModel(FlowModel):
     def capabilities(self) -> Capabilities:
         """FLUX's (the WebUI samplers for flow models over the Simple schedule, distilled
         guidance, plain-text prompts with LoRA tags); the init image is the reference picture.
-        The memory modes as FLUX's; no step caches, refiner, control units or variation seeds;
+        The memory modes and variation seeds as FLUX's; no step caches, refiner or control units;
         `check` refuses a mask, the hires fix and a denoising strength."""
         return replace(super().capabilities, step_cache=(), models="FLUX.1 Kontext models",
                        references=1)

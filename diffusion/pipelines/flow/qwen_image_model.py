@@ -46,7 +46,7 @@ class QwenImageModel(LLMFlowModel):
         """The WebUI samplers defined for flow models over the Simple schedule, true CFG with
         a negative prompt, plain-text prompts with LoRA tags, img2img, the memory modes
         (flow_memory), ControlNet units on Qwen-Image (InstantX's: flow_control; not on the
-        edit models); no inpainting, hires fix, refiner or variation seeds yet; First Block
+        edit models), variation seeds; no inpainting, hires fix or refiner yet; First Block
         Cache (MagCache's and TeaCache's tables are FLUX's)."""
         return Capabilities(family=self.family, latent_space="qwen-image", guidance="cfg",
                             samplers=tuple(FLOW_SAMPLERS), schedules=FLOW_SCHEDULES,

@@ -48,8 +48,8 @@ class ZImageModel(LLMFlowModel):
         """The WebUI samplers defined for flow models over the Simple schedule, CFG with a
         negative prompt, plain-text prompts with LoRA tags, img2img and inpainting, the hires
         fix, First Block Cache (MagCache's and TeaCache's tables are FLUX's), the memory modes
-        (flow_memory), ControlNet units (Z-Image's Fun ControlNets: flow_control); no refiner
-        or variation seeds yet."""
+        (flow_memory), ControlNet units (Z-Image's Fun ControlNets: flow_control), variation
+        seeds; no refiner yet."""
         return Capabilities(family=self.family, latent_space="flux", guidance="cfg",
                             samplers=tuple(FLOW_SAMPLERS), schedules=FLOW_SCHEDULES,
                             models="Z-Image models", step_cache=("fbc",), prompt_syntax=False,
