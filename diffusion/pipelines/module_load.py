@@ -168,6 +168,12 @@ def hires_modules(pipe: Any, path: str | os.PathLike[str], labels: Sequence[str]
     if modules is None:
         return HiresModules(labels)
     own = pipe.vae
+    if "latent_channels" not in own.config:  # Qwen-Image's VAE: no module file is one
+        if any("vae" in module_roles(f) for f in modules):
+            raise WeightsError(f"hr_additional_modules: {pipe.family} models keep their own "
+                               "VAE in the hires pass (no VAE file fits it); leave the VAE "
+                               "out, or send [\"Use same choices\"]")
+        return HiresModules(labels)
     channels = int(own.config["latent_channels"])
     vaes = [Path(f) for f in modules
             if "vae" in module_roles(f) and vae_latent_channels(f) == channels]

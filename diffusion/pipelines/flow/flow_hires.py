@@ -1,4 +1,5 @@
-"""The hires fix on FLUX / SD3, as Forge runs it for flow models: the first pass's latents
+"""The hires fix on the flow-matching families (FLUX, SD3, Chroma, Z-Image, Qwen-Image), as
+Forge runs it for flow models: the first pass's latents
 upscaled (a latent upscaler), or its pictures upscaled and encoded again (an image or model
 upscaler), then a second pass as img2img at the larger size with the same sampler, prompt and
 CFG, FLUX dev's distilled guidance being `hr_distilled_cfg` (Forge's "Hires Distilled CFG
@@ -19,6 +20,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import replace
+from functools import partial
 from typing import Any, Protocol
 
 import numpy as np
@@ -30,11 +32,10 @@ from ...sampling.kdiffusion_pass import WebUISeeds
 from ...sampling.model_sampling import FlowSchedule
 from ...upscalers.interpolation import crop_latents, upscale_image, upscale_latents
 from ..control import HR_OPTIONS
-from ..finite import pictures_uint8
 from ..observer import Observer
 from ..request import GenerationRequest
 from .flow_sampling import sample_flow
-from .start import decode, encode_image
+from .start import encode_image
 
 __all__ = ["FlowPasses", "hires_size", "run_hires", "stage_control"]
 
@@ -43,7 +44,8 @@ Flow = Callable[[np.ndarray, float], np.ndarray]
 
 class FlowPasses(Protocol):
     """What the hires pass needs of a flow model (a FlowModel): its VAE and latent scale, its
-    scheduler config, and its guided flow for a request at a size."""
+    scheduler config, its guided flow for a request at a size, its pictures of latents and
+    its VAE's posterior draw of pictures (each family's own VAE)."""
 
     @property
     def vae(self) -> Any: ...
@@ -57,6 +59,10 @@ class FlowPasses(Protocol):
     def guided_flow(self, request: GenerationRequest, prompts: list[str], width: int,
                     height: int, cache: StepCache | None = None
                     ) -> tuple[Flow, tuple[int, ...], float | None]: ...
+
+    def decode(self, latents: np.ndarray, request: GenerationRequest) -> list[np.ndarray]: ...
+
+    def encode_init(self, pixels: np.ndarray, generator: Any) -> np.ndarray: ...
 
 
 def hires_size(model: FlowPasses, request: GenerationRequest, width: int, height: int
@@ -88,20 +94,20 @@ def run_hires(model: FlowPasses, request: GenerationRequest, label: str, prompts
     assert hires is not None
     w, h = hires_size(model, request, width, height)
     scale = model.vae_scale_factor
-    vae = model.vae  # the first pass's decodes, the hires modules' VAE encodes
-    second_vae = getattr(request.hires_modules, "vae", None)
-    second_vae = vae if second_vae is None else second_vae
+    second_vae = getattr(request.hires_modules, "vae", None)  # else the model's encodes
     # 1. where the second pass starts: enlarged to cover the target, cropped to it
     big_w, big_h = hires.cover(width, height)  # >= the target, >= (w, h) its multiple
     if hires.is_latent:
         start = upscale_latents(latents, (big_h // scale, big_w // scale), hires.upscaler)
     else:
-        pictures = decode(vae, latents, vae.decoder.conv_in.weight.device)
+        # the first pass's VAE decodes (the model's), the hires modules' encodes
+        pictures = model.decode(latents, replace(request, hires_modules=None))
+        encode = model.encode_init if second_vae is None else partial(encode_image, second_vae)
         generator = make_generator(request.rng, seeds.seeds[0])  # the VAE posterior's draws
         start = np.concatenate([
-            encode_image(second_vae, to_unit_image(upscale_image(
-                p, (big_w, big_h), hires.upscaler), big_w, big_h), generator)
-            for p in pictures_uint8(pictures)])
+            encode(to_unit_image(upscale_image(p, (big_w, big_h), hires.upscaler), big_w,
+                                 big_h), generator)
+            for p in pictures])
     start = crop_latents(start, (h // scale, w // scale))
     # 2. the stretched schedule at the new size, its last `steps` from the upscaled latents,
     # FLUX dev guided by the hires pass's own distilled CFG (Forge's hr_distilled_cfg)

@@ -7,7 +7,8 @@ negative-prompt pass (the request's negative prompt, "" when none is given) comb
 `neg + cfg * (pos - neg)` and rescaled to the positive prediction's norm, as
 QwenImagePipeline does. The "diffusers" sampler runs QwenImagePipeline's own loop (and
 QwenImageImg2ImgPipeline's, from an init image); the WebUI's samplers for flow models run over
-the shifted Simple schedule, from noise or an init image. No inpainting, no hires fix yet.
+the shifted Simple schedule, from noise or an init image, and the hires fix with them
+(flow_hires, the Qwen-Image VAE decoding and encoding). No inpainting yet.
 """
 
 from __future__ import annotations
@@ -46,7 +47,7 @@ class QwenImageModel(LLMFlowModel):
         """The WebUI samplers defined for flow models over the Simple schedule, true CFG with
         a negative prompt, plain-text prompts with LoRA tags, img2img, the memory modes
         (flow_memory), ControlNet units on Qwen-Image (InstantX's: flow_control; not on the
-        edit models), variation seeds; no inpainting, hires fix or refiner yet; First Block
+        edit models), variation seeds, the hires fix; no inpainting or refiner yet; First Block
         Cache (MagCache's and TeaCache's tables are FLUX's)."""
         return Capabilities(family=self.family, latent_space="qwen-image", guidance="cfg",
                             samplers=tuple(FLOW_SAMPLERS), schedules=FLOW_SCHEDULES,
@@ -76,10 +77,6 @@ class QwenImageModel(LLMFlowModel):
         if request.mask is not None:
             raise ValueError("inpainting is not supported for Qwen-Image models yet; leave "
                              "the mask out")
-
-        if request.hires is not None:
-            raise ValueError("the hires fix is not supported for Qwen-Image models yet; leave "
-                             "it out")
 
     def encode_init(self, pixels: np.ndarray, generator: Any) -> np.ndarray:
         """The init image's latents through the Qwen-Image VAE (`QwenImagePipeline.
