@@ -269,8 +269,9 @@ class QwenImagePipeline:
                  num_inference_steps: int = 50, true_cfg_scale: float = 4.0,
                  negative_prompt: str | Sequence[str] = "", seed: int = 0, rng: str = "torch",
                  max_sequence_length: int = 512, latents: np.ndarray | None = None,
-                 image: Any = None, strength: float = 0.6, callback: StepCallback | None = None,
-                 output_type: str = "np", cache: StepCache | None = None,
+                 image: Any = None, mask_image: Any = None, strength: float = 0.6,
+                 callback: StepCallback | None = None, output_type: str = "np",
+                 cache: StepCache | None = None,
                  control: FlowControl | None = None) -> np.ndarray:
         """Pictures for `prompt` (one or a list): float images in [0, 1], (B, height, width,
         3) ("np"), or the final latents (B, 16, H/8, W/8) ("latent"). `true_cfg_scale`:
@@ -284,7 +285,9 @@ class QwenImagePipeline:
         negative_prompt=, true_cfg_scale=, height=, width=, num_inference_steps=,
         generator=torch.Generator().manual_seed(seed), output_type="np").images`; with
         `image` (PIL or HxWx3 uint8) the run starts from that picture at `strength`, as
-        QwenImageImg2ImgPipeline's call with `image=` and `strength=`."""
+        QwenImageImg2ImgPipeline's call with `image=` and `strength=`; with `mask_image` too
+        (white = repaint) the kept part is put back after every step, as
+        QwenImageInpaintPipeline's call with `mask_image=`."""
         prompts = check_call(prompt, rng=rng, output_type=output_type, steps=num_inference_steps)
         scale = self.vae_scale_factor * 2
         if height % scale or width % scale:
@@ -309,9 +312,9 @@ class QwenImagePipeline:
         # init image noised to the first kept sigma; Euler steps along the flow, the
         # pictures out of the latent space
         start = FlowStart(self.vae, scheduler, shape, generator=generator,
-                          latents=latents, image=image, strength=strength,
+                          latents=latents, image=image, mask=mask_image, strength=strength,
                           encode=self.encode_image, scale_factor=self.vae_scale_factor)
         x = scheduler_loop(start.latents, start.timesteps, scheduler,
                            lambda x, t, i: (flow(x, t), None), dtype=np.float32,
-                           callback=callback)
+                           after_step=lambda i, x: start.blend(x, i), callback=callback)
         return x if output_type == "latent" else self.decode(x)

@@ -73,8 +73,11 @@ class QwenImageEditModel(QwenImageModel):
         return reference_pictures(request) if self.plus else request.init_image
 
     def check(self, request: GenerationRequest, width: int, height: int) -> None:
-        """Qwen-Image's checks; an init image, and no strength but the default."""
+        """Qwen-Image's checks; an init image, no mask, and no strength but the default."""
         super().check(request, width, height)
+        if request.mask is not None:
+            raise ValueError("inpainting is not supported for Qwen-Image-Edit yet; leave the "
+                             "mask out (the edit instruction says what to change)")
         if request.init_image is None:
             raise ValueError("Qwen-Image-Edit edits a picture: give it as the init image "
                              "(img2img's init_images, the CLI's --init-image) and say the "

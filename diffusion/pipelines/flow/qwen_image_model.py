@@ -8,7 +8,8 @@ negative-prompt pass (the request's negative prompt, "" when none is given) comb
 QwenImagePipeline does. The "diffusers" sampler runs QwenImagePipeline's own loop (and
 QwenImageImg2ImgPipeline's, from an init image); the WebUI's samplers for flow models run over
 the shifted Simple schedule, from noise or an init image, and the hires fix with them
-(flow_hires, the Qwen-Image VAE decoding and encoding). No inpainting yet.
+(flow_hires, the Qwen-Image VAE decoding and encoding); inpainting with either (the
+"diffusers" sampler as QwenImageInpaintPipeline, the WebUI samplers as on FLUX).
 """
 
 from __future__ import annotations
@@ -47,7 +48,7 @@ class QwenImageModel(LLMFlowModel):
         """The WebUI samplers defined for flow models over the Simple schedule, true CFG with
         a negative prompt, plain-text prompts with LoRA tags, img2img, the memory modes
         (flow_memory), ControlNet units on Qwen-Image (InstantX's: flow_control; not on the
-        edit models), variation seeds, the hires fix; no inpainting or refiner yet; First Block
+        edit models), variation seeds, the hires fix, inpainting; no refiner yet; First Block
         Cache (MagCache's and TeaCache's tables are FLUX's)."""
         return Capabilities(family=self.family, latent_space="qwen-image", guidance="cfg",
                             samplers=tuple(FLOW_SAMPLERS), schedules=FLOW_SCHEDULES,
@@ -71,13 +72,6 @@ class QwenImageModel(LLMFlowModel):
     def latent_channels(self) -> int:
         return int(self.pipe.vae.config["z_dim"])
 
-    def check(self, request: GenerationRequest, width: int, height: int) -> None:
-        """FlowModel's checks; no inpainting."""
-        super().check(request, width, height)
-        if request.mask is not None:
-            raise ValueError("inpainting is not supported for Qwen-Image models yet; leave "
-                             "the mask out")
-
     def encode_init(self, pixels: np.ndarray, generator: Any) -> np.ndarray:
         """The init image's latents through the Qwen-Image VAE (`QwenImagePipeline.
         encode_image`)."""
@@ -98,7 +92,8 @@ class QwenImageModel(LLMFlowModel):
                    width: int, height: int, observer: Observer,
                    cache: StepCache | None = None) -> np.ndarray:
         images = {} if request.init_image is None else {
-            "image": request.init_image, "strength": float(request.strength)}
+            "image": request.init_image, "mask_image": request.mask,
+            "strength": float(request.strength)}
         return self.pipe(prompts, height=height, width=width,  # type: ignore[no-any-return]
                          num_inference_steps=int(request.steps), seed=seed, rng=request.rng,
                          callback=observer.step, output_type="latent", cache=cache,

@@ -90,7 +90,7 @@ def test_edit_from_the_cli(first_device: gpucore.Device, tiny_edit: tuple[Path, 
                            tmp_path: Path, capsys: pytest.CaptureFixture[str],
                            monkeypatch: pytest.MonkeyPatch) -> None:
     """img2img's init image is the picture to edit, the prompt the instruction: diffusers'
-    picture (through a PNG); txt2img and a strength are refused in one line."""
+    picture (through a PNG); txt2img, a strength and a mask are refused in one line."""
     folder, reference = tiny_edit
     assert family_of(folder)[1] == "qwen-image-edit"
     monkeypatch.setattr(edit_module, "REFERENCE_AREA", AREA)
@@ -112,6 +112,13 @@ def test_edit_from_the_cli(first_device: gpucore.Device, tiny_edit: tuple[Path, 
         assert cli.main([*argv, "--out", str(tmp_path / "b.png")]) != 0
         err = capsys.readouterr()[1]
         assert "Qwen-Image-Edit" in err and "Traceback" not in err
+    from diffusion.pipelines.load import load_pipeline
+    from diffusion.pipelines.request import GenerationRequest
+
+    with pytest.raises(ValueError, match="inpainting is not supported for Qwen-Image-Edit"):
+        load_pipeline(folder, device=first_device).generate(GenerationRequest(
+            prompt=PROMPT, init_image=Image.open(init), width=96, height=64, steps=2,
+            mask=np.full((64, 96), 255, np.uint8)))
 
 
 def test_edit_through_the_server(first_device: gpucore.Device, tiny_edit: tuple[Path, Any],

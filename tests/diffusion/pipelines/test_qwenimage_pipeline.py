@@ -115,10 +115,15 @@ def test_qwenimage_webui_sampler_and_refusals(first_device: gpucore.Device,
         prompt="a", width=40, height=24, steps=4, seed=7, sampler="Euler", strength=0.25,
         init_image=image)).images[0].astype(np.float32) for image in (init, 255 - init)]
     assert np.abs(pictures[0] - pictures[1]).mean() > 0.5
-    with pytest.raises(ValueError, match="inpainting is not supported"):
-        model.generate(GenerationRequest(prompt="a", width=40, height=24, steps=4,
-                                         sampler="diffusers", init_image=init,
-                                         mask=np.full((24, 40), 255, np.uint8)))
+    # inpainting with a WebUI sampler: outside the mask the init image laid back (the mask
+    # as given: no blur), inside repainted
+    mask = np.zeros((24, 40), np.uint8)
+    mask[8:16, 8:32] = 255
+    painted = model.generate(GenerationRequest(
+        prompt="a", width=40, height=24, steps=4, seed=7, sampler="Euler", strength=0.9,
+        init_image=init, mask=mask)).images[0].astype(np.int64)
+    np.testing.assert_array_equal(painted[mask == 0], init[mask == 0])
+    assert np.abs(painted[mask > 0] - init[mask > 0]).mean() > 10
 
 
 def test_qwenimage_img2img(first_device: gpucore.Device, tiny_qwenimage: tuple[Path, Any],
@@ -147,6 +152,30 @@ def test_qwenimage_img2img(first_device: gpucore.Device, tiny_qwenimage: tuple[P
     out, _ = _run(capsys, *common, "--init-image", str(tmp_path / "other.png"),
                   "--out", str(tmp_path / "o.png"))
     assert np.abs(_pixels(out) - ours).mean() > 0.02
+
+
+def test_qwenimage_inpaint_equals_diffusers(first_device: gpucore.Device,
+                                            tiny_qwenimage: tuple[Path, Any]) -> None:
+    """With a mask and the "diffusers" sampler: QwenImageInpaintPipeline's picture (the kept
+    part put back at each step's noise level; its draws in diffusers' order)."""
+    import diffusers
+
+    from diffusion.pipelines.flow.qwen_image import QwenImagePipeline
+
+    folder, reference = tiny_qwenimage
+    init = Image.fromarray(np.random.default_rng(3).integers(0, 256, (24, 40, 3), np.uint8))
+    mask = np.zeros((24, 40), np.uint8)
+    mask[8:16, 8:32] = 255
+    settings: dict[str, Any] = dict(height=24, width=40, num_inference_steps=4, strength=0.6,
+                                    true_cfg_scale=4.0, negative_prompt="a photo of a cat")
+    expected = diffusers.QwenImageInpaintPipeline(**reference.components)(
+        RED, image=init, mask_image=Image.fromarray(mask),
+        generator=torch.Generator().manual_seed(7), output_type="np", **settings).images[0]
+    ours = QwenImagePipeline.from_pretrained(folder, device=first_device)
+    got = ours(RED, image=init, mask_image=Image.fromarray(mask), seed=7, **settings)[0]
+    assert np.abs(got - expected).max() < 1e-3
+    plain = ours(RED, image=init, seed=7, **settings)[0]  # the mask matters
+    assert np.abs(plain - got).max() > 0.05
 
 
 def _error(capsys: pytest.CaptureFixture[str], *argv: str) -> str:
