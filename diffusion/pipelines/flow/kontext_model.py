@@ -51,10 +51,11 @@ class KontextModel(FlowModel):
     def capabilities(self) -> Capabilities:
         """FLUX's (the WebUI samplers for flow models over the Simple schedule, distilled
         guidance, plain-text prompts with LoRA tags); the init image is the reference picture.
-        The memory modes and variation seeds as FLUX's; no step caches, refiner or control units;
+        The memory modes and variation seeds as FLUX's, First Block Cache (MagCache's and
+        TeaCache's tables are FLUX.1 dev's, not Kontext's); no refiner or control units;
         `check` refuses a mask, the hires fix and a denoising strength."""
-        return replace(super().capabilities, step_cache=(), models="FLUX.1 Kontext models",
-                       references=1)
+        return replace(super().capabilities, step_cache=("fbc",),
+                       models="FLUX.1 Kontext models", references=1)
 
     def check(self, request: GenerationRequest, width: int, height: int) -> None:
         """FlowModel's checks; no mask, no hires fix, and no strength but the default."""
@@ -86,7 +87,7 @@ class KontextModel(FlowModel):
                              "a WebUI sampler for true CFG")
         return self.pipe(prompts, height=height, width=width,  # type: ignore[no-any-return]
                          num_inference_steps=int(request.steps), seed=seed, rng=request.rng,
-                         callback=observer.step, output_type="latent",
+                         callback=observer.step, output_type="latent", cache=cache,
                          **self._guidance(request), **self._reference(request))
 
     def guided_flow(self, request: GenerationRequest, prompts: list[str], width: int,
@@ -94,10 +95,10 @@ class KontextModel(FlowModel):
                     ) -> tuple[Callable[[np.ndarray, float], np.ndarray], tuple[int, ...],
                                float | None]:
         """FlowModel's guided flow with the reference picture in every pass (the negative
-        prompt's too)."""
+        prompt's too); `cache`: the generation's step cache (each prompt's flow a branch)."""
         reference = self._reference(request)
         guidance = self._guidance(request)
-        size = {"height": height, "width": width}
+        size = {"height": height, "width": width, "cache": cache}
         flow, shape, mu = self.pipe.velocity(prompts, **size, **guidance, **reference)
         cfg = float(request.cfg_scale)
         if cfg == 1:
@@ -116,7 +117,7 @@ class KontextModel(FlowModel):
                cache: StepCache | None) -> np.ndarray:
         """A WebUI sampler from noise (the init image is the reference, not the start)."""
         return sample_from_noise(self, request, label, prompts, seeds, width, height,
-                                 observer, None)
+                                 observer, cache)
 
 
 def kontext_family(path: str | os.PathLike[str]) -> str | None:

@@ -73,10 +73,11 @@ def _pixels(path: str) -> np.ndarray:
 
 def _expected(pipe: Any, image: Image.Image, prompt: str, seed: int, **cfg: Any
               ) -> np.ndarray:
-    return pipe(image=image, prompt=prompt, height=HEIGHT, width=WIDTH, num_inference_steps=2,
-                guidance_scale=2.5, max_sequence_length=16, max_area=HEIGHT * WIDTH,
-                _auto_resize=False, generator=torch.Generator().manual_seed(seed),
-                output_type="np", **cfg).images[0]
+    settings = {"num_inference_steps": 2, **cfg}
+    return pipe(image=image, prompt=prompt, height=HEIGHT, width=WIDTH, guidance_scale=2.5,
+                max_sequence_length=16, max_area=HEIGHT * WIDTH, _auto_resize=False,
+                generator=torch.Generator().manual_seed(seed), output_type="np",
+                **settings).images[0]
 
 
 def _b64_pixels(text: str) -> np.ndarray:
@@ -162,3 +163,60 @@ def test_kontext_through_the_server(first_device: gpucore.Device,
             **body, "mask": png_b64(Image.new("L", (WIDTH, HEIGHT), 255))})
         assert 400 <= masked.status_code < 500
         assert "Kontext" in masked.text
+
+
+def test_kontext_first_block_cache(first_device: gpucore.Device, kontext: tuple[Path, Any],
+                                   tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """`--cache fbc:T` with the reference picture: diffusers' FluxKontextPipeline picture with
+    its First Block Cache hook on the transformer (the reference's tokens among the image
+    stream the rule compares), some steps skipped, the infotext saying how many ran; TeaCache
+    (whose tables are FLUX.1 dev's) refused in one line."""
+    import re
+
+    from diffusers.hooks import FirstBlockCacheConfig, HookRegistry, apply_first_block_cache
+    from diffusers.hooks import first_block_cache as diffusers_fbc
+    from diffusers.hooks.hooks import CacheContext, _set_cache_context
+
+    from diffusion.infotext import read_infotext
+
+    folder, reference = kontext
+    threshold, steps = 1.5, 4  # a random tiny model moves far more than a trained one
+    ref = tmp_path / "ref.png"
+    _picture(1).save(ref)
+    common = ("img2img", "--model", str(folder), "--init-image", str(ref), "--width",
+              str(WIDTH), "--height", str(HEIGHT), "--steps", str(steps), "--sampler",
+              "diffusers", "--rng", "torch", "--seed", "7", "--distilled-cfg-scale", "2.5",
+              "--dtype", "float32", "--prompt", PROMPT)
+    assert cli.main([*common, "--cache", f"fbc:{threshold}",
+                     "--out", str(tmp_path / "cached.png")]) == 0
+    out = capsys.readouterr()[0].strip()
+    transformer = reference.transformer
+    apply_first_block_cache(transformer, FirstBlockCacheConfig(threshold=threshold))
+    _set_cache_context(transformer, CacheContext("cond"))
+    try:
+        expected = _expected(reference, _picture(1), PROMPT, 7, num_inference_steps=steps)
+    finally:
+        registry = HookRegistry.check_if_exists_or_initialize(transformer)
+        for name in (diffusers_fbc._FBC_LEADER_BLOCK_HOOK, diffusers_fbc._FBC_BLOCK_HOOK):
+            registry.remove_hook(name, recurse=True)
+    cached = _pixels(out)
+    assert np.abs(cached - expected).mean() < 0.01
+    text = read_infotext(out) or ""
+    computed = re.search(rf'Cache: "fbc {threshold:g}, (\d+)/{steps} steps computed"', text)
+    assert computed is not None, text
+    assert 1 <= int(computed.group(1)) < steps, text  # some steps skipped
+    plain = _expected(reference, _picture(1), PROMPT, 7, num_inference_steps=steps)
+    assert np.abs(cached - plain).mean() > 0.01  # the cache visibly acted
+    # a WebUI sampler takes the cache too (the guided flow's branch)
+    from diffusion.pipelines.load import load_pipeline
+    from diffusion.pipelines.request import GenerationRequest
+
+    result = load_pipeline(folder, device=first_device).generate(GenerationRequest(
+        prompt=PROMPT, init_image=_picture(1), width=WIDTH, height=HEIGHT, steps=steps,
+        sampler="Euler", seed=7, distilled_cfg_scale=2.5, cfg_scale=1.0,
+        cache=f"fbc:{threshold}"))
+    assert re.fullmatch(rf"fbc {threshold:g}, [1-3]/{steps} steps computed",
+                        result.settings["cache"]), result.settings["cache"]
+    assert cli.main([*common, "--cache", "teacache", "--out", str(tmp_path / "t.png")]) != 0
+    err = capsys.readouterr()[1]
+    assert "step cache teacache: not supported for FLUX.1 Kontext models" in err
