@@ -212,6 +212,14 @@ class Capabilities:
         if not diffusers and self.schedules is not None and schedule not in self.schedules:
             raise ValueError(f"schedule type {schedule} is not defined for {self._name} here; "
                              f"use {' or '.join(self.schedules)}")
+        if request.hires is not None and not diffusers and request.hires.own_settings:
+            label, schedule = request.hires_sampler_label  # the second pass's
+            if self.samplers is not None and label not in self.samplers:
+                raise ValueError(f"hires sampler {label} is not defined for {self._name} here; "
+                                 f"choose one of {', '.join(self.samplers)}")
+            if self.schedules is not None and schedule not in self.schedules:
+                raise ValueError(f"hires schedule type {schedule} is not defined for "
+                                 f"{self._name} here; use {' or '.join(self.schedules)}")
 
     def _refuse_references(self, request: Any) -> None:
         """More reference pictures than the family reads: one line saying how many it

@@ -30,8 +30,10 @@ from ...models.step_cache import StepCache
 from ...noise.rng import make_generator
 from ...sampling.kdiffusion_pass import WebUISeeds
 from ...sampling.model_sampling import FlowSchedule
+from ...text.prompts import extract_extra_networks
 from ...upscalers.interpolation import crop_latents, upscale_image, upscale_latents
 from ..control import HR_OPTIONS
+from ..hires_pass import hires_prompts
 from ..observer import Observer
 from ..request import GenerationRequest
 from .flow_sampling import sample_flow
@@ -84,12 +86,13 @@ def stage_control(control: tuple[Any, ...], stage: str) -> tuple[Any, ...]:
     return tuple(unit for unit in control if getattr(unit, "hr_option", None) != skip)
 
 
-def run_hires(model: FlowPasses, request: GenerationRequest, label: str, prompts: list[str],
+def run_hires(model: FlowPasses, request: GenerationRequest, prompts: list[str],
               seeds: WebUISeeds, latents: np.ndarray, width: int, height: int,
               observer: Observer, *, cache: StepCache | None = None) -> np.ndarray:
     """The final latents of the hires pass that follows the first pass's `latents` (made at
-    width x height) of `model` with WebUI sampler `label`; `cache`: the generation's step
-    cache (the second pass's flows take branches of their own)."""
+    width x height from `prompts`, tags removed) of `model`, with the request's hires sampler
+    (`hires_sampler_label`: the first pass's unless the hires fix names its own); `cache`:
+    the generation's step cache (the second pass's flows take branches of their own)."""
     hires = request.hires
     assert hires is not None
     w, h = hires_size(model, request, width, height)
@@ -112,9 +115,16 @@ def run_hires(model: FlowPasses, request: GenerationRequest, label: str, prompts
     # 2. the stretched schedule at the new size, its last `steps` from the upscaled latents,
     # FLUX dev guided by the hires pass's own distilled CFG (Forge's hr_distilled_cfg)
     # its units those for the second pass, counting its own steps
+    # and its own prompts and sampler where the hires fix names them (the WebUI's hr_prompt,
+    # hr_negative_prompt, hr_sampler_name)
     steps, total = hires.schedule_steps(int(request.steps))
+    prompt, negative_prompt = hires_prompts(hires, request.prompt, request.negative_prompt)
     second = replace(request, distilled_cfg_scale=request.hr_distilled_cfg, steps=steps,
-                     control=stage_control(request.control or (), "second"))
+                     control=stage_control(request.control or (), "second"), prompt=prompt,
+                     negative_prompt=negative_prompt)
+    if prompt != request.prompt:
+        prompts = [extract_extra_networks(prompt)[0]] * len(prompts)
+    label = request.hires_sampler_label[0]
     flow, shape, mu = model.guided_flow(second, prompts, w, h, cache)
     return sample_flow(flow, label, FlowSchedule(model.scheduler_config, mu=mu), total,
                        seeds=seeds, rng=request.rng, shape=shape,

@@ -128,7 +128,8 @@ class FlowModel(FlowModelPasses, MemoryModes):
         prompts with LoRA tags, the hires fix, step caching on FLUX, SD3 and Chroma (First
         Block Cache; MagCache and TeaCache on FLUX, whose tables they have), ControlNet units
         on FLUX and SD3, the memory modes (flux1_memory), variation seeds and seed resize
-        with the WebUI samplers (flow_sampling); no refiner."""
+        with the WebUI samplers (flow_sampling), a hires pass with its own prompts and sampler
+        (flow_hires); no refiner."""
         guidance = ("cfg" if self.family in CFG_FAMILIES else
                     "distilled" if self.distilled else "none")
         no = dict.fromkeys(("prompt_syntax", "textual_inversion", "refiner",
@@ -140,6 +141,7 @@ class FlowModel(FlowModelPasses, MemoryModes):
                             control=self.family in _CONTROL_FAMILIES,
                             step_cache=_STEP_CACHES.get(self.family, ()),
                             redux=self.family.startswith("flux-"), **no, memory_modes=True,
+                            hires_own_settings=True, noise_multiplier=True,
                             control_on_host=True,
                             control_map=self._widened)
 
@@ -189,6 +191,11 @@ class FlowModel(FlowModelPasses, MemoryModes):
         if request.sampler_label[0] != DIFFUSERS:
             refuse_composable(extract_extra_networks(request.prompt)[0],
                               f"{self.family} models")
+        if (request.init_image is not None and request.initial_noise_multiplier != 1.0
+                and request.sampler_label[0] == DIFFUSERS):
+            raise ValueError("initial_noise_multiplier scales the noise the WebUI samplers lay "
+                             "over the init image; with 'diffusers' leave it at 1, or pick "
+                             "Euler")
         multiple = 2 * self.vae_scale_factor  # 2x2 latent patches
         for name, side in (("width", width), ("height", height)):
             if side % multiple:
@@ -223,8 +230,8 @@ class FlowModel(FlowModelPasses, MemoryModes):
                     latents = self._webui(first, label, prompts, image_seeds, width, height,
                                           observer, cache)
                     if request.hires is not None:
-                        latents = run_hires(self, request, label, prompts, image_seeds,
-                                            latents, width, height, observer, cache=cache)
+                        latents = run_hires(self, request, prompts, image_seeds, latents,
+                                            width, height, observer, cache=cache)
             finally:
                 if request.redux is not None:
                     self.pipe.prompt_prior = None

@@ -163,6 +163,8 @@ class FlowModelPasses:
                            seeds=resized(seeds, request, shape, width, height),
                            rng=request.rng, shape=shape, init_latents=init, keep=keep,
                            strength=float(request.strength), options=request.sampler_options,
+                           noise_multiplier=1.0 if init is None
+                           else float(request.initial_noise_multiplier),
                            callback=observer.step, denoised=observer.on_denoised)
 
 

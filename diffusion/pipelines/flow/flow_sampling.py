@@ -84,6 +84,7 @@ def sample_flow(flow: Flow, sampler: str, schedule: FlowSchedule, steps: int, *,
                 init_latents: np.ndarray | None = None, keep: np.ndarray | None = None,
                 strength: float = 1.0, t_enc: int | None = None,
                 options: SamplerOptions | None = None, first_pass: bool = True,
+                noise_multiplier: float = 1.0,
                 callback: Callable[[int, int, np.ndarray], bool | None] | None = None,
                 denoised: Callable[[np.ndarray], None] | None = None) -> np.ndarray:
     """Final latents (B, C, h, w) float32 of `sampler` (a FLOW_SAMPLERS label) over `steps`
@@ -91,7 +92,8 @@ def sample_flow(flow: Flow, sampler: str, schedule: FlowSchedule, steps: int, *,
     resize, the eta noise seed delta where the sampler draws step noise). img2img:
     `init_latents` (B, C, h, w) and `strength`, or `t_enc` (the steps run are t_enc + 1, the
     WebUI's hires pass, whose `first_pass` is False: no seed resize); inpaint: also `keep`
-    (1, 1, h, w), 1 where the init image stays. `options`: the sampler's (eta, s_noise, ...).
+    (1, 1, h, w), 1 where the init image stays; `noise_multiplier`: the start's noise times
+    this (img2img's initial_noise_multiplier). `options`: the sampler's (eta, s_noise, ...).
     `callback(done, total, x)` after each step (False stops); `denoised(x0)` after each model
     call, with its prediction (the live previews')."""
     # 1. the sigmas (img2img: the tail of the schedule, the WebUI's t_enc = strength x steps)
@@ -108,5 +110,5 @@ def sample_flow(flow: Flow, sampler: str, schedule: FlowSchedule, steps: int, *,
                     rng=rng, shape=tuple(shape[1:]),  # type: ignore[arg-type]
                     options=options or SamplerOptions(), init_latent=init_latents,
                     keep=model.keep, callback=callback, denoised=denoised,
-                    first_pass=first_pass)
+                    first_pass=first_pass, noise_multiplier=noise_multiplier)
     return x.astype(np.float32)

@@ -57,7 +57,8 @@ class QwenImageModel(LLMFlowModel):
                             control=self.family == "qwen-image",
                             latent_upscale_resize=False, hires_with_diffusers=False,
                             latent_masked_content=False, memory_modes=True,
-                            control_on_host=True)
+                            control_on_host=True, hires_own_settings=True,
+                            noise_multiplier=True)
 
     def memory_layout(self) -> MemoryLayout:
         """What the memory modes move: Qwen2.5-VL (its `hidden_states_of`), the transformer's

@@ -56,7 +56,8 @@ class ZImageModel(LLMFlowModel):
                             textual_inversion=False, refiner=False, control=True,
                             latent_upscale_resize=False,
                             hires_with_diffusers=False, latent_masked_content=False,
-                            memory_modes=True, control_on_host=True)
+                            memory_modes=True, control_on_host=True,
+                            hires_own_settings=True, noise_multiplier=True)
 
     def memory_layout(self) -> MemoryLayout:
         """What the memory modes move: Qwen3 (its `hidden_states_of`), the transformer's

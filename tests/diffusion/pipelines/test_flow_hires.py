@@ -42,13 +42,19 @@ def _sigmas(mu: float, steps: int) -> torch.Tensor:
                         dtype=torch.float64)
 
 
-def _reference(pipe: Any, height: int, width: int, hires_guidance: float) -> np.ndarray:
+def _reference(pipe: Any, height: int, width: int, hires_guidance: float, *,
+               hires_prompt: str = "a red circle", first_sampler: str = "euler"
+               ) -> np.ndarray:
+    """The two passes (`first_sampler`: k-diffusion's "euler" or "dpmpp_2m" for the first;
+    Euler for the second, with `hires_prompt`)."""
     scale = pipe.vae_scale_factor
+    texts = {}
     with torch.no_grad():
-        states, pooled, text_ids = pipe.encode_prompt(["a red circle"], None,
-                                                      max_sequence_length=512)
+        for text in {"a red circle", hires_prompt}:
+            texts[text] = pipe.encode_prompt([text], None, max_sequence_length=512)
 
-    def denoiser(h: int, w: int, guidance: float) -> Any:
+    def denoiser(h: int, w: int, guidance: float, text: str = "a red circle") -> Any:
+        states, pooled, text_ids = texts[text]
         ids = pipe._prepare_latent_image_ids(1, h // 2, w // 2, "cpu", torch.float32)
 
         def denoise(x: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
@@ -67,8 +73,9 @@ def _reference(pipe: Any, height: int, width: int, hires_guidance: float) -> np.
         # 1. the first pass
         sigmas = _sigmas(_mu(h, w), STEPS)
         noise = torch.randn(shape[1:], generator=torch.Generator().manual_seed(SEED))
-        x = K.sampling.sample_euler(denoiser(h, w, GUIDANCE), noise[None].double() * sigmas[0],
-                                    sigmas, disable=True)
+        first = getattr(K.sampling, f"sample_{first_sampler}")
+        x = first(denoiser(h, w, GUIDANCE), noise[None].double() * sigmas[0], sigmas,
+                  disable=True)
         # 2. "Latent": bilinear, no antialiasing, to twice the size
         x = torch.nn.functional.interpolate(x, size=(2 * h, 2 * w), mode="bilinear")
         # 3. the hires pass: HIRES_STEPS of a schedule stretched by 1 / denoise
@@ -76,8 +83,8 @@ def _reference(pipe: Any, height: int, width: int, hires_guidance: float) -> np.
         sigmas = _sigmas(_mu(2 * h, 2 * w), total)[total - (HIRES_STEPS - 1) - 1:]
         noise = torch.randn(x.shape[1:], generator=torch.Generator().manual_seed(SEED))
         x = sigmas[0] * noise[None].double() + (1 - sigmas[0]) * x
-        x = K.sampling.sample_euler(denoiser(2 * h, 2 * w, hires_guidance), x, sigmas,
-                                    disable=True)
+        x = K.sampling.sample_euler(denoiser(2 * h, 2 * w, hires_guidance, hires_prompt), x,
+                                    sigmas, disable=True)
         z = x.float() / pipe.vae.config.scaling_factor + pipe.vae.config.shift_factor
         image = pipe.vae.decode(z).sample
     return ((image[0].permute(1, 2, 0).numpy() / 2 + 0.5).clip(0, 1) * 255).round()
@@ -100,6 +107,36 @@ def test_flux_hires_fix_matches_the_reference(first_device: gpucore.Device,
     assert result.settings["hires_scale"] == 2.0 and result.settings["hires_steps"] == 2
     assert result.settings["hires_distilled_cfg"] == HIRES_GUIDANCE
     assert (result.settings["width"], result.settings["height"]) == (24, 16)
+
+
+def test_flux_hires_pass_with_its_own_prompt_and_sampler(first_device: gpucore.Device,
+                                                          tiny_flux_dev: tuple[Path, Any]
+                                                          ) -> None:
+    """The WebUI's hr_prompt and hr_sampler_name, as Forge runs them on FLUX: DPM++ 2M for
+    the first pass, Euler with another prompt for the second; the infotext's Hires prompt
+    and Hires sampler; a sampler or schedule type flow models lack refused in one line."""
+    root, reference = tiny_flux_dev
+    model = load_pipeline(root / "flux", device=first_device)
+    hires = HiresFix(scale=2.0, upscaler="Latent", steps=HIRES_STEPS, denoise=DENOISE,
+                     prompt="a blue square", sampler="Euler")
+    result = model.generate(GenerationRequest(
+        prompt="a red circle", width=24, height=16, steps=STEPS, sampler="DPM++ 2M",
+        seed=SEED, rng="torch", cfg_scale=1.0, distilled_cfg_scale=GUIDANCE,
+        hr_distilled_cfg=HIRES_GUIDANCE, hires=hires))
+    got = result.images[0].astype(np.float64)
+    expected = _reference(reference, 16, 24, HIRES_GUIDANCE, hires_prompt="a blue square",
+                          first_sampler="dpmpp_2m")
+    assert np.abs(got - expected).max() <= 2
+    same_prompt = _reference(reference, 16, 24, HIRES_GUIDANCE, first_sampler="dpmpp_2m")
+    assert np.abs(got - same_prompt).max() > 2  # the hires prompt visibly acted
+    settings = result.settings
+    assert settings["hires_prompt"] == "a blue square" and settings["hires_sampler"] == "Euler"
+    for own, message in ((dict(sampler="DPM2"), "hires sampler DPM2 is not defined"),
+                         (dict(scheduler="Karras"), "hires schedule type Karras is not")):
+        with pytest.raises(ValueError, match=message):
+            model.generate(GenerationRequest(
+                prompt="x", width=16, height=16, steps=2, sampler="Euler", cfg_scale=1.0,
+                hires=HiresFix(scale=2.0, **own)))
 
 
 def test_flux_hires_fix_refuses_the_diffusers_loop(first_device: gpucore.Device,

@@ -1,11 +1,13 @@
-"""Variation seeds and "Seed resize from" on FLUX with the WebUI samplers, as the WebUI and
-Forge draw them, against a reference written out on torch CPU: the seed's noise and the
-variation seed's blended by the WebUI's slerp (`modules/rng.py`), drawn at the resize size and
-centred in the picture's noise, then k-diffusion's Euler with diffusers' transformer over
-ComfyUI's simple schedule (test_flow_hires's reference)."""
+"""Variation seeds, "Seed resize from" and img2img's noise multiplier on FLUX with the WebUI
+samplers, as the WebUI and Forge draw them, against a reference written out on torch CPU: the
+seed's noise and the variation seed's blended by the WebUI's slerp (`modules/rng.py`), drawn at
+the resize size and centred in the picture's noise, or laid over the init image's latents
+times the multiplier, then k-diffusion's Euler with diffusers' transformer over ComfyUI's
+simple schedule (test_flow_hires's reference)."""
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -111,3 +113,61 @@ def test_variation_seed_and_seed_resize_match_the_webui(first_device: gpucore.De
         distilled_cfg_scale=GUIDANCE)).images
     for a, b in zip(whole, own, strict=True):
         assert np.abs(a.astype(int) - b).max() <= 1
+
+
+def test_img2img_noise_multiplier_matches_the_webui(first_device: gpucore.Device,
+                                                    tiny_flux_dev: tuple[Path, Any]) -> None:
+    """img2img's initial_noise_multiplier with a WebUI sampler, as the WebUI applies it: the
+    init image's latents (diffusers' VAE posterior drawn from the seed's generator) and the
+    seed's noise times the multiplier at the first kept sigma of the schedule's tail (t_enc =
+    strength x steps), then Euler; the infotext's "Noise multiplier"; with 'diffusers', which
+    lays its own noise, refused in one line."""
+    from PIL import Image
+
+    from diffusion.imaging import to_unit_image
+
+    root, pipe = tiny_flux_dev
+    model = load_pipeline(root / "flux", device=first_device)
+    scale = pipe.vae_scale_factor
+    width, height, strength, multiplier, steps = 8 * scale, 8 * scale, 0.75, 0.6, 4
+    init = Image.fromarray(np.random.default_rng(4).integers(0, 256, (height, width, 3),
+                                                            np.uint8))
+    request = GenerationRequest(
+        prompt="a red circle", width=width, height=height, steps=steps, sampler="Euler",
+        seed=SEED, rng="torch", cfg_scale=1.0, distilled_cfg_scale=GUIDANCE,
+        init_image=init, strength=strength, initial_noise_multiplier=multiplier)
+    result = model.generate(request)
+    with torch.no_grad():
+        states, pooled, text_ids = pipe.encode_prompt(["a red circle"], None,
+                                                      max_sequence_length=512)
+        pixels = torch.from_numpy(to_unit_image(init, width, height))
+        posterior = pipe.vae.encode(pixels).latent_dist
+        latents = posterior.sample(torch.Generator().manual_seed(SEED))
+        latents = (latents - pipe.vae.config.shift_factor) * pipe.vae.config.scaling_factor
+    h, w = height // scale, width // scale
+    ids = pipe._prepare_latent_image_ids(1, h // 2, w // 2, "cpu", torch.float32)
+
+    def denoise(x: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
+        v = pipe.transformer(hidden_states=pipe._pack_latents(x.float(), 1, x.shape[1], h, w),
+                             timestep=sigma.float(), guidance=torch.full((1,), GUIDANCE),
+                             pooled_projections=pooled, encoder_hidden_states=states,
+                             txt_ids=text_ids, img_ids=ids).sample
+        v = pipe._unpack_latents(v, h * scale, w * scale, scale)
+        return x - sigma[:, None, None, None] * v.double()
+
+    t_enc = int(strength * steps)
+    sigmas = _sigmas(_mu(h, w), steps)[steps - t_enc - 1:]
+    noise = torch.randn(latents.shape[1:], generator=torch.Generator().manual_seed(SEED))
+    with torch.no_grad():
+        x = sigmas[0] * multiplier * noise[None].double() + (1 - sigmas[0]) * latents.double()
+        x = K.sampling.sample_euler(denoise, x, sigmas, disable=True)
+        z = x.float() / pipe.vae.config.scaling_factor + pipe.vae.config.shift_factor
+        image = pipe.vae.decode(z).sample
+    expected = ((image[0].permute(1, 2, 0).numpy() / 2 + 0.5).clip(0, 1) * 255).round()
+    got = result.images[0].astype(np.float64)
+    assert np.abs(got - expected).max() <= 2
+    assert result.settings["noise_multiplier"] == multiplier
+    plain = model.generate(replace(request, initial_noise_multiplier=1.0))
+    assert np.abs(plain.images[0].astype(np.float64) - got).mean() > 1  # it acted
+    with pytest.raises(ValueError, match="initial_noise_multiplier scales the noise"):
+        model.generate(replace(request, sampler="diffusers"))
