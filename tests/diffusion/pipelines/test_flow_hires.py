@@ -42,6 +42,32 @@ def _sigmas(mu: float, steps: int) -> torch.Tensor:
                         dtype=torch.float64)
 
 
+def flux_denoiser(pipe: Any, text: tuple[Any, ...], h: int, w: int, guidance: float) -> Any:
+    """diffusers' FLUX transformer as k-diffusion's denoiser of (1, C, h, w) latents: the x0
+    prediction x - sigma * flow, for the prompt states `text` (`encode_prompt`'s three)."""
+    scale = pipe.vae_scale_factor
+    states, pooled, text_ids = text
+    ids = pipe._prepare_latent_image_ids(1, h // 2, w // 2, "cpu", torch.float32)
+
+    def denoise(x: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
+        v = pipe.transformer(hidden_states=pipe._pack_latents(x.float(), 1, x.shape[1], h, w),
+                             timestep=sigma.float(), guidance=torch.full((1,), guidance),
+                             pooled_projections=pooled, encoder_hidden_states=states,
+                             txt_ids=text_ids, img_ids=ids).sample
+        v = pipe._unpack_latents(v, h * scale, w * scale, scale)
+        return x - sigma[:, None, None, None] * v.double()
+
+    return denoise
+
+
+def flux_picture(pipe: Any, x: torch.Tensor) -> np.ndarray:
+    """diffusers' FLUX VAE's picture of latents `x` (1, C, h, w), as uint8-rounded floats."""
+    with torch.no_grad():
+        z = x.float() / pipe.vae.config.scaling_factor + pipe.vae.config.shift_factor
+        image = pipe.vae.decode(z).sample
+    return ((image[0].permute(1, 2, 0).numpy() / 2 + 0.5).clip(0, 1) * 255).round()
+
+
 def _reference(pipe: Any, height: int, width: int, hires_guidance: float, *,
                hires_prompt: str = "a red circle", first_sampler: str = "euler"
                ) -> np.ndarray:
@@ -54,18 +80,7 @@ def _reference(pipe: Any, height: int, width: int, hires_guidance: float, *,
             texts[text] = pipe.encode_prompt([text], None, max_sequence_length=512)
 
     def denoiser(h: int, w: int, guidance: float, text: str = "a red circle") -> Any:
-        states, pooled, text_ids = texts[text]
-        ids = pipe._prepare_latent_image_ids(1, h // 2, w // 2, "cpu", torch.float32)
-
-        def denoise(x: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
-            v = pipe.transformer(hidden_states=pipe._pack_latents(x.float(), 1, x.shape[1], h, w),
-                                 timestep=sigma.float(), guidance=torch.full((1,), guidance),
-                                 pooled_projections=pooled, encoder_hidden_states=states,
-                                 txt_ids=text_ids, img_ids=ids).sample
-            v = pipe._unpack_latents(v, h * scale, w * scale, scale)
-            return x - sigma[:, None, None, None] * v.double()
-
-        return denoise
+        return flux_denoiser(pipe, texts[text], h, w, guidance)
 
     h, w = height // scale, width // scale
     shape = (1, pipe.transformer.config.in_channels // 4, h, w)
@@ -85,9 +100,7 @@ def _reference(pipe: Any, height: int, width: int, hires_guidance: float, *,
         x = sigmas[0] * noise[None].double() + (1 - sigmas[0]) * x
         x = K.sampling.sample_euler(denoiser(2 * h, 2 * w, hires_guidance, hires_prompt), x,
                                     sigmas, disable=True)
-        z = x.float() / pipe.vae.config.scaling_factor + pipe.vae.config.shift_factor
-        image = pipe.vae.decode(z).sample
-    return ((image[0].permute(1, 2, 0).numpy() / 2 + 0.5).clip(0, 1) * 255).round()
+    return flux_picture(pipe, x)
 
 
 def test_flux_hires_fix_matches_the_reference(first_device: gpucore.Device,

@@ -17,26 +17,14 @@ import pytest
 pytest.importorskip("diffusers", reason="diffusers is a test-only reference (extra: reference)")
 import torch
 from kdiffusion_ref import K
-from test_flow_hires import _mu, _sigmas
+from test_flow_hires import _mu, _sigmas, flux_denoiser, flux_picture
+from webui_ref import webui_slerp
 
 import gpucore
 from diffusion.pipelines.load import load_pipeline
 from diffusion.pipelines.request import GenerationRequest
 
 SEED, SUBSEED, STRENGTH, STEPS, GUIDANCE = 11, 5, 0.4, 3, 3.5
-
-
-def _slerp(val: float, low: torch.Tensor, high: torch.Tensor) -> torch.Tensor:
-    """The WebUI's `rng.slerp`, as it is written there."""
-    low_norm = low / torch.norm(low, dim=1, keepdim=True)
-    high_norm = high / torch.norm(high, dim=1, keepdim=True)
-    dot = (low_norm * high_norm).sum(1)
-    if dot.mean() > 0.9995:
-        return low * val + high * (1 - val)
-    omega = torch.acos(dot)
-    so = torch.sin(omega)
-    return ((torch.sin((1.0 - val) * omega) / so).unsqueeze(1) * low
-            + (torch.sin(val * omega) / so).unsqueeze(1) * high)
 
 
 def _noise(shape: tuple[int, int, int], small: tuple[int, int, int]) -> torch.Tensor:
@@ -46,7 +34,7 @@ def _noise(shape: tuple[int, int, int], small: tuple[int, int, int]) -> torch.Te
         return torch.randn(size, generator=torch.Generator().manual_seed(seed))
 
     sub = randn(SUBSEED, small)
-    noise = _slerp(STRENGTH, randn(SEED, small), sub)
+    noise = webui_slerp(STRENGTH, randn(SEED, small), sub)
     x = randn(SEED, shape)
     dx, dy = (shape[2] - small[2]) // 2, (shape[1] - small[1]) // 2
     assert dx >= 0 and dy >= 0  # the case this test draws
@@ -57,28 +45,15 @@ def _noise(shape: tuple[int, int, int], small: tuple[int, int, int]) -> torch.Te
 def _reference(pipe: Any, height: int, width: int, resize: tuple[int, int]) -> np.ndarray:
     scale = pipe.vae_scale_factor
     with torch.no_grad():
-        states, pooled, text_ids = pipe.encode_prompt(["a red circle"], None,
-                                                      max_sequence_length=512)
+        text = pipe.encode_prompt(["a red circle"], None, max_sequence_length=512)
     h, w = height // scale, width // scale
-    ids = pipe._prepare_latent_image_ids(1, h // 2, w // 2, "cpu", torch.float32)
-
-    def denoise(x: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
-        v = pipe.transformer(hidden_states=pipe._pack_latents(x.float(), 1, x.shape[1], h, w),
-                             timestep=sigma.float(), guidance=torch.full((1,), GUIDANCE),
-                             pooled_projections=pooled, encoder_hidden_states=states,
-                             txt_ids=text_ids, img_ids=ids).sample
-        v = pipe._unpack_latents(v, h * scale, w * scale, scale)
-        return x - sigma[:, None, None, None] * v.double()
-
     channels = pipe.transformer.config.in_channels // 4
     noise = _noise((channels, h, w), (channels, resize[1] // scale, resize[0] // scale))
     with torch.no_grad():
         sigmas = _sigmas(_mu(h, w), STEPS)
-        x = K.sampling.sample_euler(denoise, noise[None].double() * sigmas[0], sigmas,
-                                    disable=True)
-        z = x.float() / pipe.vae.config.scaling_factor + pipe.vae.config.shift_factor
-        image = pipe.vae.decode(z).sample
-    return ((image[0].permute(1, 2, 0).numpy() / 2 + 0.5).clip(0, 1) * 255).round()
+        x = K.sampling.sample_euler(flux_denoiser(pipe, text, h, w, GUIDANCE),
+                                    noise[None].double() * sigmas[0], sigmas, disable=True)
+    return flux_picture(pipe, x)
 
 
 def test_variation_seed_and_seed_resize_match_the_webui(first_device: gpucore.Device,
@@ -138,32 +113,20 @@ def test_img2img_noise_multiplier_matches_the_webui(first_device: gpucore.Device
         init_image=init, strength=strength, initial_noise_multiplier=multiplier)
     result = model.generate(request)
     with torch.no_grad():
-        states, pooled, text_ids = pipe.encode_prompt(["a red circle"], None,
-                                                      max_sequence_length=512)
+        text = pipe.encode_prompt(["a red circle"], None, max_sequence_length=512)
         pixels = torch.from_numpy(to_unit_image(init, width, height))
         posterior = pipe.vae.encode(pixels).latent_dist
         latents = posterior.sample(torch.Generator().manual_seed(SEED))
         latents = (latents - pipe.vae.config.shift_factor) * pipe.vae.config.scaling_factor
     h, w = height // scale, width // scale
-    ids = pipe._prepare_latent_image_ids(1, h // 2, w // 2, "cpu", torch.float32)
-
-    def denoise(x: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
-        v = pipe.transformer(hidden_states=pipe._pack_latents(x.float(), 1, x.shape[1], h, w),
-                             timestep=sigma.float(), guidance=torch.full((1,), GUIDANCE),
-                             pooled_projections=pooled, encoder_hidden_states=states,
-                             txt_ids=text_ids, img_ids=ids).sample
-        v = pipe._unpack_latents(v, h * scale, w * scale, scale)
-        return x - sigma[:, None, None, None] * v.double()
-
     t_enc = int(strength * steps)
     sigmas = _sigmas(_mu(h, w), steps)[steps - t_enc - 1:]
     noise = torch.randn(latents.shape[1:], generator=torch.Generator().manual_seed(SEED))
     with torch.no_grad():
         x = sigmas[0] * multiplier * noise[None].double() + (1 - sigmas[0]) * latents.double()
-        x = K.sampling.sample_euler(denoise, x, sigmas, disable=True)
-        z = x.float() / pipe.vae.config.scaling_factor + pipe.vae.config.shift_factor
-        image = pipe.vae.decode(z).sample
-    expected = ((image[0].permute(1, 2, 0).numpy() / 2 + 0.5).clip(0, 1) * 255).round()
+        x = K.sampling.sample_euler(flux_denoiser(pipe, text, h, w, GUIDANCE), x, sigmas,
+                                    disable=True)
+    expected = flux_picture(pipe, x)
     got = result.images[0].astype(np.float64)
     assert np.abs(got - expected).max() <= 2
     assert result.settings["noise_multiplier"] == multiplier

@@ -6,7 +6,6 @@ transformer with the folder as --base, and a broken folder's one-line error."""
 from __future__ import annotations
 
 import inspect
-import re
 import shutil
 from pathlib import Path
 from typing import Any
@@ -238,10 +237,8 @@ def test_zimage_first_block_cache(first_device: gpucore.Device, tiny_zimage: tup
     """`--cache fbc:T`: diffusers' picture with its First Block Cache hook on the transformer
     (pointed at the blocks' `x`, which the hook asks for as `hidden_states`), some steps
     skipped, and the infotext saying how many ran."""
-    from diffusers.hooks import FirstBlockCacheConfig, HookRegistry, apply_first_block_cache
-    from diffusers.hooks import first_block_cache as diffusers_fbc
     from diffusers.hooks._helpers import TransformerBlockRegistry
-    from diffusers.hooks.hooks import CacheContext, _set_cache_context
+    from webui_ref import assert_steps_skipped, first_block_cache
 
     folder, reference = tiny_zimage
     threshold, steps = 1.3, 4  # a random tiny model moves far more than a trained one
@@ -255,21 +252,12 @@ def test_zimage_first_block_cache(first_device: gpucore.Device, tiny_zimage: tup
     indices = {name: i for i, name in enumerate(arguments)}
     monkeypatch.setattr(TransformerBlockRegistry.get(block), "_cached_parameter_indices",
                         {**indices, "hidden_states": indices["x"]})
-    apply_first_block_cache(transformer, FirstBlockCacheConfig(threshold=threshold))
-    _set_cache_context(transformer, CacheContext("cond"))
-    try:
+    with first_block_cache(transformer, threshold):
         expected = reference("a red circle", height=16, width=24, num_inference_steps=steps,
                              generator=torch.Generator().manual_seed(7), output_type="np",
                              guidance_scale=0.0).images[0]
-    finally:
-        registry = HookRegistry.check_if_exists_or_initialize(transformer)
-        for name in (diffusers_fbc._FBC_LEADER_BLOCK_HOOK, diffusers_fbc._FBC_BLOCK_HOOK):
-            registry.remove_hook(name, recurse=True)
     cached = _pixels(out)
     assert np.abs(cached - expected).mean() < 0.01
-    text = read_infotext(out) or ""
-    computed = re.search(rf'Cache: "fbc {threshold:g}, (\d+)/{steps} steps computed"', text)
-    assert computed is not None, text
-    assert 1 <= int(computed.group(1)) < steps, text  # some steps skipped
+    assert_steps_skipped(read_infotext(out) or "", threshold, steps)
     plain = _diffusers(reference, "a red circle", guidance_scale=0.0)
     assert np.abs(cached - plain).mean() > 0.01  # the cache visibly acted

@@ -5,25 +5,13 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from webui_ref import webui_slerp
 
 from diffusion.noise.image_noise import ImageNoise, slerp
 
 pytestmark = pytest.mark.nodevice  # host logic: `pytest -m nodevice`
 
 SHAPE = (4, 5, 7)  # not a multiple of 16 elements: exercises torch's tail redraw
-
-
-def _torch_slerp(val: float, low: torch.Tensor, high: torch.Tensor) -> torch.Tensor:
-    """The WebUI's `modules/rng.slerp`, as it is written there."""
-    low_norm = low / torch.norm(low, dim=1, keepdim=True)
-    high_norm = high / torch.norm(high, dim=1, keepdim=True)
-    dot = (low_norm * high_norm).sum(1)
-    if dot.mean() > 0.9995:
-        return low * val + high * (1 - val)
-    omega = torch.acos(dot)
-    so = torch.sin(omega)
-    return ((torch.sin((1.0 - val) * omega) / so).unsqueeze(1) * low
-            + (torch.sin(val * omega) / so).unsqueeze(1) * high)
 
 
 def _webui_draws(seeds: list[int], steps: int, *, subseeds: list[int] | None = None,
@@ -35,7 +23,7 @@ def _webui_draws(seeds: list[int], steps: int, *, subseeds: list[int] | None = N
         noise = torch.randn(SHAPE, generator=g)
         if subseeds is not None and strength != 0:
             torch.manual_seed(subseeds[k])
-            noise = _torch_slerp(strength, noise, torch.randn(SHAPE))
+            noise = webui_slerp(strength, noise, torch.randn(SHAPE))
         first.append(noise)
     if ensd:
         generators = [torch.Generator().manual_seed(s + ensd) for s in seeds]
