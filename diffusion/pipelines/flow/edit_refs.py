@@ -24,6 +24,7 @@ from ...sampling.model_sampling import FlowSchedule
 from ..observer import Observer
 from ..request import GenerationRequest
 from .flow_sampling import resized, sample_flow
+from .flow_schedule import scheduled_flow
 
 __all__ = ["DEFAULT_STRENGTH", "reference_pictures", "refuse_strength", "sample_from_noise"]
 
@@ -69,7 +70,8 @@ def sample_from_noise(model: EditModel, request: GenerationRequest, label: str,
                       observer: Observer, cache: StepCache | None) -> np.ndarray:
     """A WebUI sampler over the Simple schedule from noise along the model's guided flow
     (the references inside it), each picture from its own seed."""
-    flow, shape, mu = model.guided_flow(request, prompts, width, height, cache)
+    flow, shape, mu = scheduled_flow(model, request, prompts, width, height, cache,
+                                     steps=int(request.steps))
     model.begin_decode(request, shape)  # the prompt encoded, the first step not yet
     return sample_flow(flow, label, FlowSchedule(model.scheduler_config, mu=mu),
                        int(request.steps), seeds=resized(seeds, request, shape, width, height),

@@ -37,6 +37,7 @@ from ..hires_pass import hires_prompts
 from ..observer import Observer
 from ..request import GenerationRequest
 from .flow_sampling import sample_flow
+from .flow_schedule import scheduled_flow
 from .start import encode_image
 
 __all__ = ["FlowPasses", "hires_size", "run_hires", "stage_control"]
@@ -125,7 +126,9 @@ def run_hires(model: FlowPasses, request: GenerationRequest, prompts: list[str],
     if prompt != request.prompt:
         prompts = [extract_extra_networks(prompt)[0]] * len(prompts)
     label = request.hires_sampler_label[0]
-    flow, shape, mu = model.guided_flow(second, prompts, w, h, cache)
+    # prompt editing counts on from the first pass (the WebUI's hires_steps)
+    flow, shape, mu = scheduled_flow(model, second, prompts, w, h, cache,
+                                     steps=int(request.steps), hires_steps=steps)
     return sample_flow(flow, label, FlowSchedule(model.scheduler_config, mu=mu), total,
                        seeds=seeds, rng=request.rng, shape=shape,
                        init_latents=start.astype(np.float32), t_enc=steps - 1,

@@ -31,6 +31,7 @@ from ..observer import Observer
 from ..request import GenerationRequest
 from .flow_control import FlowControl, encode_map
 from .flow_sampling import resized, sample_flow
+from .flow_schedule import scheduled_flow
 from .start import encode_image
 
 __all__ = ["CFG_FAMILIES", "FlowModelPasses"]
@@ -142,7 +143,8 @@ class FlowModelPasses:
     def _webui(self, request: GenerationRequest, label: str, prompts: list[str],
                seeds: WebUISeeds, width: int, height: int, observer: Observer,
                cache: StepCache | None) -> np.ndarray:
-        flow, shape, mu = self.guided_flow(request, prompts, width, height, cache)
+        flow, shape, mu = scheduled_flow(self, request, prompts, width, height, cache,
+                                         steps=int(request.steps))
         self.begin_decode(request, shape)  # the prompt encoded, the first step not yet
         init = keep = None
         if request.init_image is not None:
