@@ -124,8 +124,8 @@ class FlowModel(FlowModelPasses, MemoryModes):
 
     @property
     def capabilities(self) -> Capabilities:
-        """The WebUI samplers defined for flow models over the Simple schedule, plain-text
-        prompts with LoRA tags, the hires fix, step caching on FLUX, SD3 and Chroma (First
+        """The WebUI samplers defined for flow models over the Simple schedule, prompts with
+        LoRA tags and prompt editing (flow_schedule; emphasis read as text), the hires fix, step caching on FLUX, SD3 and Chroma (First
         Block Cache; MagCache and TeaCache on FLUX, whose tables they have), ControlNet units
         on FLUX and SD3, the memory modes (flux1_memory), variation seeds and seed resize
         with the WebUI samplers (flow_sampling), a hires pass with its own prompts and sampler
