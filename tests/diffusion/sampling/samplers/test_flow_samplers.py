@@ -21,6 +21,7 @@ import gpucore
 from diffusion.pipelines.flow.flow_sampling import sample_flow
 from diffusion.pipelines.flow.flux import FluxPipeline
 from diffusion.pipelines.flow.sd3 import StableDiffusion3Pipeline
+from diffusion.sampling.kdiffusion_pass import WebUISeeds
 from diffusion.sampling.model_sampling import FlowSchedule
 
 TOL = 2e-3
@@ -136,7 +137,8 @@ def test_flux_dev_samplers_match_the_reference(first_device: gpucore.Device,
     flow, shape, mu = ours.velocity(prompts, height=height, width=width, guidance_scale=3.5,
                                     max_sequence_length=16)
     got = sample_flow(flow, sampler, FlowSchedule(ours.scheduler_config, mu=mu), STEPS,
-                      seeds=SEEDS, rng="torch", shape=shape)
+                      seeds=WebUISeeds(SEEDS, [], 0.0, 0), rng="torch",
+                      shape=shape)
     # the reference: diffusers' conditioning and transformer as a k-diffusion denoiser
     with torch.no_grad():
         states, pooled, text_ids = reference.encode_prompt(prompts, None,
@@ -166,7 +168,8 @@ def test_sd3_dpmpp_2m_with_cfg_matches_the_reference(first_device: gpucore.Devic
     flow, shape, mu = ours.velocity(prompts, height=height, width=width, guidance_scale=cfg,
                                     negative_prompt="a dog", max_sequence_length=12)
     got = sample_flow(flow, "DPM++ 2M", FlowSchedule(ours.scheduler_config, mu=mu), STEPS,
-                      seeds=SEEDS, rng="torch", shape=shape)
+                      seeds=WebUISeeds(SEEDS, [], 0.0, 0), rng="torch",
+                      shape=shape)
     with torch.no_grad():
         states, negative, pooled, negative_pooled = reference.encode_prompt(
             prompts, None, None, negative_prompt=["a dog"] * 2, max_sequence_length=12)
