@@ -22,7 +22,7 @@ import re
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from types import SimpleNamespace
-from typing import Any, TypeVar
+from typing import Any
 
 import numpy as np
 
@@ -44,13 +44,11 @@ from ...sampling.scheduler_loop import scheduler_loop
 from ...sampling.schedulers.flow_match_euler import FlowMatchEulerDiscreteScheduler
 from ...sampling.schedulers.unipc_flow import FlowUniPCMultistepScheduler, is_flow_unipc
 from ...text.t5_tokenizer import T5Tokenizer
-from ..finite import check_decoded, check_latents
-from ..vae_float32 import float32_copy, reverting
+from ..finite import check_latents
 from .wan_cache import wan_branch
 from .wan_image import clip_image_states, first_frame_latents, i2v_condition
 from .wan_memory import WanMemoryModes
-
-T = TypeVar("T")
+from .wan_vae_passes import WanVaePasses
 
 __all__ = ["SAMPLERS", "WanPipeline", "check_frame_count", "refuse_pictures"]
 
@@ -85,7 +83,7 @@ def clean_prompt(text: str) -> str:
     return re.sub(r"\s+", " ", html.unescape(html.unescape(text)).strip()).strip()
 
 
-class WanPipeline(WanMemoryModes):
+class WanPipeline(WanMemoryModes, WanVaePasses):
     """A loaded Wan 2.1 text-to-video diffusers folder (module docstring); its memory modes:
     `set_memory_mode` (wan_memory)."""
 
@@ -382,36 +380,3 @@ class WanPipeline(WanMemoryModes):
         # 4. the frames out of the latent space (NaN said, not decoded into black frames)
         check_latents(latents, self)
         return self._with_vae(lambda _: self.decode(latents))
-
-    def decode(self, latents: np.ndarray) -> np.ndarray:
-        """Videos (B, T, H, W, 3) in [0, 1] from the transformer's latents (B, C, F, h, w);
-        VaeNonFiniteError where the VAE gave NaN or infinity (not black frames)."""
-        vae = self.vae
-        z = vae.denormalize(asarray(latents, dtype=vae.post_quant_conv.weight.dtype,
-                                    device=vae.device))
-        video = vae.decode(z).numpy().astype(np.float32)
-        check_decoded(video)
-        return np.clip(video / 2 + 0.5, 0.0, 1.0).transpose(0, 2, 3, 4, 1)
-
-    def use_float32_vae(self) -> bool:
-        """Decode and encode with the VAE in float32 (diffusion.pipelines.vae_float32: the
-        WebUI's revert, `--no-half-vae`), a copy from its own weights that takes its place
-        under the memory mode or the offloading; False where it runs float32 already."""
-        vae = float32_copy(self.vae)
-        if vae is self.vae:
-            return False
-        if self._memory is not None:
-            self._memory.replace_vae(self.vae, vae)
-        elif self.offload:
-            offload_weights(vae)
-        self.vae = vae
-        return True
-
-    def _with_vae(self, run: Callable[[AutoencoderKLWan], T]) -> T:
-        """`run(vae)` with the VAE on the GPU; where a float16 VAE gives NaN or infinity
-        (VaeNonFiniteError), the VAE made float32, a VaeRevertWarning and `run` again with
-        it, as `generate` does for pictures (vae_float32.reverting)."""
-        def once() -> T:
-            with self.on_gpu(self.vae):
-                return run(self.vae)
-        return reverting(self, None, once)
