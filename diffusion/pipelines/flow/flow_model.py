@@ -125,16 +125,16 @@ class FlowModel(FlowModelPasses, MemoryModes):
     @property
     def capabilities(self) -> Capabilities:
         """The WebUI samplers defined for flow models over the Simple schedule, prompts with
-        LoRA tags and prompt editing (flow_schedule; emphasis read as text), the hires fix, step caching on FLUX, SD3 and Chroma (First
-        Block Cache; MagCache and TeaCache on FLUX, whose tables they have), ControlNet units
-        on FLUX and SD3, the memory modes (flux1_memory), variation seeds and seed resize
-        with the WebUI samplers (flow_sampling), a hires pass with its own prompts and sampler
-        (flow_hires); no refiner."""
+        LoRA tags and prompt editing (flow_schedule; emphasis read as text), the hires fix,
+        step caching on FLUX, SD3 and Chroma (First Block Cache; MagCache and TeaCache on
+        FLUX, whose tables they have), ControlNet units on FLUX and SD3, the memory modes
+        (flux1_memory); with the WebUI samplers variation seeds and seed resize
+        (flow_sampling), a hires pass with its own prompts and sampler (flow_hires), img2img's
+        noise multiplier and latent-upscale resize; no refiner."""
         guidance = ("cfg" if self.family in CFG_FAMILIES else
                     "distilled" if self.distilled else "none")
         no = dict.fromkeys(("prompt_syntax", "textual_inversion", "refiner",
-                            "latent_upscale_resize", "hires_with_diffusers",
-                            "latent_masked_content"), False)
+                            "hires_with_diffusers", "latent_masked_content"), False)
         return Capabilities(family=self.family, latent_space=self.family.split("-")[0],
                             guidance=guidance, samplers=tuple(FLOW_SAMPLERS),
                             schedules=FLOW_SCHEDULES, models="flow-matching models",
@@ -196,6 +196,11 @@ class FlowModel(FlowModelPasses, MemoryModes):
             raise ValueError("initial_noise_multiplier scales the noise the WebUI samplers lay "
                              "over the init image; with 'diffusers' leave it at 1, or pick "
                              "Euler")
+        if (request.init_image is not None and request.resize_mode == 3
+                and request.sampler_label[0] == DIFFUSERS):
+            raise ValueError("resize mode 3 (latent upscale) resizes the latents the WebUI "
+                             "samplers start from; 'diffusers' encodes the resized picture: "
+                             "pick Euler, or resize mode 0-2")
         multiple = 2 * self.vae_scale_factor  # 2x2 latent patches
         for name, side in (("width", width), ("height", height)):
             if side % multiple:

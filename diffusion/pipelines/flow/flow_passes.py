@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from ...imaging import latent_mask, to_unit_image
+from ...imaging import latent_mask, rgb_picture, to_unit_image
 from ...models.step_cache import StepCache
 from ...noise.rng import make_generator
 from ...preprocessors.resize import fit_map
@@ -25,6 +25,7 @@ from ...sampling.guidance import combine
 from ...sampling.kdiffusion import DIFFUSERS
 from ...sampling.kdiffusion_pass import WebUISeeds
 from ...sampling.model_sampling import FlowSchedule
+from ...upscalers.interpolation import upscale_latents
 from ..control_map import split_maps
 from ..masked_content import latent_content
 from ..observer import Observer
@@ -148,10 +149,21 @@ class FlowModelPasses:
         self.begin_decode(request, shape)  # the prompt encoded, the first step not yet
         init = keep = None
         if request.init_image is not None:
-            # the init image's latents drawn from the VAE's posterior with the first seed
-            pixels = to_unit_image(request.init_image, width, height)
+            # the init image's latents drawn from the VAE's posterior with the first seed;
+            # resize mode 3 ("Just resize (latent upscale)"): encoded at its own size, the
+            # latents resized to the pass's as the WebUI's "Latent" upscaler resizes them
+            size = (width, height)
+            if request.resize_mode == 3:
+                size = rgb_picture(request.init_image).size
+                if min(size) < self.pipe.vae_scale_factor:
+                    raise ValueError(f"init image {size[0]}x{size[1]} is smaller than one "
+                                     "latent pixel: resize mode 3 encodes it at its own "
+                                     "size; give a larger picture or resize mode 0-2")
             generator = make_generator(request.rng, seeds.seeds[0])
-            init = np.repeat(self.encode_init(pixels, generator), shape[0], 0)
+            latents = self.encode_init(to_unit_image(request.init_image, *size), generator)
+            if request.resize_mode == 3:
+                latents = upscale_latents(latents, (shape[2], shape[3]), "Latent")
+            init = np.repeat(latents, shape[0], 0)
             if request.mask is not None:  # the WebUI's latent mask, its masked content
                 small = latent_mask(request.mask, (shape[2], shape[3]),
                                     rounded=request.mask_round)

@@ -55,7 +55,8 @@ class KontextModel(FlowModel):
         TeaCache's tables are FLUX.1 dev's, not Kontext's); no refiner or control units;
         `check` refuses a mask, the hires fix and a denoising strength."""
         return replace(super().capabilities, step_cache=("fbc",),
-                       models="FLUX.1 Kontext models", references=1, noise_multiplier=False)
+                       models="FLUX.1 Kontext models", references=1, noise_multiplier=False,
+                       latent_upscale_resize=False)
 
     def check(self, request: GenerationRequest, width: int, height: int) -> None:
         """FlowModel's checks; no mask, no hires fix, and no strength but the default."""

@@ -57,7 +57,8 @@ class QwenImageEditModel(QwenImageModel):
         """Qwen-Image's; the init image is the picture to edit (an Edit Plus model's
         first reference of any number)."""
         return replace(super().capabilities, models="Qwen-Image-Edit models",
-                       references=None if self.plus else 1, noise_multiplier=False)
+                       references=None if self.plus else 1, noise_multiplier=False,
+                       latent_upscale_resize=False)
 
     def memory_layout(self) -> MemoryLayout:
         """Qwen-Image's, with the vision tower in the text encoder's unit: the language model's

@@ -55,7 +55,7 @@ class QwenImageModel(LLMFlowModel):
                             models="Qwen-Image models", step_cache=("fbc",), prompt_syntax=False,
                             textual_inversion=False, refiner=False,
                             control=self.family == "qwen-image",
-                            latent_upscale_resize=False, hires_with_diffusers=False,
+                            hires_with_diffusers=False,
                             latent_masked_content=False, memory_modes=True,
                             control_on_host=True, hires_own_settings=True,
                             noise_multiplier=True)

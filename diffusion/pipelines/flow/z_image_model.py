@@ -54,7 +54,6 @@ class ZImageModel(LLMFlowModel):
                             samplers=tuple(FLOW_SAMPLERS), schedules=FLOW_SCHEDULES,
                             models="Z-Image models", step_cache=("fbc",), prompt_syntax=False,
                             textual_inversion=False, refiner=False, control=True,
-                            latent_upscale_resize=False,
                             hires_with_diffusers=False, latent_masked_content=False,
                             memory_modes=True, control_on_host=True,
                             hires_own_settings=True, noise_multiplier=True)

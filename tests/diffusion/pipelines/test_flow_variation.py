@@ -90,35 +90,24 @@ def test_variation_seed_and_seed_resize_match_the_webui(first_device: gpucore.De
         assert np.abs(a.astype(int) - b).max() <= 1
 
 
-def test_img2img_noise_multiplier_matches_the_webui(first_device: gpucore.Device,
-                                                    tiny_flux_dev: tuple[Path, Any]) -> None:
-    """img2img's initial_noise_multiplier with a WebUI sampler, as the WebUI applies it: the
-    init image's latents (diffusers' VAE posterior drawn from the seed's generator) and the
-    seed's noise times the multiplier at the first kept sigma of the schedule's tail (t_enc =
-    strength x steps), then Euler; the infotext's "Noise multiplier"; with 'diffusers', which
-    lays its own noise, refused in one line."""
-    from PIL import Image
-
+def _img2img_reference(pipe: Any, init: Any, width: int, height: int, strength: float,
+                       steps: int, multiplier: float = 1.0) -> np.ndarray:
+    """The WebUI's img2img with Euler: the init image's latents (diffusers' VAE posterior
+    drawn from the seed's generator; a picture of another size encoded at its own size and
+    its latents resized bilinearly, the WebUI's resize mode 3), the seed's noise times
+    `multiplier` at the first kept sigma of the schedule's tail (t_enc = strength x steps)."""
     from diffusion.imaging import to_unit_image
 
-    root, pipe = tiny_flux_dev
-    model = load_pipeline(root / "flux", device=first_device)
     scale = pipe.vae_scale_factor
-    width, height, strength, multiplier, steps = 8 * scale, 8 * scale, 0.75, 0.6, 4
-    init = Image.fromarray(np.random.default_rng(4).integers(0, 256, (height, width, 3),
-                                                            np.uint8))
-    request = GenerationRequest(
-        prompt="a red circle", width=width, height=height, steps=steps, sampler="Euler",
-        seed=SEED, rng="torch", cfg_scale=1.0, distilled_cfg_scale=GUIDANCE,
-        init_image=init, strength=strength, initial_noise_multiplier=multiplier)
-    result = model.generate(request)
+    h, w = height // scale, width // scale
     with torch.no_grad():
         text = pipe.encode_prompt(["a red circle"], None, max_sequence_length=512)
-        pixels = torch.from_numpy(to_unit_image(init, width, height))
-        posterior = pipe.vae.encode(pixels).latent_dist
-        latents = posterior.sample(torch.Generator().manual_seed(SEED))
+        pixels = torch.from_numpy(to_unit_image(init, *init.size))
+        latents = pipe.vae.encode(pixels).latent_dist.sample(
+            torch.Generator().manual_seed(SEED))
         latents = (latents - pipe.vae.config.shift_factor) * pipe.vae.config.scaling_factor
-    h, w = height // scale, width // scale
+        if latents.shape[2:] != (h, w):
+            latents = torch.nn.functional.interpolate(latents, size=(h, w), mode="bilinear")
     t_enc = int(strength * steps)
     sigmas = _sigmas(_mu(h, w), steps)[steps - t_enc - 1:]
     noise = torch.randn(latents.shape[1:], generator=torch.Generator().manual_seed(SEED))
@@ -126,11 +115,45 @@ def test_img2img_noise_multiplier_matches_the_webui(first_device: gpucore.Device
         x = sigmas[0] * multiplier * noise[None].double() + (1 - sigmas[0]) * latents.double()
         x = K.sampling.sample_euler(flux_denoiser(pipe, text, h, w, GUIDANCE), x, sigmas,
                                     disable=True)
-    expected = flux_picture(pipe, x)
+    return flux_picture(pipe, x)
+
+
+def test_img2img_noise_multiplier_and_latent_resize_match_the_webui(
+        first_device: gpucore.Device, tiny_flux_dev: tuple[Path, Any]) -> None:
+    """img2img's initial_noise_multiplier with a WebUI sampler, as the WebUI applies it, and
+    resize mode 3 ("Just resize (latent upscale)"): the infotext's "Noise multiplier"; with
+    'diffusers', which lays its own noise and encodes the resized picture, each refused in
+    one line."""
+    from PIL import Image
+
+    root, pipe = tiny_flux_dev
+    model = load_pipeline(root / "flux", device=first_device)
+    scale = pipe.vae_scale_factor
+    # strength 0.5 of 4 steps: t_enc 2, from the second sigma (the first is 1: pure noise)
+    width, height, strength, multiplier, steps = 8 * scale, 8 * scale, 0.5, 0.6, 4
+    init = Image.fromarray(np.random.default_rng(4).integers(0, 256, (height, width, 3),
+                                                            np.uint8))
+    request = GenerationRequest(
+        prompt="a red circle", width=width, height=height, steps=steps, sampler="Euler",
+        seed=SEED, rng="torch", cfg_scale=1.0, distilled_cfg_scale=GUIDANCE,
+        init_image=init, strength=strength, initial_noise_multiplier=multiplier)
+    result = model.generate(request)
     got = result.images[0].astype(np.float64)
+    expected = _img2img_reference(pipe, init, width, height, strength, steps, multiplier)
     assert np.abs(got - expected).max() <= 2
     assert result.settings["noise_multiplier"] == multiplier
     plain = model.generate(replace(request, initial_noise_multiplier=1.0))
     assert np.abs(plain.images[0].astype(np.float64) - got).mean() > 1  # it acted
     with pytest.raises(ValueError, match="initial_noise_multiplier scales the noise"):
         model.generate(replace(request, sampler="diffusers"))
+    # resize mode 3: a smaller picture encoded at its own size, its latents made larger
+    small = init.resize((4 * scale, 6 * scale))
+    resized = model.generate(replace(request, init_image=small, resize_mode=3,
+                                     initial_noise_multiplier=1.0))
+    expected = _img2img_reference(pipe, small, width, height, strength, steps)
+    assert np.abs(resized.images[0].astype(np.float64) - expected).max() <= 2
+    picture = model.generate(replace(request, init_image=small, initial_noise_multiplier=1.0))
+    assert np.abs(picture.images[0].astype(np.float64) - expected).mean() > 1  # mode 0 differs
+    with pytest.raises(ValueError, match=r"resize mode 3 .* resizes the latents"):
+        model.generate(replace(request, init_image=small, resize_mode=3, sampler="diffusers",
+                               initial_noise_multiplier=1.0))

@@ -119,3 +119,33 @@ def test_step_cache_through_the_api(client: Any) -> None:
     response = client.post("/sdapi/v1/txt2img", json={"prompt": "x", "cache": "teacache",
                                                        **SMALL})
     assert 400 <= response.status_code < 500 and "teacache: not supported" in response.text
+
+
+def test_webui_seed_and_hires_options_through_the_api(client: Any) -> None:
+    """The WebUI's variation seed, a hires prompt and sampler of its own and img2img's noise
+    multiplier on FLUX, as Forge takes them: written to the infotext as the WebUI writes them;
+    prompt editing runs (another picture than either text alone)."""
+    switched = client.post("/sdapi/v1/options", json={"sd_model_checkpoint": "flux"})
+    assert switched.status_code == 200, switched.text
+    response = client.post("/sdapi/v1/txt2img", json={
+        "prompt": "a red circle", "sampler_name": "Euler", "subseed": 9,
+        "subseed_strength": 0.3, "enable_hr": True, "hr_scale": 2, "hr_second_pass_steps": 1,
+        "denoising_strength": 0.5, "hr_prompt": "a blue square", "hr_sampler_name": "DPM++ 2M",
+        **SMALL})
+    assert response.status_code == 200, response.text
+    text = info(response)["infotexts"][0]
+    assert "Variation seed: 9, Variation seed strength: 0.3" in text
+    assert "Hires prompt: a blue square" in text and "Hires sampler: DPM++ 2M" in text
+    image = Image.fromarray(np.random.default_rng(1).integers(0, 256, (16, 24, 3), np.uint8))
+    response = client.post("/sdapi/v1/img2img", json={
+        "prompt": "a red circle", "init_images": [png_b64(image)], "denoising_strength": 0.6,
+        "sampler_name": "Euler", "initial_noise_multiplier": 0.8, **SMALL})
+    assert response.status_code == 200, response.text
+    assert "Noise multiplier: 0.8" in info(response)["infotexts"][0]
+    pictures = {}
+    for prompt in ("a red circle", "a blue square", "[a red circle:a blue square:1]"):
+        response = client.post("/sdapi/v1/txt2img", json={"prompt": prompt,
+                                                           "sampler_name": "Euler", **SMALL})
+        assert response.status_code == 200, response.text
+        pictures[prompt] = response.json()["images"][0]
+    assert len(set(pictures.values())) == 3
