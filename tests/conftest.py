@@ -293,6 +293,16 @@ def tiny_flux_dev(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Any]:
 
 
 @pytest.fixture(scope="session")
+def tiny_qwenimage(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Any]:
+    """(the folder `root / "qwen-image"`, diffusers' QwenImagePipeline) of tiny random parts."""
+    pytest.importorskip("diffusers", reason="diffusers is a test-only reference")
+    from qwenimage_tiny import tiny_qwenimage_pipeline
+
+    root = tmp_path_factory.mktemp("tiny-qwen-image")
+    return root / "qwen-image", tiny_qwenimage_pipeline(root)
+
+
+@pytest.fixture(scope="session")
 def tiny_chroma(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Any]:
     """(the folder's parent: `root / "chroma"`, diffusers' ChromaPipeline)."""
     pytest.importorskip("diffusers", reason="diffusers is a test-only reference")

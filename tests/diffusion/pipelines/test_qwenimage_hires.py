@@ -19,7 +19,7 @@ pytest.importorskip("diffusers", reason="diffusers is a test-only reference (ext
 import diffusers
 import torch
 from kdiffusion_ref import K
-from qwenimage_tiny import QWENIMAGE_SCHEDULER, tiny_qwenimage_pipeline
+from qwenimage_tiny import QWENIMAGE_SCHEDULER
 
 import gpucore
 from diffusion.pipelines.load import load_pipeline
@@ -28,12 +28,6 @@ from diffusion.upscalers.interpolation import HiresFix
 
 SEED, STEPS, HIRES_STEPS, DENOISE = 11, 3, 2, 0.6
 PROMPT = "a red circle"
-
-
-@pytest.fixture(scope="module")
-def tiny_qwenimage(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Any]:
-    root = tmp_path_factory.mktemp("tiny-qwen-image-hires")
-    return root / "qwen-image", tiny_qwenimage_pipeline(root)
 
 
 def _sigmas(h: int, w: int, steps: int) -> torch.Tensor:

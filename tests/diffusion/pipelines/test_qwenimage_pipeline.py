@@ -18,7 +18,7 @@ import pytest
 pytest.importorskip("diffusers", reason="diffusers is a test-only reference (extra: reference)")
 import torch
 from PIL import Image
-from qwenimage_tiny import QWENIMAGE_TINY, tiny_qwenimage_pipeline
+from qwenimage_tiny import QWENIMAGE_TINY
 from safetensors.torch import save_file
 from sd_tiny import state_dict
 
@@ -38,12 +38,6 @@ RED = "a red circle on a blue square, " * 6
 FILES = ("txt2img", "--prompt", RED, *SIZE, "--steps", "2", "--sampler", "diffusers",
          "--rng", "torch", "--seed", "7", "--dtype", "float32", "--cfg-scale", "1")
 HORSE = "an astronaut riding a horse at night, " * 6
-
-
-@pytest.fixture(scope="module")
-def tiny_qwenimage(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Any]:
-    root = tmp_path_factory.mktemp("tiny-qwen-image")
-    return root / "qwen-image", tiny_qwenimage_pipeline(root)
 
 
 def _run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[str, str]:

@@ -6,7 +6,6 @@ server's `no_half_vae` start there."""
 
 from __future__ import annotations
 
-import warnings
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
@@ -15,7 +14,6 @@ import numpy as np
 import pytest
 
 pytest.importorskip("diffusers", reason="diffusers is a test-only reference (extra: reference)")
-from PIL import Image
 from wan_tiny import tiny_wan_pipeline
 
 import diffusion.cli.main as cli
@@ -68,37 +66,37 @@ def _diffusers_frames(vae: Any, latents: np.ndarray) -> np.ndarray:
 
 
 def test_a_nan_wan_vae_is_made_float32_and_decodes_again(
-        f16_device: gpucore.Device, overflowing: tuple[Path, Any],
-        monkeypatch: pytest.MonkeyPatch) -> None:
-    """float16 with `offload`: one warning, the same latents decoded again by a float32 copy
-    that is offloaded as the VAE was, and diffusers' float32 frames of those latents."""
+        f16_device: gpucore.Device, overflowing: tuple[Path, Any]) -> None:
+    """The VAE pass of a float16 pipeline with `offload`: one warning, the latents decoded
+    again by a float32 copy that is offloaded as the VAE was, diffusers' float32 frames of
+    them. (The VAE alone: the tiny transformer's float16 kernels would be most of the
+    test's time, and the pass is the same one the pipeline's call ends with.)"""
     from diffusion.pipelines.video import WanPipeline
     from gpustd.nn.offload import device_bytes
 
     folder, reference = overflowing
     pipe = WanPipeline.from_pretrained(folder, dtype=np.float16, device=f16_device,
                                        offload=True)
-    half, seen = pipe.vae, []
-    decode = pipe.decode
-    monkeypatch.setattr(pipe, "decode", lambda latents: seen.append(latents) or decode(latents))
+    half = pipe.vae
+    latents = np.random.default_rng(2).standard_normal((1, 4, 2, 4, 6)).astype(np.float32)
     with pytest.warns(VaeRevertWarning, match="the VAE now runs in float32") as said:
-        video = pipe(RED, **SETTINGS)
-    assert len(said) == 1 and len(seen) == 2 and np.array_equal(seen[0], seen[1])
+        video = pipe._with_vae(lambda vae: pipe.decode(latents))
+    assert len(said) == 1
     assert pipe.vae.decoder.conv_in.weight.dtype == np.float32
     assert half.decoder.conv_in.weight.dtype == np.float16
     assert device_bytes(pipe.vae) == 0  # offloaded after its turn, as the float16 one was
     assert np.isfinite(video).all() and video.std() > 0.05  # frames, not a flat fill
-    expected = _diffusers_frames(reference, seen[1])
-    assert np.abs(video[0] - expected).max() < 2e-3
+    assert np.abs(video[0] - _diffusers_frames(reference, latents)).max() < 2e-3
     assert not pipe.use_float32_vae()  # float32 now: nothing left to revert
 
 
 def test_the_first_frame_encode_reverts_under_a_memory_mode(
         f16_device: gpucore.Device, tmp_path: Path) -> None:
-    """Wan 2.2 TI2V 5B animating a picture under --medvram, its VAE encoder overflowing
+    """Wan 2.2 TI2V 5B's first-frame encode under --medvram, its VAE encoder overflowing
     float16: the encode's NaN is the VAE's (not the transformer's, which it would reach), the
-    mode's VAE unit becomes the float32 copy and the video is made."""
+    mode's VAE unit becomes the float32 copy and the latents are made."""
     from diffusion.pipelines.video import WanPipeline
+    from diffusion.pipelines.video.wan_image import first_frame_latents
 
     tiny_wan_pipeline(tmp_path, wan22=True)
     _overflowing(tmp_path / "wan22", "encoder")
@@ -108,31 +106,60 @@ def test_the_first_frame_encode_reverts_under_a_memory_mode(
     half = pipe.vae
     picture = (np.random.default_rng(3).random((24, 40, 3)) * 255).astype(np.uint8)
     with pytest.warns(VaeRevertWarning):
-        video = pipe(RED, **{**SETTINGS, "width": 64}, image=picture)
+        latents = pipe._with_vae(lambda vae: first_frame_latents(vae, picture, 32, 64))
     assert pipe.vae.encoder.conv_in.weight.dtype == np.float32
     residency = pipe._memory.residency
     assert pipe.vae in residency and half not in residency
-    assert np.isfinite(video).all() and video.std() > 0.05
+    assert np.isfinite(latents).all() and latents.std() > 0.05
 
 
-def test_txt2vid_no_half_vae_starts_in_float32(f16_device: gpucore.Device,
-                                               overflowing: tuple[Path, Any], tmp_path: Path,
-                                               capsys: pytest.CaptureFixture[str]) -> None:
-    """`txt2vid --no-half-vae`: the line said, no float16 attempt (no warning), the frames the
-    float32 VAE's."""
-    folder, _ = overflowing
-    with warnings.catch_warnings():
-        warnings.simplefilter("error", VaeRevertWarning)
-        code = cli.main(["txt2vid", "--model", str(folder), "--width", "48", "--height", "32",
-                         "--frames", "5", "--steps", "1", "--cfg-scale", "4", "--seed", "9",
-                         "--dtype", "float16", "--no-half-vae", "--prompt", RED,
-                         "-o", str(tmp_path / "frames")])
-    out, err = capsys.readouterr()
-    assert code == 0, err
-    assert "no-half-vae: the VAE runs in float32" in err
-    frames = np.stack([np.asarray(Image.open(f).convert("RGB"), np.float32) / 255
-                       for f in sorted(Path(out.strip()).glob("*.png"))])
-    assert frames.shape == (5, 32, 48, 3) and frames.std() > 0.05
+def test_the_call_ends_with_the_reverting_pass(first_device: gpucore.Device,
+                                               overflowing: tuple[Path, Any],
+                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    """The pipeline's call decodes through the reverting pass: a float32 VAE whose frames
+    still come out NaN ends the run in one line naming the VAE, with no frames."""
+    from diffusion.pipelines.finite import NonFiniteError
+    from diffusion.pipelines.video import WanPipeline
+
+    pipe = WanPipeline.from_pretrained(overflowing[0], device=first_device)
+    decode = pipe.vae.decode
+    monkeypatch.setattr(pipe.vae, "decode", lambda z, **kw: decode(z, **kw) * np.nan)
+    with pytest.raises(NonFiniteError, match=r"VAE's decode gave NaN.*runs in float32 already"):
+        pipe(RED, **SETTINGS)
+
+
+def test_txt2vid_takes_no_half_vae(overflowing: tuple[Path, Any],
+                                   monkeypatch: pytest.MonkeyPatch, tmp_path: Path,
+                                   capsys: pytest.CaptureFixture[str]) -> None:
+    """`txt2vid --no-half-vae` (and img2vid's): the loaded pipeline's VAE made float32, the
+    line said; not without the flag."""
+    from diffusion.pipelines import video as video_pipelines
+
+    made: list[str] = []
+
+    class Loaded:
+        memory_mode = None
+
+        def use_float32_vae(self) -> bool:
+            made.append("made")
+            return True
+
+        def set_memory_mode(self, mode: Any) -> None:
+            pass
+
+        def __call__(self, *args: Any, **kwargs: Any) -> np.ndarray:
+            return np.full((1, 5, 32, 48, 3), 0.5, np.float32)
+
+    monkeypatch.setattr(video_pipelines.WanPipeline, "from_pretrained",
+                        classmethod(lambda cls, *args, **kwargs: Loaded()))
+    argv = ["txt2vid", "--model", str(overflowing[0]), "--width", "48", "--height", "32",
+            "--frames", "5", "--steps", "1", "--seed", "9", "--prompt", RED]
+    for flag, expected in ((["--no-half-vae"], ["made"]), ([], ["made"])):
+        code = cli.main([*argv, *flag, "-o", str(tmp_path / f"frames{len(flag)}")])
+        err = capsys.readouterr().err
+        assert code == 0, err
+        assert made == expected
+        assert ("no-half-vae: the VAE runs in float32" in err) == bool(flag)
 
 
 def test_the_server_video_jobs_take_no_half_vae(monkeypatch: pytest.MonkeyPatch) -> None:
