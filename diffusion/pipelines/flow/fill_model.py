@@ -48,9 +48,10 @@ class FillModel(FlowModel):
     @property
     def capabilities(self) -> Capabilities:
         """FLUX's (the WebUI samplers for flow models over the Simple schedule, distilled
-        guidance, plain-text prompts with LoRA tags, the WebUI's mask options); `check`
+        guidance, plain-text prompts with LoRA tags, the WebUI's mask options), First Block
+        Cache (MagCache's and TeaCache's tables are FLUX.1 dev's, not Fill's); `check`
         refuses requests without a picture and a mask, and the hires fix."""
-        return replace(super().capabilities, step_cache=(), models="FLUX.1 Fill models")
+        return replace(super().capabilities, step_cache=("fbc",), models="FLUX.1 Fill models")
 
     def check(self, request: GenerationRequest, width: int, height: int) -> None:
         """FlowModel's checks; an init image and a mask, no hires fix."""
@@ -74,8 +75,8 @@ class FillModel(FlowModel):
                     ) -> tuple[Callable[[np.ndarray, float], np.ndarray], tuple[int, ...],
                                float | None]:
         """FlowModel's guided flow with the Fill channels in every pass (the negative
-        prompt's too)."""
-        size: dict[str, Any] = {"height": height, "width": width,
+        prompt's too); `cache`: the generation's step cache (each prompt's flow a branch)."""
+        size: dict[str, Any] = {"height": height, "width": width, "cache": cache,
                                 "condition": self.fill_tokens(request, width, height)}
         guidance = self._guidance(request)
         flow, shape, mu = self.pipe.velocity(prompts, **size, **guidance)

@@ -207,3 +207,51 @@ def _b64_pixels(text: str) -> np.ndarray:
 
     with Image.open(io.BytesIO(base64.b64decode(text))) as image:
         return np.asarray(image.convert("RGB"), np.float32) / 255
+
+
+def test_fill_first_block_cache(first_device: gpucore.Device, fill: tuple[Path, Any],
+                                tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """`--cache fbc:T`: diffusers' FluxFillPipeline picture with its First Block Cache hook
+    on the transformer (the Fill channels ride along the image tokens), some steps skipped,
+    the infotext saying how many ran; MagCache (FLUX.1 dev's table) refused in one line."""
+    from webui_ref import assert_steps_skipped, first_block_cache
+
+    from diffusion.infotext import read_infotext
+
+    folder, reference = fill
+    threshold, steps = 1.5, 4  # a random tiny model moves far more than a trained one
+    _picture().save(tmp_path / "init.png")
+    _mask(0).save(tmp_path / "mask.png")
+    common = ("inpaint", "--model", str(folder), "--init-image", str(tmp_path / "init.png"),
+              "--mask", str(tmp_path / "mask.png"), "--width", str(WIDTH), "--height",
+              str(HEIGHT), "--steps", str(steps), "--seed", "7", "--distilled-cfg-scale", "30",
+              "--dtype", "float32", "--prompt", PROMPT, "--mask-blur", "0", "--sampler",
+              "diffusers", "--rng", "torch", "--strength", "1")
+    assert cli.main([*common, "--cache", f"fbc:{threshold}",
+                     "--out", str(tmp_path / "cached.png")]) == 0
+    out = capsys.readouterr()[0].strip()
+
+    def expected() -> np.ndarray:
+        return reference(PROMPT, image=_picture(), mask_image=_mask(0), height=HEIGHT,
+                         width=WIDTH, num_inference_steps=steps, guidance_scale=30.0,
+                         max_sequence_length=16, generator=torch.Generator().manual_seed(7),
+                         output_type="np").images[0]
+
+    with first_block_cache(reference.transformer, threshold):
+        cached_reference = expected()
+    cached = _pixels(out)
+    assert np.abs(cached - cached_reference).mean() < TOL
+    assert_steps_skipped(read_infotext(out) or "", threshold, steps)
+    assert np.abs(cached - expected()).mean() > 2 * TOL  # the cache visibly acted (~5 TOL)
+    # a WebUI sampler takes the cache too (the guided flow's branch)
+    from diffusion.pipelines.load import load_pipeline
+    from diffusion.pipelines.request import GenerationRequest
+
+    result = load_pipeline(folder, device=first_device).generate(GenerationRequest(
+        prompt=PROMPT, init_image=_picture(), mask=_mask(0), width=WIDTH, height=HEIGHT,
+        steps=steps, sampler="Euler", seed=7, distilled_cfg_scale=30.0, cfg_scale=1.0,
+        strength=1.0, cache=f"fbc:{threshold}"))
+    assert_steps_skipped(f'Cache: "{result.settings["cache"]}"', threshold, steps)
+    assert cli.main([*common, "--cache", "magcache", "--out", str(tmp_path / "m.png")]) != 0
+    err = capsys.readouterr()[1]
+    assert "step cache magcache: not supported for FLUX.1 Fill models" in err

@@ -48,6 +48,16 @@ def client(tmp_path_factory: pytest.TempPathFactory, tiny_flux_dev: tuple[Path, 
         yield test_client
 
 
+def _img2img(client: Any, seed: int, **fields: Any) -> str:
+    """POST /sdapi/v1/img2img of "a red circle" from a random 24x16 picture drawn from `seed`
+    with `fields`; the first infotext."""
+    image = Image.fromarray(np.random.default_rng(seed).integers(0, 256, (16, 24, 3), np.uint8))
+    response = client.post("/sdapi/v1/img2img", json={
+        "prompt": "a red circle", "init_images": [png_b64(image)], **fields, **SMALL})
+    assert response.status_code == 200, response.text
+    return str(info(response)["infotexts"][0])
+
+
 def test_flux_and_sd3_through_the_api(client: Any) -> None:
     names = {item["model_name"] for item in client.get("/sdapi/v1/sd-models").json()}
     assert {"flux", "sd3", "flux1-dev-Q8_0"} <= names
@@ -81,12 +91,8 @@ def test_flux_and_sd3_through_the_api(client: Any) -> None:
                                                        {"forge_additional_modules": ["ae"]}})
     assert response.status_code == 422 and "not one of this server's module" in response.text
     # img2img at half strength
-    image = Image.fromarray(np.random.default_rng(0).integers(0, 256, (16, 24, 3), np.uint8))
-    response = client.post("/sdapi/v1/img2img", json={
-        "prompt": "a red circle", "init_images": [png_b64(image)], "denoising_strength": 0.5,
-        "sampler_name": "DPM++ 2M", **SMALL})
-    assert response.status_code == 200, response.text
-    assert "Denoising strength: 0.5" in info(response)["infotexts"][0]
+    text = _img2img(client, 0, denoising_strength=0.5, sampler_name="DPM++ 2M")
+    assert "Denoising strength: 0.5" in text
     # a sampler not defined for flow models: a 4xx naming it
     response = client.post("/sdapi/v1/txt2img", json={"prompt": "x", "sampler_name": "DPM2",
                                                        **SMALL})
@@ -136,12 +142,9 @@ def test_webui_seed_and_hires_options_through_the_api(client: Any) -> None:
     text = info(response)["infotexts"][0]
     assert "Variation seed: 9, Variation seed strength: 0.3" in text
     assert "Hires prompt: a blue square" in text and "Hires sampler: DPM++ 2M" in text
-    image = Image.fromarray(np.random.default_rng(1).integers(0, 256, (16, 24, 3), np.uint8))
-    response = client.post("/sdapi/v1/img2img", json={
-        "prompt": "a red circle", "init_images": [png_b64(image)], "denoising_strength": 0.6,
-        "sampler_name": "Euler", "initial_noise_multiplier": 0.8, **SMALL})
-    assert response.status_code == 200, response.text
-    assert "Noise multiplier: 0.8" in info(response)["infotexts"][0]
+    text = _img2img(client, 1, denoising_strength=0.6, sampler_name="Euler",
+                    initial_noise_multiplier=0.8)
+    assert "Noise multiplier: 0.8" in text
     pictures = {}
     for prompt in ("a red circle", "a blue square", "[a red circle:a blue square:1]"):
         response = client.post("/sdapi/v1/txt2img", json={"prompt": prompt,
