@@ -10,6 +10,7 @@ textual-inversion embeddings.
 | `prompts`, `prompt_editing` | the WebUI's prompt parser and its `[from:to:when]` schedules |
 | `composable` | a positive prompt's `AND` parts and their guidance weights |
 | `conditioning` | prompts of any length to text-encoder states, as the WebUI encodes them |
+| `flow_emphasis` | emphasis on the flow families' T5 and CLIP states, as Forge weighs them |
 | `embeddings` | textual-inversion files found by name, as the WebUI finds them |
 | `styles` | the WebUI's prompt styles (`styles.csv`) and how they join a prompt |
 """

@@ -22,6 +22,7 @@ import json
 from collections.abc import Sequence
 from importlib import resources
 from pathlib import Path
+from typing import cast
 
 import numpy as np
 from tokenizers import (
@@ -103,6 +104,22 @@ class T5Tokenizer:
         if pad_id is None:
             raise ValueError(f"{file} has no {PAD} token; it is not a T5 tokenizer")
         self.pad_id, self.max_length = pad_id, int(max_length)
+
+    @property
+    def eos_id(self) -> int:
+        """The id of </s>, which ends every prompt."""
+        return cast(int, self.tokenizer.token_to_id(EOS))  # every T5 tokenizer has </s>
+
+    def tokenize(self, texts: Sequence[str]) -> list[list[int]]:
+        """The ids of each text without </s>, not truncated or padded: the pieces a weighted
+        prompt is put together from. transformers: `tokenizer(texts, truncation=False,
+        add_special_tokens=False).input_ids`."""
+        if not all(isinstance(t, str) for t in texts):
+            raise TypeError("texts must be strings")
+        self.tokenizer.no_truncation()
+        self.tokenizer.no_padding()
+        return [e.ids for e in self.tokenizer.encode_batch(list(texts),
+                                                           add_special_tokens=False)]
 
     def __call__(self, prompts: str | Sequence[str], max_length: int | None = None
                  ) -> np.ndarray:

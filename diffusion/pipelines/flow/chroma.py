@@ -32,6 +32,7 @@ from ...models.step_cache import StepCache
 from ...noise.rng import make_generator
 from ...sampling.guidance import combine
 from ...sampling.model_sampling import calculate_shift
+from ...text.flow_emphasis import emphasize, t5_ids
 from ...text.t5_tokenizer import T5Tokenizer
 from .flow_memory import load_network
 from .flux import image_ids, pack_latents, unpack_latents
@@ -94,12 +95,15 @@ class ChromaPipeline:
         tokens and its first pad. The states stop after the longest prompt's pad: no token
         attends to those after it, and T5 positions are relative, so the result is the same
         as diffusers' over all `max_sequence_length` tokens; the mask is None when every
-        prompt keeps all L tokens."""
-        ids, mask = self.tokenizer.encode(list(prompts), max_sequence_length)
+        prompt keeps all L tokens. The prompts' emphasis weighs the states as Forge weighs
+        them (text.flow_emphasis; "Original"'s means over the tokens the transformer reads)."""
+        weighted = t5_ids(self.tokenizer, prompts, max_sequence_length)
+        ids, mask = weighted.ids, weighted.mask
         keep = np.minimum(mask.sum(axis=1) + 1, ids.shape[1])  # the prompt and one pad
         length = int(keep.max())
-        states = self.text_encoder(ids[:, :length], mask[:, :length])
         text_keys = np.arange(length)[None, :] < keep[:, None]
+        states = emphasize(self.text_encoder(ids[:, :length], mask[:, :length]), weighted,
+                           text_keys)
         dtype = self.transformer.x_embedder.weight.dtype
         return states.astype(dtype), None if text_keys.all() else text_keys
 

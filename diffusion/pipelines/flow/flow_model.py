@@ -9,9 +9,9 @@ both passes are FlowModel's base, diffusion.pipelines.flow.flow_passes).
 FLUX.1 dev takes its guidance from `distilled_cfg_scale` (Forge's "Distilled CFG Scale") and
 runs at CFG 1; a CFG scale above 1 adds a negative-prompt pass (true CFG), as in Forge.
 SD3/3.5 use CFG. The hires fix is Forge's for flow models (diffusion.pipelines.flow.flow_hires).
-Prompts are plain text (the WebUI's emphasis syntax is not parsed) apart
-from `<lora:NAME:WEIGHT>` tags (kohya, diffusers/PEFT LoRAs of these families).
-"""
+Prompts take `<lora:NAME:WEIGHT>` tags (kohya, diffusers/PEFT LoRAs of these families), prompt
+editing (flow_schedule) and, on the T5 families, emphasis as Forge weighs it
+(diffusion.text.flow_emphasis; BREAK is dropped there)."""
 
 from __future__ import annotations
 
@@ -125,7 +125,7 @@ class FlowModel(FlowModelPasses, MemoryModes):
     @property
     def capabilities(self) -> Capabilities:
         """The WebUI samplers defined for flow models over the Simple schedule, prompts with
-        LoRA tags and prompt editing (flow_schedule; emphasis read as text), the hires fix,
+        LoRA tags, prompt editing (flow_schedule) and emphasis (T5 families), the hires fix,
         step caching on FLUX, SD3 and Chroma (First Block Cache; MagCache and TeaCache on
         FLUX, whose tables they have), ControlNet units on FLUX and SD3, the memory modes
         (flux1_memory); with the WebUI samplers variation seeds and seed resize

@@ -28,6 +28,7 @@ from ...models import AutoencoderKL, CLIPTextModel, FluxTransformer2DModel, T5En
 from ...models.step_cache import StepCache
 from ...noise.rng import make_generator
 from ...sampling.model_sampling import calculate_shift
+from ...text.flow_emphasis import clip_ids, emphasize, t5_ids
 from ...text.t5_tokenizer import T5Tokenizer
 from ...text.tokenizer import CLIPTokenizer
 from .flow_control import FlowControl, encode_map
@@ -139,11 +140,13 @@ class FluxPipeline:
     def encode_prompt(self, prompts: Sequence[str], max_sequence_length: int = 512
                       ) -> tuple[Tensor, Tensor]:
         """(T5 states (B, max_sequence_length, 4096), CLIP's pooled output (B, 768)), in the
-        transformer's dtype, through `prompt_prior` where one is set. diffusers:
-        `FluxPipeline.encode_prompt(...)[:2]`."""
+        transformer's dtype, through `prompt_prior` where one is set; the prompts' emphasis
+        weighs T5's states as Forge weighs them (text.flow_emphasis). diffusers:
+        `FluxPipeline.encode_prompt(...)[:2]` for prompts without emphasis."""
         dtype = self.transformer.x_embedder.weight.dtype
-        _, pooled = self.text_encoder.forward_pooled(self.tokenizer(list(prompts)))
-        states = self.text_encoder_2(self.tokenizer_2(list(prompts), max_sequence_length))
+        _, pooled = self.text_encoder.forward_pooled(clip_ids(self.tokenizer, prompts).ids)
+        t5 = t5_ids(self.tokenizer_2, prompts, max_sequence_length)
+        states = emphasize(self.text_encoder_2(t5.ids), t5)
         if self.prompt_prior is not None:
             return self.prompt_prior(states.astype(dtype), pooled.astype(dtype))
         return states.astype(dtype), pooled.astype(dtype)

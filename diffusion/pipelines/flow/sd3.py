@@ -29,6 +29,7 @@ from ...noise.rng import make_generator
 from ...sampling.guidance import combine
 from ...sampling.model_sampling import calculate_shift
 from ...sampling.schedulers.flow_match_euler import FlowMatchEulerDiscreteScheduler
+from ...text.flow_emphasis import clip_ids, emphasize, t5_ids
 from ...text.t5_tokenizer import T5Tokenizer
 from ...text.tokenizer import CLIPTokenizer
 from .flow_control import FlowControl
@@ -120,15 +121,17 @@ class StableDiffusion3Pipeline:
     def encode_prompt(self, prompts: Sequence[str], max_sequence_length: int = 256
                       ) -> tuple[np.ndarray, np.ndarray]:
         """(states (B, 77 + max_sequence_length, joint_attention_dim), pooled (B, 2 x proj))
-        float32. diffusers: `StableDiffusion3Pipeline.encode_prompt` for one prompt set."""
+        float32; the prompts' emphasis weighs each encoder's states as Forge weighs them
+        (text.flow_emphasis). diffusers: `StableDiffusion3Pipeline.encode_prompt` for one
+        prompt set without emphasis."""
         prompts = list(prompts)
         width = self.transformer.config["joint_attention_dim"]
         # 1. each CLIP: penultimate states (hidden_states[-2], no final norm) and pooled
         states, pooled = [], []
         for encoder, tokenizer in self.clips:
-            hidden, pool = encoder.forward_pooled(tokenizer(prompts), clip_skip=1,
-                                                  final_norm=False)
-            states.append(hidden.numpy().astype(np.float32))
+            ids = clip_ids(tokenizer, prompts)
+            hidden, pool = encoder.forward_pooled(ids.ids, clip_skip=1, final_norm=False)
+            states.append(emphasize(hidden.numpy().astype(np.float32), ids))
             pooled.append(pool.numpy().astype(np.float32))
         clip_states = np.concatenate(states, axis=-1)[..., :width]  # torch's pad crops too
         clip_states = np.pad(clip_states, ((0, 0), (0, 0), (0, width - clip_states.shape[-1])))
@@ -136,8 +139,9 @@ class StableDiffusion3Pipeline:
         if self.text_encoder_3 is None or self.tokenizer_3 is None:
             t5 = np.zeros((len(prompts), max_sequence_length, width), np.float32)
         else:
-            ids = self.tokenizer_3(prompts, max_sequence_length)
-            t5 = self.text_encoder_3(ids).numpy().astype(np.float32)
+            weighted = t5_ids(self.tokenizer_3, prompts, max_sequence_length)
+            t5 = emphasize(self.text_encoder_3(weighted.ids).numpy().astype(np.float32),
+                           weighted)
         return np.concatenate([clip_states, t5], axis=1), np.concatenate(pooled, axis=-1)
 
     def velocity(self, prompts: Sequence[str], *, height: int, width: int,
