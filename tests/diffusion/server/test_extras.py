@@ -75,6 +75,11 @@ def test_upscalers_listing(client: Any, upscalers: Path) -> None:
     assert listing[-1]["model_path"] == str(upscalers / "realesr-animevideov3.pth")
     assert listing[-1]["scale"] == 4 and set(listing[0]) == {
         "name", "model_name", "model_path", "model_url", "scale"}
+    latent = [item["name"] for item in client.get("/sdapi/v1/latent-upscale-modes").json()]
+    assert latent[:2] == ["Latent", "Latent (antialiased)"] and "Latent (nearest-exact)" in latent
+    assert client.get("/sdapi/v1/realesrgan-models").json() == [
+        {"name": "R-ESRGAN AnimeVideo", "path": str(upscalers / "realesr-animevideov3.pth"),
+         "scale": 4}]
 
 
 def test_extra_single_and_batch(client: Any) -> None:

@@ -1,4 +1,5 @@
-"""The WebUI's Extras API: `/sdapi/v1/upscalers`, `/sdapi/v1/extra-single-image` and
+"""The WebUI's Extras API: `/sdapi/v1/upscalers`, `/sdapi/v1/latent-upscale-modes` (the hires
+fix's latent upscalers), `/sdapi/v1/realesrgan-models`, `/sdapi/v1/extra-single-image` and
 `/sdapi/v1/extra-batch-images`.
 
 Upscaling follows the WebUI's `postprocessing_upscale`: resize_mode 0 scales by
@@ -21,6 +22,7 @@ from pydantic import BaseModel, Field
 
 from ....faces import FaceFolders, FaceRestoration
 from ....upscalers.by_name import upscale, upscaler_names
+from ....upscalers.interpolation import LATENT_UPSCALERS
 from ....upscalers.models import MODEL_UPSCALERS
 from ...images import decode_image, encode_png
 from ..faces import check_restorer
@@ -167,6 +169,21 @@ async def list_upscalers() -> list[dict[str, Any]]:
                "model_url": None, "scale": _declared_scale(up.path.stem)}
               for name, up in MODEL_UPSCALERS.items()]
     return items
+
+
+@api.get("/latent-upscale-modes")
+async def list_latent_upscale_modes() -> list[dict[str, str]]:
+    """The hires fix's latent upscalers by name, as the WebUI lists them (clients such as
+    SillyTavern offer them beside /upscalers and fail without this route)."""
+    return [{"name": name} for name in LATENT_UPSCALERS]
+
+
+@api.get("/realesrgan-models")
+async def list_realesrgan_models() -> list[dict[str, Any]]:
+    """The Real-ESRGAN files among --upscaler-dir's ({name, path, scale}), as the WebUI lists
+    its Real-ESRGAN upscalers."""
+    return [{"name": name, "path": str(up.path), "scale": _declared_scale(up.path.stem)}
+            for name, up in MODEL_UPSCALERS.items() if name.startswith("R-ESRGAN")]
 
 
 @api.post("/extra-single-image")
