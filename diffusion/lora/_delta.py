@@ -4,10 +4,15 @@
                                                 1x1 up is a 3x3 kernel)
     CP:    dW = einsum(mid, up, down)          (LoCon's `lora_mid`)
     LoHa:  dW = (w1a @ w1b) * (w2a @ w2b)      (elementwise product of two low-rank matrices)
+    LoKr:  dW = kron(w1, w2)                   (each factor whole or a low-rank product; a
+                                                conv's w2 a kernel, or flat as (out, in*k*k))
+    full:  dW = diff
 
-scaled by alpha / rank and the user's multiplier: W' = W + multiplier * alpha / rank * dW.
-The same formulas as the WebUI's `lyco_helpers.py` (`rebuild_conventional`,
-`rebuild_cp_decomposition`, `make_weight_cp`) and LyCORIS.
+scaled by alpha / rank and the user's multiplier: W' = W + multiplier * alpha / rank * dW
+(LoKr's rank: its low-rank factor's, w2's before w1's; none, so no alpha, where both factors
+are whole; full: none). The same formulas as the WebUI's `lyco_helpers.py`
+(`rebuild_conventional`, `rebuild_cp_decomposition`, `make_weight_cp`), its `network_lokr` and
+`network_full`, Forge's (ComfyUI's) LoKr merge, and LyCORIS.
 """
 
 from __future__ import annotations
@@ -38,10 +43,33 @@ def _tucker(t: np.ndarray, wa: np.ndarray, wb: np.ndarray) -> np.ndarray:
     return np.einsum("ijkl,jr,ip->prkl", t, wb, wa)
 
 
+def _lokr_factor(t: dict[str, np.ndarray], which: str) -> np.ndarray:
+    """LoKr factor `which` ("1" or "2"): whole, the CP form's kernel, or a low-rank pair's
+    product flattened to (out, in * kh * kw) as Forge's merge flattens it."""
+    if f"k{which}" in t:
+        return t[f"k{which}"]
+    a, b = t[f"k{which}a"], t[f"k{which}b"]
+    if f"kt{which}" in t:
+        return _tucker(t[f"kt{which}"], a, b)
+    return a.reshape(a.shape[0], -1) @ b.reshape(b.shape[0], -1)
+
+
+def _kron(first: np.ndarray, second: np.ndarray) -> np.ndarray:
+    """kron(w1, w2), w1 given a conv kernel's 1 x 1 taps where w2 has taps (as the WebUI's
+    `make_kron`)."""
+    if second.ndim == 4:
+        first = first.reshape(*first.shape, 1, 1)
+    return np.kron(first, second)
+
+
 def _natural(module: LoraModule, dyn_dim: int | None) -> np.ndarray:
     """The module's update dW in its own shape (`module.delta_shape`), unscaled."""
     t = {part: value.astype(np.float64) for part, value in module.tensors.items()}
     shape = module.delta_shape
+    if module.kind == "full":
+        return t["diff"]
+    if module.kind == "lokr":
+        return _kron(_lokr_factor(t, "1"), _lokr_factor(t, "2")).reshape(shape)
     if module.kind == "lora":
         if "mid" in t:
             up, down = t["up"].reshape(t["up"].shape[0], -1), t["down"].reshape(

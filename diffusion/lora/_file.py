@@ -6,7 +6,9 @@ Formats read (the ones the WebUI's built-in Lora extension and diffusers read fo
   optional `.lora_mid.weight` (LoCon's CP decomposition); `lora_te_` (or SDXL's `lora_te1_`,
   `lora_te2_`) for the text encoders. LyCORIS LoCon uses the same names on conv layers (a 3x3
   `lora_down`, a 1x1 `lora_up`), LoHa `hada_w1_a`, `hada_w1_b`, `hada_w2_a`, `hada_w2_b`
-  (optional `hada_t1`, `hada_t2`).
+  (optional `hada_t1`, `hada_t2`), LoKr `lokr_w1` (or `lokr_w1_a`, `lokr_w1_b`) and `lokr_w2`
+  (or `lokr_w2_a`, `lokr_w2_b`, optional `lokr_t2`), and full differences `diff` (`diff_b` for
+  the bias).
 - diffusers / PEFT: `unet.<module>.lora_A.weight` / `lora_B.weight` (`text_encoder.`,
   `text_encoder_2.`, `transformer.`, and ComfyUI's `diffusion_model.` for the UNet or the
   transformer), the older `<module>.lora.down.weight` / `.lora.up.weight`,
@@ -53,7 +55,12 @@ _DIT_PREFIXES = {"diffusion_model": "unet"}
 # The part of a key after the module name -> our short name for that tensor.
 _KOHYA_PARTS = {"lora_down.weight": "down", "lora_up.weight": "up", "lora_mid.weight": "mid",
                 "alpha": "alpha", "hada_w1_a": "w1a", "hada_w1_b": "w1b", "hada_w2_a": "w2a",
-                "hada_w2_b": "w2b", "hada_t1": "t1", "hada_t2": "t2"}
+                "hada_w2_b": "w2b", "hada_t1": "t1", "hada_t2": "t2",
+                # LyCORIS LoKr: kron(w1, w2), each factor whole or as a low-rank pair
+                "lokr_w1": "k1", "lokr_w1_a": "k1a", "lokr_w1_b": "k1b", "lokr_w2": "k2",
+                "lokr_w2_a": "k2a", "lokr_w2_b": "k2b", "lokr_t2": "kt2",
+                # LyCORIS's full difference (W' = W + diff) and its bias's
+                "diff": "diff", "diff_b": "bias"}
 _DIFFUSERS_PARTS = {"lora_A.weight": "down", "lora_B.weight": "up", "lora.down.weight": "down",
                     "lora.up.weight": "up", "lora_linear_layer.down.weight": "down",
                     "lora_linear_layer.up.weight": "up", "alpha": "alpha",
@@ -64,42 +71,53 @@ _DIFFUSERS_PARTS = {"lora_A.weight": "down", "lora_B.weight": "up", "lora.down.w
 # diffusers' old attention-processor LoRA names -> the projection they patch
 _PROCESSOR_NAMES = {"processor.to_q_lora": "to_q", "processor.to_k_lora": "to_k",
                     "processor.to_v_lora": "to_v", "processor.to_out_lora": "to_out.0"}
-_REQUIRED = {"lora": ("down", "up"), "loha": ("w1a", "w1b", "w2a", "w2b"), "bias": ("bias",)}
+_REQUIRED = {"lora": ("down", "up"), "loha": ("w1a", "w1b", "w2a", "w2b"), "lokr": (),
+             "full": ("diff",), "bias": ("bias",)}
 
 
 @dataclass(eq=False)
 class LoraModule:
-    """The low-rank update of one layer: `kind` "lora" (incl. LoCon) or "loha", its `tensors`
-    by short name (down, up, mid / w1a, w1b, w2a, w2b, t1, t2) as stored (float16/32; bfloat16
-    widened to float32), and `alpha`
+    """The update of one layer: `kind` "lora" (incl. LoCon), "loha", "lokr" or "full", its
+    `tensors` by short name (down, up, mid / w1a, w1b, w2a, w2b, t1, t2 / k1 or k1a, k1b, k2 or
+    k2a, k2b, kt2 / diff) as stored (float16/32; bfloat16 widened to float32), and `alpha`
     (None: the scale is 1). `name` is the module as the file names it (component prefix
     removed); `key` is the file's own spelling, for messages. Compares by identity."""
 
     component: str
     name: str
     key: str
-    kind: str = ""  # "lora", "loha", or "bias" (a bias update alone; a LoRA's rides along)
+    kind: str = ""  # "lora", "loha", "lokr", "full", or "bias" (a bias update alone)
     tensors: dict[str, np.ndarray] = field(default_factory=dict)
     alpha: float | None = None
     rank_stabilized: bool = False  # PEFT's use_rslora: alpha / sqrt(rank)
 
     @property
-    def rank(self) -> int:
-        """The rank the update was trained at (down's rows; LoHa: w1b's rows)."""
+    def rank(self) -> int | None:
+        """The rank the update was trained at (down's rows; LoHa: w1b's rows; LoKr: its
+        low-rank factor's, w2's where both are, none where both are whole; full: none)."""
+        if self.kind in ("lokr", "full"):
+            low = [self.tensors[k] for k in ("k2b", "k1b") if k in self.tensors]
+            return int(low[0].shape[0]) if low else None
         return int(self.tensors["down" if self.kind == "lora" else "w1b"].shape[0])
 
     @property
     def scale(self) -> float:
-        """alpha / rank, as kohya and the WebUI scale an update (1 without alpha; alpha /
-        sqrt(rank) for PEFT's rank-stabilized LoRA)."""
-        if self.alpha is None:
+        """alpha / rank, as kohya and the WebUI scale an update (1 without alpha or without a
+        rank; alpha / sqrt(rank) for PEFT's rank-stabilized LoRA)."""
+        rank = self.rank
+        if self.alpha is None or rank is None:
             return 1.0
-        return self.alpha / (math.sqrt(self.rank) if self.rank_stabilized else self.rank)
+        return self.alpha / (math.sqrt(rank) if self.rank_stabilized else rank)
 
     @property
     def delta_shape(self) -> tuple[int, ...]:
         """The shape of the update this module builds (before fitting it to the layer)."""
         t = self.tensors
+        if self.kind == "full":
+            return tuple(t["diff"].shape)
+        if self.kind == "lokr":
+            first, second = _factor_shape(t, "1"), _factor_shape(t, "2")
+            return (first[0] * second[0], first[1] * second[1], *second[2:])
         if self.kind == "lora":
             if "mid" in t:
                 return (t["up"].shape[0], t["down"].shape[1], *t["mid"].shape[2:])
@@ -191,9 +209,10 @@ def _norm_diff(key: str) -> bool:
 
 def _part(path: Path, key: str, part: str, known: dict[str, str]) -> str:
     if part not in known:
-        raise LoraError(f"{path}: tensor {key!r}: {part!r} is not a part of a LoRA, LoCon or LoHa "
-                        f"module this loader supports ({', '.join(known)}); other LyCORIS types "
-                        "(LoKr, IA3, OFT, DoRA, full diff) are not supported")
+        raise LoraError(f"{path}: tensor {key!r}: {part!r} is not a part of a LoRA, LoCon, "
+                        f"LoHa, LoKr or full-difference module this loader supports "
+                        f"({', '.join(known)}); other LyCORIS types (IA3, OFT, DoRA's "
+                        "dora_scale, GLoRA) are not supported")
     return known[part]
 
 
@@ -223,19 +242,47 @@ def _store(path: Path, module: LoraModule, key: str, part: str, value: np.ndarra
     module.tensors[part] = value
 
 
+def _factor_shape(t: dict[str, np.ndarray], which: str) -> tuple[int, ...]:
+    """The shape of LoKr factor `which` ("1" or "2"): whole, or a low-rank pair's product
+    (out, in) (the CP form's: out, in, kh, kw)."""
+    if f"k{which}" in t:
+        return tuple(t[f"k{which}"].shape)
+    a, b = t[f"k{which}a"], t[f"k{which}b"]
+    if f"kt{which}" in t:
+        return (a.shape[1], b.shape[1], *t[f"kt{which}"].shape[2:])
+    return (a.shape[0], math.prod(b.shape[1:]))
+
+
+def _kind(t: dict[str, np.ndarray]) -> str:
+    if "w1a" in t:
+        return "loha"
+    if any(part.startswith("k") for part in t):
+        return "lokr"
+    if "diff" in t:
+        return "full"
+    return "bias" if set(t) == {"bias"} else "lora"
+
+
 def _check_module(path: Path, module: LoraModule) -> None:
     """Set `module.kind` and check that its tensors fit together."""
     t = module.tensors
-    kind = "loha" if "w1a" in t else "bias" if set(t) == {"bias"} else "lora"
+    kind = _kind(t)
     missing = [part for part in _REQUIRED[kind] if part not in t]
+    if kind == "lokr":
+        missing = [f"lokr_w{n} (or lokr_w{n}_a and lokr_w{n}_b)" for n in "12"
+                   if f"k{n}" not in t and not {f"k{n}a", f"k{n}b"} <= set(t)]
     if missing:
         raise LoraError(f"{path}: {module.component} module {module.name!r} lacks its "
                         f"{' and '.join(missing)} tensor(s); the file is incomplete")
     module.kind = kind
-    if kind == "bias":
+    if kind in ("bias", "full"):
         return
     if kind == "lora":
         pairs = [("up", 1, "down", 0)] + ([("mid", 0, "down", 0)] if "mid" in t else [])
+    elif kind == "lokr":
+        # a low-rank factor: a (out, r) @ b (r, in); its CP form: a (r, out), b (r, in)
+        pairs = [(f"k{n}a", 0 if f"kt{n}" in t else 1, f"k{n}b", 0) for n in "12"
+                 if f"k{n}" not in t]
     else:
         pairs = [("w1a", 1, "w1b", 0), ("w2a", 1, "w2b", 0)]
     for a, axis_a, b, axis_b in pairs:

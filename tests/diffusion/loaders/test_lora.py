@@ -256,7 +256,9 @@ def test_peft_adapter_saved_by_diffusers(tmp_path: Path, fused: Any, ours: Any) 
 def _lyco(layers: dict[str, dict[str, tuple[int, ...]]], seed: int, dtype: Any,
           ) -> tuple[dict[str, np.ndarray], list[dict[str, Any]]]:
     """A LyCORIS-style kohya file with LDM UNet names: LoCon (3x3 down) on convs, `lora_mid`
-    on every third 3x3 conv, LoHa on every fourth linear layer, a random alpha per layer.
+    on every third 3x3 conv, LoKr with a CP-form w2 on others, LoHa, LoKr (both factors
+    whole: no alpha applies) and a full difference on every fourth linear layer each, a
+    random alpha per layer.
     Returns the tensors and, per layer, what numpy needs to rebuild its update."""
     rng = np.random.default_rng(seed)
     tensors, specs = {}, []
@@ -278,6 +280,26 @@ def _lyco(layers: dict[str, dict[str, tuple[int, ...]]], seed: int, dtype: Any,
                                       ("w2a", (shape[0], RANK)), ("w2b", (RANK, shape[1])))}
                 tensors.update({f"{key}.hada_{p[:2]}_{p[2]}": v for p, v in parts.items()})
                 spec["loha"] = parts
+            elif len(shape) == 2 and i % 4 == 2:
+                diff = (rng.standard_normal(shape) * 0.05).astype(dtype)
+                tensors[f"{key}.diff"] = diff
+                spec.update(full=diff, scale=1.0)
+            elif len(shape) == 2 and i % 4 == 3:
+                halves = [2 - n % 2 for n in shape]  # w1 (2 or 1, 2 or 1): 37 is prime
+                w1 = (rng.standard_normal(halves) * 0.5).astype(dtype)
+                w2 = (rng.standard_normal([n // h for n, h in zip(shape, halves)])
+                      * 0.1).astype(dtype)
+                tensors[f"{key}.lokr_w1"], tensors[f"{key}.lokr_w2"] = w1, w2
+                spec.update(lokr=(w1, w2), scale=1.0)
+            elif len(shape) == 4 and shape[2] == 3 and i % 3 == 1:
+                halves = [2 - n % 2 for n in shape[:2]]
+                w1 = (rng.standard_normal(halves) * 0.5).astype(dtype)
+                w2a, w2b = ((rng.standard_normal((RANK, n // h)) * 0.3).astype(dtype)
+                            for n, h in zip(shape[:2], halves))
+                t2 = (rng.standard_normal((RANK, RANK, 3, 3)) * 0.3).astype(dtype)
+                tensors.update({f"{key}.lokr_w1": w1, f"{key}.lokr_w2_a": w2a,
+                                f"{key}.lokr_w2_b": w2b, f"{key}.lokr_t2": t2})
+                spec["lokr_cp"] = (w1, w2a, w2b, t2)
             elif len(shape) == 4 and shape[2] == 3 and i % 3 == 0:
                 down, up = _pair(rng, shape, locon=False, dtype=dtype)
                 mid = (rng.standard_normal((RANK, RANK, 3, 3)) * 0.3).astype(dtype)
@@ -298,6 +320,16 @@ def _update(spec: dict[str, Any], dyn_dim: int | None) -> np.ndarray:
     if "loha" in spec:
         p = {k: v.astype(np.float64) for k, v in spec["loha"].items()}
         return (p["w1a"] @ p["w1b"]) * (p["w2a"] @ p["w2b"])
+    if "full" in spec:
+        return spec["full"].astype(np.float64)
+    if "lokr" in spec:  # out[a * o2 + b, c * i2 + d] = w1[a, c] * w2[b, d]
+        w1, w2 = (t.astype(np.float64) for t in spec["lokr"])
+        return np.einsum("ac,bd->abcd", w1, w2).reshape(shape)
+    if "lokr_cp" in spec:
+        w1, w2a, w2b, t2 = (t.astype(np.float64) for t in spec["lokr_cp"])
+        w2 = np.stack([np.stack([w2a.T @ t2[:, :, y, x] @ w2b for x in range(shape[3])], -1)
+                       for y in range(shape[2])], -2)
+        return np.einsum("ac,bdyx->abcdyx", w1, w2).reshape(shape)
     if "cp" in spec:
         down, up, mid = (t.astype(np.float64) for t in spec["cp"])
         out = np.zeros(shape)
@@ -324,7 +356,7 @@ def _expected(base: dict[str, dict[str, np.ndarray]],
     for specs, te, unet, dyn_dim in uses:
         for spec in specs:
             weight = unet if spec["component"] == "unet" else te
-            dyn = None if ("loha" in spec or "cp" in spec) else dyn_dim
+            dyn = dyn_dim if "lora" in spec else None
             key = spec["path"] + ".weight"
             result[spec["component"]][key] += weight * spec["scale"] * _update(spec, dyn)
     return result
@@ -345,7 +377,9 @@ def test_lycoris_and_dyn_dim_match_numpy(ours: Any, lyco_files: Any) -> None:
     (path, specs), _ = lyco_files
     file = LoraFile.load(path)
     kinds = {module.kind for module in file.modules.values()}
-    assert kinds == {"lora", "loha"} and any("mid" in m.tensors for m in file.modules.values())
+    assert kinds == {"lora", "loha", "lokr", "full"}
+    assert any("mid" in m.tensors for m in file.modules.values())
+    assert any("kt2" in m.tensors for m in file.modules.values())
     base = _weights(ours)
     loras = LoraManager(ours)
     try:
@@ -495,7 +529,8 @@ _GOOD = {f"{_LAYER}.lora_down.weight": np.ones((RANK, 64), np.float32),
 @pytest.mark.nodevice
 @pytest.mark.parametrize(("tensors", "message"), [
     ({"model.diffusion_model.out.2.weight": np.ones(2, np.float32)}, "unknown prefix"),
-    ({f"{_LAYER}.lokr_w1": np.ones((2, 2), np.float32)}, "LoKr"),
+    ({f"{_LAYER}.lokr_w1": np.ones((2, 2), np.float32)}, "lacks its lokr_w2"),
+    ({**_GOOD, f"{_LAYER}.dora_scale": np.ones((64, 1), np.float32)}, "DoRA"),
     ({f"{_LAYER}.lora_down.weight": np.ones((RANK, 64), np.float32)}, "lacks its up"),
     ({**_GOOD, f"{_LAYER}.lora_up.weight": np.ones((64, RANK + 1), np.float32)}, "rank"),
     ({**_GOOD, f"{_LAYER}.alpha": np.array(np.nan, np.float32)}, "NaN"),
