@@ -293,6 +293,17 @@ def tiny_flux_dev(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Any]:
 
 
 @pytest.fixture(scope="session")
+def tiny_flux2_klein(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Any]:
+    """(the folder `root / "flux2-klein"`, diffusers' Flux2KleinPipeline) of a step-distilled
+    FLUX.2 klein of tiny random parts."""
+    pytest.importorskip("diffusers", reason="diffusers is a test-only reference")
+    from flux2_tiny import tiny_flux2_pipeline
+
+    root = tmp_path_factory.mktemp("tiny-flux2-klein")
+    return root / "flux2-klein", tiny_flux2_pipeline(root, distilled=True)
+
+
+@pytest.fixture(scope="session")
 def tiny_qwenimage(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Any]:
     """(the folder `root / "qwen-image"`, diffusers' QwenImagePipeline) of tiny random parts."""
     pytest.importorskip("diffusers", reason="diffusers is a test-only reference")

@@ -30,13 +30,13 @@ FLUX2_VAE_TINY: dict[str, Any] = dict(
     down_block_types=("DownEncoderBlock2D",) * 2, up_block_types=("UpDecoderBlock2D",) * 2)
 
 
-def tiny_flux2_vae(seed: int = 6) -> Any:
-    """A tiny AutoencoderKLFlux2 whose batch-norm statistics are far from (0, 1), so that
-    they visibly matter."""
+def tiny_flux2_vae(seed: int = 6, config: dict[str, Any] | None = None) -> Any:
+    """A tiny AutoencoderKLFlux2 (`config` over FLUX2_VAE_TINY) whose batch-norm statistics
+    are far from (0, 1), so that they visibly matter."""
     import torch
     from diffusers import AutoencoderKLFlux2
 
-    vae = randomized(AutoencoderKLFlux2(**FLUX2_VAE_TINY), seed)
+    vae = randomized(AutoencoderKLFlux2(**{**FLUX2_VAE_TINY, **(config or {})}), seed)
     gen = torch.Generator().manual_seed(seed)
     channels = vae.bn.running_mean.shape[0]
     vae.bn.running_mean.copy_(0.5 * torch.randn(channels, generator=gen))

@@ -168,11 +168,12 @@ def hires_modules(pipe: Any, path: str | os.PathLike[str], labels: Sequence[str]
     if modules is None:
         return HiresModules(labels)
     own = pipe.vae
-    if "latent_channels" not in own.config:  # Qwen-Image's VAE: no module file is one
+    if _PARTS_OF.get(pipe.family, ("", "2d"))[1] != "2d":  # FLUX.2's, Qwen-Image's VAE
         if any("vae" in module_roles(f) for f in modules):
             raise WeightsError(f"hr_additional_modules: {pipe.family} models keep their own "
-                               "VAE in the hires pass (no VAE file fits it); leave the VAE "
-                               "out, or send [\"Use same choices\"]")
+                               "VAE in the hires pass (a VAE file there is for the 2D VAEs "
+                               "of SD, FLUX.1, SD3 and Z-Image); leave the VAE out, or send "
+                               "[\"Use same choices\"]")
         return HiresModules(labels)
     channels = int(own.config["latent_channels"])
     vaes = [Path(f) for f in modules

@@ -168,8 +168,8 @@ class GenerationRequest:
     # its value in the hires fix's second pass (Forge's hr_distilled_cfg, with its default)
     hr_distilled_cfg: float = field(default=3.5, metadata=_label(
         "Hires Distilled CFG Scale", api="hr_distilled_cfg",
-        cli="FLUX.1 dev's distilled guidance in the hires fix's second pass (3.5; Forge's "
-            "'Hires Distilled CFG Scale')"))
+        cli="FLUX dev's distilled guidance (FLUX.1's, FLUX.2's) in the hires fix's second "
+            "pass (3.5; Forge's 'Hires Distilled CFG Scale')"))
     # ControlNet / T2I-Adapter units (diffusion.pipelines.control.ControlUnit; the CLI and the
     # server build them from diffusion.pipelines.control_spec.ControlSpec), written to the
     # infotext as the extension writes them ("ControlNet N: ...")

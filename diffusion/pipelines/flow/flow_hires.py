@@ -1,14 +1,16 @@
-"""The hires fix on the flow-matching families (FLUX, SD3, Chroma, Z-Image, Qwen-Image), as
-Forge runs it for flow models: the first pass's latents
-upscaled (a latent upscaler), or its pictures upscaled and encoded again (an image or model
-upscaler), then a second pass as img2img at the larger size with the same sampler, prompt and
-CFG, FLUX dev's distilled guidance being `hr_distilled_cfg` (Forge's "Hires Distilled CFG
-Scale"), and with the VAE of Forge's `hr_additional_modules` where they hold one
-(`request.hires_modules`: it encodes the upscaled pictures and decodes the result). As in
-the WebUI's hires pass the second pass's schedule is stretched by 1 / denoise and its last
-`steps` run (`steps` 0: the first pass's), over the shifted sigmas of the new
-size (FLUX dev's shift grows with the picture), from each image's seed drawn afresh at that
-size. The size is rounded down to whole 2x2 latent patches (16 pixels).
+"""The hires fix on the flow-matching families (FLUX.1, SD3, Chroma, Z-Image, Qwen-Image,
+FLUX.2), as Forge runs it for flow models: the first pass's latents upscaled as the model
+holds them (a latent upscaler; FLUX.2's patchified, normalized 1/16 latents as they are, as
+ComfyUI and Forge Neo keep them), or its pictures upscaled and encoded again (an image or
+model upscaler), then a second pass as img2img at the larger size with the same sampler,
+prompt and CFG, FLUX dev's distilled guidance (FLUX.1's and FLUX.2's) being
+`hr_distilled_cfg` (Forge's "Hires Distilled CFG Scale"), and with the VAE of Forge's
+`hr_additional_modules` where they hold one (`request.hires_modules`: it encodes the upscaled
+pictures and decodes the result). As in the WebUI's hires pass the second pass's schedule is
+stretched by 1 / denoise and its last `steps` run (`steps` 0: the first pass's), over the
+shifted sigmas of the new size (FLUX dev's shift grows with the picture; FLUX.2's with the
+stretched schedule's step count too), from each image's seed drawn afresh at that size. The
+size is rounded down to whole 2x2 latent patches (16 pixels).
 
 ControlNet units guide the passes as the ControlNet extension's do on the SD families
 (diffusion.pipelines.control): each pass takes the units its `hr_option` names
@@ -46,9 +48,11 @@ Flow = Callable[[np.ndarray, float], np.ndarray]
 
 
 class FlowPasses(Protocol):
-    """What the hires pass needs of a flow model (a FlowModel): its VAE and latent scale, its
-    scheduler config, its guided flow for a request at a size, its pictures of latents and
-    its VAE's posterior draw of pictures (each family's own VAE)."""
+    """What the hires pass needs of a flow model (a FlowModel): its VAE and its scale, how
+    many pixels a side of one of its latents covers (`latent_scale`: the VAE's factor, twice
+    it for FLUX.2's patchified latents), its schedule, its guided flow for a request at a
+    size, its pictures of latents and its VAE's posterior draw of pictures (each family's
+    own VAE)."""
 
     @property
     def vae(self) -> Any: ...
@@ -57,7 +61,10 @@ class FlowPasses(Protocol):
     def vae_scale_factor(self) -> int: ...
 
     @property
-    def scheduler_config(self) -> dict[str, Any]: ...
+    def latent_scale(self) -> int: ...
+
+    def schedule(self, shape: tuple[int, ...], steps: int, mu: float | None
+                 ) -> FlowSchedule: ...
 
     def guided_flow(self, request: GenerationRequest, prompts: list[str], width: int,
                     height: int, cache: StepCache | None = None
@@ -97,7 +104,7 @@ def run_hires(model: FlowPasses, request: GenerationRequest, prompts: list[str],
     hires = request.hires
     assert hires is not None
     w, h = hires_size(model, request, width, height)
-    scale = model.vae_scale_factor
+    scale = model.latent_scale
     second_vae = getattr(request.hires_modules, "vae", None)  # else the model's encodes
     # 1. where the second pass starts: enlarged to cover the target, cropped to it
     big_w, big_h = hires.cover(width, height)  # >= the target, >= (w, h) its multiple
@@ -109,8 +116,8 @@ def run_hires(model: FlowPasses, request: GenerationRequest, prompts: list[str],
         encode = model.encode_init if second_vae is None else partial(encode_image, second_vae)
         generator = make_generator(request.rng, seeds.seeds[0])  # the VAE posterior's draws
         start = np.concatenate([
-            encode(to_unit_image(upscale_image(p, (big_w, big_h), hires.upscaler), big_w,
-                                 big_h), generator)
+            encode(_unit_picture(upscale_image(p, (big_w, big_h), hires.upscaler), scale),
+                   generator)
             for p in pictures])
     start = crop_latents(start, (h // scale, w // scale))
     # 2. the stretched schedule at the new size, its last `steps` from the upscaled latents,
@@ -129,8 +136,18 @@ def run_hires(model: FlowPasses, request: GenerationRequest, prompts: list[str],
     # prompt editing counts on from the first pass (the WebUI's hires_steps)
     flow, shape, mu = scheduled_flow(model, second, prompts, w, h, cache,
                                      steps=int(request.steps), hires_steps=steps)
-    return sample_flow(flow, label, FlowSchedule(model.scheduler_config, mu=mu), total,
+    return sample_flow(flow, label, model.schedule(shape, total, mu), total,
                        seeds=seeds, rng=request.rng, shape=shape,
                        init_latents=start.astype(np.float32), t_enc=steps - 1,
                        options=request.sampler_options, first_pass=False,
                        callback=observer.step, denoised=observer.on_denoised)
+
+
+def _unit_picture(picture: np.ndarray, scale: int) -> np.ndarray:
+    """An upscaled (H, W, 3) uint8 picture as the VAE encodes it, (1, 3, H', W') in [-1, 1]:
+    cropped around the centre, as crop_latents crops latents, to whole latents of `scale`
+    pixels a side (FLUX.2's 16: its 2x2 patches of the VAE's latents whole). The cover's
+    sides are multiples of 8, so at the VAE's own scale the picture stays as it is."""
+    height, width = picture.shape[0] // scale * scale, picture.shape[1] // scale * scale
+    top, left = (picture.shape[0] - height) // 2, (picture.shape[1] - width) // 2
+    return to_unit_image(picture[top:top + height, left:left + width], width, height)

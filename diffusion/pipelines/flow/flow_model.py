@@ -28,6 +28,7 @@ from ...loaders.flow.text_encoder_file import module_stem
 from ...models.step_cache import CacheSpec, StepCache
 from ...sampling.kdiffusion import DIFFUSERS, SamplerOptions
 from ...sampling.kdiffusion_pass import sampler_fields
+from ...sampling.model_sampling import FlowSchedule
 from ...sampling.samplers.registry import lookup
 from ...text.composable import refuse_composable
 from ...text.prompts import extract_extra_networks
@@ -105,6 +106,12 @@ class FlowModel(FlowModelPasses, MemoryModes):
     @property
     def vae_scale_factor(self) -> int:
         return int(self.pipe.vae_scale_factor)
+
+    @property
+    def latent_scale(self) -> int:
+        """How many pixels a side of one of the transformer's latents covers: the VAE's
+        factor (FLUX.2's patchified latents: twice it)."""
+        return self.vae_scale_factor
 
     @property
     def latent_channels(self) -> int:
@@ -256,6 +263,11 @@ class FlowModel(FlowModelPasses, MemoryModes):
             # Forge writes it where the model takes a distilled CFG
             fields["hires_distilled_cfg"] = float(request.hr_distilled_cfg)
         return Denoised(latents, seeds, fields)
+
+    def schedule(self, shape: tuple[int, ...], steps: int, mu: float | None) -> FlowSchedule:
+        """The sigmas of a run of `steps` over latents of `shape` (the hires pass's stretched
+        schedule), `mu` the one its guided flow gave (of the size alone here)."""
+        return FlowSchedule(self.pipe.scheduler_config, mu=mu)
 
     def decode(self, latents: np.ndarray, request: GenerationRequest) -> list[np.ndarray]:
         """The pictures, by the hires pass's VAE where its modules hold one (flow_hires)."""

@@ -6,13 +6,18 @@ The request's CFG scale is diffusers' `guidance_scale`: 1 is no guidance (what t
 step-distilled klein 4B/9B run at), above 1 a negative-prompt pass combined as `neg + cfg *
 (pos - neg)` (the undistilled klein base models; a distilled folder ignores it, as diffusers
 does). The "diffusers" sampler runs Flux2KleinPipeline's own loop; the WebUI's samplers for
-flow models run over the Simple schedule shifted by klein's mu of the size and step count.
+flow models run over the Simple schedule shifted by klein's mu of the size and step count, and
+the hires fix with them on txt2img (flow_hires: a latent upscaler upscales the patchified,
+normalized latents as they are; an image upscaler's pictures are drawn from the FLUX.2 VAE's
+posterior, patchified and normalized; the second pass's mu that of the stretched schedule;
+FLUX.2 dev's second pass guided by `hr_distilled_cfg`, as FLUX.1 dev's).
 
 img2img is FLUX.2's multi-reference editing, as Forge Neo maps img2img onto edit models: the
 init image (fitted to width x height by the resize mode) and the request's further
 `references` (each at its own size) are the reference pictures, in order, read as diffusers'
 Flux2KleinPipeline reads its `image` list (`reference_picture`), and the prompt is the
-instruction. The run starts from noise beside them: no denoising strength, mask or hires fix.
+instruction. The run starts from noise beside them: no denoising strength or mask (and, as on
+every family, no hires fix with img2img).
 """
 
 from __future__ import annotations
@@ -27,6 +32,7 @@ import numpy as np
 from ...loaders.flux2 import flux2_distilled, flux2_family
 from ...models.step_cache import StepCache
 from ...sampling.kdiffusion_pass import WebUISeeds
+from ...sampling.model_sampling import FlowSchedule
 from ..contract import Capabilities, LoadOptions, SamplingDefaults
 from ..finite import pictures_uint8
 from ..observer import Observer
@@ -36,7 +42,7 @@ from .flow_memory import MemoryLayout
 from .flow_model import LLMFlowModel
 from .flow_sampling import FLOW_SAMPLERS, FLOW_SCHEDULES
 from .flux2_memory import flux2_layout
-from .start import base_folder
+from .start import base_folder, encode_image
 
 __all__ = ["FLUX2_BASE_DEFAULTS", "FLUX2_DEV_DEFAULTS", "FLUX2_KLEIN_DEFAULTS", "Flux2Model",
            "flux2_defaults", "load_flux2_model"]
@@ -75,7 +81,8 @@ class Flux2Model(LLMFlowModel):
         negative prompt (none for a distilled model), plain-text prompts with LoRA tags;
         First Block Cache (MagCache's and TeaCache's tables are FLUX's), the memory modes
         (flux2_memory); up to MAX_REFERENCES reference pictures (the init image the first);
-        variation seeds with the WebUI samplers; no hires fix, refiner or control units yet."""
+        variation seeds and the hires fix (its own prompts and sampler too) with the WebUI
+        samplers; no refiner or control units yet."""
         return Capabilities(family=self.family, latent_space="flux2",
                             guidance="distilled" if self.dev else
                             "none" if self.pipe.distilled else "cfg",
@@ -84,8 +91,9 @@ class Flux2Model(LLMFlowModel):
                             prompt_syntax=False,
                             textual_inversion=False, refiner=False, control=False,
                             latent_upscale_resize=False,
-                            hires_with_diffusers=False, latent_masked_content=False,
-                            memory_modes=True, references=MAX_REFERENCES)
+                            hires_with_diffusers=False, hires_own_settings=True,
+                            latent_masked_content=False, memory_modes=True,
+                            references=MAX_REFERENCES)
 
     def memory_layout(self) -> MemoryLayout:
         """What the memory modes move (flux2_memory)."""
@@ -102,9 +110,30 @@ class Flux2Model(LLMFlowModel):
                              "the picture as the init image (a reference) and say the edit "
                              "in the prompt")
         refuse_strength(request, "FLUX.2 klein models")
-        if request.hires is not None:
-            raise ValueError("the hires fix is not supported for FLUX.2 klein models yet; "
-                             "leave it out and ask for the size you want")
+
+    @property
+    def latent_scale(self) -> int:
+        """16: a latent is a 2x2 patch of the VAE's latents, each 8 pixels a side."""
+        return 2 * self.vae_scale_factor
+
+    def schedule(self, shape: tuple[int, ...], steps: int, mu: float | None) -> FlowSchedule:
+        """klein's schedule for a run of `steps` over latents of `shape`, shifted by its mu
+        of the image tokens and of `steps`: for the hires pass the stretched schedule's
+        count, as a run of that many steps shifts it (the pass runs its last steps), where
+        `mu`, its guided flow's, counted the pass's own steps."""
+        from .flux2 import empirical_mu
+
+        return FlowSchedule(self.scheduler_config, mu=empirical_mu(shape[2] * shape[3], steps))
+
+    def encode_init(self, pixels: np.ndarray, generator: Any) -> np.ndarray:
+        """The latents (1, 4C, H/16, W/16) of `pixels` (1, 3, H, W) in [-1, 1], sides
+        multiples of 16, as the transformer reads them: a draw from the FLUX.2 VAE's
+        posterior (`encode_image`: its scale 1 and shift 0), patchified and normalized by
+        its batch norm (`to_transformer`). diffusers' Flux2 pipelines encode references so
+        (`_encode_vae_image`, `_patchify_latents`, the bn statistics) but to the posterior's
+        mean; a start is drawn, as the other families' img2img draws it."""
+        return self.pipe.vae.to_transformer(  # type: ignore[no-any-return]
+            encode_image(self.pipe.vae, pixels, generator))
 
     def decode(self, latents: np.ndarray, request: GenerationRequest) -> list[np.ndarray]:
         """The pictures: the VAE's batch norm undone, unpatchified, decoded (in tiles where

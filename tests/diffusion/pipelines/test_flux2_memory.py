@@ -13,7 +13,6 @@ import numpy as np
 import pytest
 
 pytest.importorskip("diffusers", reason="diffusers is a test-only reference (extra: reference)")
-from flux2_tiny import tiny_flux2_pipeline
 from PIL import Image
 from support import generate_within_budget
 
@@ -29,10 +28,8 @@ FILES = ("txt2img", "--prompt", "a red circle", "--width", "24", "--height", "16
 
 
 @pytest.fixture(scope="module")
-def klein(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    root = tmp_path_factory.mktemp("tiny-flux2-memory")
-    tiny_flux2_pipeline(root, distilled=True)
-    return root / "flux2-klein"
+def klein(tiny_flux2_klein: tuple[Path, Any]) -> Path:
+    return tiny_flux2_klein[0]
 
 
 def _picture(capsys: pytest.CaptureFixture[str], folder: Path, out: Path, *flags: str

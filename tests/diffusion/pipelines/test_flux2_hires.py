@@ -1,0 +1,182 @@
+"""The hires fix on FLUX.2 klein against a reference written out on torch CPU, as
+test_qwenimage_hires.py checks Qwen-Image's: k-diffusion's Euler with diffusers' FLUX.2
+transformer as the denoiser of the patchified, batch-normalized latents (1/16 of the picture)
+over the simple schedule shifted by klein's empirical mu (diffusers' compute_empirical_mu of
+the image tokens and the step count: the stretched schedule's in the second pass); the first
+pass's latents upscaled as they are by torch's bilinear interpolation (the WebUI's "Latent"),
+or decoded by diffusers' FLUX.2 VAE, enlarged by Pillow's Lanczos, cropped around the centre
+to whole 16-pixel latents and drawn again from the VAE's posterior, patchified and
+normalized; then the WebUI's hires img2img: the schedule stretched by 1 / denoise, its last
+steps from sigma0 * noise + (1 - sigma0) * latents, the noise drawn afresh from the seed at
+the new size."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+pytest.importorskip("diffusers", reason="diffusers is a test-only reference (extra: reference)")
+import torch
+from flux2_tiny import tiny_flux2_vae
+from kdiffusion_ref import K
+from PIL import Image
+
+import gpucore
+from diffusion.pipelines.load import load_pipeline
+from diffusion.pipelines.request import GenerationRequest
+from diffusion.upscalers.interpolation import HiresFix
+
+SEED, STEPS, HIRES_STEPS, DENOISE, SIZE = 11, 3, 2, 0.6, 32
+BOUND = 2  # uint8 levels; measured: 1 (lavapipe)
+TOKENS = 32  # the prompt's (Qwen3's 512 would be slow here)
+PROMPT = "a red circle"
+
+
+@pytest.fixture(scope="module")
+def klein(tiny_flux2_klein: tuple[Path, Any], tmp_path_factory: pytest.TempPathFactory
+          ) -> tuple[Path, Any]:
+    """(a klein folder, diffusers' Flux2KleinPipeline of it): the session's tiny klein with a
+    VAE of FLUX.2's 8x (four blocks), so that its latents are 1/16 of the picture as
+    FLUX.2's are."""
+    import diffusers
+
+    pipe = tiny_flux2_klein[1]
+    vae = tiny_flux2_vae(config=dict(block_out_channels=(32,) * 4, layers_per_block=1,
+                                     down_block_types=("DownEncoderBlock2D",) * 4,
+                                     up_block_types=("UpDecoderBlock2D",) * 4))
+    reference = diffusers.Flux2KleinPipeline(**{**pipe.components, "vae": vae},
+                                             is_distilled=True)
+    folder = tmp_path_factory.mktemp("flux2-hires") / "flux2-klein"
+    reference.save_pretrained(folder)
+    return folder, reference
+
+
+@pytest.fixture(scope="module")
+def model(first_device: gpucore.Device, klein: tuple[Path, Any]) -> Any:
+    """Our pipeline of `klein`'s folder, its prompts TOKENS long."""
+    model = load_pipeline(klein[0], device=first_device)
+    model.max_sequence_length = TOKENS
+    return model
+
+
+def _sigmas(pipe: Any, tokens: int, steps: int) -> torch.Tensor:
+    """The simple schedule (every 1000 / steps-th of the 1000 training times from the top)
+    shifted by klein's mu of `tokens` image tokens and `steps`; 0 appended."""
+    from diffusers.pipelines.flux2.pipeline_flux2_klein import compute_empirical_mu
+
+    mu = compute_empirical_mu(tokens, steps)
+    t = torch.tensor([(1000 - int(x * 1000 / steps)) / 1000 for x in range(steps)],
+                     dtype=torch.float64)
+    return torch.cat([pipe.scheduler.time_shift(mu, 1.0, t), torch.zeros(1, dtype=torch.float64)])
+
+
+def _statistics(pipe: Any) -> tuple[torch.Tensor, torch.Tensor]:
+    """The VAE's batch-norm mean and standard deviation over the patchified channels."""
+    bn, eps = pipe.vae.bn, pipe.vae.config.batch_norm_eps
+    return bn.running_mean.view(1, -1, 1, 1), torch.sqrt(bn.running_var.view(1, -1, 1, 1) + eps)
+
+
+def _picture(pipe: Any, x: torch.Tensor) -> np.ndarray:
+    """diffusers' picture of the transformer's latents `x`, as uint8-rounded floats."""
+    mean, std = _statistics(pipe)
+    z = pipe._unpatchify_latents(x.float() * std + mean)
+    image = pipe.vae.decode(z, return_dict=False)[0]
+    return ((image[0].permute(1, 2, 0).numpy() / 2 + 0.5).clip(0, 1) * 255).round()
+
+
+def _encoded(pipe: Any, picture: np.ndarray, side: int) -> torch.Tensor:
+    """`picture` enlarged by Lanczos to `side`, cropped around the centre to whole latents,
+    drawn from the VAE's posterior with the seed's generator, patchified and normalized."""
+    big = Image.fromarray(picture.astype(np.uint8)).resize((side, side),
+                                                           Image.Resampling.LANCZOS)
+    whole, margin = side // 16 * 16, (side - side // 16 * 16) // 2
+    pixels = np.asarray(big, np.float32)[margin:margin + whole, margin:margin + whole]
+    pixels = torch.from_numpy(pixels / 127.5 - 1).permute(2, 0, 1)[None]
+    z = pipe.vae.encode(pixels).latent_dist.sample(torch.Generator().manual_seed(SEED))
+    mean, std = _statistics(pipe)
+    return ((pipe._patchify_latents(z) - mean) / std).double()
+
+
+def _reference(pipe: Any, upscaler: str, side: int) -> tuple[np.ndarray, np.ndarray]:
+    """(the hires fix's picture, the picture of where its second pass starts) for a first
+    pass at SIZE x SIZE enlarged to `side` by `upscaler` ("Latent" or "Lanczos")."""
+    embeds, text_ids = pipe.encode_prompt([PROMPT], device="cpu", max_sequence_length=TOKENS)
+
+    def denoiser(h: int) -> Any:
+        ids = pipe._prepare_latent_ids(torch.zeros(1, 1, h, h))
+
+        def denoise(x: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
+            v = pipe.transformer(hidden_states=pipe._pack_latents(x.float()),
+                                 timestep=sigma.float(), guidance=None,
+                                 encoder_hidden_states=embeds, txt_ids=text_ids,
+                                 img_ids=ids, return_dict=False)[0]
+            return x - sigma[:, None, None, None] * v.permute(0, 2, 1).reshape(x.shape).double()
+
+        return denoise
+
+    h, big = SIZE // 16, side // 16
+    channels = pipe.transformer.config.in_channels
+    # 1. the first pass
+    sigmas = _sigmas(pipe, h * h, STEPS)
+    noise = torch.randn((channels, h, h), generator=torch.Generator().manual_seed(SEED))
+    x = K.sampling.sample_euler(denoiser(h), noise[None].double() * sigmas[0], sigmas,
+                                disable=True)
+    # 2. the latents as they are, bilinear ("Latent"); or the picture enlarged, encoded again
+    if upscaler == "Latent":
+        x = torch.nn.functional.interpolate(x, size=(big, big), mode="bilinear")
+    else:
+        x = _encoded(pipe, _picture(pipe, x), side)
+        big = x.shape[-1]
+    start = _picture(pipe, x)
+    # 3. the hires pass: HIRES_STEPS of a schedule stretched by 1 / denoise
+    total = int(HIRES_STEPS / DENOISE)
+    sigmas = _sigmas(pipe, big * big, total)[total - (HIRES_STEPS - 1) - 1:]
+    noise = torch.randn((channels, big, big), generator=torch.Generator().manual_seed(SEED))
+    x = sigmas[0] * noise[None].double() + (1 - sigmas[0]) * x
+    x = K.sampling.sample_euler(denoiser(big), x, sigmas, disable=True)
+    return _picture(pipe, x), start
+
+
+@pytest.mark.parametrize(("upscaler", "scale", "side"), [("Latent", 1.5, 48),
+                                                          ("Lanczos", 1.75, 56)])
+def test_flux2_hires_fix_matches_the_reference(model: Any, klein: tuple[Path, Any],
+                                               upscaler: str, scale: float, side: int) -> None:
+    """A latent upscaler at 1.5x (32 -> 48), an image upscaler at 1.75x (32 -> 56, cropped
+    to 48 as whole latents)."""
+    result = model.generate(GenerationRequest(
+        prompt=PROMPT, width=SIZE, height=SIZE, steps=STEPS, sampler="Euler", seed=SEED,
+        rng="torch", cfg_scale=1.0,
+        hires=HiresFix(scale=scale, upscaler=upscaler, steps=HIRES_STEPS, denoise=DENOISE)))
+    got = result.images[0].astype(np.float64)
+    assert got.shape == (48, 48, 3)
+    with torch.no_grad():
+        expected, start = _reference(klein[1], upscaler, side)
+    assert np.abs(got - expected).max() <= BOUND
+    # the bound tells pictures apart: the second pass skipped would be far off
+    assert np.abs(got - start).max() > 10 * BOUND
+    assert result.settings["hires_upscaler"] == upscaler
+    assert (result.settings["width"], result.settings["height"]) == (SIZE, SIZE)
+
+
+def test_flux2_hires_refusals(model: Any, klein: tuple[Path, Any], tmp_path: Path) -> None:
+    """The hires fix with the 'diffusers' sampler, and a VAE module for the hires pass
+    (Forge's hr_additional_modules: FLUX.2 keeps its own VAE, even a file of it), each in
+    one line; "Built-in" keeps the model's."""
+    from safetensors.torch import save_file
+    from vae_layouts import flux2_ae
+
+    from diffusion.loaders import WeightsError
+    from diffusion.pipelines.module_load import hires_modules
+
+    folder = klein[0]
+    with pytest.raises(ValueError, match="hires fix runs with the WebUI samplers"):
+        model.generate(GenerationRequest(prompt="x", width=16, height=16, steps=2,
+                                         sampler="diffusers", hires=HiresFix(scale=2.0)))
+    assert hires_modules(model, folder, ("Built-in",), []).vae is None
+    vae = tmp_path / "flux2-vae.safetensors"
+    save_file(flux2_ae(klein[1].vae), str(vae))
+    with pytest.raises(WeightsError, match="flux2-klein models keep their own VAE"):
+        hires_modules(model, folder, ("flux2-vae",), [vae])
