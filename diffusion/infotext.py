@@ -119,6 +119,7 @@ def format_infotext(settings: Mapping[str, Any], *, batch_pos: int | None = None
         "ENSD": int(settings["ensd"]) if settings.get("ensd") else None,
         "RNG": "CPU" if settings.get("rng") == "torch" else None,
         "Tiling": "True" if settings.get("tiling") else None,  # the WebUI's, after RNG
+        "Emphasis": settings.get("emphasis") or None,  # the WebUI's mode where not Original
         "Cache": settings.get("cache") or None,  # step caching: kind, threshold, steps run
         "Int8": settings.get("int8") or None,  # W8A8 linear layers (--int8)
         # the denoiser's f16 GEMMs summed in f16 (--fp16-accumulation)
@@ -235,7 +236,7 @@ _CONVERSIONS: dict[str, tuple[str, Callable[[str], Any]]] = {
     "Lora hashes": ("lora_hashes", str), "TI hashes": ("ti_hashes", str),
     "VAE hash": ("vae_hash", str), "VAE": ("vae", str), "Refiner": ("refiner", str),
     "Refiner switch at": ("refiner_switch_at", float), "Cache": ("cache", str),
-    "Tiling": ("tiling", lambda v: v == "True"),
+    "Tiling": ("tiling", lambda v: v == "True"), "Emphasis": ("emphasis", str),
     "Reference images": ("references", int),
     "Seed resize from": ("seed_resize_from", lambda v: tuple(int(n) for n in v.split("x"))),
     "Mask mode": ("mask_mode", str), "Mask blur": ("mask_blur", int),

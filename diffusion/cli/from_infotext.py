@@ -35,7 +35,7 @@ _FROM_INFOTEXT: dict[str, tuple[str, Callable[[Any], Any]]] = {
     "mask_blur": ("mask_blur", int), "masked_content": ("inpainting_fill", masked_content),
     "mask_mode": ("mask_invert", lambda v: v == "Inpaint not masked"),
     "cache": ("cache", str),  # "fbc 0.12, 14/28 steps computed": the kind and threshold
-    "tiling": ("tiling", bool),
+    "tiling": ("tiling", bool), "emphasis": ("emphasis", str),
 }
 
 

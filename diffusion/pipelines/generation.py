@@ -23,7 +23,8 @@ from gpustd.nn import padding_mode
 from ..lora import LORA_TAGS, LoraManager, lora_hashes, lora_uses
 from ..models.int8 import marked as int8_marked
 from ..sampling.kdiffusion import DIFFUSERS
-from ..text.prompts import extract_extra_networks
+from ..text.emphasis_mode import emphasis_mode
+from ..text.prompts import BREAK, extract_extra_networks, parse_prompt_attention
 from .contract import Capabilities, GenerationResult
 from .finite import check_latents
 from .fp16_accumulation import accumulates_fp16
@@ -135,8 +136,9 @@ def generate(family: Family, request: GenerationRequest | str | None, settings: 
                       family.capabilities.latent_space)
     # (a float16 VAE whose pictures come out NaN is made float32 and decodes again, as the
     # WebUI reverts it: a hires pass decodes inside the denoising); the WebUI's Tiling: every
-    # Conv2d pads circularly meanwhile
-    with padding_mode("circular" if request.tiling else "zeros"):
+    # Conv2d pads circularly meanwhile; the WebUI's emphasis mode for every prompt encoded
+    with padding_mode("circular" if request.tiling else "zeros"), \
+            emphasis_mode(request.emphasis):
         with phase("denoise"):
             run = reverting(family, request,
                             lambda: family.denoise(request, seed, width, height, observer))
@@ -168,7 +170,16 @@ def generate(family: Family, request: GenerationRequest | str | None, settings: 
         made["fp16_accumulation"] = True
     if request.tiling:
         made["tiling"] = True
+    if request.emphasis != "Original" and _weighs(request):
+        made["emphasis"] = request.emphasis  # as the WebUI: where brackets say something
     return GenerationResult(images=images, seeds=run.seeds, settings=made)
+
+
+def _weighs(request: GenerationRequest) -> bool:
+    """Whether the prompt or the negative prompt holds emphasis (a weight other than 1), the
+    prompts whose infotext the WebUI gives their emphasis mode."""
+    return any(weight != 1.0 for text in (request.prompt, request.negative_prompt)
+               for piece, weight in parse_prompt_attention(text) if (piece, weight) != BREAK)
 
 
 def _check_hires_networks(request: GenerationRequest, networks: Sequence[Any]) -> None:

@@ -34,6 +34,7 @@ from ..models.step_cache import CacheSpec
 from ..noise.rng import RNG_SOURCES
 from ..sampling.kdiffusion import DIFFUSERS, SamplerOptions
 from ..sampling.samplers import lookup, resolve
+from ..text.emphasis_mode import check_emphasis
 from ..upscalers.interpolation import HiresFix
 from .hires_pass import check_hires_pass, hires_sampler
 from .masked_content import masked_content
@@ -192,6 +193,12 @@ class GenerationRequest:
         "Tiling", api="tiling",
         cli="a picture that tiles seamlessly (the WebUI's Tiling: the UNet's and the VAE's "
             "convs wrap around the edges; SD 1.x/2.x and SDXL)"))
+    # the WebUI's "Emphasis mode" (text.emphasis_mode): how (word:1.2) weighs the text states
+    emphasis: str = field(default="Original", metadata=_label(
+        "Emphasis",
+        cli="how (word:1.2) weighs the prompt: Original (weights, then the mean kept), 'No "
+            "norm' (weights alone; Forge finds it better for SDXL), Ignore (brackets dropped, "
+            "no weights), None (brackets read as text)"))
 
     def __post_init__(self) -> None:
         _check(self)
@@ -313,6 +320,7 @@ def _check(r: GenerationRequest) -> None:
     masked_content(r.inpainting_fill)  # ValueError naming the four
     _whole("resize_mode (0 just resize, 1 crop and resize, 2 resize and fill, 3 just resize "
            "(latent upscale))", r.resize_mode, 0, 3)
+    check_emphasis(r.emphasis)
     for name in ("mask_round", "mask_invert", "tiling"):
         if not isinstance(getattr(r, name), bool):
             raise ValueError(f"{name} must be True or False, got {getattr(r, name)!r}")

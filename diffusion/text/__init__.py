@@ -11,6 +11,7 @@ textual-inversion embeddings.
 | `composable` | a positive prompt's `AND` parts and their guidance weights |
 | `conditioning` | prompts of any length to text-encoder states, as the WebUI encodes them |
 | `flow_emphasis` | emphasis on the flow families' T5 and CLIP states, as Forge weighs them |
+| `emphasis_mode` | the WebUI's "Emphasis mode" (Original, No norm, Ignore, None) of a generation |
 | `embeddings` | textual-inversion files found by name, as the WebUI finds them |
 | `styles` | the WebUI's prompt styles (`styles.csv`) and how they join a prompt |
 """

@@ -34,6 +34,7 @@ import numpy as np
 
 from gpustd import Tensor, asarray
 
+from .emphasis_mode import EMPHASIS_MODES, current_emphasis
 from .prompt_editing import entry_index
 from .prompts import BREAK, Prompt, parse_prompt, parse_prompt_attention
 from .tokenizer import CLIPTokenizer
@@ -44,7 +45,6 @@ __all__ = [
 ]
 
 CHUNK_LENGTH = 75  # prompt tokens per chunk; with BOS and EOS the encoder's 77 positions
-EMPHASIS_MODES = ("Original", "No norm", "Ignore", "None")  # the WebUI's "Emphasis" setting
 
 
 class TextEncoder(Protocol):
@@ -80,11 +80,6 @@ class PromptChunk:
         special = {tokenizer.bos_token_id, tokenizer.eos_token_id, tokenizer.pad_token_id}
         return [(tokenizer.decode([t]) or repr(t), w) for t, w in zip(self.tokens, self.weights)
                 if t not in special]
-
-
-def _check_emphasis(emphasis: str) -> None:
-    if emphasis not in EMPHASIS_MODES:
-        raise ValueError(f"emphasis must be one of {list(EMPHASIS_MODES)}, got {emphasis!r}")
 
 
 def _pieces(text: str, emphasis: str) -> list[tuple[str, float]]:
@@ -150,7 +145,7 @@ class _ChunkBuilder:
         self.weights += [weight] * count
 
 
-def prompt_chunks(tokenizer: CLIPTokenizer, text: str, *, emphasis: str = "Original",
+def prompt_chunks(tokenizer: CLIPTokenizer, text: str, *, emphasis: str | None = None,
                   comma_padding_backtrack: int = 20,
                   embeddings: EmbeddingLookup | None = None) -> list[PromptChunk]:
     """The 77-token chunks of one prompt text (no editing syntax: one scheduled text).
@@ -159,7 +154,7 @@ def prompt_chunks(tokenizer: CLIPTokenizer, text: str, *, emphasis: str = "Origi
     a chunk (an empty one too, as in the WebUI: `BREAK x` is an empty chunk, then x).
     Embedding names that `embeddings` finds become placeholders for their vectors.
     """
-    _check_emphasis(emphasis)
+    emphasis = current_emphasis(emphasis)
     if not isinstance(comma_padding_backtrack, int) or not 0 <= comma_padding_backtrack < 75:
         raise ValueError(f"comma_padding_backtrack must be an int in 0..74, got "
                          f"{comma_padding_backtrack!r}")
@@ -202,7 +197,7 @@ def _apply_emphasis(z: np.ndarray, weights: np.ndarray, counts: np.ndarray,
 
 
 def encode_texts(tokenizer: CLIPTokenizer, text_encoder: TextEncoder, texts: Sequence[str], *,
-                 clip_skip: int = 0, emphasis: str = "Original",
+                 clip_skip: int = 0, emphasis: str | None = None,
                  comma_padding_backtrack: int = 20,
                  embeddings: EmbeddingLookup | None = None) -> list[np.ndarray]:
     """(77 * k, D) float32 hidden states of each text, as the WebUI's `forward(texts)`.
@@ -212,7 +207,8 @@ def encode_texts(tokenizer: CLIPTokenizer, text_encoder: TextEncoder, texts: Seq
     batch. Pass each text as often as it is used (a prompt's schedule entries) to get the
     WebUI's means; each distinct text is encoded once.
     """
-    return _encode_batch(tokenizer, text_encoder, texts, clip_skip, emphasis=emphasis,
+    return _encode_batch(tokenizer, text_encoder, texts, clip_skip,
+                         emphasis=current_emphasis(emphasis),
                          comma_padding_backtrack=comma_padding_backtrack,
                          embeddings=embeddings)[0]
 
@@ -314,7 +310,7 @@ class ConditioningSchedule:
 def encode(tokenizer: CLIPTokenizer, text_encoder: TextEncoder,
            prompts: str | Prompt | Sequence[str | Prompt], *, steps: int, clip_skip: int = 0,
            hires_steps: int | None = None, use_old_scheduling: bool = False,
-           extra_networks: bool = True, composable: bool = True, emphasis: str = "Original",
+           extra_networks: bool = True, composable: bool = True, emphasis: str | None = None,
            comma_padding_backtrack: int = 20,
            embeddings: EmbeddingLookup | None = None) -> ConditioningSchedule:
     """Conditioning of a batch of prompts over `steps` WebUI steps (model evaluations).
@@ -325,8 +321,10 @@ def encode(tokenizer: CLIPTokenizer, text_encoder: TextEncoder,
     once, each distinct text of its schedule once: the WebUI's
     `get_multicond_learned_conditioning` (`get_learned_conditioning` for one part each).
     `clip_skip` counts layers skipped (the WebUI's "Clip skip" - 1); `emphasis` is the
-    WebUI's setting of that name; `embeddings` finds textual inversions.
+    WebUI's setting of that name (None: the generation's, text.emphasis_mode); `embeddings`
+    finds textual inversions.
     """
+    emphasis = current_emphasis(emphasis)
     items = [prompts] if isinstance(prompts, (str, Prompt)) else list(prompts)
     if not items:
         raise ValueError("prompts is empty; give at least one prompt (the empty prompt is '')")

@@ -5,10 +5,10 @@ the states of their tokens.
 Forge's text engines (`T5TextProcessingEngine`; `ClassicTextProcessingEngine` for CLIP) parse
 the prompt (`prompts.parse_prompt_attention`), tokenize each piece on its own, run the encoder
 over the tokens, multiply every token's states by its piece's weight and, with "Original"
-(the WebUI's emphasis setting by default), scale each prompt's states so their mean is the
-mean before the weights; "No norm" does not scale, "Ignore" drops the weights, "None" reads
-the brackets as text. CLIP's pooled output is taken before the weights: it sees the prompt's
-words without the brackets.
+(the WebUI's emphasis mode by default), scale each prompt's states so their mean is the mean
+before the weights; "No norm" does not scale, "Ignore" drops the weights, "None" reads the
+brackets as text (the generation's mode: text.emphasis_mode). CLIP's pooled output is
+taken before the weights: it sees the prompt's words without the brackets.
 
 What stays the pipelines' own (diffusers'): the sequence lengths, padding and truncation
 (FLUX.1 dev's T5 512 tokens, schnell's and SD 3.5's 256, CLIP's 77; Chroma's mask, whose
@@ -32,20 +32,19 @@ import numpy as np
 
 from gpustd import asarray
 
+from .emphasis_mode import current_emphasis
 from .prompts import BREAK, parse_prompt_attention
 from .t5_tokenizer import T5Tokenizer
 from .tokenizer import CLIPTokenizer
 
-__all__ = ["EMPHASIS", "WeightedIds", "clip_ids", "emphasize", "t5_ids", "weighted_pieces"]
-
-EMPHASIS = ("Original", "No norm", "Ignore", "None")  # the WebUI's "Emphasis mode" choices
+__all__ = ["WeightedIds", "clip_ids", "emphasize", "t5_ids", "weighted_pieces"]
 
 
-def weighted_pieces(text: str, emphasis: str = "Original") -> list[tuple[str, float]]:
-    """`text` as (piece, weight) pairs as the WebUI's emphasis mode reads it, BREAK dropped;
-    [(text, 1.0)] for a prompt without emphasis."""
-    if emphasis not in EMPHASIS:
-        raise ValueError(f"emphasis must be one of {list(EMPHASIS)}, got {emphasis!r}")
+def weighted_pieces(text: str, emphasis: str | None = None) -> list[tuple[str, float]]:
+    """`text` as (piece, weight) pairs as the WebUI's emphasis mode reads it (None: the
+    generation's, text.emphasis_mode), BREAK dropped; [(text, 1.0)] for a prompt without
+    emphasis."""
+    emphasis = current_emphasis(emphasis)
     parsed = [(text, 1.0)] if emphasis == "None" else parse_prompt_attention(text)
     kept = [(piece, 1.0 if emphasis == "Ignore" else weight)
             for piece, weight in parsed if (piece, weight) != BREAK]
@@ -89,10 +88,11 @@ def _rows(pieces_ids: list[list[list[int]]], pieces: list[list[tuple[str, float]
 
 
 def t5_ids(tokenizer: T5Tokenizer, prompts: Sequence[str], max_length: int, *,
-           emphasis: str = "Original") -> WeightedIds:
+           emphasis: str | None = None) -> WeightedIds:
     """T5's ids of `prompts` (B, max_length) int64, each piece tokenized on its own (Forge's
     `tokenize_line`): the tokens, </s>, <pad>s; a longer prompt loses its last tokens, never
     the </s> (`tokenizer(prompts, max_length)`'s ids for prompts without emphasis)."""
+    emphasis = current_emphasis(emphasis)
     pieces = [weighted_pieces(p, emphasis) for p in prompts]
     return _rows([tokenizer.tokenize([text for text, _ in parts]) for parts in pieces], pieces,
                  length=int(max_length), start=[], end=tokenizer.eos_id,
@@ -100,9 +100,10 @@ def t5_ids(tokenizer: T5Tokenizer, prompts: Sequence[str], max_length: int, *,
 
 
 def clip_ids(tokenizer: CLIPTokenizer, prompts: Sequence[str], *,
-             emphasis: str = "Original") -> WeightedIds:
+             emphasis: str | None = None) -> WeightedIds:
     """CLIP's ids of `prompts` (B, 77) int32, each piece tokenized on its own: BOS, at most 75
     tokens, EOS, the tokenizer's pad (`tokenizer(prompts)` for prompts without emphasis)."""
+    emphasis = current_emphasis(emphasis)
     pieces = [weighted_pieces(p, emphasis) for p in prompts]
     return _rows([tokenizer.tokenize([text for text, _ in parts]) for parts in pieces], pieces,
                  length=tokenizer.model_max_length, start=[tokenizer.bos_token_id],

@@ -39,6 +39,7 @@ from gpustd import Tensor, asarray
 from ...models import CLIPTextModel
 from ...text import conditioning
 from ...text.embeddings import ENCODER_KEYS, EncoderFinders
+from ...text.emphasis_mode import current_emphasis
 from ...text.prompts import parse_prompt
 from ...text.tokenizer import CLIPTokenizer
 from .capture import ModelCapture
@@ -176,13 +177,15 @@ def _encode_texts(enc: TextEncoders, texts: list[str], emphasis: str, runs: Runs
 
 
 def webui_schedule(enc: TextEncoders, prompts: Sequence[str], ids: np.ndarray, *, steps: int,
-                   negative: bool = False, emphasis: str = "Original",
+                   negative: bool = False, emphasis: str | None = None,
                    hires_steps: int | None = None, runs: Runs = None,
                    embeddings: EncoderFinders | None = None) -> XLSchedule:
     """The WebUI's SDXL conditioning of `prompts` over `steps` model evaluations (prompt
     editing and AND parts as in `conditioning.encode`, `hires_steps` too); `negative`: the
     prompts are negative prompts (their extra-network tags and AND stay text, and an empty
-    one is zeros); `embeddings` finds textual inversions (each encoder's vectors)."""
+    one is zeros); `embeddings` finds textual inversions (each encoder's vectors); `emphasis`
+    None: the generation's mode (text.emphasis_mode)."""
+    emphasis = current_emphasis(emphasis)
     parsed = [parse_prompt(p, steps, hires_steps=hires_steps, extra_networks=not negative,
                            composable=not negative) for p in prompts]
     parts = [part for prompt in parsed for part in prompt.parts]  # rows: item by item

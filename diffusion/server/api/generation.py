@@ -20,6 +20,7 @@ from ...infotext import format_infotext
 from ...pipelines.request import GenerationRequest, check_size, door_fields
 from ...sampling.kdiffusion import SamplerOptions
 from ...sampling.samplers import lookup, resolve, schedules
+from ...text.emphasis_mode import check_emphasis
 from ...upscalers.interpolation import HiresFix
 from ..catalog.models_dir import ModelEntry, ModelRegistry
 from ..catalog.modules_dir import (
@@ -89,6 +90,16 @@ def _clip_skip(request: Txt2ImgRequest, options: dict[str, Any]) -> int:
         raise RequestError("override_settings.CLIP_stop_at_last_layers must be a whole number "
                            f"from 1 to 12 (1 = the text encoder's last layer), got {value!r}")
     return value
+
+
+def _emphasis(request: Txt2ImgRequest, options: dict[str, Any]) -> str:
+    """The WebUI's "emphasis" option: override_settings', else /options'."""
+    value = (request.override_settings or {}).get("emphasis",
+                                                  options.get("emphasis", "Original"))
+    try:
+        return check_emphasis(value)
+    except ValueError as error:
+        raise RequestError(f"override_settings.{error}") from None
 
 
 def _rng(request: Txt2ImgRequest, options: dict[str, Any]) -> str:
@@ -195,7 +206,8 @@ def build_job(request: Txt2ImgRequest, kind: str, *, options: dict[str, Any], ma
         steps=request.steps, cfg_scale=request.cfg_scale, sampler=sampler, scheduler=schedule,
         width=request.width, height=request.height, seed=request.seed, subseed=request.subseed,
         subseed_strength=request.subseed_strength, clip_skip=_clip_skip(request, options) - 1,
-        rng=_rng(request, options), eta_noise_seed_delta=_ensd(request, options))
+        rng=_rng(request, options), eta_noise_seed_delta=_ensd(request, options),
+        emphasis=_emphasis(request, options))
     if lookup(sampler).kind == "k-diffusion":  # DDIM, PLMS, UniPC take no options
         settings["sampler_options"] = _sampler_options(request, options)
     if request.seed_resize_from_w > 0 and request.seed_resize_from_h > 0:

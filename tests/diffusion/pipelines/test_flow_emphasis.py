@@ -17,6 +17,7 @@ import torch
 
 import gpucore
 from diffusion.pipelines.load import load_pipeline
+from diffusion.text.emphasis_mode import emphasis_mode
 from diffusion.text.flow_emphasis import clip_ids, t5_ids, weighted_pieces
 from diffusion.text.t5_tokenizer import T5Tokenizer
 from diffusion.text.tokenizer import CLIPTokenizer
@@ -99,6 +100,9 @@ def test_flux_weighs_t5_as_forge(first_device: gpucore.Device,
             WORDS, padding="max_length", max_length=512).input_ids)[None])[0].double()
         words_pooled = pipe._get_clip_prompt_embeds(WORDS, device="cpu").numpy()
     assert _rel(states, _original(z, multipliers)) < 2e-5
+    with emphasis_mode("No norm"):  # the request's mode (generate sets it): no rescaling
+        no_norm = model.pipe.encode_prompt([PROMPT], 512)[0].numpy()
+    assert _rel(no_norm, (z * multipliers).numpy()) < 2e-5
     assert _rel(pooled, words_pooled) < 2e-5
     plain = model.pipe.encode_prompt([WORDS], 512)[0].numpy()
     assert _rel(plain, plain_z.numpy()) < 2e-5

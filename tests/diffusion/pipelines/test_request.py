@@ -114,6 +114,35 @@ def test_a_huge_prompt_is_refused_by_its_length_at_once(size: int) -> None:
     assert "negative_prompt" in _message(prompt="a", negative_prompt="b" * size)
 
 
+def test_the_emphasis_mode_reaches_the_request_and_the_infotext(tmp_path: Path) -> None:
+    """The WebUI's "emphasis" option (override_settings over /options) becomes the request's
+    emphasis, an unknown mode is refused naming the four; the infotext says a mode but
+    Original, as the WebUI does, and reads it back."""
+    pytest.importorskip("fastapi", reason="the server extra is not installed")
+    from diffusion.infotext import format_infotext, parse_infotext
+    from diffusion.server.api import generation
+    from diffusion.server.api.schemas import Txt2ImgRequest
+
+    def emphasis(options: dict[str, Any], **override: Any) -> str:
+        job, _ = generation.build_job(
+            Txt2ImgRequest(prompt="a (b:1.2)", override_settings=override or None), "txt2img",
+            options={"CLIP_stop_at_last_layers": 1, "randn_source": "GPU", **options},
+            max_size=1024, outputs=tmp_path)
+        return job.request.emphasis
+
+    assert emphasis({}) == "Original" and emphasis({"emphasis": "No norm"}) == "No norm"
+    assert emphasis({"emphasis": "No norm"}, emphasis="Ignore") == "Ignore"
+    with pytest.raises(generation.RequestError, match="emphasis must be one of 'Original'"):
+        emphasis({}, emphasis="Strong")
+    with pytest.raises(ValueError, match="emphasis must be one of"):
+        GenerationRequest(prompt="a", emphasis="strong")
+    settings = dict(prompt="a (b:1.2)", negative_prompt="", steps=4, sampler="Euler",
+                    cfg_scale=7.0, seed=1, width=64, height=64, emphasis="No norm")
+    text = format_infotext(settings)
+    assert "Emphasis: No norm" in text and parse_infotext(text)["emphasis"] == "No norm"
+    assert "Emphasis" not in format_infotext({**settings, "emphasis": None})
+
+
 def test_every_infotext_field_has_a_label() -> None:
     """A new field says where the infotext writes it (or None, for prompt and images, and how
     the images are fitted, which the WebUI does not write either; nor whose seeds latent
@@ -153,7 +182,8 @@ def test_a_setting_with_cli_and_api_metadata_needs_no_code_at_the_doors(
     from diffusion.server.api.schemas import Txt2ImgRequest
 
     assert [f.name for f in door_fields("cli")] == ["refiner_switch_at", "distilled_cfg_scale",
-                                                    "hr_distilled_cfg", "cache", "tiling"]
+                                                    "hr_distilled_cfg", "cache", "tiling",
+                                                    "emphasis"]
     parser = build_parser()
     args = parser.parse_args(["txt2img", "--prompt", "a", "--refiner-switch-at", "0.6"])
     args.steps, args.cfg_scale, args.sampler = 20, 7.0, "Euler a"

@@ -120,6 +120,25 @@ def test_txt2img_matches_diffusers(device: gpucore.Device, model_dir: Path,
     assert result.settings["seed"] == 7 and result.settings["sampler"] == sampler
 
 
+def test_the_emphasis_mode_reaches_the_text_encoder(first_device: gpucore.Device,
+                                                    model_dir: Path) -> None:
+    """The request's emphasis mode (the WebUI's option) is the one its prompts are encoded
+    with: "None" reads the brackets as text, the picture of the prompt with them escaped;
+    "Original" weighs the word, another picture. The modes' own arithmetic is
+    test_conditioning's."""
+    pipe = load_pipeline(model_dir, device=first_device)
+
+    def picture(prompt: str, emphasis: str) -> np.ndarray:
+        return pipe.txt2img(prompt, steps=2, seed=3, width=SIZE, height=SIZE,
+                            emphasis=emphasis).images[0].astype(int)
+
+    weighted = "a lighthouse at (dusk:1.6), oil painting"
+    as_text = picture(weighted, "None")
+    np.testing.assert_array_equal(as_text, picture(weighted.replace("(", "\\(").replace(
+        ")", "\\)"), "Original"))
+    assert np.abs(as_text - picture(weighted, "Original")).mean() > 1
+
+
 def test_same_seed_same_image(device: gpucore.Device, model_dir: Path) -> None:
     pipe = load_pipeline(model_dir, device=device)
     first = pipe.txt2img(PROMPT, steps=2, seed=3, width=SIZE, height=SIZE).images[0]

@@ -19,6 +19,7 @@ from ....loaders.formats.safetensors import SafetensorsFile
 from ....sampling.samplers import SAMPLERS, SamplerInfo, resolve, schedules
 from ....sampling.samplers.schedules import SCHEDULE_TYPES
 from ....text.embeddings import EmbeddingDatabase
+from ....text.emphasis_mode import check_emphasis
 from ...catalog.modules_dir import AUTOMATIC_VAE
 from ...previews import check_preview_options
 from ..faces import face_options, face_restorers
@@ -146,6 +147,11 @@ async def set_options(state: State, body: Annotated[dict[str, Any], Body()]) -> 
             raise RequestError("CLIP_stop_at_last_layers must be a whole number from 1 to 12, "
                                f"got {value!r}")
         updates["CLIP_stop_at_last_layers"] = value
+    if "emphasis" in body:
+        try:
+            updates["emphasis"] = check_emphasis(body["emphasis"])
+        except ValueError as error:
+            raise RequestError(str(error)) from None
     try:
         updates.update(check_preview_options(body))
     except ValueError as error:
