@@ -30,11 +30,11 @@ DRAW = ("--width", "32", "--height", "32", "--steps", "3", "--dtype", "float32")
 MEAN_BOUND, MAX_BOUND = 2.5, 16
 
 
-def _draw(capsys: pytest.CaptureFixture[str], out: Path, *argv: str, prompt: str = "a red "
-          "circle", seed: int = 7) -> np.ndarray:
+def _draw(capsys: pytest.CaptureFixture[str] | None, out: Path, *argv: str,
+          prompt: str = "a red circle", seed: int = 7) -> np.ndarray:
     code = cli.main(["txt2img", *argv, "--prompt", prompt, "--seed", str(seed), *DRAW,
                      "--out", str(out)])
-    _, err = capsys.readouterr()
+    err = "" if capsys is None else capsys.readouterr()[1]
     assert code == 0, err
     with Image.open(out) as image:
         return np.asarray(image.convert("RGB"), np.float64)
@@ -60,15 +60,25 @@ def tiny(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     return folder, out
 
 
+@pytest.fixture(scope="module")
+def float_picture(tiny: tuple[Path, Path], tmp_path_factory: pytest.TempPathFactory
+                  ) -> np.ndarray:
+    """The float model's picture, which the whole-model and the UNet-only GGUF are held to
+    (drawn once for both)."""
+    return _draw(None, tmp_path_factory.mktemp("float") / "float.png", "--model",
+                 str(tiny[0]))
+
+
 def test_whole_model_gguf_draws_alone(first_device: gpucore.Device, tiny: tuple[Path, Path],
-                                      tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    folder, out = tiny
+                                      float_picture: np.ndarray, tmp_path: Path,
+                                      capsys: pytest.CaptureFixture[str]) -> None:
+    _, out = tiny
     file = GGUFFile(out)
     assert {k.split(".")[0] for k in file.keys()} == {"unet", "vae", "text_encoder"}
     assert file.format("unet.down_blocks.0.resnets.0.conv1.weight") == "q8_0"
     assert file.format("text_encoder.embeddings.token_embedding.weight") == "f16"
     assert not list(out.parent.glob("*.partial"))
-    reference = _draw(capsys, tmp_path / "float.png", "--model", str(folder))
+    reference = float_picture
     quantized = _draw(capsys, tmp_path / "q8.png", "--model", str(out))
     assert _close(reference, quantized)
     # loaded for a memory mode (LoadOptions.offload): its Q8_0 blocks and its float tensors
@@ -84,14 +94,15 @@ def test_whole_model_gguf_draws_alone(first_device: gpucore.Device, tiny: tuple[
 
 
 def test_unet_only_gguf_with_base_or_modules(first_device: gpucore.Device,
-                                             tiny: tuple[Path, Path], tmp_path: Path,
+                                             tiny: tuple[Path, Path], float_picture: np.ndarray,
+                                             tmp_path: Path,
                                              capsys: pytest.CaptureFixture[str]) -> None:
     folder, _ = tiny
     unet = tmp_path / "unet.gguf"
     assert cli.main(["quantize", str(folder), "--unet-only", str(unet)]) == 0
     assert not any(k.startswith("vae.") for k in GGUFFile(unet).keys())
     # the base's float VAE and text encoder: the float model's picture within Q8_0's error
-    expected = _draw(capsys, tmp_path / "float.png", "--model", str(folder))
+    expected = float_picture
     with_base = _draw(capsys, tmp_path / "base.png", "--model", str(unet), "--base", str(folder))
     assert _close(expected, with_base)
     # nothing to take the other parts from: one line saying what is missing and how to give it
