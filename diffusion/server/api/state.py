@@ -106,13 +106,14 @@ def authorized(state: State,
 
 
 def submit(state: ServerState, run: Any, *, exclusive_load: Any = None,
-           task: str | None = None) -> Future:
+           exclusive: bool = False, task: str | None = None) -> Future:
     """Queue `run` on the worker (or, with `exclusive_load`, a switch to that model entry),
-    known to /internal/progress by `task`; 503 with Retry-After when the queue is full."""
+    alone on the devices where `exclusive`, known to /internal/progress by `task`; 503 with
+    Retry-After when the queue is full."""
     try:
         if exclusive_load is not None:
             return state.worker.submit_load(exclusive_load)
-        return state.worker.submit(run, task=task)
+        return state.worker.submit(run, exclusive=exclusive, task=task)
     except QueueFull:
         raise HTTPException(503, f"the queue is full ({state.queue_size} jobs waiting); retry "
                                  "in a few seconds",

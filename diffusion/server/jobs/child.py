@@ -24,6 +24,7 @@ from typing import Any
 
 from ..catalog.models_dir import ModelEntry
 from ..previews import PREVIEW_OPTIONS, Previews
+from .slots import ModelFacts
 from .worker import Worker
 
 __all__ = ["LoadModel", "ModelFacts", "main", "this_worker"]
@@ -40,17 +41,6 @@ def this_worker() -> Worker:
 
 
 @dataclass(frozen=True)
-class ModelFacts:
-    """What the parent's routes read of the loaded pipeline (its `pipe` stands for this):
-    the Pipeline contract's plain facts."""
-
-    native_size: int
-    defaults: Any
-    family: str
-    capabilities: Any  # a diffusion.pipelines.contract.Capabilities
-
-
-@dataclass(frozen=True)
 class LoadModel:
     """The job that switches a worker process to `entry` (sent to every process at once)."""
 
@@ -59,9 +49,7 @@ class LoadModel:
     def __call__(self) -> ModelFacts:
         worker = this_worker()
         worker.load(self.entry)
-        pipe = worker.pipe
-        return ModelFacts(native_size=pipe.native_size, defaults=pipe.defaults,
-                          family=pipe.family, capabilities=pipe.capabilities)
+        return ModelFacts.of(worker.pipe)
 
 
 def _outcome(future: Any) -> tuple[bool, bytes]:

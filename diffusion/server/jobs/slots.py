@@ -7,6 +7,7 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -17,7 +18,8 @@ from ...pipelines.observer import Decode, Observer
 from ..images import encode_png
 from ..previews import Previews
 
-__all__ = ["Slot", "SlotObserver", "StepObserver", "describe", "fraction", "idle_state"]
+__all__ = ["ModelFacts", "Slot", "SlotObserver", "StepObserver", "describe", "fraction",
+           "idle_state"]
 
 
 def idle_state() -> dict[str, Any]:
@@ -44,6 +46,22 @@ def fraction(state: dict[str, Any], started: float) -> tuple[float, float]:
     return done, elapsed / done - elapsed if done > 0 else 0.0
 
 
+@dataclass(frozen=True)
+class ModelFacts:
+    """What the routes read of the loaded pipeline outside its jobs: the Pipeline contract's
+    plain facts (they outlive an unloaded pipeline, and travel from a worker process)."""
+
+    native_size: int
+    defaults: Any
+    family: str
+    capabilities: Any  # a diffusion.pipelines.contract.Capabilities
+
+    @classmethod
+    def of(cls, pipe: Any) -> ModelFacts:
+        return cls(native_size=pipe.native_size, defaults=pipe.defaults, family=pipe.family,
+                   capabilities=pipe.capabilities)
+
+
 class Slot:
     """One device: its pipeline and the progress of the job it runs."""
 
@@ -53,6 +71,7 @@ class Slot:
         self.label = f"worker {index} ({device.info.label})" if device is not None else ""
         self.pipe: Any = None
         self.second: tuple[Path, Any] | None = None  # (path, pipeline) of a refiner
+        self.unloaded = False  # its pipeline freed (unload-checkpoint): the next job loads it
         self.state = idle_state()
         self.latents: np.ndarray | None = None
         self.picture: np.ndarray | None = None  # the preview of `latents`, drawn at its step
@@ -62,6 +81,20 @@ class Slot:
         self.ticket = 0  # when its job began, in jobs begun: progress shows the oldest
         self.running = False
         self.interrupt_pending = False  # told to stop before its job began: applied at begin
+
+    def gpu(self) -> Any:
+        """Its gpucore Device (gpucore's default where it was given none)."""
+        import gpucore
+
+        return self.device or gpucore.default_device()
+
+    def memory(self) -> dict[str, Any]:
+        """Its device's memory: its label, gpucore `MemoryStats` figures and the --max-vram
+        budget of its pipeline (None: no budget)."""
+        device = self.gpu()
+        mode = None if self.pipe is None else self.pipe.memory_mode
+        return {"device": self.label or device.info.label, **device.memory_stats().as_dict(),
+                "max_vram": None if mode is None else mode.max_vram}
 
     def preview_of(self, state: dict[str, Any], latents: np.ndarray | None,
                    ids: Iterator[int]) -> tuple[int, str] | None:

@@ -4,9 +4,12 @@ One worker thread per device (the default: one device), each with its own copy o
 pipeline, all taking jobs from the same queue in the order they were queued: requests never
 interleave on a device, and with several devices the queue drains several jobs at a time. A
 model switch is exclusive: it starts once the jobs queued before it have finished, loads the
-model on every device, and the jobs queued after it wait for it. A request waits on its job's
-`concurrent.futures.Future`; a client that goes away cancels a job that has not started (the
-workers drop it) and leaves a running one to finish, so nothing ever waits on a client.
+model on every device, and the jobs queued after it wait for it. Unloading (the WebUI's
+unload-checkpoint, which frees the GPU for another program) is exclusive too; the next job on
+a device loads the model there again, as Forge does, or reload-checkpoint loads it. A request
+waits on its job's `concurrent.futures.Future`; a client that goes away cancels a job that
+has not started (the workers drop it) and leaves a running one to finish, so nothing ever
+waits on a client.
 Interrupt and skip act on every running job, as the WebUI's act on the one it runs; progress
 shows the oldest running job and names the others in its text. A job may carry a task id (the
 WebUI's `id_task`, sent as `force_task_id`): `task_progress` answers for that job alone,
@@ -33,7 +36,7 @@ from ...pipelines.observer import Observer
 from ..catalog.models_dir import ModelEntry
 from ..previews import Previews
 from .pictures import GenerationJob, JobResult, finish_picture
-from .slots import Slot, SlotObserver, StepObserver, describe, fraction, idle_state
+from .slots import ModelFacts, Slot, SlotObserver, StepObserver, describe, fraction, idle_state
 
 __all__ = ["GenerationJob", "JobResult", "QueueFull", "Worker", "WorkerLost"]
 
@@ -65,6 +68,7 @@ class Worker:
         self.loader = loader
         self.previews = previews  # live previews' options (None: Approx cheap every step)
         self.model: ModelEntry | None = None
+        self.facts: ModelFacts | None = None  # the model's (ModelFacts), kept while unloaded
         self.planned: ModelEntry | None = None  # what the queued switches leave loaded
         self.queue_size = max(queue_size, 1)
         self.slots = [Slot(i, d) for i, d in enumerate(devices or [None])]
@@ -93,6 +97,11 @@ class Worker:
     def pipe(self) -> Any:
         """The pipeline of the calling worker's device (elsewhere: the first device's)."""
         return self._current().pipe
+
+    @property
+    def device(self) -> Any:
+        """The calling worker's gpucore Device (elsewhere: the first one's)."""
+        return self._current().gpu()
 
     # -- queue -------------------------------------------------------------------------
     def submit(self, run: Callable[[], Any], *, exclusive: bool = False,
@@ -197,7 +206,9 @@ class Worker:
 
     def _execute(self, slot: Slot, job: _Job) -> Any:
         """Run `job` for `slot` (here: on its thread; diffusion.server.jobs.processes: in its
-        process)."""
+        process), the model loaded again first where it was unloaded."""
+        if slot.unloaded and not job.exclusive:
+            self._reload_slot(slot)
         return job.run()
 
     # -- jobs (run on a worker thread) ---------------------------------------------------
@@ -224,6 +235,7 @@ class Worker:
         are when a load fails; the same path with other modules is another model). Queue it
         with `submit_load`, so no job runs while the pipelines change."""
         if self.model is not None and self.model.identity == entry.identity:
+            self.reload()  # where it was unloaded
             return entry
         if len(self.slots) == 1:
             pipes = [self._load_one(self.slots[0], entry.path, entry.files, entry.base)]
@@ -233,9 +245,34 @@ class Worker:
                     lambda slot: self._load_one(slot, entry.path, entry.files, entry.base),
                     self.slots))
         for slot, pipe in zip(self.slots, pipes, strict=True):
-            slot.pipe = pipe
-        self.model = entry
+            slot.pipe, slot.unloaded = pipe, False
+        self.model, self.facts = entry, ModelFacts.of(pipes[0])
         return entry
+
+    def unload(self) -> None:
+        """Free every device's pipelines (a refiner too) and give their memory back to the
+        driver; `model` stays the one chosen. Queue it as an exclusive job (`submit`)."""
+        import gc
+
+        for slot in self.slots:
+            slot.pipe, slot.second = None, None
+            slot.unloaded = self.model is not None
+        gc.collect()  # a pipeline's buffers return to their device's pool when collected
+        for slot in self.slots:
+            slot.gpu().synchronize()
+            slot.gpu().empty_pool()
+
+    def reload(self) -> None:
+        """Load the chosen model again on each device it was unloaded from (else nothing).
+        Queue it as an exclusive job."""
+        for slot in self.slots:
+            if slot.unloaded:
+                self._reload_slot(slot)
+
+    def _reload_slot(self, slot: Slot) -> None:
+        if (entry := self.model) is not None:
+            slot.pipe = self._load_one(slot, entry.path, entry.files, entry.base)
+        slot.unloaded = False
 
     def generate(self, job: GenerationJob) -> JobResult:
         slot = self._current()
@@ -303,18 +340,8 @@ class Worker:
                     slot.state["skipped"] = True
 
     def memory(self) -> list[dict[str, Any]]:
-        """Each device's memory: its label, gpucore `MemoryStats` figures and the --max-vram
-        budget of its pipeline (None: no budget)."""
-        import gpucore
-
-        figures = []
-        for slot in self.slots:
-            device = slot.device or gpucore.default_device()
-            mode = None if slot.pipe is None else slot.pipe.memory_mode
-            figures.append({"device": slot.label or device.info.label,
-                            **device.memory_stats().as_dict(),
-                            "max_vram": None if mode is None else mode.max_vram})
-        return figures
+        """Each device's memory (Slot.memory)."""
+        return [slot.memory() for slot in self.slots]
 
     def progress(self, *, with_image: bool) -> dict[str, Any]:
         """The /sdapi/v1/progress body: the oldest running job's (with several devices the

@@ -2,7 +2,12 @@
 adapter twice. Concurrent requests give the pictures of the one-process server; progress shows
 both processes' jobs and interrupt reaches them (the one of the task named, or all); `kill -9`
 of a process mid-job answers its request with a 503 while the other process's request
-completes, the process comes back, and no partial file is left in the outputs."""
+completes, the process comes back, and no partial file is left in the outputs.
+
+Here too, on both servers: /sdapi/v1/unload-checkpoint and reload-checkpoint
+(text-generation-webui's sd_api_pictures frees the GPU with them for its LLM, and loads the
+model again before a picture): unloading gives the model's device memory back, the model stays
+chosen, the next picture loads it again by itself and is the picture of before."""
 
 from __future__ import annotations
 
@@ -162,3 +167,69 @@ def test_memory_lists_each_process_and_sums_them(served: Any) -> None:
     assert all("GPUCORE_ADAPTER" in d["device"] and d["allocated"] > 0 for d in devices)
     assert cuda["allocated"]["current"] == sum(d["allocated"] for d in devices)
     assert cuda["reserved"]["current"] == sum(d["reserved"] for d in devices)
+
+
+def _weights_bytes(model: Path) -> int:
+    return sum(f.stat().st_size for f in model.rglob("*.safetensors"))
+
+
+def _picture(post: Any) -> np.ndarray:
+    response = post("/sdapi/v1/txt2img", json={"prompt": PROMPT, "steps": 2, "seed": 11})
+    assert response.status_code == 200, response.text
+    return pixels(response.json()["images"][0])
+
+
+def test_unload_frees_the_model_and_the_next_picture_loads_it(model: Path,
+                                                              tmp_path: Path) -> None:
+    from fastapi.testclient import TestClient
+
+    app = create_app(model=model, outputs=tmp_path)  # the default loader, as `serve` runs
+    weights = _weights_bytes(model)  # float32 here, as on the device
+    with TestClient(app) as client:
+        def allocated() -> int:
+            return int(client.get("/sdapi/v1/memory").json()["cuda"]["allocated"]["current"])
+
+        before = _picture(client.post)
+        defaults = client.get("/avx/defaults").json()
+        queue = client.get("/avx/queue").json()
+        title = client.get("/sdapi/v1/options").json()["sd_model_checkpoint"]
+        loaded = allocated()
+        assert client.post("/sdapi/v1/unload-checkpoint").json() == {}
+        # other tests' live buffers in this process stay: the drop is measured
+        unloaded = allocated()
+        assert loaded - unloaded >= 0.9 * weights, (loaded, unloaded, weights)
+        # still chosen: the options, the page's defaults and the queue name it
+        assert client.get("/sdapi/v1/options").json()["sd_model_checkpoint"] == title
+        assert client.get("/avx/defaults").json() == defaults
+        assert client.get("/avx/queue").json() == queue
+        np.testing.assert_array_equal(_picture(client.post), before)  # loaded again first
+        assert allocated() - unloaded >= 0.9 * weights
+
+        assert client.post("/sdapi/v1/unload-checkpoint").json() == {}
+        assert client.post("/sdapi/v1/reload-checkpoint").json() == {}
+        assert allocated() - unloaded >= 0.9 * weights
+        assert client.post("/sdapi/v1/reload-checkpoint").json() == {}  # loaded: nothing
+        np.testing.assert_array_equal(_picture(client.post), before)
+        app.state.worker.stop()
+
+
+def test_unload_frees_each_process_and_the_next_picture_loads_it(served: Any) -> None:
+    url, _, _ = served
+
+    def post(path: str, **kwargs: Any) -> httpx.Response:
+        return httpx.post(url + path, timeout=300, **kwargs)
+
+    def allocated() -> list[int]:
+        devices = httpx.get(url + "/sdapi/v1/memory").json()["cuda"]["devices"]
+        return [d["allocated"] for d in devices]
+
+    before = _picture(post)
+    loaded = allocated()
+    assert post("/sdapi/v1/unload-checkpoint").json() == {}
+    # a process holds nothing else: its model was nearly all it had
+    unloaded = allocated()
+    assert all(now < was / 10 for now, was in zip(unloaded, loaded, strict=True)), unloaded
+    assert httpx.get(url + "/avx/defaults").json()["family"] == "sd1"
+    np.testing.assert_array_equal(_picture(post), before)  # its process loads it again
+    assert post("/sdapi/v1/reload-checkpoint").json() == {}  # and the other's
+    assert all(now > was * 0.9 for now, was in zip(allocated(), loaded, strict=True))

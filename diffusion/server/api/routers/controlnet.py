@@ -88,7 +88,7 @@ async def detect(body: DetectRequest, state: State) -> dict[str, Any]:
     res, low, high = spec.bounded()
 
     def run() -> dict[str, Any]:
-        device = state.worker.pipe.placement.device
+        device = state.worker.device
         if module in POSE_MODULES:  # the maps and, as the extension, their people's JSON
             found = [openpose_with_json(picture, res, module=module, device=device)
                      for picture in pictures]

@@ -1,6 +1,6 @@
 """The models and what they are run with: /sdapi/v1/sd-models, sd-modules (Forge's), sd-vae,
-refresh-checkpoints, options, samplers, schedulers, loras, embeddings (and the WebUI's lists we
-have nothing for); /avx/defaults."""
+refresh-checkpoints, unload- and reload-checkpoint, options, samplers, schedulers, loras,
+embeddings (and the WebUI's lists we have nothing for); /avx/defaults."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Body
+from fastapi import APIRouter, Body, HTTPException
 
 from ....interrogate import check_clip_options
 from ....interrogate import check_options as check_deepbooru_options
@@ -128,6 +128,21 @@ async def refresh_checkpoints(state: State) -> None:
     await asyncio.to_thread(state.registry.refresh)  # the module files too
 
 
+@api.post("/unload-checkpoint")
+async def unload_checkpoint(state: State) -> dict[str, Any]:
+    # frees the GPU for another program (text-generation-webui's sd_api_pictures calls it to
+    # share one with an LLM); the model stays chosen: the next picture, or reload-checkpoint,
+    # loads it again. The WebUI answers {} to both.
+    await wait(submit(state, state.worker.unload, exclusive=True))
+    return {}
+
+
+@api.post("/reload-checkpoint")
+async def reload_checkpoint(state: State) -> dict[str, Any]:
+    await wait(submit(state, state.worker.reload, exclusive=True))
+    return {}
+
+
 @api.post("/refresh-vae")
 async def refresh_vae(state: State) -> None:
     await asyncio.to_thread(state.registry.refresh)
@@ -226,10 +241,13 @@ async def model_defaults(state: State) -> dict[str, Any]:
     # it says nothing; API requests that leave these out keep the WebUI's defaults. With them
     # what the page shows for it: Distilled CFG Scale, and how many pictures it reads
     # (Capabilities.references: the init image the first; 0 none, null any number)
-    pipe, model = state.worker.pipe, state.worker.model
-    capabilities = pipe.capabilities
-    defaults = {"model": model.title if model else None, **pipe.defaults.settings(),
-                "scheduler": None, "family": pipe.family,
+    facts, model = state.worker.facts, state.worker.model
+    if facts is None:
+        raise HTTPException(409, "no model is loaded: choose one with POST /sdapi/v1/options "
+                                 "(sd_model_checkpoint)")
+    capabilities = facts.capabilities
+    defaults = {"model": model.title if model else None, **facts.defaults.settings(),
+                "scheduler": None, "family": facts.family,
                 "distilled_cfg": capabilities.guidance == "distilled",
                 "references": capabilities.references}
     if defaults["sampler"] not in (None, "diffusers"):  # "DPM++ 2M Karras": the pair

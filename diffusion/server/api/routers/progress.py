@@ -52,4 +52,4 @@ async def queue_state(state: State) -> dict[str, Any]:
     return {"pending": worker.pending(), "running": worker.running,
             "queue_size": state.queue_size, "max_size": state.max_size,
             "model": worker.model.title if worker.model else None,
-            "native_size": None if worker.pipe is None else worker.pipe.native_size}
+            "native_size": None if worker.facts is None else worker.facts.native_size}
