@@ -12,7 +12,7 @@ the job it means through any replica: GET /sdapi/v1/progress (the first busy rep
 every running job named in `textinfo`), POST /internal/progress (the replica that has the
 page's task), POST /sdapi/v1/interrupt and /skip (the job of the page's task, else every
 running job, as the WebUI's act on the one it runs), POST /sdapi/v1/options (every replica
-switches model and module files).
+switches model and module files), POST /sdapi/v1/unload-checkpoint and reload-checkpoint.
 Per replica: /avx/queue, a job's `saved_paths` (on that replica's machine).
 
 A replica started later (autoscaling, or Ray restarting one) runs the model and options the
@@ -40,7 +40,7 @@ except ImportError as exc:  # optional extra: say how to get it
     raise ImportError("the Ray Serve deployment needs Ray: `pip install avx-gpu[ray]`") from exc
 from fastapi import APIRouter, Body, Depends, FastAPI
 
-from .api.routers.models import set_options
+from .api.routers.models import reload_checkpoint, set_options, unload_checkpoint
 from .api.schemas import (
     InterruptRequest,
     ProgressResponse,
@@ -99,6 +99,16 @@ def _cluster_routes() -> APIRouter:
     @api.post("/options")
     async def options(body: Annotated[dict[str, Any], Body()]) -> None:
         await _everywhere("replica_options", body)
+
+    @api.post("/unload-checkpoint")
+    async def unload_checkpoint() -> dict[str, Any]:
+        await _everywhere("replica_unload")
+        return {}
+
+    @api.post("/reload-checkpoint")
+    async def reload_checkpoint() -> dict[str, Any]:
+        await _everywhere("replica_reload")
+        return {}
 
     @internal.post("/progress", response_model=TaskProgressResponse)
     async def task_progress(body: TaskProgressRequest) -> dict[str, Any]:
@@ -210,6 +220,16 @@ class DiffusionReplica:
         chosen = state.model or state.worker.model  # not a request's override
         await _current().put.remote({"settings": self.key, "options": dict(state.options),
                                      "model": str(chosen.path)})
+
+    async def replica_unload(self) -> None:
+        await unload_checkpoint(self._app.state.server)
+
+    async def replica_reload(self) -> None:
+        await reload_checkpoint(self._app.state.server)
+
+    def replica_loaded(self) -> bool:
+        """Whether this replica's model is on its GPU (not unloaded)."""
+        return not any(slot.unloaded for slot in self._app.state.worker.slots)
 
     def replica_model(self) -> str:
         """The path of the model this replica runs."""

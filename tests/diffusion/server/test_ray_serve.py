@@ -120,6 +120,23 @@ def test_progress_and_interrupt_reach_every_replica(port: int) -> None:
         assert response.status_code == 200 and info(response)["interrupted"] is True
 
 
+def test_unload_and_reload_reach_every_replica(port: int) -> None:
+    import httpx
+    from ray import serve
+
+    url = f"http://127.0.0.1:{port}"
+    replicas = serve.get_deployment_handle("diffusion", "diffusion")
+
+    def loaded() -> list[bool]:
+        return replicas.broadcast("replica_loaded").results()
+
+    assert loaded() == [True, True]
+    assert httpx.post(url + "/sdapi/v1/unload-checkpoint", timeout=120).json() == {}
+    assert loaded() == [False, False]
+    assert httpx.post(url + "/sdapi/v1/reload-checkpoint", timeout=120).json() == {}
+    assert loaded() == [True, True]
+
+
 def test_progress_merges_the_busy_replicas() -> None:
     from diffusion.server.ray_app import _merged_progress
 
