@@ -48,17 +48,14 @@ def _alpha(config: dict[str, Any], component: str, name: str) -> float | None:
 
 def apply_adapter_config(path: Path, metadata: dict[str, str], modules: Iterable[Any]) -> None:
     """Give each diffusers-format module without an `alpha` tensor the alpha its file's
-    adapter config sets (and mark rank-stabilized ones); LoraError for a config we cannot
-    honour (DoRA, malformed JSON)."""
+    adapter config sets (and mark rank-stabilized ones); LoraError for malformed JSON. (DoRA's
+    `use_dora` needs nothing here: its magnitudes are tensors of the file.)"""
     config = _configs(path, metadata)
     if not config:
         return
     for module in modules:
         if module.key.startswith("lora_") or module.alpha is not None:
             continue  # kohya names carry their own alpha tensors
-        if config.get(f"{module.component}.use_dora"):
-            raise LoraError(f"{path}: the {module.component} adapter is DoRA (use_dora), which is "
-                        "not supported")
         alpha = _alpha(config, module.component, module.name)
         if alpha is not None:
             module.alpha = alpha

@@ -13,6 +13,15 @@ scaled by alpha / rank and the user's multiplier: W' = W + multiplier * alpha / 
 are whole; full: none). The same formulas as the WebUI's `lyco_helpers.py`
 (`rebuild_conventional`, `rebuild_cp_decomposition`, `make_weight_cp`), its `network_lokr` and
 `network_full`, Forge's (ComfyUI's) LoKr merge, and LyCORIS.
+
+DoRA (a module with `dora_scale`, LyCORIS / kohya, or PEFT's `lora_magnitude_vector`): the
+weight so far plus the update, V = W + alpha / rank * dW, is given the trained magnitudes per
+input column (`dora_scale` (1, in)) or output row ((out, 1), PEFT's (out,)), and the
+multiplier blends it in: W' = W + multiplier * (dora_scale * V / (||V|| + eps) - W), as the
+WebUI's `apply_weight_decompose` and Forge's `weight_decompose` do (eps float32's). Forge
+normalizes an output-row DoRA by ||W|| rather than ||V||; LyCORIS and PEFT, which train them,
+by ||V||, as here. Several LoRAs on one layer apply in their order, each on the weight the ones
+before it left, as Forge merges them.
 """
 
 from __future__ import annotations
@@ -25,7 +34,9 @@ import numpy as np
 from ._errors import LoraError
 from ._file import LoraModule
 
-__all__ = ["delta", "fitted_shape"]
+__all__ = ["add_update", "delta", "fitted_shape"]
+
+_EPS = float(np.finfo(np.float32).eps)
 
 
 def _low_rank(up: np.ndarray, down: np.ndarray, shape: tuple[int, ...],
@@ -98,6 +109,8 @@ def fitted_shape(path: Path, module: LoraModule, target: str,
     """
     natural = module.tensors["bias"].shape if module.kind == "bias" else module.delta_shape
     if math.prod(natural) == math.prod(shape) or _inpaint_pad(natural, shape):
+        if "dora_scale" in module.tensors:
+            _magnitudes(path, module, shape)
         return shape
     raise LoraError(f"{path}: {module.key!r} builds an update of shape {natural} for "
                     f"{module.component} parameter {target!r} of shape {shape}; this LoRA was "
@@ -120,3 +133,31 @@ def delta(module: LoraModule, shape: tuple[int, ...], multiplier: float,
     if _inpaint_pad(update.shape, shape):
         update = np.pad(update, ((0, 0), (0, 5), (0, 0), (0, 0)))
     return update.reshape(shape)
+
+
+def _magnitudes(path: Path | None, module: LoraModule, shape: tuple[int, ...]) -> np.ndarray:
+    """`dora_scale` shaped to broadcast over a weight of `shape`: per output row where its
+    first axis is the weight's (Forge's test), else per input column; LoraError if it fits
+    neither."""
+    scale = module.tensors["dora_scale"].astype(np.float64)
+    ones = (1,) * (len(shape) - 2)
+    if len(shape) >= 2 and scale.shape[0] == shape[0] and scale.size == shape[0]:
+        return scale.reshape(shape[0], 1, *ones)
+    if len(shape) >= 2 and scale.size == shape[1]:
+        return scale.reshape(1, shape[1], *ones)
+    raise LoraError(f"{path}: {module.key!r} has DoRA magnitudes of shape {scale.shape}, which "
+                    f"fit neither the rows nor the columns of its layer's weight {shape}")
+
+
+def add_update(total: np.ndarray, module: LoraModule, multiplier: float,
+               dyn_dim: int | None = None) -> None:
+    """Add `module`'s update at `multiplier` to `total` (float64, the layer's weight so far,
+    changed in place): `delta`'s, or DoRA's blend (module doc)."""
+    if "dora_scale" not in module.tensors:
+        total += delta(module, total.shape, multiplier, dyn_dim)
+        return
+    merged = total + delta(module, total.shape, 1.0, dyn_dim)
+    scale = _magnitudes(None, module, total.shape)
+    axes = tuple(i for i in range(total.ndim) if scale.shape[i] == 1)
+    norm = np.sqrt(np.sum(merged * merged, axis=axes, keepdims=True))
+    total += multiplier * (scale * merged / (norm + _EPS) - total)

@@ -8,12 +8,12 @@ Formats read (the ones the WebUI's built-in Lora extension and diffusers read fo
   `lora_down`, a 1x1 `lora_up`), LoHa `hada_w1_a`, `hada_w1_b`, `hada_w2_a`, `hada_w2_b`
   (optional `hada_t1`, `hada_t2`), LoKr `lokr_w1` (or `lokr_w1_a`, `lokr_w1_b`) and `lokr_w2`
   (or `lokr_w2_a`, `lokr_w2_b`, optional `lokr_t2`), and full differences `diff` (`diff_b` for
-  the bias).
+  the bias); DoRA's `dora_scale` beside any of them.
 - diffusers / PEFT: `unet.<module>.lora_A.weight` / `lora_B.weight` (`text_encoder.`,
   `text_encoder_2.`, `transformer.`, and ComfyUI's `diffusion_model.` for the UNet or the
   transformer), the older `<module>.lora.down.weight` / `.lora.up.weight`,
   `lora_linear_layer.down/up`, and attention-processor names
-  (`attn1.processor.to_q_lora.down`).
+  (`attn1.processor.to_q_lora.down`); DoRA's `lora_magnitude_vector`.
 - ComfyUI's Wan LoRAs: `diffusion_model.<module>.lora_down.weight` / `.lora_up.weight` /
   `.alpha`, bias updates `.diff_b` (PEFT's `lora_B.bias`); norm layers' `.diff` / `.diff_b`
   are skipped.
@@ -60,14 +60,19 @@ _KOHYA_PARTS = {"lora_down.weight": "down", "lora_up.weight": "up", "lora_mid.we
                 "lokr_w1": "k1", "lokr_w1_a": "k1a", "lokr_w1_b": "k1b", "lokr_w2": "k2",
                 "lokr_w2_a": "k2a", "lokr_w2_b": "k2b", "lokr_t2": "kt2",
                 # LyCORIS's full difference (W' = W + diff) and its bias's
-                "diff": "diff", "diff_b": "bias"}
+                "diff": "diff", "diff_b": "bias",
+                # DoRA's magnitudes (LyCORIS, kohya): an update's weight decomposition
+                "dora_scale": "dora_scale"}
 _DIFFUSERS_PARTS = {"lora_A.weight": "down", "lora_B.weight": "up", "lora.down.weight": "down",
                     "lora.up.weight": "up", "lora_linear_layer.down.weight": "down",
                     "lora_linear_layer.up.weight": "up", "alpha": "alpha",
                     # ComfyUI's Wan LoRAs (lightx2v's step distillation): kohya's part names
                     "lora_down.weight": "down", "lora_up.weight": "up",
                     # and their bias updates (`blocks.0.self_attn.q.diff_b`: b' = b + w diff_b)
-                    "diff_b": "bias", "lora_B.bias": "bias"}
+                    "diff_b": "bias", "lora_B.bias": "bias",
+                    # PEFT's DoRA magnitudes (use_dora), one per output row or channel
+                    "lora_magnitude_vector": "magnitude",
+                    "lora_magnitude_vector.weight": "magnitude"}
 # diffusers' old attention-processor LoRA names -> the projection they patch
 _PROCESSOR_NAMES = {"processor.to_q_lora": "to_q", "processor.to_k_lora": "to_k",
                     "processor.to_v_lora": "to_v", "processor.to_out_lora": "to_out.0"}
@@ -79,9 +84,10 @@ _REQUIRED = {"lora": ("down", "up"), "loha": ("w1a", "w1b", "w2a", "w2b"), "lokr
 class LoraModule:
     """The update of one layer: `kind` "lora" (incl. LoCon), "loha", "lokr" or "full", its
     `tensors` by short name (down, up, mid / w1a, w1b, w2a, w2b, t1, t2 / k1 or k1a, k1b, k2 or
-    k2a, k2b, kt2 / diff) as stored (float16/32; bfloat16 widened to float32), and `alpha`
-    (None: the scale is 1). `name` is the module as the file names it (component prefix
-    removed); `key` is the file's own spelling, for messages. Compares by identity."""
+    k2a, k2b, kt2 / diff; DoRA's magnitudes `dora_scale` beside any of them) as stored
+    (float16/32; bfloat16 widened to float32), and `alpha` (None: the scale is 1). `name` is
+    the module as the file names it (component prefix removed); `key` is the file's own
+    spelling, for messages. Compares by identity."""
 
     component: str
     name: str
@@ -211,8 +217,8 @@ def _part(path: Path, key: str, part: str, known: dict[str, str]) -> str:
     if part not in known:
         raise LoraError(f"{path}: tensor {key!r}: {part!r} is not a part of a LoRA, LoCon, "
                         f"LoHa, LoKr or full-difference module this loader supports "
-                        f"({', '.join(known)}); other LyCORIS types (IA3, OFT, DoRA's "
-                        "dora_scale, GLoRA) are not supported")
+                        f"({', '.join(known)}); other LyCORIS types (IA3, OFT, GLoRA) are "
+                        "not supported")
     return known[part]
 
 
@@ -260,17 +266,21 @@ def _kind(t: dict[str, np.ndarray]) -> str:
         return "lokr"
     if "diff" in t:
         return "full"
-    return "bias" if set(t) == {"bias"} else "lora"
+    return "bias" if set(t) - {"dora_scale"} <= {"bias"} else "lora"
 
 
 def _check_module(path: Path, module: LoraModule) -> None:
     """Set `module.kind` and check that its tensors fit together."""
     t = module.tensors
+    if "magnitude" in t:  # PEFT's: (out,) or, on a conv, (1, out, 1, 1); always the rows
+        t["dora_scale"] = t.pop("magnitude").reshape(-1, 1)
     kind = _kind(t)
     missing = [part for part in _REQUIRED[kind] if part not in t]
     if kind == "lokr":
         missing = [f"lokr_w{n} (or lokr_w{n}_a and lokr_w{n}_b)" for n in "12"
                    if f"k{n}" not in t and not {f"k{n}a", f"k{n}b"} <= set(t)]
+    if kind == "bias" and "dora_scale" in t:  # magnitudes without an update
+        missing = ["lora_down and lora_up"]
     if missing:
         raise LoraError(f"{path}: {module.component} module {module.name!r} lacks its "
                         f"{' and '.join(missing)} tensor(s); the file is incomplete")

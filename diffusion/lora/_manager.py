@@ -44,7 +44,7 @@ from gpustd.nn.int8_linear import Int8Weight, int8_weights
 from gpustd.nn.quantized import quantized_weights
 from gpustd.quant import QuantizedTensor
 
-from ._delta import delta, fitted_shape
+from ._delta import add_update, fitted_shape
 from ._dit_names import Part
 from ._errors import LoraError
 from ._file import COMPONENTS, LoraFile, LoraModule
@@ -243,7 +243,7 @@ class LoraManager:
         cached = self._pieces.get((id(module), part))
         if cached is not None and cached[0] is module:
             return cached[1]
-        if module.kind != "lora" or "mid" in module.tensors or "bias" in module.tensors:
+        if module.kind != "lora" or {"mid", "bias", "dora_scale"} & set(module.tensors):
             raise LoraError(f"{file.path}: {module.key!r} patches a fused layer; only plain "
                             "LoRA (up/down) updates can be split over its parts")
         up = module.tensors["up"]
@@ -282,7 +282,7 @@ class LoraManager:
             return
         total = original.astype(np.float64)
         for _, module, multiplier, dyn_dim in contributions:
-            total += delta(module, tensor.shape, multiplier, dyn_dim)
+            add_update(total, module, multiplier, dyn_dim)
         _write_kept(tensor, total.astype(tensor.dtype))
         self._applied[target] = signature
 
@@ -298,7 +298,7 @@ class LoraManager:
             return
         total = values(original, weight.shape)
         for _, module, multiplier, dyn_dim in contributions:
-            total += delta(module, weight.shape, multiplier, dyn_dim)
+            add_update(total, module, multiplier, dyn_dim)
         weight.replace(*merged(total, original.format))
         self._applied[target] = tuple(contributions)
 
@@ -316,7 +316,7 @@ class LoraManager:
             return
         total = weight.dequantize(original).astype(np.float64)
         for _, module, multiplier, dyn_dim in contributions:
-            total += delta(module, weight.shape, multiplier, dyn_dim)
+            add_update(total, module, multiplier, dyn_dim)
         weight.replace(*weight.requantized(total))
         self._applied[target] = tuple(contributions)
 

@@ -250,6 +250,112 @@ def test_peft_adapter_saved_by_diffusers(tmp_path: Path, fused: Any, ours: Any) 
         loras.clear()
 
 
+@requires_peft
+def test_dora_saved_by_diffusers_matches_peft(tmp_path: Path, fused: Any, ours: Any) -> None:
+    """PEFT's DoRA (use_dora: a magnitude per output row) on linear and conv layers, saved by
+    diffusers and fused by PEFT's own merge: the same weights at multiplier 1 (PEFT's scale
+    acts inside the norm, the WebUI's multiplier blends the result: they part elsewhere)."""
+    from peft import LoraConfig
+    from peft.utils import get_peft_model_state_dict
+
+    torch.manual_seed(1)
+    fused.unet.add_adapter(LoraConfig(r=4, lora_alpha=6, init_lora_weights=False, use_dora=True,
+                                      target_modules=["to_q", "ff.net.2", "conv1"]))
+    with torch.no_grad():  # trained magnitudes, not the norms PEFT starts them from
+        for name, parameter in fused.unet.named_parameters():
+            if "lora_magnitude_vector" in name:
+                parameter.mul_(1 + 0.3 * torch.rand_like(parameter))
+    diffusers.StableDiffusionPipeline.save_lora_weights(
+        tmp_path, unet_lora_layers=get_peft_model_state_dict(fused.unet),
+        unet_lora_adapter_metadata=fused.unet.peft_config["default"].to_dict())
+    fused.unload_lora_weights()
+    path = tmp_path / "pytorch_lora_weights.safetensors"
+    assert any("magnitude" in key for key in safetensors.numpy.load_file(str(path)))
+    base = _torch_weights(fused)
+    fused.load_lora_weights(str(path))
+    fused.fuse_lora(components=["unet"], lora_scale=1.0)
+    fused.unload_lora_weights()
+    expected = _torch_weights(fused)
+    changed = [k for k in expected["unet"] if not np.array_equal(expected["unet"][k],
+                                                                 base["unet"][k])]
+    assert len(changed) == len(LoraFile.load(path).modules) > 10
+    loras = LoraManager(ours)
+    loras.set([(path, 1.0, 1.0)])
+    try:
+        assert sorted(loras.patched()) == sorted(f"unet:{k}" for k in changed)
+        _assert_close(_weights(ours), expected)
+    finally:
+        loras.clear()
+
+
+def _decomposed(weight: np.ndarray, update: np.ndarray, scale: np.ndarray,
+                multiplier: float) -> np.ndarray:
+    """The WebUI's / Forge's DoRA merge on torch (network.py `apply_weight_decompose`, Forge's
+    `weight_decompose`), the norm of W + dW on either axis (see diffusion.lora._delta)."""
+    w, v = torch.from_numpy(weight).double(), torch.from_numpy(weight + update).double()
+    m = torch.from_numpy(scale).double()
+    if m.shape[0] == w.shape[0]:
+        norm = v.reshape(v.shape[0], -1).norm(dim=1, keepdim=True).reshape(
+            v.shape[0], *[1] * (v.dim() - 1))
+    else:
+        norm = v.transpose(0, 1).reshape(v.shape[1], -1).norm(dim=1, keepdim=True).reshape(
+            v.shape[1], *[1] * (v.dim() - 1)).transpose(0, 1)
+    merged = v * (m / (norm + torch.finfo(torch.float32).eps))
+    return (w + multiplier * (merged - w)).numpy()
+
+
+def test_kohya_dora_rows_and_columns_stacked_with_a_lora(tmp_path: Path, ours: Any) -> None:
+    """kohya / LyCORIS `dora_scale` on the columns (1, in) of a linear layer and a conv, on the
+    rows (out, 1) of another, at multipliers != 1, a plain LoRA on one of the same layers
+    after it (applied on the weight the DoRA left, as Forge merges in order)."""
+    rng = np.random.default_rng(5)
+    layers = {"mid_block.attentions.0.transformer_blocks.0.attn1.to_q": "columns",
+              "down_blocks.0.resnets.0.conv1": "columns",
+              "mid_block.attentions.0.transformer_blocks.0.attn1.to_k": "rows"}
+    base = _weights(ours)["unet"]
+    dora, plain, updates = {}, {}, {}
+    for path, axis in layers.items():
+        weight = base[path + ".weight"].astype(np.float64)
+        key = "lora_unet_" + path.replace(".", "_")
+        down, up = _pair(rng, weight.shape)
+        dora[f"{key}.lora_down.weight"], dora[f"{key}.lora_up.weight"] = down, up
+        dora[f"{key}.alpha"] = np.array(2.0, np.float32)
+        updates[path] = (up.reshape(up.shape[0], -1).astype(np.float64)
+                         @ down.reshape(RANK, -1)).reshape(weight.shape) * 2.0 / RANK
+        flat = weight.reshape(weight.shape[0], -1) if axis == "rows" else np.swapaxes(
+            weight, 0, 1).reshape(weight.shape[1], -1)
+        magnitude = np.linalg.norm(flat, axis=1) * rng.uniform(0.7, 1.3, flat.shape[0])
+        shape = (-1, 1) if axis == "rows" else (1, -1, *[1] * (weight.ndim - 2))
+        dora[f"{key}.dora_scale"] = magnitude.reshape(shape).astype(np.float32)
+    to_q = "mid_block.attentions.0.transformer_blocks.0.attn1.to_q"
+    key = "lora_unet_" + to_q.replace(".", "_")
+    down, up = _pair(rng, base[to_q + ".weight"].shape)
+    plain[f"{key}.lora_down.weight"], plain[f"{key}.lora_up.weight"] = down, up
+    second = (up.astype(np.float64) @ down) * 1.0  # no alpha: scale 1
+    files = [_save(tmp_path / "dora.safetensors", dora), _save(tmp_path / "plain.safetensors",
+                                                                 plain)]
+    loras = LoraManager(ours)
+    loras.set([(files[0], 1.0, 0.7), (files[1], 1.0, 0.5)])
+    try:
+        got = _weights(ours)["unet"]
+        for path in layers:
+            weight = base[path + ".weight"].astype(np.float64)
+            scale = dora["lora_unet_" + path.replace(".", "_") + ".dora_scale"]
+            want = _decomposed(weight, updates[path], scale, 0.7)
+            if path == to_q:
+                want = want + 0.5 * second
+            moved = np.abs(want - weight).max()
+            err = np.abs(got[path + ".weight"] - want).max()
+            assert moved > 1e-2 * np.abs(weight).max() and err <= TOLERANCE * np.abs(
+                want).max(), (path, err, moved)
+        with pytest.raises(LoraError, match="DoRA magnitudes of shape"):
+            bad = {**dora, f"lora_unet_{to_q.replace('.', '_')}.dora_scale":
+                   np.ones((1, 7), np.float32)}
+            loras.set([(_save(tmp_path / "bad.safetensors", bad), 1.0, 1.0)])
+    finally:
+        loras.clear()
+
+
 # -- LyCORIS, several LoRAs, changes: against numpy ------------------------------------------
 
 
@@ -530,7 +636,7 @@ _GOOD = {f"{_LAYER}.lora_down.weight": np.ones((RANK, 64), np.float32),
 @pytest.mark.parametrize(("tensors", "message"), [
     ({"model.diffusion_model.out.2.weight": np.ones(2, np.float32)}, "unknown prefix"),
     ({f"{_LAYER}.lokr_w1": np.ones((2, 2), np.float32)}, "lacks its lokr_w2"),
-    ({**_GOOD, f"{_LAYER}.dora_scale": np.ones((64, 1), np.float32)}, "DoRA"),
+    ({f"{_LAYER}.dora_scale": np.ones((64, 1), np.float32)}, "lacks its lora_down and lora_up"),
     ({f"{_LAYER}.lora_down.weight": np.ones((RANK, 64), np.float32)}, "lacks its up"),
     ({**_GOOD, f"{_LAYER}.lora_up.weight": np.ones((64, RANK + 1), np.float32)}, "rank"),
     ({**_GOOD, f"{_LAYER}.alpha": np.array(np.nan, np.float32)}, "NaN"),
@@ -547,7 +653,7 @@ def test_malformed_files_are_refused(tmp_path: Path, tensors: dict[str, np.ndarr
 
 @pytest.mark.nodevice
 @pytest.mark.parametrize(("config", "message"), [
-    ("{not json", "not valid JSON"), ("[1]", "JSON object"), ('{"unet.use_dora": true}', "DoRA"),
+    ("{not json", "not valid JSON"), ("[1]", "JSON object"),
 ])
 def test_bad_adapter_metadata_is_refused(tmp_path: Path, config: str, message: str) -> None:
     tensors = {"unet.conv_in.lora_A.weight": np.ones((RANK, 4, 3, 3), np.float32),
