@@ -116,6 +116,7 @@ def format_infotext(settings: Mapping[str, Any], *, batch_pos: int | None = None
         "Refiner": settings.get("refiner") or None,
         "Refiner switch at": _number(settings["refiner_switch_at"])
         if settings.get("refiner") else None,
+        "Hires refiner": settings.get("hires_refiner_pass") or None,
         "ENSD": int(settings["ensd"]) if settings.get("ensd") else None,
         "RNG": "CPU" if settings.get("rng") == "torch" else None,
         "Tiling": "True" if settings.get("tiling") else None,  # the WebUI's, after RNG
@@ -236,6 +237,7 @@ _CONVERSIONS: dict[str, tuple[str, Callable[[str], Any]]] = {
     "Lora hashes": ("lora_hashes", str), "TI hashes": ("ti_hashes", str),
     "VAE hash": ("vae_hash", str), "VAE": ("vae", str), "Refiner": ("refiner", str),
     "Refiner switch at": ("refiner_switch_at", float), "Cache": ("cache", str),
+    "Hires refiner": ("hires_refiner_pass", str),
     "Tiling": ("tiling", lambda v: v == "True"), "Emphasis": ("emphasis", str),
     "Reference images": ("references", int),
     "Seed resize from": ("seed_resize_from", lambda v: tuple(int(n) for n in v.split("x"))),

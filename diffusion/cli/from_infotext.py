@@ -25,6 +25,7 @@ _FROM_INFOTEXT: dict[str, tuple[str, Callable[[Any], Any]]] = {
     "hires_denoise": ("hr_denoise", float), "seed_resize_from": ("seed_resize_from", tuple),
     "eta": ("eta", float), "s_churn": ("s_churn", float), "s_noise": ("s_noise", float),
     "refiner_switch_at": ("refiner_switch_at", float),
+    "hires_refiner_pass": ("hires_refiner_pass", str),
     "distilled_cfg_scale": ("distilled_cfg_scale", float),
     "hires_distilled_cfg": ("hr_distilled_cfg", float),
     "hires_prompt": ("hr_prompt", str), "hires_negative_prompt": ("hr_negative_prompt", str),

@@ -1,6 +1,7 @@
 """The hires fix's second pass as a request states it: its prompts and sampler (the first
 pass's unless the HiresFix names its own: the WebUI's hr_prompt, hr_negative_prompt,
-hr_sampler_name and hr_scheduler), their checks, and the infotext fields the fix adds.
+hr_sampler_name and hr_scheduler), their checks, the infotext fields the fix adds, and
+which of its passes a refiner takes over in (the WebUI's hires_fix_refiner_pass).
 
     prompt, negative = hires_prompts(request.hires, request.prompt, request.negative_prompt)
     label, schedule = hires_sampler(request.hires, request.sampler_label)
@@ -14,7 +15,28 @@ from ..sampling.kdiffusion import DIFFUSERS
 from ..sampling.samplers import lookup, resolve
 from ..upscalers.interpolation import HiresFix
 
-__all__ = ["check_hires_pass", "hires_fix", "hires_prompts", "hires_sampler", "own_settings"]
+__all__ = ["HIRES_REFINER_PASSES", "check_hires_pass", "check_hires_refiner_pass", "hires_fix",
+           "hires_prompts", "hires_sampler", "own_settings", "refiner_in_pass"]
+
+# the WebUI's "Hires fix: which pass to enable refiner for" (its default the second)
+HIRES_REFINER_PASSES = ("first pass", "second pass", "both passes")
+
+
+def check_hires_refiner_pass(value: Any) -> str:
+    """`value` if it is one of HIRES_REFINER_PASSES, else ValueError naming them."""
+    if value not in HIRES_REFINER_PASSES:
+        raise ValueError(f"hires_fix_refiner_pass must be one of {list(HIRES_REFINER_PASSES)} "
+                         f"(which pass of the hires fix the refiner takes over in), got "
+                         f"{value!r}")
+    return str(value)
+
+
+def refiner_in_pass(hires_stage: str | None, which: str) -> bool:
+    """Whether a refiner takes over in a pass of `hires_stage` ("first" / "second" of a
+    hires fix, None: no hires fix, so always) under the WebUI's hires_fix_refiner_pass
+    `which`. Each pass starts on the base model, as the WebUI's hires pass reloads it (Forge
+    goes on with the refiner its first pass loaded)."""
+    return hires_stage is None or which == "both passes" or which == f"{hires_stage} pass"
 
 
 def hires_prompts(hires: HiresFix, prompt: str, negative_prompt: str) -> tuple[str, str]:

@@ -36,7 +36,7 @@ from ..sampling.kdiffusion import DIFFUSERS, SamplerOptions
 from ..sampling.samplers import lookup, resolve
 from ..text.emphasis_mode import check_emphasis
 from ..upscalers.interpolation import HiresFix
-from .hires_pass import check_hires_pass, hires_sampler
+from .hires_pass import check_hires_pass, check_hires_refiner_pass, hires_sampler
 from .masked_content import masked_content
 
 __all__ = ["LIMITS", "MAX_PROMPT_CHARS", "GenerationRequest", "as_request", "check_size",
@@ -161,6 +161,10 @@ class GenerationRequest:
         "Refiner switch at", api="refiner_switch_at",
         cli="fraction of the sampling after which the refiner runs, in (0, 1) (0.8; with "
             "--sampler diffusers: diffusers' denoising_end)"))
+    # with the hires fix: the passes the refiner takes over in (hires_pass.HIRES_REFINER_PASSES)
+    hires_refiner_pass: str = field(default="second pass", metadata=_label(
+        "Hires refiner", cli="with --hr-scale and --refiner: the pass the refiner takes over "
+        "in, 'first pass', 'second pass' (the WebUI's default) or 'both passes'"))
     # FLUX.1 dev's guidance embedding (Forge's "Distilled CFG Scale"); with it CFG stays 1
     distilled_cfg_scale: float = field(default=3.5, metadata=_label(
         "Distilled CFG Scale", api="distilled_cfg_scale",
@@ -341,10 +345,11 @@ def _check(r: GenerationRequest) -> None:
         raise ValueError("hires fix is a txt2img option; for img2img, raise the size instead")
     if r.hires_modules is not None and r.hires is None:
         raise ValueError("hires modules (Forge's hr_additional_modules) need the hires fix")
-    if r.hires is not None and r.refiner is not None:
-        raise ValueError("the refiner and the hires fix do not combine here; run the hires "
-                         "pass as img2img with the refiner instead")
+    check_hires_refiner_pass(r.hires_refiner_pass)
     label, _ = r.sampler_label  # an unknown sampler or schedule type: ValueError naming them
+    if r.hires is not None and r.refiner is not None and label == DIFFUSERS:
+        raise ValueError("the refiner with the hires fix runs with the WebUI's samplers "
+                         "(Euler a, DPM++ 2M, DDIM, ...), not diffusers' own scheduler")
     if r.hires is not None and r.hires.own_settings:
         check_hires_pass(r.hires, r.sampler_label, max_chars=MAX_PROMPT_CHARS)
     if not r.uses_kdiffusion and (r.subseed_strength or r.seed_resize_from or

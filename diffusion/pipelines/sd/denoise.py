@@ -45,7 +45,8 @@ def request_pass(model: Any, request: GenerationRequest, seed: int, width: int,
              noise_multiplier=1.0 if request.mode == "txt2img"
              else float(request.initial_noise_multiplier))
     if request.refiner is not None:
-        r = replace(r, refiner=request.refiner, switch_at=float(request.refiner_switch_at))
+        r = replace(r, refiner=request.refiner, switch_at=float(request.refiner_switch_at),
+                    hires_refiner_pass=request.hires_refiner_pass)
     return r
 
 
@@ -93,6 +94,8 @@ def denoise(model: Any, request: GenerationRequest, seed: int, width: int, heigh
     fields["scheduler"] = schedule
     if r.refiner is not None:
         fields.update(refiner=r.refiner.name, refiner_switch_at=r.switch_at)
+        if request.hires is not None and r.hires_refiner_pass != "second pass":
+            fields["hires_refiner_pass"] = r.hires_refiner_pass  # the WebUI's, where not default
     if request.control:  # the extension's "ControlNet N" infotext fields
         fields["controlnet"] = [unit_label(unit) for unit in request.control]
     if model.vae_path is not None:

@@ -62,6 +62,8 @@ class Pass:
     # a StableDiffusion that takes over at `switch_at` (diffusion.pipelines.sd.refiner)
     refiner: Any = None
     switch_at: float = 0.8
+    # with a hires fix, the passes the refiner takes over in (hires_pass.refiner_in_pass)
+    hires_refiner_pass: str = "second pass"
     # ControlNet / T2I-Adapter units guiding every step (diffusion.pipelines.control), their
     # maps fitted to this pass's size; a hires fix's second pass runs the units meant for it
     control: tuple[Any, ...] = ()

@@ -35,6 +35,7 @@ from ..contract import Capabilities, GenerationResult, Placement, SamplingDefaul
 from ..control import Control, ControlUnit, check_base
 from ..finite import check_encoded, pictures_uint8
 from ..generation import Denoised, PromptLoras, generate
+from ..hires_pass import refiner_in_pass
 from ..ip_adapter import use_ip_adapters
 from ..observer import Observer, Progress, StepCallback
 from ..reference import POSTERIOR_MEAN, split_references
@@ -230,7 +231,8 @@ class StableDiffusion:
                                                    hires_stage=r.hires_stage)
                                    if units else None, weights=weights, reference=reference,
                                    colorfix=colorfix)
-        if r.refiner is None or not webui:
+        if r.refiner is None or not webui or not refiner_in_pass(r.hires_stage,
+                                                                 r.hires_refiner_pass):
             return unet
         other = r.refiner
         # the units' networks were made for this UNet: the refiner's steps run unguided by them

@@ -151,7 +151,8 @@ def create_app(settings: ServerSettings | None = None, /, *,
     outputs = Path(settings.outputs)
     options: dict[str, Any] = {
         "sd_model_checkpoint": first.title, "sd_checkpoint_hash": first.sha256,
-        "CLIP_stop_at_last_layers": 1, "emphasis": "Original", "randn_source": "GPU",
+        "CLIP_stop_at_last_layers": 1, "emphasis": "Original",
+        "hires_fix_refiner_pass": "second pass", "randn_source": "GPU",
         "samples_save": True,
         "samples_format": "png", "outdir_samples": "",
         "outdir_txt2img_samples": str(outputs / "txt2img-images"),

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from ...infotext import format_infotext
+from ...pipelines.hires_pass import check_hires_refiner_pass
 from ...pipelines.request import GenerationRequest, check_size, door_fields
 from ...sampling.kdiffusion import SamplerOptions
 from ...sampling.samplers import lookup, resolve, schedules
@@ -92,12 +93,12 @@ def _clip_skip(request: Txt2ImgRequest, options: dict[str, Any]) -> int:
     return value
 
 
-def _emphasis(request: Txt2ImgRequest, options: dict[str, Any]) -> str:
-    """The WebUI's "emphasis" option: override_settings', else /options'."""
-    value = (request.override_settings or {}).get("emphasis",
-                                                  options.get("emphasis", "Original"))
+def _option(request: Txt2ImgRequest, options: dict[str, Any], key: str, default: str,
+            check: Callable[[Any], str]) -> str:
+    """The WebUI option `key` (emphasis, hires_fix_refiner_pass): override_settings', else
+    /options' (else `default`), as `check` accepts it (its ValueError a RequestError)."""
     try:
-        return check_emphasis(value)
+        return check((request.override_settings or {}).get(key, options.get(key, default)))
     except ValueError as error:
         raise RequestError(f"override_settings.{error}") from None
 
@@ -207,7 +208,9 @@ def build_job(request: Txt2ImgRequest, kind: str, *, options: dict[str, Any], ma
         width=request.width, height=request.height, seed=request.seed, subseed=request.subseed,
         subseed_strength=request.subseed_strength, clip_skip=_clip_skip(request, options) - 1,
         rng=_rng(request, options), eta_noise_seed_delta=_ensd(request, options),
-        emphasis=_emphasis(request, options))
+        emphasis=_option(request, options, "emphasis", "Original", check_emphasis),
+        hires_refiner_pass=_option(request, options, "hires_fix_refiner_pass", "second pass",
+                                   check_hires_refiner_pass))
     if lookup(sampler).kind == "k-diffusion":  # DDIM, PLMS, UniPC take no options
         settings["sampler_options"] = _sampler_options(request, options)
     if request.seed_resize_from_w > 0 and request.seed_resize_from_h > 0:

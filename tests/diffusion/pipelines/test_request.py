@@ -143,6 +143,38 @@ def test_the_emphasis_mode_reaches_the_request_and_the_infotext(tmp_path: Path) 
     assert "Emphasis" not in format_infotext({**settings, "emphasis": None})
 
 
+def test_the_hires_refiner_pass_option_reaches_the_request(tmp_path: Path) -> None:
+    """The WebUI's "hires_fix_refiner_pass" (override_settings over /options) becomes the
+    request's hires_refiner_pass; another value is refused naming the three; "Hires refiner"
+    reads back; with the diffusers sampler the refiner and the hires fix are refused in one
+    line (its hand-off is diffusers' denoising_end)."""
+    pytest.importorskip("fastapi", reason="the server extra is not installed")
+    from diffusion.infotext import format_infotext, parse_infotext
+    from diffusion.server.api import generation
+    from diffusion.server.api.schemas import Txt2ImgRequest
+    from diffusion.upscalers.interpolation import HiresFix
+
+    def which(options: dict[str, Any], **override: Any) -> str:
+        job, _ = generation.build_job(
+            Txt2ImgRequest(prompt="a", override_settings=override or None), "txt2img",
+            options={"CLIP_stop_at_last_layers": 1, "randn_source": "GPU", **options},
+            max_size=1024, outputs=tmp_path)
+        return job.request.hires_refiner_pass
+
+    assert which({}) == "second pass"
+    assert which({"hires_fix_refiner_pass": "both passes"}) == "both passes"
+    assert which({"hires_fix_refiner_pass": "both passes"},
+                 hires_fix_refiner_pass="first pass") == "first pass"
+    with pytest.raises(generation.RequestError, match=r"one of \['first pass', 'second pass'"):
+        which({}, hires_fix_refiner_pass="third pass")
+    settings = dict(prompt="a", negative_prompt="", steps=4, sampler="Euler", cfg_scale=7.0,
+                    seed=1, width=64, height=64, refiner="r", refiner_switch_at=0.8,
+                    hires_refiner_pass="first pass")
+    assert parse_infotext(format_infotext(settings))["hires_refiner_pass"] == "first pass"
+    with pytest.raises(ValueError, match="WebUI's samplers"):
+        GenerationRequest(prompt="a", sampler="diffusers", hires=HiresFix(), refiner="r")
+
+
 def test_every_infotext_field_has_a_label() -> None:
     """A new field says where the infotext writes it (or None, for prompt and images, and how
     the images are fitted, which the WebUI does not write either; nor whose seeds latent
@@ -181,9 +213,9 @@ def test_a_setting_with_cli_and_api_metadata_needs_no_code_at_the_doors(
     from diffusion.pipelines.request import door_fields
     from diffusion.server.api.schemas import Txt2ImgRequest
 
-    assert [f.name for f in door_fields("cli")] == ["refiner_switch_at", "distilled_cfg_scale",
-                                                    "hr_distilled_cfg", "cache", "tiling",
-                                                    "emphasis"]
+    assert [f.name for f in door_fields("cli")] == ["refiner_switch_at", "hires_refiner_pass",
+                                                    "distilled_cfg_scale", "hr_distilled_cfg",
+                                                    "cache", "tiling", "emphasis"]
     parser = build_parser()
     args = parser.parse_args(["txt2img", "--prompt", "a", "--refiner-switch-at", "0.6"])
     args.steps, args.cfg_scale, args.sampler = 20, 7.0, "Euler a"

@@ -27,7 +27,7 @@ from test_sd_pipeline import _assert_images_match  # noqa: E402
 import gpucore  # noqa: E402
 from diffusion import load_pipeline  # noqa: E402
 from diffusion.cli.main import main  # noqa: E402
-from diffusion.infotext import parse_infotext, read_infotext  # noqa: E402
+from diffusion.infotext import format_infotext, parse_infotext, read_infotext  # noqa: E402
 from diffusion.pipelines.sd.memory import MemoryMode, networks  # noqa: E402
 from diffusion.pipelines.sd.stable_diffusion_xl import time_ids, webui_schedule  # noqa: E402
 from gpustd.nn.offload import parameter_bytes  # noqa: E402
@@ -111,6 +111,57 @@ def test_base_and_refiner_match_diffusers(first_device: gpucore.Device, paths: A
     finally:
         for model in low:
             model.set_memory_mode(MemoryMode())
+
+
+def test_hires_fix_refiner_pass(first_device: gpucore.Device, paths: Any) -> None:
+    """The WebUI's hires_fix_refiner_pass: the refiner takes over (at the same completed
+    ratio, by its sigma) in the pass(es) it names, each pass starting on the base. The first
+    pass's latents are those of the same txt2img with the refiner, or without it, bit for bit
+    (the hand-off itself is test_base_and_refiner_match_diffusers'); the infotext says which
+    where not the default."""
+    from diffusion.upscalers.interpolation import HiresFix
+
+    base, refiner = _ours(paths.base, first_device), _ours(paths.refiner, first_device)
+    settings = dict(steps=3, cfg_scale=6.0, seed=3, width=SIZE, height=SIZE, sampler="Euler")
+    hires = HiresFix(scale=1.5, upscaler="Latent (nearest)", steps=3, denoise=0.6)
+    switched: list[str | None] = []  # the pass of each hand-off
+    guided = refiner._guided
+
+    def recorded(r: Any, *args: Any, **kwargs: Any) -> Any:
+        switched.append(r.hires_stage)
+        return guided(r, *args, **kwargs)
+
+    firsts: list[np.ndarray] = []  # the first pass's last latents of each run
+
+    def on_step(done: int, total: int, latents: np.ndarray) -> None:
+        if done == total and latents.shape[-1] == SIZE // 2:
+            firsts.append(latents.copy())
+
+    refined = dict(refiner=refiner, refiner_switch_at=0.5)
+    base.txt2img(PROMPT, on_step=on_step, **settings)
+    base.txt2img(PROMPT, on_step=on_step, **settings, **refined)
+    plain, with_refiner = firsts
+    unrefined = base.txt2img(PROMPT, hires=hires, **settings).images[0].astype(int)
+    pictures = {}
+    refiner._guided = recorded
+    try:
+        for which, stages in (("second pass", ["second"]), ("first pass", ["first"]),
+                              ("both passes", ["first", "second"])):
+            switched.clear()
+            result = base.txt2img(PROMPT, hires=hires, hires_refiner_pass=which,
+                                  on_step=on_step, **settings, **refined)
+            assert switched == stages, which
+            np.testing.assert_array_equal(firsts[-1], plain if which == "second pass"
+                                          else with_refiner, err_msg=which)
+            infotext = parse_infotext(format_infotext(result.settings))
+            assert infotext.get("hires_refiner_pass") == (
+                None if which == "second pass" else which)
+            pictures[which] = result.images[0].astype(int)
+    finally:
+        refiner._guided = guided
+    for which, picture in pictures.items():  # the refiner's passes change the picture
+        assert np.abs(picture - unrefined).max() > 8, which
+    assert np.abs(pictures["both passes"] - pictures["first pass"]).max() > 8
 
 
 def test_img2img_with_refiner_matches_diffusers(first_device: gpucore.Device,

@@ -755,8 +755,8 @@ def test_hires_refiner_and_xyz_plot_round_trip(server: tuple[str, int, bool], pa
     """The Hires. fix and Refiner sections and the Script dropdown's X/Y/Z plot (its fields from
     /sdapi/v1/script-info): the request carries them as the WebUI's page sends them, the
     infotext says them, and PNG Info's "Send to txt2img" sets every control back (and turns
-    off what the infotext does not have). The refiner and the hires fix do not combine: two
-    runs, the X/Y/Z plot with the hires fix."""
+    off what the infotext does not have). Two runs: the X/Y/Z plot with the hires fix, then
+    the refiner."""
     url, size, tiny = server
     if not tiny:
         pytest.skip("AVX_SCREENSHOTS: the bundled model is served alone, no refiner for it")

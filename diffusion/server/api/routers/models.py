@@ -16,6 +16,7 @@ from ....interrogate import check_clip_options
 from ....interrogate import check_options as check_deepbooru_options
 from ....loaders.errors import WeightsError
 from ....loaders.formats.safetensors import SafetensorsFile
+from ....pipelines.hires_pass import check_hires_refiner_pass
 from ....sampling.samplers import SAMPLERS, SamplerInfo, resolve, schedules
 from ....sampling.samplers.schedules import SCHEDULE_TYPES
 from ....text.embeddings import EmbeddingDatabase
@@ -162,11 +163,14 @@ async def set_options(state: State, body: Annotated[dict[str, Any], Body()]) -> 
             raise RequestError("CLIP_stop_at_last_layers must be a whole number from 1 to 12, "
                                f"got {value!r}")
         updates["CLIP_stop_at_last_layers"] = value
-    if "emphasis" in body:
-        try:
+    try:
+        if "emphasis" in body:
             updates["emphasis"] = check_emphasis(body["emphasis"])
-        except ValueError as error:
-            raise RequestError(str(error)) from None
+        if "hires_fix_refiner_pass" in body:
+            updates["hires_fix_refiner_pass"] = check_hires_refiner_pass(
+                body["hires_fix_refiner_pass"])
+    except ValueError as error:
+        raise RequestError(str(error)) from None
     try:
         updates.update(check_preview_options(body))
     except ValueError as error:
