@@ -193,6 +193,11 @@ class ControlModelCache:
         # cache along: the models stay on the GPU they were loaded on, and a lock never pickles
         return _process_cache, (self.size,)
 
+    def clear(self) -> None:
+        """Drop every model (their GPU memory goes once nothing else holds them)."""
+        with self._lock:
+            self._models.clear()
+
     def get(self, path: str | os.PathLike[str], *, dtype: Any, device: Any,
             loader: Callable[..., Any] = load_control_model) -> Any:
         """The model at `path` as `loader(path, dtype=, device=)` gives it, loaded once."""

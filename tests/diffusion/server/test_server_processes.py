@@ -7,7 +7,8 @@ completes, the process comes back, and no partial file is left in the outputs.
 Here too, on both servers: /sdapi/v1/unload-checkpoint and reload-checkpoint
 (text-generation-webui's sd_api_pictures frees the GPU with them for its LLM, and loads the
 model again before a picture): unloading gives the model's device memory back, the model stays
-chosen, the next picture loads it again by itself and is the picture of before."""
+chosen, the next picture loads it again by itself and is the picture of before; the control
+models and Wan models the workers keep go too."""
 
 from __future__ import annotations
 
@@ -194,7 +195,19 @@ def test_unload_frees_the_model_and_the_next_picture_loads_it(model: Path,
         queue = client.get("/avx/queue").json()
         title = client.get("/sdapi/v1/options").json()["sd_model_checkpoint"]
         loaded = allocated()
+        # a control model (or image encoder) and a Wan model kept: unloading drops them too
+        from diffusion.server.api.routers import video
+
+        loads: list[str] = []
+        controls = app.state.server.control_cache
+        controls.get(model, dtype=np.float32, device=None,
+                     loader=lambda path, **_: loads.append(str(path)))
+        video._loaded[-1] = (None, object())
         assert client.post("/sdapi/v1/unload-checkpoint").json() == {}
+        assert -1 not in video._loaded
+        controls.get(model, dtype=np.float32, device=None,
+                     loader=lambda path, **_: loads.append(str(path)))
+        assert len(loads) == 2  # loaded again: the cache was emptied
         # other tests' live buffers in this process stay: the drop is measured
         unloaded = allocated()
         assert loaded - unloaded >= 0.9 * weights, (loaded, unloaded, weights)

@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import os
 from dataclasses import replace
+from functools import partial
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -14,6 +15,7 @@ from fastapi import APIRouter, Body, HTTPException
 
 from ....interrogate import check_clip_options
 from ....interrogate import check_options as check_deepbooru_options
+from ....loaders.control.catalog import ControlModelCache
 from ....loaders.errors import WeightsError
 from ....loaders.formats.safetensors import SafetensorsFile
 from ....pipelines.hires_pass import check_hires_refiner_pass
@@ -22,6 +24,7 @@ from ....sampling.samplers.schedules import SCHEDULE_TYPES
 from ....text.embeddings import EmbeddingDatabase
 from ....text.emphasis_mode import check_emphasis
 from ...catalog.modules_dir import AUTOMATIC_VAE
+from ...jobs.worker import Worker
 from ...previews import check_preview_options
 from ..faces import face_options, face_restorers
 from ..generation import (
@@ -33,6 +36,7 @@ from ..generation import (
 )
 from ..schemas import SamplerItem, SchedulerItem, SDModelItem
 from ..state import State, submit, wait
+from .video import forget_models
 
 __all__ = ["api", "avx", "embedding_listing", "lora_listing", "sampler_item"]
 
@@ -129,12 +133,23 @@ async def refresh_checkpoints(state: State) -> None:
     await asyncio.to_thread(state.registry.refresh)  # the module files too
 
 
+def _unload(worker: Worker, controls: ControlModelCache) -> None:
+    """What unload-checkpoint frees, on the worker (in a worker process: there, as the job's
+    references become that process's): the control models and IP-Adapters' image encoders,
+    the Wan models the video jobs keep, then the pictures' pipelines, their memory given back
+    to the driver (Worker.unload)."""
+    controls.clear()
+    forget_models()
+    worker.unload()
+
+
 @api.post("/unload-checkpoint")
 async def unload_checkpoint(state: State) -> dict[str, Any]:
     # frees the GPU for another program (text-generation-webui's sd_api_pictures calls it to
     # share one with an LLM); the model stays chosen: the next picture, or reload-checkpoint,
     # loads it again. The WebUI answers {} to both.
-    await wait(submit(state, state.worker.unload, exclusive=True))
+    await wait(submit(state, partial(_unload, state.worker, state.control_cache),
+                      exclusive=True))
     return {}
 
 

@@ -102,6 +102,11 @@ def _check(state: ServerState, body: Txt2VidRequest) -> tuple[Path, WanFiles]:
     return folder, files
 
 
+def forget_models() -> None:
+    """Drop the Wan models this process's workers keep (unload-checkpoint)."""
+    _loaded.clear()
+
+
 def _pipeline(model: tuple[Path, WanFiles], memory: MemoryMode | None, device: Any,
               no_half_vae: bool = False) -> Any:
     """The worker's Wan pipeline for `model` (a folder and the files in place of its parts) in
