@@ -129,7 +129,7 @@ class ProcessWorker(Worker):
             raise ValueError("ProcessWorker needs at least one adapter")
         self._cloudpickle = cloudpickle
         self._ids = itertools.count(1)
-        self.facts: child.ModelFacts | None = None
+        self.loaded: child.ModelFacts | None = None  # its processes' model
         self._job_ids: dict[int, int] = {}  # slot -> id of the job its process runs
         self.processes = [_Process(i, adapter, cloudpickle.dumps(loader))
                           for i, adapter in enumerate(adapters)]
@@ -144,7 +144,11 @@ class ProcessWorker(Worker):
 
     @property
     def pipe(self) -> Any:
-        return self.facts
+        return self.loaded
+
+    @property
+    def facts(self) -> Any:
+        return self.loaded
 
     def submit(self, run: Callable[[], Any], *, exclusive: bool = False,
                task: str | None = None) -> Future:
@@ -283,6 +287,6 @@ class ProcessWorker(Worker):
             raise failures[0]
         facts = results[0][1]
         if isinstance(facts, child.ModelFacts):
-            self.facts = facts
+            self.loaded = facts
             self.model = pickle.loads(blob).entry
         return self.model if isinstance(facts, child.ModelFacts) else facts

@@ -68,7 +68,7 @@ class Worker:
         self.loader = loader
         self.previews = previews  # live previews' options (None: Approx cheap every step)
         self.model: ModelEntry | None = None
-        self.facts: ModelFacts | None = None  # the model's (ModelFacts), kept while unloaded
+        self._kept: ModelFacts | None = None  # the model's facts while it is unloaded
         self.planned: ModelEntry | None = None  # what the queued switches leave loaded
         self.queue_size = max(queue_size, 1)
         self.slots = [Slot(i, d) for i, d in enumerate(devices or [None])]
@@ -97,6 +97,12 @@ class Worker:
     def pipe(self) -> Any:
         """The pipeline of the calling worker's device (elsewhere: the first device's)."""
         return self._current().pipe
+
+    @property
+    def facts(self) -> Any:
+        """What routes read of the model outside jobs (native_size, defaults, family,
+        capabilities): the first device's pipeline, else the ModelFacts kept as it unloaded."""
+        return self._kept if self.slots[0].pipe is None else self.slots[0].pipe
 
     @property
     def device(self) -> Any:
@@ -246,7 +252,7 @@ class Worker:
                     self.slots))
         for slot, pipe in zip(self.slots, pipes, strict=True):
             slot.pipe, slot.unloaded = pipe, False
-        self.model, self.facts = entry, ModelFacts.of(pipes[0])
+        self.model = entry
         return entry
 
     def unload(self) -> None:
@@ -254,6 +260,8 @@ class Worker:
         driver; `model` stays the one chosen. Queue it as an exclusive job (`submit`)."""
         import gc
 
+        if self.slots[0].pipe is not None:
+            self._kept = ModelFacts.of(self.slots[0].pipe)
         for slot in self.slots:
             slot.pipe, slot.second = None, None
             slot.unloaded = self.model is not None
@@ -263,8 +271,7 @@ class Worker:
             slot.gpu().empty_pool()
 
     def reload(self) -> None:
-        """Load the chosen model again on each device it was unloaded from (else nothing).
-        Queue it as an exclusive job."""
+        """Load the chosen model again where it was unloaded (an exclusive job)."""
         for slot in self.slots:
             if slot.unloaded:
                 self._reload_slot(slot)

@@ -28,7 +28,7 @@ from diffusion.upscalers.interpolation import HiresFix, upscale_image  # noqa: E
 class _InlineWorker:
     """The worker's `submit`, run at once (the queue itself is the worker tests' business)."""
 
-    def submit(self, run: Any, *, task: str | None = None) -> Future:
+    def submit(self, run: Any, *, exclusive: bool = False, task: str | None = None) -> Future:
         future: Future = Future()
         try:
             future.set_result(run())
