@@ -114,6 +114,20 @@ def test_a_huge_prompt_is_refused_by_its_length_at_once(size: int) -> None:
     assert "negative_prompt" in _message(prompt="a", negative_prompt="b" * size)
 
 
+def _served(tmp_path: Path, prompt: str, options: dict[str, Any],
+            override: dict[str, Any]) -> GenerationRequest:
+    """The request the server builds for a txt2img body of `prompt` with `override` as its
+    override_settings, under /options' `options`."""
+    from diffusion.server.api import generation
+    from diffusion.server.api.schemas import Txt2ImgRequest
+
+    job, _ = generation.build_job(
+        Txt2ImgRequest(prompt=prompt, override_settings=override or None), "txt2img",
+        options={"CLIP_stop_at_last_layers": 1, "randn_source": "GPU", **options},
+        max_size=1024, outputs=tmp_path)
+    return job.request
+
+
 def test_the_emphasis_mode_reaches_the_request_and_the_infotext(tmp_path: Path) -> None:
     """The WebUI's "emphasis" option (override_settings over /options) becomes the request's
     emphasis, an unknown mode is refused naming the four; the infotext says a mode but
@@ -121,14 +135,9 @@ def test_the_emphasis_mode_reaches_the_request_and_the_infotext(tmp_path: Path) 
     pytest.importorskip("fastapi", reason="the server extra is not installed")
     from diffusion.infotext import format_infotext, parse_infotext
     from diffusion.server.api import generation
-    from diffusion.server.api.schemas import Txt2ImgRequest
 
     def emphasis(options: dict[str, Any], **override: Any) -> str:
-        job, _ = generation.build_job(
-            Txt2ImgRequest(prompt="a (b:1.2)", override_settings=override or None), "txt2img",
-            options={"CLIP_stop_at_last_layers": 1, "randn_source": "GPU", **options},
-            max_size=1024, outputs=tmp_path)
-        return job.request.emphasis
+        return _served(tmp_path, "a (b:1.2)", options, override).emphasis
 
     assert emphasis({}) == "Original" and emphasis({"emphasis": "No norm"}) == "No norm"
     assert emphasis({"emphasis": "No norm"}, emphasis="Ignore") == "Ignore"
@@ -151,15 +160,10 @@ def test_the_hires_refiner_pass_option_reaches_the_request(tmp_path: Path) -> No
     pytest.importorskip("fastapi", reason="the server extra is not installed")
     from diffusion.infotext import format_infotext, parse_infotext
     from diffusion.server.api import generation
-    from diffusion.server.api.schemas import Txt2ImgRequest
     from diffusion.upscalers.interpolation import HiresFix
 
     def which(options: dict[str, Any], **override: Any) -> str:
-        job, _ = generation.build_job(
-            Txt2ImgRequest(prompt="a", override_settings=override or None), "txt2img",
-            options={"CLIP_stop_at_last_layers": 1, "randn_source": "GPU", **options},
-            max_size=1024, outputs=tmp_path)
-        return job.request.hires_refiner_pass
+        return _served(tmp_path, "a", options, override).hires_refiner_pass
 
     assert which({}) == "second pass"
     assert which({"hires_fix_refiner_pass": "both passes"}) == "both passes"
