@@ -475,9 +475,9 @@ def test_errors(first_device: gpucore.Device, paths: Any) -> None:
             base.generate(PROMPT, steps=2, width=SIZE, height=SIZE, **kwargs)
     from diffusion.upscalers.interpolation import HiresFix
 
-    with pytest.raises(ValueError, match="hires"):
+    with pytest.raises(ValueError, match="refiner with the hires fix runs with the WebUI's"):
         base.generate(PROMPT, steps=2, width=SIZE, height=SIZE, refiner=refiner,
-                      hires=HiresFix(scale=2.0))
+                      hires=HiresFix(scale=2.0), sampler="diffusers")
 
 
 def test_float16_keeps_the_vae_in_float32(f16_device: gpucore.Device, paths: Any) -> None:
