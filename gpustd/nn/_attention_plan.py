@@ -7,7 +7,7 @@ import math
 from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
-__all__ = ["Plan", "candidates", "cost", "plan_for", "subgroup_size"]
+__all__ = ["Plan", "candidates", "cost", "cpu_plan", "plan_for", "subgroup_size"]
 
 _NVIDIA = 0x10DE
 _plans: dict[tuple[Any, ...], Plan] = {}
@@ -161,5 +161,24 @@ def plan_for(d: int, device: Any, rows: int = 4096, batch_heads: int = 1,
         if not found:
             raise ValueError(f"attention: head dim {d} needs more workgroup memory than this "
                              f"device's {budget} bytes")
-        _plans[key] = min(found, key=lambda p: cost(p, rows, batch_heads, keys))
+        on_cpu = cpu_plan(d, subgroup) if device.info.type == "cpu" else None
+        if on_cpu is not None and on_cpu.workgroup_bytes() <= budget:
+            _plans[key] = on_cpu
+        else:
+            _plans[key] = min(found, key=lambda p: cost(p, rows, batch_heads, keys))
     return _plans[key]
+
+
+def cpu_plan(d: int, subgroup: int = 0) -> Plan | None:
+    """A CPU adapter's plan: 64 rows of queries by 16 keys a tile in a workgroup of 64 (16 x
+    4), each invocation 4 rows by 4 vec4s of dims, q and k staged 32 dims at a time. Up to 64
+    dims every head dim runs this one kernel on a CPU (attention.py reads D, NDG and KB from
+    the params there and sizes the work memory for NDG = CS), to 128 dims 8 vec4s. On
+    lavapipe the GPU's plans of 128 invocations ran the bundled model's attention 2-3x slower:
+    llvmpipe runs a workgroup's invocations eight at a time and pays for each barrier per group
+    of eight (bench/NOTES.md, "CI's time on lavapipe")."""
+    if d > 128:
+        return None  # the GPU's plans (head dims from 256 on run as two GEMMs anyway)
+    nv = 4 if d <= 64 else 8
+    ndg = math.ceil(math.ceil(d / 4) / nv)
+    return Plan(d, 16, 4, nv, ndg, min(32, 4 * math.ceil(d / 4)), 16, subgroups=4 <= subgroup)

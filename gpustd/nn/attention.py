@@ -30,11 +30,12 @@ _LOG2E = 1.4426950408889634
 
 def _cpu_sizes(plan: Plan, budget: int) -> dict[str, int]:
     """DCH and KV_LEN of a CPU adapter's kernel, which reads the plan's D, DCH, NDG and KB
-    from the params: the chunk rounded up to 32 dims and kv to at least such a chunk of k,
-    so that the plans of one (RG, CS, NV) mostly share one kernel (the bundled model's head
-    dims 16, 32 and 64 do) where the workgroup memory allows."""
+    from the params: the chunk rounded up to 32 dims and kv to at least such a chunk of k
+    and the largest v block (KB = BK, NDG = CS), so that the plans of one (RG, CS, NV) share
+    one kernel (a CPU's plans of head dims up to 64 do: _attention_plan.cpu_plan) where the
+    workgroup memory allows."""
     dch = 32 * math.ceil(plan.DCH / 32)
-    kv_len = max(plan.kv_len(), (dch | 1) * plan.CS)
+    kv_len = max(plan.kv_len(), (dch | 1) * plan.CS, 4 * plan.CS * plan.NV * plan.CS)
     fixed = 4 * plan.CS * plan.RG + plan.RG + (0 if plan.subgroups else plan.CS * plan.RG)
     if 16 * ((dch | 1) * plan.RG + kv_len + fixed) > budget:
         return {"DCH": plan.DCH, "KV_LEN": plan.kv_len()}

@@ -321,3 +321,23 @@ def test_cpu_adapters_keep_loops_and_skip_prefetch(first_device, monkeypatch):
     assert built[0] is built[1] is built[2]
     assert np.array_equal(on_cpu, on_gpu) and np.array_equal(second_on_cpu, second_on_gpu)
     assert np.abs(on_cpu).max() > 0.5 and np.abs(second_on_cpu).max() > 0.5
+
+
+def test_a_cpu_runs_every_head_dim_to_64_in_one_small_kernel(first_device):
+    # A CPU adapter's plan (cpu_plan): 64 invocations a workgroup rather than the GPU's 128,
+    # and one kernel for the head dims a tiny model mixes (its text encoder's 8, its UNet's 16,
+    # its VAE's 64): each one more kernel is seconds of llvmpipe compiling in every process.
+    device = first_device
+    if device.info.type != "cpu":
+        pytest.skip(f"{device.info.label} is a GPU: it takes the cost model's plan")
+    dims = (8, 16, 40, 64)
+    chosen = [plans.plan_for(d, device, 77, 2, 77) for d in dims]
+    assert all(p.RG * p.CS == 64 for p in chosen)
+    budget = device.limits["max-compute-workgroup-storage-size"]
+    built = {id(attention_module._kernel(np.dtype(np.float32), 0, p, cpu_budget=budget))
+             for p in chosen}
+    assert len(built) == 1
+    rng = np.random.default_rng(8)
+    for d in dims:
+        q, k, v = qkv(rng, 1, 2, 37, 29, d)
+        assert_close(run(device, q, k, v), reference(q, k, v), tol=F32_TOL)
