@@ -96,7 +96,7 @@ def layer_norm_int8(x: Tensor, shift: Tensor | None = None, scale: Tensor | None
             raise ValueError(f"{op}: {name} must have shape {want}, got {t.shape}")
     values, words, scales, rows, kw = _outputs(x.shape, x.dtype, x.device, d, smooth, op)
     if rows and d:
-        tpr = row_lanes(d)
+        tpr = row_lanes(d, x.device)
         kernel = Kernel.cached("quant/layer_norm_i8", parts=("nn/layer_norm_row",
                                                              "quant/level_i8"),
                                types={"T": x.dtype}, constants=dict(

@@ -137,7 +137,7 @@ def layer_norm(x: Tensor, weight: Tensor | None = None, bias: Tensor | None = No
     if x.size == 0:
         return out
     rows = x.size // d
-    tpr = row_lanes(d)
+    tpr = row_lanes(d, x.device)
     k = kernel("layer_norm", {"T": x.dtype}, parts=("nn/layer_norm_row",), TPR=tpr,
                AFFINE=int(affine))
     gamma, beta = (weight, bias) if affine else (dummy(x), dummy(x))
@@ -170,7 +170,7 @@ def layer_norm_modulate(x: Tensor, shift: Tensor, scale: Tensor, eps: float = 1e
     if x.size == 0:
         return out
     rows = batch * length
-    tpr = row_lanes(d)
+    tpr = row_lanes(d, x.device)
     k = kernel("layer_norm", {"T": x.dtype}, parts=("nn/layer_norm_row",), TPR=tpr,
                AFFINE=0, MODULATE=1)
     k.dispatch(math.ceil(rows / (256 // tpr)), x, scale, shift, out, rows=rows, d=d, eps=eps,
@@ -178,8 +178,12 @@ def layer_norm_modulate(x: Tensor, shift: Tensor, scale: Tensor, eps: float = 1e
     return out
 
 
-def row_lanes(d: int) -> int:
+def row_lanes(d: int, device: Any) -> int:
     """Invocations per row of layer_norm's kernels (shaders/nn/layer_norm_row.wgsl) for rows of
-    d elements: enough to give each ~8 elements, but at least a warp's worth. The sums'
-    order, and so their rounding, follows it."""
+    d elements: enough to give each ~8 elements, but at least a warp's worth; on a CPU adapter
+    one, a row an invocation (llvmpipe pays for a barrier per group of eight invocations, and
+    the tree's 10-16 barriers were most of a small LayerNorm). The sums' order, and so their
+    rounding, follows it."""
+    if device.info.type == "cpu":
+        return 1
     return min(256, max(32, 1 << max(0, math.ceil(math.log2(max(d, 1) / 8)))))

@@ -78,7 +78,7 @@ def rms_norm_rope(x: Tensor, weight: Tensor | None = None, rotary: tuple[Tensor,
         _check_tables(op, x, *rotary, total, d)
     if x.size == 0:
         return out
-    tpr = row_lanes(d)
+    tpr = row_lanes(d, x.device)
     scale = weight if weight is not None else dummy(x)
     k = kernel("rms_norm_rope", {"T": x.dtype, "W": scale.dtype}, parts=("nn/layer_norm_row",),
                TPR=tpr, NORM=int(eps is not None), AFFINE=int(weight is not None),
