@@ -119,7 +119,10 @@ def test_chroma_weighs_the_tokens_it_reads(first_device: gpucore.Device,
     z, multipliers, count = _t5_reference(pipe.tokenizer, pipe.text_encoder, 512, masked=True)
     assert states.shape[1] == count + 1
     read = slice(0, count + 1)
-    assert _rel(states.numpy(), _original(z[:, read], multipliers[:, read])) < 2e-5
+    # this tiny masked T5 carries float32's summation order far: its states moved 1.1e-6 to
+    # 3.1e-5 from torch's as its RMSNorms' lanes a row went 32, 64, 8, 2, 1 (a CPU's 1); the
+    # weights themselves move T5's states by more than 5e-2 (test_flux_weighs_t5_as_forge)
+    assert _rel(states.numpy(), _original(z[:, read], multipliers[:, read])) < 5e-5
 
 
 def test_sd3_weighs_each_encoder_as_forge(first_device: gpucore.Device,
