@@ -13,7 +13,7 @@ from .._tensor import Tensor
 from ..elementwise import maximum
 from ..gemm.plan import MULTIPROCESSORS
 from ..shape import take_slice
-from . import _conv_matrix_tuning, _conv_subgroup_matrix
+from . import _conv_cpu, _conv_matrix_tuning, _conv_subgroup_matrix
 from . import prologue as _prologue
 from ._util import check_float, check_same, dummy, kernel, pair
 from .linear import conv1x1
@@ -200,25 +200,21 @@ def conv2d(x: Tensor, weight: Tensor, bias: Tensor | None = None, *, stride: Any
         return out
     if c_in == 0:
         return out if add is None else _plain_add(out, bias, add)
+    if _plan_override is None and x.device.info.type == "cpu":
+        # A CPU adapter runs a direct conv shaped for it (gpustd/nn/_conv_cpu.py). A float32
+        # add follows it as a pass of its own, the same sum, (v + bias) + add: each ADD kind
+        # would be one more kernel for llvmpipe to compile at its first dispatch.
+        add_after = add if add is not None and x.dtype == np.float32 else None
+        _conv_cpu.conv2d(out, x, weight, bias, stride=(sh, sw), padding=(ph, pw),
+                         dilation=(dh, dw), groups=groups,
+                         add=None if add_after is not None else add,
+                         add_mode=0 if add_after is not None else add_mode,
+                         prologue=prologue, upsample=upsample, x_start=start,
+                         size=(c_in, h, w))
+        return out if add_after is None else out + add_after
     cout_g = c_out // groups
     k_total = cin_g * kh * kw
     bm, bn, splits, bk = _plan_override or _plan(cout_g, pixels, groups, k_total)
-    add_after = None
-    cpu: dict[str, int] = {}
-    if _plan_override is None and x.device.info.type == "cpu":
-        # Splits fill a GPU's multiprocessors; a CPU's few cores they only slow. Unsplit, the
-        # tile's shape changes no bit of the result, and on lavapipe each shape is one more
-        # kernel that llvmpipe turns into machine code at its first dispatch (1.3-2.1 s of
-        # CPU each, cold): one shape for every layer (bench/NOTES.md, a first picture).
-        bm, bn, splits = 64, 64, 1
-        # Its epilogue's stores as one loop (compiled 0.5 s sooner), and the kernel's size
-        # read from the params: a 1x1 conv takes the 3x3's kernel (0.6 s less, the same
-        # sums; its taps divided through f32 reciprocals, exact below 2^21 of K).
-        cpu = {"ROW_LOOP": 1, "TAPS_IN_PARAMS": int(cin_g * kh * kw < 1 << 21)}
-        if add is not None and x.dtype == np.float32:
-            # The same for the epilogue's add (a kernel each kind, 2.0 and 1.7 s against the
-            # plain conv's 1.3): a float32 add after it is the same sum, (v + bias) + add.
-            add, add_mode, add_after = None, 0, add
     k_tiles = math.ceil(k_total / bk)
     if splits > 1 and splits * out.size * 4 > x.device.limits["max-storage-buffer-binding-size"]:
         splits = 1  # the partial sums would not fit one binding (as gemm.plan.k_partition)
@@ -228,22 +224,19 @@ def conv2d(x: Tensor, weight: Tensor, bias: Tensor | None = None, *, stride: Any
     params = dict(c_in=c_in, h=h, w=w, c_out=c_out, ho=ho, wo=wo, cin_g=cin_g, cout_g=cout_g,
                   k_total=k_total, pixels=pixels, splits=splits, k_tiles_per_split=per_split,
                   stride_h=sh, stride_w=sw, pad_h=ph, pad_w=pw, dil_h=dh, dil_w=dw,
-                  x_offset=start * x.shape[1] * x.shape[2] * x.shape[3],  # images' start
-                  kw=kw, taps=kh * kw, inv_kw=1.0 / kw, inv_taps=1.0 / (kh * kw))
+                  x_offset=start * x.shape[1] * x.shape[2] * x.shape[3])  # images' start
     grid = (math.ceil(pixels / bn), math.ceil(cout_g / bm), groups * splits)
     bias_t = bias if has_bias else dummy(x)
     add_t = add if add is not None else dummy(x)
-    taps = {} if cpu.get("TAPS_IN_PARAMS") else {"KH": kh, "KW": kw}
-    shape = dict(WY=bm // 8, WX=bn // 8, BK=bk, **taps,
-                 PROLOGUE=0 if prologue is None else prologue.kind, UP_SHIFT=upsample - 1,
-                 **cpu)
+    shape = dict(WY=bm // 8, WX=bn // 8, BK=bk, KH=kh, KW=kw,
+                 PROLOGUE=0 if prologue is None else prologue.kind, UP_SHIFT=upsample - 1)
     norm = no_prologue(x) if prologue is None else prologue.table
     vec_w = k_total % 4 == 0  # weight rows start on vec4 boundaries
     if splits == 1:
         k = _conv_kernel(x.dtype, x.dtype, vec_w, HAS_BIAS=int(has_bias), ADD=add_mode,
                          **shape)
         k.dispatch(grid, x, weight, bias_t, add_t, out, norm, **params)
-        return out if add_after is None else out + add_after
+        return out
     partial = Tensor.empty((splits, out.size), np.float32, device=x.device)
     k = _conv_kernel(x.dtype, np.float32, vec_w, HAS_BIAS=0, ADD=0, **shape)
     k.dispatch(grid, x, weight, bias_t, dummy(x), partial, norm, **params)

@@ -34,8 +34,6 @@ override VEC_W: bool = true;  // weight rows are whole vec4s (k_total % 4 == 0)
 override ADD: u32 = 0u;  // 0: none, 1: residual, 2: per (image, channel); never with split-K
 override PROLOGUE: u32 = 0u;  // 0: none, 1: per-channel affine map, 2: the map then SiLU
 override UP_SHIFT: u32 = 0u;  // 1: x read upsampled 2x (nearest)
-override ROW_LOOP: bool = false;  // the 8 rows stored by one loop (CPU adapters: conv.py)
-override TAPS_IN_PARAMS: bool = false;  // KW and KH * KW read from the params (CPU adapters)
 
 struct Params {
     c_in: u32, h: u32, w: u32,  // input channels (all groups) and size
@@ -48,8 +46,6 @@ struct Params {
     pad_h: u32, pad_w: u32,
     dil_h: u32, dil_w: u32,
     x_offset: u32,  // elements of x before the first image read
-    kw: u32, taps: u32,  // KW and KH * KW where TAPS_IN_PARAMS
-    inv_kw: f32, inv_taps: f32,  // 1 / kw and 1 / taps, rounded to f32
 }
 
 @group(0) @binding(0) var<storage, read> x: array<T>;
@@ -109,18 +105,12 @@ fn load_w4(k: u32) -> vec4<f32> {
     return vec4<f32>(load_w(k), load_w(k + 1u), load_w(k + 2u), load_w(k + 3u));
 }
 
-// k / (KH * KW) and r / KW. With TAPS_IN_PARAMS (one kernel for every kernel size) the
-// divisors come from the params, and the quotient is floor((k + 0.5) * (1 / n)) in f32:
-// exact for k < 2^21 (conv.py: the error, about k / n * 2^-23, stays below the 0.5 / n
-// between (k + 0.5) / n and an integer), and vector code on lavapipe, where an integer
-// division by a runtime value is one division per lane (a 3x3 conv ran ~15% slower).
+// k / (KH * KW) and r / KW.
 fn tap_channel(k: u32) -> u32 {
-    if (TAPS_IN_PARAMS) { return u32((f32(k) + 0.5) * params.inv_taps); }
     return k / (KH * KW);
 }
 
 fn tap_row(r: u32) -> u32 {
-    if (TAPS_IN_PARAMS) { return u32((f32(r) + 0.5) * params.inv_kw); }
     return r / KW;
 }
 
@@ -131,9 +121,9 @@ fn tap_row(r: u32) -> u32 {
 // favours 128 x 64 tiles (4 patch values per invocation and step, against 8 for 64 x 128).
 fn load_x(k: u32, t: vec4<f32>) -> f32 {
     let ci = tap_channel(k);
-    let r = k - ci * select(KH * KW, params.taps, TAPS_IN_PARAMS);
+    let r = k - ci * (KH * KW);
     let ky = tap_row(r);
-    let kx = r - ky * select(KW, params.kw, TAPS_IN_PARAMS);
+    let kx = r - ky * KW;
     let ih = u32(ih0 + i32(ky * params.dil_h));
     let iw = u32(iw0 + i32(kx * params.dil_w));
     if (ih < params.h && iw < params.w && k < params.k_total) {
@@ -379,19 +369,6 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
     let px1 = vec2<u32>(q1 / hw_out, q1 % hw_out);
     let r0 = m0 + ty * 4u;
     let r1 = r0 + 4u * WY;
-    if (ROW_LOOP) {
-        // The same stores, one copy of their code: llvmpipe compiles this kernel in 0.8
-        // instead of 1.3 s at its first dispatch. The bound is 8, written so that the
-        // compiler does not unroll the loop back into eight copies.
-        var rows = array<vec4<f32>, 16>(c00, c01, c10, c11, c20, c21, c30, c31, c40, c41, c50,
-                                        c51, c60, c61, c70, c71);
-        let count = min(8u, params.cout_g + 8u);
-        for (var i = 0u; i < count; i++) {
-            let row = select(r0 + i, r1 + i - 4u, i >= 4u);
-            store(row, rows[2u * i], rows[2u * i + 1u], group, slab, hw_out, px, px1);
-        }
-        return;
-    }
     store(r0, c00, c01, group, slab, hw_out, px, px1);
     store(r0 + 1u, c10, c11, group, slab, hw_out, px, px1);
     store(r0 + 2u, c20, c21, group, slab, hw_out, px, px1);

@@ -13,6 +13,7 @@ from support import assert_close, random_array
 
 import gpucore
 from gpustd import Tensor
+from gpustd.nn import _conv_cpu as conv_cpu
 from gpustd.nn import conv as conv_module
 from gpustd.nn import conv2d
 
@@ -101,71 +102,30 @@ def test_conv2d_splits_k_only_on_gpus(device: gpucore.Device) -> None:
     assert split == (device.info.type != "cpu"), prof.summary()
 
 
-def test_conv2d_one_tile_shape_on_a_cpu(first_device: gpucore.Device) -> None:
-    """On a CPU adapter every layer takes one tile shape (lavapipe compiles each shape at its
-    first dispatch, 1-2 s of CPU): layers the GPU planner tiles differently share a kernel,
-    and the result is another tile's bit for bit (64 x 128, the kernel
-    test_conv2d_tile_plans builds: no compile of its own)."""
+def test_conv2d_on_a_cpu_is_two_kernels(first_device: gpucore.Device) -> None:
+    """On a CPU adapter conv2d runs gpustd/nn/_conv_cpu.py's direct conv (lavapipe compiles
+    each kernel at its first dispatch, 1-2 s of CPU): the layers whose kernel rows come in
+    threes at stride 1 or 2 share one kernel, every other layer a second, and all match
+    torch."""
     if first_device.info.type != "cpu":
         pytest.skip(f"{first_device.info.label} is a GPU: the planner's tiles apply")
     rng = np.random.default_rng(3)
-    arrays = [rng.standard_normal(s).astype(np.float32)
-              for s in ((2, 20, 10, 9), (70, 20, 3, 3), (70,), (1, 8, 4, 4), (8, 8, 3, 3), (8,))]
-    x, w, b, small_x, small_w, small_b = (Tensor.from_numpy(a, device=first_device)
-                                          for a in arrays)
-    assert conv_module._plan(70, 180, 1, 180)[:2] == (128, 64)  # the GPU's tile for this layer
-    assert conv_module._plan(8, 16, 1, 72)[:2] == (64, 64)  # and for the small one
-    planned = conv2d(x, w, b, padding=1, _plan_override=(64, 128, 1, 8)).numpy()
-    got = conv2d(x, w, b, padding=1).numpy()
-    assert np.array_equal(got, planned)
-    assert np.abs(got).max() > 1  # the check compares real values
-    built = first_device.pipelines_created
-    conv2d(small_x, small_w, small_b, padding=1).numpy()
-    assert first_device.pipelines_created == built  # the same kernel served the small layer
-
-
-def test_conv2d_stores_its_rows_in_a_loop_on_a_cpu(first_device: gpucore.Device,
-                                                  monkeypatch) -> None:
-    """On a CPU adapter the conv's epilogue stores its 8 rows from one loop (ROW_LOOP: one
-    copy of the store code for llvmpipe to compile), the values of the unrolled stores bit
-    for bit, ragged ends (channels past a tile's rows, pixels past an image's) included."""
-    if first_device.info.type != "cpu":
-        pytest.skip(f"{first_device.info.label} is a GPU: the stores stay unrolled")
-    rng = np.random.default_rng(6)
-    x, w, b = (Tensor.from_numpy(rng.standard_normal(s).astype(np.float32), device=first_device)
-               for s in ((2, 20, 7, 9), (70, 20, 3, 3), (70,)))
-    unrolled = conv2d(x, w, b, padding=1, _plan_override=(64, 64, 1, 8)).numpy()
-    loops: list[int] = []
-    built = conv_module._conv_kernel
-    monkeypatch.setattr(conv_module, "_conv_kernel",
-                        lambda *a, **kw: (loops.append(kw.get("ROW_LOOP", 0)), built(*a, **kw))[1])
-    got = conv2d(x, w, b, padding=1).numpy()
-    assert loops == [1] and np.array_equal(got, unrolled)
-    assert np.abs(got).max() > 1
-
-
-def test_conv2d_reads_its_kernel_size_from_the_params_on_a_cpu(first_device: gpucore.Device,
-                                                               monkeypatch) -> None:
-    """On a CPU adapter the conv reads its kernel's width and taps from the params
-    (TAPS_IN_PARAMS): a 1x1 (strided, so not a GEMM) and a 2x3 layer take the 3x3 layer's
-    kernel, and each is the kernel of its own size bit for bit."""
-    if first_device.info.type != "cpu":
-        pytest.skip(f"{first_device.info.label} is a GPU: the kernel's size is a constant")
-    rng = np.random.default_rng(7)
-    x, w, b, w1, w23 = (
-        Tensor.from_numpy(rng.standard_normal(s).astype(np.float32), device=first_device)
-        for s in ((2, 20, 7, 9), (70, 20, 3, 3), (70,), (70, 20, 1, 1), (70, 20, 2, 3)))
-    layers = [(w, dict(padding=1)), (w1, dict(stride=2)), (w23, dict(padding=(1, 0)))]
-    own = [conv2d(x, weight, b, **kw, _plan_override=(64, 64, 1, 8)).numpy()
-           for weight, kw in layers]
-    built: list = []
-    kernel = conv_module._conv_kernel
-    monkeypatch.setattr(conv_module, "_conv_kernel",
-                        lambda *a, **kw: (built.append(kernel(*a, **kw)), built[-1])[1])
-    got = [conv2d(x, weight, b, **kw).numpy() for weight, kw in layers]
-    assert built[0] is built[1] is built[2]
-    assert all(np.array_equal(g, o) for g, o in zip(got, own))
-    assert min(np.abs(g).max() for g in got) > 1
+    x = random_array(rng, (2, 10, 13, 11))
+    threes = [((12, 10, 3, 3), dict(padding=1)), ((9, 10, 3, 3), dict(stride=2, padding=1)),
+              ((17, 10, 3, 6), dict(padding=(1, 2))), ((8, 10, 3, 3), dict(stride=(3, 2)))]
+    others = [((12, 10, 5, 5), dict(padding=2)), ((7, 10, 1, 1), dict(stride=2)),
+              ((12, 5, 3, 3), dict(padding=2, dilation=2, groups=2)),
+              ((6, 10, 2, 3), dict(stride=3, padding=(1, 0)))]
+    for layers in (threes, others):
+        built = None
+        for w_shape, kw in layers:
+            w, b = random_array(rng, w_shape), random_array(rng, w_shape[:1])
+            got = conv2d(*(Tensor.from_numpy(a, device=first_device) for a in (x, w, b)),
+                         **kw).numpy()
+            assert_close(got, _reference(x, w, b, **kw), tol=F32_TOL)
+            if built is not None:  # the layer's kind was built by the first of its list
+                assert first_device.pipelines_created == built, (w_shape, kw)
+            built = first_device.pipelines_created
 
 
 @pytest.mark.parametrize("per_channel", [False, True])
@@ -181,9 +141,9 @@ def test_conv2d_add_after_on_a_cpu(first_device: gpucore.Device, monkeypatch,
                                       device=first_device) for s in shapes)
     fused = conv2d(x, w, b, padding=1, add=add, _plan_override=(64, 64, 1, 8)).numpy()
     modes: list[int] = []
-    built = conv_module._conv_kernel
-    monkeypatch.setattr(conv_module, "_conv_kernel",
-                        lambda *a, **kw: (modes.append(kw["ADD"]), built(*a, **kw))[1])
+    built = conv_cpu.kernel
+    monkeypatch.setattr(conv_cpu, "kernel", lambda name, *a, **kw: (
+        modes.append(kw["ADD"]) if name == "conv2d_cpu" else None, built(name, *a, **kw))[1])
     got = conv2d(x, w, b, padding=1, add=add).numpy()
     assert modes == [0] and np.array_equal(got, fused)
     assert not np.array_equal(got, conv2d(x, w, b, padding=1).numpy())  # the add counts
