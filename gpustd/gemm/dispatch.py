@@ -16,6 +16,7 @@ import numpy as np
 from gpucore import Buffer, Device
 
 from . import (
+    cpu,
     int8_units,
     matrix_fused,
     matrix_geglu,
@@ -56,7 +57,13 @@ def record_gemm(a: Buffer[Any], b: Buffer[Any], c: Buffer[Any], bias: Buffer[Any
             has_bias=bias is not None, m=m, n=n, k=k, trans_a=trans_a, trans_b=trans_b,
             alpha=alpha, beta=beta, plan=plan, tile=matrix_tile, bias_rows=bias_rows)
         return
-    # 2. gemm.wgsl: the rule's K splits; its tile and main loop, or the tuner's for them
+    # 2. a CPU adapter's direct product
+    if cpu.applies(c, k, b_format):
+        cpu.record_gemm(a, b, c, bias if bias is not None else portable.no_bias(device, c.dtype),
+                        has_bias=0 if bias is None else 2 if bias_rows else 1, m=m, n=n, k=k,
+                        trans_a=trans_a, trans_b=trans_b, alpha=alpha, beta=beta, plan=plan)
+        return
+    # 3. gemm.wgsl: the rule's K splits; its tile and main loop, or the tuner's for them
     chosen = plan_gemm(m, n, k, plan.count)
     tile, paired = chosen.tile, chosen.paired
     if c.dtype in tuning.DTYPES:

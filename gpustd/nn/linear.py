@@ -32,7 +32,8 @@ __all__ = ["conv1x1", "conv1x1_tokens", "linear", "linear_gated_add", "linear_ge
            "linear_gelu", "linears", "tokens_conv1x1"]
 
 _GELU = {"none": 1, "tanh": 2}
-# GEGLU's tile on CPU adapters: llvmpipe compiles it in 0.43 s of CPU at its first dispatch
+# GEGLU's tile on CPU adapters (quantized weights' fused gate: float ones take the direct
+# GEMM and the gate apart): llvmpipe compiles it in 0.43 s of CPU at its first dispatch
 # against 0.66 for 64 x 64 (4 x 8 outputs an invocation, not 8 x 8), and runs it no slower;
 # a tile changes no bit (each output sums its K in the same order).
 _CPU_GEGLU_TILE = Tile(32, 64, 8, 4, 8)
@@ -249,6 +250,10 @@ def linear_geglu(x: Tensor, weight: Tensor, bias: Tensor | None = None, *,
         record_gemm_geglu(x.buffer, weight.buffer, bias.buffer if bias is not None else None,
                           out.buffer, m=m, d=d, k=k, approximate=_GELU[approximate], tile=tile)
         return out
+    if x.device.info.type == "cpu":
+        # A CPU adapter's direct GEMM (gpustd/gemm/cpu.py) and the gate apart: the portable
+        # kernel's fused gate there runs its slow tiles
+        return geglu(linear(x, weight, bias), approximate=approximate)
     # both operands are read along K (x as stored, weight transposed)
     return geglu_gemm(x, weight.buffer, bias, d, k, approximate, vec_b=k % 4 == 0)
 

@@ -6,9 +6,10 @@ into a scratch tensor (one extra pass over it and its float bytes held for the G
 
 Each value is rounded to the compute dtype as the scratch is, and the tile and K splits are
 the ones the float GEMM would take on the portable kernel, so where the float weight's GEMM
-runs there too (every adapter without matrix units) both paths give the same result bit
-for bit. Where f16 GEMMs run on the matrix units (Dawn), the scratch path keeps them and
-`fuses` says no unless FUSED.everywhere is set (bench/quant_gemm.py compares the two).
+runs there too (every GPU without matrix units) both paths give the same result bit for bit
+(a CPU adapter's float GEMM is its own direct kernel: the same sums in another order). Where
+f16 GEMMs run on the matrix units (Dawn), the scratch path keeps them and `fuses` says no
+unless FUSED.everywhere is set (bench/quant_gemm.py compares the two).
 """
 
 from __future__ import annotations

@@ -21,6 +21,7 @@ import gpucore
 from gpucore import autotune
 from gpucore.__main__ import main as gpucore_main
 from gpustd import Tensor, linalg
+from gpustd.gemm import cpu as gemm_cpu
 from gpustd.gemm import dispatch, portable, tuning
 from gpustd.gemm import plan as gemm_plan
 
@@ -144,9 +145,12 @@ def ragged_case(rng: np.random.Generator, m: int, k: int, n: int,
 
 @pytest.mark.parametrize("m, k, n, trans_b", [(37, 45, 29, True), (5, 300, 7, False)])
 def test_every_gemm_candidate_is_bitwise_the_default(first_device: gpucore.Device, m: int,
-                                                     k: int, n: int, trans_b: bool) -> None:
+                                                     k: int, n: int, trans_b: bool,
+                                                     monkeypatch: pytest.MonkeyPatch) -> None:
     """Tiles, K steps and loop shapes differ; the bits of C may not (the second case splits
-    K, so the chunked split boundaries are exercised too)."""
+    K, so the chunked split boundaries are exercised too). A CPU adapter runs them as a GPU
+    would, not its direct kernel."""
+    monkeypatch.setattr(gemm_cpu, "DIRECT", False)
     device = first_device
     a_np, b_np = ragged_case(np.random.default_rng(m), m, k, n, trans_b)
     a, b = Tensor.from_numpy(a_np, device=device), Tensor.from_numpy(b_np, device=device)
@@ -174,6 +178,7 @@ def test_every_gemm_candidate_is_bitwise_the_default(first_device: gpucore.Devic
 def test_tuned_matmul_equals_untuned(first_device: gpucore.Device,
                                      monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(tuning, "candidates", lambda workgroup_bytes: GEMM_SUBSET)
+    monkeypatch.setattr(gemm_cpu, "DIRECT", False)  # a CPU adapter tunes as a GPU would
     a_np, b_np = ragged_case(np.random.default_rng(7), 37, 45, 29, trans_b=True)
     a = Tensor.from_numpy(a_np, device=first_device)
     b = Tensor.from_numpy(b_np, device=first_device)
