@@ -116,10 +116,10 @@ def test_budget_holds_at_the_peak(first_device: gpucore.Device, pipe: Any,
 def test_budgets_on_a_pipeline_loaded_to_the_gpu(first_device: gpucore.Device,
                                                  tmp_path: Path) -> None:
     """bench lowvram --quick's SD 1.5 (wider than this module's) loaded to the GPU, under
-    budgets of 3, 5 and 8 tenths of its plain run's peak, each on a pipeline just loaded (no
-    network has left the GPU): units leave, some of them while the text encoders' capture
-    records (on lavapipe at 3 and 8 tenths), and none is read back there (the plan took the
-    host copies as it was set; before, the never-moved VAE was: CaptureError). Every picture
+    budgets of 3, 5 and 8 tenths of its plain run's peak (lavapipe: 5 and 9), each on a
+    pipeline just loaded (no network has left the GPU): units leave, some of them while the
+    text encoders' capture records, and none is read back there (the plan took the host
+    copies as it was set; before, the never-moved VAE was: CaptureError). Every picture
     is the plain one bit for bit, but where the budget sent the decode to tiles: within the
     tiling's blending (an H200 at 5 tenths gave pixels a level off; the tiles the likely
     cause, not confirmed on a GPU yet)."""
@@ -134,8 +134,10 @@ def test_budgets_on_a_pipeline_loaded_to_the_gpu(first_device: gpucore.Device,
     pipe = load_pipeline(tmp_path, device=first_device, dtype=dtype)
     plain, _, stats = lowvram._measured(pipe, first_device, 64, 2)
     inside: list[bool] = []  # per eviction: whether a capture was recording
-    # 5 tenths (a GPU's tiled decode) on GPUs only: 15 s of CI's 2 cores
-    for tenths in (3, 8) if first_device.info.type == "cpu" else (3, 5, 8):
+    # Two budgets on CI's 2 cores (15 s each), those where lavapipe's units leave while a
+    # capture records: 5 and 9 tenths (3 and 8 before its direct GEMM and conv changed the
+    # activations' sizes; measured: at 3-9 tenths only 5 and 9 evict inside a capture).
+    for tenths in (5, 9) if first_device.info.type == "cpu" else (3, 5, 8):
         del pipe
         gc.collect()
         pipe = load_pipeline(tmp_path, device=first_device, dtype=dtype)
