@@ -70,6 +70,20 @@ fn value(at: u32, row_ok: bool, c: Column, t: vec4<f32>) -> f32 {
     return select(0.0, y, row_ok && c.inside);
 }
 
+// The prologue's table entry at `at` (zero without a prologue).
+fn entry(at: u32) -> vec4<f32> {
+    if (PROLOGUE == 0u) {
+        return vec4<f32>(0.0);
+    }
+    return norm[at];
+}
+
+// Where input row ih starts in a channel of x (clamped into it; the caller masks a row
+// outside).
+fn row_offset(ih: i32, w_in: u32) -> u32 {
+    return (min(u32(ih), params.h - 1u) >> UP_SHIFT) * w_in;
+}
+
 // Output channel `co` at pixels ow0.. of output row `row` (of all images' rows): span of them,
 // from every stride_w-th of the 8 sums with STEP 3 (the 8 columns then lie at unit stride).
 fn store8(m: u32, co: u32, row: u32, ow0: u32, lo: vec4<f32>, hi: vec4<f32>) {
@@ -131,14 +145,11 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
             var w_at = (w_group + kx) * params.cpad4 + m0 / 4u;
             var x_at = x_img;
             for (var ci = 0u; ci < params.cin_g; ci++) {
-                var t = vec4<f32>(0.0);
-                if (PROLOGUE != 0u) {
-                    t = norm[norm_img + ci];
-                }
+                let t = entry(norm_img + ci);
                 for (var ky = 0u; ky < params.kh; ky++) {
                     let ih = ih0 + i32(ky * params.dil_h);
                     let r = u32(ih) < params.h;
-                    let at = x_at + (min(u32(ih), params.h - 1u) >> UP_SHIFT) * w_in;
+                    let at = x_at + row_offset(ih, w_in);
                     let b0 = vec4<f32>(value(at, r, q0, t), value(at, r, q1, t),
                                        value(at, r, q2, t), value(at, r, q3, t));
                     let b1 = vec4<f32>(value(at, r, q4, t), value(at, r, q5, t),
@@ -161,14 +172,11 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
         var w_at = w_group * params.cpad4 + m0 / 4u;
         var x_at = x_img;
         for (var ci = 0u; ci < params.cin_g; ci++) {
-            var t = vec4<f32>(0.0);
-            if (PROLOGUE != 0u) {
-                t = norm[norm_img + ci];
-            }
+            let t = entry(norm_img + ci);
             for (var ky = 0u; ky < params.kh; ky++) {
                 let ih = ih0 + i32(ky * params.dil_h);
                 let r = u32(ih) < params.h;
-                let at = x_at + (min(u32(ih), params.h - 1u) >> UP_SHIFT) * w_in;
+                let at = x_at + row_offset(ih, w_in);
                 for (var kx = 0u; kx < params.kw; kx++) {
                     let i0 = iw0 + i32(kx * params.dil_w);
                     let b0 = vec4<f32>(value(at, r, column(i0), t),
