@@ -23,7 +23,7 @@ UNET_TINY: dict[str, Any] = dict(
     attention_head_dim=(2, 4), norm_num_groups=32,
 )
 VAE_TINY: dict[str, Any] = dict(
-    block_out_channels=(32, 64), in_channels=3, out_channels=3, latent_channels=4,
+    block_out_channels=(32, 32), in_channels=3, out_channels=3, latent_channels=4,
     down_block_types=("DownEncoderBlock2D",) * 2, up_block_types=("UpDecoderBlock2D",) * 2,
     norm_num_groups=32,
 )

@@ -52,7 +52,7 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Any:
     model = write_pipeline(root / "models" / "tiny-sd")
     (root / "models" / "adetailer").mkdir()
     write_tiny_yolo(root / "models" / "adetailer" / "face_tiny.pt")
-    write_tiny_yolo(root / "models" / "adetailer" / "person_tiny-seg.pt", seed=4, segment=True)
+    write_tiny_yolo(root / "models" / "adetailer" / "person_tiny-seg.pt", seed=14, segment=True)
     app = create_app(model=model, models_dir=root / "models", outputs=root / "outputs",
                      loader=CachedLoader())
     with live_server(app) as url:
