@@ -19,7 +19,7 @@ import numpy as np
 from gpucore import FeatureError, Kernel
 
 from .._tensor import Tensor
-from . import _attention_subgroup_matrix, _attention_wide
+from . import _attention_cpu, _attention_subgroup_matrix, _attention_wide
 from ._attention_plan import Plan, plan_for
 
 __all__ = ["attention"]
@@ -176,6 +176,12 @@ def attention(q: Tensor, k: Tensor, v: Tensor, *, mask: Any = None, causal: bool
             and _attention_wide.applies(d, q.dtype, device, heads is None or h == 1)):
         _attention_wide.record_attention_wide(q, k, v, out, shape=(b, h, lq, lk, d),
                                               scale=scale)
+        return out
+    if _attention_cpu.applies(d, device):
+        _attention_cpu.record_attention_cpu(
+            q, k, v, mask_tensor, out, shape=(b, h, lq, lk, d), scale=float(scale) * _LOG2E,
+            kind=kind, causal=causal, strides=(q_strides, k_strides, v_strides, q_strides,
+                                               m_strides))
         return out
     plan = plan_for(d, device, lq, b * h, lk)
     cpu_budget = (device.limits["max-compute-workgroup-storage-size"]

@@ -1,4 +1,6 @@
-"""gpustd.nn.attention against torch's scaled_dot_product_attention computed in float64."""
+"""gpustd.nn.attention against torch's scaled_dot_product_attention computed in float64: the
+flash kernel (shaders/nn/attention.wgsl) and its plans, on CPU adapters too (their own direct
+kernel is test_attention_cpu.py's)."""
 
 from __future__ import annotations
 
@@ -23,7 +25,15 @@ from gpustd.nn.attention import attention
 # gpustd.nn re-exports the function under the module's name.
 attention_module = importlib.import_module("gpustd.nn.attention")
 plans = importlib.import_module("gpustd.nn._attention_plan")
+attention_cpu = importlib.import_module("gpustd.nn._attention_cpu")
 F32_TOL = 2e-5  # float32 storage, float32 accumulation over up to ~150 keys
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _flash_kernel_on_cpus_too():
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(attention_cpu, "DIRECT", False)
+        yield
 
 
 def reference(q, k, v, *, mask=None, causal=False, scale=None) -> np.ndarray:
