@@ -109,9 +109,10 @@ fn dots(acc: vec4<f32>, x: vec4<f32>, y0: vec4<f32>, y1: vec4<f32>, y2: vec4<f32
     return fma(vec4<f32>(x.w), vec4<f32>(y0.w, y1.w, y2.w, y3.w), r);
 }
 
-// Row `row` of C, columns n0..n0+7 from the sums lo (0-3) and hi (4-7); `cb`: the columns'
-// biases (has_bias 1).
-fn store_row(c_off: u32, row: u32, n0: u32, lo: vec4<f32>, hi: vec4<f32>, cb: array<f32, 8>) {
+// Row `row` of C, columns n0..n0+7 from the sums lo (0-3) and hi (4-7); cb_lo, cb_hi: the
+// columns' biases (has_bias 1).
+fn store_row(c_off: u32, row: u32, n0: u32, lo: vec4<f32>, hi: vec4<f32>, cb_lo: vec4<f32>,
+             cb_hi: vec4<f32>) {
     if (row >= params.m) {
         return;
     }
@@ -119,9 +120,9 @@ fn store_row(c_off: u32, row: u32, n0: u32, lo: vec4<f32>, hi: vec4<f32>, cb: ar
     if (params.has_bias == 2u) { rb = f32(bias[row]); }
     let at = c_off + row * params.n + n0;
     for (var j = 0u; j < min(8u, params.n - n0); j++) {
-        var v = params.alpha * select(hi[j - 4u], lo[j], j < 4u);
+        var v = params.alpha * select(hi, lo, j < 4u)[j % 4u];
         if (BETA) { v += params.beta * f32(c[at + j]); }
-        c[at + j] = T(v + cb[j] + rb);
+        c[at + j] = T(v + select(cb_hi, cb_lo, j < 4u)[j % 4u] + rb);
     }
 }
 
@@ -202,15 +203,21 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
         c60 = dots(c60, x6, y0, y1, y2, y3); c61 = dots(c61, x6, y4, y5, y6, y7);
         c70 = dots(c70, x7, y0, y1, y2, y3); c71 = dots(c71, x7, y4, y5, y6, y7);
     }
-    // The stores as one loop over the rows (one copy of their code for llvmpipe to compile).
-    var rows = array<vec4<f32>, 16>(c00, c01, c10, c11, c20, c21, c30, c31, c40, c41, c50, c51,
-                                    c60, c61, c70, c71);
+    // The stores as one loop over the rows, each row's sums shifted into c00 and c01 (one copy
+    // of the store's code for llvmpipe to compile, and no private array indexed at run time)
     let c_off = params.c_base + z * params.m * params.n;
-    var cb = array<f32, 8>();
+    var cb_lo = vec4<f32>(0.0);
+    var cb_hi = vec4<f32>(0.0);
     if (params.has_bias == 1u) {
-        for (var j = 0u; j < 8u; j++) { cb[j] = f32(bias[min(n0 + j, params.n - 1u)]); }
+        let last = params.n - 1u;
+        cb_lo = vec4<f32>(f32(bias[min(n0, last)]), f32(bias[min(n0 + 1u, last)]),
+                          f32(bias[min(n0 + 2u, last)]), f32(bias[min(n0 + 3u, last)]));
+        cb_hi = vec4<f32>(f32(bias[min(n0 + 4u, last)]), f32(bias[min(n0 + 5u, last)]),
+                          f32(bias[min(n0 + 6u, last)]), f32(bias[min(n0 + 7u, last)]));
     }
     for (var i = 0u; i < 8u; i++) {
-        store_row(c_off, m0 + i, n0, rows[2u * i], rows[2u * i + 1u], cb);
+        store_row(c_off, m0 + i, n0, c00, c01, cb_lo, cb_hi);
+        c00 = c10; c01 = c11; c10 = c20; c11 = c21; c20 = c30; c21 = c31; c30 = c40; c31 = c41;
+        c40 = c50; c41 = c51; c50 = c60; c51 = c61; c60 = c70; c61 = c71;
     }
 }

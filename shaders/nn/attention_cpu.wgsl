@@ -177,31 +177,20 @@ fn kept(n: u32) -> u32 {
 fn hmax(x: vec4<f32>) -> f32 { return max(max(x.x, x.y), max(x.z, x.w)); }
 fn hsum(x: vec4<f32>) -> f32 { return (x.x + x.y) + (x.z + x.w); }
 
-// Slot j of a (a switch, not an indexed array: llvmpipe spends seconds compiling the latter).
-fn slot(a: Dims, j: u32) -> vec4<f32> {
-    switch j {
-        case 0u: { return a.x0; }
-        case 1u: { return a.x1; }
-        case 2u: { return a.x2; }
-        case 3u: { return a.x3; }
-        case 4u: { return a.x4; }
-        case 5u: { return a.x5; }
-        case 6u: { return a.x6; }
-        default: { return a.x7; }
-    }
-}
-
-// Row `row`'s output: acc * inv (inv 0 where every key was masked, as torch gives).
+// Row `row`'s output: acc * inv (inv 0 where every key was masked, as torch gives), a slot at a
+// time, the next slot shifted into x0 (no slot indexed at run time).
 fn store(base: u32, row: u32, a: Dims, inv: f32) {
     if (row >= params.lq) {
         return;
     }
     let at = base + row * params.o_sl;
+    var rest = a;
     for (var j = 0u; j < params.dv4; j++) {
-        let x = slot(a, j) * inv;
+        let x = rest.x0 * inv;
         for (var c = 0u; c < min(4u, params.d - 4u * j); c++) {
             out[at + 4u * j + c] = T(x[c]);
         }
+        rest = Dims(rest.x1, rest.x2, rest.x3, rest.x4, rest.x5, rest.x6, rest.x7, rest.x7);
     }
 }
 
@@ -253,8 +242,10 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
     }
     let inv = select(vec4(0.0), 1.0 / lsum, lsum > vec4(0.0));
     let o_base = b * params.o_sb + h * params.o_sh;
-    store(o_base, row0, a0, inv.x);
-    store(o_base, row0 + 1u, a1, inv.y);
-    store(o_base, row0 + 2u, a2, inv.z);
-    store(o_base, row0 + 3u, a3, inv.w);
+    // one store's code, each row's sums shifted into a0 in turn
+    var scale = inv;
+    for (var r = 0u; r < 4u; r++) {
+        store(o_base, row0 + r, a0, scale.x);
+        a0 = a1; a1 = a2; a2 = a3; scale = scale.yzwx;
+    }
 }

@@ -106,7 +106,7 @@ fn store8(m: u32, co: u32, row: u32, ow0: u32, lo: vec4<f32>, hi: vec4<f32>) {
             } else if (ADD == 2u) {
                 e = f32(addend[img * params.c_out + co]);
             }
-            out[o + j] = T(select(hi[i - 4u], lo[i], i < 4u) + b + e);
+            out[o + j] = T(select(hi, lo, i < 4u)[i % 4u] + b + e);
         }
     }
 }
@@ -194,12 +194,13 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
             x_at += hw_in;
         }
     }
-    // The stores as one loop over the 8 channels (one copy of their code: llvmpipe compiles
-    // a kernel at its first dispatch).
-    var acc = array<vec4<f32>, 16>(c00, c01, c10, c11, c20, c21, c30, c31, c40, c41, c50, c51,
-                                   c60, c61, c70, c71);
+    // The stores as one loop over the 8 channels, each channel's sums shifted into c00 and
+    // c01 in turn (one copy of the store's code, no private array indexed at run time:
+    // llvmpipe compiles a kernel at its first dispatch).
     let co0 = group * params.cout_g + m0;
     for (var i = 0u; i < 8u; i++) {
-        store8(m0 + i, co0 + i, row, ow0, acc[2u * i], acc[2u * i + 1u]);
+        store8(m0 + i, co0 + i, row, ow0, c00, c01);
+        c00 = c10; c01 = c11; c10 = c20; c11 = c21; c20 = c30; c21 = c31; c30 = c40; c31 = c41;
+        c40 = c50; c41 = c51; c50 = c60; c51 = c61; c60 = c70; c61 = c71;
     }
 }
