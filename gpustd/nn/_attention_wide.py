@@ -29,6 +29,7 @@ from .._tensor import Tensor
 from ..gemm import matrix_units
 from ..gemm.dispatch import record_gemm
 from ..gemm.plan import BatchPlan
+from . import _attention_cpu
 
 __all__ = ["SCORE_BYTES", "WIDE_FROM", "applies", "chunk_rows", "record_attention_wide"]
 
@@ -44,8 +45,14 @@ def applies(d: int, dtype: np.dtype, device: Any, contiguous: bool) -> bool:
     """Whether an unmasked, non-causal call of head dim `d` runs here: wide heads whose
     batch entries are contiguous L x D blocks ((B, H, L, D), or one head of (B, L, D)), in
     float32 anywhere and in float16 where the device has the matrix units (the portable
-    GEMM would round float16 scores)."""
-    return (d >= WIDE_FROM and d % 2 == 0 and contiguous
+    GEMM would round float16 scores). On CPU adapters every head past the direct kernel's
+    (_attention_cpu.MAX_D) is wide: a small VAE's single 64-wide head then runs on the GEMM
+    kernels its convs' neighbours have built, not the flash kernel, which llvmpipe spends 2 s
+    of every process compiling."""
+    wide_from = WIDE_FROM
+    if _attention_cpu.applies(_attention_cpu.MAX_D, device):
+        wide_from = _attention_cpu.MAX_D + 1
+    return (d >= wide_from and d % 2 == 0 and contiguous
             and (dtype == np.float32 or matrix_units.available(device)))
 
 

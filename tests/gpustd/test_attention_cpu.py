@@ -109,15 +109,35 @@ def test_head_dims_to_32_share_one_kernel_and_wider_ones_take_the_flash_kernel(c
                                                                               monkeypatch):
     # A tiny model's head dims (its text encoder's 8, its UNet's 16, its VAE's 32) run one
     # kernel: each kernel more is a second or more of llvmpipe compiling in every process.
-    # Past 32 the flash kernel's plans run.
+    # Past 32 an odd head dim takes the flash kernel's plans (even ones: the next test).
     built: list = []
     cached = kernel_store.Kernel.cached
     monkeypatch.setattr(kernel_store.Kernel, "cached", lambda *a, **kw: (
         built.append((a[0], repr(kw))), cached(*a, **kw))[1])
     rng = np.random.default_rng(5)
-    for d in (8, 16, 24, 32, 33, 64):
+    for d in (8, 16, 24, 32, 33):
         q, k, v = qkv(rng, 1, 2, 37, 29, d)
         assert_close(run(cpu, q, k, v), reference(q, k, v), tol=F32_TOL)
     names = [name for name, _ in built if name.startswith("nn/attention")]
-    assert names == ["nn/attention_cpu"] * 4 + ["nn/attention"] * 2
+    assert names == ["nn/attention_cpu"] * 4 + ["nn/attention"]
     assert len({args for name, args in built if name == "nn/attention_cpu"}) == 1
+
+
+def test_even_head_dims_past_32_take_the_two_gemms(cpu, monkeypatch):
+    # A small VAE's one 64-wide head runs as two GEMMs around a row softmax on CPU adapters,
+    # on GEMM kernels a picture builds anyway, not the flash kernel (2 s of llvmpipe compiling
+    # in every process); so do (B, H, L, D) heads, one batch entry at a time. Masks, causal
+    # rows and (B, L, H*D) heads keep the flash kernel.
+    built: list = []
+    cached = kernel_store.Kernel.cached
+    monkeypatch.setattr(kernel_store.Kernel, "cached", lambda *a, **kw: (
+        built.append(a[0]), cached(*a, **kw))[1])
+    rng = np.random.default_rng(6)
+    for b, h, d in ((2, 1, 64), (1, 2, 34)):
+        q, k, v = qkv(rng, b, h, 37, 29, d)
+        assert_close(run(cpu, q, k, v), reference(q, k, v), tol=F32_TOL)
+    assert {name for name in built if name.startswith("nn/attention")} == {"nn/attention_rows"}
+    assert "linalg/gemm_cpu" in built
+    q, k, v = qkv(rng, 1, 1, 29, 29, 64)
+    assert_close(run(cpu, q, k, v, causal=True), reference(q, k, v, causal=True), tol=F32_TOL)
+    assert built[-1] == "nn/attention"
