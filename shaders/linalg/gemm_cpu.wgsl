@@ -16,7 +16,6 @@ override TRANS_A: bool = false;  // A stored k x m
 override TRANS_B: bool = false;  // B stored n x k (a linear layer's weight)
 override VEC_A: bool = true;
 override VEC_B: bool = true;
-override BETA: bool = false;  // beta != 0: C is read
 
 struct Params {
     m: u32, n: u32, k: u32,
@@ -121,7 +120,7 @@ fn store_row(c_off: u32, row: u32, n0: u32, lo: vec4<f32>, hi: vec4<f32>, cb_lo:
     let at = c_off + row * params.n + n0;
     for (var j = 0u; j < min(8u, params.n - n0); j++) {
         var v = params.alpha * select(hi, lo, j < 4u)[j % 4u];
-        if (BETA) { v += params.beta * f32(c[at + j]); }
+        if (params.beta != 0.0) { v += params.beta * f32(c[at + j]); }  // else C unread
         c[at + j] = T(v + select(cb_hi, cb_lo, j < 4u)[j % 4u] + rb);
     }
 }
