@@ -22,6 +22,8 @@ WebUI's `apply_weight_decompose` and Forge's `weight_decompose` do (eps float32'
 normalizes an output-row DoRA by ||W|| rather than ||V||; LyCORIS and PEFT, which train them,
 by ||V||, as here. Several LoRAs on one layer apply in their order, each on the weight the ones
 before it left, as Forge merges them.
+
+The updates built from the weight itself (IA3) are `_delta_weight`'s.
 """
 
 from __future__ import annotations
@@ -31,6 +33,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ._delta_weight import WEIGHT_KINDS, apply_to_weight, check_weight_fit
 from ._errors import LoraError
 from ._file import LoraModule
 
@@ -105,8 +108,12 @@ def fitted_shape(path: Path, module: LoraModule, target: str,
 
     Fits: the same number of elements (a linear update on a 1x1 conv and back, as the WebUI
     reshapes), or an inpainting UNet's conv_in whose 4 extra input channels the update leaves
-    alone (the WebUI zero-pads them).
+    alone (the WebUI zero-pads them); an update built from the weight (`_delta_weight`): its
+    own test.
     """
+    if module.kind in WEIGHT_KINDS:
+        check_weight_fit(path, module, target, shape)
+        return shape
     natural = module.tensors["bias"].shape if module.kind == "bias" else module.delta_shape
     if math.prod(natural) == math.prod(shape) or _inpaint_pad(natural, shape):
         if "dora_scale" in module.tensors:
@@ -152,7 +159,11 @@ def _magnitudes(path: Path | None, module: LoraModule, shape: tuple[int, ...]) -
 def add_update(total: np.ndarray, module: LoraModule, multiplier: float,
                dyn_dim: int | None = None) -> None:
     """Add `module`'s update at `multiplier` to `total` (float64, the layer's weight so far,
-    changed in place): `delta`'s, or DoRA's blend (module doc)."""
+    changed in place): `delta`'s, DoRA's blend (module doc), or one built from the weight
+    (`_delta_weight`)."""
+    if module.kind in WEIGHT_KINDS:
+        apply_to_weight(total, module, multiplier)
+        return
     if "dora_scale" not in module.tensors:
         total += delta(module, total.shape, multiplier, dyn_dim)
         return

@@ -7,8 +7,9 @@ Formats read (the ones the WebUI's built-in Lora extension and diffusers read fo
   `lora_te2_`) for the text encoders. LyCORIS LoCon uses the same names on conv layers (a 3x3
   `lora_down`, a 1x1 `lora_up`), LoHa `hada_w1_a`, `hada_w1_b`, `hada_w2_a`, `hada_w2_b`
   (optional `hada_t1`, `hada_t2`), LoKr `lokr_w1` (or `lokr_w1_a`, `lokr_w1_b`) and `lokr_w2`
-  (or `lokr_w2_a`, `lokr_w2_b`, optional `lokr_t2`), and full differences `diff` (`diff_b` for
-  the bias); DoRA's `dora_scale` beside any of them.
+  (or `lokr_w2_a`, `lokr_w2_b`, optional `lokr_t2`), full differences `diff` (`diff_b` for
+  the bias), and IA3 `weight` and `on_input` (factors on the weight itself:
+  `diffusion.lora._delta_weight`); DoRA's `dora_scale` beside any but IA3.
 - diffusers / PEFT: `unet.<module>.lora_A.weight` / `lora_B.weight` (`text_encoder.`,
   `text_encoder_2.`, `transformer.`, and ComfyUI's `diffusion_model.` for the UNet or the
   transformer), the older `<module>.lora.down.weight` / `.lora.up.weight`,
@@ -62,7 +63,9 @@ _KOHYA_PARTS = {"lora_down.weight": "down", "lora_up.weight": "up", "lora_mid.we
                 # LyCORIS's full difference (W' = W + diff) and its bias's
                 "diff": "diff", "diff_b": "bias",
                 # DoRA's magnitudes (LyCORIS, kohya): an update's weight decomposition
-                "dora_scale": "dora_scale"}
+                "dora_scale": "dora_scale",
+                # LyCORIS IA3: a factor per output row (per input column where `on_input`)
+                "weight": "weight", "on_input": "on_input"}
 _DIFFUSERS_PARTS = {"lora_A.weight": "down", "lora_B.weight": "up", "lora.down.weight": "down",
                     "lora.up.weight": "up", "lora_linear_layer.down.weight": "down",
                     "lora_linear_layer.up.weight": "up", "alpha": "alpha",
@@ -77,22 +80,23 @@ _DIFFUSERS_PARTS = {"lora_A.weight": "down", "lora_B.weight": "up", "lora.down.w
 _PROCESSOR_NAMES = {"processor.to_q_lora": "to_q", "processor.to_k_lora": "to_k",
                     "processor.to_v_lora": "to_v", "processor.to_out_lora": "to_out.0"}
 _REQUIRED = {"lora": ("down", "up"), "loha": ("w1a", "w1b", "w2a", "w2b"), "lokr": (),
-             "full": ("diff",), "bias": ("bias",)}
+             "full": ("diff",), "bias": ("bias",), "ia3": ("weight", "on_input")}
 
 
 @dataclass(eq=False)
 class LoraModule:
-    """The update of one layer: `kind` "lora" (incl. LoCon), "loha", "lokr" or "full", its
-    `tensors` by short name (down, up, mid / w1a, w1b, w2a, w2b, t1, t2 / k1 or k1a, k1b, k2 or
-    k2a, k2b, kt2 / diff; DoRA's magnitudes `dora_scale` beside any of them) as stored
-    (float16/32; bfloat16 widened to float32), and `alpha` (None: the scale is 1). `name` is
+    """The update of one layer: `kind` "lora" (incl. LoCon), "loha", "lokr", "full" or "ia3",
+    its `tensors` by short name (down, up, mid / w1a, w1b, w2a, w2b, t1, t2 / k1 or k1a, k1b, k2
+    or k2a, k2b, kt2 / diff / IA3's weight, on_input; DoRA's magnitudes `dora_scale` beside any
+    but IA3) as stored (float16/32; bfloat16 widened to float32; IA3's on_input an integer), and
+    `alpha` (None: the scale is 1). `name` is
     the module as the file names it (component prefix removed); `key` is the file's own
     spelling, for messages. Compares by identity."""
 
     component: str
     name: str
     key: str
-    kind: str = ""  # "lora", "loha", "lokr", "full", or "bias" (a bias update alone)
+    kind: str = ""  # "lora", "loha", "lokr", "full", "ia3", or "bias" (a bias update alone)
     tensors: dict[str, np.ndarray] = field(default_factory=dict)
     alpha: float | None = None
     rank_stabilized: bool = False  # PEFT's use_rslora: alpha / sqrt(rank)
@@ -100,11 +104,12 @@ class LoraModule:
     @property
     def rank(self) -> int | None:
         """The rank the update was trained at (down's rows; LoHa: w1b's rows; LoKr: its
-        low-rank factor's, w2's where both are, none where both are whole; full: none)."""
-        if self.kind in ("lokr", "full"):
-            low = [self.tensors[k] for k in ("k2b", "k1b") if k in self.tensors]
-            return int(low[0].shape[0]) if low else None
-        return int(self.tensors["down" if self.kind == "lora" else "w1b"].shape[0])
+        low-rank factor's, w2's where both are, none where both are whole; full, IA3: none, so
+        no alpha scales them, as in the WebUI)."""
+        if self.kind in ("lora", "loha"):
+            return int(self.tensors["down" if self.kind == "lora" else "w1b"].shape[0])
+        low = [self.tensors[k] for k in ("k2b", "k1b") if k in self.tensors]
+        return int(low[0].shape[0]) if low else None
 
     @property
     def scale(self) -> float:
@@ -216,8 +221,8 @@ def _norm_diff(key: str) -> bool:
 def _part(path: Path, key: str, part: str, known: dict[str, str]) -> str:
     if part not in known:
         raise LoraError(f"{path}: tensor {key!r}: {part!r} is not a part of a LoRA, LoCon, "
-                        f"LoHa, LoKr or full-difference module this loader supports "
-                        f"({', '.join(known)}); other LyCORIS types (IA3, OFT, GLoRA) are "
+                        f"LoHa, LoKr, full-difference or IA3 module this loader supports "
+                        f"({', '.join(known)}); other LyCORIS types (OFT, GLoRA) are "
                         "not supported")
     return known[part]
 
@@ -232,7 +237,7 @@ def _without_processor(name: str) -> str:
 
 
 def _store(path: Path, module: LoraModule, key: str, part: str, value: np.ndarray) -> None:
-    if value.dtype.kind != "f":
+    if value.dtype.kind != "f" and not (part == "on_input" and value.dtype.kind in "biu"):
         raise LoraError(f"{path}: tensor {key!r} is {value.dtype}, a LoRA holds floats")
     if not np.all(np.isfinite(value)):
         raise LoraError(f"{path}: tensor {key!r} holds NaN or infinite values; the file is "
@@ -259,7 +264,21 @@ def _factor_shape(t: dict[str, np.ndarray], which: str) -> tuple[int, ...]:
     return (a.shape[0], math.prod(b.shape[1:]))
 
 
+def _check_ia3(path: Path, module: LoraModule) -> None:
+    """IA3: one factor per row or column (LyCORIS's (n,), on a conv (1, n, 1, 1)), `on_input`
+    a single 0 or 1, no DoRA magnitudes."""
+    t = module.tensors
+    if t["weight"].size != max(t["weight"].shape, default=1) or t["on_input"].size != 1:
+        raise LoraError(f"{path}: IA3 module {module.name!r} has weight {t['weight'].shape} and "
+                        f"on_input {t['on_input'].shape}; expected a vector and a scalar")
+    if "dora_scale" in t:
+        raise LoraError(f"{path}: IA3 module {module.name!r} has DoRA magnitudes (dora_scale), "
+                        "which only a LoRA, LoHa, LoKr or full difference carries")
+
+
 def _kind(t: dict[str, np.ndarray]) -> str:
+    if "weight" in t or "on_input" in t:
+        return "ia3"
     if "w1a" in t:
         return "loha"
     if any(part.startswith("k") for part in t):
@@ -285,7 +304,9 @@ def _check_module(path: Path, module: LoraModule) -> None:
         raise LoraError(f"{path}: {module.component} module {module.name!r} lacks its "
                         f"{' and '.join(missing)} tensor(s); the file is incomplete")
     module.kind = kind
-    if kind in ("bias", "full"):
+    if kind == "ia3":
+        _check_ia3(path, module)
+    if kind in ("bias", "full", "ia3"):
         return
     if kind == "lora":
         pairs = [("up", 1, "down", 0)] + ([("mid", 0, "down", 0)] if "mid" in t else [])

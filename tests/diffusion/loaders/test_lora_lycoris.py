@@ -1,0 +1,162 @@
+"""LyCORIS's updates built from the weight itself (IA3) patched through LoraManager, against the
+WebUI's formulas (extensions-builtin/Lora/network_*.py) written out here in float64 numpy.
+
+Each test writes a file for every linear (and, where the type has them, conv) layer of the tiny
+pipeline, patches it at (text encoder, UNet) multipliers (1, 0.6) and (0.6, 1), and compares
+every weight with the formula applied to the original weights: within 4e-6 * max|W| (float32
+rounding of ours, once), while every update moves its weight by over 1e-3 * max|W| (asserted).
+Removal gives the original weights bit for bit.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+pytest.importorskip("diffusers", reason="test-only reference (extra: reference)")
+import safetensors.numpy
+import torch
+from sd_tiny import tiny_text_encoder, tiny_unet, tiny_vae, write_pipeline
+
+import gpucore
+from diffusion import load_pipeline
+from diffusion.lora import LoraError, LoraFile, LoraManager
+
+TOLERANCE = 4e-6  # relative to max|W| of each weight
+MULTIPLIERS = ((1.0, 0.6), (0.6, 1.0))  # (text encoder, UNet)
+
+
+class Layer:
+    """One layer of the tiny pipeline: its component, kohya name, our parameter key, shape."""
+
+    def __init__(self, component: str, path: str, shape: tuple[int, ...]) -> None:
+        prefix = "lora_unet_" if component == "unet" else "lora_te_"
+        self.component, self.name = component, prefix + path.replace(".", "_")
+        self.key, self.shape = path.removeprefix("text_model.") + ".weight", shape
+
+
+@pytest.fixture(scope="module")
+def components() -> dict[str, Any]:
+    return {"unet": tiny_unet(), "vae": tiny_vae(), "text_encoder": tiny_text_encoder()}
+
+
+@pytest.fixture(scope="module")
+def ours(tmp_path_factory: pytest.TempPathFactory, components: dict[str, Any],
+         first_device: gpucore.Device) -> Any:
+    folder = write_pipeline(tmp_path_factory.mktemp("tiny-sd-lycoris"), **components)
+    return load_pipeline(folder, device=first_device)
+
+
+def _layers(components: dict[str, Any], *types: type) -> list[Layer]:
+    return [Layer(component, path, tuple(module.weight.shape))
+            for component in ("unet", "text_encoder")
+            for path, module in components[component].named_modules()
+            if isinstance(module, types)]
+
+
+def _weights(pipe: Any) -> dict[str, dict[str, np.ndarray]]:
+    return {c: getattr(pipe, c).state_dict() for c in ("unet", "text_encoder")}
+
+
+def _save(path: Path, tensors: dict[str, np.ndarray]) -> Path:
+    safetensors.numpy.save_file(tensors, str(path))
+    return path
+
+
+# (original weight in float64, multiplier) -> the patched weight
+Expected = Callable[[np.ndarray, float], np.ndarray]
+
+
+def _check(ours: Any, path: Path, expected: dict[Layer, Expected]) -> float:
+    """Patch `path` at MULTIPLIERS and compare every layer of `expected`; then remove it.
+    Returns the largest error seen, relative to max|W|."""
+    base = _weights(ours)
+    loras = LoraManager(ours)
+    worst = 0.0
+    try:
+        for te, unet in MULTIPLIERS:
+            loras.set([(path, te, unet)])
+            got = _weights(ours)
+            for layer, formula in expected.items():
+                old = base[layer.component][layer.key].astype(np.float64)
+                want = formula(old, unet if layer.component == "unet" else te)
+                scale = np.abs(old).max()
+                assert np.abs(want - old).max() > 1e-3 * scale, layer.name  # a visible update
+                err = np.abs(got[layer.component][layer.key] - want).max() / scale
+                assert err <= TOLERANCE, (layer.name, err)
+                worst = max(worst, err)
+        loras.clear()
+        restored = _weights(ours)
+        for component, weights in base.items():
+            for key, value in weights.items():
+                np.testing.assert_array_equal(restored[component][key], value, err_msg=key)
+    finally:
+        loras.clear()
+    return worst
+
+
+# -- IA3 ---------------------------------------------------------------------------------------
+
+def test_ia3_scales_rows_or_columns(tmp_path: Path, ours: Any, components: Any) -> None:
+    """network_ia3: W' = W + multiplier * W * w, w per output row, or per input column where
+    `on_input` (LyCORIS's int64 scalar) is 1; on a conv, per channel as LyCORIS trains it."""
+    rng = np.random.default_rng(5)
+    tensors, expected = {}, {}
+    for i, layer in enumerate(_layers(components, torch.nn.Linear, torch.nn.Conv2d)):
+        on_input = i % 2
+        size = layer.shape[on_input]
+        factors = rng.standard_normal(size).astype(np.float32) * 0.3
+        stored = factors.reshape(1, size, 1, 1) if len(layer.shape) == 4 else factors
+        tensors[f"{layer.name}.weight"] = stored
+        tensors[f"{layer.name}.on_input"] = np.array(on_input, np.int64)
+        column = factors.astype(np.float64).reshape(
+            [-1 if axis == on_input else 1 for axis in range(len(layer.shape))])
+
+        def formula(w: np.ndarray, m: float, column: np.ndarray = column) -> np.ndarray:
+            return w * (1 + m * column)
+
+        expected[layer] = formula
+    path = _save(tmp_path / "ia3.safetensors", tensors)
+    assert {m.kind for m in LoraFile.load(path).modules.values()} == {"ia3"}
+    print(f"IA3: max error {_check(ours, path, expected):.2e} of max|W|")
+
+
+# -- bad files ---------------------------------------------------------------------------------
+
+_LAYER = "lora_unet_mid_block_attentions_0_transformer_blocks_0_attn1_to_q"  # (64, 64)
+
+
+@pytest.mark.nodevice
+@pytest.mark.parametrize(("tensors", "message"), [
+    ({f"{_LAYER}.weight": np.ones(64, np.float32)}, "lacks its on_input"),
+    ({f"{_LAYER}.weight": np.ones((64, 2), np.float32), f"{_LAYER}.on_input": np.array(0)},
+     "expected a vector"),
+])
+def test_malformed_files_are_refused(tmp_path: Path, tensors: dict[str, np.ndarray],
+                                     message: str) -> None:
+    path = _save(tmp_path / "bad.safetensors", tensors)
+    with pytest.raises(LoraError, match=message) as error:
+        LoraFile.load(path)
+    assert str(path) in str(error.value) and "\n" not in str(error.value)
+
+
+@pytest.mark.parametrize(("tensors", "message"), [
+    ({f"{_LAYER}.weight": np.ones(63, np.float32), f"{_LAYER}.on_input": np.array(1)},
+     "scales 63 input columns"),
+])
+def test_files_for_other_shapes_change_nothing(tmp_path: Path, ours: Any,
+                                               tensors: dict[str, np.ndarray],
+                                               message: str) -> None:
+    path = _save(tmp_path / "other.safetensors", tensors)
+    loras = LoraManager(ours)
+    before = ours.unet.state_dict()
+    with pytest.raises(LoraError, match=message):
+        loras.set([(path, 1.0, 1.0)])
+    assert loras.patched() == []
+    after = ours.unet.state_dict()
+    for key, value in before.items():
+        np.testing.assert_array_equal(after[key], value, err_msg=key)
