@@ -8,8 +8,9 @@ Formats read (the ones the WebUI's built-in Lora extension and diffusers read fo
   `lora_down`, a 1x1 `lora_up`), LoHa `hada_w1_a`, `hada_w1_b`, `hada_w2_a`, `hada_w2_b`
   (optional `hada_t1`, `hada_t2`), LoKr `lokr_w1` (or `lokr_w1_a`, `lokr_w1_b`) and `lokr_w2`
   (or `lokr_w2_a`, `lokr_w2_b`, optional `lokr_t2`), full differences `diff` (`diff_b` for
-  the bias), and IA3 `weight` and `on_input` (factors on the weight itself:
-  `diffusion.lora._delta_weight`); DoRA's `dora_scale` beside any but IA3.
+  the bias), IA3 `weight` and `on_input`, and OFT: kohya's and LyCORIS's `oft_blocks` (BOFT's
+  4-D; `alpha` its constraint), LyCORIS's older `oft_diag`, `rescale` (both are built from the
+  weight itself: `diffusion.lora._delta_weight`); DoRA's `dora_scale` beside the others.
 - diffusers / PEFT: `unet.<module>.lora_A.weight` / `lora_B.weight` (`text_encoder.`,
   `text_encoder_2.`, `transformer.`, and ComfyUI's `diffusion_model.` for the UNet or the
   transformer), the older `<module>.lora.down.weight` / `.lora.up.weight`,
@@ -65,7 +66,10 @@ _KOHYA_PARTS = {"lora_down.weight": "down", "lora_up.weight": "up", "lora_mid.we
                 # DoRA's magnitudes (LyCORIS, kohya): an update's weight decomposition
                 "dora_scale": "dora_scale",
                 # LyCORIS IA3: a factor per output row (per input column where `on_input`)
-                "weight": "weight", "on_input": "on_input"}
+                "weight": "weight", "on_input": "on_input",
+                # OFT: kohya's and LyCORIS's skew blocks (BOFT's 4-D), LyCORIS's older
+                # rotations as stored, LyCORIS's per-row rescale
+                "oft_blocks": "oft_blocks", "oft_diag": "oft_diag", "rescale": "rescale"}
 _DIFFUSERS_PARTS = {"lora_A.weight": "down", "lora_B.weight": "up", "lora.down.weight": "down",
                     "lora.up.weight": "up", "lora_linear_layer.down.weight": "down",
                     "lora_linear_layer.up.weight": "up", "alpha": "alpha",
@@ -80,23 +84,24 @@ _DIFFUSERS_PARTS = {"lora_A.weight": "down", "lora_B.weight": "up", "lora.down.w
 _PROCESSOR_NAMES = {"processor.to_q_lora": "to_q", "processor.to_k_lora": "to_k",
                     "processor.to_v_lora": "to_v", "processor.to_out_lora": "to_out.0"}
 _REQUIRED = {"lora": ("down", "up"), "loha": ("w1a", "w1b", "w2a", "w2b"), "lokr": (),
-             "full": ("diff",), "bias": ("bias",), "ia3": ("weight", "on_input")}
+             "full": ("diff",), "bias": ("bias",), "ia3": ("weight", "on_input"), "oft": ()}
 
 
 @dataclass(eq=False)
 class LoraModule:
-    """The update of one layer: `kind` "lora" (incl. LoCon), "loha", "lokr", "full" or "ia3",
-    its `tensors` by short name (down, up, mid / w1a, w1b, w2a, w2b, t1, t2 / k1 or k1a, k1b, k2
-    or k2a, k2b, kt2 / diff / IA3's weight, on_input; DoRA's magnitudes `dora_scale` beside any
-    but IA3) as stored (float16/32; bfloat16 widened to float32; IA3's on_input an integer), and
-    `alpha` (None: the scale is 1). `name` is
+    """The update of one layer: `kind` "lora" (incl. LoCon), "loha", "lokr", "full", "ia3" or
+    "oft" (incl. BOFT), its `tensors` by short name (down, up, mid / w1a, w1b, w2a, w2b, t1, t2 /
+    k1 or k1a, k1b, k2 or k2a, k2b, kt2 / diff / IA3's weight, on_input / oft_blocks or
+    oft_diag, rescale; DoRA's magnitudes `dora_scale` beside the first four) as stored
+    (float16/32; bfloat16 widened to float32; IA3's on_input an integer), and `alpha` (None:
+    the scale is 1; OFT's: its constraint). `name` is
     the module as the file names it (component prefix removed); `key` is the file's own
     spelling, for messages. Compares by identity."""
 
     component: str
     name: str
     key: str
-    kind: str = ""  # "lora", "loha", "lokr", "full", "ia3", or "bias" (a bias update alone)
+    kind: str = ""  # "lora", "loha", "lokr", "full", "ia3", "oft", or "bias" (a bias alone)
     tensors: dict[str, np.ndarray] = field(default_factory=dict)
     alpha: float | None = None
     rank_stabilized: bool = False  # PEFT's use_rslora: alpha / sqrt(rank)
@@ -104,8 +109,8 @@ class LoraModule:
     @property
     def rank(self) -> int | None:
         """The rank the update was trained at (down's rows; LoHa: w1b's rows; LoKr: its
-        low-rank factor's, w2's where both are, none where both are whole; full, IA3: none, so
-        no alpha scales them, as in the WebUI)."""
+        low-rank factor's, w2's where both are, none where both are whole; full, IA3, OFT:
+        none, so no alpha scales them, as in the WebUI)."""
         if self.kind in ("lora", "loha"):
             return int(self.tensors["down" if self.kind == "lora" else "w1b"].shape[0])
         low = [self.tensors[k] for k in ("k2b", "k1b") if k in self.tensors]
@@ -221,8 +226,8 @@ def _norm_diff(key: str) -> bool:
 def _part(path: Path, key: str, part: str, known: dict[str, str]) -> str:
     if part not in known:
         raise LoraError(f"{path}: tensor {key!r}: {part!r} is not a part of a LoRA, LoCon, "
-                        f"LoHa, LoKr, full-difference or IA3 module this loader supports "
-                        f"({', '.join(known)}); other LyCORIS types (OFT, GLoRA) are "
+                        f"LoHa, LoKr, full-difference, IA3 or OFT module this loader supports "
+                        f"({', '.join(known)}); other LyCORIS types (GLoRA) are "
                         "not supported")
     return known[part]
 
@@ -264,21 +269,35 @@ def _factor_shape(t: dict[str, np.ndarray], which: str) -> tuple[int, ...]:
     return (a.shape[0], math.prod(b.shape[1:]))
 
 
-def _check_ia3(path: Path, module: LoraModule) -> None:
+def _check_weight_kind(path: Path, module: LoraModule) -> None:
     """IA3: one factor per row or column (LyCORIS's (n,), on a conv (1, n, 1, 1)), `on_input`
-    a single 0 or 1, no DoRA magnitudes."""
+    a single 0 or 1. OFT: `oft_blocks` (blocks, n, n) or BOFT's (stages, blocks, n, n), or
+    `oft_diag` (blocks, n, n), not both. Neither with DoRA magnitudes."""
     t = module.tensors
-    if t["weight"].size != max(t["weight"].shape, default=1) or t["on_input"].size != 1:
-        raise LoraError(f"{path}: IA3 module {module.name!r} has weight {t['weight'].shape} and "
-                        f"on_input {t['on_input'].shape}; expected a vector and a scalar")
+    name = f"{module.kind.upper()} module {module.name!r}"
     if "dora_scale" in t:
-        raise LoraError(f"{path}: IA3 module {module.name!r} has DoRA magnitudes (dora_scale), "
-                        "which only a LoRA, LoHa, LoKr or full difference carries")
+        raise LoraError(f"{path}: {name} has DoRA magnitudes (dora_scale), which only a LoRA, "
+                        "LoHa, LoKr or full difference carries")
+    if module.kind == "ia3":
+        if t["weight"].size != max(t["weight"].shape, default=1) or t["on_input"].size != 1:
+            raise LoraError(f"{path}: {name} has weight {t['weight'].shape} and on_input "
+                            f"{t['on_input'].shape}; expected a vector and a scalar")
+        return
+    if "oft_blocks" in t and "oft_diag" in t:
+        raise LoraError(f"{path}: {name} has both oft_blocks and oft_diag; the file mixes two "
+                        "formats")
+    blocks = t["oft_blocks"] if "oft_blocks" in t else t["oft_diag"]
+    if blocks.ndim not in ((3, 4) if "oft_blocks" in t else (3,)) or (
+            blocks.shape[-1] != blocks.shape[-2]):
+        raise LoraError(f"{path}: {name} has blocks of shape {blocks.shape}; expected "
+                        "(blocks, n, n) square blocks (BOFT: (stages, blocks, n, n))")
 
 
 def _kind(t: dict[str, np.ndarray]) -> str:
     if "weight" in t or "on_input" in t:
         return "ia3"
+    if {"oft_blocks", "oft_diag", "rescale"} & set(t):
+        return "oft"
     if "w1a" in t:
         return "loha"
     if any(part.startswith("k") for part in t):
@@ -298,15 +317,17 @@ def _check_module(path: Path, module: LoraModule) -> None:
     if kind == "lokr":
         missing = [f"lokr_w{n} (or lokr_w{n}_a and lokr_w{n}_b)" for n in "12"
                    if f"k{n}" not in t and not {f"k{n}a", f"k{n}b"} <= set(t)]
+    if kind == "oft" and "oft_blocks" not in t and "oft_diag" not in t:
+        missing = ["oft_blocks (or oft_diag)"]
     if kind == "bias" and "dora_scale" in t:  # magnitudes without an update
         missing = ["lora_down and lora_up"]
     if missing:
         raise LoraError(f"{path}: {module.component} module {module.name!r} lacks its "
                         f"{' and '.join(missing)} tensor(s); the file is incomplete")
     module.kind = kind
-    if kind == "ia3":
-        _check_ia3(path, module)
-    if kind in ("bias", "full", "ia3"):
+    if kind in ("ia3", "oft"):
+        _check_weight_kind(path, module)
+    if kind in ("bias", "full", "ia3", "oft"):
         return
     if kind == "lora":
         pairs = [("up", 1, "down", 0)] + ([("mid", 0, "down", 0)] if "mid" in t else [])

@@ -1,5 +1,7 @@
-"""LyCORIS's updates built from the weight itself (IA3) patched through LoraManager, against the
-WebUI's formulas (extensions-builtin/Lora/network_*.py) written out here in float64 numpy.
+"""LyCORIS's updates built from the weight itself (IA3, OFT, BOFT) patched through LoraManager,
+against the WebUI's formulas (extensions-builtin/Lora/network_*.py) written out here in float64
+numpy: OFT's and BOFT's rotations as whole (out x out) matrices, built by np.linalg.solve and
+explicit permutation matrices rather than the loader's blockwise einsums.
 
 Each test writes a file for every linear (and, where the type has them, conv) layer of the tiny
 pipeline, patches it at (text encoder, UNet) multipliers (1, 0.6) and (0.6, 1), and compares
@@ -125,6 +127,102 @@ def test_ia3_scales_rows_or_columns(tmp_path: Path, ours: Any, components: Any) 
     print(f"IA3: max error {_check(ours, path, expected):.2e} of max|W|")
 
 
+# -- OFT, BOFT ---------------------------------------------------------------------------------
+
+def _cayley(blocks: np.ndarray, constraint: float) -> np.ndarray:
+    """(I - S)^-1 (I + S) of each block's skew part S, the S scaled together to a norm of at
+    most `constraint` (0: none), as LyCORIS's diag-OFT writes it."""
+    skew = blocks.astype(np.float64) - np.swapaxes(blocks, -1, -2)
+    norm = np.sqrt(np.sum(skew * skew))
+    if constraint and norm > constraint:
+        skew = skew * constraint / norm
+    eye = np.eye(blocks.shape[-1])
+    rotations = np.linalg.solve(eye - skew, eye + skew)
+    assert np.allclose(np.swapaxes(rotations, -1, -2) @ rotations, eye)  # orthogonal
+    return rotations
+
+
+def _block_diagonal(blocks: np.ndarray) -> np.ndarray:
+    count, size = blocks.shape[:2]
+    whole = np.zeros((count * size, count * size))
+    for k in range(count):
+        whole[k * size:(k + 1) * size, k * size:(k + 1) * size] = blocks[k]
+    return whole
+
+
+def _butterfly(stages: np.ndarray) -> np.ndarray:
+    """BOFT's matrix: per stage P^T D P, P the permutation taking row (c, g, j) to (c, j, g)
+    (g of 2, j of 2^i * n/2), D the stage's rotations block-diagonal, stage 0 applied first."""
+    size = stages.shape[2]
+    out = stages.shape[1] * size
+    whole = np.eye(out)
+    for i, stage in enumerate(stages):
+        order = np.arange(out).reshape(-1, 2, 2 ** i * (size // 2)).swapaxes(1, 2).reshape(-1)
+        permute = np.eye(out)[order]  # permute @ x == x[order]
+        whole = permute.T @ _block_diagonal(stage) @ permute @ whole
+    return whole
+
+
+def _rotation_formula(turn: np.ndarray, rescale: np.ndarray | None) -> Expected:
+    """W + m * (rescale * turn @ W - W), W flattened to (out, rest)."""
+    factors = 1.0 if rescale is None else rescale.astype(np.float64).reshape(-1, 1)
+
+    def formula(w: np.ndarray, m: float) -> np.ndarray:
+        turned = factors * (turn @ w.reshape(w.shape[0], -1))
+        return w + m * (turned.reshape(w.shape) - w)
+
+    return formula
+
+
+def _oft_layer(rng: np.random.Generator, layer: Layer, form: int
+               ) -> tuple[dict[str, np.ndarray], Expected]:
+    """One layer's tensors (suffix -> value) and formula in form 0: kohya's OFT (its alpha
+    clamping the blocks), 1: kohya's without alpha, 2: LyCORIS's diag-OFT with rescale and an
+    alpha too large to clamp, 3: LyCORIS's older `oft_diag` (rotations as stored, here not
+    even orthogonal), 4: BOFT (2 stages of 4-row blocks, clamped, with rescale)."""
+    out = layer.shape[0]
+    size = 4 if out % 4 == 0 else out
+    if form == 4:
+        blocks = (rng.standard_normal((2, out // 4, 4, 4)) * 0.2).astype(np.float32)
+    else:
+        blocks = (rng.standard_normal((out // size, size, size)) * 0.2).astype(np.float32)
+    skew = blocks.astype(np.float64) - np.swapaxes(blocks, -1, -2)
+    norm = np.sqrt(np.sum(skew * skew))
+    alpha = {0: 0.5 * norm / out, 1: None, 2: 1.0 + norm / out, 3: None, 4: 0.7 * norm / out}
+    rescale = None
+    if form in (2, 4):
+        rescale = (1 + rng.standard_normal((out, *[1] * (len(layer.shape) - 1))) * 0.2).astype(
+            np.float32)
+    tensors = {"rescale": rescale} if rescale is not None else {}
+    if alpha[form] is not None:
+        tensors["alpha"] = np.array(alpha[form], np.float32)
+    if form == 3:
+        blocks = (np.eye(size) + rng.standard_normal(blocks.shape) * 0.1).astype(np.float32)
+        tensors["oft_diag"] = blocks
+        return tensors, _rotation_formula(_block_diagonal(blocks.astype(np.float64)).T, None)
+    tensors["oft_blocks"] = blocks
+    rotations = _cayley(blocks, (alpha[form] or 0.0) * out)
+    turn = _butterfly(rotations) if form == 4 else _block_diagonal(rotations).T
+    return tensors, _rotation_formula(turn, rescale)
+
+
+def test_oft_and_boft_rotate_the_output_rows(tmp_path: Path, ours: Any, components: Any) -> None:
+    """network_oft: W' = W + m * (rescale * R^T W - W) per block of rows (kohya's and LyCORIS's
+    OFT, LyCORIS's older oft_diag), BOFT's butterfly B in place of R^T; alpha clamps the skew
+    blocks (alpha * out)."""
+    rng = np.random.default_rng(6)
+    tensors, expected, forms = {}, {}, set()
+    for i, layer in enumerate(_layers(components, torch.nn.Linear, torch.nn.Conv2d)):
+        form = i % 5 if layer.shape[0] % 8 == 0 or i % 5 != 4 else 0
+        parts, expected[layer] = _oft_layer(rng, layer, form)
+        tensors.update({f"{layer.name}.{part}": value for part, value in parts.items()})
+        forms.add(form)
+    assert forms == {0, 1, 2, 3, 4}
+    path = _save(tmp_path / "oft.safetensors", tensors)
+    assert {m.kind for m in LoraFile.load(path).modules.values()} == {"oft"}
+    print(f"OFT/BOFT: max error {_check(ours, path, expected):.2e} of max|W|")
+
+
 # -- bad files ---------------------------------------------------------------------------------
 
 _LAYER = "lora_unet_mid_block_attentions_0_transformer_blocks_0_attn1_to_q"  # (64, 64)
@@ -135,6 +233,13 @@ _LAYER = "lora_unet_mid_block_attentions_0_transformer_blocks_0_attn1_to_q"  # (
     ({f"{_LAYER}.weight": np.ones(64, np.float32)}, "lacks its on_input"),
     ({f"{_LAYER}.weight": np.ones((64, 2), np.float32), f"{_LAYER}.on_input": np.array(0)},
      "expected a vector"),
+    ({f"{_LAYER}.rescale": np.ones((64, 1), np.float32)}, r"lacks its oft_blocks \(or oft_diag"),
+    ({f"{_LAYER}.oft_blocks": np.ones((64, 64), np.float32)}, r"expected \(blocks, n, n\)"),
+    ({f"{_LAYER}.oft_diag": np.ones((2, 16, 4, 4), np.float32)}, r"expected \(blocks, n, n\)"),
+    ({f"{_LAYER}.oft_blocks": np.ones((4, 16, 16), np.float32),
+      f"{_LAYER}.oft_diag": np.ones((4, 16, 16), np.float32)}, "mixes two formats"),
+    ({f"{_LAYER}.oft_blocks": np.ones((4, 16, 16), np.float32),
+      f"{_LAYER}.dora_scale": np.ones((64, 1), np.float32)}, "DoRA"),
 ])
 def test_malformed_files_are_refused(tmp_path: Path, tensors: dict[str, np.ndarray],
                                      message: str) -> None:
@@ -147,6 +252,10 @@ def test_malformed_files_are_refused(tmp_path: Path, tensors: dict[str, np.ndarr
 @pytest.mark.parametrize(("tensors", "message"), [
     ({f"{_LAYER}.weight": np.ones(63, np.float32), f"{_LAYER}.on_input": np.array(1)},
      "scales 63 input columns"),
+    ({f"{_LAYER}.oft_blocks": np.ones((3, 4, 4), np.float32)}, "3 blocks of 4 rows"),
+    ({f"{_LAYER}.oft_blocks": np.ones((6, 16, 4, 4), np.float32)}, "6 butterfly stages"),
+    ({f"{_LAYER}.oft_blocks": np.ones((4, 16, 16), np.float32),
+      f"{_LAYER}.rescale": np.ones(32, np.float32)}, "32 factors"),
 ])
 def test_files_for_other_shapes_change_nothing(tmp_path: Path, ours: Any,
                                                tensors: dict[str, np.ndarray],
