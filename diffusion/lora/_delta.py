@@ -23,7 +23,7 @@ normalizes an output-row DoRA by ||W|| rather than ||V||; LyCORIS and PEFT, whic
 by ||V||, as here. Several LoRAs on one layer apply in their order, each on the weight the ones
 before it left, as Forge merges them.
 
-The updates built from the weight itself (IA3) are `_delta_weight`'s.
+The updates built from the weight itself (IA3, OFT, BOFT, GLoRA) are `_delta_weight`'s.
 """
 
 from __future__ import annotations
@@ -33,9 +33,9 @@ from pathlib import Path
 
 import numpy as np
 
-from ._delta_weight import WEIGHT_KINDS, apply_to_weight, check_weight_fit
+from ._delta_weight import apply_to_weight, check_weight_fit
 from ._errors import LoraError
-from ._file import LoraModule
+from ._file import WEIGHT_KINDS, LoraModule
 
 __all__ = ["add_update", "delta", "fitted_shape"]
 

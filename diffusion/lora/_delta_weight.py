@@ -1,11 +1,12 @@
-"""The updates built from the layer's weight itself (LyCORIS IA3, OFT, BOFT), in float64 on
-the host. W is the weight so far (out, in[, kh, kw]); m the user's multiplier.
+"""The updates built from the layer's weight itself (LyCORIS IA3, OFT, BOFT, GLoRA), in float64
+on the host. W is the weight so far (out, in[, kh, kw]); m the user's multiplier.
 
     IA3:   W' = W + m * W * w               (w one factor per output row, or per input column
                                              where the file's `on_input` is 1)
     OFT:   W' = W + m * (s * R^T W - W)     (R block-diagonal, one rotation per block of
                                              output rows; s `rescale` per row, 1 without)
     BOFT:  W' = W + m * (s * B W - W)       (B: a butterfly of block-diagonal rotations)
+    GLoRA: W' = W + m * (W a2 a1 + b2 b1)   (linear layers)
 
 IA3 is the WebUI's `network_ia3` (no alpha: it has no rank) on a linear layer; on a conv, w
 scales the output (input) channels, as LyCORIS trains it (the WebUI's broadcast there fits only
@@ -21,6 +22,9 @@ OFT, `m R + (1 - m) I`) applies it, so m = 1 is the file as trained and 0 the mo
 stages each permute the rows (groups of 2 x 2^i * n/2 rows interleaved), rotate blocks of n rows
 by R (not transposed, as the WebUI's BOFT does), and permute back.
 
+GLoRA is the WebUI's `network_glora`, in its layout (a1 (r, in), a2 (in, r), b1 (r, in),
+b2 (out, r)) and its scale: 1, its alpha unused (Forge's merge scales by alpha / rank).
+
 Several LoRAs on one layer apply in their order, each on the weight the ones before it left, as
 the WebUI applies them.
 """
@@ -34,10 +38,7 @@ import numpy as np
 from ._errors import LoraError
 from ._file import LoraModule
 
-__all__ = ["WEIGHT_KINDS", "apply_to_weight", "check_weight_fit"]
-
-# The module kinds whose update depends on the weight it patches
-WEIGHT_KINDS = ("ia3", "oft")
+__all__ = ["apply_to_weight", "check_weight_fit"]
 
 
 def _ia3_axis(module: LoraModule) -> int:
@@ -74,6 +75,11 @@ def check_weight_fit(path: Path, module: LoraModule, target: str,
         problem: str | None = "it updates linear and conv layers only"
     elif module.kind == "oft":
         problem = _oft_misfit(module, shape)
+    elif module.kind == "glora":
+        t = module.tensors
+        fits = len(shape) == 2 and shape == (t["b2"].shape[0], t["b1"].shape[1])
+        problem = None if fits else (f"read in the WebUI's GLoRA layout, it updates a "
+                                     f"({t['b2'].shape[0]}, {t['b1'].shape[1]}) linear weight")
     else:
         axis, size = _ia3_axis(module), module.tensors["weight"].size
         where = "input columns" if axis else "output rows"
@@ -125,10 +131,15 @@ def _rotated(weight: np.ndarray, module: LoraModule) -> np.ndarray:
 def apply_to_weight(total: np.ndarray, module: LoraModule, multiplier: float) -> None:
     """Apply `module` at `multiplier` to `total` (float64, the layer's weight so far, changed
     in place), as the module doc says."""
+    t = module.tensors
     if module.kind == "oft":
         total += multiplier * (_rotated(total, module) - total)
         return
+    if module.kind == "glora":
+        a1, a2, b1, b2 = (t[part].astype(np.float64) for part in ("a1", "a2", "b1", "b2"))
+        total += multiplier * (total @ a2 @ a1 + b2 @ b1)
+        return
     axis = _ia3_axis(module)
-    factors = module.tensors["weight"].astype(np.float64).reshape(
+    factors = t["weight"].astype(np.float64).reshape(
         [-1 if i == axis else 1 for i in range(total.ndim)])
     total += multiplier * total * factors

@@ -8,9 +8,10 @@ Formats read (the ones the WebUI's built-in Lora extension and diffusers read fo
   `lora_down`, a 1x1 `lora_up`), LoHa `hada_w1_a`, `hada_w1_b`, `hada_w2_a`, `hada_w2_b`
   (optional `hada_t1`, `hada_t2`), LoKr `lokr_w1` (or `lokr_w1_a`, `lokr_w1_b`) and `lokr_w2`
   (or `lokr_w2_a`, `lokr_w2_b`, optional `lokr_t2`), full differences `diff` (`diff_b` for
-  the bias), IA3 `weight` and `on_input`, and OFT: kohya's and LyCORIS's `oft_blocks` (BOFT's
-  4-D; `alpha` its constraint), LyCORIS's older `oft_diag`, `rescale` (both are built from the
-  weight itself: `diffusion.lora._delta_weight`); DoRA's `dora_scale` beside the others.
+  the bias), IA3 `weight` and `on_input`, OFT: kohya's and LyCORIS's `oft_blocks` (BOFT's
+  4-D; `alpha` its constraint), LyCORIS's older `oft_diag`, `rescale`, and GLoRA `a1.weight`,
+  `a2.weight`, `b1.weight`, `b2.weight` (the last three are built from the weight itself:
+  `diffusion.lora._delta_weight`); DoRA's `dora_scale` beside the others.
 - diffusers / PEFT: `unet.<module>.lora_A.weight` / `lora_B.weight` (`text_encoder.`,
   `text_encoder_2.`, `transformer.`, and ComfyUI's `diffusion_model.` for the UNet or the
   transformer), the older `<module>.lora.down.weight` / `.lora.up.weight`,
@@ -42,7 +43,7 @@ from ._adapter_config import apply_adapter_config
 from ._errors import LoraError
 from ._hashes import short_hash
 
-__all__ = ["COMPONENTS", "LoraFile", "LoraModule"]
+__all__ = ["COMPONENTS", "WEIGHT_KINDS", "LoraFile", "LoraModule"]
 
 
 # The pipeline attributes a LoRA can patch, in the order kohya's prefixes name them; then
@@ -69,7 +70,9 @@ _KOHYA_PARTS = {"lora_down.weight": "down", "lora_up.weight": "up", "lora_mid.we
                 "weight": "weight", "on_input": "on_input",
                 # OFT: kohya's and LyCORIS's skew blocks (BOFT's 4-D), LyCORIS's older
                 # rotations as stored, LyCORIS's per-row rescale
-                "oft_blocks": "oft_blocks", "oft_diag": "oft_diag", "rescale": "rescale"}
+                "oft_blocks": "oft_blocks", "oft_diag": "oft_diag", "rescale": "rescale",
+                # GLoRA, in the layout the WebUI reads: W + W a2 a1 + b2 b1
+                "a1.weight": "a1", "a2.weight": "a2", "b1.weight": "b1", "b2.weight": "b2"}
 _DIFFUSERS_PARTS = {"lora_A.weight": "down", "lora_B.weight": "up", "lora.down.weight": "down",
                     "lora.up.weight": "up", "lora_linear_layer.down.weight": "down",
                     "lora_linear_layer.up.weight": "up", "alpha": "alpha",
@@ -83,16 +86,20 @@ _DIFFUSERS_PARTS = {"lora_A.weight": "down", "lora_B.weight": "up", "lora.down.w
 # diffusers' old attention-processor LoRA names -> the projection they patch
 _PROCESSOR_NAMES = {"processor.to_q_lora": "to_q", "processor.to_k_lora": "to_k",
                     "processor.to_v_lora": "to_v", "processor.to_out_lora": "to_out.0"}
+# The kinds whose update is built from the weight it patches (`_delta_weight`), as docs name them
+WEIGHT_KINDS = {"ia3": "IA3", "oft": "OFT", "glora": "GLoRA"}
 _REQUIRED = {"lora": ("down", "up"), "loha": ("w1a", "w1b", "w2a", "w2b"), "lokr": (),
-             "full": ("diff",), "bias": ("bias",), "ia3": ("weight", "on_input"), "oft": ()}
+             "full": ("diff",), "bias": ("bias",), "ia3": ("weight", "on_input"), "oft": (),
+             "glora": ("a1", "a2", "b1", "b2")}
 
 
 @dataclass(eq=False)
 class LoraModule:
-    """The update of one layer: `kind` "lora" (incl. LoCon), "loha", "lokr", "full", "ia3" or
-    "oft" (incl. BOFT), its `tensors` by short name (down, up, mid / w1a, w1b, w2a, w2b, t1, t2 /
-    k1 or k1a, k1b, k2 or k2a, k2b, kt2 / diff / IA3's weight, on_input / oft_blocks or
-    oft_diag, rescale; DoRA's magnitudes `dora_scale` beside the first four) as stored
+    """The update of one layer: `kind` "lora" (incl. LoCon), "loha", "lokr", "full", "ia3",
+    "oft" (incl. BOFT) or "glora", its `tensors` by short name (down, up, mid / w1a, w1b, w2a,
+    w2b, t1, t2 / k1 or k1a, k1b, k2 or k2a, k2b, kt2 / diff / IA3's weight, on_input /
+    oft_blocks or oft_diag, rescale / a1, a2, b1, b2; DoRA's magnitudes `dora_scale` beside the
+    first four) as stored
     (float16/32; bfloat16 widened to float32; IA3's on_input an integer), and `alpha` (None:
     the scale is 1; OFT's: its constraint). `name` is
     the module as the file names it (component prefix removed); `key` is the file's own
@@ -101,7 +108,7 @@ class LoraModule:
     component: str
     name: str
     key: str
-    kind: str = ""  # "lora", "loha", "lokr", "full", "ia3", "oft", or "bias" (a bias alone)
+    kind: str = ""  # "lora", "loha", "lokr", "full", "ia3", "oft", "glora"; "bias": a bias alone
     tensors: dict[str, np.ndarray] = field(default_factory=dict)
     alpha: float | None = None
     rank_stabilized: bool = False  # PEFT's use_rslora: alpha / sqrt(rank)
@@ -109,8 +116,8 @@ class LoraModule:
     @property
     def rank(self) -> int | None:
         """The rank the update was trained at (down's rows; LoHa: w1b's rows; LoKr: its
-        low-rank factor's, w2's where both are, none where both are whole; full, IA3, OFT:
-        none, so no alpha scales them, as in the WebUI)."""
+        low-rank factor's, w2's where both are, none where both are whole; full, IA3, OFT,
+        GLoRA: none, so no alpha scales them, as in the WebUI)."""
         if self.kind in ("lora", "loha"):
             return int(self.tensors["down" if self.kind == "lora" else "w1b"].shape[0])
         low = [self.tensors[k] for k in ("k2b", "k1b") if k in self.tensors]
@@ -226,9 +233,8 @@ def _norm_diff(key: str) -> bool:
 def _part(path: Path, key: str, part: str, known: dict[str, str]) -> str:
     if part not in known:
         raise LoraError(f"{path}: tensor {key!r}: {part!r} is not a part of a LoRA, LoCon, "
-                        f"LoHa, LoKr, full-difference, IA3 or OFT module this loader supports "
-                        f"({', '.join(known)}); other LyCORIS types (GLoRA) are "
-                        "not supported")
+                        f"LoHa, LoKr, full-difference, IA3, OFT or GLoRA module this loader "
+                        f"supports ({', '.join(known)})")
     return known[part]
 
 
@@ -272,12 +278,15 @@ def _factor_shape(t: dict[str, np.ndarray], which: str) -> tuple[int, ...]:
 def _check_weight_kind(path: Path, module: LoraModule) -> None:
     """IA3: one factor per row or column (LyCORIS's (n,), on a conv (1, n, 1, 1)), `on_input`
     a single 0 or 1. OFT: `oft_blocks` (blocks, n, n) or BOFT's (stages, blocks, n, n), or
-    `oft_diag` (blocks, n, n), not both. Neither with DoRA magnitudes."""
+    `oft_diag` (blocks, n, n), not both. GLoRA: `_check_glora`. None with DoRA magnitudes."""
     t = module.tensors
-    name = f"{module.kind.upper()} module {module.name!r}"
+    name = f"{WEIGHT_KINDS[module.kind]} module {module.name!r}"
     if "dora_scale" in t:
         raise LoraError(f"{path}: {name} has DoRA magnitudes (dora_scale), which only a LoRA, "
                         "LoHa, LoKr or full difference carries")
+    if module.kind == "glora":
+        _check_glora(path, module)
+        return
     if module.kind == "ia3":
         if t["weight"].size != max(t["weight"].shape, default=1) or t["on_input"].size != 1:
             raise LoraError(f"{path}: {name} has weight {t['weight'].shape} and on_input "
@@ -293,11 +302,26 @@ def _check_weight_kind(path: Path, module: LoraModule) -> None:
                         "(blocks, n, n) square blocks (BOFT: (stages, blocks, n, n))")
 
 
+def _check_glora(path: Path, module: LoraModule) -> None:
+    """GLoRA's four matrices in the WebUI's layout: a1 (r, in), a2 (in, r), b1 (r', in),
+    b2 (out, r')."""
+    t = module.tensors
+    a1, a2, b1, b2 = (t[part] for part in ("a1", "a2", "b1", "b2"))
+    if not (a1.ndim == a2.ndim == b1.ndim == b2.ndim == 2 and a2.shape == a1.shape[::-1]
+            and b2.shape[1] == b1.shape[0] and b1.shape[1] == a1.shape[1]):
+        raise LoraError(f"{path}: GLoRA module {module.name!r} has a1 {a1.shape}, a2 "
+                        f"{a2.shape}, b1 {b1.shape}, b2 {b2.shape}; the WebUI's layout is a1 "
+                        "(r, in), a2 (in, r), b1 (r, in), b2 (out, r) (LyCORIS's newer GLoRA "
+                        "layout and GLoRA on convs are not read)")
+
+
 def _kind(t: dict[str, np.ndarray]) -> str:
     if "weight" in t or "on_input" in t:
         return "ia3"
     if {"oft_blocks", "oft_diag", "rescale"} & set(t):
         return "oft"
+    if {"a1", "a2", "b1", "b2"} & set(t):
+        return "glora"
     if "w1a" in t:
         return "loha"
     if any(part.startswith("k") for part in t):
@@ -325,9 +349,9 @@ def _check_module(path: Path, module: LoraModule) -> None:
         raise LoraError(f"{path}: {module.component} module {module.name!r} lacks its "
                         f"{' and '.join(missing)} tensor(s); the file is incomplete")
     module.kind = kind
-    if kind in ("ia3", "oft"):
+    if kind in WEIGHT_KINDS:
         _check_weight_kind(path, module)
-    if kind in ("bias", "full", "ia3", "oft"):
+    if kind in ("bias", "full", *WEIGHT_KINDS):
         return
     if kind == "lora":
         pairs = [("up", 1, "down", 0)] + ([("mid", 0, "down", 0)] if "mid" in t else [])

@@ -1,7 +1,7 @@
-"""LyCORIS's updates built from the weight itself (IA3, OFT, BOFT) patched through LoraManager,
-against the WebUI's formulas (extensions-builtin/Lora/network_*.py) written out here in float64
-numpy: OFT's and BOFT's rotations as whole (out x out) matrices, built by np.linalg.solve and
-explicit permutation matrices rather than the loader's blockwise einsums.
+"""LyCORIS's updates built from the weight itself (IA3, OFT, BOFT, GLoRA) patched through
+LoraManager, against the WebUI's formulas (extensions-builtin/Lora/network_*.py) written out
+here in float64 numpy: OFT's and BOFT's rotations as whole (out x out) matrices, built by
+np.linalg.solve and explicit permutation matrices rather than the loader's blockwise einsums.
 
 Each test writes a file for every linear (and, where the type has them, conv) layer of the tiny
 pipeline, patches it at (text encoder, UNet) multipliers (1, 0.6) and (0.6, 1), and compares
@@ -223,6 +223,32 @@ def test_oft_and_boft_rotate_the_output_rows(tmp_path: Path, ours: Any, componen
     print(f"OFT/BOFT: max error {_check(ours, path, expected):.2e} of max|W|")
 
 
+# -- GLoRA -------------------------------------------------------------------------------------
+
+def test_glora_adds_a_weight_product(tmp_path: Path, ours: Any, components: Any) -> None:
+    """network_glora: W' = W + m * (W a2 a1 + b2 b1) on linear layers, its alpha unused (the
+    WebUI scales GLoRA by 1)."""
+    rng = np.random.default_rng(7)
+    tensors, expected = {}, {}
+    for layer in _layers(components, torch.nn.Linear):
+        out, inp = layer.shape
+        parts = {name: (rng.standard_normal(shape) * 0.2).astype(np.float32)
+                 for name, shape in (("a1", (3, inp)), ("a2", (inp, 3)), ("b1", (2, inp)),
+                                     ("b2", (out, 2)))}
+        tensors.update({f"{layer.name}.{name}.weight": v for name, v in parts.items()})
+        tensors[f"{layer.name}.alpha"] = np.array(1.0, np.float32)
+        a1, a2, b1, b2 = (parts[name].astype(np.float64) for name in ("a1", "a2", "b1", "b2"))
+
+        def formula(w: np.ndarray, m: float, a: np.ndarray = a2 @ a1,
+                    b: np.ndarray = b2 @ b1) -> np.ndarray:
+            return w + m * (np.einsum("oi,ij->oj", w, a) + b)
+
+        expected[layer] = formula
+    path = _save(tmp_path / "glora.safetensors", tensors)
+    assert {m.kind for m in LoraFile.load(path).modules.values()} == {"glora"}
+    print(f"GLoRA: max error {_check(ours, path, expected):.2e} of max|W|")
+
+
 # -- bad files ---------------------------------------------------------------------------------
 
 _LAYER = "lora_unet_mid_block_attentions_0_transformer_blocks_0_attn1_to_q"  # (64, 64)
@@ -240,6 +266,10 @@ _LAYER = "lora_unet_mid_block_attentions_0_transformer_blocks_0_attn1_to_q"  # (
       f"{_LAYER}.oft_diag": np.ones((4, 16, 16), np.float32)}, "mixes two formats"),
     ({f"{_LAYER}.oft_blocks": np.ones((4, 16, 16), np.float32),
       f"{_LAYER}.dora_scale": np.ones((64, 1), np.float32)}, "DoRA"),
+    ({f"{_LAYER}.a1.weight": np.ones((4, 64), np.float32)}, "lacks its a2 and b1 and b2"),
+    ({f"{_LAYER}.{name}.weight": np.ones(shape, np.float32) for name, shape in (
+        ("a1", (64, 4)), ("a2", (4, 64)), ("b1", (32, 4)), ("b2", (4, 64)))},
+     "the WebUI's layout"),
 ])
 def test_malformed_files_are_refused(tmp_path: Path, tensors: dict[str, np.ndarray],
                                      message: str) -> None:
@@ -256,6 +286,12 @@ def test_malformed_files_are_refused(tmp_path: Path, tensors: dict[str, np.ndarr
     ({f"{_LAYER}.oft_blocks": np.ones((6, 16, 4, 4), np.float32)}, "6 butterfly stages"),
     ({f"{_LAYER}.oft_blocks": np.ones((4, 16, 16), np.float32),
       f"{_LAYER}.rescale": np.ones(32, np.float32)}, "32 factors"),
+    ({f"{_LAYER}.{name}.weight": np.ones(shape, np.float32) for name, shape in (
+        ("a1", (4, 64)), ("a2", (64, 4)), ("b1", (4, 64)), ("b2", (32, 4)))},
+     r"a \(32, 64\) linear weight"),
+    ({f"{_LAYER}.{name}.weight": np.ones(shape, np.float32) for name, shape in (  # LyCORIS's
+        ("a1", (64, 4)), ("a2", (4, 64)), ("b1", (64, 4)), ("b2", (4, 64)))},  # newer layout
+     r"WebUI's GLoRA layout, it updates a \(4, 4\)"),
 ])
 def test_files_for_other_shapes_change_nothing(tmp_path: Path, ours: Any,
                                                tensors: dict[str, np.ndarray],
