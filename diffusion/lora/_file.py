@@ -10,8 +10,9 @@ Formats read (the ones the WebUI's built-in Lora extension and diffusers read fo
   (or `lokr_w2_a`, `lokr_w2_b`, optional `lokr_t2`), full differences `diff` (`diff_b` for
   the bias), IA3 `weight` and `on_input`, OFT: kohya's and LyCORIS's `oft_blocks` (BOFT's
   4-D; `alpha` its constraint), LyCORIS's older `oft_diag`, `rescale`, and GLoRA `a1.weight`,
-  `a2.weight`, `b1.weight`, `b2.weight` (the last three are built from the weight itself:
-  `diffusion.lora._delta_weight`); DoRA's `dora_scale` beside the others.
+  `a2.weight`, `b1.weight`, `b2.weight` (these three are built from the weight itself:
+  `diffusion.lora._delta_weight`); LyCORIS's norm-layer differences `w_norm`, `b_norm` (read as
+  `diff` and `diff_b` of the LayerNorm or GroupNorm); DoRA's `dora_scale` beside the others.
 - diffusers / PEFT: `unet.<module>.lora_A.weight` / `lora_B.weight` (`text_encoder.`,
   `text_encoder_2.`, `transformer.`, and ComfyUI's `diffusion_model.` for the UNet or the
   transformer), the older `<module>.lora.down.weight` / `.lora.up.weight`,
@@ -72,7 +73,9 @@ _KOHYA_PARTS = {"lora_down.weight": "down", "lora_up.weight": "up", "lora_mid.we
                 # rotations as stored, LyCORIS's per-row rescale
                 "oft_blocks": "oft_blocks", "oft_diag": "oft_diag", "rescale": "rescale",
                 # GLoRA, in the layout the WebUI reads: W + W a2 a1 + b2 b1
-                "a1.weight": "a1", "a2.weight": "a2", "b1.weight": "b1", "b2.weight": "b2"}
+                "a1.weight": "a1", "a2.weight": "a2", "b1.weight": "b1", "b2.weight": "b2",
+                # LyCORIS's norm-layer updates: differences of its weight and bias
+                "w_norm": "diff", "b_norm": "bias"}
 _DIFFUSERS_PARTS = {"lora_A.weight": "down", "lora_B.weight": "up", "lora.down.weight": "down",
                     "lora.up.weight": "up", "lora_linear_layer.down.weight": "down",
                     "lora_linear_layer.up.weight": "up", "alpha": "alpha",

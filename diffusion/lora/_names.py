@@ -52,12 +52,13 @@ def flat(name: str) -> str:
 
 
 def _patchable(model: Module) -> dict[str, tuple[int, ...]]:
-    """Module path -> weight shape of every linear (2-D) and conv (4-D) weight."""
+    """Module path -> weight shape of every linear (2-D), conv (4-D) and norm (1-D: LyCORIS's
+    `w_norm`) weight."""
     weights: dict[str, Tensor | QuantizedTensor | Int8Weight] = {  # GGUF's, --int8's too
         **dict(model.named_parameters()), **quantized_weights(model), **int8_weights(model)}
     return {key.removesuffix(".weight"): tuple(tensor.shape)
             for key, tensor in weights.items()
-            if key.endswith(".weight") and len(tensor.shape) in (2, 4)}
+            if key.endswith(".weight") and len(tensor.shape) in (1, 2, 4)}
 
 
 def _resnet_part(rest: str) -> str:

@@ -1,12 +1,13 @@
-"""LyCORIS's updates built from the weight itself (IA3, OFT, BOFT, GLoRA) patched through
-LoraManager, against the WebUI's formulas (extensions-builtin/Lora/network_*.py) written out
-here in float64 numpy: OFT's and BOFT's rotations as whole (out x out) matrices, built by
-np.linalg.solve and explicit permutation matrices rather than the loader's blockwise einsums.
+"""LyCORIS's updates built from the weight itself (IA3, OFT, BOFT, GLoRA), and its norm-layer
+differences, patched through LoraManager, against the WebUI's formulas
+(extensions-builtin/Lora/network_*.py) written out here in float64 numpy: OFT's and BOFT's
+rotations as whole (out x out) matrices, built by np.linalg.solve and explicit permutation
+matrices rather than the loader's blockwise einsums.
 
-Each test writes a file for every linear (and, where the type has them, conv) layer of the tiny
-pipeline, patches it at (text encoder, UNet) multipliers (1, 0.6) and (0.6, 1), and compares
-every weight with the formula applied to the original weights: within 4e-6 * max|W| (float32
-rounding of ours, once), while every update moves its weight by over 1e-3 * max|W| (asserted).
+Each file updates every layer of the tiny pipeline its type applies to (linear, conv, norm),
+patched at (text encoder, UNet) multipliers (1, 0.6) and (0.6, 1), and compares
+every weight with the formula applied to the original weights: within 4e-6 * max|W'| (float32
+rounding of ours, once), while every update moves its weight by over 1e-3 * max|W'| (asserted).
 Removal gives the original weights bit for bit.
 """
 
@@ -33,12 +34,14 @@ MULTIPLIERS = ((1.0, 0.6), (0.6, 1.0))  # (text encoder, UNet)
 
 
 class Layer:
-    """One layer of the tiny pipeline: its component, kohya name, our parameter key, shape."""
+    """One parameter (`part`) of a layer of the tiny pipeline: its component, the layer's kohya
+    name, our parameter key, the parameter's shape."""
 
-    def __init__(self, component: str, path: str, shape: tuple[int, ...]) -> None:
+    def __init__(self, component: str, path: str, shape: tuple[int, ...],
+                 part: str = "weight") -> None:
         prefix = "lora_unet_" if component == "unet" else "lora_te_"
         self.component, self.name = component, prefix + path.replace(".", "_")
-        self.key, self.shape = path.removeprefix("text_model.") + ".weight", shape
+        self.key, self.shape = f"{path.removeprefix('text_model.')}.{part}", shape
 
 
 @pytest.fixture(scope="module")
@@ -73,23 +76,23 @@ def _save(path: Path, tensors: dict[str, np.ndarray]) -> Path:
 Expected = Callable[[np.ndarray, float], np.ndarray]
 
 
-def _check(ours: Any, path: Path, expected: dict[Layer, Expected]) -> float:
-    """Patch `path` at MULTIPLIERS and compare every layer of `expected`; then remove it.
-    Returns the largest error seen, relative to max|W|."""
+def _check(ours: Any, paths: list[Path], expected: dict[Layer, Expected]) -> float:
+    """Patch the LoRAs at `paths` (in that order) at MULTIPLIERS and compare every layer of
+    `expected`; then remove them. Returns the largest error seen, relative to max|W'|."""
     base = _weights(ours)
     loras = LoraManager(ours)
     worst = 0.0
     try:
         for te, unet in MULTIPLIERS:
-            loras.set([(path, te, unet)])
+            loras.set([(path, te, unet) for path in paths])
             got = _weights(ours)
             for layer, formula in expected.items():
                 old = base[layer.component][layer.key].astype(np.float64)
                 want = formula(old, unet if layer.component == "unet" else te)
-                scale = np.abs(old).max()
-                assert np.abs(want - old).max() > 1e-3 * scale, layer.name  # a visible update
+                scale = np.abs(want).max()
+                assert np.abs(want - old).max() > 1e-3 * scale, layer.key  # a visible update
                 err = np.abs(got[layer.component][layer.key] - want).max() / scale
-                assert err <= TOLERANCE, (layer.name, err)
+                assert err <= TOLERANCE, (layer.key, err)
                 worst = max(worst, err)
         loras.clear()
         restored = _weights(ours)
@@ -103,7 +106,9 @@ def _check(ours: Any, path: Path, expected: dict[Layer, Expected]) -> float:
 
 # -- IA3 ---------------------------------------------------------------------------------------
 
-def test_ia3_scales_rows_or_columns(tmp_path: Path, ours: Any, components: Any) -> None:
+@pytest.fixture(scope="module")
+def ia3_file(tmp_path_factory: pytest.TempPathFactory,
+             components: Any) -> tuple[Path, dict[Layer, Expected]]:
     """network_ia3: W' = W + multiplier * W * w, w per output row, or per input column where
     `on_input` (LyCORIS's int64 scalar) is 1; on a conv, per channel as LyCORIS trains it."""
     rng = np.random.default_rng(5)
@@ -122,9 +127,13 @@ def test_ia3_scales_rows_or_columns(tmp_path: Path, ours: Any, components: Any) 
             return w * (1 + m * column)
 
         expected[layer] = formula
-    path = _save(tmp_path / "ia3.safetensors", tensors)
+    return _save(tmp_path_factory.mktemp("ia3") / "ia3.safetensors", tensors), expected
+
+
+def test_ia3_scales_rows_or_columns(ours: Any, ia3_file: Any) -> None:
+    path, expected = ia3_file
     assert {m.kind for m in LoraFile.load(path).modules.values()} == {"ia3"}
-    print(f"IA3: max error {_check(ours, path, expected):.2e} of max|W|")
+    print(f"IA3: max error {_check(ours, [path], expected):.2e} of max|W'|")
 
 
 # -- OFT, BOFT ---------------------------------------------------------------------------------
@@ -206,7 +215,9 @@ def _oft_layer(rng: np.random.Generator, layer: Layer, form: int
     return tensors, _rotation_formula(turn, rescale)
 
 
-def test_oft_and_boft_rotate_the_output_rows(tmp_path: Path, ours: Any, components: Any) -> None:
+@pytest.fixture(scope="module")
+def oft_file(tmp_path_factory: pytest.TempPathFactory,
+             components: Any) -> tuple[Path, dict[Layer, Expected]]:
     """network_oft: W' = W + m * (rescale * R^T W - W) per block of rows (kohya's and LyCORIS's
     OFT, LyCORIS's older oft_diag), BOFT's butterfly B in place of R^T; alpha clamps the skew
     blocks (alpha * out)."""
@@ -218,9 +229,27 @@ def test_oft_and_boft_rotate_the_output_rows(tmp_path: Path, ours: Any, componen
         tensors.update({f"{layer.name}.{part}": value for part, value in parts.items()})
         forms.add(form)
     assert forms == {0, 1, 2, 3, 4}
-    path = _save(tmp_path / "oft.safetensors", tensors)
+    return _save(tmp_path_factory.mktemp("oft") / "oft.safetensors", tensors), expected
+
+
+def test_oft_and_boft_rotate_the_output_rows(ours: Any, oft_file: Any) -> None:
+    path, expected = oft_file
     assert {m.kind for m in LoraFile.load(path).modules.values()} == {"oft"}
-    print(f"OFT/BOFT: max error {_check(ours, path, expected):.2e} of max|W|")
+    print(f"OFT/BOFT: max error {_check(ours, [path], expected):.2e} of max|W'|")
+
+
+def test_stacked_updates_apply_in_order(ours: Any, ia3_file: Any, oft_file: Any) -> None:
+    """IA3 then OFT on the same layers: each applies to the weight the one before it left (the
+    WebUI's loop over its networks), so OFT rotates the IA3-scaled weight."""
+    (ia3, scaled), (oft, rotated) = ia3_file, oft_file
+    rotation = {(layer.component, layer.key): formula for layer, formula in rotated.items()}
+
+    def stacked(first: Expected, then: Expected) -> Expected:
+        return lambda w, m: then(first(w, m), m)
+
+    expected = {layer: stacked(formula, rotation[layer.component, layer.key])
+                for layer, formula in scaled.items()}
+    print(f"IA3 + OFT: max error {_check(ours, [ia3, oft], expected):.2e} of max|W'|")
 
 
 # -- GLoRA -------------------------------------------------------------------------------------
@@ -246,7 +275,37 @@ def test_glora_adds_a_weight_product(tmp_path: Path, ours: Any, components: Any)
         expected[layer] = formula
     path = _save(tmp_path / "glora.safetensors", tensors)
     assert {m.kind for m in LoraFile.load(path).modules.values()} == {"glora"}
-    print(f"GLoRA: max error {_check(ours, path, expected):.2e} of max|W|")
+    print(f"GLoRA: max error {_check(ours, [path], expected):.2e} of max|W'|")
+
+
+# -- norm layers -------------------------------------------------------------------------------
+
+def test_norm_layers_get_their_differences(tmp_path: Path, ours: Any, components: Any) -> None:
+    """network_norm: a LayerNorm's or GroupNorm's weight + m * w_norm, its bias + m * b_norm
+    (the UNet's and the text encoder's, LDM's resnet names too)."""
+    rng = np.random.default_rng(8)
+    tensors, expected = {}, {}
+    norms = _layers(components, torch.nn.LayerNorm, torch.nn.GroupNorm)
+    for layer in norms:
+        path = layer.key.removesuffix(".weight")
+        if layer.component == "text_encoder":
+            path = "text_model." + path
+        for part, name in (("weight", "w_norm"), ("bias", "b_norm")):
+            diff = (rng.standard_normal(layer.shape) * 0.3).astype(np.float32)
+            tensors[f"{layer.name}.{name}"] = diff
+
+            def formula(w: np.ndarray, m: float, diff: np.ndarray = diff) -> np.ndarray:
+                return w + m * diff.astype(np.float64)
+
+            expected[Layer(layer.component, path, layer.shape, part)] = formula
+    ldm = "lora_unet_input_blocks_1_0_in_layers_0"  # down_blocks.0.resnets.0.norm1
+    assert "lora_unet_down_blocks_0_resnets_0_norm1.w_norm" in tensors
+    for name in ("w_norm", "b_norm"):
+        tensors[f"{ldm}.{name}"] = tensors.pop(f"lora_unet_down_blocks_0_resnets_0_norm1.{name}")
+    path = _save(tmp_path / "norm.safetensors", tensors)
+    assert {m.kind for m in LoraFile.load(path).modules.values()} == {"full"}
+    assert len(norms) > 40 and len(expected) == 2 * len(norms)
+    print(f"norm: max error {_check(ours, [path], expected):.2e} of max|W'|")
 
 
 # -- bad files ---------------------------------------------------------------------------------
