@@ -10,9 +10,9 @@ Formats read (the ones the WebUI's built-in Lora extension and diffusers read fo
   (or `lokr_w2_a`, `lokr_w2_b`, optional `lokr_t2`), full differences `diff` (`diff_b` for
   the bias), IA3 `weight` and `on_input`, OFT: kohya's and LyCORIS's `oft_blocks` (BOFT's
   4-D; `alpha` its constraint), LyCORIS's older `oft_diag`, `rescale`, and GLoRA `a1.weight`,
-  `a2.weight`, `b1.weight`, `b2.weight` (these three are built from the weight itself:
-  `diffusion.lora._delta_weight`); LyCORIS's norm-layer differences `w_norm`, `b_norm` (read as
-  `diff` and `diff_b` of the LayerNorm or GroupNorm); DoRA's `dora_scale` beside the others.
+  `a2.weight`, `b1.weight`, `b2.weight` (IA3, OFT and GLoRA are built from the weight itself:
+  `diffusion.lora._delta_weight`); LyCORIS's norm-layer differences `w_norm`, `b_norm` (read
+  as `diff` and `diff_b` of the LayerNorm or GroupNorm); DoRA's `dora_scale` beside the others.
 - diffusers / PEFT: `unet.<module>.lora_A.weight` / `lora_B.weight` (`text_encoder.`,
   `text_encoder_2.`, `transformer.`, and ComfyUI's `diffusion_model.` for the UNet or the
   transformer), the older `<module>.lora.down.weight` / `.lora.up.weight`,
@@ -102,11 +102,10 @@ class LoraModule:
     "oft" (incl. BOFT) or "glora", its `tensors` by short name (down, up, mid / w1a, w1b, w2a,
     w2b, t1, t2 / k1 or k1a, k1b, k2 or k2a, k2b, kt2 / diff / IA3's weight, on_input /
     oft_blocks or oft_diag, rescale / a1, a2, b1, b2; DoRA's magnitudes `dora_scale` beside the
-    first four) as stored
-    (float16/32; bfloat16 widened to float32; IA3's on_input an integer), and `alpha` (None:
-    the scale is 1; OFT's: its constraint). `name` is
-    the module as the file names it (component prefix removed); `key` is the file's own
-    spelling, for messages. Compares by identity."""
+    first four) as stored (float16/32; bfloat16 widened to float32; IA3's on_input an integer),
+    and `alpha` (None: the scale is 1; OFT's: its constraint). `name` is the module as the file
+    names it (component prefix removed); `key` is the file's own spelling, for messages.
+    Compares by identity."""
 
     component: str
     name: str
@@ -236,8 +235,8 @@ def _norm_diff(key: str) -> bool:
 def _part(path: Path, key: str, part: str, known: dict[str, str]) -> str:
     if part not in known:
         raise LoraError(f"{path}: tensor {key!r}: {part!r} is not a part of a LoRA, LoCon, "
-                        f"LoHa, LoKr, full-difference, IA3, OFT or GLoRA module this loader "
-                        f"supports ({', '.join(known)})")
+                        f"LoHa, LoKr, full-difference, IA3, OFT, GLoRA or norm-layer module "
+                        f"this loader supports ({', '.join(known)})")
     return known[part]
 
 
