@@ -136,6 +136,38 @@ def test_ia3_scales_rows_or_columns(ours: Any, ia3_file: Any) -> None:
     print(f"IA3: max error {_check(ours, [path], expected):.2e} of max|W'|")
 
 
+def test_ia3_matches_peft_merge(ours: Any, ia3_file: Any, components: Any) -> None:
+    """PEFT's IA3 (ia3_l per output row, per input column on a feed-forward layer) merged with
+    ia3_l = 1 + w gives the same linear weights as the file at multiplier 1 (PEFT also scales
+    the bias of an output-row IA3, which the WebUI and LyCORIS's merge leave alone)."""
+    peft = pytest.importorskip("peft")
+    path, _ = ia3_file
+    modules = {m.key.rpartition(".")[0]: m for m in LoraFile.load(path).modules.values()}
+    base = _weights(ours)
+    loras = LoraManager(ours)
+    try:
+        loras.set([(path, 1.0, 1.0)])
+        got = _weights(ours)
+    finally:
+        loras.clear()
+    checked = 0
+    for layer in _layers(components, torch.nn.Linear):
+        t = modules[layer.name].tensors
+        linear = torch.nn.Linear(layer.shape[1], layer.shape[0], bias=False)
+        linear.weight.data = torch.from_numpy(base[layer.component][layer.key].copy())
+        on_input = bool(t["on_input"])
+        wrapped = peft.tuners.ia3.layer.Linear(linear, "ia3", peft.IA3Config(),
+                                               is_feedforward=on_input)
+        factors = torch.from_numpy(1 + t["weight"].astype(np.float32))
+        wrapped.ia3_l["ia3"].data = factors.reshape((1, -1) if on_input else (-1, 1))
+        wrapped.merge()
+        want = wrapped.get_base_layer().weight.detach().numpy()
+        np.testing.assert_allclose(got[layer.component][layer.key], want, rtol=0,
+                                   atol=TOLERANCE * np.abs(want).max(), err_msg=layer.key)
+        checked += 1
+    assert checked > 50
+
+
 # -- OFT, BOFT ---------------------------------------------------------------------------------
 
 def _cayley(blocks: np.ndarray, constraint: float) -> np.ndarray:
