@@ -60,8 +60,9 @@ def test_flux2_inpaint_equals_diffusers(first_device: gpucore.Device,
     `image_reference`). The "diffusers" sampler draws Flux2KleinInpaintPipeline's picture
     (the init image's latent mean noised, the mask shrunk bilinearly: its edge here halfway
     through a latent column; measured 8.3e-4 mean abs of [0, 1] pixels, the uint8
-    rounding). The kept latents are the init image's exactly, the masked ones move, and the
-    reference picture changes the result."""
+    rounding; its nearest pixels in place of the bilinear mask: 1.5e-2). The kept latents
+    are the init image's exactly, the masked ones move, and the reference picture changes
+    the result."""
     import diffusers
 
     folder, reference = tiny_flux2_klein

@@ -270,3 +270,12 @@ def test_kontext_inpaint_equals_diffusers(first_device: gpucore.Device,
     painted = [model.generate(GenerationRequest(**euler, references=(picture,))).images[0]
                for picture in (ref, other)]
     assert np.abs(painted[0].astype(float) - painted[1])[mask > 0].mean() > 2
+    # the WebUI's mask blur, "Only masked" and latent noise on the shared path; the
+    # "diffusers" sampler encodes the picture itself: latent noise refused in one line
+    webui = model.generate(GenerationRequest(**euler, references=(ref,), mask_blur=2,
+                                             inpaint_full_res=True, inpainting_fill=2))
+    assert webui.images[0].shape == (HEIGHT, WIDTH, 3)
+    assert webui.settings["inpaint_area"] == "Only masked"
+    assert webui.settings["masked_content"] == "latent noise"
+    with pytest.raises(ValueError, match="latent noise"):
+        model.generate(GenerationRequest(**settings, inpainting_fill=2))

@@ -316,8 +316,8 @@ def test_edit_inpaint_equals_diffusers(first_device: gpucore.Device,
     the reference. The "diffusers" sampler draws QwenImageEditInpaintPipeline's picture (the
     picture's posterior draw noised by the torch CPU generator, that draw also its latent
     tokens, the kept part put back after every step; measured 9.6e-4 mean abs of [0, 1]
-    pixels, the uint8 rounding). The kept latents are that draw exactly, the masked ones
-    move."""
+    pixels, the uint8 rounding; the mean's tokens in place of the draw's: 1.0e-2). The kept
+    latents are that draw exactly, the masked ones move."""
     import diffusers
     from diffusers.pipelines.qwenimage import pipeline_qwenimage_edit_inpaint as module
 
