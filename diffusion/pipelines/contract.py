@@ -137,7 +137,9 @@ class Capabilities:
     step_cache: tuple[str, ...] = ()  # the step cache kinds it runs (models.step_cache)
     tiling: bool = False  # the WebUI's Tiling: convs that pad circularly (request.tiling)
     # the reference pictures an edit model reads, its init image the first (request.
-    # references the others): 0, none (the init image is img2img's start), None, any number
+    # references the others; with a mask the init image is also the picture inpainted, and
+    # FLUX.1 Kontext's one further picture its reference): 0, none (the init image is
+    # img2img's start), None, any number
     references: int | None = 0
     models: str = ""  # what messages call the family's models ("" : "<family> models")
 

@@ -1,13 +1,18 @@
 """What the edit models (FLUX.1 Kontext, Qwen-Image-Edit and its Plus versions, FLUX.2) share
 behind `generate(request)`: Forge Neo's mapping of img2img onto them, where the init image is
 the first reference picture and `request.references` the others, in order; the denoising
-strength that mapping leaves without a meaning; and a WebUI sampler run from noise beside the
-references (the init image is not the start).
+strength that mapping leaves without a meaning; a WebUI sampler run from noise beside the
+references (the init image is not the start); and inpainting, where a mask makes the init
+image the picture inpainted at the denoising strength, as diffusers' FluxKontextInpaintPipeline,
+Flux2KleinInpaintPipeline and QwenImageEditInpaintPipeline draw it (`image` noised by
+`strength`, the unmasked part put back after every step) while the references still steer
+the flow (each family says which: Kontext's `image_reference`, klein's init image and
+further references, Qwen-Image-Edit's picture itself).
 
     pictures = reference_pictures(request)         # [] for txt2img
     refuse_strength(request, "FLUX.2 klein models")
-    latents = sample_from_noise(model, request, label, prompts, seeds, width, height,
-                                observer, cache)
+    latents = pipe(..., **inpainting(request))     # the "diffusers" sampler's start
+    class Flux2Model(EditPasses, LLMFlowModel)     # the WebUI samplers: from noise, or inpaint
 """
 
 from __future__ import annotations
@@ -23,21 +28,22 @@ from ...sampling.kdiffusion_pass import WebUISeeds
 from ...sampling.model_sampling import FlowSchedule
 from ..observer import Observer
 from ..request import GenerationRequest
+from .flow_passes import FlowModelPasses
 from .flow_sampling import resized, sample_flow
 from .flow_schedule import scheduled_flow
 
-__all__ = ["DEFAULT_STRENGTH", "reference_pictures", "refuse_strength", "sample_from_noise"]
+__all__ = ["DEFAULT_STRENGTH", "EditPasses", "inpainting", "reference_pictures",
+           "refuse_strength", "sample_from_noise"]
 
 # the request's own denoising strength: what a client sends when it sets none
 DEFAULT_STRENGTH = next(f.default for f in fields(GenerationRequest) if f.name == "strength")
 
 
 class EditModel(Protocol):
-    """What `sample_from_noise` needs of a model: its guided flow, its scheduler and its
-    decoder's kernels begun ahead (FlowModel.begin_decode)."""
+    """What `sample_from_noise` needs of a model: its pipeline (whose scheduler config it
+    reads), its guided flow and its decoder's kernels begun ahead (FlowModel.begin_decode)."""
 
-    @property
-    def scheduler_config(self) -> dict[str, Any]: ...
+    pipe: Any
 
     def guided_flow(self, request: GenerationRequest, prompts: list[str], width: int,
                     height: int, cache: StepCache | None = None
@@ -57,12 +63,40 @@ def reference_pictures(request: GenerationRequest) -> list[Any]:
 
 def refuse_strength(request: GenerationRequest, models: str) -> None:
     """ValueError in one line for a denoising strength other than the default (or 1, what
-    the run amounts to) with reference pictures: the run starts from noise."""
+    the run amounts to) with reference pictures and no mask: the run starts from noise."""
     strength = float(request.strength)
-    if request.init_image is not None and strength not in (DEFAULT_STRENGTH, 1.0):
-        raise ValueError(f"denoising strength {strength:g}: not supported for {models} (they "
-                         "draw from noise beside the reference pictures); leave --strength "
-                         "out")
+    if (request.init_image is not None and request.mask is None
+            and strength not in (DEFAULT_STRENGTH, 1.0)):
+        raise ValueError(f"denoising strength {strength:g}: not supported for {models} "
+                         "without a mask (they draw from noise beside the reference "
+                         "pictures); leave --strength out, or give a mask to inpaint")
+
+
+def inpainting(request: GenerationRequest) -> dict[str, Any]:
+    """The edit pipeline's inpainting keywords for the "diffusers" sampler: with a mask, the
+    init image as the picture inpainted (`init_image`), the mask and the strength; none
+    otherwise (the run starts from noise)."""
+    if request.mask is None:
+        return {}
+    return {"init_image": request.init_image, "mask_image": request.mask,
+            "strength": float(request.strength)}
+
+
+class EditPasses(FlowModelPasses):
+    """An edit model's WebUI-sampler pass (before FlowModel in its bases): from noise beside
+    the references (`sample_from_noise`), or with a mask FlowModelPasses' inpainting, the one
+    every flow family runs (the init image's latents noised to the strength, the WebUI's
+    latent mask and masked content, the kept part put back after every step), along the
+    model's guided flow with its references inside."""
+
+    def _webui(self, request: GenerationRequest, label: str, prompts: list[str],
+               seeds: WebUISeeds, width: int, height: int, observer: Observer,
+               cache: StepCache | None) -> np.ndarray:
+        if request.mask is not None:
+            return super()._webui(request, label, prompts, seeds, width, height, observer,
+                                  cache)
+        return sample_from_noise(self, request, label, prompts, seeds, width, height,
+                                 observer, cache)
 
 
 def sample_from_noise(model: EditModel, request: GenerationRequest, label: str,
@@ -73,7 +107,7 @@ def sample_from_noise(model: EditModel, request: GenerationRequest, label: str,
     flow, shape, mu = scheduled_flow(model, request, prompts, width, height, cache,
                                      steps=int(request.steps))
     model.begin_decode(request, shape)  # the prompt encoded, the first step not yet
-    return sample_flow(flow, label, FlowSchedule(model.scheduler_config, mu=mu),
+    return sample_flow(flow, label, FlowSchedule(model.pipe.scheduler_config, mu=mu),
                        int(request.steps), seeds=resized(seeds, request, shape, width, height),
                        rng=request.rng, shape=shape, options=request.sampler_options,
                        callback=observer.step, denoised=observer.on_denoised)

@@ -7,7 +7,9 @@ back before FLUX.2's 32-channel VAE decodes. CFG as diffusers': `neg + g * (pos 
 for `guidance_scale` g > 1 against `negative_prompt` (diffusers' is always the empty one),
 unless the folder is step-distilled (`is_distilled`: klein 4B/9B, 4 steps without CFG).
 With the torch RNG, a seed gives diffusers' picture
-(`generator=torch.Generator("cpu").manual_seed(seed)`).
+(`generator=torch.Generator("cpu").manual_seed(seed)`). Inpainting as
+Flux2KleinInpaintPipeline: the picture inpainted (its latent mean) noised by the strength,
+the mask shrunk bilinearly to the latents, the kept part put back after every step.
 
     pipe = Flux2KleinPipeline.from_pretrained("FLUX.2-klein-4B")
     images = pipe("a red circle", height=1024, width=1024, num_inference_steps=4, seed=7)
@@ -283,7 +285,6 @@ class Flux2KleinPipeline:
         at time t = 10, 20, ... in order. diffusers: `Flux2Pipeline.prepare_image_latents`
         and `_prepare_image_ids` (the images already cropped to the multiple)."""
         scale = self.vae_scale_factor * 2
-        weight = self.vae.encoder.conv_in.weight
         tokens, ids = [np.zeros((0, self.transformer.config["in_channels"]), np.float32)], [
             np.zeros((0, 4), np.int64)]
         for index, picture in enumerate(pictures):
@@ -292,11 +293,8 @@ class Flux2KleinPipeline:
                     width < scale):
                 raise ValueError(f"a FLUX.2 reference picture must be (H, W, 3) with sides "
                                  f"multiples of {scale}, got {picture.shape}; crop or resize it")
-            pixels = np.asarray(picture, np.float32).transpose(2, 0, 1)[None] * 2 - 1
-            mean, _ = self.vae.encode(asarray(pixels, dtype=weight.dtype, device=weight.device))
-            raw = mean.numpy().astype(np.float32)
-            check_encoded(raw)
-            latents = self.vae.to_transformer(raw)[0]
+            latents = self.mean_latents(
+                np.asarray(picture, np.float32).transpose(2, 0, 1)[None] * 2 - 1)[0]
             rows, cols = latents.shape[1:]
             tokens.append(latents.reshape(len(latents), rows * cols).T)
             grid = np.zeros((rows * cols, 4), np.int64)
@@ -304,6 +302,18 @@ class Flux2KleinPipeline:
             grid[:, 1], grid[:, 2] = np.divmod(np.arange(rows * cols), cols)
             ids.append(grid)
         return np.concatenate(tokens), np.concatenate(ids)
+
+    def mean_latents(self, pixels: np.ndarray, generator: Any = None) -> np.ndarray:
+        """Latents (1, 4C, H/16, W/16) float32 of `pixels` (1, 3, H, W) in [-1, 1] as the
+        transformer reads them: the VAE posterior's mean, no draw (`generator`, which
+        FlowStart's `encode` passes, unused), patchified and normalized by its batch norm.
+        diffusers: Flux2KleinPipeline's and Flux2KleinInpaintPipeline's
+        `_encode_vae_image` (`sample_mode="argmax"`)."""
+        weight = self.vae.encoder.conv_in.weight
+        mean, _ = self.vae.encode(asarray(pixels, dtype=weight.dtype, device=weight.device))
+        raw = mean.numpy().astype(np.float32)
+        check_encoded(raw)
+        return self.vae.to_transformer(raw)  # type: ignore[no-any-return]
 
     def decode(self, latents: np.ndarray, device: Device | None = None,
                run: Callable[[Any, np.ndarray], np.ndarray] | None = None) -> np.ndarray:
@@ -321,7 +331,8 @@ class Flux2KleinPipeline:
                  rng: str = "torch", max_sequence_length: int = 512,
                  latents: np.ndarray | None = None, callback: StepCallback | None = None,
                  output_type: str = "np", cache: StepCache | None = None,
-                 image: Sequence[np.ndarray] = ()) -> np.ndarray:
+                 image: Sequence[np.ndarray] = (), init_image: Any = None,
+                 mask_image: Any = None, strength: float = 1.0) -> np.ndarray:
         """Pictures for `prompt` (one or a list): float images in [0, 1], (B, height, width,
         3) ("np"), or the final latents (B, 4C, H/16, W/16) in the transformer's space
         ("latent"). `guidance_scale`: diffusers' (CFG above 1 against `negative_prompt`,
@@ -331,7 +342,13 @@ class Flux2KleinPipeline:
         step caching (`velocity`); `image`: reference pictures (H, W, 3) in [0, 1]
         (`reference_tokens`). diffusers:
         `Flux2KleinPipeline(prompt, height=, width=, num_inference_steps=, guidance_scale=,
-        generator=torch.Generator().manual_seed(seed), output_type="np").images`."""
+        generator=torch.Generator().manual_seed(seed), output_type="np").images`.
+        Inpainting: `init_image` (height x width) the picture inpainted with `mask_image`
+        (white = repaint), its latent mean noised to the first sigma `strength` keeps, the
+        mask shrunk bilinearly to the latents and the kept part put back after every step;
+        `image` the references, the init image the first. diffusers:
+        `Flux2KleinInpaintPipeline(image=init_image, image_reference=image[1], mask_image=,
+        strength=, ...)` (which reads the init image, then its one `image_reference`)."""
         prompts = check_call(prompt, rng=rng, output_type=output_type, steps=num_inference_steps)
         scale = self.vae_scale_factor * 2
         if height % scale or width % scale:
@@ -346,9 +363,12 @@ class Flux2KleinPipeline:
                                         references=image)
         # 2. the schedule: sigmas 1 .. 1/n, shifted by klein's empirical mu
         scheduler = flow_schedule(self.scheduler_config, num_inference_steps, mu)
-        # 3. noise, Euler steps along the flow, the pictures out of the latent space
+        # 3. noise (or the picture inpainted, noised), Euler steps along the flow, the
+        # pictures out of the latent space
         device = self.transformer.x_embedder.weight.device
         out = run_euler(self.vae, scheduler, shape, flow, generator=make_generator(rng, seed),
-                        latents=latents, image=None, mask=None, strength=1.0,
-                        callback=callback, output_type="latent", device=device)
+                        latents=latents, image=init_image, mask=mask_image, strength=strength,
+                        callback=callback, output_type="latent", device=device,
+                        encode=self.mean_latents, scale_factor=scale, posterior=False,
+                        bilinear_mask=True)
         return out if output_type == "latent" else self.decode(out, device)

@@ -16,8 +16,15 @@ img2img is FLUX.2's multi-reference editing, as Forge Neo maps img2img onto edit
 init image (fitted to width x height by the resize mode) and the request's further
 `references` (each at its own size) are the reference pictures, in order, read as diffusers'
 Flux2KleinPipeline reads its `image` list (`reference_picture`), and the prompt is the
-instruction. The run starts from noise beside them: no denoising strength or mask (and, as on
-every family, no hires fix with img2img).
+instruction. The run starts from noise beside them: no denoising strength (and, as on every
+family, no hires fix with img2img).
+
+Inpainting (a mask) is diffusers' Flux2KleinInpaintPipeline: the init image is the picture
+inpainted, noised by the request's denoising strength, its unmasked part put back after
+every step, while the references stay as above (the init image, then the request's further
+`references`: diffusers' `image_reference`). The mask goes the way of every flow family's
+(mask blur, "Only masked", masked content; with the WebUI samplers the WebUI's latent mask:
+diffusion.pipelines.flow.edit_refs.EditPasses); FLUX.2 dev inpaints the same way.
 """
 
 from __future__ import annotations
@@ -31,13 +38,12 @@ import numpy as np
 
 from ...loaders.flux2 import flux2_distilled, flux2_family
 from ...models.step_cache import StepCache
-from ...sampling.kdiffusion_pass import WebUISeeds
 from ...sampling.model_sampling import FlowSchedule
 from ..contract import Capabilities, LoadOptions, SamplingDefaults
 from ..finite import pictures_uint8
 from ..observer import Observer
 from ..request import GenerationRequest
-from .edit_refs import reference_pictures, refuse_strength, sample_from_noise
+from .edit_refs import EditPasses, inpainting, reference_pictures, refuse_strength
 from .flow_memory import MemoryLayout
 from .flow_model import LLMFlowModel
 from .flow_sampling import FLOW_SAMPLERS, FLOW_SCHEDULES
@@ -61,7 +67,7 @@ FLUX2_DEV_DEFAULTS = SamplingDefaults(
 MAX_REFERENCES = 10  # the reference pictures FLUX.2 reads at most (Black Forest Labs' figure)
 
 
-class Flux2Model(LLMFlowModel):
+class Flux2Model(EditPasses, LLMFlowModel):
     """A loaded FLUX.2 klein pipeline (`family` "flux2-klein", a `Flux2KleinPipeline` as
     `pipe`) or FLUX.2 dev one ("flux2-dev", a `Flux2Pipeline`: the request's
     `distilled_cfg_scale` is its embedded guidance, CFG stays 1)."""
@@ -80,9 +86,9 @@ class Flux2Model(LLMFlowModel):
         """The WebUI samplers defined for flow models over the Simple schedule, CFG with a
         negative prompt (none for a distilled model), plain-text prompts with LoRA tags;
         First Block Cache (MagCache's and TeaCache's tables are FLUX's), the memory modes
-        (flux2_memory); up to MAX_REFERENCES reference pictures (the init image the first);
-        variation seeds and the hires fix (its own prompts and sampler too) with the WebUI
-        samplers; no refiner or control units yet."""
+        (flux2_memory); up to MAX_REFERENCES reference pictures (the init image the first;
+        with a mask the picture inpainted too); variation seeds and the hires fix (its own
+        prompts and sampler too) with the WebUI samplers; no refiner or control units yet."""
         return Capabilities(family=self.family, latent_space="flux2",
                             guidance="distilled" if self.dev else
                             "none" if self.pipe.distilled else "cfg",
@@ -100,15 +106,12 @@ class Flux2Model(LLMFlowModel):
         return flux2_layout(self.pipe)
 
     def check(self, request: GenerationRequest, width: int, height: int) -> None:
-        """FlowModel's checks; the init image a reference picture: no mask or strength."""
+        """FlowModel's checks; the init image a reference picture: no strength without a
+        mask."""
         super().check(request, width, height)
         if self.dev and request.cfg_scale != 1:
             raise ValueError("FLUX.2 dev runs without CFG (its guidance is embedded: set it with "
                              "the Distilled CFG Scale); set cfg_scale 1")
-        if request.mask is not None:
-            raise ValueError("inpainting is not supported for FLUX.2 klein models yet: give "
-                             "the picture as the init image (a reference) and say the edit "
-                             "in the prompt")
         refuse_strength(request, "FLUX.2 klein models")
 
     @property
@@ -163,7 +166,8 @@ class Flux2Model(LLMFlowModel):
         return self.pipe(prompts, height=height, width=width,  # type: ignore[no-any-return]
                          num_inference_steps=int(request.steps), seed=seed, rng=request.rng,
                          callback=observer.step, output_type="latent", cache=cache,
-                         image=self._references(request), **self._guidance(request))
+                         image=self._references(request), **self._guidance(request),
+                         **inpainting(request))
 
     def guided_flow(self, request: GenerationRequest, prompts: list[str], width: int,
                     height: int, cache: StepCache | None = None
@@ -175,13 +179,6 @@ class Flux2Model(LLMFlowModel):
         return self.pipe.velocity(  # type: ignore[no-any-return]
             prompts, height=height, width=width, num_inference_steps=int(request.steps),
             cache=cache, references=self._references(request), **self._guidance(request))
-
-    def _webui(self, request: GenerationRequest, label: str, prompts: list[str],
-               seeds: WebUISeeds, width: int, height: int, observer: Observer,
-               cache: StepCache | None) -> np.ndarray:
-        """A WebUI sampler from noise (the init image is a reference, not the start)."""
-        return sample_from_noise(self, request, label, prompts, seeds, width, height,
-                                 observer, cache)
 
 
 def flux2_defaults(path: str | os.PathLike[str], family: str) -> SamplingDefaults:

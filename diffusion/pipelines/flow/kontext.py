@@ -2,7 +2,9 @@
 FluxKontextPipeline draws it. The transformer is FLUX.1 dev's; the reference picture is encoded
 by the VAE (its posterior's mean), packed into 2x2 patches like the noise, and its tokens are
 appended after the noise tokens, with rotary positions whose first axis is 1 (the noise's is
-0). Only the noise tokens' prediction steps the latents; the run starts from noise.
+0). Only the noise tokens' prediction steps the latents; the run starts from noise, or, to
+inpaint (FluxKontextInpaintPipeline), from the picture inpainted noised by the strength, its
+unmasked part put back after every step.
 
     pipe = KontextPipeline.from_pretrained("FLUX.1-Kontext-dev")
     images = pipe("make it night", image=Image.open("street.png"), height=1024, width=1024)
@@ -66,14 +68,21 @@ class KontextPipeline(FluxPipeline):
         picture = rgb_picture(image)
         width, height = reference_size(picture.size[0], picture.size[1],
                                        self.vae_scale_factor * 2, auto_resize=auto_resize)
-        pixels = to_unit_image(picture, width, height)
-        mean, _ = vae_encode(self.vae, pixels)
-        check_encoded(mean)
-        latents = (mean - np.float32(self.vae.shift_factor)) * np.float32(self.vae.scaling_factor)
+        latents = self.mean_latents(to_unit_image(picture, width, height))
         rows, columns = latents.shape[2] // 2, latents.shape[3] // 2
         ids = image_ids(rows, columns)
         ids[:, 0] = 1
-        return pack_latents(latents.astype(np.float32)), ids
+        return pack_latents(latents), ids
+
+    def mean_latents(self, pixels: np.ndarray, generator: Any = None) -> np.ndarray:
+        """Latents (1, C, h, w) float32 of `pixels` (1, 3, H, W) in [-1, 1] in the
+        transformer's space: the VAE posterior's mean, no draw (`generator`, which FlowStart's
+        `encode` passes, unused). diffusers: FluxKontextPipeline's and
+        FluxKontextInpaintPipeline's `_encode_vae_image` (`sample_mode="argmax"`)."""
+        mean, _ = vae_encode(self.vae, pixels)
+        check_encoded(mean)
+        latents = (mean - np.float32(self.vae.shift_factor)) * np.float32(self.vae.scaling_factor)
+        return latents.astype(np.float32)
 
     def velocity(self, prompts: Sequence[str], *, height: int, width: int,
                  guidance_scale: float = 3.5, max_sequence_length: int = 512,
@@ -126,7 +135,9 @@ class KontextPipeline(FluxPipeline):
                  guidance_scale: float = 3.5, seed: int = 0, rng: str = "torch",
                  max_sequence_length: int = 512, latents: np.ndarray | None = None,
                  auto_resize: bool = True, callback: StepCallback | None = None,
-                 output_type: str = "np", cache: StepCache | None = None) -> np.ndarray:
+                 output_type: str = "np", cache: StepCache | None = None,
+                 init_image: Any = None, mask_image: Any = None,
+                 strength: float = 1.0) -> np.ndarray:
         """Pictures for `prompt` (the instruction; one or a list) made from the reference
         `image` (PIL or HxWx3 uint8; None: FLUX.1 dev's txt2img), float images in [0, 1]
         (B, height, width, 3) ("np") or the final latents ("latent"). `auto_resize`: encode
@@ -137,7 +148,12 @@ class KontextPipeline(FluxPipeline):
         num_inference_steps=, guidance_scale=, generator=torch.Generator().manual_seed(seed),
         max_area=height * width, _auto_resize=auto_resize, output_type="np").images`
         (its `max_area`, 1024² by default, rescales height and width; ours are taken as
-        given)."""
+        given). Inpainting: `init_image` (height x width) the picture inpainted with
+        `mask_image` (white = repaint), its latents (the posterior's mean) noised to the
+        first sigma `strength` keeps and the unmasked part put back after every step, `image`
+        its reference. diffusers: `FluxKontextInpaintPipeline(image=init_image,
+        image_reference=image, mask_image=, strength=, ...)` (with `image_reference=None`
+        it reads `image` as its own reference: give `image=init_image`)."""
         prompts = check_call(prompt, rng=rng, output_type=output_type, steps=num_inference_steps)
         device = self.transformer.x_embedder.weight.device
         # 1. conditioning: the prompt and the reference's tokens, as a flow of the latents
@@ -147,7 +163,9 @@ class KontextPipeline(FluxPipeline):
                                         image=image, auto_resize=auto_resize)
         # 2. the schedule: sigmas 1 .. 1/n, shifted by the number of noise tokens
         scheduler = flow_schedule(self.scheduler_config, num_inference_steps, mu)
-        # 3. Euler steps from noise along the flow, the pictures out of the latent space
+        # 3. Euler steps from noise (or the picture inpainted, noised) along the flow, the
+        # pictures out of the latent space
         return run_euler(self.vae, scheduler, shape, flow, generator=make_generator(rng, seed),
-                         latents=latents, image=None, mask=None, strength=1.0,
-                         callback=callback, output_type=output_type, device=device)
+                         latents=latents, image=init_image, mask=mask_image, strength=strength,
+                         callback=callback, output_type=output_type, device=device,
+                         encode=self.mean_latents, posterior=False)

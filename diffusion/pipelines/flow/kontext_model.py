@@ -8,15 +8,22 @@ reference's tokens, so the denoising strength does not apply: only its default (
 the run amounts to) is taken. The reference is encoded at the init image's own size (after the
 request's resize mode fits it to width x height), in whole 2x2 latent patches. Guidance is
 FLUX.1 dev's distilled scale (`distilled_cfg_scale`); a CFG scale above 1 adds a
-negative-prompt pass, as for FLUX. Without an init image it draws as FLUX.1 dev. No
-inpainting, hires fix or step caches yet.
+negative-prompt pass, as for FLUX. Without an init image it draws as FLUX.1 dev.
+
+Inpainting (a mask) is diffusers' FluxKontextInpaintPipeline: the init image is the picture
+inpainted (`image`), noised by the request's denoising strength, its unmasked part put back
+after every step; the reference is the request's one further reference picture
+(`references`, diffusers' `image_reference`: the CLI's --reference, the server's second
+init image), or without one the init image itself. The mask goes the way of every flow
+family's (mask blur, "Only masked", masked content; with the WebUI samplers the WebUI's
+latent mask: diffusion.pipelines.flow.edit_refs.EditPasses). No hires fix yet.
 """
 
 from __future__ import annotations
 
 import os
 from collections.abc import Callable
-from dataclasses import fields, replace
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -26,11 +33,10 @@ from ...loaders.flow.file import is_kontext_file
 from ...loaders.flow.folder import flow_family
 from ...models.step_cache import StepCache
 from ...sampling.guidance import combine
-from ...sampling.kdiffusion_pass import WebUISeeds
 from ..contract import Capabilities, LoadOptions, SamplingDefaults
 from ..observer import Observer
 from ..request import GenerationRequest
-from .edit_refs import sample_from_noise
+from .edit_refs import EditPasses, inpainting, refuse_strength
 from .flow_model import FlowModel
 
 __all__ = ["KONTEXT_DEFAULTS", "KontextModel", "kontext_defaults", "kontext_family",
@@ -39,45 +45,47 @@ __all__ = ["KONTEXT_DEFAULTS", "KontextModel", "kontext_defaults", "kontext_fami
 KONTEXT_DEFAULTS = SamplingDefaults(
     steps=28, sampler="Euler", cfg_scale=1.0,
     why="diffusers' Kontext settings; its guidance is --distilled-cfg-scale")
-# the request's own denoising strength: what a client sends when it sets none
-_DEFAULT_STRENGTH = next(f.default for f in fields(GenerationRequest) if f.name == "strength")
 
 
-class KontextModel(FlowModel):
+class KontextModel(EditPasses, FlowModel):
     """A loaded FLUX.1 Kontext pipeline (`family` "flux-kontext", a `KontextPipeline` as
     `pipe`)."""
 
     @property
     def capabilities(self) -> Capabilities:
         """FLUX's (the WebUI samplers for flow models over the Simple schedule, distilled
-        guidance, plain-text prompts with LoRA tags); the init image is the reference picture.
-        The memory modes and variation seeds as FLUX's, First Block Cache (MagCache's and
-        TeaCache's tables are FLUX.1 dev's, not Kontext's); no refiner or control units;
-        `check` refuses a mask, the hires fix and a denoising strength."""
+        guidance, plain-text prompts with LoRA tags); the init image is the reference picture,
+        or with a mask the picture inpainted, one further reference picture then its
+        reference (2 pictures in all). The memory modes and variation seeds as FLUX's, First
+        Block Cache (MagCache's and TeaCache's tables are FLUX.1 dev's, not Kontext's); no
+        refiner or control units; `check` refuses the hires fix, a denoising strength without
+        a mask and a further reference without one."""
         return replace(super().capabilities, step_cache=("fbc",),
-                       models="FLUX.1 Kontext models", references=1, noise_multiplier=False,
+                       models="FLUX.1 Kontext models", references=2, noise_multiplier=False,
                        latent_upscale_resize=False)
 
     def check(self, request: GenerationRequest, width: int, height: int) -> None:
-        """FlowModel's checks; no mask, no hires fix, and no strength but the default."""
+        """FlowModel's checks; no hires fix; without a mask, no strength but the default and
+        no picture beside the init image."""
         super().check(request, width, height)
-        if request.mask is not None:
-            raise ValueError("inpainting is not supported for FLUX.1 Kontext models: give the "
-                             "picture as the init image and say the edit in the prompt")
         if request.hires is not None:
             raise ValueError("the hires fix is not supported for FLUX.1 Kontext models yet; "
                              "leave it out")
-        strength = float(request.strength)
-        if request.init_image is not None and strength not in (_DEFAULT_STRENGTH, 1.0):
-            raise ValueError(f"denoising strength {strength:g} does not apply to FLUX.1 "
-                             "Kontext (it draws from noise beside the reference picture); "
-                             "leave --strength out")
+        if request.references and request.mask is None:
+            raise ValueError("2 reference pictures: FLUX.1 Kontext reads one, the init image; "
+                             "a further reference is for inpainting (with a mask, the init "
+                             "image is the picture inpainted); give one picture, or a mask")
+        refuse_strength(request, "FLUX.1 Kontext models")
 
     def _reference(self, request: GenerationRequest) -> dict[str, Any]:
-        """The pipeline's reference keywords: the init image at its own size."""
+        """The pipeline's reference keywords: the reference at its own size, the init image
+        or, with a mask, the further reference where one is given (diffusers'
+        `image_reference`; without one the picture inpainted is its own, as there)."""
         if request.init_image is None:
             return {}
-        return {"image": request.init_image, "auto_resize": False}
+        picture = request.references[0] if request.mask is not None and request.references \
+            else request.init_image
+        return {"image": picture, "auto_resize": False}
 
     def _diffusers(self, request: GenerationRequest, prompts: list[str], seed: int,
                    width: int, height: int, observer: Observer,
@@ -89,7 +97,8 @@ class KontextModel(FlowModel):
         return self.pipe(prompts, height=height, width=width,  # type: ignore[no-any-return]
                          num_inference_steps=int(request.steps), seed=seed, rng=request.rng,
                          callback=observer.step, output_type="latent", cache=cache,
-                         **self._guidance(request), **self._reference(request))
+                         **self._guidance(request), **self._reference(request),
+                         **inpainting(request))
 
     def guided_flow(self, request: GenerationRequest, prompts: list[str], width: int,
                     height: int, cache: StepCache | None = None
@@ -112,13 +121,6 @@ class KontextModel(FlowModel):
             return combine(uncond, flow(x, t), None, np.float32(cfg))
 
         return guided, shape, mu
-
-    def _webui(self, request: GenerationRequest, label: str, prompts: list[str],
-               seeds: WebUISeeds, width: int, height: int, observer: Observer,
-               cache: StepCache | None) -> np.ndarray:
-        """A WebUI sampler from noise (the init image is the reference, not the start)."""
-        return sample_from_noise(self, request, label, prompts, seeds, width, height,
-                                 observer, cache)
 
 
 def kontext_family(path: str | os.PathLike[str]) -> str | None:

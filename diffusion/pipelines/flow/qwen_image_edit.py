@@ -4,7 +4,10 @@ VAE latents ride packed after the noise tokens in every transformer call (rotary
 and only the noise tokens' prediction is kept; and Qwen2.5-VL reads it with the instruction,
 its vision tower's tokens in place of the edit template's image pads, at multimodal rotary
 positions, the template's first 64 tokens dropped. True CFG with the norm rescale as
-Qwen-Image's, for `true_cfg_scale` > 1 with a negative prompt.
+Qwen-Image's, for `true_cfg_scale` > 1 with a negative prompt. Inpainting as
+QwenImageEditInpaintPipeline: the picture inpainted drawn from the VAE's posterior, noised by
+the strength, its unmasked part put back after every step, and that draw (not the mean) its
+latent tokens as the reference.
 
     pipe = QwenImageEditPipeline.from_pretrained("Qwen-Image-Edit")
     images = pipe("make it night", image=picture, num_inference_steps=50,
@@ -192,12 +195,14 @@ class QwenImageEditPipeline(QwenImagePipeline):
     def velocity(self, prompts: Sequence[str], *, height: int, width: int,  # type: ignore[override]
                  true_cfg_scale: float = 4.0, negative_prompt: str | Sequence[str] | None = None,
                  max_sequence_length: int = 512, cache: StepCache | None = None,
-                 image: Any = None
+                 image: Any = None, first_latents: np.ndarray | None = None
                  ) -> tuple[Callable[[np.ndarray, float], np.ndarray], tuple[int, ...], float]:
         """QwenImagePipeline.velocity with the reference `image` (None: Qwen-Image's flow,
         as the edit model draws without one; a list: the pictures of an Edit Plus model):
         its latent tokens after the noise tokens in every call, the prompt read with it.
-        True CFG needs a negative prompt (None: none, as diffusers)."""
+        True CFG needs a negative prompt (None: none, as diffusers). `first_latents`
+        (1, C, h, w): the first reference's tokens in place of its VAE mean (inpainting: the
+        picture inpainted's draw, as QwenImageEditInpaintPipeline reads it)."""
         if image is None:
             return super().velocity(prompts, height=height, width=width,
                                     true_cfg_scale=true_cfg_scale,
@@ -214,10 +219,11 @@ class QwenImageEditPipeline(QwenImagePipeline):
             negatives = ([negative_prompt] * batch if isinstance(negative_prompt, str)
                          else list(negative_prompt))
             negative = self.encode_edit_prompt(negatives, read)
-        tokens_after = np.repeat(np.concatenate(
-            [pack(self.reference_latents(*one)) for one in encoded], axis=1), batch, 0)
-        references = [(ref_height // scale, ref_width // scale)
-                      for _, ref_width, ref_height in encoded]
+        latents = [self.reference_latents(*one) for one in encoded[first_latents is not None:]]
+        if first_latents is not None:
+            latents.insert(0, first_latents)
+        tokens_after = np.repeat(np.concatenate([pack(x) for x in latents], axis=1), batch, 0)
+        references = [(x.shape[2] // 2, x.shape[3] // 2) for x in latents]
         h, w = 2 * (int(height) // scale), 2 * (int(width) // scale)
         noise_tokens = (h // 2) * (w // 2)
         dtype, device = self.transformer.dtype, self.transformer.device
@@ -257,13 +263,20 @@ class QwenImageEditPipeline(QwenImagePipeline):
                  negative_prompt: str | Sequence[str] | None = None, seed: int = 0,
                  rng: str = "torch", max_sequence_length: int = 512,
                  latents: np.ndarray | None = None, callback: StepCallback | None = None,
-                 output_type: str = "np", cache: StepCache | None = None) -> np.ndarray:
+                 output_type: str = "np", cache: StepCache | None = None,
+                 init_image: Any = None, mask_image: Any = None,
+                 strength: float = 1.0) -> np.ndarray:
         """Edits of `image` (PIL or HxWx3 uint8) by the instruction `prompt` (one or a
         list): float images in [0, 1] (B, height, width, 3) ("np") or the final latents
         ("latent"); height and width default to the reference's (`edit_size`). diffusers:
         `QwenImageEditPipeline(image=, prompt=, negative_prompt=, true_cfg_scale=,
         num_inference_steps=, generator=torch.Generator().manual_seed(seed),
-        output_type="np").images`."""
+        output_type="np").images`. Inpainting: `init_image` (height x width) the picture
+        inpainted with `mask_image` (white = repaint), drawn from the posterior, noised to
+        the first sigma `strength` keeps, the kept part put back after every step, and
+        that draw the first reference's tokens (`first_latents`). diffusers:
+        `QwenImageEditInpaintPipeline(image=, mask_image=, strength=, ...)`, whose picture
+        is both (give `image=init_image`, at the reference's size: diffusers draws there)."""
         prompts = check_call(prompt, rng=rng, output_type=output_type, steps=num_inference_steps)
         if image is None:
             raise ValueError("Qwen-Image-Edit edits a picture: give it as the image (the CLI's "
@@ -272,19 +285,24 @@ class QwenImageEditPipeline(QwenImagePipeline):
         scale = self.vae_scale_factor * 2
         height = (height or default_height) // scale * scale
         width = (width or default_width) // scale * scale
-        # 1. conditioning: the reference's latents and the instruction read with it
-        flow, shape, mu = self.velocity(prompts, height=height, width=width,
-                                        true_cfg_scale=true_cfg_scale,
-                                        negative_prompt=negative_prompt,
-                                        max_sequence_length=max_sequence_length, cache=cache,
-                                        image=image)
-        # 2. the schedule: sigmas 1 .. 1/n, shifted by the picture's size
-        scheduler = flow_schedule(self.scheduler_config, num_inference_steps, mu)
-        # 3. Euler steps from noise along the flow; the pictures out of the latent space
-        start = FlowStart(self.vae, scheduler, shape, generator=make_generator(rng, seed),
-                          latents=latents, image=None, strength=1.0,
+        # 1. the schedule: sigmas 1 .. 1/n, shifted by the picture's size; the start: noise,
+        # or the picture inpainted drawn and noised (its draws before the flow's tokens)
+        h, w = 2 * (height // scale), 2 * (width // scale)
+        scheduler = flow_schedule(self.scheduler_config, num_inference_steps,
+                                  calculate_shift((h // 2) * (w // 2), self.scheduler_config))
+        start = FlowStart(self.vae, scheduler,
+                          (len(prompts), self.transformer.config["in_channels"] // 4, h, w),
+                          generator=make_generator(rng, seed), latents=latents,
+                          image=init_image, mask=mask_image, strength=strength,
                           encode=self.encode_image, scale_factor=self.vae_scale_factor)
+        # 2. conditioning: the reference's latents and the instruction read with it
+        flow, _, _ = self.velocity(
+            prompts, height=height, width=width, true_cfg_scale=true_cfg_scale,
+            negative_prompt=negative_prompt, max_sequence_length=max_sequence_length,
+            cache=cache, image=image,
+            first_latents=None if init_image is None else start.image_latents[:1])
+        # 3. Euler steps along the flow; the pictures out of the latent space
         x = scheduler_loop(start.latents, start.timesteps, scheduler,
                            lambda x, t, i: (flow(x, t), None), dtype=np.float32,
-                           callback=callback)
+                           after_step=lambda i, x: start.blend(x, i), callback=callback)
         return x if output_type == "latent" else self.decode(x)

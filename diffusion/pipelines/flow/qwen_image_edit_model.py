@@ -9,17 +9,26 @@ latent tokens, so the denoising strength does not apply: only its default (or 1)
 The reference is resized to about a megapixel as diffusers' QwenImageEditPipeline does,
 whatever the picture's size; the result is drawn at the request's width x height. The CFG
 scale is diffusers' `true_cfg_scale` against the negative prompt ("" when none is given), as
-for Qwen-Image. An edit model needs its picture: txt2img is refused. No inpainting or hires
-fix yet. An Edit Plus model (2509 and later) reads several references: the init image and
-the request's further `references`, in order (the CLI's --reference, the server's init_images
-beyond the first); Qwen-Image-Edit reads the init image alone.
+for Qwen-Image. An edit model needs its picture: txt2img is refused. No hires fix yet. An
+Edit Plus model (2509 and later) reads several references: the init image and the request's
+further `references`, in order (the CLI's --reference, the server's init_images beyond the
+first); Qwen-Image-Edit reads the init image alone.
+
+Inpainting (a mask) is diffusers' QwenImageEditInpaintPipeline: the init image is the picture
+inpainted, noised by the request's denoising strength, its unmasked part put back after every
+step, and still the reference (the picture Qwen2.5-VL reads with the instruction, and its
+latent tokens: with the "diffusers" sampler the start's posterior draw at the request's size,
+as there; with the WebUI samplers the VAE mean at about a megapixel, as an edit reads it). An
+Edit Plus model's further references steer it as above (diffusers has no such pipeline). The
+mask goes the way of every flow family's (mask blur, "Only masked", masked content; with the
+WebUI samplers the WebUI's latent mask: diffusion.pipelines.flow.edit_refs.EditPasses).
 """
 
 from __future__ import annotations
 
 import os
 from collections.abc import Callable
-from dataclasses import fields, replace
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -27,11 +36,10 @@ import numpy as np
 
 from ...loaders.qwen_image import qwenimage_edit_family
 from ...models.step_cache import StepCache
-from ...sampling.kdiffusion_pass import WebUISeeds
 from ..contract import Capabilities, LoadOptions, SamplingDefaults
 from ..observer import Observer
 from ..request import GenerationRequest
-from .edit_refs import reference_pictures, sample_from_noise
+from .edit_refs import EditPasses, inpainting, reference_pictures, refuse_strength
 from .flow_memory import MemoryLayout
 from .qwen_image_model import QWENIMAGE_DEFAULTS, QwenImageModel
 from .start import base_folder
@@ -39,11 +47,8 @@ from .start import base_folder
 __all__ = ["QwenImageEditModel", "load_qwenimage_edit_model", "qwenimage_edit_defaults",
            "qwenimage_edit_family"]
 
-# the request's own denoising strength: what a client sends when it sets none
-_DEFAULT_STRENGTH = next(f.default for f in fields(GenerationRequest) if f.name == "strength")
 
-
-class QwenImageEditModel(QwenImageModel):
+class QwenImageEditModel(EditPasses, QwenImageModel):
     """A loaded Qwen-Image-Edit pipeline (`family` "qwen-image-edit", a
     `QwenImageEditPipeline` as `pipe`)."""
 
@@ -55,7 +60,7 @@ class QwenImageEditModel(QwenImageModel):
     @property
     def capabilities(self) -> Capabilities:
         """Qwen-Image's; the init image is the picture to edit (an Edit Plus model's
-        first reference of any number)."""
+        first reference of any number), with a mask the picture inpainted too."""
         return replace(super().capabilities, models="Qwen-Image-Edit models",
                        references=None if self.plus else 1, noise_multiplier=False,
                        latent_upscale_resize=False)
@@ -74,20 +79,14 @@ class QwenImageEditModel(QwenImageModel):
         return reference_pictures(request) if self.plus else request.init_image
 
     def check(self, request: GenerationRequest, width: int, height: int) -> None:
-        """Qwen-Image's checks; an init image, no mask, and no strength but the default."""
+        """Qwen-Image's checks; an init image, and no strength but the default without a
+        mask."""
         super().check(request, width, height)
-        if request.mask is not None:
-            raise ValueError("inpainting is not supported for Qwen-Image-Edit yet; leave the "
-                             "mask out (the edit instruction says what to change)")
         if request.init_image is None:
             raise ValueError("Qwen-Image-Edit edits a picture: give it as the init image "
                              "(img2img's init_images, the CLI's --init-image) and say the "
                              "edit in the prompt")
-        strength = float(request.strength)
-        if strength not in (_DEFAULT_STRENGTH, 1.0):
-            raise ValueError(f"denoising strength {strength:g} does not apply to "
-                             "Qwen-Image-Edit (it draws from noise beside the reference "
-                             "picture); leave --strength out")
+        refuse_strength(request, "Qwen-Image-Edit models")
 
     def _diffusers(self, request: GenerationRequest, prompts: list[str], seed: int,
                    width: int, height: int, observer: Observer,
@@ -95,7 +94,8 @@ class QwenImageEditModel(QwenImageModel):
         return self.pipe(prompts, image=self._image(request),  # type: ignore[no-any-return]
                          height=height, width=width, num_inference_steps=int(request.steps),
                          seed=seed, rng=request.rng, callback=observer.step,
-                         output_type="latent", cache=cache, **self._guidance(request))
+                         output_type="latent", cache=cache, **self._guidance(request),
+                         **inpainting(request))
 
     def guided_flow(self, request: GenerationRequest, prompts: list[str], width: int,
                     height: int, cache: StepCache | None = None
@@ -105,13 +105,6 @@ class QwenImageEditModel(QwenImageModel):
         return self.pipe.velocity(  # type: ignore[no-any-return]
             prompts, height=height, width=width, cache=cache, image=self._image(request),
             **self._guidance(request))
-
-    def _webui(self, request: GenerationRequest, label: str, prompts: list[str],
-               seeds: WebUISeeds, width: int, height: int, observer: Observer,
-               cache: StepCache | None) -> np.ndarray:
-        """A WebUI sampler from noise (the init image is the reference, not the start)."""
-        return sample_from_noise(self, request, label, prompts, seeds, width, height,
-                                 observer, cache)
 
 
 def qwenimage_edit_defaults(path: str | os.PathLike[str], family: str) -> SamplingDefaults:

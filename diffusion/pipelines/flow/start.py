@@ -130,17 +130,22 @@ class FlowStart:
     (`scale_noise`); inpaint (`image` and `mask`, white = repaint) the same, and after every
     step the kept part is put back at the next step's noise level. Draws in diffusers' order:
     the image's posterior, the noise, the masked image's posterior (drawn, then unused by
-    transformers without mask inputs)."""
+    transformers without mask inputs; not where `encode` takes the posterior's mean)."""
 
     def __init__(self, vae: Any, scheduler: Any, shape: tuple[int, ...], *, generator: Any,
                  latents: np.ndarray | None = None, image: Any = None, mask: Any = None,
                  strength: float = 1.0,
                  encode: Callable[[np.ndarray, Any], np.ndarray] | None = None,
-                 scale_factor: int | None = None) -> None:
+                 scale_factor: int | None = None, posterior: bool = True,
+                 bilinear_mask: bool = False) -> None:
         """`encode(pixels, generator)` and `scale_factor`, for a VAE other than
         AutoencoderKL (whose `encode_image` and block count are the defaults): the init
-        image's latents in the transformer's space (a posterior draw from `generator`), and
-        how many times smaller than the picture they are."""
+        image's latents in the transformer's space (a posterior draw from `generator`, or
+        its mean where `posterior` is off: Kontext's and klein's inpainting, which draw no
+        masked image then), and how many times smaller than the picture they are.
+        `bilinear_mask`: the binarized mask shrunk bilinearly to the latents' size
+        (Flux2KleinInpaintPipeline's, soft between latents at its edges) where the others
+        take its nearest pixels."""
         self.scheduler, self.keep = scheduler, None
         encode = encode or partial(encode_image, vae)
         step = scale_factor or _scale(vae)
@@ -164,10 +169,11 @@ class FlowStart:
         self.latents = start.astype(np.float32)
         if mask is None:
             return
-        # 3. inpaint: the mask binarized, nearest at latent size; the masked image's draw
+        # 3. inpaint: the mask binarized, at latent size; the masked image's draw
         full = to_mask(mask, width, height)
-        encode(pixels * (full < 0.5), generator)
-        self.keep = 1.0 - full[:, :, ::step, ::step]
+        if posterior:
+            encode(pixels * (full < 0.5), generator)
+        self.keep = 1.0 - (_bilinear(full, step) if bilinear_mask else full[:, :, ::step, ::step])
 
     def blend(self, latents: np.ndarray, i: int) -> np.ndarray:
         """`latents` after step i with the kept part put back (inpaint; as is otherwise)."""
@@ -177,6 +183,16 @@ class FlowStart:
         if i < len(self.timesteps) - 1:
             kept = self.scheduler.scale_noise(kept, self.timesteps[i + 1], self.noise)
         return (self.keep * kept + (1 - self.keep) * latents).astype(np.float32)
+
+
+def _bilinear(mask: np.ndarray, step: int) -> np.ndarray:
+    """`mask` (1, 1, H, W) shrunk `step` times bilinearly, as torch's `interpolate(...,
+    mode="bilinear")` (half-pixel centres, no antialiasing): each latent the mean of the 2x2
+    pixels around its centre (`step` even)."""
+    first, second = step // 2 - 1, step // 2
+    return (mask[:, :, first::step, first::step] + mask[:, :, first::step, second::step]
+            + mask[:, :, second::step, first::step]
+            + mask[:, :, second::step, second::step]) / np.float32(4)
 
 
 def _scale(vae: Any) -> int:
@@ -208,12 +224,13 @@ def decode(vae: Any, latents: np.ndarray, device: Device,
 def run_euler(vae: Any, scheduler: Any, shape: tuple[int, ...], flow: Callable[..., Any], *,
               generator: Any, latents: np.ndarray | None, image: Any, mask: Any,
               strength: float, callback: StepCallback | None, output_type: str,
-              device: Device) -> np.ndarray:
-    """The end of diffusers' flow pipelines (FLUX, SD3): the start (FlowStart), Euler steps
-    along `flow(x, t)` with `callback(done, total, latents)` after each (False stops), then
-    the latents ("latent") or the decoded pictures."""
+              device: Device, **options: Any) -> np.ndarray:
+    """The end of diffusers' flow pipelines (FLUX, SD3): the start (FlowStart, with its
+    `options`: `encode`, `scale_factor`, `posterior`, `bilinear_mask`), Euler steps along
+    `flow(x, t)` with `callback(done, total, latents)` after each (False stops), then the
+    latents ("latent") or the decoded pictures."""
     start = FlowStart(vae, scheduler, shape, generator=generator, latents=latents, image=image,
-                      mask=mask, strength=strength)
+                      mask=mask, strength=strength, **options)
     x = scheduler_loop(start.latents, start.timesteps, scheduler,
                        lambda x, t, i: (flow(x, t), None), dtype=np.float32,
                        after_step=lambda i, x: start.blend(x, i), callback=callback)

@@ -1,7 +1,7 @@
 """Qwen-Image-Edit against diffusers' QwenImageEditPipeline on a tiny random folder: the
 reference picture's latents beside the noise, the instruction read with the picture by
 Qwen2.5-VL (vision tokens, multimodal positions), true CFG; the picture and the prompt both
-visibly matter."""
+visibly matter. With a mask, QwenImageEditInpaintPipeline's inpainting."""
 
 from __future__ import annotations
 
@@ -90,7 +90,8 @@ def test_edit_from_the_cli(first_device: gpucore.Device, tiny_edit: tuple[Path, 
                            tmp_path: Path, capsys: pytest.CaptureFixture[str],
                            monkeypatch: pytest.MonkeyPatch) -> None:
     """img2img's init image is the picture to edit, the prompt the instruction: diffusers'
-    picture (through a PNG); txt2img, a strength and a mask are refused in one line."""
+    picture (through a PNG); txt2img and a strength without a mask are refused in one
+    line."""
     folder, reference = tiny_edit
     assert family_of(folder)[1] == "qwen-image-edit"
     monkeypatch.setattr(edit_module, "REFERENCE_AREA", AREA)
@@ -112,19 +113,13 @@ def test_edit_from_the_cli(first_device: gpucore.Device, tiny_edit: tuple[Path, 
         assert cli.main([*argv, "--out", str(tmp_path / "b.png")]) != 0
         err = capsys.readouterr()[1]
         assert "Qwen-Image-Edit" in err and "Traceback" not in err
-    from diffusion.pipelines.load import load_pipeline
-    from diffusion.pipelines.request import GenerationRequest
-
-    with pytest.raises(ValueError, match="inpainting is not supported for Qwen-Image-Edit"):
-        load_pipeline(folder, device=first_device).generate(GenerationRequest(
-            prompt=PROMPT, init_image=Image.open(init), width=96, height=64, steps=2,
-            mask=np.full((64, 96), 255, np.uint8)))
 
 
 def test_edit_through_the_server(first_device: gpucore.Device, tiny_edit: tuple[Path, Any],
                                  monkeypatch: pytest.MonkeyPatch) -> None:
     """img2img's init_images[0] is the picture to edit: Euler over the Simple schedule at 2
-    steps with the CPU noise source draws diffusers' picture; a mask is refused (4xx)."""
+    steps with the CPU noise source draws diffusers' picture; with a mask it inpaints (the
+    original laid back outside it, as the WebUI)."""
     pytest.importorskip("fastapi", reason="the server extra is not installed")
     import base64
     import io
@@ -149,10 +144,18 @@ def test_edit_through_the_server(first_device: gpucore.Device, tiny_edit: tuple[
         with Image.open(io.BytesIO(data)) as image:
             ours = np.asarray(image.convert("RGB"), np.float32) / 255
         assert np.abs(ours - _diffusers(reference, picture, PROMPT)).mean() < 0.01
+        mask = np.zeros((64, 96), np.uint8)
+        mask[:, 48:] = 255
         masked = client.post("/sdapi/v1/img2img", json={
-            **body, "mask": png_b64(Image.new("L", picture.size, 255))})
-        assert 400 <= masked.status_code < 500
-        assert "Qwen-Image" in masked.text
+            **body, "init_images": [png_b64(_picture(3, 0, 60).resize((96, 64)))],
+            "mask": png_b64(Image.fromarray(mask)), "mask_blur": 0, "steps": 4})
+        assert masked.status_code == 200, masked.text
+        data = base64.b64decode(masked.json()["images"][0])
+        with Image.open(io.BytesIO(data)) as image:
+            painted = np.asarray(image.convert("RGB"), np.float32)
+        init = np.asarray(_picture(3, 0, 60).resize((96, 64)), np.float32)
+        assert np.abs(painted - init)[mask == 0].max() == 0
+        assert np.abs(painted - init)[mask > 0].mean() > 10
 
 
 def test_edit_plus_equals_diffusers(first_device: gpucore.Device, tiny_edit: tuple[Path, Any],
@@ -304,3 +307,46 @@ def test_edit_transformer_file_with_base(first_device: gpucore.Device,
     err = capsys.readouterr().err
     assert "give a Qwen-Image-Edit diffusers folder with --base" in err
     assert "Traceback" not in err
+
+
+def test_edit_inpaint_equals_diffusers(first_device: gpucore.Device,
+                                       tiny_edit: tuple[Path, Any],
+                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    """A mask: the init image is the picture inpainted at the request's strength and still
+    the reference. The "diffusers" sampler draws QwenImageEditInpaintPipeline's picture (the
+    picture's posterior draw noised by the torch CPU generator, that draw also its latent
+    tokens, the kept part put back after every step; measured 9.6e-4 mean abs of [0, 1]
+    pixels, the uint8 rounding; the mean's tokens in place of the draw's: 1.0e-2). The kept
+    latents are that draw exactly, the masked ones move."""
+    import diffusers
+    from diffusers.pipelines.qwenimage import pipeline_qwenimage_edit_inpaint as module
+
+    from diffusion.imaging import to_unit_image
+    from diffusion.noise.rng import make_generator
+    from diffusion.pipelines.load import load_pipeline
+    from diffusion.pipelines.request import GenerationRequest
+
+    folder, edit = tiny_edit
+    dimensions = module.calculate_dimensions
+    monkeypatch.setattr(module, "calculate_dimensions",
+                        lambda area, ratio: dimensions(AREA, ratio))
+    monkeypatch.setattr(edit_module, "REFERENCE_AREA", AREA)
+    init = Image.fromarray(np.random.default_rng(5).integers(0, 256, (64, 96, 3), np.uint8))
+    mask = np.zeros((64, 96), np.uint8)
+    mask[:, 48:] = 255  # whole 2x2 patches of latents: kept at the left
+    guidance: dict[str, Any] = dict(negative_prompt=NEGATIVE, strength=0.75)
+    expected = diffusers.QwenImageEditInpaintPipeline(**edit.components)(
+        image=init, mask_image=Image.fromarray(mask), prompt=PROMPT, true_cfg_scale=4.0,
+        num_inference_steps=4, generator=torch.Generator().manual_seed(7), output_type="np",
+        **guidance).images[0]
+    model = load_pipeline(folder, device=first_device)
+    ours = model.generate(GenerationRequest(
+        prompt=PROMPT, init_image=init, mask=mask, width=96, height=64, steps=4, seed=7,
+        cfg_scale=4.0, sampler="diffusers", rng="torch", **guidance)).images[0] / 255
+    assert np.abs(ours - expected).mean() < 2e-3
+    latents = model.pipe(PROMPT, image=init, init_image=init, mask_image=mask, height=64,
+                         width=96, num_inference_steps=4, true_cfg_scale=4.0, seed=7,
+                         output_type="latent", **guidance)
+    drawn = model.pipe.encode_image(to_unit_image(init, 96, 64), make_generator("torch", 7))
+    assert np.abs(latents - drawn)[..., :6].max() < 1e-5
+    assert np.abs(latents - drawn)[..., 6:].mean() > 0.1
