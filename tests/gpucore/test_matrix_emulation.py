@@ -1,6 +1,6 @@
 """Subgroup matrices emulated in plain WGSL (gpucore/_matrix_emulation.py): the lowering on a
-tiny kernel against float64, and what it refuses. The matrix-unit ops' own tests run under it
-on CI (conftest.matrix_device)."""
+tiny kernel against float64, its matrices held and read in place, and what it refuses. The
+matrix-unit ops' own tests run under it on CI (conftest.matrix_device)."""
 
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ import pytest
 
 import gpucore
 from gpucore import _matrix_emulation, _runtime
+from gpucore._wgsl import strip_comments
 
 # Two 16 x 16 x 16 products into one result loaded from memory: A (32 x 16, row-major) times
 # B (16 x 32, stored transposed: loaded column-major) slice by slice, plus C; stored
@@ -38,6 +39,10 @@ fn main(@builtin(subgroup_id) sg: u32, @builtin(subgroup_invocation_id) lane: u3
   subgroupMatrixStore(&out, sg * 16u, acc, true, 40u);
 }
 """
+# The same with a barrier between the first loads and their product: those two are held,
+# the second pair still read in place.
+BARRIER = KERNEL.replace("  acc = subgroupMatrixMultiplyAccumulate(a0",
+                         "  workgroupBarrier();\n  acc = subgroupMatrixMultiplyAccumulate(a0")
 
 
 @pytest.mark.nodevice
@@ -52,11 +57,42 @@ def test_lowering_is_plain_wgsl_with_the_line_numbers_kept() -> None:
     main = code.splitlines()[10]
     assert "@builtin(local_invocation_index) sgm_index: u32" in main
     assert "let sg = sgm_index / 32u;" in code and "let lane = sgm_index % 32u;" in code
-    # one load function per (buffer, type), pointer-free
-    assert len(re.findall(r"fn sgm_load_a_", lowered)) == 1
+    # one load or view function per (buffer, type), pointer-free
+    assert len(re.findall(r"fn sgm_view_a_", lowered)) == 1
+    assert "fn sgm_load_a_" not in lowered
     assert "fn sgm_store_out_SgMatrixResult_f32_16x16(" in lowered
     assert _runtime.adapt_source("wgpu", KERNEL) == lowered
     assert _runtime.adapt_source("dawn", KERNEL) == KERNEL
+
+
+@pytest.mark.nodevice
+@pytest.mark.parametrize(("edit", "viewed"), [
+    ({}, {"a0", "b0", "a1", "b1"}),
+    ({"  acc = subgroupMatrixMultiplyAccumulate(a0": "  workgroupBarrier();\n"
+                                                   "  acc = subgroupMatrixMultiplyAccumulate(a0"},
+     {"a1", "b1"}),
+    # a call of the shader's own function could change the memory (before a1's product: a1
+    # held, and b1 with it, as a product reads both operands in place or neither); another
+    # array's matrix store cannot, an access of the array itself can; a `var` is held; so is
+    # a matrix used but as an operand
+    ({"  let b1": "  f();\n  let b1", "@compute": "fn f() {}\n@compute"}, {"a0", "b0"}),
+    ({"  let b1": "  subgroupMatrixStore(&out, 0u, acc, false, 16u);\n  let b1"},
+     {"a0", "b0", "a1", "b1"}),
+    ({"  acc = subgroupMatrixMultiplyAccumulate(a0": "  let z = a[0];\n"
+                                                   "  acc = subgroupMatrixMultiplyAccumulate(a0"},
+     {"a1", "b1"}),
+    ({"let a1 = ": "var a1 = "}, {"a0", "b0"}),
+    ({"  subgroupMatrixStore(&out": "  let q = a0;\n  subgroupMatrixStore(&out"}, {"a1", "b1"}),
+])
+def test_products_read_in_place_only_what_nothing_changes(edit: dict[str, str],
+                                                          viewed: set[str]) -> None:
+    source = KERNEL
+    for old, new in edit.items():
+        source = source.replace(old, new, 1)
+    assert set(_matrix_emulation._viewed(strip_comments(source))) == viewed
+    lowered = _matrix_emulation.lower(source)
+    assert ("fn sgm_mma_a_" in lowered) == bool(viewed)
+    assert ("fn sgm_mma_SgMatrixLeft" in lowered) == (viewed != {"a0", "b0", "a1", "b1"})
 
 
 @pytest.mark.nodevice
@@ -90,9 +126,11 @@ def test_configs_need_f16_and_subgroups(monkeypatch: pytest.MonkeyPatch) -> None
     assert _matrix_emulation.requested()
 
 
-def test_emulated_kernel_matches_float64(device: gpucore.Device) -> None:
+@pytest.mark.parametrize("source", [KERNEL, BARRIER], ids=["in-place", "held-and-in-place"])
+def test_emulated_kernel_matches_float64(device: gpucore.Device, source: str) -> None:
     """The lowered kernel on the adapter (wgpu-native lowers it whatever the adapter's
-    configs say): two subgroups, each 16 rows of A (32 x 32) @ B (32 x 16) + C."""
+    configs say): two subgroups, each 16 rows of A (32 x 32) @ B (32 x 16) + C; its products
+    read in place, or one held."""
     if device.info.runtime != "wgpu" or not {"shader-f16", "subgroup"} <= device.features:
         pytest.skip(f"{device.info.label}: the emulation needs wgpu-native, f16 and subgroups")
     rng = np.random.default_rng(5)
@@ -100,7 +138,7 @@ def test_emulated_kernel_matches_float64(device: gpucore.Device) -> None:
     b_t = rng.standard_normal((16, 32)).astype(np.float16)  # B (32 x 16), stored transposed
     c = rng.standard_normal((32, 16)).astype(np.float32)
     out = gpucore.Buffer.from_numpy(np.full(40 * 16, -7.0, np.float32), device=device)
-    kernel = gpucore.Kernel(KERNEL, name="test/matrix_emulation")
+    kernel = gpucore.Kernel(source, name="test/matrix_emulation")
     kernel.dispatch(1, *(gpucore.Buffer.from_numpy(x, device=device) for x in (a, b_t, c)), out)
     expected = a.astype(np.float64) @ b_t.astype(np.float64).T + c
     got = out.read().reshape(16, 40)  # column-major, stride 40: column j at 40 j
