@@ -27,6 +27,7 @@ from gpucore import Buffer, Device, Kernel
 
 from . import matrix_units
 from .matrix_codegen import MatrixTile, Operand, contiguous_load, kernel_source, load_width
+from .matrix_tile import on_device
 from .plan import MULTIPROCESSORS
 
 __all__ = ["PACKED_DOT", "TILES", "available", "choose_tile", "kernel_dims",
@@ -149,8 +150,8 @@ def record_w8a8_matrix(a: Buffer[Any], b: Buffer[Any], scale_a: Buffer[Any],
     if min(tile.bm, tile.bn) * tile.step // width % tile.threads:
         width = 1  # too few vector loads to give every invocation one
     dims = kernel_dims(tile, m, n, kw)
-    kernel = Kernel.generated("quant/gemm_w8a8_subgroup_matrix", source, tile, width, width,
-                              dims)
+    kernel = Kernel.generated("quant/gemm_w8a8_subgroup_matrix", source,
+                              on_device(tile, c.device), width, width, dims)
     kernel.dispatch((math.ceil(n / tile.bn), math.ceil(m / tile.bm), 1), a, b, scale_a,
                     scale_b, bias, c, m=m, n=n, kw=kw, has_bias=int(has_bias), beta=beta)
 

@@ -187,17 +187,17 @@ def _put_functions(tile: MatrixTile, suffixes: list[str], extent: tuple[str, str
     """The epilogue's WGSL functions: a fragment staged in sh_c to the caller's store_c (one
     put_fragment per part that a suffix names), or with `pairs` a fragment and its partner's
     to store_pair; bound checks against M x N (N / 2 for pairs) unless `aligned`, against M
-    alone where `aligned` and `ragged_m`. A lane's 8 elements are a loop from its lane
-    index, whose trip count a compiler cannot take as constant: llvmpipe (CPU adapters, the
-    emulated matrix units) unrolled a loop of 8 into every fragment's epilogue, 7 s of a
-    64 x 160 tile's 10 s compile; GPUs run the same 8 iterations."""
+    alone where `aligned` and `ragged_m`. A lane's 8 elements: a loop from its lane index
+    where the tile is `rolled`, else 8 iterations."""
     m_total, n_total = extent[:2]
+    loop = ("for (var i = lane; i < 256u; i += 32u) {" if tile.rolled else
+            "for (var e = 0u; e < 8u; e++) {\n    let i = lane + 32u * e;")
     rows_only = f"if (row < {m_total}) " if ragged_m else ""
     if pairs:
         check = rows_only if aligned else f"if (row < {m_total} && col < {n_total} / 2u) "
         return [f"""// 8 elements of one 16 x 16 fragment and its partner's per lane, to store_pair.
 fn put_pair(row0: u32, col0: u32, at: u32, lane: u32) {{
-  for (var i = lane; i < 256u; i += 32u) {{
+  {loop}
     let row = row0 + i / 16u;
     let col = col0 + i % 16u;
     {check}{{ store_pair(row, col, f32(sh_c[at + i]), f32(sh_c[at + {128 * tile.wn}u + i])); }}
@@ -206,7 +206,7 @@ fn put_pair(row0: u32, col0: u32, at: u32, lane: u32) {{
     inside = rows_only if aligned else f"if (row < {m_total} && col < {n_total}) "
     return [f"""// 8 elements of one 16 x 16 fragment per lane, to store_c{x} where inside M x N.
 fn put_fragment{x}(row0: u32, col0: u32, at: u32, lane: u32) {{
-  for (var i = lane; i < 256u; i += 32u) {{
+  {loop}
     let row = row0 + i / 16u;
     let col = col0 + i % 16u;
     {inside}{{ store_c{x}(row, col, f32(sh_c[at + i])); }}

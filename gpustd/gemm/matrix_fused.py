@@ -32,6 +32,7 @@ from .matrix_codegen import (
     load_type,
     load_width,
 )
+from .matrix_tile import on_device
 from .matrix_units import aligned, split_k
 
 __all__ = ["fits", "record_gemm_gated_add", "record_gemm_gelu", "source"]
@@ -113,7 +114,7 @@ def record_gemm_gelu(x: Buffer[Any], w: Buffer[Any], bias: Buffer[Any], out: Buf
     """Record out[:, column:column + n] (rows of `stride`) = gelu(x [m, k] w [n, k]^T + bias
     [n] if has_bias; a placeholder otherwise) in `tile`, which `fits` the shape (the caller
     checked)."""
-    kernel = _kernel(tile, m, n, k, ("gelu", approximate, stride, column))
+    kernel = _kernel(on_device(tile, x.device), m, n, k, ("gelu", approximate, stride, column))
     kernel.dispatch((n // tile.bn, math.ceil(m / tile.bm), 1), x, w, bias, out,
                     has_bias=int(has_bias))
 
@@ -123,6 +124,6 @@ def record_gemm_gated_add(x: Buffer[Any], w: Buffer[Any], bias: Buffer[Any], out
                           n: int, k: int, tile: MatrixTile, length: int) -> None:
     """Record out [m, n] = clip(residual + gate[row // length] * (x [m, k] w [n, k]^T +
     bias)) (residual [m, n], gate [m / length, n]) in `tile`, which `fits` the shape."""
-    kernel = _kernel(tile, m, n, k, ("gated", length))
+    kernel = _kernel(on_device(tile, x.device), m, n, k, ("gated", length))
     kernel.dispatch((n // tile.bn, math.ceil(m / tile.bm), 1), x, w, bias, out, residual, gate,
                     has_bias=int(has_bias))

@@ -26,6 +26,7 @@ from .matrix_codegen import (
     load_type,
     load_width,
 )
+from .matrix_tile import on_device
 from .matrix_units import aligned, split_k
 
 __all__ = ["fits", "record_gemm_geglu", "source"]
@@ -95,7 +96,7 @@ def record_gemm_geglu(x: Buffer[Any], w: Buffer[Any], bias: Buffer[Any], out: Bu
     """Record out [m, d] = GEGLU of x [m, k] through w [2d, k] (+ bias [2d] if has_bias; a
     placeholder otherwise) in `tile`, which `fits` the shape (the caller checked)."""
     width = load_width(tile, k, (0,))
-    kernel = Kernel.generated("nn/geglu_subgroup_matrix", source, tile, width, m, d, k,
-                              approximate)
+    kernel = Kernel.generated("nn/geglu_subgroup_matrix", source, on_device(tile, x.device),
+                              width, m, d, k, approximate)
     kernel.dispatch((2 * d // tile.bn, math.ceil(m / tile.bm), 1), x, w, bias, out,
                     has_bias=int(has_bias))

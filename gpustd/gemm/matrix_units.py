@@ -30,6 +30,7 @@ from . import portable
 from .accumulate import ACCUMULATE_ENV, accumulation
 from .matrix_codegen import MatrixTile, load_width
 from .matrix_gemm_source import source
+from .matrix_tile import on_device
 from .plan import MULTIPROCESSORS, WAVE, BatchPlan
 
 __all__ = ["ACC16_TILES", "ACCUMULATE_ENV", "TILES", "MatrixTile", "accumulation", "available",
@@ -301,6 +302,7 @@ def record_gemm_matrix(a: Buffer[Any], b: Buffer[Any], c: Buffer[Any], bias: Buf
     (gpustd.gemm.dispatch.record_gemm) has done it; `bias` is a placeholder when not has_bias.
     """
     device = c.device
+    tile = on_device(tile, device)
     width_a, width_b, dims, per_split = _layout(tile, m, n, k, trans_a, trans_b, plan, SPLIT_K,
                                                 _ragged(m))
     has = (2 if bias_rows else 1) if has_bias else 0
@@ -349,6 +351,7 @@ def record_gemm_f32_out(a: Buffer[Any], b: Buffer[Any], c: Buffer[Any], *, m: in
                                         _ragged(m))
     if dims is not None and alpha == 1.0:  # the tile filled: accumulators straight to C
         tile = replace(tile, direct=True)
+    tile = on_device(tile, device)
     _kernel(tile, False, trans_b, width_a, width_b, dims, split=True).dispatch(
         (math.ceil(n / tile.bn), math.ceil(m / tile.bm), 1), a, b,
         portable.no_bias(device, np.float16), c, m=m, n=n, k=k, a_base=a_base, a_outer=0,
@@ -379,6 +382,7 @@ def record_gemm_parts(a: Buffer[Any], bs: list[Buffer[Any]], cs: list[Buffer[Any
     of attention (q, k and v of x) fill the GPU as one product three times as wide. Each
     result equals record_gemm_matrix's with the same tile (and that part's bias) bit for bit
     (the same kernel body; the pair only chooses the buffers)."""
+    tile = on_device(tile, a.device)
     width = load_width(tile, k, (0,))  # A and every B: rows of k, from element 0
     dims = kernel_dims(tile, m, n, k, _ragged(m))
     kernel = _kernel(tile, False, True, width, width, dims, parts=len(bs))

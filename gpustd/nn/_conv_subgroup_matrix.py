@@ -38,6 +38,7 @@ from gpucore import Kernel
 
 from .._tensor import Tensor
 from ..gemm import matrix_codegen as sm
+from ..gemm.matrix_tile import on_device
 from ..gemm.matrix_units import available
 from ..gemm.plan import MULTIPROCESSORS, WAVE
 from ._conv_matrix_source import bindings, source
@@ -343,6 +344,7 @@ def conv2d_matrix(x: Tensor, weight: Tensor, bias: Tensor | None, *, stride: tup
     c_out, c_read, kh, kw = weight.shape
     ho, wo = out_hw
     out = Tensor.empty((n, c_out, ho, wo), np.float16, device=x.device)
+    tile = on_device(tile, x.device)
     pixels = n * ho * wo
     k_total = c_read * kh * kw
     width_w = sm.load_width(tile, k_total, ())

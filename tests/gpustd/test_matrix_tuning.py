@@ -24,6 +24,7 @@ from gpucore import autotune
 from gpustd import Tensor, linalg
 from gpustd.gemm import dispatch, matrix_tuning, matrix_units, tuning
 from gpustd.gemm import plan as gemm_plan
+from gpustd.gemm.matrix_tile import on_device
 from gpustd.nn import _conv_matrix_tuning as conv_tune
 from gpustd.nn import _conv_subgroup_matrix as conv_matrix
 from gpustd.nn import conv2d
@@ -179,7 +180,8 @@ class KernelSpy:
 
 def test_the_dispatchers_ask_the_tuner(first_device: gpucore.Device,
                                        monkeypatch: pytest.MonkeyPatch) -> None:
-    """gemm.dispatch and nn.conv2d hand the kernels the tuner's tile (the kernels never ask)."""
+    """gemm.dispatch and nn.conv2d hand the kernels the tuner's tile (the kernels never ask),
+    as the device compiles it (rolled on CPU adapters: matrix_tile.on_device)."""
     device = first_device
     gemm_spy, conv_spy = KernelSpy(), KernelSpy()
     monkeypatch.setattr(matrix_units, "_kernel", gemm_spy)
@@ -191,14 +193,14 @@ def test_the_dispatchers_ask_the_tuner(first_device: gpucore.Device,
     plan = gemm_plan.batch_plan((2,), (2,), (2,), 150 * 40, 40 * 70)
     dispatch.record_gemm(buf, buf, buf, None, m=150, n=70, k=40, trans_a=False,
                          trans_b=True, alpha=1.0, beta=0.0, plan=plan)
-    assert gemm_spy.tiles == [matrix_tuning.GEMM_TILES["128x128k16"]]
+    assert gemm_spy.tiles == [on_device(matrix_tuning.GEMM_TILES["128x128k16"], device)]
     x = Tensor.empty((2, 5, 33, 31), np.float16, device=device)
     weight = Tensor.empty((70, 5, 3, 3), np.float16, device=device)
     conv2d(x, weight, None, stride=2, padding=1)
     remember(device, "conv_sm", "f16/3x3/s2x2/co96/k48/p768", "32x32", "64x64")
     conv2d(x, weight, None, stride=2, padding=1)
-    assert conv_spy.tiles == [conv_matrix.choose_conv_tile(70, 544),
-                              conv_matrix.CONV_TILES["32x32"]]
+    assert conv_spy.tiles == [on_device(conv_matrix.choose_conv_tile(70, 544), device),
+                              on_device(conv_matrix.CONV_TILES["32x32"], device)]
 
 
 def test_conv_candidates_split_k_alike(first_device: gpucore.Device,
