@@ -55,6 +55,7 @@ _DECLARED = [re.compile(rf"\b(\w+)\s*:\s*{_TYPE}"),
              re.compile(rf"\b(?:let|var)\s+(\w+)\s*=\s*{_TYPE}\s*\(")]
 _VIEWABLE = re.compile(r"\blet\s+(\w+)\s*=\s*subgroupMatrixLoad\s*<\s*subgroup_matrix_"
                        r"(?:left|right)\b[^(;]*\(\s*&\s*(\w+)\s*,[^;]*;")
+_LOOP = re.compile(r"\b(?:for|loop|while)\b")
 _SYNC = re.compile(r"\b\w*Barrier\b|\bworkgroupUniformLoad\b")
 _PRODUCTS = ("subgroupMatrixMultiplyAccumulate", "subgroupMatrixMultiply")
 _ACCUMULATED = re.compile(r"\b(?:let|var)\s+(\w+)\s*=\s*subgroupMatrixMultiplyAccumulate\s*\("
@@ -126,7 +127,9 @@ def _product_operands(code: str) -> Iterator[list[str]]:
 
 def _viewed(code: str) -> dict[str, str]:
     """The left and right matrices read in place by their products (the module docstring
-    says which), by name, each with the array it views."""
+    says which), by name, each with the array it views. What runs between a load and its
+    last use is the code up to that use, or where a loop lies in between (whose later
+    iterations run past it) the rest of the load's block."""
     functions = set(re.findall(r"\bfn\s+(\w+)", code))
     views: dict[str, str] = {}
     held: set[str] = set()
@@ -134,7 +137,9 @@ def _viewed(code: str) -> dict[str, str]:
         name, array = hit.groups()
         rest = code[hit.end():_block_end(code, hit.end())]
         uses = list(re.finditer(rf"\b{name}\b", rest))
-        rest = rest[:rest.find(";", uses[-1].end()) + 1] if uses else ""  # to the last use
+        last = rest.find(";", uses[-1].end()) if uses else 0
+        if last >= 0 and not _LOOP.search(rest[:last]):  # a loop may run on past the last use
+            rest = rest[:last + 1]
         as_operand = sum(args.count(name) for args in _product_operands(rest))
         loads = len(re.findall(rf"subgroupMatrixLoad\s*<[^(;]*\(\s*&\s*{array}\b", rest))
         unchanged = (not _SYNC.search(rest) and loads == len(re.findall(rf"\b{array}\b", rest))

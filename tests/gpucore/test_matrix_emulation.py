@@ -82,6 +82,12 @@ def test_lowering_is_plain_wgsl_with_the_line_numbers_kept() -> None:
                                                    "  acc = subgroupMatrixMultiplyAccumulate(a0"},
      {"a1", "b1"}),
     ({"let a1 = ": "var a1 = "}, {"a0", "b0"}),
+    # a loop's later iterations run past the last use: a store to the array after it counts
+    ({"  acc = subgroupMatrixMultiplyAccumulate(a1, b1, acc);":
+      "  for (var i = 0u; i < 2u; i++) {\n    acc = subgroupMatrixMultiplyAccumulate(a1, b1, "
+      "acc);\n    b[0] = 0.0h;\n  }",
+      "var<storage, read> b: array<f16>": "var<storage, read_write> b: array<f16>"},
+     {"a0", "b0"}),
     ({"  subgroupMatrixStore(&out": "  let q = a0;\n  subgroupMatrixStore(&out"}, {"a1", "b1"}),
 ])
 def test_products_read_in_place_only_what_nothing_changes(edit: dict[str, str],
