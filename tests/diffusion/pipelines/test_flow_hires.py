@@ -103,6 +103,14 @@ def _reference(pipe: Any, height: int, width: int, hires_guidance: float, *,
     return flux_picture(pipe, x)
 
 
+def _assert_matches(got: np.ndarray, expected: np.ndarray) -> None:
+    """Within 4 levels anywhere and 1 on average: float32 on both sides through two passes
+    (measured on lavapipe: at most 2-3 levels, 0.44 on average, the most varying between CPUs
+    and kernel choices); whatever the test tells apart is more than 4 levels away."""
+    difference = np.abs(got - expected)
+    assert difference.max() <= 4 and difference.mean() <= 1, (difference.max(), difference.mean())
+
+
 def test_flux_hires_fix_matches_the_reference(first_device: gpucore.Device,
                                               tiny_flux_dev: tuple[Path, Any]) -> None:
     root, reference = tiny_flux_dev
@@ -114,9 +122,9 @@ def test_flux_hires_fix_matches_the_reference(first_device: gpucore.Device,
         hires=HiresFix(scale=2.0, upscaler="Latent", steps=HIRES_STEPS, denoise=DENOISE)))
     got = result.images[0].astype(np.float64)
     assert got.shape == (32, 48, 3)
-    assert np.abs(got - _reference(reference, 16, 24, HIRES_GUIDANCE)).max() <= 2
+    _assert_matches(got, _reference(reference, 16, 24, HIRES_GUIDANCE))
     # the first pass's guidance in the hires pass would have been another picture
-    assert np.abs(got - _reference(reference, 16, 24, GUIDANCE)).max() > 2
+    assert np.abs(got - _reference(reference, 16, 24, GUIDANCE)).max() > 4
     assert result.settings["hires_scale"] == 2.0 and result.settings["hires_steps"] == 2
     assert result.settings["hires_distilled_cfg"] == HIRES_GUIDANCE
     assert (result.settings["width"], result.settings["height"]) == (24, 16)
@@ -139,9 +147,9 @@ def test_flux_hires_pass_with_its_own_prompt_and_sampler(first_device: gpucore.D
     got = result.images[0].astype(np.float64)
     expected = _reference(reference, 16, 24, HIRES_GUIDANCE, hires_prompt="a blue square",
                           first_sampler="dpmpp_2m")
-    assert np.abs(got - expected).max() <= 2
+    _assert_matches(got, expected)
     same_prompt = _reference(reference, 16, 24, HIRES_GUIDANCE, first_sampler="dpmpp_2m")
-    assert np.abs(got - same_prompt).max() > 2  # the hires prompt visibly acted
+    assert np.abs(got - same_prompt).max() > 4  # the hires prompt visibly acted
     settings = result.settings
     assert settings["hires_prompt"] == "a blue square" and settings["hires_sampler"] == "Euler"
     for own, message in ((dict(sampler="DPM2"), "hires sampler DPM2 is not defined"),
