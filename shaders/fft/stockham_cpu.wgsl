@@ -4,8 +4,8 @@
 // bit-reversed order) as radix-4 stages, after one radix-2 stage for odd log2 L, and each
 // invocation's points and butterflies are loops bounded by the parameters, which a compiler
 // cannot unroll. llvmpipe compiles stockham.wgsl's straight-line radix-16 code at a variant's
-// first dispatch in 3.3-3.8 s of CPU on an idle machine (8-14 s in CI's two busy workers),
-// on each adapter; this in about 0.1 s, and runs as fast on llvmpipe.
+// first dispatch in 3.3-4.7 s of CPU (8-14 s in CI's two busy workers), on each adapter; this
+// in about 0.1 s, and runs as fast there (bench/NOTES.md, "the FFT on CPU adapters").
 //
 // Layout as in stockham.wgsl: a workgroup takes B = TILE / L consecutive columns, point i of
 // column c at s[(i << log_b) + c]; the pass with stride Ns twiddles column j's point r by
