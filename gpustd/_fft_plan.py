@@ -127,7 +127,8 @@ def _power_of_two(src: Any, dst: Any, batch: int, n: int, stride: int, sign: flo
     roots = _roots(device)
     spare = scratch(device, "passes", batch * n * stride) if len(lengths) > 1 else None
     name = "fft/stockham_cpu" if ROLLED and device.info.type == "cpu" else "fft/stockham"
-    k = kernel(name, TILE=tile, WG=tile // POINTS_PER_INVOCATION)
+    k = Kernel.cached(name, parts=("fft/stockham_common",),
+                      constants={"TILE": tile, "WG": tile // POINTS_PER_INVOCATION})
     ns, current = 1, src
     for i, length in enumerate(lengths):
         last = i == len(lengths) - 1
