@@ -19,60 +19,15 @@
 // Twiddles W_{2^k}^j = T[j >> (k - 6)] * exp(i x) take T, the 64th roots of unity (built in
 // float64 on the host), and a short Taylor series for |x| < 2 pi / 64 that is exact in f32:
 // no large table is gathered from (a cache line per lane) and no f32 sin/cos of a large
-// argument loses accuracy.
+// argument loses accuracy. The parameters, bindings and those shared with stockham_cpu.wgsl:
+// stockham_common.wgsl.
 override TILE: u32 = 4096u;  // complex points in workgroup memory (32 KiB)
 override WG: u32 = 256u;     // = TILE / 16: each invocation holds 16 points
-
-struct Params {
-    n: u32,        // transform length N (a power of two)
-    log_l: u32,    // log2 L: points of each local FFT
-    log_b: u32,    // log2 B = log2 (TILE / L): columns per workgroup
-    log_m: u32,    // log2 (N / L)
-    log_ns: u32,   // log2 Ns: product of the radices of the earlier passes (0 for the first)
-    stride: u32,   // distance between consecutive points of one transform
-    columns: u32,  // batch * (N / L) * stride
-    log_read: u32,   // log2 of the run of columns that are contiguous when loading (<= log_b)
-    log_write: u32,  // the same when storing
-    sign: f32,     // -1 forward, +1 inverse
-    scale: f32,    // applied on store (the norm= factor on the last pass)
-}
-
-@group(0) @binding(0) var<storage, read> x: array<vec2<f32>>;
-@group(0) @binding(1) var<storage, read> tw: array<vec2<f32>>;
-@group(0) @binding(2) var<storage, read_write> y: array<vec2<f32>>;
-@group(0) @binding(3) var<uniform> params: Params;
-
-var<workgroup> s: array<vec2<f32>, TILE>;
 
 alias Points2 = array<vec2<f32>, 2>;
 alias Points4 = array<vec2<f32>, 4>;
 alias Points8 = array<vec2<f32>, 8>;
 alias Points16 = array<vec2<f32>, 16>;
-
-fn cmul(a: vec2<f32>, b: vec2<f32>) -> vec2<f32> {
-    return vec2<f32>(a.x * b.x - a.y * b.y, a.x * b.y + a.y * b.x);
-}
-
-// exp(sign * 2 pi i j / 2^k) for j < 2^k.
-fn root(j: u32, k: u32) -> vec2<f32> {
-    var w: vec2<f32>;
-    if (k <= 6u) {
-        w = tw[j << (6u - k)];
-    } else {
-        let t = tw[j >> (k - 6u)];
-        let a = ldexp(f32(j & ((1u << (k - 6u)) - 1u)), -i32(k)) * 6.28318530717958648;
-        let a2 = a * a;
-        let c = 1.0 + a2 * (-0.5 + a2 * (0.0416666666666666667 - a2 * 0.00138888888888888889));
-        let sn = a * (1.0 + a2 * (-0.166666666666666667 + a2 * 0.00833333333333333333));
-        w = cmul(t, vec2<f32>(c, sn));
-    }
-    return vec2<f32>(w.x, params.sign * w.y);
-}
-
-// z * (sign * i): W_4, -i forward and +i inverse.
-fn rot(z: vec2<f32>) -> vec2<f32> {
-    return params.sign * vec2<f32>(-z.y, z.x);
-}
 
 // exp(sign * 2 pi i m / 16) as (cos, sign * sin) constants.
 fn w16(c: f32, sn: f32) -> vec2<f32> {
@@ -140,25 +95,6 @@ fn twiddle16(a: Points16, k: u32, bits: u32) -> Points16 {
                     cmul(a[11], cmul(w3, w8)), cmul(a[12], cmul(w4, w8)),
                     cmul(a[13], cmul(w5, w8)), cmul(a[14], cmul(w6, w8)),
                     cmul(a[15], cmul(w7, w8)));
-}
-
-// Column col of this pass as (batch, j, c); the division only runs for strided axes.
-fn column(col: u32) -> vec3<u32> {
-    var rest = col;
-    var c = 0u;
-    if (params.stride != 1u) {
-        rest = col / params.stride;
-        c = col - rest * params.stride;
-    }
-    return vec3<u32>(rest >> params.log_m, rest & ((1u << params.log_m) - 1u), c);
-}
-
-// Butterfly u of a stage whose butterflies start at points i < 2^log_q of each column, as
-// (column, i): runs of 2^run consecutive u take consecutive columns, which lie consecutively
-// in memory when the pass is strided, so the loads and stores of a warp coalesce either way.
-fn assign(u: u32, run: u32, log_q: u32) -> vec2<u32> {
-    let c = ((u >> (run + log_q)) << run) | (u & ((1u << run) - 1u));
-    return vec2<u32>(c, (u >> run) & ((1u << log_q) - 1u));
 }
 
 // Stage one (radix 16, stride 1) straight from memory, with the pass's twiddles.

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from conftest import sweep_subset_elsewhere
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from support import assert_close
@@ -82,6 +83,21 @@ def test_fft_every_axis(device: gpucore.Device, shape: tuple[int, ...]) -> None:
     for axis in range(-3, 3):
         _close(gfft.fft(t, axis=axis), np.fft.fft(x, axis=axis))
     _close(gfft.ifft(t, axis=0), np.fft.ifft(x, axis=0))
+
+
+def test_gpu_kernel_on_the_first_adapter(device: gpucore.Device,
+                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    """stockham.wgsl, which CPU adapters leave for stockham_cpu.wgsl (the tests above check
+    what each adapter runs): every last stage of one pass (n = 2 .. 2048) and two strided
+    passes, in one 2048-point tile: one compile of seconds on lavapipe."""
+    sweep_subset_elsewhere(device, in_subset=False)
+    monkeypatch.setattr(plan, "ROLLED", False)
+    rng = np.random.default_rng(1)
+    for bits in range(1, 12):
+        x = _complex(rng, (3, 1 << bits))
+        _close(gfft.fft(x, device=device), np.fft.fft(x))
+    x = _complex(rng, (2, 8192, 3))
+    _close(gfft.ifft(x, axis=1, device=device), np.fft.ifft(x, axis=1))
 
 
 @pytest.mark.parametrize("norm", [None, "backward", "ortho", "forward"])
