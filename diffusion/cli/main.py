@@ -72,7 +72,7 @@ def build_parser() -> argparse.ArgumentParser:
                                  ("inpaint", 1.0, "repaint the white part of a mask")):
         sub = commands.add_parser(name, help=text, description=text, epilog=EPILOG,
                                   formatter_class=argparse.RawDescriptionHelpFormatter)
-        add_generation_options(sub, strength=strength)
+        add_generation_options(sub, strength=strength, hires=name != "inpaint")
         add_memory_options(sub)
         add_control_options(sub)
         if name == "inpaint":

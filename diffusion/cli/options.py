@@ -245,7 +245,8 @@ def add_mask_options(parser: argparse.ArgumentParser) -> None:
 def _hires(parser: argparse.ArgumentParser) -> None:
     hires = parser.add_argument_group(
         "hires fix", "a second img2img pass at a larger size (on with --hr-scale or "
-        "--hr-resize), as the WebUI's")
+        "--hr-resize), as the WebUI's; with img2img for the edit models whose init image is "
+        "a reference (FLUX.1 Kontext, Qwen-Image-Edit)")
     hires.add_argument("--hr-scale", type=number, metavar="S",
                        help="size of the second pass as a multiple of --width/--height")
     hires.add_argument("--hr-resize", type=size_pair, metavar="WxH",
@@ -367,17 +368,19 @@ def add_request_options(parser: argparse.ArgumentParser) -> None:
                                 help=setting.metadata["cli"])
 
 
-def add_generation_options(parser: argparse.ArgumentParser, *, strength: float | None) -> None:
+def add_generation_options(parser: argparse.ArgumentParser, *, strength: float | None,
+                           hires: bool = True) -> None:
     """Every option of txt2img (`strength` None), img2img and inpaint (their default
-    --strength): prompt, sampling, seeds, size, init image or hires fix, other models,
-    output and device."""
+    --strength): prompt, sampling, seeds, size, init image, the hires fix (`hires`: txt2img,
+    and img2img for the edit models whose init image is a reference), other models, output
+    and device."""
     _prompt(parser)
     _sampling(parser)
     _seeds(parser)
     _size(parser)
     if strength is not None:
         _image(parser, strength)
-    else:
+    if hires:
         _hires(parser)
     _models(parser)
     _ip_adapter(parser)

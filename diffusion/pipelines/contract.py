@@ -127,6 +127,10 @@ class Capabilities:
     latent_upscale_resize: bool = True  # img2img's resize mode 3 (latent upscale)
     hires_with_diffusers: bool = True  # the hires fix with the "diffusers" sampler
     hires_own_settings: bool = False  # the hires pass's own prompts and sampler (HiresFix)
+    # the hires fix on img2img where the init image is a reference picture beside the noise
+    # (an edit model's: FLUX.1 Kontext, Qwen-Image-Edit), not the start the WebUI's hires
+    # fix would have nothing to add to
+    hires_with_references: bool = False
     noise_multiplier: bool = False  # img2img's initial_noise_multiplier other than 1
     latent_masked_content: bool = True  # latent noise / nothing with the "diffusers" sampler
     memory_modes: bool = True  # --medvram, --lowvram, --max-vram
@@ -169,6 +173,10 @@ class Capabilities:
                              "none in their input (FLUX.1 Canny / Depth dev do); give the "
                              "unit a ControlNet model (--controlnet PATH)")
         self._refuse_references(request)
+        if (request.hires is not None and request.init_image is not None
+                and not self.hires_with_references):
+            raise ValueError("hires fix is a txt2img option; for img2img, raise the size "
+                             "instead")
         unsupported = ((request.refiner is not None and not self.refiner, "a refiner"),
                        (bool(request.control) and not self.control, "ControlNet units"),
                        (request.redux is not None and not self.redux,

@@ -341,8 +341,8 @@ def _check(r: GenerationRequest) -> None:
     if r.mode != "txt2img" and int(r.steps * r.strength) < 1:
         raise ValueError(f"strength {r.strength:g} with {r.steps} steps leaves no step to run; "
                          "raise strength or steps")
-    if r.hires is not None and r.mode != "txt2img":
-        raise ValueError("hires fix is a txt2img option; for img2img, raise the size instead")
+    if r.hires is not None and r.mask is not None:  # img2img: the family says (Capabilities)
+        raise ValueError("hires fix is a txt2img option; to inpaint, raise the size instead")
     if r.hires_modules is not None and r.hires is None:
         raise ValueError("hires modules (Forge's hr_additional_modules) need the hires fix")
     check_hires_refiner_pass(r.hires_refiner_pass)

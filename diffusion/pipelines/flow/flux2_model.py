@@ -16,8 +16,8 @@ img2img is FLUX.2's multi-reference editing, as Forge Neo maps img2img onto edit
 init image (fitted to width x height by the resize mode) and the request's further
 `references` (each at its own size) are the reference pictures, in order, read as diffusers'
 Flux2KleinPipeline reads its `image` list (`reference_picture`), and the prompt is the
-instruction. The run starts from noise beside them: no denoising strength (and, as on every
-family, no hires fix with img2img).
+instruction. The run starts from noise beside them: no denoising strength (and no hires fix
+with img2img yet, which FLUX.1 Kontext and Qwen-Image-Edit take).
 
 Inpainting (a mask) is diffusers' Flux2KleinInpaintPipeline: the init image is the picture
 inpainted, noised by the request's denoising strength, its unmasked part put back after

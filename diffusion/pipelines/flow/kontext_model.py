@@ -16,7 +16,15 @@ after every step; the reference is the request's one further reference picture
 (`references`, diffusers' `image_reference`: the CLI's --reference, the server's second
 init image), or without one the init image itself. The mask goes the way of every flow
 family's (mask blur, "Only masked", masked content; with the WebUI samplers the WebUI's
-latent mask: diffusion.pipelines.flow.edit_refs.EditPasses). No hires fix yet.
+latent mask: diffusion.pipelines.flow.edit_refs.EditPasses).
+
+The hires fix (WebUI samplers; not with a mask) is Forge's for flow models (flow_hires): the
+first pass's picture upscaled, then img2img at the hires denoising strength through the same
+model and its conditioning, as Forge's Kontext runs its second pass. The reference there is
+the first pass's, unchanged: the init image fitted to width x height, encoded at that size,
+not enlarged to the hires size (Forge's Kontext sizes its reference pictures by themselves,
+not by the pass), so the picture the edit started from steers the details the second pass
+adds as it steered the first.
 """
 
 from __future__ import annotations
@@ -57,20 +65,18 @@ class KontextModel(EditPasses, FlowModel):
         guidance, plain-text prompts with LoRA tags); the init image is the reference picture,
         or with a mask the picture inpainted, one further reference picture then its
         reference (2 pictures in all). The memory modes and variation seeds as FLUX's, First
-        Block Cache (MagCache's and TeaCache's tables are FLUX.1 dev's, not Kontext's); no
-        refiner or control units; `check` refuses the hires fix, a denoising strength without
-        a mask and a further reference without one."""
+        Block Cache (MagCache's and TeaCache's tables are FLUX.1 dev's, not Kontext's), the
+        hires fix with the reference (the module's docstring); no refiner or control units;
+        `check` refuses a denoising strength without a mask and a further reference without
+        one."""
         return replace(super().capabilities, step_cache=("fbc",),
                        models="FLUX.1 Kontext models", references=2, noise_multiplier=False,
-                       latent_upscale_resize=False)
+                       latent_upscale_resize=False, hires_with_references=True)
 
     def check(self, request: GenerationRequest, width: int, height: int) -> None:
-        """FlowModel's checks; no hires fix; without a mask, no strength but the default and
-        no picture beside the init image."""
+        """FlowModel's checks; without a mask, no strength but the default and no picture
+        beside the init image."""
         super().check(request, width, height)
-        if request.hires is not None:
-            raise ValueError("the hires fix is not supported for FLUX.1 Kontext models yet; "
-                             "leave it out")
         if request.references and request.mask is None:
             raise ValueError("2 reference pictures: FLUX.1 Kontext reads one, the init image; "
                              "a further reference is for inpainting (with a mask, the init "

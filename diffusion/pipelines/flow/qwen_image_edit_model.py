@@ -9,10 +9,15 @@ latent tokens, so the denoising strength does not apply: only its default (or 1)
 The reference is resized to about a megapixel as diffusers' QwenImageEditPipeline does,
 whatever the picture's size; the result is drawn at the request's width x height. The CFG
 scale is diffusers' `true_cfg_scale` against the negative prompt ("" when none is given), as
-for Qwen-Image. An edit model needs its picture: txt2img is refused. No hires fix yet. An
-Edit Plus model (2509 and later) reads several references: the init image and the request's
-further `references`, in order (the CLI's --reference, the server's init_images beyond the
-first); Qwen-Image-Edit reads the init image alone.
+for Qwen-Image. An edit model needs its picture: txt2img is refused. An Edit Plus model
+(2509 and later) reads several references: the init image and the request's further
+`references`, in order (the CLI's --reference, the server's init_images beyond the first);
+Qwen-Image-Edit reads the init image alone.
+
+The hires fix (WebUI samplers; not with a mask) is Qwen-Image's (flow_hires): the first
+pass's picture upscaled, then img2img at the hires denoising strength beside the same
+references, unchanged (the init image fitted to width x height, read at about a megapixel
+as the first pass read it), as FLUX.1 Kontext's (kontext_model).
 
 Inpainting (a mask) is diffusers' QwenImageEditInpaintPipeline: the init image is the picture
 inpainted, noised by the request's denoising strength, its unmasked part put back after every
@@ -60,10 +65,11 @@ class QwenImageEditModel(EditPasses, QwenImageModel):
     @property
     def capabilities(self) -> Capabilities:
         """Qwen-Image's; the init image is the picture to edit (an Edit Plus model's
-        first reference of any number), with a mask the picture inpainted too."""
+        first reference of any number), with a mask the picture inpainted too; the hires fix
+        beside the references."""
         return replace(super().capabilities, models="Qwen-Image-Edit models",
                        references=None if self.plus else 1, noise_multiplier=False,
-                       latent_upscale_resize=False)
+                       latent_upscale_resize=False, hires_with_references=True)
 
     def memory_layout(self) -> MemoryLayout:
         """Qwen-Image's, with the vision tower in the text encoder's unit: the language model's

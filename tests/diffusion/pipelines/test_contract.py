@@ -8,6 +8,7 @@ from dataclasses import replace
 from pathlib import Path
 from types import SimpleNamespace
 
+import numpy as np
 import pytest
 
 from diffusion.pipelines.contract import Capabilities, Pipeline
@@ -76,6 +77,9 @@ FLOW = _flow("flux-dev", guidance_embeds=True).capabilities
      "models, not 'diffusers'"),
     (replace(SD, inpainting_model=True), {},
      "this is an inpainting model (9-channel UNet): give init_image and mask"),
+    (FLOW, {"sampler": "Euler", "init_image": np.zeros((16, 16, 3), np.uint8),
+            "hires": HiresFix()}, "hires fix is a txt2img option; for img2img, raise the size "
+                                  "instead"),
 ])
 def test_refusals_are_one_line(caps: Capabilities, settings: dict, message: str) -> None:
     with pytest.raises(ValueError) as raised:
@@ -107,6 +111,10 @@ def test_what_a_family_takes_passes() -> None:
                      {"sampler": "DPM++ 2M", "scheduler": "Karras"}):
         SD.refuse(GenerationRequest(prompt="x", **settings))
     FLOW.refuse(GenerationRequest(prompt="x", sampler="Euler a"))
+    # an edit model's init image is a reference beside the noise: the hires fix follows
+    replace(FLOW, hires_with_references=True).refuse(GenerationRequest(
+        prompt="x", sampler="Euler", init_image=np.zeros((16, 16, 3), np.uint8),
+        hires=HiresFix()))
     FLOW.refuse(GenerationRequest(prompt="x", sampler="Euler", subseed_strength=0.3,
                                   seed_resize_from=(64, 48)))  # as Forge runs FLUX
 

@@ -1,7 +1,9 @@
 """FLUX.2's reference pictures (multi-reference editing) on the pipeline: klein with one
 and with two references equals diffusers' Flux2KleinPipeline(image=[...]), each reference
-visibly changing the picture; a reference whose sides are not multiples is refused. With a
-mask the model inpaints as diffusers' Flux2KleinInpaintPipeline."""
+visibly changing the picture; a reference whose sides are not multiples is refused. The
+model prepares a reference of any size and aspect ratio as diffusers does (shrunk where over a
+megapixel, cropped about its centre to the multiple). With a mask the model inpaints as
+diffusers' Flux2KleinInpaintPipeline."""
 
 from __future__ import annotations
 
@@ -105,3 +107,59 @@ def test_flux2_inpaint_equals_diffusers(first_device: gpucore.Device,
     painted = [model.generate(GenerationRequest(**euler, references=(picture,))).images[0]
                for picture in (ref, other)]
     assert np.abs(painted[0].astype(float) - painted[1])[mask > 0].mean() > 1
+
+
+
+@pytest.mark.nodevice
+@pytest.mark.parametrize(("width", "height"), [(70, 101), (150, 83), (1500, 700)])
+def test_flux2_reference_pictures_are_prepared_as_diffusers(width: int, height: int) -> None:
+    """A reference picture of sides that are not multiples of 16 and of an aspect ratio of its
+    own, as Flux2KleinPipeline's (and Flux2Pipeline's) step 4 prepares it: shrunk by Lanczos
+    to about 1024 x 1024 where larger, then `Flux2ImageProcessor.preprocess(...,
+    resize_mode="crop")` to its sides floored to 16, which crops about the centre (its
+    `_resize_and_crop` overrides VaeImageProcessor's resize-to-fill with a plain crop; the
+    output's size plays no part). Resizing to fill first would give other pixels."""
+    from diffusers.pipelines.flux2.image_processor import Flux2ImageProcessor
+    from PIL import ImageOps
+
+    from diffusion.pipelines.flow.flux2 import reference_picture
+
+    picture = Image.fromarray(_picture(6, height, width))
+    processor = Flux2ImageProcessor(vae_scale_factor=16)
+    if width * height > 1024 * 1024:  # diffusers' step 4
+        picture = processor._resize_to_target_area(picture, 1024 * 1024)
+    side_w, side_h = picture.width // 16 * 16, picture.height // 16 * 16
+    pixels = processor.preprocess(picture, height=side_h, width=side_w, resize_mode="crop")
+    expected = (pixels[0].permute(1, 2, 0).numpy() + 1) / 2
+    ours = reference_picture(_picture(6, height, width))
+    assert ours.shape == expected.shape == (side_h, side_w, 3)
+    assert np.abs(ours - expected).max() < 1e-6
+    filled = ImageOps.fit(picture, (side_w, side_h), Image.Resampling.LANCZOS)
+    assert np.abs(np.asarray(filled) / 255 - expected).mean() > 0.05
+
+
+def test_flux2_references_of_other_sizes_as_diffusers(first_device: gpucore.Device,
+                                                      tiny_flux2_klein: tuple[Path, Any],
+                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    """Through the model: a further reference of 101 x 67 pixels (not multiples of the tiny
+    model's 4, nor of 16; portrait where the output is landscape) gives diffusers'
+    Flux2KleinPipeline(image=[init, reference]) picture (measured 8e-4 mean abs, the uint8
+    rounding)."""
+    from diffusers.pipelines.flux2.image_processor import Flux2ImageProcessor
+
+    folder, reference = tiny_flux2_klein
+    monkeypatch.setattr(Flux2Model, "max_sequence_length", 32)
+    # diffusers refuses pictures under 64 px a side (a check of its own, not the model's)
+    monkeypatch.setattr(Flux2ImageProcessor, "check_image_input",
+                        staticmethod(lambda image, *args, **kwargs: image))
+    init, ref = _picture(3, 32, 48), _picture(4, 101, 67)
+    model = load_pipeline(folder, device=first_device)
+    ours = model.generate(GenerationRequest(
+        prompt="a red circle", init_image=init, references=(ref,), width=48, height=32,
+        steps=2, seed=7, sampler="diffusers", rng="torch", cfg_scale=1.0)).images[0] / 255
+    expected = reference(prompt="a red circle", image=[Image.fromarray(init),
+                                                       Image.fromarray(ref)],
+                         height=32, width=48, num_inference_steps=2, max_sequence_length=32,
+                         generator=torch.Generator().manual_seed(7),
+                         output_type="np").images[0]
+    assert np.abs(ours - expected).mean() < 4e-3

@@ -3,7 +3,9 @@ family; img2img through the command line reads the init image as the reference p
 draws diffusers' picture (`--sampler diffusers --rng torch`); the reference and the prompt
 each change the picture; a strength without a mask is refused in one line; the server's
 img2img takes `init_images` as the reference too; inpainting (a mask) draws diffusers'
-FluxKontextInpaintPipeline picture, its reference the request's further reference picture."""
+FluxKontextInpaintPipeline picture, its reference the request's further reference picture;
+the hires fix's second pass is diffusers' img2img of the upscaled picture with the same
+reference."""
 
 from __future__ import annotations
 
@@ -279,3 +281,81 @@ def test_kontext_inpaint_equals_diffusers(first_device: gpucore.Device,
     assert webui.settings["masked_content"] == "latent noise"
     with pytest.raises(ValueError, match="latent noise"):
         model.generate(GenerationRequest(**settings, inpainting_fill=2))
+
+
+def test_kontext_hires_fix_with_the_reference(first_device: gpucore.Device,
+                                             kontext: tuple[Path, Any], tmp_path: Path,
+                                             capsys: pytest.CaptureFixture[str]) -> None:
+    """The hires fix on img2img: the first pass beside the reference, its latents upscaled
+    ("Latent", 2x), then img2img at the hires strength with the same reference, the picture
+    at the hires size. Against diffusers: FluxKontextPipeline's picture, its latents enlarged
+    by torch's bilinear interpolation and noised to the stretched schedule's first kept sigma
+    by the seed's noise at the new size, finished by FluxKontextInpaintPipeline with the whole
+    picture masked (img2img at the strength) and the reference as `image_reference` (measured
+    9e-4 mean abs of [0, 1] pixels: the uint8 rounding). The reference steers the hires pass:
+    another one there alone moves diffusers' picture far past that bound; the command line's
+    img2img takes the hires fix too."""
+    from diffusers.pipelines.flux.pipeline_flux import calculate_shift
+
+    from diffusion.pipelines.load import load_pipeline
+    from diffusion.pipelines.request import GenerationRequest
+    from diffusion.upscalers.interpolation import HiresFix
+
+    folder, reference = kontext
+    seed, steps, hires_steps, denoise = 7, 2, 2, 0.5
+    model = load_pipeline(folder, device=first_device)
+
+    def ours(picture: Image.Image) -> np.ndarray:
+        result = model.generate(GenerationRequest(
+            prompt=PROMPT, init_image=picture, width=WIDTH, height=HEIGHT, steps=steps,
+            sampler="Euler", seed=seed, rng="torch", distilled_cfg_scale=2.5,
+            hr_distilled_cfg=2.5, cfg_scale=1.0,
+            hires=HiresFix(scale=2.0, upscaler="Latent", steps=hires_steps, denoise=denoise)))
+        assert result.settings["hires_upscaler"] == "Latent"
+        return result.images[0] / 255
+
+    inpaint = diffusers.FluxKontextInpaintPipeline(**reference.components)
+
+    def theirs(first: Image.Image, second: Image.Image) -> np.ndarray:
+        """diffusers' hires fix: the first pass beside `first`, the second beside `second`."""
+        packed = reference(image=first, prompt=PROMPT, height=HEIGHT, width=WIDTH,
+                           guidance_scale=2.5, max_sequence_length=16,
+                           max_area=HEIGHT * WIDTH, _auto_resize=False,
+                           num_inference_steps=steps, output_type="latent",
+                           generator=torch.Generator().manual_seed(seed)).images
+        x = reference._unpack_latents(packed, HEIGHT, WIDTH, reference.vae_scale_factor)
+        x = torch.nn.functional.interpolate(x, size=(2 * x.shape[2], 2 * x.shape[3]),
+                                            mode="bilinear")
+        total, config = int(hires_steps / denoise), reference.scheduler.config
+        mu = calculate_shift(x.shape[2] * x.shape[3] // 4, config.base_image_seq_len,
+                             config.max_image_seq_len, config.base_shift, config.max_shift)
+        sigma = reference.scheduler.time_shift(mu, 1.0, torch.tensor(1 - (total - hires_steps)
+                                                                     / total)).item()
+        noise = torch.randn(x.shape, generator=torch.Generator().manual_seed(seed))
+        size = (2 * WIDTH, 2 * HEIGHT)
+        return inpaint(image=Image.new("RGB", size), image_reference=second,
+                       mask_image=Image.new("L", size, 255), prompt=PROMPT, strength=denoise,
+                       height=size[1], width=size[0], guidance_scale=2.5,
+                       max_sequence_length=16, max_area=size[0] * size[1],
+                       _auto_resize=False, num_inference_steps=total,
+                       latents=sigma * noise + (1 - sigma) * x,
+                       generator=torch.Generator().manual_seed(seed),
+                       output_type="np").images[0]
+
+    got = ours(_picture(1))
+    assert got.shape == (2 * HEIGHT, 2 * WIDTH, 3) and np.isfinite(got).all()
+    with torch.no_grad():
+        expected = theirs(_picture(1), _picture(1))
+        assert np.abs(got - expected).mean() < 2e-3
+        assert np.abs(expected - theirs(_picture(1), _picture(2))).mean() > 0.02
+    # another reference (both passes), through the command line
+    _picture(2).save(tmp_path / "ref.png")
+    assert cli.main(["img2img", "--model", str(folder), "--init-image",
+                     str(tmp_path / "ref.png"), "--prompt", PROMPT, "--width", str(WIDTH),
+                     "--height", str(HEIGHT), "--steps", str(steps), "--sampler", "Euler",
+                     "--rng", "torch", "--seed", str(seed), "--distilled-cfg-scale", "2.5",
+                     "--hr-distilled-cfg", "2.5", "--dtype", "float32", "--hr-scale", "2",
+                     "--hr-steps", str(hires_steps), "--hr-denoise", str(denoise),
+                     "--out", str(tmp_path / "hires.png")]) == 0
+    other = _pixels(capsys.readouterr()[0].strip())
+    assert other.shape == got.shape and np.abs(got - other).mean() > 0.02

@@ -350,3 +350,42 @@ def test_edit_inpaint_equals_diffusers(first_device: gpucore.Device,
     drawn = model.pipe.encode_image(to_unit_image(init, 96, 64), make_generator("torch", 7))
     assert np.abs(latents - drawn)[..., :6].max() < 1e-5
     assert np.abs(latents - drawn)[..., 6:].mean() > 0.1
+
+
+def test_edit_hires_fix_with_the_reference(first_device: gpucore.Device,
+                                           tiny_edit: tuple[Path, Any],
+                                           monkeypatch: pytest.MonkeyPatch) -> None:
+    """The hires fix on img2img: the picture at the hires size, finite; the second pass reads
+    the init image as its reference, unchanged, as the first did (FLUX.1 Kontext's, checked
+    against diffusers in test_kontext_pipeline.py, runs the same code), and another picture
+    there alone visibly moves the result (a strong hires denoise: the tiny model reads its
+    reference faintly)."""
+    from diffusion.pipelines.load import load_pipeline
+    from diffusion.pipelines.request import GenerationRequest
+    from diffusion.upscalers.interpolation import HiresFix
+
+    folder, _ = tiny_edit
+    monkeypatch.setattr(edit_module, "REFERENCE_AREA", AREA)
+    model = load_pipeline(folder, device=first_device)
+    picture, other = _picture(1, 0, 60), _picture(2, 180, 256)
+    request = GenerationRequest(prompt=PROMPT, init_image=picture, width=48, height=32,
+                                steps=2, seed=7, cfg_scale=1.0, sampler="Euler", rng="torch",
+                                hires=HiresFix(scale=2.0, upscaler="Latent", steps=3,
+                                               denoise=0.75))
+    velocity, read = model.pipe.velocity, []
+
+    def reading(prompts: Any, *, height: int, width: int, image: Any, **rest: Any) -> Any:
+        read.append(((width, height), image))
+        if swap and width == 96:  # the hires pass's size
+            image = other
+        return velocity(prompts, height=height, width=width, image=image, **rest)
+
+    monkeypatch.setattr(model.pipe, "velocity", reading)
+    swap = False
+    got = model.generate(request).images[0].astype(np.float32)
+    assert got.shape == (64, 96, 3) and np.isfinite(got).all()
+    assert [size for size, _ in read] == [(48, 32), (96, 64)]
+    assert np.array_equal(np.asarray(read[1][1]), np.asarray(read[0][1]))  # unchanged
+    swap = True
+    moved = np.abs(model.generate(request).images[0] - got).mean()
+    assert moved > 2  # uint8 levels; measured 4.1
