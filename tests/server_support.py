@@ -159,6 +159,25 @@ def write_vae_file(path: Path, seed: int, **config: Any) -> Any:
     return vae
 
 
+def write_taesd(folder: Path) -> None:
+    """A tiny random TAESD decoder in madebyollin's layout, as the WebUI's VAE-approx has it."""
+    import diffusers
+    import torch
+    from safetensors.torch import save_file
+
+    torch.manual_seed(0)
+    tiny = diffusers.AutoencoderTiny(latent_channels=4, encoder_block_out_channels=(8, 8),
+                                     decoder_block_out_channels=(8, 8, 8, 8),
+                                     num_encoder_blocks=(1, 1), num_decoder_blocks=(1, 1, 1, 1))
+    state = {}
+    for key, value in tiny.state_dict().items():
+        if key.startswith("decoder.layers."):
+            index, _, rest = key[len("decoder.layers."):].partition(".")
+            state[f"{int(index) + 1}.{rest}"] = value.contiguous()
+    folder.mkdir(parents=True, exist_ok=True)
+    save_file(state, str(folder / "taesd_decoder.safetensors"))
+
+
 def write_t5_file(path: Path, seed: int) -> None:
     """A tiny T5 encoder (transformers') saved as a bare file, as `t5xxl_fp16.safetensors` is."""
     from flow_tiny import tiny_t5

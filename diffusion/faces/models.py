@@ -31,7 +31,7 @@ from ..loaders.formats.torch_file import open_weights_file
 from .restore import FaceRestorer, blend
 
 __all__ = ["FACE_RESTORERS", "FaceFolders", "FaceModelError", "FaceRestoration",
-           "FaceRestorers", "restorers_for"]
+           "FaceRestorers", "forget_restorers", "restorers_for"]
 
 FACE_RESTORERS = ("CodeFormer", "GFPGAN")  # the WebUI's /sdapi/v1/face-restorers order
 DETECTORS = ("detection_Resnet50_Final.pth", "detection_mobilenet0.25_Final.pth")
@@ -122,6 +122,12 @@ class FaceRestorers:
                                          ) from None
             return self._models[key]
 
+    def forget(self) -> None:
+        """Drop the networks read so far (their GPU memory goes once nothing else holds
+        them); the next restore reads them again."""
+        with self._lock:
+            self._models.clear()
+
     def restorer(self, name: str, *, codeformer_weight: float = 0.5) -> FaceRestorer:
         """The pipeline of restorer `name` ("GFPGAN" or "CodeFormer"; CodeFormer at fidelity
         `codeformer_weight`). Raises FaceModelError for an unknown name or a missing file."""
@@ -178,6 +184,14 @@ def restorers_for(folders: FaceFolders, device: Device | None = None) -> FaceRes
         if key not in _PROCESS_RESTORERS:
             _PROCESS_RESTORERS[key] = FaceRestorers(folders, device=device)
         return _PROCESS_RESTORERS[key]
+
+
+def forget_restorers() -> None:
+    """Drop the networks of this process's restorers (`restorers_for`): the server's
+    unload-checkpoint frees the GPU of them too."""
+    with _PROCESS_LOCK:
+        for restorers in _PROCESS_RESTORERS.values():
+            restorers.forget()
 
 
 @dataclass(frozen=True)

@@ -25,7 +25,7 @@ from __future__ import annotations
 import os
 import weakref
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -42,6 +42,7 @@ from .families import family_of
 from .flow.flow_model import FlowModel
 from .load import load_pipeline
 from .sd.stable_diffusion import StableDiffusion
+from .vae_float32 import float32_copy
 
 __all__ = ["HiresModules", "hires_modules", "load_with_modules"]
 
@@ -140,16 +141,41 @@ def _kept_vae(pipe: Any, path: Path) -> Any:
     return kept[1]
 
 
-@dataclass(frozen=True)
+@dataclass
 class HiresModules:
     """Forge's `hr_additional_modules` as a hires fix's second pass takes them
     (`GenerationRequest.hires_modules`): `labels`, written to the infotext as Forge writes
     them ("Hires Module 1: ae"; "Built-in" for no module, "Use same choices" for the first
     pass's), and `vae`: the VAE (a loaded AutoencoderKL) the second pass encodes its upscaled
-    pictures with and decodes its result with; None: the first pass's."""
+    pictures with and decodes its result with; None: the first pass's. `vae` is read when
+    the pass runs, so a float16 one that overflowed is made float32 in place
+    (`use_float32_vae`) and the run made again, as the model's is."""
 
     labels: tuple[str, ...]
     vae: Any = None
+    # the pipeline that keeps `vae` for its next hires passes (`_kept_vae`); None: a VAE
+    # given as it is
+    owner: Any = field(default=None, repr=False, compare=False)
+
+    def use_float32_vae(self) -> bool:
+        """`vae` made float32 from its own weights (diffusion.pipelines.vae_float32, whose
+        `reverting` calls this as it does the model's `use_float32_vae`): the owner keeps the
+        copy for the file's next hires passes, as the model's VAE stays float32, and a memory
+        mode no longer manages the float16 one; False where there is no VAE of its own or it
+        runs float32 already."""
+        half = self.vae
+        vae = None if half is None else float32_copy(half)
+        if vae is half:
+            return False
+        owner = self.owner
+        if owner is not None:
+            kept = _hires_vaes.get(owner)
+            if kept is not None and kept[1] is half:
+                _hires_vaes[owner] = (kept[0], vae)
+            if isinstance(owner, StableDiffusion) and owner.memory is not None:
+                owner.memory.residency.remove(half)  # a unit since it came (_use_vae)
+        self.vae = vae
+        return True
 
 
 def hires_modules(pipe: Any, path: str | os.PathLike[str], labels: Sequence[str],
@@ -183,9 +209,9 @@ def hires_modules(pipe: Any, path: str | os.PathLike[str], labels: Sequence[str]
     if wanted == first:
         return HiresModules(labels)  # the first pass's VAE already
     if wanted is not None:
-        return HiresModules(labels, _kept_vae(pipe, wanted))
+        return HiresModules(labels, _kept_vae(pipe, wanted), owner=pipe)
     try:
-        return HiresModules(labels, _kept_vae(pipe, Path(path)))
+        return HiresModules(labels, _kept_vae(pipe, Path(path)), owner=pipe)
     except WeightsError as exc:
         raise WeightsError(f"hr_additional_modules: the hires pass would run with the model's "
                            f"own VAE, but none could be read from {Path(path).name} ({exc}); "

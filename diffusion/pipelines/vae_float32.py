@@ -7,8 +7,10 @@ of a picture it encodes: an init image, an edit model's reference, a ControlNet 
 NaN. `generate` then does what the WebUI does by default: it makes the VAE float32 from its
 own float16 weights (as the WebUI's `.to(torch.float32)` does), warns once (VaeRevertWarning),
 and makes the pictures again; the VAE stays float32 for the rest of the process. The
-refiner's VAE goes with the model's; a hires pass's own VAE file (Forge's modules) does not.
-`--no-half-vae` starts with it float32.
+refiner's VAE goes with the model's, and so does a hires pass's own VAE file (Forge's
+`hr_additional_modules`: module_load.HiresModules, kept float32 for the file's next hires
+passes): each is one more model whose `use_float32_vae()` the revert calls. `--no-half-vae`
+starts with the model's float32 (a hires VAE file is then read in float32 too).
 
 On matrix units a float32 VAE under a float16 SD or SDXL model decodes and encodes by its
 scaled float16 twin (diffusion.models.vae_half: a calibrated power-of-two scale keeps every
@@ -67,20 +69,19 @@ def use_float32_vae(pipe: Any) -> str:
 
 def reverting(family: Any, request: Any, call: Callable[[], T]) -> T:
     """`call()` (the family's denoising, which may encode and, in a hires pass, decode; or its
-    decode); where the VAE gave NaN or infinity in float16, the VAE made float32 (with the
-    refiner's), a warning, and `call()` again. A VAE float32 already raises the error, saying
-    where else to look."""
+    decode); where a VAE gave NaN or infinity in float16, the VAEs made float32 (the model's,
+    the refiner's and the hires pass's own: any of them may have been the one), a warning, and
+    `call()` again. VAEs float32 already raise the error, saying where else to look."""
     try:
         return call()
     except VaeNonFiniteError as error:
-        refiner = getattr(request, "refiner", None)
-        changed = [model.use_float32_vae() for model in (family, refiner)
+        others = (getattr(request, name, None) for name in ("refiner", "hires_modules"))
+        changed = [model.use_float32_vae() for model in (family, *others)
                    if model is not None and hasattr(model, "use_float32_vae")]
         if not any(changed):
             raise NonFiniteError(str(error).removesuffix(error.remedy) + (
                 "the VAE runs in float32 already, so the latents or the VAE's weights hold the "
-                "fault (check the model and VAE files; a hires pass's own VAE file is not made "
-                "float32)")) from error
+                "fault (check the model and VAE files)")) from error
     warnings.warn("the VAE's float16 pictures were NaN or infinite, so the VAE now runs in "
                   "float32 and they were made again (the WebUI's automatic revert); start with "
                   "--no-half-vae (the server's no_half_vae) to skip the float16 attempt",

@@ -138,6 +138,12 @@ class Previews:
             return self._approx_nn(first, latent_space, device)
         return None
 
+    def forget(self) -> None:
+        """Drop the preview networks loaded (unload-checkpoint: their GPU memory goes once
+        nothing else holds them); the next preview that needs one loads it again."""
+        with self._lock:
+            self._networks.clear()
+
     def _taesd(self, first: np.ndarray, space: str, device: Any) -> np.ndarray | None:
         from gpustd import Tensor
 

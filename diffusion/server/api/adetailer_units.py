@@ -117,6 +117,12 @@ class ADetailerModels:
         return "no folder (start the server with --adetailer-dir or --models-dir)" \
             if self.folder is None else str(self.folder)
 
+    def forget(self) -> None:
+        """Drop the models loaded (unload-checkpoint: their GPU memory goes once nothing else
+        holds them); the next unit loads its model again."""
+        with self._lock:
+            self._loaded.clear()
+
     def load(self, path: Path, device: Any) -> YoloFile:
         key = (path, path.stat().st_mtime_ns, id(device))
         with self._lock:

@@ -94,6 +94,49 @@ def test_an_encoder_that_gives_nan_is_made_float32_too(f16_device: gpucore.Devic
     assert np.isfinite(result.images[0]).all() and result.images[0].std() > 10
 
 
+def _vae_file(vae: Any, path: Path) -> Path:
+    """`vae` (diffusers') as a bare LDM-layout VAE file, as a hires module's is."""
+    from ldm_files import ldm_vae
+    from safetensors.torch import save_file
+
+    state = ldm_vae(vae.state_dict())
+    save_file({k.removeprefix("first_stage_model."): v.contiguous() for k, v in state.items()},
+              str(path))
+    return path
+
+
+def test_a_hires_pass_s_own_vae_is_made_float32_too(f16_device: gpucore.Device, tmp_path: Path,
+                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    """Forge's hr_additional_modules: the tiny SD model in float16, its own VAE sound, its
+    hires pass decoding by a VAE file that overflows. As the model's: a warning, diffusers'
+    float32 picture of the hires latents, and the pipeline keeps the float32 copy for that
+    file's next hires passes."""
+    from diffusion.pipelines.module_load import _kept_vae, hires_modules
+    from diffusion.upscalers.interpolation import HiresFix
+
+    vae = _overflowing_vae()
+    file = _vae_file(vae, tmp_path / "overflowing.safetensors")
+    model = write_pipeline(tmp_path / "model")
+    pipe = diffusion.load_pipeline(model, dtype="float16", device=f16_device)
+    modules = hires_modules(pipe, model, ("overflowing",), [file])
+    half, seen = modules.vae, []
+    assert half.decoder.conv_in.weight.dtype == np.float16
+    decode = pipe._decode
+    monkeypatch.setattr(pipe, "_decode", lambda latents, vae=None: seen.append((latents, vae))
+                        or decode(latents, vae))
+    with pytest.warns(VaeRevertWarning) as said:
+        result = pipe.generate("a red circle", hires=HiresFix(scale=1.5, steps=1),
+                               hires_modules=modules, **SETTINGS)
+    assert len(said) == 1 and [v for _, v in seen] == [half, modules.vae]
+    assert modules.vae.decoder.conv_in.weight.dtype == np.float32
+    assert _kept_vae(pipe, file) is modules.vae  # kept float32 for the file's next passes
+    picture = result.images[0]
+    assert picture.shape == (96, 96, 3) and picture.std() > 10
+    expected = _diffusers_pictures(vae, seen[1][0].astype(np.float32))[0]
+    assert np.abs(picture.astype(int) - expected).max() <= 1
+    assert not modules.use_float32_vae()
+
+
 def test_the_cli_and_the_server_take_it(monkeypatch: pytest.MonkeyPatch,
                                         capsys: pytest.CaptureFixture[str]) -> None:
     parser = build_parser()
@@ -136,6 +179,38 @@ def test_a_flow_model_under_a_memory_mode_decodes_by_its_float32_vae(
     picture = model.decode(latents, SimpleNamespace(hires_modules=None))[0]
     import torch
 
+    with torch.no_grad():  # FLUX's VAE: out of its scaled, shifted latent space
+        z = latents / reference.config.scaling_factor + reference.config.shift_factor
+        x = reference.decode(torch.from_numpy(z.astype(np.float32))).sample.numpy()[0]
+    expected = np.round(np.clip(x / 2 + 0.5, 0, 1) * 255).astype(np.uint8).transpose(1, 2, 0)
+    assert picture.std() > 10 and np.abs(picture.astype(int) - expected).max() <= 1
+
+
+def test_a_flow_model_s_hires_vae_is_made_float32_too(f16_device: gpucore.Device,
+                                                      tmp_path: Path) -> None:
+    """FLUX.1 (tiny) in float16 decoding by a hires module's VAE file that overflows, under
+    `reverting` as generate runs the decode: the warning, and diffusers' float32 picture by
+    that VAE."""
+    import torch
+    from flow_tiny import tiny_flux_pipeline
+
+    from diffusion.pipelines.module_load import hires_modules
+    from diffusion.pipelines.vae_float32 import reverting
+
+    reference = tiny_flux_pipeline(tmp_path, dev=True).vae
+    with torch.no_grad():  # overflowing as _overflowing_vae's
+        reference.decoder.conv_in.weight.mul_(3e4)
+        reference.decoder.conv_in.bias.mul_(3e4)
+        for p in reference.parameters():
+            p.copy_(p.half().float())
+    file = _vae_file(reference, tmp_path / "ae-overflowing.safetensors")
+    model = diffusion.load_pipeline(tmp_path / "flux", dtype="float16", device=f16_device)
+    request = SimpleNamespace(hires_modules=hires_modules(model, tmp_path / "flux", ("ae",),
+                                                          [file]))
+    latents = np.random.default_rng(4).standard_normal((1, 4, 9, 7)).astype(np.float32)
+    with pytest.warns(VaeRevertWarning):
+        picture = reverting(model, request, lambda: model.decode(latents, request))[0]
+    assert request.hires_modules.vae.decoder.conv_in.weight.dtype == np.float32
     with torch.no_grad():  # FLUX's VAE: out of its scaled, shifted latent space
         z = latents / reference.config.scaling_factor + reference.config.shift_factor
         x = reference.decode(torch.from_numpy(z.astype(np.float32))).sample.numpy()[0]

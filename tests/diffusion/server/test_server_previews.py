@@ -20,7 +20,6 @@ diffusers = pytest.importorskip("diffusers", reason="tiny test models are built 
 
 import httpx  # noqa: E402
 from PIL import Image  # noqa: E402
-from safetensors.torch import save_file  # noqa: E402
 from server_support import (  # noqa: E402
     PROMPT,
     Background,
@@ -28,6 +27,7 @@ from server_support import (  # noqa: E402
     live_server,
     wait_for,
     wait_for_step,
+    write_taesd,
 )
 
 import gpucore  # noqa: E402
@@ -47,21 +47,6 @@ def model(tmp_path_factory: pytest.TempPathFactory) -> Path:
     from sd_tiny import write_pipeline
 
     return write_pipeline(tmp_path_factory.mktemp("server-previews") / "tiny")
-
-
-def _write_taesd(folder: Path) -> None:
-    """A tiny random TAESD decoder in madebyollin's layout, as the WebUI's VAE-approx has it."""
-    torch.manual_seed(0)
-    tiny = diffusers.AutoencoderTiny(latent_channels=4, encoder_block_out_channels=(8, 8),
-                                     decoder_block_out_channels=(8, 8, 8, 8),
-                                     num_encoder_blocks=(1, 1), num_decoder_blocks=(1, 1, 1, 1))
-    state = {}
-    for key, value in tiny.state_dict().items():
-        if key.startswith("decoder.layers."):
-            index, _, rest = key[len("decoder.layers."):].partition(".")
-            state[f"{int(index) + 1}.{rest}"] = value.contiguous()
-    folder.mkdir(parents=True, exist_ok=True)
-    save_file(state, str(folder / "taesd_decoder.safetensors"))
 
 
 def _write_vae_approx(folder: Path) -> None:
@@ -103,7 +88,7 @@ def _run(url: str, options: dict[str, Any], step: int = 1,
 
 
 def test_taesd_preview_and_disabled(model: Path, tmp_path: Path) -> None:
-    _write_taesd(tmp_path / "VAE-approx")
+    write_taesd(tmp_path / "VAE-approx")
     app = create_app(model=model, loader=CachedLoader(), vae_approx_dir=tmp_path / "VAE-approx")
     with live_server(app) as url:
         try:
@@ -143,7 +128,7 @@ def test_missing_taesd_file_falls_back_to_approx_cheap(model: Path, tmp_path: Pa
 
 def test_taesd_preview_from_a_worker_process(model: Path, tmp_path: Path) -> None:
     pytest.importorskip("cloudpickle", reason="the multi-process server sends jobs with it")
-    _write_taesd(tmp_path / "VAE-approx")
+    write_taesd(tmp_path / "VAE-approx")
     adapter = str(gpucore.Device.auto().info.index)
     app = create_app(model=model, worker_adapters=[adapter], models_dir=tmp_path)
     with live_server(app) as url:

@@ -13,6 +13,7 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Body, HTTPException
 
+from ....faces import forget_restorers
 from ....interrogate import check_clip_options
 from ....interrogate import check_options as check_deepbooru_options
 from ....loaders.control.catalog import ControlModelCache
@@ -26,6 +27,7 @@ from ....text.emphasis_mode import check_emphasis
 from ...catalog.modules_dir import AUTOMATIC_VAE
 from ...jobs.worker import Worker
 from ...previews import check_preview_options
+from ..adetailer_units import ADetailerModels
 from ..faces import face_options, face_restorers
 from ..generation import (
     RequestError,
@@ -133,12 +135,17 @@ async def refresh_checkpoints(state: State) -> None:
     await asyncio.to_thread(state.registry.refresh)  # the module files too
 
 
-def _unload(worker: Worker, controls: ControlModelCache) -> None:
+def _unload(worker: Worker, controls: ControlModelCache, adetailer: ADetailerModels) -> None:
     """What unload-checkpoint frees, on the worker (in a worker process: there, as the job's
     references become that process's): the control models and IP-Adapters' image encoders,
-    the Wan models the video jobs keep, then the pictures' pipelines, their memory given back
-    to the driver (Worker.unload)."""
+    ADetailer's detection models, the face restorers' networks, the live previews' TAESD and
+    VAEApprox decoders, the Wan models the video jobs keep, then the pictures' pipelines,
+    their memory given back to the driver (Worker.unload). Each loads again when next used."""
     controls.clear()
+    adetailer.forget()  # (a worker process's jobs bring their own: nothing kept there)
+    forget_restorers()
+    if worker.previews is not None:
+        worker.previews.forget()
     forget_models()
     worker.unload()
 
@@ -148,8 +155,8 @@ async def unload_checkpoint(state: State) -> dict[str, Any]:
     # frees the GPU for another program (text-generation-webui's sd_api_pictures calls it to
     # share one with an LLM); the model stays chosen: the next picture, or reload-checkpoint,
     # loads it again. The WebUI answers {} to both.
-    await wait(submit(state, partial(_unload, state.worker, state.control_cache),
-                      exclusive=True))
+    await wait(submit(state, partial(_unload, state.worker, state.control_cache,
+                                     state.adetailer), exclusive=True))
     return {}
 
 
