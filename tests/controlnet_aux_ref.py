@@ -8,19 +8,23 @@ einops and huggingface_hub's name; scripts/setup.sh installs controlnet_aux with
 the reference extra, and this module loads the wanted submodules under an empty package.
 
     lineart = controlnet_aux("lineart")   # lineart.Generator, lineart.LineartDetector
+
+`write_lineart_anime` saves a narrow random lineart_anime network as its annotator file.
 """
 
 from __future__ import annotations
 
+import functools
 import importlib
 import importlib.util
 import sys
 import types
+from pathlib import Path
 from typing import Any
 
 import pytest
 
-__all__ = ["controlnet_aux"]
+__all__ = ["controlnet_aux", "write_lineart_anime"]
 
 
 def controlnet_aux(name: str, *, bare: tuple[str, ...] = ()) -> Any:
@@ -41,3 +45,19 @@ def controlnet_aux(name: str, *, bare: tuple[str, ...] = ()) -> Any:
             package.__path__ = [f"{root}/{sub.replace('.', '/')}"]
             sys.modules[f"controlnet_aux.{sub}"] = package
     return importlib.import_module(f"controlnet_aux.{name}")
+
+
+def write_lineart_anime(folder: Path) -> Any:
+    """netG.pth of a narrow U-Net (8 levels as released, 4..32 channels instead of 64..512)
+    in annotator folder `folder`'s lineart_anime, under DataParallel's `module.` as some
+    copies have it; returns the network (controlnet_aux's UnetGenerator)."""
+    import torch
+    from sd_tiny import randomized
+
+    anime = controlnet_aux("lineart_anime")
+    (folder / "lineart_anime").mkdir(parents=True, exist_ok=True)
+    norm = functools.partial(torch.nn.InstanceNorm2d, affine=False, track_running_stats=False)
+    network = randomized(anime.UnetGenerator(3, 1, 8, 4, norm_layer=norm), 6, scale=0.25)
+    state = {f"module.{key}": value for key, value in network.state_dict().items()}
+    torch.save(state, folder / "lineart_anime" / "netG.pth")
+    return network

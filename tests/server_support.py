@@ -178,6 +178,20 @@ def write_taesd(folder: Path) -> None:
     save_file(state, str(folder / "taesd_decoder.safetensors"))
 
 
+def write_upscaler(path: Path) -> None:
+    """A tiny random Real-ESRGAN compact model (SRVGGNetCompact: 4 features, 4x) as its release
+    holds it, under "params"; named realesr-animevideov3.pth it is "R-ESRGAN AnimeVideo"."""
+    import torch
+
+    gen = torch.Generator().manual_seed(0)
+    shapes = {"body.0.weight": (4, 3, 3, 3), "body.0.bias": (4,), "body.1.weight": (4,),
+              "body.2.weight": (4, 4, 3, 3), "body.2.bias": (4,), "body.3.weight": (4,),
+              "body.4.weight": (48, 4, 3, 3), "body.4.bias": (48,)}  # 3 channels x 4²
+    state = {key: torch.randn(shape, generator=gen) * 0.3 for key, shape in shapes.items()}
+    path.parent.mkdir(parents=True, exist_ok=True)
+    torch.save({"params": state}, path)
+
+
 def write_t5_file(path: Path, seed: int) -> None:
     """A tiny T5 encoder (transformers') saved as a bare file, as `t5xxl_fp16.safetensors` is."""
     from flow_tiny import tiny_t5

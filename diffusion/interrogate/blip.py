@@ -26,6 +26,7 @@ import numpy as np
 
 from gpucore import Device, default_device
 
+from ..process_shared import process_shared
 from .decoding import beam_search, greedy
 from .deepbooru import InterrogateModelError
 
@@ -92,11 +93,22 @@ class BlipCaptioner:
     pictures resized to `image_size` (the WebUI's 384; a file made for another size gets its
     position embeddings resized, as BLIP's loader does)."""
 
-    def __init__(self, folder: Path | None, *, image_size: int = IMAGE_SIZE,
+    def __init__(self, folder: Path | None, image_size: int = IMAGE_SIZE, *,
                  device: Device | None = None) -> None:
         self.folder, self.device, self.image_size = folder, device, image_size
         self._loaded: Any = None
         self._lock = threading.Lock()
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        # a job sent to a worker process (serve --devices) takes that process's own BLIP of
+        # the folder along (diffusion.process_shared), on that process's GPU
+        return process_shared, (BlipCaptioner, self.folder, self.image_size)
+
+    def forget(self) -> None:
+        """Drop the network (the server's unload-checkpoint: its GPU memory goes once nothing
+        else holds it); the next caption reads it again."""
+        with self._lock:
+            self._loaded = None
 
     def files(self) -> tuple[Path, Path]:
         """(the .pth, vocab.txt); InterrogateModelError naming the folder and what to add."""

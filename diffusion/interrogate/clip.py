@@ -28,6 +28,7 @@ import numpy as np
 
 from gpucore import Device, default_device
 
+from ..process_shared import process_shared
 from .blip import BLIP_OPTIONS, BlipCaptioner, check_blip_options
 from .deepbooru import InterrogateModelError
 
@@ -106,13 +107,28 @@ class ClipInterrogator:
     """CLIP from `model` (a CLIPModel folder) and term lists from `terms` (a folder), read on
     first use onto `device`; `blip` captions the picture before the terms."""
 
-    def __init__(self, model: Path | None, terms: Path | None, *,
-                 blip: BlipCaptioner | None = None, device: Device | None = None) -> None:
+    def __init__(self, model: Path | None, terms: Path | None,
+                 blip: BlipCaptioner | None = None, *, device: Device | None = None) -> None:
         self.model_path, self.terms, self.device = model, terms, device
         self.blip = blip
         self._models: Any = None
         self._features: dict[tuple[str, ...], np.ndarray] = {}
         self._lock = threading.Lock()
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        # a job sent to a worker process (serve --devices) takes that process's own
+        # interrogator of these files along (diffusion.process_shared; BLIP becomes that
+        # process's too), on that process's GPU
+        return process_shared, (ClipInterrogator, self.model_path, self.terms, self.blip)
+
+    def forget(self) -> None:
+        """Drop the CLIP networks and BLIP's (the server's unload-checkpoint: their GPU memory
+        goes once nothing else holds them); the next picture reads them again. The term
+        lists' embeddings stay: host arrays, slow to make again for the WebUI's lists."""
+        with self._lock:
+            self._models = None
+        if self.blip is not None:
+            self.blip.forget()
 
     def weights(self) -> Path:
         """The CLIPModel's weights file; InterrogateModelError naming what to add."""

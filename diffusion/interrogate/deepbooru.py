@@ -24,6 +24,7 @@ from gpucore import Device, default_device
 
 from ..imaging import fit_picture
 from ..loaders import WeightsError
+from ..process_shared import process_shared
 
 __all__ = ["DEEPBOORU_OPTIONS", "DeepBooru", "InterrogateModelError", "check_options",
            "format_tags"]
@@ -98,6 +99,17 @@ class DeepBooru:
         self.folder, self.device = folder, device
         self._model: Any = None
         self._lock = threading.Lock()
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        # a job sent to a worker process (serve --devices) takes that process's own
+        # DeepDanbooru of the folder along (diffusion.process_shared), on that process's GPU
+        return process_shared, (DeepBooru, self.folder)
+
+    def forget(self) -> None:
+        """Drop the network (the server's unload-checkpoint: its GPU memory goes once nothing
+        else holds it); the next picture reads it again."""
+        with self._lock:
+            self._model = None
 
     def file(self) -> Path:
         """The model file: model-resnet_custom_v3.pt, else the folder's first .pt. Raises

@@ -7,7 +7,8 @@ the second time it is recorded (gpustd.capture) and from then on replayed: the s
 on the same buffers, so the same map bit for bit, without the ops' Python. Between calls the
 recording's scratch is lent to the device's pool (other work may use it; where it did, the
 next call records again). A forward that reads a value back to the host cannot be replayed:
-it stays eager. `REPLAY = False` keeps every network eager."""
+it stays eager. `REPLAY = False` keeps every network eager. `forget_networks` drops every
+network kept (the server's unload-checkpoint)."""
 
 from __future__ import annotations
 
@@ -24,11 +25,11 @@ from ..loaders.control.annotator_file import find_annotator, read_annotator
 from ..loaders.errors import WeightsError
 from ..models.resample import bilinear_matrix, resample
 
-__all__ = ["REPLAY", "ReplayedNetwork", "annotator_model", "at_size", "picture_tensor",
-           "to_uint8"]
+__all__ = ["REPLAY", "ReplayedNetwork", "annotator_model", "at_size", "forget_networks",
+           "network_cache", "picture_tensor", "release_networks", "to_uint8"]
 
 REPLAY = True
-_models: dict[tuple[str, int], Any] = {}
+_caches: list[dict[Any, ReplayedNetwork]] = []
 
 
 class ReplayedNetwork:
@@ -70,6 +71,32 @@ class ReplayedNetwork:
             return self.network(x)
         self._captured.lend()
         return out
+
+
+def network_cache() -> dict[Any, ReplayedNetwork]:
+    """A module's networks kept (by file and device), which `forget_networks` empties too."""
+    cache: dict[Any, ReplayedNetwork] = {}
+    _caches.append(cache)
+    return cache
+
+
+def release_networks(cache: dict[Any, ReplayedNetwork]) -> None:
+    """Drop every network of `cache`, its recordings first (their buffers go back to the
+    pool); the weights go once nothing else holds them."""
+    for model in cache.values():
+        model.release()
+    cache.clear()
+
+
+def forget_networks() -> None:
+    """Drop every preprocessor network this process keeps (the annotator files' and
+    depth_anything_v2's): the server's unload-checkpoint frees the GPU of them too; each is
+    read again when next used."""
+    for cache in _caches:
+        release_networks(cache)
+
+
+_models = network_cache()
 
 
 def annotator_model(module: str, subfolder: str, filename: str,

@@ -23,7 +23,7 @@ from gpucore import Device, default_device
 from gpustd import asarray
 
 from ..models.resample import bilinear_matrix, cubic_matrix, resample
-from .annotators import ReplayedNetwork
+from .annotators import ReplayedNetwork, network_cache, release_networks
 
 __all__ = ["ENV_VAR", "depth_anything_v2", "network_size", "set_model_path"]
 
@@ -32,7 +32,7 @@ _SIZE, _MULTIPLE = 518, 14
 _MEAN = np.array([0.485, 0.456, 0.406], np.float32)
 _STD = np.array([0.229, 0.224, 0.225], np.float32)
 _paths: dict[str, str] = {}
-_models: dict[tuple[str, int], Any] = {}
+_models = network_cache()
 
 
 def set_model_path(path: str | os.PathLike[str] | None) -> None:
@@ -66,9 +66,7 @@ def _model(device: Device, model_path: str | None) -> Any:
     if key not in _models:
         from ..loaders.control.depth_anything_file import load_depth_anything
 
-        for model in _models.values():
-            model.release()
-        _models.clear()  # one model kept: a preprocessor's weights are not worth pinning more
+        release_networks(_models)  # one kept: a preprocessor's weights are not worth pinning more
         _models[key] = ReplayedNetwork(load_depth_anything(path, device=device))
     _models[key].reclaim()
     return _models[key]

@@ -30,8 +30,8 @@ from ..models.srvgg import SRVGGNetCompact
 from ..models.swinir import SwinIR, is_swinir
 from .tiled import run_tiled
 
-__all__ = ["MODEL_UPSCALERS", "ModelUpscaler", "find_upscalers", "load_upscaler_model",
-           "register_upscaler_dir"]
+__all__ = ["MODEL_UPSCALERS", "ModelUpscaler", "find_upscalers", "forget_upscalers",
+           "load_upscaler_model", "register_upscaler_dir"]
 
 SUFFIXES = (".pth", ".pt", ".safetensors")
 # the WebUI's names for Real-ESRGAN's releases (modules/realesrgan_model.py)
@@ -105,6 +105,11 @@ class ModelUpscaler:
             self._model = load_upscaler_model(self.path, dtype=self.dtype,
                                               device=self.device or default_device())
         return self._model
+
+    def forget(self) -> None:
+        """Drop the network (its GPU memory goes once nothing else holds it); the next
+        upscale reads it again."""
+        self._model = None
 
     @property
     def scale(self) -> int:
@@ -190,3 +195,9 @@ def register_upscaler_dir(folder: str | os.PathLike[str], *,
                             for name, path in found.items()})
     return list(found)
 
+
+def forget_upscalers() -> None:
+    """Drop the networks of this process's registered upscalers (MODEL_UPSCALERS): the
+    server's unload-checkpoint frees the GPU of them too."""
+    for upscaler in MODEL_UPSCALERS.values():
+        upscaler.forget()

@@ -31,6 +31,7 @@ from typing import Any
 
 import numpy as np
 
+from ...process_shared import process_shared
 from ..errors import WeightsError
 from ..formats.torch_file import open_weights_file
 from .controlnet_file import load_controlnet, load_t2i_adapter
@@ -191,7 +192,7 @@ class ControlModelCache:
     def __reduce__(self) -> tuple[Any, ...]:
         # a job sent to a worker process (diffusion.server.jobs.processes) takes that process's own
         # cache along: the models stay on the GPU they were loaded on, and a lock never pickles
-        return _process_cache, (self.size,)
+        return process_shared, (ControlModelCache, self.size)
 
     def clear(self) -> None:
         """Drop every model (their GPU memory goes once nothing else holds them)."""
@@ -212,11 +213,3 @@ class ControlModelCache:
             model = loader(path, dtype=dtype, device=device)
             models[key] = model
             return model
-
-
-_PROCESS_CACHES: dict[int, ControlModelCache] = {}
-
-
-def _process_cache(size: int) -> ControlModelCache:
-    """This process's cache of `size` models (what a pickled ControlModelCache becomes)."""
-    return _PROCESS_CACHES.setdefault(size, ControlModelCache(size))

@@ -22,6 +22,7 @@ from typing import Any
 
 from ...detection import YoloFile, load_yolo
 from ...detection.masks import MERGE_INVERT
+from ...process_shared import process_shared
 from .generation import RequestError, resolve_sampler
 
 __all__ = ["ADetailerModels", "ADetailerUnit", "adetailer_args", "parse_adetailer"]
@@ -94,12 +95,11 @@ class ADetailerModels:
         self._loaded: dict[tuple[Path, int, int], YoloFile] = {}
         self._lock = Lock()
 
-    def __getstate__(self) -> dict[str, Any]:
-        # sent to worker processes (serve --devices) with a job: the folder, not what is loaded
-        return {"folder": self.folder}
-
-    def __setstate__(self, state: dict[str, Any]) -> None:
-        self.__init__(state["folder"])  # type: ignore[misc]
+    def __reduce__(self) -> tuple[Any, ...]:
+        # a job sent to a worker process (serve --devices) takes that process's models of the
+        # folder along (diffusion.process_shared): its detectors are read once per process,
+        # not once per job
+        return process_shared, (ADetailerModels, self.folder)
 
     def names(self) -> list[str]:
         if self.folder is None or not self.folder.is_dir():

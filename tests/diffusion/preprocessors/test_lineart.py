@@ -4,7 +4,6 @@ and LineartAnimeDetector on the same random generators, saved as the annotator f
 
 from __future__ import annotations
 
-import functools
 import types
 from pathlib import Path
 from typing import Any
@@ -15,7 +14,7 @@ import pytest
 cv2 = pytest.importorskip("cv2", reason="opencv-python-headless is a test-only reference "
                                         "(extra: reference)")
 torch = pytest.importorskip("torch", reason="torch is a test-only reference (extra: reference)")
-from controlnet_aux_ref import controlnet_aux  # noqa: E402
+from controlnet_aux_ref import controlnet_aux, write_lineart_anime  # noqa: E402
 from sd_tiny import randomized  # noqa: E402
 
 import gpucore  # noqa: E402
@@ -89,15 +88,8 @@ def test_registered_with_the_extensions_slider() -> None:
 
 @pytest.fixture(scope="module")
 def anime_network(tmp_path_factory: pytest.TempPathFactory) -> tuple[Any, Path]:
-    """netG.pth of a narrow U-Net (8 levels as released, 4..32 channels instead of 64..512),
-    under DataParallel's `module.` as some copies have it."""
     folder = tmp_path_factory.mktemp("annotators")
-    (folder / "lineart_anime").mkdir()
-    norm = functools.partial(torch.nn.InstanceNorm2d, affine=False, track_running_stats=False)
-    network = randomized(anime.UnetGenerator(3, 1, 8, 4, norm_layer=norm), 6, scale=0.25)
-    state = {f"module.{key}": value for key, value in network.state_dict().items()}
-    torch.save(state, folder / "lineart_anime" / "netG.pth")
-    return network, folder
+    return write_lineart_anime(folder), folder
 
 
 def test_lineart_anime_equals_the_detector(first_device: gpucore.Device,

@@ -17,7 +17,7 @@ torch = pytest.importorskip("torch", reason="test-only reference (extra: referen
 from fastapi import FastAPI  # noqa: E402
 from fastapi.testclient import TestClient  # noqa: E402
 from PIL import Image  # noqa: E402
-from server_support import pixels, png_b64  # noqa: E402
+from server_support import pixels, png_b64, write_upscaler  # noqa: E402
 
 from diffusion.server.api.limits import add_error_handlers  # noqa: E402
 from diffusion.server.api.routers import extras  # noqa: E402
@@ -41,12 +41,7 @@ class _InlineWorker:
 def upscalers(tmp_path: Path, first_device: Any) -> Any:
     before = dict(models.MODEL_UPSCALERS)  # the process-wide registry, restored after
     models.MODEL_UPSCALERS.clear()
-    gen = torch.Generator().manual_seed(0)
-    shapes = {"body.0.weight": (4, 3, 3, 3), "body.0.bias": (4,), "body.1.weight": (4,),
-              "body.2.weight": (4, 4, 3, 3), "body.2.bias": (4,), "body.3.weight": (4,),
-              "body.4.weight": (48, 4, 3, 3), "body.4.bias": (48,)}  # 3 channels x 4²
-    state = {key: torch.randn(shape, generator=gen) * 0.3 for key, shape in shapes.items()}
-    torch.save({"params": state}, tmp_path / "realesr-animevideov3.pth")
+    write_upscaler(tmp_path / "realesr-animevideov3.pth")
     models.register_upscaler_dir(tmp_path, device=first_device)
     yield tmp_path
     models.MODEL_UPSCALERS.clear()

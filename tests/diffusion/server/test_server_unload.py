@@ -1,28 +1,46 @@
-"""/sdapi/v1/unload-checkpoint frees what a job loads beside its model, not only the model: a
-txt2img job with restore_faces (GFPGAN with facexlib's detector and parser), an ADetailer unit
-(a tiny YOLOv8) and TAESD live previews, then an unload: the face restorers, ADetailer's
-models and the previews' decoders are dropped, and the device holds what it held before the
-server loaded anything but a few bytes of gpustd's per-device constants (the model's own share
-of the unload: test_server_processes)."""
+"""/sdapi/v1/unload-checkpoint frees what jobs load beside their model, not only the model.
+
+One server: a txt2img job with restore_faces (GFPGAN with facexlib's detector and parser), an
+ADetailer unit (a tiny YOLOv8) and TAESD live previews, a /controlnet/detect with
+lineart_anime (a narrow random U-Net), a DeepDanbooru interrogation (a shrunken one) and an
+Extras upscale by a model (a tiny Real-ESRGAN compact), then an unload: the face restorers,
+ADetailer's models, the previews' decoders, the preprocessors' networks, the interrogator's
+and the upscaler's are dropped, and the device holds what it held before the server loaded
+anything but a few bytes of gpustd's per-device constants (the model's own share of the
+unload: test_server_processes).
+
+A worker process (serve --devices): two ADetailer jobs read the detector once (the pickled
+ADetailerModels is that process's own, diffusion.process_shared), an interrogation runs there
+too, and the unload forgets both there.
+"""
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
+import numpy as np
 import pytest
 
 pytest.importorskip("fastapi", reason="server extra (pip install .[server])")
 pytest.importorskip("diffusers", reason="tiny test models are built with diffusers")
 pytest.importorskip("torch", reason="test-only reference (extra: reference)")
 
+from controlnet_aux_ref import write_lineart_anime
+from deepdanbooru_ref import planted_deepdanbooru, write_pt
 from face_refs import write_face_models
+from PIL import Image
 from sd_tiny import write_pipeline
-from server_support import write_taesd
+from server_support import png_b64, write_taesd, write_upscaler
 from yolo_tiny import write_tiny_yolo
 
 import gpucore
 from diffusion.faces import restorers_for
+from diffusion.loaders.control import annotator_file
+from diffusion.preprocessors import annotators
 from diffusion.server import create_app
+from diffusion.upscalers.models import MODEL_UPSCALERS
 
 if not gpucore.devices():
     pytest.skip("no GPU adapter present: install mesa-vulkan-drivers (see README)",
@@ -30,37 +48,115 @@ if not gpucore.devices():
 
 UNIT = dict(ad_model="face_tiny.pt", ad_confidence=0.05, ad_mask_max_ratio=0.2,
             ad_mask_k_largest=1, ad_denoising_strength=1.0)
+ADETAILER = {"prompt": "a face", "steps": 1, "width": 64, "height": 64, "seed": 3,
+             "alwayson_scripts": {"ADetailer": {"args": [True, False, UNIT]}}}
 
 
-def test_unload_frees_the_faces_detectors_and_previews(tmp_path: Path) -> None:
+@pytest.fixture
+def upscalers() -> Iterator[None]:
+    """The process-wide MODEL_UPSCALERS (the server's loader registers --upscaler-dir's
+    there), as it was before, after the test."""
+    before = dict(MODEL_UPSCALERS)
+    yield
+    MODEL_UPSCALERS.clear()
+    MODEL_UPSCALERS.update(before)
+
+
+def _picture() -> str:
+    rng = np.random.default_rng(0)
+    return png_b64(Image.fromarray(rng.integers(0, 256, (24, 32, 3), dtype=np.uint8)))
+
+
+def _models(root: Path) -> Path:
+    """The models folder: the tiny model, its ADetailer model and DeepDanbooru."""
+    models = root / "models"
+    write_pipeline(models / "tiny-sd")
+    for folder in ("adetailer", "torch_deepdanbooru"):
+        (models / folder).mkdir()
+    write_tiny_yolo(models / "adetailer" / "face_tiny.pt")
+    write_pt(planted_deepdanbooru({"1girl": 1, "cat": -1}, shrink=64),
+             models / "torch_deepdanbooru" / "model-resnet_custom_v3.pt")
+    return models
+
+
+def test_unload_frees_what_the_jobs_loaded(tmp_path: Path, upscalers: None,
+                                           monkeypatch: pytest.MonkeyPatch) -> None:
     from fastapi.testclient import TestClient
 
-    models = write_face_models(tmp_path / "models")
-    model = write_pipeline(models / "tiny-sd")
-    (models / "adetailer").mkdir()
-    write_tiny_yolo(models / "adetailer" / "face_tiny.pt")
+    models = _models(tmp_path)
+    write_face_models(models)
     write_taesd(models / "VAE-approx")
+    write_lineart_anime(tmp_path / "annotators")
+    monkeypatch.setenv(annotator_file.ENV_VAR, str(tmp_path / "annotators"))
+    write_upscaler(tmp_path / "ESRGAN" / "realesr-animevideov3.pth")
     device = gpucore.default_device()  # the worker's (it was given no devices)
     device.synchronize()
     before = device.memory_stats().allocated
-    app = create_app(model=model, models_dir=models, outputs=tmp_path / "outputs")
+    app = create_app(model=models / "tiny-sd", models_dir=models, outputs=tmp_path / "outputs",
+                     upscaler_dir=tmp_path / "ESRGAN")
     state = app.state.server
     with TestClient(app) as client:
         client.post("/sdapi/v1/options", json={"show_progress_type": "TAESD",
                                                "face_restoration_model": "GFPGAN"})
-        response = client.post("/sdapi/v1/txt2img", json={
-            "prompt": "a face", "steps": 1, "width": 64, "height": 64, "seed": 3,
-            "restore_faces": True,
-            "alwayson_scripts": {"ADetailer": {"args": [True, False, UNIT]}}})
+        response = client.post("/sdapi/v1/txt2img", json={**ADETAILER, "restore_faces": True})
         assert response.status_code == 200, response.text
+        for route, body in (
+                ("/controlnet/detect", {"controlnet_module": "lineart_anime",
+                                        "controlnet_processor_res": 64,
+                                        "controlnet_input_images": [_picture()]}),
+                ("/sdapi/v1/interrogate", {"image": _picture(), "model": "deepdanbooru"}),
+                ("/sdapi/v1/extra-single-image", {"image": _picture(), "upscaling_resize": 2,
+                                                  "upscaler_1": "R-ESRGAN AnimeVideo"})):
+            response = client.post(route, json=body)
+            assert response.status_code == 200, (route, response.text)
         restorers = restorers_for(state.faces, state.worker.slots[0].device)
-        kept = (restorers._models, state.adetailer._loaded, state.previews._networks)
-        assert all(kept), kept  # the job used each
+        upscaler = MODEL_UPSCALERS["R-ESRGAN AnimeVideo"]
+
+        def kept() -> list[Any]:
+            return [restorers._models, state.adetailer._loaded, state.previews._networks,
+                    annotators._models, state.deepbooru._model, upscaler._model]
+
+        assert all(kept()), kept()  # the jobs used each
         assert client.post("/sdapi/v1/unload-checkpoint").json() == {}
         device.synchronize()
         left = device.memory_stats().allocated - before
-        assert not any(kept), kept
+        assert not any(kept()), kept()
         # what stays: the few 256-byte constants gpustd keeps per device once the model's
         # first forward passes made them; each network here holds tens of KiB or more
         assert left < 4096, left
-        app.state.worker.stop()
+
+
+def test_a_worker_process_keeps_its_detector_until_the_unload(tmp_path: Path) -> None:
+    from fastapi.testclient import TestClient
+
+    pytest.importorskip("cloudpickle", reason="the multi-process server sends jobs with it")
+    models = _models(tmp_path)
+    adapter = str(gpucore.Device.auto().info.index)
+    app = create_app(model=models / "tiny-sd", models_dir=models, outputs=tmp_path / "outputs",
+                     worker_adapters=[adapter])
+    state = app.state.server
+    detectors, booru = state.adetailer, state.deepbooru  # there: the process's own
+
+    def held() -> tuple[list[bool], bool]:
+        """In the worker process: each detector it keeps, whether an earlier call saw it
+        (marked: a detector read again is a new object), and whether DeepDanbooru is read."""
+        loaded = list(detectors._loaded.values())
+        seen = [getattr(yolo, "seen", False) for yolo in loaded]
+        for yolo in loaded:
+            yolo.seen = True
+        return seen, booru._model is not None
+
+    with TestClient(app) as client:
+        found = []
+        for _ in range(2):
+            response = client.post("/sdapi/v1/txt2img", json=ADETAILER)
+            assert response.status_code == 200, response.text
+            found.append(state.worker.submit(held).result())
+        response = client.post("/sdapi/v1/interrogate",
+                               json={"image": _picture(), "model": "deepdanbooru"})
+        assert response.json() == {"caption": "1girl"}, response.text
+        found.append(state.worker.submit(held).result())
+        assert client.post("/sdapi/v1/unload-checkpoint").json() == {}
+        found.append(state.worker.submit(held).result())
+    # read by the first job, kept for the second; DeepDanbooru read there; both forgotten
+    assert found == [([False], False), ([True], False), ([True], True), ([], False)]

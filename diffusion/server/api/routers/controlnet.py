@@ -86,9 +86,10 @@ async def detect(body: DetectRequest, state: State) -> dict[str, Any]:
                        threshold_a=body.controlnet_threshold_a,
                        threshold_b=body.controlnet_threshold_b)
     res, low, high = spec.bounded()
+    worker = state.worker  # what the job refers to travels to a worker process: not `state`
 
     def run() -> dict[str, Any]:
-        device = state.worker.device
+        device = worker.device
         if module in POSE_MODULES:  # the maps and, as the extension, their people's JSON
             found = [openpose_with_json(picture, res, module=module, device=device)
                      for picture in pictures]

@@ -14,16 +14,18 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Body, HTTPException
 
 from ....faces import forget_restorers
-from ....interrogate import check_clip_options
+from ....interrogate import ClipInterrogator, DeepBooru, check_clip_options
 from ....interrogate import check_options as check_deepbooru_options
 from ....loaders.control.catalog import ControlModelCache
 from ....loaders.errors import WeightsError
 from ....loaders.formats.safetensors import SafetensorsFile
 from ....pipelines.hires_pass import check_hires_refiner_pass
+from ....preprocessors.annotators import forget_networks
 from ....sampling.samplers import SAMPLERS, SamplerInfo, resolve, schedules
 from ....sampling.samplers.schedules import SCHEDULE_TYPES
 from ....text.embeddings import EmbeddingDatabase
 from ....text.emphasis_mode import check_emphasis
+from ....upscalers.models import forget_upscalers
 from ...catalog.modules_dir import AUTOMATIC_VAE
 from ...jobs.worker import Worker
 from ...previews import check_preview_options
@@ -135,14 +137,20 @@ async def refresh_checkpoints(state: State) -> None:
     await asyncio.to_thread(state.registry.refresh)  # the module files too
 
 
-def _unload(worker: Worker, controls: ControlModelCache, adetailer: ADetailerModels) -> None:
-    """What unload-checkpoint frees, on the worker (in a worker process: there, as the job's
-    references become that process's): the control models and IP-Adapters' image encoders,
-    ADetailer's detection models, the face restorers' networks, the live previews' TAESD and
-    VAEApprox decoders, the Wan models the video jobs keep, then the pictures' pipelines,
-    their memory given back to the driver (Worker.unload). Each loads again when next used."""
+def _unload(worker: Worker, controls: ControlModelCache,
+            kept: tuple[ADetailerModels | DeepBooru | ClipInterrogator, ...]) -> None:
+    """What unload-checkpoint frees, on the worker (in every worker process: there, as the
+    job's references become that process's, diffusion.process_shared): the control models
+    and IP-Adapters' image encoders, `kept`'s networks (ADetailer's detection models, the
+    interrogators' DeepDanbooru, CLIP and BLIP), the ControlNet preprocessors' networks, the
+    model upscalers', the face restorers', the live previews' TAESD and VAEApprox decoders,
+    the Wan models the video jobs keep, then the pictures' pipelines, their memory given back
+    to the driver (Worker.unload). Each loads again when next used."""
     controls.clear()
-    adetailer.forget()  # (a worker process's jobs bring their own: nothing kept there)
+    for cache in kept:
+        cache.forget()
+    forget_networks()
+    forget_upscalers()
     forget_restorers()
     if worker.previews is not None:
         worker.previews.forget()
@@ -155,8 +163,9 @@ async def unload_checkpoint(state: State) -> dict[str, Any]:
     # frees the GPU for another program (text-generation-webui's sd_api_pictures calls it to
     # share one with an LLM); the model stays chosen: the next picture, or reload-checkpoint,
     # loads it again. The WebUI answers {} to both.
-    await wait(submit(state, partial(_unload, state.worker, state.control_cache,
-                                     state.adetailer), exclusive=True))
+    kept = (state.adetailer, state.deepbooru, state.clip_interrogator)
+    await wait(submit(state, partial(_unload, state.worker, state.control_cache, kept),
+                      exclusive=True))
     return {}
 
 
