@@ -246,7 +246,7 @@ def _hires(parser: argparse.ArgumentParser) -> None:
     hires = parser.add_argument_group(
         "hires fix", "a second img2img pass at a larger size (on with --hr-scale or "
         "--hr-resize), as the WebUI's; with img2img for the edit models whose init image is "
-        "a reference (FLUX.1 Kontext, Qwen-Image-Edit)")
+        "a reference (FLUX.1 Kontext, Qwen-Image-Edit, FLUX.2)")
     hires.add_argument("--hr-scale", type=number, metavar="S",
                        help="size of the second pass as a multiple of --width/--height")
     hires.add_argument("--hr-resize", type=size_pair, metavar="WxH",

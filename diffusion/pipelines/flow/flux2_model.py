@@ -7,7 +7,7 @@ step-distilled klein 4B/9B run at), above 1 a negative-prompt pass combined as `
 (pos - neg)` (the undistilled klein base models; a distilled folder ignores it, as diffusers
 does). The "diffusers" sampler runs Flux2KleinPipeline's own loop; the WebUI's samplers for
 flow models run over the Simple schedule shifted by klein's mu of the size and step count, and
-the hires fix with them on txt2img (flow_hires: a latent upscaler upscales the patchified,
+the hires fix with them (flow_hires: a latent upscaler upscales the patchified,
 normalized latents as they are; an image upscaler's pictures are drawn from the FLUX.2 VAE's
 posterior, patchified and normalized; the second pass's mu that of the stretched schedule;
 FLUX.2 dev's second pass guided by `hr_distilled_cfg`, as FLUX.1 dev's).
@@ -16,8 +16,11 @@ img2img is FLUX.2's multi-reference editing, as Forge Neo maps img2img onto edit
 init image (fitted to width x height by the resize mode) and the request's further
 `references` (each at its own size) are the reference pictures, in order, read as diffusers'
 Flux2KleinPipeline reads its `image` list (`reference_picture`), and the prompt is the
-instruction. The run starts from noise beside them: no denoising strength (and no hires fix
-with img2img yet, which FLUX.1 Kontext and Qwen-Image-Edit take).
+instruction. The run starts from noise beside them: no denoising strength. The hires fix (not
+with a mask) runs as on txt2img, the references steering both passes as FLUX.1 Kontext's
+(kontext_model): the second pass's request keeps them, so its guided flow reads every one
+as the first pass read it, unchanged (the init image fitted to width x height, not enlarged
+to the hires size).
 
 Inpainting (a mask) is diffusers' Flux2KleinInpaintPipeline: the init image is the picture
 inpainted, noised by the request's denoising strength, its unmasked part put back after
@@ -88,7 +91,8 @@ class Flux2Model(EditPasses, LLMFlowModel):
         First Block Cache (MagCache's and TeaCache's tables are FLUX's), the memory modes
         (flux2_memory); up to MAX_REFERENCES reference pictures (the init image the first;
         with a mask the picture inpainted too); variation seeds and the hires fix (its own
-        prompts and sampler too) with the WebUI samplers; no refiner or control units yet."""
+        prompts and sampler too; on img2img beside the references) with the WebUI samplers;
+        no refiner or control units yet."""
         return Capabilities(family=self.family, latent_space="flux2",
                             guidance="distilled" if self.dev else
                             "none" if self.pipe.distilled else "cfg",
@@ -99,7 +103,7 @@ class Flux2Model(EditPasses, LLMFlowModel):
                             latent_upscale_resize=False,
                             hires_with_diffusers=False, hires_own_settings=True,
                             latent_masked_content=False, memory_modes=True,
-                            references=MAX_REFERENCES)
+                            references=MAX_REFERENCES, hires_with_references=True)
 
     def memory_layout(self) -> MemoryLayout:
         """What the memory modes move (flux2_memory)."""

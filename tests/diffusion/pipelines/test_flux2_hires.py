@@ -8,7 +8,8 @@ or decoded by diffusers' FLUX.2 VAE, enlarged by Pillow's Lanczos, cropped aroun
 to whole 16-pixel latents and drawn again from the VAE's posterior, patchified and
 normalized; then the WebUI's hires img2img: the schedule stretched by 1 / denoise, its last
 steps from sigma0 * noise + (1 - sigma0) * latents, the noise drawn afresh from the seed at
-the new size."""
+the new size. On img2img the reference pictures steer both passes, against diffusers'
+Flux2KleinPipeline running the same two passes."""
 
 from __future__ import annotations
 
@@ -62,14 +63,20 @@ def model(first_device: gpucore.Device, klein: tuple[Path, Any]) -> Any:
     return model
 
 
+def _simple(steps: int) -> list[float]:
+    """The simple schedule's times: every 1000 / steps-th of the 1000 training times from the
+    top, unshifted (diffusers' own linspace differs in the last digits, which the tiny random
+    model magnifies)."""
+    return [(1000 - int(x * 1000 / steps)) / 1000 for x in range(steps)]
+
+
 def _sigmas(pipe: Any, tokens: int, steps: int) -> torch.Tensor:
-    """The simple schedule (every 1000 / steps-th of the 1000 training times from the top)
-    shifted by klein's mu of `tokens` image tokens and `steps`; 0 appended."""
+    """The simple schedule shifted by klein's mu of `tokens` image tokens and `steps`; 0
+    appended."""
     from diffusers.pipelines.flux2.pipeline_flux2_klein import compute_empirical_mu
 
     mu = compute_empirical_mu(tokens, steps)
-    t = torch.tensor([(1000 - int(x * 1000 / steps)) / 1000 for x in range(steps)],
-                     dtype=torch.float64)
+    t = torch.tensor(_simple(steps), dtype=torch.float64)
     return torch.cat([pipe.scheduler.time_shift(mu, 1.0, t), torch.zeros(1, dtype=torch.float64)])
 
 
@@ -162,9 +169,9 @@ def test_flux2_hires_fix_matches_the_reference(model: Any, klein: tuple[Path, An
 
 
 def test_flux2_hires_refusals(model: Any, klein: tuple[Path, Any], tmp_path: Path) -> None:
-    """The hires fix with the 'diffusers' sampler, and a VAE module for the hires pass
-    (Forge's hr_additional_modules: FLUX.2 keeps its own VAE, even a file of it), each in
-    one line; "Built-in" keeps the model's."""
+    """The hires fix with the 'diffusers' sampler (txt2img or img2img beside the references),
+    and a VAE module for the hires pass (Forge's hr_additional_modules: FLUX.2 keeps its own
+    VAE, even a file of it), each in one line; "Built-in" keeps the model's."""
     from safetensors.torch import save_file
     from vae_layouts import flux2_ae
 
@@ -172,11 +179,87 @@ def test_flux2_hires_refusals(model: Any, klein: tuple[Path, Any], tmp_path: Pat
     from diffusion.pipelines.module_load import hires_modules
 
     folder = klein[0]
-    with pytest.raises(ValueError, match="hires fix runs with the WebUI samplers"):
-        model.generate(GenerationRequest(prompt="x", width=16, height=16, steps=2,
-                                         sampler="diffusers", hires=HiresFix(scale=2.0)))
+    for picture in (None, np.zeros((16, 16, 3), np.uint8)):
+        with pytest.raises(ValueError, match="hires fix runs with the WebUI samplers"):
+            model.generate(GenerationRequest(prompt="x", width=16, height=16, steps=2,
+                                             init_image=picture, sampler="diffusers",
+                                             hires=HiresFix(scale=2.0)))
     assert hires_modules(model, folder, ("Built-in",), []).vae is None
     vae = tmp_path / "flux2-vae.safetensors"
     save_file(flux2_ae(klein[1].vae), str(vae))
     with pytest.raises(WeightsError, match="flux2-klein models keep their own VAE"):
         hires_modules(model, folder, ("flux2-vae",), [vae])
+
+
+def test_flux2_hires_fix_with_the_references(model: Any, klein: tuple[Path, Any],
+                                             monkeypatch: pytest.MonkeyPatch) -> None:
+    """The hires fix on img2img (FLUX.2's references beside the noise): the picture at the
+    hires size, finite; the second pass reads every reference (the init image, the further
+    one) as the first did, unchanged. Against diffusers: Flux2KleinPipeline's first pass
+    beside the references, its latents enlarged by torch's bilinear interpolation and noised
+    to the stretched schedule's first kept sigma by the seed's noise at the new size, then
+    finished by Flux2KleinPipeline beside its references over that schedule's last sigmas
+    (`sigmas`, `latents`; Flux2KleinInpaintPipeline cannot serve: its first reference is
+    always the picture inpainted, which here would be the upscaled first picture, not the
+    init image). Another further reference in the second pass alone moves the picture far
+    past their difference."""
+    from diffusers.pipelines.flux2.image_processor import Flux2ImageProcessor
+    from diffusers.pipelines.flux2.pipeline_flux2_klein import compute_empirical_mu
+
+    hires_steps, denoise = 3, 0.75
+    # diffusers refuses pictures under 64 px a side (a check of its own, not the model's)
+    monkeypatch.setattr(Flux2ImageProcessor, "check_image_input",
+                        staticmethod(lambda image, *args, **kwargs: image))
+    rng = np.random.default_rng(3)
+    init = rng.integers(0, 256, (SIZE, 48, 3), dtype=np.uint8)
+    ref, other = (rng.integers(low, high, (SIZE, SIZE, 3), dtype=np.uint8)
+                  for low, high in ((0, 60), (200, 256)))
+    velocity, read = model.pipe.velocity, []
+
+    def reading(prompts: Any, *, width: int, references: Any, **rest: Any) -> Any:
+        read.append((width, references))
+        if swap and width == 96:  # the hires pass's: its further reference another
+            references = [references[0], other / np.float32(255)]
+        return velocity(prompts, width=width, references=references, **rest)
+
+    def ours() -> np.ndarray:
+        return model.generate(GenerationRequest(
+            prompt=PROMPT, init_image=init, references=(ref,), width=48, height=SIZE,
+            steps=STEPS, sampler="Euler", seed=SEED, rng="torch", cfg_scale=1.0,
+            hires=HiresFix(scale=2.0, upscaler="Latent", steps=hires_steps,
+                           denoise=denoise))).images[0].astype(np.float64)
+
+    # diffusers' hires fix: the first pass, its latents enlarged and noised, the second pass
+    # over the stretched schedule's last sigmas
+    pipe, settings = klein[1], dict(prompt=PROMPT, max_sequence_length=TOKENS,
+                                    output_type="latent")
+    images = [Image.fromarray(init), Image.fromarray(ref)]
+    mean, std = _statistics(pipe)
+    total = int(hires_steps / denoise)
+    with torch.no_grad():
+        z = pipe(image=images, height=SIZE, width=48, num_inference_steps=STEPS,
+                 sigmas=_simple(STEPS), generator=torch.Generator().manual_seed(SEED),
+                 **settings).images
+        x = (pipe._patchify_latents(z) - mean) / std
+        x = torch.nn.functional.interpolate(x, size=(2 * x.shape[2], 2 * x.shape[3]),
+                                            mode="bilinear")
+        mu = compute_empirical_mu(x.shape[2] * x.shape[3], total)
+        t = _simple(total)[total - hires_steps:]
+        sigma = pipe.scheduler.time_shift(mu, 1.0, torch.tensor(t[0])).item()
+        noise = torch.randn(x.shape, generator=torch.Generator().manual_seed(SEED))
+        z = pipe(image=images, height=2 * SIZE, width=96, num_inference_steps=total, sigmas=t,
+                 latents=sigma * noise + (1 - sigma) * x, **settings).images
+        expected = _picture(pipe, (pipe._patchify_latents(z) - mean) / std)
+
+    monkeypatch.setattr(model.pipe, "velocity", reading)
+    swap = False
+    got = ours()
+    assert got.shape == (2 * SIZE, 96, 3) and np.isfinite(got).all()
+    assert [(width, len(pictures)) for width, pictures in read] == [(48, 2), (96, 2)]
+    assert all(np.array_equal(a, b) for a, b in zip(read[0][1], read[1][1], strict=True))
+    swap = True
+    moved = ours()
+    # ours is diffusers' up to the uint8 rounding (measured 3e-3 mean abs, 1 level at most);
+    # the other reference moves the picture hundreds of times that (measured 2.7 levels)
+    assert np.abs(got - expected).max() <= BOUND and np.abs(got - expected).mean() < 0.02
+    assert np.abs(moved - got).mean() > 1.5

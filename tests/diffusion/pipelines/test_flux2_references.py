@@ -110,6 +110,42 @@ def test_flux2_inpaint_equals_diffusers(first_device: gpucore.Device,
 
 
 
+def test_flux2_inpaint_fits_the_init_image_first(first_device: gpucore.Device,
+                                                 tiny_flux2_klein: tuple[Path, Any],
+                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    """An init image of 45 x 50 (sides not multiples of 16 nor of the tiny model's 4; portrait
+    where the output is landscape) inpainted at 48 x 32 by resize mode 1 (crop and resize):
+    the WebUI fits the picture and the mask to width x height first (imaging.fit_picture),
+    and the "diffusers" sampler then draws Flux2KleinInpaintPipeline's picture of the fitted
+    ones (measured 8.5e-4 mean abs, the uint8 rounding). Fed the picture itself, diffusers
+    would ignore width x height: it stretches the picture to its own sides floored to the
+    multiple (44 x 48 here) and draws at that size, where a WebUI request asks for width x
+    height."""
+    import diffusers
+
+    from diffusion.imaging import fit_picture, mask_picture
+
+    folder, reference = tiny_flux2_klein
+    monkeypatch.setattr(Flux2Model, "max_sequence_length", 32)
+    inpaint = diffusers.Flux2KleinInpaintPipeline(**reference.components,
+                                                  is_distilled=reference.config.is_distilled)
+    init, mask = _picture(3, 50, 45), np.zeros((50, 45), np.uint8)
+    mask[20:, 10:] = 255
+    model = load_pipeline(folder, device=first_device)
+    ours = model.generate(GenerationRequest(
+        prompt="a red circle", width=48, height=32, steps=2, seed=7, sampler="diffusers",
+        rng="torch", strength=0.8, cfg_scale=1.0, init_image=init, mask=mask,
+        resize_mode=1)).images[0] / 255
+    picture, matte = (fit_picture(p, 48, 32, 1) for p in (Image.fromarray(init),
+                                                          mask_picture(mask)))
+    expected = inpaint(prompt="a red circle", image=picture, mask_image=matte,
+                       strength=0.8, height=32, width=48, num_inference_steps=2,
+                       max_sequence_length=32, generator=torch.Generator().manual_seed(7),
+                       output_type="np").images[0]
+    assert ours.shape == expected.shape == (32, 48, 3)
+    assert np.abs(ours - expected).mean() < 2e-3
+
+
 @pytest.mark.nodevice
 @pytest.mark.parametrize(("width", "height"), [(70, 101), (150, 83), (1500, 700)])
 def test_flux2_reference_pictures_are_prepared_as_diffusers(width: int, height: int) -> None:
