@@ -139,7 +139,10 @@ def plan_gemm(m: int, n: int, k: int, batch: int) -> Plan:
     for name, concurrent in _CONCURRENT.items():
         tile = TILES[name]
         tiles = count(tile)
-        k_tiles = math.ceil(k / tile.bk)
+        # an empty K still costs each tile its epilogue: costed as one K tile, the smallest
+        # tile wins (at 0 for every tile the first, 128 x 128, won: llvmpipe's costliest
+        # compile, 2.4 s, for C = beta C + bias)
+        k_tiles = max(1, math.ceil(k / tile.bk))
         for s in _SPLITS:
             if s > 1 and (tiles * s > 4 * MULTIPROCESSORS or k_tiles // s < 4):
                 continue

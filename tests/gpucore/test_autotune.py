@@ -143,7 +143,10 @@ def ragged_case(rng: np.random.Generator, m: int, k: int, n: int,
     return a, b
 
 
-@pytest.mark.parametrize("m, k, n, trans_b", [(37, 45, 29, True), (5, 300, 7, False)])
+# K 45 and 301, neither a multiple of 4: both cases read A and B in scalars, so on a CPU adapter
+# (whose kernel reads the layout from its params) the second reuses the first's seven kernels
+# (K 300's vec4 reads of A were seven more compiles, ~5 s of llvmpipe; test_linalg covers them)
+@pytest.mark.parametrize("m, k, n, trans_b", [(37, 45, 29, True), (5, 301, 7, False)])
 def test_every_gemm_candidate_is_bitwise_the_default(first_device: gpucore.Device, m: int,
                                                      k: int, n: int, trans_b: bool,
                                                      monkeypatch: pytest.MonkeyPatch) -> None:
@@ -157,7 +160,7 @@ def test_every_gemm_candidate_is_bitwise_the_default(first_device: gpucore.Devic
     plan = gemm_plan.batch_plan((), (), (), m * k, k * n)
     rule = gemm_plan.plan_gemm(m, n, k, 1)
     splits, _ = gemm_plan.k_partition(rule.splits, k, m * n, device)
-    assert (splits > 1) == (k == 300)
+    assert (splits > 1) == (k == 301)
 
     def run(**override: object) -> np.ndarray:
         c = Tensor.empty((m, n), np.float32, device=device)

@@ -82,6 +82,7 @@ def test_read_async(device: gpucore.Device) -> None:
     np.testing.assert_array_equal(asyncio.run(buf.read_async()), data)
 
 
+@pytest.mark.usefixtures("young_heap")  # conftest: a collection of its own objects
 def test_buffer_collected_in_a_cycle_is_not_reused(device: gpucore.Device) -> None:
     """A Buffer in a reference cycle is collected together with its wgpu buffer, whose own
     finalizer frees it in the same pass; the pool must not hand that dead buffer out again."""

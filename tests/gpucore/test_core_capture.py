@@ -15,6 +15,7 @@ import gpustd
 from gpucore import Buffer, Kernel
 
 
+@pytest.mark.usefixtures("young_heap")  # conftest: a collection of its own objects
 def test_dropped_buffers_are_not_kept_alive_by_bind_groups(device) -> None:
     kernel = Kernel.cached("core/vector_add")
     rng = np.random.default_rng(0)

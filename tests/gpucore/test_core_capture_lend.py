@@ -90,6 +90,7 @@ def test_scratch_kept_by_a_borrower_releases_the_capture(device) -> None:
         np.testing.assert_array_equal(k.read(), np.full(len(k), 5, np.float32))
 
 
+@pytest.mark.usefixtures("young_heap")  # conftest: a collection of its own objects
 def test_a_lent_buffer_the_pool_drops_is_freed(device) -> None:
     """Emptying the pool while the scratch is lent frees it for real (the capture lets go of
     its references), and the next call records again with the same result."""
@@ -121,6 +122,7 @@ def test_lending_twice_or_after_release_lends_nothing(device) -> None:
         graph.replay()
 
 
+@pytest.mark.usefixtures("young_heap")  # conftest: a collection of its own objects
 def test_buffers_only_the_recording_needed_are_freed(device) -> None:
     """The capture keeps two buffers for _staircase's four temporaries; the other two served
     only the recording (the pool gives a buffer to its own size class alone): freed at once,
@@ -137,6 +139,7 @@ def test_buffers_only_the_recording_needed_are_freed(device) -> None:
     np.testing.assert_array_equal(out.read(), staircase(x).read())
 
 
+@pytest.mark.usefixtures("young_heap")  # conftest: a collection of its own objects
 def test_a_lent_capture_dropped_unpins_and_forgets(device) -> None:
     """The device holds a lent capture weakly: dropping it gives its other buffers back and
     leaves no lent entry behind."""

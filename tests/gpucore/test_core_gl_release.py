@@ -59,6 +59,7 @@ def test_a_release_on_the_lock_runs_at_once() -> None:
         assert ref() is None and _gl.pending() == 0
 
 
+@pytest.mark.usefixtures("young_heap")  # conftest: a collection of its own objects
 def test_a_release_inside_a_collection_waits_even_on_the_lock() -> None:
     device = _device("gl")
     gc.collect()  # earlier tests' garbage, released below rather than in the collection

@@ -22,8 +22,9 @@ def _cls(device: gpucore.Device, n: int) -> int:
 
 
 @pytest.fixture
-def dev(first_device: gpucore.Device) -> gpucore.Device:
-    gc.collect()
+def dev(first_device: gpucore.Device, young_heap: None) -> gpucore.Device:
+    """The first Device with an empty pool; earlier tests' objects frozen (conftest.young_heap),
+    their garbage's buffers held, not freed in the middle of the counting."""
     first_device.empty_pool()
     first_device.reset_peak_memory()
     return first_device

@@ -32,6 +32,7 @@ if not ADAPTERS:
 ROOT = Path(__file__).resolve().parents[2]
 
 
+@pytest.mark.usefixtures("young_heap")  # conftest: a collection of its own objects
 def test_a_dead_device_is_released_at_the_safe_point_not_in_the_collection() -> None:
     gpucore.release_dead_devices()  # earlier tests' dead devices: not counted below
     device = Device(ADAPTERS[0])
@@ -52,6 +53,7 @@ def test_a_dead_device_is_released_at_the_safe_point_not_in_the_collection() -> 
     assert gpucore.release_dead_devices() == 0
 
 
+@pytest.mark.usefixtures("young_heap")  # conftest: a collection of its own objects
 def test_opengl_devices_share_one_lock_and_release_still_runs() -> None:
     """wgpu's GL backend crashes now and then under two threads at once, so every OpenGL
     Device does its work under one lock; other backends keep a lock each. release_dead takes

@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
+from conftest import sweep_subset_elsewhere
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from support import assert_close, random_array
@@ -198,8 +199,8 @@ def test_plans_fit_every_head_dim():
     # with and without subgroups.
     for budget, subgroup in ((32768, 0), (49152, 32)):
         for d in range(1, 513):
+            found = plans.candidates(d, budget, 256, subgroup)  # once: the grid is cost's
             for rows, heads in ((77, 1), (16384, 16)):
-                found = plans.candidates(d, budget, 256, subgroup)
                 best = min(found, key=lambda p: plans.cost(p, rows, heads))
                 assert best.workgroup_bytes() <= budget and best.RG * best.CS <= 256
                 assert not best.subgroups or best.CS <= subgroup
@@ -214,7 +215,9 @@ def test_plans_fit_every_head_dim():
 ])
 def test_other_tile_plans(device, d, plan, subgroups, monkeypatch):
     # Shapes the cost model may pick on other devices, including the subgroup reductions
-    # (lavapipe's subgroups have 8 lanes, so 2 and 4 fit; OpenGL has none).
+    # (lavapipe's subgroups have 8 lanes, so 2 and 4 fit; OpenGL has none). Every plan on
+    # the first adapter, the first plan on the others (conftest.sweep_subset_elsewhere).
+    sweep_subset_elsewhere(device, d == 40)
     if subgroups and not device.has_subgroups:
         pytest.skip(f"{device.backend} adapter {device.name!r} has no subgroups")
     p = plans.Plan(d, *plan, subgroups=subgroups)
@@ -236,6 +239,8 @@ def test_key_slices_and_prefetch(device, d, plan, subgroups, slices, prefetch, m
     # Output phases split over KS key slices whose partial sums are added after the last
     # tile, and k/v fetched into registers a phase ahead (PF); one call with a mask and
     # causal rows, over several tiles (one pipeline each: compiling is the slow part).
+    # Every case on the first adapter, the last (both, without subgroups) on the others.
+    sweep_subset_elsewhere(device, prefetch == 1 and not subgroups)
     if subgroups and not device.has_subgroups:
         pytest.skip(f"{device.backend} adapter {device.name!r} has no subgroups")
     p = plans.Plan(d, *plan, subgroups=subgroups, KS=slices, PF=prefetch)

@@ -181,6 +181,7 @@ def test_layers_and_errors(device: gpucore.Device) -> None:
         conv(x, prologue=norm.prologue(other))
 
 
+@pytest.mark.usefixtures("young_heap")  # conftest: a collection of its own objects
 def test_fused_conv_never_allocates_the_normalized_input(first_device: gpucore.Device) -> None:
     """The memory the fusion is for: the unfused pair's peak holds the normalized x besides
     what the fused conv holds (its output, split-K partial sums, statistics, table)."""

@@ -18,6 +18,8 @@ from gpustd.nn.offload import device_bytes, offload, parameter_bytes, restore
 from gpustd.nn.quantized import set_quantized_weight
 from gpustd.quant import QuantizedTensor
 
+pytestmark = pytest.mark.usefixtures("young_heap")  # _allocated's collections: this test's objects
+
 
 class _Net(nn.Module):
     def __init__(self, device: gpucore.Device) -> None:

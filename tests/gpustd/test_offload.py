@@ -137,6 +137,7 @@ def test_a_released_unit_leaves_the_pool_to_the_blocks(first_device: gpucore.Dev
         residency.close()
 
 
+@pytest.mark.usefixtures("young_heap")  # conftest: a collection of its own objects
 def test_a_loop_under_a_budget_keeps_blocks_and_makes_no_buffers(
         first_device: gpucore.Device) -> None:
     """Blocks run in a loop (a transformer's, at every step) under a budget that holds half of
@@ -197,6 +198,7 @@ def _filler(device: gpucore.Device, nbytes: int) -> gpucore.Buffer:
     return gpucore.Buffer(nbytes // 4, np.float32, device=device, read_only=True)
 
 
+@pytest.mark.usefixtures("young_heap")  # conftest: a collection of its own objects
 def test_units_on_the_gpu_leave_inside_a_capture(first_device: gpucore.Device) -> None:
     """Units that never left the GPU (a model loaded there) under a budget: an allocation inside
     a capture evicts them with no read-back (Residency.add took their host copies), and they
