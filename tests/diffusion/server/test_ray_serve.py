@@ -46,10 +46,12 @@ def port(model: Path) -> Any:
     # they share the cores evenly. The raylet and its workers read this at their start.
     with pytest.MonkeyPatch.context() as env:
         env.setenv("RAY_worker_niceness", "0")
+        # the adapter as the raylet's environment, which its workers inherit, not as a job's
+        # runtime_env: the workers Ray starts ahead (one a CPU) have none, and a job with one
+        # left them idle and started its actors' workers anew, each after the request
+        env.setenv("GPUCORE_ADAPTER", str(gpucore.Device.auto().info.index))
         ray.init(num_cpus=4, include_dashboard=False, log_to_driver=False,
-                 _node_ip_address="127.0.0.1",  # the cluster's own ports on loopback too
-                 runtime_env={"env_vars": {"GPUCORE_ADAPTER":
-                                           str(gpucore.Device.auto().info.index)}})
+                 _node_ip_address="127.0.0.1")  # the cluster's own ports on loopback too
         try:
             chosen = free_port()
             serve.start(http_options={"host": "127.0.0.1", "port": chosen})
