@@ -1,3 +1,4 @@
+//! parts: fft/stockham_common
 // One pass of a power-of-two Stockham autosort FFT (Govindaraju et al., SC'08, Fig. 2) whose
 // radix is L, itself computed as an L-point FFT: radix-16 butterflies held in registers, with
 // workgroup memory only for the exchanges between them.

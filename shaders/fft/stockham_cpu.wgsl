@@ -1,3 +1,4 @@
+//! parts: fft/stockham_common
 // One pass of the power-of-two Stockham FFT for CPU adapters (gpustd/_fft_plan.py picks it
 // where device.info.type == "cpu"): stockham.wgsl's passes, parameters, bindings and twiddles,
 // but each column's L-point FFT runs in place in workgroup memory (its points loaded in
