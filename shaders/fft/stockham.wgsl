@@ -307,16 +307,7 @@ fn last2(first: u32, u: u32) {
 // Point t of the workgroup from memory into workgroup memory (lengths below 16).
 fn load(first: u32, t: u32) {
     let p = assign(t, params.log_read, params.log_l);
-    var v = vec2<f32>(0.0);
-    if (first + p.x < params.columns) {
-        let col = column(first + p.x);
-        v = x[((col.x * params.n + col.y + (p.y << params.log_m)) * params.stride) + col.z];
-        if (params.log_ns > 0u) {
-            let j = col.y & ((1u << params.log_ns) - 1u);
-            v = cmul(v, root(j * p.y, params.log_ns + params.log_l));
-        }
-    }
-    s[(p.y << params.log_b) + p.x] = v;
+    s[(p.y << params.log_b) + p.x] = read_point(first, p);
 }
 
 @compute @workgroup_size(WG)

@@ -1,7 +1,7 @@
 // What both Stockham kernels (stockham.wgsl for GPUs, stockham_cpu.wgsl for CPU adapters)
 // declare: the pass's parameters and bindings, the workgroup's points, complex products,
-// the twiddles and the columns' places. A part (gpucore.Kernel.cached's `parts`): the
-// kernel that takes it declares TILE.
+// the twiddles, the columns' places and a point's read. A part (gpucore.Kernel.cached's
+// `parts`): the kernel that takes it declares TILE.
 
 struct Params {
     n: u32,        // transform length N (a power of two)
@@ -66,4 +66,19 @@ fn column(col: u32) -> vec3<u32> {
 fn assign(u: u32, run: u32, log_q: u32) -> vec2<u32> {
     let c = ((u >> (run + log_q)) << run) | (u & ((1u << run) - 1u));
     return vec2<u32>(c, (u >> run) & ((1u << log_q) - 1u));
+}
+
+// Point p.y of column first + p.x (p: assign's) from memory, twiddled for this pass; 0 past
+// the last column.
+fn read_point(first: u32, p: vec2<u32>) -> vec2<f32> {
+    var v = vec2<f32>(0.0);
+    if (first + p.x < params.columns) {
+        let col = column(first + p.x);
+        v = x[((col.x * params.n + col.y + (p.y << params.log_m)) * params.stride) + col.z];
+        if (params.log_ns > 0u) {
+            let j = col.y & ((1u << params.log_ns) - 1u);
+            v = cmul(v, root(j * p.y, params.log_ns + params.log_l));
+        }
+    }
+    return v;
 }

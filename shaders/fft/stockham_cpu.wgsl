@@ -11,23 +11,14 @@
 // Layout as in stockham.wgsl: a workgroup takes B = TILE / L consecutive columns, point i of
 // column c at s[(i << log_b) + c]; the pass with stride Ns twiddles column j's point r by
 // W_{Ns L}^{(j mod Ns) r} on loading and writes its output r at (j / Ns) * Ns * L + j mod Ns +
-// r * Ns. The parameters, bindings, cmul, root, rot, column and assign: stockham_common.wgsl.
+// r * Ns. The parameters, bindings, cmul, root, rot, column, assign, read_point: stockham_common.
 override TILE: u32 = 4096u;  // complex points in workgroup memory (32 KiB)
 override WG: u32 = 256u;     // invocations: each takes every WG-th point and butterfly
 
 // Point t of the workgroup from memory, twiddled for this pass, to its bit-reversed place.
 fn load(first: u32, t: u32) {
     let p = assign(t, params.log_read, params.log_l);
-    var v = vec2<f32>(0.0);
-    if (first + p.x < params.columns) {
-        let col = column(first + p.x);
-        v = x[((col.x * params.n + col.y + (p.y << params.log_m)) * params.stride) + col.z];
-        if (params.log_ns > 0u) {
-            let j = col.y & ((1u << params.log_ns) - 1u);
-            v = cmul(v, root(j * p.y, params.log_ns + params.log_l));
-        }
-    }
-    s[((reverseBits(p.y) >> (32u - params.log_l)) << params.log_b) + p.x] = v;
+    s[((reverseBits(p.y) >> (32u - params.log_l)) << params.log_b) + p.x] = read_point(first, p);
 }
 
 // Index of butterfly u's first point when each takes 2^log_r points 2^st apart, in place.
