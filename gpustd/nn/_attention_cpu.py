@@ -9,9 +9,8 @@ from __future__ import annotations
 import math
 from typing import Any
 
-from gpucore import Kernel
-
 from .._tensor import Tensor
+from ..gemm.cpu import LANES, direct_kernel
 
 __all__ = ["DIRECT", "MAX_D", "applies", "record_attention_cpu"]
 
@@ -19,7 +18,6 @@ __all__ = ["DIRECT", "MAX_D", "applies", "record_attention_cpu"]
 # lavapipe through it, and bench/ compares the two).
 DIRECT = True
 MAX_D = 32  # the head dims one invocation holds (8 vec4 slots)
-_LANES = 8  # invocations a workgroup: one vector of llvmpipe's (256-bit, f32)
 _ROWS = 4  # query rows an invocation
 
 
@@ -37,16 +35,12 @@ def record_attention_cpu(q: Tensor, k: Tensor, v: Tensor, mask: Tensor, out: Ten
     (attention() has done it)."""
     b, h, lq, lk, d = shape
     q_s, k_s, v_s, o_s, m_s = strides
-    # vec4 reads need the head dim and every row start 16-byte aligned
-    vec = all(x % 4 == 0 for x in (d, *q_s, *k_s, *v_s))
-    types: dict[str, Any] = {"T": "f16" if q.dtype.itemsize == 2 else "f32",
-                             "M": "u32" if kind == 2 else "f32"}
-    if not vec:
-        types["V"] = "T"
-    kernel = Kernel.cached("nn/attention_cpu", types=types,
-                           constants={"VEC": int(vec), "MASK": kind})
+    kernel = direct_kernel(
+        "nn/attention_cpu", {"T": "f16" if q.dtype.itemsize == 2 else "f32",
+                             "M": "u32" if kind == 2 else "f32"},
+        {"V": ("VEC", (d, *q_s, *k_s, *v_s))}, MASK=kind)
     kernel.dispatch(
-        (math.ceil(lq / (_LANES * _ROWS)), b * h), q, k, v, mask, out,
+        (math.ceil(lq / (LANES * _ROWS)), b * h), q, k, v, mask, out,
         lq=lq, lk=lk, heads=h, causal=int(causal), scale=scale, d=d, dv4=math.ceil(d / 4),
         q_sb=q_s[0], q_sh=q_s[1], q_sl=q_s[2], k_sb=k_s[0], k_sh=k_s[1], k_sl=k_s[2],
         v_sb=v_s[0], v_sh=v_s[1], v_sl=v_s[2], o_sb=o_s[0], o_sh=o_s[1], o_sl=o_s[2],

@@ -9,10 +9,10 @@ import math
 import numpy as np
 
 from .._tensor import Tensor
+from ..gemm.cpu import LANES
 from ._util import dummy, kernel
 from .prologue import ConvPrologue, no_prologue
 
-_LANES = 8  # invocations a workgroup: one vector of llvmpipe's (256-bit, f32)
 _BLOCK = 8  # output channels and pixels an invocation
 
 
@@ -36,7 +36,7 @@ def conv2d(out: Tensor, x: Tensor, weight: Tensor, bias: Tensor | None, *,
     span = _BLOCK // stride[1] if step == 3 else _BLOCK
     row_blocks = -(-wo // span)
     blocks = n * ho * row_blocks
-    lanes = math.ceil(blocks / _LANES)
+    lanes = math.ceil(blocks / LANES)
     limit = x.device.limits["max-compute-workgroups-per-dimension"]
     z = math.ceil(lanes / limit)
     grid = (math.ceil(lanes / z), groups * (cpad // _BLOCK), z)
