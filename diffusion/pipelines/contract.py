@@ -28,6 +28,7 @@ __all__ = [
     "GUIDANCE_KINDS",
     "SAMPLING_SETTINGS",
     "Capabilities",
+    "Denoisers",
     "GenerationResult",
     "LoadOptions",
     "Pipeline",
@@ -100,6 +101,16 @@ class Placement:
 
     device: Any  # gpucore.Device
     dtype: Any
+
+
+@dataclass(frozen=True)
+class Denoisers:
+    """A pipeline's networks that denoise (gpustd.nn.Modules: an SD / SDXL UNet, a flow
+    transformer, Wan 2.2 A14B's two experts) and what messages call them ("UNet",
+    "transformer"): what `--fp16-accumulation` changes and the NaN check names."""
+
+    networks: tuple[Any, ...]
+    called: str
 
 
 @dataclass(frozen=True)
@@ -268,6 +279,9 @@ class Pipeline(Protocol):
 
     @property
     def placement(self) -> Placement: ...
+
+    @property
+    def denoisers(self) -> Denoisers: ...
 
     def generate(self, request: Any = None, /, *, observer: Any = None,
                  progress: Callable[[int, int], Any] | None = None,

@@ -22,7 +22,7 @@ from typing import Any
 import numpy as np
 
 from ..models.int8 import marked as int8_marked
-from .fp16_accumulation import accumulates_fp16, denoisers
+from .fp16_accumulation import accumulates_fp16
 
 __all__ = ["NonFiniteError", "VaeNonFiniteError", "check_decoded", "check_encoded",
            "check_finite", "check_latents", "pictures_uint8"]
@@ -60,12 +60,8 @@ def check_finite(values: np.ndarray, what: str, remedy: str,
 def check_latents(latents: np.ndarray, pipe: Any) -> None:
     """The final latents of `pipe`'s denoiser, checked (see the module docstring); the
     remedy names the settings of `pipe` that can overflow."""
-    try:
-        models, what = denoisers(pipe, "")
-    except ValueError:
-        models, what = [], "denoiser"
-    weights = getattr(models[0], "parameters", None) if models else None
-    first = next(iter(weights()), None) if callable(weights) else None
+    models, what = pipe.denoisers.networks, pipe.denoisers.called
+    first = next(iter(models[0].parameters()), None)
     ways = []
     if accumulates_fp16(pipe):
         ways.append("leave out --fp16-accumulation (float16 sums)")

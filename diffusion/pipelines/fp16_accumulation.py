@@ -1,7 +1,7 @@
 """`--fp16-accumulation` (CLI), `fp16_accumulation` (the server's settings): a loaded
-pipeline's denoiser (an SD / SDXL UNet, a flow transformer, Wan's transformers) has its
-float16 GEMMs on the matrix units accumulate in float16 while it runs
-(gpustd.nn.Module.gemm_accumulate, gpustd.gemm.accumulate): ComfyUI's
+pipeline's denoisers (`Pipeline.denoisers`: an SD / SDXL UNet, a flow transformer, Wan's
+transformers) have their float16 GEMMs on the matrix units accumulate in float16 while they
+run (gpustd.nn.Module.gemm_accumulate, gpustd.gemm.accumulate): ComfyUI's
 `--fast fp16_accumulation`. Text encoders, VAEs and ControlNets keep f32 accumulators (T5's
 activations are the ones f16 sums would overflow).
 
@@ -20,26 +20,14 @@ import numpy as np
 
 from gpustd.gemm import accumulate, matrix_units
 
-__all__ = ["accumulates_fp16", "denoisers", "use_fp16_accumulation"]
-
-
-def denoisers(pipe: Any, option: str) -> tuple[list[Any], str]:
-    """The networks that denoise for `pipe` (a UNet; a transformer, Wan 2.2 A14B's two) and
-    what they are called, for `option`'s messages; ValueError for a pipeline without them."""
-    for name, what in (("unet", "UNet"), ("transformer", "transformer")):
-        model = getattr(pipe, name, None)
-        if model is not None:
-            second = getattr(pipe, f"{name}_2", None)
-            return [model] + ([second] if second is not None else []), what
-    raise ValueError(f"{option}: {getattr(pipe, 'family', type(pipe).__name__)} models have "
-                     "no denoiser it applies to; leave it off")
+__all__ = ["accumulates_fp16", "use_fp16_accumulation"]
 
 
 def use_fp16_accumulation(pipe: Any) -> str:
     """Make `pipe`'s denoiser accumulate its f16 GEMMs in f16 and say, in one line, whether
     that takes effect here (a float32 model or an adapter without f16 result matrices keeps
     f32 accumulators)."""
-    models, what = denoisers(pipe, "--fp16-accumulation")
+    models, what = pipe.denoisers.networks, pipe.denoisers.called
     for model in models:
         model.gemm_accumulate = "f16"
     # where and in what it runs: the pipeline's placement, or (Wan's pipeline has none) its
@@ -57,8 +45,4 @@ def use_fp16_accumulation(pipe: Any) -> str:
 
 def accumulates_fp16(pipe: Any) -> bool:
     """Whether `pipe`'s denoiser was set to accumulate in f16 (the infotext's field)."""
-    try:
-        models, _ = denoisers(pipe, "")
-    except ValueError:
-        return False
-    return any(getattr(m, "gemm_accumulate", None) == "f16" for m in models)
+    return any(m.gemm_accumulate == "f16" for m in pipe.denoisers.networks)

@@ -25,7 +25,7 @@ from ..models.int8 import marked as int8_marked
 from ..sampling.kdiffusion import DIFFUSERS
 from ..text.emphasis_mode import emphasis_mode
 from ..text.prompts import BREAK, extract_extra_networks, parse_prompt_attention
-from .contract import Capabilities, GenerationResult
+from .contract import Capabilities, Denoisers, GenerationResult
 from .finite import check_latents
 from .fp16_accumulation import accumulates_fp16
 from .hires_pass import hires_fix, hires_prompts
@@ -60,6 +60,9 @@ class Family(Protocol):
 
     @property
     def native_size(self) -> int: ...
+
+    @property
+    def denoisers(self) -> Denoisers: ...
 
     def check(self, request: GenerationRequest, width: int, height: int) -> None:
         """ValueError for what only the loaded model can refuse in `request` (as planned)."""

@@ -16,6 +16,7 @@ import diffusion
 import gpucore
 from diffusion.cli.main import build_parser
 from diffusion.infotext import format_infotext
+from diffusion.pipelines.contract import Denoisers, Placement
 from diffusion.pipelines.fp16_accumulation import use_fp16_accumulation
 from diffusion.server.jobs.loader import PipelineLoader
 from diffusion.server.settings import ServerSettings
@@ -80,11 +81,11 @@ def test_options_and_refusal() -> None:
                     ["txt2vid", "--model", "wan", "--prompt", "a cat"]):
         assert parser.parse_args([*command, "--fp16-accumulation"]).fp16_accumulation
         assert not parser.parse_args(command).fp16_accumulation
-    with pytest.raises(ValueError, match="--fp16-accumulation: upscaler models have no "
-                                         "denoiser it applies to; leave it off"):
-        use_fp16_accumulation(SimpleNamespace(family="upscaler"))
-    # the server's loader applies the setting to every pipeline it loads
+    # the server's loader applies the setting to every pipeline it loads, to its denoisers
+    experts = [SimpleNamespace(gemm_accumulate=None) for _ in range(2)]
+    pipe = SimpleNamespace(denoisers=Denoisers(tuple(experts), "transformer"),
+                           placement=Placement(None, np.float32))
     loader = PipelineLoader(ServerSettings(fp16_accumulation=True),
-                            build=lambda path, **where: SimpleNamespace(family="upscaler"))
-    with pytest.raises(ValueError, match="upscaler models have no denoiser"):
-        loader(Path("model"))
+                            build=lambda path, **where: pipe)
+    assert loader(Path("model")) is pipe
+    assert [e.gemm_accumulate for e in experts] == ["f16", "f16"]

@@ -32,7 +32,14 @@ from ...sampling.model_sampling import FlowSchedule
 from ...sampling.samplers.registry import lookup
 from ...text.composable import refuse_composable
 from ...text.prompts import extract_extra_networks
-from ..contract import Capabilities, GenerationResult, LoadOptions, Placement, SamplingDefaults
+from ..contract import (
+    Capabilities,
+    Denoisers,
+    GenerationResult,
+    LoadOptions,
+    Placement,
+    SamplingDefaults,
+)
 from ..control import ControlUnit
 from ..control_map import split_maps
 from ..control_spec import unit_label
@@ -164,6 +171,10 @@ class FlowModel(FlowModelPasses, MemoryModes):
     def placement(self) -> Placement:
         weight = self.pipe.vae.decoder.conv_in.weight
         return Placement(weight.device, weight.dtype)
+
+    @property
+    def denoisers(self) -> Denoisers:
+        return Denoisers((self.transformer,), "transformer")
 
     def memory_layout(self) -> MemoryLayout:
         """What the memory modes move (flux1_memory)."""

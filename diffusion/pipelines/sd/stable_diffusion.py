@@ -31,7 +31,7 @@ from ...text import conditioning
 from ...text.embeddings import EmbeddingDatabase, EmbeddingFinder, EncoderFinders
 from ...text.tokenizer import CLIPTokenizer
 from ..colorfix import colorfix_hook
-from ..contract import Capabilities, GenerationResult, Placement, SamplingDefaults
+from ..contract import Capabilities, Denoisers, GenerationResult, Placement, SamplingDefaults
 from ..control import Control, ControlUnit, check_base
 from ..finite import check_encoded, pictures_uint8
 from ..generation import Denoised, PromptLoras, generate
@@ -132,6 +132,10 @@ class StableDiffusion:
     def placement(self) -> Placement:
         weight = self.unet.conv_in.weight
         return Placement(weight.device, weight.dtype)
+
+    @property
+    def denoisers(self) -> Denoisers:
+        return Denoisers((self.unet,), "UNet")
 
     def use_vae(self, path: str | os.PathLike[str]) -> None:
         """Decode and encode with the VAE file at `path` (diffusion.loaders.sd.vae_file), in the

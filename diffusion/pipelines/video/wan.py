@@ -44,6 +44,7 @@ from ...sampling.scheduler_loop import scheduler_loop
 from ...sampling.schedulers.flow_match_euler import FlowMatchEulerDiscreteScheduler
 from ...sampling.schedulers.unipc_flow import FlowUniPCMultistepScheduler, is_flow_unipc
 from ...text.t5_tokenizer import T5Tokenizer
+from ..contract import Denoisers
 from ..finite import check_latents
 from .wan_cache import wan_branch
 from .wan_image import clip_image_states, first_frame_latents, i2v_condition
@@ -181,6 +182,12 @@ class WanPipeline(WanMemoryModes, WanVaePasses):
             raise ValueError("a LoRA for the low-noise expert is for Wan 2.2 A14B; this Wan "
                              "model has one transformer (give it with --lora)")
         return SimpleNamespace(unet=model, transformer=model)
+
+    @property
+    def denoisers(self) -> Denoisers:
+        """The transformer (Wan 2.2 A14B: both experts), as a contract's pipeline says it."""
+        experts = (self.transformer, self.transformer_2)
+        return Denoisers(tuple(t for t in experts if t is not None), "transformer")
 
     @property
     def temporal_factor(self) -> int:

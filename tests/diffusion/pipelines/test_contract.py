@@ -37,6 +37,8 @@ def test_flow_models_keep_the_contract(family: str, embeds: bool, guidance: str)
     model = _flow(family, guidance_embeds=embeds)
     assert isinstance(model, Pipeline)
     assert model.placement.dtype == "float16"
+    assert model.denoisers.networks == (model.transformer,)
+    assert model.denoisers.called == "transformer"
     caps = model.capabilities
     assert caps.family == family and caps.guidance == guidance
     # FLUX.1 and SD 3/3.5 run ControlNet units (pipelines/flow/flow_control.py)

@@ -13,6 +13,7 @@ from conftest import host_variant_on_first_adapter
 
 import diffusion
 import gpucore
+from diffusion.pipelines.contract import Denoisers
 from diffusion.pipelines.finite import (
     NonFiniteError,
     check_finite,
@@ -44,13 +45,13 @@ def _network(dtype: Any, accumulate: str | None = None) -> Any:
 
 
 @pytest.mark.parametrize(("pipe", "remedy"), [
-    (SimpleNamespace(transformer=_network(np.float16, "f16")),
+    (SimpleNamespace(denoisers=Denoisers((_network(np.float16, "f16"),), "transformer")),
      "the transformer gave NaN .*: leave out --fp16-accumulation \\(float16 sums\\); or run "
      "in float32 \\(--dtype float32; the server's --dtype\\), where float16 overflowed$"),
-    (SimpleNamespace(unet=_network(np.float16)),
+    (SimpleNamespace(denoisers=Denoisers((_network(np.float16),), "UNet")),
      "the UNet gave NaN .*: run in float32 \\(--dtype float32; the server's --dtype\\), "
      "where float16 overflowed$"),
-    (SimpleNamespace(unet=_network(np.float32)),
+    (SimpleNamespace(denoisers=Denoisers((_network(np.float32),), "UNet")),
      "the UNet gave NaN .*: the weights themselves may hold NaN or infinity \\(check the "
      "model file\\)$"),
 ])

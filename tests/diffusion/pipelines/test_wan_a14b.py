@@ -98,6 +98,7 @@ def test_a14b_lowvram_gives_the_plain_frames(first_device: gpucore.Device,
     pipe = WanPipeline.from_pretrained(folder, device=first_device, offload=True)
     plain = pipe(RED, **settings)
     experts = (pipe.transformer, pipe.transformer_2)
+    assert pipe.denoisers.networks == experts  # what --fp16-accumulation sets
     on_gpu: list[tuple[bool, ...]] = []  # after each step: which expert has weights there
     pipe.set_memory_mode(MemoryMode(lowvram=True))
     try:
