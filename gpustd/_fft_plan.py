@@ -45,9 +45,15 @@ ROLLED = True
 lock = threading.RLock()  # one transform's dispatches share scratch: record them together
 
 
+# The parts each kernel's `//! parts:` line names (fft/axis: the one-axis kernels' indexing).
+_PARTS = {name: ("fft/axis",) for name in
+          ("fft/promote", "fft/resize", "fft/resize_real", "fft/hermitian")}
+
+
 def kernel(name: str, entry: str = "main", **constants: float) -> Kernel:
-    """The cached Kernel for shaders/<name>.wgsl with these override constants."""
-    return Kernel.cached(name, entry=entry, constants=constants)
+    """The cached Kernel for shaders/<name>.wgsl (with its parts) with these override
+    constants."""
+    return Kernel.cached(name, parts=_PARTS.get(name, ()), entry=entry, constants=constants)
 
 
 def dispatch(name: str, count: int, *buffers: Any, entry: str = "main", **params: Any) -> None:

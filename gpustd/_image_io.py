@@ -140,9 +140,10 @@ def result(image: GpuImage) -> Any:
 
 
 def kernel(name: str, src_u8: bool, dst_u8: bool, **constants: Any) -> Kernel:
-    """The cached `shaders/image/<name>.wgsl` kernel for this storage/constant combination."""
+    """The cached `shaders/image/<name>.wgsl` kernel for this storage/constant combination
+    (correlate or resample, both with their shared part image/planes)."""
     types = {"Src": "u32" if src_u8 else "f32", "Dst": "u32" if dst_u8 else "f32"}
-    return Kernel.cached(f"image/{name}", types=types,
+    return Kernel.cached(f"image/{name}", parts=("image/planes",), types=types,
                          constants={"IN_U8": src_u8, "OUT_U8": dst_u8, **constants})
 
 

@@ -31,6 +31,7 @@ POST_NONE, POST_SCALE, POST_LOG_ADD, POST_SQRT_SCALE = 0, 1, 2, 3
 # 1024 because a longer chunk there leaves too few workgroups to fill the GPU.
 _ROWS_PER_PASS = {True: 4096, False: 1024}
 _ITEMS_SHORT = 4  # rows per lane that a short contiguous row is given
+_PARTS = ("reduction/layout",)  # both kernels' `//! parts:` line: where an invocation works
 
 View = tuple[int, int, int]  # (outer, len, inner)
 _placeholders: dict[tuple[Device, np.dtype], Buffer[Any]] = {}
@@ -138,6 +139,7 @@ def reduce(x: Tensor, shape: View, *, op: int, pre: int = PRE_NONE, post: int = 
              "Out": wgsl_scalar(out_dtype if final else acc)},
             {**shape_constants, "OP": op, "PRE": pre if first else PRE_NONE,
              "POST": post if final else POST_NONE, "USES_CENTER": uses_center},
+            parts=_PARTS,
         )
         out = Tensor.empty((outer * geo["chunks"] * inner,), out_dtype if final else acc,
                            device=x.device)
@@ -166,6 +168,7 @@ def argreduce(x: Tensor, shape: View, *, op: int) -> Tensor:
             "reduction/argreduce",
             {"In": wgsl_scalar(x.dtype), "Acc": wgsl_scalar(acc)},
             {**shape_constants, "OP": op, "FIRST": indices is None},
+            parts=_PARTS,
         )
         size = outer * geo["chunks"] * inner
         values = Tensor.empty((size,), acc, device=x.device)

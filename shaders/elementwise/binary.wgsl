@@ -243,18 +243,10 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
     if (i >= params.n) {
         return;
     }
-    let o = offsets(i);
-    var x = bitcast<C>(params.a_bits);
-    var y = bitcast<C>(params.b_bits);
-    if (!A_PARAM) {
-        x = C(a[o.x]);
-    }
-    if (!B_PARAM) {
-        y = C(b[o.y]);
-    }
+    let v = operands(i);
     if (OP >= 7u && OP <= 12u) {
-        out[i] = Out(select(0u, 1u, compare(x, y)));
+        out[i] = Out(select(0u, 1u, compare(v.x, v.y)));
     } else {
-        out[i] = Out(apply(x, y));
+        out[i] = Out(apply(v.x, v.y));
     }
 }

@@ -5,7 +5,7 @@
 // on that RANK, so a rank-1 plan (same shapes, or one side of one element) does no divisions
 // at all. A Python scalar operand arrives as the bits of a C value in params (A_PARAM /
 // B_PARAM); its buffer binding is then a placeholder that is never read. The main file
-// declares T, Out and RANK.
+// declares T, C (the type it computes in), Out, RANK, A_PARAM and B_PARAM.
 struct Params {
     n: u32, a_bits: u32, b_bits: u32,
     d0: u32, d1: u32, d2: u32, d3: u32, d4: u32,
@@ -49,4 +49,18 @@ fn offsets(i: u32) -> vec2<u32> {
     o += (r % params.d4) * vec2<u32>(params.a4, params.b4);
     r /= params.d4;
     return o + r * vec2<u32>(params.a5, params.b5);
+}
+
+// The operands of output element i, as C.
+fn operands(i: u32) -> vec2<C> {
+    let o = offsets(i);
+    var x = bitcast<C>(params.a_bits);
+    var y = bitcast<C>(params.b_bits);
+    if (!A_PARAM) {
+        x = C(a[o.x]);
+    }
+    if (!B_PARAM) {
+        y = C(b[o.y]);
+    }
+    return vec2<C>(x, y);
 }

@@ -3,6 +3,7 @@
 // plan and the scalars in params: binary_operands.wgsl). Comparisons' u32 0/1 stay 0/1
 // through and, or and xor, as numpy's bools do.
 alias T = i32;  // storage and compute type of a, b and out
+alias C = T;
 alias Out = T;
 override OP: u32 = 0u;  // 0 bitwise_and, 1 bitwise_or, 2 bitwise_xor, 3 left_shift, 4 right_shift
 override RANK: u32 = 1u;  // dimensions of the collapsed plan, 1 to 6
@@ -38,14 +39,6 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
     if (i >= params.n) {
         return;
     }
-    let o = offsets(i);
-    var x = bitcast<T>(params.a_bits);
-    var y = bitcast<T>(params.b_bits);
-    if (!A_PARAM) {
-        x = a[o.x];
-    }
-    if (!B_PARAM) {
-        y = b[o.y];
-    }
-    out[i] = apply(x, y);
+    let v = operands(i);
+    out[i] = apply(v.x, v.y);
 }

@@ -1,3 +1,4 @@
+//! parts: fft/axis
 // The full n-point spectrum of a real signal from its first n/2 + 1 points (irfft along an
 // axis other than the last): out[k] = X[k] for k <= n/2, conj(X[n - k]) above, where X is
 // x's axis cropped or zero-padded to n/2 + 1 (points past m_in read as 0). Layout
@@ -22,14 +23,12 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
     if (i >= params.total) {
         return;
     }
-    let c = i % params.stride;
-    let rest = i / params.stride;
-    let k = rest % params.n;
-    let mirrored = k > params.n / 2u;
-    let src = select(k, params.n - k, mirrored);
+    let p = axis_point(i, params.n, params.stride);
+    let mirrored = p.y > params.n / 2u;
+    let src = select(p.y, params.n - p.y, mirrored);
     var v = vec2<f32>(0.0);
     if (src < params.m_in) {
-        v = x[((rest / params.n) * params.m_in + src) * params.stride + c];
+        v = x[axis_at(p, src, params.m_in, params.stride)];
     }
     out[i] = select(v, vec2<f32>(v.x, -v.y), mirrored);
 }

@@ -1,3 +1,4 @@
+//! parts: fft/axis
 // out[bt, k, c] = complex(x[bt, k, c], 0) for k < n_in, 0 up to n_out: a real array made
 // complex while one axis of its (batch, n, stride) layout is cropped or zero-padded.
 override WG: u32 = 256u;
@@ -20,12 +21,10 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
     if (i >= params.total) {
         return;
     }
-    let c = i % params.stride;
-    let rest = i / params.stride;
-    let k = rest % params.n_out;
+    let p = axis_point(i, params.n_out, params.stride);
     var v = 0.0;
-    if (k < params.n_in) {
-        v = x[((rest / params.n_out) * params.n_in + k) * params.stride + c];
+    if (p.y < params.n_in) {
+        v = x[axis_at(p, p.y, params.n_in, params.stride)];
     }
     out[i] = vec2<f32>(v, 0.0);
 }

@@ -1,3 +1,4 @@
+//! parts: fft/axis
 // out[bt, k, c] = scale * (k < n_in ? x[bt, k, c] * w[k] : 0) for k < n_out: crops or
 // zero-pads one axis of a complex array laid out as (batch, n, stride). With CHIRP the point
 // is multiplied by w[k] (Bluestein's chirp and filter spectrum); without it w is not read.
@@ -24,14 +25,12 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
     if (i >= params.total) {
         return;
     }
-    let c = i % params.stride;
-    let rest = i / params.stride;
-    let k = rest % params.n_out;
+    let p = axis_point(i, params.n_out, params.stride);
     var v = vec2<f32>(0.0);
-    if (k < params.n_in) {
-        v = x[((rest / params.n_out) * params.n_in + k) * params.stride + c];
+    if (p.y < params.n_in) {
+        v = x[axis_at(p, p.y, params.n_in, params.stride)];
         if (CHIRP) {
-            let a = w[k];
+            let a = w[p.y];
             v = vec2<f32>(v.x * a.x - v.y * a.y, v.x * a.y + v.y * a.x);
         }
     }

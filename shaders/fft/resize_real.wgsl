@@ -1,3 +1,4 @@
+//! parts: fft/axis
 // out[bt, k, c] = x[bt, k', c] for k < n_in, 0 up to n_out, with k' = k, or n_in - 1 - k when
 // FLIP (a reversed, zero-padded filter for FFT correlation): crops or zero-pads one axis of
 // a real (batch, n, stride) array.
@@ -22,13 +23,11 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
     if (i >= params.total) {
         return;
     }
-    let c = i % params.stride;
-    let rest = i / params.stride;
-    let k = rest % params.n_out;
+    let p = axis_point(i, params.n_out, params.stride);
     var v = 0.0;
-    if (k < params.n_in) {
-        let src = select(k, params.n_in - 1u - k, FLIP);
-        v = x[((rest / params.n_out) * params.n_in + src) * params.stride + c];
+    if (p.y < params.n_in) {
+        let src = select(p.y, params.n_in - 1u - p.y, FLIP);
+        v = x[axis_at(p, src, params.n_in, params.stride)];
     }
     out[i] = v;
 }

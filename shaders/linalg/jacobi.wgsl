@@ -59,40 +59,61 @@ fn rotate_v(p: u32, q: u32, first: u32, n: u32, step: u32, r: vec3<f32>) {
     }
 }
 
+// Rotate a pair's rows (at: rows_at's) of w, and of v when WITH_V.
+fn rotate(at: vec4<u32>, first: u32, step: u32, r: vec3<f32>) {
+    rotate_w(at.x, at.y, first, params.len, step, r);
+    if (WITH_V) {
+        rotate_v(at.z, at.w, first, params.rows, step, r);
+    }
+}
+
+// The rows (lo, hi) that pair k of round r rotates (hi = npad - 1 >= rows: the dummy partner
+// of an odd row count).
+fn pair(r: u32, k: u32) -> vec2<u32> {
+    let last = params.npad - 1u;
+    var p = r;
+    var q = last;
+    if (k > 0u) {
+        p = (r + k) % last;
+        q = (r + last - k) % last;
+    }
+    return vec2<u32>(min(p, q), max(p, q));
+}
+
+// Where rows pq of batch entry b start: (in w, in w, in v, in v).
+fn rows_at(b: u32, pq: vec2<u32>) -> vec4<u32> {
+    return vec4<u32>(b * params.w_stride + pq * params.len, b * params.v_stride + pq * params.rows);
+}
+
+// (w_p . w_p, w_q . w_q, w_p . w_q) over elements first, first + step, ... of the rows of w
+// at p and q.
+fn gram(p: u32, q: u32, first: u32, step: u32) -> vec3<f32> {
+    var a = 0.0;
+    var bb = 0.0;
+    var g = 0.0;
+    for (var i = first; i < params.len; i += step) {
+        let x = w[p + i];
+        let y = w[q + i];
+        a = fma(x, x, a);
+        bb = fma(y, y, bb);
+        g = fma(x, y, g);
+    }
+    return vec3<f32>(a, bb, g);
+}
+
 fn rotates(alpha: f32, beta: f32, gamma: f32) -> bool {
     return abs(gamma) > params.tol * sqrt(alpha) * sqrt(beta) && alpha > 0.0 && beta > 0.0;
 }
 
 @compute @workgroup_size(WG)
 fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
-    let k = wid.x;
-    let b = params.b0 + wid.y;
-    let last = params.npad - 1u;
-    var p = params.round;
-    var q = last;
-    if (k > 0u) {
-        p = (params.round + k) % last;
-        q = (params.round + last - k) % last;
-    }
-    let lo = min(p, q);
-    let hi = max(p, q);
-    if (hi >= params.rows) { return; }  // the dummy partner of an odd row count
-    let len = params.len;
-    let wp = b * params.w_stride + lo * len;
-    let wq = b * params.w_stride + hi * len;
-    var a = 0.0;
-    var bb = 0.0;
-    var g = 0.0;
-    for (var i = lid; i < len; i += WG) {
-        let x = w[wp + i];
-        let y = w[wq + i];
-        a = fma(x, x, a);
-        bb = fma(y, y, bb);
-        g = fma(x, y, g);
-    }
-    sa[lid] = a;
-    sb[lid] = bb;
-    sg[lid] = g;
+    let pq = pair(params.round, wid.x);
+    if (pq.y >= params.rows) { return; }  // the dummy partner of an odd row count
+    let at = rows_at(params.b0 + wid.y, pq);
+    let sums = gram(at.x, at.y, lid, WG);
+    sa[lid] = sums.x;
+    sb[lid] = sums.y;
+    sg[lid] = sums.z;
     workgroupBarrier();
     for (var s = WG / 2u; s > 0u; s >>= 1u) {
         if (lid < s) {
@@ -106,13 +127,7 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
     let beta = sb[0];
     let gamma = sg[0];
     if (!rotates(alpha, beta, gamma)) { return; }
-    let rot = rotation(alpha, beta, gamma);
-    rotate_w(wp, wq, lid, len, WG, rot);
-    if (WITH_V) {
-        let vp = b * params.v_stride + lo * params.rows;
-        let vq = b * params.v_stride + hi * params.rows;
-        rotate_v(vp, vq, lid, params.rows, WG, rot);
-    }
+    rotate(at, lid, WG, rotation(alpha, beta, gamma));
     if (lid == 0u) { atomicAdd(&count[params.sweep], 1u); }
 }
 
@@ -129,36 +144,18 @@ fn sweep(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index)
     let b = params.b0 + wid.x;
     let slot = lid / LANES;
     let lane = lid % LANES;
-    let last = params.npad - 1u;
-    let len = params.len;
     var rotated = 0u;
-    for (var r = 0u; r < last; r++) {
-        var p = r;
-        var q = last;
-        if (slot > 0u) {
-            p = (r + slot) % last;
-            q = (r + last - slot) % last;
-        }
-        let lo = min(p, q);
-        let hi = max(p, q);
-        let live = slot < params.npad / 2u && hi < params.rows;
-        let wp = b * params.w_stride + lo * len;
-        let wq = b * params.w_stride + hi * len;
-        var a = 0.0;
-        var bb = 0.0;
-        var g = 0.0;
+    for (var r = 0u; r < params.npad - 1u; r++) {
+        let pq = pair(r, slot);
+        let live = slot < params.npad / 2u && pq.y < params.rows;
+        let at = rows_at(b, pq);
+        var sums = vec3<f32>(0.0);
         if (live) {
-            for (var i = lane; i < len; i += LANES) {
-                let x = w[wp + i];
-                let y = w[wq + i];
-                a = fma(x, x, a);
-                bb = fma(y, y, bb);
-                g = fma(x, y, g);
-            }
+            sums = gram(at.x, at.y, lane, LANES);
         }
-        fa[lid] = a;
-        fb[lid] = bb;
-        fg[lid] = g;
+        fa[lid] = sums.x;
+        fb[lid] = sums.y;
+        fg[lid] = sums.z;
         workgroupBarrier();
         for (var s = LANES / 2u; s > 0u; s >>= 1u) {
             if (lane < s) {
@@ -172,13 +169,7 @@ fn sweep(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index)
         let beta = fb[slot * LANES];
         let gamma = fg[slot * LANES];
         if (live && rotates(alpha, beta, gamma)) {
-            let rot = rotation(alpha, beta, gamma);
-            rotate_w(wp, wq, lane, len, LANES, rot);
-            if (WITH_V) {
-                let vp = b * params.v_stride + lo * params.rows;
-                let vq = b * params.v_stride + hi * params.rows;
-                rotate_v(vp, vq, lane, params.rows, LANES, rot);
-            }
+            rotate(at, lane, LANES, rotation(alpha, beta, gamma));
             rotated++;
         }
         storageBarrier();

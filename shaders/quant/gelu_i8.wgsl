@@ -20,8 +20,6 @@ struct Params { m: u32, k: u32, kw: u32 }
 @group(0) @binding(4) var<storage, read_write> row_scale: array<f32>;
 @group(0) @binding(5) var<uniform> params: Params;
 
-var<workgroup> peaks: array<f32, WG>;
-
 fn activated(row: u32, i: u32) -> T {
     if (GATED) {
         let base = row * 2u * params.k + i;
@@ -46,27 +44,8 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) groups: 
     let base = row * params.k;
     for (var i = lid; i < params.k; i += WG) { out[base + i] = activated(row, i); }
     storageBarrier();
-    var peak = 0.0;  // over the words the packing below reads: other invocations' stores
-    for (var i = lid * 4u; i < params.k; i += WG * 4u) {
-        for (var j = i; j < min(i + 4u, params.k); j++) {
-            peak = max(peak, abs(level_value(base + j, j)));
-        }
-    }
-    peaks[lid] = peak;
-    workgroupBarrier();
-    for (var half = WG / 2u; half > 0u; half /= 2u) {
-        if (lid < half) { peaks[lid] = max(peaks[lid], peaks[lid + half]); }
-        workgroupBarrier();
-    }
-    let largest = peaks[0];
-    let inverse = row_inverse(largest);
+    // the peak over the words store_levels packs: other invocations' stores
+    let largest = row_peak(words_peak(base, params.k, lid, WG), lid, lid, WG);
     if (lid == 0u) { row_scale[row] = largest / 127.0; }
-    for (var w = lid; w < params.kw; w += WG) {
-        var word = 0u;
-        for (var j = 0u; j < 4u; j++) {
-            let i = w * 4u + j;
-            if (i < params.k) { word |= level_byte(level_value(base + i, i), inverse, j); }
-        }
-        q[row * params.kw + w] = bitcast<i32>(word);
-    }
+    store_levels(row, base, params.k, row_inverse(largest), lid, WG);
 }

@@ -26,21 +26,6 @@ struct Params { rows: u32, d: u32, kw: u32, tokens: u32, eps: f32 }
 @group(0) @binding(6) var<storage, read_write> row_scale: array<f32>;
 @group(0) @binding(7) var<uniform> params: Params;
 
-// Largest of v over this invocation's row segment (all invocations must call it).
-fn row_max(v: f32, lid: u32, lane: u32) -> f32 {
-    red[lid] = v;
-    workgroupBarrier();
-    for (var s = TPR / 2u; s > 0u; s >>= 1u) {
-        if (lane < s) {
-            red[lid] = max(red[lid], red[lid + s]);
-        }
-        workgroupBarrier();
-    }
-    let largest = red[lid - lane];
-    workgroupBarrier();
-    return largest;
-}
-
 fn modulated(base: u32, i: u32, m: vec3<f32>, at: u32) -> T {
     var y = normalized(base, i, m);
     if (AFFINE) {
@@ -74,25 +59,11 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
         for (var i = lane; i < params.d; i += TPR) { out[base + i] = modulated(base, i, m, at); }
     }
     storageBarrier();
-    var peak = 0.0;  // over the words the packing below reads: other invocations' stores
+    var peak = 0.0;  // over the words the packing reads: other invocations' stores
+    if (live) { peak = words_peak(base, params.d, lane, TPR); }
+    let largest = row_peak(peak, lid, lane, TPR);
     if (live) {
-        for (var i = lane * 4u; i < params.d; i += TPR * 4u) {
-            for (var j = i; j < min(i + 4u, params.d); j++) {
-                peak = max(peak, abs(level_value(base + j, j)));
-            }
-        }
-    }
-    let largest = row_max(peak, lid, lane);
-    if (live) {
-        let inverse = row_inverse(largest);
         if (lane == 0u) { row_scale[row] = largest / 127.0; }
-        for (var w = lane; w < params.kw; w += TPR) {
-            var word = 0u;
-            for (var j = 0u; j < 4u; j++) {
-                let i = w * 4u + j;
-                if (i < params.d) { word |= level_byte(level_value(base + i, i), inverse, j); }
-            }
-            q[row * params.kw + w] = bitcast<i32>(word);
-        }
+        store_levels(row, base, params.d, row_inverse(largest), lane, TPR);
     }
 }

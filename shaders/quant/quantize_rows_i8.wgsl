@@ -16,10 +16,9 @@ struct Params { m: u32, k: u32, kw: u32, has_smooth: u32 }
 @group(0) @binding(3) var<storage, read_write> scale: array<f32>;
 @group(0) @binding(4) var<uniform> params: Params;
 
-var<workgroup> peaks: array<f32, WG>;
-
-fn value(base: u32, i: u32) -> f32 {
-    var v = f32(x[base + i]);
+// The value quantized: element i of the row, stored at `at`, times its smoothing factor.
+fn level_value(at: u32, i: u32) -> f32 {
+    var v = f32(x[at]);
     if (params.has_smooth == 1u) { v *= factors[i]; }
     return v;
 }
@@ -31,22 +30,8 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) groups: 
     if (row >= params.m) { return; }  // the whole workgroup: uniform
     let base = row * params.k;
     var peak = 0.0;
-    for (var i = lid; i < params.k; i += WG) { peak = max(peak, abs(value(base, i))); }
-    peaks[lid] = peak;
-    workgroupBarrier();
-    for (var half = WG / 2u; half > 0u; half /= 2u) {
-        if (lid < half) { peaks[lid] = max(peaks[lid], peaks[lid + half]); }
-        workgroupBarrier();
-    }
-    let largest = peaks[0];
-    let inverse = row_inverse(largest);
+    for (var i = lid; i < params.k; i += WG) { peak = max(peak, abs(level_value(base + i, i))); }
+    let largest = row_peak(peak, lid, lid, WG);
     if (lid == 0u) { scale[row] = largest / 127.0; }
-    for (var w = lid; w < params.kw; w += WG) {
-        var word = 0u;
-        for (var j = 0u; j < 4u; j++) {
-            let i = w * 4u + j;
-            if (i < params.k) { word |= level_byte(value(base, i), inverse, j); }
-        }
-        q[row * params.kw + w] = bitcast<i32>(word);
-    }
+    store_levels(row, base, params.k, row_inverse(largest), lid, WG);
 }

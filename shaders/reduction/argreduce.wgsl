@@ -1,7 +1,9 @@
+//! parts: reduction/layout
 // One pass of argmax / argmin over x viewed as (outer, len, inner) along len; the layout,
-// the lane/column mapping and the pass structure are those of reduce.wgsl. Values travel with their indices; on
-// ties the smaller index wins, so the result is numpy's first occurrence. The first pass
-// takes indices from the position (FIRST), later passes from idx_in.
+// the lane/column mapping (reduction/layout) and the pass structure are those of reduce.wgsl.
+// Values travel with their indices; on ties the smaller index wins, so the result is numpy's
+// first occurrence. The first pass takes indices from the position (FIRST), later passes
+// from idx_in.
 alias In = f32;
 alias Acc = f32;  // f32 for float input (f16 included), else In
 override WX: u32 = 1u;
@@ -24,11 +26,6 @@ struct Params {
 var<workgroup> values: array<Acc, WX * WY>;
 var<workgroup> indices: array<i32, WX * WY>;
 
-// NaN tested on the bits (compilers may fold v != v to false); integers are never NaN.
-fn is_nan(v: Acc) -> bool {
-    return (bitcast<u32>(f32(v)) & 0x7fffffffu) > 0x7f800000u;
-}
-
 // Does (v, j) beat (best, at)? A NaN beats every number, as in numpy (its first index).
 fn better(v: Acc, j: i32, best: Acc, at: i32) -> bool {
     let v_nan = is_nan(v);
@@ -45,32 +42,24 @@ fn better(v: Acc, j: i32, best: Acc, at: i32) -> bool {
 @compute @workgroup_size(WX * WY)
 fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
         @builtin(local_invocation_index) index: u32) {
-    let lid = select(vec2<u32>(index % WX, index / WX), vec2<u32>(index / WY, index % WY),
-                     LANES_ON_X);  // (column, lane)
     let g = wid.y * nwg.x + wid.x;
     if (g >= params.outer * params.tiles * params.chunks) {
         return;
     }
-    let chunk = g % params.chunks;
-    let tile = g / params.chunks;
-    let col = (tile % params.tiles) * WX + lid.x;
-    let o = tile / params.tiles;
-    let i = min(col, params.inner - 1u);
-    let base = o * params.s_outer + i * params.s_inner;
-    var best = Acc(x[base]);
+    let p = place(g, index);
+    var best = Acc(x[p.base]);
     var at = 0;
     if (!FIRST) {
-        at = idx_in[base];
+        at = idx_in[p.base];
     }
-    let start = chunk * params.items * WY + lid.y;
     for (var k = 0u; k < params.items; k++) {
-        let l = start + k * WY;
+        let l = p.start + k * WY;
         if (l < params.len) {
-            let p = base + l * params.s_len;
-            let v = Acc(x[p]);
+            let q = p.base + l * params.s_len;
+            let v = Acc(x[q]);
             var j = i32(l);
             if (!FIRST) {
-                j = idx_in[p];
+                j = idx_in[q];
             }
             if (better(v, j, best, at)) {
                 best = v;
@@ -78,21 +67,20 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
             }
         }
     }
-    let slot = lid.y * WX + lid.x;
+    let slot = p.slot;
     values[slot] = best;
     indices[slot] = at;
     workgroupBarrier();
     for (var s = WY / 2u; s > 0u; s >>= 1u) {
-        if (lid.y < s && better(values[slot + s * WX], indices[slot + s * WX], values[slot],
-                                indices[slot])) {
+        if (p.lid.y < s && better(values[slot + s * WX], indices[slot + s * WX], values[slot],
+                                  indices[slot])) {
             values[slot] = values[slot + s * WX];
             indices[slot] = indices[slot + s * WX];
         }
         workgroupBarrier();
     }
-    if (lid.y == 0u && col < params.inner) {
-        let dst = (o * params.chunks + chunk) * params.inner + col;
-        out[dst] = values[lid.x];
-        idx_out[dst] = indices[lid.x];
+    if (p.lid.y == 0u && p.col < params.inner) {
+        out[p.dst] = values[p.lid.x];
+        idx_out[p.dst] = indices[p.lid.x];
     }
 }

@@ -1,3 +1,4 @@
+//! parts: reduction/layout
 // One pass of a tree reduction of x, viewed as (outer, len, inner), along len. Element
 // (o, l, i) sits at o * s_outer + l * s_len + i * s_inner. A workgroup owns WX columns
 // (WX consecutive i) of one o and one chunk of items * WY rows; each of its WY lanes folds
@@ -28,11 +29,6 @@ struct Params {
 @group(0) @binding(3) var<uniform> params: Params;
 
 var<workgroup> partial: array<Acc, WX * WY>;
-
-// NaN tested on the bits (compilers may fold v != v to false); integers are never NaN.
-fn is_nan(v: Acc) -> bool {
-    return (bitcast<u32>(f32(v)) & 0x7fffffffu) > 0x7f800000u;
-}
 
 fn combine(a: Acc, b: Acc) -> Acc {
     if (OP != 0u && is_nan(b)) {
@@ -68,45 +64,35 @@ fn post(a: Acc, c: Acc) -> Out {
 @compute @workgroup_size(WX * WY)
 fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
         @builtin(local_invocation_index) index: u32) {
-    let lid = select(vec2<u32>(index % WX, index / WX), vec2<u32>(index / WY, index % WY),
-                     LANES_ON_X);  // (column, lane)
     let g = wid.y * nwg.x + wid.x;
     if (g >= params.outer * params.tiles * params.chunks) {
         return;
     }
-    let chunk = g % params.chunks;
-    let tile = g / params.chunks;
-    let col = (tile % params.tiles) * WX + lid.x;
-    let o = tile / params.tiles;
-    // Lanes past the last column still join the barriers; they read column inner - 1.
-    let i = min(col, params.inner - 1u);
-    let base = o * params.s_outer + i * params.s_inner;
+    let p = place(g, index);
     var c = Acc(0);
     if (USES_CENTER) {
-        c = center[o * params.inner + i];
+        c = center[p.o * params.inner + p.i];
     }
     // max/min start from the row's first element: repeating an element changes neither.
     var acc = Acc(0);
     if (OP != 0u) {
-        acc = pre(x[base], c);
+        acc = pre(x[p.base], c);
     }
-    let start = chunk * params.items * WY + lid.y;
     for (var k = 0u; k < params.items; k++) {
-        let l = start + k * WY;
+        let l = p.start + k * WY;
         if (l < params.len) {
-            acc = combine(acc, pre(x[base + l * params.s_len], c));
+            acc = combine(acc, pre(x[p.base + l * params.s_len], c));
         }
     }
-    let slot = lid.y * WX + lid.x;
-    partial[slot] = acc;
+    partial[p.slot] = acc;
     workgroupBarrier();
     for (var s = WY / 2u; s > 0u; s >>= 1u) {
-        if (lid.y < s) {
-            partial[slot] = combine(partial[slot], partial[slot + s * WX]);
+        if (p.lid.y < s) {
+            partial[p.slot] = combine(partial[p.slot], partial[p.slot + s * WX]);
         }
         workgroupBarrier();
     }
-    if (lid.y == 0u && col < params.inner) {
-        out[(o * params.chunks + chunk) * params.inner + col] = post(partial[lid.x], c);
+    if (p.lid.y == 0u && p.col < params.inner) {
+        out[p.dst] = post(partial[p.lid.x], c);
     }
 }
