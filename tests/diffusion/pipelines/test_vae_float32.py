@@ -148,27 +148,31 @@ def test_a_hires_pass_s_own_vae_is_made_float32_too(f16_device: gpucore.Device, 
 
 
 def test_the_model_s_vae_reverts_alone(f16_device: gpucore.Device, tmp_path: Path) -> None:
-    """The other way round: the tiny SD model in float16 whose VAE decoder overflows, its
-    hires pass (an image upscaler: the first pass's pictures decoded by the model's VAE)
-    encoding and decoding by a sound VAE file: the model's VAE is made float32 and named, the
-    hires pass's stays float16 (and makes a picture)."""
+    """The other way round: the tiny SD model in float16 whose VAE decoder overflows and a
+    hires pass's sound VAE file, both decoding under `reverting` as generate runs a decode:
+    the model's VAE is made float32 and named, the hires pass's stays float16 and its
+    pictures are diffusers' float32 ones of the latents. (Decodes alone: the denoising adds
+    nothing to which VAE is reverted.)"""
     from diffusion.pipelines.module_load import hires_modules
-    from diffusion.upscalers.interpolation import HiresFix
 
-    model = write_pipeline(tmp_path / "model", vae=_overflowing_vae())
+    overflowing, sound = _overflowing_vae(), tiny_vae()
+    model = write_pipeline(tmp_path / "model", vae=overflowing)
     pipe = diffusion.load_pipeline(model, dtype="float16", device=f16_device)
-    modules = hires_modules(pipe, model, ("sound",),
-                            [_vae_file(tiny_vae(), tmp_path / "sound.safetensors")])
-    hires_vae = modules.vae
+    request = SimpleNamespace(refiner=None, hires_modules=hires_modules(
+        pipe, model, ("sound",), [_vae_file(sound, tmp_path / "sound.safetensors")]))
+    hires_vae = request.hires_modules.vae
+    latents = np.random.default_rng(6).standard_normal((1, 4, 8, 8)).astype(np.float32)
     with pytest.warns(VaeRevertWarning, match=r"^the model's VAE \(.+\) gave NaN .*float16 "
                       r"decode .*the other VAEs stay float16") as said:
-        result = pipe.generate("a red circle", hires=HiresFix(scale=1.5, steps=1,
-                                                              upscaler="Lanczos"),
-                               hires_modules=modules, **SETTINGS)
+        own, theirs = reverting(pipe, request, lambda: (pipe._decode(latents),
+                                                        pipe._decode(latents, hires_vae)))
     assert len(said) == 1
     assert pipe.vae.decoder.conv_in.weight.dtype == np.float32
-    assert modules.vae is hires_vae and hires_vae.decoder.conv_in.weight.dtype == np.float16
-    assert result.images[0].shape == (96, 96, 3) and result.images[0].std() > 10
+    assert request.hires_modules.vae is hires_vae
+    assert hires_vae.decoder.conv_in.weight.dtype == np.float16
+    for pictures, vae in ((own, overflowing), (theirs, sound)):  # float16: within a level
+        expected = _diffusers_pictures(vae, latents)[0]
+        assert pictures[0].std() > 10 and np.abs(pictures[0].astype(int) - expected).max() <= 1
 
 
 class _Holder:
