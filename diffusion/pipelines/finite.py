@@ -32,14 +32,19 @@ class NonFiniteError(ValueError):
     """A network gave NaN or infinite values; the message says which and what to change. A
     ValueError, so the CLI prints it as one line and the server answers it as a 422 that
     names the way out, as any request its settings cannot make. `remedy`: the message's
-    closing way out."""
+    closing way out; `detail`: what was found ("NaN in 12.5% of its values")."""
 
     remedy: str = ""
+    detail: str = ""
 
 
 class VaeNonFiniteError(NonFiniteError):
     """The VAE's pictures held NaN or infinity (`generate` makes a float16 VAE float32 and
-    decodes again: diffusion.pipelines.vae_float32)."""
+    decodes again: diffusion.pipelines.vae_float32). `vae`: the VAE that gave them, so that
+    only that one is reverted (None: the model's own); `part`: "decode" or "encode"."""
+
+    vae: Any = None
+    part: str = "decode"
 
 
 def check_finite(values: np.ndarray, what: str, remedy: str,
@@ -51,9 +56,9 @@ def check_finite(values: np.ndarray, what: str, remedy: str,
         return
     kinds = " and ".join(k for k, hit in (("NaN", np.isnan(values).any()),
                                           ("infinity", np.isinf(values).any())) if hit)
-    raised = error(f"{what} gave {kinds} in {bad.mean():.1%} of its values, so the "
-                   f"picture would be black or noise: {remedy}")
-    raised.remedy = remedy
+    detail = f"{kinds} in {bad.mean():.1%} of its values"
+    raised = error(f"{what} gave {detail}, so the picture would be black or noise: {remedy}")
+    raised.remedy, raised.detail = remedy, detail
     raise raised
 
 
@@ -78,22 +83,32 @@ _VAE_REMEDY = ("run it in float32 (--no-half-vae; the server's no_half_vae), whe
                "overflowed")
 
 
-def pictures_uint8(pictures: Iterable[np.ndarray]) -> list[np.ndarray]:
+def pictures_uint8(pictures: Iterable[np.ndarray], vae: Any = None) -> list[np.ndarray]:
     """Pictures in [0, 1] (clipped: a VAE overshoots a little) as uint8, each checked first:
-    a VAE that overflowed float16 gives NaN, which a cast to uint8 would turn into black."""
+    a VAE that overflowed float16 gives NaN, which a cast to uint8 would turn into black.
+    `vae`: the VAE that decoded them, named by the error (None: the model's own)."""
     out = []
     for picture in pictures:
-        check_decoded(picture)
+        check_decoded(picture, vae)
         out.append(np.round(np.clip(picture, 0.0, 1.0) * 255).astype(np.uint8))
     return out
 
 
-def check_decoded(values: np.ndarray) -> None:
-    """The VAE decoder's pictures or video frames, checked: NaN would be cast to black."""
-    check_finite(values, "the VAE's decode", _VAE_REMEDY, VaeNonFiniteError)
+def check_decoded(values: np.ndarray, vae: Any = None) -> None:
+    """The VAE decoder's pictures or video frames, checked: NaN would be cast to black.
+    `vae`: the VAE that decoded them (None: the model's own)."""
+    _check_vae(values, "decode", vae)
 
 
-def check_encoded(mean: np.ndarray) -> None:
+def check_encoded(mean: np.ndarray, vae: Any = None) -> None:
     """The VAE encoder's posterior mean, checked: NaN there would reach the denoiser, whose
-    check would then blame it."""
-    check_finite(mean, "the VAE's encode", _VAE_REMEDY, VaeNonFiniteError)
+    check would then blame it. `vae`: the VAE that encoded (None: the model's own)."""
+    _check_vae(mean, "encode", vae)
+
+
+def _check_vae(values: np.ndarray, part: str, vae: Any) -> None:
+    try:
+        check_finite(values, f"the VAE's {part}", _VAE_REMEDY, VaeNonFiniteError)
+    except VaeNonFiniteError as error:  # which VAE, for the revert (vae_float32.reverting)
+        error.vae, error.part = vae, part
+        raise

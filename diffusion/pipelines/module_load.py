@@ -157,6 +157,13 @@ class HiresModules:
     # given as it is
     owner: Any = field(default=None, repr=False, compare=False)
 
+    @property
+    def vae_path(self) -> Path | None:
+        """The file `vae` was read from (the owner keeps it), for the messages; None where
+        it was given as it is."""
+        kept = None if self.owner is None else _hires_vaes.get(self.owner)
+        return kept[0] if kept is not None and kept[1] is self.vae else None
+
     def use_float32_vae(self) -> bool:
         """`vae` made float32 from its own weights (diffusion.pipelines.vae_float32, whose
         `reverting` calls this as it does the model's `use_float32_vae`): the owner keeps the

@@ -4,13 +4,17 @@
 A float16 VAE overflows on some models and pictures (its activations pass float16's 65504:
 SD 1.x fine-tunes and their VAE files are the known cases), and its pictures (or the latents
 of a picture it encodes: an init image, an edit model's reference, a ControlNet map) come out
-NaN. `generate` then does what the WebUI does by default: it makes the VAE float32 from its
-own float16 weights (as the WebUI's `.to(torch.float32)` does), warns once (VaeRevertWarning),
-and makes the pictures again; the VAE stays float32 for the rest of the process. The
-refiner's VAE goes with the model's, and so does a hires pass's own VAE file (Forge's
-`hr_additional_modules`: module_load.HiresModules, kept float32 for the file's next hires
-passes): each is one more model whose `use_float32_vae()` the revert calls. `--no-half-vae`
-starts with the model's float32 (a hires VAE file is then read in float32 too).
+NaN. `generate` then does what the WebUI does by default: it makes that VAE float32 from its
+own float16 weights (as the WebUI's `.to(torch.float32)` does), warns (VaeRevertWarning, naming
+the VAE, what it gave and --no-half-vae), and makes the pictures again; the VAE stays float32
+for the rest of the process. A run may hold several VAEs: the model's (or its --vae file), the
+SDXL refiner's, a hires pass's own (Forge's `hr_additional_modules`: module_load.HiresModules,
+kept float32 for the file's next hires passes). The check names the VAE that gave the NaN
+(VaeNonFiniteError.vae) and only that one is reverted: the others keep float16's speed and
+memory until they overflow themselves. (The WebUI sets one process-wide VAE dtype,
+`devices.dtype_vae`, so every VAE it loads after a revert is float32; it holds one VAE at a
+time, where a run here holds them side by side.) `--no-half-vae` starts with the model's
+float32 (a hires VAE file is then read in float32 too).
 
 On matrix units a float32 VAE under a float16 SD or SDXL model decodes and encodes by its
 scaled float16 twin (diffusion.models.vae_half: a calibrated power-of-two scale keeps every
@@ -25,6 +29,7 @@ from __future__ import annotations
 
 import warnings
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any, TypeVar
 
 import numpy as np
@@ -69,21 +74,40 @@ def use_float32_vae(pipe: Any) -> str:
 
 def reverting(family: Any, request: Any, call: Callable[[], T]) -> T:
     """`call()` (the family's denoising, which may encode and, in a hires pass, decode; or its
-    decode); where a VAE gave NaN or infinity in float16, the VAEs made float32 (the model's,
-    the refiner's and the hires pass's own: any of them may have been the one), a warning, and
-    `call()` again. VAEs float32 already raise the error, saying where else to look."""
-    try:
-        return call()
-    except VaeNonFiniteError as error:
-        others = (getattr(request, name, None) for name in ("refiner", "hires_modules"))
-        changed = [model.use_float32_vae() for model in (family, *others)
-                   if model is not None and hasattr(model, "use_float32_vae")]
-        if not any(changed):
-            raise NonFiniteError(str(error).removesuffix(error.remedy) + (
-                "the VAE runs in float32 already, so the latents or the VAE's weights hold the "
-                "fault (check the model and VAE files)")) from error
-    warnings.warn("the VAE's float16 pictures were NaN or infinite, so the VAE now runs in "
-                  "float32 and they were made again (the WebUI's automatic revert); start with "
-                  "--no-half-vae (the server's no_half_vae) to skip the float16 attempt",
-                  VaeRevertWarning, stacklevel=3)
-    return call()
+    decode); where a float16 VAE gave NaN or infinity, that VAE alone made float32 (the
+    model's, the refiner's or the hires pass's own: the error names it), a warning naming it,
+    and `call()` again (once more for each other VAE that overflows then). A VAE float32
+    already raises the error, naming it and saying where else to look."""
+    while True:
+        try:
+            return call()
+        except VaeNonFiniteError as error:
+            owner = _owner(family, request, error.vae)
+            if owner is None:  # a VAE none of them holds: nothing to revert
+                raise
+            model, name = owner
+            if not model.use_float32_vae():
+                raise NonFiniteError(str(error).removesuffix(error.remedy) + (
+                    f"{name} runs in float32 already, so the latents or that VAE's weights "
+                    "hold the fault (check the model and VAE files)")) from error
+            warnings.warn(
+                f"{name} gave {error.detail} in its float16 {error.part} (float16 overflowed), "
+                "so that VAE now runs in float32 for the rest of the process and the run was "
+                "made again (the WebUI's automatic revert; the other VAEs stay float16); start "
+                "with --no-half-vae (the server's no_half_vae) to run every VAE in float32 "
+                "from the first pass", VaeRevertWarning, stacklevel=3)
+
+
+def _owner(family: Any, request: Any, vae: Any) -> tuple[Any, str] | None:
+    """Which of the VAE holders (the family, the request's refiner and hires modules) holds
+    `vae` (None: the family's own), and its name for the messages; None where none does."""
+    refiner, hires = (getattr(request, key, None) for key in ("refiner", "hires_modules"))
+    holders = [(family, "the model's VAE"), (refiner, "the refiner's VAE"),
+               (hires, "the hires pass's VAE")]
+    for model, name in holders:
+        if model is not None and (vae is None or getattr(model, "vae", None) is vae):
+            path = getattr(model, "vae_path", None)
+            said = [getattr(model, "name", None) if model is not hires else None,
+                    path and f"from {Path(path).name}"]
+            return model, f"{name} ({', '.join(filter(None, said))})" if any(said) else name
+    return None

@@ -66,7 +66,7 @@ class FluxFillPipeline(FluxPipeline):
             from ...models.tiled_vae import vae_encode
 
             mean, _ = vae_encode(self.vae, masked.astype(np.float32))
-            check_encoded(mean)
+            check_encoded(mean, self.vae)
             latents = (mean - np.float32(self.vae.shift_factor)) * np.float32(
                 self.vae.scaling_factor)
         else:

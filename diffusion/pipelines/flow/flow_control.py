@@ -87,7 +87,7 @@ def encode_map(vae: Any, image: Any, *, batch: int, width: int, height: int,
     if latents_of is not None:
         return latents_of(pixels.astype(np.float32), generator).astype(np.float32)
     mean, logvar = vae_encode(vae, pixels)
-    check_encoded(mean)
+    check_encoded(mean, vae)
     latent = mean.astype(np.float64) if generator is None else AutoencoderKL.sample(
         mean.astype(np.float64), logvar.astype(np.float64),
         generator.standard_normal(mean.shape))

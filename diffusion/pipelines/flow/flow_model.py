@@ -285,7 +285,7 @@ class FlowModel(FlowModelPasses, MemoryModes):
         vae = getattr(request.hires_modules, "vae", None)
         vae = self.pipe.vae if vae is None else vae
         pictures = decode(vae, latents, vae.decoder.conv_in.weight.device, self.memory_decode())
-        return pictures_uint8(pictures)
+        return pictures_uint8(pictures, vae)
 
     def begin_decode(self, request: GenerationRequest, shape: tuple[int, ...]) -> None:
         """The VAE decoder's kernels begun before the transformer records its first step

@@ -312,7 +312,7 @@ class Flux2KleinPipeline:
         weight = self.vae.encoder.conv_in.weight
         mean, _ = self.vae.encode(asarray(pixels, dtype=weight.dtype, device=weight.device))
         raw = mean.numpy().astype(np.float32)
-        check_encoded(raw)
+        check_encoded(raw, self.vae)
         return self.vae.to_transformer(raw)  # type: ignore[no-any-return]
 
     def decode(self, latents: np.ndarray, device: Device | None = None,

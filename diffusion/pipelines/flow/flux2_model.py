@@ -146,7 +146,7 @@ class Flux2Model(EditPasses, LLMFlowModel):
         """The pictures: the VAE's batch norm undone, unpatchified, decoded (in tiles where
         --max-vram asks: FlowMemoryPlan.decode)."""
         pictures = self.pipe.decode(latents, run=self.memory_decode())
-        return pictures_uint8(pictures)
+        return pictures_uint8(pictures, self.pipe.vae)
 
     def _references(self, request: GenerationRequest) -> list[np.ndarray]:
         """The request's reference pictures (the init image, then its `references`) as

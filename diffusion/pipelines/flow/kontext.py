@@ -80,7 +80,7 @@ class KontextPipeline(FluxPipeline):
         `encode` passes, unused). diffusers: FluxKontextPipeline's and
         FluxKontextInpaintPipeline's `_encode_vae_image` (`sample_mode="argmax"`)."""
         mean, _ = vae_encode(self.vae, pixels)
-        check_encoded(mean)
+        check_encoded(mean, self.vae)
         latents = (mean - np.float32(self.vae.shift_factor)) * np.float32(self.vae.scaling_factor)
         return latents.astype(np.float32)
 

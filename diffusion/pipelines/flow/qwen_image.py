@@ -249,7 +249,7 @@ class QwenImagePipeline:
         mean, logvar = vae.encode(asarray(pixels, dtype=vae.decoder.conv_in.weight.dtype,
                                           device=vae.device))
         mean_, logvar_ = (t.numpy().astype(np.float64) for t in (mean, logvar))
-        check_encoded(mean_)
+        check_encoded(mean_, vae)
         latent = mean_ if generator is None else AutoencoderKL.sample(
             mean_, logvar_, generator.standard_normal(mean_.shape))
         shape = (1, -1, 1, 1)

@@ -186,7 +186,7 @@ class QwenImageEditPipeline(QwenImagePipeline):
         mean = vae.encode(asarray(to_unit_image(picture, width, height),
                                  dtype=vae.decoder.conv_in.weight.dtype,
                                  device=vae.device))[0].numpy().astype(np.float32)
-        check_encoded(mean)
+        check_encoded(mean, vae)
         shape = (1, -1, 1, 1)
         center = np.asarray(self.vae.config["latents_mean"], np.float32).reshape(shape)
         spread = np.asarray(self.vae.config["latents_std"], np.float32).reshape(shape)

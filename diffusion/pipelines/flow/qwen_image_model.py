@@ -80,7 +80,7 @@ class QwenImageModel(LLMFlowModel):
 
     def decode(self, latents: np.ndarray, request: GenerationRequest) -> list[np.ndarray]:
         """The pictures through the Qwen-Image VAE."""
-        return pictures_uint8(self.pipe.decode(latents))
+        return pictures_uint8(self.pipe.decode(latents), self.pipe.vae)
 
     def _guidance(self, request: GenerationRequest) -> dict[str, Any]:
         """diffusers' true_cfg_scale (the CFG scale), the negative prompt, and the request's

@@ -117,7 +117,7 @@ def encode_image(vae: Any, pixels: np.ndarray, generator: Any) -> np.ndarray:
     transformer's shifted, scaled space. diffusers: `(retrieve_latents(vae.encode(image),
     generator) - vae.config.shift_factor) * vae.config.scaling_factor`."""
     mean, logvar = vae_encode(vae, pixels.astype(np.float32))
-    check_encoded(mean)
+    check_encoded(mean, vae)
     noise = generator.standard_normal(mean.shape)
     latent = AutoencoderKL.sample(mean.astype(np.float64), logvar.astype(np.float64), noise)
     return ((latent - vae.shift_factor) * vae.scaling_factor).astype(np.float32)

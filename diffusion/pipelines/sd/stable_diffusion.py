@@ -267,7 +267,8 @@ class StableDiffusion:
         with lent(*self._kept_captures()):  # the VAE borrows their scratch
             images = [decode(vae, (latent[None] / vae.scaling_factor).astype(np.float32))
                       for latent in latents]
-        return pictures_uint8((image[0] / 2 + 0.5).transpose(1, 2, 0) for image in images)
+        return pictures_uint8(((image[0] / 2 + 0.5).transpose(1, 2, 0) for image in images),
+                              vae)
 
     def _encode(self, pixels: np.ndarray, generator: Generator, vae: Any = None) -> np.ndarray:
         """A latent drawn from the VAE's (`vae`'s where given) posterior for `pixels`, scaled
@@ -278,7 +279,7 @@ class StableDiffusion:
         vae = self.vae if vae is None else vae
         with lent(*self._kept_captures()):  # idle until the steps
             mean, logvar = encode(vae, pixels.astype(np.float32))
-        check_encoded(mean)
+        check_encoded(mean, vae)
         mean_np = mean.astype(np.float64)
         noise = generator.standard_normal(mean_np.shape)
         latent = AutoencoderKL.sample(mean_np, logvar.astype(np.float64), noise)

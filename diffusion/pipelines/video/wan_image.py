@@ -35,7 +35,7 @@ def _latents(vae: AutoencoderKLWan, video: np.ndarray) -> np.ndarray:
     mean, _ = vae.encode(asarray(video, dtype=vae.post_quant_conv.weight.dtype,
                                  device=vae.device))
     latents = vae.normalize(mean).numpy().astype(np.float32)
-    check_encoded(latents)  # (normalizing keeps NaN and infinity where they are)
+    check_encoded(latents, vae)  # (normalizing keeps NaN and infinity where they are)
     return latents
 
 

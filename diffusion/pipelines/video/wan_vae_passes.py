@@ -41,7 +41,7 @@ class WanVaePasses:
         z = vae.denormalize(asarray(latents, dtype=vae.post_quant_conv.weight.dtype,
                                     device=vae.device))
         video = vae.decode(z).numpy().astype(np.float32)
-        check_decoded(video)
+        check_decoded(video, vae)
         return np.clip(video / 2 + 0.5, 0.0, 1.0).transpose(0, 2, 3, 4, 1)
 
     def use_float32_vae(self) -> bool:

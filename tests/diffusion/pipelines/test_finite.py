@@ -98,7 +98,8 @@ def test_a_pipeline_refuses_nan_from_its_unet_or_vae(device: gpucore.Device, net
     _poisoned(monkeypatch, pipe.unet if network == "unet" else pipe.vae.decoder)
     said = ("^the UNet gave NaN in 100.0% of its values, .*: the weights themselves may hold "
             if network == "unet" else "^the VAE's decode gave NaN in 100.0% of its values, .*: "
-            "the VAE runs in float32 already, so the latents or the VAE's weights hold the fault")
+            r"the model's VAE \(.+\) runs in float32 already, so the latents or that VAE's weights "
+            "hold the fault")
     with pytest.raises(NonFiniteError, match=said):
         pipe.generate("a red circle", **SETTINGS)
     if network == "vae":  # nothing to revert (diffusion.pipelines.vae_float32)

@@ -18,8 +18,14 @@ import diffusion
 import gpucore
 from diffusion.cli import generate as generate_cli
 from diffusion.cli.main import build_parser
+from diffusion.pipelines.finite import (
+    NonFiniteError,
+    VaeNonFiniteError,
+    check_decoded,
+    check_encoded,
+)
 from diffusion.pipelines.sd.memory import MemoryMode
-from diffusion.pipelines.vae_float32 import VaeRevertWarning, float32_copy
+from diffusion.pipelines.vae_float32 import VaeRevertWarning, float32_copy, reverting
 from diffusion.server.jobs.loader import PipelineLoader
 from diffusion.server.settings import ServerSettings
 
@@ -64,7 +70,9 @@ def test_a_nan_vae_is_made_float32_and_decodes_again(f16_device: gpucore.Device,
     decode = pipe._decode
     monkeypatch.setattr(pipe, "_decode", lambda latents, *rest: seen.append(latents)
                         or decode(latents, *rest))
-    with pytest.warns(VaeRevertWarning, match="the VAE now runs in float32") as said:
+    said_re = (r"^the model's VAE \(.+\) gave NaN in 100.0% of its values in its float16 "
+               r"decode .*that VAE now runs in float32 .*--no-half-vae")
+    with pytest.warns(VaeRevertWarning, match=said_re) as said:
         result = pipe.generate("a red circle", **SETTINGS)
     assert len(said) == 1 and len(seen) == 2  # float16 (NaN), then float32
     assert np.array_equal(seen[0], seen[1])  # the same latents decoded again
@@ -108,9 +116,9 @@ def _vae_file(vae: Any, path: Path) -> Path:
 def test_a_hires_pass_s_own_vae_is_made_float32_too(f16_device: gpucore.Device, tmp_path: Path,
                                                     monkeypatch: pytest.MonkeyPatch) -> None:
     """Forge's hr_additional_modules: the tiny SD model in float16, its own VAE sound, its
-    hires pass decoding by a VAE file that overflows. As the model's: a warning, diffusers'
-    float32 picture of the hires latents, and the pipeline keeps the float32 copy for that
-    file's next hires passes."""
+    hires pass decoding by a VAE file that overflows. As the model's: a warning naming that
+    file, diffusers' float32 picture of the hires latents, and the pipeline keeps the float32
+    copy for that file's next hires passes; the model's own VAE stays float16."""
     from diffusion.pipelines.module_load import _kept_vae, hires_modules
     from diffusion.upscalers.interpolation import HiresFix
 
@@ -124,17 +132,92 @@ def test_a_hires_pass_s_own_vae_is_made_float32_too(f16_device: gpucore.Device, 
     decode = pipe._decode
     monkeypatch.setattr(pipe, "_decode", lambda latents, vae=None: seen.append((latents, vae))
                         or decode(latents, vae))
-    with pytest.warns(VaeRevertWarning) as said:
+    with pytest.warns(VaeRevertWarning, match=r"^the hires pass's VAE \(from "
+                      r"overflowing.safetensors\) gave NaN .*float16 decode") as said:
         result = pipe.generate("a red circle", hires=HiresFix(scale=1.5, steps=1),
                                hires_modules=modules, **SETTINGS)
     assert len(said) == 1 and [v for _, v in seen] == [half, modules.vae]
     assert modules.vae.decoder.conv_in.weight.dtype == np.float32
+    assert pipe.vae.decoder.conv_in.weight.dtype == np.float16  # not the one that overflowed
     assert _kept_vae(pipe, file) is modules.vae  # kept float32 for the file's next passes
     picture = result.images[0]
     assert picture.shape == (96, 96, 3) and picture.std() > 10
     expected = _diffusers_pictures(vae, seen[1][0].astype(np.float32))[0]
     assert np.abs(picture.astype(int) - expected).max() <= 1
     assert not modules.use_float32_vae()
+
+
+def test_the_model_s_vae_reverts_alone(f16_device: gpucore.Device, tmp_path: Path) -> None:
+    """The other way round: the tiny SD model in float16 whose VAE decoder overflows and a
+    hires pass's sound VAE file, both decoding under `reverting` as generate runs a decode:
+    the model's VAE is made float32 and named, the hires pass's stays float16 and its
+    pictures are diffusers' float32 ones of the latents. (Decodes alone: the denoising adds
+    nothing to which VAE is reverted.)"""
+    from diffusion.pipelines.module_load import hires_modules
+
+    overflowing, sound = _overflowing_vae(), tiny_vae()
+    model = write_pipeline(tmp_path / "model", vae=overflowing)
+    pipe = diffusion.load_pipeline(model, dtype="float16", device=f16_device)
+    request = SimpleNamespace(refiner=None, hires_modules=hires_modules(
+        pipe, model, ("sound",), [_vae_file(sound, tmp_path / "sound.safetensors")]))
+    hires_vae = request.hires_modules.vae
+    latents = np.random.default_rng(6).standard_normal((1, 4, 8, 8)).astype(np.float32)
+    with pytest.warns(VaeRevertWarning, match=r"^the model's VAE \(.+\) gave NaN .*float16 "
+                      r"decode .*the other VAEs stay float16") as said:
+        own, theirs = reverting(pipe, request, lambda: (pipe._decode(latents),
+                                                        pipe._decode(latents, hires_vae)))
+    assert len(said) == 1
+    assert pipe.vae.decoder.conv_in.weight.dtype == np.float32
+    assert request.hires_modules.vae is hires_vae
+    assert hires_vae.decoder.conv_in.weight.dtype == np.float16
+    for pictures, vae in ((own, overflowing), (theirs, sound)):  # float16: within a level
+        expected = _diffusers_pictures(vae, latents)[0]
+        assert pictures[0].std() > 10 and np.abs(pictures[0].astype(int) - expected).max() <= 1
+
+
+class _Holder:
+    """A stand-in for a model (or hires modules) holding one VAE that gives NaN in float16."""
+
+    def __init__(self, name: str, vae_path: str | None = None) -> None:
+        self.name, self.vae_path, self.vae, self.float16 = name, vae_path, object(), True
+
+    def use_float32_vae(self) -> bool:
+        was, self.float16 = self.float16, False
+        return was
+
+
+def test_only_the_vae_that_overflowed_is_reverted() -> None:
+    """`reverting` over a run holding three VAEs (the model's, an SDXL refiner's, a hires
+    pass's): the refiner's decode NaN reverts the refiner's alone, a hires encode that
+    overflows on the next try reverts that one next, each warning naming its VAE, and the
+    model's stays float16; a VAE float32 already ends the run naming it; one that none of
+    them holds is not theirs to revert."""
+    family, refiner = _Holder("base"), _Holder("refiner-xl", "/vae/sdxl_vae.safetensors")
+    hires = _Holder("unused", "hr.safetensors")
+    request = SimpleNamespace(refiner=refiner, hires_modules=hires)
+    nan, inf = np.full((4, 4, 3), np.nan), np.array([np.inf, 1.0])
+
+    def run() -> str:
+        if refiner.float16:
+            check_decoded(nan, refiner.vae)
+        if hires.float16:
+            check_encoded(inf, hires.vae)
+        return "pictures"
+
+    with pytest.warns(VaeRevertWarning) as said:
+        assert reverting(family, request, run) == "pictures"
+    assert family.float16 and not refiner.float16 and not hires.float16
+    assert [str(w.message).split(" (float16")[0] for w in said] == [
+        "the refiner's VAE (refiner-xl, from sdxl_vae.safetensors) gave NaN in 100.0% of its "
+        "values in its float16 decode",
+        "the hires pass's VAE (from hr.safetensors) gave infinity in 50.0% of its values in "
+        "its float16 encode"]
+    with pytest.raises(NonFiniteError, match=r"^the VAE's decode gave NaN .*: the refiner's "
+                       r"VAE \(refiner-xl, from sdxl_vae.safetensors\) runs in float32 already"):
+        reverting(family, request, lambda: check_decoded(nan, refiner.vae))
+    with pytest.raises(VaeNonFiniteError, match="--no-half-vae"):
+        reverting(family, request, lambda: check_decoded(nan, object()))
+    assert family.float16
 
 
 def test_the_cli_and_the_server_take_it(monkeypatch: pytest.MonkeyPatch,
@@ -195,7 +278,6 @@ def test_a_flow_model_s_hires_vae_is_made_float32_too(f16_device: gpucore.Device
     from flow_tiny import tiny_flux_pipeline
 
     from diffusion.pipelines.module_load import hires_modules
-    from diffusion.pipelines.vae_float32 import reverting
 
     reference = tiny_flux_pipeline(tmp_path, dev=True).vae
     with torch.no_grad():  # overflowing as _overflowing_vae's
