@@ -39,7 +39,6 @@ from server_support import png_b64, write_taesd, write_upscaler
 from yolo_tiny import write_tiny_yolo
 
 import gpucore
-from diffusion.faces import restorers_for
 from diffusion.loaders.control import annotator_file
 from diffusion.preprocessors import annotators
 from diffusion.server import create_app
@@ -112,11 +111,10 @@ def test_unload_frees_what_the_jobs_loaded(tmp_path: Path, upscalers: None,
                                                   "upscaler_1": "R-ESRGAN AnimeVideo"})):
             response = client.post(route, json=body)
             assert response.status_code == 200, (route, response.text)
-        restorers = restorers_for(state.faces, state.worker.slots[0].device)
         upscaler = MODEL_UPSCALERS["R-ESRGAN AnimeVideo"]
 
         def kept() -> list[Any]:
-            return [restorers._models, state.adetailer._loaded, state.previews._networks,
+            return [state.faces._models, state.adetailer._loaded, state.previews._networks,
                     annotators._models, state.deepbooru._model, upscaler._model]
 
         assert all(kept()), kept()  # the jobs used each
