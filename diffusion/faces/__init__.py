@@ -11,10 +11,8 @@ from .models import (
     FaceModelError,
     FaceRestoration,
     FaceRestorers,
-    forget_restorers,
-    restorers_for,
 )
 from .restore import FaceRestorer, blend
 
 __all__ = ["FACE_RESTORERS", "FaceFolders", "FaceModelError", "FaceRestoration", "FaceRestorer",
-           "FaceRestorers", "blend", "forget_restorers", "restorers_for"]
+           "FaceRestorers", "blend"]

@@ -28,10 +28,11 @@ from gpucore import Device, default_device
 
 from ..loaders import WeightsError
 from ..loaders.formats.torch_file import open_weights_file
+from ..process_shared import process_shared
 from .restore import FaceRestorer, blend
 
 __all__ = ["FACE_RESTORERS", "FaceFolders", "FaceModelError", "FaceRestoration",
-           "FaceRestorers", "forget_restorers", "restorers_for"]
+           "FaceRestorers"]
 
 FACE_RESTORERS = ("CodeFormer", "GFPGAN")  # the WebUI's /sdapi/v1/face-restorers order
 DETECTORS = ("detection_Resnet50_Final.pth", "detection_mobilenet0.25_Final.pth")
@@ -91,12 +92,19 @@ class FaceFolders:
 
 
 class FaceRestorers:
-    """The restorers of `folders`, each network read once, on first use, onto `device`."""
+    """The restorers of `folders`, each network read once per device, on first use (onto the
+    device a call names, else `device`, else the default one)."""
 
     def __init__(self, folders: FaceFolders, *, device: Device | None = None) -> None:
         self.folders, self.device = folders, device
-        self._models: dict[str, Any] = {}
+        self._models: dict[tuple[str, Device], Any] = {}
         self._lock = threading.Lock()
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        # a job sent to a worker process (serve --devices) takes that process's restorers of
+        # the folders along (diffusion.process_shared): the networks are read once per
+        # process, not once per job, and the server's unload-checkpoint forgets them there
+        return process_shared, (FaceRestorers, self.folders)
 
     def available(self) -> list[dict[str, Any]]:
         """The WebUI's /sdapi/v1/face-restorers list: the restorers whose file is found."""
@@ -109,28 +117,30 @@ class FaceRestorers:
             items.append({"name": name, "cmd_dir": str(path.parent)})
         return items
 
-    def _load(self, key: str, path: Path, build: Any) -> Any:
+    def _load(self, name: str, path: Path, build: Any, device: Device) -> Any:
         with self._lock:
-            if key not in self._models:
+            if (name, device) not in self._models:
                 try:
                     file = open_weights_file(path)
-                    state = {name: file.read(name) for name in file.keys()}
-                    self._models[key] = build(state, device=self.device or default_device())
+                    state = {key: file.read(key) for key in file.keys()}
+                    self._models[name, device] = build(state, device=device)
                 except (WeightsError, ValueError, KeyError, OSError) as error:
                     text = str(error)
                     raise FaceModelError(text if str(path) in text else f"{path}: {text}"
                                          ) from None
-            return self._models[key]
+            return self._models[name, device]
 
     def forget(self) -> None:
-        """Drop the networks read so far (their GPU memory goes once nothing else holds
-        them); the next restore reads them again."""
+        """Drop the networks read so far (the server's unload-checkpoint: their GPU memory
+        goes once nothing else holds them); the next restore reads them again."""
         with self._lock:
             self._models.clear()
 
-    def restorer(self, name: str, *, codeformer_weight: float = 0.5) -> FaceRestorer:
+    def restorer(self, name: str, *, codeformer_weight: float = 0.5,
+                 device: Device | None = None) -> FaceRestorer:
         """The pipeline of restorer `name` ("GFPGAN" or "CodeFormer"; CodeFormer at fidelity
-        `codeformer_weight`). Raises FaceModelError for an unknown name or a missing file."""
+        `codeformer_weight`) on `device` (None: the restorers'). Raises FaceModelError for an
+        unknown name or a missing file."""
         from ..models.codeformer import CodeFormer
         from ..models.gfpgan import GFPGAN
         from ..models.parsenet import ParseNet
@@ -140,25 +150,27 @@ class FaceRestorers:
             raise FaceModelError(f"unknown face restoration model {name!r}; known: "
                                  f"{', '.join(FACE_RESTORERS)}")
         path = self.folders.restorer_file(name)
+        device = device or self.device or default_device()
         if name == "GFPGAN":
-            gfpgan = self._load(name, path, GFPGAN.from_state_dict)
+            gfpgan = self._load(name, path, GFPGAN.from_state_dict, device)
             network, size = gfpgan.__call__, gfpgan.size
         else:
-            codeformer = self._load(name, path, CodeFormer.from_state_dict)
+            codeformer = self._load(name, path, CodeFormer.from_state_dict, device)
             network = lambda face: codeformer(face, w=codeformer_weight)  # noqa: E731
             size = codeformer.size
         detector = self._load("detector", self.folders.helper_file(DETECTORS),
-                              RetinaFace.from_state_dict)
+                              RetinaFace.from_state_dict, device)
         parser = self._load("parser", self.folders.helper_file((PARSER,)),
-                            ParseNet.from_state_dict)
-        return FaceRestorer(network=network, detector=detector, parser=parser,
-                            device=self.device or default_device(), size=size)
+                            ParseNet.from_state_dict, device)
+        return FaceRestorer(network=network, detector=detector, parser=parser, device=device,
+                            size=size)
 
     def restore(self, rgb: np.ndarray, name: str, *, codeformer_weight: float = 0.5,
-                visibility: float = 1.0) -> np.ndarray:
-        """(H, W, 3) uint8 RGB with its faces restored by `name`, blended over the original
-        by `visibility` (the Extras tab's)."""
-        restored = self.restorer(name, codeformer_weight=codeformer_weight).restore(rgb)
+                visibility: float = 1.0, device: Device | None = None) -> np.ndarray:
+        """(H, W, 3) uint8 RGB with its faces restored by `name` on `device` (None: the
+        restorers'), blended over the original by `visibility` (the Extras tab's)."""
+        restored = self.restorer(name, codeformer_weight=codeformer_weight,
+                                 device=device).restore(rgb)
         return blend(rgb, restored, visibility)
 
     def check(self, name: str) -> None:
@@ -172,42 +184,19 @@ class FaceRestorers:
         self.folders.helper_file((PARSER,))
 
 
-_PROCESS_RESTORERS: dict[tuple[FaceFolders, Any], FaceRestorers] = {}
-_PROCESS_LOCK = threading.Lock()
-
-
-def restorers_for(folders: FaceFolders, device: Device | None = None) -> FaceRestorers:
-    """This process's FaceRestorers of `folders` on `device` (made once, so its networks
-    are read once: a server's jobs, and a worker process's, share them)."""
-    with _PROCESS_LOCK:
-        key = (folders, device)
-        if key not in _PROCESS_RESTORERS:
-            _PROCESS_RESTORERS[key] = FaceRestorers(folders, device=device)
-        return _PROCESS_RESTORERS[key]
-
-
-def forget_restorers() -> None:
-    """Drop the networks of this process's restorers (`restorers_for`): the server's
-    unload-checkpoint frees the GPU of them too."""
-    with _PROCESS_LOCK:
-        for restorers in _PROCESS_RESTORERS.values():
-            restorers.forget()
-
-
 @dataclass(frozen=True)
 class FaceRestoration:
-    """A job's face restoration (picklable: it travels to worker processes): restorer
-    `model` of `folders`, CodeFormer's fidelity `codeformer_weight`, blended by
-    `visibility`."""
+    """A job's face restoration (picklable: it travels to worker processes, its restorers
+    becoming that process's own): restorer `model` of `restorers`, CodeFormer's fidelity
+    `codeformer_weight`, blended by `visibility`."""
 
-    folders: FaceFolders
+    restorers: FaceRestorers
     model: str
     codeformer_weight: float = 0.5
     visibility: float = 1.0
 
     def apply(self, rgb: np.ndarray, device: Device | None = None) -> np.ndarray:
         """(H, W, 3) uint8 RGB with its faces restored on `device` (None: the default)."""
-        return restorers_for(self.folders, device).restore(
-            rgb, self.model, codeformer_weight=self.codeformer_weight,
-            visibility=self.visibility)
+        return self.restorers.restore(rgb, self.model, codeformer_weight=self.codeformer_weight,
+                                      visibility=self.visibility, device=device)
 

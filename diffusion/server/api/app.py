@@ -16,7 +16,7 @@ from typing import Any
 from fastapi import FastAPI
 from fastapi.staticfiles import StaticFiles
 
-from ...faces import FaceFolders
+from ...faces import FaceFolders, FaceRestorers
 from ...interrogate import (
     CLIP_OPTIONS,
     DEEPBOORU_OPTIONS,
@@ -174,9 +174,9 @@ def create_app(settings: ServerSettings | None = None, /, *,
                         image_encoders=encoders, model=first, previews=previews,
                         memory=settings.memory or None,
                         no_half_vae=settings.no_half_vae,
-                        faces=FaceFolders.from_models_dir(
+                        faces=FaceRestorers(FaceFolders.from_models_dir(
                             models_dir, gfpgan=settings.gfpgan_models_path,
-                            codeformer=settings.codeformer_models_path),
+                            codeformer=settings.codeformer_models_path)),
                         adetailer=ADetailerModels(None if adetailer_dir is None
                                                   else Path(adetailer_dir)),
                         deepbooru=DeepBooru(booru_dir),

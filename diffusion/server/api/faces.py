@@ -12,7 +12,7 @@ from __future__ import annotations
 import math
 from typing import Any
 
-from ...faces import FACE_RESTORERS, FaceFolders, FaceModelError, FaceRestoration, restorers_for
+from ...faces import FACE_RESTORERS, FaceModelError, FaceRestoration, FaceRestorers
 from .generation import RequestError
 
 __all__ = ["DEFAULT_OPTIONS", "check_restorer", "face_options", "face_restoration",
@@ -25,10 +25,10 @@ DEFAULT_OPTIONS = {"face_restoration": False, "face_restoration_model": DEFAULT_
                    "code_former_weight": DEFAULT_WEIGHT}
 
 
-def check_restorer(folders: FaceFolders, name: str) -> None:
+def check_restorer(restorers: FaceRestorers, name: str) -> None:
     """RequestError (422) unless restorer `name` and its detector and parser are found."""
     try:
-        restorers_for(folders).check(name)
+        restorers.check(name)
     except FaceModelError as error:
         raise RequestError(str(error)) from None
 
@@ -62,7 +62,7 @@ def face_options(body: dict[str, Any]) -> dict[str, Any]:
 
 
 def face_restoration(request: Any, options: dict[str, Any],
-                     folders: FaceFolders) -> FaceRestoration | None:
+                     restorers: FaceRestorers) -> FaceRestoration | None:
     """What a txt2img/img2img request's `restore_faces` asks for (None: nothing; unset
     follows the `face_restoration` option), checked: RequestError for an unknown model, a
     weight outside 0..1 or a missing file."""
@@ -77,10 +77,10 @@ def face_restoration(request: Any, options: dict[str, Any],
         raise RequestError(f"face_restoration_model {name!r} is not one of "
                            f"{', '.join(FACE_RESTORERS)}")
     weight = _weight(overrides.get("code_former_weight", DEFAULT_WEIGHT), "code_former_weight")
-    check_restorer(folders, name)
-    return FaceRestoration(folders, name, codeformer_weight=weight)
+    check_restorer(restorers, name)
+    return FaceRestoration(restorers, name, codeformer_weight=weight)
 
 
-def face_restorers(folders: FaceFolders) -> list[dict[str, Any]]:
+def face_restorers(restorers: FaceRestorers) -> list[dict[str, Any]]:
     """/sdapi/v1/face-restorers: the restorers whose file is found, with its folder."""
-    return restorers_for(folders).available()
+    return restorers.available()

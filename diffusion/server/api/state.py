@@ -19,7 +19,7 @@ from fastapi import Depends, Request
 from fastapi.exceptions import HTTPException
 from fastapi.security import HTTPBasic, HTTPBasicCredentials
 
-from ...faces import FaceFolders
+from ...faces import FaceFolders, FaceRestorers
 from ...interrogate import ClipInterrogator, DeepBooru
 from ...loaders.control.catalog import ControlModelCache, ControlModelDir
 from ...pipelines.sd.memory import MemoryMode
@@ -62,7 +62,8 @@ class ServerState:
     # the model and module files /options chose: what a request without overrides runs
     model: ModelEntry | None = None
     previews: Previews = field(default_factory=Previews)  # live previews (the options' three)
-    faces: FaceFolders = field(default_factory=FaceFolders)  # face restoration's files
+    # face restoration's files and the networks read from them
+    faces: FaceRestorers = field(default_factory=lambda: FaceRestorers(FaceFolders()))
     # /sdapi/v1/interrogate's DeepDanbooru (--deepdanbooru-dir)
     deepbooru: DeepBooru = field(default_factory=lambda: DeepBooru(None))
     # its CLIP interrogator (--clip-models-path, --interrogate-dir)

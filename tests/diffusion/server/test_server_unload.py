@@ -2,19 +2,22 @@
 
 One server: a txt2img job with restore_faces (GFPGAN with facexlib's detector and parser), an
 ADetailer unit (a tiny YOLOv8) and TAESD live previews, a /controlnet/detect with
-lineart_anime (a narrow random U-Net), a DeepDanbooru interrogation (a shrunken one) and an
-Extras upscale by a model (a tiny Real-ESRGAN compact), then an unload: the face restorers,
-ADetailer's models, the previews' decoders, the preprocessors' networks, the interrogator's
-and the upscaler's are dropped, and the device holds what it held before the server loaded
-anything but a few bytes of gpustd's per-device constants (the model's own share of the
-unload: test_server_processes).
+lineart_anime (a narrow random U-Net), a DeepDanbooru interrogation (a shrunken one), a CLIP
+one (tiny random CLIP and BLIP) and an Extras upscale by a model (a tiny Real-ESRGAN compact),
+then an unload: the face restorers, ADetailer's models, the previews' decoders, the
+preprocessors' networks, the interrogators' (DeepDanbooru, CLIP, BLIP) and the upscaler's are
+dropped, and the device holds what it held before the server loaded anything but a few bytes
+of gpustd's per-device constants (the model's own share of the unload:
+test_server_processes).
 
 A worker process (serve --devices): two jobs that read ADetailer's detector as a unit does,
 through the models the job carries, read it once (the pickled ADetailerModels is that
-process's own, diffusion.process_shared); an interrogation runs there too, and the unload
-forgets both there. (The jobs read the detector without drawing: a picture would build every
-kernel of the model again in the new process, seconds on CI's llvmpipe, for nothing the
-pickling does not already show; the thread server's test above draws with it.)
+process's own, diffusion.process_shared); a DeepDanbooru interrogation runs there too, a job
+reads the face restorers and the CLIP interrogator's CLIP and BLIP through the caches it
+carries, and the unload forgets all of them there. (The jobs read those networks without
+drawing: a picture would build every kernel of the model again in the new process, seconds on
+CI's llvmpipe, for nothing the pickling does not already show; the thread server's test above
+draws with them.)
 """
 
 from __future__ import annotations
@@ -29,7 +32,10 @@ import pytest
 pytest.importorskip("fastapi", reason="server extra (pip install .[server])")
 pytest.importorskip("diffusers", reason="tiny test models are built with diffusers")
 pytest.importorskip("torch", reason="test-only reference (extra: reference)")
+pytest.importorskip("transformers", reason="the tiny CLIP and BLIP are built with it")
 
+from blip_ref import tiny_blip, write_blip
+from clip_interrogate_ref import write_clip_model, write_terms
 from controlnet_aux_ref import write_lineart_anime
 from deepdanbooru_ref import planted_deepdanbooru, write_pt
 from face_refs import write_face_models
@@ -39,7 +45,6 @@ from server_support import png_b64, write_taesd, write_upscaler
 from yolo_tiny import write_tiny_yolo
 
 import gpucore
-from diffusion.faces import restorers_for
 from diffusion.loaders.control import annotator_file
 from diffusion.preprocessors import annotators
 from diffusion.server import create_app
@@ -53,6 +58,8 @@ UNIT = dict(ad_model="face_tiny.pt", ad_confidence=0.05, ad_mask_max_ratio=0.2,
             ad_mask_k_largest=1, ad_denoising_strength=1.0)
 ADETAILER = {"prompt": "a face", "steps": 1, "width": 64, "height": 64, "seed": 3,
              "alwayson_scripts": {"ADetailer": {"args": [True, False, UNIT]}}}
+# BLIP's shortest caption (the WebUI's defaults decode 24 to 48 tokens): a fast test
+SHORT_CAPTION = {"interrogate_clip_min_length": 1, "interrogate_clip_max_length": 6}
 
 
 @pytest.fixture
@@ -71,14 +78,19 @@ def _picture() -> str:
 
 
 def _models(root: Path) -> Path:
-    """The models folder: the tiny model, its ADetailer model and DeepDanbooru."""
+    """The models folder: the tiny model, its ADetailer model, the face restorers,
+    DeepDanbooru, and the CLIP interrogator's CLIP, term lists and BLIP."""
     models = root / "models"
     write_pipeline(models / "tiny-sd")
     for folder in ("adetailer", "torch_deepdanbooru"):
         (models / folder).mkdir()
     write_tiny_yolo(models / "adetailer" / "face_tiny.pt")
+    write_face_models(models)
     write_pt(planted_deepdanbooru({"1girl": 1, "cat": -1}, shrink=64),
              models / "torch_deepdanbooru" / "model-resnet_custom_v3.pt")
+    write_clip_model(models / "CLIP")
+    write_terms(models / "interrogate")
+    write_blip(models / "BLIP", tiny_blip())
     return models
 
 
@@ -87,7 +99,6 @@ def test_unload_frees_what_the_jobs_loaded(tmp_path: Path, upscalers: None,
     from fastapi.testclient import TestClient
 
     models = _models(tmp_path)
-    write_face_models(models)
     write_taesd(models / "VAE-approx")
     write_lineart_anime(tmp_path / "annotators")
     monkeypatch.setenv(annotator_file.ENV_VAR, str(tmp_path / "annotators"))
@@ -100,7 +111,8 @@ def test_unload_frees_what_the_jobs_loaded(tmp_path: Path, upscalers: None,
     state = app.state.server
     with TestClient(app) as client:
         client.post("/sdapi/v1/options", json={"show_progress_type": "TAESD",
-                                               "face_restoration_model": "GFPGAN"})
+                                               "face_restoration_model": "GFPGAN",
+                                               **SHORT_CAPTION})
         response = client.post("/sdapi/v1/txt2img", json={**ADETAILER, "restore_faces": True})
         assert response.status_code == 200, response.text
         for route, body in (
@@ -108,16 +120,18 @@ def test_unload_frees_what_the_jobs_loaded(tmp_path: Path, upscalers: None,
                                         "controlnet_processor_res": 64,
                                         "controlnet_input_images": [_picture()]}),
                 ("/sdapi/v1/interrogate", {"image": _picture(), "model": "deepdanbooru"}),
+                ("/sdapi/v1/interrogate", {"image": _picture(), "model": "clip"}),
                 ("/sdapi/v1/extra-single-image", {"image": _picture(), "upscaling_resize": 2,
                                                   "upscaler_1": "R-ESRGAN AnimeVideo"})):
             response = client.post(route, json=body)
             assert response.status_code == 200, (route, response.text)
-        restorers = restorers_for(state.faces, state.worker.slots[0].device)
         upscaler = MODEL_UPSCALERS["R-ESRGAN AnimeVideo"]
 
         def kept() -> list[Any]:
-            return [restorers._models, state.adetailer._loaded, state.previews._networks,
-                    annotators._models, state.deepbooru._model, upscaler._model]
+            clip = state.clip_interrogator
+            return [state.faces._models, state.adetailer._loaded, state.previews._networks,
+                    annotators._models, state.deepbooru._model, clip._models,
+                    clip.blip._loaded, upscaler._model]
 
         assert all(kept()), kept()  # the jobs used each
         assert client.post("/sdapi/v1/unload-checkpoint").json() == {}
@@ -129,7 +143,7 @@ def test_unload_frees_what_the_jobs_loaded(tmp_path: Path, upscalers: None,
         assert left < 4096, left
 
 
-def test_a_worker_process_keeps_its_detector_until_the_unload(tmp_path: Path) -> None:
+def test_a_worker_process_keeps_its_networks_until_the_unload(tmp_path: Path) -> None:
     from fastapi.testclient import TestClient
 
     pytest.importorskip("cloudpickle", reason="the multi-process server sends jobs with it")
@@ -138,21 +152,33 @@ def test_a_worker_process_keeps_its_detector_until_the_unload(tmp_path: Path) ->
     app = create_app(model=models / "tiny-sd", models_dir=models, outputs=tmp_path / "outputs",
                      worker_adapters=[adapter])
     state = app.state.server
-    detectors, booru = state.adetailer, state.deepbooru  # there: the process's own
+    # there: the process's own
+    detectors, booru, faces = state.adetailer, state.deepbooru, state.faces
+    clip = state.clip_interrogator
 
-    def held() -> tuple[list[bool], bool]:
+    def held() -> tuple[list[bool], list[bool]]:
         """In the worker process: each detector it keeps, whether an earlier call saw it
-        (marked: a detector read again is a new object), and whether DeepDanbooru is read."""
+        (marked: a detector read again is a new object), and whether DeepDanbooru, the face
+        restorers, CLIP and BLIP hold networks."""
         loaded = list(detectors._loaded.values())
         seen = [getattr(yolo, "seen", False) for yolo in loaded]
         for yolo in loaded:
             yolo.seen = True
-        return seen, booru._model is not None
+        return seen, [booru._model is not None, bool(faces._models),
+                      clip._models is not None, clip.blip._loaded is not None]
 
-    def unit() -> tuple[list[bool], bool]:
+    def unit() -> tuple[list[bool], list[bool]]:
         """In the worker process, as ADetailer's pass reads its unit's model (through the
         job's own `detectors`, pickled as the pass carries them): what `held` says then."""
         detectors.load(detectors.find(UNIT["ad_model"]), gpucore.default_device())
+        return held()
+
+    def read() -> tuple[list[bool], list[bool]]:
+        """In the worker process, as restore_faces and a CLIP interrogation read their
+        networks (through the job's own caches): what `held` says then."""
+        faces.restorer("GFPGAN")
+        clip.models()
+        clip.blip.load()
         return held()
 
     with TestClient(app) as client:
@@ -161,7 +187,11 @@ def test_a_worker_process_keeps_its_detector_until_the_unload(tmp_path: Path) ->
                                json={"image": _picture(), "model": "deepdanbooru"})
         assert response.json() == {"caption": "1girl"}, response.text
         found.append(state.worker.submit(held).result())
+        found.append(state.worker.submit(read).result())
         assert client.post("/sdapi/v1/unload-checkpoint").json() == {}
         found.append(state.worker.submit(held).result())
-    # read by the first job, kept for the second; DeepDanbooru read there; both forgotten
-    assert found == [([False], False), ([True], False), ([True], True), ([], False)]
+    # read by the first job, kept for the second; DeepDanbooru read there, then the face
+    # restorers, CLIP and BLIP; all forgotten
+    nothing = [False] * 4
+    assert found == [([False], nothing), ([True], nothing), ([True], [True, *nothing[1:]]),
+                     ([True], [True] * 4), ([], nothing)]

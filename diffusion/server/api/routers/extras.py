@@ -20,7 +20,7 @@ import numpy as np
 from fastapi import APIRouter
 from pydantic import BaseModel, Field
 
-from ....faces import FaceFolders, FaceRestoration
+from ....faces import FaceRestoration, FaceRestorers
 from ....upscalers.by_name import upscale, upscaler_names
 from ....upscalers.interpolation import LATENT_UPSCALERS
 from ....upscalers.models import MODEL_UPSCALERS
@@ -92,13 +92,15 @@ def _upscale(image: np.ndarray, options: _ExtrasOptions) -> np.ndarray:
     return out
 
 
-def _restorations(options: _ExtrasOptions, folders: FaceFolders) -> list[FaceRestoration]:
+def _restorations(options: _ExtrasOptions,
+                  restorers: FaceRestorers) -> list[FaceRestoration]:
     """The face restorations asked for, in the WebUI's order (GFPGAN, then CodeFormer)."""
     wanted = []
     if options.gfpgan_visibility > 0:
-        wanted.append(FaceRestoration(folders, "GFPGAN", visibility=options.gfpgan_visibility))
+        wanted.append(FaceRestoration(restorers, "GFPGAN",
+                                      visibility=options.gfpgan_visibility))
     if options.codeformer_visibility > 0:
-        wanted.append(FaceRestoration(folders, "CodeFormer",
+        wanted.append(FaceRestoration(restorers, "CodeFormer",
                                       codeformer_weight=options.codeformer_weight,
                                       visibility=options.codeformer_visibility))
     return wanted
@@ -119,7 +121,7 @@ def _check(options: _ExtrasOptions, state: State) -> list[FaceRestoration]:
     restoring = options.gfpgan_visibility > 0 or options.codeformer_visibility > 0
     faces = _restorations(options, state.faces) if restoring else []
     for restoration in faces:
-        check_restorer(restoration.folders, restoration.model)
+        check_restorer(restoration.restorers, restoration.model)
     known = upscaler_names()
     for field in ("upscaler_1", "upscaler_2"):
         if getattr(options, field) not in known:

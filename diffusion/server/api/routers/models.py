@@ -13,7 +13,7 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Body, HTTPException
 
-from ....faces import forget_restorers
+from ....faces import FaceRestorers
 from ....interrogate import ClipInterrogator, DeepBooru, check_clip_options
 from ....interrogate import check_options as check_deepbooru_options
 from ....loaders.control.catalog import ControlModelCache
@@ -138,20 +138,20 @@ async def refresh_checkpoints(state: State) -> None:
 
 
 def _unload(worker: Worker, controls: ControlModelCache,
-            kept: tuple[ADetailerModels | DeepBooru | ClipInterrogator, ...]) -> None:
+            kept: tuple[FaceRestorers | ADetailerModels | DeepBooru | ClipInterrogator, ...]
+            ) -> None:
     """What unload-checkpoint frees, on the worker (in every worker process: there, as the
     job's references become that process's, diffusion.process_shared): the control models
-    and IP-Adapters' image encoders, `kept`'s networks (ADetailer's detection models, the
-    interrogators' DeepDanbooru, CLIP and BLIP), the ControlNet preprocessors' networks, the
-    model upscalers', the face restorers', the live previews' TAESD and VAEApprox decoders,
-    the Wan models the video jobs keep, then the pictures' pipelines, their memory given back
-    to the driver (Worker.unload). Each loads again when next used."""
+    and IP-Adapters' image encoders, `kept`'s networks (the face restorers', ADetailer's
+    detection models, the interrogators' DeepDanbooru, CLIP and BLIP), the ControlNet
+    preprocessors' networks, the model upscalers', the live previews' TAESD and VAEApprox
+    decoders, the Wan models the video jobs keep, then the pictures' pipelines, their memory
+    given back to the driver (Worker.unload). Each loads again when next used."""
     controls.clear()
     for cache in kept:
         cache.forget()
     forget_networks()
     forget_upscalers()
-    forget_restorers()
     if worker.previews is not None:
         worker.previews.forget()
     forget_models()
@@ -163,7 +163,7 @@ async def unload_checkpoint(state: State) -> dict[str, Any]:
     # frees the GPU for another program (text-generation-webui's sd_api_pictures calls it to
     # share one with an LLM); the model stays chosen: the next picture, or reload-checkpoint,
     # loads it again. The WebUI answers {} to both.
-    kept = (state.adetailer, state.deepbooru, state.clip_interrogator)
+    kept = (state.faces, state.adetailer, state.deepbooru, state.clip_interrogator)
     await wait(submit(state, partial(_unload, state.worker, state.control_cache, kept),
                       exclusive=True))
     return {}
