@@ -6,7 +6,9 @@ the seed's noise at the new size, then finished over that schedule's last sigmas
 `latents`). Qwen-Image's scheduler stretches every schedule so that its last sigma is
 `shift_terminal`: ours stretches the whole stretched schedule (1 / denoise of the steps) and
 runs its tail, diffusers stretches the tail it is given; the stretch reads only the last
-sigma, which both share, so the two are one schedule (asserted below)."""
+sigma, which both share, so the two are one schedule (asserted below). The stretch shows:
+diffusers' two passes without it draw a picture 9.7e-2 mean abs away (measured), a hundred
+times the bound."""
 
 from __future__ import annotations
 
