@@ -6,6 +6,8 @@ pixel limits keep the reference's vision grid small."""
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -83,3 +85,29 @@ def tiny_qwenimage_edit_pipeline(root: Path) -> Any:
     index.write_text(json.dumps({**json.loads(index.read_text()),
                                  "processor": ["transformers", "Qwen2VLProcessor"]}))
     return pipe
+
+
+@contextmanager
+def read_at_area(pipe: Any, area: int) -> Iterator[None]:
+    """diffusers' QwenImageEditPipeline `pipe` patched in two ways while inside: the reference
+    at `area` pixels (its 1024 x 1024 would be slow here), and the text encoder given
+    `mm_token_type_ids`, without which transformers 5 builds no multimodal positions
+    (transformers 4, which Qwen-Image-Edit was made with, found the image tokens itself)."""
+    import pytest
+    from diffusers.pipelines.qwenimage import pipeline_qwenimage_edit as module
+
+    dimensions = module.calculate_dimensions
+    patch = pytest.MonkeyPatch()
+    patch.setattr(module, "calculate_dimensions", lambda _, ratio: dimensions(area, ratio))
+    encoder, image_token = pipe.text_encoder, pipe.text_encoder.config.image_token_id
+    forward = encoder.forward
+
+    def with_types(input_ids: Any = None, **kwargs: Any) -> Any:
+        return forward(input_ids=input_ids, mm_token_type_ids=(input_ids == image_token).int(),
+                       **kwargs)
+
+    patch.setattr(encoder, "forward", with_types)
+    try:
+        yield
+    finally:
+        patch.undo()

@@ -9,7 +9,8 @@ to whole 16-pixel latents and drawn again from the VAE's posterior, patchified a
 normalized; then the WebUI's hires img2img: the schedule stretched by 1 / denoise, its last
 steps from sigma0 * noise + (1 - sigma0) * latents, the noise drawn afresh from the seed at
 the new size. On img2img the reference pictures steer both passes, against diffusers'
-Flux2KleinPipeline running the same two passes."""
+Flux2KleinPipeline running the same two passes. The command line's img2img takes the hires fix
+(--hr-*): its picture the generation's, its infotext naming the hires fields."""
 
 from __future__ import annotations
 
@@ -263,3 +264,49 @@ def test_flux2_hires_fix_with_the_references(model: Any, klein: tuple[Path, Any]
     # the other reference moves the picture hundreds of times that (measured 2.7 levels)
     assert np.abs(got - expected).max() <= BOUND and np.abs(got - expected).mean() < 0.02
     assert np.abs(moved - got).mean() > 1.5
+
+
+def test_flux2_hires_fix_from_the_cli(model: Any, klein: tuple[Path, Any], tmp_path: Path,
+                                      capsys: pytest.CaptureFixture[str],
+                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    """`img2img --init-image ... --reference ... --hr-scale 2 --hr-steps 2 --hr-denoise 0.75`
+    on the klein folder: a clean run (exit 0, no warning, no traceback), the picture at the
+    hires size and the generation's picture of that request (diffusers' above), the infotext
+    naming the hires fields and the first pass's size."""
+    import diffusion.cli.main as cli
+    from diffusion.infotext import parse_infotext, read_infotext
+    from diffusion.pipelines.flow.flux2_model import Flux2Model
+
+    monkeypatch.setattr(Flux2Model, "max_sequence_length", TOKENS)
+    rng = np.random.default_rng(4)
+    init, ref = (rng.integers(low, high, (SIZE, 48, 3), dtype=np.uint8)
+                 for low, high in ((0, 256), (0, 60)))
+    Image.fromarray(init).save(tmp_path / "init.png")
+    Image.fromarray(ref).save(tmp_path / "ref.png")
+    out = tmp_path / "hires.png"
+    code = cli.main(["img2img", "--model", str(klein[0]), "--init-image",
+                     str(tmp_path / "init.png"), "--reference", str(tmp_path / "ref.png"),
+                     "--prompt", PROMPT, "--width", "48", "--height", str(SIZE), "--steps", "2",
+                     "--sampler", "Euler", "--rng", "torch", "--seed", str(SEED),
+                     "--dtype", "float32", "--hr-scale", "2", "--hr-steps", "2",
+                     "--hr-denoise", "0.75", "--out", str(out)])
+    printed, err = capsys.readouterr()
+    assert code == 0, err
+    assert printed.strip() == str(out)
+    assert "Traceback" not in err and "warn" not in err.lower() and "error" not in err.lower()
+    with Image.open(out) as image:
+        ours = np.asarray(image.convert("RGB"))
+    assert ours.shape == (2 * SIZE, 96, 3)
+    expected = model.generate(GenerationRequest(
+        prompt=PROMPT, init_image=init, references=(ref,), width=48, height=SIZE, steps=2,
+        sampler="Euler", seed=SEED, rng="torch", cfg_scale=1.0,
+        hires=HiresFix(scale=2.0, upscaler="Latent", steps=2, denoise=0.75))).images[0]
+    np.testing.assert_array_equal(ours, expected)
+    text = read_infotext(out) or ""
+    for field in ("Size: 48x32", "Denoising strength: 0.75", "Hires upscale: 2",
+                  "Hires steps: 2", "Hires upscaler: Latent", "Reference images: 2"):
+        assert field in text, (field, text)
+    fields = parse_infotext(text)
+    # read back, the edit model's one strength is the hires pass's
+    read = ("hires_scale", "hires_steps", "hires_upscaler", "hires_denoise", "width", "height")
+    assert tuple(fields[key] for key in read) == (2.0, 2, "Latent", 0.75, 48, SIZE)

@@ -14,7 +14,7 @@ import pytest
 pytest.importorskip("diffusers", reason="diffusers is a test-only reference (extra: reference)")
 import torch
 from PIL import Image
-from qwenedit_tiny import tiny_qwenimage_edit_pipeline
+from qwenedit_tiny import read_at_area, tiny_qwenimage_edit_pipeline
 
 import diffusion.cli.main as cli
 import diffusion.pipelines.flow.qwen_image_edit as edit_module
@@ -35,27 +35,12 @@ def _picture(seed: int, low: int = 0, high: int = 256) -> Image.Image:
 
 @pytest.fixture(scope="module")
 def tiny_edit(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Any]:
-    """The folder and diffusers' pipeline of it, patched in two ways: the reference at AREA
-    pixels, and the text encoder given `mm_token_type_ids`, without which transformers 5
-    builds no multimodal positions (transformers 4, which Qwen-Image-Edit was made with,
-    found the image tokens itself)."""
-    from diffusers.pipelines.qwenimage import pipeline_qwenimage_edit as module
-
+    """The folder and diffusers' pipeline of it, its reference read at AREA pixels
+    (qwenedit_tiny.read_at_area)."""
     root = tmp_path_factory.mktemp("tiny-qwen-edit")
     pipe = tiny_qwenimage_edit_pipeline(root)
-    dimensions = module.calculate_dimensions
-    patch = pytest.MonkeyPatch()
-    patch.setattr(module, "calculate_dimensions", lambda area, ratio: dimensions(AREA, ratio))
-    encoder, image_token = pipe.text_encoder, pipe.text_encoder.config.image_token_id
-    forward = encoder.forward
-
-    def with_types(input_ids: Any = None, **kwargs: Any) -> Any:
-        return forward(input_ids=input_ids, mm_token_type_ids=(input_ids == image_token).int(),
-                       **kwargs)
-
-    patch.setattr(encoder, "forward", with_types)
-    yield root / "qwen-edit", pipe
-    patch.undo()
+    with read_at_area(pipe, AREA):
+        yield root / "qwen-edit", pipe
 
 
 def _diffusers(pipe: Any, image: Image.Image, prompt: str) -> np.ndarray:
