@@ -124,14 +124,18 @@ def generation_body(body: ImagesRequest, registry: ModelRegistry,
 
 def image_from_bytes(data: bytes, param: str) -> Any:
     """A PIL image from an uploaded file's bytes; OpenAIError naming `param` otherwise."""
-    from PIL import Image, UnidentifiedImageError
+    from PIL import Image
 
     if not data:
         raise OpenAIError(f"{param} is empty; upload a PNG, JPEG or WebP file", param)
     try:
         image = Image.open(io.BytesIO(data))
         image.load()
-    except (UnidentifiedImageError, OSError, ValueError) as exc:
+    except Image.UnidentifiedImageError:  # its text names only the BytesIO object
+        raise OpenAIError(f"{param} is not an image this server can read (no format Pillow "
+                          "reads); upload a PNG, JPEG or WebP file", param) from None
+    # DecompressionBombError is no OSError: a picture of too many pixels
+    except (OSError, Image.DecompressionBombError, SyntaxError, ValueError) as exc:
         raise OpenAIError(f"{param} is not an image this server can read ({exc}); upload a "
                           "PNG, JPEG or WebP file", param) from None
     return image
