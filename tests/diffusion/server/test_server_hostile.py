@@ -25,7 +25,7 @@ from fastapi.testclient import TestClient
 from PIL import Image
 
 from diffusion.pipelines.sd.stable_diffusion import GenerationResult, SamplingDefaults
-from diffusion.server import create_app
+from diffusion.server import create_app, images
 from diffusion.server.api.scripts import sd_upscale
 from diffusion.server.api.scripts.values import split_values, typed_values
 from diffusion.upscalers.by_name import MAX_PIXELS, upscale
@@ -179,3 +179,48 @@ def test_openai_edits_decompression_bomb_is_a_400(served: Any, part: str) -> Non
     assert error["param"] == part
     assert error["message"].startswith(f"{part} is not an image this server can read (Image "
                                        "size (400000000 pixels) exceeds limit")
+
+
+def _pictures(count: int) -> list[str]:
+    return [_b64(_png(64, 64))] * count
+
+
+@pytest.mark.parametrize(("path", "body"), [
+    ("/sdapi/v1/img2img", {"init_images": _pictures(3)}),
+    ("/sdapi/v1/img2img", {"init_images": _pictures(2), "mask": _pictures(1)[0]}),
+    ("/sdapi/v1/txt2img", {"alwayson_scripts": {"controlnet": {"args": [
+        {"enabled": True, "module": "canny", "image": picture} for picture in _pictures(3)]}}}),
+    ("/sdapi/v1/extra-batch-images", {"upscaler_1": "None", "imageList": [
+        {"data": picture} for picture in _pictures(3)]}),
+    ("/controlnet/detect", {"controlnet_module": "canny",
+                            "controlnet_input_images": _pictures(3)}),
+])
+def test_the_pictures_of_a_request_share_one_pixel_budget(
+        served: Any, monkeypatch: pytest.MonkeyPatch, path: str, body: dict[str, Any]) -> None:
+    """Each picture is under Pillow's limit, together they are over the request's (here
+    two 64x64 pictures': a 50 MiB body of flat 13000x13000 PNGs decoded to 50 GB)."""
+    client, pipe = served
+    monkeypatch.setattr(images, "MAX_REQUEST_PIXELS", 2 * 64 * 64)
+    before = len(pipe.requests)
+    response = client.post(path, json={"prompt": "a", "steps": 2, **body})
+    assert response.status_code == 422, response.text[:300]
+    assert "(64x64) takes the request's pictures to 12,288 pixels, over this server's limit " \
+           "of 8,192; send fewer or smaller pictures" in response.json()["detail"]
+    assert len(pipe.requests) == before
+    fewer = {**body, "init_images": body["init_images"][:2]} if "mask" not in body and \
+        "init_images" in body else None
+    if fewer is not None:  # at the limit: taken
+        assert client.post(path, json={"prompt": "a", "steps": 2, **fewer}).status_code == 200
+
+
+def test_openai_edits_pictures_share_one_pixel_budget(served: Any,
+                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    client, _ = served
+    monkeypatch.setattr(images, "MAX_REQUEST_PIXELS", 2 * 16 * 16)
+    files = [("image[]", ("i.png", _png(16, 16), "image/png"))] * 3
+    response = client.post("/v1/images/edits", data={"prompt": "a"}, files=files)
+    assert response.status_code == 400, response.text[:300]
+    assert response.json()["error"] == {
+        "message": "image (16x16) takes the request's pictures to 768 pixels, over this "
+                   "server's limit of 512; send fewer or smaller pictures",
+        "type": "invalid_request_error", "param": "image", "code": None}

@@ -24,7 +24,7 @@ from ....faces import FaceFolders, FaceRestoration
 from ....upscalers.by_name import upscale, upscaler_names
 from ....upscalers.interpolation import LATENT_UPSCALERS
 from ....upscalers.models import MODEL_UPSCALERS
-from ...images import decode_image, encode_png
+from ...images import PixelBudget, decode_image, encode_png
 from ..faces import check_restorer
 from ..generation import RequestError
 from ..state import State, submit, wait
@@ -197,7 +197,8 @@ async def extra_single_image(request: ExtrasSingleRequest, state: State) -> dict
 @api.post("/extra-batch-images")
 async def extra_batch_images(request: ExtrasBatchRequest, state: State) -> dict[str, Any]:
     faces = _check(request, state)
-    images = [np.asarray(decode_image(item.data, f"imageList[{i}]").convert("RGB"))
+    budget = PixelBudget()  # the pictures together
+    images = [np.asarray(decode_image(item.data, f"imageList[{i}]", budget).convert("RGB"))
               for i, item in enumerate(request.imageList)]
     outs = await _run(state, lambda: [_postprocess(image, request, faces) for image in images])
     info = _html_info(request, outs[0].shape[1::-1]) if outs else ""
