@@ -26,6 +26,7 @@ from PIL import Image
 
 from diffusion.pipelines.sd.stable_diffusion import GenerationResult, SamplingDefaults
 from diffusion.server import create_app, images
+from diffusion.server.api.routers import extras
 from diffusion.server.api.scripts import sd_upscale
 from diffusion.server.api.scripts.values import split_values, typed_values
 from diffusion.upscalers.by_name import MAX_PIXELS, upscale
@@ -131,6 +132,12 @@ def test_an_upscale_past_the_pixel_limit_is_refused_before_it_allocates() -> Non
                            "script_args": [None, 0, "Lanczos", 2]},
      "SD upscale's tiles are the request's width x height, each side at least 8 px; got "
      "-64x64"),
+    *[("/sdapi/v1/txt2img", {"alwayson_scripts": {"ADetailer": {"args": [{
+        "ad_model": "face.pt", "ad_use_inpaint_width_height": True, "ad_inpaint_width": width,
+        "ad_inpaint_height": 512}]}}}, f"alwayson_scripts.ADetailer.args[0].ad_inpaint_width{says}")
+      for width, says in ((100, " must be a positive multiple of 8 (the VAE works on 8x8 pixel"
+                                " blocks), got 100; try 96 or 104"),
+                          (2048, " 2048 is above this server's limit of 1024 px (--max-size)"))],
     ("/sdapi/v1/extra-single-image", {"image": "PNG:1x2000", "upscaler_1": "Lanczos",
                                       "resize_mode": 1, "upscaling_resize_w": 8192,
                                       "upscaling_resize_h": 8},
@@ -224,3 +231,18 @@ def test_openai_edits_pictures_share_one_pixel_budget(served: Any,
         "message": "image (16x16) takes the request's pictures to 768 pixels, over this "
                    "server's limit of 512; send fewer or smaller pictures",
         "type": "invalid_request_error", "param": "image", "code": None}
+
+
+def test_an_extras_batch_holds_its_upscaled_pictures_to_one_budget(
+        served: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    client, _ = served
+    monkeypatch.setattr(extras, "BATCH_PIXELS", 2 * 32 * 32)
+    body = {"upscaler_1": "Lanczos", "upscaling_resize": 2,
+            "imageList": [{"data": picture} for picture in [_b64(_png(16, 16))] * 3]}
+    response = client.post("/sdapi/v1/extra-batch-images", json=body)
+    assert response.status_code == 422, response.text[:300]
+    assert response.json()["detail"] == (
+        "imageList[2] upscaled (32x32) takes the request's pictures to 3,072 pixels, over "
+        "this server's limit of 2,048; send fewer or smaller pictures")
+    body["imageList"] = body["imageList"][:2]
+    assert len(client.post("/sdapi/v1/extra-batch-images", json=body).json()["images"]) == 2
