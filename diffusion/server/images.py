@@ -16,7 +16,9 @@ from ..imaging import eight_bit
 from ..infotext import PNG_KEY, format_infotext, next_sequence_number, save_png
 
 __all__ = [
+    "MAX_REQUEST_PIXELS",
     "ImageError",
+    "PixelBudget",
     "decode_image",
     "encode_png",
     "png_info",
@@ -32,8 +34,31 @@ class ImageError(ValueError):
     """A request's image could not be used; the message says which field and why."""
 
 
-def decode_image(text: str, what: str) -> Any:
-    """A PIL image from base64 (a `data:image/...;base64,` prefix is allowed)."""
+# the pixels one request's pictures may come to, decoded: Pillow's decompression-bomb limit
+# for one picture (13377x13377), here for them all. A flat 13000x13000 PNG is 0.5 MB; a 50 MiB
+# body of them would otherwise decode to 50 GB
+MAX_REQUEST_PIXELS = 178_956_970
+
+
+class PixelBudget:
+    """The pixels left to a request's pictures; `take` refuses (ImageError) the picture that
+    would go past `limit` (None: MAX_REQUEST_PIXELS), from its header, before it is
+    decoded."""
+
+    def __init__(self, limit: int | None = None) -> None:
+        self.limit, self.used = MAX_REQUEST_PIXELS if limit is None else limit, 0
+
+    def take(self, size: tuple[int, int], what: str) -> None:
+        self.used += size[0] * size[1]
+        if self.used > self.limit:
+            raise ImageError(f"{what} ({size[0]}x{size[1]}) takes the request's pictures to "
+                             f"{self.used:,} pixels, over this server's limit of "
+                             f"{self.limit:,}; send fewer or smaller pictures")
+
+
+def decode_image(text: str, what: str, budget: PixelBudget | None = None) -> Any:
+    """A PIL image from base64 (a `data:image/...;base64,` prefix is allowed); with `budget`,
+    its pixels taken from it before it is decoded."""
     from PIL import Image
 
     if not isinstance(text, str) or not text.strip():
@@ -49,7 +74,11 @@ def decode_image(text: str, what: str) -> Any:
                          ) from None
     try:
         image = Image.open(io.BytesIO(raw))
+        if budget is not None:
+            budget.take(image.size, what)
         image.load()
+    except ImageError:  # the budget's: it says what to do
+        raise
     except Image.UnidentifiedImageError:  # its text names only the BytesIO object
         raise ImageError(f"{what} decodes from base64 but is not a readable image (no format "
                          "Pillow reads); send a PNG, JPEG or WebP file") from None

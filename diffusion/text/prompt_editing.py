@@ -25,6 +25,9 @@ __all__ = ["entry_index", "prompt_schedule", "prompt_schedules"]
 # outside any alternation, or a backslash ending the text, makes the grammar fail, and the WebUI
 # then uses the whole prompt unchanged at every step; so do we.
 
+# the deepest nesting of ( ) and [ ] read (the parser recurses about 3 frames a level; Python
+# stops at 1000 frames, and a prompt of 20000 "(" raised RecursionError)
+MAX_DEPTH = 100
 _NUMBER = re.compile(r"[+-]?(?:\d+(?:\.\d*)?|\.\d+)(?:[eE][+-]?\d+)?")
 _SPACE = re.compile(r"\s*")
 _PLAIN = re.compile(r"(?:[^\\\[\]():|]|\\.)+")
@@ -57,6 +60,7 @@ class _Syntax(Exception):
 class _ScheduleParser:
     def __init__(self, text: str) -> None:
         self.text = text
+        self.depth = 0
 
     def parse(self) -> list:
         """The top level: constructs, text, and brackets or colons that are only text."""
@@ -92,10 +96,17 @@ class _ScheduleParser:
 
     def _construct(self, pos: int) -> tuple[object, int] | None:
         """The emphasis, editing or alternation opening at `pos`, or None if there is none."""
+        if self.depth >= MAX_DEPTH:
+            raise ValueError(f"the prompt nests ( ) and [ ] more than {MAX_DEPTH} deep (at "
+                             f"character {pos}); nest them less, or escape literal brackets "
+                             "as \\( \\[")
+        self.depth += 1
         try:
             return self._round(pos) if self.text[pos] == "(" else self._square(pos)
         except _Syntax:
             return None
+        finally:
+            self.depth -= 1
 
     def _expect(self, pos: int, chars: str) -> str:
         if pos >= len(self.text) or self.text[pos] not in chars:

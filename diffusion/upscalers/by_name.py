@@ -10,7 +10,12 @@ import numpy as np
 from .interpolation import IMAGE_UPSCALERS, upscale_image
 from .models import MODEL_UPSCALERS
 
-__all__ = ["upscale", "upscaler_names"]
+__all__ = ["MAX_PIXELS", "upscale", "upscaler_names"]
+
+# the most pixels an upscaled picture may have: Pillow's decompression-bomb limit (the largest
+# picture Pillow reads back; a 1x2000 picture covering 8192x8 would otherwise ask for 134
+# billion pixels and take the process's memory)
+MAX_PIXELS = 178_956_970
 
 
 def upscaler_names() -> list[str]:
@@ -34,6 +39,10 @@ def upscale(image: np.ndarray, name: str, scale: float) -> np.ndarray:
     size = (int(width * scale) // 8 * 8, int(height * scale) // 8 * 8)
     if size[0] < 8 or size[1] < 8:
         raise ValueError(f"upscaling {width}x{height} by {scale} gives less than 8x8")
+    if size[0] * size[1] > MAX_PIXELS:
+        raise ValueError(f"upscaling {width}x{height} by {scale:g} gives {size[0]}x{size[1]}, "
+                         f"over the limit of {MAX_PIXELS:,} pixels; upscale by less or a "
+                         "smaller picture")
     if name in MODEL_UPSCALERS:
         return MODEL_UPSCALERS[name].upscale(image, scale)
     return upscale_image(image, size, name)

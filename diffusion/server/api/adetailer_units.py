@@ -22,6 +22,7 @@ from typing import Any
 
 from ...detection import YoloFile, load_yolo
 from ...detection.masks import MERGE_INVERT
+from ...pipelines.request import check_size
 from ...process_shared import process_shared
 from .generation import RequestError, resolve_sampler
 
@@ -164,8 +165,23 @@ def _value(raw: dict[str, Any], key: str, where: str) -> Any:
     return kind(value)
 
 
-def _unit(raw: dict[str, Any], index: int, where: str, models: ADetailerModels
-          ) -> ADetailerUnit | None:
+def _inpaint_size(values: dict[str, Any], where: str, max_size: int | None) -> None:
+    """The unit's own inpaint size, where it applies, as a request's width and height are held:
+    a multiple of 8 and at most --max-size (RequestError before anything is queued)."""
+    if not (values["use_inpaint_width_height"] and values["inpaint_only_masked"]):
+        return
+    for key in ("inpaint_width", "inpaint_height"):
+        try:
+            check_size(f"{where}.ad_{key}", values[key])
+        except ValueError as exc:
+            raise RequestError(str(exc)) from None
+        if max_size is not None and values[key] > max_size:
+            raise RequestError(f"{where}.ad_{key} {values[key]} is above this server's limit "
+                               f"of {max_size} px (--max-size)")
+
+
+def _unit(raw: dict[str, Any], index: int, where: str, models: ADetailerModels,
+          max_size: int | None) -> ADetailerUnit | None:
     unknown = sorted(set(raw) - set(_FIELDS))
     if unknown:
         raise RequestError(f"{where}: unknown field {unknown[0]!r}; ADetailer's fields are "
@@ -190,6 +206,7 @@ def _unit(raw: dict[str, Any], index: int, where: str, models: ADetailerModels
                             "Use same scheduler" else values["scheduler"])
         except RequestError as exc:
             raise RequestError(f"{where}.ad_sampler: {exc}") from None
+    _inpaint_size(values, where, max_size)
     if "ad_mask_k" not in raw:  # the older name
         values["mask_k"] = values["mask_k_largest"]
     path = models.find(values["model"])
@@ -201,9 +218,10 @@ def _unit(raw: dict[str, Any], index: int, where: str, models: ADetailerModels
     return ADetailerUnit(index, values["model"], path, values)
 
 
-def parse_adetailer(args: list[Any], models: ADetailerModels, kind: str
-                    ) -> tuple[ADetailerUnit, ...]:
-    """The units that run, from the script's `args` (with or without its leading booleans)."""
+def parse_adetailer(args: list[Any], models: ADetailerModels, kind: str,
+                    max_size: int | None = None) -> tuple[ADetailerUnit, ...]:
+    """The units that run, from the script's `args` (with or without its leading booleans);
+    `max_size`: the server's --max-size, which a unit's own inpaint size is held to."""
     where = "alwayson_scripts.ADetailer.args"
     rest = list(args)
     enabled = True
@@ -218,7 +236,7 @@ def parse_adetailer(args: list[Any], models: ADetailerModels, kind: str
         if not isinstance(raw, dict):
             raise RequestError(f"{where}[{i + len(args) - len(rest)}]: an ADetailer unit is a "
                                f"JSON object of ad_* fields, got {type(raw).__name__}")
-        unit = _unit(raw, i, f"{where}[{i + len(args) - len(rest)}]", models)
+        unit = _unit(raw, i, f"{where}[{i + len(args) - len(rest)}]", models, max_size)
         if unit is not None:
             units.append(unit)
     return tuple(units) if enabled else ()

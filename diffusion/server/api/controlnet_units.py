@@ -39,7 +39,7 @@ from ...pipelines.control_spec import ControlSpec
 from ...preprocessors.ip_adapter_modules import IP_ADAPTER_MODULES
 from ...preprocessors.registry import PREPROCESSORS, control_picture, module_name
 from ..catalog.image_encoders import ImageEncoders
-from ..images import ImageError, decode_image
+from ..images import ImageError, PixelBudget, decode_image
 from .generation import RequestError
 
 __all__ = ["control_units", "parse_units", "script_args"]
@@ -61,8 +61,8 @@ def script_args(alwayson_scripts: dict[str, Any] | None) -> list[Any] | None:
     return None
 
 
-def _picture(value: Any, where: str, part: str = "image", *, over_white: bool = False
-             ) -> np.ndarray | None:
+def _picture(value: Any, where: str, part: str = "image", *, over_white: bool = False,
+             budget: PixelBudget | None = None) -> np.ndarray | None:
     """A unit's image field as uint8 HxWx3 (`part` "mask": the mask it carries, if any),
     None when empty; `over_white`: its transparent parts white, as the extension's HWC3 gives
     a unit's picture (a mask's alpha is left to mean what it means there)."""
@@ -83,7 +83,7 @@ def _picture(value: Any, where: str, part: str = "image", *, over_white: bool = 
     if not isinstance(value, str):
         raise RequestError(f"{where}: a base64-encoded picture, got {type(value).__name__}")
     try:
-        image = decode_image(value, where)
+        image = decode_image(value, where, budget)
     except ImageError as exc:
         raise RequestError(str(exc)) from None
     return control_picture(image) if over_white else np.asarray(image.convert("RGB"))
@@ -123,7 +123,7 @@ def _encoder(raw: dict[str, Any], where: str, path: Path, encoders: ImageEncoder
 
 def _unit(raw: dict[str, Any], where: str, models: ControlModelDir,
           fallback: np.ndarray | None, encoders: ImageEncoders, inpainting: bool,
-          fallback_mask: np.ndarray | None) -> ControlSpec | None:
+          fallback_mask: np.ndarray | None, budget: PixelBudget) -> ControlSpec | None:
     for alias, key in _ALIASES.items():
         if alias in raw:
             if key in raw:
@@ -148,9 +148,10 @@ def _unit(raw: dict[str, Any], where: str, models: ControlModelDir,
         listed = ", ".join(models.titles()) or "none (start the server with --controlnet-dir)"
         raise RequestError(f"{where}.model: {name!r} is not one of this server's ControlNet "
                            f"models: {listed}")
-    image = _picture(raw.get("image"), f"{where}.image", over_white=True)
-    mask = _picture(raw.get("mask"), f"{where}.mask") if raw.get("mask") else (
-        None if image is None else _picture(raw.get("image"), f"{where}.image", "mask"))
+    image = _picture(raw.get("image"), f"{where}.image", over_white=True, budget=budget)
+    mask = _picture(raw.get("mask"), f"{where}.mask", budget=budget) if raw.get("mask") else (
+        None if image is None else _picture(raw.get("image"), f"{where}.image", "mask",
+                                            budget=budget))
     module = module_name(raw.get("module", "none"))
     if module == "inpaint_only" and not inpainting:
         raise RequestError(f"{where}.module: inpaint_only outside inpainting (the extension's "
@@ -188,13 +189,15 @@ def parse_units(args: list[Any], models: ControlModelDir, *,
     (inpaint_only runs only there, where the extension makes it inpaint), `fallback_mask`
     that mask (uint8 HxW), which a unit taking the init image takes too."""
     encoders = encoders or ImageEncoders()
+    budget = PixelBudget()  # every unit's pictures together
     specs = []
     for i, raw in enumerate(args):
         where = f"alwayson_scripts.controlnet.args[{i}]"
         if not isinstance(raw, dict):
             raise RequestError(f"{where}: a ControlNet unit is a JSON object, got "
                                f"{type(raw).__name__}")
-        spec = _unit(raw, where, models, fallback, encoders, inpainting, fallback_mask)
+        spec = _unit(raw, where, models, fallback, encoders, inpainting, fallback_mask,
+                     budget)
         if spec is not None:
             specs.append(spec)
     return tuple(specs)

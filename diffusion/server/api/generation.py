@@ -30,7 +30,7 @@ from ..catalog.modules_dir import (
     choose_modules,
     choose_vae,
 )
-from ..images import decode_image, encode_png, prepare_mask
+from ..images import PixelBudget, decode_image, encode_png, prepare_mask
 from ..jobs.worker import GenerationJob, JobResult
 from .schemas import Img2ImgRequest, Txt2ImgRequest
 
@@ -308,10 +308,11 @@ def _img2img_options(request: Img2ImgRequest) -> dict[str, Any]:
     if request.resize_mode not in (0, 1, 2, 3):
         raise RequestError(f"resize_mode must be 0 (resize), 1 (crop and resize), 2 (resize "
                            f"and fill) or 3 (latent upscale), got {request.resize_mode}")
-    image = decode_image(request.init_images[0], "init_images[0]")
+    budget = PixelBudget()  # the init images and mask together
+    image = decode_image(request.init_images[0], "init_images[0]", budget)
     # an edit model's further reference pictures (Forge Neo's mapping: the init images are
     # its references); a model that reads none refuses them (Capabilities.references)
-    references = tuple(decode_image(picture, f"init_images[{k}]")
+    references = tuple(decode_image(picture, f"init_images[{k}]", budget)
                        for k, picture in enumerate(request.init_images[1:], 1))
     out: dict[str, Any] = {"init_image": image, "strength": strength,
                            "resize_mode": request.resize_mode, "references": references}
@@ -320,7 +321,7 @@ def _img2img_options(request: Img2ImgRequest) -> dict[str, Any]:
     if request.initial_noise_multiplier is None and multiplier is not None:
         out["initial_noise_multiplier"] = multiplier
     if request.mask:
-        mask = decode_image(request.mask, "mask")
+        mask = decode_image(request.mask, "mask", budget)
         if mask.size != image.size:
             raise RequestError(f"mask is {mask.size[0]}x{mask.size[1]} but init_images[0] is "
                                f"{image.size[0]}x{image.size[1]}; send a mask of the image's "

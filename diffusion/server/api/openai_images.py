@@ -26,6 +26,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict
 
 from ..catalog.models_dir import ModelRegistry
+from ..images import ImageError, PixelBudget
 from .generation import LIMITS, RequestError
 from .schemas import Img2ImgRequest, Txt2ImgRequest
 
@@ -122,16 +123,25 @@ def generation_body(body: ImagesRequest, registry: ModelRegistry,
     return Txt2ImgRequest(**_common(body, registry, max_size))
 
 
-def image_from_bytes(data: bytes, param: str) -> Any:
-    """A PIL image from an uploaded file's bytes; OpenAIError naming `param` otherwise."""
-    from PIL import Image, UnidentifiedImageError
+def image_from_bytes(data: bytes, param: str, budget: PixelBudget | None = None) -> Any:
+    """A PIL image from an uploaded file's bytes (with `budget`, its pixels taken from it
+    before it is decoded); OpenAIError naming `param` otherwise."""
+    from PIL import Image
 
     if not data:
         raise OpenAIError(f"{param} is empty; upload a PNG, JPEG or WebP file", param)
     try:
         image = Image.open(io.BytesIO(data))
+        if budget is not None:
+            budget.take(image.size, param)
         image.load()
-    except (UnidentifiedImageError, OSError, ValueError) as exc:
+    except ImageError as exc:  # the budget's: it says what to do
+        raise OpenAIError(str(exc), param) from None
+    except Image.UnidentifiedImageError:  # its text names only the BytesIO object
+        raise OpenAIError(f"{param} is not an image this server can read (no format Pillow "
+                          "reads); upload a PNG, JPEG or WebP file", param) from None
+    # DecompressionBombError is no OSError: a picture of too many pixels
+    except (OSError, Image.DecompressionBombError, SyntaxError, ValueError) as exc:
         raise OpenAIError(f"{param} is not an image this server can read ({exc}); upload a "
                           "PNG, JPEG or WebP file", param) from None
     return image

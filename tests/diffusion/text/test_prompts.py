@@ -188,6 +188,18 @@ def test_nested_edits_and_unfinished_syntax():
         prompt_schedule(5, 10)  # type: ignore[arg-type]
 
 
+@pytest.mark.parametrize("prompt", ["(" * 20000, "[a:" * 3000 + "b" + ":0.5]" * 3000,
+                                    "[" * 101 + "a" + "]" * 101])
+def test_nesting_past_the_limit_is_a_value_error_not_a_recursion_error(prompt: str) -> None:
+    """A prompt of 20000 "(" raised RecursionError (the server's 500); 100 levels still read."""
+    with pytest.raises(ValueError, match=r"^the prompt nests \( \) and \[ \] more than 100 deep "
+                                         r"\(at character \d+\); nest them less"):
+        prompt_schedule(prompt, 10)
+    deep = "[" * 99 + "a:b:5" + "]" * 99  # the edit within 98 plain brackets
+    assert prompt_schedule(deep, 10) == [(5, "[" * 98 + "a" + "]" * 98),
+                                         (10, "[" * 98 + "b" + "]" * 98)]
+
+
 def test_edits_nested_anywhere_read_their_time_alike():
     """1.0 (a decimal point) is all the steps however deep the edit sits (old timelines would
     make it step 1); a top-level `|` is outside the grammar, so the prompt is used as

@@ -19,7 +19,7 @@ from ....preprocessors import module_detail, module_list, preprocess
 from ....preprocessors.dwpose import dw_openpose_with_json
 from ....preprocessors.openpose import POSE_MODULES, openpose_with_json
 from ....preprocessors.registry import MODULE_ALIASES, PREPROCESSORS, control_picture, module_name
-from ...images import ImageError, decode_image, encode_png
+from ...images import ImageError, PixelBudget, decode_image, encode_png
 from ..generation import RequestError
 from ..state import State, submit, wait
 
@@ -77,7 +77,8 @@ async def detect(body: DetectRequest, state: State) -> dict[str, Any]:
     if not texts:
         raise RequestError("controlnet_input_images is empty; send base64-encoded pictures")
     try:
-        pictures = [control_picture(decode_image(text, f"controlnet_input_images[{i}]"))
+        budget = PixelBudget()  # the pictures together
+        pictures = [control_picture(decode_image(text, f"controlnet_input_images[{i}]", budget))
                     for i, text in enumerate(texts)]
     except ImageError as exc:
         raise RequestError(str(exc)) from None

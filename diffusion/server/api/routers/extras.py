@@ -24,7 +24,7 @@ from ....faces import FaceRestoration, FaceRestorers
 from ....upscalers.by_name import upscale, upscaler_names
 from ....upscalers.interpolation import LATENT_UPSCALERS
 from ....upscalers.models import MODEL_UPSCALERS
-from ...images import decode_image, encode_png
+from ...images import MAX_REQUEST_PIXELS, PixelBudget, decode_image, encode_png
 from ..faces import check_restorer
 from ..generation import RequestError
 from ..state import State, submit, wait
@@ -32,6 +32,9 @@ from ..state import State, submit, wait
 __all__ = ["ExtrasBatchRequest", "ExtrasSingleRequest", "api"]
 
 api = APIRouter()
+# the pixels a batch's upscaled pictures may come to together: 4 requests' worth of pictures
+# (images.MAX_REQUEST_PIXELS), 2 GB as RGB
+BATCH_PIXELS = 4 * MAX_REQUEST_PIXELS
 
 
 class _ExtrasOptions(BaseModel):
@@ -112,6 +115,17 @@ def _postprocess(image: np.ndarray, options: _ExtrasOptions,
     for restoration in faces:
         out = restoration.apply(out)
     return out
+
+
+def _postprocess_all(images: list[np.ndarray], options: _ExtrasOptions,
+                     faces: list[FaceRestoration]) -> list[np.ndarray]:
+    """The batch's pictures, each upscaled picture taken from BATCH_PIXELS (each alone is held
+    to upscale()'s limit; 60 at that limit would take 32 GB)."""
+    budget, outs = PixelBudget(BATCH_PIXELS), []
+    for i, image in enumerate(images):
+        outs.append(_postprocess(image, options, faces))
+        budget.take(outs[-1].shape[1::-1], f"imageList[{i}] upscaled")
+    return outs
 
 
 def _check(options: _ExtrasOptions, state: State) -> list[FaceRestoration]:
@@ -199,8 +213,9 @@ async def extra_single_image(request: ExtrasSingleRequest, state: State) -> dict
 @api.post("/extra-batch-images")
 async def extra_batch_images(request: ExtrasBatchRequest, state: State) -> dict[str, Any]:
     faces = _check(request, state)
-    images = [np.asarray(decode_image(item.data, f"imageList[{i}]").convert("RGB"))
+    budget = PixelBudget()  # the pictures together
+    images = [np.asarray(decode_image(item.data, f"imageList[{i}]", budget).convert("RGB"))
               for i, item in enumerate(request.imageList)]
-    outs = await _run(state, lambda: [_postprocess(image, request, faces) for image in images])
+    outs = await _run(state, lambda: _postprocess_all(images, request, faces))
     info = _html_info(request, outs[0].shape[1::-1]) if outs else ""
     return {"html_info": info, "images": [encode_png(out) for out in outs]}

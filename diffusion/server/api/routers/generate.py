@@ -92,7 +92,7 @@ async def run_generation(state: ServerState, body: Txt2ImgRequest, kind: str,
     redux = parse_redux((body.model_extra or {}).get("redux"), state.registry.models_dir)
     # ADetailer's units (its alwayson_scripts), their models checked here too
     detailers = parse_adetailer(adetailer_args(body.alwayson_scripts) or [], state.adetailer,
-                                kind)
+                                kind, state.max_size)
     if detailers:  # each picture's pass on the worker, before it is saved
         job = replace(job, passes=(ADetailerPass(detailers, state.adetailer),))
     # 3. a refiner named by the client: one of this server's models

@@ -22,6 +22,7 @@ from fastapi.security import HTTPBasic, HTTPBasicCredentials
 from pydantic import ValidationError
 from starlette.datastructures import UploadFile
 
+from ...images import PixelBudget
 from ..openai_images import (
     ImagesRequest,
     OpenAIError,
@@ -111,11 +112,12 @@ async def edits(state: State, request: Request) -> dict[str, Any]:
         first = exc.errors()[0]
         param = ".".join(str(part) for part in first["loc"]) or None
         raise OpenAIError(f"{param or 'form'}: {first['msg']}", param) from None
-    pictures = [image_from_bytes(await _read_upload(upload, "image"), "image")
+    budget = PixelBudget()  # the pictures and the mask together
+    pictures = [image_from_bytes(await _read_upload(upload, "image"), "image", budget)
                 for upload in images]
     mask = None
     if "mask" in form:
-        mask = image_from_bytes(await _read_upload(form["mask"], "mask"), "mask")
+        mask = image_from_bytes(await _read_upload(form["mask"], "mask"), "mask", budget)
     webui = edit_body(body, pictures, mask, state.registry, state.max_size)
     result = await run_generation(state, webui, "img2img", client=request)
     return _answer(state, request, result, body.response_format)

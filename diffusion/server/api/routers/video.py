@@ -90,6 +90,10 @@ def _check(state: ServerState, body: Txt2VidRequest) -> tuple[Path, WanFiles]:
     if body.width % 16 or body.height % 16:
         raise RequestError(f"width and height must be multiples of 16 for Wan, got "
                            f"{body.width}x{body.height}")
+    if max(body.width, body.height) > state.max_size:  # as a picture's sides are held
+        raise RequestError(f"{body.width}x{body.height} is above this server's limit of "
+                           f"{state.max_size} px a side (serve --max-size); ask for a smaller "
+                           "size, or start the server with a larger --max-size")
     if body.sampler not in SAMPLERS:
         raise RequestError(f"sampler {body.sampler!r} is not one Wan runs; use one of "
                            f"{', '.join(SAMPLERS)}")

@@ -101,8 +101,9 @@ def combine_grid(grid: Grid) -> Image.Image:
 
 
 def whole(value: Any, name: str, low: int, high: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or value != int(value) \
-            or not low <= value <= high:
+    # the range first: int() of an infinite or NaN float raises
+    if isinstance(value, bool) or not isinstance(value, (int, float)) \
+            or not low <= value <= high or value != int(value):
         raise RequestError(f"script_args: {name} must be a whole number from {low} to {high}, "
                            f"got {value!r}")
     return int(value)

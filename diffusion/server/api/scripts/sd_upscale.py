@@ -37,13 +37,20 @@ ARG_LABELS: tuple[tuple[str, Any], ...] = (
     ("Info", None), ("Tile overlap", 64), ("Upscaler", "None"), ("Scale Factor", 2.0))
 
 
+def grid_shape(size: tuple[int, int], tile_w: int, tile_h: int, overlap: int
+               ) -> tuple[int, int]:
+    """(columns, rows) of the tiles split_grid cuts a picture of `size` into: at least one (a
+    picture smaller than a tile: one tile, the rest black, as there)."""
+    w, h = size
+    return (max(1, math.ceil((w - overlap) / (tile_w - overlap))),
+            max(1, math.ceil((h - overlap) / (tile_h - overlap))))
+
+
 def split_grid(image: Any, tile_w: int, tile_h: int, overlap: int) -> list[list[Tile]]:
     """`image`'s tiles row by row, as the WebUI's split_grid places them: as few as cover it
     with `overlap` px shared, spread evenly, the last flush with the right and bottom edges."""
     w, h = image.size
-    # at least one (a picture smaller than a tile: one tile, the rest black, as there)
-    cols = max(1, math.ceil((w - overlap) / (tile_w - overlap)))
-    rows = max(1, math.ceil((h - overlap) / (tile_h - overlap)))
+    cols, rows = grid_shape(image.size, tile_w, tile_h, overlap)
     dx = (w - tile_w) / (cols - 1) if cols > 1 else 0
     dy = (h - tile_h) / (rows - 1) if rows > 1 else 0
     grid = []
@@ -102,6 +109,9 @@ def _fitted(image: Any, width: int, height: int) -> Any:
 def _arguments(args: list[Any], width: int, height: int) -> tuple[int, str, float]:
     given = list(args) + [default for _, default in ARG_LABELS[len(args):]]
     _, overlap, upscaler, scale = given[:4]
+    if min(width, height) < 8:
+        raise RequestError(f"SD upscale's tiles are the request's width x height, each side at "
+                           f"least 8 px; got {width}x{height}")
     names = upscaler_names()
     if isinstance(upscaler, int) and not isinstance(upscaler, bool):
         if not 0 <= upscaler < len(names):
@@ -123,6 +133,15 @@ def _arguments(args: list[Any], width: int, height: int) -> tuple[int, str, floa
     return overlap, names[lower.index(upscaler.lower())], float(scale)
 
 
+def _check_tiles(size: tuple[int, ...], width: int, height: int, overlap: int,
+                 runs: int) -> None:
+    cols, rows = grid_shape((size[0], size[1]), width, height, overlap)
+    if cols * rows * runs > MAX_TILES:
+        raise RequestError(f"SD upscale makes {cols * rows} tiles x {runs} runs, over this "
+                           f"server's limit of {MAX_TILES} requests; lower the scale factor "
+                           "or n_iter, or raise width and height")
+
+
 async def run_sd_upscale(body: Txt2ImgRequest, kind: str, args: list[Any],
                          generate: Generate, check: Check, queue: Queue | None = None
                          ) -> dict[str, Any]:
@@ -139,6 +158,11 @@ async def run_sd_upscale(body: Txt2ImgRequest, kind: str, args: list[Any],
     from PIL import Image
 
     image = decode_image(init_images[0], "init_images[0]").convert("RGB")
+    # the tiles counted before the upscale (the size upscale() gives), so that a picture
+    # that would make too many is refused before its upscale takes memory and time
+    size = image.size if upscaler == "None" else tuple(int(side * scale) // 8 * 8
+                                                        for side in image.size)
+    _check_tiles(size, width, height, overlap, body.n_iter)
     if upscaler != "None":
         pixels = np.asarray(image)
         try:
@@ -147,12 +171,8 @@ async def run_sd_upscale(body: Txt2ImgRequest, kind: str, args: list[Any],
         except ValueError as exc:
             raise RequestError(f"SD upscale: {exc}") from None
         image = Image.fromarray(out)
+    _check_tiles(image.size, width, height, overlap, body.n_iter)  # a model's own size
     grid = split_grid(image, width, height, overlap)
-    count = sum(len(row) for row in grid)
-    if count * body.n_iter > MAX_TILES:
-        raise RequestError(f"SD upscale makes {count} tiles x {body.n_iter} runs, over this "
-                           f"server's limit of {MAX_TILES} requests; lower the scale factor "
-                           "or n_iter, or raise width and height")
     seed = secrets.randbelow(4294967294) if body.seed == -1 else body.seed
     base = body.model_copy(update={"script_name": None, "script_args": [], "n_iter": 1,
                                    "batch_size": 1, "send_images": True})

@@ -4,6 +4,7 @@ integer ranges `1-5`, `1-9 (+2)`, `1-10 [4]` (a count, spaced evenly) and their 
 from __future__ import annotations
 
 import csv
+import math
 import re
 from collections.abc import Callable
 from io import StringIO
@@ -34,10 +35,27 @@ def _number(kind: Callable[[str], Any], text: str) -> Any:
     return kind(text.replace(" ", ""))
 
 
-def typed_values(values: list[str], kind: str) -> list[Any]:
+def _counted(value: str, count: int, limit: int | None) -> None:
+    """ValueError when the range `value` stands for more than `limit` values (checked before
+    they are made: "1-1000000000" would take the server's memory)."""
+    if limit is not None and count > limit:
+        raise ValueError(f"{value!r} makes {count:,} values, over this server's limit of "
+                         f"{limit}; send a shorter range or a larger step")
+
+
+def _step(value: str, text: str | None) -> float:
+    size = float(text or 1)
+    if size == 0:
+        raise ValueError(f"{value!r} has a step of 0; send a step such as (+1) or (-1)")
+    return size
+
+
+def typed_values(values: list[str], kind: str, limit: int | None = None) -> list[Any]:
     """`values` expanded (ranges) and converted to `kind` ("int", "float" or "str"; "order":
-    every order of the values); ValueError names the value that is not a number."""
+    every order of the values); ValueError names the value that is not a number, a range
+    with a step of 0, and (with `limit`) a range or an order of more values than `limit`."""
     if kind == "order":
+        _counted(", ".join(values), math.factorial(len(values)), limit)
         return list(permutations(values))
     out: list[Any] = []
     for value in values:
@@ -45,23 +63,29 @@ def typed_values(values: list[str], kind: str) -> list[Any]:
             step, count = RANGE.fullmatch(value), RANGE_COUNT.fullmatch(value)
             if step is not None:
                 start, end = _number(int, step.group(1)), _number(int, step.group(2))
-                out += range(start, end + 1, int(step.group(3) or 1))
+                span = range(start, end + 1, int(_step(value, step.group(3))))
+                _counted(value, len(span), limit)
+                out += span
                 continue
             if count is not None:
                 start, end = _number(int, count.group(1)), _number(int, count.group(2))
                 num = int(count.group(3) or 1)
+                _counted(value, num, limit)
                 out += [int(v) for v in np.linspace(start, end, num).tolist()]
                 continue
         elif kind == "float":
             step, count = RANGE_FLOAT.fullmatch(value), RANGE_COUNT_FLOAT.fullmatch(value)
             if step is not None:
                 start, end = _number(float, step.group(1)), _number(float, step.group(2))
-                size = float(step.group(3) or 1)
+                size = _step(value, step.group(3))
+                _counted(value, max(0, math.ceil((end + size - start) / size)), limit)
                 out += np.arange(start, end + size, size).tolist()
                 continue
             if count is not None:
                 start, end = _number(float, count.group(1)), _number(float, count.group(2))
-                out += np.linspace(start, end, int(count.group(3) or 1)).tolist()
+                num = int(count.group(3) or 1)
+                _counted(value, num, limit)
+                out += np.linspace(start, end, num).tolist()
                 continue
         out.append(value)
     if kind == "str":

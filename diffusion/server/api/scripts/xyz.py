@@ -25,6 +25,7 @@ __all__ = ["ARG_LABELS", "run_xyz"]
 
 # the most cells one plot queues (as many as n_iter's limit of images per job)
 MAX_CELLS = 100
+MAX_MARGIN = 500  # the WebUI's "Grid margins (px)" slider's maximum
 Generate = Callable[[Txt2ImgRequest], Awaitable[dict[str, Any]]]
 Check = Callable[[Txt2ImgRequest], None]
 
@@ -49,13 +50,25 @@ def _axis_values(axis: Axis, text: Any, dropdown: Any, name: str, raw_lines: boo
         raise RequestError(f"{name} values must be text such as \"1, 2, 3\" or \"1-9 (+2)\", "
                            f"got {text!r}")
     try:
-        typed = typed_values([v for v in values if v != ""], axis.kind)
+        typed = typed_values([v for v in values if v != ""], axis.kind, MAX_CELLS)
     except ValueError as exc:
         raise RequestError(f"{name} values ({axis.label}): {exc}") from None
     if not typed:
         raise RequestError(f"{name} values are empty for the axis {axis.label!r}; send values "
                            "such as \"1, 2, 3\"")
     return typed
+
+
+def _margin(value: Any) -> int:
+    """The grid margins (script_args[13]): a whole number of pixels, 0 to MAX_MARGIN (the
+    WebUI's slider), else RequestError before any cell is queued."""
+    if value is None:
+        return 0
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not (
+            0 <= value <= MAX_MARGIN) or value != int(value):
+        raise RequestError(f"script_args[13] (Grid margins (px)) must be a whole number from 0 "
+                           f"to {MAX_MARGIN}, got {value!r}")
+    return int(value)
 
 
 def _seeded(axis: Axis, values: list[Any]) -> list[Any]:
@@ -76,6 +89,7 @@ async def run_xyz(body: Txt2ImgRequest, kind: str, args: list[Any], generate: Ge
     (x_type, x_text, x_drop, y_type, y_text, y_drop, z_type, z_text, z_drop, draw_legend,
      lone_images, sub_grids, no_fixed_seeds, margin, _csv_mode, raw_lines) = given[:16]
     names = ("X", "Y", "Z")
+    margin = _margin(margin)
     try:
         axes = [find_axis(kind, t, f"{n} type")
                 for t, n in zip((x_type, y_type, z_type), names, strict=True)]
@@ -131,9 +145,9 @@ async def run_xyz(body: Txt2ImgRequest, kind: str, args: list[Any], generate: Ge
     legend = bool(draw_legend)
     grids = [labelled_grid([pictures[k] for k in keys if k[2] == iz], len(ys),
                            labels[0] if legend else [], labels[1] if legend else [],
-                           int(margin or 0)) for iz in range(len(zs))]
+                           margin) for iz in range(len(zs))]
     grid = grids[0] if len(zs) == 1 else labelled_grid(
-        grids, 1, labels[2] if legend else [], [], int(margin or 0))
+        grids, 1, labels[2] if legend else [], [], margin)
     # the WebUI's include_sub_grids: each Z value's grid after the whole one
     shown = [grid, *(grids if sub_grids and len(zs) > 1 else [])]
     texts = [text if (isinstance(text, str) and text.strip()) or not isinstance(drop, list)
