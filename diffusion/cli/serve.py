@@ -104,8 +104,9 @@ def add_serve_parser(commands: Any) -> argparse.ArgumentParser:
                      help="where save_images=true writes (outputs/txt2img-images/DATE/...)")
     sub.add_argument("--queue-size", type=_positive, default=16, metavar="N",
                      help="jobs that may wait; more get 503 + Retry-After (16)")
-    sub.add_argument("--max-size", type=_positive, default=1024, metavar="PX",
-                     help="largest width/height a request may ask for (1024)")
+    sub.add_argument("--max-size", type=_positive, default=2048, metavar="PX",
+                     help="largest width/height a request may ask for (2048, the WebUI's "
+                          "slider maximum)")
     sub.add_argument("--dtype", choices=("auto", "float32", "float16"), default="auto",
                      help="weights: float16 (half the memory, needs shader-f16) or float32; "
                           "auto: float16 where the adapter has matrix units (tensor cores, "

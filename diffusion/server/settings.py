@@ -76,7 +76,7 @@ class ServerSettings:
     warmup: bool = False
     # limits
     queue_size: int = 16
-    max_size: int = 1024
+    max_size: int = 2048
     max_body_bytes: int = 50 * 2**20
     # HTTP: where to listen (localhost unless told otherwise), who may, where pictures go
     host: str = "127.0.0.1"

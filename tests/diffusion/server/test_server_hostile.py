@@ -137,9 +137,9 @@ def test_an_upscale_past_the_pixel_limit_is_refused_before_it_allocates() -> Non
         "ad_inpaint_height": 512}]}}}, f"alwayson_scripts.ADetailer.args[0].ad_inpaint_width{says}")
       for width, says in ((100, " must be a positive multiple of 8 (the VAE works on 8x8 pixel"
                                 " blocks), got 100; try 96 or 104"),
-                          (2048, " 2048 is above this server's limit of 1024 px (--max-size)"))],
+                          (4096, " 4096 is above this server's limit of 2048 px (--max-size)"))],
     ("/avx/txt2vid", {"model": "wan", "frames": 5, "width": 4096, "height": 4096},
-     "4096x4096 is above this server's limit of 1024 px a side (serve --max-size)"),
+     "4096x4096 is above this server's limit of 2048 px a side (serve --max-size)"),
     ("/sdapi/v1/extra-single-image", {"image": "PNG:1x2000", "upscaler_1": "Lanczos",
                                       "resize_mode": 1, "upscaling_resize_w": 8192,
                                       "upscaling_resize_h": 8},
