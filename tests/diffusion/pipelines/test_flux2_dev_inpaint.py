@@ -28,7 +28,6 @@ import pytest
 
 pytest.importorskip("diffusers", reason="diffusers is a test-only reference (extra: reference)")
 import torch
-from flux2_dev_tiny import tiny_flux2_dev_pipeline
 from PIL import Image
 
 import gpucore
@@ -43,16 +42,10 @@ GUIDANCE, OTHER_GUIDANCE = 4.0, 8.0
 TOKENS = 192  # the templated prompt's 174 tokens, padded (diffusers' 512 would be slow here)
 
 
-@pytest.fixture(scope="module")
-def tiny_dev(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Any]:
-    root = tmp_path_factory.mktemp("tiny-flux2-dev-inpaint")
-    return root / "flux2-dev", tiny_flux2_dev_pipeline(root)
-
-
-def _reference(dev: Any, init: np.ndarray, mask: np.ndarray,
-               guidance: float | None) -> np.ndarray:
-    """The assembled reference's picture (H, W, 3) in [0, 1]; `guidance` None: the klein
-    pipeline as it is (no guidance reaches the transformer)."""
+def _reference(dev: Any, embeds: torch.Tensor, init: np.ndarray, mask: np.ndarray,
+               guidance: float) -> np.ndarray:
+    """The assembled reference's picture (H, W, 3) in [0, 1] of dev's prompt embeddings
+    `embeds` at `guidance`."""
     import diffusers
 
     inpaint = diffusers.Flux2KleinInpaintPipeline(**dev.components)
@@ -63,23 +56,20 @@ def _reference(dev: Any, init: np.ndarray, mask: np.ndarray,
         kwargs["guidance"] = torch.full([1], guidance, dtype=torch.float32).expand(batch)
         return args, kwargs
 
-    hook = (None if guidance is None else
-            dev.transformer.register_forward_pre_hook(embedded, with_kwargs=True))
+    hook = dev.transformer.register_forward_pre_hook(embedded, with_kwargs=True)
     try:
         with torch.no_grad():
-            embeds = dev.encode_prompt(PROMPT, device="cpu", max_sequence_length=TOKENS)[0]
             return inpaint(  # type: ignore[no-any-return]
                 prompt_embeds=embeds, image=Image.fromarray(init),
                 mask_image=Image.fromarray(mask), strength=STRENGTH, height=HEIGHT,
                 width=WIDTH, num_inference_steps=STEPS, guidance_scale=1.0,
                 generator=torch.Generator().manual_seed(SEED), output_type="np").images[0]
     finally:
-        if hook is not None:
-            hook.remove()
+        hook.remove()
 
 
 def test_flux2_dev_inpaint_equals_diffusers(first_device: gpucore.Device,
-                                            tiny_dev: tuple[Path, Any],
+                                            tiny_flux2_dev: tuple[Path, Any],
                                             monkeypatch: pytest.MonkeyPatch) -> None:
     """48 x 32, 3 steps of 4 (strength 0.6), the mask's edge halfway through a latent column:
     the assembled reference's picture at Distilled CFG 4 through the model (measured 9.1e-4
@@ -88,7 +78,9 @@ def test_flux2_dev_inpaint_equals_diffusers(first_device: gpucore.Device,
     repainted part (measured 0.16 mean abs between 8 and 4) and keeps the rest: the kept
     latents are the init image's mean exactly; the kept pixels move a tenth as much (measured
     0.018: the VAE decoder's mid-block attention reaches across the whole picture)."""
-    folder, dev = tiny_dev
+    folder, dev = tiny_flux2_dev
+    with torch.no_grad():
+        embeds = dev.encode_prompt(PROMPT, device="cpu", max_sequence_length=TOKENS)[0]
     monkeypatch.setattr(Flux2Model, "max_sequence_length", TOKENS)
     rng = np.random.default_rng(3)
     init = rng.integers(0, 256, (HEIGHT, WIDTH, 3), dtype=np.uint8)
@@ -100,7 +92,7 @@ def test_flux2_dev_inpaint_equals_diffusers(first_device: gpucore.Device,
         prompt=PROMPT, width=WIDTH, height=HEIGHT, steps=STEPS, seed=SEED, sampler="diffusers",
         rng="torch", strength=STRENGTH, cfg_scale=1.0, distilled_cfg_scale=GUIDANCE,
         init_image=init, mask=mask)).images[0] / 255
-    error = np.abs(ours - _reference(dev, init, mask, GUIDANCE))
+    error = np.abs(ours - _reference(dev, embeds, init, mask, GUIDANCE))
     assert error.mean() < 1.5e-3 and error.max() < 3e-3
     # at the other guidance through the pipeline (the init image its first reference, as
     # the model passes it): the kept latents the init image's mean, the picture diffusers'
@@ -111,7 +103,7 @@ def test_flux2_dev_inpaint_equals_diffusers(first_device: gpucore.Device,
     start = model.pipe.mean_latents(to_unit_image(init, WIDTH, HEIGHT))
     assert np.abs(latents - start)[..., :1].max() < 1e-5
     guided = model.pipe.decode(latents)[0]
-    error = np.abs(guided - _reference(dev, init, mask, OTHER_GUIDANCE))
+    error = np.abs(guided - _reference(dev, embeds, init, mask, OTHER_GUIDANCE))
     assert error.mean() < 5e-6 and error.max() < 5e-5
     moved = np.abs(guided - ours)
     assert moved[:, 32:].mean() > 0.08  # the repainted pixels follow the guidance
