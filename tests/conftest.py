@@ -330,6 +330,17 @@ def tiny_flux2_klein(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, An
 
 
 @pytest.fixture(scope="session")
+def tiny_flux2_dev(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Any]:
+    """(the folder `root / "flux2-dev"`, diffusers' Flux2Pipeline) of FLUX.2 dev of tiny
+    random parts (the guidance embedding on)."""
+    pytest.importorskip("diffusers", reason="diffusers is a test-only reference")
+    from flux2_dev_tiny import tiny_flux2_dev_pipeline
+
+    root = tmp_path_factory.mktemp("tiny-flux2-dev")
+    return root / "flux2-dev", tiny_flux2_dev_pipeline(root)
+
+
+@pytest.fixture(scope="session")
 def tiny_qwenimage(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Any]:
     """(the folder `root / "qwen-image"`, diffusers' QwenImagePipeline) of tiny random parts."""
     pytest.importorskip("diffusers", reason="diffusers is a test-only reference")

@@ -14,7 +14,6 @@ import pytest
 
 pytest.importorskip("diffusers", reason="diffusers is a test-only reference (extra: reference)")
 import torch
-from flux2_dev_tiny import tiny_flux2_dev_pipeline
 from PIL import Image
 
 import diffusion.cli.main as cli
@@ -24,12 +23,6 @@ from diffusion.pipelines.flow.flux2_dev import SYSTEM_MESSAGE, Flux2Pipeline
 
 COMMON = ("--width", "24", "--height", "16", "--steps", "2", "--sampler", "diffusers", "--rng",
           "torch", "--seed", "7", "--dtype", "float32")
-
-
-@pytest.fixture(scope="module")
-def tiny_dev(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Any]:
-    root = tmp_path_factory.mktemp("tiny-flux2-dev")
-    return root / "flux2-dev", tiny_flux2_dev_pipeline(root)
 
 
 def _run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
@@ -44,12 +37,12 @@ def _pixels(path: str) -> np.ndarray:
 
 
 def test_mistral_prompt_as_transformers(first_device: gpucore.Device,
-                                        tiny_dev: tuple[Path, Any]) -> None:
+                                        tiny_flux2_dev: tuple[Path, Any]) -> None:
     """Token ids and mask as the processor's chat template gives them, and the three
     stacked hidden states as Mistral3ForConditionalGeneration's."""
     from diffusers.pipelines.flux2.pipeline_flux2 import SYSTEM_MESSAGE as REFERENCE
 
-    folder, reference = tiny_dev
+    folder, reference = tiny_flux2_dev
     assert SYSTEM_MESSAGE == REFERENCE
     assert flux2_family(folder) == "flux2-dev"
     pipe = Flux2Pipeline.from_pretrained(folder, device=first_device)
@@ -78,11 +71,11 @@ def test_mistral_prompt_as_transformers(first_device: gpucore.Device,
     assert mask.sum(1).max() < 192  # the padding is in the comparison
 
 
-def test_flux2_dev_from_the_cli(first_device: gpucore.Device, tiny_dev: tuple[Path, Any],
+def test_flux2_dev_from_the_cli(first_device: gpucore.Device, tiny_flux2_dev: tuple[Path, Any],
                                 tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     """diffusers' picture for two prompts at Distilled CFG Scales 4 and 6, the prompt and
     the scale each visibly changing it; CFG above 1 is refused in one line."""
-    folder, reference = tiny_dev
+    folder, reference = tiny_flux2_dev
 
     def diffusers_picture(prompt: str, guidance: float) -> np.ndarray:
         return reference(prompt=prompt, height=16, width=24, num_inference_steps=2,
