@@ -25,7 +25,7 @@ from gpustd import Tensor, clip, elementwise_kernel, nn, take_slice
 from gpustd.reduction import mean
 
 from .layers import Place, to_image, to_tokens
-from .wan_vae_common import FlatGammas, LatentStatistics, checked_statistics
+from .wan_vae_common import FlatGammas, LatentStatistics, checked_config
 
 __all__ = ["AutoencoderKLQwenImage", "single_frame_state"]
 
@@ -294,10 +294,7 @@ class AutoencoderKLQwenImage(LatentStatistics, nn.Module):
     def __init__(self, config: dict[str, Any], *, dtype: Any = np.float32,
                  device: Device | None = None) -> None:
         cfg = {**_DEFAULTS, **config}
-        if cfg["attn_scales"]:
-            raise ValueError("this Qwen-Image VAE has attention in its down/up blocks "
-                             "(attn_scales), which is not supported; use Qwen-Image's VAE")
-        self.config = checked_statistics(cfg)
+        self.config = checked_config(cfg, "Qwen-Image", "Qwen-Image's VAE")
         place: Place = {"dtype": dtype, "device": device}
         z_dim = cfg["z_dim"]
         self.encoder = Encoder(cfg, place)

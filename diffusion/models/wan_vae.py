@@ -28,7 +28,7 @@ from . import qwen_image_vae as qwen
 from .layers import Place
 from .qwen_image_vae import _DEFAULTS, _clamp_unit
 from .wan_vae_blocks import CausalConv3d, MidBlock, Resample, ResidualBlock, UpBlock, causal_conv
-from .wan_vae_common import FlatGammas, LatentStatistics, checked_statistics
+from .wan_vae_common import FlatGammas, LatentStatistics, checked_config
 from .wan_vae_replay import decode_frames
 from .wan_vae_residual import ResidualDownBlock, ResidualUpBlock, patchify, unpatchify
 
@@ -127,10 +127,7 @@ class AutoencoderKLWan(LatentStatistics, nn.Module):
             raise ValueError(f"Wan VAE patch_size {cfg['patch_size']!r} with is_residual "
                              f"{cfg['is_residual']!r} is neither Wan 2.1's (none, False) nor "
                              "Wan 2.2's (2, True); fix the VAE's config.json")
-        if cfg["attn_scales"]:
-            raise ValueError("this Wan VAE has attention in its down/up blocks (attn_scales), "
-                             "which is not supported; use Wan 2.1's VAE")
-        self.config = checked_statistics(cfg)
+        self.config = checked_config(cfg, "Wan", "Wan 2.1's VAE")
         place: Place = {"dtype": dtype, "device": device}
         z_dim = cfg["z_dim"]
         self.encoder = Encoder(cfg, place)

@@ -12,7 +12,7 @@ import numpy as np
 from gpucore import Device
 from gpustd import Tensor, asarray
 
-__all__ = ["FlatGammas", "LatentStatistics", "checked_statistics"]
+__all__ = ["FlatGammas", "LatentStatistics", "checked_config"]
 
 
 class FlatGammas(Mapping[str, Any]):
@@ -39,8 +39,13 @@ too)."""
         return (shape[0],) if key.endswith(".gamma") else shape
 
 
-def checked_statistics(cfg: dict[str, Any]) -> dict[str, Any]:
-    """`cfg`, ValueError where its latents_mean / latents_std do not have z_dim values."""
+def checked_config(cfg: dict[str, Any], model: str, supported: str) -> dict[str, Any]:
+    """`cfg`, a `model` VAE's config; ValueError in one line where it has attention in its
+    down/up blocks (what `supported` has none of) or latents_mean / latents_std without
+    z_dim values."""
+    if cfg["attn_scales"]:
+        raise ValueError(f"this {model} VAE has attention in its down/up blocks (attn_scales), "
+                         f"which is not supported; use {supported}")
     if len(cfg["latents_mean"]) != cfg["z_dim"] or len(cfg["latents_std"]) != cfg["z_dim"]:
         raise ValueError(f"latents_mean and latents_std must have z_dim = {cfg['z_dim']} "
                          "values each; fix the VAE's config.json")
