@@ -108,7 +108,28 @@ def _residuals(samples: Sequence[Tensor], blocks: int) -> Any:
     return lambda index: samples[index // interval]
 
 
-class FluxTransformer2DModel(nn.Module):
+class FluxTrunk(nn.Module):
+    """The FLUX transformer's embeddings and blocks (diffusers' names: `time_text_embed`,
+    `context_embedder`, `x_embedder`, `transformer_blocks`, `single_transformer_blocks`) for
+    the config `cfg`: its own, and its ControlNet's shortened copy (flux_controlnet)."""
+
+    def __init__(self, cfg: dict[str, Any], place: Place) -> None:
+        self.config = cfg
+        heads, head_dim = rope_heads(cfg)
+        dim = heads * head_dim
+        self.time_text_embed = CombinedTimestepTextProjEmbeddings(
+            dim, cfg["pooled_projection_dim"], place, guidance=cfg["guidance_embeds"])
+        self.context_embedder = nn.Linear(cfg["joint_attention_dim"], dim, **place)
+        self.x_embedder = nn.Linear(cfg["in_channels"], dim, **place)
+        self.transformer_blocks = nn.ModuleList(
+            [JointTransformerBlock(dim, heads, head_dim, place, qk_norm=True)
+             for _ in range(cfg["num_layers"])])
+        self.single_transformer_blocks = nn.ModuleList(
+            [FluxSingleTransformerBlock(dim, heads, head_dim, place)
+             for _ in range(cfg["num_single_layers"])])
+
+
+class FluxTransformer2DModel(FluxTrunk):
     """Packed latents (B, L, in_channels) -> the flow (B, L, out_channels).
 
     Config: `transformer/config.json` of a FLUX folder (diffusers' FluxTransformer2DModel
@@ -121,21 +142,11 @@ class FluxTransformer2DModel(nn.Module):
     def __init__(self, config: dict[str, Any], *, dtype: Any = np.float32,
                  device: Device | None = None) -> None:
         cfg = {**_DEFAULTS, **config}
-        self.config = cfg
         place: Place = {"dtype": dtype, "device": device}
+        super().__init__(cfg, place)
         heads, head_dim = rope_heads(cfg)
         dim = heads * head_dim
         out_channels = cfg["out_channels"] or cfg["in_channels"]
-        self.time_text_embed = CombinedTimestepTextProjEmbeddings(
-            dim, cfg["pooled_projection_dim"], place, guidance=cfg["guidance_embeds"])
-        self.context_embedder = nn.Linear(cfg["joint_attention_dim"], dim, **place)
-        self.x_embedder = nn.Linear(cfg["in_channels"], dim, **place)
-        self.transformer_blocks = nn.ModuleList(
-            [JointTransformerBlock(dim, heads, head_dim, place, qk_norm=True)
-             for _ in range(cfg["num_layers"])])
-        self.single_transformer_blocks = nn.ModuleList(
-            [FluxSingleTransformerBlock(dim, heads, head_dim, place)
-             for _ in range(cfg["num_single_layers"])])
         self.norm_out = AdaLayerNormContinuous(dim, place)
         self.proj_out = nn.Linear(dim, cfg["patch_size"] ** 2 * out_channels, **place)
 

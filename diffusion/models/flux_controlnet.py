@@ -25,8 +25,7 @@ import numpy as np
 from gpucore import Device
 from gpustd import Tensor, concatenate, nn, permute, take_slice
 
-from .dit_layers import CombinedTimestepTextProjEmbeddings, JointTransformerBlock
-from .flux import FluxSingleTransformerBlock
+from .flux import FluxTrunk
 from .layers import Place
 from .transformer_ops import rope_heads, rope_tables
 
@@ -41,28 +40,19 @@ _DEFAULTS: dict[str, Any] = {
 _ROPE_THETA = 10000.0
 
 
-class FluxControlNetModel(nn.Module):
-    """diffusers' `FluxControlNetModel`. Config: its `config.json` dict. Parameter names are
-    diffusers' (`controlnet_x_embedder.weight`, `controlnet_blocks.0.weight`,
+class FluxControlNetModel(FluxTrunk):
+    """diffusers' `FluxControlNetModel`: the transformer's FluxTrunk and the ControlNet's
+    own layers. Config: its `config.json` dict. Parameter names are diffusers'
+    (`controlnet_x_embedder.weight`, `controlnet_blocks.0.weight`,
     `controlnet_mode_embedder.weight`, ...)."""
 
     def __init__(self, config: Mapping[str, Any], *, dtype: Any = np.float32,
                  device: Device | None = None) -> None:
         cfg = {**_DEFAULTS, **config}
-        heads, head_dim = rope_heads(cfg)
-        self.config = cfg
         place: Place = {"dtype": dtype, "device": device}
+        super().__init__(cfg, place)
+        heads, head_dim = rope_heads(cfg)
         dim = heads * head_dim
-        self.time_text_embed = CombinedTimestepTextProjEmbeddings(
-            dim, cfg["pooled_projection_dim"], place, guidance=cfg["guidance_embeds"])
-        self.context_embedder = nn.Linear(cfg["joint_attention_dim"], dim, **place)
-        self.x_embedder = nn.Linear(cfg["in_channels"], dim, **place)
-        self.transformer_blocks = nn.ModuleList(
-            [JointTransformerBlock(dim, heads, head_dim, place, qk_norm=True)
-             for _ in range(cfg["num_layers"])])
-        self.single_transformer_blocks = nn.ModuleList(
-            [FluxSingleTransformerBlock(dim, heads, head_dim, place)
-             for _ in range(cfg["num_single_layers"])])
         self.controlnet_blocks = nn.ModuleList(
             [nn.Linear(dim, dim, **place) for _ in range(cfg["num_layers"])])
         self.controlnet_single_blocks = nn.ModuleList(

@@ -127,7 +127,33 @@ class QwenImageTransformerBlock(nn.Module):
             context, c_mods, 3, 4, self.txt_mlp.input_layers()))
 
 
-class QwenImageTransformer2DModel(nn.Module):
+class QwenImageTrunk(nn.Module):
+    """Qwen-Image's embeddings and double-stream blocks (diffusers' names: `time_text_embed`,
+    `txt_norm`, `img_in`, `txt_in`, `transformer_blocks`) for the config `cfg`: the
+    transformer's, and its ControlNet's shortened copy (qwen_image_controlnet)."""
+
+    def __init__(self, cfg: dict[str, Any], place: Place) -> None:
+        self.config = cfg
+        heads, head_dim = rope_heads(cfg)
+        dim = heads * head_dim
+        self.time_text_embed = QwenTimestepProjEmbeddings(dim, place)
+        self.txt_norm = RMSNorm(cfg["joint_attention_dim"], 1e-6, place=place)
+        self.img_in = nn.Linear(cfg["in_channels"], dim, **place)
+        self.txt_in = nn.Linear(cfg["joint_attention_dim"], dim, **place)
+        self.transformer_blocks = nn.ModuleList(
+            [QwenImageTransformerBlock(dim, heads, head_dim, place)
+             for _ in range(cfg["num_layers"])])
+
+    @property
+    def device(self) -> Device:
+        return self.img_in.weight.device
+
+    @property
+    def dtype(self) -> np.dtype:
+        return self.img_in.weight.dtype
+
+
+class QwenImageTransformer2DModel(QwenImageTrunk):
     """Packed latents (B, Li, in_channels) and text states (B, Lt, joint_attention_dim) ->
     the flow (B, Li, patch_size^2 * out_channels).
 
@@ -146,29 +172,14 @@ class QwenImageTransformer2DModel(nn.Module):
             if cfg[variant]:
                 raise ValueError(f"this Qwen-Image transformer sets {variant} (an edit or "
                                  "layered variant), which is not supported; use Qwen-Image")
-        heads, head_dim = rope_heads(cfg)
-        self.config = cfg
         place: Place = {"dtype": dtype, "device": device}
+        super().__init__(cfg, place)
+        heads, head_dim = rope_heads(cfg)
         dim = heads * head_dim
         out_channels = cfg["out_channels"] or cfg["in_channels"]
-        self.time_text_embed = QwenTimestepProjEmbeddings(dim, place)
-        self.txt_norm = RMSNorm(cfg["joint_attention_dim"], 1e-6, place=place)
-        self.img_in = nn.Linear(cfg["in_channels"], dim, **place)
-        self.txt_in = nn.Linear(cfg["joint_attention_dim"], dim, **place)
-        self.transformer_blocks = nn.ModuleList(
-            [QwenImageTransformerBlock(dim, heads, head_dim, place)
-             for _ in range(cfg["num_layers"])])
         self.norm_out = AdaLayerNormContinuous(dim, place)
         self.proj_out = nn.Linear(dim, cfg["patch_size"] ** 2 * out_channels, **place)
         self._tables: dict[tuple[Any, ...], tuple[Tensor, Tensor]] = {}
-
-    @property
-    def device(self) -> Device:
-        return self.img_in.weight.device
-
-    @property
-    def dtype(self) -> np.dtype:
-        return self.img_in.weight.dtype
 
     def rotary(self, rows: int, columns: int, text_length: int,
                references: Sequence[tuple[int, int]] = ()) -> tuple[Tensor, Tensor]:

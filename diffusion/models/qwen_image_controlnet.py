@@ -15,8 +15,8 @@ from gpucore import Device
 from gpustd import Tensor, asarray, nn
 
 from .layers import Place
-from .qwen_image import QwenImageTransformerBlock, QwenTimestepProjEmbeddings
-from .transformer_ops import RMSNorm, cast, rms_norm, rope_heads
+from .qwen_image import QwenImageTrunk
+from .transformer_ops import cast, rms_norm, rope_heads
 
 __all__ = ["QwenImageControlNetModel"]
 
@@ -27,9 +27,10 @@ _DEFAULTS: dict[str, Any] = {
 }
 
 
-class QwenImageControlNetModel(nn.Module):
+class QwenImageControlNetModel(QwenImageTrunk):
     """Packed latents, the map's packed latents and the prompt's states -> one residual per
-    block (B, Li, dim), times the unit's weight.
+    block (B, Li, dim), times the unit's weight: the transformer's QwenImageTrunk and the
+    ControlNet's own layers.
 
     Config: a QwenImageControlNetModel `config.json` (diffusers' fields; InstantX's Union: 5
     blocks). Parameter names are diffusers' (`controlnet_x_embedder.weight`,
@@ -40,29 +41,14 @@ class QwenImageControlNetModel(nn.Module):
     def __init__(self, config: dict[str, Any], *, dtype: Any = np.float32,
                  device: Device | None = None) -> None:
         cfg = {**_DEFAULTS, **config}
-        heads, head_dim = rope_heads(cfg)
-        self.config = cfg
         place: Place = {"dtype": dtype, "device": device}
+        super().__init__(cfg, place)
+        heads, head_dim = rope_heads(cfg)
         dim = heads * head_dim
-        self.time_text_embed = QwenTimestepProjEmbeddings(dim, place)
-        self.txt_norm = RMSNorm(cfg["joint_attention_dim"], 1e-6, place=place)
-        self.img_in = nn.Linear(cfg["in_channels"], dim, **place)
-        self.txt_in = nn.Linear(cfg["joint_attention_dim"], dim, **place)
-        self.transformer_blocks = nn.ModuleList(
-            [QwenImageTransformerBlock(dim, heads, head_dim, place)
-             for _ in range(cfg["num_layers"])])
         self.controlnet_blocks = nn.ModuleList(
             [nn.Linear(dim, dim, **place) for _ in range(cfg["num_layers"])])
         self.controlnet_x_embedder = nn.Linear(
             cfg["in_channels"] + cfg["extra_condition_channels"], dim, **place)
-
-    @property
-    def device(self) -> Device:
-        return self.img_in.weight.device
-
-    @property
-    def dtype(self) -> np.dtype:
-        return self.img_in.weight.dtype
 
     def forward(self, hidden_states: Tensor, control: Tensor, encoder_hidden_states: Tensor,
                 timestep: Any, rotary: tuple[Tensor, Tensor], encoder_mask: Any = None, *,

@@ -6,7 +6,8 @@ checkpoint), and the temporal resampling convolutions never run on a first frame
 RMS norms over the channels with a learned `gamma` (F.normalize, times sqrt(channels));
 16 latent channels normalized per channel by the config's `latents_mean` / `latents_std`.
 
-Wan video can share the networks here and add the frames' caches.
+Wan's video VAE (wan_vae, wan_vae_blocks) is these networks over causal 3D convolutions
+that keep the frames' caches.
 """
 
 from __future__ import annotations
@@ -14,16 +15,17 @@ from __future__ import annotations
 import itertools
 import math
 import typing
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
 import numpy as np
 
 from gpucore import Device
-from gpustd import Tensor, asarray, clip, elementwise_kernel, nn, take_slice
+from gpustd import Tensor, clip, elementwise_kernel, nn, take_slice
 from gpustd.reduction import mean
 
 from .layers import Place, to_image, to_tokens
+from .wan_vae_common import FlatGammas, LatentStatistics, checked_config
 
 __all__ = ["AutoencoderKLQwenImage", "single_frame_state"]
 
@@ -83,14 +85,18 @@ def _conv(in_dim: int, out_dim: int, kernel: int, place: Place) -> nn.Conv2d:
 
 class ResidualBlock(nn.Module):
     """norm1, SiLU, conv1, norm2, SiLU, conv2, plus the (projected) input.
-    diffusers: `QwenImageResidualBlock`."""
+    diffusers: `QwenImageResidualBlock`. `make_conv` (in, out, kernel side, place) makes its
+    convolutions: Wan's block (wan_vae_blocks) is this one with causal 3D ones."""
+
+    make_conv: Callable[[int, int, int, Place], Any] = staticmethod(_conv)
 
     def __init__(self, in_dim: int, out_dim: int, place: Place) -> None:
         self.norm1 = RMSNorm(in_dim, place)
-        self.conv1 = _conv(in_dim, out_dim, 3, place)
+        self.conv1 = self.make_conv(in_dim, out_dim, 3, place)
         self.norm2 = RMSNorm(out_dim, place)
-        self.conv2 = _conv(out_dim, out_dim, 3, place)
-        self.conv_shortcut = _conv(in_dim, out_dim, 1, place) if in_dim != out_dim else None
+        self.conv2 = self.make_conv(out_dim, out_dim, 3, place)
+        self.conv_shortcut = (self.make_conv(in_dim, out_dim, 1, place) if in_dim != out_dim
+                              else None)
 
     def forward(self, x: Tensor) -> Tensor:
         shortcut = self.conv_shortcut(x) if self.conv_shortcut is not None else x
@@ -116,13 +122,14 @@ class AttentionBlock(nn.Module):
 
 
 class Resample(nn.Module):
-    """`resample.1`: a 2x nearest upsampling and a conv halving the channels, or a stride-2
-    conv after padding right and bottom by one. The `time_conv` of the 3D modes only runs
-    from the second frame on. diffusers: `QwenImageResample`."""
+    """`resample.1`: a 2x nearest upsampling and a conv halving the channels (or making
+    `out_dim`: Wan 2.2's), or a stride-2 conv after padding right and bottom by one. The
+    `time_conv` of the 3D modes only runs from the second frame on (Wan's, wan_vae_blocks,
+    adds it). diffusers: `QwenImageResample`."""
 
-    def __init__(self, dim: int, mode: str, place: Place) -> None:
+    def __init__(self, dim: int, mode: str, place: Place, *, out_dim: int | None = None) -> None:
         self.up = mode.startswith("upsample")
-        conv = (nn.Conv2d(dim, dim // 2, 3, padding=1, **place) if self.up
+        conv = (nn.Conv2d(dim, out_dim or dim // 2, 3, padding=1, **place) if self.up
                 else nn.Conv2d(dim, dim, 3, stride=2, **place))
         self.resample = nn.ModuleList([nn.Identity(), conv])
 
@@ -133,8 +140,12 @@ class Resample(nn.Module):
 
 
 class MidBlock(nn.Module):
+    """Residual block, attention, residual block; `residual_kind` (Wan's: wan_vae_blocks)."""
+
+    residual_kind: type[ResidualBlock] = ResidualBlock
+
     def __init__(self, dim: int, place: Place) -> None:
-        self.resnets = nn.ModuleList([ResidualBlock(dim, dim, place) for _ in range(2)])
+        self.resnets = nn.ModuleList([self.residual_kind(dim, dim, place) for _ in range(2)])
         self.attentions = nn.ModuleList([AttentionBlock(dim, place)])
 
     def forward(self, x: Tensor) -> Tensor:
@@ -142,11 +153,17 @@ class MidBlock(nn.Module):
 
 
 class UpBlock(nn.Module):
+    """count + 1 residual blocks, then the up-sampler where `upsample` names its mode;
+    `residual_kind`, `resample_kind` (Wan's: wan_vae_blocks)."""
+
+    residual_kind, resample_kind = ResidualBlock, Resample
+
     def __init__(self, in_dim: int, out_dim: int, count: int, upsample: str | None,
                  place: Place) -> None:
-        self.resnets = nn.ModuleList([ResidualBlock(in_dim if i == 0 else out_dim, out_dim,
-                                                    place) for i in range(count + 1)])
-        self.upsamplers = (nn.ModuleList([Resample(out_dim, upsample, place)])
+        self.resnets = nn.ModuleList([self.residual_kind(in_dim if i == 0 else out_dim,
+                                                         out_dim, place)
+                                      for i in range(count + 1)])
+        self.upsamplers = (nn.ModuleList([self.resample_kind(out_dim, upsample, place)])
                            if upsample else None)
 
     def forward(self, x: Tensor) -> Tensor:
@@ -156,24 +173,38 @@ class UpBlock(nn.Module):
 
 
 class Encoder(nn.Module):
-    """diffusers: `QwenImageEncoder3d` on one frame (its attention scales unsupported)."""
+    """diffusers: `QwenImageEncoder3d` on one frame (its attention scales unsupported). Wan's
+    (wan_vae) is this one with its own kinds of parts, input channels' key and `stage`."""
+
+    make_conv: Callable[[int, int, int, Place], Any] = staticmethod(_conv)
+    residual_kind, resample_kind, mid_kind = ResidualBlock, Resample, MidBlock
+    channels_key = "input_channels"
 
     def __init__(self, cfg: dict[str, Any], place: Place) -> None:
         dim, mult = cfg["base_dim"], list(cfg["dim_mult"])
         dims = [dim * u for u in [1, *mult]]
-        self.conv_in = _conv(cfg["input_channels"], dims[0], 3, place)
+        self.conv_in = self.make_conv(cfg[self.channels_key], dims[0], 3, place)
         blocks: list[nn.Module] = []
         for i, (in_dim, out_dim) in enumerate(itertools.pairwise(dims)):
-            for _ in range(cfg["num_res_blocks"]):
-                blocks.append(ResidualBlock(in_dim, out_dim, place))
-                in_dim = out_dim
-            if i != len(mult) - 1:
-                mode = "downsample3d" if cfg["temperal_downsample"][i] else "downsample2d"
-                blocks.append(Resample(out_dim, mode, place))
+            temporal = None if i == len(mult) - 1 else bool(cfg["temperal_downsample"][i])
+            blocks += self.stage(cfg, in_dim, out_dim, temporal, place)
         self.down_blocks = nn.ModuleList(blocks)
-        self.mid_block = MidBlock(dims[-1], place)
+        self.mid_block = self.mid_kind(dims[-1], place)
         self.norm_out = RMSNorm(dims[-1], place)
-        self.conv_out = _conv(dims[-1], 2 * cfg["z_dim"], 3, place)
+        self.conv_out = self.make_conv(dims[-1], 2 * cfg["z_dim"], 3, place)
+
+    def stage(self, cfg: dict[str, Any], in_dim: int, out_dim: int, temporal: bool | None,
+              place: Place) -> list[nn.Module]:
+        """One level's residual blocks, then its down-sampler (3D where `temporal`; none on
+        the last level, `temporal` None)."""
+        blocks: list[nn.Module] = []
+        for _ in range(cfg["num_res_blocks"]):
+            blocks.append(self.residual_kind(in_dim, out_dim, place))
+            in_dim = out_dim
+        if temporal is not None:
+            mode = "downsample3d" if temporal else "downsample2d"
+            blocks.append(self.resample_kind(out_dim, mode, place))
+        return blocks
 
     def forward(self, x: Tensor) -> Tensor:
         x = self.conv_in(x)
@@ -183,24 +214,35 @@ class Encoder(nn.Module):
 
 
 class Decoder(nn.Module):
-    """diffusers: `QwenImageDecoder3d` on one frame."""
+    """diffusers: `QwenImageDecoder3d` on one frame. Wan's (wan_vae) is this one with its own
+    kinds of parts, output channels' key and `stage`, as its encoder."""
+
+    make_conv: Callable[[int, int, int, Place], Any] = staticmethod(_conv)
+    up_kind, mid_kind = UpBlock, MidBlock
+    channels_key = "input_channels"
 
     def __init__(self, cfg: dict[str, Any], place: Place) -> None:
         dim, mult = cfg["base_dim"], list(cfg["dim_mult"])
         dims = [dim * u for u in [mult[-1], *mult[::-1]]]
         upsample = list(cfg["temperal_downsample"])[::-1]
-        self.conv_in = _conv(cfg["z_dim"], dims[0], 3, place)
-        self.mid_block = MidBlock(dims[0], place)
+        self.conv_in = self.make_conv(cfg["z_dim"], dims[0], 3, place)
+        self.mid_block = self.mid_kind(dims[0], place)
         blocks = []
         for i, (in_dim, out_dim) in enumerate(itertools.pairwise(dims)):
-            mode = None
-            if i != len(mult) - 1:
-                mode = "upsample3d" if upsample[i] else "upsample2d"
-            blocks.append(UpBlock(in_dim // 2 if i > 0 else in_dim, out_dim,
-                                  cfg["num_res_blocks"], mode, place))
+            temporal = None if i == len(mult) - 1 else bool(upsample[i])
+            blocks.append(self.stage(cfg, in_dim, out_dim, temporal, first=i == 0, place=place))
         self.up_blocks = nn.ModuleList(blocks)
         self.norm_out = RMSNorm(dims[-1], place)
-        self.conv_out = _conv(dims[-1], cfg["input_channels"], 3, place)
+        self.conv_out = self.make_conv(dims[-1], cfg[self.channels_key], 3, place)
+
+    def stage(self, cfg: dict[str, Any], in_dim: int, out_dim: int, temporal: bool | None, *,
+              first: bool, place: Place) -> nn.Module:
+        """One level's up block (its up-sampler 3D where `temporal`; none on the last level,
+        `temporal` None): after the first level it reads half of `in_dim`, what the level
+        before's up-sampler made."""
+        mode = None if temporal is None else "upsample3d" if temporal else "upsample2d"
+        return self.up_kind(in_dim if first else in_dim // 2, out_dim, cfg["num_res_blocks"],
+                            mode, place)
 
     def forward(self, x: Tensor) -> Tensor:
         x = self.mid_block(self.conv_in(x))
@@ -209,12 +251,12 @@ class Decoder(nn.Module):
         return self.conv_out(self.norm_out(x, silu=True))
 
 
-class _SingleFrameState(Mapping[str, Any]):
-    """A diffusers state dict (or a loader's lazy mapping) as the single-frame network's:
-    5D kernels cut to their last temporal tap, gammas flattened, time_conv dropped."""
+class _SingleFrameState(FlatGammas):
+    """FlatGammas for the single-frame network: 5D kernels cut to their last temporal tap,
+    time_conv dropped."""
 
     def __init__(self, state: Mapping[str, Any]) -> None:
-        self._state = state
+        super().__init__(state)
         self._keys = [k for k in state if ".time_conv." not in k]
 
     def __iter__(self) -> Iterator[str]:
@@ -226,16 +268,11 @@ class _SingleFrameState(Mapping[str, Any]):
     def __getitem__(self, key: str) -> Any:
         if ".time_conv." in key:
             raise KeyError(key)
-        value = np.asarray(self._state[key])
-        if key.endswith(".gamma"):
-            return value.reshape(-1)
+        value = np.asarray(super().__getitem__(key))
         return value[:, :, -1] if value.ndim == 5 else value
 
     def shape(self, key: str) -> tuple[int, ...]:
-        shape_of = getattr(self._state, "shape", None)
-        shape = tuple(shape_of(key)) if callable(shape_of) else np.shape(self._state[key])
-        if key.endswith(".gamma"):
-            return (shape[0],)
+        shape = super().shape(key)
         return (*shape[:2], *shape[3:]) if len(shape) == 5 else shape
 
 
@@ -244,7 +281,7 @@ def single_frame_state(state: Mapping[str, Any]) -> Mapping[str, Any]:
     return _SingleFrameState(state)
 
 
-class AutoencoderKLQwenImage(nn.Module):
+class AutoencoderKLQwenImage(LatentStatistics, nn.Module):
     """Pictures (B, 3, H, W) in [-1, 1] <-> latents (B, z_dim, H / 8, W / 8).
 
     Config: `vae/config.json` of a Qwen-Image folder. Parameter names are diffusers'
@@ -257,13 +294,7 @@ class AutoencoderKLQwenImage(nn.Module):
     def __init__(self, config: dict[str, Any], *, dtype: Any = np.float32,
                  device: Device | None = None) -> None:
         cfg = {**_DEFAULTS, **config}
-        if cfg["attn_scales"]:
-            raise ValueError("this Qwen-Image VAE has attention in its down/up blocks "
-                             "(attn_scales), which is not supported; use Qwen-Image's VAE")
-        if len(cfg["latents_mean"]) != cfg["z_dim"] or len(cfg["latents_std"]) != cfg["z_dim"]:
-            raise ValueError(f"latents_mean and latents_std must have z_dim = {cfg['z_dim']} "
-                             "values each; fix the VAE's config.json")
-        self.config = cfg
+        self.config = checked_config(cfg, "Qwen-Image", "Qwen-Image's VAE")
         place: Place = {"dtype": dtype, "device": device}
         z_dim = cfg["z_dim"]
         self.encoder = Encoder(cfg, place)
@@ -271,34 +302,11 @@ class AutoencoderKLQwenImage(nn.Module):
         self.post_quant_conv = _conv(z_dim, z_dim, 1, place)
         self.decoder = Decoder(cfg, place)
 
-    @property
-    def device(self) -> Device:
-        return self.post_quant_conv.weight.device
-
     def load_state_dict(self, state: Mapping[str, Any], *, strict: bool = True,
                         dtype: Any = None, to_host: bool = False) -> None:
         """Load diffusers' AutoencoderKLQwenImage tensors (5D kernels, 4D/5D gammas)."""
         super().load_state_dict(single_frame_state(state), strict=strict, dtype=dtype,
                                 to_host=to_host)
-
-    def _statistics(self, dtype: Any) -> tuple[Tensor, Tensor]:
-        shape = (1, -1, 1, 1)
-        mean_ = np.asarray(self.config["latents_mean"], np.float32).reshape(shape)
-        std = np.asarray(self.config["latents_std"], np.float32).reshape(shape)
-        return (asarray(mean_, dtype=dtype, device=self.device),
-                asarray(std, dtype=dtype, device=self.device))
-
-    def normalize(self, latents: Tensor) -> Tensor:
-        """(z - latents_mean) / latents_std: what the transformer reads.
-        QwenImagePipeline: `(z - mean) * (1 / std)`."""
-        mean_, std = self._statistics(latents.dtype)
-        return (latents - mean_) * (1.0 / std)
-
-    def denormalize(self, latents: Tensor) -> Tensor:
-        """latents * latents_std + latents_mean: what `decode` reads.
-        QwenImagePipeline: `latents / (1 / std) + mean`."""
-        mean_, std = self._statistics(latents.dtype)
-        return latents / (1.0 / std) + mean_
 
     def decode(self, latents: Tensor) -> Tensor:
         """(B, z_dim, h, w) VAE latents (denormalized) -> (B, 3, 8h, 8w) clamped to [-1, 1]."""

@@ -10,86 +10,68 @@ zeros (or the previous chunk's last frames) in front. Encode and decode run chun
 as diffusers does (1 then 4 frames in, 1 latent frame out at a time), each causal convolution
 keeping the last two frames it read: memory grows with a chunk, not the clip.
 
-The norms and the mid-block attention are Qwen-Image's (its VAE is this one on one frame).
+The networks are Qwen-Image's (its VAE is this one on one frame: qwen_image_vae) over causal
+3D convolutions, with Wan 2.2's residual levels.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
 
 from gpucore import Device
-from gpustd import Tensor, asarray, concatenate, nn, permute, take_slice
+from gpustd import Tensor, concatenate, nn, permute, take_slice
 
+from . import qwen_image_vae as qwen
 from .layers import Place
-from .qwen_image_vae import _DEFAULTS, RMSNorm, _clamp_unit
-from .wan_vae_blocks import CausalConv3d, MidBlock, Resample, ResidualBlock, UpBlock
+from .qwen_image_vae import _DEFAULTS, _clamp_unit
+from .wan_vae_blocks import CausalConv3d, MidBlock, Resample, ResidualBlock, UpBlock, causal_conv
+from .wan_vae_common import FlatGammas, LatentStatistics, checked_config
 from .wan_vae_replay import decode_frames
 from .wan_vae_residual import ResidualDownBlock, ResidualUpBlock, patchify, unpatchify
 
 __all__ = ["AutoencoderKLWan"]
 
 
-class Encoder(nn.Module):
-    """diffusers: `WanEncoder3d` (no attention scales)."""
+class Encoder(qwen.Encoder):
+    """diffusers: `WanEncoder3d` (no attention scales): Qwen-Image's over causal 3D
+    convolutions, Wan 2.2's levels each one residual down block."""
+
+    make_conv = staticmethod(causal_conv)
+    residual_kind, resample_kind, mid_kind = ResidualBlock, Resample, MidBlock
+    channels_key = "in_channels"
+
+    def stage(self, cfg: dict[str, Any], in_dim: int, out_dim: int, temporal: bool | None,
+              place: Place) -> list[nn.Module]:
+        """Qwen-Image's level, or Wan 2.2's (`is_residual`) residual down block."""
+        if not cfg["is_residual"]:
+            return super().stage(cfg, in_dim, out_dim, temporal, place)
+        return [ResidualDownBlock(in_dim, out_dim, cfg["num_res_blocks"], place=place,
+                                  down=temporal is not None, temporal=bool(temporal))]
+
+
+class Decoder(qwen.Decoder):
+    """diffusers: `WanDecoder3d`: Qwen-Image's over causal 3D convolutions (its base dim
+    `decoder_base_dim` where given), Wan 2.2's levels each one residual up block."""
+
+    make_conv = staticmethod(causal_conv)
+    up_kind, mid_kind = UpBlock, MidBlock
+    channels_key = "out_channels"
 
     def __init__(self, cfg: dict[str, Any], place: Place) -> None:
-        dim, mult = cfg["base_dim"], list(cfg["dim_mult"])
-        dims = [dim * u for u in [1, *mult]]
-        self.conv_in = CausalConv3d(cfg["in_channels"], dims[0], (3, 3, 3), place)
-        blocks: list[nn.Module] = []
-        last = len(mult) - 1
-        for i in range(len(mult)):
-            in_dim, out_dim = dims[i], dims[i + 1]
-            if cfg["is_residual"]:
-                blocks.append(ResidualDownBlock(
-                    in_dim, out_dim, cfg["num_res_blocks"], place=place, down=i != last,
-                    temporal=i != last and bool(cfg["temperal_downsample"][i])))
-                continue
-            for _ in range(cfg["num_res_blocks"]):
-                blocks.append(ResidualBlock(in_dim, out_dim, place))
-                in_dim = out_dim
-            if i != len(mult) - 1:
-                mode = "downsample3d" if cfg["temperal_downsample"][i] else "downsample2d"
-                blocks.append(Resample(out_dim, mode, place))
-        self.down_blocks = nn.ModuleList(blocks)
-        self.mid_block = MidBlock(dims[-1], place)
-        self.norm_out = RMSNorm(dims[-1], place)
-        self.conv_out = CausalConv3d(dims[-1], 2 * cfg["z_dim"], (3, 3, 3), place)
-
-    def forward(self, x: Tensor) -> Tensor:
-        x = self.conv_in(x)
-        for block in self.down_blocks:
-            x = block(x)
-        return self.conv_out(self.norm_out(self.mid_block(x), silu=True))
-
-
-class Decoder(nn.Module):
-    """diffusers: `WanDecoder3d`."""
-
-    def __init__(self, cfg: dict[str, Any], place: Place) -> None:
-        dim, mult = cfg.get("decoder_base_dim") or cfg["base_dim"], list(cfg["dim_mult"])
-        dims = [dim * u for u in [mult[-1], *mult[::-1]]]
-        upsample = list(cfg["temperal_downsample"])[::-1]
-        self.conv_in = CausalConv3d(cfg["z_dim"], dims[0], (3, 3, 3), place)
-        self.mid_block = MidBlock(dims[0], place)
-        blocks: list[nn.Module] = []
+        super().__init__({**cfg, "base_dim": cfg.get("decoder_base_dim") or cfg["base_dim"]},
+                         place)
         self.residual = bool(cfg["is_residual"])
-        for i in range(len(mult)):
-            up = i != len(mult) - 1
-            if self.residual:
-                blocks.append(ResidualUpBlock(dims[i], dims[i + 1], cfg["num_res_blocks"],
-                                              temporal=up and bool(upsample[i]), up=up,
-                                              place=place))
-                continue
-            mode = ("upsample3d" if upsample[i] else "upsample2d") if up else None
-            blocks.append(UpBlock(dims[i] // 2 if i > 0 else dims[i], dims[i + 1],
-                                  cfg["num_res_blocks"], mode, place))
-        self.up_blocks = nn.ModuleList(blocks)
-        self.norm_out = RMSNorm(dims[-1], place)
-        self.conv_out = CausalConv3d(dims[-1], cfg["out_channels"], (3, 3, 3), place)
+
+    def stage(self, cfg: dict[str, Any], in_dim: int, out_dim: int, temporal: bool | None, *,
+              first: bool, place: Place) -> nn.Module:
+        """Qwen-Image's level, or Wan 2.2's (`is_residual`) residual up block."""
+        if not cfg["is_residual"]:
+            return super().stage(cfg, in_dim, out_dim, temporal, first=first, place=place)
+        return ResidualUpBlock(in_dim, out_dim, cfg["num_res_blocks"], temporal=bool(temporal),
+                               up=temporal is not None, place=place)
 
     def forward(self, x: Tensor, *, first_chunk: bool = False) -> Tensor:
         x = self.mid_block(self.conv_in(x))
@@ -108,29 +90,6 @@ def _reset(module: Any) -> None:
             _reset(child)
 
 
-class _FlatGammas(Mapping[str, Any]):
-    """A diffusers state dict (or a loader's lazy mapping) with the norms' (C, 1, 1[, 1])
-    gammas seen as (C,)."""
-
-    def __init__(self, state: Mapping[str, Any]) -> None:
-        self._state = state
-
-    def __iter__(self) -> Iterator[str]:
-        return iter(self._state)
-
-    def __len__(self) -> int:
-        return len(self._state)
-
-    def __getitem__(self, key: str) -> Any:
-        value = self._state[key]
-        return np.asarray(value).reshape(-1) if key.endswith(".gamma") else value
-
-    def shape(self, key: str) -> tuple[int, ...]:
-        shape_of = getattr(self._state, "shape", None)
-        shape = tuple(shape_of(key)) if callable(shape_of) else np.shape(self._state[key])
-        return (shape[0],) if key.endswith(".gamma") else shape
-
-
 def _frames(video: Tensor, index: int) -> Tensor:
     """(B, C, T, H, W) -> video `index` as (T, C, H, W)."""
     _, channels, count, height, width = video.shape
@@ -145,7 +104,7 @@ def _video(frames: list[Tensor]) -> Tensor:
     return out[0] if len(out) == 1 else concatenate(out, axis=0)
 
 
-class AutoencoderKLWan(nn.Module):
+class AutoencoderKLWan(LatentStatistics, nn.Module):
     """Videos (B, 3, T, H, W) in [-1, 1], T = 1 + 4k <-> latents (B, z_dim, 1 + k, H / s,
     W / s), s = `spatial_factor` (8; 16 for Wan 2.2's).
 
@@ -153,8 +112,11 @@ class AutoencoderKLWan(nn.Module):
     `patch_size` 2, z_dim 48). Parameter names are diffusers'
     (`decoder.up_blocks.0.resnets.0.conv1.weight` of shape (out, in, 3, 3, 3),
     `decoder.up_blocks.0.upsamplers.0.time_conv.weight`, ...). diffusers:
-    `AutoencoderKLWan.decode(z).sample` and `.encode(x).latent_dist` (`.mean`, `.logvar`).
+    `AutoencoderKLWan.decode(z).sample` and `.encode(x).latent_dist` (`.mean`, `.logvar`);
+    `normalize` / `denormalize` over (B, z_dim, F, h, w) (LatentStatistics).
     """
+
+    latent_rank = 5
 
     def __init__(self, config: dict[str, Any], *, dtype: Any = np.float32,
                  device: Device | None = None) -> None:
@@ -165,23 +127,13 @@ class AutoencoderKLWan(nn.Module):
             raise ValueError(f"Wan VAE patch_size {cfg['patch_size']!r} with is_residual "
                              f"{cfg['is_residual']!r} is neither Wan 2.1's (none, False) nor "
                              "Wan 2.2's (2, True); fix the VAE's config.json")
-        if cfg["attn_scales"]:
-            raise ValueError("this Wan VAE has attention in its down/up blocks (attn_scales), "
-                             "which is not supported; use Wan 2.1's VAE")
-        if len(cfg["latents_mean"]) != cfg["z_dim"] or len(cfg["latents_std"]) != cfg["z_dim"]:
-            raise ValueError(f"latents_mean and latents_std must have z_dim = {cfg['z_dim']} "
-                             "values each; fix the VAE's config.json")
-        self.config = cfg
+        self.config = checked_config(cfg, "Wan", "Wan 2.1's VAE")
         place: Place = {"dtype": dtype, "device": device}
         z_dim = cfg["z_dim"]
         self.encoder = Encoder(cfg, place)
         self.quant_conv = CausalConv3d(2 * z_dim, 2 * z_dim, (1, 1, 1), place)
         self.post_quant_conv = CausalConv3d(z_dim, z_dim, (1, 1, 1), place)
         self.decoder = Decoder(cfg, place)
-
-    @property
-    def device(self) -> Device:
-        return self.post_quant_conv.weight.device
 
     @property
     def temporal_factor(self) -> int:
@@ -195,27 +147,8 @@ class AutoencoderKLWan(nn.Module):
     def load_state_dict(self, state: Mapping[str, Any], *, strict: bool = True,
                         dtype: Any = None, to_host: bool = False) -> None:
         """Load diffusers' AutoencoderKLWan tensors (5D kernels, 4D/5D gammas)."""
-        super().load_state_dict(_FlatGammas(state), strict=strict, dtype=dtype,
+        super().load_state_dict(FlatGammas(state), strict=strict, dtype=dtype,
                                 to_host=to_host)
-
-    def _statistics(self, dtype: Any) -> tuple[Tensor, Tensor]:
-        shape = (1, -1, 1, 1, 1)
-        mean_ = np.asarray(self.config["latents_mean"], np.float32).reshape(shape)
-        std = np.asarray(self.config["latents_std"], np.float32).reshape(shape)
-        return (asarray(mean_, dtype=dtype, device=self.device),
-                asarray(std, dtype=dtype, device=self.device))
-
-    def normalize(self, latents: Tensor) -> Tensor:
-        """(z - latents_mean) / latents_std over (B, z_dim, F, h, w): what the transformer
-        reads. WanPipeline: `(z - mean) * (1 / std)`."""
-        mean_, std = self._statistics(latents.dtype)
-        return (latents - mean_) * (1.0 / std)
-
-    def denormalize(self, latents: Tensor) -> Tensor:
-        """latents * latents_std + latents_mean: what `decode` reads.
-        WanPipeline: `latents / (1 / std) + mean`."""
-        mean_, std = self._statistics(latents.dtype)
-        return latents / (1.0 / std) + mean_
 
     def decode(self, latents: Tensor, *, replay: bool = True) -> Tensor:
         """(B, z_dim, F, h, w) VAE latents (denormalized) -> (B, 3, 1 + 4 (F - 1), s h, s w)

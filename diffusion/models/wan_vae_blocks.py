@@ -1,6 +1,7 @@
 """The Wan video VAE's blocks (diffusers' names), shared by Wan 2.1's and Wan 2.2's networks:
 the causal 3D convolution that keeps a chunk's last frames for the next, the residual block,
-the 2D/3D resamplers, the mid block and Wan 2.1's up block. Videos are frame-major,
+the 2D/3D resamplers, the mid block and Wan 2.1's up block: Qwen-Image's (qwen_image_vae)
+over causal 3D convolutions, its resamplers with a `time_conv`. Videos are frame-major,
 (T, C, H, W): every 2D op sees the frames as its batch."""
 
 from __future__ import annotations
@@ -9,10 +10,10 @@ import typing
 
 from gpustd import Tensor, concatenate, nn, take_slice, zeros
 
+from . import qwen_image_vae as qwen
 from .layers import Place
-from .qwen_image_vae import AttentionBlock, RMSNorm
 
-__all__ = ["CausalConv3d", "MidBlock", "Resample", "ResidualBlock", "UpBlock"]
+__all__ = ["CausalConv3d", "MidBlock", "Resample", "ResidualBlock", "UpBlock", "causal_conv"]
 
 _HISTORY = 2  # frames a causal convolution keeps from one chunk for the next (CACHE_T)
 
@@ -70,36 +71,27 @@ class CausalConv3d(nn.Module):
         return typing.cast(Tensor, out)
 
 
-class ResidualBlock(nn.Module):
-    """norm1, SiLU, conv1, norm2, SiLU, conv2, plus the (projected) input.
-    diffusers: `WanResidualBlock`."""
-
-    def __init__(self, in_dim: int, out_dim: int, place: Place) -> None:
-        self.norm1 = RMSNorm(in_dim, place)
-        self.conv1 = CausalConv3d(in_dim, out_dim, (3, 3, 3), place)
-        self.norm2 = RMSNorm(out_dim, place)
-        self.conv2 = CausalConv3d(out_dim, out_dim, (3, 3, 3), place)
-        self.conv_shortcut = (CausalConv3d(in_dim, out_dim, (1, 1, 1), place)
-                              if in_dim != out_dim else None)
-
-    def forward(self, x: Tensor) -> Tensor:
-        shortcut = self.conv_shortcut(x, keep=0) if self.conv_shortcut is not None else x
-        h = self.conv1(self.norm1(x, silu=True))
-        return self.conv2(self.norm2(h, silu=True), add=shortcut)
+def causal_conv(in_dim: int, out_dim: int, kernel: int, place: Place) -> CausalConv3d:
+    """A causal 3D convolution of kernel side `kernel` in time and space."""
+    return CausalConv3d(in_dim, out_dim, (kernel, kernel, kernel), place)
 
 
-class Resample(nn.Module):
-    """`resample.1`, a 2D up- or down-sampling of every frame, and for the 3D modes a
-    `time_conv`: upsampling doubles the frames from the second chunk on (each frame's channels
-    split in two frames), downsampling halves them from the second chunk on (a stride-2 causal
-    convolution reading the previous chunk's last frame). Upsampling halves the channels
-    (Wan 2.1) or makes `out_dim` (Wan 2.2). diffusers: `WanResample`."""
+class ResidualBlock(qwen.ResidualBlock):
+    """Qwen-Image's residual block over causal 3D convolutions (a 1x1x1 shortcut keeps no
+    frames). diffusers: `WanResidualBlock`."""
+
+    make_conv = staticmethod(causal_conv)
+
+
+class Resample(qwen.Resample):
+    """Qwen-Image's `resample.1`, a 2D up- or down-sampling of every frame, and for the 3D
+    modes a `time_conv`: upsampling doubles the frames from the second chunk on (each frame's
+    channels split in two frames), downsampling halves them from the second chunk on (a
+    stride-2 causal convolution reading the previous chunk's last frame). Upsampling halves
+    the channels (Wan 2.1) or makes `out_dim` (Wan 2.2). diffusers: `WanResample`."""
 
     def __init__(self, dim: int, mode: str, place: Place, *, out_dim: int | None = None) -> None:
-        self.up = mode.startswith("upsample")
-        conv = (nn.Conv2d(dim, out_dim or dim // 2, 3, padding=1, **place) if self.up
-                else nn.Conv2d(dim, dim, 3, stride=2, **place))
-        self.resample = nn.ModuleList([nn.Identity(), conv])
+        super().__init__(dim, mode, place, out_dim=out_dim)
         if mode == "upsample3d":
             self.time_conv = CausalConv3d(dim, 2 * dim, (3, 1, 1), place)
         elif mode == "downsample3d":
@@ -116,8 +108,8 @@ class Resample(nn.Module):
                 frames, channels, height, width = x.shape
                 x = time_conv(x).reshape(2 * frames, channels, height, width)
             self._started = True
-            return self.resample[1](x, upsample=2)
-        x = self.resample[1](nn.pad(x, (0, 1, 0, 1)))
+            return super().forward(x)
+        x = super().forward(x)
         if time_conv is not None:
             if self._started:
                 x = time_conv(x, stride=2, keep=1)
@@ -127,24 +119,14 @@ class Resample(nn.Module):
         return x
 
 
-class MidBlock(nn.Module):
-    def __init__(self, dim: int, place: Place) -> None:
-        self.resnets = nn.ModuleList([ResidualBlock(dim, dim, place) for _ in range(2)])
-        self.attentions = nn.ModuleList([AttentionBlock(dim, place)])
+class MidBlock(qwen.MidBlock):
+    """Qwen-Image's mid block over Wan's residual blocks."""
 
-    def forward(self, x: Tensor) -> Tensor:
-        return self.resnets[1](self.attentions[0](self.resnets[0](x)))
+    residual_kind = ResidualBlock
 
 
-class UpBlock(nn.Module):
-    def __init__(self, in_dim: int, out_dim: int, count: int, upsample: str | None,
-                 place: Place) -> None:
-        self.resnets = nn.ModuleList([ResidualBlock(in_dim if i == 0 else out_dim, out_dim,
-                                                    place) for i in range(count + 1)])
-        self.upsamplers = (nn.ModuleList([Resample(out_dim, upsample, place)])
-                           if upsample else None)
+class UpBlock(qwen.UpBlock):
+    """Wan 2.1's up block."""
 
-    def forward(self, x: Tensor) -> Tensor:
-        for resnet in self.resnets:
-            x = resnet(x)
-        return self.upsamplers[0](x) if self.upsamplers is not None else x
+    residual_kind = ResidualBlock
+    resample_kind = Resample

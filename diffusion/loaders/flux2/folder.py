@@ -26,9 +26,9 @@ from ..formats.diffusers_folder import (
     pipeline_class,
     pipeline_index,
     read_json,
-    weight_refs,
 )
-from ..weights import ComponentWeights, resolve_dtype
+from ..formats.dit_folder import DIT_COMPONENTS, DiTWeights, dit_weights
+from ..weights import TensorRef
 from .file import flux2_file_family
 
 __all__ = ["Flux2Weights", "flux2_distilled", "flux2_family", "load_flux2_folder",
@@ -39,9 +39,6 @@ _DEV_CLASS = "Flux2Pipeline"
 # the language model's prefixes in a Mistral3ForConditionalGeneration file (the saved
 # layout, and transformers 5's in-memory one)
 _MISTRAL3_PREFIXES = ("language_model.model.", "model.language_model.")
-_COMPONENTS = ("transformer", "vae", "text_encoder", "tokenizer", "scheduler")
-_STEMS = {"transformer": "diffusion_pytorch_model", "vae": "diffusion_pytorch_model",
-          "text_encoder": "model"}
 _TRAINING_STATE = ("bn.num_batches_tracked",)  # the VAE's batch-norm counter
 # what a part missing from the folder can come as, for its error to say
 _FILES = {(_CLASS, "transformer"): "the model's file, with this folder as --base",
@@ -54,17 +51,11 @@ _FILES = {(_CLASS, "transformer"): "the model's file, with this folder as --base
 
 
 @dataclass
-class Flux2Weights:
+class Flux2Weights(DiTWeights):
     """A FLUX.2 klein folder's lazy component weights, scheduler config, tokenizer folder
     and whether it is step-distilled (no CFG)."""
 
-    transformer: ComponentWeights | None  # None when skipped (a single file replaces it)
-    vae: ComponentWeights
-    text_encoder: ComponentWeights | None  # likewise
-    scheduler_config: dict[str, Any]
-    tokenizer_dir: Path
     distilled: bool
-
 
 def flux2_family(path: str | os.PathLike[str]) -> str | None:
     """"flux2-klein" for a diffusers folder whose model_index.json names a
@@ -113,26 +104,19 @@ def load_flux2_folder(path: str | os.PathLike[str], *, dtype: Any = None,
     Flux2KleinPipeline or Flux2Pipeline or a component is missing."""
     root = Path(path)
     kind = _DEV_CLASS if pipeline_class(root) == _DEV_CLASS else _CLASS
-    index = pipeline_index(root, kind, _COMPONENTS)
-    resolved = resolve_dtype(dtype)
-    parts: dict[str, ComponentWeights | None] = dict.fromkeys(skip)
-    for name in ("transformer", "vae", "text_encoder"):
-        if name in skip:
-            continue
-        config = read_json(root / name / "config.json")
-        try:
-            refs, _where = weight_refs(root / name, _STEMS[name], variant)
-        except WeightsError as error:
-            if name == "vae":
-                raise
-            raise WeightsError(f"{error}; or give the {name.replace('_', ' ')} as one file "
-                               f"({_FILES[kind, name]})") from None
+    index = pipeline_index(root, kind, DIT_COMPONENTS)
+
+    def adapt(name: str, config: dict[str, Any], refs: dict[str, TensorRef]
+              ) -> tuple[dict[str, Any], dict[str, TensorRef]]:
         if name == "text_encoder" and kind == _DEV_CLASS:  # Mistral3's language model
             config, refs = mistral3_text(config, refs)
         elif name == "text_encoder":  # a causal LM's weights as its base model's
             refs = causal_lm_refs(refs)
-        refs = {key: ref for key, ref in refs.items() if key not in _TRAINING_STATE}
-        parts[name] = ComponentWeights(name, config, refs, dtype=resolved)
+        return config, {key: ref for key, ref in refs.items() if key not in _TRAINING_STATE}
+
+    hints = {name: _FILES[kind, name] for name in ("transformer", "text_encoder")}
+    parts = dit_weights(root, dtype=dtype, variant=variant, skip=skip, adapt=adapt,
+                        hints=hints)
     tokenizer = root / "tokenizer"
     if not (tokenizer / "tokenizer.json").is_file():
         raise WeightsError(f"{tokenizer / 'tokenizer.json'}: required file is missing (the "

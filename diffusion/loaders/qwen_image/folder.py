@@ -25,13 +25,9 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import WeightsError
-from ..formats.diffusers_folder import (
-    pipeline_class,
-    pipeline_index,
-    read_json,
-    weight_refs,
-)
-from ..weights import ComponentWeights, resolve_dtype
+from ..formats.diffusers_folder import pipeline_class, pipeline_index, read_json
+from ..formats.dit_folder import DIT_COMPONENTS, DiTWeights, dit_weights
+from ..weights import ComponentWeights, TensorRef, resolve_dtype
 from .file import qwenimage_edit_file_family, qwenimage_file_family
 
 __all__ = ["QwenImageWeights", "language_model_config", "load_qwenimage_folder",
@@ -41,27 +37,18 @@ _CLASS = "QwenImagePipeline"
 # the edit pipelines' classes and the families they load as
 _EDIT_CLASSES = {"QwenImageEditPipeline": "qwen-image-edit",
                  "QwenImageEditPlusPipeline": "qwen-image-edit-plus"}
-_COMPONENTS = ("transformer", "vae", "text_encoder", "tokenizer", "scheduler")
-_STEMS = {"transformer": "diffusion_pytorch_model", "vae": "diffusion_pytorch_model",
-          "text_encoder": "model"}
 # where the language model's tensors sit in a Qwen2_5_VLForConditionalGeneration file
 # (transformers 4's layout, then 5's)
 _LANGUAGE_PREFIXES = ("model.language_model.", "model.")
 
 
 @dataclass
-class QwenImageWeights:
+class QwenImageWeights(DiTWeights):
     """A Qwen-Image folder's lazy component weights, its scheduler config and tokenizer
     folder."""
 
-    transformer: ComponentWeights | None  # None when skipped (a single file replaces it)
-    vae: ComponentWeights
-    text_encoder: ComponentWeights | None  # likewise
-    scheduler_config: dict[str, Any]
-    tokenizer_dir: Path
     vision: ComponentWeights | None = None  # an edit model's vision tower
     processor_config: dict[str, Any] | None = None  # an edit model's preprocessor_config
-
 
 def qwenimage_family(path: str | os.PathLike[str]) -> str | None:
     """"qwen-image" for a diffusers folder whose model_index.json names a
@@ -131,25 +118,25 @@ def load_qwenimage_folder(path: str | os.PathLike[str], *, dtype: Any = None,
     found = pipeline_class(root) if root.is_dir() else None
     edit = found in _EDIT_CLASSES
     pipeline_index(root, found if edit else _CLASS,  # type: ignore[arg-type]
-                   _COMPONENTS + (("processor",) if edit else ()))
-    resolved = resolve_dtype(dtype)
-    parts: dict[str, Any] = dict.fromkeys(skip)
-    for name in ("transformer", "vae", "text_encoder"):
-        if name in skip:
-            continue
-        config = read_json(root / name / "config.json")
-        refs, _where = weight_refs(root / name, _STEMS[name], variant)
-        if name == "text_encoder":
-            if edit:
-                vision = config.get("vision_config")
-                if not isinstance(vision, dict):
-                    raise WeightsError(f"{root / name / 'config.json'}: no vision_config; an "
-                                       "edit model's text encoder is Qwen2.5-VL with its "
-                                       "vision tower")
-                parts["vision"] = ComponentWeights("vision", vision, _vision_refs(refs),
-                                                   dtype=resolved)
-            config, refs = language_model_config(config), _language_model_refs(refs)
-        parts[name] = ComponentWeights(name, config, refs, dtype=resolved)
+                   DIT_COMPONENTS + (("processor",) if edit else ()))
+    extra: dict[str, Any] = {}
+
+    def adapt(name: str, config: dict[str, Any], refs: dict[str, TensorRef]
+              ) -> tuple[dict[str, Any], dict[str, TensorRef]]:
+        if name != "text_encoder":
+            return config, refs
+        if edit:
+            vision = config.get("vision_config")
+            if not isinstance(vision, dict):
+                raise WeightsError(f"{root / name / 'config.json'}: no vision_config; an "
+                                   "edit model's text encoder is Qwen2.5-VL with its "
+                                   "vision tower")
+            extra["vision"] = ComponentWeights("vision", vision, _vision_refs(refs),
+                                               dtype=resolve_dtype(dtype))
+        return language_model_config(config), _language_model_refs(refs)
+
+    parts: dict[str, Any] = {**dit_weights(root, dtype=dtype, variant=variant, skip=skip,
+                                           adapt=adapt), **extra}
     if edit:
         parts["processor_config"] = read_json(root / "processor" / "preprocessor_config.json")
     tokenizer = root / "tokenizer"

@@ -15,7 +15,6 @@ checks the keys.
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -25,28 +24,18 @@ from ..formats.diffusers_folder import (
     pipeline_class,
     pipeline_index,
     read_json,
-    weight_refs,
 )
-from ..weights import ComponentWeights, resolve_dtype
+from ..formats.dit_folder import DIT_COMPONENTS, DiTWeights, dit_weights
+from ..weights import TensorRef
 from .file import zimage_file_family
 
 __all__ = ["ZImageWeights", "load_zimage_folder", "zimage_family"]
 
 _CLASS = "ZImagePipeline"
-_COMPONENTS = ("transformer", "vae", "text_encoder", "tokenizer", "scheduler")
-_STEMS = {"transformer": "diffusion_pytorch_model", "vae": "diffusion_pytorch_model",
-          "text_encoder": "model"}
 
 
-@dataclass
-class ZImageWeights:
+class ZImageWeights(DiTWeights):
     """A Z-Image folder's lazy component weights, its scheduler config and tokenizer folder."""
-
-    transformer: ComponentWeights | None  # None when skipped (a single file replaces it)
-    vae: ComponentWeights
-    text_encoder: ComponentWeights | None  # likewise
-    scheduler_config: dict[str, Any]
-    tokenizer_dir: Path
 
 
 def zimage_family(path: str | os.PathLike[str]) -> str | None:
@@ -68,17 +57,8 @@ def load_zimage_folder(path: str | os.PathLike[str], *, dtype: Any = None,
     folder need not hold them). WeightsError naming the file or folder when it is not a
     Z-Image pipeline or a component is missing."""
     root = Path(path)
-    pipeline_index(root, _CLASS, _COMPONENTS)
-    resolved = resolve_dtype(dtype)
-    parts: dict[str, ComponentWeights | None] = dict.fromkeys(skip)
-    for name in ("transformer", "vae", "text_encoder"):
-        if name in skip:
-            continue
-        config = read_json(root / name / "config.json")
-        refs, _where = weight_refs(root / name, _STEMS[name], variant)
-        if name == "text_encoder":
-            refs = causal_lm_refs(refs)
-        parts[name] = ComponentWeights(name, config, refs, dtype=resolved)
+    pipeline_index(root, _CLASS, DIT_COMPONENTS)
+    parts = dit_weights(root, dtype=dtype, variant=variant, skip=skip, adapt=_adapt)
     tokenizer = root / "tokenizer"
     if not (tokenizer / "tokenizer.json").is_file():
         raise WeightsError(f"{tokenizer / 'tokenizer.json'}: required file is missing (the "
@@ -86,3 +66,9 @@ def load_zimage_folder(path: str | os.PathLike[str], *, dtype: Any = None,
     return ZImageWeights(scheduler_config=read_json(root / "scheduler" /
                                                     "scheduler_config.json"),
                          tokenizer_dir=tokenizer, **parts)  # type: ignore[arg-type]
+
+
+def _adapt(name: str, config: dict[str, Any], refs: dict[str, TensorRef]
+           ) -> tuple[dict[str, Any], dict[str, TensorRef]]:
+    """A Qwen3ForCausalLM text encoder's weights as its base model's (a Qwen3Model's pass)."""
+    return config, (causal_lm_refs(refs) if name == "text_encoder" else refs)

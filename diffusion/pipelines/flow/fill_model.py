@@ -19,7 +19,6 @@ import os
 from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 
@@ -29,7 +28,6 @@ from ...loaders.flow.file import flow_file_family
 from ...loaders.flow.folder import flow_family, is_fill_transformer
 from ...loaders.formats.gguf_file import tensor_file
 from ...models.step_cache import StepCache
-from ...sampling.guidance import combine
 from ..contract import Capabilities, LoadOptions, SamplingDefaults
 from ..request import GenerationRequest
 from .flow_model import FlowModel
@@ -75,22 +73,10 @@ class FillModel(FlowModel):
                     ) -> tuple[Callable[[np.ndarray, float], np.ndarray], tuple[int, ...],
                                float | None]:
         """FlowModel's guided flow with the Fill channels in every pass (the negative
-        prompt's too); `cache`: the generation's step cache (each prompt's flow a branch)."""
-        size: dict[str, Any] = {"height": height, "width": width, "cache": cache,
-                                "condition": self.fill_tokens(request, width, height)}
-        guidance = self._guidance(request)
-        flow, shape, mu = self.pipe.velocity(prompts, **size, **guidance)
-        cfg = float(request.cfg_scale)
-        if cfg == 1:
-            return flow, shape, mu
-        negative, _, _ = self.negative_velocity(request, len(prompts), **size, **guidance)
-
-        def guided(x: np.ndarray, t: float) -> np.ndarray:
-            uncond = negative(x, t)
-            return combine(uncond, flow(x, t), None, np.float32(cfg))
-
-        return guided, shape, mu
-
+        prompt's too: `true_cfg`); `cache`: the generation's step cache (each prompt's flow a
+        branch)."""
+        return self.true_cfg(request, prompts, height=height, width=width, cache=cache,
+                             condition=self.fill_tokens(request, width, height))
 
 def is_fill_file(path: str | os.PathLike[str]) -> bool:
     """A FLUX.1 dev single file (`flow_file_family` "flux-dev") whose transformer is Fill's:

@@ -174,13 +174,8 @@ class FlowControl:
         FluxMultiControlNetModel passes its modes. `blocks`: the transformer's double blocks,
         needed by XLabs' models, whose residuals are then given one per block (as are all
         where the units' residual counts differ)."""
-        if self._latents is None:
-            raise RuntimeError("FlowControl.encode must run before the first step")
-        self._advance(timestep)
         total: tuple[list[Tensor], list[Tensor]] | None = None
-        for unit, latents in zip(self.units, self._latents):
-            if not self._active(unit):
-                continue
+        for unit, latents in self._active_units(timestep):
             model = unit.model
             if latents.shape[0] != x.shape[0]:
                 raise ValueError(f"control latents for {latents.shape[0]} rows, the call has "
@@ -219,16 +214,10 @@ class FlowControl:
         maps the same for both) with text `states`, `pooled` and `timestep` (B,) in
         0..1000; None when none acts. `pos_embed`: the transformer's (Stability's SD 3.5
         ControlNets use it). diffusers: StableDiffusion3ControlNetPipeline's loop."""
-        if self._latents is None:
-            raise RuntimeError("FlowControl.encode must run before the first step")
-        self._advance(timestep)
         total: list[Tensor] | None = None
-        for unit, latents in zip(self.units, self._latents):
-            if not self._active(unit):
-                continue
+        for unit, latents in self._active_units(timestep):
             model = unit.model
-            cond = latents if latents.shape[0] == x.shape[0] else concatenate(
-                [latents] * (x.shape[0] // latents.shape[0]))
+            cond = _rows(latents, x.shape[0])
             zeros = model.config["force_zeros_for_pooled_projection"]
             samples = model(x, cond, states if model.joint else None,
                             pooled * np.float32(0) if zeros else pooled, timestep,
@@ -244,15 +233,9 @@ class FlowControl:
         giving different numbers of residuals are summed one per block of the
         transformer's `blocks` (its spreading rule). diffusers: QwenImageControlNetPipeline's
         `controlnet(...)` (QwenImageMultiControlNetModel's sum for several maps)."""
-        if self._latents is None:
-            raise RuntimeError("FlowControl.encode must run before the first step")
-        self._advance(timestep)
         total: list[Tensor] | None = None
-        for unit, latents in zip(self.units, self._latents):
-            if not self._active(unit):
-                continue
-            cond = latents if latents.shape[0] == x.shape[0] else concatenate(
-                [latents] * (x.shape[0] // latents.shape[0]))
+        for unit, latents in self._active_units(timestep):
+            cond = _rows(latents, x.shape[0])
             samples = unit.model(x, cond, states, timestep, rotary, mask,
                                  conditioning_scale=unit.weight)
             if total is not None and len(total) != len(samples):
@@ -266,11 +249,7 @@ class FlowControl:
         streams the summed residuals of the units active at `step` (by joint block); None
         when none acts. Picture i takes map row i modulo the maps' rows (CFG's negative
         rows the positive ones' maps, as ZImageControlNetPipeline repeats them)."""
-        if self._latents is None:
-            raise RuntimeError("FlowControl.encode must run before the first step")
-        self._advance(timestep)
-        active = [(unit, latents) for unit, latents in zip(self.units, self._latents)
-                  if self._active(unit)]
+        active = self._active_units(timestep)
         if not active:
             return None
 
@@ -285,6 +264,15 @@ class FlowControl:
             return total
 
         return hints
+
+    def _active_units(self, timestep: np.ndarray) -> list[tuple[Any, Tensor]]:
+        """The units active at the step a call at `timestep` is in (`_advance`), each with
+        its encoded map; RuntimeError before `encode`."""
+        if self._latents is None:
+            raise RuntimeError("FlowControl.encode must run before the first step")
+        self._advance(timestep)
+        return [(unit, latents) for unit, latents in zip(self.units, self._latents)
+                if self._active(unit)]
 
     def _advance(self, timestep: np.ndarray) -> None:
         """A call at a new timestep starts the next step."""
@@ -316,6 +304,13 @@ def _zero_padded(latent: np.ndarray, channels: int) -> np.ndarray:
                          f"{latent.shape[1]}: it is not made for this model")
     return np.concatenate([latent, np.zeros((latent.shape[0], extra, *latent.shape[2:]),
                                             latent.dtype)], axis=1)
+
+
+def _rows(latents: Tensor, rows: int) -> Tensor:
+    """A map's latents repeated to `rows` rows (CFG's: the negative rows take the positive
+    ones' maps)."""
+    return latents if latents.shape[0] == rows else concatenate(
+        [latents] * (rows // latents.shape[0]))
 
 
 def _spread(samples: list[Tensor], blocks: int) -> list[Tensor]:

@@ -16,7 +16,7 @@ editing (flow_schedule) and, on the T5 families, emphasis as Forge weighs it
 from __future__ import annotations
 
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import replace
 from pathlib import Path
 from types import SimpleNamespace
@@ -317,7 +317,8 @@ class FlowModel(FlowModelPasses, MemoryModes):
 
 class LLMFlowModel(FlowModel):
     """A flow family whose text encoder is an LLM (Z-Image, Qwen-Image, FLUX.2): a --vae file
-    replaces its VAE, and the prompt's LoRAs patch its transformer alone."""
+    replaces its VAE, the prompt's LoRAs patch its transformer alone, and its pipeline runs
+    the CFG its `_guidance` asks for (FLUX.2's and the edit models' passes add references)."""
 
     def use_vae(self, path: str | os.PathLike[str]) -> None:
         """Decode with the VAE file at `path` (the pipeline's `use_vae_file`); the infotext
@@ -330,6 +331,29 @@ class LLMFlowModel(FlowModel):
         """What the prompt's LoRAs patch: the transformer (diffusers/PEFT's names, or the
         original layout's)."""
         return SimpleNamespace(unet=self.pipe.transformer, transformer=self.pipe.transformer)
+
+    def _diffusers(self, request: GenerationRequest, prompts: list[str], seed: int,
+                   width: int, height: int, observer: Observer,
+                   cache: StepCache | None = None) -> np.ndarray:
+        """The pipeline's own loop with `_guidance`'s keywords (its CFG inside), from the init
+        image (and mask) where one is given: Z-Image's and Qwen-Image's Img2Img / Inpaint."""
+        images = {} if request.init_image is None else {
+            "image": request.init_image, "mask_image": request.mask,
+            "strength": float(request.strength)}
+        return self.pipe(prompts, height=height, width=width,  # type: ignore[no-any-return]
+                         num_inference_steps=int(request.steps), seed=seed, rng=request.rng,
+                         callback=observer.step, output_type="latent", cache=cache,
+                         **self._guidance(request), **images)
+
+    def guided_flow(self, request: GenerationRequest, prompts: list[str], width: int,
+                    height: int, cache: StepCache | None = None
+                    ) -> tuple[Callable[[np.ndarray, float], np.ndarray], tuple[int, ...],
+                               float | None]:
+        """The guided flow of `prompts` (the CFG inside the pipeline's velocity, with
+        `_guidance`'s keywords), its latents' shape and the schedule's mu; `cache`: the
+        generation's step cache (each pass a branch of it)."""
+        return self.pipe.velocity(  # type: ignore[no-any-return]
+            prompts, height=height, width=width, cache=cache, **self._guidance(request))
 
 
 def _guests(request: GenerationRequest) -> tuple[list[Any], list[Any]]:

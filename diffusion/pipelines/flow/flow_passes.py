@@ -106,11 +106,23 @@ class FlowModelPasses:
             size["control_latents"] = encode_map(self.pipe.vae, found.image, batch=len(prompts),
                                                  width=width, height=height,
                                                  resize_mode=found.resize_mode)
-        flow, shape, mu = self.pipe.velocity(prompts, **size, **self._guidance(request))
+        if self.family in CFG_FAMILIES:
+            return self.pipe.velocity(prompts, **size, **self._guidance(request))
+        return self.true_cfg(request, prompts, **size)
+
+    def true_cfg(self, request: GenerationRequest, prompts: list[str], **settings: Any
+                 ) -> tuple[Callable[[np.ndarray, float], np.ndarray], tuple[int, ...],
+                            float | None]:
+        """The pipeline's velocity of `prompts` with `settings` and `_guidance`'s keywords
+        (fresh for each pass: a ControlNet unit's FlowControl counts its own pass's calls),
+        its latents' shape and mu; at a CFG scale above 1 the negative prompt's velocity
+        with the same settings combined in (true CFG, guidance.combine), as Forge runs FLUX
+        and its Fill and Kontext models."""
+        flow, shape, mu = self.pipe.velocity(prompts, **settings, **self._guidance(request))
         cfg = float(request.cfg_scale)
-        if self.family in CFG_FAMILIES or cfg == 1:
+        if cfg == 1:
             return flow, shape, mu
-        negative, _, _ = self.negative_velocity(request, len(prompts), **size,
+        negative, _, _ = self.negative_velocity(request, len(prompts), **settings,
                                                 **self._guidance(request))
 
         def guided(x: np.ndarray, t: float) -> np.ndarray:

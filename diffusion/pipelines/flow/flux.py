@@ -172,12 +172,15 @@ class FluxPipeline:
 
     def flow_with(self, prompts: Sequence[str], *, height: int, width: int,
                   guidance_scale: float, max_sequence_length: int, cache: StepCache | None,
-                  control: FlowControl | None, extra: np.ndarray | None, packed: bool = False
+                  control: FlowControl | None, extra: np.ndarray | None, packed: bool = False,
+                  references: tuple[np.ndarray, np.ndarray] | None = None
                   ) -> tuple[Callable[[np.ndarray, float], np.ndarray], tuple[int, ...], float]:
         """`velocity` with `extra` input channels beside every call's packed noise latents:
         latents (B, C, h, w) packed here, or already packed tokens (1 or B, N, C) where
         `packed` (FLUX.1 Fill's masked picture and mask); the latents keep the transformer's
-        output channels / 4."""
+        output channels / 4. `references`: packed tokens (1, N, C) and their ids (N, 3) that
+        ride after the noise tokens in every call, their prediction dropped (FLUX.1
+        Kontext's reference picture)."""
         scale = self.vae_scale_factor * 2
         if height < scale or width < scale:
             raise ValueError(f"height and width must be at least {scale}, got {height}x{width}")
@@ -189,10 +192,12 @@ class FluxPipeline:
         h, w = 2 * (int(height) // scale), 2 * (int(width) // scale)
         guidance = (np.full(batch, guidance_scale, np.float32)
                     if config["guidance_embeds"] else None)
-        rotary = self.transformer.rotary(np.zeros((states.shape[1], 3), np.float32),
-                                         image_ids(h // 2, w // 2))
-        branch = None if cache is None else cache.branch()
         ids = image_ids(h // 2, w // 2)
+        after = None if references is None else np.repeat(references[0], batch, 0)
+        rotary = self.transformer.rotary(np.zeros((states.shape[1], 3), np.float32),
+                                         ids if references is None
+                                         else np.concatenate([ids, references[1]]))
+        branch = None if cache is None else cache.branch()
         if control is not None and not control.encoded:
             control.encode(self.vae, batch=batch, width=w * self.vae_scale_factor,
                            height=h * self.vae_scale_factor, generator=None, pack=pack_latents,
@@ -205,7 +210,10 @@ class FluxPipeline:
 
         def flow(x: np.ndarray, t: float) -> np.ndarray:
             timestep = np.full(batch, np.float32(t) / np.float32(1000), np.float32)
-            packed = asarray(pack_latents(x), dtype=dtype, device=device)
+            tokens = pack_latents(x)
+            if after is not None:
+                tokens = np.concatenate([tokens, after], axis=1)
+            packed = asarray(tokens, dtype=dtype, device=device)
             if concat is not None:  # Flux Tools' map, Fill's picture and mask: more channels
                 packed = concatenate([packed, concat], axis=2)
             residuals = None if control is None else control.residuals(
@@ -213,7 +221,8 @@ class FluxPipeline:
                 blocks=len(self.transformer.transformer_blocks))
             out = self.transformer(packed, states, pooled, timestep, None, None, guidance,
                                    rotary=rotary, cache=branch, control=residuals)
-            return unpack_latents(out.numpy().astype(np.float32), h, w)
+            predicted = out.numpy().astype(np.float32)
+            return unpack_latents(predicted if after is None else predicted[:, :len(ids)], h, w)
 
         mu = calculate_shift((h // 2) * (w // 2), self.scheduler_config)
         channels = (config["in_channels"] - self.control_channels) // 4

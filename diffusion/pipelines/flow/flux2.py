@@ -43,7 +43,7 @@ from ...noise.rng import make_generator
 from ...text.llm_tokenizer import LLMTokenizer, qwen3_chat_prompt
 from ..finite import check_encoded
 from .flow_memory import load_network
-from .start import StepCallback, check_call, flow_schedule, run_euler, single_files
+from .start import StepCallback, check_call, check_sides, flow_schedule, run_euler, single_files
 from .vae_file import network_like
 
 __all__ = ["TEXT_LAYERS", "Flux2KleinPipeline", "empirical_mu", "reference_picture"]
@@ -351,9 +351,7 @@ class Flux2KleinPipeline:
         strength=, ...)` (which reads the init image, then its one `image_reference`)."""
         prompts = check_call(prompt, rng=rng, output_type=output_type, steps=num_inference_steps)
         scale = self.vae_scale_factor * 2
-        if height % scale or width % scale:
-            raise ValueError(f"height and width must be multiples of {scale} for FLUX.2, got "
-                             f"{height}x{width}")
+        check_sides(height, width, scale, "FLUX.2")
         # 1. conditioning, as a function of the latents and the timestep
         flow, shape, mu = self.velocity(prompts, height=height, width=width,
                                         num_inference_steps=num_inference_steps,

@@ -17,16 +17,13 @@ from typing import Any
 
 import numpy as np
 
-from gpustd import asarray
-
 from ...imaging import rgb_picture, to_unit_image
 from ...models.step_cache import StepCache
 from ...models.tiled_vae import vae_encode
 from ...noise.rng import make_generator
-from ...sampling.model_sampling import calculate_shift
 from ..finite import check_encoded
 from .flow_control import FlowControl
-from .flux import FluxPipeline, image_ids, pack_latents, unpack_latents
+from .flux import FluxPipeline, image_ids, pack_latents
 from .start import StepCallback, check_call, flow_schedule, run_euler
 
 __all__ = ["PREFERRED_KONTEXT_RESOLUTIONS", "KontextPipeline", "reference_size"]
@@ -101,34 +98,11 @@ class KontextPipeline(FluxPipeline):
             return super().velocity(prompts, height=height, width=width,
                                     guidance_scale=guidance_scale,
                                     max_sequence_length=max_sequence_length, cache=cache)
-        scale = self.vae_scale_factor * 2
-        if height < scale or width < scale:
-            raise ValueError(f"height and width must be at least {scale}, got {height}x{width}")
-        config = self.transformer.config
-        device = self.transformer.x_embedder.weight.device
-        dtype = self.transformer.x_embedder.weight.dtype
-        states, pooled = self.encode_prompt(prompts, max_sequence_length)
-        batch = len(prompts)
-        h, w = 2 * (int(height) // scale), 2 * (int(width) // scale)
-        reference, reference_ids = self.reference_tokens(image, auto_resize=auto_resize)
-        references = np.repeat(reference, batch, 0)
-        guidance = (np.full(batch, guidance_scale, np.float32)
-                    if config["guidance_embeds"] else None)
-        ids = np.concatenate([image_ids(h // 2, w // 2), reference_ids])
-        rotary = self.transformer.rotary(np.zeros((states.shape[1], 3), np.float32), ids)
-        branch = None if cache is None else cache.branch()
-        noise_tokens = (h // 2) * (w // 2)
-
-        def flow(x: np.ndarray, t: float) -> np.ndarray:
-            timestep = np.full(batch, np.float32(t) / np.float32(1000), np.float32)
-            tokens = np.concatenate([pack_latents(x), references], axis=1)
-            out = self.transformer(asarray(tokens, dtype=dtype, device=device), states, pooled,
-                                   timestep, None, None, guidance, rotary=rotary, cache=branch)
-            predicted = out.numpy().astype(np.float32)[:, :noise_tokens]
-            return unpack_latents(predicted, h, w)
-
-        mu = calculate_shift(noise_tokens, self.scheduler_config)
-        return flow, (batch, config["in_channels"] // 4, h, w), mu
+        return self.flow_with(prompts, height=height, width=width,
+                              guidance_scale=guidance_scale,
+                              max_sequence_length=max_sequence_length, cache=cache,
+                              control=None, extra=None,
+                              references=self.reference_tokens(image, auto_resize=auto_resize))
 
     def __call__(self, prompt: str | Sequence[str], *, image: Any = None,  # type: ignore[override]
                  height: int = 1024, width: int = 1024, num_inference_steps: int = 28,

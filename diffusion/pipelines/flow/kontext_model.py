@@ -40,7 +40,6 @@ import numpy as np
 from ...loaders.flow.file import is_kontext_file
 from ...loaders.flow.folder import flow_family
 from ...models.step_cache import StepCache
-from ...sampling.guidance import combine
 from ..contract import Capabilities, LoadOptions, SamplingDefaults
 from ..observer import Observer
 from ..request import GenerationRequest
@@ -111,23 +110,10 @@ class KontextModel(EditPasses, FlowModel):
                     ) -> tuple[Callable[[np.ndarray, float], np.ndarray], tuple[int, ...],
                                float | None]:
         """FlowModel's guided flow with the reference picture in every pass (the negative
-        prompt's too); `cache`: the generation's step cache (each prompt's flow a branch)."""
-        reference = self._reference(request)
-        guidance = self._guidance(request)
-        size = {"height": height, "width": width, "cache": cache}
-        flow, shape, mu = self.pipe.velocity(prompts, **size, **guidance, **reference)
-        cfg = float(request.cfg_scale)
-        if cfg == 1:
-            return flow, shape, mu
-        negative, _, _ = self.negative_velocity(request, len(prompts), **size, **guidance,
-                                                **reference)
-
-        def guided(x: np.ndarray, t: float) -> np.ndarray:
-            uncond = negative(x, t)
-            return combine(uncond, flow(x, t), None, np.float32(cfg))
-
-        return guided, shape, mu
-
+        prompt's too: `true_cfg`); `cache`: the generation's step cache (each prompt's flow
+        a branch)."""
+        return self.true_cfg(request, prompts, height=height, width=width, cache=cache,
+                             **self._reference(request))
 
 def kontext_family(path: str | os.PathLike[str]) -> str | None:
     """"flux-kontext" for a FluxKontextPipeline diffusers folder or a FLUX.1 dev single file

@@ -47,7 +47,7 @@ from ...text.llm_tokenizer import LLMTokenizer
 from ..finite import check_encoded
 from .flow_control import FlowControl
 from .flow_memory import load_network
-from .start import FlowStart, StepCallback, check_call, flow_schedule, single_files
+from .start import FlowStart, StepCallback, check_call, check_sides, flow_schedule, single_files
 from .vae_file import network_like
 
 __all__ = ["PROMPT_TEMPLATE", "QwenImagePipeline"]
@@ -289,10 +289,7 @@ class QwenImagePipeline:
         (white = repaint) the kept part is put back after every step, as
         QwenImageInpaintPipeline's call with `mask_image=`."""
         prompts = check_call(prompt, rng=rng, output_type=output_type, steps=num_inference_steps)
-        scale = self.vae_scale_factor * 2
-        if height % scale or width % scale:
-            raise ValueError(f"height and width must be multiples of {scale} for Qwen-Image, "
-                             f"got {height}x{width}")
+        check_sides(height, width, self.vae_scale_factor * 2, "Qwen-Image")
         # 1. the control maps' draws (before the noise's); conditioning, as a function of the
         # latents and the timestep
         generator = make_generator(rng, seed)

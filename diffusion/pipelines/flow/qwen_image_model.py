@@ -15,16 +15,13 @@ the shifted Simple schedule, from noise or an init image, and the hires fix with
 from __future__ import annotations
 
 import os
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from ...models.step_cache import StepCache
 from ..contract import Capabilities, LoadOptions, SamplingDefaults
 from ..finite import pictures_uint8
-from ..observer import Observer
 from ..request import GenerationRequest
 from .flow_memory import MemoryLayout
 from .flow_model import LLMFlowModel
@@ -88,27 +85,6 @@ class QwenImageModel(LLMFlowModel):
         extra = self._length_and_control(request)
         return {"true_cfg_scale": float(request.cfg_scale),
                 "negative_prompt": request.negative_prompt, **extra}
-
-    def _diffusers(self, request: GenerationRequest, prompts: list[str], seed: int,
-                   width: int, height: int, observer: Observer,
-                   cache: StepCache | None = None) -> np.ndarray:
-        images = {} if request.init_image is None else {
-            "image": request.init_image, "mask_image": request.mask,
-            "strength": float(request.strength)}
-        return self.pipe(prompts, height=height, width=width,  # type: ignore[no-any-return]
-                         num_inference_steps=int(request.steps), seed=seed, rng=request.rng,
-                         callback=observer.step, output_type="latent", cache=cache,
-                         **self._guidance(request), **images)
-
-    def guided_flow(self, request: GenerationRequest, prompts: list[str], width: int,
-                    height: int, cache: StepCache | None = None
-                    ) -> tuple[Callable[[np.ndarray, float], np.ndarray], tuple[int, ...],
-                               float | None]:
-        """The guided flow of `prompts` (true CFG inside QwenImagePipeline.velocity), its
-        latents' shape and the schedule's mu; `cache`: the generation's step cache (each
-        pass a branch of it)."""
-        return self.pipe.velocity(  # type: ignore[no-any-return]
-            prompts, height=height, width=width, cache=cache, **self._guidance(request))
 
 
 def qwenimage_defaults(path: str | os.PathLike[str], family: str) -> SamplingDefaults:

@@ -99,6 +99,14 @@ def check_call(prompt: str | Any, *, rng: str, output_type: str, steps: int) -> 
     return [prompt] if isinstance(prompt, str) else list(prompt)
 
 
+def check_sides(height: int, width: int, multiple: int, model: str) -> None:
+    """ValueError in one line where height or width is not a multiple of `multiple` (the
+    VAE's factor times the transformer's 2x2 patches) for `model`'s pipeline."""
+    if height % multiple or width % multiple:
+        raise ValueError(f"height and width must be multiples of {multiple} for {model}, got "
+                         f"{height}x{width}")
+
+
 def flow_schedule(config: dict[str, Any], steps: int, mu: float | None
                   ) -> FlowMatchEulerDiscreteScheduler:
     """The schedule diffusers' flow pipelines run: FlowMatchEulerDiscreteScheduler from the

@@ -39,7 +39,7 @@ from ...sampling.model_sampling import calculate_shift
 from ...text.llm_tokenizer import LLMTokenizer, qwen3_chat_prompt
 from .flow_control import FlowControl
 from .flow_memory import load_network
-from .start import StepCallback, check_call, flow_schedule, run_euler, single_files
+from .start import StepCallback, check_call, check_sides, flow_schedule, run_euler, single_files
 
 __all__ = ["ZImagePipeline"]
 
@@ -198,10 +198,7 @@ class ZImagePipeline:
         with `image`, ZImageImg2ImgPipeline's (and `mask_image`, ZImageInpaintPipeline's)
         call with `strength=`."""
         prompts = check_call(prompt, rng=rng, output_type=output_type, steps=num_inference_steps)
-        scale = self.vae_scale_factor * 2
-        if height % scale or width % scale:
-            raise ValueError(f"height and width must be multiples of {scale} for Z-Image, got "
-                             f"{height}x{width}")
+        check_sides(height, width, self.vae_scale_factor * 2, "Z-Image")
         # 1. conditioning, as a function of the latents and the timestep
         flow, shape, mu = self.velocity(prompts, height=height, width=width,
                                         guidance_scale=guidance_scale,

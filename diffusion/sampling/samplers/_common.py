@@ -18,8 +18,10 @@ __all__ = [
     "NoiseSampler",
     "Sampler",
     "Sigmas",
+    "Step",
     "ancestral_step",
     "churn",
+    "churned_steps",
     "log_lerp_half",
     "prepare",
     "require_noise",
@@ -117,6 +119,28 @@ def churn(x: np.ndarray, sigmas: list[float], i: int, noise: NoiseSampler, *, s_
     if gamma > 0:
         x = x + eps * (sigma_hat**2 - sigma**2) ** 0.5
     return x, sigma_hat
+
+
+Step = Callable[[Denoise, np.ndarray, float, float], np.ndarray]
+"""step(model, x, sigma, sigma_next) -> x carried from sigma to sigma_next."""
+
+
+def churned_steps(step: Step, model: Denoise, x: np.ndarray, sigmas: Sigmas, *, sampler: str,
+                  noise: NoiseSampler | None, callback: Callback | None, s_churn: float,
+                  s_tmin: float, s_tmax: float, s_noise: float) -> np.ndarray:
+    """Karras et al. (2022) Algorithm 2: each step's noise level raised to sigma_hat (`churn`,
+    noise drawn only with s_churn > 0: `sampler` names what needs it), then `step` from
+    sigma_hat to the next sigma, until the callback asks to stop. k-diffusion's Euler, Heun
+    and DPM2 are this loop with their own step."""
+    x, sigmas = prepare(x, sigmas)
+    noise = require_noise(noise, f"{sampler} with s_churn > 0", needed=s_churn > 0)
+    for i in range(len(sigmas) - 1):
+        x, sigma_hat = churn(x, sigmas, i, noise, s_churn=s_churn, s_tmin=s_tmin, s_tmax=s_tmax,
+                             s_noise=s_noise)
+        x = step(model, x, sigma_hat, sigmas[i + 1])
+        if stop_requested(callback, i, x):
+            break
+    return x
 
 
 def uncond_of(model: Denoise) -> np.ndarray:

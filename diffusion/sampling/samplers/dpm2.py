@@ -15,13 +15,14 @@ from ._common import (
     NoiseSampler,
     Sigmas,
     ancestral_step,
-    churn,
+    churned_steps,
     log_lerp_half,
     prepare,
     require_noise,
     stop_requested,
     to_d,
 )
+from .euler import euler_step
 from .registry import CHURN_OPTIONS, register
 
 __all__ = ["sample_dpm_2", "sample_dpm_2_ancestral"]
@@ -37,6 +38,14 @@ def _midpoint_step(model: Denoise, x: np.ndarray, d: np.ndarray, sigma: float,
     return x + d_2 * (sigma_to - sigma)
 
 
+def _dpm2_step(model: Denoise, x: np.ndarray, sigma: float, sigma_next: float) -> np.ndarray:
+    """DPM2's step from sigma to sigma_next: Euler's on the last one (to 0), else the
+    midpoint's."""
+    if sigma_next == 0:
+        return euler_step(model, x, sigma, sigma_next)
+    return _midpoint_step(model, x, to_d(x, sigma, model(x, sigma)), sigma, sigma_next)
+
+
 @register("DPM2", "dpm_2", ("k_dpm_2",), default_schedule="Karras",
           discard_next_to_last_sigma=True, second_order=True, extra_params=CHURN_OPTIONS)
 def sample_dpm_2(model: Denoise, x: np.ndarray, sigmas: Sigmas, *,
@@ -44,20 +53,9 @@ def sample_dpm_2(model: Denoise, x: np.ndarray, sigmas: Sigmas, *,
                  s_churn: float = 0.0, s_tmin: float = 0.0, s_tmax: float = math.inf,
                  s_noise: float = 1.0) -> np.ndarray:
     """DPM-Solver-2 steps inside Karras et al. (2022) Algorithm 2; Euler on the last step."""
-    x, sigmas = prepare(x, sigmas)
-    noise = require_noise(noise, "DPM2 with s_churn > 0", needed=s_churn > 0)
-    for i in range(len(sigmas) - 1):
-        x, sigma_hat = churn(x, sigmas, i, noise, s_churn=s_churn, s_tmin=s_tmin, s_tmax=s_tmax,
-                             s_noise=s_noise)
-        d = to_d(x, sigma_hat, model(x, sigma_hat))
-        if sigmas[i + 1] == 0:
-            x = x + d * (sigmas[i + 1] - sigma_hat)
-        else:
-            x = _midpoint_step(model, x, d, sigma_hat, sigmas[i + 1])
-        if stop_requested(callback, i, x):
-            break
-    return x
-
+    return churned_steps(_dpm2_step, model, x, sigmas, sampler="DPM2", noise=noise,
+                         callback=callback, s_churn=s_churn, s_tmin=s_tmin, s_tmax=s_tmax,
+                         s_noise=s_noise)
 
 @register("DPM2 a", "dpm_2_ancestral", ("k_dpm_2_a",), default_schedule="Karras",
           discard_next_to_last_sigma=True, uses_ensd=True, second_order=True, stochastic=True,

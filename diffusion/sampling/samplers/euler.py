@@ -12,7 +12,7 @@ from ._common import (
     NoiseSampler,
     Sigmas,
     ancestral_step,
-    churn,
+    churned_steps,
     prepare,
     require_noise,
     stop_requested,
@@ -20,7 +20,12 @@ from ._common import (
 )
 from .registry import CHURN_OPTIONS, register
 
-__all__ = ["sample_euler", "sample_euler_ancestral", "sample_euler_ancestral_rf"]
+__all__ = ["euler_step", "sample_euler", "sample_euler_ancestral", "sample_euler_ancestral_rf"]
+
+
+def euler_step(model: Denoise, x: np.ndarray, sigma: float, sigma_next: float) -> np.ndarray:
+    """One Euler step from sigma to sigma_next along the slope at sigma."""
+    return x + to_d(x, sigma, model(x, sigma)) * (sigma_next - sigma)
 
 
 @register("Euler", "euler", ("k_euler",), extra_params=CHURN_OPTIONS)
@@ -29,19 +34,9 @@ def sample_euler(model: Denoise, x: np.ndarray, sigmas: Sigmas, *,
                  s_churn: float = 0.0, s_tmin: float = 0.0, s_tmax: float = math.inf,
                  s_noise: float = 1.0) -> np.ndarray:
     """Karras et al. (2022) Algorithm 2 with Euler steps; stochastic only when s_churn > 0."""
-    x, sigmas = prepare(x, sigmas)
-    noise = require_noise(noise, "Euler with s_churn > 0", needed=s_churn > 0)
-    for i in range(len(sigmas) - 1):
-        # 1. churn: optionally raise the noise level to sigma_hat
-        x, sigma_hat = churn(x, sigmas, i, noise, s_churn=s_churn, s_tmin=s_tmin, s_tmax=s_tmax,
-                             s_noise=s_noise)
-        # 2. derivative at sigma_hat, 3. Euler step to the next sigma
-        d = to_d(x, sigma_hat, model(x, sigma_hat))
-        x = x + d * (sigmas[i + 1] - sigma_hat)
-        if stop_requested(callback, i, x):
-            break
-    return x
-
+    return churned_steps(euler_step, model, x, sigmas, sampler="Euler", noise=noise,
+                         callback=callback, s_churn=s_churn, s_tmin=s_tmin, s_tmax=s_tmax,
+                         s_noise=s_noise)
 
 @register("Euler a", "euler_ancestral", ("k_euler_a", "k_euler_ancestral"), uses_ensd=True,
           stochastic=True)

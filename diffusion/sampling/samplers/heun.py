@@ -12,6 +12,7 @@ from ._common import (
     NoiseSampler,
     Sigmas,
     churn,
+    churned_steps,
     prepare,
     require_noise,
     stop_requested,
@@ -41,17 +42,9 @@ def sample_heun(model: Denoise, x: np.ndarray, sigmas: Sigmas, *,
                 s_churn: float = 0.0, s_tmin: float = 0.0, s_tmax: float = math.inf,
                 s_noise: float = 1.0) -> np.ndarray:
     """Karras et al. (2022) Algorithm 2: Heun's second-order steps, Euler on the last step."""
-    x, sigmas = prepare(x, sigmas)
-    noise = require_noise(noise, "Heun with s_churn > 0", needed=s_churn > 0)
-    for i in range(len(sigmas) - 1):
-        x, sigma_hat = churn(x, sigmas, i, noise, s_churn=s_churn, s_tmin=s_tmin, s_tmax=s_tmax,
-                             s_noise=s_noise)
-        sigma_next = sigmas[i + 1]
-        x = heun_step(model, x, sigma_hat, sigma_next)
-        if stop_requested(callback, i, x):
-            break
-    return x
-
+    return churned_steps(heun_step, model, x, sigmas, sampler="Heun", noise=noise,
+                         callback=callback, s_churn=s_churn, s_tmin=s_tmin, s_tmax=s_tmax,
+                         s_noise=s_noise)
 
 @register("HeunPP2", "heunpp2", ("Heun++ 2", "Heun++"), second_order=True,
           extra_params=CHURN_OPTIONS)
