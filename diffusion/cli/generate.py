@@ -78,6 +78,16 @@ def _fill_sampling_defaults(args: argparse.Namespace) -> None:
               "give them to choose otherwise)", file=sys.stderr)
 
 
+def _check_picture_suffix(out: Path) -> None:
+    """--out x.jpg: else taken for a folder named x.jpg, holding PNGs."""
+    from PIL import Image
+
+    suffix = out.suffix.lower()
+    if suffix != ".png" and suffix in Image.registered_extensions() and not out.is_dir():
+        raise ValueError(f"--out {str(out)!r}: pictures are written as PNG (with their settings "
+                         "in it); name it .png, or give a folder")
+
+
 def _check_paths(args: argparse.Namespace) -> None:
     """The files and folders named, before the model loads."""
     if args.model is not None and not Path(args.model).exists():
@@ -87,6 +97,7 @@ def _check_paths(args: argparse.Namespace) -> None:
         raise ValueError(f"--base {args.base!r} does not exist; give the diffusers folder or "
                          "checkpoint whose parts a UNet-only .gguf model runs with")
     out = Path(args.out)
+    _check_picture_suffix(out)
     folder = out.parent if out.suffix.lower() == ".png" else out
     if folder != out and out.is_dir():  # else found only after the generation
         raise ValueError(f"--out {args.out!r} is a folder; a .png --out names the file to "
@@ -117,8 +128,9 @@ def _check_paths(args: argparse.Namespace) -> None:
         if not Path(file).is_file():
             raise ValueError(f"--text-encoder {file!r} is not a file; give a t5xxl / clip_l / "
                              "clip_g .safetensors file or a T5 .gguf file")
-    if args.lora_dir and not Path(args.lora_dir).is_dir():
-        raise ValueError(f"--lora-dir {args.lora_dir!r} is not a folder")
+    for flag, folder in (("--lora-dir", args.lora_dir), ("--embeddings-dir", args.embeddings_dir)):
+        if folder and not Path(folder).is_dir():  # before the GPU opens
+            raise ValueError(f"{flag} {folder!r} is not a folder")
     if args.controlnet_dir and not Path(args.controlnet_dir).is_dir():
         raise ValueError(f"--controlnet-dir {args.controlnet_dir!r} is not a folder")
     if args.annotator_dir:

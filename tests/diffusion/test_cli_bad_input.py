@@ -59,6 +59,11 @@ WAN = ("txt2vid", "--model", "wan", "--prompt", "a", "--frames", "1", "--width",
      "--out 'folder.png' is a folder; a .png --out names the file to write"),
     (("txt2img", "--prompt", "a", "--hr-scale", "2", "--hr-resize", "128x128"),
      "give --hr-scale or --hr-resize, not both"),
+    (("txt2img", "--prompt", "a", "--out", "x.jpg"),  # else a folder x.jpg of PNGs
+     "--out 'x.jpg': pictures are written as PNG"),
+    (("txt2img", "--prompt", "a", "--upscaler-dir", "notes"), "upscaler folder notes is a file"),
+    (("txt2img", "--prompt", "a", "--embeddings-dir", "notes"),
+     "--embeddings-dir 'notes' is not a folder"),
     (("txt2img", "--from-infotext", "junk.png"), "--from-infotext 'junk.png' is not a "
                                                  "readable image"),
     # txt2vid: what the model would take until memory or patience ran out
