@@ -162,8 +162,9 @@ def _check(args: argparse.Namespace) -> Path:
         if value is not None and not 0 <= value <= MAX_CFG:  # NaN too
             raise ValueError(f"--{name.replace('_', '-')} must be a number from 0 to {MAX_CFG:g}, "
                              f"got {value}")
-    if args.seed < -1:
-        raise ValueError(f"--seed must be -1 (random) or a whole number >= 0, got {args.seed}")
+    if not -1 <= args.seed < 2**64:  # torch's generator's range
+        raise ValueError(f"--seed must be -1 (random) or a whole number >= 0 (below 2**64), got "
+                         f"{args.seed}")
     check_fps(args.fps)
     video_cache(args.cache, "--cache")
     for spec in (*args.lora, *args.lora_2):

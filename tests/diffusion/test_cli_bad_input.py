@@ -28,7 +28,7 @@ def here(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Path:
     monkeypatch.setattr(diffusion, "load_pipeline", load_pipeline, raising=False)
     monkeypatch.chdir(tmp_path)
     Image.new("RGB", (16, 16), (200, 30, 30)).save("good.png")
-    Path("trunc.png").write_bytes(Path("good.png").read_bytes()[:60])  # its header, cut in its pixels
+    Path("trunc.png").write_bytes(Path("good.png").read_bytes()[:60])  # cut in its pixels
     Path("junk.png").write_text("not an image")
     Path("notes").write_text("a file, not a folder")
     Path("folder.png").mkdir()
@@ -59,6 +59,7 @@ WAN = ("txt2vid", "--model", "wan", "--prompt", "a", "--frames", "1", "--width",
      "--out 'folder.png' is a folder; a .png --out names the file to write"),
     (("txt2img", "--prompt", "a", "--hr-scale", "2", "--hr-resize", "128x128"),
      "give --hr-scale or --hr-resize, not both"),
+    (("txt2img", "--prompt", "a", "--seed", str(2**70)), "(below 2**64), got 1180591620717"),
     (("txt2img", "--prompt", "a", "--out", "x.jpg"),  # else a folder x.jpg of PNGs
      "--out 'x.jpg': pictures are written as PNG"),
     (("txt2img", "--prompt", "a", "--upscaler-dir", "notes"), "upscaler folder notes is a file"),
