@@ -174,7 +174,7 @@ def _bind(host: str, port: int) -> socket.socket:
         sock.close()
         hint = {errno.EADDRINUSE: "is another server running there? pass --port N",
                 errno.EACCES: "ports below 1024 need privileges; pass --port N"}.get(
-            exc.errno, "check --host: an address or name of this machine")
+            exc.errno or 0, "check --host: an address or name of this machine")
         raise OSError(f"cannot listen on {host}:{port} ({exc.strerror or exc}); {hint}") from None
     sock.listen(128)
     return sock
