@@ -17,7 +17,8 @@ def check_writable(folder: Path, what: str) -> None:
     (deleted at once) answers where root passes os.access and the file system still refuses
     (/sys, /proc, a full disk's quota)."""
     if not os.access(folder, os.W_OK | os.X_OK):
-        reason = "no permission"
+        read_only = os.statvfs(folder).f_flag & os.ST_RDONLY if hasattr(os, "statvfs") else 0
+        reason = "a read-only file system" if read_only else "no permission"
     else:
         try:
             with tempfile.TemporaryFile(dir=folder):
