@@ -14,6 +14,7 @@ import numpy as np
 
 from ..loaders.errors import PICKLE_SUFFIXES, WeightsError
 from ..loaders.formats.torch_file import TorchFile
+from .paths import check_output_file
 
 __all__ = ["add_parser", "convert", "run"]
 
@@ -47,8 +48,9 @@ def convert(source: str | os.PathLike[str], target: str | os.PathLike[str], *,
     nested `state_dict` a checkpoint holds, as `TorchFile` finds it; bf16 stays bf16).
 
     Raises WeightsError for an unreadable or refused source, or one without tensors, and
-    ValueError for a target that is not a new `.safetensors` path; on any error no file is
-    left at `target`. torch: `safetensors.torch.save_file(torch.load(source)["state_dict"])`.
+    ValueError for a target that is not a `.safetensors` path in a folder that takes new files;
+    on any error no file is left at `target`.
+    torch: `safetensors.torch.save_file(torch.load(source)["state_dict"])`.
     """
     source, target = Path(source), Path(target)
     if source.suffix.lower() not in PICKLE_SUFFIXES:
@@ -57,6 +59,7 @@ def convert(source: str | os.PathLike[str], target: str | os.PathLike[str], *,
         raise ValueError(f"{target}: the output must be named *.safetensors")
     if target.resolve() == source.resolve():
         raise ValueError(f"{target}: the output must not be the input file")
+    check_output_file(target, "output", ".safetensors")  # before the source is read
     file = TorchFile(source)
     if not file.keys():
         raise WeightsError(f"{source}: holds no tensors; nothing to convert")

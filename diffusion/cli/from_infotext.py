@@ -44,7 +44,11 @@ def apply_infotext(args: argparse.Namespace, parser: argparse.ArgumentParser) ->
     """Fill the options left at their defaults from --from-infotext's PNG (given ones win)."""
     from ..infotext import parse_infotext, read_infotext
 
-    text = read_infotext(existing(args.from_infotext, "--from-infotext"))
+    try:
+        text = read_infotext(existing(args.from_infotext, "--from-infotext"))
+    except OSError as exc:  # PIL's UnidentifiedImageError: else a line without the option
+        raise ValueError(f"--from-infotext {args.from_infotext!r} is not a readable image "
+                         f"(PNG, JPEG, WebP...): {exc}") from None
     if text is None:
         raise ValueError(f"--from-infotext {args.from_infotext!r}: the PNG has no parameters "
                          "(infotext) to start from")

@@ -29,6 +29,7 @@ from .from_infotext import apply_infotext
 from .ip_adapter import ip_adapter_units
 from .memory import memory_line, memory_mode
 from .options import SAMPLING_DEFAULTS, UPSCALERS
+from .paths import check_writable
 from .progress import ProgressBar
 from .redux import redux_reference
 
@@ -77,6 +78,16 @@ def _fill_sampling_defaults(args: argparse.Namespace) -> None:
               "give them to choose otherwise)", file=sys.stderr)
 
 
+def _check_picture_suffix(out: Path) -> None:
+    """--out x.jpg: else taken for a folder named x.jpg, holding PNGs."""
+    from PIL import Image
+
+    suffix = out.suffix.lower()
+    if suffix != ".png" and suffix in Image.registered_extensions() and not out.is_dir():
+        raise ValueError(f"--out {str(out)!r}: pictures are written as PNG (with their settings "
+                         "in it); name it .png, or give a folder")
+
+
 def _check_paths(args: argparse.Namespace) -> None:
     """The files and folders named, before the model loads."""
     if args.model is not None and not Path(args.model).exists():
@@ -86,16 +97,18 @@ def _check_paths(args: argparse.Namespace) -> None:
         raise ValueError(f"--base {args.base!r} does not exist; give the diffusers folder or "
                          "checkpoint whose parts a UNet-only .gguf model runs with")
     out = Path(args.out)
+    _check_picture_suffix(out)
     folder = out.parent if out.suffix.lower() == ".png" else out
+    if folder != out and out.is_dir():  # else found only after the generation
+        raise ValueError(f"--out {args.out!r} is a folder; a .png --out names the file to "
+                         f"write, e.g. {str(out / 'image.png')!r}")
     existing = next(p for p in (folder, *folder.parents) if p.exists())
     if not existing.is_dir():
         raise ValueError(f"--out {args.out!r}: {str(existing)!r} is a file; give a folder or "
                          "a .png path")
     if folder != out and existing != folder:
         raise ValueError(f"output folder {str(folder)!r} does not exist")
-    if not os.access(existing, os.W_OK | os.X_OK):  # else found only after the generation
-        raise ValueError(f"--out {args.out!r}: cannot write in {str(existing)!r} (no "
-                         "permission); give a folder you can write to")
+    check_writable(existing, f"--out {args.out!r}")
     if args.vae and not Path(args.vae).exists():
         raise ValueError(f"--vae {args.vae!r} does not exist; give a VAE folder or a "
                          ".safetensors file")
@@ -115,8 +128,9 @@ def _check_paths(args: argparse.Namespace) -> None:
         if not Path(file).is_file():
             raise ValueError(f"--text-encoder {file!r} is not a file; give a t5xxl / clip_l / "
                              "clip_g .safetensors file or a T5 .gguf file")
-    if args.lora_dir and not Path(args.lora_dir).is_dir():
-        raise ValueError(f"--lora-dir {args.lora_dir!r} is not a folder")
+    for flag, folder in (("--lora-dir", args.lora_dir), ("--embeddings-dir", args.embeddings_dir)):
+        if folder and not Path(folder).is_dir():  # before the GPU opens
+            raise ValueError(f"{flag} {folder!r} is not a folder")
     if args.controlnet_dir and not Path(args.controlnet_dir).is_dir():
         raise ValueError(f"--controlnet-dir {args.controlnet_dir!r} is not a folder")
     if args.annotator_dir:
@@ -157,7 +171,9 @@ def _hires(args: argparse.Namespace) -> Any:
         guess = f" (did you mean {by_lower[close[0]]!r}?)" if close else ""
         raise ValueError(f"--hr-upscaler {args.hr_upscaler!r}{guess} is not one of: "
                          f"{', '.join(names)}")
-    return HiresFix(scale=args.hr_scale or 2.0, resize=args.hr_resize,
+    # --hr-scale 0 is refused by HiresFix, not taken for "unset"
+    scale = 2.0 if args.hr_scale is None else args.hr_scale
+    return HiresFix(scale=scale, resize=args.hr_resize,
                     upscaler=by_lower[args.hr_upscaler.strip().lower()], steps=args.hr_steps,
                     denoise=args.hr_denoise, prompt=args.hr_prompt or None,
                     negative_prompt=args.hr_negative_prompt or None, sampler=args.hr_sampler,
@@ -296,6 +312,10 @@ def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> list[Path]
     """Generate and save as `args` (from `parser`, diffusion.cli.main's) say; returns the
     written paths."""
     # 1. the settings: --from-infotext, the model's defaults.json, the seeds
+    if getattr(args, "hr_scale", None) is not None and getattr(args, "hr_resize", None):
+        # both given here (an infotext may hold both: its resize wins, as in the WebUI)
+        raise ValueError("give --hr-scale or --hr-resize, not both: the second pass is "
+                         "either a multiple of --width/--height or a size")
     if args.from_infotext:
         apply_infotext(args, parser)
     if args.prompt is None:

@@ -48,10 +48,17 @@ def run(args: argparse.Namespace) -> int:
     from ..loaders import load_pipeline_weights
     from ..loaders.formats.gguf_write import write_gguf
     from ..loaders.sd.gguf_model import model_metadata, model_tensors
+    from ..pipelines.families import family_of
+    from .paths import check_output_file
 
     out = Path(args.out)
     if out.suffix.lower() != ".gguf":
         raise ValueError(f"{out}: the output must be a .gguf file")
+    check_output_file(out, "output", ".gguf")  # before the model is read
+    _, family = family_of(args.model)  # "unet": the SD line, which claims every other path
+    if family != "unet":  # else the loader's "the pipeline has no 'unet' component"
+        raise ValueError(f"{args.model} is a {family} model; quantize writes SD 1.x/2.x and "
+                         "SDXL models")
     weights = load_pipeline_weights(args.model)
     family = weights.info.family
     if args.unet_only:

@@ -4,6 +4,7 @@ itself is diffusion.server's)."""
 from __future__ import annotations
 
 import argparse
+import errno
 import ipaddress
 import socket
 import sys
@@ -27,6 +28,32 @@ def _positive(text: str) -> int:
     if value < 1:
         raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
     return value
+
+
+def _port(text: str) -> int:
+    value = whole(text)
+    if not 1 <= value <= 65535:  # else socket.bind's OverflowError, a traceback
+        raise argparse.ArgumentTypeError(f"must be a TCP port from 1 to 65535, got {value}")
+    return value
+
+
+# the folder options checked before the model loads: a mistyped one would else serve without
+# what it names, or fail at a request long after the start
+_FOLDERS = ("models_dir", "lora_dir", "upscaler_dir", "embeddings_dir", "controlnet_dir",
+            "vae_approx_dir", "gfpgan_models_path", "codeformer_models_path",
+            "deepdanbooru_dir", "clip_models_path", "interrogate_dir", "blip_dir",
+            "adetailer_dir")
+
+
+def _check_folders(args: argparse.Namespace) -> None:
+    """Every folder option given names a folder, and --outputs is not a file."""
+    for name in _FOLDERS:
+        path = getattr(args, name)
+        if path and not Path(path).is_dir():
+            raise ValueError(f"--{name.replace('_', '-')} {path!r} is not a folder")
+    if Path(args.outputs).exists() and not Path(args.outputs).is_dir():
+        raise ValueError(f"--outputs {args.outputs!r} is a file; give the folder where "
+                         "save_images writes")
 
 
 def add_serve_parser(commands: Any) -> argparse.ArgumentParser:
@@ -97,7 +124,7 @@ def add_serve_parser(commands: Any) -> argparse.ArgumentParser:
     sub.add_argument("--host", default="127.0.0.1", help="address to bind (127.0.0.1)")
     sub.add_argument("--listen", action="store_true",
                      help="bind 0.0.0.0: reachable from other machines (use --api-auth)")
-    sub.add_argument("--port", type=_positive, default=7860, help="port (7860)")
+    sub.add_argument("--port", type=_port, default=7860, help="port (7860)")
     sub.add_argument("--api-auth", metavar="USER:PASS[,USER:PASS...]",
                      help="require HTTP Basic credentials on the API")
     sub.add_argument("--outputs", default="outputs", metavar="DIR",
@@ -146,8 +173,10 @@ def _bind(host: str, port: int) -> socket.socket:
         sock.bind((host, port))
     except OSError as exc:
         sock.close()
-        raise OSError(f"cannot listen on {host}:{port} ({exc.strerror or exc}); is another "
-                      f"server running there? pass --port N") from None
+        hint = {errno.EADDRINUSE: "is another server running there? pass --port N",
+                errno.EACCES: "ports below 1024 need privileges; pass --port N"}.get(
+            exc.errno or 0, "check --host: an address or name of this machine")
+        raise OSError(f"cannot listen on {host}:{port} ({exc.strerror or exc}); {hint}") from None
     sock.listen(128)
     return sock
 
@@ -201,10 +230,7 @@ def serve(args: argparse.Namespace) -> int:
     host = settings.host
     try:
         parse_auth(settings.api_auth)
-        if args.controlnet_dir and not Path(args.controlnet_dir).is_dir():
-            raise ValueError(f"--controlnet-dir {args.controlnet_dir!r} is not a folder")
-        if args.adetailer_dir and not Path(args.adetailer_dir).is_dir():
-            raise ValueError(f"--adetailer-dir {args.adetailer_dir!r} is not a folder")
+        _check_folders(args)
         if args.annotator_dir:
             from ..loaders.control.annotator_file import use_annotator_dir
 

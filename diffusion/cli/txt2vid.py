@@ -19,12 +19,17 @@ import numpy as np
 from ..pipelines.video.files import check_fps, check_output, write_video
 from .memory import add_memory_options, memory_line, memory_mode
 from .options import number, whole
+from .paths import check_output_file
 from .progress import ProgressBar
 
 if TYPE_CHECKING:
     from ..loaders.wan.sources import WanSource
 
 __all__ = ["add_parsers", "run"]
+
+# the largest frame count, side and guidance the CLI takes, as the server's /avx/txt2vid: a
+# mistyped --width 100000 else took the memory until the OS ended the process
+MAX_FRAMES, MAX_SIDE, MAX_CFG = 1001, 4096, 30.0
 
 EXAMPLE = """example:
   python -m diffusion txt2vid --model ./Wan2.1-T2V-1.3B-Diffusers \\
@@ -90,7 +95,7 @@ def _options(sub: argparse.ArgumentParser) -> None:
                      help="classifier-free guidance scale; 1 turns it off (5)")
     sub.add_argument("--cfg-scale-2", type=number, default=None,
                      help="Wan 2.2 A14B: the low-noise expert's guidance scale (--cfg-scale)")
-    sub.add_argument("--seed", type=int, default=-1, help="-1: a random seed (printed)")
+    sub.add_argument("--seed", type=whole, default=-1, help="-1: a random seed (printed)")
     sub.add_argument("--sampler", default="diffusers", choices=("diffusers", "UniPC", "Euler"),
                      help="diffusers: the folder's scheduler (Wan's UniPC); UniPC or Euler "
                           "on flow sigmas with the folder's shift")
@@ -145,15 +150,34 @@ def _check(args: argparse.Namespace) -> Path:
         value = getattr(args, name)
         if value < 16 or value % 16:
             raise ValueError(f"--{name} must be a multiple of 16 for Wan, got {value}")
-    if args.steps < 1:
-        raise ValueError(f"--steps must be at least 1, got {args.steps}")
+    if args.frames > MAX_FRAMES:
+        raise ValueError(f"--frames must be at most {MAX_FRAMES}, got {args.frames}")
+    for name in ("width", "height"):
+        if getattr(args, name) > MAX_SIDE:
+            raise ValueError(f"--{name} must be at most {MAX_SIDE}, got {getattr(args, name)}")
+    if not 1 <= args.steps <= 1000:
+        raise ValueError(f"--steps must be from 1 to 1000, got {args.steps}")
+    for name in ("cfg_scale", "cfg_scale_2"):
+        value = getattr(args, name)
+        if value is not None and not 0 <= value <= MAX_CFG:  # NaN too
+            raise ValueError(f"--{name.replace('_', '-')} must be a number from 0 to {MAX_CFG:g}, "
+                             f"got {value}")
+    if not -1 <= args.seed < 2**64:  # torch's generator's range
+        raise ValueError(f"--seed must be -1 (random) or a whole number >= 0 (below 2**64), got "
+                         f"{args.seed}")
     check_fps(args.fps)
     video_cache(args.cache, "--cache")
     for spec in (*args.lora, *args.lora_2):
         _lora(spec)
     _check_files(args)
     out = Path(args.out) if args.out else Path("outputs") / f"{args.command}-{args.seed}.mp4"
-    check_output(out)
+    if check_output(out) == "frames":  # a folder of PNGs, made with the folders above it
+        if out.exists() and not out.is_dir():
+            raise ValueError(f"--out {str(out)!r} is a file; give a new folder for the frames, "
+                             "or a .mp4 / .webp name")
+        check_output_file(out / "00000.png", "--out", ".png", make_folders=True)
+    else:
+        check_output_file(out, "--out", out.suffix, make_folders=True)
     return out
 
 

@@ -45,6 +45,8 @@ def run(args: argparse.Namespace) -> int:
 
     if not 1.0 <= args.scale <= 8.0:
         raise ValueError(f"--scale must be from 1 to 8, got {args.scale}")
+    if args.tile < 0:
+        raise ValueError(f"--tile must be 0 (one pass) or a tile size in pixels, got {args.tile}")
     name = args.upscaler
     if args.upscaler_dir:
         register_upscaler_dir(args.upscaler_dir)
@@ -67,6 +69,8 @@ def run(args: argparse.Namespace) -> int:
         raise ValueError(f"{source}: no such image") from None
     except UnidentifiedImageError:
         raise ValueError(f"{source}: not a readable image (PNG, JPEG, WebP...)") from None
+    except OSError as exc:  # a folder, a truncated file: else the bare reason, no file name
+        raise ValueError(f"{source}: not a readable image ({exc.strerror or exc})") from None
     out = upscale(image, name, args.scale)
     # written beside the target and renamed: an interrupted run leaves no partial picture
     partial = target.with_name(f".{target.name}.{os.getpid()}.partial")
@@ -81,15 +85,12 @@ def run(args: argparse.Namespace) -> int:
 
 def _picture_format(target: Path) -> str:
     """PIL's format for writing `target` (PNG without a suffix); ValueError saying what to
-    change for a suffix PIL cannot write, a missing folder or a folder's name."""
+    change for a suffix PIL cannot write, a missing or unwritable folder or a folder's name."""
     from PIL import Image
 
-    if target.is_dir():
-        raise ValueError(f"--out {str(target)!r} is a folder; give a file name, e.g. "
-                         f"{str(target / 'upscaled.png')!r}")
-    if not target.parent.is_dir():
-        raise ValueError(f"--out {str(target)!r}: the folder {str(target.parent)!r} does not "
-                         "exist")
+    from .paths import check_output_file
+
+    check_output_file(target, "--out", ".png")
     kind = Image.registered_extensions().get(target.suffix.lower(),
                                              None if target.suffix else "PNG")
     if kind not in Image.SAVE:

@@ -279,9 +279,9 @@ def _check(r: GenerationRequest) -> None:
     for name in ("seed", "subseed"):
         value = getattr(r, name)
         if value is not None and (isinstance(value, bool) or not isinstance(value, Integral)
-                                  or value < -1):
-            raise ValueError(f"{name} must be -1 (random) or a whole number >= 0, got "
-                             f"{value!r}")
+                                  or not -1 <= int(value) < 2**64):  # torch generator's
+            raise ValueError(f"{name} must be -1 (random) or a whole number >= 0 (below "
+                             f"2**64), got {value!r}")
     _whole("eta_noise_seed_delta", r.eta_noise_seed_delta, 0)
     _number("subseed_strength", r.subseed_strength, 0, 1)
     _number("strength", r.strength, 0, 1, open_low=True)

@@ -153,8 +153,9 @@ class EmbeddingDatabase:
     def __init__(self, directory: str | os.PathLike[str]) -> None:
         self.directory = Path(directory)
         if not self.directory.is_dir():
-            raise FileNotFoundError(f"embeddings directory {self.directory} does not exist; "
-                                    "create it or point --embeddings-dir at your embeddings")
+            problem = "is a file" if self.directory.exists() else "does not exist"
+            raise FileNotFoundError(f"embeddings directory {self.directory} {problem}; create "
+                                    "it or point --embeddings-dir at your embeddings")
         self._known: dict[tuple[Path, int, int], EmbeddingFile] = {}
         self.files: list[EmbeddingFile] = []
         self.refresh()

@@ -174,8 +174,9 @@ def find_upscalers(folder: str | os.PathLike[str]) -> dict[str, Path]:
     ("R-ESRGAN 4x+"), other files under their stem ("4x-UltraSharp")."""
     root = Path(folder)
     if not root.is_dir():
-        raise ValueError(f"upscaler folder {root} does not exist; pass the folder holding the "
-                         ".pth files (the WebUI's models/ or models/ESRGAN)")
+        problem = "is a file" if root.exists() else "does not exist"
+        raise ValueError(f"upscaler folder {root} {problem}; pass the folder holding the .pth "
+                         "files (the WebUI's models/ or models/ESRGAN)")
     found: dict[str, Path] = {}
     for path in sorted(root.rglob("*")):
         if path.suffix.lower() in SUFFIXES and path.is_file() and not path.name.startswith("."):

@@ -9,6 +9,7 @@ from typing import Any
 from gpustd import Tensor, nn
 
 from ...models.step_cache import (
+    CACHE_KINDS,
     TEACACHE_WAN_COEFFICIENTS,
     TEACACHE_WAN_RET_COEFFICIENTS,
     BranchCache,
@@ -27,6 +28,12 @@ def video_cache(text: str | None, name: str = "cache", steps: int = 1) -> StepCa
     None / "none": off); ValueError in one line for anything else (`name`: the setting's;
     MagCache's table is FLUX's)."""
     kind, colon, value = str(text).strip().lower().partition(":")
+    if kind not in ("", "none", "off", "fbc", "teacache", "teacache-ret"):
+        # refused here: CacheSpec's own message offers MagCache and FLUX's TeaCache default
+        why = f"{kind}'s table is FLUX's" if kind in CACHE_KINDS else "none: off"
+        raise ValueError(f"{name} {text}: Wan runs First Block Cache (fbc[:THRESHOLD], e.g. "
+                         f"fbc:0.12) or TeaCache (teacache:0.2, or its retention mode "
+                         f"teacache-ret:0.2); {why}")
     if kind == "teacache-ret":
         threshold = CacheSpec.parse(f"teacache:{value}").threshold if colon else None
         return StepCache(CacheSpec(kind, _TEACACHE_DEFAULT if threshold is None
@@ -34,10 +41,6 @@ def video_cache(text: str | None, name: str = "cache", steps: int = 1) -> StepCa
     spec = CacheSpec.of(text)
     if spec is not None and kind == "teacache" and not colon:
         spec = CacheSpec("teacache", _TEACACHE_DEFAULT)
-    if spec is not None and spec.kind not in ("fbc", "teacache"):
-        raise ValueError(f"{name} {text}: Wan runs First Block Cache (fbc[:THRESHOLD], e.g. "
-                         f"fbc:0.12) or TeaCache (teacache:0.2, or its retention mode "
-                         f"teacache-ret:0.2); {spec.kind}'s table is FLUX's")
     return None if spec is None else StepCache(spec, steps)
 
 
