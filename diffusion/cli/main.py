@@ -12,7 +12,8 @@ from __future__ import annotations
 import argparse
 import sys
 import time
-from typing import NoReturn
+import warnings
+from typing import Any, NoReturn, TextIO
 
 from .control import add_control_options
 from .from_infotext import existing
@@ -112,7 +113,21 @@ def png_info(args: argparse.Namespace) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Entry point of `python -m diffusion`; returns the exit status."""
+    """Entry point of `python -m diffusion`; returns the exit status. Warnings (a float16 VAE
+    made float32, a blank inpaint mask) print as its errors do: `warning: ...`, one line, not
+    Python's file, line and source."""
+    with warnings.catch_warnings():
+        warnings.showwarning = _warning_line
+        return _main(argv)
+
+
+def _warning_line(message: Warning | str, category: type[Warning], filename: str,
+                  lineno: int, file: TextIO | None = None, line: str | None = None,
+                  **_: Any) -> None:
+    print(f"warning: {message}", file=sys.stderr if file is None else file)
+
+
+def _main(argv: list[str] | None) -> int:
     import gpucore
 
     imported = time.perf_counter()

@@ -6,6 +6,7 @@ test_finite.py."""
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
@@ -17,7 +18,8 @@ from sd_tiny import tiny_vae, write_pipeline
 import diffusion
 import gpucore
 from diffusion.cli import generate as generate_cli
-from diffusion.cli.main import build_parser
+from diffusion.cli import main as main_cli
+from diffusion.cli.main import build_parser, main
 from diffusion.pipelines.finite import (
     NonFiniteError,
     VaeNonFiniteError,
@@ -242,6 +244,22 @@ def test_the_cli_and_the_server_take_it(monkeypatch: pytest.MonkeyPatch,
     # the server's loader applies the setting to every pipeline it loads
     loader = PipelineLoader(ServerSettings(no_half_vae=True), build=lambda path, **where: model)
     assert loader(Path("model")) is model and made == ["made", "made"]
+
+
+def test_the_cli_says_a_revert_in_one_line(monkeypatch: pytest.MonkeyPatch,
+                                          capsys: pytest.CaptureFixture[str]) -> None:
+    """A revert's warning on the command line: `warning: ...` as its errors are, not Python's
+    file:line and source line; the picture's path still printed."""
+    def run(args: Any, parser: Any) -> list[str]:
+        warnings.warn("the model's VAE (m) gave NaN ... --no-half-vae", VaeRevertWarning,
+                      stacklevel=2)
+        return ["out.png"]
+
+    monkeypatch.setattr(main_cli, "run", run)
+    assert main(["txt2img", "--prompt", "a cat"]) == 0
+    out, err = capsys.readouterr()
+    assert out == "out.png\n"
+    assert err == "warning: the model's VAE (m) gave NaN ... --no-half-vae\n"
 
 
 def test_a_flow_model_under_a_memory_mode_decodes_by_its_float32_vae(
