@@ -9,6 +9,6 @@ branch and ultralytics' process_mask), `yolo_file` (the .pt read without running
 """
 
 from .boxes import Detections, detect
-from .yolo_file import YoloFile, load_yolo
+from .yolo_file import YoloFile, check_yolo, load_yolo
 
-__all__ = ["Detections", "YoloFile", "detect", "load_yolo"]
+__all__ = ["Detections", "YoloFile", "check_yolo", "detect", "load_yolo"]

@@ -25,9 +25,51 @@ from ..loaders.formats.torch_modules import PickledModule, module_classes
 from .segment import Proto, Segment
 from .yolo import SPPF, C2f, Conv, Detect, YoloLayer, YoloNetwork, join, sequence, upsample
 
-__all__ = ["YoloFile", "load_yolo"]
+__all__ = ["YoloFile", "check_yolo", "load_yolo"]
 
 _PACKAGES = ("ultralytics", "torch.nn.modules")
+_KINDS = ("Conv", "DWConv", "C2f", "SPPF", "Upsample", "Concat", "Detect", "Segment")
+Layer = tuple[str, PickledModule, int | list[int]]  # name, module, input index ('f')
+
+
+def _structure(path: Path) -> tuple[TorchFile, PickledModule, list[Layer]]:
+    """The file's container and pickle (its tensors listed, none read), its model module and
+    its layers, each of a kind YOLOv8 uses; WeightsError naming the file where they are not."""
+    file = TorchFile(path, classes=module_classes(_PACKAGES))
+    tree = file.tree
+    model = tree.get("ema") or tree.get("model") if isinstance(tree, dict) else None
+    if not isinstance(model, PickledModule):
+        raise WeightsError(f"{path}: not an ultralytics YOLO file (no 'model' module); use a "
+                           "YOLOv8 detection .pt as ADetailer does")
+    try:
+        modules = list(model.child("model").children())
+    except KeyError:
+        raise WeightsError(f"{path}: its model has no layers ('model'); the file is damaged "
+                           "or not a YOLOv8 detection .pt") from None
+    layers: list[Layer] = []
+    for name, module in modules:
+        source = module.state.get("f", -1)
+        if not (isinstance(source, int) or (isinstance(source, list)
+                and all(isinstance(i, int) for i in source))):
+            raise WeightsError(f"{path}: layer {name} has no input index ('f')")
+        if module.kind not in _KINDS:
+            raise WeightsError(f"{path}: layer model.{name} is a {module.kind}, which YOLOv8 "
+                               "detection does not use; use a YOLOv8 detection or "
+                               "segmentation model")
+        layers.append((name, module, source))
+    if not layers or layers[-1][1].kind not in ("Detect", "Segment"):
+        raise WeightsError(f"{path}: the model does not end with a Detect head")
+    if layers[-1][1].state.get("end2end"):
+        raise WeightsError(f"{path}: an end-to-end (YOLOv10) head is not supported; use a "
+                           "YOLOv8 model")
+    return file, model, layers
+
+
+def check_yolo(path: str | Path) -> None:
+    """WeightsError naming the file unless it reads as a YOLOv8 detection file: what
+    YoloFile reads before its first tensor (milliseconds; nothing reaches a device), so a
+    damaged file is refused before a job that needs it runs."""
+    _structure(Path(path))
 
 
 class YoloFile:
@@ -35,17 +77,12 @@ class YoloFile:
 
     def __init__(self, path: str | Path, device: Device | None = None) -> None:
         self.path = Path(path)
-        file = TorchFile(self.path, classes=module_classes(_PACKAGES))
-        tree = file.tree
-        model = tree.get("ema") or tree.get("model") if isinstance(tree, dict) else None
-        if not isinstance(model, PickledModule):
-            raise WeightsError(f"{self.path}: not an ultralytics YOLO file (no 'model' module); "
-                               "use a YOLOv8 detection .pt as ADetailer does")
+        file, model, layers = _structure(self.path)
         self._file, self.device = file, device
-        self._prefix = "ema." if tree.get("ema") is model else "model."
+        self._prefix = "ema." if file.tree.get("ema") is model else "model."
         names = model.state.get("names") or {}
         self.names = dict(enumerate(names)) if isinstance(names, list) else dict(names)
-        self.network = self._network(model)
+        self.network = self._network(layers)
 
     def _array(self, key: str) -> np.ndarray:
         try:
@@ -128,16 +165,11 @@ class YoloFile:
                 raise WeightsError(f"{self.path}: layer {key} joins on another axis than "
                                    "channels")
             return join
-        if kind in ("Detect", "Segment"):
-            if module.state.get("end2end"):
-                raise WeightsError(f"{self.path}: an end-to-end (YOLOv10) head is not supported;"
-                                   " use a YOLOv8 model")
-            detect = Detect(
-                [self._chain(m, f"{key}.cv2.{i}") for i, m in module.child("cv2").children()],
-                [self._chain(m, f"{key}.cv3.{i}") for i, m in module.child("cv3").children()])
-            return detect if kind == "Detect" else self._segment(module, key, detect)
-        raise WeightsError(f"{self.path}: layer {key} is a {kind}, which YOLOv8 detection does "
-                           "not use; use a YOLOv8 detection or segmentation model")
+        # Detect or Segment: _structure refused the other kinds
+        detect = Detect(
+            [self._chain(m, f"{key}.cv2.{i}") for i, m in module.child("cv2").children()],
+            [self._chain(m, f"{key}.cv3.{i}") for i, m in module.child("cv3").children()])
+        return detect if kind == "Detect" else self._segment(module, key, detect)
 
     def _segment(self, module: PickledModule, key: str, detect: Detect) -> Segment:
         """Segment's mask branch: cv4 per level (the coefficients) and the Proto network."""
@@ -159,24 +191,14 @@ class YoloFile:
                   self._tensor(bias), self._conv(proto.child("cv2"), f"{key}.proto.cv2"),
                   self._conv(proto.child("cv3"), f"{key}.proto.cv3")))
 
-    def _network(self, model: PickledModule) -> YoloNetwork:
-        layers = []
-        sequential = model.child("model")
-        head = None
-        for name, module in sequential.children():
-            source = module.state.get("f", -1)
-            if not (isinstance(source, int) or (isinstance(source, list)
-                    and all(isinstance(i, int) for i in source))):
-                raise WeightsError(f"{self.path}: layer {name} has no input index ('f')")
-            layers.append(YoloLayer(self._block(module, f"model.{name}"), source))
-            head = (name, module)
-        if head is None or head[1].kind not in ("Detect", "Segment"):
-            raise WeightsError(f"{self.path}: the model does not end with a Detect head")
-        name, module = head
+    def _network(self, layers: list[Layer]) -> YoloNetwork:
+        network = [YoloLayer(self._block(module, f"model.{name}"), source)
+                   for name, module, source in layers]
+        name, module, _ = layers[-1]  # the head
         reg_max = int(module.state.get("reg_max", 16))
         dfl = (self._array(f"model.{name}.dfl.conv.weight").reshape(-1) if reg_max > 1
                else np.zeros(1, np.float32))
-        return YoloNetwork(layers, reg_max, dfl)
+        return YoloNetwork(network, reg_max, dfl)
 
 
 def load_yolo(path: str | Path, device: Device | None = None) -> YoloFile:

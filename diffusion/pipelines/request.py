@@ -283,6 +283,10 @@ def _check(r: GenerationRequest) -> None:
             raise ValueError(f"{name} must be -1 (random) or a whole number >= 0 (below "
                              f"2**64), got {value!r}")
     _whole("eta_noise_seed_delta", r.eta_noise_seed_delta, 0)
+    if r.rng == "torch" and isinstance(r.seed, Integral) and r.seed >= 0 and \
+            r.seed + r.eta_noise_seed_delta >= 2**64:  # the per-step noise's seed
+        raise ValueError(f"seed + eta_noise_seed_delta is {r.seed + r.eta_noise_seed_delta}, "
+                         "past torch's generator's range (below 2**64); send a smaller one")
     _number("subseed_strength", r.subseed_strength, 0, 1)
     _number("strength", r.strength, 0, 1, open_low=True)
     _number("initial_noise_multiplier", r.initial_noise_multiplier, 0, 10)

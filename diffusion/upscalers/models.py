@@ -13,6 +13,7 @@ read with the loaders (pickles without running them) when the upscaler is first 
 from __future__ import annotations
 
 import os
+import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -90,7 +91,8 @@ def load_upscaler_model(state: Any, *, dtype: Any = np.float32,
 class ModelUpscaler:
     """One upscaler file: `name` (the WebUI's), `path`; the network is built on first use, in
     `dtype` ("auto": float16 where the device has shader-f16, as the WebUI runs upscalers in
-    half precision unless --no-half, SwinIR and HAT excepted; else float32)."""
+    half precision unless --no-half, SwinIR and HAT excepted; else float32). Safe to share
+    between threads (the thread server's GPU workers): the network is read once."""
 
     name: str
     path: Path
@@ -99,17 +101,23 @@ class ModelUpscaler:
     tile: int = 192  # the WebUI's ESRGAN_tile default
     pad: int = 16
     _model: Any = field(default=None, repr=False)
+    # held while the network is read or dropped: two threads read it once, and a forget()
+    # between another thread's check and its return cannot hand that thread None
+    _lock: threading.Lock = field(default_factory=threading.Lock, init=False, repr=False,
+                                  compare=False)
 
     def model(self) -> Network:
-        if self._model is None:
-            self._model = load_upscaler_model(self.path, dtype=self.dtype,
-                                              device=self.device or default_device())
-        return self._model
+        with self._lock:
+            if self._model is None:
+                self._model = load_upscaler_model(self.path, dtype=self.dtype,
+                                                  device=self.device or default_device())
+            return self._model
 
     def forget(self) -> None:
         """Drop the network (its GPU memory goes once nothing else holds it); the next
         upscale reads it again."""
-        self._model = None
+        with self._lock:
+            self._model = None
 
     @property
     def scale(self) -> int:

@@ -7,21 +7,23 @@ img2img), then one object per unit with its `ad_*` fields (defaults as there: ad
 true with padding 32...). A unit whose ad_model is "None" (or ad_tab_enable / ad_tap_enable
 false) is skipped. A field that cannot run here (a separate checkpoint or VAE, restore face,
 a ControlNet model, YOLO-World classes, a noise multiplier) is refused naming it, as is an
-unknown field, a value of the wrong type or range, and a model that is not in the server's
-ADetailer folder (`serve --adetailer-dir`, default the models folder's `adetailer`): 422
-before anything is queued.
+unknown field, a value of the wrong type or range, a model that is not in the server's
+ADetailer folder (`serve --adetailer-dir`, default the models folder's `adetailer`) and one
+that is not a YOLOv8 file there (detection.check_yolo): 422 before anything is queued.
 """
 
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from functools import lru_cache
 from pathlib import Path
 from threading import Lock
 from typing import Any
 
-from ...detection import YoloFile, load_yolo
+from ...detection import YoloFile, check_yolo, load_yolo
 from ...detection.masks import MERGE_INVERT
+from ...loaders.errors import WeightsError
 from ...pipelines.request import check_size
 from ...process_shared import process_shared
 from .generation import RequestError, resolve_sampler
@@ -215,7 +217,18 @@ def _unit(raw: dict[str, Any], index: int, where: str, models: ADetailerModels,
         raise RequestError(f"{where}.ad_model: {values['model']!r} is not in the ADetailer "
                            f"models folder {models.where()} (it holds: {listed}); put the .pt "
                            "file there, or name one of them")
+    try:  # a damaged file refused now, not on the worker once the picture is drawn
+        _readable(path, path.stat().st_mtime_ns)
+    except (WeightsError, OSError) as exc:
+        raise RequestError(f"{where}.ad_model: {values['model']!r} cannot be read: "
+                           f"{exc}") from None
     return ADetailerUnit(index, values["model"], path, values)
+
+
+@lru_cache(maxsize=64)
+def _readable(path: Path, changed: int) -> None:
+    """check_yolo of an ADetailer folder's file, read once per version of the file."""
+    check_yolo(path)
 
 
 def parse_adetailer(args: list[Any], models: ADetailerModels, kind: str,

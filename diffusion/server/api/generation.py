@@ -1,4 +1,5 @@
-"""txt2img/img2img requests -> validated GenerationJobs, and results -> WebUI responses.
+"""txt2img/img2img requests -> validated GenerationJobs (their results -> WebUI responses:
+diffusion.server.api.response).
 
 Seeds as the WebUI gives them: image k of a job (k counting over n_iter x batch_size) has seed
 `seed + k`, and the server generates each image alone from its own seed, so every image is
@@ -8,7 +9,6 @@ seed; generating image by image is what makes the WebUI's per-image seeds hold.)
 
 from __future__ import annotations
 
-import json
 import math
 import secrets
 from collections.abc import Callable
@@ -16,7 +16,6 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any, TypeVar
 
-from ...infotext import format_infotext
 from ...pipelines.hires_pass import check_hires_refiner_pass
 from ...pipelines.request import GenerationRequest, check_size, door_fields
 from ...sampling.kdiffusion import SamplerOptions
@@ -30,13 +29,12 @@ from ..catalog.modules_dir import (
     choose_modules,
     choose_vae,
 )
-from ..images import PixelBudget, decode_image, encode_png, prepare_mask
-from ..jobs.worker import GenerationJob, JobResult
+from ..images import PixelBudget, decode_image, prepare_mask
+from ..jobs.worker import GenerationJob
 from .schemas import Img2ImgRequest, Txt2ImgRequest
 
-__all__ = ["SCHEDULERS", "RequestError", "build_job", "build_response", "check_hires_modules",
-           "check_modules", "check_randn_source", "check_vae", "fit_to_model",
-           "resolve_sampler"]
+__all__ = ["SCHEDULERS", "RequestError", "build_job", "check_hires_modules", "check_modules",
+           "check_randn_source", "check_vae", "fit_to_model", "resolve_sampler"]
 
 T = TypeVar("T")
 # the schedule types the server takes, as /sdapi/v1/schedulers lists them
@@ -233,8 +231,13 @@ def build_job(request: Txt2ImgRequest, kind: str, *, options: dict[str, Any], ma
     count = request.batch_size * request.n_iter
     seed, subseed = _seed(request.seed), _seed(request.subseed)
     seeds = [seed + (0 if request.subseed_strength else k) for k in range(count)]
-    job = GenerationJob(kind=kind, seeds=seeds, request=generation,
-                        subseeds=[subseed + k for k in range(count)],
+    subseeds = [subseed + k for k in range(count)]
+    try:  # the last image's request as the worker makes it, now: not after the first are drawn
+        _request({**settings, "seed": seeds[-1], "subseed": subseeds[-1]})
+    except RequestError as exc:
+        raise RequestError(f"{exc} (the job's last image: seed and subseed + {count - 1}); send "
+                           "a smaller seed, subseed or batch") from None
+    job = GenerationJob(kind=kind, seeds=seeds, request=generation, subseeds=subseeds,
                         batch_size=request.batch_size,
                         save_to=outputs if request.save_images else None)
     return job, {"seed": seed, "subseed": subseed, "sampler": sampler, "scheduler": schedule,
@@ -350,51 +353,3 @@ def fit_to_model(request: GenerationRequest, native_size: int,
                            *(("hires size", side) for side in hires)):
             _check_side(name, side, max_size)
     return replace(request, width=width, height=height)
-
-
-def build_response(request: Txt2ImgRequest, result: JobResult,
-                   facts: dict[str, Any]) -> dict[str, Any]:
-    """The WebUI's {images, parameters, info} for a finished job."""
-    texts = [format_infotext(settings) for settings in result.settings]
-    first = result.settings[0] if result.settings else {}
-    count = len(result.settings)
-    seeds = [int(s["seed"]) for s in result.settings]
-    clip_skip = int(first.get("clip_skip", 0)) + 1 if first else None
-    info = {
-        # the prompts as sent; each picture's as drawn, with the request's styles applied
-        "prompt": request.prompt, "all_prompts": [facts.get("prompt", request.prompt)] * count,
-        "negative_prompt": request.negative_prompt or "",
-        "all_negative_prompts": [facts.get("negative_prompt",
-                                           request.negative_prompt or "")] * count,
-        "seed": facts["seed"], "all_seeds": seeds, "subseed": facts["subseed"],
-        "all_subseeds": [facts["subseed"] + k for k in range(count)],
-        "subseed_strength": request.subseed_strength,
-        "width": first.get("width", request.width), "height": first.get("height",
-                                                                          request.height),
-        "sampler_name": facts["sampler"], "scheduler": facts["scheduler"],
-        "cfg_scale": first.get("cfg_scale", request.cfg_scale),
-        "distilled_cfg_scale": first.get("distilled_cfg_scale"),
-        "steps": request.steps, "batch_size": request.batch_size, "n_iter": request.n_iter,
-        "restore_faces": bool(first.get("face_restoration")),
-        "face_restoration_model": first.get("face_restoration") or None,
-        "sd_model_name": result.model.model_name if result.model else None,
-        "sd_model_hash": result.model.hash if result.model else None,
-        "sd_vae_name": first.get("vae"), "sd_vae_hash": first.get("vae_hash"),
-        "seed_resize_from_w": request.seed_resize_from_w,
-        "seed_resize_from_h": request.seed_resize_from_h,
-        "denoising_strength": first.get("strength", request.denoising_strength),
-        "extra_generation_params": {**{f"ControlNet {i}": text for i, text in enumerate(
-            first.get("controlnet") or [])}, **(first.get("adetailer") or {})},
-        "index_of_first_image": 0, "infotexts": texts,
-        "styles": request.styles or [], "job_timestamp": result.job_timestamp,
-        "clip_skip": clip_skip, "is_using_inpainting_conditioning": False,
-        "interrupted": result.interrupted, "saved_paths": [str(p) for p in result.saved],
-        "version": "avx-gpu",
-    }
-    parameters = request.model_dump(include=set(type(request).model_fields))
-    if isinstance(request, Img2ImgRequest) and not request.include_init_images:
-        parameters["init_images"] = None
-        parameters["mask"] = None
-    images = [encode_png(image, text) for image, text in zip(result.images, texts, strict=True)]
-    return {"images": images if request.send_images else [], "parameters": parameters,
-            "info": json.dumps(info)}

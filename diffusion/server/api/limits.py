@@ -4,6 +4,7 @@ limit (HTTP 413), and bodies that are not UTF-8 (422 naming the byte)."""
 from __future__ import annotations
 
 import json
+import re
 import reprlib
 from collections.abc import Mapping
 from typing import Any
@@ -114,11 +115,41 @@ def openai_error_body(message: str, status: int, param: str | None = None) -> di
     return {"error": {"message": message, "type": kind, "param": param, "code": code}}
 
 
+# a message's values are echoed cut short: one quoted as repr quotes it, or a run without
+# spaces (a number, a dict key in a field's place), over LONG characters (longer than a
+# name or path usually is) shows its first SHOWN and its length; a message over
+# MAX_DETAIL (a value echoed unquoted, as a list) its first MAX_DETAIL. Else a 200 KB
+# sampler_name came back as a 200 KB detail.
+LONG, SHOWN, MAX_DETAIL = 200, 60, 10_000
+_VALUE = re.compile(r"""(?<!\w)(['"])((?:\\.|(?!\1)[^\\])*)\1(?!\w)|\S{""" + f"{LONG + 1},}}")
+
+
+def _cut(match: re.Match[str]) -> str:
+    quote, inside = match.group(1, 2)
+    if quote is None:
+        value = match.group()
+        return f"{value[:SHOWN]}... ({len(value):,} characters)"
+    if len(inside) <= LONG:
+        return match.group()
+    return f"{quote}{inside[:SHOWN]}...{quote} ({len(inside):,} characters)"
+
+
+def shorten(detail: str) -> str:
+    """`detail` with its long values cut short (LONG, SHOWN, MAX_DETAIL above), e.g.
+    "unknown sampler_name 'xxx...' (200,000 characters)"; short messages unchanged."""
+    detail = _VALUE.sub(_cut, detail)
+    if len(detail) > MAX_DETAIL:
+        detail = f"{detail[:MAX_DETAIL]}... ({len(detail):,} characters)"
+    return detail
+
+
 def _answer(request: Request, status: int, error: str, detail: str, *,
             errors: str | None = None, param: str | None = None,
             headers: Mapping[str, str] | None = None) -> JSONResponse:
     """The error in the shape of the API asked: OpenAI's on /v1 (a 422 there is OpenAI's 400),
-    the WebUI's elsewhere."""
+    the WebUI's elsewhere; its values cut short (shorten)."""
+    detail, param = shorten(detail), None if param is None else shorten(param)
+    errors = None if errors is None else shorten(errors)
     if request.url.path.startswith("/v1/"):
         status = 400 if status == 422 else status
         return JSONResponse(openai_error_body(detail, status, param), status_code=status,

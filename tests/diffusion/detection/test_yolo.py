@@ -1,9 +1,11 @@
 """YOLOv8 detection on gpustd against ultralytics' own model on the same random weights: the
 raw decoded predictions, and the boxes of `predict` (letterbox, NMS, scaled back) on pictures
-that are not multiples of 32; the .pt read without running its pickle."""
+that are not multiples of 32; the .pt read without running its pickle, and checked (the server,
+before it queues a job) from its pickle alone."""
 
 from __future__ import annotations
 
+import copy
 import pickle
 
 import numpy as np
@@ -11,10 +13,11 @@ import pytest
 from yolo_tiny import nms_in_torch, torch, write_tiny_yolo
 
 import gpustd
-from diffusion.detection import detect, load_yolo
+from diffusion.detection import check_yolo, detect, load_yolo
 from diffusion.detection.boxes import letterbox
 from diffusion.detection.yolo import decode
 from diffusion.loaders import WeightsError
+from diffusion.loaders.formats.torch_file import TorchFile
 
 
 @pytest.fixture(scope="module")
@@ -99,3 +102,27 @@ def test_code_in_the_pickle_is_refused(tmp_path):
     path.write_bytes(pickle.dumps({"model": 1}))
     with pytest.raises(WeightsError):
         load_yolo(path)
+
+
+@pytest.mark.nodevice
+def test_the_check_reads_the_structure_not_the_tensors(tmp_path, monkeypatch):
+    path = tmp_path / "face_tiny.pt"
+    model = write_tiny_yolo(path)
+
+    def never(*args):
+        raise AssertionError("a tensor was read")
+    monkeypatch.setattr(TorchFile, "read", never)
+    check_yolo(path)  # a YOLOv8 file passes, its tensors unread
+    torch.save(model.state_dict(), path)  # weights without the model
+    with pytest.raises(WeightsError, match="not an ultralytics YOLO file"):
+        check_yolo(path)
+    other = copy.deepcopy(model)
+    other.model[1] = torch.nn.ReLU()  # a layer of a kind YOLOv8 does not use
+    torch.save({"model": other}, path)
+    with pytest.raises(WeightsError, match=r"layer model\.1 is a ReLU, which YOLOv8 detection"):
+        check_yolo(path)
+    other = copy.deepcopy(model)
+    other.model[-1].end2end = True
+    torch.save({"model": other}, path)
+    with pytest.raises(WeightsError, match=r"end-to-end \(YOLOv10\) head"):
+        check_yolo(path)

@@ -3,8 +3,11 @@ at once: X/Y/Z ranges and orders of millions of values (they once took the serve
 until the kernel killed it, or failed with an empty 500), a range with a step of 0, grid
 margins of a billion pixels or of the wrong type, an upscale to 134 billion pixels (killed the
 server), an SD upscale of too many tiles refused before its upscale runs, non-finite
-outpainting sizes, and a decompression bomb uploaded to /v1/images/edits (a 500). A stand-in
-pipeline: no model, no device; the refusals happen before anything reaches it."""
+outpainting sizes, and a decompression bomb uploaded to /v1/images/edits (a 500). Values of
+200 KB echoed back in a message cut short (a 200 KB detail before), a job's seed past 2**64
+(its last image's, torch's per-step noise's) and a damaged ADetailer model refused before the
+job is queued (by the worker, after pictures were drawn, before). A stand-in pipeline: no model, no
+device; the refusals happen before anything reaches it."""
 
 from __future__ import annotations
 
@@ -57,7 +60,10 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Any:
     model = tmp_path_factory.mktemp("hostile") / "stand-in"
     model.mkdir()
     pipe = StandIn()
-    app = create_app(model=model, loader=lambda path: pipe)
+    detectors = model.parent / "adetailer"
+    detectors.mkdir()
+    (detectors / "damaged.pt").write_bytes(np.random.default_rng(0).bytes(4096))
+    app = create_app(model=model, loader=lambda path: pipe, adetailer_dir=detectors)
     with TestClient(app) as client:
         yield client, pipe
 
@@ -248,3 +254,81 @@ def test_an_extras_batch_holds_its_upscaled_pictures_to_one_budget(
         "this server's limit of 2,048; send fewer or smaller pictures")
     body["imageList"] = body["imageList"][:2]
     assert len(client.post("/sdapi/v1/extra-batch-images", json=body).json()["images"]) == 2
+
+
+LONG = "x" * 200_000
+SHOWN = f"'{'x' * 60}...' (200,000 characters)"
+
+
+@pytest.mark.parametrize(("path", "body", "says"), [
+    ("/sdapi/v1/txt2img", {"sampler_name": LONG},
+     f"unknown sampler_name {SHOWN}; valid names (ComfyUI's in parentheses): 'DPM++ 2M'"),
+    ("/sdapi/v1/txt2img", {"alwayson_scripts": {"ADetailer": {"args": [{"ad_model": LONG}]}}},
+     f"alwayson_scripts.ADetailer.args[0].ad_model: {SHOWN} is not in the ADetailer models "
+     "folder "),
+    ("/sdapi/v1/txt2img", {"alwayson_scripts": {"ADetailer": {"args": [{"ad_" + LONG: 1}]}}},
+     f"alwayson_scripts.ADetailer.args[0]: unknown field 'ad_{'x' * 57}...' (200,003 "
+     "characters); ADetailer's fields are ad_model, "),
+    ("/sdapi/v1/txt2img", {"script_name": "x/y/z plot", "script_args": [
+        "Steps", "1, 2", *XYZ_REST, True, False, False, False, int("9" * 4000)]},
+     f"(Grid margins (px)) must be a whole number from 0 to 500, got {'9' * 60}... (4,000 "
+     "characters)"),
+    ("/v1/images/generations", {"model": LONG}, f"model {SHOWN} is not one of this server's"),
+])
+def test_a_long_value_is_echoed_cut_short(served: Any, path: str, body: dict[str, Any],
+                                          says: str) -> None:
+    client, pipe = served
+    before = len(pipe.requests)
+    response = client.post(path, json={"prompt": "a", "steps": 2, **body})
+    assert response.status_code in (400, 422), response.text[:300]
+    error = response.json()
+    detail = error["error"]["message"] if path.startswith("/v1/") else error["detail"]
+    assert says in detail, detail[:400]
+    assert len(response.content) < 4000  # the detail and the errors beside it
+    assert len(pipe.requests) == before
+
+
+LAST = "seed must be -1 (random) or a whole number >= 0 (below 2**64), got 18446744073709551616"
+
+
+@pytest.mark.parametrize(("source", "fields", "says"), [
+    *[(source, {"seed": 2**64 - 1, "batch_size": 2}, f"{LAST} (the job's last image: seed and "
+                "subseed + 1); send a smaller seed, subseed or batch")
+      for source in ("GPU", "CPU")],
+    ("GPU", {"subseed": 2**64 - 2, "n_iter": 3}, f"subseed{LAST[4:]} (the job's last image"),
+    ("CPU", {"seed": 2**64 - 2, "override_settings": {"eta_noise_seed_delta": 2}},
+     "seed + eta_noise_seed_delta is 18446744073709551616, past torch's generator's range "
+     "(below 2**64); send a smaller one"),
+])
+def test_a_seed_past_2_64_is_refused_unqueued(served: Any, source: str, fields: dict[str, Any],
+                                              says: str) -> None:
+    """Seeds the worker would reach only after the job's first pictures were drawn: the last
+    image's (seed + its number), a variation seed's, torch's per-step noise's (seed + ENSD)."""
+    client, pipe = served
+    before = len(pipe.requests)
+    settings = {"randn_source": source, **fields.get("override_settings", {})}
+    body = {"prompt": "a", "steps": 2, **fields, "override_settings": settings}
+    response = client.post("/sdapi/v1/txt2img", json=body)
+    assert response.status_code == 422, response.text[:300]
+    assert response.json()["detail"].startswith(says), response.json()["detail"]
+    assert len(pipe.requests) == before
+    # one less: the last seed taken; numpy's generator takes seed + ENSD past 2**64
+    key = "seed" if "seed" in fields else "subseed"
+    fine = {**body, key: fields[key] - 1}
+    if "override_settings" in fields:
+        fine = {**body, "override_settings": {**settings, "randn_source": "GPU"}}
+    assert client.post("/sdapi/v1/txt2img", json=fine).status_code == 200
+
+
+def test_a_damaged_adetailer_model_is_refused_unqueued(served: Any) -> None:
+    client, pipe = served
+    before = len(pipe.requests)
+    response = client.post("/sdapi/v1/txt2img", json={
+        "prompt": "a", "steps": 2,
+        "alwayson_scripts": {"ADetailer": {"args": [{"ad_model": "damaged.pt"}]}}})
+    assert response.status_code == 422, response.text[:300]
+    detail = response.json()["detail"]
+    assert detail.startswith("alwayson_scripts.ADetailer.args[0].ad_model: 'damaged.pt' cannot "
+                             "be read: "), detail
+    assert "damaged.pt: " in detail and "Traceback" not in detail, detail
+    assert len(pipe.requests) == before

@@ -27,7 +27,6 @@ from ..faces import face_restoration
 from ..generation import (
     RequestError,
     build_job,
-    build_response,
     check_hires_modules,
     check_modules,
     check_vae,
@@ -36,6 +35,7 @@ from ..generation import (
 )
 from ..limits import utf8_text
 from ..redux_field import parse_redux
+from ..response import build_response
 from ..schemas import ImageResponse, Img2ImgRequest, Txt2ImgRequest
 from ..scripts import run_script
 from ..state import ServerState, State, submit, wait
