@@ -116,9 +116,6 @@ class ADetailerModels:
                 return self.folder / file if self.folder is not None else None
         return None
 
-    def where(self) -> str:
-        return "no folder (start the server with --adetailer-dir or --models-dir)" \
-            if self.folder is None else str(self.folder)
 
     def forget(self) -> None:
         """Drop the models loaded (unload-checkpoint: their GPU memory goes once nothing else
@@ -212,10 +209,14 @@ def _unit(raw: dict[str, Any], index: int, where: str, models: ADetailerModels,
     if "ad_mask_k" not in raw:  # the older name
         values["mask_k"] = values["mask_k_largest"]
     path = models.find(values["model"])
+    if path is None and models.folder is None:
+        raise RequestError(f"{where}.ad_model: {values['model']!r}: this server has no "
+                           "ADetailer models folder; start it with --adetailer-dir or "
+                           "--models-dir (its adetailer folder)")
     if path is None:
         listed = ", ".join(models.names()) or "none"
         raise RequestError(f"{where}.ad_model: {values['model']!r} is not in the ADetailer "
-                           f"models folder {models.where()} (it holds: {listed}); put the .pt "
+                           f"models folder {models.folder} (it holds: {listed}); put the .pt "
                            "file there, or name one of them")
     try:  # a damaged file refused now, not on the worker once the picture is drawn
         _readable(path, path.stat().st_mtime_ns)

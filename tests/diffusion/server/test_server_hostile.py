@@ -332,3 +332,13 @@ def test_a_damaged_adetailer_model_is_refused_unqueued(served: Any) -> None:
                              "be read: "), detail
     assert "damaged.pt: " in detail and "Traceback" not in detail, detail
     assert len(pipe.requests) == before
+
+
+def test_an_adetailer_unit_without_a_models_folder_says_how_to_give_one() -> None:
+    from diffusion.server.api.adetailer_units import ADetailerModels, parse_adetailer
+    from diffusion.server.api.generation import RequestError
+
+    with pytest.raises(RequestError, match=r"^alwayson_scripts\.ADetailer\.args\[0\]\.ad_model: "
+                       r"'face\.pt': this server has no ADetailer models folder; start it "
+                       r"with --adetailer-dir or --models-dir \(its adetailer folder\)$"):
+        parse_adetailer([{"ad_model": "face.pt"}], ADetailerModels(None), "txt2img")
