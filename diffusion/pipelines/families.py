@@ -132,7 +132,7 @@ def family_of(path: PathText) -> tuple[FamilyLoader, str]:
 
 def capabilities_of(path: PathText) -> Capabilities | None:
     """What the model at `path` will take once loaded (its family's Capabilities, told from
-    its configs and file headers, no weights read), None where only loading can tell; a
-    broken file raises what loading it would."""
+    its configs and file headers, no weights read), None where only loading can tell (a
+    broken file too: loading names what is wrong)."""
     entry, family = family_of(path)
     return entry.capabilities(path, family)

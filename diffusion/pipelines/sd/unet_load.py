@@ -47,10 +47,13 @@ def unet_capabilities_of(path: str | os.PathLike[str], family: str) -> Capabilit
     """What the SD model at `path` will take once loaded, from its configs and tensor names
     (load_pipeline_weights reads headers only; its family and the UNet's input channels say
     SDXL and inpainting, as the loaded model's); None for a GGUF (its parts may come from
-    --base or module files)."""
+    --base or module files) or a broken model (left for loading to name)."""
     if Path(path).suffix.lower() == ".gguf":
         return None
-    weights = load_pipeline_weights(path)
+    try:
+        weights = load_pipeline_weights(path)
+    except WeightsError:
+        return None
     family = weights.info.family
     latents = int(weights.vae.config["latent_channels"])
     return unet_capabilities(family, sdxl=family in SDXL_FAMILIES, turbo=is_turbo(path),
