@@ -187,8 +187,23 @@ def build_control_specs(args: argparse.Namespace, open_image: Any) -> list[Contr
                                      **settings))
         except ValueError as exc:
             raise ValueError(f"ControlNet unit {i} ({text}): {exc}") from None
+        if path != MAP_MODEL:  # its config or tensor names: no model loads for another kind
+            _kind_of(path, kind)
     args.control_kinds = [kind for kind, _ in models]
     return specs
+
+
+def _kind_of(path: str, kind: str) -> str:
+    """What the control model at `path` is (catalog.model_kind: its folder's config or its
+    file's tensor names); ValueError in one line when it is none, or not the `kind` its
+    option asks for ("any": --from-infotext's units, by name)."""
+    from ..loaders.control.catalog import model_kind
+
+    found = model_kind(path)
+    if kind != "any" and found != kind:
+        raise ValueError(f"{_OPTIONS[kind]} {path}: this is a {found.replace('_', '-')} "
+                         f"model; pass it with {_OPTIONS[found]}")
+    return found
 
 
 def _inpaint_mask(args: argparse.Namespace, open_image: Any) -> Any:
@@ -209,7 +224,7 @@ def load_control_units(specs: list[ControlSpec], kinds: list[str], pipe: Any,
     IP-Adapter unit (one --from-infotext found) reads its picture with `image_encoder`
     (--image-encoder). `seed`: the random preprocessors' numpy seed
     (control_spec.numpy_seed)."""
-    from ..loaders.control.catalog import load_control_model, model_kind
+    from ..loaders.control.catalog import load_control_model
     from ..loaders.control.ip_adapter_file import load_image_encoder
 
     place = pipe.placement  # the device, and the dtype of its denoiser
@@ -223,10 +238,7 @@ def load_control_units(specs: list[ControlSpec], kinds: list[str], pipe: Any,
             units.append(spec.unit(None, width=width, height=height, device=place.device,
                                    seed=seed))
             continue
-        found = model_kind(spec.model)
-        if kind != "any" and found != kind:
-            raise ValueError(f"{_OPTIONS[kind]} {spec.model}: this is a "
-                             f"{found.replace('_', '-')} model; pass it with {_OPTIONS[found]}")
+        found = _kind_of(spec.model, kind)
         model = load_control_model(spec.model, dtype=place.dtype, device=place.device,
                                    to_host=to_host)
         if found == "ip_adapter" and encoder is None and image_encoder:

@@ -24,6 +24,7 @@ from ..pipelines.control_spec import numpy_seed
 from ..pipelines.request import GenerationRequest, door_fields
 from ..sampling.kdiffusion import SamplerOptions, sampler_label
 from ..sampling.samplers import schedules
+from .before_load import refuse_before_load
 from .control import build_control_specs, load_control_units
 from .from_infotext import apply_infotext
 from .ip_adapter import ip_adapter_units
@@ -340,6 +341,8 @@ def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> list[Path]
     specs = build_control_specs(args, _open_image)
     ip_units = ip_adapter_units(args)
     redux = redux_reference(args)
+    # what the family does not take, told from its files (the weights load only after)
+    refuse_before_load(args, request, specs, ip_units is not None, redux is not None)
     print(f"seed: {args.seed}", file=sys.stderr)  # the settings hold: a picture will follow
     # 3. the models
     if args.backend:

@@ -259,8 +259,14 @@ def run(args: argparse.Namespace) -> int:
         os.environ["GPUCORE_ADAPTER"] = args.adapter
     from ..loaders.wan.sources import resolve_wan
     from ..pipelines.video import WanPipeline, video_cache
+    from ..pipelines.video.wan_refuse import wan_refusals_of
 
     folder, files = resolve_wan(_source(args))
+    cache = video_cache(args.cache, "--cache", args.steps)
+    # what the model does not take, from its folder's model_index.json, before it loads
+    wan_refusals_of(folder, model_2="transformer_2" in files.given(),
+                    cache_kind=None if cache is None else cache.spec.kind,
+                    guidance_scale_2=args.cfg_scale_2)
     mode = memory_mode(args)  # a memory mode loads each network straight to host memory
     pipe = WanPipeline.from_pretrained(folder, dtype=_dtype(args.dtype),
                                        offload=args.offload or bool(mode), files=files)
@@ -280,7 +286,6 @@ def run(args: argparse.Namespace) -> int:
             LoraManager(pipe.lora_targets(low_noise=low_noise)).set(
                 [(path, weight, weight) for path, weight in map(_lora, specs)])
     print(f"seed: {args.seed}", file=sys.stderr)
-    cache = video_cache(args.cache, "--cache", args.steps)
     bar = ProgressBar(args.command)
     videos = pipe(args.prompt, negative_prompt=args.negative_prompt, height=args.height,
                   width=args.width, num_frames=args.frames, num_inference_steps=args.steps,

@@ -2,7 +2,10 @@
 how to load them, and what the family samples with where a model's defaults.json is silent.
 
 The first line whose `detect` claims a path loads it, so the last line is the catch-all (an SD
-checkpoint is told from others only by reading its keys). A new family is its networks in
+checkpoint is told from others only by reading its keys). A line's `capabilities` say what the
+model will take before its weights load (`capabilities_of`: the command line refuses a setting
+the family does not take without loading it), from the same functions its loaded pipeline's
+`capabilities` call. A new family is its networks in
 `models/`, its file readers and key map in `loaders/`, its pipeline (a `generation.Family`
 whose `capabilities` say what it takes) and a line here, above the catch-all.
 """
@@ -15,28 +18,51 @@ from dataclasses import dataclass
 
 from ..loaders.flow.chroma import chroma_family
 from ..loaders.flow.file import flow_model_family
-from ..loaders.flux2 import flux2_family
+from ..loaders.flux2 import flux2_distilled, flux2_family
 from ..loaders.qwen_image import qwenimage_family
 from ..loaders.wan import wan_family, wan_file_family
 from ..loaders.z_image import zimage_family
-from .contract import LoadOptions, Pipeline, SamplingDefaults
-from .flow.fill_model import fill_defaults, fill_family, load_fill_model
+from .contract import Capabilities, LoadOptions, Pipeline, SamplingDefaults
+from .flow.fill_model import fill_capabilities, fill_defaults, fill_family, load_fill_model
+from .flow.flow_capabilities import flow_capabilities, folder_transformer_config
 from .flow.flow_model import flow_defaults, load_flow_model
-from .flow.flux2_model import flux2_defaults, load_flux2_model
-from .flow.kontext_model import kontext_defaults, kontext_family, load_kontext_model
+from .flow.flux2_model import flux2_capabilities, flux2_defaults, load_flux2_model
+from .flow.kontext_model import (
+    kontext_capabilities,
+    kontext_defaults,
+    kontext_family,
+    load_kontext_model,
+)
 from .flow.qwen_image_edit_model import (
     load_qwenimage_edit_model,
+    qwenimage_edit_capabilities,
     qwenimage_edit_defaults,
     qwenimage_edit_family,
 )
-from .flow.qwen_image_model import load_qwenimage_model, qwenimage_defaults
-from .flow.z_image_model import load_zimage_model, zimage_defaults
-from .sd.unet_load import any_checkpoint, load_unet_model, unet_defaults
+from .flow.qwen_image_model import load_qwenimage_model, qwenimage_capabilities, qwenimage_defaults
+from .flow.z_image_model import load_zimage_model, zimage_capabilities, zimage_defaults
+from .sd.unet_load import any_checkpoint, load_unet_model, unet_capabilities_of, unet_defaults
 from .video import refuse_pictures
 
-__all__ = ["FAMILIES", "FamilyLoader", "family_of"]
+__all__ = ["FAMILIES", "FamilyLoader", "capabilities_of", "family_of"]
 
 PathText = str | os.PathLike[str]
+Told = Callable[[PathText, str], Capabilities | None]
+
+
+def _untold(path: PathText, family: str) -> None:
+    """Only the loaded model can say what it takes."""
+    return None
+
+
+def _flow_folder(then: Callable[[Capabilities], Capabilities] = lambda caps: caps) -> Told:
+    """A FLUX.1 / SD3 / Chroma folder's Capabilities from its transformer/config.json
+    (flow_capabilities), `then` a family's changes; a single file's config is told from its
+    tensors as it loads (None)."""
+    def told(path: PathText, family: str) -> Capabilities | None:
+        config = folder_transformer_config(path)
+        return None if config is None else then(flow_capabilities(family, config))
+    return told
 
 
 @dataclass(frozen=True)
@@ -56,32 +82,42 @@ class FamilyLoader:
     # a single file of the family is its transformer alone: it runs with a diffusers folder of
     # the family giving the rest (LoadOptions.base: the CLI's --base; diffusion.pipelines.bases)
     single_file_base: bool = False
+    # what a model of the family will take, told from its files before its weights load
+    # (the loaded pipeline's `capabilities`); None where only loading can tell
+    capabilities: Told = _untold
 
 
 FAMILIES: tuple[FamilyLoader, ...] = (
     FamilyLoader("Chroma", chroma_family, load_flow_model, flow_defaults,
-                 latent_channels=16, module_parts=True),
+                 latent_channels=16, module_parts=True, capabilities=_flow_folder()),
     FamilyLoader("FLUX.1 Kontext", kontext_family, load_kontext_model, kontext_defaults,
-                 latent_channels=16, module_parts=True),
+                 latent_channels=16, module_parts=True,
+                 capabilities=_flow_folder(kontext_capabilities)),
     FamilyLoader("FLUX.1 Fill", fill_family, load_fill_model, fill_defaults,
-                 latent_channels=16, module_parts=True),
+                 latent_channels=16, module_parts=True,
+                 capabilities=_flow_folder(fill_capabilities)),
     FamilyLoader("FLUX.1, SD 3/3.5", flow_model_family, load_flow_model, flow_defaults,
-                 latent_channels=16, module_parts=True),
+                 latent_channels=16, module_parts=True, capabilities=_flow_folder()),
     FamilyLoader("Z-Image (Turbo, Base)", zimage_family, load_zimage_model, zimage_defaults,
-                 latent_channels=16, single_file_base=True),
+                 latent_channels=16, single_file_base=True,
+                 capabilities=lambda path, family: zimage_capabilities(family)),
     FamilyLoader("FLUX.2 (klein, dev)", flux2_family, load_flux2_model, flux2_defaults,
-                 latent_channels=32, single_file_base=True),
+                 latent_channels=32, single_file_base=True,
+                 capabilities=lambda path, family: flux2_capabilities(
+                     family, distilled=flux2_distilled(path))),
     FamilyLoader("Qwen-Image", qwenimage_family, load_qwenimage_model, qwenimage_defaults,
-                 latent_channels=16, single_file_base=True),
+                 latent_channels=16, single_file_base=True,
+                 capabilities=lambda path, family: qwenimage_capabilities(family)),
     FamilyLoader("Qwen-Image-Edit", qwenimage_edit_family, load_qwenimage_edit_model,
-                 qwenimage_edit_defaults, latent_channels=16, single_file_base=True),
+                 qwenimage_edit_defaults, latent_channels=16, single_file_base=True,
+                 capabilities=lambda path, family: qwenimage_edit_capabilities(family)),
     # a video model: its folder or transformer file is told apart so that txt2img says to use
     # txt2vid
     FamilyLoader("Wan 2.1 / 2.2 (videos: txt2vid)",
                  lambda path: wan_family(path) or wan_file_family(path), refuse_pictures,
                  lambda path, family: None, latent_channels=16),
     FamilyLoader("SD 1.x/2.x, SDXL (base, refiner, Turbo)", any_checkpoint, load_unet_model,
-                 unet_defaults),
+                 unet_defaults, capabilities=unet_capabilities_of),
 )
 
 
@@ -92,3 +128,11 @@ def family_of(path: PathText) -> tuple[FamilyLoader, str]:
         if family is not None:
             return entry, family
     raise AssertionError("the registry's last line claims every path")
+
+
+def capabilities_of(path: PathText) -> Capabilities | None:
+    """What the model at `path` will take once loaded (its family's Capabilities, told from
+    its configs and file headers, no weights read), None where only loading can tell (a
+    broken file too: loading names what is wrong)."""
+    entry, family = family_of(path)
+    return entry.capabilities(path, family)

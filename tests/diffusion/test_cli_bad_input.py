@@ -5,10 +5,12 @@ checkpoint) is read, so none needs a GPU."""
 from __future__ import annotations
 
 import errno
+import json
 import socket
 import tempfile
 from pathlib import Path
 
+import numpy as np
 import pytest
 from PIL import Image
 
@@ -126,3 +128,90 @@ def test_serve_says_why_it_cannot_listen(capsys: pytest.CaptureFixture[str]) -> 
         port = probe.getsockname()[1]
     line = one_error_line(capsys, "serve", "--host", "192.0.2.1", "--port", str(port))
     assert "cannot listen on 192.0.2.1" in line and "check --host" in line
+
+
+def _folder(path: str, index: dict[str, object], **configs: dict[str, object]) -> None:
+    """A model folder as the registry reads it before a load: model_index.json and the
+    components' config.json (no weights: a load would fail on them)."""
+    Path(path).mkdir()
+    Path(path, "model_index.json").write_text(json.dumps(index))
+    for name, config in configs.items():
+        Path(path, name).mkdir()
+        Path(path, name, "config.json").write_text(json.dumps(config))
+
+
+def _wan(path: str, *, second_expert: bool) -> None:
+    """A Wan 2.1 (or 2.2 A14B) folder as resolve_wan reads it: model_index.json, a
+    one-tensor file for each weighted component."""
+    from safetensors.numpy import save_file
+
+    parts = ["transformer", "vae", "text_encoder", *(["transformer_2"] * second_expert)]
+    index: dict[str, object] = {"_class_name": "WanPipeline",
+                                **{p: ["diffusers", "X"] for p in parts}}
+    if second_expert:
+        index["boundary_ratio"] = 0.875
+    _folder(path, index)
+    for part in parts:
+        Path(path, part).mkdir()
+        stem = "model" if part == "text_encoder" else "diffusion_pytorch_model"
+        save_file({"x": np.zeros(1, np.float32)}, f"{path}/{part}/{stem}.safetensors")
+
+
+FLUX = {"_class_name": "FluxPipeline"}
+FLUX_DEV = {"guidance_embeds": True, "in_channels": 64, "out_channels": None}
+SD = ("--prompt", "a", "--steps", "2", "--width", "64", "--height", "64")  # the bundled model
+
+
+@pytest.mark.parametrize("argv, message", [
+    # the hires fix on img2img is an edit model's: refused for SD before its weights load
+    (("img2img", *SD, "--init-image", "good.png", "--hr-scale", "2"),
+     "hires fix is a txt2img option; for img2img, raise the size instead"),
+    (("txt2img", *SD, "--redux", "wan", "--redux-image", "good.png"),
+     "a FLUX Redux reference (--redux): not supported for sd1 models yet"),
+    (("txt2img", *SD, "--cache", "fbc"), "step cache fbc: not supported for sd1 models; leave "
+                                         "--cache out"),
+    (("txt2img", *SD, "--control-image", "good.png"),
+     "a control map without a ControlNet model: sd1 models take none"),
+    (("txt2img", "--model", "flux", *SD[:2], "--tiling"),
+     "tiling (seamless pictures; SD 1.x/2.x and SDXL have it): not supported for "
+     "flow-matching models yet"),
+    (("txt2img", "--model", "flux", *SD[:2], "--refiner", "flux"),
+     "a refiner: not supported for flow-matching models yet"),
+    (("txt2img", "--model", "kontext", *SD[:2], "--controlnet", "cn", "--control-image",
+      "good.png"), "ControlNet units: not supported for FLUX.1 Kontext models yet"),
+    (("txt2img", "--model", "sd3", *SD[:2], "--cache", "magcache"),
+     "step cache magcache: not supported for flow-matching models; it runs fbc"),
+    # a --controlnet folder of another model: its config.json says so
+    (("txt2img", *SD, "--controlnet", "notcn", "--control-image", "good.png"),
+     "notcn: not a ControlNet or T2I-Adapter folder"),
+    (("txt2img", *SD, "--controlnet", "t2i", "--control-image", "good.png"),
+     "--controlnet t2i: this is a t2i-adapter model; pass it with --t2i-adapter"),
+    # Wan: from the folder's model_index.json
+    (("txt2vid", "--model", "wan21", *WAN[3:], "--cfg-scale-2", "4"),
+     "a second guidance scale is for Wan 2.2 A14B's low-noise expert; this Wan model has one "
+     "transformer"),
+    (("txt2vid", "--model", "wan22", *WAN[3:], "--cache", "teacache"),
+     "TeaCache's Wan tables are Wan 2.1's; for Wan 2.2 use First Block Cache"),
+])
+def test_what_the_family_does_not_take_is_refused_before_its_weights_load(
+        here: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch,
+        argv: tuple[str, ...], message: str) -> None:
+    """The loaded pipeline's own refusal (Capabilities.refuse, WanPipeline's), told from the
+    model's configs and headers: no weights read, no pipeline built."""
+    from diffusion.pipelines.video import WanPipeline
+
+    def no_load(*args: object, **kw: object) -> None:
+        pytest.fail("the Wan model loaded before the bad input was refused")
+
+    monkeypatch.setattr(WanPipeline, "from_pretrained", no_load)
+    _folder("flux", FLUX, transformer=FLUX_DEV)
+    _folder("sd3", {"_class_name": "StableDiffusion3Pipeline"}, transformer={})
+    _folder("kontext", {"_class_name": "FluxKontextPipeline"}, transformer=FLUX_DEV)
+    for name, kind in (("cn", "ControlNetModel"), ("t2i", "T2IAdapter"),
+                       ("notcn", "UNet2DConditionModel")):
+        Path(name).mkdir()
+        Path(name, "config.json").write_text(json.dumps({"_class_name": kind}))
+    _wan("wan21", second_expert=False)
+    _wan("wan22", second_expert=True)
+    assert message in one_error_line(capsys, *argv)
+    assert not Path("outputs").exists()

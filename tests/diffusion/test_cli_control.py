@@ -26,9 +26,10 @@ def pictures(tmp_path: Path) -> dict[str, str]:
         path = tmp_path / f"{name}.png"
         Image.fromarray(rng.integers(0, 256, (*size, 3), dtype=np.uint8)).save(path)
         out[name] = str(path)
-    for name in ("cn-a", "cn-b"):  # listed as models (loading them is another test's)
+    # listed as models (loading them is another test's): a ControlNet, a T2I-Adapter
+    for name, kind in (("cn-a", "ControlNetModel"), ("cn-b", "T2IAdapter")):
         (tmp_path / name).mkdir()
-        (tmp_path / name / "config.json").write_text("{}")
+        (tmp_path / name / "config.json").write_text(f'{{"_class_name": "{kind}"}}')
     out["dir"] = str(tmp_path)
     return out
 
@@ -57,12 +58,12 @@ def test_units_and_per_unit_values(pictures: dict[str, str]) -> None:
     assert all(s.pixel_perfect for s in specs)
     # the option repeated after each unit, as the units' own
     interleaved, _ = _specs("--controlnet", a, "--control-image", pictures["edges"],
-                            "--control-weight", "0.3", "--controlnet", b, "--control-image",
+                            "--control-weight", "0.3", "--t2i-adapter", b, "--control-image",
                             pictures["depth"], "--control-weight", "0.9")
     assert [(s.image.shape, s.weight) for s in interleaved] == [((40, 48, 3), 0.3),
                                                                 ((32, 32, 3), 0.9)]
     # a name in --controlnet-dir, with or without its hash
-    named, _ = _specs("--controlnet-dir", pictures["dir"], "--controlnet", "CN-B",
+    named, _ = _specs("--controlnet-dir", pictures["dir"], "--t2i-adapter", "CN-B",
                       "--control-image", pictures["depth"])
     assert named[0].model == b
     # img2img: a unit without a picture takes the init image

@@ -25,7 +25,8 @@ from ..errors import WeightsError
 from ..formats.diffusers_folder import pipeline_class, pipeline_index, read_json, weight_refs
 from ..weights import ComponentWeights, resolve_dtype
 
-__all__ = ["FILE_EXAMPLES", "WanWeights", "load_wan_folder", "missing_parts", "wan_family"]
+__all__ = ["FILE_EXAMPLES", "WanWeights", "load_wan_folder", "missing_parts", "wan_family",
+           "wan_layout"]
 
 _CLASS = "WanPipeline"
 _I2V_CLASS = "WanImageToVideoPipeline"
@@ -71,6 +72,14 @@ def wan_family(path: str | os.PathLike[str]) -> str | None:
 def _listed(index: dict[str, Any], name: str) -> bool:
     entry = index.get(name)
     return isinstance(entry, list) and bool(entry) and entry[0] is not None
+
+
+def wan_layout(path: str | os.PathLike[str]) -> tuple[bool, bool]:
+    """(a second expert, timesteps per token) of the Wan folder `path`, as `load_wan_folder`
+    reads them from its model_index.json: Wan 2.2 A14B's transformer_2 listed, Wan 2.2 TI2V
+    5B's expand_timesteps; no weights read."""
+    index = read_json(Path(path) / "model_index.json")
+    return _listed(index, "transformer_2"), bool(index.get("expand_timesteps"))
 
 
 def _component(root: Path, name: str, variant: str | None, dtype: Any) -> ComponentWeights:

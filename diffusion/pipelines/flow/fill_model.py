@@ -32,7 +32,8 @@ from ..contract import Capabilities, LoadOptions, SamplingDefaults
 from ..request import GenerationRequest
 from .flow_model import FlowModel
 
-__all__ = ["FILL_DEFAULTS", "FillModel", "fill_defaults", "fill_family", "load_fill_model"]
+__all__ = ["FILL_DEFAULTS", "FillModel", "fill_capabilities", "fill_defaults", "fill_family",
+           "load_fill_model"]
 
 FILL_DEFAULTS = SamplingDefaults(
     steps=28, sampler="Euler", cfg_scale=1.0,
@@ -49,7 +50,7 @@ class FillModel(FlowModel):
         guidance, plain-text prompts with LoRA tags, the WebUI's mask options), First Block
         Cache (MagCache's and TeaCache's tables are FLUX.1 dev's, not Fill's); `check`
         refuses requests without a picture and a mask, and the hires fix."""
-        return replace(super().capabilities, step_cache=("fbc",), models="FLUX.1 Fill models")
+        return fill_capabilities(super().capabilities)
 
     def check(self, request: GenerationRequest, width: int, height: int) -> None:
         """FlowModel's checks; an init image and a mask, no hires fix."""
@@ -98,6 +99,12 @@ def is_fill_file(path: str | os.PathLike[str]) -> bool:
         return False
     return is_fill_transformer(widths["img_in.weight"][1],
                                widths["final_layer.linear.weight"][0])
+
+
+def fill_capabilities(flux: Capabilities) -> Capabilities:
+    """Fill's Capabilities from FLUX.1's (flow_capabilities): FillModel's, and the
+    registry's before the weights load."""
+    return replace(flux, step_cache=("fbc",), models="FLUX.1 Fill models")
 
 
 def fill_family(path: str | os.PathLike[str]) -> str | None:

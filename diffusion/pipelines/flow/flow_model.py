@@ -49,11 +49,12 @@ from ..observer import Observer, Progress, StepCallback
 from ..request import GenerationRequest
 from ..sd.decode_ahead import begin_decode
 from ..vae_float32 import float32_copy
+from .flow_capabilities import flow_capabilities
 from .flow_control import DIT_CONTROLNETS
 from .flow_hires import run_hires, stage_control
 from .flow_memory import MemoryLayout, MemoryModes
-from .flow_passes import CFG_FAMILIES, FlowModelPasses
-from .flow_sampling import FLOW_SAMPLERS, FLOW_SCHEDULES, flow_seeds
+from .flow_passes import FlowModelPasses
+from .flow_sampling import flow_seeds
 from .flux1_memory import flow_layout
 from .start import decode
 
@@ -71,15 +72,6 @@ FLOW_DEFAULTS = {
     "chroma": SamplingDefaults(steps=35, sampler="Euler", cfg_scale=5.0,  # ChromaPipeline's
                                why="diffusers' Chroma settings"),
 }
-# the step caches each family runs (diffusion.models.step_cache): MagCache's and TeaCache's
-# tables are FLUX's
-_STEP_CACHES = {"flux-dev": ("fbc", "magcache", "teacache"),
-                "flux-schnell": ("fbc", "magcache", "teacache"), "sd3": ("fbc",),
-                "chroma": ("fbc",)}
-# the families that run ControlNet units (diffusion.pipelines.flow.flow_control)
-_CONTROL_FAMILIES = ("flux-dev", "flux-schnell", "sd3")
-
-
 class FlowModel(FlowModelPasses, MemoryModes):
     """A loaded FLUX.1 (`family` "flux-dev" or "flux-schnell"), SD3/3.5 ("sd3") or Chroma
     ("chroma") pipeline and its sampling `defaults`; `modules`: the stems of the separately
@@ -138,34 +130,9 @@ class FlowModel(FlowModelPasses, MemoryModes):
 
     @property
     def capabilities(self) -> Capabilities:
-        """The WebUI samplers defined for flow models over the Simple schedule, prompts with
-        LoRA tags, prompt editing (flow_schedule) and emphasis (T5 families), the hires fix,
-        step caching on FLUX, SD3 and Chroma (First Block Cache; MagCache and TeaCache on
-        FLUX, whose tables they have), ControlNet units on FLUX and SD3, the memory modes
-        (flux1_memory); with the WebUI samplers variation seeds and seed resize
-        (flow_sampling), a hires pass with its own prompts and sampler (flow_hires), img2img's
-        noise multiplier and latent-upscale resize; no refiner."""
-        guidance = ("cfg" if self.family in CFG_FAMILIES else
-                    "distilled" if self.distilled else "none")
-        no = dict.fromkeys(("prompt_syntax", "textual_inversion", "refiner",
-                            "hires_with_diffusers", "latent_masked_content"), False)
-        return Capabilities(family=self.family, latent_space=self.family.split("-")[0],
-                            guidance=guidance, samplers=tuple(FLOW_SAMPLERS),
-                            schedules=FLOW_SCHEDULES, models="flow-matching models",
-                            control=self.family in _CONTROL_FAMILIES,
-                            step_cache=_STEP_CACHES.get(self.family, ()),
-                            redux=self.family.startswith("flux-"), **no, memory_modes=True,
-                            hires_own_settings=True, noise_multiplier=True,
-                            control_on_host=True,
-                            control_map=self._widened)
-
-    @property
-    def _widened(self) -> bool:
-        """Whether a FLUX.1 transformer reads more channels than it writes: Canny / Depth dev's
-        control map (FluxPipeline.control_channels)."""
-        config = self.pipe.transformer.config
-        return self.family in _CONTROL_FAMILIES[:2] and config.get("in_channels") not in (
-            None, config.get("out_channels") or config.get("in_channels"))
+        """The family's (flow_capabilities), its transformer's config saying the guidance and
+        a control map."""
+        return flow_capabilities(self.family, self.pipe.transformer.config)
 
     @property
     def placement(self) -> Placement:

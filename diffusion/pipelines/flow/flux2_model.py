@@ -54,7 +54,7 @@ from .flux2_memory import flux2_layout
 from .start import base_folder, encode_image
 
 __all__ = ["FLUX2_BASE_DEFAULTS", "FLUX2_DEV_DEFAULTS", "FLUX2_KLEIN_DEFAULTS", "Flux2Model",
-           "flux2_defaults", "load_flux2_model"]
+           "flux2_capabilities", "flux2_defaults", "load_flux2_model"]
 
 # the klein 4B/9B cards: 4 steps at guidance 1 (step-distilled)
 FLUX2_KLEIN_DEFAULTS = SamplingDefaults(
@@ -93,17 +93,7 @@ class Flux2Model(EditPasses, LLMFlowModel):
         with a mask the picture inpainted too); variation seeds and the hires fix (its own
         prompts and sampler too; on img2img beside the references) with the WebUI samplers;
         no refiner or control units yet."""
-        return Capabilities(family=self.family, latent_space="flux2",
-                            guidance="distilled" if self.dev else
-                            "none" if self.pipe.distilled else "cfg",
-                            samplers=tuple(FLOW_SAMPLERS), schedules=FLOW_SCHEDULES,
-                            models="FLUX.2 klein models", step_cache=("fbc",),
-                            prompt_syntax=False,
-                            textual_inversion=False, refiner=False, control=False,
-                            latent_upscale_resize=False,
-                            hires_with_diffusers=False, hires_own_settings=True,
-                            latent_masked_content=False, memory_modes=True,
-                            references=MAX_REFERENCES, hires_with_references=True)
+        return flux2_capabilities(self.family, distilled=self.pipe.distilled)
 
     def memory_layout(self) -> MemoryLayout:
         """What the memory modes move (flux2_memory)."""
@@ -183,6 +173,23 @@ class Flux2Model(EditPasses, LLMFlowModel):
         return self.pipe.velocity(  # type: ignore[no-any-return]
             prompts, height=height, width=width, num_inference_steps=int(request.steps),
             cache=cache, references=self._references(request), **self._guidance(request))
+
+
+def flux2_capabilities(family: str, *, distilled: bool) -> Capabilities:
+    """What a FLUX.2 model of `family` takes (Flux2Model.capabilities says what), `distilled`
+    (klein's model_index.json or file name: flux2_distilled) its guidance: Flux2Model's, and
+    the registry's before the weights load."""
+    return Capabilities(family=family, latent_space="flux2",
+                        guidance="distilled" if family == "flux2-dev" else
+                        "none" if distilled else "cfg",
+                        samplers=tuple(FLOW_SAMPLERS), schedules=FLOW_SCHEDULES,
+                        models="FLUX.2 klein models", step_cache=("fbc",),
+                        prompt_syntax=False,
+                        textual_inversion=False, refiner=False, control=False,
+                        latent_upscale_resize=False,
+                        hires_with_diffusers=False, hires_own_settings=True,
+                        latent_masked_content=False, memory_modes=True,
+                        references=MAX_REFERENCES, hires_with_references=True)
 
 
 def flux2_defaults(path: str | os.PathLike[str], family: str) -> SamplingDefaults:

@@ -46,8 +46,8 @@ from ..request import GenerationRequest
 from .edit_refs import EditPasses, inpainting, refuse_strength
 from .flow_model import FlowModel
 
-__all__ = ["KONTEXT_DEFAULTS", "KontextModel", "kontext_defaults", "kontext_family",
-           "load_kontext_model"]
+__all__ = ["KONTEXT_DEFAULTS", "KontextModel", "kontext_capabilities", "kontext_defaults",
+           "kontext_family", "load_kontext_model"]
 
 KONTEXT_DEFAULTS = SamplingDefaults(
     steps=28, sampler="Euler", cfg_scale=1.0,
@@ -68,9 +68,7 @@ class KontextModel(EditPasses, FlowModel):
         hires fix with the reference (the module's docstring); no refiner or control units;
         `check` refuses a denoising strength without a mask and a further reference without
         one."""
-        return replace(super().capabilities, step_cache=("fbc",),
-                       models="FLUX.1 Kontext models", references=2, noise_multiplier=False,
-                       latent_upscale_resize=False, hires_with_references=True)
+        return kontext_capabilities(super().capabilities)
 
     def check(self, request: GenerationRequest, width: int, height: int) -> None:
         """FlowModel's checks; without a mask, no strength but the default and no picture
@@ -114,6 +112,14 @@ class KontextModel(EditPasses, FlowModel):
         a branch)."""
         return self.true_cfg(request, prompts, height=height, width=width, cache=cache,
                              **self._reference(request))
+
+def kontext_capabilities(flux: Capabilities) -> Capabilities:
+    """Kontext's Capabilities from FLUX.1's (flow_capabilities): KontextModel's, and the
+    registry's before the weights load."""
+    return replace(flux, step_cache=("fbc",), models="FLUX.1 Kontext models", references=2,
+                   noise_multiplier=False, latent_upscale_resize=False,
+                   hires_with_references=True)
+
 
 def kontext_family(path: str | os.PathLike[str]) -> str | None:
     """"flux-kontext" for a FluxKontextPipeline diffusers folder or a FLUX.1 dev single file

@@ -46,11 +46,11 @@ from ..observer import Observer
 from ..request import GenerationRequest
 from .edit_refs import EditPasses, inpainting, reference_pictures, refuse_strength
 from .flow_memory import MemoryLayout
-from .qwen_image_model import QWENIMAGE_DEFAULTS, QwenImageModel
+from .qwen_image_model import QWENIMAGE_DEFAULTS, QwenImageModel, qwenimage_capabilities
 from .start import base_folder
 
-__all__ = ["QwenImageEditModel", "load_qwenimage_edit_model", "qwenimage_edit_defaults",
-           "qwenimage_edit_family"]
+__all__ = ["QwenImageEditModel", "load_qwenimage_edit_model", "qwenimage_edit_capabilities",
+           "qwenimage_edit_defaults", "qwenimage_edit_family"]
 
 
 class QwenImageEditModel(EditPasses, QwenImageModel):
@@ -67,9 +67,7 @@ class QwenImageEditModel(EditPasses, QwenImageModel):
         """Qwen-Image's; the init image is the picture to edit (an Edit Plus model's
         first reference of any number), with a mask the picture inpainted too; the hires fix
         beside the references."""
-        return replace(super().capabilities, models="Qwen-Image-Edit models",
-                       references=None if self.plus else 1, noise_multiplier=False,
-                       latent_upscale_resize=False, hires_with_references=True)
+        return qwenimage_edit_capabilities(self.family)
 
     def memory_layout(self) -> MemoryLayout:
         """Qwen-Image's, with the vision tower in the text encoder's unit: the language model's
@@ -111,6 +109,16 @@ class QwenImageEditModel(EditPasses, QwenImageModel):
         return self.pipe.velocity(  # type: ignore[no-any-return]
             prompts, height=height, width=width, cache=cache, image=self._image(request),
             **self._guidance(request))
+
+
+def qwenimage_edit_capabilities(family: str) -> Capabilities:
+    """Qwen-Image's (qwenimage_capabilities), the init image the picture to edit (an Edit
+    Plus model's, "qwen-image-edit-plus", first reference of any number): QwenImageEditModel's,
+    and the registry's before the weights load."""
+    return replace(qwenimage_capabilities(family), models="Qwen-Image-Edit models",
+                   references=None if family == "qwen-image-edit-plus" else 1,
+                   noise_multiplier=False, latent_upscale_resize=False,
+                   hires_with_references=True)
 
 
 def qwenimage_edit_defaults(path: str | os.PathLike[str], family: str) -> SamplingDefaults:

@@ -28,7 +28,8 @@ from .flow_model import LLMFlowModel
 from .flow_sampling import FLOW_SAMPLERS, FLOW_SCHEDULES
 from .start import base_folder
 
-__all__ = ["QWENIMAGE_DEFAULTS", "QwenImageModel", "load_qwenimage_model", "qwenimage_defaults"]
+__all__ = ["QWENIMAGE_DEFAULTS", "QwenImageModel", "load_qwenimage_model", "qwenimage_capabilities",
+           "qwenimage_defaults"]
 
 # QwenImagePipeline's own defaults: 50 steps at true_cfg_scale 4
 QWENIMAGE_DEFAULTS = SamplingDefaults(
@@ -47,15 +48,7 @@ class QwenImageModel(LLMFlowModel):
         (flow_memory), ControlNet units on Qwen-Image (InstantX's: flow_control; not on the
         edit models), variation seeds, the hires fix, inpainting; no refiner yet; First Block
         Cache (MagCache's and TeaCache's tables are FLUX's)."""
-        return Capabilities(family=self.family, latent_space="qwen-image", guidance="cfg",
-                            samplers=tuple(FLOW_SAMPLERS), schedules=FLOW_SCHEDULES,
-                            models="Qwen-Image models", step_cache=("fbc",), prompt_syntax=False,
-                            textual_inversion=False, refiner=False,
-                            control=self.family == "qwen-image",
-                            hires_with_diffusers=False,
-                            latent_masked_content=False, memory_modes=True,
-                            control_on_host=True, hires_own_settings=True,
-                            noise_multiplier=True)
+        return qwenimage_capabilities(self.family)
 
     def memory_layout(self) -> MemoryLayout:
         """What the memory modes move: Qwen2.5-VL (its `hidden_states_of`), the transformer's
@@ -85,6 +78,20 @@ class QwenImageModel(LLMFlowModel):
         extra = self._length_and_control(request)
         return {"true_cfg_scale": float(request.cfg_scale),
                 "negative_prompt": request.negative_prompt, **extra}
+
+
+def qwenimage_capabilities(family: str) -> Capabilities:
+    """What a Qwen-Image model of `family` takes (QwenImageModel.capabilities says what):
+    the loaded model's, and the registry's before the weights load."""
+    return Capabilities(family=family, latent_space="qwen-image", guidance="cfg",
+                        samplers=tuple(FLOW_SAMPLERS), schedules=FLOW_SCHEDULES,
+                        models="Qwen-Image models", step_cache=("fbc",), prompt_syntax=False,
+                        textual_inversion=False, refiner=False,
+                        control=family == "qwen-image",
+                        hires_with_diffusers=False,
+                        latent_masked_content=False, memory_modes=True,
+                        control_on_host=True, hires_own_settings=True,
+                        noise_multiplier=True)
 
 
 def qwenimage_defaults(path: str | os.PathLike[str], family: str) -> SamplingDefaults:

@@ -24,7 +24,7 @@ from .flow_sampling import FLOW_SAMPLERS, FLOW_SCHEDULES
 from .start import base_folder
 
 __all__ = ["ZIMAGE_BASE_DEFAULTS", "ZIMAGE_DEFAULTS", "ZImageModel", "load_zimage_model",
-           "zimage_defaults"]
+           "zimage_capabilities", "zimage_defaults"]
 
 # Z-Image Turbo's card: 9 steps at guidance 0, i.e. CFG 1 (diffusers' example takes 8)
 ZIMAGE_DEFAULTS = SamplingDefaults(
@@ -45,13 +45,7 @@ class ZImageModel(LLMFlowModel):
         fix, First Block Cache (MagCache's and TeaCache's tables are FLUX's), the memory modes
         (flow_memory), ControlNet units (Z-Image's Fun ControlNets: flow_control), variation
         seeds; no refiner yet."""
-        return Capabilities(family=self.family, latent_space="flux", guidance="cfg",
-                            samplers=tuple(FLOW_SAMPLERS), schedules=FLOW_SCHEDULES,
-                            models="Z-Image models", step_cache=("fbc",), prompt_syntax=False,
-                            textual_inversion=False, refiner=False, control=True,
-                            hires_with_diffusers=False, latent_masked_content=False,
-                            memory_modes=True, control_on_host=True,
-                            hires_own_settings=True, noise_multiplier=True)
+        return zimage_capabilities(self.family)
 
     def memory_layout(self) -> MemoryLayout:
         """What the memory modes move: Qwen3 (its `hidden_states_of`), the transformer's
@@ -69,6 +63,18 @@ class ZImageModel(LLMFlowModel):
         extra = self._length_and_control(request)
         return {"guidance_scale": max(float(request.cfg_scale) - 1.0, 0.0),
                 "negative_prompt": request.negative_prompt, **extra}
+
+
+def zimage_capabilities(family: str) -> Capabilities:
+    """What a Z-Image model takes (ZImageModel.capabilities says what): the loaded model's,
+    and the registry's before the weights load."""
+    return Capabilities(family=family, latent_space="flux", guidance="cfg",
+                        samplers=tuple(FLOW_SAMPLERS), schedules=FLOW_SCHEDULES,
+                        models="Z-Image models", step_cache=("fbc",), prompt_syntax=False,
+                        textual_inversion=False, refiner=False, control=True,
+                        hires_with_diffusers=False, latent_masked_content=False,
+                        memory_modes=True, control_on_host=True,
+                        hires_own_settings=True, noise_multiplier=True)
 
 
 def zimage_defaults(path: str | os.PathLike[str], family: str) -> SamplingDefaults:

@@ -50,7 +50,17 @@ from .prepare import Pass
 from .refiner import HandOff, check_refiner
 from .unet_model import Generator, UNetParts
 
-__all__ = ["GenerationRequest", "GenerationResult", "SamplingDefaults", "StableDiffusion"]
+__all__ = ["GenerationRequest", "GenerationResult", "SamplingDefaults", "StableDiffusion",
+           "unet_capabilities"]
+
+
+def unet_capabilities(family: str, *, sdxl: bool, inpainting: bool, turbo: bool
+                      ) -> Capabilities:
+    """Everything the WebUI does for SD models of `family` (SDXL: no textual inversion yet):
+    a loaded model's, and the registry's before it loads (unet_load.unet_capabilities_of)."""
+    return Capabilities(family=family, latent_space="sdxl" if sdxl else family,
+                        textual_inversion=not sdxl, inpainting_model=inpainting, turbo=turbo,
+                        hires_own_settings=True, noise_multiplier=True, tiling=True)
 
 
 class StableDiffusion:
@@ -121,12 +131,9 @@ class StableDiffusion:
 
     @property
     def capabilities(self) -> Capabilities:
-        """Everything the WebUI does for SD models (SDXL: no textual inversion yet)."""
-        return Capabilities(family=self.family,
-                            latent_space="sdxl" if self.is_sdxl else self.family,
-                            textual_inversion=not self.is_sdxl,
-                            inpainting_model=self.is_inpainting_model, turbo=self.is_turbo,
-                            hires_own_settings=True, noise_multiplier=True, tiling=True)
+        """Everything the WebUI does for SD models (`unet_capabilities`)."""
+        return unet_capabilities(self.family, sdxl=self.is_sdxl,
+                                 inpainting=self.is_inpainting_model, turbo=self.is_turbo)
 
     @property
     def placement(self) -> Placement:

@@ -22,12 +22,13 @@ from ...loaders.flow.module_file import module_roles, vae_latent_channels
 from ...loaders.sd.gguf_pipeline import gguf_pipeline_weights
 from ...models import AutoencoderKL, CLIPTextModel, UNet2DConditionModel
 from ...text.tokenizer import CLIPTokenizer
-from ..contract import LoadOptions, SamplingDefaults
+from ..contract import Capabilities, LoadOptions, SamplingDefaults
 from ..model_defaults import TURBO_DEFAULTS, is_turbo
-from .stable_diffusion import StableDiffusion
+from .stable_diffusion import StableDiffusion, unet_capabilities
 from .stable_diffusion_xl import SDXL_FAMILIES, StableDiffusionXL, TextEncoders
 
-__all__ = ["any_checkpoint", "filled", "load_unet_model", "unet_defaults"]
+__all__ = ["any_checkpoint", "filled", "load_unet_model", "unet_capabilities_of",
+           "unet_defaults"]
 
 
 def any_checkpoint(path: str | os.PathLike[str]) -> str:
@@ -40,6 +41,23 @@ def unet_defaults(path: str | os.PathLike[str], family: str) -> SamplingDefaults
     """What a UNet model samples with where its defaults.json says nothing: a Turbo model's
     settings, nothing for the others."""
     return TURBO_DEFAULTS if is_turbo(path) else None
+
+
+def unet_capabilities_of(path: str | os.PathLike[str], family: str) -> Capabilities | None:
+    """What the SD model at `path` will take once loaded, from its configs and tensor names
+    (load_pipeline_weights reads headers only; its family and the UNet's input channels say
+    SDXL and inpainting, as the loaded model's); None for a GGUF (its parts may come from
+    --base or module files) or a broken model (left for loading to name)."""
+    if Path(path).suffix.lower() == ".gguf":
+        return None
+    try:
+        weights = load_pipeline_weights(path)
+    except WeightsError:
+        return None
+    family = weights.info.family
+    latents = int(weights.vae.config["latent_channels"])
+    return unet_capabilities(family, sdxl=family in SDXL_FAMILIES, turbo=is_turbo(path),
+                             inpainting=int(weights.unet.config["in_channels"]) == 2 * latents + 1)
 
 
 def filled(make: Callable[[], Module], weights: ComponentWeights, *,

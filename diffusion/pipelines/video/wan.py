@@ -49,6 +49,7 @@ from ..finite import check_latents
 from .wan_cache import wan_branch
 from .wan_image import clip_image_states, first_frame_latents, i2v_condition
 from .wan_memory import WanMemoryModes
+from .wan_refuse import refuse_wan
 from .wan_vae_passes import WanVaePasses
 
 __all__ = ["SAMPLERS", "WanPipeline", "check_frame_count", "refuse_pictures"]
@@ -290,13 +291,10 @@ class WanPipeline(WanMemoryModes, WanVaePasses):
             raise ValueError("this Wan model makes videos from text only; animating a picture "
                              "needs Wan 2.2 TI2V 5B (its folder sets expand_timesteps) or a "
                              "Wan 2.1 I2V folder")
-        teacache = cache is not None and cache.spec.kind in ("teacache", "teacache-ret")
-        if teacache and (self.expand_timesteps or self.transformer_2 is not None):
-            raise ValueError("TeaCache's Wan tables are Wan 2.1's; for Wan 2.2 use First Block "
-                             "Cache (fbc:0.12)")
-        if guidance_scale_2 is not None and self.transformer_2 is None:
-            raise ValueError("a second guidance scale is for Wan 2.2 A14B's low-noise expert; "
-                             "this Wan model has one transformer")
+        refuse_wan(second_expert=self.transformer_2 is not None,
+                   expand_timesteps=self.expand_timesteps,
+                   cache_kind=None if cache is None else cache.spec.kind,
+                   guidance_scale_2=guidance_scale_2)
         # 1. the prompts' (and, guided, the negative prompt's) states
         guided = guidance_scale > 1
         with self.on_gpu(self.text_encoder):
