@@ -38,7 +38,9 @@ class StandIn(StableDiffusion):
     def __init__(self, *, inpainting: bool = False) -> None:
         super().__init__(tokenizer=None, text_encoder=None, scheduler_config=SCHEDULE,
                          unet=SimpleNamespace(config={"in_channels": 9 if inpainting else 4,
-                                                      "sample_size": 4}),
+                                                      "sample_size": 4},
+                                              parameters=lambda: iter(()),  # no weights
+                                              gemm_accumulate=None),
                          vae=SimpleNamespace(config={"latent_channels": 4,
                                                      "block_out_channels": [1] * 4},
                                              scaling_factor=1.0))
