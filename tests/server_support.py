@@ -15,9 +15,15 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pytest
 from PIL import Image
 
+import gpucore
+
 PROMPT = "a red circle on a blue background"
+NO_DEVICE = "no GPU adapter present: install mesa-vulkan-drivers (see README)"
+HAS_DEVICE = bool(gpucore.devices())
+needs_device = pytest.mark.skipif(not HAS_DEVICE, reason=NO_DEVICE)
 
 
 def write_models(root: Path) -> Path:
@@ -49,6 +55,11 @@ class CachedLoader:
 
 def pixels(b64: str) -> np.ndarray:
     return np.asarray(Image.open(io.BytesIO(base64.b64decode(b64))).convert("RGB"))
+
+
+def rgb(image: Image.Image) -> np.ndarray:
+    """A PIL picture's RGB pixels, height x width x 3 uint8."""
+    return np.asarray(image.convert("RGB"))
 
 
 def png_b64(image: Image.Image) -> str:
@@ -130,7 +141,10 @@ def live_server(app: Any) -> Iterator[str]:
 @contextmanager
 def tiny_webui(root: Path, *, steps: int) -> Iterator[Any]:
     """webuiapi's client (Euler a, `steps`) on a live server over `write_models(root)`'s tiny
-    models, tiny-a loaded; the server's worker stopped after."""
+    models, tiny-a loaded; the server's worker stopped after. Skips the test without a GPU
+    adapter."""
+    if not HAS_DEVICE:
+        pytest.skip(NO_DEVICE)
     import webuiapi
 
     from diffusion.server import create_app
