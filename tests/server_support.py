@@ -6,6 +6,8 @@ from __future__ import annotations
 import base64
 import io
 import json
+import os
+import shutil
 import socket
 import threading
 import time
@@ -60,6 +62,17 @@ def pixels(b64: str) -> np.ndarray:
 def rgb(image: Image.Image) -> np.ndarray:
     """A PIL picture's RGB pixels, height x width x 3 uint8."""
     return np.asarray(image.convert("RGB"))
+
+
+def screenshot(page: Any, tmp_path: Path, name: str) -> None:
+    """A Playwright page's screenshot to tmp_path/NAME.png and, with AVX_SCREENSHOTS=DIR, a
+    copy there (how the docs' screenshots are refreshed)."""
+    path = tmp_path / f"{name}.png"
+    page.screenshot(path=path)
+    if os.environ.get("AVX_SCREENSHOTS"):
+        target = Path(os.environ["AVX_SCREENSHOTS"])
+        target.mkdir(parents=True, exist_ok=True)
+        shutil.copy(path, target / path.name)
 
 
 def png_b64(image: Image.Image) -> str:
@@ -121,7 +134,7 @@ def free_port() -> int:
 
 
 @contextmanager
-def live_server(app: Any) -> Iterator[str]:
+def live_server(app: Any, start_timeout: float = 30) -> Iterator[str]:
     """Run `app` under uvicorn on 127.0.0.1 in a thread; yields its base URL."""
     import uvicorn
 
@@ -130,7 +143,7 @@ def live_server(app: Any) -> Iterator[str]:
                                            log_level="warning"))
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
-    wait_for(lambda: server.started, timeout=30, what="uvicorn to start")
+    wait_for(lambda: server.started, timeout=start_timeout, what="uvicorn to start")
     try:
         yield f"http://127.0.0.1:{port}"
     finally:
