@@ -59,6 +59,12 @@ def pixels(b64: str) -> np.ndarray:
     return np.asarray(Image.open(io.BytesIO(base64.b64decode(b64))).convert("RGB"))
 
 
+def noise_picture(height: int, width: int) -> Image.Image:
+    """A height x width RGB picture of uniform random pixels (seed 0)."""
+    return Image.fromarray(np.random.default_rng(0).integers(0, 256, (height, width, 3),
+                                                             np.uint8))
+
+
 def rgb(image: Image.Image) -> np.ndarray:
     """A PIL picture's RGB pixels, height x width x 3 uint8."""
     return np.asarray(image.convert("RGB"))
@@ -149,6 +155,20 @@ def live_server(app: Any, start_timeout: float = 30) -> Iterator[str]:
     finally:
         server.should_exit = True
         thread.join(30)
+
+
+@contextmanager
+def serving(root: Path, model: str) -> Iterator[Any]:
+    """A TestClient of the server on `root / model`, `root` its models folder, pictures up to
+    256 pixels a side, each pipeline loaded once."""
+    from fastapi.testclient import TestClient
+
+    from diffusion.server import create_app
+
+    app = create_app(model=root / model, models_dir=root, outputs=root / "outputs",
+                     max_size=256, loader=CachedLoader())
+    with TestClient(app) as client:
+        yield client
 
 
 @contextmanager
