@@ -14,7 +14,7 @@ import pytest
 
 pytest.importorskip("diffusers", reason="diffusers is a test-only reference (extra: reference)")
 import torch
-from cli_support import cli_ok
+from cli_support import cli_ok, png_pixels
 from flow_tiny import chroma_picture
 from PIL import Image
 
@@ -33,11 +33,6 @@ def short_prompts(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(FlowModel, "max_sequence_length", LENGTH)
 
 
-def _pixels(path: str) -> np.ndarray:
-    with Image.open(path) as image:
-        return np.asarray(image.convert("RGB"), np.float64) / 255
-
-
 def test_chroma_from_the_cli(first_device: gpucore.Device, tiny_chroma: tuple[Path, Any],
                              tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     """"diffusers" draws ChromaPipeline's picture with CFG and a negative prompt; a WebUI
@@ -51,11 +46,11 @@ def test_chroma_from_the_cli(first_device: gpucore.Device, tiny_chroma: tuple[Pa
     assert "model: chroma (chroma)" in err
     expected = chroma_picture(reference, "a red circle", "a dog", seed=7, steps=2, cfg=4.0,
                               length=LENGTH)
-    assert np.abs(_pixels(out) - expected).mean() < 0.01
+    assert np.abs(png_pixels(out, np.float64) - expected).mean() < 0.01
     as_floats = reference("a red circle", negative_prompt="a dog", height=16, width=24,
                           num_inference_steps=2, guidance_scale=4.0, max_sequence_length=LENGTH,
                           generator=torch.Generator().manual_seed(7), output_type="np").images[0]
-    assert np.abs(_pixels(out) - as_floats).mean() > 0.02  # the masks matter
+    assert np.abs(png_pixels(out, np.float64) - as_floats).mean() > 0.02  # the masks matter
     out, err = cli_ok(capsys, "txt2img", "--model", model, "--prompt", "a red circle", *SIZE,
                       "--steps", "2", "--seed", "7", "--dtype", "float32",
                       "--out", str(tmp_path / "b.png"))
@@ -180,4 +175,4 @@ def test_chroma_first_block_cache(first_device: gpucore.Device, tiny_chroma: tup
     assert 'Cache: "fbc 9, 2/8 model calls computed"' in text, text
     plain, _ = cli_ok(capsys, *common, "--out", str(tmp_path / "p.png"))
     assert "Cache" not in (read_infotext(plain) or "")
-    assert np.abs(_pixels(cached) - _pixels(plain)).mean() > 0.01
+    assert np.abs(png_pixels(cached, np.float64) - png_pixels(plain, np.float64)).mean() > 0.01
