@@ -28,7 +28,7 @@ from first_block_cache_ref import (
     largest_change,
 )
 from flow_tiny import CHROMA_TINY
-from sd_tiny import randomized, state_dict
+from sd_tiny import ported, randomized
 from support import assert_close
 from zimage_tiny import ZIMAGE_TINY, tiny_zimage_transformer
 
@@ -48,8 +48,7 @@ def test_first_block_cache_zimage_equals_diffusers(first_device: gpucore.Device,
     joint `layers` through the cache (diffusers' hook takes `layers`, not the refiners)."""
     threshold = 1.4  # a random tiny model's residuals move far more than a trained one's
     reference = tiny_zimage_transformer()
-    ours = ZImageTransformer2DModel(dict(reference.config), device=first_device)
-    ours.load_state_dict(state_dict(reference))
+    ours = ported(ZImageTransformer2DModel, reference, first_device)
     rng = np.random.default_rng(5)
     caption = rng.standard_normal((9, ZIMAGE_TINY["cap_feat_dim"])).astype(np.float32)
     start = rng.standard_normal((1, ZIMAGE_TINY["in_channels"], 6, 10)).astype(np.float32)
@@ -87,8 +86,7 @@ def test_first_block_cache_zimage_batch_decides_once(first_device: gpucore.Devic
     """Two pictures (CFG's rows) in one call: one decision over both pictures' tokens, and
     each picture's output is its own uncached one where the call computes."""
     reference = tiny_zimage_transformer()
-    ours = ZImageTransformer2DModel(dict(reference.config), device=first_device)
-    ours.load_state_dict(state_dict(reference))
+    ours = ported(ZImageTransformer2DModel, reference, first_device)
     rng = np.random.default_rng(6)
     captions = [gpustd.asarray(rng.standard_normal((n, ZIMAGE_TINY["cap_feat_dim"]))
                                .astype(np.float32), device=first_device) for n in (9, 40)]
@@ -107,8 +105,7 @@ def test_first_block_cache_zimage_batch_decides_once(first_device: gpucore.Devic
 def test_first_block_cache_chroma(first_device: gpucore.Device) -> None:
     threshold = 0.8
     reference = randomized(diffusers.ChromaTransformer2DModel(**CHROMA_TINY), 7)
-    ours = ChromaTransformer2DModel(dict(reference.config), device=first_device)
-    ours.load_state_dict(state_dict(reference))
+    ours = ported(ChromaTransformer2DModel, reference, first_device)
     rng = np.random.default_rng(3)
     text = 3 * rng.standard_normal((1, 7, 32)).astype(np.float32)
     img_ids, txt_ids = image_ids(4, 5), np.zeros((7, 3), np.float32)

@@ -23,7 +23,7 @@ from first_block_cache_ref import (
 )
 from flux2_tiny import FLUX2_TINY, tiny_flux2_transformer
 from qwenimage_tiny import QWENIMAGE_TINY, tiny_qwenimage_transformer
-from sd_tiny import state_dict
+from sd_tiny import ported
 from support import assert_close
 
 import gpucore
@@ -40,8 +40,7 @@ def test_first_block_cache_qwen_image_equals_diffusers(first_device: gpucore.Dev
     """One picture of 5 x 7 patches and 11 text tokens, every block through the cache."""
     threshold = 1.3  # a random tiny model's residuals move far more than a trained one's
     reference = tiny_qwenimage_transformer()
-    ours = QwenImageTransformer2DModel(dict(reference.config), device=first_device)
-    ours.load_state_dict(state_dict(reference))
+    ours = ported(QwenImageTransformer2DModel, reference, first_device)
     rng = np.random.default_rng(4)
     rows, columns = 5, 7
     text = rng.standard_normal((1, 11, QWENIMAGE_TINY["joint_attention_dim"])).astype(np.float32)
@@ -76,8 +75,7 @@ def test_first_block_cache_flux2(first_device: gpucore.Device) -> None:
     """One picture of 4 x 5 patches and 7 text tokens."""
     threshold = 1.2
     reference = tiny_flux2_transformer(config={"num_layers": 2, "num_single_layers": 2})
-    ours = Flux2Transformer2DModel(dict(reference.config), device=first_device)
-    ours.load_state_dict(state_dict(reference))
+    ours = ported(Flux2Transformer2DModel, reference, first_device)
     rng = np.random.default_rng(3)
     text = rng.standard_normal((1, 7, FLUX2_TINY["joint_attention_dim"])).astype(np.float32)
     rows, cols = np.meshgrid(np.arange(4), np.arange(5), indexing="ij")
