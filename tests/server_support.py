@@ -21,11 +21,31 @@ import pytest
 from PIL import Image
 
 import gpucore
+from diffusion.pipelines.sd.stable_diffusion import GenerationResult, SamplingDefaults
 
 PROMPT = "a red circle on a blue background"
 NO_DEVICE = "no GPU adapter present: install mesa-vulkan-drivers (see README)"
 HAS_DEVICE = bool(gpucore.devices())
 needs_device = pytest.mark.skipif(not HAS_DEVICE, reason=NO_DEVICE)
+
+
+class StandInPipeline:
+    """What the server's worker needs of a pipeline, for tests that need no model and no
+    device: generate records the request and returns one black 64x64 picture."""
+
+    native_size = 64
+    defaults = SamplingDefaults()
+
+    def __init__(self) -> None:
+        self.requests: list[Any] = []
+
+    def generate(self, request: Any, *, observer: Any) -> GenerationResult:
+        self.requests.append(request)
+        observer.step(request.steps, request.steps, np.zeros((1, 4, 8, 8)))
+        return GenerationResult(images=[np.zeros((64, 64, 3), np.uint8)], seeds=[request.seed],
+                                settings={"prompt": request.prompt, "steps": request.steps,
+                                          "sampler": "Euler", "cfg_scale": 7, "seed":
+                                          request.seed, "width": 64, "height": 64})
 
 
 def write_models(root: Path) -> Path:
