@@ -9,7 +9,8 @@ the reference extra, and this module loads the wanted submodules under an empty 
 
     lineart = controlnet_aux("lineart")   # lineart.Generator, lineart.LineartDetector
 
-`write_lineart_anime` saves a narrow random lineart_anime network as its annotator file.
+`write_lineart_anime` saves a narrow random lineart_anime network as its annotator file;
+`random_handpose` makes a random openpose hand network and its weights in the file's layout.
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ from typing import Any
 
 import pytest
 
-__all__ = ["controlnet_aux", "write_lineart_anime"]
+__all__ = ["controlnet_aux", "random_handpose", "write_lineart_anime"]
 
 
 def controlnet_aux(name: str, *, bare: tuple[str, ...] = ()) -> Any:
@@ -61,3 +62,20 @@ def write_lineart_anime(folder: Path) -> Any:
     state = {f"module.{key}": value for key, value in network.state_dict().items()}
     torch.save(state, folder / "lineart_anime" / "netG.pth")
     return network
+
+
+def random_handpose(seed: int) -> tuple[Any, dict[str, Any]]:
+    """controlnet_aux's openpose handpose_model with torch's own init under `seed`, every
+    weight scaled by sqrt(8) so that the last stage's maps vary well above float32 error; and
+    its weights as numpy arrays named as in hand_pose_model.pth (no block prefix)."""
+    import torch
+
+    model = controlnet_aux("open_pose.model", bare=("open_pose",))
+    torch.manual_seed(seed)
+    network = model.handpose_model().eval()
+    with torch.no_grad():
+        for name, value in network.named_parameters():
+            if name.endswith("weight"):
+                value.mul_(8**0.5)
+    flat = {name.split(".", 1)[1]: value.numpy() for name, value in network.state_dict().items()}
+    return network, flat

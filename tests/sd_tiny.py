@@ -133,3 +133,11 @@ def state_dict(model: Any, strip: str = "") -> dict[str, np.ndarray]:
     """A torch module's parameters as numpy, keys optionally without a prefix."""
     return {k.removeprefix(strip): v.detach().numpy() for k, v in model.state_dict().items()
             if not k.endswith("position_ids")}
+
+
+def ported(cls: Any, reference: Any, device: Any, **options: Any) -> Any:
+    """Our `cls` built from a diffusers `reference`'s config on `device` (with `options` such
+    as dtype), holding the reference's weights."""
+    ours = cls(dict(reference.config), device=device, **options)
+    ours.load_state_dict(state_dict(reference))
+    return ours

@@ -6,6 +6,8 @@ from __future__ import annotations
 import base64
 import io
 import json
+import os
+import shutil
 import socket
 import threading
 import time
@@ -15,9 +17,35 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pytest
 from PIL import Image
 
+import gpucore
+from diffusion.pipelines.sd.stable_diffusion import GenerationResult, SamplingDefaults
+
 PROMPT = "a red circle on a blue background"
+NO_DEVICE = "no GPU adapter present: install mesa-vulkan-drivers (see README)"
+HAS_DEVICE = bool(gpucore.devices())
+needs_device = pytest.mark.skipif(not HAS_DEVICE, reason=NO_DEVICE)
+
+
+class StandInPipeline:
+    """What the server's worker needs of a pipeline, for tests that need no model and no
+    device: generate records the request and returns one black 64x64 picture."""
+
+    native_size = 64
+    defaults = SamplingDefaults()
+
+    def __init__(self) -> None:
+        self.requests: list[Any] = []
+
+    def generate(self, request: Any, *, observer: Any) -> GenerationResult:
+        self.requests.append(request)
+        observer.step(request.steps, request.steps, np.zeros((1, 4, 8, 8)))
+        return GenerationResult(images=[np.zeros((64, 64, 3), np.uint8)], seeds=[request.seed],
+                                settings={"prompt": request.prompt, "steps": request.steps,
+                                          "sampler": "Euler", "cfg_scale": 7, "seed":
+                                          request.seed, "width": 64, "height": 64})
 
 
 def write_models(root: Path) -> Path:
@@ -49,6 +77,28 @@ class CachedLoader:
 
 def pixels(b64: str) -> np.ndarray:
     return np.asarray(Image.open(io.BytesIO(base64.b64decode(b64))).convert("RGB"))
+
+
+def noise_picture(height: int, width: int) -> Image.Image:
+    """A height x width RGB picture of uniform random pixels (seed 0)."""
+    return Image.fromarray(np.random.default_rng(0).integers(0, 256, (height, width, 3),
+                                                             np.uint8))
+
+
+def rgb(image: Image.Image) -> np.ndarray:
+    """A PIL picture's RGB pixels, height x width x 3 uint8."""
+    return np.asarray(image.convert("RGB"))
+
+
+def screenshot(page: Any, tmp_path: Path, name: str) -> None:
+    """A Playwright page's screenshot to tmp_path/NAME.png and, with AVX_SCREENSHOTS=DIR, a
+    copy there (how the docs' screenshots are refreshed)."""
+    path = tmp_path / f"{name}.png"
+    page.screenshot(path=path)
+    if os.environ.get("AVX_SCREENSHOTS"):
+        target = Path(os.environ["AVX_SCREENSHOTS"])
+        target.mkdir(parents=True, exist_ok=True)
+        shutil.copy(path, target / path.name)
 
 
 def png_b64(image: Image.Image) -> str:
@@ -110,7 +160,7 @@ def free_port() -> int:
 
 
 @contextmanager
-def live_server(app: Any) -> Iterator[str]:
+def live_server(app: Any, start_timeout: float = 30) -> Iterator[str]:
     """Run `app` under uvicorn on 127.0.0.1 in a thread; yields its base URL."""
     import uvicorn
 
@@ -119,7 +169,7 @@ def live_server(app: Any) -> Iterator[str]:
                                            log_level="warning"))
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
-    wait_for(lambda: server.started, timeout=30, what="uvicorn to start")
+    wait_for(lambda: server.started, timeout=start_timeout, what="uvicorn to start")
     try:
         yield f"http://127.0.0.1:{port}"
     finally:
@@ -128,9 +178,26 @@ def live_server(app: Any) -> Iterator[str]:
 
 
 @contextmanager
+def serving(root: Path, model: str) -> Iterator[Any]:
+    """A TestClient of the server on `root / model`, `root` its models folder, pictures up to
+    256 pixels a side, each pipeline loaded once."""
+    from fastapi.testclient import TestClient
+
+    from diffusion.server import create_app
+
+    app = create_app(model=root / model, models_dir=root, outputs=root / "outputs",
+                     max_size=256, loader=CachedLoader())
+    with TestClient(app) as client:
+        yield client
+
+
+@contextmanager
 def tiny_webui(root: Path, *, steps: int) -> Iterator[Any]:
     """webuiapi's client (Euler a, `steps`) on a live server over `write_models(root)`'s tiny
-    models, tiny-a loaded; the server's worker stopped after."""
+    models, tiny-a loaded; the server's worker stopped after. Skips the test without a GPU
+    adapter."""
+    if not HAS_DEVICE:
+        pytest.skip(NO_DEVICE)
     import webuiapi
 
     from diffusion.server import create_app

@@ -1,7 +1,8 @@
 """Tiny YOLOv8 detection files as ultralytics writes them (`{"model": DetectionModel, ...}`,
 whole modules pickled, half precision), from ultralytics' own model classes with a tiny width
 multiple and random weights whose scores spread out (biases and BatchNorm statistics drawn, the
-class branch scaled), so that boxes and their order depend on the weights."""
+class branch scaled), so that boxes and their order depend on the weights; and `blobs`, a test
+picture for them."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ import types
 from collections.abc import Iterator
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 os.environ.setdefault("YOLO_CONFIG_DIR", "/tmp/ultralytics-tests")
@@ -137,3 +139,12 @@ def write_tiny_yolo(path: Path, seed: int = 0, classes: int = 2, *, segment: boo
     torch.save({"model": copy.deepcopy(model).half(), "train_args": train_args,
                 "date": "2026-11-26", "version": "8.3.40"}, path)
     return model
+
+
+def blobs(height: int, width: int, seed: int = 1) -> np.ndarray:
+    """A height x width x 3 uint8 picture of smooth blobs over noise: features that differ from
+    place to place."""
+    rng = np.random.default_rng(seed)
+    ys, xs = np.mgrid[0:height, 0:width] / 40.0
+    base = np.stack([np.sin(xs * (c + 1)) * np.cos(ys * (2 - c)) for c in range(3)], -1)
+    return np.clip(127 + 90 * base + rng.normal(0, 20, base.shape), 0, 255).astype(np.uint8)

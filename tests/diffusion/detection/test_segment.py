@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from yolo_tiny import nms_in_torch, torch, write_tiny_yolo
+from yolo_tiny import blobs, nms_in_torch, torch, write_tiny_yolo
 
 import gpustd
 from diffusion.detection import detect, load_yolo
@@ -22,16 +22,9 @@ def files(tmp_path_factory):
     return path, model, load_yolo(path)
 
 
-def _picture(height: int, width: int, seed: int = 1) -> np.ndarray:
-    rng = np.random.default_rng(seed)
-    ys, xs = np.mgrid[0:height, 0:width] / 40.0
-    base = np.stack([np.sin(xs * (c + 1)) * np.cos(ys * (2 - c)) for c in range(3)], -1)
-    return np.clip(127 + 90 * base + rng.normal(0, 20, base.shape), 0, 255).astype(np.uint8)
-
-
 def test_coefficients_and_prototypes_equal_ultralytics(files):
     _, model, yolo = files
-    x = letterbox(_picture(90, 120, seed=5), 128)
+    x = letterbox(blobs(90, 120, seed=5), 128)
     with torch.no_grad():
         joined, (_, expected_coefficients, expected_proto) = model(torch.from_numpy(x))
     head = yolo.network.head
@@ -67,7 +60,7 @@ def test_masks_equal_ultralytics_predict(files):
     from ultralytics import YOLO
 
     path, _, yolo = files
-    picture = _picture(228, 320, seed=3)  # letterboxed without a resize: 2 grey rows each side
+    picture = blobs(228, 320, seed=3)  # letterboxed without a resize: 2 grey rows each side
     found = detect(yolo, picture, confidence=0.6, image_size=320)
     with nms_in_torch():
         result = YOLO(str(path)).predict(picture[..., ::-1].copy(), conf=0.6, imgsz=320,
@@ -95,6 +88,6 @@ def test_masks_equal_ultralytics_predict(files):
 
 def test_detection_models_have_no_masks(tmp_path):
     write_tiny_yolo(tmp_path / "face.pt")
-    found = detect(load_yolo(tmp_path / "face.pt"), _picture(64, 64), confidence=0.05,
+    found = detect(load_yolo(tmp_path / "face.pt"), blobs(64, 64), confidence=0.05,
                    image_size=64)
     assert found.masks is None

@@ -10,7 +10,7 @@ import pickle
 
 import numpy as np
 import pytest
-from yolo_tiny import nms_in_torch, torch, write_tiny_yolo
+from yolo_tiny import blobs, nms_in_torch, torch, write_tiny_yolo
 
 import gpustd
 from diffusion.detection import check_yolo, detect, load_yolo
@@ -27,17 +27,9 @@ def files(tmp_path_factory):
     return path, model, load_yolo(path)
 
 
-def _picture(height: int, width: int, seed: int = 1) -> np.ndarray:
-    """Smooth blobs over noise: features that differ from place to place."""
-    rng = np.random.default_rng(seed)
-    ys, xs = np.mgrid[0:height, 0:width] / 40.0
-    base = np.stack([np.sin(xs * (c + 1)) * np.cos(ys * (2 - c)) for c in range(3)], -1)
-    return np.clip(127 + 90 * base + rng.normal(0, 20, base.shape), 0, 255).astype(np.uint8)
-
-
 def test_predictions_equal_ultralytics(files):
     _, model, yolo = files
-    x = letterbox(_picture(200, 300), 320)
+    x = letterbox(blobs(200, 300), 320)
     assert x.shape == (1, 3, 224, 320)
     with torch.no_grad():
         expected = model(torch.from_numpy(x))[0][0].numpy()  # [4 + classes, anchors]
@@ -52,7 +44,7 @@ def test_segmentation_models_boxes_equal_ultralytics(tmp_path):
     """YOLOv8-seg (person_yolov8n-seg.pt): its Detect part's boxes and scores."""
     model = write_tiny_yolo(tmp_path / "person_tiny-seg.pt", seed=2, segment=True)
     yolo = load_yolo(tmp_path / "person_tiny-seg.pt")
-    x = letterbox(_picture(90, 120, seed=5), 128)
+    x = letterbox(blobs(90, 120, seed=5), 128)
     with torch.no_grad():
         expected = model(torch.from_numpy(x))[0][0].numpy()
     boxes, scores = decode(yolo.network(gpustd.asarray(x)), x.shape[-2:],
@@ -65,7 +57,7 @@ def test_boxes_equal_ultralytics_predict(files):
     from ultralytics import YOLO
 
     path, _, yolo = files
-    picture = _picture(228, 320, seed=3)  # letterboxed without a resize: 2 grey rows each side
+    picture = blobs(228, 320, seed=3)  # letterboxed without a resize: 2 grey rows each side
     found = detect(yolo, picture, confidence=0.55, image_size=320)
     with nms_in_torch():
         result = YOLO(str(path)).predict(picture[..., ::-1].copy(), conf=0.55, imgsz=320,
@@ -83,7 +75,7 @@ def test_letterbox_equals_ultralytics(size):
     another order of near-equal boxes, so predict is compared above without a resize)."""
     from ultralytics.data.augment import LetterBox
 
-    picture = _picture(*size)
+    picture = blobs(*size)
     expected = LetterBox((320, 320), auto=True, stride=32)(image=picture)
     ours = letterbox(picture, 320)[0].transpose(1, 2, 0) * 255
     assert ours.shape == expected.shape

@@ -23,7 +23,6 @@ from ldm_files import (
     ldm_vae,
     safetensors_torch,
     state,
-    tiny_models,
     torch,
     write_folder,
     write_ldm,
@@ -34,11 +33,6 @@ from diffusion.loaders import (
 )
 
 pytestmark = pytest.mark.nodevice  # host logic: `pytest -m nodevice`
-
-
-@pytest.fixture(scope="module")
-def tiny():
-    return tiny_models()
 
 
 def test_inverse_helper_matches_diffusers_conversion(tiny):

@@ -28,7 +28,6 @@ from ldm_files import (
     ldm_vae,
     safetensors_torch,
     state,
-    tiny_models,
     torch,
     transformers,
     write_ldm,
@@ -42,11 +41,6 @@ from diffusion.loaders import (
 )
 
 pytestmark = pytest.mark.nodevice  # host logic: `pytest -m nodevice`
-
-
-@pytest.fixture(scope="module")
-def tiny():
-    return tiny_models()
 
 
 def test_single_file_sd1_converts_every_tensor(tmp_path, tiny):

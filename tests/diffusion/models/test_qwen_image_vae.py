@@ -9,7 +9,7 @@ import pytest
 pytest.importorskip("diffusers", reason="diffusers is a test-only reference")
 import torch
 from qwenimage_tiny import QWENIMAGE_VAE_TINY, tiny_qwenimage_vae
-from sd_tiny import state_dict
+from sd_tiny import ported
 from support import assert_close
 
 import gpucore
@@ -21,9 +21,7 @@ TOL = 1e-3
 
 def _ours(device: gpucore.Device) -> tuple[torch.nn.Module, AutoencoderKLQwenImage]:
     reference = tiny_qwenimage_vae()
-    ours = AutoencoderKLQwenImage(dict(reference.config), device=device)
-    ours.load_state_dict(state_dict(reference))
-    return reference, ours
+    return reference, ported(AutoencoderKLQwenImage, reference, device)
 
 
 def test_decode_equals_diffusers(device: gpucore.Device) -> None:
@@ -69,8 +67,7 @@ def test_bad_configs_get_one_line() -> None:
 
 def test_decode_f16(f16_device: gpucore.Device) -> None:
     reference = tiny_qwenimage_vae()
-    ours = AutoencoderKLQwenImage(dict(reference.config), dtype=np.float16, device=f16_device)
-    ours.load_state_dict(state_dict(reference))
+    ours = ported(AutoencoderKLQwenImage, reference, f16_device, dtype=np.float16)
     latents = np.random.default_rng(6).standard_normal((1, 4, 3, 5)).astype(np.float32)
     with torch.no_grad():
         expected = reference.decode(torch.from_numpy(latents)[:, :, None]).sample[:, :, 0]

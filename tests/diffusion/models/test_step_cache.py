@@ -14,8 +14,8 @@ pytest.importorskip("diffusers", reason="diffusers is a test-only reference (ext
 import diffusers
 import torch
 from diffusers.hooks import FirstBlockCacheConfig, MagCacheConfig
-from diffusers.hooks import first_block_cache as diffusers_fbc
 from diffusers.hooks.mag_cache import FLUX_MAG_RATIOS
+from first_block_cache_ref import diffusers_decisions
 from flow_tiny import FLUX_TINY
 from sd_tiny import randomized, state_dict
 from support import assert_close
@@ -86,19 +86,6 @@ def _flux_calls(reference: Any, ours: FluxTransformer2DModel, device: gpucore.De
     return theirs, mine, rng.standard_normal((1, 20, 16)).astype(np.float32)
 
 
-def _spy_fbc(monkeypatch: pytest.MonkeyPatch) -> list[bool]:
-    """diffusers' First Block Cache decisions (True: computed), recorded as it makes them."""
-    decisions: list[bool] = []
-    original = diffusers_fbc.FBCHeadBlockHook._should_compute_remaining_blocks
-
-    def spy(self: Any, residual: Any) -> bool:
-        decisions.append(original(self, residual))
-        return decisions[-1]
-
-    monkeypatch.setattr(diffusers_fbc.FBCHeadBlockHook, "_should_compute_remaining_blocks", spy)
-    return decisions
-
-
 def _our_decisions(caches: list[Any], mine: Call) -> tuple[Call, list[bool]]:
     """`mine` recording, per call, whether its cache computed the blocks."""
     decisions: list[bool] = []
@@ -120,7 +107,7 @@ def test_first_block_cache_flux_equals_diffusers(first_device: gpucore.Device,
     reference, ours = _flux_pair(first_device)
     theirs, mine, start = _flux_calls(reference, ours, first_device, branches)
     uncached = _euler(mine, start, branches, [None] * branches)
-    expected_decisions = _spy_fbc(monkeypatch)
+    expected_decisions = diffusers_decisions(monkeypatch)
     reference.enable_cache(FirstBlockCacheConfig(threshold=threshold))
     expected = _euler(theirs, start, branches, [None] * branches)
     caches = [FirstBlockCache(threshold) for _ in range(branches)]

@@ -10,7 +10,7 @@ import pytest
 
 pytest.importorskip("diffusers", reason="diffusers is a test-only reference")
 import torch
-from sd_tiny import state_dict
+from sd_tiny import ported
 from support import assert_close
 from wan_tiny import WAN22_VAE_TINY, WAN_VAE_TINY, tiny_wan22_vae, tiny_wan_vae
 
@@ -24,9 +24,7 @@ TOL = 1e-3
 
 def _ours(device: gpucore.Device) -> tuple[torch.nn.Module, AutoencoderKLWan]:
     reference = tiny_wan_vae()
-    ours = AutoencoderKLWan(dict(reference.config), device=device)
-    ours.load_state_dict(state_dict(reference))
-    return reference, ours
+    return reference, ported(AutoencoderKLWan, reference, device)
 
 
 def test_decode_equals_diffusers(device: gpucore.Device) -> None:
@@ -76,8 +74,7 @@ def test_wan22_vae_equals_diffusers(device: gpucore.Device) -> None:
     """Wan 2.2's layout: 2x2 patches, residual down/up blocks (their reshuffle shortcuts,
     the first chunk's dropped frame), 16x smaller latents."""
     reference = tiny_wan22_vae()
-    ours = AutoencoderKLWan(dict(reference.config), device=device)
-    ours.load_state_dict(state_dict(reference))
+    ours = ported(AutoencoderKLWan, reference, device)
     assert ours.spatial_factor == 16
     rng = np.random.default_rng(6)
     latents = rng.standard_normal((1, WAN22_VAE_TINY["z_dim"], 2, 2, 3)).astype(np.float32)
@@ -103,8 +100,7 @@ def test_bad_configs_get_one_line() -> None:
 
 def test_decode_f16(f16_device: gpucore.Device) -> None:
     reference = tiny_wan_vae()
-    ours = AutoencoderKLWan(dict(reference.config), dtype=np.float16, device=f16_device)
-    ours.load_state_dict(state_dict(reference))
+    ours = ported(AutoencoderKLWan, reference, f16_device, dtype=np.float16)
     latents = np.random.default_rng(7).standard_normal((1, 4, 2, 2, 3)).astype(np.float32)
     with torch.no_grad():
         expected = reference.decode(torch.from_numpy(latents)).sample.numpy()
@@ -118,8 +114,7 @@ def test_replayed_decode_is_eager_bitwise(device: gpucore.Device, wan22: bool) -
     """From the third latent frame on the decode replays the third's recording: the same
     frames, bit for bit, as every chunk run eagerly (5 latent frames: two replays)."""
     reference = tiny_wan22_vae() if wan22 else tiny_wan_vae()
-    ours = AutoencoderKLWan(dict(reference.config), device=device)
-    ours.load_state_dict(state_dict(reference))
+    ours = ported(AutoencoderKLWan, reference, device)
     z_dim = reference.config["z_dim"]
     latents = asarray(np.random.default_rng(8).standard_normal((1, z_dim, 5, 2, 3))
                       .astype(np.float32), device=device)

@@ -14,6 +14,7 @@ import pytest
 
 pytest.importorskip("diffusers", reason="diffusers is a test-only reference (extra: reference)")
 import torch
+from cli_support import cli_ok, png_pixels
 from flow_tiny import chroma_picture
 from PIL import Image
 
@@ -32,39 +33,27 @@ def short_prompts(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(FlowModel, "max_sequence_length", LENGTH)
 
 
-def _run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[str, str]:
-    code = cli.main(list(argv))
-    out, err = capsys.readouterr()
-    assert code == 0, err
-    return out.strip(), err
-
-
-def _pixels(path: str) -> np.ndarray:
-    with Image.open(path) as image:
-        return np.asarray(image.convert("RGB"), np.float64) / 255
-
-
 def test_chroma_from_the_cli(first_device: gpucore.Device, tiny_chroma: tuple[Path, Any],
                              tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     """"diffusers" draws ChromaPipeline's picture with CFG and a negative prompt; a WebUI
     sampler runs at Chroma's defaults and writes them in the infotext."""
     root, reference = tiny_chroma
     model = str(root / "chroma")
-    out, err = _run(capsys, "txt2img", "--model", model, "--prompt", "a red circle",
-                    "--negative-prompt", "a dog", *SIZE, "--steps", "2", "--sampler",
-                    "diffusers", "--rng", "torch", "--seed", "7", "--cfg-scale", "4",
-                    "--dtype", "float32", "--out", str(tmp_path / "a.png"))
+    out, err = cli_ok(capsys, "txt2img", "--model", model, "--prompt", "a red circle",
+                      "--negative-prompt", "a dog", *SIZE, "--steps", "2", "--sampler",
+                      "diffusers", "--rng", "torch", "--seed", "7", "--cfg-scale", "4",
+                      "--dtype", "float32", "--out", str(tmp_path / "a.png"))
     assert "model: chroma (chroma)" in err
     expected = chroma_picture(reference, "a red circle", "a dog", seed=7, steps=2, cfg=4.0,
                               length=LENGTH)
-    assert np.abs(_pixels(out) - expected).mean() < 0.01
+    assert np.abs(png_pixels(out, np.float64) - expected).mean() < 0.01
     as_floats = reference("a red circle", negative_prompt="a dog", height=16, width=24,
                           num_inference_steps=2, guidance_scale=4.0, max_sequence_length=LENGTH,
                           generator=torch.Generator().manual_seed(7), output_type="np").images[0]
-    assert np.abs(_pixels(out) - as_floats).mean() > 0.02  # the masks matter
-    out, err = _run(capsys, "txt2img", "--model", model, "--prompt", "a red circle", *SIZE,
-                    "--steps", "2", "--seed", "7", "--dtype", "float32",
-                    "--out", str(tmp_path / "b.png"))
+    assert np.abs(png_pixels(out, np.float64) - as_floats).mean() > 0.02  # the masks matter
+    out, err = cli_ok(capsys, "txt2img", "--model", model, "--prompt", "a red circle", *SIZE,
+                      "--steps", "2", "--seed", "7", "--dtype", "float32",
+                      "--out", str(tmp_path / "b.png"))
     assert "--cfg-scale 5" in err and "diffusers' Chroma settings" in err
     text = read_infotext(out)
     assert text is not None
@@ -181,9 +170,9 @@ def test_chroma_first_block_cache(first_device: gpucore.Device, tiny_chroma: tup
     common = ("txt2img", "--model", model, "--prompt", "a red circle", "--negative-prompt",
               "a dog", *SIZE, "--steps", "4", "--seed", "7", "--cfg-scale", "4", "--dtype",
               "float32")
-    cached, _ = _run(capsys, *common, "--cache", "fbc:9", "--out", str(tmp_path / "c.png"))
+    cached, _ = cli_ok(capsys, *common, "--cache", "fbc:9", "--out", str(tmp_path / "c.png"))
     text = read_infotext(cached) or ""
     assert 'Cache: "fbc 9, 2/8 model calls computed"' in text, text
-    plain, _ = _run(capsys, *common, "--out", str(tmp_path / "p.png"))
+    plain, _ = cli_ok(capsys, *common, "--out", str(tmp_path / "p.png"))
     assert "Cache" not in (read_infotext(plain) or "")
-    assert np.abs(_pixels(cached) - _pixels(plain)).mean() > 0.01
+    assert np.abs(png_pixels(cached, np.float64) - png_pixels(plain, np.float64)).mean() > 0.01

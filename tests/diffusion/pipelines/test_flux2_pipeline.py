@@ -16,6 +16,7 @@ import pytest
 
 pytest.importorskip("diffusers", reason="diffusers is a test-only reference (extra: reference)")
 import torch
+from cli_support import cli_ok, png_pixels
 from flux2_tiny import FLUX2_TINY, bfl_layout, tiny_flux2_pipeline
 from PIL import Image
 from safetensors.torch import save_file
@@ -44,18 +45,6 @@ def tiny_flux2(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Any, Pat
     return root / "flux2-klein", distilled, root / "flux2-klein-base", base
 
 
-def _run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[str, str]:
-    code = cli.main(list(argv))
-    out, err = capsys.readouterr()
-    assert code == 0, err
-    return out.strip(), err
-
-
-def _pixels(path: str) -> np.ndarray:
-    with Image.open(path) as image:
-        return np.asarray(image.convert("RGB"), np.float32) / 255
-
-
 def _diffusers(reference: Any, prompt: str, **settings: Any) -> np.ndarray:
     return reference(prompt=prompt, height=16, width=24, num_inference_steps=2,
                      generator=torch.Generator().manual_seed(7), output_type="np",
@@ -74,19 +63,19 @@ def test_flux2_from_the_cli(first_device: gpucore.Device,
                                                               cfg_scale=4.0)
     common = (*SIZE, "--steps", "2", "--sampler", "diffusers", "--rng", "torch", "--seed", "7",
               "--dtype", "float32")
-    out, err = _run(capsys, "txt2img", "--model", str(folder), "--prompt", "a red circle",
-                    *common, "--out", str(tmp_path / "a.png"))
+    out, err = cli_ok(capsys, "txt2img", "--model", str(folder), "--prompt", "a red circle",
+                      *common, "--out", str(tmp_path / "a.png"))
     assert "flux2-klein model (flux2-klein): --cfg-scale 1 (diffusers' FLUX.2 klein" in err
-    ours = _pixels(out)
+    ours = png_pixels(out)
     assert np.abs(ours - _diffusers(reference, "a red circle")).mean() < 0.01
-    out, _ = _run(capsys, "txt2img", "--model", str(folder), "--prompt",
-                  "an astronaut riding a horse", *common, "--out", str(tmp_path / "b.png"))
-    other = _pixels(out)
+    out, _ = cli_ok(capsys, "txt2img", "--model", str(folder), "--prompt",
+                    "an astronaut riding a horse", *common, "--out", str(tmp_path / "b.png"))
+    other = png_pixels(out)
     assert np.abs(other - ours).mean() > 0.02  # the prompt matters (the test's premise)
     assert np.abs(other - _diffusers(reference, "an astronaut riding a horse")).mean() < 0.01
-    out, _ = _run(capsys, "txt2img", "--model", str(base_folder), "--prompt", "a red circle",
-                  *common, "--cfg-scale", "3", "--out", str(tmp_path / "c.png"))
-    guided = _pixels(out)
+    out, _ = cli_ok(capsys, "txt2img", "--model", str(base_folder), "--prompt", "a red circle",
+                    *common, "--cfg-scale", "3", "--out", str(tmp_path / "c.png"))
+    guided = png_pixels(out)
     assert np.abs(guided - _diffusers(base, "a red circle", guidance_scale=3.0)).mean() < 0.01
     assert np.abs(guided - ours).mean() > 0.01  # the negative pass matters
 
@@ -98,13 +87,13 @@ def test_flux2_webui_sampler_and_refusals(first_device: gpucore.Device,
     """A WebUI sampler over the Simple schedule and its infotext; a denoising strength
     with the init image (a reference picture) gets one line."""
     folder = tiny_flux2[0]
-    out, _ = _run(capsys, "txt2img", "--model", str(folder), "--prompt", "a red circle",
-                  *SIZE, "--steps", "2", "--seed", "7", "--dtype", "float32",
-                  "--out", str(tmp_path / "e.png"))
+    out, _ = cli_ok(capsys, "txt2img", "--model", str(folder), "--prompt", "a red circle",
+                    *SIZE, "--steps", "2", "--seed", "7", "--dtype", "float32",
+                    "--out", str(tmp_path / "e.png"))
     text = read_infotext(out)
     assert text is not None
     assert "Steps: 2, Sampler: Euler, Schedule type: Simple, CFG scale: 1, Seed: 7" in text
-    assert _pixels(out).std() > 0.01
+    assert png_pixels(out).std() > 0.01
     Image.new("RGB", (24, 16), (200, 30, 30)).save(tmp_path / "init.png")
     code = cli.main(["img2img", "--model", str(folder), "--prompt", "a red circle", *SIZE,
                      "--init-image", str(tmp_path / "init.png"), "--dtype", "float32",
@@ -145,9 +134,9 @@ def test_flux2_first_block_cache(first_device: gpucore.Device,
               "--seed", "7", "--dtype", "float32", "--cfg-scale", "3")
     pictures = {}
     for cache in ("none", "fbc:0", "fbc:9"):
-        out, _ = _run(capsys, "txt2img", *common, "--cache", cache,
-                      "--out", str(tmp_path / f"{cache.replace(':', '')}.png"))
-        pictures[cache] = _pixels(out)
+        out, _ = cli_ok(capsys, "txt2img", *common, "--cache", cache,
+                        "--out", str(tmp_path / f"{cache.replace(':', '')}.png"))
+        pictures[cache] = png_pixels(out)
         text = read_infotext(out)
         assert text is not None
         if cache != "none":
@@ -222,8 +211,8 @@ def test_transformer_and_text_encoder_files(first_device: gpucore.Device,
     folder, reference = tiny_flux2[:2]
     file = tmp_path / "flux-2-klein-tiny.safetensors"
     save_file(bfl_layout(reference.transformer), str(file))
-    out, _ = _run(capsys, *FILES, "--model", str(folder), "--out", str(tmp_path / "dir.png"))
-    expected = _pixels(out)
+    out, _ = cli_ok(capsys, *FILES, "--model", str(folder), "--out", str(tmp_path / "dir.png"))
+    expected = png_pixels(out)
     text_encoder = {f"model.{k}": v.detach().clone()
                     for k, v in reference.text_encoder.model.state_dict().items()}
     text_encoder["lm_head.weight"] = reference.text_encoder.lm_head.weight.detach().clone()
@@ -233,14 +222,14 @@ def test_transformer_and_text_encoder_files(first_device: gpucore.Device,
     for part in ("transformer", "text_encoder"):
         for weights in (slim / part).glob("*.safetensors*"):
             weights.unlink()
-    out, err = _run(capsys, *FILES, "--model", str(file), "--base", str(slim),
-                    "--text-encoder", str(tmp_path / "qwen_3_4b.safetensors"),
-                    "--out", str(tmp_path / "te.png"))
+    out, err = cli_ok(capsys, *FILES, "--model", str(file), "--base", str(slim),
+                      "--text-encoder", str(tmp_path / "qwen_3_4b.safetensors"),
+                      "--out", str(tmp_path / "te.png"))
     assert "model: flux-2-klein-tiny (flux2-klein)" in err
     assert "--cfg-scale 1" in err  # distilled, as its name says
     text = read_infotext(out)
     assert text is not None and "Module 1: qwen_3_4b" in text
-    np.testing.assert_array_equal(_pixels(out), expected)
+    np.testing.assert_array_equal(png_pixels(out), expected)
     assert "--base" in _error(capsys, *FILES, "--model", str(file),
                               "--out", str(tmp_path / "x.png"))
     narrow = tiny_qwen3(config={"hidden_size": 24, "head_dim": 6, "num_hidden_layers": 28})

@@ -15,6 +15,7 @@ import pytest
 
 pytest.importorskip("diffusers", reason="diffusers is a test-only reference (extra: reference)")
 import torch
+from cli_support import cli_picture
 from control_tiny import circle
 from flow_tiny import FLUX_TINY
 from PIL import Image
@@ -53,14 +54,6 @@ def tiny_flux_controlnet(folder: Path, *, union: bool, seed: int = 11,
     return model
 
 
-def _cli(capsys: pytest.CaptureFixture[str], *argv: str) -> np.ndarray:
-    code = cli.main(list(argv))
-    out, err = capsys.readouterr()
-    assert code == 0, err
-    with Image.open(out.strip()) as image:
-        return np.asarray(image.convert("RGB"), np.float64) / 255
-
-
 def _base(root: Path) -> tuple[str, ...]:
     return ("txt2img", "--model", str(root / "flux"), "--prompt", PROMPT, "--width", str(WIDTH),
             "--height", str(HEIGHT), "--steps", "4", "--sampler", "diffusers", "--rng", "torch",
@@ -90,14 +83,14 @@ def test_flux_controlnet_equals_diffusers(first_device: gpucore.Device,
     unit = ("--controlnet", str(tmp_path / "cn"), "--control-image",
             str(tmp_path / "control.png"))
 
-    ours = _cli(capsys, *_base(root), *unit, "--out", str(tmp_path / "a.png"))
+    ours = cli_picture(capsys, *_base(root), *unit, "--out", str(tmp_path / "a.png"))
     theirs = _reference(reference, controlnet, picture)
     assert np.abs(ours - theirs).mean() <= TOLERANCE
-    plain = _cli(capsys, *_base(root), "--out", str(tmp_path / "plain.png"))
+    plain = cli_picture(capsys, *_base(root), "--out", str(tmp_path / "plain.png"))
     assert np.abs(ours - plain).mean() >= 10 * TOLERANCE  # the control matters
 
-    ours = _cli(capsys, *_base(root), *unit, "--control-weight", "0.5", "--control-end",
-                "0.25", "--out", str(tmp_path / "b.png"))
+    ours = cli_picture(capsys, *_base(root), *unit, "--control-weight", "0.5", "--control-end",
+                       "0.25", "--out", str(tmp_path / "b.png"))
     theirs_b = _reference(reference, controlnet, picture, controlnet_conditioning_scale=0.5,
                           control_guidance_end=0.25)
     assert np.abs(ours - theirs_b).mean() <= TOLERANCE
@@ -119,11 +112,11 @@ def test_union_and_single_controlnets_at_once(first_device: gpucore.Device,
                 Image.fromarray(np.ascontiguousarray(circle(HEIGHT, WIDTH, seed=3)[::-1]))]
     for index, picture in enumerate(pictures):
         picture.save(tmp_path / f"control{index}.png")
-    ours = _cli(capsys, *_base(root), "--controlnet", str(tmp_path / "union"),
-                "--control-image", str(tmp_path / "control0.png"), "--controlnet",
-                str(tmp_path / "single"), "--control-image", str(tmp_path / "control1.png"),
-                "--control-union-mode", "2", "--control-weight", "0.8", "0.6",
-                "--out", str(tmp_path / "a.png"))
+    ours = cli_picture(capsys, *_base(root), "--controlnet", str(tmp_path / "union"),
+                       "--control-image", str(tmp_path / "control0.png"), "--controlnet",
+                       str(tmp_path / "single"), "--control-image", str(tmp_path / "control1.png"),
+                       "--control-union-mode", "2", "--control-weight", "0.8", "0.6",
+                       "--out", str(tmp_path / "a.png"))
     theirs = _reference(reference, diffusers.FluxMultiControlNetModel([union, single]),
                         pictures, control_mode=[2, None],
                         controlnet_conditioning_scale=[0.8, 0.6])
@@ -172,13 +165,14 @@ def test_flux_controlnet_unit_through_the_server(first_device: gpucore.Device,
         refused = txt2img(control_mode="ControlNet is more important")
     assert refused.status_code == 422 and "control unit 0" in refused.text
     assert np.abs(served - stronger).mean() >= 3 * TOLERANCE  # the weight reaches it
-    ours = _cli(capsys, "txt2img", "--model", str(root / "flux"), "--prompt", PROMPT,
-                "--width", str(WIDTH), "--height", str(HEIGHT), "--steps", "4", "--seed", "5",
-                "--sampler", "Euler", "--distilled-cfg-scale", "2.5", "--controlnet",
-                str(tmp_path / "ControlNet" / "flux_union.safetensors"), "--control-image",
-                str(tmp_path / "control.png"), "--control-union-mode", "2", "--control-weight",
-                "0.3", "--control-start", "0.25", "--control-end", "0.75",
-                "--out", str(tmp_path / "cli.png"))
+    ours = cli_picture(capsys, "txt2img", "--model", str(root / "flux"), "--prompt", PROMPT,
+                       "--width", str(WIDTH), "--height", str(HEIGHT), "--steps", "4",
+                       "--seed", "5", "--sampler", "Euler", "--distilled-cfg-scale", "2.5",
+                       "--controlnet", str(tmp_path / "ControlNet" / "flux_union.safetensors"),
+                       "--control-image", str(tmp_path / "control.png"),
+                       "--control-union-mode", "2", "--control-weight", "0.3",
+                       "--control-start", "0.25", "--control-end", "0.75",
+                       "--out", str(tmp_path / "cli.png"))
     assert np.abs(served - ours).max() <= 1 / 255  # start, end, mode and weight too
 
 

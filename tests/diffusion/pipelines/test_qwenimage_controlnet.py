@@ -13,13 +13,13 @@ import pytest
 
 pytest.importorskip("diffusers", reason="diffusers is a test-only reference (extra: reference)")
 import torch
+from cli_support import cli_picture
 from control_tiny import circle
 from PIL import Image
 from qwenimage_tiny import QWENIMAGE_TINY, tiny_qwenimage_pipeline
 from safetensors.torch import save_file
 from sd_tiny import randomized
 
-import diffusion.cli.main as cli
 import gpucore
 from diffusion.loaders import WeightsError
 from diffusion.loaders.control.controlnet_file import controlnet_weights
@@ -45,14 +45,6 @@ def tiny_qwenimage_controlnet(scale: float = 3.0) -> Any:
     return model
 
 
-def _cli(capsys: pytest.CaptureFixture[str], *argv: str) -> np.ndarray:
-    code = cli.main(list(argv))
-    out, err = capsys.readouterr()
-    assert code == 0, err
-    with Image.open(out.strip()) as image:
-        return np.asarray(image.convert("RGB"), np.float64) / 255
-
-
 def test_qwenimage_controlnet_equals_diffusers(first_device: gpucore.Device,
                                                tmp_path_factory: pytest.TempPathFactory,
                                                tmp_path: Path,
@@ -71,14 +63,14 @@ def test_qwenimage_controlnet_equals_diffusers(first_device: gpucore.Device,
     unit = ("--controlnet", str(tmp_path / "cn"), "--control-image",
             str(tmp_path / "control.png"), "--control-weight", "0.75", "--control-end", "0.5")
 
-    ours = _cli(capsys, *base, *unit, "--out", str(tmp_path / "a.png"))
+    ours = cli_picture(capsys, *base, *unit, "--out", str(tmp_path / "a.png"))
     pipe = diffusers.QwenImageControlNetPipeline(**reference.components, controlnet=controlnet)
     theirs = pipe(PROMPT, negative_prompt="a cat", true_cfg_scale=4.0, control_image=picture,
                   height=HEIGHT, width=WIDTH, num_inference_steps=2,
                   controlnet_conditioning_scale=0.75, control_guidance_end=0.5,
                   generator=torch.Generator().manual_seed(7), output_type="np").images[0]
     assert np.abs(ours - np.round(theirs * 255) / 255).mean() <= TOLERANCE
-    plain = _cli(capsys, *base, "--out", str(tmp_path / "plain.png"))
+    plain = cli_picture(capsys, *base, "--out", str(tmp_path / "plain.png"))
     assert np.abs(ours - plain).mean() >= 5 * TOLERANCE  # the control matters
 
     # a single file: its config beside it, or (Qwen-Image's 128-wide heads) its tensors'

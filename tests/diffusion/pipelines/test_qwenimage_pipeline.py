@@ -17,6 +17,7 @@ import pytest
 
 pytest.importorskip("diffusers", reason="diffusers is a test-only reference (extra: reference)")
 import torch
+from cli_support import cli_ok, png_pixels
 from PIL import Image
 from qwenimage_tiny import QWENIMAGE_TINY
 from safetensors.torch import save_file
@@ -40,18 +41,6 @@ FILES = ("txt2img", "--prompt", RED, *SIZE, "--steps", "2", "--sampler", "diffus
 HORSE = "an astronaut riding a horse at night, " * 6
 
 
-def _run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[str, str]:
-    code = cli.main(list(argv))
-    out, err = capsys.readouterr()
-    assert code == 0, err
-    return out.strip(), err
-
-
-def _pixels(path: str) -> np.ndarray:
-    with Image.open(path) as image:
-        return np.asarray(image.convert("RGB"), np.float32) / 255
-
-
 def _diffusers(reference: Any, prompt: str, **settings: Any) -> np.ndarray:
     return reference(prompt, height=24, width=40, num_inference_steps=2,
                      generator=torch.Generator().manual_seed(7), output_type="np",
@@ -68,23 +57,23 @@ def test_qwenimage_from_the_cli(first_device: gpucore.Device,
                                                          cfg_scale=4.0)
     common = ("txt2img", "--model", str(folder), *SIZE, "--steps", "2", "--sampler",
               "diffusers", "--rng", "torch", "--seed", "7", "--dtype", "float32")
-    out, err = _run(capsys, *common, "--prompt", RED, "--negative-prompt",
-                    "a photo of a cat", "--out", str(tmp_path / "a.png"))
+    out, err = cli_ok(capsys, *common, "--prompt", RED, "--negative-prompt",
+                      "a photo of a cat", "--out", str(tmp_path / "a.png"))
     assert "qwen-image model (qwen-image): --cfg-scale 4" in err
-    ours = _pixels(out)
+    ours = png_pixels(out)
     expected = _diffusers(reference, RED, negative_prompt="a photo of a cat",
                           true_cfg_scale=4.0)
     assert np.abs(ours - expected).mean() < 0.01
-    out, _ = _run(capsys, *common, "--prompt", HORSE,
-                  "--negative-prompt", "a photo of a cat", "--out", str(tmp_path / "b.png"))
-    other = _pixels(out)
+    out, _ = cli_ok(capsys, *common, "--prompt", HORSE,
+                    "--negative-prompt", "a photo of a cat", "--out", str(tmp_path / "b.png"))
+    other = png_pixels(out)
     assert np.abs(other - ours).mean() > 0.02  # the prompt matters (the test's premise)
     assert np.abs(other - _diffusers(reference, HORSE,
                                      negative_prompt="a photo of a cat",
                                      true_cfg_scale=4.0)).mean() < 0.01
-    out, _ = _run(capsys, *common, "--prompt", RED, "--cfg-scale", "1",
-                  "--out", str(tmp_path / "c.png"))
-    plain = _pixels(out)
+    out, _ = cli_ok(capsys, *common, "--prompt", RED, "--cfg-scale", "1",
+                    "--out", str(tmp_path / "c.png"))
+    plain = png_pixels(out)
     assert np.abs(plain - _diffusers(reference, RED)).mean() < 0.01
     assert np.abs(plain - ours).mean() > 0.01  # the negative pass matters too
 
@@ -94,13 +83,13 @@ def test_qwenimage_webui_sampler_and_refusals(first_device: gpucore.Device,
                                               tmp_path: Path,
                                               capsys: pytest.CaptureFixture[str]) -> None:
     folder, _ = tiny_qwenimage
-    out, _ = _run(capsys, "txt2img", "--model", str(folder), "--prompt", "a red circle",
-                  *SIZE, "--steps", "2", "--seed", "7", "--dtype", "float32",
-                  "--cfg-scale", "2", "--out", str(tmp_path / "e.png"))
+    out, _ = cli_ok(capsys, "txt2img", "--model", str(folder), "--prompt", "a red circle",
+                    *SIZE, "--steps", "2", "--seed", "7", "--dtype", "float32",
+                    "--cfg-scale", "2", "--out", str(tmp_path / "e.png"))
     text = read_infotext(out)
     assert text is not None
     assert "Steps: 2, Sampler: Euler, Schedule type: Simple, CFG scale: 2, Seed: 7" in text
-    assert _pixels(out).std() > 0.01
+    assert png_pixels(out).std() > 0.01
     model = load_pipeline(folder, device=first_device)
     init = np.random.default_rng(5).integers(0, 256, (24, 40, 3), np.uint8)
     # img2img with a WebUI sampler from the last quarter of the schedule: the init image
@@ -133,9 +122,9 @@ def test_qwenimage_img2img(first_device: gpucore.Device, tiny_qwenimage: tuple[P
     common = ("img2img", "--model", str(folder), "--prompt", RED, "--negative-prompt",
               "a photo of a cat", *SIZE, "--steps", "4", "--sampler", "diffusers", "--rng",
               "torch", "--seed", "7", "--dtype", "float32", "--strength", "0.5")
-    out, _ = _run(capsys, *common, "--init-image", str(tmp_path / "init.png"),
-                  "--out", str(tmp_path / "i.png"))
-    ours = _pixels(out)
+    out, _ = cli_ok(capsys, *common, "--init-image", str(tmp_path / "init.png"),
+                    "--out", str(tmp_path / "i.png"))
+    ours = png_pixels(out)
     img2img = diffusers.QwenImageImg2ImgPipeline(**reference.components)
     expected = img2img(RED, negative_prompt="a photo of a cat", true_cfg_scale=4.0,
                        image=Image.fromarray(init), strength=0.5, height=24, width=40,
@@ -143,9 +132,9 @@ def test_qwenimage_img2img(first_device: gpucore.Device, tiny_qwenimage: tuple[P
                        output_type="np").images[0]
     assert np.abs(ours - expected).mean() < 0.01
     Image.fromarray(255 - init).save(tmp_path / "other.png")
-    out, _ = _run(capsys, *common, "--init-image", str(tmp_path / "other.png"),
-                  "--out", str(tmp_path / "o.png"))
-    assert np.abs(_pixels(out) - ours).mean() > 0.02
+    out, _ = cli_ok(capsys, *common, "--init-image", str(tmp_path / "other.png"),
+                    "--out", str(tmp_path / "o.png"))
+    assert np.abs(png_pixels(out) - ours).mean() > 0.02
 
 
 def test_qwenimage_inpaint_equals_diffusers(first_device: gpucore.Device,
@@ -254,10 +243,10 @@ def test_qwenimage_first_block_cache(first_device: gpucore.Device,
     common = ("txt2img", "--model", str(folder), *SIZE, "--steps", "3", "--sampler",
               "diffusers", "--rng", "torch", "--seed", "7", "--dtype", "float32", "--prompt",
               RED, "--negative-prompt", "a photo of a cat", "--cfg-scale", "4")
-    out, _ = _run(capsys, *common, "--out", str(tmp_path / "plain.png"))
-    plain = _pixels(out)
-    out, _ = _run(capsys, *common, "--cache", "fbc:9", "--out", str(tmp_path / "fbc.png"))
-    cached = _pixels(out)
+    out, _ = cli_ok(capsys, *common, "--out", str(tmp_path / "plain.png"))
+    plain = png_pixels(out)
+    out, _ = cli_ok(capsys, *common, "--cache", "fbc:9", "--out", str(tmp_path / "fbc.png"))
+    cached = png_pixels(out)
     text = read_infotext(out)
     assert text is not None and 'Cache: "fbc 9, 2/6 model calls computed"' in text
     assert np.abs(cached - plain).mean() > 0.005  # the skips matter (the test's premise)
@@ -326,12 +315,12 @@ def test_transformer_file_with_base(first_device: gpucore.Device,
     line each."""
     folder, reference = tiny_qwenimage
     file = _comfyui_file(reference.transformer, tmp_path / "qwen_image_bf16.safetensors")
-    out, err = _run(capsys, *FILES, "--model", str(file), "--base", str(folder),
-                    "--out", str(tmp_path / "file.png"))
+    out, err = cli_ok(capsys, *FILES, "--model", str(file), "--base", str(folder),
+                      "--out", str(tmp_path / "file.png"))
     assert "model: qwen_image_bf16 (qwen-image)" in err
-    single = _pixels(out)
-    out, _ = _run(capsys, *FILES, "--model", str(folder), "--out", str(tmp_path / "dir.png"))
-    np.testing.assert_array_equal(single, _pixels(out))
+    single = png_pixels(out)
+    out, _ = cli_ok(capsys, *FILES, "--model", str(folder), "--out", str(tmp_path / "dir.png"))
+    np.testing.assert_array_equal(single, png_pixels(out))
     assert "--base" in _error(capsys, *FILES, "--model", str(file),
                               "--out", str(tmp_path / "x.png"))
     assert "leave --base out" in _error(capsys, *FILES, "--model", str(folder), "--base",
@@ -342,9 +331,9 @@ def test_transformer_file_with_base(first_device: gpucore.Device,
     gguf = tmp_path / "qwen-image-Q8_0.gguf"
     write_gguf(gguf, state_dict(reference.transformer).items(), "q8_0",
                architecture="qwen_image")
-    out, _ = _run(capsys, *FILES, "--model", str(gguf), "--base", str(folder),
-                  "--out", str(tmp_path / "gguf.png"))
-    assert np.abs(_pixels(out) - single).mean() < 0.01
+    out, _ = cli_ok(capsys, *FILES, "--model", str(gguf), "--base", str(folder),
+                    "--out", str(tmp_path / "gguf.png"))
+    assert np.abs(png_pixels(out) - single).mean() < 0.01
 
 
 def test_text_encoder_file(first_device: gpucore.Device, tiny_qwenimage: tuple[Path, Any],
@@ -365,14 +354,14 @@ def test_text_encoder_file(first_device: gpucore.Device, tiny_qwenimage: tuple[P
     shutil.copytree(folder, slim)
     for weights in (slim / "text_encoder").glob("*.safetensors*"):
         weights.unlink()
-    out, _ = _run(capsys, *FILES, "--model", str(slim), "--text-encoder",
-                  str(tmp_path / "qwen_2.5_vl_7b.safetensors"), "--out",
-                  str(tmp_path / "te.png"))
+    out, _ = cli_ok(capsys, *FILES, "--model", str(slim), "--text-encoder",
+                    str(tmp_path / "qwen_2.5_vl_7b.safetensors"), "--out",
+                    str(tmp_path / "te.png"))
     text = read_infotext(out)
     assert text is not None and "Module 1: qwen_2.5_vl_7b" in text
-    single = _pixels(out)
-    out, _ = _run(capsys, *FILES, "--model", str(folder), "--out", str(tmp_path / "dir.png"))
-    np.testing.assert_array_equal(single, _pixels(out))
+    single = png_pixels(out)
+    out, _ = cli_ok(capsys, *FILES, "--model", str(folder), "--out", str(tmp_path / "dir.png"))
+    np.testing.assert_array_equal(single, png_pixels(out))
     unbiased = {k: v for k, v in state.items() if not k.endswith("_proj.bias")}
     save_file(unbiased, str(tmp_path / "qwen3.safetensors"))
     import transformers

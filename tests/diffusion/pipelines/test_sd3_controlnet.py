@@ -14,11 +14,11 @@ import pytest
 
 pytest.importorskip("diffusers", reason="diffusers is a test-only reference (extra: reference)")
 import torch
+from cli_support import cli_picture
 from control_tiny import circle
 from PIL import Image
 from sd_tiny import randomized
 
-import diffusion.cli.main as cli
 import gpucore
 from diffusion.pipelines.flow.flow_model import FlowModel
 
@@ -59,14 +59,6 @@ def tiny_sd3_controlnet(folder: Path, transformer: Any, *, stability: bool,
     return model
 
 
-def _cli(capsys: pytest.CaptureFixture[str], *argv: str) -> np.ndarray:
-    code = cli.main(list(argv))
-    out, err = capsys.readouterr()
-    assert code == 0, err
-    with Image.open(out.strip()) as image:
-        return np.asarray(image.convert("RGB"), np.float64) / 255
-
-
 def _reference(reference: Any, controlnet: Any, image: Image.Image, **settings: Any
                ) -> np.ndarray:
     """diffusers' picture, the control map's VAE posterior taken at its mean: the pipeline
@@ -102,8 +94,8 @@ def test_sd3_controlnet_equals_diffusers(first_device: gpucore.Device,
     unit = ("--controlnet", str(tmp_path / "cn"), "--control-image",
             str(tmp_path / "control.png"))
 
-    ours = _cli(capsys, *base, *unit, "--out", str(tmp_path / "a.png"))
+    ours = cli_picture(capsys, *base, *unit, "--out", str(tmp_path / "a.png"))
     theirs = _reference(reference, controlnet, picture)
     assert np.abs(ours - theirs).mean() <= TOLERANCE
-    plain = _cli(capsys, *base, "--out", str(tmp_path / "plain.png"))
+    plain = cli_picture(capsys, *base, "--out", str(tmp_path / "plain.png"))
     assert np.abs(ours - plain).mean() >= 10 * TOLERANCE  # the control matters

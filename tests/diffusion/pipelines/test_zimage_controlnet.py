@@ -18,6 +18,7 @@ import pytest
 
 pytest.importorskip("diffusers", reason="diffusers is a test-only reference (extra: reference)")
 import torch
+from cli_support import cli_picture
 from control_tiny import circle
 from flow_tiny import FLUX_TINY
 from PIL import Image
@@ -25,7 +26,6 @@ from safetensors.torch import save_file
 from sd_tiny import randomized
 from zimage_tiny import ZIMAGE_TINY, tiny_zimage_pipeline
 
-import diffusion.cli.main as cli
 import gpucore
 from diffusion.loaders.control.controlnet_file import controlnet_weights
 from diffusion.loaders.control.dit_controlnet_file import zimage_controlnet_config
@@ -63,14 +63,6 @@ def tiny_zimage_controlnet(form: str, scale: float = 3.0) -> Any:
             if "after_proj" in name:
                 parameter.mul_(scale)
     return model
-
-
-def _cli(capsys: pytest.CaptureFixture[str], *argv: str) -> np.ndarray:
-    code = cli.main(list(argv))
-    out, err = capsys.readouterr()
-    assert code == 0, err
-    with Image.open(out.strip()) as image:
-        return np.asarray(image.convert("RGB"), np.float64) / 255
 
 
 def _reference(reference: Any, controlnet: Any, image: Image.Image, **settings: Any
@@ -113,14 +105,14 @@ def test_zimage_controlnet_equals_diffusers(first_device: gpucore.Device,
     unit = ("--controlnet", str(model), "--control-image", str(tmp_path / "control.png"),
             "--control-weight", "0.75")
 
-    ours = _cli(capsys, *_base(folder, tmp_path / "a.png"), *guided, *unit)
+    ours = cli_picture(capsys, *_base(folder, tmp_path / "a.png"), *guided, *unit)
     settings = {"guidance_scale": 1.5, "negative_prompt": "a cat"} if guided else {
         "guidance_scale": 0.0}
     theirs = _reference(reference, controlnet, picture, controlnet_conditioning_scale=0.75,
                         **settings)
     assert np.abs(ours - theirs).mean() <= TOLERANCE
     if form == "1.0":
-        plain = _cli(capsys, *_base(folder, tmp_path / "plain.png"), *guided)
+        plain = cli_picture(capsys, *_base(folder, tmp_path / "plain.png"), *guided)
         assert np.abs(ours - plain).mean() >= 5 * TOLERANCE  # the control matters
 
 

@@ -15,6 +15,7 @@ import pytest
 
 pytest.importorskip("diffusers", reason="diffusers is a test-only reference (extra: reference)")
 import torch
+from cli_support import cli_ok, png_pixels
 from PIL import Image
 from safetensors.torch import save_file
 from zimage_tiny import original_layout, tiny_zimage_pipeline
@@ -36,18 +37,6 @@ def tiny_zimage(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Any]:
     return root / "z-image-turbo", tiny_zimage_pipeline(root)
 
 
-def _run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[str, str]:
-    code = cli.main(list(argv))
-    out, err = capsys.readouterr()
-    assert code == 0, err
-    return out.strip(), err
-
-
-def _pixels(path: str) -> np.ndarray:
-    with Image.open(path) as image:
-        return np.asarray(image.convert("RGB"), np.float32) / 255
-
-
 def _diffusers(reference: Any, prompt: str, **settings: Any) -> np.ndarray:
     return reference(prompt, height=16, width=24, num_inference_steps=2,
                      generator=torch.Generator().manual_seed(7), output_type="np",
@@ -62,8 +51,8 @@ def test_zimage_from_the_cli(first_device: gpucore.Device, tiny_zimage: tuple[Pa
     folder, reference = tiny_zimage
     common = ("txt2img", "--model", str(folder), *SIZE, "--steps", "2", "--sampler",
               "diffusers", "--rng", "torch", "--seed", "7", "--dtype", "float32")
-    out, err = _run(capsys, *common, "--prompt", "a red circle",
-                    "--out", str(tmp_path / "a.png"))
+    out, err = cli_ok(capsys, *common, "--prompt", "a red circle",
+                      "--out", str(tmp_path / "a.png"))
     assert "z-image model (z-image-turbo): --cfg-scale 1" in err
     # a model that does not say it is Turbo gets the Base model's (ZImagePipeline's) defaults
     base = tmp_path / "z-image-base"
@@ -72,18 +61,18 @@ def test_zimage_from_the_cli(first_device: gpucore.Device, tiny_zimage: tuple[Pa
                                                        cfg_scale=6.0)
     assert model_defaults(folder)[0] == SamplingDefaults(steps=9, sampler="Euler",
                                                          cfg_scale=1.0)
-    ours = _pixels(out)
+    ours = png_pixels(out)
     expected = _diffusers(reference, "a red circle", guidance_scale=0.0)
     assert np.abs(ours - expected).mean() < 0.01
-    out, _ = _run(capsys, *common, "--prompt", "an astronaut riding a horse",
-                  "--out", str(tmp_path / "b.png"))
-    other = _pixels(out)
+    out, _ = cli_ok(capsys, *common, "--prompt", "an astronaut riding a horse",
+                    "--out", str(tmp_path / "b.png"))
+    other = png_pixels(out)
     assert np.abs(other - ours).mean() > 0.02  # the prompt matters (the test's premise)
     assert np.abs(other - _diffusers(reference, "an astronaut riding a horse",
                                      guidance_scale=0.0)).mean() < 0.01
-    out, _ = _run(capsys, *common, "--prompt", "a red circle", "--cfg-scale", "2.5",
-                  "--negative-prompt", "a photo of a cat", "--out", str(tmp_path / "c.png"))
-    guided = _pixels(out)
+    out, _ = cli_ok(capsys, *common, "--prompt", "a red circle", "--cfg-scale", "2.5",
+                    "--negative-prompt", "a photo of a cat", "--out", str(tmp_path / "c.png"))
+    guided = png_pixels(out)
     expected = _diffusers(reference, "a red circle", guidance_scale=1.5,
                           negative_prompt="a photo of a cat")
     assert np.abs(guided - expected).mean() < 0.01
@@ -94,13 +83,13 @@ def test_zimage_webui_sampler(first_device: gpucore.Device, tiny_zimage: tuple[P
                               tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     """A WebUI sampler over the Simple schedule, its infotext; the hires fix."""
     folder, _ = tiny_zimage
-    out, _ = _run(capsys, "txt2img", "--model", str(folder), "--prompt", "a red circle",
-                  *SIZE, "--steps", "2", "--seed", "7", "--dtype", "float32",
-                  "--out", str(tmp_path / "e.png"))
+    out, _ = cli_ok(capsys, "txt2img", "--model", str(folder), "--prompt", "a red circle",
+                    *SIZE, "--steps", "2", "--seed", "7", "--dtype", "float32",
+                    "--out", str(tmp_path / "e.png"))
     text = read_infotext(out)
     assert text is not None
     assert "Steps: 2, Sampler: Euler, Schedule type: Simple, CFG scale: 1, Seed: 7" in text
-    assert _pixels(out).std() > 0.01
+    assert png_pixels(out).std() > 0.01
     # the hires fix (Forge's for flow models) with CFG: twice the size
     model = load_pipeline(folder, device=first_device)
     result = model.generate(GenerationRequest(
@@ -126,14 +115,14 @@ def test_zimage_img2img_and_inpaint(first_device: gpucore.Device,
     init.save(tmp_path / "init.png")
     settings: dict[str, Any] = dict(height=16, width=24, num_inference_steps=3, strength=0.6,
                                     guidance_scale=1.0)
-    out, _ = _run(capsys, "img2img", "--model", str(folder), "--prompt", "a red circle",
-                  *SIZE, "--steps", "3", "--sampler", "diffusers", "--rng", "torch", "--seed",
-                  "7", "--dtype", "float32", "--init-image", str(tmp_path / "init.png"),
-                  "--strength", "0.6", "--cfg-scale", "2", "--out", str(tmp_path / "i.png"))
+    out, _ = cli_ok(capsys, "img2img", "--model", str(folder), "--prompt", "a red circle",
+                    *SIZE, "--steps", "3", "--sampler", "diffusers", "--rng", "torch", "--seed",
+                    "7", "--dtype", "float32", "--init-image", str(tmp_path / "init.png"),
+                    "--strength", "0.6", "--cfg-scale", "2", "--out", str(tmp_path / "i.png"))
     expected = diffusers.ZImageImg2ImgPipeline(**reference.components)(
         "a red circle", image=init, generator=torch.Generator().manual_seed(7),
         output_type="np", **settings).images[0]
-    assert np.abs(_pixels(out) - expected).mean() < 0.01
+    assert np.abs(png_pixels(out) - expected).mean() < 0.01
     mask = np.zeros((16, 24), np.uint8)
     mask[4:12, 6:18] = 255
     expected = diffusers.ZImageInpaintPipeline(**reference.components)(
@@ -156,12 +145,12 @@ def test_zimage_transformer_file(first_device: gpucore.Device, tiny_zimage: tupl
     common = ("txt2img", "--prompt", "a red circle", *SIZE, "--steps", "2", "--sampler",
               "diffusers", "--rng", "torch", "--seed", "7", "--dtype", "float32",
               "--cfg-scale", "1")  # the file's name does not say Turbo: Base's CFG else
-    out, err = _run(capsys, *common, "--model", str(file), "--base", str(folder),
-                    "--out", str(tmp_path / "file.png"))
+    out, err = cli_ok(capsys, *common, "--model", str(file), "--base", str(folder),
+                      "--out", str(tmp_path / "file.png"))
     assert "model: z_image_finetune (z-image)" in err
-    single = _pixels(out)
-    out, _ = _run(capsys, *common, "--model", str(folder), "--out", str(tmp_path / "dir.png"))
-    np.testing.assert_array_equal(single, _pixels(out))
+    single = png_pixels(out)
+    out, _ = cli_ok(capsys, *common, "--model", str(folder), "--out", str(tmp_path / "dir.png"))
+    np.testing.assert_array_equal(single, png_pixels(out))
     pytest.importorskip("gguf", reason="GGUF files need the gguf package")
     from diffusion.loaders.formats.gguf_write import write_gguf
 
@@ -169,9 +158,9 @@ def test_zimage_transformer_file(first_device: gpucore.Device, tiny_zimage: tupl
     write_gguf(gguf, ((k, v.numpy()) for k, v in original_layout(reference.transformer,
                                                                   "").items()),
                "q8_0", architecture="lumina2")
-    out, _ = _run(capsys, *common, "--model", str(gguf), "--base", str(folder),
-                  "--out", str(tmp_path / "gguf.png"))
-    assert np.abs(_pixels(out) - single).mean() < 0.01
+    out, _ = cli_ok(capsys, *common, "--model", str(gguf), "--base", str(folder),
+                    "--out", str(tmp_path / "gguf.png"))
+    assert np.abs(png_pixels(out) - single).mean() < 0.01
     code = cli.main([*common, "--model", str(file), "--out", str(tmp_path / "x.png")])
     _, err = capsys.readouterr()
     errors = [line for line in err.splitlines() if line.startswith("error:")]
@@ -194,13 +183,13 @@ def test_zimage_text_encoder_file(first_device: gpucore.Device, tiny_zimage: tup
         weights.unlink()
     common = ("txt2img", "--prompt", "a red circle", *SIZE, "--steps", "2", "--sampler",
               "diffusers", "--rng", "torch", "--seed", "7", "--dtype", "float32")
-    out, _ = _run(capsys, *common, "--model", str(slim), "--text-encoder",
-                  str(tmp_path / "qwen_3_4b.safetensors"), "--out", str(tmp_path / "te.png"))
+    out, _ = cli_ok(capsys, *common, "--model", str(slim), "--text-encoder",
+                    str(tmp_path / "qwen_3_4b.safetensors"), "--out", str(tmp_path / "te.png"))
     text = read_infotext(out)
     assert text is not None and "Module 1: qwen_3_4b" in text
-    single = _pixels(out)
-    out, _ = _run(capsys, *common, "--model", str(folder), "--out", str(tmp_path / "dir.png"))
-    np.testing.assert_array_equal(single, _pixels(out))
+    single = png_pixels(out)
+    out, _ = cli_ok(capsys, *common, "--model", str(folder), "--out", str(tmp_path / "dir.png"))
+    np.testing.assert_array_equal(single, png_pixels(out))
     code = cli.main([*common, "--model", str(folder), "--vae", str(tmp_path / "te.png"),
                      "--out", str(tmp_path / "x.png")])
     _, err = capsys.readouterr()
@@ -242,10 +231,10 @@ def test_zimage_first_block_cache(first_device: gpucore.Device, tiny_zimage: tup
 
     folder, reference = tiny_zimage
     threshold, steps = 1.3, 4  # a random tiny model moves far more than a trained one
-    out, _ = _run(capsys, "txt2img", "--model", str(folder), *SIZE, "--steps", str(steps),
-                  "--sampler", "diffusers", "--rng", "torch", "--seed", "7", "--dtype",
-                  "float32", "--prompt", "a red circle", "--cache", f"fbc:{threshold}",
-                  "--out", str(tmp_path / "cached.png"))
+    out, _ = cli_ok(capsys, "txt2img", "--model", str(folder), *SIZE, "--steps", str(steps),
+                    "--sampler", "diffusers", "--rng", "torch", "--seed", "7", "--dtype",
+                    "float32", "--prompt", "a red circle", "--cache", f"fbc:{threshold}",
+                    "--out", str(tmp_path / "cached.png"))
     transformer = reference.transformer
     block = type(transformer.layers[0])
     arguments = list(inspect.signature(block.forward).parameters)[1:]
@@ -256,7 +245,7 @@ def test_zimage_first_block_cache(first_device: gpucore.Device, tiny_zimage: tup
         expected = reference("a red circle", height=16, width=24, num_inference_steps=steps,
                              generator=torch.Generator().manual_seed(7), output_type="np",
                              guidance_scale=0.0).images[0]
-    cached = _pixels(out)
+    cached = png_pixels(out)
     assert np.abs(cached - expected).mean() < 0.01
     assert_steps_skipped(read_infotext(out) or "", threshold, steps)
     plain = _diffusers(reference, "a red circle", guidance_scale=0.0)

@@ -9,7 +9,7 @@ import pytest
 
 torch = pytest.importorskip("torch", reason="torch is a test-only reference (extra: reference)")
 pytest.importorskip("scipy", reason="controlnet_aux's openpose needs scipy (extra: reference)")
-from controlnet_aux_ref import controlnet_aux  # noqa: E402
+from controlnet_aux_ref import controlnet_aux, random_handpose  # noqa: E402
 
 import gpucore  # noqa: E402
 from diffusion.models.annotators.openpose import HandPoseNetwork  # noqa: E402
@@ -18,19 +18,12 @@ from gpustd import asarray  # noqa: E402
 
 util = controlnet_aux("open_pose.util", bare=("open_pose",))
 body = controlnet_aux("open_pose.body")
-model = controlnet_aux("open_pose.model")
 
 
 def test_hand_network_equals_handpose_model(first_device: gpucore.Device) -> None:
     """22 heatmaps of a 24x40 picture (3x5 after three pools), weights scaled so that the
     last stage's maps vary well above float32 error."""
-    torch.manual_seed(5)
-    network = model.handpose_model().eval()
-    with torch.no_grad():
-        for name, value in network.named_parameters():
-            if name.endswith("weight"):
-                value.mul_(8**0.5)
-    flat = {name.split(".", 1)[1]: value.numpy() for name, value in network.state_dict().items()}
+    network, flat = random_handpose(5)
     x = np.random.default_rng(2).uniform(-0.5, 0.5, (1, 3, 24, 40)).astype(np.float32)
     with torch.no_grad():
         want = network(torch.from_numpy(x)).numpy()

@@ -15,7 +15,7 @@ from diffusion.preprocessors.pose_batch import run_batched
 from gpustd import asarray
 
 torch = pytest.importorskip("torch", reason="torch is a test-only reference (extra: reference)")
-from controlnet_aux_ref import controlnet_aux  # noqa: E402
+from controlnet_aux_ref import random_handpose  # noqa: E402
 
 _MIX = np.random.default_rng(0).standard_normal((22, 3)) * 6
 
@@ -76,14 +76,7 @@ def test_people_hands_and_faces_batched_equal_one_call_each() -> None:
 def test_hand_network_batch_equals_handpose_model(first_device: gpucore.Device) -> None:
     """Three pictures at once through the device's hand network: each image's maps as
     torch's (the convolutions keep the images apart)."""
-    model = controlnet_aux("open_pose.model", bare=("open_pose",))
-    torch.manual_seed(6)
-    network = model.handpose_model().eval()
-    with torch.no_grad():
-        for name, value in network.named_parameters():
-            if name.endswith("weight"):
-                value.mul_(8**0.5)
-    flat = {name.split(".", 1)[1]: value.numpy() for name, value in network.state_dict().items()}
+    network, flat = random_handpose(6)
     x = np.random.default_rng(3).uniform(-0.5, 0.5, (3, 3, 24, 32)).astype(np.float32)
     with torch.no_grad():
         want = network(torch.from_numpy(x)).numpy()

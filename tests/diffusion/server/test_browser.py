@@ -19,8 +19,6 @@ import json
 import os
 import re
 import shutil
-import socket
-import threading
 import time
 from collections.abc import Iterator
 from html.parser import HTMLParser
@@ -28,10 +26,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from server_support import live_server, screenshot
 from support import ROOT
 
 STATIC = ROOT / "diffusion" / "server" / "api" / "static"
-CHROMIUM = "/usr/bin/chromium"
 PROMPT = "a red circle on a blue background"
 STEPS = 8  # ~1.3 s a step on CI's 2 cores: the page's 500 ms progress poll sees the bar move
 TINY_DEFAULTS = {"steps": 6, "sampler": "DDIM", "cfg_scale": 5}  # the tiny model's defaults.json
@@ -64,12 +62,6 @@ def test_page_references_only_local_resources() -> None:
 # ---- The browser walk-through
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 def _model_path(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, int, Path | None]:
     """(model folder, image size, models folder): the bundled model alone for doc screenshots,
     else a tiny random one recommending TINY_DEFAULTS, beside a copy that recommends nothing."""
@@ -95,7 +87,7 @@ def _model_path(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, int, Pa
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, int, bool]]:
     """(base URL, image size, whether the tiny models are served) of the real server, running in
     a thread on a free port."""
-    uvicorn = pytest.importorskip("uvicorn", reason="the server extra is not installed")
+    pytest.importorskip("uvicorn", reason="the server extra is not installed")
     from diffusion.server.api.app import create_app
 
     model, size, models = _model_path(tmp_path_factory)
@@ -106,51 +98,8 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, int,
         controlnets = write_controlnets(tmp_path_factory.mktemp("ControlNet"), ("tiny_canny",))
     app = create_app(model=str(model), models_dir=models, controlnet_dir=controlnets,
                      outputs=str(tmp_path_factory.mktemp("outputs")))
-    port = _free_port()
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 60
-    while not server.started:
-        if not thread.is_alive() or time.monotonic() > deadline:
-            pytest.fail("the server did not start")
-        time.sleep(0.05)
-    yield f"http://127.0.0.1:{port}/", size, models is not None
-    server.should_exit = True
-    thread.join(timeout=10)
-
-
-@pytest.fixture(scope="module")
-def browser() -> Iterator[Any]:
-    """One Chromium for the module's tests (a launch is seconds of CPU on CI's 2 cores); each
-    test gets a fresh context (its own storage, as a browser of its own had)."""
-    if not Path(CHROMIUM).is_file():
-        pytest.skip(f"no Chromium at {CHROMIUM} (Debian package chromium)")
-    sync_api = pytest.importorskip("playwright.sync_api", reason="Playwright is not installed")
-    with sync_api.sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
-        yield browser
-        browser.close()
-
-
-@pytest.fixture()
-def page(browser: Any) -> Iterator[Any]:
-    context = browser.new_context(viewport={"width": 1280, "height": 900})
-    page = context.new_page()
-    page.set_default_timeout(30_000)
-    page.errors = []
-    page.on("pageerror", lambda error: page.errors.append(str(error)))
-    yield page
-    context.close()
-
-
-def _screenshot(page: Any, tmp_path: Path, name: str) -> None:
-    path = tmp_path / f"{name}.png"
-    page.screenshot(path=path)
-    if os.environ.get("AVX_SCREENSHOTS"):
-        target = Path(os.environ["AVX_SCREENSHOTS"])
-        target.mkdir(parents=True, exist_ok=True)
-        shutil.copy(path, target / path.name)
+    with live_server(app, start_timeout=60) as base:
+        yield f"{base}/", size, models is not None
 
 
 def _ready(page: Any) -> None:
@@ -191,7 +140,7 @@ def test_generate_then_read_png_info(server: tuple[str, int, bool], page: Any,
 
     page.get_by_role("button", name="Interrupt", exact=True).wait_for(state="visible")
     page.wait_for_function("window.maxProgress > 0")
-    _screenshot(page, tmp_path, "screenshot-webui-running")
+    screenshot(page, tmp_path, "screenshot-webui-running")
     page.locator("#gallery img").first.wait_for(timeout=90_000)
     page.get_by_role("button", name="Generate", exact=True).wait_for(state="visible")
     assert page.locator("#error").is_hidden(), page.locator("#error").inner_text()
@@ -202,7 +151,7 @@ def test_generate_then_read_png_info(server: tuple[str, int, bool], page: Any,
         assert "Sampler: DDIM, Schedule type: Automatic, CFG scale: 5, " in infotext
     src = page.locator("#selected_image").get_attribute("src")
     assert src and src.startswith("data:image/png;base64,")
-    _screenshot(page, tmp_path, "screenshot-webui")
+    screenshot(page, tmp_path, "screenshot-webui")
     prompt.fill("")  # PNG Info's "Send to txt2img" must bring it back
 
     page.get_by_role("button", name="Send to PNG Info", exact=True).click()
@@ -211,7 +160,7 @@ def test_generate_then_read_png_info(server: tuple[str, int, bool], page: Any,
     table = page.locator("#pnginfo_table").inner_text()
     assert re.search(rf"Steps\s+{STEPS}", table), table
     assert re.search(rf"Size\s+{size}x{size}", table), table
-    _screenshot(page, tmp_path, "screenshot-webui-pnginfo")
+    screenshot(page, tmp_path, "screenshot-webui-pnginfo")
 
     page.get_by_role("button", name="Send to txt2img", exact=True).click()
     tab = page.get_by_role("tab", name="txt2img", exact=True)
@@ -294,7 +243,7 @@ def test_extras_tab_upscales_an_upload(server: tuple[str, int, bool], page: Any,
         page.get_by_role("button", name="Upscale", exact=True).click()
         result = page.locator("#extras_result")
         result.wait_for(state="visible", timeout=60_000)
-        _screenshot(page, tmp_path, "screenshot-webui-extras")
+        screenshot(page, tmp_path, "screenshot-webui-extras")
         src = result.get_attribute("src") or ""
         assert src.startswith("data:image/png;base64,"), src[:40]
         got = np.asarray(Image.open(io.BytesIO(base64.b64decode(src.split(",", 1)[1])))
@@ -355,7 +304,7 @@ def test_controlnet_panel(server: tuple[str, int, bool], page: Any, tmp_path: Pa
     assert page.get_by_label("Enable", exact=True).is_checked()
     page.get_by_label("Control Weight", exact=True).fill("0.7")
     page.get_by_label("Ending Control Step", exact=True).fill("0.5")
-    _screenshot(page, tmp_path, "screenshot-webui-controlnet")
+    screenshot(page, tmp_path, "screenshot-webui-controlnet")
     page.get_by_label("Prompt", exact=True).fill(PROMPT)
     page.get_by_role("button", name="Generate", exact=True).click()
     page.locator("#gallery img").first.wait_for(timeout=90_000)
@@ -722,7 +671,7 @@ def test_png_info_sends_the_inpaint_settings_to_img2img(
     assert page.get_by_label("Denoising strength", exact=True).input_value() == "0.6"
     page.locator("#init_canvas").wait_for(state="visible")  # the picture came along
     page.get_by_label("Masked content", exact=True).scroll_into_view_if_needed()
-    _screenshot(page, tmp_path, "screenshot-webui-pnginfo-inpaint")
+    screenshot(page, tmp_path, "screenshot-webui-pnginfo-inpaint")
     page.reload()  # restored settings are saved like typed ones
     _ready(page)
     assert inpaint_controls() == ("12", "12", True, "2", "masked", "48")
@@ -800,7 +749,7 @@ def test_hires_refiner_and_xyz_plot_round_trip(server: tuple[str, int, bool], pa
                  "Hires upscaler: Latent (nearest)",
                  'Script: X/Y/Z plot, X Type: CFG Scale, X Values: "4, 6"'):
         assert said in infotext, (said, infotext)
-    _screenshot(page, tmp_path, "screenshot-webui-sections")
+    screenshot(page, tmp_path, "screenshot-webui-sections")
     label("Enable hires. fix", exact=True).uncheck()  # off, then back from the grid's infotext
     label("Hires steps", exact=True).fill("0")
     label("Script", exact=True).select_option("None")

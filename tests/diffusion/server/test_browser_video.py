@@ -12,18 +12,13 @@ from __future__ import annotations
 
 import base64
 import io
-import os
-import shutil
-import threading
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-from server_support import free_port
+from server_support import live_server, screenshot
 
-CHROMIUM = "/usr/bin/chromium"
 PROMPT = "a red cube on a wooden table"
 
 pytest.importorskip("diffusers", reason="the tiny models are built with diffusers (extra: "
@@ -34,7 +29,7 @@ pytest.importorskip("av", reason="the MP4 is written with PyAV (extra: video)")
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """The base URL of the real server (uvicorn in a thread) on a tiny SD and a tiny Wan."""
-    uvicorn = pytest.importorskip("uvicorn", reason="the server extra is not installed")
+    pytest.importorskip("uvicorn", reason="the server extra is not installed")
     from sd_tiny import write_pipeline
     from wan_tiny import tiny_wan_pipeline
 
@@ -45,50 +40,15 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     tiny_wan_pipeline(models)
     app = create_app(model=str(models / "tiny-sd"), models_dir=models,
                      outputs=str(tmp_path_factory.mktemp("outputs")))
-    port = free_port()
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 60
-    while not server.started:
-        if not thread.is_alive() or time.monotonic() > deadline:
-            pytest.fail("the server did not start")
-        time.sleep(0.05)
-    yield f"http://127.0.0.1:{port}/"
-    server.should_exit = True
-    thread.join(timeout=10)
-
-
-@pytest.fixture(scope="module")
-def browser() -> Iterator[Any]:
-    """One Chromium for the module's tests (each gets a page of its own)."""
-    if not Path(CHROMIUM).is_file():
-        pytest.skip(f"no Chromium at {CHROMIUM} (Debian package chromium)")
-    sync_api = pytest.importorskip("playwright.sync_api", reason="Playwright is not installed")
-    with sync_api.sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
-        yield browser
-        browser.close()
+    with live_server(app, start_timeout=60) as base:
+        yield f"{base}/"
 
 
 @pytest.fixture()
-def page(browser: Any) -> Iterator[Any]:
-    context = browser.new_context(viewport={"width": 1280, "height": 900})
-    page = context.new_page()
+def page(page: Any) -> Any:
+    """conftest's page, actions waiting up to 60 s (a video takes longer than a picture)."""
     page.set_default_timeout(60_000)
-    page.errors = []
-    page.on("pageerror", lambda error: page.errors.append(str(error)))
-    yield page
-    context.close()
-
-
-def _screenshot(page: Any, tmp_path: Path, name: str) -> None:
-    path = tmp_path / f"{name}.png"
-    page.screenshot(path=path)
-    if os.environ.get("AVX_SCREENSHOTS"):
-        target = Path(os.environ["AVX_SCREENSHOTS"])
-        target.mkdir(parents=True, exist_ok=True)
-        shutil.copy(path, target / path.name)
+    return page
 
 
 def _video_tab(page: Any, url: str, **fields: Any) -> None:
@@ -129,7 +89,7 @@ def test_generate_plays_frames_over_fps_seconds(server: str, page: Any, tmp_path
     assert download.get_attribute("aria-disabled") == "false"
     assert page.locator("#video_webp").is_visible()
     assert "Seed: 3, 5 frames at 8 fps" in page.locator("#video_info").inner_text()
-    _screenshot(page, tmp_path, "webui-video")
+    screenshot(page, tmp_path, "webui-video")
     assert page.locator("#error").is_hidden() and not page.errors, page.errors
 
 

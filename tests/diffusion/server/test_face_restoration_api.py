@@ -21,12 +21,9 @@ from face_refs import write_face_models  # noqa: E402
 from PIL import Image  # noqa: E402
 from server_support import tiny_webui  # noqa: E402
 
-import gpucore  # noqa: E402
 from diffusion.faces import FaceFolders, FaceRestorers, blend  # noqa: E402
 from diffusion.faces.align import FFHQ_TEMPLATE  # noqa: E402
 from diffusion.models.retinaface import RetinaFace  # noqa: E402
-
-HAS_DEVICE = bool(gpucore.devices())
 
 
 def _face(width: int, height: int) -> tuple[np.ndarray, np.ndarray]:
@@ -45,8 +42,6 @@ def _face(width: int, height: int) -> tuple[np.ndarray, np.ndarray]:
 
 @pytest.fixture(scope="module")
 def api(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Any, Path]]:
-    if not HAS_DEVICE:
-        pytest.skip("no GPU adapter present: install mesa-vulkan-drivers (see README)")
     root = tmp_path_factory.mktemp("faces")
     write_face_models(root / "models")
     with tiny_webui(root, steps=2) as client:

@@ -106,28 +106,17 @@ pytest.importorskip("uvicorn", reason="server extra (pip install .[server])")
 pytest.importorskip("diffusers", reason="tiny test models are built with diffusers")
 webuiapi = pytest.importorskip("webuiapi", reason="the WebUI's client (extra: test)")
 
-from server_support import tiny_webui  # noqa: E402
+from server_support import PROMPT, needs_device, rgb, tiny_webui  # noqa: E402
 
-import gpucore  # noqa: E402
 from diffusion.server.api.scripts.grid import grid_margins  # noqa: E402
 
-HAS_DEVICE = bool(gpucore.devices())
-needs_device = pytest.mark.skipif(not HAS_DEVICE, reason="no GPU adapter present: install "
-                                  "mesa-vulkan-drivers (see README)")
 SIZE = {"width": 32, "height": 40}
-PROMPT = "a red circle on a blue background"
 
 
 @pytest.fixture(scope="module")
 def api(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
-    if not HAS_DEVICE:
-        pytest.skip("no GPU adapter present: install mesa-vulkan-drivers (see README)")
     with tiny_webui(tmp_path_factory.mktemp("scripts"), steps=1) as client:
         yield client
-
-
-def rgb(image: Any) -> np.ndarray:
-    return np.asarray(image.convert("RGB"))
 
 
 def refusal(api: Any, **body: Any) -> str:

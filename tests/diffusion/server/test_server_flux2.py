@@ -5,8 +5,6 @@ picture)."""
 
 from __future__ import annotations
 
-import base64
-import io
 from typing import Any
 
 import numpy as np
@@ -15,13 +13,10 @@ import pytest
 pytest.importorskip("diffusers", reason="diffusers is a test-only reference (extra: reference)")
 pytest.importorskip("fastapi", reason="the server extra is not installed")
 import torch
-from fastapi.testclient import TestClient
 from flux2_tiny import tiny_flux2_pipeline
-from PIL import Image
-from server_support import CachedLoader, info, png_b64
+from server_support import info, noise_picture, pixels, png_b64, serving
 
 import gpucore
-from diffusion.server import create_app
 
 if not gpucore.devices():
     pytest.skip("no GPU adapter present: install mesa-vulkan-drivers (see README)",
@@ -34,9 +29,7 @@ SMALL = {"width": 24, "height": 16, "steps": 2, "seed": 5}
 def served(tmp_path_factory: pytest.TempPathFactory) -> Any:
     root = tmp_path_factory.mktemp("flux2-server")
     reference = tiny_flux2_pipeline(root, distilled=True)
-    app = create_app(model=root / "flux2-klein", models_dir=root, outputs=root / "outputs",
-                     max_size=256, loader=CachedLoader())
-    with TestClient(app) as client:
+    with serving(root, "flux2-klein") as client:
         yield client, reference
 
 
@@ -54,14 +47,12 @@ def test_flux2_through_the_api(served: tuple[Any, Any]) -> None:
     assert response.status_code == 200, response.text
     facts = info(response)
     assert "Sampler: Euler, Schedule type: Simple, CFG scale: 1, Seed: 5" in facts["infotexts"][0]
-    data = base64.b64decode(response.json()["images"][0])
-    with Image.open(io.BytesIO(data)) as image:
-        ours = np.asarray(image.convert("RGB"), np.float32) / 255
+    ours = pixels(response.json()["images"][0]) / np.float32(255)
     expected = reference(prompt="a red circle", height=16, width=24, num_inference_steps=2,
                          generator=torch.Generator().manual_seed(5),
                          output_type="np").images[0]
     assert np.abs(ours - expected).mean() < 0.01
-    image = Image.fromarray(np.random.default_rng(0).integers(0, 256, (16, 24, 3), np.uint8))
+    image = noise_picture(16, 24)
     response = client.post("/sdapi/v1/img2img", json={
         "prompt": "a red circle", "init_images": [png_b64(image)], "denoising_strength": 0.5,
         "sampler_name": "Euler", "cfg_scale": 1, **SMALL})

@@ -26,8 +26,8 @@ pytest.importorskip("fastapi", reason="server extra (pip install .[server])")
 
 from fastapi.testclient import TestClient
 from PIL import Image
+from server_support import StandInPipeline
 
-from diffusion.pipelines.sd.stable_diffusion import GenerationResult, SamplingDefaults
 from diffusion.server import create_app, images
 from diffusion.server.api.routers import extras
 from diffusion.server.api.scripts import sd_upscale
@@ -37,29 +37,11 @@ from diffusion.upscalers.by_name import MAX_PIXELS, upscale
 pytestmark = pytest.mark.nodevice
 
 
-class StandIn:
-    """What the worker needs of a pipeline; generate returns one black picture."""
-
-    native_size = 64
-    defaults = SamplingDefaults()
-
-    def __init__(self) -> None:
-        self.requests: list[Any] = []
-
-    def generate(self, request: Any, *, observer: Any) -> GenerationResult:
-        self.requests.append(request)
-        observer.step(request.steps, request.steps, np.zeros((1, 4, 8, 8)))
-        return GenerationResult(images=[np.zeros((64, 64, 3), np.uint8)], seeds=[request.seed],
-                                settings={"prompt": request.prompt, "steps": request.steps,
-                                          "sampler": "Euler", "cfg_scale": 7, "seed":
-                                          request.seed, "width": 64, "height": 64})
-
-
 @pytest.fixture(scope="module")
 def served(tmp_path_factory: pytest.TempPathFactory) -> Any:
     model = tmp_path_factory.mktemp("hostile") / "stand-in"
     model.mkdir()
-    pipe = StandIn()
+    pipe = StandInPipeline()
     detectors = model.parent / "adetailer"
     detectors.mkdir()
     (detectors / "damaged.pt").write_bytes(np.random.default_rng(0).bytes(4096))

@@ -16,35 +16,24 @@ import pytest
 pytest.importorskip("fastapi", reason="server extra (pip install .[server])")
 
 from fastapi.testclient import TestClient
+from server_support import StandInPipeline
 
 from diffusion.pipelines.request import MAX_PROMPT_CHARS
-from diffusion.pipelines.sd.stable_diffusion import GenerationResult, SamplingDefaults
+from diffusion.pipelines.sd.stable_diffusion import GenerationResult
 from diffusion.server import create_app
 from gpucore import MemoryLimitError
 
 pytestmark = pytest.mark.nodevice
 
 
-class StandIn:
-    """What the worker needs of a pipeline; generate returns one black picture."""
-
-    native_size = 64
-    defaults = SamplingDefaults()
-
-    def __init__(self) -> None:
-        self.requests: list[Any] = []
+class StandIn(StandInPipeline):
+    """The stand-in pipeline, out of device memory for the prompt "over budget"."""
 
     def generate(self, request: Any, *, observer: Any) -> GenerationResult:
-        import numpy as np
-
-        self.requests.append(request)
         if request.prompt == "over budget":
+            self.requests.append(request)
             raise MemoryLimitError(2 << 30, 3 << 30, "a 4096x4096 decode")
-        observer.step(request.steps, request.steps, np.zeros((1, 4, 8, 8)))
-        return GenerationResult(images=[np.zeros((64, 64, 3), np.uint8)], seeds=[request.seed],
-                                settings={"prompt": request.prompt, "steps": request.steps,
-                                          "sampler": "Euler", "cfg_scale": 7, "seed":
-                                          request.seed, "width": 64, "height": 64})
+        return super().generate(request, observer=observer)
 
 
 @pytest.fixture(scope="module")

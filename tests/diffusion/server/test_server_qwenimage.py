@@ -6,8 +6,6 @@ stretches each run's sigmas: their picture is diffusers' own."""
 
 from __future__ import annotations
 
-import base64
-import io
 from typing import Any
 
 import numpy as np
@@ -17,13 +15,10 @@ pytest.importorskip("diffusers", reason="diffusers is a test-only reference (ext
 pytest.importorskip("fastapi", reason="the server extra is not installed")
 import diffusers
 import torch
-from fastapi.testclient import TestClient
-from PIL import Image
 from qwenimage_tiny import QWENIMAGE_SCHEDULER, tiny_qwenimage_pipeline
-from server_support import CachedLoader, info, png_b64
+from server_support import info, noise_picture, pixels, png_b64, serving
 
 import gpucore
-from diffusion.server import create_app
 
 if not gpucore.devices():
     pytest.skip("no GPU adapter present: install mesa-vulkan-drivers (see README)",
@@ -37,9 +32,7 @@ PROMPT = "a red circle on a blue square, " * 6
 def served(tmp_path_factory: pytest.TempPathFactory) -> Any:
     root = tmp_path_factory.mktemp("qwen-image-server")
     reference = tiny_qwenimage_pipeline(root)
-    app = create_app(model=root / "qwen-image", models_dir=root, outputs=root / "outputs",
-                     max_size=256, loader=CachedLoader())
-    with TestClient(app) as client:
+    with serving(root, "qwen-image") as client:
         yield client, reference
 
 
@@ -55,9 +48,7 @@ def test_qwenimage_through_the_api(served: tuple[Any, Any]) -> None:
     assert response.status_code == 200, response.text
     assert "Sampler: Euler, Schedule type: Simple, CFG scale: 3, Seed: 5" in (
         info(response)["infotexts"][0])
-    data = base64.b64decode(response.json()["images"][0])
-    with Image.open(io.BytesIO(data)) as image:
-        ours = np.asarray(image.convert("RGB"), np.float32) / 255
+    ours = pixels(response.json()["images"][0]) / np.float32(255)
 
     def theirs() -> np.ndarray:
         images = reference(PROMPT, negative_prompt="a photo of a cat", true_cfg_scale=3.0,
@@ -75,7 +66,7 @@ def test_qwenimage_through_the_api(served: tuple[Any, Any]) -> None:
         assert np.abs(theirs() - expected).mean() > 0.01
     finally:
         reference.scheduler = stretched
-    image = Image.fromarray(np.random.default_rng(0).integers(0, 256, (24, 40, 3), np.uint8))
+    image = noise_picture(24, 40)
     response = client.post("/sdapi/v1/img2img", json={
         "prompt": "a red circle", "init_images": [png_b64(image)], "denoising_strength": 0.5,
         "sampler_name": "Euler", **SMALL})

@@ -1,0 +1,129 @@
+"""Shared pieces of the First Block Cache tests (tests/diffusion/models/test_step_cache_*.py):
+a short Euler run that records every flow, our transformer run uncached and cached beside a
+reference run, a spy on the decisions of diffusers' own hook, and the hook's rule laid over a
+FLUX-shaped diffusers model by hand (Chroma, FLUX.2: models the hook cannot run)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any, NamedTuple
+
+import numpy as np
+import pytest
+import torch
+from diffusers.hooks import first_block_cache as diffusers_fbc
+
+from diffusion.models.step_cache import FirstBlockCache
+
+STEPS = 10
+
+# one model call: latents and sigma in, flow out
+Call = Callable[[np.ndarray, float], np.ndarray]
+
+
+def euler(call: Call, x: np.ndarray) -> list[np.ndarray]:
+    """STEPS Euler steps from sigma 1 to 0; the flow of every call, in order."""
+    sigmas = np.linspace(1.0, 0.0, STEPS + 1).astype(np.float32)
+    flows = []
+    for i in range(STEPS):
+        flows.append(call(x, float(sigmas[i])))
+        x = x + (sigmas[i + 1] - sigmas[i]) * flows[-1]
+    return flows
+
+
+class CacheRun(NamedTuple):
+    got: list[np.ndarray]  # our flows with the cache
+    expected: list[np.ndarray]  # the reference's flows
+    uncached: list[np.ndarray]  # our flows without the cache
+    decisions: list[bool]  # per cached call: whether the cache computed the blocks
+
+
+def cache_run(ours: Callable[[FirstBlockCache | None], Call], theirs: Call,
+              start: np.ndarray, threshold: float) -> CacheRun:
+    """Euler runs from `start`: ours uncached, `theirs` (the reference, already hooked), and
+    ours through a FirstBlockCache(threshold), recording its decision at every call."""
+    uncached = euler(ours(None), start)
+    expected = euler(theirs, start)
+    cache = FirstBlockCache(threshold)
+    call, decisions = ours(cache), []
+
+    def recorded(x: np.ndarray, sigma: float) -> np.ndarray:
+        before = cache.computed
+        out = call(x, sigma)
+        decisions.append(cache.computed > before)
+        return out
+
+    return CacheRun(euler(recorded, start), expected, uncached, decisions)
+
+
+def largest_change(a: list[np.ndarray], b: list[np.ndarray]) -> float:
+    """The largest element difference between two runs' flows."""
+    return max(float(np.abs(x - y).max()) for x, y in zip(a, b, strict=True))
+
+
+def diffusers_decisions(monkeypatch: pytest.MonkeyPatch) -> list[bool]:
+    """The list that diffusers' First Block Cache hook appends each of its decisions to
+    (True: computed the remaining blocks), from now on in this test."""
+    decisions: list[bool] = []
+    original = diffusers_fbc.FBCHeadBlockHook._should_compute_remaining_blocks
+
+    def spy(self: Any, residual: Any) -> bool:
+        decisions.append(original(self, residual))
+        return decisions[-1]
+
+    monkeypatch.setattr(diffusers_fbc.FBCHeadBlockHook, "_should_compute_remaining_blocks", spy)
+    return decisions
+
+
+def first_block_cache_by_hand(reference: Any, threshold: float) -> list[bool]:
+    """First Block Cache's rule laid over a diffusers FLUX-shaped model's blocks by hand (what
+    diffusers' hook does for FLUX.1): the first double block decides from the image tokens'
+    residual, the other blocks pass their input on when skipping, and the last single block
+    adds the image tokens' tail residual of the last computed call. Returns the list that
+    each decision is appended to."""
+    state: dict[str, Any] = {}
+    decisions: list[bool] = []
+    first, *doubles = reference.transformer_blocks
+    *singles, last = reference.single_transformer_blocks
+
+    def head(original: Callable[..., Any]) -> Callable[..., Any]:
+        def forward(*args: Any, **kwargs: Any) -> Any:
+            text, image = original(*args, **kwargs)
+            residual = image - kwargs["hidden_states"]
+            previous = state.get("residual")
+            state["compute"] = previous is None or float(
+                (residual - previous).abs().mean() / previous.abs().mean()) > threshold
+            decisions.append(state["compute"])
+            if state["compute"]:
+                state.update(residual=residual, head=image)
+            state["length"] = text.shape[1]
+            return text, image
+        return forward
+
+    def middle(original: Callable[..., Any], pair: bool) -> Callable[..., Any]:
+        def forward(*args: Any, **kwargs: Any) -> Any:
+            if state["compute"]:
+                return original(*args, **kwargs)
+            if pair:
+                return kwargs["encoder_hidden_states"], kwargs["hidden_states"]
+            return kwargs["hidden_states"]
+        return forward
+
+    def tail(original: Callable[..., Any]) -> Callable[..., Any]:
+        def forward(*args: Any, **kwargs: Any) -> Any:
+            length = state["length"]
+            if state["compute"]:
+                out = original(*args, **kwargs)
+                state["tail"] = out[:, length:] - state["head"]
+                return out
+            x = kwargs["hidden_states"]
+            return torch.cat([x[:, :length], x[:, length:] + state["tail"]], dim=1)
+        return forward
+
+    first.forward = head(first.forward)
+    for block in doubles:
+        block.forward = middle(block.forward, True)
+    for block in singles:
+        block.forward = middle(block.forward, False)
+    last.forward = tail(last.forward)
+    return decisions
