@@ -18,6 +18,10 @@ import pytest
 import gpucore
 from gpucore import autotune
 
+# fixtures some folders share, kept out of conftest.py files of their own: a second module
+# named `conftest` would shadow this one for every `from conftest import ...` of a whole run
+pytest_plugins = ["browser_fixtures", "loader_fixtures"]
+
 # gpucore's tests load the `core/` kernels without gpustd, which registers them for ops
 gpucore.register_shader_root("shaders")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")  # references never reach a hub

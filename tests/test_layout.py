@@ -201,3 +201,12 @@ def test_no_module_is_over_400_lines():
                       "not into _helpers")
     stale = [m for m in LONG_MODULES if lines.get(m, 0) <= MAX_LINES]
     assert not stale, f"LONG_MODULES allows modules that are short now ({stale}): delete them"
+
+
+def test_the_tests_have_one_conftest():
+    """Test files import helpers from tests/conftest.py as `conftest` (tests/ is on the path);
+    a conftest.py in a subfolder is imported under the same name and shadows it for every
+    later `from conftest import ...` of a whole run (files run alone still pass). Shared
+    fixtures of a folder go in a module that tests/conftest.py names in `pytest_plugins`."""
+    found = sorted(str(p.relative_to(ROOT)) for p in (ROOT / "tests").rglob("conftest.py"))
+    assert found == ["tests/conftest.py"], found

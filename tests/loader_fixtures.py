@@ -1,4 +1,4 @@
-"""Fixtures of the loader tests."""
+"""Fixtures of the loader tests (tests/diffusion/loaders; a plugin of tests/conftest.py)."""
 
 from __future__ import annotations
 

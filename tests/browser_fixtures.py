@@ -1,5 +1,5 @@
-"""Fixtures of the browser tests (test_browser*.py): one headless Chromium a module, a fresh
-page a test."""
+"""Fixtures of the browser tests (tests/diffusion/server/test_browser*.py; a plugin of
+tests/conftest.py): one headless Chromium a module, a fresh page a test."""
 
 from __future__ import annotations
 
