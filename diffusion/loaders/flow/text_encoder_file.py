@@ -72,7 +72,8 @@ def clip_text_refs(file: SafetensorsFile) -> dict[str, TensorRef] | None:
 
 
 def module_stem(path: Path) -> str:
-    """A module file's name as Forge's infotext writes it ("Module 1: t5xxl_fp16")."""
+    """A model or module file's name as Forge's infotext writes it ("Model: flux1-dev-Q8_0",
+    "Module 1: t5xxl_fp16"): no .safetensors or .gguf."""
     return path.name.removesuffix(".safetensors").removesuffix(".gguf")
 
 

@@ -26,6 +26,7 @@ from ...imaging import to_mask, to_unit_image
 from ...loaders.errors import WeightsError
 from ...loaders.flow.file import flow_file_family
 from ...loaders.flow.folder import flow_family, is_fill_transformer
+from ...loaders.flow.text_encoder_file import module_stem
 from ...loaders.formats.gguf_file import tensor_file
 from ...models.step_cache import StepCache
 from ..contract import Capabilities, LoadOptions, SamplingDefaults
@@ -135,6 +136,6 @@ def load_fill_model(path: str | os.PathLike[str], family: str, options: LoadOpti
                                             variant=options.variant,
                                             text_encoder_files=list(options.text_encoders),
                                             offload=options.offload)
-    name = path.name.removesuffix(".safetensors").removesuffix(".gguf")  # as Forge
+    name = module_stem(path)  # as Forge
     return FillModel(pipe, family=family, name=name, defaults=options.defaults or FILL_DEFAULTS,
                      modules=pipe.modules)

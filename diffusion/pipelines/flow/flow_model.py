@@ -360,6 +360,6 @@ def load_flow_model(path: str | os.PathLike[str], family: str, options: LoadOpti
     pipe = kind.from_pretrained(path if isinstance(path, (str, Path)) else Path(path),
                                 dtype=dtype, device=device, variant=variant,
                                 text_encoder_files=list(text_encoders), offload=options.offload)
-    name = Path(path).name.removesuffix(".safetensors").removesuffix(".gguf")  # as Forge
+    name = module_stem(Path(path))  # as Forge
     # defaults: defaults.json over the family's (model_defaults)
     return FlowModel(pipe, family=family, name=name, defaults=defaults, modules=pipe.modules)

@@ -30,6 +30,7 @@ from gpucore import Device, default_device
 from gpustd import Tensor, asarray, concatenate, take_slice
 
 from ...imaging import rgb_picture
+from ...loaders.flow.text_encoder_file import module_stem
 from ...loaders.flux2 import flux2_distilled, load_flux2_file, load_flux2_folder, mistral3_text
 from ...loaders.flux2.vae_file import load_flux2_vae_file
 from ...loaders.formats.diffusers_folder import component_config
@@ -172,7 +173,7 @@ class Flux2KleinPipeline:
                    vae=load(lambda: AutoencoderKLFlux2(weights.vae.config, **place), weights.vae),
                    text_encoder=encoder, tokenizer=LLMTokenizer(weights.tokenizer_dir),
                    scheduler_config=weights.scheduler_config, distilled=distilled)
-        pipe.modules = [f.name.removesuffix(".safetensors").removesuffix(".gguf")
+        pipe.modules = [module_stem(f)
                         for f in files]
         return pipe
 

@@ -39,6 +39,7 @@ from typing import Any
 
 import numpy as np
 
+from ...loaders.flow.text_encoder_file import module_stem
 from ...loaders.flux2 import flux2_distilled, flux2_family
 from ...models.step_cache import StepCache
 from ...sampling.model_sampling import FlowSchedule
@@ -224,5 +225,5 @@ def load_flux2_model(path: str | os.PathLike[str], family: str, options: LoadOpt
         transformer_file=transformer_file, text_encoder_files=list(options.text_encoders),
         offload=options.offload)
     defaults = options.defaults  # defaults.json over the family's (model_defaults)
-    name = path.name.removesuffix(".safetensors").removesuffix(".gguf")  # as Forge names it
+    name = module_stem(path)  # as Forge names it
     return Flux2Model(pipe, family=family, name=name, defaults=defaults, modules=pipe.modules)

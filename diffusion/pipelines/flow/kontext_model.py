@@ -39,6 +39,7 @@ import numpy as np
 
 from ...loaders.flow.file import is_kontext_file
 from ...loaders.flow.folder import flow_family
+from ...loaders.flow.text_encoder_file import module_stem
 from ...models.step_cache import StepCache
 from ..contract import Capabilities, LoadOptions, SamplingDefaults
 from ..observer import Observer
@@ -152,6 +153,6 @@ def load_kontext_model(path: str | os.PathLike[str], family: str, options: LoadO
                                            text_encoder_files=list(options.text_encoders),
                                            offload=options.offload)
     defaults = options.defaults  # defaults.json over the family's (model_defaults)
-    name = path.name.removesuffix(".safetensors").removesuffix(".gguf")  # as Forge
+    name = module_stem(path)  # as Forge
     return KontextModel(pipe, family=family, name=name, defaults=defaults,
                         modules=pipe.modules)

@@ -26,6 +26,7 @@ import numpy as np
 from gpucore import Device, default_device
 from gpustd import Tensor, asarray, take_slice
 
+from ...loaders.flow.text_encoder_file import module_stem
 from ...loaders.formats.diffusers_folder import component_config
 from ...loaders.qwen_image import (
     language_model_config,
@@ -141,7 +142,7 @@ class QwenImagePipeline:
             vae=load(lambda: AutoencoderKLQwenImage(weights.vae.config, **place), weights.vae),
             text_encoder=encoder, tokenizer=LLMTokenizer(weights.tokenizer_dir),
             scheduler_config=weights.scheduler_config,
-            modules=[f.name.removesuffix(".safetensors").removesuffix(".gguf") for f in files])
+            modules=[module_stem(f) for f in files])
 
     def use_vae_file(self, path: str | os.PathLike[str]) -> None:
         """Decode (and encode) with Qwen-Image's VAE in the file `path`

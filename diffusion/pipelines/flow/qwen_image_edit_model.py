@@ -39,6 +39,7 @@ from typing import Any
 
 import numpy as np
 
+from ...loaders.flow.text_encoder_file import module_stem
 from ...loaders.qwen_image import qwenimage_edit_family
 from ...models.step_cache import StepCache
 from ..contract import Capabilities, LoadOptions, SamplingDefaults
@@ -151,7 +152,7 @@ def load_qwenimage_edit_model(path: str | os.PathLike[str], family: str, options
     pipe = kind.from_pretrained(folder, dtype=options.dtype, device=options.device,
                                 variant=options.variant, transformer_file=transformer_file,
                                 offload=options.offload)
-    name = path.name.removesuffix(".safetensors").removesuffix(".gguf")  # as Forge
+    name = module_stem(path)  # as Forge
     return QwenImageEditModel(pipe, family=family, name=name, defaults=options.defaults,
                               modules=pipe.modules)
 

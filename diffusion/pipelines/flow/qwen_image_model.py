@@ -20,6 +20,7 @@ from typing import Any
 
 import numpy as np
 
+from ...loaders.flow.text_encoder_file import module_stem
 from ..contract import Capabilities, LoadOptions, SamplingDefaults
 from ..finite import pictures_uint8
 from ..request import GenerationRequest
@@ -114,6 +115,6 @@ def load_qwenimage_model(path: str | os.PathLike[str], family: str, options: Loa
         transformer_file=transformer_file, text_encoder_files=list(options.text_encoders),
         offload=options.offload)
     defaults = options.defaults  # defaults.json over the family's (model_defaults)
-    name = path.name.removesuffix(".safetensors")  # as Forge names a file's model
+    name = module_stem(path)  # as Forge names a file's model
     return QwenImageModel(pipe, family=family, name=name, defaults=defaults,
                           modules=pipe.modules)

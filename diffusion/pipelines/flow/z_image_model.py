@@ -15,6 +15,7 @@ import os
 from pathlib import Path
 from typing import Any
 
+from ...loaders.flow.text_encoder_file import module_stem
 from ..contract import Capabilities, LoadOptions, SamplingDefaults
 from ..model_defaults import is_turbo
 from ..request import GenerationRequest
@@ -97,5 +98,5 @@ def load_zimage_model(path: str | os.PathLike[str], family: str, options: LoadOp
         transformer_file=transformer_file, text_encoder_files=list(options.text_encoders),
         offload=options.offload)
     defaults = options.defaults  # defaults.json over the family's (model_defaults)
-    name = path.name.removesuffix(".safetensors")  # as Forge names a file's model
+    name = module_stem(path)  # as Forge names a file's model
     return ZImageModel(pipe, family=family, name=name, defaults=defaults, modules=pipe.modules)

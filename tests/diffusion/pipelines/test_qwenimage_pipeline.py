@@ -331,9 +331,10 @@ def test_transformer_file_with_base(first_device: gpucore.Device,
     gguf = tmp_path / "qwen-image-Q8_0.gguf"
     write_gguf(gguf, state_dict(reference.transformer).items(), "q8_0",
                architecture="qwen_image")
-    out, _ = cli_ok(capsys, *FILES, "--model", str(gguf), "--base", str(folder),
-                    "--out", str(tmp_path / "gguf.png"))
+    out, err = cli_ok(capsys, *FILES, "--model", str(gguf), "--base", str(folder),
+                      "--out", str(tmp_path / "gguf.png"))
     assert np.abs(png_pixels(out) - single).mean() < 0.01
+    assert "model: qwen-image-Q8_0 (" in err  # as Forge names it: no .gguf
 
 
 def test_text_encoder_file(first_device: gpucore.Device, tiny_qwenimage: tuple[Path, Any],

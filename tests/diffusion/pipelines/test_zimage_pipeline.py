@@ -158,9 +158,10 @@ def test_zimage_transformer_file(first_device: gpucore.Device, tiny_zimage: tupl
     write_gguf(gguf, ((k, v.numpy()) for k, v in original_layout(reference.transformer,
                                                                   "").items()),
                "q8_0", architecture="lumina2")
-    out, _ = cli_ok(capsys, *common, "--model", str(gguf), "--base", str(folder),
-                    "--out", str(tmp_path / "gguf.png"))
+    out, err = cli_ok(capsys, *common, "--model", str(gguf), "--base", str(folder),
+                      "--out", str(tmp_path / "gguf.png"))
     assert np.abs(png_pixels(out) - single).mean() < 0.01
+    assert "model: z_image-Q8_0 (z-image)" in err  # as Forge names it: no .gguf
     code = cli.main([*common, "--model", str(file), "--out", str(tmp_path / "x.png")])
     _, err = capsys.readouterr()
     errors = [line for line in err.splitlines() if line.startswith("error:")]
