@@ -30,8 +30,8 @@ from ..formats.dit_folder import DIT_COMPONENTS, DiTWeights, dit_weights
 from ..weights import ComponentWeights, TensorRef, resolve_dtype
 from .file import qwenimage_edit_file_family, qwenimage_file_family
 
-__all__ = ["QwenImageWeights", "language_model_config", "load_qwenimage_folder",
-           "qwenimage_edit_family", "qwenimage_family"]
+__all__ = ["QwenImageWeights", "language_model_config", "language_model_refs",
+           "load_qwenimage_folder", "qwenimage_edit_family", "qwenimage_family"]
 
 _CLASS = "QwenImagePipeline"
 # the edit pipelines' classes and the families they load as
@@ -91,7 +91,7 @@ def language_model_config(config: dict[str, Any]) -> dict[str, Any]:
     return {**config, "model_type": "qwen2_5_vl_text"}
 
 
-def _language_model_refs(refs: dict[str, Any]) -> dict[str, Any]:
+def language_model_refs(refs: dict[str, Any]) -> dict[str, Any]:
     """The language model's tensors under their Qwen2 names (`layers.0.self_attn.q_proj.
     weight`, ...): the vision tower (`visual.`, `model.visual.`) and `lm_head.` left out."""
     out = {}
@@ -133,7 +133,7 @@ def load_qwenimage_folder(path: str | os.PathLike[str], *, dtype: Any = None,
                                    "vision tower")
             extra["vision"] = ComponentWeights("vision", vision, _vision_refs(refs),
                                                dtype=resolve_dtype(dtype))
-        return language_model_config(config), _language_model_refs(refs)
+        return language_model_config(config), language_model_refs(refs)
 
     parts: dict[str, Any] = {**dit_weights(root, dtype=dtype, variant=variant, skip=skip,
                                            adapt=adapt), **extra}

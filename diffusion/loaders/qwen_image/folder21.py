@@ -1,0 +1,96 @@
+"""Diffusers folders of Qwen-Image 2.1 (`QwenImage21Pipeline`): transformer/
+(QwenImage21Transformer2DModel, single-stream and block-causal), text_encoder/ (transformers'
+Qwen3VLForConditionalGeneration, whose language model alone is read: its vision tower and
+`lm_head` are left out), processor/ (Qwen3VLProcessor: the Qwen tokenizer's tokenizer.json or
+vocab.json and merges.txt), vae/ (AutoencoderKLQwenImage21, 64 channels, 16x) and scheduler/
+(FlowMatchEulerDiscreteScheduler with a dynamic shift). model_index.json may carry the model
+author's sampling sigmas (`sample_sigmas`), whose length is then the default step count.
+
+    weights = load_qwenimage21_folder("Qwen-Image-2.1")
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from ..errors import WeightsError
+from ..formats.diffusers_folder import pipeline_class, pipeline_index, read_json
+from ..formats.dit_folder import DiTWeights, dit_weights
+from ..weights import TensorRef
+from .folder import language_model_refs
+
+__all__ = ["QwenImage21Weights", "load_qwenimage21_folder", "qwenimage21_family",
+           "qwen3_vl_text_config"]
+
+_CLASS = "QwenImage21Pipeline"
+_COMPONENTS = ("transformer", "vae", "text_encoder", "processor", "scheduler")
+
+
+@dataclass
+class QwenImage21Weights(DiTWeights):
+    """A Qwen-Image 2.1 folder's lazy component weights, its scheduler config, the folder of
+    its tokenizer (processor/) and the author's sampling sigmas (None: 1 .. 1/n)."""
+
+    sample_sigmas: tuple[float, ...] | None = None
+
+
+def qwenimage21_family(path: str | os.PathLike[str]) -> str | None:
+    """"qwen-image-2.1" for a diffusers folder whose model_index.json names a
+    QwenImage21Pipeline, None for anything else (a broken JSON file is left for loading to
+    name)."""
+    root = Path(path)
+    return "qwen-image-2.1" if pipeline_class(root) == _CLASS else None
+
+
+def qwen3_vl_text_config(config: dict[str, Any]) -> dict[str, Any]:
+    """The language model's config of a Qwen3-VL config.json: its `text_config`
+    (transformers 5), or the top level read as the text model's."""
+    text = config.get("text_config")
+    body = text if isinstance(text, dict) and text.get("hidden_size") else config
+    return {**body, "model_type": "qwen3_vl_text"}
+
+
+def _sigmas(index: dict[str, Any], where: Path) -> tuple[float, ...] | None:
+    """model_index.json's `sample_sigmas`: None where absent, else decreasing numbers in
+    (0, 1] (WeightsError naming the file otherwise)."""
+    sigmas = index.get("sample_sigmas")
+    if sigmas is None:
+        return None
+    ok = (isinstance(sigmas, list) and sigmas
+          and all(isinstance(s, (int, float)) and 0 < s <= 1 for s in sigmas)
+          and all(a > b for a, b in zip(sigmas, sigmas[1:], strict=False)))
+    if not ok:
+        raise WeightsError(f"{where}: sample_sigmas must be decreasing numbers in (0, 1], "
+                           f"got {str(sigmas)[:80]}")
+    return tuple(float(s) for s in sigmas)
+
+
+def load_qwenimage21_folder(path: str | os.PathLike[str], *, dtype: Any = None,
+                            variant: str | None = None) -> QwenImage21Weights:
+    """Lazy weights of the Qwen-Image 2.1 diffusers folder `path`. `dtype`: None (as stored;
+    bfloat16 read as float32), "float16" or "float32"; `variant`: e.g. "fp16". WeightsError
+    naming the file or folder when it is not a Qwen-Image 2.1 pipeline or a component is
+    missing."""
+    root = Path(path)
+    index = pipeline_index(root, _CLASS, _COMPONENTS)
+
+    def adapt(name: str, config: dict[str, Any], refs: dict[str, TensorRef]
+              ) -> tuple[dict[str, Any], dict[str, TensorRef]]:
+        if name != "text_encoder":
+            return config, refs
+        return qwen3_vl_text_config(config), language_model_refs(refs)
+
+    parts = dit_weights(root, dtype=dtype, variant=variant, skip=(), adapt=adapt)
+    tokenizer = root / "processor"
+    slow = (tokenizer / "vocab.json").is_file() and (tokenizer / "merges.txt").is_file()
+    if not (tokenizer / "tokenizer.json").is_file() and not slow:
+        raise WeightsError(f"{tokenizer / 'tokenizer.json'}: required file is missing, and so "
+                           "are vocab.json and merges.txt (the Qwen tokenizer the text encoder "
+                           "reads prompts with)")
+    return QwenImage21Weights(
+        scheduler_config=read_json(root / "scheduler" / "scheduler_config.json"),
+        tokenizer_dir=tokenizer, sample_sigmas=_sigmas(index, root / "model_index.json"),
+        **parts)  # type: ignore[arg-type]
