@@ -236,12 +236,13 @@ class LLMTextModel(nn.Module):
             if sum(sections) != dim // 2:
                 raise ValueError(f"mrope_section {sections} must add up to half the head "
                                  f"dimension ({dim // 2}) for multimodal positions")
-            axis = np.repeat(np.arange(len(sections)) % 3, sections)
             if self.kind.interleaved:
                 index = np.arange(dim // 2)
                 axis = np.zeros(dim // 2, np.int64)
                 for k in (1, 2):
                     axis[(index % 3 == k) & (index < 3 * sections[k])] = k
+            else:
+                axis = np.repeat(np.arange(len(sections)) % 3, sections)
             angles = np.asarray(positions, np.float32)[:, :, None] * inv_freq  # (3, L, D/2)
             angle = angles[axis, :, np.arange(dim // 2)].T.astype(np.float32)
         angle = np.concatenate([angle, angle], axis=1)
