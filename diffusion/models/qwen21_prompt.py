@@ -46,11 +46,15 @@ _W = TypeVar("_W")
 
 def language_model_config(config: Mapping[str, Any]) -> dict[str, Any]:
     """LLMTextModel's config of a Qwen3-VL `text_encoder/config.json`: its `text_config`
-    (model_type "qwen3_vl_text")."""
+    (model_type "qwen3_vl_text"; another language model's is refused)."""
     text = config.get("text_config")
     if not isinstance(text, Mapping) or not text.get("hidden_size"):
         raise ValueError("the text encoder's config.json has no text_config: Qwen-Image 2.1's "
                          "text encoder is Qwen3-VL (Qwen3VLForConditionalGeneration)")
+    kind = text.get("model_type", "qwen3_vl_text")
+    if kind != "qwen3_vl_text":
+        raise ValueError(f"the text encoder's language model is {kind!r}; Qwen-Image 2.1's is "
+                         "Qwen3-VL's (qwen3_vl_text): give the text encoder of its folder")
     return {**text, "model_type": "qwen3_vl_text"}
 
 

@@ -133,3 +133,6 @@ def test_img_mask_and_bad_input(folder: Path) -> None:
         joint_img_mask(image_pad, 6)
     with pytest.raises(ValueError, match="no text_config"):
         language_model_config({"hidden_size": 40})
+    with pytest.raises(ValueError, match="'qwen2_5_vl_text'; Qwen-Image 2\\.1's is"):
+        language_model_config({"text_config": {"hidden_size": 40,
+                                               "model_type": "qwen2_5_vl_text"}})
