@@ -22,56 +22,20 @@ three decoder layers' outputs at the image positions), none of which is here.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
-from typing import Any, TypeVar
+from collections.abc import Sequence
 
 import numpy as np
 
 from ..text.llm_tokenizer import LLMTokenizer
 from .llm import LLMTextModel
 
-__all__ = ["SYSTEM_MESSAGE", "T2I_TEMPLATE", "encode_t2i", "joint_img_mask",
-           "language_model_config", "language_model_weights", "tokenize_t2i"]
+__all__ = ["SYSTEM_MESSAGE", "T2I_TEMPLATE", "encode_t2i", "joint_img_mask", "tokenize_t2i"]
 
 SYSTEM_PROMPT = "Comprehend and analyze the provided prompt."
 # Qwen3-VL's chat template renders a system message so; its tokens are dropped from the states
 SYSTEM_MESSAGE = f"<|im_start|>system\n{SYSTEM_PROMPT}<|im_end|>\n"
 T2I_TEMPLATE = SYSTEM_MESSAGE + "<|im_start|>user\n{}<|im_end|>\n<|im_start|>assistant\n"
 IMAGE_PAD = "<|image_pad|>"
-# where a Qwen3VLForConditionalGeneration file keeps its language model (transformers 5, as
-# Qwen3-VL's own checkpoints store it), then the older layout's
-_LANGUAGE_PREFIXES = ("model.language_model.", "model.")
-_W = TypeVar("_W")
-
-
-def language_model_config(config: Mapping[str, Any]) -> dict[str, Any]:
-    """LLMTextModel's config of a Qwen3-VL `text_encoder/config.json`: its `text_config`
-    (model_type "qwen3_vl_text"; another language model's is refused)."""
-    text = config.get("text_config")
-    if not isinstance(text, Mapping) or not text.get("hidden_size"):
-        raise ValueError("the text encoder's config.json has no text_config: Qwen-Image 2.1's "
-                         "text encoder is Qwen3-VL (Qwen3VLForConditionalGeneration)")
-    kind = text.get("model_type", "qwen3_vl_text")
-    if kind != "qwen3_vl_text":
-        raise ValueError(f"the text encoder's language model is {kind!r}; Qwen-Image 2.1's is "
-                         "Qwen3-VL's (qwen3_vl_text): give the text encoder of its folder")
-    return {**text, "model_type": "qwen3_vl_text"}
-
-
-def language_model_weights(weights: Mapping[str, _W]) -> dict[str, _W]:
-    """The language model's tensors of a Qwen3-VL file under LLMTextModel's names
-    (`model.language_model.layers.0.self_attn.q_norm.weight` ->
-    `layers.0.self_attn.q_norm.weight`); the vision tower (`model.visual.`) and `lm_head.`
-    left out."""
-    out = {}
-    for key, value in weights.items():
-        if "visual." in key or key.startswith("lm_head."):
-            continue
-        for prefix in _LANGUAGE_PREFIXES:
-            if key.startswith(prefix):
-                out[key.removeprefix(prefix)] = value
-                break
-    return out
 
 
 def tokenize_t2i(tokenizer: LLMTokenizer, prompts: Sequence[str], *, max_length: int = 4096

@@ -11,6 +11,7 @@ author's sampling sigmas (`sample_sigmas`), whose length is then the default ste
 
 from __future__ import annotations
 
+import itertools
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,8 +23,8 @@ from ..formats.dit_folder import DiTWeights, dit_weights
 from ..weights import TensorRef
 from .folder import language_model_refs
 
-__all__ = ["QwenImage21Weights", "load_qwenimage21_folder", "qwenimage21_family",
-           "qwen3_vl_text_config"]
+__all__ = ["QwenImage21Weights", "load_qwenimage21_folder", "qwen3_vl_text_config",
+           "qwenimage21_family"]
 
 _CLASS = "QwenImage21Pipeline"
 _COMPONENTS = ("transformer", "vae", "text_encoder", "processor", "scheduler")
@@ -46,11 +47,17 @@ def qwenimage21_family(path: str | os.PathLike[str]) -> str | None:
 
 
 def qwen3_vl_text_config(config: dict[str, Any]) -> dict[str, Any]:
-    """The language model's config of a Qwen3-VL config.json: its `text_config`
-    (transformers 5), or the top level read as the text model's."""
+    """LLMTextModel's config of a Qwen3-VL `text_encoder/config.json`: its `text_config`
+    (model_type "qwen3_vl_text"); WeightsError for another language model's."""
     text = config.get("text_config")
-    body = text if isinstance(text, dict) and text.get("hidden_size") else config
-    return {**body, "model_type": "qwen3_vl_text"}
+    if not isinstance(text, dict) or not text.get("hidden_size"):
+        raise WeightsError("the text encoder's config.json has no text_config: Qwen-Image 2.1's "
+                           "text encoder is Qwen3-VL (Qwen3VLForConditionalGeneration)")
+    kind = text.get("model_type", "qwen3_vl_text")
+    if kind != "qwen3_vl_text":
+        raise WeightsError(f"the text encoder's language model is {kind!r}; Qwen-Image 2.1's "
+                           "is Qwen3-VL's (qwen3_vl_text): give the text encoder of its folder")
+    return {**text, "model_type": "qwen3_vl_text"}
 
 
 def _sigmas(index: dict[str, Any], where: Path) -> tuple[float, ...] | None:
@@ -61,7 +68,7 @@ def _sigmas(index: dict[str, Any], where: Path) -> tuple[float, ...] | None:
         return None
     ok = (isinstance(sigmas, list) and sigmas
           and all(isinstance(s, (int, float)) and 0 < s <= 1 for s in sigmas)
-          and all(a > b for a, b in zip(sigmas, sigmas[1:], strict=False)))
+          and all(a > b for a, b in itertools.pairwise(sigmas)))
     if not ok:
         raise WeightsError(f"{where}: sample_sigmas must be decreasing numbers in (0, 1], "
                            f"got {str(sigmas)[:80]}")

@@ -18,13 +18,12 @@ from sd_tiny import state_dict
 from support import assert_close
 
 import gpucore
+from diffusion.loaders.qwen_image import language_model_refs, qwen3_vl_text_config
 from diffusion.models.llm import LLMTextModel
 from diffusion.models.qwen21_prompt import (
     T2I_TEMPLATE,
     encode_t2i,
     joint_img_mask,
-    language_model_config,
-    language_model_weights,
     tokenize_t2i,
 )
 from diffusion.text.llm_tokenizer import LLMTokenizer
@@ -58,8 +57,8 @@ def _ours(pipe: Any, device: gpucore.Device) -> LLMTextModel:
     file holds it (the language model under model.language_model.)."""
     weights = state_dict(pipe.text_encoder)
     assert "model.language_model.layers.0.self_attn.q_norm.weight" in weights
-    ours = LLMTextModel(language_model_config(pipe.text_encoder.config.to_dict()), device=device)
-    ours.load_state_dict(language_model_weights(weights))
+    ours = LLMTextModel(qwen3_vl_text_config(pipe.text_encoder.config.to_dict()), device=device)
+    ours.load_state_dict(language_model_refs(weights))
     return ours
 
 
@@ -132,7 +131,7 @@ def test_img_mask_and_bad_input(folder: Path) -> None:
     with pytest.raises(ValueError, match="multiple of 4"):
         joint_img_mask(image_pad, 6)
     with pytest.raises(ValueError, match="no text_config"):
-        language_model_config({"hidden_size": 40})
+        qwen3_vl_text_config({"hidden_size": 40})
     with pytest.raises(ValueError, match="'qwen2_5_vl_text'; Qwen-Image 2\\.1's is"):
-        language_model_config({"text_config": {"hidden_size": 40,
-                                               "model_type": "qwen2_5_vl_text"}})
+        qwen3_vl_text_config({"text_config": {"hidden_size": 40,
+                                              "model_type": "qwen2_5_vl_text"}})
