@@ -10,6 +10,7 @@ import pytest
 
 pytest.importorskip("diffusers", reason="diffusers is a test-only reference")
 import torch
+from diffusers.models.transformers import transformer_qwenimage21 as diffusers21
 from sd_tiny import randomized, state_dict
 from support import assert_close
 
@@ -27,9 +28,7 @@ TOL = 1e-4
 
 def _tiny_reference() -> Any:
     """diffusers' model of TINY, weights scaled so the prompt visibly matters."""
-    import diffusers
-
-    return randomized(diffusers.QwenImage21Transformer2DModel(**TINY), 11, scale=0.4)
+    return randomized(diffusers21.QwenImage21Transformer2DModel(**TINY), 11, scale=0.4)
 
 
 def _reference(model: Any, latents: np.ndarray, text: np.ndarray, keep: np.ndarray,
@@ -74,18 +73,35 @@ def test_transformer_equals_diffusers(device: gpucore.Device) -> None:
     np.testing.assert_array_equal(again.numpy(), got)
 
 
+def test_transformer_f16(f16_device: gpucore.Device) -> None:
+    """float16 weights and latents, the prompt's states float32 as the encoder returns them:
+    diffusers' float32 output to float16 error (measured 1.2e-2)."""
+    reference = _tiny_reference()
+    ours = QwenImage21Transformer2DModel(dict(reference.config), dtype=np.float16,
+                                         device=f16_device)
+    ours.load_state_dict(state_dict(reference))
+    rng = np.random.default_rng(4)
+    rows, columns = 2, 6
+    latents = rng.standard_normal((1, rows * columns, TINY["in_channels"])).astype(np.float32)
+    text = rng.standard_normal((1, 7, TINY["context_in_dim"])).astype(np.float32)
+    t = np.array([0.5], np.float32)  # exact in float16, as diffusers rounds it
+    prefix = ours.prefix(asarray(text, device=f16_device))
+    got = ours(asarray(latents, dtype=np.float16, device=f16_device), t, rows, columns, prefix)
+    assert got.dtype == np.float16
+    assert_close(got.numpy().astype(np.float32), _reference(
+        reference, latents, text, np.ones((1, 7), bool), t, rows, columns), tol=2e-2)
+
+
 @pytest.mark.nodevice
 def test_positions_follow_diffusers() -> None:
     """A layout with condition-image blocks inside the prompt (Qwen-Image-Edit 2.1's)."""
-    from diffusers.models.transformers.transformer_qwenimage21 import QwenImage21Rope
-
     axes = TINY["axes_dims_rope"]
     layout: list[int | tuple[int, int]] = [3, (2, 3), 2, (3, 3), 4, (5, 4)]
     image = [isinstance(item, tuple) for item in layout]
     pad_mask = torch.tensor([flag for item, flag in zip(layout, image) for _ in range(
         item[0] * item[1] if isinstance(item, tuple) else item)])
     shapes = [(1, *item) for item in layout if isinstance(item, tuple)]
-    freqs = QwenImage21Rope(theta=10000, axes_dim=list(axes))(shapes, pad_mask, "cpu")
+    freqs = diffusers21.QwenImage21Rope(theta=10000, axes_dim=list(axes))(shapes, pad_mask, "cpu")
     angles = np.angle(freqs.numpy())
     ids = qwen_image21_positions(layout)
     offset = 0
