@@ -193,6 +193,8 @@ class QwenImage21Transformer2DModel(nn.Module):
         encoder_mask (B, Lt) nonzero for real tokens, zero for the right padding, or None
         for all. diffusers: the transformer's first step with kv_cache_mode="extract"."""
         batch, length, _ = encoder_hidden_states.shape
+        if length == 0:
+            raise ValueError("the prompt's states hold no tokens; encode a prompt first")
         keep = None
         if encoder_mask is not None:
             keep = np.asarray(encoder_mask) != 0
