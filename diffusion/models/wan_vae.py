@@ -41,6 +41,7 @@ class Encoder(qwen.Encoder):
 
     make_conv = staticmethod(causal_conv)
     residual_kind, resample_kind, mid_kind = ResidualBlock, Resample, MidBlock
+    residual_down_kind = ResidualDownBlock
     channels_key = "in_channels"
 
     def stage(self, cfg: dict[str, Any], in_dim: int, out_dim: int, temporal: bool | None,
@@ -48,8 +49,8 @@ class Encoder(qwen.Encoder):
         """Qwen-Image's level, or Wan 2.2's (`is_residual`) residual down block."""
         if not cfg["is_residual"]:
             return super().stage(cfg, in_dim, out_dim, temporal, place)
-        return [ResidualDownBlock(in_dim, out_dim, cfg["num_res_blocks"], place=place,
-                                  down=temporal is not None, temporal=bool(temporal))]
+        return [self.residual_down_kind(in_dim, out_dim, cfg["num_res_blocks"], place=place,
+                                        down=temporal is not None, temporal=bool(temporal))]
 
 
 class Decoder(qwen.Decoder):
@@ -58,6 +59,7 @@ class Decoder(qwen.Decoder):
 
     make_conv = staticmethod(causal_conv)
     up_kind, mid_kind = UpBlock, MidBlock
+    residual_up_kind = ResidualUpBlock
     channels_key = "out_channels"
 
     def __init__(self, cfg: dict[str, Any], place: Place) -> None:
@@ -70,8 +72,9 @@ class Decoder(qwen.Decoder):
         """Qwen-Image's level, or Wan 2.2's (`is_residual`) residual up block."""
         if not cfg["is_residual"]:
             return super().stage(cfg, in_dim, out_dim, temporal, first=first, place=place)
-        return ResidualUpBlock(in_dim, out_dim, cfg["num_res_blocks"], temporal=bool(temporal),
-                               up=temporal is not None, place=place)
+        return self.residual_up_kind(in_dim, out_dim, cfg["num_res_blocks"],
+                                     temporal=bool(temporal), up=temporal is not None,
+                                     place=place)
 
     def forward(self, x: Tensor, *, first_chunk: bool = False) -> Tensor:
         x = self.mid_block(self.conv_in(x))
