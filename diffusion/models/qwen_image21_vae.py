@@ -98,9 +98,10 @@ class AutoencoderKLQwenImage21(LatentStatistics, nn.Module):
     def __init__(self, config: dict[str, Any], *, dtype: Any = np.float32,
                  device: Device | None = None) -> None:
         cfg = {**_DEFAULTS, **config}
-        if cfg["patch_size"] not in (None, 1):
-            raise ValueError(f"Qwen-Image 2.1 VAE patch_size {cfg['patch_size']!r} is not "
-                             "supported (the released VAE has none); fix the VAE's config.json")
+        if cfg["patch_size"] not in (None, 1) or not cfg["is_residual"]:
+            raise ValueError(f"Qwen-Image 2.1 VAE patch_size {cfg['patch_size']!r} with "
+                             f"is_residual {cfg['is_residual']!r} is not supported (the released "
+                             "VAE's are none and true); fix the VAE's config.json")
         self.config = checked_config(cfg, "Qwen-Image 2.1", "Qwen-Image 2.1's VAE")
         place: Place = {"dtype": dtype, "device": device}
         z_dim = cfg["z_dim"]

@@ -26,7 +26,7 @@ TINY: dict[str, Any] = dict(
     base_dim=8, decoder_base_dim=12, z_dim=4, dim_mult=[1, 2, 2], num_res_blocks=1,
     temperal_downsample=[False, True], latents_mean=[0.3, -0.2, 0.1, 0.5],
     latents_std=[1.5, 0.8, 2.0, 1.1])
-TOL = 1e-3  # measured worst |error| / (|e| + rms) about 1e-5 (decode) and 2e-5 (encode)
+TOL = 5e-5  # measured worst |error| / (|e| + rms): 4.3e-6 (decode), 2.0e-6 (encode's mean)
 
 
 def _ours(device: gpucore.Device, **options: Any) -> tuple[Any, AutoencoderKLQwenImage21]:
@@ -92,6 +92,8 @@ def test_bad_configs_get_one_line() -> None:
         AutoencoderKLQwenImage21({**TINY, "latents_mean": [0.0]})
     with pytest.raises(ValueError, match="patch_size"):
         AutoencoderKLQwenImage21({**TINY, "patch_size": 2})
+    with pytest.raises(ValueError, match="is_residual False"):
+        AutoencoderKLQwenImage21({**TINY, "is_residual": False})
 
 
 def test_bad_shapes_get_one_line(device: gpucore.Device) -> None:
@@ -112,4 +114,4 @@ def test_decode_f16(f16_device: gpucore.Device) -> None:
         expected = reference.decode(torch.from_numpy(latents)[:, :, None]).sample[:, :, 0]
     got = ours.decode(asarray(latents, dtype=np.float16, device=f16_device)).numpy()
     assert got.dtype == np.float16
-    assert_close(got.astype(np.float32), expected.numpy(), tol=2e-2)
+    assert_close(got.astype(np.float32), expected.numpy(), tol=2e-2)  # measured 6.4e-3
