@@ -33,16 +33,16 @@ from .flow.kontext_model import (
     kontext_family,
     load_kontext_model,
 )
+from .flow.qwen_image21_model import (
+    load_qwenimage21_model,
+    qwenimage21_capabilities,
+    qwenimage21_defaults,
+)
 from .flow.qwen_image_edit_model import (
     load_qwenimage_edit_model,
     qwenimage_edit_capabilities,
     qwenimage_edit_defaults,
     qwenimage_edit_family,
-)
-from .flow.qwen_image21_model import (
-    load_qwenimage21_model,
-    qwenimage21_capabilities,
-    qwenimage21_defaults,
 )
 from .flow.qwen_image_model import load_qwenimage_model, qwenimage_capabilities, qwenimage_defaults
 from .flow.z_image_model import load_zimage_model, zimage_capabilities, zimage_defaults

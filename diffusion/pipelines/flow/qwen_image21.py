@@ -29,11 +29,10 @@ from gpustd import asarray
 
 from ...loaders.qwen_image import load_qwenimage21_folder
 from ...models.llm import LLMTextModel
-from ...models.qwen21_prompt import encode_prompt as encode_qwen21_prompt
+from ...models.qwen21_prompt import encode_t2i
 from ...models.qwen_image21 import QwenImage21Transformer2DModel
 from ...models.qwen_image21_vae import AutoencoderKLQwenImage21
 from ...models.step_cache import StepCache
-from ...models.vae import AutoencoderKL
 from ...noise.rng import make_generator
 from ...sampling.model_sampling import calculate_shift
 from ...sampling.scheduler_loop import scheduler_loop
@@ -130,19 +129,19 @@ class QwenImage21Pipeline:
             passes.append([negative_prompt] * batch if isinstance(negative_prompt, str)
                           else list(negative_prompt))
         transformer = self.transformer
+        dtype, device = transformer.dtype, transformer.device
         prefixes = []
         for texts in passes:
-            states, mask = encode_qwen21_prompt(self.text_encoder, self.tokenizer, texts)
-            prefixes.append(transformer.prefix(states, mask, h, w))
+            states, mask, _slots = encode_t2i(self.text_encoder, self.tokenizer, texts)
+            prefixes.append(transformer.prefix(asarray(states, device=device), mask))
         branches = [None] * len(passes) if cache is None else [cache.branch() for _ in passes]
-        dtype, device = transformer.dtype, transformer.device
 
         def flow(x: np.ndarray, t: float) -> np.ndarray:
             timestep = np.full(len(x), np.float32(t) / np.float32(1000), np.float32)
             tokens = asarray(pack(x), dtype=dtype, device=device)
-            preds = [transformer(tokens, timestep, prefix, cache=branch).numpy()
-                     .astype(np.float32) for prefix, branch in zip(prefixes, branches,
-                                                                  strict=True)]
+            preds = [transformer(tokens, timestep, h, w, prefix, cache=branch).numpy()
+                     .astype(np.float32)
+                     for prefix, branch in zip(prefixes, branches, strict=True)]
             pred = preds[0] if len(preds) == 1 else (
                 preds[1] + np.float32(true_cfg_scale) * (preds[0] - preds[1]))
             return unpack(pred, h, w)
@@ -151,23 +150,24 @@ class QwenImage21Pipeline:
         return flow, (batch, int(self.vae.config["z_dim"]), h, w), mu
 
     def encode_image(self, pixels: np.ndarray, generator: Any) -> np.ndarray:
-        """Latents (B, 64, h, w) of `pixels` (B, 3, H, W) in [-1, 1]: a draw from the VAE's
-        posterior (one standard normal of the latents' shape from `generator`; its mean
-        where `generator` is None), normalized by latents_mean / latents_std. diffusers:
-        QwenImage21Pipeline's `_encode_vae_image` (its mean: sample_mode="argmax")."""
+        """Latents (B, 64, h, w) of `pixels` (B, 3, H, W) in [-1, 1], opaque (the VAE reads
+        RGBA): the posterior's mean, normalized by latents_mean / latents_std, whatever
+        `generator` (diffusers: QwenImage21Pipeline's `_encode_vae_image`,
+        sample_mode="argmax")."""
         vae = self.vae
-        mean, logvar = vae.encode(asarray(pixels, dtype=vae.dtype, device=vae.device))
-        mean_, logvar_ = (t.numpy().astype(np.float64) for t in (mean, logvar))
-        check_encoded(mean_, vae)
-        latent = mean_ if generator is None else AutoencoderKL.sample(
-            mean_, logvar_, generator.standard_normal(mean_.shape))
-        return vae.normalize(latent)  # type: ignore[no-any-return]
+        rgba = np.concatenate([pixels, np.ones_like(pixels[:, :1])], axis=1)
+        mean, _logvar = vae.encode(asarray(rgba, dtype=vae.decoder.conv_in.weight.dtype,
+                                           device=vae.device))
+        check_encoded(mean.numpy(), vae)
+        return vae.normalize(mean).numpy().astype(np.float32)  # type: ignore[no-any-return]
 
     def decode(self, latents: np.ndarray) -> np.ndarray:
-        """Images (B, H, W, 3) in [0, 1] from the transformer's latents (B, 64, h, w)."""
+        """Images (B, H, W, 3) in [0, 1] from the transformer's latents (B, 64, h, w): the
+        VAE's RGB, its alpha channel left out (the pictures are written opaque)."""
         vae = self.vae
-        z = asarray(vae.denormalize(latents), dtype=vae.dtype, device=vae.device)
-        images = vae.decode(z).numpy().astype(np.float32)
+        z = vae.denormalize(asarray(latents, dtype=vae.decoder.conv_in.weight.dtype,
+                                    device=vae.device))
+        images = vae.decode(z).numpy().astype(np.float32)[:, :3]
         return np.clip(images / 2 + 0.5, 0.0, 1.0).transpose(0, 2, 3, 1)
 
     def __call__(self, prompt: str | Sequence[str], *, height: int = 1024, width: int = 1024,

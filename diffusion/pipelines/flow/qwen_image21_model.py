@@ -45,6 +45,14 @@ class QwenImage21Model(LLMFlowModel):
         the memory modes, the hires fix, a refiner."""
         return qwenimage21_capabilities(self.family)
 
+    def set_memory_mode(self, mode: Any) -> None:
+        """None yet (the prompt's keys and values are made by the transformer's blocks outside
+        its forward, which the modes' streaming does not bring in): a mode is refused in one
+        line."""
+        if mode:
+            raise ValueError("Qwen-Image 2.1 runs without --medvram, --lowvram and --max-vram "
+                             "yet: leave them out")
+
     @property
     def latent_channels(self) -> int:
         return int(self.pipe.vae.config["z_dim"])
