@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import argparse
 import difflib
-import os
 import secrets
 import sys
 from dataclasses import replace
@@ -26,6 +25,7 @@ from ..sampling.kdiffusion import SamplerOptions, sampler_label
 from ..sampling.samplers import schedules
 from .before_load import refuse_before_load
 from .control import build_control_specs, load_control_units
+from .device import use_device_options
 from .from_infotext import apply_infotext
 from .ip_adapter import ip_adapter_units
 from .memory import memory_line, memory_mode
@@ -345,10 +345,7 @@ def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> list[Path]
     refuse_before_load(args, request, specs, ip_units is not None, redux is not None)
     print(f"seed: {args.seed}", file=sys.stderr)  # the settings hold: a picture will follow
     # 3. the models
-    if args.backend:
-        os.environ["GPUCORE_BACKEND"] = args.backend
-    if args.adapter:
-        os.environ["GPUCORE_ADAPTER"] = args.adapter
+    use_device_options(args)
     import gpucore
 
     with gpucore.phase("load"):

@@ -16,6 +16,7 @@ from ..pipelines.request import door_fields
 from ..sampling.kdiffusion import sampler_names
 from ..sampling.samplers import SCHEDULE_LABELS
 from ..upscalers.interpolation import IMAGE_UPSCALERS, LATENT_UPSCALERS
+from .device import add_device_options
 from .redux import add_redux_options
 
 __all__ = ["SAMPLING_DEFAULTS", "UPSCALERS", "add_generation_options", "add_mask_options",
@@ -347,11 +348,7 @@ def _output_and_device(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--prediction-type", choices=("epsilon", "v_prediction"),
                         help="override the detected model type (SD2 768px models are "
                              "v_prediction)")
-    parser.add_argument("--backend", metavar="NAME",
-                        help="GPU API: vulkan, metal, dx12 or gl (sets GPUCORE_BACKEND)")
-    parser.add_argument("--adapter", metavar="INDEX|NAME",
-                        help="adapter index or name substring, see `python -m gpucore info` "
-                             "(sets GPUCORE_ADAPTER)")
+    add_device_options(parser)
 
 
 def add_request_options(parser: argparse.ArgumentParser) -> None:

@@ -69,6 +69,10 @@ WAN = ("txt2vid", "--model", "wan", "--prompt", "a", "--frames", "1", "--width",
      "--embeddings-dir 'notes' is not a folder"),
     (("txt2img", "--from-infotext", "junk.png"), "--from-infotext 'junk.png' is not a "
                                                  "readable image"),
+    # a GPU API that is none: a usage error, not the GPU's after the settings are read
+    (("txt2img", "--prompt", "a", "--backend", "bogus"),
+     "--backend: 'bogus' is not a GPU API; give one of vulkan, metal, dx12, gl"),
+    ((*WAN, "--backend", "metl"), "'metl' is not a GPU API; give one of vulkan, metal, dx12"),
     # txt2vid: what the model would take until memory or patience ran out
     # (argparse takes an option's last value: WAN's are overridden)
     ((*WAN, "--width", "100000"), "--width must be at most 4096"),
@@ -103,6 +107,14 @@ def test_bad_input_is_one_line_before_any_work(here: Path, capsys: pytest.Captur
     before = sorted(p.name for p in here.rglob("*"))
     assert message in one_error_line(capsys, *argv)
     assert sorted(p.name for p in here.rglob("*")) == before  # no file, no outputs/ folder
+
+
+def test_the_backends_named_are_gpucores() -> None:
+    """--backend's names are those gpucore gives its adapters (a new one is not refused)."""
+    from diffusion.cli.device import BACKENDS
+    from gpucore._adapters import _BACKENDS
+
+    assert sorted(BACKENDS) == sorted(set(_BACKENDS.values()))
 
 
 def test_a_folder_that_refuses_files_is_found_before_the_work(
