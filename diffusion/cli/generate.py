@@ -23,7 +23,7 @@ from ..pipelines.control_spec import numpy_seed
 from ..pipelines.request import GenerationRequest, door_fields
 from ..sampling.kdiffusion import SamplerOptions, sampler_label
 from ..sampling.samplers import schedules
-from .before_load import refuse_before_load
+from .before_load import given_guidance, refuse_before_load
 from .control import build_control_specs, load_control_units
 from .device import use_device_options
 from .from_infotext import apply_infotext
@@ -208,7 +208,8 @@ def build_request(args: argparse.Namespace) -> GenerationRequest:
         clip_skip=args.clip_skip - 1, rng=args.rng, hires=_hires(args),
         # None when all are the WebUI's defaults (the timestep samplers take none)
         sampler_options=None if options == SamplerOptions() else options, **images,
-        **{setting.name: getattr(args, setting.name) for setting in door_fields("cli")})
+        **{setting.name: getattr(args, setting.name) for setting in door_fields("cli")
+           if getattr(args, setting.name) is not None})  # left out: the field's default
 
 
 def _check_sides(request: GenerationRequest) -> None:
@@ -317,6 +318,7 @@ def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> list[Path]
         # both given here (an infotext may hold both: its resize wins, as in the WebUI)
         raise ValueError("give --hr-scale or --hr-resize, not both: the second pass is "
                          "either a multiple of --width/--height or a size")
+    guidance = given_guidance(args)  # a family without it refuses these, not the infotext's
     if args.from_infotext:
         apply_infotext(args, parser)
     if args.prompt is None:
@@ -342,7 +344,7 @@ def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> list[Path]
     ip_units = ip_adapter_units(args)
     redux = redux_reference(args)
     # what the family does not take, told from its files (the weights load only after)
-    refuse_before_load(args, request, specs, ip_units is not None, redux is not None)
+    refuse_before_load(args, request, specs, ip_units is not None, redux is not None, guidance)
     print(f"seed: {args.seed}", file=sys.stderr)  # the settings hold: a picture will follow
     # 3. the models
     use_device_options(args)
@@ -354,6 +356,8 @@ def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> list[Path]
         warmup = gpucore.Warmup(gpucore.default_device(),
                                 f"{args.command} {model} {args.dtype}")
         pipe, refiner = _load(args)
+    for option in guidance:  # where only the load could tell the family
+        pipe.capabilities.refuse_distilled_guidance(option)
     if specs:
         request = replace(request, control=load_control_units(
             specs, args.control_kinds, pipe, request.width or pipe.native_size,

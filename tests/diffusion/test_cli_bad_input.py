@@ -193,6 +193,13 @@ SD = ("--prompt", "a", "--steps", "2", "--width", "64", "--height", "64")  # the
       "good.png"), "ControlNet units: not supported for FLUX.1 Kontext models yet"),
     (("txt2img", "--model", "sd3", *SD[:2], "--cache", "magcache"),
      "step cache magcache: not supported for flow-matching models; it runs fbc"),
+    # a distilled guidance scale typed for a family that has none (the server ignores it)
+    (("txt2img", *SD, "--distilled-cfg-scale", "3.5"),
+     "--distilled-cfg-scale: sd1 models take no distilled guidance (FLUX.1 and FLUX.2 dev's, "
+     "embedded in the model); their guidance is the CFG scale: leave it out"),
+    (("txt2img", "--model", "schnell", *SD[:2], "--hr-scale", "2", "--hr-distilled-cfg", "4"),
+     "--hr-distilled-cfg: flow-matching models take no distilled guidance (FLUX.1 and FLUX.2 "
+     "dev's, embedded in the model); they run unguided: leave it out"),
     # a --controlnet folder of another model: its config.json says so
     (("txt2img", *SD, "--controlnet", "notcn", "--control-image", "good.png"),
      "notcn: not a ControlNet or T2I-Adapter folder"),
@@ -218,6 +225,7 @@ def test_what_the_family_does_not_take_is_refused_before_its_weights_load(
     monkeypatch.setattr(WanPipeline, "from_pretrained", no_load)
     _folder("flux", FLUX, transformer=FLUX_DEV)
     _folder("sd3", {"_class_name": "StableDiffusion3Pipeline"}, transformer={})
+    _folder("schnell", FLUX, transformer={**FLUX_DEV, "guidance_embeds": False})
     _folder("kontext", {"_class_name": "FluxKontextPipeline"}, transformer=FLUX_DEV)
     for name, kind in (("cn", "ControlNetModel"), ("t2i", "T2IAdapter"),
                        ("notcn", "UNet2DConditionModel")):
