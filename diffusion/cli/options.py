@@ -16,6 +16,8 @@ from ..pipelines.request import door_fields
 from ..sampling.kdiffusion import sampler_names
 from ..sampling.samplers import SCHEDULE_LABELS
 from ..upscalers.interpolation import IMAGE_UPSCALERS, LATENT_UPSCALERS
+from .before_load import DISTILLED_GUIDANCE
+from .device import add_device_options
 from .redux import add_redux_options
 
 __all__ = ["SAMPLING_DEFAULTS", "UPSCALERS", "add_generation_options", "add_mask_options",
@@ -347,25 +349,22 @@ def _output_and_device(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--prediction-type", choices=("epsilon", "v_prediction"),
                         help="override the detected model type (SD2 768px models are "
                              "v_prediction)")
-    parser.add_argument("--backend", metavar="NAME",
-                        help="GPU API: vulkan, metal, dx12 or gl (sets GPUCORE_BACKEND)")
-    parser.add_argument("--adapter", metavar="INDEX|NAME",
-                        help="adapter index or name substring, see `python -m gpucore info` "
-                             "(sets GPUCORE_ADAPTER)")
+    add_device_options(parser)
 
 
 def add_request_options(parser: argparse.ArgumentParser) -> None:
     """An option `--field-name` for every GenerationRequest field with `cli` help (what a new
-    setting gets without a change here): typed and defaulted by the field's default."""
+    setting gets without a change here): typed and defaulted by the field's default (a
+    distilled guidance scale's default is None: one given is refused where not taken)."""
     for setting in door_fields("cli"):
         kind = {bool: None, int: whole, float: number}.get(type(setting.default), str)
         flag = "--" + setting.name.replace("_", "-")
         if kind is None:
             parser.add_argument(flag, action=argparse.BooleanOptionalAction,
                                 default=setting.default, help=setting.metadata["cli"])
-        else:
-            parser.add_argument(flag, type=kind, default=setting.default,
-                                help=setting.metadata["cli"])
+        else:  # a distilled guidance scale: None unless given (cli.before_load)
+            default = None if setting.name in DISTILLED_GUIDANCE else setting.default
+            parser.add_argument(flag, type=kind, default=default, help=setting.metadata["cli"])
 
 
 def add_generation_options(parser: argparse.ArgumentParser, *, strength: float | None,

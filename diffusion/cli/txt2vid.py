@@ -8,7 +8,6 @@ before the model loads; a bad one ends in one `error: ...` line."""
 from __future__ import annotations
 
 import argparse
-import os
 import secrets
 import sys
 from pathlib import Path
@@ -17,6 +16,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from ..pipelines.video.files import check_fps, check_output, write_video
+from .device import add_device_options, use_device_options
 from .memory import add_memory_options, memory_line, memory_mode
 from .options import number, whole
 from .paths import check_output_file
@@ -134,10 +134,7 @@ def _options(sub: argparse.ArgumentParser) -> None:
                      help="the VAE in float32 under a float16 model (the WebUI's flag); "
                           "without it a float16 VAE whose frames come out NaN is made float32 "
                           "and decodes again, with a warning")
-    sub.add_argument("--backend", metavar="NAME",
-                     help="GPU API: vulkan, metal, dx12 or gl (sets GPUCORE_BACKEND)")
-    sub.add_argument("--adapter", metavar="INDEX|NAME",
-                     help="adapter index or name substring (sets GPUCORE_ADAPTER)")
+    add_device_options(sub)
     sub.set_defaults(run=run)
 
 
@@ -253,10 +250,7 @@ def run(args: argparse.Namespace) -> int:
         args.seed = secrets.randbelow(2**32)
     out = _check(args)
     image = _picture(args.image) if args.command == "img2vid" else None
-    if args.backend:
-        os.environ["GPUCORE_BACKEND"] = args.backend
-    if args.adapter:
-        os.environ["GPUCORE_ADAPTER"] = args.adapter
+    use_device_options(args)
     from ..loaders.wan.sources import resolve_wan
     from ..pipelines.video import WanPipeline, video_cache
     from ..pipelines.video.wan_refuse import wan_refusals_of

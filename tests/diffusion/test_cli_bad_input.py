@@ -69,6 +69,10 @@ WAN = ("txt2vid", "--model", "wan", "--prompt", "a", "--frames", "1", "--width",
      "--embeddings-dir 'notes' is not a folder"),
     (("txt2img", "--from-infotext", "junk.png"), "--from-infotext 'junk.png' is not a "
                                                  "readable image"),
+    # a GPU API that is none: a usage error, not the GPU's after the settings are read
+    (("txt2img", "--prompt", "a", "--backend", "bogus"),
+     "--backend: 'bogus' is not a GPU API; give one of vulkan, metal, dx12, gl"),
+    ((*WAN, "--backend", "metl"), "'metl' is not a GPU API; give one of vulkan, metal, dx12"),
     # txt2vid: what the model would take until memory or patience ran out
     # (argparse takes an option's last value: WAN's are overridden)
     ((*WAN, "--width", "100000"), "--width must be at most 4096"),
@@ -103,6 +107,14 @@ def test_bad_input_is_one_line_before_any_work(here: Path, capsys: pytest.Captur
     before = sorted(p.name for p in here.rglob("*"))
     assert message in one_error_line(capsys, *argv)
     assert sorted(p.name for p in here.rglob("*")) == before  # no file, no outputs/ folder
+
+
+def test_the_backends_named_are_gpucores() -> None:
+    """--backend's names are those gpucore gives its adapters (a new one is not refused)."""
+    from diffusion.cli.device import BACKENDS
+    from gpucore._adapters import _BACKENDS
+
+    assert sorted(BACKENDS) == sorted(set(_BACKENDS.values()))
 
 
 def test_a_folder_that_refuses_files_is_found_before_the_work(
@@ -181,6 +193,13 @@ SD = ("--prompt", "a", "--steps", "2", "--width", "64", "--height", "64")  # the
       "good.png"), "ControlNet units: not supported for FLUX.1 Kontext models yet"),
     (("txt2img", "--model", "sd3", *SD[:2], "--cache", "magcache"),
      "step cache magcache: not supported for flow-matching models; it runs fbc"),
+    # a distilled guidance scale typed for a family that has none (the server ignores it)
+    (("txt2img", *SD, "--distilled-cfg-scale", "3.5"),
+     "--distilled-cfg-scale: sd1 models take no distilled guidance (FLUX.1 and FLUX.2 dev's, "
+     "embedded in the model); their guidance is the CFG scale: leave it out"),
+    (("txt2img", "--model", "schnell", *SD[:2], "--hr-scale", "2", "--hr-distilled-cfg", "4"),
+     "--hr-distilled-cfg: flow-matching models take no distilled guidance (FLUX.1 and FLUX.2 "
+     "dev's, embedded in the model); they run unguided: leave it out"),
     # a --controlnet folder of another model: its config.json says so
     (("txt2img", *SD, "--controlnet", "notcn", "--control-image", "good.png"),
      "notcn: not a ControlNet or T2I-Adapter folder"),
@@ -206,6 +225,7 @@ def test_what_the_family_does_not_take_is_refused_before_its_weights_load(
     monkeypatch.setattr(WanPipeline, "from_pretrained", no_load)
     _folder("flux", FLUX, transformer=FLUX_DEV)
     _folder("sd3", {"_class_name": "StableDiffusion3Pipeline"}, transformer={})
+    _folder("schnell", FLUX, transformer={**FLUX_DEV, "guidance_embeds": False})
     _folder("kontext", {"_class_name": "FluxKontextPipeline"}, transformer=FLUX_DEV)
     for name, kind in (("cn", "ControlNetModel"), ("t2i", "T2IAdapter"),
                        ("notcn", "UNet2DConditionModel")):
