@@ -1,20 +1,11 @@
-"""What the model's family does not take, refused before its weights load: the family's
-`Capabilities` told from its files (`families.capabilities_of`: configs and headers) and the
-same `refuse` the loaded pipeline calls, so a request it would refuse after a load of seconds
-to minutes is refused at once with the same line.
-
-The loaded models the request will carry (control units, a refiner, a Redux reference) stand
-in as the options that name them: `refuse` asks only whether they are there, and whether a
-unit is a control map (ControlMap).
-"""
+"""The command line's refusals before --model loads (`pipelines.before_load`): its
+--refiner, --redux and --ip-adapter stand in by name for the models they will load."""
 
 from __future__ import annotations
 
 import argparse
 from dataclasses import replace
-from typing import Any
 
-from ..pipelines.control_map import MAP_MODEL, ControlMap
 from ..pipelines.control_spec import ControlSpec
 from ..pipelines.request import GenerationRequest
 
@@ -27,16 +18,10 @@ def refuse_before_load(args: argparse.Namespace, request: GenerationRequest,
     `request` (with the units of `specs`, --ip-adapter's when `ip_adapters`, --refiner, and
     --redux when `redux`) that the family of --model does not take; nothing where its family
     takes it or only loading can tell."""
-    from ..pipelines.families import capabilities_of
+    from ..pipelines import before_load
     from ..pipelines.load import DEFAULT_MODEL
 
-    capabilities = capabilities_of(DEFAULT_MODEL if args.model is None else args.model)
-    if capabilities is None:
-        return
-    units: list[Any] = [ControlMap(spec.image) if spec.model == MAP_MODEL else spec
-                        for spec in specs]
-    if ip_adapters:
-        units.append("--ip-adapter")
-    capabilities.refuse(replace(request, control=tuple(units),
-                                refiner=args.refiner or None,
-                                redux="--redux" if redux else None))
+    before_load.refuse_before_load(
+        DEFAULT_MODEL if args.model is None else args.model,
+        replace(request, refiner=args.refiner or None, redux="--redux" if redux else None),
+        specs, more_units=("--ip-adapter",) if ip_adapters else ())

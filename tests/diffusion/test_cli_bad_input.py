@@ -181,6 +181,14 @@ SD = ("--prompt", "a", "--steps", "2", "--width", "64", "--height", "64")  # the
       "good.png"), "ControlNet units: not supported for FLUX.1 Kontext models yet"),
     (("txt2img", "--model", "sd3", *SD[:2], "--cache", "magcache"),
      "step cache magcache: not supported for flow-matching models; it runs fbc"),
+    # single files and GGUFs: from their headers (tensor names and shapes)
+    (("txt2img", "--model", "flux1-dev.safetensors", *SD[:2], "--tiling"),
+     "tiling (seamless pictures; SD 1.x/2.x and SDXL have it): not supported for "
+     "flow-matching models yet"),
+    (("txt2img", "--model", "sd3.5_large-Q8_0.gguf", *SD[:2], "--cache", "magcache"),
+     "step cache magcache: not supported for flow-matching models; it runs fbc"),
+    (("txt2img", "--model", "flux1-canny-dev.safetensors", *SD[:2]),
+     "FLUX.1 Canny / Depth dev needs its control map"),
     # a --controlnet folder of another model: its config.json says so
     (("txt2img", *SD, "--controlnet", "notcn", "--control-image", "good.png"),
      "notcn: not a ControlNet or T2I-Adapter folder"),
@@ -198,10 +206,14 @@ def test_what_the_family_does_not_take_is_refused_before_its_weights_load(
         argv: tuple[str, ...], message: str) -> None:
     """The loaded pipeline's own refusal (Capabilities.refuse, WanPipeline's), told from the
     model's configs and headers: no weights read, no pipeline built."""
+    from flow_headers import flux_shapes, sd3_shapes, write_header
+
+    from diffusion.loaders.formats.gguf_file import GGUFFile
+    from diffusion.loaders.formats.safetensors import SafetensorsFile
     from diffusion.pipelines.video import WanPipeline
 
     def no_load(*args: object, **kw: object) -> None:
-        pytest.fail("the Wan model loaded before the bad input was refused")
+        pytest.fail("weights were read before the bad input was refused")
 
     monkeypatch.setattr(WanPipeline, "from_pretrained", no_load)
     _folder("flux", FLUX, transformer=FLUX_DEV)
@@ -213,5 +225,10 @@ def test_what_the_family_does_not_take_is_refused_before_its_weights_load(
         Path(name, "config.json").write_text(json.dumps({"_class_name": kind}))
     _wan("wan21", second_expert=False)
     _wan("wan22", second_expert=True)
+    write_header(Path("flux1-dev.safetensors"), flux_shapes())
+    write_header(Path("flux1-canny-dev.safetensors"), flux_shapes(in_channels=32))
+    write_header(Path("sd3.5_large-Q8_0.gguf"), sd3_shapes(), architecture="sd3")
+    for reader, method in ((SafetensorsFile, "_read"), (GGUFFile, "read"), (GGUFFile, "raw")):
+        monkeypatch.setattr(reader, method, no_load)  # a header is all there is to read
     assert message in one_error_line(capsys, *argv)
     assert not Path("outputs").exists()
