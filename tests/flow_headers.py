@@ -1,6 +1,7 @@
-"""FLUX.1, SD3/3.5 and Chroma single files (and city96's GGUFs of them) as the registry reads
-them before a load: the tensor names their configs are read from, with the shapes that say
-the config (flux_file_config, sd3_file_config, chroma_file_config), each tensor tiny and zero,
+"""FLUX.1, SD3/3.5, Chroma and Wan single files (and city96's GGUFs of them) as the registry
+and the refusals before a load read them: the tensor names their configs are read from, with
+the shapes that say the config (flux_file_config, sd3_file_config, chroma_file_config,
+load_wan_file's), each tensor tiny and zero,
 so no model loads from them; and the diffusers folder (model_index.json, transformer/
 config.json, no weights) of the same model, whose Capabilities the loaded pipeline's are
 (tests/diffusion/pipelines/test_capabilities_before_load.py)."""
@@ -42,6 +43,18 @@ def sd3_shapes() -> dict[str, tuple[int, ...]]:
             "context_embedder.weight": (_DIM, 12), "y_embedder.mlp.0.weight": (_DIM, 6),
             "final_layer.linear.weight": (16, _DIM),
             "joint_blocks.0.x_block.attn.qkv.weight": (3 * _DIM, _DIM)}
+
+
+def wan_shapes(*, in_channels: int = 16, out_channels: int = 16) -> dict[str, tuple[int, ...]]:
+    """A Wan transformer's telling tensors (diffusers' names; one 128-wide head, 1x2x2
+    patches): `in_channels` wider than `out_channels` is image-to-video's (the mask and the
+    first frame's latents: 36 against 16)."""
+    return {"patch_embedding.weight": (128, in_channels, 1, 2, 2),
+            "proj_out.weight": (4 * out_channels, 128),
+            "blocks.0.attn1.to_q.weight": (128, 128),
+            "blocks.0.ffn.net.0.proj.weight": (256, 128),
+            "condition_embedder.text_embedder.linear_1.weight": (128, 32),
+            "condition_embedder.time_embedder.linear_1.weight": (128, 16)}
 
 
 def write_header(path: Path, shapes: dict[str, tuple[int, ...]], *, prefix: str = "",
