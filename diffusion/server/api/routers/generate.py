@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import secrets
 from collections.abc import Callable
 from dataclasses import replace
@@ -143,10 +144,12 @@ async def run_generation(state: ServerState, body: Txt2ImgRequest, kind: str,
         return worker.generate(replace(job, request=request))
 
     # 6. a model not loaded now, or not once the queued switches have run: what its family
-    # does not take is refused from its files (its configs and headers), not after its load
+    # does not take is refused from its files (its configs and headers; a GGUF's take seconds
+    # to parse, off the event loop), not after its load
     if wanted is not None and any(model is None or model.path != wanted.path
                                   for model in (worker.model, worker.planned)):
-        refuse_before_load(wanted.path, replace(job.request, redux=redux), job.control)
+        await asyncio.to_thread(refuse_before_load, wanted.path,
+                                replace(job.request, redux=redux), job.control)
     # a switch first when the queue leaves another model (or other modules) loaded: this
     # request's override, or the options' model back after another request's override
     planned = state.worker.planned

@@ -13,6 +13,7 @@ tab."""
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import secrets
 import tempfile
@@ -146,9 +147,9 @@ async def _run(state: ServerState, body: Txt2VidRequest, image: Any) -> dict[str
     model, memory, no_half_vae = _check(state, body), state.memory, state.no_half_vae
     cache = video_cache(body.cache, "cache", body.steps)  # checked by _check
     try:  # what the model does not take, from its configs and a file's header, before it loads
-        wan_refusals_of(*model, image=image is not None,
-                        cache_kind=None if cache is None else cache.spec.kind,
-                        guidance_scale_2=body.cfg_scale_2)
+        await asyncio.to_thread(wan_refusals_of, *model, image=image is not None,
+                                cache_kind=None if cache is None else cache.spec.kind,
+                                guidance_scale_2=body.cfg_scale_2)
     except ValueError as error:
         raise RequestError(str(error)) from None
     seed = body.seed if body.seed != -1 else secrets.randbelow(2**32)
