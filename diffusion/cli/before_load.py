@@ -1,26 +1,12 @@
-"""What the model's family does not take, refused before its weights load: the family's
-`Capabilities` told from its files (`families.capabilities_of`: configs and headers) and the
-same `refuse` the loaded pipeline calls, so a request it would refuse after a load of seconds
-to minutes is refused at once with the same line.
-
-The loaded models the request will carry (control units, a refiner, a Redux reference) stand
-in as the options that name them: `refuse` asks only whether they are there, and whether a
-unit is a control map (ControlMap).
-
-A distilled guidance scale (--distilled-cfg-scale, --hr-distilled-cfg) is refused only where
-given on the command line: those options are None when left out (the request gets the field's
-default), and one that --from-infotext fills is ignored by the other families, as the server
-and Forge ignore the one Forge's clients always send.
-"""
+"""The command line's refusals before --model loads (`pipelines.before_load`): its
+--refiner, --redux and --ip-adapter stand in by name for the models they will load."""
 
 from __future__ import annotations
 
 import argparse
 from collections.abc import Sequence
 from dataclasses import replace
-from typing import Any
 
-from ..pipelines.control_map import MAP_MODEL, ControlMap
 from ..pipelines.control_spec import ControlSpec
 from ..pipelines.request import GenerationRequest
 
@@ -45,19 +31,14 @@ def refuse_before_load(args: argparse.Namespace, request: GenerationRequest,
     `request` (with the units of `specs`, --ip-adapter's when `ip_adapters`, --refiner, and
     --redux when `redux`), or for one of the distilled `guidance` options given, that the
     family of --model does not take; nothing where its family takes it or only loading can
-    tell (the loaded pipeline's capabilities then refuse the same)."""
-    from ..pipelines.families import capabilities_of
+    tell (the loaded pipeline's capabilities then refuse the same). A distilled guidance
+    scale is refused only where given on the command line: those options are None when left
+    out, and one that --from-infotext fills is ignored by the other families, as the server
+    and Forge ignore the one Forge's clients always send."""
+    from ..pipelines import before_load
     from ..pipelines.load import DEFAULT_MODEL
 
-    capabilities = capabilities_of(DEFAULT_MODEL if args.model is None else args.model)
-    if capabilities is None:
-        return
-    units: list[Any] = [ControlMap(spec.image) if spec.model == MAP_MODEL else spec
-                        for spec in specs]
-    if ip_adapters:
-        units.append("--ip-adapter")
-    capabilities.refuse(replace(request, control=tuple(units),
-                                refiner=args.refiner or None,
-                                redux="--redux" if redux else None))
-    for option in guidance:
-        capabilities.refuse_distilled_guidance(option)
+    before_load.refuse_before_load(
+        DEFAULT_MODEL if args.model is None else args.model,
+        replace(request, refiner=args.refiner or None, redux="--redux" if redux else None),
+        specs, more_units=("--ip-adapter",) if ip_adapters else (), guidance=guidance)

@@ -257,8 +257,8 @@ def run(args: argparse.Namespace) -> int:
 
     folder, files = resolve_wan(_source(args))
     cache = video_cache(args.cache, "--cache", args.steps)
-    # what the model does not take, from its folder's model_index.json, before it loads
-    wan_refusals_of(folder, model_2="transformer_2" in files.given(),
+    # what the model does not take, from its configs and a file's header, before it loads
+    wan_refusals_of(folder, files, image=image is not None,
                     cache_kind=None if cache is None else cache.spec.kind,
                     guidance_scale_2=args.cfg_scale_2)
     mode = memory_mode(args)  # a memory mode loads each network straight to host memory

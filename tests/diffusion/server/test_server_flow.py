@@ -155,3 +155,22 @@ def test_webui_seed_and_hires_options_through_the_api(client: Any) -> None:
         assert response.status_code == 200, response.text
         pictures[prompt] = response.json()["images"][0]
     assert len(set(pictures.values())) == 3
+
+
+def test_a_switch_is_refused_with_the_loaded_models_line_before_its_load(
+        client: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    """override_settings naming a model not loaded (city96's GGUF of the FLUX transformer
+    loaded here, SD3) with what its family does not take: the 422 the loaded FLUX.1 dev
+    pipeline answers, before the switch is queued (nothing loads, nothing changes)."""
+    switched = client.post("/sdapi/v1/options", json={"sd_model_checkpoint": "flux"})
+    assert switched.status_code == 200, switched.text
+    body = {"prompt": "x", "tiling": True, **SMALL}
+    loaded = client.post("/sdapi/v1/txt2img", json=body)  # the loaded pipeline refuses it
+    assert loaded.status_code == 422 and "tiling" in loaded.json()["detail"], loaded.text
+    worker = client.app.state.worker
+    monkeypatch.setattr(worker, "loader", lambda *args, **kw: pytest.fail("a model loaded"))
+    for name in ("flux1-dev-Q8_0", "sd3"):
+        response = client.post("/sdapi/v1/txt2img", json={
+            **body, "override_settings": {"sd_model_checkpoint": name}})
+        assert response.status_code == 422 and response.json() == loaded.json(), name
+    assert worker.model.name == "flux" and worker.planned.name == "flux"
