@@ -293,8 +293,8 @@ def _models(parser: argparse.ArgumentParser) -> None:
                              "stable-diffusion.cpp's): a model of the same family (diffusers "
                              "folder or checkpoint) whose text encoders, VAE, tokenizer, "
                              "scheduler and UNet config it runs with; for a single-file "
-                             "Z-Image transformer, the Z-Image diffusers folder giving the "
-                             "rest")
+                             "Z-Image, Qwen-Image or FLUX.2 transformer (ComfyUI's file, a "
+                             "GGUF), the family's diffusers folder giving the rest")
     add_network_options(parser)
 
 
@@ -352,6 +352,11 @@ def _output_and_device(parser: argparse.ArgumentParser) -> None:
     add_device_options(parser)
 
 
+# --help's placeholders of the fields whose help spells a form; others get their type's
+_METAVARS = {"cache": "KIND[:THRESHOLD]", "emphasis": "MODE", "hires_refiner_pass": "PASS",
+             "distilled_cfg_scale": "SCALE", "hr_distilled_cfg": "SCALE"}
+
+
 def add_request_options(parser: argparse.ArgumentParser) -> None:
     """An option `--field-name` for every GenerationRequest field with `cli` help (what a new
     setting gets without a change here): typed and defaulted by the field's default (a
@@ -364,7 +369,10 @@ def add_request_options(parser: argparse.ArgumentParser) -> None:
                                 default=setting.default, help=setting.metadata["cli"])
         else:  # a distilled guidance scale: None unless given (cli.before_load)
             default = None if setting.name in DISTILLED_GUIDANCE else setting.default
-            parser.add_argument(flag, type=kind, default=default, help=setting.metadata["cli"])
+            metavar = _METAVARS.get(setting.name,
+                                    {int: "N", float: "X"}.get(type(setting.default), "TEXT"))
+            parser.add_argument(flag, type=kind, default=default, metavar=metavar,
+                                help=setting.metadata["cli"])
 
 
 def add_generation_options(parser: argparse.ArgumentParser, *, strength: float | None,
