@@ -250,11 +250,14 @@ def _hires(parser: argparse.ArgumentParser) -> None:
         "--hr-resize), as the WebUI's; with img2img for the edit models whose init image is "
         "a reference (FLUX.1 Kontext, Qwen-Image-Edit, FLUX.2)")
     hires.add_argument("--hr-scale", type=number, metavar="S",
-                       help="size of the second pass as a multiple of --width/--height")
+                       help="size of the second pass as a multiple of --width/--height, from 1 "
+                            "to 8")
     hires.add_argument("--hr-resize", type=size_pair, metavar="WxH",
                        help="size of the second pass (instead of --hr-scale)")
     hires.add_argument("--hr-upscaler", default="Latent", metavar="NAME",
-                       help=f"how the first pass is enlarged (Latent): {', '.join(UPSCALERS)}")
+                       help=f"how the first pass is enlarged (Latent): {', '.join(UPSCALERS)}, "
+                            "or a model of --upscaler-dir by name ('R-ESRGAN 4x+', a "
+                            ".pth file's stem)")
     hires.add_argument("--hr-steps", type=whole, default=0, metavar="N",
                        help="steps of the second pass (0: as many as --steps)")
     hires.add_argument("--hr-denoise", type=number, default=0.7, metavar="D",
