@@ -1,7 +1,8 @@
 """The documents stand alone (issue 43): README.md is a front page, every relative link in it
 and in docs/*.md reaches a file of the repository (and a heading there, for `#anchor` links),
-every repository path they name exists, and no text file of the repository names a document
-that lives outside it (the developers' own notes, a sibling folder). The documents' and
+every repository path and module (`gpustd.nn.int8_linear`, `diffusion.load_pipeline`) they
+name exists (read from the files, not imported), and no text file of the repository names a
+document that lives outside it (the developers' own notes, a sibling folder). The documents' and
 `--help` examples' `python -m diffusion` command lines parse with the CLI's own parser (every
 option they use exists for that command and takes what they give it). Host only, no device:
 of the packages only the CLI's parser is imported (about a second).
@@ -10,6 +11,7 @@ of the packages only the CLI's parser is imported (about a second).
 from __future__ import annotations
 
 import argparse
+import ast
 import re
 import shlex
 from pathlib import Path
@@ -36,6 +38,8 @@ KNOWN_MENTIONS: dict[str, str] = {}
 # a path of the repository named in a document: a top folder, then what follows
 REPO_PATH = re.compile(r"(?<![\w/.~-])(?:tests|diffusion|gpucore|gpustd|bench|tools|scripts|"
                        r"examples|shaders|docs)/[\w./*-]*[\w*]")
+# a module of the packages, or a name in one: diffusion.pipelines.control_spec, gpucore.devices
+DOTTED = re.compile(r"(?<![\w.-])(?:diffusion|gpucore|gpustd|bench|tools)(?:\.[a-z_][a-z_0-9]*)+\b")
 # `python -m diffusion SUB ...`, or a bare `SUB --...` (README's table of first commands)
 COMMAND = re.compile(r"(?:python -m diffusion |^)(txt2img|img2img|inpaint|txt2vid|img2vid|"
                      r"png-info|serve|quantize|convert|upscale|cache)(?=\s|$)(.*)")
@@ -129,6 +133,41 @@ def missing_paths(path: Path, root: Path = ROOT) -> list[str]:
         if not found:
             missing.append(name)
     return missing
+
+
+def _defines(module: Path, name: str) -> bool:
+    """Whether a module file defines or imports `name` at its top level (read, not imported)."""
+    for node in ast.parse(module.read_text(encoding="utf-8")).body:
+        if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef | ast.ClassDef):
+            found = {node.name}
+        elif isinstance(node, ast.Import | ast.ImportFrom):
+            found = {alias.asname or alias.name for alias in node.names}
+        elif isinstance(node, ast.Assign | ast.AnnAssign):
+            targets = node.targets if isinstance(node, ast.Assign) else [node.target]
+            found = {n.id for t in targets for n in ast.walk(t) if isinstance(n, ast.Name)}
+            if "__all__" in found:  # a package's lazy exports (its __getattr__) are listed there
+                found |= {n.value for n in ast.walk(node.value) if isinstance(n, ast.Constant)}
+        else:
+            continue
+        if name in found:
+            return True
+    return False
+
+
+def unknown_names(path: Path, root: Path = ROOT) -> list[str]:
+    """The dotted names of the packages a document gives (`gpustd.nn.int8_linear`,
+    `diffusion.load_pipeline`) that are no module of the tree and no top-level name of one."""
+    unknown = []
+    for dotted in dict.fromkeys(DOTTED.findall(path.read_text(encoding="utf-8"))):
+        place, parts = root, dotted.split(".")
+        while parts and (place / parts[0]).is_dir():
+            place = place / parts.pop(0)
+        if parts and (place / f"{parts[0]}.py").exists():
+            place = place / f"{parts.pop(0)}.py"
+        module = place / "__init__.py" if place.is_dir() else place
+        if parts and not (module.exists() and _defines(module, parts[0])):
+            unknown.append(dotted)
+    return unknown
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -241,6 +280,14 @@ def test_the_checks_catch_what_they_are_for(tmp_path: Path) -> None:
     assert "required: --model" in problems[1][0] and problems[2] == []
     assert problems[3] == ["img2img has no --no-such"]
     assert len(_help_examples(parser)) >= 10
+    (tmp_path / "gpustd" / "nn").mkdir(parents=True)
+    (tmp_path / "gpustd" / "__init__.py").write_text(
+        "from .nn import relu as act\nX: int = 1\n__all__ = ['act', 'lazy']\n")
+    (tmp_path / "gpustd" / "nn" / "conv.py").write_text("def conv2d(x):\n    return x\n")
+    page.write_text("gpustd.act, gpustd.X, gpustd.lazy, gpustd.nn.conv.conv2d, "
+                    "stable-diffusion.cpp; gpustd.gone, gpustd.nn.conv.conv3d, gpustd.nn.pool\n")
+    assert unknown_names(page, tmp_path) == ["gpustd.gone", "gpustd.nn.conv.conv3d",
+                                             "gpustd.nn.pool"]
 
 
 @pytest.mark.parametrize("path", DOCUMENTS, ids=lambda p: str(p.relative_to(ROOT)))
@@ -248,6 +295,13 @@ def test_named_repository_paths_exist(path: Path) -> None:
     assert not missing_paths(path), (
         f"{path.relative_to(ROOT)} names paths that are not in the repository: "
         f"{missing_paths(path)}; give the path as it is now")
+
+
+@pytest.mark.parametrize("path", DOCUMENTS, ids=lambda p: str(p.relative_to(ROOT)))
+def test_named_modules_and_functions_exist(path: Path) -> None:
+    assert not unknown_names(path), (
+        f"{path.relative_to(ROOT)} names modules or functions the packages do not have: "
+        f"{unknown_names(path)}; give the name as it is now")
 
 
 def test_documented_command_lines_parse() -> None:
