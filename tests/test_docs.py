@@ -40,6 +40,8 @@ REPO_PATH = re.compile(r"(?<![\w/.~-])(?:tests|diffusion|gpucore|gpustd|bench|to
                        r"examples|shaders|docs)/[\w./*-]*[\w*]")
 # a module of the packages, or a name in one: diffusion.pipelines.control_spec, gpucore.devices
 DOTTED = re.compile(r"(?<![\w.-])(?:diffusion|gpucore|gpustd|bench|tools)(?:\.[a-z_][a-z_0-9]*)+\b")
+# the project's own environment variables (others', such as OMP_NUM_THREADS, are not checked)
+ENV_VAR = re.compile(r"\b(?:GPUCORE|GPUSTD|AVX|BENCH)_[A-Z0-9_]*[A-Z0-9]\b")
 # `python -m diffusion SUB ...`, or a bare `SUB --...` (README's table of first commands)
 COMMAND = re.compile(r"(?:python -m diffusion |^)(txt2img|img2img|inpaint|txt2vid|img2vid|"
                      r"png-info|serve|quantize|convert|upscale|cache)(?=\s|$)(.*)")
@@ -302,6 +304,16 @@ def test_named_modules_and_functions_exist(path: Path) -> None:
     assert not unknown_names(path), (
         f"{path.relative_to(ROOT)} names modules or functions the packages do not have: "
         f"{unknown_names(path)}; give the name as it is now")
+
+
+def test_documented_environment_variables_are_read() -> None:
+    """Every GPUCORE_/GPUSTD_/AVX_/BENCH_ variable the documents name is in the code (a
+    renamed or removed one would be set by a user to no effect)."""
+    named = {v for path in DOCUMENTS for v in ENV_VAR.findall(path.read_text(encoding="utf-8"))}
+    code = "\n".join(path.read_text(encoding="utf-8", errors="replace")
+                     for path in _text_files() if path.suffix != ".md")
+    assert not {v for v in named if v not in code}, (
+        f"the documents name variables no code reads: {sorted(v for v in named if v not in code)}")
 
 
 def test_documented_command_lines_parse() -> None:
