@@ -89,7 +89,7 @@ def _options(sub: argparse.ArgumentParser) -> None:
     sub.add_argument("--frames", type=whole, default=81, metavar="N",
                      help=f"frame count, 1 + 4k: 1, 5, ..., {MAX_FRAMES} (81, Wan's)")
     sub.add_argument("--fps", type=number, default=16.0,
-                     help="frames per second of the written video (16, Wan's)")
+                     help="frames per second of the written video, 0.01 to 240 (16, Wan's)")
     sub.add_argument("--width", type=whole, default=832, metavar="PX",
                      help=f"multiple of 16, at most {MAX_SIDE} (832)")
     sub.add_argument("--height", type=whole, default=480, metavar="PX",
