@@ -153,8 +153,10 @@ def _hires(args: argparse.Namespace) -> Any:
     if wanted not in by_lower:
         close = difflib.get_close_matches(wanted, by_lower, n=1)
         guess = f" (did you mean {by_lower[close[0]]!r}?)" if close else ""
+        where = ("" if getattr(args, "upscaler_dir", None) else
+                 "; model upscalers are found with --upscaler-dir")
         raise ValueError(f"--hr-upscaler {args.hr_upscaler!r}{guess} is not one of: "
-                         f"{', '.join(names)}")
+                         f"{', '.join(names)}{where}")
     # --hr-scale 0 is refused by HiresFix, not taken for "unset"
     scale = 2.0 if args.hr_scale is None else args.hr_scale
     return HiresFix(scale=scale, resize=args.hr_resize,

@@ -550,6 +550,7 @@ def test_hires_flags_become_a_hires_fix(fake: dict[str, Any], capsys: pytest.Cap
     assert code == 0 and fake["pipe"].calls[-1]["hires"] is None
     code, _, err = run_cli(capsys, *TXT, "--hr-resize", "96x80", "--hr-upscaler", "ESRGAN")
     assert code == 2 and "--hr-upscaler 'ESRGAN' is not one of: Latent," in err
+    assert err.strip().endswith("model upscalers are found with --upscaler-dir")
     code, _, err = run_cli(capsys, *TXT, "--hr-resize", "96by80")
     assert code == 2 and "'96by80' is not WIDTHxHEIGHT" in err
 

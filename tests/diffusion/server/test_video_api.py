@@ -93,6 +93,7 @@ def test_progress_and_interrupt(first_device: gpucore.Device,
     ({"cfg_scale_2": 2.0}, "has one transformer"),
     ({"cache": "magcache"}, "Wan runs First Block Cache"),
     ({"cache": "fbc:-1"}, "cache threshold must be in [0, 10)"),
+    ({"steps": 1001}, "1000"),  # txt2vid's limit, and the picture routes'
 ])
 def test_bad_video_requests_are_422(served: tuple[TestClient, Any], change: dict[str, Any],
                                     says: str, monkeypatch: pytest.MonkeyPatch) -> None:

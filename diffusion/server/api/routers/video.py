@@ -56,7 +56,7 @@ class Txt2VidRequest(BaseModel):
     fps: float = 16.0
     width: int = Field(832, ge=16, le=4096)
     height: int = Field(480, ge=16, le=4096)
-    steps: int = Field(50, ge=1, le=200)
+    steps: int = Field(50, ge=1, le=1000)  # the CLI's and the picture routes' limit
     cfg_scale: float = Field(5.0, ge=0.0, le=30.0)
     cfg_scale_2: float | None = Field(None, ge=0.0, le=30.0, description="Wan 2.2 A14B: the "
                                       "low-noise expert's guidance (cfg_scale unless given)")
