@@ -140,11 +140,12 @@ def test_edit_plus_inpaint_equals_diffusers(first_device: gpucore.Device,
     """The init image and a second reference of another size and shape, the mask's edge on a
     2x2 latent patch's, 2 steps run at true CFG 4: the assembled reference's picture through
     the model (measured 9.8e-4 mean abs, 2.0e-3 max of [0, 1] pixels: the uint8 rounding)
-    and, with another second reference, through the pipeline (measured 2.0e-6 mean abs,
-    2.2e-5 max of the float pictures). The kept latents are the init image's draw exactly,
-    the repainted ones move (measured 5.4 mean abs); the second reference moves the repainted
-    part (measured 1.5e-2 mean abs, on both sides alike) three times as much as the kept
-    part (4.9e-3: the VAE decoder's mid-block attention reaches across the whole picture)."""
+    and, with another second reference, through the pipeline at its default size, the init
+    image's as diffusers' (measured 2.0e-6 mean abs, 2.2e-5 max of the float pictures). The
+    kept latents are the init image's draw exactly, the repainted ones move (measured 5.4
+    mean abs); the second reference moves the repainted part (measured 1.5e-2 mean abs, on
+    both sides alike) three times as much as the kept part (4.9e-3: the VAE decoder's
+    mid-block attention reaches across the whole picture)."""
     folder, plus, inpaint = tiny_plus
     init = Image.fromarray(np.random.default_rng(5).integers(0, 256, (HEIGHT, WIDTH, 3),
                                                              np.uint8))
@@ -161,9 +162,9 @@ def test_edit_plus_inpaint_equals_diffusers(first_device: gpucore.Device,
     error = np.abs(ours - expected)
     assert error.mean() < 1.5e-3 and error.max() < 3e-3
     latents = model.pipe(PROMPT, image=[init, other], init_image=init, mask_image=mask,
-                         height=HEIGHT, width=WIDTH, num_inference_steps=STEPS,
-                         true_cfg_scale=CFG, negative_prompt=NEGATIVE, seed=SEED,
-                         strength=STRENGTH, output_type="latent")
+                         num_inference_steps=STEPS, true_cfg_scale=CFG,
+                         negative_prompt=NEGATIVE, seed=SEED, strength=STRENGTH,
+                         output_type="latent")  # drawn at the init image's size
     swapped, other_expected = model.pipe.decode(latents)[0], _reference(
         plus, inpaint, init, mask, [other])
     error = np.abs(swapped - other_expected)
