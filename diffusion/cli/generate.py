@@ -1,5 +1,6 @@
 """`txt2img`, `img2img`, `inpaint`: the options become one GenerationRequest, checked before
-the model loads; then the model (and a refiner, a VAE, networks) loads and the batches run.
+the model loads; then the model (and a refiner, a VAE, networks) loads (`load_models`) and
+the batches run.
 
 Everything that can be checked without the model (settings, sampler, defaults.json, images,
 paths) is checked first: a bad input costs no model load.
@@ -9,14 +10,11 @@ from __future__ import annotations
 
 import argparse
 import difflib
-import os
 import secrets
 import sys
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
-
-import numpy as np
 
 from ..imaging import eight_bit
 from ..infotext import save_images
@@ -24,10 +22,12 @@ from ..pipelines.control_spec import numpy_seed
 from ..pipelines.request import GenerationRequest, door_fields
 from ..sampling.kdiffusion import SamplerOptions, sampler_label
 from ..sampling.samplers import schedules
-from .before_load import refuse_before_load
+from .before_load import given_guidance, refuse_before_load
 from .control import build_control_specs, load_control_units
+from .device import use_device_options
 from .from_infotext import apply_infotext
 from .ip_adapter import ip_adapter_units
+from .load_models import load_models
 from .memory import memory_line, memory_mode
 from .options import SAMPLING_DEFAULTS, UPSCALERS
 from .paths import check_writable
@@ -140,23 +140,6 @@ def _check_paths(args: argparse.Namespace) -> None:
         use_annotator_dir(args.annotator_dir)
 
 
-def _dtype_and_device(choice: str) -> tuple[Any, Any]:
-    """--dtype's weights dtype and the device it was decided for (None: load_pipeline's)."""
-    if choice == "float32":
-        return np.float32, None
-    import gpucore
-
-    from ..pipelines.load import auto_dtype
-
-    device = gpucore.default_device()
-    if choice == "auto":
-        return auto_dtype(device), device
-    if device.has_f16:
-        return np.float16, device
-    print(f"note: {device.name} has no shader-f16; using float32 weights", file=sys.stderr)
-    return np.float32, device
-
-
 def _hires(args: argparse.Namespace) -> Any:
     """The HiresFix --hr-* ask for, or None when neither --hr-scale nor --hr-resize is given."""
     if getattr(args, "hr_scale", None) is None and getattr(args, "hr_resize", None) is None:
@@ -170,8 +153,10 @@ def _hires(args: argparse.Namespace) -> Any:
     if wanted not in by_lower:
         close = difflib.get_close_matches(wanted, by_lower, n=1)
         guess = f" (did you mean {by_lower[close[0]]!r}?)" if close else ""
+        where = ("" if getattr(args, "upscaler_dir", None) else
+                 "; model upscalers are found with --upscaler-dir")
         raise ValueError(f"--hr-upscaler {args.hr_upscaler!r}{guess} is not one of: "
-                         f"{', '.join(names)}")
+                         f"{', '.join(names)}{where}")
     # --hr-scale 0 is refused by HiresFix, not taken for "unset"
     scale = 2.0 if args.hr_scale is None else args.hr_scale
     return HiresFix(scale=scale, resize=args.hr_resize,
@@ -208,7 +193,8 @@ def build_request(args: argparse.Namespace) -> GenerationRequest:
         clip_skip=args.clip_skip - 1, rng=args.rng, hires=_hires(args),
         # None when all are the WebUI's defaults (the timestep samplers take none)
         sampler_options=None if options == SamplerOptions() else options, **images,
-        **{setting.name: getattr(args, setting.name) for setting in door_fields("cli")})
+        **{setting.name: getattr(args, setting.name) for setting in door_fields("cli")
+           if getattr(args, setting.name) is not None})  # left out: the field's default
 
 
 def _check_sides(request: GenerationRequest) -> None:
@@ -241,74 +227,6 @@ def _apply_styles(args: argparse.Namespace) -> None:
                                                      args.style, "--style")
 
 
-def _load(args: argparse.Namespace) -> tuple[Any, Any]:
-    """The model as the options say (dtype, VAE, networks), and the refiner or None."""
-    dtype, device = _dtype_and_device(args.dtype)
-    embeddings = None
-    if args.embeddings_dir:  # read before the model loads
-        from ..text.embeddings import EmbeddingDatabase
-
-        embeddings = EmbeddingDatabase(args.embeddings_dir)
-
-    from diffusion import load_pipeline
-
-    modules = list(args.text_encoder or ())
-    vae_module = False  # a UNet-only GGUF without --base takes --vae as one of its parts
-    if args.vae and not args.base and args.model is not None:
-        from ..loaders.sd.gguf_pipeline import is_unet_gguf
-
-        vae_module = is_unet_gguf(args.model)
-    if vae_module:
-        modules.append(args.vae)
-    given: dict[str, Any] = {}  # what the model lacks, or replaces, from other files
-    if modules:
-        given["text_encoders"] = modules
-    if args.base:
-        given["base"] = args.base
-    mode = memory_mode(args)
-    if mode:  # every network loads straight to host memory (the mode brings in its part)
-        given["offload"] = True
-    pipe = load_pipeline(args.model, dtype=dtype, device=device,
-                         prediction_type=args.prediction_type, **given)
-    print(f"model: {pipe.name} ({pipe.family})", file=sys.stderr)
-    refiner = None
-    if args.refiner:
-        to_host: dict[str, Any] = {"offload": True} if mode else {}  # as the model's
-        refiner = load_pipeline(args.refiner, dtype=dtype, device=device,
-                                prediction_type=args.prediction_type, **to_host)
-    if pipe.capabilities.turbo and args.width is None and args.height is None:
-        size = pipe.native_size
-        print(f"turbo model: --width {size} --height {size}", file=sys.stderr)
-    if embeddings is not None:
-        pipe.embeddings = embeddings
-    pipe.lora_dir = args.lora_dir
-    if args.vae and not vae_module:  # a UNet-only GGUF took it as one of its parts
-        pipe.use_vae(args.vae)
-    if getattr(args, "int8", None) == "plain":  # before the memory mode: its units hold int8
-        from ..pipelines.int8 import use_int8
-
-        for model in (pipe, refiner):
-            if model is not None:
-                print(use_int8(model), file=sys.stderr)
-    if getattr(args, "fp16_accumulation", False):
-        from ..pipelines.fp16_accumulation import use_fp16_accumulation
-
-        for model in (pipe, refiner):
-            if model is not None:
-                print(use_fp16_accumulation(model), file=sys.stderr)
-    if getattr(args, "no_half_vae", False):
-        from ..pipelines.vae_float32 import use_float32_vae
-
-        for model in (pipe, refiner):
-            if model is not None:
-                print(use_float32_vae(model), file=sys.stderr)
-    # the memory mode is set after the VAE: the mode's units are the models in place now
-    for model in (pipe, refiner) if mode else ():
-        if model is not None:
-            model.set_memory_mode(mode)
-    return pipe, refiner
-
-
 def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> list[Path]:
     """Generate and save as `args` (from `parser`, diffusion.cli.main's) say; returns the
     written paths."""
@@ -317,6 +235,7 @@ def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> list[Path]
         # both given here (an infotext may hold both: its resize wins, as in the WebUI)
         raise ValueError("give --hr-scale or --hr-resize, not both: the second pass is "
                          "either a multiple of --width/--height or a size")
+    guidance = given_guidance(args)  # a family without it refuses these, not the infotext's
     if args.from_infotext:
         apply_infotext(args, parser)
     if args.prompt is None:
@@ -342,13 +261,10 @@ def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> list[Path]
     ip_units = ip_adapter_units(args)
     redux = redux_reference(args)
     # what the family does not take, told from its files (the weights load only after)
-    refuse_before_load(args, request, specs, ip_units is not None, redux is not None)
+    refuse_before_load(args, request, specs, ip_units is not None, redux is not None, guidance)
     print(f"seed: {args.seed}", file=sys.stderr)  # the settings hold: a picture will follow
     # 3. the models
-    if args.backend:
-        os.environ["GPUCORE_BACKEND"] = args.backend
-    if args.adapter:
-        os.environ["GPUCORE_ADAPTER"] = args.adapter
+    use_device_options(args)
     import gpucore
 
     with gpucore.phase("load"):
@@ -356,7 +272,9 @@ def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> list[Path]
         model = str(Path(args.model).resolve()) if args.model else "bundled"
         warmup = gpucore.Warmup(gpucore.default_device(),
                                 f"{args.command} {model} {args.dtype}")
-        pipe, refiner = _load(args)
+        pipe, refiner = load_models(args)
+    for option in guidance:  # where only the load could tell the family
+        pipe.capabilities.refuse_distilled_guidance(option)
     if specs:
         request = replace(request, control=load_control_units(
             specs, args.control_kinds, pipe, request.width or pipe.native_size,

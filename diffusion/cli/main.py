@@ -82,7 +82,8 @@ def build_parser() -> argparse.ArgumentParser:
                                description="print the infotext (the WebUI's 'parameters') a "
                                            "PNG carries, or with --json the settings read "
                                            "from it")
-    info.add_argument("file", metavar="FILE.png")
+    info.add_argument("file", metavar="FILE.png",
+                      help="a PNG made here or by the WebUI (its 'parameters' text chunk)")
     info.add_argument("--json", action="store_true", help="the parsed settings as JSON")
     add_serve_parser(commands)
     from . import convert, disk_cache, quantize, txt2vid, upscale  # in their own modules

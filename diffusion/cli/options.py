@@ -16,6 +16,8 @@ from ..pipelines.request import door_fields
 from ..sampling.kdiffusion import sampler_names
 from ..sampling.samplers import SCHEDULE_LABELS
 from ..upscalers.interpolation import IMAGE_UPSCALERS, LATENT_UPSCALERS
+from .before_load import DISTILLED_GUIDANCE
+from .device import add_device_options
 from .redux import add_redux_options
 
 __all__ = ["SAMPLING_DEFAULTS", "UPSCALERS", "add_generation_options", "add_mask_options",
@@ -248,11 +250,14 @@ def _hires(parser: argparse.ArgumentParser) -> None:
         "--hr-resize), as the WebUI's; with img2img for the edit models whose init image is "
         "a reference (FLUX.1 Kontext, Qwen-Image-Edit, FLUX.2)")
     hires.add_argument("--hr-scale", type=number, metavar="S",
-                       help="size of the second pass as a multiple of --width/--height")
+                       help="size of the second pass as a multiple of --width/--height, from 1 "
+                            "to 8")
     hires.add_argument("--hr-resize", type=size_pair, metavar="WxH",
                        help="size of the second pass (instead of --hr-scale)")
     hires.add_argument("--hr-upscaler", default="Latent", metavar="NAME",
-                       help=f"how the first pass is enlarged (Latent): {', '.join(UPSCALERS)}")
+                       help=f"how the first pass is enlarged (Latent): {', '.join(UPSCALERS)}, "
+                            "or a model of --upscaler-dir by name ('R-ESRGAN 4x+', a "
+                            ".pth file's stem)")
     hires.add_argument("--hr-steps", type=whole, default=0, metavar="N",
                        help="steps of the second pass (0: as many as --steps)")
     hires.add_argument("--hr-denoise", type=number, default=0.7, metavar="D",
@@ -283,16 +288,16 @@ def _models(parser: argparse.ArgumentParser) -> None:
                              "t5-v1_1-xxl-encoder-Q8_0.gguf); "
                              "for a single-file model also the VAE it lacks (ae.safetensors); "
                              "for a UNet-only SD .gguf model its CLIP text encoder "
-                             "(clip_l.safetensors); for Z-Image its Qwen3 "
-                             "(qwen_3_4b.safetensors, or a GGUF of Qwen3-4B); repeat for "
-                             "several")
+                             "(clip_l.safetensors); for Z-Image, FLUX.2 and Qwen-Image their "
+                             "LLM (qwen_3_4b, mistral_3_small_flux2_*, qwen_2.5_vl_7b "
+                             ".safetensors, or a GGUF of one); repeat for several")
     parser.add_argument("--base", metavar="PATH",
                         help="for a UNet-only .gguf --model (ComfyUI-GGUF's, "
                              "stable-diffusion.cpp's): a model of the same family (diffusers "
                              "folder or checkpoint) whose text encoders, VAE, tokenizer, "
                              "scheduler and UNet config it runs with; for a single-file "
-                             "Z-Image transformer, the Z-Image diffusers folder giving the "
-                             "rest")
+                             "Z-Image, Qwen-Image or FLUX.2 transformer (ComfyUI's file, a "
+                             "GGUF), the family's diffusers folder giving the rest")
     add_network_options(parser)
 
 
@@ -347,24 +352,29 @@ def _output_and_device(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--prediction-type", choices=("epsilon", "v_prediction"),
                         help="override the detected model type (SD2 768px models are "
                              "v_prediction)")
-    parser.add_argument("--backend", metavar="NAME",
-                        help="GPU API: vulkan, metal, dx12 or gl (sets GPUCORE_BACKEND)")
-    parser.add_argument("--adapter", metavar="INDEX|NAME",
-                        help="adapter index or name substring, see `python -m gpucore info` "
-                             "(sets GPUCORE_ADAPTER)")
+    add_device_options(parser)
+
+
+# --help's placeholders of the fields whose help spells a form; others get their type's
+_METAVARS = {"cache": "KIND[:THRESHOLD]", "emphasis": "MODE", "hires_refiner_pass": "PASS",
+             "distilled_cfg_scale": "SCALE", "hr_distilled_cfg": "SCALE"}
 
 
 def add_request_options(parser: argparse.ArgumentParser) -> None:
     """An option `--field-name` for every GenerationRequest field with `cli` help (what a new
-    setting gets without a change here): typed and defaulted by the field's default."""
+    setting gets without a change here): typed and defaulted by the field's default (a
+    distilled guidance scale's default is None: one given is refused where not taken)."""
     for setting in door_fields("cli"):
         kind = {bool: None, int: whole, float: number}.get(type(setting.default), str)
         flag = "--" + setting.name.replace("_", "-")
         if kind is None:
             parser.add_argument(flag, action=argparse.BooleanOptionalAction,
                                 default=setting.default, help=setting.metadata["cli"])
-        else:
-            parser.add_argument(flag, type=kind, default=setting.default,
+        else:  # a distilled guidance scale: None unless given (cli.before_load)
+            default = None if setting.name in DISTILLED_GUIDANCE else setting.default
+            metavar = _METAVARS.get(setting.name,
+                                    {int: "N", float: "X"}.get(type(setting.default), "TEXT"))
+            parser.add_argument(flag, type=kind, default=default, metavar=metavar,
                                 help=setting.metadata["cli"])
 
 

@@ -111,7 +111,7 @@ def add_serve_parser(commands: Any) -> argparse.ArgumentParser:
     sub.add_argument("--base", action="append", metavar="DIR",
                      help="Z-Image, Qwen-Image, FLUX.2: a diffusers folder of the family giving "
                           "a single-file transformer (ComfyUI's models/diffusion_models files, "
-                          "GGUFs) its text encoder, tokenizer, VAE and scheduler, as generate's "
+                          "GGUFs) its text encoder, tokenizer, VAE and scheduler, as txt2img's "
                           "--base; repeat for several families (default: the diffusers folders "
                           "in --models-dir)")
     sub.add_argument("--image-encoder", action="append", metavar="PATH",
@@ -140,14 +140,14 @@ def add_serve_parser(commands: Any) -> argparse.ArgumentParser:
                           "through the Dawn runtime), else float32 (default: auto)")
     sub.add_argument("--int8", action="store_true",
                      help="every model's denoiser with int8 linear layers (W8A8; see "
-                          "generate --int8): on the matrix units where the adapter multiplies "
+                          "txt2img --int8): on the matrix units where the adapter multiplies "
                           "i8, else a portable kernel; the infotext says 'Int8: W8A8'")
     sub.add_argument("--fp16-accumulation", action="store_true",
                      help="every model's denoiser accumulates its float16 GEMMs in float16 "
-                          "(see generate --fp16-accumulation); the infotext says 'FP16 "
+                          "(see txt2img --fp16-accumulation); the infotext says 'FP16 "
                           "accumulation: True'")
     sub.add_argument("--no-half-vae", action="store_true",
-                     help="every model's VAE in float32 (see generate --no-half-vae); without "
+                     help="every model's VAE in float32 (see txt2img --no-half-vae); without "
                           "it a float16 VAE that gives NaN is made float32 at that request")
     sub.add_argument("--devices", metavar="all|I,J|NAME",
                      help="one worker process per GPU, each with its own copy of the model, on "

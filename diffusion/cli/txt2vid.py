@@ -8,7 +8,6 @@ before the model loads; a bad one ends in one `error: ...` line."""
 from __future__ import annotations
 
 import argparse
-import os
 import secrets
 import sys
 from pathlib import Path
@@ -17,6 +16,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from ..pipelines.video.files import check_fps, check_output, write_video
+from .device import add_device_options, use_device_options
 from .memory import add_memory_options, memory_line, memory_mode
 from .options import number, whole
 from .paths import check_output_file
@@ -49,9 +49,10 @@ EXAMPLE = """example:
 
 def add_parsers(subparsers: argparse._SubParsersAction) -> None:
     """Add the `txt2vid` and `img2vid` sub-commands to `python -m diffusion`'s sub-parsers."""
-    for name, text in (("txt2vid", "generate a video from a prompt (Wan 2.1, Wan 2.2 TI2V 5B)"),
+    for name, text in (("txt2vid", "generate a video from a prompt (Wan 2.1, Wan 2.2 TI2V "
+                                   "5B and A14B)"),
                        ("img2vid", "animate a picture as a prompt says (Wan 2.1 I2V, "
-                                   "Wan 2.2 TI2V 5B)")):
+                                   "Wan 2.2 TI2V 5B and I2V A14B)")):
         sub = subparsers.add_parser(name, help=text, description=text, epilog=EXAMPLE,
                                     formatter_class=argparse.RawDescriptionHelpFormatter)
         if name == "img2vid":
@@ -82,23 +83,28 @@ def _options(sub: argparse.ArgumentParser) -> None:
     sub.add_argument("--clip-vision", metavar="FILE",
                      help="Wan 2.1 I2V: its CLIP vision encoder in place of the folder's "
                           "(clip_vision_h.safetensors)")
-    sub.add_argument("--prompt", required=True, help="what the video shows")
-    sub.add_argument("--negative-prompt", default="", help="what to steer away from")
-    sub.add_argument("--frames", type=whole, default=81,
-                     help="frame count, 1 + 4k: 1, 5, ..., 81 (81)")
+    sub.add_argument("--prompt", required=True, metavar="TEXT", help="what the video shows")
+    sub.add_argument("--negative-prompt", default="", metavar="TEXT",
+                     help="what to steer away from (default: none)")
+    sub.add_argument("--frames", type=whole, default=81, metavar="N",
+                     help=f"frame count, 1 + 4k: 1, 5, ..., {MAX_FRAMES} (81, Wan's)")
     sub.add_argument("--fps", type=number, default=16.0,
-                     help="frames per second of the written video (16, Wan's)")
-    sub.add_argument("--width", type=whole, default=832, help="multiple of 16 (832)")
-    sub.add_argument("--height", type=whole, default=480, help="multiple of 16 (480)")
-    sub.add_argument("--steps", type=whole, default=50, help="sampling steps (50)")
-    sub.add_argument("--cfg-scale", type=number, default=5.0,
-                     help="classifier-free guidance scale; 1 turns it off (5)")
-    sub.add_argument("--cfg-scale-2", type=number, default=None,
+                     help="frames per second of the written video, 0.01 to 240 (16, Wan's)")
+    sub.add_argument("--width", type=whole, default=832, metavar="PX",
+                     help=f"multiple of 16, at most {MAX_SIDE} (832)")
+    sub.add_argument("--height", type=whole, default=480, metavar="PX",
+                     help=f"multiple of 16, at most {MAX_SIDE} (480)")
+    sub.add_argument("--steps", type=whole, default=50, metavar="N",
+                     help="sampling steps, 1 to 1000 (50)")
+    sub.add_argument("--cfg-scale", type=number, default=5.0, metavar="SCALE",
+                     help=f"classifier-free guidance scale, 0 to {MAX_CFG:g}; 1 turns it off (5)")
+    sub.add_argument("--cfg-scale-2", type=number, default=None, metavar="SCALE",
                      help="Wan 2.2 A14B: the low-noise expert's guidance scale (--cfg-scale)")
-    sub.add_argument("--seed", type=whole, default=-1, help="-1: a random seed (printed)")
+    sub.add_argument("--seed", type=whole, default=-1,
+                     help="random seed; -1 (the default) picks one and prints it")
     sub.add_argument("--sampler", default="diffusers", choices=("diffusers", "UniPC", "Euler"),
                      help="diffusers: the folder's scheduler (Wan's UniPC); UniPC or Euler "
-                          "on flow sigmas with the folder's shift")
+                          "on flow sigmas with the folder's shift (diffusers)")
     sub.add_argument("--rng", default="torch", choices=("torch", "numpy"),
                      help="the noise's random source; torch gives diffusers' video for a "
                           "seed (torch)")
@@ -128,16 +134,13 @@ def _options(sub: argparse.ArgumentParser) -> None:
                           "on matrix units, else float32 (auto)")
     sub.add_argument("--fp16-accumulation", action="store_true",
                      help="the transformer's float16 GEMMs accumulate in float16 on the "
-                          "matrix units (ComfyUI's --fast fp16_accumulation; see generate "
+                          "matrix units (ComfyUI's --fast fp16_accumulation; see txt2img "
                           "--help)")
     sub.add_argument("--no-half-vae", action="store_true",
                      help="the VAE in float32 under a float16 model (the WebUI's flag); "
                           "without it a float16 VAE whose frames come out NaN is made float32 "
                           "and decodes again, with a warning")
-    sub.add_argument("--backend", metavar="NAME",
-                     help="GPU API: vulkan, metal, dx12 or gl (sets GPUCORE_BACKEND)")
-    sub.add_argument("--adapter", metavar="INDEX|NAME",
-                     help="adapter index or name substring (sets GPUCORE_ADAPTER)")
+    add_device_options(sub)
     sub.set_defaults(run=run)
 
 
@@ -253,18 +256,15 @@ def run(args: argparse.Namespace) -> int:
         args.seed = secrets.randbelow(2**32)
     out = _check(args)
     image = _picture(args.image) if args.command == "img2vid" else None
-    if args.backend:
-        os.environ["GPUCORE_BACKEND"] = args.backend
-    if args.adapter:
-        os.environ["GPUCORE_ADAPTER"] = args.adapter
+    use_device_options(args)
     from ..loaders.wan.sources import resolve_wan
     from ..pipelines.video import WanPipeline, video_cache
     from ..pipelines.video.wan_refuse import wan_refusals_of
 
     folder, files = resolve_wan(_source(args))
     cache = video_cache(args.cache, "--cache", args.steps)
-    # what the model does not take, from its folder's model_index.json, before it loads
-    wan_refusals_of(folder, model_2="transformer_2" in files.given(),
+    # what the model does not take, from its configs and a file's header, before it loads
+    wan_refusals_of(folder, files, image=image is not None,
                     cache_kind=None if cache is None else cache.spec.kind,
                     guidance_scale_2=args.cfg_scale_2)
     mode = memory_mode(args)  # a memory mode loads each network straight to host memory

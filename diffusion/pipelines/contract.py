@@ -242,6 +242,18 @@ class Capabilities:
                 raise ValueError(f"hires schedule type {schedule} is not defined for "
                                  f"{self._name} here; use {' or '.join(self.schedules)}")
 
+    def refuse_distilled_guidance(self, option: str) -> None:
+        """ValueError in one line unless this family takes a distilled guidance scale
+        (`guidance` "distilled": FLUX.1 dev's, FLUX.2 dev's), for `option`, a scale its caller
+        was given explicitly (the CLI's --distilled-cfg-scale). Not part of `refuse`: Forge's
+        clients send distilled_cfg_scale with every request, and the other families ignore
+        it, as Forge does."""
+        if self.guidance != "distilled":
+            theirs = ("their guidance is the CFG scale" if self.guidance == "cfg" else
+                      "they run unguided")
+            raise ValueError(f"{option}: {self._name} take no distilled guidance (FLUX.1 and "
+                             f"FLUX.2 dev's, embedded in the model); {theirs}: leave it out")
+
     def _refuse_references(self, request: Any) -> None:
         """More reference pictures than the family reads: one line saying how many it
         takes."""

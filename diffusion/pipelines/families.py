@@ -24,7 +24,7 @@ from ..loaders.wan import wan_family, wan_file_family
 from ..loaders.z_image import zimage_family
 from .contract import Capabilities, LoadOptions, Pipeline, SamplingDefaults
 from .flow.fill_model import fill_capabilities, fill_defaults, fill_family, load_fill_model
-from .flow.flow_capabilities import flow_capabilities, folder_transformer_config
+from .flow.flow_capabilities import flow_capabilities, transformer_config
 from .flow.flow_model import flow_defaults, load_flow_model
 from .flow.flux2_model import flux2_capabilities, flux2_defaults, load_flux2_model
 from .flow.kontext_model import (
@@ -60,12 +60,12 @@ def _untold(path: PathText, family: str) -> None:
     return None
 
 
-def _flow_folder(then: Callable[[Capabilities], Capabilities] = lambda caps: caps) -> Told:
-    """A FLUX.1 / SD3 / Chroma folder's Capabilities from its transformer/config.json
-    (flow_capabilities), `then` a family's changes; a single file's config is told from its
-    tensors as it loads (None)."""
+def _flow(then: Callable[[Capabilities], Capabilities] = lambda caps: caps) -> Told:
+    """A FLUX.1 / SD3 / Chroma model's Capabilities from its transformer's config
+    (flow_capabilities): a folder's transformer/config.json, a single file's or GGUF's header
+    read as its loader reads it (transformer_config); `then`: a family's changes."""
     def told(path: PathText, family: str) -> Capabilities | None:
-        config = folder_transformer_config(path)
+        config = transformer_config(path, family)
         return None if config is None else then(flow_capabilities(family, config))
     return told
 
@@ -94,15 +94,15 @@ class FamilyLoader:
 
 FAMILIES: tuple[FamilyLoader, ...] = (
     FamilyLoader("Chroma", chroma_family, load_flow_model, flow_defaults,
-                 latent_channels=16, module_parts=True, capabilities=_flow_folder()),
+                 latent_channels=16, module_parts=True, capabilities=_flow()),
     FamilyLoader("FLUX.1 Kontext", kontext_family, load_kontext_model, kontext_defaults,
                  latent_channels=16, module_parts=True,
-                 capabilities=_flow_folder(kontext_capabilities)),
+                 capabilities=_flow(kontext_capabilities)),
     FamilyLoader("FLUX.1 Fill", fill_family, load_fill_model, fill_defaults,
                  latent_channels=16, module_parts=True,
-                 capabilities=_flow_folder(fill_capabilities)),
+                 capabilities=_flow(fill_capabilities)),
     FamilyLoader("FLUX.1, SD 3/3.5", flow_model_family, load_flow_model, flow_defaults,
-                 latent_channels=16, module_parts=True, capabilities=_flow_folder()),
+                 latent_channels=16, module_parts=True, capabilities=_flow()),
     FamilyLoader("Z-Image (Turbo, Base)", zimage_family, load_zimage_model, zimage_defaults,
                  latent_channels=16, single_file_base=True,
                  capabilities=lambda path, family: zimage_capabilities(family)),

@@ -186,10 +186,10 @@ class GenerationRequest:
     # (First Block Cache), "magcache:0.06", "teacache:0.4" (FLUX), a kind alone: its default
     cache: str | None = field(default=None, metadata=_label(
         "Cache", api="cache",
-        cli="step caching, KIND[:THRESHOLD]: fbc (First Block Cache, FLUX and SD3; 0.12), "
-            "magcache (FLUX; 0.06), teacache (FLUX; 0.4) or none. Skipped steps reuse the "
-            "transformer's last computed residual: faster, a little less detail; higher "
-            "thresholds skip more"))
+        cli="step caching of the flow models, KIND[:THRESHOLD]: fbc (First Block Cache; 0.12), "
+            "magcache (FLUX.1; 0.06), teacache (FLUX.1; 0.4) or none (the default). Skipped "
+            "steps reuse the transformer's last residual: faster, a little less detail; "
+            "higher thresholds skip more"))
 
     # the WebUI's "Tiling": every conv of the UNet and the VAE pads circularly (torch's
     # padding_mode="circular"), so the picture tiles seamlessly (SD 1.x/2.x, SDXL)
@@ -200,9 +200,9 @@ class GenerationRequest:
     # the WebUI's "Emphasis mode" (text.emphasis_mode): how (word:1.2) weighs the text states
     emphasis: str = field(default="Original", metadata=_label(
         "Emphasis",
-        cli="how (word:1.2) weighs the prompt: Original (weights, then the mean kept), 'No "
-            "norm' (weights alone; Forge finds it better for SDXL), Ignore (brackets dropped, "
-            "no weights), None (brackets read as text)"))
+        cli="how (word:1.2) weighs the prompt: Original (the default: weights, then the mean "
+            "kept), 'No norm' (weights alone; Forge finds it better for SDXL), Ignore "
+            "(brackets dropped, no weights), None (brackets read as text)"))
 
     def __post_init__(self) -> None:
         _check(self)

@@ -198,10 +198,15 @@ MODEL_UPSCALERS: dict[str, ModelUpscaler] = {}
 def register_upscaler_dir(folder: str | os.PathLike[str], *,
                           device: Device | None = None) -> list[str]:
     """Add the upscalers under `folder` to MODEL_UPSCALERS (hires fix, the Extras API and the CLI
-    look names up there); returns the names added."""
+    look names up there); returns the names found. A name registered already for the same file
+    and device keeps its entry and the network it read: the server's loader registers its
+    folder at every model load, on every worker, and a model switch (or a second worker) is
+    no reason to read the upscalers again."""
     found = find_upscalers(folder)
-    MODEL_UPSCALERS.update({name: ModelUpscaler(name, path, device)
-                            for name, path in found.items()})
+    for name, path in found.items():
+        known = MODEL_UPSCALERS.get(name)
+        if known is None or known.path != path or known.device is not device:
+            MODEL_UPSCALERS[name] = ModelUpscaler(name, path, device)
     return list(found)
 
 

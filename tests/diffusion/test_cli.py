@@ -532,10 +532,14 @@ def test_n_iter_into_one_png_name_keeps_every_batch(fake: dict[str, Any],
                                                                                           10 + step]
 
 
-def test_hires_flags_become_a_hires_fix(fake: dict[str, Any],
-                                        capsys: pytest.CaptureFixture[str]) -> None:
+FLUX_DEV = Capabilities(family="flux-dev", latent_space="flux", guidance="distilled")
+
+
+def test_hires_flags_become_a_hires_fix(fake: dict[str, Any], capsys: pytest.CaptureFixture[str],
+                                        monkeypatch: pytest.MonkeyPatch) -> None:
     from diffusion.upscalers.interpolation import HiresFix
 
+    monkeypatch.setattr(FakePipeline, "capabilities", FLUX_DEV)  # takes --hr-distilled-cfg
     code, _, err = run_cli(capsys, *TXT, "--hr-scale", "1.5", "--hr-upscaler", "lanczos",
                            "--hr-steps", "4", "--hr-denoise", "0.45", "--hr-distilled-cfg", "6")
     assert code == 0, err
@@ -546,8 +550,36 @@ def test_hires_flags_become_a_hires_fix(fake: dict[str, Any],
     assert code == 0 and fake["pipe"].calls[-1]["hires"] is None
     code, _, err = run_cli(capsys, *TXT, "--hr-resize", "96x80", "--hr-upscaler", "ESRGAN")
     assert code == 2 and "--hr-upscaler 'ESRGAN' is not one of: Latent," in err
+    assert err.strip().endswith("model upscalers are found with --upscaler-dir")
     code, _, err = run_cli(capsys, *TXT, "--hr-resize", "96by80")
     assert code == 2 and "'96by80' is not WIDTHxHEIGHT" in err
+
+
+def test_a_distilled_guidance_scale_is_refused_given_not_pasted(
+        fake: dict[str, Any], capsys: pytest.CaptureFixture[str],
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """--distilled-cfg-scale given for a family without distilled guidance: one line (here
+    after the load: an empty folder tells no family before it), no picture. One that
+    --from-infotext fills (a FLUX.1 dev picture's) passes, and the family ignores it, as the
+    server ignores the one Forge's clients always send; a FLUX dev model takes it."""
+    code, out, err = run_cli(capsys, *TXT, "--distilled-cfg-scale", "5", "--out", "x.png")
+    assert (code, out) == (2, "") and err.strip().splitlines()[-1] == (
+        "error: --distilled-cfg-scale: sd1 models take no distilled guidance (FLUX.1 and "
+        "FLUX.2 dev's, embedded in the model); their guidance is the CFG scale: leave it out")
+    assert fake["pipe"].calls == [] and not Path("x.png").exists()
+    assert run_cli(capsys, *TXT, "--out", "x.png")[0] == 0
+    assert fake["pipe"].calls[-1]["distilled_cfg_scale"] == 3.5  # the request's default
+    save_png(np.zeros((8, 8, 3), np.uint8), "flux.png", infotext=(
+        "a fox\nSteps: 4, Sampler: Euler, CFG scale: 1, Seed: 7, Size: 64x64, "
+        "Distilled CFG Scale: 2.5, Hires Distilled CFG Scale: 4.5"))
+    code, _, err = run_cli(capsys, "txt2img", "--model", "model", "--from-infotext", "flux.png",
+                           "--out", "again.png")
+    assert code == 0, err
+    call = fake["pipe"].calls[-1]
+    assert (call["distilled_cfg_scale"], call["hr_distilled_cfg"]) == (2.5, 4.5)
+    monkeypatch.setattr(FakePipeline, "capabilities", FLUX_DEV)
+    assert run_cli(capsys, *TXT, "--distilled-cfg-scale", "5", "--out", "x.png")[0] == 0
+    assert fake["pipe"].calls[-1]["distilled_cfg_scale"] == 5.0
 
 
 def test_hires_pass_of_its_own_and_noise_multiplier_from_infotext(

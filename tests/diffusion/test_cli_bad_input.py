@@ -69,6 +69,10 @@ WAN = ("txt2vid", "--model", "wan", "--prompt", "a", "--frames", "1", "--width",
      "--embeddings-dir 'notes' is not a folder"),
     (("txt2img", "--from-infotext", "junk.png"), "--from-infotext 'junk.png' is not a "
                                                  "readable image"),
+    # a GPU API that is none: a usage error, not the GPU's after the settings are read
+    (("txt2img", "--prompt", "a", "--backend", "bogus"),
+     "--backend: 'bogus' is not a GPU API; give one of vulkan, metal, dx12, gl"),
+    ((*WAN, "--backend", "metl"), "'metl' is not a GPU API; give one of vulkan, metal, dx12"),
     # txt2vid: what the model would take until memory or patience ran out
     # (argparse takes an option's last value: WAN's are overridden)
     ((*WAN, "--width", "100000"), "--width must be at most 4096"),
@@ -103,6 +107,14 @@ def test_bad_input_is_one_line_before_any_work(here: Path, capsys: pytest.Captur
     before = sorted(p.name for p in here.rglob("*"))
     assert message in one_error_line(capsys, *argv)
     assert sorted(p.name for p in here.rglob("*")) == before  # no file, no outputs/ folder
+
+
+def test_the_backends_named_are_gpucores() -> None:
+    """--backend's names are those gpucore gives its adapters (a new one is not refused)."""
+    from diffusion.cli.device import BACKENDS
+    from gpucore._adapters import _BACKENDS
+
+    assert sorted(BACKENDS) == sorted(set(_BACKENDS.values()))
 
 
 def test_a_folder_that_refuses_files_is_found_before_the_work(
@@ -140,9 +152,10 @@ def _folder(path: str, index: dict[str, object], **configs: dict[str, object]) -
         Path(path, name, "config.json").write_text(json.dumps(config))
 
 
-def _wan(path: str, *, second_expert: bool) -> None:
+def _wan(path: str, *, second_expert: bool, transformer: dict[str, object] | None = None
+         ) -> None:
     """A Wan 2.1 (or 2.2 A14B) folder as resolve_wan reads it: model_index.json, a
-    one-tensor file for each weighted component."""
+    one-tensor file for each weighted component (and the `transformer` config.json)."""
     from safetensors.numpy import save_file
 
     parts = ["transformer", "vae", "text_encoder", *(["transformer_2"] * second_expert)]
@@ -155,6 +168,8 @@ def _wan(path: str, *, second_expert: bool) -> None:
         Path(path, part).mkdir()
         stem = "model" if part == "text_encoder" else "diffusion_pytorch_model"
         save_file({"x": np.zeros(1, np.float32)}, f"{path}/{part}/{stem}.safetensors")
+    if transformer is not None:
+        Path(path, "transformer", "config.json").write_text(json.dumps(transformer))
 
 
 FLUX = {"_class_name": "FluxPipeline"}
@@ -181,6 +196,21 @@ SD = ("--prompt", "a", "--steps", "2", "--width", "64", "--height", "64")  # the
       "good.png"), "ControlNet units: not supported for FLUX.1 Kontext models yet"),
     (("txt2img", "--model", "sd3", *SD[:2], "--cache", "magcache"),
      "step cache magcache: not supported for flow-matching models; it runs fbc"),
+    # a distilled guidance scale typed for a family that has none (the server ignores it)
+    (("txt2img", *SD, "--distilled-cfg-scale", "3.5"),
+     "--distilled-cfg-scale: sd1 models take no distilled guidance (FLUX.1 and FLUX.2 dev's, "
+     "embedded in the model); their guidance is the CFG scale: leave it out"),
+    (("txt2img", "--model", "schnell", *SD[:2], "--hr-scale", "2", "--hr-distilled-cfg", "4"),
+     "--hr-distilled-cfg: flow-matching models take no distilled guidance (FLUX.1 and FLUX.2 "
+     "dev's, embedded in the model); they run unguided: leave it out"),
+    # single files and GGUFs: from their headers (tensor names and shapes)
+    (("txt2img", "--model", "flux1-dev.safetensors", *SD[:2], "--tiling"),
+     "tiling (seamless pictures; SD 1.x/2.x and SDXL have it): not supported for "
+     "flow-matching models yet"),
+    (("txt2img", "--model", "sd3.5_large-Q8_0.gguf", *SD[:2], "--cache", "magcache"),
+     "step cache magcache: not supported for flow-matching models; it runs fbc"),
+    (("txt2img", "--model", "flux1-canny-dev.safetensors", *SD[:2]),
+     "FLUX.1 Canny / Depth dev needs its control map"),
     # a --controlnet folder of another model: its config.json says so
     (("txt2img", *SD, "--controlnet", "notcn", "--control-image", "good.png"),
      "notcn: not a ControlNet or T2I-Adapter folder"),
@@ -192,20 +222,32 @@ SD = ("--prompt", "a", "--steps", "2", "--width", "64", "--height", "64")  # the
      "transformer"),
     (("txt2vid", "--model", "wan22", *WAN[3:], "--cache", "teacache"),
      "TeaCache's Wan tables are Wan 2.1's; for Wan 2.2 use First Block Cache"),
+    # Wan's image-to-video models: the transformer's config, a file's from its header
+    (("txt2vid", "--model", "wan-i2v", *WAN[3:]), "this Wan model is image-to-video: give "
+                                                  "the first frame (`img2vid --image PIC`)"),
+    (("txt2vid", "--model", "wan-i2v.safetensors", "--base", "wan21", *WAN[3:]),
+     "this Wan model is image-to-video"),
+    (("img2vid", "--model", "wan21", "--image", "good.png", *WAN[3:]),
+     "this Wan model makes videos from text only"),
 ])
 def test_what_the_family_does_not_take_is_refused_before_its_weights_load(
         here: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch,
         argv: tuple[str, ...], message: str) -> None:
     """The loaded pipeline's own refusal (Capabilities.refuse, WanPipeline's), told from the
     model's configs and headers: no weights read, no pipeline built."""
+    from flow_headers import flux_shapes, sd3_shapes, wan_shapes, write_header
+
+    from diffusion.loaders.formats.gguf_file import GGUFFile
+    from diffusion.loaders.formats.safetensors import SafetensorsFile
     from diffusion.pipelines.video import WanPipeline
 
     def no_load(*args: object, **kw: object) -> None:
-        pytest.fail("the Wan model loaded before the bad input was refused")
+        pytest.fail("weights were read before the bad input was refused")
 
     monkeypatch.setattr(WanPipeline, "from_pretrained", no_load)
     _folder("flux", FLUX, transformer=FLUX_DEV)
     _folder("sd3", {"_class_name": "StableDiffusion3Pipeline"}, transformer={})
+    _folder("schnell", FLUX, transformer={**FLUX_DEV, "guidance_embeds": False})
     _folder("kontext", {"_class_name": "FluxKontextPipeline"}, transformer=FLUX_DEV)
     for name, kind in (("cn", "ControlNetModel"), ("t2i", "T2IAdapter"),
                        ("notcn", "UNet2DConditionModel")):
@@ -213,5 +255,12 @@ def test_what_the_family_does_not_take_is_refused_before_its_weights_load(
         Path(name, "config.json").write_text(json.dumps({"_class_name": kind}))
     _wan("wan21", second_expert=False)
     _wan("wan22", second_expert=True)
+    _wan("wan-i2v", second_expert=False, transformer={"in_channels": 36, "out_channels": 16})
+    write_header(Path("wan-i2v.safetensors"), wan_shapes(in_channels=36))
+    write_header(Path("flux1-dev.safetensors"), flux_shapes())
+    write_header(Path("flux1-canny-dev.safetensors"), flux_shapes(in_channels=32))
+    write_header(Path("sd3.5_large-Q8_0.gguf"), sd3_shapes(), architecture="sd3")
+    for reader, method in ((SafetensorsFile, "_read"), (GGUFFile, "read"), (GGUFFile, "raw")):
+        monkeypatch.setattr(reader, method, no_load)  # a header is all there is to read
     assert message in one_error_line(capsys, *argv)
     assert not Path("outputs").exists()

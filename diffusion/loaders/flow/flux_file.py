@@ -31,7 +31,8 @@ from ..keymaps.dit_keys import (
 )
 from ..weights import ComponentWeights, TensorFile, TensorRef, resolve_dtype
 
-__all__ = ["BFL_RENAMES", "double_block_refs", "is_flux_file", "load_flux_file"]
+__all__ = ["BFL_RENAMES", "double_block_refs", "flux_file_config", "is_flux_file",
+           "load_flux_file"]
 
 BFL_RENAMES = {  # BFL -> diffusers, outside the blocks
     "time_in.in_layer": "time_text_embed.timestep_embedder.linear_1",
@@ -48,7 +49,7 @@ _SINGLE = {"modulation.lin": "norm.linear", **BFL_SINGLE}
 _SWAPPED = "norm_out.linear"  # BFL's final_layer.adaLN_modulation.1, halves swapped
 
 
-def is_flux_file(file: SafetensorsFile) -> bool:
+def is_flux_file(file: TensorFile) -> bool:
     """The file holds a BFL-layout FLUX.1 transformer (bare or under model.diffusion_model.;
     FLUX.2's, whose blocks share the names, has a single-stream modulation FLUX.1 lacks)."""
     keys = [key.removeprefix(PREFIX) for key in file.keys()]
@@ -112,29 +113,24 @@ def _refs(file: SafetensorsFile, prefix: str, dim: int, doubles: int,
     return refs
 
 
-def load_flux_file(path: str | Path | SafetensorsFile, *, dtype: Any = None,
-                   config: Mapping[str, Any] | None = None) -> ComponentWeights:
-    """Lazy FluxTransformer2DModel weights (diffusers' names) of a BFL-layout file, with
-    `.config` read from the shapes: widths, block counts, `guidance_embeds` (dev). The head
-    dim is the q-norm's size; `axes_dims_rope` is FLUX.1's (16, 56, 56) unless `config`
-    overrides it (or anything else). `dtype`: None (as stored, bf16 as float32), "float16"
-    or "float32". diffusers: `FluxTransformer2DModel.from_single_file(path)`."""
-    # an open file: a SafetensorsFile, or a GGUFFile (diffusion.loaders.flow.gguf)
-    file = SafetensorsFile(path) if isinstance(path, (str, Path)) else path
-    prefix = prefix_of(file, "double_blocks.")
+def flux_file_config(file: TensorFile) -> dict[str, Any]:
+    """FluxTransformer2DModel's config of a BFL-layout file (a SafetensorsFile, or a GGUFFile:
+    city96's), read from the header's shapes alone: widths, block counts, `guidance_embeds`
+    (dev), the head dim (the q-norm's size), FLUX.1's `axes_dims_rope` (16, 56, 56).
+    WeightsError naming the file when it is no FLUX.1 transformer or lacks a tensor."""
     if not is_flux_file(file):
         raise WeightsError(f"{file.path}: no double_blocks.* tensors: not a BFL FLUX "
                            "transformer file")
+    prefix = prefix_of(file, "double_blocks.")
     dim, in_channels = file.shape(_tensor(file, prefix, "img_in.weight"))
     out_channels = file.shape(_tensor(file, prefix, "final_layer.linear.weight"))[0]
     head_dim = file.shape(_tensor(file, prefix,
                                   "double_blocks.0.img_attn.norm.query_norm.scale"))[0]
-    doubles = block_count(file, prefix, "double_blocks.")
-    singles = block_count(file, prefix, "single_blocks.")
-    derived = {
+    return {
         "_class_name": "FluxTransformer2DModel", "patch_size": 1, "in_channels": in_channels,
         "out_channels": None if out_channels == in_channels else out_channels,  # Fill: 384/64
-        "num_layers": doubles, "num_single_layers": singles,
+        "num_layers": block_count(file, prefix, "double_blocks."),
+        "num_single_layers": block_count(file, prefix, "single_blocks."),
         "attention_head_dim": head_dim, "num_attention_heads": dim // head_dim,
         "joint_attention_dim": file.shape(_tensor(file, prefix, "txt_in.weight"))[1],
         "pooled_projection_dim": file.shape(_tensor(file, prefix,
@@ -142,7 +138,20 @@ def load_flux_file(path: str | Path | SafetensorsFile, *, dtype: Any = None,
         "guidance_embeds": prefix + "guidance_in.in_layer.weight" in file,
         "axes_dims_rope": (16, 56, 56),
     }
-    refs = _refs(file, prefix, dim, doubles, singles)
+
+
+def load_flux_file(path: str | Path | SafetensorsFile, *, dtype: Any = None,
+                   config: Mapping[str, Any] | None = None) -> ComponentWeights:
+    """Lazy FluxTransformer2DModel weights (diffusers' names) of a BFL-layout file, with
+    `.config` read from the shapes (`flux_file_config`) unless `config` overrides it (or any
+    of it: a folder's `axes_dims_rope`). `dtype`: None (as stored, bf16 as float32),
+    "float16" or "float32". diffusers: `FluxTransformer2DModel.from_single_file(path)`."""
+    # an open file: a SafetensorsFile, or a GGUFFile (diffusion.loaders.flow.gguf)
+    file = SafetensorsFile(path) if isinstance(path, (str, Path)) else path
+    derived = flux_file_config(file)
+    prefix = prefix_of(file, "double_blocks.")
+    dim = file.shape(_tensor(file, prefix, "img_in.weight"))[0]
+    refs = _refs(file, prefix, dim, derived["num_layers"], derived["num_single_layers"])
     return SwappedHalvesWeights("transformer", {**derived, **(config or {})}, refs,
                                 swapped={f"{_SWAPPED}.weight", f"{_SWAPPED}.bias"},
                                 dtype=resolve_dtype(dtype))

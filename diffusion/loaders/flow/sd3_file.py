@@ -25,9 +25,9 @@ from ..keymaps.dit_keys import (
     prefix_of,
     split_rows,
 )
-from ..weights import ComponentWeights, TensorRef, resolve_dtype
+from ..weights import ComponentWeights, TensorFile, TensorRef, resolve_dtype
 
-__all__ = ["is_sd3_file", "load_sd3_file"]
+__all__ = ["is_sd3_file", "load_sd3_file", "sd3_file_config"]
 
 _RENAMES = {  # SAI -> diffusers, outside the blocks
     "x_embedder.proj": "pos_embed.proj", "t_embedder.mlp.0":
@@ -55,19 +55,16 @@ _QKV = {"x_block.attn.qkv": ("attn.to_q", "attn.to_k", "attn.to_v"),
 _SD3_HEAD_DIM = 64  # every SD3/3.5 model's; only QK-norm weights would tell otherwise
 
 
-def is_sd3_file(file: SafetensorsFile) -> bool:
+def is_sd3_file(file: TensorFile) -> bool:
     """The file holds an SD3-layout MMDiT (bare or under model.diffusion_model.)."""
     return any(key.removeprefix(PREFIX).startswith("joint_blocks.") for key in file.keys())
 
 
-def load_sd3_file(path: str | Path | SafetensorsFile, *, dtype: Any = None,
-                  config: Mapping[str, Any] | None = None) -> ComponentWeights:
-    """Lazy SD3Transformer2DModel weights (diffusers' names) of a Stability single file, with
-    `.config` from the shapes (widths, depth, patch and position-table size, QK-norm, dual
-    attention blocks); `config` overrides any of it. `dtype`: None (as stored, bf16 as
-    float32), "float16" or "float32". diffusers: `SD3Transformer2DModel.from_single_file`."""
-    # an open file: a SafetensorsFile, or a GGUFFile (diffusion.loaders.flow.gguf)
-    file = SafetensorsFile(path) if isinstance(path, (str, Path)) else path
+def sd3_file_config(file: TensorFile) -> dict[str, Any]:
+    """SD3Transformer2DModel's config of a Stability-layout file (a SafetensorsFile, or a
+    GGUFFile: city96's), read from the header's shapes alone: widths, depth, patch and
+    position-table size, QK-norm, dual attention blocks. WeightsError naming the file when it
+    is no SD3 transformer or lacks a tensor."""
     if not is_sd3_file(file):
         raise WeightsError(f"{file.path}: no joint_blocks.* tensors: not an SD3 transformer "
                            "file")
@@ -81,10 +78,8 @@ def load_sd3_file(path: str | Path | SafetensorsFile, *, dtype: Any = None,
     qk_norm = prefix + "joint_blocks.0.x_block.attn.ln_q.weight" in file
     head_dim = file.shape(key("joint_blocks.0.x_block.attn.ln_q.weight"))[0] if qk_norm \
         else _SD3_HEAD_DIM
-    dual = tuple(i for i in range(layers)
-                 if prefix + f"joint_blocks.{i}.x_block.attn2.qkv.weight" in file)
     caption_dim, joint_dim = file.shape(key("context_embedder.weight"))
-    derived = {
+    return {
         "_class_name": "SD3Transformer2DModel", "sample_size": 128, "patch_size": patch,
         "in_channels": in_channels, "num_layers": layers, "attention_head_dim": head_dim,
         "num_attention_heads": dim // head_dim, "joint_attention_dim": joint_dim,
@@ -92,8 +87,30 @@ def load_sd3_file(path: str | Path | SafetensorsFile, *, dtype: Any = None,
         "pooled_projection_dim": file.shape(key("y_embedder.mlp.0.weight"))[1],
         "out_channels": file.shape(key("final_layer.linear.weight"))[0] // patch ** 2,
         "pos_embed_max_size": math.isqrt(file.shape(key("pos_embed"))[1]),
-        "dual_attention_layers": dual, "qk_norm": "rms_norm" if qk_norm else None,
+        "dual_attention_layers": tuple(
+            i for i in range(layers)
+            if prefix + f"joint_blocks.{i}.x_block.attn2.qkv.weight" in file),
+        "qk_norm": "rms_norm" if qk_norm else None,
     }
+
+
+def load_sd3_file(path: str | Path | SafetensorsFile, *, dtype: Any = None,
+                  config: Mapping[str, Any] | None = None) -> ComponentWeights:
+    """Lazy SD3Transformer2DModel weights (diffusers' names) of a Stability single file, with
+    `.config` from the shapes (`sd3_file_config`); `config` overrides any of it. `dtype`: None
+    (as stored, bf16 as float32), "float16" or "float32". diffusers:
+    `SD3Transformer2DModel.from_single_file`."""
+    # an open file: a SafetensorsFile, or a GGUFFile (diffusion.loaders.flow.gguf)
+    file = SafetensorsFile(path) if isinstance(path, (str, Path)) else path
+    derived = sd3_file_config(file)
+    prefix = prefix_of(file, "joint_blocks.")
+
+    def key(name: str) -> str:
+        return key_of(file, prefix, name, "SD3")
+
+    layers, dual = derived["num_layers"], derived["dual_attention_layers"]
+    dim = file.shape(key("x_embedder.proj.weight"))[0]
+    qk_norm = derived["qk_norm"] is not None
     refs: dict[str, TensorRef] = {"pos_embed.pos_embed": TensorRef(
         file, key("pos_embed"), file.shape(key("pos_embed")))}
     swapped = set()

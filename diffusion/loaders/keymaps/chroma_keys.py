@@ -27,7 +27,7 @@ from .dit_keys import (
     split_rows,
 )
 
-__all__ = ["chroma_file_weights", "is_chroma_file"]
+__all__ = ["chroma_file_config", "chroma_file_weights", "is_chroma_file"]
 
 _MARK = "distilled_guidance_layer.in_proj.weight"
 _RENAMES = {"txt_in": "context_embedder", "img_in": "x_embedder",
@@ -81,13 +81,11 @@ def _refs(file: TensorFile, prefix: str, dim: int, doubles: int, singles: int,
     return refs
 
 
-def chroma_file_weights(file: TensorFile, *, dtype: Any = None,
-                        config: Mapping[str, Any] | None = None) -> ComponentWeights:
-    """Lazy ChromaTransformer2DModel weights (diffusers' names) of an original-layout file (a
-    safetensors or a GGUF file), with `.config` read from the shapes (the head dim is the
-    q-norm's size, `axes_dims_rope` FLUX.1's) unless `config` overrides it. `dtype`: None (as
-    stored, bf16 as float32), "float16" or "float32". diffusers:
-    `ChromaTransformer2DModel.from_single_file(path)`."""
+def chroma_file_config(file: TensorFile) -> dict[str, Any]:
+    """ChromaTransformer2DModel's config of an original-layout file (a safetensors or a GGUF
+    file), read from the header's shapes alone (the head dim is the q-norm's size,
+    `axes_dims_rope` FLUX.1's). WeightsError naming the file when it is no Chroma transformer
+    or lacks a tensor."""
     if not is_chroma_file(file):
         raise WeightsError(f"{file.path}: no {_MARK} tensor: not a Chroma transformer file")
     prefix = prefix_of(file, "distilled_guidance_layer.")
@@ -95,17 +93,28 @@ def chroma_file_weights(file: TensorFile, *, dtype: Any = None,
     head_dim = file.shape(key_of(file, prefix, "double_blocks.0.img_attn.norm.query_norm.scale",
                                  "Chroma"))[0]
     hidden, channels = file.shape(prefix + _MARK)
-    doubles = block_count(file, prefix, "double_blocks.")
-    singles = block_count(file, prefix, "single_blocks.")
-    layers = block_count(file, prefix, "distilled_guidance_layer.layers.")
-    derived = {
+    return {
         "_class_name": "ChromaTransformer2DModel", "patch_size": 1, "in_channels": in_channels,
-        "out_channels": None, "num_layers": doubles, "num_single_layers": singles,
+        "out_channels": None, "num_layers": block_count(file, prefix, "double_blocks."),
+        "num_single_layers": block_count(file, prefix, "single_blocks."),
         "attention_head_dim": head_dim, "num_attention_heads": dim // head_dim,
         "joint_attention_dim": file.shape(key_of(file, prefix, "txt_in.weight", "Chroma"))[1],
         "axes_dims_rope": (16, 56, 56), "approximator_num_channels": channels,
-        "approximator_hidden_dim": hidden, "approximator_layers": layers,
+        "approximator_hidden_dim": hidden,
+        "approximator_layers": block_count(file, prefix, "distilled_guidance_layer.layers."),
     }
-    return ComponentWeights("transformer", {**derived, **(config or {})},
-                            _refs(file, prefix, dim, doubles, singles, layers),
+
+
+def chroma_file_weights(file: TensorFile, *, dtype: Any = None,
+                        config: Mapping[str, Any] | None = None) -> ComponentWeights:
+    """Lazy ChromaTransformer2DModel weights (diffusers' names) of an original-layout file (a
+    safetensors or a GGUF file), with `.config` read from the shapes (`chroma_file_config`)
+    unless `config` overrides it. `dtype`: None (as stored, bf16 as float32), "float16" or
+    "float32". diffusers: `ChromaTransformer2DModel.from_single_file(path)`."""
+    derived = chroma_file_config(file)
+    prefix = prefix_of(file, "distilled_guidance_layer.")
+    dim = file.shape(key_of(file, prefix, "img_in.weight", "Chroma"))[0]
+    refs = _refs(file, prefix, dim, derived["num_layers"], derived["num_single_layers"],
+                 derived["approximator_layers"])
+    return ComponentWeights("transformer", {**derived, **(config or {})}, refs,
                             dtype=resolve_dtype(dtype))

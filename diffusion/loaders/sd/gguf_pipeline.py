@@ -41,7 +41,7 @@ from .gguf_unet import gguf_unet_weights
 from .pipeline import load_pipeline_weights
 from .vae import load_vae_weights
 
-__all__ = ["gguf_pipeline_weights", "is_unet_gguf"]
+__all__ = ["gguf_pipeline_weights", "gguf_unet_facts", "is_unet_gguf"]
 
 _EXPECTED = {"unet": unet_keys, "vae": vae_keys, "text_encoder": clip_text_keys,
              "text_encoder_2": clip_text_keys}
@@ -57,6 +57,21 @@ def is_unet_gguf(path: str | os.PathLike[str]) -> bool:
         return False
     file = GGUFFile(path)
     return read_model_metadata(file) is None and any(mark in file for mark in _UNET_MARKS)
+
+
+def gguf_unet_facts(path: str | os.PathLike[str]) -> tuple[str, dict[str, Any], int]:
+    """(family, UNet config, VAE latent channels) of the SD model in the GGUF `path` as
+    `gguf_pipeline_weights` tells them, from the header alone: a whole-model file's metadata,
+    a UNet-only file's tensor shapes (its family is its text width's, which a --base must
+    share; its VAE, the base's or a module, has 4 channels). WeightsError for any other
+    file."""
+    file = GGUFFile(path)
+    whole = read_model_metadata(file)
+    if whole is not None:
+        configs = whole["configs"]
+        return whole["info"].family, configs["unet"], int(configs["vae"]["latent_channels"])
+    _, _, config = gguf_unet_weights(path)
+    return _family(config), config, 4
 
 
 def gguf_pipeline_weights(path: str | os.PathLike[str], *, dtype: np.dtype | None = None,

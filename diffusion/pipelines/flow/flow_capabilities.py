@@ -1,7 +1,8 @@
 """What the FLUX.1, SD3/3.5 and Chroma families take (`Capabilities`), from the family and
 its transformer's config: one function for a loaded FlowModel (its transformer's config) and
-for the registry before the weights load (a folder's transformer/config.json), so that the
-command line refuses a setting with the loaded model's words without loading it."""
+for the registry before the weights load (a folder's transformer/config.json, a single file's
+header), so that the command line and the server refuse a setting with the loaded model's
+words without loading it."""
 
 from __future__ import annotations
 
@@ -11,12 +12,16 @@ from pathlib import Path
 from typing import Any
 
 from ...loaders import WeightsError
+from ...loaders.flow.flux_file import flux_file_config
+from ...loaders.flow.sd3_file import sd3_file_config
 from ...loaders.formats.diffusers_folder import read_json
+from ...loaders.formats.gguf_file import tensor_file
+from ...loaders.keymaps.chroma_keys import chroma_file_config
 from ..contract import Capabilities
 from .flow_passes import CFG_FAMILIES
 from .flow_sampling import FLOW_SAMPLERS, FLOW_SCHEDULES
 
-__all__ = ["CONTROL_FAMILIES", "flow_capabilities", "folder_transformer_config"]
+__all__ = ["CONTROL_FAMILIES", "flow_capabilities", "transformer_config"]
 
 # the step caches each family runs (diffusion.models.step_cache): MagCache's and TeaCache's
 # tables are FLUX's
@@ -57,12 +62,18 @@ def flow_capabilities(family: str, config: Mapping[str, Any]) -> Capabilities:
                         control_on_host=True, control_map=widened(family, config))
 
 
-def folder_transformer_config(path: str | os.PathLike[str]) -> dict[str, Any] | None:
-    """A diffusers folder's transformer/config.json, None for a single file or a folder
-    without one (the config is then told from the tensors as they load)."""
-    if not Path(path).is_dir():
-        return None
+def transformer_config(path: str | os.PathLike[str], family: str) -> dict[str, Any] | None:
+    """The transformer config the model of `family` at `path` will load with, no weights read:
+    a diffusers folder's transformer/config.json, or what a single file's (or GGUF's) header
+    gives through the loaders' own readers (flux_file_config, sd3_file_config,
+    chroma_file_config). None for a folder without one or a file that is not whole (loading
+    names what is wrong)."""
     try:
-        return read_json(Path(path) / "transformer" / "config.json")
+        if Path(path).is_dir():
+            return read_json(Path(path) / "transformer" / "config.json")
+        file = tensor_file(Path(path))
+        read = (chroma_file_config if family == "chroma" else
+                sd3_file_config if family == "sd3" else flux_file_config)
+        return read(file)
     except WeightsError:
         return None

@@ -268,7 +268,8 @@ class QwenImageEditPipeline(QwenImagePipeline):
                  strength: float = 1.0) -> np.ndarray:
         """Edits of `image` (PIL or HxWx3 uint8) by the instruction `prompt` (one or a
         list): float images in [0, 1] (B, height, width, 3) ("np") or the final latents
-        ("latent"); height and width default to the reference's (`edit_size`). diffusers:
+        ("latent"); height and width default to the reference's (`edit_size`: an Edit Plus
+        model's last one; inpainting: the init image's, as diffusers draws it). diffusers:
         `QwenImageEditPipeline(image=, prompt=, negative_prompt=, true_cfg_scale=,
         num_inference_steps=, generator=torch.Generator().manual_seed(seed),
         output_type="np").images`. Inpainting: `init_image` (height x width) the picture
@@ -281,7 +282,9 @@ class QwenImageEditPipeline(QwenImagePipeline):
         if image is None:
             raise ValueError("Qwen-Image-Edit edits a picture: give it as the image (the CLI's "
                              "--init-image, img2img's init_images)")
-        default_width, default_height = self.edit_size(image)
+        # inpainting draws at the picture inpainted's size, as QwenImageEditInpaintPipeline
+        default_width, default_height = self.edit_size(image if init_image is None
+                                                       else init_image)
         scale = self.vae_scale_factor * 2
         height = (height or default_height) // scale * scale
         width = (width or default_width) // scale * scale

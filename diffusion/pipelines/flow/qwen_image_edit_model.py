@@ -24,9 +24,12 @@ inpainted, noised by the request's denoising strength, its unmasked part put bac
 step, and still the reference (the picture Qwen2.5-VL reads with the instruction, and its
 latent tokens: with the "diffusers" sampler the start's posterior draw at the request's size,
 as there; with the WebUI samplers the VAE mean at about a megapixel, as an edit reads it). An
-Edit Plus model's further references steer it as above (diffusers has no such pipeline). The
-mask goes the way of every flow family's (mask blur, "Only masked", masked content; with the
-WebUI samplers the WebUI's latent mask: diffusion.pipelines.flow.edit_refs.EditPasses).
+Edit Plus model's further references steer it as above: diffusers has no such pipeline, and
+the "diffusers" sampler runs QwenImageEditInpaintPipeline's loop fed what
+QwenImageEditPlusPipeline feeds the transformer (its prompt embeddings, the further
+references' latent tokens after the init image's draw). The mask goes the way of every flow
+family's (mask blur, "Only masked", masked content; with the WebUI samplers the WebUI's latent
+mask: diffusion.pipelines.flow.edit_refs.EditPasses).
 """
 
 from __future__ import annotations

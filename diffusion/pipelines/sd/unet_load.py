@@ -19,7 +19,7 @@ from gpustd.nn import Module, StateDictError, deferred
 from ...loaders import ComponentWeights, WeightsError, load_pipeline_weights
 from ...loaders.component import load_component
 from ...loaders.flow.module_file import module_roles, vae_latent_channels
-from ...loaders.sd.gguf_pipeline import gguf_pipeline_weights
+from ...loaders.sd.gguf_pipeline import gguf_pipeline_weights, gguf_unet_facts
 from ...models import AutoencoderKL, CLIPTextModel, UNet2DConditionModel
 from ...text.tokenizer import CLIPTokenizer
 from ..contract import Capabilities, LoadOptions, SamplingDefaults
@@ -45,19 +45,20 @@ def unet_defaults(path: str | os.PathLike[str], family: str) -> SamplingDefaults
 
 def unet_capabilities_of(path: str | os.PathLike[str], family: str) -> Capabilities | None:
     """What the SD model at `path` will take once loaded, from its configs and tensor names
-    (load_pipeline_weights reads headers only; its family and the UNet's input channels say
-    SDXL and inpainting, as the loaded model's); None for a GGUF (its parts may come from
-    --base or module files) or a broken model (left for loading to name)."""
-    if Path(path).suffix.lower() == ".gguf":
-        return None
+    (load_pipeline_weights reads headers only; a GGUF's header, gguf_unet_facts: its family
+    and the UNet's input channels say SDXL and inpainting, as the loaded model's); None for a
+    broken model (left for loading to name)."""
     try:
-        weights = load_pipeline_weights(path)
+        if Path(path).suffix.lower() == ".gguf":
+            family, unet, latents = gguf_unet_facts(path)
+        else:
+            weights = load_pipeline_weights(path)
+            family, unet = weights.info.family, weights.unet.config
+            latents = int(weights.vae.config["latent_channels"])
     except WeightsError:
         return None
-    family = weights.info.family
-    latents = int(weights.vae.config["latent_channels"])
     return unet_capabilities(family, sdxl=family in SDXL_FAMILIES, turbo=is_turbo(path),
-                             inpainting=int(weights.unet.config["in_channels"]) == 2 * latents + 1)
+                             inpainting=int(unet["in_channels"]) == 2 * latents + 1)
 
 
 def filled(make: Callable[[], Module], weights: ComponentWeights, *,

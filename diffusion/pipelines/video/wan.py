@@ -49,7 +49,7 @@ from ..finite import check_latents
 from .wan_cache import wan_branch
 from .wan_image import clip_image_states, first_frame_latents, i2v_condition
 from .wan_memory import WanMemoryModes
-from .wan_refuse import refuse_wan
+from .wan_refuse import image_conditioned, refuse_wan
 from .wan_vae_passes import WanVaePasses
 
 __all__ = ["SAMPLERS", "WanPipeline", "check_frame_count", "refuse_pictures"]
@@ -283,16 +283,10 @@ class WanPipeline(WanMemoryModes, WanVaePasses):
         config = self.transformer.config
         # image-to-video (Wan 2.1 I2V, Wan 2.2 A14B I2V): the mask and the first frame's
         # latents as extra input channels
-        conditioned = config["in_channels"] != (config["out_channels"] or config["in_channels"])
-        if conditioned and image is None:
-            raise ValueError("this Wan model is image-to-video: give the first frame "
-                             "(`img2vid --image PIC`)")
-        if image is not None and not (self.expand_timesteps or conditioned):
-            raise ValueError("this Wan model makes videos from text only; animating a picture "
-                             "needs Wan 2.2 TI2V 5B (its folder sets expand_timesteps) or a "
-                             "Wan 2.1 I2V folder")
+        conditioned = image_conditioned(config)
         refuse_wan(second_expert=self.transformer_2 is not None,
-                   expand_timesteps=self.expand_timesteps,
+                   expand_timesteps=self.expand_timesteps, conditioned=conditioned,
+                   image=image is not None,
                    cache_kind=None if cache is None else cache.spec.kind,
                    guidance_scale_2=guidance_scale_2)
         # 1. the prompts' (and, guided, the negative prompt's) states

@@ -121,6 +121,30 @@ def test_unet_only_gguf_with_base_or_modules(first_device: gpucore.Device,
     assert drawn.shape == expected.shape and drawn.std() > 0
 
 
+def test_a_gguf_tells_what_it_takes_before_it_loads(tiny: tuple[Path, Path], tmp_path: Path,
+                                                   capsys: pytest.CaptureFixture[str],
+                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    """The registry's Capabilities (families.capabilities_of) of the whole-model GGUF and of
+    its UNet alone, from their headers, are the float folder's; the command line refuses
+    what the family does not take with them, before a load (a UNet-only file's missing parts
+    too)."""
+    import diffusion
+    from diffusion.pipelines.families import capabilities_of
+
+    folder, whole = tiny
+    unet = tmp_path / "unet.gguf"
+    assert cli.main(["quantize", str(folder), "--unet-only", str(unet)]) == 0
+    told = capabilities_of(folder)
+    assert told is not None and capabilities_of(whole) == told == capabilities_of(unet)
+    monkeypatch.setattr(diffusion, "load_pipeline", lambda *a, **kw: pytest.fail("it loaded"))
+    for model in (whole, unet):
+        assert cli.main(["txt2img", "--model", str(model), "--prompt", "a", *DRAW, "--cache",
+                         "magcache", "--out", str(tmp_path / "x.png")]) == 2
+        err = capsys.readouterr().err.strip()
+        assert err.endswith(f"step cache magcache: not supported for {told.family} models; "
+                            "leave --cache out"), err
+
+
 def test_damaged_gguf_is_one_error_line(tiny: tuple[Path, Path], tmp_path: Path,
                                         capsys: pytest.CaptureFixture[str]) -> None:
     _, whole = tiny

@@ -97,12 +97,15 @@ def test_flux_and_sd3_through_the_api(client: Any) -> None:
     response = client.post("/sdapi/v1/txt2img", json={"prompt": "x", "sampler_name": "DPM2",
                                                        **SMALL})
     assert 400 <= response.status_code < 500 and "DPM2" in response.text
-    # SD3: CFG as sent, no distilled guidance offered or written
+    # SD3: CFG as sent, no distilled guidance offered or written; the distilled_cfg_scale
+    # Forge's clients send with every body is ignored, as Forge ignores it (the CLI refuses
+    # --distilled-cfg-scale given for such a model)
     switched = client.post("/sdapi/v1/options", json={"sd_model_checkpoint": "sd3"})
     assert switched.status_code == 200, switched.text
     assert client.get("/avx/defaults").json()["distilled_cfg"] is False
     response = client.post("/sdapi/v1/txt2img", json={
-        "prompt": "a red circle", "cfg_scale": 4.5, "sampler_name": "Euler a", **SMALL})
+        "prompt": "a red circle", "cfg_scale": 4.5, "sampler_name": "Euler a",
+        "distilled_cfg_scale": 7, **SMALL})
     assert response.status_code == 200, response.text
     text = info(response)["infotexts"][0]
     assert "CFG scale: 4.5" in text and "Distilled" not in text
@@ -152,3 +155,22 @@ def test_webui_seed_and_hires_options_through_the_api(client: Any) -> None:
         assert response.status_code == 200, response.text
         pictures[prompt] = response.json()["images"][0]
     assert len(set(pictures.values())) == 3
+
+
+def test_a_switch_is_refused_with_the_loaded_models_line_before_its_load(
+        client: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    """override_settings naming a model not loaded (city96's GGUF of the FLUX transformer
+    loaded here, SD3) with what its family does not take: the 422 the loaded FLUX.1 dev
+    pipeline answers, before the switch is queued (nothing loads, nothing changes)."""
+    switched = client.post("/sdapi/v1/options", json={"sd_model_checkpoint": "flux"})
+    assert switched.status_code == 200, switched.text
+    body = {"prompt": "x", "tiling": True, **SMALL}
+    loaded = client.post("/sdapi/v1/txt2img", json=body)  # the loaded pipeline refuses it
+    assert loaded.status_code == 422 and "tiling" in loaded.json()["detail"], loaded.text
+    worker = client.app.state.worker
+    monkeypatch.setattr(worker, "loader", lambda *args, **kw: pytest.fail("a model loaded"))
+    for name in ("flux1-dev-Q8_0", "sd3"):
+        response = client.post("/sdapi/v1/txt2img", json={
+            **body, "override_settings": {"sd_model_checkpoint": name}})
+        assert response.status_code == 422 and response.json() == loaded.json(), name
+    assert worker.model.name == "flux" and worker.planned.name == "flux"

@@ -10,6 +10,8 @@ model's own, leaving out what the model has no place for."""
 from __future__ import annotations
 
 import shutil
+import threading
+import time
 from dataclasses import replace
 from pathlib import Path
 from types import SimpleNamespace
@@ -261,3 +263,46 @@ def _weight(model: Any, key: str) -> np.ndarray:
     for part in key.split("."):
         value = value[int(part)] if part.isdigit() else getattr(value, part)
     return np.asarray(value.numpy())
+
+
+@pytest.mark.nodevice
+def test_a_switch_is_refused_before_its_model_loads(tmp_path: Path) -> None:
+    """A request on a checkpoint not loaded (its override_settings', or the one /options is
+    still loading) asking what that model's family does not take: 422 with the family's line,
+    told from the file's header (pipelines.before_load), before anything is queued; the loader
+    never sees the file. FLUX.1 dev runs MagCache, SD3 does not."""
+    from fastapi.testclient import TestClient
+    from flow_headers import flux_shapes, sd3_shapes, write_header
+    from server_support import Background
+
+    from diffusion.server import create_app
+
+    models = tmp_path / "models"
+    models.mkdir()
+    flux = write_header(models / "flux1-dev.safetensors", flux_shapes())
+    write_header(models / "sd3.5_medium.safetensors", sd3_shapes(),
+                 prefix="model.diffusion_model.")
+    fake, loads, release = _fake_loader(), [], threading.Event()
+
+    def loader(path: Path, **where: Any) -> Any:
+        loads.append(Path(path).name)
+        if Path(path).name.startswith("sd3"):
+            release.wait(60)  # /options' switch, held while requests come
+        return fake(path, **where)
+
+    magcache = {**SMALL, "cache": "magcache"}
+    says = "step cache magcache: not supported for flow-matching models; it runs fbc"
+    with TestClient(create_app(model=flux, models_dir=models, loader=loader)) as client:
+        response = client.post("/sdapi/v1/txt2img", json={**magcache, "override_settings": {
+            "sd_model_checkpoint": "sd3.5_medium.safetensors"}})
+        assert response.status_code == 422 and response.json()["detail"] == says
+        assert loads == ["flux1-dev.safetensors"] and client.app.state.worker.pending() == 0
+        switching = Background(lambda: client.post("/sdapi/v1/options", json={
+            "sd_model_checkpoint": "sd3.5_medium.safetensors"}))
+        while loads[-1:] != ["sd3.5_medium.safetensors"]:
+            time.sleep(0.01)
+        response = client.post("/sdapi/v1/txt2img", json=magcache)
+        assert response.status_code == 422 and response.json()["detail"] == says
+        assert client.app.state.worker.pending() == 0  # nothing queued behind the load
+        release.set()
+        assert switching.result().status_code == 200

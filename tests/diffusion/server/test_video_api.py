@@ -93,13 +93,35 @@ def test_progress_and_interrupt(first_device: gpucore.Device,
     ({"cfg_scale_2": 2.0}, "has one transformer"),
     ({"cache": "magcache"}, "Wan runs First Block Cache"),
     ({"cache": "fbc:-1"}, "cache threshold must be in [0, 10)"),
+    ({"steps": 1001}, "1000"),  # txt2vid's limit, and the picture routes'
 ])
 def test_bad_video_requests_are_422(served: tuple[TestClient, Any], change: dict[str, Any],
-                                    says: str) -> None:
+                                    says: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Each before the worker loads the Wan model (what it does not take: its folder's
+    configs say)."""
+    from diffusion.server.api.routers import video
+
+    monkeypatch.setattr(video, "_pipeline", lambda *a, **kw: pytest.fail("the model loaded"))
     client, _ = served
     body = {"model": "wan", "prompt": "x", "frames": 5, "width": 48, "height": 32, **change}
     response = client.post("/avx/txt2vid", json=body)
     assert response.status_code == 422 and says in response.text, response.text
+
+
+def test_a_first_frame_for_a_text_model_is_422_before_it_loads(
+        served: tuple[TestClient, Any], monkeypatch: pytest.MonkeyPatch) -> None:
+    """img2vid on Wan 2.1 T2V: its transformer's config.json says it reads no first frame."""
+    from diffusion.server.api.routers import video
+
+    monkeypatch.setattr(video, "_pipeline", lambda *a, **kw: pytest.fail("the model loaded"))
+    client, _ = served
+    picture = io.BytesIO()
+    Image.new("RGB", (48, 32), (200, 30, 30)).save(picture, "PNG")
+    response = client.post("/avx/img2vid", json={
+        "model": "wan", "prompt": "x", "frames": 5, "width": 48, "height": 32,
+        "image": base64.b64encode(picture.getvalue()).decode()})
+    assert response.status_code == 422, response.text
+    assert "this Wan model makes videos from text only" in response.json()["detail"]
 
 
 def test_video_models_lists_the_wan_folders(served: tuple[TestClient, Any]) -> None:

@@ -1,8 +1,9 @@
 """A ModelUpscaler shared by the thread server's GPU workers: two threads asking for its network
 at once read the file once and get the same network (each read its own before), and a forget()
 (unload-checkpoint) while a read is under way waits for it and drops what it read (before, the
-read put its network back after the forget, and the GPU memory stayed held). A stand-in
-reader: no file, no device."""
+read put its network back after the forget, and the GPU memory stayed held); the folder
+registered again (every model load, every worker) keeps what was read. A stand-in reader: no
+file, no device."""
 
 from __future__ import annotations
 
@@ -59,3 +60,30 @@ def test_a_forget_during_a_read_drops_what_it_read(upscaler: Any) -> None:
     reading.join()
     assert got == [reads[0]]  # the thread got its network
     assert shared.model() is reads[1]  # and the next use reads the file again
+
+
+def test_registering_the_folder_again_keeps_what_was_read(
+        monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """The server's loader registers --upscaler-dir at every model load, on every worker: a
+    second worker's (or a model switch's) registration keeps the entries of the same files and
+    device, and the networks they read; a file added since is added, and a registration for
+    another device replaces the entry (its network is read there)."""
+    reads: list[Path] = []
+
+    def read(path: Path, **options: Any) -> Path:
+        reads.append(path)
+        return path
+    monkeypatch.setattr(models, "load_upscaler_model", read)
+    monkeypatch.setattr(models, "MODEL_UPSCALERS", {})  # the process-wide registry, untouched
+    (tmp_path / "RealESRGAN_x4plus.pth").touch()
+    device, other = object(), object()  # two GPUs (the stand-in reader opens neither)
+    assert models.register_upscaler_dir(tmp_path, device=device) == ["R-ESRGAN 4x+"]
+    first = models.MODEL_UPSCALERS["R-ESRGAN 4x+"]
+    first.model()
+    (tmp_path / "4x-new.pth").touch()
+    assert models.register_upscaler_dir(tmp_path, device=device) == ["4x-new", "R-ESRGAN 4x+"]
+    assert models.MODEL_UPSCALERS["R-ESRGAN 4x+"] is first
+    models.MODEL_UPSCALERS["R-ESRGAN 4x+"].model()
+    assert reads == [tmp_path / "RealESRGAN_x4plus.pth"]  # read once
+    models.register_upscaler_dir(tmp_path, device=other)
+    assert [u.device for u in models.MODEL_UPSCALERS.values()] == [other, other]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import secrets
 from collections.abc import Callable
 from dataclasses import replace
@@ -12,6 +13,7 @@ from fastapi import APIRouter, Depends, Request
 from fastapi.exceptions import RequestValidationError
 from pydantic import ValidationError
 
+from ....pipelines.before_load import refuse_before_load
 from ....pipelines.control_spec import numpy_seed
 from ....pipelines.inpaint_plan import blur_sides, repainted
 from ....pipelines.mask_blur import blur_mask
@@ -141,6 +143,13 @@ async def run_generation(state: ServerState, body: Txt2ImgRequest, kind: str,
                 worker.pipe, loaded.path, labels, hires_files))
         return worker.generate(replace(job, request=request))
 
+    # 6. a model not loaded now, or not once the queued switches have run: what its family
+    # does not take is refused from its files (its configs and headers; a GGUF's take seconds
+    # to parse, off the event loop), not after its load
+    if wanted is not None and any(model is None or model.path != wanted.path
+                                  for model in (worker.model, worker.planned)):
+        await asyncio.to_thread(refuse_before_load, wanted.path,
+                                replace(job.request, redux=redux), job.control)
     # a switch first when the queue leaves another model (or other modules) loaded: this
     # request's override, or the options' model back after another request's override
     planned = state.worker.planned

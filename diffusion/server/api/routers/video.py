@@ -13,6 +13,7 @@ tab."""
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import secrets
 import tempfile
@@ -55,7 +56,7 @@ class Txt2VidRequest(BaseModel):
     fps: float = 16.0
     width: int = Field(832, ge=16, le=4096)
     height: int = Field(480, ge=16, le=4096)
-    steps: int = Field(50, ge=1, le=200)
+    steps: int = Field(50, ge=1, le=1000)  # the CLI's and the picture routes' limit
     cfg_scale: float = Field(5.0, ge=0.0, le=30.0)
     cfg_scale_2: float | None = Field(None, ge=0.0, le=30.0, description="Wan 2.2 A14B: the "
                                       "low-noise expert's guidance (cfg_scale unless given)")
@@ -140,17 +141,25 @@ def _encoded(frames: np.ndarray, kind: str, fps: float) -> str:
 
 
 async def _run(state: ServerState, body: Txt2VidRequest, image: Any) -> dict[str, Any]:
+    from ....pipelines.video import video_cache
+    from ....pipelines.video.wan_refuse import wan_refusals_of
+
     model, memory, no_half_vae = _check(state, body), state.memory, state.no_half_vae
+    cache = video_cache(body.cache, "cache", body.steps)  # checked by _check
+    try:  # what the model does not take, from its configs and a file's header, before it loads
+        await asyncio.to_thread(wan_refusals_of, *model, image=image is not None,
+                                cache_kind=None if cache is None else cache.spec.kind,
+                                guidance_scale_2=body.cfg_scale_2)
+    except ValueError as error:
+        raise RequestError(str(error)) from None
     seed = body.seed if body.seed != -1 else secrets.randbelow(2**32)
     kind = "img2vid" if image is not None else "txt2vid"
     worker = state.worker  # what job() takes along, not the state (a worker process's own)
 
     def job() -> dict[str, Any]:
-        from ....pipelines.video import video_cache
-
         observer, device = worker.begin_job(kind)
         pipe = _pipeline(model, memory, device, no_half_vae)
-        cache = video_cache(body.cache, "cache", body.steps)
+        cache = video_cache(body.cache, "cache", body.steps)  # each run's own
         videos = pipe(body.prompt, negative_prompt=body.negative_prompt, height=body.height,
                       width=body.width, num_frames=body.frames, num_inference_steps=body.steps,
                       guidance_scale=body.cfg_scale, seed=seed, sampler=body.sampler,
