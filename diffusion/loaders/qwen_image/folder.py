@@ -31,7 +31,8 @@ from ..weights import ComponentWeights, TensorRef, resolve_dtype
 from .file import qwenimage_edit_file_family, qwenimage_file_family
 
 __all__ = ["QwenImageWeights", "language_model_config", "language_model_refs",
-           "load_qwenimage_folder", "qwenimage_edit_family", "qwenimage_family"]
+           "load_qwenimage_folder", "qwen_tokenizer", "qwenimage_edit_family",
+           "qwenimage_family"]
 
 _CLASS = "QwenImagePipeline"
 # the edit pipelines' classes and the families they load as
@@ -105,6 +106,17 @@ def language_model_refs(refs: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
+def qwen_tokenizer(folder: Path) -> Path:
+    """`folder`, checked to hold Qwen's tokenizer (tokenizer.json, or a slow Qwen2Tokenizer's
+    vocab.json and merges.txt); WeightsError naming what is missing otherwise."""
+    slow = (folder / "vocab.json").is_file() and (folder / "merges.txt").is_file()
+    if not (folder / "tokenizer.json").is_file() and not slow:
+        raise WeightsError(f"{folder / 'tokenizer.json'}: required file is missing, and so "
+                           "are vocab.json and merges.txt (the Qwen tokenizer the text encoder "
+                           "reads prompts with)")
+    return folder
+
+
 def load_qwenimage_folder(path: str | os.PathLike[str], *, dtype: Any = None,
                           variant: str | None = None, skip: tuple[str, ...] = ()
                           ) -> QwenImageWeights:
@@ -139,12 +151,7 @@ def load_qwenimage_folder(path: str | os.PathLike[str], *, dtype: Any = None,
                                            adapt=adapt), **extra}
     if edit:
         parts["processor_config"] = read_json(root / "processor" / "preprocessor_config.json")
-    tokenizer = root / "tokenizer"
-    slow = (tokenizer / "vocab.json").is_file() and (tokenizer / "merges.txt").is_file()
-    if not (tokenizer / "tokenizer.json").is_file() and not slow:
-        raise WeightsError(f"{tokenizer / 'tokenizer.json'}: required file is missing, and so "
-                           "are vocab.json and merges.txt (the Qwen tokenizer the text encoder "
-                           "reads prompts with)")
     return QwenImageWeights(scheduler_config=read_json(root / "scheduler" /
                                                        "scheduler_config.json"),
-                            tokenizer_dir=tokenizer, **parts)  # type: ignore[arg-type]
+                            tokenizer_dir=qwen_tokenizer(root / "tokenizer"),
+                            **parts)  # type: ignore[arg-type]

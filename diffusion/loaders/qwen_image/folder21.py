@@ -21,7 +21,7 @@ from ..errors import WeightsError
 from ..formats.diffusers_folder import pipeline_class, pipeline_index, read_json
 from ..formats.dit_folder import DiTWeights, dit_weights
 from ..weights import TensorRef
-from .folder import language_model_refs
+from .folder import language_model_refs, qwen_tokenizer
 
 __all__ = ["QwenImage21Weights", "load_qwenimage21_folder", "qwen3_vl_text_config",
            "qwenimage21_family"]
@@ -91,13 +91,8 @@ def load_qwenimage21_folder(path: str | os.PathLike[str], *, dtype: Any = None,
         return qwen3_vl_text_config(config), language_model_refs(refs)
 
     parts = dit_weights(root, dtype=dtype, variant=variant, skip=(), adapt=adapt)
-    tokenizer = root / "processor"
-    slow = (tokenizer / "vocab.json").is_file() and (tokenizer / "merges.txt").is_file()
-    if not (tokenizer / "tokenizer.json").is_file() and not slow:
-        raise WeightsError(f"{tokenizer / 'tokenizer.json'}: required file is missing, and so "
-                           "are vocab.json and merges.txt (the Qwen tokenizer the text encoder "
-                           "reads prompts with)")
     return QwenImage21Weights(
         scheduler_config=read_json(root / "scheduler" / "scheduler_config.json"),
-        tokenizer_dir=tokenizer, sample_sigmas=_sigmas(index, root / "model_index.json"),
+        tokenizer_dir=qwen_tokenizer(root / "processor"),
+        sample_sigmas=_sigmas(index, root / "model_index.json"),
         **parts)  # type: ignore[arg-type]

@@ -40,9 +40,9 @@ class QwenImage21Model(LLMFlowModel):
     @property
     def capabilities(self) -> Capabilities:
         """The WebUI samplers defined for flow models over the Simple schedule, true CFG with
-        a negative prompt, plain-text prompts with LoRA tags, img2img and inpainting,
-        variation seeds; not yet: condition images (the edit), ControlNets, step caching,
-        the memory modes, the hires fix, a refiner."""
+        a negative prompt, plain-text prompts with LoRA tags, img2img and inpainting, the
+        hires fix with the WebUI samplers, variation seeds; not yet: condition images (the
+        edit), ControlNets, step caching, the memory modes, a refiner."""
         return qwenimage21_capabilities(self.family)
 
     def set_memory_mode(self, mode: Any) -> None:
