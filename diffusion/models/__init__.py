@@ -23,6 +23,7 @@ loading weights is a walk over names (`load_state_dict`); configs are the `confi
 | `vae_flux2` | `AutoencoderKLFlux2`: FLUX.2's 32-channel VAE, its batch-norm'd patchified latents |
 | `qwen_image` | `QwenImageTransformer2DModel` (Qwen-Image) |
 | `qwen_image_vae` | `AutoencoderKLQwenImage` on one frame: Qwen-Image's 16-channel causal VAE |
+| `qwen_image21_vae` | `AutoencoderKLQwenImage21`: Qwen-Image 2.1's 64-channel RGBA VAE |
 | `wan` | `WanTransformer3DModel` (Wan 2.1 text-to-video, Wan 2.2 TI2V 5B) |
 | `wan_blocks`, `wan_embeddings` | its blocks and token segments; its time, text, image embedders |
 | `wan_vae` | `AutoencoderKLWan`: Wan 2.1's and 2.2's video VAE over frames, chunked |

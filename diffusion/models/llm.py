@@ -6,7 +6,8 @@ RMSNorm, rotary position embeddings (`rope_theta`, the "default" rope type), gro
 attention (Qwen3: an RMS norm over each head of q and k), a SwiGLU MLP, a causal mask plus the
 prompt's padding mask. The architecture table `_ARCHITECTURES` says what a `model_type` adds
 (q/k norms, q/k/v biases): Qwen3, Qwen2 (biases, no norms), Qwen2.5-VL's language model
-(Qwen2's, its multimodal RoPE the plain one for text alone) and Mistral (neither). A sliding
+(Qwen2's, its multimodal RoPE the plain one for text alone), Qwen3-VL's (Qwen3's, its
+interleaved multimodal RoPE also the plain one for text alone) and Mistral (neither). A sliding
 attention window is not implemented: a prompt longer than the config's window is refused.
 
 With float16 weights the residual stream stays float32, and so do the hidden states returned:
@@ -43,6 +44,9 @@ class _Architecture(NamedTuple):
     qkv_bias: bool | None  # biases on q, k, v (None: the config's attention_bias)
     o_bias: bool | None  # a bias on o (None: the config's attention_bias)
     head_dim_key: bool = True  # the config's head_dim applies (else hidden / heads always)
+    # multimodal RoPE's axes take every third frequency (Qwen3-VL) rather than one contiguous
+    # section each (Qwen2.5-VL)
+    interleaved: bool = False
 
 
 _ARCHITECTURES: dict[str, _Architecture] = {
@@ -51,6 +55,8 @@ _ARCHITECTURES: dict[str, _Architecture] = {
     "mistral": _Architecture(False, False, False),
     # Qwen2.5-VL's language model (Qwen-Image's encoder): Qwen2's layers
     "qwen2_5_vl_text": _Architecture(False, True, False, head_dim_key=False),
+    # Qwen3-VL's language model (Qwen-Image 2.1's encoder): Qwen3's layers
+    "qwen3_vl_text": _Architecture(True, None, None, interleaved=True),
 }
 _DEFAULTS: dict[str, Any] = {"rms_norm_eps": 1e-6, "rope_theta": 1_000_000.0,
                              "hidden_act": "silu"}
@@ -83,8 +89,8 @@ def _rope_theta(cfg: dict[str, Any]) -> float:
     rope type (YaRN, dynamic, ...) is refused."""
     params = cfg.get("rope_parameters") or cfg.get("rope_scaling") or {}
     kind = params.get("rope_type", params.get("type", "default"))
-    # Qwen2.5-VL's multimodal RoPE gives a text token the same position on its three axes,
-    # which is the default rotation: prompts of text alone run as such
+    # Qwen2.5-VL's and Qwen3-VL's multimodal RoPE give a text token the same position on its
+    # three axes, which is the default rotation: prompts of text alone run as such
     if kind not in ("default", "mrope"):
         raise ValueError(f"rope type {kind!r} is not supported by this text encoder; it "
                          "implements the 'default' rotary embedding")
@@ -199,7 +205,7 @@ class LLMTextModel(nn.Module):
         if cfg["num_attention_heads"] % cfg["num_key_value_heads"]:
             raise ValueError(f"num_attention_heads {cfg['num_attention_heads']} is not a "
                              f"multiple of num_key_value_heads {cfg['num_key_value_heads']}")
-        self.config, self.theta = cfg, _rope_theta(cfg)
+        self.config, self.theta, self.kind = cfg, _rope_theta(cfg), kind
         self.window = cfg.get("sliding_window") if (
             model_type == "mistral" or cfg.get("use_sliding_window")) else None
         place: Place = {"dtype": dtype, "device": device}
@@ -216,7 +222,9 @@ class LLMTextModel(nn.Module):
         as transformers' `Qwen3RotaryEmbedding` computes them. `positions` (3, L): Qwen2.5-VL's
         multimodal positions (time, row, column) instead, each axis turning its section of
         the frequencies (the config's `mrope_section`, cycled over the three axes) as
-        transformers' `Qwen2_5_VLRotaryEmbedding`."""
+        transformers' `Qwen2_5_VLRotaryEmbedding`; Qwen3-VL's axes interleaved (frequency i
+        turned by the row when i % 3 == 1 and i < 3 * section[1], by the column when i % 3
+        == 2 and i < 3 * section[2], else by time), as `Qwen3VLTextRotaryEmbedding`."""
         dim = self.config["head_dim"]
         inv_freq = (np.float32(1.0) / np.float32(self.theta) ** (
             np.arange(0, dim, 2).astype(np.float32) / np.float32(dim))).astype(np.float32)
@@ -228,7 +236,13 @@ class LLMTextModel(nn.Module):
             if sum(sections) != dim // 2:
                 raise ValueError(f"mrope_section {sections} must add up to half the head "
                                  f"dimension ({dim // 2}) for multimodal positions")
-            axis = np.repeat(np.arange(len(sections)) % 3, sections)
+            if self.kind.interleaved:
+                index = np.arange(dim // 2)
+                axis = np.zeros(dim // 2, np.int64)
+                for k in (1, 2):
+                    axis[(index % 3 == k) & (index < 3 * sections[k])] = k
+            else:
+                axis = np.repeat(np.arange(len(sections)) % 3, sections)
             angles = np.asarray(positions, np.float32)[:, :, None] * inv_freq  # (3, L, D/2)
             angle = angles[axis, :, np.arange(dim // 2)].T.astype(np.float32)
         angle = np.concatenate([angle, angle], axis=1)
@@ -236,12 +250,13 @@ class LLMTextModel(nn.Module):
         return (asarray(np.cos(angle).reshape(length, 1, dim), device=device),
                 asarray(np.sin(angle).reshape(length, 1, dim), device=device))
 
-    def multimodal_hidden_states(self, embeddings: Tensor, positions: np.ndarray) -> Tensor:
+    def multimodal_hidden_states(self, embeddings: Tensor, positions: np.ndarray, *,
+                                 final_norm: bool = True) -> Tensor:
         """The last hidden states (1, L, hidden_size) float32 of one unpadded sequence given
         as its input embeddings (1, L, hidden_size) float32 (a picture's vision tokens in
         place of its pad tokens' embeddings) at multimodal positions (3, L). transformers:
         `Qwen2_5_VLModel(input_ids, pixel_values=, image_grid_thw=,
-        output_hidden_states=True).hidden_states[-1]`."""
+        output_hidden_states=True).hidden_states[-1]`; `final_norm` as `hidden_states`'."""
         length = embeddings.shape[1]
         if embeddings.ndim != 3 or embeddings.shape[0] != 1 or np.shape(positions) != (
                 3, length):
@@ -249,19 +264,24 @@ class LLMTextModel(nn.Module):
                              f"positions, got {embeddings.shape} and {np.shape(positions)}")
         count = len(self.layers)
         return self._run(cast(embeddings, np.float32), self.rotary(length, positions), None,
-                         [count])[0]
+                         [count], final_norm)[0]
 
-    def hidden_states(self, input_ids: Any, attention_mask: Any = None, layer: int = -1
-                      ) -> Tensor:
+    def hidden_states(self, input_ids: Any, attention_mask: Any = None, layer: int = -1, *,
+                      final_norm: bool = True) -> Tensor:
         """input_ids (B, L) ints, attention_mask (B, L) (1 keep, 0 padding; None: all kept)
         -> (B, L, hidden_size) float32: the embeddings (layer 0), the output of layer k
         (layer k, unnormalized) or, for the last (-1), the final norm's output; negative
         layers count from the end as transformers' `hidden_states` tuple (num_hidden_layers
-        + 1 entries). Only the layers needed run (Z-Image's -2 skips the last)."""
-        return self.hidden_states_of(input_ids, attention_mask, (layer,))[0]
+        + 1 entries). Only the layers needed run (Z-Image's -2 skips the last).
+        `final_norm=False`: the last layer's output as it leaves the layer, the final norm
+        not applied (Qwen-Image 2.1 reads that; transformers 5 hands the normed one as
+        `hidden_states[-1]` unless a hook skips the norm, as diffusers' pipeline does)."""
+        return self.hidden_states_of(input_ids, attention_mask, (layer,),
+                                     final_norm=final_norm)[0]
 
     def hidden_states_of(self, input_ids: Any, attention_mask: Any = None,
-                         layers: Sequence[int] = (-1,)) -> list[Tensor]:
+                         layers: Sequence[int] = (-1,), *, final_norm: bool = True
+                         ) -> list[Tensor]:
         """`hidden_states` of several layers from one pass, in the order asked (FLUX.2
         klein's 9, 18 and 27); the pass stops at the deepest. transformers:
         `[out.hidden_states[k] for k in layers]`."""
@@ -290,7 +310,7 @@ class LLMTextModel(nn.Module):
         # no padding: no mask to add (adding zeros gave the same scores)
         keep = None if mask.all() else asarray(
             np.where(mask, np.float32(0), np.float32(-np.inf))[:, None, None, :], device=device)
-        return self._run(x, rotary, keep, indices)
+        return self._run(x, rotary, keep, indices, final_norm)
 
     def _text_rotary(self, length: int) -> tuple[Tensor, Tensor]:
         """rotary(length), made once per length and device and kept for the next prompts
@@ -299,8 +319,9 @@ class LLMTextModel(nn.Module):
                     lambda: self.rotary(length))
 
     def _run(self, x: Tensor, rotary: tuple[Tensor, Tensor], keep: Tensor | None,
-             indices: Sequence[int]) -> list[Tensor]:
-        """The stream after each layer in `indices` (0: the embeddings; all layers: normed)."""
+             indices: Sequence[int], final_norm: bool) -> list[Tensor]:
+        """The stream after each layer in `indices` (0: the embeddings; all layers: normed
+        if `final_norm`)."""
         count = len(self.layers)
         wanted = set(indices)
         found = {0: x}
@@ -309,5 +330,5 @@ class LLMTextModel(nn.Module):
             if depth in wanted:  # only the layers asked for stay in memory
                 found[depth] = x
         if count in wanted:
-            found[count] = cast(self.norm(x), np.float32)
+            found[count] = cast(self.norm(x), np.float32) if final_norm else x
         return [found[index] for index in indices]

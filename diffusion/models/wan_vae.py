@@ -16,7 +16,7 @@ The networks are Qwen-Image's (its VAE is this one on one frame: qwen_image_vae)
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import numpy as np
@@ -39,8 +39,12 @@ class Encoder(qwen.Encoder):
     """diffusers: `WanEncoder3d` (no attention scales): Qwen-Image's over causal 3D
     convolutions, Wan 2.2's levels each one residual down block."""
 
-    make_conv = staticmethod(causal_conv)
-    residual_kind, resample_kind, mid_kind = ResidualBlock, Resample, MidBlock
+    # typed as the base's parts so that Qwen-Image 2.1's (qwen_image21_vae) may be 2D ones
+    make_conv: Callable[[int, int, int, Place], Any] = staticmethod(causal_conv)
+    residual_kind: type[qwen.ResidualBlock] = ResidualBlock
+    resample_kind: type[qwen.Resample] = Resample
+    mid_kind: type[qwen.MidBlock] = MidBlock
+    residual_down_kind = ResidualDownBlock
     channels_key = "in_channels"
 
     def stage(self, cfg: dict[str, Any], in_dim: int, out_dim: int, temporal: bool | None,
@@ -48,16 +52,18 @@ class Encoder(qwen.Encoder):
         """Qwen-Image's level, or Wan 2.2's (`is_residual`) residual down block."""
         if not cfg["is_residual"]:
             return super().stage(cfg, in_dim, out_dim, temporal, place)
-        return [ResidualDownBlock(in_dim, out_dim, cfg["num_res_blocks"], place=place,
-                                  down=temporal is not None, temporal=bool(temporal))]
+        return [self.residual_down_kind(in_dim, out_dim, cfg["num_res_blocks"], place=place,
+                                        down=temporal is not None, temporal=bool(temporal))]
 
 
 class Decoder(qwen.Decoder):
     """diffusers: `WanDecoder3d`: Qwen-Image's over causal 3D convolutions (its base dim
     `decoder_base_dim` where given), Wan 2.2's levels each one residual up block."""
 
-    make_conv = staticmethod(causal_conv)
-    up_kind, mid_kind = UpBlock, MidBlock
+    make_conv: Callable[[int, int, int, Place], Any] = staticmethod(causal_conv)
+    up_kind: type[qwen.UpBlock] = UpBlock
+    mid_kind: type[qwen.MidBlock] = MidBlock
+    residual_up_kind = ResidualUpBlock
     channels_key = "out_channels"
 
     def __init__(self, cfg: dict[str, Any], place: Place) -> None:
@@ -70,8 +76,9 @@ class Decoder(qwen.Decoder):
         """Qwen-Image's level, or Wan 2.2's (`is_residual`) residual up block."""
         if not cfg["is_residual"]:
             return super().stage(cfg, in_dim, out_dim, temporal, first=first, place=place)
-        return ResidualUpBlock(in_dim, out_dim, cfg["num_res_blocks"], temporal=bool(temporal),
-                               up=temporal is not None, place=place)
+        return self.residual_up_kind(in_dim, out_dim, cfg["num_res_blocks"],
+                                     temporal=bool(temporal), up=temporal is not None,
+                                     place=place)
 
     def forward(self, x: Tensor, *, first_chunk: bool = False) -> Tensor:
         x = self.mid_block(self.conv_in(x))

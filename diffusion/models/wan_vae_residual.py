@@ -8,6 +8,7 @@ from __future__ import annotations
 from gpustd import Tensor, concatenate, nn, permute, take_slice, zeros
 from gpustd.reduction import mean
 
+from . import qwen_image_vae as qwen
 from .layers import Place
 from .wan_vae_blocks import Resample, ResidualBlock
 
@@ -74,15 +75,19 @@ def dup_up(x: Tensor, out_dim: int, factor_t: int, factor_s: int, *,
 
 class ResidualDownBlock(nn.Module):
     """Residual blocks, then the down-sampler, plus `avg_down` of the input.
-    diffusers: `WanResidualDownBlock`."""
+    diffusers: `WanResidualDownBlock`. `residual_kind`, `resample_kind`: Wan's causal 3D
+    parts (Qwen-Image 2.1's 2D ones: qwen_image21_vae)."""
+
+    residual_kind: type[qwen.ResidualBlock] = ResidualBlock
+    resample_kind: type[qwen.Resample] = Resample
 
     def __init__(self, in_dim: int, out_dim: int, count: int, *, temporal: bool, down: bool,
                  place: Place) -> None:
         self.out_dim, self.factor_t, self.factor_s = out_dim, 2 if temporal else 1, 2 if down else 1
-        self.resnets = nn.ModuleList([ResidualBlock(in_dim if i == 0 else out_dim, out_dim,
-                                                    place) for i in range(count)])
-        self.downsampler = (Resample(out_dim, "downsample3d" if temporal else "downsample2d",
-                                     place) if down else None)
+        self.resnets = nn.ModuleList([self.residual_kind(in_dim if i == 0 else out_dim, out_dim,
+                                                         place) for i in range(count)])
+        mode = "downsample3d" if temporal else "downsample2d"
+        self.downsampler = self.resample_kind(out_dim, mode, place) if down else None
 
     def forward(self, x: Tensor) -> Tensor:
         shortcut = avg_down(x, self.out_dim, self.factor_t, self.factor_s)
@@ -95,15 +100,19 @@ class ResidualDownBlock(nn.Module):
 
 class ResidualUpBlock(nn.Module):
     """Residual blocks, then the up-sampler (to out_dim channels), plus `dup_up` of the input.
-    diffusers: `WanResidualUpBlock`."""
+    diffusers: `WanResidualUpBlock`. `residual_kind`, `resample_kind` as ResidualDownBlock's."""
+
+    residual_kind: type[qwen.ResidualBlock] = ResidualBlock
+    resample_kind: type[qwen.Resample] = Resample
 
     def __init__(self, in_dim: int, out_dim: int, count: int, *, temporal: bool, up: bool,
                  place: Place) -> None:
         self.out_dim, self.factor_t, self.up = out_dim, 2 if temporal else 1, up
-        self.resnets = nn.ModuleList([ResidualBlock(in_dim if i == 0 else out_dim, out_dim,
-                                                    place) for i in range(count + 1)])
-        self.upsampler = (Resample(out_dim, "upsample3d" if temporal else "upsample2d", place,
-                                   out_dim=out_dim) if up else None)
+        self.resnets = nn.ModuleList([self.residual_kind(in_dim if i == 0 else out_dim, out_dim,
+                                                         place) for i in range(count + 1)])
+        mode = "upsample3d" if temporal else "upsample2d"
+        self.upsampler = (self.resample_kind(out_dim, mode, place, out_dim=out_dim) if up
+                          else None)
 
     def forward(self, x: Tensor, *, first_chunk: bool = False) -> Tensor:
         shortcut = (dup_up(x, self.out_dim, self.factor_t, 2, first_chunk=first_chunk)

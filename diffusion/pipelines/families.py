@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from ..loaders.flow.chroma import chroma_family
 from ..loaders.flow.file import flow_model_family
 from ..loaders.flux2 import flux2_distilled, flux2_family
-from ..loaders.qwen_image import qwenimage_family
+from ..loaders.qwen_image import qwenimage21_family, qwenimage_family
 from ..loaders.wan import wan_family, wan_file_family
 from ..loaders.z_image import zimage_family
 from .contract import Capabilities, LoadOptions, Pipeline, SamplingDefaults
@@ -32,6 +32,11 @@ from .flow.kontext_model import (
     kontext_defaults,
     kontext_family,
     load_kontext_model,
+)
+from .flow.qwen_image21_model import (
+    load_qwenimage21_model,
+    qwenimage21_capabilities,
+    qwenimage21_defaults,
 )
 from .flow.qwen_image_edit_model import (
     load_qwenimage_edit_model,
@@ -105,6 +110,9 @@ FAMILIES: tuple[FamilyLoader, ...] = (
                  latent_channels=32, single_file_base=True,
                  capabilities=lambda path, family: flux2_capabilities(
                      family, distilled=flux2_distilled(path))),
+    FamilyLoader("Qwen-Image 2.1", qwenimage21_family, load_qwenimage21_model,
+                 qwenimage21_defaults, latent_channels=64,
+                 capabilities=lambda path, family: qwenimage21_capabilities(family)),
     FamilyLoader("Qwen-Image", qwenimage_family, load_qwenimage_model, qwenimage_defaults,
                  latent_channels=16, single_file_base=True,
                  capabilities=lambda path, family: qwenimage_capabilities(family)),

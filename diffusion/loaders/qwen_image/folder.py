@@ -30,8 +30,9 @@ from ..formats.dit_folder import DIT_COMPONENTS, DiTWeights, dit_weights
 from ..weights import ComponentWeights, TensorRef, resolve_dtype
 from .file import qwenimage_edit_file_family, qwenimage_file_family
 
-__all__ = ["QwenImageWeights", "language_model_config", "load_qwenimage_folder",
-           "qwenimage_edit_family", "qwenimage_family"]
+__all__ = ["QwenImageWeights", "language_model_config", "language_model_refs",
+           "load_qwenimage_folder", "qwen_tokenizer", "qwenimage_edit_family",
+           "qwenimage_family"]
 
 _CLASS = "QwenImagePipeline"
 # the edit pipelines' classes and the families they load as
@@ -91,7 +92,7 @@ def language_model_config(config: dict[str, Any]) -> dict[str, Any]:
     return {**config, "model_type": "qwen2_5_vl_text"}
 
 
-def _language_model_refs(refs: dict[str, Any]) -> dict[str, Any]:
+def language_model_refs(refs: dict[str, Any]) -> dict[str, Any]:
     """The language model's tensors under their Qwen2 names (`layers.0.self_attn.q_proj.
     weight`, ...): the vision tower (`visual.`, `model.visual.`) and `lm_head.` left out."""
     out = {}
@@ -103,6 +104,17 @@ def _language_model_refs(refs: dict[str, Any]) -> dict[str, Any]:
                 out[key.removeprefix(prefix)] = ref
                 break
     return out
+
+
+def qwen_tokenizer(folder: Path) -> Path:
+    """`folder`, checked to hold Qwen's tokenizer (tokenizer.json, or a slow Qwen2Tokenizer's
+    vocab.json and merges.txt); WeightsError naming what is missing otherwise."""
+    slow = (folder / "vocab.json").is_file() and (folder / "merges.txt").is_file()
+    if not (folder / "tokenizer.json").is_file() and not slow:
+        raise WeightsError(f"{folder / 'tokenizer.json'}: required file is missing, and so "
+                           "are vocab.json and merges.txt (the Qwen tokenizer the text encoder "
+                           "reads prompts with)")
+    return folder
 
 
 def load_qwenimage_folder(path: str | os.PathLike[str], *, dtype: Any = None,
@@ -133,18 +145,13 @@ def load_qwenimage_folder(path: str | os.PathLike[str], *, dtype: Any = None,
                                    "vision tower")
             extra["vision"] = ComponentWeights("vision", vision, _vision_refs(refs),
                                                dtype=resolve_dtype(dtype))
-        return language_model_config(config), _language_model_refs(refs)
+        return language_model_config(config), language_model_refs(refs)
 
     parts: dict[str, Any] = {**dit_weights(root, dtype=dtype, variant=variant, skip=skip,
                                            adapt=adapt), **extra}
     if edit:
         parts["processor_config"] = read_json(root / "processor" / "preprocessor_config.json")
-    tokenizer = root / "tokenizer"
-    slow = (tokenizer / "vocab.json").is_file() and (tokenizer / "merges.txt").is_file()
-    if not (tokenizer / "tokenizer.json").is_file() and not slow:
-        raise WeightsError(f"{tokenizer / 'tokenizer.json'}: required file is missing, and so "
-                           "are vocab.json and merges.txt (the Qwen tokenizer the text encoder "
-                           "reads prompts with)")
     return QwenImageWeights(scheduler_config=read_json(root / "scheduler" /
                                                        "scheduler_config.json"),
-                            tokenizer_dir=tokenizer, **parts)  # type: ignore[arg-type]
+                            tokenizer_dir=qwen_tokenizer(root / "tokenizer"),
+                            **parts)  # type: ignore[arg-type]

@@ -107,14 +107,14 @@ def check_sides(height: int, width: int, multiple: int, model: str) -> None:
                          f"{height}x{width}")
 
 
-def flow_schedule(config: dict[str, Any], steps: int, mu: float | None
-                  ) -> FlowMatchEulerDiscreteScheduler:
+def flow_schedule(config: dict[str, Any], steps: int, mu: float | None,
+                  sigmas: Sequence[float] | None = None) -> FlowMatchEulerDiscreteScheduler:
     """The schedule diffusers' flow pipelines run: FlowMatchEulerDiscreteScheduler from the
-    folder's `config` over sigmas 1 .. 1/steps, shifted by `mu` (None where the config's
-    shift is a constant), from its first step."""
+    folder's `config` over sigmas 1 .. 1/steps (or the model author's `sigmas`, one a step),
+    shifted by `mu` (None where the config's shift is a constant), from its first step."""
     scheduler = FlowMatchEulerDiscreteScheduler.from_config(config)
-    sigmas = np.linspace(1.0, 1 / steps, steps)
-    scheduler.set_timesteps(sigmas=sigmas, mu=mu)
+    grid = np.linspace(1.0, 1 / steps, steps) if sigmas is None else np.asarray(sigmas)
+    scheduler.set_timesteps(sigmas=grid, mu=mu)
     scheduler.set_begin_index(0)
     return scheduler
 

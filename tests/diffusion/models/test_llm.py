@@ -7,12 +7,14 @@ import pytest
 
 pytest.importorskip("transformers", reason="transformers is a test-only reference")
 import torch
+from qwen3vl_tiny import tiny_qwen3vl_text
 from sd_tiny import state_dict
 from support import assert_close
 from zimage_tiny import QWEN3_TINY, tiny_qwen3
 
 import gpucore
 from diffusion.models.llm import LLMTextModel
+from gpustd import asarray
 
 TOL = 1e-3  # f32 through every layer, typically ~1e-6
 
@@ -124,6 +126,61 @@ def test_other_architectures_equal_transformers(first_device: gpucore.Device, ki
     if kind == "Mistral":  # its window is used: a longer prompt is refused in one line
         with pytest.raises(ValueError, match="sliding attention window of 64"):
             ours.hidden_states(np.zeros((1, 65), np.int64))
+
+
+def _ported_qwen3vl(device: gpucore.Device) -> tuple[torch.nn.Module, LLMTextModel]:
+    reference = tiny_qwen3vl_text()
+    ours = LLMTextModel(reference.config.to_dict(), device=device)
+    ours.load_state_dict(state_dict(reference))
+    return reference, ours
+
+
+def test_qwen3_vl_text_equals_transformers(first_device: gpucore.Device) -> None:
+    """Qwen3-VL's language model (Qwen3's layers; transformers turns text by its interleaved
+    multimodal RoPE, one position on all three axes, ours by the plain rotary) on a batch
+    left-padded as Qwen-Image 2.1 pads it: the last layer's output before the final norm
+    (transformers' with the norm hooked out, as diffusers reads it) and after, visibly
+    apart; the rotary tables themselves equal."""
+    reference, ours = _ported_qwen3vl(first_device)
+    ids, mask = _inputs()
+    ids, mask = ids[:, ::-1].copy(), mask[:, ::-1].copy()  # the padding on the left
+    kept = mask.astype(bool)
+    hook = reference.norm.register_forward_hook(lambda module, args, output: args[0])
+    try:
+        raw = _reference(reference, ids, mask)[-1].numpy()
+    finally:
+        hook.remove()
+    with torch.no_grad():
+        normed = reference(input_ids=torch.from_numpy(ids),
+                           attention_mask=torch.from_numpy(mask)).last_hidden_state.numpy()
+    got_raw = ours.hidden_states(ids, mask, final_norm=False).numpy()
+    assert_close(got_raw[kept], raw[kept], tol=1e-5)  # measured 7e-7 of the largest
+    assert_close(ours.hidden_states(ids, mask).numpy()[kept], normed[kept], tol=1e-5)
+    assert np.abs(raw - normed)[kept].mean() > 0.2 * np.abs(normed[kept]).mean()  # ~0.45
+    positions = torch.arange(ids.shape[1])[None, None].expand(3, 1, -1)
+    cos, sin = reference.rotary_emb(torch.zeros(1), positions)
+    table = ours.rotary(ids.shape[1])
+    np.testing.assert_allclose(table[0].numpy()[:, 0], cos[0].numpy(), atol=1e-6)
+    np.testing.assert_allclose(table[1].numpy()[:, 0], sin[0].numpy(), atol=1e-6)
+
+
+def test_qwen3_vl_multimodal_positions_interleaved(first_device: gpucore.Device) -> None:
+    """Positions apart on the three axes (a picture's time, rows and columns): ours equal
+    transformers' Qwen3VLTextModel given them; Qwen2.5-VL's contiguous sections in place of
+    the interleaved ones visibly would not."""
+    reference, ours = _ported_qwen3vl(first_device)
+    rng = np.random.default_rng(6)
+    embeds = rng.standard_normal((1, 19, QWEN3_TINY["hidden_size"])).astype(np.float32)
+    positions = rng.integers(0, 40, (3, 19))
+    with torch.no_grad():
+        expected = reference(inputs_embeds=torch.from_numpy(embeds),
+                             position_ids=torch.from_numpy(positions)[:, None]
+                             ).last_hidden_state.numpy()
+    got = ours.multimodal_hidden_states(asarray(embeds, device=first_device), positions)
+    assert_close(got.numpy(), expected, tol=1e-5)
+    ours.kind = ours.kind._replace(interleaved=False)
+    contiguous = ours.multimodal_hidden_states(asarray(embeds, device=first_device), positions)
+    assert np.abs(contiguous.numpy() - expected).mean() > 0.05 * np.abs(expected).mean()  # 0.19
 
 
 @pytest.mark.nodevice
