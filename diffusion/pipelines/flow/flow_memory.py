@@ -89,7 +89,7 @@ class MemoryLayout:
     prompt, one unit; `text_calls`: the (module, method) calls that bring that unit in first;
     `block_calls`: a streamed block's methods besides `forward` that bring it in when the
     blocks stream (FLUX.1's first block's `modulated_input`, TeaCache's measure; Qwen-Image
-    2.1's `text` and `image`, which run its blocks instead of `forward`);
+    2.1's `prefix` and `image`, which run its blocks instead of `forward`);
     `transformer_calls`: the transformer's methods besides `forward` that bring it in when it
     is one unit (Qwen-Image 2.1's `prefix`, which runs its blocks over the prompt)."""
 

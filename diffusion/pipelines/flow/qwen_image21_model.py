@@ -50,7 +50,7 @@ class QwenImage21Model(LLMFlowModel):
     def memory_layout(self) -> MemoryLayout:
         """What the memory modes move: Qwen3-VL (its `hidden_states`, which encode_t2i calls,
         and `hidden_states_of` under it), the transformer (also brought in by `prefix`, which
-        runs its blocks over the prompt once a prompt) and its blocks (run by their `text`
+        runs its blocks over the prompt once a prompt) and its blocks (run by their `prefix`
         and `image`, never by `forward`), the VAE."""
         pipe, transformer = self.pipe, self.pipe.transformer
         blocks = transformer.transformer_blocks
@@ -60,7 +60,7 @@ class QwenImage21Model(LLMFlowModel):
                                         (pipe.text_encoder, "hidden_states_of")),
                             vae=pipe.vae,
                             block_calls=tuple((block, method) for block in blocks
-                                              for method in ("text", "image")),
+                                              for method in ("prefix", "image")),
                             transformer_calls=("prefix",))
 
     @property

@@ -38,7 +38,7 @@ FAMILIES = {
     "qwen-image": (tiny_qwenimage_pipeline, "qwen-image", {"cfg_scale": 4.0}, 1 << 20),
     "qwen-image-edit": (tiny_qwenimage_edit_pipeline, "qwen-edit",
                         {"cfg_scale": 4.0, "init_image": PICTURE}, 1 << 20),
-    # 2.1: the prompt's prefix runs the blocks (`text`) outside forward, once a prompt; its
+    # 2.1: the prompt's prefix runs the blocks (`prefix`) outside forward, once a prompt; its
     # sides are multiples of 32
     "qwen-image-2.1": (tiny_qwenimage21_pipeline, "qwen-image-2.1",
                        {"cfg_scale": 4.0, "width": 64, "height": 32}, 1 << 18),
