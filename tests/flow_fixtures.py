@@ -81,3 +81,14 @@ def tiny_sd3(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Any]:
 
     root = tmp_path_factory.mktemp("tiny-sd3")
     return root, tiny_sd3_pipeline(root)
+
+
+@pytest.fixture(scope="session")
+def tiny_qwenimage21(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Any]:
+    """(the folder `root / "qwen-image-2.1"`, diffusers' QwenImage21Pipeline) of tiny random
+    parts (the CLI's and the server's tests)."""
+    pytest.importorskip("diffusers", reason="diffusers is a test-only reference")
+    from qwenimage21_tiny import tiny_qwenimage21_pipeline
+
+    root = tmp_path_factory.mktemp("tiny-qwen-image-21")
+    return root / "qwen-image-2.1", tiny_qwenimage21_pipeline(root)

@@ -36,10 +36,8 @@ TOL = 0.01  # mean |ours - diffusers| in [0, 1]: the PNG's rounding (float: 3.1e
 
 
 @pytest.fixture(scope="module")
-def tiny(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Any]:
-    root = tmp_path_factory.mktemp("qwen-image-21")
-    reference = tiny_qwenimage21_pipeline(root)
-    return root / "qwen-image-2.1", reference
+def tiny(tiny_qwenimage21: tuple[Path, Any]) -> tuple[Path, Any]:
+    return tiny_qwenimage21  # the session's, shared with the server's test
 
 
 def _diffusers(reference: Any, prompt: str, steps: int = 2, **settings: Any) -> np.ndarray:
