@@ -17,7 +17,7 @@ from sd_tiny import tiny_vae, write_pipeline
 
 import diffusion
 import gpucore
-from diffusion.cli import generate as generate_cli
+from diffusion.cli import load_models as load_cli
 from diffusion.cli import main as main_cli
 from diffusion.cli.main import build_parser, main
 from diffusion.pipelines.finite import (
@@ -232,14 +232,14 @@ def test_the_cli_and_the_server_take_it(monkeypatch: pytest.MonkeyPatch,
     made: list[str] = []
     model = SimpleNamespace(name="m", family="sd1", capabilities=SimpleNamespace(turbo=False),
                             use_float32_vae=lambda: made.append("made") or True)
-    # generate's loading: the model's VAE made float32, the line said
+    # the CLI's loading: the model's VAE made float32, the line said
     monkeypatch.setattr(diffusion, "load_pipeline", lambda *args, **kwargs: model)
-    monkeypatch.setattr(generate_cli, "_dtype_and_device", lambda choice: (np.float16, None))
-    generate_cli._load(parser.parse_args(["txt2img", "--prompt", "a cat", "--no-half-vae"]))
+    monkeypatch.setattr(load_cli, "_dtype_and_device", lambda choice: (np.float16, None))
+    load_cli.load_models(parser.parse_args(["txt2img", "--prompt", "a cat", "--no-half-vae"]))
     assert made == ["made"]
     assert "no-half-vae: the VAE runs in float32 (the model keeps its float16 weights)" in (
         capsys.readouterr().err)
-    generate_cli._load(parser.parse_args(["txt2img", "--prompt", "a cat"]))
+    load_cli.load_models(parser.parse_args(["txt2img", "--prompt", "a cat"]))
     assert made == ["made"]  # not without the flag
     # the server's loader applies the setting to every pipeline it loads
     loader = PipelineLoader(ServerSettings(no_half_vae=True), build=lambda path, **where: model)
