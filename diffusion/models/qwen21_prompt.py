@@ -27,6 +27,7 @@ the condition pictures' pads and at the target picture's slots, one per 2x2 late
 
 from __future__ import annotations
 
+import typing
 from collections.abc import Sequence
 from typing import Any
 
@@ -237,7 +238,7 @@ def encode_ti2i(text_encoder: LLMTextModel, vision: Qwen3VLVisionModel,
     merge = config["spatial_merge_size"]
     rows, drop = tokenize_ti2i(tokenizer, prompts, grids, merge=merge, max_length=max_length)
     features = vision(np.concatenate([pixels for pixels, _ in read]), grids)
-    pad = int(tokenizer.tokenizer.token_to_id(IMAGE_PAD))
+    pad = typing.cast(int, tokenizer.tokenizer.token_to_id(IMAGE_PAD))  # checked there
     states = [_read(text_encoder, ids, pad, grids, merge, features)[drop:] for ids in rows]
     length = max(len(s) for s in states)
     embeds = np.zeros((len(rows), length, states[0].shape[-1]), np.float32)

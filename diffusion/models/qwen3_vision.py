@@ -163,11 +163,11 @@ class Qwen3VLVisionModel(nn.Module):
 
     @property
     def device(self) -> Device:
-        return self.merger.norm.weight.device
+        return self.patch_embed.proj.weight.device
 
     @property
     def dtype(self) -> np.dtype:
-        return self.merger.norm.weight.dtype
+        return self.patch_embed.proj.weight.dtype
 
     def forward(self, pixel_values: Any, grid_thw: Any) -> VisionFeatures:
         cfg = self.config
