@@ -207,7 +207,7 @@ class Qwen3VLVisionModel(nn.Module):
         rows, cols = _block_order(height, width, cfg["spatial_merge_size"])
         x = (x + self._positions(rows, cols, height, width)).reshape(1, count, dim)
         rotary = axial_rotary(np.stack([rows, cols], 1).astype(np.float32),
-                              dim // cfg["num_heads"], self.theta, self.dtype, self.device)
+                              dim // cfg["num_heads"], self.theta, self.device)
         deepstack = []
         for index, block in enumerate(self.blocks):
             x = block(x, rotary)

@@ -177,7 +177,7 @@ class Qwen2_5_VisionTransformer(nn.Module):
                           device=self.device)
         x = nn.linear(ordered, weight.reshape(weight.shape[0], patch_dim)).reshape(1, count, -1)
         rotary = axial_rotary(layout.positions, cfg["hidden_size"] // cfg["num_heads"],
-                              self.theta, self.dtype, self.device)
+                              self.theta, self.device)
         # one upload of each mask for every block (the window one is L x L: a picture of
         # 1024 x 1024 pixels has 5476 patches, 120 MB)
         window = self._mask(layout.windows)
@@ -190,20 +190,21 @@ class Qwen2_5_VisionTransformer(nn.Module):
         return nn.embedding(np.argsort(layout.block_order).astype(np.int32), out)
 
 
-def axial_rotary(positions: np.ndarray, head_dim: int, theta: float, dtype: Any,
-                 device: Device) -> tuple[Tensor, Tensor]:
-    """cos/sin (N, 1, head_dim) of the Qwen-VL towers' 2D rotary for token positions (N, 2)
-    float32 of (row, column): a quarter of the dimensions turn with the row, a quarter with
-    the column, repeated over the halves (transformers' `rotate_half` layout).
-    transformers: `Qwen2_5_VisionRotaryEmbedding`, `Qwen3VLVisionRotaryEmbedding`."""
+def axial_rotary(positions: np.ndarray, head_dim: int, theta: float, device: Device
+                 ) -> tuple[Tensor, Tensor]:
+    """cos/sin (N, 1, head_dim) float32 (whatever the tower's dtype: the rotary reads float32
+    tables) of the Qwen-VL towers' 2D rotary for token positions (N, 2) float32 of (row,
+    column): a quarter of the dimensions turn with the row, a quarter with the column,
+    repeated over the halves (transformers' `rotate_half` layout). transformers:
+    `Qwen2_5_VisionRotaryEmbedding`, `Qwen3VLVisionRotaryEmbedding`."""
     half = head_dim // 2
     inv_freq = (1.0 / (np.float32(theta) ** (
         np.arange(0, half, 2, dtype=np.float32) / np.float32(half)))).astype(np.float32)
     angle = (positions[:, :, None] * inv_freq).reshape(len(positions), -1)
     angle = np.concatenate([angle, angle], axis=1).astype(np.float32)
     shape = (len(positions), 1, head_dim)
-    return (asarray(np.cos(angle).reshape(shape).astype(dtype), device=device),
-            asarray(np.sin(angle).reshape(shape).astype(dtype), device=device))
+    return (asarray(np.cos(angle).reshape(shape), device=device),
+            asarray(np.sin(angle).reshape(shape), device=device))
 
 
 def smart_resize(height: int, width: int, factor: int = 28, min_pixels: int = 56 * 56,

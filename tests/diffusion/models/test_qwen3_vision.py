@@ -24,6 +24,7 @@ from diffusion.models.qwen3_vision import (
 )
 
 TOL = 1e-5  # float32 through three blocks, measured 2.3e-6 of the largest (3.0)
+F16_TOL = 5e-3
 
 
 def _reference() -> torch.nn.Module:
@@ -98,3 +99,20 @@ def test_bad_input() -> None:
         Qwen3VLVisionModel({**QWEN3VL_VISION, "num_position_embeddings": 15})
     with pytest.raises(ValueError, match=re.escape("reads (24, 1536) patches")):
         Qwen3VLVisionModel(QWEN3VL_VISION)(np.zeros((20, 1536), np.float32), [[1, 4, 6]])
+
+
+def test_tower_float16(f16_device: gpucore.Device) -> None:
+    """float16 weights (the rotary's tables stay float32): transformers' float32 tower's
+    tokens and deepstack features to float16 error."""
+    reference = _reference()
+    ours = Qwen3VLVisionModel(reference.config.to_dict(), dtype=np.float16, device=f16_device)
+    ours.load_state_dict(state_dict(reference))
+    grid = np.asarray([[1, 6, 10]])
+    pixels = np.random.default_rng(1).standard_normal((60, 1536)).astype(np.float32)
+    with torch.no_grad():
+        expected = reference(torch.from_numpy(pixels), torch.from_numpy(grid))
+    got = ours(pixels, grid)
+    assert got.tokens.dtype == np.float16
+    for mine, theirs in zip([got.tokens, *got.deepstack],
+                            [expected.pooler_output, *expected.deepstack_features], strict=True):
+        assert_close(mine.numpy(), theirs.numpy(), dtype=np.float16, tol=F16_TOL)
