@@ -149,3 +149,36 @@ def test_bad_input(setup: tuple[Any, Path]) -> None:
     with pytest.raises(ValueError, match="patch 14 / merge 2 differ"):
         encode_ti2i(None, vision, tokenizer, ["a"], [np.zeros((8, 8, 3), np.uint8)],  # type: ignore[arg-type]
                     processor_config={"patch_size": 14})
+
+
+def test_folder_gives_the_tower_and_processor_config(tmp_path: Path,
+                                                     first_device: gpucore.Device) -> None:
+    """A QwenImage21Pipeline folder's text encoder file gives the vision tower (its
+    config.json's vision_config, its model.visual. tensors), which loads into
+    Qwen3VLVisionModel and equals the reference's; processor/preprocessor_config.json is
+    read where present."""
+    import json
+
+    from qwenimage21_tiny import tiny_qwenimage21_pipeline
+
+    from diffusion.loaders.qwen_image import load_qwenimage21_folder
+    from diffusion.pipelines.flow.flow_memory import load_network
+
+    pipe = tiny_qwenimage21_pipeline(tmp_path)
+    folder = tmp_path / "qwen-image-2.1"
+    assert load_qwenimage21_folder(folder).processor_config is None
+    (folder / "processor" / "preprocessor_config.json").write_text(json.dumps(QWEN3VL_PIXELS))
+    weights = load_qwenimage21_folder(folder)
+    assert weights.processor_config == QWEN3VL_PIXELS and weights.vision is not None
+    assert "layers.0.mlp.up_proj.weight" in weights.text_encoder  # type: ignore[operator]
+    tower = load_network(lambda: Qwen3VLVisionModel(weights.vision.config,  # type: ignore[union-attr]
+                                                    device=first_device),
+                         weights.vision, device=first_device, offload_to_host=False)
+    grid = np.asarray([[1, 4, 6]])
+    pixels = np.random.default_rng(7).standard_normal((24, 1536)).astype(np.float32)
+    with torch.no_grad():
+        expected = pipe.text_encoder.model.visual(torch.from_numpy(pixels),
+                                                  torch.from_numpy(grid))
+    got = tower(pixels, grid)
+    assert_close(got.tokens.numpy(), expected.pooler_output.numpy(), tol=TOL)
+    assert_close(got.deepstack[0].numpy(), expected.deepstack_features[0].numpy(), tol=TOL)
