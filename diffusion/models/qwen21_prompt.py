@@ -162,9 +162,11 @@ def tokenize_ti2i(tokenizer: LLMTokenizer, prompts: Sequence[str], grids: Any, *
 
 
 def condition_picture(image: Any) -> Any:
-    """A condition picture as the vision tower reads it: a PIL image (a uint8 HxWx3 or HxWx4
-    array becomes one), RGBA composited over white as the checkpoint was trained (Pillow's
-    paste). diffusers: QwenImage21Pipeline's `_get_qwen_prompt_embeds`."""
+    """A condition picture as the vision tower reads it: an RGB PIL image (a uint8 HxWx3 or
+    HxWx4 array becomes one), RGBA composited over white as the checkpoint was trained
+    (Pillow's paste: diffusers' QwenImage21Pipeline `_get_qwen_prompt_embeds`), another mode
+    with transparency composited over white as the image processor does (Pillow's
+    alpha_composite: transformers' `convert_to_rgb`)."""
     from PIL import Image
 
     if not isinstance(image, Image.Image):
@@ -177,8 +179,11 @@ def condition_picture(image: Any) -> Any:
     if image.mode == "RGBA":
         white = Image.new("RGB", image.size, (255, 255, 255))
         white.paste(image, mask=image.getchannel("A"))
-        image = white
-    return image
+        return white
+    if "A" in image.getbands() or image.info.get("transparency") is not None:
+        white = Image.new("RGBA", image.size, (255, 255, 255, 255))
+        return Image.alpha_composite(white, image.convert("RGBA")).convert("RGB")
+    return image.convert("RGB")
 
 
 def _rows_into(base: Tensor | None, where: np.ndarray, rows: Tensor) -> Tensor:

@@ -43,10 +43,12 @@ PROMPTS = ["make it night", "put a small red hat on the cat, watercolor"]
 
 def _pictures() -> list[Any]:
     """An RGBA picture with uneven alpha (composited over white) that the processor resizes,
-    and an RGB one already at multiples of 32."""
+    an RGB one already at multiples of 32 and a grey one with alpha (LA: the processor's own
+    compositing)."""
     rng = np.random.default_rng(6)
     rgba = Image.fromarray(rng.integers(0, 256, (70, 100, 4), dtype=np.uint8), "RGBA")
-    return [rgba, Image.fromarray(rng.integers(0, 256, (64, 96, 3), dtype=np.uint8))]
+    grey = Image.fromarray(rng.integers(0, 256, (64, 64, 2), dtype=np.uint8), "LA")
+    return [rgba, Image.fromarray(rng.integers(0, 256, (64, 96, 3), dtype=np.uint8)), grey]
 
 
 @pytest.fixture(scope="module")
@@ -86,17 +88,17 @@ def _reference(pipe: Any, prompts: list[str], pictures: list[Any]) -> tuple[Any,
 
 def test_prompt_with_pictures_equals_diffusers(setup: tuple[Any, Path],
                                                first_device: gpucore.Device) -> None:
-    """Two prompts of two lengths, each with both pictures: the template, the expanded pads
+    """Two prompts of two lengths, each with the three pictures: the template, the expanded pads
     and the ids as the processor gives them, then the embeddings, their mask and the
     image-pad mask as encode_prompt returns them."""
     pipe, folder = setup
     tokenizer = LLMTokenizer(folder)
     pictures = _pictures()
     assert ti2i_template(1) == pipe.prompt_template_ti2i
-    inputs = pipe.processor(text=[ti2i_template(2).format(p) for p in PROMPTS],
+    inputs = pipe.processor(text=[ti2i_template(3).format(p) for p in PROMPTS],
                             images=[condition_picture(p) for p in pictures] * 2,
                             padding=True, padding_side="left", return_tensors="np")
-    rows, drop = tokenize_ti2i(tokenizer, PROMPTS, inputs["image_grid_thw"][:2])
+    rows, drop = tokenize_ti2i(tokenizer, PROMPTS, inputs["image_grid_thw"][:3])
     assert drop == pipe._drop_idx
     for ids, mask, row in zip(inputs["input_ids"], inputs["attention_mask"], rows, strict=True):
         np.testing.assert_array_equal(row, ids[mask.astype(bool)])
@@ -109,7 +111,7 @@ def test_prompt_with_pictures_equals_diffusers(setup: tuple[Any, Path],
     assert_close(got[0][kept], expected[0][kept], tol=TOL)
     assert not got[0][~kept].any()
     np.testing.assert_array_equal(got[2], expected[2])
-    assert got[2].dtype == bool and got[2].sum() == 2 * (6 + 6)  # 2 prompts x 2 pictures
+    assert got[2].dtype == bool and got[2].sum() == 2 * (6 + 6 + 4)  # 2 prompts x 3 pictures
 
 
 def test_the_picture_matters(setup: tuple[Any, Path], first_device: gpucore.Device) -> None:
