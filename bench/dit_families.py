@@ -1,8 +1,8 @@
-"""The 2025-26 families at full size: one transformer step of Qwen-Image, FLUX.2 klein 9B,
-Chroma, FLUX.1 Kontext and Qwen-Image-Edit at 1024x1024, and one prompt through the text
-encoders Z-Image's bench does not cover (Qwen2.5-VL-7B's language model for Qwen-Image,
-Qwen3-8B for klein 9B), random weights at the real configs, ours against diffusers /
-transformers bf16 in one process.
+"""The 2025-26 families at full size: one transformer step of Qwen-Image, Qwen-Image 2.1,
+FLUX.2 klein 9B, Chroma, FLUX.1 Kontext and Qwen-Image-Edit at 1024x1024, and one prompt
+through the text encoders Z-Image's bench does not cover (Qwen2.5-VL-7B's language model for
+Qwen-Image, Qwen3-VL-8B's for Qwen-Image 2.1, Qwen3-8B for klein 9B), random weights at the
+real configs, ours against diffusers / transformers bf16 in one process.
 
 As bench/zimage.py (whose weights, casts and memory readings these rows share): torch draws
 the weights once on its device in bf16 (normal(0, 0.02); norm scales 1 + normal(0, 0.02)),
@@ -17,16 +17,20 @@ tokens (Flux2KleinPipeline pads to 512); Chroma's at 4096 patches and 512 T5 tok
 Kontext's (FLUX.1 dev's config) at 4096 noise + 4096 context-image patches and 512 T5 tokens;
 Qwen-Image-Edit's (Qwen-Image's config) at 4096 noise + 4096 reference patches (one 1024x1024
 reference's latents, at rotary frame 1) and 1385 text tokens (that reference read by
-Qwen2.5-VL: 37 x 37 = 1369 picture tokens, and a short instruction).
-Qwen2.5-VL-7B's language model reads 256 tokens to its last hidden states (Qwen-Image's),
-Qwen3-8B 512 tokens to hidden states 9, 18 and 27 (klein's). Rows run smallest first, each
+Qwen2.5-VL: 37 x 37 = 1369 picture tokens, and a short instruction); Qwen-Image 2.1's at 4096
+latent tokens (unpatched) after 256 text tokens, the step as its pipeline's after the first:
+the prompt's keys and values made once (diffusers' kv_cache "extract", ours `prefix`; each
+timed once, prefix_ms), the picture's tokens alone against them (kv_cache "cached": see
+bench/_dit_qwen21.py). Qwen2.5-VL-7B's language model reads 256 tokens to its last hidden
+states (Qwen-Image's), Qwen3-VL-8B's 256 to its last layer's before the final norm (Qwen-Image
+2.1's), Qwen3-8B 512 tokens to hidden states 9, 18 and 27 (klein's). Rows run smallest first, each
 caught on its own: an out-of-memory model loses its row only, recorded with its error.
 
-BENCH_MODELS picks them, comma-separated, from qwen3_8b, qwen25vl, flux2klein, chroma,
-kontext, qwenimage, qwenimageedit (the default: all, in that order), plus zimage and qwen3
-(bench/zimage.py's rows). BENCH_ACC16=1 adds each float16 transformer's step with every
-GEMM's f16 accumulators (`float16 acc16`, `--fp16-accumulation`). `--quick`: tiny configs
-(a smoke run on any adapter).
+BENCH_MODELS picks them, comma-separated, from qwen3_8b, qwen25vl, qwen3vl_8b, qwenimage21,
+flux2klein, chroma, kontext, qwenimage, qwenimageedit (the default: all, in that order),
+plus zimage and qwen3 (bench/zimage.py's rows). BENCH_ACC16=1 adds each float16
+transformer's step with every GEMM's f16 accumulators (`float16 acc16`,
+`--fp16-accumulation`). `--quick`: tiny configs (a smoke run on any adapter).
 """
 
 from __future__ import annotations
@@ -35,8 +39,6 @@ import gc
 import json
 import os
 import time
-from collections.abc import Callable
-from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -44,75 +46,25 @@ import numpy as np
 import gpucore
 import gpustd
 
+from . import _dit_qwen21 as _qwen21
 from . import _harness
 from . import zimage as _zimage
+from ._dit_models import (
+    CHROMA,
+    EDIT_TEXT,
+    FLUX2_KLEIN_9B,
+    FLUX_DEV,
+    QWEN3_8B,
+    QWEN25VL_7B,
+    QWEN_IMAGE,
+    TINY,
+    Model,
+)
 from .sdxl import _PeakMemory, _settled_use
 
 GIB = float(1 << 30)
 COLUMNS = ["model", "impl", "dtype", "dispatches", "rel_err", "gpu_ms", "wall_ms", "peak_gib",
-           "vs_bf16", "error"]
-
-# Qwen/Qwen-Image, transformer/config.json
-QWEN_IMAGE: dict[str, Any] = dict(
-    patch_size=2, in_channels=64, out_channels=16, num_layers=60, attention_head_dim=128,
-    num_attention_heads=24, joint_attention_dim=3584, axes_dims_rope=(16, 56, 56))
-# black-forest-labs/FLUX.2-klein-9B, transformer/config.json
-FLUX2_KLEIN_9B: dict[str, Any] = dict(
-    patch_size=1, in_channels=128, num_layers=8, num_single_layers=24, attention_head_dim=128,
-    num_attention_heads=32, joint_attention_dim=12288, timestep_guidance_channels=256,
-    mlp_ratio=3.0, axes_dims_rope=(32, 32, 32, 32), rope_theta=2000, eps=1e-6,
-    guidance_embeds=False)
-# lodestones/Chroma1-HD, transformer/config.json
-CHROMA: dict[str, Any] = dict(
-    patch_size=1, in_channels=64, num_layers=19, num_single_layers=38, attention_head_dim=128,
-    num_attention_heads=24, joint_attention_dim=4096, axes_dims_rope=(16, 56, 56),
-    approximator_num_channels=64, approximator_hidden_dim=5120, approximator_layers=5)
-# black-forest-labs/FLUX.1-Kontext-dev, transformer/config.json (FLUX.1 dev's)
-FLUX_DEV: dict[str, Any] = dict(
-    patch_size=1, in_channels=64, num_layers=19, num_single_layers=38, attention_head_dim=128,
-    num_attention_heads=24, joint_attention_dim=4096, pooled_projection_dim=768,
-    guidance_embeds=True, axes_dims_rope=(16, 56, 56))
-# Qwen/Qwen-Image, text_encoder/config.json's language model (Qwen2.5-VL-7B-Instruct)
-QWEN25VL_7B: dict[str, Any] = dict(
-    model_type="qwen2", vocab_size=152064, hidden_size=3584, intermediate_size=18944,
-    num_hidden_layers=28, num_attention_heads=28, num_key_value_heads=4, rms_norm_eps=1e-6,
-    rope_theta=1_000_000.0, max_position_embeddings=128000, tie_word_embeddings=False)
-# Qwen/Qwen3-8B, config.json (FLUX.2 klein 9B's text encoder)
-QWEN3_8B: dict[str, Any] = dict(
-    _zimage.QWEN3_4B, hidden_size=4096, intermediate_size=12288, num_attention_heads=32,
-    tie_word_embeddings=False)
-
-# the text tokens of Qwen-Image-Edit's step: a 1024x1024 reference read by Qwen2.5-VL (1036 px
-# in 28 px merged patches: 37 x 37 picture tokens) and a short instruction, the template's
-# first 64 tokens dropped
-EDIT_TEXT = 1385
-
-_TINY_DIT = dict(num_layers=1, attention_head_dim=16, num_attention_heads=2)
-TINY: dict[str, dict[str, Any]] = {
-    "qwenimage": dict(QWEN_IMAGE, **_TINY_DIT, joint_attention_dim=40, axes_dims_rope=(4, 6, 6)),
-    "qwenimageedit": dict(QWEN_IMAGE, **_TINY_DIT, joint_attention_dim=40,
-                          axes_dims_rope=(4, 6, 6)),
-    "flux2klein": dict(FLUX2_KLEIN_9B, **_TINY_DIT, num_single_layers=1, joint_attention_dim=48,
-                       axes_dims_rope=(4, 4, 4, 4)),
-    "chroma": dict(CHROMA, **_TINY_DIT, num_single_layers=1, joint_attention_dim=40,
-                   axes_dims_rope=(4, 6, 6), approximator_num_channels=8,
-                   approximator_hidden_dim=32, approximator_layers=1),
-    "kontext": dict(FLUX_DEV, **_TINY_DIT, num_single_layers=1, joint_attention_dim=40,
-                    pooled_projection_dim=24, axes_dims_rope=(4, 6, 6)),
-    "qwen25vl": dict(QWEN25VL_7B, vocab_size=512, hidden_size=48, intermediate_size=80,
-                     num_hidden_layers=3, num_attention_heads=4, num_key_value_heads=2),
-    "qwen3_8b": dict(_zimage.TINY_QWEN3, num_hidden_layers=28),
-}
-
-
-@dataclass(frozen=True)
-class _Model:
-    config: dict[str, Any]
-    reference: Callable[[Any, Any, dict[str, Any]], Any]  # (diffusers, transformers, config)
-    # the torch call of (reference, inputs on torch's device)
-    torch_call: Callable[[Any, dict[str, Any]], Any]
-    ours: Callable[[dict[str, Any], Any, gpucore.Device], Any]  # (config, dtype, device)
-    ours_call: Callable[[Any, dict[str, Any], Any], Any]  # (model, numpy inputs, dtype)
+           "vs_bf16", "prefix_ms", "error"]
 
 
 def _positions(text: int, rows: int, columns: int, axes: int, context: int = 0
@@ -132,6 +84,8 @@ def _positions(text: int, rows: int, columns: int, axes: int, context: int = 0
 
 
 def _inputs(name: str, config: dict[str, Any], quick: bool) -> dict[str, np.ndarray]:
+    if name in _qwen21.NAMES:
+        return _qwen21.inputs(name, config, quick)
     rng = np.random.default_rng(0)
     side = 8 if quick else 64  # patches per side: 1024 / 16
     if name in ("qwen25vl", "qwen3_8b"):
@@ -170,7 +124,7 @@ def _llm_layers(name: str) -> tuple[int, ...]:
     return (9, 18, 27) if name == "qwen3_8b" else (-1,)
 
 
-def _dit(name: str) -> _Model:
+def _dit(name: str) -> Model:
     """The model table's line for transformer `name`."""
     from diffusion.models import chroma, flux, flux2, qwen_image
 
@@ -192,7 +146,7 @@ def _dit(name: str) -> _Model:
             rows = int(x["rows"])
             return ours(*tensors(x, dtype, ours.device), x["t"], rows, rows,
                         references=[(rows, rows)] * len(references))
-        return _Model(QWEN_IMAGE, lambda d, t, c: d.QwenImageTransformer2DModel(**c), ref_call,
+        return Model(QWEN_IMAGE, lambda d, t, c: d.QwenImageTransformer2DModel(**c), ref_call,
                       lambda c, dt, dev: qwen_image.QwenImageTransformer2DModel(
                           c, dtype=dt, device=dev), call)
     kinds = {"flux2klein": ("Flux2Transformer2DModel", flux2.Flux2Transformer2DModel,
@@ -216,11 +170,13 @@ def _dit(name: str) -> _Model:
                         x["guidance"])
         return ours(latents, text, x["t"], x["img_ids"], x["txt_ids"])
 
-    return _Model(config, lambda d, t, c: getattr(d, reference_name)(**c), ref_call_ids,
+    return Model(config, lambda d, t, c: getattr(d, reference_name)(**c), ref_call_ids,
                   lambda c, dt, dev: ours_class(c, dtype=dt, device=dev), call_ids)
 
 
-def _model(name: str) -> _Model:
+def _model(name: str) -> Model:
+    if name in _qwen21.NAMES:
+        return _qwen21.model(name)
     if name not in ("qwen25vl", "qwen3_8b"):
         return _dit(name)
     layers = _llm_layers(name)
@@ -234,11 +190,11 @@ def _model(name: str) -> _Model:
     def call(ours: Any, x: dict[str, Any], dtype: Any) -> Any:
         return gpustd.concatenate(ours.hidden_states_of(x["ids"], None, layers), axis=2)
 
-    return _Model(QWEN25VL_7B if name == "qwen25vl" else QWEN3_8B,
+    return Model(QWEN25VL_7B if name == "qwen25vl" else QWEN3_8B,
                   lambda d, t, c: _llm_reference(t, c), ref_call, _ours_llm, call)
 
 
-def _reference(model: _Model, config: dict[str, Any], dev: str) -> Any:
+def _reference(model: Model, config: dict[str, Any], dev: str) -> Any:
     """The reference built on `dev` in bf16, its weights drawn there (seed 0), as
     bench/zimage.py draws them."""
     import diffusers
@@ -269,7 +225,7 @@ def _on_torch(x: dict[str, Any], tdtype: Any, dev: str) -> dict[str, Any]:
     out = {}
     for key, value in x.items():
         array = np.asarray(value)
-        if key == "ids":
+        if key == "ids" or array.dtype == bool:
             out[key] = torch.from_numpy(array).to(dev)
         elif key in ("t", "guidance", "img_ids", "txt_ids"):
             out[key] = torch.from_numpy(array.astype(np.float32)).to(dev)
@@ -293,7 +249,13 @@ def _one_model(name: str, quick: bool, device: gpucore.Device, cuda: Any
     tdtype = torch.bfloat16 if cuda else torch.float32
     _zimage._cast(ref, tdtype)
     x["torch"] = _on_torch({k: v for k, v in x.items() if k != "rows"}, tdtype, dev)
+    prefix: dict[str, float] = {}  # the prompt's part, once before the steps: timed once
     with torch.no_grad():
+        if model.torch_prefix is not None:
+            model.torch_prefix(ref, x)
+            if cuda:
+                prefix["prefix_ms"] = _harness.torch_wall_ms(
+                    lambda: model.torch_prefix(ref, x), torch, 1)
         if cuda:
             torch.cuda.synchronize()
             torch.cuda.reset_peak_memory_stats()
@@ -303,7 +265,7 @@ def _one_model(name: str, quick: bool, device: gpucore.Device, cuda: Any
             rows.append({"model": name, "impl": "reference", "dtype": "bfloat16",
                          "gpu_ms": _harness.torch_cuda_ms(call, warmup=1, repeat=repeat),
                          "wall_ms": _harness.torch_wall_ms(call, torch, repeat),
-                         "peak_gib": torch.cuda.max_memory_allocated() / GIB})
+                         "peak_gib": torch.cuda.max_memory_allocated() / GIB, **prefix})
             print(f"reference {name}: {rows[-1]['wall_ms']:.1f} ms", flush=True)
         else:
             rows.append({"model": name, "impl": "reference", "dtype": "float32"})
@@ -324,6 +286,14 @@ def _one_model(name: str, quick: bool, device: gpucore.Device, cuda: Any
     ours.load_state_dict(weights, dtype=dtype)
     del weights
     gc.collect()
+    if model.ours_prefix is not None:  # its kernels built, the clock raised, then timed once
+        def make() -> None:
+            x["prefix"] = model.ours_prefix(ours, x, dtype)
+        gpucore.autotune.warm_clock(device, make)
+        start = time.perf_counter()
+        make()
+        device.synchronize()
+        prefix = {"prefix_ms": (time.perf_counter() - start) * 1e3}
 
     def fn() -> Any:
         return model.ours_call(ours, x, dtype)
@@ -335,7 +305,7 @@ def _one_model(name: str, quick: bool, device: gpucore.Device, cuda: Any
     timing = _harness.ours_ms(fn, device, warmup=1, repeat=repeat)
     row = {"model": name, "impl": "ours", "dtype": dtype.name, **timing,
            "peak_gib": (step.peak_allocated - base) / GIB, "driver_step_peak_gib": driver.peak,
-           "rel_err": float(np.abs(got - expected).max() / np.abs(expected).max())}
+           "rel_err": float(np.abs(got - expected).max() / np.abs(expected).max()), **prefix}
     rows.append(row)
     if os.environ.get("BENCH_ACC16") == "1" and dtype == np.float16:
         timing, got = _zimage.acc16_call(fn, device, repeat)
@@ -352,8 +322,8 @@ def _one_model(name: str, quick: bool, device: gpucore.Device, cuda: Any
     return rows
 
 
-DEFAULT = ("qwen3_8b", "qwen25vl", "flux2klein", "chroma", "kontext", "qwenimage",
-           "qwenimageedit")
+DEFAULT = ("qwen3_8b", "qwen25vl", "qwen3vl_8b", "qwenimage21", "flux2klein", "chroma",
+           "kontext", "qwenimage", "qwenimageedit")
 
 
 def run(quick: bool = False) -> dict[str, Any]:
@@ -385,14 +355,19 @@ def run(quick: bool = False) -> dict[str, Any]:
         "benchmark": "dit_families",
         "environment": _harness.environment(device),
         "notes": "One transformer step at 1024x1024, batch 1: Qwen-Image (4096 patches, 222 "
-                 "text tokens), FLUX.2 klein 9B (4096 patches, 512 text tokens), Chroma "
+                 "text tokens), Qwen-Image 2.1 (4096 latent tokens after a 256-token prompt's "
+                 "keys and values, made once: diffusers' kv_cache 'cached' step after its "
+                 "'extract' one, ours after prefix(); prefix_ms: that once-a-prompt call, "
+                 "timed once), FLUX.2 klein 9B (4096 patches, 512 text tokens), Chroma "
                  "(4096 patches, 512 T5 tokens, unmasked), FLUX.1 Kontext dev (4096 noise + "
                  "4096 context patches, 512 T5 tokens), Qwen-Image-Edit (4096 noise + 4096 "
                  "reference patches, 1385 text tokens: a 1024x1024 reference read by "
                  "Qwen2.5-VL and a short instruction); Qwen2.5-VL-7B's language model on 256 "
-                 "tokens (last hidden states), Qwen3-8B on 512 tokens (hidden states 9, 18, "
-                 "27 concatenated, klein's); random bf16 weights drawn by torch (normal(0, "
-                 "0.02), norm scales 1 + normal(0, 0.02)) shared by both rows; ours float16 "
+                 "tokens (last hidden states), Qwen3-VL-8B's language model on 256 tokens (the "
+                 "last layer's states before the final norm), Qwen3-8B on 512 tokens (hidden "
+                 "states 9, 18, 27 concatenated, klein's); random bf16 weights drawn by "
+                 "torch (normal(0, 0.02), norm scales 1 + normal(0, 0.02)) shared by both "
+                 "rows; ours float16 "
                  "(float32 without shader-f16), eager; rel_err = max|ours - reference| / "
                  "max|reference| against the reference in bf16 on CUDA (fp32 on the CPU); "
                  "wall_ms medians; vs_bf16 = reference wall_ms / ours (above 1: we are "

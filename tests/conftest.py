@@ -20,7 +20,7 @@ from gpucore import autotune
 
 # fixtures some folders share, kept out of conftest.py files of their own: a second module
 # named `conftest` would shadow this one for every `from conftest import ...` of a whole run
-pytest_plugins = ["browser_fixtures", "loader_fixtures"]
+pytest_plugins = ["browser_fixtures", "flow_fixtures", "loader_fixtures"]
 
 # gpucore's tests load the `core/` kernels without gpustd, which registers them for ops
 gpucore.register_shader_root("shaders")
@@ -308,67 +308,3 @@ def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
         tally = counts[_id(info)]
         text = ", ".join(f"{n} {k}" for k, n in tally.items()) or "no tests"
         terminalreporter.write_line(f"  {_id(info)} ({info.backend}, {info.name}): {text}")
-
-
-# Tiny FLUX / SD3 pipelines shared by the flow-model test modules, each built once per run
-# (building one with diffusers costs seconds on 2 cores); tests leave them as they found them.
-@pytest.fixture(scope="session")
-def tiny_flux_dev(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Any]:
-    """(the folder's parent: `root / "flux"`, diffusers' FluxPipeline) of FLUX.1 dev's shape."""
-    pytest.importorskip("diffusers", reason="diffusers is a test-only reference")
-    from flow_tiny import tiny_flux_pipeline
-
-    root = tmp_path_factory.mktemp("tiny-flux-dev")
-    return root, tiny_flux_pipeline(root, dev=True)
-
-
-@pytest.fixture(scope="session")
-def tiny_flux2_klein(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Any]:
-    """(the folder `root / "flux2-klein"`, diffusers' Flux2KleinPipeline) of a step-distilled
-    FLUX.2 klein of tiny random parts."""
-    pytest.importorskip("diffusers", reason="diffusers is a test-only reference")
-    from flux2_tiny import tiny_flux2_pipeline
-
-    root = tmp_path_factory.mktemp("tiny-flux2-klein")
-    return root / "flux2-klein", tiny_flux2_pipeline(root, distilled=True)
-
-
-@pytest.fixture(scope="session")
-def tiny_flux2_dev(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Any]:
-    """(the folder `root / "flux2-dev"`, diffusers' Flux2Pipeline) of FLUX.2 dev of tiny
-    random parts (the guidance embedding on)."""
-    pytest.importorskip("diffusers", reason="diffusers is a test-only reference")
-    from flux2_dev_tiny import tiny_flux2_dev_pipeline
-
-    root = tmp_path_factory.mktemp("tiny-flux2-dev")
-    return root / "flux2-dev", tiny_flux2_dev_pipeline(root)
-
-
-@pytest.fixture(scope="session")
-def tiny_qwenimage(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Any]:
-    """(the folder `root / "qwen-image"`, diffusers' QwenImagePipeline) of tiny random parts."""
-    pytest.importorskip("diffusers", reason="diffusers is a test-only reference")
-    from qwenimage_tiny import tiny_qwenimage_pipeline
-
-    root = tmp_path_factory.mktemp("tiny-qwen-image")
-    return root / "qwen-image", tiny_qwenimage_pipeline(root)
-
-
-@pytest.fixture(scope="session")
-def tiny_chroma(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Any]:
-    """(the folder's parent: `root / "chroma"`, diffusers' ChromaPipeline)."""
-    pytest.importorskip("diffusers", reason="diffusers is a test-only reference")
-    from flow_tiny import tiny_chroma_pipeline
-
-    root = tmp_path_factory.mktemp("tiny-chroma")
-    return root, tiny_chroma_pipeline(root)
-
-
-@pytest.fixture(scope="session")
-def tiny_sd3(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Any]:
-    """(the folder's parent: `root / "sd3"`, diffusers' StableDiffusion3Pipeline)."""
-    pytest.importorskip("diffusers", reason="diffusers is a test-only reference")
-    from flow_tiny import tiny_sd3_pipeline
-
-    root = tmp_path_factory.mktemp("tiny-sd3")
-    return root, tiny_sd3_pipeline(root)

@@ -1,5 +1,5 @@
 """Shared pieces of the server tests: tiny model folders, apps over one loaded pipeline, PNG and
-progress helpers, and a real uvicorn server on a free port."""
+progress helpers, a real uvicorn server on a free port, and the web page's common steps."""
 
 from __future__ import annotations
 
@@ -99,6 +99,31 @@ def screenshot(page: Any, tmp_path: Path, name: str) -> None:
         target = Path(os.environ["AVX_SCREENSHOTS"])
         target.mkdir(parents=True, exist_ok=True)
         shutil.copy(path, target / path.name)
+
+
+def page_ready(page: Any) -> None:
+    """Wait until the web page has its lists and the model's sampling settings, and shows no
+    error."""
+    page.locator("#params[aria-busy=false]").wait_for(state="attached")
+    assert page.locator("#error").is_hidden(), page.locator("#error").inner_text()
+
+
+def page_sampling(page: Any) -> tuple[str, str, str]:
+    """The web page's (Sampling steps, Sampling method, CFG Scale) as shown."""
+    return (page.get_by_label("Sampling steps", exact=True).input_value(),
+            page.get_by_label("Sampling method", exact=True).input_value(),
+            page.get_by_label("CFG Scale", exact=True).input_value())
+
+
+def png_with_infotext(path: Path, infotext: str) -> Path:
+    """A 48 x 40 picture at `path` whose PNG text chunk "parameters" is `infotext`, as the
+    WebUI writes one."""
+    from PIL.PngImagePlugin import PngInfo
+
+    text = PngInfo()
+    text.add_text("parameters", infotext)
+    Image.new("RGB", (48, 40), (30, 90, 160)).save(path, pnginfo=text)
+    return path
 
 
 def png_b64(image: Image.Image) -> str:

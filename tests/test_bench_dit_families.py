@@ -1,5 +1,6 @@
 """bench.dit_families' smoke run (--quick: tiny configs): ours beside the reference on the
-same random weights, and a row that fails recorded with its error while the others go on."""
+same random weights (Qwen-Image 2.1's step after its prompt's prefix, made once), and a row
+that fails recorded with its error while the others go on."""
 
 from __future__ import annotations
 
@@ -24,15 +25,17 @@ def test_quick_rows_match_the_reference_and_a_failure_keeps_the_rest(
     real = dit_families._model
     monkeypatch.setattr(dit_families, "_model",
                         lambda name: broken(name) if name == "chroma" else real(name))
-    monkeypatch.setenv("BENCH_MODELS", "chroma,qwenimage,qwenimageedit")
+    monkeypatch.setenv("BENCH_MODELS", "chroma,qwenimage,qwenimageedit,qwenimage21")
     rows = dit_families.run(quick=True)["rows"]
     assert [(row["model"], row["impl"]) for row in rows] == [
         ("chroma", "ours"), ("qwenimage", "reference"), ("qwenimage", "ours"),
-        ("qwenimageedit", "reference"), ("qwenimageedit", "ours")]
+        ("qwenimageedit", "reference"), ("qwenimageedit", "ours"),
+        ("qwenimage21", "reference"), ("qwenimage21", "ours")]
     assert rows[0]["error"] == "MemoryError: out of device memory"
-    for ours in (rows[2], rows[4]):  # Qwen-Image-Edit's with a reference's patches
+    for ours in (rows[2], rows[4], rows[6]):  # Qwen-Image-Edit's with a reference's patches
         assert 0 < ours["rel_err"] < 5e-3  # float16 against torch float32 on the CPU
         assert ours["dispatches"] > 0
+    assert rows[6]["prefix_ms"] > 0  # Qwen-Image 2.1's prompt part, timed apart
 
 
 def test_an_unknown_model_is_named(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -1,15 +1,13 @@
 """The Qwen-Image 2.1 transformer (diffusers' QwenImage21Transformer2DModel names): single-stream
-blocks over one sequence [prompt tokens, target image's latent tokens] (latents unpatched:
+blocks over one sequence [prefix, target picture's latent tokens] (latents unpatched:
 patch_size 1), one shared `modulation` of the timestep's embedding for every block, and
-block-causal attention: a prompt token sees the prompt up to itself, an image token the whole
-prompt and the whole image. The prompt's tokens are modulated from t = 0
-(`causal_condition`), so they depend on neither the image nor the step: `prefix` runs them
-once per prompt and keeps each block's keys and values, and every step (`forward`) runs the
-image's tokens alone against them (diffusers' kv_cache "extract" then "cached").
-
-Text-to-image only: Qwen-Image-Edit 2.1's condition images (blocks of latents inside the
-prompt, bidirectional within each, modulated from t = 0 too) would join the prefix; the
-positions (`qwen_image21_positions`) already lay out such sequences.
+block-causal attention. The prefix is the prompt's text tokens with any condition pictures'
+latent blocks where the prompt holds their image pads (editing); a text token sees the tokens
+up to itself, a picture's token those before its picture and all of its picture, the target's
+everything. The prefix's tokens are modulated from t = 0 (`causal_condition`), so they depend
+on neither the target nor the step: `prefix` runs them once per prompt and keeps each block's
+keys and values, and every step (`forward`) runs the target's tokens alone against them
+(diffusers' kv_cache "extract" then "cached").
 """
 
 from __future__ import annotations
@@ -21,7 +19,8 @@ from typing import Any
 import numpy as np
 
 from gpucore import Device
-from gpustd import Tensor, asarray, nn, zeros
+from gpustd import Tensor, asarray, concatenate, nn, zeros
+from gpustd.shape import take_slice
 
 from .flux2 import Flux2TimestepGuidanceEmbeddings
 from .layers import Place
@@ -30,6 +29,13 @@ from .qwen_image21_blocks import (
     QwenImage21TransformerBlock,
     ScaleGates,
     scale_norm,
+)
+from .qwen_image21_layout import (
+    Layout,
+    prefix_keep,
+    prefix_layout,
+    prefix_segments,
+    qwen_image21_positions,
 )
 from .step_cache import BranchCache, run_blocks
 from .transformer_ops import kept, rope_heads, rope_tables
@@ -42,44 +48,21 @@ _DEFAULTS: dict[str, Any] = {
     "mlp_ratio": 3, "axes_dims_rope": (16, 56, 56), "eps": 1e-6, "causal_condition": True,
 }
 _ROPE_THETA = 10000.0
-_ROPE_RANGE = (-1024, 8191)  # diffusers' tables: positions 0..8191, then -1024..-1
-
-
-def qwen_image21_positions(layout: Sequence[int | tuple[int, int]]) -> np.ndarray:
-    """Rotary positions (tokens, 3) (frame, row, column) of a sequence laid out as `layout`:
-    an int is a run of that many prompt tokens, a (rows, columns) pair an image block
-    (row-major). A prompt token takes the running position p on all three axes (p += 1); an
-    image block frame p, rows and columns centred on zero (row - ceil(rows / 2)), then
-    p += max(rows, columns). Text-to-image: `[prompt tokens, (rows, columns)]`. diffusers:
-    `QwenImage21Rope.forward(img_shapes, image_pad_mask)` (its indices)."""
-    parts, position = [], 0
-    for item in layout:
-        if isinstance(item, tuple):
-            rows, columns = item
-            grid = np.meshgrid(np.arange(rows) - (rows - rows // 2),
-                               np.arange(columns) - (columns - columns // 2), indexing="ij")
-            parts.append(np.stack([np.full_like(grid[0], position), *grid], -1).reshape(-1, 3))
-            position += max(rows, columns)
-        else:
-            parts.append(np.repeat(np.arange(position, position + item)[:, None], 3, axis=1))
-            position += item
-    ids = np.concatenate(parts).astype(np.int64)
-    if ids.size and (ids.min() < _ROPE_RANGE[0] or ids.max() > _ROPE_RANGE[1]):
-        raise ValueError(f"the sequence {list(layout)} passes Qwen-Image 2.1's rotary positions "
-                         f"{_ROPE_RANGE}; use a smaller picture or a shorter prompt")
-    return ids
 
 
 @dataclass
 class QwenImage21Prefix:
     """One prompt batch's part of every step: each block's keys (normed and rotated) and
-    values of the prompt tokens, (B, Lt, heads * head_dim), and `keep` (B, Lt) True for the
-    tokens attended to (None: all). Made by `QwenImage21Transformer2DModel.prefix`, read by
-    its forward. diffusers: `QwenImage21KVCache` after an "extract" step."""
+    values of the prefix's tokens (the prompt's text, any condition pictures' latents among
+    it), (B, Lp, heads * head_dim), `keep` (B, Lp) True for the tokens attended to (None:
+    all) and the prefix's `layout` (qwen_image21_layout's: text runs and picture blocks).
+    Made by `QwenImage21Transformer2DModel.prefix`, read by its forward. diffusers:
+    `QwenImage21KVCache` after an "extract" step."""
 
     keys: list[Tensor]
     values: list[Tensor]
     keep: np.ndarray | None
+    layout: tuple[int | tuple[int, int], ...]
     _masks: dict[Any, Tensor | None] = field(default_factory=dict, repr=False)
 
     @property
@@ -91,7 +74,7 @@ class QwenImage21Prefix:
         return self.keys[0].shape[1]
 
     def mask(self, image_tokens: int) -> Tensor | None:
-        """The keys an image token attends to, (B, 1, 1, Lt + image_tokens) uint32 nonzero
+        """The keys a target token attends to, (B, 1, 1, Lp + image_tokens) uint32 nonzero
         for kept (the prompt's padding out), None without padding; kept on the device."""
         if self.keep is None:
             return None
@@ -186,40 +169,75 @@ class QwenImage21Transformer2DModel(nn.Module):
                                device=self.device)
         return kept(self._tables, (tuple(layout), start, self.device), make, count=8)
 
-    def prefix(self, encoder_hidden_states: Tensor, encoder_mask: Any = None
-               ) -> QwenImage21Prefix:
-        """The prompt's part of every step. encoder_hidden_states (B, Lt, context_in_dim) in
+    def prefix(self, encoder_hidden_states: Tensor, encoder_mask: Any = None, *,
+               image_pad_mask: Any = None, condition_latents: Any = None,
+               condition_shapes: Sequence[tuple[int, int]] = ()) -> QwenImage21Prefix:
+        """The prompt's part of every step. encoder_hidden_states (B, L, context_in_dim) in
         any float dtype (the Qwen3-VL encoder's last layer, before its final norm);
-        encoder_mask (B, Lt) nonzero for real tokens, zero for the right padding, or None
-        for all. diffusers: the transformer's first step with kv_cache_mode="extract"."""
+        encoder_mask (B, L) nonzero for real tokens, zero for the right padding, or None
+        for all. Editing: image_pad_mask (B, L) or (L,) bool True at the prompt's image pads
+        (the same in every row; their states are not read), condition_latents (B,
+        sum of rows * columns, in_channels) the condition pictures' packed latents one after
+        the other, condition_shapes their (rows, columns), in the order of their pads, each
+        picture taking rows * columns / 4 pads. diffusers: the transformer's first step with
+        kv_cache_mode="extract" (`img_mask` the pads then the target's slots, `hidden_states`
+        the condition latents then the target's, `img_shapes` their shapes then the target's)."""
         batch, length, _ = encoder_hidden_states.shape
         if length == 0:
             raise ValueError("the prompt's states hold no tokens; encode a prompt first")
+        layout = prefix_layout(length, _pad_row(image_pad_mask, batch, length),
+                               list(condition_shapes))
+        pictures = [item for item in layout if isinstance(item, tuple)]
+        if pictures and condition_latents is None:
+            raise ValueError(f"the prompt holds image pads for {len(pictures)} condition "
+                             "pictures but no condition_latents were given; pass their latents")
         keep = None
         if encoder_mask is not None:
             keep = np.asarray(encoder_mask) != 0
             if keep.shape != (batch, length):
                 raise ValueError(f"encoder_mask must be (batch, text tokens) = "
                                  f"{(batch, length)}, got {keep.shape}")
-            if not keep[:, 0].all():
-                raise ValueError("encoder_mask drops a prompt's first token: the prompts must "
-                                 "be padded on the right, each with a token at least")
-            keep = None if keep.all() else keep
-        mask = None if keep is None else asarray(
-            keep.astype(np.uint32).reshape(batch, 1, 1, length), device=self.device)
-        # 1. the prompt's projection; its modulation from t = 0 (`causal_condition`)
-        x: Tensor | None = self.txt_in(encoder_hidden_states)
+        keep = prefix_keep(layout, keep)
+        if keep is not None and not keep[:, 0].all():
+            raise ValueError("encoder_mask drops a prompt's first token: the prompts must "
+                             "be padded on the right, each with a token at least")
+        # 1. the text's and the pictures' projections; their modulation from t = 0
+        # (`causal_condition`); the block-causal attention's segments, shared by the blocks
+        x: Tensor | None = self._prefix_tokens(encoder_hidden_states, condition_latents, layout)
         mods = self._modulation(nn.silu(self._temb(np.zeros(batch))))
-        rotary = self._rope((length,))
-        # 2. the blocks, each keeping the keys and values the image's tokens will read
+        rotary = self._rope(layout)
+        segments = prefix_segments(layout, keep, self.device)
+        # 2. the blocks, each keeping the keys and values the target's tokens will read
         keys, values = [], []
         blocks = list(self.transformer_blocks)
         for index, block in enumerate(blocks):
-            assert x is not None  # only the last block's text output is dropped
-            x, k, v = block.text(x, mods, rotary, mask, last=index == len(blocks) - 1)
+            assert x is not None  # only the last block's prefix output is dropped
+            x, k, v = block.prefix(x, mods, rotary, segments, last=index == len(blocks) - 1)
             keys.append(k)
             values.append(v)
-        return QwenImage21Prefix(keys, values, keep)
+        return QwenImage21Prefix(keys, values, keep, tuple(layout))
+
+    def _prefix_tokens(self, states: Tensor, latents: Any, layout: Layout) -> Tensor:
+        """The prefix's tokens (B, Lp, dim): txt_in of each text run's states, img_in of each
+        picture's latents, in the layout's order. diffusers: `txt_in`, `img_in` and the
+        latents written over the pads' repeated states."""
+        if latents is not None:
+            latents = asarray(latents, dtype=self.dtype, device=self.device)
+            tokens = sum(item[0] * item[1] for item in layout if isinstance(item, tuple))
+            expected = (states.shape[0], tokens, self.config["in_channels"])
+            if latents.shape != expected:
+                raise ValueError(f"condition_latents must be (batch, latent tokens, channels) = "
+                                 f"{expected}, got {latents.shape}")
+        parts, text, image = [], 0, 0
+        for item in layout:
+            if isinstance(item, tuple):
+                end = image + item[0] * item[1]
+                parts.append(self.img_in(_run(latents, image, end)))
+                text, image = text + (end - image) // 4, end
+            else:
+                parts.append(self.txt_in(_run(states, text, text + item)))
+                text += item
+        return parts[0] if len(parts) == 1 else concatenate(parts, axis=1)
 
     def forward(self, hidden_states: Tensor, timestep: Any, rows: int, columns: int,
                 prefix: QwenImage21Prefix, *, cache: BranchCache | None = None) -> Tensor:
@@ -240,7 +258,7 @@ class QwenImage21Transformer2DModel(nn.Module):
         activated = nn.silu(self._temb(timestep))
         mods = self._modulation(activated)
         x = self.img_in(hidden_states)
-        layout = (prefix.length, (rows, columns))
+        layout = (*prefix.layout, (rows, columns))
         joint = self._rope(layout)
         rotary = self._rope(layout, prefix.length)
         mask = prefix.mask(length)
@@ -263,3 +281,25 @@ class QwenImage21Transformer2DModel(nn.Module):
         x = run_blocks(cache, x, None, head, tail)
         zeros = self._zeros(activated.shape)
         return self.proj_out(self.norm_out(x, activated, zeros, self.config["eps"]))
+
+
+def _pad_row(image_pad_mask: Any, batch: int, length: int) -> np.ndarray | None:
+    """The prompts' one image-pad row (L,) bool of a (B, L) or (L,) mask (None: none); the
+    transformer reads one layout for the batch, as diffusers reads `img_mask[0]`."""
+    if image_pad_mask is None:
+        return None
+    pads = np.asarray(image_pad_mask).astype(bool)
+    if pads.ndim == 1:
+        pads = pads[None]
+    if pads.ndim != 2 or pads.shape[1] != length or len(pads) not in (1, batch):
+        raise ValueError(f"image_pad_mask must be (batch, text tokens) = {(batch, length)}, got "
+                         f"{np.shape(image_pad_mask)}")
+    if (pads != pads[0]).any():
+        raise ValueError("the prompts' image pads sit at different places; encode prompts "
+                         "that share their layout (their condition pictures first) together")
+    return pads[0]
+
+
+def _run(x: Tensor, start: int, end: int) -> Tensor:
+    """x[:, start:end] (x itself when that is all of it)."""
+    return x if (start, end) == (0, x.shape[1]) else take_slice(x, start, end, axis=1)

@@ -1,20 +1,23 @@
 """The Qwen-Image 2.1 transformer's layers (diffusers' names, transformer_qwenimage21.py): the
 text projection, the SwiGLU feed-forward, the scale-only adaptive norms and the single-stream
-block, whose attention runs in two halves: the text's own (causal, once per prompt) and the
-image's over the text's kept keys and values plus its own (every step)."""
+block, whose attention runs in two halves: the prefix's own (the prompt's text and condition
+pictures, block-causal, once per prompt) and the target picture's over the prefix's kept keys
+and values plus its own (every step)."""
 
 from __future__ import annotations
 
 import typing
+from collections.abc import Sequence
 
 import numpy as np
 
 from gpustd import Tensor, concatenate, empty, nn
-from gpustd.shape import put_slice
+from gpustd.shape import put_slice, take_slice
 
 from .dit_layers import JointAttention
 from .flux2 import swiglu
 from .layers import Place
+from .qwen_image21_layout import PrefixSegment
 from .transformer_ops import Modulation, RMSNorm, cast, norm_rope, rms_norm
 from .z_image_blocks import _gated
 
@@ -46,6 +49,23 @@ class ScaleGates:
         """residual + tanh(gate index) * y (a float16 stream clipped to +-65504, as
         diffusers clips its block outputs); the gate copied once for all the blocks."""
         return _gated(residual, self.mods[2 * index + 1], y)
+
+
+def _segmented_attention(q: Tensor, k: Tensor, v: Tensor, segments: Sequence[PrefixSegment],
+                         heads: int) -> Tensor:
+    """Attention of (B, L, heads * head_dim) tensors, each segment's queries over the keys
+    before its end as the segment says; one call when a single segment spans all. torch:
+    `QwenImage21AttnProcessor`'s prefill loop of `F.scaled_dot_product_attention`."""
+    if len(segments) == 1:
+        return nn.attention(q, k, v, mask=segments[0].mask, causal=segments[0].causal,
+                            heads=heads)
+    length, outs = k.shape[1], []
+    for start, end, mask, causal in segments:
+        keys, values = (k, v) if end == length else (take_slice(k, 0, end, axis=1),
+                                                      take_slice(v, 0, end, axis=1))
+        outs.append(nn.attention(take_slice(q, start, end, axis=1), keys, values, mask=mask,
+                                 causal=causal, heads=heads))
+    return concatenate(outs, axis=1)
 
 
 class QwenImage21TextProjection(nn.Module):
@@ -86,9 +106,10 @@ class QwenImage21TransformerBlock(nn.Module):
     tanh-gated residual; the modulation comes from the model's shared `modulation`.
     diffusers: `QwenImage21TransformerBlock` (`img_norm1`/`img_norm2` have no parameters).
 
-    Its attention is block-causal over [text, image]: the text sees earlier text only, the
-    image all of the text and itself. So `text` runs the text alone and returns its keys and
-    values, and `image` the image's tokens against them (diffusers' kv_cache "extract" and
+    Its attention is block-causal over [prefix, target]: a text token sees the tokens up to
+    itself, a picture's token those before its picture and all of its picture, so the target
+    picture's see everything. So `prefix` runs the prefix alone and returns its keys and
+    values, and `image` the target's tokens against them (diffusers' kv_cache "extract" and
     "cached" modes)."""
 
     def __init__(self, dim: int, heads: int, head_dim: int, hidden: int, eps: float,
@@ -105,12 +126,14 @@ class QwenImage21TransformerBlock(nn.Module):
     def _feed_forward(self, x: Tensor, mods: ScaleGates) -> Tensor:
         return mods.gate(1, x, self.img_mlp(mods.norm(x, 1)))
 
-    def text(self, x: Tensor, mods: ScaleGates, rotary: tuple[Tensor, Tensor],
-             keep: Tensor | None, *, last: bool = False) -> tuple[Tensor | None, Tensor, Tensor]:
-        """The text tokens x (B, Lt, dim) -> (x after the block, their keys, their values)
-        (keys normed and rotated, (B, Lt, heads * head_dim)). Causal attention; `keep`
-        (B, 1, 1, Lt) nonzero for the keys kept (right padding out), None for all. `last`:
-        only the keys and values (no later block reads the text's output)."""
+    def prefix(self, x: Tensor, mods: ScaleGates, rotary: tuple[Tensor, Tensor],
+               segments: Sequence[PrefixSegment], *, last: bool = False
+               ) -> tuple[Tensor | None, Tensor, Tensor]:
+        """The prefix's tokens x (B, Lp, dim) (the prompt's text, condition pictures' latents
+        among it) -> (x after the block, their keys, their values) (keys normed and rotated,
+        (B, Lp, heads * head_dim)). Attention block-causal, one call per segment
+        (`qwen_image21_layout.prefix_segments`). `last`: only the keys and values (no later
+        block reads the prefix's output)."""
         attn, norm_q, norm_k = self._attention()
         h = mods.norm(x, 0)
         if last:
@@ -119,7 +142,7 @@ class QwenImage21TransformerBlock(nn.Module):
         q, k, v = nn.Linear.each(h, attn.image_inputs())
         q = norm_rope(norm_q, q, rotary, attn.heads)
         k = norm_rope(norm_k, k, rotary, attn.heads)
-        out = nn.attention(q, k, v, mask=keep, causal=True, heads=attn.heads)
+        out = _segmented_attention(q, k, v, segments, attn.heads)
         x = mods.gate(0, x, typing.cast(nn.ModuleList, attn.to_out)[0](out))
         return self._feed_forward(x, mods), k, v
 

@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import math
 import os
+import threading
+from collections import OrderedDict
 from pathlib import Path
 from typing import Any
 
@@ -77,6 +79,54 @@ class _Damaged(Exception):
     pass
 
 
+# The last few files read, by (device, inode, size, modification time): one load opens the
+# same file many times (the registry's detectors and the capabilities before the load: 8
+# readings of a FLUX GGUF's header at ~0.3 s each). A file written again is read again. The
+# readers' tensors are views of the file's memory map, which a cached entry keeps open.
+_READ_MAX = 8
+_read: OrderedDict[tuple[int, int, int, int], tuple[dict[str, Any], list[Any]]] = OrderedDict()
+_read_lock = threading.Lock()
+
+
+def _read_once(path: Path, gguf: Any) -> tuple[dict[str, Any], list[Any]]:
+    """`_read_file(path)`, from _read when the file is unchanged since (a copy of its
+    metadata)."""
+    stat = os.stat(path)
+    key = (stat.st_dev, stat.st_ino, stat.st_size, stat.st_mtime_ns)
+    with _read_lock:
+        found = _read.get(key)
+        if found is not None:
+            _read.move_to_end(key)
+    if found is None:
+        found = _read_file(path, gguf)
+        with _read_lock:
+            _read[key] = found
+            while len(_read) > _READ_MAX:
+                _read.popitem(last=False)
+    return dict(found[0]), found[1]
+
+
+def _read_file(path: Path, gguf: Any) -> tuple[dict[str, Any], list[Any]]:
+    """The metadata values and the reader's tensors of the GGUF file `path`, every tensor
+    checked (CheckedReader); WeightsError naming the file where it is damaged."""
+    try:
+        reader = _reader_class(gguf)(path)
+    except _Damaged as exc:
+        raise WeightsError(f"{path}: damaged GGUF file: {exc}; re-download or "
+                           "re-convert it") from None
+    except (ValueError, IndexError, KeyError, OverflowError, UnicodeDecodeError) as exc:
+        raise WeightsError(f"{path}: not a readable GGUF file: its header (metadata "
+                           f"and tensor list) is damaged or truncated ({exc}); re-download "
+                           "or re-convert it") from None
+    metadata: dict[str, Any] = {}
+    for name, field in reader.fields.items():
+        try:
+            metadata[name] = field.contents()
+        except (ValueError, IndexError, UnicodeDecodeError):
+            continue  # a value gguf cannot decode is not one we use
+    return metadata, list(reader.tensors)
+
+
 class GGUFFile:
     """The tensors of one `.gguf` file. `keys()` in file order (with `prefix` put in front of
     each, so a UNet-only file reads like a full checkpoint's `model.diffusion_model.` keys);
@@ -94,23 +144,9 @@ class GGUFFile:
         self._gguf = gguf
         if not self.path.is_file():
             raise WeightsError(f"{self.path}: file not found")
-        try:
-            reader = _reader_class(gguf)(self.path)
-        except _Damaged as exc:
-            raise WeightsError(f"{self.path}: damaged GGUF file: {exc}; re-download or "
-                               "re-convert it") from None
-        except (ValueError, IndexError, KeyError, OverflowError, UnicodeDecodeError) as exc:
-            raise WeightsError(f"{self.path}: not a readable GGUF file: its header (metadata "
-                               f"and tensor list) is damaged or truncated ({exc}); re-download "
-                               "or re-convert it") from None
-        self.metadata: dict[str, Any] = {}
-        for name, field in reader.fields.items():
-            try:
-                self.metadata[name] = field.contents()
-            except (ValueError, IndexError, UnicodeDecodeError):
-                continue  # a value gguf cannot decode is not one we use
+        self.metadata, tensors = _read_once(self.path, gguf)
         self.architecture = str(self.metadata.get("general.architecture", ""))
-        self._tensors = {prefix + t.name: t for t in reader.tensors}
+        self._tensors = {prefix + t.name: t for t in tensors}
 
     def __repr__(self) -> str:
         return f"GGUFFile({str(self.path)!r}, {len(self._tensors)} tensors)"

@@ -1,7 +1,7 @@
 """The memory modes of the flow families (the WebUI's --medvram, --lowvram, --max-vram SIZE),
 written once for every family whose networks are a text encoder, a transformer of block lists
 and a VAE (FLUX.1 with Kontext and Fill, SD 3/3.5, Chroma: flux1_memory; FLUX.2, Qwen-Image
-and its edit models, Z-Image):
+and its edit models, Qwen-Image 2.1, Z-Image):
 
     model.set_memory_mode(MemoryMode(lowvram=True))     # or MemoryMode.parse(max_vram="20G")
 
@@ -88,7 +88,10 @@ class MemoryLayout:
     (ModuleLists), streamed in turn under lowvram; `text_encoders`: the networks that read the
     prompt, one unit; `text_calls`: the (module, method) calls that bring that unit in first;
     `block_calls`: a streamed block's methods besides `forward` that bring it in when the
-    blocks stream (FLUX.1's first block's `modulated_input`, TeaCache's measure)."""
+    blocks stream (FLUX.1's first block's `modulated_input`, TeaCache's measure; Qwen-Image
+    2.1's `prefix` and `image`, which run its blocks instead of `forward`);
+    `transformer_calls`: the transformer's methods besides `forward` that bring it in when it
+    is one unit (Qwen-Image 2.1's `prefix`, which runs its blocks over the prompt)."""
 
     transformer: Module
     blocks: tuple[ModuleList[Any], ...]
@@ -96,6 +99,7 @@ class MemoryLayout:
     text_calls: tuple[tuple[Module, str], ...]
     vae: Module
     block_calls: tuple[tuple[Module, str], ...] = ()
+    transformer_calls: tuple[str, ...] = ()
 
     def streamed(self) -> list[Module]:
         """The transformer's streamed units: every block of its block lists, in order."""
@@ -161,13 +165,20 @@ class FlowMemoryPlan:
                 for block, method in layout.block_calls:
                     self.residency.stream(block, method, unit=block)
             else:
-                self.residency.add(layout.transformer, name="transformer")
+                self._add_transformer()
             self.residency.add(layout.vae, name="VAE", method="decode", release=True)
             self.residency.stream(layout.vae, "encode", unit=layout.vae)
             self.residency.fit()  # within the budget from now on, not from the first unit used
         except BaseException:  # the units stay where they are (a model loaded to host: there)
             self.residency.close(bring_back=False)
             raise
+
+    def _add_transformer(self) -> None:
+        """The transformer one unit, brought in by `forward` and its `transformer_calls`."""
+        transformer = self.layout.transformer
+        self.residency.add(transformer, name="transformer")
+        for method in self.layout.transformer_calls:
+            self.residency.stream(transformer, method, unit=transformer)
 
     def release(self) -> None:
         """Every unit back on the GPU and the methods unwrapped (the mode switched off)."""
@@ -221,13 +232,15 @@ class FlowMemoryPlan:
             residency.add(joint, name="transformer and ControlNets", stream=False)
             for member in (transformer, *controlnets):
                 residency.stream(member, "forward", unit=joint)
+            for method in self.layout.transformer_calls:
+                residency.stream(transformer, method, unit=joint)
         try:
             yield
         finally:
             for unit in added:
                 residency.remove(unit)
             if controlnets and not self.mode.streams_unet:
-                residency.add(transformer, name="transformer")
+                self._add_transformer()
             for model in (*controlnets, *readers):
                 offload(model)
             if residency.release:

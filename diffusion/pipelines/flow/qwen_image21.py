@@ -76,10 +76,12 @@ class QwenImage21Pipeline:
 
     @classmethod
     def from_pretrained(cls, path: str | Path, *, dtype: Any = np.float32,
-                        device: Device | None = None, variant: str | None = None
-                        ) -> QwenImage21Pipeline:
+                        device: Device | None = None, variant: str | None = None,
+                        offload: bool = False) -> QwenImage21Pipeline:
         """Load a Qwen-Image 2.1 diffusers folder (`load_qwenimage21_folder`) onto `device`
-        in `dtype`."""
+        in `dtype`; `offload`: each network goes to host memory as soon as it is loaded (the
+        text encoder before the transformer loads), for a memory mode to bring in as it runs
+        (flow_memory)."""
         weights = load_qwenimage21_folder(path, variant=variant)
         transformer, text_encoder = weights.transformer, weights.text_encoder
         assert transformer is not None and text_encoder is not None
@@ -90,7 +92,8 @@ class QwenImage21Pipeline:
                              f"reads {wanted}: give the Qwen3-VL text encoder that goes with "
                              "the transformer")
         place = {"dtype": dtype, "device": device or default_device()}
-        load = partial(load_network, device=place["device"], offload_to_host=False)
+        load = partial(load_network, device=place["device"], offload_to_host=offload)
+        # the text encoder first: with `offload` it has left the GPU when the transformer loads
         encoder = load(lambda: LLMTextModel(text_encoder.config, **place), text_encoder)
         return cls(
             transformer=load(lambda: QwenImage21Transformer2DModel(transformer.config, **place),

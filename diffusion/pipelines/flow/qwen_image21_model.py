@@ -21,6 +21,7 @@ from ...loaders.formats.diffusers_folder import read_json
 from ..contract import Capabilities, LoadOptions, SamplingDefaults
 from ..finite import pictures_uint8
 from ..request import GenerationRequest
+from .flow_memory import MemoryLayout
 from .flow_model import LLMFlowModel
 from .flow_sampling import FLOW_SAMPLERS, FLOW_SCHEDULES
 
@@ -41,17 +42,26 @@ class QwenImage21Model(LLMFlowModel):
     def capabilities(self) -> Capabilities:
         """The WebUI samplers defined for flow models over the Simple schedule, true CFG with
         a negative prompt, plain-text prompts with LoRA tags, img2img and inpainting, the
-        hires fix with the WebUI samplers, variation seeds; not yet: condition images (the
-        edit), ControlNets, step caching, the memory modes, a refiner."""
+        hires fix with the WebUI samplers, variation seeds, the memory modes (flow_memory),
+        First Block Cache (MagCache's and TeaCache's tables are FLUX's); not yet: condition
+        images (the edit), ControlNets, a refiner."""
         return qwenimage21_capabilities(self.family)
 
-    def set_memory_mode(self, mode: Any) -> None:
-        """None yet (the prompt's keys and values are made by the transformer's blocks outside
-        its forward, which the modes' streaming does not bring in): a mode is refused in one
-        line."""
-        if mode:
-            raise ValueError("Qwen-Image 2.1 runs without --medvram, --lowvram and --max-vram "
-                             "yet: leave them out")
+    def memory_layout(self) -> MemoryLayout:
+        """What the memory modes move: Qwen3-VL (its `hidden_states`, which encode_t2i calls,
+        and `hidden_states_of` under it), the transformer (also brought in by `prefix`, which
+        runs its blocks over the prompt once a prompt) and its blocks (run by their `prefix`
+        and `image`, never by `forward`), the VAE."""
+        pipe, transformer = self.pipe, self.pipe.transformer
+        blocks = transformer.transformer_blocks
+        return MemoryLayout(transformer=transformer, blocks=(blocks,),
+                            text_encoders=(pipe.text_encoder,),
+                            text_calls=((pipe.text_encoder, "hidden_states"),
+                                        (pipe.text_encoder, "hidden_states_of")),
+                            vae=pipe.vae,
+                            block_calls=tuple((block, method) for block in blocks
+                                              for method in ("prefix", "image")),
+                            transformer_calls=("prefix",))
 
     @property
     def latent_channels(self) -> int:
@@ -76,10 +86,10 @@ def qwenimage21_capabilities(family: str) -> Capabilities:
     loaded model's, and the registry's before the weights load."""
     return Capabilities(family=family, latent_space="qwen-image-2.1", guidance="cfg",
                         samplers=tuple(FLOW_SAMPLERS), schedules=FLOW_SCHEDULES,
-                        models="Qwen-Image 2.1 models", step_cache=(), prompt_syntax=False,
+                        models="Qwen-Image 2.1 models", step_cache=("fbc",), prompt_syntax=False,
                         textual_inversion=False, refiner=False, control=False,
                         hires_with_diffusers=False, latent_masked_content=False,
-                        memory_modes=False, noise_multiplier=True)
+                        memory_modes=True, noise_multiplier=True)
 
 
 def qwenimage21_defaults(path: str | os.PathLike[str], family: str) -> SamplingDefaults:
@@ -105,6 +115,7 @@ def load_qwenimage21_model(path: str | os.PathLike[str], family: str, options: L
         raise ValueError("Qwen-Image 2.1 loads from its diffusers folder alone: drop --base "
                          "and --text-encoder")
     pipe = QwenImage21Pipeline.from_pretrained(path, dtype=options.dtype,
-                                               device=options.device, variant=options.variant)
+                                               device=options.device, variant=options.variant,
+                                               offload=options.offload)
     return QwenImage21Model(pipe, family=family, name=module_stem(path),
                             defaults=options.defaults, modules=pipe.modules)

@@ -151,6 +151,27 @@ def test_damaged_files_name_the_tensor_and_offset(tmp_path) -> None:
         GGUFFile(cut)
 
 
+def test_a_file_read_again_is_not_parsed_again(tmp_path, monkeypatch) -> None:
+    """The registry's detectors open one file many times: its header is parsed once until the
+    file changes, each GGUFFile with its own metadata dict and prefix."""
+    from diffusion.loaders.formats import gguf_file
+
+    reads = []
+    real = gguf_file._read_file
+    monkeypatch.setattr(gguf_file, "_read_file",
+                        lambda path, gguf: reads.append(path) or real(path, gguf))
+    path = tmp_path / "one.gguf"
+    rng = np.random.default_rng(5)
+    write_gguf(path, [("a.weight", rng.standard_normal((16, 64)))], "q8_0", architecture="sd1")
+    first, second = GGUFFile(path), GGUFFile(path, prefix="model.")
+    assert len(reads) == 1 and second.keys() == ["model.a.weight"]
+    second.metadata["general.architecture"] = "changed"
+    assert GGUFFile(path).architecture == "sd1" and len(reads) == 1
+    np.testing.assert_array_equal(first.read("a.weight"), second.read("model.a.weight"))
+    write_gguf(path, [("b.weight", rng.standard_normal((8, 32)))], "f16", architecture="sd1")
+    assert GGUFFile(path).keys() == ["b.weight"] and len(reads) == 2  # written again: read again
+
+
 @pytest.mark.nodevice
 @pytest.mark.parametrize("shape, format, kind", [
     ((1280, 11520), "q4_k", "q4_k"),  # a 1280-channel 3x3 conv: whole super-blocks

@@ -22,15 +22,11 @@ import diffusion.cli.main as cli
 import gpucore
 from diffusion.infotext import read_infotext
 from diffusion.pipelines.flow.chroma import ChromaPipeline
-from diffusion.pipelines.flow.flow_model import FlowModel
+
+pytestmark = pytest.mark.usefixtures("short_prompts")  # 16 T5 tokens (flow_fixtures.py)
 
 SIZE = ("--width", "24", "--height", "16")
-LENGTH = 16  # T5 tokens (not diffusers' 512): the tiny models' cost is the text length
-
-
-@pytest.fixture(autouse=True)
-def short_prompts(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(FlowModel, "max_sequence_length", LENGTH)
+LENGTH = 16  # T5 tokens, as short_prompts sets them for ours (diffusers' default: 512)
 
 
 def test_chroma_from_the_cli(first_device: gpucore.Device, tiny_chroma: tuple[Path, Any],

@@ -14,23 +14,19 @@ import pytest
 pytest.importorskip("diffusers", reason="diffusers is a test-only reference (extra: reference)")
 import diffusers
 import torch
+from cli_support import png_pixels
 from PIL import Image
 
 import diffusion.cli.main as cli
 import gpucore
 from diffusion.pipelines.families import family_of
 from diffusion.pipelines.flow.fill import fill_condition
-from diffusion.pipelines.flow.flow_model import FlowModel
+
+pytestmark = pytest.mark.usefixtures("short_prompts")  # 16 T5 tokens (flow_fixtures.py)
 
 PROMPT = "a red circle on a blue background"
 WIDTH, HEIGHT = 24, 16
 TOL = 0.01
-
-
-@pytest.fixture(autouse=True)
-def short_prompts(monkeypatch: pytest.MonkeyPatch) -> None:
-    """16 T5 tokens (not diffusers' 512): the tiny models' cost is the text length."""
-    monkeypatch.setattr(FlowModel, "max_sequence_length", 16)
 
 
 def _fill_transformer(latent_channels: int, scale_factor: int) -> Any:
@@ -77,11 +73,6 @@ def _mask(kind: int) -> Image.Image:
     else:
         mask[:, :10] = 255
     return Image.fromarray(mask)
-
-
-def _pixels(path: str) -> np.ndarray:
-    with Image.open(path) as image:
-        return np.asarray(image.convert("RGB"), np.float32) / 255
 
 
 def _expected(pipe: Any, mask: Image.Image, seed: int) -> np.ndarray:
@@ -147,7 +138,7 @@ def test_fill_inpaint_from_the_cli(first_device: gpucore.Device, fill: tuple[Pat
                      "--out", str(tmp_path / "a.png")]) == 0
     out, err = capsys.readouterr()
     assert "flux-fill" in err
-    ours = _pixels(out.strip())
+    ours = png_pixels(out.strip())
     expected = _expected(reference, _mask(0), 7)
     assert np.abs(ours - expected).mean() < TOL
     # another mask changes the picture (diffusers' too), by ten times the tolerance
@@ -155,12 +146,12 @@ def test_fill_inpaint_from_the_cli(first_device: gpucore.Device, fill: tuple[Pat
     assert np.abs(other - expected).mean() > 10 * TOL
     assert cli.main(["inpaint", *common, *diffusers_run, "--mask", str(tmp_path / "mask1.png"),
                      "--out", str(tmp_path / "b.png")]) == 0
-    assert np.abs(_pixels(capsys.readouterr()[0].strip()) - other).mean() < TOL
+    assert np.abs(png_pixels(capsys.readouterr()[0].strip()) - other).mean() < TOL
     # a WebUI sampler lays the init image back outside the mask, and repaints inside it
     assert cli.main(["inpaint", *common, "--sampler", "Euler", "--strength", "0.8",
                      "--mask", str(tmp_path / "mask0.png"),
                      "--out", str(tmp_path / "c.png")]) == 0
-    webui = _pixels(capsys.readouterr()[0].strip())
+    webui = png_pixels(capsys.readouterr()[0].strip())
     kept = np.asarray(_mask(0)) == 0
     init = np.asarray(_picture(), np.float32) / 255
     assert np.abs(webui[kept] - init[kept]).max() < 1 / 255 + 1e-6
@@ -239,7 +230,7 @@ def test_fill_first_block_cache(first_device: gpucore.Device, fill: tuple[Path, 
 
     with first_block_cache(reference.transformer, threshold):
         cached_reference = expected()
-    cached = _pixels(out)
+    cached = png_pixels(out)
     assert np.abs(cached - cached_reference).mean() < TOL
     assert_steps_skipped(read_infotext(out) or "", threshold, steps)
     assert np.abs(cached - expected()).mean() > 2 * TOL  # the cache visibly acted (~5 TOL)

@@ -15,6 +15,7 @@ import pytest
 
 pytest.importorskip("diffusers", reason="diffusers is a test-only reference (extra: reference)")
 import torch
+from cli_support import cli_ok, png_levels
 from flow_tiny import bfl_checkpoint
 from PIL import Image
 from safetensors.torch import save_file
@@ -24,25 +25,9 @@ import gpucore
 from diffusion.infotext import read_infotext
 from diffusion.pipelines.flow.flow_model import FlowModel
 
+pytestmark = pytest.mark.usefixtures("short_prompts")  # 16 T5 tokens (flow_fixtures.py)
+
 SIZE = ("--width", "24", "--height", "16")
-
-
-@pytest.fixture(autouse=True)
-def short_prompts(monkeypatch: pytest.MonkeyPatch) -> None:
-    """16 T5 tokens (not diffusers' 512 / 256): the tiny models' cost is the text length."""
-    monkeypatch.setattr(FlowModel, "max_sequence_length", 16)
-
-
-def _run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[str, str]:
-    code = cli.main(list(argv))
-    out, err = capsys.readouterr()
-    assert code == 0, err
-    return out.strip(), err
-
-
-def _pixels(path: str) -> np.ndarray:
-    with Image.open(path) as image:
-        return np.asarray(image.convert("RGB"), np.int16)
 
 
 def _expected(images: np.ndarray) -> np.ndarray:
@@ -55,19 +40,19 @@ def test_flux_dev_from_the_cli(first_device: gpucore.Device, tiny_flux_dev: tupl
     picture; a WebUI sampler writes Forge's infotext (Euler, Simple, Distilled CFG Scale)."""
     root, reference = tiny_flux_dev
     model = str(root / "flux")
-    out, err = _run(capsys, "txt2img", "--model", model, "--prompt", "a red circle", *SIZE,
-                    "--steps", "2", "--sampler", "diffusers", "--rng", "torch", "--seed", "7",
-                    "--distilled-cfg-scale", "2.5", "--dtype", "float32",
-                    "--out", str(tmp_path / "a.png"))
+    out, err = cli_ok(capsys, "txt2img", "--model", model, "--prompt", "a red circle", *SIZE,
+                      "--steps", "2", "--sampler", "diffusers", "--rng", "torch", "--seed", "7",
+                      "--distilled-cfg-scale", "2.5", "--dtype", "float32",
+                      "--out", str(tmp_path / "a.png"))
     assert "model: flux (flux-dev)" in err and "--cfg-scale 1" in err
     expected = reference("a red circle", height=16, width=24, num_inference_steps=2,
                          guidance_scale=2.5, max_sequence_length=16,
                          generator=torch.Generator().manual_seed(7),
                          output_type="np").images
-    assert np.abs(_pixels(out) - _expected(expected)).max() <= 1
-    out, _ = _run(capsys, "txt2img", "--model", model, "--prompt", "a red circle", *SIZE,
-                  "--steps", "2", "--seed", "7", "--dtype", "float32",
-                  "--out", str(tmp_path / "b.png"))
+    assert np.abs(png_levels(out) - _expected(expected)).max() <= 1
+    out, _ = cli_ok(capsys, "txt2img", "--model", model, "--prompt", "a red circle", *SIZE,
+                    "--steps", "2", "--seed", "7", "--dtype", "float32",
+                    "--out", str(tmp_path / "b.png"))
     text = read_infotext(out)
     assert text is not None
     assert ("Steps: 2, Sampler: Euler, Schedule type: Simple, CFG scale: 1, "
@@ -91,16 +76,16 @@ def test_sd3_with_text_encoder_files(first_device: gpucore.Device, tiny_sd3: tup
     save_file({"text_encoders.t5xxl.transformer." + k: v.clone().contiguous()
                for k, v in reference.text_encoder_3.state_dict().items()
                if k != "encoder.embed_tokens.weight"}, str(t5))  # T5's tied copy of shared
-    out, err = _run(capsys, "txt2img", "--model", str(model), "--prompt", "a red circle",
-                    "--negative-prompt", "a dog", *SIZE, "--steps", "2", "--sampler",
-                    "diffusers", "--rng", "torch", "--seed", "3", "--cfg-scale", "4",
-                    "--text-encoder", str(clip_g), "--text-encoder", str(t5),
-                    "--dtype", "float32", "--out", str(tmp_path / "c.png"))
+    out, err = cli_ok(capsys, "txt2img", "--model", str(model), "--prompt", "a red circle",
+                      "--negative-prompt", "a dog", *SIZE, "--steps", "2", "--sampler",
+                      "diffusers", "--rng", "torch", "--seed", "3", "--cfg-scale", "4",
+                      "--text-encoder", str(clip_g), "--text-encoder", str(t5),
+                      "--dtype", "float32", "--out", str(tmp_path / "c.png"))
     assert "model: sd3 (sd3)" in err
     expected = reference("a red circle", negative_prompt="a dog", height=16, width=24,
                          num_inference_steps=2, guidance_scale=4.0, max_sequence_length=16,
                          generator=torch.Generator().manual_seed(3), output_type="np").images
-    assert np.abs(_pixels(out) - _expected(expected)).max() <= 1
+    assert np.abs(png_levels(out) - _expected(expected)).max() <= 1
     text = read_infotext(out)
     assert text is not None and text.endswith("Module 1: clip_g, Module 2: t5xxl")
 
@@ -169,10 +154,10 @@ def test_sampler_settings_and_ensd_apply(first_device: gpucore.Device,
     for sampler, extra, field in (("Euler", ("--s-churn", "0.5"), "Sigma churn: 0.5"),
                                   ("Euler a", ("--eta", "0.5"), "Eta: 0.5"),
                                   ("Euler a", ("--ensd", "31337"), "ENSD: 31337")):
-        plain, _ = _run(capsys, *base, "--sampler", sampler, "--out", str(tmp_path / "a.png"))
-        out, _ = _run(capsys, *base, "--sampler", sampler, *extra,
-                      "--out", str(tmp_path / "b.png"))
-        assert np.abs(_pixels(out) - _pixels(plain)).max() > 0, extra
+        plain, _ = cli_ok(capsys, *base, "--sampler", sampler, "--out", str(tmp_path / "a.png"))
+        out, _ = cli_ok(capsys, *base, "--sampler", sampler, *extra,
+                        "--out", str(tmp_path / "b.png"))
+        assert np.abs(png_levels(out) - png_levels(plain)).max() > 0, extra
         text = read_infotext(out)
         assert text is not None and field in text
 
@@ -195,12 +180,12 @@ def test_inpaint_only_masked_from_the_cli(first_device: gpucore.Device,
     mask.paste(255, (26, 4, 32, 10))
     Image.fromarray(picture).save(tmp_path / "in.png")
     mask.save(tmp_path / "mask.png")
-    out, _ = _run(capsys, "inpaint", "--model", str(tiny_flux_dev[0] / "flux"), "--prompt", "x",
-                  *SIZE, "--steps", "2", "--seed", "1", "--sampler", "Euler",
-                  "--init-image", str(tmp_path / "in.png"), "--mask", str(tmp_path / "mask.png"),
-                  "--inpaint-full-res", "--inpaint-full-res-padding", "2",
-                  "--out", str(tmp_path / "out.png"))
-    image = _pixels(out)
+    out, _ = cli_ok(capsys, "inpaint", "--model", str(tiny_flux_dev[0] / "flux"), "--prompt", "x",
+                    *SIZE, "--steps", "2", "--seed", "1", "--sampler", "Euler",
+                    "--init-image", str(tmp_path / "in.png"), "--mask", str(tmp_path / "mask.png"),
+                    "--inpaint-full-res", "--inpaint-full-res-padding", "2",
+                    "--out", str(tmp_path / "out.png"))
+    image = png_levels(out)
     area = MaskedArea.find(blur_mask(mask, 4, 4), 2, 24, 16)
     assert area is not None and image.shape == (30, 40, 3)
     x1, y1, x2, y2 = area.box
@@ -215,10 +200,10 @@ def test_inpaint_only_masked_from_the_cli(first_device: gpucore.Device,
              "40", "--height", "32", "--steps", "2", "--seed", "1", "--init-image",
              str(tmp_path / "in.png"), "--mask", str(tmp_path / "mask.png"),
              "--inpainting-fill", "latent nothing"]
-    out, _ = _run(capsys, *whole, "--sampler", "Euler", "--out", str(tmp_path / "whole.png"))
+    out, _ = cli_ok(capsys, *whole, "--sampler", "Euler", "--out", str(tmp_path / "whole.png"))
     black = np.asarray(fit_picture(blur_mask(mask, 4, 4), 40, 32, 0)) == 0
     kept = np.asarray(fit_picture(Image.fromarray(picture), 40, 32, 0))
-    assert np.array_equal(_pixels(out)[black], kept[black])
+    assert np.array_equal(png_levels(out)[black], kept[black])
     assert "Masked content: latent nothing" in (read_infotext(out) or "")
     assert cli.main([*whole, "--sampler", "diffusers", "--out", str(tmp_path / "d.png")]) == 2
     assert "'latent noise' / 'latent nothing'" in capsys.readouterr().err

@@ -23,8 +23,7 @@ from diffusion.pipelines.sd import decode_ahead
 
 def test_the_decoders_kernels_are_begun_before_the_first_step(
         first_device: gpucore.Device, tiny_flux_dev: tuple[Path, Any],
-        monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(flow_model.FlowModel, "max_sequence_length", 16)
+        monkeypatch: pytest.MonkeyPatch, short_prompts: None) -> None:
     monkeypatch.setattr(decode_ahead, "_begun", type(decode_ahead._begun)())
     events: list[tuple[str, Any]] = []
     real_decode, real_sample = flow_model.FlowModel.decode, flow_passes.sample_flow

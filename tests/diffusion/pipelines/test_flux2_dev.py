@@ -14,26 +14,14 @@ import pytest
 
 pytest.importorskip("diffusers", reason="diffusers is a test-only reference (extra: reference)")
 import torch
-from PIL import Image
+from cli_support import cli_error, cli_ok, png_pixels
 
-import diffusion.cli.main as cli
 import gpucore
 from diffusion.loaders.flux2 import flux2_family
 from diffusion.pipelines.flow.flux2_dev import SYSTEM_MESSAGE, Flux2Pipeline
 
 COMMON = ("--width", "24", "--height", "16", "--steps", "2", "--sampler", "diffusers", "--rng",
           "torch", "--seed", "7", "--dtype", "float32")
-
-
-def _run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
-    code = cli.main(list(argv))
-    out, err = capsys.readouterr()
-    return code, out.strip(), err
-
-
-def _pixels(path: str) -> np.ndarray:
-    with Image.open(path) as image:
-        return np.asarray(image.convert("RGB"), np.float32) / 255
 
 
 def test_mistral_prompt_as_transformers(first_device: gpucore.Device,
@@ -86,18 +74,16 @@ def test_flux2_dev_from_the_cli(first_device: gpucore.Device, tiny_flux2_dev: tu
     # picture of the other prompt, or of the other scale
     runs = {("a red circle", 4.0): "a", ("an astronaut riding a horse", 6.0): "c"}
     for (prompt, guidance), name in runs.items():
-        code, out, err = _run(capsys, "txt2img", "--model", str(folder), "--prompt", prompt,
-                              *COMMON, "--distilled-cfg-scale", str(guidance), "--out",
-                              str(tmp_path / f"{name}.png"))
-        assert code == 0, err
-        ours = _pixels(out)
+        out, _ = cli_ok(capsys, "txt2img", "--model", str(folder), "--prompt", prompt,
+                        *COMMON, "--distilled-cfg-scale", str(guidance), "--out",
+                        str(tmp_path / f"{name}.png"))
+        ours = png_pixels(out)
         assert np.abs(ours - diffusers_picture(prompt, guidance)).mean() < 0.01
         other_scale = 10.0 - guidance
         other_prompt = next(p for p, _ in runs if p != prompt)
         assert np.abs(ours - diffusers_picture(prompt, other_scale)).mean() > 0.01
         assert np.abs(ours - diffusers_picture(other_prompt, guidance)).mean() > 0.015
     capsys.readouterr()
-    code, _, err = _run(capsys, "txt2img", "--model", str(folder), "--prompt", "a red circle",
-                        *COMMON, "--cfg-scale", "3", "--out", str(tmp_path / "d.png"))
-    assert code != 0 and "FLUX.2 dev runs without CFG" in err
-    assert "Traceback" not in err and err.count("error:") == 1
+    assert "FLUX.2 dev runs without CFG" in cli_error(
+        capsys, "txt2img", "--model", str(folder), "--prompt", "a red circle", *COMMON,
+        "--cfg-scale", "3", "--out", str(tmp_path / "d.png"))

@@ -16,13 +16,12 @@ import numpy as np
 import pytest
 
 pytest.importorskip("diffusers", reason="diffusers is a test-only reference (extra: reference)")
+from cli_support import cli_error, cli_ok, png_pixels
 from flux2_dev_files import exact_for_files
 from flux2_dev_tiny import tiny_flux2_dev_pipeline
 from flux2_tiny import FLUX2_TINY
-from PIL import Image
 from safetensors.torch import save_file
 
-import diffusion.cli.main as cli
 import gpucore
 from diffusion.infotext import read_infotext
 from diffusion.loaders.flux2 import flux2_family, load_flux2_file
@@ -62,32 +61,12 @@ def dev_files(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path, dic
     return folder, slim, files
 
 
-def _run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[str, str]:
-    code = cli.main(list(argv))
-    out, err = capsys.readouterr()
-    assert code == 0, err
-    return out.strip(), err
-
-
-def _error(capsys: pytest.CaptureFixture[str], *argv: str) -> str:
-    code = cli.main(list(argv))
-    _, err = capsys.readouterr()
-    errors = [line for line in err.splitlines() if line.startswith("error:")]
-    assert code != 0 and "Traceback" not in err and len(errors) == 1, err
-    return errors[0]
-
-
-def _pixels(path: str) -> np.ndarray:
-    with Image.open(path) as image:
-        return np.asarray(image.convert("RGB"), np.float32) / 255
-
-
 def _folder_picture(capsys: pytest.CaptureFixture[str], folder: Path, tmp_path: Path
                     ) -> np.ndarray:
     """The folder's own picture, drawn once for the module."""
     if "picture" not in REFERENCE:
-        out, _ = _run(capsys, *FILES, "--model", str(folder), "--out", str(tmp_path / "d.png"))
-        REFERENCE["picture"] = _pixels(out)
+        out, _ = cli_ok(capsys, *FILES, "--model", str(folder), "--out", str(tmp_path / "d.png"))
+        REFERENCE["picture"] = png_pixels(out)
     return REFERENCE["picture"]  # type: ignore[no-any-return]
 
 
@@ -103,13 +82,13 @@ def test_dev_files_give_the_folders_picture(first_device: gpucore.Device,
                                             ("transformer_fp8", "mistral_fp8", ("--lowvram",))):
         assert flux2_family(files[transformer]) == "flux2-dev"
         assert family_of(files[transformer])[1] == "flux2-dev"
-        out, err = _run(capsys, *FILES, *mode, "--model", str(files[transformer]), "--base",
-                        str(slim), "--text-encoder", str(files[text_encoder]),
-                        "--out", str(tmp_path / f"{transformer}.png"))
+        out, err = cli_ok(capsys, *FILES, *mode, "--model", str(files[transformer]), "--base",
+                          str(slim), "--text-encoder", str(files[text_encoder]),
+                          "--out", str(tmp_path / f"{transformer}.png"))
         assert f"model: {files[transformer].stem} (flux2-dev)" in err
         text = read_infotext(out)
         assert text is not None and f"Module 1: {files[text_encoder].stem}" in text
-        np.testing.assert_array_equal(_pixels(out), expected, err_msg=transformer)
+        np.testing.assert_array_equal(png_pixels(out), expected, err_msg=transformer)
 
 
 def test_dev_gguf_kept_quantized(first_device: gpucore.Device,
@@ -137,9 +116,9 @@ def test_dev_gguf_kept_quantized(first_device: gpucore.Device,
     assert quantized_weights(pipe.transformer)  # the Q8_0 matrices stay blocks
     del pipe
     expected = _folder_picture(capsys, folder, tmp_path)
-    out, _ = _run(capsys, *FILES, "--model", str(gguf), "--base", str(slim), "--text-encoder",
-                  str(files["mistral"]), "--out", str(tmp_path / "gguf.png"))
-    assert np.abs(_pixels(out) - expected).mean() < 0.01
+    out, _ = cli_ok(capsys, *FILES, "--model", str(gguf), "--base", str(slim), "--text-encoder",
+                    str(files["mistral"]), "--out", str(tmp_path / "gguf.png"))
+    assert np.abs(png_pixels(out) - expected).mean() < 0.01
 
 
 def test_dev_files_refusals(dev_files: tuple[Path, Path, dict[str, Path]], tmp_path: Path,
@@ -149,20 +128,20 @@ def test_dev_files_refusals(dev_files: tuple[Path, Path, dict[str, Path]], tmp_p
 
     _folder, slim, files = dev_files
     out = str(tmp_path / "x.png")
-    assert "--base" in _error(capsys, *FILES, "--model", str(files["transformer"]), "--out", out)
+    assert "--base" in cli_error(capsys, *FILES, "--model", str(files["transformer"]), "--out", out)
     klein = tmp_path / "flux2-klein"  # a klein folder is told by its model_index.json
     klein.mkdir()
     (klein / "model_index.json").write_text(json.dumps({"_class_name": "Flux2KleinPipeline"}))
-    assert "give a FLUX.2 dev folder" in _error(
+    assert "give a FLUX.2 dev folder" in cli_error(
         capsys, *FILES, "--model", str(files["transformer"]), "--base", str(klein), "--out", out)
     qwen3 = tmp_path / "qwen_3_4b.safetensors"  # q/k norms: a Qwen3's layers
     save_numpy({"model.layers.0.self_attn.q_proj.weight": np.zeros((8, 8), np.float32),
                 "model.layers.0.self_attn.q_norm.weight": np.ones(4, np.float32)}, str(qwen3))
-    assert "not a Mistral text encoder" in _error(
+    assert "not a Mistral text encoder" in cli_error(
         capsys, *FILES, "--model", str(files["transformer"]), "--base", str(slim),
         "--text-encoder", str(qwen3), "--out", out)
-    assert "--text-encoder" in _error(capsys, *FILES, "--model", str(files["transformer"]),
-                                      "--base", str(slim), "--out", out)
+    assert "--text-encoder" in cli_error(capsys, *FILES, "--model", str(files["transformer"]),
+                                         "--base", str(slim), "--out", out)
 
 
 def _llama_cpp(tensors: dict[str, np.ndarray], heads: int, kv_heads: int
@@ -243,14 +222,14 @@ def test_mistral_gguf(first_device: gpucore.Device,
                architecture="llama", metadata=meta)
     common = (*FILES, "--model", str(files["transformer"]), "--base", str(slim))
     expected = _folder_picture(capsys, folder, tmp_path)  # the bf16 files' (the first test)
-    out, _ = _run(capsys, *common, "--text-encoder", str(gguf), "--out", str(tmp_path / "q.png"))
-    assert np.abs(_pixels(out) - expected).mean() < 0.005
+    out, _ = cli_ok(capsys, *common, "--text-encoder", str(gguf), "--out", str(tmp_path / "q.png"))
+    assert np.abs(png_pixels(out) - expected).mean() < 0.005
     unordered = tmp_path / "Mistral-unordered.gguf"  # the rows left as llama.cpp stores them
     write_gguf(unordered, _llama_cpp(tensors, heads, kv_heads).items(), "q8_0",
                architecture="mistral-unordered", metadata=meta)
-    out, _ = _run(capsys, *common, "--text-encoder", str(unordered),
-                  "--out", str(tmp_path / "u.png"))
-    assert np.abs(_pixels(out) - expected).mean() > 0.01
+    out, _ = cli_ok(capsys, *common, "--text-encoder", str(unordered),
+                    "--out", str(tmp_path / "u.png"))
+    assert np.abs(png_pixels(out) - expected).mean() > 0.01
 
 
 def test_left_padded_prompts_as_transformers(first_device: gpucore.Device,

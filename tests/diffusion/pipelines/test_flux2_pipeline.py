@@ -16,7 +16,7 @@ import pytest
 
 pytest.importorskip("diffusers", reason="diffusers is a test-only reference (extra: reference)")
 import torch
-from cli_support import cli_ok, png_pixels
+from cli_support import cli_error, cli_ok, png_pixels
 from flux2_tiny import FLUX2_TINY, bfl_layout, tiny_flux2_pipeline
 from PIL import Image
 from safetensors.torch import save_file
@@ -151,14 +151,6 @@ def test_flux2_first_block_cache(first_device: gpucore.Device,
     assert "Traceback" not in err
 
 
-def _error(capsys: pytest.CaptureFixture[str], *argv: str) -> str:
-    code = cli.main(list(argv))
-    _, err = capsys.readouterr()
-    errors = [line for line in err.splitlines() if line.startswith("error:")]
-    assert code != 0 and "Traceback" not in err and len(errors) == 1, err
-    return errors[0]
-
-
 @pytest.mark.nodevice
 @pytest.mark.parametrize("prefix", ["model.diffusion_model.", ""])
 def test_bfl_layout_reads_as_diffusers(tiny_flux2: tuple[Path, Any, Path, Any], tmp_path: Path,
@@ -230,13 +222,13 @@ def test_transformer_and_text_encoder_files(first_device: gpucore.Device,
     text = read_infotext(out)
     assert text is not None and "Module 1: qwen_3_4b" in text
     np.testing.assert_array_equal(png_pixels(out), expected)
-    assert "--base" in _error(capsys, *FILES, "--model", str(file),
-                              "--out", str(tmp_path / "x.png"))
+    assert "--base" in cli_error(capsys, *FILES, "--model", str(file),
+                                 "--out", str(tmp_path / "x.png"))
     narrow = tiny_qwen3(config={"hidden_size": 24, "head_dim": 6, "num_hidden_layers": 28})
     save_file({k: v.detach().clone() for k, v in narrow.state_dict().items()},
               str(tmp_path / "qwen_3_other.safetensors"))
-    assert "the transformer reads 120" in _error(
+    assert "the transformer reads 120" in cli_error(
         capsys, *FILES, "--model", str(file), "--base", str(slim), "--text-encoder",
         str(tmp_path / "qwen_3_other.safetensors"), "--out", str(tmp_path / "x.png"))
-    assert "transformer" in _error(capsys, *FILES, "--model", str(slim),
-                                   "--out", str(tmp_path / "x.png"))
+    assert "transformer" in cli_error(capsys, *FILES, "--model", str(slim),
+                                      "--out", str(tmp_path / "x.png"))

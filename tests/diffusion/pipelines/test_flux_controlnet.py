@@ -23,17 +23,12 @@ from sd_tiny import CLIP_TINY, randomized
 
 import diffusion.cli.main as cli
 import gpucore
-from diffusion.pipelines.flow.flow_model import FlowModel
+
+pytestmark = pytest.mark.usefixtures("short_prompts")  # 16 T5 tokens (flow_fixtures.py)
 
 TOLERANCE = 0.01  # mean abs pixel, pictures in [0, 1]
 WIDTH, HEIGHT = 48, 32  # latents 24 x 16: 12 x 8 patches, not square
 PROMPT = "a red circle"
-
-
-@pytest.fixture(autouse=True)
-def short_prompts(monkeypatch: pytest.MonkeyPatch) -> None:
-    """16 T5 tokens (not diffusers' 512): the tiny models' cost is the text length."""
-    monkeypatch.setattr(FlowModel, "max_sequence_length", 16)
 
 
 def tiny_flux_controlnet(folder: Path, *, union: bool, seed: int = 11,

@@ -70,14 +70,6 @@ def test_flux_tools_match_diffusers(first_device: gpucore.Device,
 WIDTH, HEIGHT = 48, 32  # whole 2x2 patches of latents, not square
 
 
-@pytest.fixture
-def short_prompts(monkeypatch: pytest.MonkeyPatch) -> None:
-    """16 T5 tokens (not diffusers' 512): the tiny models' cost is the text length."""
-    from diffusion.pipelines.flow.flow_model import FlowModel
-
-    monkeypatch.setattr(FlowModel, "max_sequence_length", 16)
-
-
 def _cli(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, Any]:
     """The CLI's exit code and its picture in [0, 1] (its stderr where it failed)."""
     import diffusion.cli.main as cli

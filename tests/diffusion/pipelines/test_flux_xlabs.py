@@ -17,6 +17,7 @@ import pytest
 pytest.importorskip("diffusers", reason="diffusers is a test-only reference (extra: reference)")
 import diffusers
 import torch
+from cli_support import cli_picture
 from control_tiny import circle
 from flow_tiny import FLUX_TINY
 from PIL import Image
@@ -25,7 +26,6 @@ from sd_tiny import CLIP_TINY, randomized, state_dict
 from support import assert_close
 from xflux_reference import ControlNetFlux, randomized_xflux
 
-import diffusion.cli.main as cli
 import gpucore
 import gpustd
 from diffusion.loaders.control.catalog import load_control_model
@@ -33,8 +33,9 @@ from diffusion.models import FluxTransformer2DModel
 from diffusion.models.flux_controlnet import FluxControlNetModel
 from diffusion.pipelines.control import ControlUnit
 from diffusion.pipelines.flow.flow_control import FlowControl
-from diffusion.pipelines.flow.flow_model import FlowModel
 from diffusion.pipelines.flow.flux import image_ids
+
+pytestmark = pytest.mark.usefixtures("short_prompts")  # 16 T5 tokens (flow_fixtures.py)
 
 TOL = 3e-4  # f32 end to end, support.assert_close's rule (as the FLUX transformer's test)
 PROMPT = "a red circle"
@@ -112,20 +113,6 @@ def test_xlabs_velocity_equals_xflux(first_device: gpucore.Device, tmp_path: Pat
         assert np.abs(changed - theirs).mean() > visible
 
 
-@pytest.fixture(autouse=True)
-def short_prompts(monkeypatch: pytest.MonkeyPatch) -> None:
-    """16 T5 tokens (not diffusers' 512): the tiny models' cost is the text length."""
-    monkeypatch.setattr(FlowModel, "max_sequence_length", 16)
-
-
-def _cli(capsys: pytest.CaptureFixture[str], *argv: str) -> np.ndarray:
-    code = cli.main(list(argv))
-    out, err = capsys.readouterr()
-    assert code == 0, err
-    with Image.open(out.strip()) as image:
-        return np.asarray(image.convert("RGB"), np.float64) / 255
-
-
 def test_xlabs_file_through_cli_and_server(first_device: gpucore.Device,
                                            tiny_flux_dev: tuple[Path, Any], tmp_path: Path,
                                            capsys: pytest.CaptureFixture[str]) -> None:
@@ -144,11 +131,11 @@ def test_xlabs_file_through_cli_and_server(first_device: gpucore.Device,
     base = ("txt2img", "--model", str(root / "flux"), "--prompt", PROMPT, "--width",
             str(WIDTH), "--height", str(HEIGHT), "--steps", "2", "--seed", "5",
             "--sampler", "Euler", "--distilled-cfg-scale", "2.5")
-    ours = _cli(capsys, *base, "--controlnet",
-                str(tmp_path / "ControlNet" / "flux-canny-controlnet-v3.safetensors"),
-                "--control-image", str(tmp_path / "control.png"), "--control-weight", "0.7",
-                "--out", str(tmp_path / "cli.png"))
-    plain = _cli(capsys, *base, "--out", str(tmp_path / "plain.png"))
+    ours = cli_picture(capsys, *base, "--controlnet",
+                       str(tmp_path / "ControlNet" / "flux-canny-controlnet-v3.safetensors"),
+                       "--control-image", str(tmp_path / "control.png"), "--control-weight", "0.7",
+                       "--out", str(tmp_path / "cli.png"))
+    plain = cli_picture(capsys, *base, "--out", str(tmp_path / "plain.png"))
     assert np.abs(ours - plain).mean() >= 0.02  # the control matters
 
     app = create_app(model=root / "flux", outputs=tmp_path / "outputs", max_size=256,

@@ -20,22 +20,18 @@ import pytest
 pytest.importorskip("diffusers", reason="diffusers is a test-only reference (extra: reference)")
 import diffusers
 import torch
+from cli_support import png_pixels
 from PIL import Image
 
 import diffusion.cli.main as cli
 import gpucore
 from diffusion.pipelines.families import family_of
-from diffusion.pipelines.flow.flow_model import FlowModel
 from diffusion.pipelines.flow.kontext import PREFERRED_KONTEXT_RESOLUTIONS, reference_size
+
+pytestmark = pytest.mark.usefixtures("short_prompts")  # 16 T5 tokens (flow_fixtures.py)
 
 PROMPT = "a red circle on a blue background"
 WIDTH, HEIGHT = 24, 16
-
-
-@pytest.fixture(autouse=True)
-def short_prompts(monkeypatch: pytest.MonkeyPatch) -> None:
-    """16 T5 tokens (not diffusers' 512): the tiny models' cost is the text length."""
-    monkeypatch.setattr(FlowModel, "max_sequence_length", 16)
 
 
 @pytest.fixture(scope="module")
@@ -67,11 +63,6 @@ def _picture(kind: int) -> Image.Image:
     else:
         pixels = np.random.default_rng(kind).integers(0, 256, (HEIGHT, WIDTH, 3))
     return Image.fromarray(pixels.astype(np.uint8))
-
-
-def _pixels(path: str) -> np.ndarray:
-    with Image.open(path) as image:
-        return np.asarray(image.convert("RGB"), np.float32) / 255
 
 
 def _expected(pipe: Any, image: Image.Image, prompt: str, seed: int, **cfg: Any
@@ -115,7 +106,7 @@ def test_kontext_img2img_from_the_cli(first_device: gpucore.Device, kontext: tup
                      "--out", str(tmp_path / "a.png")]) == 0
     out, err = capsys.readouterr()
     assert "flux-kontext" in err
-    ours = _pixels(out.strip())
+    ours = png_pixels(out.strip())
     expected = _expected(reference, _picture(1), PROMPT, 7)
     assert np.abs(ours - expected).mean() < 0.01
     # the reference and the prompt each change the picture (diffusers' too)
@@ -124,7 +115,7 @@ def test_kontext_img2img_from_the_cli(first_device: gpucore.Device, kontext: tup
     _picture(2).save(ref)
     assert cli.main(["img2img", *common, "--prompt", PROMPT,
                      "--out", str(tmp_path / "b.png")]) == 0
-    other = _pixels(capsys.readouterr()[0].strip())
+    other = png_pixels(capsys.readouterr()[0].strip())
     assert np.abs(other - ours).mean() > 0.02
     # a strength other than the default is refused in one line
     assert cli.main(["img2img", *common, "--prompt", PROMPT, "--strength", "0.5",
@@ -201,7 +192,7 @@ def test_kontext_first_block_cache(first_device: gpucore.Device, kontext: tuple[
     out = capsys.readouterr()[0].strip()
     with first_block_cache(reference.transformer, threshold):
         expected = _expected(reference, _picture(1), PROMPT, 7, num_inference_steps=steps)
-    cached = _pixels(out)
+    cached = png_pixels(out)
     assert np.abs(cached - expected).mean() < 0.01
     assert_steps_skipped(read_infotext(out) or "", threshold, steps)
     plain = _expected(reference, _picture(1), PROMPT, 7, num_inference_steps=steps)
@@ -357,5 +348,5 @@ def test_kontext_hires_fix_with_the_reference(first_device: gpucore.Device,
                      "--hr-distilled-cfg", "2.5", "--dtype", "float32", "--hr-scale", "2",
                      "--hr-steps", str(hires_steps), "--hr-denoise", str(denoise),
                      "--out", str(tmp_path / "hires.png")]) == 0
-    other = _pixels(capsys.readouterr()[0].strip())
+    other = png_pixels(capsys.readouterr()[0].strip())
     assert other.shape == got.shape and np.abs(got - other).mean() > 0.02

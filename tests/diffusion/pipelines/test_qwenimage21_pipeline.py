@@ -2,7 +2,8 @@
 diffusers folder, QwenImage21Pipeline's defaults (40 steps, or as many as the author's
 sigmas), diffusers' picture with `--sampler diffusers --rng torch` (with and without true CFG,
 over evenly spaced sigmas and over the author's), the prompt visibly mattering, a WebUI
-sampler and img2img running, and what it refuses in one line before loading."""
+sampler and img2img running, First Block Cache, and what it refuses in one line before
+loading."""
 
 from __future__ import annotations
 
@@ -17,9 +18,11 @@ import torch
 from cli_support import cli_ok, png_pixels
 from PIL import Image
 from qwenimage21_tiny import tiny_qwenimage21_pipeline
+from webui_ref import assert_steps_skipped
 
 import diffusion.cli.main as cli
 import gpucore
+from diffusion.infotext import read_infotext
 from diffusion.pipelines.contract import SamplingDefaults
 from diffusion.pipelines.families import capabilities_of
 from diffusion.pipelines.load import model_defaults
@@ -33,10 +36,8 @@ TOL = 0.01  # mean |ours - diffusers| in [0, 1]: the PNG's rounding (float: 3.1e
 
 
 @pytest.fixture(scope="module")
-def tiny(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Any]:
-    root = tmp_path_factory.mktemp("qwen-image-21")
-    reference = tiny_qwenimage21_pipeline(root)
-    return root / "qwen-image-2.1", reference
+def tiny(tiny_qwenimage21: tuple[Path, Any]) -> tuple[Path, Any]:
+    return tiny_qwenimage21  # the session's, shared with the server's test
 
 
 def _diffusers(reference: Any, prompt: str, steps: int = 2, **settings: Any) -> np.ndarray:
@@ -112,18 +113,26 @@ def test_webui_sampler_and_img2img(first_device: gpucore.Device, tiny: tuple[Pat
     assert np.abs(painted[:, : WIDTH // 2 - 16] - first[:, : WIDTH // 2 - 16]).mean() > TOL
 
 
-def test_what_it_does_not_take(tiny: tuple[Path, Any], tmp_path: Path,
-                               capsys: pytest.CaptureFixture[str]) -> None:
-    """What the family does not take yet is refused in one line: a step cache from its
-    folder's files, before loading; a memory mode once loaded."""
+def test_first_block_cache_and_what_it_does_not_take(
+        first_device: gpucore.Device, tiny: tuple[Path, Any], tmp_path: Path,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    """`--cache fbc:T` skips some steps and says so in the infotext, the picture visibly
+    changed (its flows against diffusers' hook: test_step_cache_qwen21); MagCache, whose
+    table is FLUX's, is refused in one line before loading."""
     folder, _ = tiny
     capabilities = capabilities_of(folder)
     assert capabilities is not None and capabilities.family == "qwen-image-2.1"
-    for option, says in ((("--cache", "fbc"), "Qwen-Image 2.1"),
-                         (("--medvram",), "--medvram")):
-        code = cli.main(["txt2img", "--model", str(folder), "--prompt", RED, *SIZE, *option,
-                         "--steps", "1", "--out", str(tmp_path / "x.png")])
-        errors = [line for line in capsys.readouterr().err.splitlines()
-                  if line.startswith("error:")]
-        assert code != 0 and len(errors) == 1 and says in errors[0], errors
-        assert not (tmp_path / "x.png").exists()
+    threshold, steps = 1.5, 4  # a random tiny model moves far more than a trained one
+    common = ("txt2img", "--model", str(folder), *SIZE, "--steps", str(steps), "--sampler",
+              "diffusers", "--rng", "torch", "--seed", "7", "--dtype", "float32",
+              "--prompt", RED)
+    out, _ = cli_ok(capsys, *common, "--cache", f"fbc:{threshold}",
+                    "--out", str(tmp_path / "cached.png"))
+    assert_steps_skipped(read_infotext(out) or "", threshold, steps)
+    plain, _ = cli_ok(capsys, *common, "--out", str(tmp_path / "plain.png"))
+    assert np.abs(png_pixels(out) - png_pixels(plain)).mean() > TOL  # the cache acted
+    code = cli.main([*common, "--cache", "magcache", "--out", str(tmp_path / "x.png")])
+    errors = [line for line in capsys.readouterr().err.splitlines()
+              if line.startswith("error:")]
+    assert code != 0 and len(errors) == 1 and "it runs fbc" in errors[0], errors
+    assert not (tmp_path / "x.png").exists()

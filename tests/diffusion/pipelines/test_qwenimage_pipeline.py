@@ -17,7 +17,7 @@ import pytest
 
 pytest.importorskip("diffusers", reason="diffusers is a test-only reference (extra: reference)")
 import torch
-from cli_support import cli_ok, png_pixels
+from cli_support import cli_error, cli_ok, png_pixels
 from PIL import Image
 from qwenimage_tiny import QWENIMAGE_TINY
 from safetensors.torch import save_file
@@ -161,15 +161,6 @@ def test_qwenimage_inpaint_equals_diffusers(first_device: gpucore.Device,
     assert np.abs(plain - got).max() > 0.05
 
 
-def _error(capsys: pytest.CaptureFixture[str], *argv: str) -> str:
-    """The one `error:` line of a refused run."""
-    code = cli.main(list(argv))
-    _, err = capsys.readouterr()
-    errors = [line for line in err.splitlines() if line.startswith("error:")]
-    assert code != 0 and "Traceback" not in err and len(errors) == 1, err
-    return errors[0]
-
-
 def test_refusals_get_one_line(tiny_qwenimage: tuple[Path, Any], tmp_path: Path,
                                capsys: pytest.CaptureFixture[str]) -> None:
     """--base with a folder and a folder missing a part (its tokenizer files, its VAE): one
@@ -177,14 +168,14 @@ def test_refusals_get_one_line(tiny_qwenimage: tuple[Path, Any], tmp_path: Path,
     folder, _ = tiny_qwenimage
     common = ("txt2img", "--prompt", "x", *SIZE, "--steps", "1", "--out",
               str(tmp_path / "x.png"))
-    assert "--base is for a single-file Qwen-Image transformer" in _error(
+    assert "--base is for a single-file Qwen-Image transformer" in cli_error(
         capsys, *common, "--model", str(folder), "--base", str(folder))
     for missing in ("tokenizer", "vae"):
         broken = tmp_path / missing.split("/")[0]
         shutil.copytree(folder, broken)
         path = broken / missing
         shutil.rmtree(path) if path.is_dir() else path.unlink()
-        assert missing.split("/")[0] in _error(capsys, *common, "--model", str(broken))
+        assert missing.split("/")[0] in cli_error(capsys, *common, "--model", str(broken))
 
 
 def test_slow_tokenizer_folder(first_device: gpucore.Device,
@@ -321,10 +312,10 @@ def test_transformer_file_with_base(first_device: gpucore.Device,
     single = png_pixels(out)
     out, _ = cli_ok(capsys, *FILES, "--model", str(folder), "--out", str(tmp_path / "dir.png"))
     np.testing.assert_array_equal(single, png_pixels(out))
-    assert "--base" in _error(capsys, *FILES, "--model", str(file),
-                              "--out", str(tmp_path / "x.png"))
-    assert "leave --base out" in _error(capsys, *FILES, "--model", str(folder), "--base",
-                                        str(folder), "--out", str(tmp_path / "x.png"))
+    assert "--base" in cli_error(capsys, *FILES, "--model", str(file),
+                                 "--out", str(tmp_path / "x.png"))
+    assert "leave --base out" in cli_error(capsys, *FILES, "--model", str(folder), "--base",
+                                           str(folder), "--out", str(tmp_path / "x.png"))
     pytest.importorskip("gguf", reason="GGUF files need the gguf package")
     from diffusion.loaders.formats.gguf_write import write_gguf
 
@@ -372,10 +363,10 @@ def test_text_encoder_file(first_device: gpucore.Device, tiny_qwenimage: tuple[P
         num_attention_heads=4, num_key_value_heads=2))
     save_file({k: v.detach().clone() for k, v in narrow.state_dict().items()},
               str(tmp_path / "qwen_2.5_vl_other.safetensors"))
-    assert "the transformer reads 40" in _error(
+    assert "the transformer reads 40" in cli_error(
         capsys, *FILES, "--model", str(slim), "--text-encoder",
         str(tmp_path / "qwen_2.5_vl_other.safetensors"), "--out", str(tmp_path / "x.png"))
-    assert "not a Qwen2.5-VL text encoder" in _error(
+    assert "not a Qwen2.5-VL text encoder" in cli_error(
         capsys, *FILES, "--model", str(slim), "--text-encoder",
         str(tmp_path / "qwen3.safetensors"), "--out", str(tmp_path / "x.png"))
 

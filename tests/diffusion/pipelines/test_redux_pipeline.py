@@ -16,21 +16,17 @@ pytest.importorskip("diffusers", reason="diffusers is a test-only reference (ext
 import diffusers
 import torch
 import transformers
+from cli_support import png_pixels
 from PIL import Image
 
 import diffusion.cli.main as cli
 import gpucore
-from diffusion.pipelines.flow.flow_model import FlowModel
+
+pytestmark = pytest.mark.usefixtures("short_prompts")  # 16 T5 tokens (flow_fixtures.py)
 
 PROMPT = "a red circle on a blue background"
 WIDTH, HEIGHT = 24, 16
 TOL = 0.01
-
-
-@pytest.fixture(autouse=True)
-def short_prompts(monkeypatch: pytest.MonkeyPatch) -> None:
-    """16 T5 tokens (not diffusers' 512): the tiny models' cost is the text length."""
-    monkeypatch.setattr(FlowModel, "max_sequence_length", 16)
 
 
 @pytest.fixture(scope="module")
@@ -64,11 +60,6 @@ def _picture(kind: int) -> Image.Image:
     return Image.fromarray(pixels)
 
 
-def _pixels(path: str) -> np.ndarray:
-    with Image.open(path) as image:
-        return np.asarray(image.convert("RGB"), np.float32) / 255
-
-
 def _expected(flux: Any, prior: Any, picture: Image.Image, seed: int, scale: float = 1.0,
               pooled_scale: float = 1.0, **cfg: Any) -> np.ndarray:
     with torch.no_grad():
@@ -95,7 +86,7 @@ def test_redux_txt2img_from_the_cli(first_device: gpucore.Device,
     assert cli.main(["txt2img", *common, "--redux", str(folder), "--redux-image",
                      str(tmp_path / "ref1.png"), "--redux-prompt-scale", "0.8",
                      "--redux-pooled-scale", "1.5", "--out", str(tmp_path / "a.png")]) == 0
-    ours = _pixels(capsys.readouterr()[0].strip())
+    ours = png_pixels(capsys.readouterr()[0].strip())
     expected = _expected(flux, prior, _picture(1), 7, 0.8, 1.5)
     assert np.abs(ours - expected).mean() < TOL
     # the reference picture matters, in diffusers' picture and ours
@@ -104,7 +95,7 @@ def test_redux_txt2img_from_the_cli(first_device: gpucore.Device,
     assert cli.main(["txt2img", *common, "--redux", str(folder), "--redux-image",
                      str(tmp_path / "ref2.png"), "--redux-prompt-scale", "0.8",
                      "--redux-pooled-scale", "1.5", "--out", str(tmp_path / "b.png")]) == 0
-    assert np.abs(_pixels(capsys.readouterr()[0].strip()) - other).mean() < TOL
+    assert np.abs(png_pixels(capsys.readouterr()[0].strip()) - other).mean() < TOL
     # Redux without its picture is refused in one line, before anything loads
     assert cli.main(["txt2img", *common, "--redux", str(folder),
                      "--out", str(tmp_path / "c.png")]) != 0

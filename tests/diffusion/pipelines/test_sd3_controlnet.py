@@ -20,17 +20,12 @@ from PIL import Image
 from sd_tiny import randomized
 
 import gpucore
-from diffusion.pipelines.flow.flow_model import FlowModel
+
+pytestmark = pytest.mark.usefixtures("short_prompts")  # 16 T5 tokens (flow_fixtures.py)
 
 TOLERANCE = 0.01  # mean abs pixel, pictures in [0, 1]
 WIDTH, HEIGHT = 40, 24  # latents 20 x 12: 10 x 6 patches, not square
 PROMPT = "a red circle"
-
-
-@pytest.fixture(autouse=True)
-def short_prompts(monkeypatch: pytest.MonkeyPatch) -> None:
-    """16 T5 tokens (not diffusers' 256): the tiny models' cost is the text length."""
-    monkeypatch.setattr(FlowModel, "max_sequence_length", 16)
 
 
 def tiny_sd3_controlnet(folder: Path, transformer: Any, *, stability: bool,

@@ -15,8 +15,8 @@ import pytest
 
 pytest.importorskip("diffusers", reason="diffusers is a test-only reference (extra: reference)")
 import torch
+from cli_support import cli_ok, png_levels
 from diffusers.hooks import FirstBlockCacheConfig
-from PIL import Image
 
 import diffusion.cli.main as cli
 import gpucore
@@ -28,26 +28,10 @@ from diffusion.pipelines.request import GenerationRequest
 from diffusion.server.api.generation import RequestError, build_job
 from diffusion.server.api.schemas import Txt2ImgRequest
 
+pytestmark = pytest.mark.usefixtures("short_prompts")  # 16 T5 tokens (flow_fixtures.py)
+
 SIZE = ("--width", "24", "--height", "16")
 STEPS = 6
-
-
-@pytest.fixture(autouse=True)
-def short_prompts(monkeypatch: pytest.MonkeyPatch) -> None:
-    """16 T5 tokens: the tiny models' cost is the text length."""
-    monkeypatch.setattr(FlowModel, "max_sequence_length", 16)
-
-
-def _run(capsys: pytest.CaptureFixture[str], *argv: str) -> str:
-    code = cli.main(list(argv))
-    out, err = capsys.readouterr()
-    assert code == 0, err
-    return out.strip()
-
-
-def _pixels(path: str) -> np.ndarray:
-    with Image.open(path) as image:
-        return np.asarray(image.convert("RGB"), np.int16)
 
 
 def test_cache_from_the_cli(first_device: gpucore.Device, tiny_flux_dev: tuple[Path, Any],
@@ -57,8 +41,8 @@ def test_cache_from_the_cli(first_device: gpucore.Device, tiny_flux_dev: tuple[P
             "--steps", str(STEPS), "--seed", "7", "--dtype", "float32")
     # 1. "diffusers": the picture of diffusers' FluxPipeline with First Block Cache
     threshold = 0.2
-    cached = _run(capsys, *base, "--sampler", "diffusers", "--rng", "torch",
-                  "--cache", f"fbc:{threshold}", "--out", str(tmp_path / "cached.png"))
+    cached = cli_ok(capsys, *base, "--sampler", "diffusers", "--rng", "torch",
+                    "--cache", f"fbc:{threshold}", "--out", str(tmp_path / "cached.png"))[0]
     reference.transformer.enable_cache(FirstBlockCacheConfig(threshold=threshold))
     try:
         expected = reference("a red circle", height=16, width=24,
@@ -67,22 +51,22 @@ def test_cache_from_the_cli(first_device: gpucore.Device, tiny_flux_dev: tuple[P
                              output_type="np").images
     finally:
         reference.transformer.disable_cache()
-    assert np.abs(_pixels(cached) - np.round(expected[0] * 255)).max() <= 1
+    assert np.abs(png_levels(cached) - np.round(expected[0] * 255)).max() <= 1
     text = read_infotext(cached) or ""
     computed = re.search(rf'Cache: "fbc {threshold}, (\d+)/{STEPS} steps computed"', text)
     assert computed is not None, text
     assert 1 <= int(computed.group(1)) < STEPS  # some steps skipped
-    plain = _run(capsys, *base, "--sampler", "diffusers", "--rng", "torch",
-                 "--out", str(tmp_path / "plain.png"))
-    assert np.abs(_pixels(plain) - _pixels(cached)).max() > 2  # the cache visibly acted
+    plain = cli_ok(capsys, *base, "--sampler", "diffusers", "--rng", "torch",
+                   "--out", str(tmp_path / "plain.png"))[0]
+    assert np.abs(png_levels(plain) - png_levels(cached)).max() > 2  # the cache visibly acted
     assert "Cache" not in (read_infotext(plain) or "")
     # 2. a WebUI sampler, MagCache; --from-infotext takes the cache setting back
-    magcache = _run(capsys, *base, "--cache", "magcache", "--out", str(tmp_path / "mag.png"))
+    magcache = cli_ok(capsys, *base, "--cache", "magcache", "--out", str(tmp_path / "mag.png"))[0]
     text = read_infotext(magcache) or ""
     assert re.search(rf'Cache: "magcache 0.06, \d+/{STEPS} steps computed"', text), text
-    again = _run(capsys, "txt2img", "--model", str(root / "flux"), "--from-infotext", magcache,
-                 "--dtype", "float32", "--out", str(tmp_path / "again.png"))
-    assert np.array_equal(_pixels(again), _pixels(magcache))
+    again = cli_ok(capsys, "txt2img", "--model", str(root / "flux"), "--from-infotext", magcache,
+                   "--dtype", "float32", "--out", str(tmp_path / "again.png"))[0]
+    assert np.array_equal(png_levels(again), png_levels(magcache))
     assert parse_infotext(read_infotext(again) or "")["cache"].startswith("magcache 0.06,")
 
 

@@ -15,10 +15,10 @@ import pytest
 
 pytest.importorskip("diffusers", reason="diffusers is a test-only reference (extra: reference)")
 import torch
+from cli_support import cli_ok, png_frames
 from PIL import Image
 from wan_tiny import comfyui_file, tiny_wan_a14b_pipeline
 
-import diffusion.cli.main as cli
 import gpucore
 
 RED = "a red cube on a wooden table"
@@ -34,18 +34,6 @@ def tiny_a14b(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Any]:
     return root / "wan-a14b", tiny_wan_a14b_pipeline(root)
 
 
-def _run(capsys: pytest.CaptureFixture[str], *argv: str) -> str:
-    code = cli.main(list(argv))
-    out, err = capsys.readouterr()
-    assert code == 0, err
-    return out.strip()
-
-
-def _frames(path: str) -> np.ndarray:
-    return np.stack([np.asarray(Image.open(f).convert("RGB"), np.float32) / 255
-                     for f in sorted(Path(path).glob("*.png"))])
-
-
 def test_a14b_equals_diffusers(first_device: gpucore.Device, tiny_a14b: tuple[Path, Any],
                                tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     from diffusion.pipelines.video import WanPipeline
@@ -57,7 +45,8 @@ def test_a14b_equals_diffusers(first_device: gpucore.Device, tiny_a14b: tuple[Pa
     common = ("txt2vid", "--prompt", RED, "--width", "48", "--height", "32", "--frames", "5",
               "--steps", str(STEPS), "--cfg-scale", "4", "--cfg-scale-2", "2", "--seed", "3",
               "--dtype", "float32")
-    ours = _frames(_run(capsys, *common, "--model", str(folder), "-o", str(tmp_path / "a")))
+    ours = png_frames(cli_ok(capsys, *common, "--model", str(folder),
+                             "-o", str(tmp_path / "a"))[0])
     expected = reference(RED, num_inference_steps=STEPS, guidance_scale=4.0,
                          guidance_scale_2=2.0, output_type="np",
                          generator=torch.Generator().manual_seed(3), **SIZE).frames[0]
@@ -72,9 +61,9 @@ def test_a14b_equals_diffusers(first_device: gpucore.Device, tiny_a14b: tuple[Pa
     high, low = tmp_path / "high_noise.safetensors", tmp_path / "low_noise.safetensors"
     comfyui_file(reference.transformer, high)
     comfyui_file(reference.transformer_2, low)
-    out = _run(capsys, *common, "--model", str(high), "--model-2", str(low), "--base",
-               str(base), "--offload", "-o", str(tmp_path / "files"))
-    np.testing.assert_array_equal(_frames(out), ours)
+    out = cli_ok(capsys, *common, "--model", str(high), "--model-2", str(low), "--base",
+                 str(base), "--offload", "-o", str(tmp_path / "files"))[0]
+    np.testing.assert_array_equal(png_frames(out), ours)
     # swapping the experts changes the video
     pipe = WanPipeline.from_pretrained(folder, device=first_device)
     pipe.transformer, pipe.transformer_2 = pipe.transformer_2, pipe.transformer
@@ -122,14 +111,14 @@ def test_a14b_image_to_video(first_device: gpucore.Device, tmp_path: Path,
     reference = tiny_wan_a14b_pipeline(tmp_path, i2v=True)
     picture = (np.random.default_rng(2).random((24, 40, 3)) * 255).astype(np.uint8)
     Image.fromarray(picture).save(tmp_path / "in.png")
-    out = _run(capsys, "img2vid", "--model", str(tmp_path / "wan-a14b-i2v"), "--image",
-               str(tmp_path / "in.png"), "--prompt", RED, "--width", "48", "--height", "32",
-               "--frames", "5", "--steps", str(STEPS), "--cfg-scale", "3", "--seed", "4",
-               "--dtype", "float32", "-o", str(tmp_path / "out"))
+    out = cli_ok(capsys, "img2vid", "--model", str(tmp_path / "wan-a14b-i2v"), "--image",
+                 str(tmp_path / "in.png"), "--prompt", RED, "--width", "48", "--height", "32",
+                 "--frames", "5", "--steps", str(STEPS), "--cfg-scale", "3", "--seed", "4",
+                 "--dtype", "float32", "-o", str(tmp_path / "out"))[0]
     expected = reference(image=Image.fromarray(picture), prompt=RED, num_inference_steps=STEPS,
                          guidance_scale=3.0, output_type="np",
                          generator=torch.Generator().manual_seed(4), **SIZE).frames[0]
-    assert np.abs(_frames(out) - expected).mean() < 0.01
+    assert np.abs(png_frames(out) - expected).mean() < 0.01
 
 
 def _comfy_lora(path: Path) -> Path:
@@ -163,8 +152,9 @@ def test_low_noise_lora(first_device: gpucore.Device, tiny_a14b: tuple[Path, Any
     common = ("txt2vid", "--model", str(folder), "--prompt", RED, "--width", "48", "--height",
               "32", "--frames", "5", "--steps", str(STEPS), "--cfg-scale", "4", "--seed", "3",
               "--dtype", "float32")
-    plain = _frames(_run(capsys, *common, "-o", str(tmp_path / "plain")))
-    ours = _frames(_run(capsys, *common, "--lora-2", str(lora), "-o", str(tmp_path / "lora")))
+    plain = png_frames(cli_ok(capsys, *common, "-o", str(tmp_path / "plain"))[0])
+    ours = png_frames(cli_ok(capsys, *common, "--lora-2", str(lora),
+                             "-o", str(tmp_path / "lora"))[0])
     reference.load_lora_weights(str(lora), adapter_name="low", load_into_transformer_2=True)
     try:
         expected = reference(RED, num_inference_steps=STEPS, guidance_scale=4.0,

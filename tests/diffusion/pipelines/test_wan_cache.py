@@ -17,7 +17,7 @@ import pytest
 
 pytest.importorskip("diffusers", reason="diffusers is a test-only reference (extra: reference)")
 import torch
-from PIL import Image
+from cli_support import png_frames
 from wan_tiny import tiny_wan_a14b_pipeline, tiny_wan_pipeline
 
 import diffusion.cli.main as cli
@@ -39,11 +39,6 @@ TEA_THRESHOLD, TEA_STEPS = 0.16, 6
 RET_THRESHOLD, RET_STEPS = 0.3, 8
 
 
-def _frames(path: str) -> np.ndarray:
-    return np.stack([np.asarray(Image.open(f).convert("RGB"), np.float32) / 255
-                     for f in sorted(Path(path).glob("*.png"))])
-
-
 def _txt2vid(capsys: pytest.CaptureFixture[str], *argv: str, steps: int = STEPS,
              frames: int = 5) -> tuple[np.ndarray, str]:
     code = cli.main(["txt2vid", "--prompt", RED, "--width", "48", "--height", "32",
@@ -51,7 +46,7 @@ def _txt2vid(capsys: pytest.CaptureFixture[str], *argv: str, steps: int = STEPS,
                      "float32", *argv])
     out, err = capsys.readouterr()
     assert code == 0, err
-    return _frames(out.strip()), err
+    return png_frames(out.strip()), err
 
 
 def _computed(err: str, kind: str = "fbc") -> tuple[int, int]:

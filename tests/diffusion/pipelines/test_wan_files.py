@@ -16,6 +16,7 @@ import pytest
 
 pytest.importorskip("diffusers", reason="diffusers is a test-only reference (extra: reference)")
 import torch
+from cli_support import cli_ok, png_frames
 from PIL import Image
 from safetensors.torch import save_file
 from sd_tiny import randomized, state_dict
@@ -188,13 +189,6 @@ def test_other_files_are_refused(tiny_wan: tuple[Path, Any], tmp_path: Path) -> 
         load_wan(tiny_wan[0], WanFiles(transformer=other))
 
 
-def _run(capsys: pytest.CaptureFixture[str], *argv: str) -> str:
-    code = cli.main(list(argv))
-    out, err = capsys.readouterr()
-    assert code == 0, err
-    return out.strip()
-
-
 def _error(capsys: pytest.CaptureFixture[str], *argv: str) -> str:
     code = cli.main(list(argv))
     err = capsys.readouterr().err
@@ -202,11 +196,6 @@ def _error(capsys: pytest.CaptureFixture[str], *argv: str) -> str:
     lines = [line for line in err.splitlines() if line.startswith("error:")]
     assert len(lines) == 1, err
     return lines[0]
-
-
-def _frames(path: str) -> np.ndarray:
-    return np.stack([np.asarray(Image.open(f).convert("RGB"), np.float32) / 255
-                     for f in sorted(Path(path).glob("*.png"))])
 
 
 SETTINGS = ("--prompt", RED, "--width", "48", "--height", "32", "--frames", "5", "--steps",
@@ -218,8 +207,8 @@ def test_txt2vid_from_files(first_device: gpucore.Device, tiny_wan: tuple[Path, 
     """The transformer and text encoder as files beside a --base folder holding neither's
     weights: the folder's frames bitwise; the transformer as a Q8_0 GGUF: near them."""
     folder, reference = tiny_wan
-    expected = _frames(_run(capsys, "txt2vid", "--model", str(folder), *SETTINGS,
-                            "-o", str(tmp_path / "folder")))
+    expected = png_frames(cli_ok(capsys, "txt2vid", "--model", str(folder), *SETTINGS,
+                                 "-o", str(tmp_path / "folder"))[0])
     transformer = tmp_path / "wan2.1_t2v_tiny_fp32.safetensors"
     comfyui_file(reference.transformer, transformer, prefix="model.diffusion_model.")
     umt5 = tmp_path / "umt5_xxl_tiny.safetensors"
@@ -233,9 +222,9 @@ def test_txt2vid_from_files(first_device: gpucore.Device, tiny_wan: tuple[Path, 
         for weights in (base / part).glob("*.safetensors"):
             weights.unlink()
     files = ("txt2vid", "--model", str(transformer), "--base", str(base), *SETTINGS)
-    out = _run(capsys, *files, "--text-encoder", str(umt5), "--vae", str(vae),
-               "-o", str(tmp_path / "files"))
-    np.testing.assert_array_equal(_frames(out), expected)
+    out = cli_ok(capsys, *files, "--text-encoder", str(umt5), "--vae", str(vae),
+                 "-o", str(tmp_path / "files"))[0]
+    np.testing.assert_array_equal(png_frames(out), expected)
     # what is missing gets one line naming the file to add
     assert "--text-encoder FILE" in _error(capsys, *files, "--vae", str(vae),
                                            "-o", str(tmp_path / "x"))
@@ -256,9 +245,9 @@ def test_txt2vid_from_files(first_device: gpucore.Device, tiny_wan: tuple[Path, 
     gguf = tmp_path / "wan2.1-t2v-tiny-Q8_0.gguf"
     write_gguf(gguf, original_names(state_dict(reference.transformer)).items(), "q8_0",
                architecture="wan")
-    out = _run(capsys, "txt2vid", "--model", str(gguf), "--base", str(folder), *SETTINGS,
-               "-o", str(tmp_path / "gguf"))
-    frames = _frames(out)
+    out = cli_ok(capsys, "txt2vid", "--model", str(gguf), "--base", str(folder), *SETTINGS,
+                 "-o", str(tmp_path / "gguf"))[0]
+    frames = png_frames(out)
     assert np.abs(frames - expected).mean() < 0.01
 
 

@@ -13,6 +13,7 @@ import pytest
 
 pytest.importorskip("diffusers", reason="diffusers is a test-only reference (extra: reference)")
 import torch
+from cli_support import png_frames
 from PIL import Image
 from wan_tiny import tiny_wan_i2v_pipeline
 
@@ -26,11 +27,6 @@ PROMPT = "a red cube on a wooden table"
 def tiny_i2v(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Any]:
     root = tmp_path_factory.mktemp("tiny-wan-i2v")
     return root / "wan-i2v", tiny_wan_i2v_pipeline(root)
-
-
-def _frames(path: str) -> np.ndarray:
-    return np.stack([np.asarray(Image.open(f).convert("RGB"), np.float32) / 255
-                     for f in sorted(Path(path).glob("*.png"))])
 
 
 def test_img2vid_equals_diffusers(first_device: gpucore.Device, tiny_i2v: tuple[Path, Any],
@@ -55,7 +51,7 @@ def test_img2vid_equals_diffusers(first_device: gpucore.Device, tiny_i2v: tuple[
                          "-o", str(tmp_path / f"out{i}")])
         out, err = capsys.readouterr()
         assert code == 0, err
-        outputs.append(_frames(out.strip()))
+        outputs.append(png_frames(out.strip()))
     assert outputs[0].shape == (5, 32, 48, 3)
     expected = reference(image=Image.fromarray(pictures[0]), prompt=PROMPT,
                          negative_prompt="blurry", height=32, width=48, num_frames=5,

@@ -16,7 +16,7 @@ import pytest
 pytest.importorskip("diffusers", reason="diffusers is a test-only reference (extra: reference)")
 pytest.importorskip("peft", reason="diffusers loads LoRAs through PEFT")
 import torch
-from PIL import Image
+from cli_support import png_frames
 from safetensors.numpy import save_file
 from wan_tiny import WAN_TINY, tiny_wan_pipeline
 
@@ -88,8 +88,7 @@ def _ours(capsys: pytest.CaptureFixture[str], folder: Path, out: Path, *lora: st
                      "--dtype", "float32", "--prompt", PROMPT, "-o", str(out), *lora])
     _, err = capsys.readouterr()
     assert code == 0, err
-    return np.stack([np.asarray(Image.open(f).convert("RGB"), np.float32) / 255
-                     for f in sorted(out.glob("*.png"))])
+    return png_frames(out)
 
 
 def _theirs(pipe: Any) -> np.ndarray:

@@ -14,6 +14,7 @@ import pytest
 
 pytest.importorskip("diffusers", reason="diffusers is a test-only reference (extra: reference)")
 import torch
+from cli_support import cli_ok, png_frames
 from PIL import Image
 from wan_tiny import tiny_wan_pipeline
 
@@ -31,19 +32,6 @@ def tiny_wan(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Any]:
     return root / "wan", tiny_wan_pipeline(root)
 
 
-def _run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[str, str]:
-    code = cli.main(list(argv))
-    out, err = capsys.readouterr()
-    assert code == 0, err
-    return out.strip(), err
-
-
-def _folder(path: str) -> np.ndarray:
-    files = sorted(Path(path).glob("*.png"))
-    return np.stack([np.asarray(Image.open(f).convert("RGB"), np.float32) / 255
-                     for f in files])
-
-
 def test_txt2vid_equals_diffusers(first_device: gpucore.Device, tiny_wan: tuple[Path, Any],
                                   tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     av = pytest.importorskip("av", reason="PyAV (the video extra) writes and reads the MP4")
@@ -51,9 +39,9 @@ def test_txt2vid_equals_diffusers(first_device: gpucore.Device, tiny_wan: tuple[
     common = ("txt2vid", "--model", str(folder), *SIZE, "--steps", "2", "--cfg-scale", "4",
               "--negative-prompt", "blurry", "--sampler", "diffusers", "--rng", "torch",
               "--seed", "3", "--dtype", "float32", "--fps", "8")
-    out, err = _run(capsys, *common, "--prompt", RED, "-o", str(tmp_path / "red"))
+    out, err = cli_ok(capsys, *common, "--prompt", RED, "-o", str(tmp_path / "red"))
     assert "seed: 3" in err and "txt2vid" in err  # the seed and the progress line
-    ours = _folder(out)
+    ours = png_frames(out)
     assert ours.shape == (5, 32, 48, 3)
     expected = reference(RED, negative_prompt="blurry", height=32, width=48, num_frames=5,
                          num_inference_steps=2, guidance_scale=4.0, output_type="np",
@@ -61,7 +49,7 @@ def test_txt2vid_equals_diffusers(first_device: gpucore.Device, tiny_wan: tuple[
     assert np.abs(ours - expected).mean() < 0.01
     assert np.abs(ours[1:] - ours[:1]).mean() > 0.01  # frames, not one picture repeated
     # the prompt matters; the MP4 holds the same frames, within H.264's loss
-    out, _ = _run(capsys, *common, "--prompt", SNOW, "-o", str(tmp_path / "snow.mp4"))
+    out, _ = cli_ok(capsys, *common, "--prompt", SNOW, "-o", str(tmp_path / "snow.mp4"))
     with av.open(out) as container:
         stream = container.streams.video[0]
         assert stream.average_rate == 8
@@ -69,8 +57,8 @@ def test_txt2vid_equals_diffusers(first_device: gpucore.Device, tiny_wan: tuple[
     snow = decoded.astype(np.float32) / 255
     assert snow.shape == ours.shape
     assert np.abs(snow - ours).mean() > 0.05  # another prompt, another video
-    _run(capsys, *common, "--prompt", SNOW, "-o", str(tmp_path / "snow"))
-    frames = _folder(str(tmp_path / "snow"))
+    cli_ok(capsys, *common, "--prompt", SNOW, "-o", str(tmp_path / "snow"))
+    frames = png_frames(str(tmp_path / "snow"))
     # H.264 4:2:0 keeps the brightness at full resolution and the colour at half (the tiny
     # model's frames are mostly fine colour noise): the luma within the codec's loss
     luma = np.array([0.299, 0.587, 0.114], np.float32)
@@ -159,11 +147,11 @@ def test_img2vid_equals_diffusers(first_device: gpucore.Device, tiny_wan22: tupl
     outputs = []
     for i, picture in enumerate(pictures):
         Image.fromarray(picture).save(tmp_path / f"in{i}.png")
-        out, _ = _run(capsys, "img2vid", "--model", str(folder), "--image",
-                      str(tmp_path / f"in{i}.png"), "--prompt", RED, "--width", "64",
-                      "--height", "32", "--frames", "5", "--steps", "2", "--cfg-scale", "3",
-                      "--seed", "4", "--dtype", "float32", "-o", str(tmp_path / f"out{i}"))
-        outputs.append(_folder(out))
+        out, _ = cli_ok(capsys, "img2vid", "--model", str(folder), "--image",
+                        str(tmp_path / f"in{i}.png"), "--prompt", RED, "--width", "64",
+                        "--height", "32", "--frames", "5", "--steps", "2", "--cfg-scale", "3",
+                        "--seed", "4", "--dtype", "float32", "-o", str(tmp_path / f"out{i}"))
+        outputs.append(png_frames(out))
     expected = i2v(image=Image.fromarray(pictures[0]), prompt=RED, height=32, width=64,
                    num_frames=5, num_inference_steps=2, guidance_scale=3.0, output_type="np",
                    generator=torch.Generator().manual_seed(4)).frames[0]
@@ -226,9 +214,9 @@ def test_lowvram_txt2vid_gives_the_plain_frames(first_device: gpucore.Device,
     """`txt2vid --lowvram`: the transformer's and UMT5's blocks streamed one at a time (each
     uploaded before it runs, the others evicted), the plain mode's frames bit for bit."""
     folder, _ = tiny_wan
-    out, err = _run(capsys, "txt2vid", "--model", str(folder), *SIZE, "--steps", "1",
-                    "--cfg-scale", "4", "--seed", "9", "--dtype", "float32", "--lowvram",
-                    "--verbose", "--prompt", RED, "-o", str(tmp_path / "low"))
+    out, err = cli_ok(capsys, "txt2vid", "--model", str(folder), *SIZE, "--steps", "1",
+                      "--cfg-scale", "4", "--seed", "9", "--dtype", "float32", "--lowvram",
+                      "--verbose", "--prompt", RED, "-o", str(tmp_path / "low"))
     assert "mode: --lowvram" in err
     frames = np.stack([np.asarray(Image.open(f).convert("RGB"))
                        for f in sorted(Path(out).glob("*.png"))])

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from server_support import live_server, screenshot
+from server_support import live_server, page_ready, screenshot
 
 PROMPT = "a red cube on a wooden table"
 
@@ -46,7 +46,7 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
 
 @pytest.fixture()
 def page(page: Any) -> Any:
-    """conftest's page, actions waiting up to 60 s (a video takes longer than a picture)."""
+    """browser_fixtures' page, actions waiting up to 60 s (a video takes longer than a picture)."""
     page.set_default_timeout(60_000)
     return page
 
@@ -54,8 +54,7 @@ def page(page: Any) -> Any:
 def _video_tab(page: Any, url: str, **fields: Any) -> None:
     """Open the page's Video tab and fill its fields (by label)."""
     page.goto(url)
-    page.locator("#params[aria-busy=false]").wait_for(state="attached")
-    assert page.locator("#error").is_hidden(), page.locator("#error").inner_text()
+    page_ready(page)
     page.get_by_role("tab", name="Video", exact=True).click()
     assert page.locator("#panel_generate").is_hidden()
     page.get_by_label("Video prompt", exact=True).fill(PROMPT)

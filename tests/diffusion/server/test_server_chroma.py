@@ -18,7 +18,6 @@ from server_support import CachedLoader, info, pixels
 
 import diffusion.cli.main as cli
 import gpucore
-from diffusion.pipelines.flow.flow_model import FlowModel
 from diffusion.server import create_app
 
 if not gpucore.devices():
@@ -27,9 +26,8 @@ if not gpucore.devices():
 
 
 def test_chroma_through_the_api(tmp_path: Path, tiny_chroma: tuple[Path, Any],
-                                monkeypatch: pytest.MonkeyPatch,
+                                short_prompts: None,
                                 capsys: pytest.CaptureFixture[str]) -> None:
-    monkeypatch.setattr(FlowModel, "max_sequence_length", 16)  # the tiny models' cost is T5's
     model = tiny_chroma[0] / "chroma"
     assert cli.main(["txt2img", "--model", str(model), "--prompt", "a red circle",
                      "--negative-prompt", "a dog", "--width", "24", "--height", "16", "--steps",

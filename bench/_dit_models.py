@@ -1,0 +1,100 @@
+"""bench/dit_families.py's model table: the real configs its rows run at, their tiny --quick
+counterparts, and `_Model`, a row's calls on either side (Qwen-Image 2.1's and Qwen3-VL-8B's
+in bench/_dit_qwen21.py)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import gpucore
+
+from . import zimage as _zimage
+
+# Qwen/Qwen-Image, transformer/config.json
+QWEN_IMAGE: dict[str, Any] = dict(
+    patch_size=2, in_channels=64, out_channels=16, num_layers=60, attention_head_dim=128,
+    num_attention_heads=24, joint_attention_dim=3584, axes_dims_rope=(16, 56, 56))
+# black-forest-labs/FLUX.2-klein-9B, transformer/config.json
+FLUX2_KLEIN_9B: dict[str, Any] = dict(
+    patch_size=1, in_channels=128, num_layers=8, num_single_layers=24, attention_head_dim=128,
+    num_attention_heads=32, joint_attention_dim=12288, timestep_guidance_channels=256,
+    mlp_ratio=3.0, axes_dims_rope=(32, 32, 32, 32), rope_theta=2000, eps=1e-6,
+    guidance_embeds=False)
+# lodestones/Chroma1-HD, transformer/config.json
+CHROMA: dict[str, Any] = dict(
+    patch_size=1, in_channels=64, num_layers=19, num_single_layers=38, attention_head_dim=128,
+    num_attention_heads=24, joint_attention_dim=4096, axes_dims_rope=(16, 56, 56),
+    approximator_num_channels=64, approximator_hidden_dim=5120, approximator_layers=5)
+# black-forest-labs/FLUX.1-Kontext-dev, transformer/config.json (FLUX.1 dev's)
+FLUX_DEV: dict[str, Any] = dict(
+    patch_size=1, in_channels=64, num_layers=19, num_single_layers=38, attention_head_dim=128,
+    num_attention_heads=24, joint_attention_dim=4096, pooled_projection_dim=768,
+    guidance_embeds=True, axes_dims_rope=(16, 56, 56))
+# Qwen/Qwen-Image, text_encoder/config.json's language model (Qwen2.5-VL-7B-Instruct)
+QWEN25VL_7B: dict[str, Any] = dict(
+    model_type="qwen2", vocab_size=152064, hidden_size=3584, intermediate_size=18944,
+    num_hidden_layers=28, num_attention_heads=28, num_key_value_heads=4, rms_norm_eps=1e-6,
+    rope_theta=1_000_000.0, max_position_embeddings=128000, tie_word_embeddings=False)
+# Qwen/Qwen3-8B, config.json (FLUX.2 klein 9B's text encoder)
+QWEN3_8B: dict[str, Any] = dict(
+    _zimage.QWEN3_4B, hidden_size=4096, intermediate_size=12288, num_attention_heads=32,
+    tie_word_embeddings=False)
+# Qwen/Qwen-Image-2.1, transformer/config.json: diffusers' QwenImage21Transformer2DModel
+# defaults, which are the released model's
+QWEN_IMAGE21: dict[str, Any] = dict(
+    patch_size=1, in_channels=64, out_channels=64, num_layers=32, attention_head_dim=128,
+    num_attention_heads=32, context_in_dim=4096, mlp_ratio=3, axes_dims_rope=(16, 56, 56))
+# Qwen/Qwen3-VL-8B-Instruct, config.json's text_config (Qwen-Image 2.1's text encoder)
+QWEN3VL_8B: dict[str, Any] = dict(
+    model_type="qwen3_vl_text", vocab_size=151936, hidden_size=4096, intermediate_size=12288,
+    num_hidden_layers=36, num_attention_heads=32, num_key_value_heads=8, head_dim=128,
+    rms_norm_eps=1e-6, max_position_embeddings=262144, tie_word_embeddings=False,
+    attention_bias=False, hidden_act="silu",
+    rope_parameters={"rope_type": "default", "rope_theta": 5_000_000.0,
+                     "mrope_section": [24, 20, 20], "mrope_interleaved": True})
+
+# the text tokens of Qwen-Image-Edit's step: a 1024x1024 reference read by Qwen2.5-VL (1036 px
+# in 28 px merged patches: 37 x 37 picture tokens) and a short instruction, the template's
+# first 64 tokens dropped
+EDIT_TEXT = 1385
+
+_TINY_DIT = dict(num_layers=1, attention_head_dim=16, num_attention_heads=2)
+TINY: dict[str, dict[str, Any]] = {
+    "qwenimage": dict(QWEN_IMAGE, **_TINY_DIT, joint_attention_dim=40, axes_dims_rope=(4, 6, 6)),
+    "qwenimageedit": dict(QWEN_IMAGE, **_TINY_DIT, joint_attention_dim=40,
+                          axes_dims_rope=(4, 6, 6)),
+    "flux2klein": dict(FLUX2_KLEIN_9B, **_TINY_DIT, num_single_layers=1, joint_attention_dim=48,
+                       axes_dims_rope=(4, 4, 4, 4)),
+    "chroma": dict(CHROMA, **_TINY_DIT, num_single_layers=1, joint_attention_dim=40,
+                   axes_dims_rope=(4, 6, 6), approximator_num_channels=8,
+                   approximator_hidden_dim=32, approximator_layers=1),
+    "kontext": dict(FLUX_DEV, **_TINY_DIT, num_single_layers=1, joint_attention_dim=40,
+                    pooled_projection_dim=24, axes_dims_rope=(4, 6, 6)),
+    "qwen25vl": dict(QWEN25VL_7B, vocab_size=512, hidden_size=48, intermediate_size=80,
+                     num_hidden_layers=3, num_attention_heads=4, num_key_value_heads=2),
+    "qwen3_8b": dict(_zimage.TINY_QWEN3, num_hidden_layers=28),
+    "qwenimage21": dict(QWEN_IMAGE21, **_TINY_DIT, context_in_dim=40, axes_dims_rope=(4, 6, 6)),
+    # heads 16 wide: mrope_section's three axes each turn some of the 8 frequencies
+    "qwen3vl_8b": dict(QWEN3VL_8B, vocab_size=512, hidden_size=48, intermediate_size=80,
+                       num_hidden_layers=3, num_attention_heads=4, num_key_value_heads=2,
+                       head_dim=16, rope_parameters=dict(QWEN3VL_8B["rope_parameters"],
+                                                         mrope_section=[4, 2, 2])),
+}
+
+
+@dataclass(frozen=True)
+class Model:
+    """A row's model: how each side builds it and calls it on the inputs."""
+
+    config: dict[str, Any]
+    reference: Callable[[Any, Any, dict[str, Any]], Any]  # (diffusers, transformers, config)
+    # the torch call of (reference, inputs on torch's device)
+    torch_call: Callable[[Any, dict[str, Any]], Any]
+    ours: Callable[[dict[str, Any], Any, gpucore.Device], Any]  # (config, dtype, device)
+    ours_call: Callable[[Any, dict[str, Any], Any], Any]  # (model, numpy inputs, dtype)
+    # a prompt's part computed once before the steps (Qwen-Image 2.1's keys and values):
+    # torch's keeps its result in its inputs, ours returns what ours_call reads as "prefix"
+    torch_prefix: Callable[[Any, dict[str, Any]], Any] | None = None
+    ours_prefix: Callable[[Any, dict[str, Any], Any], Any] | None = None

@@ -1,0 +1,94 @@
+"""Fixtures of the flow-model tests (FLUX, Chroma, SD3, Qwen-Image; a plugin of
+tests/conftest.py): tiny random pipelines built once a run, and short prompts."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+
+@pytest.fixture
+def short_prompts(monkeypatch: pytest.MonkeyPatch) -> None:
+    """16 T5 tokens (not diffusers' 512, or SD3's 256): the tiny models' cost is the text
+    length. A module whose every test wants it takes it with
+    `pytestmark = pytest.mark.usefixtures("short_prompts")`."""
+    from diffusion.pipelines.flow.flow_model import FlowModel
+
+    monkeypatch.setattr(FlowModel, "max_sequence_length", 16)
+
+
+# Tiny FLUX / SD3 pipelines shared by the flow-model test modules, each built once per run
+# (building one with diffusers costs seconds on 2 cores); tests leave them as they found them.
+@pytest.fixture(scope="session")
+def tiny_flux_dev(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Any]:
+    """(the folder's parent: `root / "flux"`, diffusers' FluxPipeline) of FLUX.1 dev's shape."""
+    pytest.importorskip("diffusers", reason="diffusers is a test-only reference")
+    from flow_tiny import tiny_flux_pipeline
+
+    root = tmp_path_factory.mktemp("tiny-flux-dev")
+    return root, tiny_flux_pipeline(root, dev=True)
+
+
+@pytest.fixture(scope="session")
+def tiny_flux2_klein(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Any]:
+    """(the folder `root / "flux2-klein"`, diffusers' Flux2KleinPipeline) of a step-distilled
+    FLUX.2 klein of tiny random parts."""
+    pytest.importorskip("diffusers", reason="diffusers is a test-only reference")
+    from flux2_tiny import tiny_flux2_pipeline
+
+    root = tmp_path_factory.mktemp("tiny-flux2-klein")
+    return root / "flux2-klein", tiny_flux2_pipeline(root, distilled=True)
+
+
+@pytest.fixture(scope="session")
+def tiny_flux2_dev(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Any]:
+    """(the folder `root / "flux2-dev"`, diffusers' Flux2Pipeline) of FLUX.2 dev of tiny
+    random parts (the guidance embedding on)."""
+    pytest.importorskip("diffusers", reason="diffusers is a test-only reference")
+    from flux2_dev_tiny import tiny_flux2_dev_pipeline
+
+    root = tmp_path_factory.mktemp("tiny-flux2-dev")
+    return root / "flux2-dev", tiny_flux2_dev_pipeline(root)
+
+
+@pytest.fixture(scope="session")
+def tiny_qwenimage(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Any]:
+    """(the folder `root / "qwen-image"`, diffusers' QwenImagePipeline) of tiny random parts."""
+    pytest.importorskip("diffusers", reason="diffusers is a test-only reference")
+    from qwenimage_tiny import tiny_qwenimage_pipeline
+
+    root = tmp_path_factory.mktemp("tiny-qwen-image")
+    return root / "qwen-image", tiny_qwenimage_pipeline(root)
+
+
+@pytest.fixture(scope="session")
+def tiny_chroma(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Any]:
+    """(the folder's parent: `root / "chroma"`, diffusers' ChromaPipeline)."""
+    pytest.importorskip("diffusers", reason="diffusers is a test-only reference")
+    from flow_tiny import tiny_chroma_pipeline
+
+    root = tmp_path_factory.mktemp("tiny-chroma")
+    return root, tiny_chroma_pipeline(root)
+
+
+@pytest.fixture(scope="session")
+def tiny_sd3(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Any]:
+    """(the folder's parent: `root / "sd3"`, diffusers' StableDiffusion3Pipeline)."""
+    pytest.importorskip("diffusers", reason="diffusers is a test-only reference")
+    from flow_tiny import tiny_sd3_pipeline
+
+    root = tmp_path_factory.mktemp("tiny-sd3")
+    return root, tiny_sd3_pipeline(root)
+
+
+@pytest.fixture(scope="session")
+def tiny_qwenimage21(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Any]:
+    """(the folder `root / "qwen-image-2.1"`, diffusers' QwenImage21Pipeline) of tiny random
+    parts (the CLI's and the server's tests)."""
+    pytest.importorskip("diffusers", reason="diffusers is a test-only reference")
+    from qwenimage21_tiny import tiny_qwenimage21_pipeline
+
+    root = tmp_path_factory.mktemp("tiny-qwen-image-21")
+    return root / "qwen-image-2.1", tiny_qwenimage21_pipeline(root)
