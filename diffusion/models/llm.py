@@ -251,20 +251,29 @@ class LLMTextModel(nn.Module):
                 asarray(np.sin(angle).reshape(length, 1, dim), device=device))
 
     def multimodal_hidden_states(self, embeddings: Tensor, positions: np.ndarray, *,
-                                 final_norm: bool = True) -> Tensor:
+                                 final_norm: bool = True, added: Sequence[Tensor] = ()
+                                 ) -> Tensor:
         """The last hidden states (1, L, hidden_size) float32 of one unpadded sequence given
         as its input embeddings (1, L, hidden_size) float32 (a picture's vision tokens in
-        place of its pad tokens' embeddings) at multimodal positions (3, L). transformers:
+        place of its pad tokens' embeddings) at multimodal positions (3, L). `added`: (1, L,
+        hidden_size) float32 Tensors added to the outputs of the first len(added) layers
+        (Qwen3-VL's deepstack features, zero away from the picture's tokens). transformers:
         `Qwen2_5_VLModel(input_ids, pixel_values=, image_grid_thw=,
-        output_hidden_states=True).hidden_states[-1]`; `final_norm` as `hidden_states`'."""
+        output_hidden_states=True).hidden_states[-1]` (`Qwen3VLTextModel(inputs_embeds=,
+        visual_pos_masks=, deepstack_visual_embeds=)` with `added`); `final_norm` as
+        `hidden_states`'."""
         length = embeddings.shape[1]
         if embeddings.ndim != 3 or embeddings.shape[0] != 1 or np.shape(positions) != (
                 3, length):
             raise ValueError(f"multimodal_hidden_states reads (1, L, D) embeddings and (3, L) "
                              f"positions, got {embeddings.shape} and {np.shape(positions)}")
         count = len(self.layers)
+        if len(added) > count or any(a.shape != embeddings.shape for a in added):
+            raise ValueError(f"multimodal_hidden_states adds at most {count} tensors of the "
+                             f"embeddings' shape {embeddings.shape}, got "
+                             f"{[a.shape for a in added]}")
         return self._run(cast(embeddings, np.float32), self.rotary(length, positions), None,
-                         [count], final_norm)[0]
+                         [count], final_norm, added)[0]
 
     def hidden_states(self, input_ids: Any, attention_mask: Any = None, layer: int = -1, *,
                       final_norm: bool = True) -> Tensor:
@@ -319,14 +328,17 @@ class LLMTextModel(nn.Module):
                     lambda: self.rotary(length))
 
     def _run(self, x: Tensor, rotary: tuple[Tensor, Tensor], keep: Tensor | None,
-             indices: Sequence[int], final_norm: bool) -> list[Tensor]:
+             indices: Sequence[int], final_norm: bool, added: Sequence[Tensor] = ()
+             ) -> list[Tensor]:
         """The stream after each layer in `indices` (0: the embeddings; all layers: normed
-        if `final_norm`)."""
+        if `final_norm`), added[k] added to layer k + 1's output."""
         count = len(self.layers)
         wanted = set(indices)
         found = {0: x}
         for depth, block in enumerate(list(self.layers)[:max(indices)], start=1):
             x = block(x, rotary, keep)
+            if depth <= len(added):
+                x = typing.cast(Tensor, _residual(x, added[depth - 1]))
             if depth in wanted:  # only the layers asked for stay in memory
                 found[depth] = x
         if count in wanted:

@@ -1,41 +1,55 @@
-"""Qwen-Image 2.1's prompt embedding for prompts of text alone, as diffusers'
-`QwenImage21Pipeline.encode_prompt(prompt)` (no condition images) computes it: each prompt in
-the text-to-image template (a fixed system message, the prompt as the user's turn, the
-assistant's turn opened), the batch left-padded, Qwen3-VL's last decoder layer's output before
-its final RMSNorm, each prompt's own tokens after the system message's kept, zero-padded on
-the right to the longest.
+"""Qwen-Image 2.1's prompt embedding, as diffusers' `QwenImage21Pipeline.encode_prompt(prompt,
+image=)` computes it: each prompt in its template (a fixed system message, the prompt as the
+user's turn, the assistant's turn opened), Qwen3-VL's last decoder layer's output before its
+final RMSNorm, each prompt's own tokens after the system message's kept, zero-padded on the
+right to the longest.
 
     embeds, mask, image_pad_mask = encode_t2i(text_encoder, tokenizer, ["a red circle"])
+    embeds, mask, image_pad_mask = encode_ti2i(text_encoder, vision, tokenizer,
+                                               ["make it night"], [picture])
     img_mask = joint_img_mask(image_pad_mask, latent_tokens=(height // 16) * (width // 16))
+
+Prompts of text alone (`encode_t2i`) are read as a left-padded batch. With condition pictures
+(`encode_ti2i`) the user's turn opens with one `<imageN><|vision_start|><|image_pad|>
+<|vision_end|>` per picture (space-separated), each pad repeated once per token of its
+picture; Qwen3-VL's vision tower (qwen3_vision.py) reads the pictures once, its tokens take
+the pads' places in the input embeddings, the sequence runs at Qwen3-VL's multimodal rotary
+positions (the interleaved axes: a picture's tokens at (start, start + row, start + column)
+of its merged grid), and its deepstack features are added to the first decoder layers'
+outputs at the pads. Each prompt runs alone and unpadded: the batch's left padding changes
+nothing its own tokens see.
 
 What the transformer then reads: `encoder_hidden_states` = embeds (B, L, hidden) float32,
 `encoder_hidden_states_mask` = mask (B, L) int64 (1 a prompt token, 0 padding; None when no
-prompt is padded) and `img_mask` = joint_img_mask's (B, L + latent_tokens / 4) bool (False at
-text, True at the target picture's slots, one per 2x2 latent tokens).
-
-Condition images (the image-to-image template, `<|image_pad|>` runs) are not handled: they
-need Qwen3-VL's vision tower, its tokens in place of the pads at Qwen3-VL's multimodal
-positions (LLMTextModel.multimodal_hidden_states with the interleaved rotary), and its
-"deepstack" features (three intermediate vision layers' merged outputs added to the first
-three decoder layers' outputs at the image positions), none of which is here.
+prompt is padded) and `img_mask` = joint_img_mask's (B, L + latent_tokens / 4) bool (True at
+the condition pictures' pads and at the target picture's slots, one per 2x2 latent tokens).
 """
 
 from __future__ import annotations
 
+import typing
 from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 
+from gpustd import Tensor, asarray, concatenate, nn, zeros
+
 from ..text.llm_tokenizer import LLMTokenizer
 from .llm import LLMTextModel
+from .qwen3_vision import Qwen3VLVisionModel, VisionFeatures, pixel_options, qwen3_vision_pixels
+from .qwen_vl_prompt import expand_image_pads, multimodal_positions
+from .transformer_ops import cast
 
-__all__ = ["SYSTEM_MESSAGE", "T2I_TEMPLATE", "encode_t2i", "joint_img_mask", "tokenize_t2i"]
+__all__ = ["SYSTEM_MESSAGE", "T2I_TEMPLATE", "condition_picture", "encode_t2i", "encode_ti2i",
+           "joint_img_mask", "ti2i_template", "tokenize_t2i", "tokenize_ti2i"]
 
 SYSTEM_PROMPT = "Comprehend and analyze the provided prompt."
 # Qwen3-VL's chat template renders a system message so; its tokens are dropped from the states
 SYSTEM_MESSAGE = f"<|im_start|>system\n{SYSTEM_PROMPT}<|im_end|>\n"
 T2I_TEMPLATE = SYSTEM_MESSAGE + "<|im_start|>user\n{}<|im_end|>\n<|im_start|>assistant\n"
 IMAGE_PAD = "<|image_pad|>"
+_SLOT = "<image{}><|vision_start|><|image_pad|><|vision_end|>"
 
 
 def tokenize_t2i(tokenizer: LLMTokenizer, prompts: Sequence[str], *, max_length: int = 4096
@@ -106,3 +120,136 @@ def joint_img_mask(image_pad_mask: np.ndarray, latent_tokens: int) -> np.ndarray
         raise ValueError(f"joint_img_mask needs a (batch, length) mask and a positive multiple "
                          f"of 4 latent tokens, got {mask.shape} and {latent_tokens}")
     return np.concatenate([mask, np.ones((len(mask), latent_tokens // 4), bool)], axis=1)
+
+
+def ti2i_template(count: int) -> str:
+    """The image-to-image template with `count` picture slots, `{}` the prompt's place.
+    diffusers: QwenImage21Pipeline's `prompt_template_ti2i` with its slots repeated."""
+    slots = " ".join(_SLOT.format(i) for i in range(1, count + 1))
+    return SYSTEM_MESSAGE + f"<|im_start|>user\n{slots}{{}}<|im_end|>\n<|im_start|>assistant\n"
+
+
+def tokenize_ti2i(tokenizer: LLMTokenizer, prompts: Sequence[str], grids: Any, *,
+                  merge: int = 2, max_length: int = 4096) -> tuple[list[np.ndarray], int]:
+    """Each prompt's ids (L_i,) int64 in the image-to-image template for the pictures of
+    `grids` (pictures, 3), each pad repeated once per token of its picture, and the system
+    message's token count. ValueError for a prompt past `max_length` tokens or holding a pad.
+    transformers: `Qwen3VLProcessor(text=, images=)`'s ids, unpadded."""
+    if isinstance(prompts, str) or not prompts:
+        raise ValueError("prompts must be a non-empty list of strings")
+    grids = np.asarray(grids, np.int64).reshape(-1, 3)
+    for token in ("<|im_start|>", "<|vision_start|>", IMAGE_PAD):
+        if tokenizer.tokenizer.token_to_id(token) is None:
+            raise ValueError(f"the tokenizer has no {token} token: Qwen-Image 2.1 reads "
+                             "prompts with pictures with Qwen3-VL's tokenizer")
+    system, _ = tokenizer([SYSTEM_MESSAGE], max_length, padding="longest")
+    template = ti2i_template(len(grids))
+    rows = []
+    for i, prompt in enumerate(prompts):
+        if IMAGE_PAD in prompt:
+            raise ValueError(f"prompt {i} holds {IMAGE_PAD}; the pictures' slots are the "
+                             "template's own: remove it from the prompt")
+        text = expand_image_pads(template.format(prompt or " "), grids, merge=merge)
+        ids, _ = tokenizer([text], max_length + 1, padding="longest")
+        if ids.shape[1] > max_length:
+            raise ValueError(f"a prompt is more than {max_length} tokens with its template "
+                             "and pictures; shorten it or give smaller pictures")
+        if not np.array_equal(ids[0, : system.shape[1]], system[0]):
+            raise ValueError("the tokenizer splits the template's system message differently "
+                             "inside the prompt: give Qwen3-VL's tokenizer")
+        rows.append(ids[0])
+    return rows, system.shape[1]
+
+
+def condition_picture(image: Any) -> Any:
+    """A condition picture as the vision tower reads it: an RGB PIL image (a uint8 HxWx3 or
+    HxWx4 array becomes one), RGBA composited over white as the checkpoint was trained
+    (Pillow's paste: diffusers' QwenImage21Pipeline `_get_qwen_prompt_embeds`), another mode
+    with transparency composited over white as the image processor does (Pillow's
+    alpha_composite: transformers' `convert_to_rgb`)."""
+    from PIL import Image
+
+    if not isinstance(image, Image.Image):
+        array = np.asarray(image)
+        if array.dtype != np.uint8 or array.ndim != 3 or array.shape[2] not in (3, 4) or (
+                0 in array.shape):
+            raise ValueError(f"a condition picture is a PIL image or uint8 HxWx3 / HxWx4; got "
+                             f"{array.dtype} {array.shape}")
+        image = Image.fromarray(array)
+    if image.mode == "RGBA":
+        white = Image.new("RGB", image.size, (255, 255, 255))
+        white.paste(image, mask=image.getchannel("A"))
+        return white
+    if "A" in image.getbands() or image.info.get("transparency") is not None:
+        white = Image.new("RGBA", image.size, (255, 255, 255, 255))
+        return Image.alpha_composite(white, image.convert("RGBA")).convert("RGB")
+    return image.convert("RGB")
+
+
+def _rows_into(base: Tensor | None, where: np.ndarray, rows: Tensor) -> Tensor:
+    """(1, L, D) float32: `base` (1, L, D) (zeros where None) with the n rows of `rows` (n,
+    D) at the n True places of `where` (L,), gathered on the device."""
+    length, dim = len(where), rows.shape[-1]
+    if int(where.sum()) != rows.shape[0]:
+        raise ValueError(f"{rows.shape[0]} picture tokens for {int(where.sum())} image pads")
+    first = zeros((1, dim), np.float32, device=rows.device) if base is None else (
+        cast(base, np.float32).reshape(length, dim))
+    index = np.arange(length) if base is not None else np.zeros(length, np.int64)
+    index[where] = first.shape[0] + np.arange(rows.shape[0])
+    table = concatenate([first, cast(rows, np.float32)], axis=0)
+    return nn.embedding(index.astype(np.int32), table).reshape(1, length, dim)
+
+
+def _read(text_encoder: LLMTextModel, ids: np.ndarray, pad: int, grids: np.ndarray,
+          merge: int, features: VisionFeatures) -> np.ndarray:
+    """One prompt's last decoder layer's output (L, hidden) float32, before the final norm.
+    transformers: `Qwen3VLModel(ids[None], pixel_values=, image_grid_thw=,
+    mm_token_type_ids=)` with the language model's final norm skipped."""
+    where = ids == pad
+    device = text_encoder.embed_tokens.weight.device
+    embeds = text_encoder.embed_tokens(asarray(ids.astype(np.int32)[None], device=device))
+    inputs = _rows_into(embeds, where, features.tokens)
+    added = [_rows_into(None, where, level) for level in features.deepstack]
+    states = text_encoder.multimodal_hidden_states(
+        inputs, multimodal_positions(ids, pad, grids, merge=merge), final_norm=False,
+        added=added)
+    return states.numpy()[0].astype(np.float32)
+
+
+def encode_ti2i(text_encoder: LLMTextModel, vision: Qwen3VLVisionModel,
+                tokenizer: LLMTokenizer, prompts: Sequence[str], pictures: Sequence[Any], *,
+                processor_config: dict[str, Any] | None = None, max_length: int = 4096
+                ) -> tuple[np.ndarray, np.ndarray | None, np.ndarray]:
+    """Prompt embeddings (B, L, hidden) float32, their mask (B, L) int64 (None when no
+    prompt is padded) and the image-pad mask (B, L) bool (True at the pictures' pads) of
+    `prompts`, each read with every picture of `pictures` (PIL images or uint8 HxWx3 / HxWx4
+    arrays, as the pipeline resized them; condition_picture's); `processor_config`: the
+    folder's processor/preprocessor_config.json (None: Qwen3-VL's). diffusers:
+    `QwenImage21Pipeline.encode_prompt(prompt, image=pictures)`."""
+    if isinstance(pictures, (str, bytes)) or not len(pictures):
+        raise ValueError("encode_ti2i needs a non-empty list of condition pictures; prompts "
+                         "of text alone go through encode_t2i")
+    options = pixel_options(processor_config)
+    config = vision.config
+    if (options["patch_size"], options["merge_size"]) != (config["patch_size"],
+                                                          config["spatial_merge_size"]):
+        raise ValueError(f"the processor's patch {options['patch_size']} / merge "
+                         f"{options['merge_size']} differ from the vision tower's "
+                         f"{config['patch_size']} / {config['spatial_merge_size']}: give the "
+                         "folder's own processor/")
+    read = [qwen3_vision_pixels(condition_picture(p), options, device=vision.device)
+            for p in pictures]
+    grids = np.concatenate([grid for _, grid in read])
+    merge = config["spatial_merge_size"]
+    rows, drop = tokenize_ti2i(tokenizer, prompts, grids, merge=merge, max_length=max_length)
+    features = vision(np.concatenate([pixels for pixels, _ in read]), grids)
+    pad = typing.cast(int, tokenizer.tokenizer.token_to_id(IMAGE_PAD))  # checked there
+    states = [_read(text_encoder, ids, pad, grids, merge, features)[drop:] for ids in rows]
+    length = max(len(s) for s in states)
+    embeds = np.zeros((len(rows), length, states[0].shape[-1]), np.float32)
+    keep = np.zeros((len(rows), length), np.int64)
+    image_pad_mask = np.zeros((len(rows), length), bool)
+    for i, (ids, row) in enumerate(zip(rows, states, strict=True)):
+        embeds[i, : len(row)], keep[i, : len(row)] = row, 1
+        image_pad_mask[i, : len(row)] = ids[drop:] == pad
+    return embeds, None if keep.all() else keep, image_pad_mask

@@ -16,6 +16,7 @@ back to row-major block order.
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
@@ -27,7 +28,7 @@ from .clip_vision import CLIP_MEAN, CLIP_STD
 from .layers import Place
 from .transformer_ops import RMSNorm, rope
 
-__all__ = ["Qwen2_5_VisionTransformer", "qwen_vision_pixels", "smart_resize"]
+__all__ = ["Qwen2_5_VisionTransformer", "axial_rotary", "qwen_vision_pixels", "smart_resize"]
 
 _DEFAULTS: dict[str, Any] = {
     "depth": 32, "hidden_size": 1280, "hidden_act": "silu", "intermediate_size": 3420,
@@ -154,17 +155,6 @@ class Qwen2_5_VisionTransformer(nn.Module):
     def dtype(self) -> np.dtype:
         return self.merger.ln_q.weight.dtype
 
-    def _rotary(self, positions: np.ndarray) -> tuple[Tensor, Tensor]:
-        head_dim = self.config["hidden_size"] // self.config["num_heads"]
-        half = head_dim // 2
-        inv_freq = (1.0 / (np.float32(self.theta) ** (
-            np.arange(0, half, 2, dtype=np.float32) / np.float32(half)))).astype(np.float32)
-        angle = (positions[:, :, None] * inv_freq).reshape(len(positions), -1)
-        angle = np.concatenate([angle, angle], axis=1).astype(np.float32)
-        shape = (len(positions), 1, head_dim)
-        return (asarray(np.cos(angle).reshape(shape).astype(self.dtype), device=self.device),
-                asarray(np.sin(angle).reshape(shape).astype(self.dtype), device=self.device))
-
     def _mask(self, groups: np.ndarray) -> Tensor:
         """The (L, L) mask of attention within each group of tokens, as a uint32 Tensor."""
         keep = (groups[:, None] == groups[None, :]).astype(np.uint32)
@@ -186,7 +176,8 @@ class Qwen2_5_VisionTransformer(nn.Module):
         ordered = asarray(np.ascontiguousarray(pixels[layout.token_order]).astype(self.dtype),
                           device=self.device)
         x = nn.linear(ordered, weight.reshape(weight.shape[0], patch_dim)).reshape(1, count, -1)
-        rotary = self._rotary(layout.positions)
+        rotary = axial_rotary(layout.positions, cfg["hidden_size"] // cfg["num_heads"],
+                              self.theta, self.device)
         # one upload of each mask for every block (the window one is L x L: a picture of
         # 1024 x 1024 pixels has 5476 patches, 120 MB)
         window = self._mask(layout.windows)
@@ -197,6 +188,23 @@ class Qwen2_5_VisionTransformer(nn.Module):
         joined = self.merger.ln_q(x).reshape(count // units, -1)
         out = self.merger.mlp[2](nn.gelu(self.merger.mlp[0](joined)))
         return nn.embedding(np.argsort(layout.block_order).astype(np.int32), out)
+
+
+def axial_rotary(positions: np.ndarray, head_dim: int, theta: float, device: Device
+                 ) -> tuple[Tensor, Tensor]:
+    """cos/sin (N, 1, head_dim) float32 (whatever the tower's dtype: the rotary reads float32
+    tables) of the Qwen-VL towers' 2D rotary for token positions (N, 2) float32 of (row,
+    column): a quarter of the dimensions turn with the row, a quarter with the column,
+    repeated over the halves (transformers' `rotate_half` layout). transformers:
+    `Qwen2_5_VisionRotaryEmbedding`, `Qwen3VLVisionRotaryEmbedding`."""
+    half = head_dim // 2
+    inv_freq = (1.0 / (np.float32(theta) ** (
+        np.arange(0, half, 2, dtype=np.float32) / np.float32(half)))).astype(np.float32)
+    angle = (positions[:, :, None] * inv_freq).reshape(len(positions), -1)
+    angle = np.concatenate([angle, angle], axis=1).astype(np.float32)
+    shape = (len(positions), 1, head_dim)
+    return (asarray(np.cos(angle).reshape(shape), device=device),
+            asarray(np.sin(angle).reshape(shape), device=device))
 
 
 def smart_resize(height: int, width: int, factor: int = 28, min_pixels: int = 56 * 56,
@@ -221,12 +229,14 @@ def smart_resize(height: int, width: int, factor: int = 28, min_pixels: int = 56
 
 def qwen_vision_pixels(image: Any, *, patch_size: int = 14, merge_size: int = 2,
                        temporal_patch_size: int = 2, min_pixels: int = 56 * 56,
-                       max_pixels: int = 28 * 28 * 1280, device: Device | None = None
+                       max_pixels: int = 28 * 28 * 1280, mean: Sequence[float] = CLIP_MEAN,
+                       std: Sequence[float] = CLIP_STD, device: Device | None = None
                        ) -> tuple[np.ndarray, np.ndarray]:
     """A picture (PIL, or uint8 HxWx3) -> (pixel_values (N, 3 * temporal * patch^2) float32,
     image_grid_thw (1, 3) int64): resized by `smart_resize` (Pillow's bicubic), scaled to
-    [0, 1], normalized by CLIP's mean and std, cut into patches in merge-block order.
-    transformers: `Qwen2VLImageProcessor(...)(image)` (its Pillow backend)."""
+    [0, 1], normalized by `mean` and `std` (CLIP's; Qwen3-VL's are 0.5), cut into patches in
+    merge-block order. transformers: `Qwen2VLImageProcessor(...)(image)` (its Pillow
+    backend)."""
     from PIL import Image
 
     from gpustd.image import resize
@@ -243,7 +253,7 @@ def qwen_vision_pixels(image: Any, *, patch_size: int = 14, merge_size: int = 2,
     if new != (height, width):
         array = resize(array, new, method="bicubic", device=device)
     scaled = array.astype(np.float32) * np.float32(1 / 255)
-    normed = (scaled - np.asarray(CLIP_MEAN, np.float32)) / np.asarray(CLIP_STD, np.float32)
+    normed = (scaled - np.asarray(mean, np.float32)) / np.asarray(std, np.float32)
     grid_h, grid_w = new[0] // patch_size, new[1] // patch_size
     patches = normed.transpose(2, 0, 1).reshape(
         3, grid_h // merge_size, merge_size, patch_size, grid_w // merge_size, merge_size,

@@ -1,10 +1,12 @@
 """Diffusers folders of Qwen-Image 2.1 (`QwenImage21Pipeline`): transformer/
 (QwenImage21Transformer2DModel, single-stream and block-causal), text_encoder/ (transformers'
-Qwen3VLForConditionalGeneration, whose language model alone is read: its vision tower and
-`lm_head` are left out), processor/ (Qwen3VLProcessor: the Qwen tokenizer's tokenizer.json or
-vocab.json and merges.txt), vae/ (AutoencoderKLQwenImage21, 64 channels, 16x) and scheduler/
-(FlowMatchEulerDiscreteScheduler with a dynamic shift). model_index.json may carry the model
-author's sampling sigmas (`sample_sigmas`), whose length is then the default step count.
+Qwen3VLForConditionalGeneration: its language model, and apart its vision tower, the reader
+of condition pictures; `lm_head` left out), processor/ (Qwen3VLProcessor: the Qwen
+tokenizer's tokenizer.json or vocab.json and merges.txt, and preprocessor_config.json, the
+picture preparation's sizes, where the folder has one), vae/ (AutoencoderKLQwenImage21, 64
+channels, 16x) and scheduler/ (FlowMatchEulerDiscreteScheduler with a dynamic shift).
+model_index.json may carry the model author's sampling sigmas (`sample_sigmas`), whose length
+is then the default step count.
 
     weights = load_qwenimage21_folder("Qwen-Image-2.1")
 """
@@ -20,8 +22,8 @@ from typing import Any
 from ..errors import WeightsError
 from ..formats.diffusers_folder import pipeline_class, pipeline_index, read_json
 from ..formats.dit_folder import DiTWeights, dit_weights
-from ..weights import TensorRef
-from .folder import language_model_refs, qwen_tokenizer
+from ..weights import ComponentWeights, TensorRef, resolve_dtype
+from .folder import _vision_refs, language_model_refs, qwen_tokenizer
 
 __all__ = ["QwenImage21Weights", "load_qwenimage21_folder", "qwen3_vl_text_config",
            "qwenimage21_family"]
@@ -33,9 +35,13 @@ _COMPONENTS = ("transformer", "vae", "text_encoder", "processor", "scheduler")
 @dataclass
 class QwenImage21Weights(DiTWeights):
     """A Qwen-Image 2.1 folder's lazy component weights, its scheduler config, the folder of
-    its tokenizer (processor/) and the author's sampling sigmas (None: 1 .. 1/n)."""
+    its tokenizer (processor/), the author's sampling sigmas (None: 1 .. 1/n), the text
+    encoder's vision tower (Qwen3VLVisionModel's config and tensors; None where the file has
+    none) and processor/preprocessor_config.json (None where absent: Qwen3-VL's sizes)."""
 
     sample_sigmas: tuple[float, ...] | None = None
+    vision: ComponentWeights | None = None
+    processor_config: dict[str, Any] | None = None
 
 
 def qwenimage21_family(path: str | os.PathLike[str]) -> str | None:
@@ -84,15 +90,23 @@ def load_qwenimage21_folder(path: str | os.PathLike[str], *, dtype: Any = None,
     root = Path(path)
     index = pipeline_index(root, _CLASS, _COMPONENTS)
 
+    extra: dict[str, Any] = {}
+
     def adapt(name: str, config: dict[str, Any], refs: dict[str, TensorRef]
               ) -> tuple[dict[str, Any], dict[str, TensorRef]]:
         if name != "text_encoder":
             return config, refs
+        vision, vision_refs = config.get("vision_config"), _vision_refs(refs)
+        if isinstance(vision, dict) and vision_refs:
+            extra["vision"] = ComponentWeights("vision", vision, vision_refs,
+                                               dtype=resolve_dtype(dtype))
         return qwen3_vl_text_config(config), language_model_refs(refs)
 
     parts = dit_weights(root, dtype=dtype, variant=variant, skip=(), adapt=adapt)
+    pixels = root / "processor" / "preprocessor_config.json"
     return QwenImage21Weights(
         scheduler_config=read_json(root / "scheduler" / "scheduler_config.json"),
         tokenizer_dir=qwen_tokenizer(root / "processor"),
         sample_sigmas=_sigmas(index, root / "model_index.json"),
-        **parts)  # type: ignore[arg-type]
+        processor_config=read_json(pixels) if pixels.is_file() else None,
+        **parts, **extra)  # type: ignore[arg-type]

@@ -86,3 +86,16 @@ def test_pixels_equal_image_processor(first_device: gpucore.Device) -> None:
     np.testing.assert_array_equal(grid, expected["image_grid_thw"])
     assert pixels.shape == expected["pixel_values"].shape
     assert_close(pixels, expected["pixel_values"], tol=1e-5)  # Pillow's bicubic, exactly
+
+
+def test_tower_float16(f16_device: gpucore.Device) -> None:
+    """float16 weights (the rotary's tables stay float32): the float32 reference's tokens to
+    float16 error."""
+    reference = _reference()
+    ours = Qwen2_5_VisionTransformer(TINY, dtype=np.float16, device=f16_device)
+    ours.load_state_dict(state_dict(reference))
+    grid = np.asarray([[1, 10, 14]], np.int64)
+    pixels = np.random.default_rng(1).standard_normal((140, 3 * 2 * 14 * 14)).astype(np.float32)
+    got = ours(pixels, grid).numpy()
+    assert got.dtype == np.float16
+    assert_close(got, _run(reference, pixels, grid), dtype=np.float16, tol=2e-2)
