@@ -17,6 +17,7 @@ prefix`, diffusers' `use_kv_cache=True`) and every step runs the picture's token
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Sequence
 from functools import partial
 from pathlib import Path
@@ -29,7 +30,8 @@ from gpustd import asarray
 
 from ...loaders.qwen_image import load_qwenimage21_folder
 from ...models.llm import LLMTextModel
-from ...models.qwen21_prompt import encode_t2i
+from ...models.qwen3_vision import Qwen3VLVisionModel
+from ...models.qwen21_prompt import encode_t2i, encode_ti2i
 from ...models.qwen_image21 import QwenImage21Transformer2DModel
 from ...models.qwen_image21_vae import AutoencoderKLQwenImage21
 from ...models.step_cache import StepCache
@@ -44,6 +46,8 @@ from .start import FlowStart, StepCallback, check_call, check_sides, flow_schedu
 __all__ = ["QwenImage21Pipeline"]
 
 VAE_SCALE = 16  # pixels a latent covers on a side; the transformer reads latents unpatched
+# the pixels a condition picture is read at (diffusers: `output_resolution ** 2`)
+CONDITION_AREA = 1024 * 1024
 
 
 def pack(latents: np.ndarray) -> np.ndarray:
@@ -58,20 +62,51 @@ def unpack(packed: np.ndarray, height: int, width: int) -> np.ndarray:
     return packed.transpose(0, 2, 1).reshape(batch, channels, height, width)
 
 
+def condition_size(width: int, height: int, area: int = CONDITION_AREA) -> tuple[int, int]:
+    """(width, height) a condition picture is read at: about `area` pixels at its aspect
+    ratio, each side rounded to a multiple of 32. diffusers: pipeline_qwenimage21's
+    `calculate_dimensions(output_resolution ** 2, width / height)`."""
+    ratio = width / height
+    side = math.sqrt(area * ratio)
+    return round(side / 32) * 32, round(side / ratio / 32) * 32
+
+
+def condition_rgba(image: Any, area: int = CONDITION_AREA) -> Any:
+    """A condition picture (PIL, or uint8 HxWx3 / HxWx4) resized as QwenImage21Pipeline
+    resizes it (RGBA, `condition_size` of `area`, Lanczos: its VaeImageProcessor's `resize`),
+    the one picture both the vision tower and the VAE read."""
+    from PIL import Image
+
+    picture = image if isinstance(image, Image.Image) else Image.fromarray(np.asarray(image))
+    picture = picture.convert("RGBA")
+    width, height = condition_size(*picture.size, area)
+    if min(width, height) < VAE_SCALE * 2:
+        raise ValueError(f"a Qwen-Image 2.1 condition picture of {picture.size[0]}x"
+                         f"{picture.size[1]} is too narrow to read; give one nearer square")
+    return picture.resize((width, height), Image.Resampling.LANCZOS)
+
+
 class QwenImage21Pipeline:
-    """Qwen-Image 2.1 txt2img on gpustd. Components as diffusers names them;
-    `scheduler_config` is the folder's scheduler/scheduler_config.json (a dynamic shift by
-    image size), `sample_sigmas` model_index.json's (None: 1 .. 1/n)."""
+    """Qwen-Image 2.1 on gpustd: pictures from a prompt, or beside condition pictures (its
+    editing). Components as diffusers names them; `scheduler_config` is the folder's
+    scheduler/scheduler_config.json (a dynamic shift by image size), `sample_sigmas`
+    model_index.json's (None: 1 .. 1/n); `vision`: Qwen3-VL's vision tower (None where the
+    text encoder's file has none: no condition pictures), `processor_config` the folder's
+    processor/preprocessor_config.json."""
 
     def __init__(self, *, transformer: QwenImage21Transformer2DModel,
                  vae: AutoencoderKLQwenImage21, text_encoder: LLMTextModel,
                  tokenizer: LLMTokenizer, scheduler_config: dict[str, Any],
-                 sample_sigmas: Sequence[float] | None = None) -> None:
+                 sample_sigmas: Sequence[float] | None = None,
+                 vision: Qwen3VLVisionModel | None = None,
+                 processor_config: dict[str, Any] | None = None) -> None:
         self.transformer, self.vae = transformer, vae
+        self.vision, self.processor_config = vision, processor_config
         self.text_encoder, self.tokenizer = text_encoder, tokenizer
         self.scheduler_config = dict(scheduler_config)
         self.sample_sigmas = None if sample_sigmas is None else tuple(sample_sigmas)
         self.vae_scale_factor = VAE_SCALE
+        self.condition_area = CONDITION_AREA
         self.modules: list[str] = []
 
     @classmethod
@@ -95,13 +130,17 @@ class QwenImage21Pipeline:
         load = partial(load_network, device=place["device"], offload_to_host=offload)
         # the text encoder first: with `offload` it has left the GPU when the transformer loads
         encoder = load(lambda: LLMTextModel(text_encoder.config, **place), text_encoder)
+        tower = weights.vision
+        vision = None if tower is None else load(
+            lambda: Qwen3VLVisionModel(tower.config, **place), tower)
         return cls(
             transformer=load(lambda: QwenImage21Transformer2DModel(transformer.config, **place),
                              transformer),
             vae=load(lambda: AutoencoderKLQwenImage21(weights.vae.config, **place),
                      weights.vae),
             text_encoder=encoder, tokenizer=LLMTokenizer(weights.tokenizer_dir),
-            scheduler_config=weights.scheduler_config, sample_sigmas=weights.sample_sigmas)
+            scheduler_config=weights.scheduler_config, sample_sigmas=weights.sample_sigmas,
+            vision=vision, processor_config=weights.processor_config)
 
     def sigmas(self, steps: int) -> Sequence[float] | None:
         """The author's sigmas where they are `steps` long, else None (1 .. 1/steps): the
@@ -113,13 +152,16 @@ class QwenImage21Pipeline:
 
     def velocity(self, prompts: Sequence[str], *, height: int, width: int,
                  true_cfg_scale: float = 1.0, negative_prompt: str | Sequence[str] = "",
-                 cache: StepCache | None = None
+                 cache: StepCache | None = None, references: Sequence[Any] = ()
                  ) -> tuple[Callable[[np.ndarray, float], np.ndarray], tuple[int, ...], float]:
         """The model as `flow(x, t)` for `prompts` at height x width: x (B, C, h, w) float32
         latents, t the scheduler's timestep (0..1000), the model output (true CFG against
         `negative_prompt` when `true_cfg_scale` > 1); also the latents' shape and the
         schedule's `mu`. The prompts' keys and values are computed here, once. `cache`: the
-        generation's step cache, of which each pass takes a branch."""
+        generation's step cache, of which each pass takes a branch. `references`: condition
+        pictures (PIL or uint8 HxWx3 / HxWx4), each read by the vision tower within the
+        prompt and by the VAE beside it (`prefix`'s condition latents), every pass reading
+        them all."""
         if height < VAE_SCALE * 2 or width < VAE_SCALE * 2:
             raise ValueError(f"height and width must be at least {VAE_SCALE * 2}, got "
                              f"{height}x{width}")
@@ -131,10 +173,19 @@ class QwenImage21Pipeline:
                           else list(negative_prompt))
         transformer = self.transformer
         dtype, device = transformer.dtype, transformer.device
+        pictures = [condition_rgba(p, self.condition_area) for p in references]
+        conditions = self.condition_latents(pictures, batch) if pictures else {}
         prefixes = []
         for texts in passes:
-            states, mask, _slots = encode_t2i(self.text_encoder, self.tokenizer, texts)
-            prefixes.append(transformer.prefix(asarray(states, device=device), mask))
+            if pictures:
+                states, mask, pads = encode_ti2i(
+                    self.text_encoder, self._vision(), self.tokenizer, texts, pictures,
+                    processor_config=self.processor_config)
+                conditions["image_pad_mask"] = pads
+            else:
+                states, mask, _slots = encode_t2i(self.text_encoder, self.tokenizer, texts)
+            prefixes.append(transformer.prefix(asarray(states, device=device), mask,
+                                               **conditions))
         branches = [None] * len(passes) if cache is None else [cache.branch() for _ in passes]
 
         def flow(x: np.ndarray, t: float) -> np.ndarray:
@@ -150,17 +201,42 @@ class QwenImage21Pipeline:
         mu = calculate_shift(h * w, self.scheduler_config)
         return flow, (batch, int(self.vae.config["z_dim"]), h, w), mu
 
+    def _vision(self) -> Qwen3VLVisionModel:
+        if self.vision is None:
+            raise ValueError("this Qwen-Image 2.1 folder's text encoder has no vision tower "
+                             "(model.visual.* tensors): condition pictures need it; give the "
+                             "full Qwen3-VL text encoder")
+        return self.vision
+
+    def condition_latents(self, pictures: Sequence[Any], batch: int) -> dict[str, Any]:
+        """`prefix`'s keywords for condition pictures (condition_rgba's): their latents,
+        the VAE's posterior means normalized and packed, one after another, repeated for
+        the batch (`condition_latents`), and their latent sizes (`condition_shapes`).
+        diffusers: QwenImage21Pipeline.prepare_latents's `image_latents`."""
+        packed, shapes = [], []
+        for picture in pictures:
+            pixels = np.asarray(picture, np.float32).transpose(2, 0, 1)[None] / 127.5 - 1
+            packed.append(pack(self.encode_rgba(pixels)))
+            shapes.append((picture.size[1] // VAE_SCALE, picture.size[0] // VAE_SCALE))
+        latents = np.repeat(np.concatenate(packed, axis=1), batch, axis=0)
+        return {"condition_latents": latents, "condition_shapes": shapes}
+
+    def encode_rgba(self, pixels: np.ndarray) -> np.ndarray:
+        """Latents (B, 64, h, w) of RGBA `pixels` (B, 4, H, W) in [-1, 1]: the posterior's
+        mean, normalized by latents_mean / latents_std (diffusers: QwenImage21Pipeline's
+        `_encode_vae_image`, sample_mode="argmax")."""
+        vae = self.vae
+        mean, _logvar = vae.encode(asarray(pixels, dtype=vae.decoder.conv_in.weight.dtype,
+                                           device=vae.device))
+        check_encoded(mean.numpy(), vae)
+        return vae.normalize(mean).numpy().astype(np.float32)  # type: ignore[no-any-return]
+
     def encode_image(self, pixels: np.ndarray, generator: Any) -> np.ndarray:
         """Latents (B, 64, h, w) of `pixels` (B, 3, H, W) in [-1, 1], opaque (the VAE reads
         RGBA): the posterior's mean, normalized by latents_mean / latents_std, whatever
         `generator` (diffusers: QwenImage21Pipeline's `_encode_vae_image`,
         sample_mode="argmax")."""
-        vae = self.vae
-        rgba = np.concatenate([pixels, np.ones_like(pixels[:, :1])], axis=1)
-        mean, _logvar = vae.encode(asarray(rgba, dtype=vae.decoder.conv_in.weight.dtype,
-                                           device=vae.device))
-        check_encoded(mean.numpy(), vae)
-        return vae.normalize(mean).numpy().astype(np.float32)  # type: ignore[no-any-return]
+        return self.encode_rgba(np.concatenate([pixels, np.ones_like(pixels[:, :1])], axis=1))
 
     def decode(self, latents: np.ndarray) -> np.ndarray:
         """Images (B, H, W, 3) in [0, 1] from the transformer's latents (B, 64, h, w): the
@@ -174,30 +250,33 @@ class QwenImage21Pipeline:
     def __call__(self, prompt: str | Sequence[str], *, height: int = 1024, width: int = 1024,
                  num_inference_steps: int = 40, true_cfg_scale: float = 1.0,
                  negative_prompt: str | Sequence[str] = "", seed: int = 0, rng: str = "torch",
-                 latents: np.ndarray | None = None, image: Any = None, mask_image: Any = None,
-                 strength: float = 0.6, callback: StepCallback | None = None,
-                 output_type: str = "np", cache: StepCache | None = None) -> np.ndarray:
+                 latents: np.ndarray | None = None, image: Sequence[Any] = (),
+                 init_image: Any = None, mask_image: Any = None, strength: float = 0.6,
+                 callback: StepCallback | None = None, output_type: str = "np",
+                 cache: StepCache | None = None) -> np.ndarray:
         """Pictures for `prompt` (one or a list): float images in [0, 1], (B, height, width,
         3) ("np"), or the final latents (B, 64, H/16, W/16) ("latent"). `true_cfg_scale`:
         diffusers' (1 or less: no negative pass). `seed` and `rng` ("torch", as diffusers;
         "numpy") draw the starting noise unless `latents` is given. `callback(done, total,
-        latents)` after every step (False stops); `cache`: step caching. diffusers:
-        `QwenImage21Pipeline(prompt, negative_prompt=, true_cfg_scale=, height=, width=,
-        num_inference_steps=, generator=torch.Generator().manual_seed(seed),
-        output_type="np").images`. With `image` (PIL or HxWx3 uint8) the run starts from that
-        picture at `strength` (and `mask_image`, white = repaint, puts the kept part back
-        after every step), as the flow families' img2img and inpainting do."""
+        latents)` after every step (False stops); `cache`: step caching. `image`: condition
+        pictures (PIL or uint8 HxWx3 / HxWx4; `velocity`'s references). diffusers:
+        `QwenImage21Pipeline(prompt, image=, negative_prompt=, true_cfg_scale=, height=,
+        width=, num_inference_steps=, generator=torch.Generator().manual_seed(seed),
+        output_type="np").images`. With `init_image` (PIL or HxWx3 uint8) the run starts from
+        that picture at `strength` (and `mask_image`, white = repaint, puts the kept part
+        back after every step), as the flow families' img2img and inpainting do."""
         prompts = check_call(prompt, rng=rng, output_type=output_type, steps=num_inference_steps)
         check_sides(height, width, VAE_SCALE * 2, "Qwen-Image 2.1")
         generator = make_generator(rng, seed)
         flow, shape, mu = self.velocity(prompts, height=height, width=width,
                                         true_cfg_scale=true_cfg_scale,
-                                        negative_prompt=negative_prompt, cache=cache)
+                                        negative_prompt=negative_prompt, cache=cache,
+                                        references=image)
         scheduler = flow_schedule(self.scheduler_config, num_inference_steps, mu,
                                   self.sigmas(num_inference_steps))
         start = FlowStart(self.vae, scheduler, shape, generator=generator,
-                          latents=latents, image=image, mask=mask_image, strength=strength,
-                          encode=self.encode_image, scale_factor=VAE_SCALE)
+                          latents=latents, image=init_image, mask=mask_image,
+                          strength=strength, encode=self.encode_image, scale_factor=VAE_SCALE)
         x = scheduler_loop(start.latents, start.timesteps, scheduler,
                            lambda x, t, i: (flow(x, t), None), dtype=np.float32,
                            after_step=lambda i, x: start.blend(x, i), callback=callback)

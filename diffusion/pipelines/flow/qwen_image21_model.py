@@ -5,12 +5,21 @@ The request's CFG scale is diffusers' `true_cfg_scale`: 1 is no guidance, above 
 negative-prompt pass (the request's negative prompt, "" when none is given) combined as
 `neg + cfg * (pos - neg)`, as QwenImage21Pipeline does (no rescale). The "diffusers" sampler
 runs QwenImage21Pipeline's own loop over the author's sigmas; the WebUI's samplers for flow
-models run over the shifted Simple schedule, from noise or an init image.
+models run over the shifted Simple schedule.
+
+img2img is Qwen-Image 2.1's editing, as Forge Neo maps img2img onto edit models (and as
+FLUX.2's is here): the init image (fitted to width x height by the resize mode) and the
+request's further `references` are the condition pictures, in order, read as diffusers'
+QwenImage21Pipeline reads its `image` list, and the prompt is the instruction; the run starts
+from noise beside them (no denoising strength). With a mask the init image is also the picture
+inpainted (noised by the strength, its unmasked part put back after every step), as every flow
+family inpaints (edit_refs).
 """
 
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -18,9 +27,12 @@ import numpy as np
 
 from ...loaders.flow.text_encoder_file import module_stem
 from ...loaders.formats.diffusers_folder import read_json
+from ...models.step_cache import StepCache
 from ..contract import Capabilities, LoadOptions, SamplingDefaults
 from ..finite import pictures_uint8
+from ..observer import Observer
 from ..request import GenerationRequest
+from .edit_refs import EditPasses, inpainting, reference_pictures, refuse_strength
 from .flow_memory import MemoryLayout
 from .flow_model import LLMFlowModel
 from .flow_sampling import FLOW_SAMPLERS, FLOW_SCHEDULES
@@ -34,34 +46,67 @@ QWENIMAGE21_DEFAULTS = SamplingDefaults(
     why="diffusers' Qwen-Image 2.1 settings; CFG is its true_cfg_scale")
 
 
-class QwenImage21Model(LLMFlowModel):
+class QwenImage21Model(EditPasses, LLMFlowModel):
     """A loaded Qwen-Image 2.1 pipeline (`family` "qwen-image-2.1", a `QwenImage21Pipeline`
     as `pipe`)."""
 
     @property
     def capabilities(self) -> Capabilities:
         """The WebUI samplers defined for flow models over the Simple schedule, true CFG with
-        a negative prompt, plain-text prompts with LoRA tags, img2img and inpainting, the
-        hires fix with the WebUI samplers, variation seeds, the memory modes (flow_memory),
-        First Block Cache (MagCache's and TeaCache's tables are FLUX's); not yet: condition
-        images (the edit), ControlNets, a refiner."""
+        a negative prompt, plain-text prompts with LoRA tags, condition pictures (img2img:
+        the init image the first; with a mask the picture inpainted too), the hires fix with
+        the WebUI samplers on txt2img, variation seeds, the memory modes (flow_memory), First
+        Block Cache (MagCache's and TeaCache's tables are FLUX's); not yet: ControlNets, a
+        refiner."""
         return qwenimage21_capabilities(self.family)
 
     def memory_layout(self) -> MemoryLayout:
         """What the memory modes move: Qwen3-VL (its `hidden_states`, which encode_t2i calls,
-        and `hidden_states_of` under it), the transformer (also brought in by `prefix`, which
+        and `hidden_states_of` under it; with its vision tower, which encode_ti2i calls with
+        the multimodal pass), the transformer (also brought in by `prefix`, which
         runs its blocks over the prompt once a prompt) and its blocks (run by their `prefix`
         and `image`, never by `forward`), the VAE."""
-        pipe, transformer = self.pipe, self.pipe.transformer
+        pipe, transformer, encoder = self.pipe, self.pipe.transformer, self.pipe.text_encoder
         blocks = transformer.transformer_blocks
+        calls: tuple[tuple[Any, str], ...] = ((encoder, "hidden_states"),
+                                              (encoder, "hidden_states_of"))
+        readers: tuple[Any, ...] = (encoder,)
+        if pipe.vision is not None:  # the tower in the text encoder's unit (Qwen-Image-Edit's)
+            calls += ((encoder, "multimodal_hidden_states"), (encoder.embed_tokens, "forward"),
+                      (pipe.vision, "forward"))
+            readers += (pipe.vision,)
         return MemoryLayout(transformer=transformer, blocks=(blocks,),
-                            text_encoders=(pipe.text_encoder,),
-                            text_calls=((pipe.text_encoder, "hidden_states"),
-                                        (pipe.text_encoder, "hidden_states_of")),
+                            text_encoders=readers, text_calls=calls,
                             vae=pipe.vae,
                             block_calls=tuple((block, method) for block in blocks
                                               for method in ("prefix", "image")),
                             transformer_calls=("prefix",))
+
+    def check(self, request: GenerationRequest, width: int, height: int) -> None:
+        """FlowModel's checks; the init image a condition picture: no strength without a
+        mask."""
+        super().check(request, width, height)
+        refuse_strength(request, "Qwen-Image 2.1 models")
+
+    def _diffusers(self, request: GenerationRequest, prompts: list[str], seed: int,
+                   width: int, height: int, observer: Observer,
+                   cache: StepCache | None = None) -> np.ndarray:
+        return self.pipe(prompts, height=height, width=width,  # type: ignore[no-any-return]
+                         num_inference_steps=int(request.steps), seed=seed, rng=request.rng,
+                         callback=observer.step, output_type="latent", cache=cache,
+                         image=reference_pictures(request), **self._guidance(request),
+                         **inpainting(request))
+
+    def guided_flow(self, request: GenerationRequest, prompts: list[str], width: int,
+                    height: int, cache: StepCache | None = None
+                    ) -> tuple[Callable[[np.ndarray, float], np.ndarray], tuple[int, ...],
+                               float | None]:
+        """The guided flow of `prompts` (true CFG inside QwenImage21Pipeline.velocity, the
+        request's condition pictures read with each prompt), its latents' shape and the
+        schedule's mu; `cache`: the generation's step cache (each pass a branch of it)."""
+        return self.pipe.velocity(  # type: ignore[no-any-return]
+            prompts, height=height, width=width, cache=cache,
+            references=reference_pictures(request), **self._guidance(request))
 
     @property
     def latent_channels(self) -> int:
@@ -89,7 +134,7 @@ def qwenimage21_capabilities(family: str) -> Capabilities:
                         models="Qwen-Image 2.1 models", step_cache=("fbc",), prompt_syntax=False,
                         textual_inversion=False, refiner=False, control=False,
                         hires_with_diffusers=False, latent_masked_content=False,
-                        memory_modes=True, noise_multiplier=True)
+                        memory_modes=True, noise_multiplier=True, references=None)
 
 
 def qwenimage21_defaults(path: str | os.PathLike[str], family: str) -> SamplingDefaults:
