@@ -22,11 +22,11 @@ def add_memory_options(parser: argparse.ArgumentParser, *, verbose: bool = True)
     """The "memory" group: --medvram, --lowvram, --max-vram SIZE (and --verbose)."""
     group = parser.add_argument_group("memory (GPUs short of memory)")
     group.add_argument("--medvram", action="store_true",
-                       help="keep one of text encoders / UNet / VAE on the GPU at a time (the "
-                            "others wait in host memory); the UNet step is still replayed")
+                       help="keep one of text encoders / denoiser (UNet or transformer) / VAE on "
+                            "the GPU at a time (the others wait in host memory)")
     group.add_argument("--lowvram", action="store_true",
-                       help="as --medvram, and stream the UNet's blocks to the GPU as they run "
-                            "(much less memory; the UNet runs op by op, slower)")
+                       help="as --medvram, and stream the denoiser's blocks to the GPU as they "
+                            "run (much less memory, slower)")
     group.add_argument("--max-vram", type=_size, metavar="SIZE",
                        help="keep the GPU within SIZE (4G, 2500M): weights leave for host memory, "
                             "least recently used first, and come back when needed; the VAE "
