@@ -166,8 +166,9 @@ def test_folder_gives_the_tower_and_processor_config(tmp_path: Path,
     from diffusion.loaders.qwen_image import load_qwenimage21_folder
     from diffusion.pipelines.flow.flow_memory import load_network
 
-    pipe = tiny_qwenimage21_pipeline(tmp_path)
+    pipe = tiny_qwenimage21_pipeline(tmp_path)  # its processor/ has a preprocessor_config
     folder = tmp_path / "qwen-image-2.1"
+    (folder / "processor" / "preprocessor_config.json").unlink()
     assert load_qwenimage21_folder(folder).processor_config is None
     (folder / "processor" / "preprocessor_config.json").write_text(json.dumps(QWEN3VL_PIXELS))
     weights = load_qwenimage21_folder(folder)
