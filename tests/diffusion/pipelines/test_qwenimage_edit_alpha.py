@@ -84,3 +84,21 @@ def test_transparent_reference_equals_diffusers(first_device: gpucore.Device,
         prompt=[PROMPT], image=[condition], device="cpu")[0]
     got = plus.encode_edit_prompt([PROMPT], read)[0].numpy()
     assert_close(got, expected.detach().numpy(), tol=TOL)
+
+
+def test_cli_keeps_the_transparency(tmp_path: Path) -> None:
+    """The CLI's --init-image and --reference keep an RGBA PNG's alpha (as the server's
+    decoded pictures do), so the edit model composites it over white; an opaque picture
+    stays RGB."""
+    from diffusion.cli.generate import build_request
+    from diffusion.cli.main import build_parser
+
+    _rgba().save(tmp_path / "see-through.png")
+    _rgba().convert("RGB").save(tmp_path / "opaque.png")
+    args = build_parser().parse_args([
+        "img2img", "--prompt", "a", "--init-image", str(tmp_path / "see-through.png"),
+        "--reference", str(tmp_path / "opaque.png")])
+    args.steps, args.cfg_scale, args.sampler = 20, 4.0, "Euler"
+    request = build_request(args)
+    assert request.init_image.mode == "RGBA" and request.references[0].mode == "RGB"
+    np.testing.assert_array_equal(np.asarray(request.init_image), np.asarray(_rgba()))
