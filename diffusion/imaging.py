@@ -10,8 +10,8 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["eight_bit", "fit_picture", "latent_mask", "mask_picture", "overlay_original",
-           "rgb_picture", "to_mask", "to_unit_image"]
+__all__ = ["condition_picture", "eight_bit", "fit_picture", "latent_mask", "mask_picture",
+           "overlay_original", "rgb_picture", "see_through_picture", "to_mask", "to_unit_image"]
 
 
 def eight_bit(image: Any) -> Any:
@@ -47,6 +47,41 @@ def rgb_picture(image: Any) -> Any:
         image = Image.fromarray(array[..., :3])
     _check_not_empty("init image", image)
     return eight_bit(image).convert("RGB")
+
+
+def see_through_picture(image: Any, name: str = "a condition picture") -> Any:
+    """A picture (PIL, or uint8 HxWx3 / HxWx4) as an 8-bit PIL image that keeps its
+    transparency: RGBA where it has any (an alpha band, or a palette's or colour key's
+    transparent entry), RGB otherwise. Resized so, its colours are weighted by alpha (Pillow
+    premultiplies RGBA), as diffusers' VaeImageProcessor.resize resizes an RGBA picture before
+    the image processor composites it; `name` says what it is in an error."""
+    from PIL import Image
+
+    if not isinstance(image, Image.Image):
+        array = np.asarray(image)
+        if array.dtype != np.uint8 or array.ndim != 3 or array.shape[2] not in (3, 4):
+            raise ValueError(f"{name} is a PIL image or uint8 HxWx3 / HxWx4; got "
+                             f"{array.dtype} {array.shape}")
+        image = Image.fromarray(array)
+    _check_not_empty(name, image)
+    image = eight_bit(image)
+    see_through = "A" in image.getbands() or image.info.get("transparency") is not None
+    return image.convert("RGBA" if see_through else "RGB")
+
+
+def condition_picture(image: Any, name: str = "a condition picture") -> Any:
+    """A picture a vision tower reads (PIL, or uint8 HxWx3 / HxWx4) as an RGB PIL image, any
+    transparency composited over white, so a transparent pixel's hidden colour never shows:
+    transformers' `convert_to_rgb` in its image processors (Pillow's alpha_composite over
+    white) and diffusers' QwenImage21Pipeline (Pillow's paste over white, the same bytes)."""
+    from PIL import Image
+
+    image = see_through_picture(image, name)
+    if image.mode == "RGB":
+        return image
+    white = Image.new("RGB", image.size, (255, 255, 255))
+    white.paste(image, mask=image.getchannel("A"))
+    return white
 
 
 def to_unit_image(image: Any, width: int, height: int) -> np.ndarray:

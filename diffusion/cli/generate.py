@@ -16,7 +16,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from ..imaging import eight_bit
+from ..imaging import eight_bit, see_through_picture
 from ..infotext import save_images
 from ..pipelines.control_spec import numpy_seed
 from ..pipelines.request import GenerationRequest, door_fields
@@ -42,11 +42,15 @@ __all__ = ["MAX_SIDE", "build_request", "run"]
 MAX_SIDE = 8192
 
 
-def _open_image(path: str, what: str, mode: str) -> Any:
+def _open_image(path: str, what: str, mode: str | None) -> Any:
+    """The picture at `path` in `mode`; None: RGB, or RGBA where it has transparency, as the
+    server passes it on (Qwen-Image-Edit composites it over white; others read its RGB)."""
     from PIL import Image
 
     try:
         with Image.open(path) as image:
+            if mode is None:
+                return see_through_picture(image, f"{what} {path!r}")
             return eight_bit(image).convert(mode)
     except FileNotFoundError:
         raise ValueError(f"{what} {path!r} does not exist") from None
@@ -171,10 +175,10 @@ def build_request(args: argparse.Namespace) -> GenerationRequest:
     model yet): ValueError with the request's message for a setting out of range."""
     images: dict[str, Any] = {}
     if args.command != "txt2img":
-        images.update(init_image=_open_image(args.init_image, "--init-image", "RGB"),
+        images.update(init_image=_open_image(args.init_image, "--init-image", None),
                       strength=args.strength, resize_mode=args.resize_mode,
                       initial_noise_multiplier=args.initial_noise_multiplier,
-                      references=tuple(_open_image(path, "--reference", "RGB")
+                      references=tuple(_open_image(path, "--reference", None)
                                        for path in args.reference))
     if args.command == "inpaint":
         images.update(mask=_open_image(args.mask, "--mask", "L"), mask_invert=args.mask_invert,

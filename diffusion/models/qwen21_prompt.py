@@ -41,8 +41,8 @@ from .qwen3_vision import Qwen3VLVisionModel, VisionFeatures, pixel_options, qwe
 from .qwen_vl_prompt import expand_image_pads, multimodal_positions
 from .transformer_ops import cast
 
-__all__ = ["SYSTEM_MESSAGE", "T2I_TEMPLATE", "condition_picture", "encode_t2i", "encode_ti2i",
-           "joint_img_mask", "ti2i_template", "tokenize_t2i", "tokenize_ti2i"]
+__all__ = ["SYSTEM_MESSAGE", "T2I_TEMPLATE", "encode_t2i", "encode_ti2i", "joint_img_mask",
+           "ti2i_template", "tokenize_t2i", "tokenize_ti2i"]
 
 SYSTEM_PROMPT = "Comprehend and analyze the provided prompt."
 # Qwen3-VL's chat template renders a system message so; its tokens are dropped from the states
@@ -161,31 +161,6 @@ def tokenize_ti2i(tokenizer: LLMTokenizer, prompts: Sequence[str], grids: Any, *
     return rows, system.shape[1]
 
 
-def condition_picture(image: Any) -> Any:
-    """A condition picture as the vision tower reads it: an RGB PIL image (a uint8 HxWx3 or
-    HxWx4 array becomes one), RGBA composited over white as the checkpoint was trained
-    (Pillow's paste: diffusers' QwenImage21Pipeline `_get_qwen_prompt_embeds`), another mode
-    with transparency composited over white as the image processor does (Pillow's
-    alpha_composite: transformers' `convert_to_rgb`)."""
-    from PIL import Image
-
-    if not isinstance(image, Image.Image):
-        array = np.asarray(image)
-        if array.dtype != np.uint8 or array.ndim != 3 or array.shape[2] not in (3, 4) or (
-                0 in array.shape):
-            raise ValueError(f"a condition picture is a PIL image or uint8 HxWx3 / HxWx4; got "
-                             f"{array.dtype} {array.shape}")
-        image = Image.fromarray(array)
-    if image.mode == "RGBA":
-        white = Image.new("RGB", image.size, (255, 255, 255))
-        white.paste(image, mask=image.getchannel("A"))
-        return white
-    if "A" in image.getbands() or image.info.get("transparency") is not None:
-        white = Image.new("RGBA", image.size, (255, 255, 255, 255))
-        return Image.alpha_composite(white, image.convert("RGBA")).convert("RGB")
-    return image.convert("RGB")
-
-
 def _rows_into(base: Tensor | None, where: np.ndarray, rows: Tensor) -> Tensor:
     """(1, L, D) float32: `base` (1, L, D) (zeros where None) with the n rows of `rows` (n,
     D) at the n True places of `where` (L,), gathered on the device."""
@@ -223,7 +198,8 @@ def encode_ti2i(text_encoder: LLMTextModel, vision: Qwen3VLVisionModel,
     """Prompt embeddings (B, L, hidden) float32, their mask (B, L) int64 (None when no
     prompt is padded) and the image-pad mask (B, L) bool (True at the pictures' pads) of
     `prompts`, each read with every picture of `pictures` (PIL images or uint8 HxWx3 / HxWx4
-    arrays, as the pipeline resized them; condition_picture's); `processor_config`: the
+    arrays, as the pipeline resized them; transparency composited over white, as
+    `condition_picture` and the image processor do); `processor_config`: the
     folder's processor/preprocessor_config.json (None: Qwen3-VL's). diffusers:
     `QwenImage21Pipeline.encode_prompt(prompt, image=pictures)`."""
     if isinstance(pictures, (str, bytes)) or not len(pictures):
@@ -237,8 +213,7 @@ def encode_ti2i(text_encoder: LLMTextModel, vision: Qwen3VLVisionModel,
                          f"{options['merge_size']} differ from the vision tower's "
                          f"{config['patch_size']} / {config['spatial_merge_size']}: give the "
                          "folder's own processor/")
-    read = [qwen3_vision_pixels(condition_picture(p), options, device=vision.device)
-            for p in pictures]
+    read = [qwen3_vision_pixels(p, options, device=vision.device) for p in pictures]
     grids = np.concatenate([grid for _, grid in read])
     merge = config["spatial_merge_size"]
     rows, drop = tokenize_ti2i(tokenizer, prompts, grids, merge=merge, max_length=max_length)

@@ -254,8 +254,9 @@ def pixel_options(processor_config: dict[str, Any] | None) -> dict[str, Any]:
 
 def qwen3_vision_pixels(image: Any, options: dict[str, Any] | None = None, *,
                         device: Device | None = None) -> tuple[np.ndarray, np.ndarray]:
-    """A picture (PIL, or uint8 HxWx3) -> (pixel_values (N, 3 * 2 * 16 * 16) float32,
-    image_grid_thw (1, 3) int64): resized to multiples of 32 within the pixel limits
+    """A picture (PIL, or uint8 HxWx3 / HxWx4) -> (pixel_values (N, 3 * 2 * 16 * 16)
+    float32, image_grid_thw (1, 3) int64): any transparency composited over white, resized to
+    multiples of 32 within the pixel limits
     (Pillow's bicubic), scaled to [0, 1], normalized by Qwen3-VL's mean and std (0.5), cut
     into patches in merge-block order; `options` as pixel_options gives them. transformers:
     `Qwen2VLImageProcessor(**preprocessor_config)(image)` (its Pillow backend)."""

@@ -24,6 +24,7 @@ import numpy as np
 from gpucore import Device
 from gpustd import Tensor, asarray, nn, split
 
+from ..imaging import condition_picture
 from .clip_vision import CLIP_MEAN, CLIP_STD
 from .layers import Place
 from .transformer_ops import RMSNorm, rope
@@ -232,22 +233,15 @@ def qwen_vision_pixels(image: Any, *, patch_size: int = 14, merge_size: int = 2,
                        max_pixels: int = 28 * 28 * 1280, mean: Sequence[float] = CLIP_MEAN,
                        std: Sequence[float] = CLIP_STD, device: Device | None = None
                        ) -> tuple[np.ndarray, np.ndarray]:
-    """A picture (PIL, or uint8 HxWx3) -> (pixel_values (N, 3 * temporal * patch^2) float32,
-    image_grid_thw (1, 3) int64): resized by `smart_resize` (Pillow's bicubic), scaled to
-    [0, 1], normalized by `mean` and `std` (CLIP's; Qwen3-VL's are 0.5), cut into patches in
+    """A picture (PIL, or uint8 HxWx3 / HxWx4) -> (pixel_values (N, 3 * temporal * patch^2)
+    float32, image_grid_thw (1, 3) int64): any transparency composited over white
+    (`condition_picture`), resized by `smart_resize` (Pillow's bicubic), scaled to [0, 1],
+    normalized by `mean` and `std` (CLIP's; Qwen3-VL's are 0.5), cut into patches in
     merge-block order. transformers: `Qwen2VLImageProcessor(...)(image)` (its Pillow
-    backend)."""
-    from PIL import Image
-
+    backend, convert_to_rgb included)."""
     from gpustd.image import resize
 
-    if isinstance(image, Image.Image):
-        array = np.asarray(image.convert("RGB"))
-    else:
-        array = np.asarray(image)
-        if array.dtype != np.uint8 or array.ndim != 3 or array.shape[2] != 3 or 0 in array.shape:
-            raise ValueError(f"a reference picture is a PIL image or uint8 HxWx3; got "
-                             f"{array.dtype} {array.shape}")
+    array = np.asarray(condition_picture(image, "a picture for the vision tower"))
     height, width = array.shape[:2]
     new = smart_resize(height, width, patch_size * merge_size, min_pixels, max_pixels)
     if new != (height, width):

@@ -28,7 +28,7 @@ import numpy as np
 from gpucore import Device, default_device
 from gpustd import Tensor, asarray
 
-from ...imaging import rgb_picture, to_unit_image
+from ...imaging import condition_picture, see_through_picture, to_unit_image
 from ...loaders.formats.diffusers_folder import component_config
 from ...loaders.qwen_image import load_qwenimage_file, load_qwenimage_folder
 from ...models.llm import LLMTextModel
@@ -46,7 +46,7 @@ from .flow_memory import load_network
 from .qwen_image import QwenImagePipeline, pack, true_cfg, unpack
 from .start import FlowStart, StepCallback, check_call, flow_schedule
 
-__all__ = ["EDIT_TEMPLATE", "QwenImageEditPipeline", "reference_dimensions"]
+__all__ = ["EDIT_TEMPLATE", "QwenImageEditPipeline", "reference_dimensions", "reference_resize"]
 
 EDIT_TEMPLATE = (
     "<|im_start|>system\nDescribe the key features of the input image (color, shape, size, "
@@ -58,6 +58,19 @@ EDIT_TEMPLATE = (
 EDIT_TEMPLATE_TOKENS = 64  # the template's leading tokens whose states are dropped
 IMAGE_PAD = "<|image_pad|>"
 REFERENCE_AREA = 1024 * 1024  # the pixels the reference is resized to, as diffusers'
+
+
+def reference_resize(picture: Any, size: tuple[int, int]) -> Any:
+    """A `see_through_picture` resized (Lanczos) to `size` (width, height), then composited
+    over white: diffusers' VaeImageProcessor.resize, then Qwen2VLImageProcessor's
+    convert_to_rgb (an RGBA picture's colours weighted by its alpha in the resize). Both the
+    vision tower and the VAE read it (diffusers' VAE takes an RGBA picture as four channels,
+    which it cannot read)."""
+    from PIL import Image
+
+    if picture.size != size:
+        picture = picture.resize(size, Image.Resampling.LANCZOS)
+    return condition_picture(picture)
 
 
 def reference_dimensions(width: int, height: int, area: int = 1024 * 1024) -> tuple[int, int]:
@@ -127,16 +140,12 @@ class QwenImageEditPipeline(QwenImagePipeline):
             processor_config=weights.processor_config)
 
     def reference(self, image: Any) -> tuple[Any, int, int]:
-        """The reference picture (PIL or HxWx3 uint8) resized (Lanczos) to
+        """The reference picture (PIL or HxWx3 / HxWx4 uint8) resized (Lanczos) to
         `reference_dimensions` of `reference_area`, and that width and height."""
-        from PIL import Image
-
-        picture = rgb_picture(image)
+        picture = see_through_picture(image, "the reference picture")
         width, height = reference_dimensions(picture.size[0], picture.size[1],
                                              area=self.reference_area)
-        if picture.size != (width, height):
-            picture = picture.resize((width, height), Image.Resampling.LANCZOS)
-        return picture, width, height
+        return reference_resize(picture, (width, height)), width, height
 
     def pictures(self, image: Any) -> tuple[list[Any], list[tuple[Any, int, int]]]:
         """The pictures Qwen2.5-VL reads, and the (picture, width, height) the VAE encodes:

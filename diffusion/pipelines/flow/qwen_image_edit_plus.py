@@ -14,8 +14,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from ...imaging import rgb_picture
-from .qwen_image_edit import QwenImageEditPipeline, reference_dimensions
+from ...imaging import see_through_picture
+from .qwen_image_edit import QwenImageEditPipeline, reference_dimensions, reference_resize
 
 __all__ = ["CONDITION_AREA", "PLUS_TEMPLATE", "QwenImageEditPlusPipeline"]
 
@@ -36,21 +36,18 @@ class QwenImageEditPlusPipeline(QwenImageEditPipeline):
 
     def pictures(self, image: Any) -> tuple[list[Any], list[tuple[Any, int, int]]]:
         """Each reference resized (Lanczos) to `condition_area` for Qwen2.5-VL, and to
-        `reference_area` for the VAE."""
-        from PIL import Image
-
+        `reference_area` for the VAE (`reference_resize`: transparency over white)."""
         images = list(image) if isinstance(image, (list, tuple)) else [image]
         if not images:
             raise ValueError("Qwen-Image-Edit Plus needs at least one reference picture")
         read, encoded = [], []
         for one in images:
-            picture = rgb_picture(one)
+            picture = see_through_picture(one, "a reference picture")
             width, height = picture.size
-            size = reference_dimensions(width, height, area=self.condition_area)
-            read.append(picture if picture.size == size
-                        else picture.resize(size, Image.Resampling.LANCZOS))
-            encoded.append((picture, *reference_dimensions(width, height,
-                                                           area=self.reference_area)))
+            read.append(reference_resize(picture, reference_dimensions(
+                width, height, area=self.condition_area)))
+            size = reference_dimensions(width, height, area=self.reference_area)
+            encoded.append((reference_resize(picture, size), *size))
         return read, encoded
 
     def prompt_text(self, prompt: str, count: int) -> str:

@@ -26,15 +26,11 @@ from sd_tiny import state_dict
 from support import assert_close
 
 import gpucore
+from diffusion.imaging import condition_picture
 from diffusion.loaders.qwen_image import language_model_refs, qwen3_vl_text_config
 from diffusion.models.llm import LLMTextModel
 from diffusion.models.qwen3_vision import Qwen3VLVisionModel
-from diffusion.models.qwen21_prompt import (
-    condition_picture,
-    encode_ti2i,
-    ti2i_template,
-    tokenize_ti2i,
-)
+from diffusion.models.qwen21_prompt import encode_ti2i, ti2i_template, tokenize_ti2i
 from diffusion.text.llm_tokenizer import LLMTokenizer
 
 TOL = 2e-5  # float32 through the tower and three layers, measured 9.1e-6 of the largest (4.8)

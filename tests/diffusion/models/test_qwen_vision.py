@@ -99,3 +99,40 @@ def test_tower_float16(f16_device: gpucore.Device) -> None:
     got = ours(pixels, grid).numpy()
     assert got.dtype == np.float16
     assert_close(got, _run(reference, pixels, grid), dtype=np.float16, tol=2e-2)
+
+
+def _transparent_pictures() -> list:
+    """RGBA, LA and a palette picture with a transparent entry, whose transparent and
+    half-transparent pixels hide a loud colour (magenta; bright grey for LA)."""
+    from PIL import Image
+
+    rng = np.random.default_rng(3)
+    rgba = rng.integers(0, 256, (61, 97, 4), dtype=np.uint8)
+    rgba[:25, :, :3], rgba[:25, :, 3] = (255, 0, 255), 0
+    rgba[25:40, :, :3], rgba[25:40, :, 3] = (255, 0, 255), rng.integers(0, 128, (15, 97))
+    palette = Image.fromarray(rgba[..., :3]).quantize(8)
+    palette.info["transparency"] = int(np.asarray(palette)[0, 0])  # the magenta entry
+    return [Image.fromarray(rgba, "RGBA"), Image.fromarray(rgba, "RGBA").convert("LA"),
+            palette]
+
+
+def test_transparent_pixels_over_white(first_device: gpucore.Device) -> None:
+    """A picture's transparency composited over white before it is read, not dropped (which
+    shows the colour hidden under it): transformers' Qwen2VLImageProcessor (convert_to_rgb)
+    for RGBA, LA and a palette with a transparent entry."""
+    from PIL import Image
+    from transformers.models.qwen2_vl.image_processing_pil_qwen2_vl import (
+        Qwen2VLImageProcessorPil,
+    )
+
+    processor = Qwen2VLImageProcessorPil(min_pixels=56 * 56, max_pixels=84 * 112)
+    for picture in _transparent_pictures():
+        expected = processor(picture, return_tensors="np")["pixel_values"]
+        pixels, _ = qwen_vision_pixels(picture, min_pixels=56 * 56, max_pixels=84 * 112,
+                                       device=first_device)
+        assert_close(pixels, expected, tol=1e-5)
+        # the hidden colour visibly matters (the test's premise; from an array, as Pillow's
+        # RGB of a palette keeps its transparent entry as a colour key)
+        opaque = Image.fromarray(np.asarray(picture.convert("RGB")))
+        shown = processor(opaque, return_tensors="np")["pixel_values"]
+        assert np.abs(shown - expected).mean() > 0.05
