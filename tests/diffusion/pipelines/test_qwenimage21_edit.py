@@ -72,8 +72,7 @@ def test_img2img_is_the_edit(first_device: gpucore.Device,
                              tiny_qwenimage21: tuple[Path, Any], tmp_path: Path,
                              capsys: pytest.CaptureFixture[str]) -> None:
     folder, reference = tiny_qwenimage21
-    # the doors read pictures as RGB (an init image's transparency does not reach a model)
-    pictures = [picture.convert("RGB") for picture in _pictures()]
+    pictures = _pictures()  # the reference's transparency kept by the CLI
     for name, picture in zip(("init.png", "ref.png"), pictures, strict=True):
         picture.save(tmp_path / name)
     common = ("img2img", "--model", str(folder), "--init-image", str(tmp_path / "init.png"),
