@@ -36,7 +36,10 @@ def _check_not_empty(name: str, image: Any) -> None:
 
 
 def rgb_picture(image: Any) -> Any:
-    """An init image (PIL, or HxWx3 / HxWx4 uint8 array) as an RGB PIL picture."""
+    """An init image (PIL, or HxWx3 / HxWx4 uint8 array) as an RGB PIL picture, an RGBA one's
+    transparency flattened over white as the WebUI flattens init images
+    (`images.flatten(img, opts.img2img_background_color)`, white by default), so a
+    transparent pixel's hidden colour never reaches the model."""
     from PIL import Image
 
     if not isinstance(image, Image.Image):
@@ -44,9 +47,14 @@ def rgb_picture(image: Any) -> Any:
         if array.dtype != np.uint8 or array.ndim != 3 or array.shape[2] not in (3, 4):
             raise ValueError(f"init image must be a PIL image or an HxWx3 uint8 array, got "
                              f"{array.dtype} {array.shape}")
-        image = Image.fromarray(array[..., :3])
+        image = Image.fromarray(array)
     _check_not_empty("init image", image)
-    return eight_bit(image).convert("RGB")
+    image = eight_bit(image)
+    if image.mode == "RGBA":
+        white = Image.new("RGB", image.size, (255, 255, 255))
+        white.paste(image, mask=image.getchannel("A"))
+        return white
+    return image.convert("RGB")
 
 
 def see_through_picture(image: Any, name: str = "a condition picture") -> Any:

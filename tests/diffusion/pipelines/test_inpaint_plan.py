@@ -20,7 +20,7 @@ import pytest
 from PIL import Image
 
 from diffusion import GenerationRequest
-from diffusion.imaging import fit_picture, latent_mask, overlay_original
+from diffusion.imaging import fit_picture, latent_mask, overlay_original, to_unit_image
 from diffusion.infotext import format_infotext, parse_infotext
 from diffusion.noise.rng import make_generator
 from diffusion.pipelines.inpaint_area import MaskedArea
@@ -48,6 +48,25 @@ def _same(a: Any, b: Any) -> bool:
 
 
 @pytest.mark.nodevice
+@pytest.mark.nodevice
+def test_an_init_images_transparency_is_flattened_over_white() -> None:
+    """An RGBA init image (PIL or an HxWx4 array) reaches the model as the WebUI's
+    `images.flatten(img, "#ffffff")` makes it, not with its transparent pixels' hidden
+    colour."""
+    rng = np.random.default_rng(4)
+    rgba = rng.integers(0, 256, (24, 40, 4), dtype=np.uint8)
+    rgba[:8, :, :3] = (255, 0, 255)  # a hidden magenta under ...
+    rgba[:8, :, 3] = 0  # ... fully transparent rows
+    picture = Image.fromarray(rgba, "RGBA")
+    webui = Image.new("RGBA", picture.size, "#ffffff")  # modules/images.py's flatten
+    webui.paste(picture, mask=picture)
+    expected = np.asarray(webui.convert("RGB"), np.float32)[None].transpose(0, 3, 1, 2)
+    for given in (picture, rgba):
+        ours = (to_unit_image(given, 40, 24) + 1) * 127.5
+        np.testing.assert_allclose(ours, expected, atol=1e-3)
+    assert (expected[:, :, :8] == 255).all()  # the test's premise: white where transparent
+
+
 def test_the_mask_is_blurred_at_its_size_then_fitted() -> None:
     """96x80 drawn at 48x40 (and at 64x40 by the crop and fill modes): the mask blurred by 4
     pixels of its own, then fitted as the picture is; blurring after the fit would blur twice
