@@ -59,9 +59,10 @@ def _open_image(path: str, what: str, mode: str | None) -> Any:
 
 
 def _fill_sampling_defaults(args: argparse.Namespace) -> None:
-    """Set the sampling options left out: the model folder's defaults.json (read without
-    loading the model), then a Turbo model's (diffusion.pipelines.load.TURBO_DEFAULTS), else
-    SAMPLING_DEFAULTS. Notes on stderr what came from where."""
+    """Set the sampling options left out: the model folder's defaults.json or a GGUF's copy
+    (read without loading the model), then a Turbo model's
+    (diffusion.pipelines.load.TURBO_DEFAULTS), else SAMPLING_DEFAULTS. Notes on stderr what
+    came from where."""
     from ..pipelines.load import DEFAULT_MODEL, DEFAULTS_FILE, model_defaults
 
     model = DEFAULT_MODEL if args.model is None else Path(args.model)
@@ -76,7 +77,8 @@ def _fill_sampling_defaults(args: argparse.Namespace) -> None:
             shown = repr(value) if isinstance(value, str) else f"{value:g}"
             taken[name in turbo].append(f"--{name.replace('_', '-')} {shown}")
     if taken[False]:
-        print(f"from {model / DEFAULTS_FILE}: {', '.join(taken[False])}", file=sys.stderr)
+        source = model if model.suffix.lower() == ".gguf" else model / DEFAULTS_FILE
+        print(f"from {source}: {', '.join(taken[False])}", file=sys.stderr)
     if taken[True]:
         why = f"{recommended.why}; " if recommended.why else ""
         print(f"{recommended.preset} model ({model.name}): {', '.join(taken[True])} ({why}"

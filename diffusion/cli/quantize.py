@@ -3,11 +3,14 @@
 diffusion.loaders.sd.gguf_model) as one GGUF that `--model OUT.gguf` loads alone, the UNet's
 weights kept quantized; `--unet-only`: the UNet alone (diffusers' names, architecture "sd1",
 "sd2", "sdxl"), as ComfyUI-GGUF's UNet files, which `--model` loads with `--base` or module
-files for the other parts."""
+files for the other parts. Either carries the folder's defaults.json (its recommended steps,
+sampler, CFG scale) as the metadata key diffusion.defaults, which txt2img reads as it reads
+the folder's."""
 
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 from pathlib import Path
 from typing import Any
@@ -41,6 +44,18 @@ def _keep_float(name: str) -> bool:
     return ".embeddings." in name or name.startswith("embeddings.")
 
 
+def _defaults_text(model: str) -> str | None:
+    """The model's defaults.json as the JSON the GGUF carries (checked, sampler names in their
+    canonical spelling); None where it has none or it sets nothing."""
+    from ..pipelines.contract import SAMPLING_SETTINGS
+    from ..pipelines.model_defaults import read_defaults
+
+    recommended = read_defaults(model)
+    settings = {name: getattr(recommended, name) for name in SAMPLING_SETTINGS
+                if getattr(recommended, name) is not None}
+    return json.dumps(settings) if settings else None
+
+
 def run(args: argparse.Namespace) -> int:
     """Quantize args.model (its UNet with --unet-only) into args.out; prints what was written.
     Returns 0; bad input raises ValueError (WeightsError) saying what was wrong, and no file
@@ -49,6 +64,7 @@ def run(args: argparse.Namespace) -> int:
     from ..loaders.formats.gguf_write import write_gguf
     from ..loaders.sd.gguf_model import model_metadata, model_tensors
     from ..pipelines.families import family_of
+    from ..pipelines.model_defaults import DEFAULTS_KEY
     from .paths import check_output_file
 
     out = Path(args.out)
@@ -59,15 +75,17 @@ def run(args: argparse.Namespace) -> int:
     if family != "unet":  # else the loader's "the pipeline has no 'unet' component"
         raise ValueError(f"{args.model} is a {family} model; quantize writes SD 1.x/2.x and "
                          "SDXL models")
+    defaults = _defaults_text(args.model)  # a bad defaults.json refused before the weights
+    carried = {} if defaults is None else {DEFAULTS_KEY: defaults}
     weights = load_pipeline_weights(args.model)
     family = weights.info.family
     if args.unet_only:
         unet = weights.unet
         counts = write_gguf(out, ((name, unet[name]) for name in unet), args.type,
-                            architecture=family)
+                            architecture=family, metadata=carried)
     else:
         counts = write_gguf(out, model_tensors(weights), args.type, architecture=family,
-                            metadata=model_metadata(weights), keep_float=_keep_float)
+                            metadata=model_metadata(weights) | carried, keep_float=_keep_float)
     summary = ", ".join(f"{n} {kind}" for kind, n in sorted(counts.items()))
     print(f"wrote {out} ({out.stat().st_size / 2**20:.1f} MiB; tensors: {summary})",
           file=sys.stderr)

@@ -1,6 +1,6 @@
 """Where a model's recommended sampling comes from before it loads: a folder's
-`defaults.json`, and Turbo models' settings (the family registry, `families`, adds
-each family's own)."""
+`defaults.json` (or the copy `quantize` puts in a GGUF), and Turbo models' settings (the
+family registry, `families`, adds each family's own)."""
 
 from __future__ import annotations
 
@@ -11,13 +11,18 @@ from pathlib import Path
 from typing import Any
 
 from ..loaders import SafetensorsFile, WeightsError
+from ..loaders.formats.gguf_file import GGUFFile
 from .contract import SAMPLING_SETTINGS, SamplingDefaults
 
-__all__ = ["DEFAULTS_FILE", "TURBO_DEFAULTS", "is_turbo", "read_defaults"]
+__all__ = ["DEFAULTS_FILE", "DEFAULTS_KEY", "TURBO_DEFAULTS", "is_turbo", "parse_defaults",
+           "read_defaults"]
 
 # A model folder's recommended sampling settings, e.g. {"steps": 10, "sampler": "DDIM",
 # "cfg_scale": 5.0}; every key optional. Not a diffusers file: diffusers ignores it.
 DEFAULTS_FILE = "defaults.json"
+# The same JSON text in a GGUF's metadata (`quantize` copies the folder's file there), beside
+# the whole-model layout's diffusion.* keys (diffusion.loaders.sd.gguf_model).
+DEFAULTS_KEY = "diffusion.defaults"
 
 
 def _defaults_value(key: str, value: Any) -> Any:
@@ -40,31 +45,43 @@ def _defaults_value(key: str, value: Any) -> Any:
 
 def read_defaults(path: str | os.PathLike[str]) -> SamplingDefaults:
     """The sampling settings the model at `path` recommends: its folder's `defaults.json`
-    (keys `steps`, `sampler`, `cfg_scale`, each optional). A folder without one, a path that is
-    not a folder (single-file checkpoints carry none) -> all None.
+    (keys `steps`, `sampler`, `cfg_scale`, each optional), or a `.gguf`'s DEFAULTS_KEY (the
+    same JSON, which `python -m diffusion quantize` copies from the folder's file). A folder
+    without one, a GGUF without the key, any other file -> all None.
 
-    Raises WeightsError naming the file for bad JSON, unknown keys or wrong types.
+    Raises WeightsError naming the file (and key) for bad JSON, unknown keys or wrong types.
     """
-    file = Path(path) / DEFAULTS_FILE
+    path = Path(path)
+    if path.suffix.lower() == ".gguf" and path.is_file():
+        text = GGUFFile(path).metadata.get(DEFAULTS_KEY)  # read once, kept for the load
+        return (SamplingDefaults() if text is None
+                else parse_defaults(str(text), f"{path}'s {DEFAULTS_KEY} metadata"))
+    file = path / DEFAULTS_FILE
     if not file.is_file():
         return SamplingDefaults()
+    return parse_defaults(file.read_bytes(), str(file))
+
+
+def parse_defaults(text: str | bytes, where: str) -> SamplingDefaults:
+    """`text` (a defaults.json's JSON) as SamplingDefaults; WeightsError starting with `where`
+    (the file, or the GGUF key) for bad JSON, unknown keys or wrong types."""
     allowed = list(SAMPLING_SETTINGS)
     try:
-        data = json.loads(file.read_bytes())
+        data = json.loads(text)
     except ValueError as exc:
-        raise WeightsError(f"{file} is not valid JSON ({exc})") from None
+        raise WeightsError(f"{where} is not valid JSON ({exc})") from None
     if not isinstance(data, dict):
-        raise WeightsError(f"{file} must hold a JSON object with the optional keys "
+        raise WeightsError(f"{where} must hold a JSON object with the optional keys "
                            f"{', '.join(allowed)}, got {type(data).__name__}")
     unknown = sorted(set(data) - set(allowed))
     if unknown:
-        raise WeightsError(f"{file}: unknown key{'s' * (len(unknown) > 1)} "
+        raise WeightsError(f"{where}: unknown key{'s' * (len(unknown) > 1)} "
                            f"{', '.join(map(repr, unknown))}; allowed: {', '.join(allowed)}")
     try:
         return SamplingDefaults(**{key: _defaults_value(key, value)
                                    for key, value in data.items()})
     except ValueError as exc:
-        raise WeightsError(f"{file}: {exc}") from None
+        raise WeightsError(f"{where}: {exc}") from None
 
 
 # What a Turbo model samples with when its defaults.json does not say (SD-Turbo, SDXL-Turbo:

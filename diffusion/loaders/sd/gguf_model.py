@@ -11,6 +11,8 @@ loading it alone needs as JSON strings in the metadata:
     diffusion.scheduler        the scheduler's scheduler_config.json
     diffusion.pipeline         model_index.json's pipeline settings (SDXL's
                                force_zeros_for_empty_prompt, ...)
+    diffusion.defaults         the folder's defaults.json where it has one (a UNet-only
+                               file carries it too: diffusion.pipelines.model_defaults)
 
 The tokenizers are not stored: every SD model's is CLIP's vocabulary, bundled (SD 2.x and
 SDXL's OpenCLIP encoder pad with "!", chosen by the family).
