@@ -139,8 +139,8 @@ class Capabilities:
     hires_with_diffusers: bool = True  # the hires fix with the "diffusers" sampler
     hires_own_settings: bool = False  # the hires pass's own prompts and sampler (HiresFix)
     # the hires fix on img2img where the init image is a reference picture beside the noise
-    # (an edit model's: FLUX.1 Kontext, Qwen-Image-Edit, FLUX.2), not the start the WebUI's
-    # hires fix would have nothing to add to
+    # (an edit model's: FLUX.1 Kontext, Qwen-Image-Edit, FLUX.2, Qwen-Image 2.1), not the
+    # start the WebUI's hires fix would have nothing to add to
     hires_with_references: bool = False
     noise_multiplier: bool = False  # img2img's initial_noise_multiplier other than 1
     latent_masked_content: bool = True  # latent noise / nothing with the "diffusers" sampler

@@ -12,10 +12,10 @@ shifted sigmas of the new size (FLUX dev's shift grows with the picture; FLUX.2'
 stretched schedule's step count too), from each image's seed drawn afresh at that size. The
 size is rounded down to whole 2x2 latent patches (16 pixels).
 
-On the edit models that take it (FLUX.1 Kontext, Qwen-Image-Edit, FLUX.2: Capabilities.
-hires_with_references) the init image is a reference beside the noise, not the start: the
-second pass's request keeps it and the further `references`, so the model's guided flow
-reads the same reference pictures as in the first pass.
+On the edit models that take it (FLUX.1 Kontext, Qwen-Image-Edit, FLUX.2, Qwen-Image 2.1:
+Capabilities.hires_with_references) the init image is a reference beside the noise, not the
+start: the second pass's request keeps it and the further `references`, so the model's guided
+flow reads the same reference pictures as in the first pass.
 
 ControlNet units guide the passes as the ControlNet extension's do on the SD families
 (diffusion.pipelines.control): each pass takes the units its `hr_option` names

@@ -13,7 +13,10 @@ request's further `references` are the condition pictures, in order, read as dif
 QwenImage21Pipeline reads its `image` list, and the prompt is the instruction; the run starts
 from noise beside them (no denoising strength). With a mask the init image is also the picture
 inpainted (noised by the strength, its unmasked part put back after every step), as every flow
-family inpaints (edit_refs).
+family inpaints (edit_refs). The hires fix (WebUI samplers; not with a mask) runs on img2img as
+on txt2img, the condition pictures steering both passes as FLUX.2's (flow_hires): the second
+pass's request keeps them, so its guided flow reads every one as the first pass read it (the
+init image fitted to width x height, not enlarged to the hires size).
 """
 
 from __future__ import annotations
@@ -55,9 +58,9 @@ class QwenImage21Model(EditPasses, LLMFlowModel):
         """The WebUI samplers defined for flow models over the Simple schedule, true CFG with
         a negative prompt, plain-text prompts with LoRA tags, condition pictures (img2img:
         the init image the first; with a mask the picture inpainted too), the hires fix with
-        the WebUI samplers on txt2img, variation seeds, the memory modes (flow_memory), First
-        Block Cache (MagCache's and TeaCache's tables are FLUX's); not yet: ControlNets, a
-        refiner."""
+        the WebUI samplers on txt2img and img2img (not with a mask), variation seeds, the
+        memory modes (flow_memory), First Block Cache (MagCache's and TeaCache's tables are
+        FLUX's); not yet: ControlNets, a refiner."""
         return qwenimage21_capabilities(self.family)
 
     def memory_layout(self) -> MemoryLayout:
@@ -134,7 +137,8 @@ def qwenimage21_capabilities(family: str) -> Capabilities:
                         models="Qwen-Image 2.1 models", step_cache=("fbc",), prompt_syntax=False,
                         textual_inversion=False, refiner=False, control=False,
                         hires_with_diffusers=False, latent_masked_content=False,
-                        memory_modes=True, noise_multiplier=True, references=None)
+                        memory_modes=True, noise_multiplier=True, references=None,
+                        hires_with_references=True)
 
 
 def qwenimage21_defaults(path: str | os.PathLike[str], family: str) -> SamplingDefaults:

@@ -1,0 +1,101 @@
+"""The hires fix on Qwen-Image 2.1's img2img (its editing: the init image and a further
+reference are condition pictures beside the noise), as FLUX.2's (test_flux2_hires.py):
+the second pass reads every condition picture as the first did, unchanged, and the picture is
+diffusers' QwenImage21Pipeline running the same two passes beside them on a tiny random model:
+its first pass, the latents enlarged by torch's bilinear interpolation (the WebUI's "Latent")
+and noised to the stretched schedule's first kept sigma by the seed's noise at the new size,
+then finished over that schedule's last sigmas (`sigmas`, `latents`). Another reference in
+the second pass alone moves the picture far past their difference."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+pytest.importorskip("diffusers", reason="diffusers is a test-only reference (extra: reference)")
+import torch
+from PIL import Image
+
+import gpucore
+from diffusion.pipelines.flow import qwen_image21
+from diffusion.pipelines.load import load_pipeline
+from diffusion.pipelines.request import GenerationRequest
+from diffusion.upscalers.interpolation import HiresFix
+
+HEIGHT, WIDTH, SEED, STEPS, HIRES_STEPS, DENOISE = 32, 64, 11, 2, 2, 0.6
+PROMPT = "put the red circle on the blue square, " * 3
+SIDE = 256  # condition pictures read at about 256 x 256 pixels (diffusers' output_resolution)
+BOUND = 2  # uint8 levels, max |ours - diffusers|
+
+
+def _simple(steps: int) -> list[float]:
+    """The Simple schedule's unshifted times, as the WebUI samplers take them."""
+    return [(1000 - int(x * 1000 / steps)) / 1000 for x in range(steps)]
+
+
+def _diffusers(pipe: Any, pictures: list[Image.Image]) -> np.ndarray:
+    """diffusers' two passes beside `pictures`, as uint8-rounded floats."""
+    from diffusers.pipelines.qwenimage21.pipeline_qwenimage21 import calculate_shift
+
+    settings = dict(image=pictures, output_resolution=SIDE)
+    total = int(HIRES_STEPS / DENOISE)
+    with torch.no_grad():
+        packed = pipe(PROMPT, height=HEIGHT, width=WIDTH, sigmas=_simple(STEPS),
+                      generator=torch.Generator().manual_seed(SEED), output_type="latent",
+                      **settings).images
+        h, w = HEIGHT // 16, WIDTH // 16
+        x = packed.transpose(1, 2).reshape(1, -1, h, w)
+        x = torch.nn.functional.interpolate(x, size=(2 * h, 2 * w), mode="bilinear")
+        config = pipe.scheduler.config
+        mu = calculate_shift(4 * h * w, config.base_image_seq_len, config.max_image_seq_len,
+                             config.base_shift, config.max_shift)
+        t = _simple(total)[total - HIRES_STEPS:]
+        sigma = pipe.scheduler.time_shift(mu, 1.0, torch.tensor(t[0])).item()
+        noise = torch.randn(x.shape, generator=torch.Generator().manual_seed(SEED))
+        start = (sigma * noise + (1 - sigma) * x).flatten(2).transpose(1, 2)
+        image = pipe(PROMPT, height=2 * HEIGHT, width=2 * WIDTH, sigmas=t, latents=start,
+                     output_type="np", **settings).images[0]
+    return (np.asarray(image)[..., :3] * 255).round()
+
+
+def test_hires_fix_with_the_condition_pictures(first_device: gpucore.Device,
+                                               tiny_qwenimage21: tuple[Path, Any],
+                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(qwen_image21, "CONDITION_AREA", SIDE * SIDE)
+    folder, reference = tiny_qwenimage21
+    model = load_pipeline(folder, device=first_device)
+    rng = np.random.default_rng(3)
+    init = rng.integers(0, 256, (HEIGHT, WIDTH, 3), dtype=np.uint8)
+    ref, other = (rng.integers(low, high, (48, 48, 3), dtype=np.uint8)
+                  for low, high in ((0, 60), (200, 256)))
+    velocity, read = model.pipe.velocity, []
+
+    def reading(prompts: Any, *, width: int, references: Any, **rest: Any) -> Any:
+        read.append((width, references))
+        if swap and width == 2 * WIDTH:  # the hires pass's: its further reference another
+            references = [references[0], other]
+        return velocity(prompts, width=width, references=references, **rest)
+
+    def ours() -> np.ndarray:
+        return model.generate(GenerationRequest(
+            prompt=PROMPT, init_image=init, references=(ref,), width=WIDTH, height=HEIGHT,
+            steps=STEPS, sampler="Euler", seed=SEED, rng="torch", cfg_scale=1.0,
+            hires=HiresFix(scale=2.0, upscaler="Latent", steps=HIRES_STEPS,
+                           denoise=DENOISE))).images[0].astype(np.float64)
+
+    monkeypatch.setattr(model.pipe, "velocity", reading)
+    swap = False
+    got = ours()
+    assert got.shape == (2 * HEIGHT, 2 * WIDTH, 3)
+    assert [(width, len(pictures)) for width, pictures in read] == [(WIDTH, 2), (2 * WIDTH, 2)]
+    assert all(np.array_equal(a, b) for a, b in zip(read[0][1], read[1][1], strict=True))
+    expected = _diffusers(reference, [Image.fromarray(init), Image.fromarray(ref)])
+    swap = True
+    moved = ours()
+    # ours is diffusers' up to the uint8 rounding (measured 1 level at most, 4.5e-4 mean);
+    # the other reference moves the picture thousands of times that (measured 3.6 levels)
+    assert np.abs(got - expected).max() <= BOUND and np.abs(got - expected).mean() < 0.02
+    assert np.abs(moved - got).mean() > 1.5
