@@ -35,6 +35,21 @@ def _check_not_empty(name: str, image: Any) -> None:
                          "picture with pixels")
 
 
+def _eight_bit_picture(image: Any, name: str) -> Any:
+    """A picture (PIL, or uint8 HxWx3 / HxWx4) as an 8-bit PIL image, as it is; ValueError
+    naming it (`name`) for another array or an empty picture."""
+    from PIL import Image
+
+    if not isinstance(image, Image.Image):
+        array = np.asarray(image)
+        if array.dtype != np.uint8 or array.ndim != 3 or array.shape[2] not in (3, 4):
+            raise ValueError(f"{name} is a PIL image or uint8 HxWx3 / HxWx4; got "
+                             f"{array.dtype} {array.shape}")
+        image = Image.fromarray(array)
+    _check_not_empty(name, image)
+    return eight_bit(image)
+
+
 def rgb_picture(image: Any) -> Any:
     """An init image (PIL, or HxWx3 / HxWx4 uint8 array) as an RGB PIL picture, an RGBA one's
     transparency flattened over white as the WebUI flattens init images
@@ -42,14 +57,7 @@ def rgb_picture(image: Any) -> Any:
     transparent pixel's hidden colour never reaches the model."""
     from PIL import Image
 
-    if not isinstance(image, Image.Image):
-        array = np.asarray(image)
-        if array.dtype != np.uint8 or array.ndim != 3 or array.shape[2] not in (3, 4):
-            raise ValueError(f"init image must be a PIL image or an HxWx3 uint8 array, got "
-                             f"{array.dtype} {array.shape}")
-        image = Image.fromarray(array)
-    _check_not_empty("init image", image)
-    image = eight_bit(image)
+    image = _eight_bit_picture(image, "init image")
     if image.mode == "RGBA":
         white = Image.new("RGB", image.size, (255, 255, 255))
         white.paste(image, mask=image.getchannel("A"))
@@ -63,16 +71,7 @@ def see_through_picture(image: Any, name: str = "a condition picture") -> Any:
     transparent entry), RGB otherwise. Resized so, its colours are weighted by alpha (Pillow
     premultiplies RGBA), as diffusers' VaeImageProcessor.resize resizes an RGBA picture before
     the image processor composites it; `name` says what it is in an error."""
-    from PIL import Image
-
-    if not isinstance(image, Image.Image):
-        array = np.asarray(image)
-        if array.dtype != np.uint8 or array.ndim != 3 or array.shape[2] not in (3, 4):
-            raise ValueError(f"{name} is a PIL image or uint8 HxWx3 / HxWx4; got "
-                             f"{array.dtype} {array.shape}")
-        image = Image.fromarray(array)
-    _check_not_empty(name, image)
-    image = eight_bit(image)
+    image = _eight_bit_picture(image, name)
     see_through = "A" in image.getbands() or image.info.get("transparency") is not None
     return image.convert("RGBA" if see_through else "RGB")
 

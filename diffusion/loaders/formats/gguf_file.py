@@ -13,8 +13,6 @@ from __future__ import annotations
 
 import math
 import os
-import threading
-from collections import OrderedDict
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +20,7 @@ import numpy as np
 
 from ..errors import WeightsError
 from ..weights import TensorFile
+from .read_once import ReadOnce
 from .safetensors import SafetensorsFile
 
 __all__ = ["ORIG_SHAPE_KEY", "GGUFFile", "tensor_file"]
@@ -79,31 +78,12 @@ class _Damaged(Exception):
     pass
 
 
-# The last few files read, by (device, inode, size, modification time): one load opens the
-# same file many times (the registry's detectors and the capabilities before the load: 8
-# readings of a FLUX GGUF's header at ~0.3 s each). A file written again is read again. The
-# readers' tensors are views of the file's memory map, which a cached entry keeps open.
-_READ_MAX = 8
-_read: OrderedDict[tuple[int, int, int, int], tuple[dict[str, Any], list[Any]]] = OrderedDict()
-_read_lock = threading.Lock()
-
-
-def _read_once(path: Path, gguf: Any) -> tuple[dict[str, Any], list[Any]]:
-    """`_read_file(path)`, from _read when the file is unchanged since (a copy of its
-    metadata)."""
-    stat = os.stat(path)
-    key = (stat.st_dev, stat.st_ino, stat.st_size, stat.st_mtime_ns)
-    with _read_lock:
-        found = _read.get(key)
-        if found is not None:
-            _read.move_to_end(key)
-    if found is None:
-        found = _read_file(path, gguf)
-        with _read_lock:
-            _read[key] = found
-            while len(_read) > _READ_MAX:
-                _read.popitem(last=False)
-    return dict(found[0]), found[1]
+def _read_once(path: Path) -> tuple[dict[str, Any], list[Any]]:
+    """`_read_file(path)`, from the files read before when unchanged since (a copy of its
+    metadata). The readers' tensors are views of the file's memory map, which a kept entry
+    keeps open."""
+    metadata, tensors = _READ(path)
+    return dict(metadata), tensors
 
 
 def _read_file(path: Path, gguf: Any) -> tuple[dict[str, Any], list[Any]]:
@@ -144,7 +124,7 @@ class GGUFFile:
         self._gguf = gguf
         if not self.path.is_file():
             raise WeightsError(f"{self.path}: file not found")
-        self.metadata, tensors = _read_once(self.path, gguf)
+        self.metadata, tensors = _read_once(self.path)
         self.architecture = str(self.metadata.get("general.architecture", ""))
         self._tensors = {prefix + t.name: t for t in tensors}
 
@@ -211,3 +191,6 @@ def tensor_file(path: str | os.PathLike[str]) -> TensorFile:
     quantized matrices kept quantized), anything else as a SafetensorsFile."""
     path = Path(path)
     return GGUFFile(path) if path.suffix.lower() == ".gguf" else SafetensorsFile(path)
+
+
+_READ = ReadOnce(lambda path: _read_file(path, import_gguf()))  # read_once

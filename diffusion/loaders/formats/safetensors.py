@@ -15,10 +15,7 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import struct
-import threading
-from collections import OrderedDict
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -27,6 +24,7 @@ import numpy as np
 from ..errors import WeightsError
 from ..reading import read_cast
 from .float8 import FLOAT8, float8_scales, float8_to_float32
+from .read_once import ReadOnce
 
 __all__ = ["SafetensorsFile"]
 
@@ -203,34 +201,10 @@ class SafetensorsFile:
             raise KeyError(f"{self.path}: no tensor named {key!r}") from None
 
 
-# The last few files' parsed headers, by (device, inode, size, modification time): one load
-# opens the same file many times (each model family's detector opens it to look at its keys:
-# 28 parses of SD 1.5's 1,130-entry header, ~5 ms each, in one txt2img process). A file
-# written again has another modification time (or size, or inode) and is parsed again.
-_PARSED_MAX = 8
-_parsed: OrderedDict[tuple[int, int, int, int], tuple[dict[str, str], dict[str, _Entry], int]] \
-    = OrderedDict()
-_parsed_lock = threading.Lock()
-
-
 def _parse_once(path: Path) -> tuple[dict[str, str], dict[str, _Entry], int]:
-    """`_parse(path)`, from _parsed when the file is unchanged since (copies of its dicts)."""
-    try:
-        stat = os.stat(path)
-    except OSError:
-        return _parse(path)  # which says what is wrong
-    key = (stat.st_dev, stat.st_ino, stat.st_size, stat.st_mtime_ns)
-    with _parsed_lock:
-        found = _parsed.get(key)
-        if found is not None:
-            _parsed.move_to_end(key)
-    if found is None:
-        found = _parse(path)
-        with _parsed_lock:
-            _parsed[key] = found
-            while len(_parsed) > _PARSED_MAX:
-                _parsed.popitem(last=False)
-    metadata, entries, data_start = found
+    """`_parse(path)`, from the files read before when unchanged since (copies of its
+    dicts)."""
+    metadata, entries, data_start = _PARSED(path)
     return dict(metadata), dict(entries), data_start
 
 
@@ -292,3 +266,6 @@ def _check_entry(key: str, info: Any, data_size: int, bad: Any) -> _Entry:
         raise bad(f"tensor {key!r} of shape {list(shape)} {dtype} needs "
                   f"{math.prod(shape) * ITEMSIZE[dtype]} bytes, its offsets span {end - begin}")
     return _Entry(dtype, shape, begin, end)
+
+
+_PARSED = ReadOnce(_parse)  # the last few headers parsed (read_once)
