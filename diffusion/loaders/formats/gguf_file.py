@@ -193,4 +193,5 @@ def tensor_file(path: str | os.PathLike[str]) -> TensorFile:
     return GGUFFile(path) if path.suffix.lower() == ".gguf" else SafetensorsFile(path)
 
 
-_READ = ReadOnce(lambda path: _read_file(path, import_gguf()))  # read_once
+# the last few files read (read_once); `_read_file` looked up at each call
+_READ = ReadOnce(lambda path: _read_file(path, import_gguf()))

@@ -268,4 +268,5 @@ def _check_entry(key: str, info: Any, data_size: int, bad: Any) -> _Entry:
     return _Entry(dtype, shape, begin, end)
 
 
-_PARSED = ReadOnce(_parse)  # the last few headers parsed (read_once)
+# the last few headers parsed (read_once); `_parse` looked up at each call
+_PARSED = ReadOnce(lambda path: _parse(path))
