@@ -7,6 +7,8 @@ right to the longest.
     embeds, mask, image_pad_mask = encode_t2i(text_encoder, tokenizer, ["a red circle"])
     embeds, mask, image_pad_mask = encode_ti2i(text_encoder, vision, tokenizer,
                                                ["make it night"], [picture])
+    read = read_pictures(vision, [picture])  # the tower once, for several prompt lists
+    embeds, mask, image_pad_mask = encode_read(text_encoder, tokenizer, ["blurry"], read)
     img_mask = joint_img_mask(image_pad_mask, latent_tokens=(height // 16) * (width // 16))
 
 Prompts of text alone (`encode_t2i`) are read as a left-padded batch. With condition pictures
@@ -29,7 +31,7 @@ from __future__ import annotations
 
 import typing
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 
@@ -41,8 +43,9 @@ from .qwen3_vision import Qwen3VLVisionModel, VisionFeatures, pixel_options, qwe
 from .qwen_vl_prompt import expand_image_pads, multimodal_positions
 from .transformer_ops import cast
 
-__all__ = ["SYSTEM_MESSAGE", "T2I_TEMPLATE", "encode_t2i", "encode_ti2i", "joint_img_mask",
-           "ti2i_template", "tokenize_t2i", "tokenize_ti2i"]
+__all__ = ["SYSTEM_MESSAGE", "T2I_TEMPLATE", "ReadPictures", "encode_read", "encode_t2i",
+           "encode_ti2i", "joint_img_mask", "read_pictures", "ti2i_template", "tokenize_t2i",
+           "tokenize_ti2i"]
 
 SYSTEM_PROMPT = "Comprehend and analyze the provided prompt."
 # Qwen3-VL's chat template renders a system message so; its tokens are dropped from the states
@@ -191,17 +194,24 @@ def _read(text_encoder: LLMTextModel, ids: np.ndarray, pad: int, grids: np.ndarr
     return states.numpy()[0].astype(np.float32)
 
 
-def encode_ti2i(text_encoder: LLMTextModel, vision: Qwen3VLVisionModel,
-                tokenizer: LLMTokenizer, prompts: Sequence[str], pictures: Sequence[Any], *,
-                processor_config: dict[str, Any] | None = None, max_length: int = 4096
-                ) -> tuple[np.ndarray, np.ndarray | None, np.ndarray]:
-    """Prompt embeddings (B, L, hidden) float32, their mask (B, L) int64 (None when no
-    prompt is padded) and the image-pad mask (B, L) bool (True at the pictures' pads) of
-    `prompts`, each read with every picture of `pictures` (PIL images or uint8 HxWx3 / HxWx4
-    arrays, as the pipeline resized them; transparency composited over white, as
-    `condition_picture` and the image processor do); `processor_config`: the
-    folder's processor/preprocessor_config.json (None: Qwen3-VL's). diffusers:
-    `QwenImage21Pipeline.encode_prompt(prompt, image=pictures)`."""
+class ReadPictures(NamedTuple):
+    """Condition pictures as the vision tower read them (`read_pictures`), for any number of
+    prompts: their patch grids (pictures, 3) of (t, h, w), the tower's merge size and its
+    VisionFeatures. A picture's features do not depend on the prompt beside it, so the
+    positive and the negative prompts read the same ones."""
+
+    grids: np.ndarray
+    merge: int
+    features: VisionFeatures
+
+
+def read_pictures(vision: Qwen3VLVisionModel, pictures: Sequence[Any], *,
+                  processor_config: dict[str, Any] | None = None) -> ReadPictures:
+    """`pictures` (PIL images or uint8 HxWx3 / HxWx4 arrays, as the pipeline resized them;
+    transparency composited over white, as `condition_picture` and the image processor do)
+    read by the vision tower once; `processor_config`: the folder's
+    processor/preprocessor_config.json (None: Qwen3-VL's). transformers:
+    `Qwen3VLModel.get_image_features(pixel_values, image_grid_thw)`."""
     if isinstance(pictures, (str, bytes)) or not len(pictures):
         raise ValueError("encode_ti2i needs a non-empty list of condition pictures; prompts "
                          "of text alone go through encode_t2i")
@@ -215,9 +225,29 @@ def encode_ti2i(text_encoder: LLMTextModel, vision: Qwen3VLVisionModel,
                          "folder's own processor/")
     read = [qwen3_vision_pixels(p, options, device=vision.device) for p in pictures]
     grids = np.concatenate([grid for _, grid in read])
-    merge = config["spatial_merge_size"]
-    rows, drop = tokenize_ti2i(tokenizer, prompts, grids, merge=merge, max_length=max_length)
     features = vision(np.concatenate([pixels for pixels, _ in read]), grids)
+    return ReadPictures(grids, config["spatial_merge_size"], features)
+
+
+def encode_ti2i(text_encoder: LLMTextModel, vision: Qwen3VLVisionModel,
+                tokenizer: LLMTokenizer, prompts: Sequence[str], pictures: Sequence[Any], *,
+                processor_config: dict[str, Any] | None = None, max_length: int = 4096
+                ) -> tuple[np.ndarray, np.ndarray | None, np.ndarray]:
+    """`encode_read` of `pictures` as `read_pictures` reads them. diffusers:
+    `QwenImage21Pipeline.encode_prompt(prompt, image=pictures)`."""
+    read = read_pictures(vision, pictures, processor_config=processor_config)
+    return encode_read(text_encoder, tokenizer, prompts, read, max_length=max_length)
+
+
+def encode_read(text_encoder: LLMTextModel, tokenizer: LLMTokenizer, prompts: Sequence[str],
+                read: ReadPictures, *, max_length: int = 4096
+                ) -> tuple[np.ndarray, np.ndarray | None, np.ndarray]:
+    """Prompt embeddings (B, L, hidden) float32, their mask (B, L) int64 (None when no
+    prompt is padded) and the image-pad mask (B, L) bool (True at the pictures' pads) of
+    `prompts`, each read with every picture of `read` (read_pictures's). diffusers:
+    `QwenImage21Pipeline.encode_prompt(prompt, image=)` past its vision tower."""
+    grids, merge, features = read
+    rows, drop = tokenize_ti2i(tokenizer, prompts, grids, merge=merge, max_length=max_length)
     pad = typing.cast(int, tokenizer.tokenizer.token_to_id(IMAGE_PAD))  # checked there
     states = [_read(text_encoder, ids, pad, grids, merge, features)[drop:] for ids in rows]
     length = max(len(s) for s in states)

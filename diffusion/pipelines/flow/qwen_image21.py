@@ -31,7 +31,7 @@ from gpustd import asarray
 from ...loaders.qwen_image import load_qwenimage21_folder
 from ...models.llm import LLMTextModel
 from ...models.qwen3_vision import Qwen3VLVisionModel
-from ...models.qwen21_prompt import encode_t2i, encode_ti2i
+from ...models.qwen21_prompt import encode_read, encode_t2i, read_pictures
 from ...models.qwen_image21 import QwenImage21Transformer2DModel
 from ...models.qwen_image21_vae import AutoencoderKLQwenImage21
 from ...models.step_cache import StepCache
@@ -159,9 +159,9 @@ class QwenImage21Pipeline:
         `negative_prompt` when `true_cfg_scale` > 1); also the latents' shape and the
         schedule's `mu`. The prompts' keys and values are computed here, once. `cache`: the
         generation's step cache, of which each pass takes a branch. `references`: condition
-        pictures (PIL or uint8 HxWx3 / HxWx4), each read by the vision tower within the
-        prompt and by the VAE beside it (`prefix`'s condition latents), every pass reading
-        them all."""
+        pictures (PIL or uint8 HxWx3 / HxWx4), each read by the vision tower (once, for
+        every pass) within the prompt and by the VAE beside it (`prefix`'s condition
+        latents), every pass reading them all."""
         if height < VAE_SCALE * 2 or width < VAE_SCALE * 2:
             raise ValueError(f"height and width must be at least {VAE_SCALE * 2}, got "
                              f"{height}x{width}")
@@ -175,12 +175,13 @@ class QwenImage21Pipeline:
         dtype, device = transformer.dtype, transformer.device
         pictures = [condition_rgba(p, self.condition_area) for p in references]
         conditions = self.condition_latents(pictures, batch) if pictures else {}
+        # the tower reads the pictures once for every pass: their features ignore the text
+        read = read_pictures(self._vision(), pictures, processor_config=self.processor_config
+                             ) if pictures else None
         prefixes = []
         for texts in passes:
-            if pictures:
-                states, mask, pads = encode_ti2i(
-                    self.text_encoder, self._vision(), self.tokenizer, texts, pictures,
-                    processor_config=self.processor_config)
+            if read is not None:
+                states, mask, pads = encode_read(self.text_encoder, self.tokenizer, texts, read)
                 conditions["image_pad_mask"] = pads
             else:
                 states, mask, _slots = encode_t2i(self.text_encoder, self.tokenizer, texts)

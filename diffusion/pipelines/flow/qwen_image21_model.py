@@ -65,8 +65,8 @@ class QwenImage21Model(EditPasses, LLMFlowModel):
 
     def memory_layout(self) -> MemoryLayout:
         """What the memory modes move: Qwen3-VL (its `hidden_states`, which encode_t2i calls,
-        and `hidden_states_of` under it; with its vision tower, which encode_ti2i calls with
-        the multimodal pass), the transformer (also brought in by `prefix`, which
+        and `hidden_states_of` under it; with its vision tower, which read_pictures calls
+        before the multimodal passes), the transformer (also brought in by `prefix`, which
         runs its blocks over the prompt once a prompt) and its blocks (run by their `prefix`
         and `image`, never by `forward`), the VAE."""
         pipe, transformer, encoder = self.pipe, self.pipe.transformer, self.pipe.text_encoder

@@ -1,8 +1,9 @@
-"""Qwen-Image 2.1's editing: condition pictures read by Qwen3-VL within the prompt and by the
-VAE beside it, against diffusers' QwenImage21Pipeline(image=[...]) on a tiny random model
-(two pictures of other sizes, one with transparency, true CFG), the pictures visibly
-mattering; through the command line, img2img as the edit (the init image and a --reference the
-condition pictures, from noise beside them) and a denoising strength refused in one line."""
+"""Qwen-Image 2.1's editing: condition pictures read by Qwen3-VL within the prompt and by the VAE
+beside it, against diffusers' QwenImage21Pipeline(image=[...]) on a tiny random model (two
+pictures of other sizes, one with transparency, true CFG), the pictures visibly mattering, the
+vision tower run once for both prompts of true CFG; through the command line, img2img as the
+edit (the init image and a --reference the condition pictures, from noise beside them) and a
+denoising strength refused in one line."""
 
 from __future__ import annotations
 
@@ -18,6 +19,7 @@ from cli_support import cli_error, cli_ok, png_pixels
 from PIL import Image
 
 import gpucore
+from diffusion.models.qwen21_prompt import encode_ti2i
 from diffusion.pipelines.flow import qwen_image21
 from diffusion.pipelines.flow.qwen_image21 import QwenImage21Pipeline
 
@@ -66,6 +68,36 @@ def test_condition_pictures_equal_diffusers(first_device: gpucore.Device,
     plain = pipe(PROMPT, height=HEIGHT, width=WIDTH, num_inference_steps=2, seed=7,
                  **GUIDED)[0]
     assert np.abs(plain - ours).mean() > 10 * PNG_TOL  # the pictures as a whole matter
+
+
+def test_the_tower_runs_once_for_both_prompts(first_device: gpucore.Device,
+                                             tiny_qwenimage21: tuple[Path, Any],
+                                             monkeypatch: pytest.MonkeyPatch) -> None:
+    """With true CFG the positive and the negative prompts read the pictures' vision features
+    from one run of the tower (a spy on its forward), and the picture is bit for bit the one
+    of a run for each prompt (encode_ti2i a pass, as the pipeline read them before)."""
+    pipe = QwenImage21Pipeline.from_pretrained(tiny_qwenimage21[0], device=first_device)
+    assert pipe.vision is not None
+    pictures, runs, forward = _pictures(), [], pipe.vision.forward
+
+    def spy(pixels: Any, grids: Any) -> Any:
+        runs.append(len(grids))
+        return forward(pixels, grids)
+
+    def draw() -> np.ndarray:
+        return pipe(PROMPT, image=pictures, height=HEIGHT, width=WIDTH, num_inference_steps=2,
+                    seed=7, **GUIDED)[0]
+
+    monkeypatch.setattr(pipe.vision, "forward", spy)
+    once = draw()
+    assert runs == [2]  # one run, both pictures
+    resized = [qwen_image21.condition_rgba(p, pipe.condition_area) for p in pictures]
+    monkeypatch.setattr(qwen_image21, "encode_read", lambda text, tokenizer, texts, _: (
+        encode_ti2i(text, pipe.vision, tokenizer, texts, resized,
+                    processor_config=pipe.processor_config)))
+    each = draw()
+    assert runs == [2, 2, 2, 2]  # read_pictures' run, unused, and one a prompt
+    np.testing.assert_array_equal(once, each)
 
 
 def test_img2img_is_the_edit(first_device: gpucore.Device,

@@ -5,7 +5,8 @@ diffusers' QwenImage21Pipeline running the same two passes beside them on a tiny
 its first pass, the latents enlarged by torch's bilinear interpolation (the WebUI's "Latent")
 and noised to the stretched schedule's first kept sigma by the seed's noise at the new size,
 then finished over that schedule's last sigmas (`sigmas`, `latents`). Another reference in
-the second pass alone moves the picture far past their difference."""
+the second pass alone moves the picture far past their difference. Through the command line
+(img2img with --hr-*): both passes, the hires size, the picture redrawn, the infotext."""
 
 from __future__ import annotations
 
@@ -99,3 +100,48 @@ def test_hires_fix_with_the_condition_pictures(first_device: gpucore.Device,
     # the other reference moves the picture thousands of times that (measured 3.6 levels)
     assert np.abs(got - expected).max() <= BOUND and np.abs(got - expected).mean() < 0.02
     assert np.abs(moved - got).mean() > 1.5
+
+
+
+def test_hires_fix_from_the_cli(tiny_qwenimage21: tuple[Path, Any], tmp_path: Path,
+                                capsys: pytest.CaptureFixture[str],
+                                monkeypatch: pytest.MonkeyPatch) -> None:
+    """`img2img --init-image ... --hr-scale 2 --hr-steps 2 --hr-denoise 0.6`: both passes
+    read the init image, the picture is at the hires size, far from the picture of the same
+    command without the hires fix enlarged (Lanczos), and its infotext names the hires
+    fields and the first pass's size."""
+    from cli_support import cli_ok, png_levels
+
+    from diffusion.infotext import read_infotext
+
+    monkeypatch.setattr(qwen_image21, "CONDITION_AREA", SIDE * SIDE)
+    init = np.random.default_rng(5).integers(0, 256, (HEIGHT, WIDTH, 3), dtype=np.uint8)
+    Image.fromarray(init).save(tmp_path / "init.png")
+    velocity, read = qwen_image21.QwenImage21Pipeline.velocity, []
+
+    def reading(pipe: Any, prompts: Any, *, width: int, references: Any, **rest: Any) -> Any:
+        read.append((width, [np.asarray(p) for p in references]))
+        return velocity(pipe, prompts, width=width, references=references, **rest)
+
+    monkeypatch.setattr(qwen_image21.QwenImage21Pipeline, "velocity", reading)
+    common = ("img2img", "--model", str(tiny_qwenimage21[0]), "--init-image",
+              str(tmp_path / "init.png"), "--prompt", PROMPT, "--width", str(WIDTH),
+              "--height", str(HEIGHT), "--steps", str(STEPS), "--sampler", "Euler",
+              "--seed", str(SEED), "--dtype", "float32")
+    plain = png_levels(cli_ok(capsys, *common, "--out", str(tmp_path / "plain.png"))[0])
+    out = tmp_path / "hires.png"
+    cli_ok(capsys, *common, "--hr-scale", "2", "--hr-steps", str(HIRES_STEPS),
+           "--hr-denoise", str(DENOISE), "--out", str(out))
+    hires = png_levels(out)
+    assert plain.shape == (HEIGHT, WIDTH, 3) and hires.shape == (2 * HEIGHT, 2 * WIDTH, 3)
+    assert [width for width, _ in read] == [WIDTH, WIDTH, 2 * WIDTH]
+    assert all(len(pictures) == 1 and np.array_equal(pictures[0], init)
+               for _, pictures in read)
+    enlarged = np.asarray(Image.fromarray(plain.astype(np.uint8)).resize(
+        (2 * WIDTH, 2 * HEIGHT), Image.Resampling.LANCZOS), np.int16)
+    # the second pass redraws the picture (measured 66 levels mean from the enlarged one)
+    assert np.abs(hires - enlarged).mean() > 20
+    text = read_infotext(out) or ""
+    for field in (f"Size: {WIDTH}x{HEIGHT}", f"Denoising strength: {DENOISE}",
+                  "Hires upscale: 2", f"Hires steps: {HIRES_STEPS}", "Hires upscaler: Latent"):
+        assert field in text, (field, text)
