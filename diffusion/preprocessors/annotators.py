@@ -12,6 +12,7 @@ network kept (the server's unload-checkpoint)."""
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -25,11 +26,12 @@ from ..loaders.control.annotator_file import find_annotator, read_annotator
 from ..loaders.errors import WeightsError
 from ..models.resample import bilinear_matrix, resample
 
-__all__ = ["REPLAY", "ReplayedNetwork", "annotator_model", "at_size", "forget_networks",
-           "network_cache", "picture_tensor", "release_networks", "to_uint8"]
+__all__ = ["REPLAY", "ReplayedNetwork", "annotator_model", "at_size", "forget_networks", "keep",
+           "make_room", "network_cache", "picture_tensor", "release_networks", "to_uint8"]
 
 REPLAY = True
 _caches: list[dict[Any, ReplayedNetwork]] = []
+_lock = threading.Lock()  # guards the caches' keys: a thread server's workers share them
 
 
 class ReplayedNetwork:
@@ -99,29 +101,46 @@ def forget_networks() -> None:
 _models = network_cache()
 
 
+def make_room(cache: dict[Any, ReplayedNetwork], device: Device, room: int) -> None:
+    """Release `device`'s networks in `cache` (keyed (file, id(device))), the least recently
+    used first, until at most `room` are left. Other devices' stay: on a thread server each
+    is its own worker's, maybe replaying there (one cache for all devices made two workers
+    release each other's networks, and read them again, in turn)."""
+    with _lock:
+        mine = [key for key in cache if key[1] == id(device)]
+        for key in mine[:max(len(mine) - room, 0)]:
+            cache.pop(key).release()
+
+
+def keep(cache: dict[Any, ReplayedNetwork], key: Any, model: ReplayedNetwork) -> None:
+    """`model` into `cache` as its most recently used (the worker threads share the dict)."""
+    with _lock:
+        cache.pop(key, None)
+        cache[key] = model
+
+
 def annotator_model(module: str, subfolder: str, filename: str,
                     build: Callable[..., Any], device: Device | None, *,
                     read: Callable[[Path], Any] = read_annotator) -> Any:
     """The network of `module` from its annotator file, read by `read` (the safe PyTorch
     reader; an .onnx file's: its graph) and built by `build(state, device=...)`
     on `device` (None: the default one, opened once the file is found) and kept (the last
-    three files used: openpose_full's three networks, or a user switching between two
-    preprocessors, reload none)."""
+    three files used on each device: openpose_full's three networks, or a user switching
+    between two preprocessors, reload none)."""
     path = find_annotator(module, subfolder, filename)
     device = device or default_device()
     key = (str(path.resolve()), id(device))
-    model = _models.pop(key, None)
+    model = _models.get(key)
     if model is None:
         state = read(path)
         try:
-            model = build(state, device=device)
+            built = build(state, device=device)
         except ValueError as exc:
             raise WeightsError(f"{path}: {exc}") from None
-        while len(_models) >= 3:
-            _models.pop(next(iter(_models))).release()  # the one used least recently
-        model = ReplayedNetwork(model)
+        make_room(_models, device, 2)
+        model = ReplayedNetwork(built)
     model.reclaim()
-    _models[key] = model
+    keep(_models, key, model)
     return model
 
 

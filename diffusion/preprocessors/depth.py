@@ -23,7 +23,7 @@ from gpucore import Device, default_device
 from gpustd import asarray
 
 from ..models.resample import bilinear_matrix, cubic_matrix, resample
-from .annotators import ReplayedNetwork, network_cache, release_networks
+from .annotators import ReplayedNetwork, keep, make_room, network_cache
 
 __all__ = ["ENV_VAR", "depth_anything_v2", "network_size", "set_model_path"]
 
@@ -63,13 +63,16 @@ def _model(device: Device, model_path: str | None) -> Any:
                          "call diffusion.preprocessors.depth.set_model_path) to "
                          "Depth-Anything-V2-Small-hf's model.safetensors or folder")
     key = (os.path.abspath(path), id(device))
-    if key not in _models:
+    model = _models.get(key)
+    if model is None:
         from ..loaders.control.depth_anything_file import load_depth_anything
 
-        release_networks(_models)  # one kept: a preprocessor's weights are not worth pinning more
-        _models[key] = ReplayedNetwork(load_depth_anything(path, device=device))
-    _models[key].reclaim()
-    return _models[key]
+        # one kept per device: a preprocessor's weights are not worth pinning more
+        make_room(_models, device, 0)
+        model = ReplayedNetwork(load_depth_anything(path, device=device))
+    model.reclaim()
+    keep(_models, key, model)
+    return model
 
 
 def depth_anything_v2(image: np.ndarray, *, device: Device | None = None,

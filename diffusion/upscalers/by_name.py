@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import difflib
+from typing import Any
 
 import numpy as np
 
@@ -24,8 +25,9 @@ def upscaler_names() -> list[str]:
     return ["None", *(n for n in IMAGE_UPSCALERS if n != "None"), *MODEL_UPSCALERS]
 
 
-def upscale(image: np.ndarray, name: str, scale: float) -> np.ndarray:
-    """(H, W, 3) uint8 upscaled by `scale` with upscaler `name`: a model's, or Pillow's for
+def upscale(image: np.ndarray, name: str, scale: float, device: Any = None) -> np.ndarray:
+    """(H, W, 3) uint8 upscaled by `scale` with upscaler `name`: a model's (on `device`, the
+    gpucore Device of the server's worker that runs it; None: the upscaler's), or Pillow's for
     "Lanczos", "Nearest" and "None" (a Lanczos resize, as the WebUI's UpscalerNone ends in).
     The size is the WebUI's: each side times `scale`, rounded down to a multiple of 8.
     Raises ValueError for an unknown name, listing the known ones."""
@@ -44,5 +46,5 @@ def upscale(image: np.ndarray, name: str, scale: float) -> np.ndarray:
                          f"over the limit of {MAX_PIXELS:,} pixels; upscale by less or a "
                          "smaller picture")
     if name in MODEL_UPSCALERS:
-        return MODEL_UPSCALERS[name].upscale(image, scale)
+        return MODEL_UPSCALERS[name].upscale(image, scale, device)
     return upscale_image(image, size, name)

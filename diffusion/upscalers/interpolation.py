@@ -18,6 +18,7 @@ from __future__ import annotations
 import difflib
 import math
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -186,15 +187,17 @@ def crop_latents(latents: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     return latents[:, :, top:top + size[0], left:left + size[1]]
 
 
-def upscale_image(image: np.ndarray, size: tuple[int, int], upscaler: str) -> np.ndarray:
+def upscale_image(image: np.ndarray, size: tuple[int, int], upscaler: str,
+                  device: Any = None) -> np.ndarray:
     """An (H, W, 3) uint8 picture resized to `size` (width, height) by image upscaler
     `upscaler` ("Lanczos", "Nearest", "None"), with Pillow as the WebUI does, or by a model
-    upscaler from `--upscaler-dir` ("R-ESRGAN 4x+", "4x-UltraSharp": `models.MODEL_UPSCALERS`)."""
+    upscaler from `--upscaler-dir` ("R-ESRGAN 4x+", "4x-UltraSharp": `models.MODEL_UPSCALERS`)
+    on `device` (the pipeline's gpucore Device; None: the upscaler's)."""
     from PIL import Image
 
     from .models import MODEL_UPSCALERS
 
     if upscaler in MODEL_UPSCALERS:
-        return MODEL_UPSCALERS[upscaler].upscale_to(image, size)
+        return MODEL_UPSCALERS[upscaler].upscale_to(image, size, device)
     resample = getattr(Image.Resampling, IMAGE_UPSCALERS[upscaler])
     return np.asarray(Image.fromarray(image).resize(size, resample=resample))

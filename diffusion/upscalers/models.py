@@ -89,44 +89,53 @@ def load_upscaler_model(state: Any, *, dtype: Any = np.float32,
 
 @dataclass
 class ModelUpscaler:
-    """One upscaler file: `name` (the WebUI's), `path`; the network is built on first use, in
+    """One upscaler file: `name` (the WebUI's), `path`; the network is built on first use on
+    each device a call names (`device` where it names none; None: the default device), in
     `dtype` ("auto": float16 where the device has shader-f16, as the WebUI runs upscalers in
     half precision unless --no-half, SwinIR and HAT excepted; else float32). Safe to share
-    between threads (the thread server's GPU workers): the network is read once."""
+    between threads (the thread server's GPU workers, one device each): each device's network
+    is read once, and each worker upscales on its own device's."""
 
     name: str
     path: Path
-    device: Device | None = None  # None: the default device
+    device: Device | None = None  # where a call names none (None: the default device)
     dtype: Any = "auto"
     tile: int = 192  # the WebUI's ESRGAN_tile default
     pad: int = 16
-    _model: Any = field(default=None, repr=False)
-    # held while the network is read or dropped: two threads read it once, and a forget()
+    # id(device) -> (the device, its network): the device is held so that its id is not
+    # taken by another device opened after it is freed
+    _models: dict[int, tuple[Any, Network]] = field(default_factory=dict, init=False,
+                                                   repr=False, compare=False)
+    # held while a network is read or dropped: two threads read it once, and a forget()
     # between another thread's check and its return cannot hand that thread None
     _lock: threading.Lock = field(default_factory=threading.Lock, init=False, repr=False,
                                   compare=False)
 
-    def model(self) -> Network:
+    def model(self, device: Device | None = None) -> Network:
+        """The network on `device` (None: the upscaler's own device), read there on first use."""
+        device = device or self.device or default_device()
         with self._lock:
-            if self._model is None:
-                self._model = load_upscaler_model(self.path, dtype=self.dtype,
-                                                  device=self.device or default_device())
-            return self._model
+            held = self._models.get(id(device))
+            if held is None:
+                held = self._models[id(device)] = (device, load_upscaler_model(
+                    self.path, dtype=self.dtype, device=device))
+            return held[1]
 
     def forget(self) -> None:
-        """Drop the network (its GPU memory goes once nothing else holds it); the next
-        upscale reads it again."""
+        """Drop the networks of every device (their GPU memory goes once nothing else holds
+        them); the next upscale reads them again."""
         with self._lock:
-            self._model = None
+            self._models.clear()
 
     @property
     def scale(self) -> int:
-        """The network's own factor (loads it)."""
+        """The network's own factor (loads it on the upscaler's device)."""
         return self.model().scale
 
-    def run(self, image: np.ndarray) -> np.ndarray:
-        """One pass of the network over (H, W, 3) uint8, tiled: (H*s, W*s, 3) uint8."""
-        model = self.model()
+    def run(self, image: np.ndarray, device: Device | None = None) -> np.ndarray:
+        """One pass of the network on `device` (None: the upscaler's) over (H, W, 3) uint8,
+        tiled: (H*s, W*s, 3) uint8."""
+        model = self.model(device)
         chw = np.ascontiguousarray(image.transpose(2, 0, 1), dtype=np.float32) / 255.0
         # tiles on the network's grid (SwinIR's windows, a pixel-unshuffle's blocks): off it,
         # every window in a tile would differ from one pass's, and the seams would show
@@ -135,24 +144,29 @@ class ModelUpscaler:
         out = run_tiled(lambda part: _forward(model, part), chw, model.scale, tile=tile, pad=pad)
         return (np.clip(out, 0.0, 1.0) * 255.0).round().astype(np.uint8).transpose(1, 2, 0)
 
-    def upscale(self, image: np.ndarray, scale: float) -> np.ndarray:
+    def upscale(self, image: np.ndarray, scale: float, device: Device | None = None
+                ) -> np.ndarray:
         """Upscale by `scale` as the WebUI does: the target is (W*scale, H*scale) rounded down
         to multiples of 8; the network runs up to 3 times until it is reached (at least once
-        at scale 1: a 1x model, a denoiser, is asked for so), then Lanczos fits the exact size."""
+        at scale 1: a 1x model, a denoiser, is asked for so), then Lanczos fits the exact size.
+        On `device` (None: the upscaler's): the server's workers name their own."""
         height, width = image.shape[:2]
         if scale == 1:
-            image = self.run(image)
-        return self.upscale_to(image, (int(width * scale) // 8 * 8, int(height * scale) // 8 * 8))
+            image = self.run(image, device)
+        return self.upscale_to(image, (int(width * scale) // 8 * 8, int(height * scale) // 8 * 8),
+                               device)
 
-    def upscale_to(self, image: np.ndarray, size: tuple[int, int]) -> np.ndarray:
-        """(H, W, 3) uint8 -> (size[1], size[0], 3) uint8 (size is width, height)."""
+    def upscale_to(self, image: np.ndarray, size: tuple[int, int],
+                   device: Device | None = None) -> np.ndarray:
+        """(H, W, 3) uint8 -> (size[1], size[0], 3) uint8 (size is width, height), on `device`
+        (None: the upscaler's)."""
         from PIL import Image
 
         for _ in range(3):
             if image.shape[1] >= size[0] and image.shape[0] >= size[1]:
                 break
             before = image.shape
-            image = self.run(image)
+            image = self.run(image, device)
             if image.shape == before:  # a 1x model: once is enough
                 break
         if (image.shape[1], image.shape[0]) != tuple(size):

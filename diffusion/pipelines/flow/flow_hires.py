@@ -57,7 +57,7 @@ class FlowPasses(Protocol):
     many pixels a side of one of its latents covers (`latent_scale`: the VAE's factor, twice
     it for FLUX.2's patchified latents), its schedule, its guided flow for a request at a
     size, its pictures of latents and its VAE's posterior draw of pictures (each family's
-    own VAE)."""
+    own VAE), and its placement (a model upscaler runs on its device: a server worker's)."""
 
     @property
     def vae(self) -> Any: ...
@@ -78,6 +78,9 @@ class FlowPasses(Protocol):
     def decode(self, latents: np.ndarray, request: GenerationRequest) -> list[np.ndarray]: ...
 
     def encode_init(self, pixels: np.ndarray, generator: Any) -> np.ndarray: ...
+
+    @property
+    def placement(self) -> Any: ...  # a contract.Placement: the model upscaler runs there
 
 
 def hires_size(model: FlowPasses, request: GenerationRequest, width: int, height: int
@@ -121,8 +124,8 @@ def run_hires(model: FlowPasses, request: GenerationRequest, prompts: list[str],
         encode = model.encode_init if second_vae is None else partial(encode_image, second_vae)
         generator = make_generator(request.rng, seeds.seeds[0])  # the VAE posterior's draws
         start = np.concatenate([
-            encode(_unit_picture(upscale_image(p, (big_w, big_h), hires.upscaler), scale),
-                   generator)
+            encode(_unit_picture(upscale_image(p, (big_w, big_h), hires.upscaler,
+                                               model.placement.device), scale), generator)
             for p in pictures])
     start = crop_latents(start, (h // scale, w // scale))
     # 2. the stretched schedule at the new size, its last `steps` from the upscaled latents,

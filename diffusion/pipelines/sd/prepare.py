@@ -164,7 +164,7 @@ def hires_latents(codec: LatentCodec, r: Pass, latents: np.ndarray,
         start = upscale_latents(latents, (big_height // scale, big_width // scale),
                                 hires.upscaler)
     else:
-        images = [upscale_image(image, (big_width, big_height), hires.upscaler)
+        images = [upscale_image(image, (big_width, big_height), hires.upscaler, codec.device)
                   for image in codec.decode_latents(latents)]
         generator = make_generator(r.rng, r.seed)  # the VAE posterior's draws
         start = np.concatenate([codec.encode_latents(

@@ -254,7 +254,7 @@ class StableDiffusion:
         """What the UNet loops (run_kdiffusion, run_scheduler) need of this model."""
         return UNetParts(self.scheduler_config, self.is_sdxl, self.vae_scale_factor,
                          self.latent_channels, self.is_inpainting_model, self._guided,
-                         self._encode, self._decode)
+                         self._encode, self._decode, self.placement.device)
 
     def _embedding_lookup(self) -> EmbeddingFinder | EncoderFinders | None:
         """The embeddings directory's textual-inversion finder for this model's text

@@ -36,6 +36,12 @@ class LatentCodec(Protocol):
         """Pictures (H, W, 3) uint8 of `latents` (B, C, h, w); by `vae` where given."""
         ...
 
+    @property
+    def device(self) -> Any:
+        """The gpucore Device its networks live on (the hires fix's model upscaler runs there:
+        a server's worker's own)."""
+        ...
+
 
 @dataclass(frozen=True)
 class UNetParts:
@@ -53,3 +59,4 @@ class UNetParts:
     guided: Callable[..., Any]
     encode_latents: Callable[..., np.ndarray]  # LatentCodec.encode_latents
     decode_latents: Callable[..., list[np.ndarray]]  # LatentCodec.decode_latents
+    device: Any = None  # LatentCodec.device (None: the default device)

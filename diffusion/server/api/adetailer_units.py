@@ -124,10 +124,16 @@ class ADetailerModels:
             self._loaded.clear()
 
     def load(self, path: Path, device: Any) -> YoloFile:
-        key = (path, path.stat().st_mtime_ns, id(device))
+        """The model of `path` on `device` (the worker's), read there on first use; an older
+        version of the file is dropped, the same one on other devices kept (each of a thread
+        server's GPUs detects with its own: dropping the other's made two workers read the
+        file again in turn)."""
+        version = path.stat().st_mtime_ns
+        key = (path, version, id(device))
         with self._lock:
             if key not in self._loaded:
-                self._loaded = {k: v for k, v in self._loaded.items() if k[0] != path}
+                self._loaded = {k: v for k, v in self._loaded.items()
+                                if k[0] != path or k[1] == version}
                 self._loaded[key] = load_yolo(path, device)
             return self._loaded[key]
 

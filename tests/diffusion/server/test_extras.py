@@ -28,6 +28,8 @@ from diffusion.upscalers.interpolation import HiresFix, upscale_image  # noqa: E
 class _InlineWorker:
     """The worker's `submit`, run at once (the queue itself is the worker tests' business)."""
 
+    device = None  # the calling worker's device: None, the upscalers' own
+
     def submit(self, run: Any, *, exclusive: bool = False, task: str | None = None) -> Future:
         future: Future = Future()
         try:
@@ -123,7 +125,7 @@ def test_resize_to_a_size_off_the_multiple_of_8() -> None:
     picture = np.random.default_rng(4).integers(0, 256, (12, 21, 3), dtype=np.uint8)
     options = extras.ExtrasSingleRequest(resize_mode=1, upscaling_resize_w=42,
                                          upscaling_resize_h=24, upscaler_1="Lanczos")
-    got = extras._upscale(picture, options)
+    got = extras._upscale(picture, options, None)
     assert got.shape == (24, 42, 3)
     assert np.array_equal(got[:, 1:41], upscale_image(picture, (40, 24), "Lanczos"))
     assert not got[:, [0, 41]].any()

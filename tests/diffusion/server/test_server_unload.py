@@ -131,7 +131,7 @@ def test_unload_frees_what_the_jobs_loaded(tmp_path: Path, upscalers: None,
             clip = state.clip_interrogator
             return [state.faces._models, state.adetailer._loaded, state.previews._networks,
                     annotators._models, state.deepbooru._model, clip._models,
-                    clip.blip._loaded, upscaler._model]
+                    clip.blip._loaded, upscaler._models]
 
         assert all(kept()), kept()  # the jobs used each
         assert client.post("/sdapi/v1/unload-checkpoint").json() == {}

@@ -66,10 +66,10 @@ class ExtrasBatchRequest(_ExtrasOptions):
     imageList: list[_FileData] = Field(default_factory=list)  # the WebUI spells it so
 
 
-def _upscale(image: np.ndarray, options: _ExtrasOptions) -> np.ndarray:
-    """One picture through upscaler 1 (and 2, blended), as the WebUI's Extras tab; upscaler 1
-    "None" upscales nothing (the WebUI's postprocessing_upscale returns at once, upscaler 2
-    and the resize included)."""
+def _upscale(image: np.ndarray, options: _ExtrasOptions, device: Any) -> np.ndarray:
+    """One picture through upscaler 1 (and 2, blended), as the WebUI's Extras tab, a model's
+    on `device` (the worker's); upscaler 1 "None" upscales nothing (the WebUI's
+    postprocessing_upscale returns at once, upscaler 2 and the resize included)."""
     from PIL import Image
 
     if options.upscaler_1 == "None":
@@ -78,9 +78,9 @@ def _upscale(image: np.ndarray, options: _ExtrasOptions) -> np.ndarray:
     scale = options.upscaling_resize
     if options.resize_mode == 1:
         scale = max(options.upscaling_resize_w / width, options.upscaling_resize_h / height)
-    out = upscale(image, options.upscaler_1, scale)
+    out = upscale(image, options.upscaler_1, scale, device)
     if options.upscaler_2 != "None" and options.extras_upscaler_2_visibility > 0:
-        second = upscale(image, options.upscaler_2, scale)
+        second = upscale(image, options.upscaler_2, scale, device)
         if second.shape != out.shape:
             second = np.asarray(Image.fromarray(second).resize(out.shape[1::-1]))
         out = np.asarray(Image.blend(Image.fromarray(out), Image.fromarray(second),
@@ -109,21 +109,23 @@ def _restorations(options: _ExtrasOptions,
     return wanted
 
 
-def _postprocess(image: np.ndarray, options: _ExtrasOptions,
-                 faces: list[FaceRestoration]) -> np.ndarray:
-    out = _upscale(image, options)
+def _postprocess(image: np.ndarray, options: _ExtrasOptions, faces: list[FaceRestoration],
+                 device: Any) -> np.ndarray:
+    """One picture upscaled, then its faces restored, the networks on `device` (the worker's
+    that runs the job: each of a thread server's GPUs upscales on its own)."""
+    out = _upscale(image, options, device)
     for restoration in faces:
-        out = restoration.apply(out)
+        out = restoration.apply(out, device)
     return out
 
 
 def _postprocess_all(images: list[np.ndarray], options: _ExtrasOptions,
-                     faces: list[FaceRestoration]) -> list[np.ndarray]:
+                     faces: list[FaceRestoration], device: Any) -> list[np.ndarray]:
     """The batch's pictures, each upscaled picture taken from BATCH_PIXELS (each alone is held
     to upscale()'s limit; 60 at that limit would take 32 GB)."""
     budget, outs = PixelBudget(BATCH_PIXELS), []
     for i, image in enumerate(images):
-        outs.append(_postprocess(image, options, faces))
+        outs.append(_postprocess(image, options, faces, device))
         budget.take(outs[-1].shape[1::-1], f"imageList[{i}] upscaled")
     return outs
 
@@ -206,7 +208,8 @@ async def list_realesrgan_models() -> list[dict[str, Any]]:
 async def extra_single_image(request: ExtrasSingleRequest, state: State) -> dict[str, Any]:
     faces = _check(request, state)
     image = np.asarray(decode_image(request.image, "image").convert("RGB"))
-    out = await _run(state, lambda: _postprocess(image, request, faces))
+    worker = state.worker  # what the job refers to travels to a worker process: not `state`
+    out = await _run(state, lambda: _postprocess(image, request, faces, worker.device))
     return {"html_info": _html_info(request, out.shape[1::-1]), "image": encode_png(out)}
 
 
@@ -216,6 +219,7 @@ async def extra_batch_images(request: ExtrasBatchRequest, state: State) -> dict[
     budget = PixelBudget()  # the pictures together
     images = [np.asarray(decode_image(item.data, f"imageList[{i}]", budget).convert("RGB"))
               for i, item in enumerate(request.imageList)]
-    outs = await _run(state, lambda: _postprocess_all(images, request, faces))
+    worker = state.worker
+    outs = await _run(state, lambda: _postprocess_all(images, request, faces, worker.device))
     info = _html_info(request, outs[0].shape[1::-1]) if outs else ""
     return {"html_info": info, "images": [encode_png(out) for out in outs]}

@@ -184,8 +184,11 @@ async def run_request(state: ServerState, body: Txt2ImgRequest, kind: str,
     async def generate(cell: Txt2ImgRequest) -> dict[str, Any]:
         return await run_generation(state, cell, kind, client)
 
-    async def queue(job: Callable[[], Any]) -> Any:  # other work on the GPU (an upscaler)
-        return await wait(submit(state, job), client)
+    worker = state.worker  # what a job takes along, not the state (a worker process's own)
+
+    async def queue(job: Callable[..., Any]) -> Any:  # other work on the GPU (an upscaler),
+        # on the device of the worker that runs it (each of a thread server's GPUs its own)
+        return await wait(submit(state, lambda: job(device=worker.device)), client)
 
     async def tags(image: str, model: str) -> str:  # Loopback's append_interrogation
         picture = decode_image(image, "init_images[0]").convert("RGB")

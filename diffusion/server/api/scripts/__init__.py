@@ -88,10 +88,11 @@ def _choices(title: str, label: str, img2img: bool) -> list[str] | None:
 async def run_script(body: Txt2ImgRequest, kind: str,
                      generate: Callable[[Txt2ImgRequest], Awaitable[dict[str, Any]]],
                      check: Callable[[Txt2ImgRequest], None],
-                     queue: Callable[[Callable[[], Any]], Awaitable[Any]] | None = None,
+                     queue: Callable[[Callable[..., Any]], Awaitable[Any]] | None = None,
                      interrogate: loopback.Interrogate | None = None) -> dict[str, Any]:
     """The answer of the script `body.script_name` names, run with `body.script_args`;
-    `queue` runs other GPU work on the worker's queue (SD upscale's upscaler), `interrogate`
+    `queue` runs other GPU work on the worker's queue, called with the worker's `device=`
+    (SD upscale's upscaler), `interrogate`
     tags a picture (Loopback's append_interrogation)."""
     name = (body.script_name or "").lower()
     if kind == "txt2img" and name in IMG2IMG_ONLY:

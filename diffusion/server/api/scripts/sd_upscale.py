@@ -30,7 +30,7 @@ __all__ = ["ARG_LABELS", "Tile", "combine_grid", "run_sd_upscale", "split_grid"]
 MAX_TILES = 100  # the most requests one call queues (as many as n_iter's limit)
 Generate = Callable[[Txt2ImgRequest], Awaitable[dict[str, Any]]]
 Check = Callable[[Txt2ImgRequest], None]
-Queue = Callable[[Callable[[], Any]], Awaitable[Any]]
+Queue = Callable[[Callable[..., Any]], Awaitable[Any]]  # the job is called with device=
 Tile = tuple[int, int, Any]  # x, y, the PIL tile
 
 ARG_LABELS: tuple[tuple[str, Any], ...] = (
@@ -147,7 +147,8 @@ async def run_sd_upscale(body: Txt2ImgRequest, kind: str, args: list[Any],
                          ) -> dict[str, Any]:
     """One upscaled picture per n_iter; every tile's request is checked with `check` before
     the first is queued (RequestError naming the bad argument). The upscaler runs through
-    `queue` (on the worker's queue, one at a time with generation; else on a thread)."""
+    `queue` (on the worker's queue, one at a time with generation, called with the worker's
+    device=; else on a thread, on the upscaler's device)."""
     if kind != "img2img":
         raise RequestError("SD upscale is an img2img script; send it to /sdapi/v1/img2img")
     width, height = body.width or 512, body.height or 512
