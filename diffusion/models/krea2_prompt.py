@@ -18,10 +18,13 @@ gives every real token's states exactly (what the test checks against the padded
 prompt of 20 tokens runs 59 tokens instead of 546. The padded rows are zeros, where diffusers'
 are the states of pad tokens: Krea2Transformer2DModel never reads them. Its text fusion mixes
 the tapped layers per token and its refiner and joint blocks take the text mask as a key
-padding mask, so a padded row is no key of any query; its own row is dropped at the output; and
-text rows all sit at rotary position (0, 0, 0), so the rows' places change nothing either
-(`padded=False` hands only the real rows, the transformer's same result from a shorter
-sequence). The rows need only be finite (a masked key's value still meets a zero weight).
+padding mask, so a padded row is no key of any query; its own output is dropped with the text
+rows at the end; and text rows all sit at rotary position (0, 0, 0), so the rows' places change
+nothing either: `padded=False` hands only the real rows, the transformer's same result from a
+sequence up to 512 - n text rows shorter at every step. The rows need only be finite (a masked
+key's value still meets a zero weight in the attention's sum).
+
+A prompt past max_sequence_length is cut as diffusers cuts it, with a warning saying how much.
 """
 
 from __future__ import annotations
