@@ -29,10 +29,12 @@ from gpustd import asarray
 ROWS, COLUMNS, TOKENS = 3, 5, 7
 CHANNELS, LAYERS, WIDTH = (KREA2_TINY[k] for k in ("in_channels", "num_text_layers",
                                                    "text_hidden_dim"))
-# measured 3.3e-6 of the output's rms (float32 rounding; the timestep's sinusoid of
-# arguments up to 1000 rad rounded by each side's own frequencies)
+# measured up to 5.7e-6 over 4 inputs x 4 timesteps (float32 rounding; the timestep's
+# sinusoid of arguments up to 1000 rad rounded by each side's own frequencies)
 TOL = 2e-5
-TOL_F16 = 1.5e-2  # float16 weights and stream against diffusers' float32: measured 6e-3
+# float16 weights and stream against diffusers' float32: measured up to 1.4e-2 over the same
+# 16 cases (the mean error 1.5e-3 of the output's rms)
+TOL_F16 = 2e-2
 
 
 def _inputs(seed: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
