@@ -42,3 +42,32 @@ def write_krea2_transformer(folder: Path, seed: int = 13, **overrides: Any) -> A
     model = tiny_krea2_transformer(seed, **overrides)
     model.save_pretrained(folder)
     return model
+
+
+# Krea 2's scheduler_config.json as Krea2Pipeline's docstring gives it (the dynamic shift from
+# 0.5 at 256 tokens to 1.15 at 6400)
+KREA2_SCHEDULER: dict[str, Any] = dict(
+    base_image_seq_len=256, base_shift=0.5, max_image_seq_len=6400, max_shift=1.15,
+    num_train_timesteps=1000, shift=1.0, use_dynamic_shifting=True,
+    time_shift_type="exponential")
+# three taps of the four-layer tiny text encoder, out of order, the embeddings among them
+KREA2_TAPS = (2, 0, 4)
+
+
+def tiny_krea2_pipeline(root: Path, *, distilled: bool = False) -> Any:
+    """diffusers' Krea2Pipeline of tiny random parts (this transformer, krea2_text_tiny's
+    Qwen3VLModel and tokenizer, Qwen-Image's tiny VAE) saved to `root / "krea-2"`; returns
+    the pipeline. `distilled`: the few-step checkpoint's fixed shift."""
+    import diffusers
+    from krea2_text_tiny import tiny_krea2_text_encoder, tiny_krea2_tokenizer
+    from qwenimage_tiny import tiny_qwenimage_vae
+    from zimage_tiny import transformers_tokenizer
+
+    tokenizer = transformers_tokenizer(tiny_krea2_tokenizer(root / "krea2-tokenizer"))
+    pipe = diffusers.Krea2Pipeline(
+        scheduler=diffusers.FlowMatchEulerDiscreteScheduler(**KREA2_SCHEDULER),
+        vae=tiny_qwenimage_vae(), text_encoder=tiny_krea2_text_encoder(), tokenizer=tokenizer,
+        transformer=tiny_krea2_transformer(), text_encoder_select_layers=KREA2_TAPS,
+        is_distilled=distilled)
+    pipe.save_pretrained(root / "krea-2")
+    return pipe

@@ -141,7 +141,8 @@ class Krea2Pipeline:
             else []
         rows, columns = int(height) // scale, int(width) // scale
         dtype, device = self.transformer.dtype, self.transformer.device
-        branches = [[None] * 2 if cache is None else [cache.branch(), cache.branch()]
+        passes = 1 + guided  # each picture's prompt pass and negative pass: a branch each
+        branches = [[None] * passes if cache is None else [cache.branch() for _ in range(passes)]
                     for _ in range(batch)]
         g = np.float32(guidance_scale)
 
