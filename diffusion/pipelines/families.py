@@ -28,13 +28,13 @@ from .flow.fill_model import fill_capabilities, fill_defaults, fill_family, load
 from .flow.flow_capabilities import flow_capabilities, transformer_config
 from .flow.flow_model import flow_defaults, load_flow_model
 from .flow.flux2_model import flux2_capabilities, flux2_defaults, load_flux2_model
-from .flow.krea2_model import krea2_capabilities, krea2_defaults, load_krea2_model
 from .flow.kontext_model import (
     kontext_capabilities,
     kontext_defaults,
     kontext_family,
     load_kontext_model,
 )
+from .flow.krea2_model import krea2_capabilities, krea2_defaults, load_krea2_model
 from .flow.qwen_image21_model import (
     load_qwenimage21_model,
     qwenimage21_capabilities,

@@ -36,7 +36,7 @@ from ...sampling.model_sampling import calculate_shift
 from ...sampling.scheduler_loop import scheduler_loop
 from ...text.llm_tokenizer import LLMTokenizer
 from .flow_memory import load_network
-from .qwen_image import QwenImagePipeline
+from .qwen_image import QwenVaePasses
 from .start import FlowStart, StepCallback, check_call, check_sides, flow_schedule
 
 __all__ = ["DISTILLED_MU", "Krea2Pipeline"]
@@ -48,15 +48,10 @@ _SHIFT = {"base_image_seq_len": 256, "max_image_seq_len": 6400, "base_shift": 0.
           "max_shift": 1.15}
 
 
-class Krea2Pipeline:
+class Krea2Pipeline(QwenVaePasses):
     """Krea 2 txt2img on gpustd. Components as diffusers names them; `scheduler_config` is
     the folder's `scheduler/scheduler_config.json`; `select_layers` the text encoder's
     tapped hidden states and `distilled` the fixed shift, from model_index.json."""
-
-    # Qwen-Image's VAE, read and written as QwenImagePipeline does
-    encode_image = QwenImagePipeline.encode_image
-    decode = QwenImagePipeline.decode
-    use_vae_file = QwenImagePipeline.use_vae_file
 
     def __init__(self, *, transformer: Krea2Transformer2DModel, vae: AutoencoderKLQwenImage,
                  text_encoder: LLMTextModel, tokenizer: LLMTokenizer,
@@ -146,7 +141,7 @@ class Krea2Pipeline:
                     for _ in range(batch)]
         g = np.float32(guidance_scale)
 
-        def predict(tokens: Tensor, t: np.ndarray, text: Tensor, branch: Any) -> np.ndarray:
+        def predict(tokens: Tensor, t: np.floating[Any], text: Tensor, branch: Any) -> np.ndarray:
             out = self.transformer(tokens, t, rows, columns, text, cache=branch)
             return out.numpy().astype(np.float32)
 
