@@ -112,7 +112,8 @@ class Krea2TextFusion(nn.Module):
         x = states
         for block in self.layerwise_blocks:
             x = block(x)
-        x = self.projector(permute(x, (0, 2, 1))).reshape(1, length, dim)
+        weight = self.projector.weight  # float32 unless a load cast every weight
+        x = nn.linear(permute(x, (0, 2, 1)), cast(weight, np.float32)).reshape(1, length, dim)
         for block in self.refiner_blocks:
             x = block(x)
         return x
