@@ -1,6 +1,6 @@
 """bench/dit_families.py's model table: the real configs its rows run at, their tiny --quick
 counterparts, and `_Model`, a row's calls on either side (Qwen-Image 2.1's and Qwen3-VL-8B's
-in bench/_dit_qwen21.py)."""
+in bench/_dit_qwen21.py, Krea 2's in bench/_dit_krea2.py)."""
 
 from __future__ import annotations
 
@@ -54,6 +54,13 @@ QWEN3VL_8B: dict[str, Any] = dict(
     attention_bias=False, hidden_act="silu",
     rope_parameters={"rope_type": "default", "rope_theta": 5_000_000.0,
                      "mrope_section": [24, 20, 20], "mrope_interleaved": True})
+# Krea 2, transformer/config.json: diffusers' Krea2Transformer2DModel defaults (the released
+# model's: 28 blocks 6144 wide, 48 query / 12 key-value heads; Qwen3-VL-4B's 12 taps)
+KREA2: dict[str, Any] = dict(
+    in_channels=64, num_layers=28, attention_head_dim=128, num_attention_heads=48,
+    num_key_value_heads=12, intermediate_size=16384, timestep_embed_dim=256,
+    text_hidden_dim=2560, num_text_layers=12, text_num_attention_heads=20,
+    text_num_key_value_heads=20, text_intermediate_size=6912, axes_dims_rope=(32, 48, 48))
 
 # the text tokens of Qwen-Image-Edit's step: a 1024x1024 reference read by Qwen2.5-VL (1036 px
 # in 28 px merged patches: 37 x 37 picture tokens) and a short instruction, the template's
@@ -76,6 +83,11 @@ TINY: dict[str, dict[str, Any]] = {
                      num_hidden_layers=3, num_attention_heads=4, num_key_value_heads=2),
     "qwen3_8b": dict(_zimage.TINY_QWEN3, num_hidden_layers=28),
     "qwenimage21": dict(QWEN_IMAGE21, **_TINY_DIT, context_in_dim=40, axes_dims_rope=(4, 6, 6)),
+    "krea2": dict(KREA2, num_layers=1, attention_head_dim=16, num_attention_heads=4,
+                  num_key_value_heads=2, intermediate_size=48, timestep_embed_dim=32,
+                  text_hidden_dim=40, num_text_layers=3, text_num_attention_heads=4,
+                  text_num_key_value_heads=2, text_intermediate_size=48,
+                  axes_dims_rope=(4, 6, 6)),
     # heads 16 wide: mrope_section's three axes each turn some of the 8 frequencies
     "qwen3vl_8b": dict(QWEN3VL_8B, vocab_size=512, hidden_size=48, intermediate_size=80,
                        num_hidden_layers=3, num_attention_heads=4, num_key_value_heads=2,

@@ -23,11 +23,14 @@ the prompt's keys and values made once (diffusers' kv_cache "extract", ours `pre
 timed once, prefix_ms), the picture's tokens alone against them (kv_cache "cached": see
 bench/_dit_qwen21.py). Qwen2.5-VL-7B's language model reads 256 tokens to its last hidden
 states (Qwen-Image's), Qwen3-VL-8B's 256 to its last layer's before the final norm (Qwen-Image
-2.1's), Qwen3-8B 512 tokens to hidden states 9, 18 and 27 (klein's). Rows run smallest first, each
-caught on its own: an out-of-memory model loses its row only, recorded with its error.
+2.1's), Qwen3-8B 512 tokens to hidden states 9, 18 and 27 (klein's). Krea 2's at 4096
+patches for a 77-token prompt in its 512-token block (bench/_dit_krea2.py: diffusers' whole
+masked block every step, ours the real tokens after the text fusion made once, prefix_ms).
+Rows run smallest first, each caught on its own: an out-of-memory model loses its row only,
+recorded with its error.
 
 BENCH_MODELS picks them, comma-separated, from qwen3_8b, qwen25vl, qwen3vl_8b, qwenimage21,
-flux2klein, chroma, kontext, qwenimage, qwenimageedit (the default: all, in that order),
+krea2, flux2klein, chroma, kontext, qwenimage, qwenimageedit (the default: all, in that order),
 plus zimage and qwen3 (bench/zimage.py's rows). BENCH_ACC16=1 adds each float16
 transformer's step with every GEMM's f16 accumulators (`float16 acc16`,
 `--fp16-accumulation`). `--quick`: tiny configs (a smoke run on any adapter).
@@ -46,6 +49,7 @@ import numpy as np
 import gpucore
 import gpustd
 
+from . import _dit_krea2 as _krea2
 from . import _dit_qwen21 as _qwen21
 from . import _harness
 from . import zimage as _zimage
@@ -86,6 +90,8 @@ def _positions(text: int, rows: int, columns: int, axes: int, context: int = 0
 def _inputs(name: str, config: dict[str, Any], quick: bool) -> dict[str, np.ndarray]:
     if name in _qwen21.NAMES:
         return _qwen21.inputs(name, config, quick)
+    if name in _krea2.NAMES:
+        return _krea2.inputs(name, config, quick)
     rng = np.random.default_rng(0)
     side = 8 if quick else 64  # patches per side: 1024 / 16
     if name in ("qwen25vl", "qwen3_8b"):
@@ -177,6 +183,8 @@ def _dit(name: str) -> Model:
 def _model(name: str) -> Model:
     if name in _qwen21.NAMES:
         return _qwen21.model(name)
+    if name in _krea2.NAMES:
+        return _krea2.model(name)
     if name not in ("qwen25vl", "qwen3_8b"):
         return _dit(name)
     layers = _llm_layers(name)
@@ -227,7 +235,7 @@ def _on_torch(x: dict[str, Any], tdtype: Any, dev: str) -> dict[str, Any]:
         array = np.asarray(value)
         if key == "ids" or array.dtype == bool:
             out[key] = torch.from_numpy(array).to(dev)
-        elif key in ("t", "guidance", "img_ids", "txt_ids"):
+        elif key in ("t", "guidance", "img_ids", "txt_ids", "position_ids"):
             out[key] = torch.from_numpy(array.astype(np.float32)).to(dev)
         else:
             out[key] = torch.from_numpy(array).to(dev, tdtype)
@@ -322,8 +330,8 @@ def _one_model(name: str, quick: bool, device: gpucore.Device, cuda: Any
     return rows
 
 
-DEFAULT = ("qwen3_8b", "qwen25vl", "qwen3vl_8b", "qwenimage21", "flux2klein", "chroma",
-           "kontext", "qwenimage", "qwenimageedit")
+DEFAULT = ("qwen3_8b", "qwen25vl", "qwen3vl_8b", "qwenimage21", "krea2", "flux2klein",
+           "chroma", "kontext", "qwenimage", "qwenimageedit")
 
 
 def run(quick: bool = False) -> dict[str, Any]:
@@ -358,7 +366,10 @@ def run(quick: bool = False) -> dict[str, Any]:
                  "text tokens), Qwen-Image 2.1 (4096 latent tokens after a 256-token prompt's "
                  "keys and values, made once: diffusers' kv_cache 'cached' step after its "
                  "'extract' one, ours after prefix(); prefix_ms: that once-a-prompt call, "
-                 "timed once), FLUX.2 klein 9B (4096 patches, 512 text tokens), Chroma "
+                 "timed once), Krea 2 (4096 patches, a 77-token prompt: diffusers the whole "
+                 "masked 512-token block and its text fusion every step, ours the real tokens "
+                 "after text() made once, prefix_ms), FLUX.2 klein 9B (4096 patches, 512 "
+                 "text tokens), Chroma "
                  "(4096 patches, 512 T5 tokens, unmasked), FLUX.1 Kontext dev (4096 noise + "
                  "4096 context patches, 512 T5 tokens), Qwen-Image-Edit (4096 noise + 4096 "
                  "reference patches, 1385 text tokens: a 1024x1024 reference read by "

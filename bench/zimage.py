@@ -104,9 +104,11 @@ def _cast(ref: Any, dtype: Any) -> Any:
     reference's hidden states[-2] by 0.19 of their largest value (ours keep the float32
     table; torch's fp16 with the float32 table is within 0.006 of its float32)."""
     rotary = getattr(ref, "rotary_emb", None)
-    table = None if rotary is None else rotary.original_inv_freq.float().clone()
+    if not hasattr(rotary, "original_inv_freq"):  # a DiT's (Krea 2's) computes its own
+        return ref.to(dtype)
+    table = rotary.original_inv_freq.float().clone()
     ref = ref.to(dtype)
-    if rotary is not None:
+    if rotary is not None:  # (always, here; for the type checker)
         rotary.inv_freq = table
         rotary.original_inv_freq = table.clone()
     return ref

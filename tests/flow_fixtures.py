@@ -84,6 +84,17 @@ def tiny_sd3(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Any]:
 
 
 @pytest.fixture(scope="session")
+def tiny_krea2(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Any]:
+    """(the folder `root / "krea-2"`, diffusers' Krea2Pipeline) of tiny random parts (the
+    CLI's and the server's tests)."""
+    pytest.importorskip("diffusers", reason="diffusers is a test-only reference")
+    from krea2_tiny import tiny_krea2_pipeline
+
+    root = tmp_path_factory.mktemp("tiny-krea-2")
+    return root / "krea-2", tiny_krea2_pipeline(root)
+
+
+@pytest.fixture(scope="session")
 def tiny_qwenimage21(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Any]:
     """(the folder `root / "qwen-image-2.1"`, diffusers' QwenImage21Pipeline) of tiny random
     parts (the CLI's and the server's tests)."""

@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from ..loaders.flow.chroma import chroma_family
 from ..loaders.flow.file import flow_model_family
 from ..loaders.flux2 import flux2_distilled, flux2_family
+from ..loaders.krea2 import krea2_family
 from ..loaders.qwen_image import qwenimage21_family, qwenimage_family
 from ..loaders.wan import wan_family, wan_file_family
 from ..loaders.z_image import zimage_family
@@ -33,6 +34,7 @@ from .flow.kontext_model import (
     kontext_family,
     load_kontext_model,
 )
+from .flow.krea2_model import krea2_capabilities, krea2_defaults, load_krea2_model
 from .flow.qwen_image21_model import (
     load_qwenimage21_model,
     qwenimage21_capabilities,
@@ -110,6 +112,8 @@ FAMILIES: tuple[FamilyLoader, ...] = (
                  latent_channels=32, single_file_base=True,
                  capabilities=lambda path, family: flux2_capabilities(
                      family, distilled=flux2_distilled(path))),
+    FamilyLoader("Krea 2", krea2_family, load_krea2_model, krea2_defaults, latent_channels=16,
+                 capabilities=lambda path, family: krea2_capabilities(family)),
     FamilyLoader("Qwen-Image 2.1", qwenimage21_family, load_qwenimage21_model,
                  qwenimage21_defaults, latent_channels=64,
                  capabilities=lambda path, family: qwenimage21_capabilities(family)),

@@ -40,7 +40,9 @@ _EDIT_CLASSES = {"QwenImageEditPipeline": "qwen-image-edit",
                  "QwenImageEditPlusPipeline": "qwen-image-edit-plus"}
 # where the language model's tensors sit in a Qwen2_5_VLForConditionalGeneration file
 # (transformers 4's layout, then 5's)
-_LANGUAGE_PREFIXES = ("model.language_model.", "model.")
+# a ...ForConditionalGeneration's, its base model's (transformers 5 saves Qwen3VLModel's
+# language model as `language_model.`)
+_LANGUAGE_PREFIXES = ("model.language_model.", "model.", "language_model.")
 
 
 @dataclass

@@ -52,16 +52,18 @@ def qwenimage21_family(path: str | os.PathLike[str]) -> str | None:
     return "qwen-image-2.1" if pipeline_class(root) == _CLASS else None
 
 
-def qwen3_vl_text_config(config: dict[str, Any]) -> dict[str, Any]:
+def qwen3_vl_text_config(config: dict[str, Any], model: str = "Qwen-Image 2.1"
+                         ) -> dict[str, Any]:
     """LLMTextModel's config of a Qwen3-VL `text_encoder/config.json`: its `text_config`
-    (model_type "qwen3_vl_text"); WeightsError for another language model's."""
+    (model_type "qwen3_vl_text"); WeightsError for another language model's, naming
+    `model`, the family that reads it."""
     text = config.get("text_config")
     if not isinstance(text, dict) or not text.get("hidden_size"):
-        raise WeightsError("the text encoder's config.json has no text_config: Qwen-Image 2.1's "
+        raise WeightsError(f"the text encoder's config.json has no text_config: {model}'s "
                            "text encoder is Qwen3-VL (Qwen3VLForConditionalGeneration)")
     kind = text.get("model_type", "qwen3_vl_text")
     if kind != "qwen3_vl_text":
-        raise WeightsError(f"the text encoder's language model is {kind!r}; Qwen-Image 2.1's "
+        raise WeightsError(f"the text encoder's language model is {kind!r}; {model}'s "
                            "is Qwen3-VL's (qwen3_vl_text): give the text encoder of its folder")
     return {**text, "model_type": "qwen3_vl_text"}
 

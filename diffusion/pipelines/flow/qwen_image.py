@@ -51,7 +51,7 @@ from .flow_memory import load_network
 from .start import FlowStart, StepCallback, check_call, check_sides, flow_schedule, single_files
 from .vae_file import network_like
 
-__all__ = ["PROMPT_TEMPLATE", "QwenImagePipeline"]
+__all__ = ["PROMPT_TEMPLATE", "QwenImagePipeline", "QwenVaePasses"]
 
 PROMPT_TEMPLATE = (
     "<|im_start|>system\nDescribe the image by detailing the color, shape, size, texture, "
@@ -85,7 +85,49 @@ def true_cfg(positive: np.ndarray, negative: np.ndarray, scale: float) -> np.nda
     return (combined * ratio).astype(np.float32)
 
 
-class QwenImagePipeline:
+class QwenVaePasses:
+    """What a pipeline on Qwen-Image's VAE (`vae`, an AutoencoderKLQwenImage) does with it:
+    a VAE file in its place, pictures in and out of the latent space (Qwen-Image, Krea 2)."""
+
+    vae: AutoencoderKLQwenImage
+
+    def use_vae_file(self, path: str | os.PathLike[str]) -> None:
+        """Decode (and encode) with Qwen-Image's VAE in the file `path`
+        (`qwen_image_vae.safetensors`; `load_qwenimage_vae_file`), in the place, dtype and
+        config of the folder's. WeightsError in one line for another family's VAE or
+        tensors that do not fit."""
+        require_vae(path, "causal3d", int(self.vae.config["z_dim"]), model="Qwen-Image",
+                    usual="qwen_image_vae.safetensors")
+        self.vae = network_like(self.vae, load_qwenimage_vae_file(
+            path, config=self.vae.config), path)
+
+    def encode_image(self, pixels: np.ndarray, generator: Any) -> np.ndarray:
+        """Latents (B, C, h, w) of `pixels` (B, 3, H, W) in [-1, 1]: a draw from the VAE's
+        posterior (one standard normal of the latents' shape from `generator`; its mean
+        where `generator` is None), normalized by latents_mean / latents_std. diffusers:
+        QwenImageImg2ImgPipeline's `_encode_vae_image`."""
+        vae = self.vae
+        mean, logvar = vae.encode(asarray(pixels, dtype=vae.decoder.conv_in.weight.dtype,
+                                          device=vae.device))
+        mean_, logvar_ = (t.numpy().astype(np.float64) for t in (mean, logvar))
+        check_encoded(mean_, vae)
+        latent = mean_ if generator is None else AutoencoderKL.sample(
+            mean_, logvar_, generator.standard_normal(mean_.shape))
+        shape = (1, -1, 1, 1)
+        center = np.asarray(vae.config["latents_mean"], np.float64).reshape(shape)
+        spread = np.asarray(vae.config["latents_std"], np.float64).reshape(shape)
+        return ((latent - center) * (1.0 / spread)).astype(np.float32)
+
+    def decode(self, latents: np.ndarray) -> np.ndarray:
+        """Images (B, H, W, 3) in [0, 1] from the transformer's latents (B, C, h, w)."""
+        vae = self.vae
+        z = vae.denormalize(asarray(latents, dtype=vae.decoder.conv_in.weight.dtype,
+                                    device=vae.device))
+        images = vae.decode(z).numpy().astype(np.float32)
+        return np.clip(images / 2 + 0.5, 0.0, 1.0).transpose(0, 2, 3, 1)
+
+
+class QwenImagePipeline(QwenVaePasses):
     """Qwen-Image txt2img on gpustd. Components as diffusers names them; `scheduler_config`
     is the folder's `scheduler/scheduler_config.json` (a dynamic shift by image size)."""
 
@@ -143,16 +185,6 @@ class QwenImagePipeline:
             text_encoder=encoder, tokenizer=LLMTokenizer(weights.tokenizer_dir),
             scheduler_config=weights.scheduler_config,
             modules=[module_stem(f) for f in files])
-
-    def use_vae_file(self, path: str | os.PathLike[str]) -> None:
-        """Decode (and encode) with Qwen-Image's VAE in the file `path`
-        (`qwen_image_vae.safetensors`; `load_qwenimage_vae_file`), in the place, dtype and
-        config of the folder's. WeightsError in one line for another family's VAE or
-        tensors that do not fit."""
-        require_vae(path, "causal3d", int(self.vae.config["z_dim"]), model="Qwen-Image",
-                    usual="qwen_image_vae.safetensors")
-        self.vae = network_like(self.vae, load_qwenimage_vae_file(
-            path, config=self.vae.config), path)
 
     def encode_prompt(self, prompts: Sequence[str], max_sequence_length: int = 512
                       ) -> tuple[Tensor, np.ndarray | None]:
@@ -240,31 +272,6 @@ class QwenImagePipeline:
         mu = calculate_shift((h // 2) * (w // 2), self.scheduler_config)
         channels = self.transformer.config["in_channels"] // 4
         return flow, (batch, channels, h, w), mu
-
-    def encode_image(self, pixels: np.ndarray, generator: Any) -> np.ndarray:
-        """Latents (B, C, h, w) of `pixels` (B, 3, H, W) in [-1, 1]: a draw from the VAE's
-        posterior (one standard normal of the latents' shape from `generator`; its mean
-        where `generator` is None), normalized by latents_mean / latents_std. diffusers:
-        QwenImageImg2ImgPipeline's `_encode_vae_image`."""
-        vae = self.vae
-        mean, logvar = vae.encode(asarray(pixels, dtype=vae.decoder.conv_in.weight.dtype,
-                                          device=vae.device))
-        mean_, logvar_ = (t.numpy().astype(np.float64) for t in (mean, logvar))
-        check_encoded(mean_, vae)
-        latent = mean_ if generator is None else AutoencoderKL.sample(
-            mean_, logvar_, generator.standard_normal(mean_.shape))
-        shape = (1, -1, 1, 1)
-        center = np.asarray(vae.config["latents_mean"], np.float64).reshape(shape)
-        spread = np.asarray(vae.config["latents_std"], np.float64).reshape(shape)
-        return ((latent - center) * (1.0 / spread)).astype(np.float32)
-
-    def decode(self, latents: np.ndarray) -> np.ndarray:
-        """Images (B, H, W, 3) in [0, 1] from the transformer's latents (B, C, h, w)."""
-        vae = self.vae
-        z = vae.denormalize(asarray(latents, dtype=vae.decoder.conv_in.weight.dtype,
-                                    device=vae.device))
-        images = vae.decode(z).numpy().astype(np.float32)
-        return np.clip(images / 2 + 0.5, 0.0, 1.0).transpose(0, 2, 3, 1)
 
     def __call__(self, prompt: str | Sequence[str], *, height: int = 1024, width: int = 1024,
                  num_inference_steps: int = 50, true_cfg_scale: float = 4.0,
