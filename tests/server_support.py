@@ -21,7 +21,11 @@ import pytest
 from PIL import Image
 
 import gpucore
-from diffusion.pipelines.sd.stable_diffusion import GenerationResult, SamplingDefaults
+from diffusion.pipelines.sd.stable_diffusion import (
+    GenerationResult,
+    SamplingDefaults,
+    unet_capabilities,
+)
 
 PROMPT = "a red circle on a blue background"
 NO_DEVICE = "no GPU adapter present: install mesa-vulkan-drivers (see README)"
@@ -31,10 +35,12 @@ needs_device = pytest.mark.skipif(not HAS_DEVICE, reason=NO_DEVICE)
 
 class StandInPipeline:
     """What the server's worker needs of a pipeline, for tests that need no model and no
-    device: generate records the request and returns one black 64x64 picture."""
+    device: generate records the request and returns one black 64x64 picture; an SD 1.x
+    model's Capabilities (the server refuses with them before it queues a request)."""
 
     native_size = 64
     defaults = SamplingDefaults()
+    capabilities = unet_capabilities("sd1", sdxl=False, inpainting=False, turbo=False)
 
     def __init__(self) -> None:
         self.requests: list[Any] = []
