@@ -31,9 +31,11 @@ _KEYS = {"unet": unet_keys, "vae": vae_keys, "text_encoder": clip_text_keys,
          "text_encoder_2": clip_text_keys}
 
 
-def write_sd_folder(path: Path, kind: str) -> Path:
-    """A header-only diffusers folder of `kind` (a key of KINDS) at `path`."""
+def write_sd_folder(path: Path, kind: str, **unet: Any) -> Path:
+    """A header-only diffusers folder of `kind` (a key of KINDS) at `path`; `unet`: changes
+    to its UNet config (in_channels=9: an inpainting model)."""
     pipeline, components = KINDS[kind]
+    components = {**components, "unet": {**components["unet"], **unet}}
     for name, config in components.items():
         (path / name).mkdir(parents=True)
         (path / name / "config.json").write_text(json.dumps(config))

@@ -86,11 +86,11 @@ def refuse_refiner(ours: Capabilities | None, refiner: PathText, request: Genera
 
 def refuse_gguf_base(path: PathText, base: PathText) -> None:
     """ValueError in one line where the SD GGUF `path` cannot run with the base model `base`
-    (the CLI's --base), told from the headers as `gguf_pipeline_weights` will find it: a
-    whole-model GGUF has its own parts; a UNet-only one runs with the base's UNet config, so
-    a base whose text width, or SDXL's added embedding, is not the UNet's would fail only
-    once its weights load. The base's own WeightsError (not a model of the SD line) as its
-    load gives it; nothing for other files."""
+    (the CLI's --base), told from the headers as `gguf_pipeline_weights` would find it at the
+    load: a whole-model GGUF has its own parts; a UNet-only one runs with the base's UNet
+    config, so a base whose text width, or SDXL's added embedding, is not the UNet's fails
+    (the tensors' names or shapes) only once its weights load. The base's own WeightsError
+    (no model of the SD line) as its load gives it; nothing for other files."""
     from ..loaders import load_pipeline_weights
     from ..loaders.formats.gguf_file import GGUFFile
     from ..loaders.sd.gguf_model import read_model_metadata
@@ -107,10 +107,15 @@ def refuse_gguf_base(path: PathText, base: PathText) -> None:
     family, unet, _ = gguf_unet_facts(path)
     theirs = load_pipeline_weights(base)
     config = theirs.unet.config
-    told = {key: (unet.get(key), config.get(key))
-            for key in ("cross_attention_dim", "addition_embed_type")}
-    if any(ours != other for ours, other in told.values()):
-        width, other_width = told["cross_attention_dim"]
-        raise ValueError(f"--base {base} is a {theirs.info.family} model ({other_width}-wide "
-                         f"text) and the UNet in {Path(path).name} a {family} one "
-                         f"({width}-wide text); give a base model of the UNet's family")
+    if (unet.get("cross_attention_dim") != config.get("cross_attention_dim")
+            or unet.get("addition_embed_type") != config.get("addition_embed_type")):
+        raise ValueError(f"--base {base} is a {theirs.info.family} model "
+                         f"({_text(config)}) and the UNet in {Path(path).name} a {family} one "
+                         f"({_text(unet)}): its UNet config does not fit; give a base model of "
+                         "the UNet's family")
+
+
+def _text(config: dict[str, Any]) -> str:
+    """What a UNet config says of the text a UNet attends to, for people."""
+    sdxl = ", SDXL's added embedding" if config.get("addition_embed_type") else ""
+    return f"{config.get('cross_attention_dim')}-wide text{sdxl}"
