@@ -13,6 +13,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -35,12 +36,14 @@ needs_device = pytest.mark.skipif(not HAS_DEVICE, reason=NO_DEVICE)
 
 class StandInPipeline:
     """What the server's worker needs of a pipeline, for tests that need no model and no
-    device: generate records the request and returns one black 64x64 picture; an SD 1.x
-    model's Capabilities (the server refuses with them before it queues a request)."""
+    device: generate records the request and returns one black 64x64 picture. Its
+    Capabilities (the server refuses with them before it queues a request) are an SD 1.x
+    model's reading any number of pictures, as the tests of the pictures' limits send."""
 
     native_size = 64
     defaults = SamplingDefaults()
-    capabilities = unet_capabilities("sd1", sdxl=False, inpainting=False, turbo=False)
+    capabilities = replace(unet_capabilities("sd1", sdxl=False, inpainting=False, turbo=False),
+                           references=None)
 
     def __init__(self) -> None:
         self.requests: list[Any] = []
