@@ -23,6 +23,7 @@ from typing import Any
 from .contract import Capabilities
 from .control_map import MAP_MODEL, ControlMap
 from .control_spec import ControlSpec
+from .reference import REFERENCE_MODULES
 from .request import GenerationRequest
 
 __all__ = ["refuse_before_load", "refuse_gguf_base", "refuse_refiner", "refuse_with"]
@@ -35,7 +36,11 @@ def refuse_with(capabilities: Capabilities, request: GenerationRequest,
                 guidance: Sequence[str] = ()) -> None:
     """`refuse_before_load`'s refusals with the family's `capabilities` given (a loaded
     pipeline's, or told from its files)."""
-    units = [ControlMap(spec.image) if spec.model == MAP_MODEL else spec for spec in specs]
+    # model "None" is the model's own control map, or with a reference module a reference
+    # unit (ControlSpec.unit), no map
+    units = [ControlMap(spec.image)
+             if spec.model == MAP_MODEL and spec.module not in REFERENCE_MODULES else spec
+             for spec in specs]
     capabilities.refuse(replace(request, control=(*units, *more_units)))
     for option in guidance:
         capabilities.refuse_distilled_guidance(option)
@@ -46,11 +51,12 @@ def refuse_before_load(path: PathText, request: GenerationRequest,
                        guidance: Sequence[str] = ()) -> Capabilities | None:
     """ValueError in one line, the loaded pipeline's `Capabilities.refuse`'s, for a setting of
     `request` that the family of the model at `path` does not take; nothing where its family
-    takes it or only loading can tell. `specs`: the ControlNet units (a map's model
-    MAP_MODEL), `more_units` others (IP-Adapter's) by name; `request.refiner` and
-    `request.redux` may be any stand-in (a name) for the models they will be; `guidance`:
-    the distilled guidance options given explicitly (the CLI's), refused where the family
-    takes none. Returns the Capabilities it refused with (None: only loading can tell)."""
+    takes it or only loading can tell. `specs`: the ControlNet units (a map's and a
+    reference unit's model MAP_MODEL), `more_units` others (IP-Adapter's) by name;
+    `request.refiner` and `request.redux` may be any stand-in (a name) for the models they
+    will be; `guidance`: the distilled guidance options given explicitly (the CLI's),
+    refused where the family takes none. Returns the Capabilities it refused with (None:
+    only loading can tell)."""
     from .families import capabilities_of
 
     capabilities = capabilities_of(path)

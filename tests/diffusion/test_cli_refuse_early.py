@@ -68,6 +68,16 @@ def test_a_refiner_is_refused_before_anything_loads(
     assert message in cli_error(capsys, *argv)
 
 
+def test_a_reference_unit_is_no_control_map(here: Path,
+                                            capsys: pytest.CaptureFixture[str]) -> None:
+    """Model "None" with a reference module is a reference unit, which SD 1.x runs; without
+    one it is FLUX.1 Canny / Depth dev's control map, which SD 1.x refuses."""
+    unit = ("--controlnet", "None", "--control-image", "good.png")
+    assert "a control map without a ControlNet model: sd1 models take none" in cli_error(
+        capsys, "txt2img", *SD, *unit)
+    assert ON in cli_error(capsys, "txt2img", *SD, *unit, "--control-module", "reference_only")
+
+
 def test_a_gguf_base_is_refused_before_anything_loads(
         here: Path, capsys: pytest.CaptureFixture[str]) -> None:
     """The bundled SD 1.x model's UNet as a UNet-only GGUF (`quantize --unet-only`): a --base
