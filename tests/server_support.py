@@ -13,6 +13,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -21,7 +22,11 @@ import pytest
 from PIL import Image
 
 import gpucore
-from diffusion.pipelines.sd.stable_diffusion import GenerationResult, SamplingDefaults
+from diffusion.pipelines.sd.stable_diffusion import (
+    GenerationResult,
+    SamplingDefaults,
+    unet_capabilities,
+)
 
 PROMPT = "a red circle on a blue background"
 NO_DEVICE = "no GPU adapter present: install mesa-vulkan-drivers (see README)"
@@ -31,10 +36,14 @@ needs_device = pytest.mark.skipif(not HAS_DEVICE, reason=NO_DEVICE)
 
 class StandInPipeline:
     """What the server's worker needs of a pipeline, for tests that need no model and no
-    device: generate records the request and returns one black 64x64 picture."""
+    device: generate records the request and returns one black 64x64 picture. Its
+    Capabilities (the server refuses with them before it queues a request) are an SD 1.x
+    model's reading any number of pictures, as the tests of the pictures' limits send."""
 
     native_size = 64
     defaults = SamplingDefaults()
+    capabilities = replace(unet_capabilities("sd1", sdxl=False, inpainting=False, turbo=False),
+                           references=None)
 
     def __init__(self) -> None:
         self.requests: list[Any] = []

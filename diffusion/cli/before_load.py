@@ -1,5 +1,6 @@
 """The command line's refusals before --model loads (`pipelines.before_load`): its
---refiner, --redux and --ip-adapter stand in by name for the models they will load."""
+--refiner, --redux and --ip-adapter stand in by name for the models they will load, then
+--refiner is checked against --model, and --base against a GGUF --model, from their files."""
 
 from __future__ import annotations
 
@@ -34,11 +35,18 @@ def refuse_before_load(args: argparse.Namespace, request: GenerationRequest,
     tell (the loaded pipeline's capabilities then refuse the same). A distilled guidance
     scale is refused only where given on the command line: those options are None when left
     out, and one that --from-infotext fills is ignored by the other families, as the server
-    and Forge ignore the one Forge's clients always send."""
+    and Forge ignore the one Forge's clients always send. Then a --base a GGUF --model
+    cannot run with, and a --refiner that cannot take over from --model
+    (`before_load.refuse_gguf_base`, `refuse_refiner`)."""
     from ..pipelines import before_load
     from ..pipelines.load import DEFAULT_MODEL
 
-    before_load.refuse_before_load(
-        DEFAULT_MODEL if args.model is None else args.model,
+    model = DEFAULT_MODEL if args.model is None else args.model
+    if args.base:
+        before_load.refuse_gguf_base(model, args.base)
+    ours = before_load.refuse_before_load(
+        model,
         replace(request, refiner=args.refiner or None, redux="--redux" if redux else None),
         specs, more_units=("--ip-adapter",) if ip_adapters else (), guidance=guidance)
+    if args.refiner:  # _check_paths made sure it is there
+        before_load.refuse_refiner(ours, args.refiner, request, "--refiner", args.refiner)

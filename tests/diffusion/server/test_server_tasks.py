@@ -19,7 +19,11 @@ pytest.importorskip("fastapi", reason="server extra (pip install .[server])")
 import httpx
 from server_support import Background, info, live_server, wait_for
 
-from diffusion.pipelines.sd.stable_diffusion import GenerationResult, SamplingDefaults
+from diffusion.pipelines.sd.stable_diffusion import (
+    GenerationResult,
+    SamplingDefaults,
+    unet_capabilities,
+)
 from diffusion.server import create_app
 
 pytestmark = pytest.mark.nodevice
@@ -31,6 +35,7 @@ class Gated:
 
     native_size = 64
     defaults = SamplingDefaults()
+    capabilities = unet_capabilities("sd1", sdxl=False, inpainting=False, turbo=False)
 
     def __init__(self) -> None:
         self.gates: dict[str, threading.Semaphore] = {}

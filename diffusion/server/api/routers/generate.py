@@ -13,11 +13,12 @@ from fastapi import APIRouter, Depends, Request
 from fastapi.exceptions import RequestValidationError
 from pydantic import ValidationError
 
-from ....pipelines.before_load import refuse_before_load
+from ....pipelines.before_load import refuse_before_load, refuse_refiner, refuse_with
 from ....pipelines.control_spec import numpy_seed
 from ....pipelines.inpaint_plan import blur_sides, repainted
 from ....pipelines.mask_blur import blur_mask
 from ....pipelines.module_load import hires_modules
+from ....pipelines.request import GenerationRequest
 from ....text.styles import StylesError
 from ...catalog.models_dir import ModelEntry
 from ...catalog.modules_dir import AUTOMATIC_VAE
@@ -143,13 +144,11 @@ async def run_generation(state: ServerState, body: Txt2ImgRequest, kind: str,
                 worker.pipe, loaded.path, labels, hires_files))
         return worker.generate(replace(job, request=request))
 
-    # 6. a model not loaded now, or not once the queued switches have run: what its family
-    # does not take is refused from its files (its configs and headers; a GGUF's take seconds
-    # to parse, off the event loop), not after its load
-    if wanted is not None and any(model is None or model.path != wanted.path
-                                  for model in (worker.model, worker.planned)):
-        await asyncio.to_thread(refuse_before_load, wanted.path,
-                                replace(job.request, redux=redux), job.control)
+    # 6. what the model's family does not take, and a refiner that cannot take over from it,
+    # refused before anything is queued (_refuse_early)
+    if wanted is not None:
+        await asyncio.to_thread(_refuse_early, state, wanted,
+                                replace(job.request, redux=redux), job.control, refiner)
     # a switch first when the queue leaves another model (or other modules) loaded: this
     # request's override, or the options' model back after another request's override
     planned = state.worker.planned
@@ -196,6 +195,26 @@ async def run_request(state: ServerState, body: Txt2ImgRequest, kind: str,
                                  "clip" if model == "CLIP" else "deepdanbooru", client)
 
     return await run_script(body, kind, generate, check, queue, tags)
+
+
+def _refuse_early(state: ServerState, wanted: ModelEntry, request: GenerationRequest,
+                  control: Any, refiner: ModelEntry | None) -> None:
+    """ValueError in one line (a 422), the loaded pipeline's own, for what the family of
+    `wanted` does not take: from the loaded pipeline's Capabilities (worker.facts) when it is
+    the model loaded now and once the queued switches have run, else from its files (configs
+    and headers: pipelines.before_load; a GGUF's take seconds, so this runs off the event
+    loop); then for a `refiner` of another latent space (its files too), as check_refiner
+    would on the worker after loading it."""
+    worker = state.worker
+    facts = worker.facts
+    if facts is not None and all(model is not None and model.path == wanted.path
+                                 for model in (worker.model, worker.planned)):
+        ours = facts.capabilities
+        refuse_with(ours, request, control)
+    else:
+        ours = refuse_before_load(wanted.path, request, control)
+    if refiner is not None:
+        refuse_refiner(ours, refiner.path, request, "refiner_checkpoint", str(request.refiner))
 
 
 def _wanted_model(state: ServerState, body: Txt2ImgRequest) -> ModelEntry | None:
