@@ -27,7 +27,8 @@ def upscaler_names() -> list[str]:
 
 def upscale(image: np.ndarray, name: str, scale: float, device: Any = None) -> np.ndarray:
     """(H, W, 3) uint8 upscaled by `scale` with upscaler `name`: a model's (on `device`, the
-    gpucore Device of the server's worker that runs it; None: the upscaler's), or Pillow's for
+    gpucore Device of the server's worker that runs it, or a function giving it, called only
+    once a model runs: a refused size opens no device; None: the upscaler's), or Pillow's for
     "Lanczos", "Nearest" and "None" (a Lanczos resize, as the WebUI's UpscalerNone ends in).
     The size is the WebUI's: each side times `scale`, rounded down to a multiple of 8.
     Raises ValueError for an unknown name, listing the known ones."""
@@ -46,5 +47,6 @@ def upscale(image: np.ndarray, name: str, scale: float, device: Any = None) -> n
                          f"over the limit of {MAX_PIXELS:,} pixels; upscale by less or a "
                          "smaller picture")
     if name in MODEL_UPSCALERS:
-        return MODEL_UPSCALERS[name].upscale(image, scale, device)
+        return MODEL_UPSCALERS[name].upscale(image, scale, device() if callable(device)
+                                             else device)
     return upscale_image(image, size, name)

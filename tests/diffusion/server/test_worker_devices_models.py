@@ -125,8 +125,8 @@ class _Faces:
 
 def test_the_extras_route_upscales_and_restores_on_its_workers_device(
         first_device: Any, second: Any, reads: list[Any]) -> None:
-    """Worker 0 busy, an Extras request runs on worker 1: its upscaler and its face
-    restoration on worker 1's device, the picture the single-device one."""
+    """One worker busy, an Extras request runs on the other: its upscaler and its face
+    restoration on that worker's device, the picture the single-device one."""
     worker = Worker(lambda path, **where: None, devices=[first_device, second])
     faces = _Faces()
     app = FastAPI()
@@ -134,16 +134,23 @@ def test_the_extras_route_upscales_and_restores_on_its_workers_device(
     app.state.server = SimpleNamespace(worker=worker, queue_size=4, faces=faces)
     app.include_router(extras.api, prefix="/sdapi/v1")
     started, gate = threading.Event(), threading.Event()
-    busy = worker.submit(lambda: (started.set(), gate.wait(30)))
+    held: list[Any] = []  # the device of the worker the first job holds (either may take it)
+
+    def hold() -> None:
+        held.append(worker.device)
+        started.set()
+        gate.wait(30)
+    busy = worker.submit(hold)
     try:
         assert started.wait(30)
+        free = second if held == [first_device] else first_device
         image = _picture()
         with TestClient(app) as client:
             answer = client.post("/sdapi/v1/extra-single-image", json={
                 "upscaler_1": NAME, "upscaling_resize": 2, "gfpgan_visibility": 1,
                 "image": png_b64(Image.fromarray(image))})
         assert answer.status_code == 200, answer.text
-        assert reads == [second] and faces.devices == [second]
+        assert reads == [free] and faces.devices == [free]
         want = models.MODEL_UPSCALERS[NAME].upscale(image, 2, first_device)
         assert np.array_equal(pixels(answer.json()["image"]), want)
     finally:

@@ -14,6 +14,7 @@ CodeFormer's (fidelity `codeformer_weight`) at `codeformer_visibility`, where ab
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -66,10 +67,12 @@ class ExtrasBatchRequest(_ExtrasOptions):
     imageList: list[_FileData] = Field(default_factory=list)  # the WebUI spells it so
 
 
-def _upscale(image: np.ndarray, options: _ExtrasOptions, device: Any) -> np.ndarray:
+def _upscale(image: np.ndarray, options: _ExtrasOptions, device: Callable[[], Any]
+             ) -> np.ndarray:
     """One picture through upscaler 1 (and 2, blended), as the WebUI's Extras tab, a model's
-    on `device` (the worker's); upscaler 1 "None" upscales nothing (the WebUI's
-    postprocessing_upscale returns at once, upscaler 2 and the resize included)."""
+    on `device()` (the worker's, asked only once a model runs); upscaler 1 "None" upscales
+    nothing (the WebUI's postprocessing_upscale returns at once, upscaler 2 and the resize
+    included)."""
     from PIL import Image
 
     if options.upscaler_1 == "None":
@@ -110,17 +113,19 @@ def _restorations(options: _ExtrasOptions,
 
 
 def _postprocess(image: np.ndarray, options: _ExtrasOptions, faces: list[FaceRestoration],
-                 device: Any) -> np.ndarray:
-    """One picture upscaled, then its faces restored, the networks on `device` (the worker's
-    that runs the job: each of a thread server's GPUs upscales on its own)."""
+                 device: Callable[[], Any]) -> np.ndarray:
+    """One picture upscaled, then its faces restored, the networks on `device()` (the
+    worker's that runs the job: each of a thread server's GPUs upscales on its own; asked
+    only when a network runs, so a refused size opens no device)."""
     out = _upscale(image, options, device)
     for restoration in faces:
-        out = restoration.apply(out, device)
+        out = restoration.apply(out, device())
     return out
 
 
 def _postprocess_all(images: list[np.ndarray], options: _ExtrasOptions,
-                     faces: list[FaceRestoration], device: Any) -> list[np.ndarray]:
+                     faces: list[FaceRestoration], device: Callable[[], Any]
+                     ) -> list[np.ndarray]:
     """The batch's pictures, each upscaled picture taken from BATCH_PIXELS (each alone is held
     to upscale()'s limit; 60 at that limit would take 32 GB)."""
     budget, outs = PixelBudget(BATCH_PIXELS), []
@@ -209,7 +214,8 @@ async def extra_single_image(request: ExtrasSingleRequest, state: State) -> dict
     faces = _check(request, state)
     image = np.asarray(decode_image(request.image, "image").convert("RGB"))
     worker = state.worker  # what the job refers to travels to a worker process: not `state`
-    out = await _run(state, lambda: _postprocess(image, request, faces, worker.device))
+    out = await _run(state, lambda: _postprocess(image, request, faces,
+                                                 lambda: worker.device))
     return {"html_info": _html_info(request, out.shape[1::-1]), "image": encode_png(out)}
 
 
@@ -220,6 +226,7 @@ async def extra_batch_images(request: ExtrasBatchRequest, state: State) -> dict[
     images = [np.asarray(decode_image(item.data, f"imageList[{i}]", budget).convert("RGB"))
               for i, item in enumerate(request.imageList)]
     worker = state.worker
-    outs = await _run(state, lambda: _postprocess_all(images, request, faces, worker.device))
+    outs = await _run(state, lambda: _postprocess_all(images, request, faces,
+                                                      lambda: worker.device))
     info = _html_info(request, outs[0].shape[1::-1]) if outs else ""
     return {"html_info": info, "images": [encode_png(out) for out in outs]}
