@@ -3,6 +3,9 @@ random model whose weights are scaled until the control latents visibly matter).
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
+
 import numpy as np
 import pytest
 
@@ -132,3 +135,27 @@ def test_vace_config_refused() -> None:
         WanVACETransformer3DModel({**VACE_TINY, "vace_layers": [1, 2]})
     with pytest.raises(ValueError, match="include 0"):
         WanVACETransformer3DModel({**VACE_TINY, "vace_layers": [0, 3]})
+
+
+def test_vace_folder_reads_back(first_device: gpucore.Device, tmp_path: Path) -> None:
+    """The tiny transformer folder (diffusers' save_pretrained) builds ours from its
+    config.json (diffusers' extra fields included) and its safetensors keys."""
+    from safetensors.numpy import load_file
+    from wan_vace_tiny import tiny_vace_transformer_folder
+
+    reference = tiny_vace_transformer_folder(tmp_path / "transformer", seed=22)
+    config = json.loads((tmp_path / "transformer" / "config.json").read_text())
+    assert config["_class_name"] == "WanVACETransformer3DModel"
+    ours = WanVACETransformer3DModel(config, device=first_device)
+    ours.load_state_dict(load_file(
+        tmp_path / "transformer" / "diffusion_pytorch_model.safetensors"))
+    rng = np.random.default_rng(4)
+    latents = rng.standard_normal((1, 4, 1, 2, 4)).astype(np.float32)
+    text = rng.standard_normal((1, 3, VACE_TINY["text_dim"])).astype(np.float32)
+    control = rng.standard_normal((1, CONTROL, 1, 2, 4)).astype(np.float32)
+    timestep = np.array([900.0], np.float32)
+    expected = _reference(reference, latents, timestep, text, control, [1.0, 1.0])
+    got = ours(asarray(latents, device=first_device), timestep,
+               asarray(text, device=first_device),
+               control_hidden_states=asarray(control, device=first_device)).numpy()
+    assert_close(got, expected, tol=TOL)
