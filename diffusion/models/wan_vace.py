@@ -161,9 +161,9 @@ def _fitted(control: Tensor, patches: Tensor) -> Tensor:
     batch, length, dim = patches.shape
     if control.shape[0] != batch:
         if control.shape[0] != 1:
-            raise ValueError(f"control latents for {control.shape[0]} videos, {batch} given: "
-                             "give one control or one per video")
-        control = concatenate([control] * batch, axis=0) if batch > 1 else control
+            raise ValueError(f"control latents for {control.shape[0]} videos and a batch of "
+                             f"{batch}: give one control or one per video")
+        control = concatenate([control] * batch, axis=0)
     if control.shape[1] > length:
         raise ValueError(f"the control latents have more frames ({control.shape[1]} tokens) "
                          f"than the latent video ({length}); give them the video's frames")
