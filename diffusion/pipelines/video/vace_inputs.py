@@ -99,8 +99,8 @@ def _same_size(pictures: list[Any], name: str, size: tuple[int, int]) -> None:
 
 
 def _mask_picture(frame: Any, name: str) -> Any:
-    """A mask frame (PIL, or a uint8 / bool HxW, HxWx1 or HxWx3 array) as an 8-bit PIL image,
-    grey ("L") or RGB as it is."""
+    """A mask frame (PIL, or a uint8 / bool HxW, HxWx1 or HxWx3 array) as an 8-bit PIL image
+    as it is (a 16-bit one scaled: imaging.eight_bit); vace_pixels makes it grey or RGB."""
     from PIL import Image
 
     if not isinstance(frame, Image.Image):
@@ -202,6 +202,8 @@ def vace_pixels(height: int, width: int, num_frames: int, *, video: Any = None,
                 raise ValueError(f"the mask video has {len(shades)} frames but the control "
                                  f"video has {len(pictures)}: give one mask frame per frame")
             _same_size(shades, "mask", size)
+            # grey frames stay one channel, as diffusers reads an "L" picture; colour ones
+            # three (the kept and regenerated parts per channel, the red one folded)
             grey = all(s.mode in ("1", "L", "LA") for s in shades)
             shades = [s.convert("L" if grey else "RGB") for s in shades]
             # diffusers normalizes the mask to [-1, 1] and back: the same float32 steps

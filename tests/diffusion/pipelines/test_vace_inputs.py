@@ -74,6 +74,9 @@ def test_control_equals_diffusers(device: gpucore.Device, reference: Any) -> Non
     assert got.references == 2 and got.latent_frames == 2 + 2
     assert got.control.shape == expected.shape == (1, 4 + 4 + 64, 4, 4, 6)
     assert_close(got.control, expected, tol=TOL)
+    noise = reference.prepare_latents(1, 4, HEIGHT, WIDTH, FRAMES + 4 * got.references,
+                                      torch.float32, torch.device("cpu"))
+    assert noise.shape[2] == got.latent_frames  # __call__'s noise: the references' frames too
     # the folded mask holds grey levels, not only 0 and 1
     assert ((got.control[:, 8:] > 0.01) & (got.control[:, 8:] < 0.99)).any()
     latents = np.ones((1, 4, 4, 4, 6)) * np.arange(4)[:, None, None]
@@ -81,10 +84,14 @@ def test_control_equals_diffusers(device: gpucore.Device, reference: Any) -> Non
 
 
 def test_defaults_equal_diffusers(device: gpucore.Device, reference: Any) -> None:
-    """No video: a zero one and an all-ones mask; one colour mask (its red channel folded)."""
+    """No video: a zero one and an all-ones mask."""
     got = _ours(device, reference)
     assert got.references == 0
     assert_close(got.control, _expected(reference, None, None, None), tol=TOL)
+
+
+def test_colour_mask_equals_diffusers(device: gpucore.Device, reference: Any) -> None:
+    """Colour mask frames: each channel masks its own, the red one is folded."""
     video, _, pictures = _inputs(2)
     colour = np.random.default_rng(3).integers(0, 256, video.shape, dtype=np.uint8)
     got = _ours(device, reference, video=video, mask=colour, references=pictures[:1])
