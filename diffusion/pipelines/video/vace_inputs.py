@@ -21,9 +21,9 @@ a video. Video and mask frames are resized to width x height with Lanczos (diffu
 VideoProcessor's PIL resize). diffusers keeps a video smaller than width x height, or of
 another aspect, at its own size (fit inside, never enlarged, cut to multiples of 16) and pads
 the transformer's control tokens with zeros; here every video is brought to width x height,
-the same wherever diffusers' size is width x height. A reference picture is cut to multiples
-of 8 (Lanczos), scaled to fit width x height keeping its aspect (bilinear, no antialias:
-torch's interpolate) and centred on white.
+the same wherever diffusers' size is width x height. A reference picture is resized (Lanczos)
+to its size cut down to multiples of 8, then scaled to fit width x height keeping its aspect
+(bilinear, no antialias: torch's interpolate) and centred on white.
 """
 
 from __future__ import annotations
