@@ -31,3 +31,21 @@ def tiny_vace_transformer_folder(path: Path, seed: int = 21) -> Any:
     model = tiny_vace_transformer(seed)
     model.save_pretrained(path)
     return model
+
+
+def tiny_wan_vace_pipeline(root: Path) -> Any:
+    """diffusers' WanVACEPipeline of tiny random parts (wan_tiny's VAE, UMT5 and scheduler,
+    `tiny_vace_transformer`) saved to `root / "wan-vace"`; returns it."""
+    import diffusers
+    import transformers
+    from flow_tiny import tiny_t5_tokenizer
+    from wan_tiny import WAN_SCHEDULER, tiny_umt5, tiny_wan_vae
+
+    tiny_t5_tokenizer(root / "umt5-tokenizer")
+    tokenizer = transformers.T5TokenizerFast(
+        tokenizer_file=str(root / "umt5-tokenizer" / "tokenizer.json"))
+    pipe = diffusers.WanVACEPipeline(
+        tokenizer=tokenizer, text_encoder=tiny_umt5(), transformer=tiny_vace_transformer(),
+        vae=tiny_wan_vae(), scheduler=diffusers.UniPCMultistepScheduler(**WAN_SCHEDULER))
+    pipe.save_pretrained(root / "wan-vace")
+    return pipe

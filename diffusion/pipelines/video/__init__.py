@@ -3,8 +3,9 @@ text-to-video and Wan 2.2 TI2V 5B (`wan.WanPipeline`). Frames are a latent axis:
 transformer work on (B, C, frames, H, W) latents, the pipeline returns (B, frames, H, W, 3);
 `files` writes them (MP4, animated WebP, PNGs)."""
 
-from .wan import SAMPLERS, WanPipeline, check_frame_count, refuse_pictures
+from .wan import SAMPLERS, WanPipeline
 from .wan_cache import video_cache
+from .wan_refuse import check_frame_count, refuse_pictures
 
 __all__ = ["SAMPLERS", "WanPipeline", "check_frame_count", "refuse_pictures",
            "video_cache"]

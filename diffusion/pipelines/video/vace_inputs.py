@@ -38,8 +38,8 @@ from ...imaging import condition_picture, eight_bit
 from ...models.wan_vae import AutoencoderKLWan
 from .wan_image import _latents
 
-__all__ = ["SPATIAL", "TEMPORAL", "VaceCondition", "VacePixels", "folded_mask", "vace_condition",
-           "vace_pixels"]
+__all__ = ["SPATIAL", "TEMPORAL", "VaceCondition", "VacePixels", "control_pixels", "folded_mask",
+           "vace_condition", "vace_pixels"]
 
 SPATIAL = 8  # Wan 2.1's VAE: pixels per latent along a side
 TEMPORAL = 4  # frames per latent frame after the first
@@ -216,6 +216,21 @@ def vace_pixels(height: int, width: int, num_frames: int, *, video: Any = None,
                          f"arrays); got {type(references).__name__}")
     return VacePixels(frames, masks, [_reference(p, i, height, width)
                                       for i, p in enumerate(references)])
+
+
+def control_pixels(control: VacePixels | None, height: int, width: int, num_frames: int
+                   ) -> VacePixels:
+    """`control` (vace_pixels) checked to be for num_frames frames of width x height, or the
+    defaults where none (a gray video regenerated whole, no references); ValueError in one
+    line for a control made for another video."""
+    if control is None:
+        return vace_pixels(height, width, num_frames)
+    _, _, frames, rows, cols = control.video.shape
+    if (frames, rows, cols) != (num_frames, height, width):
+        raise ValueError(f"the VACE control was made for {frames} frames of {cols}x{rows}, the "
+                         f"video is {num_frames} of {width}x{height}: make it with vace_pixels "
+                         "for the video's size and frames")
+    return control
 
 
 def folded_mask(mask: np.ndarray, references: int) -> np.ndarray:
