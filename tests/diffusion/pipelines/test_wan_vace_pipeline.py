@@ -101,13 +101,17 @@ def test_vace_equals_diffusers(first_device: gpucore.Device, tiny_vace: tuple[Pa
 def test_vace_without_control(first_device: gpucore.Device, tiny_vace: tuple[Path, Any],
                               tmp_path: Path, capsys: pytest.CaptureFixture[str],
                               diffusers_prompts: None) -> None:
-    """No control given: diffusers' defaults (a gray video, all regenerated, no references)."""
+    """No control given: diffusers' defaults (a gray video, all regenerated, no references);
+    --lowvram (the main and the control blocks streamed) gives the same frames bitwise."""
     folder, reference = tiny_vace
     out, _ = cli_ok(capsys, "txt2vid", "--model", str(folder), *COMMON,
                     "-o", str(tmp_path / "plain"))
     ours, expected = png_frames(out), _expected(reference)
     assert np.abs(ours - expected).mean() < 1e-3
     assert np.abs(ours - expected).max() < 1 / 255
+    out, _ = cli_ok(capsys, "txt2vid", "--model", str(folder), *COMMON, "--lowvram",
+                    "-o", str(tmp_path / "lowvram"))
+    assert np.array_equal(png_frames(out), ours)
 
 
 def test_refusals(tiny_vace: tuple[Path, Any], tmp_path: Path,
