@@ -137,3 +137,18 @@ def test_bad_inputs_refused(inputs: dict[str, Any], words: str) -> None:
     with pytest.raises(ValueError, match=words) as caught:
         vace_pixels(**size, **inputs)
     assert "\n" not in str(caught.value)
+
+
+@pytest.mark.nodevice
+def test_control_pixels_fit_the_video() -> None:
+    """The pipeline's control: the defaults where none is given, a given one as it is, one
+    made for another size or frame count refused in one line."""
+    from diffusion.pipelines.video.vace_inputs import control_pixels
+
+    default = control_pixels(None, HEIGHT, WIDTH, FRAMES)
+    assert np.array_equal(default.video, vace_pixels(HEIGHT, WIDTH, FRAMES).video)
+    assert control_pixels(default, HEIGHT, WIDTH, FRAMES) is default
+    with pytest.raises(ValueError, match=r"made for 5 frames of 48x32, the video is 9 of "
+                                         r"48x32") as raised:
+        control_pixels(default, HEIGHT, WIDTH, 9)
+    assert "\n" not in str(raised.value)
