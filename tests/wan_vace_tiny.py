@@ -33,9 +33,11 @@ def tiny_vace_transformer_folder(path: Path, seed: int = 21) -> Any:
     return model
 
 
-def tiny_wan_vace_pipeline(root: Path) -> Any:
+def tiny_wan_vace_pipeline(root: Path, *, boundary_ratio: float | None = None) -> Any:
     """diffusers' WanVACEPipeline of tiny random parts (wan_tiny's VAE, UMT5 and scheduler,
-    `tiny_vace_transformer`) saved to `root / "wan-vace"`; returns it."""
+    `tiny_vace_transformer`) saved to `root / "wan-vace"`; with `boundary_ratio`, Wan 2.2
+    A14B's layout (a second VACE transformer, another seed, as the low-noise expert) saved to
+    `root / "wan-vace-a14b"`; returns it."""
     import diffusers
     import transformers
     from flow_tiny import tiny_t5_tokenizer
@@ -44,8 +46,10 @@ def tiny_wan_vace_pipeline(root: Path) -> Any:
     tiny_t5_tokenizer(root / "umt5-tokenizer")
     tokenizer = transformers.T5TokenizerFast(
         tokenizer_file=str(root / "umt5-tokenizer" / "tokenizer.json"))
+    low = None if boundary_ratio is None else tiny_vace_transformer(22)
     pipe = diffusers.WanVACEPipeline(
         tokenizer=tokenizer, text_encoder=tiny_umt5(), transformer=tiny_vace_transformer(),
-        vae=tiny_wan_vae(), scheduler=diffusers.UniPCMultistepScheduler(**WAN_SCHEDULER))
-    pipe.save_pretrained(root / "wan-vace")
+        transformer_2=low, boundary_ratio=boundary_ratio, vae=tiny_wan_vae(),
+        scheduler=diffusers.UniPCMultistepScheduler(**WAN_SCHEDULER))
+    pipe.save_pretrained(root / ("wan-vace" if low is None else "wan-vace-a14b"))
     return pipe

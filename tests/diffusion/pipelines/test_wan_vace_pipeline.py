@@ -115,6 +115,26 @@ def test_vace_without_control(first_device: gpucore.Device, tiny_vace: tuple[Pat
     assert np.array_equal(png_frames(out), ours)
 
 
+def test_vace_a14b_equals_diffusers(first_device: gpucore.Device, tmp_path: Path,
+                                    diffusers_prompts: None) -> None:
+    """Wan 2.2 A14B's layout with VACE (two VACE experts, each encoding the control once, the
+    low-noise one with its own guidance scale): WanVACEPipeline's frames."""
+    from diffusion.pipelines.video import WanPipeline
+    from diffusion.pipelines.video.vace_inputs import vace_pixels
+
+    reference = tiny_wan_vace_pipeline(tmp_path, boundary_ratio=0.8)
+    pipe = WanPipeline.from_pretrained(tmp_path / "wan-vace-a14b", device=first_device)
+    rng = np.random.default_rng(6)
+    video = rng.integers(0, 256, (FRAMES, HEIGHT, WIDTH, 3), dtype=np.uint8)
+    settings = dict(negative_prompt="blurry", height=HEIGHT, width=WIDTH, num_frames=FRAMES,
+                    num_inference_steps=4, guidance_scale=4.0, guidance_scale_2=2.0)
+    ours = pipe(PROMPT, seed=3, control=vace_pixels(HEIGHT, WIDTH, FRAMES, video=video),
+                **settings)[0]
+    expected = reference(PROMPT, video=[Image.fromarray(f) for f in video], output_type="np",
+                         generator=torch.Generator().manual_seed(3), **settings).frames[0]
+    assert np.abs(ours - expected).max() < 1e-4  # measured 7.9e-6
+
+
 def test_refusals(tiny_vace: tuple[Path, Any], tmp_path: Path,
                   capsys: pytest.CaptureFixture[str]) -> None:
     """Each refused in one line before the model loads (a VACE transformer file beside a plain
