@@ -1,6 +1,7 @@
 """`python -m diffusion txt2vid --model FOLDER --prompt TEXT -o out.mp4`: Wan text-to-video
 from the command line, and `img2vid --image IN.png` (Wan 2.1 / 2.2 A14B I2V or Wan 2.2 TI2V 5B
-animating a picture). `--model FILE --base FOLDER` runs ComfyUI's split files (and GGUFs)
+animating a picture); Wan VACE's control video, mask and reference pictures on txt2vid
+(cli.vace). `--model FILE --base FOLDER` runs ComfyUI's split files (and GGUFs)
 with a diffusers folder giving the rest; `--model-2` is Wan 2.2 A14B's low-noise expert. The
 frame count (1 + 4k), size (multiples of 16), fps, picture, files and output are checked
 before the model loads; a bad one ends in one `error: ...` line."""
@@ -21,6 +22,7 @@ from .memory import add_memory_options, memory_line, memory_mode
 from .options import number, whole
 from .paths import check_output_file
 from .progress import ProgressBar
+from .vace import add_vace_options, check_vace, vace_control, vace_named
 
 if TYPE_CHECKING:
     from ..loaders.wan.sources import WanSource
@@ -41,6 +43,8 @@ EXAMPLE = """example:
       --model-2 wan2.2_t2v_low_noise_14B_fp8_scaled.safetensors \\
       --text-encoder umt5_xxl_fp8_e4m3fn_scaled.safetensors \\
       --base ./Wan2.2-T2V-A14B-Diffusers --prompt "a cat walks on the grass" -o cat.mp4
+  python -m diffusion txt2vid --model ./Wan2.1-VACE-1.3B-diffusers --prompt "a robot dances" \
+      --control-video pose.mp4 --reference-image robot.png --frames 33 -o robot.mp4
 
 -o picks the format by its suffix: .mp4 (H.264, needs PyAV: the `video` extra), .webp
 (animated) or a path without a suffix (a folder of numbered PNGs). On a GPU short of memory:
@@ -59,6 +63,8 @@ def add_parsers(subparsers: argparse._SubParsersAction) -> None:
             sub.add_argument("--image", required=True, metavar="IN.png",
                              help="the first frame (resized to --width x --height)")
         _options(sub)
+        if name == "txt2vid":
+            add_vace_options(sub)
 
 
 def _options(sub: argparse.ArgumentParser) -> None:
@@ -173,6 +179,7 @@ def _check(args: argparse.Namespace) -> Path:
     for spec in (*args.lora, *args.lora_2):
         _lora(spec)
     _check_files(args)
+    check_vace(args)
     out = Path(args.out) if args.out else Path("outputs") / f"{args.command}-{args.seed}.mp4"
     if check_output(out) == "frames":  # a folder of PNGs, made with the folders above it
         if out.exists() and not out.is_dir():
@@ -266,7 +273,8 @@ def run(args: argparse.Namespace) -> int:
     # what the model does not take, from its configs and a file's header, before it loads
     wan_refusals_of(folder, files, image=image is not None,
                     cache_kind=None if cache is None else cache.spec.kind,
-                    guidance_scale_2=args.cfg_scale_2)
+                    guidance_scale_2=args.cfg_scale_2, control=vace_named(args))
+    control = vace_control(args)  # read and fitted before the model loads
     mode = memory_mode(args)  # a memory mode loads each network straight to host memory
     pipe = WanPipeline.from_pretrained(folder, dtype=_dtype(args.dtype),
                                        offload=args.offload or bool(mode), files=files)
@@ -291,7 +299,8 @@ def run(args: argparse.Namespace) -> int:
                   width=args.width, num_frames=args.frames, num_inference_steps=args.steps,
                   guidance_scale=args.cfg_scale, seed=args.seed, rng=args.rng,
                   sampler=args.sampler, image=image, callback=bar.step,
-                  guidance_scale_2=args.cfg_scale_2, cache=cache)
+                  guidance_scale_2=args.cfg_scale_2, cache=cache, control=control,
+                  conditioning_scale=getattr(args, "control_scale", None))
     if cache is not None:
         print(f"cache: {cache.summary()}", file=sys.stderr)
     if args.verbose:  # from_pretrained's device: the default one

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import itertools
 import math
+from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -22,7 +24,7 @@ from .transformer_ops import cast, modulate, rope_tables
 from .wan_blocks import Segment, WanTransformerBlock, by_segment, chunks, joined
 from .wan_embeddings import PatchEmbedding, WanTimeTextEmbedding
 
-__all__ = ["WanTransformer3DModel", "wan_positions"]
+__all__ = ["Hints", "WanStream", "WanTransformer3DModel", "wan_patches", "wan_positions"]
 
 _DEFAULTS: dict[str, Any] = {
     "patch_size": (1, 2, 2), "num_attention_heads": 40, "attention_head_dim": 128,
@@ -39,6 +41,40 @@ def wan_positions(frames: int, rows: int, columns: int) -> np.ndarray:
     frame-major, then row-major order. diffusers: `WanRotaryPosEmbed`'s table indices."""
     grid = np.meshgrid(np.arange(frames), np.arange(rows), np.arange(columns), indexing="ij")
     return np.stack(grid, axis=-1).reshape(-1, 3)
+
+
+def wan_patches(latents: Tensor, patch: tuple[int, int, int]
+                ) -> tuple[Tensor, tuple[int, int, int]]:
+    """latents (B, C, F, H, W), F, H, W multiples of `patch` -> the patches (B, L, C * pt *
+    ph * pw) in frame-major, then row-major order, and the grid (F / pt, H / ph, W / pw).
+    torch: `Conv3d(kernel=stride=patch)`'s input windows, `flatten(2).transpose(1, 2)`."""
+    batch, channels, frames, height, width = latents.shape
+    pt, ph, pw = patch
+    if frames % pt or height % ph or width % pw:
+        raise ValueError(f"latent video {frames} x {height} x {width} is not a multiple "
+                         f"of Wan's patch {patch}")
+    grid = (frames // pt, height // ph, width // pw)
+    cut = latents.reshape(batch, channels, grid[0], pt, grid[1], ph, grid[2], pw)
+    return permute(cut, (0, 2, 4, 6, 1, 3, 5, 7)).reshape(
+        batch, math.prod(grid), channels * pt * ph * pw), grid
+
+
+@dataclass(frozen=True)
+class WanStream:
+    """What a control branch (VACE: models.wan_vace) reads of one call: `patches` (B, L, dim)
+    the embedded latent patches the blocks start from, the text `context` (B, Lt, dim), the
+    time `segments` and `rotary` tables the blocks take, the I2V `image` context or None."""
+
+    patches: Tensor
+    context: Tensor
+    segments: list[Segment]
+    rotary: tuple[Tensor, Tensor]
+    image: Tensor | None
+
+
+# a control branch for one call: from the stream, what follows main block i: (i, its output)
+# -> the stream the next block takes (VACE adds its hints)
+Hints = Callable[[WanStream], Callable[[int, Tensor], Tensor]]
 
 
 def rope_axes(head_dim: int) -> tuple[int, int, int]:
@@ -141,7 +177,8 @@ class WanTransformer3DModel(nn.Module):
 
     def forward(self, hidden_states: Tensor, timestep: Any, encoder_hidden_states: Tensor, *,
                 context: Tensor | None = None, encoder_hidden_states_image: Tensor | None = None,
-                image_context: Tensor | None = None, cache: BranchCache | None = None) -> Tensor:
+                image_context: Tensor | None = None, cache: BranchCache | None = None,
+                control: Hints | None = None) -> Tensor:
         """hidden_states (B, C, F, H, W) with F, H, W multiples of patch_size; timestep (B,)
         host numbers on the 0..1000 scale (WanPipeline's `t`), or (B, F / pt) one per latent
         frame (Wan 2.2's image-to-video: 0 for the given first frame); encoder_hidden_states
@@ -150,17 +187,12 @@ class WanTransformer3DModel(nn.Module):
         `encode_image(...)`. diffusers takes the image states the same way (it concatenates
         them before the text and splits them off again in each block). `cache`: a step cache
         branch (`step_cache.StepCache.branch()`: First Block Cache, TeaCache) the blocks run
-        through, its calls in step order."""
-        batch, channels, frames, height, width = hidden_states.shape
+        through, its calls in step order. `control`: a control branch (VACE's hints) run
+        beside the blocks, each block's output through it."""
+        batch, _, frames, height, width = hidden_states.shape
         pt, ph, pw = self.patch
-        if frames % pt or height % ph or width % pw:
-            raise ValueError(f"latent video {frames} x {height} x {width} is not a multiple "
-                             f"of Wan's patch {self.patch}")
-        grid = (frames // pt, height // ph, width // pw)
         # 1. patches (frame-major, row-major) and their embedding; the time and text
-        cut = hidden_states.reshape(batch, channels, grid[0], pt, grid[1], ph, grid[2], pw)
-        patches = permute(cut, (0, 2, 4, 6, 1, 3, 5, 7)).reshape(
-            batch, math.prod(grid), channels * pt * ph * pw)
+        patches, grid = wan_patches(hidden_states, self.patch)
         x = self.patch_embedding(patches)
         segments, embeddings = self.segments(timestep, grid[0], grid[1] * grid[2])
         if context is None:
@@ -174,13 +206,19 @@ class WanTransformer3DModel(nn.Module):
         tables = self.rotary(*grid)
         # 2. the blocks (the first apart: a step cache decides after it whether the others run)
         blocks = list(self.blocks)
+        after = None if control is None else control(
+            WanStream(x, context, segments, tables, image_context))
+
+        def block(index: int, x: Tensor, text: Tensor) -> Tensor:
+            x = blocks[index](x, text, segments, tables, image_context)
+            return x if after is None else after(index, x)
 
         def head(x: Tensor, text: Tensor) -> tuple[Tensor, Tensor]:
-            return (blocks[0](x, text, segments, tables, image_context) if blocks else x), text
+            return (block(0, x, text) if blocks else x), text
 
         def tail(x: Tensor, text: Tensor) -> Tensor:
-            for block in blocks[1:]:
-                x = block(x, text, segments, tables, image_context)
+            for index in range(1, len(blocks)):
+                x = block(index, x, text)
             return x
 
         def probe(x: Tensor) -> Tensor:  # TeaCache's measure on Wan: the time embedding

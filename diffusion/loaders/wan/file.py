@@ -133,8 +133,8 @@ def load_wan_file(path: str | os.PathLike[str], *, dtype: Any = None,
     prefix, original = layout
     if any(key.startswith((prefix + "vace_", prefix + "face_", prefix + "motion_"))
            for key in file.keys()):
-        raise WeightsError(f"{file.path}: a Wan VACE / Animate transformer, which is not "
-                           "supported; use a Wan 2.1 / 2.2 text- or image-to-video file")
+        raise WeightsError(f"{file.path}: a Wan VACE / Animate transformer file, which is not "
+                           "read yet; run Wan VACE from its diffusers folder (WanVACEPipeline)")
     refs = {}
     for key in file.keys():
         if key.startswith(prefix):

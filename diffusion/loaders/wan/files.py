@@ -120,6 +120,9 @@ def load_wan(base: str | os.PathLike[str], files: WanFiles | None = None, *,
     weights = load_wan_folder(base, dtype=dtype, variant=variant, skip=tuple(given))
     resolved = resolve_dtype(dtype)
     for name in ("transformer", "transformer_2"):
+        if name in given and weights.vace:
+            raise WeightsError(f"{given[name]}: a single-file Wan VACE transformer is not read "
+                               f"yet; give the VACE diffusers folder {base} as the model")
         if name in given:
             config = component_config(base, name) or (
                 component_config(base, "transformer") if name == "transformer_2" else None)

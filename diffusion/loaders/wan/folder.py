@@ -4,6 +4,8 @@ tokenizer.json), vae/ (AutoencoderKLWan) and scheduler/ (UniPC on flow sigmas, o
 Euler). A Wan 2.1 image-to-video folder (`WanImageToVideoPipeline`) adds image_encoder/
 (transformers' CLIPVisionModel) and image_processor/ (its CLIPImageProcessor config). A Wan 2.2
 A14B folder adds transformer_2/ (the low-noise expert) and `boundary_ratio` to model_index.json.
+A Wan VACE folder (`WanVACEPipeline`) is a text-to-video folder whose transformer/ is a
+WanVACETransformer3DModel (the control branch: models.wan_vace).
 
 Each component goes through the safetensors walk (`.fp16` variants, sharded
 `.safetensors.index.json`) into lazy `ComponentWeights`; the models' own `load_state_dict`
@@ -30,6 +32,7 @@ __all__ = ["FILE_EXAMPLES", "WanWeights", "load_wan_folder", "missing_parts", "w
 
 _CLASS = "WanPipeline"
 _I2V_CLASS = "WanImageToVideoPipeline"
+_VACE_CLASS = "WanVACEPipeline"
 _STEMS = {"text_encoder": "model", "image_encoder": "model"}
 
 
@@ -61,12 +64,16 @@ class WanWeights:
     image_encoder: ComponentWeights | None = None
     transformer_2: ComponentWeights | None = None
     boundary_ratio: float | None = None
+    # Wan VACE: the transformer(s) read control latents (WanVACETransformer3DModel)
+    vace: bool = False
 
 
 def wan_family(path: str | os.PathLike[str]) -> str | None:
     """"wan" for a diffusers folder whose model_index.json names a WanPipeline or a
-    WanImageToVideoPipeline, None for anything else."""
-    return "wan" if pipeline_class(Path(path)) in (_CLASS, _I2V_CLASS) else None
+    WanImageToVideoPipeline, "wan-vace" for a WanVACEPipeline, None for anything else."""
+    name = pipeline_class(Path(path))
+    return "wan-vace" if name == _VACE_CLASS else "wan" if name in (_CLASS, _I2V_CLASS) \
+        else None
 
 
 def _listed(index: dict[str, Any], name: str) -> bool:
@@ -122,9 +129,9 @@ def load_wan_folder(path: str | os.PathLike[str], *, dtype: Any = None,
     left out (None) and not needed in the folder. WeightsError naming the file or folder when
     it is not a Wan pipeline or a component is missing (and which file can stand in)."""
     root = Path(path)
-    i2v = pipeline_class(root) == _I2V_CLASS
-    index = pipeline_index(root, _I2V_CLASS if i2v else _CLASS, ("vae", "tokenizer",
-                                                                  "scheduler"))
+    found = pipeline_class(root)
+    index = pipeline_index(root, found if found in (_I2V_CLASS, _VACE_CLASS) else _CLASS,
+                           ("vae", "tokenizer", "scheduler"))
     resolved = resolve_dtype(dtype)
     parts: dict[str, Any] = dict.fromkeys(skip)
     for name in _wanted(index):
@@ -144,4 +151,5 @@ def load_wan_folder(path: str | os.PathLike[str], *, dtype: Any = None,
     return WanWeights(scheduler_config=read_json(root / "scheduler" / "scheduler_config.json"),
                       tokenizer_dir=tokenizer, expand_timesteps=bool(
                           index.get("expand_timesteps")),
-                      boundary_ratio=None if ratio is None else float(ratio), **parts)
+                      boundary_ratio=None if ratio is None else float(ratio),
+                      vace=found == _VACE_CLASS, **parts)

@@ -1,19 +1,25 @@
 """Frames to files: an MP4 (H.264 through PyAV), an animated WebP (Pillow) or a folder of
 numbered PNGs, chosen by the output path's suffix. Each file is written beside its target and
-renamed into place, so an interrupted run leaves no partial video."""
+renamed into place, so an interrupted run leaves no partial video. And frames from files
+(`read_frames`: Wan VACE's control video and mask): a video PyAV decodes (MP4, WebM, MOV,
+MKV), an animated WebP or GIF or a single picture (Pillow), or a folder of pictures in name
+order."""
 
 from __future__ import annotations
 
 import os
 from fractions import Fraction
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
-__all__ = ["VIDEO_SUFFIXES", "check_fps", "check_output", "write_video"]
+__all__ = ["VIDEO_SUFFIXES", "check_fps", "check_output", "read_frames", "write_video"]
 
 VIDEO_SUFFIXES = (".mp4", ".webp")
 _MAX_FPS = 240
+_DECODED = (".mp4", ".webm", ".mov", ".mkv", ".avi", ".m4v")  # through PyAV
+_PICTURES = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".gif", ".tif", ".tiff")
 
 
 def check_fps(fps: float) -> Fraction:
@@ -110,3 +116,55 @@ def write_video(frames: np.ndarray, target: Path, fps: float) -> Path:
     else:
         _folder(frames, target)
     return target
+
+
+def _decoded(path: Path, name: str) -> list[Any]:
+    """The frames of a video file PyAV decodes, as RGB PIL images."""
+    try:
+        import av
+    except ImportError:
+        raise ValueError(f"{name} {path}: reading {path.suffix} needs PyAV: pip install "
+                         "'avx-gpu[video]', or give a .webp / .gif or a folder of frames"
+                         ) from None
+    try:
+        with av.open(str(path)) as container:
+            return [frame.to_image() for frame in container.decode(video=0)]
+    except (av.error.FFmpegError, IndexError):  # IndexError: no video stream
+        raise ValueError(f"{name} {path}: not a readable video") from None
+
+
+def _pictures(path: Path, name: str) -> list[Any]:
+    """Every frame of a picture file (an animated WebP or GIF: each of its frames), loaded."""
+    from PIL import Image, ImageSequence, UnidentifiedImageError
+
+    try:
+        with Image.open(path) as opened:
+            return [frame.copy() for frame in ImageSequence.Iterator(opened)]
+    except (UnidentifiedImageError, OSError):
+        raise ValueError(f"{name} {path}: not a readable picture or animation (PNG, WebP, "
+                         "GIF...)") from None
+
+
+def read_frames(path: Path, name: str, mode: str = "RGB") -> list[Any]:
+    """The frames of the video at `path` as PIL images of `mode` ("RGB", or "L": a mask's
+    grey levels; a 16-bit picture scaled to 8 bits, imaging.eight_bit): a file PyAV decodes
+    (.mp4, .webm, .mov, .mkv), a picture file (every frame of an animated WebP or GIF), or a
+    folder of pictures in name order (00000.png, 00001.png, ...). ValueError in one line,
+    naming the option `name`, for what cannot be read."""
+    from ...imaging import eight_bit
+
+    if path.is_dir():
+        files = sorted(f for f in path.iterdir() if f.suffix.lower() in _PICTURES)
+        if not files:
+            raise ValueError(f"{name} {path}: a folder without pictures (give frames as "
+                             "00000.png, 00001.png, ...)")
+        frames = [frame for file in files for frame in _pictures(file, name)]
+    elif not path.is_file():
+        raise ValueError(f"{name} {path}: no such file or folder")
+    elif path.suffix.lower() in _DECODED:
+        frames = _decoded(path, name)
+    else:
+        frames = _pictures(path, name)
+    if not frames:
+        raise ValueError(f"{name} {path}: holds no frames")
+    return [eight_bit(frame).convert(mode) for frame in frames]

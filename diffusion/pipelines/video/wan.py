@@ -4,6 +4,10 @@ padding up to 512; noise of (B, 16, 1 + (frames - 1) / 4, H / 8, W / 8) latents;
 scheduler (UniPC on flow sigmas with its `flow_shift`, or flow-match Euler) stepping the
 transformer's velocity, with classifier-free guidance `uncond + g (cond - uncond)` against the
 negative prompt ("" when none) for g > 1; the video VAE decoding one latent frame at a time.
+Wan VACE (a WanVACEPipeline folder) reads control latents besides (vace_inputs: a control
+video, its mask, reference pictures; a gray video to regenerate whole when none), on the prompt
+and the negative pass alike, times a conditioning scale; the reference pictures' latent frames
+lead the noise and are dropped before the decode.
 Wan 2.2 A14B has two transformers: the high-noise expert steps the timesteps at or above
 `boundary_ratio` x 1000, the low-noise expert (`transformer_2`, its own guidance scale) the rest.
 With the torch RNG a seed gives diffusers' video (`generator=torch.Generator("cpu")
@@ -17,7 +21,6 @@ from __future__ import annotations
 
 import contextlib
 import html
-import os
 import re
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
@@ -38,6 +41,7 @@ from ...models.clip_vision import CLIPVisionModelWithProjection
 from ...models.step_cache import BranchCache, StepCache
 from ...models.t5 import UMT5EncoderModel
 from ...models.wan import WanTransformer3DModel
+from ...models.wan_vace import WanVACETransformer3DModel
 from ...models.wan_vae import AutoencoderKLWan
 from ...noise.rng import RNG_SOURCES, make_generator
 from ...sampling.scheduler_loop import scheduler_loop
@@ -46,37 +50,20 @@ from ...sampling.schedulers.unipc_flow import FlowUniPCMultistepScheduler, is_fl
 from ...text.t5_tokenizer import T5Tokenizer
 from ..contract import Denoisers
 from ..finite import check_latents
+from .vace_inputs import VaceCondition, VacePixels, control_pixels, vace_condition
 from .wan_cache import wan_branch
 from .wan_image import clip_image_states, first_frame_latents, i2v_condition
 from .wan_memory import WanMemoryModes
-from .wan_refuse import image_conditioned, refuse_wan
+from .wan_refuse import check_frame_count, image_conditioned, refuse_wan
 from .wan_vae_passes import WanVaePasses
 
-__all__ = ["SAMPLERS", "WanPipeline", "check_frame_count", "refuse_pictures"]
+__all__ = ["SAMPLERS", "WanPipeline"]
 
 SAMPLERS = ("diffusers", "UniPC", "Euler")
 """"diffusers": the folder's own scheduler; "UniPC" and "Euler": those on flow sigmas with
 the folder's shift."""
 
 StepCallback = Callable[[int, int, np.ndarray], bool | None]
-
-
-def check_frame_count(frames: int, temporal: int = 4) -> None:
-    """ValueError in one line unless `frames` is 1 + temporal k (the VAE's causal frames)."""
-    if isinstance(frames, bool) or not isinstance(frames, (int, np.integer)) or frames < 1 \
-            or (frames - 1) % temporal:
-        lower = max(1, (int(frames) - 1) // temporal * temporal + 1) if frames >= 1 else 1
-        raise ValueError(f"frames must be 1 + {temporal}k (1, 5, ..., 81), got {frames!r}; "
-                         f"use {lower} or {lower + temporal}")
-
-
-def refuse_pictures(path: str | os.PathLike[str], family: str, options: Any) -> Any:
-    """The picture registry's loader for a Wan folder or transformer file
-    (`pipelines.families`): a video model makes no pictures, so ValueError in one line saying
-    which command makes its videos."""
-    base = " --base WAN_FOLDER" if Path(path).is_file() else ""
-    raise ValueError(f"{path} is a Wan text-to-video model: make videos with `python -m "
-                     f"diffusion txt2vid --model {path}{base} --prompt ...`")
 
 
 def clean_prompt(text: str) -> str:
@@ -136,10 +123,10 @@ class WanPipeline(WanMemoryModes, WanVaePasses):
         text_encoder = loaded(UMT5EncoderModel(weights.text_encoder.config, **place),
                               weights.text_encoder)
         vae = loaded(AutoencoderKLWan(weights.vae.config, **place), weights.vae)
-        transformer = loaded(WanTransformer3DModel(weights.transformer.config, **place),
-                             weights.transformer)
+        network = WanVACETransformer3DModel if weights.vace else WanTransformer3DModel
+        transformer = loaded(network(weights.transformer.config, **place), weights.transformer)
         transformer_2 = None if weights.transformer_2 is None else loaded(
-            WanTransformer3DModel(weights.transformer_2.config, **place), weights.transformer_2)
+            network(weights.transformer_2.config, **place), weights.transformer_2)
         image_encoder = None if weights.image_encoder is None else loaded(
             CLIPVisionModelWithProjection(weights.image_encoder.config, projection=False,
                                           **place), weights.image_encoder)
@@ -189,6 +176,11 @@ class WanPipeline(WanMemoryModes, WanVaePasses):
         """The transformer (Wan 2.2 A14B: both experts), as a contract's pipeline says it."""
         experts = (self.transformer, self.transformer_2)
         return Denoisers(tuple(t for t in experts if t is not None), "transformer")
+
+    @property
+    def vace(self) -> bool:
+        """Whether the transformer reads VACE's control latents (a Wan VACE folder)."""
+        return isinstance(self.transformer, WanVACETransformer3DModel)
 
     @property
     def temporal_factor(self) -> int:
@@ -264,8 +256,9 @@ class WanPipeline(WanMemoryModes, WanVaePasses):
                  num_inference_steps: int = 50, guidance_scale: float = 5.0, seed: int = 0,
                  rng: str = "torch", sampler: str = "diffusers", image: Any = None,
                  max_sequence_length: int = 512, callback: StepCallback | None = None,
-                 guidance_scale_2: float | None = None,
-                 cache: StepCache | None = None) -> np.ndarray:
+                 guidance_scale_2: float | None = None, cache: StepCache | None = None,
+                 control: VacePixels | None = None,
+                 conditioning_scale: float | Sequence[float] | None = None) -> np.ndarray:
         """Videos for `prompt` (one or a list): (B, num_frames, height, width, 3) float in
         [0, 1]. diffusers: `WanPipeline(prompt, negative_prompt=, height=, width=,
         num_frames=, num_inference_steps=, guidance_scale=, guidance_scale_2=,
@@ -276,7 +269,11 @@ class WanPipeline(WanMemoryModes, WanVaePasses):
         `guidance_scale_2`: Wan 2.2 A14B's low-noise expert's (`guidance_scale` unless
         given). `cache`: a step cache (First Block Cache, TeaCache) whose branches each expert's
         prompt and negative-prompt calls run through, as diffusers' `apply_first_block_cache`
-        on each transformer with its `cache_context("cond")` / `("uncond")`."""
+        on each transformer with its `cache_context("cond")` / `("uncond")`. Wan VACE:
+        `control` (vace_pixels: the control video, mask and reference pictures; none: a gray
+        video regenerated whole) and `conditioning_scale` (one float or one per VACE layer;
+        1 unless given), as `WanVACEPipeline(video=, mask=, reference_images=,
+        conditioning_scale=, ...)`."""
         prompts = [prompt] if isinstance(prompt, str) else list(prompt)
         self.check(height=height, width=width, num_frames=num_frames,
                    steps=num_inference_steps, rng=rng, sampler=sampler)
@@ -288,7 +285,12 @@ class WanPipeline(WanMemoryModes, WanVaePasses):
                    expand_timesteps=self.expand_timesteps, conditioned=conditioned,
                    image=image is not None,
                    cache_kind=None if cache is None else cache.spec.kind,
-                   guidance_scale_2=guidance_scale_2)
+                   guidance_scale_2=guidance_scale_2, vace=self.vace,
+                   control=None if control is None and conditioning_scale is None
+                   else "a VACE control (video, mask, reference pictures, scale)")
+        scale_each = self.transformer.scales(1.0 if conditioning_scale is None else
+                                             conditioning_scale) \
+            if isinstance(self.transformer, WanVACETransformer3DModel) else None
         # 1. the prompts' (and, guided, the negative prompt's) states
         guided = guidance_scale > 1
         with self.on_gpu(self.text_encoder):
@@ -304,6 +306,11 @@ class WanPipeline(WanMemoryModes, WanVaePasses):
         shape = (len(prompts), config["out_channels"] or config["in_channels"],
                  (num_frames - 1) // self.temporal_factor + 1, height // spatial,
                  width // spatial)
+        vace: VaceCondition | None = None
+        if self.vace:  # the control latents; the reference pictures' frames lead the noise
+            pixels = control_pixels(control, height, width, num_frames)
+            vace = self._with_vae(lambda vae: vace_condition(vae, pixels))
+            shape = (*shape[:2], vace.latent_frames, *shape[3:])
         latents = make_generator(rng, seed).standard_normal(shape).astype(np.float32)
         first = condition = image_states = None
         if image is not None and conditioned:
@@ -322,7 +329,7 @@ class WanPipeline(WanMemoryModes, WanVaePasses):
                   else guidance_scale_2]
         boundary = None if self.boundary_ratio is None else self.boundary_ratio * float(
             self.scheduler_config.get("num_train_timesteps", 1000))
-        contexts: dict[int, tuple[Tensor, Tensor | None, Tensor | None]] = {}
+        contexts: dict[int, tuple[Tensor, Tensor | None, Tensor | None, dict[str, Any]]] = {}
         branches: dict[tuple[int, str], BranchCache] = {}
 
         def branch(model: Any, side: str) -> dict[str, Any]:
@@ -334,7 +341,8 @@ class WanPipeline(WanMemoryModes, WanVaePasses):
             return {"cache": branches[key]}
         on_gpu = contextlib.ExitStack()
 
-        def expert(t: Any) -> tuple[Any, tuple[Tensor, Tensor | None, Tensor | None]]:
+        def expert(t: Any) -> tuple[Any, tuple[Tensor, Tensor | None, Tensor | None,
+                                               dict[str, Any]]]:
             index = 0 if boundary is None or float(t) >= boundary else 1
             model = experts[index]
             assert model is not None
@@ -346,11 +354,15 @@ class WanPipeline(WanMemoryModes, WanVaePasses):
                     None if negative_states is None else self._context(negative_states, model),
                     None if image_states is None else model.encode_image(asarray(
                         np.repeat(image_states, len(prompts), axis=0), dtype=model.dtype,
-                        device=model.device)))
+                        device=model.device)),
+                    {} if vace is None else {  # VACE: the control's patches, once per video
+                        "control_context": model.encode_control(asarray(
+                            vace.control, dtype=model.dtype, device=model.device)),
+                        "control_hidden_states_scale": scale_each})
             return model, contexts[index]
 
         def predict(x: np.ndarray, t: Any, i: int) -> tuple[np.ndarray, None]:
-            model, (positive, negative, pictured) = expert(t)
+            model, (positive, negative, pictured, controlled) = expert(t)
             scale = scales[0 if model is self.transformer else 1]
             timestep: np.ndarray = np.full(len(x), float(t), np.float32)
             if first is not None:  # the picture stands as frame 0, at timestep 0
@@ -362,11 +374,12 @@ class WanPipeline(WanMemoryModes, WanVaePasses):
                 x = np.concatenate([x, condition], axis=1)
             sample = asarray(x, dtype=model.dtype, device=model.device)
             cond = model(sample, timestep, None, context=positive, image_context=pictured,
-                         **branch(model, "cond"))
+                         **controlled, **branch(model, "cond"))
             flow = cond.numpy().astype(np.float32)
             if negative is not None:
                 uncond = model(sample, timestep, None, context=negative,
-                               image_context=pictured, **branch(model, "uncond"))
+                               image_context=pictured, **controlled,
+                               **branch(model, "uncond"))
                 base = uncond.numpy().astype(np.float32)
                 flow = base + np.float32(scale) * (flow - base)
             return flow, None
@@ -376,6 +389,8 @@ class WanPipeline(WanMemoryModes, WanVaePasses):
                                      dtype=np.float32, callback=callback)
         if first is not None:
             latents[:, :, :1] = first
+        if vace is not None:
+            latents = np.ascontiguousarray(vace.without_references(latents))
         # 4. the frames out of the latent space (NaN said, not decoded into black frames)
         check_latents(latents, self)
         return self._with_vae(lambda _: self.decode(latents))

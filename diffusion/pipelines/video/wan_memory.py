@@ -17,6 +17,10 @@ plan (flow/flow_memory) over Wan's networks.
 In every mode each phase (the text, the steps, the decode) begins with the units of the
 phase before sent to host memory and the pool emptied (`WanMemoryPlan.next_phase`).
 
+Wan VACE's control blocks are placed as the main blocks are (under lowvram and max_vram each
+is a unit, the first brought in by its `start` as well), its control embedding as the other
+embedders.
+
 Wan 2.2 A14B's two experts are placed alike: under medvram each is a unit of its own, under
 lowvram and max_vram both experts' blocks are units and only the running expert's other parts
 (embedders, modulations, output layer) stay on the GPU. The boundary step is a new phase: the
@@ -45,9 +49,22 @@ def _text_blocks(text_encoder: Any) -> list[Any]:
     return list(text_encoder.encoder.block)
 
 
+def _blocks(transformer: Any) -> tuple[Any, ...]:
+    """The transformer's block lists: its blocks, and Wan VACE's control blocks."""
+    vace = getattr(transformer, "vace_blocks", None)
+    return (transformer.blocks,) if vace is None else (transformer.blocks, vace)
+
+
+def _block_calls(transformer: Any) -> tuple[tuple[Any, str], ...]:
+    """Wan VACE: its first control block's `start` (proj_in, before the block runs)."""
+    vace = getattr(transformer, "vace_blocks", None)
+    return () if vace is None else ((vace[0], "start"),)
+
+
 def _expert_layout(layout: MemoryLayout, transformer: Any) -> MemoryLayout:
     """`layout` with `transformer` (Wan 2.2 A14B's other expert) in its transformer's place."""
-    return replace(layout, transformer=transformer, blocks=(transformer.blocks,))
+    return replace(layout, transformer=transformer, blocks=_blocks(transformer),
+                   block_calls=_block_calls(transformer))
 
 
 def smallest_wan_budget(layout: MemoryLayout, text_blocks: list[Module],
@@ -77,7 +94,8 @@ class WanMemoryPlan(FlowMemoryPlan):
         # streamed: the token table heads the text unit, UMT5's blocks are units of their own
         head = text_encoder.shared if streams else text_encoder
         layout = MemoryLayout(
-            transformer=transformer, blocks=(transformer.blocks,),
+            transformer=transformer, blocks=_blocks(transformer),
+            block_calls=_block_calls(transformer),
             text_encoders=(head, *readers),
             text_calls=((head, "forward"), *(() if streams else ((head, "forward_each"),)),
                         *((r, "hidden_states") for r in readers)),
@@ -98,14 +116,17 @@ class WanMemoryPlan(FlowMemoryPlan):
             if transformer_2 is not None:
                 residency.add(transformer_2, name="transformer")
             for expert in (transformer, *(() if transformer_2 is None else (transformer_2,))):
-                for method in ("encode_text", "encode_image"):
-                    residency.stream(expert, method, unit=expert)
+                for method in ("encode_text", "encode_image", "encode_control"):
+                    if hasattr(expert, method):  # encode_control: Wan VACE's
+                        residency.stream(expert, method, unit=expert)
             residency.fit()
             return
         if self._second is not None:
             offload(self._second.fixed())
             for block in self._second.streamed():
                 residency.add(block, name="transformer block")
+            for block, method in self._second.block_calls:
+                residency.stream(block, method, unit=block)
         assert kept is not None
         restore(kept)
         for block in blocks:

@@ -1,22 +1,45 @@
 """What a Wan model does not take, in one line each, from what it is (a second expert,
-timesteps per token, a transformer that reads the first frame): `WanPipeline.__call__`
-refuses with these, and the command line and the server before the weights load
-(`wan_refusals_of`: the folder's model_index.json and the transformer's config, a file's from
-its header)."""
+timesteps per token, a transformer that reads the first frame, VACE's control branch):
+`WanPipeline.__call__` refuses with these, and the command line and the server before the
+weights load (`wan_refusals_of`: the folder's model_index.json and the transformer's config, a
+file's from its header). Also the frame counts Wan's VAE takes (`check_frame_count`) and the
+picture commands' refusal of a video model (`refuse_pictures`)."""
 
 from __future__ import annotations
 
 import os
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Any
+
+import numpy as np
 
 from ...loaders import WeightsError
 from ...loaders.formats.diffusers_folder import component_config
 from ...loaders.wan.file import load_wan_file
 from ...loaders.wan.files import WanFiles
-from ...loaders.wan.folder import wan_layout
+from ...loaders.wan.folder import wan_family, wan_layout
 
-__all__ = ["image_conditioned", "refuse_wan", "wan_refusals_of"]
+__all__ = ["check_frame_count", "image_conditioned", "refuse_pictures", "refuse_wan",
+           "wan_refusals_of"]
+
+
+def check_frame_count(frames: int, temporal: int = 4) -> None:
+    """ValueError in one line unless `frames` is 1 + temporal k (the VAE's causal frames)."""
+    if isinstance(frames, bool) or not isinstance(frames, (int, np.integer)) or frames < 1 \
+            or (frames - 1) % temporal:
+        lower = max(1, (int(frames) - 1) // temporal * temporal + 1) if frames >= 1 else 1
+        raise ValueError(f"frames must be 1 + {temporal}k (1, 5, ..., 81), got {frames!r}; "
+                         f"use {lower} or {lower + temporal}")
+
+
+def refuse_pictures(path: str | os.PathLike[str], family: str, options: Any) -> Any:
+    """The picture registry's loader for a Wan folder or transformer file
+    (`pipelines.families`): a video model makes no pictures, so ValueError in one line saying
+    which command makes its videos."""
+    base = " --base WAN_FOLDER" if Path(path).is_file() else ""
+    raise ValueError(f"{path} is a Wan text-to-video model: make videos with `python -m "
+                     f"diffusion txt2vid --model {path}{base} --prompt ...`")
 
 
 def image_conditioned(config: Mapping[str, Any]) -> bool:
@@ -26,11 +49,20 @@ def image_conditioned(config: Mapping[str, Any]) -> bool:
 
 
 def refuse_wan(*, second_expert: bool, expand_timesteps: bool, conditioned: bool, image: bool,
-               cache_kind: str | None, guidance_scale_2: float | None) -> None:
+               cache_kind: str | None, guidance_scale_2: float | None, vace: bool = False,
+               control: str | None = None) -> None:
     """ValueError in one line for an image-to-video model (`conditioned`) without its first
     frame (`image`), a first frame for a model of text only (neither conditioned nor timesteps
-    per token: Wan 2.2 TI2V 5B's), TeaCache on Wan 2.2 (its tables are Wan 2.1's) or a second
-    guidance scale without Wan 2.2 A14B's second expert; nothing otherwise."""
+    per token: Wan 2.2 TI2V 5B's) or for Wan VACE (`vace`: its first frame is the control
+    video's), TeaCache on Wan 2.2 (its tables are Wan 2.1's), a second guidance scale without
+    Wan 2.2 A14B's second expert, or a VACE input (`control`: its name as the caller's user
+    gives it, e.g. "--control-video") for a model without VACE; nothing otherwise."""
+    if control is not None and not vace:
+        raise ValueError(f"{control} needs a Wan VACE model (a diffusers folder whose "
+                         "model_index.json names WanVACEPipeline)")
+    if image and vace:
+        raise ValueError("Wan VACE takes no first frame to animate: give the picture as the "
+                         "control video's first frame and a mask that keeps it (black)")
     if conditioned and not image:
         raise ValueError("this Wan model is image-to-video: give the first frame "
                          "(`img2vid --image PIC`)")
@@ -47,11 +79,12 @@ def refuse_wan(*, second_expert: bool, expand_timesteps: bool, conditioned: bool
 
 
 def wan_refusals_of(folder: str | os.PathLike[str], files: WanFiles, *, image: bool,
-                    cache_kind: str | None, guidance_scale_2: float | None) -> None:
+                    cache_kind: str | None, guidance_scale_2: float | None,
+                    control: str | None = None) -> None:
     """`refuse_wan` for the Wan folder `folder` with `files` in place of its parts, before it
     loads: its second expert listed or given as a file, and its transformer's config as the
     load reads it (a file's from its header, `load_wan_file`, over the folder's config.json;
-    a file the load would refuse is left for the load to name)."""
+    a file the load would refuse is left for the load to name); `control`: refuse_wan's."""
     listed, expand_timesteps = wan_layout(folder)
     given = files.given()
     config = component_config(folder, "transformer")
@@ -63,4 +96,5 @@ def wan_refusals_of(folder: str | os.PathLike[str], files: WanFiles, *, image: b
     refuse_wan(second_expert=listed or "transformer_2" in given,
                expand_timesteps=expand_timesteps, image=image,
                conditioned=config is not None and image_conditioned(config),
-               cache_kind=cache_kind, guidance_scale_2=guidance_scale_2)
+               cache_kind=cache_kind, guidance_scale_2=guidance_scale_2,
+               vace=wan_family(folder) == "wan-vace", control=control)

@@ -8,8 +8,10 @@ from where it stopped; with `force_task_id`, /internal/progress and /interrupt k
 it). Each worker keeps the last Wan model it ran loaded beside its picture model, in the
 server's memory mode (serve's --medvram / --lowvram / --max-vram, as `txt2vid` takes them:
 each network loaded straight to host memory, the frames the plain mode's; Wan 2.2 A14B's
-experts too). GET /avx/video-models lists the Wan folders and files for the page's Video
-tab."""
+experts too). A Wan VACE folder takes its control video, mask and reference pictures as base64
+pictures (`control_video`, `control_mask`: one per frame; `reference_images`) and
+`control_scale`, as `txt2vid --control-video DIR ...` does. GET /avx/video-models lists the Wan
+folders and files for the page's Video tab."""
 
 from __future__ import annotations
 
@@ -66,6 +68,14 @@ class Txt2VidRequest(BaseModel):
                               "threshold; \"fbc\" alone: 0.12), TeaCache (Wan 2.1), "
                               "\"teacache:0.2\", or its retention mode, \"teacache-ret:0.2\";"
                               " none: off")
+    control_video: list[str] | None = Field(None, description="Wan VACE: the control video, "
+                                            "one base64 picture a frame, `frames` of them")
+    control_mask: list[str] | None = Field(None, description="Wan VACE: its mask, one base64 "
+                                           "picture a frame (grey levels: white = regenerate)")
+    reference_images: list[str] = Field([], description="Wan VACE: base64 pictures of a "
+                                        "subject or style to keep")
+    control_scale: float | None = Field(None, ge=0.0, le=10.0, description="Wan VACE: the "
+                                        "control's weight (1 unless given)")
     format: str = Field("mp4", pattern="^(mp4|webp)$")
     also_webp: bool = Field(False, description="the animated WebP too, as `webp` (beside an "
                                                "MP4 `video`)")
@@ -105,6 +115,37 @@ def _check(state: ServerState, body: Txt2VidRequest) -> tuple[Path, WanFiles]:
     except ValueError as error:  # a part missing or not what it should be
         raise RequestError(str(error)) from None
     return folder, files
+
+
+def _control_named(body: Txt2VidRequest) -> str | None:
+    """The first Wan VACE field the request gives (None: none)."""
+    return next((name for name in ("control_video", "control_mask", "reference_images",
+                                   "control_scale") if getattr(body, name)), None)
+
+
+def _control(body: Txt2VidRequest) -> Any:
+    """The request's VACE control decoded and fitted to the video (vace_inputs.VacePixels),
+    None where it gives no video or pictures; ValueError (ImageError) in one line."""
+    from ....imaging import eight_bit
+    from ....pipelines.video.vace_inputs import vace_pixels
+
+    if not (body.control_video or body.control_mask or body.reference_images):
+        return None
+
+    def pictures(texts: list[str] | None, field: str, mode: str | None) -> Any:
+        """Each picture decoded (a reference as it is: transparency goes on white), a video
+        or mask frame 8-bit in `mode` as the CLI reads them (files.read_frames)."""
+        decoded = [decode_image(text, f"{field}[{i}]") for i, text in enumerate(texts or [])]
+        return [p if mode is None else eight_bit(p).convert(mode) for p in decoded] or None
+
+    if body.control_video and len(body.control_video) != body.frames:
+        raise ValueError(f"control_video has {len(body.control_video)} frames but frames is "
+                         f"{body.frames}: send one picture per frame")
+    return vace_pixels(body.height, body.width, body.frames,
+                       video=pictures(body.control_video, "control_video", "RGB"),
+                       mask=pictures(body.control_mask, "control_mask", "L"),
+                       references=pictures(body.reference_images, "reference_images",
+                                           None) or [])
 
 
 def forget_models() -> None:
@@ -149,7 +190,9 @@ async def _run(state: ServerState, body: Txt2VidRequest, image: Any) -> dict[str
     try:  # what the model does not take, from its configs and a file's header, before it loads
         await asyncio.to_thread(wan_refusals_of, *model, image=image is not None,
                                 cache_kind=None if cache is None else cache.spec.kind,
-                                guidance_scale_2=body.cfg_scale_2)
+                                guidance_scale_2=body.cfg_scale_2,
+                                control=_control_named(body))
+        control = await asyncio.to_thread(_control, body)  # decoded before the queue
     except ValueError as error:
         raise RequestError(str(error)) from None
     seed = body.seed if body.seed != -1 else secrets.randbelow(2**32)
@@ -164,7 +207,8 @@ async def _run(state: ServerState, body: Txt2VidRequest, image: Any) -> dict[str
                       width=body.width, num_frames=body.frames, num_inference_steps=body.steps,
                       guidance_scale=body.cfg_scale, seed=seed, sampler=body.sampler,
                       image=image, callback=observer.step,
-                      guidance_scale_2=body.cfg_scale_2, cache=cache)
+                      guidance_scale_2=body.cfg_scale_2, cache=cache, control=control,
+                      conditioning_scale=body.control_scale)
         frames = np.round(videos[0] * 255).astype(np.uint8)
         answer = {"video": _encoded(frames, body.format, body.fps), "format": body.format,
                   "seed": seed, "frames": body.frames, "fps": body.fps, "width": body.width,
