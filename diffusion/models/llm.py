@@ -32,6 +32,7 @@ import numpy as np
 
 from gpucore import Device
 from gpustd import Tensor, asarray, elementwise_kernel, empty, nn
+from gpustd.gather import gather, scatter
 
 from .layers import Place
 from .transformer_ops import RMSNorm, cast, kept, norm_rope
@@ -251,16 +252,20 @@ class LLMTextModel(nn.Module):
                 asarray(np.sin(angle).reshape(length, 1, dim), device=device))
 
     def multimodal_hidden_states(self, embeddings: Tensor, positions: np.ndarray, *,
-                                 final_norm: bool = True, added: Sequence[Tensor] = ()
-                                 ) -> Tensor:
+                                 final_norm: bool = True, added: Sequence[Tensor] = (),
+                                 at: Any = None) -> Tensor:
         """The last hidden states (1, L, hidden_size) float32 of one unpadded sequence given
         as its input embeddings (1, L, hidden_size) float32 (a picture's vision tokens in
-        place of its pad tokens' embeddings) at multimodal positions (3, L). `added`: (1, L,
-        hidden_size) float32 Tensors added to the outputs of the first len(added) layers
-        (Qwen3-VL's deepstack features, zero away from the picture's tokens). transformers:
-        `Qwen2_5_VLModel(input_ids, pixel_values=, image_grid_thw=,
-        output_hidden_states=True).hidden_states[-1]` (`Qwen3VLTextModel(inputs_embeds=,
-        visual_pos_masks=, deepstack_visual_embeds=)` with `added`); `final_norm` as
+        place of its pad tokens' embeddings) at multimodal positions (3, L). `added`: Tensors
+        added to the outputs of the first len(added) layers (Qwen3-VL's deepstack features):
+        (1, L, hidden_size) float32 each, zero away from the picture's tokens; or, with `at`
+        the n distinct positions (integers in [0, L)) of the picture's tokens, only their rows,
+        (n, hidden_size) or (1, n, hidden_size) float32 or float16, added at those positions
+        alone (the other rows as the layer left them; the full tensor's zeros gave the same
+        but for -0.0 + 0.0's sign). transformers: `Qwen2_5_VLModel(input_ids, pixel_values=,
+        image_grid_thw=, output_hidden_states=True).hidden_states[-1]`
+        (`Qwen3VLTextModel(inputs_embeds=, visual_pos_masks=, deepstack_visual_embeds=)`
+        with `added`, `at` = `visual_pos_masks`' True places); `final_norm` as
         `hidden_states`'."""
         length = embeddings.shape[1]
         if embeddings.ndim != 3 or embeddings.shape[0] != 1 or np.shape(positions) != (
@@ -268,12 +273,25 @@ class LLMTextModel(nn.Module):
             raise ValueError(f"multimodal_hidden_states reads (1, L, D) embeddings and (3, L) "
                              f"positions, got {embeddings.shape} and {np.shape(positions)}")
         count = len(self.layers)
-        if len(added) > count or any(a.shape != embeddings.shape for a in added):
-            raise ValueError(f"multimodal_hidden_states adds at most {count} tensors of the "
-                             f"embeddings' shape {embeddings.shape}, got "
-                             f"{[a.shape for a in added]}")
+        index = None if at is None else self._rows_at(at, length, embeddings.device)
+        shape = embeddings.shape if at is None else (1, np.size(at), embeddings.shape[2])
+        if len(added) > count or any(a.shape not in (shape, shape[1:]) for a in added):
+            raise ValueError(f"multimodal_hidden_states adds at most {count} tensors of shape "
+                             f"{shape}, got {[a.shape for a in added]}")
+        if at is not None:  # as rows (none: nothing to add)
+            added = [a.reshape(*shape) for a in added] if index is not None else []
         return self._run(cast(embeddings, np.float32), self.rotary(length, positions), None,
-                         [count], final_norm, added)[0]
+                         [count], final_norm, added, index)[0]
+
+    @staticmethod
+    def _rows_at(at: Any, length: int, device: Device) -> Tensor | None:
+        """`at` checked (distinct integers in [0, length)) as an int32 Tensor; None for none."""
+        host = np.asarray(at)
+        if host.ndim != 1 or host.dtype.kind not in "iu" or (host.size and (
+                host.min() < 0 or host.max() >= length)) or len(np.unique(host)) != host.size:
+            raise ValueError(f"`at` must be distinct integer positions in [0, {length}), got "
+                             f"{host.dtype} of shape {host.shape}")
+        return asarray(host.astype(np.int32), device=device) if host.size else None
 
     def hidden_states(self, input_ids: Any, attention_mask: Any = None, layer: int = -1, *,
                       final_norm: bool = True) -> Tensor:
@@ -328,16 +346,20 @@ class LLMTextModel(nn.Module):
                     lambda: self.rotary(length))
 
     def _run(self, x: Tensor, rotary: tuple[Tensor, Tensor], keep: Tensor | None,
-             indices: Sequence[int], final_norm: bool, added: Sequence[Tensor] = ()
-             ) -> list[Tensor]:
+             indices: Sequence[int], final_norm: bool, added: Sequence[Tensor] = (),
+             at: Tensor | None = None) -> list[Tensor]:
         """The stream after each layer in `indices` (0: the embeddings; all layers: normed
-        if `final_norm`), added[k] added to layer k + 1's output."""
+        if `final_norm`), added[k] added to layer k + 1's output: all of it, or with `at` (int32
+        positions along L) its rows at those positions."""
         count = len(self.layers)
         wanted = set(indices)
         found = {0: x}
         for depth, block in enumerate(list(self.layers)[:max(indices)], start=1):
             x = block(x, rotary, keep)
-            if depth <= len(added):
+            if depth <= len(added) and at is not None:  # the output is the layer's own:
+                scatter(x, at, typing.cast(Tensor, _residual(  # its rows change in place
+                    gather(x, at, 1), added[depth - 1])), 1)
+            elif depth <= len(added):
                 x = typing.cast(Tensor, _residual(x, added[depth - 1]))
             if depth in wanted:  # only the layers asked for stay in memory
                 found[depth] = x

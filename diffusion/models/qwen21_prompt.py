@@ -35,7 +35,8 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
-from gpustd import Tensor, asarray, concatenate, nn, zeros
+from gpustd import asarray
+from gpustd.gather import scatter
 
 from ..text.llm_tokenizer import LLMTokenizer
 from .llm import LLMTextModel
@@ -164,33 +165,24 @@ def tokenize_ti2i(tokenizer: LLMTokenizer, prompts: Sequence[str], grids: Any, *
     return rows, system.shape[1]
 
 
-def _rows_into(base: Tensor | None, where: np.ndarray, rows: Tensor) -> Tensor:
-    """(1, L, D) float32: `base` (1, L, D) (zeros where None) with the n rows of `rows` (n,
-    D) at the n True places of `where` (L,), gathered on the device."""
-    length, dim = len(where), rows.shape[-1]
-    if int(where.sum()) != rows.shape[0]:
-        raise ValueError(f"{rows.shape[0]} picture tokens for {int(where.sum())} image pads")
-    first = zeros((1, dim), np.float32, device=rows.device) if base is None else (
-        cast(base, np.float32).reshape(length, dim))
-    index = np.arange(length) if base is not None else np.zeros(length, np.int64)
-    index[where] = first.shape[0] + np.arange(rows.shape[0])
-    table = concatenate([first, cast(rows, np.float32)], axis=0)
-    return nn.embedding(index.astype(np.int32), table).reshape(1, length, dim)
-
-
 def _read(text_encoder: LLMTextModel, ids: np.ndarray, pad: int, grids: np.ndarray,
           merge: int, features: VisionFeatures) -> np.ndarray:
-    """One prompt's last decoder layer's output (L, hidden) float32, before the final norm.
-    transformers: `Qwen3VLModel(ids[None], pixel_values=, image_grid_thw=,
-    mm_token_type_ids=)` with the language model's final norm skipped."""
-    where = ids == pad
+    """One prompt's last decoder layer's output (L, hidden) float32, before the final norm:
+    the picture's tokens written over its pads' embeddings, its deepstack features' rows
+    added at the pads alone. transformers: `Qwen3VLModel(ids[None], pixel_values=,
+    image_grid_thw=, mm_token_type_ids=)` with the language model's final norm skipped."""
+    at = np.flatnonzero(ids == pad)
+    if len(at) != features.tokens.shape[0]:
+        raise ValueError(f"{features.tokens.shape[0]} picture tokens for {len(at)} image pads")
     device = text_encoder.embed_tokens.weight.device
-    embeds = text_encoder.embed_tokens(asarray(ids.astype(np.int32)[None], device=device))
-    inputs = _rows_into(embeds, where, features.tokens)
-    added = [_rows_into(None, where, level) for level in features.deepstack]
+    # the lookup's output is its own: the pads' rows are overwritten in place, one dispatch
+    inputs = cast(text_encoder.embed_tokens(asarray(ids.astype(np.int32)[None], device=device)),
+                  np.float32)
+    scatter(inputs, asarray(at.astype(np.int32), device=device),
+            cast(features.tokens, np.float32)[None], 1)
     states = text_encoder.multimodal_hidden_states(
         inputs, multimodal_positions(ids, pad, grids, merge=merge), final_norm=False,
-        added=added)
+        added=list(features.deepstack), at=at)
     return states.numpy()[0].astype(np.float32)
 
 

@@ -183,6 +183,54 @@ def test_qwen3_vl_multimodal_positions_interleaved(first_device: gpucore.Device)
     assert np.abs(contiguous.numpy() - expected).mean() > 0.05 * np.abs(expected).mean()  # 0.19
 
 
+def test_deepstack_rows_equal_full_tensors_and_transformers(first_device: gpucore.Device
+                                                            ) -> None:
+    """Deepstack features added to the first two layers' outputs at 7 positions apart (not
+    contiguous, not a tile's multiple): given as their rows with `at` (one float16), ours equal
+    the full zero-padded tensors' path exactly (x + 0.0 elsewhere changes no value; the pads
+    add the same floats) and transformers' Qwen3VLTextModel given `visual_pos_masks` and
+    `deepstack_visual_embeds`; the features visibly matter. A bad `at`: one line each."""
+    reference, ours = _ported_qwen3vl(first_device)
+    rng = np.random.default_rng(7)
+    dim, length = QWEN3_TINY["hidden_size"], 19
+    embeds = rng.standard_normal((1, length, dim)).astype(np.float32)
+    positions = rng.integers(0, 40, (3, length))
+    at = np.array([2, 3, 5, 9, 10, 11, 16])
+    rows = [rng.standard_normal((len(at), dim)).astype(np.float32) for _ in range(2)]
+    full = np.zeros((2, 1, length, dim), np.float32)
+    full[:, 0, at] = rows
+    mask = np.zeros((1, length), bool)
+    mask[0, at] = True
+    with torch.no_grad():
+        expected = reference(inputs_embeds=torch.from_numpy(embeds),
+                             position_ids=torch.from_numpy(positions)[:, None],
+                             visual_pos_masks=torch.from_numpy(mask),
+                             deepstack_visual_embeds=[torch.from_numpy(r) for r in rows]
+                             ).last_hidden_state.numpy()
+    x = asarray(embeds, device=first_device)
+    got = ours.multimodal_hidden_states(x, positions, added=[
+        asarray(rows[0], device=first_device), asarray(rows[1][None], device=first_device)],
+        at=at.astype(np.int32)).numpy()
+    whole = ours.multimodal_hidden_states(
+        x, positions, added=[asarray(f, device=first_device) for f in full]).numpy()
+    np.testing.assert_array_equal(got, whole)
+    assert_close(got, expected, tol=1e-5)  # measured 9e-7
+    plain = ours.multimodal_hidden_states(x, positions).numpy()
+    assert np.abs(plain - expected).mean() > 0.1 * np.abs(expected).mean()  # 0.4
+    for bad, match in (([2, 3, 19, 9, 10, 11, 16], "distinct integer positions in"),
+                       ([2, 2, 5, 9, 10, 11, 16], "distinct integer positions in"),
+                       ([2.0, 3, 5, 9, 10, 11, 16], "distinct integer positions in"),
+                       ([at], "distinct integer positions in"),
+                       ([2, 3, 5, 9, 10, 11], rf"tensors of shape \(1, 6, {dim}\)")):
+        with pytest.raises(ValueError, match=match):
+            ours.multimodal_hidden_states(x, positions, added=[
+                asarray(rows[0], device=first_device)], at=bad)
+    if first_device.has_f16:
+        half = ours.multimodal_hidden_states(x, positions, at=at, added=[
+            asarray(r.astype(np.float16), device=first_device) for r in rows]).numpy()
+        assert_close(half, expected, tol=1e-3)  # the rows rounded to float16, measured 2.7e-4
+
+
 @pytest.mark.nodevice
 def test_bad_configs_get_one_line() -> None:
     with pytest.raises(ValueError, match="model_type 'gpt2'"):
