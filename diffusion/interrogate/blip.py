@@ -11,13 +11,12 @@ counted), the prompt cut from the text.
 The folder holds Salesforce's `model_base_caption_capfilt_large.pth` (the file the WebUI
 downloads into models/BLIP; any .pth of the folder), read without running its pickle, and
 `vocab.txt`, BERT's uncased WordPiece vocabulary (bert-base-uncased's, which the WebUI's BLIP
-fetches from Hugging Face into its cache), read through `tokenizers`. Both are read once, on
-first use.
+fetches from Hugging Face into its cache), read through `tokenizers`. Both are read once per
+device, on first use there.
 """
 
 from __future__ import annotations
 
-import threading
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
@@ -29,6 +28,7 @@ from gpucore import Device, default_device
 from ..process_shared import process_shared
 from .decoding import beam_search, greedy
 from .deepbooru import InterrogateModelError
+from .per_device import PerDevice
 
 __all__ = ["BLIP_OPTIONS", "BlipCaptioner", "check_blip_options"]
 
@@ -89,15 +89,15 @@ class _Checkpoint(Mapping[str, Any]):
 
 
 class BlipCaptioner:
-    """BLIP from `folder` (None: none given), read once onto `device` on first use, for
-    pictures resized to `image_size` (the WebUI's 384; a file made for another size gets its
-    position embeddings resized, as BLIP's loader does)."""
+    """BLIP from `folder` (None: none given), read once onto each device a call names (`device`
+    where it names none; None: the default device) on its first use there, for pictures
+    resized to `image_size` (the WebUI's 384; a file made for another size gets its position
+    embeddings resized, as BLIP's loader does)."""
 
     def __init__(self, folder: Path | None, image_size: int = IMAGE_SIZE, *,
                  device: Device | None = None) -> None:
         self.folder, self.device, self.image_size = folder, device, image_size
-        self._loaded: Any = None
-        self._lock = threading.Lock()
+        self._networks: PerDevice[tuple[Any, Any]] = PerDevice()
 
     def __reduce__(self) -> tuple[Any, ...]:
         # a job sent to a worker process (serve --devices) takes that process's own BLIP of
@@ -105,10 +105,9 @@ class BlipCaptioner:
         return process_shared, (BlipCaptioner, self.folder, self.image_size)
 
     def forget(self) -> None:
-        """Drop the network (the server's unload-checkpoint: its GPU memory goes once nothing
-        else holds it); the next caption reads it again."""
-        with self._lock:
-            self._loaded = None
+        """Drop every device's network (the server's unload-checkpoint: its GPU memory goes
+        once nothing else holds it); the next caption reads it again."""
+        self._networks.clear()
 
     def files(self) -> tuple[Path, Path]:
         """(the .pth, vocab.txt); InterrogateModelError naming the folder and what to add."""
@@ -131,58 +130,58 @@ class BlipCaptioner:
         """InterrogateModelError when a file is missing."""
         self.files()
 
-    def load(self) -> tuple[Any, Any]:
-        """(the network, diffusion.models.blip.BlipDecoder; the tokenizer), read on first
-        use."""
+    def load(self, device: Device | None = None) -> tuple[Any, Any]:
+        """(the network, diffusion.models.blip.BlipDecoder; the tokenizer) on `device` (None:
+        this captioner's), read there on first use."""
         from ..loaders import WeightsError
         from ..loaders.formats.torch_file import TorchFile
         from ..models.blip import BlipDecoder
 
         path, vocab = self.files()
-        with self._lock:
-            if self._loaded is None:
-                try:
-                    tokenizer = _tokenizer(vocab)
-                except Exception as error:  # tokenizers raises a bare Exception
-                    raise InterrogateModelError(
-                        f"model 'clip': {vocab}: not a BERT vocab.txt: {error}") from None
-                try:
-                    state = _Checkpoint(TorchFile(path))
-                    words = "text_decoder.bert.embeddings.word_embeddings.weight"
-                    size = state.shape(words)[0] if words in state else None
-                    if size not in (None, tokenizer.get_vocab_size()):
-                        raise ValueError(f"{vocab} and [DEC], [ENC] make "
-                                         f"{tokenizer.get_vocab_size()} tokens, the file's "
-                                         f"decoder reads {size}; use bert-base-uncased's "
-                                         f"{VOCAB}")
-                    model = BlipDecoder.from_state_dict(
-                        state, image_size=self.image_size,
-                        device=self.device or default_device())
-                except (WeightsError, ValueError, OSError) as error:
-                    text = str(error)
-                    raise InterrogateModelError(
-                        f"model 'clip': {text if str(path) in text else f'{path}: {text}'}"
-                    ) from None
-                self._loaded = (model, tokenizer)
-            return self._loaded
 
-    def pixels(self, picture: Any) -> np.ndarray:
+        def read(where: Device) -> tuple[Any, Any]:
+            try:
+                tokenizer = _tokenizer(vocab)
+            except Exception as error:  # tokenizers raises a bare Exception
+                raise InterrogateModelError(
+                    f"model 'clip': {vocab}: not a BERT vocab.txt: {error}") from None
+            try:
+                state = _Checkpoint(TorchFile(path))
+                words = "text_decoder.bert.embeddings.word_embeddings.weight"
+                size = state.shape(words)[0] if words in state else None
+                if size not in (None, tokenizer.get_vocab_size()):
+                    raise ValueError(f"{vocab} and [DEC], [ENC] make "
+                                     f"{tokenizer.get_vocab_size()} tokens, the file's "
+                                     f"decoder reads {size}; use bert-base-uncased's {VOCAB}")
+                model = BlipDecoder.from_state_dict(state, image_size=self.image_size,
+                                                    device=where)
+            except (WeightsError, ValueError, OSError) as error:
+                text = str(error)
+                raise InterrogateModelError(
+                    f"model 'clip': {text if str(path) in text else f'{path}: {text}'}"
+                ) from None
+            return model, tokenizer
+        return self._networks.get(device or self.device or default_device(), read)
+
+    def pixels(self, picture: Any, device: Device | None = None) -> np.ndarray:
         """A PIL picture as BLIP's ViT reads it (1, 3, S, S): resized to S x S (Pillow's
         bicubic), 0..1, normalized. torchvision: the WebUI's `transforms.Compose` of
-        `generate_caption`."""
+        `generate_caption`. (`device`: the network whose size it reads.)"""
         from PIL import Image
 
-        size = self.load()[0].visual_encoder.image_size
+        size = self.load(device)[0].visual_encoder.image_size
         resized = picture.convert("RGB").resize((size, size), Image.Resampling.BICUBIC)
         array = np.asarray(resized, np.float32) / np.float32(255)
         return np.ascontiguousarray(((array - _MEAN) / _STD).transpose(2, 0, 1)[None])
 
-    def token_ids(self, picture: Any, options: Mapping[str, Any]) -> list[int]:
-        """The decoded token ids, prompt and end token included, under BLIP_OPTIONS."""
+    def token_ids(self, picture: Any, options: Mapping[str, Any],
+                  device: Device | None = None) -> list[int]:
+        """The decoded token ids, prompt and end token included, under BLIP_OPTIONS, by the
+        network on `device` (None: this captioner's)."""
         settings = {**BLIP_OPTIONS, **options}
-        model, tokenizer = self.load()
+        model, tokenizer = self.load(device)
         beams = int(settings["interrogate_clip_num_beams"])
-        embeds = model.visual_encoder(self.pixels(picture))
+        embeds = model.visual_encoder(self.pixels(picture, device))
         decoder = model.text_decoder
         cache = decoder.start(embeds, beams)
         prompt = [tokenizer.token_to_id("[DEC]"),
@@ -195,11 +194,14 @@ class BlipCaptioner:
         return beam_search(lambda ids: decoder.step(cache, ids), cache.reorder, prompt,
                            beams=beams, **lengths)
 
-    def caption(self, picture: Any, options: Mapping[str, Any]) -> str:
+    def caption(self, picture: Any, options: Mapping[str, Any],
+                device: Device | None = None) -> str:
         """BLIP's caption of a PIL picture, the prompt cut off, as the WebUI's
-        `generate_caption` gives it."""
-        tokenizer = self.load()[1]
-        text = tokenizer.decode(self.token_ids(picture, options), skip_special_tokens=True)
+        `generate_caption` gives it, on `device` (None: this captioner's; a server's worker
+        names its own GPU)."""
+        tokenizer = self.load(device)[1]
+        text = tokenizer.decode(self.token_ids(picture, options, device),
+                                skip_special_tokens=True)
         return str(text)[len(PROMPT):]
 
 

@@ -11,14 +11,14 @@ and text embeddings), its best terms each added after ", ".
 Without `blip` the text is the terms alone, joined by ", ".
 
 The model is a transformers `CLIPModel` (a folder with config.json and model.safetensors or
-pytorch_model.bin, e.g. openai/clip-vit-large-patch14, the WebUI's ViT-L/14), read once, on
-first use. A list file named `NAME.topN.txt` gives its N best terms, others their best one.
+pytorch_model.bin, e.g. openai/clip-vit-large-patch14, the WebUI's ViT-L/14), read once per
+device, on first use there. A list file named `NAME.topN.txt` gives its N best terms, others
+their best one.
 """
 
 from __future__ import annotations
 
 import re
-import threading
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -31,6 +31,7 @@ from gpucore import Device, default_device
 from ..process_shared import process_shared
 from .blip import BLIP_OPTIONS, BlipCaptioner, check_blip_options
 from .deepbooru import InterrogateModelError
+from .per_device import PerDevice
 
 __all__ = ["CLIP_OPTIONS", "Category", "ClipInterrogator", "check_clip_options", "rank",
            "read_categories"]
@@ -105,15 +106,16 @@ def _normalized(rows: np.ndarray) -> np.ndarray:
 
 class ClipInterrogator:
     """CLIP from `model` (a CLIPModel folder) and term lists from `terms` (a folder), read on
-    first use onto `device`; `blip` captions the picture before the terms."""
+    first use onto each device a call names (`device` where it names none; None: the default
+    device); `blip` captions the picture before the terms, on the same device."""
 
     def __init__(self, model: Path | None, terms: Path | None,
                  blip: BlipCaptioner | None = None, *, device: Device | None = None) -> None:
         self.model_path, self.terms, self.device = model, terms, device
         self.blip = blip
-        self._models: Any = None
+        self._networks: PerDevice[tuple[Any, Any, Any]] = PerDevice()
+        # the term lists' embeddings, host arrays: whichever device made them, all use them
         self._features: dict[tuple[str, ...], np.ndarray] = {}
-        self._lock = threading.Lock()
 
     def __reduce__(self) -> tuple[Any, ...]:
         # a job sent to a worker process (serve --devices) takes that process's own
@@ -122,11 +124,10 @@ class ClipInterrogator:
         return process_shared, (ClipInterrogator, self.model_path, self.terms, self.blip)
 
     def forget(self) -> None:
-        """Drop the CLIP networks and BLIP's (the server's unload-checkpoint: their GPU memory
-        goes once nothing else holds them); the next picture reads them again. The term
-        lists' embeddings stay: host arrays, slow to make again for the WebUI's lists."""
-        with self._lock:
-            self._models = None
+        """Drop every device's CLIP networks and BLIP's (the server's unload-checkpoint: their
+        GPU memory goes once nothing else holds them); the next picture reads them again. The
+        term lists' embeddings stay: host arrays, slow to make again for the WebUI's lists."""
+        self._networks.clear()
         if self.blip is not None:
             self.blip.forget()
 
@@ -148,8 +149,9 @@ class ClipInterrogator:
             self.blip.check()
         return read_categories(self.terms)
 
-    def models(self) -> Any:
-        """(vision encoder, text encoder, tokenizer), read on first use."""
+    def models(self, device: Device | None = None) -> Any:
+        """(vision encoder, text encoder, tokenizer) on `device` (None: this interrogator's),
+        read there on first use."""
         import json
 
         from ..loaders import WeightsError
@@ -159,73 +161,77 @@ class ClipInterrogator:
         from ..text.tokenizer import CLIPTokenizer
 
         path = self.weights()
-        with self._lock:
-            if self._models is None:
-                device = self.device or default_device()
-                try:
-                    config = json.loads((path.parent / "config.json").read_text("utf-8"))
-                    file = open_weights_file(path)
-                    state = {key: file.read(key) for key in file.keys()
-                             if not key.endswith("position_ids") and key != "logit_scale"}
-                    vision = CLIPVisionModelWithProjection(config, device=device)
-                    vision.load_state_dict({k: v for k, v in state.items()
-                                            if k.startswith(("vision_model.", "visual_"))})
-                    text_config = {**config.get("text_config", {}),
-                                   "projection_dim": config.get("projection_dim", 512)}
-                    text = CLIPTextModel(text_config, device=device, with_projection=True)
-                    text.load_state_dict(
-                        {k.removeprefix("text_model."): v for k, v in state.items()
-                         if k.startswith(("text_model.", "text_projection"))})
-                    tokenizer = CLIPTokenizer.from_pretrained(path.parent)
-                except (WeightsError, ValueError, KeyError, OSError) as error:
-                    raise InterrogateModelError(
-                        f"model 'clip': {path}: not a CLIPModel this program reads: "
-                        f"{error}") from None
-                self._models = (vision, text, tokenizer)
-            return self._models
 
-    def image_features(self, picture: Any) -> np.ndarray:
-        """The normalized image embedding (D,) of a PIL picture (CLIP's preparation)."""
+        def read(where: Device) -> tuple[Any, Any, Any]:
+            try:
+                config = json.loads((path.parent / "config.json").read_text("utf-8"))
+                file = open_weights_file(path)
+                state = {key: file.read(key) for key in file.keys()
+                         if not key.endswith("position_ids") and key != "logit_scale"}
+                vision = CLIPVisionModelWithProjection(config, device=where)
+                vision.load_state_dict({k: v for k, v in state.items()
+                                        if k.startswith(("vision_model.", "visual_"))})
+                text_config = {**config.get("text_config", {}),
+                               "projection_dim": config.get("projection_dim", 512)}
+                text = CLIPTextModel(text_config, device=where, with_projection=True)
+                text.load_state_dict({k.removeprefix("text_model."): v for k, v in state.items()
+                                      if k.startswith(("text_model.", "text_projection"))})
+                tokenizer = CLIPTokenizer.from_pretrained(path.parent)
+            except (WeightsError, ValueError, KeyError, OSError) as error:
+                raise InterrogateModelError(
+                    f"model 'clip': {path}: not a CLIPModel this program reads: "
+                    f"{error}") from None
+            return vision, text, tokenizer
+        return self._networks.get(device or self.device or default_device(), read)
+
+    def image_features(self, picture: Any, device: Device | None = None) -> np.ndarray:
+        """The normalized image embedding (D,) of a PIL picture (CLIP's preparation), on
+        `device` (None: this interrogator's)."""
         from ..models.clip_vision import clip_pixels
 
-        vision = self.models()[0]
+        vision = self.models(device)[0]
         pixels = clip_pixels(picture.convert("RGB"), vision.image_size, device=vision.device)
         return _normalized(vision(pixels).numpy())[0]
 
-    def text_features(self, terms: Sequence[str]) -> np.ndarray:
+    def text_features(self, terms: Sequence[str], device: Device | None = None) -> np.ndarray:
         """The normalized text embeddings (N, D) of `terms` (77 tokens at most, as the WebUI
-        truncates them), kept for the next picture."""
+        truncates them), made on `device` (None: this interrogator's), kept for the next
+        picture."""
         key = tuple(terms)
         if key not in self._features:
-            _, text, tokenizer = self.models()
+            _, text, tokenizer = self.models(device)
             rows = [text.forward_pooled(tokenizer(list(terms[i:i + _BATCH])))[1].numpy()
                     for i in range(0, len(terms), _BATCH)]
             self._features[key] = _normalized(np.concatenate(rows))
         return self._features[key]
 
-    def ranks(self, picture: Any, options: Mapping[str, Any]) -> list[tuple[str, float]]:
-        """Each list's best terms (term, percent), lists by name, under CLIP_OPTIONS."""
+    def ranks(self, picture: Any, options: Mapping[str, Any],
+              device: Device | None = None) -> list[tuple[str, float]]:
+        """Each list's best terms (term, percent), lists by name, under CLIP_OPTIONS, on
+        `device` (None: this interrogator's)."""
         settings = {**CLIP_OPTIONS, **options}
         limit = int(settings["interrogate_clip_dict_limit"])
         skipped = set(settings["interrogate_clip_skip_categories"] or ())
-        image = self.image_features(picture)
+        image = self.image_features(picture, device)
         out: list[tuple[str, float]] = []
         for category in self.check():
             terms = category.items[:limit] if limit else category.items
             if category.name in skipped or not terms:
                 continue
-            out += rank(image, self.text_features(terms), terms, category.topn)
+            out += rank(image, self.text_features(terms, device), terms, category.topn)
         return out
 
-    def caption(self, picture: Any, options: Mapping[str, Any]) -> str:
+    def caption(self, picture: Any, options: Mapping[str, Any],
+                device: Device | None = None) -> str:
         """The WebUI's interrogation text: BLIP's caption, then each term after ", ", as
         `(term:probability)` under the option interrogate_return_ranks (without `blip`, the
-        terms joined by ", ")."""
-        ranks = self.ranks(picture, options)
+        terms joined by ", "), on `device` (None: this interrogator's; a server's worker names its
+        own GPU)."""
+        ranks = self.ranks(picture, options, device)
         if options.get("interrogate_return_ranks"):
             terms = [f"({term}:{score / 100:.3f})" for term, score in ranks]
         else:
             terms = [term for term, _ in ranks]
         if self.blip is None:
             return ", ".join(terms)
-        return self.blip.caption(picture, options) + "".join(f", {term}" for term in terms)
+        return self.blip.caption(picture, options, device) + "".join(f", {term}" for term in terms)

@@ -7,13 +7,12 @@ spaces and escaped brackets, joined by ", ".
     booru.tag(picture, DEEPBOORU_OPTIONS)     # "1girl, solo, smile"
 
 The file is the WebUI's `model-resnet_custom_v3.pt` (any `.pt` of the folder), read without
-running its pickle, once, on first use.
+running its pickle, once per device, on first use there.
 """
 
 from __future__ import annotations
 
 import re
-import threading
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -25,6 +24,7 @@ from gpucore import Device, default_device
 from ..imaging import fit_picture
 from ..loaders import WeightsError
 from ..process_shared import process_shared
+from .per_device import PerDevice
 
 __all__ = ["DEEPBOORU_OPTIONS", "DeepBooru", "InterrogateModelError", "check_options",
            "format_tags"]
@@ -93,12 +93,12 @@ def format_tags(tags: Sequence[str], scores: Sequence[float] | np.ndarray,
 
 
 class DeepBooru:
-    """DeepDanbooru from `folder` (None: none given), read once onto `device` on first use."""
+    """DeepDanbooru from `folder` (None: none given), read once onto each device a call names
+    (`device` where it names none; None: the default device), on its first use there."""
 
     def __init__(self, folder: Path | None, *, device: Device | None = None) -> None:
         self.folder, self.device = folder, device
-        self._model: Any = None
-        self._lock = threading.Lock()
+        self._networks: PerDevice[Any] = PerDevice()
 
     def __reduce__(self) -> tuple[Any, ...]:
         # a job sent to a worker process (serve --devices) takes that process's own
@@ -106,10 +106,9 @@ class DeepBooru:
         return process_shared, (DeepBooru, self.folder)
 
     def forget(self) -> None:
-        """Drop the network (the server's unload-checkpoint: its GPU memory goes once nothing
-        else holds it); the next picture reads it again."""
-        with self._lock:
-            self._model = None
+        """Drop every device's network (the server's unload-checkpoint: its GPU memory goes
+        once nothing else holds it); the next picture reads it again."""
+        self._networks.clear()
 
     def file(self) -> Path:
         """The model file: model-resnet_custom_v3.pt, else the folder's first .pt. Raises
@@ -123,41 +122,45 @@ class DeepBooru:
         named = [path for path in found if path.name == FILE_NAME]
         return (named or found)[0]
 
-    def model(self) -> Any:
-        """The network (diffusion.models.deepdanbooru.DeepDanbooru), read on first use."""
+    def model(self, device: Device | None = None) -> Any:
+        """The network (diffusion.models.deepdanbooru.DeepDanbooru) on `device` (None: this
+        interrogator's), read there on first use."""
         from ..loaders.formats.torch_file import TorchFile
         from ..models.deepdanbooru import DeepDanbooru
 
         path = self.file()
-        with self._lock:
-            if self._model is None:
-                try:
-                    file = TorchFile(path)
-                    tags = file.objects.get("tags")
-                    if not isinstance(tags, list) or not all(isinstance(t, str) for t in tags):
-                        raise ValueError("it holds no list of tag names ('tags'); use the "
-                                         f"WebUI's {FILE_NAME}")
-                    state = {key: file.read(key) for key in file.keys()}
-                    self._model = DeepDanbooru.from_state_dict(
-                        state, tags, device=self.device or default_device())
-                except (WeightsError, ValueError, OSError) as error:
-                    text = str(error)
-                    raise InterrogateModelError(
-                        text if str(path) in text else f"{path}: {text}") from None
-            return self._model
 
-    def scores(self, picture: Any) -> np.ndarray:
+        def read(where: Device) -> Any:
+            try:
+                file = TorchFile(path)
+                tags = file.objects.get("tags")
+                if not isinstance(tags, list) or not all(isinstance(t, str) for t in tags):
+                    raise ValueError("it holds no list of tag names ('tags'); use the "
+                                     f"WebUI's {FILE_NAME}")
+                state = {key: file.read(key) for key in file.keys()}
+                return DeepDanbooru.from_state_dict(state, tags, device=where)
+            except (WeightsError, ValueError, OSError) as error:
+                text = str(error)
+                raise InterrogateModelError(
+                    text if str(path) in text else f"{path}: {text}") from None
+        return self._networks.get(self._device(device), read)
+
+    def _device(self, device: Device | None) -> Device:
+        return device or self.device or default_device()
+
+    def scores(self, picture: Any, device: Device | None = None) -> np.ndarray:
         """The tags' scores for a PIL picture, prepared as the WebUI does (RGB, resized and
-        filled to 512x512, 0..1)."""
+        filled to 512x512, 0..1), by the network on `device` (None: this interrogator's)."""
         from gpustd import Tensor
 
-        model = self.model()
+        model = self.model(device)
         # the WebUI's resize mode 2, "resize and fill"
         pixels = np.asarray(fit_picture(picture.convert("RGB"), SIZE, SIZE, 2), np.float32)
-        tensor = Tensor.from_numpy(pixels[None] / np.float32(255),
-                                   device=self.device or default_device())
+        tensor = Tensor.from_numpy(pixels[None] / np.float32(255), device=self._device(device))
         return model(tensor).numpy()
 
-    def tag(self, picture: Any, options: Mapping[str, Any]) -> str:
-        """The WebUI's tag text for a PIL picture under `options` (see format_tags)."""
-        return format_tags(self.model().tags, self.scores(picture), options)
+    def tag(self, picture: Any, options: Mapping[str, Any],
+            device: Device | None = None) -> str:
+        """The WebUI's tag text for a PIL picture under `options` (see format_tags), on
+        `device` (None: this interrogator's; a server's worker names its own GPU)."""
+        return format_tags(self.model(device).tags, self.scores(picture, device), options)

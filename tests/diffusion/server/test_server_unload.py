@@ -130,8 +130,8 @@ def test_unload_frees_what_the_jobs_loaded(tmp_path: Path, upscalers: None,
         def kept() -> list[Any]:
             clip = state.clip_interrogator
             return [state.faces._models, state.adetailer._loaded, state.previews._networks,
-                    annotators._models, state.deepbooru._model, clip._models,
-                    clip.blip._loaded, upscaler._models]
+                    annotators._models, state.deepbooru._networks.devices(),
+                    clip._networks.devices(), clip.blip._networks.devices(), upscaler._models]
 
         assert all(kept()), kept()  # the jobs used each
         assert client.post("/sdapi/v1/unload-checkpoint").json() == {}
@@ -164,8 +164,8 @@ def test_a_worker_process_keeps_its_networks_until_the_unload(tmp_path: Path) ->
         seen = [getattr(yolo, "seen", False) for yolo in loaded]
         for yolo in loaded:
             yolo.seen = True
-        return seen, [booru._model is not None, bool(faces._models),
-                      clip._models is not None, clip.blip._loaded is not None]
+        return seen, [bool(booru._networks.devices()), bool(faces._models),
+                      bool(clip._networks.devices()), bool(clip.blip._networks.devices())]
 
     def unit() -> tuple[list[bool], list[bool]]:
         """In the worker process, as ADetailer's pass reads its unit's model (through the

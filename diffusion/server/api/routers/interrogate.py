@@ -38,18 +38,22 @@ class InterrogateRequest(BaseModel):
 
 async def interrogate(state: ServerState, picture: Any, model: str,
                       client: Any = None) -> str:
-    """The caption of a PIL picture by `model`, run on the queue; RequestError (422) for a
-    missing or unreadable file."""
+    """The caption of a PIL picture by `model`, run on the queue, on the device of the worker
+    that takes the job (each of a thread server's GPUs its own networks); RequestError (422)
+    for a missing or unreadable file."""
     options = {key: state.options.get(key, default)
                for key, default in {**DEEPBOORU_OPTIONS, **CLIP_OPTIONS}.items()}
+    worker = state.worker  # what the job refers to travels to a worker process: not `state`
     try:
         if model == "clip":
             clip = state.clip_interrogator
             clip.check()
-            return await wait(submit(state, lambda: clip.caption(picture, options)), client)
+            return await wait(submit(state, lambda: clip.caption(
+                picture, options, worker.device)), client)
         booru = state.deepbooru
         booru.file()
-        return await wait(submit(state, lambda: booru.tag(picture, options)), client)
+        return await wait(submit(state, lambda: booru.tag(picture, options, worker.device)),
+                          client)
     except InterrogateModelError as error:
         raise RequestError(str(error)) from None
 
