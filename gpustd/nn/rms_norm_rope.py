@@ -41,12 +41,11 @@ def rms_norm_rope(x: Tensor, weight: Tensor | None = None, rotary: tuple[Tensor,
     float dtype of its own, as T5's float32 norms of float16 rows; `zero_centred`: the scale
     is 1 + weight, added in float32 here rather than by a pass of its own, as Krea 2's
     checkpoints store it), statistics in float32, rounded to x's dtype as a separate norm's
-    output is. Rotation (rotary = rope_tables'
-    float32 cos, sin (positions, 1, D)): each pair (x[2i], x[2i+1]) —
-    with `halves`, (x[i], x[i+D/2]) — turned by its angle, in float32. `out` (B, total,
-    heads * D) receives the result at tokens start..start+L (rotated by the tables' rows
-    there; they must cover `total` positions), as the text and image parts of a joint
-    sequence are written in place; without it a new tensor like x (start 0).
+    output is. Rotation (rotary = rope_tables' float32 cos, sin (positions, 1, D)): each pair
+    (x[2i], x[2i+1]) — with `halves`, (x[i], x[i+D/2]) — turned by its angle, in float32.
+    `out` (B, total, heads * D) receives the result at tokens start..start+L (rotated by the
+    tables' rows there; they must cover `total` positions), as the text and image parts of a
+    joint sequence are written in place; without it a new tensor like x (start 0).
     torch: `apply_rotary_emb(nn.RMSNorm(D, eps)(x.unflatten(-1, (heads, D))), (cos, sin))`.
     """
     op = "rms_norm_rope"
@@ -87,8 +86,7 @@ def rms_norm_rope(x: Tensor, weight: Tensor | None = None, rotary: tuple[Tensor,
     scale = weight if weight is not None else dummy(x)
     k = kernel("rms_norm_rope", {"T": x.dtype, "W": scale.dtype}, parts=("nn/layer_norm_row",),
                TPR=tpr, NORM=int(eps is not None), AFFINE=int(weight is not None),
-               CENTRED=int(zero_centred),
-               ROPE=int(rotary is not None), HALVES=int(halves))
+               CENTRED=int(zero_centred), ROPE=int(rotary is not None), HALVES=int(halves))
     cos, sin = rotary if rotary is not None else (dummy(x, np.float32),) * 2
     k.dispatch(math.ceil(rows / (256 // tpr)), x, scale, cos, sin, out, rows=rows, d=d,
                eps=eps or 0.0, heads=heads if x.ndim == 3 else 1, length=length, total=total,
