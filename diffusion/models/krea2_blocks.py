@@ -11,11 +11,11 @@ import typing
 import numpy as np
 
 from gpucore import Device
-from gpustd import Tensor, elementwise_kernel, empty, nn, take_slice
+from gpustd import Tensor, elementwise_kernel, empty, nn
 
 from .flux2 import swiglu
 from .layers import Place
-from .transformer_ops import cast, chunks, gated_linear, modulate, rms_norm
+from .transformer_ops import Modulation, cast, gated_linear
 
 __all__ = ["Krea2Attention", "Krea2FinalLayer", "Krea2RMSNorm", "Krea2SwiGLU",
            "Krea2TextFusionBlock", "Krea2TextProjection", "Krea2TransformerBlock"]
@@ -44,19 +44,30 @@ def _broadcast(k, v, like):  # k and v repeated over like's shape (like's values
 class Krea2RMSNorm(nn.Module):
     """RMS norm whose scale is 1 + weight (the checkpoint stores the scale's offset from 1),
     statistics and scale in float32, the result in x's dtype. The weight stays float32
-    whatever the model's dtype: float16 would round the offset before the + 1. diffusers:
-    `Krea2RMSNorm` (kept in float32 by `_keep_in_fp32_modules`)."""
+    whatever the model's dtype: float16 would round the offset before the + 1. The kernels
+    add the 1 as they read the weight (`zero_centred`): no scale tensor is made or kept, which
+    a loader or an offload replacing the weight would leave stale. diffusers: `Krea2RMSNorm`
+    (kept in float32 by `_keep_in_fp32_modules`)."""
 
     def __init__(self, dim: int, eps: float, place: Place) -> None:
         self.eps = eps
         self.weight = nn.parameter((dim,), np.float32, place["device"])
 
-    def scale(self) -> Tensor:
-        """1 + weight, float32 (made each call: a loader or an offload may replace weight)."""
-        return self.weight + 1.0
-
     def forward(self, x: Tensor) -> Tensor:
-        return rms_norm(x, self.scale(), self.eps)
+        return nn.rms_norm_rope(x, self.weight, eps=self.eps, zero_centred=True)
+
+    def heads(self, x: Tensor, rotary: tuple[Tensor, Tensor] | None, heads: int) -> Tensor:
+        """This norm over each head of x (B, L, heads * D), then the rotation by `rotary`, in
+        one pass: attention's q/k path."""
+        return nn.rms_norm_rope(x, self.weight, rotary, heads=heads, eps=self.eps,
+                                zero_centred=True)
+
+    def modulated(self, x: Tensor, mod: Tensor, shift_at: int, scale_at: int) -> Tensor:
+        """(1 + scale) * norm(x) + shift in one pass, scale and shift read in place as the D
+        columns of mod (B, 1, W) from scale_at and shift_at (nn.rms_norm_modulate; the two
+        passes' bits). torch: `(1 + scale) * norm(x) + shift`."""
+        return nn.rms_norm_modulate(x, self.weight, mod, mod, self.eps, zero_centred=True,
+                                    shift_at=shift_at, scale_at=scale_at)
 
 
 class Krea2Attention(nn.Module):
@@ -96,10 +107,8 @@ class Krea2Attention(nn.Module):
         """to_out's input: the attention's heads times sigmoid(to_gate(x)), x (B, L, dim)."""
         # q and the gate in one GEMM, k and v in another, where they can (nn.Linear.each)
         q, k, v, gate = nn.Linear.each(x, [self.to_q, self.to_k, self.to_v, self.to_gate])
-        q = nn.rms_norm_rope(q, self.norm_q.scale(), rotary, heads=self.heads,
-                             eps=self.norm_q.eps)
-        k = nn.rms_norm_rope(k, self.norm_k.scale(), rotary, heads=self.kv_heads,
-                             eps=self.norm_k.eps)
+        q = self.norm_q.heads(q, rotary, self.heads)
+        k = self.norm_k.heads(k, rotary, self.kv_heads)
         out = nn.attention(q, *self._repeat(k, v), heads=self.heads)
         kernel = _gated_heads_f16 if out.dtype == np.float16 else _gated_heads
         return cast(typing.cast(Tensor, kernel(out, gate)), out.dtype)
@@ -175,16 +184,16 @@ class Krea2TransformerBlock(nn.Module):
 
     def forward(self, x: Tensor, temb_mod: Tensor, rotary: tuple[Tensor, Tensor]) -> Tensor:
         """x (1, L, dim) in the model's dtype; temb_mod (1, 6 * dim): time_mod_proj's output."""
-        table = self.scale_shift_table
-        prescale, preshift, pregate, postscale, postshift, postgate = chunks(
-            temb_mod + table.reshape(1, -1), 6)
+        # the norms read their scale and shift in place; only the gates are copied out
+        mods = Modulation(temb_mod + self.scale_shift_table.reshape(1, -1), 6)
+        whole, d = mods.whole, mods.width
         attn, ff = self.attn, self.ff
-        h = modulate(self.norm1(x), preshift, prescale)
+        h = self.norm1.modulated(x, whole, shift_at=d, scale_at=0)
         # the gates and the residuals in to_out's and down's GEMMs where they can
-        x = gated_linear(x, pregate, typing.cast(nn.Linear, attn.to_out[0]),
+        x = gated_linear(x, mods[2], typing.cast(nn.Linear, attn.to_out[0]),
                          attn.gated_heads(h, rotary))
-        h = modulate(self.norm2(x), postshift, postscale)
-        return gated_linear(x, postgate, ff.down, ff.hidden(h))
+        h = self.norm2.modulated(x, whole, shift_at=4 * d, scale_at=3 * d)
+        return gated_linear(x, mods[5], ff.down, ff.hidden(h))
 
 
 class Krea2FinalLayer(nn.Module):
@@ -198,8 +207,7 @@ class Krea2FinalLayer(nn.Module):
 
     def forward(self, x: Tensor, temb: Tensor) -> Tensor:
         """x (1, L, dim), temb (1, dim) (the time embedding, not time_mod_proj's)."""
-        rows = temb + self.scale_shift_table
+        rows = temb + self.scale_shift_table  # (2, dim): the scale's row, the shift's
         dim = rows.shape[1]
-        scale = take_slice(rows, 0, 1, axis=0).reshape(1, 1, dim)
-        shift = take_slice(rows, 1, 2, axis=0).reshape(1, 1, dim)
-        return self.linear(modulate(self.norm(x), shift, scale))
+        return self.linear(self.norm.modulated(x, rows.reshape(1, 1, 2 * dim), shift_at=dim,
+                                               scale_at=0))

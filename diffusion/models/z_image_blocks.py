@@ -13,7 +13,7 @@ import numpy as np
 from gpustd import Tensor, elementwise_kernel, nn
 
 from .layers import Place
-from .transformer_ops import RMSNorm, cast, chunks, norm_rope
+from .transformer_ops import Modulation, RMSNorm, cast, norm_rope
 
 __all__ = ["ADALN", "ZImageTransformerBlock", "scaled"]
 
@@ -55,6 +55,13 @@ def _gated(residual: Tensor, gate: Tensor, y: Tensor) -> Tensor:
     kernel = _tanh_gated_add_clipped if residual.dtype == np.float16 else _tanh_gated_add
     return cast(typing.cast(Tensor, kernel(residual, gate, y)), residual.dtype)
 
+
+
+def _norm_scaled(norm: RMSNorm, x: Tensor, mods: Modulation, index: int) -> Tensor:
+    """scaled(norm(x), mods[index]) in one pass, the scale read in place from the adaLN output
+    (nn.rms_norm_modulate without a shift: the two passes' bits)."""
+    return nn.rms_norm_modulate(x, norm.weight, None, mods.whole, norm.eps,
+                                scale_at=index * mods.width)
 
 
 class ZImageAttention(nn.Module):
@@ -116,8 +123,9 @@ class ZImageTransformerBlock(nn.Module):
             x = x + self.attention_norm2(self.attention(self.attention_norm1(x), rotary))
             return x + self.ffn_norm2(self.feed_forward(self.ffn_norm1(x)))
         assert temb is not None, "a modulated block needs the timestep embedding"
-        scale_msa, gate_msa, scale_mlp, gate_mlp = chunks(self.adaLN_modulation[0](temb), 4)
-        attn = self.attention(scaled(self.attention_norm1(x), scale_msa), rotary)
-        x = _gated(x, gate_msa, self.attention_norm2(attn))
-        ff = self.feed_forward(scaled(self.ffn_norm1(x), scale_mlp))
-        return _gated(x, gate_mlp, self.ffn_norm2(ff))
+        # (scale_msa, gate_msa, scale_mlp, gate_mlp): the norms read their scales in place
+        mods = Modulation(self.adaLN_modulation[0](temb), 4)
+        attn = self.attention(_norm_scaled(self.attention_norm1, x, mods, 0), rotary)
+        x = _gated(x, mods[1], self.attention_norm2(attn))
+        ff = self.feed_forward(_norm_scaled(self.ffn_norm1, x, mods, 2))
+        return _gated(x, mods[3], self.ffn_norm2(ff))

@@ -14,7 +14,13 @@ from .embedding import embedding, timestep_embedding
 from .layers import GEGLU, Conv2d, Embedding, GroupNorm, Identity, LayerNorm, Linear
 from .linear import linear, linear_gated_add, linears
 from .module import Module, ModuleList, Namespace, StateDictError, parameter, unloaded
-from .norm import group_norm, group_norm_prologue, layer_norm, layer_norm_modulate
+from .norm import (
+    group_norm,
+    group_norm_prologue,
+    layer_norm,
+    layer_norm_modulate,
+    rms_norm_modulate,
+)
 from .prologue import ConvPrologue
 from .rms_norm_rope import rms_norm_rope
 from .spatial import concat, max_pool2d, pad, upsample_nearest2x
@@ -53,6 +59,7 @@ __all__ = [
     "padding_mode_in_effect",
     "parameter",
     "quick_gelu",
+    "rms_norm_modulate",
     "rms_norm_rope",
     "silu",
     "timestep_embedding",

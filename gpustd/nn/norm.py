@@ -1,5 +1,6 @@
 """Normalization layers: group_norm (with optional fused SiLU), group_norm_prologue (the
-same folded into the next conv's input) and layer_norm."""
+same folded into the next conv's input), layer_norm, and the DiTs' adaLN norms:
+layer_norm_modulate and rms_norm_modulate."""
 
 from __future__ import annotations
 
@@ -12,7 +13,8 @@ from .._tensor import Tensor
 from ._util import check_float, check_same, dummy, kernel
 from .prologue import ConvPrologue
 
-__all__ = ["group_norm", "group_norm_prologue", "layer_norm", "layer_norm_modulate"]
+__all__ = ["group_norm", "group_norm_prologue", "layer_norm", "layer_norm_modulate",
+           "rms_norm_modulate"]
 
 _CPU_WG = 8  # GroupNorm's workgroup size on CPU adapters (_norm_kernel)
 _CHUNK = 8192  # elements per workgroup in group_norm: thousands of workgroups at 512x512
@@ -146,6 +148,26 @@ def layer_norm(x: Tensor, weight: Tensor | None = None, bias: Tensor | None = No
     return out
 
 
+def _columns(op: str, x: Tensor, shift: Tensor | None, scale: Tensor, shift_at: int,
+             scale_at: int) -> int:
+    """The modulated norms' arguments checked (x [B, L, D]; shift, where there is one, and
+    scale [B, 1, W] with D columns from shift_at and scale_at): W."""
+    check_float(x, "x", op, ndim=3)
+    check_same(op, x, shift=shift, scale=scale)
+    batch, _, d = x.shape
+    width = scale.shape[-1] if scale.ndim == 3 else -1
+    for name, t, at in (("shift", shift, shift_at), ("scale", scale, scale_at)):
+        if t is None:
+            continue
+        if t.shape[:2] != (batch, 1) or t.ndim != 3 or t.shape[2] != width:
+            raise ValueError(f"{op}: {name} must have shape ({batch}, 1, {d}) for x {x.shape} "
+                             f"(or shift's and scale's (B, 1, W) with columns), got {t.shape}")
+        if not 0 <= at <= width - d:
+            raise ValueError(f"{op}: {name}'s {d} columns from {name}_at={at} do not fit its "
+                             f"width {width}; give a column in [0, {width - d}]")
+    return width
+
+
 def layer_norm_modulate(x: Tensor, shift: Tensor, scale: Tensor, eps: float = 1e-6, *,
                         shift_at: int = 0, scale_at: int = 0) -> Tensor:
     """adaLN: layer_norm(x) (no affine) * (1 + scale) + shift in one pass, x [B, L, D], shift
@@ -155,17 +177,8 @@ def layer_norm_modulate(x: Tensor, shift: Tensor, scale: Tensor, eps: float = 1e
     the two passes compute it: their bits. torch: `F.layer_norm(x, (D,), eps=eps) *
     (1 + scale[..., scale_at:scale_at + D]) + shift[..., shift_at:shift_at + D]`."""
     op = "layer_norm_modulate"
-    check_float(x, "x", op, ndim=3)
-    check_same(op, x, shift=shift, scale=scale)
+    width = _columns(op, x, shift, scale, shift_at, scale_at)
     batch, length, d = x.shape
-    width = shift.shape[-1] if shift.ndim == 3 else -1
-    for name, t, at in (("shift", shift, shift_at), ("scale", scale, scale_at)):
-        if t.shape[:2] != (batch, 1) or t.ndim != 3 or t.shape[2] != width:
-            raise ValueError(f"{op}: {name} must have shape ({batch}, 1, {d}) for x {x.shape} "
-                             f"(or shift's and scale's (B, 1, W) with columns), got {t.shape}")
-        if not 0 <= at <= width - d:
-            raise ValueError(f"{op}: {name}'s {d} columns from {name}_at={at} do not fit its "
-                             f"width {width}; give a column in [0, {width - d}]")
     out = Tensor.empty(x.shape, x.dtype, device=x.device)
     if x.size == 0:
         return out
@@ -174,6 +187,41 @@ def layer_norm_modulate(x: Tensor, shift: Tensor, scale: Tensor, eps: float = 1e
     k = kernel("layer_norm", {"T": x.dtype}, parts=("nn/layer_norm_row",), TPR=tpr,
                AFFINE=0, MODULATE=1)
     k.dispatch(math.ceil(rows / (256 // tpr)), x, scale, shift, out, rows=rows, d=d, eps=eps,
+               length=length, width=width, scale_at=scale_at, shift_at=shift_at)
+    return out
+
+
+def rms_norm_modulate(x: Tensor, weight: Tensor | None, shift: Tensor | None, scale: Tensor,
+                      eps: float = 1e-6, *, zero_centred: bool = False, shift_at: int = 0,
+                      scale_at: int = 0) -> Tensor:
+    """RMS norm then adaLN in one pass: x [B, L, D] / sqrt(mean(x^2 over D) + eps) * weight
+    [D] (None: no weight; any float dtype; `zero_centred`: times 1 + weight, added in float32),
+    statistics in float32, rounded to x's dtype as rms_norm_rope's output is, then * (1 +
+    scale) + shift in x's arithmetic (shift None: the scale alone), shift and scale read as
+    layer_norm_modulate reads them (columns of [B, 1, W], in place from one adaLN output):
+    the bits of rms_norm_rope then the DiTs' compiled modulate. torch: `nn.RMSNorm(D, eps)(x)
+    * (1 + scale[..., scale_at:scale_at + D]) + shift[..., shift_at:shift_at + D]`."""
+    op = "rms_norm_modulate"
+    width = _columns(op, x, shift, scale, shift_at, scale_at)
+    batch, length, d = x.shape
+    if weight is not None:
+        check_float(weight, "weight", op)
+        if weight.device is not x.device or weight.shape != (d,):
+            raise ValueError(f"{op}: weight must have shape ({d},) on x's device "
+                             f"{x.device.name}, got {weight.shape} on {weight.device.name}")
+    elif zero_centred:
+        raise ValueError(f"{op}: zero_centred=True needs the weight it offsets from 1")
+    out = Tensor.empty(x.shape, x.dtype, device=x.device)
+    if x.size == 0:
+        return out
+    rows = batch * length
+    tpr = row_lanes(d, x.device)
+    gamma = weight if weight is not None else dummy(x)
+    k = kernel("rms_norm_modulate", {"T": x.dtype, "W": gamma.dtype},
+               parts=("nn/layer_norm_row",), TPR=tpr, AFFINE=int(weight is not None),
+               CENTRED=int(zero_centred), SHIFT=int(shift is not None))
+    k.dispatch(math.ceil(rows / (256 // tpr)), x, gamma, scale,
+               shift if shift is not None else dummy(x), out, rows=rows, d=d, eps=eps,
                length=length, width=width, scale_at=scale_at, shift_at=shift_at)
     return out
 

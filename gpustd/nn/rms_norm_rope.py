@@ -32,18 +32,20 @@ def _check_tables(op: str, x: Tensor, cos: Tensor, sin: Tensor, total: int, d: i
 
 def rms_norm_rope(x: Tensor, weight: Tensor | None = None, rotary: tuple[Tensor, Tensor]
                   | None = None, *, heads: int = 1, eps: float | None = 1e-6,
-                  halves: bool = False, out: Tensor | None = None, start: int = 0) -> Tensor:
+                  halves: bool = False, out: Tensor | None = None, start: int = 0,
+                  zero_centred: bool = False) -> Tensor:
     """Per-head RMS norm then rotary embedding of x (B, L, heads * D) (any shape [..., D]
     with heads=1 and neither rotary nor out).
 
     Norm (eps not None): x / sqrt(mean(x^2 over D) + eps) * weight [D] (None: no scale; a
-    float dtype of its own, as T5's float32 norms of float16 rows), statistics in float32,
-    rounded to x's dtype as a separate norm's output is. Rotation (rotary = rope_tables'
-    float32 cos, sin (positions, 1, D)): each pair (x[2i], x[2i+1]) —
-    with `halves`, (x[i], x[i+D/2]) — turned by its angle, in float32. `out` (B, total,
-    heads * D) receives the result at tokens start..start+L (rotated by the tables' rows
-    there; they must cover `total` positions), as the text and image parts of a joint
-    sequence are written in place; without it a new tensor like x (start 0).
+    float dtype of its own, as T5's float32 norms of float16 rows; `zero_centred`: the scale
+    is 1 + weight, added in float32 here rather than by a pass of its own, as Krea 2's
+    checkpoints store it), statistics in float32, rounded to x's dtype as a separate norm's
+    output is. Rotation (rotary = rope_tables' float32 cos, sin (positions, 1, D)): each pair
+    (x[2i], x[2i+1]) — with `halves`, (x[i], x[i+D/2]) — turned by its angle, in float32.
+    `out` (B, total, heads * D) receives the result at tokens start..start+L (rotated by the
+    tables' rows there; they must cover `total` positions), as the text and image parts of a
+    joint sequence are written in place; without it a new tensor like x (start 0).
     torch: `apply_rotary_emb(nn.RMSNorm(D, eps)(x.unflatten(-1, (heads, D))), (cos, sin))`.
     """
     op = "rms_norm_rope"
@@ -57,6 +59,8 @@ def rms_norm_rope(x: Tensor, weight: Tensor | None = None, rotary: tuple[Tensor,
     if heads < 1 or x.ndim < 1 or x.shape[-1] % heads:
         raise ValueError(f"{op}: x's last axis ({x.shape[-1:]}) must split into {heads} heads")
     d = x.shape[-1] // heads
+    if zero_centred and weight is None:
+        raise ValueError(f"{op}: zero_centred=True needs the weight it offsets from 1")
     if weight is not None and weight.shape != (d,):
         raise ValueError(f"{op}: weight must have shape ({d},), got {weight.shape}")
     rows = x.size // d if d else 0
@@ -82,7 +86,7 @@ def rms_norm_rope(x: Tensor, weight: Tensor | None = None, rotary: tuple[Tensor,
     scale = weight if weight is not None else dummy(x)
     k = kernel("rms_norm_rope", {"T": x.dtype, "W": scale.dtype}, parts=("nn/layer_norm_row",),
                TPR=tpr, NORM=int(eps is not None), AFFINE=int(weight is not None),
-               ROPE=int(rotary is not None), HALVES=int(halves))
+               CENTRED=int(zero_centred), ROPE=int(rotary is not None), HALVES=int(halves))
     cos, sin = rotary if rotary is not None else (dummy(x, np.float32),) * 2
     k.dispatch(math.ceil(rows / (256 // tpr)), x, scale, cos, sin, out, rows=rows, d=d,
                eps=eps or 0.0, heads=heads if x.ndim == 3 else 1, length=length, total=total,

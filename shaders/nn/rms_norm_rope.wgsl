@@ -13,6 +13,7 @@ override WG: u32 = 256u;
 override TPR: u32 = 32u;     // invocations per row, a power of two dividing WG
 override NORM: bool = true;  // x / sqrt(mean(x^2) + eps)
 override AFFINE: bool = true;  // ... * weight[i]
+override CENTRED: bool = false;  // ... * (1 + weight[i]): a zero-centred weight, in float32
 override ROPE: bool = true;  // then the pairs rotated by cos/sin
 override HALVES: bool = false;  // pairs (i, i + d/2) rather than (2i, 2i + 1)
 
@@ -33,7 +34,11 @@ fn normed(base: u32, i: u32, inv: f32) -> f32 {
         y = y * inv;
     }
     if (AFFINE) {
-        y = y * f32(weight[i]);
+        var w = f32(weight[i]);
+        if (CENTRED) {
+            w = 1.0 + w;
+        }
+        y = y * w;
     }
     return f32(T(y));
 }

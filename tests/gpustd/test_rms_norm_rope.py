@@ -1,6 +1,7 @@
 """gpustd.nn.rms_norm_rope against numpy in float64: the per-head RMS norm, the rotation in
 both pair layouts, each alone and together, written into a joint buffer at a token offset,
-over awkward sizes (odd head dims, one token, rows that do not fill a workgroup)."""
+over awkward sizes (odd head dims, one token, rows that do not fill a workgroup); and
+rms_norm_modulate, the norm with adaLN's modulation after it."""
 
 from __future__ import annotations
 
@@ -9,8 +10,8 @@ import pytest
 from support import assert_close
 
 import gpucore
-from gpustd import Tensor
-from gpustd.nn import rms_norm_rope
+from gpustd import Tensor, elementwise_kernel
+from gpustd.nn import rms_norm_modulate, rms_norm_rope
 
 F32_TOL = 1e-5
 
@@ -130,3 +131,76 @@ def test_rms_norm_rope_errors(device: gpucore.Device) -> None:
         rms_norm_rope(x, heads=2, out=out, start=2)
     with pytest.raises(TypeError, match="float32 Tensor"):
         rms_norm_rope(x, None, (tables[0], np.ones((3, 1, 6))), heads=2)
+
+
+@elementwise_kernel
+def _modulate(x, shift, scale):  # the DiTs' compiled modulate (diffusion's transformer_ops)
+    return x * (1.0 + scale) + shift
+
+
+@elementwise_kernel
+def _scaled(x, scale):  # Z-Image's scale-only modulation
+    return x * (1.0 + scale)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float16])
+@pytest.mark.parametrize("d,weight_dtype,centred,shifted", [
+    (72, np.float32, True, True),  # Krea 2: a float32 zero-centred weight, shift and scale
+    (300, "x", False, False),  # Z-Image: a weight of x's dtype, the scale alone
+    (45, None, False, True),  # no weight
+])
+def test_rms_norm_modulate(device: gpucore.Device, dtype, d, weight_dtype, centred,
+                           shifted) -> None:
+    """The norm and adaLN's modulation in one pass, its scale and shift read in place from one
+    (B, 1, 6 * D) adaLN output: near float64, and the bits of the two passes it replaces (a
+    zero-centred weight's 1 + weight made by a pass of its own there)."""
+    dtype = _dtype(device, dtype)
+    rng = np.random.default_rng(14)
+    x = (3 * rng.standard_normal((2, 13, d)) + 1).astype(dtype)
+    kind = dtype if weight_dtype == "x" else weight_dtype
+    weight = None if kind is None else rng.uniform(-0.5, 0.5 if centred else 2.0, d).astype(kind)
+    whole = rng.standard_normal((2, 1, 6 * d)).astype(dtype)
+    up = [None if a is None else Tensor.from_numpy(a, device=device) for a in (x, weight, whole)]
+    tx, tweight, twhole = up
+    got = rms_norm_modulate(tx, tweight, twhole if shifted else None, twhole, eps=1e-5,
+                            zero_centred=centred, shift_at=4 * d, scale_at=d)
+    assert got.dtype == dtype and got.shape == x.shape
+    scale = whole[..., d:2 * d].astype(np.float64)
+    shift = whole[..., 4 * d:5 * d].astype(np.float64) if shifted else 0.0
+    normed = _reference(x, None if weight is None else weight.astype(np.float64) + centred,
+                        None, 1, 1e-5, False)
+    expected = normed * (1 + scale) + shift
+    assert_close(got.numpy(), expected, dtype=dtype, tol=F32_TOL if dtype == np.float32 else None)
+    assert np.abs(expected - normed).mean() > 0.5  # the modulation visibly matters
+    # the two passes: rms_norm_rope (after a + 1 pass) then the compiled modulate
+    scale_weight = None if weight is None else (tweight + 1.0 if centred else tweight)
+    two = rms_norm_rope(tx, scale_weight, eps=1e-5)
+    chunk = [Tensor.from_numpy(np.ascontiguousarray(whole[..., i * d:(i + 1) * d]), device=device)
+             for i in (1, 4)]
+    two = _modulate(two, chunk[1], chunk[0]) if shifted else _scaled(two, chunk[0])
+    assert np.array_equal(got.numpy(), two.numpy())
+
+
+def test_rms_norm_zero_centred(device: gpucore.Device) -> None:
+    """rms_norm_rope's zero-centred weight: the bits of the weight + 1 made first."""
+    rng = np.random.default_rng(15)
+    x = Tensor.from_numpy(rng.standard_normal((1, 9, 4 * 10)).astype(np.float32), device=device)
+    weight = Tensor.from_numpy(rng.uniform(-0.5, 0.5, 10).astype(np.float32), device=device)
+    tables = tuple(Tensor.from_numpy(t, device=device) for t in _tables(rng, 9, 10))
+    got = rms_norm_rope(x, weight, tables, heads=4, zero_centred=True)
+    assert np.array_equal(got.numpy(), rms_norm_rope(x, weight + 1.0, tables, heads=4).numpy())
+    with pytest.raises(ValueError, match="zero_centred=True needs the weight"):
+        rms_norm_rope(x, heads=4, zero_centred=True)
+
+
+def test_rms_norm_modulate_errors(device: gpucore.Device) -> None:
+    x = Tensor.from_numpy(np.ones((2, 3, 8), np.float32), device=device)
+    whole = Tensor.from_numpy(np.ones((2, 1, 16), np.float32), device=device)
+    with pytest.raises(ValueError, match="zero_centred=True needs the weight"):
+        rms_norm_modulate(x, None, whole, whole, zero_centred=True)
+    with pytest.raises(ValueError, match=r"weight must have shape \(8,\)"):
+        rms_norm_modulate(x, whole.reshape(-1), whole, whole)
+    with pytest.raises(ValueError, match="scale's 8 columns from scale_at=9 do not fit"):
+        rms_norm_modulate(x, None, None, whole, scale_at=9)
+    with pytest.raises(ValueError, match=r"shift must have shape \(2, 1, 8\)"):
+        rms_norm_modulate(x, None, whole.reshape(2, 16, 1), whole)
