@@ -72,9 +72,10 @@ def _check_length(max_sequence_length: Any) -> None:
 def tokenize(tokenizer: LLMTokenizer, prompt: str, max_sequence_length: int = 512
              ) -> np.ndarray:
     """The templated prompt's ids (1, n) int64, n <= 40 + max_sequence_length (no padding: one
-    prompt). A prompt past the limit is cut as diffusers cuts it, with a warning; ValueError
-    for a tokenizer that is not Qwen's. diffusers: `Kandinsky5T2IPipeline._encode_prompt_qwen`'s
-    two tokenizer calls (the untruncated one to find the overflow)."""
+    prompt; `prompt` as `clean_prompt` left it, as `encode` hands it). A prompt past the limit
+    is cut as diffusers cuts it, with a warning; ValueError for a tokenizer that is not Qwen's.
+    diffusers: `Kandinsky5T2IPipeline._encode_prompt_qwen`'s two tokenizer calls (the
+    untruncated one to find the overflow)."""
     if not isinstance(prompt, str):
         raise ValueError(f"the prompt must be a string, got {type(prompt).__name__}")
     _check_length(max_sequence_length)
