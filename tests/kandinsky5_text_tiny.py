@@ -21,14 +21,6 @@ TEMPLATE_WORDS = ["system", "user", "You", " are", " a", " prompt", " engineer",
                   " the", " image", " by", " detailing", " color", " shape", " size",
                   " texture", " quantity", " text", " spatial", " relationships", " of",
                   " objects", " and", " background"]
-# a Kandinsky5Transformer3DModel of 16-channel latents, 2 text and 2 visual blocks, heads 8
-# wide (axes 2, 2, 4), reading the tiny Qwen's 40-wide states and CLIP's 32-wide pooled one
-KANDINSKY5_TINY: dict[str, Any] = dict(
-    in_visual_dim=16, out_visual_dim=16, in_text_dim=QWEN3_TINY["hidden_size"], in_text_dim2=32,
-    time_dim=16, model_dim=16, ff_dim=24, num_text_blocks=2, num_visual_blocks=2,
-    axes_dims=(2, 2, 4))
-
-
 def tiny_kandinsky5_tokenizer(folder: Path) -> Path:
     """tiny_qwen_tokenizer's with TEMPLATE_WORDS after its own (the vocabulary stays
     QWEN3_TINY's) in `folder`."""
@@ -77,18 +69,19 @@ def tiny_kandinsky5_text_pipeline(root: Path, **parts: Any) -> Any:
         tokenizer_2=clip_tokenizer)
 
 
-def tiny_kandinsky5_folder(root: Path) -> Path:
-    """A whole tiny Kandinsky5T2IPipeline saved to `root / "kandinsky5"` (a random
-    KANDINSKY5_TINY transformer, a 16-channel VAE with FLUX's scaling, the text parts), its
-    model_index.json naming the tokenizer as diffusers writes it for the real one."""
+def tiny_kandinsky5_pipeline(root: Path) -> Any:
+    """A whole tiny Kandinsky5T2IPipeline (kandinsky5_tiny's transformer, sd_tiny's 4-channel
+    VAE with FLUX's scaling and shift, the text parts, shift 3) saved to `root / "kandinsky5"`,
+    its model_index.json naming the tokenizer as diffusers writes it for the real one; returns
+    the pipeline."""
     import diffusers
+    from kandinsky5_tiny import tiny_kandinsky5_transformer
 
     vae = randomized(diffusers.AutoencoderKL(
-        **{**VAE_TINY, "latent_channels": 16}, use_quant_conv=False, use_post_quant_conv=False,
-        scaling_factor=0.3611, shift_factor=0.1159), 2)
-    transformer = randomized(diffusers.Kandinsky5Transformer3DModel(**KANDINSKY5_TINY), 7)
+        **VAE_TINY, use_quant_conv=False, use_post_quant_conv=False, scaling_factor=0.3611,
+        shift_factor=0.1159), 2)
     pipe = tiny_kandinsky5_text_pipeline(
-        root, transformer=transformer, vae=vae,
+        root, transformer=tiny_kandinsky5_transformer(), vae=vae,
         scheduler=diffusers.FlowMatchEulerDiscreteScheduler(shift=3.0))
     # the processor's own save needs its image and video processors: its tokenizer's files
     pipe.register_modules(tokenizer=pipe.tokenizer.tokenizer)
@@ -97,4 +90,10 @@ def tiny_kandinsky5_folder(root: Path) -> Path:
     index = json.loads((folder / "model_index.json").read_text())
     index["tokenizer"] = ["transformers", "Qwen2VLProcessor"]
     (folder / "model_index.json").write_text(json.dumps(index, indent=2))
-    return folder
+    return pipe
+
+
+def tiny_kandinsky5_folder(root: Path) -> Path:
+    """tiny_kandinsky5_pipeline's folder, `root / "kandinsky5"`."""
+    tiny_kandinsky5_pipeline(root)
+    return root / "kandinsky5"
