@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from ..loaders.flow.chroma import chroma_family
 from ..loaders.flow.file import flow_model_family
 from ..loaders.flux2 import flux2_distilled, flux2_family
+from ..loaders.kandinsky5 import kandinsky5_family
 from ..loaders.krea2 import krea2_family
 from ..loaders.qwen_image import qwenimage21_family, qwenimage_family
 from ..loaders.wan import wan_family, wan_file_family
@@ -28,6 +29,11 @@ from .flow.fill_model import fill_capabilities, fill_defaults, fill_family, load
 from .flow.flow_capabilities import flow_capabilities, transformer_config
 from .flow.flow_model import flow_defaults, load_flow_model
 from .flow.flux2_model import flux2_capabilities, flux2_defaults, load_flux2_model
+from .flow.kandinsky5_model import (
+    kandinsky5_capabilities,
+    kandinsky5_defaults,
+    load_kandinsky5_model,
+)
 from .flow.kontext_model import (
     kontext_capabilities,
     kontext_defaults,
@@ -112,6 +118,9 @@ FAMILIES: tuple[FamilyLoader, ...] = (
                  latent_channels=32, single_file_base=True,
                  capabilities=lambda path, family: flux2_capabilities(
                      family, distilled=flux2_distilled(path))),
+    FamilyLoader("Kandinsky 5", kandinsky5_family, load_kandinsky5_model, kandinsky5_defaults,
+                 latent_channels=16,
+                 capabilities=lambda path, family: kandinsky5_capabilities(family)),
     FamilyLoader("Krea 2", krea2_family, load_krea2_model, krea2_defaults, latent_channels=16,
                  capabilities=lambda path, family: krea2_capabilities(family)),
     FamilyLoader("Qwen-Image 2.1", qwenimage21_family, load_qwenimage21_model,

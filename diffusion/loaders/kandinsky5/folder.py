@@ -1,0 +1,91 @@
+"""Diffusers folders of Kandinsky 5 text to image (`Kandinsky5T2IPipeline`, the
+Kandinsky-5.0-T2I-Lite checkpoints): transformer/ (Kandinsky5Transformer3DModel),
+text_encoder/ (transformers' Qwen2_5_VLForConditionalGeneration: its language model is read,
+the vision tower and `lm_head` left out), tokenizer/ (a Qwen2VLProcessor's folder: Qwen's
+tokenizer.json, or a slow tokenizer's vocab.json and merges.txt, beside the image processor's
+settings no prompt uses), text_encoder_2/ (CLIPTextModel, ViT-L/14: its pooled output),
+tokenizer_2/ (CLIPTokenizer), vae/ (AutoencoderKL, FLUX's 16-channel one) and scheduler/
+(FlowMatchEulerDiscreteScheduler).
+
+The video pipelines' folders (Kandinsky5T2VPipeline, Kandinsky5I2VPipeline) and the image
+editing one (Kandinsky5I2IPipeline) are other models: other templates (128 and 54 tokens
+dropped), a video transformer or a picture in the prompt. Only the text-to-image class loads.
+
+    weights = load_kandinsky5_folder("Kandinsky-5.0-T2I-Lite-sft-Diffusers")
+    weights.text_encoder_2.config, weights.tokenizer_2_dir
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from ..errors import WeightsError
+from ..formats.diffusers_folder import pipeline_class, pipeline_index, read_json, weight_refs
+from ..formats.dit_folder import DIT_COMPONENTS, DiTWeights, dit_weights
+from ..qwen_image.folder import language_model_config, language_model_refs, qwen_tokenizer
+from ..weights import ComponentWeights, TensorRef, resolve_dtype
+
+__all__ = ["Kandinsky5Weights", "kandinsky5_family", "load_kandinsky5_folder"]
+
+_CLASS = "Kandinsky5T2IPipeline"
+_COMPONENTS = (*DIT_COMPONENTS, "text_encoder_2", "tokenizer_2")
+
+
+@dataclass
+class Kandinsky5Weights(DiTWeights):
+    """A Kandinsky 5 folder's lazy component weights (Qwen's language model as text_encoder,
+    CLIP as text_encoder_2), its scheduler config and both tokenizer folders (tokenizer_dir
+    Qwen's, tokenizer_2_dir CLIP's)."""
+
+    text_encoder_2: ComponentWeights
+    tokenizer_2_dir: Path
+
+
+def kandinsky5_family(path: str | os.PathLike[str]) -> str | None:
+    """"kandinsky-5" for a diffusers folder whose model_index.json names a
+    Kandinsky5T2IPipeline, None for anything else (a broken JSON file is left for loading to
+    name)."""
+    return "kandinsky-5" if pipeline_class(Path(path)) == _CLASS else None
+
+
+def load_kandinsky5_folder(path: str | os.PathLike[str], *, dtype: Any = None,
+                           variant: str | None = None) -> Kandinsky5Weights:
+    """Lazy weights of the Kandinsky 5 diffusers folder `path`. `dtype`: None (as stored;
+    bfloat16 read as float32), "float16" or "float32"; `variant`: e.g. "fp16". WeightsError
+    naming the file or folder when it is not a Kandinsky 5 text-to-image pipeline or a part
+    is missing."""
+    root = Path(path)
+    pipeline_index(root, _CLASS, _COMPONENTS)
+    parts = dit_weights(root, dtype=dtype, variant=variant, skip=(), adapt=_adapt)
+    clip = root / "text_encoder_2"
+    refs, _where = weight_refs(clip, "model", variant)
+    # transformers < 5.6 saved CLIPTextModel's weights under "text_model."; newer, without
+    refs = {key.removeprefix("text_model."): ref for key, ref in refs.items()}
+    return Kandinsky5Weights(
+        scheduler_config=read_json(root / "scheduler" / "scheduler_config.json"),
+        tokenizer_dir=qwen_tokenizer(root / "tokenizer"),
+        text_encoder_2=ComponentWeights("text_encoder_2", read_json(clip / "config.json"),
+                                        refs, dtype=resolve_dtype(dtype)),
+        tokenizer_2_dir=_clip_tokenizer(root / "tokenizer_2"),
+        **parts)  # type: ignore[arg-type]
+
+
+def _clip_tokenizer(folder: Path) -> Path:
+    """`folder`, checked to hold CLIP's tokenizer (vocab.json and merges.txt, or the
+    tokenizer.json transformers 5 writes alone)."""
+    if not (folder / "tokenizer.json").is_file() and not (
+            (folder / "vocab.json").is_file() and (folder / "merges.txt").is_file()):
+        raise WeightsError(f"{folder / 'vocab.json'}: required file is missing, and so is "
+                           "tokenizer.json (the CLIP tokenizer of text_encoder_2)")
+    return folder
+
+
+def _adapt(name: str, config: dict[str, Any], refs: dict[str, TensorRef]
+           ) -> tuple[dict[str, Any], dict[str, TensorRef]]:
+    """The text encoder's language model: Qwen2.5-VL's text config and tensors."""
+    if name != "text_encoder":
+        return config, refs
+    return language_model_config(config), language_model_refs(refs)

@@ -1,0 +1,224 @@
+"""Kandinsky 5 (Image Lite), as diffusers' Kandinsky5T2IPipeline draws it: the prompt in its
+"prompt engineer" template read by Qwen2.5-VL's language model (its last hidden states, the
+template's first 40 tokens dropped) and by CLIP (its pooled output); the Kandinsky 5
+transformer (the states projected once a prompt: `text`) steps channels-last latents;
+FlowMatchEulerDiscreteScheduler steps the model output from noise over its own schedule
+(the config's constant shift); FLUX's 16-channel VAE decodes the latents divided by its
+scaling factor (no shift, as the pipeline decodes). CFG as diffusers': `neg + g * (pos -
+neg)` for `guidance_scale` g > 1 (an empty negative prompt by default). With the torch RNG, a
+seed gives diffusers' picture (`generator=torch.Generator("cpu").manual_seed(seed)`); at any
+size, where diffusers snaps the size to its nearest trained resolution (a warning).
+
+    pipe = Kandinsky5Pipeline.from_pretrained("Kandinsky-5.0-T2I-Lite")
+    images = pipe("a cat in a hat", height=1024, width=1024, num_inference_steps=50,
+                  guidance_scale=3.5, seed=7)
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Sequence
+from functools import partial
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from gpucore import Device, default_device
+from gpustd import Tensor, asarray
+
+from ...loaders.kandinsky5 import load_kandinsky5_folder
+from ...loaders.sd.vae_file import load_vae
+from ...loaders.vae_kind import require_vae
+from ...models import AutoencoderKL
+from ...models.clip import CLIPTextModel
+from ...models.kandinsky5 import Kandinsky5Transformer3DModel
+from ...models.kandinsky5_prompt import encode
+from ...models.llm import LLMTextModel
+from ...models.step_cache import StepCache
+from ...noise.rng import make_generator
+from ...sampling.scheduler_loop import scheduler_loop
+from ...sampling.schedulers.flow_match_euler import FlowMatchEulerDiscreteScheduler
+from ...text.llm_tokenizer import LLMTokenizer
+from ...text.tokenizer import CLIPTokenizer
+from .flow_memory import load_network
+from .start import FlowStart, StepCallback, check_call, check_sides, encode_image
+
+__all__ = ["Kandinsky5Pipeline"]
+
+
+class Kandinsky5Pipeline:
+    """Kandinsky 5 txt2img on gpustd. Components as diffusers names them; `scheduler_config`
+    is the folder's `scheduler/scheduler_config.json` (a constant shift)."""
+
+    def __init__(self, *, transformer: Kandinsky5Transformer3DModel, vae: AutoencoderKL,
+                 text_encoder: LLMTextModel, tokenizer: LLMTokenizer,
+                 text_encoder_2: CLIPTextModel, tokenizer_2: CLIPTokenizer,
+                 scheduler_config: dict[str, Any]) -> None:
+        self.transformer, self.vae = transformer, vae
+        self.text_encoder, self.tokenizer = text_encoder, tokenizer
+        self.text_encoder_2, self.tokenizer_2 = text_encoder_2, tokenizer_2
+        self.scheduler_config = dict(scheduler_config)
+        self.modules: list[str] = []
+        self.vae_scale_factor = 2 ** (len(vae.config["block_out_channels"]) - 1)
+
+    @classmethod
+    def from_pretrained(cls, path: str | Path, *, dtype: Any = np.float32,
+                        device: Device | None = None, variant: str | None = None,
+                        offload: bool = False) -> Kandinsky5Pipeline:
+        """Load a Kandinsky 5 diffusers folder (`load_kandinsky5_folder`) onto `device` in
+        `dtype`; `offload`: each network goes to host memory as soon as it is loaded (the
+        text encoders before the transformer loads), for a memory mode to bring in as it
+        runs (flow_memory)."""
+        weights = load_kandinsky5_folder(path, variant=variant)
+        transformer, qwen, clip = (weights.transformer, weights.text_encoder,
+                                   weights.text_encoder_2)
+        assert transformer is not None and qwen is not None
+        place = {"dtype": dtype, "device": device or default_device()}
+        load = partial(load_network, device=place["device"], offload_to_host=offload)
+        # the text encoders first: with `offload` they have left the GPU when the
+        # transformer loads
+        text_encoder = load(lambda: LLMTextModel(qwen.config, **place), qwen)
+        text_encoder_2 = load(lambda: CLIPTextModel(clip.config, **place), clip)
+        return cls(
+            transformer=load(lambda: Kandinsky5Transformer3DModel(transformer.config, **place),
+                             transformer),
+            vae=load(lambda: AutoencoderKL(weights.vae.config, **place), weights.vae),
+            text_encoder=text_encoder, tokenizer=LLMTokenizer(weights.tokenizer_dir),
+            text_encoder_2=text_encoder_2,
+            tokenizer_2=CLIPTokenizer.from_pretrained(weights.tokenizer_2_dir),
+            scheduler_config=weights.scheduler_config)
+
+    def use_vae_file(self, path: str | os.PathLike[str]) -> None:
+        """Decode with FLUX's VAE in the file `path` (`ae.safetensors`; load_vae), in the
+        place, dtype and config of the folder's. WeightsError in one line for another
+        family's VAE."""
+        require_vae(path, "2d", int(self.vae.config["latent_channels"]), model="Kandinsky 5",
+                    usual="FLUX's ae.safetensors")
+        weight = self.vae.decoder.conv_in.weight
+        self.vae = load_vae(path, dtype=weight.dtype, device=weight.device,
+                            config=self.vae.config)
+
+    def encode_prompt(self, prompt: str, max_sequence_length: int = 512
+                      ) -> tuple[Tensor, Tensor]:
+        """(the transformer's text tokens (1, L, dim), CLIP's pooled vector (1, D2)) of
+        `prompt`: models.kandinsky5_prompt.encode, the states projected once
+        (`transformer.text`). diffusers: `Kandinsky5T2IPipeline.encode_prompt`."""
+        states, pooled = encode(self.text_encoder, self.tokenizer, self.text_encoder_2,
+                                self.tokenizer_2, prompt,
+                                max_sequence_length=max_sequence_length)
+        transformer = self.transformer
+        return (transformer.text(states),
+                asarray(pooled, dtype=transformer.dtype, device=transformer.device))
+
+    def velocity(self, prompts: Sequence[str], *, height: int, width: int,
+                 guidance_scale: float = 3.5, negative_prompt: str | Sequence[str] = "",
+                 max_sequence_length: int = 512, cache: StepCache | None = None
+                 ) -> tuple[Callable[[np.ndarray, float], np.ndarray], tuple[int, ...], None]:
+        """The model as `flow(x, t)` for `prompts` at height x width: x (B, C, h, w) float32
+        latents, t the scheduler's timestep (0..1000), the model output (with CFG against
+        `negative_prompt` when `guidance_scale` > 1); also the latents' shape and mu (None:
+        the schedule's shift is the config's constant). `cache`: the generation's step
+        cache, of which each picture's prompt pass and negative pass take a branch."""
+        scale = self.vae_scale_factor * 2
+        if height < scale or width < scale:
+            raise ValueError(f"height and width must be at least {scale}, got {height}x{width}")
+        batch = len(prompts)
+        guided = guidance_scale > 1
+        negatives = ([negative_prompt] * batch if isinstance(negative_prompt, str)
+                     else list(negative_prompt))
+        if guided and len(negatives) != batch:
+            raise ValueError(f"{len(negatives)} negative prompts for {batch} prompts")
+        texts = [self.encode_prompt(p, max_sequence_length) for p in prompts]
+        against = [self.encode_prompt(n, max_sequence_length) for n in negatives] if guided \
+            else []
+        dtype, device = self.transformer.dtype, self.transformer.device
+        passes = 1 + guided
+        branches = [[None] * passes if cache is None else [cache.branch() for _ in range(passes)]
+                    for _ in range(batch)]
+        g = np.float32(guidance_scale)
+
+        def predict(latents: Tensor, t: np.ndarray, text: tuple[Tensor, Tensor],
+                    branch: Any) -> np.ndarray:
+            out = self.transformer(latents, t, *text, cache=branch)
+            return out.numpy().astype(np.float32)
+
+        def flow(x: np.ndarray, t: float) -> np.ndarray:
+            timestep = np.array([t], np.float32)
+            out = []
+            for i in range(len(x)):
+                # channels last with one frame: (1, 1, h, w, C), as diffusers' latents
+                latents = asarray(x[i].transpose(1, 2, 0)[None, None], dtype=dtype,
+                                  device=device)
+                pred = predict(latents, timestep, texts[i % batch], branches[i % batch][0])
+                if guided:
+                    negative = predict(latents, timestep, against[i % batch],
+                                       branches[i % batch][1])
+                    pred = negative + g * (pred - negative)
+                out.append(pred[0, 0].transpose(2, 0, 1))
+            return np.stack(out)
+
+        channels = self.transformer.config["in_visual_dim"]
+        h, w = int(height) // self.vae_scale_factor, int(width) // self.vae_scale_factor
+        return flow, (batch, channels, h, w), None
+
+    def encode_image(self, pixels: np.ndarray, generator: Any) -> np.ndarray:
+        """Latents of `pixels` (1, 3, H, W) in [-1, 1] in Kandinsky 5's space: FLUX's VAE
+        posterior drawn from `generator`, times the scaling factor (the pipeline's decode
+        divides by it alone, so no shift)."""
+        shift = self.vae.shift_factor
+        return encode_image(self.vae, pixels, generator) + np.float32(
+            shift * self.vae.scaling_factor)
+
+    def decode(self, latents: np.ndarray) -> np.ndarray:
+        """Images (B, H, W, 3) in [0, 1] from latents (B, C, h, w): divided by the VAE's
+        scaling factor and decoded, as Kandinsky5T2IPipeline decodes."""
+        vae, weight = self.vae, self.vae.decoder.conv_in.weight
+        z = asarray(latents / np.float32(vae.scaling_factor), dtype=weight.dtype,
+                    device=weight.device)
+        images = vae.decode(z).numpy().astype(np.float32)
+        return np.clip(images / 2 + 0.5, 0.0, 1.0).transpose(0, 2, 3, 1)
+
+    def _noise(self, shape: tuple[int, ...], generator: Any) -> np.ndarray:
+        """The starting noise, drawn as diffusers draws it: (B, 1, h, w, C) channels last."""
+        batch, channels, h, w = shape
+        noise = generator.standard_normal((batch, 1, h, w, channels)).astype(np.float32)
+        return np.ascontiguousarray(noise[:, 0].transpose(0, 3, 1, 2))
+
+    def __call__(self, prompt: str | Sequence[str], *, height: int = 1024, width: int = 1024,
+                 num_inference_steps: int = 50, guidance_scale: float = 3.5,
+                 negative_prompt: str | Sequence[str] = "", seed: int = 0, rng: str = "torch",
+                 max_sequence_length: int = 512, latents: np.ndarray | None = None,
+                 image: Any = None, mask_image: Any = None, strength: float = 0.6,
+                 callback: StepCallback | None = None, output_type: str = "np",
+                 cache: StepCache | None = None) -> np.ndarray:
+        """Pictures for `prompt` (one or a list): float images in [0, 1], (B, height, width,
+        3) ("np"), or the final latents (B, C, H/8, W/8) ("latent"). `guidance_scale`:
+        diffusers' (1 or less: no negative pass). `seed` and `rng` ("torch", as diffusers;
+        "numpy") draw the starting noise unless `latents` is given. `image` (PIL or HxWx3
+        uint8; with `mask_image`, white = repaint) starts from that picture at `strength`, as
+        the other flow pipelines' img2img and inpainting. `callback(done, total, latents)`
+        after every step (False stops); `cache`: step caching. diffusers:
+        `Kandinsky5T2IPipeline(prompt, negative_prompt=, guidance_scale=, height=, width=,
+        num_inference_steps=, generator=torch.Generator().manual_seed(seed),
+        output_type="np").image` at one of its resolutions."""
+        prompts = check_call(prompt, rng=rng, output_type=output_type, steps=num_inference_steps)
+        check_sides(height, width, self.vae_scale_factor * 2, "Kandinsky 5")
+        flow, shape, _ = self.velocity(prompts, height=height, width=width,
+                                       guidance_scale=guidance_scale,
+                                       negative_prompt=negative_prompt,
+                                       max_sequence_length=max_sequence_length, cache=cache)
+        # the schedule: the scheduler's own (linear in time, the config's constant shift)
+        scheduler = FlowMatchEulerDiscreteScheduler.from_config(self.scheduler_config)
+        scheduler.set_timesteps(num_inference_steps)
+        scheduler.set_begin_index(0)
+        generator = make_generator(rng, seed)
+        if latents is None and image is None:
+            latents = self._noise(shape, generator)
+        start = FlowStart(self.vae, scheduler, shape, generator=generator, latents=latents,
+                          image=image, mask=mask_image, strength=strength,
+                          encode=self.encode_image, scale_factor=self.vae_scale_factor)
+        x = scheduler_loop(start.latents, start.timesteps, scheduler,
+                           lambda x, t, i: (flow(x, t), None), dtype=np.float32,
+                           after_step=lambda i, x: start.blend(x, i), callback=callback)
+        return x if output_type == "latent" else self.decode(x)

@@ -1,0 +1,107 @@
+"""`Kandinsky5Model`: Kandinsky 5 (Image Lite) behind the `generate(request)` every door calls,
+the flow family's `FlowModel` with Kandinsky 5's CFG, and the registry's loader and defaults.
+
+The request's CFG scale is diffusers' `guidance_scale`: 1 is no guidance, above 1 a
+negative-prompt pass combined as `neg + cfg * (pos - neg)`. The "diffusers" sampler runs
+Kandinsky5T2IPipeline's own loop (its noise drawn channels last, as diffusers draws it); the
+WebUI's samplers for flow models run over the Simple schedule with the config's shift, from
+noise or an init image (img2img, inpainting, the hires fix: FLUX's VAE in Kandinsky 5's
+unshifted space).
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ...loaders.flow.text_encoder_file import module_stem
+from ..contract import Capabilities, LoadOptions, SamplingDefaults
+from ..finite import pictures_uint8
+from ..request import GenerationRequest
+from .flow_memory import MemoryLayout
+from .flow_model import LLMFlowModel
+from .flow_sampling import FLOW_SAMPLERS, FLOW_SCHEDULES
+
+__all__ = ["KANDINSKY5_DEFAULTS", "Kandinsky5Model", "kandinsky5_capabilities",
+           "kandinsky5_defaults", "load_kandinsky5_model"]
+
+# Kandinsky5T2IPipeline's own defaults: 50 steps at guidance_scale 3.5
+KANDINSKY5_DEFAULTS = SamplingDefaults(steps=50, sampler="Euler", cfg_scale=3.5,
+                                       why="diffusers' Kandinsky 5 settings")
+
+
+class Kandinsky5Model(LLMFlowModel):
+    """A loaded Kandinsky 5 pipeline (`family` "kandinsky-5", a `Kandinsky5Pipeline` as
+    `pipe`)."""
+
+    @property
+    def capabilities(self) -> Capabilities:
+        """The WebUI samplers defined for flow models over the Simple schedule, CFG with a
+        negative prompt, plain-text prompts, img2img and inpainting, the hires fix, First
+        Block Cache, the memory modes (flow_memory), variation seeds; no ControlNets, no
+        refiner."""
+        return kandinsky5_capabilities(self.family)
+
+    def memory_layout(self) -> MemoryLayout:
+        """What the memory modes move: Qwen2.5-VL (its `hidden_states`) and CLIP (its pooled
+        pass) together, the transformer (also brought in by `text`) and its text and visual
+        blocks, the VAE."""
+        pipe, transformer = self.pipe, self.pipe.transformer
+        return MemoryLayout(transformer=transformer,
+                            blocks=(transformer.text_transformer_blocks,
+                                    transformer.visual_transformer_blocks),
+                            text_encoders=(pipe.text_encoder, pipe.text_encoder_2),
+                            text_calls=((pipe.text_encoder, "hidden_states"),
+                                        (pipe.text_encoder_2, "forward_pooled")),
+                            vae=pipe.vae, transformer_calls=("text",))
+
+    def encode_init(self, pixels: np.ndarray, generator: Any) -> np.ndarray:
+        """The init image's latents in Kandinsky 5's space (`Kandinsky5Pipeline.
+        encode_image`)."""
+        return self.pipe.encode_image(pixels, generator)  # type: ignore[no-any-return]
+
+    def decode(self, latents: np.ndarray, request: GenerationRequest) -> list[np.ndarray]:
+        """The pictures through FLUX's VAE, the latents divided by its scaling factor alone."""
+        return pictures_uint8(self.pipe.decode(latents), self.pipe.vae)
+
+    def _guidance(self, request: GenerationRequest) -> dict[str, Any]:
+        """diffusers' guidance_scale (the CFG scale) and the negative prompt."""
+        return {"guidance_scale": float(request.cfg_scale),
+                "negative_prompt": request.negative_prompt,
+                **self._length_and_control(request)}
+
+
+def kandinsky5_capabilities(family: str) -> Capabilities:
+    """What a Kandinsky 5 model takes (Kandinsky5Model.capabilities says what): the loaded
+    model's, and the registry's before the weights load."""
+    return Capabilities(family=family, latent_space="flux", guidance="cfg",
+                        samplers=tuple(FLOW_SAMPLERS), schedules=FLOW_SCHEDULES,
+                        models="Kandinsky 5 models", step_cache=("fbc",), prompt_syntax=False,
+                        textual_inversion=False, refiner=False, control=False,
+                        hires_with_diffusers=False, latent_masked_content=False,
+                        memory_modes=True, hires_own_settings=True, noise_multiplier=True)
+
+
+def kandinsky5_defaults(path: str | os.PathLike[str], family: str) -> SamplingDefaults:
+    """What a Kandinsky 5 model samples with where its defaults.json says nothing."""
+    return KANDINSKY5_DEFAULTS
+
+
+def load_kandinsky5_model(path: str | os.PathLike[str], family: str, options: LoadOptions
+                          ) -> Kandinsky5Model:
+    """A Kandinsky 5 diffusers folder as a Kandinsky5Model; `options.defaults` (the folder's
+    defaults.json) over `kandinsky5_defaults`. A --base or a --text-encoder file is refused
+    in one line (only folders are read yet)."""
+    from .kandinsky5 import Kandinsky5Pipeline
+
+    path = Path(path)
+    if options.base is not None or options.text_encoders:
+        raise ValueError("Kandinsky 5 loads from its diffusers folder alone: drop --base and "
+                         "--text-encoder")
+    pipe = Kandinsky5Pipeline.from_pretrained(path, dtype=options.dtype, device=options.device,
+                                              variant=options.variant, offload=options.offload)
+    return Kandinsky5Model(pipe, family=family, name=module_stem(path),
+                           defaults=options.defaults, modules=pipe.modules)
