@@ -18,6 +18,7 @@ from typing import Any
 import numpy as np
 import pytest
 from PIL import Image
+from server_support import StandInPipeline
 
 from diffusion.pipelines.sd.stable_diffusion import StableDiffusion
 
@@ -40,7 +41,10 @@ class StandIn(StableDiffusion):
                          unet=SimpleNamespace(config={"in_channels": 9 if inpainting else 4,
                                                       "sample_size": 4},
                                               parameters=lambda: iter(()),  # no weights
-                                              gemm_accumulate=None),
+                                              gemm_accumulate=None,
+                                              # its placement: no device, float32
+                                              conv_in=SimpleNamespace(weight=SimpleNamespace(
+                                                  device=None, dtype=np.float32))),
                          vae=SimpleNamespace(config={"latent_channels": 4,
                                                      "block_out_channels": [1] * 4},
                                              scaling_factor=1.0))
@@ -225,6 +229,7 @@ def test_the_server_gives_every_batch_the_first_batchs_latent_noise(tmp_path: An
     class Recorder:
         native_size = 32
         defaults = SamplingDefaults()
+        capabilities = StandInPipeline.capabilities  # the server refuses with them early
 
         def __init__(self) -> None:
             self.requests: list[Any] = []
