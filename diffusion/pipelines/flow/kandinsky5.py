@@ -42,6 +42,7 @@ from ...sampling.schedulers.flow_match_euler import FlowMatchEulerDiscreteSchedu
 from ...text.llm_tokenizer import LLMTokenizer
 from ...text.tokenizer import CLIPTokenizer
 from .flow_memory import load_network
+from .prompt_passes import prompt_passes
 from .start import FlowStart, StepCallback, check_call, check_sides, encode_image
 
 __all__ = ["Kandinsky5Pipeline"]
@@ -125,17 +126,9 @@ class Kandinsky5Pipeline:
             raise ValueError(f"height and width must be at least {scale}, got {height}x{width}")
         batch = len(prompts)
         guided = guidance_scale > 1
-        negatives = ([negative_prompt] * batch if isinstance(negative_prompt, str)
-                     else list(negative_prompt))
-        if guided and len(negatives) != batch:
-            raise ValueError(f"{len(negatives)} negative prompts for {batch} prompts")
-        texts = [self.encode_prompt(p, max_sequence_length) for p in prompts]
-        against = [self.encode_prompt(n, max_sequence_length) for n in negatives] if guided \
-            else []
+        passes = prompt_passes(lambda p: self.encode_prompt(p, max_sequence_length),
+                               prompts, negative_prompt, guided, cache)
         dtype, device = self.transformer.dtype, self.transformer.device
-        passes = 1 + guided
-        branches = [[None] * passes if cache is None else [cache.branch() for _ in range(passes)]
-                    for _ in range(batch)]
         g = np.float32(guidance_scale)
 
         def predict(latents: Tensor, t: np.ndarray, text: tuple[Tensor, Tensor],
@@ -150,10 +143,11 @@ class Kandinsky5Pipeline:
                 # channels last with one frame: (1, 1, h, w, C), as diffusers' latents
                 latents = asarray(x[i].transpose(1, 2, 0)[None, None], dtype=dtype,
                                   device=device)
-                pred = predict(latents, timestep, texts[i % batch], branches[i % batch][0])
+                k = i % batch  # picture i's prompt (several pictures a prompt: in turn)
+                pred = predict(latents, timestep, passes.texts[k], passes.branches[k][0])
                 if guided:
-                    negative = predict(latents, timestep, against[i % batch],
-                                       branches[i % batch][1])
+                    negative = predict(latents, timestep, passes.negatives[k],
+                                       passes.branches[k][1])
                     pred = negative + g * (pred - negative)
                 out.append(pred[0, 0].transpose(2, 0, 1))
             return np.stack(out)

@@ -36,6 +36,7 @@ from ...sampling.model_sampling import calculate_shift
 from ...sampling.scheduler_loop import scheduler_loop
 from ...text.llm_tokenizer import LLMTokenizer
 from .flow_memory import load_network
+from .prompt_passes import prompt_passes
 from .qwen_image import QwenVaePasses
 from .start import FlowStart, StepCallback, check_call, check_sides, flow_schedule
 
@@ -127,18 +128,10 @@ class Krea2Pipeline(QwenVaePasses):
             raise ValueError(f"height and width must be at least {scale}, got {height}x{width}")
         batch = len(prompts)
         guided = guidance_scale > 0
-        negatives = ([negative_prompt] * batch if isinstance(negative_prompt, str)
-                     else list(negative_prompt))
-        if guided and len(negatives) != batch:
-            raise ValueError(f"{len(negatives)} negative prompts for {batch} prompts")
-        texts = [self.encode_prompt(p, max_sequence_length) for p in prompts]
-        against = [self.encode_prompt(n, max_sequence_length) for n in negatives] if guided \
-            else []
+        passes = prompt_passes(lambda p: self.encode_prompt(p, max_sequence_length),
+                               prompts, negative_prompt, guided, cache)
         rows, columns = int(height) // scale, int(width) // scale
         dtype, device = self.transformer.dtype, self.transformer.device
-        passes = 1 + guided  # each picture's prompt pass and negative pass: a branch each
-        branches = [[None] * passes if cache is None else [cache.branch() for _ in range(passes)]
-                    for _ in range(batch)]
         g = np.float32(guidance_scale)
 
         def predict(tokens: Tensor, t: np.floating[Any], text: Tensor, branch: Any) -> np.ndarray:
@@ -150,10 +143,11 @@ class Krea2Pipeline(QwenVaePasses):
             out = []
             for i in range(len(x)):
                 tokens = asarray(pack_latents(x[i: i + 1]), dtype=dtype, device=device)
-                pred = predict(tokens, timestep, texts[i % batch], branches[i % batch][0])
+                k = i % batch  # picture i's prompt (several pictures a prompt: in turn)
+                pred = predict(tokens, timestep, passes.texts[k], passes.branches[k][0])
                 if guided:
-                    negative = predict(tokens, timestep, against[i % batch],
-                                       branches[i % batch][1])
+                    negative = predict(tokens, timestep, passes.negatives[k],
+                                       passes.branches[k][1])
                     pred = pred + g * (pred - negative)
                 out.append(unpack_latents(pred, rows, columns))
             return np.concatenate(out)
