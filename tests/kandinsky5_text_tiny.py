@@ -13,7 +13,7 @@ from typing import Any
 
 from qwenimage_tiny import tiny_qwen25vl
 from sd_tiny import VAE_TINY, randomized, tiny_text_encoder, write_tokenizer
-from zimage_tiny import QWEN3_TINY, tiny_qwen_tokenizer
+from zimage_tiny import tiny_qwen_tokenizer_with
 
 # Qwen's BPE holds each of these as one token; the tiny one, 300 tokens in all, cannot learn
 # them, so they are added tokens (matched longest first: " texture" before " text")
@@ -22,15 +22,8 @@ TEMPLATE_WORDS = ["system", "user", "You", " are", " a", " prompt", " engineer",
                   " texture", " quantity", " text", " spatial", " relationships", " of",
                   " objects", " and", " background"]
 def tiny_kandinsky5_tokenizer(folder: Path) -> Path:
-    """tiny_qwen_tokenizer's with TEMPLATE_WORDS after its own (the vocabulary stays
-    QWEN3_TINY's) in `folder`."""
-    from tokenizers import Tokenizer
-
-    tiny_qwen_tokenizer(folder, vocab_size=QWEN3_TINY["vocab_size"] - len(TEMPLATE_WORDS))
-    tokenizer = Tokenizer.from_file(str(folder / "tokenizer.json"))
-    tokenizer.add_tokens(TEMPLATE_WORDS)
-    tokenizer.save(str(folder / "tokenizer.json"))
-    return folder
+    """tiny_qwen_tokenizer's with TEMPLATE_WORDS after its own, in `folder`."""
+    return tiny_qwen_tokenizer_with(folder, TEMPLATE_WORDS)
 
 
 def tiny_qwen2vl_processor(folder: Path) -> Any:

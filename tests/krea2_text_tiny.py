@@ -11,7 +11,7 @@ from typing import Any
 
 from qwen3vl_tiny import QWEN3VL_TEXT
 from sd_tiny import randomized
-from zimage_tiny import QWEN3_TINY, tiny_qwen_tokenizer
+from zimage_tiny import QWEN3_TINY, tiny_qwen_tokenizer_with
 
 # Qwen's BPE holds each of these as one token; the tiny one, 300 tokens in all, cannot learn
 # them, so they are added tokens (matched longest first: " texture" before " text")
@@ -21,15 +21,8 @@ TEMPLATE_WORDS = ["system", "user", "assistant", "Describe", " the", " image", "
 
 
 def tiny_krea2_tokenizer(folder: Path) -> Path:
-    """tiny_qwen_tokenizer's with TEMPLATE_WORDS after its own (the vocabulary stays
-    QWEN3_TINY's) in `folder`."""
-    from tokenizers import Tokenizer
-
-    tiny_qwen_tokenizer(folder, vocab_size=QWEN3_TINY["vocab_size"] - len(TEMPLATE_WORDS))
-    tokenizer = Tokenizer.from_file(str(folder / "tokenizer.json"))
-    tokenizer.add_tokens(TEMPLATE_WORDS)
-    tokenizer.save(str(folder / "tokenizer.json"))
-    return folder
+    """tiny_qwen_tokenizer's with TEMPLATE_WORDS after its own, in `folder`."""
+    return tiny_qwen_tokenizer_with(folder, TEMPLATE_WORDS)
 
 
 @functools.cache

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from sd_tiny import randomized
-from zimage_tiny import QWEN3_TINY, tiny_qwen_tokenizer
+from zimage_tiny import QWEN3_TINY, tiny_qwen_tokenizer_with
 
 # head_dim 16: 8 frequencies, rows at 1 and 4, columns at 2 and 5, time at 0, 3, 6 and 7 (as
 # the real [24, 20, 20] of 64 leaves 60..63 to time)
@@ -48,15 +48,8 @@ def tiny_qwen3vl_text(seed: int = 3) -> Any:
 
 
 def tiny_qwen3vl_tokenizer(folder: Path) -> Path:
-    """tiny_qwen_tokenizer's with the vision tokens after its own (the vocabulary stays
-    QWEN3_TINY's) in `folder`."""
-    from tokenizers import Tokenizer
-
-    tiny_qwen_tokenizer(folder, vocab_size=QWEN3_TINY["vocab_size"] - len(VISION_TOKENS))
-    tokenizer = Tokenizer.from_file(str(folder / "tokenizer.json"))
-    tokenizer.add_special_tokens(VISION_TOKENS)
-    tokenizer.save(str(folder / "tokenizer.json"))
-    return folder
+    """tiny_qwen_tokenizer's with the vision tokens after its own, in `folder`."""
+    return tiny_qwen_tokenizer_with(folder, VISION_TOKENS, special=True)
 
 
 def tiny_qwen3vl(image_token_id: int, seed: int = 3, vision: dict[str, Any] | None = None

@@ -60,6 +60,20 @@ def tiny_qwen_tokenizer(folder: Path, vocab_size: int = QWEN3_TINY["vocab_size"]
     return folder
 
 
+def tiny_qwen_tokenizer_with(folder: Path, words: list[str], *, special: bool = False) -> Path:
+    """tiny_qwen_tokenizer's with `words` added after its own tokens (the vocabulary stays
+    QWEN3_TINY's) in `folder`: a template's words as whole tokens, as Qwen's real BPE holds
+    them (so a template splits into as many tokens as the pipeline drops), or `special`
+    tokens (Qwen-VL's vision tokens)."""
+    from tokenizers import Tokenizer
+
+    tiny_qwen_tokenizer(folder, vocab_size=QWEN3_TINY["vocab_size"] - len(words))
+    tokenizer = Tokenizer.from_file(str(folder / "tokenizer.json"))
+    (tokenizer.add_special_tokens if special else tokenizer.add_tokens)(words)
+    tokenizer.save(str(folder / "tokenizer.json"))
+    return folder
+
+
 def transformers_tokenizer(folder: Path) -> Any:
     """transformers' tokenizer of `folder` (tiny_qwen_tokenizer's), as pipelines load it."""
     import transformers
