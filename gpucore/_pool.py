@@ -34,12 +34,10 @@ def exact_size(nbytes: int) -> int:
 
 
 def is_released(buffer: GPUBuffer) -> bool:
-    """Whether wgpu freed `buffer`, or will. A Buffer collected in a reference cycle has its
-    wgpu buffer's finalizer run in the same collection, before or after its own `__del__`
-    pooled it: such a buffer must be dropped, not handed out again. The finalizer having run
-    is what counts (`gc.is_finalized`): wgpu-py may free the native buffer later (seen on
-    llvmpipe's GL, where the handle was still set when the pool handed the buffer out and
-    gone by its first write)."""
+    """Whether wgpu freed `buffer`, or will: its finalizer ran (`gc.is_finalized`; wgpu-py
+    clears the handle then). The pool holds every buffer it counts (`BufferPool._held`), so a
+    Buffer collected in a reference cycle no longer takes its wgpu buffer into the garbage;
+    this catches what else drops one (the device's own garbage, a buffer released by hand)."""
     return getattr(buffer, "_internal", True) is None or gc.is_finalized(buffer)
 
 
@@ -85,6 +83,13 @@ class BufferPool:
         self.limit = limit
         self.idle_bytes = 0
         self.in_use = 0
+        # Every buffer counted in use, by id: reachable from here, a buffer is never garbage
+        # with its Buffer. Held only by a Buffer in a reference cycle, it was: the collector
+        # ran the Buffer's __del__ (pooling it), then the buffer's own finalizer (wgpu-py
+        # releases the native buffer), and another thread could take it from the pool in
+        # between: a server's loading thread wrote into a released buffer (a TypeError) or
+        # bound one (wgpu-native aborted the process). tests/gpucore/test_buffer_cycles.py
+        self._held: dict[int, GPUBuffer] = {}
         self._peak_in_use = self._peak_total = 0
         self._gives = 0
         self._given: dict[int, int] = {}  # id of an idle buffer -> its give's number
@@ -93,6 +98,7 @@ class BufferPool:
         self.trace: MemoryTrace | None = None  # gpucore.trace_memory's, while one is open
 
     def _grow(self, size: int, buffer: GPUBuffer, pinned: bool = False) -> None:
+        self._held[id(buffer)] = buffer
         self.in_use += size
         self._peak_in_use = max(self._peak_in_use, self.in_use)
         self._peak_total = max(self._peak_total, self.in_use + self.idle_bytes)
@@ -100,6 +106,7 @@ class BufferPool:
             self.trace.grew(buffer, size, self.in_use, pinned)
 
     def _shrink(self, size: int, buffer: GPUBuffer) -> None:
+        self._held.pop(id(buffer), None)
         self.in_use -= size
         if self.trace is not None:
             self.trace.shrank(buffer, size)
