@@ -9,11 +9,12 @@ from pathlib import Path
 from typing import Any
 
 
-def peft_lora(model: Any, targets: list[str], pipeline: Any, folder: Path, name: str,
+def peft_lora(model: Any, targets: list[str] | str, pipeline: Any, folder: Path, name: str,
               seed: int = 3, scale: float = 0.4) -> Path:
     """A rank-2 LoRA (alpha 3: peft's scale 1.5) of `model`'s `targets` (peft's
-    target_modules), A and B ~ N(0, scale^2), written by `pipeline.save_lora_weights` as
-    `folder / f"{name}.safetensors"`; returns that path. `model` keeps the adapter."""
+    target_modules: layer names, or a regex of whole module paths), A and B ~ N(0, scale^2),
+    written by `pipeline.save_lora_weights` as `folder / f"{name}.safetensors"`; returns that
+    path. `model` keeps the adapter."""
     import torch
     from peft import LoraConfig
     from peft.utils import get_peft_model_state_dict
