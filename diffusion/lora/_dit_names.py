@@ -1,7 +1,7 @@
-"""Kohya's (sd-scripts') names for the layers of FLUX, SD3, Z-Image and Wan LoRAs: BFL's,
-Stability's, Z-Image's and Wan's checkpoint module paths, flattened (`double_blocks_0_img_attn_qkv`,
-`joint_blocks_3_x_block_mlp_fc1`, `layers_0_attention_qkv`), to diffusers' transformer
-modules, which our models carry.
+"""Kohya's (sd-scripts') names for the layers of FLUX, SD3, Z-Image, Wan and Krea 2 LoRAs:
+BFL's, Stability's, Z-Image's, Wan's and Krea 2's checkpoint module paths, flattened
+(`double_blocks_0_img_attn_qkv`, `joint_blocks_3_x_block_mlp_fc1`, `layers_0_attention_qkv`,
+`blocks_0_attn_wq`), to diffusers' transformer modules, which our models carry.
 A fused projection (BFL's and SD3's qkv, FLUX's single-block linear1: q, k, v and the MLP's
 input) patches the row ranges of the layers it was split into, and the final adaLN (the last
 SD3 block's text adaLN too) has its (shift, scale) halves swapped, as the single-file loaders
@@ -11,6 +11,7 @@ read them and as diffusers' kohya conversions (`_convert_kohya_flux_lora_to_diff
 
 from __future__ import annotations
 
+import re
 from typing import Any, NamedTuple
 
 from ..loaders.flow import flux_file, sd3_file
@@ -124,11 +125,39 @@ def _wan(config: dict[str, Any]) -> dict[str, list[Part]]:
     return aliases
 
 
+# Krea 2's original module names (krea-ai/krea-2; ComfyUI's, its trainer's, ai-toolkit's) for
+# diffusers' -> the original; diffusers: `_convert_non_diffusers_krea2_lora_to_diffusers`
+_KREA2_LAYER = {"attn.to_q": "attn.wq", "attn.to_k": "attn.wk", "attn.to_v": "attn.wv",
+                "attn.to_out.0": "attn.wo", "attn.to_gate": "attn.gate", "ff.gate": "mlp.gate",
+                "ff.up": "mlp.up", "ff.down": "mlp.down"}
+_KREA2_RENAMES = {"img_in": "first", "final_layer.linear": "last.linear",
+                  "time_embed.linear_1": "tmlp.0", "time_embed.linear_2": "tmlp.2",
+                  "time_mod_proj": "tproj.1", "txt_in.linear_1": "txtmlp.1",
+                  "txt_in.linear_2": "txtmlp.3", "text_fusion.projector": "txtfusion.projector"}
+_KREA2_BLOCK = re.compile(r"(transformer_blocks|text_fusion\.(?:layerwise|refiner)_blocks)"
+                          r"\.(\d+)\.(.+)")
+
+
+def _krea2(shapes: dict[str, tuple[int, ...]]) -> dict[str, list[Part]]:
+    """Krea 2's original names: `blocks.N.attn.wq`, `txtfusion.refiner_blocks.N.mlp.up`,
+    `first`, `tproj.1`, ... (every one a whole diffusers layer)."""
+    aliases = {}
+    for path in shapes:
+        original = _KREA2_RENAMES.get(path)
+        if (m := _KREA2_BLOCK.fullmatch(path)) and m[3] in _KREA2_LAYER:
+            stack = "blocks" if m[1] == "transformer_blocks" else m[1].replace(
+                "text_fusion", "txtfusion")
+            original = f"{stack}.{m[2]}.{_KREA2_LAYER[m[3]]}"
+        if original is not None:
+            aliases[_flat(original)] = [Part(path)]
+    return aliases
+
+
 def dit_aliases(model: Any, shapes: dict[str, tuple[int, ...]]) -> dict[str, list[Part]]:
-    """Kohya's flat name -> the parts it patches, for a FLUX, SD3, Z-Image or Wan transformer
-    (`shapes`: module path -> weight shape); empty for other models (FLUX.2's too). Parts
-    whose module the model lacks (schnell's guidance embedder, SD3 blocks without dual
-    attention, Wan 2.1 T2V's image projections) are left out."""
+    """Kohya's flat name -> the parts it patches, for a FLUX, SD3, Z-Image, Wan or Krea 2
+    transformer (`shapes`: module path -> weight shape); empty for other models (FLUX.2's,
+    Kandinsky 5's). Parts whose module the model lacks (schnell's guidance embedder, SD3
+    blocks without dual attention, Wan 2.1 T2V's image projections) are left out."""
     config = model.config
     if "timestep_guidance_channels" in config:  # FLUX.2: no kohya names known yet
         return {}
@@ -140,6 +169,8 @@ def dit_aliases(model: Any, shapes: dict[str, tuple[int, ...]]) -> dict[str, lis
         aliases = _zimage(config)
     elif "freq_dim" in config and "text_dim" in config:
         aliases = _wan(config)
+    elif "num_layerwise_text_blocks" in config:
+        aliases = _krea2(shapes)
     else:
         return {}
     return {name: parts for name, parts in aliases.items()

@@ -14,9 +14,9 @@ Formats read (the ones the WebUI's built-in Lora extension and diffusers read fo
   `diffusion.lora._delta_weight`); LyCORIS's norm-layer differences `w_norm`, `b_norm` (read
   as `diff` and `diff_b` of the LayerNorm or GroupNorm); DoRA's `dora_scale` beside the others.
 - diffusers / PEFT: `unet.<module>.lora_A.weight` / `lora_B.weight` (`text_encoder.`,
-  `text_encoder_2.`, `transformer.`, and ComfyUI's `diffusion_model.` for the UNet or the
-  transformer), the older `<module>.lora.down.weight` / `.lora.up.weight`,
-  `lora_linear_layer.down/up`, and attention-processor names
+  `text_encoder_2.`, `transformer.`, and ComfyUI's `diffusion_model.` or PeftModel's
+  `base_model.model.` for the UNet or the transformer), the older `<module>.lora.down.weight`
+  / `.lora.up.weight`, `lora_linear_layer.down/up`, and attention-processor names
   (`attn1.processor.to_q_lora.down`); DoRA's `lora_magnitude_vector`.
 - ComfyUI's Wan LoRAs: `diffusion_model.<module>.lora_down.weight` / `.lora_up.weight` /
   `.alpha`, bias updates `.diff_b` (PEFT's `lora_B.bias`); norm layers' `.diff` / `.diff_b`
@@ -56,6 +56,8 @@ _KOHYA_PREFIXES = {"lora_unet_": "unet", "lora_te_": "text_encoder", "lora_te1_"
 # under diffusers' or the original checkpoint's module names: the UNet, or the transformer
 # every DiT pipeline also offers as `unet` (as kohya's `lora_unet_` names it)
 _DIT_PREFIXES = {"diffusion_model": "unet"}
+# PeftModel's own prefix (ai-toolkit's Krea 2 LoRAs), read as ComfyUI's: the denoiser's layers
+_PEFT_MODEL = "base_model.model."
 # The part of a key after the module name -> our short name for that tensor.
 _KOHYA_PARTS = {"lora_down.weight": "down", "lora_up.weight": "up", "lora_mid.weight": "mid",
                 "alpha": "alpha", "hada_w1_a": "w1a", "hada_w1_b": "w1b", "hada_w2_a": "w2a",
@@ -210,7 +212,8 @@ def _split_key(path: Path, key: str) -> tuple[str, str, str]:
         if key.startswith(prefix):
             name, _, part = key[len(prefix):].partition(".")
             return component, name, _part(path, key, part, _KOHYA_PARTS)
-    head, _, rest = key.partition(".")
+    named = f"diffusion_model.{key[len(_PEFT_MODEL):]}" if key.startswith(_PEFT_MODEL) else key
+    head, _, rest = named.partition(".")
     head = _DIT_PREFIXES.get(head, head)
     if head in COMPONENTS:
         rest = _without_processor(rest)
