@@ -272,6 +272,7 @@ def test_vace_controls_go_out(server: str, page: Any, tmp_path: Path) -> None:
     page.wait_for_function("document.getElementById('vace_mask_info').textContent"
                            ".startsWith('5 pictures')")
     page.get_by_label("Control scale", exact=True).fill("0.5")
+    screenshot(page, tmp_path, "webui-video-vace")
     sent: list[Any] = []
     answer = _stand_in_answer(tmp_path / "video.mp4")
     page.route("**/avx/txt2vid", lambda route: (sent.append(route.request.post_data_json),
