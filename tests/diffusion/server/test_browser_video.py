@@ -4,7 +4,9 @@ video model (GET /avx/video-models); Generate makes an MP4 the player plays for 
 seconds; Interrupt stops the job (its video comes back decoded from where it stopped); a frame
 count Wan cannot make shows the server's one line; a first frame goes out as img2vid's image,
 the step cache chosen as its `cache`; a single file's base folder and companions go out as
-the request's fields.
+the request's fields; a Wan VACE model's control video (an MP4 the page decodes frame by
+frame), mask pictures, reference pictures and scale go out as txt2vid's VACE fields, a control
+video too short and the server's refusal each in one line.
 Screenshots go to tmp_path and, with AVX_SCREENSHOTS=DIR, there too.
 """
 
@@ -219,3 +221,108 @@ def test_no_video_model_no_video_tab(server: str, page: Any) -> None:
     page.get_by_role("button", name="Generate", exact=True).click()
     assert "makes videos from a first frame" in page.locator("#error").inner_text()
     assert not page.errors, page.errors
+
+
+# distinct colours, one a frame, far enough apart that H.264's rounding keeps them apart
+COLOURS = [(220, 40, 40), (40, 200, 60), (40, 60, 220), (230, 210, 40), (200, 60, 200)]
+
+
+def _vace_files(tmp_path: Path) -> tuple[Path, list[Path], list[Path]]:
+    """An MP4 of COLOURS (5 frames, 48 x 32, 8 fps), 5 mask pictures (frame i: a white column
+    i * 8 pixels wide, the rest black) named so that name order is not the OS's string order
+    (mask_2 before mask_10), and two reference pictures."""
+    import numpy as np
+    from PIL import Image
+
+    from diffusion.pipelines.video.files import write_video
+
+    frames = np.stack([np.full((32, 48, 3), c, np.uint8) for c in COLOURS])
+    video = write_video(frames, tmp_path / "control.mp4", 8)
+    masks = []
+    for i, name in enumerate(("mask_1", "mask_2", "mask_3", "mask_10", "mask_11")):
+        mask = np.zeros((32, 48), np.uint8)
+        mask[:, : (i + 1) * 8] = 255
+        masks.append(tmp_path / f"{name}.png")
+        Image.fromarray(mask).save(masks[-1])
+    references = [tmp_path / "subject.png", tmp_path / "background.jpg"]
+    Image.new("RGB", (40, 24), (10, 20, 30)).save(references[0])
+    Image.new("RGB", (24, 40), (90, 80, 70)).save(references[1])
+    return video, masks, references
+
+
+def test_vace_controls_go_out(server: str, page: Any, tmp_path: Path) -> None:
+    """The VACE controls show only for a model the listing marks `vace` (stood in for: the
+    request is the test); the control video goes out decoded frame by frame at the chosen size,
+    the mask pictures in name order, the reference pictures and the scale."""
+    from PIL import Image
+
+    page.route("**/avx/video-models", lambda route: route.fulfill(json={
+        "samplers": ["diffusers"], "models": [
+            {"title": "wan-plain", "model_name": "wan-plain", "first_frame": "none", "vace": False},
+            {"title": "wan-vace", "model_name": "wan-vace", "first_frame": "none", "vace": True}]}))
+    _video_tab(page, server, **SMALL)
+    assert page.locator("#video_vace").is_hidden()
+    page.get_by_label("Video model", exact=True).select_option("wan-vace")
+    assert page.locator("#video_vace").is_visible()
+    video, masks, references = _vace_files(tmp_path)
+    page.locator("#vace_video_file").set_input_files(str(video))
+    page.locator("#vace_mask_file").set_input_files([str(m) for m in reversed(masks)])
+    page.locator("#vace_references_file").set_input_files([str(r) for r in references])
+    page.get_by_role("img", name="VACE reference picture 2").wait_for(state="visible")
+    page.wait_for_function("document.getElementById('vace_mask_info').textContent"
+                           ".startsWith('5 pictures')")
+    page.get_by_label("Control scale", exact=True).fill("0.5")
+    screenshot(page, tmp_path, "webui-video-vace")
+    sent: list[Any] = []
+    answer = _stand_in_answer(tmp_path / "video.mp4")
+    page.route("**/avx/txt2vid", lambda route: (sent.append(route.request.post_data_json),
+                                                route.fulfill(json=answer)))
+    page.get_by_role("button", name="Generate", exact=True).click()
+    page.get_by_label("Generated video", exact=True).wait_for(state="visible")
+    (body,) = sent
+    assert body["model"] == "wan-vace" and body["frames"] == 5 and body["control_scale"] == 0.5
+    assert len(body["control_video"]) == 5 and len(body["control_mask"]) == 5
+    assert len(body["reference_images"]) == 2
+    for frame, colour in zip(body["control_video"], COLOURS, strict=True):
+        with Image.open(io.BytesIO(base64.b64decode(frame))) as picture:
+            assert picture.size == (48, 32)
+            seen = picture.convert("RGB").getpixel((24, 16))
+            assert max(abs(a - b) for a, b in zip(seen, colour, strict=True)) < 12, (seen, colour)
+    for frame, path in zip(body["control_mask"], masks, strict=True):  # sent as picked
+        assert base64.b64decode(frame) == path.read_bytes()
+    assert [base64.b64decode(r) for r in body["reference_images"]] == [
+        r.read_bytes() for r in references]
+    # a model without VACE: the controls hide and none of their fields goes out
+    page.get_by_label("Video model", exact=True).select_option("wan-plain")
+    assert page.locator("#video_vace").is_hidden()
+    with page.expect_request("**/avx/txt2vid") as plain:
+        page.get_by_role("button", name="Generate", exact=True).click()
+    page.get_by_role("button", name="Generate", exact=True).wait_for(state="visible")
+    assert not {"control_video", "control_mask", "reference_images",
+                "control_scale"} & set(plain.value.post_data_json)
+    assert page.locator("#error").is_hidden() and not page.errors, page.errors
+
+
+def test_vace_refusals_show_in_one_line(server: str, page: Any, tmp_path: Path) -> None:
+    """A control video shorter than the frames asked for is refused on the page; the server's
+    422 (here: the tiny Wan 2.1 T2V, listed as VACE by a stand-in, refuses a control video)
+    shows above the page as other 422s do."""
+    real = page.request.get(f"{server}avx/video-models").json()
+
+    def models(route: Any) -> None:
+        route.fulfill(json={**real, "models": [{**m, "vace": True} for m in real["models"]]})
+    page.route("**/avx/video-models", models)
+    _video_tab(page, server, **{**SMALL, "Frames": 9})
+    video, _, _ = _vace_files(tmp_path)
+    page.locator("#vace_video_file").set_input_files(str(video))
+    page.get_by_role("button", name="Generate", exact=True).click()
+    error = page.locator("#error")
+    error.wait_for(state="visible")
+    assert "control.mp4 is 0.6" in error.inner_text() and "9 frames at 8 fps need 1.13 s" in (
+        error.inner_text())
+    page.get_by_label("Frames", exact=True).fill("5")
+    page.get_by_role("button", name="Generate", exact=True).click()
+    page.wait_for_function("document.getElementById('error_text').textContent"
+                           ".includes('422')")
+    assert "control_video needs a Wan VACE model" in error.inner_text()
+    assert "Traceback" not in error.inner_text() and not page.errors, page.errors

@@ -1,11 +1,13 @@
 // The Video tab: Wan text-to-video and image-to-video (POST /avx/txt2vid, /avx/img2vid) on the
 // server's queue, shown when GET /avx/video-models lists a video model. Progress and Interrupt
-// go by the job's task id, as the image tabs' do; the MP4 plays in a <video> player.
+// go by the job's task id, as the image tabs' do; the MP4 plays in a <video> player. A Wan VACE
+// model's control video, mask and reference pictures are vace.js's.
 
 import { $, api, base64Of, clearError, fileDropZone, readFile, showError } from "./api.js";
 import { newTaskId, number, pollProgress, whilePolling } from "./job.js";
+import { initVace, showVace, vaceFields } from "./vace.js";
 
-let models = [];  // /avx/video-models' entries: {title, model_name, kind, first_frame}
+let models = [];  // /avx/video-models' entries: {title, model_name, kind, first_frame, vace}
 // a single file's parts (request field -> its select), each "" for the base folder's own
 const PARTS = { base: "video_base", model_2: "video_model_2", text_encoder: "video_text_encoder", vae: "video_vae", clip_vision: "video_clip_vision" };
 let firstFrame = null;  // the dropped picture, a data URL
@@ -34,9 +36,10 @@ function fillPart(id, names, none) {
 }
 
 /** The first-frame picker as the chosen model takes one: required (Wan 2.1 I2V), optional
- * (Wan 2.2 TI2V) or not at all (Wan 2.1 T2V: hidden). */
+ * (Wan 2.2 TI2V) or not at all (Wan 2.1 T2V: hidden); the VACE controls for a VACE model. */
 function showFirstFrame() {
   const takes = chosenModel()?.first_frame ?? "none";
+  showVace(Boolean(chosenModel()?.vace));
   $("video_parts").hidden = chosenModel()?.kind !== "file";
   $("video_first_frame").hidden = takes === "none";
   $("video_hint").textContent = takes === "required"
@@ -52,7 +55,8 @@ function setFirstFrame(dataUrl) {
   $("video_image_remove").disabled = !dataUrl;
 }
 
-function requestBody() {
+/** The request; a VACE model's control video is decoded into frames here (a moment for a long one). */
+async function requestBody() {
   const body = {
     model: $("video_model").value,
     prompt: $("video_prompt").value,
@@ -76,6 +80,9 @@ function requestBody() {
   const takes = chosenModel()?.first_frame ?? "none";
   if (takes === "required" && !firstFrame) throw new Error(`${body.model} makes videos from a first frame: drop one on the image area or click it to upload.`);
   if (takes !== "none" && firstFrame) body.image = base64Of(firstFrame);
+  if (chosenModel()?.vace) {
+    Object.assign(body, await vaceFields({ frames: body.frames, fps: body.fps, width: body.width, height: body.height }));
+  }
   return body;
 }
 
@@ -118,17 +125,12 @@ function showVideo(answer) {
 async function generate() {
   if (task) return;
   clearError();
-  let body;
-  try {
-    body = requestBody();
-  } catch (error) {
-    showError(error);
-    return;
-  }
-  const id = task = body.force_task_id = newTaskId();
+  const id = task = newTaskId();  // set before the control video's decoding: one run at a time
   setRunning(true);
   const ids = { bar: "video_progress", text: "video_progress_text", interrupt: "video_interrupt" };
   try {
+    const body = await requestBody();
+    body.force_task_id = id;
     showVideo(await whilePolling(() => api(body.image ? "/avx/img2vid" : "/avx/txt2vid", body),
       () => pollProgress(id, ids, { current: () => id === task })));
   } catch (error) {
@@ -162,6 +164,7 @@ export async function loadVideoModels() {
 /** Wires the Video tab; resolves once the model list is in (the page restores saved fields after). */
 export function initVideo() {
   fileDropZone($("video_drop"), $("video_file"), async (file) => setFirstFrame(await readFile(file)));
+  initVace();
   $("video_image_remove").addEventListener("click", () => setFirstFrame(null));
   $("video_model").addEventListener("change", showFirstFrame);
   $("video_generate").addEventListener("click", generate);
