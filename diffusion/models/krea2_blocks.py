@@ -15,7 +15,7 @@ from gpustd import Tensor, elementwise_kernel, empty, nn
 
 from .flux2 import swiglu
 from .layers import Place
-from .transformer_ops import Modulation, cast, gated_linear
+from .transformer_ops import Modulation, cast
 
 __all__ = ["Krea2Attention", "Krea2FinalLayer", "Krea2RMSNorm", "Krea2SwiGLU",
            "Krea2TextFusionBlock", "Krea2TextProjection", "Krea2TransformerBlock"]
@@ -184,16 +184,17 @@ class Krea2TransformerBlock(nn.Module):
 
     def forward(self, x: Tensor, temb_mod: Tensor, rotary: tuple[Tensor, Tensor]) -> Tensor:
         """x (1, L, dim) in the model's dtype; temb_mod (1, 6 * dim): time_mod_proj's output."""
-        # the norms read their scale and shift in place; only the gates are copied out
+        # the norms read their scale and shift in place, and the fused GEMMs their gates (the
+        # two passes copy a gate out)
         mods = Modulation(temb_mod + self.scale_shift_table.reshape(1, -1), 6)
         whole, d = mods.whole, mods.width
         attn, ff = self.attn, self.ff
         h = self.norm1.modulated(x, whole, shift_at=d, scale_at=0)
         # the gates and the residuals in to_out's and down's GEMMs where they can
-        x = gated_linear(x, mods[2], typing.cast(nn.Linear, attn.to_out[0]),
-                         attn.gated_heads(h, rotary))
+        x = mods.gated_linear(2, x, typing.cast(nn.Linear, attn.to_out[0]),
+                              attn.gated_heads(h, rotary))
         h = self.norm2.modulated(x, whole, shift_at=4 * d, scale_at=3 * d)
-        return gated_linear(x, mods[5], ff.down, ff.hidden(h))
+        return mods.gated_linear(5, x, ff.down, ff.hidden(h))
 
 
 class Krea2FinalLayer(nn.Module):

@@ -144,6 +144,16 @@ class Modulation:
             self._chunks[index] = take_slice(self.whole, index * d, (index + 1) * d, axis=2)
         return self._chunks[index]
 
+    def gated_linear(self, gate: int, residual: Tensor, layer: nn.Linear, h: Tensor) -> Tensor:
+        """gated_linear(residual, self[gate], layer, h), the fused GEMM reading the gate in
+        place (gate_at: no copy of it); the two passes take the chunk."""
+        whole, d = self.whole, self.width
+        if residual.ndim == 3 and residual.shape[0] == whole.shape[0] and residual.shape[2] == d:
+            fused = _fused_gated(residual, whole, layer, h, gate % self.count * d)
+            if fused is not None:
+                return fused
+        return gated_add(residual, self[gate], layer(h))
+
     def norm(self, x: Tensor, shift: int, scale: int, eps: float = 1e-6) -> Tensor:
         """norm_modulate(x, self[shift], self[scale]), reading both chunks in place where
         x (B, L, D) has the modulation's dtype and width (one pass, no copies)."""
@@ -186,12 +196,21 @@ def gated_linear(residual: Tensor, gate: Tensor, layer: nn.Linear, h: Tensor) ->
     (nn.Linear.plain) the gate and the residual in the GEMM's epilogue where the matrix units
     take the shape (nn.linear_gated_add: one pass over the stream fewer, the two passes'
     values within an f16 ulp)."""
-    if (residual.dtype == gate.dtype == h.dtype == np.float16 and h.ndim == 3
-            and gate.shape == (residual.shape[0], 1, residual.shape[2]) and layer.plain()):
-        fused = nn.linear_gated_add(h, layer.weight, layer.bias, residual, gate)
+    if gate.shape == (residual.shape[0], 1, residual.shape[-1]):
+        fused = _fused_gated(residual, gate, layer, h, 0)
         if fused is not None:
             return fused
     return gated_add(residual, gate, layer(h))
+
+
+def _fused_gated(residual: Tensor, gate: Tensor, layer: nn.Linear, h: Tensor,
+                 gate_at: int) -> Tensor | None:
+    """nn.linear_gated_add of a float16 stream through a plain layer, gate (B, 1, W) from
+    column gate_at; None where it does not apply, for the caller's two passes."""
+    if (residual.dtype == gate.dtype == h.dtype == np.float16 and h.ndim == 3
+            and layer.plain()):
+        return nn.linear_gated_add(h, layer.weight, layer.bias, residual, gate, gate_at=gate_at)
+    return None
 
 
 def rope_heads(config: dict[str, Any]) -> tuple[int, int]:

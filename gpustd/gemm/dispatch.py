@@ -162,13 +162,14 @@ def record_gemm_gelu(x: Buffer[Any], w: Buffer[Any], bias: Buffer[Any] | None, o
 
 def record_gemm_gated_add(x: Buffer[Any], w: Buffer[Any], bias: Buffer[Any] | None,
                           out: Buffer[Any], residual: Buffer[Any], gate: Buffer[Any], *, m: int,
-                          n: int, k: int, tile: MatrixTile, length: int) -> None:
-    """Record out (m x n) = clip(residual + gate[row // length] * (x (m x k) w^T + bias)) to
-    +-65504 for the [n, k] weight w as one GEMM on the matrix units (gemm.matrix_fused) in
-    the `tile` fused_tile gave."""
+                          n: int, k: int, tile: MatrixTile, length: int, gate_width: int,
+                          gate_at: int) -> None:
+    """Record out (m x n) = clip(residual + gate[row // length, gate_at:gate_at + n] * (x
+    (m x k) w^T + bias)) to +-65504 for the [n, k] weight w (gate rows of gate_width) as one
+    GEMM on the matrix units (gemm.matrix_fused) in the `tile` fused_tile gave."""
     matrix_fused.record_gemm_gated_add(
         x, w, _bias(x.device, bias), out, residual, gate, has_bias=bias is not None, m=m, n=n,
-        k=k, tile=tile, length=length)
+        k=k, tile=tile, length=length, gate_width=gate_width, gate_at=gate_at)
 
 
 def _bias(device: Device, bias: Buffer[Any] | None) -> Buffer[Any]:

@@ -7,7 +7,8 @@ epilogue applies it: y = x W^T + b for x [m, k] and W [n, k] (as stored), then
   the concatenation that proj_out reads);
 - "gated": out = clip(residual + gate[row / length] * y, +-65504), NaN kept: adaLN-Zero's gated
   residual of a float16 stream after the feed-forward's `net.2` or a single block's proj_out,
-  whose y was stored and read again by the gated add.
+  whose y was stored and read again by the gated add; the gate's n columns from `at` of rows
+  `width` long, so it is read in place from the adaLN linear's output.
 
 y is rounded to f16 before either, as the two passes round the GEMM's output, the GELU is
 shaders/nn/gelu.wgsl's and the gated add the f32 expression of the DiTs' kernel: the two
@@ -46,7 +47,7 @@ def fits(tile: MatrixTile, m: int, n: int, k: int) -> bool:
 
 def _store(epilogue: tuple[Any, ...], n: int) -> tuple[str, str]:
     """(extra bindings, store_c) of an epilogue: ("gelu", approximate, stride, column) or
-    ("gated", length)."""
+    ("gated", length, width, at)."""
     if epilogue[0] == "gelu":
         _, approximate, stride, column = epilogue
         return "", f"""const OP = {approximate}u;
@@ -55,13 +56,13 @@ def _store(epilogue: tuple[Any, ...], n: int) -> tuple[str, str]:
 fn store_c(row: u32, col: u32, value: f32) {{
   out[row * {stride}u + {column}u + col] = f16(gelu(f32(f16(biased(col, value)))));
 }}"""
-    _, length = epilogue
+    _, length, width, at = epilogue
     bindings = """@group(0) @binding(4) var<storage, read> residual: array<f16>;
 @group(0) @binding(5) var<storage, read> gate: array<f16>;"""
     return bindings, f"""fn store_c(row: u32, col: u32, value: f32) {{
   let y = f32(f16(biased(col, value)));
   let at = row * {n}u + col;
-  let sum = f32(residual[at]) + f32(gate[row / {length}u * {n}u + col]) * y;
+  let sum = f32(residual[at]) + f32(gate[row / {length}u * {width}u + {at}u + col]) * y;
   // NaN kept, as torch's clamp keeps it (a GPU's max drops it); tested on the bits
   let nan = (bitcast<u32>(sum) & 0x7fffffffu) > 0x7f800000u;
   out[at] = f16(select(min(max(sum, -65504.0), 65504.0), sum, nan));
@@ -72,7 +73,8 @@ def source(tile: MatrixTile, width: int, m: int, n: int, k: int,
            epilogue: tuple[Any, ...]) -> str:
     """The WGSL for x [m, k] (binding a) against W [n, k] (binding b), `width` f16 per
     global load of either, with `epilogue`: ("gelu", approximate (1 erf, 2 tanh), stride,
-    column) or ("gated", length: rows per gate row)."""
+    column) or ("gated", length: rows per gate row, width: a gate row's elements, at: the
+    column of the row where the gate starts)."""
     kind = load_type(width)
     bindings, store = _store(epilogue, n)
     params = 6 if bindings else 4
@@ -121,9 +123,12 @@ def record_gemm_gelu(x: Buffer[Any], w: Buffer[Any], bias: Buffer[Any], out: Buf
 
 def record_gemm_gated_add(x: Buffer[Any], w: Buffer[Any], bias: Buffer[Any], out: Buffer[Any],
                           residual: Buffer[Any], gate: Buffer[Any], *, has_bias: bool, m: int,
-                          n: int, k: int, tile: MatrixTile, length: int) -> None:
-    """Record out [m, n] = clip(residual + gate[row // length] * (x [m, k] w [n, k]^T +
-    bias)) (residual [m, n], gate [m / length, n]) in `tile`, which `fits` the shape."""
-    kernel = _kernel(on_device(tile, x.device), m, n, k, ("gated", length))
+                          n: int, k: int, tile: MatrixTile, length: int, gate_width: int,
+                          gate_at: int) -> None:
+    """Record out [m, n] = clip(residual + gate[row // length, gate_at:gate_at + n] * (x
+    [m, k] w [n, k]^T + bias)) (residual [m, n], gate [m / length, gate_width]) in `tile`,
+    which `fits` the shape."""
+    kernel = _kernel(on_device(tile, x.device), m, n, k,
+                     ("gated", length, gate_width, gate_at))
     kernel.dispatch((n // tile.bn, math.ceil(m / tile.bm), 1), x, w, bias, out, residual, gate,
                     has_bias=int(has_bias))

@@ -300,15 +300,16 @@ def linear_gelu(x: Tensor, weight: Tensor, bias: Tensor | None = None, *,
 
 
 def linear_gated_add(x: Tensor, weight: Tensor, bias: Tensor | None, residual: Tensor,
-                     gate: Tensor) -> Tensor | None:
+                     gate: Tensor, *, gate_at: int = 0) -> Tensor | None:
     """residual + gate * (x @ weight.T + bias), clipped to +-65504, in the GEMM's epilogue:
     adaLN-Zero's gated residual of a float16 stream (x [B, L, in], residual [B, L, out], gate
-    [B, 1, out], all float16), where the matrix units take the shape (gemm.matrix_fused) and
-    the fused epilogue is the faster (gemm.dispatch.fused_tile); None elsewhere, for the
-    caller's own passes. The linear's output is rounded to
-    float16 first and the rest computed in float32, as linear then that f32 expression (within
-    an f16 ulp of them on an H200).
-    torch: `(residual + gate * F.linear(x, weight, bias)).clamp(-65504, 65504)`.
+    [B, 1, out], all float16; or gate [B, 1, W] read from column gate_at: the adaLN output in
+    place), where the matrix units take the shape (gemm.matrix_fused) and the fused epilogue is
+    the faster (gemm.dispatch.fused_tile); None elsewhere, for the caller's own passes. The
+    linear's output is rounded to float16 first and the rest computed in float32, as linear
+    then that f32 expression (within an f16 ulp of them on an H200).
+    torch: `(residual + gate[..., gate_at:gate_at + out] * F.linear(x, weight, bias))
+    .clamp(-65504, 65504)`.
     """
     op = "linear_gated_add"
     check_float(weight, "weight", op, ndim=2)
@@ -317,16 +318,19 @@ def linear_gated_add(x: Tensor, weight: Tensor, bias: Tensor | None, residual: T
     check_same(op, x, residual=residual, gate=gate)
     batch, length, k = x.shape
     n = weight.shape[0]
-    if residual.shape != (batch, length, n) or gate.shape != (batch, 1, n):
+    width = gate.shape[-1] if gate.ndim else 0
+    if (residual.shape != (batch, length, n) or gate.shape != (batch, 1, width)
+            or not 0 <= gate_at <= width - n):
         raise ValueError(f"{op}: residual {residual.shape} and gate {gate.shape} must be "
-                         f"({batch}, {length}, {n}) and ({batch}, 1, {n}) for x {x.shape}")
+                         f"({batch}, {length}, {n}) and ({batch}, 1, {n}) for x {x.shape} (or a "
+                         f"wider gate with its {n} columns from gate_at={gate_at})")
     tile = fused_tile(x.device, x.dtype, batch * length, n, k, "gated")
     if tile is None:
         return None
     out = Tensor.empty(residual.shape, x.dtype, device=x.device)
     record_gemm_gated_add(x.buffer, weight.buffer, bias.buffer if bias is not None else None,
                           out.buffer, residual.buffer, gate.buffer, m=batch * length, n=n, k=k,
-                          tile=tile, length=length)
+                          tile=tile, length=length, gate_width=width, gate_at=gate_at)
     return out
 
 

@@ -218,8 +218,9 @@ def rms_norm_modulate(x: Tensor, weight: Tensor | None, shift: Tensor | None, sc
     tpr = row_lanes(d, x.device)
     gamma = weight if weight is not None else dummy(x)
     k = kernel("rms_norm_modulate", {"T": x.dtype, "W": gamma.dtype},
-               parts=("nn/layer_norm_row",), TPR=tpr, AFFINE=int(weight is not None),
-               CENTRED=int(zero_centred), SHIFT=int(shift is not None))
+               parts=("nn/layer_norm_row", "nn/rms_norm_row"), TPR=tpr,
+               AFFINE=int(weight is not None), CENTRED=int(zero_centred),
+               SHIFT=int(shift is not None))
     k.dispatch(math.ceil(rows / (256 // tpr)), x, gamma, scale,
                shift if shift is not None else dummy(x), out, rows=rows, d=d, eps=eps,
                length=length, width=width, scale_at=scale_at, shift_at=shift_at)

@@ -84,9 +84,10 @@ def rms_norm_rope(x: Tensor, weight: Tensor | None = None, rotary: tuple[Tensor,
         return out
     tpr = row_lanes(d, x.device)
     scale = weight if weight is not None else dummy(x)
-    k = kernel("rms_norm_rope", {"T": x.dtype, "W": scale.dtype}, parts=("nn/layer_norm_row",),
-               TPR=tpr, NORM=int(eps is not None), AFFINE=int(weight is not None),
-               CENTRED=int(zero_centred), ROPE=int(rotary is not None), HALVES=int(halves))
+    k = kernel("rms_norm_rope", {"T": x.dtype, "W": scale.dtype},
+               parts=("nn/layer_norm_row", "nn/rms_norm_row"), TPR=tpr, NORM=int(eps is not None),
+               AFFINE=int(weight is not None), CENTRED=int(zero_centred),
+               ROPE=int(rotary is not None), HALVES=int(halves))
     cos, sin = rotary if rotary is not None else (dummy(x, np.float32),) * 2
     k.dispatch(math.ceil(rows / (256 // tpr)), x, scale, cos, sin, out, rows=rows, d=d,
                eps=eps or 0.0, heads=heads if x.ndim == 3 else 1, length=length, total=total,

@@ -1,7 +1,8 @@
-// A row's LayerNorm statistics, shared by nn/layer_norm and quant/layer_norm_i8 (each declares
-// `x: array<T>`, `params` with `d` and `eps`, and the overrides WG and TPR): TPR invocations
-// per row (WG / TPR rows per workgroup). Mean first, then the centered sum of squares in a
-// second pass over the (cached) row, which avoids the cancellation of E[x^2] - E[x]^2.
+// A row's LayerNorm statistics, shared by nn/layer_norm and quant/layer_norm_i8, and its
+// row_sum by the RMS norms of nn/rms_norm_row (each declares `x: array<T>`, `params` with `d`
+// and `eps`, and the overrides WG and TPR): TPR invocations per row (WG / TPR rows per
+// workgroup). Mean first, then the centered sum of squares in a second pass over the (cached)
+// row, which avoids the cancellation of E[x^2] - E[x]^2.
 // Everything is taken relative to the row's first element x0 (mean = x0 + delta, centered
 // values (x - x0) - delta): a row around 1e4 would otherwise lose digits twice, in float32
 // sums of size 3e7 and in a mean whose own ulp is 1e-3.

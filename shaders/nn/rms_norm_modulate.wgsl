@@ -1,11 +1,11 @@
-//! parts: nn/layer_norm_row
+//! parts: nn/layer_norm_row + nn/rms_norm_row
 // RMS norm over the last dimension with its optional per-channel weight, then adaLN's
 // modulation, in one pass: the RMS-normed DiTs' (Krea 2, Z-Image) pre-attention and pre-MLP
 // inputs, which otherwise take a norm pass and a modulate pass (and a `1 + weight` pass for a
-// zero-centred weight). TPR invocations per row (WG / TPR rows per workgroup); row_sum comes
-// from the part nn/layer_norm_row. The statistics and the weight's scale are those of
-// nn/rms_norm_rope, and the norm is rounded to T and modulated in T's arithmetic as the DiTs'
-// compiled modulate kernel computes it: the two passes' bits.
+// zero-centred weight). TPR invocations per row (WG / TPR rows per workgroup). The statistics
+// and the weighted norm rounded to T come from the part nn/rms_norm_row (nn/rms_norm_rope's
+// too), then the modulation in T's arithmetic as the DiTs' compiled modulate kernel computes
+// it: the two passes' bits.
 //
 // A batch entry is `length` rows; its scale and shift rows are `width` apart, read from
 // columns scale_at and shift_at (both in place from one adaLN linear's output).
@@ -35,29 +35,14 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
     let live = row < params.rows;
     let d = params.d;
     let base = row * d;
-    var q = 0.0;
-    if (live) {
-        for (var i = lane; i < d; i += TPR) {
-            let v = f32(x[base + i]);
-            q = fma(v, v, q);
-        }
-    }
     // every invocation reaches row_sum's barriers, live or not
-    let inv = 1.0 / sqrt(row_sum(q, lid, lane) / f32(d) + params.eps);
+    let inv = row_inverse_rms(base, live, lid, lane);
     if (!live) {
         return;
     }
     let at = row / params.length * params.width;
     for (var i = lane; i < d; i += TPR) {
-        var y = f32(x[base + i]) * inv;
-        if (AFFINE) {
-            var w = f32(weight[i]);
-            if (CENTRED) {
-                w = 1.0 + w;
-            }
-            y = y * w;
-        }
-        var m = T(y) * (T(1.0) + scale[at + params.scale_at + i]);
+        var m = T(normed(base, i, inv)) * (T(1.0) + scale[at + params.scale_at + i]);
         if (SHIFT) {
             m = m + shift[at + params.shift_at + i];
         }

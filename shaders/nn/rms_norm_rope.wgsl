@@ -1,8 +1,8 @@
-//! parts: nn/layer_norm_row
+//! parts: nn/layer_norm_row + nn/rms_norm_row
 // RMS norm of each head (a row of `d` elements) and the rotary embedding after it, in one
 // pass: the q/k of the diffusion transformers, which otherwise take a square, a mean, a
 // normalize, a pair-swap GEMM, a rotate and two casts. TPR invocations per row (WG / TPR rows
-// per workgroup); row_sum comes from the part nn/layer_norm_row.
+// per workgroup); row_inverse_rms and normed come from the part nn/rms_norm_row.
 //
 // Row r of x is head r % heads of token t = r / heads, token l = t % length of batch entry
 // b = t / length; it is written to token start + l of an output of `total` tokens (a joint
@@ -26,23 +26,6 @@ struct Params { rows: u32, d: u32, eps: f32, heads: u32, length: u32, total: u32
 @group(0) @binding(4) var<storage, read_write> out: array<T>;
 @group(0) @binding(5) var<uniform> params: Params;
 
-// Element i of the row at `base`, normalized by `inv` and rounded to T as the norm's own
-// output would be stored before the rotation reads it.
-fn normed(base: u32, i: u32, inv: f32) -> f32 {
-    var y = f32(x[base + i]);
-    if (NORM) {
-        y = y * inv;
-    }
-    if (AFFINE) {
-        var w = f32(weight[i]);
-        if (CENTRED) {
-            w = 1.0 + w;
-        }
-        y = y * w;
-    }
-    return f32(T(y));
-}
-
 @compute @workgroup_size(WG)
 fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
         @builtin(local_invocation_index) lid: u32) {
@@ -53,15 +36,8 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
     let base = row * d;
     var inv = 1.0;
     if (NORM) {
-        var q = 0.0;
-        if (live) {
-            for (var i = lane; i < d; i += TPR) {
-                let v = f32(x[base + i]);
-                q = fma(v, v, q);
-            }
-        }
         // every invocation reaches row_sum's barriers, live or not
-        inv = 1.0 / sqrt(row_sum(q, lid, lane) / f32(d) + params.eps);
+        inv = row_inverse_rms(base, live, lid, lane);
     }
     if (!live) {
         return;

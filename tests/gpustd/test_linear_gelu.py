@@ -135,7 +135,8 @@ def _gated_add_clipped(residual, gate, y):  # the DiTs' (diffusion.models.transf
 def test_gated_add_equals_two_passes(device: gpucore.Device,
                                      monkeypatch: pytest.MonkeyPatch) -> None:
     """clip(residual + gate * linear(x)) in the epilogue: linear then the gated kernel's
-    values, each batch entry its own gate row, the clip reached; None where no tile fits."""
+    values, each batch entry its own gate row, the clip reached, the gate read in place from
+    a wider row's columns (gate_at) the same; None where no tile fits."""
     if not (device.has_f16 and sm.available(device)):
         pytest.skip(f"{device.info.label} has no f16 subgroup matrices (Dawn on a GPU has)")
     emulated_tiles(monkeypatch, device, *SMALLER)
@@ -170,6 +171,14 @@ def test_gated_add_equals_two_passes(device: gpucore.Device,
                             Tensor.from_numpy(gate[:1], device=device)) is None
     with pytest.raises(ValueError, match=r"must be \(2, 64, 128\) and \(2, 1, 128\)"):
         linear_gated_add(tx, tw, tb, tres, tres)
+    # the gate read in place from the middle of a wider row (the adaLN output): the same bits
+    wide = rng.standard_normal((batch, 1, 3 * n)).astype(np.float16)
+    wide[:, :, n:2 * n] = gate
+    twide = Tensor.from_numpy(wide, device=device)
+    at = linear_gated_add(tx, tw, tb, tres, twide, gate_at=n)
+    assert at is not None and np.array_equal(at.numpy(), got.numpy())
+    with pytest.raises(ValueError, match=r"columns from gate_at=257"):
+        linear_gated_add(tx, tw, tb, tres, twide, gate_at=2 * n + 1)
 
 
 def test_gated_epilogue_not_on_big_f16_accumulating_tiles(
