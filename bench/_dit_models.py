@@ -1,6 +1,7 @@
 """bench/dit_families.py's model table: the real configs its rows run at, their tiny --quick
 counterparts, and `_Model`, a row's calls on either side (Qwen-Image 2.1's and Qwen3-VL-8B's
-in bench/_dit_qwen21.py, Krea 2's in bench/_dit_krea2.py)."""
+in bench/_dit_qwen21.py, Krea 2's in bench/_dit_krea2.py, Kandinsky 5's in
+bench/_dit_kandinsky5.py)."""
 
 from __future__ import annotations
 
@@ -61,6 +62,12 @@ KREA2: dict[str, Any] = dict(
     num_key_value_heads=12, intermediate_size=16384, timestep_embed_dim=256,
     text_hidden_dim=2560, num_text_layers=12, text_num_attention_heads=20,
     text_num_key_value_heads=20, text_intermediate_size=6912, axes_dims_rope=(32, 48, 48))
+# Kandinsky 5 Image Lite (kandinskylab's configs/config_t2i.yaml dit_params: 50 visual blocks
+# 2560 wide, heads 128 wide; Qwen2.5-VL's 3584-wide states, CLIP's 768-wide pooled vector)
+KANDINSKY5: dict[str, Any] = dict(
+    in_visual_dim=16, out_visual_dim=16, in_text_dim=3584, in_text_dim2=768, time_dim=512,
+    patch_size=(1, 2, 2), model_dim=2560, ff_dim=10240, num_text_blocks=2,
+    num_visual_blocks=50, axes_dims=(32, 48, 48), visual_cond=False, attention_type="regular")
 
 # the text tokens of Qwen-Image-Edit's step: a 1024x1024 reference read by Qwen2.5-VL (1036 px
 # in 28 px merged patches: 37 x 37 picture tokens) and a short instruction, the template's
@@ -83,6 +90,8 @@ TINY: dict[str, dict[str, Any]] = {
                      num_hidden_layers=3, num_attention_heads=4, num_key_value_heads=2),
     "qwen3_8b": dict(_zimage.TINY_QWEN3, num_hidden_layers=28),
     "qwenimage21": dict(QWEN_IMAGE21, **_TINY_DIT, context_in_dim=40, axes_dims_rope=(4, 6, 6)),
+    "kandinsky5": dict(KANDINSKY5, in_text_dim=40, in_text_dim2=24, time_dim=16, model_dim=32,
+                       ff_dim=48, num_text_blocks=1, num_visual_blocks=1, axes_dims=(4, 6, 6)),
     "krea2": dict(KREA2, num_layers=1, attention_head_dim=16, num_attention_heads=4,
                   num_key_value_heads=2, intermediate_size=48, timestep_embed_dim=32,
                   text_hidden_dim=40, num_text_layers=3, text_num_attention_heads=4,

@@ -26,12 +26,14 @@ states (Qwen-Image's), Qwen3-VL-8B's 256 to its last layer's before the final no
 2.1's), Qwen3-8B 512 tokens to hidden states 9, 18 and 27 (klein's). Krea 2's at 4096
 patches for a 77-token prompt in its 512-token block (bench/_dit_krea2.py: diffusers' whole
 masked block every step, ours the real tokens after the text fusion made once, prefix_ms).
+Kandinsky 5 Image Lite's at 4096 patches and a 128-token prompt (bench/_dit_kandinsky5.py:
+the states' projection once a prompt on our side, prefix_ms).
 Rows run smallest first, each caught on its own: an out-of-memory model loses its row only,
 recorded with its error.
 
 BENCH_MODELS picks them, comma-separated, from qwen3_8b, qwen25vl, qwen3vl_8b, qwenimage21,
-krea2, flux2klein, chroma, kontext, qwenimage, qwenimageedit (the default: all, in that order),
-plus zimage and qwen3 (bench/zimage.py's rows). BENCH_ACC16=1 adds each float16
+krea2, kandinsky5, flux2klein, chroma, kontext, qwenimage, qwenimageedit (the default: all,
+in that order), plus zimage and qwen3 (bench/zimage.py's rows). BENCH_ACC16=1 adds each float16
 transformer's step with every GEMM's f16 accumulators (`float16 acc16`,
 `--fp16-accumulation`). `--quick`: tiny configs (a smoke run on any adapter).
 """
@@ -49,6 +51,7 @@ import numpy as np
 import gpucore
 import gpustd
 
+from . import _dit_kandinsky5 as _kandinsky5
 from . import _dit_krea2 as _krea2
 from . import _dit_qwen21 as _qwen21
 from . import _harness
@@ -92,6 +95,8 @@ def _inputs(name: str, config: dict[str, Any], quick: bool) -> dict[str, np.ndar
         return _qwen21.inputs(name, config, quick)
     if name in _krea2.NAMES:
         return _krea2.inputs(name, config, quick)
+    if name in _kandinsky5.NAMES:
+        return _kandinsky5.inputs(name, config, quick)
     rng = np.random.default_rng(0)
     side = 8 if quick else 64  # patches per side: 1024 / 16
     if name in ("qwen25vl", "qwen3_8b"):
@@ -185,6 +190,8 @@ def _model(name: str) -> Model:
         return _qwen21.model(name)
     if name in _krea2.NAMES:
         return _krea2.model(name)
+    if name in _kandinsky5.NAMES:
+        return _kandinsky5.model(name)
     if name not in ("qwen25vl", "qwen3_8b"):
         return _dit(name)
     layers = _llm_layers(name)
@@ -330,8 +337,8 @@ def _one_model(name: str, quick: bool, device: gpucore.Device, cuda: Any
     return rows
 
 
-DEFAULT = ("qwen3_8b", "qwen25vl", "qwen3vl_8b", "qwenimage21", "krea2", "flux2klein",
-           "chroma", "kontext", "qwenimage", "qwenimageedit")
+DEFAULT = ("qwen3_8b", "qwen25vl", "qwen3vl_8b", "qwenimage21", "krea2", "kandinsky5",
+           "flux2klein", "chroma", "kontext", "qwenimage", "qwenimageedit")
 
 
 def run(quick: bool = False) -> dict[str, Any]:
@@ -369,7 +376,8 @@ def run(quick: bool = False) -> dict[str, Any]:
                  "timed once), Krea 2 (4096 patches, a 77-token prompt: diffusers the whole "
                  "masked 512-token block and its text fusion every step, ours the real tokens "
                  "after text() made once, prefix_ms), FLUX.2 klein 9B (4096 patches, 512 "
-                 "text tokens), Chroma "
+                 "text tokens), Kandinsky 5 Image Lite (4096 patches, 128 text tokens, "
+                 "ours after text() once, prefix_ms), Chroma "
                  "(4096 patches, 512 T5 tokens, unmasked), FLUX.1 Kontext dev (4096 noise + "
                  "4096 context patches, 512 T5 tokens), Qwen-Image-Edit (4096 noise + 4096 "
                  "reference patches, 1385 text tokens: a 1024x1024 reference read by "
