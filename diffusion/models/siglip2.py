@@ -123,7 +123,7 @@ class Siglip2Vision(nn.Module):
         if not isinstance(pixels, Tensor):
             pixels = asarray(np.asarray(pixels, np.float32), device=self.device)
         x = self.embeddings.patch_embedding(cast(pixels, self.dtype).reshape(1, *pixels.shape))
-        x = x + kept(self._tables, grid, lambda: self._positions(height, width))
+        x = x + kept(self._tables, (height, width), lambda: self._positions(height, width))
         for layer in self.encoder.layers:
             x = layer(x)
         return self.post_layernorm(x).reshape(height * width, x.shape[-1])
