@@ -101,7 +101,8 @@ def test_a_refiner_or_hires_checkpoint_is_refused_before_anything_loads(
     """SDXL loaded: an SD 1.x refiner, the SDXL refiner for an inpainting request or after a
     switch to SD 1.x, an unknown refiner, and hr_checkpoint_name naming no model or another
     one: 422 naming the option, the refiner never loaded and the worker never run; the SDXL
-    refiner on a txt2img request loads and runs."""
+    refiner on a txt2img request loads and runs, and the SDXL model named as its own refiner
+    runs as one without a second load."""
     models = tmp_path / "models"
     sdxl = write_sd_folder(models / "sdxl", "sdxl")
     write_sd_folder(models / "sdxl-refiner", "sdxl-refiner")
@@ -141,3 +142,9 @@ def test_a_refiner_or_hires_checkpoint_is_refused_before_anything_loads(
         assert response.status_code == 200, response.text
         assert [pipe.family for pipe in pipes] == ["sdxl", "sdxl-refiner"]
         assert pipes[0].calls == 1
+        assert pipes[0].requests[-1].refiner is pipes[1]
+        # the loaded model named as its own refiner takes over from itself, not loaded again
+        response = client.post(TXT2IMG, json={**SMALL, "refiner_checkpoint": "sdxl"})
+        assert response.status_code == 200, response.text
+        assert [pipe.family for pipe in pipes] == ["sdxl", "sdxl-refiner"]
+        assert pipes[0].calls == 2 and pipes[0].requests[-1].refiner is pipes[0]
