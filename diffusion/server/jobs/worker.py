@@ -229,14 +229,8 @@ class Worker:
 
     def second_model(self, path: Path) -> Any:
         """A second model (an SDXL refiner) on the calling worker's device, loaded on first
-        use; one is kept per device (another path replaces it, freeing the first). The model
-        loaded is its own refiner where `path` is its file and it was loaded as a refiner
-        loads (no module files, no base): no second copy of it."""
+        use; one is kept per device (another path replaces it, freeing the first)."""
         slot = self._current()
-        entry = self.model
-        if (entry is not None and slot.pipe is not None and not entry.files
-                and entry.base is None and entry.path.resolve() == Path(path).resolve()):
-            return slot.pipe
         if slot.second is None or slot.second[0] != path:
             slot.second = None
             slot.second = (path, self._load_one(slot, path))

@@ -224,38 +224,6 @@ def test_the_loaded_model_is_kept_by_its_path_and_modules(kind: str) -> None:
         worker.stop()
 
 
-@pytest.mark.nodevice
-def test_the_model_is_its_own_refiner_where_it_loads_alike() -> None:
-    """`second_model` of the loaded model's own path is the loaded pipeline, not a second load;
-    of that path with the model loaded with module files (a refiner loads without them) a
-    second load, kept for the next request; of another path another load."""
-    from diffusion.server.catalog.models_dir import ModelEntry
-    from diffusion.server.jobs.worker import Worker
-
-    loads: list[Path] = []
-    fake = _fake_loader()
-
-    def counting(path: Path, **where: Any) -> Any:
-        loads.append(Path(path))
-        return fake(path, **where)
-
-    worker = Worker(counting)
-    try:
-        entry = ModelEntry(path=Path("/models/sdxl"), name="sdxl", sha256="0" * 64)
-        worker.submit_load(entry).result(60)
-        second = worker.submit(lambda: worker.second_model(Path("/models/../models/sdxl")))
-        assert second.result(60) is worker.pipe and len(loads) == 1
-        worker.submit_load(replace(entry, vae=Path("/models/VAE/other.safetensors"))).result(60)
-        again = [worker.submit(lambda: worker.second_model(entry.path)).result(60)
-                 for _ in range(2)]
-        assert again[0] is again[1] is not worker.pipe and again[0].modules == []
-        other = worker.submit(lambda: worker.second_model(Path("/models/refiner"))).result(60)
-        assert other is not again[0]
-        assert loads == [entry.path, entry.path, entry.path, Path("/models/refiner")]
-    finally:
-        worker.stop()
-
-
 def test_an_sd_model_takes_a_vae_module_and_leaves_out_the_rest(
         first_device: gpucore.Device, tmp_path: Path) -> None:
     from sd_tiny import write_pipeline
