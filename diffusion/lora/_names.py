@@ -10,10 +10,17 @@ model's own names are flattened instead and looked up.
 Spellings in the table:
 - UNet: diffusers' module paths, and the original LDM paths kohya's older scripts and the WebUI
   use (`input_blocks_1_1_proj_in`, `middle_block_0_in_layers_2`, `output_blocks_3_0_...`).
-- text encoders: transformers' `text_model.encoder.layers.N...` (kohya's and diffusers'), and
-  the same without `text_model.`.
-- FLUX / SD3 transformers: diffusers' paths, and BFL's / Stability's that kohya uses
-  (`_dit_names`; fused projections in `part_table`).
+- text encoders (the CLIP ones a pipeline offers: SD's, SDXL's two, FLUX.1's CLIP-L, SD3's
+  two): the model's own paths, and the same behind `text_model.` (transformers'
+  `text_model.encoder.layers.N...`, kohya's and diffusers' spelling).
+- a DiT transformer (a flow or video model's): diffusers' module paths; for FLUX.1, SD3,
+  Z-Image, Wan and Krea 2 also their original checkpoints' paths, which kohya's, ComfyUI's
+  and musubi-tuner's LoRAs use (BFL's, Stability's, Z-Image's, Wan's, Krea 2's:
+  `_dit_names.dit_aliases`). Those that patch one layer whole are in `name_table`; a fused
+  projection split over several layers (FLUX.1's and SD3's qkv, FLUX.1's single-block
+  linear1, Z-Image's attention qkv) or an adaLN with swapped halves is in `part_table`.
+Weights patched: every linear (2-D), conv (4-D) and norm (1-D, LyCORIS's `w_norm`) weight,
+GGUF-quantized and --int8 ones too.
 """
 
 from __future__ import annotations
@@ -118,7 +125,7 @@ def name_table(component: str, model: Module) -> dict[str, tuple[str, tuple[int,
     table = {flat(path): path for path in shapes}
     if component == "unet" and "up_block_types" in cast(_Configured, model).config:
         table.update(_unet_aliases(model, list(shapes)))
-    elif component in ("unet", "transformer"):  # FLUX / SD3: kohya's BFL / Stability names
+    elif component in ("unet", "transformer"):  # a DiT: its original checkpoint's names too
         table.update({name: parts[0].path for name, parts in dit_aliases(model, shapes).items()
                       if parts == [Part(parts[0].path)]})
     else:
@@ -127,8 +134,8 @@ def name_table(component: str, model: Module) -> dict[str, tuple[str, tuple[int,
 
 
 def part_table(component: str, model: Module) -> dict[str, list[Part]]:
-    """Flat name -> parts, for the kohya names of FLUX / SD3 that patch several layers or a
-    layer with swapped halves (the rest are in `name_table`)."""
+    """Flat name -> parts, for the original names (FLUX.1, SD3, Z-Image) that patch several
+    layers or a layer with swapped halves (the rest are in `name_table`)."""
     if component not in ("unet", "transformer"):
         return {}
     return {name: parts for name, parts in dit_aliases(model, _patchable(model)).items()

@@ -87,6 +87,7 @@ def fake(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> dict[str, Any]:
         if "error" in state:
             raise state["error"]
         state["pipe"] = FakePipeline(Path(path or "bundled").stem)
+        state.setdefault("pipes", []).append(state["pipe"])
         return state["pipe"]
 
     monkeypatch.setattr(diffusion, "load_pipeline", load_pipeline, raising=False)
@@ -639,8 +640,10 @@ def test_memory_flags_and_verbose(fake: dict[str, Any],
                                   capsys: pytest.CaptureFixture[str]) -> None:
     from diffusion.pipelines.sd.memory import MemoryMode
 
+    Path("refiner").mkdir()
     code, _, err = run_cli(capsys, *TXT, "--seed", "1", "--width", "8", "--height", "8",
-                           "--lowvram", "--max-vram", "2500M", "--verbose", "--refiner", "model")
+                           "--lowvram", "--max-vram", "2500M", "--verbose", "--refiner",
+                           "refiner")
     assert code == 0, err
     assert fake["pipe"].memory_mode == MemoryMode(lowvram=True, max_vram=2500 << 20)
     # the model and its refiner load straight to host memory (LoadOptions.offload)
@@ -651,6 +654,28 @@ def test_memory_flags_and_verbose(fake: dict[str, Any],
     assert "load " in timing and "png " in timing and "total" in timing
     code, _, err = run_cli(capsys, *TXT, "--max-vram", "4 gigs")
     assert code == 2 and "'4 gigs' is not a size" in err
+
+
+def test_the_model_is_its_own_refiner(fake: dict[str, Any], capsys: pytest.CaptureFixture[str],
+                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    """--refiner naming --model's folder (spelled otherwise too) is the model loaded, once,
+    its memory mode set once; with --vae, which the model alone takes, the refiner is a
+    copy loaded as before."""
+    modes: list[Any] = []
+    monkeypatch.setattr(FakePipeline, "set_memory_mode", lambda pipe, mode: modes.append(pipe))
+    small = (*TXT, "--width", "8", "--height", "8")
+    code, _, err = run_cli(capsys, *small, "--refiner", "./model/", "--lowvram")
+    assert code == 0, err
+    pipe = fake["pipe"]
+    assert [path for path, _ in fake["loads"]] == ["model"] and modes == [pipe]
+    assert pipe.calls[-1]["refiner"] is pipe
+    Path("vae.safetensors").write_bytes(b"")
+    code, _, err = run_cli(capsys, *small, "--refiner", "model", "--vae", "vae.safetensors")
+    assert code == 0, err
+    assert [path for path, _ in fake["loads"]] == ["model", "model", "model"]
+    model, refiner = fake["pipes"][1:]
+    assert model.calls[-1]["refiner"] is refiner and model.vae_path == "vae.safetensors"
+    assert refiner.vae_path is None
 
 
 def test_styles_apply_as_the_webuis(fake: dict[str, Any],

@@ -152,7 +152,8 @@ class QwenImage21Pipeline:
 
     def velocity(self, prompts: Sequence[str], *, height: int, width: int,
                  true_cfg_scale: float = 1.0, negative_prompt: str | Sequence[str] = "",
-                 cache: StepCache | None = None, references: Sequence[Any] = ()
+                 cache: StepCache | None = None, references: Sequence[Any] = (),
+                 kept: dict[Any, Any] | None = None
                  ) -> tuple[Callable[[np.ndarray, float], np.ndarray], tuple[int, ...], float]:
         """The model as `flow(x, t)` for `prompts` at height x width: x (B, C, h, w) float32
         latents, t the scheduler's timestep (0..1000), the model output (true CFG against
@@ -161,7 +162,9 @@ class QwenImage21Pipeline:
         generation's step cache, of which each pass takes a branch. `references`: condition
         pictures (PIL or uint8 HxWx3 / HxWx4), each read by the vision tower (once, for
         every pass) within the prompt and by the VAE beside it (`prefix`'s condition
-        latents), every pass reading them all."""
+        latents), every pass reading them all. `kept`: a dict one generation's calls share
+        (a hires pass's, a prompt edit's): pictures read before, by the same bytes, are not
+        read again, nor texts encoded before beside them (`_prefixes`)."""
         if height < VAE_SCALE * 2 or width < VAE_SCALE * 2:
             raise ValueError(f"height and width must be at least {VAE_SCALE * 2}, got "
                              f"{height}x{width}")
@@ -174,19 +177,7 @@ class QwenImage21Pipeline:
         transformer = self.transformer
         dtype, device = transformer.dtype, transformer.device
         pictures = [condition_rgba(p, self.condition_area) for p in references]
-        conditions = self.condition_latents(pictures, batch) if pictures else {}
-        # the tower reads the pictures once for every pass: their features ignore the text
-        read = read_pictures(self._vision(), pictures, processor_config=self.processor_config
-                             ) if pictures else None
-        prefixes = []
-        for texts in passes:
-            if read is not None:
-                states, mask, pads = encode_read(self.text_encoder, self.tokenizer, texts, read)
-                conditions["image_pad_mask"] = pads
-            else:
-                states, mask, _slots = encode_t2i(self.text_encoder, self.tokenizer, texts)
-            prefixes.append(transformer.prefix(asarray(states, device=device), mask,
-                                               **conditions))
+        prefixes = self._prefixes(passes, pictures, {} if kept is None else kept)
         branches = [None] * len(passes) if cache is None else [cache.branch() for _ in passes]
 
         def flow(x: np.ndarray, t: float) -> np.ndarray:
@@ -201,6 +192,38 @@ class QwenImage21Pipeline:
 
         mu = calculate_shift(h * w, self.scheduler_config)
         return flow, (batch, int(self.vae.config["z_dim"]), h, w), mu
+
+    def _prefixes(self, passes: list[list[str]], pictures: list[Any],
+                  kept: dict[Any, Any]) -> list[Any]:
+        """The transformer's prefix of each pass's texts beside `pictures` (condition_rgba's),
+        each made once per `kept`: the pictures' condition latents and the tower's reading by
+        their bytes (they ignore the text), a prefix by those bytes and its texts."""
+        seen = tuple((p.size, p.tobytes()) for p in pictures)  # what the tower and VAE read
+        batch = len(passes[0])
+
+        def once(key: tuple[Any, ...], make: Callable[[], Any]) -> Any:
+            if key not in kept:
+                kept[key] = make()
+            return kept[key]
+
+        conditions, read = {}, None
+        if pictures:
+            conditions = once(("latents", seen, batch),
+                              lambda: self.condition_latents(pictures, batch))
+            # the tower reads the pictures once for every pass: their features ignore the text
+            read = once(("read", seen), lambda: read_pictures(
+                self._vision(), pictures, processor_config=self.processor_config))
+
+        def prefix(texts: list[str]) -> Any:
+            made = dict(conditions)  # the kept latents' dict stays as it was
+            if read is not None:
+                states, mask, made["image_pad_mask"] = encode_read(
+                    self.text_encoder, self.tokenizer, texts, read)
+            else:
+                states, mask, _slots = encode_t2i(self.text_encoder, self.tokenizer, texts)
+            return self.transformer.prefix(
+                asarray(states, device=self.transformer.device), mask, **made)
+        return [once(("prefix", seen, tuple(texts)), partial(prefix, texts)) for texts in passes]
 
     def _vision(self) -> Qwen3VLVisionModel:
         if self.vision is None:

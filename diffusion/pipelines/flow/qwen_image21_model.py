@@ -16,7 +16,9 @@ inpainted (noised by the strength, its unmasked part put back after every step),
 family inpaints (edit_refs). The hires fix (WebUI samplers; not with a mask) runs on img2img as
 on txt2img, the condition pictures steering both passes as FLUX.2's (flow_hires): the second
 pass's request keeps them, so its guided flow reads every one as the first pass read it (the
-init image fitted to width x height, not enlarged to the hires size).
+init image fitted to width x height, not enlarged to the hires size); what the first pass read
+of them (the vision tower's features, the VAE's latents, the prompt's prefix beside them) is
+kept for the second where they and the prompt are the same, not read again.
 """
 
 from __future__ import annotations
@@ -33,6 +35,7 @@ from ...loaders.formats.diffusers_folder import read_json
 from ...models.step_cache import StepCache
 from ..contract import Capabilities, LoadOptions, SamplingDefaults
 from ..finite import pictures_uint8
+from ..generation import Denoised
 from ..observer import Observer
 from ..request import GenerationRequest
 from .edit_refs import EditPasses, inpainting, reference_pictures, refuse_strength
@@ -85,6 +88,21 @@ class QwenImage21Model(EditPasses, LLMFlowModel):
                                               for method in ("prefix", "image")),
                             transformer_calls=("prefix",))
 
+    # one denoising's condition readings and prefixes (QwenImage21Pipeline.velocity's `kept`)
+    _kept: dict[Any, Any] | None = None
+
+    def denoise(self, request: GenerationRequest, seed: int, width: int, height: int,
+                observer: Observer) -> Denoised:
+        """FlowModel's, its passes (the hires pass's, a prompt edit's) sharing what they read
+        alike: the condition pictures' tower features and latents, and a prompt's prefix
+        beside them. Kept for this denoising alone: the weights (a LoRA, a VAE made float32)
+        may change before the next."""
+        self._kept = {}
+        try:
+            return super().denoise(request, seed, width, height, observer)
+        finally:
+            self._kept = None
+
     def check(self, request: GenerationRequest, width: int, height: int) -> None:
         """FlowModel's checks; the init image a condition picture: no strength without a
         mask."""
@@ -109,7 +127,8 @@ class QwenImage21Model(EditPasses, LLMFlowModel):
         schedule's mu; `cache`: the generation's step cache (each pass a branch of it)."""
         return self.pipe.velocity(  # type: ignore[no-any-return]
             prompts, height=height, width=width, cache=cache,
-            references=reference_pictures(request), **self._guidance(request))
+            references=reference_pictures(request), kept=self._kept,
+            **self._guidance(request))
 
     @property
     def latent_channels(self) -> int:

@@ -37,9 +37,6 @@ def check_refiner(base: Any, refiner: Any, switch_at: Any, mode: str) -> float:
     if not isinstance(refiner, Pipeline):
         raise ValueError(f"refiner must be a loaded model (diffusion.load_pipeline), got "
                          f"{type(refiner).__name__}")
-    if refiner is base:
-        raise ValueError("the refiner is the model itself; give another checkpoint (e.g. the "
-                         "SDXL refiner) or no refiner")
     ours, theirs = base.capabilities, refiner.capabilities
     if not theirs.refiner or ours.latent_space != theirs.latent_space:
         raise ValueError(f"refiner {refiner.name!r} is a {refiner.family} model and cannot "

@@ -85,6 +85,12 @@ class ModelEntry:
         """What a loaded model is kept by: its path and the module files it loads with."""
         return self.path, self.files
 
+    def loads_as(self, path: Path) -> bool:
+        """Whether `path` loaded alone, as a refiner loads (no module files, no base), is
+        this model: its file, the model loaded without module files or a base."""
+        return (not self.files and self.base is None
+                and self.path.resolve() == Path(path).resolve())
+
     @property
     def files(self) -> tuple[Path, ...]:
         """The module files the model loads with, in order: `modules`, then `vae`."""

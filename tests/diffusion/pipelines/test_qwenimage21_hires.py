@@ -103,6 +103,66 @@ def test_hires_fix_with_the_condition_pictures(first_device: gpucore.Device,
 
 
 
+def test_second_pass_reuses_what_the_first_read(first_device: gpucore.Device,
+                                                tiny_qwenimage21: tuple[Path, Any],
+                                                monkeypatch: pytest.MonkeyPatch) -> None:
+    """With true CFG beside two condition pictures, the hires pass reads the pictures with
+    neither the vision tower nor the VAE again, and encodes neither prompt again (4 prefixes
+    made without the keeping, 2 with it); the picture is bit for bit the one made reading
+    everything afresh. Another prompt beside the same pictures makes its prefix anew (the
+    pictures still read once) and moves the flow: a prefix is kept by its prompt."""
+    monkeypatch.setattr(qwen_image21, "CONDITION_AREA", SIDE * SIDE)
+    folder, _reference = tiny_qwenimage21
+    model = load_pipeline(folder, device=first_device)
+    pipe = model.pipe
+    rng = np.random.default_rng(4)
+    init = rng.integers(0, 256, (HEIGHT, WIDTH, 3), dtype=np.uint8)
+    ref = rng.integers(0, 256, (48, 48, 3), dtype=np.uint8)
+    calls = {"tower": 0, "vae": 0, "prefix": 0}
+
+    def counted(name: str, method: Any) -> Any:
+        def call(*args: Any, **kwargs: Any) -> Any:
+            calls[name] += 1
+            return method(*args, **kwargs)
+        return call
+
+    monkeypatch.setattr(pipe.vision, "forward", counted("tower", pipe.vision.forward))
+    monkeypatch.setattr(pipe.vae, "encode", counted("vae", pipe.vae.encode))
+    monkeypatch.setattr(pipe.transformer, "prefix", counted("prefix", pipe.transformer.prefix))
+    velocity = pipe.velocity
+
+    def run(*, keep: bool) -> tuple[np.ndarray, dict[str, int]]:
+        monkeypatch.setattr(pipe, "velocity", velocity if keep else (
+            lambda *args, kept, **rest: velocity(*args, **rest)))  # every pass afresh
+        calls.update(tower=0, vae=0, prefix=0)
+        picture = model.generate(GenerationRequest(
+            prompt=PROMPT, negative_prompt="blurry", init_image=init, references=(ref,),
+            width=WIDTH, height=HEIGHT, steps=STEPS, sampler="Euler", seed=SEED,
+            rng="torch", cfg_scale=3.0,
+            hires=HiresFix(scale=2.0, upscaler="Latent", steps=HIRES_STEPS,
+                           denoise=DENOISE))).images[0]
+        return picture, dict(calls)
+
+    afresh, read_twice = run(keep=False)
+    kept, read_once = run(keep=True)
+    assert read_twice == {"tower": 2, "vae": 4, "prefix": 4}
+    assert read_once == {"tower": 1, "vae": 2, "prefix": 2}
+    assert np.array_equal(kept, afresh)
+    # another prompt beside the same pictures (the hires pass takes no prompt of its own
+    # here): its prefix made anew, the pictures not read again; the flow it gives moves
+    flows, shared = [], {}
+    for prompt in (PROMPT, PROMPT, "a green triangle"):
+        calls.update(tower=0, vae=0, prefix=0)
+        flow, shape, _mu = velocity([prompt], height=HEIGHT, width=WIDTH,
+                                    references=[init, ref], kept=shared)
+        x = np.random.default_rng(6).standard_normal(shape).astype(np.float32)
+        flows.append((flow(x, 500.0), dict(calls)))
+    assert [read for _, read in flows] == [{"tower": 1, "vae": 2, "prefix": 1},
+                                           {"tower": 0, "vae": 0, "prefix": 0},
+                                           {"tower": 0, "vae": 0, "prefix": 1}]
+    assert np.array_equal(flows[0][0], flows[1][0])
+    assert np.abs(flows[2][0] - flows[0][0]).mean() > 0.05 * np.abs(flows[0][0]).mean()
+
 def test_hires_fix_from_the_cli(tiny_qwenimage21: tuple[Path, Any], tmp_path: Path,
                                 capsys: pytest.CaptureFixture[str],
                                 monkeypatch: pytest.MonkeyPatch) -> None:

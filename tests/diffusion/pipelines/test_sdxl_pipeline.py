@@ -164,6 +164,41 @@ def test_hires_fix_refiner_pass(first_device: gpucore.Device, paths: Any) -> Non
     assert np.abs(pictures["both passes"] - pictures["first pass"]).max() > 8
 
 
+def test_the_model_takes_over_from_itself(first_device: gpucore.Device, paths: Any,
+                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    """The base as its own refiner (what the server's refiner_checkpoint and the CLI's
+    --refiner give when they name the loaded model): the one pipeline takes over from itself,
+    and the picture is bit for bit the one a second copy of it taking over makes, with the
+    WebUI's hand-off (Euler) and diffusers' (denoising_end / denoising_start), under
+    --lowvram too (one memory plan serving the steps and the take-over)."""
+    model, copy = _ours(paths.base, first_device), load_pipeline(paths.base, device=first_device)
+    guided: list[Any] = []  # whose guided UNet each pass and hand-off built
+    for pipe in (model, copy):
+        own = pipe._guided
+        monkeypatch.setattr(pipe, "_guided", lambda *a, _own=own, _pipe=pipe, **k: (
+            guided.append(_pipe), _own(*a, **k))[1])
+
+    def picture(refiner: Any, sampler: str) -> np.ndarray:
+        guided.clear()
+        result = model.txt2img(PROMPT, negative_prompt=NEGATIVE, steps=3, cfg_scale=5.0,
+                               seed=3, width=SIZE, height=SIZE, rng="torch", sampler=sampler,
+                               refiner=refiner, refiner_switch_at=0.5)
+        assert result.settings["refiner"] == model.name
+        return np.asarray(result.images[0])
+
+    for sampler in ("Euler", "diffusers"):
+        itself = picture(model, sampler)
+        assert guided == [model, model], sampler  # the hand-off ran, on the one pipeline
+        copied = picture(copy, sampler)
+        assert guided == [model, copy], sampler
+        np.testing.assert_array_equal(itself, copied, err_msg=sampler)
+    model.set_memory_mode(MemoryMode(lowvram=True))
+    try:
+        np.testing.assert_array_equal(picture(model, "Euler"), picture(copy, "Euler"))
+    finally:
+        model.set_memory_mode(MemoryMode())
+
+
 def test_img2img_with_refiner_matches_diffusers(first_device: gpucore.Device,
                                                 paths: Any) -> None:
     base, refiner = _ours(paths.base, first_device), _ours(paths.refiner, first_device)
@@ -464,7 +499,6 @@ def test_errors(first_device: gpucore.Device, paths: Any) -> None:
     base, refiner = _ours(paths.base, first_device), _ours(paths.refiner, first_device)
     sd_turbo = _ours(paths.sd_turbo, first_device)
     cases = [(dict(refiner=sd_turbo), "cannot continue the latents"),
-             (dict(refiner=base), "the model itself"),
              (dict(refiner=refiner, refiner_switch_at=1.0), "between 0 and 1"),
              (dict(refiner=refiner, refiner_switch_at=0), "between 0 and 1"),
              (dict(refiner=refiner, refiner_switch_at="0.5"), "between 0 and 1"),

@@ -101,7 +101,8 @@ def test_a_refiner_or_hires_checkpoint_is_refused_before_anything_loads(
     """SDXL loaded: an SD 1.x refiner, the SDXL refiner for an inpainting request or after a
     switch to SD 1.x, an unknown refiner, and hr_checkpoint_name naming no model or another
     one: 422 naming the option, the refiner never loaded and the worker never run; the SDXL
-    refiner on a txt2img request loads and runs."""
+    refiner on a txt2img request loads and runs, and the SDXL model named as its own refiner
+    runs as one without a second load."""
     models = tmp_path / "models"
     sdxl = write_sd_folder(models / "sdxl", "sdxl")
     write_sd_folder(models / "sdxl-refiner", "sdxl-refiner")
@@ -141,3 +142,26 @@ def test_a_refiner_or_hires_checkpoint_is_refused_before_anything_loads(
         assert response.status_code == 200, response.text
         assert [pipe.family for pipe in pipes] == ["sdxl", "sdxl-refiner"]
         assert pipes[0].calls == 1
+        assert pipes[0].requests[-1].refiner is pipes[1]
+        # the loaded model named as its own refiner takes over from itself, not loaded again
+        response = client.post(TXT2IMG, json={**SMALL, "refiner_checkpoint": "sdxl"})
+        assert response.status_code == 200, response.text
+        assert [pipe.family for pipe in pipes] == ["sdxl", "sdxl-refiner"]
+        assert pipes[0].calls == 2 and pipes[0].requests[-1].refiner is pipes[0]
+
+
+def test_a_model_loads_as_its_own_refiner_without_modules() -> None:
+    """ModelEntry.loads_as, what the route asks before it takes the loaded model as the
+    refiner: its own file, spelled any way, with neither module files (a VAE chosen too) nor
+    a base; not another file."""
+    from dataclasses import replace
+
+    from diffusion.server.catalog.models_dir import ModelEntry
+
+    entry = ModelEntry(path=Path("/models/sdxl"), name="sdxl", sha256="0" * 64)
+    assert entry.loads_as(Path("/models/../models/sdxl")) and entry.loads_as(entry.path)
+    assert not entry.loads_as(Path("/models/sdxl-refiner"))
+    for other in (replace(entry, vae=Path("/models/VAE/sdxl-vae.safetensors")),
+                  replace(entry, modules=(Path("/models/text_encoder/clip_l.safetensors"),)),
+                  replace(entry, base=Path("/models/sdxl-base"))):
+        assert not other.loads_as(entry.path), other

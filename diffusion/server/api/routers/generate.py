@@ -137,8 +137,9 @@ async def run_generation(state: ServerState, body: Txt2ImgRequest, kind: str,
                 and worker.pipe.capabilities.guidance != "cfg"):
             # a family guided otherwise runs at its own CFG (FLUX: 1, Forge's preset)
             request = replace(request, cfg_scale=float(defaults.cfg_scale))
-        if refiner is not None:
-            request = replace(request, refiner=worker.second_model(refiner.path))
+        if refiner is not None:  # the model loaded is its own refiner: no second copy
+            request = replace(request, refiner=worker.pipe if loaded.loads_as(refiner.path)
+                              else worker.second_model(refiner.path))
         if labels:
             request = replace(request, hires_modules=hires_modules(
                 worker.pipe, loaded.path, labels, hires_files))
