@@ -96,12 +96,10 @@ def load_unet_model(path: str | os.PathLike[str], detected: str, options: LoadOp
     elif text_encoders:
         raise ValueError("text encoder files (--text-encoder) are for FLUX / SD3 models and "
                          f"UNet-only GGUFs; {Path(path).name} is neither")
-    elif base is not None:
-        from ..families import FAMILIES  # the registry imports this module
-
-        files = ", ".join(entry.models for entry in FAMILIES if entry.single_file_base)
-        raise ValueError(f"a base model (--base) is for UNet-only GGUFs and the single-file "
-                         f"transformers of {files}; {Path(path).name} holds none of them")
+    elif base is not None:  # the families whose registry line has single_file_base
+        raise ValueError("a base model (--base) is for UNet-only GGUFs and the single-file "
+                         "transformers of Z-Image, Qwen-Image (Edit), FLUX.2 and Kandinsky 5; "
+                         f"{Path(path).name} holds none of them")
     else:
         weights = load_pipeline_weights(path, dtype=dtype, prediction_type=prediction_type,
                                         variant=variant)
