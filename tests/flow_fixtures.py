@@ -103,3 +103,19 @@ def tiny_qwenimage21(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, An
 
     root = tmp_path_factory.mktemp("tiny-qwen-image-21")
     return root / "qwen-image-2.1", tiny_qwenimage21_pipeline(root)
+
+
+@pytest.fixture(scope="session")
+def tiny_kandinsky5(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Any]:
+    """(the folder `root / "kandinsky5"`, diffusers' Kandinsky5T2IPipeline) of tiny random
+    parts (the CLI's, the single file's and the server's tests), the reference told the tiny
+    VAE's factor (it assumes 8) and given the tests' 40 x 24 as a resolution (it snaps any
+    other size to its nearest trained one)."""
+    pytest.importorskip("diffusers", reason="diffusers is a test-only reference")
+    from kandinsky5_text_tiny import tiny_kandinsky5_pipeline
+
+    root = tmp_path_factory.mktemp("tiny-kandinsky5")
+    reference = tiny_kandinsky5_pipeline(root)
+    reference.vae_scale_factor_spatial = 2
+    reference.resolutions = [(40, 24)]
+    return root / "kandinsky5", reference

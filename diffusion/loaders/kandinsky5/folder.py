@@ -27,6 +27,7 @@ from ..formats.diffusers_folder import pipeline_class, pipeline_index, read_json
 from ..formats.dit_folder import DIT_COMPONENTS, DiTWeights, dit_weights
 from ..qwen_image.folder import language_model_config, language_model_refs, qwen_tokenizer
 from ..weights import ComponentWeights, TensorRef, resolve_dtype
+from .file import kandinsky5_file_family
 
 __all__ = ["Kandinsky5Weights", "kandinsky5_family", "load_kandinsky5_folder"]
 
@@ -46,20 +47,25 @@ class Kandinsky5Weights(DiTWeights):
 
 def kandinsky5_family(path: str | os.PathLike[str]) -> str | None:
     """"kandinsky-5" for a diffusers folder whose model_index.json names a
-    Kandinsky5T2IPipeline, None for anything else (a broken JSON file is left for loading to
-    name)."""
-    return "kandinsky-5" if pipeline_class(Path(path)) == _CLASS else None
+    Kandinsky5T2IPipeline or a Kandinsky 5 transformer file (`kandinsky5_file_family`), None
+    for anything else (a broken JSON file is left for loading to name)."""
+    root = Path(path)
+    if not root.is_dir():
+        return kandinsky5_file_family(root)
+    return "kandinsky-5" if pipeline_class(root) == _CLASS else None
 
 
 def load_kandinsky5_folder(path: str | os.PathLike[str], *, dtype: Any = None,
-                           variant: str | None = None) -> Kandinsky5Weights:
+                           variant: str | None = None, skip: tuple[str, ...] = ()
+                           ) -> Kandinsky5Weights:
     """Lazy weights of the Kandinsky 5 diffusers folder `path`. `dtype`: None (as stored;
-    bfloat16 read as float32), "float16" or "float32"; `variant`: e.g. "fp16". WeightsError
-    naming the file or folder when it is not a Kandinsky 5 text-to-image pipeline or a part
-    is missing."""
+    bfloat16 read as float32), "float16" or "float32"; `variant`: e.g. "fp16"; `skip`:
+    ("transformer",) leaves it out (None; a single file replaces it, and the folder need not
+    hold it). WeightsError naming the file or folder when it is not a Kandinsky 5
+    text-to-image pipeline or a part is missing."""
     root = Path(path)
     pipeline_index(root, _CLASS, _COMPONENTS)
-    parts = dit_weights(root, dtype=dtype, variant=variant, skip=(), adapt=_adapt)
+    parts = dit_weights(root, dtype=dtype, variant=variant, skip=skip, adapt=_adapt)
     clip = root / "text_encoder_2"
     refs, _where = weight_refs(clip, "model", variant)
     # transformers < 5.6 saved CLIPTextModel's weights under "text_model."; newer, without

@@ -27,7 +27,8 @@ import numpy as np
 from gpucore import Device, default_device
 from gpustd import Tensor, asarray
 
-from ...loaders.kandinsky5 import load_kandinsky5_folder
+from ...loaders.formats.diffusers_folder import component_config
+from ...loaders.kandinsky5 import load_kandinsky5_file, load_kandinsky5_folder
 from ...loaders.sd.vae_file import load_vae
 from ...loaders.vae_kind import require_vae
 from ...models import AutoencoderKL
@@ -66,14 +67,21 @@ class Kandinsky5Pipeline:
     @classmethod
     def from_pretrained(cls, path: str | Path, *, dtype: Any = np.float32,
                         device: Device | None = None, variant: str | None = None,
+                        transformer_file: str | os.PathLike[str] | None = None,
                         offload: bool = False) -> Kandinsky5Pipeline:
         """Load a Kandinsky 5 diffusers folder (`load_kandinsky5_folder`) onto `device` in
-        `dtype`; `offload`: each network goes to host memory as soon as it is loaded (the
-        text encoders before the transformer loads), for a memory mode to bring in as it
-        runs (flow_memory)."""
-        weights = load_kandinsky5_folder(path, variant=variant)
+        `dtype`; `transformer_file`: a single-file transformer in kandinskylab's layout
+        (`kandinsky5lite_t2i.safetensors`; `load_kandinsky5_file`) in place of the folder's,
+        whose config, where it has one, gives what the shapes do not; `offload`: each network
+        goes to host memory as soon as it is loaded (the text encoders before the transformer
+        loads), for a memory mode to bring in as it runs (flow_memory)."""
+        skip = ("transformer",) if transformer_file is not None else ()
+        weights = load_kandinsky5_folder(path, variant=variant, skip=skip)
         transformer, qwen, clip = (weights.transformer, weights.text_encoder,
                                    weights.text_encoder_2)
+        if transformer_file is not None:
+            transformer = load_kandinsky5_file(transformer_file,
+                                               config=component_config(path, "transformer"))
         assert transformer is not None and qwen is not None
         place = {"dtype": dtype, "device": device or default_device()}
         load = partial(load_network, device=place["device"], offload_to_host=offload)

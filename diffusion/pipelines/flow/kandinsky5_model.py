@@ -24,6 +24,7 @@ from ..request import GenerationRequest
 from .flow_memory import MemoryLayout
 from .flow_model import LLMFlowModel
 from .flow_sampling import FLOW_SAMPLERS, FLOW_SCHEDULES
+from .start import base_folder
 
 __all__ = ["KANDINSKY5_DEFAULTS", "Kandinsky5Model", "kandinsky5_capabilities",
            "kandinsky5_defaults", "load_kandinsky5_model"]
@@ -92,16 +93,22 @@ def kandinsky5_defaults(path: str | os.PathLike[str], family: str) -> SamplingDe
 
 def load_kandinsky5_model(path: str | os.PathLike[str], family: str, options: LoadOptions
                           ) -> Kandinsky5Model:
-    """A Kandinsky 5 diffusers folder as a Kandinsky5Model; `options.defaults` (the folder's
-    defaults.json) over `kandinsky5_defaults`. A --base or a --text-encoder file is refused
-    in one line (only folders are read yet)."""
+    """A Kandinsky 5 diffusers folder, or a single-file transformer with `options.base` (a
+    Kandinsky 5 folder giving the text encoders, tokenizers, VAE and scheduler), as a
+    Kandinsky5Model; `options.defaults` (the folder's defaults.json) over
+    `kandinsky5_defaults`. A --text-encoder file is refused in one line (the text encoders
+    come from the folder)."""
     from .kandinsky5 import Kandinsky5Pipeline
 
     path = Path(path)
-    if options.base is not None or options.text_encoders:
-        raise ValueError("Kandinsky 5 loads from its diffusers folder alone: drop --base and "
+    if options.text_encoders:
+        raise ValueError("Kandinsky 5 reads its text encoders from its diffusers folder: drop "
                          "--text-encoder")
-    pipe = Kandinsky5Pipeline.from_pretrained(path, dtype=options.dtype, device=options.device,
-                                              variant=options.variant, offload=options.offload)
+    folder, transformer_file = base_folder(
+        path, options.base, "Kandinsky 5",
+        parts="text encoders, tokenizers, VAE and scheduler")
+    pipe = Kandinsky5Pipeline.from_pretrained(
+        folder, dtype=options.dtype, device=options.device, variant=options.variant,
+        transformer_file=transformer_file, offload=options.offload)
     return Kandinsky5Model(pipe, family=family, name=module_stem(path),
                            defaults=options.defaults, modules=pipe.modules)

@@ -93,11 +93,13 @@ def load_unet_model(path: str | os.PathLike[str], detected: str, options: LoadOp
     if Path(path).suffix.lower() == ".gguf":  # not city96's FLUX / SD3.5 (those are flow)
         weights = gguf_pipeline_weights(path, dtype=dtype, prediction_type=prediction_type,
                                         base=base, modules=text_encoders)
-    elif text_encoders or base is not None:
-        given = ("text encoder files (--text-encoder) are" if text_encoders
-                 else "a base model (--base) is")
-        raise ValueError(f"{given} for FLUX / SD3 models and UNet-only GGUFs; "
-                         f"{Path(path).name} is neither")
+    elif text_encoders:
+        raise ValueError("text encoder files (--text-encoder) are for FLUX / SD3 models and "
+                         f"UNet-only GGUFs; {Path(path).name} is neither")
+    elif base is not None:  # the families whose registry line has single_file_base
+        raise ValueError("a base model (--base) is for UNet-only GGUFs and the single-file "
+                         "transformers of Z-Image, Qwen-Image (Edit), FLUX.2 and Kandinsky 5; "
+                         f"{Path(path).name} holds none of them")
     else:
         weights = load_pipeline_weights(path, dtype=dtype, prediction_type=prediction_type,
                                         variant=variant)

@@ -15,7 +15,6 @@ import pytest
 pytest.importorskip("diffusers", reason="diffusers is a test-only reference (extra: reference)")
 import torch
 from cli_support import cli_error, cli_ok, png_pixels
-from kandinsky5_text_tiny import tiny_kandinsky5_pipeline
 from PIL import Image
 from webui_ref import assert_steps_skipped
 
@@ -33,16 +32,11 @@ TOL = 0.01  # mean |ours - diffusers| in [0, 1]: the PNG's rounding (float: 3e-5
 # max, diffusers rounding its rotated q and k to bfloat16 even in float32)
 
 
-@pytest.fixture(scope="module")
-def tiny(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Any]:
-    """(the folder, diffusers' Kandinsky5T2IPipeline of it), the reference told the tiny
-    VAE's factor (it assumes 8) and given the test's size as a resolution (it snaps any
-    other to its nearest trained one)."""
-    root = tmp_path_factory.mktemp("tiny-kandinsky5")
-    reference = tiny_kandinsky5_pipeline(root)
-    reference.vae_scale_factor_spatial = 2
-    reference.resolutions = [(WIDTH, HEIGHT)]
-    return root / "kandinsky5", reference
+@pytest.fixture
+def tiny(tiny_kandinsky5: tuple[Path, Any]) -> tuple[Path, Any]:
+    """(the folder, diffusers' Kandinsky5T2IPipeline of it): flow_fixtures' tiny_kandinsky5,
+    its reference sized for HEIGHT x WIDTH."""
+    return tiny_kandinsky5
 
 
 def _diffusers(reference: Any, prompt: str, steps: int = 2, **settings: Any) -> np.ndarray:
