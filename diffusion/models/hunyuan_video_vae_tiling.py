@@ -77,15 +77,18 @@ def _spatial(x: Tensor, run: Callable[[Tensor], Tensor], size: Pair, stride: Pai
 
 
 def _temporal(x: Tensor, run: Callable[[Tensor], Tensor], length: int, stride: int,
-              extent: int, keep: int, count: int) -> Tensor:
+              extent: int, keep: int, count: int, least: int) -> Tensor:
     """Tiles of `length` + 1 frames of x every `stride`, each through `run` (all but the
     first dropping their first result frame), blended over `extent` frames with the one
-    before, cut to `keep` frames (the first to keep + 1), joined and cut to `count`.
+    before, cut to `keep` frames (the first to keep + 1), joined and cut to `count`; a last
+    tile shorter than `least` frames (one result frame) is not run.
     diffusers: `_temporal_tiled_decode` / `_temporal_tiled_encode`."""
     frames = x.shape[_TIME]
     before: Tensor | None = None
     out = []
     for i in range(0, frames, stride):
+        if before is not None and frames - i < least:
+            break  # its result is only the frame dropped: diffusers' adds nothing
         tile = run(take_slice(x, i, min(i + length + 1, frames), axis=_TIME))
         if before is not None:
             tile = blend(before, take_slice(tile, 1, tile.shape[_TIME], axis=_TIME), extent,
@@ -170,7 +173,7 @@ class Tiling:
         if not self.use_framewise_decoding or z.shape[_TIME] <= size // t:
             return self._decode_space(z)
         return _temporal(z, self._decode_space, size // t, stride // t, size - stride, stride,
-                         (z.shape[_TIME] - 1) * t + 1)
+                         (z.shape[_TIME] - 1) * t + 1, 2)
 
     def encode_frames(self, x: Tensor) -> Tensor:
         """Frames (T, 3, H, W) -> moments (1 + (T - 1) // 4, 2 C, H / 8, W / 8), tiled as
@@ -180,4 +183,4 @@ class Tiling:
         if not self.use_framewise_encoding or x.shape[_TIME] <= size:
             return self._encode_space(x)
         return _temporal(x, self._encode_space, size, stride, size // t - stride // t,
-                         stride // t, (x.shape[_TIME] - 1) // t + 1)
+                         stride // t, (x.shape[_TIME] - 1) // t + 1, t + 1)
