@@ -7,9 +7,10 @@ settings no prompt uses), text_encoder_2/ (CLIPTextModel, ViT-L/14: its pooled o
 tokenizer_2/ (CLIPTokenizer), vae/ (AutoencoderKL, FLUX's 16-channel one) and scheduler/
 (FlowMatchEulerDiscreteScheduler).
 
-The video pipelines' folders (Kandinsky5T2VPipeline, Kandinsky5I2VPipeline) and the image
-editing one (Kandinsky5I2IPipeline) are other models: other templates (128 and 54 tokens
-dropped), a video transformer or a picture in the prompt. Only the text-to-image class loads.
+Kandinsky 5 Video Lite's folders (`Kandinsky5T2VPipeline`, `video=True`) hold the same parts
+but a video transformer and HunyuanVideo's VAE (vae/ AutoencoderKLHunyuanVideo), its prompt
+template another (128 tokens dropped). The image-to-video and image-editing folders
+(Kandinsky5I2VPipeline, Kandinsky5I2IPipeline) are other pipelines and do not load.
 
     weights = load_kandinsky5_folder("Kandinsky-5.0-T2I-Lite-sft-Diffusers")
     weights.text_encoder_2.config, weights.tokenizer_2_dir
@@ -29,9 +30,11 @@ from ..qwen_image.folder import language_model_config, language_model_refs, qwen
 from ..weights import ComponentWeights, TensorRef, resolve_dtype
 from .file import kandinsky5_file_family
 
-__all__ = ["Kandinsky5Weights", "kandinsky5_family", "load_kandinsky5_folder"]
+__all__ = ["Kandinsky5Weights", "kandinsky5_family", "kandinsky5_video_family",
+           "load_kandinsky5_folder"]
 
 _CLASS = "Kandinsky5T2IPipeline"
+_VIDEO_CLASS = "Kandinsky5T2VPipeline"
 _COMPONENTS = (*DIT_COMPONENTS, "text_encoder_2", "tokenizer_2")
 
 
@@ -55,16 +58,23 @@ def kandinsky5_family(path: str | os.PathLike[str]) -> str | None:
     return "kandinsky-5" if pipeline_class(root) == _CLASS else None
 
 
+def kandinsky5_video_family(path: str | os.PathLike[str]) -> str | None:
+    """"kandinsky-5-video" for a diffusers folder whose model_index.json names a
+    Kandinsky5T2VPipeline (Kandinsky 5 Video Lite), None for anything else."""
+    return "kandinsky-5-video" if pipeline_class(Path(path)) == _VIDEO_CLASS else None
+
+
 def load_kandinsky5_folder(path: str | os.PathLike[str], *, dtype: Any = None,
-                           variant: str | None = None, skip: tuple[str, ...] = ()
-                           ) -> Kandinsky5Weights:
+                           variant: str | None = None, skip: tuple[str, ...] = (),
+                           video: bool = False) -> Kandinsky5Weights:
     """Lazy weights of the Kandinsky 5 diffusers folder `path`. `dtype`: None (as stored;
     bfloat16 read as float32), "float16" or "float32"; `variant`: e.g. "fp16"; `skip`:
     ("transformer",) leaves it out (None; a single file replaces it, and the folder need not
-    hold it). WeightsError naming the file or folder when it is not a Kandinsky 5
-    text-to-image pipeline or a part is missing."""
+    hold it); `video`: a Kandinsky5T2VPipeline folder in place of a text-to-image one.
+    WeightsError naming the file or folder when it is not that pipeline or a part is
+    missing."""
     root = Path(path)
-    pipeline_index(root, _CLASS, _COMPONENTS)
+    pipeline_index(root, _VIDEO_CLASS if video else _CLASS, _COMPONENTS)
     parts = dit_weights(root, dtype=dtype, variant=variant, skip=skip, adapt=_adapt)
     clip = root / "text_encoder_2"
     refs, _where = weight_refs(clip, "model", variant)
