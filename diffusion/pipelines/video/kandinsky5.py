@@ -11,7 +11,7 @@ given); HunyuanVideo's VAE decoding the latents divided by its scaling factor. W
 RNG a seed gives diffusers' video (`generator=torch.Generator("cpu").manual_seed(seed)`).
 
 Sparse NABLA attention (the 10-second models' `attention_type` "nabla") is refused in one line
-before the weights load (kandinsky5_video_refusal): run densely, their videos would not be the
+before the weights load (models.refuse_video): run densely, their videos would not be the
 ones diffusers' sparse attention makes, and no reference can tell how far apart they are.
 
     pipe = Kandinsky5VideoPipeline.from_pretrained("Kandinsky-5.0-T2V-Lite-sft-5s-Diffusers")
@@ -114,8 +114,9 @@ class Kandinsky5VideoPipeline(WanVaePasses):
         return None
 
     def set_memory_mode(self, mode: Any) -> None:
-        """ValueError in one line for a memory mode: Kandinsky 5 Video runs with `offload`."""
-        if mode is not None:
+        """ValueError in one line for a memory mode (one that is on): Kandinsky 5 Video runs
+        with `offload`."""
+        if mode:
             raise ValueError("Kandinsky 5 Video takes --offload (one network on the GPU at a "
                              "time), not --medvram / --lowvram / --max-vram")
 
