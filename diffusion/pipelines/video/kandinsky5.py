@@ -70,6 +70,10 @@ class Kandinsky5VideoPipeline(WanVaePasses):
     """A loaded Kandinsky 5 Video Lite diffusers folder (module docstring). Components as
     diffusers names them; `offload`: one network's weights on the GPU at a time."""
 
+    # WanVaePasses' float32 revert and VAE pass take any VAE; its own decode (Wan's) is
+    # replaced below
+    vae: AutoencoderKLHunyuanVideo  # type: ignore[assignment]
+
     def __init__(self, *, transformer: Kandinsky5Transformer3DModel,
                  vae: AutoencoderKLHunyuanVideo, text_encoder: LLMTextModel,
                  tokenizer: LLMTokenizer, text_encoder_2: CLIPTextModel,
@@ -90,7 +94,8 @@ class Kandinsky5VideoPipeline(WanVaePasses):
         onto `device` in `dtype`; `offload`: each network goes to host memory as soon as it
         is loaded, and comes to the GPU only while it runs."""
         weights = load_kandinsky5_folder(path, variant=variant, video=True)
-        assert weights.transformer is not None and weights.text_encoder is not None
+        transformer = weights.transformer
+        assert transformer is not None and weights.text_encoder is not None
         place = {"dtype": dtype, "device": device or default_device()}
 
         def load(build: Callable[[], Any], part: Any) -> Any:
@@ -100,8 +105,8 @@ class Kandinsky5VideoPipeline(WanVaePasses):
         return cls(
             text_encoder=load(lambda: LLMTextModel(qwen.config, **place), qwen),
             text_encoder_2=load(lambda: CLIPTextModel(clip.config, **place), clip),
-            transformer=load(lambda: Kandinsky5Transformer3DModel(
-                weights.transformer.config, **place), weights.transformer),
+            transformer=load(lambda: Kandinsky5Transformer3DModel(transformer.config, **place),
+                             transformer),
             vae=load(lambda: AutoencoderKLHunyuanVideo(weights.vae.config, **place),
                      weights.vae),
             tokenizer=LLMTokenizer(weights.tokenizer_dir),

@@ -31,19 +31,16 @@ MEAN, MAX = 2e-4, 1.5e-3
 PNG = 0.01  # mean, through 8-bit PNG frames
 
 
-@pytest.fixture(scope="module")
-def tiny(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Any]:
-    from kandinsky5_video_tiny import tiny_kandinsky5_video_pipeline
-
-    root = tmp_path_factory.mktemp("tiny-kandinsky5-video")
-    reference = tiny_kandinsky5_video_pipeline(root)
-    return root / "kandinsky5-video", reference
+@pytest.fixture
+def tiny(tiny_kandinsky5_video: tuple[Path, Any]) -> tuple[Path, Any]:
+    """(the folder, diffusers' Kandinsky5T2VPipeline of it): flow_fixtures'."""
+    return tiny_kandinsky5_video
 
 
 @pytest.fixture(scope="module")
-def guided(tiny: tuple[Path, Any]) -> np.ndarray:
+def guided(tiny_kandinsky5_video: tuple[Path, Any]) -> np.ndarray:
     """diffusers' video of RED at its defaults (CFG 5, its negative prompt)."""
-    return _diffusers(tiny[1], RED, guidance_scale=5.0)
+    return _diffusers(tiny_kandinsky5_video[1], RED, guidance_scale=5.0)
 
 
 def _diffusers(reference: Any, prompt: str, **settings: Any) -> np.ndarray:
