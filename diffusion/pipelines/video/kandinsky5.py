@@ -226,7 +226,9 @@ class Kandinsky5VideoPipeline(WanVaePasses):
         def branch(video: int, side: int) -> BranchCache | None:
             if cache is None:
                 return None
-            return branches.setdefault((video, side), cache.branch())
+            if (video, side) not in branches:  # one per video and guidance side
+                branches[video, side] = cache.branch()
+            return branches[video, side]
 
         def predict(x: np.ndarray, t: Any, i: int) -> tuple[np.ndarray, None]:
             model, timestep = self.transformer, np.array([float(t)], np.float32)

@@ -116,9 +116,9 @@ def video_source(registry: ModelRegistry, body: Any) -> WanSource:
     entry = registry.find(body.model)
     if entry is None or (wan_family(entry.path) is None and wan_file_family(entry.path) is None
                          and kandinsky5_video_family(entry.path) is None):
-        raise RequestError(f"model {body.model!r} is not a Wan or Kandinsky 5 Video folder or "
-                           "a Wan transformer file of the models directory (/avx/video-models "
-                           "lists them)")
+        raise RequestError(f"model {body.model!r} is not a Wan folder, Kandinsky 5 Video "
+                           "folder or Wan transformer file of the models directory "
+                           "(/avx/video-models lists them)")
     parts = {field: _path(registry, value, field) for field in REQUEST_NAMES.fields
              if field != "model" and (value := getattr(body, field, None))}
     if parts and kandinsky5_video_family(entry.path) is not None:

@@ -77,7 +77,8 @@ def test_frames_equal_diffusers(first_device: gpucore.Device, tiny: tuple[Path, 
 def test_txt2vid(first_device: gpucore.Device, tiny: tuple[Path, Any], guided: np.ndarray,
                  tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     """`txt2vid` on the folder: diffusers' video with the family's CFG 5 and negative prompt
-    when neither is given; an animated WebP at its 24 fps; Wan's options refused."""
+    when neither is given; an animated WebP at its 24 fps; First Block Cache skipping a step;
+    Wan's options refused."""
     folder, _ = tiny
     common = ("txt2vid", "--model", str(folder), "--width", str(WIDTH), "--height",
               str(HEIGHT), "--frames", str(FRAMES), "--steps", "2", "--seed", "7", "--dtype",
@@ -91,6 +92,14 @@ def test_txt2vid(first_device: gpucore.Device, tiny: tuple[Path, Any], guided: n
         video.seek(1)
         video.load()  # a frame's duration is read as it loads
         assert video.n_frames == FRAMES and video.info["duration"] == round(1000 / 24)
+    # First Block Cache at a threshold a random tiny model passes: steps skipped, the video
+    # changed
+    _, err = cli_ok(capsys, *common, "--cfg-scale", "1", "--steps", "3", "-o",
+                    str(tmp_path / "plain"))
+    _, cached = cli_ok(capsys, *common, "--cfg-scale", "1", "--steps", "3", "--cache",
+                       "fbc:5", "-o", str(tmp_path / "cached"))
+    assert "cache: fbc 5, 2/3 steps computed" in cached
+    assert np.abs(png_frames(tmp_path / "cached") - png_frames(tmp_path / "plain")).mean() > PNG
     for flags, message in ((("--lora", str(out)), "--lora is for Wan models"),
                            (("--lowvram",), "takes --offload"),
                            (("--cache", "teacache"), "runs First Block Cache"),

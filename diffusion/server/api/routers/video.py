@@ -95,17 +95,11 @@ class Img2VidRequest(Txt2VidRequest):
     image: str = Field(description="the first frame, base64 (PNG, JPEG, WebP)")
 
 
-def _check(state: ServerState, body: Txt2VidRequest
-           ) -> tuple[tuple[Path, WanFiles], VideoDefaults]:
-    """The request's model folder and the files in place of its parts, and its frames, fps,
-    size, steps and CFG (what it leaves out: the family's defaults), after every check that
-    needs no GPU (RequestError: 422)."""
+def _check_settings(state: ServerState, body: Txt2VidRequest, s: VideoDefaults) -> None:
+    """RequestError (422) in one line for frames, fps, a size, a cache or a sampler no video
+    model runs."""
     from ....pipelines.video import SAMPLERS, check_frame_count, video_cache
-    from ....pipelines.video.models import video_defaults
 
-    source = video_source(state.registry, body)
-    given = {name: value for name in _SETTINGS if (value := getattr(body, name)) is not None}
-    s = replace(video_defaults(source.model), **given)
     try:
         check_frame_count(s.frames)
         check_fps(s.fps)
@@ -122,6 +116,21 @@ def _check(state: ServerState, body: Txt2VidRequest
     if body.sampler not in SAMPLERS:
         raise RequestError(f"sampler {body.sampler!r} is not one Wan runs; use one of "
                            f"{', '.join(SAMPLERS)}")
+
+
+def _check(state: ServerState, body: Txt2VidRequest
+           ) -> tuple[tuple[Path, WanFiles], VideoDefaults]:
+    """The request's model folder and the files in place of its parts, and its frames, fps,
+    size, steps and CFG (what it leaves out: the family's defaults), after every check that
+    needs no GPU (RequestError: 422): the settings it gives first, before the model is
+    looked up."""
+    from ....pipelines.video.models import WAN, video_defaults
+
+    given = {name: value for name in _SETTINGS if (value := getattr(body, name)) is not None}
+    _check_settings(state, body, replace(WAN, **given))
+    source = video_source(state.registry, body)
+    s = replace(video_defaults(source.model), **given)
+    _check_settings(state, body, s)  # the family's defaults (a server's --max-size)
     if kandinsky5_video_family(source.model):
         return (source.model, WanFiles()), s
     try:
