@@ -25,9 +25,9 @@ from diffusion.pipelines.video.kandinsky5 import Kandinsky5VideoPipeline
 RED = "a red circle on a blue square"
 HORSE = "an astronaut riding a horse at night"
 HEIGHT, WIDTH, FRAMES = 16, 32, 5  # 2 latent frames of 4 x 8 (the tiny VAE's 4x), 2 x 4 patches
-# |ours - diffusers| in [0, 1], float32: measured 5e-5 mean, 3.3e-4 max (diffusers rounds the
+# |ours - diffusers| in [0, 1], float32: measured 3e-5 mean, 1.6e-4 max (diffusers rounds the
 # rotated q and k to bfloat16 even in float32)
-MEAN, MAX = 2e-4, 1.5e-3
+MEAN, MAX = 1e-4, 6e-4
 PNG = 0.01  # mean, through 8-bit PNG frames
 
 
@@ -71,7 +71,8 @@ def test_frames_equal_diffusers(first_device: gpucore.Device, tiny: tuple[Path, 
     assert np.abs(plain - ours).mean() > 100 * MEAN  # the negative pass matters
     other = pipe(HORSE, guidance_scale=1.0, **size)[0]
     assert np.abs(other - plain).mean() > 100 * MEAN  # the prompt matters
-    assert np.abs(plain[1:] - plain[:1]).mean() > 100 * MEAN  # frames, not one repeated
+    # frames, not one repeated (measured 0.014 apart)
+    assert np.abs(plain[1:] - plain[:1]).mean() > 50 * MEAN
 
 
 def test_txt2vid(first_device: gpucore.Device, tiny: tuple[Path, Any], guided: np.ndarray,
@@ -94,11 +95,10 @@ def test_txt2vid(first_device: gpucore.Device, tiny: tuple[Path, Any], guided: n
         assert video.n_frames == FRAMES and video.info["duration"] == round(1000 / 24)
     # First Block Cache at a threshold a random tiny model passes: steps skipped, the video
     # changed
-    _, err = cli_ok(capsys, *common, "--cfg-scale", "1", "--steps", "3", "-o",
-                    str(tmp_path / "plain"))
+    cli_ok(capsys, *common, "--cfg-scale", "1", "--steps", "3", "-o", str(tmp_path / "plain"))
     _, cached = cli_ok(capsys, *common, "--cfg-scale", "1", "--steps", "3", "--cache",
                        "fbc:5", "-o", str(tmp_path / "cached"))
-    assert "cache: fbc 5, 2/3 steps computed" in cached
+    assert "cache: fbc 5, 1/3 steps computed" in cached  # the first always runs
     assert np.abs(png_frames(tmp_path / "cached") - png_frames(tmp_path / "plain")).mean() > PNG
     for flags, message in ((("--lora", str(out)), "--lora is for Wan models"),
                            (("--lowvram",), "takes --offload"),
