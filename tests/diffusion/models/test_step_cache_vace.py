@@ -19,7 +19,14 @@ import pytest
 pytest.importorskip("diffusers", reason="diffusers is a test-only reference (extra: reference)")
 import torch
 from diffusers.hooks import FirstBlockCacheConfig
-from first_block_cache_ref import STEPS, Call, cache_run, euler, largest_change
+from first_block_cache_ref import (
+    STEPS,
+    Call,
+    cache_run,
+    euler,
+    largest_change,
+    vace_first_block_cache_by_hand,
+)
 from sd_tiny import state_dict
 from support import assert_close
 from wan_vace_tiny import VACE_TINY, tiny_vace_transformer
@@ -32,47 +39,6 @@ from diffusion.models.wan_vace import WanVACETransformer3DModel
 THRESHOLD = 0.8  # a random tiny model's residuals move far more than a trained one's
 TEA_THRESHOLD = 0.3
 TOL = 1e-4  # measured: 7.6e-6 at worst (flows up to 10)
-
-
-def _by_hand(model: Any, threshold: float) -> list[bool]:
-    """First Block Cache with the hints inside the blocks laid over diffusers' `model`:
-    block 1's input (block 0's output and its hint) decides, blocks 1... pass their input on
-    when skipping, and the final norm's input is the first block's output plus the tail
-    residual of the last computed call. Returns the list each decision is appended to."""
-    state: dict[str, Any] = {}
-    decisions: list[bool] = []
-
-    def first(module: Any, args: tuple[Any, ...]) -> None:
-        state["input"] = args[0]
-
-    def decide(module: Any, args: tuple[Any, ...]) -> None:
-        residual = args[0] - state["input"]
-        previous = state.get("residual")
-        state["compute"] = previous is None or float(
-            (residual - previous).abs().mean() / previous.abs().mean()) > threshold
-        decisions.append(state["compute"])
-        state["head"] = args[0]
-        if state["compute"]:
-            state["residual"] = residual
-
-    def skipped(original: Any) -> Any:
-        def forward(hidden_states: Any, *args: Any, **kwargs: Any) -> Any:
-            return original(hidden_states, *args, **kwargs) if state["compute"] \
-                else hidden_states
-        return forward
-
-    def norm(module: Any, args: tuple[Any, ...]) -> tuple[Any, ...] | None:
-        if state["compute"]:
-            state["tail"] = args[0] - state["head"].float()
-            return None
-        return (state["head"].float() + state["tail"],)
-
-    model.blocks[0].register_forward_pre_hook(first)
-    model.blocks[1].register_forward_pre_hook(decide)
-    for block in model.blocks[1:]:
-        block.forward = skipped(block.forward)
-    model.norm_out.register_forward_pre_hook(norm)
-    return decisions
 
 
 def _inputs() -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -123,7 +89,7 @@ def test_first_block_cache_vace_by_hand(first_device: gpucore.Device) -> None:
     reference, ours = _models(first_device)
     start, text, control = _inputs()
     theirs, mine = _calls(reference, ours, text, control, [1.0, 0.7])
-    expected_decisions = _by_hand(reference, THRESHOLD)
+    expected_decisions = vace_first_block_cache_by_hand(reference, THRESHOLD)
     run = cache_run(mine, theirs, start, THRESHOLD)
     assert run.decisions == expected_decisions
     assert 0 < sum(run.decisions) < len(run.decisions)  # some calls skipped, some computed
