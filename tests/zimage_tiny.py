@@ -98,6 +98,17 @@ def tiny_zimage_transformer(seed: int = 7) -> Any:
     return randomized(diffusers.ZImageTransformer2DModel(**ZIMAGE_TINY), seed, scale=0.3)
 
 
+ZIMAGE_OMNI_TINY: dict[str, Any] = {**ZIMAGE_TINY, "siglip_feat_dim": 24}
+
+
+def tiny_zimage_omni_transformer(seed: int = 8) -> Any:
+    """diffusers' ZImageTransformer2DModel of ZIMAGE_OMNI_TINY (Omni's SigLIP parts), random
+    weights scaled as tiny_zimage_transformer's."""
+    import diffusers
+
+    return randomized(diffusers.ZImageTransformer2DModel(**ZIMAGE_OMNI_TINY), seed, scale=0.3)
+
+
 def tiny_zimage_pipeline(root: Path) -> Any:
     """diffusers' ZImagePipeline of tiny random parts (Qwen3 40 wide, 4-channel latents, a
     VAE without quant convs and with FLUX's shift, Turbo's constant shift 3), saved to
