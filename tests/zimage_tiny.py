@@ -133,7 +133,8 @@ VISION_TOKENS = ["<|vision_start|>", "<|vision_end|>"]
 
 
 def tiny_zimage_omni_pipeline(root: Path) -> Any:
-    """diffusers' ZImageOmniPipeline of tiny random parts (tiny_zimage_pipeline's, an Omni
+    """diffusers' ZImageOmniPipeline of tiny random parts (tiny_zimage_pipeline's, a VAE of 4x
+    downsampling (diffusers takes condition pictures of 64 pixels a side or more), an Omni
     transformer, a SigLIP2 vision tower of 8-pixel patches reading at most 12 of them, Qwen's
     vision tokens in the tokenizer, the scheduler's default shifts by size), saved to
     `root / "z-image-omni"`; returns the pipeline."""
@@ -144,8 +145,10 @@ def tiny_zimage_omni_pipeline(root: Path) -> Any:
     )
 
     folder = tiny_qwen_tokenizer_with(root / "omni-tokenizer", VISION_TOKENS, special=True)
-    vae = randomized(diffusers.AutoencoderKL(
-        **VAE_TINY, use_quant_conv=False, use_post_quant_conv=False, scaling_factor=0.3611,
+    vae = randomized(diffusers.AutoencoderKL(**{
+        **VAE_TINY, "block_out_channels": (32,) * 3, "down_block_types": (
+            "DownEncoderBlock2D",) * 3, "up_block_types": ("UpDecoderBlock2D",) * 3},
+        use_quant_conv=False, use_post_quant_conv=False, scaling_factor=0.3611,
         shift_factor=0.1159), 2)
     siglip = randomized(transformers.Siglip2VisionModel(
         transformers.Siglip2VisionConfig(**SIGLIP2_TINY)), 4, scale=0.6)
