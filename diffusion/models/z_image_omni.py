@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import math
 import typing
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from typing import Any
 
 import numpy as np
@@ -185,7 +185,7 @@ class ZImageOmniTransformer2DModel(ZImageTransformer2DModel):
     def _flags(self, noisy: np.ndarray) -> Tensor:
         return asarray(noisy.reshape(1, -1, 1).astype(self.dtype), device=self.device)
 
-    def _modulated(self, blocks: Sequence[Any], x: Tensor, rotary: tuple[Tensor, Tensor],
+    def _modulated(self, blocks: Iterable[Any], x: Tensor, rotary: tuple[Tensor, Tensor],
                    temb: tuple[Tensor, Tensor], noisy: np.ndarray) -> Tensor:
         """Modulated blocks over x, per token where clean tokens are among them."""
         flags = None if noisy.all() else self._flags(noisy)

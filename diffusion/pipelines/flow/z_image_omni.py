@@ -25,12 +25,15 @@ from gpucore import Device, default_device
 from gpustd import Tensor, asarray
 
 from ...loaders.z_image import load_zimage_folder
+from ...loaders.z_image.siglip import siglip2_max_patches, siglip2_weights
 from ...models import AutoencoderKL
 from ...models.llm import LLMTextModel
+from ...models.siglip2 import Siglip2Vision
 from ...models.tiled_vae import vae_encode
 from ...models.z_image_omni import ZImageOmniTransformer2DModel
 from ...noise.rng import make_generator
 from ...sampling.model_sampling import calculate_shift
+from ...text.llm_tokenizer import LLMTokenizer
 from ..finite import check_encoded
 from .flow_memory import load_network
 from .flux2 import reference_picture, shrunk_picture
@@ -56,12 +59,12 @@ def omni_pieces(prompt: str, pictures: int) -> list[str]:
 
 class ZImageOmniPipeline(ZImagePipeline):
     """Z-Image Omni on gpustd: ZImagePipeline's components, an Omni transformer, and
-    `siglip`, SigLIP2's vision tower (`encode(picture) -> ((h, w, D) features, (h, w))`)."""
+    `siglip`, SigLIP2's vision tower (models.siglip2)."""
 
     transformer: ZImageOmniTransformer2DModel
 
     def __init__(self, *, transformer: ZImageOmniTransformer2DModel, vae: AutoencoderKL,
-                 text_encoder: LLMTextModel, tokenizer: Any, siglip: Any,
+                 text_encoder: LLMTextModel, tokenizer: LLMTokenizer, siglip: Siglip2Vision,
                  scheduler_config: dict[str, Any]) -> None:
         super().__init__(transformer=transformer, vae=vae, text_encoder=text_encoder,
                          tokenizer=tokenizer, scheduler_config=scheduler_config)
@@ -74,10 +77,6 @@ class ZImageOmniPipeline(ZImagePipeline):
         """Load a Z-Image Omni diffusers folder (`load_zimage_folder(omni=True)`, its SigLIP2
         tower from siglip/ and siglip_processor/) onto `device` in `dtype`; `offload` as
         ZImagePipeline's."""
-        from ...loaders.z_image.siglip import siglip2_max_patches, siglip2_weights
-        from ...models.siglip2 import Siglip2Vision
-        from ...text.llm_tokenizer import LLMTokenizer
-
         weights = load_zimage_folder(path, variant=variant, omni=True)
         transformer, text_encoder = weights.transformer, weights.text_encoder
         assert transformer is not None and text_encoder is not None
