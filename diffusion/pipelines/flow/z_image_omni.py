@@ -125,17 +125,15 @@ class ZImageOmniPipeline(ZImagePipeline):
     def velocity(self, prompts: Sequence[str], *, height: int,  # type: ignore[override]
                  width: int, guidance_scale: float = 5.0,
                  negative_prompt: str | Sequence[str] = "", max_sequence_length: int = 512,
-                 image: Sequence[Any] = (), conditions: tuple[list[Tensor], list[Tensor]]
-                 | None = None, **unused: Any
+                 image: Sequence[Any] = (), cache: Any = None, control: Any = None
                  ) -> tuple[Callable[[np.ndarray, float], np.ndarray], tuple[int, ...], float]:
-        """ZImagePipeline.velocity's flow with the condition pictures `image` (or their
-        `conditions` already prepared) in every pass, the negative prompt's too."""
-        for name in ("cache", "control"):
-            if unused.get(name) is not None:
-                raise ValueError(f"Z-Image Omni runs without {name} (not supported yet); "
-                                 "leave it out")
+        """ZImagePipeline.velocity's flow with the condition pictures `image` in every pass,
+        the negative prompt's too; no step cache or ControlNet units yet (ValueError)."""
+        for name, given in (("a step cache", cache), ("ControlNet units", control)):
+            if given is not None:
+                raise ValueError(f"{name}: not supported for Z-Image Omni yet; leave it out")
         scale = self.vae_scale_factor * 2
-        latents, features = conditions or self.conditions(image, height, width)
+        latents, features = self.conditions(image, height, width)
         batch, pieces = len(prompts), len(latents)
         captions = self._pieces(prompts, pieces, max_sequence_length)
         guided = guidance_scale > 0
