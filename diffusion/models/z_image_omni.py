@@ -17,7 +17,6 @@ one piece the later pieces' tokens take positions shifted by the earlier pieces'
 
 from __future__ import annotations
 
-import math
 import typing
 from collections.abc import Iterable, Sequence
 from typing import Any
@@ -25,55 +24,14 @@ from typing import Any
 import numpy as np
 
 from gpucore import Device
-from gpustd import Tensor, asarray, concatenate, elementwise_kernel, nn, permute, take_slice
+from gpustd import Tensor, asarray, concatenate, nn, permute, take_slice
 
 from .layers import Place
-from .transformer_ops import Modulation, RMSNorm, cast, rms_norm
+from .transformer_ops import RMSNorm, cast, rms_norm
 from .z_image import _MULTIPLE, ZImageTransformer2DModel, _padding, patchify
 from .z_image_blocks import ZImageTransformerBlock
 
 __all__ = ["OmniLayout", "ZImageOmniTransformer2DModel", "omni_layout"]
-
-
-@elementwise_kernel
-def _picked_scaled(x, noisy, scale_noisy, scale_clean):
-    return x * (1.0 + (scale_noisy if noisy > 0.5 else scale_clean))
-
-
-@elementwise_kernel
-def _picked_gated(residual, noisy, gate_noisy, gate_clean, y):
-    gate = float(gate_noisy) if noisy > 0.5 else float(gate_clean)
-    return float(residual) + math.tanh(gate) * float(y)
-
-
-@elementwise_kernel
-def _picked_gated_clipped(residual, noisy, gate_noisy, gate_clean, y):  # float16 as _gated
-    gate = float(gate_noisy) if noisy > 0.5 else float(gate_clean)
-    out = float(residual) + math.tanh(gate) * float(y)
-    return np.float16(out if math.isnan(out) else min(max(out, -65504.0), 65504.0))
-
-
-def _gated(residual: Tensor, noisy: Tensor, gates: tuple[Tensor, Tensor], y: Tensor) -> Tensor:
-    kernel = _picked_gated_clipped if residual.dtype == np.float16 else _picked_gated
-    return cast(typing.cast(Tensor, kernel(residual, noisy, *gates, y)), residual.dtype)
-
-
-def omni_block(block: ZImageTransformerBlock, x: Tensor, rotary: tuple[Tensor, Tensor],
-               temb: tuple[Tensor, Tensor], noisy: Tensor) -> Tensor:
-    """A modulated block whose every token reads the noisy or the clean embedding's
-    modulation, as `noisy` (1, L, 1) says (1 or 0). diffusers: ZImageTransformerBlock with
-    `noise_mask`, `adaln_noisy` and `adaln_clean`."""
-    assert block.adaLN_modulation is not None, "the omni path runs modulated blocks"
-    mods = [Modulation(block.adaLN_modulation[0](t), 4) for t in temb]
-
-    def pick(index: int) -> tuple[Tensor, Tensor]:
-        return mods[0][index], mods[1][index]
-
-    normed = typing.cast(Tensor, _picked_scaled(block.attention_norm1(x), noisy, *pick(0)))
-    attn = block.attention(cast(normed, x.dtype), rotary)
-    x = _gated(x, noisy, pick(1), block.attention_norm2(attn))
-    normed = typing.cast(Tensor, _picked_scaled(block.ffn_norm1(x), noisy, *pick(2)))
-    return _gated(x, noisy, pick(3), block.ffn_norm2(block.feed_forward(cast(normed, x.dtype))))
 
 
 class OmniLayout(typing.NamedTuple):
@@ -188,10 +146,9 @@ class ZImageOmniTransformer2DModel(ZImageTransformer2DModel):
     def _modulated(self, blocks: Iterable[Any], x: Tensor, rotary: tuple[Tensor, Tensor],
                    temb: tuple[Tensor, Tensor], noisy: np.ndarray) -> Tensor:
         """Modulated blocks over x, per token where clean tokens are among them."""
-        flags = None if noisy.all() else self._flags(noisy)
+        picked = None if noisy.all() else (temb[1], self._flags(noisy))
         for block in blocks:
-            x = block(x, rotary, temb[0]) if flags is None else omni_block(
-                block, x, rotary, temb, flags)
+            x = block(x, rotary, temb[0], picked)
         return x
 
     def forward(self, latents: Tensor, timestep: Any,  # type: ignore[override]

@@ -10,8 +10,9 @@ second"). The run starts from noise beside them, so the denoising strength does 
 only its default (or 1) is taken. Without an init image it draws from the prompt alone. The
 CFG scale is Z-Image's (1: no negative pass; above 1 diffusers' guidance_scale of the scale
 less 1, the negative pass beside the same pictures). The hires fix (WebUI samplers) keeps the
-pictures in its second pass, as FLUX.2's. Not yet: inpainting (diffusers has no Omni inpaint
-pipeline), ControlNet units, the step cache and the memory modes.
+pictures in its second pass, as FLUX.2's. The memory modes move SigLIP2's tower with the
+text encoder. Not yet: inpainting (diffusers has no Omni inpaint pipeline), ControlNet units
+and the step cache.
 """
 
 from __future__ import annotations
@@ -43,16 +44,21 @@ class ZImageOmniModel(EditPasses, ZImageModel):
 
     @property
     def capabilities(self) -> Capabilities:
-        """Z-Image's WebUI samplers, CFG and prompts; any number of condition pictures (the
-        init image the first), the hires fix beside them; no inpainting, ControlNet units,
-        step cache or memory modes yet."""
+        """Z-Image's WebUI samplers, CFG and prompts and memory modes; any number of
+        condition pictures (the init image the first), the hires fix beside them; no
+        inpainting, ControlNet units or step cache yet."""
         return zimage_omni_capabilities(self.family)
 
     def memory_layout(self) -> MemoryLayout:
-        """None yet: the omni blocks run their parts outside `forward`, which the modes'
-        streaming hooks."""
-        raise ValueError("--medvram, --lowvram and --max-vram: not supported for Z-Image Omni "
-                         "models yet; leave them out")
+        """Z-Image's, with SigLIP2's tower in the text encoder's unit (its `forward` brings
+        the two in) and the SigLIP refiner's blocks streamed with the others."""
+        pipe, transformer = self.pipe, self.pipe.transformer
+        return replace(super().memory_layout(),
+                       blocks=(transformer.noise_refiner, transformer.context_refiner,
+                               transformer.siglip_refiner, transformer.layers),
+                       text_encoders=(pipe.text_encoder, pipe.siglip),
+                       text_calls=((pipe.text_encoder, "hidden_states_of"),
+                                   (pipe.siglip, "forward")))
 
     def check(self, request: GenerationRequest, width: int, height: int) -> None:
         """Z-Image's checks; no mask, and no strength but the default with pictures."""
@@ -93,7 +99,7 @@ def zimage_omni_capabilities(family: str) -> Capabilities:
     """Z-Image's (zimage_capabilities) with condition pictures: ZImageOmniModel's, and the
     registry's before the weights load."""
     return replace(zimage_capabilities(family), models="Z-Image Omni models", references=None,
-                   control=False, control_on_host=False, step_cache=(), memory_modes=False,
+                   control=False, control_on_host=False, step_cache=(),
                    noise_multiplier=False, latent_upscale_resize=False,
                    hires_with_references=True)
 

@@ -98,7 +98,6 @@ def test_omni_txt2img_and_webui_sampler(first_device: gpucore.Device,
     (("--strength", "0.5"), "denoising strength 0.5: not supported for Z-Image Omni"),
     (("--mask", "init.png"), "inpainting (a mask): not supported for Z-Image Omni"),
     (("--cache", "fbc"), "step cache fbc: not supported for Z-Image Omni models"),
-    (("--medvram",), "--medvram, --lowvram and --max-vram: not supported for Z-Image Omni"),
 ])
 def test_omni_refusals_get_one_line(tiny_omni: tuple[Path, Any, Path], tmp_path: Path,
                                     capsys: pytest.CaptureFixture[str],
