@@ -68,10 +68,10 @@ def test_omni_edit_from_the_cli(first_device: gpucore.Device,
     expected = _diffusers(reference, "a red circle", [pictures / "init.png",
                                                       pictures / "ref.png"],
                           guidance_scale=2.0)
-    assert np.abs(ours - expected).mean() < 0.01
+    assert np.abs(ours - expected).mean() < 0.003  # 8-bit rounding; 7e-5 before it
     out, _ = cli_ok(capsys, *common, "--reference", str(pictures / "other.png"),
                     "--out", str(tmp_path / "b.png"))
-    assert np.abs(png_pixels(out) - ours).mean() > 0.02
+    assert np.abs(png_pixels(out) - ours).mean() > 0.02  # measured 0.027
 
 
 def test_omni_txt2img_and_webui_sampler(first_device: gpucore.Device,
@@ -86,7 +86,7 @@ def test_omni_txt2img_and_webui_sampler(first_device: gpucore.Device,
                       "--out", str(tmp_path / "t.png"))
     assert "model: z-image-omni" in err
     expected = _diffusers(reference, "a red circle", [], guidance_scale=0.0)
-    assert np.abs(png_pixels(out) - expected).mean() < 0.01
+    assert np.abs(png_pixels(out) - expected).mean() < 0.003
     out, _ = cli_ok(capsys, "img2img", *common, "--init-image", str(pictures / "init.png"),
                     "--out", str(tmp_path / "e.png"))
     text = read_infotext(out)
