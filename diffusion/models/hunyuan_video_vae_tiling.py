@@ -8,6 +8,7 @@ the same order, each blend reading the tile before as the blends before left it.
 
 from __future__ import annotations
 
+import typing
 from collections.abc import Callable
 
 import numpy as np
@@ -38,9 +39,9 @@ def blend(before: Tensor, after: Tensor, extent: int, axis: int) -> Tensor:
     weight = asarray((np.arange(extent) / extent).reshape(shape), dtype=after.dtype,
                      device=after.device)
     length = before.shape[axis]
-    mixed = _mix(take_slice(before, length - extent, length, axis=axis),
-                 take_slice(after, 0, extent, axis=axis), weight)
-    put_slice(after, mixed.astype(after.dtype), 0, axis=axis)
+    mixed = typing.cast(Tensor, _mix(take_slice(before, length - extent, length, axis=axis),
+                                     take_slice(after, 0, extent, axis=axis), weight))
+    put_slice(after, mixed, 0, axis=axis)
     return after
 
 

@@ -148,3 +148,15 @@ def test_bad_input_says_what_in_one_line(device: gpucore.Device) -> None:
     with pytest.raises(ValueError, match="noise must have the latents' shape"):
         ours.encode(asarray(np.zeros((1, 3, 1, 8, 8), np.float32), device=device),
                     noise=np.zeros((1, 4, 1, 1, 1), np.float32))
+
+
+def test_decode_f16_frame_tiles(f16_device: gpucore.Device) -> None:
+    """float16 weights and activations (float32 sums), the frame tiles blended in float16."""
+    reference = tiny_hunyuan_video_vae()
+    ours = ported(AutoencoderKLHunyuanVideo, reference, f16_device, dtype=np.float16)
+    for model in (reference, ours):
+        model.tile_sample_min_num_frames, model.tile_sample_stride_num_frames = 12, 8
+    latents = np.random.default_rng(7).standard_normal((1, 4, 5, 3, 5)).astype(np.float32)
+    got = ours.decode(asarray(latents, dtype=np.float16, device=f16_device)).numpy()
+    assert got.dtype == np.float16
+    assert_close(got.astype(np.float32), _decoded(reference, latents), tol=3e-2)  # 1e-2
