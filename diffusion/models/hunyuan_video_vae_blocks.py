@@ -103,7 +103,8 @@ class CausalConv3d(nn.Module):
         out = add
         for t in range(kt):
             start = t if step == 1 else t * outputs
-            tap = take_slice(weight, t, t + 1, axis=2).reshape(out_dim, in_dim, kh, kw)
+            tap = (weight if kt == 1 else take_slice(weight, t, t + 1, axis=2)).reshape(
+                out_dim, in_dim, kh, kw)
             out = nn.conv2d(x, tap, self.conv.bias if t == 0 else None, stride=spatial,
                             add=out, images=(start, outputs))
         return typing.cast(Tensor, out)

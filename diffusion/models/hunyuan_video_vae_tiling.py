@@ -89,7 +89,7 @@ def _spatial(x: Tensor, run: Callable[[Tensor], Tensor], size: Pair, stride: Pai
         out = _place(out, joined, start, _HEIGHT, (*joined.shape[:2], *out_size))
         start += joined.shape[_HEIGHT]
         above = row
-    assert out is not None
+    assert out is not None  # x has at least one tile
     return out
 
 
@@ -115,7 +115,7 @@ def _temporal(x: Tensor, run: Callable[[Tensor], Tensor], length: int, stride: i
         out = _place(out, piece, start, _TIME, (count, *tile.shape[1:]))
         start += piece.shape[_TIME]
         before = tile
-    assert out is not None
+    assert out is not None  # x has at least one tile
     return out
 
 
