@@ -116,8 +116,17 @@ def tiny_kandinsky5_edit_pipeline(root: Path) -> Any:
     clip_tokenizer = transformers.CLIPTokenizer(str(root / "clip-tokenizer" / "vocab.json"),
                                                 str(root / "clip-tokenizer" / "merges.txt"),
                                                 model_max_length=77)
+    import torch
+
+    transformer = tiny_kandinsky5_transformer(visual_cond=True)
+    # each patch's features are (frame, row, column, channel) flattened, channel last: the
+    # noise's 4, the picture's 4, the ones; the picture's weights scaled up, so that it shows
+    weight = transformer.visual_embeddings.in_layer.weight
+    picture = torch.arange(weight.shape[1]) % 9
+    with torch.no_grad():
+        weight[:, (picture >= 4) & (picture < 8)] *= 4
     pipe = diffusers.Kandinsky5I2IPipeline(
-        transformer=tiny_kandinsky5_transformer(visual_cond=True), vae=tiny_kandinsky5_vae(),
+        transformer=transformer, vae=tiny_kandinsky5_vae(),
         text_encoder=encoder, tokenizer=processor, text_encoder_2=tiny_text_encoder(),
         tokenizer_2=clip_tokenizer, scheduler=diffusers.FlowMatchEulerDiscreteScheduler(shift=3.0))
     folder = root / "kandinsky5-edit"

@@ -85,11 +85,11 @@ class Kandinsky5Pipeline:
         assert transformer is not None and qwen is not None
         place = {"dtype": dtype, "device": device or default_device()}
         load = partial(load_network, device=place["device"], offload_to_host=offload)
-        # the text encoders first: with `offload` they have left the GPU when the
-        # transformer loads
+        # the picture reader and the text encoders first: with `offload` they have left the
+        # GPU when the transformer loads
+        reader = cls._picture_reader(path, weights, load, place)
         text_encoder = load(lambda: LLMTextModel(qwen.config, **place), qwen)
         text_encoder_2 = load(lambda: CLIPTextModel(clip.config, **place), clip)
-        reader = cls._picture_reader(path, weights, load, place)
         return cls(
             transformer=load(lambda: Kandinsky5Transformer3DModel(transformer.config, **place),
                              transformer),
