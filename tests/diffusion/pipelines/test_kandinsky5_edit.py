@@ -3,7 +3,8 @@ the prompt read with the picture by Qwen2.5-VL (vision tokens, multimodal positi
 editing template's 54 states dropped), the picture's latents and a channel of ones beside the
 noise, CFG; the picture and the prompt both visibly matter. Through the command line: the
 family told from the folder, img2img's init image the picture to edit (diffusers' picture with
-its own loop and noise), a WebUI sampler, inpainting, and what it refuses in one line."""
+its own loop and noise), a WebUI sampler (the server's init_images[0] drawing the same),
+inpainting, and what it refuses in one line."""
 
 from __future__ import annotations
 
@@ -60,8 +61,8 @@ def _diffusers(reference: Any, image: Image.Image, prompt: str, **settings: Any)
 def test_edit_equals_diffusers(first_device: gpucore.Device, tiny_edit: tuple[Path, Any]
                                ) -> None:
     """diffusers' picture with CFG against a negative prompt; the picture to edit and the
-    prompt each visibly change it; the text-to-image pipeline refuses the folder in one
-    line."""
+    prompt each visibly change it; a prompt and picture past max_sequence_length, and the
+    folder in the text-to-image pipeline, refused in one line."""
     folder, reference = tiny_edit
     ours = Kandinsky5EditPipeline.from_pretrained(folder, device=first_device)
     picture = _picture(1)
@@ -78,6 +79,8 @@ def test_edit_equals_diffusers(first_device: gpucore.Device, tiny_edit: tuple[Pa
     assert np.abs(edit(_picture(2, 200), PROMPT, guidance_scale=1.0) - plain).mean() > 10 * TOL
     assert np.abs(edit(picture, "paint it all yellow", guidance_scale=1.0) - plain
                   ).mean() > 10 * TOL
+    with pytest.raises(ValueError, match=r"take [0-9]+ tokens, past max_sequence_length 20"):
+        ours(PROMPT, image=picture, height=HEIGHT, width=WIDTH, max_sequence_length=20)
     with pytest.raises(ValueError, match=r"editing model .*Kandinsky5EditPipeline"):
         Kandinsky5Pipeline.from_pretrained(folder, device=first_device)
 
@@ -85,7 +88,8 @@ def test_edit_equals_diffusers(first_device: gpucore.Device, tiny_edit: tuple[Pa
 def test_edit_from_the_cli(first_device: gpucore.Device, tiny_edit: tuple[Path, Any],
                            tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     """img2img's init image is the picture to edit: diffusers' picture (through a PNG) with
-    `--sampler diffusers --rng torch`; a WebUI sampler whose picture follows the init image;
+    `--sampler diffusers --rng torch`; a WebUI sampler whose picture follows the init image,
+    and the server's of the same settings;
     inpainting keeps the unmasked pixels; txt2img, a strength without a mask and a second
     picture are refused in one line."""
     folder, reference = tiny_edit
@@ -105,12 +109,13 @@ def test_edit_from_the_cli(first_device: gpucore.Device, tiny_edit: tuple[Path, 
     expected = _diffusers(reference, Image.open(init).convert("RGB"), PROMPT,
                           negative_prompt=NEGATIVE)
     assert np.abs(png_pixels(out) - expected).mean() < 0.01  # the PNG's rounding
-    euler = [png_pixels(cli_ok(capsys, "img2img", *common, "--sampler", "Euler",
-                               "--init-image", str(name), "--out",
+    euler = [png_pixels(cli_ok(capsys, "img2img", *common, "--sampler", "Euler", "--rng",
+                               "torch", "--init-image", str(name), "--out",
                                str(tmp_path / f"euler-{name.name}"))[0])
              for name in (init, other)]
     assert euler[0].shape == (HEIGHT, WIDTH, 3)
     assert np.abs(euler[0] - euler[1]).mean() > 0.01
+    _server_matches(folder, init, euler[0])
     mask = np.zeros((HEIGHT, WIDTH), np.uint8)
     mask[:, :16] = 255  # repaint the left 16 columns; the mask's blur reaches ~12 past them
     Image.fromarray(mask).save(tmp_path / "mask.png")
@@ -126,3 +131,28 @@ def test_edit_from_the_cli(first_device: gpucore.Device, tiny_edit: tuple[Path, 
                          str(other)), "read at most 1")):
         assert says in cli_error(capsys, *argv, "--out", str(tmp_path / "x.png"))
     assert not (tmp_path / "x.png").exists()
+
+
+def _server_matches(folder: Path, init: Path, expected: np.ndarray) -> None:
+    """The server's img2img with the picture to edit as init_images[0] (Euler, the CPU noise
+    source) draws the command line's picture of the same settings."""
+    pytest.importorskip("fastapi", reason="the server extra is not installed")
+    import base64
+    import io
+
+    from fastapi.testclient import TestClient
+    from server_support import CachedLoader, png_b64
+
+    from diffusion.server import create_app
+
+    app = create_app(model=folder, models_dir=folder.parent, outputs=folder.parent / "out",
+                     max_size=256, loader=CachedLoader())
+    body = {"prompt": PROMPT, "negative_prompt": NEGATIVE, "init_images": [
+        png_b64(Image.open(init))], "width": WIDTH, "height": HEIGHT, "steps": 2, "seed": 7,
+        "cfg_scale": 3.5, "sampler_name": "Euler", "override_settings": {"randn_source": "CPU"}}
+    with TestClient(app) as client:
+        response = client.post("/sdapi/v1/img2img", json=body)
+    assert response.status_code == 200, response.text
+    data = base64.b64decode(response.json()["images"][0])
+    with Image.open(io.BytesIO(data)) as image:
+        assert np.abs(np.asarray(image.convert("RGB"), np.float32) / 255 - expected).max() == 0
