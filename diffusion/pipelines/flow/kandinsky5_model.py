@@ -15,7 +15,9 @@ width x height), the prompt the instruction; the run starts from noise, so the d
 strength does not apply, and txt2img is refused. With a mask the init image is also the
 picture inpainted, at the denoising strength (diffusion.pipelines.flow.edit_refs). The WebUI
 samplers read the picture's VAE mean (no draw of its own), the "diffusers" sampler its
-posterior drawn after the noise, as Kandinsky5I2IPipeline.
+posterior drawn after the noise, as Kandinsky5I2IPipeline. The hires fix (WebUI samplers)
+is flow_hires' for edit models: the second pass reads the same picture, Qwen2.5-VL at half
+its size as in the first, the VAE at the hires size (its latents must lie over the output's).
 """
 
 from __future__ import annotations
@@ -98,7 +100,8 @@ class Kandinsky5EditModel(EditPasses, Kandinsky5Model):
     @property
     def capabilities(self) -> Capabilities:
         """Kandinsky5Model's; the init image is the picture to edit (with a mask the picture
-        inpainted too), one picture; no hires fix, no noise multiplier."""
+        inpainted too), one picture; the hires fix with it (the second pass reads it
+        enlarged to the hires size); no noise multiplier."""
         return kandinsky5_capabilities(self.family)
 
     def memory_layout(self) -> MemoryLayout:
@@ -153,7 +156,8 @@ def kandinsky5_capabilities(family: str) -> Capabilities:
     if family != EDIT_FAMILY:
         return text_to_image
     return replace(text_to_image, models="Kandinsky 5 editing models", references=1,
-                   noise_multiplier=False, latent_upscale_resize=False)
+                   noise_multiplier=False, latent_upscale_resize=False,
+                   hires_with_references=True)
 
 
 def kandinsky5_defaults(path: str | os.PathLike[str], family: str) -> SamplingDefaults:

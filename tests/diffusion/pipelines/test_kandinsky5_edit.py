@@ -89,7 +89,7 @@ def test_edit_from_the_cli(first_device: gpucore.Device, tiny_edit: tuple[Path, 
                            tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     """img2img's init image is the picture to edit: diffusers' picture (through a PNG) with
     `--sampler diffusers --rng torch`; a WebUI sampler whose picture follows the init image,
-    and the server's of the same settings;
+    and the server's of the same settings; the hires fix, whose second pass reads it too;
     inpainting keeps the unmasked pixels; txt2img, a strength without a mask and a second
     picture are refused in one line."""
     folder, reference = tiny_edit
@@ -116,6 +116,12 @@ def test_edit_from_the_cli(first_device: gpucore.Device, tiny_edit: tuple[Path, 
     assert euler[0].shape == (HEIGHT, WIDTH, 3)
     assert np.abs(euler[0] - euler[1]).mean() > 0.01
     _server_matches(folder, init, euler[0])
+    hires = [png_pixels(cli_ok(capsys, "img2img", *common, "--sampler", "Euler",
+                               "--init-image", str(name), "--hr-scale", "2", "--hr-steps", "2",
+                               "--out", str(tmp_path / f"hires-{name.name}"))[0])
+             for name in (init, other)]  # the second pass reads the picture too
+    assert hires[0].shape == (2 * HEIGHT, 2 * WIDTH, 3)
+    assert np.abs(hires[0] - hires[1]).mean() > 0.01
     mask = np.zeros((HEIGHT, WIDTH), np.uint8)
     mask[:, :16] = 255  # repaint the left 16 columns; the mask's blur reaches ~12 past them
     Image.fromarray(mask).save(tmp_path / "mask.png")
