@@ -89,7 +89,7 @@ def test_edit_from_the_cli(first_device: gpucore.Device, tiny_edit: tuple[Path, 
                            tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     """img2img's init image is the picture to edit: diffusers' picture (through a PNG) with
     `--sampler diffusers --rng torch`; a WebUI sampler whose picture follows the init image,
-    and the server's of the same settings; the hires fix, whose second pass reads it too;
+    the server's and --lowvram's the same; the hires fix, whose second pass reads it too;
     inpainting keeps the unmasked pixels; txt2img, a strength without a mask and a second
     picture are refused in one line."""
     folder, reference = tiny_edit
@@ -116,6 +116,9 @@ def test_edit_from_the_cli(first_device: gpucore.Device, tiny_edit: tuple[Path, 
     assert euler[0].shape == (HEIGHT, WIDTH, 3)
     assert np.abs(euler[0] - euler[1]).mean() > 0.01
     _server_matches(folder, init, euler[0])
+    lowvram = cli_ok(capsys, "img2img", *common, "--sampler", "Euler", "--rng", "torch",
+                     "--init-image", str(init), "--lowvram", "--out", str(tmp_path / "low.png"))
+    assert np.abs(png_pixels(lowvram[0]) - euler[0]).max() == 0  # the vision tower moves too
     hires = [png_pixels(cli_ok(capsys, "img2img", *common, "--sampler", "Euler",
                                "--init-image", str(name), "--hr-scale", "2", "--hr-steps", "2",
                                "--out", str(tmp_path / f"hires-{name.name}"))[0])
