@@ -105,8 +105,10 @@ class Kandinsky5Pipeline:
         """What the pipeline reads a picture with besides its text encoders: nothing for
         text to image; ValueError in one line for the editing model's folder."""
         if weights.vision is not None:
-            raise ValueError(f"{path} is Kandinsky 5's editing model (Kandinsky5I2IPipeline): "
-                             "load it with Kandinsky5EditPipeline")
+            raise ValueError(f"{path} is Kandinsky 5's editing model (Kandinsky5I2IPipeline), "
+                             "not text to image: load the folder itself "
+                             "(Kandinsky5EditPipeline); a single-file transformer takes a "
+                             "text-to-image folder as --base")
         return {}
 
     def use_vae_file(self, path: str | os.PathLike[str]) -> None:
