@@ -126,9 +126,8 @@ FAMILIES: tuple[FamilyLoader, ...] = (
                  latent_channels=32, single_file_base=True,
                  capabilities=lambda path, family: flux2_capabilities(
                      family, distilled=flux2_distilled(path))),
-    FamilyLoader("Kandinsky 5 (Image Lite and its editing model)", kandinsky5_family,
-                 load_kandinsky5_model, kandinsky5_defaults, latent_channels=16,
-                 single_file_base=True,
+    FamilyLoader("Kandinsky 5", kandinsky5_family, load_kandinsky5_model, kandinsky5_defaults,
+                 latent_channels=16, single_file_base=True,
                  capabilities=lambda path, family: kandinsky5_capabilities(family)),
     FamilyLoader("Krea 2", krea2_family, load_krea2_model, krea2_defaults, latent_channels=16,
                  capabilities=lambda path, family: krea2_capabilities(family)),
