@@ -28,8 +28,9 @@ from diffusion.pipelines.flow.kandinsky5_edit import Kandinsky5EditPipeline
 HEIGHT, WIDTH = 24, 40  # 6 x 10 patches of 2 x 2 latents (the tiny VAE's 2x)
 PROMPT = "make the red circle blue and the square green"
 NEGATIVE = "a blurry photo"
-TOL = 3e-4  # mean |ours - diffusers| in [0, 1], float32: measured 4e-5 (diffusers rounds its
-# rotated q and k to bfloat16 even in float32, as for text to image)
+TOL = 1.5e-4  # mean |ours - diffusers| in [0, 1], float32: measured 4.7e-5 (4e-4 max;
+# diffusers rounds its rotated q and k to bfloat16 even in float32, as for text to image); the
+# other picture moves it 0.025, the other prompt more
 
 
 def _picture(seed: int, low: int = 0, high: int = 256, size: tuple[int, int] = (60, 100)
