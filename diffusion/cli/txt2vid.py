@@ -77,7 +77,8 @@ def _options(sub: argparse.ArgumentParser) -> None:
                           "A14B) or a Kandinsky 5 Video Lite one (txt2vid), or a Wan "
                           "transformer file with --base: ComfyUI's "
                           "(wan2.1_t2v_1.3B_bf16, *_fp8_e4m3fn, *_fp8_scaled .safetensors; "
-                          "Wan 2.2 A14B's high-noise expert) or a GGUF of it")
+                          "Wan 2.2 A14B's high-noise expert; Wan VACE's "
+                          "wan2.1_vace_14B_fp16.safetensors) or a GGUF of it")
     sub.add_argument("--base", metavar="FOLDER",
                      help="for a transformer file: the Wan diffusers folder of the same model "
                           "giving the tokenizer, scheduler, configs and every part no file "
@@ -216,7 +217,8 @@ def _source(args: argparse.Namespace) -> WanSource:
 
     return WanSource(model=Path(args.model), base=path(args.base), model_2=path(args.model_2),
                      text_encoder=path(args.text_encoder), vae=path(args.vae),
-                     clip_vision=path(args.clip_vision))
+                     clip_vision=path(args.clip_vision),
+                     vace_module=path(getattr(args, "vace_module", None)))
 
 
 def _check_files(args: argparse.Namespace) -> None:

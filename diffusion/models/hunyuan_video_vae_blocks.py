@@ -10,12 +10,14 @@ front of it where Wan pads with zeros."""
 
 from __future__ import annotations
 
+import math
 import typing
 from collections.abc import Sequence
 
 import numpy as np
 
-from gpustd import Tensor, concatenate, nn, permute, take, take_slice
+from gpustd import Tensor, asarray, concatenate, nn, permute, take_slice
+from gpustd.gather import gather
 
 from .layers import Attention, Place
 
@@ -54,6 +56,25 @@ class CausalConv3d(nn.Module):
                  stride: tuple[int, int] = (1, 1)) -> None:
         self.conv = Conv3d(in_dim, out_dim, kernel, place)
         self.stride = stride
+        self._orders: dict[tuple[int, ...], Tensor] = {}  # frame orders on the device
+
+    def _frames(self, x: Tensor, order: list[int], axis: int) -> Tensor:
+        """x's frames (along `axis`) in `order`: the first ones repeated in front by the
+        replicate pad kernel where that is all it is, else gathered (the order uploaded
+        once, kept for the next call: an upload waits for the queue)."""
+        count = x.shape[axis]
+        front = len(order) - count
+        if order == [0] * front + list(range(count)):
+            if not front:
+                return x
+            shape = x.shape
+            rows = x.reshape(math.prod(shape[:axis]), count, math.prod(shape[axis + 1:]))
+            padded = nn.pad(rows, (0, 0, front, 0), mode="replicate")
+            return padded.reshape(*shape[:axis], count + front, *shape[axis + 1:])
+        key = tuple(order)
+        if key not in self._orders:
+            self._orders[key] = asarray(np.asarray(order, np.int32), device=x.device)
+        return gather(x, self._orders[key], axis)  # valid indices: no check to read back
 
     def forward(self, x: Tensor, *, channel_major: bool = False, add: Tensor | None = None,
                 frames: Sequence[int] | None = None, upsample: bool = False) -> Tensor:
@@ -72,9 +93,7 @@ class CausalConv3d(nn.Module):
         # each tap's frames side by side, so that every tap reads a run of them in place
         taps = ([padded] if step == 1 else
                 [padded[t: t + step * outputs: step] for t in range(kt)])
-        order = [i for tap in taps for i in tap]
-        if order != list(range(x.shape[axis])):
-            x = take(x, np.asarray(order, np.int32), axis=axis)
+        x = self._frames(x, [i for tap in taps for i in tap], axis)
         if channel_major:
             x = permute(x, (1, 0, 2, 3))
         if upsample:
@@ -84,7 +103,8 @@ class CausalConv3d(nn.Module):
         out = add
         for t in range(kt):
             start = t if step == 1 else t * outputs
-            tap = take_slice(weight, t, t + 1, axis=2).reshape(out_dim, in_dim, kh, kw)
+            tap = (weight if kt == 1 else take_slice(weight, t, t + 1, axis=2)).reshape(
+                out_dim, in_dim, kh, kw)
             out = nn.conv2d(x, tap, self.conv.bias if t == 0 else None, stride=spatial,
                             add=out, images=(start, outputs))
         return typing.cast(Tensor, out)

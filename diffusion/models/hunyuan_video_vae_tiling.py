@@ -8,6 +8,7 @@ the same order, each blend reading the tile before as the blends before left it.
 
 from __future__ import annotations
 
+import typing
 from collections.abc import Callable
 
 import numpy as np
@@ -38,9 +39,9 @@ def blend(before: Tensor, after: Tensor, extent: int, axis: int) -> Tensor:
     weight = asarray((np.arange(extent) / extent).reshape(shape), dtype=after.dtype,
                      device=after.device)
     length = before.shape[axis]
-    mixed = _mix(take_slice(before, length - extent, length, axis=axis),
-                 take_slice(after, 0, extent, axis=axis), weight)
-    put_slice(after, mixed.astype(after.dtype), 0, axis=axis)
+    mixed = typing.cast(Tensor, _mix(take_slice(before, length - extent, length, axis=axis),
+                                     take_slice(after, 0, extent, axis=axis), weight))
+    put_slice(after, mixed, 0, axis=axis)
     return after
 
 
@@ -53,6 +54,19 @@ def _crop(x: Tensor, height: int, width: int) -> Tensor:
     return x
 
 
+def _place(out: Tensor | None, piece: Tensor, start: int, axis: int,
+           shape: tuple[int, ...]) -> Tensor:
+    """`piece` written into `out` (made of `shape` at the first piece) from `start` along
+    `axis`, cut to what fits: the result is built in place, never joined in a second copy."""
+    if out is None:
+        out = Tensor.empty(shape, piece.dtype, device=piece.device)
+    fits = min(piece.shape[axis], out.shape[axis] - start)
+    if fits > 0:
+        put_slice(out, take_slice(piece, 0, fits, axis=axis) if fits < piece.shape[axis]
+                  else piece, start, axis=axis)
+    return out
+
+
 def _spatial(x: Tensor, run: Callable[[Tensor], Tensor], size: Pair, stride: Pair,
              extent: Pair, keep: Pair, out_size: Pair) -> Tensor:
     """Tiles of x (T, C, H, W), `size` (height, width) every `stride`, each through `run`,
@@ -60,7 +74,7 @@ def _spatial(x: Tensor, run: Callable[[Tensor], Tensor], size: Pair, stride: Pai
     joined; cut to `out_size`. diffusers: `tiled_decode` / `tiled_encode`."""
     height, width = x.shape[_HEIGHT], x.shape[_WIDTH]
     above: list[Tensor] = []
-    rows = []
+    out, start = None, 0
     for i in range(0, height, stride[0]):
         band = take_slice(x, i, min(i + size[0], height), axis=_HEIGHT)
         row: list[Tensor] = []
@@ -71,9 +85,12 @@ def _spatial(x: Tensor, run: Callable[[Tensor], Tensor], size: Pair, stride: Pai
             if row:
                 tile = blend(row[-1], tile, extent[1], _WIDTH)
             row.append(tile)
-        rows.append(concatenate([_crop(t, *keep) for t in row], axis=_WIDTH))
+        joined = _crop(concatenate([_crop(t, *keep) for t in row], axis=_WIDTH), *out_size)
+        out = _place(out, joined, start, _HEIGHT, (*joined.shape[:2], *out_size))
+        start += joined.shape[_HEIGHT]
         above = row
-    return _crop(concatenate(rows, axis=_HEIGHT), *out_size)
+    assert out is not None  # x has at least one tile
+    return out
 
 
 def _temporal(x: Tensor, run: Callable[[Tensor], Tensor], length: int, stride: int,
@@ -85,7 +102,7 @@ def _temporal(x: Tensor, run: Callable[[Tensor], Tensor], length: int, stride: i
     diffusers: `_temporal_tiled_decode` / `_temporal_tiled_encode`."""
     frames = x.shape[_TIME]
     before: Tensor | None = None
-    out = []
+    out, start = None, 0
     for i in range(0, frames, stride):
         if before is not None and frames - i < least:
             break  # its result is only the frame dropped: diffusers' adds nothing
@@ -93,11 +110,13 @@ def _temporal(x: Tensor, run: Callable[[Tensor], Tensor], length: int, stride: i
         if before is not None:
             tile = blend(before, take_slice(tile, 1, tile.shape[_TIME], axis=_TIME), extent,
                          _TIME)
-        out.append(take_slice(tile, 0, min(keep + (before is None), tile.shape[_TIME]),
-                              axis=_TIME))
+        piece = take_slice(tile, 0, min(keep + (before is None), tile.shape[_TIME]),
+                           axis=_TIME)
+        out = _place(out, piece, start, _TIME, (count, *tile.shape[1:]))
+        start += piece.shape[_TIME]
         before = tile
-    joined = concatenate(out, axis=_TIME) if len(out) > 1 else out[0]
-    return take_slice(joined, 0, min(count, joined.shape[_TIME]), axis=_TIME)
+    assert out is not None  # x has at least one tile
+    return out
 
 
 class Tiling:

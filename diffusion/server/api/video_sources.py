@@ -65,8 +65,9 @@ def _family(family: str) -> dict[str, Any]:
 def video_listing(registry: ModelRegistry) -> dict[str, Any]:
     """The models directory as the Video tab reads it: `models` (Wan folders, Kandinsky 5
     Video folders and Wan transformer files, `kind` "folder" or "file"; whether each takes a
-    first frame, which for a file its base decides: "optional"; `vace`: a Wan VACE folder,
-    which takes a control; `family`, its `defaults` and `samplers`: _family),
+    first frame, which for a file its base decides: "optional"; `vace`: a Wan VACE folder or
+    transformer file, which takes a control; `family`, its `defaults` and `samplers`:
+    _family),
     `bases` (the Wan folders a file takes as its base) and `files` by part (`text_encoder`:
     the UMT5 / T5 module files, `vae`, `clip_vision`, `model_2`: the transformer files again,
     for Wan 2.2 A14B's low-noise expert)."""
@@ -84,8 +85,8 @@ def video_listing(registry: ModelRegistry) -> dict[str, Any]:
                            **_family("kandinsky-5-video")})
         elif wan_file_family(entry.path) is not None:
             models.append({"title": entry.title, "model_name": entry.model_name,
-                           "kind": "file", "first_frame": "optional", "vace": False,
-                           **_family("wan")})
+                           "kind": "file", "first_frame": "optional",
+                           "vace": wan_file_family(entry.path) == "wan-vace", **_family("wan")})
             files["model_2"].append(entry.name)
         elif (kind := _kind(entry.path)) is not None:
             files[kind].append(entry.name)
