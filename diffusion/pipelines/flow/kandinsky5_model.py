@@ -23,7 +23,6 @@ its size as in the first, the VAE at the hires size (its latents must lie over t
 from __future__ import annotations
 
 import os
-from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -31,12 +30,10 @@ from typing import Any
 import numpy as np
 
 from ...loaders.flow.text_encoder_file import module_stem
-from ...models.step_cache import StepCache
 from ..contract import Capabilities, LoadOptions, SamplingDefaults
 from ..finite import pictures_uint8
-from ..observer import Observer
 from ..request import GenerationRequest
-from .edit_refs import EditPasses, inpainting, refuse_strength
+from .edit_refs import PictureEditPasses, refuse_strength
 from .flow_memory import MemoryLayout
 from .flow_model import LLMFlowModel
 from .flow_sampling import FLOW_SAMPLERS, FLOW_SCHEDULES
@@ -93,7 +90,7 @@ class Kandinsky5Model(LLMFlowModel):
                 **self._length_and_control(request)}
 
 
-class Kandinsky5EditModel(EditPasses, Kandinsky5Model):
+class Kandinsky5EditModel(PictureEditPasses, Kandinsky5Model):
     """A loaded Kandinsky 5 editing model (`family` "kandinsky-5-edit", a
     `Kandinsky5EditPipeline` as `pipe`): the module's docstring says how it takes img2img."""
 
@@ -123,24 +120,6 @@ class Kandinsky5EditModel(EditPasses, Kandinsky5Model):
                              "image (img2img's init_images, the CLI's --init-image) and say "
                              "the edit in the prompt")
         refuse_strength(request, "Kandinsky 5 editing models")
-
-    def _diffusers(self, request: GenerationRequest, prompts: list[str], seed: int,
-                   width: int, height: int, observer: Observer,
-                   cache: StepCache | None = None) -> np.ndarray:
-        return self.pipe(prompts, image=request.init_image,  # type: ignore[no-any-return]
-                         height=height, width=width, num_inference_steps=int(request.steps),
-                         seed=seed, rng=request.rng, callback=observer.step,
-                         output_type="latent", cache=cache, **self._guidance(request),
-                         **inpainting(request))
-
-    def guided_flow(self, request: GenerationRequest, prompts: list[str], width: int,
-                    height: int, cache: StepCache | None = None
-                    ) -> tuple[Callable[[np.ndarray, float], np.ndarray], tuple[int, ...],
-                               float | None]:
-        """Kandinsky5Model's guided flow with the picture to edit in every pass."""
-        return self.pipe.velocity(  # type: ignore[no-any-return]
-            prompts, height=height, width=width, cache=cache, image=request.init_image,
-            **self._guidance(request))
 
 
 def kandinsky5_capabilities(family: str) -> Capabilities:
