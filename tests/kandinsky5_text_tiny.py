@@ -24,9 +24,10 @@ TEMPLATE_WORDS = ["system", "user", "You", " are", " a", " prompt", " engineer",
                   " the", " image", " by", " detailing", " color", " shape", " size",
                   " texture", " quantity", " text", " spatial", " relationships", " of",
                   " objects", " and", " background"]
-def tiny_kandinsky5_tokenizer(folder: Path) -> Path:
-    """tiny_qwen_tokenizer's with TEMPLATE_WORDS after its own, in `folder`."""
-    return tiny_qwen_tokenizer_with(folder, TEMPLATE_WORDS)
+def tiny_kandinsky5_tokenizer(folder: Path, words: list[str] = TEMPLATE_WORDS) -> Path:
+    """tiny_qwen_tokenizer's with `words` (TEMPLATE_WORDS unless given) after its own, in
+    `folder`."""
+    return tiny_qwen_tokenizer_with(folder, words)
 
 
 def tiny_qwen2vl_processor(folder: Path) -> Any:
@@ -47,14 +48,16 @@ def tiny_qwen2vl_processor(folder: Path) -> Any:
     return Processor(image_processor=None, tokenizer=tokenizer, video_processor=None)
 
 
-def tiny_kandinsky5_text_pipeline(root: Path, **parts: Any) -> Any:
+def tiny_kandinsky5_text_pipeline(root: Path, words: list[str] = TEMPLATE_WORDS,
+                                  **parts: Any) -> Any:
     """diffusers' Kandinsky5T2IPipeline of the tiny text encoders and tokenizers (their files
-    under `root`: qwen-tokenizer/, clip-tokenizer/), `parts` (transformer, vae, scheduler)
-    None unless given."""
+    under `root`: qwen-tokenizer/, clip-tokenizer/; the Qwen tokenizer's added `words`),
+    `parts` (transformer, vae, scheduler) None unless given."""
     import diffusers
     import transformers
 
-    processor = tiny_qwen2vl_processor(tiny_kandinsky5_tokenizer(root / "qwen-tokenizer"))
+    processor = tiny_qwen2vl_processor(tiny_kandinsky5_tokenizer(root / "qwen-tokenizer",
+                                                                 words))
     write_tokenizer(root / "clip-tokenizer")
     clip_tokenizer = transformers.CLIPTokenizer(str(root / "clip-tokenizer" / "vocab.json"),
                                                 str(root / "clip-tokenizer" / "merges.txt"),

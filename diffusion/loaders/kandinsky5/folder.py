@@ -12,8 +12,10 @@ image processor's sizes (`processor_config`, preprocessor_config.json; transform
 where it has none), and its transformer takes the picture's latents beside the noise
 (`visual_cond`).
 
-The video pipelines' folders (Kandinsky5T2VPipeline, Kandinsky5I2VPipeline) are other models
-(another template, a video transformer) and do not load.
+Kandinsky 5 Video Lite's folders (`Kandinsky5T2VPipeline`, `video=True`) hold the same parts
+but a video transformer and HunyuanVideo's VAE (vae/ AutoencoderKLHunyuanVideo), its prompt
+template another (128 tokens dropped). The image-to-video folders (Kandinsky5I2VPipeline) are
+another pipeline and do not load.
 
     weights = load_kandinsky5_folder("Kandinsky-5.0-T2I-Lite-sft-Diffusers")
     weights.text_encoder_2.config, weights.tokenizer_2_dir
@@ -38,10 +40,12 @@ from ..qwen_image.folder import (
 from ..weights import ComponentWeights, TensorRef, resolve_dtype
 from .file import kandinsky5_file_family
 
-__all__ = ["Kandinsky5Weights", "kandinsky5_family", "load_kandinsky5_folder"]
+__all__ = ["Kandinsky5Weights", "kandinsky5_family", "kandinsky5_video_family",
+           "load_kandinsky5_folder"]
 
 # the pipelines' classes and the family each is: the editing model reads a picture
 _CLASSES = {"Kandinsky5T2IPipeline": "kandinsky-5", "Kandinsky5I2IPipeline": "kandinsky-5-edit"}
+_VIDEO_CLASS = "Kandinsky5T2VPipeline"  # Kandinsky 5 Video Lite (load with video=True)
 _COMPONENTS = (*DIT_COMPONENTS, "text_encoder_2", "tokenizer_2")
 
 
@@ -69,24 +73,33 @@ def kandinsky5_family(path: str | os.PathLike[str]) -> str | None:
     return _CLASSES.get(pipeline_class(root) or "")
 
 
+def kandinsky5_video_family(path: str | os.PathLike[str]) -> str | None:
+    """"kandinsky-5-video" for a diffusers folder whose model_index.json names a
+    Kandinsky5T2VPipeline (Kandinsky 5 Video Lite), None for anything else."""
+    return "kandinsky-5-video" if pipeline_class(Path(path)) == _VIDEO_CLASS else None
+
+
 def load_kandinsky5_folder(path: str | os.PathLike[str], *, dtype: Any = None,
-                           variant: str | None = None, skip: tuple[str, ...] = ()
-                           ) -> Kandinsky5Weights:
+                           variant: str | None = None, skip: tuple[str, ...] = (),
+                           video: bool = False) -> Kandinsky5Weights:
     """Lazy weights of the Kandinsky 5 diffusers folder `path`. `dtype`: None (as stored;
     bfloat16 read as float32), "float16" or "float32"; `variant`: e.g. "fp16"; `skip`:
     ("transformer",) leaves it out (None; a single file replaces it, and the folder need not
-    hold it). WeightsError naming the file or folder when it is not a Kandinsky 5 image
-    pipeline, a part is missing, or its transformer does not match the pipeline
+    hold it); `video`: a Kandinsky5T2VPipeline folder in place of an image one. WeightsError
+    naming the file or folder when it is not a Kandinsky 5 image pipeline (with `video`: the
+    video one), a part is missing, or an image pipeline's transformer does not match it
     (`visual_cond` for the editing model alone)."""
     root = Path(path)
     found = pipeline_class(root) or ""
-    edit = found == "Kandinsky5I2IPipeline"
-    pipeline_index(root, found if found in _CLASSES else "Kandinsky5T2IPipeline", _COMPONENTS)
+    edit = found == "Kandinsky5I2IPipeline" and not video
+    wanted = _VIDEO_CLASS if video else found if found in _CLASSES else "Kandinsky5T2IPipeline"
+    pipeline_index(root, wanted, _COMPONENTS)
     extra: dict[str, Any] = {}
 
     def adapt(name: str, config: dict[str, Any], refs: dict[str, TensorRef]
               ) -> tuple[dict[str, Any], dict[str, TensorRef]]:
-        if name == "transformer" and bool(config.get("visual_cond")) != edit:
+        # the video transformer reads an empty condition beside its latents (visual_cond)
+        if name == "transformer" and not video and bool(config.get("visual_cond")) != edit:
             raise WeightsError(f"{root / name / 'config.json'}: visual_cond "
                                f"{bool(config.get('visual_cond'))} does not fit a {found} "
                                "(the editing model's transformer takes the picture's latents, "
