@@ -1,8 +1,9 @@
 """`txt2vid --model FOLDER` for a Kandinsky 5 Video Lite folder (a Kandinsky5T2VPipeline's):
 cli.txt2vid checks the settings and fills in the family's defaults (121 frames of 768 x 512,
-50 steps, CFG 5, 24 fps), then hands over here. What is Wan's alone (a first frame, --base and
-the part files, a second expert, LoRAs, VACE, the memory modes, TeaCache, other samplers) and
-sparse NABLA attention are refused in one line before the weights load."""
+50 steps, CFG 5, 24 fps), then hands over here; --lora patches the transformer (the picture
+family's code: its LoRAs are read as Kandinsky 5's). What is Wan's alone (a first frame,
+--base and the part files, a second expert, VACE, the memory modes, TeaCache, other samplers)
+and sparse NABLA attention are refused in one line before the weights load."""
 
 from __future__ import annotations
 
@@ -17,13 +18,14 @@ from ..pipelines.video.files import write_video
 from .memory import memory_mode
 from .progress import ProgressBar
 from .vace import vace_named
+from .video_lora import patch_loras
 
 __all__ = ["run_kandinsky5"]
 
 # the Wan options Kandinsky 5 Video does not take (argparse field -> the flag as typed)
 _WAN_ONLY = {"base": "--base", "model_2": "--model-2", "text_encoder": "--text-encoder",
              "vae": "--vae", "clip_vision": "--clip-vision", "cfg_scale_2": "--cfg-scale-2",
-             "lora": "--lora", "lora_2": "--lora-2"}
+             "lora_2": "--lora-2"}
 
 
 def refuse_wan_options(args: argparse.Namespace) -> None:
@@ -69,6 +71,8 @@ def run_kandinsky5(args: argparse.Namespace, out: Path, dtype: Any) -> int:
         from ..pipelines.vae_float32 import use_float32_vae
 
         print(use_float32_vae(pipe), file=sys.stderr)
+    if args.lora:  # the picture family's transformer code: its LoRAs' names too
+        patch_loras(pipe.lora_targets(), args.lora)
     print(f"seed: {args.seed}", file=sys.stderr)
     bar = ProgressBar(args.command)
     videos = pipe(args.prompt, negative_prompt=args.negative_prompt, height=args.height,

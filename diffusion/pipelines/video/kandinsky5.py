@@ -23,6 +23,7 @@ from __future__ import annotations
 import contextlib
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import numpy as np
@@ -141,6 +142,11 @@ class Kandinsky5VideoPipeline(WanVaePasses):
         finally:
             for network in networks:
                 offload_weights(network)
+
+    def lora_targets(self) -> Any:
+        """What a `LoraManager` patches: the transformer, the picture family's (its LoRAs'
+        diffusers/PEFT `transformer.` keys, or the original layout's)."""
+        return SimpleNamespace(unet=self.transformer, transformer=self.transformer)
 
     @property
     def denoisers(self) -> Denoisers:

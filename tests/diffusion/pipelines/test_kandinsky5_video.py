@@ -100,7 +100,7 @@ def test_txt2vid(first_device: gpucore.Device, tiny: tuple[Path, Any], guided: n
                        "fbc:5", "-o", str(tmp_path / "cached"))
     assert "cache: fbc 5, 1/3 steps computed" in cached  # the first always runs
     assert np.abs(png_frames(tmp_path / "cached") - png_frames(tmp_path / "plain")).mean() > PNG
-    for flags, message in ((("--lora", str(out)), "--lora is for Wan models"),
+    for flags, message in ((("--lora-2", str(out)), "--lora-2 is for Wan models"),
                            (("--lowvram",), "takes --offload"),
                            (("--cache", "teacache"), "runs First Block Cache"),
                            (("--sampler", "UniPC"), "flow-match Euler")):
