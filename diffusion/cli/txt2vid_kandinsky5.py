@@ -1,9 +1,10 @@
 """`txt2vid --model FOLDER` for a Kandinsky 5 Video Lite folder (a Kandinsky5T2VPipeline's):
 cli.txt2vid checks the settings and fills in the family's defaults (121 frames of 768 x 512,
 50 steps, CFG 5, 24 fps), then hands over here; --lora patches the transformer (the picture
-family's code: its LoRAs are read as Kandinsky 5's). What is Wan's alone (a first frame,
---base and the part files, a second expert, VACE, the memory modes, TeaCache, other samplers)
-and sparse NABLA attention are refused in one line before the weights load."""
+family's code: its LoRAs are read as Kandinsky 5's), and --medvram / --lowvram / --max-vram
+run as for Kandinsky 5's pictures (flow_memory). What is Wan's alone (a first frame, --base
+and the part files, a second expert, VACE, TeaCache, other samplers) and sparse NABLA
+attention are refused in one line before the weights load."""
 
 from __future__ import annotations
 
@@ -15,7 +16,7 @@ from typing import Any
 import numpy as np
 
 from ..pipelines.video.files import write_video
-from .memory import memory_mode
+from .memory import memory_line, memory_mode
 from .progress import ProgressBar
 from .vace import vace_named
 from .video_lora import patch_loras
@@ -39,9 +40,6 @@ def refuse_wan_options(args: argparse.Namespace) -> None:
     if given:
         raise ValueError(f"{given[0]} is for Wan models; a Kandinsky 5 Video folder holds its "
                          "own text encoders and VAE (leave it out)")
-    if memory_mode(args):
-        raise ValueError("Kandinsky 5 Video takes --offload (one network on the GPU at a time), "
-                         "not --medvram / --lowvram / --max-vram")
 
 
 def run_kandinsky5(args: argparse.Namespace, out: Path, dtype: Any) -> int:
@@ -61,8 +59,10 @@ def run_kandinsky5(args: argparse.Namespace, out: Path, dtype: Any) -> int:
     if args.sampler != "diffusers":
         raise ValueError(f"--sampler {args.sampler}: Kandinsky 5 Video runs its folder's "
                          "flow-match Euler scheduler (--sampler diffusers)")
+    mode = memory_mode(args)  # a memory mode loads each network straight to host memory
     pipe = Kandinsky5VideoPipeline.from_pretrained(args.model, dtype=dtype,
-                                                   offload=args.offload)
+                                                   offload=args.offload or bool(mode))
+    pipe.set_memory_mode(mode)
     if args.fp16_accumulation:
         from ..pipelines.fp16_accumulation import use_fp16_accumulation
 
@@ -81,6 +81,10 @@ def run_kandinsky5(args: argparse.Namespace, out: Path, dtype: Any) -> int:
                   callback=bar.step, cache=cache)
     if cache is not None:
         print(f"cache: {cache.summary()}", file=sys.stderr)
+    if args.verbose:  # from_pretrained's device: the default one
+        import gpucore
+
+        print(memory_line(gpucore.default_device(), pipe.memory_mode), file=sys.stderr)
     frames = np.stack(pictures_uint8(videos[0]))  # checked: NaN is an error, not black
     print(write_video(frames, out, args.fps), flush=True)
     return 0

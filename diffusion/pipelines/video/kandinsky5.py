@@ -10,6 +10,12 @@ for g > 1 against the negative prompt (diffusers' "Static, 2D cartoon, ..." when
 given); HunyuanVideo's VAE decoding the latents divided by its scaling factor. With the torch
 RNG a seed gives diffusers' video (`generator=torch.Generator("cpu").manual_seed(seed)`).
 
+The memory modes (--medvram, --lowvram, --max-vram) are Kandinsky 5's pictures' (flow_memory:
+the text encoders one unit, the transformer whole or its blocks streamed, the VAE), each phase
+(the steps, the decode) starting with the last one's units sent to host memory; no network
+runs from a capture, so the frames are the plain mode's, bitwise. LoRAs patch the transformer
+as the picture family's (`lora_targets`).
+
 Sparse NABLA attention (the 10-second models' `attention_type` "nabla") is refused in one line
 before the weights load (models.refuse_video): run densely, their videos would not be the
 ones diffusers' sparse attention makes, and no reference can tell how far apart they are.
@@ -47,7 +53,9 @@ from ...text.llm_tokenizer import LLMTokenizer
 from ...text.tokenizer import CLIPTokenizer
 from ..contract import Denoisers
 from ..finite import check_decoded, check_latents
-from ..flow.flow_memory import load_network
+from ..flow.flow_memory import FlowMemoryPlan, load_network
+from ..flow.kandinsky5 import kandinsky5_layout
+from ..sd.memory import MemoryMode
 from .wan_refuse import check_frame_count
 from .wan_vae_passes import WanVaePasses
 
@@ -69,7 +77,8 @@ def rotary_scale(height: int, width: int) -> tuple[float, float, float]:
 
 class Kandinsky5VideoPipeline(WanVaePasses):
     """A loaded Kandinsky 5 Video Lite diffusers folder (module docstring). Components as
-    diffusers names them; `offload`: one network's weights on the GPU at a time."""
+    diffusers names them; `offload`: one network's weights on the GPU at a time; the memory
+    modes: `set_memory_mode`."""
 
     # WanVaePasses' float32 revert and VAE pass take any VAE; its own decode (Wan's) is
     # replaced below
@@ -85,7 +94,7 @@ class Kandinsky5VideoPipeline(WanVaePasses):
         self.text_encoder_2, self.tokenizer_2 = text_encoder_2, tokenizer_2
         self.scheduler_config = dict(scheduler_config)
         self.offload = offload
-        self._memory = None  # WanVaePasses': no memory mode (offload moves the networks)
+        self._memory: FlowMemoryPlan | None = None  # set_memory_mode's
 
     @classmethod
     def from_pretrained(cls, path: str | Path, *, dtype: Any = np.float32,
@@ -115,22 +124,35 @@ class Kandinsky5VideoPipeline(WanVaePasses):
             scheduler_config=weights.scheduler_config, offload=offload)
 
     @property
-    def memory_mode(self) -> None:
-        """No memory mode: `offload` alone (the CLI and server read it as Wan's)."""
-        return None
+    def memory_mode(self) -> MemoryMode | None:
+        return None if self._memory is None else self._memory.mode
 
-    def set_memory_mode(self, mode: Any) -> None:
-        """ValueError in one line for a memory mode (one that is on): Kandinsky 5 Video runs
-        with `offload`."""
+    def set_memory_mode(self, mode: MemoryMode) -> None:
+        """Run in the WebUI's --medvram / --lowvram / --max-vram mode, as Kandinsky 5's
+        pictures do (flow_memory over `kandinsky5_layout`: the text encoders one unit, the
+        transformer one or its blocks streamed, the VAE; all off: every weight on the GPU, or
+        each network whole in turn where loaded with `offload`). No network runs from a
+        capture, so the frames are the plain mode's, bitwise."""
+        if self._memory is not None:
+            self._memory.release()
+            self._memory = None
         if mode:
-            raise ValueError("Kandinsky 5 Video takes --offload (one network on the GPU at a "
-                             "time), not --medvram / --lowvram / --max-vram")
+            self._memory = FlowMemoryPlan(kandinsky5_layout(self), mode)
+
+    def _next_phase(self) -> None:
+        """Under a memory mode, the steps or the decode begin: the units of the phase before
+        leave and the pool is emptied (WanMemoryPlan.next_phase says why: at a budget, idle
+        buffers the driver frees late)."""
+        if self._memory is not None:
+            self._memory.residency.evict_all()
+            self._memory.residency.device.empty_pool()
 
     @contextlib.contextmanager
     def on_gpu(self, *networks: Any) -> Iterator[None]:
         """The `networks`' weights on the GPU for the block (offloading: the others' in host
-        memory, then they go back there)."""
-        if not self.offload:
+        memory, then they go back there; under a memory mode its units come in as they
+        run)."""
+        if not self.offload or self._memory is not None:
             yield
             return
         for other in (self.text_encoder, self.text_encoder_2, self.transformer, self.vae):
@@ -252,10 +274,12 @@ class Kandinsky5VideoPipeline(WanVaePasses):
                 out.append(flow[0])
             return np.stack(out), None
 
+        self._next_phase()
         with self.on_gpu(self.transformer):
             latents = scheduler_loop(latents, scheduler.timesteps, scheduler, predict,
                                      dtype=np.float32, callback=callback)
         check_latents(latents, self)  # NaN said, not decoded into black frames
+        self._next_phase()
         return self._with_vae(lambda _: self.decode(latents))
 
     def decode(self, latents: np.ndarray) -> np.ndarray:
