@@ -61,7 +61,7 @@ def add_parsers(subparsers: argparse._SubParsersAction) -> None:
     for name, text in (("txt2vid", "generate a video from a prompt (Wan 2.1, Wan 2.2 TI2V "
                                    "5B and A14B, Kandinsky 5 Video Lite)"),
                        ("img2vid", "animate a picture as a prompt says (Wan 2.1 I2V, "
-                                   "Wan 2.2 TI2V 5B and I2V A14B)")):
+                                   "Wan 2.2 TI2V 5B and I2V A14B, Kandinsky 5 I2V)")):
         sub = subparsers.add_parser(name, help=text, description=text, epilog=EXAMPLE,
                                     formatter_class=argparse.RawDescriptionHelpFormatter)
         if name == "img2vid":
@@ -273,7 +273,7 @@ def run(args: argparse.Namespace) -> int:
     if video_family_name(args.model) == "kandinsky-5-video":
         from .txt2vid_kandinsky5 import run_kandinsky5
 
-        return run_kandinsky5(args, out, _dtype(args.dtype))
+        return run_kandinsky5(args, out, _dtype(args.dtype), image)
     from ..loaders.wan.sources import resolve_wan
     from ..pipelines.video import WanPipeline, video_cache
     from ..pipelines.video.wan_refuse import wan_refusals_of

@@ -4,7 +4,8 @@ cli.txt2vid checks the settings and fills in the family's defaults (121 frames o
 family's code: its LoRAs are read as Kandinsky 5's), and --medvram / --lowvram / --max-vram
 run as for Kandinsky 5's pictures (flow_memory). What is Wan's alone (a first frame, --base
 and the part files, a second expert, VACE, TeaCache, other samplers) and sparse NABLA
-attention are refused in one line before the weights load."""
+attention are refused in one line before the weights load. A Kandinsky5I2VPipeline folder
+(the image-to-video model) runs as `img2vid --image`, from at least 17 frames."""
 
 from __future__ import annotations
 
@@ -31,9 +32,20 @@ _WAN_ONLY = {"base": "--base", "model_2": "--model-2", "text_encoder": "--text-e
 
 def refuse_wan_options(args: argparse.Namespace) -> None:
     """ValueError in one line for an option Kandinsky 5 Video does not take."""
-    if args.command == "img2vid":
+    from ..loaders.kandinsky5 import kandinsky5_image_to_video
+    from ..pipelines.video.kandinsky5_i2v import FIRST_FRAMES
+
+    animates = kandinsky5_image_to_video(args.model)
+    if args.command == "img2vid" and not animates:
         raise ValueError(f"{args.model} is Kandinsky 5 Video Lite, which makes videos from text "
                          "only: use txt2vid")
+    if args.command == "txt2vid" and animates:
+        raise ValueError(f"{args.model} is Kandinsky 5's image-to-video model, which animates a "
+                         "picture: use img2vid --image IN.png")
+    least = 4 * FIRST_FRAMES + 1  # the VAE's 4 frames a latent frame
+    if animates and args.frames < least:  # diffusers' first-frame fix then reads no frames
+        raise ValueError(f"Kandinsky 5 image-to-video needs at least {least} frames, got "
+                         f"{args.frames}")
     given = [flag for field, flag in _WAN_ONLY.items() if getattr(args, field, None)]
     if vace_named(args):
         given.append(str(vace_named(args)))
@@ -42,9 +54,10 @@ def refuse_wan_options(args: argparse.Namespace) -> None:
                          "own text encoders and VAE (leave it out)")
 
 
-def run_kandinsky5(args: argparse.Namespace, out: Path, dtype: Any) -> int:
+def run_kandinsky5(args: argparse.Namespace, out: Path, dtype: Any, image: Any = None) -> int:
     """Generate and write the video as `args` say (checked and completed by cli.txt2vid) with
-    the Kandinsky 5 Video folder `args.model`, its weights in `dtype`; prints the path."""
+    the Kandinsky 5 Video folder `args.model`, its weights in `dtype`; `image`: img2vid's
+    first frame (the image-to-video model's); prints the path."""
     from ..pipelines.finite import pictures_uint8
     from ..pipelines.video import video_cache
     from ..pipelines.video.kandinsky5 import Kandinsky5VideoPipeline
@@ -78,7 +91,7 @@ def run_kandinsky5(args: argparse.Namespace, out: Path, dtype: Any) -> int:
     videos = pipe(args.prompt, negative_prompt=args.negative_prompt, height=args.height,
                   width=args.width, num_frames=args.frames, num_inference_steps=args.steps,
                   guidance_scale=args.cfg_scale, seed=args.seed, rng=args.rng,
-                  callback=bar.step, cache=cache)
+                  callback=bar.step, cache=cache, image=image)
     if cache is not None:
         print(f"cache: {cache.summary()}", file=sys.stderr)
     if args.verbose:  # from_pretrained's device: the default one

@@ -39,7 +39,7 @@ from gpustd import Tensor, asarray
 from gpustd.nn.offload import offload as offload_weights
 from gpustd.nn.offload import restore as restore_weights
 
-from ...loaders.kandinsky5 import load_kandinsky5_folder
+from ...loaders.kandinsky5 import kandinsky5_image_to_video, load_kandinsky5_folder
 from ...models.clip import CLIPTextModel
 from ...models.hunyuan_video_vae import AutoencoderKLHunyuanVideo
 from ...models.kandinsky5 import Kandinsky5Transformer3DModel
@@ -56,6 +56,7 @@ from ..finite import check_decoded, check_latents
 from ..flow.flow_memory import FlowMemoryPlan, load_network
 from ..flow.kandinsky5 import kandinsky5_layout
 from ..sd.memory import MemoryMode
+from .kandinsky5_i2v import FIRST_FRAMES, first_frames_normalized, picture_latents
 from .wan_refuse import check_frame_count
 from .wan_vae_passes import WanVaePasses
 
@@ -88,12 +89,12 @@ class Kandinsky5VideoPipeline(WanVaePasses):
                  vae: AutoencoderKLHunyuanVideo, text_encoder: LLMTextModel,
                  tokenizer: LLMTokenizer, text_encoder_2: CLIPTextModel,
                  tokenizer_2: CLIPTokenizer, scheduler_config: dict[str, Any],
-                 offload: bool = False) -> None:
+                 offload: bool = False, image_to_video: bool = False) -> None:
         self.transformer, self.vae = transformer, vae
         self.text_encoder, self.tokenizer = text_encoder, tokenizer
         self.text_encoder_2, self.tokenizer_2 = text_encoder_2, tokenizer_2
         self.scheduler_config = dict(scheduler_config)
-        self.offload = offload
+        self.offload, self.image_to_video = offload, image_to_video
         self._memory: FlowMemoryPlan | None = None  # set_memory_mode's
 
     @classmethod
@@ -121,7 +122,8 @@ class Kandinsky5VideoPipeline(WanVaePasses):
                      weights.vae),
             tokenizer=LLMTokenizer(weights.tokenizer_dir),
             tokenizer_2=CLIPTokenizer.from_pretrained(weights.tokenizer_2_dir),
-            scheduler_config=weights.scheduler_config, offload=offload)
+            scheduler_config=weights.scheduler_config, offload=offload,
+            image_to_video=kandinsky5_image_to_video(path))
 
     @property
     def memory_mode(self) -> MemoryMode | None:
@@ -197,9 +199,19 @@ class Kandinsky5VideoPipeline(WanVaePasses):
             return model.text(states), asarray(pooled, dtype=model.dtype, device=model.device)
 
     def check(self, *, height: int, width: int, num_frames: int, steps: int, rng: str,
-              sampler: str, cache: StepCache | None) -> None:
+              sampler: str, cache: StepCache | None, image: Any = None) -> None:
         """ValueError in one line for a setting this pipeline cannot run."""
         check_frame_count(num_frames, self.temporal_factor)
+        if self.image_to_video and image is None:
+            raise ValueError("this Kandinsky 5 model animates a picture: give its first frame "
+                             "(img2vid --image)")
+        if not self.image_to_video and image is not None:
+            raise ValueError("this Kandinsky 5 Video model makes videos from text only: use "
+                             "txt2vid, without a picture")
+        least = FIRST_FRAMES * self.temporal_factor + 1
+        if image is not None and num_frames < least:  # diffusers' fix then reads no frames
+            raise ValueError(f"Kandinsky 5 image-to-video needs at least {least} frames, got "
+                             f"{num_frames}")
         multiple = self.size_multiple
         if height < multiple or width < multiple or height % multiple or width % multiple:
             raise ValueError(f"width and height must be multiples of {multiple} for "
@@ -220,19 +232,21 @@ class Kandinsky5VideoPipeline(WanVaePasses):
                  num_inference_steps: int = 50, guidance_scale: float = 5.0, seed: int = 0,
                  rng: str = "torch", sampler: str = "diffusers",
                  max_sequence_length: int = 512, callback: StepCallback | None = None,
-                 cache: StepCache | None = None) -> np.ndarray:
+                 cache: StepCache | None = None, image: Any = None) -> np.ndarray:
         """Videos for `prompt` (one or a list, each encoded on its own): (B, num_frames,
         height, width, 3) float in [0, 1]. `negative_prompt`: None or "" is diffusers'
         DEFAULT_NEGATIVE. `callback(done, total, latents)` after every step (False stops);
-        `cache`: First Block Cache. diffusers: `Kandinsky5T2VPipeline(prompt,
-        negative_prompt=, height=, width=, num_frames=, num_inference_steps=,
-        guidance_scale=, generator=torch.Generator().manual_seed(seed),
-        output_type="np").frames`."""
+        `cache`: First Block Cache; `image` (PIL or HxWx3 uint8): the first frame, for the
+        image-to-video model. diffusers: `Kandinsky5T2VPipeline(prompt, negative_prompt=,
+        height=, width=, num_frames=, num_inference_steps=, guidance_scale=,
+        generator=torch.Generator().manual_seed(seed), output_type="np").frames`
+        (Kandinsky5I2VPipeline's with `image=`)."""
         prompts = [prompt] if isinstance(prompt, str) else list(prompt)
         if not prompts or not all(isinstance(p, str) for p in prompts):
             raise ValueError("prompt must be a string or a list of strings")
         self.check(height=height, width=width, num_frames=num_frames,
-                   steps=num_inference_steps, rng=rng, sampler=sampler, cache=cache)
+                   steps=num_inference_steps, rng=rng, sampler=sampler, cache=cache,
+                   image=image)
         guided = guidance_scale > 1
         negative = negative_prompt or DEFAULT_NEGATIVE
         texts = [self.encode_prompt(p, max_sequence_length) for p in prompts]
@@ -243,10 +257,17 @@ class Kandinsky5VideoPipeline(WanVaePasses):
         spatial = int(self.vae.spatial_compression_ratio)
         shape = (len(prompts), (num_frames - 1) // self.temporal_factor + 1,
                  height // spatial, width // spatial, channels)
-        latents = make_generator(rng, seed).standard_normal(shape).astype(np.float32)
-        # a visual_cond model reads an empty condition beside the latents: zeros and a mask
+        generator = make_generator(rng, seed)
+        latents = generator.standard_normal(shape).astype(np.float32)
+        if image is not None:  # the picture's latents the first frame, drawn after the noise
+            with self.on_gpu(self.vae):
+                latents[:, :1] = picture_latents(self.vae, image, width, height, generator)
+        # a visual_cond model reads a condition beside the latents: zeros and a mask, 1 on the
+        # first frame where it is the picture's
         empty = np.zeros((1, *shape[1:4], channels + 1), np.float32) \
             if self.transformer.config["visual_cond"] else None
+        if empty is not None and image is not None:
+            empty[:, :1, ..., -1] = 1
         scale = rotary_scale(height, width)
         g = np.float32(guidance_scale)
         branches: dict[tuple[int, int], BranchCache] = {}
@@ -272,12 +293,17 @@ class Kandinsky5VideoPipeline(WanVaePasses):
                                  cache=branch(b, 1)).numpy().astype(np.float32)
                     flow = base + g * (flow - base)
                 out.append(flow[0])
-            return np.stack(out), None
+            flows = np.stack(out)
+            if image is not None:  # the first frame held: an Euler step of 0 leaves it as is
+                flows[:, :1] = 0
+            return flows, None
 
         self._next_phase()
         with self.on_gpu(self.transformer):
             latents = scheduler_loop(latents, scheduler.timesteps, scheduler, predict,
                                      dtype=np.float32, callback=callback)
+        if image is not None:
+            latents = first_frames_normalized(latents)
         check_latents(latents, self)  # NaN said, not decoded into black frames
         self._next_phase()
         return self._with_vae(lambda _: self.decode(latents))

@@ -29,7 +29,7 @@ import numpy as np
 from fastapi import APIRouter
 from pydantic import BaseModel, Field
 
-from ....loaders.kandinsky5 import kandinsky5_video_family
+from ....loaders.kandinsky5 import kandinsky5_image_to_video, kandinsky5_video_family
 from ....loaders.wan import WanFiles
 from ....loaders.wan.sources import resolve_wan
 from ....pipelines.sd.memory import MemoryMode
@@ -214,6 +214,9 @@ def _refuse_kandinsky5(folder: Path, body: Txt2VidRequest, image: Any,
     from ....pipelines.video.models import refuse_video
 
     refuse_video(folder)
+    if kandinsky5_image_to_video(folder):
+        raise ValueError(f"{folder.name} is Kandinsky 5's image-to-video model, which runs from "
+                         "the command line (python -m diffusion img2vid), not the server")
     wan_only = [name for name, given in (
         ("image", image is not None), ("cfg_scale_2", body.cfg_scale_2 is not None),
         (str(_control_named(body)), _control_named(body) is not None),
