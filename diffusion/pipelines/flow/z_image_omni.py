@@ -31,6 +31,7 @@ from ...models import AutoencoderKL
 from ...models.llm import LLMTextModel
 from ...models.siglip2 import Siglip2Vision
 from ...models.tiled_vae import vae_encode
+from ...models.z_image_blocks import CleanModulation
 from ...models.z_image_omni import ZImageOmniTransformer2DModel
 from ...noise.rng import make_generator
 from ...sampling.model_sampling import calculate_shift
@@ -158,13 +159,14 @@ class ZImageOmniPipeline(ZImagePipeline):
         h, w = 2 * (int(height) // scale), 2 * (int(width) // scale)
         dtype, device = self.transformer.dtype, self.transformer.device
         g = np.float32(guidance_scale)
+        clean = CleanModulation()  # the clean timestep's modulations, made on the first step
 
         def flow(x: np.ndarray, t: float) -> np.ndarray:
             timestep = (np.float32(1000) - np.float32(t)) / np.float32(1000)
             batched = np.concatenate([x, x]) if guided else x
             times = np.full(len(batched), timestep, np.float32)
             out = self.transformer(asarray(batched, dtype=dtype, device=device), times,
-                                   captions, latents, features)
+                                   captions, latents, features, clean=clean)
             pred = out.numpy().astype(np.float32)
             if guided:
                 positive, negative = pred[:batch], pred[batch:]
