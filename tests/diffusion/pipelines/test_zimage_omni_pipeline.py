@@ -143,3 +143,15 @@ def test_omni_refuses_pictures_before_loading(tiny_omni: tuple[Path, Any, Path],
     err = capsys.readouterr().err
     errors = [line for line in err.splitlines() if line.startswith("error:")]
     assert code != 0 and len(errors) == 1 and says in errors[0], err
+
+
+@pytest.mark.nodevice
+def test_the_pipeline_checks_its_pictures() -> None:
+    """ZImageOmniPipeline called from Python refuses them too (PIL pictures and arrays)."""
+    from diffusion.pipelines.flow.z_image_omni import check_pictures
+
+    check_pictures([Image.new("RGB", (64, 512)), np.zeros((64, 64, 3), np.uint8)])
+    with pytest.raises(ValueError, match="condition picture 2 is 64x48: Z-Image Omni models"):
+        check_pictures([Image.new("RGB", (64, 64)), np.zeros((48, 64, 3), np.uint8)])
+    with pytest.raises(ValueError, match=r"aspect ratios up to 8 \(this one 8.1\)"):
+        check_pictures([Image.new("RGB", (520, 64))])
