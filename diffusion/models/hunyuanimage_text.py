@@ -11,6 +11,7 @@ padded to the batch's longest with a key mask where their counts differ.
 
 from __future__ import annotations
 
+import typing
 from typing import Any
 
 import numpy as np
@@ -78,7 +79,7 @@ class SiLUFeedForward(nn.Module):
     def gated(self, residual: Tensor, gate: Tensor, x: Tensor) -> Tensor:
         """residual + gate * self(x), net.2's GEMM applying the gate where it can."""
         first, _, out = self.net
-        return gated_linear(residual, gate, out, first(x))
+        return gated_linear(residual, gate, typing.cast(nn.Linear, out), first(x))
 
 
 class RefinerBlocks(nn.Module):
