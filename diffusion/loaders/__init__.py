@@ -45,6 +45,8 @@ Layout, in import order (a package imports only those above it):
     sd/                 SD 1.x / 2.x / SDXL: folders, single files, VAE files, GGUFs (a
                         UNet-only GGUF's module files are read through flow/)
     qwen_image/         Qwen-Image: diffusers folders (its Qwen2.5-VL's language model)
+    hunyuanimage/       HunyuanImage 2.1: its transformer's diffusers folder or Tencent's
+                        original single file
 """
 
 from .errors import WeightsError
