@@ -27,6 +27,7 @@ from support import assert_close
 
 import gpucore
 from diffusion.models.hunyuanimage import HunyuanImageTransformer2DModel
+from diffusion.models.step_cache import FirstBlockCache
 
 HEIGHT, WIDTH, TOKENS, GLYPHS = 5, 7, 9, 5
 CHANNELS, TEXT, GLYPH = (HUNYUANIMAGE_TINY[k] for k in ("in_channels", "text_embed_dim",
@@ -123,6 +124,21 @@ def test_hunyuanimage_distilled_f16(f16_device: gpucore.Device) -> None:
     for name, value in (("guidance", [1000.0, 1000.0]), ("timestep_r", [0.0, 0.0])):
         changed = {**inputs, name: np.array(value, np.float32)}
         assert _differs(got, _ours(ours, changed), 0.03), name
+
+
+def test_hunyuanimage_step_cache(device: gpucore.Device) -> None:
+    """A step cache wired to the blocks: threshold 0 computes every call (the uncached flow,
+    bitwise); a huge one skips the blocks after the first at the second call."""
+    ours = ported(HunyuanImageTransformer2DModel, tiny_hunyuanimage_transformer(), device)
+    inputs = _inputs(6)
+    later = {**inputs, "timestep": np.array([300.0, 300.0], np.float32)}
+    plain = _ours(ours, later)
+    for threshold, computed in ((0.0, 2), (1e9, 1)):
+        cache = FirstBlockCache(threshold)
+        ours(**inputs, cache=cache)
+        second = ours(**later, cache=cache).numpy()
+        assert cache.computed == computed
+        assert (second == plain).all() == (computed == 2)
 
 
 def test_hunyuanimage_refuses(device: gpucore.Device) -> None:
