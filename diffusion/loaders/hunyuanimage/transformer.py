@@ -5,10 +5,11 @@ tencent/HunyuanImage-2.1's dit/; bare or under ComfyUI's `model.diffusion_model.
 lazily under diffusers' HunyuanImageTransformer2DModel names.
 
 The original's mapping is diffusers' scripts/convert_hunyuan_image_to_diffusers.py: renames,
-the fused q/k/v matrices (the refiner's `self_attn_qkv`; the double blocks' `img_attn_qkv` /
-`txt_attn_qkv` and the single blocks' `linear1` where the file keeps them fused, as the
-release does) split by rows, and the final adaLN's (shift, scale) halves swapped into
-diffusers' (scale, shift). The config comes from the tensor shapes.
+the refiner's fused `self_attn_qkv` split by rows, and the final adaLN's (shift, scale) halves
+swapped into diffusers' (scale, shift). The blocks' projections are read in either form: split
+(`img_attn_q`, `linear1_q` ... `linear1_mlp`, `linear2.fc`: what the converter reads) or fused
+(`img_attn_qkv`, `linear1`, `linear2`: what Tencent's `convert_hunyuan_dict_for_tensor_parallel`
+splits into the former), the fused ones by rows. The config comes from the tensor shapes.
 
     weights = load_hunyuanimage_transformer("HunyuanImage-2.1-Diffusers/transformer")
     weights = load_hunyuanimage_transformer("hunyuanimage2.1-distilled.safetensors")

@@ -1,8 +1,9 @@
 """HunyuanImage 2.1 transformer weights: a diffusers transformer/ folder and Tencent's original
 single file (written here from a tiny diffusers model by the inverse of diffusers'
-scripts/convert_hunyuan_image_to_diffusers.py: fused q/k/v and linear1 as the release keeps
-them, or split as the converter's tensor-parallel form; the final adaLN's halves in the
-original (shift, scale) order) read back under diffusers' names, tensor for tensor."""
+scripts/convert_hunyuan_image_to_diffusers.py: the blocks' q/k/v and linear1 split, as the
+converter reads them, or fused, as Tencent's tensor-parallel conversion takes them; the final
+adaLN's halves in the original (shift, scale) order) read back under diffusers' names, tensor
+for tensor."""
 
 from __future__ import annotations
 
@@ -75,7 +76,7 @@ _NAMES = [
 def _original(state: dict[str, np.ndarray], *, fused: bool, prefix: str = ""
               ) -> dict[str, np.ndarray]:
     """diffusers' tensors in Tencent's layout; `fused`: the double blocks' q/k/v and the
-    single blocks' linear1 stacked and linear2 bare, as the release stores them."""
+    single blocks' linear1 stacked and linear2 bare (Tencent's tensor-parallel input)."""
     out: dict[str, np.ndarray] = {}
     for key, value in state.items():
         if ".token_refiner." in key and ".attn.to_" in key and "to_out" not in key:
@@ -119,7 +120,7 @@ def test_hunyuanimage_folder(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize("fused, prefix", [(True, ""), (False, "model.diffusion_model.")])
 def test_hunyuanimage_original_file(tmp_path: Path, fused: bool, prefix: str) -> None:
-    """The distilled checkpoint's original file, fused (as released) or split, bare or under
+    """The distilled checkpoint's original file, its blocks fused or split, bare or under
     ComfyUI's prefix: diffusers' tensors, no more, no fewer, and diffusers' config from the
     shapes."""
     reference = tiny_hunyuanimage_transformer(**HUNYUANIMAGE_DISTILLED)
