@@ -101,7 +101,8 @@ def test_hunyuanimage_equals_diffusers(device: gpucore.Device, tmp_path: Path) -
 
 def test_hunyuanimage_first_token_padding(device: gpucore.Device) -> None:
     """A mask that drops token 0 (diffusers' refiner still lets every query see it), equal
-    prompt lengths (no key mask) and a timestep per sample, against diffusers."""
+    prompt lengths (no key mask) and a timestep per sample; then one prompt alone, against
+    diffusers."""
     reference = tiny_hunyuanimage_transformer()
     ours = ported(HunyuanImageTransformer2DModel, reference, device)
     inputs = {**_inputs(2), "timestep": np.array([250.0, 400.0], np.float32)}
@@ -109,6 +110,9 @@ def test_hunyuanimage_first_token_padding(device: gpucore.Device) -> None:
                                                  [1, 1, 1, 1, 1, 0, 0, 0, 0]])
     inputs["encoder_attention_mask_2"] = np.ones((2, GLYPHS), np.int64)
     assert_close(_ours(ours, inputs), _reference(reference, inputs), tol=TOL)
+    # one prompt (the pipeline's call for each of CFG's branches): its padding sliced off
+    single = {k: v[1:] for k, v in inputs.items()}
+    assert_close(_ours(ours, single), _reference(reference, single), tol=TOL)
 
 
 def test_hunyuanimage_distilled_f16(f16_device: gpucore.Device) -> None:
