@@ -297,8 +297,9 @@ def _models(parser: argparse.ArgumentParser) -> None:
                              "stable-diffusion.cpp's): a model of the same family (diffusers "
                              "folder or checkpoint) whose text encoders, VAE, tokenizer, "
                              "scheduler and UNet config it runs with; for a single-file "
-                             "Z-Image, Qwen-Image or FLUX.2 transformer (ComfyUI's file, a "
-                             "GGUF), the family's diffusers folder giving the rest")
+                             "Z-Image, Qwen-Image, FLUX.2, Kandinsky 5 or Krea 2 transformer "
+                             "(ComfyUI's file, a GGUF), the family's diffusers folder giving "
+                             "the rest")
     add_network_options(parser)
 
 

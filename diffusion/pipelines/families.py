@@ -130,6 +130,7 @@ FAMILIES: tuple[FamilyLoader, ...] = (
                  latent_channels=16, single_file_base=True,
                  capabilities=lambda path, family: kandinsky5_capabilities(family)),
     FamilyLoader("Krea 2", krea2_family, load_krea2_model, krea2_defaults, latent_channels=16,
+                 single_file_base=True,
                  capabilities=lambda path, family: krea2_capabilities(family)),
     FamilyLoader("Qwen-Image 2.1", qwenimage21_family, load_qwenimage21_model,
                  qwenimage21_defaults, latent_channels=64,
