@@ -296,7 +296,7 @@ def _models(parser: argparse.ArgumentParser) -> None:
                         help="for a UNet-only .gguf --model (ComfyUI-GGUF's, stable-diffusion"
                              ".cpp's): a model of its family (diffusers folder or checkpoint) "
                              "whose text encoders, VAE, tokenizer, scheduler and UNet config it "
-                             "runs with; for a single-file Z-Image, Qwen-Image, FLUX.2, "
+                             "runs with; for a single-file Z-Image, Qwen-Image (2.1), FLUX.2, "
                              "Kandinsky 5 or Krea 2 transformer (ComfyUI's file, a GGUF), the "
                              "family's diffusers folder giving the rest")
     add_network_options(parser)

@@ -133,7 +133,7 @@ FAMILIES: tuple[FamilyLoader, ...] = (
                  single_file_base=True,
                  capabilities=lambda path, family: krea2_capabilities(family)),
     FamilyLoader("Qwen-Image 2.1", qwenimage21_family, load_qwenimage21_model,
-                 qwenimage21_defaults, latent_channels=64,
+                 qwenimage21_defaults, latent_channels=64, single_file_base=True,
                  capabilities=lambda path, family: qwenimage21_capabilities(family)),
     FamilyLoader("Qwen-Image", qwenimage_family, load_qwenimage_model, qwenimage_defaults,
                  latent_channels=16, single_file_base=True,
