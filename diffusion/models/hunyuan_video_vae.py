@@ -17,11 +17,12 @@ from typing import Any
 import numpy as np
 
 from gpucore import Device
-from gpustd import Tensor, asarray, clip, concatenate, exp, nn, permute, take_slice
+from gpustd import Tensor, asarray, clip, exp, nn, take_slice
 
 from . import hunyuan_video_vae_tiling as tiling
 from .hunyuan_video_vae_blocks import CausalConv3d, Conv3d, MidBlock, Sampler, frames_norm
 from .layers import Place
+from .wan_vae_common import frames_video, video_frames
 
 __all__ = ["AutoencoderKLHunyuanVideo"]
 
@@ -113,19 +114,6 @@ class Decoder(nn.Module):
         return self.conv_out(frames_norm(self.conv_norm_out, x, silu=True), channel_major=True)
 
 
-def _frames(video: Tensor, index: int) -> Tensor:
-    """(B, C, T, H, W) -> video `index` as frames (T, C, H, W)."""
-    _, channels, count, height, width = video.shape
-    one = take_slice(video, index, index + 1, axis=0).reshape(channels, count, height, width)
-    return permute(one, (1, 0, 2, 3))
-
-
-def _video(frames: list[Tensor]) -> Tensor:
-    """[frames (T, C, H, W) of each video] -> (B, C, T, H, W)."""
-    out = [permute(f, (1, 0, 2, 3)).reshape(1, f.shape[1], f.shape[0], *f.shape[2:])
-           for f in frames]
-    return out[0] if len(out) == 1 else concatenate(out, axis=0)
-
 
 class AutoencoderKLHunyuanVideo(tiling.Tiling, nn.Module):
     """Videos (B, 3, T, H, W) in [-1, 1] <-> latents (B, 16, 1 + (T - 1) // 4, H / 8, W / 8)
@@ -173,7 +161,7 @@ class AutoencoderKLHunyuanVideo(tiling.Tiling, nn.Module):
         """(B, C, T, h, w) latents (the transformer's divided by `scaling_factor`) -> videos
         (B, 3, 1 + 4 (T - 1), 8h, 8w), not clamped (as diffusers' `decode(z).sample`)."""
         self._check(latents, self.config["latent_channels"], "latents")
-        return _video([self.decode_frames(_frames(latents, b))
+        return frames_video([self.decode_frames(video_frames(latents, b))
                        for b in range(latents.shape[0])])
 
     def moments(self, video: Tensor) -> tuple[Tensor, Tensor]:
@@ -181,7 +169,8 @@ class AutoencoderKLHunyuanVideo(tiling.Tiling, nn.Module):
         each (B, C, 1 + (T - 1) // 4, H / 8, W / 8). diffusers: `encode(x).latent_dist`'s
         `.mean` and `.logvar` (its clamped to [-30, 20])."""
         self._check(video, self.config["in_channels"], "input")
-        out = _video([self.encode_frames(_frames(video, b)) for b in range(video.shape[0])])
+        out = frames_video([self.encode_frames(video_frames(video, b))
+                            for b in range(video.shape[0])])
         latent = self.config["latent_channels"]
         return take_slice(out, 0, latent, axis=1), take_slice(out, latent, 2 * latent, axis=1)
 
