@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 
 from gpucore import Device
-from gpustd import Tensor, nn, permute
+from gpustd import Tensor, concatenate, nn, permute, take_slice
 
 from .layers import Place
 from .step_cache import BranchCache, run_blocks
@@ -178,7 +178,7 @@ class WanTransformer3DModel(nn.Module):
     def forward(self, hidden_states: Tensor, timestep: Any, encoder_hidden_states: Tensor, *,
                 context: Tensor | None = None, encoder_hidden_states_image: Tensor | None = None,
                 image_context: Tensor | None = None, cache: BranchCache | None = None,
-                control: Hints | None = None) -> Tensor:
+                control: Hints | None = None, patch_add: Tensor | None = None) -> Tensor:
         """hidden_states (B, C, F, H, W) with F, H, W multiples of patch_size; timestep (B,)
         host numbers on the 0..1000 scale (WanPipeline's `t`), or (B, F / pt) one per latent
         frame (Wan 2.2's image-to-video: 0 for the given first frame); encoder_hidden_states
@@ -188,12 +188,17 @@ class WanTransformer3DModel(nn.Module):
         them before the text and splits them off again in each block). `cache`: a step cache
         branch (`step_cache.StepCache.branch()`: First Block Cache, TeaCache) the blocks run
         through, its calls in step order. `control`: a control branch (VACE's hints) run
-        beside the blocks, each block's output through it."""
+        beside the blocks, each block's output through it. `patch_add` (B, L', dim): added to
+        the last L' embedded patches (Wan Animate's pose: every latent frame but the first)."""
         batch, _, frames, height, width = hidden_states.shape
         pt, ph, pw = self.patch
         # 1. patches (frame-major, row-major) and their embedding; the time and text
         patches, grid = wan_patches(hidden_states, self.patch)
         x = self.patch_embedding(patches)
+        if patch_add is not None:
+            head = x.shape[1] - patch_add.shape[1]
+            x = concatenate([take_slice(x, 0, head, axis=1),
+                             take_slice(x, head, x.shape[1], axis=1) + patch_add], axis=1)
         segments, embeddings = self.segments(timestep, grid[0], grid[1] * grid[2])
         if context is None:
             context = self.encode_text(encoder_hidden_states)
