@@ -29,7 +29,7 @@ from ...imaging import condition_picture
 from .vace_inputs import _mask_picture, _video_frames
 
 __all__ = ["AnimatePixels", "animate_pixels", "check_segments", "i2v_mask", "reflect_indices",
-           "segment_starts"]
+           "segment_condition", "segment_starts"]
 
 TEMPORAL = 4  # Wan's VAE: frames per latent frame after the first
 OVERLAPS = (1, 5)  # the previous segment's frames a segment continues from (diffusers' choice)
@@ -131,6 +131,29 @@ class AnimatePixels:
         assert self.background is not None and self.mask is not None
         return (_signed(self._cut(self.background, start, segment))[None],
                 _unit(self._cut(self.mask, start, segment))[None])
+
+
+def segment_condition(pixels: AnimatePixels, start: int, segment: int, overlap: int,
+                      before: np.ndarray | None, batch: int, spatial: int
+                      ) -> tuple[np.ndarray, np.ndarray]:
+    """The segment's condition video (B, 3, segment, H, W) in [-1, 1] and its mask (1, 4, F',
+    H / spatial, W / spatial): zeros (animate) or the background (replace), its first
+    `overlap` frames the previous segment's last ones (`before`, (B, 3, overlap, H, W); none
+    for the first segment), the mask 1 on those and, replacing, where the background's mask
+    is black (sampled at every `spatial`-th pixel: torch's nearest). diffusers:
+    `prepare_prev_segment_cond_latents` before its VAE encode."""
+    height, width = pixels.reference.shape[1:]
+    video = np.zeros((batch, 3, segment, height, width), np.float32)
+    h, w = height // spatial, width // spatial
+    shades = None
+    if pixels.replace:
+        background, mask = pixels.background_segment(start, segment)
+        video[:] = background
+        shades = 1 - mask[:, :, :, ::spatial, ::spatial]
+    if before is not None:
+        video[:, :, :overlap] = before
+    kept = overlap if before is not None else 0
+    return video, i2v_mask((segment - 1) // TEMPORAL + 1, h, w, kept, shades)
 
 
 def _frames(video: Any, name: str, what: str, size: tuple[int, int]) -> np.ndarray:

@@ -33,7 +33,7 @@ from ...models.wan_animate import WanAnimateTransformer3DModel
 from ...noise.rng import make_generator
 from ...sampling.scheduler_loop import scheduler_loop
 from ..finite import check_decoded, check_latents
-from .animate_inputs import AnimatePixels, check_segments, i2v_mask, segment_starts
+from .animate_inputs import AnimatePixels, check_segments, segment_condition, segment_starts
 from .wan import StepCallback, WanPipeline
 from .wan_image import _latents, clip_image_states
 
@@ -65,22 +65,9 @@ class WanAnimatePipeline(WanPipeline):
                    before: np.ndarray | None, batch: int) -> np.ndarray:
         """The segment's condition (B, 4 + C, F', h, w): its mask and latents. diffusers:
         `prepare_prev_segment_cond_latents`."""
-        height, width = pixels.reference.shape[1:]
-        video = np.zeros((batch, 3, segment, height, width), np.float32)
-        frames = (segment - 1) // 4 + 1
-        h, w = height // self.vae.spatial_factor, width // self.vae.spatial_factor
-        shades = None
-        if pixels.replace:
-            background, mask = pixels.background_segment(start, segment)
-            video[:] = background
-            # where the background's mask is black it is kept: 1 (given), nearest-sampled
-            step = self.vae.spatial_factor
-            shades = 1 - mask[:, :, :, ::step, ::step][:, :, :, :h, :w]
-        if before is not None:
-            video[:, :, :overlap] = before
-        mask = i2v_mask(frames, h, w, overlap if start > 0 else 0, shades)
-        latents = self._encode(video)
-        return np.concatenate([np.repeat(mask, batch, axis=0), latents], axis=1)
+        video, mask = segment_condition(pixels, start, segment, overlap, before, batch,
+                                        self.vae.spatial_factor)
+        return np.concatenate([np.repeat(mask, batch, axis=0), self._encode(video)], axis=1)
 
     def _place(self, x: np.ndarray) -> Tensor:
         return asarray(x, dtype=self.transformer.dtype, device=self.transformer.device)
