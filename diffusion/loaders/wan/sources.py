@@ -101,11 +101,13 @@ def resolve_wan(source: WanSource, names: Names = CLI_NAMES) -> tuple[Path, WanF
     if wan_family(folder) is None:
         raise ValueError(f"{names['base'] if source.base else names['model']} {folder}: not a "
                          "Wan diffusers folder (its model_index.json must name a WanPipeline, "
-                         "WanImageToVideoPipeline or WanVACEPipeline)")
+                         "WanImageToVideoPipeline, WanVACEPipeline or WanAnimatePipeline)")
     given = source.files()
-    if wan_family(folder) == "wan-vace" and ({"model", "model_2"} & set(given)):
-        raise ValueError(f"{names['model']} {source.model}: a single-file Wan VACE transformer "
-                         f"is not read yet; give the VACE diffusers folder as {names['model']}")
+    kind = {"wan-vace": "VACE", "wan-animate": "Animate"}.get(str(wan_family(folder)))
+    if kind and ({"model", "model_2"} & set(given)):
+        raise ValueError(f"{names['model']} {source.model}: a single-file Wan {kind} "
+                         f"transformer is not read yet; give the {kind} diffusers folder as "
+                         f"{names['model']}")
     for field in ("model", "model_2"):
         if field in given and wan_file_family(given[field]) is None:
             raise ValueError(f"{names[field]} {given[field]}: holds no Wan transformer "
