@@ -71,8 +71,8 @@ def animate_defaults(args: argparse.Namespace, animate: bool) -> None:
 def check_animate(args: argparse.Namespace) -> None:
     """What needs no file read: the files exist, the replace videos come together and with
     the others, the segment is 1 + 4k frames. ValueError in one line."""
-    if not animate_named(args):
-        if args.segment_frames is not None:
+    if not animate_named(args):  # (img2vid has none of these options)
+        if getattr(args, "segment_frames", None) is not None:
             raise ValueError("--segment-frames is for Wan Animate: give --animate-image, "
                              "--pose-video and --face-video")
         return

@@ -52,7 +52,8 @@ def _first_frame(path: Path) -> str:
 def video_listing(registry: ModelRegistry) -> dict[str, Any]:
     """The models directory as the Video tab reads it: `models` (Wan folders, and Wan
     transformer files, `kind` "folder" or "file"; whether each takes a first frame, which for
-    a file its base decides: "optional"; `vace`: a Wan VACE folder, which takes a control),
+    a file its base decides: "optional"; `vace`: a Wan VACE folder, which takes a control;
+    `animate`: a Wan 2.2 Animate folder, which takes a picture, pose and face videos),
     `bases` (the Wan folders a file takes as its base) and `files` by part (`text_encoder`:
     the UMT5 / T5 module files, `vae`, `clip_vision`, `model_2`: the transformer files again,
     for Wan 2.2 A14B's low-noise expert)."""
@@ -63,10 +64,12 @@ def video_listing(registry: ModelRegistry) -> dict[str, Any]:
         if wan_family(entry.path) is not None:
             models.append({"title": entry.title, "model_name": entry.model_name,
                            "kind": "folder", "first_frame": _first_frame(entry.path),
-                           "vace": wan_family(entry.path) == "wan-vace"})
+                           "vace": wan_family(entry.path) == "wan-vace",
+                           "animate": wan_family(entry.path) == "wan-animate"})
         elif wan_file_family(entry.path) is not None:
             models.append({"title": entry.title, "model_name": entry.model_name,
-                           "kind": "file", "first_frame": "optional", "vace": False})
+                           "kind": "file", "first_frame": "optional", "vace": False,
+                           "animate": False})
             files["model_2"].append(entry.name)
         elif (kind := _kind(entry.path)) is not None:
             files[kind].append(entry.name)

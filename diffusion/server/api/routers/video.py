@@ -10,8 +10,9 @@ server's memory mode (serve's --medvram / --lowvram / --max-vram, as `txt2vid` t
 each network loaded straight to host memory, the frames the plain mode's; Wan 2.2 A14B's
 experts too). A Wan VACE folder takes its control video, mask and reference pictures as base64
 pictures (`control_video`, `control_mask`: one per frame; `reference_images`) and
-`control_scale`, as `txt2vid --control-video DIR ...` does. GET /avx/video-models lists the Wan
-folders and files for the page's Video tab."""
+`control_scale`, as `txt2vid --control-video DIR ...` does; a Wan 2.2 Animate folder its
+picture, pose, face, background and mask videos (video_animate). GET /avx/video-models lists the
+Wan folders and files for the page's Video tab."""
 
 from __future__ import annotations
 
@@ -33,6 +34,7 @@ from ....pipelines.video.files import check_fps, write_video
 from ...images import decode_image
 from ..generation import RequestError
 from ..state import ServerState, State, submit, wait
+from ..video_animate import animate_pixels_of, animate_settings
 from ..video_sources import REQUEST_NAMES, video_listing, video_source
 
 __all__ = ["Img2VidRequest", "Txt2VidRequest", "avx"]
@@ -76,6 +78,21 @@ class Txt2VidRequest(BaseModel):
                                         "subject or style to keep")
     control_scale: float | None = Field(None, ge=0.0, le=10.0, description="Wan VACE: the "
                                         "control's weight (1 unless given)")
+    animate_image: str | None = Field(None, description="Wan 2.2 Animate: the character, a "
+                                      "base64 picture")
+    pose_video: list[str] | None = Field(None, description="Wan 2.2 Animate: the pose video, "
+                                         "one base64 picture a frame; its length is the video's")
+    face_video: list[str] | None = Field(None, description="Wan 2.2 Animate: the face crops, "
+                                         "one base64 picture per pose frame")
+    background_video: list[str] | None = Field(None, description="Wan 2.2 Animate, replace: "
+                                               "the video whose person the character replaces")
+    mask_video: list[str] | None = Field(None, description="Wan 2.2 Animate, replace: the "
+                                         "person's mask a frame (white = the character)")
+    segment_frames: int | None = Field(None, ge=5, le=1001, description="Wan 2.2 Animate: "
+                                       "frames made at a time, 1 + 4k (77, or fewer for a "
+                                       "shorter pose video)")
+    segment_overlap: int = Field(1, description="Wan 2.2 Animate: the previous segment's "
+                                 "frames a segment continues from, 1 or 5")
     format: str = Field("mp4", pattern="^(mp4|webp)$")
     also_webp: bool = Field(False, description="the animated WebP too, as `webp` (beside an "
                                                "MP4 `video`)")
@@ -159,13 +176,16 @@ def _pipeline(model: tuple[Path, WanFiles], memory: MemoryMode | None, device: A
     the `memory` mode (each network loaded straight to host memory), its VAE float32 with
     `no_half_vae` (the server's --no-half-vae), loaded on first use (another model replaces
     it)."""
+    from ....loaders.wan.folder import wan_family
     from ....pipelines.video import WanPipeline
+    from ....pipelines.video.wan_animate import WanAnimatePipeline
 
     key, wanted = id(device), (*model, memory)
     if key not in _loaded or _loaded[key][0] != wanted:
         _loaded.pop(key, None)
         folder, files = model
-        pipe = WanPipeline.from_pretrained(folder, device=device, files=files,
+        network = WanAnimatePipeline if wan_family(folder) == "wan-animate" else WanPipeline
+        pipe = network.from_pretrained(folder, device=device, files=files,
                                            offload=bool(memory))
         if memory:
             pipe.set_memory_mode(memory)
@@ -186,13 +206,17 @@ async def _run(state: ServerState, body: Txt2VidRequest, image: Any) -> dict[str
     from ....pipelines.video.wan_refuse import wan_refusals_of
 
     model, memory, no_half_vae = _check(state, body), state.memory, state.no_half_vae
-    cache = video_cache(body.cache, "cache", body.steps)  # checked by _check
     try:  # what the model does not take, from its configs and a file's header, before it loads
-        await asyncio.to_thread(wan_refusals_of, *model, image=image is not None,
-                                cache_kind=None if cache is None else cache.spec.kind,
-                                guidance_scale_2=body.cfg_scale_2,
-                                control=_control_named(body))
+        animated = animate_settings(body, model[0], image is not None, _control_named(body))
+        cache = video_cache(body.cache, "cache", body.steps)  # checked by _check
+        if animated is body:
+            await asyncio.to_thread(wan_refusals_of, *model, image=image is not None,
+                                    cache_kind=None if cache is None else cache.spec.kind,
+                                    guidance_scale_2=body.cfg_scale_2,
+                                    control=_control_named(body))
+        body = animated
         control = await asyncio.to_thread(_control, body)  # decoded before the queue
+        pixels, segment = await asyncio.to_thread(animate_pixels_of, body, model[0])
     except ValueError as error:
         raise RequestError(str(error)) from None
     seed = body.seed if body.seed != -1 else secrets.randbelow(2**32)
@@ -203,15 +227,20 @@ async def _run(state: ServerState, body: Txt2VidRequest, image: Any) -> dict[str
         observer, device = worker.begin_job(kind)
         pipe = _pipeline(model, memory, device, no_half_vae)
         cache = video_cache(body.cache, "cache", body.steps)  # each run's own
-        videos = pipe(body.prompt, negative_prompt=body.negative_prompt, height=body.height,
-                      width=body.width, num_frames=body.frames, num_inference_steps=body.steps,
-                      guidance_scale=body.cfg_scale, seed=seed, sampler=body.sampler,
-                      image=image, callback=observer.step,
-                      guidance_scale_2=body.cfg_scale_2, cache=cache, control=control,
-                      conditioning_scale=body.control_scale)
+        sampling = dict(negative_prompt=body.negative_prompt, num_inference_steps=body.steps,
+                        guidance_scale=body.cfg_scale, seed=seed, sampler=body.sampler,
+                        callback=observer.step)
+        if pixels is not None:  # Wan 2.2 Animate
+            videos = pipe(body.prompt, pixels=pixels, segment_frames=segment,
+                          overlap=body.segment_overlap, **sampling)
+        else:
+            videos = pipe(body.prompt, height=body.height, width=body.width,
+                          num_frames=body.frames, image=image,
+                          guidance_scale_2=body.cfg_scale_2, cache=cache, control=control,
+                          conditioning_scale=body.control_scale, **sampling)
         frames = np.round(videos[0] * 255).astype(np.uint8)
         answer = {"video": _encoded(frames, body.format, body.fps), "format": body.format,
-                  "seed": seed, "frames": body.frames, "fps": body.fps, "width": body.width,
+                  "seed": seed, "frames": len(frames), "fps": body.fps, "width": body.width,
                   "height": body.height, "interrupted": observer.interrupted(),
                   "cache": None if cache is None else cache.summary(),
                   "memory": None if pipe.memory_mode is None else pipe.memory_mode.label}
