@@ -334,6 +334,7 @@ def run(args: argparse.Namespace) -> int:
                     guidance_scale=args.cfg_scale, seed=args.seed, rng=args.rng,
                     sampler=args.sampler, callback=bar.step)
     if pixels is not None:
+        assert isinstance(pipe, WanAnimatePipeline)
         videos = pipe(args.prompt, pixels=pixels, segment_frames=args.segment_frames,
                       overlap=args.segment_overlap, **sampling)
     else:
