@@ -115,7 +115,9 @@ class WanAnimatePipeline(WanPipeline):
                  guidance_scale: float = 1.0, seed: int = 0, rng: str = "torch",
                  sampler: str = "diffusers", max_sequence_length: int = 512,
                  callback: StepCallback | None = None) -> np.ndarray:
-        """Videos for `prompt` (one or a list): (B, pixels.frames, H, W, 3) float in [0, 1].
+        """Videos for `prompt` (one or a list): (B, pixels.frames, H, W, 3) float in [0, 1]
+        (fewer frames where `callback` stopped a segment by returning False: that segment's
+        frames decoded, no later one made).
         `pixels`: animate_inputs.animate_pixels (its background and mask: "replace").
         diffusers: `WanAnimatePipeline(image, pose_video, face_video, background_video,
         mask_video, prompt=, negative_prompt=, height=, width=, segment_frame_length=,
@@ -160,7 +162,7 @@ class WanAnimatePipeline(WanPipeline):
         shape = (batch, model.config["latent_channels"], latent_frames + 1, height // spatial,
                  width // spatial)
         contexts: dict[str, Tensor | None] = {}
-        videos, before = [], None
+        videos, before, stopped = [], None, [False]
         for index, start in enumerate(starts):
             # 2. the segment's noise, condition (the reference's frame first) and pose
             latents = generator.standard_normal(shape).astype(np.float32)
@@ -177,7 +179,9 @@ class WanAnimatePipeline(WanPipeline):
 
                 def step(done: int, total: int, x: np.ndarray, offset: int = index) -> Any:
                     assert callback is not None
-                    return callback(offset * total + done, len(starts) * total, x)
+                    going = callback(offset * total + done, len(starts) * total, x)
+                    stopped.append(going is False)
+                    return going
 
                 latents = self._denoise(
                     latents, condition, self._place(pose), face, contexts, guidance_scale,
@@ -188,5 +192,7 @@ class WanAnimatePipeline(WanPipeline):
             frames = self._pixels(np.ascontiguousarray(latents[:, :, 1:]))
             before = frames[:, :, -overlap:]
             videos.append(frames if start == 0 else frames[:, :, overlap:])
+            if stopped[-1]:  # interrupted: the frames so far, no further segment
+                break
         video = np.concatenate(videos, axis=2)[:, :, :pixels.frames]
         return np.clip(video / 2 + 0.5, 0.0, 1.0).transpose(0, 2, 3, 4, 1)

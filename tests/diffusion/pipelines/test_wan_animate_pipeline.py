@@ -5,6 +5,7 @@ the negative prompt and blank faces), each a video of two segments continuing fr
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -23,14 +24,14 @@ HEIGHT, WIDTH, FRAMES = 16, 32, 9
 
 @pytest.fixture(scope="module")
 def tiny_animate(tmp_path_factory: pytest.TempPathFactory, first_device: gpucore.Device
-                 ) -> tuple[Any, Any]:
-    """Ours and diffusers' pipeline of one tiny folder."""
+                 ) -> tuple[Any, Any, Path]:
+    """Ours and diffusers' pipeline of one tiny folder, and the folder."""
     from diffusion.pipelines.video.wan_animate import WanAnimatePipeline
 
     root = tmp_path_factory.mktemp("tiny-wan-animate")
     reference = tiny_wan_animate_pipeline(root)
-    return WanAnimatePipeline.from_pretrained(root / "wan-animate",
-                                              device=first_device), reference
+    folder = root / "wan-animate"
+    return WanAnimatePipeline.from_pretrained(folder, device=first_device), reference, folder
 
 
 @pytest.fixture
@@ -76,10 +77,11 @@ def _run(pipe: Any, reference: Any, x: dict[str, Any], replace: bool, segment: i
     return ours, expected
 
 
-def test_animate_equals_diffusers(tiny_animate: tuple[Any, Any], diffusers_prompts: None) -> None:
+def test_animate_equals_diffusers(tiny_animate: tuple[Any, Any, Path],
+                                 diffusers_prompts: None) -> None:
     """Animate, two segments of 5 frames (0-4, 4-8); another pose video visibly changes the
     video."""
-    pipe, reference = tiny_animate
+    pipe, reference, _ = tiny_animate
     x = _inputs(1)
     ours, expected = _run(pipe, reference, x, False, 5, num_inference_steps=2)
     assert ours.shape == (FRAMES, HEIGHT, WIDTH, 3)
@@ -89,10 +91,41 @@ def test_animate_equals_diffusers(tiny_animate: tuple[Any, Any], diffusers_promp
     assert np.abs(other - ours).mean() > 0.005  # measured 0.011, 3600 times the error
 
 
-def test_replace_equals_diffusers(tiny_animate: tuple[Any, Any], diffusers_prompts: None) -> None:
+def test_replace_equals_diffusers(tiny_animate: tuple[Any, Any, Path],
+                                 diffusers_prompts: None) -> None:
     """Replace, guided, two segments of 5 frames."""
-    pipe, reference = tiny_animate
+    pipe, reference, _ = tiny_animate
     ours, expected = _run(pipe, reference, _inputs(4), True, 5, num_inference_steps=2,
                           guidance_scale=3.0, negative_prompt="blurry")
     assert ours.shape == (FRAMES, HEIGHT, WIDTH, 3)
     assert np.abs(ours - expected).max() < 3e-5  # measured 5.2e-6
+
+
+def test_lowvram_and_interrupt(tiny_animate: tuple[Any, Any, Path], first_device: gpucore.Device
+                               ) -> None:
+    """--lowvram (the blocks streamed, the face encoders with the parts beside them) makes the
+    plain mode's frames bitwise; a callback returning False at the end of the first segment
+    stops there: that segment's frames, no second one."""
+    from diffusion.pipelines.sd.memory import MemoryMode
+    from diffusion.pipelines.video.animate_inputs import animate_pixels
+    from diffusion.pipelines.video.wan_animate import WanAnimatePipeline
+
+    pipe, _, folder = tiny_animate
+    x = _inputs(6)
+    pixels = animate_pixels(x["image"], x["pose"], x["face"], height=HEIGHT, width=WIDTH,
+                            face_size=FACE, background=x["background"], mask=x["mask"])
+    settings = {"pixels": pixels, "segment_frames": 5, "seed": 3, "num_inference_steps": 2,
+                "guidance_scale": 3.0}
+    calls: list[tuple[int, int]] = []
+
+    def stop(done: int, total: int, latents: np.ndarray) -> bool:
+        calls.append((done, total))
+        return done < 2
+
+    first = pipe(PROMPT, callback=stop, **settings)
+    assert calls == [(1, 4), (2, 4)] and first.shape[1] == 5
+    lowvram = WanAnimatePipeline.from_pretrained(folder, device=first_device, offload=True)
+    lowvram.set_memory_mode(MemoryMode(lowvram=True))
+    whole = lowvram(PROMPT, **settings)
+    assert whole.shape[1] == FRAMES
+    np.testing.assert_array_equal(whole[:, :5], first)
