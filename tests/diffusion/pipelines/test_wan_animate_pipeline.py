@@ -78,7 +78,7 @@ def _run(pipe: Any, reference: Any, x: dict[str, Any], replace: bool, segment: i
 
 
 def test_animate_equals_diffusers(tiny_animate: tuple[Any, Any, Path],
-                                 diffusers_prompts: None) -> None:
+                                  diffusers_prompts: None) -> None:
     """Animate, two segments of 5 frames (0-4, 4-8); another pose video visibly changes the
     video."""
     pipe, reference, _ = tiny_animate
@@ -92,7 +92,7 @@ def test_animate_equals_diffusers(tiny_animate: tuple[Any, Any, Path],
 
 
 def test_replace_equals_diffusers(tiny_animate: tuple[Any, Any, Path],
-                                 diffusers_prompts: None) -> None:
+                                  diffusers_prompts: None) -> None:
     """Replace, guided, two segments of 5 frames."""
     pipe, reference, _ = tiny_animate
     ours, expected = _run(pipe, reference, _inputs(4), True, 5, num_inference_steps=2,
