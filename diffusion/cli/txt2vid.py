@@ -292,8 +292,7 @@ def run(args: argparse.Namespace) -> int:
     image = _picture(args.image) if args.command == "img2vid" else None
     use_device_options(args)
     from ..loaders.wan.sources import resolve_wan
-    from ..pipelines.video import WanPipeline, video_cache
-    from ..pipelines.video.wan_animate import WanAnimatePipeline
+    from ..pipelines.video import WanAnimatePipeline, WanPipeline, video_cache
     from ..pipelines.video.wan_refuse import wan_refusals_of
 
     folder, files = resolve_wan(_source(args))

@@ -177,8 +177,7 @@ def _pipeline(model: tuple[Path, WanFiles], memory: MemoryMode | None, device: A
     `no_half_vae` (the server's --no-half-vae), loaded on first use (another model replaces
     it)."""
     from ....loaders.wan.folder import wan_family
-    from ....pipelines.video import WanPipeline
-    from ....pipelines.video.wan_animate import WanAnimatePipeline
+    from ....pipelines.video import WanAnimatePipeline, WanPipeline
 
     key, wanted = id(device), (*model, memory)
     if key not in _loaded or _loaded[key][0] != wanted:
