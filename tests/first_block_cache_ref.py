@@ -1,7 +1,8 @@
 """Shared pieces of the First Block Cache tests (tests/diffusion/models/test_step_cache_*.py):
 a short Euler run that records every flow, our transformer run uncached and cached beside a
-reference run, a spy on the decisions of diffusers' own hook, and the hook's rule laid over a
-FLUX-shaped diffusers model by hand (Chroma, FLUX.2: models the hook cannot run)."""
+reference run, a spy on the decisions of diffusers' own hook, the hook's rule laid over a
+FLUX-shaped diffusers model by hand (Chroma, FLUX.2: models the hook cannot run), and over
+diffusers' Wan VACE transformer with its hints inside the blocks (as ours caches them)."""
 
 from __future__ import annotations
 
@@ -126,4 +127,54 @@ def first_block_cache_by_hand(reference: Any, threshold: float) -> list[bool]:
     for block in singles:
         block.forward = middle(block.forward, False)
     last.forward = tail(last.forward)
+    return decisions
+
+
+def vace_first_block_cache_by_hand(model: Any, threshold: float, branches: int = 1
+                                   ) -> list[bool]:
+    """First Block Cache with the hints inside the blocks laid over diffusers'
+    WanVACETransformer3DModel `model` by hand: block 1's input (block 0's output and its
+    hint) decides, blocks 1... pass their input on when skipping, and the final norm's input
+    is the first block's output plus the tail residual (later blocks and hints) of the last
+    computed call. `branches`: calls taking turns, each with its own state (CFG's prompt and
+    negative prompt: 2). Returns the list each decision is appended to."""
+    states: list[dict[str, Any]] = [{} for _ in range(branches)]
+    turn = {"calls": 0, "state": states[0]}
+    decisions: list[bool] = []
+
+    def first(module: Any, args: tuple[Any, ...]) -> None:
+        turn["state"] = states[turn["calls"] % branches]
+        turn["calls"] += 1
+        turn["state"]["input"] = args[0]
+
+    def decide(module: Any, args: tuple[Any, ...]) -> None:
+        state = turn["state"]
+        residual = args[0] - state["input"]
+        previous = state.get("residual")
+        state["compute"] = previous is None or float(
+            (residual - previous).abs().mean() / previous.abs().mean()) > threshold
+        decisions.append(state["compute"])
+        state["head"] = args[0]
+        if state["compute"]:
+            state["residual"] = residual
+
+    def skipped(original: Callable[..., Any]) -> Callable[..., Any]:
+        def forward(hidden_states: Any, *args: Any, **kwargs: Any) -> Any:
+            if turn["state"]["compute"]:
+                return original(hidden_states, *args, **kwargs)
+            return hidden_states
+        return forward
+
+    def norm(module: Any, args: tuple[Any, ...]) -> tuple[Any, ...] | None:
+        state = turn["state"]
+        if state["compute"]:
+            state["tail"] = args[0] - state["head"].float()
+            return None
+        return (state["head"].float() + state["tail"],)
+
+    model.blocks[0].register_forward_pre_hook(first)
+    model.blocks[1].register_forward_pre_hook(decide)
+    for block in model.blocks[1:]:
+        block.forward = skipped(block.forward)
+    model.norm_out.register_forward_pre_hook(norm)
     return decisions

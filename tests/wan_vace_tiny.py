@@ -53,3 +53,15 @@ def tiny_wan_vace_pipeline(root: Path, *, boundary_ratio: float | None = None) -
         scheduler=diffusers.UniPCMultistepScheduler(**WAN_SCHEDULER))
     pipe.save_pretrained(root / ("wan-vace" if low is None else "wan-vace-a14b"))
     return pipe
+
+
+def vace_original_names(state: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    """A diffusers WanVACETransformer3DModel state dict in Wan VACE's original names (the
+    inverse of diffusers' converter: its VACE blocks' `before_proj` / `after_proj` are
+    diffusers' `proj_in` / `proj_out`, the rest as the base model's)."""
+    from wan_tiny import original_names
+
+    vace = {key.replace(".proj_in.", ".before_proj.").replace(".proj_out.", ".after_proj."):
+            value for key, value in state.items() if key.startswith("vace_blocks.")}
+    return original_names({**{k: v for k, v in state.items()
+                               if not k.startswith("vace_blocks.")}, **vace}, prefix)

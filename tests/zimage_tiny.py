@@ -98,6 +98,17 @@ def tiny_zimage_transformer(seed: int = 7) -> Any:
     return randomized(diffusers.ZImageTransformer2DModel(**ZIMAGE_TINY), seed, scale=0.3)
 
 
+ZIMAGE_OMNI_TINY: dict[str, Any] = {**ZIMAGE_TINY, "siglip_feat_dim": 24}
+
+
+def tiny_zimage_omni_transformer(seed: int = 8) -> Any:
+    """diffusers' ZImageTransformer2DModel of ZIMAGE_OMNI_TINY (Omni's SigLIP parts), random
+    weights scaled as tiny_zimage_transformer's."""
+    import diffusers
+
+    return randomized(diffusers.ZImageTransformer2DModel(**ZIMAGE_OMNI_TINY), seed, scale=0.3)
+
+
 def tiny_zimage_pipeline(root: Path) -> Any:
     """diffusers' ZImagePipeline of tiny random parts (Qwen3 40 wide, 4-channel latents, a
     VAE without quant convs and with FLUX's shift, Turbo's constant shift 3), saved to
@@ -112,6 +123,41 @@ def tiny_zimage_pipeline(root: Path) -> Any:
         scheduler=diffusers.FlowMatchEulerDiscreteScheduler(shift=3.0), vae=vae,
         text_encoder=tiny_qwen3(), tokenizer=tokenizer, transformer=tiny_zimage_transformer())
     pipe.save_pretrained(root / "z-image-turbo")
+    return pipe
+
+
+SIGLIP2_TINY: dict[str, Any] = dict(
+    hidden_size=ZIMAGE_OMNI_TINY["siglip_feat_dim"], intermediate_size=32, num_hidden_layers=1,
+    num_attention_heads=2, patch_size=8, num_patches=16)
+VISION_TOKENS = ["<|vision_start|>", "<|vision_end|>"]
+
+
+def tiny_zimage_omni_pipeline(root: Path) -> Any:
+    """diffusers' ZImageOmniPipeline of tiny random parts (tiny_zimage_pipeline's, a VAE of 4x
+    downsampling (diffusers takes condition pictures of 64 pixels a side or more), an Omni
+    transformer, a SigLIP2 vision tower of 8-pixel patches reading at most 12 of them, Qwen's
+    vision tokens in the tokenizer, the scheduler's default shifts by size), saved to
+    `root / "z-image-omni"`; returns the pipeline."""
+    import diffusers
+    import transformers
+    from transformers.models.siglip2.image_processing_pil_siglip2 import (
+        Siglip2ImageProcessorPil,
+    )
+
+    folder = tiny_qwen_tokenizer_with(root / "omni-tokenizer", VISION_TOKENS, special=True)
+    vae = randomized(diffusers.AutoencoderKL(**{
+        **VAE_TINY, "block_out_channels": (32,) * 3, "down_block_types": (
+            "DownEncoderBlock2D",) * 3, "up_block_types": ("UpDecoderBlock2D",) * 3},
+        use_quant_conv=False, use_post_quant_conv=False, scaling_factor=0.3611,
+        shift_factor=0.1159), 2)
+    siglip = randomized(transformers.Siglip2VisionModel(
+        transformers.Siglip2VisionConfig(**SIGLIP2_TINY)), 4, scale=0.6)
+    pipe = diffusers.ZImageOmniPipeline(
+        scheduler=diffusers.FlowMatchEulerDiscreteScheduler(use_dynamic_shifting=True),
+        vae=vae, text_encoder=tiny_qwen3(), tokenizer=transformers_tokenizer(folder),
+        transformer=tiny_zimage_omni_transformer(), siglip=siglip,
+        siglip_processor=Siglip2ImageProcessorPil(patch_size=8, max_num_patches=12))
+    pipe.save_pretrained(root / "z-image-omni")
     return pipe
 
 

@@ -17,8 +17,8 @@ from typing import Any
 
 from .options import whole
 
-__all__ = ["add_animate_options", "animate_defaults", "animate_named", "animate_pixels_of",
-           "check_animate", "refuse_animate"]
+__all__ = ["add_animate_options", "animate_named", "animate_pixels_of", "check_animate",
+           "refuse_animate"]
 
 SEGMENT = 77  # Wan Animate's segment: 21 latent frames
 _VIDEOS = (("pose_video", "--pose-video"), ("face_video", "--face-video"),
@@ -57,15 +57,6 @@ def add_animate_options(sub: argparse.ArgumentParser) -> None:
 def animate_named(args: argparse.Namespace) -> str | None:
     """The first Wan Animate option given, as the user typed it (None: none given)."""
     return next((flag for field, flag in _OPTIONS[:5] if getattr(args, field, None)), None)
-
-
-def animate_defaults(args: argparse.Namespace, animate: bool) -> None:
-    """--cfg-scale and --steps where not given: Wan Animate's 1 (unguided) and 20, Wan's 5
-    and 50."""
-    if args.cfg_scale is None:
-        args.cfg_scale = 1.0 if animate else 5.0
-    if args.steps is None:
-        args.steps = 20 if animate else 50
 
 
 def check_animate(args: argparse.Namespace) -> None:

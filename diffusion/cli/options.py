@@ -282,7 +282,8 @@ def _models(parser: argparse.ArgumentParser) -> None:
                         help="a VAE in place of the model's own: a diffusers VAE folder or a "
                              ".safetensors file (e.g. vae-ft-mse-840000-ema-pruned)")
     parser.add_argument("--text-encoder", action="append", metavar="FILE",
-                        help="FLUX / SD3: a text encoder file in place of the model's own "
+                        help="FLUX, SD3, Z-Image, Qwen-Image, FLUX.2, Wan: a text encoder file "
+                             "in place of the model's own "
                              "(t5xxl_fp16, t5xxl_fp8_e4m3fn[_scaled], clip_l, clip_g "
                              ".safetensors, or a T5 GGUF such as city96's "
                              "t5-v1_1-xxl-encoder-Q8_0.gguf); "

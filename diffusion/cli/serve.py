@@ -100,7 +100,8 @@ def add_serve_parser(commands: Any) -> argparse.ArgumentParser:
                           "model_base_caption_capfilt_large.pth and bert-base-uncased's "
                           "vocab.txt (default: --models-dir's BLIP)")
     sub.add_argument("--text-encoder", action="append", metavar="FILE",
-                     help="FLUX / SD3 models: a text encoder file in place of the model's own "
+                     help="FLUX, SD3, Z-Image, Qwen-Image, FLUX.2, Wan: a text encoder file "
+                          "in place of the model's own "
                           "(t5xxl_fp16 / _fp8_e4m3fn[_scaled], clip_l, clip_g .safetensors, "
                           "a T5 .gguf), for a single-file model "
                           "also the VAE it lacks (ae.safetensors), as Forge's VAE / Text "

@@ -24,7 +24,12 @@ _OPTIONS = (("control_video", "--control-video"), ("control_mask", "--control-ma
 
 def add_vace_options(sub: argparse.ArgumentParser) -> None:
     """Add the Wan VACE options to `sub` (txt2vid)."""
-    group = sub.add_argument_group("Wan VACE (a WanVACEPipeline folder)")
+    group = sub.add_argument_group("Wan VACE (a WanVACEPipeline folder, or a VACE transformer "
+                                   "file with --base)")
+    group.add_argument("--vace-module", metavar="FILE",
+                       help="a VACE module alone (Wan2_1-VACE_module_14B_bf16.safetensors: "
+                            "its vace_* tensors) joined to --model, the Wan 2.1 text-to-video "
+                            "transformer file of its size; needs --base")
     group.add_argument("--control-video", metavar="VIDEO|DIR",
                        help="the control video, --frames frames (resized to --width x "
                             "--height): an .mp4 / .webm (PyAV), an animated .webp / .gif, or a "

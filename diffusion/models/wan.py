@@ -196,9 +196,9 @@ class WanTransformer3DModel(nn.Module):
         patches, grid = wan_patches(hidden_states, self.patch)
         x = self.patch_embedding(patches)
         if patch_add is not None:
-            head = x.shape[1] - patch_add.shape[1]
-            x = concatenate([take_slice(x, 0, head, axis=1),
-                             take_slice(x, head, x.shape[1], axis=1) + patch_add], axis=1)
+            start = x.shape[1] - patch_add.shape[1]
+            x = concatenate([take_slice(x, 0, start, axis=1),
+                             take_slice(x, start, x.shape[1], axis=1) + patch_add], axis=1)
         segments, embeddings = self.segments(timestep, grid[0], grid[1] * grid[2])
         if context is None:
             context = self.encode_text(encoder_hidden_states)

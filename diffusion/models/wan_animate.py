@@ -10,6 +10,7 @@ and adds the result."""
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from typing import Any
 
@@ -183,7 +184,7 @@ class WanAnimateTransformer3DModel(WanTransformer3DModel):
             face_context = self.encode_face(face_pixel_values, motion_encode_batch_size)
         face = _batched(face_context, batch, "face video")
         pose = _batched(self.encode_pose(pose_hidden_states), batch, "pose latents")
-        tokens = hidden_states.size // (batch * hidden_states.shape[1] * np.prod(self.patch))
+        tokens = frames * height * width // math.prod(self.patch)
         if tokens % face.shape[1]:
             raise ValueError(f"the face video gives {face.shape[1]} face frames, which do not "
                              f"divide the latent video's {tokens} patches; give 4 * (latent "

@@ -6,6 +6,7 @@ tokens the face blocks attend to (models.wan_animate)."""
 
 from __future__ import annotations
 
+import itertools
 import math
 from typing import Any
 
@@ -118,7 +119,7 @@ class WanAnimateMotionEncoder(nn.Module):
         style, motion = cfg["motion_style_dim"], cfg["motion_dim"]
         self.conv_in = MotionConv2d(3, widths[0], 1, place)
         self.res_blocks = nn.ModuleList([MotionEncoderResBlock(a, b, place)
-                                         for a, b in zip(widths, widths[1:])])
+                                         for a, b in itertools.pairwise(widths)])
         self.conv_out = MotionConv2d(widths[-1], style, 4, place, bias=False, activation=False)
         self.motion_network = nn.ModuleList(
             [MotionLinear(style, style, place) for _ in range(4)]

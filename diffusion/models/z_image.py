@@ -109,19 +109,23 @@ class ZImageTransformer2DModel(nn.Module):
     W) (diffusers' sign: ZImagePipeline steps with its negation).
 
     Config: `transformer/config.json` of a Z-Image folder (diffusers' fields; the Omni
-    variant's `siglip_feat_dim` is not supported). Parameter names are diffusers'
+    variant's, with `siglip_feat_dim`, is models.z_image_omni's). Parameter names are diffusers'
     (`all_x_embedder.2-1.weight`, `noise_refiner.0.attention.to_q.weight`,
     `layers.0.adaLN_modulation.0.weight`, `cap_embedder.0.weight`, `x_pad_token`, ...).
     diffusers: `ZImageTransformer2DModel(list(x.unsqueeze(2)), t, captions).sample`, stacked
     and squeezed back to (B, C, H, W).
     """
 
+    omni = False  # whether the config may (and must) set siglip_feat_dim
+
     def __init__(self, config: dict[str, Any], *, dtype: Any = np.float32,
                  device: Device | None = None) -> None:
         cfg = {**_DEFAULTS, **config}
-        if cfg["siglip_feat_dim"] is not None:
-            raise ValueError("this is a Z-Image Omni transformer (siglip_feat_dim is set), which "
-                             "is not supported; use Z-Image (Turbo or Base)")
+        if (cfg["siglip_feat_dim"] is not None) != self.omni:
+            raise ValueError("this is a Z-Image Omni transformer (siglip_feat_dim is set); load "
+                             "it as Z-Image Omni" if cfg["siglip_feat_dim"] is not None else
+                             "this Z-Image transformer has no siglip_feat_dim: it is not a "
+                             "Z-Image Omni transformer; load it as Z-Image")
         dim, heads = cfg["dim"], cfg["n_heads"]
         if dim % heads or sum(cfg["axes_dims"]) != dim // heads:
             raise ValueError(f"axes_dims {tuple(cfg['axes_dims'])} must add up to the head "

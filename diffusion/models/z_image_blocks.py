@@ -48,6 +48,24 @@ def _swiglu_clipped(gate, up):  # float16 out: no cast pass, the same bits
     return np.float16(out if math.isnan(out) else min(max(out, -65504.0), 65504.0))
 
 
+@elementwise_kernel
+def _picked_scaled(x, noisy, scale_noisy, scale_clean):
+    return x * (1.0 + (scale_noisy if noisy > 0.5 else scale_clean))
+
+
+@elementwise_kernel
+def _picked_gated(residual, noisy, gate_noisy, gate_clean, y):
+    gate = float(gate_noisy) if noisy > 0.5 else float(gate_clean)
+    return float(residual) + math.tanh(gate) * float(y)
+
+
+@elementwise_kernel
+def _picked_gated_clipped(residual, noisy, gate_noisy, gate_clean, y):  # float16 as _gated
+    gate = float(gate_noisy) if noisy > 0.5 else float(gate_clean)
+    out = float(residual) + math.tanh(gate) * float(y)
+    return np.float16(out if math.isnan(out) else min(max(out, -65504.0), 65504.0))
+
+
 def _gated(residual: Tensor, gate: Tensor, y: Tensor) -> Tensor:
     """residual + tanh(gate) * y; a float16 stream clipped to +-65504 rather than turned to
     inf (Z-Image's bfloat16-trained activations overflow float16: ComfyUI and SD.Next clamp
@@ -55,6 +73,13 @@ def _gated(residual: Tensor, gate: Tensor, y: Tensor) -> Tensor:
     kernel = _tanh_gated_add_clipped if residual.dtype == np.float16 else _tanh_gated_add
     return cast(typing.cast(Tensor, kernel(residual, gate, y)), residual.dtype)
 
+
+
+def _picked_gated_add(residual: Tensor, noisy: Tensor, gates: tuple[Tensor, Tensor],
+                      y: Tensor) -> Tensor:
+    """`_gated` with each token's gate the noisy or the clean one, as `noisy` says."""
+    kernel = _picked_gated_clipped if residual.dtype == np.float16 else _picked_gated
+    return cast(typing.cast(Tensor, kernel(residual, noisy, *gates, y)), residual.dtype)
 
 
 def _norm_scaled(norm: RMSNorm, x: Tensor, mods: Modulation, index: int) -> Tensor:
@@ -117,15 +142,35 @@ class ZImageTransformerBlock(nn.Module):
         self.adaLN_modulation = (nn.ModuleList([nn.Linear(min(dim, ADALN), 4 * dim, **place)])
                                  if modulation else None)
 
-    def forward(self, x: Tensor, rotary: tuple[Tensor, Tensor], temb: Tensor | None) -> Tensor:
-        """x (1, L, dim); temb (1, 256) for a modulated block."""
+    def forward(self, x: Tensor, rotary: tuple[Tensor, Tensor], temb: Tensor | None,
+                picked: tuple[Tensor, Tensor] | None = None) -> Tensor:
+        """x (1, L, dim); temb (1, 256) for a modulated block. `picked`: Z-Image Omni's
+        (clean temb (1, 256), noisy (1, L, 1) 1 or 0), each token modulated by `temb` where
+        noisy, by the clean embedding where not (diffusers: `noise_mask`, `adaln_noisy`,
+        `adaln_clean`)."""
         if self.adaLN_modulation is None:
             x = x + self.attention_norm2(self.attention(self.attention_norm1(x), rotary))
             return x + self.ffn_norm2(self.feed_forward(self.ffn_norm1(x)))
         assert temb is not None, "a modulated block needs the timestep embedding"
+        if picked is not None:
+            return self._picked(x, rotary, temb, *picked)
         # (scale_msa, gate_msa, scale_mlp, gate_mlp): the norms read their scales in place
         mods = Modulation(self.adaLN_modulation[0](temb), 4)
         attn = self.attention(_norm_scaled(self.attention_norm1, x, mods, 0), rotary)
         x = _gated(x, mods[1], self.attention_norm2(attn))
         ff = self.feed_forward(_norm_scaled(self.ffn_norm1, x, mods, 2))
         return _gated(x, mods[3], self.ffn_norm2(ff))
+
+    def _picked(self, x: Tensor, rotary: tuple[Tensor, Tensor], temb: Tensor, clean: Tensor,
+                noisy: Tensor) -> Tensor:
+        assert self.adaLN_modulation is not None
+        mods = [Modulation(self.adaLN_modulation[0](t), 4) for t in (temb, clean)]
+
+        def scaled_by(normed: Tensor, index: int) -> Tensor:
+            out = _picked_scaled(normed, noisy, mods[0][index], mods[1][index])
+            return cast(typing.cast(Tensor, out), x.dtype)
+
+        attn = self.attention(scaled_by(self.attention_norm1(x), 0), rotary)
+        x = _picked_gated_add(x, noisy, (mods[0][1], mods[1][1]), self.attention_norm2(attn))
+        ff = self.feed_forward(scaled_by(self.ffn_norm1(x), 2))
+        return _picked_gated_add(x, noisy, (mods[0][3], mods[1][3]), self.ffn_norm2(ff))

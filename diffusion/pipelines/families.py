@@ -19,11 +19,11 @@ from dataclasses import dataclass
 from ..loaders.flow.chroma import chroma_family
 from ..loaders.flow.file import flow_model_family
 from ..loaders.flux2 import flux2_distilled, flux2_family
-from ..loaders.kandinsky5 import kandinsky5_family
+from ..loaders.kandinsky5 import kandinsky5_family, kandinsky5_video_family
 from ..loaders.krea2 import krea2_family
 from ..loaders.qwen_image import qwenimage21_family, qwenimage_family
 from ..loaders.wan import wan_family, wan_file_family
-from ..loaders.z_image import zimage_family
+from ..loaders.z_image import zimage_family, zimage_omni_family
 from .contract import Capabilities, LoadOptions, Pipeline, SamplingDefaults
 from .flow.fill_model import fill_capabilities, fill_defaults, fill_family, load_fill_model
 from .flow.flow_capabilities import flow_capabilities, transformer_config
@@ -54,6 +54,11 @@ from .flow.qwen_image_edit_model import (
 )
 from .flow.qwen_image_model import load_qwenimage_model, qwenimage_capabilities, qwenimage_defaults
 from .flow.z_image_model import load_zimage_model, zimage_capabilities, zimage_defaults
+from .flow.z_image_omni_model import (
+    load_zimage_omni_model,
+    zimage_omni_capabilities,
+    zimage_omni_defaults,
+)
 from .sd.unet_load import any_checkpoint, load_unet_model, unet_capabilities_of, unet_defaults
 from .video import refuse_pictures
 
@@ -114,6 +119,9 @@ FAMILIES: tuple[FamilyLoader, ...] = (
     FamilyLoader("Z-Image (Turbo, Base)", zimage_family, load_zimage_model, zimage_defaults,
                  latent_channels=16, single_file_base=True,
                  capabilities=lambda path, family: zimage_capabilities(family)),
+    FamilyLoader("Z-Image Omni", zimage_omni_family, load_zimage_omni_model,
+                 zimage_omni_defaults, latent_channels=16,
+                 capabilities=lambda path, family: zimage_omni_capabilities(family)),
     FamilyLoader("FLUX.2 (klein, dev)", flux2_family, load_flux2_model, flux2_defaults,
                  latent_channels=32, single_file_base=True,
                  capabilities=lambda path, family: flux2_capabilities(
@@ -132,11 +140,13 @@ FAMILIES: tuple[FamilyLoader, ...] = (
     FamilyLoader("Qwen-Image-Edit", qwenimage_edit_family, load_qwenimage_edit_model,
                  qwenimage_edit_defaults, latent_channels=16, single_file_base=True,
                  capabilities=lambda path, family: qwenimage_edit_capabilities(family)),
-    # a video model: its folder or transformer file is told apart so that txt2img says to use
+    # the video models: a folder or transformer file is told apart so that txt2img says to use
     # txt2vid
     FamilyLoader("Wan 2.1 / 2.2 (videos: txt2vid)",
                  lambda path: wan_family(path) or wan_file_family(path), refuse_pictures,
                  lambda path, family: None, latent_channels=16),
+    FamilyLoader("Kandinsky 5 Video Lite (videos: txt2vid)", kandinsky5_video_family,
+                 refuse_pictures, lambda path, family: None, latent_channels=16),
     FamilyLoader("SD 1.x/2.x, SDXL (base, refiner, Turbo)", any_checkpoint, load_unet_model,
                  unet_defaults, capabilities=unet_capabilities_of),
 )

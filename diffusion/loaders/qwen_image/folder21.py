@@ -23,7 +23,7 @@ from ..errors import WeightsError
 from ..formats.diffusers_folder import pipeline_class, pipeline_index, read_json
 from ..formats.dit_folder import DiTWeights, dit_weights
 from ..weights import ComponentWeights, TensorRef, resolve_dtype
-from .folder import _vision_refs, language_model_refs, qwen_tokenizer
+from .folder import language_model_refs, qwen_tokenizer, vision_refs
 
 __all__ = ["QwenImage21Weights", "load_qwenimage21_folder", "qwen3_vl_text_config",
            "qwenimage21_family"]
@@ -98,9 +98,9 @@ def load_qwenimage21_folder(path: str | os.PathLike[str], *, dtype: Any = None,
               ) -> tuple[dict[str, Any], dict[str, TensorRef]]:
         if name != "text_encoder":
             return config, refs
-        vision, vision_refs = config.get("vision_config"), _vision_refs(refs)
-        if isinstance(vision, dict) and vision_refs:
-            extra["vision"] = ComponentWeights("vision", vision, vision_refs,
+        vision, tower_refs = config.get("vision_config"), vision_refs(refs)
+        if isinstance(vision, dict) and tower_refs:
+            extra["vision"] = ComponentWeights("vision", vision, tower_refs,
                                                dtype=resolve_dtype(dtype))
         return qwen3_vl_text_config(config), language_model_refs(refs)
 

@@ -3,7 +3,9 @@ users have it (Comfy-Org's Wan_2.1_ComfyUI_repackaged / Wan_2.2_ComfyUI_Repackag
 
     transformer     wan2.1_t2v_1.3B_bf16.safetensors, wan2.1_t2v_14B_fp8_e4m3fn.safetensors,
                     wan2.2_t2v_high_noise_14B_fp8_scaled.safetensors, a city96 GGUF
-                    (`load_wan_file`)
+                    (`load_wan_file`); Wan VACE's wan2.1_vace_14B_fp16.safetensors
+    vace_module     Kijai's Wan2_1-VACE_module_14B_bf16.safetensors, joined to a plain
+                    Wan 2.1 text-to-video transformer file: Wan VACE
     transformer_2   Wan 2.2 A14B's low-noise expert: wan2.2_t2v_low_noise_14B_*.safetensors
     text_encoder    umt5_xxl_fp16.safetensors, umt5_xxl_fp8_e4m3fn_scaled.safetensors
                     (transformers' T5 names; the scaled float8 read by formats.safetensors),
@@ -15,7 +17,9 @@ users have it (Comfy-Org's Wan_2.1_ComfyUI_repackaged / Wan_2.2_ComfyUI_Repackag
 The folder gives what no file does: the tokenizer, the scheduler, model_index.json (Wan 2.2
 A14B's boundary_ratio, TI2V's expand_timesteps), the configs the shapes do not tell, and
 every component no file replaces (the folder may hold only those; a missing one is named
-with the file that stands in for it).
+with the file that stands in for it). A VACE transformer file makes the model Wan VACE
+whatever the folder's pipeline (a Wan 2.1 text-to-video folder serves: VACE reads the same
+UMT5, VAE and scheduler); a plain one makes it plain Wan.
 
     weights = load_wan("Wan2.1-T2V-1.3B-Diffusers",
                        WanFiles(transformer="wan2.1_t2v_1.3B_fp16.safetensors"))
@@ -55,9 +59,10 @@ class WanFiles:
     text_encoder: Source = None
     image_encoder: Source = None
     vae: Source = None
+    vace_module: Source = None
 
     def given(self) -> dict[str, Path]:
-        """The components given as files, by name."""
+        """The components given as files, by name (and the VACE module as "vace_module")."""
         return {f.name: Path(value) for f in fields(self)
                 if (value := getattr(self, f.name)) is not None}
 
@@ -117,16 +122,26 @@ def load_wan(base: str | os.PathLike[str], files: WanFiles | None = None, *,
     """Lazy weights of the Wan folder `base` with `files` in place of its components (module
     docstring). WeightsError naming the file or folder at fault, or the file to add."""
     given = (files or WanFiles()).given()
-    weights = load_wan_folder(base, dtype=dtype, variant=variant, skip=tuple(given))
+    weights = load_wan_folder(base, dtype=dtype, variant=variant,
+                              skip=tuple(name for name in given if name != "vace_module"))
     resolved = resolve_dtype(dtype)
+    if "vace_module" in given and "transformer" not in given:
+        raise WeightsError(f"{given['vace_module']}: a VACE module joins a Wan transformer "
+                           "file; give the Wan 2.1 text-to-video transformer file as the model")
     for name in ("transformer", "transformer_2"):
-        if name in given and weights.vace:
-            raise WeightsError(f"{given[name]}: a single-file Wan VACE transformer is not read "
-                               f"yet; give the VACE diffusers folder {base} as the model")
         if name in given:
             config = component_config(base, name) or (
                 component_config(base, "transformer") if name == "transformer_2" else None)
-            setattr(weights, name, load_wan_file(given[name], dtype=dtype, config=config))
+            module = given.get("vace_module") if name == "transformer" else None
+            setattr(weights, name, load_wan_file(given[name], dtype=dtype, config=config,
+                                                 vace_module=module))
+    if "transformer" in given:  # the file says whether the model is VACE, not the folder
+        kinds = {part.config.get("_class_name") == "WanVACETransformer3DModel"
+                 for part in (weights.transformer, weights.transformer_2) if part is not None}
+        if len(kinds) > 1:
+            raise WeightsError("one Wan 2.2 expert is VACE and the other not: give both "
+                               "experts' VACE files (or neither)")
+        weights.vace = kinds.pop()
     if "transformer_2" in given and weights.boundary_ratio is None:
         raise WeightsError(f"--model-2 {given['transformer_2']}: the folder {base} sets no "
                            "boundary_ratio (model_index.json); a second expert needs a Wan "

@@ -15,7 +15,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from .file import wan_file_family
+from .file import is_vace_module, wan_file_family
 from .files import WanFiles
 from .folder import FILE_EXAMPLES, missing_parts, wan_family
 
@@ -24,7 +24,7 @@ __all__ = ["CLI_NAMES", "Names", "WanSource", "check_wan_paths", "resolve_wan"]
 _SUFFIXES = (".safetensors", ".gguf")
 # WanSource's fields -> the components of WanFiles they replace
 _PARTS = {"model": "transformer", "model_2": "transformer_2", "text_encoder": "text_encoder",
-          "vae": "vae", "clip_vision": "image_encoder"}
+          "vae": "vae", "clip_vision": "image_encoder", "vace_module": "vace_module"}
 
 
 @dataclass(frozen=True)
@@ -41,7 +41,7 @@ class Names:
 
 CLI_NAMES = Names({"model": "--model", "base": "--base", "model_2": "--model-2",
                    "text_encoder": "--text-encoder", "vae": "--vae",
-                   "clip_vision": "--clip-vision"})
+                   "clip_vision": "--clip-vision", "vace_module": "--vace-module"})
 
 
 @dataclass(frozen=True)
@@ -55,6 +55,7 @@ class WanSource:
     text_encoder: Path | None = None
     vae: Path | None = None
     clip_vision: Path | None = None
+    vace_module: Path | None = None
 
     def files(self) -> dict[str, Path]:
         """The files given, by WanSource field ("model" only when it is a file)."""
@@ -83,6 +84,10 @@ def check_wan_paths(source: WanSource, names: Names = CLI_NAMES) -> None:
         raise ValueError(f"{names['model_2']} is the low-noise expert's file: give the "
                          f"high-noise expert's as {names['model']} and the Wan 2.2 A14B folder "
                          f"as {names['base']}")
+    if source.vace_module and not model.is_file():
+        raise ValueError(f"{names['vace_module']} joins a Wan transformer file: give the Wan "
+                         f"2.1 text-to-video transformer file as {names['model']} and its "
+                         f"diffusers folder as {names['base']}")
     if base and not base.is_dir():
         raise ValueError(f"{names['base']} {base}: not a folder (give the Wan diffusers "
                          "folder)")
@@ -103,15 +108,24 @@ def resolve_wan(source: WanSource, names: Names = CLI_NAMES) -> tuple[Path, WanF
                          "Wan diffusers folder (its model_index.json must name a WanPipeline, "
                          "WanImageToVideoPipeline, WanVACEPipeline or WanAnimatePipeline)")
     given = source.files()
-    kind = {"wan-vace": "VACE", "wan-animate": "Animate"}.get(str(wan_family(folder)))
-    if kind and ({"model", "model_2"} & set(given)):
-        raise ValueError(f"{names['model']} {source.model}: a single-file Wan {kind} "
-                         f"transformer is not read yet; give the {kind} diffusers folder as "
+    if wan_family(folder) == "wan-animate" and ({"model", "model_2"} & set(given)):
+        raise ValueError(f"{names['model']} {source.model}: a single-file Wan Animate "
+                         "transformer is not read yet; give the Animate diffusers folder as "
                          f"{names['model']}")
     for field in ("model", "model_2"):
+        if field in given and is_vace_module(given[field]):
+            option = names.fields.get("vace_module")
+            raise ValueError(f"{names[field]} {given[field]}: a Wan VACE module alone (its "
+                             "vace_* tensors only), which joins a base Wan file; " + (
+                                 f"give it as {option} and the Wan 2.1 text-to-video "
+                                 f"transformer file as {names['model']}" if option else
+                                 "choose a whole Wan VACE transformer file or folder"))
         if field in given and wan_file_family(given[field]) is None:
             raise ValueError(f"{names[field]} {given[field]}: holds no Wan transformer "
                              "(blocks.0.self_attn.q.weight ...)")
+    if "vace_module" in given and not is_vace_module(given["vace_module"]):
+        raise ValueError(f"{names['vace_module']} {given['vace_module']}: not a Wan VACE module "
+                         "(vace_blocks.N.* and vace_patch_embedding.* tensors alone)")
     parts = {_PARTS[field]: path for field, path in given.items()}
     missing = missing_parts(folder, tuple(parts))
     if missing:

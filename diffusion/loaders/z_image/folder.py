@@ -1,7 +1,8 @@
 """Diffusers folders of Z-Image (`ZImagePipeline`): transformer/ (ZImageTransformer2DModel),
 text_encoder/ (transformers' Qwen3Model, or a Qwen3ForCausalLM whose `model.` prefix and
 `lm_head` are dropped here), tokenizer/ (Qwen's tokenizer.json), vae/ (AutoencoderKL, FLUX's)
-and scheduler/ (FlowMatchEulerDiscreteScheduler).
+and scheduler/ (FlowMatchEulerDiscreteScheduler); Z-Image Omni's (`ZImageOmniPipeline`) the
+same with siglip/ and siglip_processor/ (its SigLIP2 vision tower, loaders.z_image.siglip).
 
 Each component goes through the safetensors walk (`.fp16` variants, sharded
 `.safetensors.index.json`) into lazy `ComponentWeights`; the models' own `load_state_dict`
@@ -29,9 +30,10 @@ from ..formats.dit_folder import DIT_COMPONENTS, DiTWeights, dit_weights
 from ..weights import TensorRef
 from .file import zimage_file_family
 
-__all__ = ["ZImageWeights", "load_zimage_folder", "zimage_family"]
+__all__ = ["ZImageWeights", "load_zimage_folder", "zimage_family", "zimage_omni_family"]
 
 _CLASS = "ZImagePipeline"
+_OMNI = "ZImageOmniPipeline"
 
 
 class ZImageWeights(DiTWeights):
@@ -48,16 +50,26 @@ def zimage_family(path: str | os.PathLike[str]) -> str | None:
     return "z-image" if pipeline_class(root) == _CLASS else None
 
 
+def zimage_omni_family(path: str | os.PathLike[str]) -> str | None:
+    """"z-image-omni" for a diffusers folder whose model_index.json names a
+    ZImageOmniPipeline, None for anything else."""
+    return "z-image-omni" if pipeline_class(Path(path)) == _OMNI else None
+
+
 def load_zimage_folder(path: str | os.PathLike[str], *, dtype: Any = None,
-                       variant: str | None = None, skip: tuple[str, ...] = ()
-                       ) -> ZImageWeights:
+                       variant: str | None = None, skip: tuple[str, ...] = (),
+                       omni: bool = False) -> ZImageWeights:
     """Lazy weights of the Z-Image diffusers folder `path`. `dtype`: None (as stored;
     bfloat16 read as float32), "float16" or "float32"; `variant`: e.g. "fp16"; `skip`:
     "transformer" and/or "text_encoder", left out (None; single files replace them, and the
     folder need not hold them). WeightsError naming the file or folder when it is not a
-    Z-Image pipeline or a component is missing."""
+    Z-Image pipeline or a component is missing. `omni`: a Z-Image Omni folder (its SigLIP2
+    tower is left to loaders.z_image.siglip)."""
     root = Path(path)
-    pipeline_index(root, _CLASS, DIT_COMPONENTS)
+    if omni:
+        pipeline_index(root, _OMNI, (*DIT_COMPONENTS, "siglip", "siglip_processor"))
+    else:
+        pipeline_index(root, _CLASS, DIT_COMPONENTS)
     parts = dit_weights(root, dtype=dtype, variant=variant, skip=skip, adapt=_adapt)
     tokenizer = root / "tokenizer"
     if not (tokenizer / "tokenizer.json").is_file():

@@ -47,7 +47,8 @@ from .flow_memory import load_network
 from .start import StepCallback, check_call, check_sides, flow_schedule, run_euler, single_files
 from .vae_file import network_like
 
-__all__ = ["TEXT_LAYERS", "Flux2KleinPipeline", "empirical_mu", "reference_picture"]
+__all__ = ["TEXT_LAYERS", "Flux2KleinPipeline", "empirical_mu", "reference_picture",
+           "shrunk_picture"]
 
 
 TEXT_LAYERS = (9, 18, 27)  # Qwen3's hidden states klein reads, side by side
@@ -67,13 +68,10 @@ def empirical_mu(image_tokens: int, steps: int) -> float:
     return float(slope * steps + at_200 - 200.0 * slope)
 
 
-def reference_picture(image: Any, multiple: int = 16, area: int = 1024 * 1024
-                      ) -> np.ndarray:
-    """A reference picture (PIL or HxWx3 uint8) as FLUX.2 reads it: (H, W, 3) float32 in
-    [0, 1], shrunk (Lanczos) to about `area` pixels where larger, its sides floored to
-    `multiple` (the VAE's 8 and the 2x2 patches) by a centred crop. diffusers:
-    Flux2KleinPipeline's step 4 (`_resize_to_target_area`, `preprocess(...,
-    resize_mode="crop")`)."""
+def shrunk_picture(image: Any, area: int = 1024 * 1024) -> Any:
+    """A reference picture (PIL or HxWx3 uint8) as an RGB PIL picture, shrunk (Lanczos) to
+    about `area` pixels where larger. diffusers: Flux2ImageProcessor._resize_to_target_area
+    where the picture is larger."""
     from PIL import Image
 
     picture = rgb_picture(image)
@@ -82,10 +80,21 @@ def reference_picture(image: Any, multiple: int = 16, area: int = 1024 * 1024
         scale = math.sqrt(area / (width * height))
         picture = picture.resize((int(width * scale), int(height * scale)),
                                  Image.Resampling.LANCZOS)
-        width, height = picture.size
+    return picture
+
+
+def reference_picture(image: Any, multiple: int = 16, area: int = 1024 * 1024,
+                      model: str = "FLUX.2") -> np.ndarray:
+    """A reference picture (PIL or HxWx3 uint8) as FLUX.2 reads it: (H, W, 3) float32 in
+    [0, 1], shrunk (Lanczos) to about `area` pixels where larger, its sides floored to
+    `multiple` (the VAE's 8 and the 2x2 patches) by a centred crop. diffusers:
+    Flux2KleinPipeline's step 4 (`_resize_to_target_area`, `preprocess(...,
+    resize_mode="crop")`)."""
+    picture = shrunk_picture(image, area)
+    width, height = picture.size
     cropped_width, cropped_height = width // multiple * multiple, height // multiple * multiple
     if cropped_width < multiple or cropped_height < multiple:
-        raise ValueError(f"a FLUX.2 reference picture must be at least {multiple}x{multiple} "
+        raise ValueError(f"a {model} reference picture must be at least {multiple}x{multiple} "
                          f"pixels, got {width}x{height}; give a larger one")
     left, top = (width - cropped_width) // 2, (height - cropped_height) // 2
     picture = picture.crop((left, top, left + cropped_width, top + cropped_height))

@@ -113,9 +113,15 @@ class ZImagePipeline:
         its chat-templated tokens, the padding dropped. diffusers:
         `ZImagePipeline._encode_prompt`. Right-padded batches are padded to their longest
         prompt only (the causal encoder's states of the kept tokens are the same)."""
-        chats = [qwen3_chat_prompt(p, enable_thinking=True) for p in prompts]
+        return self.encode_texts([qwen3_chat_prompt(p, enable_thinking=True) for p in prompts],
+                                 max_sequence_length)
+
+    def encode_texts(self, texts: Sequence[str], max_sequence_length: int = 512
+                     ) -> list[Tensor]:
+        """Each text's caption states (L_i, hidden) float32, the texts already templated
+        (`encode_prompt`; Z-Image Omni's caption pieces)."""
         padding = "longest" if self.tokenizer.padding_side == "right" else "max_length"
-        ids, mask = self.tokenizer(chats, max_sequence_length, padding=padding)
+        ids, mask = self.tokenizer(texts, max_sequence_length, padding=padding)
         states = self.text_encoder.hidden_states(ids, mask, layer=TEXT_LAYER)
         captions = []
         for row, keep in enumerate(mask.astype(bool)):

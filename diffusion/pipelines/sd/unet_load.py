@@ -94,8 +94,9 @@ def load_unet_model(path: str | os.PathLike[str], detected: str, options: LoadOp
         weights = gguf_pipeline_weights(path, dtype=dtype, prediction_type=prediction_type,
                                         base=base, modules=text_encoders)
     elif text_encoders:
-        raise ValueError("text encoder files (--text-encoder) are for FLUX / SD3 models and "
-                         f"UNet-only GGUFs; {Path(path).name} is neither")
+        raise ValueError("text encoder files (--text-encoder) are for FLUX, SD3, Z-Image, "
+                         "Qwen-Image, FLUX.2 and Wan models and UNet-only GGUFs; "
+                         f"{Path(path).name} is none of them")
     elif base is not None:  # the families whose registry line has single_file_base
         raise ValueError("a base model (--base) is for UNet-only GGUFs and the single-file "
                          "transformers of Z-Image, Qwen-Image (Edit), FLUX.2 and Kandinsky 5; "

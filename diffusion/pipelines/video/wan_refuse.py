@@ -34,11 +34,12 @@ def check_frame_count(frames: int, temporal: int = 4) -> None:
 
 
 def refuse_pictures(path: str | os.PathLike[str], family: str, options: Any) -> Any:
-    """The picture registry's loader for a Wan folder or transformer file
-    (`pipelines.families`): a video model makes no pictures, so ValueError in one line saying
-    which command makes its videos."""
+    """The picture registry's loader for a video model (`pipelines.families`: a Wan folder or
+    transformer file, a Kandinsky 5 Video folder, `family` "kandinsky-5-video"): a video model
+    makes no pictures, so ValueError in one line saying which command makes its videos."""
     base = " --base WAN_FOLDER" if Path(path).is_file() else ""
-    raise ValueError(f"{path} is a Wan text-to-video model: make videos with `python -m "
+    what = "Kandinsky 5 Video" if family == "kandinsky-5-video" else "Wan"
+    raise ValueError(f"{path} is a {what} text-to-video model: make videos with `python -m "
                      f"diffusion txt2vid --model {path}{base} --prompt ...`")
 
 
@@ -59,7 +60,7 @@ def refuse_wan(*, second_expert: bool, expand_timesteps: bool, conditioned: bool
     gives it, e.g. "--control-video") for a model without VACE; nothing otherwise."""
     if control is not None and not vace:
         raise ValueError(f"{control} needs a Wan VACE model (a diffusers folder whose "
-                         "model_index.json names WanVACEPipeline)")
+                         "model_index.json names WanVACEPipeline, or a VACE transformer file)")
     if image and vace:
         raise ValueError("Wan VACE takes no first frame to animate: give the picture as the "
                          "control video's first frame and a mask that keeps it (black)")
@@ -88,13 +89,16 @@ def wan_refusals_of(folder: str | os.PathLike[str], files: WanFiles, *, image: b
     listed, expand_timesteps = wan_layout(folder)
     given = files.given()
     config = component_config(folder, "transformer")
-    if "transformer" in given:
+    vace = wan_family(folder) == "wan-vace"
+    if "transformer" in given:  # the file (and a VACE module) says whether it is VACE
         try:
-            config = load_wan_file(given["transformer"], config=config).config
+            config = load_wan_file(given["transformer"], config=config,
+                                   vace_module=given.get("vace_module")).config
+            vace = config.get("_class_name") == "WanVACETransformer3DModel"
         except WeightsError:
             config = None
     refuse_wan(second_expert=listed or "transformer_2" in given,
                expand_timesteps=expand_timesteps, image=image,
                conditioned=config is not None and image_conditioned(config),
                cache_kind=cache_kind, guidance_scale_2=guidance_scale_2,
-               vace=wan_family(folder) == "wan-vace", control=control)
+               vace=vace, control=control)

@@ -3,8 +3,9 @@ face videos (`pose_video`, `face_video`) and, to replace a person in a video, th
 its mask (`background_video`, `mask_video`: white where the person is), each a list of base64
 pictures, one a frame; `segment_frames` and `segment_overlap`, as `txt2vid --animate-image PIC
 --pose-video DIR ...` takes them (cli.animate). The pose video's length is the video's
-(`frames` is not read); `steps` and `cfg_scale` not sent are Wan Animate's 20 and 1. What
-another model or Wan Animate does not take is refused in one line before the queue."""
+(`frames` is not read); what a request leaves out is Wan Animate's defaults
+(pipelines.video.models.WAN_ANIMATE: 1280 x 720, 20 steps, unguided). What another model or
+Wan Animate does not take is refused in one line before the queue."""
 
 from __future__ import annotations
 
@@ -13,7 +14,7 @@ from typing import Any
 
 from ...loaders.wan.folder import wan_family
 
-__all__ = ["FIELDS", "animate_named", "animate_pixels_of", "animate_settings"]
+__all__ = ["FIELDS", "animate_named", "animate_pixels_of", "refuse_animate"]
 
 FIELDS = ("animate_image", "pose_video", "face_video", "background_video", "mask_video")
 SEGMENT = 77  # Wan Animate's segment: 21 latent frames
@@ -24,10 +25,10 @@ def animate_named(body: Any) -> str | None:
     return next((name for name in FIELDS if getattr(body, name, None)), None)
 
 
-def animate_settings(body: Any, folder: Path, image: bool, control: str | None) -> Any:
-    """The request with Wan Animate's steps and guidance where not sent (a Wan Animate
-    folder), after the refusals: its fields for another model, a Wan Animate request without
-    them or with what it does not take (ValueError in one line)."""
+def refuse_animate(body: Any, folder: Path, image: bool, control: str | None) -> bool:
+    """Whether `folder` is Wan 2.2 Animate, after the refusals: its fields for another model,
+    a Wan Animate request without them or with what it does not take (`image`: a first frame;
+    `control`: the VACE field given), ValueError in one line."""
     animate, named = wan_family(folder) == "wan-animate", animate_named(body)
     if named and not animate:
         raise ValueError(f"{named} needs a Wan 2.2 Animate model (a diffusers folder whose "
@@ -35,7 +36,7 @@ def animate_settings(body: Any, folder: Path, image: bool, control: str | None) 
     if body.segment_frames is not None and not animate:
         raise ValueError("segment_frames is for Wan 2.2 Animate models")
     if not animate:
-        return body
+        return False
     for name in FIELDS[:3]:
         if not getattr(body, name):
             raise ValueError(f"Wan 2.2 Animate needs {name} (the character picture, the pose "
@@ -49,15 +50,14 @@ def animate_settings(body: Any, folder: Path, image: bool, control: str | None) 
                         (body.cfg_scale_2 is not None, "cfg_scale_2"), (control, control)):
         if given:
             raise ValueError(f"Wan 2.2 Animate does not take {what}")
-    given = body.model_fields_set
-    return body.model_copy(update={"steps": body.steps if "steps" in given else 20,
-                                   "cfg_scale": body.cfg_scale if "cfg_scale" in given else 1.0})
+    return True
 
 
-def animate_pixels_of(body: Any, folder: Path) -> tuple[Any, int | None]:
+def animate_pixels_of(body: Any, folder: Path, settings: Any) -> tuple[Any, int | None]:
     """The request's picture and videos decoded and fitted (animate_inputs.AnimatePixels,
-    host only) and its segment length (77, or fewer for a shorter pose video); (None, None)
-    for a request without them. ValueError (ImageError) in one line."""
+    host only) at `settings`' size (the request's, or the family's defaults) and its segment
+    length (77, or fewer for a shorter pose video); (None, None) for a request without them.
+    ValueError (ImageError) in one line."""
     from ...imaging import eight_bit
     from ...loaders.formats.diffusers_folder import component_config
     from ...pipelines.video.animate_inputs import TEMPORAL, animate_pixels, check_segments
@@ -80,7 +80,7 @@ def animate_pixels_of(body: Any, folder: Path) -> tuple[Any, int | None]:
     config = component_config(folder, "transformer") or {}
     pixels = animate_pixels(
         decode_image(body.animate_image, "animate_image"), videos["pose_video"],
-        videos["face_video"], height=body.height, width=body.width,
+        videos["face_video"], height=settings.height, width=settings.width,
         face_size=int(config.get("motion_encoder_size", 512)),
         background=videos.get("background_video"), mask=videos.get("mask_video"),
         names=FIELDS[1:])

@@ -1,4 +1,4 @@
-"""The memory modes of Qwen-Image, Qwen-Image-Edit, Qwen-Image 2.1, Z-Image, Krea 2,
+"""The memory modes of Qwen-Image, Qwen-Image-Edit, Qwen-Image 2.1, Z-Image (and Omni), Krea 2,
 Kandinsky 5, FLUX.1, SD3 and Chroma on tiny folders: loaded with
 `offload` every network is in host memory until it runs; --lowvram, --medvram and --max-vram
 each give the plain run's picture bitwise; under --lowvram the GPU holds a block of the
@@ -23,7 +23,7 @@ from qwenedit_tiny import tiny_qwenimage_edit_pipeline
 from qwenimage21_tiny import tiny_qwenimage21_pipeline
 from qwenimage_tiny import tiny_qwenimage_pipeline
 from support import generate_within_budget
-from zimage_tiny import tiny_zimage_pipeline
+from zimage_tiny import tiny_zimage_omni_pipeline, tiny_zimage_pipeline
 
 import gpucore
 from diffusion.pipelines.flow.flow_memory import smallest_flow_budget
@@ -45,6 +45,9 @@ FAMILIES = {
     "qwen-image-2.1": (tiny_qwenimage21_pipeline, "qwen-image-2.1",
                        {"cfg_scale": 4.0, "width": 64, "height": 32}, 1 << 18),
     "z-image": (tiny_zimage_pipeline, "z-image-turbo", {"cfg_scale": 2.0}, 1 << 18),
+    # Omni: SigLIP2's tower in the text unit, a condition picture encoded by the VAE
+    "z-image-omni": (tiny_zimage_omni_pipeline, "z-image-omni",
+                     {"cfg_scale": 2.0, "init_image": PICTURE}, 1 << 18),
     # Krea 2: its text fusion runs once a prompt (`text`), its blocks streamed with the rest
     "krea-2": (tiny_krea2_pipeline, "krea-2", {"cfg_scale": 4.0}, 1 << 18),
     # Kandinsky 5: two text encoders (Qwen2.5-VL and CLIP) in one unit
@@ -60,8 +63,10 @@ FAMILIES = {
 
 
 def _networks(pipe: Any) -> list[Any]:
-    # Qwen-Image-Edit's tower moves with its encoder; FLUX.1's T5 and SD3's with the CLIPs
-    more = [getattr(pipe, name, None) for name in ("vision", "text_encoder_2", "text_encoder_3")]
+    # Qwen-Image-Edit's and Z-Image Omni's towers move with their encoders; FLUX.1's T5 and
+    # SD3's with the CLIPs
+    more = [getattr(pipe, name, None)
+            for name in ("vision", "siglip", "text_encoder_2", "text_encoder_3")]
     text = [encoder for encoder, _ in getattr(pipe, "clips", ())] or [pipe.text_encoder]
     return [*text, *(n for n in more if n is not None), pipe.transformer, pipe.vae]
 

@@ -4,7 +4,9 @@ where some model calls are skipped and some computed (the skips visibly change t
 of CFG's prompt and negative prompt cached apart as diffusers' `cache_context("cond")` /
 `("uncond")`; Wan 2.2 A14B's two experts each with their own caches; TeaCache (`teacache:T`)
 and its retention mode (`teacache-ret:T`) equal to TeaCache4Wan2.1's code written around
-diffusers' pipeline; bad settings refused in one line."""
+diffusers' pipeline; on Wan VACE, First Block Cache with the hints inside the blocks equal to
+diffusers' WanVACEPipeline with that rule laid over its transformer by hand; bad settings
+refused in one line."""
 
 from __future__ import annotations
 
@@ -37,6 +39,8 @@ TEA_THRESHOLD, TEA_STEPS = 0.16, 6
 # at steps 5, 6, 7, which the 1.3B's retention polynomial makes 0.209, 0.190, 0.186: at 0.3
 # steps 5 and 7 (the last, which retention does not force) are skipped, 0-4 and 6 computed
 RET_THRESHOLD, RET_STEPS = 0.3, 8
+# Wan VACE, four steps at 1.0: steps 0 and 1 computed in each branch, 2 and 3 skipped
+VACE_THRESHOLD = 1.0
 
 
 def _txt2vid(capsys: pytest.CaptureFixture[str], *argv: str, steps: int = STEPS,
@@ -105,6 +109,38 @@ def test_a14b_experts_cache_apart(first_device: gpucore.Device, tmp_path: Path,
     err = capsys.readouterr().err
     assert code == 2 and "TeaCache's Wan tables are Wan 2.1's" in err, err
     assert "Traceback" not in err
+
+
+def test_fbc_on_vace_equals_the_rule_by_hand(first_device: gpucore.Device, tmp_path: Path,
+                                            capsys: pytest.CaptureFixture[str],
+                                            monkeypatch: pytest.MonkeyPatch) -> None:
+    """Wan VACE (a WanVACEPipeline folder, its default control): the frames of diffusers'
+    WanVACEPipeline with the rule laid over its transformer by hand, the hints inside the
+    blocks (first_block_cache_ref; diffusers' own hook counts them twice, see
+    models/test_step_cache_vace.py), the prompt's and negative prompt's calls apart."""
+    from diffusers.pipelines.wan import pipeline_wan, pipeline_wan_vace
+    from first_block_cache_ref import vace_first_block_cache_by_hand
+    from wan_vace_tiny import tiny_wan_vace_pipeline
+
+    # diffusers' VACE module calls ftfy, which is not installed; the same for ASCII prompts
+    monkeypatch.setattr(pipeline_wan_vace, "prompt_clean", pipeline_wan.prompt_clean)
+    reference = tiny_wan_vace_pipeline(tmp_path)
+    settings = dict(negative_prompt="blurry", guidance_scale=4.0)
+    ours, err = _txt2vid(capsys, "--model", str(tmp_path / "wan-vace"), "--negative-prompt",
+                         "blurry", "--cfg-scale", "4", "--cache", f"fbc:{VACE_THRESHOLD}",
+                         "-o", str(tmp_path / "cached"))
+    uncached = reference(RED, num_inference_steps=STEPS, output_type="np",
+                         generator=torch.Generator().manual_seed(3), **SIZE,
+                         **settings).frames[0]
+    decisions = vace_first_block_cache_by_hand(reference.transformer, VACE_THRESHOLD, 2)
+    expected = reference(RED, num_inference_steps=STEPS, output_type="np",
+                         generator=torch.Generator().manual_seed(3), **SIZE,
+                         **settings).frames[0]
+    assert _computed(err) == (sum(decisions), len(decisions)) == (4, 8)  # steps 0, 1 computed
+    # measured: 7.2e-4 mean, 2.0e-3 worst (the PNGs' rounding, 1/510)
+    assert np.abs(ours - expected).mean() < 1e-3
+    assert np.abs(ours - expected).max() < 1 / 255
+    assert np.abs(expected - uncached).mean() > 0.02  # the skips matter (0.23 measured)
 
 
 @pytest.mark.nodevice
