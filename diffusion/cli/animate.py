@@ -5,7 +5,7 @@ person in a video, that video and its mask (`--background-video`, `--mask-video`
 the person is); the segments a long video is made in (`--segment-frames`, `--segment-overlap`),
 as diffusers' `WanAnimatePipeline(image=, pose_video=, face_video=, background_video=,
 mask_video=, mode=, segment_frame_length=, prev_segment_conditioning_frames=)`. The pose
-video's length is the video's (--frames is not read); the paths are checked with the other
+video's length is the video's (--frames is refused); the paths are checked with the other
 settings, the files read and fitted (animate_inputs.animate_pixels) before the model loads; a
 model that is not Wan Animate, or Wan Animate without its inputs, is refused in one line."""
 

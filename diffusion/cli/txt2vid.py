@@ -303,6 +303,9 @@ def run(args: argparse.Namespace) -> int:
     if args.seed == -1:
         args.seed = secrets.randbelow(2**32)
     animate = wan_family(args.model) == "wan-animate"  # a folder (its file is refused)
+    if animate and args.frames is not None:
+        raise ValueError("Wan Animate makes as many frames as --pose-video has: leave --frames "
+                         "out")
     out = _check(args)
     refuse_animate(args, animate)  # (Kandinsky 5 Video too)
     image = _picture(args.image) if args.command == "img2vid" else None

@@ -3,7 +3,7 @@ face videos (`pose_video`, `face_video`) and, to replace a person in a video, th
 its mask (`background_video`, `mask_video`: white where the person is), each a list of base64
 pictures, one a frame; `segment_frames` and `segment_overlap`, as `txt2vid --animate-image PIC
 --pose-video DIR ...` takes them (cli.animate). The pose video's length is the video's
-(`frames` is not read); what a request leaves out is Wan Animate's defaults
+(`frames` is refused); what a request leaves out is Wan Animate's defaults
 (pipelines.video.models.WAN_ANIMATE: 1280 x 720, 20 steps, unguided). What another model or
 Wan Animate does not take is refused in one line before the queue."""
 
@@ -37,6 +37,9 @@ def refuse_animate(body: Any, folder: Path, image: bool, control: str | None) ->
         raise ValueError("segment_frames is for Wan 2.2 Animate models")
     if not animate:
         return False
+    if body.frames is not None:
+        raise ValueError("Wan 2.2 Animate makes as many frames as pose_video has: leave frames "
+                         "out")
     for name in FIELDS[:3]:
         if not getattr(body, name):
             raise ValueError(f"Wan 2.2 Animate needs {name} (the character picture, the pose "

@@ -90,6 +90,7 @@ def test_txt2vid_animate_refusals(tiny_animate: tuple[Path, Any, dict[str, Any]]
              "the --face-video has 7 frames but the --pose-video has 6"),
             ((*files, "--segment-frames", "6"), "the segment length must be 1 + 4k"),
             ((*files, "--cache", "fbc"), "Wan Animate does not take --cache"),
+            ((*files, "--frames", "9"), "leave --frames out"),
             ((*files, "--control-video", str(root / "pose")), "needs a Wan VACE model"),
             ((), "this is Wan 2.2 Animate: give --animate-image")):
         error = cli_error(capsys, "txt2vid", "--model", str(folder), *COMMON, *argv,

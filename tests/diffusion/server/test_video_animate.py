@@ -122,6 +122,7 @@ def test_animate_refusals_are_422(served: tuple[TestClient, Any],
             ({**given, "segment_frames": 6}, "the segment length must be 1 + 4k"),
             ({**given, "segment_overlap": 2}, "must be 1 or 5"),
             ({**given, "cache": "fbc"}, "Wan 2.2 Animate does not take cache"),
+            ({**given, "frames": 9}, "leave frames out"),
             ({**given, "control_scale": 0.5}, "Wan 2.2 Animate does not take control_scale")):
         response = client.post("/avx/txt2vid", json={**BODY, **change})
         assert response.status_code == 422 and says in response.text, response.text

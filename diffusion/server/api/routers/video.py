@@ -64,7 +64,8 @@ class Txt2VidRequest(BaseModel):
     prompt: str = ""
     negative_prompt: str = ""
     frames: int | None = Field(None, ge=1, le=1001, description="1 + 4k (Wan: 81; "
-                               "Kandinsky 5 Video: 121)")
+                               "Kandinsky 5 Video: 121; Wan 2.2 Animate: none, the pose "
+                               "video's length)")
     fps: float | None = Field(None, description="Wan: 16; Kandinsky 5 Video: 24")
     width: int | None = Field(None, ge=16, le=4096, description="Wan: 832; Kandinsky 5: 768")
     height: int | None = Field(None, ge=16, le=4096, description="Wan: 480; Kandinsky 5: 512")
