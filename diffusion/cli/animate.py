@@ -96,13 +96,14 @@ def refuse_animate(args: argparse.Namespace, animate: bool) -> None:
                          "model_index.json names WanAnimatePipeline)")
     if not animate:
         return
+    if args.command == "img2vid":
+        raise ValueError("Wan Animate runs as txt2vid: give the character as --animate-image, "
+                         "with --pose-video and --face-video")
     if not named:
         raise ValueError("this is Wan 2.2 Animate: give --animate-image, --pose-video and "
                          "--face-video (and --background-video with --mask-video to replace a "
                          "person)")
-    for value, what in ((args.command == "img2vid", "img2vid's --image (give the character as "
-                                                    "txt2vid --animate-image)"),
-                        (args.cache, "--cache"), (args.cfg_scale_2, "--cfg-scale-2")):
+    for value, what in ((args.cache, "--cache"), (args.cfg_scale_2, "--cfg-scale-2")):
         if value:
             raise ValueError(f"Wan Animate does not take {what}")
 

@@ -96,6 +96,10 @@ def test_txt2vid_animate_refusals(tiny_animate: tuple[Path, Any, dict[str, Any]]
         error = cli_error(capsys, "txt2vid", "--model", str(folder), *COMMON, *argv,
                           "-o", str(tmp_path / "o"))
         assert message in error, error
+    Image.new("RGB", (WIDTH, HEIGHT)).save(tmp_path / "in.png")
+    error = cli_error(capsys, "img2vid", "--model", str(folder), "--image",
+                      str(tmp_path / "in.png"), *COMMON, "-o", str(tmp_path / "o"))
+    assert "Wan Animate runs as txt2vid" in error, error
     plain = tmp_path / "plain"  # the same parts under a WanImageToVideoPipeline index
     shutil.copytree(folder, plain)
     index = (plain / "model_index.json").read_text()
