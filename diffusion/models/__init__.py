@@ -20,6 +20,8 @@ loading weights is a walk over names (`load_state_dict`); configs are the `confi
 | `chroma` | `ChromaTransformer2DModel`: FLUX.1-schnell's blocks modulated by one approximator |
 | `z_image` | `ZImageTransformer2DModel` (Z-Image Turbo and Base) |
 | `flux2` | `Flux2Transformer2DModel` (FLUX.2 klein and dev) |
+| `hunyuanimage` | `HunyuanImageTransformer2DModel` (HunyuanImage 2.1, and its distilled model) |
+| `hunyuanimage_text` | its text stream: Qwen2.5-VL's states refined, ByT5's glyph projected |
 | `vae_flux2` | `AutoencoderKLFlux2`: FLUX.2's 32-channel VAE, its batch-norm'd patchified latents |
 | `qwen_image` | `QwenImageTransformer2DModel` (Qwen-Image) |
 | `qwen_image_vae` | `AutoencoderKLQwenImage` on one frame: Qwen-Image's 16-channel causal VAE |

@@ -86,10 +86,11 @@ class Kandinsky5Pipeline:
                         offload: bool = False) -> Kandinsky5Pipeline:
         """Load a Kandinsky 5 diffusers folder (`load_kandinsky5_folder`) onto `device` in
         `dtype`; `transformer_file`: a single-file transformer in kandinskylab's layout
-        (`kandinsky5lite_t2i.safetensors`; `load_kandinsky5_file`) in place of the folder's,
-        whose config, where it has one, gives what the shapes do not; `offload`: each network
-        goes to host memory as soon as it is loaded (the text encoders before the transformer
-        loads), for a memory mode to bring in as it runs (flow_memory)."""
+        (`kandinsky5lite_t2i.safetensors`, ComfyUI's fp8 or scaled fp8, or a GGUF of one,
+        kept quantized; `load_kandinsky5_file`) in place of the folder's, whose config, where
+        it has one, gives what the shapes do not; `offload`: each network goes to host memory
+        as soon as it is loaded (the text encoders before the transformer loads), for a memory
+        mode to bring in as it runs (flow_memory)."""
         skip = ("transformer",) if transformer_file is not None else ()
         weights = load_kandinsky5_folder(path, variant=variant, skip=skip)
         transformer, qwen, clip = (weights.transformer, weights.text_encoder,
