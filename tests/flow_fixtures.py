@@ -130,3 +130,15 @@ def tiny_kandinsky5_video(tmp_path_factory: pytest.TempPathFactory) -> tuple[Pat
 
     root = tmp_path_factory.mktemp("tiny-kandinsky5-video")
     return root / "kandinsky5-video", tiny_kandinsky5_video_pipeline(root)
+
+
+@pytest.fixture(scope="session")
+def tiny_kandinsky5_i2v(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Any]:
+    """(the folder `root / "kandinsky5-i2v"`, diffusers' Kandinsky5I2VPipeline) of
+    kandinsky5_video_tiny's parts."""
+    pytest.importorskip("diffusers", reason="diffusers is a test-only reference")
+    from kandinsky5_video_tiny import tiny_kandinsky5_video_pipeline
+
+    root = tmp_path_factory.mktemp("tiny-kandinsky5-i2v")
+    return root / "kandinsky5-i2v", tiny_kandinsky5_video_pipeline(
+        root, "kandinsky5-i2v", "Kandinsky5I2VPipeline")

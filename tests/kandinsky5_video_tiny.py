@@ -23,14 +23,16 @@ VIDEO_WORDS = [*TEMPLATE_WORDS, "Describe", " video", " camera", " describe", " 
                " transitions", " dynamism", " location", " characters", " professional"]
 
 
-def tiny_kandinsky5_video_pipeline(root: Path) -> Any:
-    """The tiny Kandinsky5T2VPipeline, saved to `root / "kandinsky5-video"` (model_index.json
-    naming the tokenizer as diffusers writes it for the real one); returns the pipeline."""
+def tiny_kandinsky5_video_pipeline(root: Path, name: str = "kandinsky5-video",
+                                   cls: str = "Kandinsky5T2VPipeline") -> Any:
+    """The tiny Kandinsky5T2VPipeline (`cls`: Kandinsky5I2VPipeline, the image-to-video
+    pipeline of the same parts), saved to `root / name` (model_index.json naming the tokenizer
+    as diffusers writes it for the real one); returns the pipeline."""
     import diffusers
 
     channels = HUNYUAN_VIDEO_VAE_TINY["latent_channels"]
     text = tiny_kandinsky5_text_pipeline(root, VIDEO_WORDS)
-    pipe = diffusers.Kandinsky5T2VPipeline(
+    pipe = getattr(diffusers, cls)(
         transformer=tiny_kandinsky5_transformer(in_visual_dim=channels,
                                                 out_visual_dim=channels, visual_cond=True),
         vae=tiny_hunyuan_video_vae(), text_encoder=text.text_encoder,
@@ -40,7 +42,7 @@ def tiny_kandinsky5_video_pipeline(root: Path) -> Any:
     processor = pipe.tokenizer
     # the processor's own save needs its image and video processors: its tokenizer's files
     pipe.register_modules(tokenizer=processor.tokenizer)
-    folder = root / "kandinsky5-video"
+    folder = root / name
     pipe.save_pretrained(folder)
     pipe.register_modules(tokenizer=processor)
     index = json.loads((folder / "model_index.json").read_text())

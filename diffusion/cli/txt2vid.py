@@ -32,6 +32,7 @@ from .options import number, whole
 from .paths import check_output_file
 from .progress import ProgressBar
 from .vace import add_vace_options, check_vace, vace_control, vace_named
+from .video_lora import lora_spec, patch_loras
 
 if TYPE_CHECKING:
     from ..loaders.wan.sources import WanSource
@@ -70,7 +71,7 @@ def add_parsers(subparsers: argparse._SubParsersAction) -> None:
     for name, text in (("txt2vid", "generate a video from a prompt (Wan 2.1, Wan 2.2 TI2V "
                                    "5B and A14B, Kandinsky 5 Video Lite)"),
                        ("img2vid", "animate a picture as a prompt says (Wan 2.1 I2V, "
-                                   "Wan 2.2 TI2V 5B and I2V A14B)")):
+                                   "Wan 2.2 TI2V 5B and I2V A14B, Kandinsky 5 I2V)")):
         sub = subparsers.add_parser(name, help=text, description=text, epilog=EXAMPLE,
                                     formatter_class=argparse.RawDescriptionHelpFormatter)
         if name == "img2vid":
@@ -148,7 +149,8 @@ def _options(sub: argparse.ArgumentParser) -> None:
     sub.add_argument("--lora", action="append", default=[], metavar="FILE[:WEIGHT]",
                      help="a LoRA patched into the transformer (diffusers/PEFT, ComfyUI or "
                           "kohya keys, e.g. a step-distillation LoRA), WEIGHT 1 unless given; "
-                          "repeat for several; Wan 2.2 A14B: into the high-noise expert")
+                          "repeat for several; Wan 2.2 A14B: into the high-noise expert; "
+                          "Kandinsky 5 Video: its LoRAs, keyed as Kandinsky 5's")
     sub.add_argument("--lora-2", action="append", default=[], metavar="FILE[:WEIGHT]",
                      help="Wan 2.2 A14B: a LoRA patched into the low-noise expert (the "
                           "low-noise file of a LoRA pair); repeat for several")
@@ -206,7 +208,7 @@ def _check(args: argparse.Namespace) -> Path:
     check_fps(args.fps)
     video_cache(args.cache, "--cache")
     for spec in (*args.lora, *args.lora_2):
-        _lora(spec)
+        lora_spec(spec)
     _check_files(args)
     check_vace(args)
     check_animate(args)
@@ -239,22 +241,6 @@ def _check_files(args: argparse.Namespace) -> None:
     from ..loaders.wan.sources import check_wan_paths
 
     check_wan_paths(_source(args))
-
-
-def _lora(spec: str) -> tuple[Path, float]:
-    """--lora FILE[:WEIGHT] as (file, weight); ValueError in one line for a missing file or a
-    weight that is not a number."""
-    path, weight = spec, 1.0
-    head, colon, tail = spec.rpartition(":")
-    if colon and head and not Path(spec).is_file():
-        try:
-            path, weight = head, float(tail)
-        except ValueError:
-            raise ValueError(f"--lora {spec}: WEIGHT after the last ':' must be a number "
-                             "(FILE[:WEIGHT])") from None
-    if not Path(path).is_file():
-        raise ValueError(f"--lora {spec}: no such file (give a LoRA .safetensors)")
-    return Path(path), weight
 
 
 def _picture(path: str) -> object:
@@ -315,7 +301,7 @@ def run(args: argparse.Namespace) -> int:
     if video_family_name(args.model) == "kandinsky-5-video":
         from .txt2vid_kandinsky5 import run_kandinsky5
 
-        return run_kandinsky5(args, out, _dtype(args.dtype))
+        return run_kandinsky5(args, out, _dtype(args.dtype), image)
     from ..loaders.wan.sources import resolve_wan
     from ..pipelines.video import WanAnimatePipeline, WanPipeline, video_cache
     from ..pipelines.video.wan_refuse import wan_refusals_of
@@ -347,10 +333,7 @@ def run(args: argparse.Namespace) -> int:
         print(use_float32_vae(pipe), file=sys.stderr)
     for low_noise, specs in ((False, args.lora), (True, args.lora_2)):
         if specs:
-            from ..lora import LoraManager
-
-            LoraManager(pipe.lora_targets(low_noise=low_noise)).set(
-                [(path, weight, weight) for path, weight in map(_lora, specs)])
+            patch_loras(pipe.lora_targets(low_noise=low_noise), specs)
     print(f"seed: {args.seed}", file=sys.stderr)
     bar = ProgressBar(args.command)
     sampling = dict(negative_prompt=args.negative_prompt, num_inference_steps=args.steps,

@@ -10,10 +10,11 @@ from .file import is_kandinsky5_file, kandinsky5_file_family, load_kandinsky5_fi
 from .folder import (
     Kandinsky5Weights,
     kandinsky5_family,
+    kandinsky5_image_to_video,
     kandinsky5_video_family,
     load_kandinsky5_folder,
 )
 
 __all__ = ["Kandinsky5Weights", "is_kandinsky5_file", "kandinsky5_family",
-           "kandinsky5_file_family", "kandinsky5_video_family", "load_kandinsky5_file",
-           "load_kandinsky5_folder"]
+           "kandinsky5_file_family", "kandinsky5_image_to_video", "kandinsky5_video_family",
+           "load_kandinsky5_file", "load_kandinsky5_folder"]

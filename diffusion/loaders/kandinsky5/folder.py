@@ -14,8 +14,8 @@ where it has none), and its transformer takes the picture's latents beside the n
 
 Kandinsky 5 Video Lite's folders (`Kandinsky5T2VPipeline`, `video=True`) hold the same parts
 but a video transformer and HunyuanVideo's VAE (vae/ AutoencoderKLHunyuanVideo), its prompt
-template another (128 tokens dropped). The image-to-video folders (Kandinsky5I2VPipeline) are
-another pipeline and do not load.
+template another (128 tokens dropped); its image-to-video folders (Kandinsky5I2VPipeline) load
+the same way (`video=True`).
 
     weights = load_kandinsky5_folder("Kandinsky-5.0-T2I-Lite-sft-Diffusers")
     weights.text_encoder_2.config, weights.tokenizer_2_dir
@@ -40,12 +40,13 @@ from ..qwen_image.folder import (
 from ..weights import ComponentWeights, TensorRef, resolve_dtype
 from .file import kandinsky5_file_family
 
-__all__ = ["Kandinsky5Weights", "kandinsky5_family", "kandinsky5_video_family",
-           "load_kandinsky5_folder"]
+__all__ = ["Kandinsky5Weights", "kandinsky5_family", "kandinsky5_image_to_video",
+           "kandinsky5_video_family", "load_kandinsky5_folder"]
 
 # the pipelines' classes and the family each is: the editing model reads a picture
 _CLASSES = {"Kandinsky5T2IPipeline": "kandinsky-5", "Kandinsky5I2IPipeline": "kandinsky-5-edit"}
-_VIDEO_CLASS = "Kandinsky5T2VPipeline"  # Kandinsky 5 Video Lite (load with video=True)
+# Kandinsky 5 Video (load with video=True): text to video, and animating a picture
+_VIDEO_CLASS, _I2V_CLASS = "Kandinsky5T2VPipeline", "Kandinsky5I2VPipeline"
 _COMPONENTS = (*DIT_COMPONENTS, "text_encoder_2", "tokenizer_2")
 
 
@@ -75,8 +76,15 @@ def kandinsky5_family(path: str | os.PathLike[str]) -> str | None:
 
 def kandinsky5_video_family(path: str | os.PathLike[str]) -> str | None:
     """"kandinsky-5-video" for a diffusers folder whose model_index.json names a
-    Kandinsky5T2VPipeline (Kandinsky 5 Video Lite), None for anything else."""
-    return "kandinsky-5-video" if pipeline_class(Path(path)) == _VIDEO_CLASS else None
+    Kandinsky5T2VPipeline (Kandinsky 5 Video Lite) or a Kandinsky5I2VPipeline (its
+    image-to-video model: `kandinsky5_image_to_video`), None for anything else."""
+    found = pipeline_class(Path(path))
+    return "kandinsky-5-video" if found in (_VIDEO_CLASS, _I2V_CLASS) else None
+
+
+def kandinsky5_image_to_video(path: str | os.PathLike[str]) -> bool:
+    """Whether `path` is a Kandinsky5I2VPipeline folder (the video animates a picture)."""
+    return pipeline_class(Path(path)) == _I2V_CLASS
 
 
 def load_kandinsky5_folder(path: str | os.PathLike[str], *, dtype: Any = None,
@@ -85,14 +93,16 @@ def load_kandinsky5_folder(path: str | os.PathLike[str], *, dtype: Any = None,
     """Lazy weights of the Kandinsky 5 diffusers folder `path`. `dtype`: None (as stored;
     bfloat16 read as float32), "float16" or "float32"; `variant`: e.g. "fp16"; `skip`:
     ("transformer",) leaves it out (None; a single file replaces it, and the folder need not
-    hold it); `video`: a Kandinsky5T2VPipeline folder in place of an image one. WeightsError
+    hold it); `video`: a Kandinsky5T2VPipeline or Kandinsky5I2VPipeline folder in place of an
+    image one. WeightsError
     naming the file or folder when it is not a Kandinsky 5 image pipeline (with `video`: the
     video one), a part is missing, or an image pipeline's transformer does not match it
     (`visual_cond` for the editing model alone)."""
     root = Path(path)
     found = pipeline_class(root) or ""
     edit = found == "Kandinsky5I2IPipeline" and not video
-    wanted = _VIDEO_CLASS if video else found if found in _CLASSES else "Kandinsky5T2IPipeline"
+    wanted = (found if found == _I2V_CLASS else _VIDEO_CLASS) if video \
+        else found if found in _CLASSES else "Kandinsky5T2IPipeline"
     pipeline_index(root, wanted, _COMPONENTS)
     extra: dict[str, Any] = {}
 

@@ -42,11 +42,26 @@ from ...sampling.scheduler_loop import scheduler_loop
 from ...sampling.schedulers.flow_match_euler import FlowMatchEulerDiscreteScheduler
 from ...text.llm_tokenizer import LLMTokenizer
 from ...text.tokenizer import CLIPTokenizer
-from .flow_memory import load_network
+from .flow_memory import MemoryLayout, load_network
 from .prompt_passes import prompt_passes
 from .start import FlowStart, StepCallback, check_call, check_sides, encode_image
 
-__all__ = ["Kandinsky5Pipeline"]
+__all__ = ["Kandinsky5Pipeline", "kandinsky5_layout"]
+
+
+def kandinsky5_layout(pipe: Any) -> MemoryLayout:
+    """What the memory modes (flow_memory) move of a Kandinsky 5 pipeline's networks (the
+    picture's, the video's): Qwen2.5-VL (its `hidden_states`) and CLIP (its pooled pass)
+    together, the transformer (also brought in by `text`) and its text and visual blocks, the
+    VAE."""
+    transformer = pipe.transformer
+    return MemoryLayout(transformer=transformer,
+                        blocks=(transformer.text_transformer_blocks,
+                                transformer.visual_transformer_blocks),
+                        text_encoders=(pipe.text_encoder, pipe.text_encoder_2),
+                        text_calls=((pipe.text_encoder, "hidden_states"),
+                                    (pipe.text_encoder_2, "forward_pooled")),
+                        vae=pipe.vae, transformer_calls=("text",))
 
 
 class Kandinsky5Pipeline:

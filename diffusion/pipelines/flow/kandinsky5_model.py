@@ -65,14 +65,9 @@ class Kandinsky5Model(LLMFlowModel):
         """What the memory modes move: Qwen2.5-VL (its `hidden_states`) and CLIP (its pooled
         pass) together, the transformer (also brought in by `text`) and its text and visual
         blocks, the VAE."""
-        pipe, transformer = self.pipe, self.pipe.transformer
-        return MemoryLayout(transformer=transformer,
-                            blocks=(transformer.text_transformer_blocks,
-                                    transformer.visual_transformer_blocks),
-                            text_encoders=(pipe.text_encoder, pipe.text_encoder_2),
-                            text_calls=((pipe.text_encoder, "hidden_states"),
-                                        (pipe.text_encoder_2, "forward_pooled")),
-                            vae=pipe.vae, transformer_calls=("text",))
+        from .kandinsky5 import kandinsky5_layout  # the pipeline's module: loaded with it
+
+        return kandinsky5_layout(self.pipe)
 
     def encode_init(self, pixels: np.ndarray, generator: Any) -> np.ndarray:
         """The init image's latents in Kandinsky 5's space (`Kandinsky5Pipeline.

@@ -10,6 +10,12 @@ for g > 1 against the negative prompt (diffusers' "Static, 2D cartoon, ..." when
 given); HunyuanVideo's VAE decoding the latents divided by its scaling factor. With the torch
 RNG a seed gives diffusers' video (`generator=torch.Generator("cpu").manual_seed(seed)`).
 
+The memory modes (--medvram, --lowvram, --max-vram) are Kandinsky 5's pictures' (flow_memory:
+the text encoders one unit, the transformer whole or its blocks streamed, the VAE), each phase
+(the steps, the decode) starting with the last one's units sent to host memory; no network
+runs from a capture, so the frames are the plain mode's, bitwise. LoRAs patch the transformer
+as the picture family's (`lora_targets`).
+
 Sparse NABLA attention (the 10-second models' `attention_type` "nabla") is refused in one line
 before the weights load (models.refuse_video): run densely, their videos would not be the
 ones diffusers' sparse attention makes, and no reference can tell how far apart they are.
@@ -23,6 +29,7 @@ from __future__ import annotations
 import contextlib
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import numpy as np
@@ -32,7 +39,7 @@ from gpustd import Tensor, asarray
 from gpustd.nn.offload import offload as offload_weights
 from gpustd.nn.offload import restore as restore_weights
 
-from ...loaders.kandinsky5 import load_kandinsky5_folder
+from ...loaders.kandinsky5 import kandinsky5_image_to_video, load_kandinsky5_folder
 from ...models.clip import CLIPTextModel
 from ...models.hunyuan_video_vae import AutoencoderKLHunyuanVideo
 from ...models.kandinsky5 import Kandinsky5Transformer3DModel
@@ -46,7 +53,10 @@ from ...text.llm_tokenizer import LLMTokenizer
 from ...text.tokenizer import CLIPTokenizer
 from ..contract import Denoisers
 from ..finite import check_decoded, check_latents
-from ..flow.flow_memory import load_network
+from ..flow.flow_memory import FlowMemoryPlan, load_network
+from ..flow.kandinsky5 import kandinsky5_layout
+from ..sd.memory import MemoryMode
+from .kandinsky5_i2v import FIRST_FRAMES, first_frames_normalized, picture_latents
 from .wan_refuse import check_frame_count
 from .wan_vae_passes import WanVaePasses
 
@@ -68,7 +78,8 @@ def rotary_scale(height: int, width: int) -> tuple[float, float, float]:
 
 class Kandinsky5VideoPipeline(WanVaePasses):
     """A loaded Kandinsky 5 Video Lite diffusers folder (module docstring). Components as
-    diffusers names them; `offload`: one network's weights on the GPU at a time."""
+    diffusers names them; `offload`: one network's weights on the GPU at a time; the memory
+    modes: `set_memory_mode`."""
 
     # WanVaePasses' float32 revert and VAE pass take any VAE; its own decode (Wan's) is
     # replaced below
@@ -78,13 +89,13 @@ class Kandinsky5VideoPipeline(WanVaePasses):
                  vae: AutoencoderKLHunyuanVideo, text_encoder: LLMTextModel,
                  tokenizer: LLMTokenizer, text_encoder_2: CLIPTextModel,
                  tokenizer_2: CLIPTokenizer, scheduler_config: dict[str, Any],
-                 offload: bool = False) -> None:
+                 offload: bool = False, image_to_video: bool = False) -> None:
         self.transformer, self.vae = transformer, vae
         self.text_encoder, self.tokenizer = text_encoder, tokenizer
         self.text_encoder_2, self.tokenizer_2 = text_encoder_2, tokenizer_2
         self.scheduler_config = dict(scheduler_config)
-        self.offload = offload
-        self._memory = None  # WanVaePasses': no memory mode (offload moves the networks)
+        self.offload, self.image_to_video = offload, image_to_video
+        self._memory: FlowMemoryPlan | None = None  # set_memory_mode's
 
     @classmethod
     def from_pretrained(cls, path: str | Path, *, dtype: Any = np.float32,
@@ -111,25 +122,39 @@ class Kandinsky5VideoPipeline(WanVaePasses):
                      weights.vae),
             tokenizer=LLMTokenizer(weights.tokenizer_dir),
             tokenizer_2=CLIPTokenizer.from_pretrained(weights.tokenizer_2_dir),
-            scheduler_config=weights.scheduler_config, offload=offload)
+            scheduler_config=weights.scheduler_config, offload=offload,
+            image_to_video=kandinsky5_image_to_video(path))
 
     @property
-    def memory_mode(self) -> None:
-        """No memory mode: `offload` alone (the CLI and server read it as Wan's)."""
-        return None
+    def memory_mode(self) -> MemoryMode | None:
+        return None if self._memory is None else self._memory.mode
 
-    def set_memory_mode(self, mode: Any) -> None:
-        """ValueError in one line for a memory mode (one that is on): Kandinsky 5 Video runs
-        with `offload`."""
+    def set_memory_mode(self, mode: MemoryMode) -> None:
+        """Run in the WebUI's --medvram / --lowvram / --max-vram mode, as Kandinsky 5's
+        pictures do (flow_memory over `kandinsky5_layout`: the text encoders one unit, the
+        transformer one or its blocks streamed, the VAE; all off: every weight on the GPU, or
+        each network whole in turn where loaded with `offload`). No network runs from a
+        capture, so the frames are the plain mode's, bitwise."""
+        if self._memory is not None:
+            self._memory.release()
+            self._memory = None
         if mode:
-            raise ValueError("Kandinsky 5 Video takes --offload (one network on the GPU at a "
-                             "time), not --medvram / --lowvram / --max-vram")
+            self._memory = FlowMemoryPlan(kandinsky5_layout(self), mode)
+
+    def _next_phase(self) -> None:
+        """Under a memory mode, the steps or the decode begin: the units of the phase before
+        leave and the pool is emptied (WanMemoryPlan.next_phase says why: at a budget, idle
+        buffers the driver frees late)."""
+        if self._memory is not None:
+            self._memory.residency.evict_all()
+            self._memory.residency.device.empty_pool()
 
     @contextlib.contextmanager
     def on_gpu(self, *networks: Any) -> Iterator[None]:
         """The `networks`' weights on the GPU for the block (offloading: the others' in host
-        memory, then they go back there)."""
-        if not self.offload:
+        memory, then they go back there; under a memory mode its units come in as they
+        run)."""
+        if not self.offload or self._memory is not None:
             yield
             return
         for other in (self.text_encoder, self.text_encoder_2, self.transformer, self.vae):
@@ -141,6 +166,11 @@ class Kandinsky5VideoPipeline(WanVaePasses):
         finally:
             for network in networks:
                 offload_weights(network)
+
+    def lora_targets(self) -> Any:
+        """What a `LoraManager` patches: the transformer, the picture family's (its LoRAs'
+        diffusers/PEFT `transformer.` keys, or the original layout's)."""
+        return SimpleNamespace(unet=self.transformer, transformer=self.transformer)
 
     @property
     def denoisers(self) -> Denoisers:
@@ -169,9 +199,19 @@ class Kandinsky5VideoPipeline(WanVaePasses):
             return model.text(states), asarray(pooled, dtype=model.dtype, device=model.device)
 
     def check(self, *, height: int, width: int, num_frames: int, steps: int, rng: str,
-              sampler: str, cache: StepCache | None) -> None:
+              sampler: str, cache: StepCache | None, image: Any = None) -> None:
         """ValueError in one line for a setting this pipeline cannot run."""
         check_frame_count(num_frames, self.temporal_factor)
+        if self.image_to_video and image is None:
+            raise ValueError("this Kandinsky 5 model animates a picture: give its first frame "
+                             "(img2vid --image)")
+        if not self.image_to_video and image is not None:
+            raise ValueError("this Kandinsky 5 Video model makes videos from text only: use "
+                             "txt2vid, without a picture")
+        least = FIRST_FRAMES * self.temporal_factor + 1
+        if image is not None and num_frames < least:  # diffusers' fix then reads no frames
+            raise ValueError(f"Kandinsky 5 image-to-video needs at least {least} frames, got "
+                             f"{num_frames}")
         multiple = self.size_multiple
         if height < multiple or width < multiple or height % multiple or width % multiple:
             raise ValueError(f"width and height must be multiples of {multiple} for "
@@ -192,19 +232,21 @@ class Kandinsky5VideoPipeline(WanVaePasses):
                  num_inference_steps: int = 50, guidance_scale: float = 5.0, seed: int = 0,
                  rng: str = "torch", sampler: str = "diffusers",
                  max_sequence_length: int = 512, callback: StepCallback | None = None,
-                 cache: StepCache | None = None) -> np.ndarray:
+                 cache: StepCache | None = None, image: Any = None) -> np.ndarray:
         """Videos for `prompt` (one or a list, each encoded on its own): (B, num_frames,
         height, width, 3) float in [0, 1]. `negative_prompt`: None or "" is diffusers'
         DEFAULT_NEGATIVE. `callback(done, total, latents)` after every step (False stops);
-        `cache`: First Block Cache. diffusers: `Kandinsky5T2VPipeline(prompt,
-        negative_prompt=, height=, width=, num_frames=, num_inference_steps=,
-        guidance_scale=, generator=torch.Generator().manual_seed(seed),
-        output_type="np").frames`."""
+        `cache`: First Block Cache; `image` (PIL or HxWx3 uint8): the first frame, for the
+        image-to-video model. diffusers: `Kandinsky5T2VPipeline(prompt, negative_prompt=,
+        height=, width=, num_frames=, num_inference_steps=, guidance_scale=,
+        generator=torch.Generator().manual_seed(seed), output_type="np").frames`
+        (Kandinsky5I2VPipeline's with `image=`)."""
         prompts = [prompt] if isinstance(prompt, str) else list(prompt)
         if not prompts or not all(isinstance(p, str) for p in prompts):
             raise ValueError("prompt must be a string or a list of strings")
         self.check(height=height, width=width, num_frames=num_frames,
-                   steps=num_inference_steps, rng=rng, sampler=sampler, cache=cache)
+                   steps=num_inference_steps, rng=rng, sampler=sampler, cache=cache,
+                   image=image)
         guided = guidance_scale > 1
         negative = negative_prompt or DEFAULT_NEGATIVE
         texts = [self.encode_prompt(p, max_sequence_length) for p in prompts]
@@ -215,10 +257,17 @@ class Kandinsky5VideoPipeline(WanVaePasses):
         spatial = int(self.vae.spatial_compression_ratio)
         shape = (len(prompts), (num_frames - 1) // self.temporal_factor + 1,
                  height // spatial, width // spatial, channels)
-        latents = make_generator(rng, seed).standard_normal(shape).astype(np.float32)
-        # a visual_cond model reads an empty condition beside the latents: zeros and a mask
+        generator = make_generator(rng, seed)
+        latents = generator.standard_normal(shape).astype(np.float32)
+        if image is not None:  # the picture's latents the first frame, drawn after the noise
+            with self.on_gpu(self.vae):
+                latents[:, :1] = picture_latents(self.vae, image, width, height, generator)
+        # a visual_cond model reads a condition beside the latents: zeros and a mask, 1 on the
+        # first frame where it is the picture's
         empty = np.zeros((1, *shape[1:4], channels + 1), np.float32) \
             if self.transformer.config["visual_cond"] else None
+        if empty is not None and image is not None:
+            empty[:, :1, ..., -1] = 1
         scale = rotary_scale(height, width)
         g = np.float32(guidance_scale)
         branches: dict[tuple[int, int], BranchCache] = {}
@@ -244,12 +293,19 @@ class Kandinsky5VideoPipeline(WanVaePasses):
                                  cache=branch(b, 1)).numpy().astype(np.float32)
                     flow = base + g * (flow - base)
                 out.append(flow[0])
-            return np.stack(out), None
+            flows = np.stack(out)
+            if image is not None:  # the first frame held: an Euler step of 0 leaves it as is
+                flows[:, :1] = 0
+            return flows, None
 
+        self._next_phase()
         with self.on_gpu(self.transformer):
             latents = scheduler_loop(latents, scheduler.timesteps, scheduler, predict,
                                      dtype=np.float32, callback=callback)
+        if image is not None:
+            latents = first_frames_normalized(latents)
         check_latents(latents, self)  # NaN said, not decoded into black frames
+        self._next_phase()
         return self._with_vae(lambda _: self.decode(latents))
 
     def decode(self, latents: np.ndarray) -> np.ndarray:

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from ...loaders.formats.safetensors import SafetensorsFile
-from ...loaders.kandinsky5 import kandinsky5_video_family
+from ...loaders.kandinsky5 import kandinsky5_image_to_video, kandinsky5_video_family
 from ...loaders.wan import wan_family, wan_file_family
 from ...loaders.wan.sources import Names, WanSource
 from ..catalog.models_dir import ModelRegistry
@@ -82,7 +82,8 @@ def video_listing(registry: ModelRegistry) -> dict[str, Any]:
                            "vace": wan_family(entry.path) == "wan-vace",
                            "animate": (animate := wan_family(entry.path) == "wan-animate"),
                            **_family("wan-animate" if animate else "wan")})
-        elif kandinsky5_video_family(entry.path) is not None:
+        elif kandinsky5_video_family(entry.path) is not None \
+                and not kandinsky5_image_to_video(entry.path):  # img2vid: the CLI's alone
             models.append({"title": entry.title, "model_name": entry.model_name,
                            "kind": "folder", "first_frame": "none", "vace": False,
                            "animate": False, **_family("kandinsky-5-video")})

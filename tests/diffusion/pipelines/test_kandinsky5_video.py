@@ -1,11 +1,12 @@
 """Kandinsky 5 Video Lite (a Kandinsky5T2VPipeline folder): a tiny random one saved by diffusers
 (kandinsky5_video_tiny), our frames against diffusers' on PyTorch CPU float32 with and without
-CFG (its default negative prompt), the prompt visibly mattering; `txt2vid` with the family's
-defaults; what is refused in one line before the weights load (NABLA attention, Wan's
-options, pictures)."""
+CFG (its default negative prompt), the prompt visibly mattering; the memory modes' frames the
+plain mode's; `txt2vid` with the family's defaults; what is refused in one line before the
+weights load (NABLA attention, Wan's options, pictures)."""
 
 from __future__ import annotations
 
+import gc
 import json
 from pathlib import Path
 from typing import Any
@@ -78,8 +79,8 @@ def test_frames_equal_diffusers(first_device: gpucore.Device, tiny: tuple[Path, 
 def test_txt2vid(first_device: gpucore.Device, tiny: tuple[Path, Any], guided: np.ndarray,
                  tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     """`txt2vid` on the folder: diffusers' video with the family's CFG 5 and negative prompt
-    when neither is given; an animated WebP at its 24 fps; First Block Cache skipping a step;
-    Wan's options refused."""
+    when neither is given, and the same frames under --lowvram; an animated WebP at its 24
+    fps; First Block Cache skipping a step; Wan's options refused."""
     folder, _ = tiny
     common = ("txt2vid", "--model", str(folder), "--width", str(WIDTH), "--height",
               str(HEIGHT), "--frames", str(FRAMES), "--steps", "2", "--seed", "7", "--dtype",
@@ -88,6 +89,10 @@ def test_txt2vid(first_device: gpucore.Device, tiny: tuple[Path, Any], guided: n
     assert "seed: 7" in err and "txt2vid" in err
     ours = png_frames(out)
     assert np.abs(ours - guided).mean() < PNG
+    # --lowvram: the transformer's blocks streamed, the plain run's frames bit for bit
+    low, err = cli_ok(capsys, *common, "--lowvram", "--verbose", "-o", str(tmp_path / "low"))
+    assert "mode: --lowvram" in err
+    np.testing.assert_array_equal(png_frames(low), ours)
     out, _ = cli_ok(capsys, *common, "-o", str(tmp_path / "red.webp"))
     with Image.open(out) as video:
         video.seek(1)
@@ -100,12 +105,43 @@ def test_txt2vid(first_device: gpucore.Device, tiny: tuple[Path, Any], guided: n
                        "fbc:5", "-o", str(tmp_path / "cached"))
     assert "cache: fbc 5, 1/3 steps computed" in cached  # the first always runs
     assert np.abs(png_frames(tmp_path / "cached") - png_frames(tmp_path / "plain")).mean() > PNG
-    for flags, message in ((("--lora", str(out)), "--lora is for Wan models"),
-                           (("--lowvram",), "takes --offload"),
+    for flags, message in ((("--lora-2", str(out)), "--lora-2 is for Wan models"),
                            (("--cache", "teacache"), "runs First Block Cache"),
                            (("--sampler", "UniPC"), "flow-match Euler")):
         assert message in cli_error(capsys, *common, *flags, "-o", str(tmp_path / "x.webp"))
     assert not (tmp_path / "x.webp").exists()
+
+
+def test_memory_modes_give_the_plain_frames(first_device: gpucore.Device,
+                                            tiny: tuple[Path, Any]) -> None:
+    """Loaded to host memory (as the CLI loads for a memory mode): the offloaded run's frames
+    bit for bit under --medvram, --lowvram (units uploaded: the mode is in effect) and a
+    --max-vram budget the pool never passes; a budget below the largest unit refused in one
+    line naming the least."""
+    from diffusion.pipelines.sd.memory import MemoryMode
+
+    folder, _ = tiny
+    pipe = Kandinsky5VideoPipeline.from_pretrained(folder, device=first_device, offload=True)
+    settings = {"height": HEIGHT, "width": WIDTH, "num_frames": FRAMES,
+                "num_inference_steps": 1, "guidance_scale": 5.0, "seed": 7}
+    plain = pipe(RED, **settings)
+    with pytest.raises(ValueError, match=r"--max-vram 0\.000 GiB .* at least .* MiB"):
+        pipe.set_memory_mode(MemoryMode(max_vram=4096))
+    gc.collect()  # the budget is the device's: what earlier tests left on it counts too
+    first_device.empty_pool()
+    budget = first_device.memory_stats().allocated + (16 << 20)  # and the activations'
+    try:
+        for mode in (MemoryMode(medvram=True), MemoryMode(lowvram=True),
+                     MemoryMode(max_vram=budget)):
+            pipe.set_memory_mode(mode)
+            assert pipe._memory is not None
+            start = pipe._memory.residency.uploaded
+            first_device.reset_peak_memory()
+            np.testing.assert_array_equal(pipe(RED, **settings), plain)
+            assert pipe._memory.residency.uploaded > start
+        assert first_device.memory_stats().peak_reserved <= budget
+    finally:  # a budget left set would fail every later test of the session's device
+        pipe.set_memory_mode(MemoryMode())
 
 
 @pytest.mark.nodevice

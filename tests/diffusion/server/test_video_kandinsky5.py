@@ -1,7 +1,7 @@
 """Kandinsky 5 Video Lite on the server: /avx/video-models lists a tiny Kandinsky5T2VPipeline
 folder of the models directory with its family's defaults (not as a Wan file's base), POST
 /avx/txt2vid makes diffusers' video with them where the request says nothing, and Wan's
-fields are 422s in one line."""
+fields are 422s in one line, as is a Kandinsky 5 image-to-video folder (not listed)."""
 
 from __future__ import annotations
 
@@ -30,14 +30,15 @@ SIZE = {"frames": 5, "width": 32, "height": 16, "steps": 2}
 
 
 @pytest.fixture(scope="module")
-def served(tmp_path_factory: pytest.TempPathFactory, tiny_kandinsky5_video: tuple[Path, Any]
-           ) -> Iterator[TestClient]:
+def served(tmp_path_factory: pytest.TempPathFactory, tiny_kandinsky5_video: tuple[Path, Any],
+           tiny_kandinsky5_i2v: tuple[Path, Any]) -> Iterator[TestClient]:
     from diffusion.server import create_app
 
     root = tmp_path_factory.mktemp("k5-video-server")
     models = root / "models"
     write_pipeline(models / "tiny-a")
     shutil.copytree(tiny_kandinsky5_video[0], models / "k5-video")
+    shutil.copytree(tiny_kandinsky5_i2v[0], models / "k5-i2v")
     app = create_app(model=models / "tiny-a", models_dir=models, outputs=root / "outputs",
                      loader=CachedLoader())
     with TestClient(app) as client:
@@ -78,3 +79,13 @@ def test_wan_fields_refused(served: TestClient, change: dict[str, Any], says: st
     response = served.post("/avx/txt2vid", json={"model": "k5-video", "prompt": RED, **SIZE,
                                                  **change})
     assert response.status_code == 422 and says in response.json()["detail"], response.text
+
+
+def test_image_to_video_refused(served: TestClient) -> None:
+    """Kandinsky 5's image-to-video folder runs from the command line alone: not listed, and a
+    request naming it is a 422 in one line."""
+    titles = [m["title"] for m in served.get("/avx/video-models").json()["models"]]
+    assert not any(title.startswith("k5-i2v") for title in titles)
+    response = served.post("/avx/txt2vid", json={"model": "k5-i2v", "prompt": RED, **SIZE})
+    assert response.status_code == 422, response.text
+    assert "runs from the command line" in response.json()["detail"]

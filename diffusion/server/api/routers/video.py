@@ -1,21 +1,20 @@
 """Videos on the server's queue: POST /avx/txt2vid and /avx/img2vid (Wan, from a folder in the
 models directory, or one of ComfyUI's single files with its `base` folder and companions:
-video_sources; and txt2vid with a Kandinsky 5 Video Lite folder, Wan's own fields refused, in
-the server's memory mode by offloading: one network on the GPU at a time). Settings a request
-leaves out are the model family's defaults (pipelines.video.models). Neither the WebUI nor its
-forks define a video API, so this one is the server's own: the CLI's txt2vid / img2vid
-settings as JSON, the video back as base64 MP4 or animated WebP. A job runs on the worker's
-queue like a picture's; /sdapi/v1/progress follows its steps and /sdapi/v1/interrupt stops it
-after the current one (the frames are then decoded from where it stopped; with
-`force_task_id`, /internal/progress and /interrupt know the job by it). Each worker keeps the
-last video model it ran loaded beside its picture model, in the server's memory mode (serve's
---medvram / --lowvram / --max-vram, as `txt2vid` takes them: each network loaded straight to
-host memory, the frames the plain mode's; Wan 2.2 A14B's experts too). A Wan VACE folder takes
-its control video, mask and reference pictures as base64 pictures (`control_video`,
-`control_mask`: one per frame; `reference_images`) and `control_scale`, as `txt2vid
---control-video DIR ...` does; a Wan 2.2 Animate folder its picture, pose, face, background
-and mask videos (video_animate). GET /avx/video-models lists the video folders and Wan files
-for the page's Video tab."""
+video_sources; and txt2vid with a Kandinsky 5 Video Lite folder, Wan's own fields refused).
+Settings a request leaves out are the model family's defaults (pipelines.video.models).
+Neither the WebUI nor its forks define a video API, so this one is the server's own: the CLI's
+txt2vid / img2vid settings as JSON, the video back as base64 MP4 or animated WebP. A job runs
+on the worker's queue like a picture's; /sdapi/v1/progress follows its steps and
+/sdapi/v1/interrupt stops it after the current one (the frames are then decoded from where it
+stopped; with `force_task_id`, /internal/progress and /interrupt know the job by it). Each
+worker keeps the last video model it ran loaded beside its picture model, in the server's
+memory mode (serve's --medvram / --lowvram / --max-vram, as `txt2vid` takes them: each network
+loaded straight to host memory, the frames the plain mode's; Wan 2.2 A14B's experts and
+Kandinsky 5 Video too). A Wan VACE folder takes its control video, mask and reference pictures
+as base64 pictures (`control_video`, `control_mask`: one per frame; `reference_images`) and
+`control_scale`, as `txt2vid --control-video DIR ...` does; a Wan 2.2 Animate folder its
+picture, pose, face, background and mask videos (video_animate). GET /avx/video-models lists
+the video folders and Wan files for the page's Video tab."""
 
 from __future__ import annotations
 
@@ -31,7 +30,7 @@ import numpy as np
 from fastapi import APIRouter
 from pydantic import BaseModel, Field
 
-from ....loaders.kandinsky5 import kandinsky5_video_family
+from ....loaders.kandinsky5 import kandinsky5_image_to_video, kandinsky5_video_family
 from ....loaders.wan import WanFiles
 from ....loaders.wan.sources import resolve_wan
 from ....pipelines.sd.memory import MemoryMode
@@ -208,7 +207,7 @@ def _pipeline(model: tuple[Path, WanFiles], memory: MemoryMode | None, device: A
     if key not in _loaded or _loaded[key][0] != wanted:
         _loaded.pop(key, None)
         folder, files = model
-        if kandinsky5_video_family(folder):  # a memory mode: each network in turn
+        if kandinsky5_video_family(folder):
             pipe: Any = Kandinsky5VideoPipeline.from_pretrained(folder, device=device,
                                                                 offload=bool(memory))
         else:
@@ -216,8 +215,8 @@ def _pipeline(model: tuple[Path, WanFiles], memory: MemoryMode | None, device: A
                 else WanPipeline
             pipe = network.from_pretrained(folder, device=device, files=files,
                                            offload=bool(memory))
-            if memory:
-                pipe.set_memory_mode(memory)
+        if memory:
+            pipe.set_memory_mode(memory)
         if no_half_vae:
             pipe.use_float32_vae()
         _loaded[key] = (wanted, pipe)
@@ -236,6 +235,9 @@ def _refuse_kandinsky5(folder: Path, body: Txt2VidRequest, image: Any,
     from ....pipelines.video.models import refuse_video
 
     refuse_video(folder)
+    if kandinsky5_image_to_video(folder):
+        raise ValueError(f"{folder.name} is Kandinsky 5's image-to-video model, which runs from "
+                         "the command line (python -m diffusion img2vid), not the server")
     wan_only = [name for name, given in (
         ("image", image is not None), ("cfg_scale_2", body.cfg_scale_2 is not None),
         (str(_control_named(body)), _control_named(body) is not None),
