@@ -291,9 +291,11 @@ class JointTransformerBlock(nn.Module):
         return self.norm1.modulation(temb).norm(x, shift=0, scale=1)
 
     def forward(self, x: Tensor, context: Tensor, temb: Tensor, rotary: Rope = None, *,
-                activated: Tensor | None = None) -> tuple[Tensor, Tensor | None]:
+                activated: Tensor | None = None, mask: Tensor | None = None
+                ) -> tuple[Tensor, Tensor | None]:
         """(image (B, Lx, dim), text (B, Lc, dim) or None after a context_pre_only block).
-        `activated`: silu(temb) where the model computed it once for all its blocks."""
+        `activated`: silu(temb) where the model computed it once for all its blocks; `mask`:
+        the keys kept, nonzero (B, 1, 1, Lc + Lx) uint32, text first (ragged prompts)."""
         # 1. modulations: adaLN-Zero's shift/scale/gate for attention and feed-forward
         # (shift_msa, scale_msa, gate_msa, shift_mlp, scale_mlp, gate_mlp, [shift2, scale2,
         # gate2]: chunks 0..8), the norms reading theirs in place
@@ -309,7 +311,7 @@ class JointTransformerBlock(nn.Module):
         source = x
         x, context_attn = self.attn.gated(
             x, mods[2], modulated_norm_of(x, mods, 0, 1, self.attn.image_inputs()), context_in,
-            rotary)
+            rotary, mask)
         if self.dual:  # the second attention reads the block's input too
             second = modulated_norm_of(source, mods, 6, 7, self.attn2.image_inputs())
             x = self.attn2.gated(x, mods[8], second)[0]

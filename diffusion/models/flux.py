@@ -90,12 +90,12 @@ class FluxSingleTransformerBlock(SingleStreamBlock):
         super().__init__(dim, heads, head_dim, place, mlp_ratio)
 
     def forward(self, x: Tensor, temb: Tensor, rotary: Rope, *,
-                activated: Tensor | None = None) -> Tensor:
+                activated: Tensor | None = None, mask: Tensor | None = None) -> Tensor:
         """x: text then image tokens (B, L, dim); `activated`: silu(temb) where the model
-        has it."""
+        has it; `mask`: the keys kept (JointAttention.forward's)."""
         mods = self.norm.modulation(temb, activated)  # shift, scale, gate
         return self.normed(x, modulated_norm_of(x, mods, 0, 1, self.input_layers()), mods[2],
-                           rotary)
+                           rotary, mask)
 
 
 def _residuals(samples: Sequence[Tensor], blocks: int) -> Any:
