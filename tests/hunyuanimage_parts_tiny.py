@@ -40,3 +40,35 @@ def byt5_tokenizer(folder: Path | None = None) -> Any:
     if folder is not None:
         tokenizer.save_pretrained(folder)
     return tokenizer
+
+
+# HunyuanImage 2.1's guiders with the APG switch early enough for a 3-step run to reach it;
+# the OCR guider (a prompt that quotes text) with other scales, so that the choice shows
+GUIDER_TINY: dict[str, Any] = dict(guidance_scale=3.5, adaptive_projected_guidance_scale=6.0,
+                                   adaptive_projected_guidance_start_step=1)
+OCR_GUIDER_TINY: dict[str, Any] = dict(guidance_scale=2.5,
+                                       adaptive_projected_guidance_scale=8.0,
+                                       adaptive_projected_guidance_start_step=0, eta=0.5)
+
+
+def tiny_hunyuanimage_pipeline(root: Path, *, distilled: bool = False) -> Any:
+    """diffusers' HunyuanImagePipeline of tiny random parts (the distilled checkpoint's
+    transformer and no guiders where `distilled`) saved to `root / "hunyuanimage"`;
+    returns the pipeline."""
+    import diffusers
+    from hunyuanimage_tiny import HUNYUANIMAGE_DISTILLED, tiny_hunyuanimage_transformer
+    from qwenimage_tiny import tiny_qwen25vl
+    from zimage_tiny import tiny_qwen_tokenizer, transformers_tokenizer
+
+    guiders = {} if distilled else dict(
+        guider=diffusers.guiders.AdaptiveProjectedMixGuidance(**GUIDER_TINY),
+        ocr_guider=diffusers.guiders.AdaptiveProjectedMixGuidance(**OCR_GUIDER_TINY))
+    pipe = diffusers.HunyuanImagePipeline(
+        scheduler=diffusers.FlowMatchEulerDiscreteScheduler(shift=4.0),
+        vae=tiny_hyvae(), text_encoder=tiny_qwen25vl(),
+        tokenizer=transformers_tokenizer(tiny_qwen_tokenizer(root / "qwen-tokenizer")),
+        text_encoder_2=tiny_byt5(), tokenizer_2=byt5_tokenizer(),
+        transformer=tiny_hunyuanimage_transformer(
+            **(HUNYUANIMAGE_DISTILLED if distilled else {})), **guiders)
+    pipe.save_pretrained(root / "hunyuanimage")
+    return pipe

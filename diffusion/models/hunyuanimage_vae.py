@@ -236,6 +236,11 @@ class AutoencoderKLHunyuanImage(nn.Module):
         return float(self.config["scaling_factor"])
 
     @property
+    def shift_factor(self) -> float:
+        """None: the transformer's latents are the VAE's scaled, not shifted."""
+        return 0.0
+
+    @property
     def device(self) -> Device:
         return self.decoder.conv_in.weight.device
 

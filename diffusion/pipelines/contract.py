@@ -219,6 +219,9 @@ class Capabilities:
                         else "; leave --cache out")
                 raise ValueError(f"step cache {kind}: not supported for {self._name}{runs}")
         if diffusers and request.hires is not None and not self.hires_with_diffusers:
+            if not self.samplers:  # a family that runs its own loop alone
+                raise ValueError(f"the hires fix: not supported for {self._name} yet; leave "
+                                 "it out")
             raise ValueError(f"the hires fix runs with the WebUI samplers "
                              f"({', '.join(self.samplers or ())}) on {self._name}, not "
                              "'diffusers'")
@@ -228,8 +231,10 @@ class Capabilities:
                              "latents the WebUI samplers start from; the 'diffusers' sampler "
                              "encodes the picture itself: pick Euler, or fill / original")
         if not diffusers and self.samplers is not None and label not in self.samplers:
-            raise ValueError(f"sampler {label} is not defined for {self._name} here; choose "
-                             f"one of {', '.join(self.samplers)} or 'diffusers'")
+            choices = (f"choose one of {', '.join(self.samplers)} or 'diffusers'"
+                       if self.samplers else "use 'diffusers', the only one they run")
+            raise ValueError(f"sampler {label} is not defined for {self._name} here; "
+                             f"{choices}")
         if not diffusers and self.schedules is not None and schedule not in self.schedules:
             raise ValueError(f"schedule type {schedule} is not defined for {self._name} here; "
                              f"use {' or '.join(self.schedules)}")

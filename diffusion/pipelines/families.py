@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from ..loaders.flow.chroma import chroma_family
 from ..loaders.flow.file import flow_model_family
 from ..loaders.flux2 import flux2_distilled, flux2_family
+from ..loaders.hunyuanimage import hunyuanimage_distilled, hunyuanimage_family
 from ..loaders.kandinsky5 import kandinsky5_family
 from ..loaders.krea2 import krea2_family
 from ..loaders.qwen_image import qwenimage21_family, qwenimage_family
@@ -29,6 +30,11 @@ from .flow.fill_model import fill_capabilities, fill_defaults, fill_family, load
 from .flow.flow_capabilities import flow_capabilities, transformer_config
 from .flow.flow_model import flow_defaults, load_flow_model
 from .flow.flux2_model import flux2_capabilities, flux2_defaults, load_flux2_model
+from .flow.hunyuanimage_model import (
+    hunyuanimage_capabilities,
+    hunyuanimage_defaults,
+    load_hunyuanimage_model,
+)
 from .flow.kandinsky5_model import (
     kandinsky5_capabilities,
     kandinsky5_defaults,
@@ -131,6 +137,10 @@ FAMILIES: tuple[FamilyLoader, ...] = (
                  capabilities=lambda path, family: kandinsky5_capabilities(family)),
     FamilyLoader("Krea 2", krea2_family, load_krea2_model, krea2_defaults, latent_channels=16,
                  capabilities=lambda path, family: krea2_capabilities(family)),
+    FamilyLoader("HunyuanImage 2.1 (base, distilled)", hunyuanimage_family,
+                 load_hunyuanimage_model, hunyuanimage_defaults, latent_channels=64,
+                 capabilities=lambda path, family: hunyuanimage_capabilities(
+                     family, distilled=hunyuanimage_distilled(path))),
     FamilyLoader("Qwen-Image 2.1", qwenimage21_family, load_qwenimage21_model,
                  qwenimage21_defaults, latent_channels=64,
                  capabilities=lambda path, family: qwenimage21_capabilities(family)),

@@ -73,6 +73,12 @@ class MixGuidance:
     def _off(self, scale: float) -> bool:
         return math.isclose(scale, 0.0 if self.use_original_formulation else 1.0)
 
+    @property
+    def takes_negative(self) -> bool:
+        """Whether a run has a negative pass at all (diffusers encodes the negative prompt
+        then): enabled, at a scale that guides."""
+        return self.enabled and not self._off(self.guidance_scale)
+
     def cfg_at(self, step: int, steps: int) -> bool:
         """Whether step `step` of `steps` is guided. diffusers: `_is_cfg_enabled`."""
         within = int(self.start * steps) <= step < int(self.stop * steps)

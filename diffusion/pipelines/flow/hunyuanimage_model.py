@@ -1,0 +1,134 @@
+"""`HunyuanImageModel`: HunyuanImage 2.1 (the base and the distilled checkpoints) behind the
+`generate(request)` every door calls, the flow family's `FlowModel` running
+HunyuanImagePipeline's own loop, and the registry's detection, loader, defaults and
+capabilities for it.
+
+The base checkpoint's request CFG scale is its guider's CFG scale (1: no negative pass; the
+folder's guider says the rest: APG's scale, momentum and start step), its default the folder's
+guider's; a prompt that quotes text runs the folder's OCR guider with that CFG scale. The
+distilled checkpoint runs at CFG 1 with its embedded guidance, the request's distilled CFG
+scale (diffusers' `distilled_guidance_scale`). Only the "diffusers" sampler runs: APG's
+momentum and meanflow's next timestep follow the pipeline's own steps. Not yet: img2img and
+inpainting (diffusers has no HunyuanImage pipeline for them), the hires fix, the WebUI
+samplers, the refiner checkpoint, step caches, memory modes, ControlNets.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ...loaders.errors import WeightsError
+from ...loaders.flow.text_encoder_file import module_stem
+from ...loaders.formats.diffusers_folder import read_json
+from ...loaders.hunyuanimage import hunyuanimage_distilled
+from ...models.step_cache import StepCache
+from ...sampling.kdiffusion import DIFFUSERS
+from ..contract import Capabilities, LoadOptions, SamplingDefaults
+from ..observer import Observer
+from ..request import GenerationRequest
+from .flow_model import LLMFlowModel
+from .hunyuanimage_guidance import MixGuidance
+
+__all__ = ["HUNYUANIMAGE_DISTILLED_DEFAULTS", "HunyuanImageModel", "hunyuanimage_capabilities",
+           "hunyuanimage_defaults", "load_hunyuanimage_model"]
+
+# the distilled checkpoint's: HunyuanImage 2.1's 8 steps, its guidance embedded (CFG 1)
+HUNYUANIMAGE_DISTILLED_DEFAULTS = SamplingDefaults(
+    steps=8, sampler=DIFFUSERS, cfg_scale=1.0,
+    why="HunyuanImage 2.1 distilled's settings; its guidance is --distilled-cfg-scale")
+
+
+class HunyuanImageModel(LLMFlowModel):
+    """A loaded HunyuanImage 2.1 pipeline (`family` "hunyuanimage-2.1", a
+    `HunyuanImagePipeline` as `pipe`)."""
+
+    @property
+    def capabilities(self) -> Capabilities:
+        """The "diffusers" sampler, the folder's guidance (CFG then APG; the distilled
+        checkpoint's embedded scale), plain-text prompts; nothing else yet."""
+        return hunyuanimage_capabilities(self.family, distilled=self.distilled)
+
+    @property
+    def native_size(self) -> int:
+        """2048, the side HunyuanImage 2.1 draws at (diffusers' default size)."""
+        return 2048
+
+    def check(self, request: GenerationRequest, width: int, height: int) -> None:
+        """txt2img alone, sides in whole latents (32 pixels), the distilled checkpoint at CFG
+        1; one line each otherwise."""
+        if request.init_image is not None:
+            raise ValueError("img2img and inpainting: not supported for HunyuanImage 2.1 models "
+                             "yet (diffusers has no pipeline for them); use txt2img")
+        if self.distilled and float(request.cfg_scale) != 1.0:
+            raise ValueError("the distilled HunyuanImage 2.1 embeds its guidance: leave "
+                             "--cfg-scale at 1 and set --distilled-cfg-scale")
+        multiple = self.vae_scale_factor
+        for name, side in (("width", width), ("height", height)):
+            if side % multiple:
+                raise ValueError(f"{name} must be a multiple of {multiple} for HunyuanImage 2.1 "
+                                 f"models, got {side}; try "
+                                 f"{max(multiple, side // multiple * multiple)}")
+
+    def _guidance(self, request: GenerationRequest) -> dict[str, Any]:
+        """The guider's CFG scale, or the distilled scale; the negative prompt."""
+        if self.distilled:
+            return {"distilled_guidance_scale": float(request.distilled_cfg_scale)}
+        return {"guidance_scale": float(request.cfg_scale),
+                "negative_prompt": request.negative_prompt}
+
+    def _diffusers(self, request: GenerationRequest, prompts: list[str], seed: int,
+                   width: int, height: int, observer: Observer,
+                   cache: StepCache | None = None) -> np.ndarray:
+        """HunyuanImagePipeline's own loop."""
+        return self.pipe(prompts, height=height, width=width,  # type: ignore[no-any-return]
+                         num_inference_steps=int(request.steps), seed=seed, rng=request.rng,
+                         callback=observer.step, output_type="latent", **self._guidance(request))
+
+
+def hunyuanimage_capabilities(family: str, *, distilled: bool = False) -> Capabilities:
+    """What a HunyuanImage 2.1 model takes (HunyuanImageModel.capabilities says what): the
+    loaded model's, and the registry's before the weights load."""
+    return Capabilities(family=family, latent_space="hunyuanimage",
+                        guidance="distilled" if distilled else "cfg", samplers=(),
+                        schedules=(), models="HunyuanImage 2.1 models", prompt_syntax=False,
+                        textual_inversion=False, refiner=False, control=False,
+                        variation_seeds=False, latent_upscale_resize=False,
+                        hires_with_diffusers=False, latent_masked_content=False,
+                        memory_modes=False)
+
+
+def hunyuanimage_defaults(path: str | os.PathLike[str], family: str) -> SamplingDefaults:
+    """What a HunyuanImage 2.1 model samples with where its defaults.json says nothing:
+    HunyuanImagePipeline's 50 steps at its guider's CFG scale (3.5 where unreadable), or the
+    distilled checkpoint's 8 at CFG 1."""
+    if hunyuanimage_distilled(path):
+        return HUNYUANIMAGE_DISTILLED_DEFAULTS
+    try:
+        scale = MixGuidance.from_config(
+            read_json(Path(path) / "guider" / "guider_config.json")).guidance_scale
+    except (WeightsError, ValueError, TypeError):
+        scale = MixGuidance().guidance_scale
+    return SamplingDefaults(steps=50, sampler=DIFFUSERS, cfg_scale=float(scale),
+                            why="diffusers' HunyuanImage 2.1 settings (its guider's CFG scale)")
+
+
+def load_hunyuanimage_model(path: str | os.PathLike[str], family: str, options: LoadOptions
+                            ) -> HunyuanImageModel:
+    """A HunyuanImage 2.1 diffusers folder as a HunyuanImageModel; `options.defaults` (the
+    folder's defaults.json) over `hunyuanimage_defaults`. --base, --text-encoder and the
+    memory modes' offloading are refused in one line."""
+    from .hunyuanimage import HunyuanImagePipeline
+
+    if options.base is not None or options.text_encoders:
+        raise ValueError("HunyuanImage 2.1 loads from its diffusers folder alone: leave --base "
+                         "and --text-encoder out")
+    path = Path(path)
+    pipe = HunyuanImagePipeline.from_pretrained(path, dtype=options.dtype,
+                                                device=options.device, variant=options.variant)
+    return HunyuanImageModel(pipe, family=family, name=module_stem(path),
+                             defaults=options.defaults,
+                             modules=pipe.modules)
