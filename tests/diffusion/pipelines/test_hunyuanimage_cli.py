@@ -1,0 +1,58 @@
+"""HunyuanImage 2.1 through the command line: the family told from its diffusers folder,
+HunyuanImagePipeline's defaults (50 steps, its guider's CFG scale, the "diffusers" sampler),
+diffusers' picture with a quoted text in the prompt (the OCR guider at its own CFG scale),
+and what it refuses in one line."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+pytest.importorskip("diffusers", reason="diffusers is a test-only reference (extra: reference)")
+import torch
+from cli_support import cli_error, cli_ok, png_pixels
+from hunyuanimage_parts_tiny import GUIDER_TINY, OCR_GUIDER_TINY, tiny_hunyuanimage_pipeline
+
+import gpucore
+from diffusion.pipelines.contract import SamplingDefaults
+from diffusion.pipelines.families import capabilities_of
+from diffusion.pipelines.load import model_defaults
+
+PROMPT = 'a shop sign that says "OPEN" in red'
+TOL = 0.003  # mean |ours - diffusers| in [0, 1]: the PNG's rounding, measured 9e-4
+
+
+def test_hunyuanimage_from_the_cli(first_device: gpucore.Device, tmp_path: Path,
+                                   capsys: pytest.CaptureFixture[str]) -> None:
+    reference = tiny_hunyuanimage_pipeline(tmp_path)
+    folder = tmp_path / "hunyuanimage"
+    capabilities = capabilities_of(folder)
+    assert capabilities is not None and capabilities.family == "hunyuanimage-2.1"
+    assert capabilities.guidance == "cfg"
+    assert model_defaults(folder)[0] == SamplingDefaults(
+        steps=50, sampler="diffusers", cfg_scale=GUIDER_TINY["guidance_scale"])
+    common = ("txt2img", "--model", str(folder), "--width", "24", "--height", "32",
+              "--steps", "3", "--rng", "torch", "--seed", "7", "--dtype", "float32",
+              "--prompt", PROMPT)
+    scale = str(OCR_GUIDER_TINY["guidance_scale"])
+    out, _ = cli_ok(capsys, *common, "--cfg-scale", scale, "--out", str(tmp_path / "a.png"))
+    tokens = len(reference.tokenizer(reference.prompt_template_encode.format(PROMPT)).input_ids)
+    reference.tokenizer_max_length = tokens - reference.prompt_template_encode_start_idx
+    with torch.no_grad():
+        expected = reference(PROMPT, height=32, width=24, num_inference_steps=3,
+                             generator=torch.Generator().manual_seed(7),
+                             output_type="np").images[0]
+    got = png_pixels(out)
+    assert np.abs(got - expected).mean() < TOL
+    out, _ = cli_ok(capsys, *common, "--cfg-scale", "1", "--out", str(tmp_path / "b.png"))
+    # the guidance matters (measured 0.012: the tiny model reads its text weakly)
+    assert np.abs(png_pixels(out) - got).mean() > 3 * TOL
+    # refusals, each in one line before loading
+    for more, words in ((("--sampler", "Euler"), "use 'diffusers', the only one they run"),
+                        (("--distilled-cfg-scale", "3"), "take no distilled guidance"),
+                        (("--hr-scale", "2"), "the hires fix: not supported")):
+        assert words in cli_error(capsys, *common, *more)
+    assert "img2img and inpainting: not supported" in cli_error(
+        capsys, "img2img", *common[1:], "--init-image", str(tmp_path / "a.png"))
