@@ -72,3 +72,16 @@ def tiny_hunyuanimage_pipeline(root: Path, *, distilled: bool = False) -> Any:
             **(HUNYUANIMAGE_DISTILLED if distilled else {})), **guiders)
     pipe.save_pretrained(root / "hunyuanimage")
     return pipe
+
+
+def diffusers_picture(pipe: Any, prompt: str, **settings: Any) -> Any:
+    """diffusers' pictures (B, H, W, 3) of `prompt` from seed 7 (torch's generator) with
+    `settings`, its Qwen prompt limit cut from 1000 tokens to the prompt's own (none
+    truncated: the transformer masks the padding, which only slows the reference down)."""
+    import torch
+
+    tokens = len(pipe.tokenizer(pipe.prompt_template_encode.format(prompt)).input_ids)
+    pipe.tokenizer_max_length = tokens - pipe.prompt_template_encode_start_idx
+    with torch.no_grad():
+        return pipe(prompt, generator=torch.Generator().manual_seed(7), output_type="np",
+                    **settings).images

@@ -3,9 +3,10 @@
 HunyuanImagePipeline's own loop, and the registry's detection, loader, defaults and
 capabilities for it.
 
-The base checkpoint's request CFG scale is its guider's CFG scale (1: no negative pass; the
-folder's guider says the rest: APG's scale, momentum and start step), its default the folder's
-guider's; a prompt that quotes text runs the folder's OCR guider with that CFG scale. The
+The base checkpoint runs its folder's guider, or its OCR guider where a prompt quotes text,
+as the folder has them at the default CFG scale (the plain guider's own); another CFG scale
+replaces the CFG scale of the guider that runs (1: no negative pass), the folder saying the
+rest (APG's scale, momentum and start step). The
 distilled checkpoint runs at CFG 1 with its embedded guidance, the request's distilled CFG
 scale (diffusers' `distilled_guidance_scale`). Only the "diffusers" sampler runs: APG's
 momentum and meanflow's next timestep follow the pipeline's own steps. Not yet: img2img and
@@ -74,10 +75,13 @@ class HunyuanImageModel(LLMFlowModel):
                                  f"{max(multiple, side // multiple * multiple)}")
 
     def _guidance(self, request: GenerationRequest) -> dict[str, Any]:
-        """The guider's CFG scale, or the distilled scale; the negative prompt."""
+        """The distilled scale; or the negative prompt and a CFG scale for the guider that
+        runs, none (each guider as the folder has it) at the plain guider's own."""
         if self.distilled:
             return {"distilled_guidance_scale": float(request.distilled_cfg_scale)}
-        return {"guidance_scale": float(request.cfg_scale),
+        scale, guider = float(request.cfg_scale), self.pipe.guider
+        own = guider is not None and scale == guider.guidance_scale
+        return {"guidance_scale": None if own else scale,
                 "negative_prompt": request.negative_prompt}
 
     def _diffusers(self, request: GenerationRequest, prompts: list[str], seed: int,

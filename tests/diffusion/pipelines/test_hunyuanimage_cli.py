@@ -1,6 +1,7 @@
 """HunyuanImage 2.1 through the command line: the family told from its diffusers folder,
 HunyuanImagePipeline's defaults (50 steps, its guider's CFG scale, the "diffusers" sampler),
-diffusers' picture with a quoted text in the prompt (the OCR guider at its own CFG scale),
+diffusers' picture with a quoted text in the prompt (the OCR guider at its own CFG scale
+under the default one),
 and what it refuses in one line."""
 
 from __future__ import annotations
@@ -11,9 +12,13 @@ import numpy as np
 import pytest
 
 pytest.importorskip("diffusers", reason="diffusers is a test-only reference (extra: reference)")
-import torch
 from cli_support import cli_error, cli_ok, png_pixels
-from hunyuanimage_parts_tiny import GUIDER_TINY, OCR_GUIDER_TINY, tiny_hunyuanimage_pipeline
+from hunyuanimage_parts_tiny import (
+    GUIDER_TINY,
+    OCR_GUIDER_TINY,
+    diffusers_picture,
+    tiny_hunyuanimage_pipeline,
+)
 
 import gpucore
 from diffusion.pipelines.contract import SamplingDefaults
@@ -21,6 +26,7 @@ from diffusion.pipelines.families import capabilities_of
 from diffusion.pipelines.load import model_defaults
 
 PROMPT = 'a shop sign that says "OPEN" in red'
+SIZE = dict(height=32, width=24, num_inference_steps=3)
 TOL = 0.003  # mean |ours - diffusers| in [0, 1]: the PNG's rounding, measured 9e-4
 
 
@@ -36,14 +42,10 @@ def test_hunyuanimage_from_the_cli(first_device: gpucore.Device, tmp_path: Path,
     common = ("txt2img", "--model", str(folder), "--width", "24", "--height", "32",
               "--steps", "3", "--rng", "torch", "--seed", "7", "--dtype", "float32",
               "--prompt", PROMPT)
-    scale = str(OCR_GUIDER_TINY["guidance_scale"])
-    out, _ = cli_ok(capsys, *common, "--cfg-scale", scale, "--out", str(tmp_path / "a.png"))
-    tokens = len(reference.tokenizer(reference.prompt_template_encode.format(PROMPT)).input_ids)
-    reference.tokenizer_max_length = tokens - reference.prompt_template_encode_start_idx
-    with torch.no_grad():
-        expected = reference(PROMPT, height=32, width=24, num_inference_steps=3,
-                             generator=torch.Generator().manual_seed(7),
-                             output_type="np").images[0]
+    # the default CFG scale (the plain guider's) runs the OCR guider at its own
+    assert OCR_GUIDER_TINY["guidance_scale"] != GUIDER_TINY["guidance_scale"]
+    out, _ = cli_ok(capsys, *common, "--out", str(tmp_path / "a.png"))
+    expected = diffusers_picture(reference, PROMPT, **SIZE)[0]
     got = png_pixels(out)
     assert np.abs(got - expected).mean() < TOL
     out, _ = cli_ok(capsys, *common, "--cfg-scale", "1", "--out", str(tmp_path / "b.png"))
@@ -56,3 +58,23 @@ def test_hunyuanimage_from_the_cli(first_device: gpucore.Device, tmp_path: Path,
         assert words in cli_error(capsys, *common, *more)
     assert "img2img and inpainting: not supported" in cli_error(
         capsys, "img2img", *common[1:], "--init-image", str(tmp_path / "a.png"))
+
+
+def test_the_distilled_checkpoint(first_device: gpucore.Device, tmp_path: Path,
+                                  capsys: pytest.CaptureFixture[str]) -> None:
+    """The guidance-embedding transformer: 8 steps at CFG 1 by default, diffusers' picture
+    at --distilled-cfg-scale, a CFG scale refused in one line."""
+    reference = tiny_hunyuanimage_pipeline(tmp_path, distilled=True)
+    folder = tmp_path / "hunyuanimage"
+    capabilities = capabilities_of(folder)
+    assert capabilities is not None and capabilities.guidance == "distilled"
+    assert model_defaults(folder)[0] == SamplingDefaults(steps=8, sampler="diffusers",
+                                                         cfg_scale=1.0)
+    common = ("txt2img", "--model", str(folder), "--width", "24", "--height", "32",
+              "--steps", "3", "--rng", "torch", "--seed", "7", "--dtype", "float32",
+              "--prompt", PROMPT)
+    out, _ = cli_ok(capsys, *common, "--distilled-cfg-scale", "4",
+                    "--out", str(tmp_path / "a.png"))
+    expected = diffusers_picture(reference, PROMPT, distilled_guidance_scale=4.0, **SIZE)[0]
+    assert np.abs(png_pixels(out) - expected).mean() < TOL
+    assert "leave --cfg-scale at 1" in cli_error(capsys, *common, "--cfg-scale", "3")

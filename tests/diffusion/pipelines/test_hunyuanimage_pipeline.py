@@ -8,14 +8,12 @@ to the prompt's own length (no prompt is truncated), which keeps the reference's
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import pytest
 
 pytest.importorskip("diffusers", reason="diffusers is a test-only reference")
-import torch
-from hunyuanimage_parts_tiny import tiny_hunyuanimage_pipeline
+from hunyuanimage_parts_tiny import diffusers_picture, tiny_hunyuanimage_pipeline
 from support import assert_close
 
 import gpucore
@@ -24,15 +22,6 @@ from diffusion.pipelines.flow.hunyuanimage import HunyuanImagePipeline
 TOL = 1e-5  # measured worst |error| / (|e| + rms) of the pictures: 1.8e-6
 PROMPT = 'a shop sign that says "OPEN" in red'
 SIZE = dict(height=32, width=24, num_inference_steps=3)
-
-
-def _reference(pipe: Any, prompt: str, **options: Any) -> np.ndarray:
-    """diffusers' picture, its Qwen prompt limit cut to the longest prompt's tokens."""
-    tokens = len(pipe.tokenizer(pipe.prompt_template_encode.format(prompt)).input_ids)
-    pipe.tokenizer_max_length = tokens - pipe.prompt_template_encode_start_idx
-    with torch.no_grad():
-        return pipe(prompt, generator=torch.Generator().manual_seed(7), output_type="np",
-                    **SIZE, **options).images
 
 
 def _ours(root: Path, device: gpucore.Device) -> HunyuanImagePipeline:
@@ -45,7 +34,7 @@ def test_base_with_glyph_text_equals_diffusers(first_device: gpucore.Device,
     ours = _ours(tmp_path, first_device)
     got = ours(PROMPT, seed=7, **SIZE)
     assert got.shape == (1, 32, 24, 3)
-    assert_close(got, _reference(reference, PROMPT), tol=TOL)
+    assert_close(got, diffusers_picture(reference, PROMPT, **SIZE), tol=TOL)
     # the glyph text and the guidance visibly matter
     other = ours(PROMPT.replace("OPEN", "SHUT"), seed=7, **SIZE)
     unguided = ours(PROMPT, seed=7, guidance_scale=1.0, **SIZE)
@@ -58,7 +47,8 @@ def test_distilled_equals_diffusers(first_device: gpucore.Device, tmp_path: Path
     ours = _ours(tmp_path, first_device)
     assert ours.distilled and ours.guider is None
     got = ours(PROMPT, seed=7, distilled_guidance_scale=4.0, **SIZE)
-    assert_close(got, _reference(reference, PROMPT, distilled_guidance_scale=4.0), tol=TOL)
+    assert_close(got, diffusers_picture(reference, PROMPT, distilled_guidance_scale=4.0,
+                                           **SIZE), tol=TOL)
     lower = ours(PROMPT, seed=7, distilled_guidance_scale=1.0, **SIZE)
     assert np.abs(lower - got).mean() > 0.01
 
