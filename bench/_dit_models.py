@@ -1,7 +1,7 @@
 """bench/dit_families.py's model table: the real configs its rows run at, their tiny --quick
 counterparts, and `_Model`, a row's calls on either side (Qwen-Image 2.1's and Qwen3-VL-8B's
 in bench/_dit_qwen21.py, Krea 2's in bench/_dit_krea2.py, Kandinsky 5's in
-bench/_dit_kandinsky5.py)."""
+bench/_dit_kandinsky5.py, HunyuanImage 2.1's in bench/_dit_hunyuanimage.py)."""
 
 from __future__ import annotations
 
@@ -68,6 +68,13 @@ KANDINSKY5: dict[str, Any] = dict(
     in_visual_dim=16, out_visual_dim=16, in_text_dim=3584, in_text_dim2=768, time_dim=512,
     patch_size=(1, 2, 2), model_dim=2560, ff_dim=10240, num_text_blocks=2,
     num_visual_blocks=50, axes_dims=(32, 48, 48), visual_cond=False, attention_type="regular")
+# tencent/HunyuanImage-2.1, transformer/config.json as diffusers' converter writes it (the
+# distilled checkpoint adds guidance_embeds and use_meanflow: two small embedders)
+HUNYUANIMAGE: dict[str, Any] = dict(
+    in_channels=64, out_channels=64, num_attention_heads=28, attention_head_dim=128,
+    num_layers=20, num_single_layers=40, num_refiner_layers=2, patch_size=(1, 1),
+    qk_norm="rms_norm", guidance_embeds=False, text_embed_dim=3584, text_embed_2_dim=1472,
+    rope_theta=256.0, rope_axes_dim=(64, 64))
 
 # the text tokens of Qwen-Image-Edit's step: a 1024x1024 reference read by Qwen2.5-VL (1036 px
 # in 28 px merged patches: 37 x 37 picture tokens) and a short instruction, the template's
@@ -97,6 +104,10 @@ TINY: dict[str, dict[str, Any]] = {
                   text_hidden_dim=40, num_text_layers=3, text_num_attention_heads=4,
                   text_num_key_value_heads=2, text_intermediate_size=48,
                   axes_dims_rope=(4, 6, 6)),
+    "hunyuanimage": dict(HUNYUANIMAGE, num_layers=1, num_single_layers=1, num_refiner_layers=1,
+                         in_channels=8, out_channels=8, attention_head_dim=16,
+                         num_attention_heads=2, text_embed_dim=40, text_embed_2_dim=24,
+                         rope_axes_dim=(8, 8)),
     # heads 16 wide: mrope_section's three axes each turn some of the 8 frequencies
     "qwen3vl_8b": dict(QWEN3VL_8B, vocab_size=512, hidden_size=48, intermediate_size=80,
                        num_hidden_layers=3, num_attention_heads=4, num_key_value_heads=2,

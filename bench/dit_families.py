@@ -27,14 +27,17 @@ states (Qwen-Image's), Qwen3-VL-8B's 256 to its last layer's before the final no
 patches for a 77-token prompt in its 512-token block (bench/_dit_krea2.py: diffusers' whole
 masked block every step, ours the real tokens after the text fusion made once, prefix_ms).
 Kandinsky 5 Image Lite's at 4096 patches and a 128-token prompt (bench/_dit_kandinsky5.py:
-the states' projection once a prompt on our side, prefix_ms).
+the states' projection once a prompt on our side, prefix_ms). HunyuanImage 2.1's at its
+native 2048x2048 (4096 latent tokens) for 128 real tokens of its 1000-token Qwen2.5-VL block
+and 16 of ByT5's 128 (bench/_dit_hunyuanimage.py: diffusers' padded blocks masked, ours the
+real tokens alone).
 Rows run smallest first, each caught on its own: an out-of-memory model loses its row only,
 recorded with its error.
 
 BENCH_MODELS picks them, comma-separated, from qwen3_8b, qwen25vl, qwen3vl_8b, qwenimage21,
-krea2, kandinsky5, flux2klein, chroma, kontext, qwenimage, qwenimageedit (the default: all,
-in that order), plus zimage and qwen3 (bench/zimage.py's rows). BENCH_ACC16=1 adds each float16
-transformer's step with every GEMM's f16 accumulators (`float16 acc16`,
+krea2, kandinsky5, flux2klein, chroma, kontext, qwenimage, qwenimageedit, hunyuanimage (the
+default: all, in that order), plus zimage and qwen3 (bench/zimage.py's rows). BENCH_ACC16=1
+adds each float16 transformer's step with every GEMM's f16 accumulators (`float16 acc16`,
 `--fp16-accumulation`). `--quick`: tiny configs (a smoke run on any adapter).
 """
 
@@ -51,6 +54,7 @@ import numpy as np
 import gpucore
 import gpustd
 
+from . import _dit_hunyuanimage as _hunyuanimage
 from . import _dit_kandinsky5 as _kandinsky5
 from . import _dit_krea2 as _krea2
 from . import _dit_qwen21 as _qwen21
@@ -70,6 +74,9 @@ from ._dit_models import (
 from .sdxl import _PeakMemory, _settled_use
 
 GIB = float(1 << 30)
+# the rows whose inputs and calls live in a module of their own (bench/_dit_*.py)
+_ROW_MODULES = {name: module for module in (_qwen21, _krea2, _kandinsky5, _hunyuanimage)
+                for name in module.NAMES}
 COLUMNS = ["model", "impl", "dtype", "dispatches", "rel_err", "gpu_ms", "wall_ms", "peak_gib",
            "vs_bf16", "prefix_ms", "error"]
 
@@ -91,12 +98,8 @@ def _positions(text: int, rows: int, columns: int, axes: int, context: int = 0
 
 
 def _inputs(name: str, config: dict[str, Any], quick: bool) -> dict[str, np.ndarray]:
-    if name in _qwen21.NAMES:
-        return _qwen21.inputs(name, config, quick)
-    if name in _krea2.NAMES:
-        return _krea2.inputs(name, config, quick)
-    if name in _kandinsky5.NAMES:
-        return _kandinsky5.inputs(name, config, quick)
+    if name in _ROW_MODULES:
+        return _ROW_MODULES[name].inputs(name, config, quick)
     rng = np.random.default_rng(0)
     side = 8 if quick else 64  # patches per side: 1024 / 16
     if name in ("qwen25vl", "qwen3_8b"):
@@ -186,12 +189,8 @@ def _dit(name: str) -> Model:
 
 
 def _model(name: str) -> Model:
-    if name in _qwen21.NAMES:
-        return _qwen21.model(name)
-    if name in _krea2.NAMES:
-        return _krea2.model(name)
-    if name in _kandinsky5.NAMES:
-        return _kandinsky5.model(name)
+    if name in _ROW_MODULES:
+        return _ROW_MODULES[name].model(name)
     if name not in ("qwen25vl", "qwen3_8b"):
         return _dit(name)
     layers = _llm_layers(name)
@@ -338,7 +337,7 @@ def _one_model(name: str, quick: bool, device: gpucore.Device, cuda: Any
 
 
 DEFAULT = ("qwen3_8b", "qwen25vl", "qwen3vl_8b", "qwenimage21", "krea2", "kandinsky5",
-           "flux2klein", "chroma", "kontext", "qwenimage", "qwenimageedit")
+           "flux2klein", "chroma", "kontext", "qwenimage", "qwenimageedit", "hunyuanimage")
 
 
 def run(quick: bool = False) -> dict[str, Any]:

@@ -119,3 +119,14 @@ def tiny_kandinsky5(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Any
     reference.vae_scale_factor_spatial = 2
     reference.resolutions = [(40, 24)]
     return root / "kandinsky5", reference
+
+
+@pytest.fixture(scope="session")
+def tiny_kandinsky5_video(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Any]:
+    """(the folder `root / "kandinsky5-video"`, diffusers' Kandinsky5T2VPipeline) of tiny
+    random parts (kandinsky5_video_tiny; the pipeline's and the server's tests)."""
+    pytest.importorskip("diffusers", reason="diffusers is a test-only reference")
+    from kandinsky5_video_tiny import tiny_kandinsky5_video_pipeline
+
+    root = tmp_path_factory.mktemp("tiny-kandinsky5-video")
+    return root / "kandinsky5-video", tiny_kandinsky5_video_pipeline(root)

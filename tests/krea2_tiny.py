@@ -71,3 +71,41 @@ def tiny_krea2_pipeline(root: Path, *, distilled: bool = False) -> Any:
         is_distilled=distilled)
     pipe.save_pretrained(root / "krea-2")
     return pipe
+
+
+# diffusers' names -> Krea's original ones: the inverse of diffusers'
+# convert_krea2_transformer_checkpoint_to_diffusers, whose own maps the tests check it against
+_ORIGINAL_PREFIXES = (
+    ("img_in.", "first."), ("time_embed.linear_1.", "tmlp.0."),
+    ("time_embed.linear_2.", "tmlp.2."), ("time_mod_proj.", "tproj.1."),
+    ("txt_in.norm.weight", "txtmlp.0.scale"), ("txt_in.linear_1.", "txtmlp.1."),
+    ("txt_in.linear_2.", "txtmlp.3."), ("text_fusion.", "txtfusion."),
+    ("transformer_blocks.", "blocks."), ("final_layer.linear.", "last.linear."),
+    ("final_layer.norm.weight", "last.norm.scale"),
+    ("final_layer.scale_shift_table", "last.modulation.lin"))
+_ORIGINAL_IN_BLOCKS = (
+    (".attn.to_q.", ".attn.wq."), (".attn.to_k.", ".attn.wk."), (".attn.to_v.", ".attn.wv."),
+    (".attn.to_out.0.", ".attn.wo."), (".attn.to_gate.", ".attn.gate."),
+    (".attn.norm_q.weight", ".attn.qknorm.qnorm.scale"),
+    (".attn.norm_k.weight", ".attn.qknorm.knorm.scale"), (".ff.", ".mlp."),
+    (".norm1.weight", ".prenorm.scale"), (".norm2.weight", ".postnorm.scale"),
+    (".scale_shift_table", ".mod.lin"))
+
+
+def original_layout(model: Any, prefix: str = "") -> dict[str, Any]:
+    """`model`'s (diffusers' Krea2Transformer2DModel) tensors under Krea's original names, as
+    its single files hold them (each block's six modulation vectors flattened), behind
+    `prefix`."""
+    out = {}
+    for key, value in model.state_dict().items():
+        name = key
+        for new, old in _ORIGINAL_PREFIXES:
+            if name.startswith(new):
+                name = old + name[len(new):]
+                break
+        for new, old in _ORIGINAL_IN_BLOCKS:
+            name = name.replace(new, old)
+        if name.endswith(".mod.lin"):
+            value = value.reshape(-1)
+        out[prefix + name] = value.contiguous()
+    return out

@@ -56,10 +56,11 @@ def _processor_class() -> Any:
     return Processor
 
 
-def tiny_qwenimage_edit_pipeline(root: Path) -> Any:
-    """diffusers' QwenImageEditPipeline of tiny random parts saved to `root / "qwen-edit"`;
-    returns the pipeline."""
-    import diffusers
+def tiny_vision_text_encoder(root: Path) -> tuple[Any, Any]:
+    """(transformers' Qwen2_5_VLForConditionalGeneration with VISION_TINY's tower, a
+    Qwen2VLProcessor over the tokenizer with the vision tokens, its files in
+    `root / "edit-tokenizer"`, and Qwen2VLImageProcessorPil of PIXEL_LIMITS): what an edit
+    pipeline reads its prompt and pictures with."""
     import transformers
     from transformers.models.qwen2_vl.image_processing_pil_qwen2_vl import (
         Qwen2VLImageProcessorPil,
@@ -76,6 +77,16 @@ def tiny_qwenimage_edit_pipeline(root: Path) -> Any:
     encoder = randomized(transformers.Qwen2_5_VLForConditionalGeneration(config), 3, scale=0.5)
     processor = _processor_class()(
         image_processor=Qwen2VLImageProcessorPil(**PIXEL_LIMITS), tokenizer=tokenizer)
+    return encoder, processor
+
+
+def tiny_qwenimage_edit_pipeline(root: Path) -> Any:
+    """diffusers' QwenImageEditPipeline of tiny random parts saved to `root / "qwen-edit"`;
+    returns the pipeline."""
+    import diffusers
+
+    encoder, processor = tiny_vision_text_encoder(root)
+    tokenizer = processor.tokenizer
     pipe = diffusers.QwenImageEditPipeline(
         scheduler=diffusers.FlowMatchEulerDiscreteScheduler(**QWENIMAGE_SCHEDULER),
         vae=tiny_qwenimage_vae(), text_encoder=encoder, tokenizer=tokenizer,

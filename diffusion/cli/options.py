@@ -293,12 +293,12 @@ def _models(parser: argparse.ArgumentParser) -> None:
                              "LLM (qwen_3_4b, mistral_3_small_flux2_*, qwen_2.5_vl_7b "
                              ".safetensors, or a GGUF of one); repeat for several")
     parser.add_argument("--base", metavar="PATH",
-                        help="for a UNet-only .gguf --model (ComfyUI-GGUF's, "
-                             "stable-diffusion.cpp's): a model of the same family (diffusers "
-                             "folder or checkpoint) whose text encoders, VAE, tokenizer, "
-                             "scheduler and UNet config it runs with; for a single-file "
-                             "Z-Image, Qwen-Image or FLUX.2 transformer (ComfyUI's file, a "
-                             "GGUF), the family's diffusers folder giving the rest")
+                        help="for a UNet-only .gguf --model (ComfyUI-GGUF's, stable-diffusion"
+                             ".cpp's): a model of its family (diffusers folder or checkpoint) "
+                             "whose text encoders, VAE, tokenizer, scheduler and UNet config it "
+                             "runs with; for a single-file Z-Image, Qwen-Image (2.1), FLUX.2, "
+                             "Kandinsky 5 or Krea 2 transformer (ComfyUI's file, a GGUF), the "
+                             "family's diffusers folder giving the rest")
     add_network_options(parser)
 
 

@@ -110,11 +110,11 @@ def add_serve_parser(commands: Any) -> argparse.ArgumentParser:
                           "mistral_3_small_flux2_bf16.safetensors, or a GGUF of one); repeat "
                           "for several")
     sub.add_argument("--base", action="append", metavar="DIR",
-                     help="Z-Image, Qwen-Image, FLUX.2: a diffusers folder of the family giving "
-                          "a single-file transformer (ComfyUI's models/diffusion_models files, "
-                          "GGUFs) its text encoder, tokenizer, VAE and scheduler, as txt2img's "
-                          "--base; repeat for several families (default: the diffusers folders "
-                          "in --models-dir)")
+                     help="Z-Image, Qwen-Image (2.1), FLUX.2, Kandinsky 5, Krea 2: a diffusers "
+                          "folder of the family giving a single-file transformer (ComfyUI's "
+                          "models/diffusion_models files, GGUFs) its text encoder, tokenizer, "
+                          "VAE and scheduler, as txt2img's --base; repeat for several "
+                          "families (default: the diffusers folders in --models-dir)")
     sub.add_argument("--image-encoder", action="append", metavar="PATH",
                      help="a CLIP image encoder for IP-Adapter units (a transformers folder, "
                           "h94's models/image_encoder (ViT-H/14) or sdxl_models/image_encoder "

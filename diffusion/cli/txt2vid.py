@@ -1,10 +1,12 @@
-"""`python -m diffusion txt2vid --model FOLDER --prompt TEXT -o out.mp4`: Wan text-to-video
-from the command line, and `img2vid --image IN.png` (Wan 2.1 / 2.2 A14B I2V or Wan 2.2 TI2V 5B
+"""`python -m diffusion txt2vid --model FOLDER --prompt TEXT -o out.mp4`: Wan and Kandinsky 5
+Video Lite text-to-video from the command line (cli.txt2vid_kandinsky5: the latter's run),
+and `img2vid --image IN.png` (Wan 2.1 / 2.2 A14B I2V or Wan 2.2 TI2V 5B
 animating a picture); Wan VACE's control video, mask and reference pictures on txt2vid
 (cli.vace). `--model FILE --base FOLDER` runs ComfyUI's split files (and GGUFs)
 with a diffusers folder giving the rest; `--model-2` is Wan 2.2 A14B's low-noise expert. The
 frame count (1 + 4k), size (multiples of 16), fps, picture, files and output are checked
-before the model loads; a bad one ends in one `error: ...` line."""
+before the model loads, and what is not given is the model family's default
+(pipelines.video.models); a bad one ends in one `error: ...` line."""
 
 from __future__ import annotations
 
@@ -43,8 +45,10 @@ EXAMPLE = """example:
       --model-2 wan2.2_t2v_low_noise_14B_fp8_scaled.safetensors \\
       --text-encoder umt5_xxl_fp8_e4m3fn_scaled.safetensors \\
       --base ./Wan2.2-T2V-A14B-Diffusers --prompt "a cat walks on the grass" -o cat.mp4
-  python -m diffusion txt2vid --model ./Wan2.1-VACE-1.3B-diffusers --prompt "a robot dances" \
+  python -m diffusion txt2vid --model ./Wan2.1-VACE-1.3B-diffusers --prompt "a robot dances" \\
       --control-video pose.mp4 --reference-image robot.png --frames 33 -o robot.mp4
+  python -m diffusion txt2vid --model ./Kandinsky-5.0-T2V-Lite-sft-5s-Diffusers \\
+      --prompt "a cat and a dog baking a cake in a kitchen" --frames 121 -o cake.mp4
 
 -o picks the format by its suffix: .mp4 (H.264, needs PyAV: the `video` extra), .webp
 (animated) or a path without a suffix (a folder of numbered PNGs). On a GPU short of memory:
@@ -54,7 +58,7 @@ EXAMPLE = """example:
 def add_parsers(subparsers: argparse._SubParsersAction) -> None:
     """Add the `txt2vid` and `img2vid` sub-commands to `python -m diffusion`'s sub-parsers."""
     for name, text in (("txt2vid", "generate a video from a prompt (Wan 2.1, Wan 2.2 TI2V "
-                                   "5B and A14B)"),
+                                   "5B and A14B, Kandinsky 5 Video Lite)"),
                        ("img2vid", "animate a picture as a prompt says (Wan 2.1 I2V, "
                                    "Wan 2.2 TI2V 5B and I2V A14B)")):
         sub = subparsers.add_parser(name, help=text, description=text, epilog=EXAMPLE,
@@ -70,7 +74,8 @@ def add_parsers(subparsers: argparse._SubParsersAction) -> None:
 def _options(sub: argparse.ArgumentParser) -> None:
     sub.add_argument("--model", required=True, metavar="FOLDER|FILE",
                      help="a Wan diffusers folder (Wan 2.1 T2V or I2V, Wan 2.2 TI2V 5B or "
-                          "A14B), or a transformer file with --base: ComfyUI's "
+                          "A14B) or a Kandinsky 5 Video Lite one (txt2vid), or a Wan "
+                          "transformer file with --base: ComfyUI's "
                           "(wan2.1_t2v_1.3B_bf16, *_fp8_e4m3fn, *_fp8_scaled .safetensors; "
                           "Wan 2.2 A14B's high-noise expert; Wan VACE's "
                           "wan2.1_vace_14B_fp16.safetensors) or a GGUF of it")
@@ -91,19 +96,24 @@ def _options(sub: argparse.ArgumentParser) -> None:
                      help="Wan 2.1 I2V: its CLIP vision encoder in place of the folder's "
                           "(clip_vision_h.safetensors)")
     sub.add_argument("--prompt", required=True, metavar="TEXT", help="what the video shows")
-    sub.add_argument("--negative-prompt", default="", metavar="TEXT",
-                     help="what to steer away from (default: none)")
-    sub.add_argument("--frames", type=whole, default=81, metavar="N",
-                     help=f"frame count, 1 + 4k: 1, 5, ..., {MAX_FRAMES} (81, Wan's)")
-    sub.add_argument("--fps", type=number, default=16.0,
-                     help="frames per second of the written video, 0.01 to 240 (16, Wan's)")
-    sub.add_argument("--width", type=whole, default=832, metavar="PX",
-                     help=f"multiple of 16, at most {MAX_SIDE} (832)")
-    sub.add_argument("--height", type=whole, default=480, metavar="PX",
-                     help=f"multiple of 16, at most {MAX_SIDE} (480)")
-    sub.add_argument("--steps", type=whole, default=50, metavar="N",
+    sub.add_argument("--negative-prompt", default=None, metavar="TEXT",
+                     help="what to steer away from (Wan: none; Kandinsky 5 Video: its "
+                          "pipeline's \"Static, 2D cartoon, ...\")")
+    sub.add_argument("--frames", type=whole, default=None, metavar="N",
+                     help=f"frame count, 1 + 4k: 1, 5, ..., {MAX_FRAMES} (Wan: 81; Kandinsky "
+                          "5 Video: 121)")
+    sub.add_argument("--fps", type=number, default=None,
+                     help="frames per second of the written video, 0.01 to 240 (Wan: 16; "
+                          "Kandinsky 5 Video: 24)")
+    sub.add_argument("--width", type=whole, default=None, metavar="PX",
+                     help=f"multiple of 16, at most {MAX_SIDE} (Wan: 832; Kandinsky 5 Video: "
+                          "768)")
+    sub.add_argument("--height", type=whole, default=None, metavar="PX",
+                     help=f"multiple of 16, at most {MAX_SIDE} (Wan: 480; Kandinsky 5 Video: "
+                          "512)")
+    sub.add_argument("--steps", type=whole, default=None, metavar="N",
                      help="sampling steps, 1 to 1000 (50)")
-    sub.add_argument("--cfg-scale", type=number, default=5.0, metavar="SCALE",
+    sub.add_argument("--cfg-scale", type=number, default=None, metavar="SCALE",
                      help=f"classifier-free guidance scale, 0 to {MAX_CFG:g}; 1 turns it off (5)")
     sub.add_argument("--cfg-scale-2", type=number, default=None, metavar="SCALE",
                      help="Wan 2.2 A14B: the low-noise expert's guidance scale (--cfg-scale)")
@@ -152,14 +162,20 @@ def _options(sub: argparse.ArgumentParser) -> None:
 
 
 def _check(args: argparse.Namespace) -> Path:
-    """Everything that needs no model, in one line each; the output path."""
+    """Everything that needs no model, in one line each (what is not given: the family's
+    default); the output path."""
     from ..pipelines.video import check_frame_count, video_cache
+    from ..pipelines.video.models import video_defaults
 
+    defaults = video_defaults(args.model)
+    for name in ("frames", "fps", "width", "height", "steps", "cfg_scale"):
+        if getattr(args, name) is None:
+            setattr(args, name, getattr(defaults, name))
     check_frame_count(args.frames)
     for name in ("width", "height"):
         value = getattr(args, name)
         if value < 16 or value % 16:
-            raise ValueError(f"--{name} must be a multiple of 16 for Wan, got {value}")
+            raise ValueError(f"--{name} must be a multiple of 16, got {value}")
     if args.frames > MAX_FRAMES:
         raise ValueError(f"--frames must be at most {MAX_FRAMES}, got {args.frames}")
     for name in ("width", "height"):
@@ -266,6 +282,12 @@ def run(args: argparse.Namespace) -> int:
     out = _check(args)
     image = _picture(args.image) if args.command == "img2vid" else None
     use_device_options(args)
+    from ..pipelines.video.models import video_family_name
+
+    if video_family_name(args.model) == "kandinsky-5-video":
+        from .txt2vid_kandinsky5 import run_kandinsky5
+
+        return run_kandinsky5(args, out, _dtype(args.dtype))
     from ..loaders.wan.sources import resolve_wan
     from ..pipelines.video import WanPipeline, video_cache
     from ..pipelines.video.wan_refuse import wan_refusals_of

@@ -45,6 +45,10 @@ Layout, in import order (a package imports only those above it):
     sd/                 SD 1.x / 2.x / SDXL: folders, single files, VAE files, GGUFs (a
                         UNet-only GGUF's module files are read through flow/)
     qwen_image/         Qwen-Image: diffusers folders (its Qwen2.5-VL's language model)
+    hunyuan_video/      HunyuanVideo's VAE (Kandinsky 5 Video's): a folder's vae/, or the
+                        original release's pytorch_model.pt
+    hunyuanimage/       HunyuanImage 2.1: its transformer's diffusers folder or Tencent's
+                        original single file
 """
 
 from .errors import WeightsError

@@ -20,6 +20,8 @@ loading weights is a walk over names (`load_state_dict`); configs are the `confi
 | `chroma` | `ChromaTransformer2DModel`: FLUX.1-schnell's blocks modulated by one approximator |
 | `z_image` | `ZImageTransformer2DModel` (Z-Image Turbo and Base) |
 | `flux2` | `Flux2Transformer2DModel` (FLUX.2 klein and dev) |
+| `hunyuanimage` | `HunyuanImageTransformer2DModel` (HunyuanImage 2.1, and its distilled model) |
+| `hunyuanimage_text` | its text stream: Qwen2.5-VL's states refined, ByT5's glyph projected |
 | `vae_flux2` | `AutoencoderKLFlux2`: FLUX.2's 32-channel VAE, its batch-norm'd patchified latents |
 | `qwen_image` | `QwenImageTransformer2DModel` (Qwen-Image) |
 | `qwen_image_vae` | `AutoencoderKLQwenImage` on one frame: Qwen-Image's 16-channel causal VAE |
@@ -28,6 +30,8 @@ loading weights is a walk over names (`load_state_dict`); configs are the `confi
 | `wan_blocks`, `wan_embeddings` | its blocks and token segments; its time, text, image embedders |
 | `wan_vae` | `AutoencoderKLWan`: Wan 2.1's and 2.2's video VAE over frames, chunked |
 | `wan_vae_blocks`, `wan_vae_residual` | its causal 3D blocks; Wan 2.2's patches, residual blocks |
+| `hunyuan_video_vae` | `AutoencoderKLHunyuanVideo`: HunyuanVideo's and Kandinsky 5 Video's VAE |
+| `hunyuan_video_vae_blocks`, `hunyuan_video_vae_tiling` | its causal 3D blocks; diffusers' tiling |
 | `dit_layers` | what FLUX and SD3 share: joint attention, the double-stream block, adaLN |
 | `transformer_ops` | RMS norm, adaLN modulation, gated residuals, rotary embeddings |
 | `step_cache` | step caching of the transformers' blocks: First Block Cache, MagCache, TeaCache |

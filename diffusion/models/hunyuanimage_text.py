@@ -11,12 +11,13 @@ padded to the batch's longest with a key mask where their counts differ.
 
 from __future__ import annotations
 
+import typing
 from typing import Any
 
 import numpy as np
 
 from gpucore import Device
-from gpustd import Tensor, asarray, concatenate, matmul, nn, take
+from gpustd import Tensor, asarray, concatenate, matmul, nn, take, take_slice
 
 from .dit_layers import AdaLayerNormZero, CombinedTimestepTextProjEmbeddings, JointAttention
 from .layers import Place
@@ -38,13 +39,16 @@ def kept_tokens(mask: Any, batch: int, length: int, name: str) -> list[np.ndarra
 def gather_tokens(states: Tensor, rows: list[np.ndarray]) -> tuple[Tensor, np.ndarray | None]:
     """(B, N, D): sample b's tokens rows[b] of states (B, L, D), N the longest, the shorter
     padded with their first row; and the (B, N) flags of the real ones (None where none is
-    padding). states itself where every row is kept in order. numpy: `states[b, rows[b]]`
-    stacked."""
+    padding). A slice where every sample keeps the same run of tokens (one prompt, its
+    padding after it: no index upload). numpy: `states[b, rows[b]]` stacked."""
     batch, length, width = states.shape
     longest = max(len(r) for r in rows)
-    if all(len(r) == length for r in rows) and all((r == np.arange(length)).all()
-                                                    for r in rows):
-        return states, None
+    first = rows[0]
+    if len(first) and all(np.array_equal(r, first) for r in rows) \
+            and (np.diff(first) == 1).all():
+        if len(first) == length:
+            return states, None
+        return take_slice(states, int(first[0]), int(first[-1]) + 1, axis=1), None
     index = np.zeros((batch, longest), np.int64)
     real = np.zeros((batch, longest), bool)
     for b, r in enumerate(rows):
@@ -78,7 +82,7 @@ class SiLUFeedForward(nn.Module):
     def gated(self, residual: Tensor, gate: Tensor, x: Tensor) -> Tensor:
         """residual + gate * self(x), net.2's GEMM applying the gate where it can."""
         first, _, out = self.net
-        return gated_linear(residual, gate, out, first(x))
+        return gated_linear(residual, gate, typing.cast(nn.Linear, out), first(x))
 
 
 class RefinerBlocks(nn.Module):

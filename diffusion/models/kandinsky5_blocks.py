@@ -14,7 +14,7 @@ import numpy as np
 from gpustd import Tensor, nn
 
 from .layers import Place
-from .transformer_ops import Modulation, RMSNorm, gated_linear
+from .transformer_ops import Modulation, RMSNorm
 
 __all__ = ["LAYER_NORM_EPS", "Kandinsky5Attention", "Kandinsky5FeedForward",
            "Kandinsky5Modulation", "Kandinsky5OutLayer", "Kandinsky5TransformerDecoderBlock",
@@ -78,7 +78,7 @@ class Kandinsky5FeedForward(nn.Module):
 class Kandinsky5Modulation(nn.Module):
     """out_layer(silu(time_embed)) as `count` chunks of dim. diffusers: `Kandinsky5Modulation`
     (kept in float32 there; here in the model's dtype, as FLUX's adaLN linears, so the norms
-    read the chunks in place)."""
+    and the fused gated GEMMs read the chunks in place)."""
 
     def __init__(self, time_dim: int, dim: int, count: int, place: Place) -> None:
         self.count = count
@@ -105,11 +105,12 @@ class Kandinsky5TransformerEncoderBlock(nn.Module):
         """x (1, L, dim) in the model's dtype."""
         mods = self.text_modulation(activated)
         attn, ff = self.self_attention, self.feed_forward
-        # the gates and the residuals in out_layer's GEMMs where they can
+        # the gates (read in place) and the residuals in out_layer's GEMMs where they can;
+        # the two passes elsewhere copy a gate out
         h = mods.norm(x, 0, 1, LAYER_NORM_EPS)
-        x = gated_linear(x, mods[2], attn.out_layer, attn.heads_of(h, rotary=rotary))
+        x = mods.gated_linear(2, x, attn.out_layer, attn.heads_of(h, rotary=rotary))
         h = mods.norm(x, 3, 4, LAYER_NORM_EPS)
-        return gated_linear(x, mods[5], ff.out_layer, ff.hidden(h))
+        return mods.gated_linear(5, x, ff.out_layer, ff.hidden(h))
 
 
 class Kandinsky5TransformerDecoderBlock(nn.Module):
@@ -129,11 +130,11 @@ class Kandinsky5TransformerDecoderBlock(nn.Module):
         mods = self.visual_modulation(activated)
         attn, cross, ff = self.self_attention, self.cross_attention, self.feed_forward
         h = mods.norm(x, 0, 1, LAYER_NORM_EPS)
-        x = gated_linear(x, mods[2], attn.out_layer, attn.heads_of(h, rotary=rotary))
+        x = mods.gated_linear(2, x, attn.out_layer, attn.heads_of(h, rotary=rotary))
         h = mods.norm(x, 3, 4, LAYER_NORM_EPS)
-        x = gated_linear(x, mods[5], cross.out_layer, cross.heads_of(h, text))
+        x = mods.gated_linear(5, x, cross.out_layer, cross.heads_of(h, text))
         h = mods.norm(x, 6, 7, LAYER_NORM_EPS)
-        return gated_linear(x, mods[8], ff.out_layer, ff.hidden(h))
+        return mods.gated_linear(8, x, ff.out_layer, ff.hidden(h))
 
 
 class Kandinsky5OutLayer(nn.Module):

@@ -29,7 +29,8 @@ from .clip_vision import CLIP_MEAN, CLIP_STD
 from .layers import Place
 from .transformer_ops import RMSNorm, rope
 
-__all__ = ["Qwen2_5_VisionTransformer", "axial_rotary", "qwen_vision_pixels", "smart_resize"]
+__all__ = ["Qwen2_5_VisionTransformer", "axial_rotary", "pixel_limits", "qwen_vision_pixels",
+           "smart_resize"]
 
 _DEFAULTS: dict[str, Any] = {
     "depth": 32, "hidden_size": 1280, "hidden_act": "silu", "intermediate_size": 3420,
@@ -226,6 +227,16 @@ def smart_resize(height: int, width: int, factor: int = 28, min_pixels: int = 56
         h_bar = math.ceil(height * beta / factor) * factor
         w_bar = math.ceil(width * beta / factor) * factor
     return h_bar, w_bar
+
+
+def pixel_limits(processor_config: dict[str, Any]) -> tuple[int, int]:
+    """(min_pixels, max_pixels) of an image processor's preprocessor_config.json (its
+    `min_pixels` / `max_pixels`, or its `size`'s shortest / longest edge), transformers'
+    defaults where it says nothing."""
+    size = processor_config.get("size") or {}
+    return (int(processor_config.get("min_pixels") or size.get("shortest_edge") or 56 * 56),
+            int(processor_config.get("max_pixels") or size.get("longest_edge")
+                or 28 * 28 * 1280))
 
 
 def qwen_vision_pixels(image: Any, *, patch_size: int = 14, merge_size: int = 2,

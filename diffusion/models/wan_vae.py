@@ -22,13 +22,13 @@ from typing import Any
 import numpy as np
 
 from gpucore import Device
-from gpustd import Tensor, concatenate, nn, permute, take_slice
+from gpustd import Tensor, concatenate, nn, take_slice
 
 from . import qwen_image_vae as qwen
 from .layers import Place
 from .qwen_image_vae import _DEFAULTS, _clamp_unit
 from .wan_vae_blocks import CausalConv3d, MidBlock, Resample, ResidualBlock, UpBlock, causal_conv
-from .wan_vae_common import FlatGammas, LatentStatistics, checked_config
+from .wan_vae_common import FlatGammas, LatentStatistics, checked_config, frames_video, video_frames
 from .wan_vae_replay import decode_frames
 from .wan_vae_residual import ResidualDownBlock, ResidualUpBlock, patchify, unpatchify
 
@@ -97,19 +97,6 @@ def _reset(module: Any) -> None:
             _reset(child)
 
 
-def _frames(video: Tensor, index: int) -> Tensor:
-    """(B, C, T, H, W) -> video `index` as (T, C, H, W)."""
-    _, channels, count, height, width = video.shape
-    one = take_slice(video, index, index + 1, axis=0).reshape(channels, count, height, width)
-    return permute(one, (1, 0, 2, 3))
-
-
-def _video(frames: list[Tensor]) -> Tensor:
-    """[(T, C, H, W) per video] -> (B, C, T, H, W)."""
-    out = [permute(f, (1, 0, 2, 3)).reshape(1, f.shape[1], f.shape[0], *f.shape[2:])
-           for f in frames]
-    return out[0] if len(out) == 1 else concatenate(out, axis=0)
-
 
 class AutoencoderKLWan(LatentStatistics, nn.Module):
     """Videos (B, 3, T, H, W) in [-1, 1], T = 1 + 4k <-> latents (B, z_dim, 1 + k, H / s,
@@ -167,14 +154,14 @@ class AutoencoderKLWan(LatentStatistics, nn.Module):
                              f"height, width), got shape {latents.shape}")
         videos = []
         for b in range(latents.shape[0]):
-            frames = self.post_quant_conv(_frames(latents, b))
+            frames = self.post_quant_conv(video_frames(latents, b))
             _reset(self.decoder)
             out = concatenate(decode_frames(self.decoder, frames, replay=replay), axis=0)
             _reset(self.decoder)
             if self.config["patch_size"] == 2:
                 out = unpatchify(out, 2)
             videos.append(_clamp_unit(out))
-        return _video(videos)
+        return frames_video(videos)
 
     def encode(self, pixels: Tensor) -> tuple[Tensor, Tensor]:
         """(B, 3, T, H, W) in [-1, 1], T = 1 + 4k, H and W multiples of s = `spatial_factor`
@@ -188,7 +175,7 @@ class AutoencoderKLWan(LatentStatistics, nn.Module):
                              f"frames = 1 + {step}k, got shape {pixels.shape}")
         videos = []
         for b in range(pixels.shape[0]):
-            frames = _frames(pixels, b)
+            frames = video_frames(pixels, b)
             if self.config["patch_size"] == 2:
                 frames = patchify(frames, 2)
             _reset(self.encoder)
@@ -197,7 +184,7 @@ class AutoencoderKLWan(LatentStatistics, nn.Module):
                    for start, stop in bounds]
             _reset(self.encoder)
             videos.append(self.quant_conv(concatenate(out, axis=0)))
-        moments = _video(videos)
+        moments = frames_video(videos)
         z_dim = self.config["z_dim"]
         return (take_slice(moments, 0, z_dim, axis=1),
                 take_slice(moments, z_dim, 2 * z_dim, axis=1))

@@ -1,6 +1,7 @@
 """What Wan's video VAE (wan_vae) and Qwen-Image's (qwen_image_vae: Wan's on one frame) share
 around their networks: the latents' per-channel statistics from the config and the view of a
-diffusers state dict with the norms' gammas flattened."""
+diffusers state dict with the norms' gammas flattened; and what they share with HunyuanVideo's
+(hunyuan_video_vae), which also runs a video as frames: `video_frames` / `frames_video`."""
 
 from __future__ import annotations
 
@@ -10,9 +11,9 @@ from typing import Any
 import numpy as np
 
 from gpucore import Device
-from gpustd import Tensor, asarray
+from gpustd import Tensor, asarray, concatenate, permute, take_slice
 
-__all__ = ["FlatGammas", "LatentStatistics", "checked_config"]
+__all__ = ["FlatGammas", "LatentStatistics", "checked_config", "frames_video", "video_frames"]
 
 
 class FlatGammas(Mapping[str, Any]):
@@ -83,3 +84,17 @@ class LatentStatistics:
         QwenImagePipeline, WanPipeline: `latents / (1 / std) + mean`."""
         mean_, std = self._statistics(latents.dtype)
         return latents / (1.0 / std) + mean_
+
+
+def video_frames(video: Tensor, index: int) -> Tensor:
+    """(B, C, T, H, W) -> video `index` as frames (T, C, H, W)."""
+    _, channels, count, height, width = video.shape
+    one = take_slice(video, index, index + 1, axis=0).reshape(channels, count, height, width)
+    return permute(one, (1, 0, 2, 3))
+
+
+def frames_video(frames: list[Tensor]) -> Tensor:
+    """[frames (T, C, H, W) of each video] -> (B, C, T, H, W)."""
+    out = [permute(f, (1, 0, 2, 3)).reshape(1, f.shape[1], f.shape[0], *f.shape[2:])
+           for f in frames]
+    return out[0] if len(out) == 1 else concatenate(out, axis=0)

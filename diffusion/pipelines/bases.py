@@ -1,13 +1,14 @@
 """Which diffusers folder a single-file transformer runs with.
 
-Z-Image, Qwen-Image (and its edit models), FLUX.2 and Kandinsky 5 are shared as the transformer
-alone (`z_image_turbo_bf16.safetensors`, `qwen_image_fp8_e4m3fn.safetensors`,
-`flux-2-klein-4b.safetensors`, `kandinsky5lite_t2i.safetensors`, GGUFs of the first three:
-what ComfyUI keeps in models/diffusion_models); their text encoder, tokenizer, VAE and
-scheduler come from a diffusers folder of the same family, the `base` of `load_pipeline` (the
-CLI's `--base`). A registry line says so with `FamilyLoader.single_file_base`. The server
-looks the folder up here among the folders it knows, so that a file in its models folder loads
-as the CLI loads it:
+Z-Image, Qwen-Image (its edit models, Qwen-Image 2.1), FLUX.2, Kandinsky 5 and Krea 2 are
+shared as the transformer alone (`z_image_turbo_bf16.safetensors`,
+`qwen_image_fp8_e4m3fn.safetensors`, `flux-2-klein-4b.safetensors`,
+`kandinsky5lite_t2i.safetensors`, GGUFs of each: what ComfyUI keeps in
+models/diffusion_models); their text encoder, tokenizer, VAE and scheduler come from a
+diffusers folder of the same family, the `base` of `load_pipeline` (the CLI's `--base`). A
+registry line says so with `FamilyLoader.single_file_base`. The server looks the folder up
+here among the folders it knows, so that a file in its models folder loads as the CLI loads
+it:
 
     family = base_family("z_image_turbo_bf16.safetensors")    # ("Z-Image (Turbo, Base)", "z-image")
     base = find_base("z_image_turbo_bf16.safetensors", [Path("models/Z-Image-Turbo")])

@@ -20,7 +20,7 @@ from ..loaders.flow.chroma import chroma_family
 from ..loaders.flow.file import flow_model_family
 from ..loaders.flux2 import flux2_distilled, flux2_family
 from ..loaders.hunyuanimage import hunyuanimage_distilled, hunyuanimage_family
-from ..loaders.kandinsky5 import kandinsky5_family
+from ..loaders.kandinsky5 import kandinsky5_family, kandinsky5_video_family
 from ..loaders.krea2 import krea2_family
 from ..loaders.qwen_image import qwenimage21_family, qwenimage_family
 from ..loaders.wan import wan_family, wan_file_family
@@ -136,13 +136,14 @@ FAMILIES: tuple[FamilyLoader, ...] = (
                  latent_channels=16, single_file_base=True,
                  capabilities=lambda path, family: kandinsky5_capabilities(family)),
     FamilyLoader("Krea 2", krea2_family, load_krea2_model, krea2_defaults, latent_channels=16,
+                 single_file_base=True,
                  capabilities=lambda path, family: krea2_capabilities(family)),
     FamilyLoader("HunyuanImage 2.1 (base, distilled)", hunyuanimage_family,
                  load_hunyuanimage_model, hunyuanimage_defaults, latent_channels=64,
                  capabilities=lambda path, family: hunyuanimage_capabilities(
                      family, distilled=hunyuanimage_distilled(path))),
     FamilyLoader("Qwen-Image 2.1", qwenimage21_family, load_qwenimage21_model,
-                 qwenimage21_defaults, latent_channels=64,
+                 qwenimage21_defaults, latent_channels=64, single_file_base=True,
                  capabilities=lambda path, family: qwenimage21_capabilities(family)),
     FamilyLoader("Qwen-Image", qwenimage_family, load_qwenimage_model, qwenimage_defaults,
                  latent_channels=16, single_file_base=True,
@@ -150,11 +151,13 @@ FAMILIES: tuple[FamilyLoader, ...] = (
     FamilyLoader("Qwen-Image-Edit", qwenimage_edit_family, load_qwenimage_edit_model,
                  qwenimage_edit_defaults, latent_channels=16, single_file_base=True,
                  capabilities=lambda path, family: qwenimage_edit_capabilities(family)),
-    # a video model: its folder or transformer file is told apart so that txt2img says to use
+    # the video models: a folder or transformer file is told apart so that txt2img says to use
     # txt2vid
     FamilyLoader("Wan 2.1 / 2.2 (videos: txt2vid)",
                  lambda path: wan_family(path) or wan_file_family(path), refuse_pictures,
                  lambda path, family: None, latent_channels=16),
+    FamilyLoader("Kandinsky 5 Video Lite (videos: txt2vid)", kandinsky5_video_family,
+                 refuse_pictures, lambda path, family: None, latent_channels=16),
     FamilyLoader("SD 1.x/2.x, SDXL (base, refiner, Turbo)", any_checkpoint, load_unet_model,
                  unet_defaults, capabilities=unet_capabilities_of),
 )

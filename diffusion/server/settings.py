@@ -30,7 +30,8 @@ class ServerSettings:
     models_dir: PathText | None = None
     text_encoders: tuple[PathText, ...] = ()  # --text-encoder (Forge's additional modules)
     # --base: diffusers folders giving a single-file transformer of their family (Z-Image,
-    # Qwen-Image, FLUX.2) its text encoder, tokenizer, VAE and scheduler, before models_dir's
+    # Qwen-Image (2.1), FLUX.2, Kandinsky 5, Krea 2) its text encoder, tokenizer, VAE and scheduler,
+    # before models_dir's
     bases: tuple[PathText, ...] = ()
     image_encoders: tuple[PathText, ...] = ()  # --image-encoder (IP-Adapter units')
     sd_vae: str = AUTOMATIC_VAE  # the first model's VAE choice (the WebUI's sd_vae)

@@ -50,8 +50,9 @@ def pad(x: Tensor, padding: Sequence[int], *, value: float = 0.0,
 
     padding = (left, right, top, bottom), or (left, right) for the last dimension only.
     mode "constant" fills with `value`; "reflect" mirrors about the edge (each amount
-    0..size - 1); "circular" wraps around to the opposite edge (each amount 0..size).
-    torch: `F.pad(x, padding, mode, value)` (nn.ReflectionPad2d for "reflect").
+    0..size - 1); "circular" wraps around to the opposite edge (each amount 0..size);
+    "replicate" repeats the edge rows and columns (each amount >= 0). torch: `F.pad(x,
+    padding, mode, value)` (nn.ReflectionPad2d for "reflect").
     """
     op = "pad"
     _check_tensor(x, "x", op, 1)
@@ -59,9 +60,9 @@ def pad(x: Tensor, padding: Sequence[int], *, value: float = 0.0,
     if len(padding) not in (2, 4):
         raise ValueError(f"{op}: padding must be (left, right) or (left, right, top, bottom), "
                          f"got {padding}")
-    if mode not in ("constant", "reflect", "circular"):
-        raise ValueError(f"{op}: mode must be 'constant', 'reflect' or 'circular', got "
-                         f"{mode!r}")
+    if mode not in ("constant", "reflect", "circular", "replicate"):
+        raise ValueError(f"{op}: mode must be 'constant', 'reflect', 'circular' or "
+                         f"'replicate', got {mode!r}")
     left, right, top, bottom = (*padding, 0, 0)[:4]
     if len(padding) == 4 and x.ndim < 2:
         raise ValueError(f"{op}: padding 4 values needs a tensor of >= 2 dimensions")
@@ -77,11 +78,14 @@ def pad(x: Tensor, padding: Sequence[int], *, value: float = 0.0,
                                    and max(top, bottom) <= h):
         raise ValueError(f"{op}: circular padding {padding} must be 0..size on each side of "
                          f"the size {x.shape}")
+    if mode == "replicate" and (min(padding) < 0 or h == 0 or w == 0):
+        raise ValueError(f"{op}: replicate padding {padding} must be >= 0 on each side of a "
+                         f"non-empty size {x.shape}")
     lead = x.shape[:-2] if len(padding) == 4 else x.shape[:-1]
     out = Tensor.empty((*lead, ho, wo) if len(padding) == 4 else (*lead, wo), x.dtype,
                        device=x.device)
     k = kernel("pad", {"T": x.dtype}, REFLECT=int(mode == "reflect"),
-               CIRCULAR=int(mode == "circular"))
+               CIRCULAR=int(mode == "circular"), REPLICATE=int(mode == "replicate"))
     k.dispatch(k.groups_for(out.size), x, out, n=out.size, h=h, w=w, ho=ho, wo=wo, top=top,
                left=left, value=value)
     return out

@@ -1,12 +1,14 @@
 // Constant padding (or cropping, for negative amounts) of the last two dimensions:
 // out[p, oh, ow] = x[p, oh - top, ow - left] inside x, else `value`; with REFLECT the outside
 // mirrors x about its edge rows/columns (torch's "reflect": amounts below the size), with
-// CIRCULAR it wraps around to the opposite edge (torch's "circular": amounts up to the size).
+// CIRCULAR it wraps around to the opposite edge (torch's "circular": amounts up to the size),
+// with REPLICATE it repeats the nearest edge row/column (torch's "replicate": any amount).
 // One invocation per output element (p runs over all leading dimensions).
 alias T = f32;
 override WG: u32 = 256u;
 override REFLECT: bool = false;
 override CIRCULAR: bool = false;
+override REPLICATE: bool = false;
 
 struct Params { n: u32, h: u32, w: u32, ho: u32, wo: u32, top: i32, left: i32, value: f32 }
 
@@ -32,6 +34,10 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
         if (CIRCULAR) {
             ih = (ih + i32(params.h)) % i32(params.h);
             iw = (iw + i32(params.w)) % i32(params.w);
+        }
+        if (REPLICATE) {
+            ih = clamp(ih, 0, i32(params.h) - 1);
+            iw = clamp(iw, 0, i32(params.w) - 1);
         }
         var v = T(params.value);
         if (ih >= 0 && ih < i32(params.h) && iw >= 0 && iw < i32(params.w)) {

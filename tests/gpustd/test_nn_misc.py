@@ -315,8 +315,10 @@ def test_pad_errors(device: gpucore.Device) -> None:
     ("reflect", (0, 6, 0, 0), (0, 0, 5, 0), "size - 1"),
     ("circular", (1, 1, 1, 1), (0, 8, 0, 0), r"0\.\.size on each side"),
     ("circular", (2, 0, 5, 3), (0, 8, 0, 0), r"0\.\.size on each side"),
-    ("circular", (7, 7, 0, 0), (0, 8, 0, 0), r"0\.\.size on each side")])
-def test_reflect_and_circular_pad(device: gpucore.Device, mode: str, padding, too_far,
+    ("circular", (7, 7, 0, 0), (0, 8, 0, 0), r"0\.\.size on each side"),
+    ("replicate", (1, 1, 1, 1), (0, 0, -1, 0), ">= 0 on each side"),
+    ("replicate", (9, 0, 2, 6), (1, -1, 0, 0), ">= 0 on each side")])
+def test_reflect_circular_and_replicate_pad(device: gpucore.Device, mode: str, padding, too_far,
                                   says: str) -> None:
     x = random_array(np.random.default_rng(9), (2, 3, 5, 7))
     out = nn.pad(_up(device, x), padding, mode=mode)

@@ -1,5 +1,6 @@
 """HunyuanImage 2.1 models: diffusers folders (`HunyuanImagePipeline`: the base and the
-distilled checkpoints). Builds on formats/ and qwen_image/'s Qwen readers; imports neither sd/
+distilled checkpoints), the transformer from a folder's transformer/ or Tencent's original
+single file. Builds on formats/, keymaps/ and qwen_image/'s Qwen readers; imports neither sd/
 nor flow/."""
 
 from .folder import (
@@ -8,6 +9,7 @@ from .folder import (
     hunyuanimage_family,
     load_hunyuanimage_folder,
 )
+from .transformer import is_hunyuanimage_file, load_hunyuanimage_transformer
 
 __all__ = ["HunyuanImageWeights", "hunyuanimage_distilled", "hunyuanimage_family",
-           "load_hunyuanimage_folder"]
+           "is_hunyuanimage_file", "load_hunyuanimage_folder", "load_hunyuanimage_transformer"]

@@ -1,8 +1,10 @@
 """Kandinsky 5 transformers in one file, in kandinskylab's original layout: what their
 repositories ship beside the diffusers folders (`kandinsky5lite_t2i.safetensors`, the
 `DiffusionTransformer3D` of github.com/kandinskylab/kandinsky-5 alone, bf16) and what ComfyUI
-loads (bare, or under `model.diffusion_model.`), read lazily under diffusers'
-Kandinsky5Transformer3DModel names.
+loads (bare, or under `model.diffusion_model.`; bf16, fp8, and ComfyUI's scaled fp8 read as its
+float values, formats.float8), and the GGUFs converted from them (city96's kind: the same
+names; a `GGUFFile` reads like a safetensors file, its quantized matrices kept quantized by
+`load_component`), read lazily under diffusers' Kandinsky5Transformer3DModel names.
 
 The names need no mapping: diffusers' modules keep the original's attribute names
 (`time_embeddings`, `text_embeddings`, `pooled_text_embeddings`, `visual_embeddings`,
@@ -25,7 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import WeightsError
-from ..formats.safetensors import SafetensorsFile
+from ..formats.gguf_file import tensor_file
 from ..keymaps.dit_keys import block_count, key_of, prefix_of
 from ..weights import ComponentWeights, TensorFile, TensorRef, resolve_dtype
 
@@ -46,25 +48,25 @@ def is_kandinsky5_file(file: TensorFile) -> bool:
 
 
 def kandinsky5_file_family(path: str | os.PathLike[str]) -> str | None:
-    """"kandinsky-5" for a .safetensors file holding a Kandinsky 5 transformer, None otherwise
-    (a broken file is left for loading to name). Reads the header only."""
-    if Path(path).suffix.lower() != ".safetensors" or not Path(path).is_file():
+    """"kandinsky-5" for a .safetensors or .gguf file holding a Kandinsky 5 transformer, None
+    otherwise (a broken file is left for loading to name). Reads the header only."""
+    if Path(path).suffix.lower() not in (".safetensors", ".gguf") or not Path(path).is_file():
         return None
     try:
-        return "kandinsky-5" if is_kandinsky5_file(SafetensorsFile(Path(path))) else None
+        return "kandinsky-5" if is_kandinsky5_file(tensor_file(path)) else None
     except (WeightsError, ValueError, OSError):
         return None
 
 
 def load_kandinsky5_file(path: str | os.PathLike[str], *, dtype: Any = None,
                          config: Mapping[str, Any] | None = None) -> ComponentWeights:
-    """Lazy Kandinsky5Transformer3DModel weights of an original-layout .safetensors file,
-    `.config` read from the shapes, `config` (a folder's transformer/config.json) laid under
-    them for what shapes do not say. `dtype`: None (as stored, bf16 as float32), "float16"
+    """Lazy Kandinsky5Transformer3DModel weights of an original-layout .safetensors or .gguf
+    file, `.config` read from the shapes, `config` (a folder's transformer/config.json) laid
+    under them for what shapes do not say. `dtype`: None (as stored, bf16 as float32), "float16"
     or "float32". WeightsError in one line for a file of something else or a video / editing
     transformer. diffusers has no `from_single_file` for it; kandinskylab's own code:
     `DiffusionTransformer3D(**conf).load_state_dict(load_file(path))`."""
-    file = SafetensorsFile(Path(path))
+    file = tensor_file(path)
     if not is_kandinsky5_file(file):
         raise WeightsError(f"{file.path}: no {_MARKERS[0]} and {_MARKERS[1]} tensors: not a "
                            "Kandinsky 5 transformer file")

@@ -24,6 +24,7 @@ from ..formats.dit_folder import DIT_COMPONENTS, DiTWeights, dit_weights
 from ..qwen_image.folder import language_model_refs, qwen_tokenizer
 from ..qwen_image.folder21 import qwen3_vl_text_config
 from ..weights import TensorRef
+from .file import krea2_file_family
 
 __all__ = ["SELECT_LAYERS", "Krea2Weights", "krea2_family", "load_krea2_folder"]
 
@@ -45,9 +46,13 @@ class Krea2Weights(DiTWeights):
 
 
 def krea2_family(path: str | os.PathLike[str]) -> str | None:
-    """"krea-2" for a diffusers folder whose model_index.json names a Krea2Pipeline, None
-    for anything else (a broken JSON file is left for loading to name)."""
-    return "krea-2" if pipeline_class(Path(path)) == _CLASS else None
+    """"krea-2" for a diffusers folder whose model_index.json names a Krea2Pipeline or a
+    Krea 2 transformer file (`krea2_file_family`), None for anything else (a broken JSON
+    file is left for loading to name)."""
+    root = Path(path)
+    if not root.is_dir():
+        return krea2_file_family(root)
+    return "krea-2" if pipeline_class(root) == _CLASS else None
 
 
 def _settings(index: dict[str, Any], where: Path) -> tuple[tuple[int, ...], bool, int]:
@@ -65,14 +70,16 @@ def _settings(index: dict[str, Any], where: Path) -> tuple[tuple[int, ...], bool
 
 
 def load_krea2_folder(path: str | os.PathLike[str], *, dtype: Any = None,
-                      variant: str | None = None) -> Krea2Weights:
+                      variant: str | None = None, skip: tuple[str, ...] = ()) -> Krea2Weights:
     """Lazy weights of the Krea 2 diffusers folder `path`. `dtype`: None (as stored;
-    bfloat16 read as float32), "float16" or "float32"; `variant`: e.g. "fp16". WeightsError
-    naming the file or folder when it is not a Krea 2 pipeline or a part is missing."""
+    bfloat16 read as float32), "float16" or "float32"; `variant`: e.g. "fp16"; `skip`:
+    ("transformer",) leaves it out (None; a single file replaces it, and the folder need not
+    hold it). WeightsError naming the file or folder when it is not a Krea 2 pipeline or a
+    part is missing."""
     root = Path(path)
     index = pipeline_index(root, _CLASS, DIT_COMPONENTS)
     layers, distilled, patch = _settings(index, root / "model_index.json")
-    parts = dit_weights(root, dtype=dtype, variant=variant, skip=(), adapt=_adapt)
+    parts = dit_weights(root, dtype=dtype, variant=variant, skip=skip, adapt=_adapt)
     return Krea2Weights(scheduler_config=read_json(root / "scheduler" / "scheduler_config.json"),
                         tokenizer_dir=qwen_tokenizer(root / "tokenizer"),
                         select_layers=layers, distilled=distilled, patch_size=patch,

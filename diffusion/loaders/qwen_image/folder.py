@@ -32,7 +32,7 @@ from .file import qwenimage_edit_file_family, qwenimage_file_family
 
 __all__ = ["QwenImageWeights", "language_model_config", "language_model_refs",
            "load_qwenimage_folder", "qwen_tokenizer", "qwenimage_edit_family",
-           "qwenimage_family"]
+           "qwenimage_family", "vision_refs"]
 
 _CLASS = "QwenImagePipeline"
 # the edit pipelines' classes and the families they load as
@@ -74,7 +74,7 @@ def qwenimage_edit_family(path: str | os.PathLike[str]) -> str | None:
     return _EDIT_CLASSES.get(pipeline_class(root) or "")
 
 
-def _vision_refs(refs: dict[str, Any]) -> dict[str, Any]:
+def vision_refs(refs: dict[str, Any]) -> dict[str, Any]:
     """The vision tower's tensors under its own names (`blocks.0.attn.qkv.weight`, ...)."""
     out = {}
     for key, ref in refs.items():
@@ -145,7 +145,7 @@ def load_qwenimage_folder(path: str | os.PathLike[str], *, dtype: Any = None,
                 raise WeightsError(f"{root / name / 'config.json'}: no vision_config; an "
                                    "edit model's text encoder is Qwen2.5-VL with its "
                                    "vision tower")
-            extra["vision"] = ComponentWeights("vision", vision, _vision_refs(refs),
+            extra["vision"] = ComponentWeights("vision", vision, vision_refs(refs),
                                                dtype=resolve_dtype(dtype))
         return language_model_config(config), language_model_refs(refs)
 

@@ -23,7 +23,8 @@ from ..errors import WeightsError
 from ..formats.diffusers_folder import pipeline_class, pipeline_index, read_json
 from ..formats.dit_folder import DiTWeights, dit_weights
 from ..weights import ComponentWeights, TensorRef, resolve_dtype
-from .folder import _vision_refs, language_model_refs, qwen_tokenizer
+from .file21 import qwenimage21_file_family
+from .folder import language_model_refs, qwen_tokenizer, vision_refs
 
 __all__ = ["QwenImage21Weights", "load_qwenimage21_folder", "qwen3_vl_text_config",
            "qwenimage21_family"]
@@ -46,9 +47,11 @@ class QwenImage21Weights(DiTWeights):
 
 def qwenimage21_family(path: str | os.PathLike[str]) -> str | None:
     """"qwen-image-2.1" for a diffusers folder whose model_index.json names a
-    QwenImage21Pipeline, None for anything else (a broken JSON file is left for loading to
-    name)."""
+    QwenImage21Pipeline or a Qwen-Image 2.1 transformer file (`qwenimage21_file_family`), None
+    for anything else (a broken JSON file is left for loading to name)."""
     root = Path(path)
+    if not root.is_dir():
+        return qwenimage21_file_family(root)
     return "qwen-image-2.1" if pipeline_class(root) == _CLASS else None
 
 
@@ -84,9 +87,11 @@ def _sigmas(index: dict[str, Any], where: Path) -> tuple[float, ...] | None:
 
 
 def load_qwenimage21_folder(path: str | os.PathLike[str], *, dtype: Any = None,
-                            variant: str | None = None) -> QwenImage21Weights:
+                            variant: str | None = None, skip: tuple[str, ...] = ()
+                            ) -> QwenImage21Weights:
     """Lazy weights of the Qwen-Image 2.1 diffusers folder `path`. `dtype`: None (as stored;
-    bfloat16 read as float32), "float16" or "float32"; `variant`: e.g. "fp16". WeightsError
+    bfloat16 read as float32), "float16" or "float32"; `variant`: e.g. "fp16"; `skip`:
+    ("transformer",) leaves it out (None; a single file replaces it). WeightsError
     naming the file or folder when it is not a Qwen-Image 2.1 pipeline or a component is
     missing."""
     root = Path(path)
@@ -98,13 +103,13 @@ def load_qwenimage21_folder(path: str | os.PathLike[str], *, dtype: Any = None,
               ) -> tuple[dict[str, Any], dict[str, TensorRef]]:
         if name != "text_encoder":
             return config, refs
-        vision, vision_refs = config.get("vision_config"), _vision_refs(refs)
-        if isinstance(vision, dict) and vision_refs:
-            extra["vision"] = ComponentWeights("vision", vision, vision_refs,
+        vision, tower_refs = config.get("vision_config"), vision_refs(refs)
+        if isinstance(vision, dict) and tower_refs:
+            extra["vision"] = ComponentWeights("vision", vision, tower_refs,
                                                dtype=resolve_dtype(dtype))
         return qwen3_vl_text_config(config), language_model_refs(refs)
 
-    parts = dit_weights(root, dtype=dtype, variant=variant, skip=(), adapt=adapt)
+    parts = dit_weights(root, dtype=dtype, variant=variant, skip=skip, adapt=adapt)
     pixels = root / "processor" / "preprocessor_config.json"
     return QwenImage21Weights(
         scheduler_config=read_json(root / "scheduler" / "scheduler_config.json"),

@@ -32,8 +32,8 @@ from .flow_passes import FlowModelPasses
 from .flow_sampling import resized, sample_flow
 from .flow_schedule import scheduled_flow
 
-__all__ = ["DEFAULT_STRENGTH", "EditPasses", "inpainting", "reference_pictures",
-           "refuse_strength", "sample_from_noise"]
+__all__ = ["DEFAULT_STRENGTH", "EditPasses", "PictureEditPasses", "inpainting",
+           "reference_pictures", "refuse_strength", "sample_from_noise"]
 
 # the request's own denoising strength: what a client sends when it sets none
 DEFAULT_STRENGTH = next(f.default for f in fields(GenerationRequest) if f.name == "strength")
@@ -97,6 +97,34 @@ class EditPasses(FlowModelPasses):
                                   cache)
         return sample_from_noise(self, request, label, prompts, seeds, width, height,
                                  observer, cache)
+
+
+class PictureEditPasses(EditPasses):
+    """EditPasses of a model whose pipeline reads the picture to edit as `image`, in its own
+    loop (the "diffusers" sampler, inpainting with a mask) and in its guided flow (`velocity`,
+    every pass): Qwen-Image-Edit, Kandinsky 5's editing model. `_image`: what it reads, the
+    init image unless the model says otherwise."""
+
+    def _image(self, request: GenerationRequest) -> Any:
+        return request.init_image
+
+    def _diffusers(self, request: GenerationRequest, prompts: list[str], seed: int,
+                   width: int, height: int, observer: Observer,
+                   cache: StepCache | None = None) -> np.ndarray:
+        return self.pipe(prompts, image=self._image(request),  # type: ignore[no-any-return]
+                         height=height, width=width, num_inference_steps=int(request.steps),
+                         seed=seed, rng=request.rng, callback=observer.step,
+                         output_type="latent", cache=cache, **self._guidance(request),
+                         **inpainting(request))
+
+    def guided_flow(self, request: GenerationRequest, prompts: list[str], width: int,
+                    height: int, cache: StepCache | None = None
+                    ) -> tuple[Callable[[np.ndarray, float], np.ndarray], tuple[int, ...],
+                               float | None]:
+        """The model's guided flow with the picture to edit in every pass."""
+        return self.pipe.velocity(  # type: ignore[no-any-return]
+            prompts, height=height, width=width, cache=cache, image=self._image(request),
+            **self._guidance(request))
 
 
 def sample_from_noise(model: EditModel, request: GenerationRequest, label: str,

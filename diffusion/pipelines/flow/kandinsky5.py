@@ -28,7 +28,7 @@ from gpucore import Device, default_device
 from gpustd import Tensor, asarray
 
 from ...loaders.formats.diffusers_folder import component_config
-from ...loaders.kandinsky5 import load_kandinsky5_file, load_kandinsky5_folder
+from ...loaders.kandinsky5 import Kandinsky5Weights, load_kandinsky5_file, load_kandinsky5_folder
 from ...loaders.sd.vae_file import load_vae
 from ...loaders.vae_kind import require_vae
 from ...models import AutoencoderKL
@@ -71,10 +71,11 @@ class Kandinsky5Pipeline:
                         offload: bool = False) -> Kandinsky5Pipeline:
         """Load a Kandinsky 5 diffusers folder (`load_kandinsky5_folder`) onto `device` in
         `dtype`; `transformer_file`: a single-file transformer in kandinskylab's layout
-        (`kandinsky5lite_t2i.safetensors`; `load_kandinsky5_file`) in place of the folder's,
-        whose config, where it has one, gives what the shapes do not; `offload`: each network
-        goes to host memory as soon as it is loaded (the text encoders before the transformer
-        loads), for a memory mode to bring in as it runs (flow_memory)."""
+        (`kandinsky5lite_t2i.safetensors`, ComfyUI's fp8 or scaled fp8, or a GGUF of one,
+        kept quantized; `load_kandinsky5_file`) in place of the folder's, whose config, where
+        it has one, gives what the shapes do not; `offload`: each network goes to host memory
+        as soon as it is loaded (the text encoders before the transformer loads), for a memory
+        mode to bring in as it runs (flow_memory)."""
         skip = ("transformer",) if transformer_file is not None else ()
         weights = load_kandinsky5_folder(path, variant=variant, skip=skip)
         transformer, qwen, clip = (weights.transformer, weights.text_encoder,
@@ -85,8 +86,9 @@ class Kandinsky5Pipeline:
         assert transformer is not None and qwen is not None
         place = {"dtype": dtype, "device": device or default_device()}
         load = partial(load_network, device=place["device"], offload_to_host=offload)
-        # the text encoders first: with `offload` they have left the GPU when the
-        # transformer loads
+        # the picture reader and the text encoders first: with `offload` they have left the
+        # GPU when the transformer loads
+        reader = cls._picture_reader(path, weights, load, place)
         text_encoder = load(lambda: LLMTextModel(qwen.config, **place), qwen)
         text_encoder_2 = load(lambda: CLIPTextModel(clip.config, **place), clip)
         return cls(
@@ -96,7 +98,19 @@ class Kandinsky5Pipeline:
             text_encoder=text_encoder, tokenizer=LLMTokenizer(weights.tokenizer_dir),
             text_encoder_2=text_encoder_2,
             tokenizer_2=CLIPTokenizer.from_pretrained(weights.tokenizer_2_dir),
-            scheduler_config=weights.scheduler_config)
+            scheduler_config=weights.scheduler_config, **reader)
+
+    @classmethod
+    def _picture_reader(cls, path: str | Path, weights: Kandinsky5Weights,
+                        load: Callable[..., Any], place: dict[str, Any]) -> dict[str, Any]:
+        """What the pipeline reads a picture with besides its text encoders: nothing for
+        text to image; ValueError in one line for the editing model's folder."""
+        if weights.vision is not None:
+            raise ValueError(f"{path} is Kandinsky 5's editing model (Kandinsky5I2IPipeline), "
+                             "not text to image: load the folder itself "
+                             "(Kandinsky5EditPipeline); a single-file transformer takes a "
+                             "text-to-image folder as --base")
+        return {}
 
     def use_vae_file(self, path: str | os.PathLike[str]) -> None:
         """Decode with FLUX's VAE in the file `path` (`ae.safetensors`; load_vae), in the
@@ -129,13 +143,23 @@ class Kandinsky5Pipeline:
         `negative_prompt` when `guidance_scale` > 1); also the latents' shape and mu (None:
         the schedule's shift is the config's constant). `cache`: the generation's step
         cache, of which each picture's prompt pass and negative pass take a branch."""
+        return self._flow(prompts, lambda p: self.encode_prompt(p, max_sequence_length), None,
+                          height=height, width=width, guidance_scale=guidance_scale,
+                          negative_prompt=negative_prompt, cache=cache)
+
+    def _flow(self, prompts: Sequence[str], encode: Callable[[str], tuple[Tensor, Tensor]],
+              condition: np.ndarray | None, *, height: int, width: int, guidance_scale: float,
+              negative_prompt: str | Sequence[str], cache: StepCache | None
+              ) -> tuple[Callable[[np.ndarray, float], np.ndarray], tuple[int, ...], None]:
+        """`velocity` with each prompt read by `encode`, and `condition` (h, w, channels)
+        channels last, where given, after every picture's latents' channels (the editing
+        model's picture and mask: diffusers' concatenation)."""
         scale = self.vae_scale_factor * 2
         if height < scale or width < scale:
             raise ValueError(f"height and width must be at least {scale}, got {height}x{width}")
         batch = len(prompts)
         guided = guidance_scale > 1
-        passes = prompt_passes(lambda p: self.encode_prompt(p, max_sequence_length),
-                               prompts, negative_prompt, guided, cache)
+        passes = prompt_passes(encode, prompts, negative_prompt, guided, cache)
         dtype, device = self.transformer.dtype, self.transformer.device
         g = np.float32(guidance_scale)
 
@@ -149,8 +173,10 @@ class Kandinsky5Pipeline:
             out = []
             for i in range(len(x)):
                 # channels last with one frame: (1, 1, h, w, C), as diffusers' latents
-                latents = asarray(x[i].transpose(1, 2, 0)[None, None], dtype=dtype,
-                                  device=device)
+                last = x[i].transpose(1, 2, 0)
+                if condition is not None:
+                    last = np.concatenate([last, condition], -1)
+                latents = asarray(last[None, None], dtype=dtype, device=device)
                 k = i % batch  # picture i's prompt (several pictures a prompt: in turn)
                 pred = predict(latents, timestep, passes.texts[k], passes.branches[k][0])
                 if guided:

@@ -7,11 +7,23 @@ Kandinsky5T2IPipeline's own loop (its noise drawn channels last, as diffusers dr
 WebUI's samplers for flow models run over the Simple schedule with the config's shift, from
 noise or an init image (img2img, inpainting, the hires fix: FLUX's VAE in Kandinsky 5's
 unshifted space).
+
+The editing model (`Kandinsky5EditModel`, family "kandinsky-5-edit": Kandinsky5I2IPipeline
+folders) takes img2img as Forge Neo maps it onto edit models: the init image is the picture to
+edit (read by Qwen2.5-VL with the prompt, and its latents beside the noise at the request's
+width x height), the prompt the instruction; the run starts from noise, so the denoising
+strength does not apply, and txt2img is refused. With a mask the init image is also the
+picture inpainted, at the denoising strength (diffusion.pipelines.flow.edit_refs). The WebUI
+samplers read the picture's VAE mean (no draw of its own), the "diffusers" sampler its
+posterior drawn after the noise, as Kandinsky5I2IPipeline. The hires fix (WebUI samplers)
+is flow_hires' for edit models: the second pass reads the same picture, Qwen2.5-VL at half
+its size as in the first, the VAE at the hires size (its latents must lie over the output's).
 """
 
 from __future__ import annotations
 
 import os
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -21,13 +33,16 @@ from ...loaders.flow.text_encoder_file import module_stem
 from ..contract import Capabilities, LoadOptions, SamplingDefaults
 from ..finite import pictures_uint8
 from ..request import GenerationRequest
+from .edit_refs import PictureEditPasses, refuse_strength
 from .flow_memory import MemoryLayout
 from .flow_model import LLMFlowModel
 from .flow_sampling import FLOW_SAMPLERS, FLOW_SCHEDULES
 from .start import base_folder
 
-__all__ = ["KANDINSKY5_DEFAULTS", "Kandinsky5Model", "kandinsky5_capabilities",
-           "kandinsky5_defaults", "load_kandinsky5_model"]
+__all__ = ["EDIT_FAMILY", "KANDINSKY5_DEFAULTS", "Kandinsky5EditModel", "Kandinsky5Model",
+           "kandinsky5_capabilities", "kandinsky5_defaults", "load_kandinsky5_model"]
+
+EDIT_FAMILY = "kandinsky-5-edit"  # the editing model's (Kandinsky5I2IPipeline folders)
 
 # Kandinsky5T2IPipeline's own defaults: 50 steps at guidance_scale 3.5
 KANDINSKY5_DEFAULTS = SamplingDefaults(steps=50, sampler="Euler", cfg_scale=3.5,
@@ -75,15 +90,53 @@ class Kandinsky5Model(LLMFlowModel):
                 **self._length_and_control(request)}
 
 
+class Kandinsky5EditModel(PictureEditPasses, Kandinsky5Model):
+    """A loaded Kandinsky 5 editing model (`family` "kandinsky-5-edit", a
+    `Kandinsky5EditPipeline` as `pipe`): the module's docstring says how it takes img2img."""
+
+    @property
+    def capabilities(self) -> Capabilities:
+        """Kandinsky5Model's; the init image is the picture to edit (with a mask the picture
+        inpainted too), one picture; the hires fix with it (the second pass reads it
+        enlarged to the hires size); no noise multiplier."""
+        return kandinsky5_capabilities(self.family)
+
+    def memory_layout(self) -> MemoryLayout:
+        """Kandinsky5Model's, with the vision tower in the text encoders' unit: the language
+        model's token embeddings, the tower and the multimodal pass each bring it in."""
+        pipe, encoder = self.pipe, self.pipe.text_encoder
+        calls = ((encoder, "multimodal_hidden_states"), (encoder.embed_tokens, "forward"),
+                 (pipe.vision, "forward"), (pipe.text_encoder_2, "forward_pooled"))
+        return replace(super().memory_layout(),
+                       text_encoders=(encoder, pipe.vision, pipe.text_encoder_2),
+                       text_calls=calls)
+
+    def check(self, request: GenerationRequest, width: int, height: int) -> None:
+        """Kandinsky5Model's checks; an init image, and no strength but the default without
+        a mask."""
+        super().check(request, width, height)
+        if request.init_image is None:
+            raise ValueError("Kandinsky 5's editing model edits a picture: give it as the init "
+                             "image (img2img's init_images, the CLI's --init-image) and say "
+                             "the edit in the prompt")
+        refuse_strength(request, "Kandinsky 5 editing models")
+
+
 def kandinsky5_capabilities(family: str) -> Capabilities:
-    """What a Kandinsky 5 model takes (Kandinsky5Model.capabilities says what): the loaded
+    """What a Kandinsky 5 model takes (Kandinsky5Model.capabilities says what; the editing
+    model's, "kandinsky-5-edit", reads its init image as the picture to edit): the loaded
     model's, and the registry's before the weights load."""
-    return Capabilities(family=family, latent_space="flux", guidance="cfg",
-                        samplers=tuple(FLOW_SAMPLERS), schedules=FLOW_SCHEDULES,
-                        models="Kandinsky 5 models", step_cache=("fbc",), prompt_syntax=False,
-                        textual_inversion=False, refiner=False, control=False,
-                        hires_with_diffusers=False, latent_masked_content=False,
-                        memory_modes=True, hires_own_settings=True, noise_multiplier=True)
+    text_to_image = Capabilities(
+        family=family, latent_space="flux", guidance="cfg", samplers=tuple(FLOW_SAMPLERS),
+        schedules=FLOW_SCHEDULES, models="Kandinsky 5 models", step_cache=("fbc",),
+        prompt_syntax=False, textual_inversion=False, refiner=False, control=False,
+        hires_with_diffusers=False, latent_masked_content=False, memory_modes=True,
+        hires_own_settings=True, noise_multiplier=True)
+    if family != EDIT_FAMILY:
+        return text_to_image
+    return replace(text_to_image, models="Kandinsky 5 editing models", references=1,
+                   noise_multiplier=False, latent_upscale_resize=False,
+                   hires_with_references=True)
 
 
 def kandinsky5_defaults(path: str | os.PathLike[str], family: str) -> SamplingDefaults:
@@ -95,10 +148,12 @@ def load_kandinsky5_model(path: str | os.PathLike[str], family: str, options: Lo
                           ) -> Kandinsky5Model:
     """A Kandinsky 5 diffusers folder, or a single-file transformer with `options.base` (a
     Kandinsky 5 folder giving the text encoders, tokenizers, VAE and scheduler), as a
-    Kandinsky5Model; `options.defaults` (the folder's defaults.json) over
+    Kandinsky5Model, or the editing model's folder (`family` "kandinsky-5-edit") as a
+    Kandinsky5EditModel; `options.defaults` (the folder's defaults.json) over
     `kandinsky5_defaults`. A --text-encoder file is refused in one line (the text encoders
     come from the folder)."""
     from .kandinsky5 import Kandinsky5Pipeline
+    from .kandinsky5_edit import Kandinsky5EditPipeline
 
     path = Path(path)
     if options.text_encoders:
@@ -107,8 +162,11 @@ def load_kandinsky5_model(path: str | os.PathLike[str], family: str, options: Lo
     folder, transformer_file = base_folder(
         path, options.base, "Kandinsky 5",
         parts="text encoders, tokenizers, VAE and scheduler")
-    pipe = Kandinsky5Pipeline.from_pretrained(
-        folder, dtype=options.dtype, device=options.device, variant=options.variant,
-        transformer_file=transformer_file, offload=options.offload)
-    return Kandinsky5Model(pipe, family=family, name=module_stem(path),
-                           defaults=options.defaults, modules=pipe.modules)
+    edit = family == EDIT_FAMILY
+    kind = Kandinsky5EditPipeline if edit else Kandinsky5Pipeline
+    pipe = kind.from_pretrained(folder, dtype=options.dtype, device=options.device,
+                                variant=options.variant, transformer_file=transformer_file,
+                                offload=options.offload)
+    model = Kandinsky5EditModel if edit else Kandinsky5Model
+    return model(pipe, family=family, name=module_stem(path), defaults=options.defaults,
+                 modules=pipe.modules)

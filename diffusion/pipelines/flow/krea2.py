@@ -15,6 +15,7 @@ CFG at scale 1 + g. With the torch RNG, a seed gives diffusers' picture
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable, Sequence
 from functools import partial
 from pathlib import Path
@@ -25,7 +26,8 @@ import numpy as np
 from gpucore import Device, default_device
 from gpustd import Tensor, asarray
 
-from ...loaders.krea2 import load_krea2_folder
+from ...loaders.formats.diffusers_folder import component_config
+from ...loaders.krea2 import load_krea2_file, load_krea2_folder
 from ...models.krea2 import Krea2Transformer2DModel, pack_latents, unpack_latents
 from ...models.krea2_prompt import encode
 from ...models.llm import LLMTextModel
@@ -68,13 +70,21 @@ class Krea2Pipeline(QwenVaePasses):
     @classmethod
     def from_pretrained(cls, path: str | Path, *, dtype: Any = np.float32,
                         device: Device | None = None, variant: str | None = None,
+                        transformer_file: str | os.PathLike[str] | None = None,
                         offload: bool = False) -> Krea2Pipeline:
         """Load a Krea 2 diffusers folder (`load_krea2_folder`) onto `device` in `dtype`;
-        `offload`: each network goes to host memory as soon as it is loaded (the text
-        encoder before the transformer loads), for a memory mode to bring in as it runs
-        (flow_memory). ValueError in one line where the folder's parts do not fit together."""
-        weights = load_krea2_folder(path, variant=variant)
+        `transformer_file`: a single-file transformer in Krea's original layout (bf16, fp8,
+        scaled fp8, or a GGUF of one, kept quantized; `load_krea2_file`) in place of the
+        folder's, whose config, where it has one, gives the rotary settings; `offload`: each
+        network goes to host memory as soon as it is loaded (the text encoder before the
+        transformer loads), for a memory mode to bring in as it runs (flow_memory).
+        ValueError in one line where the folder's parts do not fit together."""
+        skip = ("transformer",) if transformer_file is not None else ()
+        weights = load_krea2_folder(path, variant=variant, skip=skip)
         transformer, text_encoder = weights.transformer, weights.text_encoder
+        if transformer_file is not None:
+            transformer = load_krea2_file(transformer_file,
+                                          config=component_config(path, "transformer"))
         assert transformer is not None and text_encoder is not None
         taps = transformer.config.get("num_text_layers", 12)
         if len(weights.select_layers) != taps:

@@ -25,6 +25,7 @@ from ..request import GenerationRequest
 from .flow_memory import MemoryLayout
 from .flow_model import LLMFlowModel
 from .flow_sampling import FLOW_SAMPLERS, FLOW_SCHEDULES
+from .start import base_folder
 
 __all__ = ["KREA2_DEFAULTS", "KREA2_DISTILLED_DEFAULTS", "Krea2Model", "krea2_capabilities",
            "krea2_defaults", "load_krea2_model"]
@@ -93,7 +94,8 @@ def krea2_capabilities(family: str) -> Capabilities:
 
 def krea2_defaults(path: str | os.PathLike[str], family: str) -> SamplingDefaults:
     """What a Krea 2 model samples with where its defaults.json says nothing: the distilled
-    checkpoint's (model_index.json's `is_distilled`) or the base model's."""
+    checkpoint's (model_index.json's `is_distilled`) or the base model's (a single file's
+    too: its base folder is not known here)."""
     index = Path(path) / "model_index.json"
     distilled = index.is_file() and bool(read_json(index).get("is_distilled"))
     return KREA2_DISTILLED_DEFAULTS if distilled else KREA2_DEFAULTS
@@ -101,16 +103,20 @@ def krea2_defaults(path: str | os.PathLike[str], family: str) -> SamplingDefault
 
 def load_krea2_model(path: str | os.PathLike[str], family: str, options: LoadOptions
                      ) -> Krea2Model:
-    """A Krea 2 diffusers folder as a Krea2Model; `options.defaults` (the folder's
-    defaults.json) over `krea2_defaults`. A --base or a --text-encoder file is refused in
-    one line (only folders are read yet)."""
+    """A Krea 2 diffusers folder, or a single-file transformer with `options.base` (a Krea 2
+    folder giving the text encoder, tokenizer, VAE and scheduler), as a Krea2Model;
+    `options.defaults` (the folder's defaults.json) over `krea2_defaults`. A --text-encoder
+    file is refused in one line (the text encoder comes from the folder)."""
     from .krea2 import Krea2Pipeline
 
     path = Path(path)
-    if options.base is not None or options.text_encoders:
-        raise ValueError("Krea 2 loads from its diffusers folder alone: drop --base and "
+    if options.text_encoders:
+        raise ValueError("Krea 2 reads its text encoder from its diffusers folder: drop "
                          "--text-encoder")
-    pipe = Krea2Pipeline.from_pretrained(path, dtype=options.dtype, device=options.device,
-                                         variant=options.variant, offload=options.offload)
+    folder, transformer_file = base_folder(path, options.base, "Krea 2")
+    pipe = Krea2Pipeline.from_pretrained(folder, dtype=options.dtype, device=options.device,
+                                         variant=options.variant,
+                                         transformer_file=transformer_file,
+                                         offload=options.offload)
     return Krea2Model(pipe, family=family, name=module_stem(path), defaults=options.defaults,
                       modules=pipe.modules)

@@ -18,6 +18,7 @@ prefix`, diffusers' `use_kv_cache=True`) and every step runs the picture's token
 from __future__ import annotations
 
 import math
+import os
 from collections.abc import Callable, Sequence
 from functools import partial
 from pathlib import Path
@@ -28,7 +29,8 @@ import numpy as np
 from gpucore import Device, default_device
 from gpustd import asarray
 
-from ...loaders.qwen_image import load_qwenimage21_folder
+from ...loaders.formats.diffusers_folder import component_config
+from ...loaders.qwen_image import load_qwenimage21_file, load_qwenimage21_folder
 from ...models.llm import LLMTextModel
 from ...models.qwen3_vision import Qwen3VLVisionModel
 from ...models.qwen21_prompt import encode_read, encode_t2i, read_pictures
@@ -112,13 +114,21 @@ class QwenImage21Pipeline:
     @classmethod
     def from_pretrained(cls, path: str | Path, *, dtype: Any = np.float32,
                         device: Device | None = None, variant: str | None = None,
+                        transformer_file: str | os.PathLike[str] | None = None,
                         offload: bool = False) -> QwenImage21Pipeline:
         """Load a Qwen-Image 2.1 diffusers folder (`load_qwenimage21_folder`) onto `device`
-        in `dtype`; `offload`: each network goes to host memory as soon as it is loaded (the
-        text encoder before the transformer loads), for a memory mode to bring in as it runs
+        in `dtype`; `transformer_file`: a single-file transformer as ComfyUI loads it (bf16,
+        fp8, scaled fp8, or a GGUF of one, kept quantized; `load_qwenimage21_file`) in place
+        of the folder's, whose config, where it has one, gives what the shapes do not;
+        `offload`: each network goes to host memory as soon as it is loaded (the text encoder
+        before the transformer loads), for a memory mode to bring in as it runs
         (flow_memory)."""
-        weights = load_qwenimage21_folder(path, variant=variant)
+        skip = ("transformer",) if transformer_file is not None else ()
+        weights = load_qwenimage21_folder(path, variant=variant, skip=skip)
         transformer, text_encoder = weights.transformer, weights.text_encoder
+        if transformer_file is not None:
+            transformer = load_qwenimage21_file(transformer_file,
+                                                config=component_config(path, "transformer"))
         assert transformer is not None and text_encoder is not None
         hidden = text_encoder.config["hidden_size"]
         wanted = transformer.config.get("context_in_dim", 4096)
@@ -134,8 +144,9 @@ class QwenImage21Pipeline:
         vision = None if tower is None else load(
             lambda: Qwen3VLVisionModel(tower.config, **place), tower)
         return cls(
+            # a GGUF's quantized matrices kept as blocks, fused gate/up rows cut from them
             transformer=load(lambda: QwenImage21Transformer2DModel(transformer.config, **place),
-                             transformer),
+                             transformer, slices=True),
             vae=load(lambda: AutoencoderKLQwenImage21(weights.vae.config, **place),
                      weights.vae),
             text_encoder=encoder, tokenizer=LLMTokenizer(weights.tokenizer_dir),

@@ -42,6 +42,7 @@ from .edit_refs import EditPasses, inpainting, reference_pictures, refuse_streng
 from .flow_memory import MemoryLayout
 from .flow_model import LLMFlowModel
 from .flow_sampling import FLOW_SAMPLERS, FLOW_SCHEDULES
+from .start import base_folder
 
 __all__ = ["QWENIMAGE21_DEFAULTS", "QwenImage21Model", "load_qwenimage21_model",
            "qwenimage21_capabilities", "qwenimage21_defaults"]
@@ -173,17 +174,22 @@ def qwenimage21_defaults(path: str | os.PathLike[str], family: str) -> SamplingD
 
 def load_qwenimage21_model(path: str | os.PathLike[str], family: str, options: LoadOptions
                            ) -> QwenImage21Model:
-    """A Qwen-Image 2.1 diffusers folder as a QwenImage21Model; `options.defaults` (the
-    folder's defaults.json) over `qwenimage21_defaults`. A single file, a --base or a
-    --text-encoder file is refused in one line (only folders are read yet)."""
+    """A Qwen-Image 2.1 diffusers folder, or a single-file transformer with `options.base` (a
+    Qwen-Image 2.1 folder giving the text encoder, processor, VAE and scheduler), as a
+    QwenImage21Model; `options.defaults` (the folder's defaults.json) over
+    `qwenimage21_defaults`. A --text-encoder file is refused in one line (the text encoder
+    comes from the folder)."""
     from .qwen_image21 import QwenImage21Pipeline
 
     path = Path(path)
-    if options.base is not None or options.text_encoders:
-        raise ValueError("Qwen-Image 2.1 loads from its diffusers folder alone: drop --base "
-                         "and --text-encoder")
-    pipe = QwenImage21Pipeline.from_pretrained(path, dtype=options.dtype,
+    if options.text_encoders:
+        raise ValueError("Qwen-Image 2.1 reads its text encoder from its diffusers folder: "
+                         "drop --text-encoder")
+    folder, transformer_file = base_folder(path, options.base, "Qwen-Image 2.1",
+                                           parts="text encoder, processor, VAE and scheduler")
+    pipe = QwenImage21Pipeline.from_pretrained(folder, dtype=options.dtype,
                                                device=options.device, variant=options.variant,
+                                               transformer_file=transformer_file,
                                                offload=options.offload)
     return QwenImage21Model(pipe, family=family, name=module_stem(path),
                             defaults=options.defaults, modules=pipe.modules)

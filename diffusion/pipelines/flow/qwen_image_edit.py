@@ -34,7 +34,7 @@ from ...loaders.qwen_image import load_qwenimage_file, load_qwenimage_folder
 from ...models.llm import LLMTextModel
 from ...models.qwen_image import QwenImageTransformer2DModel
 from ...models.qwen_image_vae import AutoencoderKLQwenImage
-from ...models.qwen_vision import Qwen2_5_VisionTransformer, qwen_vision_pixels
+from ...models.qwen_vision import Qwen2_5_VisionTransformer, pixel_limits, qwen_vision_pixels
 from ...models.qwen_vl_prompt import encode_with_images, expand_image_pads
 from ...models.step_cache import StepCache
 from ...noise.rng import make_generator
@@ -92,11 +92,7 @@ class QwenImageEditPipeline(QwenImagePipeline):
         super().__init__(**parts)
         self.vision = vision
         self.reference_area = int(reference_area or REFERENCE_AREA)
-        size = processor_config.get("size") or {}
-        self.pixel_limits = (
-            int(processor_config.get("min_pixels") or size.get("shortest_edge") or 56 * 56),
-            int(processor_config.get("max_pixels") or size.get("longest_edge")
-                or 28 * 28 * 1280))
+        self.pixel_limits = pixel_limits(processor_config)
         pad = self.tokenizer.tokenizer.token_to_id(IMAGE_PAD)
         if pad is None:
             raise ValueError(f"the edit model's tokenizer has no {IMAGE_PAD} token; give the "

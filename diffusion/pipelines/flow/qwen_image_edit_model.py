@@ -35,20 +35,15 @@ mask: diffusion.pipelines.flow.edit_refs.EditPasses).
 from __future__ import annotations
 
 import os
-from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 from ...loaders.flow.text_encoder_file import module_stem
 from ...loaders.qwen_image import qwenimage_edit_family
-from ...models.step_cache import StepCache
 from ..contract import Capabilities, LoadOptions, SamplingDefaults
-from ..observer import Observer
 from ..request import GenerationRequest
-from .edit_refs import EditPasses, inpainting, reference_pictures, refuse_strength
+from .edit_refs import PictureEditPasses, reference_pictures, refuse_strength
 from .flow_memory import MemoryLayout
 from .qwen_image_model import QWENIMAGE_DEFAULTS, QwenImageModel, qwenimage_capabilities
 from .start import base_folder
@@ -57,7 +52,7 @@ __all__ = ["QwenImageEditModel", "load_qwenimage_edit_model", "qwenimage_edit_ca
            "qwenimage_edit_defaults", "qwenimage_edit_family"]
 
 
-class QwenImageEditModel(EditPasses, QwenImageModel):
+class QwenImageEditModel(PictureEditPasses, QwenImageModel):
     """A loaded Qwen-Image-Edit pipeline (`family` "qwen-image-edit", a
     `QwenImageEditPipeline` as `pipe`)."""
 
@@ -95,24 +90,6 @@ class QwenImageEditModel(EditPasses, QwenImageModel):
                              "(img2img's init_images, the CLI's --init-image) and say the "
                              "edit in the prompt")
         refuse_strength(request, "Qwen-Image-Edit models")
-
-    def _diffusers(self, request: GenerationRequest, prompts: list[str], seed: int,
-                   width: int, height: int, observer: Observer,
-                   cache: StepCache | None = None) -> np.ndarray:
-        return self.pipe(prompts, image=self._image(request),  # type: ignore[no-any-return]
-                         height=height, width=width, num_inference_steps=int(request.steps),
-                         seed=seed, rng=request.rng, callback=observer.step,
-                         output_type="latent", cache=cache, **self._guidance(request),
-                         **inpainting(request))
-
-    def guided_flow(self, request: GenerationRequest, prompts: list[str], width: int,
-                    height: int, cache: StepCache | None = None
-                    ) -> tuple[Callable[[np.ndarray, float], np.ndarray], tuple[int, ...],
-                               float | None]:
-        """Qwen-Image's guided flow with the reference picture in every pass."""
-        return self.pipe.velocity(  # type: ignore[no-any-return]
-            prompts, height=height, width=width, cache=cache, image=self._image(request),
-            **self._guidance(request))
 
 
 def qwenimage_edit_capabilities(family: str) -> Capabilities:

@@ -75,9 +75,9 @@ def base_folder(path: Path, base: str | os.PathLike[str] | None, model: str, *,
                 ) -> tuple[Path, Path | None]:
     """(the diffusers folder a `model` pipeline loads, the single-file transformer in place of
     its own): `path` a folder and no `base`, or `path` a transformer file and `base` a folder
-    of the same model giving its `parts` (Z-Image, Qwen-Image, FLUX.2, Kandinsky 5 are shared
-    so). One ValueError line for a file without a base or a folder with one; `model` names
-    the model in it ("Z-Image")."""
+    of the same model giving its `parts` (Z-Image, Qwen-Image and 2.1, FLUX.2, Kandinsky 5,
+    Krea 2 are shared so). One ValueError line for a file without a base or a folder with one;
+    `model` names the model in it ("Z-Image")."""
     if path.is_file() and base is None:
         raise ValueError(f"{path.name} is a {model} transformer alone: give a {model} "
                          f"diffusers folder with --base for its {parts}")

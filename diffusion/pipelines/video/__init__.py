@@ -1,7 +1,9 @@
 """Video pipelines: a family's networks behind one call that returns frames. Wan 2.1
-text-to-video, Wan 2.2 TI2V 5B and Wan VACE (`wan.WanPipeline`). Frames are a latent axis:
-the VAE and transformer work on (B, C, frames, H, W) latents, the pipeline returns (B, frames,
-H, W, 3); `files` writes them (MP4, animated WebP, PNGs) and reads them (a VACE control)."""
+text-to-video, Wan 2.2 TI2V 5B and Wan VACE (`wan.WanPipeline`), Kandinsky 5 Video Lite
+(`kandinsky5.Kandinsky5VideoPipeline`); `models` tells the families apart and holds their
+defaults. Frames are a latent axis: the VAE and transformer work on (B, C, frames, H, W)
+latents (Kandinsky 5's transformer channels last), the pipeline returns (B, frames, H, W, 3);
+`files` writes them (MP4, animated WebP, PNGs) and reads them (a VACE control)."""
 
 from .wan import SAMPLERS, WanPipeline
 from .wan_cache import video_cache

@@ -34,11 +34,12 @@ def check_frame_count(frames: int, temporal: int = 4) -> None:
 
 
 def refuse_pictures(path: str | os.PathLike[str], family: str, options: Any) -> Any:
-    """The picture registry's loader for a Wan folder or transformer file
-    (`pipelines.families`): a video model makes no pictures, so ValueError in one line saying
-    which command makes its videos."""
+    """The picture registry's loader for a video model (`pipelines.families`: a Wan folder or
+    transformer file, a Kandinsky 5 Video folder, `family` "kandinsky-5-video"): a video model
+    makes no pictures, so ValueError in one line saying which command makes its videos."""
     base = " --base WAN_FOLDER" if Path(path).is_file() else ""
-    raise ValueError(f"{path} is a Wan text-to-video model: make videos with `python -m "
+    what = "Kandinsky 5 Video" if family == "kandinsky-5-video" else "Wan"
+    raise ValueError(f"{path} is a {what} text-to-video model: make videos with `python -m "
                      f"diffusion txt2vid --model {path}{base} --prompt ...`")
 
 

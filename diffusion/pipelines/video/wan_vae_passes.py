@@ -25,7 +25,8 @@ T = TypeVar("T")
 
 
 class WanVaePasses:
-    """`decode`, `use_float32_vae` and the reverting VAE pass for WanPipeline (its base)."""
+    """`decode`, `use_float32_vae` and the reverting VAE pass for WanPipeline (its base; and
+    Kandinsky5VideoPipeline's, with its own `decode`)."""
 
     vae: AutoencoderKLWan
     offload: bool

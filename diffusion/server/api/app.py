@@ -73,7 +73,8 @@ def create_app(settings: ServerSettings | None = None, /, *,
     `controlnet_dir`: the ControlNet / T2I-Adapter / IP-Adapter models units may name;
     `image_encoders`: the CLIP image encoders IP-Adapter units read pictures with.
     `bases`: diffusers folders giving a single-file transformer of their family (Z-Image,
-    Qwen-Image, FLUX.2) the rest, before those in `models_dir` (diffusion.pipelines.bases).
+    Qwen-Image (2.1), FLUX.2, Kandinsky 5, Krea 2) the rest, before those in `models_dir`
+    (diffusion.pipelines.bases).
     `text_encoders`: the module files (Forge's `forge_additional_modules`) the models load
     with until a client chooses others (diffusion.pipelines.module_load: T5 / CLIP in place of
     a FLUX / SD3 model's own, the VAE and encoders a single file lacks, a VAE in place of any

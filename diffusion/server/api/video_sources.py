@@ -1,17 +1,20 @@
-"""The video requests' models, from the models directory: a Wan diffusers folder, or one of
-ComfyUI's single Wan files (diffusion_models/: a transformer .safetensors or a GGUF of it) with
-a Wan folder as its `base` (tokenizer, scheduler, configs, and the parts no file replaces) and
-the files that stand in for the folder's other parts (text_encoders/: UMT5; vae/: Wan's VAE;
-clip_vision/: Wan 2.1 I2V's CLIP), each named as GET /avx/video-models lists it. They resolve
-as `txt2vid --model FILE --base FOLDER ...` does (loaders.wan.sources); a request never becomes
-a path, and a missing part is a 422 in one line."""
+"""The video requests' models, from the models directory: a Wan diffusers folder, a Kandinsky 5
+Video Lite one (its parts all its own), or one of ComfyUI's single Wan files
+(diffusion_models/: a transformer .safetensors or a GGUF of it) with a Wan folder as its
+`base` (tokenizer, scheduler, configs, and the parts no file replaces) and the files that
+stand in for the folder's other parts (text_encoders/: UMT5; vae/: Wan's VAE; clip_vision/:
+Wan 2.1 I2V's CLIP), each named as GET /avx/video-models lists it. They resolve as `txt2vid
+--model FILE --base FOLDER ...` does (loaders.wan.sources); a request never becomes a path,
+and a missing part is a 422 in one line."""
 
 from __future__ import annotations
 
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
 from ...loaders.formats.safetensors import SafetensorsFile
+from ...loaders.kandinsky5 import kandinsky5_video_family
 from ...loaders.wan import wan_family, wan_file_family
 from ...loaders.wan.sources import Names, WanSource
 from ..catalog.models_dir import ModelRegistry
@@ -49,11 +52,22 @@ def _first_frame(path: Path) -> str:
     return "optional" if index.get("expand_timesteps") else "none"
 
 
+def _family(family: str) -> dict[str, Any]:
+    """A listed model's family, its defaults (pipelines.video.models) and samplers."""
+    from ...pipelines.video import SAMPLERS
+    from ...pipelines.video.models import KANDINSKY5_VIDEO, WAN
+
+    k5 = family == "kandinsky-5-video"
+    return {"family": family, "defaults": asdict(KANDINSKY5_VIDEO if k5 else WAN),
+            "samplers": ["diffusers"] if k5 else list(SAMPLERS)}
+
+
 def video_listing(registry: ModelRegistry) -> dict[str, Any]:
-    """The models directory as the Video tab reads it: `models` (Wan folders, and Wan
-    transformer files, `kind` "folder" or "file"; whether each takes a first frame, which for
-    a file its base decides: "optional"; `vace`: a Wan VACE folder or transformer file,
-    which takes a control),
+    """The models directory as the Video tab reads it: `models` (Wan folders, Kandinsky 5
+    Video folders and Wan transformer files, `kind` "folder" or "file"; whether each takes a
+    first frame, which for a file its base decides: "optional"; `vace`: a Wan VACE folder or
+    transformer file, which takes a control; `family`, its `defaults` and `samplers`:
+    _family),
     `bases` (the Wan folders a file takes as its base) and `files` by part (`text_encoder`:
     the UMT5 / T5 module files, `vae`, `clip_vision`, `model_2`: the transformer files again,
     for Wan 2.2 A14B's low-noise expert)."""
@@ -64,11 +78,15 @@ def video_listing(registry: ModelRegistry) -> dict[str, Any]:
         if wan_family(entry.path) is not None:
             models.append({"title": entry.title, "model_name": entry.model_name,
                            "kind": "folder", "first_frame": _first_frame(entry.path),
-                           "vace": wan_family(entry.path) == "wan-vace"})
+                           "vace": wan_family(entry.path) == "wan-vace", **_family("wan")})
+        elif kandinsky5_video_family(entry.path) is not None:
+            models.append({"title": entry.title, "model_name": entry.model_name,
+                           "kind": "folder", "first_frame": "none", "vace": False,
+                           **_family("kandinsky-5-video")})
         elif wan_file_family(entry.path) is not None:
             models.append({"title": entry.title, "model_name": entry.model_name,
                            "kind": "file", "first_frame": "optional",
-                           "vace": wan_file_family(entry.path) == "wan-vace"})
+                           "vace": wan_file_family(entry.path) == "wan-vace", **_family("wan")})
             files["model_2"].append(entry.name)
         elif (kind := _kind(entry.path)) is not None:
             files[kind].append(entry.name)
@@ -76,7 +94,7 @@ def video_listing(registry: ModelRegistry) -> dict[str, Any]:
     # Wan's VAE files are module files too (the catalog lists them beside ae, flux2-vae)
     files["vae"] += [m.name for m in registry.modules
                      if "vae" in m.roles and _kind(m.path) == "vae"]
-    bases = [m["title"] for m in models if m["kind"] == "folder"]
+    bases = [m["title"] for m in models if m["kind"] == "folder" and m["family"] == "wan"]
     return {"models": models, "bases": bases, "files": files}
 
 
@@ -95,12 +113,16 @@ def _path(registry: ModelRegistry, name: str, field: str) -> Path:
 
 def video_source(registry: ModelRegistry, body: Any) -> WanSource:
     """The request's model and the parts it names, as paths of the models directory
-    (RequestError: 422, naming the field)."""
+    (RequestError: 422, naming the field; a Kandinsky 5 Video folder takes none)."""
     entry = registry.find(body.model)
-    if entry is None or (wan_family(entry.path) is None
-                         and wan_file_family(entry.path) is None):
-        raise RequestError(f"model {body.model!r} is not a Wan folder or Wan transformer file "
-                           "of the models directory (/avx/video-models lists them)")
+    if entry is None or (wan_family(entry.path) is None and wan_file_family(entry.path) is None
+                         and kandinsky5_video_family(entry.path) is None):
+        raise RequestError(f"model {body.model!r} is not a Wan folder, Kandinsky 5 Video "
+                           "folder or Wan transformer file of the models directory "
+                           "(/avx/video-models lists them)")
     parts = {field: _path(registry, value, field) for field in REQUEST_NAMES.fields
              if field != "model" and (value := getattr(body, field, None))}
+    if parts and kandinsky5_video_family(entry.path) is not None:
+        raise RequestError(f"{next(iter(parts))} is for Wan models; a Kandinsky 5 Video folder "
+                           "holds its own text encoders and VAE (leave it out)")
     return WanSource(model=entry.path, **parts)

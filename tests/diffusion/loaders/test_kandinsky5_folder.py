@@ -107,6 +107,9 @@ def _index(**changes: Any) -> Any:
 @pytest.mark.parametrize(("change", "match"), [
     (_index(_class_name="Kandinsky5T2VPipeline"),
      r"_class_name 'Kandinsky5T2VPipeline' is not a Kandinsky5T2IPipeline"),
+    # the editing model's class over a text-to-image transformer (no picture channels)
+    (_index(_class_name="Kandinsky5I2IPipeline"),
+     r"visual_cond False does not fit a Kandinsky5I2IPipeline"),
     (_index(text_encoder_2=[None, None]), r"has no 'text_encoder_2' component; give the whole"),
     (lambda root: shutil.rmtree(root / "text_encoder_2"),
      r"text_encoder_2: component folder is missing"),

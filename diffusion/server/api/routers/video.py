@@ -1,17 +1,20 @@
 """Videos on the server's queue: POST /avx/txt2vid and /avx/img2vid (Wan, from a folder in the
 models directory, or one of ComfyUI's single files with its `base` folder and companions:
-video_sources). Neither the WebUI nor its forks define a video API, so this one is the
-server's own: the CLI's txt2vid / img2vid settings as JSON, the video back as base64 MP4 or
-animated WebP. A job runs on the worker's queue like a picture's; /sdapi/v1/progress follows
-its steps and /sdapi/v1/interrupt stops it after the current one (the frames are then decoded
-from where it stopped; with `force_task_id`, /internal/progress and /interrupt know the job by
-it). Each worker keeps the last Wan model it ran loaded beside its picture model, in the
-server's memory mode (serve's --medvram / --lowvram / --max-vram, as `txt2vid` takes them:
-each network loaded straight to host memory, the frames the plain mode's; Wan 2.2 A14B's
-experts too). A Wan VACE folder takes its control video, mask and reference pictures as base64
-pictures (`control_video`, `control_mask`: one per frame; `reference_images`) and
-`control_scale`, as `txt2vid --control-video DIR ...` does. GET /avx/video-models lists the Wan
-folders and files for the page's Video tab."""
+video_sources; and txt2vid with a Kandinsky 5 Video Lite folder, Wan's own fields refused, in
+the server's memory mode by offloading: one network on the GPU at a time). Settings a request
+leaves out are the model family's defaults (pipelines.video.models). Neither the WebUI nor its
+forks define a video API, so this one is the server's own: the CLI's txt2vid / img2vid
+settings as JSON, the video back as base64 MP4 or animated WebP. A job runs on the worker's
+queue like a picture's; /sdapi/v1/progress follows its steps and /sdapi/v1/interrupt stops it
+after the current one (the frames are then decoded from where it stopped; with
+`force_task_id`, /internal/progress and /interrupt know the job by it). Each worker keeps the
+last video model it ran loaded beside its picture model, in the server's memory mode (serve's
+--medvram / --lowvram / --max-vram, as `txt2vid` takes them: each network loaded straight to
+host memory, the frames the plain mode's; Wan 2.2 A14B's experts too). A Wan VACE folder takes
+its control video, mask and reference pictures as base64 pictures (`control_video`,
+`control_mask`: one per frame; `reference_images`) and `control_scale`, as `txt2vid
+--control-video DIR ...` does. GET /avx/video-models lists the video folders and Wan files for
+the page's Video tab."""
 
 from __future__ import annotations
 
@@ -19,6 +22,7 @@ import asyncio
 import base64
 import secrets
 import tempfile
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -26,10 +30,12 @@ import numpy as np
 from fastapi import APIRouter
 from pydantic import BaseModel, Field
 
+from ....loaders.kandinsky5 import kandinsky5_video_family
 from ....loaders.wan import WanFiles
 from ....loaders.wan.sources import resolve_wan
 from ....pipelines.sd.memory import MemoryMode
 from ....pipelines.video.files import check_fps, write_video
+from ....pipelines.video.models import VideoDefaults
 from ...images import decode_image
 from ..generation import RequestError
 from ..state import ServerState, State, submit, wait
@@ -38,6 +44,7 @@ from ..video_sources import REQUEST_NAMES, video_listing, video_source
 __all__ = ["Img2VidRequest", "Txt2VidRequest", "avx"]
 
 avx = APIRouter()
+_SETTINGS = ("frames", "fps", "width", "height", "steps", "cfg_scale")  # family defaults
 # a worker's device (its id) -> its Wan model (folder, files), the memory mode it runs in, and
 # its pipeline
 _loaded: dict[int, tuple[tuple[Path, WanFiles, MemoryMode | None], Any]] = {}
@@ -54,12 +61,13 @@ class Txt2VidRequest(BaseModel):
     clip_vision: str | None = Field(None, description="Wan 2.1 I2V: its CLIP vision file")
     prompt: str = ""
     negative_prompt: str = ""
-    frames: int = Field(81, ge=1, le=1001, description="1 + 4k")
-    fps: float = 16.0
-    width: int = Field(832, ge=16, le=4096)
-    height: int = Field(480, ge=16, le=4096)
-    steps: int = Field(50, ge=1, le=1000)  # the CLI's and the picture routes' limit
-    cfg_scale: float = Field(5.0, ge=0.0, le=30.0)
+    frames: int | None = Field(None, ge=1, le=1001, description="1 + 4k (Wan: 81; "
+                               "Kandinsky 5 Video: 121)")
+    fps: float | None = Field(None, description="Wan: 16; Kandinsky 5 Video: 24")
+    width: int | None = Field(None, ge=16, le=4096, description="Wan: 832; Kandinsky 5: 768")
+    height: int | None = Field(None, ge=16, le=4096, description="Wan: 480; Kandinsky 5: 512")
+    steps: int | None = Field(None, ge=1, le=1000)  # the CLI's and the picture routes' limit
+    cfg_scale: float | None = Field(None, ge=0.0, le=30.0, description="5")
     cfg_scale_2: float | None = Field(None, ge=0.0, le=30.0, description="Wan 2.2 A14B: the "
                                       "low-noise expert's guidance (cfg_scale unless given)")
     seed: int = -1
@@ -87,34 +95,49 @@ class Img2VidRequest(Txt2VidRequest):
     image: str = Field(description="the first frame, base64 (PNG, JPEG, WebP)")
 
 
-def _check(state: ServerState, body: Txt2VidRequest) -> tuple[Path, WanFiles]:
-    """The request's model folder and the files in place of its parts, after every check that
-    needs no GPU (RequestError: 422)."""
+def _check_settings(state: ServerState, body: Txt2VidRequest, s: VideoDefaults) -> None:
+    """RequestError (422) in one line for frames, fps, a size, a cache or a sampler no video
+    model runs."""
     from ....pipelines.video import SAMPLERS, check_frame_count, video_cache
 
     try:
-        check_frame_count(body.frames)
-        check_fps(body.fps)
+        check_frame_count(s.frames)
+        check_fps(s.fps)
         video_cache(body.cache)
     except ValueError as error:
         raise RequestError(str(error).replace("--fps", "fps")) from None
-    if body.width % 16 or body.height % 16:
-        raise RequestError(f"width and height must be multiples of 16 for Wan, got "
-                           f"{body.width}x{body.height}")
-    if max(body.width, body.height) > state.max_size:  # as a picture's sides are held
-        raise RequestError(f"{body.width}x{body.height} is above this server's limit of "
+    if s.width % 16 or s.height % 16:
+        raise RequestError(f"width and height must be multiples of 16, got "
+                           f"{s.width}x{s.height}")
+    if max(s.width, s.height) > state.max_size:  # as a picture's sides are held
+        raise RequestError(f"{s.width}x{s.height} is above this server's limit of "
                            f"{state.max_size} px a side (serve --max-size); ask for a smaller "
                            "size, or start the server with a larger --max-size")
     if body.sampler not in SAMPLERS:
         raise RequestError(f"sampler {body.sampler!r} is not one Wan runs; use one of "
                            f"{', '.join(SAMPLERS)}")
+
+
+def _check(state: ServerState, body: Txt2VidRequest
+           ) -> tuple[tuple[Path, WanFiles], VideoDefaults]:
+    """The request's model folder and the files in place of its parts, and its frames, fps,
+    size, steps and CFG (what it leaves out: the family's defaults), after every check that
+    needs no GPU (RequestError: 422): the settings it gives first, before the model is
+    looked up."""
+    from ....pipelines.video.models import WAN, video_defaults
+
+    given = {name: value for name in _SETTINGS if (value := getattr(body, name)) is not None}
+    _check_settings(state, body, replace(WAN, **given))
+    source = video_source(state.registry, body)
+    s = replace(video_defaults(source.model), **given)
+    _check_settings(state, body, s)  # the family's defaults (a server's --max-size)
+    if kandinsky5_video_family(source.model):
+        return (source.model, WanFiles()), s
     try:
-        folder, files = resolve_wan(video_source(state.registry, body), REQUEST_NAMES)
-    except RequestError:
-        raise
+        folder, files = resolve_wan(source, REQUEST_NAMES)
     except ValueError as error:  # a part missing or not what it should be
         raise RequestError(str(error)) from None
-    return folder, files
+    return (folder, files), s
 
 
 def _control_named(body: Txt2VidRequest) -> str | None:
@@ -123,7 +146,7 @@ def _control_named(body: Txt2VidRequest) -> str | None:
                                    "control_scale") if getattr(body, name)), None)
 
 
-def _control(body: Txt2VidRequest) -> Any:
+def _control(body: Txt2VidRequest, s: VideoDefaults) -> Any:
     """The request's VACE control decoded and fitted to the video (vace_inputs.VacePixels),
     None where it gives no video or pictures; ValueError (ImageError) in one line."""
     from ....imaging import eight_bit
@@ -138,10 +161,10 @@ def _control(body: Txt2VidRequest) -> Any:
         decoded = [decode_image(text, f"{field}[{i}]") for i, text in enumerate(texts or [])]
         return [p if mode is None else eight_bit(p).convert(mode) for p in decoded] or None
 
-    if body.control_video and len(body.control_video) != body.frames:
+    if body.control_video and len(body.control_video) != s.frames:
         raise ValueError(f"control_video has {len(body.control_video)} frames but frames is "
-                         f"{body.frames}: send one picture per frame")
-    return vace_pixels(body.height, body.width, body.frames,
+                         f"{s.frames}: send one picture per frame")
+    return vace_pixels(s.height, s.width, s.frames,
                        video=pictures(body.control_video, "control_video", "RGB"),
                        mask=pictures(body.control_mask, "control_mask", "L"),
                        references=pictures(body.reference_images, "reference_images",
@@ -160,15 +183,20 @@ def _pipeline(model: tuple[Path, WanFiles], memory: MemoryMode | None, device: A
     `no_half_vae` (the server's --no-half-vae), loaded on first use (another model replaces
     it)."""
     from ....pipelines.video import WanPipeline
+    from ....pipelines.video.kandinsky5 import Kandinsky5VideoPipeline
 
     key, wanted = id(device), (*model, memory)
     if key not in _loaded or _loaded[key][0] != wanted:
         _loaded.pop(key, None)
         folder, files = model
-        pipe = WanPipeline.from_pretrained(folder, device=device, files=files,
-                                           offload=bool(memory))
-        if memory:
-            pipe.set_memory_mode(memory)
+        if kandinsky5_video_family(folder):  # a memory mode: each network in turn
+            pipe: Any = Kandinsky5VideoPipeline.from_pretrained(folder, device=device,
+                                                                offload=bool(memory))
+        else:
+            pipe = WanPipeline.from_pretrained(folder, device=device, files=files,
+                                               offload=bool(memory))
+            if memory:
+                pipe.set_memory_mode(memory)
         if no_half_vae:
             pipe.use_float32_vae()
         _loaded[key] = (wanted, pipe)
@@ -181,18 +209,39 @@ def _encoded(frames: np.ndarray, kind: str, fps: float) -> str:
         return base64.b64encode(target.read_bytes()).decode("ascii")
 
 
+def _refuse_kandinsky5(folder: Path, body: Txt2VidRequest, image: Any,
+                       cache_kind: str | None) -> None:
+    """ValueError in one line for what a Kandinsky 5 Video folder does not take."""
+    from ....pipelines.video.models import refuse_video
+
+    refuse_video(folder)
+    wan_only = [name for name, given in (
+        ("image", image is not None), ("cfg_scale_2", body.cfg_scale_2 is not None),
+        (str(_control_named(body)), _control_named(body) is not None),
+        (f"sampler {body.sampler!r}", body.sampler != "diffusers"),
+        (f"cache {body.cache!r}", cache_kind not in (None, "fbc"))) if given]
+    if wan_only:
+        raise ValueError(f"{wan_only[0]} is for Wan models; Kandinsky 5 Video makes videos "
+                         "from text with its own scheduler (sampler \"diffusers\") and First "
+                         "Block Cache")
+
+
 async def _run(state: ServerState, body: Txt2VidRequest, image: Any) -> dict[str, Any]:
     from ....pipelines.video import video_cache
     from ....pipelines.video.wan_refuse import wan_refusals_of
 
-    model, memory, no_half_vae = _check(state, body), state.memory, state.no_half_vae
-    cache = video_cache(body.cache, "cache", body.steps)  # checked by _check
+    (model, s), memory, no_half_vae = _check(state, body), state.memory, state.no_half_vae
+    cache = video_cache(body.cache, "cache", s.steps)  # checked by _check
+    k5 = kandinsky5_video_family(model[0]) is not None
+    kind_of = None if cache is None else cache.spec.kind
     try:  # what the model does not take, from its configs and a file's header, before it loads
-        await asyncio.to_thread(wan_refusals_of, *model, image=image is not None,
-                                cache_kind=None if cache is None else cache.spec.kind,
-                                guidance_scale_2=body.cfg_scale_2,
-                                control=_control_named(body))
-        control = await asyncio.to_thread(_control, body)  # decoded before the queue
+        if k5:
+            _refuse_kandinsky5(model[0], body, image, kind_of)
+        else:
+            await asyncio.to_thread(wan_refusals_of, *model, image=image is not None,
+                                    cache_kind=kind_of, guidance_scale_2=body.cfg_scale_2,
+                                    control=_control_named(body))
+        control = await asyncio.to_thread(_control, body, s)  # decoded before the queue
     except ValueError as error:
         raise RequestError(str(error)) from None
     seed = body.seed if body.seed != -1 else secrets.randbelow(2**32)
@@ -202,21 +251,21 @@ async def _run(state: ServerState, body: Txt2VidRequest, image: Any) -> dict[str
     def job() -> dict[str, Any]:
         observer, device = worker.begin_job(kind)
         pipe = _pipeline(model, memory, device, no_half_vae)
-        cache = video_cache(body.cache, "cache", body.steps)  # each run's own
-        videos = pipe(body.prompt, negative_prompt=body.negative_prompt, height=body.height,
-                      width=body.width, num_frames=body.frames, num_inference_steps=body.steps,
-                      guidance_scale=body.cfg_scale, seed=seed, sampler=body.sampler,
-                      image=image, callback=observer.step,
-                      guidance_scale_2=body.cfg_scale_2, cache=cache, control=control,
-                      conditioning_scale=body.control_scale)
+        cache = video_cache(body.cache, "cache", s.steps)  # each run's own
+        wan = {} if k5 else {"image": image, "guidance_scale_2": body.cfg_scale_2,
+                             "control": control, "conditioning_scale": body.control_scale}
+        videos = pipe(body.prompt, negative_prompt=body.negative_prompt, height=s.height,
+                      width=s.width, num_frames=s.frames, num_inference_steps=s.steps,
+                      guidance_scale=s.cfg_scale, seed=seed, sampler=body.sampler,
+                      callback=observer.step, cache=cache, **wan)
         frames = np.round(videos[0] * 255).astype(np.uint8)
-        answer = {"video": _encoded(frames, body.format, body.fps), "format": body.format,
-                  "seed": seed, "frames": body.frames, "fps": body.fps, "width": body.width,
-                  "height": body.height, "interrupted": observer.interrupted(),
+        answer = {"video": _encoded(frames, body.format, s.fps), "format": body.format,
+                  "seed": seed, "frames": s.frames, "fps": s.fps, "width": s.width,
+                  "height": s.height, "interrupted": observer.interrupted(),
                   "cache": None if cache is None else cache.summary(),
                   "memory": None if pipe.memory_mode is None else pipe.memory_mode.label}
         if body.also_webp and body.format != "webp":
-            answer["webp"] = _encoded(frames, "webp", body.fps)
+            answer["webp"] = _encoded(frames, "webp", s.fps)
         return answer
 
     try:

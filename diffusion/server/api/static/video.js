@@ -7,7 +7,8 @@ import { $, api, base64Of, clearError, fileDropZone, readFile, showError } from 
 import { newTaskId, number, pollProgress, whilePolling } from "./job.js";
 import { initVace, showVace, vaceFields } from "./vace.js";
 
-let models = [];  // /avx/video-models' entries: {title, model_name, kind, first_frame, vace}
+// /avx/video-models' entries: {title, model_name, kind, first_frame, vace, family, defaults, samplers}
+let models = [];
 // a single file's parts (request field -> its select), each "" for the base folder's own
 const PARTS = { base: "video_base", model_2: "video_model_2", text_encoder: "video_text_encoder", vae: "video_vae", clip_vision: "video_clip_vision" };
 let firstFrame = null;  // the dropped picture, a data URL
@@ -47,6 +48,16 @@ function showFirstFrame() {
     : "First frame (optional): drop an image — or click to upload";
 }
 
+/** A model the user picks brings its family's frames, size, fps and CFG (Wan's or Kandinsky 5
+ * Video's), and a sampler it runs. */
+function useModelDefaults() {
+  const model = chosenModel();
+  if (!model?.defaults) return;
+  const fields = { frames: "video_frames", fps: "video_fps", width: "video_width", height: "video_height", cfg_scale: "video_cfg_scale" };
+  for (const [field, id] of Object.entries(fields)) $(id).value = model.defaults[field];
+  if (!model.samplers.includes($("video_sampler").value)) $("video_sampler").value = model.samplers[0];
+}
+
 function setFirstFrame(dataUrl) {
   firstFrame = dataUrl;
   $("video_image").src = dataUrl ?? "";
@@ -73,7 +84,7 @@ async function requestBody() {
     format: "mp4",
     also_webp: $("video_also_webp").checked,
   };
-  if (!body.model) throw new Error("No video model: put a Wan folder in the models directory and refresh.");
+  if (!body.model) throw new Error("No video model: put a Wan or Kandinsky 5 Video folder in the models directory and refresh.");
   if (chosenModel()?.kind === "file") {
     for (const [field, id] of Object.entries(PARTS)) if ($(id).value) body[field] = $(id).value;
   }
@@ -166,7 +177,10 @@ export function initVideo() {
   fileDropZone($("video_drop"), $("video_file"), async (file) => setFirstFrame(await readFile(file)));
   initVace();
   $("video_image_remove").addEventListener("click", () => setFirstFrame(null));
-  $("video_model").addEventListener("change", showFirstFrame);
+  $("video_model").addEventListener("change", () => {
+    useModelDefaults();
+    showFirstFrame();
+  });
   $("video_generate").addEventListener("click", generate);
   $("video_interrupt").addEventListener("click", () => {
     $("video_interrupt").disabled = true;
