@@ -112,6 +112,12 @@ class FamilyLoader:
 
 
 FAMILIES: tuple[FamilyLoader, ...] = (
+    # first: Tencent's transformer file holds FLUX's block names (double_blocks, ...), which
+    # the FLUX.1 line would claim
+    FamilyLoader("HunyuanImage 2.1 (base, distilled)", hunyuanimage_family,
+                 load_hunyuanimage_model, hunyuanimage_defaults, latent_channels=64,
+                 single_file_base=True, capabilities=lambda path, family: hunyuanimage_capabilities(
+                     family, distilled=hunyuanimage_distilled(path))),
     FamilyLoader("Chroma", chroma_family, load_flow_model, flow_defaults,
                  latent_channels=16, module_parts=True, capabilities=_flow()),
     FamilyLoader("FLUX.1 Kontext", kontext_family, load_kontext_model, kontext_defaults,
@@ -138,10 +144,6 @@ FAMILIES: tuple[FamilyLoader, ...] = (
     FamilyLoader("Krea 2", krea2_family, load_krea2_model, krea2_defaults, latent_channels=16,
                  single_file_base=True,
                  capabilities=lambda path, family: krea2_capabilities(family)),
-    FamilyLoader("HunyuanImage 2.1 (base, distilled)", hunyuanimage_family,
-                 load_hunyuanimage_model, hunyuanimage_defaults, latent_channels=64,
-                 capabilities=lambda path, family: hunyuanimage_capabilities(
-                     family, distilled=hunyuanimage_distilled(path))),
     FamilyLoader("Qwen-Image 2.1", qwenimage21_family, load_qwenimage21_model,
                  qwenimage21_defaults, latent_channels=64, single_file_base=True,
                  capabilities=lambda path, family: qwenimage21_capabilities(family)),

@@ -14,6 +14,7 @@ diffusers' picture (`generator=torch.Generator("cpu").manual_seed(seed)`).
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from functools import partial
@@ -25,7 +26,7 @@ import numpy as np
 from gpucore import Device, default_device
 from gpustd import asarray
 
-from ...loaders.hunyuanimage import load_hunyuanimage_folder
+from ...loaders.hunyuanimage import load_hunyuanimage_folder, load_hunyuanimage_transformer
 from ...models.hunyuanimage import HunyuanImageTransformer2DModel
 from ...models.hunyuanimage_prompt import ByT5Tokenizer, glyph_states, qwen_states
 from ...models.hunyuanimage_vae import AutoencoderKLHunyuanImage
@@ -76,12 +77,18 @@ class HunyuanImagePipeline:
     @classmethod
     def from_pretrained(cls, path: str | Path, *, dtype: Any = np.float32,
                         device: Device | None = None, variant: str | None = None,
+                        transformer_file: str | os.PathLike[str] | None = None,
                         offload: bool = False) -> HunyuanImagePipeline:
         """Load a HunyuanImage 2.1 diffusers folder (`load_hunyuanimage_folder`) onto
-        `device` in `dtype`; `offload`: each network to host memory once loaded. ValueError
-        in one line where the folder's parts do not fit together."""
-        weights = load_hunyuanimage_folder(path, variant=variant)
+        `device` in `dtype`; `transformer_file`: Tencent's single transformer file
+        (`hunyuanimage2.1.safetensors`, the distilled one; `load_hunyuanimage_transformer`)
+        in place of the folder's; `offload`: each network to host memory once loaded.
+        ValueError in one line where the parts do not fit together."""
+        skip = ("transformer",) if transformer_file is not None else ()
+        weights = load_hunyuanimage_folder(path, variant=variant, skip=skip)
         transformer, text_encoder = weights.transformer, weights.text_encoder
+        if transformer_file is not None:
+            transformer = load_hunyuanimage_transformer(transformer_file)
         glyph = weights.text_encoder_2
         assert transformer is not None and text_encoder is not None and glyph is not None
         for name, have, wanted in (

@@ -11,7 +11,8 @@ distilled checkpoint runs at CFG 1 with its embedded guidance, the request's dis
 scale (diffusers' `distilled_guidance_scale`). Only the "diffusers" sampler runs: APG's
 momentum and meanflow's next timestep follow the pipeline's own steps. Not yet: img2img and
 inpainting (diffusers has no HunyuanImage pipeline for them), the hires fix, the WebUI
-samplers, the refiner checkpoint, step caches, memory modes, ControlNets.
+samplers, the refiner checkpoint, step caches, memory modes, ControlNets. Tencent's single
+transformer file runs with a HunyuanImage 2.1 folder as its --base.
 """
 
 from __future__ import annotations
@@ -33,6 +34,7 @@ from ..observer import Observer
 from ..request import GenerationRequest
 from .flow_model import LLMFlowModel
 from .hunyuanimage_guidance import MixGuidance
+from .start import base_folder
 
 __all__ = ["HUNYUANIMAGE_DISTILLED_DEFAULTS", "HunyuanImageModel", "hunyuanimage_capabilities",
            "hunyuanimage_defaults", "load_hunyuanimage_model"]
@@ -122,17 +124,20 @@ def hunyuanimage_defaults(path: str | os.PathLike[str], family: str) -> Sampling
 
 def load_hunyuanimage_model(path: str | os.PathLike[str], family: str, options: LoadOptions
                             ) -> HunyuanImageModel:
-    """A HunyuanImage 2.1 diffusers folder as a HunyuanImageModel; `options.defaults` (the
-    folder's defaults.json) over `hunyuanimage_defaults`. --base, --text-encoder and the
-    memory modes' offloading are refused in one line."""
+    """A HunyuanImage 2.1 diffusers folder, or Tencent's single transformer file with
+    `options.base` (a HunyuanImage 2.1 folder giving the rest), as a HunyuanImageModel;
+    `options.defaults` (the folder's defaults.json) over `hunyuanimage_defaults`.
+    --text-encoder is refused in one line."""
     from .hunyuanimage import HunyuanImagePipeline
 
-    if options.base is not None or options.text_encoders:
-        raise ValueError("HunyuanImage 2.1 loads from its diffusers folder alone: leave --base "
-                         "and --text-encoder out")
+    if options.text_encoders:
+        raise ValueError("HunyuanImage 2.1 reads its text encoders from its diffusers folder: "
+                         "leave --text-encoder out")
     path = Path(path)
-    pipe = HunyuanImagePipeline.from_pretrained(path, dtype=options.dtype,
-                                                device=options.device, variant=options.variant)
+    folder, transformer_file = base_folder(path, options.base, "HunyuanImage 2.1")
+    pipe = HunyuanImagePipeline.from_pretrained(folder, dtype=options.dtype,
+                                                device=options.device, variant=options.variant,
+                                                transformer_file=transformer_file)
     return HunyuanImageModel(pipe, family=family, name=module_stem(path),
                              defaults=options.defaults,
                              modules=pipe.modules)
