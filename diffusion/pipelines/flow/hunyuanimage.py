@@ -162,7 +162,9 @@ class HunyuanImagePipeline:
                                  "one, or one per prompt")
             negative = self.encode_prompt(negatives)
         dtype, device = self.transformer.dtype, self.transformer.device
-        branches = [None, None] if cache is None else [cache.branch() for _ in range(2)]
+        # a branch each for the prompts' calls and, where it runs, the negative pass's
+        branches = [None if cache is None or (which and negative is None) else cache.branch()
+                    for which in range(2)]
         momentum = guider.start_run()
         guidance = (np.full(batch, np.float32(distilled_guidance_scale) * 1000, np.float32)
                     if self.distilled else None)

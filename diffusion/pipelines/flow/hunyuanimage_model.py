@@ -11,7 +11,8 @@ distilled checkpoint runs at CFG 1 with its embedded guidance, the request's dis
 scale (diffusers' `distilled_guidance_scale`). Only the "diffusers" sampler runs: APG's
 momentum and meanflow's next timestep follow the pipeline's own steps. Not yet: img2img and
 inpainting (diffusers has no HunyuanImage pipeline for them), the hires fix, the WebUI
-samplers, the refiner checkpoint, step caches, memory modes, ControlNets. Tencent's single
+samplers, the refiner checkpoint, step caches but First Block Cache, memory modes,
+ControlNets. Tencent's single
 transformer file runs with a HunyuanImage 2.1 folder as its --base.
 """
 
@@ -52,7 +53,8 @@ class HunyuanImageModel(LLMFlowModel):
     @property
     def capabilities(self) -> Capabilities:
         """The "diffusers" sampler, the folder's guidance (CFG then APG; the distilled
-        checkpoint's embedded scale), plain-text prompts; nothing else yet."""
+        checkpoint's embedded scale), plain-text prompts, First Block Cache; nothing else
+        yet."""
         return hunyuanimage_capabilities(self.family, distilled=self.distilled)
 
     @property
@@ -89,10 +91,12 @@ class HunyuanImageModel(LLMFlowModel):
     def _diffusers(self, request: GenerationRequest, prompts: list[str], seed: int,
                    width: int, height: int, observer: Observer,
                    cache: StepCache | None = None) -> np.ndarray:
-        """HunyuanImagePipeline's own loop."""
+        """HunyuanImagePipeline's own loop (its prompt's and negative pass's calls each a
+        branch of the step cache)."""
         return self.pipe(prompts, height=height, width=width,  # type: ignore[no-any-return]
                          num_inference_steps=int(request.steps), seed=seed, rng=request.rng,
-                         callback=observer.step, output_type="latent", **self._guidance(request))
+                         callback=observer.step, output_type="latent", cache=cache,
+                         **self._guidance(request))
 
 
 def hunyuanimage_capabilities(family: str, *, distilled: bool = False) -> Capabilities:
@@ -100,7 +104,8 @@ def hunyuanimage_capabilities(family: str, *, distilled: bool = False) -> Capabi
     loaded model's, and the registry's before the weights load."""
     return Capabilities(family=family, latent_space="hunyuanimage",
                         guidance="distilled" if distilled else "cfg", samplers=(),
-                        schedules=(), models="HunyuanImage 2.1 models", prompt_syntax=False,
+                        schedules=(), models="HunyuanImage 2.1 models", step_cache=("fbc",),
+                        prompt_syntax=False,
                         textual_inversion=False, refiner=False, control=False,
                         variation_seeds=False, latent_upscale_resize=False,
                         hires_with_diffusers=False, latent_masked_content=False,

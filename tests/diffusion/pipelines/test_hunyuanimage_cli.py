@@ -2,7 +2,7 @@
 HunyuanImagePipeline's defaults (50 steps, its guider's CFG scale, the "diffusers" sampler),
 diffusers' picture with a quoted text in the prompt (the OCR guider at its own CFG scale
 under the default one),
-and what it refuses in one line."""
+First Block Cache, and what it refuses in one line."""
 
 from __future__ import annotations
 
@@ -19,8 +19,10 @@ from hunyuanimage_parts_tiny import (
     diffusers_picture,
     tiny_hunyuanimage_pipeline,
 )
+from webui_ref import assert_steps_skipped
 
 import gpucore
+from diffusion.infotext import read_infotext
 from diffusion.pipelines.contract import SamplingDefaults
 from diffusion.pipelines.families import capabilities_of
 from diffusion.pipelines.load import model_defaults
@@ -78,3 +80,20 @@ def test_the_distilled_checkpoint(first_device: gpucore.Device, tmp_path: Path,
     expected = diffusers_picture(reference, PROMPT, distilled_guidance_scale=4.0, **SIZE)[0]
     assert np.abs(png_pixels(out) - expected).mean() < TOL
     assert "leave --cfg-scale at 1" in cli_error(capsys, *common, "--cfg-scale", "3")
+
+
+def test_first_block_cache(first_device: gpucore.Device, tmp_path: Path,
+                           capsys: pytest.CaptureFixture[str]) -> None:
+    """`--cache fbc:T` skips some steps and says so in the infotext, the picture visibly
+    changed; another step cache refused in one line."""
+    tiny_hunyuanimage_pipeline(tmp_path, distilled=True)
+    threshold, steps = 0.6, 4  # a random tiny model moves far more than a trained one
+    common = ("txt2img", "--model", str(tmp_path / "hunyuanimage"), "--width", "24",
+              "--height", "32", "--steps", str(steps), "--rng", "torch", "--seed", "7",
+              "--prompt", PROMPT)  # the distilled checkpoint: one model call a step
+    out, _ = cli_ok(capsys, *common, "--cache", f"fbc:{threshold}",
+                    "--out", str(tmp_path / "cached.png"))
+    assert_steps_skipped(read_infotext(out) or "", threshold, steps)
+    plain, _ = cli_ok(capsys, *common, "--out", str(tmp_path / "plain.png"))
+    assert np.abs(png_pixels(out) - png_pixels(plain)).mean() > TOL  # the cache acted
+    assert "it runs fbc" in cli_error(capsys, *common, "--cache", "magcache")
