@@ -11,8 +11,7 @@ distilled checkpoint runs at CFG 1 with its embedded guidance, the request's dis
 scale (diffusers' `distilled_guidance_scale`). Only the "diffusers" sampler runs: APG's
 momentum and meanflow's next timestep follow the pipeline's own steps. Not yet: img2img and
 inpainting (diffusers has no HunyuanImage pipeline for them), the hires fix, the WebUI
-samplers, the refiner checkpoint, step caches but First Block Cache, memory modes,
-ControlNets. Tencent's single
+samplers, the refiner checkpoint, step caches but First Block Cache, ControlNets. Tencent's single
 transformer file runs with a HunyuanImage 2.1 folder as its --base.
 """
 
@@ -33,6 +32,7 @@ from ...sampling.kdiffusion import DIFFUSERS
 from ..contract import Capabilities, LoadOptions, SamplingDefaults
 from ..observer import Observer
 from ..request import GenerationRequest
+from .flow_memory import MemoryLayout
 from .flow_model import LLMFlowModel
 from .hunyuanimage_guidance import MixGuidance
 from .start import base_folder
@@ -53,9 +53,25 @@ class HunyuanImageModel(LLMFlowModel):
     @property
     def capabilities(self) -> Capabilities:
         """The "diffusers" sampler, the folder's guidance (CFG then APG; the distilled
-        checkpoint's embedded scale), plain-text prompts, First Block Cache; nothing else
-        yet."""
+        checkpoint's embedded scale), plain-text prompts, First Block Cache, the memory
+        modes (flow_memory); nothing else yet."""
         return hunyuanimage_capabilities(self.family, distilled=self.distilled)
+
+    def memory_layout(self) -> MemoryLayout:
+        """What the memory modes move: Qwen2.5-VL (its `hidden_states_of`) and ByT5 (its
+        `forward`) as the text unit, the double and single blocks (the first's
+        `modulated_input` for First Block Cache's probe), the VAE; the token refiner, the
+        glyph projection and the embedders stay with the transformer's fixed parts."""
+        pipe, transformer = self.pipe, self.pipe.transformer
+        first = list(transformer.transformer_blocks)[:1]
+        return MemoryLayout(transformer=transformer,
+                            blocks=(transformer.transformer_blocks,
+                                    transformer.single_transformer_blocks),
+                            text_encoders=(pipe.text_encoder, pipe.text_encoder_2),
+                            text_calls=((pipe.text_encoder, "hidden_states_of"),
+                                        (pipe.text_encoder_2, "forward")),
+                            vae=pipe.vae,
+                            block_calls=tuple((block, "modulated_input") for block in first))
 
     @property
     def native_size(self) -> int:
@@ -108,8 +124,7 @@ def hunyuanimage_capabilities(family: str, *, distilled: bool = False) -> Capabi
                         prompt_syntax=False,
                         textual_inversion=False, refiner=False, control=False,
                         variation_seeds=False, latent_upscale_resize=False,
-                        hires_with_diffusers=False, latent_masked_content=False,
-                        memory_modes=False)
+                        hires_with_diffusers=False, latent_masked_content=False)
 
 
 def hunyuanimage_defaults(path: str | os.PathLike[str], family: str) -> SamplingDefaults:
@@ -142,7 +157,8 @@ def load_hunyuanimage_model(path: str | os.PathLike[str], family: str, options: 
     folder, transformer_file = base_folder(path, options.base, "HunyuanImage 2.1")
     pipe = HunyuanImagePipeline.from_pretrained(folder, dtype=options.dtype,
                                                 device=options.device, variant=options.variant,
-                                                transformer_file=transformer_file)
+                                                transformer_file=transformer_file,
+                                                offload=options.offload)
     return HunyuanImageModel(pipe, family=family, name=module_stem(path),
                              defaults=options.defaults,
                              modules=pipe.modules)
