@@ -136,6 +136,7 @@ class Capabilities:
     control_map: bool = False  # needs a ControlMap among the units (FLUX.1 Canny / Depth dev)
     variation_seeds: bool = True  # variation seed and "seed resize from"
     latent_upscale_resize: bool = True  # img2img's resize mode 3 (latent upscale)
+    hires: bool = True  # the hires fix at all
     hires_with_diffusers: bool = True  # the hires fix with the "diffusers" sampler
     hires_own_settings: bool = False  # the hires pass's own prompts and sampler (HiresFix)
     # the hires fix on img2img where the init image is a reference picture beside the noise
@@ -189,6 +190,7 @@ class Capabilities:
             raise ValueError("hires fix is a txt2img option; for img2img, raise the size "
                              "instead")
         unsupported = ((request.refiner is not None and not self.refiner, "a refiner"),
+                       (request.hires is not None and not self.hires, "the hires fix"),
                        (bool(request.control) and not self.control, "ControlNet units"),
                        (request.redux is not None and not self.redux,
                         "a FLUX Redux reference (--redux)"),
@@ -219,9 +221,6 @@ class Capabilities:
                         else "; leave --cache out")
                 raise ValueError(f"step cache {kind}: not supported for {self._name}{runs}")
         if diffusers and request.hires is not None and not self.hires_with_diffusers:
-            if not self.samplers:  # a family that runs its own loop alone
-                raise ValueError(f"the hires fix: not supported for {self._name} yet; leave "
-                                 "it out")
             raise ValueError(f"the hires fix runs with the WebUI samplers "
                              f"({', '.join(self.samplers or ())}) on {self._name}, not "
                              "'diffusers'")
@@ -231,10 +230,8 @@ class Capabilities:
                              "latents the WebUI samplers start from; the 'diffusers' sampler "
                              "encodes the picture itself: pick Euler, or fill / original")
         if not diffusers and self.samplers is not None and label not in self.samplers:
-            choices = (f"choose one of {', '.join(self.samplers)} or 'diffusers'"
-                       if self.samplers else "use 'diffusers', the only one they run")
-            raise ValueError(f"sampler {label} is not defined for {self._name} here; "
-                             f"{choices}")
+            raise ValueError(f"sampler {label} is not defined for {self._name} here; choose "
+                             f"one of {', '.join(self.samplers)} or 'diffusers'")
         if not diffusers and self.schedules is not None and schedule not in self.schedules:
             raise ValueError(f"schedule type {schedule} is not defined for {self._name} here; "
                              f"use {' or '.join(self.schedules)}")

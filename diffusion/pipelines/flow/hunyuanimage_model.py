@@ -1,23 +1,24 @@
 """`HunyuanImageModel`: HunyuanImage 2.1 (the base and the distilled checkpoints) behind the
 `generate(request)` every door calls, the flow family's `FlowModel` running
-HunyuanImagePipeline's own loop, and the registry's detection, loader, defaults and
-capabilities for it.
+HunyuanImagePipeline's own loop ("diffusers") or Euler over the Simple schedule, and the
+registry's detection, loader, defaults and capabilities for it.
 
 The base checkpoint runs its folder's guider, or its OCR guider where a prompt quotes text,
 as the folder has them at the default CFG scale (the plain guider's own); another CFG scale
 replaces the CFG scale of the guider that runs (1: no negative pass), the folder saying the
-rest (APG's scale, momentum and start step). The
-distilled checkpoint runs at CFG 1 with its embedded guidance, the request's distilled CFG
-scale (diffusers' `distilled_guidance_scale`). Only the "diffusers" sampler runs: APG's
-momentum and meanflow's next timestep follow the pipeline's own steps. Not yet: img2img and
-inpainting (diffusers has no HunyuanImage pipeline for them), the hires fix, the WebUI
-samplers, the refiner checkpoint, step caches but First Block Cache, ControlNets. Tencent's single
-transformer file runs with a HunyuanImage 2.1 folder as its --base.
+rest (APG's scale, momentum and start step). The distilled checkpoint runs at CFG 1 with its
+embedded guidance, the request's distilled CFG scale (diffusers' `distilled_guidance_scale`).
+Of the WebUI's samplers Euler alone runs: its one model call a step is what APG's step ranges
+and momentum and meanflow's next timestep follow. Not yet: img2img and inpainting (diffusers
+has no HunyuanImage pipeline for them), the hires fix, the other WebUI samplers, the refiner
+checkpoint, step caches but First Block Cache, ControlNets. Tencent's single transformer file
+runs with a HunyuanImage 2.1 folder as its --base.
 """
 
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -29,11 +30,13 @@ from ...loaders.formats.diffusers_folder import read_json
 from ...loaders.hunyuanimage import hunyuanimage_distilled
 from ...models.step_cache import StepCache
 from ...sampling.kdiffusion import DIFFUSERS
+from ...sampling.model_sampling import FlowSchedule
 from ..contract import Capabilities, LoadOptions, SamplingDefaults
 from ..observer import Observer
 from ..request import GenerationRequest
 from .flow_memory import MemoryLayout
 from .flow_model import LLMFlowModel
+from .flow_sampling import FLOW_SCHEDULES
 from .hunyuanimage_guidance import MixGuidance
 from .start import base_folder
 
@@ -52,9 +55,9 @@ class HunyuanImageModel(LLMFlowModel):
 
     @property
     def capabilities(self) -> Capabilities:
-        """The "diffusers" sampler, the folder's guidance (CFG then APG; the distilled
-        checkpoint's embedded scale), plain-text prompts, First Block Cache, the memory
-        modes (flow_memory); nothing else yet."""
+        """The "diffusers" sampler and Euler, the folder's guidance (CFG then APG; the
+        distilled checkpoint's embedded scale), plain-text prompts, First Block Cache, the
+        memory modes (flow_memory); nothing else yet."""
         return hunyuanimage_capabilities(self.family, distilled=self.distilled)
 
     def memory_layout(self) -> MemoryLayout:
@@ -104,6 +107,26 @@ class HunyuanImageModel(LLMFlowModel):
         return {"guidance_scale": None if own else scale,
                 "negative_prompt": request.negative_prompt}
 
+    def guided_flow(self, request: GenerationRequest, prompts: list[str], width: int,
+                    height: int, cache: StepCache | None = None
+                    ) -> tuple[Callable[[np.ndarray, float], np.ndarray], tuple[int, ...],
+                               float | None]:
+        """The pipeline's guided flow for Euler over the Simple schedule, whose one model
+        call a step is the step APG's ranges and momentum count and whose next sigma is
+        meanflow's timestep_r; its latents' shape; no mu (a constant shift)."""
+        steps = int(request.steps)
+        flow, shape = self.pipe.velocity(prompts, height=height, width=width, steps=steps,
+                                         cache=cache, **self._guidance(request))
+        sigmas = FlowSchedule(self.pipe.scheduler_config).get_sigmas(steps)
+        done = 0
+
+        def stepped(x: np.ndarray, t: float) -> np.ndarray:
+            nonlocal done
+            step, done = min(done, steps - 1), done + 1
+            return flow(x, t, step, float(sigmas[step + 1]) * 1000)
+
+        return stepped, shape, None
+
     def _diffusers(self, request: GenerationRequest, prompts: list[str], seed: int,
                    width: int, height: int, observer: Observer,
                    cache: StepCache | None = None) -> np.ndarray:
@@ -119,11 +142,12 @@ def hunyuanimage_capabilities(family: str, *, distilled: bool = False) -> Capabi
     """What a HunyuanImage 2.1 model takes (HunyuanImageModel.capabilities says what): the
     loaded model's, and the registry's before the weights load."""
     return Capabilities(family=family, latent_space="hunyuanimage",
-                        guidance="distilled" if distilled else "cfg", samplers=(),
-                        schedules=(), models="HunyuanImage 2.1 models", step_cache=("fbc",),
+                        guidance="distilled" if distilled else "cfg", samplers=("Euler",),
+                        schedules=FLOW_SCHEDULES, models="HunyuanImage 2.1 models",
+                        step_cache=("fbc",),
                         prompt_syntax=False,
                         textual_inversion=False, refiner=False, control=False,
-                        variation_seeds=False, latent_upscale_resize=False,
+                        variation_seeds=False, latent_upscale_resize=False, hires=False,
                         hires_with_diffusers=False, latent_masked_content=False)
 
 

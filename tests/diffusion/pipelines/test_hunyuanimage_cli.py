@@ -1,8 +1,8 @@
 """HunyuanImage 2.1 through the command line: the family told from its diffusers folder,
 HunyuanImagePipeline's defaults (50 steps, its guider's CFG scale, the "diffusers" sampler),
 diffusers' picture with a quoted text in the prompt (the OCR guider at its own CFG scale
-under the default one),
-First Block Cache, and what it refuses in one line."""
+under the default one), Euler over the Simple schedule, First Block Cache, and what it refuses
+in one line."""
 
 from __future__ import annotations
 
@@ -50,11 +50,17 @@ def test_hunyuanimage_from_the_cli(first_device: gpucore.Device, tmp_path: Path,
     expected = diffusers_picture(reference, PROMPT, **SIZE)[0]
     got = png_pixels(out)
     assert np.abs(got - expected).mean() < TOL
+    # Euler over the Simple schedule at 2 steps: diffusers' sigmas (the training table's at
+    # 3: 3.5e-3 off) and step; APG (the OCR guider's from its second step) counts its calls
+    out, _ = cli_ok(capsys, *common, "--sampler", "Euler", "--steps", "2",
+                    "--out", str(tmp_path / "e.png"))
+    two = diffusers_picture(reference, PROMPT, **{**SIZE, "num_inference_steps": 2})[0]
+    assert np.abs(png_pixels(out) - two).mean() < TOL
     out, _ = cli_ok(capsys, *common, "--cfg-scale", "1", "--out", str(tmp_path / "b.png"))
     # the guidance matters (measured 0.012: the tiny model reads its text weakly)
     assert np.abs(png_pixels(out) - got).mean() > 3 * TOL
     # refusals, each in one line before loading
-    for more, words in ((("--sampler", "Euler"), "use 'diffusers', the only one they run"),
+    for more, words in ((("--sampler", "DPM++ 2M"), "choose one of Euler or 'diffusers'"),
                         (("--distilled-cfg-scale", "3"), "take no distilled guidance"),
                         (("--hr-scale", "2"), "the hires fix: not supported")):
         assert words in cli_error(capsys, *common, *more)
@@ -65,7 +71,7 @@ def test_hunyuanimage_from_the_cli(first_device: gpucore.Device, tmp_path: Path,
 def test_the_distilled_checkpoint(first_device: gpucore.Device, tmp_path: Path,
                                   capsys: pytest.CaptureFixture[str]) -> None:
     """The guidance-embedding transformer: 8 steps at CFG 1 by default, diffusers' picture
-    at --distilled-cfg-scale, a CFG scale refused in one line."""
+    at --distilled-cfg-scale (with Euler too), a CFG scale refused in one line."""
     reference = tiny_hunyuanimage_pipeline(tmp_path, distilled=True)
     folder = tmp_path / "hunyuanimage"
     capabilities = capabilities_of(folder)
@@ -79,6 +85,12 @@ def test_the_distilled_checkpoint(first_device: gpucore.Device, tmp_path: Path,
                     "--out", str(tmp_path / "a.png"))
     expected = diffusers_picture(reference, PROMPT, distilled_guidance_scale=4.0, **SIZE)[0]
     assert np.abs(png_pixels(out) - expected).mean() < TOL
+    # Euler at 2 steps (diffusers' sigmas): meanflow's timestep_r the schedule's next sigma
+    out, _ = cli_ok(capsys, *common, "--distilled-cfg-scale", "4", "--sampler", "Euler",
+                    "--steps", "2", "--out", str(tmp_path / "e.png"))
+    two = diffusers_picture(reference, PROMPT, distilled_guidance_scale=4.0,
+                            **{**SIZE, "num_inference_steps": 2})[0]
+    assert np.abs(png_pixels(out) - two).mean() < TOL
     assert "leave --cfg-scale at 1" in cli_error(capsys, *common, "--cfg-scale", "3")
 
 
