@@ -2,7 +2,8 @@
 Video Lite text-to-video from the command line (cli.txt2vid_kandinsky5: the latter's run),
 and `img2vid --image IN.png` (Wan 2.1 / 2.2 A14B I2V or Wan 2.2 TI2V 5B
 animating a picture); Wan VACE's control video, mask and reference pictures on txt2vid
-(cli.vace). `--model FILE --base FOLDER` runs ComfyUI's split files (and GGUFs)
+(cli.vace), and Wan 2.2 Animate's picture, pose, face, background and mask videos
+(cli.animate). `--model FILE --base FOLDER` runs ComfyUI's split files (and GGUFs)
 with a diffusers folder giving the rest; `--model-2` is Wan 2.2 A14B's low-noise expert. The
 frame count (1 + 4k), size (multiples of 16), fps, picture, files and output are checked
 before the model loads, and what is not given is the model family's default
@@ -19,6 +20,12 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from ..pipelines.video.files import check_fps, check_output, write_video
+from .animate import (
+    add_animate_options,
+    animate_pixels_of,
+    check_animate,
+    refuse_animate,
+)
 from .device import add_device_options, use_device_options
 from .memory import add_memory_options, memory_line, memory_mode
 from .options import number, whole
@@ -47,6 +54,9 @@ EXAMPLE = """example:
       --base ./Wan2.2-T2V-A14B-Diffusers --prompt "a cat walks on the grass" -o cat.mp4
   python -m diffusion txt2vid --model ./Wan2.1-VACE-1.3B-diffusers --prompt "a robot dances" \\
       --control-video pose.mp4 --reference-image robot.png --frames 33 -o robot.mp4
+  python -m diffusion txt2vid --model ./Wan2.2-Animate-14B-Diffusers --prompt "a dancer" \\
+      --animate-image me.png --pose-video pose.mp4 --face-video face.mp4 \\
+      --width 1280 --height 720 -o me.mp4
   python -m diffusion txt2vid --model ./Kandinsky-5.0-T2V-Lite-sft-5s-Diffusers \\
       --prompt "a cat and a dog baking a cake in a kitchen" --frames 121 -o cake.mp4
 
@@ -69,6 +79,7 @@ def add_parsers(subparsers: argparse._SubParsersAction) -> None:
         _options(sub)
         if name == "txt2vid":
             add_vace_options(sub)
+            add_animate_options(sub)
 
 
 def _options(sub: argparse.ArgumentParser) -> None:
@@ -112,9 +123,10 @@ def _options(sub: argparse.ArgumentParser) -> None:
                      help=f"multiple of 16, at most {MAX_SIDE} (Wan: 480; Kandinsky 5 Video: "
                           "512)")
     sub.add_argument("--steps", type=whole, default=None, metavar="N",
-                     help="sampling steps, 1 to 1000 (50)")
+                     help="sampling steps, 1 to 1000 (50; Wan Animate: 20)")
     sub.add_argument("--cfg-scale", type=number, default=None, metavar="SCALE",
-                     help=f"classifier-free guidance scale, 0 to {MAX_CFG:g}; 1 turns it off (5)")
+                     help=f"classifier-free guidance scale, 0 to {MAX_CFG:g}; 1 turns it off "
+                          "(5; Wan Animate: 1)")
     sub.add_argument("--cfg-scale-2", type=number, default=None, metavar="SCALE",
                      help="Wan 2.2 A14B: the low-noise expert's guidance scale (--cfg-scale)")
     sub.add_argument("--seed", type=whole, default=-1,
@@ -197,6 +209,7 @@ def _check(args: argparse.Namespace) -> Path:
         _lora(spec)
     _check_files(args)
     check_vace(args)
+    check_animate(args)
     out = Path(args.out) if args.out else Path("outputs") / f"{args.command}-{args.seed}.mp4"
     if check_output(out) == "frames":  # a folder of PNGs, made with the folders above it
         if out.exists() and not out.is_dir():
@@ -259,6 +272,14 @@ def _picture(path: str) -> object:
         raise ValueError(f"--image {path}: not a readable picture (PNG, JPEG, WebP...)") from None
 
 
+def _face_size(folder: Path) -> int:
+    """The face crops' side Wan Animate's transformer reads (its motion_encoder_size)."""
+    from ..loaders.formats.diffusers_folder import component_config
+
+    config = component_config(folder, "transformer") or {}
+    return int(config.get("motion_encoder_size", 512))
+
+
 def _dtype(choice: str) -> object:
     if choice == "float32":
         return np.float32
@@ -277,9 +298,16 @@ def _dtype(choice: str) -> object:
 
 def run(args: argparse.Namespace) -> int:
     """Generate and write the video as `args` say; prints the written path."""
+    from ..loaders.wan.folder import wan_family
+
     if args.seed == -1:
         args.seed = secrets.randbelow(2**32)
+    animate = wan_family(args.model) == "wan-animate"  # a folder (its file is refused)
+    if animate and args.frames is not None:
+        raise ValueError("Wan Animate makes as many frames as --pose-video has: leave --frames "
+                         "out")
     out = _check(args)
+    refuse_animate(args, animate)  # (Kandinsky 5 Video too)
     image = _picture(args.image) if args.command == "img2vid" else None
     use_device_options(args)
     from ..pipelines.video.models import video_family_name
@@ -289,19 +317,25 @@ def run(args: argparse.Namespace) -> int:
 
         return run_kandinsky5(args, out, _dtype(args.dtype))
     from ..loaders.wan.sources import resolve_wan
-    from ..pipelines.video import WanPipeline, video_cache
+    from ..pipelines.video import WanAnimatePipeline, WanPipeline, video_cache
     from ..pipelines.video.wan_refuse import wan_refusals_of
 
     folder, files = resolve_wan(_source(args))
     cache = video_cache(args.cache, "--cache", args.steps)
     # what the model does not take, from its configs and a file's header, before it loads
-    wan_refusals_of(folder, files, image=image is not None,
-                    cache_kind=None if cache is None else cache.spec.kind,
-                    guidance_scale_2=args.cfg_scale_2, control=vace_named(args))
+    if not animate:
+        wan_refusals_of(folder, files, image=image is not None,
+                        cache_kind=None if cache is None else cache.spec.kind,
+                        guidance_scale_2=args.cfg_scale_2, control=vace_named(args))
+    elif vace_named(args):
+        raise ValueError(f"{vace_named(args)} needs a Wan VACE model; Wan Animate reads "
+                         "--pose-video and --face-video")
     control = vace_control(args)  # read and fitted before the model loads
+    pixels = animate_pixels_of(args, _face_size(folder), MAX_FRAMES) if animate else None
     mode = memory_mode(args)  # a memory mode loads each network straight to host memory
-    pipe = WanPipeline.from_pretrained(folder, dtype=_dtype(args.dtype),
-                                       offload=args.offload or bool(mode), files=files)
+    network = WanAnimatePipeline if animate else WanPipeline
+    pipe = network.from_pretrained(folder, dtype=_dtype(args.dtype),
+                                   offload=args.offload or bool(mode), files=files)
     pipe.set_memory_mode(mode)
     if args.fp16_accumulation:
         from ..pipelines.fp16_accumulation import use_fp16_accumulation
@@ -319,12 +353,18 @@ def run(args: argparse.Namespace) -> int:
                 [(path, weight, weight) for path, weight in map(_lora, specs)])
     print(f"seed: {args.seed}", file=sys.stderr)
     bar = ProgressBar(args.command)
-    videos = pipe(args.prompt, negative_prompt=args.negative_prompt, height=args.height,
-                  width=args.width, num_frames=args.frames, num_inference_steps=args.steps,
-                  guidance_scale=args.cfg_scale, seed=args.seed, rng=args.rng,
-                  sampler=args.sampler, image=image, callback=bar.step,
-                  guidance_scale_2=args.cfg_scale_2, cache=cache, control=control,
-                  conditioning_scale=getattr(args, "control_scale", None))
+    sampling = dict(negative_prompt=args.negative_prompt, num_inference_steps=args.steps,
+                    guidance_scale=args.cfg_scale, seed=args.seed, rng=args.rng,
+                    sampler=args.sampler, callback=bar.step)
+    if pixels is not None:
+        assert isinstance(pipe, WanAnimatePipeline)
+        videos = pipe(args.prompt, pixels=pixels, segment_frames=args.segment_frames,
+                      overlap=args.segment_overlap, **sampling)
+    else:
+        videos = pipe(args.prompt, height=args.height, width=args.width,
+                      num_frames=args.frames, image=image, guidance_scale_2=args.cfg_scale_2,
+                      cache=cache, control=control,
+                      conditioning_scale=getattr(args, "control_scale", None), **sampling)
     if cache is not None:
         print(f"cache: {cache.summary()}", file=sys.stderr)
     if args.verbose:  # from_pretrained's device: the default one

@@ -83,14 +83,16 @@ def _sd3(config: dict[str, Any]) -> dict[str, list[Part]]:
 
 def _zimage(config: dict[str, Any]) -> dict[str, list[Part]]:
     """The original Z-Image names (what ComfyUI's and musubi-tuner's LoRAs use where they
-    differ from diffusers'): the fused attention.qkv, attention.out, x_embedder, final_layer."""
+    differ from diffusers'): the fused attention.qkv, attention.out, x_embedder, final_layer;
+    Z-Image Omni's SigLIP refiner's attention too (`siglip_feat_dim` set)."""
     dim = config["dim"]
     aliases = {"x_embedder": [Part("all_x_embedder.2-1")],
                "final_layer_linear": [Part("all_final_layer.2-1.linear")],
                "final_layer_adaLN_modulation_1": [Part("all_final_layer.2-1.adaLN_modulation.1")]}
-    for stack, count in (("layers", config["n_layers"]),
-                         ("noise_refiner", config["n_refiner_layers"]),
-                         ("context_refiner", config["n_refiner_layers"])):
+    stacks = ("layers", "noise_refiner", "context_refiner") + (
+        ("siglip_refiner",) if config.get("siglip_feat_dim") else ())
+    for stack in stacks:
+        count = config["n_layers" if stack == "layers" else "n_refiner_layers"]
         for i in range(count):
             attention = f"{stack}.{i}.attention"
             aliases[_flat(f"{attention}.out")] = [Part(f"{attention}.to_out.0")]

@@ -15,7 +15,7 @@ from gpustd import Tensor, elementwise_kernel, nn
 from .layers import Place
 from .transformer_ops import Modulation, RMSNorm, cast, norm_rope
 
-__all__ = ["ADALN", "ZImageTransformerBlock", "scaled"]
+__all__ = ["ADALN", "CleanModulation", "ZImageTransformerBlock", "scaled"]
 
 ADALN = 256  # the width of the timestep embedding every adaLN reads (min(dim, 256))
 
@@ -89,6 +89,26 @@ def _norm_scaled(norm: RMSNorm, x: Tensor, mods: Modulation, index: int) -> Tens
                                 scale_at=index * mods.width)
 
 
+class CleanModulation:
+    """Z-Image Omni's clean timestep (t = 1): its embedding `temb` (1, 256), set by the
+    transformer, and each modulated block's adaLN output of it, made on the block's first call
+    (inside it, where a streamed block's weights are in place) and kept: fixed while the
+    weights are, so made once a denoising (one kept for its steps) instead of every step and
+    picture, as diffusers' `adaln_clean` is. Bit-identical: the same dispatches, run once."""
+
+    def __init__(self) -> None:
+        self.temb: Tensor | None = None
+        self._mods: dict[int, Modulation] = {}
+
+    def of(self, block: ZImageTransformerBlock) -> Modulation:
+        """`block`'s (scale_msa, gate_msa, scale_mlp, gate_mlp) of the clean embedding."""
+        mods = self._mods.get(id(block))
+        if mods is None:
+            assert self.temb is not None and block.adaLN_modulation is not None
+            mods = self._mods[id(block)] = Modulation(block.adaLN_modulation[0](self.temb), 4)
+        return mods
+
+
 class ZImageAttention(nn.Module):
     """Self-attention with per-head RMS norms of q and k (eps 1e-5) and interleaved-pair RoPE;
     no biases. diffusers: `Attention` with `ZSingleStreamAttnProcessor`."""
@@ -143,11 +163,11 @@ class ZImageTransformerBlock(nn.Module):
                                  if modulation else None)
 
     def forward(self, x: Tensor, rotary: tuple[Tensor, Tensor], temb: Tensor | None,
-                picked: tuple[Tensor, Tensor] | None = None) -> Tensor:
+                picked: tuple[CleanModulation, Tensor] | None = None) -> Tensor:
         """x (1, L, dim); temb (1, 256) for a modulated block. `picked`: Z-Image Omni's
-        (clean temb (1, 256), noisy (1, L, 1) 1 or 0), each token modulated by `temb` where
-        noisy, by the clean embedding where not (diffusers: `noise_mask`, `adaln_noisy`,
-        `adaln_clean`)."""
+        (the clean timestep's CleanModulation, noisy (1, L, 1) 1 or 0), each token modulated
+        by `temb` where noisy, by the clean embedding where not (diffusers: `noise_mask`,
+        `adaln_noisy`, `adaln_clean`)."""
         if self.adaLN_modulation is None:
             x = x + self.attention_norm2(self.attention(self.attention_norm1(x), rotary))
             return x + self.ffn_norm2(self.feed_forward(self.ffn_norm1(x)))
@@ -161,10 +181,10 @@ class ZImageTransformerBlock(nn.Module):
         ff = self.feed_forward(_norm_scaled(self.ffn_norm1, x, mods, 2))
         return _gated(x, mods[3], self.ffn_norm2(ff))
 
-    def _picked(self, x: Tensor, rotary: tuple[Tensor, Tensor], temb: Tensor, clean: Tensor,
-                noisy: Tensor) -> Tensor:
+    def _picked(self, x: Tensor, rotary: tuple[Tensor, Tensor], temb: Tensor,
+                clean: CleanModulation, noisy: Tensor) -> Tensor:
         assert self.adaLN_modulation is not None
-        mods = [Modulation(self.adaLN_modulation[0](t), 4) for t in (temb, clean)]
+        mods = [Modulation(self.adaLN_modulation[0](temb), 4), clean.of(self)]
 
         def scaled_by(normed: Tensor, index: int) -> Tensor:
             out = _picked_scaled(normed, noisy, mods[0][index], mods[1][index])

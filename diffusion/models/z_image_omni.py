@@ -29,7 +29,7 @@ from gpustd import Tensor, asarray, concatenate, nn, permute, take_slice
 from .layers import Place
 from .transformer_ops import RMSNorm, cast, rms_norm
 from .z_image import _MULTIPLE, ZImageTransformer2DModel, _padding, patchify
-from .z_image_blocks import ZImageTransformerBlock
+from .z_image_blocks import CleanModulation, ZImageTransformerBlock
 
 __all__ = ["OmniLayout", "ZImageOmniTransformer2DModel", "omni_layout"]
 
@@ -144,21 +144,24 @@ class ZImageOmniTransformer2DModel(ZImageTransformer2DModel):
         return asarray(noisy.reshape(1, -1, 1).astype(self.dtype), device=self.device)
 
     def _modulated(self, blocks: Iterable[Any], x: Tensor, rotary: tuple[Tensor, Tensor],
-                   temb: tuple[Tensor, Tensor], noisy: np.ndarray) -> Tensor:
+                   temb: Tensor, clean: CleanModulation, noisy: np.ndarray) -> Tensor:
         """Modulated blocks over x, per token where clean tokens are among them."""
-        picked = None if noisy.all() else (temb[1], self._flags(noisy))
+        picked = None if noisy.all() else (clean, self._flags(noisy))
         for block in blocks:
-            x = block(x, rotary, temb[0], picked)
+            x = block(x, rotary, temb, picked)
         return x
 
     def forward(self, latents: Tensor, timestep: Any,  # type: ignore[override]
                 captions: Sequence[Sequence[Tensor]], conditions: Sequence[Tensor] = (),
-                siglips: Sequence[Tensor] = (), *, patch_size: int = 2) -> Tensor:
+                siglips: Sequence[Tensor] = (), *, patch_size: int = 2,
+                clean: CleanModulation | None = None) -> Tensor:
         """latents (B, C, H, W); timestep (B,) in [0, 1] (1 the clean end); captions: B lists
         of caption pieces (L_j, cap_feat_dim), N + 2 pieces with N conditions, one without;
         conditions: N condition latents (1, C, h_j, w_j) and siglips: their SigLIP2 features
         (h, w, siglip_feat_dim), the same for every picture of the batch (as diffusers'
-        pipeline passes them)."""
+        pipeline passes them). `clean`: the clean timestep's modulations, kept from the
+        denoising's earlier steps (a new CleanModulation at its start; None: made for this
+        call alone)."""
         batch, channels, height, width = latents.shape
         if len(captions) != batch:
             raise ValueError(f"{len(captions)} captions for {batch} latents; give one each")
@@ -180,8 +183,10 @@ class ZImageOmniTransformer2DModel(ZImageTransformer2DModel):
         final = getattr(self.all_final_layer, key)
         t = np.asarray(timestep, np.float32).reshape(-1) * np.float32(self.config["t_scale"])
         temb = cast(self.t_embedder(t, self.device), self.dtype)
-        clean = cast(self.t_embedder(np.full(1, self.config["t_scale"], np.float32),
-                                     self.device), self.dtype)
+        clean = CleanModulation() if clean is None else clean
+        if clean.temb is None:
+            clean.temb = cast(self.t_embedder(np.full(1, self.config["t_scale"], np.float32),
+                                              self.device), self.dtype)
         # the condition pictures' patches and SigLIP features, shared by every picture
         fixed = [self._padded(embedder(patchify(c, patch_size)), self.x_pad_token)
                  for c in conditions]
@@ -193,7 +198,7 @@ class ZImageOmniTransformer2DModel(ZImageTransformer2DModel):
         rows, columns = height // patch_size, width // patch_size
         outs = []
         for i, states in enumerate(captions):
-            emb = (take_slice(temb, i, i + 1, axis=0), clean)
+            emb = take_slice(temb, i, i + 1, axis=0)
             layout = omni_layout([s.shape[0] for s in states], grids,
                                  [(s.shape[0], s.shape[1]) for s in siglips], patch_size)
             cap_rotary = self.rotary(layout.cap_ids)
@@ -204,7 +209,7 @@ class ZImageOmniTransformer2DModel(ZImageTransformer2DModel):
             target = self._padded(take_slice(targets, i, i + 1, axis=0), self.x_pad_token)
             image = concatenate([*fixed, target], axis=1) if fixed else target
             image = self._modulated(self.noise_refiner, image, self.rotary(layout.image_ids),
-                                    emb, layout.image_noisy)
+                                    emb, clean, layout.image_noisy)
             parts = [cap, image]
             if features:
                 siglip = concatenate(features, axis=1)
@@ -215,9 +220,9 @@ class ZImageOmniTransformer2DModel(ZImageTransformer2DModel):
             ids = np.concatenate([layout.cap_ids, layout.image_ids, layout.siglip_ids])
             noisy = np.concatenate([layout.cap_noisy, layout.image_noisy, layout.siglip_noisy])
             x = self._modulated(self.layers, concatenate(parts, axis=1), self.rotary(ids), emb,
-                                noisy)
+                                clean, noisy)
             start = cap.shape[1] + layout.target
-            outs.append(final(take_slice(x, start, start + rows * columns, axis=1), emb[0]))
+            outs.append(final(take_slice(x, start, start + rows * columns, axis=1), emb))
         out = concatenate(outs, axis=0).reshape(batch, rows, columns, patch_size, patch_size,
                                                 channels)
         return permute(out, (0, 5, 1, 3, 2, 4)).reshape(batch, channels, height, width)

@@ -23,6 +23,7 @@ import numpy as np
 from ..models.step_cache import CacheSpec
 from .control_map import ControlMap
 from .hires_pass import own_settings
+from .picture_limits import PictureLimits
 
 __all__ = [
     "GUIDANCE_KINDS",
@@ -157,6 +158,9 @@ class Capabilities:
     # FLUX.1 Kontext's one further picture its reference): 0, none (the init image is
     # img2img's start), None, any number
     references: int | None = 0
+    # the sizes of the condition pictures it reads (Z-Image Omni's: diffusers refuses others);
+    # None: any
+    picture_limits: PictureLimits | None = None
     models: str = ""  # what messages call the family's models ("" : "<family> models")
 
     def __post_init__(self) -> None:
@@ -185,6 +189,8 @@ class Capabilities:
                              "none in their input (FLUX.1 Canny / Depth dev do); give the "
                              "unit a ControlNet model (--controlnet PATH)")
         self._refuse_references(request)
+        if self.picture_limits is not None:
+            self.picture_limits.check_request(request, self._name)
         if (request.hires is not None and request.init_image is not None
                 and not self.hires_with_references):
             raise ValueError("hires fix is a txt2img option; for img2img, raise the size "

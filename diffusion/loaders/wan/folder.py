@@ -5,7 +5,9 @@ Euler). A Wan 2.1 image-to-video folder (`WanImageToVideoPipeline`) adds image_e
 (transformers' CLIPVisionModel) and image_processor/ (its CLIPImageProcessor config). A Wan 2.2
 A14B folder adds transformer_2/ (the low-noise expert) and `boundary_ratio` to model_index.json.
 A Wan VACE folder (`WanVACEPipeline`) is a text-to-video folder whose transformer/ is a
-WanVACETransformer3DModel (the control branch: models.wan_vace).
+WanVACETransformer3DModel (the control branch: models.wan_vace). A Wan 2.2 Animate folder
+(`WanAnimatePipeline`) is laid out as an image-to-video one, its transformer/ a
+WanAnimateTransformer3DModel (models.wan_animate).
 
 Each component goes through the safetensors walk (`.fp16` variants, sharded
 `.safetensors.index.json`) into lazy `ComponentWeights`; the models' own `load_state_dict`
@@ -33,6 +35,7 @@ __all__ = ["FILE_EXAMPLES", "WanWeights", "load_wan_folder", "missing_parts", "w
 _CLASS = "WanPipeline"
 _I2V_CLASS = "WanImageToVideoPipeline"
 _VACE_CLASS = "WanVACEPipeline"
+_ANIMATE_CLASS = "WanAnimatePipeline"
 _STEMS = {"text_encoder": "model", "image_encoder": "model"}
 
 
@@ -66,14 +69,17 @@ class WanWeights:
     boundary_ratio: float | None = None
     # Wan VACE: the transformer(s) read control latents (WanVACETransformer3DModel)
     vace: bool = False
+    # Wan 2.2 Animate: the transformer reads pose latents and face crops
+    animate: bool = False
 
 
 def wan_family(path: str | os.PathLike[str]) -> str | None:
     """"wan" for a diffusers folder whose model_index.json names a WanPipeline or a
-    WanImageToVideoPipeline, "wan-vace" for a WanVACEPipeline, None for anything else."""
+    WanImageToVideoPipeline, "wan-vace" for a WanVACEPipeline, "wan-animate" for a
+    WanAnimatePipeline, None for anything else."""
     name = pipeline_class(Path(path))
-    return "wan-vace" if name == _VACE_CLASS else "wan" if name in (_CLASS, _I2V_CLASS) \
-        else None
+    return {_CLASS: "wan", _I2V_CLASS: "wan", _VACE_CLASS: "wan-vace",
+            _ANIMATE_CLASS: "wan-animate"}.get(str(name))
 
 
 def _listed(index: dict[str, Any], name: str) -> bool:
@@ -130,7 +136,8 @@ def load_wan_folder(path: str | os.PathLike[str], *, dtype: Any = None,
     it is not a Wan pipeline or a component is missing (and which file can stand in)."""
     root = Path(path)
     found = pipeline_class(root)
-    index = pipeline_index(root, found if found in (_I2V_CLASS, _VACE_CLASS) else _CLASS,
+    index = pipeline_index(root, found if found in (_I2V_CLASS, _VACE_CLASS, _ANIMATE_CLASS)
+                           else _CLASS,
                            ("vae", "tokenizer", "scheduler"))
     resolved = resolve_dtype(dtype)
     parts: dict[str, Any] = dict.fromkeys(skip)
@@ -152,4 +159,4 @@ def load_wan_folder(path: str | os.PathLike[str], *, dtype: Any = None,
                       tokenizer_dir=tokenizer, expand_timesteps=bool(
                           index.get("expand_timesteps")),
                       boundary_ratio=None if ratio is None else float(ratio),
-                      vace=found == _VACE_CLASS, **parts)
+                      vace=found == _VACE_CLASS, animate=found == _ANIMATE_CLASS, **parts)

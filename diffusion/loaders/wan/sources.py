@@ -106,8 +106,12 @@ def resolve_wan(source: WanSource, names: Names = CLI_NAMES) -> tuple[Path, WanF
     if wan_family(folder) is None:
         raise ValueError(f"{names['base'] if source.base else names['model']} {folder}: not a "
                          "Wan diffusers folder (its model_index.json must name a WanPipeline, "
-                         "WanImageToVideoPipeline or WanVACEPipeline)")
+                         "WanImageToVideoPipeline, WanVACEPipeline or WanAnimatePipeline)")
     given = source.files()
+    if wan_family(folder) == "wan-animate" and ({"model", "model_2"} & set(given)):
+        raise ValueError(f"{names['model']} {source.model}: a single-file Wan Animate "
+                         "transformer is not read yet; give the Animate diffusers folder as "
+                         f"{names['model']}")
     for field in ("model", "model_2"):
         if field in given and is_vace_module(given[field]):
             option = names.fields.get("vace_module")

@@ -50,7 +50,7 @@ def flow_capabilities(family: str, config: Mapping[str, Any]) -> Capabilities:
     (guidance_embeds: FLUX.1 dev's distilled guidance)."""
     guidance = ("cfg" if family in CFG_FAMILIES else
                 "distilled" if config.get("guidance_embeds") else "none")
-    no = dict.fromkeys(("prompt_syntax", "textual_inversion", "refiner",
+    no: dict[str, Any] = dict.fromkeys(("prompt_syntax", "textual_inversion", "refiner",
                         "hires_with_diffusers", "latent_masked_content"), False)
     return Capabilities(family=family, latent_space=family.split("-")[0],
                         guidance=guidance, samplers=tuple(FLOW_SAMPLERS),

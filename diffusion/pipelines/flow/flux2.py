@@ -68,15 +68,15 @@ def empirical_mu(image_tokens: int, steps: int) -> float:
     return float(slope * steps + at_200 - 200.0 * slope)
 
 
-def shrunk_picture(image: Any, area: int = 1024 * 1024) -> Any:
-    """A reference picture (PIL or HxWx3 uint8) as an RGB PIL picture, shrunk (Lanczos) to
-    about `area` pixels where larger. diffusers: Flux2ImageProcessor._resize_to_target_area
-    where the picture is larger."""
+def shrunk_picture(image: Any, area: int = 1024 * 1024, over: int | None = None) -> Any:
+    """A reference picture (PIL or HxWx3 uint8) as an RGB PIL picture, resized (Lanczos) to
+    about `area` pixels where larger than `over` (None: than `area`, so only shrunk).
+    diffusers: Flux2ImageProcessor._resize_to_target_area where the picture is larger."""
     from PIL import Image
 
     picture = rgb_picture(image)
     width, height = picture.size
-    if width * height > area:
+    if width * height > (area if over is None else over):
         scale = math.sqrt(area / (width * height))
         picture = picture.resize((int(width * scale), int(height * scale)),
                                  Image.Resampling.LANCZOS)

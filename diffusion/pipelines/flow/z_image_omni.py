@@ -1,7 +1,8 @@
 """Z-Image Omni, as diffusers' ZImageOmniPipeline draws it: Z-Image (pipelines.flow.z_image)
 whose transformer (models.z_image_omni) also reads condition pictures, for editing (one
-picture) and multi-picture generation. Each picture is shrunk (Lanczos) to about a megapixel
-where larger (to height x width's area when both are given); its sides cropped to multiples
+picture) and multi-picture generation. Each picture over a megapixel is resized (Lanczos) to
+about a megapixel (to height x width's area when both are given, larger or smaller; smaller
+pictures are read as they are); its sides cropped to multiples
 of 16 give the VAE latents (the posterior's mean, shifted and scaled) and the picture before
 the crop gives SigLIP2's features (models.siglip2). The prompt is cut into pieces around the
 pictures' places (Qwen's vision tokens), each piece encoded by Qwen3 on its own; the picture
@@ -30,17 +31,19 @@ from ...models import AutoencoderKL
 from ...models.llm import LLMTextModel
 from ...models.siglip2 import Siglip2Vision
 from ...models.tiled_vae import vae_encode
+from ...models.z_image_blocks import CleanModulation
 from ...models.z_image_omni import ZImageOmniTransformer2DModel
 from ...noise.rng import make_generator
 from ...sampling.model_sampling import calculate_shift
 from ...text.llm_tokenizer import LLMTokenizer
 from ..finite import check_encoded
+from ..picture_limits import FLUX2_PROCESSOR
 from .flow_memory import load_network
 from .flux2 import reference_picture, shrunk_picture
 from .start import StepCallback, check_call, check_sides, flow_schedule, run_euler
 from .z_image import ZImagePipeline
 
-__all__ = ["ZImageOmniPipeline", "omni_pieces"]
+__all__ = ["ZImageOmniPipeline", "check_pictures", "omni_pieces"]
 
 AREA = 1024 * 1024  # condition pictures larger than this are shrunk to about it
 
@@ -55,6 +58,14 @@ def omni_pieces(prompt: str, pictures: int) -> list[str]:
             + ["<|vision_end|><|vision_start|>"] * (pictures - 1)
             + ["<|vision_end|>" + prompt + "<|im_end|>\n<|im_start|>assistant\n<|vision_start|>",
                "<|vision_end|><|im_end|>"])
+
+
+def check_pictures(images: Sequence[Any]) -> None:
+    """ValueError in one line for a condition picture (PIL or HxWx3) diffusers refuses: under
+    64 pixels a side, or of an aspect ratio over 8 (its Flux2ImageProcessor's check)."""
+    for k, image in enumerate(images, 1):
+        size = image.size if hasattr(image, "mode") else (image.shape[1], image.shape[0])
+        FLUX2_PROCESSOR.check(size, f"condition picture {k}", "Z-Image Omni models")
 
 
 class ZImageOmniPipeline(ZImagePipeline):
@@ -99,12 +110,15 @@ class ZImageOmniPipeline(ZImagePipeline):
         SigLIP2 features (h', w', D). diffusers: the pictures' preparation in
         ZImageOmniPipeline.__call__, `prepare_image_latents` (the posterior's mode) and
         `prepare_siglip_embeds`."""
+        check_pictures(images)
         area = height * width if height and width else AREA
         dtype, device = self.transformer.dtype, self.transformer.device
         latents, features = [], []
         for image in images:
-            shrunk = shrunk_picture(image, area)
-            cropped = reference_picture(shrunk, self.vae_scale_factor * 2, area, "Z-Image Omni")
+            # resized to height x width's area only where over a megapixel, as diffusers
+            shrunk = shrunk_picture(image, area, over=AREA)
+            cropped = reference_picture(shrunk, self.vae_scale_factor * 2, max(area, AREA),
+                                        "Z-Image Omni")
             mean, _ = vae_encode(self.vae, cropped.transpose(2, 0, 1)[None] * 2 - 1)
             check_encoded(mean, self.vae)
             latent = (mean.astype(np.float32) - self.vae.shift_factor) * self.vae.scaling_factor
@@ -116,6 +130,7 @@ class ZImageOmniPipeline(ZImagePipeline):
                        width: int | None = None) -> tuple[int, int]:
         """The size drawn at: height x width, each where given, else the last condition
         picture's cropped size (1024 without pictures), as diffusers' call picks it."""
+        check_pictures(images)
         if images and not (height and width):
             picture = reference_picture(shrunk_picture(images[-1], AREA),
                                         self.vae_scale_factor * 2, AREA, "Z-Image Omni")
@@ -144,13 +159,14 @@ class ZImageOmniPipeline(ZImagePipeline):
         h, w = 2 * (int(height) // scale), 2 * (int(width) // scale)
         dtype, device = self.transformer.dtype, self.transformer.device
         g = np.float32(guidance_scale)
+        clean = CleanModulation()  # the clean timestep's modulations, made on the first step
 
         def flow(x: np.ndarray, t: float) -> np.ndarray:
             timestep = (np.float32(1000) - np.float32(t)) / np.float32(1000)
             batched = np.concatenate([x, x]) if guided else x
             times = np.full(len(batched), timestep, np.float32)
             out = self.transformer(asarray(batched, dtype=dtype, device=device), times,
-                                   captions, latents, features)
+                                   captions, latents, features, clean=clean)
             pred = out.numpy().astype(np.float32)
             if guided:
                 positive, negative = pred[:batch], pred[batch:]

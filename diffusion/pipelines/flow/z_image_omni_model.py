@@ -29,6 +29,7 @@ from ...loaders.flow.text_encoder_file import module_stem
 from ...models.step_cache import StepCache
 from ..contract import Capabilities, LoadOptions, SamplingDefaults
 from ..observer import Observer
+from ..picture_limits import FLUX2_PROCESSOR
 from ..request import GenerationRequest
 from .edit_refs import EditPasses, reference_pictures, refuse_strength
 from .flow_memory import MemoryLayout
@@ -101,7 +102,7 @@ def zimage_omni_capabilities(family: str) -> Capabilities:
     return replace(zimage_capabilities(family), models="Z-Image Omni models", references=None,
                    control=False, control_on_host=False, step_cache=(),
                    noise_multiplier=False, latent_upscale_resize=False,
-                   hires_with_references=True)
+                   hires_with_references=True, picture_limits=FLUX2_PROCESSOR)
 
 
 def zimage_omni_defaults(path: str | os.PathLike[str], family: str) -> SamplingDefaults:

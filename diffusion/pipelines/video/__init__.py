@@ -1,13 +1,16 @@
 """Video pipelines: a family's networks behind one call that returns frames. Wan 2.1
-text-to-video, Wan 2.2 TI2V 5B and Wan VACE (`wan.WanPipeline`), Kandinsky 5 Video Lite
+text-to-video, Wan 2.2 TI2V 5B and Wan VACE (`wan.WanPipeline`), Wan 2.2 Animate
+(`wan_animate.WanAnimatePipeline`), Kandinsky 5 Video Lite
 (`kandinsky5.Kandinsky5VideoPipeline`); `models` tells the families apart and holds their
 defaults. Frames are a latent axis: the VAE and transformer work on (B, C, frames, H, W)
 latents (Kandinsky 5's transformer channels last), the pipeline returns (B, frames, H, W, 3);
-`files` writes them (MP4, animated WebP, PNGs) and reads them (a VACE control)."""
+`files` writes them (MP4, animated WebP, PNGs) and reads them (a VACE control, Animate's
+videos)."""
 
 from .wan import SAMPLERS, WanPipeline
+from .wan_animate import WanAnimatePipeline
 from .wan_cache import video_cache
 from .wan_refuse import check_frame_count, refuse_pictures
 
-__all__ = ["SAMPLERS", "WanPipeline", "check_frame_count", "refuse_pictures",
-           "video_cache"]
+__all__ = ["SAMPLERS", "WanAnimatePipeline", "WanPipeline", "check_frame_count",
+           "refuse_pictures", "video_cache"]

@@ -1,9 +1,10 @@
 """The video families the `txt2vid` command and the server's /avx/txt2vid run, told from a
 model's folder or file before anything loads: Wan (WanPipeline: its folders and ComfyUI's
 transformer files) and Kandinsky 5 Video Lite (Kandinsky5VideoPipeline: a Kandinsky5T2VPipeline
-folder). Each family's defaults are its diffusers pipeline's (the frames, size, steps and
-guidance of its `__call__`; the fps its model card writes videos at), and `refuse_video` says
-in one line what a Kandinsky 5 folder's transformer does not run."""
+folder); Wan 2.2 Animate runs as Wan with its own defaults. Each family's defaults are its
+diffusers pipeline's (the frames, size, steps and guidance of its `__call__`; the fps its model
+card writes videos at), and `refuse_video` says in one line what a Kandinsky 5 folder's
+transformer does not run."""
 
 from __future__ import annotations
 
@@ -13,9 +14,10 @@ from pathlib import Path
 
 from ...loaders.formats.diffusers_folder import component_config
 from ...loaders.kandinsky5 import kandinsky5_video_family
+from ...loaders.wan.folder import wan_family
 
-__all__ = ["KANDINSKY5_VIDEO", "WAN", "VideoDefaults", "refuse_video", "video_defaults",
-           "video_family_name"]
+__all__ = ["KANDINSKY5_VIDEO", "WAN", "WAN_ANIMATE", "VideoDefaults", "refuse_video",
+           "video_defaults", "video_family_name"]
 
 
 @dataclass(frozen=True)
@@ -37,6 +39,11 @@ WAN = VideoDefaults(frames=81, width=832, height=480, steps=50, cfg_scale=5.0, f
 KANDINSKY5_VIDEO = VideoDefaults(frames=121, width=768, height=512, steps=50, cfg_scale=5.0,
                                  fps=24.0)
 
+# WanAnimatePipeline's __call__ (1280 x 720, 20 steps, unguided; its segment of 77 frames, the
+# pose video's length being the video's), written at 30 fps as its example does
+WAN_ANIMATE = VideoDefaults(frames=77, width=1280, height=720, steps=20, cfg_scale=1.0,
+                            fps=30.0)
+
 
 def video_family_name(path: str | os.PathLike[str]) -> str:
     """"kandinsky-5-video" for a Kandinsky 5 Video Lite folder, else "wan" (Wan's loaders
@@ -45,8 +52,11 @@ def video_family_name(path: str | os.PathLike[str]) -> str:
 
 
 def video_defaults(path: str | os.PathLike[str]) -> VideoDefaults:
-    """The defaults of the video family at `path` (video_family_name)."""
-    return KANDINSKY5_VIDEO if video_family_name(path) == "kandinsky-5-video" else WAN
+    """The defaults of the video family at `path` (video_family_name; a Wan 2.2 Animate
+    folder's are WAN_ANIMATE)."""
+    if video_family_name(path) == "kandinsky-5-video":
+        return KANDINSKY5_VIDEO
+    return WAN_ANIMATE if wan_family(path) == "wan-animate" else WAN
 
 
 def refuse_video(path: str | os.PathLike[str]) -> None:

@@ -41,6 +41,7 @@ from ...models.clip_vision import CLIPVisionModelWithProjection
 from ...models.step_cache import BranchCache, StepCache
 from ...models.t5 import UMT5EncoderModel
 from ...models.wan import WanTransformer3DModel
+from ...models.wan_animate import WanAnimateTransformer3DModel
 from ...models.wan_vace import WanVACETransformer3DModel
 from ...models.wan_vae import AutoencoderKLWan
 from ...noise.rng import RNG_SOURCES, make_generator
@@ -123,7 +124,8 @@ class WanPipeline(WanMemoryModes, WanVaePasses):
         text_encoder = loaded(UMT5EncoderModel(weights.text_encoder.config, **place),
                               weights.text_encoder)
         vae = loaded(AutoencoderKLWan(weights.vae.config, **place), weights.vae)
-        network = WanVACETransformer3DModel if weights.vace else WanTransformer3DModel
+        network = WanVACETransformer3DModel if weights.vace else \
+            WanAnimateTransformer3DModel if weights.animate else WanTransformer3DModel
         transformer = loaded(network(weights.transformer.config, **place), weights.transformer)
         transformer_2 = None if weights.transformer_2 is None else loaded(
             network(weights.transformer_2.config, **place), weights.transformer_2)

@@ -19,7 +19,8 @@ phase before sent to host memory and the pool emptied (`WanMemoryPlan.next_phase
 
 Wan VACE's control blocks are placed as the main blocks are (under lowvram and max_vram each
 is a unit, the first brought in by its `start` as well), its control embedding as the other
-embedders.
+embedders; so are Wan 2.2 Animate's motion and face encoders (its `encode_face`) and its face
+blocks, parts of the transformer beside its blocks.
 
 Wan 2.2 A14B's two experts are placed alike: under medvram each is a unit of its own, under
 lowvram and max_vram both experts' blocks are units and only the running expert's other parts
@@ -116,8 +117,8 @@ class WanMemoryPlan(FlowMemoryPlan):
             if transformer_2 is not None:
                 residency.add(transformer_2, name="transformer")
             for expert in (transformer, *(() if transformer_2 is None else (transformer_2,))):
-                for method in ("encode_text", "encode_image", "encode_control"):
-                    if hasattr(expert, method):  # encode_control: Wan VACE's
+                for method in ("encode_text", "encode_image", "encode_control", "encode_face"):
+                    if hasattr(expert, method):  # Wan VACE's encode_control, Animate's face
                         residency.stream(expert, method, unit=expert)
             residency.fit()
             return

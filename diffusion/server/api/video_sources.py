@@ -55,10 +55,11 @@ def _first_frame(path: Path) -> str:
 def _family(family: str) -> dict[str, Any]:
     """A listed model's family, its defaults (pipelines.video.models) and samplers."""
     from ...pipelines.video import SAMPLERS
-    from ...pipelines.video.models import KANDINSKY5_VIDEO, WAN
+    from ...pipelines.video.models import KANDINSKY5_VIDEO, WAN, WAN_ANIMATE
 
     k5 = family == "kandinsky-5-video"
-    return {"family": family, "defaults": asdict(KANDINSKY5_VIDEO if k5 else WAN),
+    defaults = KANDINSKY5_VIDEO if k5 else WAN_ANIMATE if family == "wan-animate" else WAN
+    return {"family": family, "defaults": asdict(defaults),
             "samplers": ["diffusers"] if k5 else list(SAMPLERS)}
 
 
@@ -66,8 +67,8 @@ def video_listing(registry: ModelRegistry) -> dict[str, Any]:
     """The models directory as the Video tab reads it: `models` (Wan folders, Kandinsky 5
     Video folders and Wan transformer files, `kind` "folder" or "file"; whether each takes a
     first frame, which for a file its base decides: "optional"; `vace`: a Wan VACE folder or
-    transformer file, which takes a control; `family`, its `defaults` and `samplers`:
-    _family),
+    transformer file, which takes a control; `animate`: a Wan 2.2 Animate folder, which takes
+    a picture, pose and face videos; `family`, its `defaults` and `samplers`: _family),
     `bases` (the Wan folders a file takes as its base) and `files` by part (`text_encoder`:
     the UMT5 / T5 module files, `vae`, `clip_vision`, `model_2`: the transformer files again,
     for Wan 2.2 A14B's low-noise expert)."""
@@ -78,15 +79,18 @@ def video_listing(registry: ModelRegistry) -> dict[str, Any]:
         if wan_family(entry.path) is not None:
             models.append({"title": entry.title, "model_name": entry.model_name,
                            "kind": "folder", "first_frame": _first_frame(entry.path),
-                           "vace": wan_family(entry.path) == "wan-vace", **_family("wan")})
+                           "vace": wan_family(entry.path) == "wan-vace",
+                           "animate": (animate := wan_family(entry.path) == "wan-animate"),
+                           **_family("wan-animate" if animate else "wan")})
         elif kandinsky5_video_family(entry.path) is not None:
             models.append({"title": entry.title, "model_name": entry.model_name,
                            "kind": "folder", "first_frame": "none", "vace": False,
-                           **_family("kandinsky-5-video")})
+                           "animate": False, **_family("kandinsky-5-video")})
         elif wan_file_family(entry.path) is not None:
             models.append({"title": entry.title, "model_name": entry.model_name,
                            "kind": "file", "first_frame": "optional",
-                           "vace": wan_file_family(entry.path) == "wan-vace", **_family("wan")})
+                           "vace": wan_file_family(entry.path) == "wan-vace", "animate": False,
+                           **_family("wan")})
             files["model_2"].append(entry.name)
         elif (kind := _kind(entry.path)) is not None:
             files[kind].append(entry.name)

@@ -46,9 +46,11 @@ FAMILIES = {
     "qwen-image-2.1": (tiny_qwenimage21_pipeline, "qwen-image-2.1",
                        {"cfg_scale": 4.0, "width": 64, "height": 32}, 1 << 18),
     "z-image": (tiny_zimage_pipeline, "z-image-turbo", {"cfg_scale": 2.0}, 1 << 18),
-    # Omni: SigLIP2's tower in the text unit, a condition picture encoded by the VAE
+    # Omni: SigLIP2's tower in the text unit, a condition picture encoded by the VAE (64
+    # pixels a side, the least it reads)
     "z-image-omni": (tiny_zimage_omni_pipeline, "z-image-omni",
-                     {"cfg_scale": 2.0, "init_image": PICTURE}, 1 << 18),
+                     {"cfg_scale": 2.0, "init_image": PICTURE, "width": 64, "height": 64},
+                     1 << 18),
     # Krea 2: its text fusion runs once a prompt (`text`), its blocks streamed with the rest
     "krea-2": (tiny_krea2_pipeline, "krea-2", {"cfg_scale": 4.0}, 1 << 18),
     # HunyuanImage 2.1: Qwen2.5-VL and ByT5 in one unit, APG-mix guidance with a negative

@@ -112,3 +112,46 @@ def test_omni_refusals_get_one_line(tiny_omni: tuple[Path, Any, Path], tmp_path:
     errors = [line for line in err.splitlines() if line.startswith("error:")]
     assert code != 0 and len(errors) == 1 and says in errors[0], err
     assert "Traceback" not in err
+
+
+@pytest.mark.parametrize("picture, extra, says", [
+    ((48, 64), (), "reference picture 1 is 48x64: Z-Image Omni models read condition "
+                   "pictures of 64 pixels a side or more; give a larger one"),
+    ((600, 64), (), "reference picture 1 is 600x64: Z-Image Omni models read condition "
+                    "pictures of aspect ratios up to 8 (this one 9.4); crop it nearer square"),
+    ((64, 64), ("--width", "48"), "the init image fitted to width x height is 48x80: Z-Image "
+                                  "Omni models read condition pictures of 64 pixels a side"),
+])
+def test_omni_refuses_pictures_before_loading(tiny_omni: tuple[Path, Any, Path], tmp_path: Path,
+                                              capsys: pytest.CaptureFixture[str],
+                                              monkeypatch: pytest.MonkeyPatch,
+                                              picture: tuple[int, int], extra: tuple[str, ...],
+                                              says: str) -> None:
+    """The condition pictures diffusers refuses (Flux2ImageProcessor.check_image_input), told
+    from the folder's configs before the device opens or a weight loads."""
+    from diffusion.cli import generate
+
+    def device_options(*args: object) -> None:
+        raise AssertionError("the device opened: the refusal came too late")
+
+    monkeypatch.setattr(generate, "use_device_options", device_options)
+    folder, _, pictures = tiny_omni
+    Image.new("RGB", picture, (200, 30, 30)).save(tmp_path / "ref.png")
+    code = cli.main(["img2img", "--model", str(folder), "--prompt", "a red circle", *SIZE,
+                     *extra, "--init-image", str(pictures / "init.png"), "--reference",
+                     str(tmp_path / "ref.png"), "--out", str(tmp_path / "x.png")])
+    err = capsys.readouterr().err
+    errors = [line for line in err.splitlines() if line.startswith("error:")]
+    assert code != 0 and len(errors) == 1 and says in errors[0], err
+
+
+@pytest.mark.nodevice
+def test_the_pipeline_checks_its_pictures() -> None:
+    """ZImageOmniPipeline called from Python refuses them too (PIL pictures and arrays)."""
+    from diffusion.pipelines.flow.z_image_omni import check_pictures
+
+    check_pictures([Image.new("RGB", (64, 512)), np.zeros((64, 64, 3), np.uint8)])
+    with pytest.raises(ValueError, match="condition picture 2 is 64x48: Z-Image Omni models"):
+        check_pictures([Image.new("RGB", (64, 64)), np.zeros((48, 64, 3), np.uint8)])
+    with pytest.raises(ValueError, match=r"aspect ratios up to 8 \(this one 8.1\)"):
+        check_pictures([Image.new("RGB", (520, 64))])

@@ -13,8 +13,9 @@ last video model it ran loaded beside its picture model, in the server's memory 
 host memory, the frames the plain mode's; Wan 2.2 A14B's experts too). A Wan VACE folder takes
 its control video, mask and reference pictures as base64 pictures (`control_video`,
 `control_mask`: one per frame; `reference_images`) and `control_scale`, as `txt2vid
---control-video DIR ...` does. GET /avx/video-models lists the video folders and Wan files for
-the page's Video tab."""
+--control-video DIR ...` does; a Wan 2.2 Animate folder its picture, pose, face, background
+and mask videos (video_animate). GET /avx/video-models lists the video folders and Wan files
+for the page's Video tab."""
 
 from __future__ import annotations
 
@@ -39,6 +40,7 @@ from ....pipelines.video.models import VideoDefaults
 from ...images import decode_image
 from ..generation import RequestError
 from ..state import ServerState, State, submit, wait
+from ..video_animate import animate_pixels_of, refuse_animate
 from ..video_sources import REQUEST_NAMES, video_listing, video_source
 
 __all__ = ["Img2VidRequest", "Txt2VidRequest", "avx"]
@@ -62,7 +64,8 @@ class Txt2VidRequest(BaseModel):
     prompt: str = ""
     negative_prompt: str = ""
     frames: int | None = Field(None, ge=1, le=1001, description="1 + 4k (Wan: 81; "
-                               "Kandinsky 5 Video: 121)")
+                               "Kandinsky 5 Video: 121; Wan 2.2 Animate: none, the pose "
+                               "video's length)")
     fps: float | None = Field(None, description="Wan: 16; Kandinsky 5 Video: 24")
     width: int | None = Field(None, ge=16, le=4096, description="Wan: 832; Kandinsky 5: 768")
     height: int | None = Field(None, ge=16, le=4096, description="Wan: 480; Kandinsky 5: 512")
@@ -84,6 +87,21 @@ class Txt2VidRequest(BaseModel):
                                         "subject or style to keep")
     control_scale: float | None = Field(None, ge=0.0, le=10.0, description="Wan VACE: the "
                                         "control's weight (1 unless given)")
+    animate_image: str | None = Field(None, description="Wan 2.2 Animate: the character, a "
+                                      "base64 picture")
+    pose_video: list[str] | None = Field(None, description="Wan 2.2 Animate: the pose video, "
+                                         "one base64 picture a frame; its length is the video's")
+    face_video: list[str] | None = Field(None, description="Wan 2.2 Animate: the face crops, "
+                                         "one base64 picture per pose frame")
+    background_video: list[str] | None = Field(None, description="Wan 2.2 Animate, replace: "
+                                               "the video whose person the character replaces")
+    mask_video: list[str] | None = Field(None, description="Wan 2.2 Animate, replace: the "
+                                         "person's mask a frame (white = the character)")
+    segment_frames: int | None = Field(None, ge=5, le=1001, description="Wan 2.2 Animate: "
+                                       "frames made at a time, 1 + 4k (77, or fewer for a "
+                                       "shorter pose video)")
+    segment_overlap: int = Field(1, description="Wan 2.2 Animate: the previous segment's "
+                                 "frames a segment continues from, 1 or 5")
     format: str = Field("mp4", pattern="^(mp4|webp)$")
     also_webp: bool = Field(False, description="the animated WebP too, as `webp` (beside an "
                                                "MP4 `video`)")
@@ -182,7 +200,8 @@ def _pipeline(model: tuple[Path, WanFiles], memory: MemoryMode | None, device: A
     the `memory` mode (each network loaded straight to host memory), its VAE float32 with
     `no_half_vae` (the server's --no-half-vae), loaded on first use (another model replaces
     it)."""
-    from ....pipelines.video import WanPipeline
+    from ....loaders.wan.folder import wan_family
+    from ....pipelines.video import WanAnimatePipeline, WanPipeline
     from ....pipelines.video.kandinsky5 import Kandinsky5VideoPipeline
 
     key, wanted = id(device), (*model, memory)
@@ -193,8 +212,10 @@ def _pipeline(model: tuple[Path, WanFiles], memory: MemoryMode | None, device: A
             pipe: Any = Kandinsky5VideoPipeline.from_pretrained(folder, device=device,
                                                                 offload=bool(memory))
         else:
-            pipe = WanPipeline.from_pretrained(folder, device=device, files=files,
-                                               offload=bool(memory))
+            network = WanAnimatePipeline if wan_family(folder) == "wan-animate" \
+                else WanPipeline
+            pipe = network.from_pretrained(folder, device=device, files=files,
+                                           offload=bool(memory))
             if memory:
                 pipe.set_memory_mode(memory)
         if no_half_vae:
@@ -235,13 +256,15 @@ async def _run(state: ServerState, body: Txt2VidRequest, image: Any) -> dict[str
     k5 = kandinsky5_video_family(model[0]) is not None
     kind_of = None if cache is None else cache.spec.kind
     try:  # what the model does not take, from its configs and a file's header, before it loads
+        animate = refuse_animate(body, model[0], image is not None, _control_named(body))
         if k5:
             _refuse_kandinsky5(model[0], body, image, kind_of)
-        else:
+        elif not animate:
             await asyncio.to_thread(wan_refusals_of, *model, image=image is not None,
                                     cache_kind=kind_of, guidance_scale_2=body.cfg_scale_2,
                                     control=_control_named(body))
         control = await asyncio.to_thread(_control, body, s)  # decoded before the queue
+        pixels, segment = await asyncio.to_thread(animate_pixels_of, body, model[0], s)
     except ValueError as error:
         raise RequestError(str(error)) from None
     seed = body.seed if body.seed != -1 else secrets.randbelow(2**32)
@@ -254,13 +277,19 @@ async def _run(state: ServerState, body: Txt2VidRequest, image: Any) -> dict[str
         cache = video_cache(body.cache, "cache", s.steps)  # each run's own
         wan = {} if k5 else {"image": image, "guidance_scale_2": body.cfg_scale_2,
                              "control": control, "conditioning_scale": body.control_scale}
-        videos = pipe(body.prompt, negative_prompt=body.negative_prompt, height=s.height,
-                      width=s.width, num_frames=s.frames, num_inference_steps=s.steps,
-                      guidance_scale=s.cfg_scale, seed=seed, sampler=body.sampler,
-                      callback=observer.step, cache=cache, **wan)
+        if pixels is not None:  # Wan 2.2 Animate: the pose video's length
+            videos = pipe(body.prompt, pixels=pixels, segment_frames=segment,
+                          overlap=body.segment_overlap, negative_prompt=body.negative_prompt,
+                          num_inference_steps=s.steps, guidance_scale=s.cfg_scale, seed=seed,
+                          sampler=body.sampler, callback=observer.step)
+        else:
+            videos = pipe(body.prompt, negative_prompt=body.negative_prompt, height=s.height,
+                          width=s.width, num_frames=s.frames, num_inference_steps=s.steps,
+                          guidance_scale=s.cfg_scale, seed=seed, sampler=body.sampler,
+                          callback=observer.step, cache=cache, **wan)
         frames = np.round(videos[0] * 255).astype(np.uint8)
         answer = {"video": _encoded(frames, body.format, s.fps), "format": body.format,
-                  "seed": seed, "frames": s.frames, "fps": s.fps, "width": s.width,
+                  "seed": seed, "frames": len(frames), "fps": s.fps, "width": s.width,
                   "height": s.height, "interrupted": observer.interrupted(),
                   "cache": None if cache is None else cache.summary(),
                   "memory": None if pipe.memory_mode is None else pipe.memory_mode.label}

@@ -1,13 +1,15 @@
 // The Video tab: Wan text-to-video and image-to-video (POST /avx/txt2vid, /avx/img2vid) on the
 // server's queue, shown when GET /avx/video-models lists a video model. Progress and Interrupt
 // go by the job's task id, as the image tabs' do; the MP4 plays in a <video> player. A Wan VACE
-// model's control video, mask and reference pictures are vace.js's.
+// model's control video, mask and reference pictures are vace.js's; a Wan 2.2 Animate model's
+// character picture and videos animate.js's.
 
 import { $, api, base64Of, clearError, fileDropZone, readFile, showError } from "./api.js";
 import { newTaskId, number, pollProgress, whilePolling } from "./job.js";
+import { animateFields, initAnimate, showAnimate } from "./animate.js";
 import { initVace, showVace, vaceFields } from "./vace.js";
 
-// /avx/video-models' entries: {title, model_name, kind, first_frame, vace, family, defaults, samplers}
+// /avx/video-models' entries: {title, model_name, kind, first_frame, vace, animate, family, defaults, samplers}
 let models = [];
 // a single file's parts (request field -> its select), each "" for the base folder's own
 const PARTS = { base: "video_base", model_2: "video_model_2", text_encoder: "video_text_encoder", vae: "video_vae", clip_vision: "video_clip_vision" };
@@ -28,6 +30,11 @@ function chosenModel() {
   return models.find((m) => m.title === $("video_model").value);
 }
 
+/** "required", "optional" or "none" (Wan 2.2 Animate takes its picture as the character's). */
+function firstFrameTaken() {
+  return chosenModel()?.animate ? "none" : chosenModel()?.first_frame ?? "none";
+}
+
 /** Fills a part's select with `names`, keeping the chosen one; `none` labels the empty choice. */
 function fillPart(id, names, none) {
   const select = $(id);
@@ -37,10 +44,12 @@ function fillPart(id, names, none) {
 }
 
 /** The first-frame picker as the chosen model takes one: required (Wan 2.1 I2V), optional
- * (Wan 2.2 TI2V) or not at all (Wan 2.1 T2V: hidden); the VACE controls for a VACE model. */
+ * (Wan 2.2 TI2V) or not at all (Wan 2.1 T2V, Wan 2.2 Animate: hidden); the VACE controls for a
+ * VACE model, the Animate controls for an Animate model. */
 function showFirstFrame() {
-  const takes = chosenModel()?.first_frame ?? "none";
+  const takes = firstFrameTaken();
   showVace(Boolean(chosenModel()?.vace));
+  showAnimate(Boolean(chosenModel()?.animate));
   $("video_parts").hidden = chosenModel()?.kind !== "file";
   $("video_first_frame").hidden = takes === "none";
   $("video_hint").textContent = takes === "required"
@@ -66,7 +75,7 @@ function setFirstFrame(dataUrl) {
   $("video_image_remove").disabled = !dataUrl;
 }
 
-/** The request; a VACE model's control video is decoded into frames here (a moment for a long one). */
+/** The request; a VACE or Animate model's videos are decoded into frames here (a moment for a long one). */
 async function requestBody() {
   const body = {
     model: $("video_model").value,
@@ -88,11 +97,16 @@ async function requestBody() {
   if (chosenModel()?.kind === "file") {
     for (const [field, id] of Object.entries(PARTS)) if ($(id).value) body[field] = $(id).value;
   }
-  const takes = chosenModel()?.first_frame ?? "none";
+  const takes = firstFrameTaken();
   if (takes === "required" && !firstFrame) throw new Error(`${body.model} makes videos from a first frame: drop one on the image area or click it to upload.`);
   if (takes !== "none" && firstFrame) body.image = base64Of(firstFrame);
   if (chosenModel()?.vace) {
     Object.assign(body, await vaceFields({ frames: body.frames, fps: body.fps, width: body.width, height: body.height }));
+  }
+  if (chosenModel()?.animate) {  // the pose video's length is the video's; no step cache
+    delete body.frames;
+    body.cache = null;
+    Object.assign(body, await animateFields({ fps: body.fps, width: body.width, height: body.height }));
   }
   return body;
 }
@@ -176,6 +190,7 @@ export async function loadVideoModels() {
 export function initVideo() {
   fileDropZone($("video_drop"), $("video_file"), async (file) => setFirstFrame(await readFile(file)));
   initVace();
+  initAnimate();
   $("video_image_remove").addEventListener("click", () => setFirstFrame(null));
   $("video_model").addEventListener("change", () => {
     useModelDefaults();
