@@ -31,6 +31,8 @@ from ...loaders.hunyuanimage import hunyuanimage_distilled
 from ...models.step_cache import StepCache
 from ...sampling.kdiffusion import DIFFUSERS
 from ...sampling.model_sampling import FlowSchedule
+from ...text.composable import refuse_composable
+from ...text.prompts import extract_extra_networks
 from ..contract import Capabilities, LoadOptions, SamplingDefaults
 from ..observer import Observer
 from ..request import GenerationRequest
@@ -82,8 +84,12 @@ class HunyuanImageModel(LLMFlowModel):
         return 2048
 
     def check(self, request: GenerationRequest, width: int, height: int) -> None:
-        """txt2img alone, sides in whole latents (32 pixels), the distilled checkpoint at CFG
-        1; one line each otherwise."""
+        """txt2img alone, plain-text prompts with Euler (AND only with "diffusers", which
+        reads it as a word), sides in whole latents (32 pixels), the distilled checkpoint at
+        CFG 1; one line each otherwise."""
+        if request.sampler_label[0] != DIFFUSERS:
+            refuse_composable(extract_extra_networks(request.prompt)[0], "HunyuanImage 2.1 "
+                              "models")
         if request.init_image is not None:
             raise ValueError("img2img and inpainting: not supported for HunyuanImage 2.1 models "
                              "yet (diffusers has no pipeline for them); use txt2img")

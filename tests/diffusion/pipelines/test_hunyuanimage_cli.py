@@ -59,10 +59,12 @@ def test_hunyuanimage_from_the_cli(first_device: gpucore.Device, tmp_path: Path,
     out, _ = cli_ok(capsys, *common, "--cfg-scale", "1", "--out", str(tmp_path / "b.png"))
     # the guidance matters (measured 0.012: the tiny model reads its text weakly)
     assert np.abs(png_pixels(out) - got).mean() > 3 * TOL
-    # refusals, each in one line before loading
+    # refusals, each in one line (the AND one once loaded, the others before)
     for more, words in ((("--sampler", "DPM++ 2M"), "choose one of Euler or 'diffusers'"),
                         (("--distilled-cfg-scale", "3"), "take no distilled guidance"),
-                        (("--hr-scale", "2"), "the hires fix: not supported")):
+                        (("--hr-scale", "2"), "the hires fix: not supported"),
+                        (("--sampler", "Euler", "--prompt", "a cat AND a dog"),
+                         "2 parts joined by AND")):
         assert words in cli_error(capsys, *common, *more)
     assert "img2img and inpainting: not supported" in cli_error(
         capsys, "img2img", *common[1:], "--init-image", str(tmp_path / "a.png"))
