@@ -137,6 +137,7 @@ class Capabilities:
     control_map: bool = False  # needs a ControlMap among the units (FLUX.1 Canny / Depth dev)
     variation_seeds: bool = True  # variation seed and "seed resize from"
     latent_upscale_resize: bool = True  # img2img's resize mode 3 (latent upscale)
+    hires: bool = True  # the hires fix at all
     hires_with_diffusers: bool = True  # the hires fix with the "diffusers" sampler
     hires_own_settings: bool = False  # the hires pass's own prompts and sampler (HiresFix)
     # the hires fix on img2img where the init image is a reference picture beside the noise
@@ -195,6 +196,7 @@ class Capabilities:
             raise ValueError("hires fix is a txt2img option; for img2img, raise the size "
                              "instead")
         unsupported = ((request.refiner is not None and not self.refiner, "a refiner"),
+                       (request.hires is not None and not self.hires, "the hires fix"),
                        (bool(request.control) and not self.control, "ControlNet units"),
                        (request.redux is not None and not self.redux,
                         "a FLUX Redux reference (--redux)"),

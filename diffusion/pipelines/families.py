@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from ..loaders.flow.chroma import chroma_family
 from ..loaders.flow.file import flow_model_family
 from ..loaders.flux2 import flux2_distilled, flux2_family
+from ..loaders.hunyuanimage import hunyuanimage_distilled, hunyuanimage_family
 from ..loaders.kandinsky5 import kandinsky5_family, kandinsky5_video_family
 from ..loaders.krea2 import krea2_family
 from ..loaders.qwen_image import qwenimage21_family, qwenimage_family
@@ -29,6 +30,11 @@ from .flow.fill_model import fill_capabilities, fill_defaults, fill_family, load
 from .flow.flow_capabilities import flow_capabilities, transformer_config
 from .flow.flow_model import flow_defaults, load_flow_model
 from .flow.flux2_model import flux2_capabilities, flux2_defaults, load_flux2_model
+from .flow.hunyuanimage_model import (
+    hunyuanimage_capabilities,
+    hunyuanimage_defaults,
+    load_hunyuanimage_model,
+)
 from .flow.kandinsky5_model import (
     kandinsky5_capabilities,
     kandinsky5_defaults,
@@ -106,6 +112,12 @@ class FamilyLoader:
 
 
 FAMILIES: tuple[FamilyLoader, ...] = (
+    # first: Tencent's transformer file holds FLUX's block names (double_blocks, ...), which
+    # the FLUX.1 line would claim
+    FamilyLoader("HunyuanImage 2.1 (base, distilled)", hunyuanimage_family,
+                 load_hunyuanimage_model, hunyuanimage_defaults, latent_channels=64,
+                 single_file_base=True, capabilities=lambda path, family: hunyuanimage_capabilities(
+                     family, distilled=hunyuanimage_distilled(path))),
     FamilyLoader("Chroma", chroma_family, load_flow_model, flow_defaults,
                  latent_channels=16, module_parts=True, capabilities=_flow()),
     FamilyLoader("FLUX.1 Kontext", kontext_family, load_kontext_model, kontext_defaults,

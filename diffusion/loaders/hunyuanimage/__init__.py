@@ -1,7 +1,15 @@
-"""HunyuanImage 2.1 models: the transformer from a diffusers folder's transformer/ or
-Tencent's original single file. Builds on formats/ and keymaps/; imports neither sd/ nor
-flow/."""
+"""HunyuanImage 2.1 models: diffusers folders (`HunyuanImagePipeline`: the base and the
+distilled checkpoints), the transformer from a folder's transformer/ or Tencent's original
+single file. Builds on formats/, keymaps/ and qwen_image/'s Qwen readers; imports neither sd/
+nor flow/."""
 
+from .folder import (
+    HunyuanImageWeights,
+    hunyuanimage_distilled,
+    hunyuanimage_family,
+    load_hunyuanimage_folder,
+)
 from .transformer import is_hunyuanimage_file, load_hunyuanimage_transformer
 
-__all__ = ["is_hunyuanimage_file", "load_hunyuanimage_transformer"]
+__all__ = ["HunyuanImageWeights", "hunyuanimage_distilled", "hunyuanimage_family",
+           "is_hunyuanimage_file", "load_hunyuanimage_folder", "load_hunyuanimage_transformer"]

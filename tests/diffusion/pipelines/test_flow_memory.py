@@ -1,5 +1,5 @@
 """The memory modes of Qwen-Image, Qwen-Image-Edit, Qwen-Image 2.1, Z-Image (and Omni), Krea 2,
-Kandinsky 5, FLUX.1, SD3 and Chroma on tiny folders: loaded with
+HunyuanImage 2.1, Kandinsky 5, FLUX.1, SD3 and Chroma on tiny folders: loaded with
 `offload` every network is in host memory until it runs; --lowvram, --medvram and --max-vram
 each give the plain run's picture bitwise; under --lowvram the GPU holds a block of the
 transformer at a time, its weights there fewer than the model's; a budget below the least
@@ -16,6 +16,7 @@ import pytest
 
 pytest.importorskip("diffusers", reason="diffusers is a test-only reference (extra: reference)")
 from flow_tiny import tiny_chroma_pipeline, tiny_flux_pipeline, tiny_sd3_pipeline
+from hunyuanimage_parts_tiny import tiny_hunyuanimage_pipeline
 from kandinsky5_text_tiny import tiny_kandinsky5_pipeline
 from krea2_tiny import tiny_krea2_pipeline
 from PIL import Image
@@ -52,6 +53,10 @@ FAMILIES = {
                      1 << 18),
     # Krea 2: its text fusion runs once a prompt (`text`), its blocks streamed with the rest
     "krea-2": (tiny_krea2_pipeline, "krea-2", {"cfg_scale": 4.0}, 1 << 18),
+    # HunyuanImage 2.1: Qwen2.5-VL and ByT5 in one unit, APG-mix guidance with a negative
+    # pass (its sides multiples of the tiny VAE's 4)
+    "hunyuanimage-2.1": (tiny_hunyuanimage_pipeline, "hunyuanimage", {"cfg_scale": 3.5},
+                         1 << 18),
     # Kandinsky 5: two text encoders (Qwen2.5-VL and CLIP) in one unit
     "kandinsky-5": (tiny_kandinsky5_pipeline, "kandinsky5", {"cfg_scale": 3.5}, 1 << 18),
     # FLUX.1 dev: diffusers' loop runs at CFG 1 (the distilled guidance); TeaCache measures
