@@ -5,7 +5,6 @@ one line."""
 
 from __future__ import annotations
 
-import importlib.util
 import shutil
 from pathlib import Path
 
@@ -15,6 +14,7 @@ import pytest
 pytest.importorskip("diffusers", reason="diffusers is a test-only reference (extra: reference)")
 from cli_support import cli_error, cli_ok, png_pixels
 from hunyuanimage_parts_tiny import diffusers_picture, tiny_hunyuanimage_pipeline
+from hunyuanimage_tiny import original_layout
 from safetensors.numpy import save_file
 from sd_tiny import state_dict
 
@@ -26,23 +26,12 @@ PROMPT = 'a shop sign that says "OPEN" in red'
 TOL = 0.003  # mean |ours - diffusers| in [0, 1]: the PNG's rounding (the folder's: 9e-4)
 
 
-def _original_layout():  # type: ignore[no-untyped-def]
-    """The transformer loader's test's writer of Tencent's layout (diffusers' converter read
-    backwards), loaded from its file."""
-    path = Path(__file__).parents[1] / "loaders" / "test_hunyuanimage_transformer.py"
-    spec = importlib.util.spec_from_file_location("hunyuanimage_original_layout", path)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module._original
-
-
 def test_single_file_with_a_base(first_device: gpucore.Device, tmp_path: Path,
                                  capsys: pytest.CaptureFixture[str]) -> None:
     reference = tiny_hunyuanimage_pipeline(tmp_path / "full")
     folder = tmp_path / "full" / "hunyuanimage"
     file = tmp_path / "hunyuanimage2.1.safetensors"
-    save_file(_original_layout()(state_dict(reference.transformer), fused=True), file)
+    save_file(original_layout(state_dict(reference.transformer), fused=True), file)
     base = tmp_path / "base"
     shutil.copytree(folder, base, ignore=lambda at, names: [
         n for n in names if Path(at) == folder and n == "transformer"])
