@@ -27,7 +27,9 @@ import gpustd
 from diffusion.models.qwen_image21 import QwenImage21Transformer2DModel
 from diffusion.models.step_cache import FirstBlockCache
 
-TOL = 1e-3
+# float32, relative to the flows' rms (~56 on this random model): 1.15e-3 measured on an H200
+# (Dawn), where the cached residual carries each step's rounding into the next
+TOL = 1.5e-3
 
 
 def test_first_block_cache_qwen_image21_equals_diffusers(
