@@ -66,7 +66,8 @@ def _family(family: str) -> dict[str, Any]:
 def video_listing(registry: ModelRegistry) -> dict[str, Any]:
     """The models directory as the Video tab reads it: `models` (Wan folders, Kandinsky 5
     Video folders and Wan transformer files, `kind` "folder" or "file"; whether each takes a
-    first frame, which for a file its base decides: "optional"; `vace`: a Wan VACE folder or
+    first frame, which for a file its base decides: "optional", and a Kandinsky 5
+    image-to-video folder: "required"; `vace`: a Wan VACE folder or
     transformer file, which takes a control; `animate`: a Wan 2.2 Animate folder, which takes
     a picture, pose and face videos; `family`, its `defaults` and `samplers`: _family),
     `bases` (the Wan folders a file takes as its base) and `files` by part (`text_encoder`:
@@ -82,11 +83,11 @@ def video_listing(registry: ModelRegistry) -> dict[str, Any]:
                            "vace": wan_family(entry.path) == "wan-vace",
                            "animate": (animate := wan_family(entry.path) == "wan-animate"),
                            **_family("wan-animate" if animate else "wan")})
-        elif kandinsky5_video_family(entry.path) is not None \
-                and not kandinsky5_image_to_video(entry.path):  # img2vid: the CLI's alone
+        elif kandinsky5_video_family(entry.path) is not None:  # image-to-video: a picture
             models.append({"title": entry.title, "model_name": entry.model_name,
-                           "kind": "folder", "first_frame": "none", "vace": False,
-                           "animate": False, **_family("kandinsky-5-video")})
+                           "kind": "folder", "vace": False, "animate": False,
+                           "first_frame": "required" if kandinsky5_image_to_video(entry.path)
+                           else "none", **_family("kandinsky-5-video")})
         elif wan_file_family(entry.path) is not None:
             models.append({"title": entry.title, "model_name": entry.model_name,
                            "kind": "file", "first_frame": "optional",

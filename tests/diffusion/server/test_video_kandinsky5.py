@@ -1,7 +1,8 @@
 """Kandinsky 5 Video Lite on the server: /avx/video-models lists a tiny Kandinsky5T2VPipeline
 folder of the models directory with its family's defaults (not as a Wan file's base), POST
 /avx/txt2vid makes diffusers' video with them where the request says nothing, and Wan's
-fields are 422s in one line, as is a Kandinsky 5 image-to-video folder (not listed)."""
+fields are 422s in one line; its image-to-video folder is listed as taking a first frame and
+POST /avx/img2vid makes diffusers' Kandinsky5I2VPipeline video of the picture."""
 
 from __future__ import annotations
 
@@ -81,11 +82,63 @@ def test_wan_fields_refused(served: TestClient, change: dict[str, Any], says: st
     assert response.status_code == 422 and says in response.json()["detail"], response.text
 
 
-def test_image_to_video_refused(served: TestClient) -> None:
-    """Kandinsky 5's image-to-video folder runs from the command line alone: not listed, and a
-    request naming it is a 422 in one line."""
-    titles = [m["title"] for m in served.get("/avx/video-models").json()["models"]]
-    assert not any(title.startswith("k5-i2v") for title in titles)
-    response = served.post("/avx/txt2vid", json={"model": "k5-i2v", "prompt": RED, **SIZE})
-    assert response.status_code == 422, response.text
-    assert "runs from the command line" in response.json()["detail"]
+def _picture(seed: int) -> Image.Image:
+    """A random picture of another size than the video's (both sides resize it)."""
+    pixels = np.random.default_rng(seed).integers(0, 256, (24, 40, 3), dtype=np.uint8)
+    return Image.fromarray(pixels)
+
+
+def _base64(picture: Image.Image) -> str:
+    buffer = io.BytesIO()
+    picture.save(buffer, format="PNG")
+    return base64.b64encode(buffer.getvalue()).decode("ascii")
+
+
+def test_img2vid_image_to_video(first_device: gpucore.Device, served: TestClient,
+                                tiny_kandinsky5_i2v: tuple[Path, Any]) -> None:
+    """The image-to-video folder is listed as taking a first frame, with its family's defaults,
+    and /avx/img2vid makes diffusers' Kandinsky5I2VPipeline video of the picture (17 frames:
+    the fewest it runs)."""
+    listed = served.get("/avx/video-models").json()
+    model = next(m for m in listed["models"] if m["title"].startswith("k5-i2v"))
+    assert model["family"] == "kandinsky-5-video" and model["first_frame"] == "required"
+    assert model["defaults"]["frames"] == 121 and model["samplers"] == ["diffusers"]
+    size = {**SIZE, "frames": 17, "width": 16, "steps": 1}
+    response = served.post("/avx/img2vid", json={"model": "k5-i2v", "prompt": RED, "seed": 7,
+                                                 "image": _base64(_picture(1)),
+                                                 "format": "webp", **size})
+    assert response.status_code == 200, response.text
+    with Image.open(io.BytesIO(base64.b64decode(response.json()["video"]))) as video:
+        ours = np.stack([np.asarray(f.convert("RGB"), np.float32) / 255
+                         for f in ImageSequence.Iterator(video)])
+
+    def expected(picture: Image.Image) -> np.ndarray:
+        with torch.no_grad():  # diffusers' defaults: CFG 5, its negative prompt
+            return np.asarray(tiny_kandinsky5_i2v[1](
+                picture, RED, height=16, width=16, num_frames=17, num_inference_steps=1,
+                generator=torch.Generator().manual_seed(7), output_type="np").frames[0])
+
+    assert ours.shape == (17, 16, 16, 3)
+    # lossless WebP, so 8-bit rounding: measured 9.4e-4 mean, 2.1e-3 max
+    assert np.abs(ours - expected(_picture(1))).mean() < 0.002
+    assert np.abs(ours - expected(_picture(1))).max() < 0.004
+    # the picture matters, past the first frame too: another one's video is ten times as far
+    # from ours (measured 0.0092 mean)
+    assert np.abs(ours[1:] - expected(_picture(2))[1:]).mean() > 0.005
+
+
+@pytest.mark.parametrize(("route", "model", "change", "says"), [
+    ("txt2vid", "k5-i2v", {"frames": 17}, "image-to-video model, which animates a picture: "
+                                          "use /avx/img2vid"),
+    ("img2vid", "k5-i2v", {"frames": 13}, "needs at least 17 frames, got 13"),
+    ("img2vid", "k5-video", {}, "image is for Wan models"),
+])
+def test_image_to_video_refusals(served: TestClient, route: str, model: str,
+                                 change: dict[str, Any], says: str) -> None:
+    """The image-to-video model without a picture or with fewer than 17 frames, and Video Lite
+    with one, are 422s in one line before anything loads."""
+    body = {"model": model, "prompt": RED, **SIZE, **change}
+    if route == "img2vid":
+        body["image"] = _base64(_picture(1))
+    response = served.post(f"/avx/{route}", json=body)
+    assert response.status_code == 422 and says in response.json()["detail"], response.text

@@ -1,6 +1,7 @@
 """Videos on the server's queue: POST /avx/txt2vid and /avx/img2vid (Wan, from a folder in the
 models directory, or one of ComfyUI's single files with its `base` folder and companions:
-video_sources; and txt2vid with a Kandinsky 5 Video Lite folder, Wan's own fields refused).
+video_sources; and a Kandinsky 5 Video Lite folder by txt2vid, its image-to-video folder by
+img2vid, from at least 17 frames; Wan's own fields refused).
 Settings a request leaves out are the model family's defaults (pipelines.video.models).
 Neither the WebUI nor its forks define a video API, so this one is the server's own: the CLI's
 txt2vid / img2vid settings as JSON, the video back as base64 MP4 or animated WebP. A job runs
@@ -229,24 +230,33 @@ def _encoded(frames: np.ndarray, kind: str, fps: float) -> str:
         return base64.b64encode(target.read_bytes()).decode("ascii")
 
 
-def _refuse_kandinsky5(folder: Path, body: Txt2VidRequest, image: Any,
+def _refuse_kandinsky5(folder: Path, body: Txt2VidRequest, s: VideoDefaults, image: Any,
                        cache_kind: str | None) -> None:
-    """ValueError in one line for what a Kandinsky 5 Video folder does not take."""
+    """ValueError in one line for what a Kandinsky 5 Video folder does not take: its
+    image-to-video model without a picture or with fewer than 17 frames (as `img2vid` refuses
+    them), a picture for Video Lite, Wan's own fields."""
+    from ....pipelines.video.kandinsky5_i2v import FIRST_FRAMES
     from ....pipelines.video.models import refuse_video
 
     refuse_video(folder)
-    if kandinsky5_image_to_video(folder):
-        raise ValueError(f"{folder.name} is Kandinsky 5's image-to-video model, which runs from "
-                         "the command line (python -m diffusion img2vid), not the server")
+    animates = kandinsky5_image_to_video(folder)
+    if animates and image is None:
+        raise ValueError(f"{folder.name} is Kandinsky 5's image-to-video model, which animates a "
+                         "picture: use /avx/img2vid with its first frame as `image`")
+    least = 4 * FIRST_FRAMES + 1  # the VAE's 4 frames a latent frame
+    if animates and s.frames < least:  # diffusers' first-frame fix then reads no frames
+        raise ValueError(f"Kandinsky 5 image-to-video needs at least {least} frames, got "
+                         f"{s.frames}")
     wan_only = [name for name, given in (
-        ("image", image is not None), ("cfg_scale_2", body.cfg_scale_2 is not None),
+        ("image", image is not None and not animates),
+        ("cfg_scale_2", body.cfg_scale_2 is not None),
         (str(_control_named(body)), _control_named(body) is not None),
         (f"sampler {body.sampler!r}", body.sampler != "diffusers"),
         (f"cache {body.cache!r}", cache_kind not in (None, "fbc"))) if given]
     if wan_only:
-        raise ValueError(f"{wan_only[0]} is for Wan models; Kandinsky 5 Video makes videos "
-                         "from text with its own scheduler (sampler \"diffusers\") and First "
-                         "Block Cache")
+        raise ValueError(f"{wan_only[0]} is for Wan models; Kandinsky 5 Video Lite makes "
+                         "videos from text (its image-to-video model from a first frame) with "
+                         "its own scheduler (sampler \"diffusers\") and First Block Cache")
 
 
 async def _run(state: ServerState, body: Txt2VidRequest, image: Any) -> dict[str, Any]:
@@ -260,7 +270,7 @@ async def _run(state: ServerState, body: Txt2VidRequest, image: Any) -> dict[str
     try:  # what the model does not take, from its configs and a file's header, before it loads
         animate = refuse_animate(body, model[0], image is not None, _control_named(body))
         if k5:
-            _refuse_kandinsky5(model[0], body, image, kind_of)
+            _refuse_kandinsky5(model[0], body, s, image, kind_of)
         elif not animate:
             await asyncio.to_thread(wan_refusals_of, *model, image=image is not None,
                                     cache_kind=kind_of, guidance_scale_2=body.cfg_scale_2,
@@ -277,8 +287,9 @@ async def _run(state: ServerState, body: Txt2VidRequest, image: Any) -> dict[str
         observer, device = worker.begin_job(kind)
         pipe = _pipeline(model, memory, device, no_half_vae)
         cache = video_cache(body.cache, "cache", s.steps)  # each run's own
-        wan = {} if k5 else {"image": image, "guidance_scale_2": body.cfg_scale_2,
-                             "control": control, "conditioning_scale": body.control_scale}
+        inputs = {"image": image} if k5 else {
+            "image": image, "guidance_scale_2": body.cfg_scale_2, "control": control,
+            "conditioning_scale": body.control_scale}
         if pixels is not None:  # Wan 2.2 Animate: the pose video's length
             videos = pipe(body.prompt, pixels=pixels, segment_frames=segment,
                           overlap=body.segment_overlap, negative_prompt=body.negative_prompt,
@@ -288,7 +299,7 @@ async def _run(state: ServerState, body: Txt2VidRequest, image: Any) -> dict[str
             videos = pipe(body.prompt, negative_prompt=body.negative_prompt, height=s.height,
                           width=s.width, num_frames=s.frames, num_inference_steps=s.steps,
                           guidance_scale=s.cfg_scale, seed=seed, sampler=body.sampler,
-                          callback=observer.step, cache=cache, **wan)
+                          callback=observer.step, cache=cache, **inputs)
         frames = np.round(videos[0] * 255).astype(np.uint8)
         answer = {"video": _encoded(frames, body.format, s.fps), "format": body.format,
                   "seed": seed, "frames": len(frames), "fps": s.fps, "width": s.width,

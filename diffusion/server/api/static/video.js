@@ -1,8 +1,8 @@
-// The Video tab: Wan text-to-video and image-to-video (POST /avx/txt2vid, /avx/img2vid) on the
-// server's queue, shown when GET /avx/video-models lists a video model. Progress and Interrupt
-// go by the job's task id, as the image tabs' do; the MP4 plays in a <video> player. A Wan VACE
-// model's control video, mask and reference pictures are vace.js's; a Wan 2.2 Animate model's
-// character picture and videos animate.js's.
+// The Video tab: Wan's and Kandinsky 5's text-to-video and image-to-video (POST /avx/txt2vid,
+// /avx/img2vid) on the server's queue, shown when GET /avx/video-models lists a video model.
+// Progress and Interrupt go by the job's task id, as the image tabs' do; the MP4 plays in a
+// <video> player. A Wan VACE model's control video, mask and reference pictures are vace.js's; a
+// Wan 2.2 Animate model's character picture and videos animate.js's.
 
 import { $, api, base64Of, clearError, fileDropZone, readFile, showError } from "./api.js";
 import { newTaskId, number, pollProgress, whilePolling } from "./job.js";
@@ -43,9 +43,9 @@ function fillPart(id, names, none) {
   if (names.includes(wanted)) select.value = wanted;
 }
 
-/** The first-frame picker as the chosen model takes one: required (Wan 2.1 I2V), optional
- * (Wan 2.2 TI2V) or not at all (Wan 2.1 T2V, Wan 2.2 Animate: hidden); the VACE controls for a
- * VACE model, the Animate controls for an Animate model. */
+/** The first-frame picker as the chosen model takes one: required (Wan 2.1 I2V, Kandinsky 5
+ * image-to-video), optional (Wan 2.2 TI2V) or not at all (Wan 2.1 T2V, Wan 2.2 Animate:
+ * hidden); the VACE controls for a VACE model, the Animate controls for an Animate model. */
 function showFirstFrame() {
   const takes = firstFrameTaken();
   showVace(Boolean(chosenModel()?.vace));
