@@ -93,7 +93,8 @@ def refuse_animate(args: argparse.Namespace, animate: bool) -> None:
     named = animate_named(args)
     if named and not animate:
         raise ValueError(f"{named} needs a Wan 2.2 Animate model (a diffusers folder whose "
-                         "model_index.json names WanAnimatePipeline)")
+                         "model_index.json names WanAnimatePipeline, or its transformer file "
+                         "with --base)")
     if not animate:
         return
     if args.command == "img2vid":
