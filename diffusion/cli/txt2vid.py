@@ -4,10 +4,10 @@ and `img2vid --image IN.png` (Wan 2.1 / 2.2 A14B I2V or Wan 2.2 TI2V 5B
 animating a picture); Wan VACE's control video, mask and reference pictures on txt2vid
 (cli.vace), and Wan 2.2 Animate's picture, pose, face, background and mask videos
 (cli.animate). `--model FILE --base FOLDER` runs ComfyUI's split files (and GGUFs, and
-Wan 2.2 Animate's original single file) with a diffusers folder giving the rest; `--model-2` is Wan 2.2 A14B's low-noise expert. The
-frame count (1 + 4k), size (multiples of 16), fps, picture, files and output are checked
-before the model loads, and what is not given is the model family's default
-(pipelines.video.models); a bad one ends in one `error: ...` line."""
+Wan 2.2 Animate's original single file) with a diffusers folder giving the rest; `--model-2`
+is Wan 2.2 A14B's low-noise expert. The frame count (1 + 4k), size (multiples of 16), fps,
+picture, files and output are checked before the model loads, and what is not given is the
+model family's default (pipelines.video.models); a bad one ends in one `error: ...` line."""
 
 from __future__ import annotations
 
