@@ -24,6 +24,7 @@ from wan_animate_tiny import (
 import gpucore
 from diffusion.loaders.component import load_component
 from diffusion.loaders.errors import WeightsError
+from diffusion.loaders.wan import load_wan_file, wan_file_family
 from diffusion.loaders.wan.animate import load_wan_animate_transformer
 from diffusion.models.wan_animate import WanAnimateTransformer3DModel
 from gpustd import asarray
@@ -72,6 +73,13 @@ def test_original_names_read_as_diffusers_converts_them(tmp_path: Path) -> None:
               str(tmp_path / "animate.safetensors"))
     with pytest.raises(WeightsError, match="not a multiple of Wan's 128-wide heads"):
         load_wan_animate_transformer(tmp_path / "animate.safetensors")
+    # ... a --base folder's config gives them; the file is told apart from plain Wan's
+    based = load_wan_animate_transformer(tmp_path / "animate.safetensors",
+                                         config={"num_attention_heads": 2})
+    assert based.config == weights.config
+    assert wan_file_family(tmp_path / "animate.safetensors") == "wan-animate"
+    with pytest.raises(WeightsError, match="Animate transformer file: read it with"):
+        load_wan_file(tmp_path / "animate.safetensors")
     save_file({"patch_embedding.weight": state["patch_embedding.weight"]},
               str(tmp_path / "other.safetensors"))
     with pytest.raises(WeightsError, match="not a Wan Animate transformer"):
