@@ -29,7 +29,8 @@ _OPTIONS = (("animate_image", "--animate-image"), *_VIDEOS,
 
 def add_animate_options(sub: argparse.ArgumentParser) -> None:
     """Add the Wan 2.2 Animate options to `sub` (txt2vid)."""
-    group = sub.add_argument_group("Wan 2.2 Animate (a WanAnimatePipeline folder)")
+    group = sub.add_argument_group("Wan 2.2 Animate (a WanAnimatePipeline folder, or "
+                                   "Wan2_2-Animate-14B.safetensors with --base)")
     group.add_argument("--animate-image", metavar="PIC",
                        help="the character to animate (fitted inside --width x --height on "
                             "black)")
@@ -93,7 +94,8 @@ def refuse_animate(args: argparse.Namespace, animate: bool) -> None:
     named = animate_named(args)
     if named and not animate:
         raise ValueError(f"{named} needs a Wan 2.2 Animate model (a diffusers folder whose "
-                         "model_index.json names WanAnimatePipeline)")
+                         "model_index.json names WanAnimatePipeline, or its transformer file "
+                         "with --base)")
     if not animate:
         return
     if args.command == "img2vid":

@@ -3,11 +3,11 @@ Video Lite text-to-video from the command line (cli.txt2vid_kandinsky5: the latt
 and `img2vid --image IN.png` (Wan 2.1 / 2.2 A14B I2V or Wan 2.2 TI2V 5B
 animating a picture); Wan VACE's control video, mask and reference pictures on txt2vid
 (cli.vace), and Wan 2.2 Animate's picture, pose, face, background and mask videos
-(cli.animate). `--model FILE --base FOLDER` runs ComfyUI's split files (and GGUFs)
-with a diffusers folder giving the rest; `--model-2` is Wan 2.2 A14B's low-noise expert. The
-frame count (1 + 4k), size (multiples of 16), fps, picture, files and output are checked
-before the model loads, and what is not given is the model family's default
-(pipelines.video.models); a bad one ends in one `error: ...` line."""
+(cli.animate). `--model FILE --base FOLDER` runs ComfyUI's split files (and GGUFs, and
+Wan 2.2 Animate's original single file) with a diffusers folder giving the rest; `--model-2`
+is Wan 2.2 A14B's low-noise expert. The frame count (1 + 4k), size (multiples of 16), fps,
+picture, files and output are checked before the model loads, and what is not given is the
+model family's default (pipelines.video.models); a bad one ends in one `error: ...` line."""
 
 from __future__ import annotations
 
@@ -258,14 +258,6 @@ def _picture(path: str) -> object:
         raise ValueError(f"--image {path}: not a readable picture (PNG, JPEG, WebP...)") from None
 
 
-def _face_size(folder: Path) -> int:
-    """The face crops' side Wan Animate's transformer reads (its motion_encoder_size)."""
-    from ..loaders.formats.diffusers_folder import component_config
-
-    config = component_config(folder, "transformer") or {}
-    return int(config.get("motion_encoder_size", 512))
-
-
 def _dtype(choice: str) -> object:
     if choice == "float32":
         return np.float32
@@ -284,11 +276,11 @@ def _dtype(choice: str) -> object:
 
 def run(args: argparse.Namespace) -> int:
     """Generate and write the video as `args` say; prints the written path."""
-    from ..loaders.wan.folder import wan_family
+    from ..loaders.wan.sources import is_wan_animate
 
     if args.seed == -1:
         args.seed = secrets.randbelow(2**32)
-    animate = wan_family(args.model) == "wan-animate"  # a folder (its file is refused)
+    animate = is_wan_animate(Path(args.model))  # an Animate folder or transformer file
     if animate and args.frames is not None:
         raise ValueError("Wan Animate makes as many frames as --pose-video has: leave --frames "
                          "out")
@@ -302,7 +294,7 @@ def run(args: argparse.Namespace) -> int:
         from .txt2vid_kandinsky5 import run_kandinsky5
 
         return run_kandinsky5(args, out, _dtype(args.dtype), image)
-    from ..loaders.wan.sources import resolve_wan
+    from ..loaders.wan.sources import animate_face_size, resolve_wan
     from ..pipelines.video import WanAnimatePipeline, WanPipeline, video_cache
     from ..pipelines.video.wan_refuse import wan_refusals_of
 
@@ -317,7 +309,8 @@ def run(args: argparse.Namespace) -> int:
         raise ValueError(f"{vace_named(args)} needs a Wan VACE model; Wan Animate reads "
                          "--pose-video and --face-video")
     control = vace_control(args)  # read and fitted before the model loads
-    pixels = animate_pixels_of(args, _face_size(folder), MAX_FRAMES) if animate else None
+    pixels = animate_pixels_of(args, animate_face_size(folder, files), MAX_FRAMES) \
+        if animate else None
     mode = memory_mode(args)  # a memory mode loads each network straight to host memory
     network = WanAnimatePipeline if animate else WanPipeline
     pipe = network.from_pretrained(folder, dtype=_dtype(args.dtype),

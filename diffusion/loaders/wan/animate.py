@@ -17,6 +17,7 @@ from __future__ import annotations
 import math
 import os
 import re
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -132,18 +133,22 @@ def _config(refs: dict[str, TensorRef], where: str, heads: int | None) -> dict[s
 
 
 def load_wan_animate_transformer(path: str | os.PathLike[str], *, dtype: Any = None,
-                                 variant: str | None = None) -> ComponentWeights:
+                                 variant: str | None = None,
+                                 config: Mapping[str, Any] | None = None) -> ComponentWeights:
     """Lazy WanAnimateTransformer3DModel weights of `path` (module docstring): a diffusers
     transformer/ folder, a folder of the original release's shards, or one .safetensors
-    file. `dtype`: None (as stored; bfloat16 read as float32), "float16" or "float32".
+    file. `dtype`: None (as stored; bfloat16 read as float32), "float16" or "float32";
+    `config`: for a file, a `--base` folder's transformer/config.json, whose head count is
+    taken where it divides the file's width (the rest always comes from the shapes).
     WeightsError naming the path when it holds no Wan Animate transformer. diffusers:
     `WanAnimateTransformer3DModel.from_pretrained(path)` (`from_single_file` for a file)."""
     path = Path(path)
-    config: dict[str, Any] | None = None
+    base = dict(config or {})
+    found: dict[str, Any] | None = None
     if path.is_dir():
         refs, where = weight_refs(path, "diffusion_pytorch_model", variant)
         if (path / "config.json").is_file():
-            config = read_json(path / "config.json")
+            found = read_json(path / "config.json")
     else:
         file = tensor_file(path)
         refs, where = {k: TensorRef(file, k, tuple(file.shape(k))) for k in file.keys()}, str(
@@ -155,9 +160,9 @@ def load_wan_animate_transformer(path: str | os.PathLike[str], *, dtype: Any = N
     if "pose_patch_embedding.weight" not in refs or "face_adapter.0.to_q.weight" not in refs:
         raise WeightsError(f"{where}: no pose_patch_embedding and face_adapter tensors: not a "
                            "Wan Animate transformer")
-    if original or config is None or config.get("_class_name") != \
+    if original or found is None or found.get("_class_name") != \
             "WanAnimateTransformer3DModel":  # the original release's config.json is Wan's
-        given = config or {}
-        config = _config(refs, where, given.get("num_heads") or given.get(
+        given = found or base
+        found = _config(refs, where, given.get("num_heads") or given.get(
             "num_attention_heads"))
-    return ComponentWeights("transformer", config, refs, dtype=resolve_dtype(dtype))
+    return ComponentWeights("transformer", found, refs, dtype=resolve_dtype(dtype))

@@ -105,8 +105,9 @@ def is_wan_file(file: TensorFile) -> bool:
 
 def wan_file_family(path: str | os.PathLike[str]) -> str | None:
     """"wan" for a .safetensors or .gguf file holding a Wan transformer, "wan-vace" for one
-    holding Wan VACE's, None otherwise (a broken file is left for loading to name). Reads the
-    header only."""
+    holding Wan VACE's, "wan-animate" for Wan 2.2 Animate's (its pose_patch_embedding, read by
+    animate.load_wan_animate_transformer), None otherwise (a broken file is left for loading to
+    name). Reads the header only."""
     if Path(path).suffix.lower() not in (".safetensors", ".gguf") or not Path(path).is_file():
         return None
     try:
@@ -116,6 +117,8 @@ def wan_file_family(path: str | os.PathLike[str]) -> str | None:
     layout = _layout(file)
     if layout is None:
         return None
+    if layout[0] + "pose_patch_embedding.weight" in file:
+        return "wan-animate"
     return "wan-vace" if layout[0] + "vace_patch_embedding.weight" in file else "wan"
 
 
@@ -205,8 +208,9 @@ def load_wan_file(path: str | os.PathLike[str], *, dtype: Any = None,
                            "and patch_embedding.weight tensors: not a Wan transformer file")
     prefix, original = layout
     if any(key.startswith((prefix + "face_", prefix + "motion_")) for key in file.keys()):
-        raise WeightsError(f"{file.path}: a Wan Animate transformer file, which is not read "
-                           "yet")
+        raise WeightsError(f"{file.path}: a Wan 2.2 Animate transformer file: read it with "
+                           "load_wan_animate_transformer (txt2vid --model FILE --base FOLDER "
+                           "does)")
     refs = _refs(file, prefix, original)
     if vace_module is not None:
         _with_module(refs, file, vace_module)

@@ -3,7 +3,8 @@ users have it (Comfy-Org's Wan_2.1_ComfyUI_repackaged / Wan_2.2_ComfyUI_Repackag
 
     transformer     wan2.1_t2v_1.3B_bf16.safetensors, wan2.1_t2v_14B_fp8_e4m3fn.safetensors,
                     wan2.2_t2v_high_noise_14B_fp8_scaled.safetensors, a city96 GGUF
-                    (`load_wan_file`); Wan VACE's wan2.1_vace_14B_fp16.safetensors
+                    (`load_wan_file`); Wan VACE's wan2.1_vace_14B_fp16.safetensors; Wan
+                    2.2 Animate's Wan2_2-Animate-14B.safetensors (`load_wan_animate_transformer`)
     vace_module     Kijai's Wan2_1-VACE_module_14B_bf16.safetensors, joined to a plain
                     Wan 2.1 text-to-video transformer file: Wan VACE
     transformer_2   Wan 2.2 A14B's low-noise expert: wan2.2_t2v_low_noise_14B_*.safetensors
@@ -19,7 +20,9 @@ A14B's boundary_ratio, TI2V's expand_timesteps), the configs the shapes do not t
 every component no file replaces (the folder may hold only those; a missing one is named
 with the file that stands in for it). A VACE transformer file makes the model Wan VACE
 whatever the folder's pipeline (a Wan 2.1 text-to-video folder serves: VACE reads the same
-UMT5, VAE and scheduler); a plain one makes it plain Wan.
+UMT5, VAE and scheduler), an Animate file makes it Wan 2.2 Animate (an Animate or Wan 2.1
+image-to-video folder serves, or a text-to-video one with the CLIP vision file); a plain one
+makes it plain Wan.
 
     weights = load_wan("Wan2.1-T2V-1.3B-Diffusers",
                        WanFiles(transformer="wan2.1_t2v_1.3B_fp16.safetensors"))
@@ -38,7 +41,8 @@ from ..formats.safetensors import SafetensorsFile
 from ..keymaps.t5_gguf import t5_gguf_refs
 from ..keymaps.t5_keys import T5_MARK, t5_config, t5_encoder_refs
 from ..weights import ComponentWeights, TensorRef, resolve_dtype
-from .file import load_wan_file
+from .animate import load_wan_animate_transformer
+from .file import load_wan_file, wan_file_family
 from .folder import WanWeights, load_wan_folder
 from .vae_file import load_wan_vae_file
 
@@ -128,20 +132,26 @@ def load_wan(base: str | os.PathLike[str], files: WanFiles | None = None, *,
     if "vace_module" in given and "transformer" not in given:
         raise WeightsError(f"{given['vace_module']}: a VACE module joins a Wan transformer "
                            "file; give the Wan 2.1 text-to-video transformer file as the model")
+    animate = "transformer" in given and wan_file_family(given["transformer"]) == "wan-animate"
+    if animate:  # Wan 2.2 Animate's original file, its head count from the folder's config
+        weights.transformer = load_wan_animate_transformer(
+            given["transformer"], dtype=dtype, config=component_config(base, "transformer"))
     for name in ("transformer", "transformer_2"):
-        if name in given:
+        if name in given and not (animate and name == "transformer"):
             config = component_config(base, name) or (
                 component_config(base, "transformer") if name == "transformer_2" else None)
             module = given.get("vace_module") if name == "transformer" else None
             setattr(weights, name, load_wan_file(given[name], dtype=dtype, config=config,
                                                  vace_module=module))
-    if "transformer" in given:  # the file says whether the model is VACE, not the folder
-        kinds = {part.config.get("_class_name") == "WanVACETransformer3DModel"
+    if "transformer" in given:  # the file says whether the model is VACE or Animate, not
+        kinds = {part.config.get("_class_name")  # the folder
                  for part in (weights.transformer, weights.transformer_2) if part is not None}
         if len(kinds) > 1:
-            raise WeightsError("one Wan 2.2 expert is VACE and the other not: give both "
-                               "experts' VACE files (or neither)")
-        weights.vace = kinds.pop()
+            raise WeightsError("the two Wan 2.2 experts are of different kinds (VACE, Animate "
+                               "or plain): give both experts' files of one kind")
+        kind = kinds.pop()
+        weights.vace = kind == "WanVACETransformer3DModel"
+        weights.animate = kind == "WanAnimateTransformer3DModel"
     if "transformer_2" in given and weights.boundary_ratio is None:
         raise WeightsError(f"--model-2 {given['transformer_2']}: the folder {base} sets no "
                            "boundary_ratio (model_index.json); a second expert needs a Wan "

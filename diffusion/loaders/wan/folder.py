@@ -113,12 +113,14 @@ def _wanted(index: dict[str, Any]) -> list[str]:
         name for name in ("transformer_2", "image_encoder") if _listed(index, name))]
 
 
-def missing_parts(path: str | os.PathLike[str], given: tuple[str, ...] = ()) -> list[str]:
-    """The components of the Wan folder `path` that hold no weights and are not `given` as
-    files (the names FILE_EXAMPLES keys), read from the file names alone."""
+def missing_parts(path: str | os.PathLike[str], given: tuple[str, ...] = (),
+                  needed: tuple[str, ...] = ()) -> list[str]:
+    """The components of the Wan folder `path` (those its index asks for, and `needed`) that
+    hold no weights and are not `given` as files (the names FILE_EXAMPLES keys), read from the
+    file names alone."""
     root = Path(path)
     index, missing = read_json(root / "model_index.json"), []
-    for name in _wanted(index):
+    for name in dict.fromkeys([*_wanted(index), *needed]):
         if name not in given:
             try:
                 weight_refs(root / name, _STEMS.get(name, "diffusion_pytorch_model"), None)

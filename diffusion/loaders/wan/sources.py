@@ -15,11 +15,14 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+from ..formats.diffusers_folder import component_config
+from .animate import load_wan_animate_transformer
 from .file import is_vace_module, wan_file_family
 from .files import WanFiles
 from .folder import FILE_EXAMPLES, missing_parts, wan_family
 
-__all__ = ["CLI_NAMES", "Names", "WanSource", "check_wan_paths", "resolve_wan"]
+__all__ = ["CLI_NAMES", "Names", "WanSource", "animate_face_size", "check_wan_paths",
+           "is_wan_animate", "resolve_wan"]
 
 _SUFFIXES = (".safetensors", ".gguf")
 # WanSource's fields -> the components of WanFiles they replace
@@ -108,10 +111,6 @@ def resolve_wan(source: WanSource, names: Names = CLI_NAMES) -> tuple[Path, WanF
                          "Wan diffusers folder (its model_index.json must name a WanPipeline, "
                          "WanImageToVideoPipeline, WanVACEPipeline or WanAnimatePipeline)")
     given = source.files()
-    if wan_family(folder) == "wan-animate" and ({"model", "model_2"} & set(given)):
-        raise ValueError(f"{names['model']} {source.model}: a single-file Wan Animate "
-                         "transformer is not read yet; give the Animate diffusers folder as "
-                         f"{names['model']}")
     for field in ("model", "model_2"):
         if field in given and is_vace_module(given[field]):
             option = names.fields.get("vace_module")
@@ -126,11 +125,33 @@ def resolve_wan(source: WanSource, names: Names = CLI_NAMES) -> tuple[Path, WanF
     if "vace_module" in given and not is_vace_module(given["vace_module"]):
         raise ValueError(f"{names['vace_module']} {given['vace_module']}: not a Wan VACE module "
                          "(vace_blocks.N.* and vace_patch_embedding.* tensors alone)")
+    animate = "model" in given and wan_file_family(given["model"]) == "wan-animate"
+    for field in ("model_2", "vace_module"):
+        if animate and field in given and field in names.fields:
+            raise ValueError(f"{names['model']} {given['model']} is Wan 2.2 Animate, which "
+                             f"takes no {names[field]}: leave it out")
     parts = {_PARTS[field]: path for field, path in given.items()}
-    missing = missing_parts(folder, tuple(parts))
+    # Animate reads the picture's CLIP states: a text-to-video base needs the CLIP file
+    missing = missing_parts(folder, tuple(parts), ("image_encoder",) if animate else ())
     if missing:
         field = next(f for f, part in _PARTS.items() if part == missing[0])
         _, example = FILE_EXAMPLES[missing[0]]
         raise ValueError(f"{folder.name}/{missing[0]}: no weights in the folder; give them "
                          f"as {names[field]}{names.value} ({example})")
     return folder, WanFiles(**parts)
+
+
+def is_wan_animate(path: Path, files: WanFiles | None = None) -> bool:
+    """Whether the model is Wan 2.2 Animate: `files`' transformer file's kind where given, else
+    that of `path` (an Animate folder, or an Animate transformer file). Headers only."""
+    model = files.transformer if files is not None and files.transformer else path
+    return wan_family(model) == "wan-animate" or wan_file_family(model) == "wan-animate"
+
+
+def animate_face_size(folder: Path, files: WanFiles) -> int:
+    """The side of the face crops the Wan 2.2 Animate model `resolve_wan` gave reads (its
+    transformer's motion_encoder_size: a file's from its shapes). Headers only."""
+    config = component_config(folder, "transformer") or {}
+    if files.transformer is not None:
+        config = load_wan_animate_transformer(files.transformer, config=config).config
+    return int(config.get("motion_encoder_size", 512))

@@ -14,7 +14,7 @@ from pathlib import Path
 
 from ...loaders.formats.diffusers_folder import component_config
 from ...loaders.kandinsky5 import kandinsky5_video_family
-from ...loaders.wan.folder import wan_family
+from ...loaders.wan.sources import is_wan_animate
 
 __all__ = ["KANDINSKY5_VIDEO", "WAN", "WAN_ANIMATE", "VideoDefaults", "refuse_video",
            "video_defaults", "video_family_name"]
@@ -53,10 +53,10 @@ def video_family_name(path: str | os.PathLike[str]) -> str:
 
 def video_defaults(path: str | os.PathLike[str]) -> VideoDefaults:
     """The defaults of the video family at `path` (video_family_name; a Wan 2.2 Animate
-    folder's are WAN_ANIMATE)."""
+    folder's or transformer file's are WAN_ANIMATE)."""
     if video_family_name(path) == "kandinsky-5-video":
         return KANDINSKY5_VIDEO
-    return WAN_ANIMATE if wan_family(path) == "wan-animate" else WAN
+    return WAN_ANIMATE if is_wan_animate(Path(path)) else WAN
 
 
 def refuse_video(path: str | os.PathLike[str]) -> None:

@@ -12,7 +12,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from ...loaders.wan.folder import wan_family
+from ...loaders.wan import WanFiles
+from ...loaders.wan.sources import animate_face_size, is_wan_animate
 
 __all__ = ["FIELDS", "animate_named", "animate_pixels_of", "refuse_animate"]
 
@@ -25,14 +26,17 @@ def animate_named(body: Any) -> str | None:
     return next((name for name in FIELDS if getattr(body, name, None)), None)
 
 
-def refuse_animate(body: Any, folder: Path, image: bool, control: str | None) -> bool:
-    """Whether `folder` is Wan 2.2 Animate, after the refusals: its fields for another model,
-    a Wan Animate request without them or with what it does not take (`image`: a first frame;
-    `control`: the VACE field given), ValueError in one line."""
-    animate, named = wan_family(folder) == "wan-animate", animate_named(body)
+def refuse_animate(body: Any, model: tuple[Path, WanFiles], image: bool,
+                   control: str | None) -> bool:
+    """Whether `model` (a folder and the files in place of its parts) is Wan 2.2 Animate,
+    after the refusals: its fields for another model, a Wan Animate request without them or
+    with what it does not take (`image`: a first frame; `control`: the VACE field given),
+    ValueError in one line."""
+    animate, named = is_wan_animate(*model), animate_named(body)
     if named and not animate:
         raise ValueError(f"{named} needs a Wan 2.2 Animate model (a diffusers folder whose "
-                         "model_index.json names WanAnimatePipeline)")
+                         "model_index.json names WanAnimatePipeline, or its transformer file "
+                         "with a base)")
     if body.segment_frames is not None and not animate:
         raise ValueError("segment_frames is for Wan 2.2 Animate models")
     if not animate:
@@ -56,13 +60,13 @@ def refuse_animate(body: Any, folder: Path, image: bool, control: str | None) ->
     return True
 
 
-def animate_pixels_of(body: Any, folder: Path, settings: Any) -> tuple[Any, int | None]:
+def animate_pixels_of(body: Any, model: tuple[Path, WanFiles], settings: Any
+                      ) -> tuple[Any, int | None]:
     """The request's picture and videos decoded and fitted (animate_inputs.AnimatePixels,
     host only) at `settings`' size (the request's, or the family's defaults) and its segment
     length (77, or fewer for a shorter pose video); (None, None) for a request without them.
     ValueError (ImageError) in one line."""
     from ...imaging import eight_bit
-    from ...loaders.formats.diffusers_folder import component_config
     from ...pipelines.video.animate_inputs import TEMPORAL, animate_pixels, check_segments
     from ..images import decode_image
 
@@ -80,11 +84,10 @@ def animate_pixels_of(body: Any, folder: Path, settings: Any) -> tuple[Any, int 
     if count <= overlap:
         raise ValueError(f"pose_video has {count} frames; send more than segment_overlap "
                          f"({overlap})")
-    config = component_config(folder, "transformer") or {}
     pixels = animate_pixels(
         decode_image(body.animate_image, "animate_image"), videos["pose_video"],
         videos["face_video"], height=settings.height, width=settings.width,
-        face_size=int(config.get("motion_encoder_size", 512)),
+        face_size=animate_face_size(*model),
         background=videos.get("background_video"), mask=videos.get("mask_video"),
         names=FIELDS[1:])
     return pixels, segment

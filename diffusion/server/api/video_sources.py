@@ -67,12 +67,12 @@ def video_listing(registry: ModelRegistry) -> dict[str, Any]:
     """The models directory as the Video tab reads it: `models` (Wan folders, Kandinsky 5
     Video folders and Wan transformer files, `kind` "folder" or "file"; whether each takes a
     first frame, which for a file its base decides: "optional", and a Kandinsky 5
-    image-to-video folder: "required"; `vace`: a Wan VACE folder or
-    transformer file, which takes a control; `animate`: a Wan 2.2 Animate folder, which takes
-    a picture, pose and face videos; `family`, its `defaults` and `samplers`: _family),
-    `bases` (the Wan folders a file takes as its base) and `files` by part (`text_encoder`:
-    the UMT5 / T5 module files, `vae`, `clip_vision`, `model_2`: the transformer files again,
-    for Wan 2.2 A14B's low-noise expert)."""
+    image-to-video folder: "required"; `vace`: a Wan VACE folder or transformer file, which
+    takes a control; `animate`: a Wan 2.2 Animate folder or transformer file, which takes a
+    picture, pose and face videos; `family`, its `defaults` and `samplers`: _family), `bases`
+    (the Wan folders a file takes as its base, Animate's too) and `files` by part
+    (`text_encoder`: the UMT5 / T5 module files, `vae`, `clip_vision`, `model_2`: the
+    non-Animate transformer files again, for Wan 2.2 A14B's low-noise expert)."""
     models: list[dict[str, Any]] = []
     files: dict[str, list[str]] = {"model_2": [], "text_encoder": [], "vae": [],
                                    "clip_vision": []}
@@ -88,19 +88,22 @@ def video_listing(registry: ModelRegistry) -> dict[str, Any]:
                            "kind": "folder", "vace": False, "animate": False,
                            "first_frame": "required" if kandinsky5_image_to_video(entry.path)
                            else "none", **_family("kandinsky-5-video")})
-        elif wan_file_family(entry.path) is not None:
+        elif (family := wan_file_family(entry.path)) is not None:
+            animate = family == "wan-animate"
             models.append({"title": entry.title, "model_name": entry.model_name,
-                           "kind": "file", "first_frame": "optional",
-                           "vace": wan_file_family(entry.path) == "wan-vace", "animate": False,
-                           **_family("wan")})
-            files["model_2"].append(entry.name)
+                           "kind": "file", "first_frame": "none" if animate else "optional",
+                           "vace": family == "wan-vace", "animate": animate,
+                           **_family("wan-animate" if animate else "wan")})
+            if not animate:  # Animate has no second expert
+                files["model_2"].append(entry.name)
         elif (kind := _kind(entry.path)) is not None:
             files[kind].append(entry.name)
     files["text_encoder"] = [m.name for m in registry.modules if "t5" in m.roles]
     # Wan's VAE files are module files too (the catalog lists them beside ae, flux2-vae)
     files["vae"] += [m.name for m in registry.modules
                      if "vae" in m.roles and _kind(m.path) == "vae"]
-    bases = [m["title"] for m in models if m["kind"] == "folder" and m["family"] == "wan"]
+    bases = [m["title"] for m in models if m["kind"] == "folder"
+             and m["family"] in ("wan", "wan-animate")]  # an Animate folder serves its file
     return {"models": models, "bases": bases, "files": files}
 
 

@@ -14,12 +14,17 @@ import pytest
 pytest.importorskip("diffusers", reason="diffusers is a test-only reference")
 import torch
 from support import assert_close
-from wan_animate_tiny import ANIMATE_TINY, TEXT_TOKENS, tiny_animate_transformer_folder
-from wan_tiny import original_names
+from wan_animate_tiny import (
+    ANIMATE_TINY,
+    TEXT_TOKENS,
+    animate_original_names,
+    tiny_animate_transformer_folder,
+)
 
 import gpucore
 from diffusion.loaders.component import load_component
 from diffusion.loaders.errors import WeightsError
+from diffusion.loaders.wan import load_wan_file, wan_file_family
 from diffusion.loaders.wan.animate import load_wan_animate_transformer
 from diffusion.models.wan_animate import WanAnimateTransformer3DModel
 from gpustd import asarray
@@ -29,57 +34,6 @@ from gpustd import asarray
 RELEASE_TINY: dict[str, Any] = {
     **ANIMATE_TINY, "motion_encoder_size": 512,
     "motion_encoder_channel_sizes": {str(2 ** i): 2 for i in range(9, 1, -1)}}
-_FACE = {"to_q": "linear1_q", "to_out": "linear2", "norm_q": "q_norm", "norm_k": "k_norm"}
-
-
-def _motion_original(key: str, value: torch.Tensor, blocks: int) -> dict[str, torch.Tensor]:
-    """A motion encoder tensor under the original LIA names (StyleGAN sequences: blur, conv,
-    FusedLeakyReLU; the biases (1, C, 1, 1); the blur kernels stored)."""
-    convs = "motion_encoder.enc.net_app.convs"
-    bias = value.reshape(1, -1, 1, 1)
-    kernel = torch.tensor([1.0, 3.0, 3.0, 1.0])
-    kernel = torch.outer(kernel, kernel) / 64
-    parts = key.split(".")
-    if key == "motion_encoder.motion_synthesis_weight":
-        return {"motion_encoder.dec.direction.weight": value}
-    if parts[1] == "motion_network":
-        return {f"motion_encoder.enc.fc.{parts[2]}.{parts[3]}": value}
-    if parts[1] == "conv_in":
-        return {f"{convs}.0.1.bias": bias} if parts[-1] == "bias" else {
-            f"{convs}.0.0.weight": value}
-    if parts[1] == "conv_out":
-        return {f"{convs}.{blocks + 1}.weight": value}
-    index, tail = int(parts[2]) + 1, ".".join(parts[3:])
-    return {"conv1.weight": {f"{convs}.{index}.conv1.0.weight": value},
-            "conv1.act_fn.bias": {f"{convs}.{index}.conv1.1.bias": bias},
-            "conv2.weight": {f"{convs}.{index}.conv2.1.weight": value,
-                             f"{convs}.{index}.conv2.0.kernel": kernel.clone()},
-            "conv2.act_fn.bias": {f"{convs}.{index}.conv2.2.bias": bias},
-            "conv_skip.weight": {f"{convs}.{index}.skip.1.weight": value,
-                                 f"{convs}.{index}.skip.0.kernel": kernel.clone()}}[tail]
-
-
-def _original(state: dict[str, torch.Tensor], blocks: int) -> dict[str, torch.Tensor]:
-    """A diffusers WanAnimateTransformer3DModel state dict in the original release's names."""
-    out = original_names({k: v for k, v in state.items()
-                          if not k.startswith(("motion_encoder.", "face_"))})
-    for key, value in state.items():
-        parts = key.split(".")
-        if parts[0] == "motion_encoder":
-            out.update(_motion_original(key, value, blocks))
-        elif parts[0] == "face_encoder":
-            out[key.replace(".weight", ".conv.weight").replace(".bias", ".conv.bias")
-                if parts[1].startswith("conv") else key] = value
-        elif parts[0] == "face_adapter" and parts[2] != "to_v":
-            block = f"face_adapter.fuser_blocks.{parts[1]}"
-            if parts[2] == "to_k":
-                out[f"{block}.linear1_kv.{parts[3]}"] = torch.cat(
-                    [value, state[key.replace(".to_k.", ".to_v.")]])
-            else:
-                out[f"{block}.{_FACE[parts[2]]}.{parts[3]}"] = value
-    return {k: v.contiguous() for k, v in out.items()}
-
-
 @pytest.mark.nodevice
 def test_original_names_read_as_diffusers_converts_them(tmp_path: Path) -> None:
     """The release's names (written from a tiny model) go back to the model's own state
@@ -92,7 +46,7 @@ def test_original_names_read_as_diffusers_converts_them(tmp_path: Path) -> None:
     torch.manual_seed(0)
     model = diffusers.WanAnimateTransformer3DModel(**RELEASE_TINY)
     state = {k: v.detach().clone() for k, v in model.state_dict().items()}
-    original = _original(state, 7)
+    original = animate_original_names(state, 7)
     converted = convert_wan_transformer_to_diffusers(dict(original))
     converted = {k: v for k, v in converted.items() if not k.endswith(".kernel")}
     assert sorted(converted) == sorted(state)
@@ -119,6 +73,13 @@ def test_original_names_read_as_diffusers_converts_them(tmp_path: Path) -> None:
               str(tmp_path / "animate.safetensors"))
     with pytest.raises(WeightsError, match="not a multiple of Wan's 128-wide heads"):
         load_wan_animate_transformer(tmp_path / "animate.safetensors")
+    # ... a --base folder's config gives them; the file is told apart from plain Wan's
+    based = load_wan_animate_transformer(tmp_path / "animate.safetensors",
+                                         config={"num_attention_heads": 2})
+    assert based.config == weights.config
+    assert wan_file_family(tmp_path / "animate.safetensors") == "wan-animate"
+    with pytest.raises(WeightsError, match="Animate transformer file: read it with"):
+        load_wan_file(tmp_path / "animate.safetensors")
     save_file({"patch_embedding.weight": state["patch_embedding.weight"]},
               str(tmp_path / "other.safetensors"))
     with pytest.raises(WeightsError, match="not a Wan Animate transformer"):

@@ -1,7 +1,8 @@
 """Wan 2.2 Animate through `python -m diffusion txt2vid`: a tiny WanAnimatePipeline folder saved
 by diffusers, the character picture, a pose video (a folder of PNGs) and a face video (a GIF):
 our frames equal to diffusers' with Wan Animate's defaults (unguided, the segment the pose
-video's length); what is refused in one line before the model loads."""
+video's length); the folder's transformer as the original release's single file with the
+folder as --base giving the same frames; what is refused in one line before the model loads."""
 
 from __future__ import annotations
 
@@ -17,6 +18,7 @@ import torch
 from cli_support import cli_error, cli_ok, png_frames
 from PIL import Image
 from wan_animate_pipe_tiny import random_video, tiny_wan_animate_pipeline
+from wan_animate_tiny import animate_original_names, tiny_animate_transformer
 
 import gpucore
 
@@ -108,3 +110,45 @@ def test_txt2vid_animate_refusals(tiny_animate: tuple[Path, Any, dict[str, Any]]
     error = cli_error(capsys, "txt2vid", "--model", str(plain), *COMMON, *files, "-o",
                       str(tmp_path / "o"))
     assert "--animate-image needs a Wan 2.2 Animate model" in error, error
+
+
+def test_txt2vid_animate_file_equals_folder(first_device: gpucore.Device,
+                                            tiny_animate: tuple[Path, Any, dict[str, Any]],
+                                            tmp_path: Path,
+                                            capsys: pytest.CaptureFixture[str]) -> None:
+    """The transformer in the original release's names (Wan2_2-Animate-14B.safetensors,
+    under model.diffusion_model., blur kernels and all) with the folder as --base: the
+    folder's frames bit for bit; the file alone, with a second expert, or with a base
+    holding no CLIP vision encoder, refused in one line."""
+    from safetensors.torch import save_file
+
+    folder, reference, _ = tiny_animate
+    file, other = tmp_path / "Wan2_2-Animate-14B.safetensors", tmp_path / "other.safetensors"
+    for model, path in ((reference.transformer, file), (tiny_animate_transformer(32), other)):
+        state = {k: v.detach().clone() for k, v in model.state_dict().items()}
+        save_file({f"model.diffusion_model.{k}": v
+                   for k, v in animate_original_names(state, 2).items()}, str(path))
+    files = _files(folder.parent)
+    frames = []
+    for model in (("--model", str(folder)), ("--model", str(file), "--base", str(folder)),
+                  ("--model", str(other), "--base", str(folder))):
+        out, _ = cli_ok(capsys, "txt2vid", *model, *COMMON, *files,
+                        "-o", str(tmp_path / f"out{len(frames)}"))
+        frames.append(png_frames(out))
+    assert frames[0].shape == (FRAMES, HEIGHT, WIDTH, 3)
+    np.testing.assert_array_equal(frames[1], frames[0])
+    # the file's weights are the ones run: another model's file moves the frames (0.33)
+    assert np.abs(frames[2] - frames[0]).mean() > 0.1, np.abs(frames[2] - frames[0]).mean()
+    t2v = tmp_path / "t2v"  # a text-to-video base: no CLIP vision encoder
+    shutil.copytree(folder, t2v, ignore=shutil.ignore_patterns("image_*"))
+    index = (t2v / "model_index.json").read_text()
+    (t2v / "model_index.json").write_text(index.replace("WanAnimatePipeline", "WanPipeline"))
+    for argv, message in (
+            ((), "is a single file: give --base"),
+            (("--base", str(t2v)), "t2v/image_encoder: no weights in the folder; give them as "
+                                   "--clip-vision"),
+            (("--base", str(folder), "--model-2", str(file)),
+             "is Wan 2.2 Animate, which takes no --model-2")):
+        error = cli_error(capsys, "txt2vid", "--model", str(file), *argv, *COMMON, *files,
+                          "-o", str(tmp_path / "o"))
+        assert message in error, error

@@ -2,7 +2,8 @@
 models directory, the character picture, pose, face, background and mask videos as base64 PNGs
 ("replace", two segments), answers diffusers' WanAnimatePipeline frames (an animated WebP,
 lossless) with Wan Animate's own steps and guidance where none are sent; the listing marks the
-folder; what is refused is a 422 in one line before the model loads."""
+folder; its transformer as the original release's single file with the folder as its base
+answers the folder's frames; what is refused is a 422 in one line before the model loads."""
 
 from __future__ import annotations
 
@@ -24,11 +25,13 @@ from PIL import Image, ImageSequence
 from sd_tiny import write_pipeline
 from server_support import CachedLoader
 from wan_animate_pipe_tiny import random_video, tiny_wan_animate_pipeline
+from wan_animate_tiny import animate_original_names
 
 import gpucore
 
 PROMPT = "a dancer on a stage"
 HEIGHT, WIDTH, FRAMES = 16, 32, 7
+FILE = "diffusion_models/Wan2_2-Animate-14B.safetensors"
 BODY = {"model": "wan-animate", "prompt": PROMPT, "width": WIDTH, "height": HEIGHT, "seed": 3,
         "format": "webp", "fps": 8}
 
@@ -46,6 +49,11 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[TestClien
     index = json.loads((plain / "model_index.json").read_text())
     (plain / "model_index.json").write_text(json.dumps(
         {**index, "_class_name": "WanImageToVideoPipeline"}))
+    (models / FILE).parent.mkdir()
+    from safetensors.torch import save_file
+
+    state = {k: v.detach().clone() for k, v in reference.transformer.state_dict().items()}
+    save_file(animate_original_names(state, 2), str(models / FILE))
     app = create_app(model=models / "tiny-a", models_dir=models, outputs=root / "outputs",
                      loader=CachedLoader())
     with TestClient(app) as client:
@@ -78,8 +86,8 @@ def test_animate_on_the_queue(first_device: gpucore.Device, served: tuple[TestCl
     monkeypatch.setattr(pipeline_wan_animate, "prompt_clean", pipeline_wan.prompt_clean)
     client, reference = served
     models = client.get("/avx/video-models").json()["models"]
-    assert {m["title"].split(" ")[0]: m["animate"] for m in models} == {"wan-animate": True,
-                                                                         "wan-i2v": False}
+    assert {m["title"].split(" ")[0]: m["animate"] for m in models} == {
+        "wan-animate": True, "wan-i2v": False, FILE: True}
     x = _inputs()
     fields = {name: _pngs(video) for name, video in x.items()}
     fields["animate_image"] = fields["animate_image"][0]
@@ -126,3 +134,25 @@ def test_animate_refusals_are_422(served: tuple[TestClient, Any],
             ({**given, "control_scale": 0.5}, "Wan 2.2 Animate does not take control_scale")):
         response = client.post("/avx/txt2vid", json={**BODY, **change})
         assert response.status_code == 422 and says in response.text, response.text
+
+
+def test_animate_file_with_its_base(first_device: gpucore.Device,
+                                    served: tuple[TestClient, Any]) -> None:
+    """The original release's file, listed as Animate (not as a second expert) with the
+    Animate folder among the bases, gives the folder's frames bit for bit."""
+    client, _ = served
+    listing = client.get("/avx/video-models").json()
+    model = next(m for m in listing["models"] if m["kind"] == "file")
+    assert model["family"] == "wan-animate" and model["defaults"]["steps"] == 20
+    assert listing["files"]["model_2"] == []
+    assert any(title.startswith("wan-animate ") for title in listing["bases"])
+    x = _inputs()
+    fields = {name: _pngs(x[name]) for name in ("pose_video", "face_video")}
+    fields["animate_image"] = _pngs(x["animate_image"])[0]
+    videos = []
+    for source in ({}, {"model": FILE, "base": "wan-animate"}):
+        response = client.post("/avx/txt2vid", json={**BODY, **fields, **source, "steps": 1,
+                                                     "segment_frames": 5})
+        assert response.status_code == 200, response.text
+        videos.append(response.json()["video"])
+    assert videos[1] == videos[0]

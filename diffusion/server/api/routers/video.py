@@ -200,7 +200,7 @@ def _pipeline(model: tuple[Path, WanFiles], memory: MemoryMode | None, device: A
     the `memory` mode (each network loaded straight to host memory), its VAE float32 with
     `no_half_vae` (the server's --no-half-vae), loaded on first use (another model replaces
     it)."""
-    from ....loaders.wan.folder import wan_family
+    from ....loaders.wan.sources import is_wan_animate
     from ....pipelines.video import WanAnimatePipeline, WanPipeline
     from ....pipelines.video.kandinsky5 import Kandinsky5VideoPipeline
 
@@ -212,8 +212,7 @@ def _pipeline(model: tuple[Path, WanFiles], memory: MemoryMode | None, device: A
             pipe: Any = Kandinsky5VideoPipeline.from_pretrained(folder, device=device,
                                                                 offload=bool(memory))
         else:
-            network = WanAnimatePipeline if wan_family(folder) == "wan-animate" \
-                else WanPipeline
+            network = WanAnimatePipeline if is_wan_animate(folder, files) else WanPipeline
             pipe = network.from_pretrained(folder, device=device, files=files,
                                            offload=bool(memory))
         if memory:
@@ -268,7 +267,7 @@ async def _run(state: ServerState, body: Txt2VidRequest, image: Any) -> dict[str
     k5 = kandinsky5_video_family(model[0]) is not None
     kind_of = None if cache is None else cache.spec.kind
     try:  # what the model does not take, from its configs and a file's header, before it loads
-        animate = refuse_animate(body, model[0], image is not None, _control_named(body))
+        animate = refuse_animate(body, model, image is not None, _control_named(body))
         if k5:
             _refuse_kandinsky5(model[0], body, s, image, kind_of)
         elif not animate:
@@ -276,7 +275,7 @@ async def _run(state: ServerState, body: Txt2VidRequest, image: Any) -> dict[str
                                     cache_kind=kind_of, guidance_scale_2=body.cfg_scale_2,
                                     control=_control_named(body))
         control = await asyncio.to_thread(_control, body, s)  # decoded before the queue
-        pixels, segment = await asyncio.to_thread(animate_pixels_of, body, model[0], s)
+        pixels, segment = await asyncio.to_thread(animate_pixels_of, body, model, s)
     except ValueError as error:
         raise RequestError(str(error)) from None
     seed = body.seed if body.seed != -1 else secrets.randbelow(2**32)
