@@ -13,8 +13,8 @@ Simple schedule, from noise or an init image (img2img, inpainting, the hires fix
 family's passes, flow_passes and flow_hires, with HunyuanImage's 32x VAE); APG's step ranges
 and momentum and meanflow's next timestep follow the run's steps, found from each call's
 timestep. img2img and inpainting need a WebUI sampler (diffusers has no HunyuanImage pipeline
-for them). Not yet: the refiner checkpoint, step caches but First Block Cache, ControlNets,
-variation seeds. Tencent's single transformer file runs with a HunyuanImage 2.1 folder as its
+for them). Not yet: the refiner checkpoint, step caches but First Block Cache, ControlNets.
+Tencent's single transformer file runs with a HunyuanImage 2.1 folder as its
 --base.
 """
 
@@ -187,7 +187,7 @@ def hunyuanimage_capabilities(family: str, *, distilled: bool = False) -> Capabi
                         samplers=HUNYUANIMAGE_SAMPLERS, schedules=FLOW_SCHEDULES,
                         models="HunyuanImage 2.1 models", step_cache=("fbc",),
                         prompt_syntax=False, textual_inversion=False, refiner=False,
-                        control=False, variation_seeds=False, hires_with_diffusers=False,
+                        control=False, hires_with_diffusers=False,
                         latent_masked_content=False, hires_own_settings=True,
                         noise_multiplier=True)
 

@@ -4,7 +4,8 @@ of the stretched schedule) stepped by Euler here equals diffusers' HunyuanImageP
 those sigmas and the same start latents (torch CPU, float32), which is what APG's steps (the
 OCR guider's CFG, then APG with momentum from the run's second step) and meanflow's next
 timestep must follow; and through the command line, img2img's init image visibly matters,
-inpainting keeps the unmasked pixels, the hires fix and DPM++ 2M run."""
+inpainting keeps the unmasked pixels, the hires fix runs, a variation seed and DPM++ 2M change
+the picture."""
 
 from __future__ import annotations
 
@@ -92,16 +93,20 @@ def test_img2img_and_hires_runs_equal_diffusers(first_device: gpucore.Device, tm
     assert_close(got, _diffusers_run(reference, sigmas, start, **theirs), tol=TOL)
 
 
-def test_img2img_inpainting_hires_from_the_cli(first_device: gpucore.Device, tmp_path: Path,
-                                               capsys: pytest.CaptureFixture[str]) -> None:
-    """img2img from two init pictures: they visibly matter, less at a higher strength;
-    inpainting keeps the unmasked part's pixels; the hires fix doubles the size; DPM++ 2M
-    runs; "diffusers" with an init image refused in one line."""
+def _cli(tmp_path: Path) -> tuple[str, ...]:
+    """The distilled tiny folder's CLI options at 4 steps from seed 3, the sampler not yet
+    given (the distilled checkpoint: one model call a step, the quickest)."""
     tiny_hunyuanimage_pipeline(tmp_path, distilled=True)
-    model = ("--model", str(tmp_path / "hunyuanimage"), "--width", str(WIDTH), "--height",
-             str(HEIGHT), "--prompt", PROMPT, "--steps", "4", "--seed", "3", "--dtype",
-             "float32")
-    common = (*model, "--sampler", "Euler")
+    return ("--model", str(tmp_path / "hunyuanimage"), "--width", str(WIDTH), "--height",
+            str(HEIGHT), "--prompt", PROMPT, "--steps", "4", "--seed", "3", "--dtype",
+            "float32")
+
+
+def test_img2img_and_inpainting_from_the_cli(first_device: gpucore.Device, tmp_path: Path,
+                                             capsys: pytest.CaptureFixture[str]) -> None:
+    """img2img from two init pictures: they visibly matter, less at a higher strength;
+    inpainting keeps the unmasked part's pixels and repaints the masked ones."""
+    common = (*_cli(tmp_path), "--sampler", "Euler")
     first = png_pixels(cli_ok(capsys, "txt2img", *common, "--out", str(tmp_path / "a.png"))[0])
     Image.new("RGB", (WIDTH, HEIGHT), "white").save(tmp_path / "white.png")
     apart = []
@@ -111,8 +116,9 @@ def test_img2img_inpainting_hires_from_the_cli(first_device: gpucore.Device, tmp
                                       "--out", str(tmp_path / f"{name}{strength}.png"))[0])
                     for name in ("a", "white")]
         apart.append(np.abs(pictures[0] - pictures[1]).mean())
-    # measured 0.0083 and 0 (a PNG's rounding: ~0.002): the tiny VAE's pictures are faint,
-    # and the shift (4) leaves the init picture 43% of the start at 0.15; at 0.95 all noise
+    # measured 0.0083 and 0 (a PNG's rounding: ~0.002): the tiny distilled model's picture
+    # moves little with its start (another seed: 0.014), and the shift (4) leaves the init
+    # picture 43% of the start at 0.15; at 0.95 the start is all noise
     assert apart[0] > max(0.004, 2 * apart[1]), apart
     mask = np.zeros((HEIGHT, WIDTH), np.uint8)
     mask[:, :8] = 255  # repaint the left 8 columns (no blur: the rest pasted back exactly)
@@ -122,12 +128,27 @@ def test_img2img_inpainting_hires_from_the_cli(first_device: gpucore.Device, tmp
                                 "--mask-blur", "0", "--out", str(tmp_path / "c.png"))[0])
     assert np.abs(painted[:, 8:] - first[:, 8:]).max() == 0
     assert np.abs(painted[:, :4] - first[:, :4]).mean() > 0.01
+
+
+def test_hires_samplers_and_refusals_from_the_cli(
+        first_device: gpucore.Device, tmp_path: Path,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    """The hires fix doubles the size; a variation seed and DPM++ 2M change the picture;
+    "diffusers" with an init image and Heun refused in one line."""
+    model = _cli(tmp_path)
+    common = (*model, "--sampler", "Euler")
+    first = png_pixels(cli_ok(capsys, "txt2img", *common, "--out", str(tmp_path / "a.png"))[0])
+    # the hires pass's 2 steps the last of 4 (the guided flow refuses a timestep off its run)
     big = png_pixels(cli_ok(capsys, "txt2img", *common, "--hr-scale", "2", "--hr-steps", "2",
-                            "--out", str(tmp_path / "h.png"))[0])
+                            "--hr-denoise", "0.5", "--out", str(tmp_path / "h.png"))[0])
     assert big.shape == (2 * HEIGHT, 2 * WIDTH, 3)
+    varied = png_pixels(cli_ok(capsys, "txt2img", *common, "--subseed", "5",
+                               "--subseed-strength", "0.5", "--out", str(tmp_path / "v.png"))[0])
     other = png_pixels(cli_ok(capsys, "txt2img", *model, "--sampler", "DPM++ 2M",
                               "--out", str(tmp_path / "d.png"))[0])
-    assert np.abs(other - first).mean() > 0.001  # another sampler, another picture
+    # measured 0.0072 and 0.012 (another seed: 0.014; a PNG's rounding ~0.002)
+    assert np.abs(varied - first).mean() > 0.004  # the variation seed's noise blended in
+    assert np.abs(other - first).mean() > 0.006  # another sampler, another picture
     assert "pick Euler" in cli_error(capsys, "img2img", *model, "--sampler", "diffusers",
                                      "--init-image", str(tmp_path / "a.png"))
     assert "Heun is not defined" in cli_error(capsys, "txt2img", *model, "--sampler", "Heun")
