@@ -1,18 +1,21 @@
 """`HunyuanImageModel`: HunyuanImage 2.1 (the base and the distilled checkpoints) behind the
 `generate(request)` every door calls, the flow family's `FlowModel` running
-HunyuanImagePipeline's own loop ("diffusers") or Euler over the Simple schedule, and the
-registry's detection, loader, defaults and capabilities for it.
+HunyuanImagePipeline's own loop ("diffusers") or a WebUI sampler over the Simple schedule,
+and the registry's detection, loader, defaults and capabilities for it.
 
 The base checkpoint runs its folder's guider, or its OCR guider where a prompt quotes text,
 as the folder has them at the default CFG scale (the plain guider's own); another CFG scale
 replaces the CFG scale of the guider that runs (1: no negative pass), the folder saying the
 rest (APG's scale, momentum and start step). The distilled checkpoint runs at CFG 1 with its
 embedded guidance, the request's distilled CFG scale (diffusers' `distilled_guidance_scale`).
-Of the WebUI's samplers Euler alone runs: its one model call a step is what APG's step ranges
-and momentum and meanflow's next timestep follow. Not yet: img2img and inpainting (diffusers
-has no HunyuanImage pipeline for them), the hires fix, the other WebUI samplers, the refiner
-checkpoint, step caches but First Block Cache, ControlNets. Tencent's single transformer file
-runs with a HunyuanImage 2.1 folder as its --base.
+The WebUI's samplers that call the model once a step (Euler, Euler a, DPM++ 2M) run over the
+Simple schedule, from noise or an init image (img2img, inpainting, the hires fix: the flow
+family's passes, flow_passes and flow_hires, with HunyuanImage's 32x VAE); APG's step ranges
+and momentum and meanflow's next timestep follow the run's steps, found from each call's
+timestep. img2img and inpainting need a WebUI sampler (diffusers has no HunyuanImage pipeline
+for them). Not yet: the refiner checkpoint, step caches but First Block Cache, ControlNets.
+Tencent's single transformer file runs with a HunyuanImage 2.1 folder as its
+--base.
 """
 
 from __future__ import annotations
@@ -29,7 +32,7 @@ from ...loaders.flow.text_encoder_file import module_stem
 from ...loaders.formats.diffusers_folder import read_json
 from ...loaders.hunyuanimage import hunyuanimage_distilled
 from ...models.step_cache import StepCache
-from ...sampling.kdiffusion import DIFFUSERS
+from ...sampling.kdiffusion import DIFFUSERS, schedule_tail
 from ...sampling.model_sampling import FlowSchedule
 from ...text.composable import refuse_composable
 from ...text.prompts import extract_extra_networks
@@ -45,6 +48,11 @@ from .start import base_folder
 __all__ = ["HUNYUANIMAGE_DISTILLED_DEFAULTS", "HunyuanImageModel", "hunyuanimage_capabilities",
            "hunyuanimage_defaults", "load_hunyuanimage_model"]
 
+# the WebUI samplers that call the model once a step, at the schedule's sigma: the step APG's
+# momentum averages over and meanflow's next timestep are then the sampler's (Heun or DPM++ 2S
+# would call it twice a step, updating the momentum twice and reading a wrong timestep_r)
+HUNYUANIMAGE_SAMPLERS = ("Euler", "Euler a", "DPM++ 2M")
+
 # the distilled checkpoint's: HunyuanImage 2.1's 8 steps, its guidance embedded (CFG 1)
 HUNYUANIMAGE_DISTILLED_DEFAULTS = SamplingDefaults(
     steps=8, sampler=DIFFUSERS, cfg_scale=1.0,
@@ -57,9 +65,10 @@ class HunyuanImageModel(LLMFlowModel):
 
     @property
     def capabilities(self) -> Capabilities:
-        """The "diffusers" sampler and Euler, the folder's guidance (CFG then APG; the
-        distilled checkpoint's embedded scale), plain-text prompts, First Block Cache, the
-        memory modes (flow_memory); nothing else yet."""
+        """The "diffusers" sampler and the WebUI samplers of one model call a step, the
+        folder's guidance (CFG then APG; the distilled checkpoint's embedded scale),
+        plain-text prompts, img2img and inpainting and the hires fix with the WebUI samplers,
+        First Block Cache, the memory modes (flow_memory); no ControlNets, no refiner."""
         return hunyuanimage_capabilities(self.family, distilled=self.distilled)
 
     def memory_layout(self) -> MemoryLayout:
@@ -84,15 +93,15 @@ class HunyuanImageModel(LLMFlowModel):
         return 2048
 
     def check(self, request: GenerationRequest, width: int, height: int) -> None:
-        """txt2img alone, plain-text prompts with Euler (AND only with "diffusers", which
-        reads it as a word), sides in whole latents (32 pixels), the distilled checkpoint at
-        CFG 1; one line each otherwise."""
+        """Plain-text prompts with the WebUI samplers (AND only with "diffusers", which
+        reads it as a word), an init image with them alone, sides in whole latents (32
+        pixels), the distilled checkpoint at CFG 1; one line each otherwise."""
         if request.sampler_label[0] != DIFFUSERS:
             refuse_composable(extract_extra_networks(request.prompt)[0], "HunyuanImage 2.1 "
                               "models")
-        if request.init_image is not None:
-            raise ValueError("img2img and inpainting: not supported for HunyuanImage 2.1 models "
-                             "yet (diffusers has no pipeline for them); use txt2img")
+        elif request.init_image is not None:
+            raise ValueError("img2img and inpainting run with the WebUI samplers on HunyuanImage "
+                             "2.1 models (diffusers has no pipeline for them): pick Euler")
         if self.distilled and float(request.cfg_scale) != 1.0:
             raise ValueError("the distilled HunyuanImage 2.1 embeds its guidance: leave "
                              "--cfg-scale at 1 and set --distilled-cfg-scale")
@@ -117,21 +126,47 @@ class HunyuanImageModel(LLMFlowModel):
                     height: int, cache: StepCache | None = None
                     ) -> tuple[Callable[[np.ndarray, float], np.ndarray], tuple[int, ...],
                                float | None]:
-        """The pipeline's guided flow for Euler over the Simple schedule, whose one model
-        call a step is the step APG's ranges and momentum count and whose next sigma is
-        meanflow's timestep_r; its latents' shape; no mu (a constant shift)."""
-        steps = int(request.steps)
-        flow, shape = self.pipe.velocity(prompts, height=height, width=width, steps=steps,
-                                         cache=cache, **self._guidance(request))
-        sigmas = FlowSchedule(self.pipe.scheduler_config).get_sigmas(steps)
-        done = 0
+        """The pipeline's guided flow for the WebUI samplers over the run's sigmas
+        (`_run_sigmas`), each call's step the one its timestep is on: what APG's ranges and
+        momentum count (over the run's steps, as diffusers' img2img pipelines count theirs)
+        and whose next sigma is meanflow's timestep_r; its latents' shape; no mu (a constant
+        shift)."""
+        sigmas = self._run_sigmas(request)
+        flow, shape = self.pipe.velocity(prompts, height=height, width=width,
+                                         steps=len(sigmas) - 1, cache=cache,
+                                         **self._guidance(request))
+        timesteps = sigmas * 1000
 
         def stepped(x: np.ndarray, t: float) -> np.ndarray:
-            nonlocal done
-            step, done = min(done, steps - 1), done + 1
-            return flow(x, t, step, float(sigmas[step + 1]) * 1000)
+            step = int(np.abs(timesteps[:-1] - t).argmin())
+            if abs(timesteps[step] - t) > 1e-3:  # a guard: HUNYUANIMAGE_SAMPLERS never do
+                raise ValueError(f"the sampler called HunyuanImage 2.1 at timestep {t:.3f}, "
+                                 "between its steps; pick Euler")
+            return flow(x, t, step, float(timesteps[step + 1]))
 
         return stepped, shape, None
+
+    def _run_sigmas(self, request: GenerationRequest) -> np.ndarray:
+        """The sigmas (then 0) a WebUI sampler runs `request` over: the Simple schedule of
+        its steps (img2img: its tail by the strength), or in the hires pass (`guided_flow`
+        called outside `_webui`) the last `steps` of the stretched schedule, as flow_hires
+        cuts them."""
+        steps, schedule = int(request.steps), FlowSchedule(self.pipe.scheduler_config)
+        if request.hires is not None and not self._first_pass:
+            total = request.hires.schedule_steps(steps)[1]
+            return schedule_tail(schedule.get_sigmas(total), total, t_enc=steps - 1)
+        strength = None if request.init_image is None else float(request.strength)
+        return schedule_tail(schedule.get_sigmas(steps), steps, strength=strength)
+
+    _first_pass = False  # within `_webui`: the first pass's flows, not the hires pass's
+
+    def _webui(self, request: GenerationRequest, *args: Any, **kwargs: Any) -> np.ndarray:
+        """FlowModelPasses' first pass, its flows told from the hires pass's."""
+        self._first_pass = True
+        try:
+            return super()._webui(request, *args, **kwargs)
+        finally:
+            self._first_pass = False
 
     def _diffusers(self, request: GenerationRequest, prompts: list[str], seed: int,
                    width: int, height: int, observer: Observer,
@@ -148,13 +183,13 @@ def hunyuanimage_capabilities(family: str, *, distilled: bool = False) -> Capabi
     """What a HunyuanImage 2.1 model takes (HunyuanImageModel.capabilities says what): the
     loaded model's, and the registry's before the weights load."""
     return Capabilities(family=family, latent_space="hunyuanimage",
-                        guidance="distilled" if distilled else "cfg", samplers=("Euler",),
-                        schedules=FLOW_SCHEDULES, models="HunyuanImage 2.1 models",
-                        step_cache=("fbc",),
-                        prompt_syntax=False,
-                        textual_inversion=False, refiner=False, control=False,
-                        variation_seeds=False, latent_upscale_resize=False, hires=False,
-                        hires_with_diffusers=False, latent_masked_content=False)
+                        guidance="distilled" if distilled else "cfg",
+                        samplers=HUNYUANIMAGE_SAMPLERS, schedules=FLOW_SCHEDULES,
+                        models="HunyuanImage 2.1 models", step_cache=("fbc",),
+                        prompt_syntax=False, textual_inversion=False, refiner=False,
+                        control=False, hires_with_diffusers=False,
+                        latent_masked_content=False, hires_own_settings=True,
+                        noise_multiplier=True)
 
 
 def hunyuanimage_defaults(path: str | os.PathLike[str], family: str) -> SamplingDefaults:

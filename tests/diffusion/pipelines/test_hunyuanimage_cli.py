@@ -60,13 +60,14 @@ def test_hunyuanimage_from_the_cli(first_device: gpucore.Device, tmp_path: Path,
     # the guidance matters (measured 0.012: the tiny model reads its text weakly)
     assert np.abs(png_pixels(out) - got).mean() > 3 * TOL
     # refusals, each in one line (the AND one once loaded, the others before)
-    for more, words in ((("--sampler", "DPM++ 2M"), "choose one of Euler or 'diffusers'"),
+    for more, words in ((("--sampler", "Heun"),
+                         "choose one of Euler, Euler a, DPM++ 2M or 'diffusers'"),
                         (("--distilled-cfg-scale", "3"), "take no distilled guidance"),
-                        (("--hr-scale", "2"), "the hires fix: not supported"),
+                        (("--hr-scale", "2"), "the hires fix runs with the WebUI samplers"),
                         (("--sampler", "Euler", "--prompt", "a cat AND a dog"),
                          "2 parts joined by AND")):
         assert words in cli_error(capsys, *common, *more)
-    assert "img2img and inpainting: not supported" in cli_error(
+    assert "run with the WebUI samplers" in cli_error(
         capsys, "img2img", *common[1:], "--init-image", str(tmp_path / "a.png"))
 
 

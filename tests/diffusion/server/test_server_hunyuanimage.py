@@ -45,7 +45,7 @@ def test_hunyuanimage_through_the_api(tmp_path: Path) -> None:
                                      width=SMALL["width"], num_inference_steps=SMALL["steps"])
         assert np.abs(ours - expected[0]).mean() < TOL
         response = client.post("/sdapi/v1/txt2img", json={
-            "prompt": PROMPT, "sampler_name": "DPM++ 2M", **SMALL})
+            "prompt": PROMPT, "sampler_name": "Heun", **SMALL})
         assert response.status_code == 422, response.text
         detail = response.json()["detail"]
         assert "choose one of Euler" in detail and "\n" not in detail, detail
