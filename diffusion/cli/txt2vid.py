@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from ..pipelines.video.files import check_fps, check_output, write_video
+from ..pipelines.video.files import check_fps, check_output
 from .animate import (
     add_animate_options,
     animate_pixels_of,
@@ -27,12 +27,13 @@ from .animate import (
     refuse_animate,
 )
 from .device import add_device_options, use_device_options
-from .memory import add_memory_options, memory_line, memory_mode
+from .memory import add_memory_options, memory_mode
 from .options import number, whole
 from .paths import check_output_file
 from .progress import ProgressBar
 from .vace import add_vace_options, check_vace, vace_control, vace_named
 from .video_lora import lora_spec, patch_loras
+from .video_out import finish_video
 
 if TYPE_CHECKING:
     from ..loaders.wan.sources import WanSource
@@ -341,14 +342,4 @@ def run(args: argparse.Namespace) -> int:
                       num_frames=args.frames, image=image, guidance_scale_2=args.cfg_scale_2,
                       cache=cache, control=control,
                       conditioning_scale=getattr(args, "control_scale", None), **sampling)
-    if cache is not None:
-        print(f"cache: {cache.summary()}", file=sys.stderr)
-    if args.verbose:  # from_pretrained's device: the default one
-        import gpucore
-
-        print(memory_line(gpucore.default_device(), pipe.memory_mode), file=sys.stderr)
-    from ..pipelines.finite import pictures_uint8
-
-    frames = np.stack(pictures_uint8(videos[0]))  # checked: NaN is an error, not black
-    print(write_video(frames, out, args.fps), flush=True)
-    return 0
+    return finish_video(pipe, videos, cache, out, args.fps, args.verbose)

@@ -14,13 +14,11 @@ import sys
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
-from ..pipelines.video.files import write_video
-from .memory import memory_line, memory_mode
+from .memory import memory_mode
 from .progress import ProgressBar
 from .vace import vace_named
 from .video_lora import patch_loras
+from .video_out import finish_video
 
 __all__ = ["run_kandinsky5"]
 
@@ -58,7 +56,6 @@ def run_kandinsky5(args: argparse.Namespace, out: Path, dtype: Any, image: Any =
     """Generate and write the video as `args` say (checked and completed by cli.txt2vid) with
     the Kandinsky 5 Video folder `args.model`, its weights in `dtype`; `image`: img2vid's
     first frame (the image-to-video model's); prints the path."""
-    from ..pipelines.finite import pictures_uint8
     from ..pipelines.video import video_cache
     from ..pipelines.video.kandinsky5 import Kandinsky5VideoPipeline
     from ..pipelines.video.models import refuse_video
@@ -92,12 +89,4 @@ def run_kandinsky5(args: argparse.Namespace, out: Path, dtype: Any, image: Any =
                   width=args.width, num_frames=args.frames, num_inference_steps=args.steps,
                   guidance_scale=args.cfg_scale, seed=args.seed, rng=args.rng,
                   callback=bar.step, cache=cache, image=image)
-    if cache is not None:
-        print(f"cache: {cache.summary()}", file=sys.stderr)
-    if args.verbose:  # from_pretrained's device: the default one
-        import gpucore
-
-        print(memory_line(gpucore.default_device(), pipe.memory_mode), file=sys.stderr)
-    frames = np.stack(pictures_uint8(videos[0]))  # checked: NaN is an error, not black
-    print(write_video(frames, out, args.fps), flush=True)
-    return 0
+    return finish_video(pipe, videos, cache, out, args.fps, args.verbose)
