@@ -31,7 +31,7 @@ _WAN_ONLY = {"base": "--base", "model_2": "--model-2", "text_encoder": "--text-e
 def refuse_wan_options(args: argparse.Namespace) -> None:
     """ValueError in one line for an option Kandinsky 5 Video does not take."""
     from ..loaders.kandinsky5 import kandinsky5_image_to_video
-    from ..pipelines.video.kandinsky5_i2v import FIRST_FRAMES
+    from ..pipelines.video.kandinsky5_i2v import refuse_short
 
     animates = kandinsky5_image_to_video(args.model)
     if args.command == "img2vid" and not animates:
@@ -40,10 +40,8 @@ def refuse_wan_options(args: argparse.Namespace) -> None:
     if args.command == "txt2vid" and animates:
         raise ValueError(f"{args.model} is Kandinsky 5's image-to-video model, which animates a "
                          "picture: use img2vid --image IN.png")
-    least = 4 * FIRST_FRAMES + 1  # the VAE's 4 frames a latent frame
-    if animates and args.frames < least:  # diffusers' first-frame fix then reads no frames
-        raise ValueError(f"Kandinsky 5 image-to-video needs at least {least} frames, got "
-                         f"{args.frames}")
+    if animates:
+        refuse_short(args.frames)
     given = [flag for field, flag in _WAN_ONLY.items() if getattr(args, field, None)]
     if vace_named(args):
         given.append(str(vace_named(args)))

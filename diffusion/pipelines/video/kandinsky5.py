@@ -56,7 +56,7 @@ from ..finite import check_decoded, check_latents
 from ..flow.flow_memory import FlowMemoryPlan, load_network
 from ..flow.kandinsky5 import kandinsky5_layout
 from ..sd.memory import MemoryMode
-from .kandinsky5_i2v import FIRST_FRAMES, first_frames_normalized, picture_latents
+from .kandinsky5_i2v import first_frames_normalized, picture_latents, refuse_short
 from .wan_refuse import check_frame_count
 from .wan_vae_passes import WanVaePasses
 
@@ -208,10 +208,8 @@ class Kandinsky5VideoPipeline(WanVaePasses):
         if not self.image_to_video and image is not None:
             raise ValueError("this Kandinsky 5 Video model makes videos from text only: use "
                              "txt2vid, without a picture")
-        least = FIRST_FRAMES * self.temporal_factor + 1
-        if image is not None and num_frames < least:  # diffusers' fix then reads no frames
-            raise ValueError(f"Kandinsky 5 image-to-video needs at least {least} frames, got "
-                             f"{num_frames}")
+        if image is not None:
+            refuse_short(num_frames, self.temporal_factor)
         multiple = self.size_multiple
         if height < multiple or width < multiple or height % multiple or width % multiple:
             raise ValueError(f"width and height must be multiples of {multiple} for "

@@ -14,11 +14,21 @@ from gpustd import asarray
 from ...imaging import to_unit_image
 from ..finite import check_encoded
 
-__all__ = ["FIRST_FRAMES", "first_frames_normalized", "picture_latents"]
+__all__ = ["FIRST_FRAMES", "first_frames_normalized", "picture_latents", "refuse_short"]
 
 # the latent frames the fix renormalises, and how many after them it reads (diffusers' nFr and
 # reference_frames); fewer latent frames than FIRST_FRAMES + 1 leave it nothing to read
 FIRST_FRAMES, REFERENCE_FRAMES = 4, 5
+
+
+def refuse_short(frames: int, temporal_factor: int = 4) -> None:
+    """ValueError in one line for fewer frames than image-to-video needs: FIRST_FRAMES + 1
+    latent frames (`temporal_factor` frames each after the first: HunyuanVideo's VAE, 4),
+    else diffusers' first-frame fix has no frames to read (and gives NaN)."""
+    least = FIRST_FRAMES * temporal_factor + 1
+    if frames < least:
+        raise ValueError(f"Kandinsky 5 image-to-video needs at least {least} frames, got "
+                         f"{frames}")
 
 
 def picture_latents(vae: Any, image: Any, width: int, height: int, generator: Any

@@ -234,7 +234,7 @@ def _refuse_kandinsky5(folder: Path, body: Txt2VidRequest, s: VideoDefaults, ima
     """ValueError in one line for what a Kandinsky 5 Video folder does not take: its
     image-to-video model without a picture or with fewer than 17 frames (as `img2vid` refuses
     them), a picture for Video Lite, Wan's own fields."""
-    from ....pipelines.video.kandinsky5_i2v import FIRST_FRAMES
+    from ....pipelines.video.kandinsky5_i2v import refuse_short
     from ....pipelines.video.models import refuse_video
 
     refuse_video(folder)
@@ -242,10 +242,8 @@ def _refuse_kandinsky5(folder: Path, body: Txt2VidRequest, s: VideoDefaults, ima
     if animates and image is None:
         raise ValueError(f"{folder.name} is Kandinsky 5's image-to-video model, which animates a "
                          "picture: use /avx/img2vid with its first frame as `image`")
-    least = 4 * FIRST_FRAMES + 1  # the VAE's 4 frames a latent frame
-    if animates and s.frames < least:  # diffusers' first-frame fix then reads no frames
-        raise ValueError(f"Kandinsky 5 image-to-video needs at least {least} frames, got "
-                         f"{s.frames}")
+    if animates:
+        refuse_short(s.frames)
     wan_only = [name for name, given in (
         ("image", image is not None and not animates),
         ("cfg_scale_2", body.cfg_scale_2 is not None),
