@@ -201,6 +201,11 @@ class AutoencoderKLLTX2Audio(nn.Module):
         self.latents_std = nn.parameter((features,), np.float32, device)
 
     @property
+    def dtype(self) -> np.dtype:
+        """The layers' dtype (latents to decode and mel to encode must have it)."""
+        return self.decoder.conv_in.conv.weight.dtype
+
+    @property
     def sample_rate(self) -> int:
         """The audio's sample rate (the mel spectrogram's; the vocoder's output may differ)."""
         return int(self.config["sample_rate"])

@@ -113,6 +113,11 @@ class LTX2Vocoder(nn.Module):
                                bias=cfg["final_bias"])
 
     @property
+    def dtype(self) -> np.dtype:
+        """The layers' dtype (the mel it takes must have it)."""
+        return self.conv_in.weight.dtype
+
+    @property
     def sample_rate(self) -> int:
         """The waveform's sample rate (the config's output_sampling_rate)."""
         return int(self.config["output_sampling_rate"])

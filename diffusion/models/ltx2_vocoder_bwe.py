@@ -112,6 +112,11 @@ class LTX2VocoderWithBWE(nn.Module):
         self._resampler = asarray(weight, dtype=dtype, device=device)
 
     @property
+    def dtype(self) -> np.dtype:
+        """The layers' dtype (the mel it takes must have it)."""
+        return self.vocoder.dtype
+
+    @property
     def sample_rate(self) -> int:
         """The waveform's sample rate (the config's output_sampling_rate)."""
         return int(self.config["output_sampling_rate"])
