@@ -101,7 +101,7 @@ class Encoder(nn.Module):
         base, mult, axis = cfg["base_channels"], cfg["ch_mult"], cfg["causality_axis"]
         attn = set(cfg["attn_resolutions"] or ())
         self.conv_in = CausalConv2d(cfg["in_channels"], base, 3, axis, place)
-        self.down = nn.ModuleList()
+        self.down: nn.ModuleList[Any] = nn.ModuleList()
         channels, resolution = base, cfg["resolution"]
         for level, m in enumerate(mult):
             out = base * m

@@ -6,12 +6,15 @@ positions, and the 2x resamplers that keep time causal."""
 from __future__ import annotations
 
 import math
+import typing
+from typing import Any
 
 from gpustd import Tensor, elementwise_kernel, mean, nn, take_slice
 
 from .layers import Place, to_image, to_tokens
 
-__all__ = ["AttnBlock", "CausalConv2d", "Downsample", "Norm", "ResnetBlock", "Upsample"]
+__all__ = ["AttnBlock", "CausalConv2d", "Downsample", "Norm", "ResnetBlock", "Upsample",
+           "run_as"]
 
 AXES = ("none", "width", "height", "width-compatibility")
 # diffusers' LTX2AudioDownsample zero padding (left, right, top, bottom) per causal axis
@@ -35,6 +38,12 @@ def _pixel_norm_silu(x, mean_square, eps):
     return y / (1.0 + math.exp(-y))
 
 
+def run_as(kernel: Any, like: Tensor, *args: Any) -> Tensor:
+    """An elementwise kernel's one output (float math in float32), in `like`'s dtype."""
+    out = typing.cast(Tensor, kernel(*args))
+    return out if out.dtype == like.dtype else out.astype(like.dtype)
+
+
 class Norm(nn.Module):
     """"pixel": x / sqrt(mean over channels of x^2 + 1e-6), no parameters (diffusers:
     `LTX2AudioPixelNorm`, the released model's); "group": GroupNorm(32, eps 1e-6).
@@ -47,8 +56,7 @@ class Norm(nn.Module):
         if self.group is not None:
             return self.group(x, silu=silu)
         mean_square = mean(_square(x), axis=1, keepdims=True)
-        out: Tensor = (_pixel_norm_silu if silu else _pixel_norm)(x, mean_square, 1e-6)
-        return out.astype(x.dtype) if out.dtype != x.dtype else out
+        return run_as(_pixel_norm_silu if silu else _pixel_norm, x, x, mean_square, 1e-6)
 
 
 def _pads(axis: str, kernel: int) -> tuple[tuple[int, int], tuple[int, int]]:

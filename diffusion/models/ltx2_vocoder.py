@@ -20,6 +20,7 @@ from gpucore import Device
 from gpustd import Tensor, clip, elementwise_kernel, nn, permute, tanh
 
 from .layers import Place
+from .ltx2_audio_blocks import run_as
 from .ltx2_vocoder_blocks import AntiAlias, Conv1d, ResBlock, SnakeBeta
 
 __all__ = ["LTX2Vocoder"]
@@ -96,8 +97,8 @@ class LTX2Vocoder(nn.Module):
         self.per_stage = len(cfg["resnet_kernel_sizes"])
         channels = cfg["hidden_channels"]
         self.conv_in = Conv1d(cfg["in_channels"], channels, 7, place, padding=3)
-        self.upsamplers = nn.ModuleList()
-        self.resnets = nn.ModuleList()
+        self.upsamplers: nn.ModuleList[ConvTranspose1d] = nn.ModuleList()
+        self.resnets: nn.ModuleList[ResBlock] = nn.ModuleList()
         for factor, kernel in zip(cfg["upsample_factors"], cfg["upsample_kernel_sizes"],
                                   strict=True):
             self.upsamplers.append(ConvTranspose1d(channels, channels // 2, kernel, factor,
@@ -159,7 +160,7 @@ class LTX2Vocoder(nn.Module):
             # the mean, and on the leaky path the next stage's leaky ReLU (the final one at
             # torch's default slope) in the same pass
             slope = (self.slope if i < stages - 1 else _FINAL_SLOPE) if leaky_path else 1.0
-            x = _cast(_mean_leaky(total, 1.0 / len(outs), slope), total.dtype)
+            x = run_as(_mean_leaky, total, total, 1.0 / len(outs), slope)
         if self.act_out is not None:
             x = self.act_out(x)
         x = self.conv_out(x)
@@ -168,10 +169,6 @@ class LTX2Vocoder(nn.Module):
         if self.config["final_act_fn"] == "clamp":
             return clip(x, -1.0, 1.0)
         return x
-
-
-def _cast(x: Tensor, dtype: Any) -> Tensor:
-    return x.astype(dtype) if x.dtype != dtype else x
 
 
 def _anti_aliases(module: Any) -> list[AntiAlias]:

@@ -13,6 +13,7 @@ import numpy as np
 from gpustd import Tensor, asarray, elementwise_kernel, nn, permute
 
 from .layers import Place
+from .ltx2_audio_blocks import run_as
 
 __all__ = ["AntiAlias", "Conv1d", "ResBlock", "SnakeBeta", "hann_sinc_filter", "kaiser_sinc_filter",
            "leaky", "polyphase"]
@@ -33,8 +34,7 @@ def _leaky(x, slope):
 
 def leaky(x: Tensor, slope: float) -> Tensor:
     """leaky_relu(x, slope), of x's dtype. torch: `F.leaky_relu(x, slope)`."""
-    out: Tensor = _leaky(x, slope)
-    return out.astype(x.dtype) if out.dtype != x.dtype else out
+    return run_as(_leaky, x, x, slope)
 
 
 def kaiser_sinc_filter(cutoff: float, half_width: float, kernel_size: int) -> np.ndarray:
@@ -119,8 +119,7 @@ class SnakeBeta(nn.Module):
     def forward(self, x: Tensor) -> Tensor:
         alpha = self.alpha.reshape(1, -1, 1)
         amplitude = alpha if self.beta is None else self.beta.reshape(1, -1, 1)
-        out: Tensor = _snake(x, alpha, amplitude, 1e-9)
-        return out.astype(x.dtype) if out.dtype != x.dtype else out
+        return run_as(_snake, x, x, alpha, amplitude, 1e-9)
 
 
 class _Filter(nn.Module):

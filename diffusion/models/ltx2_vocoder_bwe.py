@@ -18,6 +18,7 @@ from gpucore import Device
 from gpustd import Tensor, asarray, clip, elementwise_kernel, matmul, nn, permute, take_slice
 
 from .layers import Place
+from .ltx2_audio_blocks import run_as
 from .ltx2_vocoder import LTX2Vocoder
 from .ltx2_vocoder_blocks import hann_sinc_filter, polyphase, upsample
 
@@ -75,11 +76,9 @@ class MelSTFT(nn.Module):
         x = nn.pad(waveform.reshape(n, 1, samples), (self.left, 0))
         spec = nn.conv1d(x, self.stft_fn.forward_basis, stride=self.hop)
         freqs = spec.shape[1] // 2
-        magnitude: Tensor = _magnitude(take_slice(spec, 0, freqs, axis=1),
-                                       take_slice(spec, freqs, 2 * freqs, axis=1))
-        mel = matmul(self.mel_basis.astype(magnitude.dtype), magnitude)
-        out: Tensor = _log_clamped(mel)
-        return out.astype(waveform.dtype) if out.dtype != waveform.dtype else out
+        magnitude = run_as(_magnitude, spec, take_slice(spec, 0, freqs, axis=1),
+                           take_slice(spec, freqs, 2 * freqs, axis=1))
+        return run_as(_log_clamped, spec, matmul(self.mel_basis, magnitude))
 
 
 def _stage(cfg: dict[str, Any], prefix: str, rate: int) -> dict[str, Any]:
