@@ -154,11 +154,11 @@ class LLMDecoderLayer(nn.Module):
         eps, dim = cfg["rms_norm_eps"], cfg["hidden_size"]
         self.self_attn = LLMAttention(cfg, place, kind)
         self.mlp = LLMMLP(cfg, place)
-        names = ["input_layernorm", "post_attention_layernorm"]
+        self.input_layernorm = RMSNorm(dim, eps, place=place, zero_centred=kind.gemma)
+        self.post_attention_layernorm = RMSNorm(dim, eps, place=place, zero_centred=kind.gemma)
         if kind.gemma:
-            names += ["pre_feedforward_layernorm", "post_feedforward_layernorm"]
-        for name in names:
-            setattr(self, name, RMSNorm(dim, eps, place=place, zero_centred=kind.gemma))
+            self.pre_feedforward_layernorm = RMSNorm(dim, eps, place=place, zero_centred=True)
+            self.post_feedforward_layernorm = RMSNorm(dim, eps, place=place, zero_centred=True)
 
     def forward(self, x: Tensor, rotary: tuple[Tensor, Tensor], keep: Tensor | None
                 ) -> Tensor:
