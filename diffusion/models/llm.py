@@ -133,6 +133,10 @@ class LLMTextModel(nn.Module):
         cfg = {**_DEFAULTS, **(_GEMMA3_DEFAULTS if kind.gemma else {}), **config}
         if kind.gemma:  # Gemma's config names its activation hidden_activation
             cfg["hidden_act"] = cfg["hidden_activation"]
+            if cfg.get("use_bidirectional_attention") or cfg.get("attn_logit_softcapping"):
+                raise ValueError("a Gemma 3 with bidirectional attention or soft-capped "
+                                 "scores (EmbeddingGemma's, Gemma 2's) is not supported; this "
+                                 "encoder implements Gemma 3's causal language model")
         if cfg["hidden_act"] not in ACTIVATIONS:
             raise ValueError(f"hidden_act {cfg['hidden_act']!r} is not supported; the LLM "
                              f"text encoder implements {sorted(ACTIVATIONS)}")

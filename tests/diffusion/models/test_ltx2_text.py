@@ -169,3 +169,23 @@ def test_prompt_states_equal_diffusers(first_device: gpucore.Device, tmp_path) -
         ltx2_prompt_states(text_model, connectors, tokenizer, WORDS, 32)
     with pytest.raises(ValueError, match="longer than the 16 tokens"):
         ltx2_prompt_states(text_model, connectors, tokenizer, WORDS, 16)
+
+
+def test_gemma3_config_of_transformers_4(first_device: gpucore.Device) -> None:
+    """A config.json as transformers 4 saves Gemma 3's (LTX-2's: no layer_types, the window
+    pattern, rope_theta and rope_local_base_freq, the global layers' rope_scaling) gives
+    the layer types and rotations transformers 5 reads from it; a bidirectional Gemma is
+    refused."""
+    import transformers
+
+    legacy = {k: v for k, v in GEMMA3_TINY.items()
+              if k not in ("layer_types", "rope_parameters")}
+    legacy.update(sliding_window_pattern=2, rope_theta=1000.0, rope_local_base_freq=100.0,
+                  rope_scaling={"factor": 4.0, "rope_type": "linear"}, model_type="gemma3_text")
+    read = transformers.Gemma3TextConfig(**legacy)
+    assert read.layer_types == GEMMA3_TINY["layer_types"]  # the premise: the same model
+    old, new = LLMTextModel(legacy, device=first_device), _gemma(first_device)
+    assert (old.ropes, old.rope_of, old.window) == (new.ropes, new.rope_of, new.window)
+    assert new.ropes == [(100.0, 1.0), (1000.0, 4.0)] and new.rope_of == [0, 1, 0]
+    with pytest.raises(ValueError, match="bidirectional"):
+        LLMTextModel({**legacy, "use_bidirectional_attention": True}, device=first_device)
