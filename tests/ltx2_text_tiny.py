@@ -1,7 +1,8 @@
 """Tiny random LTX-2 prompt parts built in-process (transformers, diffusers, tokenizers): Gemma
 3's language model (local and global layers, a small sliding window), diffusers'
-LTX2TextConnectors over its stacked hidden states (LTX-2.0's shared projection, or LTX-2.3's
-per-modality ones with gated attention and split rotations), and a Gemma-shaped tokenizer."""
+LTX2TextConnectors over its stacked hidden states (LTX-2.0's shared projection and split
+rotations, or LTX-2.3's per-modality projections with gated attention and, here, interleaved
+rotations), and a Gemma-shaped tokenizer."""
 
 from __future__ import annotations
 
@@ -23,20 +24,22 @@ GEMMA3_TINY: dict[str, Any] = dict(
                                         "rope_theta": 1000.0}},
     pad_token_id=0, eos_token_id=1, bos_token_id=2)
 
-# LTX-2.0's: text_proj_in to caption_channels (Gemma's width), both connectors that wide
+# LTX-2.0's: text_proj_in to caption_channels (Gemma's width), both connectors that wide,
+# split rotations (per head) as the LTX-2 folder's connectors/config.json has them
 CONNECTORS_TINY: dict[str, Any] = dict(
     caption_channels=32, text_proj_in_factor=4, video_connector_num_attention_heads=4,
     video_connector_attention_head_dim=8, video_connector_num_layers=2,
     video_connector_num_learnable_registers=8, audio_connector_num_attention_heads=2,
     audio_connector_attention_head_dim=16, audio_connector_num_layers=1,
     audio_connector_num_learnable_registers=8, connector_rope_base_seq_len=32,
-    rope_theta=100.0)
-# LTX-2.3's: a projection per modality (with biases), gated attention, split rotations
+    rope_theta=100.0, rope_type="split")
+# LTX-2.3's: a projection per modality (with biases), gated attention; the interleaved
+# rotation (diffusers' default) here, so that both rotations are tested
 CONNECTORS_23_TINY: dict[str, Any] = dict(
     CONNECTORS_TINY, video_connector_num_attention_heads=3, video_connector_attention_head_dim=8,
     audio_connector_num_attention_heads=2, audio_connector_attention_head_dim=8,
     per_modality_projections=True, video_hidden_dim=24, audio_hidden_dim=16, proj_bias=True,
-    video_gated_attn=True, audio_gated_attn=True, rope_type="split")
+    video_gated_attn=True, audio_gated_attn=True, rope_type="interleaved")
 
 WORDS = ("a cat walks on the beach at sunset while waves roll in slowly , "
          "the camera pans left to show a lighthouse and two birds flying over the water .")

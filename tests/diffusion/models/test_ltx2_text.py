@@ -117,7 +117,8 @@ def test_pack_equals_diffusers(first_device: gpucore.Device, per_token: bool) ->
 def test_connectors_equal_diffusers(first_device: gpucore.Device, per_modality: bool) -> None:
     """LTX2TextConnectors on packed states of two prompts (13 real tokens left-padded, and
     a full one): every row of the video and audio states (the registers' too), and the mask;
-    LTX-2.3's projections per stream, gated attention and split rotations."""
+    LTX-2.0's split rotations, LTX-2.3's projections per stream, gated attention and
+    interleaved rotations."""
     reference = tiny_connectors(per_modality)
     config = CONNECTORS_23_TINY if per_modality else CONNECTORS_TINY
     ours = LTX2TextConnectors(dict(reference.config), device=first_device)
