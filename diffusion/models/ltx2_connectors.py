@@ -3,8 +3,8 @@ Gemma 3's hidden states of every layer, normalised and packed per token, project
 1D transformers (video, audio) whose padding is replaced by learnable registers give the
 prompt states the video and audio streams of the DiT attend to.
 
-    packed = pack_states(stacked)  # (1, n, C, layers) of one prompt's real tokens
-    video, audio = connectors.project(packed, per-token)
+    # stacked: (1, n, C, layers), every hidden state of one prompt's n real tokens
+    video, audio = connectors.project(pack_states(stacked, per_token=connectors.per_modality))
     video, audio, mask = connectors.connect([video], [audio], length=1024)
 
 LTX-2.0 normalises each layer by its mean and range over the prompt's tokens and projects once
@@ -228,11 +228,12 @@ class LTX2TextConnectors(nn.Module):
             if cfg[f"{m}_connector_num_learnable_registers"] is None:
                 raise ValueError("connectors without learnable registers are not supported "
                                  "(LTX-2's have them): give the LTX-2 folder's connectors/")
-            inner = (cfg[f"{m}_connector_num_attention_heads"]
-                     * cfg[f"{m}_connector_attention_head_dim"])
-            if inner != out or inner % 2:
-                raise ValueError(f"the {m} connector is {inner} wide (heads x head_dim) but "
-                                 f"its projection gives {out} features (an even count)")
+            head_dim = cfg[f"{m}_connector_attention_head_dim"]
+            inner = cfg[f"{m}_connector_num_attention_heads"] * head_dim
+            if inner != out or (head_dim if cfg["rope_type"] == "split" else inner) % 2:
+                raise ValueError(f"the {m} connector is {inner} wide (heads x head_dim, "
+                                 f"{head_dim}) but its projection gives {out} features; the "
+                                 "rotation needs an even width (an even head_dim if split)")
         bias = bool(cfg["proj_bias"])
         if self.per_modality:
             self.video_text_proj_in = nn.Linear(width, outs[0], bias, **place)
@@ -270,12 +271,17 @@ class LTX2TextConnectors(nn.Module):
         c * layers + l), attention_mask (B, L) (1: a real token, on either side) -> connect's
         triple. diffusers: `LTX2TextConnectors(states, attention_mask)`."""
         mask = np.asarray(attention_mask).astype(bool)
-        x = asarray(states)
+        device = self.video_connector.learnable_registers.device
+        x = states if isinstance(states, Tensor) else asarray(
+            np.asarray(states, np.float32), device=device)
         channels = self.cfg["caption_channels"]
         layers = self.cfg["text_proj_in_factor"]
         if x.ndim != 3 or mask.shape != x.shape[:2] or x.shape[2] != channels * layers:
             raise ValueError(f"the connectors read (B, L, {channels * layers}) states and a "
                              f"(B, L) mask, got {x.shape} and {mask.shape}")
+        if not mask.any(axis=1).all():
+            raise ValueError("a row of attention_mask keeps no token; each prompt has one "
+                             "at least (its <bos>)")
         video, audio = [], []
         for row in range(x.shape[0]):
             where = asarray(np.flatnonzero(mask[row]).astype(np.int32), device=x.device)
