@@ -1,7 +1,10 @@
-"""LTX-2 (Lightricks' audio-video model) diffusers folders: so far its audio parts,
-audio_vae/ (AutoencoderKLLTX2Audio) and vocoder/ (LTX2Vocoder, LTX2VocoderWithBWE). Builds
-on formats/ only."""
+"""LTX-2 (Lightricks' audio-video model) diffusers folders: its audio parts, audio_vae/
+(AutoencoderKLLTX2Audio) and vocoder/ (LTX2Vocoder, LTX2VocoderWithBWE), built on formats/;
+and its prompt side (text.py): text_encoder/ (Gemma 3's language model), connectors/
+(LTX2TextConnectors) and tokenizer/, with the models that read them."""
 
 from .audio import load_ltx2_audio_vae, load_ltx2_vocoder
+from .text import LTX2TextWeights, load_ltx2_text, ltx2_text_models
 
-__all__ = ["load_ltx2_audio_vae", "load_ltx2_vocoder"]
+__all__ = ["LTX2TextWeights", "load_ltx2_audio_vae", "load_ltx2_text", "load_ltx2_vocoder",
+           "ltx2_text_models"]
