@@ -19,11 +19,12 @@ LTX2_TINY: dict[str, Any] = dict(
 
 # LTX-2.3's parts on top: gated attention, the text query and key/value modulations, no
 # caption projection (its connectors project the text to each stream's width), STG-able
-# self-attention, no feed-forward biases, "split" rotations
+# self-attention, no feed-forward biases, "split" rotations; LTX-2.5's keyframe embedding
 LTX23_TINY: dict[str, Any] = dict(
     gated_attn=True, audio_gated_attn=True, cross_attn_mod=True, audio_cross_attn_mod=True,
     use_prompt_embeddings=False, perturbed_attn=True, ff_bias=False, audio_ff_bias=False,
-    rope_type="split", cross_attention_dim=20, audio_cross_attention_dim=12)
+    rope_type="split", cross_attention_dim=20, audio_cross_attention_dim=12,
+    use_keyframes_abs_pos_embedding=True)
 
 
 def tiny_ltx2_transformer(seed: int = 23, **overrides: Any) -> Any:
@@ -31,7 +32,6 @@ def tiny_ltx2_transformer(seed: int = 23, **overrides: Any) -> Any:
     weights (its modulation tables too), scaled so the text, the timestep and each stream's
     attention to the other visibly matter."""
     import diffusers
-
     import torch
 
     model = randomized(diffusers.LTX2VideoTransformer3DModel(**{**LTX2_TINY, **overrides}),

@@ -239,10 +239,11 @@ class LTX2VideoTransformer3DModel(nn.Module):
         cfg = self.config
         # 1. rotary tables of the positions
         if video_coords is None and audio_coords is None:
-            if None in (num_frames, height, width, audio_num_frames):
+            if num_frames is None or height is None or width is None \
+                    or audio_num_frames is None:
                 raise ValueError("give num_frames, height, width and audio_num_frames (or "
                                  "video_coords and audio_coords) for the rotary positions")
-            grid = (int(num_frames), int(height), int(width))  # type: ignore[arg-type]
+            grid = (int(num_frames), int(height), int(width))
             patches = (-(-grid[0] // cfg["patch_size_t"]) * -(-grid[1] // cfg["patch_size"])
                        * -(-grid[2] // cfg["patch_size"]))
             if patches != length or audio_num_frames != audio_length:

@@ -108,13 +108,11 @@ def norm_rope(norm: RMSNorm, x: Tensor, rotary: Rotary | None) -> Tensor:
     one pass for "interleaved" tables (one rotation over the whole width), two for "split"
     (each head group's rows turned as rows of their own). torch: `apply_*_rotary_emb(
     nn.RMSNorm(width)(x), (cos, sin))`."""
-    interleaved = rotary is not None and rotary.heads is None
-    y = nn.rms_norm_rope(x, norm.weight, (rotary.cos, rotary.sin) if interleaved and rotary
-                         else None, eps=norm.eps)
-    if rotary is None or interleaved:
-        return y
+    if rotary is None or rotary.heads is None:
+        tables = None if rotary is None else (rotary.cos, rotary.sin)
+        return nn.rms_norm_rope(x, norm.weight, tables, eps=norm.eps)
+    y = nn.rms_norm_rope(x, norm.weight, eps=norm.eps)
     batch, length, width = y.shape
-    heads = rotary.heads or 1
-    turned = nn.rms_norm_rope(y.reshape(batch, length * heads, width // heads), None,
-                              (rotary.cos, rotary.sin), eps=None, halves=True)
+    turned = nn.rms_norm_rope(y.reshape(batch, length * rotary.heads, width // rotary.heads),
+                              None, (rotary.cos, rotary.sin), eps=None, halves=True)
     return turned.reshape(batch, length, width)

@@ -57,7 +57,7 @@ def _inputs(seed: int, text_width: int = 20, audio_text_width: int = 20) -> dict
                                                            ).astype(np.float32),
         "timestep": np.array([937.5, 312.0], np.float32),
         "encoder_attention_mask": mask, "audio_encoder_attention_mask": audio_mask,
-        "num_frames": FRAMES, "height": HEIGHT, "width": WIDTH, "fps": 24.0,
+        "num_frames": FRAMES, "height": HEIGHT, "width": WIDTH, "fps": 25.0,
         "audio_num_frames": AUDIO}
 
 
@@ -105,6 +105,12 @@ def test_ltx2_equals_diffusers(device: gpucore.Device, tmp_path: Path) -> None:
     for mine, theirs in zip(got_i2v, _reference(reference, per_token), strict=True):
         assert_close(mine, theirs, tol=TOL)
     assert _differs(got[0], got_i2v[0])
+    # the positions given as diffusers' own coords instead of the sizes
+    coords = {"video_coords": reference.rope.prepare_video_coords(
+        BATCH, FRAMES, HEIGHT, WIDTH, "cpu", fps=25.0).numpy(),
+        "audio_coords": reference.audio_rope.prepare_audio_coords(BATCH, AUDIO, "cpu").numpy()}
+    for mine, before in zip(_ours(ours, {**inputs, **coords}), got, strict=True):
+        assert_close(mine, before, tol=1e-6)
 
 
 def test_ltx2_inputs_matter(device: gpucore.Device) -> None:
@@ -135,7 +141,8 @@ def test_ltx2_inputs_matter(device: gpucore.Device) -> None:
 def test_ltx23_equals_diffusers(device: gpucore.Device) -> None:
     """LTX-2.3's parts (split rotations, gated heads, the text query and key/value
     modulations by sigma, cross timesteps, no caption projection, no feed-forward biases) and
-    STG on the second block, which visibly moves both velocities."""
+    STG on the second block, which visibly moves both velocities; the streams isolated, with
+    IC-LoRA's video self-attention mask and LTX-2.5's keyframe embedding."""
     reference = tiny_ltx2_transformer(**LTX23_TINY)
     ours = ported(LTX2VideoTransformer3DModel, reference, device)
     inputs = {**_inputs(4, text_width=20, audio_text_width=12), "use_cross_timestep": True,
@@ -149,6 +156,15 @@ def test_ltx23_equals_diffusers(device: gpucore.Device) -> None:
     for mine, theirs in zip(perturbed, _reference(reference, stg), strict=True):
         assert_close(mine, theirs, tol=TOL_23)
     assert _differs(plain[0], perturbed[0]) and _differs(plain[1], perturbed[1])
+    # the streams kept apart, a soft video self-attention mask, keyframe-marked tokens
+    rng = np.random.default_rng(5)
+    apart = {**inputs, "isolate_modalities": True,
+             "video_self_attention_mask": rng.uniform(size=(BATCH, TOKENS, TOKENS)
+                                                      ).astype(np.float32),
+             "video_keyframes_mask": (np.arange(TOKENS) < HEIGHT * WIDTH
+                                      ).astype(np.float32)[None, :, None].repeat(BATCH, 0)}
+    for mine, theirs in zip(_ours(ours, apart), _reference(reference, apart), strict=True):
+        assert_close(mine, theirs, tol=TOL_23)
 
 
 def test_ltx2_float16(device: gpucore.Device) -> None:
