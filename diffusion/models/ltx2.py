@@ -23,8 +23,8 @@ from .layers import Place
 from .ltx2_blocks import LTX2VideoTransformerBlock, Stream
 from .ltx2_rope import Rotary, audio_coords, rope_tables, video_coords
 from .ltx2_time import AdaLayerNormSingle, timestep_runs
-from .transformer_ops import cast, kept, norm_modulate
-from .wan_blocks import by_segment, chunks, joined
+from .transformer_ops import Modulation, cast, kept
+from .wan_blocks import by_segment, joined
 from .wan_embeddings import TextProjection
 
 __all__ = ["LTX2VideoTransformer3DModel"]
@@ -335,7 +335,7 @@ class LTX2VideoTransformer3DModel(nn.Module):
         """norm(x) * (1 + scale) + shift, (shift, scale) = table + each run's embedded
         timestep (B, dim)."""
         dim = table.shape[1]
-        ends = [chunks(table.reshape(1, 2, dim) + emb.reshape(-1, 1, dim), 2)
-                for emb in embedded]
-        return joined([norm_modulate(part, shift, scale) for part, (shift, scale)
-                       in zip(by_segment(x, times), ends)])
+        ends = [Modulation((table.reshape(1, 2, dim) + emb.reshape(-1, 1, dim)
+                            ).reshape(-1, 2 * dim), 2) for emb in embedded]
+        return joined([end.norm(part, shift=0, scale=1)
+                       for part, end in zip(by_segment(x, times), ends)])

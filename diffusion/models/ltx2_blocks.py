@@ -24,7 +24,7 @@ from gpustd import Tensor, elementwise_kernel, nn
 from .dit_layers import FeedForward
 from .layers import Place
 from .ltx2_rope import Rotary, norm_rope
-from .transformer_ops import RMSNorm, gated_add, modulate
+from .transformer_ops import Modulation, RMSNorm, gated_add, modulate
 from .wan_blocks import Segment, by_segment, chunks, joined
 
 __all__ = ["LTX2Attention", "LTX2VideoTransformerBlock", "Stream", "modulations"]
@@ -57,22 +57,25 @@ class Stream:
     self_mask: Tensor | None = None
 
 
-def modulations(table: Tensor, segments: list[Segment]) -> list[list[Tensor]]:
-    """Each segment's chunks (B, 1, dim) of table (k, dim) + its projection (B, k * dim).
-    torch: `(table[None, None] + temb.reshape(B, 1, k, dim)).unbind(2)`."""
+def modulations(table: Tensor, segments: list[Segment]) -> list[Modulation]:
+    """Each segment's modulation: table (k, dim) + its projection (B, k * dim), its chunks
+    read in place by the norms (one add, no copies but the gates'). torch: `(table[None,
+    None] + temb.reshape(B, 1, k, dim)).unbind(2)`."""
     count, dim = table.shape
-    return [chunks(table.reshape(1, count, dim) + projection.reshape(-1, count, dim), count)
+    return [Modulation(table.reshape(1, count * dim) + projection, count)
             for _, _, projection in segments]
 
 
-def modulated(x: Tensor, mods: list[list[Tensor]], segments: list[Segment], shift: int,
-              scale: int) -> Tensor:
-    """x * (1 + scale) + shift with each segment's own chunks."""
-    return joined([modulate(part, m[shift], m[scale])
+def modulated(x: Tensor, norm: RMSNorm, mods: list[Modulation], segments: list[Segment],
+              shift: int, scale: int) -> Tensor:
+    """norm(x) * (1 + scale) + shift with each segment's own chunks, one pass a segment
+    (nn.rms_norm_modulate)."""
+    return joined([nn.rms_norm_modulate(part, norm.weight, m.whole, m.whole, norm.eps,
+                                        shift_at=shift * m.width, scale_at=scale * m.width)
                    for part, m in zip(by_segment(x, segments), mods)])
 
 
-def gated(residual: Tensor, y: Tensor, mods: list[list[Tensor]], segments: list[Segment],
+def gated(residual: Tensor, y: Tensor, mods: list[Modulation], segments: list[Segment],
           gate: int) -> Tensor:
     """residual + gate * y with each segment's own gate."""
     return joined([gated_add(r, m[gate], part) for r, part, m in
@@ -168,24 +171,23 @@ class LTX2VideoTransformerBlock(nn.Module):
         self.video_a2v_cross_attn_scale_shift_table = nn.parameter((5, dim), **place)
         self.audio_a2v_cross_attn_scale_shift_table = nn.parameter((5, audio), **place)
 
-    def _self(self, x: Tensor, stream: Stream, mods: list[list[Tensor]], norm: RMSNorm,
+    def _self(self, x: Tensor, stream: Stream, mods: list[Modulation], norm: RMSNorm,
               attn: LTX2Attention, perturbed: bool) -> Tensor:
         """1. modulated self-attention, gated residual."""
-        normed = modulated(norm(x), mods, stream.times, 0, 1)
+        normed = modulated(x, norm, mods, stream.times, 0, 1)
         out = attn(normed, mask=stream.self_mask, q_rotary=stream.rotary, perturbed=perturbed)
         return gated(x, out, mods, stream.times, 2)
 
-    def _text(self, x: Tensor, stream: Stream, mods: list[list[Tensor]], norm: RMSNorm,
+    def _text(self, x: Tensor, stream: Stream, mods: list[Modulation], norm: RMSNorm,
               attn: LTX2Attention, table: Tensor | None, adaln: bool) -> Tensor:
         """2. cross-attention to the text: the query modulated and the output gated where
         `adaln` (LTX-2.3), the text modulated by the prompt table where the model has it."""
-        normed = norm(x)
-        if adaln:
-            normed = modulated(normed, mods, stream.times, 6, 7)
+        normed = modulated(x, norm, mods, stream.times, 6, 7) if adaln else norm(x)
         context = stream.context
         if table is not None:
-            shift, scale = (chunks(table.reshape(1, 2, -1), 2) if stream.prompt is None else
-                            modulations(table, [(0, 0, stream.prompt)])[0])
+            both = table.reshape(1, 2, -1) if stream.prompt is None else \
+                table.reshape(1, 2, -1) + stream.prompt.reshape(-1, 2, table.shape[1])
+            shift, scale = chunks(both, 2)
             context = modulate(context, shift, scale)
         out = attn(normed, context, mask=stream.mask)
         return gated(x, out, mods, stream.times, 8) if adaln else x + out
@@ -212,9 +214,9 @@ class LTX2VideoTransformerBlock(nn.Module):
         if cross_modal:
             x, audio = self._cross(x, audio, video_stream, audio_stream)
         # 4. modulated feed-forward of each, gated residual
-        x = gated(x, self.ff(modulated(self.norm3(x), video_mods, video_stream.times, 3, 4)),
+        x = gated(x, self.ff(modulated(x, self.norm3, video_mods, video_stream.times, 3, 4)),
                   video_mods, video_stream.times, 5)
-        audio = gated(audio, self.audio_ff(modulated(self.audio_norm3(audio), audio_mods,
+        audio = gated(audio, self.audio_ff(modulated(audio, self.audio_norm3, audio_mods,
                                                      audio_stream.times, 3, 4)),
                       audio_mods, audio_stream.times, 5)
         return x, audio
@@ -223,16 +225,18 @@ class LTX2VideoTransformerBlock(nn.Module):
                ) -> tuple[Tensor, Tensor]:
         """3. audio-to-video (q video, k/v audio) and video-to-audio attention; each side's
         (scale, shift) pairs (a2v, v2a) and gate from its table + its cross projection."""
-        normed, audio_normed = self.audio_to_video_norm(x), self.video_to_audio_norm(audio)
+        norm, audio_norm = self.audio_to_video_norm, self.video_to_audio_norm
         video_mods = modulations(self.video_a2v_cross_attn_scale_shift_table,
                                  video_stream.cross)
         audio_mods = modulations(self.audio_a2v_cross_attn_scale_shift_table,
                                  audio_stream.cross)
         vs, aus = video_stream.cross, audio_stream.cross
         a2v = self.audio_to_video_attn(
-            modulated(normed, video_mods, vs, 1, 0), modulated(audio_normed, audio_mods, aus, 1, 0),
+            modulated(x, norm, video_mods, vs, 1, 0),
+            modulated(audio, audio_norm, audio_mods, aus, 1, 0),
             q_rotary=video_stream.cross_rotary, k_rotary=audio_stream.cross_rotary)
         v2a = self.video_to_audio_attn(
-            modulated(audio_normed, audio_mods, aus, 3, 2), modulated(normed, video_mods, vs, 3, 2),
+            modulated(audio, audio_norm, audio_mods, aus, 3, 2),
+            modulated(x, norm, video_mods, vs, 3, 2),
             q_rotary=audio_stream.cross_rotary, k_rotary=video_stream.cross_rotary)
         return gated(x, a2v, video_mods, vs, 4), gated(audio, v2a, audio_mods, aus, 4)
