@@ -5,11 +5,11 @@ self-attention, cross-attention to its own text, then the two streams attend to 
 rotations of time alone), then a modulated feed-forward. The model (models.ltx2) puts the
 blocks together.
 
-Every modulation is a per-block table plus a time projection, applied to a parameterless RMS
-norm as norm(x) * (1 + scale) + shift and gated into the residual as x + gate * out. A
-stream's time projection may differ along its tokens (image-to-video gives the given frame's
-tokens timestep 0): each run of tokens sharing one (a `Segment`, as models.wan_blocks') is
-modulated by its own.
+Every modulation is a per-block table plus a time projection, applied to an RMS norm (without
+a weight unless the config's norm_elementwise_affine) as norm(x) * (1 + scale) + shift and
+gated into the residual as x + gate * out. A stream's time projection may differ along its
+tokens (image-to-video gives the given frame's tokens timestep 0): each run of tokens sharing
+one (a `Segment`, as models.wan_blocks') is modulated by its own.
 """
 
 from __future__ import annotations
@@ -33,7 +33,7 @@ _EPS = 1e-6
 
 
 @elementwise_kernel
-def _head_gate(h, logits):
+def _head_gate(h, logits):  # 2 * sigmoid: zero-initialized logits leave the heads as they are
     return h * (2.0 / (1.0 + math.exp(-logits)))
 
 
