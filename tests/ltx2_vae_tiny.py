@@ -1,8 +1,9 @@
 """Tiny random LTX-2 video VAEs (diffusers' AutoencoderKLLTX2Video) built in-process.
 
-LTX2_VAE_TINY is the real one's shape, narrowed: 4x4 patches, four encoder levels
-downsampling in space, time, then both twice (32x spatial, 8x temporal compression), a
-non-causal decoder of three residual 2x2x2 up-samplers halving the channels, reflect padding.
+LTX2_VAE_TINY is the real one's shape, narrowed and on 2x2 patches rather than 4x4 (torch's
+CPU conv3d makes the reference's time): four encoder levels downsampling in space, time,
+then both twice (16x spatial, 8x temporal compression), a non-causal decoder of three
+residual 2x2x2 up-samplers halving the channels, reflect padding.
 LTX2_VAE_TINY_TIMESTEP is the variant whose decoder is timestep-conditioned and causal, with
 an up-sampler of factor 1 without its residual and a strided-conv downsampler ("conv")."""
 
@@ -15,7 +16,8 @@ from sd_tiny import randomized
 LTX2_VAE_TINY: dict[str, Any] = dict(
     latent_channels=8, block_out_channels=(16, 16, 32, 32), layers_per_block=(1, 1, 1, 1, 1),
     decoder_block_out_channels=(16, 32, 64), decoder_layers_per_block=(1, 1, 1, 1),
-    spatial_compression_ratio=32, temporal_compression_ratio=8, decoder_causal=False)
+    patch_size=2, spatial_compression_ratio=16, temporal_compression_ratio=8,
+    decoder_causal=False)
 
 LTX2_VAE_TINY_TIMESTEP: dict[str, Any] = dict(
     LTX2_VAE_TINY, block_out_channels=(16, 16, 16, 16),
