@@ -168,13 +168,14 @@ class Upsampler(nn.Module):
                                  padding_mode=pad)
 
     def forward(self, x: Tensor, causal: bool) -> Tensor:
-        drop = self.stride[0] - 1
-        out = depth_to_space(self.conv(x, causal=causal), self.stride, drop)
-        if not self.residual:
-            return out
-        residual = depth_to_space(x, self.stride, drop)
-        repeats = math.prod(self.stride) // self.factor
-        return out + (concatenate([residual] * repeats, axis=1) if repeats > 1 else residual)
+        add = None
+        if self.residual:
+            # the input's depth-to-space repeated over the channels is, before the conv's
+            # depth-to-space, the input repeated over the channels: added in its epilogue
+            repeats = math.prod(self.stride) // self.factor
+            add = concatenate([x] * repeats, axis=1) if repeats > 1 else x
+        return depth_to_space(self.conv(x, causal=causal, add=add), self.stride,
+                              self.stride[0] - 1)
 
 
 class DownBlock(nn.Module):

@@ -27,7 +27,7 @@ from diffusion.loaders.ltx2 import load_ltx2_vae
 from diffusion.models.ltx2_vae import AutoencoderKLLTX2Video
 from gpustd import asarray
 
-TOL = 3e-5  # measured: 1e-5 (decode, tiled too), 4e-6 (encode)
+TOL = 2e-5  # measured: 7.5e-6 (timestep decode), 4.7e-6 (tiled decode), 2.5e-6 (encode)
 
 
 def _pair(device: gpucore.Device, **overrides: Any) -> tuple[Any, AutoencoderKLLTX2Video]:
@@ -134,7 +134,7 @@ def test_decode_f16(f16_device: gpucore.Device) -> None:
     latents = np.random.default_rng(7).standard_normal((1, 8, 2, 3, 5)).astype(np.float32)
     got = ours.decode(asarray(latents, dtype=np.float16, device=f16_device)).numpy()
     assert got.dtype == np.float16
-    assert_close(got.astype(np.float32), _decoded(reference, latents), tol=2e-2)  # 5e-3
+    assert_close(got.astype(np.float32), _decoded(reference, latents), tol=1.5e-2)  # 5.6e-3
 
 
 def test_latents_normalised_per_channel(device: gpucore.Device) -> None:
