@@ -5,7 +5,9 @@ CPU conv3d makes the reference's time): four encoder levels downsampling in spac
 then both twice (16x spatial, 8x temporal compression), a non-causal decoder of three
 residual 2x2x2 up-samplers halving the channels, reflect padding.
 LTX2_VAE_TINY_TIMESTEP is the variant whose decoder is timestep-conditioned and causal, with
-an up-sampler of factor 1 without its residual and a strided-conv downsampler ("conv")."""
+an up-sampler of factor 1 without its residual and a strided-conv downsampler ("conv").
+LTX2_VAE_TINY_WIDENING's decoder has up blocks of factor 1 that change their channels (a
+conv_in residual block, its shortcut LayerNorm'd and through a 1x1x1 conv)."""
 
 from __future__ import annotations
 
@@ -24,6 +26,9 @@ LTX2_VAE_TINY_TIMESTEP: dict[str, Any] = dict(
     downsample_type=("spatial", "temporal", "conv", "spatiotemporal"),
     decoder_block_out_channels=(16, 16, 32), upsample_factor=(2, 1, 2),
     upsample_residual=(True, False, True), timestep_conditioning=True, decoder_causal=True)
+
+LTX2_VAE_TINY_WIDENING: dict[str, Any] = dict(
+    LTX2_VAE_TINY, decoder_block_out_channels=(8, 24, 32), upsample_factor=(1, 1, 2))
 
 
 def tiny_ltx2_vae(seed: int = 13, **overrides: Any) -> Any:

@@ -16,7 +16,12 @@ import pytest
 
 pytest.importorskip("diffusers", reason="diffusers is a test-only reference")
 import torch
-from ltx2_vae_tiny import LTX2_VAE_TINY, LTX2_VAE_TINY_TIMESTEP, tiny_ltx2_vae
+from ltx2_vae_tiny import (
+    LTX2_VAE_TINY,
+    LTX2_VAE_TINY_TIMESTEP,
+    LTX2_VAE_TINY_WIDENING,
+    tiny_ltx2_vae,
+)
 from safetensors.numpy import save_file
 from sd_tiny import ported
 from support import assert_close
@@ -65,6 +70,17 @@ def test_timestep_decode_equals_diffusers(device: gpucore.Device) -> None:
     assert np.abs(expected[1] - _decoded(reference, latents[1:], 0.05)[0]).mean() > 0.05
     with pytest.raises(ValueError, match="decoder is timestep-conditioned: pass"):
         ours.decode(asarray(latents, device=device))
+
+
+def test_widening_up_blocks_equal_diffusers(device: gpucore.Device) -> None:
+    """Up blocks changing their channels: a conv_in residual block (16 -> 24 -> 8 channels)
+    whose shortcut is LayerNorm'd over the channels and a 1x1x1 conv."""
+    reference, ours = _pair(device, **LTX2_VAE_TINY_WIDENING)
+    assert reference.decoder.up_blocks[2].conv_in.norm3 is not None
+    latents = np.random.default_rng(9).standard_normal((1, 8, 2, 2, 3)).astype(np.float32)
+    got = ours.decode(asarray(latents, device=device)).numpy()
+    assert got.shape == (1, 3, 9, 32, 48)
+    assert_close(got, _decoded(reference, latents), tol=TOL)
 
 
 def test_encode_equals_diffusers(device: gpucore.Device) -> None:
