@@ -226,12 +226,14 @@ class AutoencoderKLLTX2Video(tiling.Tiling, nn.Module):
     def scaling_factor(self) -> float:
         return float(self.config["scaling_factor"])
 
-    def enable_tiling(self, *, framewise: bool = False, **sizes: Any) -> None:
+    def enable_tiling(self, *, framewise: bool | None = None, **sizes: Any) -> None:
         """Spatial tiling on (diffusers' `enable_tiling(**sizes)`, its arguments), and with
-        `framewise` tiling over frames too (diffusers' `use_framewise_decoding = True`, which
-        its encode reads as well): 768x512x121 then decodes 16 + 1 frames at a time."""
+        `framewise` tiling over frames on or off (diffusers' `use_framewise_decoding`, which
+        its encode reads as well; None keeps it, off at first as diffusers'): 768x512x121
+        then decodes 16 + 1 frames at a time."""
         super().enable_tiling(**sizes)
-        self.use_framewise_decoding = self.use_framewise_encoding = framewise
+        if framewise is not None:
+            self.use_framewise_decoding = self.use_framewise_encoding = framewise
 
     def decode_tile(self, latents: Tensor) -> Tensor:
         """Latent frames (T, C, h, w) -> frames (1 + 8 (T - 1), 3, 32 h, 32 w), in one go."""
