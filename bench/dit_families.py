@@ -33,13 +33,15 @@ and 16 of ByT5's 128 (bench/_dit_hunyuanimage.py: diffusers' padded blocks maske
 real tokens alone). HunyuanVideo 1.5's at 480p, 121 frames (49 290 latent tokens), text to
 video, for 128 real tokens of its 1000-token block and 16 of ByT5's 256
 (bench/_dit_hunyuan_video15.py: diffusers' padded blocks and zero image tokens masked, ours
-the real tokens alone).
+the real tokens alone). LTX-2's (2.0, 19B) audio-video step for LTX2Pipeline's default
+768x512, 121 frames (6144 video tokens) and its 126 audio latents, both prompts the
+connectors' 1024 tokens (bench/_dit_ltx2.py).
 Rows run smallest first, each caught on its own: an out-of-memory model loses its row only,
 recorded with its error.
 
 BENCH_MODELS picks them, comma-separated, from qwen3_8b, qwen25vl, qwen3vl_8b, qwenimage21,
 krea2, kandinsky5, flux2klein, chroma, kontext, qwenimage, qwenimageedit, hunyuanimage,
-hunyuanvideo15 (the default: all, in that order), plus zimage and qwen3 (bench/zimage.py's
+hunyuanvideo15, ltx2 (the default: all, in that order), plus zimage and qwen3 (bench/zimage.py's
 rows). BENCH_ACC16=1 adds each float16 transformer's step with every GEMM's f16 accumulators
 (`float16 acc16`, `--fp16-accumulation`). `--quick`: tiny configs (a smoke run on any adapter).
 """
@@ -61,6 +63,7 @@ from . import _dit_hunyuan_video15 as _hunyuan_video15
 from . import _dit_hunyuanimage as _hunyuanimage
 from . import _dit_kandinsky5 as _kandinsky5
 from . import _dit_krea2 as _krea2
+from . import _dit_ltx2 as _ltx2
 from . import _dit_qwen21 as _qwen21
 from . import _harness
 from . import zimage as _zimage
@@ -80,7 +83,7 @@ from .sdxl import _PeakMemory, _settled_use
 GIB = float(1 << 30)
 # the rows whose inputs and calls live in a module of their own (bench/_dit_*.py)
 _ROW_MODULES = {name: module for module in (_qwen21, _krea2, _kandinsky5, _hunyuanimage,
-                                               _hunyuan_video15)
+                                               _hunyuan_video15, _ltx2)
                 for name in module.NAMES}
 COLUMNS = ["model", "impl", "dtype", "dispatches", "rel_err", "gpu_ms", "wall_ms", "peak_gib",
            "vs_bf16", "prefix_ms", "error"]
@@ -343,7 +346,7 @@ def _one_model(name: str, quick: bool, device: gpucore.Device, cuda: Any
 
 DEFAULT = ("qwen3_8b", "qwen25vl", "qwen3vl_8b", "qwenimage21", "krea2", "kandinsky5",
            "flux2klein", "chroma", "kontext", "qwenimage", "qwenimageedit", "hunyuanimage",
-           "hunyuanvideo15")
+           "hunyuanvideo15", "ltx2")
 
 
 def run(quick: bool = False) -> dict[str, Any]:
