@@ -24,9 +24,10 @@ from .hunyuanimage_text import (
     TokenRefiner,
     device_states,
     gather_tokens,
-    join,
+    glyph_part,
     join_plan,
     kept_tokens,
+    prompt_text,
 )
 from .layers import Place
 from .step_cache import BranchCache, run_blocks
@@ -61,9 +62,10 @@ def _checked(config: dict[str, Any]) -> dict[str, Any]:
 
 
 class PatchEmbed(nn.Module):
-    """`proj`: a Conv2d whose kernel equals its stride. diffusers: `HunyuanImagePatchEmbed`."""
+    """`proj`: a Conv2d (Conv3d for a 3-size `patch`) whose kernel equals its stride.
+    diffusers: `HunyuanImagePatchEmbed`, `HunyuanVideo15PatchEmbed`."""
 
-    def __init__(self, channels: int, dim: int, patch: tuple[int, int], place: Place) -> None:
+    def __init__(self, channels: int, dim: int, patch: tuple[int, ...], place: Place) -> None:
         self.proj = PatchEmbedding(channels, dim, patch, place)  # type: ignore[arg-type]
 
     def forward(self, patches: Tensor) -> Tensor:
@@ -206,29 +208,18 @@ class HunyuanImageTransformer2DModel(nn.Module):
             real[:, 0] &= ~first_padding
         parts, projected = [(tokens.shape[1], real)], None
         if self.context_embedder_2 is not None and glyph is not None:
-            glyph = device_states(glyph, self.dtype, self.device, "encoder_hidden_states_2")
-            if glyph_mask is None:
-                raise ValueError("encoder_hidden_states_2 needs encoder_attention_mask_2 "
-                                 "(ByT5's attention mask)")
-            glyph_rows = kept_tokens(glyph_mask, batch, glyph.shape[1],
-                                     "encoder_attention_mask_2")
-            if any(len(r) for r in glyph_rows):
-                # a sample without glyph text keeps one token, flagged padding below
-                picked, _ = gather_tokens(glyph, [r if len(r) else np.zeros(1, np.int64)
-                                                  for r in glyph_rows])
-                flags = np.zeros(picked.shape[:2], bool)
-                for b, r in enumerate(glyph_rows):
-                    flags[b, :len(r)] = True
-                projected = self.context_embedder_2(picked)
-                parts.insert(0, (picked.shape[1], None if flags.all() else flags))
+            glyph_tokens = glyph_part(self.context_embedder_2, glyph, glyph_mask, batch,
+                                      self.dtype, self.device)
+            if glyph_tokens is not None:
+                projected = glyph_tokens[0]
+                parts.insert(0, (projected.shape[1], glyph_tokens[1]))
         plan = join_plan(parts, batch, self.device)
         return PromptText(batch, refiner, projected, plan, real if plan is None else plan.real)
 
     def _text(self, text: PromptText, timestep: np.ndarray) -> Tensor:
         """The text stream (B, T, dim): the prompt's tokens refined at `timestep`, joined
         after the glyph's where it has them."""
-        refined = self.context_embedder(text.refiner, timestep)
-        return join([refined] if text.glyph is None else [text.glyph, refined], text.join)
+        return text.stream(self.context_embedder(text.refiner, timestep))
 
     def forward(self, hidden_states: Any, timestep: Any, encoder_hidden_states: Any,
                 encoder_attention_mask: Any, timestep_r: Any = None,
@@ -254,9 +245,9 @@ class HunyuanImageTransformer2DModel(nn.Module):
         batch, _, height, width = x.shape
         rows, columns = height // ph, width // pw
         # 1. conditioning; the text stream; the patches (C, ph, pw flattened, as the conv)
-        text = (encoder_hidden_states if isinstance(encoder_hidden_states, PromptText)
-                else self.prepare_text(encoder_hidden_states, encoder_attention_mask,
-                                       encoder_hidden_states_2, encoder_attention_mask_2))
+        text = prompt_text(encoder_hidden_states, (encoder_attention_mask,
+                           encoder_hidden_states_2, encoder_attention_mask_2),
+                           self.prepare_text)
         if text.batch != batch:
             raise ValueError(f"the text is of {text.batch} prompts for {batch} latents; give "
                              "one prompt per latent")
@@ -266,13 +257,7 @@ class HunyuanImageTransformer2DModel(nn.Module):
                           (0, 2, 4, 1, 3, 5)).reshape(batch, rows * columns, channels * ph * pw)
         x = self.x_embedder(patches)
         text_length = context.shape[1]
-        mask = None
-        if (real := text.real) is not None:
-            def keys() -> Tensor:
-                flags = np.concatenate([real, np.ones((batch, rows * columns), bool)], axis=1)
-                return asarray(flags.astype(np.uint32).reshape(batch, 1, 1, -1),
-                               device=self.device)
-            mask = kept(text.keys, rows * columns, keys)
+        mask = text.key_mask(rows * columns, self.device)
         tables = self.rotary(rows, columns, text_length)
         activated = nn.silu(temb)  # every adaLN's input, once
         # 2. double-stream blocks, then one stream of text + image tokens (the first block

@@ -1,7 +1,7 @@
-"""HunyuanImage 2.1's text inputs (diffusers' names): the token refiner (`context_embedder`:
-Qwen2.5-VL's states projected and refined by self-attention blocks modulated by the timestep
-and the prompt's mean), ByT5's glyph projection (`context_embedder_2`), and the joined text
-stream the transformer's blocks read.
+"""HunyuanImage 2.1's text inputs, HunyuanVideo 1.5's too (diffusers' names): the token
+refiner (`context_embedder`: Qwen2.5-VL's states projected and refined by self-attention
+blocks modulated by the timestep and the prompt's mean), ByT5's glyph projection
+(`context_embedder_2`), and the joined text stream the transformer's blocks read.
 
 diffusers pads both prompts to fixed lengths (1000 and 128 tokens) and masks the padding out
 of every attention; a masked key changes nothing, and the text has no rotary positions, so
@@ -12,6 +12,7 @@ padded to the batch's longest with a key mask where their counts differ.
 from __future__ import annotations
 
 import typing
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -22,10 +23,11 @@ from gpustd import Tensor, asarray, concatenate, matmul, nn, take, take_slice
 
 from .dit_layers import AdaLayerNormZero, CombinedTimestepTextProjEmbeddings, JointAttention
 from .layers import Place
-from .transformer_ops import cast, gated_linear
+from .transformer_ops import cast, gated_linear, kept
 
 __all__ = ["ByT5TextProjection", "Gather", "PromptText", "RefinerInput", "TokenRefiner",
-           "gather_tokens", "join", "join_plan", "kept_tokens", "take_tokens"]
+           "device_states", "gather_tokens", "glyph_part", "join_plan", "kept_tokens",
+           "prompt_text", "take_tokens"]
 
 
 def kept_tokens(mask: Any, batch: int, length: int, name: str) -> list[np.ndarray]:
@@ -104,17 +106,37 @@ class RefinerInput:
 @dataclass(frozen=True)
 class PromptText:
     """A prompt batch's part of every step that no timestep changes (the transformer's
-    `prepare_text`, made once per prompt): the refiner's input, ByT5's projected glyph
-    tokens (None: no glyph text), the plan joining them into the text stream (None: the
-    refined tokens alone) and the stream's real flags (None: all real), and the blocks' key
-    masks, kept per image size."""
+    `prepare_text`, made once per prompt): the refiner's input, the projected tokens ahead
+    of the refined ones in the text stream (None: none; HunyuanImage's ByT5 glyph tokens,
+    HunyuanVideo 1.5's image and glyph tokens, concatenated), the plan joining them into
+    the text stream (None: the refined tokens alone) and the stream's real flags (None: all
+    real), and the blocks' key masks, kept per latent size."""
 
     batch: int
     refiner: RefinerInput
-    glyph: Tensor | None
+    prefix: Tensor | None
     join: Gather | None
     real: np.ndarray | None
     keys: dict[Any, Tensor] = field(default_factory=dict)
+
+    def stream(self, refined: Tensor) -> Tensor:
+        """The text stream (B, T, dim): the prefix's tokens, then the prompt's `refined` (B,
+        N, dim) (diffusers' order; attention has none), joined by the plan."""
+        if self.join is None:
+            return refined
+        assert self.prefix is not None
+        return take_tokens(concatenate([self.prefix, refined], axis=1), self.join)
+
+    def key_mask(self, tokens: int, device: Device) -> Tensor | None:
+        """The blocks' key mask (B, 1, 1, T + tokens), uint32, of the text stream then
+        `tokens` latent patches (None: every key real), made once per latent size."""
+        if (real := self.real) is None:
+            return None
+
+        def make() -> Tensor:
+            flags = np.concatenate([real, np.ones((self.batch, tokens), bool)], axis=1)
+            return asarray(flags.astype(np.uint32).reshape(self.batch, 1, 1, -1), device=device)
+        return kept(self.keys, tokens, make)
 
 
 class LinearSiLU(nn.Module):
@@ -174,7 +196,8 @@ class TokenRefiner(nn.Module):
     """Qwen2.5-VL's states -> the text tokens: `proj_in`, then the refiner blocks modulated by
     `time_text_embed` of the timestep and the kept tokens' mean state; what no timestep
     changes `prepare`d once per prompt, the blocks every step (`forward`). diffusers:
-    `HunyuanImageTokenRefiner`."""
+    `HunyuanImageTokenRefiner`; `HunyuanVideo15TokenRefiner` is the same without the token-0
+    rule (its caller drops a padding token 0 and passes first_padding all False)."""
 
     def __init__(self, text_dim: int, heads: int, head_dim: int, layers: int,
                  place: Place) -> None:
@@ -233,11 +256,31 @@ class ByT5TextProjection(nn.Module):
         return self.linear_3(self.linear_2.gelu(self.linear_1.gelu(self.norm(x))))
 
 
+def glyph_part(projection: ByT5TextProjection, glyph: Any, mask: Any, batch: int, dtype: Any,
+               device: Device) -> tuple[Tensor, np.ndarray | None] | None:
+    """ByT5's glyph states (B, L2, in_dim) projected, each sample's kept tokens only (`mask`
+    (B, L2) nonzero), and their real flags (None where all are): a join_plan part; None
+    where no sample keeps a glyph token. ValueError for a missing or misshapen mask."""
+    glyph = device_states(glyph, dtype, device, "encoder_hidden_states_2")
+    if mask is None:
+        raise ValueError("encoder_hidden_states_2 needs encoder_attention_mask_2 "
+                         "(ByT5's attention mask)")
+    rows = kept_tokens(mask, batch, glyph.shape[1], "encoder_attention_mask_2")
+    if not any(len(r) for r in rows):
+        return None
+    # a sample without glyph text keeps one token, flagged padding below
+    picked, _ = gather_tokens(glyph, [r if len(r) else np.zeros(1, np.int64) for r in rows])
+    flags = np.zeros(picked.shape[:2], bool)
+    for b, r in enumerate(rows):
+        flags[b, :len(r)] = True
+    return projection(picked), None if flags.all() else flags
+
+
 def join_plan(parts: list[tuple[int, np.ndarray | None]], batch: int, device: Device
               ) -> Gather | None:
-    """How `join` makes one text stream of parts of (N_i tokens, real flags or None): each
-    sample's real tokens of every part in order, padded to the longest (None: one part,
-    itself)."""
+    """How PromptText.stream makes one text stream of parts of (N_i tokens, real flags or
+    None): each sample's real tokens of every part in order, padded to the longest (None:
+    one part, itself)."""
     if len(parts) == 1:
         return None
     flags = np.concatenate([np.ones((batch, count), bool) if real is None else real
@@ -245,10 +288,17 @@ def join_plan(parts: list[tuple[int, np.ndarray | None]], batch: int, device: De
     return gather_plan([np.flatnonzero(row) for row in flags], flags.shape[1], device)
 
 
-def join(tokens: list[Tensor], plan: Gather | None) -> Tensor:
-    """The text stream of the parts' tokens (B, N_i, dim) by `join_plan`'s plan (diffusers
-    puts the glyph's first; attention has no order)."""
-    return tokens[0] if plan is None else take_tokens(concatenate(tokens, axis=1), plan)
+def prompt_text(states: Any, rest: tuple[Any, ...], prepare: Callable[..., PromptText]
+                ) -> PromptText:
+    """A transformer's forward's text: encoder_hidden_states as given where it is
+    prepare_text's PromptText (ValueError where the raw inputs in `rest` come beside it),
+    else prepare(states, *rest)."""
+    if not isinstance(states, PromptText):
+        return prepare(states, *rest)
+    if any(value is not None for value in rest):
+        raise ValueError("encoder_hidden_states is prepare_text's PromptText, which holds the "
+                         "masks, glyph and image states: pass None for those")
+    return states
 
 
 def device_states(states: Any, dtype: Any, device: Device, name: str) -> Tensor:
