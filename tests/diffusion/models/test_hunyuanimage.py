@@ -6,12 +6,9 @@ guidance and meanflow inputs."""
 
 from __future__ import annotations
 
-import contextlib
 import json
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
-from unittest import mock
 
 import numpy as np
 import pytest
@@ -26,7 +23,7 @@ from hunyuanimage_tiny import (
 )
 from safetensors.numpy import load_file
 from sd_tiny import ported
-from support import assert_close
+from support import assert_close, counted
 
 import gpucore
 from diffusion.models.hunyuanimage import HunyuanImageTransformer2DModel
@@ -148,23 +145,6 @@ def test_hunyuanimage_step_cache(device: gpucore.Device) -> None:
         assert (second == plain).all() == (computed == 2)
 
 
-@contextlib.contextmanager
-def _counted(device: gpucore.Device) -> Iterator[list[int]]:
-    """[dispatches, uploads] made inside."""
-    from bench._harness import counting
-
-    counts = [0, 0]
-    write = device.write_bytes
-
-    def upload(*args: Any) -> None:
-        counts[1] += 1
-        write(*args)
-
-    with counting(device) as dispatches, mock.patch.object(device, "write_bytes", upload):
-        yield counts
-    counts[0] = sum(dispatches.values())
-
-
 def test_hunyuanimage_text_prepared_once(device: gpucore.Device) -> None:
     """prepare_text's PromptText, made once per prompt, gives the step of the raw inputs
     bitwise; a step reusing it saves exactly the dispatches making it takes (the gathers,
@@ -174,15 +154,15 @@ def test_hunyuanimage_text_prepared_once(device: gpucore.Device) -> None:
     inputs = _inputs(7)
     raw = (inputs["encoder_hidden_states"], inputs["encoder_attention_mask"],
            inputs["encoder_hidden_states_2"], inputs["encoder_attention_mask_2"])
-    with _counted(device) as made:
+    with counted(device) as made:
         text = ours.prepare_text(*raw)
     prepared = {**inputs, "encoder_hidden_states": text, "encoder_attention_mask": None,
                 "encoder_hidden_states_2": None, "encoder_attention_mask_2": None}
     ours(**prepared)  # the first step keeps the key mask of this size
     later = np.array([300.0, 300.0], np.float32)
-    with _counted(device) as again:
+    with counted(device) as again:
         fresh = ours(**{**inputs, "timestep": later}).numpy()
-    with _counted(device) as shared:
+    with counted(device) as shared:
         got = ours(**{**prepared, "timestep": later}).numpy()
     np.testing.assert_array_equal(got, fresh)
     assert again[0] - shared[0] == made[0] > 10
