@@ -43,7 +43,9 @@ BENCH_MODELS picks them, comma-separated, from qwen3_8b, qwen25vl, qwen3vl_8b, q
 krea2, kandinsky5, flux2klein, chroma, kontext, qwenimage, qwenimageedit, hunyuanimage,
 hunyuanvideo15, ltx2 (the default: all, in that order), plus zimage and qwen3 (bench/zimage.py's
 rows). BENCH_ACC16=1 adds each float16 transformer's step with every GEMM's f16 accumulators
-(`float16 acc16`, `--fp16-accumulation`). `--quick`: tiny configs (a smoke run on any adapter).
+(`float16 acc16`, `--fp16-accumulation`). BENCH_KERNELS=1 adds each float16 row's fifteen
+longest kernels (`kernels`: calls and GPU ms of one more step, timestamps on). `--quick`:
+tiny configs (a smoke run on any adapter).
 """
 
 from __future__ import annotations
@@ -256,6 +258,18 @@ def _on_torch(x: dict[str, Any], tdtype: Any, dev: str) -> dict[str, Any]:
     return out
 
 
+def _kernels(fn: Any, device: gpucore.Device) -> dict[str, Any]:
+    """BENCH_KERNELS=1: one more call of ours' step with timestamps, its fifteen longest
+    kernels' calls and GPU ms (where the step's time goes)."""
+    with device.profile() as prof:
+        fn()
+    device.synchronize()
+    ranked = list(prof.summary().items())[:15]  # slowest first
+    kernels = {name: {"calls": calls, "ms": ns / 1e6} for name, (calls, ns) in ranked}
+    print(f"kernels: {json.dumps(kernels, default=float)}", flush=True)
+    return kernels
+
+
 def _one_model(name: str, quick: bool, device: gpucore.Device, cuda: Any
                ) -> list[dict[str, Any]]:
     import torch
@@ -328,6 +342,8 @@ def _one_model(name: str, quick: bool, device: gpucore.Device, cuda: Any
     row = {"model": name, "impl": "ours", "dtype": dtype.name, **timing,
            "peak_gib": (step.peak_allocated - base) / GIB, "driver_step_peak_gib": driver.peak,
            "rel_err": float(np.abs(got - expected).max() / np.abs(expected).max()), **prefix}
+    if os.environ.get("BENCH_KERNELS") == "1" and device.has_timestamps:
+        row["kernels"] = _kernels(fn, device)
     rows.append(row)
     if os.environ.get("BENCH_ACC16") == "1" and dtype == np.float16:
         timing, got = _zimage.acc16_call(fn, device, repeat)
