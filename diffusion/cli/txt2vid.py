@@ -2,10 +2,11 @@
 Video Lite text-to-video from the command line (cli.txt2vid_kandinsky5: the latter's run),
 and `img2vid --image IN.png` (Wan 2.1 / 2.2 A14B I2V or Wan 2.2 TI2V 5B
 animating a picture); Wan VACE's control video, mask and reference pictures on txt2vid
-(cli.vace), and Wan 2.2 Animate's picture, pose, face, background and mask videos
-(cli.animate). `--model FILE --base FOLDER` runs ComfyUI's split files (and GGUFs, and
-Wan 2.2 Animate's original single file) with a diffusers folder giving the rest; `--model-2`
-is Wan 2.2 A14B's low-noise expert. The frame count (1 + 4k), size (multiples of 16), fps,
+(cli.vace), Wan's video-to-video (`--init-video`, `--denoising-strength`: cli.init_video),
+and Wan 2.2 Animate's picture, pose, face, background and mask videos (cli.animate).
+`--model FILE --base FOLDER` runs ComfyUI's split files (and GGUFs, and Wan 2.2 Animate's
+original single file) with a diffusers folder giving the rest; `--model-2` is Wan 2.2 A14B's
+low-noise expert. The frame count (1 + 4k), size (multiples of 16), fps,
 picture, files and output are checked before the model loads, and what is not given is the
 model family's default (pipelines.video.models); a bad one ends in one `error: ...` line."""
 
@@ -27,6 +28,7 @@ from .animate import (
     refuse_animate,
 )
 from .device import add_device_options, use_device_options
+from .init_video import add_init_video_options, init_video_of
 from .memory import add_memory_options, memory_mode
 from .options import number, whole
 from .paths import check_output_file
@@ -56,6 +58,8 @@ EXAMPLE = """example:
       --base ./Wan2.2-T2V-A14B-Diffusers --prompt "a cat walks on the grass" -o cat.mp4
   python -m diffusion txt2vid --model ./Wan2.1-VACE-1.3B-diffusers --prompt "a robot dances" \\
       --control-video pose.mp4 --reference-image robot.png --frames 33 -o robot.mp4
+  python -m diffusion txt2vid --model ./Wan2.1-T2V-1.3B-Diffusers --prompt "a snowy street" \\
+      --init-video street.mp4 --denoising-strength 0.7 -o snowy.mp4
   python -m diffusion txt2vid --model ./Wan2.2-Animate-14B-Diffusers --prompt "a dancer" \\
       --animate-image me.png --pose-video pose.mp4 --face-video face.mp4 \\
       --width 1280 --height 720 -o me.mp4
@@ -82,6 +86,7 @@ def add_parsers(subparsers: argparse._SubParsersAction) -> None:
         if name == "txt2vid":
             add_vace_options(sub)
             add_animate_options(sub)
+            add_init_video_options(sub)
 
 
 def _options(sub: argparse.ArgumentParser) -> None:
@@ -285,6 +290,7 @@ def run(args: argparse.Namespace) -> int:
     if animate and args.frames is not None:
         raise ValueError("Wan Animate makes as many frames as --pose-video has: leave --frames "
                          "out")
+    init = init_video_of(args, animate)  # read, its frame count and size the run's
     out = _check(args)
     refuse_animate(args, animate)  # (Kandinsky 5 Video too)
     image = _picture(args.image) if args.command == "img2vid" else None
@@ -341,5 +347,6 @@ def run(args: argparse.Namespace) -> int:
         videos = pipe(args.prompt, height=args.height, width=args.width,
                       num_frames=args.frames, image=image, guidance_scale_2=args.cfg_scale_2,
                       cache=cache, control=control,
-                      conditioning_scale=getattr(args, "control_scale", None), **sampling)
+                      conditioning_scale=getattr(args, "control_scale", None), video=init,
+                      strength=args.denoising_strength, **sampling)
     return finish_video(pipe, videos, cache, out, args.fps, args.verbose)
