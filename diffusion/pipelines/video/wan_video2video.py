@@ -27,8 +27,8 @@ def refuse_video2video(*, image: bool, vace: bool, conditioned: bool) -> None:
         raise ValueError("an init video and a first frame to animate do not go together: give "
                          "one of them")
     if vace:
-        raise ValueError("a Wan VACE model edits a video through its control video "
-                         "(--control-video and --control-mask), not an init video")
+        raise ValueError("a Wan VACE model edits a video through its control video and "
+                         "mask, not an init video")
     if conditioned:
         raise ValueError("an init video is for Wan's text-to-video models; this one is "
                          "image-to-video")

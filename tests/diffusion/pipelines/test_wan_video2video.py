@@ -17,26 +17,13 @@ pytest.importorskip("diffusers", reason="diffusers is a test-only reference (ext
 import torch
 from cli_support import cli_error, cli_ok, png_frames
 from PIL import Image
-from wan_tiny import tiny_wan_pipeline
+from wan_tiny import tiny_wan_pipeline, wave_video
 
 import gpucore
 
 PROMPT = "a red cube on a wooden table"
 HEIGHT, WIDTH, FRAMES = 32, 48, 5
 SETTINGS = dict(negative_prompt="blurry", num_inference_steps=4, guidance_scale=4.0)
-
-
-def wave_video(seed: int, height: int, width: int, frames: int = FRAMES) -> list[Image.Image]:
-    """Smooth random colour waves drifting across the frames (shapes for the tiny VAE to
-    encode, not only noise)."""
-    rng = np.random.default_rng(seed)
-    y, x = np.mgrid[0:height, 0:width] / max(height, width)
-    out = []
-    for i in range(frames):
-        waves = [np.sin(2 * np.pi * (a * x + b * y) + c + 0.3 * i)
-                 for a, b, c in rng.uniform(0, 3, (3, 3))]
-        out.append(Image.fromarray((np.stack(waves, -1) * 120 + 128).astype(np.uint8)))
-    return out
 
 
 @pytest.fixture(scope="module")

@@ -14,7 +14,8 @@ loaded straight to host memory, the frames the plain mode's; Wan 2.2 A14B's expe
 Kandinsky 5 Video too). A Wan VACE folder takes its control video, mask and reference pictures
 as base64 pictures (`control_video`, `control_mask`: one per frame; `reference_images`) and
 `control_scale`, as `txt2vid --control-video DIR ...` does; a Wan 2.2 Animate folder its
-picture, pose, face, background and mask videos (video_animate). GET /avx/video-models lists
+picture, pose, face, background and mask videos (video_animate); a Wan text-to-video model an
+`init_video` to redraw and its `denoising_strength` (video_init). GET /avx/video-models lists
 the video folders and Wan files for the page's Video tab."""
 
 from __future__ import annotations
@@ -41,6 +42,7 @@ from ...images import decode_image
 from ..generation import RequestError
 from ..state import ServerState, State, submit, wait
 from ..video_animate import animate_pixels_of, refuse_animate
+from ..video_init import init_video_of, refuse_init_video
 from ..video_sources import REQUEST_NAMES, video_listing, video_source
 
 __all__ = ["Img2VidRequest", "Txt2VidRequest", "avx"]
@@ -102,6 +104,13 @@ class Txt2VidRequest(BaseModel):
                                        "shorter pose video)")
     segment_overlap: int = Field(1, description="Wan 2.2 Animate: the previous segment's "
                                  "frames a segment continues from, 1 or 5")
+    init_video: str | list[str] | None = Field(None, description="Wan video-to-video: the "
+                                              "video to redraw, a base64 video file (MP4, "
+                                              "WebM, animated WebP or GIF) or one base64 "
+                                              "picture a frame; its frames and size unless "
+                                              "given")
+    denoising_strength: float | None = Field(None, gt=0.0, le=1.0, description="with "
+                                             "init_video: how much of it is redrawn (0.8)")
     format: str = Field("mp4", pattern="^(mp4|webp)$")
     also_webp: bool = Field(False, description="the animated WebP too, as `webp` (beside an "
                                                "MP4 `video`)")
@@ -259,12 +268,22 @@ def _refuse_kandinsky5(folder: Path, body: Txt2VidRequest, s: VideoDefaults, ima
 async def _run(state: ServerState, body: Txt2VidRequest, image: Any) -> dict[str, Any]:
     from ....pipelines.video import video_cache
     from ....pipelines.video.wan_refuse import wan_refusals_of
+    from ....pipelines.video.wan_schedule import check_strength
 
+    try:  # the init video decoded first: its frames and size are the request's
+        init, fitted = await asyncio.to_thread(init_video_of, body)
+    except ValueError as error:
+        raise RequestError(str(error)) from None
+    body = body.model_copy(update=fitted)
+    strength = 0.8 if body.denoising_strength is None else body.denoising_strength
     (model, s), memory, no_half_vae = _check(state, body), state.memory, state.no_half_vae
     cache = video_cache(body.cache, "cache", s.steps)  # checked by _check
     k5 = kandinsky5_video_family(model[0]) is not None
     kind_of = None if cache is None else cache.spec.kind
     try:  # what the model does not take, from its configs and a file's header, before it loads
+        refuse_init_video(body, model, image=image is not None, control=_control_named(body))
+        if init is not None:
+            check_strength(strength, s.steps, ("denoising_strength", "steps"))
         animate = refuse_animate(body, model, image is not None, _control_named(body))
         if k5:
             _refuse_kandinsky5(model[0], body, s, image, kind_of)
@@ -286,7 +305,7 @@ async def _run(state: ServerState, body: Txt2VidRequest, image: Any) -> dict[str
         cache = video_cache(body.cache, "cache", s.steps)  # each run's own
         inputs = {"image": image} if k5 else {
             "image": image, "guidance_scale_2": body.cfg_scale_2, "control": control,
-            "conditioning_scale": body.control_scale}
+            "conditioning_scale": body.control_scale, "video": init, "strength": strength}
         if pixels is not None:  # Wan 2.2 Animate: the pose video's length
             videos = pipe(body.prompt, pixels=pixels, segment_frames=segment,
                           overlap=body.segment_overlap, negative_prompt=body.negative_prompt,
@@ -302,7 +321,8 @@ async def _run(state: ServerState, body: Txt2VidRequest, image: Any) -> dict[str
                   "seed": seed, "frames": len(frames), "fps": s.fps, "width": s.width,
                   "height": s.height, "interrupted": observer.interrupted(),
                   "cache": None if cache is None else cache.summary(),
-                  "memory": None if pipe.memory_mode is None else pipe.memory_mode.label}
+                  "memory": None if pipe.memory_mode is None else pipe.memory_mode.label,
+                  "denoising_strength": None if init is None else strength}
         if body.also_webp and body.format != "webp":
             answer["webp"] = _encoded(frames, "webp", s.fps)
         return answer
