@@ -2,8 +2,9 @@
 with a tiny Wan 2.1 folder beside a tiny SD model: the init video picker shows for a Wan
 text-to-video model and hides for a VACE one; a picked MP4 goes out as txt2vid's `init_video`,
 decoded frame by frame at the chosen size, with the denoising strength; removed, neither goes
-out; pictures fewer than the frames asked for bring the server's 422 in one line. Screenshots
-go to tmp_path and, with AVX_SCREENSHOTS=DIR, there too."""
+out; the answer's strength shows under the video; pictures fewer than the frames asked for
+bring the server's 422 in one line. Screenshots go to tmp_path and, with AVX_SCREENSHOTS=DIR,
+there too."""
 
 from __future__ import annotations
 
@@ -92,9 +93,11 @@ def test_init_video_goes_out(server: str, page: Any, tmp_path: Path) -> None:
     sent: list[Any] = []
     answer = _stand_in_answer(tmp_path / "video.mp4")
     page.route("**/avx/txt2vid", lambda route: (sent.append(route.request.post_data_json),
-                                                route.fulfill(json=answer)))
+                                                route.fulfill(json={
+                                                    **answer, "denoising_strength": 0.6})))
     page.get_by_role("button", name="Generate", exact=True).click()
     page.get_by_label("Generated video", exact=True).wait_for(state="visible")
+    assert "denoising strength 0.6" in page.locator("#video_info").inner_text()
     (body,) = sent
     assert body["model"] == "wan" and body["frames"] == 5 and body["denoising_strength"] == 0.6
     assert len(body["init_video"]) == 5

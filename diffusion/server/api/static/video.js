@@ -151,7 +151,9 @@ function showVideo(answer) {
     Object.assign($("video_webp_download"), { href: webp, download: `${name}.webp` });
   }
   $("video_info").textContent = `Seed: ${answer.seed}, ${answer.frames} frames at ${answer.fps} fps, `
-    + `${answer.width}x${answer.height}${answer.interrupted ? " (interrupted: decoded from where it stopped)" : ""}`;
+    + `${answer.width}x${answer.height}`
+    + `${answer.denoising_strength != null ? `, denoising strength ${answer.denoising_strength}` : ""}`
+    + `${answer.interrupted ? " (interrupted: decoded from where it stopped)" : ""}`;
 }
 
 async function generate() {
