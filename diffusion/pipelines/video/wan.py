@@ -299,6 +299,8 @@ class WanPipeline(WanMemoryModes, WanVaePasses):
         scheduler.set_timesteps(num_inference_steps)
         timesteps = scheduler.timesteps if video is None else strength_timesteps(
             scheduler.timesteps, num_inference_steps, strength, scheduler.order)
+        if video is not None and cache is not None:  # TeaCache's last step: the cut's last
+            cache.steps = len(timesteps)
         spatial = self.vae.spatial_factor
         shape = (len(prompts), config["out_channels"] or config["in_channels"],
                  (num_frames - 1) // self.temporal_factor + 1, height // spatial,

@@ -51,8 +51,8 @@ def _diffusers(reference: Any, video: list[Image.Image], strength: float) -> np.
 def test_video2video_equals_diffusers(first_device: gpucore.Device,
                                       tiny: tuple[Path, Any]) -> None:
     """Strength 0.5 of 4 steps: UniPC's last 2 (its corrector too) from the video noised to
-    the third sigma; a 40 x 24 video resized to 48 x 32."""
-    from diffusion.pipelines.video import WanPipeline
+    the third sigma; a 40 x 24 video resized to 48 x 32. A step cache knows the 2 steps."""
+    from diffusion.pipelines.video import WanPipeline, video_cache
 
     folder, reference = tiny
     pipe = WanPipeline.from_pretrained(folder, device=first_device)
@@ -67,6 +67,12 @@ def test_video2video_equals_diffusers(first_device: gpucore.Device,
     assert made.shape == expected.shape == (FRAMES, HEIGHT, WIDTH, 3)
     error = np.abs(made - expected)
     assert error.mean() < 5e-6 and error.max() < 1e-4, (error.mean(), error.max())  # 1e-6, 1e-5
+    # TeaCache counts the steps that run: the cut's last (here its second) always computes
+    cache = video_cache("teacache:9", "cache", 4)
+    np.testing.assert_array_equal(pipe(PROMPT, video=video, strength=0.5, height=HEIGHT,
+                                       width=WIDTH, seed=3, cache=cache, **SETTINGS)[0], made)
+    assert cache.summary() == "teacache 9, 4/4 model calls computed"
+    assert [branch.steps for branch in cache.branches] == [2, 2]  # (the prompt's, the negative)
     # the strength and the video matter (strength 0.25: one step from the video half noised;
     # the tiny random VAE's frames move less with the latents than a trained one's)
     light = ours(video, 0.25)
