@@ -60,9 +60,11 @@ def init_video_of(args: argparse.Namespace, animate: bool) -> list[Any] | None:
     check_strength(args.denoising_strength, steps, ("--denoising-strength", "--steps"))
     from ..pipelines.video.files import read_frames
     from ..pipelines.video.wan_video2video import fit_init_video
+    from .txt2vid import MAX_FRAMES
 
+    read = read_frames(Path(path), "--init-video", limit=args.frames or MAX_FRAMES + 1)
     frames, args.width, args.height = fit_init_video(
-        read_frames(Path(path), "--init-video"), f"--init-video {path}", count=args.frames,
-        width=args.width, height=args.height)
+        read, f"--init-video {path}", count=args.frames, width=args.width, height=args.height,
+        most=MAX_FRAMES)
     args.frames = len(frames)
     return frames

@@ -35,17 +35,23 @@ def refuse_video2video(*, image: bool, vace: bool, conditioned: bool) -> None:
 
 
 def fit_init_video(frames: Sequence[Any], name: str, *, count: int | None,
-                   width: int | None, height: int | None, multiple: int = 16,
+                   width: int | None, height: int | None, most: int, multiple: int = 16,
                    option: str = "--{} {}") -> tuple[list[Any], int, int]:
-    """(the frames a run takes, width, height) of an init video's `frames` (PIL images; `name`
-    says it in messages): its first `count` (None: all, which must be 1 + 4k), at the size
-    given, a side not given the video's (refused unless a multiple of `multiple`).
+    """(the frames a run takes, width, height) of an init video's `frames` (PIL images, read
+    up to `most` + 1; `name` says it in messages): its first `count` (None: all, which must be
+    1 + 4k and at most `most`), at the size given, a side not given the video's (refused
+    unless a multiple of `multiple`).
     ValueError in one line saying what to give, each setting as `option` writes it ("--{}
     {}": "--frames 29")."""
     total = len(frames)
     if count is not None and count > total:
         raise ValueError(f"{name} has {total} frames, fewer than {option.format('frames', count)}"
                          ": ask for fewer frames or give a longer video")
+    if count is None and total > most:  # suggested: Wan's 81 frames, or fewer where fewer fit
+        use = (min(81, most) - 1) // 4 * 4 + 1
+        raise ValueError(f"{name} has more than {most} frames: give "
+                         f"{option.format('frames', use)} (1 + 4k, up to {most}) to take its "
+                         f"first {use}")
     if count is None and (total - 1) % 4:
         use = (total - 1) // 4 * 4 + 1
         raise ValueError(f"{name} has {total} frames; Wan makes 1 + 4k (1, 5, ..., 81): give "

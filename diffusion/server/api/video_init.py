@@ -27,8 +27,9 @@ MAX_FRAMES = 1001  # as the request's `frames`
 _DATA_URL = "base64,"
 
 
-def _video_file(text: str) -> list[Any]:
-    """The frames of a base64 video file, read as `txt2vid --init-video FILE` reads one."""
+def _video_file(text: str, limit: int) -> list[Any]:
+    """The first `limit` frames of a base64 video file, read as `txt2vid --init-video FILE`
+    reads one."""
     from ...pipelines.video.files import read_frames
 
     try:
@@ -45,7 +46,7 @@ def _video_file(text: str) -> list[Any]:
         path = Path(folder) / f"init{suffix}"
         path.write_bytes(raw)
         try:
-            return read_frames(path, "init_video")
+            return read_frames(path, "init_video", limit=limit)
         except ValueError as error:  # without the temporary file's name
             raise ValueError(str(error).replace(f" {path}", "")) from None
 
@@ -60,19 +61,17 @@ def init_video_of(body: Any) -> tuple[list[Any] | None, dict[str, int]]:
         if body.denoising_strength is not None:
             raise ValueError("denoising_strength is for video-to-video: send init_video too")
         return None, {}
+    limit = body.frames or MAX_FRAMES + 1  # only what the run may take is decoded
     if isinstance(body.init_video, str):
-        frames = _video_file(body.init_video)
+        frames = _video_file(body.init_video, limit)
     else:
         frames = [eight_bit(decode_image(text, f"init_video[{i}]")).convert("RGB")
-                  for i, text in enumerate(body.init_video)]
+                  for i, text in enumerate(body.init_video[:limit])]
     if not frames:
         raise ValueError("init_video holds no frames")
-    if body.frames is None and len(frames) > MAX_FRAMES:
-        raise ValueError(f"init_video has {len(frames)} frames; send at most {MAX_FRAMES}, or "
-                         "set frames to take its first ones")
     frames, width, height = fit_init_video(frames, "init_video", count=body.frames,
                                            width=body.width, height=body.height,
-                                           option="{}={}")
+                                           most=MAX_FRAMES, option="{}={}")
     return frames, {"frames": len(frames), "width": width, "height": height}
 
 

@@ -99,8 +99,13 @@ def test_init_video_cli(first_device: gpucore.Device, tiny: tuple[Path, Any], tm
 
 
 @pytest.mark.nodevice
-def test_init_video_refusals(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    for name, frames, (width, height) in (("six", 6, (48, 32)), ("odd", 5, (40, 30))):
+def test_init_video_refusals(tmp_path: Path, capsys: pytest.CaptureFixture[str],
+                             monkeypatch: pytest.MonkeyPatch) -> None:
+    from diffusion.cli import txt2vid
+
+    monkeypatch.setattr(txt2vid, "MAX_FRAMES", 9)  # (the CLI's 1001, lowered: a cheap video)
+    for name, frames, (width, height) in (("six", 6, (48, 32)), ("odd", 5, (40, 30)),
+                                          ("long", 11, (16, 16))):
         (tmp_path / name).mkdir()
         for i, frame in enumerate(wave_video(0, height, width, frames)):
             frame.save(tmp_path / name / f"{i:05d}.png")
@@ -121,5 +126,7 @@ def test_init_video_refusals(tmp_path: Path, capsys: pytest.CaptureFixture[str])
              "--denoising-strength must be a number above 0, at most 1"),
             (("--init-video", str(tmp_path / "six"), "--control-video", str(tmp_path / "six")),
              "--init-video and --control-video do not go together"),
+            (("--init-video", str(tmp_path / "long")),
+             "has more than 9 frames: give --frames 9 (1 + 4k, up to 9) to take its first 9"),
             (("--init-video", str(tmp_path / "none")), "no such file or folder")):
         assert says in cli_error(capsys, *base, *argv)
