@@ -34,10 +34,10 @@ def add_init_video_options(sub: argparse.ArgumentParser) -> None:
                             f"({DEFAULT_STRENGTH:g})")
 
 
-def init_video_of(args: argparse.Namespace, animate: bool) -> list[Any] | None:
+def init_video_of(args: argparse.Namespace, animate: bool, most: int) -> list[Any] | None:
     """--init-video's frames (PIL images) as the run takes them, its frame count and size set
-    as --frames, --width and --height where they are not given, and --denoising-strength
-    (DEFAULT_STRENGTH unless given); None without a video. ValueError
+    as --frames, --width and --height where they are not given (at most `most` frames), and
+    --denoising-strength (DEFAULT_STRENGTH unless given); None without a video. ValueError
     in one line for a strength without a video, a video with what it does not go with (Wan
     Animate, Wan VACE's options, Kandinsky 5 Video), a strength out of range or leaving no
     step, a frame count or size Wan cannot take."""
@@ -60,11 +60,10 @@ def init_video_of(args: argparse.Namespace, animate: bool) -> list[Any] | None:
     check_strength(args.denoising_strength, steps, ("--denoising-strength", "--steps"))
     from ..pipelines.video.files import read_frames
     from ..pipelines.video.wan_video2video import fit_init_video
-    from .txt2vid import MAX_FRAMES
 
-    read = read_frames(Path(path), "--init-video", limit=args.frames or MAX_FRAMES + 1)
+    read = read_frames(Path(path), "--init-video", limit=args.frames or most + 1)
     frames, args.width, args.height = fit_init_video(
         read, f"--init-video {path}", count=args.frames, width=args.width, height=args.height,
-        most=MAX_FRAMES)
+        most=most)
     args.frames = len(frames)
     return frames

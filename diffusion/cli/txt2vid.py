@@ -290,7 +290,7 @@ def run(args: argparse.Namespace) -> int:
     if animate and args.frames is not None:
         raise ValueError("Wan Animate makes as many frames as --pose-video has: leave --frames "
                          "out")
-    init = init_video_of(args, animate)  # read, its frame count and size the run's
+    init = init_video_of(args, animate, MAX_FRAMES)  # read: its frames and size the run's
     out = _check(args)
     refuse_animate(args, animate)  # (Kandinsky 5 Video too)
     image = _picture(args.image) if args.command == "img2vid" else None
