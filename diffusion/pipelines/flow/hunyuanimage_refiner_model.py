@@ -29,6 +29,7 @@ from ..finite import pictures_uint8
 from ..generation import Denoised
 from ..observer import Observer, StepCallback
 from ..request import GenerationRequest
+from .flow_memory import MemoryLayout
 from .flow_model import LLMFlowModel
 
 __all__ = ["REFINER_DEFAULTS", "REFINER_GUIDANCE", "HunyuanImageRefinerModel",
@@ -48,8 +49,8 @@ class HunyuanImageRefinerModel(LLMFlowModel):
 
     @property
     def capabilities(self) -> Capabilities:
-        """img2img with the "diffusers" sampler, plain-text prompts, the embedded guidance;
-        it takes over from a HunyuanImage 2.1 model as its refiner."""
+        """img2img with the "diffusers" sampler, plain-text prompts, the embedded guidance,
+        the memory modes; it takes over from a HunyuanImage 2.1 model as its refiner."""
         return hunyuanimage_refiner_capabilities(self.family)
 
     @property
@@ -60,6 +61,18 @@ class HunyuanImageRefinerModel(LLMFlowModel):
     @property
     def distilled(self) -> bool:
         return True
+
+    def memory_layout(self) -> MemoryLayout:
+        """What the memory modes move: Qwen2.5-VL (its `hidden_states_of`, which
+        `hidden_states` runs) as the text unit, the double and single blocks, the VAE (its
+        `decode` and `encode`: the refiner's pipeline calls them itself)."""
+        pipe, transformer = self.pipe, self.pipe.transformer
+        return MemoryLayout(transformer=transformer,
+                            blocks=(transformer.transformer_blocks,
+                                    transformer.single_transformer_blocks),
+                            text_encoders=(pipe.text_encoder,),
+                            text_calls=((pipe.text_encoder, "hidden_states_of"),),
+                            vae=pipe.vae)
 
     @property
     def placement(self) -> Placement:
@@ -134,8 +147,7 @@ def hunyuanimage_refiner_capabilities(family: str) -> Capabilities:
                         samplers=(), schedules=(), models="the HunyuanImage 2.1 refiner",
                         prompt_syntax=False, textual_inversion=False, refiner=True,
                         control=False, variation_seeds=False, latent_upscale_resize=False,
-                        hires=False, hires_with_diffusers=False, latent_masked_content=False,
-                        memory_modes=False)
+                        hires=False, hires_with_diffusers=False, latent_masked_content=False)
 
 
 def load_hunyuanimage_refiner_model(path: str | os.PathLike[str], family: str,

@@ -1,7 +1,8 @@
 """HunyuanImage 2.1's refiner through the command line (tiny random folders, float32): the
 refiner folder told from the base's, the distilled base then the refiner (`--refiner`) against
 diffusers' HunyuanImagePipeline then HunyuanImageRefinerPipeline on its picture, the refiner
-alone on an init image (img2img) against diffusers', and what it refuses in one line."""
+alone on an init image (img2img) against diffusers' (and under --lowvram, the same picture),
+and what it refuses in one line."""
 
 from __future__ import annotations
 
@@ -65,6 +66,11 @@ def test_base_then_refiner_from_the_cli(first_device: gpucore.Device, tmp_path: 
     expected = _refined(refiner, got[None], num_inference_steps=4,
                         distilled_guidance_scale=2.5)
     assert np.abs(png_pixels(out) - expected).mean() < TOL
+    # --lowvram: the blocks stream, the text encoder and the VAE come and go; the same picture
+    low, _ = cli_ok(capsys, "img2img", "--model", str(refiner_folder), "--init-image",
+                    str(tmp_path / "r.png"), "--distilled-cfg-scale", "2.5", "--lowvram",
+                    *common, "--out", str(tmp_path / "low.png"))
+    np.testing.assert_array_equal(png_pixels(low), png_pixels(out))
     # refusals, each in one line
     for argv, words in (
             (("txt2img", "--model", str(refiner_folder)), "refines a picture: run img2img"),
