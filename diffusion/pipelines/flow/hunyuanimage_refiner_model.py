@@ -27,7 +27,7 @@ from ...text.prompts import extract_extra_networks
 from ..contract import Capabilities, LoadOptions, Placement, SamplingDefaults
 from ..finite import pictures_uint8
 from ..generation import Denoised
-from ..observer import Observer, StepCallback
+from ..observer import Observer
 from ..request import GenerationRequest
 from .flow_memory import MemoryLayout
 from .flow_model import LLMFlowModel
@@ -104,14 +104,13 @@ class HunyuanImageRefinerModel(LLMFlowModel):
                                  f"{max(multiple, side // multiple * multiple)}")
 
     def refine(self, pictures: np.ndarray, prompts: list[str], seeds: list[int], *,
-               steps: int, guidance: float, rng: str,
-               callback: StepCallback | None = None) -> np.ndarray:
+               steps: int, guidance: float, rng: str) -> np.ndarray:
         """Each picture of `pictures` (B, H, W, 3) in [0, 1] refined for its prompt from its
         seed: the VAE latents (B, 32, 1, H/16, W/16) `decode` takes."""
         return np.concatenate([
             self.pipe(prompt, image=picture[None], num_inference_steps=steps,
                       distilled_guidance_scale=guidance, seed=seed, rng=rng,
-                      callback=callback, output_type="latent")
+                      output_type="latent")
             for picture, prompt, seed in zip(pictures, prompts, seeds)])
 
     def denoise(self, request: GenerationRequest, seed: int, width: int, height: int,
