@@ -16,7 +16,7 @@ import numpy as np
 from gpustd import Tensor, asarray, concatenate, elementwise_kernel, take_slice
 from gpustd.shape import put_slice
 
-__all__ = ["Tiling", "blend"]
+__all__ = ["Tiling", "blend", "spatial_tiles"]
 
 _TIME, _HEIGHT, _WIDTH = 0, 2, 3  # the axes of frames (T, C, H, W)
 Pair = tuple[int, int]  # (height, width)
@@ -67,8 +67,8 @@ def _place(out: Tensor | None, piece: Tensor, start: int, axis: int,
     return out
 
 
-def _spatial(x: Tensor, run: Callable[[Tensor], Tensor], size: Pair, stride: Pair,
-             extent: Pair, keep: Pair, out_size: Pair) -> Tensor:
+def spatial_tiles(x: Tensor, run: Callable[[Tensor], Tensor], size: Pair, stride: Pair,
+                  extent: Pair, keep: Pair, out_size: Pair) -> Tensor:
     """Tiles of x (T, C, H, W), `size` (height, width) every `stride`, each through `run`,
     blended over `extent` with the tile above and the one to the left, cut to `keep` and
     joined; cut to `out_size`. diffusers: `tiled_decode` / `tiled_encode`."""
@@ -170,9 +170,10 @@ class Tiling:
         height, width = z.shape[_HEIGHT], z.shape[_WIDTH]
         if not self.use_tiling or (height <= size_h // r and width <= size_w // r):
             return self.decode_tile(z)
-        return _spatial(z, self.decode_tile, (size_h // r, size_w // r),
-                        (stride_h // r, stride_w // r), (size_h - stride_h, size_w - stride_w),
-                        (stride_h, stride_w), (height * r, width * r))
+        return spatial_tiles(z, self.decode_tile, (size_h // r, size_w // r),
+                             (stride_h // r, stride_w // r),
+                             (size_h - stride_h, size_w - stride_w), (stride_h, stride_w),
+                             (height * r, width * r))
 
     def _encode_space(self, x: Tensor) -> Tensor:
         r = self.spatial_compression_ratio
@@ -180,9 +181,9 @@ class Tiling:
         height, width = x.shape[_HEIGHT], x.shape[_WIDTH]
         if not self.use_tiling or (height <= size_h and width <= size_w):
             return self.encode_tile(x)
-        return _spatial(x, self.encode_tile, (size_h, size_w), (stride_h, stride_w),
-                        (size_h // r - stride_h // r, size_w // r - stride_w // r),
-                        (stride_h // r, stride_w // r), (height // r, width // r))
+        return spatial_tiles(x, self.encode_tile, (size_h, size_w), (stride_h, stride_w),
+                             (size_h // r - stride_h // r, size_w // r - stride_w // r),
+                             (stride_h // r, stride_w // r), (height // r, width // r))
 
     def decode_frames(self, z: Tensor) -> Tensor:
         """Latent frames (T, C, h, w) -> frames (1 + 4 (T - 1), 3, 8h, 8w), tiled as
