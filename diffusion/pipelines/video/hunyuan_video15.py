@@ -44,7 +44,7 @@ from ...models.hunyuan_video15_vae import AutoencoderKLHunyuanVideo15
 from ...models.hunyuanimage_prompt import ByT5Tokenizer
 from ...models.llm import LLMTextModel
 from ...models.redux import SiglipVisionModel
-from ...models.step_cache import BranchCache, StepCache
+from ...models.step_cache import StepCache
 from ...models.t5 import T5EncoderModel
 from ...noise.rng import RNG_SOURCES, make_generator
 from ...sampling.scheduler_loop import scheduler_loop
@@ -81,8 +81,9 @@ def hunyuan_video15_layout(pipe: Any) -> MemoryLayout:
 class HunyuanVideo15Pipeline(WanVaePasses):
     """A loaded HunyuanVideo 1.5 diffusers folder (module docstring). Components as diffusers
     names them; `guider` the folder's guider_config.json's; `processor_config` SigLIP's
-    preprocessor_config.json (image to video); `offload`: one network's weights on the GPU at
-    a time; the memory modes: `set_memory_mode`."""
+    preprocessor_config.json (image to video); `target_size` the side the size buckets are
+    made for (the transformer config's: 640 for 480p, 960 for 720p); `offload`: one
+    network's weights on the GPU at a time; the memory modes: `set_memory_mode`."""
 
     vae: AutoencoderKLHunyuanVideo15  # type: ignore[assignment]
 
@@ -91,14 +92,14 @@ class HunyuanVideo15Pipeline(WanVaePasses):
                  tokenizer: LLMTokenizer, text_encoder_2: T5EncoderModel,
                  tokenizer_2: ByT5Tokenizer, scheduler_config: dict[str, Any],
                  guider: MixGuidance, image_encoder: SiglipVisionModel | None = None,
-                 processor_config: dict[str, Any] | None = None,
+                 processor_config: dict[str, Any] | None = None, target_size: int = 640,
                  offload: bool = False) -> None:
         self.transformer, self.vae = transformer, vae
         self.text_encoder, self.tokenizer = text_encoder, tokenizer
         self.text_encoder_2, self.tokenizer_2 = text_encoder_2, tokenizer_2
         self.image_encoder, self.processor_config = image_encoder, dict(processor_config or {})
         self.scheduler_config, self.guider = dict(scheduler_config), guider
-        self.offload = offload
+        self.offload, self.target_size = offload, target_size
         self._memory: FlowMemoryPlan | None = None  # set_memory_mode's
 
     @classmethod
@@ -129,7 +130,8 @@ class HunyuanVideo15Pipeline(WanVaePasses):
             tokenizer=LLMTokenizer(weights.tokenizer_dir),
             tokenizer_2=ByT5Tokenizer.from_dir(weights.tokenizer_2_dir or Path(path)),
             scheduler_config=weights.scheduler_config, guider=guider,
-            processor_config=weights.processor_config, offload=offload)
+            processor_config=weights.processor_config, offload=offload,
+            target_size=int(transformer.config.get("target_size") or 640))
 
     @property
     def image_to_video(self) -> bool:
@@ -196,16 +198,10 @@ class HunyuanVideo15Pipeline(WanVaePasses):
         return int(self.vae.spatial_compression_ratio) * int(
             self.transformer.config.get("patch_size") or 1)
 
-    @property
-    def target_size(self) -> int:
-        """The side the size buckets are made for (the transformer config's; 640: 480p)."""
-        return int(self.transformer.config.get("target_size") or 640)
-
     def default_size(self, image: Any = None) -> tuple[int, int]:
         """(height, width): the bucket nearest the picture's aspect (PIL or HxWx3), 16:9
         without one. diffusers: `calculate_default_height_width`."""
-        high, wide = _WIDE if image is None else np.asarray(image).shape[:2] \
-            if not hasattr(image, "size") else image.size[::-1]
+        high, wide = _WIDE if image is None else np.asarray(image).shape[:2]
         return bucket_size(high, wide, target_size=self.target_size,
                            patch_size=int(self.vae.spatial_compression_ratio))
 
