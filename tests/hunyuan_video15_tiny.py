@@ -1,12 +1,16 @@
 """A tiny random HunyuanVideo 1.5 transformer (diffusers' HunyuanVideo15Transformer3DModel)
 built in-process: the reference of the model's tests, and the pipeline tests' transformer
-(`write_hunyuan_video15_transformer` saves it as a diffusers `transformer/` folder)."""
+(`write_hunyuan_video15_transformer` saves it as a diffusers `transformer/` folder), and its
+tensors in Tencent's original layout (`original_video15_layout`: diffusers' converter's table
+read backwards)."""
 
 from __future__ import annotations
 
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+from hunyuanimage_tiny import original_layout
 from sd_tiny import randomized
 
 # 9 input channels = 4 latent channels (tests/hunyuan_video15_vae_tiny.py's VAE) + their
@@ -43,3 +47,23 @@ def write_hunyuan_video15_transformer(folder: Path, seed: int = 31, **overrides:
     model = tiny_hunyuan_video15_transformer(seed, **overrides)
     model.save_pretrained(folder)
     return model
+
+
+# HunyuanVideo 1.5's own tensors, diffusers -> original; the rest is HunyuanImage 2.1's table
+_NAMES = (
+    (r"time_embed\.timestep_embedder\.linear_1", "time_in.mlp.0"),
+    (r"time_embed\.timestep_embedder\.linear_2", "time_in.mlp.2"),
+    (r"time_embed\.timestep_embedder_r\.linear_1", "time_r_in.mlp.0"),
+    (r"time_embed\.timestep_embedder_r\.linear_2", "time_r_in.mlp.2"),
+    (r"image_embedder\.norm_in", "vision_in.proj.0"),
+    (r"image_embedder\.linear_1", "vision_in.proj.1"),
+    (r"image_embedder\.linear_2", "vision_in.proj.3"),
+    (r"image_embedder\.norm_out", "vision_in.proj.4"),
+    (r"cond_type_embed", "cond_type_embedding"),
+)
+
+
+def original_video15_layout(state: dict[str, np.ndarray], *, fused: bool, prefix: str = ""
+                            ) -> dict[str, np.ndarray]:
+    """diffusers' tensors in Tencent's layout; `fused`: the double blocks' q/k/v stacked."""
+    return original_layout(state, fused=fused, prefix=prefix, names=_NAMES)

@@ -94,15 +94,17 @@ _NAMES = [
 ]
 
 
-def original_layout(state: dict[str, np.ndarray], *, fused: bool, prefix: str = ""
-                    ) -> dict[str, np.ndarray]:
+def original_layout(state: dict[str, np.ndarray], *, fused: bool, prefix: str = "",
+                    names: tuple[tuple[str, str], ...] = ()) -> dict[str, np.ndarray]:
     """diffusers' tensors in Tencent's layout; `fused`: the double blocks' q/k/v and the
-    single blocks' linear1 stacked and linear2 bare (Tencent's tensor-parallel input)."""
+    single blocks' linear1 stacked and linear2 bare (Tencent's tensor-parallel input);
+    `names`: (pattern, replacement) pairs tried first (another model's own tensors:
+    HunyuanVideo 1.5's)."""
     out: dict[str, np.ndarray] = {}
     for key, value in state.items():
         if ".token_refiner." in key and ".attn.to_" in key and "to_out" not in key:
             continue  # fused below
-        for pattern, replacement in _NAMES:
+        for pattern, replacement in (*names, *_NAMES):
             new = re.sub("^" + pattern, replacement, key)
             if new != key:
                 break

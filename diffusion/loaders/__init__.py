@@ -37,8 +37,9 @@ Layout, in import order (a package imports only those above it):
                         ModelInfo
     formats/            files as stored: safetensors, float8, torch pickles, GGUF (read,
                         write, Q4_K), a diffusers folder's configs and weight files
-    keymaps/            other layouts' names and configs -> ours: LDM / SGM, DiT (FLUX, SD3),
-                        llama.cpp's T5, T5 / UMT5 encoders' configs, expected keys
+    keymaps/            other layouts' names and configs -> ours: LDM / SGM, DiT (FLUX, SD3,
+                        Tencent's HunyuanImage / HunyuanVideo 1.5), llama.cpp's T5, T5 / UMT5
+                        encoders' configs, expected keys
     component           a component's weights into its model, GGUF blocks kept quantized
     control/            ControlNet, T2I-Adapter, IP-Adapter, Depth Anything; their catalogue
     flow/               FLUX.1 and SD3: folders, single files, GGUFs, module files
@@ -49,6 +50,8 @@ Layout, in import order (a package imports only those above it):
                         original release's pytorch_model.pt
     hunyuanimage/       HunyuanImage 2.1: its transformer's diffusers folder or Tencent's
                         original single file
+    hunyuan_video15/    HunyuanVideo 1.5: its transformer's diffusers folder, or Tencent's
+                        original release (its folder or one file)
 """
 
 from .errors import WeightsError

@@ -23,6 +23,7 @@ from .hunyuanimage_text import (
     TokenRefiner,
     device_states,
     gather_tokens,
+    glyph_part,
     joined_text,
     kept_tokens,
 )
@@ -59,9 +60,10 @@ def _checked(config: dict[str, Any]) -> dict[str, Any]:
 
 
 class PatchEmbed(nn.Module):
-    """`proj`: a Conv2d whose kernel equals its stride. diffusers: `HunyuanImagePatchEmbed`."""
+    """`proj`: a Conv2d (Conv3d for a 3-size `patch`) whose kernel equals its stride.
+    diffusers: `HunyuanImagePatchEmbed`, `HunyuanVideo15PatchEmbed`."""
 
-    def __init__(self, channels: int, dim: int, patch: tuple[int, int], place: Place) -> None:
+    def __init__(self, channels: int, dim: int, patch: tuple[int, ...], place: Place) -> None:
         self.proj = PatchEmbedding(channels, dim, patch, place)  # type: ignore[arg-type]
 
     def forward(self, patches: Tensor) -> Tensor:
@@ -200,21 +202,10 @@ class HunyuanImageTransformer2DModel(nn.Module):
             real[:, 0] &= ~first_padding
         parts = [(refined, real)]
         if self.context_embedder_2 is not None and glyph is not None:
-            glyph = device_states(glyph, self.dtype, self.device, "encoder_hidden_states_2")
-            if glyph_mask is None:
-                raise ValueError("encoder_hidden_states_2 needs encoder_attention_mask_2 "
-                                 "(ByT5's attention mask)")
-            glyph_rows = kept_tokens(glyph_mask, batch, glyph.shape[1],
-                                     "encoder_attention_mask_2")
-            if any(len(r) for r in glyph_rows):
-                # a sample without glyph text keeps one token, flagged padding below
-                picked, _ = gather_tokens(glyph, [r if len(r) else np.zeros(1, np.int64)
-                                                  for r in glyph_rows])
-                flags = np.zeros(picked.shape[:2], bool)
-                for b, r in enumerate(glyph_rows):
-                    flags[b, :len(r)] = True
-                parts.insert(0, (self.context_embedder_2(picked),
-                                 None if flags.all() else flags))
+            glyph_tokens = glyph_part(self.context_embedder_2, glyph, glyph_mask, batch,
+                                      self.dtype, self.device)
+            if glyph_tokens is not None:
+                parts.insert(0, glyph_tokens)
         return joined_text(parts, self.device)
 
     def forward(self, hidden_states: Any, timestep: Any, encoder_hidden_states: Any,

@@ -1,7 +1,7 @@
-"""HunyuanImage 2.1's text inputs (diffusers' names): the token refiner (`context_embedder`:
-Qwen2.5-VL's states projected and refined by self-attention blocks modulated by the timestep
-and the prompt's mean), ByT5's glyph projection (`context_embedder_2`), and the joined text
-stream the transformer's blocks read.
+"""HunyuanImage 2.1's text inputs, HunyuanVideo 1.5's too (diffusers' names): the token
+refiner (`context_embedder`: Qwen2.5-VL's states projected and refined by self-attention
+blocks modulated by the timestep and the prompt's mean), ByT5's glyph projection
+(`context_embedder_2`), and the joined text stream the transformer's blocks read.
 
 diffusers pads both prompts to fixed lengths (1000 and 128 tokens) and masks the padding out
 of every attention; a masked key changes nothing, and the text has no rotary positions, so
@@ -23,7 +23,8 @@ from .dit_layers import AdaLayerNormZero, CombinedTimestepTextProjEmbeddings, Jo
 from .layers import Place
 from .transformer_ops import cast, gated_linear
 
-__all__ = ["ByT5TextProjection", "TokenRefiner", "gather_tokens", "joined_text", "kept_tokens"]
+__all__ = ["ByT5TextProjection", "TokenRefiner", "device_states", "gather_tokens", "glyph_part",
+           "joined_text", "kept_tokens"]
 
 
 def kept_tokens(mask: Any, batch: int, length: int, name: str) -> list[np.ndarray]:
@@ -117,7 +118,8 @@ class RefinerBlock(nn.Module):
 class TokenRefiner(nn.Module):
     """Qwen2.5-VL's states -> the text tokens: `proj_in`, then the refiner blocks modulated by
     `time_text_embed` of the timestep and the kept tokens' mean state. diffusers:
-    `HunyuanImageTokenRefiner`."""
+    `HunyuanImageTokenRefiner`; `HunyuanVideo15TokenRefiner` is the same without the token-0
+    rule (its caller drops a padding token 0 and passes first_padding all False)."""
 
     def __init__(self, text_dim: int, heads: int, head_dim: int, layers: int,
                  place: Place) -> None:
@@ -168,6 +170,26 @@ class ByT5TextProjection(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         return self.linear_3(self.linear_2.gelu(self.linear_1.gelu(self.norm(x))))
+
+
+def glyph_part(projection: ByT5TextProjection, glyph: Any, mask: Any, batch: int, dtype: Any,
+               device: Device) -> tuple[Tensor, np.ndarray | None] | None:
+    """ByT5's glyph states (B, L2, in_dim) projected, each sample's kept tokens only (`mask`
+    (B, L2) nonzero), and their real flags (None where all are): a joined_text part; None
+    where no sample keeps a glyph token. ValueError for a missing or misshapen mask."""
+    glyph = device_states(glyph, dtype, device, "encoder_hidden_states_2")
+    if mask is None:
+        raise ValueError("encoder_hidden_states_2 needs encoder_attention_mask_2 "
+                         "(ByT5's attention mask)")
+    rows = kept_tokens(mask, batch, glyph.shape[1], "encoder_attention_mask_2")
+    if not any(len(r) for r in rows):
+        return None
+    # a sample without glyph text keeps one token, flagged padding below
+    picked, _ = gather_tokens(glyph, [r if len(r) else np.zeros(1, np.int64) for r in rows])
+    flags = np.zeros(picked.shape[:2], bool)
+    for b, r in enumerate(rows):
+        flags[b, :len(r)] = True
+    return projection(picked), None if flags.all() else flags
 
 
 def joined_text(parts: list[tuple[Tensor, np.ndarray | None]], device: Device
