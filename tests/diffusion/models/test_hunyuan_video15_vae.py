@@ -68,3 +68,62 @@ def test_encode_equals_diffusers(device: gpucore.Device) -> None:
     noise = rng.standard_normal(mean.shape).astype(np.float32)
     expected = posterior.mean.numpy() + posterior.std.numpy() * noise
     assert_close(ours.encode(video, noise=noise).numpy(), expected, tol=TOL)
+
+
+def test_one_frame_equals_diffusers(device: gpucore.Device) -> None:
+    """A picture (one frame, what image-to-video encodes): the samplers' first-frame path
+    alone."""
+    reference, ours = _pair(device)
+    rng = np.random.default_rng(5)
+    pixels = rng.uniform(-1, 1, (1, 3, 1, 16, 24)).astype(np.float32)
+    with torch.no_grad():
+        posterior = reference.encode(torch.from_numpy(pixels)).latent_dist
+    mean, logvar = ours.moments(asarray(pixels, device=device))
+    assert mean.shape == (1, 4, 1, 2, 3)
+    print("1 encode err", np.abs(mean.numpy() - posterior.mean.numpy()).max())
+    assert_close(mean.numpy(), posterior.mean.numpy(), tol=TOL)
+    assert_close(logvar.numpy(), posterior.logvar.numpy(), tol=TOL)
+    latents = rng.standard_normal((1, 4, 1, 2, 3)).astype(np.float32)
+    got = ours.decode(asarray(latents, device=device)).numpy()
+    assert got.shape == (1, 3, 1, 16, 24)
+    print("1 decode err", np.abs(got - _decoded(reference, latents)).max())
+    assert_close(got, _decoded(reference, latents), tol=TOL)
+
+
+def test_spatial_tiles_equal_diffusers(device: gpucore.Device) -> None:
+    """enable_tiling with tiny tiles: 4 latents (32 px) every 3 (24 px), blended over 8 px
+    (one latent when encoding), 2 x 3 tiles whose last ones are cut short. One frame: the
+    tiles cut space only."""
+    reference, ours = _pair(device)
+    sizes = dict(tile_sample_min_height=32, tile_sample_min_width=32,
+                 tile_latent_min_height=4, tile_latent_min_width=4)
+    for model in (reference, ours):
+        model.enable_tiling(**sizes)
+    rng = np.random.default_rng(6)
+    latents = asarray(rng.standard_normal((1, 4, 1, 5, 7)).astype(np.float32), device=device)
+    got = ours.decode(latents).numpy()
+    assert got.shape == (1, 3, 1, 40, 56)
+    expected = _decoded(reference, latents.numpy())
+    print("tiled decode err", np.abs(got - expected).max())
+    assert_close(got, expected, tol=TOL)
+    ours.disable_tiling()
+    assert np.abs(ours.decode(latents).numpy() - expected).max() > 0.01  # the tiles matter
+    ours.enable_tiling()
+    pixels = rng.uniform(-1, 1, (1, 3, 1, 40, 56)).astype(np.float32)
+    with torch.no_grad():
+        posterior = reference.encode(torch.from_numpy(pixels)).latent_dist
+    mean, _ = ours.moments(asarray(pixels, device=device))
+    assert mean.shape == (1, 4, 1, 5, 7)
+    print("tiled encode err", np.abs(mean.numpy() - posterior.mean.numpy()).max())
+    assert_close(mean.numpy(), posterior.mean.numpy(), tol=TOL)
+
+
+def test_decode_f16(f16_device: gpucore.Device) -> None:
+    """float16 weights and activations (float32 sums) against diffusers in float32."""
+    reference = tiny_hunyuan_video15_vae()
+    ours = ported(AutoencoderKLHunyuanVideo15, reference, f16_device, dtype=np.float16)
+    latents = np.random.default_rng(7).standard_normal((1, 4, 2, 3, 5)).astype(np.float32)
+    got = ours.decode(asarray(latents, dtype=np.float16, device=f16_device)).numpy()
+    assert got.dtype == np.float16
+    print("f16 err", np.abs(got.astype(np.float32) - _decoded(reference, latents)).max())
+    assert_close(got.astype(np.float32), _decoded(reference, latents), tol=3e-2)
