@@ -60,8 +60,8 @@ def video_family_name(path: str | os.PathLike[str]) -> str:
 
 
 def _hunyuan_video15_defaults(root: Path) -> VideoDefaults:
-    """HUNYUAN_VIDEO15 with the folder's size (16:9 at its transformer's target_size) and its
-    guider's scale, where its files say them."""
+    """HUNYUAN_VIDEO15 with the folder's size (16:9 at its transformer's target_size, in
+    16-pixel patches: the VAE's factor) and its guider's scale, where its files say them."""
     from .hunyuan_video15_inputs import bucket_size
 
     target = (component_config(root, "transformer") or {}).get("target_size") or 640
