@@ -7,7 +7,6 @@ txt2vid and a given size refused in one line."""
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import pytest
