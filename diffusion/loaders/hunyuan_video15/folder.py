@@ -107,5 +107,5 @@ def load_hunyuan_video15_folder(path: str | os.PathLike[str], *, dtype: Any = No
         scheduler_config=read_json(root / "scheduler" / "scheduler_config.json"),
         tokenizer_dir=qwen_tokenizer(root / "tokenizer"), text_encoder_2=glyph,
         tokenizer_2_dir=root / "tokenizer_2",
-        guider=read_json(root / "guider" / "guider_config.json"), **parts,
-        **extra)  # type: ignore[arg-type]
+        guider=read_json(root / "guider" / "guider_config.json"),
+        **parts, **extra)  # type: ignore[arg-type]

@@ -225,7 +225,7 @@ class HunyuanVideo15Pipeline(WanVaePasses):
             embeds_host = embeds.numpy().astype(np.float32)
         pixels = np.asarray(frame, np.float32).transpose(2, 0, 1)[None, :, None] / 127.5 - 1
 
-        def encode(vae: AutoencoderKLHunyuanVideo15) -> np.ndarray:
+        def encode(vae: Any) -> np.ndarray:  # this VAE, or its float32 copy
             weight = next(iter(vae.parameters()))
             z = vae.encode(asarray(pixels, dtype=weight.dtype, device=weight.device))
             mean = z.numpy().astype(np.float32)
