@@ -1,7 +1,8 @@
 """HunyuanVideo 1.5 text-to-video (a HunyuanVideo15Pipeline folder of hunyuan_video15_pipe_tiny's
 parts): our frames against diffusers' on PyTorch CPU float32 (a prompt quoting a glyph text,
 the folder's CFG against the default negative prompt, its shifted schedule), the quoted text
-visibly mattering; `txt2vid` on it; img2vid and txt2img refused in one line."""
+visibly mattering, --lowvram's frames the plain run's; `txt2vid` on it; img2vid and txt2img
+refused in one line."""
 
 from __future__ import annotations
 
@@ -16,6 +17,7 @@ import torch
 from cli_support import cli_error, cli_ok, png_frames
 
 import gpucore
+from diffusion.pipelines.sd.memory import MemoryMode
 from diffusion.pipelines.video.hunyuan_video15 import HunyuanVideo15Pipeline
 
 SIGN = 'a neon sign that says "OPEN" in a dark street'
@@ -53,6 +55,9 @@ def test_frames_equal_diffusers(first_device: gpucore.Device,
     assert ours.shape == (FRAMES, HEIGHT, WIDTH, 3)
     assert np.abs(ours - expected).mean() < MEAN
     assert np.abs(ours - expected).max() < MAX
+    pipe.set_memory_mode(MemoryMode(lowvram=True))  # the blocks streamed: the same frames
+    assert np.array_equal(pipe(SIGN, seed=7, **SETTINGS)[0], ours)
+    pipe.set_memory_mode(MemoryMode())
     # the quoted text matters: the velocity at the first step moves with ByT5's states
     # (measured by 1.3% of its mean size)
     model = pipe.transformer
