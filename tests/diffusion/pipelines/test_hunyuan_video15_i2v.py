@@ -7,6 +7,7 @@ txt2vid and a given size refused in one line."""
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -33,18 +34,20 @@ def _picture(seed: int) -> Image.Image:
     return Image.fromarray(pixels)
 
 
-@pytest.fixture(scope="module")
-def tiny(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, np.ndarray]:
-    """(the folder, diffusers' video of CAT animating _picture(1))."""
-    from hunyuan_video15_pipe_tiny import tiny_hunyuan_video15_pipeline
-
-    root = tmp_path_factory.mktemp("tiny-hv15-i2v")
-    reference = tiny_hunyuan_video15_pipeline(root, image_to_video=True)
+def diffusers_video(reference: Any, picture: Image.Image) -> np.ndarray:
+    """diffusers' video of CAT animating `picture` (5 frames, 2 steps, seed 7)."""
     with torch.no_grad():
-        frames = reference(image=_picture(1), prompt=CAT, num_frames=FRAMES,
+        frames = reference(image=picture, prompt=CAT, num_frames=FRAMES,
                            num_inference_steps=STEPS,
                            generator=torch.Generator().manual_seed(7)).frames
-    return root / "hv15", np.asarray(frames[0])
+    return np.asarray(frames[0])
+
+
+@pytest.fixture(scope="module")
+def tiny(tiny_hunyuan_video15_i2v: tuple[Path, Any]) -> tuple[Path, np.ndarray]:
+    """(the folder, diffusers' video of CAT animating _picture(1))."""
+    folder, reference = tiny_hunyuan_video15_i2v
+    return folder, diffusers_video(reference, _picture(1))
 
 
 def test_frames_equal_diffusers(first_device: gpucore.Device,
