@@ -1,8 +1,8 @@
 """HunyuanVideo 1.5 image-to-video (a HunyuanVideo15ImageToVideoPipeline folder of
 hunyuan_video15_pipe_tiny's parts): our frames against diffusers' on PyTorch CPU float32 (the
 picture cropped to its aspect bucket, read by SigLIP and encoded as the first frame's
-condition latents), both of the picture's paths visibly mattering; `img2vid --image` on it;
-txt2vid and a given size refused in one line."""
+condition latents), both of the picture's paths visibly mattering, a meanflow transformer's
+next timestep too; `img2vid --image` on it; txt2vid and a given size refused in one line."""
 
 from __future__ import annotations
 
@@ -96,3 +96,30 @@ def test_img2vid(first_device: gpucore.Device, tiny: tuple[Path, np.ndarray], tm
     assert "leave --width and --height out" in cli_error(
         capsys, "img2vid", *common, "--image", str(tmp_path / "in.png"), "--width", "48",
         "-o", str(tmp_path / "x.webp"))
+
+
+def test_meanflow_equals_diffusers(first_device: gpucore.Device,
+                                   tiny_hunyuan_video15_i2v: tuple[Path, Any],
+                                   tmp_path: Path) -> None:
+    """A meanflow transformer (use_meanflow) reads the next step's timestep too, 0 after the
+    last, as diffusers' image-to-video pipeline passes it."""
+    import diffusers
+    from hunyuan_video15_pipe_tiny import TARGET_SIZE
+    from hunyuan_video15_tiny import tiny_hunyuan_video15_transformer
+
+    parts = {**tiny_hunyuan_video15_i2v[1].components, "transformer":
+             tiny_hunyuan_video15_transformer(target_size=TARGET_SIZE, use_meanflow=True)}
+    reference = diffusers.HunyuanVideo15ImageToVideoPipeline(**parts)
+    reference.save_pretrained(tmp_path / "meanflow")
+    expected = diffusers_video(reference, _picture(1))
+    pipe = HunyuanVideo15Pipeline.from_pretrained(tmp_path / "meanflow")
+    ours = pipe(CAT, image=_picture(1), num_frames=FRAMES, num_inference_steps=STEPS,
+                seed=7)[0]
+    assert np.abs(ours - expected).mean() < MEAN  # measured 6.2e-7
+    assert np.abs(ours - expected).max() < MAX  # 4.4e-6
+    # the next timestep matters (measured 41% of the velocity's mean size)
+    states, mask, glyph, glyph_mask = pipe.encode_prompt([CAT])
+    sample = np.random.default_rng(0).standard_normal((1, 9, 2, 3, 5)).astype(np.float32)
+    flows = [pipe.transformer(sample, np.float32([1000]), states, mask, np.float32([r]),
+                              glyph, glyph_mask).numpy() for r in (500, 0)]
+    assert np.abs(flows[0] - flows[1]).mean() > 0.2 * np.abs(flows[0]).mean()
