@@ -1,7 +1,8 @@
 """bench/dit_families.py's model table: the real configs its rows run at, their tiny --quick
 counterparts, and `_Model`, a row's calls on either side (Qwen-Image 2.1's and Qwen3-VL-8B's
 in bench/_dit_qwen21.py, Krea 2's in bench/_dit_krea2.py, Kandinsky 5's in
-bench/_dit_kandinsky5.py, HunyuanImage 2.1's in bench/_dit_hunyuanimage.py)."""
+bench/_dit_kandinsky5.py, HunyuanImage 2.1's in bench/_dit_hunyuanimage.py, HunyuanVideo 1.5's in
+bench/_dit_hunyuan_video15.py)."""
 
 from __future__ import annotations
 
@@ -75,6 +76,14 @@ HUNYUANIMAGE: dict[str, Any] = dict(
     num_layers=20, num_single_layers=40, num_refiner_layers=2, patch_size=(1, 1),
     qk_norm="rms_norm", guidance_embeds=False, text_embed_dim=3584, text_embed_2_dim=1472,
     rope_theta=256.0, rope_axes_dim=(64, 64))
+# tencent/HunyuanVideo-1.5's 480p text-to-video transformer/config.json as diffusers'
+# converter writes it: its HunyuanVideo15Transformer3DModel defaults (54 double blocks 2048
+# wide; 32 latent channels + 32 condition channels + their mask)
+HUNYUANVIDEO15: dict[str, Any] = dict(
+    in_channels=65, out_channels=32, num_attention_heads=16, attention_head_dim=128,
+    num_layers=54, num_refiner_layers=2, mlp_ratio=4.0, patch_size=1, patch_size_t=1,
+    qk_norm="rms_norm", text_embed_dim=3584, text_embed_2_dim=1472, image_embed_dim=1152,
+    rope_theta=256.0, rope_axes_dim=(16, 56, 56), target_size=640, task_type="t2v")
 
 # the text tokens of Qwen-Image-Edit's step: a 1024x1024 reference read by Qwen2.5-VL (1036 px
 # in 28 px merged patches: 37 x 37 picture tokens) and a short instruction, the template's
@@ -108,6 +117,10 @@ TINY: dict[str, dict[str, Any]] = {
                          in_channels=8, out_channels=8, attention_head_dim=16,
                          num_attention_heads=2, text_embed_dim=40, text_embed_2_dim=24,
                          rope_axes_dim=(8, 8)),
+    "hunyuanvideo15": dict(HUNYUANVIDEO15, num_layers=1, num_refiner_layers=1, in_channels=9,
+                           out_channels=4, attention_head_dim=16, num_attention_heads=2,
+                           text_embed_dim=40, text_embed_2_dim=24, image_embed_dim=24,
+                           rope_axes_dim=(4, 6, 6)),
     # heads 16 wide: mrope_section's three axes each turn some of the 8 frequencies
     "qwen3vl_8b": dict(QWEN3VL_8B, vocab_size=512, hidden_size=48, intermediate_size=80,
                        num_hidden_layers=3, num_attention_heads=4, num_key_value_heads=2,

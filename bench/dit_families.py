@@ -30,15 +30,18 @@ Kandinsky 5 Image Lite's at 4096 patches and a 128-token prompt (bench/_dit_kand
 the states' projection once a prompt on our side, prefix_ms). HunyuanImage 2.1's at its
 native 2048x2048 (4096 latent tokens) for 128 real tokens of its 1000-token Qwen2.5-VL block
 and 16 of ByT5's 128 (bench/_dit_hunyuanimage.py: diffusers' padded blocks masked, ours the
-real tokens alone).
+real tokens alone). HunyuanVideo 1.5's at 480p, 121 frames (49 290 latent tokens), text to
+video, for 128 real tokens of its 1000-token block and 16 of ByT5's 256
+(bench/_dit_hunyuan_video15.py: diffusers' padded blocks and zero image tokens masked, ours
+the real tokens alone).
 Rows run smallest first, each caught on its own: an out-of-memory model loses its row only,
 recorded with its error.
 
 BENCH_MODELS picks them, comma-separated, from qwen3_8b, qwen25vl, qwen3vl_8b, qwenimage21,
-krea2, kandinsky5, flux2klein, chroma, kontext, qwenimage, qwenimageedit, hunyuanimage (the
-default: all, in that order), plus zimage and qwen3 (bench/zimage.py's rows). BENCH_ACC16=1
-adds each float16 transformer's step with every GEMM's f16 accumulators (`float16 acc16`,
-`--fp16-accumulation`). `--quick`: tiny configs (a smoke run on any adapter).
+krea2, kandinsky5, flux2klein, chroma, kontext, qwenimage, qwenimageedit, hunyuanimage,
+hunyuanvideo15 (the default: all, in that order), plus zimage and qwen3 (bench/zimage.py's
+rows). BENCH_ACC16=1 adds each float16 transformer's step with every GEMM's f16 accumulators
+(`float16 acc16`, `--fp16-accumulation`). `--quick`: tiny configs (a smoke run on any adapter).
 """
 
 from __future__ import annotations
@@ -54,6 +57,7 @@ import numpy as np
 import gpucore
 import gpustd
 
+from . import _dit_hunyuan_video15 as _hunyuan_video15
 from . import _dit_hunyuanimage as _hunyuanimage
 from . import _dit_kandinsky5 as _kandinsky5
 from . import _dit_krea2 as _krea2
@@ -75,7 +79,8 @@ from .sdxl import _PeakMemory, _settled_use
 
 GIB = float(1 << 30)
 # the rows whose inputs and calls live in a module of their own (bench/_dit_*.py)
-_ROW_MODULES = {name: module for module in (_qwen21, _krea2, _kandinsky5, _hunyuanimage)
+_ROW_MODULES = {name: module for module in (_qwen21, _krea2, _kandinsky5, _hunyuanimage,
+                                               _hunyuan_video15)
                 for name in module.NAMES}
 COLUMNS = ["model", "impl", "dtype", "dispatches", "rel_err", "gpu_ms", "wall_ms", "peak_gib",
            "vs_bf16", "prefix_ms", "error"]
@@ -337,7 +342,8 @@ def _one_model(name: str, quick: bool, device: gpucore.Device, cuda: Any
 
 
 DEFAULT = ("qwen3_8b", "qwen25vl", "qwen3vl_8b", "qwenimage21", "krea2", "kandinsky5",
-           "flux2klein", "chroma", "kontext", "qwenimage", "qwenimageedit", "hunyuanimage")
+           "flux2klein", "chroma", "kontext", "qwenimage", "qwenimageedit", "hunyuanimage",
+           "hunyuanvideo15")
 
 
 def run(quick: bool = False) -> dict[str, Any]:

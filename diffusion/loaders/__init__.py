@@ -48,6 +48,8 @@ Layout, in import order (a package imports only those above it):
     qwen_image/         Qwen-Image: diffusers folders (its Qwen2.5-VL's language model)
     hunyuan_video/      HunyuanVideo's VAE (Kandinsky 5 Video's): a folder's vae/, or the
                         original release's pytorch_model.pt
+    hunyuan_video15/    HunyuanVideo 1.5: its VAE from a folder's vae/ or a diffusers-named
+                        file
     hunyuanimage/       HunyuanImage 2.1: its transformer's diffusers folder or Tencent's
                         original single file
     hunyuan_video15/    HunyuanVideo 1.5: its transformer's diffusers folder, or Tencent's

@@ -244,7 +244,8 @@ class HunyuanVideo15Transformer3DModel(nn.Module):
         Qwen2.5-VL's states, encoder_attention_mask (B, L) nonzero for the kept tokens;
         encoder_hidden_states_2 (B, L2, text_embed_2_dim) ByT5's glyph states and
         encoder_attention_mask_2 (B, L2) (all zero: no glyph text); image_embeds (B, Li,
-        image_embed_dim) SigLIP's states of the first frame (all zero or None: text-to-video);
+        image_embed_dim) SigLIP's states of the first frame (all zero or None: text-to-video;
+        read on the host to tell, so a host array rather than a Tensor saves a read-back);
         timestep_r (B,) meanflow's next timestep. `cache`: a step cache branch the blocks run
         through. Returns the velocity (B, out_channels, T, H, W) in the model's dtype."""
         patches, grid = self._latents(hidden_states)

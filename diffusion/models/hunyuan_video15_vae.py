@@ -304,11 +304,16 @@ class AutoencoderKLHunyuanVideo15(nn.Module):
         """(B, 3, T, H, W) in [-1, 1] -> latents (B, C, 1 + (T - 1) // 4, H / 16, W / 16): the
         posterior's mean, or with `noise` (of the latents' shape) the sample mean + std noise.
         diffusers: `encode(x).latent_dist.mode()`, `.sample()` (noise from its generator)."""
+        if noise is not None:  # checked before the encoder runs
+            noise = asarray(noise, dtype=video.dtype, device=video.device)
+            batch, _, frames, height, width = video.shape
+            r, t = self.spatial_compression_ratio, self.temporal_compression_ratio
+            shape = (batch, self.config["latent_channels"], 1 + (frames - 1) // t,
+                     height // r, width // r)
+            if noise.shape != shape:
+                raise ValueError(f"HunyuanVideo 1.5 VAE noise must have the latents' shape "
+                                 f"{shape}, got {noise.shape}")
         mean, logvar = self.moments(video)
         if noise is None:
             return mean
-        noise = asarray(noise, dtype=mean.dtype, device=mean.device)
-        if noise.shape != mean.shape:
-            raise ValueError(f"HunyuanVideo 1.5 VAE noise must have the latents' shape "
-                             f"{mean.shape}, got {noise.shape}")
         return mean + exp(clip(logvar, -30.0, 20.0) * 0.5) * noise

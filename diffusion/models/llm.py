@@ -2,13 +2,17 @@
 states at a chosen layer, as the 2025-26 image families read prompts (Z-Image: Qwen3's
 second-to-last layer).
 
-RMSNorm, rotary position embeddings (`rope_theta`, the "default" rope type), grouped-query
-attention (Qwen3: an RMS norm over each head of q and k), a SwiGLU MLP, a causal mask plus the
-prompt's padding mask. The architecture table `_ARCHITECTURES` says what a `model_type` adds
-(q/k norms, q/k/v biases): Qwen3, Qwen2 (biases, no norms), Qwen2.5-VL's language model
-(Qwen2's, its multimodal RoPE the plain one for text alone), Qwen3-VL's (Qwen3's, its
-interleaved multimodal RoPE also the plain one for text alone) and Mistral (neither). A sliding
-attention window is not implemented: a prompt longer than the config's window is refused.
+RMSNorm, rotary position embeddings (`rope_theta`, the "default" rope type, or "linear"
+scaling), grouped-query attention (Qwen3: an RMS norm over each head of q and k), a SwiGLU MLP,
+a causal mask plus the prompt's padding mask; the layers are in llm_layers.py. The architecture
+table `_ARCHITECTURES` says what a `model_type` adds (q/k norms, q/k/v biases): Qwen3, Qwen2
+(biases, no norms), Qwen2.5-VL's language model (Qwen2's, its multimodal RoPE the plain one for
+text alone), Qwen3-VL's (Qwen3's, its interleaved multimodal RoPE also the plain one for text
+alone), Mistral (neither) and Gemma 3's language model (Qwen3's plus Gemma's: norms scaling by
+1 + weight, embeddings scaled by sqrt(hidden_size), norms on each sublayer's output, a tanh-GELU
+gated MLP, scores scaled by query_pre_attn_scalar, and local layers with their own rotary base
+beside global ones with linear rope scaling). A sliding attention window is not implemented: a
+prompt longer than the config's window is refused (within it, a window changes nothing).
 
 With float16 weights the residual stream stays float32, and so do the hidden states returned:
 an LLM's residual stream carries "massive activations" (single features in the thousands,
@@ -26,162 +30,92 @@ from __future__ import annotations
 import math
 import typing
 from collections.abc import Sequence
-from typing import Any, NamedTuple
+from typing import Any
 
 import numpy as np
 
 from gpucore import Device
-from gpustd import Tensor, asarray, elementwise_kernel, empty, nn
+from gpustd import Tensor, asarray, elementwise_kernel, nn
 from gpustd.gather import gather, scatter
 
 from .layers import Place
-from .transformer_ops import RMSNorm, cast, kept, norm_rope
+from .llm_layers import ACTIVATIONS, Architecture, LLMDecoderLayer, residual
+from .transformer_ops import RMSNorm, cast, kept
 
 __all__ = ["LLMTextModel"]
 
 
-class _Architecture(NamedTuple):
-    qk_norm: bool  # an RMS norm over each head of q and k
-    qkv_bias: bool | None  # biases on q, k, v (None: the config's attention_bias)
-    o_bias: bool | None  # a bias on o (None: the config's attention_bias)
-    head_dim_key: bool = True  # the config's head_dim applies (else hidden / heads always)
-    # multimodal RoPE's axes take every third frequency (Qwen3-VL) rather than one contiguous
-    # section each (Qwen2.5-VL)
-    interleaved: bool = False
+@elementwise_kernel
+def _scaled(x, scale):  # Gemma's embeddings times sqrt(hidden_size), into the float32 stream
+    return float(x) * float(scale)
 
 
-_ARCHITECTURES: dict[str, _Architecture] = {
-    "qwen3": _Architecture(True, None, None),
-    "qwen2": _Architecture(False, True, False),
-    "mistral": _Architecture(False, False, False),
+_ARCHITECTURES: dict[str, Architecture] = {
+    "qwen3": Architecture(True, None, None),
+    "qwen2": Architecture(False, True, False),
+    "mistral": Architecture(False, False, False),
     # Qwen2.5-VL's language model (Qwen-Image's encoder): Qwen2's layers
-    "qwen2_5_vl_text": _Architecture(False, True, False, head_dim_key=False),
+    "qwen2_5_vl_text": Architecture(False, True, False, head_dim_key=False),
     # Qwen3-VL's language model (Qwen-Image 2.1's encoder): Qwen3's layers
-    "qwen3_vl_text": _Architecture(True, None, None, interleaved=True),
+    "qwen3_vl_text": Architecture(True, None, None, interleaved=True),
+    # Gemma 3's language model (LTX-2's encoder): q/k norms, the config's biases
+    "gemma3_text": Architecture(True, None, None, gemma=True),
 }
 _DEFAULTS: dict[str, Any] = {"rms_norm_eps": 1e-6, "rope_theta": 1_000_000.0,
                              "hidden_act": "silu"}
+# Gemma3TextConfig's defaults, which a saved config.json leaves out where a value equals them
+_GEMMA3_DEFAULTS: dict[str, Any] = {
+    "hidden_activation": "gelu_pytorch_tanh", "query_pre_attn_scalar": 256, "head_dim": 256,
+    "num_key_value_heads": 4, "sliding_window": 4096, "rope_theta": 1_000_000.0,
+    "rope_local_base_freq": 10_000.0, "sliding_window_pattern": 6}
 
 
-@elementwise_kernel
-def _swiglu(gate, up):
-    g = float(gate)
-    return g / (1.0 + math.exp(-g)) * float(up)
-
-
-@elementwise_kernel
-def _swiglu_f16(gate, up):  # float16 out: the cast pass after _swiglu, the same bits
-    g = float(gate)
-    return np.float16(g / (1.0 + math.exp(-g)) * float(up))
-
-
-@elementwise_kernel
-def _residual(stream, y):  # the float32 stream plus a float16 or float32 write, one pass
-    return stream + float(y)
-
-
-@elementwise_kernel
-def _broadcast(k, v, like):  # k and v repeated over like's shape (like's values unused)
-    return k, v
-
-
-def _rope_theta(cfg: dict[str, Any]) -> float:
-    """The rotary base of a config (transformers 5 nests it in `rope_parameters`); a scaled
-    rope type (YaRN, dynamic, ...) is refused."""
-    params = cfg.get("rope_parameters") or cfg.get("rope_scaling") or {}
+def _rope(cfg: dict[str, Any], layer_type: str) -> tuple[float, float]:
+    """(rotary base, linear scaling factor) of a layer type's rotary embedding: transformers
+    5 nests them in `rope_parameters` (Gemma 3 one entry per layer type), older configs give
+    `rope_theta` / `rope_local_base_freq` and `rope_scaling` (Gemma 3: the global layers');
+    another scaled rope type (YaRN, dynamic, ...) is refused."""
+    params = cfg.get("rope_parameters") or {}
+    if isinstance(params.get(layer_type), dict):
+        params = params[layer_type]
+    elif not params and layer_type == "full_attention":
+        params = cfg.get("rope_scaling") or {}
+    if not params and layer_type == "sliding_attention" and cfg.get("rope_local_base_freq"):
+        params = {"rope_theta": cfg["rope_local_base_freq"]}
     kind = params.get("rope_type", params.get("type", "default"))
     # Qwen2.5-VL's and Qwen3-VL's multimodal RoPE give a text token the same position on its
     # three axes, which is the default rotation: prompts of text alone run as such
-    if kind not in ("default", "mrope"):
+    if kind not in ("default", "mrope", "linear"):
         raise ValueError(f"rope type {kind!r} is not supported by this text encoder; it "
-                         "implements the 'default' rotary embedding")
-    return float(params.get("rope_theta", cfg["rope_theta"]))
+                         "implements the 'default' and 'linear' rotary embeddings")
+    factor = float(params.get("factor", 1.0)) if kind == "linear" else 1.0
+    return float(params.get("rope_theta", cfg["rope_theta"])), factor
 
 
-class LLMAttention(nn.Module):
-    """Causal grouped-query self-attention: `num_key_value_heads` k/v heads, each shared by
-    heads / kv_heads query heads (transformers: `repeat_kv`)."""
-
-    def __init__(self, cfg: dict[str, Any], place: Place, kind: _Architecture) -> None:
-        dim, head_dim = cfg["hidden_size"], cfg["head_dim"]
-        default = bool(cfg.get("attention_bias", False))
-        bias = default if kind.qkv_bias is None else kind.qkv_bias
-        self.heads, self.kv_heads, self.head_dim = (cfg["num_attention_heads"],
-                                                    cfg["num_key_value_heads"], head_dim)
-        self.q_proj = nn.Linear(dim, self.heads * head_dim, bias=bias, **place)
-        self.k_proj = nn.Linear(dim, self.kv_heads * head_dim, bias=bias, **place)
-        self.v_proj = nn.Linear(dim, self.kv_heads * head_dim, bias=bias, **place)
-        self.o_proj = nn.Linear(self.heads * head_dim, dim,
-                                bias=default if kind.o_bias is None else kind.o_bias, **place)
-        if kind.qk_norm:
-            self.q_norm = RMSNorm(head_dim, cfg["rms_norm_eps"], place=place)
-            self.k_norm = RMSNorm(head_dim, cfg["rms_norm_eps"], place=place)
-        self._group_shape: dict[Device, Tensor] = {}
-
-    def _repeat(self, k: Tensor, v: Tensor) -> tuple[Tensor, Tensor]:
-        """k and v (B, L, KVH*D) -> (B, L, H*D), kv head h // group serving query head h:
-        one broadcasting pass for both (a copy per group member each before)."""
-        group = self.heads // self.kv_heads
-        if group == 1:
-            return k, v
-        batch, length, _ = k.shape
-        heads = (batch * length, self.kv_heads, 1, self.head_dim)
-        like = self._group_shape.get(k.device)
-        if like is None:  # a (1, 1, group, 1) tensor of the group's extent, made once
-            like = self._group_shape[k.device] = empty((1, 1, group, 1), np.uint32,
-                                                       device=k.device)
-        repeated = typing.cast(tuple[Tensor, Tensor],
-                               _broadcast(k.reshape(*heads), v.reshape(*heads), like))
-        return (repeated[0].reshape(batch, length, -1), repeated[1].reshape(batch, length, -1))
-
-    def forward(self, x: Tensor, rotary: tuple[Tensor, Tensor], keep: Tensor | None) -> Tensor:
-        # GQA: k and v (narrower than q) in one GEMM where they can (nn.Linear.each)
-        q, k, v = nn.Linear.each(x, [self.q_proj, self.k_proj, self.v_proj])
-        q = norm_rope(getattr(self, "q_norm", None), q, rotary, self.heads, halves=True)
-        k = norm_rope(getattr(self, "k_norm", None), k, rotary, self.kv_heads, halves=True)
-        k, v = self._repeat(k, v)
-        out = nn.attention(q, k, v, mask=keep, causal=True, heads=self.heads)
-        return self.o_proj(out)
-
-
-class LLMMLP(nn.Module):
-    """down_proj(silu(gate_proj x) * up_proj x)."""
-
-    def __init__(self, cfg: dict[str, Any], place: Place) -> None:
-        dim, hidden = cfg["hidden_size"], cfg["intermediate_size"]
-        self.gate_proj = nn.Linear(dim, hidden, bias=False, **place)
-        self.up_proj = nn.Linear(dim, hidden, bias=False, **place)
-        self.down_proj = nn.Linear(hidden, dim, bias=False, **place)
-
-    def forward(self, x: Tensor) -> Tensor:
-        gate, up = self.gate_proj(x), self.up_proj(x)
-        swiglu = _swiglu_f16 if x.dtype == np.float16 else _swiglu
-        return self.down_proj(cast(typing.cast(Tensor, swiglu(gate, up)), x.dtype))
-
-
-class LLMDecoderLayer(nn.Module):
-    def __init__(self, cfg: dict[str, Any], place: Place, kind: _Architecture) -> None:
-        self.dtype = place["dtype"]
-        eps = cfg["rms_norm_eps"]
-        self.self_attn = LLMAttention(cfg, place, kind)
-        self.mlp = LLMMLP(cfg, place)
-        self.input_layernorm = RMSNorm(cfg["hidden_size"], eps, place=place)
-        self.post_attention_layernorm = RMSNorm(cfg["hidden_size"], eps, place=place)
-
-    def forward(self, x: Tensor, rotary: tuple[Tensor, Tensor], keep: Tensor | None
-                ) -> Tensor:
-        """x: the float32 residual stream (B, L, D); keep: the padding mask added to the
-        scores, None for none."""
-        h = cast(self.input_layernorm(x), self.dtype)
-        x = typing.cast(Tensor, _residual(x, self.self_attn(h, rotary, keep)))
-        h = cast(self.post_attention_layernorm(x), self.dtype)
-        return typing.cast(Tensor, _residual(x, self.mlp(h)))
+def _layer_types(cfg: dict[str, Any], gemma: bool) -> list[str]:
+    """Each layer's attention type ("full_attention" or "sliding_attention"): the config's
+    `layer_types`, else Gemma 3's pattern (every `sliding_window_pattern`-th layer global),
+    else full attention throughout."""
+    count = cfg["num_hidden_layers"]
+    if cfg.get("layer_types"):
+        types = list(cfg["layer_types"])[:count]
+    elif gemma:
+        pattern = cfg["sliding_window_pattern"]
+        types = ["sliding_attention" if (i + 1) % pattern else "full_attention"
+                 for i in range(count)]
+    else:
+        types = ["full_attention"] * count
+    if len(types) != count or not set(types) <= {"full_attention", "sliding_attention"}:
+        raise ValueError(f"layer_types must name full_attention or sliding_attention for each "
+                         f"of the {count} layers, got {str(types)[:80]}")
+    return types
 
 
 class LLMTextModel(nn.Module):
     """Token ids -> the hidden states of one layer, a decoder-only LLM's body.
 
     Config: transformers' `config.json` (`model_type` "qwen3": Qwen3-4B of Z-Image).
+    `model_type` "gemma3_text": Gemma 3's `text_config` (LTX-2's Gemma 3 12B).
     Parameter names are transformers' `Qwen3Model` ones (`embed_tokens.weight`,
     `layers.0.self_attn.q_proj.weight`, `layers.0.self_attn.q_norm.weight`, `norm.weight`);
     a `Qwen3ForCausalLM` file's `model.` prefix and `lm_head` are for the loader to drop.
@@ -191,44 +125,64 @@ class LLMTextModel(nn.Module):
 
     def __init__(self, config: dict[str, Any], *, dtype: Any = np.float32,
                  device: Device | None = None) -> None:
-        cfg = {**_DEFAULTS, **config}
-        model_type = cfg.get("model_type", "qwen3")
+        model_type = config.get("model_type", "qwen3")
         if model_type not in _ARCHITECTURES:
             raise ValueError(f"text encoder model_type {model_type!r} is not supported; this "
                              f"encoder implements {sorted(_ARCHITECTURES)}")
-        if cfg["hidden_act"] != "silu":
-            raise ValueError(f"hidden_act {cfg['hidden_act']!r} is not supported; the LLM "
-                             "text encoder implements 'silu' (SwiGLU)")
         kind = _ARCHITECTURES[model_type]
+        cfg = {**_DEFAULTS, **(_GEMMA3_DEFAULTS if kind.gemma else {}), **config}
+        if kind.gemma:  # Gemma's config names its activation hidden_activation
+            cfg["hidden_act"] = cfg["hidden_activation"]
+            if cfg.get("use_bidirectional_attention") or cfg.get("attn_logit_softcapping"):
+                raise ValueError("a Gemma 3 with bidirectional attention or soft-capped "
+                                 "scores (EmbeddingGemma's, Gemma 2's) is not supported; this "
+                                 "encoder implements Gemma 3's causal language model")
+        if cfg["hidden_act"] not in ACTIVATIONS:
+            raise ValueError(f"hidden_act {cfg['hidden_act']!r} is not supported; the LLM "
+                             f"text encoder implements {sorted(ACTIVATIONS)}")
         if not kind.head_dim_key or not cfg.get("head_dim"):
             cfg["head_dim"] = cfg["hidden_size"] // cfg["num_attention_heads"]
         cfg.setdefault("num_key_value_heads", cfg["num_attention_heads"])
         if cfg["num_attention_heads"] % cfg["num_key_value_heads"]:
             raise ValueError(f"num_attention_heads {cfg['num_attention_heads']} is not a "
                              f"multiple of num_key_value_heads {cfg['num_key_value_heads']}")
-        self.config, self.theta, self.kind = cfg, _rope_theta(cfg), kind
+        types = _layer_types(cfg, kind.gemma)
+        # the rotary embeddings (base, linear factor), and which one each layer turns by
+        ropes = {kind_: _rope(cfg, kind_) for kind_ in dict.fromkeys(types)}
+        self.ropes = list(dict.fromkeys(ropes.values()))
+        self.rope_of = [self.ropes.index(ropes[kind_]) for kind_ in types]
+        self.config, self.theta, self.kind = cfg, self.ropes[0][0], kind
         self.window = cfg.get("sliding_window") if (
-            model_type == "mistral" or cfg.get("use_sliding_window")) else None
+            model_type == "mistral" or cfg.get("use_sliding_window")
+            or "sliding_attention" in types) else None
         place: Place = {"dtype": dtype, "device": device}
         self.dtype = np.dtype(dtype)
         self.embed_tokens = nn.Embedding(cfg["vocab_size"], cfg["hidden_size"], **place)
+        # transformers scales in the weights' dtype (sqrt(3840) is 61.97 in float16)
+        self.embed_scale = (float(self.dtype.type(math.sqrt(cfg["hidden_size"])))
+                            if kind.gemma else None)
         self.layers = nn.ModuleList([LLMDecoderLayer(cfg, place, kind)
                                      for _ in range(cfg["num_hidden_layers"])])
-        self.norm = RMSNorm(cfg["hidden_size"], cfg["rms_norm_eps"], place=place)
-        self._tables: dict[tuple[int, Device], tuple[Tensor, Tensor]] = {}
+        self.norm = RMSNorm(cfg["hidden_size"], cfg["rms_norm_eps"], place=place,
+                            zero_centred=kind.gemma)
+        self._tables: dict[tuple[int, Device], list[tuple[Tensor, Tensor]]] = {}
 
-    def rotary(self, length: int, positions: np.ndarray | None = None
+    def rotary(self, length: int, positions: np.ndarray | None = None, rope: int = 0
                ) -> tuple[Tensor, Tensor]:
         """cos/sin (L, 1, head_dim) for positions 0..L-1 in the LLMs' half layout, in float32
-        as transformers' `Qwen3RotaryEmbedding` computes them. `positions` (3, L): Qwen2.5-VL's
+        as transformers' `Qwen3RotaryEmbedding` computes them; `rope`: which of the model's
+        rotary embeddings (`ropes`, Gemma's local and global ones), its frequencies divided
+        by its linear factor. `positions` (3, L): Qwen2.5-VL's
         multimodal positions (time, row, column) instead, each axis turning its section of
         the frequencies (the config's `mrope_section`, cycled over the three axes) as
         transformers' `Qwen2_5_VLRotaryEmbedding`; Qwen3-VL's axes interleaved (frequency i
         turned by the row when i % 3 == 1 and i < 3 * section[1], by the column when i % 3
         == 2 and i < 3 * section[2], else by time), as `Qwen3VLTextRotaryEmbedding`."""
         dim = self.config["head_dim"]
-        inv_freq = (np.float32(1.0) / np.float32(self.theta) ** (
+        theta, factor = self.ropes[rope]
+        inv_freq = (np.float32(1.0) / np.float32(theta) ** (
             np.arange(0, dim, 2).astype(np.float32) / np.float32(dim))).astype(np.float32)
+        inv_freq = (inv_freq / np.float32(factor)).astype(np.float32)
         if positions is None:
             angle = np.outer(np.arange(length, dtype=np.float32), inv_freq).astype(np.float32)
         else:
@@ -280,7 +234,7 @@ class LLMTextModel(nn.Module):
                              f"{shape}, got {[a.shape for a in added]}")
         if at is not None:  # as rows (none: nothing to add)
             added = [a.reshape(*shape) for a in added] if index is not None else []
-        return self._run(cast(embeddings, np.float32), self.rotary(length, positions), None,
+        return self._run(cast(embeddings, np.float32), [self.rotary(length, positions)], None,
                          [count], final_norm, added, index)[0]
 
     @staticmethod
@@ -332,35 +286,37 @@ class LLMTextModel(nn.Module):
         if mask.shape != ids.shape:
             raise ValueError(f"attention_mask {mask.shape} must match input_ids {ids.shape}")
         device = self.embed_tokens.weight.device
-        x = cast(self.embed_tokens(asarray(ids.astype(np.int32), device=device)), np.float32)
+        x = self.embed_tokens(asarray(ids.astype(np.int32), device=device))
+        x = cast(x, np.float32) if self.embed_scale is None else typing.cast(
+            Tensor, _scaled(x, self.embed_scale))
         rotary = self._text_rotary(ids.shape[1])
         # no padding: no mask to add (adding zeros gave the same scores)
         keep = None if mask.all() else asarray(
             np.where(mask, np.float32(0), np.float32(-np.inf))[:, None, None, :], device=device)
         return self._run(x, rotary, keep, indices, final_norm)
 
-    def _text_rotary(self, length: int) -> tuple[Tensor, Tensor]:
-        """rotary(length), made once per length and device and kept for the next prompts
-        (the two uploads, each a submit, and the host's tables)."""
+    def _text_rotary(self, length: int) -> list[tuple[Tensor, Tensor]]:
+        """rotary(length) of each of `ropes`, made once per length and device and kept for
+        the next prompts (the two uploads, each a submit, and the host's tables)."""
         return kept(self._tables, (length, self.embed_tokens.weight.device),
-                    lambda: self.rotary(length))
+                    lambda: [self.rotary(length, rope=k) for k in range(len(self.ropes))])
 
-    def _run(self, x: Tensor, rotary: tuple[Tensor, Tensor], keep: Tensor | None,
+    def _run(self, x: Tensor, rotary: list[tuple[Tensor, Tensor]], keep: Tensor | None,
              indices: Sequence[int], final_norm: bool, added: Sequence[Tensor] = (),
              at: Tensor | None = None) -> list[Tensor]:
         """The stream after each layer in `indices` (0: the embeddings; all layers: normed
-        if `final_norm`), added[k] added to layer k + 1's output: all of it, or with `at` (int32
-        positions along L) its rows at those positions."""
+        if `final_norm`), each layer turned by its pair of `rotary` (rope_of), added[k]
+        added to layer k + 1's output: all of it, or with `at` (int32 positions along L) its
+        rows at those positions."""
         count = len(self.layers)
         wanted = set(indices)
         found = {0: x}
         for depth, block in enumerate(list(self.layers)[:max(indices)], start=1):
-            x = block(x, rotary, keep)
+            x = block(x, rotary[self.rope_of[depth - 1]], keep)
             if depth <= len(added) and at is not None:  # the output is the layer's own:
-                scatter(x, at, typing.cast(Tensor, _residual(  # its rows change in place
-                    gather(x, at, 1), added[depth - 1])), 1)
+                scatter(x, at, residual(gather(x, at, 1), added[depth - 1]), 1)  # in place
             elif depth <= len(added):
-                x = typing.cast(Tensor, _residual(x, added[depth - 1]))
+                x = residual(x, added[depth - 1])
             if depth in wanted:  # only the layers asked for stay in memory
                 found[depth] = x
         if count in wanted:

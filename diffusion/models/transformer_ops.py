@@ -56,15 +56,20 @@ def rms_norm(x: Tensor, weight: Tensor | None, eps: float) -> Tensor:
 
 class RMSNorm(nn.Module):
     """RMS normalization over the last dimension with a learned scale `weight` [D] (absent
-    with `elementwise_affine=False`). torch: `nn.RMSNorm`; transformers: `T5LayerNorm`."""
+    with `elementwise_affine=False`). torch: `nn.RMSNorm`; transformers: `T5LayerNorm`.
+    `zero_centred`: the scale is 1 + weight (Gemma's norms store its offset from 1), the
+    weight float32 whatever the model's dtype (float16 would round the offset before the
+    + 1) and the 1 added as the kernel reads it; transformers: `Gemma3RMSNorm`."""
 
     def __init__(self, dim: int, eps: float = 1e-6, *, place: Place,
-                 elementwise_affine: bool = True) -> None:
-        self.eps = eps
-        self.weight = nn.parameter((dim,), **place) if elementwise_affine else None
+                 elementwise_affine: bool = True, zero_centred: bool = False) -> None:
+        self.eps, self.zero_centred = eps, zero_centred
+        dtype = np.float32 if zero_centred else place["dtype"]
+        self.weight = (nn.parameter((dim,), dtype, place["device"]) if elementwise_affine
+                       else None)
 
     def forward(self, x: Tensor) -> Tensor:
-        return rms_norm(x, self.weight, self.eps)
+        return nn.rms_norm_rope(x, self.weight, eps=self.eps, zero_centred=self.zero_centred)
 
 
 def head_norm(norm: RMSNorm | None, x: Tensor, heads: int, head_dim: int) -> Tensor:
@@ -73,7 +78,8 @@ def head_norm(norm: RMSNorm | None, x: Tensor, heads: int, head_dim: int) -> Ten
     head_dim))).flatten(-2)`."""
     if norm is None:
         return x
-    return nn.rms_norm_rope(x, norm.weight, heads=heads, eps=norm.eps)
+    return nn.rms_norm_rope(x, norm.weight, heads=heads, eps=norm.eps,
+                            zero_centred=getattr(norm, "zero_centred", False))
 
 
 def norm_rope(norm: RMSNorm | None, x: Tensor, rotary: tuple[Tensor, Tensor] | None,
@@ -87,7 +93,8 @@ def norm_rope(norm: RMSNorm | None, x: Tensor, rotary: tuple[Tensor, Tensor] | N
         return x
     return nn.rms_norm_rope(x, norm.weight if norm is not None else None, rotary, heads=heads,
                             eps=norm.eps if norm is not None else None, halves=halves,
-                            out=out, start=start)
+                            out=out, start=start,
+                            zero_centred=getattr(norm, "zero_centred", False))
 
 
 def joint_norm_rope(parts: list[tuple[RMSNorm | None, Tensor]],

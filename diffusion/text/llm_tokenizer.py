@@ -15,6 +15,7 @@ from pathlib import Path
 
 import numpy as np
 from tokenizers import Tokenizer
+from tokenizers.processors import TemplateProcessing
 
 from .qwen2_bpe import has_vocab_files, qwen2_tokenizer
 
@@ -42,7 +43,9 @@ class LLMTokenizer:
     """Prompts -> (token ids, attention mask), each (B, L) int64.
 
     `path`: a folder holding `tokenizer.json` (and `tokenizer_config.json`, whose
-    `pad_token` and `padding_side` apply; Qwen's: <|endoftext|>, right), or the file itself;
+    `pad_token` and `padding_side` apply; Qwen's: <|endoftext|>, right; `add_bos_token` puts
+    `bos_token` first where the file has no post-processor, as transformers does), or the file
+    itself;
     a folder with `vocab.json` and `merges.txt` instead (a slow Qwen2Tokenizer's, as
     Qwen-Image's) reads them as Qwen2's byte-level BPE (`qwen2_bpe`).
     transformers: `AutoTokenizer.from_pretrained(folder)(prompts, padding="max_length",
@@ -60,6 +63,17 @@ class LLMTokenizer:
         config = (json.loads(config_file.read_text(encoding="utf-8"))
                   if config_file.is_file() else {})
         self.tokenizer = qwen2_tokenizer(path) if slow else Tokenizer.from_file(str(file))
+        bos = config.get("bos_token")
+        bos = str(bos.get("content", "")) if isinstance(bos, dict) else bos
+        if self.tokenizer.post_processor is None and config.get("add_bos_token") and bos:
+            # a file without its post-processor: transformers writes the one adding <bos>
+            # that the config asks for (Gemma's: add_bos_token true)
+            bos_id = self.tokenizer.token_to_id(bos)
+            if bos_id is None:
+                raise ValueError(f"the tokenizer at {path} has no beginning token {bos!r}")
+            self.tokenizer.post_processor = TemplateProcessing(
+                single=f"{bos}:0 $A:0", pair=f"{bos}:0 $A:0 {bos}:1 $B:1",
+                special_tokens=[(bos, bos_id)])
         pad = config.get("pad_token") or "<|endoftext|>"
         pad = str(pad.get("content", "")) if isinstance(pad, dict) else str(pad)
         pad_id = self.tokenizer.token_to_id(pad)

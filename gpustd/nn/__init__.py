@@ -8,6 +8,7 @@ from .._conv_padding import padding_mode, padding_mode_in_effect
 from .activation import geglu, gelu, quick_gelu, silu
 from .attention import attention
 from .conv import conv2d
+from .conv1d import conv1d, conv_transpose1d
 from .conv_transpose import conv_transpose2d
 from .deferred import deferred
 from .embedding import embedding, timestep_embedding
@@ -40,7 +41,9 @@ __all__ = [
     "StateDictError",
     "attention",
     "concat",
+    "conv1d",
     "conv2d",
+    "conv_transpose1d",
     "conv_transpose2d",
     "deferred",
     "embedding",

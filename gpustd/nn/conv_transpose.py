@@ -29,12 +29,15 @@ def _phase(size_in: int, size_out: int, kernel: int, stride: int, padding: int,
 
 
 def conv_transpose2d(x: Tensor, weight: Tensor, bias: Tensor | None = None, *,
-                     stride: Any = 1, padding: Any = 0, output_padding: Any = 0) -> Tensor:
-    """Transposed convolution of NCHW `x` with `weight` [in, out, kh, kw] plus `bias` [out].
+                     stride: Any = 1, padding: Any = 0, output_padding: Any = 0,
+                     groups: int = 1) -> Tensor:
+    """Transposed convolution of NCHW `x` with `weight` [in, out / groups, kh, kw] plus `bias`
+    [out].
 
     Output side (H - 1) * stride - 2 * padding + kh + output_padding (padding at most kh - 1,
-    output_padding below the stride, the kernel at least the stride). torch:
-    `F.conv_transpose2d(x, weight, bias, stride, padding, output_padding)`.
+    output_padding below the stride, the kernel at least the stride). groups: the channels
+    in `groups` independent slices (groups = in = out: one filter per channel). torch:
+    `F.conv_transpose2d(x, weight, bias, stride, padding, output_padding, groups)`.
     """
     op = "conv_transpose2d"
     check_float(x, "x", op, ndim=4)
@@ -47,13 +50,17 @@ def conv_transpose2d(x: Tensor, weight: Tensor, bias: Tensor | None = None, *,
     if weight.shape[0] != c_in:
         raise ValueError(f"{op}: x has {c_in} channels but weight {weight.shape} reads "
                          f"{weight.shape[0]}")
+    if not isinstance(groups, int) or groups < 1 or c_in % groups:
+        raise ValueError(f"{op}: groups must be a positive int dividing x's {c_in} channels, "
+                         f"got {groups!r}")
+    in_g, out_g = c_in // groups, weight.shape[1]
     kh, kw = weight.shape[2:]
     if not (ph < kh and pw < kw and oh < sh and ow < sw and sh <= kh and sw <= kw):
         raise ValueError(f"{op}: padding ({ph}, {pw}) must be below the kernel {kh}x{kw}, "
                          f"output_padding ({oh}, {ow}) below the stride ({sh}, {sw}) and the "
                          "stride at most the kernel")
     height, width = (h - 1) * sh - 2 * ph + kh + oh, (w - 1) * sw - 2 * pw + kw + ow
-    out = Tensor.empty((n, weight.shape[1], height, width), x.dtype, device=x.device)
+    out = Tensor.empty((n, out_g * groups, height, width), x.dtype, device=x.device)
     for row in range(min(sh, height)):
         first_y, taps_y, top, bottom = _phase(h, height, kh, sh, ph, row)
         for col in range(min(sw, width)):
@@ -63,5 +70,9 @@ def conv_transpose2d(x: Tensor, weight: Tensor, bias: Tensor | None = None, *,
                           first_x + sw * (taps_x - 1)::-sw]
             framed = pad(x, (left, right, top, bottom)) if (left, right, top, bottom) != (
                 0, 0, 0, 0) else x
-            out[:, :, row::sh, col::sw] = conv2d(framed, permute(taps, (1, 0, 2, 3)), bias)
+            # [in, out/g, th, tw] -> conv2d's [out, in/g, th, tw], group by group
+            grouped = taps.reshape(groups, in_g, out_g, *taps.shape[2:])
+            kernel = permute(grouped, (0, 2, 1, 3, 4)).reshape(groups * out_g, in_g,
+                                                               *taps.shape[2:])
+            out[:, :, row::sh, col::sw] = conv2d(framed, kernel, bias, groups=groups)
     return out

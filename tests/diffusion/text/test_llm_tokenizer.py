@@ -95,3 +95,30 @@ def test_vocab_files_equal_transformers(tmp_path: Path) -> None:
     expected = reference(prompts, padding="longest", return_tensors="np")
     np.testing.assert_array_equal(ids, expected.input_ids)
     np.testing.assert_array_equal(mask, expected.attention_mask)
+
+
+@pytest.mark.parametrize("post_processor", [True, False])
+def test_gemma_bos_equals_transformers(tmp_path: Path, post_processor: bool) -> None:
+    """Gemma's tokenizer (ltx2_text_tiny's) left-padded as LTX2Pipeline calls it: <bos> first,
+    whether tokenizer.json's post-processor writes it or, the file holding none, the config's
+    add_bos_token asks for it (transformers writes the post-processor then)."""
+    import transformers
+    from ltx2_text_tiny import tiny_gemma_tokenizer
+
+    folder = tiny_gemma_tokenizer(tmp_path)
+    if not post_processor:
+        data = json.loads((folder / "tokenizer.json").read_text())
+        (folder / "tokenizer.json").write_text(json.dumps({**data, "post_processor": None}))
+        config = json.loads((folder / "tokenizer_config.json").read_text())
+        (folder / "tokenizer_config.json").write_text(json.dumps({**config,
+                                                                  "add_bos_token": True}))
+    reference = transformers.PreTrainedTokenizerFast(
+        tokenizer_file=str(folder / "tokenizer.json"), bos_token="<bos>", pad_token="<pad>",
+        add_bos_token=True, padding_side="left")
+    prompts = ["a cat walks on the beach", "waves roll in"]
+    expected = reference(prompts, padding="max_length", max_length=16, truncation=True,
+                         return_tensors="np")
+    ids, mask = LLMTokenizer(folder)(prompts, 16)
+    np.testing.assert_array_equal(ids, expected.input_ids)
+    np.testing.assert_array_equal(mask, expected.attention_mask)
+    assert ids[1, 16 - mask[1].sum()] == 2 and mask[1, 0] == 0  # <bos> after left padding

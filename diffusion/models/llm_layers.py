@@ -1,0 +1,175 @@
+"""The layers of llm.LLMTextModel (transformers' names): grouped-query attention, the gated MLP
+and the decoder layer, with what an architecture adds (`Architecture`: q/k norms, biases,
+Gemma's zero-centred norms and the norms around each sublayer's output).
+
+The residual stream is float32 whatever the weights' dtype (llm.py says why); every
+projection and the attention run in the model's dtype from normed values.
+"""
+
+from __future__ import annotations
+
+import math
+import typing
+from typing import Any, NamedTuple
+
+import numpy as np
+
+from gpucore import Device
+from gpustd import Tensor, elementwise_kernel, empty, nn
+
+from .layers import Place
+from .transformer_ops import RMSNorm, cast, norm_rope
+
+__all__ = ["ACTIVATIONS", "LLMMLP", "Architecture", "LLMAttention", "LLMDecoderLayer", "residual"]
+
+
+class Architecture(NamedTuple):
+    qk_norm: bool  # an RMS norm over each head of q and k
+    qkv_bias: bool | None  # biases on q, k, v (None: the config's attention_bias)
+    o_bias: bool | None  # a bias on o (None: the config's attention_bias)
+    head_dim_key: bool = True  # the config's head_dim applies (else hidden / heads always)
+    # multimodal RoPE's axes take every third frequency (Qwen3-VL) rather than one contiguous
+    # section each (Qwen2.5-VL)
+    interleaved: bool = False
+    # Gemma: every norm scales by 1 + weight, the embeddings are scaled by sqrt(hidden_size),
+    # and each sublayer's output is normed before the residual takes it (post_attention_ and
+    # post_feedforward_layernorm; pre_feedforward_layernorm before the MLP)
+    gemma: bool = False
+
+
+@elementwise_kernel
+def _swiglu(gate, up):
+    g = float(gate)
+    return g / (1.0 + math.exp(-g)) * float(up)
+
+
+@elementwise_kernel
+def _swiglu_f16(gate, up):  # float16 out: the cast pass after _swiglu, the same bits
+    g = float(gate)
+    return np.float16(g / (1.0 + math.exp(-g)) * float(up))
+
+
+@elementwise_kernel
+def _geglu(gate, up):  # transformers' gelu_pytorch_tanh (the tanh form) of gate, times up
+    g = float(gate)
+    inner = math.sqrt(2.0 / math.pi) * (g + 0.044715 * g * g * g)
+    return 0.5 * g * (1.0 + math.tanh(inner)) * float(up)
+
+
+@elementwise_kernel
+def _geglu_f16(gate, up):
+    g = float(gate)
+    inner = math.sqrt(2.0 / math.pi) * (g + 0.044715 * g * g * g)
+    return np.float16(0.5 * g * (1.0 + math.tanh(inner)) * float(up))
+
+
+# config hidden_act / hidden_activation -> the gated activation's kernels (float32, float16)
+ACTIVATIONS = {"silu": (_swiglu, _swiglu_f16), "gelu_pytorch_tanh": (_geglu, _geglu_f16)}
+
+
+@elementwise_kernel
+def _residual(stream, y):  # the float32 stream plus a float16 or float32 write, one pass
+    return stream + float(y)
+
+
+def residual(stream: Tensor, y: Tensor) -> Tensor:
+    """stream (float32) + y (float16 or float32) in float32, one pass."""
+    return typing.cast(Tensor, _residual(stream, y))
+
+
+@elementwise_kernel
+def _broadcast(k, v, like):  # k and v repeated over like's shape (like's values unused)
+    return k, v
+
+
+class LLMAttention(nn.Module):
+    """Causal grouped-query self-attention: `num_key_value_heads` k/v heads, each shared by
+    heads / kv_heads query heads (transformers: `repeat_kv`); scores scaled by
+    `query_pre_attn_scalar`**-0.5 where the config has it (Gemma), else head_dim**-0.5."""
+
+    def __init__(self, cfg: dict[str, Any], place: Place, kind: Architecture) -> None:
+        dim, head_dim = cfg["hidden_size"], cfg["head_dim"]
+        default = bool(cfg.get("attention_bias", False))
+        bias = default if kind.qkv_bias is None else kind.qkv_bias
+        self.heads, self.kv_heads, self.head_dim = (cfg["num_attention_heads"],
+                                                    cfg["num_key_value_heads"], head_dim)
+        scalar = cfg.get("query_pre_attn_scalar")
+        self.scale = None if scalar is None else float(scalar) ** -0.5
+        self.q_proj = nn.Linear(dim, self.heads * head_dim, bias=bias, **place)
+        self.k_proj = nn.Linear(dim, self.kv_heads * head_dim, bias=bias, **place)
+        self.v_proj = nn.Linear(dim, self.kv_heads * head_dim, bias=bias, **place)
+        self.o_proj = nn.Linear(self.heads * head_dim, dim,
+                                bias=default if kind.o_bias is None else kind.o_bias, **place)
+        if kind.qk_norm:
+            eps = cfg["rms_norm_eps"]
+            self.q_norm = RMSNorm(head_dim, eps, place=place, zero_centred=kind.gemma)
+            self.k_norm = RMSNorm(head_dim, eps, place=place, zero_centred=kind.gemma)
+        self._group_shape: dict[Device, Tensor] = {}
+
+    def _repeat(self, k: Tensor, v: Tensor) -> tuple[Tensor, Tensor]:
+        """k and v (B, L, KVH*D) -> (B, L, H*D), kv head h // group serving query head h:
+        one broadcasting pass for both (a copy per group member each before)."""
+        group = self.heads // self.kv_heads
+        if group == 1:
+            return k, v
+        batch, length, _ = k.shape
+        heads = (batch * length, self.kv_heads, 1, self.head_dim)
+        like = self._group_shape.get(k.device)
+        if like is None:  # a (1, 1, group, 1) tensor of the group's extent, made once
+            like = self._group_shape[k.device] = empty((1, 1, group, 1), np.uint32,
+                                                       device=k.device)
+        repeated = typing.cast(tuple[Tensor, Tensor],
+                               _broadcast(k.reshape(*heads), v.reshape(*heads), like))
+        return (repeated[0].reshape(batch, length, -1), repeated[1].reshape(batch, length, -1))
+
+    def forward(self, x: Tensor, rotary: tuple[Tensor, Tensor], keep: Tensor | None) -> Tensor:
+        # GQA: k and v (narrower than q) in one GEMM where they can (nn.Linear.each)
+        q, k, v = nn.Linear.each(x, [self.q_proj, self.k_proj, self.v_proj])
+        q = norm_rope(getattr(self, "q_norm", None), q, rotary, self.heads, halves=True)
+        k = norm_rope(getattr(self, "k_norm", None), k, rotary, self.kv_heads, halves=True)
+        k, v = self._repeat(k, v)
+        out = nn.attention(q, k, v, mask=keep, causal=True, heads=self.heads, scale=self.scale)
+        return self.o_proj(out)
+
+
+class LLMMLP(nn.Module):
+    """down_proj(act(gate_proj x) * up_proj x), act silu (SwiGLU) or tanh GELU (Gemma)."""
+
+    def __init__(self, cfg: dict[str, Any], place: Place) -> None:
+        dim, hidden = cfg["hidden_size"], cfg["intermediate_size"]
+        self.gate_proj = nn.Linear(dim, hidden, bias=False, **place)
+        self.up_proj = nn.Linear(dim, hidden, bias=False, **place)
+        self.down_proj = nn.Linear(hidden, dim, bias=False, **place)
+        self.kernels = ACTIVATIONS[cfg["hidden_act"]]
+
+    def forward(self, x: Tensor) -> Tensor:
+        gate, up = self.gate_proj(x), self.up_proj(x)
+        gated = self.kernels[1] if x.dtype == np.float16 else self.kernels[0]
+        return self.down_proj(cast(typing.cast(Tensor, gated(gate, up)), x.dtype))
+
+
+class LLMDecoderLayer(nn.Module):
+    def __init__(self, cfg: dict[str, Any], place: Place, kind: Architecture) -> None:
+        self.dtype, self.gemma = place["dtype"], kind.gemma
+        eps, dim = cfg["rms_norm_eps"], cfg["hidden_size"]
+        self.self_attn = LLMAttention(cfg, place, kind)
+        self.mlp = LLMMLP(cfg, place)
+        self.input_layernorm = RMSNorm(dim, eps, place=place, zero_centred=kind.gemma)
+        self.post_attention_layernorm = RMSNorm(dim, eps, place=place, zero_centred=kind.gemma)
+        if kind.gemma:
+            self.pre_feedforward_layernorm = RMSNorm(dim, eps, place=place, zero_centred=True)
+            self.post_feedforward_layernorm = RMSNorm(dim, eps, place=place, zero_centred=True)
+
+    def forward(self, x: Tensor, rotary: tuple[Tensor, Tensor], keep: Tensor | None
+                ) -> Tensor:
+        """x: the float32 residual stream (B, L, D); keep: the padding mask added to the
+        scores, None for none."""
+        h = cast(self.input_layernorm(x), self.dtype)
+        attended = self.self_attn(h, rotary, keep)
+        if self.gemma:  # Gemma norms the output; the others norm the stream for the MLP
+            x = residual(x, self.post_attention_layernorm(attended))
+            h = cast(self.pre_feedforward_layernorm(x), self.dtype)
+            return residual(x, self.post_feedforward_layernorm(self.mlp(h)))
+        x = residual(x, attended)
+        h = cast(self.post_attention_layernorm(x), self.dtype)
+        return residual(x, self.mlp(h))
