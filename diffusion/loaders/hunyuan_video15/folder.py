@@ -26,6 +26,8 @@ from ..formats.dit_folder import DIT_COMPONENTS, DiTWeights, dit_weights
 from ..qwen_image.folder import language_model_config, language_model_refs, qwen_tokenizer
 from ..redux_file import siglip_weights
 from ..weights import ComponentWeights, TensorRef, resolve_dtype
+from .transformer import load_hunyuan_video15_transformer
+from .vae import load_hunyuan_video15_vae
 
 __all__ = ["HunyuanVideo15Weights", "hunyuan_video15_family", "hunyuan_video15_image_to_video",
            "load_hunyuan_video15_folder"]
@@ -92,7 +94,13 @@ def load_hunyuan_video15_folder(path: str | os.PathLike[str], *, dtype: Any = No
                                "language model; give the folder's own text encoder")
         return language_model_config(config), text
 
-    parts = dit_weights(root, dtype=dtype, variant=variant, skip=(), adapt=adapt)
+    # the transformer and the VAE through their own loaders (a layout they do not read is
+    # named there)
+    parts = dit_weights(root, dtype=dtype, variant=variant, skip=("transformer", "vae"),
+                        adapt=adapt)
+    parts["transformer"] = load_hunyuan_video15_transformer(root / "transformer", dtype=dtype,
+                                                            variant=variant)
+    parts["vae"] = load_hunyuan_video15_vae(root / "vae", dtype=dtype, variant=variant)
     glyph_refs, _ = weight_refs(root / "text_encoder_2", "model", variant)
     glyph = ComponentWeights("text_encoder_2", read_json(root / "text_encoder_2" /
                                                          "config.json"),
