@@ -68,14 +68,15 @@ _WIDE = (9, 16)  # text to video's default aspect (height, width), diffusers' (1
 
 def hunyuan_video15_layout(pipe: Any) -> MemoryLayout:
     """What the memory modes (flow_memory) move of a HunyuanVideo 1.5 pipeline: Qwen2.5-VL,
-    ByT5 and SigLIP (image to video) as one unit, the transformer and its blocks, the VAE."""
+    ByT5 and SigLIP (image to video) as one unit, the transformer (brought in by
+    `prepare_text` too, a run's text part) and its blocks, the VAE."""
     readers = [(pipe.text_encoder, "hidden_states"), (pipe.text_encoder_2, "forward")]
     if pipe.image_encoder is not None:
         readers.append((pipe.image_encoder, "forward"))
     return MemoryLayout(transformer=pipe.transformer,
                         blocks=(pipe.transformer.transformer_blocks,),
                         text_encoders=tuple(m for m, _ in readers), text_calls=tuple(readers),
-                        vae=pipe.vae)
+                        vae=pipe.vae, transformer_calls=("prepare_text",))
 
 
 class HunyuanVideo15Pipeline(WanVaePasses):
@@ -305,6 +306,7 @@ class HunyuanVideo15Pipeline(WanVaePasses):
         meanflow = image is not None and bool(self.transformer.config.get("use_meanflow"))
         branches = [None if cache is None or (side and negatives is None) else cache.branch()
                     for side in range(2)]
+        prepared: list[Any] = []  # each side's text as the transformer reads it, once a run
 
         def predict(x: np.ndarray, t: Any, i: int) -> tuple[np.ndarray, None]:
             model, batch = self.transformer, len(x)
@@ -314,18 +316,20 @@ class HunyuanVideo15Pipeline(WanVaePasses):
             after = timesteps[i + 1] if i + 1 < len(timesteps) else np.float32(0)
             r = np.full(batch, after, np.float32) if meanflow else None
 
-            def run(text: tuple[np.ndarray, ...], side: int) -> np.ndarray:
-                out = model(sample, timestep, text[0], text[1], r, text[2], text[3],
-                            image_embeds, cache=branches[side])
+            def run(side: int) -> np.ndarray:
+                out = model(sample, timestep, prepared[side], None, r, cache=branches[side])
                 return out.numpy().astype(np.float32)
-            cond = run(texts, 0)
+            cond = run(0)
             guided = negatives is not None and guider.cfg_at(i, num_inference_steps)
-            uncond = run(negatives, 1) if guided and negatives is not None else None
+            uncond = run(1) if guided else None
             return guider.combine(cond, uncond, step=i, steps=num_inference_steps,
                                   state=None), None
 
         self._next_phase()
         with self.on_gpu(self.transformer):
+            for states, mask, glyph, glyph_mask in (texts, *([negatives] if negatives else [])):
+                prepared.append(self.transformer.prepare_text(states, mask, glyph, glyph_mask,
+                                                              image_embeds))
             latents = scheduler_loop(latents, scheduler.timesteps, scheduler, predict,
                                      dtype=np.float32, callback=callback)
         check_latents(latents, self)  # NaN said, not decoded into black frames
