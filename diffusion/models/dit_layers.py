@@ -92,11 +92,16 @@ class CombinedTimestepTextProjEmbeddings(nn.Module):
     def forward(self, timestep: Any, pooled: Tensor, guidance: Any = None) -> Tensor:
         """timestep, guidance: (B,) host numbers or float32 Tensors (what a captured step
         passes), already scaled as the model wants."""
-        device = pooled.device
+        return self.with_text(timestep, self.text_embedder(pooled), guidance)
+
+    def with_text(self, timestep: Any, text: Tensor, guidance: Any = None) -> Tensor:
+        """forward with the pooled text already through `text_embedder` (a prompt's, made
+        once for every step)."""
+        device = text.device
         temb = self.timestep_embedder(self._sinusoid(timestep, device))
         if guidance is not None:
             temb = temb + self.guidance_embedder(self._sinusoid(guidance, device))
-        return temb + self.text_embedder(pooled)
+        return temb + text
 
 
 class AdaLayerNormZero(nn.Module):
@@ -132,8 +137,8 @@ class AdaLayerNormContinuous(nn.Module):
 
 
 class GELU(nn.Module):
-    def __init__(self, dim: int, inner: int, place: Place) -> None:
-        self.proj = nn.Linear(dim, inner, **place)
+    def __init__(self, dim: int, inner: int, place: Place, *, bias: bool = True) -> None:
+        self.proj = nn.Linear(dim, inner, bias, **place)
 
     def forward(self, x: Tensor) -> Tensor:
         return self.proj.gelu(x, approximate="tanh")  # in the GEMM's epilogue where it can
@@ -141,11 +146,12 @@ class GELU(nn.Module):
 
 class FeedForward(nn.Module):
     """net.0 (Linear + tanh GELU), net.2 (Linear). diffusers: `FeedForward(dim, dim,
-    activation_fn="gelu-approximate")` (net.1 is its dropout, no parameters)."""
+    activation_fn="gelu-approximate")` (net.1 is its dropout, no parameters); `bias=False`
+    drops both biases (LTX-2's `ff_bias=False`)."""
 
-    def __init__(self, dim: int, place: Place, mult: int = 4) -> None:
-        self.net = nn.ModuleList([GELU(dim, mult * dim, place), nn.Identity(),
-                                  nn.Linear(mult * dim, dim, **place)])
+    def __init__(self, dim: int, place: Place, mult: int = 4, *, bias: bool = True) -> None:
+        self.net = nn.ModuleList([GELU(dim, mult * dim, place, bias=bias), nn.Identity(),
+                                  nn.Linear(mult * dim, dim, bias, **place)])
 
     def input_layers(self) -> list[nn.Linear]:
         """The layers that read forward's x (modulated_norm's readers)."""
