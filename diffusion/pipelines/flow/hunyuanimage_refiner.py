@@ -121,8 +121,8 @@ class HunyuanImageRefinerPipeline:
         batch, _, _, height, width = pictures.shape
         side, channels = self.vae_scale_factor, vae.config["latent_channels"]
         noise = generator.standard_normal((batch, channels, 1, height // side, width // side))
-        weight = vae.decoder.conv_in.conv.weight
-        z = vae.encode(asarray(pictures, dtype=weight.dtype, device=weight.device),
+        placed = vae.decoder.conv_in.conv.bias  # its dtype and device (kernels: taps)
+        z = vae.encode(asarray(pictures, dtype=placed.dtype, device=placed.device),
                        noise=np.asarray(noise, np.float32)).numpy().astype(np.float32)
         return np.concatenate([z, z], axis=1) * np.float32(vae.scaling_factor)
 
@@ -152,15 +152,16 @@ class HunyuanImageRefinerPipeline:
         noise = generator.standard_normal(shape).astype(np.float32)
         cond = (CONDITION_NOISE * noise + (1 - CONDITION_NOISE) * image_latents).astype(
             np.float32)
-        states, mask = self.encode_prompt(prompts)
+        # the prompt's projections and gathers, once for every step
+        text = self.transformer.prepare_text(*self.encode_prompt(prompts))
         dtype, device = self.transformer.dtype, self.transformer.device
         guidance = np.full(len(prompts), np.float32(distilled_guidance_scale) * 1000,
                            np.float32)
 
         def flow(x: np.ndarray, t: float, i: int) -> tuple[np.ndarray, None]:
             both = asarray(np.concatenate([x, cond], axis=1), dtype=dtype, device=device)
-            out = self.transformer(both, np.full(len(x), np.float32(t), np.float32), states,
-                                   mask, guidance=guidance)
+            out = self.transformer(both, np.full(len(x), np.float32(t), np.float32), text,
+                                   None, guidance=guidance)
             return out.numpy().astype(np.float32), None
 
         scheduler = flow_schedule(self.scheduler_config, num_inference_steps, None)
@@ -175,6 +176,6 @@ class HunyuanImageRefinerPipeline:
     def decode(self, z: np.ndarray) -> np.ndarray:
         """VAE latents (B, 32, 1, h, w) -> pictures (B, 16h, 16w, 3) in [0, 1]."""
         vae = self.vae
-        weight = vae.decoder.conv_in.conv.weight
-        out = vae.decode(asarray(z, dtype=weight.dtype, device=weight.device)).numpy()
+        placed = vae.decoder.conv_in.conv.bias  # its dtype and device (kernels: taps)
+        out = vae.decode(asarray(z, dtype=placed.dtype, device=placed.device)).numpy()
         return np.clip(out[:, :, 0].astype(np.float32) / 2 + 0.5, 0, 1).transpose(0, 2, 3, 1)

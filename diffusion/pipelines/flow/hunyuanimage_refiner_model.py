@@ -65,19 +65,20 @@ class HunyuanImageRefinerModel(LLMFlowModel):
     def memory_layout(self) -> MemoryLayout:
         """What the memory modes move: Qwen2.5-VL (its `hidden_states_of`, which
         `hidden_states` runs) as the text unit, the double and single blocks, the VAE (its
-        `decode` and `encode`: the refiner's pipeline calls them itself)."""
+        `decode` and `encode`: the refiner's pipeline calls them itself); the transformer
+        whole brought in by `prepare_text` too, the prompt's part of a run."""
         pipe, transformer = self.pipe, self.pipe.transformer
         return MemoryLayout(transformer=transformer,
                             blocks=(transformer.transformer_blocks,
                                     transformer.single_transformer_blocks),
                             text_encoders=(pipe.text_encoder,),
                             text_calls=((pipe.text_encoder, "hidden_states_of"),),
-                            vae=pipe.vae)
+                            vae=pipe.vae, transformer_calls=("prepare_text",))
 
     @property
     def placement(self) -> Placement:
-        weight = self.pipe.vae.decoder.conv_in.conv.weight
-        return Placement(weight.device, weight.dtype)
+        placed = self.pipe.vae.decoder.conv_in.conv.bias  # (its kernels: taps)
+        return Placement(placed.device, placed.dtype)
 
     def check(self, request: GenerationRequest, width: int, height: int) -> None:
         """An init image (no mask), no refiner of its own, CFG 1, the default strength, sides
