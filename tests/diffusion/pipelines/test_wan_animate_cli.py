@@ -73,6 +73,19 @@ def test_txt2vid_animate_equals_diffusers(first_device: gpucore.Device,
     assert np.abs(ours - expected).max() < 1 / 255
 
 
+def test_txt2vid_animate_step_cache(first_device: gpucore.Device,
+                                    tiny_animate: tuple[Path, Any, dict[str, Any]],
+                                    tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """--cache reaches Wan Animate's pipeline (its frames against diffusers' with the rule by
+    hand: test_wan_animate_pipeline): at 5 the tiny model's first block never moves that
+    far, so only the first of three steps runs the other blocks, and stderr says so."""
+    folder, _, _ = tiny_animate
+    out, err = cli_ok(capsys, "txt2vid", "--model", str(folder), *COMMON, "--steps", "3",
+                      *_files(folder.parent), "--cache", "fbc:5", "-o", str(tmp_path / "out"))
+    assert "cache: fbc 5, 1/3 steps computed" in err, err
+    assert png_frames(out).shape == (FRAMES, HEIGHT, WIDTH, 3)
+
+
 def test_txt2vid_animate_refusals(tiny_animate: tuple[Path, Any, dict[str, Any]],
                                   tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     """Each in one line, before the model loads."""
@@ -91,7 +104,8 @@ def test_txt2vid_animate_refusals(tiny_animate: tuple[Path, Any, dict[str, Any]]
             ((*files[:2], "--pose-video", str(short), *files[4:]),
              "the --face-video has 7 frames but the --pose-video has 6"),
             ((*files, "--segment-frames", "6"), "the segment length must be 1 + 4k"),
-            ((*files, "--cache", "fbc"), "Wan Animate does not take --cache"),
+            ((*files, "--cfg-scale-2", "2"), "Wan Animate does not take --cfg-scale-2"),
+            ((*files, "--cache", "magcache"), "Wan runs First Block Cache"),
             ((*files, "--frames", "9"), "leave --frames out"),
             ((*files, "--control-video", str(root / "pose")), "needs a Wan VACE model"),
             ((), "this is Wan 2.2 Animate: give --animate-image")):
