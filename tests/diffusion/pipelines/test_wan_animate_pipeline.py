@@ -23,6 +23,8 @@ HEIGHT, WIDTH, FRAMES = 16, 32, 9
 # three steps at 1.0: the prompt's and negative prompt's calls computed at step 0 and skipped
 # at 1 and 2 in the first segment, computed at 0 and 2 in the second
 FBC_THRESHOLD, FBC_STEPS = 1.0, 3
+# measured (frames in 0..1) over runs: 7.0e-3 to 7.9e-3 at worst, 6.5e-4 to 7.5e-4 mean
+F16_MAX, F16_MEAN = 0.015, 1.5e-3
 
 
 @pytest.fixture(scope="module")
@@ -165,3 +167,24 @@ def test_fbc_equals_the_rule_by_hand(tiny_animate: tuple[Any, Any, Path],
     assert np.abs(ours - expected).max() < 3e-5  # measured 6.0e-6
     uncached, _ = _run(pipe, None, x, True, 5, **settings)
     assert np.abs(ours - uncached).mean() > 0.05  # the skips matter (0.11)
+
+
+def test_float16_near_diffusers_float32(tiny_animate: tuple[Any, Any, Path],
+                                        f16_device: gpucore.Device,
+                                        diffusers_prompts: None) -> None:
+    """The folder loaded in float16 (UMT5, CLIP vision, the transformer, the VAE; the motion
+    and face encoders stay float32): replace, guided, two segments of 5 frames, within
+    float16's error of diffusers' float32 video; the pose still visibly moves it past that
+    error."""
+    from diffusion.pipelines.video.wan_animate import WanAnimatePipeline
+
+    _, reference, folder = tiny_animate
+    pipe = WanAnimatePipeline.from_pretrained(folder, dtype=np.float16, device=f16_device)
+    assert pipe.transformer.dtype == np.float16
+    x, settings = _inputs(4), {"num_inference_steps": 2, "guidance_scale": 3.0,
+                               "negative_prompt": "blurry"}
+    ours, expected = _run(pipe, reference, x, True, 5, **settings)
+    error = np.abs(ours - expected)
+    assert error.max() < F16_MAX and error.mean() < F16_MEAN, (error.max(), error.mean())
+    other, _ = _run(pipe, None, {**x, "pose": _inputs(2)["pose"]}, True, 5, **settings)
+    assert np.abs(other - ours).mean() > 10 * error.mean()  # measured 0.017, 26 times
