@@ -132,9 +132,14 @@ def test_txt2vid_animate_file_equals_folder(first_device: gpucore.Device,
                                             capsys: pytest.CaptureFixture[str]) -> None:
     """The transformer in the original release's names (Wan2_2-Animate-14B.safetensors,
     under model.diffusion_model., blur kernels and all) with the folder as --base: the
-    folder's frames bit for bit; the file alone, with a second expert, or with a base
-    holding no CLIP vision encoder, refused in one line."""
+    folder's frames bit for bit; the same names in a GGUF (the tiny model's matrices too
+    small to quantize: stored float16, as such files keep their small tensors; quantized
+    ones: loaders/test_wan_animate_gguf) within float16 storage's error; the file alone,
+    with a second expert, or with a base holding no CLIP vision encoder, refused in one
+    line."""
     from safetensors.torch import save_file
+
+    from diffusion.loaders.formats.gguf_write import write_gguf
 
     folder, reference, _ = tiny_animate
     file, other = tmp_path / "Wan2_2-Animate-14B.safetensors", tmp_path / "other.safetensors"
@@ -142,10 +147,15 @@ def test_txt2vid_animate_file_equals_folder(first_device: gpucore.Device,
         state = {k: v.detach().clone() for k, v in model.state_dict().items()}
         save_file({f"model.diffusion_model.{k}": v
                    for k, v in animate_original_names(state, 2).items()}, str(path))
+        if path == file:
+            gguf = tmp_path / "Wan2.2-Animate-14B-Q8_0.gguf"
+            write_gguf(gguf, animate_original_names(state, 2).items(), "q8_0",
+                       architecture="wan")
     files = _files(folder.parent)
     frames = []
     for model in (("--model", str(folder)), ("--model", str(file), "--base", str(folder)),
-                  ("--model", str(other), "--base", str(folder))):
+                  ("--model", str(other), "--base", str(folder)),
+                  ("--model", str(gguf), "--base", str(folder))):
         out, _ = cli_ok(capsys, "txt2vid", *model, *COMMON, *files,
                         "-o", str(tmp_path / f"out{len(frames)}"))
         frames.append(png_frames(out))
@@ -153,6 +163,8 @@ def test_txt2vid_animate_file_equals_folder(first_device: gpucore.Device,
     np.testing.assert_array_equal(frames[1], frames[0])
     # the file's weights are the ones run: another model's file moves the frames (0.33)
     assert np.abs(frames[2] - frames[0]).mean() > 0.1, np.abs(frames[2] - frames[0]).mean()
+    error = np.abs(frames[3] - frames[0])  # measured: 2/255 at worst, 5.4e-4 mean
+    assert 0 < error.max() <= 3 / 255 and error.mean() < 2e-3, (error.max(), error.mean())
     t2v = tmp_path / "t2v"  # a text-to-video base: no CLIP vision encoder
     shutil.copytree(folder, t2v, ignore=shutil.ignore_patterns("image_*"))
     index = (t2v / "model_index.json").read_text()
@@ -166,3 +178,4 @@ def test_txt2vid_animate_file_equals_folder(first_device: gpucore.Device,
         error = cli_error(capsys, "txt2vid", "--model", str(file), *argv, *COMMON, *files,
                           "-o", str(tmp_path / "o"))
         assert message in error, error
+
