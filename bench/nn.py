@@ -7,6 +7,8 @@ decoder's at 512x512. Baselines: torch CUDA (cuDNN / flash attention) in float32
 off, so both sides do true fp32 FMAs, and in float16 (tensor cores on the torch side) when
 torch.cuda is available; torch on the CPU otherwise. ratio = baseline_ms / ours_ms (> 1:
 we are faster); ours_ms is the timestamp-query GPU time where the adapter has it.
+Then the DiTs' float16 attention with a key mask beside the same call unmasked
+(DIT_ATTENTION). BENCH_NN_ATTENTION=1 runs the attention rows alone.
 """
 
 from __future__ import annotations
