@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from .progress import ProgressBar
-from .video_family import flow_video_cache, load_flow_video, refuse_wan_only
+from .video_family import flow_video_cache, load_flow_video, refuse_command, refuse_wan_only
 from .video_out import finish_video
 
 __all__ = ["refuse_hunyuan_video15_options", "run_hunyuan_video15"]
@@ -27,12 +27,8 @@ def refuse_hunyuan_video15_options(args: argparse.Namespace, sized: bool) -> Non
     from ..loaders.hunyuan_video15.folder import hunyuan_video15_image_to_video
 
     animates = hunyuan_video15_image_to_video(args.model)
-    if args.command == "img2vid" and not animates:
-        raise ValueError(f"{args.model} is HunyuanVideo 1.5 text-to-video, which makes videos "
-                         "from text only: use txt2vid")
-    if args.command == "txt2vid" and animates:
-        raise ValueError(f"{args.model} is HunyuanVideo 1.5 image-to-video, which animates a "
-                         "picture: use img2vid --image IN.png")
+    refuse_command(args, animates, text_model="HunyuanVideo 1.5 text-to-video",
+                   picture_model="HunyuanVideo 1.5 image-to-video")
     if animates and sized:
         raise ValueError("HunyuanVideo 1.5 image-to-video makes the size of the picture's "
                          "aspect bucket: leave --width and --height out")

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from .progress import ProgressBar
-from .video_family import flow_video_cache, load_flow_video, refuse_wan_only
+from .video_family import flow_video_cache, load_flow_video, refuse_command, refuse_wan_only
 from .video_out import finish_video
 
 __all__ = ["run_kandinsky5"]
@@ -26,12 +26,8 @@ def refuse_wan_options(args: argparse.Namespace) -> None:
     from ..pipelines.video.kandinsky5_i2v import refuse_short
 
     animates = kandinsky5_image_to_video(args.model)
-    if args.command == "img2vid" and not animates:
-        raise ValueError(f"{args.model} is Kandinsky 5 Video Lite, which makes videos from text "
-                         "only: use txt2vid")
-    if args.command == "txt2vid" and animates:
-        raise ValueError(f"{args.model} is Kandinsky 5's image-to-video model, which animates a "
-                         "picture: use img2vid --image IN.png")
+    refuse_command(args, animates, text_model="Kandinsky 5 Video Lite",
+                   picture_model="Kandinsky 5's image-to-video model")
     if animates:
         refuse_short(args.frames)
     refuse_wan_only(args, "Kandinsky 5 Video")

@@ -14,12 +14,26 @@ from .memory import memory_mode
 from .vace import vace_named
 from .video_lora import patch_loras
 
-__all__ = ["WAN_ONLY", "flow_video_cache", "load_flow_video", "refuse_wan_only"]
+__all__ = ["WAN_ONLY", "flow_video_cache", "load_flow_video", "refuse_command",
+           "refuse_wan_only"]
 
 # the Wan options these families do not take (argparse field -> the flag as typed)
 WAN_ONLY = {"base": "--base", "model_2": "--model-2", "text_encoder": "--text-encoder",
             "vae": "--vae", "clip_vision": "--clip-vision", "cfg_scale_2": "--cfg-scale-2",
             "lora_2": "--lora-2"}
+
+
+def refuse_command(args: argparse.Namespace, animates: bool, *, text_model: str,
+                   picture_model: str) -> None:
+    """ValueError in one line where the command does not fit the folder: img2vid for a
+    text-to-video model (`text_model`, as the error names it), txt2vid for an image-to-video
+    one (`picture_model`); `animates`: the folder's is the latter."""
+    if args.command == "img2vid" and not animates:
+        raise ValueError(f"{args.model} is {text_model}, which makes videos from text only: "
+                         "use txt2vid")
+    if args.command == "txt2vid" and animates:
+        raise ValueError(f"{args.model} is {picture_model}, which animates a picture: use "
+                         "img2vid --image IN.png")
 
 
 def refuse_wan_only(args: argparse.Namespace, family: str) -> None:
