@@ -11,15 +11,11 @@ before the weights load."""
 from __future__ import annotations
 
 import argparse
-import sys
 from pathlib import Path
 from typing import Any
 
-from .memory import memory_mode
 from .progress import ProgressBar
-from .txt2vid_kandinsky5 import WAN_ONLY
-from .vace import vace_named
-from .video_lora import patch_loras
+from .video_family import flow_video_cache, load_flow_video, refuse_command, refuse_wan_only
 from .video_out import finish_video
 
 __all__ = ["refuse_hunyuan_video15_options", "run_hunyuan_video15"]
@@ -31,24 +27,12 @@ def refuse_hunyuan_video15_options(args: argparse.Namespace, sized: bool) -> Non
     from ..loaders.hunyuan_video15.folder import hunyuan_video15_image_to_video
 
     animates = hunyuan_video15_image_to_video(args.model)
-    if args.command == "img2vid" and not animates:
-        raise ValueError(f"{args.model} is HunyuanVideo 1.5 text-to-video, which makes videos "
-                         "from text only: use txt2vid")
-    if args.command == "txt2vid" and animates:
-        raise ValueError(f"{args.model} is HunyuanVideo 1.5 image-to-video, which animates a "
-                         "picture: use img2vid --image IN.png")
+    refuse_command(args, animates, text_model="HunyuanVideo 1.5 text-to-video",
+                   picture_model="HunyuanVideo 1.5 image-to-video")
     if animates and sized:
         raise ValueError("HunyuanVideo 1.5 image-to-video makes the size of the picture's "
                          "aspect bucket: leave --width and --height out")
-    given = [flag for field, flag in WAN_ONLY.items() if getattr(args, field, None)]
-    if vace_named(args):
-        given.append(str(vace_named(args)))
-    if given:
-        raise ValueError(f"{given[0]} is for Wan models; a HunyuanVideo 1.5 folder holds its "
-                         "own text encoders and VAE (leave it out)")
-    if args.sampler != "diffusers":
-        raise ValueError(f"--sampler {args.sampler}: HunyuanVideo 1.5 runs its folder's "
-                         "flow-match Euler scheduler (--sampler diffusers)")
+    refuse_wan_only(args, "HunyuanVideo 1.5")
 
 
 def run_hunyuan_video15(args: argparse.Namespace, out: Path, dtype: Any, image: Any = None
@@ -56,28 +40,10 @@ def run_hunyuan_video15(args: argparse.Namespace, out: Path, dtype: Any, image: 
     """Generate and write the video as `args` say (checked by cli.txt2vid and
     `refuse_hunyuan_video15_options`) with the HunyuanVideo 1.5 folder `args.model`, its
     weights in `dtype`; `image`: img2vid's first frame; prints the path."""
-    from ..pipelines.video import video_cache
     from ..pipelines.video.hunyuan_video15 import HunyuanVideo15Pipeline
 
-    cache = video_cache(args.cache, "--cache", args.steps)
-    if cache is not None and cache.spec.kind != "fbc":
-        raise ValueError(f"--cache {args.cache}: HunyuanVideo 1.5 runs First Block Cache "
-                         "(fbc[:THRESHOLD]); TeaCache's tables are Wan's")
-    mode = memory_mode(args)  # a memory mode loads each network straight to host memory
-    pipe = HunyuanVideo15Pipeline.from_pretrained(args.model, dtype=dtype,
-                                                  offload=args.offload or bool(mode))
-    pipe.set_memory_mode(mode)
-    if args.fp16_accumulation:
-        from ..pipelines.fp16_accumulation import use_fp16_accumulation
-
-        print(use_fp16_accumulation(pipe), file=sys.stderr)
-    if args.no_half_vae:
-        from ..pipelines.vae_float32 import use_float32_vae
-
-        print(use_float32_vae(pipe), file=sys.stderr)
-    if args.lora:
-        patch_loras(pipe.lora_targets(), args.lora)
-    print(f"seed: {args.seed}", file=sys.stderr)
+    cache = flow_video_cache(args, "HunyuanVideo 1.5")
+    pipe = load_flow_video(HunyuanVideo15Pipeline, args, dtype)
     bar = ProgressBar(args.command)
     size = {} if image is not None else {"height": args.height, "width": args.width}
     videos = pipe(args.prompt, negative_prompt=args.negative_prompt, num_frames=args.frames,

@@ -19,7 +19,7 @@ import numpy as np
 from gpucore import Device
 from gpustd import Tensor, asarray, concatenate, nn
 
-from .layers import Place
+from .layers import Place, ProjOutPlace
 from .ltx2_blocks import LTX2VideoTransformerBlock, Stream
 from .ltx2_rope import Rotary, audio_coords, rope_tables, video_coords
 from .ltx2_time import AdaLayerNormSingle, timestep_runs
@@ -92,7 +92,7 @@ def _same_over_batch(coords: Any, axes: int, name: str) -> np.ndarray:
     return values[0]
 
 
-class LTX2VideoTransformer3DModel(nn.Module):
+class LTX2VideoTransformer3DModel(ProjOutPlace, nn.Module):
     """Video tokens (B, Lv, in_channels), audio tokens (B, La, audio_in_channels) and their
     text states -> (video velocity (B, Lv, out_channels), audio velocity (B, La,
     audio_out_channels)).
@@ -140,14 +140,6 @@ class LTX2VideoTransformer3DModel(nn.Module):
         self.proj_out = nn.Linear(dim, cfg["out_channels"], **place)
         self.audio_proj_out = nn.Linear(audio, cfg["audio_out_channels"], **place)
         self._tables: dict[Any, Any] = {}
-
-    @property
-    def device(self) -> Device:
-        return self.proj_out.weight.device
-
-    @property
-    def dtype(self) -> np.dtype:
-        return self.proj_out.weight.dtype
 
     def encode_text(self, states: Tensor, audio_states: Tensor) -> tuple[Tensor, Tensor]:
         """Each stream's text context from its states (B, Lt, caption_channels): the caption

@@ -23,19 +23,15 @@ capture, so the frames are the plain mode's, bitwise.
 
 from __future__ import annotations
 
-import contextlib
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from functools import partial
 from pathlib import Path
-from types import SimpleNamespace
 from typing import Any
 
 import numpy as np
 
 from gpucore import Device, default_device
 from gpustd import asarray
-from gpustd.nn.offload import offload as offload_weights
-from gpustd.nn.offload import restore as restore_weights
 
 from ...loaders.hunyuan_video15.folder import load_hunyuan_video15_folder
 from ...models.hunyuan_video15 import HunyuanVideo15Transformer3DModel
@@ -46,19 +42,16 @@ from ...models.llm import LLMTextModel
 from ...models.redux import SiglipVisionModel
 from ...models.step_cache import StepCache
 from ...models.t5 import T5EncoderModel
-from ...noise.rng import RNG_SOURCES, make_generator
+from ...noise.rng import make_generator
 from ...sampling.scheduler_loop import scheduler_loop
 from ...sampling.schedulers.flow_match_euler import FlowMatchEulerDiscreteScheduler
 from ...text.llm_tokenizer import LLMTokenizer
-from ..contract import Denoisers
-from ..finite import check_decoded, check_encoded, check_latents
-from ..flow.flow_memory import FlowMemoryPlan, MemoryLayout, load_network
+from ..finite import check_encoded
+from ..flow.flow_memory import MemoryLayout, load_network
 from ..flow.hunyuanimage_guidance import MixGuidance
 from ..flow.redux import siglip_pixels
-from ..sd.memory import MemoryMode
+from .flow_video import FlowVideoPipeline, prompt_list
 from .hunyuan_video15_inputs import bucket_size, condition_channels, first_frame
-from .wan_refuse import check_frame_count
-from .wan_vae_passes import WanVaePasses
 
 __all__ = ["HunyuanVideo15Pipeline", "hunyuan_video15_layout"]
 
@@ -79,14 +72,15 @@ def hunyuan_video15_layout(pipe: Any) -> MemoryLayout:
                         vae=pipe.vae, transformer_calls=("prepare_text",))
 
 
-class HunyuanVideo15Pipeline(WanVaePasses):
+class HunyuanVideo15Pipeline(FlowVideoPipeline):
     """A loaded HunyuanVideo 1.5 diffusers folder (module docstring). Components as diffusers
     names them; `guider` the folder's guider_config.json's; `processor_config` SigLIP's
     preprocessor_config.json (image to video); `target_size` the side the size buckets are
     made for (the transformer config's: 640 for 480p, 960 for 720p); `offload`: one
     network's weights on the GPU at a time; the memory modes: `set_memory_mode`."""
 
-    vae: AutoencoderKLHunyuanVideo15  # type: ignore[assignment]
+    family = "HunyuanVideo 1.5"
+    vae: AutoencoderKLHunyuanVideo15
 
     def __init__(self, *, transformer: HunyuanVideo15Transformer3DModel,
                  vae: AutoencoderKLHunyuanVideo15, text_encoder: LLMTextModel,
@@ -99,9 +93,10 @@ class HunyuanVideo15Pipeline(WanVaePasses):
         self.text_encoder, self.tokenizer = text_encoder, tokenizer
         self.text_encoder_2, self.tokenizer_2 = text_encoder_2, tokenizer_2
         self.image_encoder, self.processor_config = image_encoder, dict(processor_config or {})
+        self.image_to_video = image_encoder is not None
         self.scheduler_config, self.guider = dict(scheduler_config), guider
         self.offload, self.target_size = offload, target_size
-        self._memory: FlowMemoryPlan | None = None  # set_memory_mode's
+        self._memory = None  # set_memory_mode's
 
     @classmethod
     def from_pretrained(cls, path: str | Path, *, dtype: Any = np.float32,
@@ -134,64 +129,13 @@ class HunyuanVideo15Pipeline(WanVaePasses):
             processor_config=weights.processor_config, offload=offload,
             target_size=int(transformer.config.get("target_size") or 640))
 
-    @property
-    def image_to_video(self) -> bool:
-        return self.image_encoder is not None
+    def networks(self) -> tuple[Any, ...]:
+        return tuple(network for network in (self.text_encoder, self.text_encoder_2,
+                                             self.image_encoder, self.transformer, self.vae)
+                     if network is not None)
 
-    @property
-    def memory_mode(self) -> MemoryMode | None:
-        return None if self._memory is None else self._memory.mode
-
-    def set_memory_mode(self, mode: MemoryMode) -> None:
-        """Run in the WebUI's --medvram / --lowvram / --max-vram mode (flow_memory over
-        `hunyuan_video15_layout`); all off: every weight on the GPU, or each network whole in
-        turn where loaded with `offload`."""
-        if self._memory is not None:
-            self._memory.release()
-            self._memory = None
-        if mode:
-            self._memory = FlowMemoryPlan(hunyuan_video15_layout(self), mode)
-
-    def _next_phase(self) -> None:
-        """Under a memory mode, a phase (the steps, the decode) begins: the units of the phase
-        before leave and the pool is emptied (WanMemoryPlan.next_phase says why)."""
-        if self._memory is not None:
-            self._memory.residency.evict_all()
-            self._memory.residency.device.empty_pool()
-
-    @contextlib.contextmanager
-    def on_gpu(self, *networks: Any) -> Iterator[None]:
-        """The `networks`' weights on the GPU for the block (offloading: the others' in host
-        memory, then they go back there; under a memory mode its units come in as they
-        run)."""
-        if not self.offload or self._memory is not None:
-            yield
-            return
-        for other in (self.text_encoder, self.text_encoder_2, self.image_encoder,
-                      self.transformer, self.vae):
-            if other is not None:
-                offload_weights(other)
-        for network in networks:
-            restore_weights(network)
-        try:
-            yield
-        finally:
-            for network in networks:
-                offload_weights(network)
-
-    def lora_targets(self) -> Any:
-        """What a `LoraManager` patches: the transformer (diffusers/PEFT `transformer.`
-        keys)."""
-        return SimpleNamespace(unet=self.transformer, transformer=self.transformer)
-
-    @property
-    def denoisers(self) -> Denoisers:
-        """The transformer, as a contract's pipeline says it."""
-        return Denoisers((self.transformer,), "transformer")
-
-    @property
-    def temporal_factor(self) -> int:
-        return int(self.vae.temporal_compression_ratio)
+    def memory_layout(self) -> MemoryLayout:
+        return hunyuan_video15_layout(self)
 
     @property
     def size_multiple(self) -> int:
@@ -234,31 +178,6 @@ class HunyuanVideo15Pipeline(WanVaePasses):
             return mean * np.float32(vae.scaling_factor)
         return embeds_host, self._with_vae(encode)
 
-    def check(self, *, height: int, width: int, num_frames: int, steps: int, rng: str,
-              sampler: str, cache: StepCache | None, image: Any = None) -> None:
-        """ValueError in one line for a setting this pipeline cannot run."""
-        check_frame_count(num_frames, self.temporal_factor)
-        if self.image_to_video and image is None:
-            raise ValueError("this HunyuanVideo 1.5 model animates a picture: give its first "
-                             "frame (img2vid --image)")
-        if not self.image_to_video and image is not None:
-            raise ValueError("this HunyuanVideo 1.5 model makes videos from text only: use "
-                             "txt2vid, without a picture")
-        multiple = self.size_multiple
-        if height < multiple or width < multiple or height % multiple or width % multiple:
-            raise ValueError(f"width and height must be multiples of {multiple} for "
-                             f"HunyuanVideo 1.5, got {width}x{height}")
-        if steps < 1:
-            raise ValueError(f"steps must be at least 1, got {steps}")
-        if rng not in RNG_SOURCES:
-            raise ValueError(f"rng must be one of {RNG_SOURCES}, got {rng!r}")
-        if sampler != "diffusers":
-            raise ValueError(f"HunyuanVideo 1.5 runs its folder's scheduler (flow-match "
-                             f"Euler): use --sampler diffusers, not {sampler!r}")
-        if cache is not None and cache.spec.kind != "fbc":
-            raise ValueError(f"HunyuanVideo 1.5 runs First Block Cache (fbc:0.12), not "
-                             f"{cache.spec.kind} (its tables are Wan's)")
-
     def __call__(self, prompt: str | Sequence[str], *, negative_prompt: str | None = None,
                  image: Any = None, height: int | None = None, width: int | None = None,
                  num_frames: int = 121, num_inference_steps: int = 50,
@@ -273,9 +192,7 @@ class HunyuanVideo15Pipeline(WanVaePasses):
         `HunyuanVideo15Pipeline(prompt, negative_prompt=, height=, width=, num_frames=,
         num_inference_steps=, generator=torch.Generator().manual_seed(seed)).frames`
         (HunyuanVideo15ImageToVideoPipeline's with `image=`, no size)."""
-        prompts = [prompt] if isinstance(prompt, str) else list(prompt)
-        if not prompts or not all(isinstance(p, str) for p in prompts):
-            raise ValueError("prompt must be a string or a list of strings")
+        prompts = prompt_list(prompt)
         if image is not None and (height is not None or width is not None):
             raise ValueError("HunyuanVideo 1.5 image-to-video makes the size of the picture's "
                              "aspect bucket: leave the width and height out")
@@ -332,18 +249,4 @@ class HunyuanVideo15Pipeline(WanVaePasses):
                                                               image_embeds))
             latents = scheduler_loop(latents, scheduler.timesteps, scheduler, predict,
                                      dtype=np.float32, callback=callback)
-        check_latents(latents, self)  # NaN said, not decoded into black frames
-        self._next_phase()
-        return self._with_vae(lambda _: self.decode(latents))
-
-    def decode(self, latents: np.ndarray) -> np.ndarray:
-        """Videos (B, T, H, W, 3) in [0, 1] from the transformer's latents (B, C, F, h, w):
-        divided by the VAE's scaling factor and decoded, as the pipelines decode;
-        VaeNonFiniteError where the VAE gave NaN or infinity (not black frames)."""
-        vae = self.vae
-        weight = next(iter(vae.parameters()))
-        z = asarray(latents / np.float32(vae.scaling_factor), dtype=weight.dtype,
-                    device=weight.device)
-        video = vae.decode(z).numpy().astype(np.float32)
-        check_decoded(video, vae)
-        return np.clip(video / 2 + 0.5, 0.0, 1.0).transpose(0, 2, 3, 4, 1)
+        return self._frames(latents)
