@@ -32,6 +32,8 @@ loading weights is a walk over names (`load_state_dict`); configs are the `confi
 | `wan_vae_blocks`, `wan_vae_residual` | its causal 3D blocks; Wan 2.2's patches, residual blocks |
 | `hunyuan_video_vae` | `AutoencoderKLHunyuanVideo`: HunyuanVideo's and Kandinsky 5 Video's VAE |
 | `hunyuan_video_vae_blocks`, `hunyuan_video_vae_tiling` | its causal 3D blocks; diffusers' tiling |
+| `ltx2` | `LTX2VideoTransformer3DModel`: LTX-2's audio-video transformer (and LTX-2.3's) |
+| `ltx2_blocks`, `ltx2_rope`, `ltx2_time` | its two-stream blocks; rotary tables; time modulations |
 | `dit_layers` | what FLUX and SD3 share: joint attention, the double-stream block, adaLN |
 | `transformer_ops` | RMS norm, adaLN modulation, gated residuals, rotary embeddings |
 | `step_cache` | step caching of the transformers' blocks: First Block Cache, MagCache, TeaCache |

@@ -132,8 +132,8 @@ class AdaLayerNormContinuous(nn.Module):
 
 
 class GELU(nn.Module):
-    def __init__(self, dim: int, inner: int, place: Place) -> None:
-        self.proj = nn.Linear(dim, inner, **place)
+    def __init__(self, dim: int, inner: int, place: Place, *, bias: bool = True) -> None:
+        self.proj = nn.Linear(dim, inner, bias, **place)
 
     def forward(self, x: Tensor) -> Tensor:
         return self.proj.gelu(x, approximate="tanh")  # in the GEMM's epilogue where it can
@@ -141,11 +141,12 @@ class GELU(nn.Module):
 
 class FeedForward(nn.Module):
     """net.0 (Linear + tanh GELU), net.2 (Linear). diffusers: `FeedForward(dim, dim,
-    activation_fn="gelu-approximate")` (net.1 is its dropout, no parameters)."""
+    activation_fn="gelu-approximate")` (net.1 is its dropout, no parameters); `bias=False`
+    drops both biases (LTX-2's `ff_bias=False`)."""
 
-    def __init__(self, dim: int, place: Place, mult: int = 4) -> None:
-        self.net = nn.ModuleList([GELU(dim, mult * dim, place), nn.Identity(),
-                                  nn.Linear(mult * dim, dim, **place)])
+    def __init__(self, dim: int, place: Place, mult: int = 4, *, bias: bool = True) -> None:
+        self.net = nn.ModuleList([GELU(dim, mult * dim, place, bias=bias), nn.Identity(),
+                                  nn.Linear(mult * dim, dim, bias, **place)])
 
     def input_layers(self) -> list[nn.Linear]:
         """The layers that read forward's x (modulated_norm's readers)."""
