@@ -53,60 +53,69 @@ class CausalConv3d(nn.Module):
     in (time, height, width)."""
 
     def __init__(self, in_dim: int, out_dim: int, kernel: int, place: Place, *,
-                 stride: tuple[int, int] = (1, 1)) -> None:
+                 stride: tuple[int, int] = (1, 1), padding_mode: str = "replicate") -> None:
         self.conv = Conv3d(in_dim, out_dim, kernel, place)
         self.stride = stride
+        self.padding_mode = padding_mode  # in space: "replicate", "reflect" or "zeros"
         self._orders: dict[tuple[int, ...], Tensor] = {}  # frame orders on the device
 
-    def _frames(self, x: Tensor, order: list[int], axis: int) -> Tensor:
-        """x's frames (along `axis`) in `order`: the first ones repeated in front by the
-        replicate pad kernel where that is all it is, else gathered (the order uploaded
-        once, kept for the next call: an upload waits for the queue)."""
+    def _frames(self, x: Tensor, order: list[int], axis: int, back: int) -> Tensor:
+        """x's frames (along `axis`) in `order`: the first ones repeated in front (and the
+        last `back` times behind) by the replicate pad kernel where that is all it is, else
+        gathered (the order uploaded once, kept for the next call: an upload waits for the
+        queue)."""
         count = x.shape[axis]
-        front = len(order) - count
-        if order == [0] * front + list(range(count)):
-            if not front:
+        front = len(order) - count - back
+        if order == [0] * front + list(range(count)) + [count - 1] * back:
+            if not front + back:
                 return x
             shape = x.shape
             rows = x.reshape(math.prod(shape[:axis]), count, math.prod(shape[axis + 1:]))
-            padded = nn.pad(rows, (0, 0, front, 0), mode="replicate")
-            return padded.reshape(*shape[:axis], count + front, *shape[axis + 1:])
+            padded = nn.pad(rows, (0, 0, front, back), mode="replicate")
+            return padded.reshape(*shape[:axis], count + front + back, *shape[axis + 1:])
         key = tuple(order)
         if key not in self._orders:
             self._orders[key] = asarray(np.asarray(order, np.int32), device=x.device)
         return gather(x, self._orders[key], axis)  # valid indices: no check to read back
 
     def forward(self, x: Tensor, *, channel_major: bool = False, add: Tensor | None = None,
-                frames: Sequence[int] | None = None, upsample: bool = False) -> Tensor:
+                frames: Sequence[int] | None = None, upsample: bool = False,
+                causal: bool = True) -> Tensor:
         """x: (T, in, H, W) frames, or (in, T, H, W) with `channel_major` (a frames_norm's
         output) -> (T', out, H', W'). `frames`: which of x's frames the convolution reads,
         before the k - 1 copies of the first (default all, in order: the up-sampler's
-        doubled frames otherwise); `upsample` reads every frame 2x nearest-upsampled;
-        `add` (the output's shape) is added to the result."""
+        doubled frames otherwise); not `causal`: (k - 1) // 2 copies of the first in front
+        and as many of the last behind (LTX-2's decoder, `causal=False`); `upsample` reads
+        every frame 2x nearest-upsampled; `add` (the output's shape) is added to the
+        result."""
         weight = self.conv.weight
         out_dim, in_dim, kt, kh, kw = weight.shape
         step, spatial = self.stride
         axis = 1 if channel_major else 0
         count = x.shape[axis] if frames is None else len(frames)
-        padded = [0] * (kt - 1) + (list(range(count)) if frames is None else list(frames))
+        read = list(range(count)) if frames is None else list(frames)
+        back = 0 if causal else (kt - 1) // 2
+        padded = [0] * (kt - 1 - back) + read + read[-1:] * back
         outputs = (len(padded) - kt) // step + 1
         # each tap's frames side by side, so that every tap reads a run of them in place
         taps = ([padded] if step == 1 else
                 [padded[t: t + step * outputs: step] for t in range(kt)])
-        x = self._frames(x, [i for tap in taps for i in tap], axis)
+        x = self._frames(x, [i for tap in taps for i in tap], axis, back)
         if channel_major:
             x = permute(x, (1, 0, 2, 3))
         if upsample:
             x = nn.upsample_nearest2x(x)
-        if kh > 1:
-            x = nn.pad(x, (kw // 2, kw // 2, kh // 2, kh // 2), mode="replicate")
+        zeros = self.padding_mode == "zeros"
+        if kh > 1 and not zeros:
+            x = nn.pad(x, (kw // 2, kw // 2, kh // 2, kh // 2), mode=self.padding_mode)
         out = add
         for t in range(kt):
             start = t if step == 1 else t * outputs
             tap = (weight if kt == 1 else take_slice(weight, t, t + 1, axis=2)).reshape(
                 out_dim, in_dim, kh, kw)
             out = nn.conv2d(x, tap, self.conv.bias if t == 0 else None, stride=spatial,
-                            add=out, images=(start, outputs))
+                            padding=(kh // 2, kw // 2) if zeros else 0, add=out,
+                            images=(start, outputs))
         return typing.cast(Tensor, out)
 
 

@@ -94,11 +94,13 @@ def spatial_tiles(x: Tensor, run: Callable[[Tensor], Tensor], size: Pair, stride
 
 
 def _temporal(x: Tensor, run: Callable[[Tensor], Tensor], length: int, stride: int,
-              extent: int, keep: int, count: int, least: int) -> Tensor:
+              extent: int, keep: int, count: int, least: int, *,
+              drop_last: bool = False) -> Tensor:
     """Tiles of `length` + 1 frames of x every `stride`, each through `run` (all but the
-    first dropping their first result frame), blended over `extent` frames with the one
-    before, cut to `keep` frames (the first to keep + 1), joined and cut to `count`; a last
-    tile shorter than `least` frames (one result frame) is not run.
+    first dropping their first result frame, or their last with `drop_last`: LTX-2's
+    decode), blended over `extent` frames with the one before, cut to `keep` frames (the
+    first to keep + 1), joined and cut to `count`; a last tile shorter than `least` frames
+    (one result frame) is not run.
     diffusers: `_temporal_tiled_decode` / `_temporal_tiled_encode`."""
     frames = x.shape[_TIME]
     before: Tensor | None = None
@@ -108,8 +110,10 @@ def _temporal(x: Tensor, run: Callable[[Tensor], Tensor], length: int, stride: i
             break  # its result is only the frame dropped: diffusers' adds nothing
         tile = run(take_slice(x, i, min(i + length + 1, frames), axis=_TIME))
         if before is not None:
-            tile = blend(before, take_slice(tile, 1, tile.shape[_TIME], axis=_TIME), extent,
-                         _TIME)
+            made = tile.shape[_TIME]
+            kept = (take_slice(tile, 0, made - 1, axis=_TIME) if drop_last
+                    else take_slice(tile, 1, made, axis=_TIME))
+            tile = blend(before, kept, extent, _TIME)
         piece = take_slice(tile, 0, min(keep + (before is None), tile.shape[_TIME]),
                            axis=_TIME)
         out = _place(out, piece, start, _TIME, (count, *tile.shape[1:]))
@@ -125,6 +129,7 @@ class Tiling:
 
     spatial_compression_ratio: int
     temporal_compression_ratio: int
+    decode_drops_last = False  # a frame tile after the first drops its last frame (LTX-2)
     decode_tile: Callable[[Tensor], Tensor]
     encode_tile: Callable[[Tensor], Tensor]
 
@@ -193,7 +198,7 @@ class Tiling:
         if not self.use_framewise_decoding or z.shape[_TIME] <= size // t:
             return self._decode_space(z)
         return _temporal(z, self._decode_space, size // t, stride // t, size - stride, stride,
-                         (z.shape[_TIME] - 1) * t + 1, 2)
+                         (z.shape[_TIME] - 1) * t + 1, 2, drop_last=self.decode_drops_last)
 
     def encode_frames(self, x: Tensor) -> Tensor:
         """Frames (T, 3, H, W) -> moments (1 + (T - 1) // 4, 2 C, H / 8, W / 8), tiled as
