@@ -175,6 +175,10 @@ class LTX2Pipeline:
         if height < multiple or width < multiple or height % multiple or width % multiple:
             raise ValueError(f"width and height must be multiples of {multiple} for LTX-2, "
                              f"got {width}x{height}")
+        if steps < 2 and self.scheduler_config.get("shift_terminal"):
+            # one sigma, 1, stretched to end at shift_terminal: 0 / 0 (NaN in diffusers too)
+            raise ValueError(f"LTX-2's schedule (its shift_terminal) needs at least 2 steps, "
+                             f"got {steps}")
         if steps < 1:
             raise ValueError(f"steps must be at least 1, got {steps}")
         if not np.isfinite(frame_rate) or frame_rate <= 0:
@@ -185,7 +189,7 @@ class LTX2Pipeline:
         if guidance.stg and not guidance.stg_blocks:
             raise ValueError("STG is on (stg_scale > 0) but no blocks are given: give "
                              "stg_blocks, or stg_scale 0")
-        if any(not 0 <= b < layers for b in guidance.stg_blocks):
+        if guidance.stg and any(not 0 <= b < layers for b in guidance.stg_blocks):
             raise ValueError(f"stg_blocks {list(guidance.stg_blocks)} must be transformer "
                              f"blocks 0 to {layers - 1}")
 

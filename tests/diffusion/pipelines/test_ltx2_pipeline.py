@@ -1,0 +1,116 @@
+"""LTX-2 text to video with audio (an LTX2Pipeline folder): a tiny random one saved by diffusers
+(ltx2_pipeline_tiny), our frames and waveform against diffusers' on PyTorch CPU float32 at its
+default guidance (CFG 3 / audio 7 with rescale 0.7, STG 1, modality guidance 3), and unguided
+with a timestep-conditioned VAE (decode_timestep and its noise); each guidance pass and the
+prompt visibly mattering; bad settings refused in one line."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+pytest.importorskip("diffusers", reason="diffusers is a test-only reference (extra: reference)")
+import torch
+from ltx2_pipeline_tiny import tiny_ltx2_pipeline
+from ltx2_vae_tiny import LTX2_VAE_TINY_TIMESTEP, tiny_ltx2_vae
+
+import gpucore
+from diffusion.pipelines.video.ltx2 import LTX2Pipeline
+from diffusion.pipelines.video.ltx2_guidance import LTX2Guidance
+
+CAT, BIRDS = "a cat walks on the beach", "two birds flying over the water"
+SIZE = {"height": 32, "width": 64, "num_frames": 9, "num_inference_steps": 2,
+        "max_sequence_length": 32}  # 2 x 2 x 4 video tokens, 9 audio latents
+STG = (1,)  # the tiny transformer's last block (diffusers' default 28 is past its 2)
+# float32, measured: frames 5.3e-7 mean, 3.9e-6 max; waveform 3.3e-7 mean, 1.9e-6 max (its
+# samples ~0.2)
+FRAMES_MAX, AUDIO_MAX = 2e-5, 1e-5
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Any]:
+    return tiny_ltx2_pipeline(tmp_path_factory.mktemp("ltx2"))
+
+
+def _diffusers(reference: Any, prompt: str, **settings: Any) -> tuple[np.ndarray, np.ndarray]:
+    with torch.no_grad():
+        video, audio = reference(prompt, generator=torch.Generator().manual_seed(7),
+                                 output_type="np", return_dict=False, **SIZE, **settings)
+    return np.asarray(video[0]), audio[0].numpy()
+
+
+def _close(ours: Any, frames: np.ndarray, audio: np.ndarray) -> None:
+    assert ours.frames[0].shape == frames.shape and ours.audio[0].shape == audio.shape
+    assert np.abs(ours.frames[0] - frames).max() < FRAMES_MAX
+    assert np.abs(ours.audio[0] - audio).max() < AUDIO_MAX
+
+
+def test_guided_equals_diffusers(first_device: gpucore.Device, tiny: tuple[Path, Any]) -> None:
+    """diffusers' default guidance, STG at the last block; dropping STG, modality guidance or
+    the prompt moves both the frames and the waveform."""
+    folder, reference = tiny
+    frames, audio = _diffusers(reference, CAT, spatio_temporal_guidance_blocks=list(STG))
+    pipe = LTX2Pipeline.from_pretrained(folder)
+    ours = pipe(CAT, guidance=LTX2Guidance(stg_blocks=STG), seed=7, **SIZE)
+    _close(ours, frames, audio)
+    assert ours.sample_rate == 24000 and ours.audio.shape == (1, 2, 200)
+    # STG, modality guidance and the prompt each move both the frames and the waveform
+    one = {**SIZE, "seed": 7}
+    base = ours
+    for prompt, changed in ((CAT, LTX2Guidance(stg_scale=0, audio_stg_scale=0)),
+                            (CAT, LTX2Guidance(stg_blocks=STG, modality_scale=1,
+                                               audio_modality_scale=1)),
+                            (BIRDS, LTX2Guidance(stg_blocks=STG))):
+        other = pipe(prompt, guidance=changed, **one)
+        assert np.abs(other.frames - base.frames).mean() > 1e-3
+        assert np.abs(other.audio - base.audio).mean() > 1e-3
+
+
+def test_unguided_timestep_vae_equals_diffusers(first_device: gpucore.Device,
+                                                tiny: tuple[Path, Any],
+                                                tmp_path: Path) -> None:
+    """Every guidance off (one pass a step) and a timestep-conditioned decoder: its
+    decode_timestep and the noise drawn after the audio's, against diffusers; the timestep
+    matters."""
+    folder, reference = tiny
+    shutil.copytree(folder, tmp_path / "ltx2")
+    vae = tiny_ltx2_vae(**LTX2_VAE_TINY_TIMESTEP)
+    vae.save_pretrained(tmp_path / "ltx2" / "vae")
+    off = {"guidance_scale": 1.0, "audio_guidance_scale": 1.0, "stg_scale": 0.0,
+           "audio_stg_scale": 0.0, "modality_scale": 1.0, "audio_modality_scale": 1.0}
+    saved, reference.vae = reference.vae, vae
+    try:
+        frames, audio = _diffusers(reference, CAT, decode_timestep=0.05,
+                                   decode_noise_scale=0.025, **off)
+    finally:
+        reference.vae = saved
+    pipe = LTX2Pipeline.from_pretrained(tmp_path / "ltx2")
+    guidance = LTX2Guidance(**{k: v for k, v in off.items()})
+    ours = pipe(CAT, guidance=guidance, seed=7, decode_timestep=0.05,
+                decode_noise_scale=0.025, **SIZE)
+    _close(ours, frames, audio)
+    later = pipe(CAT, guidance=guidance, seed=7, decode_timestep=0.5, **SIZE)
+    assert np.abs(later.frames - ours.frames).mean() > 1e-3
+    assert later.audio is not None
+    silent = pipe(CAT, guidance=guidance, seed=7, audio=False, **SIZE)
+    assert silent.audio is None
+
+
+@pytest.mark.parametrize(("settings", "message"), [
+    ({"num_frames": 10}, r"frames must be 1 \+ 8k"),
+    ({"height": 40, "guidance": LTX2Guidance(stg_blocks=STG)}, "multiples of 16"),
+    ({"guidance": LTX2Guidance(stg_blocks=(2,))}, r"stg_blocks \[2\] must be transformer "
+                                                  "blocks 0 to 1"),
+    ({"guidance": LTX2Guidance(stg_blocks=())}, "no blocks are given"),
+    ({"rng": "philox"}, "rng must be one of"),
+    ({"num_inference_steps": 1}, "at least 2 steps"),
+])
+def test_bad_settings_refused(first_device: gpucore.Device, tiny: tuple[Path, Any],
+                              settings: dict[str, Any], message: str) -> None:
+    pipe = LTX2Pipeline.from_pretrained(tiny[0])
+    with pytest.raises(ValueError, match=message):
+        pipe(CAT, **{**SIZE, **settings})
