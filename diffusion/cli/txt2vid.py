@@ -1,5 +1,6 @@
-"""`python -m diffusion txt2vid --model FOLDER --prompt TEXT -o out.mp4`: Wan and Kandinsky 5
-Video Lite text-to-video from the command line (cli.txt2vid_kandinsky5: the latter's run),
+"""`python -m diffusion txt2vid --model FOLDER --prompt TEXT -o out.mp4`: Wan, Kandinsky 5
+Video Lite and LTX-2 (video with audio) text-to-video from the command line
+(cli.txt2vid_kandinsky5, cli.txt2vid_ltx2: the latters' runs),
 and `img2vid --image IN.png` (Wan 2.1 / 2.2 A14B I2V or Wan 2.2 TI2V 5B
 animating a picture); Wan VACE's control video, mask and reference pictures on txt2vid
 (cli.vace), and Wan 2.2 Animate's picture, pose, face, background and mask videos
@@ -31,6 +32,7 @@ from .memory import add_memory_options, memory_mode
 from .options import number, whole
 from .paths import check_output_file
 from .progress import ProgressBar
+from .txt2vid_ltx2 import add_ltx2_options
 from .vace import add_vace_options, check_vace, vace_control, vace_named
 from .video_lora import lora_spec, patch_loras
 from .video_out import finish_video
@@ -82,6 +84,7 @@ def add_parsers(subparsers: argparse._SubParsersAction) -> None:
         if name == "txt2vid":
             add_vace_options(sub)
             add_animate_options(sub)
+            add_ltx2_options(sub)
 
 
 def _options(sub: argparse.ArgumentParser) -> None:
@@ -291,10 +294,15 @@ def run(args: argparse.Namespace) -> int:
     use_device_options(args)
     from ..pipelines.video.models import video_family_name
 
-    if video_family_name(args.model) == "kandinsky-5-video":
+    family = video_family_name(args.model)
+    if family == "kandinsky-5-video":
         from .txt2vid_kandinsky5 import run_kandinsky5
 
         return run_kandinsky5(args, out, _dtype(args.dtype), image)
+    if family == "ltx-2":
+        from .txt2vid_ltx2 import run_ltx2
+
+        return run_ltx2(args, out, _dtype(args.dtype))
     from ..loaders.wan.sources import animate_face_size, resolve_wan
     from ..pipelines.video import WanAnimatePipeline, WanPipeline, video_cache
     from ..pipelines.video.wan_refuse import wan_refusals_of

@@ -37,15 +37,16 @@ def check_frame_count(frames: int, temporal: int = 4) -> None:
 def refuse_pictures(path: str | os.PathLike[str], family: str, options: Any) -> Any:
     """The picture registry's loader for a video model (`pipelines.families`: a Wan folder or
     transformer file, a Kandinsky 5 Video folder, `family` "kandinsky-5-video", its
-    image-to-video one too): a video model makes no pictures, so ValueError in one line saying
-    which command makes its videos."""
+    image-to-video one too; an LTX-2 folder, "ltx-2"): a video model makes no pictures, so
+    ValueError in one line saying which command makes its videos."""
     base = " --base WAN_FOLDER" if Path(path).is_file() else ""
-    what = "Kandinsky 5 Video" if family == "kandinsky-5-video" else "Wan"
+    what = {"kandinsky-5-video": "a Kandinsky 5 Video", "ltx-2": "an LTX-2 (video with audio)"
+            }.get(family, "a Wan")
     if family == "kandinsky-5-video" and kandinsky5_image_to_video(path):
         raise ValueError(f"{path} is a Kandinsky 5 image-to-video model: make videos with "
                          f"`python -m diffusion img2vid --model {path} --image IN.png "
                          "--prompt ...`")
-    raise ValueError(f"{path} is a {what} text-to-video model: make videos with `python -m "
+    raise ValueError(f"{path} is {what} text-to-video model: make videos with `python -m "
                      f"diffusion txt2vid --model {path}{base} --prompt ...`")
 
 

@@ -15,6 +15,7 @@ import pytest
 
 pytest.importorskip("diffusers", reason="diffusers is a test-only reference (extra: reference)")
 import torch
+from cli_support import cli_error, cli_ok, png_frames
 from ltx2_pipeline_tiny import tiny_ltx2_pipeline
 from ltx2_vae_tiny import LTX2_VAE_TINY_TIMESTEP, tiny_ltx2_vae
 
@@ -36,6 +37,12 @@ def tiny(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Any]:
     return tiny_ltx2_pipeline(tmp_path_factory.mktemp("ltx2"))
 
 
+@pytest.fixture(scope="module")
+def guided(tiny: tuple[Path, Any]) -> tuple[np.ndarray, np.ndarray]:
+    """diffusers' frames and waveform of CAT at its default guidance, STG at STG."""
+    return _diffusers(tiny[1], CAT, spatio_temporal_guidance_blocks=list(STG))
+
+
 def _diffusers(reference: Any, prompt: str, **settings: Any) -> tuple[np.ndarray, np.ndarray]:
     with torch.no_grad():
         video, audio = reference(prompt, generator=torch.Generator().manual_seed(7),
@@ -49,11 +56,11 @@ def _close(ours: Any, frames: np.ndarray, audio: np.ndarray) -> None:
     assert np.abs(ours.audio[0] - audio).max() < AUDIO_MAX
 
 
-def test_guided_equals_diffusers(first_device: gpucore.Device, tiny: tuple[Path, Any]) -> None:
+def test_guided_equals_diffusers(first_device: gpucore.Device, tiny: tuple[Path, Any],
+                                 guided: tuple[np.ndarray, np.ndarray]) -> None:
     """diffusers' default guidance, STG at the last block; dropping STG, modality guidance or
     the prompt moves both the frames and the waveform."""
-    folder, reference = tiny
-    frames, audio = _diffusers(reference, CAT, spatio_temporal_guidance_blocks=list(STG))
+    folder, frames, audio = tiny[0], *guided
     pipe = LTX2Pipeline.from_pretrained(folder)
     ours = pipe(CAT, guidance=LTX2Guidance(stg_blocks=STG), seed=7, **SIZE)
     _close(ours, frames, audio)
@@ -114,3 +121,46 @@ def test_bad_settings_refused(first_device: gpucore.Device, tiny: tuple[Path, An
     pipe = LTX2Pipeline.from_pretrained(tiny[0])
     with pytest.raises(ValueError, match=message):
         pipe(CAT, **{**SIZE, **settings})
+
+
+def test_txt2vid(first_device: gpucore.Device, tiny: tuple[Path, Any], tmp_path: Path,
+                 capsys: pytest.CaptureFixture[str]) -> None:
+    """`txt2vid` at the family's guidance: the pipeline's frames (its prompts of 1024
+    tokens, diffusers') as PNGs with its waveform in a WAV beside them; an MP4 with its AAC
+    track at the vocoder's 24 kHz, or none with --no-audio; what LTX-2 does not take refused
+    in one line before anything is written."""
+    import wave
+
+    av = pytest.importorskip("av")
+    common = ("txt2vid", "--model", str(tiny[0]), "--width", "64", "--height", "32",
+              "--frames", "9", "--steps", "2", "--seed", "7", "--dtype", "float32",
+              "--stg-blocks", "1", "--prompt", CAT)
+    expected = LTX2Pipeline.from_pretrained(tiny[0])(
+        CAT, guidance=LTX2Guidance(stg_blocks=STG), seed=7,
+        **{k: v for k, v in SIZE.items() if k != "max_sequence_length"})
+    guided = (expected.frames[0], expected.audio[0])
+    out, err = cli_ok(capsys, *common, "-o", str(tmp_path / "cat"))
+    assert "seed: 7" in err and "audio.wav (a WAV beside the frames)" in err
+    assert np.abs(png_frames(out) - guided[0]).mean() < 0.01  # through 8-bit PNGs
+    with wave.open(str(Path(out) / "audio.wav")) as file:
+        assert (file.getframerate(), file.getnchannels()) == (24000, 2)
+        pcm = np.frombuffer(file.readframes(file.getnframes()), "<i2").reshape(-1, 2).T
+    assert np.abs(pcm / 32767 - guided[1]).max() < 1e-4  # 16-bit rounding
+    out, _ = cli_ok(capsys, *common, "-o", str(tmp_path / "cat.mp4"))
+    with av.open(out) as container:
+        track = container.streams.audio[0]
+        assert (track.rate, track.codec_context.layout.nb_channels) == (24000, 2)
+        assert sum(f.samples for f in container.decode(audio=0)) >= guided[1].shape[1]
+    out, _ = cli_ok(capsys, *common, "--no-audio", "-o", str(tmp_path / "quiet.mp4"))
+    with av.open(out) as container:
+        assert not container.streams.audio and len(container.streams.video) == 1
+    for flags, message in ((("--lora", out), "--lora is not taken by LTX-2"),
+                           (("--lowvram",), "--lowvram is not taken by LTX-2"),
+                           (("--frames", "13"), r"frames must be 1 + 8k"),
+                           (("--stg-blocks", "x"), "--stg-blocks must be block numbers"),
+                           (("--sampler", "UniPC"), "flow-match Euler")):
+        assert message in cli_error(capsys, *common, *flags, "-o", str(tmp_path / "x.mp4"))
+    assert not (tmp_path / "x.mp4").exists()
+    assert cli_error(capsys, "txt2img", "--model", str(tiny[0]), "--prompt", CAT) == (
+        f"error: {tiny[0]} is an LTX-2 (video with audio) text-to-video model: make videos "
+        f"with `python -m diffusion txt2vid --model {tiny[0]} --prompt ...`")
