@@ -32,7 +32,7 @@ from .memory import add_memory_options, memory_mode
 from .options import number, whole
 from .paths import check_output_file
 from .progress import ProgressBar
-from .txt2vid_ltx2 import add_ltx2_options
+from .txt2vid_ltx2 import add_ltx2_options, refuse_ltx2_only
 from .vace import add_vace_options, check_vace, vace_control, vace_named
 from .video_lora import lora_spec, patch_loras
 from .video_out import finish_video
@@ -295,6 +295,8 @@ def run(args: argparse.Namespace) -> int:
     from ..pipelines.video.models import video_family_name
 
     family = video_family_name(args.model)
+    if family != "ltx-2":
+        refuse_ltx2_only(args)
     if family == "kandinsky-5-video":
         from .txt2vid_kandinsky5 import run_kandinsky5
 

@@ -20,7 +20,7 @@ from .progress import ProgressBar
 from .vace import vace_named
 from .video_out import finish_video
 
-__all__ = ["add_ltx2_options", "run_ltx2"]
+__all__ = ["add_ltx2_options", "refuse_ltx2_only", "run_ltx2"]
 
 # the options LTX-2 does not take (argparse field -> the flag as typed)
 _REFUSED = {"base": "--base", "model_2": "--model-2", "text_encoder": "--text-encoder",
@@ -40,6 +40,16 @@ def add_ltx2_options(sub: argparse.ArgumentParser) -> None:
     sub.add_argument("--stg-blocks", default=None, metavar="N[,N...]",
                      help="LTX-2: the transformer blocks whose self-attention STG perturbs, "
                           "on models that take it (LTX-2.3's; 28)")
+
+
+def refuse_ltx2_only(args: argparse.Namespace) -> None:
+    """ValueError in one line for an LTX-2 option given to another family's model."""
+    flags = {"no_audio": "--no-audio", "audio_cfg_scale": "--audio-cfg-scale",
+             "stg_blocks": "--stg-blocks"}
+    given = [flag for field, flag in flags.items() if getattr(args, field, None)]
+    if given:
+        raise ValueError(f"{given[0]} is an LTX-2 option (its videos have audio); "
+                         f"{args.model} is another family's model: leave it out")
 
 
 def _blocks(text: str | None) -> tuple[int, ...] | None:

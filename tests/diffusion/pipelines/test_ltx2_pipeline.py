@@ -164,3 +164,16 @@ def test_txt2vid(first_device: gpucore.Device, tiny: tuple[Path, Any], tmp_path:
     assert cli_error(capsys, "txt2img", "--model", str(tiny[0]), "--prompt", CAT) == (
         f"error: {tiny[0]} is an LTX-2 (video with audio) text-to-video model: make videos "
         f"with `python -m diffusion txt2vid --model {tiny[0]} --prompt ...`")
+
+
+def test_ltx2_options_refused_elsewhere() -> None:
+    """Another family's txt2vid refuses LTX-2's options in one line (cli.txt2vid calls this
+    for every model that is not LTX-2)."""
+    import argparse
+
+    from diffusion.cli.txt2vid_ltx2 import refuse_ltx2_only
+
+    refuse_ltx2_only(argparse.Namespace(no_audio=False, audio_cfg_scale=None, stg_blocks=None))
+    with pytest.raises(ValueError, match=r"--no-audio is an LTX-2 option .* wan is another "
+                       "family's model: leave it out"):
+        refuse_ltx2_only(argparse.Namespace(no_audio=True, model="wan"))
