@@ -4,8 +4,9 @@ settings and fills in the family's defaults (121 frames of 768 x 512, 30 steps, 
 WebP's or a frames folder's WAV beside it); --no-audio leaves the audio undecoded. The audio's
 own guidance (--audio-cfg-scale, 7) and STG's blocks (--stg-blocks, 28) are LTX-2's options;
 STG and modality guidance run at diffusers' scales. What LTX-2 does not take here (a first
-frame, Wan's files, VACE, step caches, LoRAs, other samplers, the memory modes) is refused in
-one line before the weights load; frames must be 1 + 8k and sides multiples of the VAE's 32."""
+frame, Wan's files, VACE, step caches, LoRAs, other samplers) is refused in one line before
+the weights load; frames must be 1 + 8k and sides multiples of the VAE's 32. --medvram,
+--lowvram and --max-vram run as for the flow families (flow_memory)."""
 
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
+from .memory import memory_mode
 from .options import number
 from .progress import ProgressBar
 from .vace import vace_named
@@ -26,7 +28,6 @@ __all__ = ["add_ltx2_options", "refuse_ltx2_only", "run_ltx2"]
 _REFUSED = {"base": "--base", "model_2": "--model-2", "text_encoder": "--text-encoder",
             "vae": "--vae", "clip_vision": "--clip-vision", "cfg_scale_2": "--cfg-scale-2",
             "lora_2": "--lora-2", "lora": "--lora", "cache": "--cache",
-            "medvram": "--medvram", "lowvram": "--lowvram", "max_vram": "--max-vram",
             "no_half_vae": "--no-half-vae"}
 
 
@@ -75,7 +76,7 @@ def refuse_ltx2_options(args: argparse.Namespace) -> None:
         given.append(str(vace_named(args)))
     if given:
         raise ValueError(f"{given[0]} is not taken by LTX-2 here: its folder holds every part "
-                         "(the memory modes, step caches and LoRAs are not wired for it); "
+                         "(step caches, LoRAs and a float32 VAE are not wired for it); "
                          "leave it out")
     if args.sampler != "diffusers":
         raise ValueError(f"--sampler {args.sampler}: LTX-2 runs its folder's flow-match Euler "
@@ -107,7 +108,10 @@ def run_ltx2(args: argparse.Namespace, out: Path, dtype: Any) -> int:
     blocks = _blocks(args.stg_blocks)
     if blocks is not None:
         guidance = replace(guidance, stg_blocks=blocks)
-    pipe = LTX2Pipeline.from_pretrained(args.model, dtype=dtype, offload=args.offload)
+    mode = memory_mode(args)  # a memory mode loads each network straight to host memory
+    pipe = LTX2Pipeline.from_pretrained(args.model, dtype=dtype,
+                                        offload=args.offload or bool(mode))
+    pipe.set_memory_mode(mode)
     if args.fp16_accumulation:
         from ..pipelines.fp16_accumulation import use_fp16_accumulation
 

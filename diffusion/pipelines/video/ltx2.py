@@ -16,7 +16,11 @@ the audio VAE and vocoder. With the torch RNG a seed gives diffusers' video and 
     out = pipe("a fox runs through snow", height=512, width=768, num_frames=121, seed=7)
     out.frames, out.audio, out.sample_rate  # (B, T, H, W, 3), (B, 2, samples), 24000
 
-`offload` keeps one network on the GPU at a time; the WebUI's memory modes are not wired here.
+`offload` keeps one network on the GPU at a time; the WebUI's memory modes (--medvram,
+--lowvram, --max-vram) are the flow families' (flow_memory over `ltx2_passes.ltx2_layout`:
+Gemma and the connectors one unit, the transformer whole or its blocks streamed, the video
+VAE), the audio VAE and vocoder brought in for their decode; no network runs from a capture,
+so the video and audio are the plain mode's, bitwise.
 """
 
 from __future__ import annotations
@@ -35,11 +39,10 @@ from gpustd import Tensor, asarray
 from gpustd.nn.offload import offload as offload_weights
 from gpustd.nn.offload import restore as restore_weights
 
-from ...loaders.component import load_component
 from ...loaders.ltx2.folder import load_ltx2_folder
 from ...models.llm import LLMTextModel
 from ...models.ltx2 import LTX2VideoTransformer3DModel
-from ...models.ltx2_audio import AutoencoderKLLTX2Audio, unpack
+from ...models.ltx2_audio import AutoencoderKLLTX2Audio
 from ...models.ltx2_audio_wav import decode_audio
 from ...models.ltx2_connectors import LTX2TextConnectors
 from ...models.ltx2_prompt import MAX_SEQUENCE_LENGTH, ltx2_prompt_states
@@ -50,14 +53,10 @@ from ...sampling.schedulers.flow_match_euler import FlowMatchEulerDiscreteSchedu
 from ...text.llm_tokenizer import LLMTokenizer
 from ..contract import Denoisers
 from ..finite import check_decoded, check_latents
-from .ltx2_guidance import (
-    LTX2Guidance,
-    audio_latent_frames,
-    guided_velocity,
-    ltx2_mu,
-    pack_video,
-    unpack_video,
-)
+from ..flow.flow_memory import FlowMemoryPlan, load_network
+from ..sd.memory import MemoryMode
+from .ltx2_guidance import LTX2Guidance, audio_latent_frames, ltx2_mu, pack_video, unpack_video
+from .ltx2_passes import LTX2Passes, ltx2_layout
 from .wan_refuse import check_frame_count
 
 __all__ = ["LTX2Output", "LTX2Pipeline"]
@@ -88,7 +87,7 @@ class LTX2Pipeline:
         self.vocoder, self.text_encoder, self.connectors = vocoder, text_encoder, connectors
         self.tokenizer, self.scheduler_config = tokenizer, dict(scheduler_config)
         self.offload = offload
-        self.memory_mode = None  # the WebUI's memory modes are not wired for LTX-2
+        self._memory: FlowMemoryPlan | None = None  # set_memory_mode's
 
     @classmethod
     def from_pretrained(cls, path: str | Path, *, dtype: Any = np.float32,
@@ -99,28 +98,27 @@ class LTX2Pipeline:
         waveform); `offload`: each network to host memory once loaded, on the GPU only while
         it runs."""
         weights = load_ltx2_folder(path, variant=variant)
-        device = device or default_device()
+        place = {"dtype": dtype, "device": device or default_device()}
 
-        def load(model: Any, part: Any) -> Any:
-            model = load_component(model, part)
-            if offload:
-                offload_weights(model)
-            return model
+        def load(build: Callable[[], Any], part: Any) -> Any:
+            return load_network(build, part, device=place["device"], offload_to_host=offload)
 
-        text = weights.text
+        text, audio = weights.text, weights.audio_vae
+        vocoder = ltx2_vocoder(weights.vocoder, device=place["device"])
+        if offload:
+            offload_weights(vocoder)
         return cls(
-            text_encoder=load(LLMTextModel(text.text_encoder.config, dtype=dtype,
-                                           device=device), text.text_encoder),
-            connectors=load(LTX2TextConnectors(text.connectors.config, dtype=dtype,
-                                               device=device), text.connectors),
-            transformer=load(LTX2VideoTransformer3DModel(weights.transformer.config,
-                                                         dtype=dtype, device=device),
+            text_encoder=load(lambda: LLMTextModel(text.text_encoder.config, **place),
+                              text.text_encoder),
+            connectors=load(lambda: LTX2TextConnectors(text.connectors.config, **place),
+                            text.connectors),
+            transformer=load(lambda: LTX2VideoTransformer3DModel(weights.transformer.config,
+                                                                 **place),
                              weights.transformer),
-            vae=load(AutoencoderKLLTX2Video(weights.vae.config, dtype=dtype, device=device),
-                     weights.vae),
-            audio_vae=load(AutoencoderKLLTX2Audio(weights.audio_vae.config, device=device),
-                           weights.audio_vae),
-            vocoder=_offloaded(ltx2_vocoder(weights.vocoder, device=device), offload),
+            vae=load(lambda: AutoencoderKLLTX2Video(weights.vae.config, **place), weights.vae),
+            audio_vae=load(lambda: AutoencoderKLLTX2Audio(audio.config,
+                                                          device=place["device"]), audio),
+            vocoder=vocoder,
             tokenizer=LLMTokenizer(text.tokenizer_dir),
             scheduler_config=weights.scheduler_config, offload=offload)
 
@@ -128,15 +126,40 @@ class LTX2Pipeline:
         return (self.text_encoder, self.connectors, self.transformer, self.vae,
                 self.audio_vae, self.vocoder)
 
+    @property
+    def memory_mode(self) -> MemoryMode | None:
+        return None if self._memory is None else self._memory.mode
+
+    def set_memory_mode(self, mode: MemoryMode) -> None:
+        """Run in the WebUI's --medvram / --lowvram / --max-vram mode (module docstring;
+        all off: every weight on the GPU, or each network whole in turn where loaded with
+        `offload`)."""
+        if self._memory is not None:
+            self._memory.release()
+            self._memory = None
+        if mode:
+            self._memory = FlowMemoryPlan(ltx2_layout(self), mode)
+
+    def _next_phase(self) -> None:
+        """Under a memory mode, the steps or the decode begin: the units of the phase before
+        leave and the pool is emptied (WanMemoryPlan.next_phase says why)."""
+        if self._memory is not None:
+            self._memory.residency.evict_all()
+            self._memory.residency.device.empty_pool()
+
     @contextlib.contextmanager
     def on_gpu(self, *networks: Any) -> Iterator[None]:
         """The `networks`' weights on the GPU for the block (offloading: the others' in host
-        memory, then they go back there)."""
-        if not self.offload:
+        memory, then they go back there; under a memory mode its units come in as they run,
+        and the audio VAE and vocoder, outside its plan, for the block)."""
+        if self._memory is not None:
+            networks = tuple(n for n in networks if n in (self.audio_vae, self.vocoder))
+        elif not self.offload:
             yield
             return
-        for other in self._networks():
-            offload_weights(other)
+        else:
+            for other in self._networks():
+                offload_weights(other)
         for network in networks:
             restore_weights(network)
         try:
@@ -239,8 +262,9 @@ class LTX2Pipeline:
                                                    num_inference_steps),
                                 mu=ltx2_mu(latents.shape[1], self.scheduler_config))
         audio_scheduler = copy.deepcopy(scheduler)
-        run = _Passes(model, guidance, video_text, audio_text, mask, grid, frame_rate,
-                      audio_frames, batch)
+        run = LTX2Passes(model, guidance, video_text, audio_text, mask, grid, frame_rate,
+                         audio_frames, batch)
+        self._next_phase()
         with self.on_gpu(model):
             for i, t in enumerate(scheduler.timesteps):
                 sigma = float(scheduler.sigmas[i])
@@ -258,6 +282,7 @@ class LTX2Pipeline:
             drawn = generator.standard_normal(video.shape).astype(np.float32)
             video = ((1 - np.float32(scale)) * video + np.float32(scale) * drawn
                      ).astype(np.float32)
+        self._next_phase()
         frames = self.decode(video, decode_timestep)
         waveform = self.decode_audio(audio_latents) if audio else None
         return LTX2Output(frames, waveform, self.sample_rate)
@@ -267,11 +292,14 @@ class LTX2Pipeline:
         h, w): denormalized and decoded (at `timestep` where the decoder is
         timestep-conditioned), as LTX2Pipeline decodes; VaeNonFiniteError where the VAE gave
         NaN or infinity (not black frames)."""
-        vae = self.vae
-        with self.on_gpu(vae):
-            z = vae.denormalize(asarray(latents, dtype=vae.latents_mean.dtype,
-                                        device=vae.latents_mean.device))
-            video = vae.decode(z, timestep).numpy().astype(np.float32)
+        vae, cfg = self.vae, self.vae.config
+        with self.on_gpu(vae):  # denormalized on the host: a memory mode brings the VAE in
+            mean, std = (_host(p).reshape(1, -1, 1, 1, 1)
+                         for p in (vae.latents_mean, vae.latents_std))
+            z = latents * std / np.float32(cfg["scaling_factor"]) + mean
+            weight = vae.decoder.conv_in.conv.weight
+            video = vae.decode(asarray(z, dtype=weight.dtype, device=weight.device),
+                               timestep).numpy().astype(np.float32)
         check_decoded(video, vae)
         return np.clip(video / 2 + 0.5, 0.0, 1.0).transpose(0, 2, 3, 4, 1)
 
@@ -281,77 +309,14 @@ class LTX2Pipeline:
         the vocoder. diffusers: the end of `LTX2Pipeline.__call__`."""
         vae = self.audio_vae
         with self.on_gpu(vae, self.vocoder):
-            packed = vae.denormalize(asarray(tokens, device=vae.latents_mean.device))
-            waveform, _ = decode_audio(vae, self.vocoder,
-                                       unpack(packed, int(vae.config["latent_channels"])))
+            packed = tokens * _host(vae.latents_std) + _host(vae.latents_mean)
+            b, t, _ = packed.shape
+            latents = packed.reshape(b, t, int(vae.config["latent_channels"]), -1)
+            waveform, _ = decode_audio(vae, self.vocoder, latents.transpose(0, 2, 1, 3))
         check_decoded(waveform, vae)
         return waveform
 
 
-def _offloaded(model: Any, offload: bool) -> Any:
-    if offload:
-        offload_weights(model)
-    return model
-
-
-class _Passes:
-    """The transformer's passes of a step and their guidance (diffusers' loop body): the
-    CFG batch [negatives, prompts], then STG's and modality guidance's on the prompts."""
-
-    def __init__(self, model: LTX2VideoTransformer3DModel, guidance: LTX2Guidance,
-                 video_text: Tensor, audio_text: Tensor, mask: np.ndarray,
-                 grid: tuple[int, int, int], fps: float, audio_frames: int,
-                 batch: int) -> None:
-        self.model, self.guidance, self.batch = model, guidance, batch
-        self.context = (video_text, audio_text)
-        self.mask = mask
-        cfg = guidance.cfg
-        # the second passes read the prompts' half alone
-        self.positive = (_rows(video_text, batch, cfg), _rows(audio_text, batch, cfg))
-        self.positive_mask = mask[batch:] if cfg else mask
-        self.shape = {"num_frames": grid[0], "height": grid[1], "width": grid[2], "fps": fps,
-                      "audio_num_frames": audio_frames, "use_cross_timestep": True}
-        # diffusers' STG pass on a model without perturbed_attn is its positive pass again
-        self.stg = guidance.stg and bool(model.config["perturbed_attn"])
-
-    def _run(self, video: np.ndarray, audio: np.ndarray, t: float, context: Any, mask: Any,
-             **switches: Any) -> tuple[np.ndarray, np.ndarray]:
-        model, count = self.model, len(video)
-        times = np.full((count,), t, np.float32)
-        v, a = model(asarray(video, dtype=model.dtype, device=model.device),
-                     asarray(audio, dtype=model.dtype, device=model.device), None, None,
-                     times, sigma=times, encoder_attention_mask=mask,
-                     audio_encoder_attention_mask=mask, context=context, **self.shape,
-                     **switches)
-        return v.numpy().astype(np.float32), a.numpy().astype(np.float32)
-
-    def step(self, latents: np.ndarray, audio: np.ndarray, t: float, sigma: float
-             ) -> tuple[np.ndarray, np.ndarray]:
-        """The guided (video, audio) velocities at timestep `t` (sigma `sigma`)."""
-        g, b = self.guidance, self.batch
-        both = (np.concatenate([latents, latents]), np.concatenate([audio, audio])) \
-            if g.cfg else (latents, audio)
-        video_v, audio_v = self._run(*both, t, self.context, self.mask)
-        passes: dict[str, Any] = {"positive": (video_v[-b:], audio_v[-b:])}
-        if g.cfg:
-            passes["negative"] = (video_v[:b], audio_v[:b])
-        if self.stg:
-            passes["perturbed"] = self._run(latents, audio, t, self.positive,
-                                            self.positive_mask,
-                                            spatio_temporal_guidance_blocks=list(g.stg_blocks))
-        if g.modality:
-            passes["isolated"] = self._run(latents, audio, t, self.positive,
-                                           self.positive_mask, isolate_modalities=True)
-        return (guided_velocity(latents, sigma, scales=g.video(),
-                                **{k: v[0] for k, v in passes.items()}),
-                guided_velocity(audio, sigma, scales=g.audio(),
-                                **{k: v[1] for k, v in passes.items()}))
-
-
-def _rows(states: Tensor, batch: int, cfg: bool) -> Tensor:
-    """The prompts' rows of a [negatives, prompts] batch of states."""
-    if not cfg:
-        return states
-    from gpustd import take_slice
-
-    return take_slice(states, batch, 2 * batch, axis=0)
+def _host(parameter: Any) -> np.ndarray:
+    """A parameter's values as float32 on the host (wherever its weights are now)."""
+    return np.asarray(parameter.numpy(), np.float32)

@@ -107,6 +107,23 @@ def test_unguided_timestep_vae_equals_diffusers(first_device: gpucore.Device,
     assert silent.audio is None
 
 
+def test_memory_modes_give_the_plain_video(first_device: gpucore.Device,
+                                           tiny: tuple[Path, Any]) -> None:
+    """Loaded to host memory (as the CLI loads for a memory mode): the offloaded run's frames
+    and waveform bit for bit under --medvram and --lowvram."""
+    from diffusion.pipelines.sd.memory import MemoryMode
+
+    pipe = LTX2Pipeline.from_pretrained(tiny[0], device=first_device, offload=True)
+    settings = {**SIZE, "guidance": LTX2Guidance(stg_blocks=STG), "seed": 7}
+    plain = pipe(CAT, **settings)
+    for mode in (MemoryMode(medvram=True), MemoryMode(lowvram=True)):
+        pipe.set_memory_mode(mode)
+        got = pipe(CAT, **settings)
+        np.testing.assert_array_equal(got.frames, plain.frames)
+        np.testing.assert_array_equal(got.audio, plain.audio)
+    pipe.set_memory_mode(MemoryMode())
+
+
 @pytest.mark.parametrize(("settings", "message"), [
     ({"num_frames": 10}, r"frames must be 1 \+ 8k"),
     ({"height": 40, "guidance": LTX2Guidance(stg_blocks=STG)}, "multiples of 16"),
@@ -151,11 +168,15 @@ def test_txt2vid(first_device: gpucore.Device, tiny: tuple[Path, Any], tmp_path:
         track = container.streams.audio[0]
         assert (track.rate, track.codec_context.layout.nb_channels) == (24000, 2)
         assert sum(f.samples for f in container.decode(audio=0)) >= guided[1].shape[1]
+    # --lowvram: the transformer's blocks streamed, the plain run's frames bit for bit
+    low, err = cli_ok(capsys, *common, "--lowvram", "--verbose", "-o", str(tmp_path / "low"))
+    assert "mode: --lowvram" in err
+    np.testing.assert_array_equal(png_frames(low), png_frames(tmp_path / "cat"))
     out, _ = cli_ok(capsys, *common, "--no-audio", "-o", str(tmp_path / "quiet.mp4"))
     with av.open(out) as container:
         assert not container.streams.audio and len(container.streams.video) == 1
     for flags, message in ((("--lora", out), "--lora is not taken by LTX-2"),
-                           (("--lowvram",), "--lowvram is not taken by LTX-2"),
+                           (("--cache", "fbc"), "--cache is not taken by LTX-2"),
                            (("--frames", "13"), r"frames must be 1 + 8k"),
                            (("--stg-blocks", "x"), "--stg-blocks must be block numbers"),
                            (("--sampler", "UniPC"), "flow-match Euler")):
