@@ -2,7 +2,7 @@
 counterparts, and `_Model`, a row's calls on either side (Qwen-Image 2.1's and Qwen3-VL-8B's
 in bench/_dit_qwen21.py, Krea 2's in bench/_dit_krea2.py, Kandinsky 5's in
 bench/_dit_kandinsky5.py, HunyuanImage 2.1's in bench/_dit_hunyuanimage.py, HunyuanVideo 1.5's in
-bench/_dit_hunyuan_video15.py)."""
+bench/_dit_hunyuan_video15.py, LTX-2's in bench/_dit_ltx2.py)."""
 
 from __future__ import annotations
 
@@ -84,6 +84,22 @@ HUNYUANVIDEO15: dict[str, Any] = dict(
     num_layers=54, num_refiner_layers=2, mlp_ratio=4.0, patch_size=1, patch_size_t=1,
     qk_norm="rms_norm", text_embed_dim=3584, text_embed_2_dim=1472, image_embed_dim=1152,
     rope_theta=256.0, rope_axes_dim=(16, 56, 56), target_size=640, task_type="t2v")
+# Lightricks/LTX-2's transformer/config.json as diffusers' converter writes it (version 2.0:
+# 48 blocks, video 32 heads of 128, audio 32 heads of 64, Gemma 3's 3840-wide prompt states)
+LTX2: dict[str, Any] = dict(
+    in_channels=128, out_channels=128, patch_size=1, patch_size_t=1, num_attention_heads=32,
+    attention_head_dim=128, cross_attention_dim=4096, vae_scale_factors=(8, 32, 32),
+    pos_embed_max_pos=20, base_height=2048, base_width=2048, gated_attn=False,
+    cross_attn_mod=False, audio_in_channels=128, audio_out_channels=128, audio_patch_size=1,
+    audio_patch_size_t=1, audio_num_attention_heads=32, audio_attention_head_dim=64,
+    audio_cross_attention_dim=2048, audio_scale_factor=4, audio_pos_embed_max_pos=20,
+    audio_sampling_rate=16000, audio_hop_length=160, audio_gated_attn=False,
+    audio_cross_attn_mod=False, num_layers=48, activation_fn="gelu-approximate",
+    qk_norm="rms_norm_across_heads", norm_elementwise_affine=False, norm_eps=1e-6,
+    caption_channels=3840, attention_bias=True, attention_out_bias=True, rope_theta=10000.0,
+    rope_double_precision=True, causal_offset=1, timestep_scale_multiplier=1000,
+    cross_attn_timestep_scale_multiplier=1000, rope_type="split", use_prompt_embeddings=True,
+    perturbed_attn=False)
 
 # the text tokens of Qwen-Image-Edit's step: a 1024x1024 reference read by Qwen2.5-VL (1036 px
 # in 28 px merged patches: 37 x 37 picture tokens) and a short instruction, the template's
@@ -121,6 +137,11 @@ TINY: dict[str, dict[str, Any]] = {
                            out_channels=4, attention_head_dim=16, num_attention_heads=2,
                            text_embed_dim=40, text_embed_2_dim=24, image_embed_dim=24,
                            rope_axes_dim=(4, 6, 6)),
+    # tests/ltx2_transformer_tiny.py's widths: each head's 10 features 3 frequencies an axis
+    "ltx2": dict(LTX2, num_layers=1, num_attention_heads=2, attention_head_dim=10,
+                 cross_attention_dim=20, audio_num_attention_heads=2, audio_attention_head_dim=6,
+                 audio_cross_attention_dim=12, in_channels=8, out_channels=8,
+                 audio_in_channels=6, audio_out_channels=6, caption_channels=20),
     # heads 16 wide: mrope_section's three axes each turn some of the 8 frequencies
     "qwen3vl_8b": dict(QWEN3VL_8B, vocab_size=512, hidden_size=48, intermediate_size=80,
                        num_hidden_layers=3, num_attention_heads=4, num_key_value_heads=2,

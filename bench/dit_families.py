@@ -33,15 +33,19 @@ and 16 of ByT5's 128 (bench/_dit_hunyuanimage.py: diffusers' padded blocks maske
 real tokens alone). HunyuanVideo 1.5's at 480p, 121 frames (49 290 latent tokens), text to
 video, for 128 real tokens of its 1000-token block and 16 of ByT5's 256
 (bench/_dit_hunyuan_video15.py: diffusers' padded blocks and zero image tokens masked, ours
-the real tokens alone).
+the real tokens alone). LTX-2's (2.0, 19B) audio-video step for LTX2Pipeline's default
+768x512, 121 frames (6144 video tokens) and its 126 audio latents, both prompts the
+connectors' 1024 tokens (bench/_dit_ltx2.py).
 Rows run smallest first, each caught on its own: an out-of-memory model loses its row only,
 recorded with its error.
 
 BENCH_MODELS picks them, comma-separated, from qwen3_8b, qwen25vl, qwen3vl_8b, qwenimage21,
 krea2, kandinsky5, flux2klein, chroma, kontext, qwenimage, qwenimageedit, hunyuanimage,
-hunyuanvideo15 (the default: all, in that order), plus zimage and qwen3 (bench/zimage.py's
+hunyuanvideo15, ltx2 (the default: all, in that order), plus zimage and qwen3 (bench/zimage.py's
 rows). BENCH_ACC16=1 adds each float16 transformer's step with every GEMM's f16 accumulators
-(`float16 acc16`, `--fp16-accumulation`). `--quick`: tiny configs (a smoke run on any adapter).
+(`float16 acc16`, `--fp16-accumulation`). BENCH_KERNELS=1 adds each float16 row's fifteen
+longest kernels (`kernels`: calls and GPU ms of one more step, timestamps on). `--quick`:
+tiny configs (a smoke run on any adapter).
 """
 
 from __future__ import annotations
@@ -61,6 +65,7 @@ from . import _dit_hunyuan_video15 as _hunyuan_video15
 from . import _dit_hunyuanimage as _hunyuanimage
 from . import _dit_kandinsky5 as _kandinsky5
 from . import _dit_krea2 as _krea2
+from . import _dit_ltx2 as _ltx2
 from . import _dit_qwen21 as _qwen21
 from . import _harness
 from . import zimage as _zimage
@@ -80,7 +85,7 @@ from .sdxl import _PeakMemory, _settled_use
 GIB = float(1 << 30)
 # the rows whose inputs and calls live in a module of their own (bench/_dit_*.py)
 _ROW_MODULES = {name: module for module in (_qwen21, _krea2, _kandinsky5, _hunyuanimage,
-                                               _hunyuan_video15)
+                                               _hunyuan_video15, _ltx2)
                 for name in module.NAMES}
 COLUMNS = ["model", "impl", "dtype", "dispatches", "rel_err", "gpu_ms", "wall_ms", "peak_gib",
            "vs_bf16", "prefix_ms", "error"]
@@ -253,6 +258,18 @@ def _on_torch(x: dict[str, Any], tdtype: Any, dev: str) -> dict[str, Any]:
     return out
 
 
+def _kernels(fn: Any, device: gpucore.Device) -> dict[str, Any]:
+    """BENCH_KERNELS=1: one more call of ours' step with timestamps, its fifteen longest
+    kernels' calls and GPU ms (where the step's time goes)."""
+    with device.profile() as prof:
+        fn()
+    device.synchronize()
+    ranked = list(prof.summary().items())[:15]  # slowest first
+    kernels = {name: {"calls": calls, "ms": ns / 1e6} for name, (calls, ns) in ranked}
+    print(f"kernels: {json.dumps(kernels, default=float)}", flush=True)
+    return kernels
+
+
 def _one_model(name: str, quick: bool, device: gpucore.Device, cuda: Any
                ) -> list[dict[str, Any]]:
     import torch
@@ -325,6 +342,8 @@ def _one_model(name: str, quick: bool, device: gpucore.Device, cuda: Any
     row = {"model": name, "impl": "ours", "dtype": dtype.name, **timing,
            "peak_gib": (step.peak_allocated - base) / GIB, "driver_step_peak_gib": driver.peak,
            "rel_err": float(np.abs(got - expected).max() / np.abs(expected).max()), **prefix}
+    if os.environ.get("BENCH_KERNELS") == "1" and device.has_timestamps:
+        row["kernels"] = _kernels(fn, device)
     rows.append(row)
     if os.environ.get("BENCH_ACC16") == "1" and dtype == np.float16:
         timing, got = _zimage.acc16_call(fn, device, repeat)
@@ -343,7 +362,7 @@ def _one_model(name: str, quick: bool, device: gpucore.Device, cuda: Any
 
 DEFAULT = ("qwen3_8b", "qwen25vl", "qwen3vl_8b", "qwenimage21", "krea2", "kandinsky5",
            "flux2klein", "chroma", "kontext", "qwenimage", "qwenimageedit", "hunyuanimage",
-           "hunyuanvideo15")
+           "hunyuanvideo15", "ltx2")
 
 
 def run(quick: bool = False) -> dict[str, Any]:

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 from types import ModuleType
 from typing import Any
+from unittest import mock
 
 import numpy as np
 
@@ -162,3 +165,21 @@ def generate_within_budget(model: Any, floor: int, room: int, tries: int = 6,
                 raise
             budget = max(budget, error.needed) + (1 << 16)
     raise AssertionError("unreachable")
+
+
+@contextlib.contextmanager
+def counted(device: Any) -> Iterator[list[int]]:
+    """[dispatches, uploads] `device` (a gpucore.Device) makes inside: bench/_harness.py's
+    dispatch count and its write_bytes calls."""
+    from bench._harness import counting
+
+    counts = [0, 0]
+    write = device.write_bytes
+
+    def upload(*args: Any) -> None:
+        counts[1] += 1
+        write(*args)
+
+    with counting(device) as dispatches, mock.patch.object(device, "write_bytes", upload):
+        yield counts
+    counts[0] = sum(dispatches.values())

@@ -1,14 +1,15 @@
 """`python -m diffusion txt2vid --model FOLDER --prompt TEXT -o out.mp4`: Wan, Kandinsky 5
-Video Lite and LTX-2 (video with audio) text-to-video from the command line
-(cli.txt2vid_kandinsky5, cli.txt2vid_ltx2: the latters' runs),
-and `img2vid --image IN.png` (Wan 2.1 / 2.2 A14B I2V or Wan 2.2 TI2V 5B
-animating a picture); Wan VACE's control video, mask and reference pictures on txt2vid
-(cli.vace), and Wan 2.2 Animate's picture, pose, face, background and mask videos
-(cli.animate). `--model FILE --base FOLDER` runs ComfyUI's split files (and GGUFs, and
-Wan 2.2 Animate's original single file) with a diffusers folder giving the rest; `--model-2`
-is Wan 2.2 A14B's low-noise expert. The frame count (1 + 4k), size (multiples of 16), fps,
-picture, files and output are checked before the model loads, and what is not given is the
-model family's default (pipelines.video.models); a bad one ends in one `error: ...` line."""
+Video Lite, HunyuanVideo 1.5 and LTX-2 (video with audio) text-to-video from the command line
+(cli.txt2vid_kandinsky5, cli.txt2vid_hunyuan_video15, cli.txt2vid_ltx2: the latter three's
+runs), and `img2vid --image IN.png` (Wan 2.1 / 2.2 A14B I2V, Wan 2.2 TI2V 5B, Kandinsky 5 or
+HunyuanVideo 1.5 I2V animating a picture); Wan VACE's control video, mask and reference
+pictures on txt2vid (cli.vace), and Wan 2.2 Animate's picture, pose, face, background and
+mask videos (cli.animate). `--model FILE --base FOLDER` runs ComfyUI's split files (and GGUFs,
+and Wan 2.2 Animate's original single file) with a diffusers folder giving the rest;
+`--model-2` is Wan 2.2 A14B's low-noise expert. The frame count (1 + 4k), size (multiples of
+16), fps, picture, files and output are checked before the model loads, and what is not given
+is the model family's default (pipelines.video.models); a bad one ends in one `error: ...`
+line."""
 
 from __future__ import annotations
 
@@ -63,6 +64,8 @@ EXAMPLE = """example:
       --width 1280 --height 720 -o me.mp4
   python -m diffusion txt2vid --model ./Kandinsky-5.0-T2V-Lite-sft-5s-Diffusers \\
       --prompt "a cat and a dog baking a cake in a kitchen" --frames 121 -o cake.mp4
+  python -m diffusion img2vid --model ./HunyuanVideo-1.5-Diffusers-480p_i2v --image cat.png \\
+      --prompt 'the cat holds a sign that says "HELLO"' --frames 61 -o cat.mp4
 
 -o picks the format by its suffix: .mp4 (H.264, needs PyAV: the `video` extra), .webp
 (animated) or a path without a suffix (a folder of numbered PNGs). On a GPU short of memory:
@@ -72,9 +75,10 @@ EXAMPLE = """example:
 def add_parsers(subparsers: argparse._SubParsersAction) -> None:
     """Add the `txt2vid` and `img2vid` sub-commands to `python -m diffusion`'s sub-parsers."""
     for name, text in (("txt2vid", "generate a video from a prompt (Wan 2.1, Wan 2.2 TI2V "
-                                   "5B and A14B, Kandinsky 5 Video Lite)"),
+                                   "5B and A14B, Kandinsky 5 Video Lite, HunyuanVideo 1.5)"),
                        ("img2vid", "animate a picture as a prompt says (Wan 2.1 I2V, "
-                                   "Wan 2.2 TI2V 5B and I2V A14B, Kandinsky 5 I2V)")):
+                                   "Wan 2.2 TI2V 5B and I2V A14B, Kandinsky 5 I2V, "
+                                   "HunyuanVideo 1.5 I2V)")):
         sub = subparsers.add_parser(name, help=text, description=text, epilog=EXAMPLE,
                                     formatter_class=argparse.RawDescriptionHelpFormatter)
         if name == "img2vid":
@@ -90,7 +94,7 @@ def add_parsers(subparsers: argparse._SubParsersAction) -> None:
 def _options(sub: argparse.ArgumentParser) -> None:
     sub.add_argument("--model", required=True, metavar="FOLDER|FILE",
                      help="a Wan diffusers folder (Wan 2.1 T2V or I2V, Wan 2.2 TI2V 5B or "
-                          "A14B) or a Kandinsky 5 Video Lite one (txt2vid), or a Wan "
+                          "A14B), a Kandinsky 5 Video Lite or a HunyuanVideo 1.5 one, or a Wan "
                           "transformer file with --base: ComfyUI's "
                           "(wan2.1_t2v_1.3B_bf16, *_fp8_e4m3fn, *_fp8_scaled .safetensors; "
                           "Wan 2.2 A14B's high-noise expert; Wan VACE's "
@@ -284,6 +288,7 @@ def run(args: argparse.Namespace) -> int:
 
     if args.seed == -1:
         args.seed = secrets.randbelow(2**32)
+    sized = args.width is not None or args.height is not None  # before the defaults fill in
     animate = is_wan_animate(Path(args.model))  # an Animate folder or transformer file
     if animate and args.frames is not None:
         raise ValueError("Wan Animate makes as many frames as --pose-video has: leave --frames "
@@ -301,6 +306,11 @@ def run(args: argparse.Namespace) -> int:
         from .txt2vid_kandinsky5 import run_kandinsky5
 
         return run_kandinsky5(args, out, _dtype(args.dtype), image)
+    if family == "hunyuan-video-1.5":
+        from .txt2vid_hunyuan_video15 import refuse_hunyuan_video15_options, run_hunyuan_video15
+
+        refuse_hunyuan_video15_options(args, sized)
+        return run_hunyuan_video15(args, out, _dtype(args.dtype), image)
     if family == "ltx-2":
         from .txt2vid_ltx2 import run_ltx2
 

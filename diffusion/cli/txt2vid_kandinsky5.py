@@ -20,10 +20,10 @@ from .vace import vace_named
 from .video_lora import patch_loras
 from .video_out import finish_video
 
-__all__ = ["run_kandinsky5"]
+__all__ = ["WAN_ONLY", "run_kandinsky5"]
 
 # the Wan options Kandinsky 5 Video does not take (argparse field -> the flag as typed)
-_WAN_ONLY = {"base": "--base", "model_2": "--model-2", "text_encoder": "--text-encoder",
+WAN_ONLY = {"base": "--base", "model_2": "--model-2", "text_encoder": "--text-encoder",
              "vae": "--vae", "clip_vision": "--clip-vision", "cfg_scale_2": "--cfg-scale-2",
              "lora_2": "--lora-2"}
 
@@ -42,7 +42,7 @@ def refuse_wan_options(args: argparse.Namespace) -> None:
                          "picture: use img2vid --image IN.png")
     if animates:
         refuse_short(args.frames)
-    given = [flag for field, flag in _WAN_ONLY.items() if getattr(args, field, None)]
+    given = [flag for field, flag in WAN_ONLY.items() if getattr(args, field, None)]
     if vace_named(args):
         given.append(str(vace_named(args)))
     if given:

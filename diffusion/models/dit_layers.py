@@ -92,11 +92,16 @@ class CombinedTimestepTextProjEmbeddings(nn.Module):
     def forward(self, timestep: Any, pooled: Tensor, guidance: Any = None) -> Tensor:
         """timestep, guidance: (B,) host numbers or float32 Tensors (what a captured step
         passes), already scaled as the model wants."""
-        device = pooled.device
+        return self.with_text(timestep, self.text_embedder(pooled), guidance)
+
+    def with_text(self, timestep: Any, text: Tensor, guidance: Any = None) -> Tensor:
+        """forward with the pooled text already through `text_embedder` (a prompt's, made
+        once for every step)."""
+        device = text.device
         temb = self.timestep_embedder(self._sinusoid(timestep, device))
         if guidance is not None:
             temb = temb + self.guidance_embedder(self._sinusoid(guidance, device))
-        return temb + self.text_embedder(pooled)
+        return temb + text
 
 
 class AdaLayerNormZero(nn.Module):

@@ -9,7 +9,9 @@ embedding, plus meanflow's `timestep_r` embedding for the super-resolution check
 diffusers pads the three texts to fixed lengths and masks the padding (and text-to-video's
 all-zero image tokens) out of every attention; masked keys change nothing and the text has
 no positions, so here each sample's kept tokens only are joined, padded to the batch's
-longest with a key mask where their counts differ.
+longest with a key mask where their counts differ. What no timestep changes (the gathers,
+the image and glyph projections, the refiner's input projections) `prepare_text` makes once
+per prompt; forward takes its PromptText or diffusers' raw inputs.
 """
 
 from __future__ import annotations
@@ -20,18 +22,20 @@ from typing import Any
 import numpy as np
 
 from gpucore import Device
-from gpustd import Tensor, asarray, nn, permute, take_slice
+from gpustd import Tensor, asarray, concatenate, nn, permute, take_slice
 
 from .dit_layers import AdaLayerNormContinuous, JointTransformerBlock, TimestepEmbedding
 from .hunyuanimage import PatchEmbed
 from .hunyuanimage_text import (
     ByT5TextProjection,
+    PromptText,
     TokenRefiner,
     device_states,
     gather_tokens,
     glyph_part,
-    joined_text,
+    join_plan,
     kept_tokens,
+    prompt_text,
 )
 from .layers import Place
 from .step_cache import BranchCache, run_blocks
@@ -174,9 +178,9 @@ class HunyuanVideo15Transformer3DModel(nn.Module):
         row = take_slice(self.cond_type_embed.weight, kind, kind + 1, axis=0)
         return tokens + row.reshape(1, 1, -1)
 
-    def _image(self, image_embeds: Any, batch: int) -> tuple[Tensor, None] | None:
-        """The image tokens (B, Li, dim), all real; None for text-to-video (no image_embeds,
-        or all of them zero: diffusers' test, which masks them out)."""
+    def _image(self, image_embeds: Any, batch: int) -> Tensor | None:
+        """The image tokens (B, Li, dim), tagged; None for text-to-video (no image_embeds, or
+        all of them zero: diffusers' test, which masks them out)."""
         if image_embeds is None:
             return None
         values = image_embeds.numpy() if isinstance(image_embeds, Tensor) else \
@@ -189,13 +193,18 @@ class HunyuanVideo15Transformer3DModel(nn.Module):
         if not values.any():
             return None
         states = device_states(values, self.dtype, self.device, "image_embeds")
-        return self._tagged(self.image_embedder(states), _IMAGE), None
+        return self._tagged(self.image_embedder(states), _IMAGE)
 
-    def _text(self, states: Any, mask: Any, glyph: Any, glyph_mask: Any, image: Any,
-              batch: int, timestep: np.ndarray) -> tuple[Tensor, np.ndarray | None]:
-        """The text stream (B, N, dim): each sample's image tokens, kept glyph tokens and kept
-        refined prompt tokens (diffusers' order), and their real flags (None where all are)."""
+    def prepare_text(self, states: Any, mask: Any, glyph: Any = None, glyph_mask: Any = None,
+                     image_embeds: Any = None) -> PromptText:
+        """A prompt batch's part of every step that no timestep changes, made once per
+        prompt (forward takes it as encoder_hidden_states): the kept tokens of states (B, L,
+        text_embed_dim) (mask (B, L) nonzero for them) projected for the refiner, and their
+        mean; ahead of them, in diffusers' order, the image tokens of image_embeds and the
+        kept glyph tokens of glyph (B, L2, text_embed_2_dim) (glyph_mask), projected and
+        tagged."""
         states = device_states(states, self.dtype, self.device, "encoder_hidden_states")
+        batch = states.shape[0]
         if mask is None:
             raise ValueError("encoder_hidden_states needs encoder_attention_mask (the text "
                              "encoder's attention mask)")
@@ -205,17 +214,21 @@ class HunyuanVideo15Transformer3DModel(nn.Module):
                              "tokens are always kept: pass the text encoder's mask")
         tokens, real = gather_tokens(states, rows)
         # no token-0 rule here: the refiner's padding is dropped, as diffusers masks it
-        refined = self.context_embedder(tokens, real, timestep, np.zeros(batch, bool))
-        parts = [(self._tagged(refined, _MLLM), real)]
-        if glyph is not None:
-            glyph_tokens = glyph_part(self.context_embedder_2, glyph, glyph_mask, batch,
-                                      self.dtype, self.device)
-            if glyph_tokens is not None:
-                parts.insert(0, (self._tagged(glyph_tokens[0], _GLYPH), glyph_tokens[1]))
-        image_tokens = self._image(image, batch)
-        if image_tokens is not None:
-            parts.insert(0, image_tokens)
-        return joined_text(parts, self.device)
+        refiner = self.context_embedder.prepare(tokens, real, np.zeros(batch, bool))
+        parts, ahead = [(tokens.shape[1], real)], []
+        glyph_tokens = None if glyph is None else glyph_part(
+            self.context_embedder_2, glyph, glyph_mask, batch, self.dtype, self.device)
+        if glyph_tokens is not None:
+            ahead.append(self._tagged(glyph_tokens[0], _GLYPH))
+            parts.insert(0, (ahead[0].shape[1], glyph_tokens[1]))
+        image = self._image(image_embeds, batch)
+        if image is not None:
+            ahead.insert(0, image)
+            parts.insert(0, (image.shape[1], None))
+        prefix = (None if not ahead else ahead[0] if len(ahead) == 1
+                  else concatenate(ahead, axis=1))
+        plan = join_plan(parts, batch, self.device)
+        return PromptText(batch, refiner, prefix, plan, real if plan is None else plan.real)
 
     def _latents(self, hidden_states: Any) -> tuple[Tensor, tuple[int, int, int]]:
         """The latents' patches (B, L, C * pt * ph * pw) (C, pt, ph, pw flattened, as the
@@ -246,27 +259,30 @@ class HunyuanVideo15Transformer3DModel(nn.Module):
         encoder_attention_mask_2 (B, L2) (all zero: no glyph text); image_embeds (B, Li,
         image_embed_dim) SigLIP's states of the first frame (all zero or None: text-to-video;
         read on the host to tell, so a host array rather than a Tensor saves a read-back);
-        timestep_r (B,) meanflow's next timestep. `cache`: a step cache branch the blocks run
-        through. Returns the velocity (B, out_channels, T, H, W) in the model's dtype."""
+        or, made once for every step, `prepare_text`'s PromptText of those five as
+        encoder_hidden_states (the four others None); timestep_r (B,) meanflow's next
+        timestep. `cache`: a step cache branch the blocks run through. Returns the velocity
+        (B, out_channels, T, H, W) in the model's dtype."""
         patches, grid = self._latents(hidden_states)
         batch, cfg = patches.shape[0], self.config
         if timestep_r is not None and not cfg["use_meanflow"]:
             raise ValueError("timestep_r is for meanflow checkpoints (use_meanflow); this one "
                              "has none: pass timestep_r=None")
+        text = prompt_text(encoder_hidden_states, (encoder_attention_mask,
+                           encoder_hidden_states_2, encoder_attention_mask_2, image_embeds),
+                           self.prepare_text)
+        if text.batch != batch:
+            raise ValueError(f"the text is of {text.batch} prompts for {batch} latents; give "
+                             "one prompt per latent")
         # 1. conditioning; the text stream; the patches
         t = self._host(timestep, batch, "timestep")
         if t is None:
             raise ValueError("timestep is required: the diffusion timestep (0..1000) per sample")
         temb = self.time_embed(t, self._host(timestep_r, batch, "timestep_r"), self.device)
-        context, real = self._text(encoder_hidden_states, encoder_attention_mask,
-                                   encoder_hidden_states_2, encoder_attention_mask_2,
-                                   image_embeds, batch, t)
+        context = text.stream(self._tagged(self.context_embedder(text.refiner, t), _MLLM))
         x = self.x_embedder(patches)
         text_length = context.shape[1]
-        mask = None
-        if real is not None:
-            keys = np.concatenate([real, np.ones((batch, x.shape[1]), bool)], axis=1)
-            mask = asarray(keys.astype(np.uint32).reshape(batch, 1, 1, -1), device=self.device)
+        mask = text.key_mask(x.shape[1], self.device)
         tables = self.rotary(grid, text_length)
         activated = nn.silu(temb)  # every adaLN's input, once
         # 2. the double-stream blocks (the first apart: a step cache decides after it whether

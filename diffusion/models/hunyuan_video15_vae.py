@@ -22,7 +22,7 @@ from gpucore import Device
 from gpustd import Tensor, asarray, clip, exp, nn, take_slice
 
 from .hunyuan_video15_vae_blocks import Level, MidBlock, group_mean, repeat_channels
-from .hunyuan_video_vae_blocks import CausalConv3d
+from .hunyuan_video_vae_blocks import CausalConv3d, TapState
 from .hunyuan_video_vae_tiling import spatial_tiles
 from .layers import Place
 from .qwen_image_vae import RMSNorm
@@ -142,7 +142,7 @@ class Decoder(nn.Module):
         self._index: dict[int, Tensor] = {}
 
     def forward(self, z: Tensor) -> Tensor:
-        frames, dim = z.shape[0], self.conv_in.conv.weight.shape[0]
+        frames, dim = z.shape[0], self.conv_in.conv.bias.shape[0]
         if frames not in self._index:  # repeat_interleave(dim / latent) of each frame
             rows = np.arange(frames * dim) // (dim // self.latent)
             self._index[frames] = asarray(rows.astype(np.int32), device=z.device)
@@ -208,8 +208,9 @@ class AutoencoderKLHunyuanVideo15(nn.Module):
     def load_state_dict(self, state: Mapping[str, Any], *, strict: bool = True,
                         dtype: Any = None, to_host: bool = False) -> None:
         """Load diffusers' AutoencoderKLHunyuanVideo15 tensors (5D attention kernels, 4D
-        gammas)."""
-        super().load_state_dict(_Flat(state), strict=strict, dtype=dtype, to_host=to_host)
+        gammas; each 3D conv kernel as its temporal taps)."""
+        super().load_state_dict(TapState(_Flat(state)), strict=strict, dtype=dtype,
+                                to_host=to_host)
 
     def enable_tiling(self, tile_sample_min_height: int | None = None,
                       tile_sample_min_width: int | None = None,

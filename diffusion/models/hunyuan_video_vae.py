@@ -12,6 +12,7 @@ blended as diffusers blends them. The layers are in hunyuan_video_vae_blocks.
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
@@ -20,7 +21,7 @@ from gpucore import Device
 from gpustd import Tensor, asarray, clip, exp, nn, take_slice
 
 from . import hunyuan_video_vae_tiling as tiling
-from .hunyuan_video_vae_blocks import CausalConv3d, Conv3d, MidBlock, Sampler, frames_norm
+from .hunyuan_video_vae_blocks import CausalConv3d, Conv3d, MidBlock, Sampler, TapState, frames_norm
 from .layers import Place
 from .wan_vae_common import frames_video, video_frames
 
@@ -118,11 +119,12 @@ class Decoder(nn.Module):
 class AutoencoderKLHunyuanVideo(tiling.Tiling, nn.Module):
     """Videos (B, 3, T, H, W) in [-1, 1] <-> latents (B, 16, 1 + (T - 1) // 4, H / 8, W / 8)
     (the ratios are the config's). Config: `vae/config.json` of a HunyuanVideo or Kandinsky 5
-    video folder; parameter names are diffusers' (`decoder.up_blocks.0.resnets.0.conv1.conv.
-    weight` (out, in, 3, 3, 3), `decoder.mid_block.attentions.0.to_q.weight`,
-    `post_quant_conv.weight`, ...). diffusers: `AutoencoderKLHunyuanVideo.decode(z).sample`,
-    `.encode(x).latent_dist` (`.mode()`, `.sample()`), with its tiling (Tiling: frames by
-    default, space after `enable_tiling`)."""
+    video folder; parameter names are diffusers' (`decoder.mid_block.attentions.0.to_q.weight`,
+    `post_quant_conv.weight`, ...) but for the (out, in, 3, 3, 3) kernels, held as their
+    temporal taps (`decoder.up_blocks.0.resnets.0.conv1.conv.taps.0.weight` (out, in, 3, 3),
+    read through TapState: load_state_dict takes diffusers' tensors). diffusers:
+    `AutoencoderKLHunyuanVideo.decode(z).sample`, `.encode(x).latent_dist` (`.mode()`,
+    `.sample()`), with its tiling (Tiling: frames by default, space after `enable_tiling`)."""
 
     def __init__(self, config: dict[str, Any], *, dtype: Any = np.float32,
                  device: Device | None = None) -> None:
@@ -136,6 +138,11 @@ class AutoencoderKLHunyuanVideo(tiling.Tiling, nn.Module):
         self.spatial_compression_ratio = self.config["spatial_compression_ratio"]
         self.temporal_compression_ratio = self.config["temporal_compression_ratio"]
         tiling.Tiling.__init__(self)
+
+    def load_state_dict(self, state: Mapping[str, Any], *, strict: bool = True,
+                        dtype: Any = None, to_host: bool = False) -> None:
+        """Load diffusers' AutoencoderKLHunyuanVideo tensors, each 3D kernel as its taps."""
+        super().load_state_dict(TapState(state), strict=strict, dtype=dtype, to_host=to_host)
 
     @property
     def scaling_factor(self) -> float:

@@ -12,7 +12,8 @@ from __future__ import annotations
 
 import math
 import typing
-from collections.abc import Sequence
+from collections.abc import Iterator, Mapping, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -21,7 +22,8 @@ from gpustd.gather import gather
 
 from .layers import Attention, Place
 
-__all__ = ["CausalConv3d", "Conv3d", "MidBlock", "ResnetBlock", "Sampler", "frames_norm"]
+__all__ = ["CausalConv3d", "Conv3d", "MidBlock", "ResnetBlock", "Sampler", "TapState",
+           "frames_norm"]
 
 _EPS = 1e-6
 
@@ -35,16 +37,73 @@ def frames_norm(norm: nn.GroupNorm, x: Tensor, *, silu: bool = False) -> Tensor:
 
 
 class Conv3d(nn.Module):
-    """An nn.Conv3d's (out, in, k, k, k) kernel and bias (a causal convolution's `.conv`); as
-    a layer, the 1x1x1 one (quant_conv) over frames (T, in, H, W). torch: nn.Conv3d."""
+    """An nn.Conv3d's (out, in, k, k, k) kernel and bias (a causal convolution's `.conv`): a
+    1x1x1 one held as its `weight` (as a layer, over frames (T, in, H, W): quant_conv), a
+    larger one as its k temporal taps, `taps.t.weight` (out, in, k, k) = weight[:, :, t], cut
+    once as the weights load (TapState) rather than on every call. torch: nn.Conv3d."""
+
+    weight: Tensor
+    taps: nn.ModuleList
 
     def __init__(self, in_dim: int, out_dim: int, kernel: int, place: Place) -> None:
-        self.weight = nn.parameter((out_dim, in_dim, kernel, kernel, kernel), **place)
+        if kernel == 1:
+            self.weight = nn.parameter((out_dim, in_dim, 1, 1, 1), **place)
+        else:
+            self.taps = nn.ModuleList([nn.Namespace() for _ in range(kernel)])
+            for tap in self.taps:
+                tap.weight = nn.parameter((out_dim, in_dim, kernel, kernel), **place)
         self.bias = nn.parameter((out_dim,), **place)
 
-    def forward(self, x: Tensor) -> Tensor:
+    def kernels(self) -> list[Tensor]:
+        """The (out, in, k, k) kernel of each temporal tap, in order."""
+        if hasattr(self, "taps"):
+            return [tap.weight for tap in self.taps]
         out_dim, in_dim = self.weight.shape[:2]
-        return nn.conv2d(x, self.weight.reshape(out_dim, in_dim, 1, 1), self.bias)
+        return [self.weight.reshape(out_dim, in_dim, 1, 1)]
+
+    def forward(self, x: Tensor) -> Tensor:
+        return nn.conv2d(x, self.kernels()[0], self.bias)
+
+
+class TapState(Mapping[str, Any]):
+    """A diffusers state dict (or a loader's lazy mapping) with each (out, in, k, k, k)
+    kernel, k > 1, seen as the k taps `....taps.t.weight` = kernel[:, :, t] that Conv3d holds
+    in its place (`....weight`); one kernel is read at a time, kept for its next taps."""
+
+    def __init__(self, state: Mapping[str, Any]) -> None:
+        self._state = state
+        shape_of = getattr(state, "shape", None)
+        self._shapes: dict[str, tuple[int, ...]] = {}
+        self._sources: dict[str, tuple[str, int]] = {}  # tap key -> (kernel key, tap)
+        for key in state:
+            shape = tuple(shape_of(key)) if callable(shape_of) else np.shape(state[key])
+            if not (key.endswith(".weight") and len(shape) == 5 and shape[2] > 1):
+                self._shapes[key] = shape
+                continue
+            for t in range(shape[2]):
+                tap = f"{key[:-len('weight')]}taps.{t}.weight"
+                self._shapes[tap], self._sources[tap] = (*shape[:2], *shape[3:]), (key, t)
+        self._read: tuple[str, np.ndarray] | None = None
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._shapes)
+
+    def __len__(self) -> int:
+        return len(self._shapes)
+
+    def __contains__(self, key: object) -> bool:
+        return key in self._shapes  # Mapping's own would read the tensor
+
+    def __getitem__(self, key: str) -> Any:
+        if key not in self._sources:
+            return self._state[key]
+        source, t = self._sources[key]
+        if self._read is None or self._read[0] != source:
+            self._read = source, np.asarray(self._state[source])
+        return np.ascontiguousarray(self._read[1][:, :, t])
+
+    def shape(self, key: str) -> tuple[int, ...]:
+        return self._shapes[key]
 
 
 class CausalConv3d(nn.Module):
@@ -88,8 +147,8 @@ class CausalConv3d(nn.Module):
         and as many of the last behind (LTX-2's decoder, `causal=False`); `upsample` reads
         every frame 2x nearest-upsampled; `add` (the output's shape) is added to the
         result."""
-        weight = self.conv.weight
-        out_dim, in_dim, kt, kh, kw = weight.shape
+        kernels = self.conv.kernels()
+        kt, (kh, kw) = len(kernels), kernels[0].shape[2:]
         step, spatial = self.stride
         axis = 1 if channel_major else 0
         count = x.shape[axis] if frames is None else len(frames)
@@ -111,9 +170,7 @@ class CausalConv3d(nn.Module):
         out = add
         for t in range(kt):
             start = t if step == 1 else t * outputs
-            tap = (weight if kt == 1 else take_slice(weight, t, t + 1, axis=2)).reshape(
-                out_dim, in_dim, kh, kw)
-            out = nn.conv2d(x, tap, self.conv.bias if t == 0 else None, stride=spatial,
+            out = nn.conv2d(x, kernels[t], self.conv.bias if t == 0 else None, stride=spatial,
                             padding=(kh // 2, kw // 2) if zeros else 0, add=out,
                             images=(start, outputs))
         return typing.cast(Tensor, out)

@@ -20,12 +20,14 @@ from .dit_layers import AdaLayerNormContinuous, JointTransformerBlock, TimestepE
 from .flux import FluxSingleTransformerBlock
 from .hunyuanimage_text import (
     ByT5TextProjection,
+    PromptText,
     TokenRefiner,
     device_states,
     gather_tokens,
     glyph_part,
-    joined_text,
+    join_plan,
     kept_tokens,
+    prompt_text,
 )
 from .layers import Place
 from .step_cache import BranchCache, run_blocks
@@ -183,11 +185,15 @@ class HunyuanImageTransformer2DModel(nn.Module):
         return t, self.time_guidance_embed(t, self._host(timestep_r, batch, "timestep_r"),
                                            self._host(guidance, batch, "guidance"), self.device)
 
-    def _text(self, states: Any, mask: Any, glyph: Any, glyph_mask: Any, batch: int,
-              timestep: np.ndarray) -> tuple[Tensor, np.ndarray | None]:
-        """The text stream (B, T, dim) of the prompt's kept tokens, the glyph's first where
-        the model has its projection, and their real flags (None where all are)."""
+    def prepare_text(self, states: Any, mask: Any, glyph: Any = None, glyph_mask: Any = None
+                     ) -> PromptText:
+        """A prompt batch's part of every step that no timestep changes, made once per
+        prompt (forward takes it as encoder_hidden_states): the kept tokens of states (B,
+        L, text_embed_dim) (mask (B, L) nonzero for them) projected for the refiner, and
+        their mean; the glyph's, ByT5's glyph (B, L2, text_embed_2_dim) with glyph_mask,
+        projected where the model has its projection."""
         states = device_states(states, self.dtype, self.device, "encoder_hidden_states")
+        batch = states.shape[0]
         rows = kept_tokens(mask, batch, states.shape[1], "encoder_attention_mask")
         if any(len(r) == 0 for r in rows):
             raise ValueError("encoder_attention_mask keeps no token of a prompt; the template's "
@@ -196,17 +202,24 @@ class HunyuanImageTransformer2DModel(nn.Module):
         first_padding = np.array([r[0] != 0 for r in rows])
         rows = [np.concatenate([[0], r]) if pad else r for r, pad in zip(rows, first_padding)]
         tokens, real = gather_tokens(states, rows)
-        refined = self.context_embedder(tokens, real, timestep, first_padding)
+        refiner = self.context_embedder.prepare(tokens, real, first_padding)
         if first_padding.any():
             real = np.ones(tokens.shape[:2], bool) if real is None else real
             real[:, 0] &= ~first_padding
-        parts = [(refined, real)]
+        parts, projected = [(tokens.shape[1], real)], None
         if self.context_embedder_2 is not None and glyph is not None:
             glyph_tokens = glyph_part(self.context_embedder_2, glyph, glyph_mask, batch,
                                       self.dtype, self.device)
             if glyph_tokens is not None:
-                parts.insert(0, glyph_tokens)
-        return joined_text(parts, self.device)
+                projected = glyph_tokens[0]
+                parts.insert(0, (projected.shape[1], glyph_tokens[1]))
+        plan = join_plan(parts, batch, self.device)
+        return PromptText(batch, refiner, projected, plan, real if plan is None else plan.real)
+
+    def _text(self, text: PromptText, timestep: np.ndarray) -> Tensor:
+        """The text stream (B, T, dim): the prompt's tokens refined at `timestep`, joined
+        after the glyph's where it has them."""
+        return text.stream(self.context_embedder(text.refiner, timestep))
 
     def forward(self, hidden_states: Any, timestep: Any, encoder_hidden_states: Any,
                 encoder_attention_mask: Any, timestep_r: Any = None,
@@ -216,7 +229,9 @@ class HunyuanImageTransformer2DModel(nn.Module):
         (B,) in diffusers' scale (0..1000); encoder_hidden_states (B, L, text_embed_dim)
         Qwen2.5-VL's states, encoder_attention_mask (B, L) nonzero for the kept tokens;
         encoder_hidden_states_2 (B, L2, text_embed_2_dim) ByT5's glyph states and
-        encoder_attention_mask_2 (B, L2) (all zero: no glyph text); guidance (B,) the
+        encoder_attention_mask_2 (B, L2) (all zero: no glyph text); or, made once for every
+        step, `prepare_text`'s PromptText of them as encoder_hidden_states (the three others
+        None); guidance (B,) the
         distilled scale x 1000 for guidance-distilled checkpoints; timestep_r (B,) meanflow's
         next timestep. `cache`: a step cache branch the blocks run through. Returns the
         velocity (B, out_channels, H, W) in the model's dtype."""
@@ -230,17 +245,19 @@ class HunyuanImageTransformer2DModel(nn.Module):
         batch, _, height, width = x.shape
         rows, columns = height // ph, width // pw
         # 1. conditioning; the text stream; the patches (C, ph, pw flattened, as the conv)
+        text = prompt_text(encoder_hidden_states, (encoder_attention_mask,
+                           encoder_hidden_states_2, encoder_attention_mask_2),
+                           self.prepare_text)
+        if text.batch != batch:
+            raise ValueError(f"the text is of {text.batch} prompts for {batch} latents; give "
+                             "one prompt per latent")
         t, temb = self._conditioning(batch, timestep, timestep_r, guidance)
-        context, real = self._text(encoder_hidden_states, encoder_attention_mask,
-                                   encoder_hidden_states_2, encoder_attention_mask_2, batch, t)
+        context = self._text(text, t)
         patches = permute(cast(x, self.dtype).reshape(batch, channels, rows, ph, columns, pw),
                           (0, 2, 4, 1, 3, 5)).reshape(batch, rows * columns, channels * ph * pw)
         x = self.x_embedder(patches)
         text_length = context.shape[1]
-        mask = None
-        if real is not None:
-            keys = np.concatenate([real, np.ones((batch, rows * columns), bool)], axis=1)
-            mask = asarray(keys.astype(np.uint32).reshape(batch, 1, 1, -1), device=self.device)
+        mask = text.key_mask(rows * columns, self.device)
         tables = self.rotary(rows, columns, text_length)
         activated = nn.silu(temb)  # every adaLN's input, once
         # 2. double-stream blocks, then one stream of text + image tokens (the first block

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import os
 import re
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -98,17 +98,18 @@ class ByT5Tokenizer:
         return ids, mask
 
 
-def glyph_states(encoder: T5EncoderModel, tokenizer: ByT5Tokenizer, prompt: str
-                 ) -> tuple[np.ndarray, np.ndarray]:
-    """(1, 128, d_model) float32 states and (1, 128) mask of `prompt`'s quoted texts
-    through ByT5; zeros and a zero mask where it quotes nothing. diffusers:
-    `HunyuanImagePipeline.encode_prompt`'s `prompt_embeds_2`, `prompt_embeds_mask_2`."""
-    glyph = extract_glyph_text(prompt)
+def glyph_states(encoder: T5EncoderModel, tokenizer: ByT5Tokenizer, prompt: str, *,
+                 extract: Callable[[str], str | None] = extract_glyph_text,
+                 length: int = GLYPH_TOKENS) -> tuple[np.ndarray, np.ndarray]:
+    """(1, length) float32 states (x d_model) and mask of `prompt`'s quoted texts (`extract`:
+    HunyuanImage's quotes, or another family's) through ByT5; zeros and a zero mask where it
+    quotes nothing. diffusers: `HunyuanImagePipeline.encode_prompt`'s `prompt_embeds_2`,
+    `prompt_embeds_mask_2` (128 tokens; HunyuanVideo 1.5's `_get_byt5_prompt_embeds`, 256)."""
+    glyph = extract(prompt)
     if glyph is None:
         width = encoder.config["d_model"]
-        return (np.zeros((1, GLYPH_TOKENS, width), np.float32),
-                np.zeros((1, GLYPH_TOKENS), np.int64))
-    ids, mask = tokenizer(glyph)
+        return np.zeros((1, length, width), np.float32), np.zeros((1, length), np.int64)
+    ids, mask = tokenizer(glyph, length)
     return encoder(ids, mask).numpy().astype(np.float32), mask
 
 

@@ -12,6 +12,8 @@ padded to the batch's longest with a key mask where their counts differ.
 from __future__ import annotations
 
 import typing
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -21,10 +23,11 @@ from gpustd import Tensor, asarray, concatenate, matmul, nn, take, take_slice
 
 from .dit_layers import AdaLayerNormZero, CombinedTimestepTextProjEmbeddings, JointAttention
 from .layers import Place
-from .transformer_ops import cast, gated_linear
+from .transformer_ops import cast, gated_linear, kept
 
-__all__ = ["ByT5TextProjection", "TokenRefiner", "device_states", "gather_tokens", "glyph_part",
-           "joined_text", "kept_tokens"]
+__all__ = ["ByT5TextProjection", "Gather", "PromptText", "RefinerInput", "TokenRefiner",
+           "device_states", "gather_tokens", "glyph_part", "join_plan", "kept_tokens",
+           "prompt_text", "take_tokens"]
 
 
 def kept_tokens(mask: Any, batch: int, length: int, name: str) -> list[np.ndarray]:
@@ -37,19 +40,31 @@ def kept_tokens(mask: Any, batch: int, length: int, name: str) -> list[np.ndarra
     return [np.flatnonzero(row) for row in keep]
 
 
-def gather_tokens(states: Tensor, rows: list[np.ndarray]) -> tuple[Tensor, np.ndarray | None]:
-    """(B, N, D): sample b's tokens rows[b] of states (B, L, D), N the longest, the shorter
-    padded with their first row; and the (B, N) flags of the real ones (None where none is
-    padding). A slice where every sample keeps the same run of tokens (one prompt, its
-    padding after it: no index upload). numpy: `states[b, rows[b]]` stacked."""
-    batch, length, width = states.shape
+@dataclass(frozen=True)
+class Gather:
+    """Which of (B, L, D) tokens `take_tokens` takes, N a sample: a run [start, stop) the
+    same in every sample (a slice: no index; None: all of them), else `index` (B N,), the
+    rows of the flattened (B L, D) tokens, uploaded once; `real`: the (B, N) flags of the
+    real ones (None where none is padding)."""
+
+    count: int
+    run: tuple[int, int] | None
+    index: Tensor | None
+    real: np.ndarray | None
+
+
+def gather_plan(rows: list[np.ndarray], length: int, device: Device) -> Gather:
+    """The Gather of sample b's tokens rows[b] out of `length`, N the longest, the shorter
+    padded with their first row. A slice where every sample keeps the same run of tokens
+    (one prompt, its padding after it: no index upload)."""
     longest = max(len(r) for r in rows)
     first = rows[0]
     if len(first) and all(np.array_equal(r, first) for r in rows) \
             and (np.diff(first) == 1).all():
-        if len(first) == length:
-            return states, None
-        return take_slice(states, int(first[0]), int(first[-1]) + 1, axis=1), None
+        whole = len(first) == length
+        return Gather(longest, None if whole else (int(first[0]), int(first[-1]) + 1), None,
+                      None)
+    batch = len(rows)
     index = np.zeros((batch, longest), np.int64)
     real = np.zeros((batch, longest), bool)
     for b, r in enumerate(rows):
@@ -57,9 +72,71 @@ def gather_tokens(states: Tensor, rows: list[np.ndarray]) -> tuple[Tensor, np.nd
         index[b, :len(r)] = r
         real[b, :len(r)] = True
     flat = (index + np.arange(batch)[:, None] * length).astype(np.int32).reshape(-1)
-    picked = take(states.reshape(batch * length, width), asarray(flat, device=states.device),
-                  axis=0)
-    return picked.reshape(batch, longest, width), (None if real.all() else real)
+    return Gather(longest, None, asarray(flat, device=device), None if real.all() else real)
+
+
+def take_tokens(states: Tensor, plan: Gather) -> Tensor:
+    """(B, N, D): the tokens `plan` names of states (B, L, D). numpy: `states[b, rows[b]]`
+    stacked."""
+    if plan.index is None:
+        return states if plan.run is None else take_slice(states, *plan.run, axis=1)
+    batch, length, width = states.shape
+    picked = take(states.reshape(batch * length, width), plan.index, axis=0)
+    return picked.reshape(batch, plan.count, width)
+
+
+def gather_tokens(states: Tensor, rows: list[np.ndarray]) -> tuple[Tensor, np.ndarray | None]:
+    """(B, N, D): sample b's tokens rows[b] of states (B, L, D) (gather_plan's), and the
+    (B, N) flags of the real ones (None where none is padding)."""
+    plan = gather_plan(rows, states.shape[1], states.device)
+    return take_tokens(states, plan), plan.real
+
+
+@dataclass(frozen=True)
+class RefinerInput:
+    """The token refiner's prompt-only part (`TokenRefiner.prepare`): `proj_in` of the kept
+    tokens (B, N, dim), the text projection of their mean (B, dim), the keys each query
+    sees (uint32, broadcast to (B, 1, N, N); None: all)."""
+
+    tokens: Tensor
+    text: Tensor
+    mask: Tensor | None
+
+
+@dataclass(frozen=True)
+class PromptText:
+    """A prompt batch's part of every step that no timestep changes (the transformer's
+    `prepare_text`, made once per prompt): the refiner's input, the projected tokens ahead
+    of the refined ones in the text stream (None: none; HunyuanImage's ByT5 glyph tokens,
+    HunyuanVideo 1.5's image and glyph tokens, concatenated), the plan joining them into
+    the text stream (None: the refined tokens alone) and the stream's real flags (None: all
+    real), and the blocks' key masks, kept per latent size."""
+
+    batch: int
+    refiner: RefinerInput
+    prefix: Tensor | None
+    join: Gather | None
+    real: np.ndarray | None
+    keys: dict[Any, Tensor] = field(default_factory=dict)
+
+    def stream(self, refined: Tensor) -> Tensor:
+        """The text stream (B, T, dim): the prefix's tokens, then the prompt's `refined` (B,
+        N, dim) (diffusers' order; attention has none), joined by the plan."""
+        if self.join is None:
+            return refined
+        assert self.prefix is not None
+        return take_tokens(concatenate([self.prefix, refined], axis=1), self.join)
+
+    def key_mask(self, tokens: int, device: Device) -> Tensor | None:
+        """The blocks' key mask (B, 1, 1, T + tokens), uint32, of the text stream then
+        `tokens` latent patches (None: every key real), made once per latent size."""
+        if (real := self.real) is None:
+            return None
+
+        def make() -> Tensor:
+            flags = np.concatenate([real, np.ones((self.batch, tokens), bool)], axis=1)
+            return asarray(flags.astype(np.uint32).reshape(self.batch, 1, 1, -1), device=device)
+        return kept(self.keys, tokens, make)
 
 
 class LinearSiLU(nn.Module):
@@ -117,7 +194,8 @@ class RefinerBlock(nn.Module):
 
 class TokenRefiner(nn.Module):
     """Qwen2.5-VL's states -> the text tokens: `proj_in`, then the refiner blocks modulated by
-    `time_text_embed` of the timestep and the kept tokens' mean state. diffusers:
+    `time_text_embed` of the timestep and the kept tokens' mean state; what no timestep
+    changes `prepare`d once per prompt, the blocks every step (`forward`). diffusers:
     `HunyuanImageTokenRefiner`; `HunyuanVideo15TokenRefiner` is the same without the token-0
     rule (its caller drops a padding token 0 and passes first_padding all False)."""
 
@@ -129,11 +207,12 @@ class TokenRefiner(nn.Module):
         self.proj_in = nn.Linear(text_dim, dim, **place)
         self.token_refiner = RefinerBlocks(dim, heads, head_dim, layers, place)
 
-    def forward(self, states: Tensor, real: np.ndarray | None, timestep: np.ndarray,
-                first_padding: np.ndarray) -> Tensor:
-        """states (B, N, text_dim): gather_tokens' kept tokens (`real` its flags), in the
-        model's dtype; timestep (B,) as the model's; first_padding (B,): whether a sample's
-        token 0, kept at position 0 though its mask drops it, is padding."""
+    def prepare(self, states: Tensor, real: np.ndarray | None,
+                first_padding: np.ndarray) -> RefinerInput:
+        """What no timestep changes, made once per prompt: states (B, N, text_dim):
+        gather_tokens' kept tokens (`real` its flags), in the model's dtype; first_padding
+        (B,): whether a sample's token 0, kept at position 0 though its mask drops it, is
+        padding."""
         batch, length, _ = states.shape
         real_tokens = np.ones((batch, length), bool) if real is None else real.copy()
         real_tokens[:, 0] &= ~first_padding
@@ -141,8 +220,7 @@ class TokenRefiner(nn.Module):
         weights = real_tokens / real_tokens.sum(axis=1, keepdims=True)
         pooled = matmul(asarray(weights.astype(np.float32)[:, None, :], device=states.device),
                         cast(states, np.float32)).reshape(batch, -1)
-        temb = self.time_text_embed(timestep, cast(pooled, states.dtype))
-        x = self.proj_in(states)
+        text = self.time_text_embed.text_embedder(cast(pooled, states.dtype))
         mask = None
         if not real_tokens.all():
             # diffusers' rule: a real query sees the real keys, every query sees token 0
@@ -153,8 +231,14 @@ class TokenRefiner(nn.Module):
             else:  # key 0 is real: the key flags alone, broadcast over the queries
                 mask = real_tokens[:, None, None, :]
             mask = asarray(mask.astype(np.uint32), device=states.device)
+        return RefinerInput(self.proj_in(states), text, mask)
+
+    def forward(self, prepared: RefinerInput, timestep: np.ndarray) -> Tensor:
+        """`prepare`'s prompt refined at timestep (B,) (as the model's)."""
+        temb = self.time_text_embed.with_text(timestep, prepared.text)
+        x = prepared.tokens
         for block in self.token_refiner.refiner_blocks:
-            x = block(x, temb, mask)
+            x = block(x, temb, prepared.mask)
         return x
 
 
@@ -175,7 +259,7 @@ class ByT5TextProjection(nn.Module):
 def glyph_part(projection: ByT5TextProjection, glyph: Any, mask: Any, batch: int, dtype: Any,
                device: Device) -> tuple[Tensor, np.ndarray | None] | None:
     """ByT5's glyph states (B, L2, in_dim) projected, each sample's kept tokens only (`mask`
-    (B, L2) nonzero), and their real flags (None where all are): a joined_text part; None
+    (B, L2) nonzero), and their real flags (None where all are): a join_plan part; None
     where no sample keeps a glyph token. ValueError for a missing or misshapen mask."""
     glyph = device_states(glyph, dtype, device, "encoder_hidden_states_2")
     if mask is None:
@@ -192,17 +276,29 @@ def glyph_part(projection: ByT5TextProjection, glyph: Any, mask: Any, batch: int
     return projection(picked), None if flags.all() else flags
 
 
-def joined_text(parts: list[tuple[Tensor, np.ndarray | None]], device: Device
-                ) -> tuple[Tensor, np.ndarray | None]:
-    """One text stream of several (tokens (B, N_i, dim), real flags or None) parts: each
-    sample's real tokens of every part in order (diffusers puts the glyph's first; attention
-    has no order), padded to the longest; and its real flags (None where all are)."""
+def join_plan(parts: list[tuple[int, np.ndarray | None]], batch: int, device: Device
+              ) -> Gather | None:
+    """How PromptText.stream makes one text stream of parts of (N_i tokens, real flags or
+    None): each sample's real tokens of every part in order, padded to the longest (None:
+    one part, itself)."""
     if len(parts) == 1:
-        return parts[0]
-    whole = concatenate([tokens for tokens, _ in parts], axis=1)
-    flags = np.concatenate([np.ones(tokens.shape[:2], bool) if real is None else real
-                            for tokens, real in parts], axis=1)
-    return gather_tokens(whole, [np.flatnonzero(row) for row in flags])
+        return None
+    flags = np.concatenate([np.ones((batch, count), bool) if real is None else real
+                            for count, real in parts], axis=1)
+    return gather_plan([np.flatnonzero(row) for row in flags], flags.shape[1], device)
+
+
+def prompt_text(states: Any, rest: tuple[Any, ...], prepare: Callable[..., PromptText]
+                ) -> PromptText:
+    """A transformer's forward's text: encoder_hidden_states as given where it is
+    prepare_text's PromptText (ValueError where the raw inputs in `rest` come beside it),
+    else prepare(states, *rest)."""
+    if not isinstance(states, PromptText):
+        return prepare(states, *rest)
+    if any(value is not None for value in rest):
+        raise ValueError("encoder_hidden_states is prepare_text's PromptText, which holds the "
+                         "masks, glyph and image states: pass None for those")
+    return states
 
 
 def device_states(states: Any, dtype: Any, device: Device, name: str) -> Tensor:

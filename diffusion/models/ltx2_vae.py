@@ -13,7 +13,7 @@ more than 16 frames as tiles of 16 + 1 frames every 8, blended as diffusers blen
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -22,7 +22,7 @@ from gpucore import Device
 from gpustd import Tensor, asarray, clip, concatenate, exp, nn, permute, take_slice
 
 from . import hunyuan_video_vae_tiling as tiling
-from .hunyuan_video_vae_blocks import CausalConv3d
+from .hunyuan_video_vae_blocks import CausalConv3d, TapState
 from .layers import Place
 from .ltx2_vae_blocks import STRIDES, DownBlock, MidBlock, TimeEmbedder, UpBlock, rms_silu
 from .wan_vae_common import frames_video, video_frames
@@ -226,12 +226,20 @@ class AutoencoderKLLTX2Video(tiling.Tiling, nn.Module):
     def scaling_factor(self) -> float:
         return float(self.config["scaling_factor"])
 
-    def enable_tiling(self, *, framewise: bool = False, **sizes: Any) -> None:
+    def load_state_dict(self, state: Mapping[str, Any], *, strict: bool = True,
+                        dtype: Any = None, to_host: bool = False) -> None:
+        """Load diffusers' AutoencoderKLLTX2Video tensors, each 3D conv kernel as its
+        temporal taps (hunyuan_video_vae_blocks.Conv3d)."""
+        super().load_state_dict(TapState(state), strict=strict, dtype=dtype, to_host=to_host)
+
+    def enable_tiling(self, *, framewise: bool | None = None, **sizes: Any) -> None:
         """Spatial tiling on (diffusers' `enable_tiling(**sizes)`, its arguments), and with
-        `framewise` tiling over frames too (diffusers' `use_framewise_decoding = True`, which
-        its encode reads as well): 768x512x121 then decodes 16 + 1 frames at a time."""
+        `framewise` tiling over frames on or off (diffusers' `use_framewise_decoding`, which
+        its encode reads as well; None keeps it, off at first as diffusers'): 768x512x121
+        then decodes 16 + 1 frames at a time."""
         super().enable_tiling(**sizes)
-        self.use_framewise_decoding = self.use_framewise_encoding = framewise
+        if framewise is not None:
+            self.use_framewise_decoding = self.use_framewise_encoding = framewise
 
     def decode_tile(self, latents: Tensor) -> Tensor:
         """Latent frames (T, C, h, w) -> frames (1 + 8 (T - 1), 3, 32 h, 32 w), in one go."""

@@ -10,7 +10,8 @@ from typing import Any
 
 import numpy as np
 
-from gpustd import Tensor, elementwise_kernel, nn
+from gpucore import Device
+from gpustd import Tensor, asarray, elementwise_kernel, nn
 
 from .layers import Place
 from .transformer_ops import Modulation, RMSNorm, cast, norm_rope
@@ -94,11 +95,24 @@ class CleanModulation:
     transformer, and each modulated block's adaLN output of it, made on the block's first call
     (inside it, where a streamed block's weights are in place) and kept: fixed while the
     weights are, so made once a denoising (one kept for its steps) instead of every step and
-    picture, as diffusers' `adaln_clean` is. Bit-identical: the same dispatches, run once."""
+    picture, as diffusers' `adaln_clean` is. Bit-identical: the same dispatches, run once.
+    Also the per-token noise flags that pick between the two, uploaded once a denoising."""
 
     def __init__(self) -> None:
         self.temb: Tensor | None = None
         self._mods: dict[int, Modulation] = {}
+        self._flags: dict[tuple[str, bytes], Tensor] = {}
+
+    def flags(self, noisy: np.ndarray, dtype: Any, device: Device) -> Tensor:
+        """The noise flags `noisy` (L,) (1: the step's timestep, 0: the clean one) as (1, L,
+        1) `dtype` on `device`, kept by their values: a picture's are the same every step,
+        and each upload waits for the queue."""
+        key = (np.dtype(dtype).str, np.asarray(noisy, np.int64).tobytes())
+        kept = self._flags.get(key)
+        if kept is None:
+            kept = self._flags[key] = asarray(
+                np.asarray(noisy).reshape(1, -1, 1).astype(dtype), device=device)
+        return kept
 
     def of(self, block: ZImageTransformerBlock) -> Modulation:
         """`block`'s (scale_msa, gate_msa, scale_mlp, gate_mlp) of the clean embedding."""

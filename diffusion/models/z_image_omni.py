@@ -24,7 +24,7 @@ from typing import Any
 import numpy as np
 
 from gpucore import Device
-from gpustd import Tensor, asarray, concatenate, nn, permute, take_slice
+from gpustd import Tensor, concatenate, nn, permute, take_slice
 
 from .layers import Place
 from .transformer_ops import RMSNorm, cast, rms_norm
@@ -140,13 +140,10 @@ class ZImageOmniTransformer2DModel(ZImageTransformer2DModel):
         embedded = linear(rms_norm(flat, norm.weight, norm.eps)).reshape(1, rows * columns, -1)
         return self._padded(embedded, self.siglip_pad_token)
 
-    def _flags(self, noisy: np.ndarray) -> Tensor:
-        return asarray(noisy.reshape(1, -1, 1).astype(self.dtype), device=self.device)
-
     def _modulated(self, blocks: Iterable[Any], x: Tensor, rotary: tuple[Tensor, Tensor],
                    temb: Tensor, clean: CleanModulation, noisy: np.ndarray) -> Tensor:
         """Modulated blocks over x, per token where clean tokens are among them."""
-        picked = None if noisy.all() else (clean, self._flags(noisy))
+        picked = None if noisy.all() else (clean, clean.flags(noisy, self.dtype, self.device))
         for block in blocks:
             x = block(x, rotary, temb, picked)
         return x

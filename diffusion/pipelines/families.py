@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from ..loaders.flow.chroma import chroma_family
 from ..loaders.flow.file import flow_model_family
 from ..loaders.flux2 import flux2_distilled, flux2_family
+from ..loaders.hunyuan_video15.folder import hunyuan_video15_family
 from ..loaders.hunyuanimage import hunyuanimage_distilled, hunyuanimage_family
 from ..loaders.kandinsky5 import kandinsky5_family, kandinsky5_video_family
 from ..loaders.krea2 import krea2_family
@@ -161,6 +162,8 @@ FAMILIES: tuple[FamilyLoader, ...] = (
                  lambda path, family: None, latent_channels=16),
     FamilyLoader("Kandinsky 5 Video Lite (videos: txt2vid)", kandinsky5_video_family,
                  refuse_pictures, lambda path, family: None, latent_channels=16),
+    FamilyLoader("HunyuanVideo 1.5 (videos: txt2vid, img2vid)", hunyuan_video15_family,
+                 refuse_pictures, lambda path, family: None, latent_channels=32),
     FamilyLoader("LTX-2 (videos with audio: txt2vid)", ltx2_family, refuse_pictures,
                  lambda path, family: None, latent_channels=128),
     FamilyLoader("SD 1.x/2.x, SDXL (base, refiner, Turbo)", any_checkpoint, load_unet_model,

@@ -1,9 +1,9 @@
-"""LTX-2 (Lightricks' audio-video model) diffusers folders: its audio parts, audio_vae/
-(AutoencoderKLLTX2Audio) and vocoder/ (LTX2Vocoder, LTX2VocoderWithBWE), built on formats/;
-its prompt side (text.py): text_encoder/ (Gemma 3's language model), connectors/
-(LTX2TextConnectors) and tokenizer/, with the models that read them; the audio-video
-transformer's transformer/ (transformer.py); and the video VAE's vae/, from a folder or the
-single release checkpoint (vae.py)."""
+"""LTX-2 (Lightricks' audio-video model) diffusers folders, each part read by a module of its
+own: the audio parts (audio.py: audio_vae/ AutoencoderKLLTX2Audio, vocoder/ LTX2Vocoder or
+LTX2VocoderWithBWE), the prompt side (text.py: text_encoder/ Gemma 3's language model,
+connectors/ LTX2TextConnectors, tokenizer/, with the models that read them), the audio-video
+transformer (transformer.py: transformer/) and the video VAE (vae.py: vae/, or the `vae.`
+tensors of Lightricks' single checkpoint). Built on formats/."""
 
 from .audio import load_ltx2_audio_vae, load_ltx2_vocoder
 from .text import LTX2TextWeights, load_ltx2_text, ltx2_text_models

@@ -29,6 +29,7 @@ from gpustd import asarray
 from ...loaders.hunyuanimage import load_hunyuanimage_folder, load_hunyuanimage_transformer
 from ...models.hunyuanimage import HunyuanImageTransformer2DModel
 from ...models.hunyuanimage_prompt import ByT5Tokenizer, glyph_states, qwen_states
+from ...models.hunyuanimage_text import PromptText
 from ...models.hunyuanimage_vae import AutoencoderKLHunyuanImage
 from ...models.llm import LLMTextModel
 from ...models.step_cache import StepCache
@@ -170,19 +171,25 @@ class HunyuanImagePipeline:
                     if self.distilled else None)
         meanflow = bool(self.transformer.config["use_meanflow"])
 
-        def predict(x: Any, t: np.ndarray, t_next: np.ndarray | None, text: _Prompts,
+        def prepared(p: _Prompts) -> PromptText:  # its projections and gathers, once
+            return self.transformer.prepare_text(p.states, p.mask, p.glyph, p.glyph_mask)
+
+        cond_text = prepared(positive)
+        uncond_text = None if negative is None else prepared(negative)
+
+        def predict(x: Any, t: np.ndarray, t_next: np.ndarray | None, text: PromptText,
                     which: int) -> np.ndarray:
-            out = self.transformer(x, t, text.states, text.mask, t_next, text.glyph,
-                                   text.glyph_mask, guidance, cache=branches[which])
+            out = self.transformer(x, t, text, None, t_next, guidance=guidance,
+                                   cache=branches[which])
             return out.numpy().astype(np.float32)
 
         def flow(x: np.ndarray, t: float, i: int, t_next: float) -> np.ndarray:
             latents = asarray(x, dtype=dtype, device=device)
             timestep = np.full(len(x), np.float32(t), np.float32)
             r = np.full(len(x), np.float32(t_next), np.float32) if meanflow else None
-            cond = predict(latents, timestep, r, positive, 0)
-            uncond = (predict(latents, timestep, r, negative, 1)
-                      if negative is not None and guider.cfg_at(i, steps) else None)
+            cond = predict(latents, timestep, r, cond_text, 0)
+            uncond = (predict(latents, timestep, r, uncond_text, 1)
+                      if uncond_text is not None and guider.cfg_at(i, steps) else None)
             return guider.combine(cond, uncond, step=i, steps=steps, state=momentum)
 
         channels = self.transformer.config["in_channels"]

@@ -75,7 +75,8 @@ class HunyuanImageModel(LLMFlowModel):
         """What the memory modes move: Qwen2.5-VL (its `hidden_states_of`) and ByT5 (its
         `forward`) as the text unit, the double and single blocks (the first's
         `modulated_input` for First Block Cache's probe), the VAE; the token refiner, the
-        glyph projection and the embedders stay with the transformer's fixed parts."""
+        glyph projection and the embedders stay with the transformer's fixed parts (the
+        transformer whole brought in by `prepare_text` too, the prompt's part of a run)."""
         pipe, transformer = self.pipe, self.pipe.transformer
         first = list(transformer.transformer_blocks)[:1]
         return MemoryLayout(transformer=transformer,
@@ -85,7 +86,8 @@ class HunyuanImageModel(LLMFlowModel):
                             text_calls=((pipe.text_encoder, "hidden_states_of"),
                                         (pipe.text_encoder_2, "forward")),
                             vae=pipe.vae,
-                            block_calls=tuple((block, "modulated_input") for block in first))
+                            block_calls=tuple((block, "modulated_input") for block in first),
+                            transformer_calls=("prepare_text",))
 
     @property
     def native_size(self) -> int:

@@ -1,7 +1,8 @@
 """Video pipelines: a family's networks behind one call that returns frames. Wan 2.1
 text-to-video, Wan 2.2 TI2V 5B and Wan VACE (`wan.WanPipeline`), Wan 2.2 Animate
 (`wan_animate.WanAnimatePipeline`), Kandinsky 5 Video Lite
-(`kandinsky5.Kandinsky5VideoPipeline`); `models` tells the families apart and holds their
+(`kandinsky5.Kandinsky5VideoPipeline`), HunyuanVideo 1.5
+(`hunyuan_video15.HunyuanVideo15Pipeline`); `models` tells the families apart and holds their
 defaults. Frames are a latent axis: the VAE and transformer work on (B, C, frames, H, W)
 latents (Kandinsky 5's transformer channels last), the pipeline returns (B, frames, H, W, 3);
 `files` writes them (MP4, animated WebP, PNGs) and reads them (a VACE control, Animate's

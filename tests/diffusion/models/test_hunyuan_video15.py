@@ -23,7 +23,7 @@ from hunyuan_video15_tiny import (
 )
 from safetensors.numpy import load_file
 from sd_tiny import ported
-from support import assert_close
+from support import assert_close, counted
 
 import gpucore
 from diffusion.models.hunyuan_video15 import HunyuanVideo15Transformer3DModel
@@ -145,6 +145,33 @@ def test_hunyuan_video15_patches_and_cache(device: gpucore.Device) -> None:
         second = ours(**later, cache=cache).numpy()
         assert cache.computed == computed
         assert (second == plain).all() == (computed == 2)
+
+
+def test_hunyuan_video15_text_prepared_once(device: gpucore.Device) -> None:
+    """prepare_text's PromptText (image, glyph and prompt states), made once per prompt,
+    gives the step of the raw inputs bitwise; a step reusing it saves exactly the dispatches
+    making it takes (the gathers, the image and glyph projections and tags, the refiner's
+    projections), and its uploads plus the blocks' key mask (kept per size)."""
+    ours = ported(HunyuanVideo15Transformer3DModel, tiny_hunyuan_video15_transformer(), device)
+    inputs = _inputs(7)
+    names = ("encoder_hidden_states", "encoder_attention_mask", "encoder_hidden_states_2",
+             "encoder_attention_mask_2", "image_embeds")
+    with counted(device) as made:
+        text = ours.prepare_text(*(inputs[name] for name in names))
+    prepared = {**inputs, **dict.fromkeys(names), "encoder_hidden_states": text}
+    ours(**prepared)  # the first step keeps the key mask of this size
+    later = np.array([300.0, 300.0], np.float32)
+    with counted(device) as again:
+        fresh = ours(**{**inputs, "timestep": later}).numpy()
+    with counted(device) as shared:
+        got = ours(**{**prepared, "timestep": later}).numpy()
+    np.testing.assert_array_equal(got, fresh)
+    assert again[0] - shared[0] == made[0] > 10
+    assert again[1] - shared[1] == made[1] + 1 and made[1] >= 5  # + the key mask
+    with pytest.raises(ValueError, match="text is of 2 prompts for 1 latents"):
+        ours(**{**prepared, "hidden_states": inputs["hidden_states"][:1]})
+    with pytest.raises(ValueError, match="PromptText, which holds"):
+        ours(**{**prepared, "image_embeds": inputs["image_embeds"]})
 
 
 def test_hunyuan_video15_refuses(device: gpucore.Device) -> None:

@@ -113,6 +113,29 @@ def test_spatial_tiles_equal_diffusers(device: gpucore.Device) -> None:
     assert_close(mean.numpy(), posterior.mean.numpy(), tol=TOL)
 
 
+def test_kernels_split_at_load_not_per_call(device: gpucore.Device) -> None:
+    """Each 3x3x3 kernel is held as its 3 temporal taps, cut as the weights load: a decode
+    binds no weight to a copy (the taps were sliced per call before, 75 copies here)."""
+    reference, ours = _pair(device)
+    kernel = reference.decoder.conv_in.conv.weight.detach().numpy()
+    taps = ours.decoder.conv_in.conv.kernels()
+    for t, tap in enumerate(taps):
+        np.testing.assert_array_equal(tap.numpy(), kernel[:, :, t])
+    weights = {id(p.buffer.wgpu) for p in ours.parameters()}
+    copies: list[str] = []
+    record = device.record_dispatch
+
+    def watch(pipeline, layout, buffers, params, workgroups, label):  # type: ignore[no-untyped-def]
+        if label.startswith("shape/") and any(id(b[0]) in weights for b in buffers):
+            copies.append(label)
+        record(pipeline, layout, buffers, params, workgroups, label)
+
+    latents = np.random.default_rng(8).standard_normal((1, 4, 2, 3, 5)).astype(np.float32)
+    with mock.patch.object(device, "record_dispatch", watch):
+        ours.decode(asarray(latents, device=device)).numpy()
+    assert copies == []
+
+
 @pytest.mark.nodevice
 def test_weights_from_folder_and_original_file(tmp_path: Path) -> None:
     reference = tiny_hunyuan_video_vae()

@@ -23,7 +23,7 @@ from hunyuanimage_tiny import (
 )
 from safetensors.numpy import load_file
 from sd_tiny import ported
-from support import assert_close
+from support import assert_close, counted
 
 import gpucore
 from diffusion.models.hunyuanimage import HunyuanImageTransformer2DModel
@@ -143,6 +143,32 @@ def test_hunyuanimage_step_cache(device: gpucore.Device) -> None:
         second = ours(**later, cache=cache).numpy()
         assert cache.computed == computed
         assert (second == plain).all() == (computed == 2)
+
+
+def test_hunyuanimage_text_prepared_once(device: gpucore.Device) -> None:
+    """prepare_text's PromptText, made once per prompt, gives the step of the raw inputs
+    bitwise; a step reusing it saves exactly the dispatches making it takes (the gathers,
+    the refiner's projections, ByT5's), and its uploads: the prompt's states, the gather
+    indices, the masks (the blocks' key mask kept per size after the first step)."""
+    ours = ported(HunyuanImageTransformer2DModel, tiny_hunyuanimage_transformer(), device)
+    inputs = _inputs(7)
+    raw = (inputs["encoder_hidden_states"], inputs["encoder_attention_mask"],
+           inputs["encoder_hidden_states_2"], inputs["encoder_attention_mask_2"])
+    with counted(device) as made:
+        text = ours.prepare_text(*raw)
+    prepared = {**inputs, "encoder_hidden_states": text, "encoder_attention_mask": None,
+                "encoder_hidden_states_2": None, "encoder_attention_mask_2": None}
+    ours(**prepared)  # the first step keeps the key mask of this size
+    later = np.array([300.0, 300.0], np.float32)
+    with counted(device) as again:
+        fresh = ours(**{**inputs, "timestep": later}).numpy()
+    with counted(device) as shared:
+        got = ours(**{**prepared, "timestep": later}).numpy()
+    np.testing.assert_array_equal(got, fresh)
+    assert again[0] - shared[0] == made[0] > 10
+    assert again[1] - shared[1] == made[1] + 1 and made[1] >= 5  # + the key mask
+    with pytest.raises(ValueError, match="text is of 2 prompts for 1 latents"):
+        ours(**{**prepared, "hidden_states": inputs["hidden_states"][:1]})
 
 
 def test_hunyuanimage_refuses(device: gpucore.Device) -> None:

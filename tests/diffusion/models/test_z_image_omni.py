@@ -4,6 +4,11 @@ SigLIP2 features."""
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
+from typing import Any
+from unittest import mock
+
 import numpy as np
 import pytest
 
@@ -138,11 +143,26 @@ def test_omni_f16(f16_device: gpucore.Device) -> None:
     assert_close(got.astype(np.float32), expected, tol=1e-2)  # measured 1.5e-3 of the largest
 
 
+@contextlib.contextmanager
+def _uploads(device: gpucore.Device) -> Iterator[list[int]]:
+    """The size in bytes of each upload made inside."""
+    sizes: list[int] = []
+    write = device.write_bytes
+
+    def upload(buffer: Any, offset: int, data: Any) -> None:
+        sizes.append(len(memoryview(data).cast("B")))
+        write(buffer, offset, data)
+
+    with mock.patch.object(device, "write_bytes", upload):
+        yield sizes
+
+
 def test_clean_modulation_made_once(device: gpucore.Device) -> None:
     """A denoising's steps share one CleanModulation: the clean timestep's embedding and each
     modulated block's adaLN output of it are made on the first step only; a later step's
     output is bit-identical to one that makes them again, in fewer dispatches (the
-    embedder's and the 3 modulated blocks' adaLN linears and chunk copies: 19 here)."""
+    embedder's and the 3 modulated blocks' adaLN linears and chunk copies: 19 here), and
+    without uploading the noise flags again."""
     from bench._harness import counting
 
     reference = tiny_zimage_omni_transformer()
@@ -158,16 +178,19 @@ def test_clean_modulation_made_once(device: gpucore.Device) -> None:
 
     kept = CleanModulation()
     step(0.2, kept)  # the first step makes them
-    with counting(device) as again:
+    with counting(device) as again, _uploads(device) as sent:
         fresh = step(0.6, None)
-    with counting(device) as shared:
+    with counting(device) as shared, _uploads(device) as reused:
         got = step(0.6, kept)
     assert np.array_equal(got, fresh)
     # what a later step saves is all that making them takes, and nothing else changes
-    with counting(device) as made:
+    with counting(device) as made, _uploads(device) as making:
         probe = CleanModulation()
         probe.temb = ours.t_embedder(np.full(1, 1000.0, np.float32), device)
         for block in (*ours.noise_refiner, *ours.layers):
             mods = probe.of(block)
             _ = [mods[i] for i in range(4)]
     assert sum(again.values()) - sum(shared.values()) == sum(made.values()) > 0
+    # and the noise flags, uploaded on the first step only, each once: the noise refiner's
+    # (alike in both pictures: the same conditions) and each picture's whole sequence's
+    assert len(sent) - len(reused) == len(making) + 3

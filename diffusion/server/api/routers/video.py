@@ -1,7 +1,8 @@
 """Videos on the server's queue: POST /avx/txt2vid and /avx/img2vid (Wan, from a folder in the
 models directory, or one of ComfyUI's single files with its `base` folder and companions:
-video_sources; and a Kandinsky 5 Video Lite folder by txt2vid, its image-to-video folder by
-img2vid, from at least 17 frames; Wan's own fields refused).
+video_sources; a Kandinsky 5 Video Lite folder by txt2vid, its image-to-video folder by
+img2vid, from at least 17 frames; a HunyuanVideo 1.5 folder likewise, its image-to-video one
+at the picture's bucket size; Wan's own fields refused).
 Settings a request leaves out are the model family's defaults (pipelines.video.models).
 Neither the WebUI nor its forks define a video API, so this one is the server's own: the CLI's
 txt2vid / img2vid settings as JSON, the video back as base64 MP4 or animated WebP. A job runs
@@ -31,6 +32,10 @@ import numpy as np
 from fastapi import APIRouter
 from pydantic import BaseModel, Field
 
+from ....loaders.hunyuan_video15.folder import (
+    hunyuan_video15_family,
+    hunyuan_video15_image_to_video,
+)
 from ....loaders.kandinsky5 import kandinsky5_image_to_video, kandinsky5_video_family
 from ....loaders.wan import WanFiles
 from ....loaders.wan.sources import resolve_wan
@@ -149,7 +154,7 @@ def _check(state: ServerState, body: Txt2VidRequest
     source = video_source(state.registry, body)
     s = replace(video_defaults(source.model), **given)
     _check_settings(state, body, s)  # the family's defaults (a server's --max-size)
-    if kandinsky5_video_family(source.model):
+    if kandinsky5_video_family(source.model) or hunyuan_video15_family(source.model):
         return (source.model, WanFiles()), s
     try:
         folder, files = resolve_wan(source, REQUEST_NAMES)
@@ -202,6 +207,7 @@ def _pipeline(model: tuple[Path, WanFiles], memory: MemoryMode | None, device: A
     it)."""
     from ....loaders.wan.sources import is_wan_animate
     from ....pipelines.video import WanAnimatePipeline, WanPipeline
+    from ....pipelines.video.hunyuan_video15 import HunyuanVideo15Pipeline
     from ....pipelines.video.kandinsky5 import Kandinsky5VideoPipeline
 
     key, wanted = id(device), (*model, memory)
@@ -211,6 +217,9 @@ def _pipeline(model: tuple[Path, WanFiles], memory: MemoryMode | None, device: A
         if kandinsky5_video_family(folder):
             pipe: Any = Kandinsky5VideoPipeline.from_pretrained(folder, device=device,
                                                                 offload=bool(memory))
+        elif hunyuan_video15_family(folder):
+            pipe = HunyuanVideo15Pipeline.from_pretrained(folder, device=device,
+                                                          offload=bool(memory))
         else:
             network = WanAnimatePipeline if is_wan_animate(folder, files) else WanPipeline
             pipe = network.from_pretrained(folder, device=device, files=files,
@@ -256,6 +265,29 @@ def _refuse_kandinsky5(folder: Path, body: Txt2VidRequest, s: VideoDefaults, ima
                          "its own scheduler (sampler \"diffusers\") and First Block Cache")
 
 
+def _refuse_hunyuan_video15(folder: Path, body: Txt2VidRequest, image: Any,
+                            cache_kind: str | None) -> None:
+    """ValueError in one line for what a HunyuanVideo 1.5 folder does not take: its
+    image-to-video model without a picture or with a size (the picture's bucket is the
+    video's), a picture for text to video, Wan's own fields."""
+    animates = hunyuan_video15_image_to_video(folder)
+    if animates != (image is not None):
+        raise ValueError(f"{folder.name} is HunyuanVideo 1.5 " + (
+            "image-to-video, which animates a picture: use /avx/img2vid with its first frame "
+            "as `image`" if animates else "text-to-video: use /avx/txt2vid, without a picture"))
+    if animates and (body.width is not None or body.height is not None):
+        raise ValueError("HunyuanVideo 1.5 image-to-video makes the size of the picture's "
+                         "aspect bucket: leave width and height out")
+    wan_only = [name for name, given in (
+        ("cfg_scale_2", body.cfg_scale_2 is not None),
+        (str(_control_named(body)), _control_named(body) is not None),
+        (f"sampler {body.sampler!r}", body.sampler != "diffusers"),
+        (f"cache {body.cache!r}", cache_kind not in (None, "fbc"))) if given]
+    if wan_only:
+        raise ValueError(f"{wan_only[0]} is for Wan models; HunyuanVideo 1.5 runs its own "
+                         "scheduler (sampler \"diffusers\") and First Block Cache")
+
+
 async def _run(state: ServerState, body: Txt2VidRequest, image: Any) -> dict[str, Any]:
     from ....pipelines.video import video_cache
     from ....pipelines.video.wan_refuse import wan_refusals_of
@@ -263,11 +295,14 @@ async def _run(state: ServerState, body: Txt2VidRequest, image: Any) -> dict[str
     (model, s), memory, no_half_vae = _check(state, body), state.memory, state.no_half_vae
     cache = video_cache(body.cache, "cache", s.steps)  # checked by _check
     k5 = kandinsky5_video_family(model[0]) is not None
+    hv15 = hunyuan_video15_family(model[0]) is not None
     kind_of = None if cache is None else cache.spec.kind
     try:  # what the model does not take, from its configs and a file's header, before it loads
         animate = refuse_animate(body, model, image is not None, _control_named(body))
         if k5:
             _refuse_kandinsky5(model[0], body, s, image, kind_of)
+        elif hv15:
+            _refuse_hunyuan_video15(model[0], body, image, kind_of)
         elif not animate:
             await asyncio.to_thread(wan_refusals_of, *model, image=image is not None,
                                     cache_kind=kind_of, guidance_scale_2=body.cfg_scale_2,
@@ -284,7 +319,8 @@ async def _run(state: ServerState, body: Txt2VidRequest, image: Any) -> dict[str
         observer, device = worker.begin_job(kind)
         pipe = _pipeline(model, memory, device, no_half_vae)
         cache = video_cache(body.cache, "cache", s.steps)  # each run's own
-        inputs = {"image": image} if k5 else {
+        size = {"height": s.height, "width": s.width} if not hv15 or image is None else {}
+        inputs = {"image": image} if k5 or hv15 else {
             "image": image, "guidance_scale_2": body.cfg_scale_2, "control": control,
             "conditioning_scale": body.control_scale}
         if pixels is not None:  # Wan 2.2 Animate: the pose video's length
@@ -293,14 +329,15 @@ async def _run(state: ServerState, body: Txt2VidRequest, image: Any) -> dict[str
                           num_inference_steps=s.steps, guidance_scale=s.cfg_scale, seed=seed,
                           sampler=body.sampler, callback=observer.step)
         else:
-            videos = pipe(body.prompt, negative_prompt=body.negative_prompt, height=s.height,
-                          width=s.width, num_frames=s.frames, num_inference_steps=s.steps,
+            videos = pipe(body.prompt, negative_prompt=body.negative_prompt,
+                          num_frames=s.frames, num_inference_steps=s.steps,
                           guidance_scale=s.cfg_scale, seed=seed, sampler=body.sampler,
-                          callback=observer.step, cache=cache, **inputs)
+                          callback=observer.step, cache=cache, **size, **inputs)
         frames = np.round(videos[0] * 255).astype(np.uint8)
         answer = {"video": _encoded(frames, body.format, s.fps), "format": body.format,
-                  "seed": seed, "frames": len(frames), "fps": s.fps, "width": s.width,
-                  "height": s.height, "interrupted": observer.interrupted(),
+                  "seed": seed, "frames": len(frames), "fps": s.fps,
+                  "width": frames.shape[2], "height": frames.shape[1],
+                  "interrupted": observer.interrupted(),
                   "cache": None if cache is None else cache.summary(),
                   "memory": None if pipe.memory_mode is None else pipe.memory_mode.label}
         if body.also_webp and body.format != "webp":

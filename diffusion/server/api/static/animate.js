@@ -6,9 +6,11 @@
 // segment_frames and segment_overlap — diffusers' WanAnimatePipeline(image=, pose_video=,
 // face_video=, background_video=, mask_video=, mode=, segment_frame_length=, prev_segment_
 // conditioning_frames=). A video file is decoded (frames.js): the pose video whole at the chosen
-// fps and size, the others to its frame count, the face video at its own size (the server fits
-// the crops to the model's face size). Frames, the first frame and the step cache, which Animate
-// refuses, hide meanwhile.
+// fps and size, the others to its frame count, the face video at its own size: the server fits
+// the crops to the model's face size with Pillow's Lanczos, which a canvas's downscale is not,
+// so shrinking them here would change the faces the model reads (Wan Animate's preprocessing
+// writes 512 x 512 crops, already the model's size). Frames, the first frame and the step
+// cache, which Animate refuses, hide meanwhile.
 
 import { $, base64Of, fileDropZone, readFile } from "./api.js";
 import { videoPicker } from "./frames.js";
