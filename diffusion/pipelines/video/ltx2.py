@@ -297,8 +297,8 @@ class LTX2Pipeline:
             mean, std = (_host(p).reshape(1, -1, 1, 1, 1)
                          for p in (vae.latents_mean, vae.latents_std))
             z = latents * std / np.float32(cfg["scaling_factor"]) + mean
-            weight = vae.decoder.conv_in.conv.weight
-            video = vae.decode(asarray(z, dtype=weight.dtype, device=weight.device),
+            place = vae.latents_mean  # the VAE's dtype and device
+            video = vae.decode(asarray(z, dtype=place.dtype, device=place.device),
                                timestep).numpy().astype(np.float32)
         check_decoded(video, vae)
         return np.clip(video / 2 + 0.5, 0.0, 1.0).transpose(0, 2, 3, 4, 1)
