@@ -28,7 +28,7 @@ SIZE = {"height": 32, "width": 64, "num_frames": 9, "num_inference_steps": 2,
         "max_sequence_length": 32}  # 2 x 2 x 4 video tokens, 9 audio latents
 STG = (1,)  # the tiny transformer's last block (diffusers' default 28 is past its 2)
 # float32, measured: frames 5.3e-7 mean, 3.9e-6 max; waveform 3.3e-7 mean, 1.9e-6 max (its
-# samples ~0.2)
+# samples ~0.2); unguided with the timestep VAE 2.8e-6 and 9e-7 at most
 FRAMES_MAX, AUDIO_MAX = 2e-5, 1e-5
 
 
@@ -75,6 +75,17 @@ def test_guided_equals_diffusers(first_device: gpucore.Device, tiny: tuple[Path,
         other = pipe(prompt, guidance=changed, **one)
         assert np.abs(other.frames - base.frames).mean() > 1e-3
         assert np.abs(other.audio - base.audio).mean() > 1e-3
+
+
+def test_float16(f16_device: gpucore.Device, tiny: tuple[Path, Any],
+                 guided: tuple[np.ndarray, np.ndarray]) -> None:
+    """float16 networks (the audio VAE and vocoder float32): diffusers' float32 video and
+    waveform within float16's error (measured 3.9e-3 and 2.4e-3 at most, 5e-4 mean)."""
+    pipe = LTX2Pipeline.from_pretrained(tiny[0], dtype=np.float16, device=f16_device)
+    ours = pipe(CAT, guidance=LTX2Guidance(stg_blocks=STG), seed=7, **SIZE)
+    for got, expected in zip((ours.frames[0], ours.audio[0]), guided, strict=True):
+        assert np.abs(got - expected).max() < 1.5e-2
+        assert np.abs(got - expected).mean() < 2e-3
 
 
 def test_unguided_timestep_vae_equals_diffusers(first_device: gpucore.Device,
