@@ -62,6 +62,9 @@ from .wan_refuse import check_frame_count
 __all__ = ["LTX2Output", "LTX2Pipeline"]
 
 StepCallback = Callable[[int, int, np.ndarray], bool | None]
+# the audio VAE's compression along time and mel bins, whatever its config (diffusers'
+# LATENT_DOWNSAMPLE_FACTOR)
+_AUDIO_FACTOR = 4
 
 
 @dataclass
@@ -250,8 +253,8 @@ class LTX2Pipeline:
             (batch, int(model.config["in_channels"]), *grid)).astype(np.float32))
         acfg = self.audio_vae.config
         audio_frames = audio_latent_frames(num_frames, frame_rate, int(acfg["sample_rate"]),
-                                           int(acfg["mel_hop_length"]), 4)
-        mel = int(acfg["mel_bins"]) // 4  # the audio VAE's 4x along time and mel bins
+                                           int(acfg["mel_hop_length"]), _AUDIO_FACTOR)
+        mel = int(acfg["mel_bins"]) // _AUDIO_FACTOR
         noise = generator.standard_normal((batch, int(acfg["latent_channels"]), audio_frames,
                                            mel)).astype(np.float32)
         audio_latents = np.ascontiguousarray(noise.transpose(0, 2, 1, 3)).reshape(
