@@ -77,6 +77,24 @@ def test_guided_equals_diffusers(first_device: gpucore.Device, tiny: tuple[Path,
         assert np.abs(other.audio - base.audio).mean() > 1e-3
 
 
+def test_stg_without_perturbed_attention(first_device: gpucore.Device,
+                                          tiny: tuple[Path, Any]) -> None:
+    """On a model without perturbed_attn (LTX-2.0's) diffusers' STG pass perturbs nothing and
+    its term is rounding; ours skips that pass and still gives diffusers' video and audio."""
+    folder, reference = tiny
+    blocks = reference.transformer.transformer_blocks
+    try:
+        for block in blocks:
+            block.perturbed_attn = False
+        frames, audio = _diffusers(reference, CAT, spatio_temporal_guidance_blocks=list(STG))
+    finally:
+        for block in blocks:
+            block.perturbed_attn = True
+    pipe = LTX2Pipeline.from_pretrained(folder)
+    pipe.transformer.config["perturbed_attn"] = False
+    _close(pipe(CAT, guidance=LTX2Guidance(stg_blocks=STG), seed=7, **SIZE), frames, audio)
+
+
 def test_float16(f16_device: gpucore.Device, tiny: tuple[Path, Any],
                  guided: tuple[np.ndarray, np.ndarray]) -> None:
     """float16 networks (the audio VAE and vocoder float32): diffusers' float32 video and
