@@ -153,7 +153,8 @@ def _options(sub: argparse.ArgumentParser) -> None:
                      help="step caching: First Block Cache (a step whose first block's "
                           "residual changed by at most THRESHOLD, relative, since the last "
                           "computed step skips the other blocks; 0.12 unless given) or "
-                          "TeaCache (Wan 2.1; 0.2 unless given, about 3x; 0.1 about 2x); "
+                          "TeaCache (Wan 2.1, and Wan 2.2 Animate with Wan 2.1 I2V's tables; 0.2 "
+                          "unless given, about 3x; 0.1 about 2x); "
                           "teacache-ret: TeaCache's retention mode (the first 5 steps "
                           "always computed, its own tables; 0.2 unless given); none: off "
                           "(off)")
@@ -359,7 +360,7 @@ def run(args: argparse.Namespace) -> int:
     if pixels is not None:
         assert isinstance(pipe, WanAnimatePipeline)
         videos = pipe(args.prompt, pixels=pixels, segment_frames=args.segment_frames,
-                      overlap=args.segment_overlap, **sampling)
+                      overlap=args.segment_overlap, cache=cache, **sampling)
     else:
         videos = pipe(args.prompt, height=args.height, width=args.width,
                       num_frames=args.frames, image=image, guidance_scale_2=args.cfg_scale_2,

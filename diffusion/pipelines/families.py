@@ -20,7 +20,11 @@ from ..loaders.flow.chroma import chroma_family
 from ..loaders.flow.file import flow_model_family
 from ..loaders.flux2 import flux2_distilled, flux2_family
 from ..loaders.hunyuan_video15.folder import hunyuan_video15_family
-from ..loaders.hunyuanimage import hunyuanimage_distilled, hunyuanimage_family
+from ..loaders.hunyuanimage import (
+    hunyuanimage_distilled,
+    hunyuanimage_family,
+    hunyuanimage_refiner_family,
+)
 from ..loaders.kandinsky5 import kandinsky5_family, kandinsky5_video_family
 from ..loaders.krea2 import krea2_family
 from ..loaders.ltx2.folder import ltx2_family
@@ -36,6 +40,11 @@ from .flow.hunyuanimage_model import (
     hunyuanimage_capabilities,
     hunyuanimage_defaults,
     load_hunyuanimage_model,
+)
+from .flow.hunyuanimage_refiner_model import (
+    hunyuanimage_refiner_capabilities,
+    load_hunyuanimage_refiner_model,
+    refiner_defaults,
 )
 from .flow.kandinsky5_model import (
     kandinsky5_capabilities,
@@ -120,6 +129,9 @@ FAMILIES: tuple[FamilyLoader, ...] = (
                  load_hunyuanimage_model, hunyuanimage_defaults, latent_channels=64,
                  single_file_base=True, capabilities=lambda path, family: hunyuanimage_capabilities(
                      family, distilled=hunyuanimage_distilled(path))),
+    FamilyLoader("HunyuanImage 2.1 refiner", hunyuanimage_refiner_family,
+                 load_hunyuanimage_refiner_model, refiner_defaults, latent_channels=32,
+                 capabilities=lambda path, family: hunyuanimage_refiner_capabilities(family)),
     FamilyLoader("Chroma", chroma_family, load_flow_model, flow_defaults,
                  latent_channels=16, module_parts=True, capabilities=_flow()),
     FamilyLoader("FLUX.1 Kontext", kontext_family, load_kontext_model, kontext_defaults,

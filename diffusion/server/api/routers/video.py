@@ -81,7 +81,8 @@ class Txt2VidRequest(BaseModel):
     seed: int = -1
     sampler: str = "diffusers"
     cache: str | None = Field(None, description="First Block Cache, \"fbc:0.12\" (the "
-                              "threshold; \"fbc\" alone: 0.12), TeaCache (Wan 2.1), "
+                              "threshold; \"fbc\" alone: 0.12), TeaCache (Wan 2.1, Wan 2.2 "
+                              "Animate), "
                               "\"teacache:0.2\", or its retention mode, \"teacache-ret:0.2\";"
                               " none: off")
     control_video: list[str] | None = Field(None, description="Wan VACE: the control video, "
@@ -327,7 +328,7 @@ async def _run(state: ServerState, body: Txt2VidRequest, image: Any) -> dict[str
             videos = pipe(body.prompt, pixels=pixels, segment_frames=segment,
                           overlap=body.segment_overlap, negative_prompt=body.negative_prompt,
                           num_inference_steps=s.steps, guidance_scale=s.cfg_scale, seed=seed,
-                          sampler=body.sampler, callback=observer.step)
+                          sampler=body.sampler, callback=observer.step, cache=cache)
         else:
             videos = pipe(body.prompt, negative_prompt=body.negative_prompt,
                           num_frames=s.frames, num_inference_steps=s.steps,

@@ -107,9 +107,8 @@ async function requestBody() {
   if (chosenModel()?.vace) {
     Object.assign(body, await vaceFields({ frames: body.frames, fps: body.fps, width: body.width, height: body.height }));
   }
-  if (chosenModel()?.animate) {  // the pose video's length is the video's; no step cache
+  if (chosenModel()?.animate) {  // the pose video's length is the video's
     delete body.frames;
-    body.cache = null;
     Object.assign(body, await animateFields({ fps: body.fps, width: body.width, height: body.height }));
   }
   return body;
