@@ -215,7 +215,8 @@ class LTX2Pipeline:
         if guidance.stg and not guidance.stg_blocks:
             raise ValueError("STG is on (stg_scale > 0) but no blocks are given: give "
                              "stg_blocks, or stg_scale 0")
-        if guidance.stg and any(not 0 <= b < layers for b in guidance.stg_blocks):
+        perturbs = guidance.stg and self.transformer.config["perturbed_attn"]
+        if perturbs and any(not 0 <= b < layers for b in guidance.stg_blocks):
             raise ValueError(f"stg_blocks {list(guidance.stg_blocks)} must be transformer "
                              f"blocks 0 to {layers - 1}")
 
