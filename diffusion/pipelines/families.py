@@ -27,6 +27,7 @@ from ..loaders.hunyuanimage import (
 )
 from ..loaders.kandinsky5 import kandinsky5_family, kandinsky5_video_family
 from ..loaders.krea2 import krea2_family
+from ..loaders.ltx2.folder import ltx2_family
 from ..loaders.qwen_image import qwenimage21_family, qwenimage_family
 from ..loaders.wan import wan_family, wan_file_family
 from ..loaders.z_image import zimage_family, zimage_omni_family
@@ -175,6 +176,8 @@ FAMILIES: tuple[FamilyLoader, ...] = (
                  refuse_pictures, lambda path, family: None, latent_channels=16),
     FamilyLoader("HunyuanVideo 1.5 (videos: txt2vid, img2vid)", hunyuan_video15_family,
                  refuse_pictures, lambda path, family: None, latent_channels=32),
+    FamilyLoader("LTX-2 (videos with audio: txt2vid)", ltx2_family, refuse_pictures,
+                 lambda path, family: None, latent_channels=128),
     FamilyLoader("SD 1.x/2.x, SDXL (base, refiner, Turbo)", any_checkpoint, load_unet_model,
                  unet_defaults, capabilities=unet_capabilities_of),
 )

@@ -37,6 +37,7 @@ from ....loaders.hunyuan_video15.folder import (
     hunyuan_video15_image_to_video,
 )
 from ....loaders.kandinsky5 import kandinsky5_image_to_video, kandinsky5_video_family
+from ....loaders.ltx2.folder import ltx2_family
 from ....loaders.wan import WanFiles
 from ....loaders.wan.sources import resolve_wan
 from ....pipelines.sd.memory import MemoryMode
@@ -46,6 +47,7 @@ from ...images import decode_image
 from ..generation import RequestError
 from ..state import ServerState, State, submit, wait
 from ..video_animate import animate_pixels_of, refuse_animate
+from ..video_ltx2 import ltx2_answer, refuse_ltx2
 from ..video_sources import REQUEST_NAMES, video_listing, video_source
 
 __all__ = ["Img2VidRequest", "Txt2VidRequest", "avx"]
@@ -155,7 +157,8 @@ def _check(state: ServerState, body: Txt2VidRequest
     source = video_source(state.registry, body)
     s = replace(video_defaults(source.model), **given)
     _check_settings(state, body, s)  # the family's defaults (a server's --max-size)
-    if kandinsky5_video_family(source.model) or hunyuan_video15_family(source.model):
+    if kandinsky5_video_family(source.model) or hunyuan_video15_family(source.model) \
+            or ltx2_family(source.model):
         return (source.model, WanFiles()), s
     try:
         folder, files = resolve_wan(source, REQUEST_NAMES)
@@ -221,6 +224,10 @@ def _pipeline(model: tuple[Path, WanFiles], memory: MemoryMode | None, device: A
         elif hunyuan_video15_family(folder):
             pipe = HunyuanVideo15Pipeline.from_pretrained(folder, device=device,
                                                           offload=bool(memory))
+        elif ltx2_family(folder):
+            from ....pipelines.video.ltx2 import LTX2Pipeline
+
+            pipe = LTX2Pipeline.from_pretrained(folder, device=device, offload=bool(memory))
         else:
             network = WanAnimatePipeline if is_wan_animate(folder, files) else WanPipeline
             pipe = network.from_pretrained(folder, device=device, files=files,
@@ -297,6 +304,7 @@ async def _run(state: ServerState, body: Txt2VidRequest, image: Any) -> dict[str
     cache = video_cache(body.cache, "cache", s.steps)  # checked by _check
     k5 = kandinsky5_video_family(model[0]) is not None
     hv15 = hunyuan_video15_family(model[0]) is not None
+    ltx2 = ltx2_family(model[0]) is not None
     kind_of = None if cache is None else cache.spec.kind
     try:  # what the model does not take, from its configs and a file's header, before it loads
         animate = refuse_animate(body, model, image is not None, _control_named(body))
@@ -304,6 +312,8 @@ async def _run(state: ServerState, body: Txt2VidRequest, image: Any) -> dict[str
             _refuse_kandinsky5(model[0], body, s, image, kind_of)
         elif hv15:
             _refuse_hunyuan_video15(model[0], body, image, kind_of)
+        elif ltx2:
+            refuse_ltx2(model[0], body, s, image, kind_of, _control_named(body))
         elif not animate:
             await asyncio.to_thread(wan_refusals_of, *model, image=image is not None,
                                     cache_kind=kind_of, guidance_scale_2=body.cfg_scale_2,
@@ -318,7 +328,9 @@ async def _run(state: ServerState, body: Txt2VidRequest, image: Any) -> dict[str
 
     def job() -> dict[str, Any]:
         observer, device = worker.begin_job(kind)
-        pipe = _pipeline(model, memory, device, no_half_vae)
+        pipe = _pipeline(model, memory, device, no_half_vae and not ltx2)
+        if ltx2:
+            return ltx2_answer(pipe, body, s, seed, observer)
         cache = video_cache(body.cache, "cache", s.steps)  # each run's own
         size = {"height": s.height, "width": s.width} if not hv15 or image is None else {}
         inputs = {"image": image} if k5 or hv15 else {
