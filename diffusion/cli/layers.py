@@ -9,7 +9,9 @@ import argparse
 import os
 import secrets
 import sys
+import typing
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -50,7 +52,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     return sub
 
 
-def _check(args: argparse.Namespace) -> tuple[Path, object]:
+def _check(args: argparse.Namespace) -> tuple[Path, Any]:
     """Everything that needs no model, in one line each: the output folder and the picture."""
     from PIL import Image, UnidentifiedImageError
 
@@ -100,7 +102,8 @@ def run(args: argparse.Namespace) -> int:
         args.seed = secrets.randbelow(2**32)
     out, picture = _check(args)
     use_device_options(args)
-    pipe = QwenImageLayeredPipeline.from_pretrained(args.model, dtype=_dtype(args.dtype))
+    pipe = typing.cast(QwenImageLayeredPipeline, QwenImageLayeredPipeline.from_pretrained(
+        args.model, dtype=_dtype(args.dtype)))
     print(f"seed: {args.seed}", file=sys.stderr)
     layers = pipe(picture, args.prompt, layers=args.layers, resolution=args.resolution,
                   num_inference_steps=args.steps, true_cfg_scale=args.cfg_scale,

@@ -61,7 +61,8 @@ class QwenImageLayeredPipeline(QwenImagePipeline):
             raise ValueError(f"this VAE reads {channels}-channel pictures; Qwen-Image-Layered's "
                              "reads RGBA (input_channels 4): give a Qwen-Image-Layered folder")
         picture = see_through_picture(image, "the picture to decompose").convert("RGBA")
-        size = reference_dimensions(*picture.size, area=self.areas[resolution])
+        width, height = picture.size
+        size = reference_dimensions(width, height, area=self.areas[resolution])
         if picture.size != size:
             picture = picture.resize(size, Image.Resampling.LANCZOS)
         pixels = np.asarray(picture, np.float32) / 127.5 - 1.0
