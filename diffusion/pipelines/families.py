@@ -28,7 +28,7 @@ from ..loaders.hunyuanimage import (
 from ..loaders.kandinsky5 import kandinsky5_family, kandinsky5_video_family
 from ..loaders.krea2 import krea2_family
 from ..loaders.ltx2.folder import ltx2_family
-from ..loaders.qwen_image import qwenimage21_family, qwenimage_family
+from ..loaders.qwen_image import qwenimage21_family, qwenimage_family, qwenimage_layered_family
 from ..loaders.wan import wan_family, wan_file_family
 from ..loaders.z_image import zimage_family, zimage_omni_family
 from .contract import Capabilities, LoadOptions, Pipeline, SamplingDefaults
@@ -88,6 +88,14 @@ Told = Callable[[PathText, str], Capabilities | None]
 def _untold(path: PathText, family: str) -> None:
     """Only the loaded model can say what it takes."""
     return None
+
+
+def _refuse_layers(path: PathText, family: str, options: LoadOptions) -> Pipeline:
+    """The picture registry's loader for Qwen-Image-Layered: it splits a picture into layers
+    rather than drawing one, so ValueError in one line saying which command does."""
+    raise ValueError(f"{path} is Qwen-Image-Layered, which splits a picture into RGBA layers: "
+                     f"use `python -m diffusion layers --model {path} --image IN.png --prompt "
+                     "... --out DIR`")
 
 
 def _flow(then: Callable[[Capabilities], Capabilities] = lambda caps: caps) -> Told:
@@ -167,6 +175,8 @@ FAMILIES: tuple[FamilyLoader, ...] = (
     FamilyLoader("Qwen-Image-Edit", qwenimage_edit_family, load_qwenimage_edit_model,
                  qwenimage_edit_defaults, latent_channels=16, single_file_base=True,
                  capabilities=lambda path, family: qwenimage_edit_capabilities(family)),
+    FamilyLoader("Qwen-Image-Layered (layers: `layers`)", qwenimage_layered_family,
+                 _refuse_layers, lambda path, family: None, latent_channels=16),
     # the video models: a folder or transformer file is told apart so that txt2img says to use
     # txt2vid
     FamilyLoader("Wan 2.1 / 2.2 (videos: txt2vid)",
