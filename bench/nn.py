@@ -7,11 +7,14 @@ decoder's at 512x512. Baselines: torch CUDA (cuDNN / flash attention) in float32
 off, so both sides do true fp32 FMAs, and in float16 (tensor cores on the torch side) when
 torch.cuda is available; torch on the CPU otherwise. ratio = baseline_ms / ours_ms (> 1:
 we are faster); ours_ms is the timestamp-query GPU time where the adapter has it.
+Then the DiTs' float16 attention with a key mask beside the same call unmasked
+(DIT_ATTENTION). BENCH_NN_ATTENTION=1 runs the attention rows alone.
 """
 
 from __future__ import annotations
 
 import importlib.util
+import os
 from collections.abc import Callable
 from functools import partial
 from typing import Any
@@ -59,6 +62,14 @@ ATTENTION = [(f"{kind} {lq}x{lk} {h}x{d}", 2, h, lq, lk, d)
              for lq in (4096, 16384) for h, d in ((8, 40), (8, 80), (8, 160))
              for kind, lk in (("self", lq), ("cross", 77))]
 QUICK_ATTENTION = [("tiny self", 1, 2, 64, 64, 40), ("tiny cross", 1, 2, 64, 77, 40)]
+# The DiTs' float16 attention with a key mask (a batch of prompts padded to one length) beside
+# the same call unmasked: (label, batch, heads, query tokens, key tokens, head dim, keys each
+# batch entry keeps). LTX-2's text cross-attention (CFG's two prompts padded to 1024 tokens)
+# and HunyuanVideo 1.5's joint self-attention at 480p, 121 frames (49,290 video tokens and
+# its prompt's 256-token slot, 100 of them text).
+DIT_ATTENTION = [("ltx2 text cross", 2, 32, 6144, 1024, 128, (1024, 230)),
+                 ("hunyuanvideo15 joint self", 1, 16, 49546, 49546, 128, (49390,))]
+QUICK_DIT_ATTENTION = [("tiny dit cross", 2, 2, 64, 100, 128, (100, 23))]
 
 
 def _torch() -> tuple[Any, str]:
@@ -224,23 +235,31 @@ def _attention_rows(device, torch, where, specs, dtypes, repeat) -> list[dict[st
         return []
     rows = []
     rng = np.random.default_rng(2)
-    for label, batch, heads, lq, lk, d in specs:
+    for label, batch, heads, lq, lk, d, *kept in specs:
         q = rng.standard_normal((batch, heads, lq, d), dtype=np.float32)
         k, v = rng.standard_normal((2, batch, heads, lk, d), dtype=np.float32)
         flops = 4 * batch * heads * lq * lk * d
-        for dtype in dtypes:
+        masks: list[np.ndarray | None] = [None]
+        if kept:  # a key mask: batch entry i keeps its first kept[i] keys
+            masks.append(np.arange(lk) < np.array(kept[0])[:, None, None, None])
+        for dtype, mask in ((t, m) for t in dtypes for m in masks):
             qg, kg, vg = (Tensor.from_numpy(a.astype(dtype), device=device) for a in (q, k, v))
             theirs = None
             if torch is not None and (where == "cuda" or (dtype == np.float32 and lq <= 4096)):
                 tdt = torch.float32 if dtype == np.float32 else torch.float16
                 tq, tk, tv = (torch.from_numpy(a).to(where, tdt) for a in (q, k, v))
                 f = torch.nn.functional
-                theirs = partial(f.scaled_dot_product_attention, tq, tk, tv)
-            row = {"op": f"attention {label}", "shape": f"B{batch} H{heads} {lq}x{lk} D{d}",
+                tmask = None if mask is None else torch.from_numpy(mask).to(where)
+                theirs = partial(f.scaled_dot_product_attention, tq, tk, tv, attn_mask=tmask)
+            what = "" if mask is None else f" masked, keeps {'/'.join(map(str, kept[0]))}"
+            row = {"op": f"attention {label}{what}", "shape": f"B{batch} H{heads} {lq}x{lk} D{d}",
                    "dtype": np.dtype(dtype).name}
-            ours = partial(nn.attention, qg, kg, vg)
+            # on the GPU, additive (LTX-2's form): the kernel timed, not an upload
+            mg = None if mask is None else Tensor.from_numpy(
+                np.where(mask, 0.0, -np.inf).astype(np.float32), device=device)
+            ours = partial(nn.attention, qg, kg, vg, mask=mg)
             rows.append(_measure(row, device, ours, torch, where, theirs, flops, repeat))
-            del qg, kg, vg
+            del qg, kg, vg, mg
     return rows
 
 
@@ -251,11 +270,17 @@ def run(quick: bool = False) -> dict[str, Any]:
     repeat = 3 if quick else 10
     norms = ([((1, 64, 32, 32), True)] if quick
              else [((1, 128, 512, 512), False), ((2, 320, 64, 64), True)])
-    rows = _conv_rows(device, torch, where, QUICK_CONVS if quick else CONVS, dtypes, repeat)
-    rows += _group_norm_rows(device, torch, where, norms, dtypes, repeat)
-    rows += _fused_rows(device, torch, where, dtypes, repeat, quick)
+    rows = []
+    if os.environ.get("BENCH_NN_ATTENTION") != "1":  # 1: the attention rows only
+        rows += _conv_rows(device, torch, where, QUICK_CONVS if quick else CONVS, dtypes, repeat)
+        rows += _group_norm_rows(device, torch, where, norms, dtypes, repeat)
+        rows += _fused_rows(device, torch, where, dtypes, repeat, quick)
     rows += _attention_rows(device, torch, where, QUICK_ATTENTION if quick else ATTENTION,
                             dtypes, repeat)
+    if device.has_f16:  # the matrix units' path (float32 takes the portable kernel)
+        rows += _attention_rows(device, torch, where,
+                                QUICK_DIT_ATTENTION if quick else DIT_ATTENTION,
+                                [np.float16], repeat)
     return {
         "benchmark": "nn",
         "environment": _harness.environment(device),

@@ -114,8 +114,9 @@ def format_infotext(settings: Mapping[str, Any], *, batch_pos: int | None = None
         "Reference images": int(settings["references"]) if settings.get("references") else None,
         "Clip skip": clip_skip + 1 if clip_skip > 0 else None,
         "Refiner": settings.get("refiner") or None,
+        # (none for a refiner that runs after the sampling: HunyuanImage 2.1's)
         "Refiner switch at": _number(settings["refiner_switch_at"])
-        if settings.get("refiner") else None,
+        if settings.get("refiner") and settings.get("refiner_switch_at") is not None else None,
         "Hires refiner": settings.get("hires_refiner_pass") or None,
         "ENSD": int(settings["ensd"]) if settings.get("ensd") else None,
         "RNG": "CPU" if settings.get("rng") == "torch" else None,

@@ -1,8 +1,9 @@
 """Shared pieces of the First Block Cache tests (tests/diffusion/models/test_step_cache_*.py):
 a short Euler run that records every flow, our transformer run uncached and cached beside a
 reference run, a spy on the decisions of diffusers' own hook, the hook's rule laid over a
-FLUX-shaped diffusers model by hand (Chroma, FLUX.2: models the hook cannot run), and over
-diffusers' Wan VACE transformer with its hints inside the blocks (as ours caches them)."""
+FLUX-shaped diffusers model by hand (Chroma, FLUX.2: models the hook cannot run), over
+diffusers' Wan VACE and Wan Animate transformers with the hints (face blocks) inside the blocks
+(as ours caches them), and TeaCache4Wan2.1's rule over a diffusers Wan transformer."""
 
 from __future__ import annotations
 
@@ -130,19 +131,26 @@ def first_block_cache_by_hand(reference: Any, threshold: float) -> list[bool]:
     return decisions
 
 
-def vace_first_block_cache_by_hand(model: Any, threshold: float, branches: int = 1
-                                   ) -> list[bool]:
+def vace_first_block_cache_by_hand(model: Any, threshold: float, branches: int = 1,
+                                   fresh_every: int | None = None) -> list[bool]:
     """First Block Cache with the hints inside the blocks laid over diffusers'
     WanVACETransformer3DModel `model` by hand: block 1's input (block 0's output and its
     hint) decides, blocks 1... pass their input on when skipping, and the final norm's input
     is the first block's output plus the tail residual (later blocks and hints) of the last
-    computed call. `branches`: calls taking turns, each with its own state (CFG's prompt and
-    negative prompt: 2). Returns the list each decision is appended to."""
+    computed call. The same over WanAnimateTransformer3DModel, whose face blocks run between
+    the blocks: the one after block 0 is in block 1's input, the later ones' outputs are
+    replaced at the final norm. `branches`: calls taking turns, each with its own state
+    (CFG's prompt and negative prompt: 2); `fresh_every`: calls after which every state
+    starts again (Wan Animate's segments, each a run of its own). Returns the list each
+    decision is appended to."""
     states: list[dict[str, Any]] = [{} for _ in range(branches)]
     turn = {"calls": 0, "state": states[0]}
     decisions: list[bool] = []
 
     def first(module: Any, args: tuple[Any, ...]) -> None:
+        if fresh_every and turn["calls"] % fresh_every == 0:
+            for state in states:
+                state.clear()
         turn["state"] = states[turn["calls"] % branches]
         turn["calls"] += 1
         turn["state"]["input"] = args[0]
@@ -175,6 +183,52 @@ def vace_first_block_cache_by_hand(model: Any, threshold: float, branches: int =
     model.blocks[0].register_forward_pre_hook(first)
     model.blocks[1].register_forward_pre_hook(decide)
     for block in model.blocks[1:]:
+        block.forward = skipped(block.forward)
+    model.norm_out.register_forward_pre_hook(norm)
+    return decisions
+
+
+def teacache_by_hand(model: Any, threshold: float, steps: int,
+                     coefficients: tuple[float, ...]) -> list[bool]:
+    """TeaCache4Wan2.1's rule (its polynomial `coefficients`) laid over diffusers' Wan
+    transformer `model` (VACE, Animate): the time embedding's rescaled relative L1 change
+    accumulated, the first and last steps computed; a skipped call passes the blocks' input
+    on to the final norm plus the residual of the last computed call (hints and face blocks
+    included). Returns the list each decision is appended to."""
+    rescale = np.poly1d(coefficients)
+    state: dict[str, Any] = {"distance": 0.0, "step": 0, "previous": None}
+    decisions: list[bool] = []
+
+    def embedded(module: Any, args: Any, out: Any) -> None:
+        temb, previous, step = out[0], state["previous"], state["step"]
+        compute = step in (0, steps - 1)
+        if not compute:
+            state["distance"] += float(rescale(float(
+                (temb - previous).abs().mean() / previous.abs().mean())))
+            compute = not state["distance"] < threshold
+        if compute:
+            state["distance"] = 0.0
+        state.update(previous=temb, step=(step + 1) % steps, compute=compute)
+        decisions.append(compute)
+
+    def first(module: Any, args: tuple[Any, ...]) -> None:
+        state["input"] = args[0]
+
+    def skipped(original: Any) -> Any:
+        def forward(hidden_states: Any, *args: Any, **kwargs: Any) -> Any:
+            return original(hidden_states, *args, **kwargs) if state["compute"] \
+                else hidden_states
+        return forward
+
+    def norm(module: Any, args: tuple[Any, ...]) -> tuple[Any, ...] | None:
+        if state["compute"]:
+            state["residual"] = args[0] - state["input"].float()
+            return None
+        return (state["input"].float() + state["residual"],)
+
+    model.condition_embedder.register_forward_hook(embedded)
+    model.blocks[0].register_forward_pre_hook(first)
+    for block in model.blocks:
         block.forward = skipped(block.forward)
     model.norm_out.register_forward_pre_hook(norm)
     return decisions

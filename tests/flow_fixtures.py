@@ -142,3 +142,14 @@ def tiny_kandinsky5_i2v(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path,
     root = tmp_path_factory.mktemp("tiny-kandinsky5-i2v")
     return root / "kandinsky5-i2v", tiny_kandinsky5_video_pipeline(
         root, "kandinsky5-i2v", "Kandinsky5I2VPipeline")
+
+
+@pytest.fixture(scope="session")
+def tiny_hunyuan_video15_i2v(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Any]:
+    """(the folder `root / "hv15"`, diffusers' HunyuanVideo15ImageToVideoPipeline) of
+    hunyuan_video15_pipe_tiny's parts: the pipeline test's and the server test's."""
+    pytest.importorskip("diffusers", reason="diffusers is a test-only reference")
+    from hunyuan_video15_pipe_tiny import tiny_hunyuan_video15_pipeline
+
+    root = tmp_path_factory.mktemp("tiny-hv15-i2v")
+    return root / "hv15", tiny_hunyuan_video15_pipeline(root, image_to_video=True)

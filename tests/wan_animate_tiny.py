@@ -22,17 +22,18 @@ ANIMATE_TINY: dict[str, Any] = {
 TEXT_TOKENS = 512  # diffusers' Wan attention splits the image tokens off the last 512
 
 
-def tiny_animate_transformer(seed: int = 31) -> Any:
-    """diffusers' WanAnimateTransformer3DModel of ANIMATE_TINY, random weights scaled so the
-    text, the pose and the face visibly matter: the motion encoder's equalised-lr weights
-    drawn N(0, 1), as StyleGAN initialises them (its scales divide by the fan-in), and its
-    biases a fifth of randomized's (at 0.1 they carry most of the motion vector, and a new
-    face moved the output 4 %, at 0.02 17 %), the face blocks' to_out 4 times randomized's
-    (without, 8 %)."""
+def tiny_animate_transformer(seed: int = 31, **config: Any) -> Any:
+    """diffusers' WanAnimateTransformer3DModel of ANIMATE_TINY (`config`'s fields in place of
+    its own), random weights scaled so the text, the pose and the face visibly matter: the
+    motion encoder's equalised-lr weights drawn N(0, 1), as StyleGAN initialises them (its
+    scales divide by the fan-in), and its biases a fifth of randomized's (at 0.1 they carry
+    most of the motion vector, and a new face moved the output 4 %, at 0.02 17 %), the face
+    blocks' to_out 4 times randomized's (without, 8 %)."""
     import diffusers
     import torch
 
-    model = randomized(diffusers.WanAnimateTransformer3DModel(**ANIMATE_TINY), seed, scale=0.3)
+    model = randomized(diffusers.WanAnimateTransformer3DModel(**{**ANIMATE_TINY, **config}),
+                       seed, scale=0.3)
     gen = torch.Generator().manual_seed(seed + 1)
     with torch.no_grad():
         for name, p in model.motion_encoder.named_parameters():

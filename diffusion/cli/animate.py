@@ -105,9 +105,8 @@ def refuse_animate(args: argparse.Namespace, animate: bool) -> None:
         raise ValueError("this is Wan 2.2 Animate: give --animate-image, --pose-video and "
                          "--face-video (and --background-video with --mask-video to replace a "
                          "person)")
-    for value, what in ((args.cache, "--cache"), (args.cfg_scale_2, "--cfg-scale-2")):
-        if value:
-            raise ValueError(f"Wan Animate does not take {what}")
+    if args.cfg_scale_2:
+        raise ValueError("Wan Animate does not take --cfg-scale-2")
 
 
 def _picture(path: str) -> Any:

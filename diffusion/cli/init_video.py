@@ -39,7 +39,7 @@ def init_video_of(args: argparse.Namespace, animate: bool, most: int) -> list[An
     as --frames, --width and --height where they are not given (at most `most` frames), and
     --denoising-strength (DEFAULT_STRENGTH unless given); None without a video. ValueError
     in one line for a strength without a video, a video with what it does not go with (Wan
-    Animate, Wan VACE's options, Kandinsky 5 Video), a strength out of range or leaving no
+    Animate, Wan VACE's options, another family than Wan's), a strength out of range or leaving no
     step, a frame count or size Wan cannot take."""
     from ..pipelines.video.models import video_defaults, video_family_name
     from ..pipelines.video.wan_schedule import check_strength
@@ -50,7 +50,7 @@ def init_video_of(args: argparse.Namespace, animate: bool, most: int) -> list[An
     args.denoising_strength = DEFAULT_STRENGTH if strength is None else strength
     if path is None:
         return None
-    if animate or video_family_name(args.model) == "kandinsky-5-video":
+    if animate or video_family_name(args.model) != "wan":
         raise ValueError("--init-video is for Wan's text-to-video models (Wan 2.1, Wan 2.2); "
                          "this model does not redraw a video")
     if vace_named(args):

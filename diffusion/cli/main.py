@@ -66,8 +66,8 @@ def build_parser() -> argparse.ArgumentParser:
                                  "GGUFs.",
                      formatter_class=argparse.RawDescriptionHelpFormatter)
     commands = parser.add_subparsers(dest="command",
-                                     metavar="{txt2img,img2img,inpaint,txt2vid,img2vid,png-info,"
-                                             "serve,quantize,convert,upscale,cache}")
+                                     metavar="{txt2img,img2img,inpaint,txt2vid,img2vid,layers,"
+                                             "png-info,serve,quantize,convert,upscale,cache}")
     for name, strength, text in (("txt2img", None, "generate images from a prompt"),
                                  ("img2img", 0.75, "redraw an image following a prompt"),
                                  ("inpaint", 1.0, "repaint the white part of a mask")):
@@ -86,9 +86,10 @@ def build_parser() -> argparse.ArgumentParser:
                       help="a PNG made here or by the WebUI (its 'parameters' text chunk)")
     info.add_argument("--json", action="store_true", help="the parsed settings as JSON")
     add_serve_parser(commands)
-    from . import convert, disk_cache, quantize, txt2vid, upscale  # in their own modules
+    from . import convert, disk_cache, layers, quantize, txt2vid, upscale  # their own modules
 
     txt2vid.add_parsers(commands)
+    layers.add_parser(commands)
     quantize.add_parser(commands)
     convert.add_parser(commands)
     upscale.add_parser(commands)
@@ -138,13 +139,13 @@ def _main(argv: list[str] | None) -> int:
         if args.command is None:
             parser.print_usage(sys.stderr)
             raise _UsageError("choose a command: txt2img, img2img, inpaint, txt2vid, img2vid, "
-                              "png-info, serve, quantize, convert, upscale or cache")
+                              "layers, png-info, serve, quantize, convert, upscale or cache")
         if args.command == "serve":
             return serve(args)
         if args.command == "png-info":
             png_info(args)
             return 0
-        if hasattr(args, "run"):  # txt2vid, img2vid, quantize, convert, upscale: their run()
+        if hasattr(args, "run"):  # txt2vid, img2vid, layers, quantize, ...: their run()
             return args.run(args)
         if not args.verbose:
             paths = run(args, parser)

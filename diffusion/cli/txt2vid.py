@@ -1,14 +1,16 @@
-"""`python -m diffusion txt2vid --model FOLDER --prompt TEXT -o out.mp4`: Wan and Kandinsky 5
-Video Lite text-to-video from the command line (cli.txt2vid_kandinsky5: the latter's run),
-and `img2vid --image IN.png` (Wan 2.1 / 2.2 A14B I2V or Wan 2.2 TI2V 5B
-animating a picture); Wan VACE's control video, mask and reference pictures on txt2vid
-(cli.vace), Wan's video-to-video (`--init-video`, `--denoising-strength`: cli.init_video),
-and Wan 2.2 Animate's picture, pose, face, background and mask videos (cli.animate).
-`--model FILE --base FOLDER` runs ComfyUI's split files (and GGUFs, and Wan 2.2 Animate's
-original single file) with a diffusers folder giving the rest; `--model-2` is Wan 2.2 A14B's
-low-noise expert. The frame count (1 + 4k), size (multiples of 16), fps,
-picture, files and output are checked before the model loads, and what is not given is the
-model family's default (pipelines.video.models); a bad one ends in one `error: ...` line."""
+"""`python -m diffusion txt2vid --model FOLDER --prompt TEXT -o out.mp4`: Wan, Kandinsky 5
+Video Lite, HunyuanVideo 1.5 and LTX-2 (video with audio) text-to-video from the command line
+(cli.txt2vid_kandinsky5, cli.txt2vid_hunyuan_video15, cli.txt2vid_ltx2: the latter three's
+runs), and `img2vid --image IN.png` (Wan 2.1 / 2.2 A14B I2V, Wan 2.2 TI2V 5B, Kandinsky 5 or
+HunyuanVideo 1.5 I2V animating a picture); Wan VACE's control video, mask and reference
+pictures on txt2vid (cli.vace), Wan's video-to-video (`--init-video`, `--denoising-strength`:
+cli.init_video), and Wan 2.2 Animate's picture, pose, face, background and mask videos
+(cli.animate). `--model FILE --base FOLDER` runs ComfyUI's split files (and GGUFs,
+and Wan 2.2 Animate's original single file) with a diffusers folder giving the rest;
+`--model-2` is Wan 2.2 A14B's low-noise expert. The frame count (1 + 4k), size (multiples of
+16), fps, picture, files and output are checked before the model loads, and what is not given
+is the model family's default (pipelines.video.models); a bad one ends in one `error: ...`
+line."""
 
 from __future__ import annotations
 
@@ -33,6 +35,7 @@ from .memory import add_memory_options, memory_mode
 from .options import number, whole
 from .paths import check_output_file
 from .progress import ProgressBar
+from .txt2vid_ltx2 import add_ltx2_options, refuse_ltx2_only
 from .vace import add_vace_options, check_vace, vace_control, vace_named
 from .video_lora import lora_spec, patch_loras
 from .video_out import finish_video
@@ -65,6 +68,9 @@ EXAMPLE = """example:
       --width 1280 --height 720 -o me.mp4
   python -m diffusion txt2vid --model ./Kandinsky-5.0-T2V-Lite-sft-5s-Diffusers \\
       --prompt "a cat and a dog baking a cake in a kitchen" --frames 121 -o cake.mp4
+  python -m diffusion img2vid --model ./HunyuanVideo-1.5-Diffusers-480p_i2v --image cat.png \\
+      --prompt 'the cat holds a sign that says "HELLO"' --frames 61 -o cat.mp4
+  python -m diffusion txt2vid --model ./LTX-2 --prompt "waves roll onto a beach" -o waves.mp4
 
 -o picks the format by its suffix: .mp4 (H.264, needs PyAV: the `video` extra), .webp
 (animated) or a path without a suffix (a folder of numbered PNGs). On a GPU short of memory:
@@ -74,9 +80,11 @@ EXAMPLE = """example:
 def add_parsers(subparsers: argparse._SubParsersAction) -> None:
     """Add the `txt2vid` and `img2vid` sub-commands to `python -m diffusion`'s sub-parsers."""
     for name, text in (("txt2vid", "generate a video from a prompt (Wan 2.1, Wan 2.2 TI2V "
-                                   "5B and A14B, Kandinsky 5 Video Lite)"),
+                                   "5B and A14B, Kandinsky 5 Video Lite, HunyuanVideo 1.5, "
+                                   "LTX-2 with its audio)"),
                        ("img2vid", "animate a picture as a prompt says (Wan 2.1 I2V, "
-                                   "Wan 2.2 TI2V 5B and I2V A14B, Kandinsky 5 I2V)")):
+                                   "Wan 2.2 TI2V 5B and I2V A14B, Kandinsky 5 I2V, "
+                                   "HunyuanVideo 1.5 I2V)")):
         sub = subparsers.add_parser(name, help=text, description=text, epilog=EXAMPLE,
                                     formatter_class=argparse.RawDescriptionHelpFormatter)
         if name == "img2vid":
@@ -86,13 +94,15 @@ def add_parsers(subparsers: argparse._SubParsersAction) -> None:
         if name == "txt2vid":
             add_vace_options(sub)
             add_animate_options(sub)
+            add_ltx2_options(sub)
             add_init_video_options(sub)
 
 
 def _options(sub: argparse.ArgumentParser) -> None:
     sub.add_argument("--model", required=True, metavar="FOLDER|FILE",
                      help="a Wan diffusers folder (Wan 2.1 T2V or I2V, Wan 2.2 TI2V 5B or "
-                          "A14B) or a Kandinsky 5 Video Lite one (txt2vid), or a Wan "
+                          "A14B), a Kandinsky 5 Video Lite, HunyuanVideo 1.5 or LTX-2 one, or a "
+                          "Wan "
                           "transformer file with --base: ComfyUI's "
                           "(wan2.1_t2v_1.3B_bf16, *_fp8_e4m3fn, *_fp8_scaled .safetensors; "
                           "Wan 2.2 A14B's high-noise expert; Wan VACE's "
@@ -116,13 +126,13 @@ def _options(sub: argparse.ArgumentParser) -> None:
     sub.add_argument("--prompt", required=True, metavar="TEXT", help="what the video shows")
     sub.add_argument("--negative-prompt", default=None, metavar="TEXT",
                      help="what to steer away from (Wan: none; Kandinsky 5 Video: its "
-                          "pipeline's \"Static, 2D cartoon, ...\")")
+                          "pipeline's \"Static, 2D cartoon, ...\"; LTX-2: none)")
     sub.add_argument("--frames", type=whole, default=None, metavar="N",
                      help=f"frame count, 1 + 4k: 1, 5, ..., {MAX_FRAMES} (Wan: 81; Kandinsky "
-                          "5 Video: 121)")
+                          "5 Video, LTX-2: 121, which takes 1 + 8k)")
     sub.add_argument("--fps", type=number, default=None,
                      help="frames per second of the written video, 0.01 to 240 (Wan: 16; "
-                          "Kandinsky 5 Video: 24)")
+                          "Kandinsky 5 Video, LTX-2: 24; LTX-2's audio lasts as long)")
     sub.add_argument("--width", type=whole, default=None, metavar="PX",
                      help=f"multiple of 16, at most {MAX_SIDE} (Wan: 832; Kandinsky 5 Video: "
                           "768)")
@@ -130,10 +140,10 @@ def _options(sub: argparse.ArgumentParser) -> None:
                      help=f"multiple of 16, at most {MAX_SIDE} (Wan: 480; Kandinsky 5 Video: "
                           "512)")
     sub.add_argument("--steps", type=whole, default=None, metavar="N",
-                     help="sampling steps, 1 to 1000 (50; Wan Animate: 20)")
+                     help="sampling steps, 1 to 1000 (50; Wan Animate: 20; LTX-2: 30)")
     sub.add_argument("--cfg-scale", type=number, default=None, metavar="SCALE",
                      help=f"classifier-free guidance scale, 0 to {MAX_CFG:g}; 1 turns it off "
-                          "(5; Wan Animate: 1)")
+                          "(5; Wan Animate: 1; LTX-2: 3, the video's)")
     sub.add_argument("--cfg-scale-2", type=number, default=None, metavar="SCALE",
                      help="Wan 2.2 A14B: the low-noise expert's guidance scale (--cfg-scale)")
     sub.add_argument("--seed", type=whole, default=-1,
@@ -148,7 +158,8 @@ def _options(sub: argparse.ArgumentParser) -> None:
                      help="step caching: First Block Cache (a step whose first block's "
                           "residual changed by at most THRESHOLD, relative, since the last "
                           "computed step skips the other blocks; 0.12 unless given) or "
-                          "TeaCache (Wan 2.1; 0.2 unless given, about 3x; 0.1 about 2x); "
+                          "TeaCache (Wan 2.1, and Wan 2.2 Animate with Wan 2.1 I2V's tables; 0.2 "
+                          "unless given, about 3x; 0.1 about 2x); "
                           "teacache-ret: TeaCache's retention mode (the first 5 steps "
                           "always computed, its own tables; 0.2 unless given); none: off "
                           "(off)")
@@ -286,6 +297,7 @@ def run(args: argparse.Namespace) -> int:
 
     if args.seed == -1:
         args.seed = secrets.randbelow(2**32)
+    sized = args.width is not None or args.height is not None  # before the defaults fill in
     animate = is_wan_animate(Path(args.model))  # an Animate folder or transformer file
     if animate and args.frames is not None:
         raise ValueError("Wan Animate makes as many frames as --pose-video has: leave --frames "
@@ -297,10 +309,22 @@ def run(args: argparse.Namespace) -> int:
     use_device_options(args)
     from ..pipelines.video.models import video_family_name
 
-    if video_family_name(args.model) == "kandinsky-5-video":
+    family = video_family_name(args.model)
+    if family != "ltx-2":
+        refuse_ltx2_only(args)
+    if family == "kandinsky-5-video":
         from .txt2vid_kandinsky5 import run_kandinsky5
 
         return run_kandinsky5(args, out, _dtype(args.dtype), image)
+    if family == "hunyuan-video-1.5":
+        from .txt2vid_hunyuan_video15 import refuse_hunyuan_video15_options, run_hunyuan_video15
+
+        refuse_hunyuan_video15_options(args, sized)
+        return run_hunyuan_video15(args, out, _dtype(args.dtype), image)
+    if family == "ltx-2":
+        from .txt2vid_ltx2 import run_ltx2
+
+        return run_ltx2(args, out, _dtype(args.dtype))
     from ..loaders.wan.sources import animate_face_size, resolve_wan
     from ..pipelines.video import WanAnimatePipeline, WanPipeline, video_cache
     from ..pipelines.video.wan_refuse import wan_refusals_of
@@ -342,7 +366,7 @@ def run(args: argparse.Namespace) -> int:
     if pixels is not None:
         assert isinstance(pipe, WanAnimatePipeline)
         videos = pipe(args.prompt, pixels=pixels, segment_frames=args.segment_frames,
-                      overlap=args.segment_overlap, **sampling)
+                      overlap=args.segment_overlap, cache=cache, **sampling)
     else:
         videos = pipe(args.prompt, height=args.height, width=args.width,
                       num_frames=args.frames, image=image, guidance_scale_2=args.cfg_scale_2,

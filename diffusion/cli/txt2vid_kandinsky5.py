@@ -10,22 +10,14 @@ attention are refused in one line before the weights load. A Kandinsky5I2VPipeli
 from __future__ import annotations
 
 import argparse
-import sys
 from pathlib import Path
 from typing import Any
 
-from .memory import memory_mode
 from .progress import ProgressBar
-from .vace import vace_named
-from .video_lora import patch_loras
+from .video_family import flow_video_cache, load_flow_video, refuse_command, refuse_wan_only
 from .video_out import finish_video
 
 __all__ = ["run_kandinsky5"]
-
-# the Wan options Kandinsky 5 Video does not take (argparse field -> the flag as typed)
-_WAN_ONLY = {"base": "--base", "model_2": "--model-2", "text_encoder": "--text-encoder",
-             "vae": "--vae", "clip_vision": "--clip-vision", "cfg_scale_2": "--cfg-scale-2",
-             "lora_2": "--lora-2"}
 
 
 def refuse_wan_options(args: argparse.Namespace) -> None:
@@ -34,54 +26,24 @@ def refuse_wan_options(args: argparse.Namespace) -> None:
     from ..pipelines.video.kandinsky5_i2v import refuse_short
 
     animates = kandinsky5_image_to_video(args.model)
-    if args.command == "img2vid" and not animates:
-        raise ValueError(f"{args.model} is Kandinsky 5 Video Lite, which makes videos from text "
-                         "only: use txt2vid")
-    if args.command == "txt2vid" and animates:
-        raise ValueError(f"{args.model} is Kandinsky 5's image-to-video model, which animates a "
-                         "picture: use img2vid --image IN.png")
+    refuse_command(args, animates, text_model="Kandinsky 5 Video Lite",
+                   picture_model="Kandinsky 5's image-to-video model")
     if animates:
         refuse_short(args.frames)
-    given = [flag for field, flag in _WAN_ONLY.items() if getattr(args, field, None)]
-    if vace_named(args):
-        given.append(str(vace_named(args)))
-    if given:
-        raise ValueError(f"{given[0]} is for Wan models; a Kandinsky 5 Video folder holds its "
-                         "own text encoders and VAE (leave it out)")
+    refuse_wan_only(args, "Kandinsky 5 Video")
 
 
 def run_kandinsky5(args: argparse.Namespace, out: Path, dtype: Any, image: Any = None) -> int:
     """Generate and write the video as `args` say (checked and completed by cli.txt2vid) with
     the Kandinsky 5 Video folder `args.model`, its weights in `dtype`; `image`: img2vid's
     first frame (the image-to-video model's); prints the path."""
-    from ..pipelines.video import video_cache
     from ..pipelines.video.kandinsky5 import Kandinsky5VideoPipeline
     from ..pipelines.video.models import refuse_video
 
     refuse_wan_options(args)
     refuse_video(args.model)
-    cache = video_cache(args.cache, "--cache", args.steps)
-    if cache is not None and cache.spec.kind != "fbc":
-        raise ValueError(f"--cache {args.cache}: Kandinsky 5 Video runs First Block Cache "
-                         "(fbc[:THRESHOLD]); TeaCache's tables are Wan's")
-    if args.sampler != "diffusers":
-        raise ValueError(f"--sampler {args.sampler}: Kandinsky 5 Video runs its folder's "
-                         "flow-match Euler scheduler (--sampler diffusers)")
-    mode = memory_mode(args)  # a memory mode loads each network straight to host memory
-    pipe = Kandinsky5VideoPipeline.from_pretrained(args.model, dtype=dtype,
-                                                   offload=args.offload or bool(mode))
-    pipe.set_memory_mode(mode)
-    if args.fp16_accumulation:
-        from ..pipelines.fp16_accumulation import use_fp16_accumulation
-
-        print(use_fp16_accumulation(pipe), file=sys.stderr)
-    if args.no_half_vae:
-        from ..pipelines.vae_float32 import use_float32_vae
-
-        print(use_float32_vae(pipe), file=sys.stderr)
-    if args.lora:  # the picture family's transformer code: its LoRAs' names too
-        patch_loras(pipe.lora_targets(), args.lora)
-    print(f"seed: {args.seed}", file=sys.stderr)
+    cache = flow_video_cache(args, "Kandinsky 5 Video")
+    pipe = load_flow_video(Kandinsky5VideoPipeline, args, dtype)
     bar = ProgressBar(args.command)
     videos = pipe(args.prompt, negative_prompt=args.negative_prompt, height=args.height,
                   width=args.width, num_frames=args.frames, num_inference_steps=args.steps,

@@ -37,7 +37,7 @@ from .hunyuanimage_text import (
     kept_tokens,
     prompt_text,
 )
-from .layers import Place
+from .layers import Place, ProjOutPlace
 from .step_cache import BranchCache, run_blocks
 from .transformer_ops import cast, kept, rope_tables
 
@@ -106,7 +106,7 @@ class ImageProjection(nn.Module):
         return self.norm_out(self.linear_2(self.linear_1.gelu(self.norm_in(x))))
 
 
-class HunyuanVideo15Transformer3DModel(nn.Module):
+class HunyuanVideo15Transformer3DModel(ProjOutPlace, nn.Module):
     """Latents with their condition channels (B, in_channels, T, H, W) and the prompt's,
     glyph's and image's states -> the velocity (B, out_channels, T, H, W), diffusers' layout.
 
@@ -140,14 +140,6 @@ class HunyuanVideo15Transformer3DModel(nn.Module):
         self.norm_out = AdaLayerNormContinuous(dim, place)
         self.proj_out = nn.Linear(dim, math.prod(cfg["patch"]) * cfg["out_channels"], **place)
         self._tables: dict[tuple[Any, ...], tuple[Tensor, Tensor]] = {}
-
-    @property
-    def device(self) -> Device:
-        return self.proj_out.weight.device
-
-    @property
-    def dtype(self) -> np.dtype:
-        return self.proj_out.weight.dtype
 
     def rotary(self, grid: tuple[int, int, int], text_length: int) -> tuple[Tensor, Tensor]:
         """cos/sin tables for text_length text tokens (position 0 on every axis: no rotation)

@@ -19,14 +19,15 @@ from typing import Any
 import numpy as np
 
 from gpucore import Device
-from gpustd import Tensor, asarray, clip, exp, nn, take_slice
+from gpustd import Tensor, asarray, clip, exp, nn
 
 from .hunyuan_video15_vae_blocks import Level, MidBlock, group_mean, repeat_channels
 from .hunyuan_video_vae_blocks import CausalConv3d, TapState
+from .hunyuan_video_vae_calls import VideoCalls
 from .hunyuan_video_vae_tiling import spatial_tiles
 from .layers import Place
 from .qwen_image_vae import RMSNorm
-from .wan_vae_common import FlatGammas, frames_video, video_frames
+from .wan_vae_common import FlatGammas
 
 __all__ = ["AutoencoderKLHunyuanVideo15"]
 
@@ -178,13 +179,15 @@ def _covered(length: int, size: int, stride: int, keep: int, piece: Callable[[in
     return sum(min(piece(min(size, length - i)), keep) for i in range(0, length, stride))
 
 
-class AutoencoderKLHunyuanVideo15(nn.Module):
+class AutoencoderKLHunyuanVideo15(VideoCalls, nn.Module):
     """Videos (B, 3, T, H, W) in [-1, 1] <-> latents (B, 32, 1 + (T - 1) // 4, H / 16,
     W / 16) (the ratios are the config's). Config: `vae/config.json` of a HunyuanVideo 1.5
     folder; parameter names are diffusers' (`decoder.up_blocks.0.upsamplers.0.conv.conv.
     weight` (out, in, 3, 3, 3), `decoder.mid_block.attentions.0.to_q.weight` (C, C, 1, 1, 1),
     `encoder.norm_out.gamma` (C, 1, 1, 1), ...). diffusers: `AutoencoderKLHunyuanVideo15.
     decode(z).sample`, `.encode(x).latent_dist` (`.mode()`, `.sample()`), `enable_tiling`."""
+
+    name = "HunyuanVideo 1.5 VAE"
 
     def __init__(self, config: dict[str, Any], *, dtype: Any = np.float32,
                  device: Device | None = None) -> None:
@@ -273,19 +276,6 @@ class AutoencoderKLHunyuanVideo15(nn.Module):
                            (self.tile_latent_min_height, self.tile_latent_min_width),
                            lambda length: length // r)
 
-    def _check(self, x: Any, channels: int, what: str) -> None:
-        if not isinstance(x, Tensor) or x.ndim != 5 or x.shape[1] != channels:
-            shape = getattr(x, "shape", type(x).__name__)
-            raise ValueError(f"HunyuanVideo 1.5 VAE {what} must be a (batch, {channels}, "
-                             f"frames, height, width) Tensor, got {shape}")
-
-    def decode(self, latents: Tensor) -> Tensor:
-        """(B, C, T, h, w) latents (the transformer's divided by `scaling_factor`) -> videos
-        (B, 3, 1 + 4 (T - 1), 16h, 16w), not clamped (as diffusers' `decode(z).sample`)."""
-        self._check(latents, self.config["latent_channels"], "latents")
-        return frames_video([self.decode_frames(video_frames(latents, b))
-                             for b in range(latents.shape[0])])
-
     def moments(self, video: Tensor) -> tuple[Tensor, Tensor]:
         """(B, 3, T, H, W) in [-1, 1] -> the posterior's mean and log variance (unclamped),
         each (B, C, 1 + (T - 1) // 4, H / 16, W / 16). diffusers: `encode(x).latent_dist`'s
@@ -296,10 +286,7 @@ class AutoencoderKLHunyuanVideo15(nn.Module):
         if height % r or width % r or (frames - 1) % t:
             raise ValueError(f"HunyuanVideo 1.5 VAE input of {frames} frames of {height}x"
                              f"{width}: give 1 + {t}k frames with sides multiples of {r}")
-        out = frames_video([self.encode_frames(video_frames(video, b))
-                            for b in range(video.shape[0])])
-        latent = self.config["latent_channels"]
-        return take_slice(out, 0, latent, axis=1), take_slice(out, latent, 2 * latent, axis=1)
+        return self._moments(video)
 
     def encode(self, video: Tensor, *, noise: Any = None) -> Tensor:
         """(B, 3, T, H, W) in [-1, 1] -> latents (B, C, 1 + (T - 1) // 4, H / 16, W / 16): the

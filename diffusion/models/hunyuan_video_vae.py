@@ -18,12 +18,12 @@ from typing import Any
 import numpy as np
 
 from gpucore import Device
-from gpustd import Tensor, asarray, clip, exp, nn, take_slice
+from gpustd import Tensor, asarray, clip, exp, nn
 
 from . import hunyuan_video_vae_tiling as tiling
 from .hunyuan_video_vae_blocks import CausalConv3d, Conv3d, MidBlock, Sampler, TapState, frames_norm
+from .hunyuan_video_vae_calls import VideoCalls
 from .layers import Place
-from .wan_vae_common import frames_video, video_frames
 
 __all__ = ["AutoencoderKLHunyuanVideo"]
 
@@ -116,7 +116,7 @@ class Decoder(nn.Module):
 
 
 
-class AutoencoderKLHunyuanVideo(tiling.Tiling, nn.Module):
+class AutoencoderKLHunyuanVideo(tiling.Tiling, VideoCalls, nn.Module):
     """Videos (B, 3, T, H, W) in [-1, 1] <-> latents (B, 16, 1 + (T - 1) // 4, H / 8, W / 8)
     (the ratios are the config's). Config: `vae/config.json` of a HunyuanVideo or Kandinsky 5
     video folder; parameter names are diffusers' (`decoder.mid_block.attentions.0.to_q.weight`,
@@ -125,6 +125,8 @@ class AutoencoderKLHunyuanVideo(tiling.Tiling, nn.Module):
     read through TapState: load_state_dict takes diffusers' tensors). diffusers:
     `AutoencoderKLHunyuanVideo.decode(z).sample`, `.encode(x).latent_dist` (`.mode()`,
     `.sample()`), with its tiling (Tiling: frames by default, space after `enable_tiling`)."""
+
+    name = "HunyuanVideo VAE"
 
     def __init__(self, config: dict[str, Any], *, dtype: Any = np.float32,
                  device: Device | None = None) -> None:
@@ -158,28 +160,12 @@ class AutoencoderKLHunyuanVideo(tiling.Tiling, nn.Module):
         W / 8) (mean, then log variance), in one go."""
         return self.quant_conv(self.encoder(frames))
 
-    def _check(self, x: Tensor, channels: int, what: str) -> None:
-        if not isinstance(x, Tensor) or x.ndim != 5 or x.shape[1] != channels:
-            shape = getattr(x, "shape", type(x).__name__)
-            raise ValueError(f"HunyuanVideo VAE {what} must be a (batch, {channels}, frames, "
-                             f"height, width) Tensor, got {shape}")
-
-    def decode(self, latents: Tensor) -> Tensor:
-        """(B, C, T, h, w) latents (the transformer's divided by `scaling_factor`) -> videos
-        (B, 3, 1 + 4 (T - 1), 8h, 8w), not clamped (as diffusers' `decode(z).sample`)."""
-        self._check(latents, self.config["latent_channels"], "latents")
-        return frames_video([self.decode_frames(video_frames(latents, b))
-                       for b in range(latents.shape[0])])
-
     def moments(self, video: Tensor) -> tuple[Tensor, Tensor]:
         """(B, 3, T, H, W) in [-1, 1] -> the posterior's mean and log variance (unclamped),
         each (B, C, 1 + (T - 1) // 4, H / 8, W / 8). diffusers: `encode(x).latent_dist`'s
         `.mean` and `.logvar` (its clamped to [-30, 20])."""
         self._check(video, self.config["in_channels"], "input")
-        out = frames_video([self.encode_frames(video_frames(video, b))
-                            for b in range(video.shape[0])])
-        latent = self.config["latent_channels"]
-        return take_slice(out, 0, latent, axis=1), take_slice(out, latent, 2 * latent, axis=1)
+        return self._moments(video)
 
     def encode(self, video: Tensor, *, noise: Any = None) -> Tensor:
         """(B, 3, T, H, W) in [-1, 1] -> latents (B, C, 1 + (T - 1) // 4, H / 8, W / 8): the

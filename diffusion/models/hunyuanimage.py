@@ -29,7 +29,7 @@ from .hunyuanimage_text import (
     kept_tokens,
     prompt_text,
 )
-from .layers import Place
+from .layers import Place, ProjOutPlace
 from .step_cache import BranchCache, run_blocks
 from .transformer_ops import cast, kept, rope_tables
 from .wan_embeddings import PatchEmbedding
@@ -99,7 +99,7 @@ class TimeGuidanceEmbedding(nn.Module):
         return temb
 
 
-class HunyuanImageTransformer2DModel(nn.Module):
+class HunyuanImageTransformer2DModel(ProjOutPlace, nn.Module):
     """Latents (B, in_channels, H, W) and the prompt's states -> the velocity (B,
     out_channels, H, W), diffusers' layout.
 
@@ -136,14 +136,6 @@ class HunyuanImageTransformer2DModel(nn.Module):
         self.proj_out = nn.Linear(dim, math.prod(cfg["patch_size"]) * (
             cfg["out_channels"] or cfg["in_channels"]), **place)
         self._tables: dict[tuple[Any, ...], tuple[Tensor, Tensor]] = {}
-
-    @property
-    def device(self) -> Device:
-        return self.proj_out.weight.device
-
-    @property
-    def dtype(self) -> np.dtype:
-        return self.proj_out.weight.dtype
 
     def rotary(self, rows: int, columns: int, text_length: int) -> tuple[Tensor, Tensor]:
         """cos/sin tables for text_length text tokens (position 0 on both axes: no rotation)

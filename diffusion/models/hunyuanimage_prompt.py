@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import os
 import re
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -98,37 +98,41 @@ class ByT5Tokenizer:
         return ids, mask
 
 
-def glyph_states(encoder: T5EncoderModel, tokenizer: ByT5Tokenizer, prompt: str
-                 ) -> tuple[np.ndarray, np.ndarray]:
-    """(1, 128, d_model) float32 states and (1, 128) mask of `prompt`'s quoted texts
-    through ByT5; zeros and a zero mask where it quotes nothing. diffusers:
-    `HunyuanImagePipeline.encode_prompt`'s `prompt_embeds_2`, `prompt_embeds_mask_2`."""
-    glyph = extract_glyph_text(prompt)
+def glyph_states(encoder: T5EncoderModel, tokenizer: ByT5Tokenizer, prompt: str, *,
+                 extract: Callable[[str], str | None] = extract_glyph_text,
+                 length: int = GLYPH_TOKENS) -> tuple[np.ndarray, np.ndarray]:
+    """(1, length) float32 states (x d_model) and mask of `prompt`'s quoted texts (`extract`:
+    HunyuanImage's quotes, or another family's) through ByT5; zeros and a zero mask where it
+    quotes nothing. diffusers: `HunyuanImagePipeline.encode_prompt`'s `prompt_embeds_2`,
+    `prompt_embeds_mask_2` (128 tokens; HunyuanVideo 1.5's `_get_byt5_prompt_embeds`, 256)."""
+    glyph = extract(prompt)
     if glyph is None:
         width = encoder.config["d_model"]
-        return (np.zeros((1, GLYPH_TOKENS, width), np.float32),
-                np.zeros((1, GLYPH_TOKENS), np.int64))
-    ids, mask = tokenizer(glyph)
+        return np.zeros((1, length, width), np.float32), np.zeros((1, length), np.int64)
+    ids, mask = tokenizer(glyph, length)
     return encoder(ids, mask).numpy().astype(np.float32), mask
 
 
-def qwen_states(encoder: LLMTextModel, tokenizer: LLMTokenizer, prompts: Sequence[str]
-                ) -> tuple[np.ndarray, np.ndarray]:
+def qwen_states(encoder: LLMTextModel, tokenizer: LLMTokenizer, prompts: Sequence[str], *,
+                template: str = PROMPT_TEMPLATE, template_tokens: int = TEMPLATE_TOKENS,
+                text_tokens: int = TEXT_TOKENS) -> tuple[np.ndarray, np.ndarray]:
     """(B, L, hidden) float32 states of `prompts` and their (B, L) mask: Qwen2.5-VL's
-    hidden_states[-3] of each templated prompt (cut to 1034 tokens), the template's first 34
-    dropped, right-padded with zeros to the longest. diffusers: `HunyuanImagePipeline.
+    hidden_states[-3] of each templated prompt (cut to text_tokens + template_tokens: 1034),
+    the template's first template_tokens (34) dropped, right-padded with zeros to the longest.
+    diffusers: `HunyuanImagePipeline.
     _get_qwen_prompt_embeds`, which pads to 1000 with the padded tokens' states masked (the
-    transformer reads neither)."""
-    texts = [PROMPT_TEMPLATE.format(p) for p in prompts]
-    ids, mask = tokenizer(texts, TEXT_TOKENS + TEMPLATE_TOKENS, padding="longest")
+    transformer reads neither). `template`, `template_tokens`, `text_tokens`: another
+    pipeline's (the refiner's: pipelines.flow.hunyuanimage_refiner)."""
+    texts = [template.format(p) for p in prompts]
+    ids, mask = tokenizer(texts, text_tokens + template_tokens, padding="longest")
     states = encoder.hidden_states(ids, mask, layer=-(SKIP_LAYERS + 1)).numpy()
     rows: list[np.ndarray] = []
     for row, keep in enumerate(mask.astype(bool)):
         kept = np.flatnonzero(keep)
-        if len(kept) <= TEMPLATE_TOKENS or kept[-1] - kept[0] + 1 != len(kept):
+        if len(kept) <= template_tokens or kept[-1] - kept[0] + 1 != len(kept):
             raise ValueError("a prompt's tokens must be one run (left or right padding) "
-                             f"longer than the template's first {TEMPLATE_TOKENS}")
-        rows.append(states[row, kept[0] + TEMPLATE_TOKENS: kept[-1] + 1])
+                             f"longer than the template's first {template_tokens}")
+        rows.append(states[row, kept[0] + template_tokens: kept[-1] + 1])
     length = max(len(r) for r in rows)
     out = np.zeros((len(rows), length, states.shape[-1]), np.float32)
     keep_mask = np.zeros((len(rows), length), np.int64)

@@ -5,6 +5,9 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any, Protocol
 
+import numpy as np
+
+from gpucore import Device
 from gpustd import Tensor, nn
 from gpustd.shape import permute, take_slice
 
@@ -26,6 +29,21 @@ def to_image(x: Tensor, height: int, width: int) -> Tensor:
     """(B, H*W, C) -> (B, C, H, W)."""
     b, _, c = x.shape
     return permute(x.reshape(b, height, width, c), (0, 3, 1, 2))
+
+
+class ProjOutPlace:
+    """A transformer's `device` and `dtype`: its output projection's (`proj_out`), which every
+    call's inputs are cast to (diffusers' ModelMixin reads its parameters')."""
+
+    proj_out: nn.Linear
+
+    @property
+    def device(self) -> Device:
+        return self.proj_out.weight.device
+
+    @property
+    def dtype(self) -> np.dtype:
+        return self.proj_out.weight.dtype
 
 
 class ImageKeysValues(Protocol):

@@ -5,6 +5,11 @@ the timestep's embedding alone (no pooled text); each block modulates both strea
 with its own adaLN-Zero (`img_mod`, `txt_mod`); rotary positions on three axes (frame, row,
 column), the image's rows and columns centred on zero and the text's positions after the
 image's largest (the same number on all three axes).
+
+Qwen-Image-Layered's variant (`use_additional_t_cond`, `use_layer3d_rope`) adds a learned
+row (`time_text_embed.addition_t_embedding`, chosen by an RGB flag) to the timestep's
+embedding, and numbers its frames (the layers, then the input picture) 0, 1, ... with the
+picture at frame -1.
 """
 
 from __future__ import annotations
@@ -53,15 +58,19 @@ _ROPE_LENGTH = 4096  # diffusers' tables hold positions -4096..4095
 
 
 def qwen_image_positions(rows: int, columns: int, text_length: int,
-                         references: Sequence[tuple[int, int]] = ()) -> np.ndarray:
+                         references: Sequence[tuple[int, int]] = (), *,
+                         layered: bool = False) -> np.ndarray:
     """Rotary positions (text_length + rows * columns + the references', 3), text first: the
     image's patches at (0, row - ceil(rows / 2), column - ceil(columns / 2)), row-major; then
     each reference picture's (rows, columns) patches alike at frame k (1, 2, ...); the text's
     i-th token at (m + i, m + i, m + i) with m the largest rows // 2 or columns // 2 of them
     all. diffusers: `QwenEmbedRope(theta, axes_dim, scale_rope=True)([[(1, rows, columns),
-    *references]], text_length)`."""
+    *references]], text_length)`. `layered`: the last grid (the input picture) at frame -1
+    instead, the text after the other grids' count too (`QwenEmbedLayer3DRope`)."""
     grids = [(rows, columns), *references]
     start = max(max(r // 2, c // 2) for r, c in grids)
+    if layered:
+        start = max(start, len(grids) - 1)
     if max(max(max(g) for g in grids), start + text_length, len(grids)) > _ROPE_LENGTH:
         raise ValueError(f"{rows} x {columns} patches and {text_length} text tokens pass "
                          f"Qwen-Image's {_ROPE_LENGTH} rotary positions; use a smaller picture "
@@ -69,6 +78,7 @@ def qwen_image_positions(rows: int, columns: int, text_length: int,
     text = np.repeat(np.arange(start, start + text_length)[:, None], 3, axis=1)
     images = []
     for frame, (height, width) in enumerate(grids):
+        frame = -1 if layered and frame == len(grids) - 1 else frame
         grid = np.meshgrid(np.arange(height) - (height - height // 2),
                            np.arange(width) - (width - width // 2), indexing="ij")
         images.append(np.stack([np.full_like(grid[0], frame), *grid], axis=-1).reshape(-1, 3))
@@ -76,19 +86,27 @@ def qwen_image_positions(rows: int, columns: int, text_length: int,
 
 
 class QwenTimestepProjEmbeddings(nn.Module):
-    """The 256 sinusoid features of timestep x 1000 (cos first), then `timestep_embedder`.
-    diffusers: `QwenTimestepProjEmbeddings` (without the layered variant's extra term)."""
+    """The 256 sinusoid features of timestep x 1000 (cos first), then `timestep_embedder`;
+    with `additional` (the layered variant) plus `addition_t_embedding`'s row of each
+    sample's flag. diffusers: `QwenTimestepProjEmbeddings(dim, use_additional_t_cond)`."""
 
-    def __init__(self, dim: int, place: Place) -> None:
+    def __init__(self, dim: int, place: Place, additional: bool = False) -> None:
         self.dtype = place["dtype"]
         self.timestep_embedder = TimestepEmbedding(256, dim, place)
+        self.addition_t_embedding = nn.Embedding(2, dim, **place) if additional else None
 
-    def forward(self, timestep: np.ndarray, device: Device) -> Tensor:
+    def forward(self, timestep: np.ndarray, device: Device, addition: Any = None) -> Tensor:
         # diffusers casts the timestep to the model's dtype before scaling it by 1000
         t = np.asarray(timestep, self.dtype).reshape(-1).astype(np.float32) * np.float32(1000)
         features = nn.timestep_embedding(t, 256, flip_sin_to_cos=True, downscale_freq_shift=0,
                                          dtype=self.dtype, device=device)
-        return self.timestep_embedder(features)
+        temb = self.timestep_embedder(features)
+        if self.addition_t_embedding is None:
+            return temb
+        if addition is None:
+            raise ValueError("this Qwen-Image-Layered transformer needs additional_t_cond "
+                             "(each sample's RGB flag, 0 for RGBA layers)")
+        return temb + self.addition_t_embedding(np.asarray(addition, np.int64).reshape(-1))
 
 
 class QwenImageTransformerBlock(nn.Module):
@@ -136,7 +154,8 @@ class QwenImageTrunk(nn.Module):
         self.config = cfg
         heads, head_dim = rope_heads(cfg)
         dim = heads * head_dim
-        self.time_text_embed = QwenTimestepProjEmbeddings(dim, place)
+        self.time_text_embed = QwenTimestepProjEmbeddings(
+            dim, place, additional=bool(cfg.get("use_additional_t_cond")))
         self.txt_norm = RMSNorm(cfg["joint_attention_dim"], 1e-6, place=place)
         self.img_in = nn.Linear(cfg["in_channels"], dim, **place)
         self.txt_in = nn.Linear(cfg["joint_attention_dim"], dim, **place)
@@ -157,9 +176,9 @@ class QwenImageTransformer2DModel(QwenImageTrunk):
     """Packed latents (B, Li, in_channels) and text states (B, Lt, joint_attention_dim) ->
     the flow (B, Li, patch_size^2 * out_channels).
 
-    Config: `transformer/config.json` of a Qwen-Image folder (diffusers' fields; the edit and
-    layered variants' `zero_cond_t`, `use_additional_t_cond`, `use_layer3d_rope` are not
-    supported). Parameter names are diffusers' (`img_in.weight`, `txt_norm.weight`,
+    Config: `transformer/config.json` of a Qwen-Image folder (diffusers' fields; the layered
+    variant's `use_additional_t_cond` and `use_layer3d_rope` too; Edit-2511's `zero_cond_t`
+    is not supported). Parameter names are diffusers' (`img_in.weight`, `txt_norm.weight`,
     `transformer_blocks.0.img_mod.1.weight`, `transformer_blocks.0.attn.add_q_proj.weight`,
     `norm_out.linear.weight`, ...). diffusers: `QwenImageTransformer2DModel(hidden_states,
     encoder_hidden_states, encoder_hidden_states_mask, timestep, img_shapes).sample`.
@@ -168,10 +187,9 @@ class QwenImageTransformer2DModel(QwenImageTrunk):
     def __init__(self, config: dict[str, Any], *, dtype: Any = np.float32,
                  device: Device | None = None) -> None:
         cfg = {**_DEFAULTS, **config}
-        for variant in ("zero_cond_t", "use_additional_t_cond", "use_layer3d_rope"):
-            if cfg[variant]:
-                raise ValueError(f"this Qwen-Image transformer sets {variant} (an edit or "
-                                 "layered variant), which is not supported; use Qwen-Image")
+        if cfg["zero_cond_t"]:
+            raise ValueError("this Qwen-Image transformer sets zero_cond_t (Qwen-Image-Edit-"
+                             "2511), which is not supported; use Qwen-Image-Edit-2509")
         place: Place = {"dtype": dtype, "device": device}
         super().__init__(cfg, place)
         heads, head_dim = rope_heads(cfg)
@@ -186,16 +204,19 @@ class QwenImageTransformer2DModel(QwenImageTrunk):
         """cos/sin tables of `qwen_image_positions` (diffusers computes them in float32 from
         float32 frequencies; ours in float64, then float32), made once per sizes and kept on
         the device for the next steps (a step's two uploads and their submits)."""
+        layered = bool(self.config["use_layer3d_rope"])
         return kept(self._tables, (rows, columns, text_length, tuple(references), self.device),
                     lambda: rope_tables(
-                        qwen_image_positions(rows, columns, text_length, references),
+                        qwen_image_positions(rows, columns, text_length, references,
+                                             layered=layered),
                         tuple(self.config["axes_dims_rope"]), _ROPE_THETA, device=self.device))
 
     def forward(self, hidden_states: Tensor, encoder_hidden_states: Tensor, timestep: Any,
                 rows: int, columns: int, encoder_mask: Any = None, *,
                 cache: BranchCache | None = None,
                 references: Sequence[tuple[int, int]] = (),
-                control: Sequence[Tensor] | None = None) -> Tensor:
+                control: Sequence[Tensor] | None = None,
+                additional_t_cond: Any = None) -> Tensor:
         """hidden_states (B, rows * columns, in_channels): packed latents (row-major
         patches); encoder_hidden_states (B, Lt, joint_attention_dim) in any float dtype
         (the RMS norm reads them as they are); timestep (B,) host numbers in [0, 1] (the
@@ -204,7 +225,9 @@ class QwenImageTransformer2DModel(QwenImageTrunk):
         (`step_cache.StepCache.branch()`) the blocks run through, its calls in step order.
         `references`: the (rows, columns) of reference pictures whose packed latents follow
         the image's in hidden_states (Qwen-Image-Edit's `img_shapes` after the first); the
-        flow comes for every token, the references' too."""
+        flow comes for every token, the references' too. Qwen-Image-Layered: the layers'
+        grids after the first, then the input picture's, are the references, and
+        `additional_t_cond` (B,) the RGB flags (its pipeline's 0s)."""
         batch, length, _ = hidden_states.shape
         if length != rows * columns + sum(r * c for r, c in references):
             raise ValueError(f"{length} image tokens are not {rows} x {columns} patches and "
@@ -219,7 +242,8 @@ class QwenImageTransformer2DModel(QwenImageTrunk):
             keys = np.concatenate([keep, np.ones((batch, length), bool)], axis=1)
             mask = asarray(keys.astype(np.uint32).reshape(batch, 1, 1, -1), device=self.device)
         # 1. embeddings: the timestep's; the text's RMS norm and projection; the patches'
-        temb = self.time_text_embed(np.asarray(timestep, np.float32), self.device)
+        temb = self.time_text_embed(np.asarray(timestep, np.float32), self.device,
+                                    additional_t_cond)
         norm = self.txt_norm
         states = rms_norm(encoder_hidden_states, norm.weight, norm.eps)
         context = self.txt_in(cast(states, self.dtype))

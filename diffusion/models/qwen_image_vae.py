@@ -282,7 +282,8 @@ def single_frame_state(state: Mapping[str, Any]) -> Mapping[str, Any]:
 
 
 class AutoencoderKLQwenImage(LatentStatistics, nn.Module):
-    """Pictures (B, 3, H, W) in [-1, 1] <-> latents (B, z_dim, H / 8, W / 8).
+    """Pictures (B, input_channels, H, W) in [-1, 1] <-> latents (B, z_dim, H / 8, W / 8):
+    3 channels (RGB), or Qwen-Image-Layered's 4 (RGBA).
 
     Config: `vae/config.json` of a Qwen-Image folder. Parameter names are diffusers'
     (`decoder.up_blocks.0.resnets.0.conv1.weight`, `decoder.mid_block.attentions.0.to_qkv.
@@ -309,13 +310,14 @@ class AutoencoderKLQwenImage(LatentStatistics, nn.Module):
                                 to_host=to_host)
 
     def decode(self, latents: Tensor) -> Tensor:
-        """(B, z_dim, h, w) VAE latents (denormalized) -> (B, 3, 8h, 8w) clamped to [-1, 1]."""
+        """(B, z_dim, h, w) VAE latents (denormalized) -> (B, input_channels, 8h, 8w)
+        clamped to [-1, 1]."""
         out = self.decoder(self.post_quant_conv(latents))
         return _clamp_unit(out)
 
     def encode(self, pixels: Tensor) -> tuple[Tensor, Tensor]:
-        """(B, 3, H, W) in [-1, 1], H and W multiples of 8 -> the posterior's mean and log
-        variance, each (B, z_dim, H / 8, W / 8) (not normalized). diffusers:
+        """(B, input_channels, H, W) in [-1, 1], H and W multiples of 8 -> the posterior's
+        mean and log variance, each (B, z_dim, H / 8, W / 8) (not normalized). diffusers:
         `encode(x[:, :, None]).latent_dist` (`.mean`, `.logvar`, the latter unclamped)."""
         moments = self.quant_conv(self.encoder(pixels))
         z_dim = self.config["z_dim"]

@@ -18,7 +18,7 @@ import numpy as np
 from gpucore import Device
 from gpustd import Tensor, concatenate, nn, permute, take_slice
 
-from .layers import Place
+from .layers import Place, ProjOutPlace
 from .step_cache import BranchCache, run_blocks
 from .transformer_ops import cast, modulate, rope_tables
 from .wan_blocks import Segment, WanTransformerBlock, by_segment, chunks, joined
@@ -83,7 +83,7 @@ def rope_axes(head_dim: int) -> tuple[int, int, int]:
     return head_dim - 2 * side, side, side
 
 
-class WanTransformer3DModel(nn.Module):
+class WanTransformer3DModel(ProjOutPlace, nn.Module):
     """Latent video (B, in_channels, F, H, W) and UMT5 states (B, Lt, text_dim) -> the flow
     (B, out_channels, F, H, W).
 
@@ -121,14 +121,6 @@ class WanTransformer3DModel(nn.Module):
                                      for _ in range(cfg["num_layers"])])
         self.proj_out = nn.Linear(dim, out_channels * math.prod(self.patch), **place)
         self.scale_shift_table = nn.parameter((1, 2, dim), **place)
-
-    @property
-    def device(self) -> Device:
-        return self.proj_out.weight.device
-
-    @property
-    def dtype(self) -> np.dtype:
-        return self.proj_out.weight.dtype
 
     def rotary(self, frames: int, rows: int, columns: int) -> tuple[Tensor, Tensor]:
         """cos/sin tables of `wan_positions` over `rope_axes` features."""

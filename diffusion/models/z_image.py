@@ -71,6 +71,8 @@ class ZImageStream:
 
 # a ControlNet's residuals for one picture's streams, by the joint block they follow
 Hints = Callable[[ZImageStream], dict[int, Tensor]]
+# picture i's tokens through some of the joint blocks: (i, x, blocks, index of the first)
+Run = Callable[[int, Tensor, list[Any], int], Tensor]
 
 
 class FinalLayer(nn.Module):
@@ -192,34 +194,38 @@ class ZImageTransformer2DModel(nn.Module):
     def _joint(self, streams: list[tuple[Tensor, tuple[Tensor, Tensor], Tensor]],
                cache: BranchCache | None, hints: list[dict[int, Tensor]]) -> list[Tensor]:
         """Each picture's (tokens, rotary, temb) through `layers`, its `hints` (a
-        ControlNet's residuals by block) added after their blocks. With a step cache every
-        picture's tokens lie side by side, so that one decision per call is made over all
-        of them (the first block apart), as diffusers' batch makes it (which also counts
-        the padding up to the longest picture's sequence in)."""
-        layers = list(self.layers)
+        ControlNet's residuals by block) added after their blocks (`_through`)."""
         hints = hints or [{} for _ in streams]
 
-        def run(x: Tensor, rotary: tuple[Tensor, Tensor], emb: Tensor, blocks: list[Any],
-                hint: dict[int, Tensor], start: int = 0) -> Tensor:
+        def run(i: int, x: Tensor, blocks: list[Any], start: int) -> Tensor:
+            _, rotary, emb = streams[i]
             for index, block in enumerate(blocks, start):
                 x = block(x, rotary, emb)
-                if index in hint:
-                    x = x + hint[index]
+                if index in hints[i]:
+                    x = x + hints[i][index]
             return x
 
+        return self._through([x for x, _, _ in streams], run, cache)
+
+    def _through(self, xs: list[Tensor], run: Run, cache: BranchCache | None) -> list[Tensor]:
+        """Each picture's tokens `xs[i]` through `layers`, `run(i, x, blocks, start)` taking
+        picture i's tokens through `blocks` (`layers[start:]`'s first ones). With a step cache
+        the first block is the head and its residual the one compared, the later blocks the
+        tail; every picture's tokens lie side by side, so that one decision per call is made
+        over all of them, as diffusers' batch makes it (which also counts the padding up to
+        the longest picture's sequence in)."""
+        layers = list(self.layers)
         if cache is None:
-            return [run(x, rotary, emb, layers, hint)
-                    for (x, rotary, emb), hint in zip(streams, hints, strict=True)]
-        bounds = np.cumsum([0] + [x.shape[1] for x, _, _ in streams])
+            return [run(i, x, layers, 0) for i, x in enumerate(xs)]
+        bounds = np.cumsum([0] + [x.shape[1] for x in xs])
 
         def apart(x: Tensor) -> list[Tensor]:
-            return [x] if len(streams) == 1 else [
+            return [x] if len(xs) == 1 else [
                 take_slice(x, int(a), int(b), axis=1) for a, b in itertools.pairwise(bounds)]
 
         def each(x: Tensor, start: int) -> Tensor:
-            parts = [run(part, rotary, emb, layers[start:] if start else layers[:1], hint, start)
-                     for part, (_, rotary, emb), hint in zip(apart(x), streams, hints,
-                                                             strict=True)]
+            parts = [run(i, part, layers[start:] if start else layers[:1], start)
+                     for i, part in enumerate(apart(x))]
             return parts[0] if len(parts) == 1 else concatenate(parts, axis=1)
 
         def head(x: Tensor, context: Any) -> tuple[Tensor, Any]:
@@ -228,8 +234,7 @@ class ZImageTransformer2DModel(nn.Module):
         def tail(x: Tensor, context: Any) -> Tensor:
             return each(x, 1)
 
-        joined = streams[0][0] if len(streams) == 1 else concatenate(
-            [x for x, _, _ in streams], axis=1)
+        joined = xs[0] if len(xs) == 1 else concatenate(xs, axis=1)
         return apart(run_blocks(cache, joined, None, head, tail))
 
     def _padded(self, tokens: Tensor, pad_token: Tensor) -> Tensor:

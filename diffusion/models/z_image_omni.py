@@ -18,7 +18,7 @@ one piece the later pieces' tokens take positions shifted by the earlier pieces'
 from __future__ import annotations
 
 import typing
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
@@ -27,6 +27,7 @@ from gpucore import Device
 from gpustd import Tensor, concatenate, nn, permute, take_slice
 
 from .layers import Place
+from .step_cache import BranchCache
 from .transformer_ops import RMSNorm, cast, rms_norm
 from .z_image import _MULTIPLE, ZImageTransformer2DModel, _padding, patchify
 from .z_image_blocks import CleanModulation, ZImageTransformerBlock
@@ -140,25 +141,26 @@ class ZImageOmniTransformer2DModel(ZImageTransformer2DModel):
         embedded = linear(rms_norm(flat, norm.weight, norm.eps)).reshape(1, rows * columns, -1)
         return self._padded(embedded, self.siglip_pad_token)
 
-    def _modulated(self, blocks: Iterable[Any], x: Tensor, rotary: tuple[Tensor, Tensor],
-                   temb: Tensor, clean: CleanModulation, noisy: np.ndarray) -> Tensor:
-        """Modulated blocks over x, per token where clean tokens are among them."""
-        picked = None if noisy.all() else (clean, clean.flags(noisy, self.dtype, self.device))
-        for block in blocks:
-            x = block(x, rotary, temb, picked)
-        return x
+    def _picked(self, clean: CleanModulation, noisy: np.ndarray) -> Any:
+        """What the modulated blocks take for the noise flags `noisy`: None where every
+        token is noisy, else the clean modulations and the flags (per-token modulation)."""
+        return None if noisy.all() else (clean, clean.flags(noisy, self.dtype, self.device))
 
     def forward(self, latents: Tensor, timestep: Any,  # type: ignore[override]
                 captions: Sequence[Sequence[Tensor]], conditions: Sequence[Tensor] = (),
                 siglips: Sequence[Tensor] = (), *, patch_size: int = 2,
-                clean: CleanModulation | None = None) -> Tensor:
+                clean: CleanModulation | None = None, cache: BranchCache | None = None
+                ) -> Tensor:
         """latents (B, C, H, W); timestep (B,) in [0, 1] (1 the clean end); captions: B lists
         of caption pieces (L_j, cap_feat_dim), N + 2 pieces with N conditions, one without;
         conditions: N condition latents (1, C, h_j, w_j) and siglips: their SigLIP2 features
         (h, w, siglip_feat_dim), the same for every picture of the batch (as diffusers'
         pipeline passes them). `clean`: the clean timestep's modulations, kept from the
         denoising's earlier steps (a new CleanModulation at its start; None: made for this
-        call alone)."""
+        call alone). `cache`: a step cache branch (`step_cache.StepCache.branch()`) the main
+        `layers` run through, as Z-Image's: the first of them the head, its residual over the
+        whole sequence (caption pieces, images, SigLIP features, padding included) the one
+        compared; the three refiners always run (diffusers' hook takes `layers` alone)."""
         batch, channels, height, width = latents.shape
         if len(captions) != batch:
             raise ValueError(f"{len(captions)} captions for {batch} latents; give one each")
@@ -193,7 +195,7 @@ class ZImageOmniTransformer2DModel(ZImageTransformer2DModel):
                                         axis=1))
         targets = embedder(patchify(latents, patch_size))
         rows, columns = height // patch_size, width // patch_size
-        outs = []
+        streams = []
         for i, states in enumerate(captions):
             emb = take_slice(temb, i, i + 1, axis=0)
             layout = omni_layout([s.shape[0] for s in states], grids,
@@ -205,8 +207,10 @@ class ZImageOmniTransformer2DModel(ZImageTransformer2DModel):
                 cap = block(cap, cap_rotary, None)
             target = self._padded(take_slice(targets, i, i + 1, axis=0), self.x_pad_token)
             image = concatenate([*fixed, target], axis=1) if fixed else target
-            image = self._modulated(self.noise_refiner, image, self.rotary(layout.image_ids),
-                                    emb, clean, layout.image_noisy)
+            image_rotary, picked = self.rotary(layout.image_ids), self._picked(
+                clean, layout.image_noisy)
+            for block in self.noise_refiner:
+                image = block(image, image_rotary, emb, picked)
             parts = [cap, image]
             if features:
                 siglip = concatenate(features, axis=1)
@@ -216,10 +220,19 @@ class ZImageOmniTransformer2DModel(ZImageTransformer2DModel):
                 parts.append(siglip)
             ids = np.concatenate([layout.cap_ids, layout.image_ids, layout.siglip_ids])
             noisy = np.concatenate([layout.cap_noisy, layout.image_noisy, layout.siglip_noisy])
-            x = self._modulated(self.layers, concatenate(parts, axis=1), self.rotary(ids), emb,
-                                clean, noisy)
-            start = cap.shape[1] + layout.target
-            outs.append(final(take_slice(x, start, start + rows * columns, axis=1), emb))
+            streams.append((concatenate(parts, axis=1), self.rotary(ids), emb,
+                            self._picked(clean, noisy), cap.shape[1] + layout.target))
+
+        def run(i: int, x: Tensor, blocks: list[Any], start: int) -> Tensor:
+            _, rotary, emb, picked, _ = streams[i]
+            for block in blocks:
+                x = block(x, rotary, emb, picked)
+            return x
+
+        # the main blocks (through the cache), the final layer over the target's patches
+        outs = [final(take_slice(x, start, start + rows * columns, axis=1), emb)
+                for x, (_, _, emb, _, start) in zip(
+                    self._through([s[0] for s in streams], run, cache), streams, strict=True)]
         out = concatenate(outs, axis=0).reshape(batch, rows, columns, patch_size, patch_size,
                                                 channels)
         return permute(out, (0, 5, 1, 3, 2, 4)).reshape(batch, channels, height, width)

@@ -236,8 +236,9 @@ class Capabilities:
                              "latents the WebUI samplers start from; the 'diffusers' sampler "
                              "encodes the picture itself: pick Euler, or fill / original")
         if not diffusers and self.samplers is not None and label not in self.samplers:
+            others = f"one of {', '.join(self.samplers)} or " if self.samplers else ""
             raise ValueError(f"sampler {label} is not defined for {self._name} here; choose "
-                             f"one of {', '.join(self.samplers)} or 'diffusers'")
+                             f"{others}'diffusers'")
         if not diffusers and self.schedules is not None and schedule not in self.schedules:
             raise ValueError(f"schedule type {schedule} is not defined for {self._name} here; "
                              f"use {' or '.join(self.schedules)}")

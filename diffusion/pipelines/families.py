@@ -19,10 +19,16 @@ from dataclasses import dataclass
 from ..loaders.flow.chroma import chroma_family
 from ..loaders.flow.file import flow_model_family
 from ..loaders.flux2 import flux2_distilled, flux2_family
-from ..loaders.hunyuanimage import hunyuanimage_distilled, hunyuanimage_family
+from ..loaders.hunyuan_video15.folder import hunyuan_video15_family
+from ..loaders.hunyuanimage import (
+    hunyuanimage_distilled,
+    hunyuanimage_family,
+    hunyuanimage_refiner_family,
+)
 from ..loaders.kandinsky5 import kandinsky5_family, kandinsky5_video_family
 from ..loaders.krea2 import krea2_family
-from ..loaders.qwen_image import qwenimage21_family, qwenimage_family
+from ..loaders.ltx2.folder import ltx2_family
+from ..loaders.qwen_image import qwenimage21_family, qwenimage_family, qwenimage_layered_family
 from ..loaders.wan import wan_family, wan_file_family
 from ..loaders.z_image import zimage_family, zimage_omni_family
 from .contract import Capabilities, LoadOptions, Pipeline, SamplingDefaults
@@ -34,6 +40,11 @@ from .flow.hunyuanimage_model import (
     hunyuanimage_capabilities,
     hunyuanimage_defaults,
     load_hunyuanimage_model,
+)
+from .flow.hunyuanimage_refiner_model import (
+    hunyuanimage_refiner_capabilities,
+    load_hunyuanimage_refiner_model,
+    refiner_defaults,
 )
 from .flow.kandinsky5_model import (
     kandinsky5_capabilities,
@@ -79,6 +90,14 @@ def _untold(path: PathText, family: str) -> None:
     return None
 
 
+def _refuse_layers(path: PathText, family: str, options: LoadOptions) -> Pipeline:
+    """The picture registry's loader for Qwen-Image-Layered: it splits a picture into layers
+    rather than drawing one, so ValueError in one line saying which command does."""
+    raise ValueError(f"{path} is Qwen-Image-Layered, which splits a picture into RGBA layers: "
+                     f"use `python -m diffusion layers --model {path} --image IN.png --prompt "
+                     "... --out DIR`")
+
+
 def _flow(then: Callable[[Capabilities], Capabilities] = lambda caps: caps) -> Told:
     """A FLUX.1 / SD3 / Chroma model's Capabilities from its transformer's config
     (flow_capabilities): a folder's transformer/config.json, a single file's or GGUF's header
@@ -118,6 +137,9 @@ FAMILIES: tuple[FamilyLoader, ...] = (
                  load_hunyuanimage_model, hunyuanimage_defaults, latent_channels=64,
                  single_file_base=True, capabilities=lambda path, family: hunyuanimage_capabilities(
                      family, distilled=hunyuanimage_distilled(path))),
+    FamilyLoader("HunyuanImage 2.1 refiner", hunyuanimage_refiner_family,
+                 load_hunyuanimage_refiner_model, refiner_defaults, latent_channels=32,
+                 capabilities=lambda path, family: hunyuanimage_refiner_capabilities(family)),
     FamilyLoader("Chroma", chroma_family, load_flow_model, flow_defaults,
                  latent_channels=16, module_parts=True, capabilities=_flow()),
     FamilyLoader("FLUX.1 Kontext", kontext_family, load_kontext_model, kontext_defaults,
@@ -153,6 +175,8 @@ FAMILIES: tuple[FamilyLoader, ...] = (
     FamilyLoader("Qwen-Image-Edit", qwenimage_edit_family, load_qwenimage_edit_model,
                  qwenimage_edit_defaults, latent_channels=16, single_file_base=True,
                  capabilities=lambda path, family: qwenimage_edit_capabilities(family)),
+    FamilyLoader("Qwen-Image-Layered (layers: `layers`)", qwenimage_layered_family,
+                 _refuse_layers, lambda path, family: None, latent_channels=16),
     # the video models: a folder or transformer file is told apart so that txt2img says to use
     # txt2vid
     FamilyLoader("Wan 2.1 / 2.2 (videos: txt2vid)",
@@ -160,6 +184,10 @@ FAMILIES: tuple[FamilyLoader, ...] = (
                  lambda path, family: None, latent_channels=16),
     FamilyLoader("Kandinsky 5 Video Lite (videos: txt2vid)", kandinsky5_video_family,
                  refuse_pictures, lambda path, family: None, latent_channels=16),
+    FamilyLoader("HunyuanVideo 1.5 (videos: txt2vid, img2vid)", hunyuan_video15_family,
+                 refuse_pictures, lambda path, family: None, latent_channels=32),
+    FamilyLoader("LTX-2 (videos with audio: txt2vid)", ltx2_family, refuse_pictures,
+                 lambda path, family: None, latent_channels=128),
     FamilyLoader("SD 1.x/2.x, SDXL (base, refiner, Turbo)", any_checkpoint, load_unet_model,
                  unet_defaults, capabilities=unet_capabilities_of),
 )

@@ -63,6 +63,10 @@ class LLMTokenizer:
         config = (json.loads(config_file.read_text(encoding="utf-8"))
                   if config_file.is_file() else {})
         self.tokenizer = qwen2_tokenizer(path) if slow else Tokenizer.from_file(str(file))
+        # padding and truncation are done below; a tokenizer.json saved by transformers after
+        # a padded call keeps them on (padding to its last max_length), which would pad here
+        self.tokenizer.no_padding()
+        self.tokenizer.no_truncation()
         bos = config.get("bos_token")
         bos = str(bos.get("content", "")) if isinstance(bos, dict) else bos
         if self.tokenizer.post_processor is None and config.get("add_bos_token") and bos:

@@ -11,8 +11,9 @@ import math
 from collections.abc import Callable
 from dataclasses import dataclass
 
-__all__ = ["RESULT", "SMPlan", "fetch_rows", "lean_softmax", "raise_max", "row_shuffles",
-           "softmax_in_registers", "stage_q_passes", "stage_rows", "through_scratch"]
+__all__ = ["RESULT", "SMPlan", "fetch_rows", "key_bias", "lean_softmax", "masked_softmax",
+           "raise_max", "row_shuffles", "softmax_in_registers", "stage_q_passes", "stage_rows",
+           "through_scratch"]
 
 RESULT = "subgroup_matrix_result<f32, 16, 16>"
 _PAD_F16 = 8  # elements that end each staged f16 row / f32 row (16 bytes)
@@ -44,7 +45,10 @@ class SMPlan:
     K/V staging area, q is staged in passes of head-dim columns.
     headroom: how far (log2) a tile's scores may pass the running row max before it is
     raised (and O rescaled, through workgroup memory, on every subgroup): P <= 2^headroom,
-    exact in f16 up to 15; rows whose later keys score higher rescale less often."""
+    exact in f16 up to 15; rows whose later keys score higher rescale less often.
+    mask: a key mask broadcast over the query rows (0 none, 1 an additive f32 bias, 2 a
+    u32 keep-mask): each key tile's bias, scaled by log2 e (-inf for dropped keys and
+    keys past Lk), is read once into workgroup memory and added to the scaled scores."""
 
     d: int
     fq: int = 2
@@ -57,8 +61,12 @@ class SMPlan:
     split: int = 1
     runs: bool = False
     headroom: int = 8
+    mask: int = 0
 
     def __post_init__(self) -> None:
+        if self.mask not in (0, 1, 2) or (self.mask and self.threads < self.bk):
+            raise ValueError(f"attention plan {self.name}: mask must be 0, 1 or 2, and a "
+                             "masked plan needs an invocation per key of a tile")
         if not 1 <= self.headroom <= 15:  # P up to 2^headroom must stay under f16's 65504
             raise ValueError(f"attention plan {self.name}: headroom must be 1 to 15")
         if self.runs and (self.rotate or not self.regs):
@@ -71,12 +79,13 @@ class SMPlan:
     @property
     def name(self) -> str:
         """e.g. "1x2x8pr": fq x fk x sg, p = prefetch, r = rotate, s = regs, l = lean,
-        u = runs, "-c2" = split 2, "-h15" = headroom 15 (8 unnamed)."""
+        u = runs, "-c2" = split 2, "-h15" = headroom 15 (8 unnamed), "-m1" / "-m2" = mask."""
         return (f"{self.fq}x{self.fk}x{self.sg}" + ("p" if self.prefetch else "")
                 + ("r" if self.rotate else "") + ("s" if self.regs else "")
                 + ("l" if self.lean else "") + ("u" if self.runs else "")
                 + (f"-c{self.split}" if self.split > 1 else "")
-                + (f"-h{self.headroom}" if self.headroom != 8 else ""))
+                + (f"-h{self.headroom}" if self.headroom != 8 else "")
+                + (f"-m{self.mask}" if self.mask else ""))
 
     @property
     def dp(self) -> int:
@@ -120,7 +129,9 @@ class SMPlan:
         _, ss, ps = self.strides
         rows = self.bq
         alpha = 4 * rows if self.split > 1 else 0
-        return 2 * self.kv_elements() + 4 * rows * ss + 2 * rows * ps + 4 * rows + alpha + 16
+        bias = 4 * self.bk if self.mask else 0
+        return (2 * self.kv_elements() + 4 * rows * ss + 2 * rows * ps + 4 * rows + alpha
+                + bias + 16)
 
 
 def stage_rows(plan: SMPlan, src: str, dst: str, rows: int, row0: str, length: str,
@@ -298,6 +309,41 @@ def lean_softmax(plan: SMPlan, i: int) -> str:
     lines.append(f"l_{i} += {_tree(lambda a, b: f'({a} + {b})', [f'p{j}' for j in range(half)])};")
     lines += [f"sh_p[p_at + c{j}] = f16(p{j});" for j in range(half)]
     return _block(lines)
+
+
+def masked_softmax(plan: SMPlan, i: int) -> str:
+    """lean_softmax for a masked plan: each score scaled and biased (the tile's key bias in
+    sh_bias: -inf where a key is dropped or past Lk, so no bounds select) as it is read;
+    any scale. A row with every key so far dropped keeps its max at -3e38 and P at 0."""
+    half = len(_columns(plan))
+    lines = [*_row_bases(plan, i)]
+    for j, c in enumerate(_columns(plan)):
+        lines += [f"let c{j} = {c};",
+                  f"let x{j} = fma(sh_s[s_at + c{j}], params.scale, sh_bias[c{j}]);"]
+    top = _tree(_max, [f"x{j}" for j in range(half)])
+    last = plan.lanes_per_row // 2
+    lines += [f"var top = {top};", *row_shuffles(plan, "top", _max),
+              f"top = max(top, subgroupShuffleXor(top, {last}u));",
+              *raise_max(i, plan.split, plan.headroom), f"let neg_m = -m_{i};"]
+    lines += [f"let p{j} = exp2(x{j} + neg_m);" for j in range(half)]
+    lines.append(f"l_{i} += {_tree(lambda a, b: f'({a} + {b})', [f'p{j}' for j in range(half)])};")
+    lines += [f"sh_p[p_at + c{j}] = f16(p{j});" for j in range(half)]
+    return _block(lines)
+
+
+def key_bias(plan: SMPlan) -> str:
+    """A masked plan's WGSL function giving a key's bias in log2 units, as the scores are:
+    the additive mask times log2 e, or 0 / -inf for a kept / dropped key; -inf past Lk."""
+    read = "mask[m_base + key * params.m_sk]"
+    keep = (f"{read} * 1.4426950408889634" if plan.mask == 1
+            else f"select(neg_inf, 0.0, {read} != 0u)")
+    return f"""fn key_bias(m_base: u32, key: u32) -> f32 {{
+  var inf_bits = 0x7f800000u; // a var: Tint refuses inf as a constant expression
+  let neg_inf = -bitcast<f32>(inf_bits);
+  if (key >= params.lk) {{ return neg_inf; }}
+  return {keep};
+}}
+"""
 
 
 def through_scratch(plan: SMPlan, lane_code: Callable[[int, int, int], str],

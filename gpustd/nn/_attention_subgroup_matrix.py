@@ -1,6 +1,7 @@
 """Flash attention for float16 on the matrix units (tensor cores): WGSL
 `chromium_experimental_subgroup_matrix` (Dawn), f16 q, k, v, f32 accumulators, online softmax
-in f32. gpustd.nn.attention routes f16 calls without mask or causal here when `available`.
+in f32. gpustd.nn.attention routes f16 calls here when `available`, without causal and with
+no mask or a key mask (SMPlan.mask: one bias a batch, head and key, added to the scores).
 
 A workgroup of SG subgroups takes BQ = 16 FQ SG query rows of one (batch, head); a subgroup
 owns 16 FQ rows, its q fragments held in registers (with a split, SPLIT subgroups share 16 FQ
@@ -39,7 +40,9 @@ from ._attention_sm_plan import (
     RESULT,
     SMPlan,
     fetch_rows,
+    key_bias,
     lean_softmax,
+    masked_softmax,
     raise_max,
     row_shuffles,
     softmax_in_registers,
@@ -65,9 +68,11 @@ def available(device: Device) -> bool:
     return matrix_units.available(device)
 
 
-def choose_plan(d: int, lq: int, lk: int, batch_heads: int, device: Device) -> SMPlan | None:
+def choose_plan(d: int, lq: int, lk: int, batch_heads: int, device: Device,
+                mask: int = 0) -> SMPlan | None:
     """The tile plan for one call (the autotuner's hook: everything shape-dependent is
-    decided here), or None where the portable kernel is the faster one or nothing fits.
+    decided here), or None where the portable kernel is the faster one or nothing fits;
+    `mask`: SMPlan.mask (a key mask's bias tile must fit beside the rest).
 
     Measured on an H100 (Dawn, 2026-11-24, tools/attention_sm_sweep.py,
     bench/results/attention-sm-prefetch-dawn-h100.json; GPU ms): with the next K/V tile
@@ -105,11 +110,11 @@ def choose_plan(d: int, lq: int, lk: int, batch_heads: int, device: Device) -> S
     SDXL 4096 0.907 -> 0.879, SD 3.5 1x38x4429 2.012 -> 1.930 (attention-pingpong-dawn-h100.json).
     D over 160 stays on the portable kernel (not measured)."""
     return _plan_for(d, device.limits["max-compute-workgroup-storage-size"],
-                     device.limits.get("max-compute-invocations-per-workgroup", 256))
+                     device.limits.get("max-compute-invocations-per-workgroup", 256), mask)
 
 
 @functools.lru_cache(maxsize=256)  # every eager attention call asks; the plans are frozen
-def _plan_for(d: int, budget: int, invocations: int) -> SMPlan | None:
+def _plan_for(d: int, budget: int, invocations: int, mask: int) -> SMPlan | None:
     dp = 16 * math.ceil(d / 16)
     if dp > 160:
         return None
@@ -120,14 +125,15 @@ def _plan_for(d: int, budget: int, invocations: int) -> SMPlan | None:
         wanted.insert(0, SMPlan(d, 1, 2, 16, prefetch=True, regs=True, lean=True, split=2))
     if dp == 64:
         wanted.insert(0, SMPlan(d, 1, 2, 8, prefetch=True, regs=True, lean=True, split=2))
-    fits = [dataclasses.replace(p, headroom=15) for p in wanted
-            if p.shared_bytes() <= budget and p.threads <= invocations]
+    plans = [dataclasses.replace(p, headroom=15, mask=mask) for p in wanted]
+    fits = [p for p in plans if p.shared_bytes() <= budget and p.threads <= invocations]
     return fits[0] if fits else None
 
 
-def supports(d: int, lq: int, lk: int, batch_heads: int, device: Device) -> bool:
-    """Whether record_attention_sm can run this call: a plan fits and the grid does."""
-    plan = choose_plan(d, lq, lk, batch_heads, device)
+def supports(d: int, lq: int, lk: int, batch_heads: int, device: Device, mask: int = 0) -> bool:
+    """Whether record_attention_sm can run this call (with a key mask of kind `mask`,
+    SMPlan.mask): a plan fits and the grid does."""
+    plan = choose_plan(d, lq, lk, batch_heads, device, mask)
     limit = device.limits["max-compute-workgroups-per-dimension"]
     return plan is not None and batch_heads <= limit and math.ceil(lq / plan.bq) <= limit
 
@@ -172,11 +178,14 @@ def source(plan: SMPlan) -> str:
                      for i in range(fq)]
         products.append("    {\n" + "\n".join("      " + x for x in body) + "\n    }")
     softmax = []
+    bias = " + sh_bias[col]" if plan.mask else ""
     column = (f"2u * ((j + row / 8u) % {plan.bk // 2}u) + side" if plan.rotate
               else "2u * j + side")
     for i in range(fq):
         if plan.regs:
-            softmax.append((lean_softmax if plan.lean else softmax_in_registers)(plan, i))
+            kind = (masked_softmax if plan.mask else lean_softmax if plan.lean
+                    else softmax_in_registers)
+            softmax.append(kind(plan, i))
             continue
         raised = "\n".join("      " + x for x in raise_max(i, headroom=plan.headroom))
         softmax.append(f"""    {{
@@ -184,7 +193,7 @@ def source(plan: SMPlan) -> str:
       var top = -3.0e38;
       for (var j = 0u; j < {plan.bk // 2}u; j++) {{
         let col = {column};
-        if (k0 + col < params.lk) {{ top = max(top, sh_s[s_at + col] * params.scale); }}
+        if (k0 + col < params.lk) {{ top = max(top, sh_s[s_at + col] * params.scale{bias}); }}
       }}
       top = max(top, subgroupShuffleXor(top, 1u));
 {raised}
@@ -192,7 +201,7 @@ def source(plan: SMPlan) -> str:
       for (var j = 0u; j < {plan.bk // 2}u; j++) {{
         let col = {column};
         var p = 0.0;
-        if (k0 + col < params.lk) {{ p = exp2(sh_s[s_at + col] * params.scale - m_{i}); }}
+        if (k0 + col < params.lk) {{ p = exp2(sh_s[s_at + col] * params.scale{bias} - m_{i}); }}
         l_{i} += p;
         sh_p[p_at + col] = f16(p);
       }}
@@ -219,11 +228,16 @@ def source(plan: SMPlan) -> str:
   }}"""
 
     rescale = through_scratch(plan, scale_rows, True)
+    # a masked plan's key bias: invocation tid holds key tid of a tile (prefetched with k, v)
+    bias_in = f"if (tid < {plan.bk}u) {{ "
+    bias_fetch = ([], [], []) if not plan.mask else (
+        ["  var pf_bias = 0.0;"], [f"      {bias_in}pf_bias = key_bias(m_base, kn + tid); }}"],
+        [f"    {bias_in}sh_bias[tid] = pf_bias; }}"])
     if plan.prefetch:
         fetches = [fetch_rows(plan, "k", "k", "0u", plan.bk, "k0", "params.lk", "k_base",
                           "params.k_sl"),
                    fetch_rows(plan, "v", "v", f"{plan.bk * st}u", plan.bk, "k0", "params.lk",
-                          "v_base", "params.v_sl")]
+                          "v_base", "params.v_sl"), bias_fetch]
         loads = [x for f in fetches for x in f[1]]
         prefetch_decl = "\n".join([x for f in fetches for x in f[0]]
                                    + ["  {", "    let kn = 0u;", *loads, "  }"])
@@ -235,6 +249,16 @@ def source(plan: SMPlan) -> str:
         staging = (stage_rows(plan, "k", "0u", plan.bk, "k0", "params.lk", "k_base", "params.k_sl")
                    + "\n" + stage_rows(plan, "v", f"{plan.bk * st}u", plan.bk, "k0", "params.lk",
                                     "v_base", "params.v_sl"))
+        if plan.mask:
+            staging += f"\n    {bias_in}sh_bias[tid] = key_bias(m_base, k0 + tid); }}"
+    mask_fn = mask_fields = mask_binding = bias_decl = m_base = ""
+    if plan.mask:
+        mask_fn = key_bias(plan)
+        mask_fields = "\n    m_sb: u32, m_sh: u32, m_sk: u32,"
+        mask_binding = ("@group(0) @binding(4) var<storage, read> mask: "
+                        f"array<{'f32' if plan.mask == 1 else 'u32'}>;\n")
+        bias_decl = f"var<workgroup> sh_bias: array<f32, {plan.bk}>;\n"
+        m_base = "\n  let m_base = batch * params.m_sb + head * params.m_sh;"
     finish = through_scratch(plan, write_rows, False)
     nl = "\n"
     state = [f"  var m_{i} = -3.0e38;{nl}  var l_{i} = 0.0;{nl}  var alpha_{i} = 1.0;"
@@ -266,7 +290,8 @@ def source(plan: SMPlan) -> str:
   let srow = srow0 + row;
   let orow = lane / 2u;
   let oside = lane % 2u;"""
-    alpha_decl = (f"var<workgroup> sh_alpha: array<f32, {plan.bq}>;{nl}" if split > 1 else "")
+    alpha_decl = (f"var<workgroup> sh_alpha: array<f32, {plan.bq}>;{nl}" if split > 1
+                  else "") + bias_decl
     io_kind = "vec4<f16>" if plan.d % 4 == 0 else "f16"
     return f"""enable f16;
 enable subgroups;
@@ -278,20 +303,20 @@ struct Params {{
     q_sb: u32, q_sh: u32, q_sl: u32,
     k_sb: u32, k_sh: u32, k_sl: u32,
     v_sb: u32, v_sh: u32, v_sl: u32,
-    o_sb: u32, o_sh: u32, o_sl: u32,
+    o_sb: u32, o_sh: u32, o_sl: u32,{mask_fields}
 }}
 @group(0) @binding(0) var<storage, read> q: array<{io_kind}>;
 @group(0) @binding(1) var<storage, read> k: array<{io_kind}>;
 @group(0) @binding(2) var<storage, read> v: array<{io_kind}>;
 @group(0) @binding(3) var<storage, read_write> out: array<f16>;
-@group(0) @binding(4) var<uniform> params: Params;
+{mask_binding}@group(0) @binding({5 if plan.mask else 4}) var<uniform> params: Params;
 
 var<workgroup> sh_kv: array<f16, {plan.kv_elements()}>;
 var<workgroup> sh_s: array<f32, {plan.bq * ss}>;
 var<workgroup> sh_p: array<f16, {plan.bq * ps}>;
 var<workgroup> sh_inv: array<f32, {plan.bq}>;
 {alpha_decl}var<workgroup> rescale: array<u32, 4>; // 16 bytes, like every workgroup variable here
-
+{mask_fn}
 @compute @workgroup_size({plan.threads})
 fn main(@builtin(workgroup_id) wid: vec3<u32>,
         @builtin(local_invocation_index) tid: u32,
@@ -303,7 +328,7 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>,
   let q_base = batch * params.q_sb + head * params.q_sh;
   let k_base = batch * params.k_sb + head * params.k_sh;
   let v_base = batch * params.v_sb + head * params.v_sh;
-  let o_base = batch * params.o_sb + head * params.o_sh;
+  let o_base = batch * params.o_sb + head * params.o_sh;{m_base}
 {bases}
 {nl.join(q_regs)}
 {nl.join(state)}
@@ -337,21 +362,31 @@ def _kernel(plan: SMPlan) -> Kernel:
 
 def record_attention_sm(q: Any, k: Any, v: Any, out: Any, *, shape: tuple[int, ...],
                         strides: tuple[tuple[int, ...], ...], scale: float,
-                        plan: SMPlan | None = None) -> None:
-    """Record out = softmax(q k^T scale) v for f16 q, k, v (Tensors or Buffers) on the
-    matrix units. shape: (B, H, Lq, Lk, D); strides: the (batch, head, row) element strides
-    of q, k, v and out (the last dim contiguous). No validation: gpustd.nn.attention has done
-    it and asked `supports`; `plan` overrides choose_plan (for tuning)."""
+                        plan: SMPlan | None = None,
+                        mask: tuple[Any, int, tuple[int, int, int]] | None = None) -> None:
+    """Record out = softmax(q k^T scale + mask) v for f16 q, k, v (Tensors or Buffers) on
+    the matrix units. shape: (B, H, Lq, Lk, D); strides: the (batch, head, row) element
+    strides of q, k, v and out (the last dim contiguous). `mask`: a key mask (one bias a
+    batch, head and key, the same for every query row) as (f32 or u32 buffer, kind 1
+    additive or 2 boolean, its (batch, head, key) element strides, 0 where broadcast).
+    No validation: gpustd.nn.attention has done it and asked `supports`; `plan` overrides
+    choose_plan (for tuning)."""
     b, h, lq, lk, d = shape
     device = out.device
-    plan = plan or choose_plan(d, lq, lk, b * h, device)
+    kind = mask[1] if mask else 0
+    plan = dataclasses.replace(plan, mask=kind) if plan else choose_plan(d, lq, lk, b * h,
+                                                                          device, kind)
     if plan is None:
         raise ValueError(f"attention: no subgroup-matrix plan fits head dim {d}; "
                          "check supports() first")
-    if plan.lean and scale <= 0:  # its row max is max(s) * scale
+    if plan.lean and scale <= 0 and not plan.mask:  # its row max is max(s) * scale
         plan = dataclasses.replace(plan, lean=False)
     names = ("q", "k", "v", "o")
     fields: dict[str, Any] = {f"{n}_s{x}": s for n, st in zip(names, strides)
                               for x, s in zip("bhl", st)}
-    _kernel(plan).dispatch((math.ceil(lq / plan.bq), b * h), q, k, v, out, lq=lq, lk=lk,
+    buffers = [q, k, v, out]
+    if mask:
+        buffers.append(mask[0])
+        fields.update(zip(("m_sb", "m_sh", "m_sk"), mask[2]))
+    _kernel(plan).dispatch((math.ceil(lq / plan.bq), b * h), *buffers, lq=lq, lk=lk,
                            heads=h, scale=float(scale) * _LOG2E, **fields)

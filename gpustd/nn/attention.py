@@ -6,7 +6,10 @@ v and the output (plus the mask, when one is given). The kernel binds q, k, v, m
 and nothing else; tests/test_attention.py counts the buffers a 16384-token call creates
 (only the output). Tile shapes per head dim and device come from _attention_plan.
 Head dims from 256 on (the VAEs' single 512-wide head) run instead as two GEMMs around a
-row softmax, a bounded chunk of the score matrix at a time (_attention_wide).
+row softmax, a bounded chunk of the score matrix at a time (_attention_wide). Float16 calls
+without causal, unmasked or with a key mask (one bias a batch, head and key: a batch of
+padded prompts), run on the matrix units where the device has them
+(_attention_subgroup_matrix); masks with a query dimension stay on this kernel.
 """
 
 from __future__ import annotations
@@ -89,8 +92,9 @@ def _layout(x: Tensor, name: str, heads: int | None) -> tuple[tuple[int, ...], t
 
 
 def _mask(mask: Any, shape: tuple[int, int, int, int], device: Any) -> tuple[Tensor, int, list]:
-    """The mask on the GPU, its kind (1 additive f32, 2 boolean u32) and its 4 strides
-    against (B, H, Lq, Lk) (0 along broadcast dims)."""
+    """The mask on the GPU, its kind (1 additive f32, 2 boolean u32; 0 for a host array
+    that keeps every key, all True or all 0.0: no mask) and its 4 strides against
+    (B, H, Lq, Lk) (0 along broadcast dims)."""
     if isinstance(mask, Tensor):
         if mask.device is not device:
             raise ValueError(f"attention: mask is on {mask.device.name}, q on {device.name}; "
@@ -108,15 +112,22 @@ def _mask(mask: Any, shape: tuple[int, int, int, int], device: Any) -> tuple[Ten
         elif array.dtype.kind != "f":
             raise TypeError(f"attention: mask has dtype {array.dtype}; use a float (added to "
                             "the scores) or bool (True = keep) mask")
-        mask, kind = Tensor.from_numpy(array.astype(np.float32), device=device), 1
-    if mask.ndim > 4:
-        raise ValueError(f"attention: mask shape {mask.shape} has more than 4 dims")
-    mshape = (1,) * (4 - mask.ndim) + mask.shape
+        strides = _strides(array.shape, shape)
+        if not array.any():  # keeps every key (no read-back: the host has it)
+            return _dummy(device), 0, [0, 0, 0, 0]
+        return Tensor.from_numpy(array.astype(np.float32), device=device), 1, strides
+    return mask, kind, _strides(mask.shape, shape)
+
+
+def _strides(mask_shape: tuple[int, ...], shape: tuple[int, int, int, int]) -> list[int]:
+    """A mask's element strides against (B, H, Lq, Lk), 0 along broadcast dims."""
+    if len(mask_shape) > 4:
+        raise ValueError(f"attention: mask shape {mask_shape} has more than 4 dims")
+    mshape = (1,) * (4 - len(mask_shape)) + tuple(mask_shape)
     if any(m not in (1, s) for m, s in zip(mshape, shape)):
-        raise ValueError(f"attention: mask shape {mask.shape} does not broadcast to "
+        raise ValueError(f"attention: mask shape {mask_shape} does not broadcast to "
                          f"(B, H, Lq, Lk) = {shape}")
-    strides = [math.prod(mshape[i + 1:]) if mshape[i] != 1 else 0 for i in range(4)]
-    return mask, kind, strides
+    return [math.prod(mshape[i + 1:]) if mshape[i] != 1 else 0 for i in range(4)]
 
 
 def _dummy(device: Any) -> Tensor:
@@ -132,7 +143,8 @@ def attention(q: Tensor, k: Tensor, v: Tensor, *, mask: Any = None, causal: bool
     (B, H, Lq, D) of q's dtype. With `heads=H` the tensors are (B, L, H*D) instead — the
     layout linear projections produce — and so is the result. `scale` defaults to
     1/sqrt(D). `mask` broadcasts to (B, H, Lq, Lk): a float mask is added to the scores, a
-    boolean one keeps True (numpy arrays, or float32 / uint32 Tensors). `causal=True` lets
+    boolean one keeps True (numpy arrays, or float32 / uint32 Tensors); a numpy mask that
+    keeps every key (all True, all 0.0) is no mask. `causal=True` lets
     query i see keys 0..i (needs Lq == Lk). Rows with every key masked give 0, like torch.
     Accumulates in float32. torch: `F.scaled_dot_product_attention(q, k, v, attn_mask=mask,
     is_causal=causal, scale=scale)`.
@@ -165,14 +177,16 @@ def attention(q: Tensor, k: Tensor, v: Tensor, *, mask: Any = None, causal: bool
         return out
     if scale is None:
         scale = 1.0 / math.sqrt(d)
-    if (q.dtype == np.float16 and mask is None and not causal
+    # a key mask (one bias a batch, head and key: padded prompts) rides the matrix units too
+    if (q.dtype == np.float16 and m_strides[2] == 0 and not causal
             and _attention_subgroup_matrix.available(device)
-            and _attention_subgroup_matrix.supports(d, lq, lk, b * h, device)):
+            and _attention_subgroup_matrix.supports(d, lq, lk, b * h, device, kind)):
         _attention_subgroup_matrix.record_attention_sm(  # the matrix units (Dawn)
             q, k, v, out, shape=(b, h, lq, lk, d), scale=scale,
-            strides=(q_strides, k_strides, v_strides, q_strides))
+            strides=(q_strides, k_strides, v_strides, q_strides),
+            mask=(mask_tensor, kind, (m_strides[0], m_strides[1], m_strides[3])) if kind else None)
         return out
-    if (mask is None and not causal
+    if (kind == 0 and not causal
             and _attention_wide.applies(d, q.dtype, device, heads is None or h == 1)):
         _attention_wide.record_attention_wide(q, k, v, out, shape=(b, h, lq, lk, d),
                                               scale=scale)

@@ -19,6 +19,7 @@ from .folder import (
     load_qwenimage_folder,
     qwenimage_edit_family,
     qwenimage_family,
+    qwenimage_layered_family,
 )
 from .folder21 import (
     QwenImage21Weights,
@@ -32,4 +33,4 @@ __all__ = ["QwenImage21Weights", "QwenImageWeights", "is_qwenimage21_file",
            "load_qwenimage21_file", "load_qwenimage21_folder", "load_qwenimage_file",
            "load_qwenimage_folder", "qwen3_vl_text_config", "qwenimage21_family",
            "qwenimage21_file_family", "qwenimage_edit_family", "qwenimage_edit_file_family",
-           "qwenimage_family", "qwenimage_file_family"]
+           "qwenimage_family", "qwenimage_file_family", "qwenimage_layered_family"]

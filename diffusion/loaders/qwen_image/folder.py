@@ -1,5 +1,7 @@
-"""Diffusers folders of Qwen-Image (`QwenImagePipeline`, and the edit models'
-`QwenImageEditPipeline` / `QwenImageEditPlusPipeline`): transformer/
+"""Diffusers folders of Qwen-Image (`QwenImagePipeline`, the edit models'
+`QwenImageEditPipeline` / `QwenImageEditPlusPipeline`, and Qwen-Image-Layered's
+`QwenImageLayeredPipeline`, read as Qwen-Image's: its 4-channel VAE's config says so):
+transformer/
 (QwenImageTransformer2DModel), text_encoder/ (transformers'
 Qwen2_5_VLForConditionalGeneration, whose language model alone is read: its vision tower and
 `lm_head` are left out), tokenizer/ (Qwen's tokenizer.json, or a slow Qwen2Tokenizer's
@@ -32,9 +34,10 @@ from .file import qwenimage_edit_file_family, qwenimage_file_family
 
 __all__ = ["QwenImageWeights", "language_model_config", "language_model_refs",
            "load_qwenimage_folder", "qwen_tokenizer", "qwenimage_edit_family",
-           "qwenimage_family", "vision_refs"]
+           "qwenimage_family", "qwenimage_layered_family", "vision_refs"]
 
 _CLASS = "QwenImagePipeline"
+_LAYERED_CLASS = "QwenImageLayeredPipeline"
 # the edit pipelines' classes and the families they load as
 _EDIT_CLASSES = {"QwenImageEditPipeline": "qwen-image-edit",
                  "QwenImageEditPlusPipeline": "qwen-image-edit-plus"}
@@ -72,6 +75,12 @@ def qwenimage_edit_family(path: str | os.PathLike[str]) -> str | None:
     if not root.is_dir():
         return qwenimage_edit_file_family(root)
     return _EDIT_CLASSES.get(pipeline_class(root) or "")
+
+
+def qwenimage_layered_family(path: str | os.PathLike[str]) -> str | None:
+    """"qwen-image-layered" for a diffusers folder whose model_index.json names a
+    QwenImageLayeredPipeline, None for anything else."""
+    return "qwen-image-layered" if pipeline_class(Path(path)) == _LAYERED_CLASS else None
 
 
 def vision_refs(refs: dict[str, Any]) -> dict[str, Any]:
@@ -131,7 +140,8 @@ def load_qwenimage_folder(path: str | os.PathLike[str], *, dtype: Any = None,
     root = Path(path)
     found = pipeline_class(root) if root.is_dir() else None
     edit = found in _EDIT_CLASSES
-    pipeline_index(root, found if edit else _CLASS,  # type: ignore[arg-type]
+    own = found if edit or found == _LAYERED_CLASS else _CLASS
+    pipeline_index(root, own,  # type: ignore[arg-type]
                    DIT_COMPONENTS + (("processor",) if edit else ()))
     extra: dict[str, Any] = {}
 

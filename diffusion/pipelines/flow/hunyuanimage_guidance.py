@@ -14,12 +14,17 @@ prediction is scaled by `eta` (0: dropped). A guidance scale of 1 turns both off
 from __future__ import annotations
 
 import math
+import sys
 from dataclasses import dataclass, fields, replace
 from typing import Any
 
 import numpy as np
 
 __all__ = ["MixGuidance", "MomentumBuffer"]
+
+# what a ClassifierFreeGuidance's guider_config.json holds (diffusers' __init__ arguments)
+_CFG_FIELDS = {"guidance_scale", "guidance_rescale", "use_original_formulation", "start",
+               "stop", "enabled"}
 
 
 @dataclass
@@ -55,16 +60,22 @@ class MixGuidance:
     def from_config(cls, config: dict[str, Any], where: str = "guider_config.json"
                     ) -> MixGuidance:
         """The guider of a folder's guider_config.json; ValueError in one line naming `where`
-        for another guider class or a setting this guider lacks."""
+        for another guider class or a setting this guider lacks. A ClassifierFreeGuidance
+        (HunyuanVideo 1.5's) is this guider with APG never reached and no momentum."""
         kind = config.get("_class_name", "AdaptiveProjectedMixGuidance")
-        if kind != "AdaptiveProjectedMixGuidance":
-            raise ValueError(f"{where}: guider {kind} is not supported (HunyuanImage 2.1's is "
-                             "AdaptiveProjectedMixGuidance)")
-        names = {f.name for f in fields(cls)}
+        if kind not in ("AdaptiveProjectedMixGuidance", "ClassifierFreeGuidance"):
+            raise ValueError(f"{where}: guider {kind} is not supported (HunyuanImage 2.1's "
+                             "AdaptiveProjectedMixGuidance, HunyuanVideo 1.5's "
+                             "ClassifierFreeGuidance)")
+        names = _CFG_FIELDS if kind == "ClassifierFreeGuidance" else {f.name
+                                                                     for f in fields(cls)}
         unknown = sorted(k for k in config if not k.startswith("_") and k not in names)
         if unknown:
             raise ValueError(f"{where}: unknown guider settings {unknown}; fix the file")
-        return cls(**{k: v for k, v in config.items() if k in names})
+        plain = {"adaptive_projected_guidance_start_step": sys.maxsize,
+                 "adaptive_projected_guidance_momentum": None} \
+            if kind == "ClassifierFreeGuidance" else {}
+        return cls(**{**{k: v for k, v in config.items() if k in names}, **plain})
 
     def with_scale(self, scale: float) -> MixGuidance:
         """These settings with CFG's scale `scale` (the request's CFG scale)."""

@@ -13,9 +13,11 @@ Simple schedule, from noise or an init image (img2img, inpainting, the hires fix
 family's passes, flow_passes and flow_hires, with HunyuanImage's 32x VAE); APG's step ranges
 and momentum and meanflow's next timestep follow the run's steps, found from each call's
 timestep. img2img and inpainting need a WebUI sampler (diffusers has no HunyuanImage pipeline
-for them). Not yet: the refiner checkpoint, step caches but First Block Cache, ControlNets.
-Tencent's single transformer file runs with a HunyuanImage 2.1 folder as its
---base.
+for them). Tencent's single transformer file runs with a HunyuanImage 2.1 folder as its
+--base. The refiner folder (hunyuanimage_refiner_model) as `request.refiner` refines each
+picture after the sampling, as Tencent runs the two: the base's picture decoded, then the
+refiner's own steps and guidance on it from the picture's seed; the refiner's VAE decodes.
+Not yet: step caches but First Block Cache, ControlNets.
 """
 
 from __future__ import annotations
@@ -37,13 +39,15 @@ from ...sampling.model_sampling import FlowSchedule
 from ...text.composable import refuse_composable
 from ...text.prompts import extract_extra_networks
 from ..contract import Capabilities, LoadOptions, SamplingDefaults
+from ..generation import Denoised
 from ..observer import Observer
 from ..request import GenerationRequest
 from .flow_memory import MemoryLayout
 from .flow_model import LLMFlowModel
 from .flow_sampling import FLOW_SCHEDULES
 from .hunyuanimage_guidance import MixGuidance
-from .start import base_folder
+from .hunyuanimage_refiner_model import REFINER_GUIDANCE, HunyuanImageRefinerModel
+from .start import base_folder, decode
 
 __all__ = ["HUNYUANIMAGE_DISTILLED_DEFAULTS", "HunyuanImageModel", "hunyuanimage_capabilities",
            "hunyuanimage_defaults", "load_hunyuanimage_model"]
@@ -68,7 +72,8 @@ class HunyuanImageModel(LLMFlowModel):
         """The "diffusers" sampler and the WebUI samplers of one model call a step, the
         folder's guidance (CFG then APG; the distilled checkpoint's embedded scale),
         plain-text prompts, img2img and inpainting and the hires fix with the WebUI samplers,
-        First Block Cache, the memory modes (flow_memory); no ControlNets, no refiner."""
+        First Block Cache, the memory modes (flow_memory), the refiner after the sampling; no
+        ControlNets."""
         return hunyuanimage_capabilities(self.family, distilled=self.distilled)
 
     def memory_layout(self) -> MemoryLayout:
@@ -104,6 +109,11 @@ class HunyuanImageModel(LLMFlowModel):
         elif request.init_image is not None:
             raise ValueError("img2img and inpainting run with the WebUI samplers on HunyuanImage "
                              "2.1 models (diffusers has no pipeline for them): pick Euler")
+        if request.refiner is not None and not isinstance(request.refiner,
+                                                          HunyuanImageRefinerModel):
+            name = getattr(request.refiner, "name", request.refiner)
+            raise ValueError(f"refiner {name!r} is not the HunyuanImage 2.1 refiner: give its "
+                             "diffusers folder (HunyuanImageRefinerPipeline) as the refiner")
         if self.distilled and float(request.cfg_scale) != 1.0:
             raise ValueError("the distilled HunyuanImage 2.1 embeds its guidance: leave "
                              "--cfg-scale at 1 and set --distilled-cfg-scale")
@@ -170,6 +180,29 @@ class HunyuanImageModel(LLMFlowModel):
         finally:
             self._first_pass = False
 
+    def denoise(self, request: GenerationRequest, seed: int, width: int, height: int,
+                observer: Observer) -> Denoised:
+        """The sampling (FlowModel's); with a refiner, each picture then refined: the
+        refiner's VAE latents, which `decode` tells by their frame axis."""
+        run = super().denoise(request, seed, width, height, observer)
+        refiner = request.refiner
+        if refiner is None:
+            return run
+        pictures = decode(self.pipe.vae, run.latents, self.pipe.vae.device,
+                          self.memory_decode())
+        prompt = extract_extra_networks(request.prompt)[0]
+        steps = int(refiner.defaults.steps or 4)
+        latents = refiner.refine(pictures, [prompt] * len(pictures), run.seeds, steps=steps,
+                                 guidance=REFINER_GUIDANCE, rng=request.rng)
+        return Denoised(latents, run.seeds, {**run.fields, "refiner": refiner.name})
+
+    def decode(self, latents: np.ndarray, request: GenerationRequest) -> list[np.ndarray]:
+        """The pictures of the transformer's latents, or of the refiner's VAE latents (B, 32,
+        1, h, w) by the refiner's VAE."""
+        if latents.ndim == 5 and request.refiner is not None:
+            return request.refiner.decode(latents)  # type: ignore[no-any-return]
+        return super().decode(latents, request)
+
     def _diffusers(self, request: GenerationRequest, prompts: list[str], seed: int,
                    width: int, height: int, observer: Observer,
                    cache: StepCache | None = None) -> np.ndarray:
@@ -188,7 +221,7 @@ def hunyuanimage_capabilities(family: str, *, distilled: bool = False) -> Capabi
                         guidance="distilled" if distilled else "cfg",
                         samplers=HUNYUANIMAGE_SAMPLERS, schedules=FLOW_SCHEDULES,
                         models="HunyuanImage 2.1 models", step_cache=("fbc",),
-                        prompt_syntax=False, textual_inversion=False, refiner=False,
+                        prompt_syntax=False, textual_inversion=False, refiner=True,
                         control=False, hires_with_diffusers=False,
                         latent_masked_content=False, hires_own_settings=True,
                         noise_multiplier=True)

@@ -30,6 +30,7 @@ from ...loaders.z_image.siglip import siglip2_max_patches, siglip2_weights
 from ...models import AutoencoderKL
 from ...models.llm import LLMTextModel
 from ...models.siglip2 import Siglip2Vision
+from ...models.step_cache import StepCache
 from ...models.tiled_vae import vae_encode
 from ...models.z_image_blocks import CleanModulation
 from ...models.z_image_omni import ZImageOmniTransformer2DModel
@@ -140,13 +141,15 @@ class ZImageOmniPipeline(ZImagePipeline):
     def velocity(self, prompts: Sequence[str], *, height: int,  # type: ignore[override]
                  width: int, guidance_scale: float = 5.0,
                  negative_prompt: str | Sequence[str] = "", max_sequence_length: int = 512,
-                 image: Sequence[Any] = (), cache: Any = None, control: Any = None
+                 image: Sequence[Any] = (), cache: StepCache | None = None,
+                 control: Any = None
                  ) -> tuple[Callable[[np.ndarray, float], np.ndarray], tuple[int, ...], float]:
         """ZImagePipeline.velocity's flow with the condition pictures `image` in every pass,
-        the negative prompt's too; no step cache or ControlNet units yet (ValueError)."""
-        for name, given in (("a step cache", cache), ("ControlNet units", control)):
-            if given is not None:
-                raise ValueError(f"{name}: not supported for Z-Image Omni yet; leave it out")
+        the negative prompt's too; `cache` as Z-Image's (one branch: CFG's rows are one call,
+        as in diffusers' batch); no ControlNet units yet (ValueError)."""
+        if control is not None:
+            raise ValueError("ControlNet units: not supported for Z-Image Omni yet; leave them "
+                             "out")
         scale = self.vae_scale_factor * 2
         latents, features = self.conditions(image, height, width)
         batch, pieces = len(prompts), len(latents)
@@ -160,13 +163,14 @@ class ZImageOmniPipeline(ZImagePipeline):
         dtype, device = self.transformer.dtype, self.transformer.device
         g = np.float32(guidance_scale)
         clean = CleanModulation()  # the clean timestep's modulations, made on the first step
+        branch = None if cache is None else cache.branch()
 
         def flow(x: np.ndarray, t: float) -> np.ndarray:
             timestep = (np.float32(1000) - np.float32(t)) / np.float32(1000)
             batched = np.concatenate([x, x]) if guided else x
             times = np.full(len(batched), timestep, np.float32)
             out = self.transformer(asarray(batched, dtype=dtype, device=device), times,
-                                   captions, latents, features, clean=clean)
+                                   captions, latents, features, clean=clean, cache=branch)
             pred = out.numpy().astype(np.float32)
             if guided:
                 positive, negative = pred[:batch], pred[batch:]
@@ -189,9 +193,11 @@ class ZImageOmniPipeline(ZImagePipeline):
                  num_inference_steps: int = 50, guidance_scale: float = 5.0,
                  negative_prompt: str | Sequence[str] = "", seed: int = 0, rng: str = "torch",
                  max_sequence_length: int = 512, latents: np.ndarray | None = None,
-                 callback: StepCallback | None = None, output_type: str = "np") -> np.ndarray:
+                 callback: StepCallback | None = None, output_type: str = "np",
+                 cache: StepCache | None = None) -> np.ndarray:
         """Pictures for `prompt` (one or a list) beside the condition pictures `image` (one,
-        or a list; PIL or HxWx3 uint8; none: text to image): as ZImagePipeline's call.
+        or a list; PIL or HxWx3 uint8; none: text to image): as ZImagePipeline's call,
+        `cache` its step caching (`velocity`).
         diffusers: `ZImageOmniPipeline(image=, prompt=, height=, width=,
         num_inference_steps=, guidance_scale=, negative_prompt=,
         generator=torch.Generator().manual_seed(seed), output_type="np").images`
@@ -204,7 +210,8 @@ class ZImageOmniPipeline(ZImagePipeline):
         flow, shape, mu = self.velocity(prompts, height=height, width=width,
                                         guidance_scale=guidance_scale,
                                         negative_prompt=negative_prompt,
-                                        max_sequence_length=max_sequence_length, image=images)
+                                        max_sequence_length=max_sequence_length, image=images,
+                                        cache=cache)
         scheduler = flow_schedule(self.scheduler_config, num_inference_steps, mu)
         return run_euler(self.vae, scheduler, shape, flow, generator=make_generator(rng, seed),
                          latents=latents, image=None, mask=None, strength=1.0,

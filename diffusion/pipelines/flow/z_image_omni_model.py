@@ -11,8 +11,9 @@ only its default (or 1) is taken. Without an init image it draws from the prompt
 CFG scale is Z-Image's (1: no negative pass; above 1 diffusers' guidance_scale of the scale
 less 1, the negative pass beside the same pictures). The hires fix (WebUI samplers) keeps the
 pictures in its second pass, as FLUX.2's. The memory modes move SigLIP2's tower with the
-text encoder. Not yet: inpainting (diffusers has no Omni inpaint pipeline), ControlNet units
-and the step cache.
+text encoder. First Block Cache runs as on Z-Image (the main blocks cached, the refiners
+always run; CFG's rows one call sharing one cache). Not yet: inpainting (diffusers has no Omni
+inpaint pipeline) and ControlNet units.
 """
 
 from __future__ import annotations
@@ -46,8 +47,8 @@ class ZImageOmniModel(EditPasses, ZImageModel):
     @property
     def capabilities(self) -> Capabilities:
         """Z-Image's WebUI samplers, CFG and prompts and memory modes; any number of
-        condition pictures (the init image the first), the hires fix beside them; no
-        inpainting, ControlNet units or step cache yet."""
+        condition pictures (the init image the first), the hires fix beside them, Z-Image's
+        First Block Cache; no inpainting or ControlNet units yet."""
         return zimage_omni_capabilities(self.family)
 
     def memory_layout(self) -> MemoryLayout:
@@ -84,7 +85,7 @@ class ZImageOmniModel(EditPasses, ZImageModel):
         """ZImageOmniPipeline's own loop, from noise beside the pictures."""
         return self.pipe(prompts, height=height, width=width,  # type: ignore[no-any-return]
                          num_inference_steps=int(request.steps), seed=seed, rng=request.rng,
-                         callback=observer.step, output_type="latent",
+                         callback=observer.step, output_type="latent", cache=cache,
                          **self._guidance(request))
 
     def guided_flow(self, request: GenerationRequest, prompts: list[str], width: int,
@@ -100,7 +101,7 @@ def zimage_omni_capabilities(family: str) -> Capabilities:
     """Z-Image's (zimage_capabilities) with condition pictures: ZImageOmniModel's, and the
     registry's before the weights load."""
     return replace(zimage_capabilities(family), models="Z-Image Omni models", references=None,
-                   control=False, control_on_host=False, step_cache=(),
+                   control=False, control_on_host=False,
                    noise_multiplier=False, latent_upscale_resize=False,
                    hires_with_references=True, picture_limits=FLUX2_PROCESSOR)
 

@@ -1,11 +1,14 @@
 """Video pipelines: a family's networks behind one call that returns frames. Wan 2.1
 text-to-video, Wan 2.2 TI2V 5B and Wan VACE (`wan.WanPipeline`), Wan 2.2 Animate
 (`wan_animate.WanAnimatePipeline`), Kandinsky 5 Video Lite
-(`kandinsky5.Kandinsky5VideoPipeline`); `models` tells the families apart and holds their
-defaults. Frames are a latent axis: the VAE and transformer work on (B, C, frames, H, W)
-latents (Kandinsky 5's transformer channels last), the pipeline returns (B, frames, H, W, 3);
-`files` writes them (MP4, animated WebP, PNGs) and reads them (a VACE control, Animate's
-videos)."""
+(`kandinsky5.Kandinsky5VideoPipeline`), HunyuanVideo 1.5
+(`hunyuan_video15.HunyuanVideo15Pipeline`), the last two on `flow_video.FlowVideoPipeline`
+(their memory modes, offloading, checks and decode), LTX-2 with its audio
+(`ltx2.LTX2Pipeline`: frames and a waveform); `models` tells the families apart and holds
+their defaults. Frames are a latent axis: the VAE and transformer work on (B, C, frames, H, W)
+latents (Kandinsky 5's transformer channels last, LTX-2's as tokens), the pipeline returns
+(B, frames, H, W, 3); `files` writes them (MP4 with an audio track, animated WebP, PNGs) and
+reads them (a VACE control, Animate's videos)."""
 
 from .wan import SAMPLERS, WanPipeline
 from .wan_animate import WanAnimatePipeline

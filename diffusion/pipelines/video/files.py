@@ -1,6 +1,7 @@
-"""Frames to files: an MP4 (H.264 through PyAV), an animated WebP (Pillow) or a folder of
-numbered PNGs, chosen by the output path's suffix. Each file is written beside its target and
-renamed into place, so an interrupted run leaves no partial video. And frames from files
+"""Frames to files: an MP4 (H.264 through PyAV; a video's audio, LTX-2's, as its AAC track), an
+animated WebP (Pillow) or a folder of numbered PNGs, chosen by the output path's suffix (the
+audio of those two a WAV beside them: `audio_beside`). Each file is written beside its target
+and renamed into place, so an interrupted run leaves no partial video. And frames from files
 (`read_frames`: Wan VACE's control video and mask): a video PyAV decodes (MP4, WebM, MOV,
 MKV), an animated WebP or GIF or a single picture (Pillow), or a folder of pictures in name
 order."""
@@ -8,6 +9,7 @@ order."""
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from fractions import Fraction
 from itertools import islice
 from pathlib import Path
@@ -15,12 +17,14 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["VIDEO_SUFFIXES", "check_fps", "check_output", "read_frames", "write_video"]
+__all__ = ["VIDEO_SUFFIXES", "audio_beside", "check_fps", "check_output", "read_frames",
+           "write_video"]
 
 VIDEO_SUFFIXES = (".mp4", ".webp")
 _MAX_FPS = 240
 _DECODED = (".mp4", ".webm", ".mov", ".mkv", ".avi", ".m4v")  # through PyAV
 _PICTURES = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".gif", ".tif", ".tiff")
+Sound = tuple[np.ndarray, int] | None  # (waveform (channels, samples), sample rate)
 
 
 def check_fps(fps: float) -> Fraction:
@@ -55,7 +59,7 @@ def _partial(target: Path) -> Path:
     return target.with_name(f".{target.name}.{os.getpid()}.partial")
 
 
-def _mp4(frames: np.ndarray, target: Path, fps: Fraction) -> None:
+def _mp4(frames: np.ndarray, target: Path, fps: Fraction, audio: Sound) -> None:
     import av
 
     partial = _partial(target)
@@ -65,12 +69,59 @@ def _mp4(frames: np.ndarray, target: Path, fps: Fraction) -> None:
             stream.width, stream.height = frames.shape[2], frames.shape[1]
             stream.pix_fmt = "yuv420p"
             stream.options = {"crf": "18"}
+            # every stream is added before the first packet is muxed (the header is written)
+            track = None if audio is None else _aac(container, *audio)
             for frame in frames:
                 container.mux(stream.encode(av.VideoFrame.from_ndarray(frame, format="rgb24")))
             container.mux(stream.encode())
+            if track is not None:
+                track()
         os.replace(partial, target)
     finally:
         partial.unlink(missing_ok=True)
+
+
+def _aac(container: Any, waveform: np.ndarray, rate: int) -> Callable[[], None]:
+    """The container's AAC track at `rate` Hz added; returns what writes the waveform
+    (channels, samples) into it (PyAV's encoder cuts it into the codec's frames)."""
+    import av
+
+    layout = "mono" if len(waveform) == 1 else "stereo"
+    stream = container.add_stream("aac", rate=rate, layout=layout)
+
+    def write() -> None:
+        frame = av.AudioFrame.from_ndarray(np.ascontiguousarray(waveform, np.float32),
+                                           format="fltp", layout=layout)
+        frame.sample_rate = rate
+        container.mux(stream.encode(frame))
+        container.mux(stream.encode())
+    return write
+
+
+def audio_beside(target: Path) -> Path:
+    """Where a WebP's or a frames folder's audio goes: `clip.webp` -> `clip.wav`, a folder
+    `clip/` -> `clip/audio.wav`."""
+    return target / "audio.wav" if not target.suffix else target.with_suffix(".wav")
+
+
+def _checked_audio(audio: Any, sample_rate: int | None) -> Sound:
+    """(waveform (channels, samples) float32, rate) of write_video's audio; ValueError in
+    one line for what no file can hold."""
+    if audio is None:
+        return None
+    waveform = np.asarray(audio)
+    if waveform.ndim == 1:
+        waveform = waveform[None]
+    if waveform.ndim != 2 or waveform.shape[0] not in (1, 2) or not waveform.shape[1] \
+            or waveform.dtype.kind != "f":
+        raise ValueError(f"audio must be float (channels, samples), mono or stereo, got "
+                         f"{waveform.dtype} {waveform.shape}")
+    if not np.isfinite(waveform).all():
+        raise ValueError("audio has NaN or inf samples; decode it in float32")
+    if not isinstance(sample_rate, (int, np.integer)) or not 8000 <= sample_rate <= 192000:
+        raise ValueError(f"sample_rate must be a whole number of Hz from 8000 to 192000, got "
+                         f"{sample_rate!r}")
+    return np.clip(waveform, -1.0, 1.0).astype(np.float32), int(sample_rate)
 
 
 def _webp(frames: np.ndarray, target: Path, fps: Fraction) -> None:
@@ -100,22 +151,30 @@ def _folder(frames: np.ndarray, target: Path) -> None:
             partial.unlink(missing_ok=True)
 
 
-def write_video(frames: np.ndarray, target: Path, fps: float) -> Path:
+def write_video(frames: np.ndarray, target: Path, fps: float, audio: Any = None,
+                sample_rate: int | None = None) -> Path:
     """Write `frames` (T, H, W, 3) uint8 to `target` as its suffix says (check_output) at
-    `fps`; returns `target`. An MP4 is H.264 (yuv420p, CRF 18, so H and W must be even)."""
+    `fps`; returns `target`. An MP4 is H.264 (yuv420p, CRF 18, so H and W must be even).
+    `audio` (channels, samples) floats in [-1, 1] at `sample_rate` Hz: an MP4's AAC track
+    (mono or stereo as given), else a 16-bit WAV at `audio_beside(target)`."""
     kind = check_output(target)
     rate = check_fps(fps)
+    sound = _checked_audio(audio, sample_rate)
     if frames.dtype != np.uint8 or frames.ndim != 4 or frames.shape[-1] != 3:
         raise ValueError(f"frames must be (T, H, W, 3) uint8, got {frames.dtype} "
                          f"{frames.shape}")
     if kind != "frames":
         target.parent.mkdir(parents=True, exist_ok=True)
     if kind == "mp4":
-        _mp4(frames, target, rate)
+        _mp4(frames, target, rate, sound)
     elif kind == "webp":
         _webp(frames, target, rate)
     else:
         _folder(frames, target)
+    if sound is not None and kind != "mp4":
+        from ...models.ltx2_audio_wav import write_wav
+
+        write_wav(audio_beside(target), *sound)
     return target
 
 

@@ -26,18 +26,14 @@ ones diffusers' sparse attention makes, and no reference can tell how far apart 
 
 from __future__ import annotations
 
-import contextlib
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from types import SimpleNamespace
 from typing import Any
 
 import numpy as np
 
 from gpucore import Device, default_device
 from gpustd import Tensor, asarray
-from gpustd.nn.offload import offload as offload_weights
-from gpustd.nn.offload import restore as restore_weights
 
 from ...loaders.kandinsky5 import kandinsky5_image_to_video, load_kandinsky5_folder
 from ...models.clip import CLIPTextModel
@@ -46,19 +42,15 @@ from ...models.kandinsky5 import Kandinsky5Transformer3DModel
 from ...models.kandinsky5_prompt import encode
 from ...models.llm import LLMTextModel
 from ...models.step_cache import BranchCache, StepCache
-from ...noise.rng import RNG_SOURCES, make_generator
+from ...noise.rng import make_generator
 from ...sampling.scheduler_loop import scheduler_loop
 from ...sampling.schedulers.flow_match_euler import FlowMatchEulerDiscreteScheduler
 from ...text.llm_tokenizer import LLMTokenizer
 from ...text.tokenizer import CLIPTokenizer
-from ..contract import Denoisers
-from ..finite import check_decoded, check_latents
-from ..flow.flow_memory import FlowMemoryPlan, load_network
+from ..flow.flow_memory import MemoryLayout, load_network
 from ..flow.kandinsky5 import kandinsky5_layout
-from ..sd.memory import MemoryMode
+from .flow_video import FlowVideoPipeline, prompt_list
 from .kandinsky5_i2v import first_frames_normalized, picture_latents, refuse_short
-from .wan_refuse import check_frame_count
-from .wan_vae_passes import WanVaePasses
 
 __all__ = ["DEFAULT_NEGATIVE", "Kandinsky5VideoPipeline"]
 
@@ -76,14 +68,13 @@ def rotary_scale(height: int, width: int) -> tuple[float, float, float]:
     return (1.0, 3.16, 3.16)
 
 
-class Kandinsky5VideoPipeline(WanVaePasses):
+class Kandinsky5VideoPipeline(FlowVideoPipeline):
     """A loaded Kandinsky 5 Video Lite diffusers folder (module docstring). Components as
     diffusers names them; `offload`: one network's weights on the GPU at a time; the memory
     modes: `set_memory_mode`."""
 
-    # WanVaePasses' float32 revert and VAE pass take any VAE; its own decode (Wan's) is
-    # replaced below
-    vae: AutoencoderKLHunyuanVideo  # type: ignore[assignment]
+    family = "Kandinsky 5 Video"
+    vae: AutoencoderKLHunyuanVideo
 
     def __init__(self, *, transformer: Kandinsky5Transformer3DModel,
                  vae: AutoencoderKLHunyuanVideo, text_encoder: LLMTextModel,
@@ -95,7 +86,7 @@ class Kandinsky5VideoPipeline(WanVaePasses):
         self.text_encoder_2, self.tokenizer_2 = text_encoder_2, tokenizer_2
         self.scheduler_config = dict(scheduler_config)
         self.offload, self.image_to_video = offload, image_to_video
-        self._memory: FlowMemoryPlan | None = None  # set_memory_mode's
+        self._memory = None  # set_memory_mode's
 
     @classmethod
     def from_pretrained(cls, path: str | Path, *, dtype: Any = np.float32,
@@ -125,61 +116,11 @@ class Kandinsky5VideoPipeline(WanVaePasses):
             scheduler_config=weights.scheduler_config, offload=offload,
             image_to_video=kandinsky5_image_to_video(path))
 
-    @property
-    def memory_mode(self) -> MemoryMode | None:
-        return None if self._memory is None else self._memory.mode
+    def networks(self) -> tuple[Any, ...]:
+        return (self.text_encoder, self.text_encoder_2, self.transformer, self.vae)
 
-    def set_memory_mode(self, mode: MemoryMode) -> None:
-        """Run in the WebUI's --medvram / --lowvram / --max-vram mode, as Kandinsky 5's
-        pictures do (flow_memory over `kandinsky5_layout`: the text encoders one unit, the
-        transformer one or its blocks streamed, the VAE; all off: every weight on the GPU, or
-        each network whole in turn where loaded with `offload`). No network runs from a
-        capture, so the frames are the plain mode's, bitwise."""
-        if self._memory is not None:
-            self._memory.release()
-            self._memory = None
-        if mode:
-            self._memory = FlowMemoryPlan(kandinsky5_layout(self), mode)
-
-    def _next_phase(self) -> None:
-        """Under a memory mode, the steps or the decode begin: the units of the phase before
-        leave and the pool is emptied (WanMemoryPlan.next_phase says why: at a budget, idle
-        buffers the driver frees late)."""
-        if self._memory is not None:
-            self._memory.residency.evict_all()
-            self._memory.residency.device.empty_pool()
-
-    @contextlib.contextmanager
-    def on_gpu(self, *networks: Any) -> Iterator[None]:
-        """The `networks`' weights on the GPU for the block (offloading: the others' in host
-        memory, then they go back there; under a memory mode its units come in as they
-        run)."""
-        if not self.offload or self._memory is not None:
-            yield
-            return
-        for other in (self.text_encoder, self.text_encoder_2, self.transformer, self.vae):
-            offload_weights(other)
-        for network in networks:
-            restore_weights(network)
-        try:
-            yield
-        finally:
-            for network in networks:
-                offload_weights(network)
-
-    def lora_targets(self) -> Any:
-        """What a `LoraManager` patches: the transformer, the picture family's (its LoRAs'
-        diffusers/PEFT `transformer.` keys, or the original layout's)."""
-        return SimpleNamespace(unet=self.transformer, transformer=self.transformer)
-
-    @property
-    def denoisers(self) -> Denoisers:
-        """The transformer, as a contract's pipeline says it."""
-        return Denoisers((self.transformer,), "transformer")
-
-    @property
-    def temporal_factor(self) -> int:
-        return int(self.vae.temporal_compression_ratio)
+    def memory_layout(self) -> MemoryLayout:
+        return kandinsky5_layout(self)
 
     @property
     def size_multiple(self) -> int:
@@ -198,32 +139,12 @@ class Kandinsky5VideoPipeline(WanVaePasses):
         with self.on_gpu(model):
             return model.text(states), asarray(pooled, dtype=model.dtype, device=model.device)
 
-    def check(self, *, height: int, width: int, num_frames: int, steps: int, rng: str,
-              sampler: str, cache: StepCache | None, image: Any = None) -> None:
-        """ValueError in one line for a setting this pipeline cannot run."""
-        check_frame_count(num_frames, self.temporal_factor)
-        if self.image_to_video and image is None:
-            raise ValueError("this Kandinsky 5 model animates a picture: give its first frame "
-                             "(img2vid --image)")
-        if not self.image_to_video and image is not None:
-            raise ValueError("this Kandinsky 5 Video model makes videos from text only: use "
-                             "txt2vid, without a picture")
+    def check(self, *, num_frames: int, image: Any = None, **settings: Any) -> None:
+        """ValueError in one line for a setting this pipeline cannot run (FlowVideoPipeline's
+        checks; image to video from at least 17 frames)."""
+        super().check(num_frames=num_frames, image=image, **settings)
         if image is not None:
             refuse_short(num_frames, self.temporal_factor)
-        multiple = self.size_multiple
-        if height < multiple or width < multiple or height % multiple or width % multiple:
-            raise ValueError(f"width and height must be multiples of {multiple} for "
-                             f"Kandinsky 5 Video, got {width}x{height}")
-        if steps < 1:
-            raise ValueError(f"steps must be at least 1, got {steps}")
-        if rng not in RNG_SOURCES:
-            raise ValueError(f"rng must be one of {RNG_SOURCES}, got {rng!r}")
-        if sampler != "diffusers":
-            raise ValueError(f"Kandinsky 5 Video runs its folder's scheduler (flow-match "
-                             f"Euler): use --sampler diffusers, not {sampler!r}")
-        if cache is not None and cache.spec.kind != "fbc":
-            raise ValueError(f"Kandinsky 5 Video runs First Block Cache (fbc:0.12), not "
-                             f"{cache.spec.kind} (its tables are Wan's)")
 
     def __call__(self, prompt: str | Sequence[str], *, negative_prompt: str | None = None,
                  height: int = 512, width: int = 768, num_frames: int = 121,
@@ -239,9 +160,7 @@ class Kandinsky5VideoPipeline(WanVaePasses):
         height=, width=, num_frames=, num_inference_steps=, guidance_scale=,
         generator=torch.Generator().manual_seed(seed), output_type="np").frames`
         (Kandinsky5I2VPipeline's with `image=`)."""
-        prompts = [prompt] if isinstance(prompt, str) else list(prompt)
-        if not prompts or not all(isinstance(p, str) for p in prompts):
-            raise ValueError("prompt must be a string or a list of strings")
+        prompts = prompt_list(prompt)
         self.check(height=height, width=width, num_frames=num_frames,
                    steps=num_inference_steps, rng=rng, sampler=sampler, cache=cache,
                    image=image)
@@ -302,18 +221,9 @@ class Kandinsky5VideoPipeline(WanVaePasses):
                                      dtype=np.float32, callback=callback)
         if image is not None:
             latents = first_frames_normalized(latents)
-        check_latents(latents, self)  # NaN said, not decoded into black frames
-        self._next_phase()
-        return self._with_vae(lambda _: self.decode(latents))
+        return self._frames(latents)
 
     def decode(self, latents: np.ndarray) -> np.ndarray:
         """Videos (B, T, H, W, 3) in [0, 1] from the transformer's channels-last latents
-        (B, F, h, w, C): divided by the VAE's scaling factor and decoded, as
-        Kandinsky5T2VPipeline decodes; VaeNonFiniteError where the VAE gave NaN or infinity
-        (not black frames)."""
-        vae, weight = self.vae, self.vae.post_quant_conv.weight
-        z = asarray(np.ascontiguousarray(latents.transpose(0, 4, 1, 2, 3))
-                    / np.float32(vae.scaling_factor), dtype=weight.dtype, device=weight.device)
-        video = vae.decode(z).numpy().astype(np.float32)
-        check_decoded(video, vae)
-        return np.clip(video / 2 + 0.5, 0.0, 1.0).transpose(0, 2, 3, 4, 1)
+        (B, F, h, w, C), decoded as Kandinsky5T2VPipeline decodes (FlowVideoPipeline's)."""
+        return super().decode(np.ascontiguousarray(latents.transpose(0, 4, 1, 2, 3)))

@@ -1,23 +1,27 @@
 """The video families the `txt2vid` command and the server's /avx/txt2vid run, told from a
 model's folder or file before anything loads: Wan (WanPipeline: its folders and ComfyUI's
-transformer files) and Kandinsky 5 Video Lite (Kandinsky5VideoPipeline: a Kandinsky5T2VPipeline
-folder); Wan 2.2 Animate runs as Wan with its own defaults. Each family's defaults are its
-diffusers pipeline's (the frames, size, steps and guidance of its `__call__`; the fps its model
-card writes videos at), and `refuse_video` says in one line what a Kandinsky 5 folder's
-transformer does not run."""
+transformer files), Kandinsky 5 Video Lite (Kandinsky5VideoPipeline: a Kandinsky5T2VPipeline
+folder), HunyuanVideo 1.5 (HunyuanVideo15Pipeline: its t2v and i2v folders) and LTX-2
+(LTX2Pipeline: an LTX2Pipeline folder; txt2vid only, its video with audio); Wan 2.2 Animate
+runs as Wan with its own defaults. Each family's defaults are its diffusers pipeline's
+(the frames, size, steps and guidance of its `__call__`, HunyuanVideo 1.5's size and guidance
+from its folder; the fps its model card writes videos at), and `refuse_video` says in one line
+what a Kandinsky 5 folder's transformer does not run."""
 
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
-from ...loaders.formats.diffusers_folder import component_config
+from ...loaders.formats.diffusers_folder import component_config, read_json
+from ...loaders.hunyuan_video15.folder import hunyuan_video15_family
 from ...loaders.kandinsky5 import kandinsky5_video_family
+from ...loaders.ltx2.folder import ltx2_family
 from ...loaders.wan.sources import is_wan_animate
 
-__all__ = ["KANDINSKY5_VIDEO", "WAN", "WAN_ANIMATE", "VideoDefaults", "refuse_video",
-           "video_defaults", "video_family_name"]
+__all__ = ["HUNYUAN_VIDEO15", "KANDINSKY5_VIDEO", "LTX2", "WAN", "WAN_ANIMATE",
+           "VideoDefaults", "refuse_video", "video_defaults", "video_family_name"]
 
 
 @dataclass(frozen=True)
@@ -38,6 +42,13 @@ WAN = VideoDefaults(frames=81, width=832, height=480, steps=50, cfg_scale=5.0, f
 # 24 fps as its model card does
 KANDINSKY5_VIDEO = VideoDefaults(frames=121, width=768, height=512, steps=50, cfg_scale=5.0,
                                  fps=24.0)
+# HunyuanVideo15Pipeline's __call__ (121 frames, 50 steps; 16:9 at a 480p model's target size,
+# its guider's scale 6), written at 24 fps as its model card does; a folder's own size and
+# guidance replace these (video_defaults)
+HUNYUAN_VIDEO15 = VideoDefaults(frames=121, width=848, height=480, steps=50, cfg_scale=6.0,
+                                fps=24.0)
+# LTX2Pipeline's __call__ (121 frames of 768 x 512 at 24 fps, 30 steps, video guidance 3)
+LTX2 = VideoDefaults(frames=121, width=768, height=512, steps=30, cfg_scale=3.0, fps=24.0)
 
 # WanAnimatePipeline's __call__ (1280 x 720, 20 steps, unguided; its segment of 77 frames, the
 # pose video's length being the video's), written at 30 fps as its example does
@@ -46,16 +57,37 @@ WAN_ANIMATE = VideoDefaults(frames=77, width=1280, height=720, steps=20, cfg_sca
 
 
 def video_family_name(path: str | os.PathLike[str]) -> str:
-    """"kandinsky-5-video" for a Kandinsky 5 Video Lite folder, else "wan" (Wan's loaders
-    name what is wrong with anything that is not Wan's either)."""
-    return kandinsky5_video_family(path) or "wan"
+    """"kandinsky-5-video" for a Kandinsky 5 Video Lite folder, "hunyuan-video-1.5" for a
+    HunyuanVideo 1.5 one, "ltx-2" for an LTX-2 one, else "wan" (Wan's loaders name what is
+    wrong with anything that is not Wan's either)."""
+    return (kandinsky5_video_family(path) or hunyuan_video15_family(path) or ltx2_family(path)
+            or "wan")
+
+
+def _hunyuan_video15_defaults(root: Path) -> VideoDefaults:
+    """HUNYUAN_VIDEO15 with the folder's size (16:9 at its transformer's target_size, in
+    16-pixel patches: the VAE's factor) and its guider's scale, where its files say them."""
+    from .hunyuan_video15_inputs import bucket_size
+
+    target = (component_config(root, "transformer") or {}).get("target_size") or 640
+    height, width = bucket_size(9, 16, target_size=int(target))
+    guider = root / "guider" / "guider_config.json"
+    scale = read_json(guider).get("guidance_scale") if guider.is_file() else None
+    return replace(HUNYUAN_VIDEO15, width=width, height=height,
+                   cfg_scale=float(HUNYUAN_VIDEO15.cfg_scale if scale is None else scale))
 
 
 def video_defaults(path: str | os.PathLike[str]) -> VideoDefaults:
     """The defaults of the video family at `path` (video_family_name; a Wan 2.2 Animate
-    folder's or transformer file's are WAN_ANIMATE)."""
-    if video_family_name(path) == "kandinsky-5-video":
+    folder's or transformer file's are WAN_ANIMATE; a HunyuanVideo 1.5 folder's size and
+    guidance its own)."""
+    family = video_family_name(path)
+    if family == "kandinsky-5-video":
         return KANDINSKY5_VIDEO
+    if family == "hunyuan-video-1.5":
+        return _hunyuan_video15_defaults(Path(path))
+    if family == "ltx-2":
+        return LTX2
     return WAN_ANIMATE if is_wan_animate(Path(path)) else WAN
 
 

@@ -113,7 +113,8 @@ class WanPipeline(WanMemoryModes, WanVaePasses):
 
         def loaded(model: Any, part: Any) -> Any:
             with deferred():  # each parameter takes GPU memory when its values arrive
-                model = load_component(model, part, to_host=offload)  # (a GGUF's blocks)
+                # a GGUF's blocks kept, row slices too (Animate's face keys and values)
+                model = load_component(model, part, slices=True, to_host=offload)
             if offload:
                 offload_weights(model)
                 place["device"].empty_pool()

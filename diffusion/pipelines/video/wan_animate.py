@@ -29,12 +29,14 @@ import numpy as np
 
 from gpustd import Tensor, asarray
 
+from ...models.step_cache import BranchCache, StepCache
 from ...models.wan_animate import WanAnimateTransformer3DModel
 from ...noise.rng import make_generator
 from ...sampling.scheduler_loop import scheduler_loop
 from ..finite import check_decoded, check_latents
 from .animate_inputs import AnimatePixels, check_segments, segment_condition, segment_starts
 from .wan import StepCallback, WanPipeline
+from .wan_cache import wan_branch
 from .wan_image import _latents, clip_image_states
 
 __all__ = ["WanAnimatePipeline"]
@@ -87,9 +89,12 @@ class WanAnimatePipeline(WanPipeline):
 
     def _denoise(self, latents: np.ndarray, condition: np.ndarray, pose: Tensor, face: Tensor,
                  contexts: dict[str, Tensor | None], guidance_scale: float, sampler: str,
-                 steps: int, callback: StepCallback | None) -> np.ndarray:
+                 steps: int, callback: StepCallback | None,
+                 branches: dict[str, BranchCache]) -> np.ndarray:
         """One segment's latents sampled by a fresh scheduler (diffusers resets it per
-        segment), the flow read with the condition channels, pose and face tokens."""
+        segment), the flow read with the condition channels, pose and face tokens; each
+        pass's blocks through its step cache branch of `branches` ("cond", "uncond") if
+        given."""
         model = self.transformer
         scheduler = self.scheduler(sampler)
         scheduler.set_timesteps(steps)
@@ -99,10 +104,11 @@ class WanAnimatePipeline(WanPipeline):
             timestep = np.full(len(x), float(t), np.float32)
             common = {"image_context": contexts["image"], "pose_hidden_states": pose}
             flow = model(sample, timestep, None, context=contexts["cond"], face_context=face,
-                         **common).numpy().astype(np.float32)
+                         cache=branches.get("cond"), **common).numpy().astype(np.float32)
             if contexts["uncond"] is not None:
                 base = model(sample, timestep, None, context=contexts["uncond"],
-                             face_context=contexts["blank"], **common).numpy().astype(np.float32)
+                             face_context=contexts["blank"], cache=branches.get("uncond"),
+                             **common).numpy().astype(np.float32)
                 flow = base + np.float32(guidance_scale) * (flow - base)
             return flow, None
 
@@ -114,11 +120,17 @@ class WanAnimatePipeline(WanPipeline):
                  segment_frames: int = 77, overlap: int = 1, num_inference_steps: int = 20,
                  guidance_scale: float = 1.0, seed: int = 0, rng: str = "torch",
                  sampler: str = "diffusers", max_sequence_length: int = 512,
-                 callback: StepCallback | None = None) -> np.ndarray:
+                 callback: StepCallback | None = None, cache: StepCache | None = None
+                 ) -> np.ndarray:
         """Videos for `prompt` (one or a list): (B, pixels.frames, H, W, 3) float in [0, 1]
         (fewer frames where `callback` stopped a segment by returning False: that segment's
         frames decoded, no later one made).
         `pixels`: animate_inputs.animate_pixels (its background and mask: "replace").
+        `cache`: a step cache (First Block Cache, TeaCache: video_cache) whose branches the
+        prompt's and the negative prompt's calls run through, as WanPipeline's (the face
+        block after the first block is part of that block, as Wan VACE's hint); fresh ones
+        each segment, a denoising run of its own. diffusers' FirstBlockCacheConfig hook
+        refuses WanAnimateTransformer3DModel (its block class is not registered).
         diffusers: `WanAnimatePipeline(image, pose_video, face_video, background_video,
         mask_video, prompt=, negative_prompt=, height=, width=, segment_frame_length=,
         prev_segment_conditioning_frames=, num_inference_steps=, guidance_scale=,
@@ -183,9 +195,12 @@ class WanAnimatePipeline(WanPipeline):
                     stopped.append(going is False)
                     return going
 
+                branches = {} if cache is None else {
+                    side: wan_branch(cache, model, height, width)
+                    for side in ("cond", "uncond")[:1 + guided]}
                 latents = self._denoise(
                     latents, condition, self._place(pose), face, contexts, guidance_scale,
-                    sampler, num_inference_steps, None if callback is None else step)
+                    sampler, num_inference_steps, None if callback is None else step, branches)
             # 3. the segment's frames, without the picture's latent frame (and, after the
             # first segment, the frames it continued from)
             check_latents(latents, self)

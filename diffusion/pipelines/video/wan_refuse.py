@@ -16,6 +16,7 @@ import numpy as np
 
 from ...loaders import WeightsError
 from ...loaders.formats.diffusers_folder import component_config
+from ...loaders.hunyuan_video15.folder import hunyuan_video15_image_to_video
 from ...loaders.kandinsky5 import kandinsky5_image_to_video
 from ...loaders.wan.file import load_wan_file
 from ...loaders.wan.files import WanFiles
@@ -37,16 +38,20 @@ def check_frame_count(frames: int, temporal: int = 4) -> None:
 def refuse_pictures(path: str | os.PathLike[str], family: str, options: Any) -> Any:
     """The picture registry's loader for a video model (`pipelines.families`: a Wan folder or
     transformer file, a Kandinsky 5 Video folder, `family` "kandinsky-5-video", its
-    image-to-video one too): a video model makes no pictures, so ValueError in one line saying
-    which command makes its videos."""
+    image-to-video one too; a HunyuanVideo 1.5 folder, "hunyuan-video-1.5"; an LTX-2 folder,
+    "ltx-2"): a video model makes no pictures, so ValueError in one line saying which command
+    makes its videos."""
     base = " --base WAN_FOLDER" if Path(path).is_file() else ""
-    what = "Kandinsky 5 Video" if family == "kandinsky-5-video" else "Wan"
-    if family == "kandinsky-5-video" and kandinsky5_image_to_video(path):
-        raise ValueError(f"{path} is a Kandinsky 5 image-to-video model: make videos with "
+    what = {"kandinsky-5-video": "Kandinsky 5 Video", "hunyuan-video-1.5": "HunyuanVideo 1.5",
+            "ltx-2": "LTX-2 (video with audio)"}.get(family, "Wan")
+    if (family == "kandinsky-5-video" and kandinsky5_image_to_video(path)) or (
+            family == "hunyuan-video-1.5" and hunyuan_video15_image_to_video(path)):
+        raise ValueError(f"{path} is a {what} image-to-video model: make videos with "
                          f"`python -m diffusion img2vid --model {path} --image IN.png "
                          "--prompt ...`")
-    raise ValueError(f"{path} is a {what} text-to-video model: make videos with `python -m "
-                     f"diffusion txt2vid --model {path}{base} --prompt ...`")
+    article = "an" if family == "ltx-2" else "a"
+    raise ValueError(f"{path} is {article} {what} text-to-video model: make videos with "
+                     f"`python -m diffusion txt2vid --model {path}{base} --prompt ...`")
 
 
 def image_conditioned(config: Mapping[str, Any]) -> bool:

@@ -53,7 +53,7 @@ def refuse_animate(body: Any, model: tuple[Path, WanFiles], image: bool,
                          "(white where the person is); send both, or neither to animate the "
                          "picture")
     for given, what in ((image, "a first frame (img2vid's image; send the character as "
-                                "animate_image)"), (body.cache, "cache"),
+                                "animate_image)"),
                         (body.cfg_scale_2 is not None, "cfg_scale_2"), (control, control)):
         if given:
             raise ValueError(f"Wan 2.2 Animate does not take {what}")

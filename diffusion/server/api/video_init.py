@@ -16,14 +16,15 @@ from pathlib import Path
 from typing import Any
 
 from ...imaging import eight_bit
-from ...loaders.kandinsky5 import kandinsky5_video_family
 from ...loaders.wan import WanFiles
 from ...loaders.wan.sources import is_wan_animate
+from ...pipelines.video.models import video_family_name
 from ..images import decode_image
 
-__all__ = ["MAX_FRAMES", "init_video_of", "refuse_init_video"]
+__all__ = ["DEFAULT_STRENGTH", "MAX_FRAMES", "init_video_of", "refuse_init_video"]
 
 MAX_FRAMES = 1001  # as the request's `frames`
+DEFAULT_STRENGTH = 0.8  # diffusers' WanVideoToVideoPipeline's
 _DATA_URL = "base64,"
 
 
@@ -51,16 +52,17 @@ def _video_file(text: str, limit: int) -> list[Any]:
             raise ValueError(str(error).replace(f" {path}", "")) from None
 
 
-def init_video_of(body: Any) -> tuple[list[Any] | None, dict[str, int]]:
-    """The request's init video (PIL images, as the run takes them) and the frames, width
-    and height it sets where the request leaves them out; (None, {}) without one. ValueError
-    (ImageError) in one line."""
+def init_video_of(body: Any) -> tuple[list[Any] | None, Any]:
+    """The request's init video (PIL images, as the run takes them) and the request with the
+    frames, width and height it sets where the request leaves them out, and its strength
+    (DEFAULT_STRENGTH unless given); (None, `body`) without one. ValueError (ImageError) in
+    one line."""
     from ...pipelines.video.wan_video2video import fit_init_video
 
     if body.init_video is None:
         if body.denoising_strength is not None:
             raise ValueError("denoising_strength is for video-to-video: send init_video too")
-        return None, {}
+        return None, body
     limit = body.frames or MAX_FRAMES + 1  # only what the run may take is decoded
     if isinstance(body.init_video, str):
         frames = _video_file(body.init_video, limit)
@@ -72,22 +74,27 @@ def init_video_of(body: Any) -> tuple[list[Any] | None, dict[str, int]]:
     frames, width, height = fit_init_video(frames, "init_video", count=body.frames,
                                            width=body.width, height=body.height,
                                            most=MAX_FRAMES, option="{}={}")
-    return frames, {"frames": len(frames), "width": width, "height": height}
+    return frames, body.model_copy(update={
+        "frames": len(frames), "width": width, "height": height,
+        "denoising_strength": body.denoising_strength or DEFAULT_STRENGTH})
 
 
-def refuse_init_video(body: Any, model: tuple[Path, WanFiles], *, image: bool,
+def refuse_init_video(body: Any, model: tuple[Path, WanFiles], steps: int, *, image: bool,
                       control: str | None) -> None:
     """ValueError in one line for an init video `model` (a folder and the files in place of
-    its parts) does not redraw (Wan 2.2 Animate, Kandinsky 5 Video), or with what it does not
-    go with: a first frame (`image`), Wan VACE's fields (`control`: the first given)."""
+    its parts) does not redraw (Wan 2.2 Animate, another family than Wan's), or with what it
+    does not go with: a first frame (`image`), Wan VACE's fields (`control`: the first
+    given), or a strength that leaves none of `steps` to run."""
+    from ...pipelines.video.wan_schedule import check_strength
     from ...pipelines.video.wan_video2video import refuse_video2video
 
     if body.init_video is None:
         return
-    if is_wan_animate(*model) or kandinsky5_video_family(model[0]):
+    if video_family_name(model[0]) != "wan" or is_wan_animate(*model):
         raise ValueError("init_video is for Wan's text-to-video models (Wan 2.1, Wan 2.2); "
                          "this model does not redraw a video")
     if control is not None:
         raise ValueError(f"init_video and {control} do not go together: a Wan VACE model "
                          "edits a video through control_video and control_mask")
     refuse_video2video(image=image, vace=False, conditioned=False)
+    check_strength(body.denoising_strength, steps, ("denoising_strength", "steps"))

@@ -1,5 +1,5 @@
 """The video requests' models, from the models directory: a Wan diffusers folder, a Kandinsky 5
-Video Lite one (its parts all its own), or one of ComfyUI's single Wan files
+Video Lite or HunyuanVideo 1.5 one (its parts all its own), or one of ComfyUI's single Wan files
 (diffusion_models/: a transformer .safetensors or a GGUF of it) with a Wan folder as its
 `base` (tokenizer, scheduler, configs, and the parts no file replaces) and the files that
 stand in for the folder's other parts (text_encoders/: UMT5; vae/: Wan's VAE; clip_vision/:
@@ -14,7 +14,12 @@ from pathlib import Path
 from typing import Any
 
 from ...loaders.formats.safetensors import SafetensorsFile
+from ...loaders.hunyuan_video15.folder import (
+    hunyuan_video15_family,
+    hunyuan_video15_image_to_video,
+)
 from ...loaders.kandinsky5 import kandinsky5_image_to_video, kandinsky5_video_family
+from ...loaders.ltx2.folder import ltx2_family
 from ...loaders.wan import wan_family, wan_file_family
 from ...loaders.wan.sources import Names, WanSource
 from ..catalog.models_dir import ModelRegistry
@@ -52,15 +57,17 @@ def _first_frame(path: Path) -> str:
     return "optional" if index.get("expand_timesteps") else "none"
 
 
-def _family(family: str) -> dict[str, Any]:
-    """A listed model's family, its defaults (pipelines.video.models) and samplers."""
+def _family(family: str, path: Path | None = None) -> dict[str, Any]:
+    """A listed model's family, its defaults (pipelines.video.models; a HunyuanVideo 1.5
+    folder's, at `path`, its own) and samplers."""
     from ...pipelines.video import SAMPLERS
-    from ...pipelines.video.models import KANDINSKY5_VIDEO, WAN, WAN_ANIMATE
+    from ...pipelines.video.models import KANDINSKY5_VIDEO, WAN, WAN_ANIMATE, video_defaults
 
-    k5 = family == "kandinsky-5-video"
-    defaults = KANDINSKY5_VIDEO if k5 else WAN_ANIMATE if family == "wan-animate" else WAN
+    own = family in ("kandinsky-5-video", "hunyuan-video-1.5", "ltx-2")
+    defaults = video_defaults(path) if path is not None else KANDINSKY5_VIDEO \
+        if family == "kandinsky-5-video" else WAN_ANIMATE if family == "wan-animate" else WAN
     return {"family": family, "defaults": asdict(defaults),
-            "samplers": ["diffusers"] if k5 else list(SAMPLERS)}
+            "samplers": ["diffusers"] if own else list(SAMPLERS)}
 
 
 def video_listing(registry: ModelRegistry) -> dict[str, Any]:
@@ -69,7 +76,8 @@ def video_listing(registry: ModelRegistry) -> dict[str, Any]:
     first frame, which for a file its base decides: "optional", and a Kandinsky 5
     image-to-video folder: "required"; `vace`: a Wan VACE folder or transformer file, which
     takes a control; `animate`: a Wan 2.2 Animate folder or transformer file, which takes a
-    picture, pose and face videos; `family`, its `defaults` and `samplers`: _family), `bases`
+    picture, pose and face videos; `audio`: an LTX-2 folder, whose videos come with their
+    audio; `family`, its `defaults` and `samplers`: _family), `bases`
     (the Wan folders a file takes as its base, Animate's too) and `files` by part
     (`text_encoder`: the UMT5 / T5 module files, `vae`, `clip_vision`, `model_2`: the
     non-Animate transformer files again, for Wan 2.2 A14B's low-noise expert)."""
@@ -88,6 +96,17 @@ def video_listing(registry: ModelRegistry) -> dict[str, Any]:
                            "kind": "folder", "vace": False, "animate": False,
                            "first_frame": "required" if kandinsky5_image_to_video(entry.path)
                            else "none", **_family("kandinsky-5-video")})
+        elif hunyuan_video15_family(entry.path) is not None:  # image-to-video: a picture
+            models.append({"title": entry.title, "model_name": entry.model_name,
+                           "kind": "folder", "vace": False, "animate": False,
+                           "first_frame": "required"
+                           if hunyuan_video15_image_to_video(entry.path) else "none",
+                           **_family("hunyuan-video-1.5", entry.path)})
+        elif ltx2_family(entry.path) is not None:  # text to video, with its audio
+            models.append({"title": entry.title, "model_name": entry.model_name,
+                           "kind": "folder", "vace": False, "animate": False,
+                           "first_frame": "none", "audio": True,
+                           **_family("ltx-2", entry.path)})
         elif (family := wan_file_family(entry.path)) is not None:
             animate = family == "wan-animate"
             models.append({"title": entry.title, "model_name": entry.model_name,
@@ -122,16 +141,21 @@ def _path(registry: ModelRegistry, name: str, field: str) -> Path:
 
 def video_source(registry: ModelRegistry, body: Any) -> WanSource:
     """The request's model and the parts it names, as paths of the models directory
-    (RequestError: 422, naming the field; a Kandinsky 5 Video folder takes none)."""
+    (RequestError: 422, naming the field; a Kandinsky 5 Video, HunyuanVideo 1.5 or LTX-2
+    folder takes none)."""
     entry = registry.find(body.model)
+    own = entry is not None and (kandinsky5_video_family(entry.path) is not None
+                                 or hunyuan_video15_family(entry.path) is not None
+                                 or ltx2_family(entry.path) is not None)
     if entry is None or (wan_family(entry.path) is None and wan_file_family(entry.path) is None
-                         and kandinsky5_video_family(entry.path) is None):
-        raise RequestError(f"model {body.model!r} is not a Wan folder, Kandinsky 5 Video "
-                           "folder or Wan transformer file of the models directory "
-                           "(/avx/video-models lists them)")
+                         and not own):
+        raise RequestError(f"model {body.model!r} is not a Wan folder, Kandinsky 5 Video, "
+                           "HunyuanVideo 1.5 or LTX-2 folder or Wan transformer file of the "
+                           "models directory (/avx/video-models lists them)")
     parts = {field: _path(registry, value, field) for field in REQUEST_NAMES.fields
              if field != "model" and (value := getattr(body, field, None))}
-    if parts and kandinsky5_video_family(entry.path) is not None:
-        raise RequestError(f"{next(iter(parts))} is for Wan models; a Kandinsky 5 Video folder "
-                           "holds its own text encoders and VAE (leave it out)")
+    if parts and own:
+        raise RequestError(f"{next(iter(parts))} is for Wan models; a Kandinsky 5 Video, "
+                           "HunyuanVideo 1.5 or LTX-2 folder holds its own text encoders and "
+                           "VAE (leave it out)")
     return WanSource(model=entry.path, **parts)

@@ -76,6 +76,26 @@ def test_positions_follow_diffusers() -> None:
 
 
 @pytest.mark.nodevice
+def test_layered_positions_follow_diffusers() -> None:
+    """Qwen-Image-Layered's: three frames numbered 0, 1, 2, the picture at -1, the text after
+    the largest of half a side and the frames' count (5 // 2 < 3 here, so the count)."""
+    from diffusers.models.transformers.transformer_qwenimage import QwenEmbedLayer3DRope
+
+    axes = QWENIMAGE_TINY["axes_dims_rope"]
+    embed = QwenEmbedLayer3DRope(theta=10000, axes_dim=list(axes), scale_rope=True)
+    image, text = embed([[(1, 3, 5)] * 4], max_txt_seq_len=6, device=torch.device("cpu"))
+    angles = np.angle(torch.cat([text, image]).numpy())
+    ids = qwen_image_positions(3, 5, 6, [(3, 5)] * 3, layered=True)
+    assert sorted(set(ids[6:, 0])) == [-1, 0, 1, 2] and ids[0, 0] == 3
+    offset = 0
+    for axis, dim in enumerate(axes):
+        freqs = 1.0 / 10000 ** (np.arange(0, dim, 2) / dim)
+        expected = np.angle(np.exp(1j * np.outer(ids[:, axis], freqs)))
+        assert_close(angles[:, offset:offset + dim // 2], expected, tol=1e-4)
+        offset += dim // 2
+
+
+@pytest.mark.nodevice
 def test_bad_configs_get_one_line() -> None:
     with pytest.raises(ValueError, match="zero_cond_t"):
         QwenImageTransformer2DModel({**QWENIMAGE_TINY, "zero_cond_t": True})

@@ -25,6 +25,7 @@ from first_block_cache_ref import (
     cache_run,
     euler,
     largest_change,
+    teacache_by_hand,
     vace_first_block_cache_by_hand,
 )
 from sd_tiny import state_dict
@@ -120,51 +121,6 @@ def test_repeated_call_is_the_uncached_flow(first_device: gpucore.Device) -> Non
         assert change > 1.0 if doubled else change < TOL, (scale, change)
 
 
-def _teacache_by_hand(model: Any, threshold: float, steps: int) -> list[bool]:
-    """TeaCache4Wan2.1's rule (the 1.3B's polynomial) laid over diffusers' `model`: the
-    time embedding's rescaled relative L1 change accumulated, the first and last steps
-    computed; a skipped call passes the blocks' input on to the final norm plus the residual
-    of the last computed call (hints included). Returns the list each decision is appended
-    to."""
-    rescale = np.poly1d(TEACACHE_WAN_COEFFICIENTS["t2v-1.3B"])
-    state: dict[str, Any] = {"distance": 0.0, "step": 0, "previous": None}
-    decisions: list[bool] = []
-
-    def embedded(module: Any, args: Any, out: Any) -> None:
-        temb, previous, step = out[0], state["previous"], state["step"]
-        compute = step in (0, steps - 1)
-        if not compute:
-            state["distance"] += float(rescale(float(
-                (temb - previous).abs().mean() / previous.abs().mean())))
-            compute = not state["distance"] < threshold
-        if compute:
-            state["distance"] = 0.0
-        state.update(previous=temb, step=(step + 1) % steps, compute=compute)
-        decisions.append(compute)
-
-    def first(module: Any, args: tuple[Any, ...]) -> None:
-        state["input"] = args[0]
-
-    def skipped(original: Any) -> Any:
-        def forward(hidden_states: Any, *args: Any, **kwargs: Any) -> Any:
-            return original(hidden_states, *args, **kwargs) if state["compute"] \
-                else hidden_states
-        return forward
-
-    def norm(module: Any, args: tuple[Any, ...]) -> tuple[Any, ...] | None:
-        if state["compute"]:
-            state["residual"] = args[0] - state["input"].float()
-            return None
-        return (state["input"].float() + state["residual"],)
-
-    model.condition_embedder.register_forward_hook(embedded)
-    model.blocks[0].register_forward_pre_hook(first)
-    for block in model.blocks:
-        block.forward = skipped(block.forward)
-    model.norm_out.register_forward_pre_hook(norm)
-    return decisions
-
-
 def test_teacache_vace_by_hand(first_device: gpucore.Device) -> None:
     """Ten Euler steps of TeaCache (the time embedding's bias raised by 10 so that it moves
     a little each step, as a trained model's): the same calls computed as TeaCache4Wan2.1's
@@ -177,7 +133,8 @@ def test_teacache_vace_by_hand(first_device: gpucore.Device) -> None:
     start, text, control = _inputs()
     theirs, mine = _calls(reference, ours, text, control, [1.0, 0.7])
     uncached = euler(mine(None), start)
-    expected_decisions = _teacache_by_hand(reference, TEA_THRESHOLD, STEPS)
+    expected_decisions = teacache_by_hand(reference, TEA_THRESHOLD, STEPS,
+                                          TEACACHE_WAN_COEFFICIENTS["t2v-1.3B"])
     expected = euler(theirs, start)
     cache = TeaCache(TEA_THRESHOLD, STEPS, coefficients=TEACACHE_WAN_COEFFICIENTS["t2v-1.3B"])
     call, decisions = mine(cache), []

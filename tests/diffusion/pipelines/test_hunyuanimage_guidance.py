@@ -1,5 +1,6 @@
 """HunyuanImage 2.1's guidance (CFG, then APG with momentum, by step ranges) against
-diffusers' AdaptiveProjectedMixGuidance over a run of random predictions."""
+diffusers' AdaptiveProjectedMixGuidance over a run of random predictions; HunyuanVideo 1.5's
+ClassifierFreeGuidance read into the same guider against diffusers' own."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ import pytest
 
 pytest.importorskip("diffusers", reason="diffusers is a test-only reference")
 import torch
-from diffusers.guiders import AdaptiveProjectedMixGuidance
+from diffusers.guiders import AdaptiveProjectedMixGuidance, ClassifierFreeGuidance
 from support import assert_close
 
 from diffusion.pipelines.flow.hunyuanimage_guidance import MixGuidance
@@ -23,10 +24,10 @@ SETTINGS = [dict(),  # the defaults (the released guider's but its scales)
             dict(guidance_scale=1.0)]
 
 
-def _run(settings: dict, steps: int = 9, seed: int = 0
+def _run(settings: dict, steps: int = 9, seed: int = 0, kind: type = AdaptiveProjectedMixGuidance
          ) -> tuple[list[np.ndarray], list[np.ndarray]]:
-    reference = AdaptiveProjectedMixGuidance(**settings)
-    ours = MixGuidance.from_config({"_class_name": "AdaptiveProjectedMixGuidance",
+    reference = kind(**settings)
+    ours = MixGuidance.from_config({"_class_name": kind.__name__,
                                     "_diffusers_version": "0.42.1", **settings})
     state = ours.start_run()
     rng = np.random.default_rng(seed)
@@ -60,7 +61,19 @@ def test_momentum_and_apg_visibly_act() -> None:
 
 
 def test_bad_config_in_one_line() -> None:
-    with pytest.raises(ValueError, match="guider ClassifierFreeGuidance is not supported"):
-        MixGuidance.from_config({"_class_name": "ClassifierFreeGuidance"})
+    with pytest.raises(ValueError, match="guider PerturbedAttentionGuidance is not supported"):
+        MixGuidance.from_config({"_class_name": "PerturbedAttentionGuidance"})
     with pytest.raises(ValueError, match=r"unknown guider settings \['scale'\]"):
         MixGuidance.from_config({"scale": 2})
+
+
+@pytest.mark.parametrize("settings", [
+    dict(guidance_scale=6.0),  # HunyuanVideo 1.5's t2v and i2v guiders
+    dict(guidance_scale=4.0, start=0.2, stop=0.7, guidance_rescale=0.5),
+    dict(guidance_scale=3.0, use_original_formulation=True)])
+def test_classifier_free_guidance_equals_diffusers(settings: dict) -> None:
+    got, expected = _run(settings, kind=ClassifierFreeGuidance)
+    for g, e in zip(got, expected, strict=True):
+        assert_close(g, e, tol=TOL)
+    with pytest.raises(ValueError, match="unknown guider settings"):  # no APG settings
+        MixGuidance.from_config({"_class_name": "ClassifierFreeGuidance", "eta": 0.5})

@@ -73,6 +73,19 @@ def test_txt2vid_animate_equals_diffusers(first_device: gpucore.Device,
     assert np.abs(ours - expected).max() < 1 / 255
 
 
+def test_txt2vid_animate_step_cache(first_device: gpucore.Device,
+                                    tiny_animate: tuple[Path, Any, dict[str, Any]],
+                                    tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """--cache reaches Wan Animate's pipeline (its frames against diffusers' with the rule by
+    hand: test_wan_animate_pipeline): at 5 the tiny model's first block never moves that
+    far, so only the first of three steps runs the other blocks, and stderr says so."""
+    folder, _, _ = tiny_animate
+    out, err = cli_ok(capsys, "txt2vid", "--model", str(folder), *COMMON, "--steps", "3",
+                      *_files(folder.parent), "--cache", "fbc:5", "-o", str(tmp_path / "out"))
+    assert "cache: fbc 5, 1/3 steps computed" in err, err
+    assert png_frames(out).shape == (FRAMES, HEIGHT, WIDTH, 3)
+
+
 def test_txt2vid_animate_refusals(tiny_animate: tuple[Path, Any, dict[str, Any]],
                                   tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     """Each in one line, before the model loads."""
@@ -91,7 +104,8 @@ def test_txt2vid_animate_refusals(tiny_animate: tuple[Path, Any, dict[str, Any]]
             ((*files[:2], "--pose-video", str(short), *files[4:]),
              "the --face-video has 7 frames but the --pose-video has 6"),
             ((*files, "--segment-frames", "6"), "the segment length must be 1 + 4k"),
-            ((*files, "--cache", "fbc"), "Wan Animate does not take --cache"),
+            ((*files, "--cfg-scale-2", "2"), "Wan Animate does not take --cfg-scale-2"),
+            ((*files, "--cache", "magcache"), "Wan runs First Block Cache"),
             ((*files, "--frames", "9"), "leave --frames out"),
             ((*files, "--control-video", str(root / "pose")), "needs a Wan VACE model"),
             ((), "this is Wan 2.2 Animate: give --animate-image")):
@@ -118,9 +132,14 @@ def test_txt2vid_animate_file_equals_folder(first_device: gpucore.Device,
                                             capsys: pytest.CaptureFixture[str]) -> None:
     """The transformer in the original release's names (Wan2_2-Animate-14B.safetensors,
     under model.diffusion_model., blur kernels and all) with the folder as --base: the
-    folder's frames bit for bit; the file alone, with a second expert, or with a base
-    holding no CLIP vision encoder, refused in one line."""
+    folder's frames bit for bit; the same names in a GGUF (the tiny model's matrices too
+    small to quantize: stored float16, as such files keep their small tensors; quantized
+    ones: loaders/test_wan_animate_gguf) within float16 storage's error; the file alone,
+    with a second expert, or with a base holding no CLIP vision encoder, refused in one
+    line."""
     from safetensors.torch import save_file
+
+    from diffusion.loaders.formats.gguf_write import write_gguf
 
     folder, reference, _ = tiny_animate
     file, other = tmp_path / "Wan2_2-Animate-14B.safetensors", tmp_path / "other.safetensors"
@@ -128,10 +147,15 @@ def test_txt2vid_animate_file_equals_folder(first_device: gpucore.Device,
         state = {k: v.detach().clone() for k, v in model.state_dict().items()}
         save_file({f"model.diffusion_model.{k}": v
                    for k, v in animate_original_names(state, 2).items()}, str(path))
+        if path == file:
+            gguf = tmp_path / "Wan2.2-Animate-14B-Q8_0.gguf"
+            write_gguf(gguf, animate_original_names(state, 2).items(), "q8_0",
+                       architecture="wan")
     files = _files(folder.parent)
     frames = []
     for model in (("--model", str(folder)), ("--model", str(file), "--base", str(folder)),
-                  ("--model", str(other), "--base", str(folder))):
+                  ("--model", str(other), "--base", str(folder)),
+                  ("--model", str(gguf), "--base", str(folder))):
         out, _ = cli_ok(capsys, "txt2vid", *model, *COMMON, *files,
                         "-o", str(tmp_path / f"out{len(frames)}"))
         frames.append(png_frames(out))
@@ -139,6 +163,8 @@ def test_txt2vid_animate_file_equals_folder(first_device: gpucore.Device,
     np.testing.assert_array_equal(frames[1], frames[0])
     # the file's weights are the ones run: another model's file moves the frames (0.33)
     assert np.abs(frames[2] - frames[0]).mean() > 0.1, np.abs(frames[2] - frames[0]).mean()
+    error = np.abs(frames[3] - frames[0])  # measured: 2/255 at worst, 5.4e-4 mean
+    assert 0 < error.max() <= 3 / 255 and error.mean() < 2e-3, (error.max(), error.mean())
     t2v = tmp_path / "t2v"  # a text-to-video base: no CLIP vision encoder
     shutil.copytree(folder, t2v, ignore=shutil.ignore_patterns("image_*"))
     index = (t2v / "model_index.json").read_text()
@@ -152,3 +178,4 @@ def test_txt2vid_animate_file_equals_folder(first_device: gpucore.Device,
         error = cli_error(capsys, "txt2vid", "--model", str(file), *argv, *COMMON, *files,
                           "-o", str(tmp_path / "o"))
         assert message in error, error
+

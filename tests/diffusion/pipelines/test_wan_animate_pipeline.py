@@ -20,6 +20,11 @@ import gpucore
 
 PROMPT = "a dancer on a stage"
 HEIGHT, WIDTH, FRAMES = 16, 32, 9
+# three steps at 1.0: the prompt's and negative prompt's calls computed at step 0 and skipped
+# at 1 and 2 in the first segment, computed at 0 and 2 in the second
+FBC_THRESHOLD, FBC_STEPS = 1.0, 3
+# measured (frames in 0..1) over runs: 7.0e-3 to 7.9e-3 at worst, 6.5e-4 to 7.5e-4 mean
+F16_MAX, F16_MEAN = 0.015, 1.5e-3
 
 
 @pytest.fixture(scope="module")
@@ -57,14 +62,15 @@ def _pil(video: np.ndarray) -> list[Any]:
 
 
 def _run(pipe: Any, reference: Any, x: dict[str, Any], replace: bool, segment: int,
-         **settings: Any) -> tuple[np.ndarray, np.ndarray | None]:
-    """Our video and, with `reference`, diffusers'."""
+         cache: Any = None, **settings: Any) -> tuple[np.ndarray, np.ndarray | None]:
+    """Our video (through step cache `cache`) and, with `reference`, diffusers'."""
     from diffusion.pipelines.video.animate_inputs import animate_pixels
 
     extra = {"background": x["background"], "mask": x["mask"]} if replace else {}
     pixels = animate_pixels(x["image"], x["pose"], x["face"], height=HEIGHT, width=WIDTH,
                             face_size=FACE, **extra)
-    ours = pipe(PROMPT, pixels=pixels, segment_frames=segment, seed=3, **settings)[0]
+    ours = pipe(PROMPT, pixels=pixels, segment_frames=segment, seed=3, cache=cache,
+                **settings)[0]
     if reference is None:
         return ours, None
     more = {"background_video": _pil(x["background"]), "mask_video": _pil(x["mask"])} \
@@ -129,3 +135,56 @@ def test_lowvram_and_interrupt(tiny_animate: tuple[Any, Any, Path], first_device
     whole = lowvram(PROMPT, **settings)
     assert whole.shape[1] == FRAMES
     np.testing.assert_array_equal(whole[:, :5], first)
+
+
+def test_fbc_equals_the_rule_by_hand(tiny_animate: tuple[Any, Any, Path],
+                                     diffusers_prompts: None) -> None:
+    """First Block Cache (`txt2vid --cache fbc:T`) on replace, guided, two segments of 5
+    frames: diffusers' frames with the rule laid over its transformer by hand (the face block
+    after block 0 in the first block's residual, models/test_step_cache_animate.py), the
+    prompt's and negative prompt's calls apart, each segment's cached afresh; the skips
+    visibly change the video."""
+    import copy
+
+    from first_block_cache_ref import vace_first_block_cache_by_hand
+
+    from diffusion.pipelines.video import video_cache
+
+    pipe, reference, _ = tiny_animate
+    hooked = type(reference)(**{**reference.components,  # the module's reference left plain
+                                "transformer": copy.deepcopy(reference.transformer)})
+    decisions = vace_first_block_cache_by_hand(hooked.transformer, FBC_THRESHOLD, 2,
+                                               fresh_every=2 * FBC_STEPS)
+    x, settings = _inputs(4), {"num_inference_steps": FBC_STEPS, "guidance_scale": 3.0,
+                               "negative_prompt": "blurry"}
+    cache = video_cache(f"fbc:{FBC_THRESHOLD}", steps=FBC_STEPS)
+    ours, expected = _run(pipe, hooked, x, True, 5, cache=cache, **settings)
+    # (prompt, negative prompt) at steps 0, 1, 2 of the first segment, then of the second
+    assert decisions == [True, True, False, False, False, False,
+                         True, True, False, False, True, True]
+    assert cache is not None
+    assert cache.summary() == "fbc 1, 6/12 model calls computed"
+    assert np.abs(ours - expected).max() < 3e-5  # measured 6.0e-6
+    uncached, _ = _run(pipe, None, x, True, 5, **settings)
+    assert np.abs(ours - uncached).mean() > 0.05  # the skips matter (0.11)
+
+
+def test_float16_near_diffusers_float32(tiny_animate: tuple[Any, Any, Path],
+                                        f16_device: gpucore.Device,
+                                        diffusers_prompts: None) -> None:
+    """The folder loaded in float16 (UMT5, CLIP vision, the transformer, the VAE; the motion
+    and face encoders stay float32): replace, guided, two segments of 5 frames, within
+    float16's error of diffusers' float32 video; the pose still visibly moves it past that
+    error."""
+    from diffusion.pipelines.video.wan_animate import WanAnimatePipeline
+
+    _, reference, folder = tiny_animate
+    pipe = WanAnimatePipeline.from_pretrained(folder, dtype=np.float16, device=f16_device)
+    assert pipe.transformer.dtype == np.float16
+    x, settings = _inputs(4), {"num_inference_steps": 2, "guidance_scale": 3.0,
+                               "negative_prompt": "blurry"}
+    ours, expected = _run(pipe, reference, x, True, 5, **settings)
+    error = np.abs(ours - expected)
+    assert error.max() < F16_MAX and error.mean() < F16_MEAN, (error.max(), error.mean())
+    other, _ = _run(pipe, None, {**x, "pose": _inputs(2)["pose"]}, True, 5, **settings)
+    assert np.abs(other - ours).mean() > 10 * error.mean()  # measured 0.017, 26 times

@@ -1,11 +1,12 @@
 """Z-Image Omni through the command line like any model: the family detected from a diffusers
 folder, img2img's init image and --reference as condition pictures, diffusers'
 ZImageOmniPipeline's picture with `--sampler diffusers --rng torch` (CFG, two pictures), the
-condition picture visibly mattering, txt2img without pictures, a WebUI sampler, and one-line
-errors for what it does not take."""
+condition picture visibly mattering, txt2img without pictures, a WebUI sampler, First Block
+Cache as diffusers' hook runs it, and one-line errors for what it does not take."""
 
 from __future__ import annotations
 
+import inspect
 from pathlib import Path
 from typing import Any
 
@@ -42,12 +43,13 @@ def tiny_omni(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Any, Path
     return root / "z-image-omni", reference, root
 
 
-def _diffusers(reference: Any, prompt: str, pictures: list[Path], **settings: Any
-               ) -> np.ndarray:
+def _diffusers(reference: Any, prompt: str, pictures: list[Path], steps: int = 2,
+               **settings: Any) -> np.ndarray:
     """diffusers' picture; its prompt pieces padded to 64 tokens, not 512 (the padding
     dropped after the causal encoder: the same states, in an eighth of the time)."""
     images = [Image.open(p).convert("RGB") for p in pictures] or None
-    return reference(image=images, prompt=prompt, height=80, width=64, num_inference_steps=2,
+    return reference(image=images, prompt=prompt, height=80, width=64,
+                     num_inference_steps=steps,
                      generator=torch.Generator().manual_seed(7), output_type="np",
                      max_sequence_length=64, **settings).images[0]
 
@@ -94,10 +96,48 @@ def test_omni_txt2img_and_webui_sampler(first_device: gpucore.Device,
     assert png_pixels(out).std() > 0.01
 
 
+def test_omni_first_block_cache(first_device: gpucore.Device,
+                                tiny_omni: tuple[Path, Any, Path], tmp_path: Path,
+                                capsys: pytest.CaptureFixture[str],
+                                monkeypatch: pytest.MonkeyPatch) -> None:
+    """`--cache fbc:T` beside one condition picture at CFG 3: diffusers' picture with its
+    First Block Cache hook on the transformer (one decision a step over both CFG rows, as its
+    batch makes it; the blocks' `x` as the hook's `hidden_states`), some steps skipped, the
+    infotext saying how many ran."""
+    from diffusers.hooks._helpers import TransformerBlockRegistry
+    from webui_ref import assert_steps_skipped, first_block_cache
+
+    folder, reference, pictures = tiny_omni
+    # a random tiny model moves far more than a trained one: its relative changes measured
+    # 1.14, 1.10, 1.18 (the first two steps skipped, the last computed: 2 of 4)
+    threshold, steps = 1.15, 4
+    out, _ = cli_ok(capsys, "img2img", "--model", str(folder), *SIZE, "--steps", str(steps),
+                    "--sampler", "diffusers", "--rng", "torch", "--seed", "7", "--dtype",
+                    "float32", "--cfg-scale", "3", "--prompt", "a red circle",
+                    "--init-image", str(pictures / "init.png"), "--cache", f"fbc:{threshold}",
+                    "--out", str(tmp_path / "cached.png"))
+    transformer = reference.transformer
+    block = type(transformer.layers[0])
+    arguments = list(inspect.signature(block.forward).parameters)[1:]
+    indices = {name: i for i, name in enumerate(arguments)}
+    monkeypatch.setattr(TransformerBlockRegistry.get(block), "_cached_parameter_indices",
+                        {**indices, "hidden_states": indices["x"]})
+    with first_block_cache(transformer, threshold):
+        expected = _diffusers(reference, "a red circle", [pictures / "init.png"], steps,
+                              guidance_scale=2.0)
+    cached = png_pixels(out)
+    assert np.abs(cached - expected).mean() < 0.003  # 8-bit rounding: measured 9e-4
+    assert_steps_skipped(read_infotext(out) or "", threshold, steps)
+    plain = _diffusers(reference, "a red circle", [pictures / "init.png"], steps,
+                       guidance_scale=2.0)
+    assert np.abs(cached - plain).mean() > 0.03  # the cache visibly acted: measured 0.066
+
+
 @pytest.mark.parametrize("extra, says", [
     (("--strength", "0.5"), "denoising strength 0.5: not supported for Z-Image Omni"),
     (("--mask", "init.png"), "inpainting (a mask): not supported for Z-Image Omni"),
-    (("--cache", "fbc"), "step cache fbc: not supported for Z-Image Omni models"),
+    (("--cache", "teacache"), "step cache teacache: not supported for Z-Image Omni models; "
+                              "it runs fbc"),
 ])
 def test_omni_refusals_get_one_line(tiny_omni: tuple[Path, Any, Path], tmp_path: Path,
                                     capsys: pytest.CaptureFixture[str],

@@ -1,9 +1,9 @@
 """The page's Video tab with a Wan 2.2 Animate model, in headless Chromium against the real
 server with a tiny random Wan Animate folder beside a tiny SD model: the Animate controls show
 only for a model the listing marks `animate`, and Wan's options Animate refuses (Frames, the
-first frame, the step cache) hide meanwhile; the character picture, the pose video (an MP4 the
-page decodes whole, frame by frame), the face pictures, and in Replace mode the background video
-and mask pictures go out as txt2vid's fields, with the segment length and overlap and no
+first frame) hide meanwhile; the character picture, the pose video (an MP4 the page decodes
+whole, frame by frame), the face pictures, and in Replace mode the background video and mask
+pictures go out as txt2vid's fields, with the segment length and overlap, the step cache and no
 `frames`; a missing face video is refused on the page, a segment length the server refuses shows
 its one line. Screenshots go to tmp_path and, with AVX_SCREENSHOTS=DIR, there too.
 """
@@ -123,9 +123,10 @@ def test_animate_controls_go_out(server: str, page: Any, tmp_path: Path) -> None
     shown = ("#video_animate", "#video_frames", "#video_cache", "#video_first_frame")
     assert [page.locator(s).is_visible() for s in shown] == [False, True, True, True]
     page.get_by_label("Video model", exact=True).select_option("wan-animate")
-    assert [page.locator(s).is_visible() for s in shown] == [True, False, False, False]
+    assert [page.locator(s).is_visible() for s in shown] == [True, False, True, False]
     assert page.get_by_label("Frames per second", exact=True).input_value() == "30"
-    _fill(page, {**SMALL, "Segment frames": 5})
+    _fill(page, {**SMALL, "Segment frames": 5, "Cache threshold": 0.3})
+    page.get_by_label("Step cache", exact=True).select_option("fbc")
     files = _files(tmp_path)
     page.locator("#animate_file").set_input_files(str(files["character"]))
     page.get_by_role("img", name="Character picture").wait_for(state="visible")
@@ -147,7 +148,7 @@ def test_animate_controls_go_out(server: str, page: Any, tmp_path: Path) -> None
     page.get_by_role("button", name="Generate", exact=True).click()
     page.get_by_label("Generated video", exact=True).wait_for(state="visible")
     (body,) = sent
-    assert body["model"] == "wan-animate" and "frames" not in body and body["cache"] is None
+    assert body["model"] == "wan-animate" and "frames" not in body and body["cache"] == "fbc:0.3"
     assert "image" not in body and (body["width"], body["height"], body["fps"]) == (48, 32, 8)
     assert body["segment_frames"] == 5 and body["segment_overlap"] == 5
     assert base64.b64decode(body["animate_image"]) == files["character"].read_bytes()

@@ -5,7 +5,7 @@ img2img as its editing, as FLUX.2's and Qwen-Image 2.1's: `init_images` are the 
 pictures in order (the init image fitted to the size, the others as they are), the picture
 diffusers' ZImageOmniPipeline(image=[init, reference]), the infotext counting them; a picture
 diffusers would refuse (under 64 pixels a side) refused in one line (422) before anything
-runs."""
+runs; the body's `cache` (First Block Cache) counted in the infotext."""
 
 from __future__ import annotations
 
@@ -96,6 +96,20 @@ def test_omni_img2img_is_the_edit(served: tuple[Any, Any]) -> None:
     # the further reference visibly matters: the picture of the init image alone is far off
     # (measured 0.13)
     assert np.abs(ours - _diffusers(reference, pictures[:1])).mean() > 5 * TOL
+
+
+def test_omni_step_cache_through_the_api(served: tuple[Any, Any]) -> None:
+    """The body's `cache` on an edit: First Block Cache runs (a threshold no step's change
+    reaches after the first: 1 of 2 computed, as the infotext counts); TeaCache, whose
+    tables are FLUX's and Wan's, a 4xx saying what Omni runs."""
+    client, _ = served
+    body = {"prompt": "a red circle", "init_images": [png_b64(_pictures()[0])], **CFG,
+            **SMALL}
+    response = client.post("/sdapi/v1/img2img", json={**body, "cache": "fbc:9"})
+    assert response.status_code == 200, response.text
+    assert 'Cache: "fbc 9, 1/2 steps computed"' in info(response)["infotexts"][0]
+    response = client.post("/sdapi/v1/img2img", json={**body, "cache": "teacache"})
+    assert 400 <= response.status_code < 500 and "it runs fbc" in response.text
 
 
 @pytest.mark.parametrize("size, says", [

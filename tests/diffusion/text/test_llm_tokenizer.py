@@ -57,6 +57,23 @@ def test_ids_equal_transformers(tmp_path: Path, side: str) -> None:
         assert expected.attention_mask[:3, width:].sum() == 0
 
 
+def test_saved_padding_not_applied(tmp_path: Path) -> None:
+    """A tokenizer.json transformers saved after a padded call (its padding and truncation
+    left on, as diffusers' save_pretrained of a used pipeline writes it) gives the same ids
+    and mask as the clean file."""
+    folder = tiny_qwen_tokenizer(tmp_path / "clean")
+    reference = transformers_tokenizer(folder)
+    reference(PROMPTS[:2], padding="max_length", max_length=300, truncation=True)
+    reference.save_pretrained(tmp_path / "used")
+    saved = json.loads((tmp_path / "used" / "tokenizer.json").read_text())
+    assert saved["padding"] and saved["truncation"]
+    for padding in ("longest", "max_length"):
+        ids, mask = LLMTokenizer(tmp_path / "used")(PROMPTS[:2], 100, padding=padding)
+        clean_ids, clean_mask = LLMTokenizer(folder)(PROMPTS[:2], 100, padding=padding)
+        np.testing.assert_array_equal(ids, clean_ids)
+        np.testing.assert_array_equal(mask, clean_mask)
+
+
 def test_missing_tokenizer_gets_one_line(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match=r"no tokenizer\.json"):
         LLMTokenizer(tmp_path)

@@ -1,7 +1,8 @@
 """Videos on the server's queue: POST /avx/txt2vid and /avx/img2vid (Wan, from a folder in the
 models directory, or one of ComfyUI's single files with its `base` folder and companions:
-video_sources; and a Kandinsky 5 Video Lite folder by txt2vid, its image-to-video folder by
-img2vid, from at least 17 frames; Wan's own fields refused).
+video_sources; a Kandinsky 5 Video Lite folder by txt2vid, its image-to-video folder by
+img2vid, from at least 17 frames; a HunyuanVideo 1.5 folder likewise, its image-to-video one
+at the picture's bucket size; Wan's own fields refused).
 Settings a request leaves out are the model family's defaults (pipelines.video.models).
 Neither the WebUI nor its forks define a video API, so this one is the server's own: the CLI's
 txt2vid / img2vid settings as JSON, the video back as base64 MP4 or animated WebP. A job runs
@@ -32,7 +33,12 @@ import numpy as np
 from fastapi import APIRouter
 from pydantic import BaseModel, Field
 
+from ....loaders.hunyuan_video15.folder import (
+    hunyuan_video15_family,
+    hunyuan_video15_image_to_video,
+)
 from ....loaders.kandinsky5 import kandinsky5_image_to_video, kandinsky5_video_family
+from ....loaders.ltx2.folder import ltx2_family
 from ....loaders.wan import WanFiles
 from ....loaders.wan.sources import resolve_wan
 from ....pipelines.sd.memory import MemoryMode
@@ -43,6 +49,7 @@ from ..generation import RequestError
 from ..state import ServerState, State, submit, wait
 from ..video_animate import animate_pixels_of, refuse_animate
 from ..video_init import init_video_of, refuse_init_video
+from ..video_ltx2 import ltx2_answer, refuse_ltx2
 from ..video_sources import REQUEST_NAMES, video_listing, video_source
 
 __all__ = ["Img2VidRequest", "Txt2VidRequest", "avx"]
@@ -78,7 +85,8 @@ class Txt2VidRequest(BaseModel):
     seed: int = -1
     sampler: str = "diffusers"
     cache: str | None = Field(None, description="First Block Cache, \"fbc:0.12\" (the "
-                              "threshold; \"fbc\" alone: 0.12), TeaCache (Wan 2.1), "
+                              "threshold; \"fbc\" alone: 0.12), TeaCache (Wan 2.1, Wan 2.2 "
+                              "Animate), "
                               "\"teacache:0.2\", or its retention mode, \"teacache-ret:0.2\";"
                               " none: off")
     control_video: list[str] | None = Field(None, description="Wan VACE: the control video, "
@@ -105,10 +113,8 @@ class Txt2VidRequest(BaseModel):
     segment_overlap: int = Field(1, description="Wan 2.2 Animate: the previous segment's "
                                  "frames a segment continues from, 1 or 5")
     init_video: str | list[str] | None = Field(None, description="Wan video-to-video: the "
-                                              "video to redraw, a base64 video file (MP4, "
-                                              "WebM, animated WebP or GIF) or one base64 "
-                                              "picture a frame; its frames and size unless "
-                                              "given")
+                                              "video to redraw, a base64 file (MP4, WebM, "
+                                              "WebP, GIF) or base64 pictures, one a frame")
     denoising_strength: float | None = Field(None, gt=0.0, le=1.0, description="with "
                                              "init_video: how much of it is redrawn (0.8)")
     format: str = Field("mp4", pattern="^(mp4|webp)$")
@@ -158,7 +164,8 @@ def _check(state: ServerState, body: Txt2VidRequest
     source = video_source(state.registry, body)
     s = replace(video_defaults(source.model), **given)
     _check_settings(state, body, s)  # the family's defaults (a server's --max-size)
-    if kandinsky5_video_family(source.model):
+    if kandinsky5_video_family(source.model) or hunyuan_video15_family(source.model) \
+            or ltx2_family(source.model):
         return (source.model, WanFiles()), s
     try:
         folder, files = resolve_wan(source, REQUEST_NAMES)
@@ -211,6 +218,7 @@ def _pipeline(model: tuple[Path, WanFiles], memory: MemoryMode | None, device: A
     it)."""
     from ....loaders.wan.sources import is_wan_animate
     from ....pipelines.video import WanAnimatePipeline, WanPipeline
+    from ....pipelines.video.hunyuan_video15 import HunyuanVideo15Pipeline
     from ....pipelines.video.kandinsky5 import Kandinsky5VideoPipeline
 
     key, wanted = id(device), (*model, memory)
@@ -220,6 +228,13 @@ def _pipeline(model: tuple[Path, WanFiles], memory: MemoryMode | None, device: A
         if kandinsky5_video_family(folder):
             pipe: Any = Kandinsky5VideoPipeline.from_pretrained(folder, device=device,
                                                                 offload=bool(memory))
+        elif hunyuan_video15_family(folder):
+            pipe = HunyuanVideo15Pipeline.from_pretrained(folder, device=device,
+                                                          offload=bool(memory))
+        elif ltx2_family(folder):
+            from ....pipelines.video.ltx2 import LTX2Pipeline
+
+            pipe = LTX2Pipeline.from_pretrained(folder, device=device, offload=bool(memory))
         else:
             network = WanAnimatePipeline if is_wan_animate(folder, files) else WanPipeline
             pipe = network.from_pretrained(folder, device=device, files=files,
@@ -265,28 +280,53 @@ def _refuse_kandinsky5(folder: Path, body: Txt2VidRequest, s: VideoDefaults, ima
                          "its own scheduler (sampler \"diffusers\") and First Block Cache")
 
 
+def _refuse_hunyuan_video15(folder: Path, body: Txt2VidRequest, image: Any,
+                            cache_kind: str | None) -> None:
+    """ValueError in one line for what a HunyuanVideo 1.5 folder does not take: its
+    image-to-video model without a picture or with a size (the picture's bucket is the
+    video's), a picture for text to video, Wan's own fields."""
+    animates = hunyuan_video15_image_to_video(folder)
+    if animates != (image is not None):
+        raise ValueError(f"{folder.name} is HunyuanVideo 1.5 " + (
+            "image-to-video, which animates a picture: use /avx/img2vid with its first frame "
+            "as `image`" if animates else "text-to-video: use /avx/txt2vid, without a picture"))
+    if animates and (body.width is not None or body.height is not None):
+        raise ValueError("HunyuanVideo 1.5 image-to-video makes the size of the picture's "
+                         "aspect bucket: leave width and height out")
+    wan_only = [name for name, given in (
+        ("cfg_scale_2", body.cfg_scale_2 is not None),
+        (str(_control_named(body)), _control_named(body) is not None),
+        (f"sampler {body.sampler!r}", body.sampler != "diffusers"),
+        (f"cache {body.cache!r}", cache_kind not in (None, "fbc"))) if given]
+    if wan_only:
+        raise ValueError(f"{wan_only[0]} is for Wan models; HunyuanVideo 1.5 runs its own "
+                         "scheduler (sampler \"diffusers\") and First Block Cache")
+
+
 async def _run(state: ServerState, body: Txt2VidRequest, image: Any) -> dict[str, Any]:
     from ....pipelines.video import video_cache
     from ....pipelines.video.wan_refuse import wan_refusals_of
-    from ....pipelines.video.wan_schedule import check_strength
 
     try:  # the init video decoded first: its frames and size are the request's
-        init, fitted = await asyncio.to_thread(init_video_of, body)
+        init, body = await asyncio.to_thread(init_video_of, body)
     except ValueError as error:
         raise RequestError(str(error)) from None
-    body = body.model_copy(update=fitted)
-    strength = 0.8 if body.denoising_strength is None else body.denoising_strength
     (model, s), memory, no_half_vae = _check(state, body), state.memory, state.no_half_vae
     cache = video_cache(body.cache, "cache", s.steps)  # checked by _check
     k5 = kandinsky5_video_family(model[0]) is not None
+    hv15 = hunyuan_video15_family(model[0]) is not None
+    ltx2 = ltx2_family(model[0]) is not None
     kind_of = None if cache is None else cache.spec.kind
     try:  # what the model does not take, from its configs and a file's header, before it loads
-        refuse_init_video(body, model, image=image is not None, control=_control_named(body))
-        if init is not None:
-            check_strength(strength, s.steps, ("denoising_strength", "steps"))
+        refuse_init_video(body, model, s.steps, image=image is not None,
+                          control=_control_named(body))
         animate = refuse_animate(body, model, image is not None, _control_named(body))
         if k5:
             _refuse_kandinsky5(model[0], body, s, image, kind_of)
+        elif hv15:
+            _refuse_hunyuan_video15(model[0], body, image, kind_of)
+        elif ltx2:
+            refuse_ltx2(model[0], body, s, image, kind_of, _control_named(body))
         elif not animate:
             await asyncio.to_thread(wan_refusals_of, *model, image=image is not None,
                                     cache_kind=kind_of, guidance_scale_2=body.cfg_scale_2,
@@ -301,28 +341,33 @@ async def _run(state: ServerState, body: Txt2VidRequest, image: Any) -> dict[str
 
     def job() -> dict[str, Any]:
         observer, device = worker.begin_job(kind)
-        pipe = _pipeline(model, memory, device, no_half_vae)
+        pipe = _pipeline(model, memory, device, no_half_vae and not ltx2)
+        if ltx2:
+            return ltx2_answer(pipe, body, s, seed, observer)
         cache = video_cache(body.cache, "cache", s.steps)  # each run's own
-        inputs = {"image": image} if k5 else {
+        size = {"height": s.height, "width": s.width} if not hv15 or image is None else {}
+        inputs = {"image": image} if k5 or hv15 else {
             "image": image, "guidance_scale_2": body.cfg_scale_2, "control": control,
-            "conditioning_scale": body.control_scale, "video": init, "strength": strength}
+            "conditioning_scale": body.control_scale, "video": init,
+            "strength": body.denoising_strength or 0.8}
         if pixels is not None:  # Wan 2.2 Animate: the pose video's length
             videos = pipe(body.prompt, pixels=pixels, segment_frames=segment,
                           overlap=body.segment_overlap, negative_prompt=body.negative_prompt,
                           num_inference_steps=s.steps, guidance_scale=s.cfg_scale, seed=seed,
-                          sampler=body.sampler, callback=observer.step)
+                          sampler=body.sampler, callback=observer.step, cache=cache)
         else:
-            videos = pipe(body.prompt, negative_prompt=body.negative_prompt, height=s.height,
-                          width=s.width, num_frames=s.frames, num_inference_steps=s.steps,
+            videos = pipe(body.prompt, negative_prompt=body.negative_prompt,
+                          num_frames=s.frames, num_inference_steps=s.steps,
                           guidance_scale=s.cfg_scale, seed=seed, sampler=body.sampler,
-                          callback=observer.step, cache=cache, **inputs)
+                          callback=observer.step, cache=cache, **size, **inputs)
         frames = np.round(videos[0] * 255).astype(np.uint8)
         answer = {"video": _encoded(frames, body.format, s.fps), "format": body.format,
-                  "seed": seed, "frames": len(frames), "fps": s.fps, "width": s.width,
-                  "height": s.height, "interrupted": observer.interrupted(),
+                  "seed": seed, "frames": len(frames), "fps": s.fps,
+                  "width": frames.shape[2], "height": frames.shape[1],
+                  "interrupted": observer.interrupted(),
                   "cache": None if cache is None else cache.summary(),
                   "memory": None if pipe.memory_mode is None else pipe.memory_mode.label,
-                  "denoising_strength": None if init is None else strength}
+                  "denoising_strength": body.denoising_strength}
         if body.also_webp and body.format != "webp":
             answer["webp"] = _encoded(frames, "webp", s.fps)
         return answer

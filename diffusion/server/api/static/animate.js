@@ -9,8 +9,8 @@
 // fps and size, the others to its frame count, the face video at its own size: the server fits
 // the crops to the model's face size with Pillow's Lanczos, which a canvas's downscale is not,
 // so shrinking them here would change the faces the model reads (Wan Animate's preprocessing
-// writes 512 x 512 crops, already the model's size). Frames, the first frame and the step
-// cache, which Animate refuses, hide meanwhile.
+// writes 512 x 512 crops, already the model's size). Frames and the first frame, which Animate
+// refuses, hide meanwhile.
 
 import { $, base64Of, fileDropZone, readFile } from "./api.js";
 import { videoPicker } from "./frames.js";
@@ -23,7 +23,6 @@ let character = null;  // the character picture, a data URL
 export function showAnimate(on) {
   $("video_animate").hidden = !on;
   $("video_frames").closest(".field").hidden = on;
-  $("video_cache").closest(".row").hidden = on;
   $("animate_replace").hidden = $("video_animate_mode").value !== "replace";
 }
 

@@ -9,10 +9,13 @@ import { videoPicker } from "./frames.js";
 
 let picker = null;  // frames.js' videoPicker
 
+// the families of GET /avx/video-models that are not Wan's (they take no init video)
+const OTHERS = ["kandinsky-5-video", "hunyuan-video-1.5", "ltx-2"];
+
 /** Whether `model` (a GET /avx/video-models entry) redraws an init video: Wan's text-to-video
- * models (not VACE, Animate, an image-to-video one or Kandinsky 5 Video). */
+ * models (not VACE, Animate, an image-to-video one or another family's). */
 export function takesInitVideo(model) {
-  return Boolean(model) && model.family !== "kandinsky-5-video" && !model.vace && !model.animate
+  return Boolean(model) && !OTHERS.includes(model.family) && !model.vace && !model.animate
     && model.first_frame !== "required";
 }
 

@@ -61,8 +61,8 @@ function showFirstFrame() {
     : "First frame (optional): drop an image — or click to upload";
 }
 
-/** A model the user picks brings its family's frames, size, fps and CFG (Wan's or Kandinsky 5
- * Video's), and a sampler it runs. */
+/** A model the user picks brings its family's frames, size, fps and CFG (Wan's, Kandinsky 5
+ * Video's or a HunyuanVideo 1.5 folder's), and a sampler it runs. */
 function useModelDefaults() {
   const model = chosenModel();
   if (!model?.defaults) return;
@@ -97,22 +97,25 @@ async function requestBody() {
     format: "mp4",
     also_webp: $("video_also_webp").checked,
   };
-  if (!body.model) throw new Error("No video model: put a Wan or Kandinsky 5 Video folder in the models directory and refresh.");
+  if (!body.model) throw new Error("No video model: put a Wan, Kandinsky 5 Video or HunyuanVideo 1.5 folder in the models directory and refresh.");
   if (chosenModel()?.kind === "file") {
     for (const [field, id] of Object.entries(PARTS)) if ($(id).value) body[field] = $(id).value;
   }
   const takes = firstFrameTaken();
   if (takes === "required" && !firstFrame) throw new Error(`${body.model} makes videos from a first frame: drop one on the image area or click it to upload.`);
   if (takes !== "none" && firstFrame) body.image = base64Of(firstFrame);
+  if (chosenModel()?.family === "hunyuan-video-1.5" && takes === "required") {
+    delete body.width;  // the picture's aspect bucket is the video's size
+    delete body.height;
+  }
   if (chosenModel()?.vace) {
     Object.assign(body, await vaceFields({ frames: body.frames, fps: body.fps, width: body.width, height: body.height }));
   }
   if (takesInitVideo(chosenModel())) {
     Object.assign(body, await initVideoFields({ frames: body.frames, fps: body.fps, width: body.width, height: body.height }));
   }
-  if (chosenModel()?.animate) {  // the pose video's length is the video's; no step cache
+  if (chosenModel()?.animate) {  // the pose video's length is the video's
     delete body.frames;
-    body.cache = null;
     Object.assign(body, await animateFields({ fps: body.fps, width: body.width, height: body.height }));
   }
   return body;
