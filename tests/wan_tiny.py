@@ -1,6 +1,6 @@
 """Tiny random Wan 2.1 components built in-process (diffusers, transformers): the video VAE,
 the UMT5 text encoder, the transformer and a whole WanPipeline folder (Wan 2.2 A14B's too),
-and a transformer written as ComfyUI's split file in Wan's original names."""
+a transformer written as ComfyUI's split file in Wan's original names, and an input video."""
 
 from __future__ import annotations
 
@@ -17,6 +17,21 @@ WAN_VAE_TINY: dict[str, Any] = dict(
     base_dim=8, z_dim=4, dim_mult=[1, 2, 2, 2], num_res_blocks=1,
     temperal_downsample=[False, True, True],
     latents_mean=[0.3, -0.2, 0.1, 0.5], latents_std=[1.5, 0.8, 2.0, 1.1])
+
+
+def wave_video(seed: int, height: int, width: int, frames: int = 5) -> list[Any]:
+    """`frames` PIL pictures of smooth random colour waves drifting across the frames: an
+    input video with shapes for the tiny VAE to encode, not only noise."""
+    from PIL import Image
+
+    rng = np.random.default_rng(seed)
+    y, x = np.mgrid[0:height, 0:width] / max(height, width)
+    out = []
+    for i in range(frames):
+        waves = [np.sin(2 * np.pi * (a * x + b * y) + c + 0.3 * i)
+                 for a, b, c in rng.uniform(0, 3, (3, 3))]
+        out.append(Image.fromarray((np.stack(waves, -1) * 120 + 128).astype(np.uint8)))
+    return out
 
 
 def tiny_wan_vae(seed: int = 5) -> Any:

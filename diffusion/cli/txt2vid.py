@@ -3,8 +3,9 @@ Video Lite, HunyuanVideo 1.5 and LTX-2 (video with audio) text-to-video from the
 (cli.txt2vid_kandinsky5, cli.txt2vid_hunyuan_video15, cli.txt2vid_ltx2: the latter three's
 runs), and `img2vid --image IN.png` (Wan 2.1 / 2.2 A14B I2V, Wan 2.2 TI2V 5B, Kandinsky 5 or
 HunyuanVideo 1.5 I2V animating a picture); Wan VACE's control video, mask and reference
-pictures on txt2vid (cli.vace), and Wan 2.2 Animate's picture, pose, face, background and
-mask videos (cli.animate). `--model FILE --base FOLDER` runs ComfyUI's split files (and GGUFs,
+pictures on txt2vid (cli.vace), Wan's video-to-video (`--init-video`, `--denoising-strength`:
+cli.init_video), and Wan 2.2 Animate's picture, pose, face, background and mask videos
+(cli.animate). `--model FILE --base FOLDER` runs ComfyUI's split files (and GGUFs,
 and Wan 2.2 Animate's original single file) with a diffusers folder giving the rest;
 `--model-2` is Wan 2.2 A14B's low-noise expert. The frame count (1 + 4k), size (multiples of
 16), fps, picture, files and output are checked before the model loads, and what is not given
@@ -29,6 +30,7 @@ from .animate import (
     refuse_animate,
 )
 from .device import add_device_options, use_device_options
+from .init_video import add_init_video_options, init_video_of
 from .memory import add_memory_options, memory_mode
 from .options import number, whole
 from .paths import check_output_file
@@ -59,6 +61,8 @@ EXAMPLE = """example:
       --base ./Wan2.2-T2V-A14B-Diffusers --prompt "a cat walks on the grass" -o cat.mp4
   python -m diffusion txt2vid --model ./Wan2.1-VACE-1.3B-diffusers --prompt "a robot dances" \\
       --control-video pose.mp4 --reference-image robot.png --frames 33 -o robot.mp4
+  python -m diffusion txt2vid --model ./Wan2.1-T2V-1.3B-Diffusers --prompt "a snowy street" \\
+      --init-video street.mp4 --denoising-strength 0.7 -o snowy.mp4
   python -m diffusion txt2vid --model ./Wan2.2-Animate-14B-Diffusers --prompt "a dancer" \\
       --animate-image me.png --pose-video pose.mp4 --face-video face.mp4 \\
       --width 1280 --height 720 -o me.mp4
@@ -91,6 +95,7 @@ def add_parsers(subparsers: argparse._SubParsersAction) -> None:
             add_vace_options(sub)
             add_animate_options(sub)
             add_ltx2_options(sub)
+            add_init_video_options(sub)
 
 
 def _options(sub: argparse.ArgumentParser) -> None:
@@ -297,6 +302,7 @@ def run(args: argparse.Namespace) -> int:
     if animate and args.frames is not None:
         raise ValueError("Wan Animate makes as many frames as --pose-video has: leave --frames "
                          "out")
+    init = init_video_of(args, animate, MAX_FRAMES)  # read: its frames and size the run's
     out = _check(args)
     refuse_animate(args, animate)  # (Kandinsky 5 Video too)
     image = _picture(args.image) if args.command == "img2vid" else None
@@ -365,5 +371,6 @@ def run(args: argparse.Namespace) -> int:
         videos = pipe(args.prompt, height=args.height, width=args.width,
                       num_frames=args.frames, image=image, guidance_scale_2=args.cfg_scale_2,
                       cache=cache, control=control,
-                      conditioning_scale=getattr(args, "control_scale", None), **sampling)
+                      conditioning_scale=getattr(args, "control_scale", None), video=init,
+                      strength=args.denoising_strength, **sampling)
     return finish_video(pipe, videos, cache, out, args.fps, args.verbose)

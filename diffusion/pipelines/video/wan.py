@@ -8,6 +8,8 @@ Wan VACE (a WanVACEPipeline folder) reads control latents besides (vace_inputs: 
 video, its mask, reference pictures; a gray video to regenerate whole when none), on the prompt
 and the negative pass alike, times a conditioning scale; the reference pictures' latent frames
 lead the noise and are dropped before the decode.
+Video-to-video (`video=`, `strength=`): an input video's latents noised to where the strength
+cuts the schedule take the noise's place (wan_video2video).
 Wan 2.2 A14B has two transformers: the high-noise expert steps the timesteps at or above
 `boundary_ratio` x 1000, the low-noise expert (`transformer_2`, its own guidance scale) the rest.
 With the torch RNG a seed gives diffusers' video (`generator=torch.Generator("cpu")
@@ -46,8 +48,6 @@ from ...models.wan_vace import WanVACETransformer3DModel
 from ...models.wan_vae import AutoencoderKLWan
 from ...noise.rng import RNG_SOURCES, make_generator
 from ...sampling.scheduler_loop import scheduler_loop
-from ...sampling.schedulers.flow_match_euler import FlowMatchEulerDiscreteScheduler
-from ...sampling.schedulers.unipc_flow import FlowUniPCMultistepScheduler, is_flow_unipc
 from ...text.t5_tokenizer import T5Tokenizer
 from ..contract import Denoisers
 from ..finite import check_latents
@@ -56,13 +56,11 @@ from .wan_cache import wan_branch
 from .wan_image import clip_image_states, first_frame_latents, i2v_condition
 from .wan_memory import WanMemoryModes
 from .wan_refuse import check_frame_count, image_conditioned, refuse_wan
+from .wan_schedule import SAMPLERS, check_strength, strength_timesteps, wan_scheduler
 from .wan_vae_passes import WanVaePasses
+from .wan_video2video import refuse_video2video, video_start
 
 __all__ = ["SAMPLERS", "WanPipeline"]
-
-SAMPLERS = ("diffusers", "UniPC", "Euler")
-""""diffusers": the folder's own scheduler; "UniPC" and "Euler": those on flow sigmas with
-the folder's shift."""
 
 StepCallback = Callable[[int, int, np.ndarray], bool | None]
 
@@ -222,21 +220,7 @@ class WanPipeline(WanMemoryModes, WanVaePasses):
 
     def scheduler(self, sampler: str) -> Any:
         """The scheduler `sampler` names (SAMPLERS), configured from the folder's."""
-        config = self.scheduler_config
-        if sampler == "diffusers":
-            if is_flow_unipc(config):
-                return FlowUniPCMultistepScheduler.from_config(config)
-            if config.get("_class_name") == "FlowMatchEulerDiscreteScheduler":
-                return FlowMatchEulerDiscreteScheduler.from_config(config)
-            raise ValueError(f"the folder's scheduler {config.get('_class_name')!r} is not one "
-                             "Wan runs here; choose --sampler UniPC or Euler")
-        shift = float(config.get("flow_shift", config.get("shift", 1.0)))
-        if sampler == "UniPC":
-            return FlowUniPCMultistepScheduler(flow_shift=shift)
-        if sampler == "Euler":
-            return FlowMatchEulerDiscreteScheduler(shift=shift)
-        raise ValueError(f"sampler {sampler!r} is not one Wan runs; choose one of "
-                         f"{', '.join(SAMPLERS)}")
+        return wan_scheduler(self.scheduler_config, sampler)
 
     def check(self, *, height: int, width: int, num_frames: int, steps: int, rng: str,
               sampler: str) -> None:
@@ -261,7 +245,8 @@ class WanPipeline(WanMemoryModes, WanVaePasses):
                  max_sequence_length: int = 512, callback: StepCallback | None = None,
                  guidance_scale_2: float | None = None, cache: StepCache | None = None,
                  control: VacePixels | None = None,
-                 conditioning_scale: float | Sequence[float] | None = None) -> np.ndarray:
+                 conditioning_scale: float | Sequence[float] | None = None,
+                 video: Sequence[Any] | None = None, strength: float = 0.8) -> np.ndarray:
         """Videos for `prompt` (one or a list): (B, num_frames, height, width, 3) float in
         [0, 1]. diffusers: `WanPipeline(prompt, negative_prompt=, height=, width=,
         num_frames=, num_inference_steps=, guidance_scale=, guidance_scale_2=,
@@ -276,14 +261,22 @@ class WanPipeline(WanMemoryModes, WanVaePasses):
         `control` (vace_pixels: the control video, mask and reference pictures; none: a gray
         video regenerated whole) and `conditioning_scale` (one float or one per VACE layer;
         1 unless given), as `WanVACEPipeline(video=, mask=, reference_images=,
-        conditioning_scale=, ...)`."""
+        conditioning_scale=, ...)`. `video` (frames as PIL images or (H, W, 3) uint8; their
+        count is the video's, num_frames unused): video-to-video from it, re-noised to where
+        `strength` cuts the schedule (wan_video2video), as `WanVideoToVideoPipeline(video=,
+        strength=, ...)`."""
         prompts = [prompt] if isinstance(prompt, str) else list(prompt)
+        if video is not None:
+            num_frames = len(video)
+            check_strength(strength, num_inference_steps)
         self.check(height=height, width=width, num_frames=num_frames,
                    steps=num_inference_steps, rng=rng, sampler=sampler)
         config = self.transformer.config
         # image-to-video (Wan 2.1 I2V, Wan 2.2 A14B I2V): the mask and the first frame's
         # latents as extra input channels
         conditioned = image_conditioned(config)
+        if video is not None:
+            refuse_video2video(image=image is not None, vace=self.vace, conditioned=conditioned)
         refuse_wan(second_expert=self.transformer_2 is not None,
                    expand_timesteps=self.expand_timesteps, conditioned=conditioned,
                    image=image is not None,
@@ -305,6 +298,10 @@ class WanPipeline(WanMemoryModes, WanVaePasses):
         # first frame's latents (its posterior's mean)
         scheduler = self.scheduler(sampler)
         scheduler.set_timesteps(num_inference_steps)
+        timesteps = scheduler.timesteps if video is None else strength_timesteps(
+            scheduler.timesteps, num_inference_steps, strength, scheduler.order)
+        if video is not None and cache is not None:  # TeaCache's last step: the cut's last
+            cache.steps = len(timesteps)
         spatial = self.vae.spatial_factor
         shape = (len(prompts), config["out_channels"] or config["in_channels"],
                  (num_frames - 1) // self.temporal_factor + 1, height // spatial,
@@ -315,6 +312,9 @@ class WanPipeline(WanMemoryModes, WanVaePasses):
             vace = self._with_vae(lambda vae: vace_condition(vae, pixels))
             shape = (*shape[:2], vace.latent_frames, *shape[3:])
         latents = make_generator(rng, seed).standard_normal(shape).astype(np.float32)
+        if video is not None:  # the video's latents noised to the first kept timestep
+            latents = self._with_vae(lambda vae: video_start(
+                vae, video, height, width, latents, scheduler, timesteps[0]))
         first = condition = image_states = None
         if image is not None and conditioned:
             if config["image_dim"] is not None:  # Wan 2.1 I2V reads CLIP's states too
@@ -388,7 +388,7 @@ class WanPipeline(WanMemoryModes, WanVaePasses):
             return flow, None
 
         with on_gpu:
-            latents = scheduler_loop(latents, scheduler.timesteps, scheduler, predict,
+            latents = scheduler_loop(latents, timesteps, scheduler, predict,
                                      dtype=np.float32, callback=callback)
         if first is not None:
             latents[:, :, :1] = first

@@ -1,7 +1,7 @@
 """Frames read back from files (diffusion.pipelines.video.files.read_frames, Wan VACE's control
 video and mask): an MP4 written by write_video decodes (PyAV) to its frames within H.264's
-loss, an animated WebP and a folder of PNGs exactly, a mask as grey levels; what cannot be
-read is refused in one line naming the option."""
+loss, an animated WebP and a folder of PNGs exactly, a mask as grey levels, the first frames
+alone where a limit says; what cannot be read is refused in one line naming the option."""
 
 from __future__ import annotations
 
@@ -42,6 +42,24 @@ def test_read_webp_folder_and_grey(tmp_path: Path) -> None:
     expected = [np.asarray(Image.fromarray(f).convert("L")) for f in frames]
     assert all(g.mode == "L" and np.array_equal(np.asarray(g), e)
                for g, e in zip(grey, expected, strict=True))
+
+
+def test_read_first_frames(tmp_path: Path) -> None:
+    """`limit`: the first frames of each form, the same as a whole read's."""
+    frames = _frames(3)
+    targets = [tmp_path / "v.webp", tmp_path / "folder"]
+    try:
+        import av  # noqa: F401
+
+        targets.append(tmp_path / "v.mp4")
+    except ImportError:
+        pass
+    for target in targets:
+        write_video(frames, target, 8)
+        whole = read_frames(target, "--init-video")
+        first = read_frames(target, "--init-video", limit=3)
+        assert len(first) == 3 and all(np.array_equal(np.asarray(a), np.asarray(b))
+                                       for a, b in zip(first, whole, strict=False))
 
 
 def test_unreadable_refused(tmp_path: Path) -> None:

@@ -15,7 +15,8 @@ loaded straight to host memory, the frames the plain mode's; Wan 2.2 A14B's expe
 Kandinsky 5 Video too). A Wan VACE folder takes its control video, mask and reference pictures
 as base64 pictures (`control_video`, `control_mask`: one per frame; `reference_images`) and
 `control_scale`, as `txt2vid --control-video DIR ...` does; a Wan 2.2 Animate folder its
-picture, pose, face, background and mask videos (video_animate). GET /avx/video-models lists
+picture, pose, face, background and mask videos (video_animate); a Wan text-to-video model an
+`init_video` to redraw and its `denoising_strength` (video_init). GET /avx/video-models lists
 the video folders and Wan files for the page's Video tab."""
 
 from __future__ import annotations
@@ -47,6 +48,7 @@ from ...images import decode_image
 from ..generation import RequestError
 from ..state import ServerState, State, submit, wait
 from ..video_animate import animate_pixels_of, refuse_animate
+from ..video_init import init_video_of, refuse_init_video
 from ..video_ltx2 import ltx2_answer, refuse_ltx2
 from ..video_sources import REQUEST_NAMES, video_listing, video_source
 
@@ -110,6 +112,11 @@ class Txt2VidRequest(BaseModel):
                                        "shorter pose video)")
     segment_overlap: int = Field(1, description="Wan 2.2 Animate: the previous segment's "
                                  "frames a segment continues from, 1 or 5")
+    init_video: str | list[str] | None = Field(None, description="Wan video-to-video: the "
+                                              "video to redraw, a base64 file (MP4, WebM, "
+                                              "WebP, GIF) or base64 pictures, one a frame")
+    denoising_strength: float | None = Field(None, gt=0.0, le=1.0, description="with "
+                                             "init_video: how much of it is redrawn (0.8)")
     format: str = Field("mp4", pattern="^(mp4|webp)$")
     also_webp: bool = Field(False, description="the animated WebP too, as `webp` (beside an "
                                                "MP4 `video`)")
@@ -300,6 +307,10 @@ async def _run(state: ServerState, body: Txt2VidRequest, image: Any) -> dict[str
     from ....pipelines.video import video_cache
     from ....pipelines.video.wan_refuse import wan_refusals_of
 
+    try:  # the init video decoded first: its frames and size are the request's
+        init, body = await asyncio.to_thread(init_video_of, body)
+    except ValueError as error:
+        raise RequestError(str(error)) from None
     (model, s), memory, no_half_vae = _check(state, body), state.memory, state.no_half_vae
     cache = video_cache(body.cache, "cache", s.steps)  # checked by _check
     k5 = kandinsky5_video_family(model[0]) is not None
@@ -307,6 +318,8 @@ async def _run(state: ServerState, body: Txt2VidRequest, image: Any) -> dict[str
     ltx2 = ltx2_family(model[0]) is not None
     kind_of = None if cache is None else cache.spec.kind
     try:  # what the model does not take, from its configs and a file's header, before it loads
+        refuse_init_video(body, model, s.steps, image=image is not None,
+                          control=_control_named(body))
         animate = refuse_animate(body, model, image is not None, _control_named(body))
         if k5:
             _refuse_kandinsky5(model[0], body, s, image, kind_of)
@@ -335,7 +348,8 @@ async def _run(state: ServerState, body: Txt2VidRequest, image: Any) -> dict[str
         size = {"height": s.height, "width": s.width} if not hv15 or image is None else {}
         inputs = {"image": image} if k5 or hv15 else {
             "image": image, "guidance_scale_2": body.cfg_scale_2, "control": control,
-            "conditioning_scale": body.control_scale}
+            "conditioning_scale": body.control_scale, "video": init,
+            "strength": body.denoising_strength or 0.8}
         if pixels is not None:  # Wan 2.2 Animate: the pose video's length
             videos = pipe(body.prompt, pixels=pixels, segment_frames=segment,
                           overlap=body.segment_overlap, negative_prompt=body.negative_prompt,
@@ -352,7 +366,8 @@ async def _run(state: ServerState, body: Txt2VidRequest, image: Any) -> dict[str
                   "width": frames.shape[2], "height": frames.shape[1],
                   "interrupted": observer.interrupted(),
                   "cache": None if cache is None else cache.summary(),
-                  "memory": None if pipe.memory_mode is None else pipe.memory_mode.label}
+                  "memory": None if pipe.memory_mode is None else pipe.memory_mode.label,
+                  "denoising_strength": body.denoising_strength}
         if body.also_webp and body.format != "webp":
             answer["webp"] = _encoded(frames, "webp", s.fps)
         return answer

@@ -2,11 +2,13 @@
 // /avx/img2vid) on the server's queue, shown when GET /avx/video-models lists a video model.
 // Progress and Interrupt go by the job's task id, as the image tabs' do; the MP4 plays in a
 // <video> player. A Wan VACE model's control video, mask and reference pictures are vace.js's; a
-// Wan 2.2 Animate model's character picture and videos animate.js's.
+// Wan 2.2 Animate model's character picture and videos animate.js's; a Wan text-to-video model's
+// init video (video-to-video) init_video.js's.
 
 import { $, api, base64Of, clearError, fileDropZone, readFile, showError } from "./api.js";
 import { newTaskId, number, pollProgress, whilePolling } from "./job.js";
 import { animateFields, initAnimate, showAnimate } from "./animate.js";
+import { initInitVideo, initVideoFields, showInitVideo, takesInitVideo } from "./init_video.js";
 import { initVace, showVace, vaceFields } from "./vace.js";
 
 // /avx/video-models' entries: {title, model_name, kind, first_frame, vace, animate, family, defaults, samplers}
@@ -45,11 +47,13 @@ function fillPart(id, names, none) {
 
 /** The first-frame picker as the chosen model takes one: required (Wan 2.1 I2V, Kandinsky 5
  * image-to-video), optional (Wan 2.2 TI2V) or not at all (Wan 2.1 T2V, Wan 2.2 Animate:
- * hidden); the VACE controls for a VACE model, the Animate controls for an Animate model. */
+ * hidden); the VACE controls for a VACE model, the Animate controls for an Animate model, the
+ * init video for a Wan text-to-video model. */
 function showFirstFrame() {
   const takes = firstFrameTaken();
   showVace(Boolean(chosenModel()?.vace));
   showAnimate(Boolean(chosenModel()?.animate));
+  showInitVideo(takesInitVideo(chosenModel()));
   $("video_parts").hidden = chosenModel()?.kind !== "file";
   $("video_first_frame").hidden = takes === "none";
   $("video_hint").textContent = takes === "required"
@@ -107,6 +111,9 @@ async function requestBody() {
   if (chosenModel()?.vace) {
     Object.assign(body, await vaceFields({ frames: body.frames, fps: body.fps, width: body.width, height: body.height }));
   }
+  if (takesInitVideo(chosenModel())) {
+    Object.assign(body, await initVideoFields({ frames: body.frames, fps: body.fps, width: body.width, height: body.height }));
+  }
   if (chosenModel()?.animate) {  // the pose video's length is the video's
     delete body.frames;
     Object.assign(body, await animateFields({ fps: body.fps, width: body.width, height: body.height }));
@@ -147,7 +154,9 @@ function showVideo(answer) {
     Object.assign($("video_webp_download"), { href: webp, download: `${name}.webp` });
   }
   $("video_info").textContent = `Seed: ${answer.seed}, ${answer.frames} frames at ${answer.fps} fps, `
-    + `${answer.width}x${answer.height}${answer.interrupted ? " (interrupted: decoded from where it stopped)" : ""}`;
+    + `${answer.width}x${answer.height}`
+    + `${answer.denoising_strength != null ? `, denoising strength ${answer.denoising_strength}` : ""}`
+    + `${answer.interrupted ? " (interrupted: decoded from where it stopped)" : ""}`;
 }
 
 async function generate() {
@@ -194,6 +203,7 @@ export function initVideo() {
   fileDropZone($("video_drop"), $("video_file"), async (file) => setFirstFrame(await readFile(file)));
   initVace();
   initAnimate();
+  initInitVideo();
   $("video_image_remove").addEventListener("click", () => setFirstFrame(null));
   $("video_model").addEventListener("change", () => {
     useModelDefaults();

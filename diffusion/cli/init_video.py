@@ -1,0 +1,69 @@
+"""`txt2vid`'s video-to-video options, the video counterpart of img2img: `--init-video` (a
+video to redraw as the prompt says) and `--denoising-strength` (the WebUI's name: how much of
+the schedule is redone, 0.8 unless given), as diffusers' `WanVideoToVideoPipeline(video=,
+strength=)`. The video is read before the model loads: its frame count is the run's (or its
+first --frames), its size too unless --width / --height resize it (Lanczos, as diffusers'
+video processor); a count or size Wan cannot take, a strength that leaves no step and what the
+init video does not go with are refused in one line."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+from typing import Any
+
+from .options import number
+from .vace import vace_named
+
+__all__ = ["DEFAULT_STRENGTH", "add_init_video_options", "init_video_of"]
+
+DEFAULT_STRENGTH = 0.8  # diffusers' WanVideoToVideoPipeline's
+
+
+def add_init_video_options(sub: argparse.ArgumentParser) -> None:
+    """Add the video-to-video options to `sub` (txt2vid)."""
+    group = sub.add_argument_group("video-to-video (Wan's text-to-video models)")
+    group.add_argument("--init-video", metavar="VIDEO|DIR",
+                       help="a video to redraw as the prompt says: an .mp4 / .webm (PyAV), an "
+                            "animated .webp / .gif, or a folder of frames in name order; its "
+                            "frame count (1 + 4k; or its first --frames) and size (multiples of "
+                            "16; or resized to --width x --height) are the video's")
+    group.add_argument("--denoising-strength", type=number, default=None, metavar="S",
+                       help="how much of the init video is redrawn, above 0 to 1: 1 redraws "
+                            "it all, lower keeps more of it; runs int(steps x S) of the steps "
+                            f"({DEFAULT_STRENGTH:g})")
+
+
+def init_video_of(args: argparse.Namespace, animate: bool, most: int) -> list[Any] | None:
+    """--init-video's frames (PIL images) as the run takes them, its frame count and size set
+    as --frames, --width and --height where they are not given (at most `most` frames), and
+    --denoising-strength (DEFAULT_STRENGTH unless given); None without a video. ValueError
+    in one line for a strength without a video, a video with what it does not go with (Wan
+    Animate, Wan VACE's options, another family than Wan's), a strength out of range or leaving no
+    step, a frame count or size Wan cannot take."""
+    from ..pipelines.video.models import video_defaults, video_family_name
+    from ..pipelines.video.wan_schedule import check_strength
+
+    path, strength = getattr(args, "init_video", None), getattr(args, "denoising_strength", None)
+    if path is None and strength is not None:
+        raise ValueError("--denoising-strength is for video-to-video: give --init-video too")
+    args.denoising_strength = DEFAULT_STRENGTH if strength is None else strength
+    if path is None:
+        return None
+    if animate or video_family_name(args.model) != "wan":
+        raise ValueError("--init-video is for Wan's text-to-video models (Wan 2.1, Wan 2.2); "
+                         "this model does not redraw a video")
+    if vace_named(args):
+        raise ValueError(f"--init-video and {vace_named(args)} do not go together: a Wan VACE "
+                         "model edits a video through --control-video and --control-mask")
+    steps = video_defaults(args.model).steps if args.steps is None else args.steps
+    check_strength(args.denoising_strength, steps, ("--denoising-strength", "--steps"))
+    from ..pipelines.video.files import read_frames
+    from ..pipelines.video.wan_video2video import fit_init_video
+
+    read = read_frames(Path(path), "--init-video", limit=args.frames or most + 1)
+    frames, args.width, args.height = fit_init_video(
+        read, f"--init-video {path}", count=args.frames, width=args.width, height=args.height,
+        most=most)
+    args.frames = len(frames)
+    return frames
