@@ -75,8 +75,8 @@ def test_frames_equal_diffusers(first_device: gpucore.Device,
 
 def test_txt2vid(first_device: gpucore.Device, tiny: tuple[Path, Any, np.ndarray],
                  tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    """`txt2vid` on the folder gives diffusers' video; img2vid and txt2img are refused in
-    one line before the weights load."""
+    """`txt2vid` on the folder gives diffusers' video; img2vid, txt2img and a cache other
+    than First Block Cache are refused in one line before the weights load."""
     folder, _, expected = tiny
     common = ("--model", str(folder), "--width", str(WIDTH), "--height", str(HEIGHT),
               "--steps", str(STEPS), "--seed", "7", "--dtype", "float32", "--prompt", SIGN,
@@ -91,3 +91,5 @@ def test_txt2vid(first_device: gpucore.Device, tiny: tuple[Path, Any, np.ndarray
         capsys, "img2vid", *common, "--image", str(picture), "-o", str(tmp_path / "x.webp"))
     assert "HunyuanVideo 1.5 text-to-video model: make videos with `python -m diffusion " \
         "txt2vid" in cli_error(capsys, "txt2img", "--model", str(folder), "--prompt", SIGN)
+    assert "HunyuanVideo 1.5 runs First Block Cache (fbc[:THRESHOLD])" in cli_error(
+        capsys, "txt2vid", *common, "--cache", "teacache", "-o", str(tmp_path / "x.webp"))

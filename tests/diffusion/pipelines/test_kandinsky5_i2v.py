@@ -1,8 +1,9 @@
 """Kandinsky 5's image-to-video model (a Kandinsky5I2VPipeline folder of kandinsky5_video_tiny's
 parts): our frames against diffusers' on PyTorch CPU float32 (the picture resized, encoded as
 the first latent frame after the noise, held through the steps, the first frames renormalised
-after them), the picture visibly mattering; `img2vid --image` on it; txt2vid, a missing
-picture and too few frames refused in one line."""
+after them), the picture visibly mattering, --medvram and --lowvram giving the plain run's
+frames; `img2vid --image` on it; txt2vid, a missing picture and too few frames refused in one
+line."""
 
 from __future__ import annotations
 
@@ -86,3 +87,25 @@ def test_img2vid(first_device: gpucore.Device, tiny_kandinsky5_i2v: tuple[Path, 
         "-o", str(tmp_path / "x.webp"))
     assert "image-to-video model: make videos with `python -m diffusion img2vid" in cli_error(
         capsys, "txt2img", "--model", str(folder), "--prompt", RED)
+
+
+def test_memory_modes_give_the_plain_frames(first_device: gpucore.Device,
+                                            tiny_kandinsky5_i2v: tuple[Path, Any]) -> None:
+    """Loaded to host memory (as the CLI loads for a memory mode): the offloaded run's frames
+    bit for bit under --medvram and --lowvram (units uploaded: the mode is in effect), the
+    picture encoded by the VAE before the steps too."""
+    from diffusion.pipelines.sd.memory import MemoryMode
+
+    folder, _ = tiny_kandinsky5_i2v
+    pipe = Kandinsky5VideoPipeline.from_pretrained(folder, device=first_device, offload=True)
+    plain = pipe(RED, image=_picture(1), seed=7, **SETTINGS)
+    try:
+        for mode in (MemoryMode(medvram=True), MemoryMode(lowvram=True)):
+            pipe.set_memory_mode(mode)
+            assert pipe._memory is not None
+            start = pipe._memory.residency.uploaded
+            np.testing.assert_array_equal(pipe(RED, image=_picture(1), seed=7, **SETTINGS),
+                                          plain)
+            assert pipe._memory.residency.uploaded > start
+    finally:
+        pipe.set_memory_mode(MemoryMode())
