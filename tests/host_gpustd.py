@@ -265,16 +265,17 @@ def layer_norm_modulate(x: np.ndarray, shift: np.ndarray, scale: np.ndarray,
 
 def rms_norm_rope(x: np.ndarray, weight: Any = None, rotary: Any = None, *, heads: int = 1,
                   eps: float | None = 1e-6, halves: bool = False, out: Any = None,
-                  start: int = 0) -> np.ndarray:
+                  start: int = 0, zero_centred: bool = False) -> np.ndarray:
     """gpustd.nn.rms_norm_rope from torch's definitions: per-head RMS norm (statistics in
-    float32, rounded to x's dtype), then apply_rotary_emb's pair rotation (float32)."""
+    float32, rounded to x's dtype; the scale 1 + weight with `zero_centred`, Gemma's), then
+    apply_rotary_emb's pair rotation (float32)."""
     width = x.shape[-1]
     d = width // heads
     y = x.reshape(*x.shape[:-1], heads, d).astype(np.float32)
     if eps is not None:
         y = y / np.sqrt((y * y).mean(axis=-1, keepdims=True) + eps)
     if weight is not None:
-        y = y * weight.astype(np.float32)
+        y = y * (zero_centred + weight.astype(np.float32))
     y = y.astype(x.dtype).astype(np.float32)
     if rotary is not None:
         cos, sin = (t[start:start + x.shape[1]] for t in rotary)  # (L, 1, D)

@@ -64,9 +64,8 @@ class RMSNorm(nn.Module):
     def __init__(self, dim: int, eps: float = 1e-6, *, place: Place,
                  elementwise_affine: bool = True, zero_centred: bool = False) -> None:
         self.eps, self.zero_centred = eps, zero_centred
-        dtype = np.float32 if zero_centred else place["dtype"]
-        self.weight = (nn.parameter((dim,), dtype, place["device"]) if elementwise_affine
-                       else None)
+        where = {**place, "dtype": np.float32} if zero_centred else place
+        self.weight = nn.parameter((dim,), **where) if elementwise_affine else None
 
     def forward(self, x: Tensor) -> Tensor:
         return nn.rms_norm_rope(x, self.weight, eps=self.eps, zero_centred=self.zero_centred)

@@ -143,8 +143,7 @@ def test_a_first_frame_goes_out_as_img2vid(server: str, page: Any, tmp_path: Pat
     Image.new("RGB", (48, 32), (200, 30, 30)).save(png)
     page.locator("#video_file").set_input_files(str(png))
     page.get_by_role("img", name="First frame").wait_for(state="visible")
-    page.get_by_label("Step cache", exact=True).select_option(label="TeaCache, retention mode "
-                                                              "(Wan 2.1)")
+    page.get_by_label("Step cache", exact=True).select_option(value="teacache-ret")
     page.get_by_label("Cache threshold", exact=True).fill("0.15")
     sent: list[Any] = []
     answer = _stand_in_answer(tmp_path / "video.mp4")
