@@ -210,3 +210,13 @@ def test_the_tests_have_one_conftest():
     fixtures of a folder go in a module that tests/conftest.py names in `pytest_plugins`."""
     found = sorted(str(p.relative_to(ROOT)) for p in (ROOT / "tests").rglob("conftest.py"))
     assert found == ["tests/conftest.py"], found
+
+
+def test_test_files_have_unique_names():
+    """The test folders are not packages: pytest imports each test file under its basename,
+    and a second file of the same name fails the whole run's collection ("import file
+    mismatch"), though each passes alone."""
+    names: dict[str, list[str]] = {}
+    for path in (ROOT / "tests").rglob("test_*.py"):
+        names.setdefault(path.name, []).append(str(path.relative_to(ROOT)))
+    assert not {name: paths for name, paths in names.items() if len(paths) > 1}
