@@ -4,9 +4,10 @@ beside its vision tower, which is left out) and FLUX.2 dev's (`mistral_3_small_f
 safetensors`, `..._fp8.safetensors`: Mistral Small 3.1's language model under `model.`, its
 `vision_tower.`, `multi_modal_projector.` and `tekken_model` left out) and Lumina 2's
 (`gemma_2_2b_fp16.safetensors`: Gemma-2-2B, its tokenizer's `spiece_model` left out):
-transformers' names, bare, under `model.` or under `model.language_model.` (transformers 5's Qwen2.5-VL; a causal LM's `lm_head` left out);
-or a llama.cpp GGUF of it (`Qwen3-4B-Q8_0.gguf`, ComfyUI-GGUF's text encoders:
-its matrices kept quantized by load_component), its names mapped to transformers' as
+transformers' names, bare, under `model.` or under `model.language_model.` (transformers 5's
+Qwen2.5-VL; a causal LM's `lm_head` left out); or a llama.cpp GGUF of it
+(`Qwen3-4B-Q8_0.gguf`, ComfyUI-GGUF's text encoders: its matrices kept quantized by
+load_component), its names mapped to transformers' as
 ComfyUI-GGUF maps them (`blk.N.attn_q` -> `layers.N.self_attn.q_proj`, `token_embd` ->
 `embed_tokens`, ...; Qwen's rotary layout is transformers', so nothing is permuted; a
 "llama" GGUF's (Mistral's) q/k rows are put back in transformers' order, LlamaGGUFFile). Read
