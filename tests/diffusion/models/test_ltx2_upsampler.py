@@ -59,7 +59,7 @@ def test_upsampler_equals_diffusers(first_device: gpucore.Device, tmp_path: Path
 def test_other_upsamplers_refused() -> None:
     with pytest.raises(ValueError, match="not the spatial x2 one"):
         LTX2LatentUpsamplerModel({"temporal_upsample": True, "spatial_upsample": False})
-    with pytest.raises(ValueError, match="scale 1.5 is not supported"):
+    with pytest.raises(ValueError, match=r"scale 1\.5 is not supported"):
         LTX2LatentUpsamplerModel({"spatial_scale": 1.5, "rational_resampler": True})
 
 
