@@ -98,6 +98,8 @@ class LTX2LatentUpsamplerModel(nn.Module):
     `latent_upsampler/config.json` (module docstring); parameter names diffusers'. diffusers:
     `LTX2LatentUpsamplerModel(latents)`."""
 
+    upsampler: Any  # the rational resampler's `.conv`, or the plain one's `[0]`
+
     def __init__(self, config: dict[str, Any], *, dtype: Any = np.float32,
                  device: Device | None = None) -> None:
         self.config = cfg = upsampler_config(config)
@@ -107,11 +109,11 @@ class LTX2LatentUpsamplerModel(nn.Module):
         self.initial_norm = nn.GroupNorm(_GROUPS, mid, **place)
         self.res_blocks = nn.ModuleList([_ResBlock(mid, place) for _ in range(blocks)])
         conv = nn.Conv2d(mid, 4 * mid, 3, padding=1, **place)
-        # the rational resampler's conv at scale 2 (its blur then has stride 1: nothing)
-        self.upsampler: Any = nn.Namespace() if cfg["use_rational_resampler"] else \
-            nn.ModuleList([conv])
-        if cfg["use_rational_resampler"]:
+        if cfg["use_rational_resampler"]:  # its conv at scale 2 (its blur's stride 1: nothing)
+            self.upsampler = nn.Namespace()
             self.upsampler.conv = conv
+        else:
+            self.upsampler = nn.ModuleList([conv])
         self.post_upsample_res_blocks = nn.ModuleList([_ResBlock(mid, place)
                                                        for _ in range(blocks)])
         self.final_conv = _Conv3d(mid, int(cfg["in_channels"]), place)

@@ -70,8 +70,8 @@ def recompressed(pixels: np.ndarray, crf: int) -> np.ndarray:
         finally:
             container.close()
         data = file.getvalue()
-    with io.BytesIO(data) as file, av.open(file) as container:
-        return next(container.decode(video=0)).to_ndarray(format="rgb24")
+    with io.BytesIO(data) as file, av.open(file, "r") as source:
+        return next(source.decode(video=0)).to_ndarray(format="rgb24")
 
 
 def image_latents(vae: Any, image: Any, height: int, width: int, crf: int) -> np.ndarray:
