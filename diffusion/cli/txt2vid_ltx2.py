@@ -58,7 +58,7 @@ def refuse_ltx2_only(args: argparse.Namespace) -> None:
              "stg_blocks": "--stg-blocks", "upsampler": "--upsampler"}
     given = [flag for field, flag in flags.items() if getattr(args, field, None)]
     if given:
-        raise ValueError(f"{given[0]} is an LTX-2 option (its videos have audio); "
+        raise ValueError(f"{given[0]} is an LTX-2 option (its audio, STG, latent upsampler); "
                          f"{args.model} is another family's model: leave it out")
 
 

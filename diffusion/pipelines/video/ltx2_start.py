@@ -54,7 +54,11 @@ def recompressed(pixels: np.ndarray, crf: int) -> np.ndarray:
     """(H, W, 3) uint8 through one yuv420p H.264 frame at `crf` (preset veryfast), its sides
     cut to even, and back to RGB: the compression LTX-2's conditioning frames had. diffusers:
     `apply_image_conditioning_crf`."""
-    import av
+    try:
+        import av
+    except ImportError:
+        raise ValueError("LTX-2's image to video re-compresses its picture with PyAV's H.264: "
+                         "pip install 'avx-gpu[video]', or give image_crf=0") from None
 
     height, width = pixels.shape[0] // 2 * 2, pixels.shape[1] // 2 * 2
     pixels = np.ascontiguousarray(pixels[:height, :width])
@@ -88,8 +92,12 @@ def image_latents(vae: Any, image: Any, height: int, width: int, crf: int) -> np
     pixels = np.asarray(resized, np.float32) / 255 * 2 - 1
     video = pixels.transpose(2, 0, 1)[None, :, None]  # (1, 3, 1, H, W)
     place = vae.latents_mean  # the VAE's dtype and device
-    latents = vae.normalize(vae.encode(asarray(video, dtype=place.dtype, device=place.device)))
-    return np.asarray(latents.numpy(), np.float32)
+    z = np.asarray(vae.encode(asarray(video, dtype=place.dtype, device=place.device)).numpy(),
+                   np.float32)
+    # normalized on the host: a memory mode may have sent the VAE's weights back there
+    mean, std = (np.asarray(p.numpy(), np.float32).reshape(1, -1, 1, 1, 1)
+                 for p in (vae.latents_mean, vae.latents_std))
+    return ((z - mean) * np.float32(vae.scaling_factor) / std).astype(np.float32)
 
 
 def first_frame_mask(batch: int, grid: tuple[int, int, int]) -> np.ndarray:

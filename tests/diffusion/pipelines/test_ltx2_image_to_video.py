@@ -70,3 +70,21 @@ def test_image_to_video_equals_diffusers(first_device: gpucore.Device,
     other = pipe(CAT, image=_picture(2), **settings)
     assert np.abs(other.frames - ours.frames).mean() > 1e-2
     assert np.abs(other.audio - ours.audio).mean() > 1e-4
+
+
+def test_memory_modes_give_the_plain_video(first_device: gpucore.Device,
+                                           tiny: tuple[Path, Any]) -> None:
+    """Loaded to host memory (as the CLI loads for a memory mode): the picture encoded and
+    the video made under --medvram and --lowvram, bit for bit the offloaded plain run's."""
+    from diffusion.pipelines.sd.memory import MemoryMode
+
+    pipe = LTX2Pipeline.from_pretrained(tiny[0], device=first_device, offload=True)
+    settings = {**SIZE, "guidance": LTX2Guidance(stg_blocks=STG), "seed": 7,
+                "image": _picture(1), "image_crf": 0}
+    plain = pipe(CAT, **settings)
+    for mode in (MemoryMode(medvram=True), MemoryMode(lowvram=True)):
+        pipe.set_memory_mode(mode)
+        got = pipe(CAT, **settings)
+        np.testing.assert_array_equal(got.frames, plain.frames)
+        np.testing.assert_array_equal(got.audio, plain.audio)
+    pipe.set_memory_mode(MemoryMode())

@@ -3,8 +3,8 @@ tiny random latent upsampler: image to video at half size, the latents upsampled
 unguided steps over diffusers' stage-2 sigmas, against diffusers' recipe on PyTorch CPU
 float32 (LTX2ImageToVideoPipeline with output_type="latent", LTX2LatentUpsamplePipeline, the
 pipeline again with its scheduler's shift off, one generator throughout); `img2vid` with
---upsampler writing the video and its audio, and refusing it for another family or a size
-that does not halve."""
+--upsampler writing the video and its audio, and --upsampler refused for another family or a
+size that does not halve."""
 
 from __future__ import annotations
 
@@ -113,3 +113,14 @@ def test_img2vid_two_stage(first_device: gpucore.Device, tiny: tuple[Path, Any, 
     assert (Path(out) / "audio.wav").is_file()
     assert "multiple of 32 for LTX-2 in two stages" in cli_error(
         capsys, *common, "--width", "128", "--height", "48", "-o", str(tmp_path / "x"))
+
+
+def test_upsampler_refused_elsewhere() -> None:
+    """Another family's txt2vid or img2vid refuses --upsampler in one line."""
+    import argparse
+
+    from diffusion.cli.txt2vid_ltx2 import refuse_ltx2_only
+
+    with pytest.raises(ValueError, match=r"--upsampler is an LTX-2 option .* wan is another "
+                       "family's model: leave it out"):
+        refuse_ltx2_only(argparse.Namespace(upsampler="up.safetensors", model="wan"))
