@@ -46,15 +46,17 @@ class ProgressBar(Observer):
         return (done - 1) / (now - self._first)
 
     def on_begin(self, decode: Decode, latent_space: str = "") -> None:
-        """A pass with latents of its own begins (HunyuanImage 2.1's refiner): its clock."""
-        self._restart(self.clock())
+        """A pass with latents of its own begins after steps were told (HunyuanImage 2.1's
+        refiner): its clock. (Before the first pass the clock runs from the bar's making.)"""
+        if self._done:
+            self._restart(self.clock())
 
     def on_step(self, done: int, total: int, latents: np.ndarray) -> None:
         self(done, total)
 
     def __call__(self, done: int, total: int) -> None:
         now = self.clock()
-        if done <= self._done:  # a pass counting from 1 again (the hires fix's second)
+        if done < self._done:  # a pass counting from 1 again (the hires fix's second)
             self._restart(self._last)
         if self._first is None:
             self._first = now

@@ -450,6 +450,7 @@ def test_progress_times_each_pass_on_its_own() -> None:
     # made at 0, steps at 1, 2, 3; the refiner begins at 10, its steps at 12, 13; a third
     # pass's steps at 15, 16 (its time from the last step before it, 13)
     bar = cli.ProgressBar("x", stream=stream, clock=Clock([0, 1, 2, 3, 10, 12, 13, 15, 16]))
+    bar.on_begin(lambda latents: [], "")  # the first pass's: its clock runs from 0
     for done in (1, 2, 3):
         bar(done, 3)
     bar.on_begin(lambda latents: [], "")
