@@ -1,7 +1,7 @@
 """Qwen-Image-Layered against diffusers' QwenImageLayeredPipeline on a tiny random folder (the
 layered transformer: the RGBA timestep row, frames 0.. and the picture at -1; a 4-channel
-VAE): the RGBA layers, the input picture visibly mattering; and `python -m diffusion layers`
-writing them as RGBA PNGs."""
+VAE): the RGBA layers, the input picture visibly mattering; `python -m diffusion layers`
+writing them as RGBA PNGs; and the server's POST /avx/layers answering them as base64 PNGs."""
 
 from __future__ import annotations
 
@@ -139,8 +139,8 @@ def test_layers_from_the_server(first_device: gpucore.Device, tiny_layered: tupl
                                 monkeypatch: pytest.MonkeyPatch) -> None:
     """POST /avx/layers with the folder of the models directory by name: diffusers' layers as
     base64 RGBA PNGs (through their rounding), the seed said; a folder that is not
-    Qwen-Image-Layered, an empty prompt, a layer count out of range and a picture that is not
-    one are 422s in one line each, before the queue."""
+    Qwen-Image-Layered, an empty prompt, a layer count out of range, a picture that is not
+    one and a server in a memory mode are 422s in one line each, before the queue."""
     import base64
     import io
     import shutil
@@ -149,6 +149,7 @@ def test_layers_from_the_server(first_device: gpucore.Device, tiny_layered: tupl
     from fastapi.testclient import TestClient
     from server_support import StandInPipeline
 
+    from diffusion.pipelines.sd.memory import MemoryMode
     from diffusion.server import create_app
 
     monkeypatch.setattr(QwenImageLayeredPipeline, "areas", {640: AREA})
@@ -179,4 +180,8 @@ def test_layers_from_the_server(first_device: gpucore.Device, tiny_layered: tupl
                              ({"image": "bm90IGEgcGljdHVyZQ=="}, "not a readable image")):
             refused = client.post("/avx/layers", json={**body, **change})
             assert refused.status_code == 422 and says in refused.text, refused.text
+        # a server in a memory mode: the pipeline would load whole
+        monkeypatch.setattr(app.state.server, "memory", MemoryMode.parse(lowvram=True))
+        refused = client.post("/avx/layers", json=body)
+        assert refused.status_code == 422 and "runs in --lowvram" in refused.text
     app.state.worker.stop()
