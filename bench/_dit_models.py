@@ -2,7 +2,8 @@
 counterparts, and `_Model`, a row's calls on either side (Qwen-Image 2.1's and Qwen3-VL-8B's
 in bench/_dit_qwen21.py, Krea 2's in bench/_dit_krea2.py, Kandinsky 5's in
 bench/_dit_kandinsky5.py, HunyuanImage 2.1's in bench/_dit_hunyuanimage.py, HunyuanVideo 1.5's in
-bench/_dit_hunyuan_video15.py, LTX-2's in bench/_dit_ltx2.py)."""
+bench/_dit_hunyuan_video15.py, LTX-2's in bench/_dit_ltx2.py, Lumina 2's in
+bench/_dit_lumina2.py)."""
 
 from __future__ import annotations
 
@@ -100,6 +101,14 @@ LTX2: dict[str, Any] = dict(
     rope_double_precision=True, causal_offset=1, timestep_scale_multiplier=1000,
     cross_attn_timestep_scale_multiplier=1000, rope_type="split", use_prompt_embeddings=True,
     perturbed_attn=False)
+# Alpha-VLLM/Lumina-Image-2.0's transformer/config.json as diffusers' convert_lumina2_to_diffusers
+# writes it (the 2B NextDiT: 26 layers 2304 wide, 24 query / 8 key-value heads; Gemma-2-2B's
+# 2304-wide caption states)
+LUMINA2: dict[str, Any] = dict(
+    sample_size=128, patch_size=2, in_channels=16, out_channels=None, hidden_size=2304,
+    num_layers=26, num_refiner_layers=2, num_attention_heads=24, num_kv_heads=8,
+    multiple_of=256, ffn_dim_multiplier=None, norm_eps=1e-5, scaling_factor=1.0,
+    axes_dim_rope=(32, 32, 32), axes_lens=(300, 512, 512), cap_feat_dim=2304)
 
 # the text tokens of Qwen-Image-Edit's step: a 1024x1024 reference read by Qwen2.5-VL (1036 px
 # in 28 px merged patches: 37 x 37 picture tokens) and a short instruction, the template's
@@ -142,6 +151,10 @@ TINY: dict[str, dict[str, Any]] = {
                  cross_attention_dim=20, audio_num_attention_heads=2, audio_attention_head_dim=6,
                  audio_cross_attention_dim=12, in_channels=8, out_channels=8,
                  audio_in_channels=6, audio_out_channels=6, caption_channels=20),
+    # grouped-query attention kept (4 query heads for 2 key/value heads), head dim 12
+    "lumina2": dict(LUMINA2, hidden_size=48, num_layers=1, num_refiner_layers=1,
+                    num_attention_heads=4, num_kv_heads=2, multiple_of=16,
+                    axes_dim_rope=(4, 4, 4), cap_feat_dim=40),
     # heads 16 wide: mrope_section's three axes each turn some of the 8 frequencies
     "qwen3vl_8b": dict(QWEN3VL_8B, vocab_size=512, hidden_size=48, intermediate_size=80,
                        num_hidden_layers=3, num_attention_heads=4, num_key_value_heads=2,

@@ -35,17 +35,19 @@ video, for 128 real tokens of its 1000-token block and 16 of ByT5's 256
 (bench/_dit_hunyuan_video15.py: diffusers' padded blocks and zero image tokens masked, ours
 the real tokens alone, its prompt's part made once, prefix_ms). LTX-2's (2.0, 19B)
 audio-video step for LTX2Pipeline's default 768x512, 121 frames (6144 video tokens) and its
-126 audio latents, both prompts the connectors' 1024 tokens (bench/_dit_ltx2.py).
+126 audio latents, both prompts the connectors' 1024 tokens (bench/_dit_ltx2.py). Lumina
+Image 2.0's at 4096 patches for 92 real tokens of its 256-token Gemma 2 block
+(bench/_dit_lumina2.py).
 Rows run smallest first, each caught on its own: an out-of-memory model loses its row only,
 recorded with its error.
 
-BENCH_MODELS picks them, comma-separated, from qwen3_8b, qwen25vl, qwen3vl_8b, qwenimage21,
-krea2, kandinsky5, flux2klein, chroma, kontext, qwenimage, qwenimageedit, hunyuanimage,
-hunyuanvideo15, ltx2 (the default: all, in that order), plus zimage and qwen3 (bench/zimage.py's
-rows). BENCH_ACC16=1 adds each float16 transformer's step with every GEMM's f16 accumulators
-(`float16 acc16`, `--fp16-accumulation`). BENCH_KERNELS=1 adds each float16 row's fifteen
-longest kernels (`kernels`: calls and GPU ms of one more step, timestamps on). `--quick`:
-tiny configs (a smoke run on any adapter).
+BENCH_MODELS picks them, comma-separated, from qwen3_8b, qwen25vl, qwen3vl_8b, lumina2,
+qwenimage21, krea2, kandinsky5, flux2klein, chroma, kontext, qwenimage, qwenimageedit,
+hunyuanimage, hunyuanvideo15, ltx2 (the default: all, in that order), plus
+zimage and qwen3 (bench/zimage.py's rows). BENCH_ACC16=1 adds each float16 transformer's step
+with every GEMM's f16 accumulators (`float16 acc16`, `--fp16-accumulation`). BENCH_KERNELS=1
+adds each float16 row's fifteen longest kernels (`kernels`: calls and GPU ms of one more step,
+timestamps on). `--quick`: tiny configs (a smoke run on any adapter).
 """
 
 from __future__ import annotations
@@ -66,6 +68,7 @@ from . import _dit_hunyuanimage as _hunyuanimage
 from . import _dit_kandinsky5 as _kandinsky5
 from . import _dit_krea2 as _krea2
 from . import _dit_ltx2 as _ltx2
+from . import _dit_lumina2 as _lumina2
 from . import _dit_qwen21 as _qwen21
 from . import _harness
 from . import zimage as _zimage
@@ -85,7 +88,7 @@ from .sdxl import _PeakMemory, _settled_use
 GIB = float(1 << 30)
 # the rows whose inputs and calls live in a module of their own (bench/_dit_*.py)
 _ROW_MODULES = {name: module for module in (_qwen21, _krea2, _kandinsky5, _hunyuanimage,
-                                               _hunyuan_video15, _ltx2)
+                                               _hunyuan_video15, _ltx2, _lumina2)
                 for name in module.NAMES}
 COLUMNS = ["model", "impl", "dtype", "dispatches", "rel_err", "gpu_ms", "wall_ms", "peak_gib",
            "vs_bf16", "prefix_ms", "error"]
@@ -360,9 +363,9 @@ def _one_model(name: str, quick: bool, device: gpucore.Device, cuda: Any
     return rows
 
 
-DEFAULT = ("qwen3_8b", "qwen25vl", "qwen3vl_8b", "qwenimage21", "krea2", "kandinsky5",
-           "flux2klein", "chroma", "kontext", "qwenimage", "qwenimageedit", "hunyuanimage",
-           "hunyuanvideo15", "ltx2")
+DEFAULT = ("qwen3_8b", "qwen25vl", "qwen3vl_8b", "lumina2", "qwenimage21", "krea2",
+           "kandinsky5", "flux2klein", "chroma", "kontext", "qwenimage", "qwenimageedit",
+           "hunyuanimage", "hunyuanvideo15", "ltx2")
 
 
 def run(quick: bool = False) -> dict[str, Any]:
@@ -406,7 +409,9 @@ def run(quick: bool = False) -> dict[str, Any]:
                  "4096 context patches, 512 T5 tokens), Qwen-Image-Edit (4096 noise + 4096 "
                  "reference patches, 1385 text tokens: a 1024x1024 reference read by "
                  "Qwen2.5-VL and a short instruction), HunyuanVideo 1.5 (480p, 121 frames, "
-                 "text to video: ours after prepare_text() once, prefix_ms); Qwen2.5-VL-7B's "
+                 "text to video: ours after prepare_text() once, prefix_ms), Lumina Image "
+                 "2.0 (4096 patches, 92 real tokens of a masked 256-token block); "
+                 "Qwen2.5-VL-7B's "
                  "language model on 256 "
                  "tokens (last hidden states), Qwen3-VL-8B's language model on 256 tokens (the "
                  "last layer's states before the final norm), Qwen3-8B on 512 tokens (hidden "
