@@ -3,7 +3,7 @@ counterparts, and `_Model`, a row's calls on either side (Qwen-Image 2.1's and Q
 in bench/_dit_qwen21.py, Krea 2's in bench/_dit_krea2.py, Kandinsky 5's in
 bench/_dit_kandinsky5.py, HunyuanImage 2.1's in bench/_dit_hunyuanimage.py, HunyuanVideo 1.5's in
 bench/_dit_hunyuan_video15.py, LTX-2's in bench/_dit_ltx2.py, Lumina 2's in
-bench/_dit_lumina2.py)."""
+bench/_dit_lumina2.py, HunyuanVideo's in bench/_dit_hunyuan_video.py)."""
 
 from __future__ import annotations
 
@@ -109,6 +109,14 @@ LUMINA2: dict[str, Any] = dict(
     num_layers=26, num_refiner_layers=2, num_attention_heads=24, num_kv_heads=8,
     multiple_of=256, ffn_dim_multiplier=None, norm_eps=1e-5, scaling_factor=1.0,
     axes_dim_rope=(32, 32, 32), axes_lens=(300, 512, 512), cap_feat_dim=2304)
+# hunyuanvideo-community/HunyuanVideo's transformer/config.json (diffusers'
+# HunyuanVideoTransformer3DModel defaults: 20 double and 40 single blocks 3072 wide, 1 x 2 x 2
+# patches, llava-llama-3-8b's 4096-wide states, CLIP-L's 768-wide pooled, guidance embedded)
+HUNYUANVIDEO: dict[str, Any] = dict(
+    in_channels=16, out_channels=16, num_attention_heads=24, attention_head_dim=128,
+    num_layers=20, num_single_layers=40, num_refiner_layers=2, mlp_ratio=4.0, patch_size=2,
+    patch_size_t=1, qk_norm="rms_norm", guidance_embeds=True, text_embed_dim=4096,
+    pooled_projection_dim=768, rope_theta=256.0, rope_axes_dim=(16, 56, 56))
 
 # the text tokens of Qwen-Image-Edit's step: a 1024x1024 reference read by Qwen2.5-VL (1036 px
 # in 28 px merged patches: 37 x 37 picture tokens) and a short instruction, the template's
@@ -155,6 +163,10 @@ TINY: dict[str, dict[str, Any]] = {
     "lumina2": dict(LUMINA2, hidden_size=48, num_layers=1, num_refiner_layers=1,
                     num_attention_heads=4, num_kv_heads=2, multiple_of=16,
                     axes_dim_rope=(4, 4, 4), cap_feat_dim=40),
+    "hunyuanvideo": dict(HUNYUANVIDEO, in_channels=4, out_channels=4, num_attention_heads=2,
+                         attention_head_dim=16, num_layers=1, num_single_layers=1,
+                         num_refiner_layers=1, text_embed_dim=40, pooled_projection_dim=24,
+                         rope_axes_dim=(4, 6, 6)),
     # heads 16 wide: mrope_section's three axes each turn some of the 8 frequencies
     "qwen3vl_8b": dict(QWEN3VL_8B, vocab_size=512, hidden_size=48, intermediate_size=80,
                        num_hidden_layers=3, num_attention_heads=4, num_key_value_heads=2,

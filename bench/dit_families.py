@@ -37,13 +37,15 @@ the real tokens alone, its prompt's part made once, prefix_ms). LTX-2's (2.0, 19
 audio-video step for LTX2Pipeline's default 768x512, 121 frames (6144 video tokens) and its
 126 audio latents, both prompts the connectors' 1024 tokens (bench/_dit_ltx2.py). Lumina
 Image 2.0's at 4096 patches for 92 real tokens of its 256-token Gemma 2 block
-(bench/_dit_lumina2.py).
+(bench/_dit_lumina2.py). HunyuanVideo's at 960 x 544, 61 frames (32 640 video tokens) for 60
+real tokens of its 256-token Llama block, guidance embedded (bench/_dit_hunyuan_video.py: ours
+after prepare_text once, prefix_ms).
 Rows run smallest first, each caught on its own: an out-of-memory model loses its row only,
 recorded with its error.
 
 BENCH_MODELS picks them, comma-separated, from qwen3_8b, qwen25vl, qwen3vl_8b, lumina2,
 qwenimage21, krea2, kandinsky5, flux2klein, chroma, kontext, qwenimage, qwenimageedit,
-hunyuanimage, hunyuanvideo15, ltx2 (the default: all, in that order), plus
+hunyuanimage, hunyuanvideo15, hunyuanvideo, ltx2 (the default: all, in that order), plus
 zimage and qwen3 (bench/zimage.py's rows). BENCH_ACC16=1 adds each float16 transformer's step
 with every GEMM's f16 accumulators (`float16 acc16`, `--fp16-accumulation`). BENCH_KERNELS=1
 adds each float16 row's fifteen longest kernels (`kernels`: calls and GPU ms of one more step,
@@ -63,6 +65,7 @@ import numpy as np
 import gpucore
 import gpustd
 
+from . import _dit_hunyuan_video as _hunyuan_video
 from . import _dit_hunyuan_video15 as _hunyuan_video15
 from . import _dit_hunyuanimage as _hunyuanimage
 from . import _dit_kandinsky5 as _kandinsky5
@@ -88,7 +91,8 @@ from .sdxl import _PeakMemory, _settled_use
 GIB = float(1 << 30)
 # the rows whose inputs and calls live in a module of their own (bench/_dit_*.py)
 _ROW_MODULES = {name: module for module in (_qwen21, _krea2, _kandinsky5, _hunyuanimage,
-                                               _hunyuan_video15, _ltx2, _lumina2)
+                                               _hunyuan_video15, _ltx2, _lumina2,
+                                               _hunyuan_video)
                 for name in module.NAMES}
 COLUMNS = ["model", "impl", "dtype", "dispatches", "rel_err", "gpu_ms", "wall_ms", "peak_gib",
            "vs_bf16", "prefix_ms", "error"]
@@ -365,7 +369,7 @@ def _one_model(name: str, quick: bool, device: gpucore.Device, cuda: Any
 
 DEFAULT = ("qwen3_8b", "qwen25vl", "qwen3vl_8b", "lumina2", "qwenimage21", "krea2",
            "kandinsky5", "flux2klein", "chroma", "kontext", "qwenimage", "qwenimageedit",
-           "hunyuanimage", "hunyuanvideo15", "ltx2")
+           "hunyuanimage", "hunyuanvideo15", "hunyuanvideo", "ltx2")
 
 
 def run(quick: bool = False) -> dict[str, Any]:
@@ -410,7 +414,9 @@ def run(quick: bool = False) -> dict[str, Any]:
                  "reference patches, 1385 text tokens: a 1024x1024 reference read by "
                  "Qwen2.5-VL and a short instruction), HunyuanVideo 1.5 (480p, 121 frames, "
                  "text to video: ours after prepare_text() once, prefix_ms), Lumina Image "
-                 "2.0 (4096 patches, 92 real tokens of a masked 256-token block); "
+                 "2.0 (4096 patches, 92 real tokens of a masked 256-token block), "
+                 "HunyuanVideo (960x544, 61 frames, 60 real tokens of a masked 256-token "
+                 "block, guidance embedded: ours after prepare_text() once, prefix_ms); "
                  "Qwen2.5-VL-7B's "
                  "language model on 256 "
                  "tokens (last hidden states), Qwen3-VL-8B's language model on 256 tokens (the "
