@@ -3,8 +3,8 @@ shaped tokenizer (byte-level BPE over flow_tiny's CORPUS, Llama 3's chat tokens 
 <|begin_of_text|> put first by its post-processor, <|end_of_text|> the padding) that holds
 the words of HunyuanVideo's prompt template as whole tokens, so that the template's part
 before the prompt splits into about the 95 tokens the pipeline drops (as Llama 3's real
-tokenizer splits it: the prompt itself is kept), a LlamaModel of LLAMA_TINY's sizes and
-sd_tiny's CLIP with its tokenizer."""
+tokenizer splits it: the prompt itself is kept), hunyuan_video_tiny's LlamaModel (its
+vocabulary the tokenizer's size) and sd_tiny's CLIP with its tokenizer."""
 
 from __future__ import annotations
 
@@ -14,12 +14,9 @@ from pathlib import Path
 from typing import Any
 
 from flow_tiny import CORPUS
-from sd_tiny import randomized, tiny_text_encoder, write_tokenizer
+from hunyuan_video_tiny import LLAMA_TINY, tiny_llama
+from sd_tiny import tiny_text_encoder, write_tokenizer
 
-LLAMA_TINY: dict[str, Any] = dict(
-    vocab_size=384, hidden_size=32, intermediate_size=48, num_hidden_layers=4,
-    num_attention_heads=4, num_key_value_heads=2, rms_norm_eps=1e-5, rope_theta=500000.0,
-    max_position_embeddings=512, tie_word_embeddings=False)
 SPECIAL = ["<|begin_of_text|>", "<|end_of_text|>", "<|start_header_id|>", "<|end_header_id|>",
            "<|eot_id|>"]
 
@@ -61,13 +58,6 @@ def tiny_llama_tokenizer(folder: Path) -> Any:
     return transformers.PreTrainedTokenizerFast(
         tokenizer_file=str(folder / "tokenizer.json"), bos_token=bos, eos_token="<|eot_id|>",
         pad_token="<|end_of_text|>", model_max_length=1024)
-
-
-def tiny_llama(seed: int = 3) -> Any:
-    """transformers' LlamaModel of LLAMA_TINY, random."""
-    import transformers
-
-    return randomized(transformers.LlamaModel(transformers.LlamaConfig(**LLAMA_TINY)), seed)
 
 
 def tiny_hunyuan_video_text(root: Path) -> dict[str, Any]:
