@@ -1,0 +1,117 @@
+"""HunyuanVideo (1.0) text-to-video (a HunyuanVideoPipeline folder of hunyuan_video_pipe_tiny's
+parts): our frames against diffusers' on PyTorch CPU float32 (the embedded guidance, the
+folder's shifted schedule; true CFG against a negative prompt besides), --lowvram's frames
+the plain run's; `txt2vid` on it; img2vid, txt2img and the folder's broken parts refused in
+one line."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+pytest.importorskip("diffusers", reason="diffusers is a test-only reference (extra: reference)")
+import torch
+from cli_support import cli_error, cli_ok, png_frames
+
+import gpucore
+from diffusion.loaders.errors import WeightsError
+from diffusion.loaders.hunyuan_video.folder import load_hunyuan_video_folder
+from diffusion.pipelines.sd.memory import MemoryMode
+from diffusion.pipelines.video.hunyuan_video import HunyuanVideoPipeline
+
+PROMPT, NEGATIVE = "a red circle on a blue background", "a photo of a cat"
+# 5 frames: 2 latent frames; 8 x 12 latents (the tiny VAE's 4x), 4 x 6 patches
+HEIGHT, WIDTH, FRAMES, STEPS = 32, 48, 5, 2
+# |ours - diffusers| in [0, 1], float32: measured MEASURED
+MEAN, MAX = 3e-6, 2e-5
+PNG = 0.01  # mean, through 8-bit PNG frames
+SETTINGS = {"height": HEIGHT, "width": WIDTH, "num_frames": FRAMES,
+            "num_inference_steps": STEPS, "guidance_scale": 4.5}
+
+
+def _diffusers(reference: Any, **options: Any) -> np.ndarray:
+    with torch.no_grad():
+        frames = reference(PROMPT, generator=torch.Generator().manual_seed(7),
+                           output_type="np", **SETTINGS, **options).frames
+    return np.asarray(frames[0])
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Any, np.ndarray]:
+    """(the folder, diffusers' pipeline, its video of PROMPT)."""
+    from hunyuan_video_pipe_tiny import tiny_hunyuan_video_pipeline
+
+    root = tmp_path_factory.mktemp("tiny-hv1")
+    reference = tiny_hunyuan_video_pipeline(root)
+    return root / "hunyuan-video", reference, _diffusers(reference)
+
+
+def _close(ours: np.ndarray, expected: np.ndarray) -> None:
+    assert ours.shape == expected.shape == (FRAMES, HEIGHT, WIDTH, 3)
+    assert np.abs(ours - expected).mean() < MEAN
+    assert np.abs(ours - expected).max() < MAX
+
+
+def test_frames_equal_diffusers(first_device: gpucore.Device,
+                                tiny: tuple[Path, Any, np.ndarray]) -> None:
+    """The embedded guidance alone, and true CFG against a negative prompt (which visibly
+    moves the frames); --lowvram's frames the plain run's, bit for bit."""
+    folder, reference, expected = tiny
+    pipe = HunyuanVideoPipeline.from_pretrained(folder)
+    ours = pipe(PROMPT, seed=7, **SETTINGS)[0]
+    _close(ours, expected)
+    guided = pipe(PROMPT, negative_prompt=NEGATIVE, true_cfg_scale=3.0, seed=7, **SETTINGS)[0]
+    _close(guided, _diffusers(reference, negative_prompt=NEGATIVE, true_cfg_scale=3.0))
+    assert np.abs(guided - ours).mean() > 100 * MEAN
+    pipe.set_memory_mode(MemoryMode(lowvram=True))  # the blocks streamed: the same frames
+    assert np.array_equal(pipe(PROMPT, seed=7, **SETTINGS)[0], ours)
+    with pytest.raises(ValueError, match="from text only"):
+        pipe(PROMPT, image=np.zeros((32, 48, 3), np.uint8), num_frames=FRAMES)
+
+
+def test_txt2vid(first_device: gpucore.Device, tiny: tuple[Path, Any, np.ndarray],
+                 tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """`txt2vid` on the folder gives diffusers' video; img2vid, txt2img, a cache other than
+    First Block Cache and --true-cfg-scale on another family are refused in one line before
+    the weights load."""
+    folder, _, expected = tiny
+    common = ("--model", str(folder), "--width", str(WIDTH), "--height", str(HEIGHT),
+              "--steps", str(STEPS), "--seed", "7", "--dtype", "float32", "--prompt", PROMPT,
+              "--frames", str(FRAMES), "--cfg-scale", "4.5")
+    out, _ = cli_ok(capsys, "txt2vid", *common, "-o", str(tmp_path / "circle"))
+    assert np.abs(png_frames(out) - expected).mean() < PNG
+    picture = tmp_path / "in.png"
+    from PIL import Image
+
+    Image.fromarray(np.zeros((32, 48, 3), np.uint8)).save(picture)
+    assert "HunyuanVideo text-to-video, which makes videos from text only: use txt2vid" in \
+        cli_error(capsys, "img2vid", *common, "--image", str(picture), "-o",
+                  str(tmp_path / "x.webp"))
+    assert "HunyuanVideo text-to-video model: make videos with `python -m diffusion " \
+        "txt2vid" in cli_error(capsys, "txt2img", "--model", str(folder), "--prompt", PROMPT)
+    assert "HunyuanVideo runs First Block Cache (fbc[:THRESHOLD])" in cli_error(
+        capsys, "txt2vid", *common, "--cache", "teacache", "-o", str(tmp_path / "x.webp"))
+    assert "--true-cfg-scale is for HunyuanVideo models" in cli_error(
+        capsys, "txt2vid", "--model", str(tmp_path / "wan"), "--prompt", PROMPT,
+        "--true-cfg-scale", "3", "-o", str(tmp_path / "x.webp"))
+
+
+def test_folder_refusals(tiny: tuple[Path, Any, np.ndarray], tmp_path: Path) -> None:
+    """WeightsError naming the part for a text encoder other than Llama's and a missing
+    tokenizer.json."""
+    folder = tmp_path / "broken"
+    shutil.copytree(tiny[0], folder)
+    config = folder / "text_encoder" / "config.json"
+    config.write_text(json.dumps({**json.loads(config.read_text()), "model_type": "qwen3"}))
+    with pytest.raises(WeightsError, match=r"text_encoder: not a LlamaModel \(model_type "
+                                           r"'qwen3'\)"):
+        load_hunyuan_video_folder(folder)
+    (folder / "tokenizer" / "tokenizer.json").unlink()
+    config.write_text(json.dumps({**json.loads(config.read_text()), "model_type": "llama"}))
+    with pytest.raises(WeightsError, match=r"tokenizer\.json: required file is missing"):
+        load_hunyuan_video_folder(folder)
