@@ -54,7 +54,8 @@ Text = tuple[np.ndarray, np.ndarray, np.ndarray]  # Llama's states, their mask, 
 
 def hunyuan_video_layout(pipe: Any) -> MemoryLayout:
     """What the memory modes (flow_memory) move of a HunyuanVideo pipeline: Llama and CLIP as
-    one unit, the transformer and its double- and single-stream blocks, the VAE."""
+    one unit, the transformer (brought in by `prepare_text` too, a run's text part) and its
+    double- and single-stream blocks, the VAE."""
     transformer = pipe.transformer
     return MemoryLayout(transformer=transformer,
                         blocks=(transformer.transformer_blocks,
@@ -62,7 +63,7 @@ def hunyuan_video_layout(pipe: Any) -> MemoryLayout:
                         text_encoders=(pipe.text_encoder, pipe.text_encoder_2),
                         text_calls=((pipe.text_encoder, "hidden_states"),
                                     (pipe.text_encoder_2, "forward_pooled")),
-                        vae=pipe.vae)
+                        vae=pipe.vae, transformer_calls=("prepare_text",))
 
 
 class HunyuanVideoPipeline(FlowVideoPipeline):
@@ -171,24 +172,29 @@ class HunyuanVideoPipeline(FlowVideoPipeline):
         branches = [None if cache is None or (side and negatives is None) else cache.branch()
                     for side in range(2)]
         scale = np.float32(true_cfg_scale)
+        prepared: list[tuple[Any, np.ndarray]] = []  # each side's text as the model reads it
 
         def predict(x: np.ndarray, t: Any, i: int) -> tuple[np.ndarray, None]:
             sample = asarray(x, dtype=model.dtype, device=model.device)
             timestep = np.full(len(x), np.float32(t), np.float32)
 
-            def run(side: int, text: Text) -> np.ndarray:
-                states, mask, pooled = text
-                out = model(sample, timestep, states, mask, pooled, guidance,
+            def run(side: int) -> np.ndarray:
+                text, pooled = prepared[side]
+                out = model(sample, timestep, text, None, pooled, guidance,
                             cache=branches[side])
                 return out.numpy().astype(np.float32)  # type: ignore[no-any-return]
-            flow = run(0, texts)
+            flow = run(0)
             if negatives is not None:
-                base = run(1, negatives)
+                base = run(1)
                 flow = base + scale * (flow - base)
             return flow, None
 
         self._next_phase()
         with self.on_gpu(self.transformer):
+            # the prompt's kept tokens projected for the refiner, once a run (the refiner
+            # itself reads the timestep: each step)
+            for states, mask, pooled in (texts, *([negatives] if negatives else [])):
+                prepared.append((model.prepare_text(states, mask), pooled))
             latents = scheduler_loop(latents, scheduler.timesteps, scheduler, predict,
                                      dtype=np.float32, callback=callback)
         return self._frames(latents)

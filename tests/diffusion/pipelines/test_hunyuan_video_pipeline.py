@@ -27,8 +27,9 @@ from diffusion.pipelines.video.hunyuan_video import HunyuanVideoPipeline
 PROMPT, NEGATIVE = "a red circle on a blue background", "a photo of a cat"
 # 5 frames: 2 latent frames; 8 x 12 latents (the tiny VAE's 4x), 4 x 6 patches
 HEIGHT, WIDTH, FRAMES, STEPS = 32, 48, 5, 2
-# |ours - diffusers| in [0, 1], float32: measured MEASURED
-MEAN, MAX = 3e-6, 2e-5
+# (mean, max) |ours - diffusers| in [0, 1], float32: measured 3.1e-7 and 1.7e-6; with true
+# CFG (3x the difference of two passes) 1.8e-6 and 1.0e-5
+TOL, CFG_TOL = (1e-6, 5e-6), (5e-6, 3e-5)
 PNG = 0.01  # mean, through 8-bit PNG frames
 SETTINGS = {"height": HEIGHT, "width": WIDTH, "num_frames": FRAMES,
             "num_inference_steps": STEPS, "guidance_scale": 4.5}
@@ -51,23 +52,26 @@ def tiny(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Any, np.ndarra
     return root / "hunyuan-video", reference, _diffusers(reference)
 
 
-def _close(ours: np.ndarray, expected: np.ndarray) -> None:
+def _close(ours: np.ndarray, expected: np.ndarray, tol: tuple[float, float] = TOL) -> None:
     assert ours.shape == expected.shape == (FRAMES, HEIGHT, WIDTH, 3)
-    assert np.abs(ours - expected).mean() < MEAN
-    assert np.abs(ours - expected).max() < MAX
+    assert np.abs(ours - expected).mean() < tol[0]
+    assert np.abs(ours - expected).max() < tol[1]
 
 
 def test_frames_equal_diffusers(first_device: gpucore.Device,
                                 tiny: tuple[Path, Any, np.ndarray]) -> None:
-    """The embedded guidance alone, and true CFG against a negative prompt (which visibly
-    moves the frames); --lowvram's frames the plain run's, bit for bit."""
+    """The embedded guidance alone, and true CFG against a negative prompt: the frames move
+    by 0.065 mean (measured), so the two prompts' texts visibly differ in the transformer
+    (with the text ignored both passes would be the same, and so the frames);
+    --lowvram's frames the plain run's, bit for bit."""
     folder, reference, expected = tiny
     pipe = HunyuanVideoPipeline.from_pretrained(folder)
     ours = pipe(PROMPT, seed=7, **SETTINGS)[0]
     _close(ours, expected)
     guided = pipe(PROMPT, negative_prompt=NEGATIVE, true_cfg_scale=3.0, seed=7, **SETTINGS)[0]
-    _close(guided, _diffusers(reference, negative_prompt=NEGATIVE, true_cfg_scale=3.0))
-    assert np.abs(guided - ours).mean() > 100 * MEAN
+    _close(guided, _diffusers(reference, negative_prompt=NEGATIVE, true_cfg_scale=3.0),
+           CFG_TOL)
+    assert np.abs(guided - ours).mean() > 0.03
     pipe.set_memory_mode(MemoryMode(lowvram=True))  # the blocks streamed: the same frames
     assert np.array_equal(pipe(PROMPT, seed=7, **SETTINGS)[0], ours)
     with pytest.raises(ValueError, match="from text only"):
