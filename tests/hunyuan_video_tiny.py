@@ -2,13 +2,16 @@
 and a tiny Llama (transformers' LlamaModel, llava-llama-3-8b's language model) built
 in-process: the references of the model tests, and the pipeline tests' transformer and text
 encoder (`write_hunyuan_video_transformer` saves the transformer as a diffusers
-`transformer/` folder)."""
+`transformer/` folder), and the transformer's tensors in Tencent's original layout
+(`original_video_layout`: diffusers' converter's table read backwards)."""
 
 from __future__ import annotations
 
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+from hunyuanimage_tiny import original_layout
 from sd_tiny import CLIP_TINY, randomized
 
 # 4 latent channels (tests/hunyuan_video_vae_tiny.py's VAE) in 1 x 2 x 2 patches (the real
@@ -65,3 +68,21 @@ def tiny_llama(seed: int = 43, **overrides: Any) -> Any:
 
     return randomized(transformers.LlamaModel(transformers.LlamaConfig(
         **{**LLAMA_TINY, **overrides})), seed, scale=0.6)
+
+
+# HunyuanVideo's own tensors, diffusers -> original; the rest is HunyuanImage 2.1's table
+_NAMES = (
+    (r"time_text_embed\.timestep_embedder\.linear_1", "time_in.mlp.0"),
+    (r"time_text_embed\.timestep_embedder\.linear_2", "time_in.mlp.2"),
+    (r"time_text_embed\.guidance_embedder\.linear_1", "guidance_in.mlp.0"),
+    (r"time_text_embed\.guidance_embedder\.linear_2", "guidance_in.mlp.2"),
+    (r"time_text_embed\.text_embedder\.linear_1", "vector_in.in_layer"),
+    (r"time_text_embed\.text_embedder\.linear_2", "vector_in.out_layer"),
+)
+
+
+def original_video_layout(state: dict[str, np.ndarray], *, fused: bool, prefix: str = ""
+                          ) -> dict[str, np.ndarray]:
+    """diffusers' tensors in Tencent's layout; `fused`: the double blocks' q/k/v and the
+    single blocks' linear1 stacked (the release's form)."""
+    return original_layout(state, fused=fused, prefix=prefix, names=_NAMES)
