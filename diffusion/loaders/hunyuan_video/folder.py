@@ -27,6 +27,7 @@ from ..formats.diffusers_folder import (
 )
 from ..formats.dit_folder import DIT_COMPONENTS, DiTWeights, dit_weights
 from ..weights import ComponentWeights, TensorRef, resolve_dtype
+from .transformer import load_hunyuan_video_transformer
 from .vae import load_hunyuan_video_vae
 
 __all__ = ["FAMILY", "HunyuanVideoWeights", "hunyuan_video_family", "load_hunyuan_video_folder"]
@@ -79,7 +80,12 @@ def load_hunyuan_video_folder(path: str | os.PathLike[str], *, dtype: Any = None
                                "encoder, LLaVA-Llama-3's language model")
         return config, refs
 
-    parts = dit_weights(root, dtype=dtype, variant=variant, skip=("vae",), adapt=adapt)
+    # the transformer and the VAE through their own loaders (a layout they do not read is
+    # named there)
+    parts = dit_weights(root, dtype=dtype, variant=variant, skip=("transformer", "vae"),
+                        adapt=adapt)
+    parts["transformer"] = load_hunyuan_video_transformer(root / "transformer", dtype=dtype,
+                                                          variant=variant)
     parts["vae"] = load_hunyuan_video_vae(root / "vae", dtype=dtype, variant=variant)
     clip = root / "text_encoder_2"
     refs, _where = weight_refs(clip, "model", variant)
