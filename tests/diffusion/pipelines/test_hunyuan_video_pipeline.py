@@ -1,8 +1,8 @@
 """HunyuanVideo (1.0) text-to-video (a HunyuanVideoPipeline folder of hunyuan_video_pipe_tiny's
-parts): our frames against diffusers' on PyTorch CPU float32 (the embedded guidance, the
-folder's shifted schedule; true CFG against a negative prompt besides), --lowvram's frames
-the plain run's; `txt2vid` on it; img2vid, txt2img and the folder's broken parts refused in
-one line."""
+parts): our frames against diffusers' on PyTorch CPU float32 (a ragged batch of prompts with
+the embedded guidance, the folder's shifted schedule; true CFG against a negative prompt
+besides; First Block Cache deciding as diffusers' hook), --lowvram's frames the plain run's;
+`txt2vid` on it; img2vid, txt2img and the folder's broken parts refused in one line."""
 
 from __future__ import annotations
 
@@ -25,21 +25,27 @@ from diffusion.pipelines.sd.memory import MemoryMode
 from diffusion.pipelines.video.hunyuan_video import HunyuanVideoPipeline
 
 PROMPT, NEGATIVE = "a red circle on a blue background", "a photo of a cat"
+BATCH = [PROMPT, "the quick brown fox jumps over the lazy dog"]
 # 5 frames: 2 latent frames; 8 x 12 latents (the tiny VAE's 4x), 4 x 6 patches
 HEIGHT, WIDTH, FRAMES, STEPS = 32, 48, 5, 2
 # (mean, max) |ours - diffusers| in [0, 1], float32: measured 3.1e-7 and 1.7e-6; with true
 # CFG (3x the difference of two passes) 1.8e-6 and 1.0e-5
 TOL, CFG_TOL = (1e-6, 5e-6), (5e-6, 3e-5)
 PNG = 0.01  # mean, through 8-bit PNG frames
+# between the first block's residual changes at step 1 (below 0.5: skipped) and at the others
+# (above 0.6), measured over diffusers' hook
+FBC_THRESHOLD = 0.55
 SETTINGS = {"height": HEIGHT, "width": WIDTH, "num_frames": FRAMES,
             "num_inference_steps": STEPS, "guidance_scale": 4.5}
 
 
-def _diffusers(reference: Any, **options: Any) -> np.ndarray:
+def _diffusers(reference: Any, prompt: str | list[str] = PROMPT, **options: Any
+              ) -> np.ndarray:
+    """diffusers' videos (B, frames, height, width, 3) of `prompt`."""
     with torch.no_grad():
-        frames = reference(PROMPT, generator=torch.Generator().manual_seed(7),
-                           output_type="np", **SETTINGS, **options).frames
-    return np.asarray(frames[0])
+        frames = reference(prompt, generator=torch.Generator().manual_seed(7),
+                           output_type="np", **{**SETTINGS, **options}).frames
+    return np.asarray(frames)
 
 
 @pytest.fixture(scope="module")
@@ -49,7 +55,7 @@ def tiny(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Any, np.ndarra
 
     root = tmp_path_factory.mktemp("tiny-hv1")
     reference = tiny_hunyuan_video_pipeline(root)
-    return root / "hunyuan-video", reference, _diffusers(reference)
+    return root / "hunyuan-video", reference, _diffusers(reference)[0]
 
 
 def _close(ours: np.ndarray, expected: np.ndarray, tol: tuple[float, float] = TOL) -> None:
@@ -60,22 +66,62 @@ def _close(ours: np.ndarray, expected: np.ndarray, tol: tuple[float, float] = TO
 
 def test_frames_equal_diffusers(first_device: gpucore.Device,
                                 tiny: tuple[Path, Any, np.ndarray]) -> None:
-    """The embedded guidance alone, and true CFG against a negative prompt: the frames move
-    by 0.065 mean (measured), so the two prompts' texts visibly differ in the transformer
-    (with the text ignored both passes would be the same, and so the frames);
-    --lowvram's frames the plain run's, bit for bit."""
+    """A batch of two prompts of different lengths (diffusers masks the padding where it
+    crops a single prompt's) with the embedded guidance, and true CFG against a negative
+    prompt: the frames move by 0.065 mean (measured), so the two prompts' texts visibly
+    differ in the transformer (with the text ignored both passes would be the same, and so
+    the frames); --lowvram's frames the plain run's, bit for bit."""
     folder, reference, expected = tiny
     pipe = HunyuanVideoPipeline.from_pretrained(folder)
-    ours = pipe(PROMPT, seed=7, **SETTINGS)[0]
-    _close(ours, expected)
+    ours = pipe(BATCH, seed=7, **SETTINGS)
+    for video, reference_video in zip(ours, _diffusers(reference, BATCH), strict=True):
+        _close(video, reference_video)
     guided = pipe(PROMPT, negative_prompt=NEGATIVE, true_cfg_scale=3.0, seed=7, **SETTINGS)[0]
-    _close(guided, _diffusers(reference, negative_prompt=NEGATIVE, true_cfg_scale=3.0),
+    _close(guided, _diffusers(reference, negative_prompt=NEGATIVE, true_cfg_scale=3.0)[0],
            CFG_TOL)
-    assert np.abs(guided - ours).mean() > 0.03
+    assert np.abs(guided - expected).mean() > 0.03
     pipe.set_memory_mode(MemoryMode(lowvram=True))  # the blocks streamed: the same frames
-    assert np.array_equal(pipe(PROMPT, seed=7, **SETTINGS)[0], ours)
+    assert np.array_equal(pipe(BATCH, seed=7, **SETTINGS), ours)
     with pytest.raises(ValueError, match="from text only"):
         pipe(PROMPT, image=np.zeros((32, 48, 3), np.uint8), num_frames=FRAMES)
+
+
+def test_first_block_cache_matches_diffusers_hook(first_device: gpucore.Device,
+                                                  tiny: tuple[Path, Any, np.ndarray],
+                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    """First Block Cache (`cache` fbc) decides each step as diffusers' hook on its
+    HunyuanVideo transformer (`enable_cache(FirstBlockCacheConfig)`), and the frames with a
+    skipped step are diffusers'."""
+    from diffusers.hooks import FirstBlockCacheConfig
+    from first_block_cache_ref import diffusers_decisions
+
+    from diffusion.models import step_cache
+    from diffusion.models.step_cache import CacheSpec, StepCache
+
+    folder, reference, _ = tiny
+    steps, threshold = 4, FBC_THRESHOLD
+    theirs = diffusers_decisions(monkeypatch)
+    reference.transformer.enable_cache(FirstBlockCacheConfig(threshold=threshold))
+    try:
+        expected = _diffusers(reference, num_inference_steps=steps)[0]
+    finally:
+        reference.transformer.disable_cache()
+    ours: list[bool] = []
+    run = step_cache.FirstBlockCache.run
+
+    def spy(self: Any, *args: Any, **kwargs: Any) -> Any:
+        before = self.computed
+        out = run(self, *args, **kwargs)
+        ours.append(self.computed > before)
+        return out
+
+    monkeypatch.setattr(step_cache.FirstBlockCache, "run", spy)
+    cache = StepCache(CacheSpec("fbc", threshold), steps)
+    pipe = HunyuanVideoPipeline.from_pretrained(folder)
+    got = pipe(PROMPT, seed=7, cache=cache, **{**SETTINGS, "num_inference_steps": steps})[0]
+    assert theirs == [True, False, True, True]
+    assert ours == theirs and cache.summary() == "fbc 0.55, 3/4 steps computed"
+    _close(got, expected)
 
 
 def test_txt2vid(first_device: gpucore.Device, tiny: tuple[Path, Any, np.ndarray],
