@@ -2,7 +2,8 @@
 parts): our frames against diffusers' on PyTorch CPU float32 (a ragged batch of prompts with
 the embedded guidance, the folder's shifted schedule; true CFG against a negative prompt
 besides; First Block Cache deciding as diffusers' hook), --lowvram's frames the plain run's;
-`txt2vid` on it; img2vid, txt2img and the folder's broken parts refused in one line."""
+`txt2vid` on it, with a LoRA too; img2vid, txt2img and the folder's broken parts refused in
+one line."""
 
 from __future__ import annotations
 
@@ -32,6 +33,8 @@ HEIGHT, WIDTH, FRAMES, STEPS = 32, 48, 5, 2
 # CFG (3x the difference of two passes) 1.8e-6 and 1.0e-5
 TOL, CFG_TOL = (1e-6, 5e-6), (5e-6, 3e-5)
 PNG = 0.01  # mean, through 8-bit PNG frames
+# the double and single blocks' attention and MLP inputs, the token refiner's attention
+LORA_TARGETS = r".+\.(to_q|to_k|to_v|add_q_proj|add_k_proj|add_v_proj|proj_mlp)"
 # between the first block's residual changes at step 1 (below 0.5: skipped) and at the others
 # (above 0.6), measured over diffusers' hook
 FBC_THRESHOLD = 0.55
@@ -149,6 +152,36 @@ def test_txt2vid(first_device: gpucore.Device, tiny: tuple[Path, Any, np.ndarray
     assert "--true-cfg-scale is for HunyuanVideo models" in cli_error(
         capsys, "txt2vid", "--model", str(tmp_path / "wan"), "--prompt", PROMPT,
         "--true-cfg-scale", "3", "-o", str(tmp_path / "x.webp"))
+
+
+def test_txt2vid_lora_matches_diffusers(first_device: gpucore.Device,
+                                        tiny: tuple[Path, Any, np.ndarray], tmp_path: Path,
+                                        capsys: pytest.CaptureFixture[str]) -> None:
+    """`txt2vid --lora FILE:0.8` of a peft LoRA on the double and single blocks' and the token
+    refiner's attention (saved by `HunyuanVideoPipeline.save_lora_weights`) gives diffusers'
+    video after its `load_lora_weights` + `set_adapters`; the LoRA visibly changes it."""
+    pytest.importorskip("peft", reason="diffusers' LoRA loading needs peft")
+    import diffusers
+    from hunyuan_video_tiny import tiny_hunyuan_video_transformer
+    from lora_tiny import peft_lora
+
+    folder, reference, plain = tiny
+    path = peft_lora(tiny_hunyuan_video_transformer(), LORA_TARGETS,
+                     diffusers.HunyuanVideoPipeline, tmp_path, "hv1")
+    reference.load_lora_weights(str(path), adapter_name="hv1")
+    try:
+        reference.set_adapters(["hv1"], adapter_weights=[0.8])
+        expected = _diffusers(reference)[0]
+    finally:
+        reference.unload_lora_weights()
+    assert np.abs(expected - plain).mean() > 0.02  # the LoRA matters (measured 0.081 mean)
+    cli_ok(capsys, "txt2vid", "--model", str(folder), "--width", str(WIDTH), "--height",
+           str(HEIGHT), "--frames", str(FRAMES), "--steps", str(STEPS), "--seed", "7",
+           "--dtype", "float32", "--cfg-scale", "4.5", "--prompt", PROMPT, "--lora",
+           f"{path}:0.8", "-o", str(tmp_path / "lora"))
+    # within a level of diffusers' frames, the PNG's rounding
+    ours = png_frames(tmp_path / "lora")
+    assert np.abs(ours - np.round(expected * 255) / 255).max() <= 1 / 255 + 1e-6
 
 
 def test_folder_refusals(tiny: tuple[Path, Any, np.ndarray], tmp_path: Path) -> None:
