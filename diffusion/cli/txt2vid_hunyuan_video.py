@@ -10,6 +10,7 @@ TeaCache, other samplers) is refused in one line before the weights load."""
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -33,6 +34,12 @@ def run_hunyuan_video(args: argparse.Namespace, out: Path, dtype: Any) -> int:
     `dtype`; prints the path."""
     from ..pipelines.video.hunyuan_video import HunyuanVideoPipeline
 
+    # diffusers' pipeline takes either alone and does nothing with it: said, not silent
+    true_cfg = args.true_cfg_scale is not None and args.true_cfg_scale > 1
+    if true_cfg != (args.negative_prompt is not None):
+        print("note: HunyuanVideo's true CFG takes --true-cfg-scale above 1 and "
+              "--negative-prompt together; with one alone it is off (--cfg-scale, the "
+              "distilled guidance, reads no negative prompt)", file=sys.stderr)
     cache = flow_video_cache(args, "HunyuanVideo")
     pipe = load_flow_video(HunyuanVideoPipeline, args, dtype)
     bar = ProgressBar(args.command)

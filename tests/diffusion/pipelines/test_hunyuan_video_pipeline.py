@@ -129,15 +129,19 @@ def test_first_block_cache_matches_diffusers_hook(first_device: gpucore.Device,
 
 def test_txt2vid(first_device: gpucore.Device, tiny: tuple[Path, Any, np.ndarray],
                  tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    """`txt2vid` on the folder gives diffusers' video; img2vid, txt2img, a cache other than
+    """`txt2vid` on the folder gives diffusers' video (a negative prompt without
+    --true-cfg-scale unused, with a note); img2vid, txt2img, a cache other than
     First Block Cache and --true-cfg-scale on another family are refused in one line before
     the weights load."""
     folder, _, expected = tiny
     common = ("--model", str(folder), "--width", str(WIDTH), "--height", str(HEIGHT),
               "--steps", str(STEPS), "--seed", "7", "--dtype", "float32", "--prompt", PROMPT,
               "--frames", str(FRAMES), "--cfg-scale", "4.5")
-    out, _ = cli_ok(capsys, "txt2vid", *common, "-o", str(tmp_path / "circle"))
+    # a negative prompt without --true-cfg-scale: said to be unused, as diffusers ignores it
+    out, err = cli_ok(capsys, "txt2vid", *common, "--negative-prompt", NEGATIVE, "-o",
+                      str(tmp_path / "circle"))
     assert np.abs(png_frames(out) - expected).mean() < PNG
+    assert "note: HunyuanVideo's true CFG takes --true-cfg-scale above 1 and" in err
     picture = tmp_path / "in.png"
     from PIL import Image
 
