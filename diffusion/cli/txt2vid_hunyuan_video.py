@@ -22,7 +22,11 @@ __all__ = ["refuse_hunyuan_video_options", "run_hunyuan_video"]
 
 
 def refuse_hunyuan_video_options(args: argparse.Namespace) -> None:
-    """ValueError in one line for an option HunyuanVideo does not take."""
+    """ValueError in one line for an option HunyuanVideo does not take, or a folder of
+    another HunyuanVideo pipeline (image to video, FramePack)."""
+    from ..loaders.hunyuan_video.folder import refuse_not_run
+
+    refuse_not_run(args.model)
     refuse_command(args, False, text_model="HunyuanVideo text-to-video",
                    picture_model="HunyuanVideo")
     refuse_wan_only(args, "HunyuanVideo")

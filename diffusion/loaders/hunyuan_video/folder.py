@@ -30,10 +30,15 @@ from ..weights import ComponentWeights, TensorRef, resolve_dtype
 from .transformer import load_hunyuan_video_transformer
 from .vae import load_hunyuan_video_vae
 
-__all__ = ["FAMILY", "HunyuanVideoWeights", "hunyuan_video_family", "load_hunyuan_video_folder"]
+__all__ = ["FAMILY", "HunyuanVideoWeights", "hunyuan_video_family", "load_hunyuan_video_folder",
+           "refuse_not_run"]
 
 FAMILY = "hunyuan-video"
 _CLASS = "HunyuanVideoPipeline"
+# diffusers' other HunyuanVideo pipelines: claimed, so that they are refused by name (not run)
+_NOT_RUN = {"HunyuanVideoImageToVideoPipeline": "image-to-video",
+            "HunyuanSkyreelsImageToVideoPipeline": "SkyReels image-to-video",
+            "HunyuanVideoFramepackPipeline": "FramePack"}
 _COMPONENTS = (*DIT_COMPONENTS, "text_encoder_2", "tokenizer_2")
 
 
@@ -48,8 +53,18 @@ class HunyuanVideoWeights(DiTWeights):
 
 def hunyuan_video_family(path: str | os.PathLike[str]) -> str | None:
     """"hunyuan-video" for a diffusers folder whose model_index.json names a
-    HunyuanVideoPipeline, None for anything else."""
-    return FAMILY if pipeline_class(Path(path)) == _CLASS else None
+    HunyuanVideoPipeline (or one of diffusers' other HunyuanVideo pipelines, which
+    `refuse_not_run` refuses), None for anything else."""
+    return FAMILY if pipeline_class(Path(path)) in (_CLASS, *_NOT_RUN) else None
+
+
+def refuse_not_run(path: str | os.PathLike[str]) -> None:
+    """WeightsError in one line for a folder of one of diffusers' HunyuanVideo pipelines
+    other than text to video."""
+    found = pipeline_class(Path(path)) or ""
+    if found in _NOT_RUN:
+        raise WeightsError(f"{path}: HunyuanVideo's {_NOT_RUN[found]} model ({found}) is not "
+                           "run here yet; give a HunyuanVideoPipeline (text-to-video) folder")
 
 
 def _checked_folder(folder: Path, files: tuple[tuple[str, ...], ...], what: str) -> Path:
@@ -65,8 +80,10 @@ def load_hunyuan_video_folder(path: str | os.PathLike[str], *, dtype: Any = None
                               variant: str | None = None) -> HunyuanVideoWeights:
     """Lazy weights of the HunyuanVideo diffusers folder `path`. `dtype`: None (as stored;
     bfloat16 read as float32), "float16" or "float32"; `variant`: e.g. "fp16". WeightsError
-    naming the file or folder when it is not a HunyuanVideoPipeline or a part is missing."""
+    naming the file or folder when it is not a HunyuanVideoPipeline (`refuse_not_run` naming
+    diffusers' other HunyuanVideo pipelines) or a part is missing."""
     root = Path(path)
+    refuse_not_run(root)
     pipeline_index(root, _CLASS, _COMPONENTS)
 
     def adapt(name: str, config: dict[str, Any], refs: dict[str, TensorRef]

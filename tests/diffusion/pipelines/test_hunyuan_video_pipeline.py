@@ -21,7 +21,10 @@ from cli_support import cli_error, cli_ok, png_frames
 
 import gpucore
 from diffusion.loaders.errors import WeightsError
-from diffusion.loaders.hunyuan_video.folder import load_hunyuan_video_folder
+from diffusion.loaders.hunyuan_video.folder import (
+    hunyuan_video_family,
+    load_hunyuan_video_folder,
+)
 from diffusion.pipelines.sd.memory import MemoryMode
 from diffusion.pipelines.video.hunyuan_video import HunyuanVideoPipeline
 
@@ -190,7 +193,7 @@ def test_txt2vid_lora_matches_diffusers(first_device: gpucore.Device,
 
 def test_folder_refusals(tiny: tuple[Path, Any, np.ndarray], tmp_path: Path) -> None:
     """WeightsError naming the part for a text encoder other than Llama's and a missing
-    tokenizer.json."""
+    tokenizer.json, and naming the pipeline for HunyuanVideo's image-to-video folder."""
     folder = tmp_path / "broken"
     shutil.copytree(tiny[0], folder)
     config = folder / "text_encoder" / "config.json"
@@ -201,4 +204,11 @@ def test_folder_refusals(tiny: tuple[Path, Any, np.ndarray], tmp_path: Path) -> 
     (folder / "tokenizer" / "tokenizer.json").unlink()
     config.write_text(json.dumps({**json.loads(config.read_text()), "model_type": "llama"}))
     with pytest.raises(WeightsError, match=r"tokenizer\.json: required file is missing"):
+        load_hunyuan_video_folder(folder)
+    index = folder / "model_index.json"
+    index.write_text(json.dumps({**json.loads(index.read_text()),
+                                 "_class_name": "HunyuanVideoImageToVideoPipeline"}))
+    assert hunyuan_video_family(folder) == "hunyuan-video"  # claimed, to be refused by name
+    with pytest.raises(WeightsError, match=r"HunyuanVideo's image-to-video model "
+                                           r"\(HunyuanVideoImageToVideoPipeline\) is not run"):
         load_hunyuan_video_folder(folder)
