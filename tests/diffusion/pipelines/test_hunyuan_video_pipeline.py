@@ -55,13 +55,10 @@ def _diffusers(reference: Any, prompt: str | list[str] = PROMPT, **options: Any
 
 
 @pytest.fixture(scope="module")
-def tiny(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Any, np.ndarray]:
+def tiny(tiny_hunyuan_video: tuple[Path, Any]) -> tuple[Path, Any, np.ndarray]:
     """(the folder, diffusers' pipeline, its video of PROMPT)."""
-    from hunyuan_video_pipe_tiny import tiny_hunyuan_video_pipeline
-
-    root = tmp_path_factory.mktemp("tiny-hv1")
-    reference = tiny_hunyuan_video_pipeline(root)
-    return root / "hunyuan-video", reference, _diffusers(reference)[0]
+    folder, reference = tiny_hunyuan_video
+    return folder, reference, _diffusers(reference)[0]
 
 
 def _close(ours: np.ndarray, expected: np.ndarray, tol: tuple[float, float] = TOL) -> None:
