@@ -8,6 +8,7 @@ reads that stream by the name `encoder_hidden_states`, pointed at `audio_hidden_
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +17,7 @@ import pytest
 
 pytest.importorskip("diffusers", reason="diffusers is a test-only reference (extra: reference)")
 import torch
+from cli_support import cli_ok
 from diffusers.hooks import FirstBlockCacheConfig, apply_first_block_cache
 from diffusers.hooks._helpers import TransformerBlockMetadata, TransformerBlockRegistry
 from diffusers.models.transformers.transformer_ltx2 import LTX2VideoTransformerBlock
@@ -47,10 +49,16 @@ class _AudioSecond(TransformerBlockMetadata):
         return super()._get_parameter_from_args_kwargs(name, args, kwargs)
 
 
-def test_first_block_cache_equals_diffusers(first_device: gpucore.Device, tmp_path: Path,
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Any]:
+    return tiny_ltx2_pipeline(tmp_path_factory.mktemp("ltx2cache"), num_layers=3)
+
+
+def test_first_block_cache_equals_diffusers(first_device: gpucore.Device,
+                                            tiny: tuple[Path, Any],
                                             monkeypatch: pytest.MonkeyPatch) -> None:
     threshold = THRESHOLD
-    folder, reference = tiny_ltx2_pipeline(tmp_path, num_layers=3)
+    folder, reference = tiny
     pipe = LTX2Pipeline.from_pretrained(folder)
     settings = {"guidance": LTX2Guidance(stg_blocks=STG), "seed": 7, **SIZE}
     plain = pipe(CAT, **settings)
@@ -91,3 +99,13 @@ def test_first_block_cache_equals_diffusers(first_device: gpucore.Device, tmp_pa
     assert np.abs(ours.audio - plain.audio).mean() > 1e-3
     with pytest.raises(ValueError, match="LTX-2 runs First Block Cache"):
         pipe(CAT, cache=StepCache(CacheSpec("teacache", 0.2), STEPS), **settings)
+
+
+def test_txt2vid_cache(first_device: gpucore.Device, tiny: tuple[Path, Any], tmp_path: Path,
+                       capsys: pytest.CaptureFixture[str]) -> None:
+    """`txt2vid --cache fbc:T` runs the cache and says how many model calls it computed."""
+    _, err = cli_ok(capsys, "txt2vid", "--model", str(tiny[0]), "--width", "64", "--height",
+                    "32", "--frames", "9", "--steps", str(STEPS), "--seed", "7", "--dtype",
+                    "float32", "--stg-blocks", "1", "--prompt", CAT, "--cache",
+                    f"fbc:{THRESHOLD:g}", "-o", str(tmp_path / "cat.webp"))
+    assert re.search(rf"cache: fbc {THRESHOLD:g}, \d+/{3 * STEPS} model calls computed", err)
