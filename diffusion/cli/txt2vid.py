@@ -157,7 +157,8 @@ def _options(sub: argparse.ArgumentParser) -> None:
     sub.add_argument("--cache", default=None, metavar="fbc|teacache|teacache-ret[:THRESHOLD]",
                      help="step caching: First Block Cache (a step whose first block's "
                           "residual changed by at most THRESHOLD, relative, since the last "
-                          "computed step skips the other blocks; 0.12 unless given) or "
+                          "computed step skips the other blocks; 0.12 unless given; "
+                          "Wan, HunyuanVideo 1.5, Kandinsky 5, LTX-2) or "
                           "TeaCache (Wan 2.1, and Wan 2.2 Animate with Wan 2.1 I2V's tables; 0.2 "
                           "unless given, about 3x; 0.1 about 2x); "
                           "teacache-ret: TeaCache's retention mode (the first 5 steps "
