@@ -45,7 +45,7 @@ def tiny_hunyuan_video_transformer(seed: int = 41, **overrides: Any) -> Any:
     and the pooled CLIP projection each visibly matter (on 3 x 6 x 10 latents with 7 and 4
     of 9 text tokens, new random text states move the velocity by 8% of its mean size, a new
     pooled projection by 24%, the timestep 700 -> 300 by 27%, the guidance 6000 -> 1000 by
-    30%; tests/diffusion/models/test_hunyuan_video.py asserts it)."""
+    30%; tests/diffusion/models/test_hunyuan_video_transformer.py asserts it)."""
     import diffusers
 
     return randomized(diffusers.HunyuanVideoTransformer3DModel(

@@ -1,12 +1,13 @@
 """LTX-2 on the server: /avx/video-models lists a tiny LTX2Pipeline folder of the models
 directory with its family's defaults and its audio, POST /avx/txt2vid makes our pipeline's
-video with its audio (an MP4's AAC track; a WebP's WAV as `audio`), and what LTX-2 does not
-take is a 422 in one line."""
+video with its audio (an MP4's AAC track; a WebP's WAV as `audio`), /avx/img2vid the one of
+its picture, and what LTX-2 does not take is a 422 in one line."""
 
 from __future__ import annotations
 
 import base64
 import io
+import re
 import shutil
 import wave
 from collections.abc import Iterator
@@ -21,7 +22,7 @@ from fastapi.testclient import TestClient
 from ltx2_pipeline_tiny import tiny_ltx2_pipeline
 from PIL import Image, ImageSequence
 from sd_tiny import write_pipeline
-from server_support import CachedLoader
+from server_support import CachedLoader, png_b64
 
 import gpucore
 from diffusion.pipelines.video.ltx2 import LTX2Pipeline
@@ -55,7 +56,7 @@ def test_txt2vid_with_audio(first_device: gpucore.Device,
     client, folder = served
     listed = client.get("/avx/video-models").json()
     model = next(m for m in listed["models"] if m["title"].startswith("ltx2"))
-    assert model["family"] == "ltx-2" and model["audio"] and model["first_frame"] == "none"
+    assert model["family"] == "ltx-2" and model["audio"] and model["first_frame"] == "optional"
     assert model["defaults"] == {"frames": 121, "width": 768, "height": 512, "steps": 30,
                                  "cfg_scale": 3.0, "fps": 24.0}
     assert model["samplers"] == ["diffusers"] and model["title"] not in listed["bases"]
@@ -74,14 +75,38 @@ def test_txt2vid_with_audio(first_device: gpucore.Device,
     with wave.open(io.BytesIO(base64.b64decode(body["audio"]))) as file:
         pcm = np.frombuffer(file.readframes(file.getnframes()), "<i2").reshape(-1, 2).T
     assert np.abs(pcm / 32767 - expected.audio[0]).max() < 1e-4  # 16-bit rounding
+    assert body["cache"] is None
     response = client.post("/avx/txt2vid", json={"model": "ltx2", "prompt": CAT, "seed": 7,
-                                                  **SIZE})
+                                                  "cache": "fbc:0.9", **SIZE})
     assert response.status_code == 200, response.text
     with av.open(io.BytesIO(base64.b64decode(response.json()["video"]))) as container:
         assert container.streams.audio[0].rate == 24000
+    assert re.fullmatch(r"fbc 0\.9, \d+/\d+ model calls computed", response.json()["cache"])
     for fields, message in (({"frames": 13}, r"frames must be 1 + 8k"),
-                            ({"cache": "fbc"}, "cache 'fbc' is not taken by LTX-2"),
+                            ({"cache": "teacache"}, "cache 'teacache' is not taken by LTX-2"),
                             ({"sampler": "UniPC"}, "sampler 'UniPC' is not taken by LTX-2")):
         response = client.post("/avx/txt2vid", json={"model": "ltx2", "prompt": CAT,
                                                       **SIZE, **fields})
         assert response.status_code == 422 and message in response.text, response.text
+
+
+def test_img2vid_with_audio(first_device: gpucore.Device,
+                            served: tuple[TestClient, Path]) -> None:
+    """/avx/img2vid: the picture (resized to the request's size) is the first frame, as our
+    pipeline makes it; the frames differ from text to video's."""
+    client, folder = served
+    picture = Image.fromarray(np.random.default_rng(3).integers(0, 256, (40, 56, 3), np.uint8))
+    pipe = LTX2Pipeline.from_pretrained(folder)
+    settings = {"height": 32, "width": 64, "num_frames": 9, "num_inference_steps": 2,
+                "seed": 7, "guidance": LTX2Guidance(stg_scale=0, audio_stg_scale=0)}
+    expected = pipe(CAT, image=picture, **settings)
+    assert np.abs(expected.frames - pipe(CAT, **settings).frames).mean() > 1e-2
+    response = client.post("/avx/img2vid", json={"model": "ltx2", "prompt": CAT, "seed": 7,
+                                                  "format": "webp", "image": png_b64(picture),
+                                                  **SIZE})
+    assert response.status_code == 200, response.text
+    with Image.open(io.BytesIO(base64.b64decode(response.json()["video"]))) as video:
+        frames = np.stack([np.asarray(f.convert("RGB"), np.float32) / 255
+                           for f in ImageSequence.Iterator(video)])
+    assert np.abs(frames - expected.frames[0]).mean() < 0.01  # 8-bit frames
+    assert "audio" in response.json()
