@@ -153,3 +153,14 @@ def tiny_hunyuan_video15_i2v(tmp_path_factory: pytest.TempPathFactory) -> tuple[
 
     root = tmp_path_factory.mktemp("tiny-hv15-i2v")
     return root / "hv15", tiny_hunyuan_video15_pipeline(root, image_to_video=True)
+
+
+@pytest.fixture(scope="session")
+def tiny_hunyuan_video(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Any]:
+    """(the folder `root / "hunyuan-video"`, diffusers' HunyuanVideoPipeline) of
+    hunyuan_video_pipe_tiny's parts: the pipeline test's and the server test's."""
+    pytest.importorskip("diffusers", reason="diffusers is a test-only reference")
+    from hunyuan_video_pipe_tiny import tiny_hunyuan_video_pipeline
+
+    root = tmp_path_factory.mktemp("tiny-hunyuan-video")
+    return root / "hunyuan-video", tiny_hunyuan_video_pipeline(root)
