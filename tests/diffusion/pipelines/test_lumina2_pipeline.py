@@ -1,0 +1,120 @@
+"""Lumina Image 2.0 against diffusers' Lumina2Pipeline on a tiny random folder: the prompt
+states (system prompt, Gemma 2's hidden states[-2], the padding mask; the negative prompt
+without the system prompt), the pipeline's picture with CFG truncated and normalised, and the
+command line (the family found, its defaults, diffusers' picture, a WebUI sampler, what it
+refuses in one line)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+pytest.importorskip("diffusers", reason="diffusers is a test-only reference (extra: reference)")
+import torch
+from cli_support import cli_error, cli_ok, png_pixels
+from lumina2_pipeline_tiny import tiny_lumina2_pipeline
+
+import gpucore
+from diffusion.infotext import read_infotext
+from diffusion.models.llm import LLMTextModel
+from diffusion.models.lumina2_prompt import encode, lumina2_prompt
+from diffusion.pipelines.contract import SamplingDefaults
+from diffusion.pipelines.load import model_defaults
+from diffusion.text.llm_tokenizer import LLMTokenizer
+
+SIZE = {"height": 32, "width": 48}
+
+
+@pytest.fixture(scope="module")
+def tiny_lumina2(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Any]:
+    root = tmp_path_factory.mktemp("tiny-lumina2")
+    return root / "lumina-2", tiny_lumina2_pipeline(root)
+
+
+def _diffusers(reference: Any, prompt: str, **settings: Any) -> np.ndarray:
+    return reference(prompt, generator=torch.Generator().manual_seed(7), output_type="np",
+                     **SIZE, **settings).images[0]
+
+
+def test_lumina2_prompt_states(first_device: gpucore.Device,
+                               tiny_lumina2: tuple[Path, Any]) -> None:
+    """Lumina2Pipeline.encode_prompt's states and masks of a prompt (behind the system
+    prompt) and a negative prompt (without it), padded to max_sequence_length; unpadded, the
+    same real rows."""
+    folder, reference = tiny_lumina2
+    with torch.no_grad():
+        positive, mask, negative, negative_mask = reference.encode_prompt(
+            ["a red circle", "an astronaut riding a horse"], negative_prompt="a photo of a cat",
+            max_sequence_length=80)
+    config = reference.text_encoder.config.to_dict()
+    model = LLMTextModel(config, device=first_device)
+    model.load_state_dict({k: v.numpy() for k, v in reference.text_encoder.state_dict().items()})
+    tokenizer = LLMTokenizer(folder / "tokenizer")
+    texts = [lumina2_prompt("a red circle"), lumina2_prompt("an astronaut riding a horse")]
+    states, ours_mask = encode(model, tokenizer, texts, max_sequence_length=80)
+    np.testing.assert_array_equal(ours_mask, mask.numpy())
+    keep = mask.numpy().astype(bool)
+    expected = positive.numpy()
+    scale = np.abs(expected[keep]).max()
+    assert np.abs(states[keep] - expected[keep]).max() < 1e-5 * scale
+    assert np.abs(expected[0, keep[0]][-3:] - expected[1, keep[0]][-3:]).max() > 0.1 * scale
+    short, short_mask = encode(model, tokenizer, texts, max_sequence_length=80, padded=False)
+    assert short.shape[1] == keep.sum(axis=1).max() < 80
+    np.testing.assert_array_equal(short[short_mask.astype(bool)], states[keep])
+    states, ours_mask = encode(model, tokenizer, ["a photo of a cat"] * 2,
+                               max_sequence_length=80)
+    np.testing.assert_array_equal(ours_mask, negative_mask.numpy())
+    keep = ours_mask.astype(bool)
+    assert np.abs(states[keep] - negative.numpy()[keep]).max() < 1e-5 * scale
+    with pytest.raises(ValueError, match="max_sequence_length must be an integer from 1 to 512"):
+        encode(model, tokenizer, texts, max_sequence_length=600)
+
+
+def test_lumina2_pipeline_is_diffusers(first_device: gpucore.Device,
+                                       tiny_lumina2: tuple[Path, Any]) -> None:
+    """diffusers' picture with CFG truncated to the first half of 4 steps and normalised;
+    the truncation visibly matters (all 4 steps guided give another picture)."""
+    from diffusion.pipelines.flow.lumina2 import Lumina2Pipeline
+
+    folder, reference = tiny_lumina2
+    settings: dict[str, Any] = dict(num_inference_steps=4, guidance_scale=4.0,
+                                    negative_prompt="a photo of a cat", cfg_trunc_ratio=0.5,
+                                    cfg_normalization=True)
+    expected = _diffusers(reference, "a red circle", **settings)
+    ours = Lumina2Pipeline.from_pretrained(folder, device=first_device)
+    got = ours("a red circle", seed=7, **SIZE, **settings)[0]
+    assert np.abs(got - expected).max() < 1e-4
+    untruncated = ours("a red circle", seed=7, **SIZE, **{**settings, "cfg_trunc_ratio": 1.0})
+    assert np.abs(untruncated[0] - got).mean() > 0.01
+
+
+def test_lumina2_from_the_cli(first_device: gpucore.Device, tiny_lumina2: tuple[Path, Any],
+                              tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """The family's defaults (the card's 50 steps at CFG 4), diffusers' picture with the
+    card's CFG truncation (0.25) and normalisation; the negative prompt matters; a WebUI
+    sampler's infotext; a step cache refused in one line."""
+    folder, reference = tiny_lumina2
+    assert model_defaults(folder)[0] == SamplingDefaults(steps=50, sampler="Euler",
+                                                         cfg_scale=4.0)
+    common = ("txt2img", "--model", str(folder), "--prompt", "a red circle", "--width", "48",
+              "--height", "32", "--steps", "4", "--seed", "7", "--dtype", "float32")
+    out, err = cli_ok(capsys, *common, "--sampler", "diffusers", "--rng", "torch",
+                      "--negative-prompt", "a photo of a cat", "--out", str(tmp_path / "a.png"))
+    assert "lumina2 model (lumina-2)" in err and "--cfg-scale 4" in err, err
+    ours = png_pixels(out)
+    expected = _diffusers(reference, "a red circle", num_inference_steps=4,
+                          guidance_scale=4.0, negative_prompt="a photo of a cat",
+                          cfg_trunc_ratio=0.25, cfg_normalization=True)
+    assert np.abs(ours - expected).mean() < 0.01
+    out, _ = cli_ok(capsys, *common, "--sampler", "diffusers", "--rng", "torch",
+                    "--out", str(tmp_path / "b.png"))
+    assert np.abs(png_pixels(out) - ours).mean() > 0.01  # the negative prompt matters
+    out, _ = cli_ok(capsys, *common, "--out", str(tmp_path / "c.png"))
+    text = read_infotext(out)
+    assert text is not None and "Sampler: Euler, Schedule type: Simple, CFG scale: 4" in text
+    assert png_pixels(out).std() > 0.01
+    error = cli_error(capsys, *common, "--cache", "fbc:0.1", "--out", str(tmp_path / "d.png"))
+    assert "cache" in error
