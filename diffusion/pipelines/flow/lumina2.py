@@ -70,13 +70,15 @@ class Lumina2Pipeline:
         before the transformer loads), for a memory mode to bring in as it runs
         (flow_memory)."""
         weights = load_lumina2_folder(path, variant=variant)
+        transformer, text_encoder = weights.transformer, weights.text_encoder
+        assert transformer is not None and text_encoder is not None  # none skipped
         place = {"dtype": dtype, "device": device or default_device()}
         load = partial(load_network, device=place["device"], offload_to_host=offload)
-        encoder = load(lambda: LLMTextModel(weights.text_encoder.config, **place),
-                       weights.text_encoder)
+        # the text encoder first: with `offload` it has left the GPU when the transformer loads
+        encoder = load(lambda: LLMTextModel(text_encoder.config, **place), text_encoder)
         return cls(
-            transformer=load(lambda: Lumina2Transformer2DModel(weights.transformer.config,
-                                                               **place), weights.transformer),
+            transformer=load(lambda: Lumina2Transformer2DModel(transformer.config, **place),
+                             transformer),
             vae=load(lambda: AutoencoderKL(weights.vae.config, **place), weights.vae),
             text_encoder=encoder, tokenizer=LLMTokenizer(weights.tokenizer_dir),
             scheduler_config=weights.scheduler_config)
@@ -126,12 +128,12 @@ class Lumina2Pipeline:
         mu = calculate_shift(channels, self.scheduler_config)
         cut = guided_until(self.scheduler_config, num_inference_steps, mu, cfg_trunc_ratio)
         dtype, device = self.transformer.dtype, self.transformer.device
-        place = {"dtype": dtype, "device": device}
 
         def run(x: np.ndarray, time: np.float32, rows: int) -> np.ndarray:
             times = np.full(len(x), time, np.float32)
-            out = self.transformer(asarray(x, **place), times,
-                                   asarray(states[:rows], **place), mask[:rows])
+            out = self.transformer(asarray(x, dtype=dtype, device=device), times,
+                                   asarray(states[:rows], dtype=dtype, device=device),
+                                   mask[:rows])
             return out.numpy().astype(np.float32)  # type: ignore[no-any-return]
 
         def flow(x: np.ndarray, t: float) -> np.ndarray:
