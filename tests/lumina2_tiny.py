@@ -70,3 +70,40 @@ def write_gemma2_text(folder: Path, seed: int = 7) -> Path:
     `text_encoder/`); returns the folder."""
     tiny_gemma2_text(seed).save_pretrained(folder)
     return folder
+
+
+def original_layout(transformer: Any, prefix: str = "model.diffusion_model.") -> dict[str, Any]:
+    """A diffusers Lumina2Transformer2DModel's tensors in the original (Alpha-VLLM NextDiT)
+    layout, as Lumina-Image-2.0's and Neta Lumina's single files hold them, under `prefix`:
+    diffusers' convert_lumina2_to_diffusers undone (fused attention.qkv; the unused
+    norm_final.weight it drops, here ones)."""
+    import torch
+
+    state = {k: v.detach().clone().contiguous() for k, v in transformer.state_dict().items()}
+    heads = (("time_caption_embed.timestep_embedder.linear_1.", "t_embedder.mlp.0."),
+             ("time_caption_embed.timestep_embedder.linear_2.", "t_embedder.mlp.2."),
+             ("time_caption_embed.caption_embedder.", "cap_embedder."),
+             ("norm_out.linear_1.", "final_layer.adaLN_modulation.1."),
+             ("norm_out.linear_2.", "final_layer.linear."))
+    parts = ((".attn.to_out.0.", ".attention.out."), (".attn.norm_q.", ".attention.q_norm."),
+             (".attn.norm_k.", ".attention.k_norm."), (".attn.to_qkv.", ".attention.qkv."),
+             (".feed_forward.linear_1.", ".feed_forward.w1."),
+             (".feed_forward.linear_2.", ".feed_forward.w2."),
+             (".feed_forward.linear_3.", ".feed_forward.w3."),
+             (".norm1.linear.", ".adaLN_modulation.1."), (".norm1.norm.", ".attention_norm1."),
+             (".norm1.", ".attention_norm1."), (".norm2.", ".attention_norm2."))
+    out = {prefix + "norm_final.weight": torch.ones(transformer.config.hidden_size)}
+    for key, value in state.items():
+        if ".attn.to_k." in key or ".attn.to_v." in key:
+            continue
+        if ".attn.to_q." in key:
+            value = torch.cat([state[key.replace("to_q", n)] for n in ("to_q", "to_k", "to_v")])
+            key = key.replace("to_q", "to_qkv")
+        for new, old in heads:
+            key = old + key[len(new):] if key.startswith(new) else key
+        for new, old in parts:
+            if new in key:
+                key = key.replace(new, old)
+                break
+        out[prefix + key] = value
+    return out

@@ -20,7 +20,8 @@ from gpustd import Tensor, elementwise_kernel, empty, nn
 from .layers import Place
 from .transformer_ops import RMSNorm, cast, norm_rope
 
-__all__ = ["ACTIVATIONS", "LLMMLP", "Architecture", "LLMAttention", "LLMDecoderLayer", "residual"]
+__all__ = ["ACTIVATIONS", "LLMMLP", "Architecture", "LLMAttention", "LLMDecoderLayer",
+           "repeat_kv", "residual"]
 
 
 class Architecture(NamedTuple):
@@ -82,6 +83,24 @@ def _broadcast(k, v, like):  # k and v repeated over like's shape (like's values
     return k, v
 
 
+def repeat_kv(k: Tensor, v: Tensor, heads: int, kv_heads: int, store: dict[Device, Tensor]
+              ) -> tuple[Tensor, Tensor]:
+    """k and v (B, L, kv_heads*D) -> (B, L, heads*D), kv head h // group serving query head
+    h: one broadcasting pass for both (a copy per group member each before); `store` keeps
+    the group's shape tensor per device. transformers: `repeat_kv`."""
+    group = heads // kv_heads
+    if group == 1:
+        return k, v
+    batch, length, width = k.shape
+    shape = (batch * length, kv_heads, 1, width // kv_heads)
+    like = store.get(k.device)
+    if like is None:  # a (1, 1, group, 1) tensor of the group's extent, made once
+        like = store[k.device] = empty((1, 1, group, 1), np.uint32, device=k.device)
+    repeated = typing.cast(tuple[Tensor, Tensor],
+                           _broadcast(k.reshape(*shape), v.reshape(*shape), like))
+    return (repeated[0].reshape(batch, length, -1), repeated[1].reshape(batch, length, -1))
+
+
 class LLMAttention(nn.Module):
     """Causal grouped-query self-attention: `num_key_value_heads` k/v heads, each shared by
     heads / kv_heads query heads (transformers: `repeat_kv`); scores scaled by
@@ -107,20 +126,7 @@ class LLMAttention(nn.Module):
         self._group_shape: dict[Device, Tensor] = {}
 
     def _repeat(self, k: Tensor, v: Tensor) -> tuple[Tensor, Tensor]:
-        """k and v (B, L, KVH*D) -> (B, L, H*D), kv head h // group serving query head h:
-        one broadcasting pass for both (a copy per group member each before)."""
-        group = self.heads // self.kv_heads
-        if group == 1:
-            return k, v
-        batch, length, _ = k.shape
-        heads = (batch * length, self.kv_heads, 1, self.head_dim)
-        like = self._group_shape.get(k.device)
-        if like is None:  # a (1, 1, group, 1) tensor of the group's extent, made once
-            like = self._group_shape[k.device] = empty((1, 1, group, 1), np.uint32,
-                                                       device=k.device)
-        repeated = typing.cast(tuple[Tensor, Tensor],
-                               _broadcast(k.reshape(*heads), v.reshape(*heads), like))
-        return (repeated[0].reshape(batch, length, -1), repeated[1].reshape(batch, length, -1))
+        return repeat_kv(k, v, self.heads, self.kv_heads, self._group_shape)
 
     def forward(self, x: Tensor, rotary: tuple[Tensor, Tensor], keep: Tensor | None) -> Tensor:
         # GQA: k and v (narrower than q) in one GEMM where they can (nn.Linear.each)
