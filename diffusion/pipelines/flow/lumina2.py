@@ -29,7 +29,8 @@ import numpy as np
 from gpucore import Device, default_device
 from gpustd import asarray
 
-from ...loaders.lumina2.folder import load_lumina2_folder
+from ...loaders.formats.diffusers_folder import component_config
+from ...loaders.lumina2 import load_lumina2_folder, load_lumina2_transformer
 from ...loaders.sd.vae_file import load_vae
 from ...loaders.vae_kind import require_vae
 from ...models import AutoencoderKL
@@ -56,7 +57,7 @@ class Lumina2Pipeline:
         self.transformer, self.vae = transformer, vae
         self.text_encoder, self.tokenizer = text_encoder, tokenizer
         self.scheduler_config = dict(scheduler_config)
-        self.modules: list[str] = []
+        self.modules: list[str] = []  # the --vae file's name, once one is used
         self.vae_scale_factor = 2 ** (len(vae.config["block_out_channels"]) - 1)
         # diffusers: default_sample_size * vae_scale_factor (128 latents: 1024 pixels)
         self.default_size = int(transformer.config.get("sample_size", 128)) * 8
@@ -64,14 +65,22 @@ class Lumina2Pipeline:
     @classmethod
     def from_pretrained(cls, path: str | Path, *, dtype: Any = np.float32,
                         device: Device | None = None, variant: str | None = None,
+                        transformer_file: str | os.PathLike[str] | None = None,
                         offload: bool = False) -> Lumina2Pipeline:
         """Load a Lumina 2 diffusers folder (`load_lumina2_folder`) onto `device` in `dtype`;
-        `offload`: each network goes to host memory as soon as it is loaded (the text encoder
-        before the transformer loads), for a memory mode to bring in as it runs
-        (flow_memory)."""
-        weights = load_lumina2_folder(path, variant=variant)
+        `transformer_file`: a single-file transformer in the original layout
+        (Lumina-Image-2.0's or Neta Lumina's, bare or in a ComfyUI checkpoint;
+        `load_lumina2_transformer`) in place of the folder's, whose transformer/config.json,
+        where it has one, gives what the shapes do not; `offload`: each network goes to host
+        memory as soon as it is loaded (the text encoder before the transformer loads), for
+        a memory mode to bring in as it runs (flow_memory)."""
+        weights = load_lumina2_folder(
+            path, variant=variant, skip=("transformer",) if transformer_file else ())
         transformer, text_encoder = weights.transformer, weights.text_encoder
-        assert transformer is not None and text_encoder is not None  # none skipped
+        if transformer_file is not None:
+            transformer = load_lumina2_transformer(
+                transformer_file, config=component_config(path, "transformer"))
+        assert transformer is not None and text_encoder is not None
         place = {"dtype": dtype, "device": device or default_device()}
         load = partial(load_network, device=place["device"], offload_to_host=offload)
         # the text encoder first: with `offload` it has left the GPU when the transformer loads

@@ -27,6 +27,7 @@ from ..request import GenerationRequest
 from .flow_memory import MemoryLayout
 from .flow_model import LLMFlowModel
 from .flow_sampling import FLOW_SAMPLERS, FLOW_SCHEDULES
+from .start import base_folder
 
 __all__ = ["LUMINA2_CFG", "LUMINA2_DEFAULTS", "Lumina2Model", "load_lumina2_model",
            "lumina2_capabilities", "lumina2_defaults"]
@@ -101,16 +102,22 @@ def lumina2_defaults(path: str | os.PathLike[str], family: str) -> SamplingDefau
 
 def load_lumina2_model(path: str | os.PathLike[str], family: str, options: LoadOptions
                        ) -> Lumina2Model:
-    """A Lumina 2 diffusers folder as a Lumina2Model; `options.defaults` (the folder's
-    defaults.json) over `lumina2_defaults`. A single file or module files are refused in one
-    line (the folder holds every part)."""
+    """A Lumina 2 diffusers folder, or a single-file transformer with `options.base` (a
+    Lumina 2 folder giving Gemma 2, the tokenizer, VAE and scheduler), as a Lumina2Model;
+    `options.defaults` (the folder's defaults.json) over `lumina2_defaults`. Text encoder
+    files are refused in one line."""
     from .lumina2 import Lumina2Pipeline
 
     path = Path(path)
-    if options.base is not None or options.text_encoders:
-        raise ValueError("a Lumina 2 folder holds its transformer, Gemma 2 and VAE itself: "
-                         "leave --base and --text-encoder out")
-    pipe = Lumina2Pipeline.from_pretrained(path, dtype=options.dtype, device=options.device,
-                                           variant=options.variant, offload=options.offload)
+    if options.text_encoders:
+        raise ValueError("Lumina 2 takes no --text-encoder file yet: its Gemma 2 comes from "
+                         "the diffusers folder's text_encoder/ (give the folder, or it as "
+                         "--base)")
+    folder, transformer_file = base_folder(path, options.base, "Lumina 2",
+                                           parts="Gemma 2, tokenizer, VAE and scheduler")
+    pipe = Lumina2Pipeline.from_pretrained(folder, dtype=options.dtype, device=options.device,
+                                           variant=options.variant,
+                                           transformer_file=transformer_file,
+                                           offload=options.offload)
     return Lumina2Model(pipe, family=family, name=module_stem(path), defaults=options.defaults,
                         modules=pipe.modules)

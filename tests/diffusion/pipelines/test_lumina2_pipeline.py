@@ -114,3 +114,28 @@ def test_lumina2_from_the_cli(first_device: gpucore.Device, tiny_lumina2: tuple[
     assert np.abs(png_pixels(out) - expected).mean() < 0.01
     error = cli_error(capsys, *common, "--cache", "fbc:0.1", "--out", str(tmp_path / "d.png"))
     assert "cache" in error
+
+
+def test_lumina2_transformer_file(first_device: gpucore.Device,
+                                  tiny_lumina2: tuple[Path, Any], tmp_path: Path,
+                                  capsys: pytest.CaptureFixture[str]) -> None:
+    """A single-file transformer in the original layout (ComfyUI's, Neta Lumina's; fused
+    q/k/v under model.diffusion_model.) with the folder as --base: the folder's own picture;
+    without --base, one line saying what to add."""
+    from lumina2_tiny import original_layout
+    from safetensors.torch import save_file
+
+    folder, reference = tiny_lumina2
+    file = tmp_path / "neta_lumina_tiny.safetensors"
+    save_file(original_layout(reference.transformer), str(file))
+    common = ("txt2img", "--prompt", "a red circle", "--width", "48", "--height", "32",
+              "--steps", "2", "--sampler", "diffusers", "--rng", "torch", "--seed", "7",
+              "--dtype", "float32", "--cfg-scale", "4")
+    out, err = cli_ok(capsys, *common, "--model", str(file), "--base", str(folder),
+                      "--out", str(tmp_path / "file.png"))
+    assert "model: neta_lumina_tiny (lumina2)" in err, err
+    single = png_pixels(out)
+    out, _ = cli_ok(capsys, *common, "--model", str(folder), "--out", str(tmp_path / "dir.png"))
+    np.testing.assert_array_equal(single, png_pixels(out))
+    error = cli_error(capsys, *common, "--model", str(file), "--out", str(tmp_path / "x.png"))
+    assert "--base" in error and "Lumina 2" in error
