@@ -52,16 +52,17 @@ def test_lumina2_prompt_states(first_device: gpucore.Device,
     keep = mask.numpy().astype(bool)
     expected = positive.numpy()
     scale = np.abs(expected[keep]).max()
-    assert np.abs(states[keep] - expected[keep]).max() < 1e-5 * scale
+    assert np.abs(states[keep] - expected[keep]).max() < 1e-6 * scale
     assert np.abs(expected[0, keep[0]][-3:] - expected[1, keep[0]][-3:]).max() > 0.1 * scale
     short, short_mask = encode(model, tokenizer, texts, max_sequence_length=80, padded=False)
     assert short.shape[1] == keep.sum(axis=1).max() < 80
-    np.testing.assert_array_equal(short[short_mask.astype(bool)], states[keep])
+    # the same real rows, within float32 rounding (the attention sums run over fewer keys)
+    assert np.abs(short[short_mask.astype(bool)] - states[keep]).max() < 1e-6 * scale
     states, ours_mask = encode(model, tokenizer, ["a photo of a cat"] * 2,
                                max_sequence_length=80)
     np.testing.assert_array_equal(ours_mask, negative_mask.numpy())
     keep = ours_mask.astype(bool)
-    assert np.abs(states[keep] - negative.numpy()[keep]).max() < 1e-5 * scale
+    assert np.abs(states[keep] - negative.numpy()[keep]).max() < 1e-6 * scale
     with pytest.raises(ValueError, match="max_sequence_length must be an integer from 1 to 512"):
         encode(model, tokenizer, texts, max_sequence_length=600)
 
@@ -79,7 +80,7 @@ def test_lumina2_pipeline_is_diffusers(first_device: gpucore.Device,
     expected = _diffusers(reference, "a red circle", **settings)
     ours = Lumina2Pipeline.from_pretrained(folder, device=first_device)
     got = ours("a red circle", seed=7, **SIZE, **settings)[0]
-    assert np.abs(got - expected).max() < 1e-4
+    assert np.abs(got - expected).max() < 5e-5  # 1.6e-5 measured
     untruncated = ours("a red circle", seed=7, **SIZE, **{**settings, "cfg_trunc_ratio": 1.0})
     assert np.abs(untruncated[0] - got).mean() > 0.01
 
@@ -98,9 +99,12 @@ def test_lumina2_from_the_cli(first_device: gpucore.Device, tiny_lumina2: tuple[
                       "--negative-prompt", "a photo of a cat", "--out", str(tmp_path / "a.png"))
     assert "lumina2 model (lumina-2)" in err and "--cfg-scale 4" in err, err
     ours = png_pixels(out)
+    # padded to 64 tokens rather than 256: the same picture (the padding is never read),
+    # a shorter run for the reference
     expected = _diffusers(reference, "a red circle", num_inference_steps=4,
                           guidance_scale=4.0, negative_prompt="a photo of a cat",
-                          cfg_trunc_ratio=0.25, cfg_normalization=True)
+                          cfg_trunc_ratio=0.25, cfg_normalization=True,
+                          max_sequence_length=64)
     assert np.abs(ours - expected).mean() < 0.01
     out, _ = cli_ok(capsys, *common, "--sampler", "diffusers", "--rng", "torch",
                     "--out", str(tmp_path / "b.png"))

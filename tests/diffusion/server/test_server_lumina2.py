@@ -33,6 +33,7 @@ def _diffusers(reference: Any, negative: str) -> np.ndarray:
     with torch.no_grad():
         images = reference(PROMPT, negative_prompt=negative, guidance_scale=3.0,
                            cfg_trunc_ratio=0.25, cfg_normalization=True,
+                           max_sequence_length=64,  # the padding is never read
                            height=SMALL["height"], width=SMALL["width"],
                            num_inference_steps=SMALL["steps"],
                            generator=torch.Generator().manual_seed(SMALL["seed"]),
