@@ -11,8 +11,10 @@ text alone), Qwen3-VL's (Qwen3's, its interleaved multimodal RoPE also the plain
 alone), Mistral (neither) and Gemma 3's language model (Qwen3's plus Gemma's: norms scaling by
 1 + weight, embeddings scaled by sqrt(hidden_size), norms on each sublayer's output, a tanh-GELU
 gated MLP, scores scaled by query_pre_attn_scalar, and local layers with their own rotary base
-beside global ones with linear rope scaling). A sliding attention window is not implemented: a
-prompt longer than the config's window is refused (within it, a window changes nothing).
+beside global ones with linear rope scaling), and Gemma 2's (Gemma 3's without q/k norms, its
+scores soft-capped, tanh(s / cap) * cap: formed in float32, as the flash kernel has no cap). A
+sliding attention window is not implemented: a prompt longer than the config's window is
+refused (within it, a window changes nothing).
 
 With float16 weights the residual stream stays float32, and so do the hidden states returned:
 an LLM's residual stream carries "massive activations" (single features in the thousands,
@@ -60,6 +62,9 @@ _ARCHITECTURES: dict[str, Architecture] = {
     "qwen3_vl_text": Architecture(True, None, None, interleaved=True),
     # Gemma 3's language model (LTX-2's encoder): q/k norms, the config's biases
     "gemma3_text": Architecture(True, None, None, gemma=True),
+    # Gemma 2 (Lumina Image 2.0's encoder): Gemma 3's layers without q/k norms, its scores
+    # soft-capped (the scores' own path, llm_layers.capped_attention)
+    "gemma2": Architecture(False, None, None, gemma=True, softcap=True),
 }
 _DEFAULTS: dict[str, Any] = {"rms_norm_eps": 1e-6, "rope_theta": 1_000_000.0,
                              "hidden_act": "silu"}
@@ -68,6 +73,12 @@ _GEMMA3_DEFAULTS: dict[str, Any] = {
     "hidden_activation": "gelu_pytorch_tanh", "query_pre_attn_scalar": 256, "head_dim": 256,
     "num_key_value_heads": 4, "sliding_window": 4096, "rope_theta": 1_000_000.0,
     "rope_local_base_freq": 10_000.0, "sliding_window_pattern": 6}
+# Gemma2Config's (Gemma-2-2B's config.json has no layer_types: every other layer is local)
+_GEMMA2_DEFAULTS: dict[str, Any] = {
+    "hidden_activation": "gelu_pytorch_tanh", "query_pre_attn_scalar": 256, "head_dim": 256,
+    "num_key_value_heads": 4, "sliding_window": 4096, "rope_theta": 10_000.0,
+    "sliding_window_pattern": 2, "attn_logit_softcapping": 50.0}
+_TYPE_DEFAULTS = {"gemma3_text": _GEMMA3_DEFAULTS, "gemma2": _GEMMA2_DEFAULTS}
 
 
 def _rope(cfg: dict[str, Any], layer_type: str) -> tuple[float, float]:
@@ -115,7 +126,8 @@ class LLMTextModel(nn.Module):
     """Token ids -> the hidden states of one layer, a decoder-only LLM's body.
 
     Config: transformers' `config.json` (`model_type` "qwen3": Qwen3-4B of Z-Image).
-    `model_type` "gemma3_text": Gemma 3's `text_config` (LTX-2's Gemma 3 12B).
+    `model_type` "gemma3_text": Gemma 3's `text_config` (LTX-2's Gemma 3 12B); "gemma2":
+    Gemma 2's (Lumina Image 2.0's Gemma-2-2B, read at its second-to-last layer).
     Parameter names are transformers' `Qwen3Model` ones (`embed_tokens.weight`,
     `layers.0.self_attn.q_proj.weight`, `layers.0.self_attn.q_norm.weight`, `norm.weight`);
     a `Qwen3ForCausalLM` file's `model.` prefix and `lm_head` are for the loader to drop.
@@ -130,13 +142,15 @@ class LLMTextModel(nn.Module):
             raise ValueError(f"text encoder model_type {model_type!r} is not supported; this "
                              f"encoder implements {sorted(_ARCHITECTURES)}")
         kind = _ARCHITECTURES[model_type]
-        cfg = {**_DEFAULTS, **(_GEMMA3_DEFAULTS if kind.gemma else {}), **config}
+        cfg = {**_DEFAULTS, **_TYPE_DEFAULTS.get(model_type, {}), **config}
         if kind.gemma:  # Gemma's config names its activation hidden_activation
             cfg["hidden_act"] = cfg["hidden_activation"]
-            if cfg.get("use_bidirectional_attention") or cfg.get("attn_logit_softcapping"):
-                raise ValueError("a Gemma 3 with bidirectional attention or soft-capped "
-                                 "scores (EmbeddingGemma's, Gemma 2's) is not supported; this "
-                                 "encoder implements Gemma 3's causal language model")
+            if cfg.get("use_bidirectional_attention") or (
+                    cfg.get("attn_logit_softcapping") and not kind.softcap):
+                raise ValueError(f"a {model_type} with bidirectional attention "
+                                 "(EmbeddingGemma's) or soft-capped scores under Gemma 3's "
+                                 "model_type is not supported; this encoder implements Gemma "
+                                 "3's and Gemma 2's (model_type gemma2) causal language models")
         if cfg["hidden_act"] not in ACTIVATIONS:
             raise ValueError(f"hidden_act {cfg['hidden_act']!r} is not supported; the LLM "
                              f"text encoder implements {sorted(ACTIVATIONS)}")
@@ -234,7 +248,8 @@ class LLMTextModel(nn.Module):
                              f"{shape}, got {[a.shape for a in added]}")
         if at is not None:  # as rows (none: nothing to add)
             added = [a.reshape(*shape) for a in added] if index is not None else []
-        return self._run(cast(embeddings, np.float32), [self.rotary(length, positions)], None,
+        keep = self._keep(np.ones((1, length), bool), embeddings.device)
+        return self._run(cast(embeddings, np.float32), [self.rotary(length, positions)], keep,
                          [count], final_norm, added, index)[0]
 
     @staticmethod
@@ -290,10 +305,18 @@ class LLMTextModel(nn.Module):
         x = cast(x, np.float32) if self.embed_scale is None else typing.cast(
             Tensor, _scaled(x, self.embed_scale))
         rotary = self._text_rotary(ids.shape[1])
-        # no padding: no mask to add (adding zeros gave the same scores)
-        keep = None if mask.all() else asarray(
+        return self._run(x, rotary, self._keep(mask, device), indices, final_norm)
+
+    def _keep(self, mask: np.ndarray, device: Device) -> Tensor | None:
+        """The padding mask (B, L) as the layers add it: (B, 1, 1, L) 0 / -inf, None for no
+        padding (adding zeros gave the same scores); soft-capped scores (Gemma 2) read the
+        causal mask in it too, (B, 1, L, L)."""
+        if self.kind.softcap:
+            causal = np.tril(np.ones((mask.shape[1],) * 2, bool))
+            both = causal[None, None] & mask[:, None, None, :]
+            return asarray(np.where(both, np.float32(0), np.float32(-np.inf)), device=device)
+        return None if mask.all() else asarray(
             np.where(mask, np.float32(0), np.float32(-np.inf))[:, None, None, :], device=device)
-        return self._run(x, rotary, keep, indices, final_norm)
 
     def _text_rotary(self, length: int) -> list[tuple[Tensor, Tensor]]:
         """rotary(length) of each of `ropes`, made once per length and device and kept for

@@ -15,13 +15,13 @@ from typing import Any, NamedTuple
 import numpy as np
 
 from gpucore import Device
-from gpustd import Tensor, elementwise_kernel, empty, nn
+from gpustd import Tensor, elementwise_kernel, empty, matmul, nn, permute, softmax
 
 from .layers import Place
 from .transformer_ops import RMSNorm, cast, norm_rope
 
 __all__ = ["ACTIVATIONS", "LLMMLP", "Architecture", "LLMAttention", "LLMDecoderLayer",
-           "repeat_kv", "residual"]
+           "capped_attention", "repeat_kv", "residual"]
 
 
 class Architecture(NamedTuple):
@@ -36,6 +36,9 @@ class Architecture(NamedTuple):
     # and each sublayer's output is normed before the residual takes it (post_attention_ and
     # post_feedforward_layernorm; pre_feedforward_layernorm before the MLP)
     gemma: bool = False
+    # Gemma 2: the scaled scores soft-capped, tanh(s / cap) * cap (attn_logit_softcapping),
+    # before the mask; the layers then read a causal and padding mask (B, 1, L, L) as `keep`
+    softcap: bool = False
 
 
 @elementwise_kernel
@@ -83,6 +86,32 @@ def _broadcast(k, v, like):  # k and v repeated over like's shape (like's values
     return k, v
 
 
+@elementwise_kernel
+def _capped(score, keep, scale, cap):  # a dropped key's score finite: no all -inf row's NaN
+    s = math.tanh(float(score) * scale / cap) * cap
+    return s if float(keep) > -1.0 else -1e30
+
+
+def capped_attention(q: Tensor, k: Tensor, v: Tensor, keep: Tensor, heads: int, scale: float,
+                     cap: float) -> Tensor:
+    """softmax(tanh(q @ k^T * scale / cap) * cap + keep) @ v over (B, L, heads * D) q, k, v
+    (k and v repeated to q's heads), keep (B, 1, L, L) float32 (0 kept, -inf dropped: the
+    causal and padding masks together). The scores are formed (the flash kernel has no soft
+    cap; a prompt's few hundred tokens make (B, H, L, L) small) and kept float32 whatever
+    the dtype, as the flash kernel accumulates. transformers: Gemma 2's
+    `eager_attention_forward(..., softcap=cap)`."""
+    batch, length, width = q.shape
+    shape = (batch, length, heads, width // heads)
+
+    def split(x: Tensor) -> Tensor:
+        return permute(cast(x, np.float32).reshape(*shape), (0, 2, 1, 3))
+
+    scores = matmul(split(q), split(k), trans_b=True)
+    probs = softmax(typing.cast(Tensor, _capped(scores, keep, scale, cap)), axis=-1)
+    out = permute(matmul(probs, split(v)), (0, 2, 1, 3)).reshape(batch, length, width)
+    return cast(out, q.dtype)
+
+
 def repeat_kv(k: Tensor, v: Tensor, heads: int, kv_heads: int, store: dict[Device, Tensor]
               ) -> tuple[Tensor, Tensor]:
     """k and v (B, L, kv_heads*D) -> (B, L, heads*D), kv head h // group serving query head
@@ -114,6 +143,8 @@ class LLMAttention(nn.Module):
                                                     cfg["num_key_value_heads"], head_dim)
         scalar = cfg.get("query_pre_attn_scalar")
         self.scale = None if scalar is None else float(scalar) ** -0.5
+        cap = cfg.get("attn_logit_softcapping") if kind.softcap else None
+        self.softcap = float(cap) if cap else None
         self.q_proj = nn.Linear(dim, self.heads * head_dim, bias=bias, **place)
         self.k_proj = nn.Linear(dim, self.kv_heads * head_dim, bias=bias, **place)
         self.v_proj = nn.Linear(dim, self.kv_heads * head_dim, bias=bias, **place)
@@ -134,6 +165,10 @@ class LLMAttention(nn.Module):
         q = norm_rope(getattr(self, "q_norm", None), q, rotary, self.heads, halves=True)
         k = norm_rope(getattr(self, "k_norm", None), k, rotary, self.kv_heads, halves=True)
         k, v = self._repeat(k, v)
+        if self.softcap is not None:
+            assert keep is not None, "soft-capped attention reads its causal mask as keep"
+            scale = self.head_dim ** -0.5 if self.scale is None else self.scale
+            return self.o_proj(capped_attention(q, k, v, keep, self.heads, scale, self.softcap))
         out = nn.attention(q, k, v, mask=keep, causal=True, heads=self.heads, scale=self.scale)
         return self.o_proj(out)
 

@@ -168,8 +168,12 @@ class Lumina2Transformer2DModel(nn.Module):
         if height % p or width % p:
             raise ValueError(f"latents of {height} x {width} are not multiples of the patch "
                              f"size {p}; use a picture size divisible by {8 * p}")
-        cap_len = encoder_hidden_states.shape[1]
-        lengths = self._lengths(encoder_attention_mask, batch, cap_len)
+        lengths = self._lengths(encoder_attention_mask, batch, encoder_hidden_states.shape[1])
+        # padding past the longest caption is masked everywhere: dropped, the same outputs
+        # (Lumina2Pipeline pads every prompt to max_sequence_length)
+        cap_len = max(lengths)
+        if cap_len < encoder_hidden_states.shape[1]:
+            encoder_hidden_states = take_slice(encoder_hidden_states, 0, cap_len, axis=1)
         rows, columns = height // p, width // p
         image_len = rows * columns
         # 1. the timestep embedding (diffusers: time_proj in the latents' dtype), caption, patches

@@ -2,11 +2,12 @@
 or scaled fp8) and Qwen-Image's (`qwen_2.5_vl_7b.safetensors`: Qwen2.5-VL's language model
 beside its vision tower, which is left out) and FLUX.2 dev's (`mistral_3_small_flux2_bf16.
 safetensors`, `..._fp8.safetensors`: Mistral Small 3.1's language model under `model.`, its
-`vision_tower.`, `multi_modal_projector.` and `tekken_model` left out): transformers' names,
-bare, under `model.` or
-under `model.language_model.` (transformers 5's Qwen2.5-VL; a causal LM's `lm_head` left out);
-or a llama.cpp GGUF of it (`Qwen3-4B-Q8_0.gguf`, ComfyUI-GGUF's text encoders:
-its matrices kept quantized by load_component), its names mapped to transformers' as
+`vision_tower.`, `multi_modal_projector.` and `tekken_model` left out) and Lumina 2's
+(`gemma_2_2b_fp16.safetensors`: Gemma-2-2B, its tokenizer's `spiece_model` left out):
+transformers' names, bare, under `model.` or under `model.language_model.` (transformers 5's
+Qwen2.5-VL; a causal LM's `lm_head` left out); or a llama.cpp GGUF of it
+(`Qwen3-4B-Q8_0.gguf`, ComfyUI-GGUF's text encoders: its matrices kept quantized by
+load_component), its names mapped to transformers' as
 ComfyUI-GGUF maps them (`blk.N.attn_q` -> `layers.N.self_attn.q_proj`, `token_embd` ->
 `embed_tokens`, ...; Qwen's rotary layout is transformers', so nothing is permuted; a
 "llama" GGUF's (Mistral's) q/k rows are put back in transformers' order, LlamaGGUFFile). Read
@@ -42,11 +43,16 @@ _QWEN25VL = {"model_type": "qwen2_5_vl_text", "rope_theta": 1_000_000.0, "rms_no
 # 128 wide (not hidden / heads), its rotary base 1e9
 _MISTRAL = {"model_type": "mistral", "rope_theta": 1_000_000_000.0, "rms_norm_eps": 1e-5,
             "hidden_act": "silu", "sliding_window": None, "tie_word_embeddings": False}
-_USUAL = {"qwen3": _QWEN3, "qwen2_5_vl": _QWEN25VL, "mistral": _MISTRAL}
+# Gemma-2-2B (Lumina Image 2.0's encoder): heads 256 wide (not hidden / heads), soft-capped
+# scores; the rest Gemma2Config's defaults (models.llm)
+_GEMMA2 = {"model_type": "gemma2", "rope_theta": 10_000.0, "rms_norm_eps": 1e-6,
+           "hidden_activation": "gelu_pytorch_tanh", "attn_logit_softcapping": 50.0}
+_USUAL = {"qwen3": _QWEN3, "qwen2_5_vl": _QWEN25VL, "mistral": _MISTRAL, "gemma2": _GEMMA2}
 _KINDS = {"qwen3": ("Qwen3", "Z-Image", "qwen_3_4b.safetensors"),
           "qwen2_5_vl": ("Qwen2.5-VL", "Qwen-Image", "qwen_2.5_vl_7b.safetensors"),
           "mistral": ("Mistral Small 3.1", "FLUX.2 dev",
-                      "mistral_3_small_flux2_bf16.safetensors")}
+                      "mistral_3_small_flux2_bf16.safetensors"),
+          "gemma2": ("Gemma 2", "Lumina 2", "gemma_2_2b_fp16.safetensors")}
 
 _GGUF_TOP = {"token_embd": "embed_tokens", "output_norm": "norm"}
 _GGUF_LAYER = {"attn_norm": "input_layernorm", "ffn_norm": "post_attention_layernorm",
@@ -82,6 +88,7 @@ def _names(file: TensorFile) -> dict[str, str]:
     prefix = _prefix(file)
     return {key[len(prefix):]: key for key in file.keys()
             if key.startswith(prefix) and not key.startswith(("lm_head.", "visual."))
+            and key != "spiece_model"  # ComfyUI's Gemma 2 file carries its tokenizer
             and not key[len(prefix):].startswith(("visual.", "vision_tower.",
                                                   "multi_modal_projector."))}
 
@@ -97,7 +104,8 @@ def load_llm_file(path: str | os.PathLike[str], *, dtype: Any = None,
                   ) -> ComponentWeights:
     """Lazy LLMTextModel weights of a text encoder file (.safetensors or .gguf) of `kind`:
     "qwen3" (Z-Image's, FLUX.2 klein's), "qwen2_5_vl" (Qwen2.5-VL's language model,
-    Qwen-Image's) or "mistral" (Mistral Small 3.1's language model, FLUX.2 dev's); `.config`
+    Qwen-Image's), "mistral" (Mistral Small 3.1's language model, FLUX.2 dev's) or "gemma2"
+    (Gemma-2-2B, Lumina 2's; the file's other entries, a tokenizer's, left out); `.config`
     from the shapes over `config` (a folder's text_encoder config, the language model's for
     Qwen2.5-VL and Mistral 3) or the model's usual settings. WeightsError naming the file when
     it holds no layers of that kind. ComfyUI: `CLIPLoader(type="lumina2")` of
@@ -125,6 +133,10 @@ def load_llm_file(path: str | os.PathLike[str], *, dtype: Any = None,
         raise WeightsError(f"{path}: its attention has " + (
             "q/k norms (a Qwen3?)" if normed else "q/k/v biases (a Qwen2?)") + ": not a "
             f"Mistral text encoder (FLUX.2 dev reads prompts with Mistral Small 3.1's, {usual})")
+    if kind == "gemma2" and (normed or "layers.0.pre_feedforward_layernorm.weight" not in names):
+        raise WeightsError(f"{path}: its layers have " + (
+            "q/k norms (a Gemma 3 or Qwen3?)" if normed else "no pre_feedforward_layernorm")
+            + f": not a Gemma 2 text encoder (Lumina 2 reads prompts with Gemma-2-2B, {usual})")
 
     def shape(name: str) -> tuple[int, ...]:
         return tuple(file.shape(names[name]))
@@ -133,8 +145,8 @@ def load_llm_file(path: str | os.PathLike[str], *, dtype: Any = None,
     vocab, hidden = shape("embed_tokens.weight")
     if normed:
         head_dim = shape("layers.0.self_attn.q_norm.weight")[0]
-    elif kind == "mistral":
-        head_dim = int(given.get("head_dim") or 128)
+    elif kind in ("mistral", "gemma2"):
+        head_dim = int(given.get("head_dim") or (128 if kind == "mistral" else 256))
     elif given.get("num_attention_heads"):
         head_dim = hidden // int(given["num_attention_heads"])
     else:

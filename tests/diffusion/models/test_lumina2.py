@@ -44,14 +44,15 @@ def _ours(reference: torch.nn.Module, device: gpucore.Device, dtype: type = np.f
 
 
 def test_transformer_equals_diffusers(device: gpucore.Device) -> None:
-    """Two pictures of 6 x 10 latents (15 patches) with captions of 7 and 11 tokens in a
-    batch of 11 (the first padded and masked): diffusers' masked batch; the caption visibly
-    matters, and a picture's padding changes nothing."""
+    """Two pictures of 6 x 10 latents (15 patches) with captions of 7 and 11 tokens padded
+    to 14 (as Lumina2Pipeline pads to max_sequence_length) and masked: diffusers' masked
+    batch; the caption visibly matters, and a picture's padding changes nothing."""
     reference = tiny_lumina2_transformer()
     ours = _ours(reference, device)
-    latents, t, states = _inputs(1, 2, (6, 10), 11)
-    mask = np.ones((2, 11), bool)
+    latents, t, states = _inputs(1, 2, (6, 10), 14)
+    mask = np.ones((2, 14), bool)
     mask[0, 7:] = False
+    mask[1, 11:] = False
 
     def run(captions: np.ndarray, keep: np.ndarray) -> np.ndarray:
         return ours(asarray(latents, device=device), t, asarray(captions, device=device),
