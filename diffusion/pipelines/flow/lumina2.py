@@ -29,10 +29,12 @@ import numpy as np
 from gpucore import Device, default_device
 from gpustd import asarray
 
+from ...loaders.flow.text_encoder_file import module_stem
 from ...loaders.formats.diffusers_folder import component_config
 from ...loaders.lumina2 import load_lumina2_folder, load_lumina2_transformer
 from ...loaders.sd.vae_file import load_vae
 from ...loaders.vae_kind import require_vae
+from ...loaders.z_image import load_llm_file
 from ...models import AutoencoderKL
 from ...models.llm import LLMTextModel
 from ...models.lumina2 import Lumina2Transformer2DModel
@@ -42,7 +44,14 @@ from ...sampling.model_sampling import calculate_shift
 from ...text.llm_tokenizer import LLMTokenizer
 from .flow_memory import load_network
 from .lumina2_guidance import guided_until, lumina2_cfg
-from .start import StepCallback, check_call, check_sides, flow_schedule, run_euler
+from .start import (
+    StepCallback,
+    check_call,
+    check_sides,
+    flow_schedule,
+    run_euler,
+    single_files,
+)
 
 __all__ = ["Lumina2Pipeline"]
 
@@ -53,11 +62,11 @@ class Lumina2Pipeline:
 
     def __init__(self, *, transformer: Lumina2Transformer2DModel, vae: AutoencoderKL,
                  text_encoder: LLMTextModel, tokenizer: LLMTokenizer,
-                 scheduler_config: dict[str, Any]) -> None:
+                 scheduler_config: dict[str, Any], modules: Sequence[str] = ()) -> None:
         self.transformer, self.vae = transformer, vae
         self.text_encoder, self.tokenizer = text_encoder, tokenizer
         self.scheduler_config = dict(scheduler_config)
-        self.modules: list[str] = []  # the --vae file's name, once one is used
+        self.modules = list(modules)  # the module files' names, for the infotext
         self.vae_scale_factor = 2 ** (len(vae.config["block_out_channels"]) - 1)
         # diffusers: default_sample_size * vae_scale_factor (128 latents: 1024 pixels)
         self.default_size = int(transformer.config.get("sample_size", 128)) * 8
@@ -66,20 +75,27 @@ class Lumina2Pipeline:
     def from_pretrained(cls, path: str | Path, *, dtype: Any = np.float32,
                         device: Device | None = None, variant: str | None = None,
                         transformer_file: str | os.PathLike[str] | None = None,
+                        text_encoder_files: Sequence[str | os.PathLike[str]] = (),
                         offload: bool = False) -> Lumina2Pipeline:
         """Load a Lumina 2 diffusers folder (`load_lumina2_folder`) onto `device` in `dtype`;
         `transformer_file`: a single-file transformer in the original layout
         (Lumina-Image-2.0's or Neta Lumina's, bare or in a ComfyUI checkpoint;
         `load_lumina2_transformer`) in place of the folder's, whose transformer/config.json,
-        where it has one, gives what the shapes do not; `offload`: each network goes to host
+        where it has one, gives what the shapes do not; `text_encoder_files`: a Gemma 2 file
+        (ComfyUI's `gemma_2_2b_fp16.safetensors`; `load_llm_file`) in place of the folder's
+        text_encoder/, which need then hold no weights; `offload`: each network goes to host
         memory as soon as it is loaded (the text encoder before the transformer loads), for
         a memory mode to bring in as it runs (flow_memory)."""
-        weights = load_lumina2_folder(
-            path, variant=variant, skip=("transformer",) if transformer_file else ())
+        files, skip = single_files("Lumina 2", "its Gemma 2", transformer_file,
+                                   text_encoder_files)
+        weights = load_lumina2_folder(path, variant=variant, skip=skip)
         transformer, text_encoder = weights.transformer, weights.text_encoder
         if transformer_file is not None:
             transformer = load_lumina2_transformer(
                 transformer_file, config=component_config(path, "transformer"))
+        if files:
+            text_encoder = load_llm_file(files[0], config=component_config(path, "text_encoder"),
+                                         kind="gemma2")
         assert transformer is not None and text_encoder is not None
         place = {"dtype": dtype, "device": device or default_device()}
         load = partial(load_network, device=place["device"], offload_to_host=offload)
@@ -90,7 +106,7 @@ class Lumina2Pipeline:
                              transformer),
             vae=load(lambda: AutoencoderKL(weights.vae.config, **place), weights.vae),
             text_encoder=encoder, tokenizer=LLMTokenizer(weights.tokenizer_dir),
-            scheduler_config=weights.scheduler_config)
+            scheduler_config=weights.scheduler_config, modules=[module_stem(f) for f in files])
 
     def use_vae_file(self, path: str | os.PathLike[str]) -> None:
         """Decode with FLUX's VAE in the file `path` (`ae.safetensors`, Black Forest Labs'

@@ -104,20 +104,17 @@ def load_lumina2_model(path: str | os.PathLike[str], family: str, options: LoadO
                        ) -> Lumina2Model:
     """A Lumina 2 diffusers folder, or a single-file transformer with `options.base` (a
     Lumina 2 folder giving Gemma 2, the tokenizer, VAE and scheduler), as a Lumina2Model;
-    `options.defaults` (the folder's defaults.json) over `lumina2_defaults`. Text encoder
-    files are refused in one line."""
+    `options.text_encoders`: a Gemma 2 file in place of the folder's; `options.defaults`
+    (the folder's defaults.json) over `lumina2_defaults`."""
     from .lumina2 import Lumina2Pipeline
 
     path = Path(path)
-    if options.text_encoders:
-        raise ValueError("Lumina 2 takes no --text-encoder file yet: its Gemma 2 comes from "
-                         "the diffusers folder's text_encoder/ (give the folder, or it as "
-                         "--base)")
     folder, transformer_file = base_folder(path, options.base, "Lumina 2",
                                            parts="Gemma 2, tokenizer, VAE and scheduler")
     pipe = Lumina2Pipeline.from_pretrained(folder, dtype=options.dtype, device=options.device,
                                            variant=options.variant,
                                            transformer_file=transformer_file,
+                                           text_encoder_files=list(options.text_encoders),
                                            offload=options.offload)
     return Lumina2Model(pipe, family=family, name=module_stem(path), defaults=options.defaults,
                         modules=pipe.modules)

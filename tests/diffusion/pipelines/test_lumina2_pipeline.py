@@ -6,6 +6,7 @@ refuses in one line)."""
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -74,9 +75,11 @@ def test_lumina2_pipeline_is_diffusers(first_device: gpucore.Device,
     from diffusion.pipelines.flow.lumina2 import Lumina2Pipeline
 
     folder, reference = tiny_lumina2
+    # 64 tokens of padding rather than 256 for a shorter reference run (the CLI's test
+    # checks the default's picture against this padding's)
     settings: dict[str, Any] = dict(num_inference_steps=4, guidance_scale=4.0,
                                     negative_prompt="a photo of a cat", cfg_trunc_ratio=0.5,
-                                    cfg_normalization=True)
+                                    cfg_normalization=True, max_sequence_length=64)
     expected = _diffusers(reference, "a red circle", **settings)
     ours = Lumina2Pipeline.from_pretrained(folder, device=first_device)
     got = ours("a red circle", seed=7, **SIZE, **settings)[0]
@@ -120,24 +123,37 @@ def test_lumina2_from_the_cli(first_device: gpucore.Device, tiny_lumina2: tuple[
     assert "cache" in error
 
 
-def test_lumina2_transformer_file(first_device: gpucore.Device,
-                                  tiny_lumina2: tuple[Path, Any], tmp_path: Path,
-                                  capsys: pytest.CaptureFixture[str]) -> None:
+def test_lumina2_single_files(first_device: gpucore.Device, tiny_lumina2: tuple[Path, Any],
+                              tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     """A single-file transformer in the original layout (ComfyUI's, Neta Lumina's; fused
-    q/k/v under model.diffusion_model.) with the folder as --base: the folder's own picture;
-    without --base, one line saying what to add."""
+    q/k/v under model.diffusion_model.) and ComfyUI's kind of Gemma 2 file (under model.,
+    its tokenizer beside it) with a folder as --base whose transformer/ and text_encoder/
+    hold their configs alone: the whole folder's picture bit for bit, the Gemma file named in
+    the infotext; without --base, one line saying what to add."""
     from lumina2_tiny import original_layout
     from safetensors.torch import save_file
 
     folder, reference = tiny_lumina2
     file = tmp_path / "neta_lumina_tiny.safetensors"
     save_file(original_layout(reference.transformer), str(file))
+    gemma = {f"model.{k}": v.detach().clone() for k, v in
+             reference.text_encoder.state_dict().items()}
+    gemma["spiece_model"] = torch.zeros(8, dtype=torch.uint8)
+    save_file(gemma, str(tmp_path / "gemma_2_2b.safetensors"))
+    slim = tmp_path / "lumina-2"
+    shutil.copytree(folder, slim)
+    for weights in [*(slim / "text_encoder").glob("*.safetensors*"),
+                    *(slim / "transformer").glob("*.safetensors*")]:
+        weights.unlink()
     common = ("txt2img", "--prompt", "a red circle", "--width", "48", "--height", "32",
               "--steps", "2", "--sampler", "diffusers", "--rng", "torch", "--seed", "7",
               "--dtype", "float32", "--cfg-scale", "4")
-    out, err = cli_ok(capsys, *common, "--model", str(file), "--base", str(folder),
+    out, err = cli_ok(capsys, *common, "--model", str(file), "--base", str(slim),
+                      "--text-encoder", str(tmp_path / "gemma_2_2b.safetensors"),
                       "--out", str(tmp_path / "file.png"))
     assert "model: neta_lumina_tiny (lumina2)" in err, err
+    text = read_infotext(out)
+    assert text is not None and "Module 1: gemma_2_2b" in text, text
     single = png_pixels(out)
     out, _ = cli_ok(capsys, *common, "--model", str(folder), "--out", str(tmp_path / "dir.png"))
     np.testing.assert_array_equal(single, png_pixels(out))
