@@ -8,7 +8,10 @@ As each side's pipeline runs it: diffusers hands both padded blocks with their m
 all-zero SigLIP states of text-to-video, every step refines and projects them and runs the
 blocks over 1000 + 256 + 729 text tokens, the padding and image tokens masked; ours drops the
 masked tokens before the first projection and runs over 144 text tokens (a masked key that no
-query reads: the same output, rel_err).
+query reads: the same output, rel_err). Ours makes the prompt's part once a run
+(`prepare_text`: the kept tokens gathered and projected for the refiner, the glyph tokens
+projected; timed once beside the step, prefix_ms), and the step reads it, as
+HunyuanVideo15Pipeline's loop calls the transformer.
 """
 
 from __future__ import annotations
@@ -61,13 +64,14 @@ def model(name: str) -> Model:
                    encoder_attention_mask_2=t["glyph_mask"], image_embeds=t["image"],
                    return_dict=False)[0]
 
-    def call(ours: Any, x: dict[str, Any], dtype: Any) -> Any:
+    def prefix(ours: Any, x: dict[str, Any], dtype: Any) -> Any:
         # the zero image states as the host array they are: ours tells text-to-video there
-        return ours(x["latents"], x["t"], x["text"], x["mask"],
-                    encoder_hidden_states_2=x["glyph"], encoder_attention_mask_2=x["glyph_mask"],
-                    image_embeds=x["image"])
+        return ours.prepare_text(x["text"], x["mask"], x["glyph"], x["glyph_mask"], x["image"])
+
+    def call(ours: Any, x: dict[str, Any], dtype: Any) -> Any:
+        return ours(x["latents"], x["t"], x["prefix"], None)
 
     return Model(HUNYUANVIDEO15, lambda d, t, c: d.HunyuanVideo15Transformer3DModel(**c),
                  ref_call,
                  lambda c, dt, dev: HunyuanVideo15Transformer3DModel(c, dtype=dt, device=dev),
-                 call)
+                 call, ours_prefix=prefix)

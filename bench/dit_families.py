@@ -33,9 +33,9 @@ and 16 of ByT5's 128 (bench/_dit_hunyuanimage.py: diffusers' padded blocks maske
 real tokens alone). HunyuanVideo 1.5's at 480p, 121 frames (49 290 latent tokens), text to
 video, for 128 real tokens of its 1000-token block and 16 of ByT5's 256
 (bench/_dit_hunyuan_video15.py: diffusers' padded blocks and zero image tokens masked, ours
-the real tokens alone). LTX-2's (2.0, 19B) audio-video step for LTX2Pipeline's default
-768x512, 121 frames (6144 video tokens) and its 126 audio latents, both prompts the
-connectors' 1024 tokens (bench/_dit_ltx2.py).
+the real tokens alone, its prompt's part made once, prefix_ms). LTX-2's (2.0, 19B)
+audio-video step for LTX2Pipeline's default 768x512, 121 frames (6144 video tokens) and its
+126 audio latents, both prompts the connectors' 1024 tokens (bench/_dit_ltx2.py).
 Rows run smallest first, each caught on its own: an out-of-memory model loses its row only,
 recorded with its error.
 
@@ -405,7 +405,9 @@ def run(quick: bool = False) -> dict[str, Any]:
                  "(4096 patches, 512 T5 tokens, unmasked), FLUX.1 Kontext dev (4096 noise + "
                  "4096 context patches, 512 T5 tokens), Qwen-Image-Edit (4096 noise + 4096 "
                  "reference patches, 1385 text tokens: a 1024x1024 reference read by "
-                 "Qwen2.5-VL and a short instruction); Qwen2.5-VL-7B's language model on 256 "
+                 "Qwen2.5-VL and a short instruction), HunyuanVideo 1.5 (480p, 121 frames, "
+                 "text to video: ours after prepare_text() once, prefix_ms); Qwen2.5-VL-7B's "
+                 "language model on 256 "
                  "tokens (last hidden states), Qwen3-VL-8B's language model on 256 tokens (the "
                  "last layer's states before the final norm), Qwen3-8B on 512 tokens (hidden "
                  "states 9, 18, 27 concatenated, klein's); random bf16 weights drawn by "

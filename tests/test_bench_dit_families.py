@@ -38,6 +38,38 @@ def test_quick_rows_match_the_reference_and_a_failure_keeps_the_rest(
     assert rows[6]["prefix_ms"] > 0  # Qwen-Image 2.1's prompt part, timed apart
 
 
+def test_hunyuan_video15_step_reads_the_prompt_made_once(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """HunyuanVideo 1.5's row times the step as its pipeline runs it: `prepare_text` made
+    before the steps (timed apart, prefix_ms), never inside a timed step, and the step on it
+    matches diffusers' on the raw blocks."""
+    from bench import dit_families
+    from diffusion.models.hunyuan_video15 import HunyuanVideo15Transformer3DModel as Model
+
+    inside: list[bool] = []  # each prepare_text call: whether a step (forward) made it
+    stepping = [False]
+    forward, prepare = Model.forward, Model.prepare_text
+
+    def step(self: Model, *args: object, **kwargs: object) -> object:
+        stepping[0] = True
+        try:
+            return forward(self, *args, **kwargs)
+        finally:
+            stepping[0] = False
+
+    def prepared(self: Model, *args: object, **kwargs: object) -> object:
+        inside.append(stepping[0])
+        return prepare(self, *args, **kwargs)
+
+    monkeypatch.setattr(Model, "forward", step)
+    monkeypatch.setattr(Model, "prepare_text", prepared)
+    monkeypatch.setenv("BENCH_MODELS", "hunyuanvideo15")
+    reference, ours = dit_families.run(quick=True)["rows"]
+    assert (reference["impl"], ours["impl"]) == ("reference", "ours")
+    assert inside and not any(inside), inside
+    assert 0 < ours["rel_err"] < 5e-3 and ours["prefix_ms"] > 0  # float16 vs torch float32
+
+
 def test_an_unknown_model_is_named(monkeypatch: pytest.MonkeyPatch) -> None:
     from bench import dit_families
 

@@ -33,6 +33,16 @@ Second round (H100, 2026-11-24, f16-gemm-lab-bigtiles-raster-dawn-h100.json, sam
 The first round's figures came from the session's working copy of this lab (the same
 kernels, before this file was tidied; device time ran out before this copy itself was
 re-run on the GPU).
+Third round (H200, 2026-11-29, robustness off, f16-gemm-lab-{global,hybrid,hybrid-checked}-
+dawn-h200.json; 4096^3 nt TFLOP/s, cuBLAS 744-759): `acc16` (f16 accumulators and C), `h`
+(A staged, B's fragments straight from the storage buffer), `bt` (B stored pre-tiled, each
+16 x 16 fragment 512 contiguous bytes), `bf` (h's B loads issued before A's staging):
+  s 256x256 4x4sg 4x4fr acc16 (the shipped flow)          289-294
+  g 128x128 acc16 / + bt; g 256x256 acc16 / + bt          75 / 143-145; 68 / 127
+  h 256x256 acc16 / + bt / + bt bf                        84 / 137 / 118-119
+  h 128x128 (f32) / + bt / + bt bf; s 128x128             42 / 80 / 66-67; 147-149
+Fragments loaded from global memory stay 2-4x slower than staged ones without Dawn's
+robustness too, even 512 contiguous bytes a fragment: not a way past the staging.
 """
 
 from __future__ import annotations
@@ -53,7 +63,7 @@ HEAD = "enable f16;\nenable subgroups;\nenable chromium_experimental_subgroup_ma
 SHAPES = [(4096, 4096, 4096, "nt"), (4096, 4096, 4096, "nn"), (4096, 640, 640, "nt"),
           (1024, 1280, 1280, "nt"), (4096, 1280, 320, "nt"), (4096, 320, 1280, "nt"),
           (8192, 320, 320, "nt")]
-CHECK = [(384, 320, 768, "nt"), (384, 320, 768, "nn")]
+CHECK = [(512, 320, 768, "nt"), (512, 320, 768, "nn")]  # 256-row tiles divide it
 
 
 def G(fm: int, fn: int, wm: int, wn: int, **kw: Any) -> dict[str, Any]:
@@ -68,9 +78,19 @@ def P(fm: int, fn: int, wm: int, wn: int, **kw: Any) -> dict[str, Any]:
     return dict(kind="p", fm=fm, fn=fn, wm=wm, wn=wn, **kw)
 
 
-VARIANTS = [S(2, 4, 2, 2), S(2, 4, 2, 2, sw=8), S(2, 4, 4, 2), S(2, 4, 4, 2, sw=8),
-            S(2, 4, 2, 4), S(2, 4, 4, 4), S(2, 4, 4, 4, sw=8), S(2, 4, 4, 4, ep16=True),
-            S(2, 4, 2, 2, ep16=True), P(2, 4, 2, 2, prefetch=False)]
+def H(fm: int, fn: int, wm: int, wn: int, **kw: Any) -> dict[str, Any]:
+    """A staged in workgroup memory, B's fragments straight from the storage buffer (nt)."""
+    return dict(kind="h", fm=fm, fn=fn, wm=wm, wn=wn, **kw)
+
+
+VARIANTS = [S(4, 4, 4, 4, acc16=True), G(4, 4, 2, 2, acc16=True, bt=True),
+            G(4, 4, 4, 4, acc16=True, bt=True), H(4, 4, 4, 4, acc16=True),
+            H(4, 4, 4, 4, acc16=True, bt=True), H(4, 4, 4, 4, acc16=True, bt=True, bf=True),
+            H(2, 4, 4, 2), H(2, 4, 4, 2, bt=True), H(2, 4, 4, 2, bt=True, bf=True),
+            H(4, 4, 4, 2, acc16=True, bt=True), S(2, 4, 4, 2)]
+# Earlier rounds' lists: S(2, 4, 2, 2), S(2, 4, 2, 2, sw=8), S(2, 4, 4, 2, sw=8), S(2, 4, 2, 4),
+# S(2, 4, 4, 4), S(2, 4, 4, 4, sw=8), S(2, 4, 4, 4, ep16=True), S(2, 4, 2, 2, ep16=True),
+# P(2, 4, 2, 2, prefetch=False); before them
 # The last round's list (its results in the docstring above): S(2, 4, 2, 2, ep16=True),
 # P(2, 4, 2, 2, prefetch=False, checked=True), S(2, 2, 2, 2), P(2, 2, 2, 2), S(.., pf=True),
 # S(.., db=True), S(.., tb=True), S(.., w8=True), S(.., ku=4), S(4, 2, 2, 4), G(2, 4, 2, 2),
@@ -80,17 +100,33 @@ VARIANTS = [S(2, 4, 2, 2), S(2, 4, 2, 2, sw=8), S(2, 4, 4, 2), S(2, 4, 4, 2, sw=
 def name(v: dict[str, Any]) -> str:
     """e.g. "s 64x128 2x2sg 2x4fr bk32 ep16": kind, tile, subgroups, fragments, K step."""
     bk = 16 * v.get("ku", 1 if v["kind"] == "g" else 2)
-    flags = [f for f in ("pf", "db", "tb", "w8", "ep16", "checked") if v.get(f)]
+    flags = [f for f in ("pf", "db", "tb", "w8", "ep16", "acc16", "bt", "bf", "checked")
+             if v.get(f)]
     flags += [f"sw{v['sw']}"] if v.get("sw") else []
     flags += ["np"] if v.get("prefetch") is False else []
     return " ".join([v["kind"], f"{16 * v['fm'] * v['wm']}x{16 * v['fn'] * v['wn']}",
                      f"{v['wm']}x{v['wn']}sg", f"{v['fm']}x{v['fn']}fr", f"bk{bk}", *flags])
 
 
-def _bindings(a_type: str, c_type: str) -> str:
+def _bindings(a_type: str, c_type: str, b_type: str = "") -> str:
     return (f"@group(0) @binding(0) var<storage, read> A: array<{a_type}>;\n"
-            f"@group(0) @binding(1) var<storage, read> B: array<{a_type}>;\n"
+            f"@group(0) @binding(1) var<storage, read> B: array<{b_type or a_type}>;\n"
             f"@group(0) @binding(2) var<storage, read_write> C: array<{c_type}>;\n")
+
+
+def _global_b(v: dict[str, Any], name: str, kk: str, j: int, n: int, k: int,
+              layout: str) -> str:
+    """B's fragment j at K offset kk straight from the storage buffer; with bt, B is stored
+    pre-tiled (nt only): each 16 x 16 block (16 rows of N, 16 of K) contiguous, blocks K-major
+    within a block row, so a fragment is 512 contiguous bytes."""
+    if v.get("bt"):
+        return (f"let {name} = subgroupMatrixLoad<{R}>(&B, ((col0 / 16u + {j}u) * {k // 16}u + "
+                f"({kk}) / 16u) * 256u, true, 16u);")
+    if layout == "nn":
+        return (f"let {name} = subgroupMatrixLoad<{R}>(&B, ({kk}) * {n}u + col0 + {16 * j}u,"
+                f" false, {n}u);")
+    return (f"let {name} = subgroupMatrixLoad<{R}>(&B, (col0 + {16 * j}u) * {k}u + {kk},"
+            f" true, {k}u);")
 
 
 def global_source(v: dict[str, Any], m: int, n: int, k: int, layout: str) -> str:
@@ -101,10 +137,7 @@ def global_source(v: dict[str, Any], m: int, n: int, k: int, layout: str) -> str
         kk = f"k + {16 * u}u"
         lines += [f"let a{u}_{i} = subgroupMatrixLoad<{L}>(&A, (row0 + {16 * i}u) * {k}u + {kk},"
                   f" false, {k}u);" for i in range(fm)]
-        lines += [f"let b{u}_{j} = subgroupMatrixLoad<{R}>(&B, ({kk}) * {n}u + col0 + {16 * j}u,"
-                  f" false, {n}u);" if layout == "nn" else
-                  f"let b{u}_{j} = subgroupMatrixLoad<{R}>(&B, (col0 + {16 * j}u) * {k}u + {kk},"
-                  f" true, {k}u);" for j in range(fn)]
+        lines += [_global_b(v, f"b{u}_{j}", kk, j, n, k, layout) for j in range(fn)]
     lines += [f"c_{i}_{j} = subgroupMatrixMultiplyAccumulate(a{u}_{i}, b{u}_{j}, c_{i}_{j});"
               for u in range(ku) for i in range(fm) for j in range(fn)]
     return _kernel(v, n, "f16", "", "\n".join(
@@ -140,7 +173,10 @@ def staged_source(v: dict[str, Any], m: int, n: int, k: int, layout: str) -> str
 
     operand("a", bm, bk, f"A[((m0 + r) * {k}u + kf + c) / {width}u]",
             f"sa[s0 + r * {sa}u + c + {{i}}u] = {{x}};")
-    if layout == "nn":
+    hybrid = v["kind"] == "h"
+    if hybrid:
+        size_b = 16  # unused
+    elif layout == "nn":
         operand("b", bk, bn, f"B[((kf + r) * {n}u + n0 + c) / {width}u]",
                 f"sb[t0 + r * {sb}u + c + {{i}}u] = {{x}};")
     else:
@@ -151,12 +187,18 @@ def staged_source(v: dict[str, Any], m: int, n: int, k: int, layout: str) -> str
     for u in range(ku):
         body += [f"let a{u}_{i} = subgroupMatrixLoad<{L}>(&sa, ca + (r_in + {16 * i}u) * {sa}u"
                  f" + {16 * u}u, false, {sa}u);" for i in range(fm)]
-        body += [f"let b{u}_{j} = subgroupMatrixLoad<{R}>(&sb, cb + {16 * u}u * {sb}u + c_in + "
+        body += [] if hybrid and v.get("bf") else [
+                 _global_b(v, f"b{u}_{j}", f"k0 + {16 * u}u", j, n, k, layout)
+                 if hybrid else
+                 f"let b{u}_{j} = subgroupMatrixLoad<{R}>(&sb, cb + {16 * u}u * {sb}u + c_in + "
                  f"{16 * j}u, false, {sb}u);" if b_kmajor else
                  f"let b{u}_{j} = subgroupMatrixLoad<{R}>(&sb, cb + (c_in + {16 * j}u) * {sb}u"
                  f" + {16 * u}u, true, {sb}u);" for j in range(fn)]
         body += [f"c_{i}_{j} = subgroupMatrixMultiplyAccumulate(a{u}_{i}, b{u}_{j}, c_{i}_{j});"
                  for i in range(fm) for j in range(fn)]
+    if hybrid and v.get("bf"):  # B's fragments issued first, in flight over A's staging
+        fetch[:0] = [_global_b(v, f"b{u}_{j}", f"k0 + {16 * u}u", j, n, k, layout)
+                     for u in range(ku) for j in range(fn)]
     F, St, B_ = ("\n".join("    " + x for x in block) for block in (fetch, store, body))
     last = k - bk
     if v.get("db"):  # two buffers: stage the next step into the other while multiplying
@@ -177,11 +219,11 @@ def staged_source(v: dict[str, Any], m: int, n: int, k: int, layout: str) -> str
     shared = (f"var<workgroup> sa: array<f16, {size_a * nbuf}>;\n"
               f"var<workgroup> sb: array<f16, {size_b * nbuf}>;\n")
     return _kernel(v, n, gtype, shared, "\n".join(decl) + "\n" + loop,
-                   "m0 + r_in", "n0 + c_in", m)
+                   "m0 + r_in", "n0 + c_in", m, "f16" if hybrid else "")
 
 
 def _kernel(v: dict[str, Any], n: int, a_type: str, shared: str, loop: str, row: str,
-            col: str, m: int = 0) -> str:
+            col: str, m: int = 0, b_type: str = "") -> str:
     """The entry point around `loop`: tile origin, accumulators, the store of C (f32 straight
     from the fragments, or with ep16 f16 through workgroup memory a fragment at a time)."""
     fm, fn, wm, wn = v["fm"], v["fn"], v["wm"], v["wn"]
@@ -198,8 +240,10 @@ def _kernel(v: dict[str, Any], n: int, a_type: str, shared: str, loop: str, row:
     else:
         store = "\n".join(f"  subgroupMatrixStore(&C, ({row} + {16 * i}u) * {n}u + {col} + "
                           f"{16 * j}u, c_{i}_{j}, false, {n}u);" for i, j in frags)
-    accs = "\n".join(f"  var c_{i}_{j} = {ACC}();" for i, j in frags)
-    return f"""{HEAD}{_bindings(a_type, "f16" if v.get("ep16") else "f32")}{shared}
+    acc = ACC.replace("f32", "f16") if v.get("acc16") else ACC
+    accs = "\n".join(f"  var c_{i}_{j} = {acc}();" for i, j in frags)
+    c_type = "f16" if v.get("ep16") or v.get("acc16") else "f32"
+    return f"""{HEAD}{_bindings(a_type, c_type, b_type)}{shared}
 @compute @workgroup_size({32 * wm * wn})
 fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(subgroup_id) sg: u32,
         @builtin(local_invocation_index) tid: u32, @builtin(subgroup_invocation_id) lane: u32) {{
@@ -258,7 +302,8 @@ class Lab:
         """(pipeline, grid, binder) for variant v on this shape; None if it does not fit."""
         bm, bn = 16 * v["fm"] * v["wm"], 16 * v["fn"] * v["wn"]
         bk = 16 * v.get("ku", 1 if v["kind"] == "g" else 2)
-        if m % bm or n % bn or k % bk:
+        if m % bm or n % bn or k % bk or (v.get("bt") and layout == "nn") or (
+                v["kind"] == "h" and layout == "nn"):
             return None
         if v["kind"] == "p":
             from gpustd.gemm import matrix_units
@@ -278,9 +323,11 @@ class Lab:
                  m: int, n: int) -> tuple[Any, Any]:
         """(bind group, C buffer); gpustd's kernel also binds bias and its Params."""
         storage = self.usage.STORAGE
+        if v.get("bt"):  # (n, k) -> blocks [n/16][k/16][16][16]
+            b = np.ascontiguousarray(b.reshape(n // 16, 16, -1, 16).transpose(0, 2, 1, 3))
         bufs = [self.dev.create_buffer_with_data(data=x.tobytes(), usage=storage)
                 for x in (a, b)]
-        f16_out = v["kind"] == "p" or v.get("ep16")
+        f16_out = v["kind"] == "p" or v.get("ep16") or v.get("acc16")
         c = self.dev.create_buffer(size=m * n * (2 if f16_out else 4),
                                    usage=storage | self.usage.COPY_SRC)
         if v["kind"] == "p":  # Params: m n k, batch offsets 0, inner 1, alpha 1, beta 0
@@ -319,12 +366,14 @@ def check(lab: Lab, v: dict[str, Any]) -> float | None:
     worst = 0.0
     for m, k, n, layout in CHECK:
         built = lab.build(v, m, k, n, layout)
+        if built is None and layout == "nn" and (v.get("bt") or v["kind"] == "h"):
+            continue  # nt only
         if built is None:
             return None
         a, b = _operands(m, k, n, layout, 1)
         group, c = lab.operands(v, a, b, built[0], m, n)
         lab.run(built[0], group, built[1], c, 1)
-        kind = np.float16 if (v["kind"] == "p" or v.get("ep16")) else np.float32
+        kind = np.float16 if (v["kind"] == "p" or v.get("ep16") or v.get("acc16")) else np.float32
         got = np.frombuffer(lab.dev.queue.read_buffer(c), kind).reshape(m, n)
         b64 = b.astype(np.float64)
         expected = a.astype(np.float64) @ (b64.T if layout == "nt" else b64)

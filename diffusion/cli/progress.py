@@ -9,7 +9,7 @@ from typing import TextIO
 
 import numpy as np
 
-from ..pipelines.observer import Observer
+from ..pipelines.observer import Decode, Observer
 
 __all__ = ["ProgressBar"]
 
@@ -19,7 +19,8 @@ class ProgressBar(Observer):
 
     On a terminal it redraws `label  45%|#####      | 9/20 [00:05<00:06, 1.80it/s]` in place;
     elsewhere (a log, a pipe) it stays quiet until the last step and then writes one line:
-    `label: 20 steps in 11.1s (1.80it/s)`.
+    `label: 20 steps in 11.1s (1.80it/s)`. Each pass (a hires fix's second, a refiner's) is
+    timed on its own.
     """
 
     def __init__(self, label: str, *, stream: TextIO | None = None, width: int = 24,
@@ -29,9 +30,14 @@ class ProgressBar(Observer):
         self.tty = bool(getattr(self.stream, "isatty", lambda: False)())
         self.width = width
         self.clock = clock
-        self.start = clock()
-        self._first: float | None = None  # when step 1 ended
         self._shown = 0  # length of the line on screen
+        self._restart(clock())
+
+    def _restart(self, start: float) -> None:
+        """A pass's clock from `start`: its rate and time are its own."""
+        self.start = start
+        self._first: float | None = None  # when step 1 ended
+        self._done, self._last = 0, start  # the last step told, and when
 
     def rate(self, done: int, now: float) -> float:
         """Steps per second, leaving out step 1: it includes compiling the GPU pipelines."""
@@ -39,13 +45,22 @@ class ProgressBar(Observer):
             return done / max(now - self.start, 1e-9)
         return (done - 1) / (now - self._first)
 
+    def on_begin(self, decode: Decode, latent_space: str = "") -> None:
+        """A pass with latents of its own begins after steps were told (HunyuanImage 2.1's
+        refiner): its clock. (Before the first pass the clock runs from the bar's making.)"""
+        if self._done:
+            self._restart(self.clock())
+
     def on_step(self, done: int, total: int, latents: np.ndarray) -> None:
         self(done, total)
 
     def __call__(self, done: int, total: int) -> None:
         now = self.clock()
+        if done < self._done:  # a pass counting from 1 again (the hires fix's second)
+            self._restart(self._last)
         if self._first is None:
             self._first = now
+        self._done, self._last = done, now
         rate = self.rate(done, now)
         if self.tty:
             filled = self.width * done // max(total, 1)

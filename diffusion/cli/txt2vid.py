@@ -84,17 +84,17 @@ def add_parsers(subparsers: argparse._SubParsersAction) -> None:
                                    "LTX-2 with its audio)"),
                        ("img2vid", "animate a picture as a prompt says (Wan 2.1 I2V, "
                                    "Wan 2.2 TI2V 5B and I2V A14B, Kandinsky 5 I2V, "
-                                   "HunyuanVideo 1.5 I2V)")):
+                                   "HunyuanVideo 1.5 I2V, LTX-2 with its audio)")):
         sub = subparsers.add_parser(name, help=text, description=text, epilog=EXAMPLE,
                                     formatter_class=argparse.RawDescriptionHelpFormatter)
         if name == "img2vid":
             sub.add_argument("--image", required=True, metavar="IN.png",
                              help="the first frame (resized to --width x --height)")
         _options(sub)
+        add_ltx2_options(sub)
         if name == "txt2vid":
             add_vace_options(sub)
             add_animate_options(sub)
-            add_ltx2_options(sub)
             add_init_video_options(sub)
 
 
@@ -324,7 +324,7 @@ def run(args: argparse.Namespace) -> int:
     if family == "ltx-2":
         from .txt2vid_ltx2 import run_ltx2
 
-        return run_ltx2(args, out, _dtype(args.dtype))
+        return run_ltx2(args, out, _dtype(args.dtype), image)
     from ..loaders.wan.sources import animate_face_size, resolve_wan
     from ..pipelines.video import WanAnimatePipeline, WanPipeline, video_cache
     from ..pipelines.video.wan_refuse import wan_refusals_of

@@ -1,12 +1,16 @@
-"""`txt2vid --model FOLDER` for an LTX-2 folder (an LTX2Pipeline's): cli.txt2vid checks the
-settings and fills in the family's defaults (121 frames of 768 x 512, 30 steps, video CFG 3,
-24 fps), then hands over here. The video is written with its audio (an MP4's AAC track; a
-WebP's or a frames folder's WAV beside it); --no-audio leaves the audio undecoded. The audio's
-own guidance (--audio-cfg-scale, 7) and STG's blocks (--stg-blocks, 28) are LTX-2's options;
-STG and modality guidance run at diffusers' scales. What LTX-2 does not take here (a first
-frame, Wan's files, VACE, step caches, LoRAs, other samplers) is refused in one line before
-the weights load; frames must be 1 + 8k and sides multiples of the VAE's 32. --medvram,
---lowvram and --max-vram run as for the flow families (flow_memory)."""
+"""`txt2vid --model FOLDER` for an LTX-2 folder (an LTX2Pipeline's), and `img2vid --model
+FOLDER --image IN.png` for its image to video (the picture, resized to --width x --height,
+is the first frame): cli.txt2vid checks the settings and fills in the family's defaults (121
+frames of 768 x 512, 30 steps, video CFG 3, 24 fps), then hands over here. The video is
+written with its audio (an MP4's AAC track; a WebP's or a frames folder's WAV beside it);
+--no-audio leaves the audio undecoded. The audio's own guidance (--audio-cfg-scale, 7) and
+STG's blocks (--stg-blocks, 28) are LTX-2's options; STG and modality guidance run at
+diffusers' scales. --upsampler PATH (a folder with latent_upsampler/, or Lightricks'
+ltx-2-spatial-upscaler-x2 file) makes it in two stages (pipelines.video.ltx2_two_stage): half
+the size, the latents upsampled, three unguided steps at the full size. What LTX-2 does not
+take here (Wan's files, VACE, step caches, LoRAs, other samplers) is refused in one line
+before the weights load; frames must be 1 + 8k and sides multiples of the VAE's 32 (64 in two
+stages). --medvram, --lowvram and --max-vram run as for the flow families (flow_memory)."""
 
 from __future__ import annotations
 
@@ -41,15 +45,20 @@ def add_ltx2_options(sub: argparse.ArgumentParser) -> None:
     sub.add_argument("--stg-blocks", default=None, metavar="N[,N...]",
                      help="LTX-2: the transformer blocks whose self-attention STG perturbs, "
                           "on models that take it (LTX-2.3's; 28)")
+    sub.add_argument("--upsampler", default=None, metavar="FOLDER|FILE",
+                     help="LTX-2: generate in two stages, half the size then the latents "
+                          "upsampled x2 by this latent upsampler (a folder with "
+                          "latent_upsampler/, or ltx-2-spatial-upscaler-x2-1.0.safetensors) "
+                          "and refined in three steps")
 
 
 def refuse_ltx2_only(args: argparse.Namespace) -> None:
     """ValueError in one line for an LTX-2 option given to another family's model."""
     flags = {"no_audio": "--no-audio", "audio_cfg_scale": "--audio-cfg-scale",
-             "stg_blocks": "--stg-blocks"}
+             "stg_blocks": "--stg-blocks", "upsampler": "--upsampler"}
     given = [flag for field, flag in flags.items() if getattr(args, field, None)]
     if given:
-        raise ValueError(f"{given[0]} is an LTX-2 option (its videos have audio); "
+        raise ValueError(f"{given[0]} is an LTX-2 option (its audio, STG, latent upsampler); "
                          f"{args.model} is another family's model: leave it out")
 
 
@@ -68,9 +77,6 @@ def refuse_ltx2_options(args: argparse.Namespace) -> None:
     from ..loaders.formats.diffusers_folder import component_config
     from ..pipelines.video.wan_refuse import check_frame_count
 
-    if args.command == "img2vid":
-        raise ValueError(f"{args.model} is LTX-2's text-to-video pipeline (LTX2Pipeline): use "
-                         "txt2vid, without a picture")
     given = [flag for field, flag in _REFUSED.items() if getattr(args, field, None)]
     if vace_named(args):
         given.append(str(vace_named(args)))
@@ -83,21 +89,24 @@ def refuse_ltx2_options(args: argparse.Namespace) -> None:
                          "scheduler (--sampler diffusers)")
     vae = component_config(Path(args.model), "vae") or {}
     check_frame_count(args.frames, int(vae.get("temporal_compression_ratio") or 8))
-    multiple = int(vae.get("spatial_compression_ratio") or 32)
+    multiple = int(vae.get("spatial_compression_ratio") or 32) * (2 if args.upsampler else 1)
     for name in ("width", "height"):
         if getattr(args, name) % multiple:
-            raise ValueError(f"--{name} must be a multiple of {multiple} for LTX-2, got "
+            raise ValueError(f"--{name} must be a multiple of {multiple} for LTX-2"
+                             f"{' in two stages' if args.upsampler else ''}, got "
                              f"{getattr(args, name)}")
+    if args.upsampler and not Path(args.upsampler).exists():
+        raise ValueError(f"--upsampler {args.upsampler}: no such folder or file")
     if args.audio_cfg_scale is not None and not 0 <= args.audio_cfg_scale <= 30:
         raise ValueError(f"--audio-cfg-scale must be a number from 0 to 30, got "
                          f"{args.audio_cfg_scale}")
     _blocks(args.stg_blocks)
 
 
-def run_ltx2(args: argparse.Namespace, out: Path, dtype: Any) -> int:
+def run_ltx2(args: argparse.Namespace, out: Path, dtype: Any, image: Any = None) -> int:
     """Generate and write the video and its audio as `args` say (checked and completed by
-    cli.txt2vid) with the LTX-2 folder `args.model`, its weights in `dtype`; prints the
-    path."""
+    cli.txt2vid) with the LTX-2 folder `args.model`, its weights in `dtype`; `image`:
+    img2vid's first frame; prints the path."""
     from ..pipelines.video.ltx2 import LTX2Pipeline
     from ..pipelines.video.ltx2_guidance import LTX2Guidance
 
@@ -118,9 +127,18 @@ def run_ltx2(args: argparse.Namespace, out: Path, dtype: Any) -> int:
         print(use_fp16_accumulation(pipe), file=sys.stderr)
     print(f"seed: {args.seed}", file=sys.stderr)
     bar = ProgressBar(args.command)
-    result = pipe(args.prompt, negative_prompt=args.negative_prompt, height=args.height,
-                  width=args.width, num_frames=args.frames, frame_rate=args.fps,
-                  num_inference_steps=args.steps, guidance=guidance, seed=args.seed,
-                  rng=args.rng, audio=not args.no_audio, callback=bar.step)
+    settings = {"negative_prompt": args.negative_prompt, "num_frames": args.frames,
+                "frame_rate": args.fps, "num_inference_steps": args.steps,
+                "guidance": guidance, "seed": args.seed, "rng": args.rng,
+                "callback": bar.step}
+    if args.upsampler:
+        from ..pipelines.video.ltx2_two_stage import load_upsampler, two_stage
+
+        upsampler = load_upsampler(args.upsampler, dtype=dtype)
+        result = two_stage(pipe, upsampler, args.prompt, height=args.height, width=args.width,
+                           image=image, audio=not args.no_audio, **settings)
+    else:
+        result = pipe(args.prompt, height=args.height, width=args.width, image=image,
+                      audio=not args.no_audio, **settings)
     return finish_video(pipe, result.frames, None, out, args.fps, args.verbose,
                         result.audio, result.sample_rate)

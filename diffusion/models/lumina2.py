@@ -38,7 +38,9 @@ _DEFAULTS: dict[str, Any] = {
     "cap_feat_dim": 1024,
 }
 _THETA = 10000.0  # diffusers' Lumina2RotaryPosEmbed has no config field for it
-_KEPT_TABLES = 6  # rotary tables kept: three a call (caption, image, joint) for two batches
+# rotary tables and key masks kept (forget_kept drops them): three tables and two masks a call
+# (caption, image, joint), for a prompt's and a negative prompt's calls
+_KEPT = 10
 
 
 class Lumina2NormOut(nn.Module):
@@ -95,7 +97,7 @@ class Lumina2Transformer2DModel(nn.Module):
         self.layers = nn.ModuleList([Lumina2TransformerBlock(cfg, place, modulation=True)
                                      for _ in range(cfg["num_layers"])])
         self.norm_out = Lumina2NormOut(dim, patch * patch * self.out_channels, place)
-        self._tables: dict[tuple[Any, ...], tuple[Tensor, Tensor]] = {}
+        self._tables: dict[tuple[Any, ...], Any] = {}
 
     @property
     def device(self) -> Device:
@@ -117,16 +119,21 @@ class Lumina2Transformer2DModel(nn.Module):
                                  "picture")
         return kept(self._tables, (ids.shape, ids.tobytes(), self.device),
                     lambda: rope_tables(ids, tuple(self.config["axes_dim_rope"]), _THETA,
-                                        device=self.device), _KEPT_TABLES)
+                                        device=self.device), _KEPT)
 
     def _keep(self, lengths: list[int], total: int) -> Tensor | None:
         """The keys' additive mask (B, 1, 1, total): 0 on each picture's first lengths[i]
         tokens, -inf past them; None where every key is kept (diffusers: no mask then)."""
         if all(n == total for n in lengths):
             return None
-        keep = np.where(np.arange(total)[None, :] < np.asarray(lengths)[:, None],
-                        np.float32(0), np.float32(-np.inf)).astype(np.float32)
-        return asarray(keep.reshape(len(lengths), 1, 1, total), device=self.device)
+
+        def make() -> Tensor:
+            keep = np.where(np.arange(total)[None, :] < np.asarray(lengths)[:, None],
+                            np.float32(0), np.float32(-np.inf)).astype(np.float32)
+            return asarray(keep.reshape(len(lengths), 1, 1, total), device=self.device)
+
+        # kept as the rotary tables are: the same every step, and each upload a submit
+        return kept(self._tables, ("mask", tuple(lengths), total, self.device), make, _KEPT)
 
     def _caption(self, states: Tensor) -> Tensor:
         """caption_embedder over (B, L, cap_feat_dim) states (any float dtype; the RMS norm

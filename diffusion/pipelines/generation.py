@@ -156,7 +156,11 @@ def generate(family: Family, request: GenerationRequest | str | None, settings: 
         seed=seed, width=width, height=height, batch_size=int(request.batch_size),
         model=family.name, rng=request.rng, **run.fields)
     if request.init_image is not None:
-        made.update(strength=float(request.strength), **plan.settings)
+        made.update(plan.settings)
+        # an edit model without a mask draws from noise beside its pictures: the strength
+        # it refuses (all but the default) did nothing, and the infotext does not claim it
+        if family.capabilities.references == 0 or request.mask is not None:
+            made["strength"] = float(request.strength)
         if request.initial_noise_multiplier != 1.0:
             made["noise_multiplier"] = float(request.initial_noise_multiplier)
         if family.capabilities.references != 0:  # an edit model's reference pictures

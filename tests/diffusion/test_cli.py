@@ -443,6 +443,26 @@ def test_progress_bar_on_a_terminal() -> None:
         "x 100%|####| 3/3 [16:42<00:00, 500.50s/it] \n"]
 
 
+def test_progress_times_each_pass_on_its_own() -> None:
+    """A pass begun with latents of its own (a refiner's: on_begin) and one counting from 1
+    again (a hires fix's second) each write their own time and rate, not the run's."""
+    stream = io.StringIO()
+    # made at 0, steps at 1, 2, 3; the refiner begins at 10, its steps at 12, 13; a third
+    # pass's steps at 15, 16 (its time from the last step before it, 13)
+    bar = cli.ProgressBar("x", stream=stream, clock=Clock([0, 1, 2, 3, 10, 12, 13, 15, 16]))
+    bar.on_begin(lambda latents: [], "")  # the first pass's: its clock runs from 0
+    for done in (1, 2, 3):
+        bar(done, 3)
+    bar.on_begin(lambda latents: [], "")
+    bar(1, 2)
+    bar(2, 2)
+    bar(1, 2)
+    bar(2, 2)
+    assert stream.getvalue().splitlines() == [
+        "x: 3 steps in 3.0s (1.00it/s)", "x: 2 steps in 3.0s (1.00it/s)",
+        "x: 2 steps in 3.0s (1.00it/s)"]
+
+
 def test_txt2img_example(fake: dict[str, Any], capsys: pytest.CaptureFixture[str],
                          monkeypatch: pytest.MonkeyPatch) -> None:
     spec = importlib.util.spec_from_file_location("txt2img_example",

@@ -16,7 +16,8 @@ timestep. img2img and inpainting need a WebUI sampler (diffusers has no HunyuanI
 for them). Tencent's single transformer file runs with a HunyuanImage 2.1 folder as its
 --base. The refiner folder (hunyuanimage_refiner_model) as `request.refiner` refines each
 picture after the sampling, as Tencent runs the two: the base's picture decoded, then the
-refiner's own steps and guidance on it from the picture's seed; the refiner's VAE decodes.
+refiner's own steps and guidance on it from the picture's seed (told to the observer as a
+pass of its own, previews by the refiner's VAE); the refiner's VAE decodes.
 Not yet: step caches but First Block Cache, ControlNets.
 """
 
@@ -193,7 +194,7 @@ class HunyuanImageModel(LLMFlowModel):
         prompt = extract_extra_networks(request.prompt)[0]
         steps = int(refiner.defaults.steps or 4)
         latents = refiner.refine(pictures, [prompt] * len(pictures), run.seeds, steps=steps,
-                                 guidance=REFINER_GUIDANCE, rng=request.rng)
+                                 guidance=REFINER_GUIDANCE, rng=request.rng, observer=observer)
         return Denoised(latents, run.seeds, {**run.fields, "refiner": refiner.name})
 
     def decode(self, latents: np.ndarray, request: GenerationRequest) -> list[np.ndarray]:

@@ -167,11 +167,15 @@ class HunyuanImageRefinerPipeline:
         scheduler = flow_schedule(self.scheduler_config, num_inference_steps, None)
         x = scheduler_loop(latents, scheduler.timesteps, scheduler, flow, dtype=np.float32,
                            callback=callback)
-        # the second frame's channels, out of the scaled space
-        z = x[:, shape[1] // 2:] / np.float32(self.vae.scaling_factor)
+        z = self.vae_latents(x)
         if output_type == "latent":
             return z
         return self.decode(z)
+
+    def vae_latents(self, x: np.ndarray) -> np.ndarray:
+        """The VAE's latents (B, 32, 1, h, w) of the sampled latents `x` (B, 64, 1, h, w):
+        the second frame's channels, out of the scaled space (`callback` gets `x`)."""
+        return x[:, x.shape[1] // 2:] / np.float32(self.vae.scaling_factor)
 
     def decode(self, z: np.ndarray) -> np.ndarray:
         """VAE latents (B, 32, 1, h, w) -> pictures (B, 16h, 16w, 3) in [0, 1]."""

@@ -15,6 +15,7 @@ picture's latents): leave it at its default.
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -105,14 +106,17 @@ class HunyuanImageRefinerModel(LLMFlowModel):
                                  f"{max(multiple, side // multiple * multiple)}")
 
     def refine(self, pictures: np.ndarray, prompts: list[str], seeds: list[int], *,
-               steps: int, guidance: float, rng: str) -> np.ndarray:
+               steps: int, guidance: float, rng: str,
+               observer: Observer | None = None) -> np.ndarray:
         """Each picture of `pictures` (B, H, W, 3) in [0, 1] refined for its prompt from its
-        seed: the VAE latents (B, 32, 1, H/16, W/16) `decode` takes."""
+        seed: the VAE latents (B, 32, 1, H/16, W/16) `decode` takes. `observer` sees one
+        pass of B x steps steps, the pictures one after another (`_observed`)."""
+        told = self._observed(observer or Observer(), steps, len(pictures))
         return np.concatenate([
             self.pipe(prompt, image=picture[None], num_inference_steps=steps,
                       distilled_guidance_scale=guidance, seed=seed, rng=rng,
-                      output_type="latent")
-            for picture, prompt, seed in zip(pictures, prompts, seeds)])
+                      callback=told(k), output_type="latent")
+            for k, (picture, prompt, seed) in enumerate(zip(pictures, prompts, seeds))])
 
     def denoise(self, request: GenerationRequest, seed: int, width: int, height: int,
                 observer: Observer) -> Denoised:
@@ -122,14 +126,37 @@ class HunyuanImageRefinerModel(LLMFlowModel):
         prompt = extract_extra_networks(request.prompt)[0]
         picture = (to_unit_image(request.init_image, width, height)[0].transpose(1, 2, 0)
                    + 1) / 2
+        steps = int(request.steps)
         latents = self.pipe([prompt] * batch, image=np.stack([picture] * batch),
-                            num_inference_steps=int(request.steps),
+                            num_inference_steps=steps,
                             distilled_guidance_scale=float(request.distilled_cfg_scale),
-                            seed=seed, rng=request.rng, callback=observer.step,
+                            seed=seed, rng=request.rng,
+                            callback=self._observed(observer, steps, 1)(0),
                             output_type="latent")
         return Denoised(latents, [seed] * batch, dict(
             scheduler=None, distilled_cfg_scale=float(request.distilled_cfg_scale),
             seeds=[seed] * batch, clip_skip=0, modules=self.modules))
+
+    def _observed(self, observer: Observer, steps: int, runs: int
+                  ) -> Callable[[int], Callable[[int, int, np.ndarray], bool]]:
+        """The pipeline's callback for run k of `runs` of `steps` steps each, as one pass of
+        the observer, begun here with the refiner's VAE decode: its latents are the VAE's
+        (B, 32, h, w) (the sampled ones, 64 channels and a frame axis, neither decode nor
+        the Approx cheap preview reads). Once it stops a run, later runs stop after their
+        first step."""
+        observer.on_begin(lambda latents: self.decode(latents[:, :, None]),
+                          self.capabilities.latent_space)
+        stopped = False
+
+        def told(k: int) -> Callable[[int, int, np.ndarray], bool]:
+            def step(done: int, _: int, latents: np.ndarray) -> bool:
+                nonlocal stopped
+                stopped = stopped or not observer.step(
+                    k * steps + done, runs * steps, self.pipe.vae_latents(latents)[:, :, 0])
+                return not stopped
+            return step
+
+        return told
 
     def decode(self, latents: np.ndarray, request: GenerationRequest | None = None
                ) -> list[np.ndarray]:

@@ -55,8 +55,10 @@ from ..contract import Denoisers
 from ..finite import check_decoded, check_latents
 from ..flow.flow_memory import FlowMemoryPlan, load_network
 from ..sd.memory import MemoryMode
+from . import ltx2_start as start_
 from .ltx2_guidance import LTX2Guidance, audio_latent_frames, ltx2_mu, pack_video, unpack_video
 from .ltx2_passes import LTX2Passes, ltx2_layout
+from .ltx2_start import LTX2Latents
 from .wan_refuse import check_frame_count
 
 __all__ = ["LTX2Output", "LTX2Pipeline"]
@@ -193,15 +195,17 @@ class LTX2Pipeline:
             return (*self.transformer.encode_text(video, audio), mask)
 
     def check(self, *, height: int, width: int, num_frames: int, steps: int,
-              frame_rate: float, rng: str, guidance: LTX2Guidance) -> None:
-        """ValueError in one line for a setting this pipeline cannot run."""
+              frame_rate: float, rng: str, guidance: LTX2Guidance, fixed: bool = False
+              ) -> None:
+        """ValueError in one line for a setting this pipeline cannot run (`fixed`: the
+        sigmas are given, used as they are)."""
         temporal = int(self.vae.temporal_compression_ratio)
         check_frame_count(num_frames, temporal)
         multiple = int(self.vae.spatial_compression_ratio)
         if height < multiple or width < multiple or height % multiple or width % multiple:
             raise ValueError(f"width and height must be multiples of {multiple} for LTX-2, "
                              f"got {width}x{height}")
-        if steps < 2 and self.scheduler_config.get("shift_terminal"):
+        if steps < 2 and self.scheduler_config.get("shift_terminal") and not fixed:
             # one sigma, 1, stretched to end at shift_terminal: 0 / 0 (NaN in diffusers too)
             raise ValueError(f"LTX-2's schedule (its shift_terminal) needs at least 2 steps, "
                              f"got {steps}")
@@ -221,74 +225,132 @@ class LTX2Pipeline:
                              f"blocks 0 to {layers - 1}")
 
     def __call__(self, prompt: str | Sequence[str], *, negative_prompt: str | None = None,
-                 height: int = 512, width: int = 768, num_frames: int = 121,
-                 frame_rate: float = 24.0, num_inference_steps: int = 30,
-                 guidance: LTX2Guidance | None = None, seed: int = 0, rng: str = "torch",
-                 decode_timestep: float = 0.0, decode_noise_scale: float | None = None,
+                 image: Any = None, image_crf: int | None = None, height: int = 512,
+                 width: int = 768, num_frames: int = 121, frame_rate: float = 24.0,
+                 num_inference_steps: int = 30, guidance: LTX2Guidance | None = None,
+                 seed: int = 0, rng: str = "torch", decode_timestep: float = 0.0,
+                 decode_noise_scale: float | None = None,
                  max_sequence_length: int = MAX_SEQUENCE_LENGTH, audio: bool = True,
                  callback: StepCallback | None = None) -> LTX2Output:
-        """Videos and their audio for `prompt` (one or a list): LTX2Output. `negative_prompt`:
+        """Videos and their audio for `prompt` (one or a list): LTX2Output. `image`: image to
+        video's first frame (a PIL image or (H, W, 3) uint8, for every prompt; ltx2_start),
+        `image_crf` its H.264 re-compression (None: the model's, 0: none); `negative_prompt`:
         None is diffusers' "" ; `guidance`: the scales (LTX2Guidance(): diffusers' defaults);
         `audio` False: the audio is denoised with the video (they attend to each other) but
         not decoded. `callback(done, total, video tokens)` after every step (False stops).
-        diffusers: `LTX2Pipeline(prompt, negative_prompt=, height=, width=, num_frames=,
-        frame_rate=, num_inference_steps=, guidance_scale=, ..., decode_timestep=,
-        generator=torch.Generator().manual_seed(seed), output_type="np")`."""
+        diffusers: `LTX2Pipeline(prompt, ...)` or `LTX2ImageToVideoPipeline(image, prompt,
+        negative_prompt=, height=, width=, num_frames=, frame_rate=, num_inference_steps=,
+        guidance_scale=, ..., decode_timestep=, generator=torch.Generator().manual_seed(seed),
+        output_type="np")`."""
+        state = self.denoise(prompt, negative_prompt=negative_prompt, image=image,
+                             image_crf=image_crf, height=height, width=width,
+                             num_frames=num_frames, frame_rate=frame_rate,
+                             num_inference_steps=num_inference_steps, guidance=guidance,
+                             seed=seed, rng=rng, max_sequence_length=max_sequence_length,
+                             callback=callback)
+        return self.finish(state, decode_timestep, decode_noise_scale, audio)
+
+    def denoise(self, prompt: str | Sequence[str], *, negative_prompt: str | None = None,
+                image: Any = None, image_crf: int | None = None, height: int = 512,
+                width: int = 768, num_frames: int = 121, frame_rate: float = 24.0,
+                num_inference_steps: int = 30, guidance: LTX2Guidance | None = None,
+                seed: int = 0, rng: str = "torch",
+                max_sequence_length: int = MAX_SEQUENCE_LENGTH,
+                start: LTX2Latents | None = None, sigmas: Sequence[float] | None = None,
+                callback: StepCallback | None = None) -> LTX2Latents:
+        """`__call__`'s steps, not decoded (diffusers' `output_type="latent"`). `start`: a
+        second stage's (ltx2_two_stage): its latents, of `height` x `width`, re-noised to
+        sigmas[0] from its generator (`seed` unused), then stepped over `sigmas` as given (the
+        scheduler's dynamic shift and shift_terminal off, as diffusers' recipe sets them);
+        with an `image` its latent frame 0 is kept (the picture is not encoded again)."""
         prompts = [prompt] if isinstance(prompt, str) else list(prompt)
         if not prompts or not all(isinstance(p, str) for p in prompts):
             raise ValueError("prompt must be a string or a list of strings")
         guidance = guidance or LTX2Guidance()
-        self.check(height=height, width=width, num_frames=num_frames,
-                   steps=num_inference_steps, frame_rate=frame_rate, rng=rng,
-                   guidance=guidance)
+        steps = num_inference_steps if sigmas is None else len(sigmas)
+        self.check(height=height, width=width, num_frames=num_frames, steps=steps,
+                   frame_rate=frame_rate, rng=rng, guidance=guidance, fixed=sigmas is not None)
         batch = len(prompts)
         # 1. the prompts' contexts, the negatives' first (diffusers' batch order)
         texts = [negative_prompt or ""] * batch + prompts if guidance.cfg else prompts
         video_text, audio_text, mask = self.encode_prompt(texts, max_sequence_length)
-        # 2. the noise: the video's, then the audio's
+        # 2. the latents: the video's, then the audio's (noise, or a start's re-noised)
         model, spatial = self.transformer, int(self.vae.spatial_compression_ratio)
         grid = ((num_frames - 1) // int(self.vae.temporal_compression_ratio) + 1,
                 height // spatial, width // spatial)
-        generator = make_generator(rng, seed)
-        latents = pack_video(generator.standard_normal(
-            (batch, int(model.config["in_channels"]), *grid)).astype(np.float32))
         acfg = self.audio_vae.config
         audio_frames = audio_latent_frames(num_frames, frame_rate, int(acfg["sample_rate"]),
                                            int(acfg["mel_hop_length"]), _AUDIO_FACTOR)
-        mel = int(acfg["mel_bins"]) // _AUDIO_FACTOR
-        noise = generator.standard_normal((batch, int(acfg["latent_channels"]), audio_frames,
-                                           mel)).astype(np.float32)
-        audio_latents = np.ascontiguousarray(noise.transpose(0, 2, 1, 3)).reshape(
-            batch, audio_frames, -1)
+        audio_shape = (batch, int(acfg["latent_channels"]), audio_frames,
+                       int(acfg["mel_bins"]) // _AUDIO_FACTOR)
+        video_shape = (batch, int(model.config["in_channels"]), *grid)
+        kept = start_.first_frame_mask(1, grid)[0] if image is not None else None
+        if start is None:
+            generator = make_generator(rng, seed)
+            latents, audio_latents = self._noise(generator, video_shape, audio_shape, image,
+                                                 image_crf)
+        else:
+            generator = start.generator
+            latents, audio_latents = start_.restart(start, video_shape, audio_shape, kept,
+                                                    float(sigmas[0]) if sigmas else 0.0)
         # 3. the schedule: the video's shift for both streams
-        scheduler = FlowMatchEulerDiscreteScheduler.from_config(self.scheduler_config)
-        scheduler.set_timesteps(sigmas=np.linspace(1.0, 1 / num_inference_steps,
-                                                   num_inference_steps),
+        config = self.scheduler_config if sigmas is None else {
+            **self.scheduler_config, "use_dynamic_shifting": False, "shift_terminal": None}
+        scheduler = FlowMatchEulerDiscreteScheduler.from_config(config)
+        scheduler.set_timesteps(sigmas=np.linspace(1.0, 1 / steps, steps) if sigmas is None
+                                else np.asarray(sigmas, np.float64),
                                 mu=ltx2_mu(latents.shape[1], self.scheduler_config))
         audio_scheduler = copy.deepcopy(scheduler)
         run = LTX2Passes(model, guidance, video_text, audio_text, mask, grid, frame_rate,
-                         audio_frames, batch)
+                         audio_frames, batch, kept)
+        first = None if kept is None else kept.astype(bool)
         self._next_phase()
         with self.on_gpu(model):
             for i, t in enumerate(scheduler.timesteps):
                 sigma = float(scheduler.sigmas[i])
                 video_v, audio_v = run.step(latents, audio_latents, float(t), sigma)
-                latents = scheduler.step(video_v, t, latents).astype(np.float32)
+                stepped = scheduler.step(video_v, t, latents).astype(np.float32)
+                if first is not None:  # the kept first frame's tokens are not stepped
+                    stepped[:, first] = latents[:, first]
+                latents = stepped
                 audio_latents = audio_scheduler.step(audio_v, t, audio_latents
                                                      ).astype(np.float32)
                 if callback is not None and callback(i + 1, len(scheduler.timesteps),
                                                      latents) is False:
                     break
         check_latents(latents, self)  # NaN said, not decoded into black frames
-        video = unpack_video(latents, *grid)
+        return LTX2Latents(unpack_video(latents, *grid), audio_latents, generator,
+                           kept is not None)
+
+    def _noise(self, generator: Any, video_shape: tuple[int, ...],
+               audio_shape: tuple[int, ...], image: Any, crf: int | None
+               ) -> tuple[np.ndarray, np.ndarray]:
+        """A first stage's packed (video, audio) latents: noise, with image to video's
+        encoded picture as latent frame 0 (ltx2_start)."""
+        video = generator.standard_normal(video_shape).astype(np.float32)
+        if image is not None:
+            with self.on_gpu(self.vae):
+                crf = start_.default_crf(self.text_encoder.config) if crf is None else crf
+                spatial = int(self.vae.spatial_compression_ratio)
+                frame = start_.image_latents(self.vae, image, video_shape[3] * spatial,
+                                      video_shape[4] * spatial, crf)
+            video[:, :, :1] = frame  # diffusers: init * mask + noise * (1 - mask)
+        noise = generator.standard_normal(audio_shape).astype(np.float32)
+        return pack_video(video), start_.pack_audio(noise)
+
+    def finish(self, state: LTX2Latents, decode_timestep: float = 0.0,
+               decode_noise_scale: float | None = None, audio: bool = True) -> LTX2Output:
+        """`denoise`'s latents decoded: the video (a timestep-conditioned decoder's noise
+        drawn on from its generator) and, with `audio`, the waveform."""
+        video = state.video
         if self.vae.config["timestep_conditioning"]:  # diffusers draws this noise after
             scale = decode_timestep if decode_noise_scale is None else decode_noise_scale
-            drawn = generator.standard_normal(video.shape).astype(np.float32)
+            drawn = state.generator.standard_normal(video.shape).astype(np.float32)
             video = ((1 - np.float32(scale)) * video + np.float32(scale) * drawn
                      ).astype(np.float32)
         self._next_phase()
         frames = self.decode(video, decode_timestep)
-        waveform = self.decode_audio(audio_latents) if audio else None
+        waveform = self.decode_audio(state.audio) if audio else None
         return LTX2Output(frames, waveform, self.sample_rate)
 
     def decode(self, latents: np.ndarray, timestep: float = 0.0) -> np.ndarray:

@@ -1,5 +1,6 @@
 """The transformer's passes of an LTX-2 step and their guidance, as diffusers' LTX2Pipeline
-loop body runs them: the CFG batch [negatives, prompts] in one call, then STG's (the
+loop body runs them (LTX2ImageToVideoPipeline's: the video's timestep per token, 0 on a kept
+first frame's): the CFG batch [negatives, prompts] in one call, then STG's (the
 self-attention of its blocks perturbed) and modality guidance's (the streams' attention to
 each other off) on the prompts alone; ltx2_guidance combines them per stream. And what the
 memory modes move of an LTX-2 pipeline (`ltx2_layout`)."""
@@ -39,8 +40,11 @@ class LTX2Passes:
     def __init__(self, model: LTX2VideoTransformer3DModel, guidance: LTX2Guidance,
                  video_text: Tensor, audio_text: Tensor, mask: np.ndarray,
                  grid: tuple[int, int, int], fps: float, audio_frames: int,
-                 batch: int) -> None:
+                 batch: int, kept: np.ndarray | None = None) -> None:
         self.model, self.guidance, self.batch = model, guidance, batch
+        # image to video: 1 on latent frame 0's tokens (ltx2_start.first_frame_mask's row),
+        # which the transformer reads at timestep 0
+        self.kept = kept
         self.context = (video_text, audio_text)
         self.mask = mask
         cfg = guidance.cfg
@@ -56,9 +60,11 @@ class LTX2Passes:
              **switches: Any) -> tuple[np.ndarray, np.ndarray]:
         model, count = self.model, len(video)
         times = np.full((count,), t, np.float32)
+        video_times = times if self.kept is None else np.ascontiguousarray(
+            np.broadcast_to(times[:, None] * (1 - self.kept), (count, self.kept.size)))
         v, a = model(asarray(video, dtype=model.dtype, device=model.device),
                      asarray(audio, dtype=model.dtype, device=model.device), None, None,
-                     times, sigma=times, encoder_attention_mask=mask,
+                     video_times, audio_timestep=times, sigma=times, encoder_attention_mask=mask,
                      audio_encoder_attention_mask=mask, context=context, **self.shape,
                      **switches)
         return v.numpy().astype(np.float32), a.numpy().astype(np.float32)

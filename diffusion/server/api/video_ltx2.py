@@ -1,7 +1,8 @@
-"""LTX-2 on the server's /avx/txt2vid: what an LTX-2 folder does not take refused in one line
-before the queue (a first frame, Wan's fields, other samplers, step caches, frames that are not
-1 + 8k, sides that are not multiples of its VAE's), and its answer: the video with its audio
-(an MP4's AAC track; beside a WebP, a 16-bit WAV as `audio`)."""
+"""LTX-2 on the server's /avx/txt2vid and /avx/img2vid (the picture, resized to the video's
+size, its first frame): what an LTX-2 folder does not take refused in one line before the
+queue (Wan's fields, other samplers, step caches, frames that are not 1 + 8k, sides that are
+not multiples of its VAE's), and its answer: the video with its audio (an MP4's AAC track;
+beside a WebP, a 16-bit WAV as `audio`)."""
 
 from __future__ import annotations
 
@@ -21,12 +22,10 @@ __all__ = ["ltx2_answer", "refuse_ltx2"]
 
 def refuse_ltx2(folder: Path, body: Any, s: VideoDefaults, image: Any,
                 cache_kind: str | None, control: str | None) -> None:
-    """ValueError in one line for what the LTX-2 folder `folder` does not take."""
+    """ValueError in one line for what the LTX-2 folder `folder` does not take (`image`:
+    the request's first frame, which it takes)."""
     from ...pipelines.video.wan_refuse import check_frame_count
 
-    if image is not None:
-        raise ValueError(f"{folder.name} is LTX-2's text-to-video pipeline: use /avx/txt2vid, "
-                         "without a picture")
     wan_only = [name for name, given in (
         ("cfg_scale_2", body.cfg_scale_2 is not None), (str(control), control is not None),
         (f"sampler {body.sampler!r}", body.sampler != "diffusers"),
@@ -46,15 +45,15 @@ def _encoded(path: Path) -> str:
     return base64.b64encode(path.read_bytes()).decode("ascii")
 
 
-def ltx2_answer(pipe: Any, body: Any, s: VideoDefaults, seed: int, observer: Any
-                ) -> dict[str, Any]:
-    """Run the LTX2Pipeline `pipe` as the request says (its family's defaults in `s`) and
-    answer as /avx/txt2vid does, with the audio: in the MP4, or as a base64 WAV `audio`
-    beside a WebP (and beside `also_webp`'s)."""
+def ltx2_answer(pipe: Any, body: Any, s: VideoDefaults, seed: int, observer: Any,
+                image: Any = None) -> dict[str, Any]:
+    """Run the LTX2Pipeline `pipe` as the request says (its family's defaults in `s`;
+    `image`: /avx/img2vid's first frame) and answer as /avx/txt2vid does, with the audio: in
+    the MP4, or as a base64 WAV `audio` beside a WebP (and beside `also_webp`'s)."""
     from ...pipelines.video.ltx2_guidance import LTX2Guidance
 
-    out = pipe(body.prompt, negative_prompt=body.negative_prompt or None, height=s.height,
-               width=s.width, num_frames=s.frames, frame_rate=s.fps,
+    out = pipe(body.prompt, negative_prompt=body.negative_prompt or None, image=image,
+               height=s.height, width=s.width, num_frames=s.frames, frame_rate=s.fps,
                num_inference_steps=s.steps, guidance=LTX2Guidance(guidance_scale=s.cfg_scale),
                seed=seed, callback=observer.step)
     frames = np.round(out.frames[0] * 255).astype(np.uint8)

@@ -102,10 +102,10 @@ def video_listing(registry: ModelRegistry) -> dict[str, Any]:
                            "first_frame": "required"
                            if hunyuan_video15_image_to_video(entry.path) else "none",
                            **_family("hunyuan-video-1.5", entry.path)})
-        elif ltx2_family(entry.path) is not None:  # text to video, with its audio
+        elif ltx2_family(entry.path) is not None:  # text or image to video, with its audio
             models.append({"title": entry.title, "model_name": entry.model_name,
                            "kind": "folder", "vace": False, "animate": False,
-                           "first_frame": "none", "audio": True,
+                           "first_frame": "optional", "audio": True,
                            **_family("ltx-2", entry.path)})
         elif (family := wan_file_family(entry.path)) is not None:
             animate = family == "wan-animate"

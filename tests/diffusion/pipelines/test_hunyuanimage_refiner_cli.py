@@ -2,7 +2,7 @@
 refiner folder told from the base's, the distilled base then the refiner (`--refiner`) against
 diffusers' HunyuanImagePipeline then HunyuanImageRefinerPipeline on its picture, the refiner
 alone on an init image (img2img) against diffusers' (and under --lowvram, the same picture),
-and what it refuses in one line."""
+what it refuses in one line, and the refiner's steps told to the observer as a pass."""
 
 from __future__ import annotations
 
@@ -38,11 +38,20 @@ def _refined(pipe: object, picture: np.ndarray, **settings: object) -> np.ndarra
                     **settings).images[0]
 
 
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, object, object]:
+    """A folder holding hunyuanimage/ (the distilled base) and refiner/, and diffusers'
+    pipelines of the two (made once: about 20 s)."""
+    root = tmp_path_factory.mktemp("hunyuanimage-refiner")
+    return (root, tiny_hunyuanimage_pipeline(root, distilled=True),
+            tiny_refiner_pipeline(root))
+
+
 def test_base_then_refiner_from_the_cli(first_device: gpucore.Device, tmp_path: Path,
+                                        tiny: tuple[Path, object, object],
                                         capsys: pytest.CaptureFixture[str]) -> None:
-    base = tiny_hunyuanimage_pipeline(tmp_path, distilled=True)
-    refiner = tiny_refiner_pipeline(tmp_path)
-    folder, refiner_folder = tmp_path / "hunyuanimage", tmp_path / "refiner"
+    root, base, refiner = tiny
+    folder, refiner_folder = root / "hunyuanimage", root / "refiner"
     capabilities = capabilities_of(refiner_folder)
     assert capabilities is not None and capabilities.family == "hunyuanimage-2.1-refiner"
     assert model_defaults(refiner_folder)[0] == REFINER_DEFAULTS
@@ -79,3 +88,45 @@ def test_base_then_refiner_from_the_cli(first_device: gpucore.Device, tmp_path: 
             (("img2img", "--model", str(refiner_folder), "--init-image", str(tmp_path / "r.png"),
               "--sampler", "Euler"), "choose 'diffusers'")):
         assert words in cli_error(capsys, *argv, *common)
+
+
+def test_refiner_steps_reach_the_observer(first_device: gpucore.Device,
+                                         tiny: tuple[Path, object, object]) -> None:
+    """--refiner's steps reach the observer (the CLI's bar, the server's progress and live
+    preview) as a pass of their own after the base's: a batch of two pictures refined one
+    after another (2 steps each here), counted on, begun with the refiner's decode, which
+    draws the latents told: the last step's are the second picture."""
+    from dataclasses import replace
+
+    from diffusion.pipelines.load import load_pipeline
+    from diffusion.pipelines.observer import Decode, Observer
+    from diffusion.pipelines.request import GenerationRequest
+
+    root = tiny[0]
+    base, refiner = (load_pipeline(root / name, dtype=np.float32, device=first_device)
+                     for name in ("hunyuanimage", "refiner"))
+    refiner.defaults = replace(refiner.defaults, steps=2)
+
+    class Seen(Observer):
+        def __init__(self) -> None:
+            self.told: list[object] = []
+            self.decode: Decode | None = None
+            self.latents = np.zeros(0)
+
+        def on_begin(self, decode: Decode, latent_space: str = "") -> None:
+            self.told.append("begin")
+            self.decode = decode
+
+        def on_step(self, done: int, total: int, latents: np.ndarray) -> None:
+            self.told.append((done, total))
+            self.latents = latents.copy()
+
+    seen = Seen()
+    result = base.generate(GenerationRequest(
+        prompt=PROMPT, width=48, height=32, steps=2, seed=7, batch_size=2, sampler="diffusers",
+        rng="torch", cfg_scale=1.0, distilled_cfg_scale=4.0, refiner=refiner), observer=seen)
+    assert seen.told == ["begin", (1, 2), (2, 2), "begin", (1, 4), (2, 4), (3, 4), (4, 4)]
+    assert seen.decode is not None and seen.latents.ndim == 4  # (1, C, h, w): a picture's
+    preview = np.asarray(seen.decode(seen.latents)[0], np.float64)
+    np.testing.assert_array_equal(preview, result.images[1])  # the same decode
+    assert np.abs(preview - result.images[0]).mean() > 1  # the other picture: measured 2.0

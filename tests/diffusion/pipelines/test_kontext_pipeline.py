@@ -270,6 +270,7 @@ def test_kontext_inpaint_equals_diffusers(first_device: gpucore.Device,
     assert webui.images[0].shape == (HEIGHT, WIDTH, 3)
     assert webui.settings["inpaint_area"] == "Only masked"
     assert webui.settings["masked_content"] == "latent noise"
+    assert webui.settings["strength"] == 0.6  # inpainting reads it: the infotext says it
     with pytest.raises(ValueError, match="latent noise"):
         model.generate(GenerationRequest(**settings, inpainting_fill=2))
 

@@ -1,7 +1,7 @@
 """Qwen-Image-Layered against diffusers' QwenImageLayeredPipeline on a tiny random folder (the
 layered transformer: the RGBA timestep row, frames 0.. and the picture at -1; a 4-channel
-VAE): the RGBA layers, the input picture visibly mattering; and `python -m diffusion layers`
-writing them as RGBA PNGs."""
+VAE): the RGBA layers, the input picture visibly mattering; `python -m diffusion layers`
+writing them as RGBA PNGs; and the server's POST /avx/layers answering them as base64 PNGs."""
 
 from __future__ import annotations
 
@@ -132,3 +132,56 @@ def test_layers_from_the_cli(first_device: gpucore.Device, tiny_layered: tuple[P
         errors = [line for line in err.splitlines() if line.startswith("error:")]
         assert len(errors) == 1 and "Traceback" not in err
         assert "--prompt" in errors[0] or "`python -m diffusion layers" in errors[0]
+
+
+def test_layers_from_the_server(first_device: gpucore.Device, tiny_layered: tuple[Path, Any],
+                                expected: np.ndarray, tmp_path: Path,
+                                monkeypatch: pytest.MonkeyPatch) -> None:
+    """POST /avx/layers with the folder of the models directory by name: diffusers' layers as
+    base64 RGBA PNGs (through their rounding), the seed said; a folder that is not
+    Qwen-Image-Layered, an empty prompt, a layer count out of range, a picture that is not
+    one and a server in a memory mode are 422s in one line each, before the queue."""
+    import base64
+    import io
+    import shutil
+
+    pytest.importorskip("fastapi", reason="the server extra is not installed")
+    from fastapi.testclient import TestClient
+    from server_support import StandInPipeline
+
+    from diffusion.pipelines.sd.memory import MemoryMode
+    from diffusion.server import create_app
+
+    monkeypatch.setattr(QwenImageLayeredPipeline, "areas", {640: AREA})
+    models = tmp_path / "models"
+    (models / "stand-in").mkdir(parents=True)  # the picture model: none loads
+    shutil.copytree(tiny_layered[0], models / "layered")
+    buffer = io.BytesIO()
+    _picture(1).save(buffer, format="PNG")
+    body = {"model": "layered", "image": base64.b64encode(buffer.getvalue()).decode("ascii"),
+            "prompt": PROMPT, "negative_prompt": NEGATIVE, "layers": 2, "steps": 2, "seed": 7}
+    pipe = StandInPipeline()
+    app = create_app(model=models / "stand-in", models_dir=models,
+                     outputs=tmp_path / "outputs", loader=lambda path: pipe)
+    with TestClient(app) as client:
+        response = client.post("/avx/layers", json=body)
+        assert response.status_code == 200, response.text
+        answer = response.json()
+        assert (answer["seed"], answer["width"], answer["height"]) == (7, 96, 64)
+        assert len(answer["images"]) == 2
+        for text, layer in zip(answer["images"], expected, strict=True):
+            with Image.open(io.BytesIO(base64.b64decode(text))) as image:
+                assert image.mode == "RGBA"
+                ours = np.asarray(image, np.float32) / 255
+            assert np.abs(ours - layer).mean() < 0.003  # the PNG's rounding
+        for change, says in (({"model": "stand-in"}, "is not a Qwen-Image-Layered folder"),
+                             ({"prompt": " "}, "prompt is empty"),
+                             ({"layers": 65}, "less than or equal to 64"),
+                             ({"image": "bm90IGEgcGljdHVyZQ=="}, "not a readable image")):
+            refused = client.post("/avx/layers", json={**body, **change})
+            assert refused.status_code == 422 and says in refused.text, refused.text
+        # a server in a memory mode: the pipeline would load whole
+        monkeypatch.setattr(app.state.server, "memory", MemoryMode.parse(lowvram=True))
+        refused = client.post("/avx/layers", json=body)
+        assert refused.status_code == 422 and "runs in --lowvram" in refused.text
+    app.state.worker.stop()

@@ -80,7 +80,7 @@ def test_omni_txt2img_and_webui_sampler(first_device: gpucore.Device,
                                         tiny_omni: tuple[Path, Any, Path], tmp_path: Path,
                                         capsys: pytest.CaptureFixture[str]) -> None:
     """Without pictures at CFG 1: diffusers' text-to-image picture (guidance 0); a WebUI
-    sampler beside one picture, and its infotext."""
+    sampler beside one picture, and its infotext (no denoising strength: none applies)."""
     folder, reference, pictures = tiny_omni
     common = ("--model", str(folder), *SIZE, "--steps", "2", "--seed", "7", "--dtype",
               "float32", "--cfg-scale", "1", "--prompt", "a red circle")
@@ -93,6 +93,8 @@ def test_omni_txt2img_and_webui_sampler(first_device: gpucore.Device,
                     "--out", str(tmp_path / "e.png"))
     text = read_infotext(out)
     assert text is not None and "Sampler: Euler, Schedule type: Simple, CFG scale: 1" in text
+    # drawn from noise beside the picture: the default strength did nothing, and is not said
+    assert "Denoising strength" not in text and "Reference images: 1" in text
     assert png_pixels(out).std() > 0.01
 
 

@@ -1,7 +1,7 @@
 """LTX-2 on the server: /avx/video-models lists a tiny LTX2Pipeline folder of the models
 directory with its family's defaults and its audio, POST /avx/txt2vid makes our pipeline's
-video with its audio (an MP4's AAC track; a WebP's WAV as `audio`), and what LTX-2 does not
-take is a 422 in one line."""
+video with its audio (an MP4's AAC track; a WebP's WAV as `audio`), /avx/img2vid the one of
+its picture, and what LTX-2 does not take is a 422 in one line."""
 
 from __future__ import annotations
 
@@ -21,7 +21,7 @@ from fastapi.testclient import TestClient
 from ltx2_pipeline_tiny import tiny_ltx2_pipeline
 from PIL import Image, ImageSequence
 from sd_tiny import write_pipeline
-from server_support import CachedLoader
+from server_support import CachedLoader, png_b64
 
 import gpucore
 from diffusion.pipelines.video.ltx2 import LTX2Pipeline
@@ -55,7 +55,7 @@ def test_txt2vid_with_audio(first_device: gpucore.Device,
     client, folder = served
     listed = client.get("/avx/video-models").json()
     model = next(m for m in listed["models"] if m["title"].startswith("ltx2"))
-    assert model["family"] == "ltx-2" and model["audio"] and model["first_frame"] == "none"
+    assert model["family"] == "ltx-2" and model["audio"] and model["first_frame"] == "optional"
     assert model["defaults"] == {"frames": 121, "width": 768, "height": 512, "steps": 30,
                                  "cfg_scale": 3.0, "fps": 24.0}
     assert model["samplers"] == ["diffusers"] and model["title"] not in listed["bases"]
@@ -85,3 +85,25 @@ def test_txt2vid_with_audio(first_device: gpucore.Device,
         response = client.post("/avx/txt2vid", json={"model": "ltx2", "prompt": CAT,
                                                       **SIZE, **fields})
         assert response.status_code == 422 and message in response.text, response.text
+
+
+def test_img2vid_with_audio(first_device: gpucore.Device,
+                            served: tuple[TestClient, Path]) -> None:
+    """/avx/img2vid: the picture (resized to the request's size) is the first frame, as our
+    pipeline makes it; the frames differ from text to video's."""
+    client, folder = served
+    picture = Image.fromarray(np.random.default_rng(3).integers(0, 256, (40, 56, 3), np.uint8))
+    pipe = LTX2Pipeline.from_pretrained(folder)
+    settings = {"height": 32, "width": 64, "num_frames": 9, "num_inference_steps": 2,
+                "seed": 7, "guidance": LTX2Guidance(stg_scale=0, audio_stg_scale=0)}
+    expected = pipe(CAT, image=picture, **settings)
+    assert np.abs(expected.frames - pipe(CAT, **settings).frames).mean() > 1e-2
+    response = client.post("/avx/img2vid", json={"model": "ltx2", "prompt": CAT, "seed": 7,
+                                                  "format": "webp", "image": png_b64(picture),
+                                                  **SIZE})
+    assert response.status_code == 200, response.text
+    with Image.open(io.BytesIO(base64.b64decode(response.json()["video"]))) as video:
+        frames = np.stack([np.asarray(f.convert("RGB"), np.float32) / 255
+                           for f in ImageSequence.Iterator(video)])
+    assert np.abs(frames - expected.frames[0]).mean() < 0.01  # 8-bit frames
+    assert "audio" in response.json()

@@ -15,6 +15,7 @@
 | `scripts` | /sdapi/v1/scripts, /sdapi/v1/script-info |
 | `interrogate` | /sdapi/v1/interrogate (DeepDanbooru's tags, BLIP + CLIP) |
 | `video` | /avx/txt2vid, /avx/img2vid (Wan videos on the same queue), /avx/video-models |
+| `layers` | /avx/layers (Qwen-Image-Layered: a picture into RGBA layers, on the same queue) |
 | `page` | the web page at / |
 """
 
@@ -30,6 +31,7 @@ from . import (
     generate,
     info,
     interrogate,
+    layers,
     models,
     openai,
     page,
@@ -50,6 +52,7 @@ def routers() -> list[APIRouter]:
         if hasattr(module, "avx"):
             avx.include_router(module.avx)
     avx.include_router(video.avx)
+    avx.include_router(layers.avx)
     extension = APIRouter(dependencies=[Depends(authorized)])
     extension.include_router(controlnet.router)
     extension.include_router(adetailer.router)

@@ -40,6 +40,7 @@ from ..generation import (
 )
 from ..schemas import SamplerItem, SchedulerItem, SDModelItem
 from ..state import State, submit, wait
+from .layers import forget_layers
 from .video import forget_models
 
 __all__ = ["api", "avx", "embedding_listing", "lora_listing", "sampler_item"]
@@ -145,8 +146,9 @@ def _unload(worker: Worker, controls: ControlModelCache,
     and IP-Adapters' image encoders, `kept`'s networks (the face restorers', ADetailer's
     detection models, the interrogators' DeepDanbooru, CLIP and BLIP), the ControlNet
     preprocessors' networks, the model upscalers', the live previews' TAESD and VAEApprox
-    decoders, the Wan models the video jobs keep, then the pictures' pipelines, their memory
-    given back to the driver (Worker.unload). Each loads again when next used."""
+    decoders, the Wan models the video jobs keep and /avx/layers' Qwen-Image-Layered, then
+    the pictures' pipelines, their memory given back to the driver (Worker.unload). Each
+    loads again when next used."""
     controls.clear()
     for cache in kept:
         cache.forget()
@@ -155,6 +157,7 @@ def _unload(worker: Worker, controls: ControlModelCache,
     if worker.previews is not None:
         worker.previews.forget()
     forget_models()
+    forget_layers()
     worker.unload()
 
 

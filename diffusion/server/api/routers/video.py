@@ -343,7 +343,7 @@ async def _run(state: ServerState, body: Txt2VidRequest, image: Any) -> dict[str
         observer, device = worker.begin_job(kind)
         pipe = _pipeline(model, memory, device, no_half_vae and not ltx2)
         if ltx2:
-            return ltx2_answer(pipe, body, s, seed, observer)
+            return ltx2_answer(pipe, body, s, seed, observer, image)
         cache = video_cache(body.cache, "cache", s.steps)  # each run's own
         size = {"height": s.height, "width": s.width} if not hv15 or image is None else {}
         inputs = {"image": image} if k5 or hv15 else {
