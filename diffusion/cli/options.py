@@ -289,10 +289,9 @@ def _models(parser: argparse.ArgumentParser) -> None:
                              "t5-v1_1-xxl-encoder-Q8_0.gguf); "
                              "for a single-file model also the VAE it lacks (ae.safetensors); "
                              "for a UNet-only SD .gguf model its CLIP text encoder "
-                             "(clip_l.safetensors); for Z-Image, FLUX.2, Qwen-Image and "
-                             "Lumina 2 their LLM (qwen_3_4b, mistral_3_small_flux2_*, "
-                             "qwen_2.5_vl_7b, gemma_2_2b_fp16 .safetensors, or a GGUF of "
-                             "one); repeat for several")
+                             "(clip_l.safetensors); for Z-Image, FLUX.2, Qwen-Image, Lumina 2 "
+                             "their LLM (qwen_3_4b, mistral_3_small_flux2_*, qwen_2.5_vl_7b, "
+                             "gemma_2_2b_fp16 .safetensors, or a GGUF); repeat for several")
     parser.add_argument("--base", metavar="PATH",
                         help="for a UNet-only .gguf --model (ComfyUI-GGUF's, stable-diffusion"
                              ".cpp's): a model of its family (diffusers folder or checkpoint) "
