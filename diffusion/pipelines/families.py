@@ -29,6 +29,7 @@ from ..loaders.hunyuanimage import (
 from ..loaders.kandinsky5 import kandinsky5_family, kandinsky5_video_family
 from ..loaders.krea2 import krea2_family
 from ..loaders.ltx2.folder import ltx2_family
+from ..loaders.lumina2 import lumina2_family, lumina2_file_family
 from ..loaders.qwen_image import qwenimage21_family, qwenimage_family, qwenimage_layered_family
 from ..loaders.wan import wan_family, wan_file_family
 from ..loaders.z_image import zimage_family, zimage_omni_family
@@ -59,6 +60,7 @@ from .flow.kontext_model import (
     load_kontext_model,
 )
 from .flow.krea2_model import krea2_capabilities, krea2_defaults, load_krea2_model
+from .flow.lumina2_model import load_lumina2_model, lumina2_capabilities, lumina2_defaults
 from .flow.qwen_image21_model import (
     load_qwenimage21_model,
     qwenimage21_capabilities,
@@ -167,6 +169,10 @@ FAMILIES: tuple[FamilyLoader, ...] = (
     FamilyLoader("Krea 2", krea2_family, load_krea2_model, krea2_defaults, latent_channels=16,
                  single_file_base=True,
                  capabilities=lambda path, family: krea2_capabilities(family)),
+    FamilyLoader("Lumina Image 2.0 (Neta Lumina)",
+                 lambda path: lumina2_family(path) or lumina2_file_family(path),
+                 load_lumina2_model, lumina2_defaults, latent_channels=16, single_file_base=True,
+                 capabilities=lambda path, family: lumina2_capabilities(family)),
     FamilyLoader("Qwen-Image 2.1", qwenimage21_family, load_qwenimage21_model,
                  qwenimage21_defaults, latent_channels=64, single_file_base=True,
                  capabilities=lambda path, family: qwenimage21_capabilities(family)),

@@ -1,5 +1,5 @@
 """The memory modes of Qwen-Image, Qwen-Image-Edit, Qwen-Image 2.1, Z-Image (and Omni), Krea 2,
-HunyuanImage 2.1, Kandinsky 5, FLUX.1, SD3 and Chroma on tiny folders: loaded with
+Lumina 2, HunyuanImage 2.1, Kandinsky 5, FLUX.1, SD3 and Chroma on tiny folders: loaded with
 `offload` every network is in host memory until it runs; --lowvram, --medvram and --max-vram
 each give the plain run's picture bitwise; under --lowvram the GPU holds a block of the
 transformer at a time, its weights there fewer than the model's; a budget below the least
@@ -19,6 +19,7 @@ from flow_tiny import tiny_chroma_pipeline, tiny_flux_pipeline, tiny_sd3_pipelin
 from hunyuanimage_parts_tiny import tiny_hunyuanimage_pipeline
 from kandinsky5_text_tiny import tiny_kandinsky5_pipeline
 from krea2_tiny import tiny_krea2_pipeline
+from lumina2_pipeline_tiny import tiny_lumina2_pipeline
 from PIL import Image
 from qwenedit_tiny import tiny_qwenimage_edit_pipeline
 from qwenimage21_tiny import tiny_qwenimage21_pipeline
@@ -53,6 +54,9 @@ FAMILIES = {
                      1 << 18),
     # Krea 2: its text fusion runs once a prompt (`text`), its blocks streamed with the rest
     "krea-2": (tiny_krea2_pipeline, "krea-2", {"cfg_scale": 4.0}, 1 << 18),
+    # Lumina 2: Gemma 2, the refiners and joint blocks streamed; its sides multiples of 16
+    "lumina2": (tiny_lumina2_pipeline, "lumina-2",
+                {"cfg_scale": 4.0, "width": 48, "height": 32}, 1 << 18),
     # HunyuanImage 2.1: Qwen2.5-VL and ByT5 in one unit, APG-mix guidance with a negative
     # pass (its sides multiples of the tiny VAE's 4)
     "hunyuanimage-2.1": (tiny_hunyuanimage_pipeline, "hunyuanimage", {"cfg_scale": 3.5},
