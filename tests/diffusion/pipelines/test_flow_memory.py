@@ -1,5 +1,5 @@
 """The memory modes of Qwen-Image, Qwen-Image-Edit, Qwen-Image 2.1, Z-Image (and Omni), Krea 2,
-HunyuanImage 2.1, Kandinsky 5, FLUX.1, SD3 and Chroma on tiny folders: loaded with
+HunyuanImage 2.1, Kandinsky 5, LongCat-Image, FLUX.1, SD3 and Chroma on tiny folders: loaded with
 `offload` every network is in host memory until it runs; --lowvram, --medvram and --max-vram
 each give the plain run's picture bitwise; under --lowvram the GPU holds a block of the
 transformer at a time, its weights there fewer than the model's; a budget below the least
@@ -19,6 +19,7 @@ from flow_tiny import tiny_chroma_pipeline, tiny_flux_pipeline, tiny_sd3_pipelin
 from hunyuanimage_parts_tiny import tiny_hunyuanimage_pipeline
 from kandinsky5_text_tiny import tiny_kandinsky5_pipeline
 from krea2_tiny import tiny_krea2_pipeline
+from longcat_image_tiny import tiny_longcat_pipeline
 from PIL import Image
 from qwenedit_tiny import tiny_qwenimage_edit_pipeline
 from qwenimage21_tiny import tiny_qwenimage21_pipeline
@@ -66,6 +67,8 @@ FAMILIES = {
     "sd3": (tiny_sd3_pipeline, "sd3", {"cfg_scale": 4.0}, 1 << 20),
     # Chroma's T5 and blocks are small beside its VAE: room for the decode's activations only
     "chroma": (tiny_chroma_pipeline, "chroma", {"cfg_scale": 4.0}, 1 << 18),
+    # LongCat-Image: FLUX.1's double and single blocks, Qwen2.5-VL the text unit
+    "longcat-image": (tiny_longcat_pipeline, "longcat-image", {"cfg_scale": 4.0}, 1 << 18),
 }
 
 
