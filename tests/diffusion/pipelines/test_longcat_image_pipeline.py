@@ -135,3 +135,34 @@ def test_webui_sampler_cache_and_refusals(first_device: gpucore.Device,
     assert "--base" in cli_error(capsys, *common, "--base", str(folder),
                                  "--out", str(tmp_path / "x.png"))
     assert not (tmp_path / "x.png").exists()
+
+
+def test_img2img_and_vae_file(first_device: gpucore.Device, tiny_longcat: tuple[Path, Any],
+                              tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """img2img with diffusers' loop starts from the init picture (two pictures, two results);
+    FLUX.1's ae.safetensors (BFL's names) written from the folder's VAE as `--vae` gives the
+    folder's picture bitwise, named in the infotext."""
+    from PIL import Image
+    from safetensors.torch import save_file
+    from vae_layouts import flux_ae
+
+    folder, reference = tiny_longcat
+    common = _common(folder, "--prompt", RED, "--cfg-scale", "1")
+    rng = np.random.default_rng(5)
+    pictures = []
+    for name in ("p", "q"):
+        Image.fromarray(rng.integers(0, 255, (HEIGHT, WIDTH, 3), np.uint8)).save(
+            tmp_path / f"{name}.png")
+        out, _ = cli_ok(capsys, "img2img", *common[1:], "--init-image",
+                        str(tmp_path / f"{name}.png"), "--strength", "0.25", "--steps", "8",
+                        "--out", str(tmp_path / f"{name}-out.png"))
+        pictures.append(png_pixels(out))
+    # measured 8.8e-3: the tiny random model's two steps move far from any start, and its
+    # VAE's decoder narrows what is left of the two pictures
+    assert np.abs(pictures[0] - pictures[1]).mean() > 3e-3
+    save_file(flux_ae(reference.vae), str(tmp_path / "ae.safetensors"))
+    plain, _ = cli_ok(capsys, *common, "--out", str(tmp_path / "plain.png"))
+    out, _ = cli_ok(capsys, *common, "--vae", str(tmp_path / "ae.safetensors"),
+                    "--out", str(tmp_path / "vae.png"))
+    np.testing.assert_array_equal(png_pixels(out), png_pixels(plain))
+    assert "ae" in (read_infotext(out) or "")
