@@ -24,8 +24,6 @@ _DEFAULTS: dict[str, Any] = {
     "patch_size": 1, "in_channels": 64, "num_layers": 19, "num_single_layers": 38,
     "attention_head_dim": 128, "num_attention_heads": 24, "joint_attention_dim": 3584,
     "pooled_projection_dim": 3584, "axes_dims_rope": (16, 56, 56),
-    # FLUX's fields LongCat-Image fixes
-    "out_channels": None, "guidance_embeds": False,
 }
 
 

@@ -62,8 +62,8 @@ def test_longcat_transformer(first_device: gpucore.Device) -> None:
     got = ours(gpustd.asarray(latents, device=first_device),
                gpustd.asarray(text, device=first_device), t,
                image_positions(ROWS, COLUMNS), text_positions(TEXT)).numpy()
-    # the worst element's |error| / (rms + |expected|) measured on lavapipe: 1.2e-6
-    assert_close(got, expected, tol=1e-4)
+    # the worst element's |error| / (rms + |expected|) measured on lavapipe: 1.1e-6
+    assert_close(got, expected, tol=1e-5)
     other = _reference(reference, latents, text[::-1].copy(), t)
     assert np.abs(other - expected).mean() > 0.05 * np.abs(expected).mean()
 
@@ -81,7 +81,7 @@ def test_longcat_transformer_f16(f16_device: gpucore.Device) -> None:
                gpustd.asarray(text, dtype=np.float16, device=f16_device), t,
                image_positions(ROWS, COLUMNS), text_positions(TEXT))
     assert got.dtype == np.float16
-    # measured on lavapipe: 2.1e-3 (float16 rounding through every block)
+    # measured on lavapipe: 3.6e-3 (float16 rounding through every block)
     assert_close(got.numpy().astype(np.float32), expected, tol=1e-2)
 
 
