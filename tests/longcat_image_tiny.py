@@ -50,3 +50,23 @@ def tiny_longcat_pipeline(root: Path) -> Any:
         text_processor=None, transformer=tiny_longcat_transformer())
     pipe.save_pretrained(root / "longcat-image")
     return pipe
+
+
+def tiny_longcat_edit_pipeline(root: Path) -> Any:
+    """diffusers' LongCatImageEditPipeline of tiny random parts (qwenedit_tiny's Qwen2.5-VL
+    with its vision tower and processor) saved to `root / "longcat-edit"`; returns it."""
+    import json
+
+    import diffusers
+    from qwenedit_tiny import tiny_vision_text_encoder
+
+    encoder, processor = tiny_vision_text_encoder(root)
+    pipe = diffusers.LongCatImageEditPipeline(
+        scheduler=diffusers.FlowMatchEulerDiscreteScheduler(**FLUX_DEV_SCHEDULER),
+        vae=tiny_longcat_vae(), text_encoder=encoder, tokenizer=processor.tokenizer,
+        text_processor=processor, transformer=tiny_longcat_transformer())
+    pipe.save_pretrained(root / "longcat-edit")
+    index = root / "longcat-edit" / "model_index.json"  # as a real folder names it
+    index.write_text(json.dumps({**json.loads(index.read_text()),
+                                 "text_processor": ["transformers", "Qwen2VLProcessor"]}))
+    return pipe

@@ -17,14 +17,20 @@ import numpy as np
 
 from ..text.llm_tokenizer import LLMTokenizer
 
-__all__ = ["TEMPLATE_PREFIX", "TEMPLATE_SUFFIX", "TEXT_TOKENS", "image_positions",
-           "prompt_tokens", "split_quotation", "text_positions"]
+__all__ = ["EDIT_TEMPLATE_PREFIX", "TEMPLATE_PREFIX", "TEMPLATE_SUFFIX", "TEXT_TOKENS",
+           "image_positions", "prompt_tokens", "split_quotation", "text_positions"]
 
 TEMPLATE_PREFIX = (
     "<|im_start|>system\nAs an image captioning expert, generate a descriptive text prompt "
     "based on an image content, suitable for input to a text-to-image model.<|im_end|>\n"
     "<|im_start|>user\n")
 TEMPLATE_SUFFIX = "<|im_end|>\n<|im_start|>assistant\n"
+EDIT_TEMPLATE_PREFIX = (
+    "<|im_start|>system\nAs an image editing expert, first analyze the content and attributes "
+    "of the input image(s). Then, based on the user's editing instructions, clearly and "
+    "precisely determine how to modify the given image(s), ensuring that only the specified "
+    "parts are altered and all other aspects remain consistent with the original(s)."
+    "<|im_end|>\n<|im_start|>user\n<|vision_start|><|image_pad|><|vision_end|>")
 TEXT_TOKENS = 512  # diffusers' tokenizer_max_length: the prompt's padded length
 _QUOTES = (("'", "'"), ('"', '"'), ("\u2018", "\u2019"), ("\u201c", "\u201d"))
 _INSIDE_WORD = re.compile(r"[a-zA-Z]+'[a-zA-Z]+")
@@ -56,13 +62,17 @@ def _ids(tokenizer: LLMTokenizer, text: str) -> list[int]:
     return list(tokenizer.tokenizer.encode(text, add_special_tokens=False).ids)
 
 
-def prompt_tokens(tokenizer: LLMTokenizer, prompts: Sequence[str]
+def prompt_tokens(tokenizer: LLMTokenizer, prompts: Sequence[str], *,
+                  prefix_text: str = TEMPLATE_PREFIX, kept_from: str | None = None
                   ) -> tuple[np.ndarray, np.ndarray, slice]:
     """(ids (B, L), attention mask (B, L), the places whose states the transformer reads):
     each prompt's tokens (quoted text a character at a time) cut to TEXT_TOKENS, padded to it
     on the tokenizer's padding side, between the template's prefix and suffix. diffusers:
     `LongCatImagePipeline._encode_prompt`'s `input_ids`, `attention_mask` and
-    `[prefix_len:-suffix_len]`."""
+    `[prefix_len:-suffix_len]`. The edit model's: `prefix_text` EDIT_TEMPLATE_PREFIX with its
+    image pads expanded (`qwen_vl_prompt.expand_image_pads`), the states kept from its
+    `kept_from` token on ("<|vision_start|>": the picture's tokens are read too), as
+    LongCatImageEditPipeline._encode_prompt."""
     rows = []
     for prompt in prompts:
         tokens: list[int] = []
@@ -80,7 +90,7 @@ def prompt_tokens(tokenizer: LLMTokenizer, prompts: Sequence[str]
                 if tokenizer.padding_side == "left" else slice(0, len(tokens)))
         ids[row, span] = tokens
         mask[row, span] = 1
-    prefix = np.asarray(_ids(tokenizer, TEMPLATE_PREFIX), np.int64)
+    prefix = np.asarray(_ids(tokenizer, prefix_text), np.int64)
     suffix = np.asarray(_ids(tokenizer, TEMPLATE_SUFFIX), np.int64)
     batch = len(rows)
 
@@ -88,7 +98,14 @@ def prompt_tokens(tokenizer: LLMTokenizer, prompts: Sequence[str]
         return np.concatenate([np.broadcast_to(first, (batch, len(first))), middle,
                                np.broadcast_to(last, (batch, len(last)))], axis=1)
 
-    kept = slice(len(prefix), len(prefix) + TEXT_TOKENS)
+    start = len(prefix)
+    if kept_from is not None:
+        token = tokenizer.tokenizer.token_to_id(kept_from)
+        if token is None or token not in prefix:
+            raise ValueError(f"the tokenizer has no {kept_from} token in the template; give "
+                             "the model folder's own tokenizer/")
+        start = int(np.flatnonzero(prefix == token)[0])
+    kept = slice(start, len(prefix) + TEXT_TOKENS)
     return (around(ids, prefix, suffix),
             around(mask, np.ones_like(prefix), np.ones_like(suffix)), kept)
 
