@@ -183,7 +183,7 @@ FAMILIES: tuple[FamilyLoader, ...] = (
                  capabilities=lambda path, family: qwenimage_edit_capabilities(family)),
     FamilyLoader("Qwen-Image-Layered (layers: `layers`)", qwenimage_layered_family,
                  _refuse_layers, lambda path, family: None, latent_channels=16),
-    FamilyLoader("LongCat-Image", longcat_image_family, load_longcat_image_model,
+    FamilyLoader("LongCat-Image (Edit)", longcat_image_family, load_longcat_image_model,
                  longcat_image_defaults, latent_channels=16,
                  capabilities=lambda path, family: longcat_image_capabilities(family)),
     # the video models: a folder or transformer file is told apart so that txt2img says to use

@@ -67,9 +67,9 @@ class LongCatImageEditPipeline(LongCatImagePipeline):
     text_processor/preprocessor_config.json)."""
 
     def __init__(self, *, vision: Qwen2_5_VisionTransformer, processor_config: dict[str, Any],
-                 area: int = EDIT_AREA, **parts: Any) -> None:
+                 area: int | None = None, **parts: Any) -> None:
         super().__init__(**parts)
-        self.vision, self.area = vision, int(area)
+        self.vision, self.area = vision, int(area or EDIT_AREA)
         self.pixel_limits = pixel_limits(processor_config)
         pad = self.tokenizer.tokenizer.token_to_id("<|image_pad|>")
         if pad is None:
