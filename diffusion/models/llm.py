@@ -253,10 +253,9 @@ class LLMTextModel(nn.Module):
     def multimodal_hidden_states(self, embeddings: Tensor, positions: np.ndarray, *,
                                  final_norm: bool = True, added: Sequence[Tensor] = (),
                                  at: Any = None, attention_mask: Any = None) -> Tensor:
-        """The last hidden states (1, L, hidden_size) float32 of one sequence (unpadded unless
-        `attention_mask` says) given
-        as its input embeddings (1, L, hidden_size) float32 (a picture's vision tokens in
-        place of its pad tokens' embeddings) at multimodal positions (3, L). `added`: Tensors
+        """The last hidden states (1, L, hidden_size) float32 of one sequence given as its
+        input embeddings (1, L, hidden_size) float32 (a picture's vision tokens in place of
+        its pad tokens' embeddings) at multimodal positions (3, L). `added`: Tensors
         added to the outputs of the first len(added) layers (Qwen3-VL's deepstack features):
         (1, L, hidden_size) float32 each, zero away from the picture's tokens; or, with `at`
         the n distinct positions (integers in [0, L)) of the picture's tokens, only their rows,
