@@ -28,6 +28,7 @@ from ..loaders.hunyuanimage import (
 )
 from ..loaders.kandinsky5 import kandinsky5_family, kandinsky5_video_family
 from ..loaders.krea2 import krea2_family
+from ..loaders.longcat_image import longcat_image_family
 from ..loaders.ltx2.folder import ltx2_family
 from ..loaders.lumina2 import lumina2_family, lumina2_file_family
 from ..loaders.qwen_image import qwenimage21_family, qwenimage_family, qwenimage_layered_family
@@ -60,6 +61,11 @@ from .flow.kontext_model import (
     load_kontext_model,
 )
 from .flow.krea2_model import krea2_capabilities, krea2_defaults, load_krea2_model
+from .flow.longcat_image_model import (
+    load_longcat_image_model,
+    longcat_image_capabilities,
+    longcat_image_defaults,
+)
 from .flow.lumina2_model import load_lumina2_model, lumina2_capabilities, lumina2_defaults
 from .flow.qwen_image21_model import (
     load_qwenimage21_model,
@@ -184,6 +190,9 @@ FAMILIES: tuple[FamilyLoader, ...] = (
                  capabilities=lambda path, family: qwenimage_edit_capabilities(family)),
     FamilyLoader("Qwen-Image-Layered (layers: `layers`)", qwenimage_layered_family,
                  _refuse_layers, lambda path, family: None, latent_channels=16),
+    FamilyLoader("LongCat-Image (Edit)", longcat_image_family, load_longcat_image_model,
+                 longcat_image_defaults, latent_channels=16,
+                 capabilities=lambda path, family: longcat_image_capabilities(family)),
     # the video models: a folder or transformer file is told apart so that txt2img says to use
     # txt2vid
     FamilyLoader("Wan 2.1 / 2.2 (videos: txt2vid)",
