@@ -4,12 +4,12 @@
 60-token prompt) in the pipeline's 256-token Gemma 2 block (max_sequence_length), the
 padding masked as the pipeline passes it.
 
-As each side's model runs it: diffusers' context refiner reads the whole 256-token block
+As each side's pipeline runs it: diffusers' context refiner reads the whole 256-token block
 with its mask every step, then the joint blocks run over the 92 real tokens + 4096 patches
-(batch 1: unmasked); ours drops the padding before the caption projection and runs over 92
-tokens throughout (a masked key that no query reads: the same output, rel_err). Neither side
-makes a part of the prompt once: the caption refiner is unmodulated, but both models run it
-inside every step.
+(batch 1: unmasked); ours reads the 92 real tokens alone (our pipeline encodes the prompt
+unpadded and uploads its states and the latents each step), the same output (a masked key
+that no query reads: rel_err). Neither side makes a part of the prompt once: the caption
+refiner is unmodulated, but both models run it inside every step.
 """
 
 from __future__ import annotations
@@ -51,9 +51,10 @@ def model(name: str) -> Model:
                    return_dict=False)[0]
 
     def call(ours: Any, x: dict[str, Any], dtype: Any) -> Any:
+        real = int(x["mask"].sum())
         latents = gpustd.asarray(x["latents"], dtype=dtype, device=ours.device)
-        text = gpustd.asarray(x["text"], dtype=dtype, device=ours.device)
-        return ours(latents, x["t"], text, x["mask"])
+        text = gpustd.asarray(x["text"][:, :real], dtype=dtype, device=ours.device)
+        return ours(latents, x["t"], text, x["mask"][:, :real])
 
     return Model(LUMINA2, lambda d, t, c: d.Lumina2Transformer2DModel(**c), ref_call,
                  lambda c, dt, dev: Lumina2Transformer2DModel(c, dtype=dt, device=dev), call)
