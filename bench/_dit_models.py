@@ -3,7 +3,8 @@ counterparts, and `_Model`, a row's calls on either side (Qwen-Image 2.1's and Q
 in bench/_dit_qwen21.py, Krea 2's in bench/_dit_krea2.py, Kandinsky 5's in
 bench/_dit_kandinsky5.py, HunyuanImage 2.1's in bench/_dit_hunyuanimage.py, HunyuanVideo 1.5's in
 bench/_dit_hunyuan_video15.py, LTX-2's in bench/_dit_ltx2.py, Lumina 2's in
-bench/_dit_lumina2.py, HunyuanVideo's in bench/_dit_hunyuan_video.py)."""
+bench/_dit_lumina2.py, HunyuanVideo's in bench/_dit_hunyuan_video.py, LongCat-Image's in
+bench/_dit_longcat.py)."""
 
 from __future__ import annotations
 
@@ -117,6 +118,13 @@ HUNYUANVIDEO: dict[str, Any] = dict(
     num_layers=20, num_single_layers=40, num_refiner_layers=2, mlp_ratio=4.0, patch_size=2,
     patch_size_t=1, qk_norm="rms_norm", guidance_embeds=True, text_embed_dim=4096,
     pooled_projection_dim=768, rope_theta=256.0, rope_axes_dim=(16, 56, 56))
+# meituan-longcat/LongCat-Image's transformer/config.json: the 6B released checkpoint's 10
+# double and 20 single blocks (diffusers' class defaults are FLUX.1's 19 and 38), 24 heads of
+# 128, Qwen2.5-VL-7B's 3584-wide states
+LONGCAT: dict[str, Any] = dict(
+    patch_size=1, in_channels=64, num_layers=10, num_single_layers=20, attention_head_dim=128,
+    num_attention_heads=24, joint_attention_dim=3584, pooled_projection_dim=3584,
+    axes_dims_rope=(16, 56, 56))
 
 # the text tokens of Qwen-Image-Edit's step: a 1024x1024 reference read by Qwen2.5-VL (1036 px
 # in 28 px merged patches: 37 x 37 picture tokens) and a short instruction, the template's
@@ -167,6 +175,8 @@ TINY: dict[str, dict[str, Any]] = {
                          attention_head_dim=16, num_layers=1, num_single_layers=1,
                          num_refiner_layers=1, text_embed_dim=40, pooled_projection_dim=24,
                          rope_axes_dim=(4, 6, 6)),
+    "longcat": dict(LONGCAT, **_TINY_DIT, num_single_layers=1, joint_attention_dim=40,
+                    pooled_projection_dim=40, axes_dims_rope=(4, 6, 6)),
     # heads 16 wide: mrope_section's three axes each turn some of the 8 frequencies
     "qwen3vl_8b": dict(QWEN3VL_8B, vocab_size=512, hidden_size=48, intermediate_size=80,
                        num_hidden_layers=3, num_attention_heads=4, num_key_value_heads=2,

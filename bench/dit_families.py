@@ -39,12 +39,13 @@ audio-video step for LTX2Pipeline's default 768x512, 121 frames (6144 video toke
 Image 2.0's at 4096 patches for 92 real tokens of its 256-token Gemma 2 block
 (bench/_dit_lumina2.py). HunyuanVideo's at 960 x 544, 61 frames (32 640 video tokens) for 60
 real tokens of its 256-token Llama block, guidance embedded (bench/_dit_hunyuan_video.py: ours
-after prepare_text once, prefix_ms).
+after prepare_text once, prefix_ms). LongCat-Image's at 4096 patches after its 512 prompt
+tokens, unmasked (bench/_dit_longcat.py: ours after the rotary tables made once, prefix_ms).
 Rows run smallest first, each caught on its own: an out-of-memory model loses its row only,
 recorded with its error.
 
 BENCH_MODELS picks them, comma-separated, from qwen3_8b, qwen25vl, qwen3vl_8b, lumina2,
-qwenimage21, krea2, kandinsky5, flux2klein, chroma, kontext, qwenimage, qwenimageedit,
+qwenimage21, krea2, kandinsky5, longcat, flux2klein, chroma, kontext, qwenimage, qwenimageedit,
 hunyuanimage, hunyuanvideo15, hunyuanvideo, ltx2 (the default: all, in that order), plus
 zimage and qwen3 (bench/zimage.py's rows). BENCH_ACC16=1 adds each float16 transformer's step
 with every GEMM's f16 accumulators (`float16 acc16`, `--fp16-accumulation`). BENCH_KERNELS=1
@@ -70,6 +71,7 @@ from . import _dit_hunyuan_video15 as _hunyuan_video15
 from . import _dit_hunyuanimage as _hunyuanimage
 from . import _dit_kandinsky5 as _kandinsky5
 from . import _dit_krea2 as _krea2
+from . import _dit_longcat as _longcat
 from . import _dit_ltx2 as _ltx2
 from . import _dit_lumina2 as _lumina2
 from . import _dit_qwen21 as _qwen21
@@ -82,7 +84,7 @@ GIB = float(1 << 30)
 # each row's inputs and calls, a module a family (bench/_dit_*.py)
 _ROW_MODULES = {name: module for module in (_flux_qwen, _qwen21, _krea2, _kandinsky5,
                                                _hunyuanimage, _hunyuan_video15, _ltx2,
-                                               _lumina2, _hunyuan_video)
+                                               _lumina2, _hunyuan_video, _longcat)
                 for name in module.NAMES}
 COLUMNS = ["model", "impl", "dtype", "dispatches", "rel_err", "gpu_ms", "wall_ms", "peak_gib",
            "vs_bf16", "prefix_ms", "error"]
@@ -239,8 +241,8 @@ def _one_model(name: str, quick: bool, device: gpucore.Device, cuda: Any
 
 
 DEFAULT = ("qwen3_8b", "qwen25vl", "qwen3vl_8b", "lumina2", "qwenimage21", "krea2",
-           "kandinsky5", "flux2klein", "chroma", "kontext", "qwenimage", "qwenimageedit",
-           "hunyuanimage", "hunyuanvideo15", "hunyuanvideo", "ltx2")
+           "kandinsky5", "longcat", "flux2klein", "chroma", "kontext", "qwenimage",
+           "qwenimageedit", "hunyuanimage", "hunyuanvideo15", "hunyuanvideo", "ltx2")
 
 
 def run(quick: bool = False) -> dict[str, Any]:
@@ -287,7 +289,9 @@ def run(quick: bool = False) -> dict[str, Any]:
                  "text to video: ours after prepare_text() once, prefix_ms), Lumina Image "
                  "2.0 (4096 patches, 92 real tokens of a masked 256-token block), "
                  "HunyuanVideo (960x544, 61 frames, 60 real tokens of a masked 256-token "
-                 "block, guidance embedded: ours after prepare_text() once, prefix_ms); "
+                 "block, guidance embedded: ours after prepare_text() once, prefix_ms), "
+                 "LongCat-Image (4096 patches after 512 unmasked text tokens: ours after "
+                 "its rotary tables once, prefix_ms); "
                  "Qwen2.5-VL-7B's "
                  "language model on 256 "
                  "tokens (last hidden states), Qwen3-VL-8B's language model on 256 tokens (the "
