@@ -16,7 +16,7 @@ from support import assert_close
 
 import gpucore
 from diffusion.models.sana import SanaTransformer2DModel
-from gpustd import asarray
+from gpustd import asarray, nn
 
 # float32: measured 2.1e-5 (float16: 5.3e-3 against its 1e-2). Timesteps stay small: the
 # 256-wide sinusoid of t ~ 900 differs from torch's by 2e-5 (float32 sin of large arguments),
@@ -110,6 +110,25 @@ def test_sana_f16(f16_device: gpucore.Device) -> None:
     got = _run(ours, x, t, g, np.float16)
     assert got.dtype == np.float16
     assert_close(got.astype(np.float32), _reference(reference, x, t, g), tol=1e-2)
+
+
+@pytest.mark.parametrize("config", [
+    {}, {"qk_norm": "rms_norm_across_heads", "guidance_embeds": True},
+    {"interpolation_scale": 2.0, "sample_size": 128}])
+def test_full_size_names_and_shapes(first_device: gpucore.Device, config: dict) -> None:
+    """Sana 1600M's, Sana Sprint's and Sana 4K's full configs (diffusers' defaults and the
+    converter's variations): every parameter diffusers' has, of its shape (allocated
+    neither side)."""
+    import diffusers
+    from accelerate import init_empty_weights
+
+    with init_empty_weights():
+        reference = diffusers.SanaTransformer2DModel(**config)
+    with nn.deferred():
+        ours = SanaTransformer2DModel(dict(reference.config), dtype=np.float16,
+                                      device=first_device)
+    assert {k: tuple(v.shape) for k, v in ours.named_parameters()} == {
+        k: tuple(v.shape) for k, v in reference.state_dict().items()}
 
 
 @pytest.mark.nodevice
