@@ -21,6 +21,7 @@ import gpucore
 from diffusion.loaders import WeightsError
 from diffusion.loaders.formats.torch_file import open_weights_file
 from diffusion.loaders.sana.transformer import (
+    _config,
     is_sana_file,
     load_sana_transformer,
     sana_file_family,
@@ -103,6 +104,41 @@ def test_sprint_file_computes_as_diffusers(tmp_path: Path, device: gpucore.Devic
     got = ours(asarray(latents, device=device), asarray(states, device=device), [0.7],
                [0.45]).numpy()
     assert_close(got, want, tol=1e-4)
+
+
+class _Shapes:
+    """A tensor file that only knows its tensors' shapes (a full-size model's, never
+    allocated)."""
+
+    def __init__(self, tensors: dict) -> None:
+        self.path = Path("full.safetensors")
+        self._shapes = {k: tuple(v.shape) for k, v in tensors.items()}
+
+    def keys(self) -> list[str]:
+        return list(self._shapes)
+
+    def __contains__(self, key: str) -> bool:
+        return key in self._shapes
+
+    def shape(self, key: str) -> tuple[int, ...]:
+        return self._shapes[key]
+
+
+@pytest.mark.nodevice
+@pytest.mark.parametrize("config", [
+    {}, {"qk_norm": "rms_norm_across_heads", "guidance_embeds": True},
+    {"num_attention_heads": 36, "num_cross_attention_heads": 16, "cross_attention_head_dim": 72,
+     "cross_attention_dim": 1152, "num_layers": 28}])
+def test_full_size_config_from_shapes(config: dict) -> None:
+    """Sana 1600M's, Sana Sprint's and Sana 600M's original layouts (shapes only): the config
+    from the shapes is diffusers' (the heads from Sana's widths, no config given)."""
+    import diffusers
+    from accelerate import init_empty_weights
+
+    with init_empty_weights():
+        reference = diffusers.SanaTransformer2DModel(**config)
+    derived = _config(_Shapes(original_layout(reference)), "", {})  # type: ignore[arg-type]
+    _model_fields(derived, reference)
 
 
 @pytest.mark.nodevice
