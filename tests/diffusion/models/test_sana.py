@@ -112,6 +112,17 @@ def test_sana_f16(f16_device: gpucore.Device) -> None:
     assert_close(got.astype(np.float32), _reference(reference, x, t, g), tol=1e-2)
 
 
+def test_positions_f16(f16_device: gpucore.Device) -> None:
+    """Sana 4K's position table in a float16 model (added in float32, as diffusers adds it,
+    then back to float16): diffusers' float32 output to float16 error."""
+    reference = tiny_sana_transformer(**SANA_PE_TINY)
+    ours = _ours(reference, f16_device, np.float16)
+    x = _inputs(3, 1, (10, 6), 4, [4])
+    t = np.array([130.0], np.float32)
+    got = _run(ours, x, t, None, np.float16)
+    assert_close(got.astype(np.float32), _reference(reference, x, t), tol=1e-2)
+
+
 @pytest.mark.parametrize("config", [
     {}, {"qk_norm": "rms_norm_across_heads", "guidance_embeds": True},
     {"interpolation_scale": 2.0, "sample_size": 128}])
