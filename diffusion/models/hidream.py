@@ -110,7 +110,8 @@ class HiDreamImageTransformer2DModel(nn.Module):
         sinusoid = nn.timestep_embedding(steps, 256, flip_sin_to_cos=True,
                                          downscale_freq_shift=0, dtype=self.dtype,
                                          device=self.device)
-        temb = self.t_embedder(sinusoid) + self.p_embedder(self._input(pooled_embeds))
+        temb = self.t_embedder(sinusoid) + self.p_embedder(self._input(
+            pooled_embeds, cfg["text_emb_dim"], "pooled_embeds"))
         activated = nn.silu(temb)  # every adaLN's SiLU, once
         t5, llama = self._text(encoder_hidden_states_t5, encoder_hidden_states_llama3, batch)
         text = concatenate([t5, llama[-1]], axis=1)
@@ -127,30 +128,37 @@ class HiDreamImageTransformer2DModel(nn.Module):
         out = self.final_layer(take_slice(x, 0, length, axis=1), activated)
         return self._unpatched(out, sizes, cfg["patch_size"])
 
-    def _input(self, value: Any) -> Tensor:
-        """value as a Tensor of the model's dtype on its device."""
+    def _input(self, value: Any, width: int | None = None, name: str = "") -> Tensor:
+        """value as a Tensor of the model's dtype on its device; ValueError unless its last
+        axis is `width` wide (where given)."""
+        shape = _shape(value)
+        if width is not None and (len(shape) < 2 or shape[-1] != width):
+            raise ValueError(f"{name} must be (..., {width}) for this model, got shape "
+                             f"{shape}")
         return cast(value if isinstance(value, Tensor) else
                     asarray(np.asarray(value), device=self.device), self.dtype)
 
     def _text(self, t5: Any, llama: Any, batch: int) -> tuple[Tensor, list[Tensor]]:
         """The projected T5 states and, for each block, its Llama layer's projected states
         (caption_projection[i] of the layer llama_layers[i])."""
-        layers = self.config["llama_layers"]
-        stack = llama if isinstance(llama, (list, tuple)) else None
-        depth = len(stack) if stack is not None else np.shape(llama)[0] if not isinstance(
-            llama, Tensor) else llama.shape[0]
+        layers, (t5_width, llama_width) = self.config["llama_layers"], \
+            self.config["caption_channels"]
+        depth = len(llama) if isinstance(llama, (list, tuple)) else _shape(llama)[0]
         if max(layers) >= depth:
             raise ValueError(f"encoder_hidden_states_llama3 holds {depth} Llama layers; this "
                              f"model reads layer {max(layers)}: pass every layer's states "
                              "(the text encoder's hidden_states[1:] stacked)")
+
+        def layer(index: int) -> Any:
+            if isinstance(llama, Tensor):  # one layer of the stack, (B, Ll, width)
+                return take_slice(llama, index, index + 1, axis=0).reshape(llama.shape[1:])
+            return llama[index]
+
+        name = "encoder_hidden_states_llama3's layers"
         projections = list(self.caption_projection)
-        projected = []
-        for index, layer in enumerate(layers):
-            states = (stack[layer] if stack is not None else llama[layer] if not isinstance(
-                llama, Tensor) else take_slice(llama, layer, layer + 1, axis=0).reshape(
-                    llama.shape[1:]))
-            projected.append(projections[index](self._input(states)))
-        t5_states = projections[-1](self._input(t5))
+        projected = [projection(self._input(layer(index), llama_width, name))
+                     for projection, index in zip(projections, layers)]
+        t5_states = projections[-1](self._input(t5, t5_width, "encoder_hidden_states_t5"))
         if t5_states.shape[0] != batch or projected[0].shape[0] != batch:
             raise ValueError(f"the text states' batch ({t5_states.shape[0]}, "
                              f"{projected[0].shape[0]}) must be the latents' ({batch})")
@@ -228,6 +236,11 @@ class HiDreamImageTransformer2DModel(nn.Module):
         sin = np.concatenate([sin, np.zeros((total, 1, rest), np.float32)], axis=2)
         return (asarray(np.tile(cos, (1, 1, heads)), device=self.device),
                 asarray(np.tile(sin, (1, 1, heads)), device=self.device))
+
+
+def _shape(value: Any) -> tuple[int, ...]:
+    """An array's or Tensor's shape (np.shape would read a Tensor back)."""
+    return tuple(value.shape) if hasattr(value, "shape") else np.shape(value)
 
 
 class _FinalLayer(nn.Module):

@@ -74,12 +74,22 @@ def test_transformer_equals_diffusers(device: gpucore.Device,
 
 
 def test_square_and_patched(device: gpucore.Device) -> None:
-    """A square 8 x 8 picture (no padding) and a Tensor input: diffusers' output."""
+    """A square 8 x 8 picture (no padding) as a Tensor, and a 4 x 6 one patched by diffusers'
+    `patchify` (the tokens, masks, ids and sizes passed in): diffusers' outputs; a bad
+    width is a one-line error."""
     reference = tiny_hidream_transformer()
     ours = _ours(reference, device)
     inputs = _inputs(2, 1, (8, 8))
     got = ours(**{**inputs, "hidden_states": asarray(inputs["hidden_states"], device=device)})
     assert_close(got.numpy(), _reference(reference, inputs), tol=TOL)
+    inputs = _inputs(3, 1, (4, 6))
+    tokens, masks, sizes, ids = (v.numpy() for v in reference.patchify(
+        torch.from_numpy(inputs["hidden_states"])))
+    patched = {**inputs, "hidden_states": tokens, "hidden_states_masks": masks,
+               "img_ids": ids, "img_sizes": sizes}
+    assert_close(ours(**patched).numpy(), _reference(reference, patched), tol=TOL)
+    with pytest.raises(ValueError, match=r"pooled_embeds must be \(\.\.\., 16\)"):
+        ours(**{**inputs, "pooled_embeds": inputs["pooled_embeds"][:, :8]})
 
 
 def test_transformer_f16(f16_device: gpucore.Device) -> None:
