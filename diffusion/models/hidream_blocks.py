@@ -61,9 +61,10 @@ def route(logits: np.ndarray, top_k: int) -> tuple[np.ndarray, np.ndarray]:
 
 class MoEFeedForward(nn.Module):
     """shared_experts(x) + sum over the gate's top_k experts e of score_e * experts[e](x).
-    The gate's logits are read back and routed on the host (one small read per call); each
-    expert runs on its tokens only, gathered, and its weighted outputs are gathered back per
-    token, summed in expert order as diffusers' scatter_reduce adds them. diffusers:
+    The gate's logits are read back and routed on the host (one small read and one upload of
+    indices per call); each expert runs on its tokens only, gathered, and the weighted outputs
+    are gathered back per token, summed in expert order as diffusers' scatter_reduce adds
+    them. diffusers:
     `MOEFeedForwardSwiGLU` (its `moe_infer`)."""
 
     def __init__(self, dim: int, experts: int, top_k: int, place: Place) -> None:
@@ -77,22 +78,32 @@ class MoEFeedForward(nn.Module):
         shape = x.shape
         flat = x.reshape(-1, shape[-1])
         chosen, scores = route(self.gate(flat).numpy(), self.top_k)
-        outputs: list[Tensor] = []
-        rows, start = np.zeros(chosen.shape, np.int32), 0
-        for index, expert in enumerate(self.experts):
-            tokens, slot = np.nonzero(chosen == index)
-            if not len(tokens):
-                continue
-            picked = gather(flat, asarray(tokens.astype(np.int32), device=x.device), 0)
-            weight = asarray(scores[tokens, slot].reshape(-1, 1), device=x.device)
-            outputs.append(typing.cast(nn.Linear, expert.w2)(expert.hidden(picked)) * weight)
-            rows[tokens, slot] = start + np.arange(len(tokens), dtype=np.int32)
+        # one upload of every index: each expert's tokens in turn, then for each choice the
+        # row of the experts' joint output holding each token's result
+        picks = [np.nonzero(chosen == index) for index in range(len(self.experts))]
+        rows = np.zeros(chosen.shape, np.int32)
+        start = 0
+        for tokens, slot in picks:
+            rows[tokens, slot] = start + np.arange(len(tokens))
             start += len(tokens)
-        routed = concatenate(outputs, axis=0) if len(outputs) > 1 else outputs[0]
-        total = gather(routed, asarray(rows[:, 0].copy(), device=x.device), 0)
-        for choice in range(1, self.top_k):
-            total = total + gather(routed, asarray(rows[:, choice].copy(), device=x.device), 0)
-        return (total + self.shared_experts(flat)).reshape(shape)
+        indices = asarray(np.concatenate([tokens for tokens, _ in picks] + list(rows.T))
+                          .astype(np.int32), device=x.device)
+        weights = np.concatenate([scores[tokens, slot] for tokens, slot in picks])
+        outputs, start = [], 0
+        for expert, (tokens, _) in zip(self.experts, picks):
+            if len(tokens):
+                outputs.append(expert(gather(flat, take_slice(indices, start,
+                                                              start + len(tokens)), 0)))
+                start += len(tokens)
+        routed = (concatenate(outputs, axis=0) if len(outputs) > 1 else outputs[0]) \
+            * asarray(weights.reshape(-1, 1), device=x.device)
+        count = flat.shape[0]
+        total = None
+        for choice in range(self.top_k):  # summed in expert order, as scatter_reduce adds
+            at = start + choice * count
+            part = gather(routed, take_slice(indices, at, at + count), 0)
+            total = part if total is None else total + part
+        return (typing.cast(Tensor, total) + self.shared_experts(flat)).reshape(shape)
 
 
 class HiDreamAttention(nn.Module):
