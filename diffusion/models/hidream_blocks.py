@@ -67,6 +67,10 @@ class MoEFeedForward(nn.Module):
     them. diffusers:
     `MOEFeedForwardSwiGLU` (its `moe_infer`)."""
 
+    # --int8 leaves the gate float (models/int8.targets): its 4 rows pick each token's
+    # experts, and a rounding that flips a choice changes the token's whole output
+    float_linears = ("gate",)
+
     def __init__(self, dim: int, experts: int, top_k: int, place: Place) -> None:
         self.top_k = top_k
         self.shared_experts = FeedForwardSwiGLU(dim, swiglu_width(dim, 2 * dim), place)
