@@ -19,7 +19,7 @@ import gpucore
 from diffusion.loaders import WeightsError
 from diffusion.loaders.component import load_component
 from diffusion.loaders.formats.gguf_file import tensor_file
-from diffusion.loaders.hidream import (
+from diffusion.loaders.hidream.transformer import (
     hidream_file_family,
     is_hidream_file,
     load_hidream_transformer,
