@@ -116,44 +116,43 @@ class HiDreamAttention(nn.Module):
     text's written into one joint q / k, rotated by the tables (text positions are zeros:
     unturned). diffusers: `HiDreamAttention` with `HiDreamAttnProcessor`."""
 
+    to_q: nn.Linear  # the layers forward reads by name, set in __init__'s loop
+    to_out: nn.Linear
+    to_out_t: nn.Linear  # double-stream blocks only
+
     def __init__(self, dim: int, heads: int, head_dim: int, place: Place, *,
                  single: bool) -> None:
         inner = heads * head_dim
         self.heads = heads
-        self.to_out = nn.Linear(inner, dim, **place)
-        if not single:
-            self.to_out_t = nn.Linear(inner, dim, **place)
-        for suffix in ("",) if single else ("", "_t"):
+        for suffix in ("",) if single else ("", "_t"):  # the image's layers, the text's
             for name in ("q", "k", "v"):
                 setattr(self, f"to_{name}{suffix}", nn.Linear(dim, inner, **place))
+            setattr(self, f"to_out{suffix}", nn.Linear(inner, dim, **place))
             for name in ("q", "k"):
                 setattr(self, f"{name}_rms_norm{suffix}", RMSNorm(inner, _EPS, place=place))
-
-    def _joint(self, name: str, parts: list[tuple[str, Tensor]], rotary: Rope) -> Tensor:
-        """The normed, rotated `name` (q or k) of each (suffix, x) in turn along the tokens."""
-        first = parts[0][1]
-        total = sum(x.shape[1] for _, x in parts)
-        width = getattr(self, f"to_{name}").weight.shape[0]
-        out = empty((first.shape[0], total, width), first.dtype, device=first.device)
-        start = 0
-        for suffix, x in parts:
-            norm = getattr(self, f"{name}_rms_norm{suffix}")
-            nn.rms_norm_rope(getattr(self, f"to_{name}{suffix}")(x), norm.weight,
-                             rotary if suffix == "" else None, heads=1, eps=_EPS, out=out,
-                             start=start)
-            start += x.shape[1]
-        return out
 
     def attend(self, parts: list[tuple[str, Tensor]], rotary: Rope,
                keys: Tensor | None) -> Tensor:
         """Attention over the tokens of every (suffix, x) part, image first; `keys` (B, L, 1)
         the image keys' mask (0 for padding, multiplied in as diffusers does: a padded key
         scores 0, it is not removed). The output before the output projections."""
-        q = self._joint("q", parts, rotary)
-        k = self._joint("k", parts, rotary)
+        first = parts[0][1]
+        total = sum(x.shape[1] for _, x in parts)
+        shape = (first.shape[0], total, self.to_q.weight.shape[0])
+        q = empty(shape, first.dtype, device=first.device)
+        k = empty(shape, first.dtype, device=first.device)
+        values, start = [], 0
+        for suffix, x in parts:  # q, k, v of one input in one GEMM where it can
+            projected = nn.Linear.each(x, [getattr(self, f"to_{name}{suffix}")
+                                           for name in ("q", "k", "v")])
+            for joint, part, name in ((q, projected[0], "q"), (k, projected[1], "k")):
+                norm = getattr(self, f"{name}_rms_norm{suffix}")
+                nn.rms_norm_rope(part, norm.weight, rotary if suffix == "" else None, heads=1,
+                                 eps=_EPS, out=joint, start=start)
+            values.append(projected[2])
+            start += x.shape[1]
         if keys is not None:
             k = k * keys
-        values = [getattr(self, f"to_v{suffix}")(x) for suffix, x in parts]
         v = concatenate(values, axis=1) if len(values) > 1 else values[0]
         return nn.attention(q, k, v, heads=self.heads)
 
