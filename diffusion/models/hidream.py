@@ -18,6 +18,7 @@ from gpustd.shape import put_slice
 from .dit_layers import TimestepEmbedding
 from .hidream_blocks import DoubleStreamBlock, Rope, SingleStreamBlock, Wrapped
 from .layers import Place
+from .step_cache import BranchCache, run_blocks
 from .transformer_ops import Modulation, cast, kept, rope_tables
 
 _DEFAULTS: dict[str, Any] = {
@@ -93,13 +94,16 @@ class HiDreamImageTransformer2DModel(nn.Module):
 
     def forward(self, hidden_states: Any, timesteps: Any, encoder_hidden_states_t5: Any,
                 encoder_hidden_states_llama3: Any, pooled_embeds: Any, img_ids: Any = None,
-                img_sizes: Any = None, hidden_states_masks: Any = None) -> Tensor:
+                img_sizes: Any = None, hidden_states_masks: Any = None,
+                cache: BranchCache | None = None) -> Tensor:
         """hidden_states (B, C, H, W) latents (or diffusers' patched (B, S, p*p*C) with
         img_ids (B, S, 3), img_sizes (B, 2) and hidden_states_masks (B, S)); timesteps (B,)
         the scheduler's timesteps (0..1000); encoder_hidden_states_t5 (B, Lt, T5 width);
         encoder_hidden_states_llama3 the stack of Llama layers' states (layers, B, Ll,
         width), or a sequence of them; pooled_embeds (B, text_emb_dim) the two CLIPs' pooled
-        outputs side by side. Arrays or Tensors; cast to the model's dtype."""
+        outputs side by side. Arrays or Tensors; cast to the model's dtype. `cache`: a step
+        cache branch (`step_cache.StepCache.branch()`; First Block Cache: the first double
+        block decides on the image tokens) the blocks run through, its calls in step order."""
         cfg = self.config
         x, keys, sizes, ids = self._patched(hidden_states, img_ids, img_sizes,
                                             hidden_states_masks)
@@ -120,12 +124,23 @@ class HiDreamImageTransformer2DModel(nn.Module):
         if keys is not None:  # the image keys' mask, then text keys kept
             keys = concatenate([keys, asarray(np.ones((batch, total - length, 1), self.dtype),
                                               device=self.device)], axis=1)
-        for index, double in enumerate(self.double_stream_blocks):
-            x, text = double.block(x, text, llama[index], activated, rotary, keys)
-        x = concatenate([x, text], axis=1)
-        for index, single in enumerate(self.single_stream_blocks, len(self.double_stream_blocks)):
-            x = single.block(x, llama[index], activated, rotary, keys)
-        out = self.final_layer(take_slice(x, 0, length, axis=1), activated)
+        blocks, singles = list(self.double_stream_blocks), list(self.single_stream_blocks)
+
+        def head(x: Tensor, text: Tensor) -> tuple[Tensor, Tensor]:
+            if not blocks:
+                return x, text
+            return blocks[0].block(x, text, llama[0], activated, rotary, keys)
+
+        def tail(x: Tensor, text: Tensor) -> Tensor:
+            for index, double in enumerate(blocks[1:], 1):
+                x, text = double.block(x, text, llama[index], activated, rotary, keys)
+            x = concatenate([x, text], axis=1)
+            for index, single in enumerate(singles, len(blocks)):
+                x = single.block(x, llama[index], activated, rotary, keys)
+            return take_slice(x, 0, length, axis=1)
+
+        x = run_blocks(cache, x, text, head, tail)
+        out = self.final_layer(x, activated)
         return self._unpatched(out, sizes, cfg["patch_size"])
 
     def _input(self, value: Any, width: int | None = None, name: str = "") -> Tensor:

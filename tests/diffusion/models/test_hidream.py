@@ -16,6 +16,7 @@ import gpucore
 from diffusion.models import hidream_blocks
 from diffusion.models.hidream import HiDreamImageTransformer2DModel
 from diffusion.models.hidream_blocks import route
+from diffusion.models.step_cache import FirstBlockCache
 from gpustd import asarray
 
 TOL = 3e-5  # float32: measured 1.4e-5 (float16: 7.1e-3 against its 1.5e-2)
@@ -99,3 +100,17 @@ def test_transformer_f16(f16_device: gpucore.Device) -> None:
     inputs = _inputs(4, 2, (4, 6))
     got = ours(**inputs).numpy().astype(np.float32)
     assert_close(got, _reference(reference, inputs), tol=1.5e-2)
+
+
+def test_first_block_cache(device: gpucore.Device) -> None:
+    """First Block Cache: a call computes as without it, and the same input again skips the
+    blocks after the first (its residual unchanged) for the cached one, the same output."""
+    ours = _ours(tiny_hidream_transformer(), device)
+    inputs = _inputs(5, 2, (4, 4))
+    plain = ours(**inputs).numpy()
+    cache = FirstBlockCache(0.5)
+    first = ours(**inputs, cache=cache).numpy()
+    again = ours(**inputs, cache=cache).numpy()
+    assert (cache.calls, cache.computed) == (2, 1)
+    assert_close(first, plain, tol=TOL)
+    assert_close(again, plain, tol=TOL)
