@@ -3,6 +3,7 @@ weights): Sana 1.0, Sana Sprint (q/k norms, guidance) and Sana 4K's position emb
 
 from __future__ import annotations
 
+import copy
 from typing import Any
 
 import numpy as np
@@ -114,13 +115,18 @@ def test_sana_f16(f16_device: gpucore.Device) -> None:
 
 def test_positions_f16(f16_device: gpucore.Device) -> None:
     """Sana 4K's position table in a float16 model (added in float32, as diffusers adds it,
-    then back to float16): diffusers' float32 output to float16 error."""
+    then back to float16): no further from diffusers' float32 output than diffusers' own
+    float16 model is (the table's addition costs float16 precision on both sides: measured
+    3-7% of the largest value on this tiny config, against 0.4-0.6% without positions)."""
     reference = tiny_sana_transformer(**SANA_PE_TINY)
     ours = _ours(reference, f16_device, np.float16)
     x = _inputs(3, 1, (10, 6), 4, [4])
     t = np.array([130.0], np.float32)
-    got = _run(ours, x, t, None, np.float16)
-    assert_close(got.astype(np.float32), _reference(reference, x, t), tol=1e-2)
+    expected = _reference(reference, x, t)
+    got = _run(ours, x, t, None, np.float16).astype(np.float32)
+    half = {k: v.astype(np.float16) if k != "mask" else v for k, v in x.items()}
+    theirs = _reference(copy.deepcopy(reference).half(), half, t).astype(np.float32)
+    assert np.abs(got - expected).max() <= 1.25 * np.abs(theirs - expected).max()
 
 
 @pytest.mark.parametrize("config", [
