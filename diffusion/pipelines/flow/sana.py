@@ -72,14 +72,15 @@ class SanaPipeline:
         text encoder before the transformer loads), for a memory mode to bring in as it
         runs (flow_memory)."""
         weights = load_sana_folder(path, variant=variant)
-        assert weights.transformer is not None and weights.text_encoder is not None
+        transformer, text_encoder = weights.transformer, weights.text_encoder
+        assert transformer is not None and text_encoder is not None
         place = {"dtype": dtype, "device": device or default_device()}
         load = partial(load_network, device=place["device"], offload_to_host=offload)
-        encoder = load(lambda: LLMTextModel(weights.text_encoder.config, **place),
-                       weights.text_encoder)
+        # the text encoder first: with `offload` it has left the GPU when the transformer loads
+        encoder = load(lambda: LLMTextModel(text_encoder.config, **place), text_encoder)
         return cls(
-            transformer=load(lambda: SanaTransformer2DModel(weights.transformer.config,
-                                                            **place), weights.transformer),
+            transformer=load(lambda: SanaTransformer2DModel(transformer.config, **place),
+                             transformer),
             vae=load(lambda: AutoencoderDC(weights.vae.config, **place), weights.vae),
             text_encoder=encoder, tokenizer=LLMTokenizer(weights.tokenizer_dir),
             scheduler_config=weights.scheduler_config, sprint=weights.sprint)

@@ -47,7 +47,7 @@ def run_scm(pipe: Any, prompts: Sequence[str], shape: tuple[int, ...], *, steps:
     config = pipe.transformer.config
     guidance = np.full(shape[0], np.float32(guidance_scale)
                        * np.float32(config.get("guidance_embeds_scale", 0.1)), np.float32)
-    denoised = x
+    denoised: np.ndarray = x
     angles = scheduler.timesteps[:-1]
     for i, angle in enumerate(angles):
         # 1. the angle as a flow time, the latents scaled to that time's flow input
@@ -60,6 +60,7 @@ def run_scm(pipe: Any, prompts: Sequence[str], shape: tuple[int, ...], *, steps:
         # 2. the flow-matching output as TrigFlow's, then the consistency step
         trig = ((1 - 2 * time) * model_in + (1 - 2 * time + 2 * time**2) * pred) / norm
         x = scheduler.step(trig * sigma_data, float(angle), x, generator=generator)
+        assert scheduler.pred_original_sample is not None
         denoised = scheduler.pred_original_sample / sigma_data
         if callback is not None and callback(i + 1, len(angles), denoised) is False:
             break

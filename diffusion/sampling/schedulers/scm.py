@@ -40,12 +40,11 @@ class SCMScheduler(Scheduler):
         if intermediate_timesteps is not None and n != 2:
             raise ValueError(f"an intermediate timestep is for 2 steps, got {n} steps: leave "
                              "it out")
-        if intermediate_timesteps is not None:
-            angles = [max_timesteps, intermediate_timesteps, 0.0]
-        else:
-            angles = np.linspace(max_timesteps, 0, n + 1, dtype=np.float32)
+        angles = (np.array([max_timesteps, intermediate_timesteps, 0.0])
+                  if intermediate_timesteps is not None
+                  else np.linspace(max_timesteps, 0, n + 1, dtype=np.float32))
         # diffusers holds them as float32 tensors
-        self._reset(np.asarray(angles, np.float32).astype(np.float64), n)
+        self._reset(angles.astype(np.float32).astype(np.float64), n)
 
     def step(self, model_output: Any, timestep: float, sample: Any, *,
              noise: Any = None, generator: np.random.Generator | None = None) -> np.ndarray:
