@@ -156,6 +156,25 @@ def tiny_hunyuan_video15_i2v(tmp_path_factory: pytest.TempPathFactory) -> tuple[
 
 
 @pytest.fixture(scope="session")
+def tiny_hunyuan_video(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Any]:
+    """(the folder `root / "hunyuan-video"`, diffusers' HunyuanVideoPipeline) of
+    hunyuan_video_pipe_tiny's parts: the pipeline test's and the server test's."""
+    pytest.importorskip("diffusers", reason="diffusers is a test-only reference")
+    from hunyuan_video_pipe_tiny import tiny_hunyuan_video_pipeline
+
+    root = tmp_path_factory.mktemp("tiny-hunyuan-video")
+    return root / "hunyuan-video", tiny_hunyuan_video_pipeline(root)
+
+
+@pytest.fixture(scope="session")
+def tiny_lumina2(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Any]:
+    """(the folder `root / "lumina-2"`, diffusers' Lumina2Pipeline) of tiny random parts (the
+    pipeline's, the CLI's and the server's tests)."""
+    pytest.importorskip("diffusers", reason="diffusers is a test-only reference")
+    from lumina2_pipeline_tiny import tiny_lumina2_pipeline
+
+    root = tmp_path_factory.mktemp("tiny-lumina-2")
+    return root / "lumina-2", tiny_lumina2_pipeline(root)
 def tiny_sana(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Any]:
     """(the folder `root / "sana"`, diffusers' SanaPipeline) of tiny random parts
     (sana_pipeline_tiny: the pipeline's, the CLI's and the server's tests)."""

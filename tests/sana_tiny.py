@@ -52,3 +52,53 @@ def write_sana_transformer(folder: Path, seed: int = 23, **overrides: Any) -> An
     model = tiny_sana_transformer(seed, **overrides)
     model.save_pretrained(folder)
     return model
+
+
+def original_layout(transformer: Any, prefix: str = "") -> dict[str, Any]:
+    """A diffusers SanaTransformer2DModel's tensors in the original (NVIDIA Sana) layout, as
+    its .pth checkpoints' state_dict holds them, under `prefix`: diffusers' conversion undone
+    (fused attn.qkv and cross_attn.kv_linear; the unused pos_embed and y_embedder.y_embedding
+    it drops, here random)."""
+    import torch
+
+    state = {k: v.detach().clone().contiguous() for k, v in transformer.state_dict().items()}
+    guidance = transformer.config.guidance_embeds
+    timestep = ("time_embed.timestep_embedder." if guidance
+                else "time_embed.emb.timestep_embedder.")
+    heads = (("patch_embed.proj.", "x_embedder.proj."),
+             (timestep + "linear_1.", "t_embedder.mlp.0."),
+             (timestep + "linear_2.", "t_embedder.mlp.2."),
+             ("time_embed.guidance_embedder.linear_1.", "cfg_embedder.mlp.0."),
+             ("time_embed.guidance_embedder.linear_2.", "cfg_embedder.mlp.2."),
+             ("time_embed.linear.", "t_block.1."),
+             ("caption_projection.linear_1.", "y_embedder.y_proj.fc1."),
+             ("caption_projection.linear_2.", "y_embedder.y_proj.fc2."),
+             ("caption_norm.", "attention_y_norm."), ("proj_out.", "final_layer.linear."),
+             ("scale_shift_table", "final_layer.scale_shift_table"),
+             ("transformer_blocks.", "blocks."))
+    parts = ((".attn1.to_out.0.", ".attn.proj."), (".attn1.norm_q.", ".attn.q_norm."),
+             (".attn1.norm_k.", ".attn.k_norm."), (".attn2.to_q.", ".cross_attn.q_linear."),
+             (".attn2.to_out.0.", ".cross_attn.proj."), (".attn2.norm_q.", ".cross_attn.q_norm."),
+             (".attn2.norm_k.", ".cross_attn.k_norm."),
+             (".ff.conv_inverted.", ".mlp.inverted_conv.conv."),
+             (".ff.conv_depth.", ".mlp.depth_conv.conv."),
+             (".ff.conv_point.", ".mlp.point_conv.conv."))
+    gen = torch.Generator().manual_seed(5)
+    dim = transformer.config.num_attention_heads * transformer.config.attention_head_dim
+    out = {prefix + "pos_embed": torch.randn(1, 4, dim, generator=gen),
+           prefix + "y_embedder.y_embedding": torch.randn(3, transformer.config.caption_channels,
+                                                          generator=gen)}
+    for key, value in state.items():
+        if any(f".{part}." in key for part in ("attn1.to_k", "attn1.to_v", "attn2.to_v")):
+            continue
+        if ".attn1.to_q." in key or ".attn2.to_k." in key:
+            names = ("to_q", "to_k", "to_v") if ".attn1." in key else ("to_k", "to_v")
+            value = torch.cat([state[key.replace(names[0], n)] for n in names])
+            fused = ".attn.qkv." if ".attn1." in key else ".cross_attn.kv_linear."
+            key = key.replace(".attn1.to_q.", fused).replace(".attn2.to_k.", fused)
+        for new, old in heads:
+            key = old + key[len(new):] if key.startswith(new) else key
+        for new, old in parts:
+            key = key.replace(new, old)
+        out[prefix + key] = value
+    return out

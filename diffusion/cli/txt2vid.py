@@ -1,12 +1,13 @@
 """`python -m diffusion txt2vid --model FOLDER --prompt TEXT -o out.mp4`: Wan, Kandinsky 5
-Video Lite, HunyuanVideo 1.5 and LTX-2 (video with audio) text-to-video from the command line
-(cli.txt2vid_kandinsky5, cli.txt2vid_hunyuan_video15, cli.txt2vid_ltx2: the latter three's
-runs), and `img2vid --image IN.png` (Wan 2.1 / 2.2 A14B I2V, Wan 2.2 TI2V 5B, Kandinsky 5 or
-HunyuanVideo 1.5 I2V animating a picture); Wan VACE's control video, mask and reference
-pictures on txt2vid (cli.vace), Wan's video-to-video (`--init-video`, `--denoising-strength`:
-cli.init_video), and Wan 2.2 Animate's picture, pose, face, background and mask videos
-(cli.animate). `--model FILE --base FOLDER` runs ComfyUI's split files (and GGUFs,
-and Wan 2.2 Animate's original single file) with a diffusers folder giving the rest;
+Video Lite, HunyuanVideo, HunyuanVideo 1.5 and LTX-2 (video with audio) text-to-video from the
+command line (cli.txt2vid_kandinsky5, cli.txt2vid_hunyuan_video, cli.txt2vid_hunyuan_video15,
+cli.txt2vid_ltx2: the latter four's runs), and `img2vid --image IN.png` (Wan 2.1 / 2.2 A14B
+I2V, Wan 2.2 TI2V 5B, Kandinsky 5 or HunyuanVideo 1.5 I2V animating a picture); Wan VACE's
+control video, mask and reference pictures on txt2vid (cli.vace), Wan's video-to-video
+(`--init-video`, `--denoising-strength`: cli.init_video), and Wan 2.2 Animate's picture, pose,
+face, background and mask videos (cli.animate). `--model FILE --base FOLDER` runs ComfyUI's
+split files (and GGUFs, and Wan 2.2 Animate's original single file) with a diffusers folder
+giving the rest;
 `--model-2` is Wan 2.2 A14B's low-noise expert. The frame count (1 + 4k), size (multiples of
 16), fps, picture, files and output are checked before the model loads, and what is not given
 is the model family's default (pipelines.video.models); a bad one ends in one `error: ...`
@@ -80,7 +81,8 @@ EXAMPLE = """example:
 def add_parsers(subparsers: argparse._SubParsersAction) -> None:
     """Add the `txt2vid` and `img2vid` sub-commands to `python -m diffusion`'s sub-parsers."""
     for name, text in (("txt2vid", "generate a video from a prompt (Wan 2.1, Wan 2.2 TI2V "
-                                   "5B and A14B, Kandinsky 5 Video Lite, HunyuanVideo 1.5, "
+                                   "5B and A14B, Kandinsky 5 Video Lite, HunyuanVideo, "
+                                   "HunyuanVideo 1.5, "
                                    "LTX-2 with its audio)"),
                        ("img2vid", "animate a picture as a prompt says (Wan 2.1 I2V, "
                                    "Wan 2.2 TI2V 5B and I2V A14B, Kandinsky 5 I2V, "
@@ -101,8 +103,8 @@ def add_parsers(subparsers: argparse._SubParsersAction) -> None:
 def _options(sub: argparse.ArgumentParser) -> None:
     sub.add_argument("--model", required=True, metavar="FOLDER|FILE",
                      help="a Wan diffusers folder (Wan 2.1 T2V or I2V, Wan 2.2 TI2V 5B or "
-                          "A14B), a Kandinsky 5 Video Lite, HunyuanVideo 1.5 or LTX-2 one, or a "
-                          "Wan "
+                          "A14B), a Kandinsky 5 Video Lite, HunyuanVideo, HunyuanVideo 1.5 or "
+                          "LTX-2 one, or a Wan "
                           "transformer file with --base: ComfyUI's "
                           "(wan2.1_t2v_1.3B_bf16, *_fp8_e4m3fn, *_fp8_scaled .safetensors; "
                           "Wan 2.2 A14B's high-noise expert; Wan VACE's "
@@ -146,6 +148,10 @@ def _options(sub: argparse.ArgumentParser) -> None:
                           "(5; Wan Animate: 1; LTX-2: 3, the video's)")
     sub.add_argument("--cfg-scale-2", type=number, default=None, metavar="SCALE",
                      help="Wan 2.2 A14B: the low-noise expert's guidance scale (--cfg-scale)")
+    sub.add_argument("--true-cfg-scale", type=number, default=None, metavar="SCALE",
+                     help="HunyuanVideo: true classifier-free guidance against "
+                          "--negative-prompt above 1, beside --cfg-scale, the guidance its "
+                          "distilled transformer reads (off)")
     sub.add_argument("--seed", type=whole, default=-1,
                      help="random seed; -1 (the default) picks one and prints it")
     sub.add_argument("--sampler", default="diffusers", choices=("diffusers", "UniPC", "Euler"),
@@ -157,7 +163,8 @@ def _options(sub: argparse.ArgumentParser) -> None:
     sub.add_argument("--cache", default=None, metavar="fbc|teacache|teacache-ret[:THRESHOLD]",
                      help="step caching: First Block Cache (a step whose first block's "
                           "residual changed by at most THRESHOLD, relative, since the last "
-                          "computed step skips the other blocks; 0.12 unless given) or "
+                          "computed step skips the other blocks; 0.12 unless given; "
+                          "Wan, HunyuanVideo 1.5, Kandinsky 5, LTX-2) or "
                           "TeaCache (Wan 2.1, and Wan 2.2 Animate with Wan 2.1 I2V's tables; 0.2 "
                           "unless given, about 3x; 0.1 about 2x); "
                           "teacache-ret: TeaCache's retention mode (the first 5 steps "
@@ -196,8 +203,11 @@ def _check(args: argparse.Namespace) -> Path:
     """Everything that needs no model, in one line each (what is not given: the family's
     default); the output path."""
     from ..pipelines.video import check_frame_count, video_cache
-    from ..pipelines.video.models import video_defaults
+    from ..pipelines.video.models import video_defaults, video_family_name
 
+    if args.true_cfg_scale is not None and video_family_name(args.model) != "hunyuan-video":
+        raise ValueError("--true-cfg-scale is for HunyuanVideo models; this model's guidance "
+                         "is --cfg-scale")
     defaults = video_defaults(args.model)
     for name in ("frames", "fps", "width", "height", "steps", "cfg_scale"):
         if getattr(args, name) is None:
@@ -214,7 +224,7 @@ def _check(args: argparse.Namespace) -> Path:
             raise ValueError(f"--{name} must be at most {MAX_SIDE}, got {getattr(args, name)}")
     if not 1 <= args.steps <= 1000:
         raise ValueError(f"--steps must be from 1 to 1000, got {args.steps}")
-    for name in ("cfg_scale", "cfg_scale_2"):
+    for name in ("cfg_scale", "cfg_scale_2", "true_cfg_scale"):
         value = getattr(args, name)
         if value is not None and not 0 <= value <= MAX_CFG:  # NaN too
             raise ValueError(f"--{name.replace('_', '-')} must be a number from 0 to {MAX_CFG:g}, "
@@ -312,6 +322,11 @@ def run(args: argparse.Namespace) -> int:
     family = video_family_name(args.model)
     if family != "ltx-2":
         refuse_ltx2_only(args)
+    if family == "hunyuan-video":
+        from .txt2vid_hunyuan_video import refuse_hunyuan_video_options, run_hunyuan_video
+
+        refuse_hunyuan_video_options(args)
+        return run_hunyuan_video(args, out, _dtype(args.dtype))
     if family == "kandinsky-5-video":
         from .txt2vid_kandinsky5 import run_kandinsky5
 

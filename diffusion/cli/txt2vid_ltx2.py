@@ -5,10 +5,11 @@ frames of 768 x 512, 30 steps, video CFG 3, 24 fps), then hands over here. The v
 written with its audio (an MP4's AAC track; a WebP's or a frames folder's WAV beside it);
 --no-audio leaves the audio undecoded. The audio's own guidance (--audio-cfg-scale, 7) and
 STG's blocks (--stg-blocks, 28) are LTX-2's options; STG and modality guidance run at
-diffusers' scales. --upsampler PATH (a folder with latent_upsampler/, or Lightricks'
+diffusers' scales; --cache fbc[:THRESHOLD] runs First Block Cache (in two stages, the first's
+steps). --upsampler PATH (a folder with latent_upsampler/, or Lightricks'
 ltx-2-spatial-upscaler-x2 file) makes it in two stages (pipelines.video.ltx2_two_stage): half
 the size, the latents upsampled, three unguided steps at the full size. What LTX-2 does not
-take here (Wan's files, VACE, step caches, LoRAs, other samplers) is refused in one line
+take here (Wan's files, VACE, other step caches, LoRAs, other samplers) is refused in one line
 before the weights load; frames must be 1 + 8k and sides multiples of the VAE's 32 (64 in two
 stages). --medvram, --lowvram and --max-vram run as for the flow families (flow_memory)."""
 
@@ -24,6 +25,7 @@ from .memory import memory_mode
 from .options import number
 from .progress import ProgressBar
 from .vace import vace_named
+from .video_family import flow_video_cache
 from .video_out import finish_video
 
 __all__ = ["add_ltx2_options", "refuse_ltx2_only", "run_ltx2"]
@@ -31,8 +33,7 @@ __all__ = ["add_ltx2_options", "refuse_ltx2_only", "run_ltx2"]
 # the options LTX-2 does not take (argparse field -> the flag as typed)
 _REFUSED = {"base": "--base", "model_2": "--model-2", "text_encoder": "--text-encoder",
             "vae": "--vae", "clip_vision": "--clip-vision", "cfg_scale_2": "--cfg-scale-2",
-            "lora_2": "--lora-2", "lora": "--lora", "cache": "--cache",
-            "no_half_vae": "--no-half-vae"}
+            "lora_2": "--lora-2", "lora": "--lora", "no_half_vae": "--no-half-vae"}
 
 
 def add_ltx2_options(sub: argparse.ArgumentParser) -> None:
@@ -82,8 +83,7 @@ def refuse_ltx2_options(args: argparse.Namespace) -> None:
         given.append(str(vace_named(args)))
     if given:
         raise ValueError(f"{given[0]} is not taken by LTX-2 here: its folder holds every part "
-                         "(step caches, LoRAs and a float32 VAE are not wired for it); "
-                         "leave it out")
+                         "(LoRAs and a float32 VAE are not wired for it); leave it out")
     if args.sampler != "diffusers":
         raise ValueError(f"--sampler {args.sampler}: LTX-2 runs its folder's flow-match Euler "
                          "scheduler (--sampler diffusers)")
@@ -111,6 +111,7 @@ def run_ltx2(args: argparse.Namespace, out: Path, dtype: Any, image: Any = None)
     from ..pipelines.video.ltx2_guidance import LTX2Guidance
 
     refuse_ltx2_options(args)
+    cache = flow_video_cache(args, "LTX-2")
     guidance = LTX2Guidance(guidance_scale=args.cfg_scale)
     if args.audio_cfg_scale is not None:
         guidance = replace(guidance, audio_guidance_scale=args.audio_cfg_scale)
@@ -130,7 +131,7 @@ def run_ltx2(args: argparse.Namespace, out: Path, dtype: Any, image: Any = None)
     settings = {"negative_prompt": args.negative_prompt, "num_frames": args.frames,
                 "frame_rate": args.fps, "num_inference_steps": args.steps,
                 "guidance": guidance, "seed": args.seed, "rng": args.rng,
-                "callback": bar.step}
+                "callback": bar.step, "cache": cache}
     if args.upsampler:
         from ..pipelines.video.ltx2_two_stage import load_upsampler, two_stage
 
@@ -140,5 +141,5 @@ def run_ltx2(args: argparse.Namespace, out: Path, dtype: Any, image: Any = None)
     else:
         result = pipe(args.prompt, height=args.height, width=args.width, image=image,
                       audio=not args.no_audio, **settings)
-    return finish_video(pipe, result.frames, None, out, args.fps, args.verbose,
+    return finish_video(pipe, result.frames, cache, out, args.fps, args.verbose,
                         result.audio, result.sample_rate)

@@ -1,5 +1,6 @@
-"""Kohya's (sd-scripts') names for the layers of FLUX, SD3, Z-Image, Wan and Krea 2 LoRAs:
-BFL's, Stability's, Z-Image's, Wan's and Krea 2's checkpoint module paths, flattened
+"""Kohya's (sd-scripts') names for the layers of FLUX, SD3, Z-Image, Lumina 2, Wan, Krea 2
+and HunyuanVideo LoRAs: BFL's, Stability's, Z-Image's, Alpha-VLLM's (Lumina 2's), Wan's,
+Krea 2's and Tencent's (HunyuanVideo's, HunyuanImage 2.1's) checkpoint module paths, flattened
 (`double_blocks_0_img_attn_qkv`, `joint_blocks_3_x_block_mlp_fc1`, `layers_0_attention_qkv`,
 `blocks_0_attn_wq`), to diffusers' transformer modules, which our models carry.
 A fused projection (BFL's and SD3's qkv, FLUX's single-block linear1: q, k, v and the MLP's
@@ -15,7 +16,10 @@ import re
 from typing import Any, NamedTuple
 
 from ..loaders.flow import flux_file, sd3_file
+from ..loaders.hunyuan_video import transformer as hunyuan_video_file
+from ..loaders.keymaps import hunyuan_keys
 from ..loaders.keymaps.dit_keys import BFL_DOUBLE_QKV, BFL_SINGLE_SPLIT
+from ..loaders.lumina2 import transformer as lumina2_file
 
 __all__ = ["Part", "dit_aliases"]
 
@@ -61,6 +65,44 @@ def _flux(shapes: dict[str, tuple[int, ...]], config: dict[str, Any]) -> dict[st
         aliases.update(_split(f"single_blocks.{i}.linear1",
                               tuple(f"{block}.{t}" for t in BFL_SINGLE_SPLIT),
                               (dim, dim, dim, mlp)))
+    return aliases
+
+
+def _hunyuan(shapes: dict[str, tuple[int, ...]], config: dict[str, Any]
+             ) -> dict[str, list[Part]]:
+    """Tencent's original names of HunyuanVideo's and HunyuanImage 2.1's transformers (what
+    musubi-tuner's, ComfyUI's and diffusers' original-format HunyuanVideo LoRAs use): the
+    fused q/k/v of the double blocks and the refiner, the single blocks' linear1 (q, k, v,
+    the MLP's input) split by rows, `img_mlp.fc1`, `modulation.linear`, `vector_in`, ...
+    diffusers: `_convert_hunyuan_video_lora_to_diffusers`."""
+    dim = config["num_attention_heads"] * config["attention_head_dim"]
+    time = "time_text_embed" if "pooled_projection_dim" in config else "time_guidance_embed"
+    aliases = {_flat(source): [Part(target.format(time=time),
+                                    swapped=target == hunyuan_keys.FINAL_ADALN)]
+               for source, target in hunyuan_video_file._RENAMES.items()}
+    for i in range(config["num_refiner_layers"]):
+        src = f"txt_in.individual_token_refiner.blocks.{i}"
+        dst = f"context_embedder.token_refiner.refiner_blocks.{i}"
+        aliases.update({_flat(f"{src}.{source}"): [Part(f"{dst}.{target}")]
+                        for source, target in hunyuan_keys._REFINER.items()})
+        aliases.update(_split(f"{src}.self_attn_qkv",
+                              tuple(f"{dst}.attn.to_{x}" for x in "qkv"), (dim,) * 3))
+    for i in range(config["num_layers"]):
+        src, dst = f"double_blocks.{i}", f"transformer_blocks.{i}"
+        aliases.update({_flat(f"{src}.{source}"): [Part(f"{dst}.{target}")]
+                        for source, target in {**hunyuan_keys._DOUBLE,
+                                               **hunyuan_keys._DOUBLE_NORMS}.items()})
+        for stream, targets in hunyuan_keys._DOUBLE_QKV.items():
+            aliases.update(_split(f"{src}.{stream}_qkv", tuple(f"{dst}.{t}" for t in targets),
+                                  (dim,) * 3))
+    for i in range(config["num_single_layers"]):
+        src, dst = f"single_blocks.{i}", f"single_transformer_blocks.{i}"
+        aliases.update({_flat(f"{src}.{source}"): [Part(f"{dst}.{target}")] for source, target
+                        in (("linear2", "proj_out"), ("modulation.linear", "norm.linear"),
+                            ("q_norm", "attn.norm_q"), ("k_norm", "attn.norm_k"))})
+        mlp = shapes[f"{dst}.proj_mlp"][0]
+        aliases.update(_split(f"{src}.linear1", tuple(
+            f"{dst}.{t}" for t in hunyuan_keys._SINGLE_SPLIT), (dim, dim, dim, mlp)))
     return aliases
 
 
@@ -155,18 +197,52 @@ def _krea2(shapes: dict[str, tuple[int, ...]]) -> dict[str, list[Part]]:
     return aliases
 
 
+def _lumina2(config: dict[str, Any]) -> dict[str, list[Part]]:
+    """Lumina 2's original names (Alpha-VLLM's NextDiT: ComfyUI's and diffusion-pipe's
+    LoRAs): the fused attention.qkv split by rows into q and the narrower k and v,
+    attention.out, feed_forward.w1-3, adaLN_modulation.1, the embedders and final layer, as
+    the single-file loader renames them. diffusers:
+    `_convert_non_diffusers_lumina2_lora_to_diffusers` (its split fixed at 2304 / 768)."""
+    dim = config["hidden_size"]
+    kv = config["num_kv_heads"] * dim // config["num_attention_heads"]
+    originals = ["x_embedder", "t_embedder.mlp.0", "t_embedder.mlp.2", "cap_embedder.1",
+                 "final_layer.linear", "final_layer.adaLN_modulation.1"]
+    aliases = {}
+    for stack, count in (("layers", config["num_layers"]),
+                         ("noise_refiner", config["num_refiner_layers"]),
+                         ("context_refiner", config["num_refiner_layers"])):
+        for i in range(count):
+            block = f"{stack}.{i}"
+            originals += [f"{block}.attention.out", f"{block}.feed_forward.w1",
+                          f"{block}.feed_forward.w2", f"{block}.feed_forward.w3"]
+            if stack != "context_refiner":  # its blocks are unmodulated
+                originals.append(f"{block}.adaLN_modulation.1")
+            aliases.update(_split(f"{block}.attention.qkv", tuple(
+                f"{block}.attn.{t}" for t in ("to_q", "to_k", "to_v")), (dim, kv, kv)))
+    for original in originals:
+        # the single-file loader's renaming, of a weight's name
+        target = lumina2_file._target(f"{original}.weight").removesuffix(".weight")
+        aliases[_flat(original)] = [Part(target)]
+    return aliases
+
+
 def dit_aliases(model: Any, shapes: dict[str, tuple[int, ...]]) -> dict[str, list[Part]]:
-    """Kohya's flat name -> the parts it patches, for a FLUX, SD3, Z-Image, Wan or Krea 2
-    transformer (`shapes`: module path -> weight shape); empty for other models (FLUX.2's,
-    Kandinsky 5's). Parts whose module the model lacks (schnell's guidance embedder, SD3
-    blocks without dual attention, Wan 2.1 T2V's image projections) are left out."""
+    """Kohya's flat name -> the parts it patches, for a FLUX, SD3, Z-Image, Lumina 2, Wan,
+    Krea 2, HunyuanVideo or HunyuanImage 2.1 transformer (`shapes`: module path -> weight shape);
+    empty for other models (FLUX.2's, Kandinsky 5's). Parts whose module the model lacks
+    (schnell's guidance embedder, SD3 blocks without dual attention, Wan 2.1 T2V's image
+    projections) are left out."""
     config = model.config
     if "timestep_guidance_channels" in config:  # FLUX.2: no kohya names known yet
         return {}
-    if "num_single_layers" in config:
+    if "num_single_layers" in config and "num_refiner_layers" in config:
+        aliases = _hunyuan(shapes, config)  # before FLUX.1's, whose block names it shares
+    elif "num_single_layers" in config:
         aliases = _flux(shapes, config)
     elif "caption_projection_dim" in config:
         aliases = _sd3(config)
+    elif "cap_feat_dim" in config and "num_kv_heads" in config:
+        aliases = _lumina2(config)  # before Z-Image's, whose caption width it shares
     elif "cap_feat_dim" in config:
         aliases = _zimage(config)
     elif "freq_dim" in config and "text_dim" in config:

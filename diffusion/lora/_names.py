@@ -14,11 +14,12 @@ Spellings in the table:
   two): the model's own paths, and the same behind `text_model.` (transformers'
   `text_model.encoder.layers.N...`, kohya's and diffusers' spelling).
 - a DiT transformer (a flow or video model's): diffusers' module paths; for FLUX.1, SD3,
-  Z-Image, Wan and Krea 2 also their original checkpoints' paths, which kohya's, ComfyUI's
-  and musubi-tuner's LoRAs use (BFL's, Stability's, Z-Image's, Wan's, Krea 2's:
-  `_dit_names.dit_aliases`). Those that patch one layer whole are in `name_table`; a fused
-  projection split over several layers (FLUX.1's and SD3's qkv, FLUX.1's single-block
-  linear1, Z-Image's attention qkv) or an adaLN with swapped halves is in `part_table`.
+  Z-Image, Wan, Krea 2, HunyuanVideo and HunyuanImage 2.1 also their original checkpoints'
+  paths, which kohya's, ComfyUI's and musubi-tuner's LoRAs use (BFL's, Stability's,
+  Z-Image's, Wan's, Krea 2's, Tencent's: `_dit_names.dit_aliases`). Those that patch one
+  layer whole are in `name_table`; a fused projection split over several layers (FLUX.1's
+  and SD3's qkv, FLUX.1's single-block linear1, Z-Image's attention qkv) or an adaLN with
+  swapped halves is in `part_table`.
 Weights patched: every linear (2-D), conv (4-D) and norm (1-D, LyCORIS's `w_norm`) weight,
 GGUF-quantized and --int8 ones too.
 """

@@ -41,7 +41,7 @@ from .layers import Place, ProjOutPlace
 from .step_cache import BranchCache, run_blocks
 from .transformer_ops import cast, kept, rope_tables
 
-__all__ = ["HunyuanVideo15Transformer3DModel"]
+__all__ = ["HunyuanVideo15Transformer3DModel", "VideoPatches"]
 
 _DEFAULTS: dict[str, Any] = {
     "in_channels": 65, "out_channels": 32, "num_attention_heads": 16, "attention_head_dim": 128,
@@ -106,7 +106,57 @@ class ImageProjection(nn.Module):
         return self.norm_out(self.linear_2(self.linear_1.gelu(self.norm_in(x))))
 
 
-class HunyuanVideo15Transformer3DModel(ProjOutPlace, nn.Module):
+class VideoPatches(ProjOutPlace):
+    """HunyuanVideo's transformers' (1.0's, 1.5's) latents (B, C, T, H, W) as 3D patches and
+    back, and their rotary tables over (frames, rows, columns); `config` holds `patch` (pt,
+    ph, pw), `in_channels`, `out_channels`, `rope_axes_dim` and `rope_theta`."""
+
+    config: dict[str, Any]
+    _tables: dict[tuple[Any, ...], tuple[Tensor, Tensor]]
+
+    def rotary(self, grid: tuple[int, int, int], text_length: int) -> tuple[Tensor, Tensor]:
+        """cos/sin tables for text_length text tokens (position 0 on every axis: no rotation)
+        then the frames x rows x columns patches at (frame, row, column), kept on the device
+        per size. diffusers: `HunyuanVideo15RotaryPosEmbed` (float32 frequencies; ours
+        float64, then float32)."""
+        def make() -> tuple[Tensor, Tensor]:
+            axes = np.meshgrid(*(np.arange(n) for n in grid), indexing="ij")
+            ids = np.concatenate([np.zeros((text_length, 3)),
+                                  np.stack(axes, -1).reshape(-1, 3)])
+            return rope_tables(ids, self.config["rope_axes_dim"], self.config["rope_theta"],
+                               device=self.device)
+        return kept(self._tables, (grid, text_length, self.device), make)
+
+    def _latents(self, hidden_states: Any) -> tuple[Tensor, tuple[int, int, int]]:
+        """The latents' patches (B, L, C * pt * ph * pw) (C, pt, ph, pw flattened, as the
+        Conv3d's weight) and the patch grid; ValueError for latents that do not fit.
+        diffusers: the patch embedding's Conv3d input."""
+        x = hidden_states if isinstance(hidden_states, Tensor) else asarray(
+            np.asarray(hidden_states), device=self.device)
+        (pt, ph, pw), channels = self.config["patch"], self.config["in_channels"]
+        if x.ndim != 5 or x.shape[1] != channels or x.shape[2] % pt or x.shape[3] % ph \
+                or x.shape[4] % pw:
+            raise ValueError(f"hidden_states must be (batch, {channels}, frames, H, W) latents "
+                             f"(with their condition channels where the model takes them), "
+                             f"frames a multiple of {pt}, H of {ph} and W of {pw}, got shape "
+                             f"{x.shape}")
+        batch = x.shape[0]
+        grid = (x.shape[2] // pt, x.shape[3] // ph, x.shape[4] // pw)
+        patches = permute(cast(x, self.dtype).reshape(
+            batch, channels, grid[0], pt, grid[1], ph, grid[2], pw), (0, 2, 4, 6, 1, 3, 5, 7))
+        return patches.reshape(batch, math.prod(grid), channels * pt * ph * pw), grid
+
+    def _unpatched(self, out: Tensor, grid: tuple[int, int, int]) -> Tensor:
+        """proj_out's (B, L, out_channels * pt * ph * pw) patches back to (B, out_channels,
+        T, H, W). diffusers: the reshape and permute ending the transformers' forward."""
+        (pt, ph, pw), out_channels = self.config["patch"], self.config["out_channels"]
+        out = permute(out.reshape(out.shape[0], *grid, out_channels, pt, ph, pw),
+                      (0, 4, 1, 5, 2, 6, 3, 7))
+        return out.reshape(out.shape[0], out_channels, grid[0] * pt, grid[1] * ph,
+                           grid[2] * pw)
+
+
+class HunyuanVideo15Transformer3DModel(VideoPatches, nn.Module):
     """Latents with their condition channels (B, in_channels, T, H, W) and the prompt's,
     glyph's and image's states -> the velocity (B, out_channels, T, H, W), diffusers' layout.
 
@@ -140,19 +190,6 @@ class HunyuanVideo15Transformer3DModel(ProjOutPlace, nn.Module):
         self.norm_out = AdaLayerNormContinuous(dim, place)
         self.proj_out = nn.Linear(dim, math.prod(cfg["patch"]) * cfg["out_channels"], **place)
         self._tables: dict[tuple[Any, ...], tuple[Tensor, Tensor]] = {}
-
-    def rotary(self, grid: tuple[int, int, int], text_length: int) -> tuple[Tensor, Tensor]:
-        """cos/sin tables for text_length text tokens (position 0 on every axis: no rotation)
-        then the frames x rows x columns patches at (frame, row, column), kept on the device
-        per size. diffusers: `HunyuanVideo15RotaryPosEmbed` (float32 frequencies; ours
-        float64, then float32)."""
-        def make() -> tuple[Tensor, Tensor]:
-            axes = np.meshgrid(*(np.arange(n) for n in grid), indexing="ij")
-            ids = np.concatenate([np.zeros((text_length, 3)),
-                                  np.stack(axes, -1).reshape(-1, 3)])
-            return rope_tables(ids, self.config["rope_axes_dim"], self.config["rope_theta"],
-                               device=self.device)
-        return kept(self._tables, (grid, text_length, self.device), make)
 
     def _host(self, values: Any, batch: int, name: str) -> np.ndarray | None:
         """A (B,) conditioning input as host values of the model's dtype (a scalar for every
@@ -222,23 +259,6 @@ class HunyuanVideo15Transformer3DModel(ProjOutPlace, nn.Module):
         plan = join_plan(parts, batch, self.device)
         return PromptText(batch, refiner, prefix, plan, real if plan is None else plan.real)
 
-    def _latents(self, hidden_states: Any) -> tuple[Tensor, tuple[int, int, int]]:
-        """The latents' patches (B, L, C * pt * ph * pw) (C, pt, ph, pw flattened, as the
-        Conv3d's weight) and the patch grid; ValueError for latents that do not fit."""
-        x = hidden_states if isinstance(hidden_states, Tensor) else asarray(
-            np.asarray(hidden_states), device=self.device)
-        (pt, ph, pw), channels = self.config["patch"], self.config["in_channels"]
-        if x.ndim != 5 or x.shape[1] != channels or x.shape[2] % pt or x.shape[3] % ph \
-                or x.shape[4] % pw:
-            raise ValueError(f"hidden_states must be (batch, {channels}, frames, H, W) latents "
-                             f"with their condition channels, frames a multiple of {pt}, H of "
-                             f"{ph} and W of {pw}, got shape {x.shape}")
-        batch = x.shape[0]
-        grid = (x.shape[2] // pt, x.shape[3] // ph, x.shape[4] // pw)
-        patches = permute(cast(x, self.dtype).reshape(
-            batch, channels, grid[0], pt, grid[1], ph, grid[2], pw), (0, 2, 4, 6, 1, 3, 5, 7))
-        return patches.reshape(batch, math.prod(grid), channels * pt * ph * pw), grid
-
     def forward(self, hidden_states: Any, timestep: Any, encoder_hidden_states: Any,
                 encoder_attention_mask: Any, timestep_r: Any = None,
                 encoder_hidden_states_2: Any = None, encoder_attention_mask_2: Any = None,
@@ -297,8 +317,4 @@ class HunyuanVideo15Transformer3DModel(ProjOutPlace, nn.Module):
 
         x = run_blocks(cache, x, context, head, tail, probe if blocks else None)
         # 3. final modulated norm and projection; patches back to (B, C, T, H, W)
-        out = self.proj_out(self.norm_out(x, temb, activated))
-        (pt, ph, pw), out_channels = cfg["patch"], cfg["out_channels"]
-        out = permute(out.reshape(batch, *grid, out_channels, pt, ph, pw),
-                      (0, 4, 1, 5, 2, 6, 3, 7))
-        return out.reshape(batch, out_channels, grid[0] * pt, grid[1] * ph, grid[2] * pw)
+        return self._unpatched(self.proj_out(self.norm_out(x, temb, activated)), grid)

@@ -34,7 +34,7 @@ from .step_cache import BranchCache, run_blocks
 from .transformer_ops import cast, kept, rope_tables
 from .wan_embeddings import PatchEmbedding
 
-__all__ = ["HunyuanImageTransformer2DModel"]
+__all__ = ["DualStreamTransformer", "HunyuanImageTransformer2DModel"]
 
 _DEFAULTS: dict[str, Any] = {
     "in_channels": 64, "out_channels": 64, "num_attention_heads": 28, "attention_head_dim": 128,
@@ -99,7 +99,88 @@ class TimeGuidanceEmbedding(nn.Module):
         return temb
 
 
-class HunyuanImageTransformer2DModel(ProjOutPlace, nn.Module):
+class DualStreamTransformer(ProjOutPlace, nn.Module):
+    """What HunyuanImage 2.1's and HunyuanVideo's transformers share: the text stream of the
+    refined prompt (`prepare_text`, made once per prompt) and FLUX's double- then
+    single-stream blocks, the final modulated norm and projection (`denoise`)."""
+
+    config: dict[str, Any]
+    context_embedder: TokenRefiner
+    context_embedder_2: ByT5TextProjection | None
+    transformer_blocks: nn.ModuleList[JointTransformerBlock]
+    single_transformer_blocks: nn.ModuleList[FluxSingleTransformerBlock]
+    norm_out: AdaLayerNormContinuous
+
+    def prepare_text(self, states: Any, mask: Any, glyph: Any = None, glyph_mask: Any = None
+                     ) -> PromptText:
+        """A prompt batch's part of every step that no timestep changes, made once per
+        prompt (forward takes it as encoder_hidden_states): the kept tokens of states (B,
+        L, text_embed_dim) (mask (B, L) nonzero for them) projected for the refiner, and
+        their mean; the glyph's, ByT5's glyph (B, L2, text_embed_2_dim) with glyph_mask,
+        projected where the model has its projection."""
+        states = device_states(states, self.dtype, self.device, "encoder_hidden_states")
+        batch = states.shape[0]
+        rows = kept_tokens(mask, batch, states.shape[1], "encoder_attention_mask")
+        if any(len(r) == 0 for r in rows):
+            raise ValueError("encoder_attention_mask keeps no token of a prompt; the template's "
+                             "tokens are always kept: pass the text encoder's mask")
+        # a padding token 0 is kept: diffusers' refiner lets every query see it
+        first_padding = np.array([r[0] != 0 for r in rows])
+        rows = [np.concatenate([[0], r]) if pad else r for r, pad in zip(rows, first_padding)]
+        tokens, real = gather_tokens(states, rows)
+        refiner = self.context_embedder.prepare(tokens, real, first_padding)
+        if first_padding.any():
+            real = np.ones(tokens.shape[:2], bool) if real is None else real
+            real[:, 0] &= ~first_padding
+        parts, projected = [(tokens.shape[1], real)], None
+        if self.context_embedder_2 is not None and glyph is not None:
+            glyph_tokens = glyph_part(self.context_embedder_2, glyph, glyph_mask, batch,
+                                      self.dtype, self.device)
+            if glyph_tokens is not None:
+                projected = glyph_tokens[0]
+                parts.insert(0, (projected.shape[1], glyph_tokens[1]))
+        plan = join_plan(parts, batch, self.device)
+        return PromptText(batch, refiner, projected, plan, real if plan is None else plan.real)
+
+    def _text(self, text: PromptText, timestep: np.ndarray) -> Tensor:
+        """The text stream (B, T, dim): the prompt's tokens refined at `timestep`, joined
+        after the glyph's where it has them."""
+        return text.stream(self.context_embedder(text.refiner, timestep))
+
+    def denoise(self, x: Tensor, context: Tensor, temb: Tensor, tables: tuple[Tensor, Tensor],
+                mask: Tensor | None, cache: BranchCache | None) -> Tensor:
+        """The patches x (B, N, dim) and text stream context (B, T, dim) through the blocks
+        at temb (B, dim), `tables` the rotary tables of the text then the patches, `mask`
+        the key mask (None: all real); `cache`: a step cache branch. Returns proj_out's
+        (B, N, patch volume x out_channels)."""
+        text_length = context.shape[1]
+        activated = nn.silu(temb)  # every adaLN's input, once
+        # double-stream blocks, then one stream of text + image tokens (the first block
+        # apart: a step cache decides after it whether the others run)
+        blocks, singles = list(self.transformer_blocks), list(self.single_transformer_blocks)
+
+        def head(x: Tensor, context: Tensor) -> tuple[Tensor, Tensor]:
+            if not blocks:
+                return x, context
+            x, context = blocks[0](x, context, temb, tables, activated=activated, mask=mask)
+            return x, context
+
+        def tail(x: Tensor, context: Tensor) -> Tensor:
+            for block in blocks[1:]:
+                x, context = block(x, context, temb, tables, activated=activated, mask=mask)
+            x = concatenate([context, x], axis=1)
+            for single in singles:
+                x = single(x, temb, tables, activated=activated, mask=mask)
+            return take_slice(x, text_length, x.shape[1], axis=1)
+
+        def probe(x: Tensor) -> Tensor:
+            return blocks[0].modulated_input(x, temb)
+
+        x = run_blocks(cache, x, context, head, tail, probe if blocks else None)
+        return self.proj_out(self.norm_out(x, temb, activated))
+
+
+class HunyuanImageTransformer2DModel(DualStreamTransformer):
     """Latents (B, in_channels, H, W) and the prompt's states -> the velocity (B,
     out_channels, H, W), diffusers' layout.
 
@@ -177,42 +258,6 @@ class HunyuanImageTransformer2DModel(ProjOutPlace, nn.Module):
         return t, self.time_guidance_embed(t, self._host(timestep_r, batch, "timestep_r"),
                                            self._host(guidance, batch, "guidance"), self.device)
 
-    def prepare_text(self, states: Any, mask: Any, glyph: Any = None, glyph_mask: Any = None
-                     ) -> PromptText:
-        """A prompt batch's part of every step that no timestep changes, made once per
-        prompt (forward takes it as encoder_hidden_states): the kept tokens of states (B,
-        L, text_embed_dim) (mask (B, L) nonzero for them) projected for the refiner, and
-        their mean; the glyph's, ByT5's glyph (B, L2, text_embed_2_dim) with glyph_mask,
-        projected where the model has its projection."""
-        states = device_states(states, self.dtype, self.device, "encoder_hidden_states")
-        batch = states.shape[0]
-        rows = kept_tokens(mask, batch, states.shape[1], "encoder_attention_mask")
-        if any(len(r) == 0 for r in rows):
-            raise ValueError("encoder_attention_mask keeps no token of a prompt; the template's "
-                             "tokens are always kept: pass the text encoder's mask")
-        # a padding token 0 is kept: diffusers' refiner lets every query see it
-        first_padding = np.array([r[0] != 0 for r in rows])
-        rows = [np.concatenate([[0], r]) if pad else r for r, pad in zip(rows, first_padding)]
-        tokens, real = gather_tokens(states, rows)
-        refiner = self.context_embedder.prepare(tokens, real, first_padding)
-        if first_padding.any():
-            real = np.ones(tokens.shape[:2], bool) if real is None else real
-            real[:, 0] &= ~first_padding
-        parts, projected = [(tokens.shape[1], real)], None
-        if self.context_embedder_2 is not None and glyph is not None:
-            glyph_tokens = glyph_part(self.context_embedder_2, glyph, glyph_mask, batch,
-                                      self.dtype, self.device)
-            if glyph_tokens is not None:
-                projected = glyph_tokens[0]
-                parts.insert(0, (projected.shape[1], glyph_tokens[1]))
-        plan = join_plan(parts, batch, self.device)
-        return PromptText(batch, refiner, projected, plan, real if plan is None else plan.real)
-
-    def _text(self, text: PromptText, timestep: np.ndarray) -> Tensor:
-        """The text stream (B, T, dim): the prompt's tokens refined at `timestep`, joined
-        after the glyph's where it has them."""
-        return text.stream(self.context_embedder(text.refiner, timestep))
-
     def forward(self, hidden_states: Any, timestep: Any, encoder_hidden_states: Any,
                 encoder_attention_mask: Any, timestep_r: Any = None,
                 encoder_hidden_states_2: Any = None, encoder_attention_mask_2: Any = None,
@@ -248,34 +293,10 @@ class HunyuanImageTransformer2DModel(ProjOutPlace, nn.Module):
         patches = permute(cast(x, self.dtype).reshape(batch, channels, rows, ph, columns, pw),
                           (0, 2, 4, 1, 3, 5)).reshape(batch, rows * columns, channels * ph * pw)
         x = self.x_embedder(patches)
-        text_length = context.shape[1]
-        mask = text.key_mask(rows * columns, self.device)
-        tables = self.rotary(rows, columns, text_length)
-        activated = nn.silu(temb)  # every adaLN's input, once
-        # 2. double-stream blocks, then one stream of text + image tokens (the first block
-        # apart: a step cache decides after it whether the others run)
-        blocks, singles = list(self.transformer_blocks), list(self.single_transformer_blocks)
-
-        def head(x: Tensor, context: Tensor) -> tuple[Tensor, Tensor]:
-            if not blocks:
-                return x, context
-            x, context = blocks[0](x, context, temb, tables, activated=activated, mask=mask)
-            return x, context
-
-        def tail(x: Tensor, context: Tensor) -> Tensor:
-            for block in blocks[1:]:
-                x, context = block(x, context, temb, tables, activated=activated, mask=mask)
-            x = concatenate([context, x], axis=1)
-            for single in singles:
-                x = single(x, temb, tables, activated=activated, mask=mask)
-            return take_slice(x, text_length, x.shape[1], axis=1)
-
-        def probe(x: Tensor) -> Tensor:
-            return blocks[0].modulated_input(x, temb)
-
-        x = run_blocks(cache, x, context, head, tail, probe if blocks else None)
-        # 3. final modulated norm and projection; patches back to (B, C, H, W)
-        out = self.proj_out(self.norm_out(x, temb, activated))
+        tables = self.rotary(rows, columns, context.shape[1])
+        # 2. the blocks; patches back to (B, C, H, W)
+        out = self.denoise(x, context, temb, tables, text.key_mask(rows * columns, self.device),
+                           cache)
         out_channels = out.shape[2] // (ph * pw)
         return permute(out.reshape(batch, rows, columns, out_channels, ph, pw),
                        (0, 3, 1, 4, 2, 5)).reshape(batch, out_channels, height, width)

@@ -25,6 +25,10 @@ its MLP writes scaled until the stream passes 65504 (each write below it), float
 keep the states to float16 error this way; a float16 stream cannot hold them at all. One
 projection's output is still float16 and would overflow past 65504 on its own: whether any of
 Qwen3-4B's does is for a run with its real weights to show (float32 weights avoid it).
+
+Llama ("llama": llava-llama-3-8b's language model, HunyuanVideo's encoder) is Mistral's layers
+with the config's biases; its rope may carry Llama 3.1's "llama3" scaling (long wavelengths
+slowed by the factor, short ones kept, those between blended).
 """
 
 from __future__ import annotations
@@ -56,6 +60,8 @@ _ARCHITECTURES: dict[str, Architecture] = {
     "qwen3": Architecture(True, None, None),
     "qwen2": Architecture(False, True, False),
     "mistral": Architecture(False, False, False),
+    # Llama 3 (HunyuanVideo's llava-llama-3-8b language model): the config's biases
+    "llama": Architecture(False, None, None),
     # Qwen2.5-VL's language model (Qwen-Image's encoder): Qwen2's layers
     "qwen2_5_vl_text": Architecture(False, True, False, head_dim_key=False),
     # Qwen3-VL's language model (Qwen-Image 2.1's encoder): Qwen3's layers
@@ -81,11 +87,13 @@ _GEMMA2_DEFAULTS: dict[str, Any] = {
 _TYPE_DEFAULTS = {"gemma3_text": _GEMMA3_DEFAULTS, "gemma2": _GEMMA2_DEFAULTS}
 
 
-def _rope(cfg: dict[str, Any], layer_type: str) -> tuple[float, float]:
-    """(rotary base, linear scaling factor) of a layer type's rotary embedding: transformers
-    5 nests them in `rope_parameters` (Gemma 3 one entry per layer type), older configs give
-    `rope_theta` / `rope_local_base_freq` and `rope_scaling` (Gemma 3: the global layers');
-    another scaled rope type (YaRN, dynamic, ...) is refused."""
+def _rope(cfg: dict[str, Any], layer_type: str) -> tuple[float, tuple[float, ...]]:
+    """(rotary base, scaling) of a layer type's rotary embedding, the scaling (factor,) for
+    linear scaling (1 for none), (factor, low_freq_factor, high_freq_factor,
+    original_max_position_embeddings) for Llama 3.1's "llama3": transformers 5 nests them in
+    `rope_parameters` (Gemma 3 one entry per layer type), older configs give `rope_theta` /
+    `rope_local_base_freq` and `rope_scaling` (Gemma 3: the global layers'); another scaled
+    rope type (YaRN, dynamic, ...) is refused."""
     params = cfg.get("rope_parameters") or {}
     if isinstance(params.get(layer_type), dict):
         params = params[layer_type]
@@ -96,11 +104,31 @@ def _rope(cfg: dict[str, Any], layer_type: str) -> tuple[float, float]:
     kind = params.get("rope_type", params.get("type", "default"))
     # Qwen2.5-VL's and Qwen3-VL's multimodal RoPE give a text token the same position on its
     # three axes, which is the default rotation: prompts of text alone run as such
-    if kind not in ("default", "mrope", "linear"):
+    if kind not in ("default", "mrope", "linear", "llama3"):
         raise ValueError(f"rope type {kind!r} is not supported by this text encoder; it "
-                         "implements the 'default' and 'linear' rotary embeddings")
-    factor = float(params.get("factor", 1.0)) if kind == "linear" else 1.0
-    return float(params.get("rope_theta", cfg["rope_theta"])), factor
+                         "implements the 'default', 'linear' and 'llama3' rotary embeddings")
+    theta = float(params.get("rope_theta", cfg["rope_theta"]))
+    if kind == "llama3":
+        return theta, (float(params["factor"]), float(params["low_freq_factor"]),
+                       float(params["high_freq_factor"]), float(params.get(
+                           "original_max_position_embeddings", cfg["max_position_embeddings"])))
+    return theta, (float(params.get("factor", 1.0)) if kind == "linear" else 1.0,)
+
+
+def _scaled_frequencies(inv_freq: np.ndarray, scaling: tuple[float, ...]) -> np.ndarray:
+    """inv_freq (float32) under `_rope`'s scaling: divided by the linear factor; "llama3":
+    wavelengths past original / low_freq_factor divided by the factor, those under original /
+    high_freq_factor kept, those between blended by where they fall. transformers:
+    `_compute_llama3_parameters` (in float32, as here)."""
+    if len(scaling) == 1:
+        return (inv_freq / np.float32(scaling[0])).astype(np.float32)
+    factor, low, high, original = (np.float32(v) for v in scaling)
+    wavelength = np.float32(2 * math.pi) / inv_freq
+    scaled = np.where(wavelength > original / low, inv_freq / factor, inv_freq)
+    smooth = (original / wavelength - low) / (high - low)
+    blended = (1 - smooth) * scaled / factor + smooth * scaled
+    between = (wavelength >= original / high) & (wavelength <= original / low)
+    return np.where(between, blended, scaled).astype(np.float32)
 
 
 def _layer_types(cfg: dict[str, Any], gemma: bool) -> list[str]:
@@ -154,6 +182,9 @@ class LLMTextModel(nn.Module):
         if cfg["hidden_act"] not in ACTIVATIONS:
             raise ValueError(f"hidden_act {cfg['hidden_act']!r} is not supported; the LLM "
                              f"text encoder implements {sorted(ACTIVATIONS)}")
+        if cfg.get("mlp_bias"):
+            raise ValueError("mlp_bias (biases on the MLP's projections) is not supported; "
+                             "this encoder implements bias-free MLPs")
         if not kind.head_dim_key or not cfg.get("head_dim"):
             cfg["head_dim"] = cfg["hidden_size"] // cfg["num_attention_heads"]
         cfg.setdefault("num_key_value_heads", cfg["num_attention_heads"])
@@ -161,7 +192,7 @@ class LLMTextModel(nn.Module):
             raise ValueError(f"num_attention_heads {cfg['num_attention_heads']} is not a "
                              f"multiple of num_key_value_heads {cfg['num_key_value_heads']}")
         types = _layer_types(cfg, kind.gemma)
-        # the rotary embeddings (base, linear factor), and which one each layer turns by
+        # the rotary embeddings (base, scaling), and which one each layer turns by
         ropes = {kind_: _rope(cfg, kind_) for kind_ in dict.fromkeys(types)}
         self.ropes = list(dict.fromkeys(ropes.values()))
         self.rope_of = [self.ropes.index(ropes[kind_]) for kind_ in types]
@@ -185,18 +216,18 @@ class LLMTextModel(nn.Module):
                ) -> tuple[Tensor, Tensor]:
         """cos/sin (L, 1, head_dim) for positions 0..L-1 in the LLMs' half layout, in float32
         as transformers' `Qwen3RotaryEmbedding` computes them; `rope`: which of the model's
-        rotary embeddings (`ropes`, Gemma's local and global ones), its frequencies divided
-        by its linear factor. `positions` (3, L): Qwen2.5-VL's
+        rotary embeddings (`ropes`, Gemma's local and global ones), its frequencies scaled
+        as its config says (linear or "llama3"). `positions` (3, L): Qwen2.5-VL's
         multimodal positions (time, row, column) instead, each axis turning its section of
         the frequencies (the config's `mrope_section`, cycled over the three axes) as
         transformers' `Qwen2_5_VLRotaryEmbedding`; Qwen3-VL's axes interleaved (frequency i
         turned by the row when i % 3 == 1 and i < 3 * section[1], by the column when i % 3
         == 2 and i < 3 * section[2], else by time), as `Qwen3VLTextRotaryEmbedding`."""
         dim = self.config["head_dim"]
-        theta, factor = self.ropes[rope]
-        inv_freq = (np.float32(1.0) / np.float32(theta) ** (
-            np.arange(0, dim, 2).astype(np.float32) / np.float32(dim))).astype(np.float32)
-        inv_freq = (inv_freq / np.float32(factor)).astype(np.float32)
+        theta, scaling = self.ropes[rope]
+        inv_freq = _scaled_frequencies((np.float32(1.0) / np.float32(theta) ** (
+            np.arange(0, dim, 2).astype(np.float32) / np.float32(dim))).astype(np.float32),
+            scaling)
         if positions is None:
             angle = np.outer(np.arange(length, dtype=np.float32), inv_freq).astype(np.float32)
         else:
@@ -221,10 +252,10 @@ class LLMTextModel(nn.Module):
 
     def multimodal_hidden_states(self, embeddings: Tensor, positions: np.ndarray, *,
                                  final_norm: bool = True, added: Sequence[Tensor] = (),
-                                 at: Any = None) -> Tensor:
-        """The last hidden states (1, L, hidden_size) float32 of one unpadded sequence given
-        as its input embeddings (1, L, hidden_size) float32 (a picture's vision tokens in
-        place of its pad tokens' embeddings) at multimodal positions (3, L). `added`: Tensors
+                                 at: Any = None, attention_mask: Any = None) -> Tensor:
+        """The last hidden states (1, L, hidden_size) float32 of one sequence given as its
+        input embeddings (1, L, hidden_size) float32 (a picture's vision tokens in place of
+        its pad tokens' embeddings) at multimodal positions (3, L). `added`: Tensors
         added to the outputs of the first len(added) layers (Qwen3-VL's deepstack features):
         (1, L, hidden_size) float32 each, zero away from the picture's tokens; or, with `at`
         the n distinct positions (integers in [0, L)) of the picture's tokens, only their rows,
@@ -234,7 +265,8 @@ class LLMTextModel(nn.Module):
         image_grid_thw=, output_hidden_states=True).hidden_states[-1]`
         (`Qwen3VLTextModel(inputs_embeds=, visual_pos_masks=, deepstack_visual_embeds=)`
         with `added`, `at` = `visual_pos_masks`' True places); `final_norm` as
-        `hidden_states`'."""
+        `hidden_states`'; `attention_mask` (1, L): the keys attended to (1), padding (0) left
+        out of every token's attention, as `hidden_states`' (LongCat-Image-Edit's prompt)."""
         length = embeddings.shape[1]
         if embeddings.ndim != 3 or embeddings.shape[0] != 1 or np.shape(positions) != (
                 3, length):
@@ -248,8 +280,12 @@ class LLMTextModel(nn.Module):
                              f"{shape}, got {[a.shape for a in added]}")
         if at is not None:  # as rows (none: nothing to add)
             added = [a.reshape(*shape) for a in added] if index is not None else []
-        keep = self._keep(np.ones((1, length), bool), embeddings.device)
-        return self._run(cast(embeddings, np.float32), [self.rotary(length, positions)], keep,
+        keep = (np.ones((1, length), bool) if attention_mask is None
+                else np.asarray(attention_mask).astype(bool))
+        if keep.shape != (1, length):
+            raise ValueError(f"attention_mask must be (1, {length}), got {keep.shape}")
+        return self._run(cast(embeddings, np.float32), [self.rotary(length, positions)],
+                         self._keep(keep, embeddings.device),
                          [count], final_norm, added, index)[0]
 
     @staticmethod

@@ -23,6 +23,7 @@ from .layers import Place, ProjOutPlace
 from .ltx2_blocks import LTX2VideoTransformerBlock, Stream
 from .ltx2_rope import Rotary, audio_coords, rope_tables, video_coords
 from .ltx2_time import AdaLayerNormSingle, timestep_runs
+from .step_cache import BranchCache, run_blocks
 from .transformer_ops import Modulation, cast, kept
 from .wan_blocks import by_segment, joined
 from .wan_embeddings import TextProjection
@@ -221,7 +222,8 @@ class LTX2VideoTransformer3DModel(ProjOutPlace, nn.Module):
                 spatio_temporal_guidance_blocks: list[int] | None = None,
                 perturbation_mask: Any = None, use_cross_timestep: bool = False,
                 video_self_attention_mask: Any = None, video_keyframes_mask: Any = None, *,
-                context: tuple[Tensor, Tensor] | None = None) -> tuple[Tensor, Tensor]:
+                context: tuple[Tensor, Tensor] | None = None,
+                cache: BranchCache | None = None) -> tuple[Tensor, Tensor]:
         """diffusers' forward (its names and meanings; host arrays for the timesteps, sigmas,
         masks and coords): hidden_states (B, Lv, in_channels) with Lv = num_frames * height *
         width latent patches (or video_coords (B, 3, Lv, 2) given), audio_hidden_states
@@ -229,7 +231,9 @@ class LTX2VideoTransformer3DModel(ProjOutPlace, nn.Module):
         timestep (B,) or (B, Lv) per token, audio_timestep (B,) or (B, La) (default:
         timestep); sigma / audio_sigma (B,) for LTX-2.3's prompt modulation and
         use_cross_timestep; the text masks (B, Lt) 1 = kept. `context`: encode_text's pair,
-        given in place of the two text states. Returns (video, audio) velocities."""
+        given in place of the two text states; `cache`: a step cache branch the blocks run
+        through (the video stream's residual decides, both streams cached). Returns (video,
+        audio) velocities."""
         batch, length, _ = hidden_states.shape
         audio_length = audio_hidden_states.shape[1]
         device, dtype = self.device, self.dtype
@@ -301,11 +305,22 @@ class LTX2VideoTransformer3DModel(ProjOutPlace, nn.Module):
             marker = np.asarray(video_keyframes_mask).reshape(batch, length, 1) > 0
             x = x + asarray(marker.astype(dtype), device=device) * \
                 self.keyframes_abs_pos_embedding
-        # 5. the blocks; STG perturbs the self-attention of its blocks (perturbed_attn models)
+        # 5. the blocks, the first apart (a step cache decides after it whether the others
+        # run); STG perturbs the self-attention of its blocks (perturbed_attn models)
         perturbed = self._perturbed(spatio_temporal_guidance_blocks, perturbation_mask)
-        for index, block in enumerate(self.transformer_blocks):
-            x, a = block(x, a, video, audio, cross_modal=not isolate_modalities,
-                         perturbed=index in perturbed)
+        blocks = list(self.transformer_blocks)
+
+        def through(streams: tuple[Tensor, Tensor], first: int, last: int
+                    ) -> tuple[Tensor, Tensor]:
+            x, a = streams
+            for index in range(first, last):
+                x, a = blocks[index](x, a, video, audio, cross_modal=not isolate_modalities,
+                                     perturbed=index in perturbed)
+            return x, a
+
+        x, a = run_blocks(cache, (x, a), None,
+                          lambda streams, _: (through(streams, 0, min(1, len(blocks))), None),
+                          lambda streams, _: through(streams, 1, len(blocks)))
         # 6. each stream's modulated norm and projection out
         return (self.proj_out(self._end(x, self.scale_shift_table, times, embedded)),
                 self.audio_proj_out(self._end(a, self.audio_scale_shift_table, audio_times,

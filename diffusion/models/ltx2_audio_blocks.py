@@ -5,16 +5,16 @@ positions, and the 2x resamplers that keep time causal."""
 
 from __future__ import annotations
 
-import math
 import typing
 from typing import Any
 
-from gpustd import Tensor, elementwise_kernel, mean, nn, take_slice
+from gpucore import Kernel
+from gpustd import Tensor, nn, take_slice
 
 from .layers import Place, to_image, to_tokens
 
 __all__ = ["AttnBlock", "CausalConv2d", "Downsample", "Norm", "ResnetBlock", "Upsample",
-           "run_as"]
+           "channel_rms_norm", "run_as"]
 
 AXES = ("none", "width", "height", "width-compatibility")
 # diffusers' LTX2AudioDownsample zero padding (left, right, top, bottom) per causal axis
@@ -22,26 +22,30 @@ _DOWN_PADS = {"none": (0, 1, 0, 1), "width": (2, 0, 0, 1), "height": (0, 1, 2, 0
               "width-compatibility": (1, 0, 0, 1)}
 
 
-@elementwise_kernel
-def _square(x):
-    return float(x) * float(x)
-
-
-@elementwise_kernel
-def _pixel_norm(x, mean_square, eps):
-    return float(x) / math.sqrt(mean_square + eps)
-
-
-@elementwise_kernel
-def _pixel_norm_silu(x, mean_square, eps):
-    y = float(x) / math.sqrt(mean_square + eps)
-    return y / (1.0 + math.exp(-y))
-
-
 def run_as(kernel: Any, like: Tensor, *args: Any) -> Tensor:
     """An elementwise kernel's one output (float math in float32), in `like`'s dtype."""
     out = typing.cast(Tensor, kernel(*args))
     return out if out.dtype == like.dtype else out.astype(like.dtype)
+
+
+def channel_rms_norm(x: Tensor, eps: float, *, silu: bool = False,
+                     modulation: tuple[Tensor, Tensor] | None = None) -> Tensor:
+    """x [N, C, *spatial] / sqrt(mean(x^2 over C) + eps) (the sum in float32), then * (1 +
+    scale) + shift (`modulation` (shift, scale), C values each of x's dtype) and SiLU where
+    asked, in one kernel (shaders/nn/channel_rms_norm.wgsl). diffusers: `LTX2AudioPixelNorm`,
+    `PerChannelRMSNorm`; torch: `x / torch.sqrt((x ** 2).mean(1, keepdim=True) + eps)`."""
+    out = Tensor.empty(x.shape, x.dtype, device=x.device)
+    if x.size == 0:
+        return out
+    channels = x.shape[1]
+    size = x.size // (x.shape[0] * channels)
+    shift, scale = modulation if modulation is not None else (x, x)  # unread: no MODULATE
+    k = Kernel.cached("nn/channel_rms_norm", types={"T": x.dtype},
+                      constants={"MODULATE": int(modulation is not None), "SILU": int(silu)})
+    pixels = x.shape[0] * size
+    k.dispatch(k.groups_for(pixels), x, shift, scale, out, n=pixels, channels=channels,
+               size=size, eps=eps)
+    return out
 
 
 class Norm(nn.Module):
@@ -55,8 +59,7 @@ class Norm(nn.Module):
     def forward(self, x: Tensor, *, silu: bool = False) -> Tensor:
         if self.group is not None:
             return self.group(x, silu=silu)
-        mean_square = mean(_square(x), axis=1, keepdims=True)
-        return run_as(_pixel_norm_silu if silu else _pixel_norm, x, x, mean_square, 1e-6)
+        return channel_rms_norm(x, 1e-6, silu=silu)
 
 
 def _pads(axis: str, kernel: int) -> tuple[tuple[int, int], tuple[int, int]]:

@@ -11,17 +11,17 @@ each temporal tap a 2D convolution over the frames as its batch."""
 from __future__ import annotations
 
 import math
-import typing
 from typing import Any
 
 import numpy as np
 
-from gpustd import Tensor, concatenate, elementwise_kernel, nn, permute, take_slice
+from gpustd import Tensor, concatenate, nn, permute, take_slice
 from gpustd.reduction import mean
 
 from .dit_layers import TimestepEmbedding
 from .hunyuan_video_vae_blocks import CausalConv3d, Conv3d
 from .layers import Place
+from .ltx2_audio_blocks import channel_rms_norm
 
 __all__ = ["DownBlock", "MidBlock", "TimeEmbedder", "UpBlock", "rms_silu"]
 
@@ -30,25 +30,11 @@ STRIDES = {"spatial": (1, 2, 2), "temporal": (2, 1, 1), "spatiotemporal": (2, 2,
            "conv": (2, 2, 2)}  # (time, height, width) of each down/upsample_type
 
 
-@elementwise_kernel
-def _square(x):
-    return float(x) * float(x)
-
-
-@elementwise_kernel
-def _rms_silu(x, mean_square, eps, scale, shift):
-    y = float(x) / math.sqrt(mean_square + eps) * (1.0 + float(scale)) + float(shift)
-    return y / (1.0 + math.exp(-y))
-
-
 def rms_silu(x: Tensor, modulation: tuple[Tensor, Tensor] | None = None) -> Tensor:
     """SiLU(x / sqrt(mean(x^2 over channels) + 1e-8) * (1 + scale) + shift) of frames
-    (T, C, H, W), `modulation` (shift, scale) each (1, C, 1, 1) or none. diffusers:
-    `nonlinearity(PerChannelRMSNorm()(x) * (1 + scale) + shift)`."""
-    mean_square = mean(_square(x), axis=1, keepdims=True)
-    shift, scale = modulation if modulation is not None else (0.0, 0.0)
-    out = typing.cast(Tensor, _rms_silu(x, mean_square, _EPS, scale, shift))
-    return out.astype(x.dtype) if out.dtype != x.dtype else out
+    (T, C, H, W), `modulation` (shift, scale) each (1, C, 1, 1) or none, in one kernel.
+    diffusers: `nonlinearity(PerChannelRMSNorm()(x) * (1 + scale) + shift)`."""
+    return channel_rms_norm(x, _EPS, silu=True, modulation=modulation)
 
 
 class TimeEmbedder(nn.Module):

@@ -1,7 +1,7 @@
 """LTX-2 vocoder layers (diffusers' pipelines/ltx2/vocoder.py names) on (B, C, L) signals:
 SnakeBeta, the anti-aliased activation around it (2x upsampling by a Kaiser-windowed sinc,
-the activation, the same low-pass and 2x downsampling), HiFi-GAN residual blocks, and the
-upsamplers' filters."""
+the activation, the same low-pass and 2x downsampling: one kernel), HiFi-GAN residual blocks,
+and the upsamplers' filters."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ from typing import Any
 
 import numpy as np
 
+from gpucore import Kernel
 from gpustd import Tensor, asarray, elementwise_kernel, nn, permute
 
 from .layers import Place
@@ -131,38 +132,45 @@ class _Filter(nn.Module):
 
 class AntiAlias(nn.Module):
     """2x upsampling, the activation, 2x downsampling, each filter a 12-tap Kaiser sinc with
-    replicate padding. diffusers: `AntiAliasAct1d` (`act`, `upsample.filter`,
-    `downsample.filter`). The depthwise weights are derived from the stored filters at first
-    use (`forget` after loading other weights)."""
+    replicate padding, in one kernel (shaders/nn/anti_alias_snake.wgsl: each output sample
+    computes the upsampled samples its low-pass reads; 6 dispatches unfused). diffusers:
+    `AntiAliasAct1d` (`act`, `upsample.filter`, `downsample.filter`). The polyphase
+    upsampling weight is derived from the stored filter at first use (`forget` after loading
+    other weights)."""
 
     def __init__(self, act: SnakeBeta, channels: int, ratio: int, kernel: int,
                  place: Place) -> None:
         self.act, self.ratio, self.kernel, self.channels = act, ratio, kernel, channels
         self.upsample, self.downsample = _Filter(kernel, place), _Filter(kernel, place)
         self._dtype, self._device = place["dtype"], place["device"]
-        self._weights: tuple[Tensor, Tensor, int, int] | None = None
+        self._weights: tuple[Tensor, int] | None = None
 
     def forget(self) -> None:
         self._weights = None
 
-    def _built(self) -> tuple[Tensor, Tensor, int, int]:
+    def _built(self) -> tuple[Tensor, int]:
         if self._weights is None:
-            k, r, c = self.kernel, self.ratio, self.channels
-            up, before, after = polyphase(self.upsample.filter.numpy().astype(np.float64)
-                                          .reshape(-1), r, k // r - 1,
-                                          (k // r - 1) * r + (k - r) // 2, c)
-            down = np.tile(self.downsample.filter.numpy().reshape(1, 1, k), (c, 1, 1))
-            self._weights = (asarray(up, dtype=self._dtype, device=self._device),
-                             asarray(down, dtype=self._dtype, device=self._device),
-                             before, after)
+            k, r = self.kernel, self.ratio
+            up, before, _ = polyphase(self.upsample.filter.numpy().astype(np.float64)
+                                      .reshape(-1), r, k // r - 1, (k // r - 1) * r + (k - r) // 2,
+                                      1)
+            self._weights = asarray(up, dtype=self._dtype, device=self._device), before
         return self._weights
 
     def forward(self, x: Tensor) -> Tensor:
-        up, down, before, after = self._built()
-        k, r = self.kernel, self.ratio
-        y = self.act(upsample(x, up, before, after, r))
-        y = nn.pad(y, (k // 2 + k % 2 - 1, k // 2), mode="replicate")
-        return nn.conv1d(y, down, stride=r, groups=self.channels)
+        up, before = self._built()
+        _, c, length = x.shape
+        if c != self.channels or x.dtype != self._dtype:
+            raise ValueError(f"LTX-2 vocoder activation: expected (B, {self.channels}, L) of "
+                             f"{np.dtype(self._dtype)}, got {x.shape} of {x.dtype}")
+        out = Tensor.empty(x.shape, x.dtype, device=x.device)
+        beta = self.act.alpha if self.act.beta is None else self.act.beta  # Snake: beta = alpha
+        k = Kernel.cached("nn/anti_alias_snake", types={"T": x.dtype})
+        k.dispatch(k.groups_for(out.size), x, up, self.downsample.filter, self.act.alpha, beta,
+                   out, n=out.size, length=length, channels=c, ratio=self.ratio,
+                   phase_taps=up.shape[-1], taps=self.kernel, before=before,
+                   left=self.kernel // 2 + self.kernel % 2 - 1)
+        return out
 
 
 def activation(cfg: dict[str, Any], channels: int, place: Place, *, beta: bool) -> Any:

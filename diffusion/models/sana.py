@@ -220,7 +220,8 @@ class SanaTransformer2DModel(nn.Module):
         x = self.patch_embed.proj(cast(hidden_states, self.dtype))
         x = permute(x.reshape(batch, dim, rows * columns), (0, 2, 1))
         if cfg["interpolation_scale"] is not None:
-            x = cast(x + self._positions(rows, columns), self.dtype)
+            # the float32 table added in float32, then back (diffusers' order)
+            x = cast(cast(x, np.float32) + self._positions(rows, columns), self.dtype)
         temb, emb = self._time(timestep, guidance, batch)
         context = self._caption(encoder_hidden_states)
         # 2. the blocks

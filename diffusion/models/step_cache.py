@@ -32,6 +32,8 @@ third as its authors' FLUX code does (diffusers has no TeaCache hook):
 A `StepCache` is one generation's setting; every model input that is predicted separately (a
 guidance branch, diffusers' `cache_context("cond")` / `("uncond")`) takes its own `branch()`,
 which the transformer's `forward(..., cache=branch)` runs its blocks through (`run_blocks`).
+The blocks' stream is the image tokens, or a tuple of streams (LTX-2's video and audio tokens):
+the first decides, as diffusers' hook decides on `hidden_states`, and each is cached.
 """
 
 from __future__ import annotations
@@ -50,11 +52,13 @@ __all__ = ["CACHE_KINDS", "FLUX_MAG_RATIOS", "TEACACHE_FLUX_COEFFICIENTS",
            "TEACACHE_WAN_RET_COEFFICIENTS", "CacheSpec",
            "FirstBlockCache", "MagCache", "StepCache", "TeaCache", "run_blocks"]
 
+# The blocks' stream: a Tensor (the image tokens), or a tuple of them whose first decides
+Streams = Any
 # Head: the first block, (image, text) -> (image, text); tail: every other block and what
 # follows them up to the final norm, (image, text) -> image tokens. The text stream may end
 # inside the blocks (SD3's last block returns None for it).
-Head = Callable[[Tensor, Any], tuple[Tensor, Any]]
-Tail = Callable[[Tensor, Any], Tensor]
+Head = Callable[[Streams, Any], tuple[Streams, Any]]
+Tail = Callable[[Streams, Any], Streams]
 # Probe: the first block's modulated image input (TeaCache's measure), from the blocks' input
 Probe = Callable[[Tensor], Tensor]
 
@@ -103,17 +107,30 @@ class BranchCache(Protocol):
     calls: int
     computed: int
 
-    def run(self, x: Tensor, context: Any, head: Head, tail: Tail,
-            probe: Probe | None = None) -> Tensor: ...
+    def run(self, x: Streams, context: Any, head: Head, tail: Tail,
+            probe: Probe | None = None) -> Streams: ...
 
 
-def run_blocks(cache: BranchCache | None, x: Tensor, context: Any, head: Head, tail: Tail,
-               probe: Probe | None = None) -> Tensor:
+def run_blocks(cache: BranchCache | None, x: Streams, context: Any, head: Head, tail: Tail,
+               probe: Probe | None = None) -> Streams:
     """The blocks of a transformer, through `cache` where one is given (`probe`: for the
     caches that measure the first block's modulated input, TeaCache)."""
     if cache is None:
         return tail(*head(x, context))
     return cache.run(x, context, head, tail, probe)
+
+
+def _plus(a: Streams, b: Streams) -> Streams:
+    return tuple(x + y for x, y in zip(a, b, strict=True)) if isinstance(a, tuple) else a + b
+
+
+def _minus(a: Streams, b: Streams) -> Streams:
+    return tuple(x - y for x, y in zip(a, b, strict=True)) if isinstance(a, tuple) else a - b
+
+
+def _lead(x: Streams) -> Tensor:
+    """The stream that decides: the first of a tuple."""
+    return x[0] if isinstance(x, tuple) else x
 
 
 def _mean_abs(x: Tensor) -> np.float64:
@@ -134,22 +151,23 @@ class FirstBlockCache:
         self.threshold = float(threshold)
         self.calls = self.computed = 0
         self._head_residual: Tensor | None = None  # of the last fully computed call
-        self._tail_residual: Tensor | None = None
+        self._tail_residual: Streams | None = None
 
-    def run(self, x: Tensor, context: Any, head: Head, tail: Tail,
-            probe: Probe | None = None) -> Tensor:
+    def run(self, x: Streams, context: Any, head: Head, tail: Tail,
+            probe: Probe | None = None) -> Streams:
         self.calls += 1
-        # 1. the first block, and how far its residual moved since the last computed call
+        # 1. the first block, and how far its (first stream's) residual moved since the last
+        # computed call
         first, text = head(x, context)
-        residual = first - x
+        residual = _lead(first) - _lead(x)
         # 2. close enough: the other blocks' residual of that call instead of the blocks
         if self._head_residual is not None and self._tail_residual is not None:
             previous = self._head_residual
             if not _relative(residual - previous, previous) > self.threshold:
-                return first + self._tail_residual
+                return _plus(first, self._tail_residual)
         # 3. else every block, and the residuals kept for the calls that follow
         out = tail(first, text)
-        self._head_residual, self._tail_residual = residual, out - first
+        self._head_residual, self._tail_residual = residual, _minus(out, first)
         self.computed += 1
         return out
 

@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from ..loaders.flow.chroma import chroma_family
 from ..loaders.flow.file import flow_model_family
 from ..loaders.flux2 import flux2_distilled, flux2_family
+from ..loaders.hunyuan_video.folder import hunyuan_video_family
 from ..loaders.hunyuan_video15.folder import hunyuan_video15_family
 from ..loaders.hunyuanimage import (
     hunyuanimage_distilled,
@@ -27,7 +28,9 @@ from ..loaders.hunyuanimage import (
 )
 from ..loaders.kandinsky5 import kandinsky5_family, kandinsky5_video_family
 from ..loaders.krea2 import krea2_family
+from ..loaders.longcat_image import longcat_image_family
 from ..loaders.ltx2.folder import ltx2_family
+from ..loaders.lumina2 import lumina2_family, lumina2_file_family
 from ..loaders.qwen_image import qwenimage21_family, qwenimage_family, qwenimage_layered_family
 from ..loaders.sana.folder import sana_family
 from ..loaders.wan import wan_family, wan_file_family
@@ -59,6 +62,12 @@ from .flow.kontext_model import (
     load_kontext_model,
 )
 from .flow.krea2_model import krea2_capabilities, krea2_defaults, load_krea2_model
+from .flow.longcat_image_model import (
+    load_longcat_image_model,
+    longcat_image_capabilities,
+    longcat_image_defaults,
+)
+from .flow.lumina2_model import load_lumina2_model, lumina2_capabilities, lumina2_defaults
 from .flow.qwen_image21_model import (
     load_qwenimage21_model,
     qwenimage21_capabilities,
@@ -168,6 +177,10 @@ FAMILIES: tuple[FamilyLoader, ...] = (
     FamilyLoader("Krea 2", krea2_family, load_krea2_model, krea2_defaults, latent_channels=16,
                  single_file_base=True,
                  capabilities=lambda path, family: krea2_capabilities(family)),
+    FamilyLoader("Lumina Image 2.0 (Neta Lumina)",
+                 lambda path: lumina2_family(path) or lumina2_file_family(path),
+                 load_lumina2_model, lumina2_defaults, latent_channels=16, single_file_base=True,
+                 capabilities=lambda path, family: lumina2_capabilities(family)),
     FamilyLoader("Sana (1.0, 1.5, Sprint)", sana_family, load_sana_model, sana_defaults,
                  latent_channels=32,
                  capabilities=lambda path, family: sana_capabilities(family)),
@@ -182,6 +195,9 @@ FAMILIES: tuple[FamilyLoader, ...] = (
                  capabilities=lambda path, family: qwenimage_edit_capabilities(family)),
     FamilyLoader("Qwen-Image-Layered (layers: `layers`)", qwenimage_layered_family,
                  _refuse_layers, lambda path, family: None, latent_channels=16),
+    FamilyLoader("LongCat-Image (Edit)", longcat_image_family, load_longcat_image_model,
+                 longcat_image_defaults, latent_channels=16,
+                 capabilities=lambda path, family: longcat_image_capabilities(family)),
     # the video models: a folder or transformer file is told apart so that txt2img says to use
     # txt2vid
     FamilyLoader("Wan 2.1 / 2.2 (videos: txt2vid)",
@@ -193,6 +209,8 @@ FAMILIES: tuple[FamilyLoader, ...] = (
                  refuse_pictures, lambda path, family: None, latent_channels=32),
     FamilyLoader("LTX-2 (videos with audio: txt2vid)", ltx2_family, refuse_pictures,
                  lambda path, family: None, latent_channels=128),
+    FamilyLoader("HunyuanVideo (videos: txt2vid)", hunyuan_video_family, refuse_pictures,
+                 lambda path, family: None, latent_channels=16),
     FamilyLoader("SD 1.x/2.x, SDXL (base, refiner, Turbo)", any_checkpoint, load_unet_model,
                  unet_defaults, capabilities=unet_capabilities_of),
 )

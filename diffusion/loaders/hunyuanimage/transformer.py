@@ -31,10 +31,9 @@ from ..keymaps.hunyuan_keys import (
     OPTIONAL,
     RENAMES,
     double_refs,
-    fused_or_split,
     refiner_refs,
     renamed_refs,
-    whole_ref,
+    single_refs,
 )
 from ..weights import ComponentWeights, TensorFile, TensorRef, resolve_dtype
 
@@ -45,7 +44,6 @@ _MARKERS = ("byt5_in.fc1.weight", "txt_in.individual_token_refiner.blocks.0.norm
 _RENAMES = {**RENAMES,  # and the distilled checkpoint's guidance embedding
             "guidance_in.mlp.0": "{time}.guidance_embedder.linear_1",
             "guidance_in.mlp.2": "{time}.guidance_embedder.linear_2"}
-_SINGLE_SPLIT = ("attn.to_q", "attn.to_k", "attn.to_v", "proj_mlp")
 
 
 def is_hunyuanimage_file(file: TensorFile) -> bool:
@@ -64,23 +62,7 @@ def _original_refs(file: TensorFile, prefix: str, dim: int, doubles: int, single
                         "time_guidance_embed", _WHAT)
     refs.update(refiner_refs(file, prefix, dim, refiners, _WHAT))
     refs.update(double_refs(file, prefix, dim, doubles, _WHAT))
-    for i in range(singles):
-        src, dst = f"single_blocks.{i}.", f"single_transformer_blocks.{i}."
-        for p in ("weight", "bias"):
-            refs[f"{dst}norm.linear.{p}"] = whole_ref(file, prefix, f"{src}modulation.linear.{p}",
-                                                      _WHAT)
-            out = f"{src}linear2.fc.{p}" if prefix + f"{src}linear2.fc.{p}" in file \
-                else f"{src}linear2.{p}"
-            refs[f"{dst}proj_out.{p}"] = whole_ref(file, prefix, out, _WHAT)
-            fused = f"{src}linear1.{p}"
-            mlp = (file.shape(prefix + fused)[0] - 3 * dim if prefix + fused in file
-                   else whole_ref(file, prefix, f"{src}linear1_mlp.{p}", _WHAT).shape[0])
-            refs.update(fused_or_split(
-                file, prefix, fused, tuple(f"{src}linear1_{x}.{p}" for x in ("q", "k", "v", "mlp")),
-                tuple(f"{dst}{t}.{p}" for t in _SINGLE_SPLIT), (dim, dim, dim, mlp), _WHAT))
-        for x in "qk":
-            refs[f"{dst}attn.norm_{x}.weight"] = whole_ref(file, prefix,
-                                                           f"{src}{x}_norm.weight", _WHAT)
+    refs.update(single_refs(file, prefix, dim, singles, _WHAT))
     return refs
 
 

@@ -1,11 +1,13 @@
-"""What Tencent's original HunyuanImage 2.1 and HunyuanVideo 1.5 transformer checkpoints share,
-in diffusers' names: the text refiner (`txt_in.`: its fused `self_attn_qkv` split by rows),
-the ByT5 glyph projection (`byt5_in.`), the time embedding (`time_in.`, meanflow's
-`time_r_in.`), the final layer (its adaLN's (shift, scale) halves to be read swapped into
-diffusers' (scale, shift): SwappedHalvesWeights) and the double blocks, whose projections are
-read split (`img_attn_q`: what diffusers' converters read) or fused (`img_attn_qkv`: what
-Tencent's tensor-parallel conversion splits). diffusers: scripts/
-convert_hunyuan_image_to_diffusers.py and convert_hunyuan_video1_5_to_diffusers.py."""
+"""What Tencent's original HunyuanImage 2.1, HunyuanVideo 1.5 and HunyuanVideo (1.0)
+transformer checkpoints share, in diffusers' names: the text refiner (`txt_in.`: its fused
+`self_attn_qkv` split by rows), the ByT5 glyph projection (`byt5_in.`), the time embedding
+(`time_in.`, meanflow's `time_r_in.`), the final layer (its adaLN's (shift, scale) halves to
+be read swapped into diffusers' (scale, shift): SwappedHalvesWeights), the double blocks,
+whose projections are read split (`img_attn_q`: what diffusers' converters read) or fused
+(`img_attn_qkv`: what Tencent's tensor-parallel conversion splits), and the single blocks
+(HunyuanImage 2.1's and HunyuanVideo's; `linear1` likewise). diffusers: scripts/
+convert_hunyuan_image_to_diffusers.py, convert_hunyuan_video1_5_to_diffusers.py and
+convert_hunyuan_video_to_diffusers.py."""
 
 from __future__ import annotations
 
@@ -13,7 +15,7 @@ from ..weights import TensorFile, TensorRef
 from .dit_keys import key_of, split_rows
 
 __all__ = ["FINAL_ADALN", "OPTIONAL", "RENAMES", "double_refs", "fused_or_split", "refiner_refs",
-           "renamed_refs", "whole_ref"]
+           "renamed_refs", "single_refs", "whole_ref"]
 
 FINAL_ADALN = "norm_out.linear"  # the original's final_layer.adaLN_modulation.1, swapped
 # original -> diffusers, outside the blocks (each .weight and .bias); the time embedding's
@@ -43,6 +45,7 @@ _DOUBLE = {"img_mod.linear": "norm1.linear", "txt_mod.linear": "norm1_context.li
            "txt_mlp.fc1": "ff_context.net.0.proj", "txt_mlp.fc2": "ff_context.net.2"}
 _DOUBLE_NORMS = {"img_attn_q_norm": "attn.norm_q", "img_attn_k_norm": "attn.norm_k",
                  "txt_attn_q_norm": "attn.norm_added_q", "txt_attn_k_norm": "attn.norm_added_k"}
+_SINGLE_SPLIT = ("attn.to_q", "attn.to_k", "attn.to_v", "proj_mlp")
 _DOUBLE_QKV = {"img_attn": ("attn.to_q", "attn.to_k", "attn.to_v"),
                "txt_attn": ("attn.add_q_proj", "attn.add_k_proj", "attn.add_v_proj")}
 
@@ -98,6 +101,32 @@ def double_refs(file: TensorFile, prefix: str, dim: int, doubles: int, what: str
         for source, target in _DOUBLE_NORMS.items():
             refs[f"{dst}{target}.weight"] = whole_ref(file, prefix, f"{src}{source}.weight",
                                                       what)
+    return refs
+
+
+def single_refs(file: TensorFile, prefix: str, dim: int, singles: int, what: str
+                ) -> dict[str, TensorRef]:
+    """The single blocks (`single_blocks.N.`) under diffusers' `single_transformer_blocks.N.`
+    names: `linear1` (q, k, v and the MLP's input stacked) split by rows or read split
+    (`linear1_q` ... `linear1_mlp`), `linear2` bare or as `linear2.fc`."""
+    refs: dict[str, TensorRef] = {}
+    for i in range(singles):
+        src, dst = f"single_blocks.{i}.", f"single_transformer_blocks.{i}."
+        for p in ("weight", "bias"):
+            refs[f"{dst}norm.linear.{p}"] = whole_ref(file, prefix, f"{src}modulation.linear.{p}",
+                                                      what)
+            out = f"{src}linear2.fc.{p}" if prefix + f"{src}linear2.fc.{p}" in file \
+                else f"{src}linear2.{p}"
+            refs[f"{dst}proj_out.{p}"] = whole_ref(file, prefix, out, what)
+            fused = f"{src}linear1.{p}"
+            mlp = (file.shape(prefix + fused)[0] - 3 * dim if prefix + fused in file
+                   else whole_ref(file, prefix, f"{src}linear1_mlp.{p}", what).shape[0])
+            refs.update(fused_or_split(
+                file, prefix, fused, tuple(f"{src}linear1_{x}.{p}" for x in ("q", "k", "v", "mlp")),
+                tuple(f"{dst}{t}.{p}" for t in _SINGLE_SPLIT), (dim, dim, dim, mlp), what))
+        for x in "qk":
+            refs[f"{dst}attn.norm_{x}.weight"] = whole_ref(file, prefix,
+                                                           f"{src}{x}_norm.weight", what)
     return refs
 
 

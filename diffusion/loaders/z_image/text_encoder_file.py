@@ -1,11 +1,12 @@
-"""An LLM text encoder in one file, as ComfyUI ships Z-Image's (`qwen_3_4b.safetensors`, bf16
-or scaled fp8) and Qwen-Image's (`qwen_2.5_vl_7b.safetensors`: Qwen2.5-VL's language model
-beside its vision tower, which is left out) and FLUX.2 dev's (`mistral_3_small_flux2_bf16.
+"""An LLM text encoder in one file, as ComfyUI ships Z-Image's (`qwen_3_4b.safetensors`, bf16 or
+scaled fp8) and Qwen-Image's (`qwen_2.5_vl_7b.safetensors`: Qwen2.5-VL's language model beside
+its vision tower, which is left out) and FLUX.2 dev's (`mistral_3_small_flux2_bf16.
 safetensors`, `..._fp8.safetensors`: Mistral Small 3.1's language model under `model.`, its
-`vision_tower.`, `multi_modal_projector.` and `tekken_model` left out) and Lumina 2's
-(`gemma_2_2b_fp16.safetensors`: Gemma-2-2B, its tokenizer's `spiece_model` left out):
-transformers' names, bare, under `model.` or under `model.language_model.` (transformers 5's
-Qwen2.5-VL; a causal LM's `lm_head` left out); or a llama.cpp GGUF of it
+`vision_tower.`, `multi_modal_projector.` and `tekken_model` left out), Lumina 2's
+(`gemma_2_2b_fp16.safetensors`: Gemma-2-2B, its tokenizer's `spiece_model` left out) and
+HunyuanVideo's (`llava_llama3_fp16.safetensors`: llava-llama-3-8b's language model under
+`model.`): transformers' names, bare, under `model.` or under `model.language_model.`
+(transformers 5's Qwen2.5-VL; a causal LM's `lm_head` left out); or a llama.cpp GGUF of it
 (`Qwen3-4B-Q8_0.gguf`, ComfyUI-GGUF's text encoders: its matrices kept quantized by
 load_component), its names mapped to transformers' as
 ComfyUI-GGUF maps them (`blk.N.attn_q` -> `layers.N.self_attn.q_proj`, `token_embd` ->
@@ -47,12 +48,18 @@ _MISTRAL = {"model_type": "mistral", "rope_theta": 1_000_000_000.0, "rms_norm_ep
 # scores; the rest Gemma2Config's defaults (models.llm)
 _GEMMA2 = {"model_type": "gemma2", "rope_theta": 10_000.0, "rms_norm_eps": 1e-6,
            "hidden_activation": "gelu_pytorch_tanh", "attn_logit_softcapping": 50.0}
-_USUAL = {"qwen3": _QWEN3, "qwen2_5_vl": _QWEN25VL, "mistral": _MISTRAL, "gemma2": _GEMMA2}
+# llava-llama-3-8b's language model (HunyuanVideo's encoder): Llama 3 8B's layers, no q/k
+# norms, no biases, heads 128 wide, its rotary base 5e5 unscaled
+_LLAMA = {"model_type": "llama", "rope_theta": 500_000.0, "rms_norm_eps": 1e-5,
+          "hidden_act": "silu", "attention_bias": False, "tie_word_embeddings": False}
+_USUAL = {"qwen3": _QWEN3, "qwen2_5_vl": _QWEN25VL, "mistral": _MISTRAL, "gemma2": _GEMMA2,
+          "llama": _LLAMA}
 _KINDS = {"qwen3": ("Qwen3", "Z-Image", "qwen_3_4b.safetensors"),
           "qwen2_5_vl": ("Qwen2.5-VL", "Qwen-Image", "qwen_2.5_vl_7b.safetensors"),
           "mistral": ("Mistral Small 3.1", "FLUX.2 dev",
                       "mistral_3_small_flux2_bf16.safetensors"),
-          "gemma2": ("Gemma 2", "Lumina 2", "gemma_2_2b_fp16.safetensors")}
+          "gemma2": ("Gemma 2", "Lumina 2", "gemma_2_2b_fp16.safetensors"),
+          "llama": ("llava-llama-3-8b", "HunyuanVideo", "llava_llama3_fp16.safetensors")}
 
 _GGUF_TOP = {"token_embd": "embed_tokens", "output_norm": "norm"}
 _GGUF_LAYER = {"attn_norm": "input_layernorm", "ffn_norm": "post_attention_layernorm",
@@ -104,13 +111,15 @@ def load_llm_file(path: str | os.PathLike[str], *, dtype: Any = None,
                   ) -> ComponentWeights:
     """Lazy LLMTextModel weights of a text encoder file (.safetensors or .gguf) of `kind`:
     "qwen3" (Z-Image's, FLUX.2 klein's), "qwen2_5_vl" (Qwen2.5-VL's language model,
-    Qwen-Image's), "mistral" (Mistral Small 3.1's language model, FLUX.2 dev's) or "gemma2"
-    (Gemma-2-2B, Lumina 2's; the file's other entries, a tokenizer's, left out); `.config`
+    Qwen-Image's), "mistral" (Mistral Small 3.1's language model, FLUX.2 dev's), "gemma2"
+    (Gemma-2-2B, Lumina 2's; the file's other entries, a tokenizer's, left out) or "llama"
+    (llava-llama-3-8b's language model, HunyuanVideo's); `.config`
     from the shapes over `config` (a folder's text_encoder config, the language model's for
     Qwen2.5-VL and Mistral 3) or the model's usual settings. WeightsError naming the file when
     it holds no layers of that kind. ComfyUI: `CLIPLoader(type="lumina2")` of
     `qwen_3_4b.safetensors`, `CLIPLoader(type="qwen_image")` of `qwen_2.5_vl_7b.safetensors`,
-    `CLIPLoader(type="flux2")` of `mistral_3_small_flux2_bf16.safetensors`."""
+    `CLIPLoader(type="flux2")` of `mistral_3_small_flux2_bf16.safetensors`,
+    `DualCLIPLoader(type="hunyuan_video")`'s `llava_llama3_fp16.safetensors`."""
     name, family, usual = _KINDS[kind]
     path = Path(path)
     file: TensorFile = GGUFFile(path) if path.suffix.lower() == ".gguf" else (
@@ -133,6 +142,10 @@ def load_llm_file(path: str | os.PathLike[str], *, dtype: Any = None,
         raise WeightsError(f"{path}: its attention has " + (
             "q/k norms (a Qwen3?)" if normed else "q/k/v biases (a Qwen2?)") + ": not a "
             f"Mistral text encoder (FLUX.2 dev reads prompts with Mistral Small 3.1's, {usual})")
+    if kind == "llama" and (normed or "layers.0.self_attn.q_proj.bias" in names):
+        raise WeightsError(f"{path}: its attention has " + (
+            "q/k norms (a Qwen3?)" if normed else "q/k/v biases (a Qwen2?)") + ": not a "
+            f"Llama text encoder (HunyuanVideo reads prompts with llava-llama-3-8b's, {usual})")
     if kind == "gemma2" and (normed or "layers.0.pre_feedforward_layernorm.weight" not in names):
         raise WeightsError(f"{path}: its layers have " + (
             "q/k norms (a Gemma 3 or Qwen3?)" if normed else "no pre_feedforward_layernorm")

@@ -10,7 +10,9 @@ perturbed_attn: diffusers' pass changes nothing elsewhere, so it is skipped ther
 modality guidance (the streams' attention to each other off), each with a video and an audio
 scale; then the video VAE (a timestep-conditioned decoder's decode_timestep and noise) and
 the audio VAE and vocoder. With the torch RNG a seed gives diffusers' video and waveform
-(`generator=torch.Generator("cpu").manual_seed(seed)`).
+(`generator=torch.Generator("cpu").manual_seed(seed)`). First Block Cache (`cache`) skips the
+transformer's later blocks on a step whose first block changed little, each pass deciding
+for itself.
 
     pipe = LTX2Pipeline.from_pretrained("LTX-2")
     out = pipe("a fox runs through snow", height=512, width=768, num_frames=121, seed=7)
@@ -48,6 +50,7 @@ from ...models.ltx2_connectors import LTX2TextConnectors
 from ...models.ltx2_prompt import MAX_SEQUENCE_LENGTH, ltx2_prompt_states
 from ...models.ltx2_vae import AutoencoderKLLTX2Video
 from ...models.ltx2_vocoder_bwe import ltx2_vocoder
+from ...models.step_cache import StepCache
 from ...noise.rng import RNG_SOURCES, make_generator
 from ...sampling.schedulers.flow_match_euler import FlowMatchEulerDiscreteScheduler
 from ...text.llm_tokenizer import LLMTokenizer
@@ -231,23 +234,25 @@ class LTX2Pipeline:
                  seed: int = 0, rng: str = "torch", decode_timestep: float = 0.0,
                  decode_noise_scale: float | None = None,
                  max_sequence_length: int = MAX_SEQUENCE_LENGTH, audio: bool = True,
-                 callback: StepCallback | None = None) -> LTX2Output:
+                 callback: StepCallback | None = None,
+                 cache: StepCache | None = None) -> LTX2Output:
         """Videos and their audio for `prompt` (one or a list): LTX2Output. `image`: image to
         video's first frame (a PIL image or (H, W, 3) uint8, for every prompt; ltx2_start),
         `image_crf` its H.264 re-compression (None: the model's, 0: none); `negative_prompt`:
         None is diffusers' "" ; `guidance`: the scales (LTX2Guidance(): diffusers' defaults);
         `audio` False: the audio is denoised with the video (they attend to each other) but
-        not decoded. `callback(done, total, video tokens)` after every step (False stops).
-        diffusers: `LTX2Pipeline(prompt, ...)` or `LTX2ImageToVideoPipeline(image, prompt,
-        negative_prompt=, height=, width=, num_frames=, frame_rate=, num_inference_steps=,
-        guidance_scale=, ..., decode_timestep=, generator=torch.Generator().manual_seed(seed),
-        output_type="np")`."""
+        not decoded. `callback(done, total, video tokens)` after every step (False stops);
+        `cache`: First Block Cache, a branch for each pass. diffusers: `LTX2Pipeline(prompt,
+        ...)` or `LTX2ImageToVideoPipeline(image, prompt, negative_prompt=, height=, width=,
+        num_frames=, frame_rate=, num_inference_steps=, guidance_scale=, ...,
+        decode_timestep=, generator=torch.Generator().manual_seed(seed), output_type="np")`
+        (`cache`: its FirstBlockCache hook, the blocks' audio their second stream)."""
         state = self.denoise(prompt, negative_prompt=negative_prompt, image=image,
                              image_crf=image_crf, height=height, width=width,
                              num_frames=num_frames, frame_rate=frame_rate,
                              num_inference_steps=num_inference_steps, guidance=guidance,
                              seed=seed, rng=rng, max_sequence_length=max_sequence_length,
-                             callback=callback)
+                             callback=callback, cache=cache)
         return self.finish(state, decode_timestep, decode_noise_scale, audio)
 
     def denoise(self, prompt: str | Sequence[str], *, negative_prompt: str | None = None,
@@ -257,7 +262,8 @@ class LTX2Pipeline:
                 seed: int = 0, rng: str = "torch",
                 max_sequence_length: int = MAX_SEQUENCE_LENGTH,
                 start: LTX2Latents | None = None, sigmas: Sequence[float] | None = None,
-                callback: StepCallback | None = None) -> LTX2Latents:
+                callback: StepCallback | None = None,
+                cache: StepCache | None = None) -> LTX2Latents:
         """`__call__`'s steps, not decoded (diffusers' `output_type="latent"`). `start`: a
         second stage's (ltx2_two_stage): its latents, of `height` x `width`, re-noised to
         sigmas[0] from its generator (`seed` unused), then stepped over `sigmas` as given (the
@@ -267,6 +273,9 @@ class LTX2Pipeline:
         if not prompts or not all(isinstance(p, str) for p in prompts):
             raise ValueError("prompt must be a string or a list of strings")
         guidance = guidance or LTX2Guidance()
+        if cache is not None and cache.spec.kind != "fbc":
+            raise ValueError(f"cache {cache.spec.label}: LTX-2 runs First Block Cache "
+                             "(fbc[:THRESHOLD]); the other caches' tables are other models'")
         steps = num_inference_steps if sigmas is None else len(sigmas)
         self.check(height=height, width=width, num_frames=num_frames, steps=steps,
                    frame_rate=frame_rate, rng=rng, guidance=guidance, fixed=sigmas is not None)
@@ -302,7 +311,7 @@ class LTX2Pipeline:
                                 mu=ltx2_mu(latents.shape[1], self.scheduler_config))
         audio_scheduler = copy.deepcopy(scheduler)
         run = LTX2Passes(model, guidance, video_text, audio_text, mask, grid, frame_rate,
-                         audio_frames, batch, kept)
+                         audio_frames, batch, kept, cache)
         first = None if kept is None else kept.astype(bool)
         self._next_phase()
         with self.on_gpu(model):

@@ -2,8 +2,9 @@
 loop body runs them (LTX2ImageToVideoPipeline's: the video's timestep per token, 0 on a kept
 first frame's): the CFG batch [negatives, prompts] in one call, then STG's (the
 self-attention of its blocks perturbed) and modality guidance's (the streams' attention to
-each other off) on the prompts alone; ltx2_guidance combines them per stream. And what the
-memory modes move of an LTX-2 pipeline (`ltx2_layout`)."""
+each other off) on the prompts alone; ltx2_guidance combines them per stream. A step cache
+gives each pass its own branch (diffusers' cache contexts "cond_uncond", "uncond_stg",
+"uncond_modality"). And what the memory modes move of an LTX-2 pipeline (`ltx2_layout`)."""
 
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ import numpy as np
 from gpustd import Tensor, asarray, take_slice
 
 from ...models.ltx2 import LTX2VideoTransformer3DModel
+from ...models.step_cache import StepCache
 from ..flow.flow_memory import MemoryLayout
 from .ltx2_guidance import LTX2Guidance, guided_velocity
 
@@ -40,7 +42,8 @@ class LTX2Passes:
     def __init__(self, model: LTX2VideoTransformer3DModel, guidance: LTX2Guidance,
                  video_text: Tensor, audio_text: Tensor, mask: np.ndarray,
                  grid: tuple[int, int, int], fps: float, audio_frames: int,
-                 batch: int, kept: np.ndarray | None = None) -> None:
+                 batch: int, kept: np.ndarray | None = None,
+                 cache: StepCache | None = None) -> None:
         self.model, self.guidance, self.batch = model, guidance, batch
         # image to video: 1 on latent frame 0's tokens (ltx2_start.first_frame_mask's row),
         # which the transformer reads at timestep 0
@@ -55,9 +58,12 @@ class LTX2Passes:
                       "audio_num_frames": audio_frames, "use_cross_timestep": True}
         # diffusers' STG pass on a model without perturbed_attn is its positive pass again
         self.stg = guidance.stg and bool(model.config["perturbed_attn"])
+        self.branches = {name: None if cache is None else cache.branch()
+                         for name, runs in (("both", True), ("perturbed", self.stg),
+                                            ("isolated", guidance.modality)) if runs}
 
-    def _run(self, video: np.ndarray, audio: np.ndarray, t: float, context: Any, mask: Any,
-             **switches: Any) -> tuple[np.ndarray, np.ndarray]:
+    def _run(self, name: str, video: np.ndarray, audio: np.ndarray, t: float, context: Any,
+             mask: Any, **switches: Any) -> tuple[np.ndarray, np.ndarray]:
         model, count = self.model, len(video)
         times = np.full((count,), t, np.float32)
         video_times = times if self.kept is None else np.ascontiguousarray(
@@ -66,7 +72,7 @@ class LTX2Passes:
                      asarray(audio, dtype=model.dtype, device=model.device), None, None,
                      video_times, audio_timestep=times, sigma=times, encoder_attention_mask=mask,
                      audio_encoder_attention_mask=mask, context=context, **self.shape,
-                     **switches)
+                     cache=self.branches[name], **switches)
         return v.numpy().astype(np.float32), a.numpy().astype(np.float32)
 
     def step(self, latents: np.ndarray, audio: np.ndarray, t: float, sigma: float
@@ -75,16 +81,16 @@ class LTX2Passes:
         g, b = self.guidance, self.batch
         both = (np.concatenate([latents, latents]), np.concatenate([audio, audio])) \
             if g.cfg else (latents, audio)
-        video_v, audio_v = self._run(*both, t, self.context, self.mask)
+        video_v, audio_v = self._run("both", *both, t, self.context, self.mask)
         passes: dict[str, Any] = {"positive": (video_v[-b:], audio_v[-b:])}
         if g.cfg:
             passes["negative"] = (video_v[:b], audio_v[:b])
         if self.stg:
-            passes["perturbed"] = self._run(latents, audio, t, self.positive,
+            passes["perturbed"] = self._run("perturbed", latents, audio, t, self.positive,
                                             self.positive_mask,
                                             spatio_temporal_guidance_blocks=list(g.stg_blocks))
         if g.modality:
-            passes["isolated"] = self._run(latents, audio, t, self.positive,
+            passes["isolated"] = self._run("isolated", latents, audio, t, self.positive,
                                            self.positive_mask, isolate_modalities=True)
         return (guided_velocity(latents, sigma, scales=g.video(),
                                 **{k: v[0] for k, v in passes.items()}),

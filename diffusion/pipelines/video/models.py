@@ -1,7 +1,8 @@
 """The video families the `txt2vid` command and the server's /avx/txt2vid run, told from a
 model's folder or file before anything loads: Wan (WanPipeline: its folders and ComfyUI's
 transformer files), Kandinsky 5 Video Lite (Kandinsky5VideoPipeline: a Kandinsky5T2VPipeline
-folder), HunyuanVideo 1.5 (HunyuanVideo15Pipeline: its t2v and i2v folders) and LTX-2
+folder), HunyuanVideo 1.5 (HunyuanVideo15Pipeline: its t2v and i2v folders), HunyuanVideo
+(HunyuanVideoPipeline: a HunyuanVideoPipeline folder; txt2vid only) and LTX-2
 (LTX2Pipeline: an LTX2Pipeline folder; txt2vid only, its video with audio); Wan 2.2 Animate
 runs as Wan with its own defaults. Each family's defaults are its diffusers pipeline's
 (the frames, size, steps and guidance of its `__call__`, HunyuanVideo 1.5's size and guidance
@@ -15,12 +16,13 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 from ...loaders.formats.diffusers_folder import component_config, read_json
+from ...loaders.hunyuan_video.folder import hunyuan_video_family
 from ...loaders.hunyuan_video15.folder import hunyuan_video15_family
 from ...loaders.kandinsky5 import kandinsky5_video_family
 from ...loaders.ltx2.folder import ltx2_family
 from ...loaders.wan.sources import is_wan_animate
 
-__all__ = ["HUNYUAN_VIDEO15", "KANDINSKY5_VIDEO", "LTX2", "WAN", "WAN_ANIMATE",
+__all__ = ["HUNYUAN_VIDEO", "HUNYUAN_VIDEO15", "KANDINSKY5_VIDEO", "LTX2", "WAN", "WAN_ANIMATE",
            "VideoDefaults", "refuse_video", "video_defaults", "video_family_name"]
 
 
@@ -47,6 +49,10 @@ KANDINSKY5_VIDEO = VideoDefaults(frames=121, width=768, height=512, steps=50, cf
 # guidance replace these (video_defaults)
 HUNYUAN_VIDEO15 = VideoDefaults(frames=121, width=848, height=480, steps=50, cfg_scale=6.0,
                                 fps=24.0)
+# HunyuanVideoPipeline's __call__ (129 frames of 1280 x 720, 50 steps, embedded guidance 6),
+# written at 24 fps as the original release's sampler writes them
+HUNYUAN_VIDEO = VideoDefaults(frames=129, width=1280, height=720, steps=50, cfg_scale=6.0,
+                              fps=24.0)
 # LTX2Pipeline's __call__ (121 frames of 768 x 512 at 24 fps, 30 steps, video guidance 3)
 LTX2 = VideoDefaults(frames=121, width=768, height=512, steps=30, cfg_scale=3.0, fps=24.0)
 
@@ -58,10 +64,10 @@ WAN_ANIMATE = VideoDefaults(frames=77, width=1280, height=720, steps=20, cfg_sca
 
 def video_family_name(path: str | os.PathLike[str]) -> str:
     """"kandinsky-5-video" for a Kandinsky 5 Video Lite folder, "hunyuan-video-1.5" for a
-    HunyuanVideo 1.5 one, "ltx-2" for an LTX-2 one, else "wan" (Wan's loaders name what is
-    wrong with anything that is not Wan's either)."""
+    HunyuanVideo 1.5 one, "ltx-2" for an LTX-2 one, "hunyuan-video" for a HunyuanVideo one,
+    else "wan" (Wan's loaders name what is wrong with anything that is not Wan's either)."""
     return (kandinsky5_video_family(path) or hunyuan_video15_family(path) or ltx2_family(path)
-            or "wan")
+            or hunyuan_video_family(path) or "wan")
 
 
 def _hunyuan_video15_defaults(root: Path) -> VideoDefaults:
@@ -88,6 +94,8 @@ def video_defaults(path: str | os.PathLike[str]) -> VideoDefaults:
         return _hunyuan_video15_defaults(Path(path))
     if family == "ltx-2":
         return LTX2
+    if family == "hunyuan-video":
+        return HUNYUAN_VIDEO
     return WAN_ANIMATE if is_wan_animate(Path(path)) else WAN
 
 

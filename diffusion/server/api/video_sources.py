@@ -1,11 +1,11 @@
 """The video requests' models, from the models directory: a Wan diffusers folder, a Kandinsky 5
-Video Lite or HunyuanVideo 1.5 one (its parts all its own), or one of ComfyUI's single Wan files
-(diffusion_models/: a transformer .safetensors or a GGUF of it) with a Wan folder as its
-`base` (tokenizer, scheduler, configs, and the parts no file replaces) and the files that
-stand in for the folder's other parts (text_encoders/: UMT5; vae/: Wan's VAE; clip_vision/:
-Wan 2.1 I2V's CLIP), each named as GET /avx/video-models lists it. They resolve as `txt2vid
---model FILE --base FOLDER ...` does (loaders.wan.sources); a request never becomes a path,
-and a missing part is a 422 in one line."""
+Video Lite, HunyuanVideo, HunyuanVideo 1.5 or LTX-2 one (its parts all its own), or one of
+ComfyUI's single Wan files (diffusion_models/: a transformer .safetensors or a GGUF of it) with
+a Wan folder as its `base` (tokenizer, scheduler, configs, and the parts no file replaces)
+and the files that stand in for the folder's other parts (text_encoders/: UMT5; vae/: Wan's
+VAE; clip_vision/: Wan 2.1 I2V's CLIP), each named as GET /avx/video-models lists it. They
+resolve as `txt2vid --model FILE --base FOLDER ...` does (loaders.wan.sources); a request
+never becomes a path, and a missing part is a 422 in one line."""
 
 from __future__ import annotations
 
@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from ...loaders.formats.safetensors import SafetensorsFile
+from ...loaders.hunyuan_video.folder import hunyuan_video_family
 from ...loaders.hunyuan_video15.folder import (
     hunyuan_video15_family,
     hunyuan_video15_image_to_video,
@@ -63,7 +64,7 @@ def _family(family: str, path: Path | None = None) -> dict[str, Any]:
     from ...pipelines.video import SAMPLERS
     from ...pipelines.video.models import KANDINSKY5_VIDEO, WAN, WAN_ANIMATE, video_defaults
 
-    own = family in ("kandinsky-5-video", "hunyuan-video-1.5", "ltx-2")
+    own = family in ("kandinsky-5-video", "hunyuan-video-1.5", "ltx-2", "hunyuan-video")
     defaults = video_defaults(path) if path is not None else KANDINSKY5_VIDEO \
         if family == "kandinsky-5-video" else WAN_ANIMATE if family == "wan-animate" else WAN
     return {"family": family, "defaults": asdict(defaults),
@@ -107,6 +108,10 @@ def video_listing(registry: ModelRegistry) -> dict[str, Any]:
                            "kind": "folder", "vace": False, "animate": False,
                            "first_frame": "optional", "audio": True,
                            **_family("ltx-2", entry.path)})
+        elif hunyuan_video_family(entry.path) is not None:  # text to video
+            models.append({"title": entry.title, "model_name": entry.model_name,
+                           "kind": "folder", "vace": False, "animate": False,
+                           "first_frame": "none", **_family("hunyuan-video", entry.path)})
         elif (family := wan_file_family(entry.path)) is not None:
             animate = family == "wan-animate"
             models.append({"title": entry.title, "model_name": entry.model_name,
@@ -141,21 +146,22 @@ def _path(registry: ModelRegistry, name: str, field: str) -> Path:
 
 def video_source(registry: ModelRegistry, body: Any) -> WanSource:
     """The request's model and the parts it names, as paths of the models directory
-    (RequestError: 422, naming the field; a Kandinsky 5 Video, HunyuanVideo 1.5 or LTX-2
+    (RequestError: 422, naming the field; a Kandinsky 5 Video, HunyuanVideo (1.5) or LTX-2
     folder takes none)."""
     entry = registry.find(body.model)
     own = entry is not None and (kandinsky5_video_family(entry.path) is not None
                                  or hunyuan_video15_family(entry.path) is not None
-                                 or ltx2_family(entry.path) is not None)
+                                 or ltx2_family(entry.path) is not None
+                                 or hunyuan_video_family(entry.path) is not None)
     if entry is None or (wan_family(entry.path) is None and wan_file_family(entry.path) is None
                          and not own):
         raise RequestError(f"model {body.model!r} is not a Wan folder, Kandinsky 5 Video, "
-                           "HunyuanVideo 1.5 or LTX-2 folder or Wan transformer file of the "
+                           "HunyuanVideo (1.5) or LTX-2 folder or Wan transformer file of the "
                            "models directory (/avx/video-models lists them)")
     parts = {field: _path(registry, value, field) for field in REQUEST_NAMES.fields
              if field != "model" and (value := getattr(body, field, None))}
     if parts and own:
         raise RequestError(f"{next(iter(parts))} is for Wan models; a Kandinsky 5 Video, "
-                           "HunyuanVideo 1.5 or LTX-2 folder holds its own text encoders and "
+                           "HunyuanVideo (1.5) or LTX-2 folder holds its own text encoders and "
                            "VAE (leave it out)")
     return WanSource(model=entry.path, **parts)

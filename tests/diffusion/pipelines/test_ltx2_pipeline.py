@@ -205,7 +205,7 @@ def test_txt2vid(first_device: gpucore.Device, tiny: tuple[Path, Any], tmp_path:
     with av.open(out) as container:
         assert not container.streams.audio and len(container.streams.video) == 1
     for flags, message in ((("--lora", out), "--lora is not taken by LTX-2"),
-                           (("--cache", "fbc"), "--cache is not taken by LTX-2"),
+                           (("--cache", "teacache"), "LTX-2 runs First Block Cache"),
                            (("--frames", "13"), r"frames must be 1 + 8k"),
                            (("--stg-blocks", "x"), "--stg-blocks must be block numbers"),
                            (("--sampler", "UniPC"), "flow-match Euler")):

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import base64
 import io
+import re
 import shutil
 import wave
 from collections.abc import Iterator
@@ -74,13 +75,15 @@ def test_txt2vid_with_audio(first_device: gpucore.Device,
     with wave.open(io.BytesIO(base64.b64decode(body["audio"]))) as file:
         pcm = np.frombuffer(file.readframes(file.getnframes()), "<i2").reshape(-1, 2).T
     assert np.abs(pcm / 32767 - expected.audio[0]).max() < 1e-4  # 16-bit rounding
+    assert body["cache"] is None
     response = client.post("/avx/txt2vid", json={"model": "ltx2", "prompt": CAT, "seed": 7,
-                                                  **SIZE})
+                                                  "cache": "fbc:0.9", **SIZE})
     assert response.status_code == 200, response.text
     with av.open(io.BytesIO(base64.b64decode(response.json()["video"]))) as container:
         assert container.streams.audio[0].rate == 24000
+    assert re.fullmatch(r"fbc 0\.9, \d+/\d+ model calls computed", response.json()["cache"])
     for fields, message in (({"frames": 13}, r"frames must be 1 + 8k"),
-                            ({"cache": "fbc"}, "cache 'fbc' is not taken by LTX-2"),
+                            ({"cache": "teacache"}, "cache 'teacache' is not taken by LTX-2"),
                             ({"sampler": "UniPC"}, "sampler 'UniPC' is not taken by LTX-2")):
         response = client.post("/avx/txt2vid", json={"model": "ltx2", "prompt": CAT,
                                                       **SIZE, **fields})

@@ -2,7 +2,8 @@
 models directory, or one of ComfyUI's single files with its `base` folder and companions:
 video_sources; a Kandinsky 5 Video Lite folder by txt2vid, its image-to-video folder by
 img2vid, from at least 17 frames; a HunyuanVideo 1.5 folder likewise, its image-to-video one
-at the picture's bucket size; Wan's own fields refused).
+at the picture's bucket size; a HunyuanVideo folder by txt2vid; Wan's own fields refused:
+video_refusals).
 Settings a request leaves out are the model family's defaults (pipelines.video.models).
 Neither the WebUI nor its forks define a video API, so this one is the server's own: the CLI's
 txt2vid / img2vid settings as JSON, the video back as base64 MP4 or animated WebP. A job runs
@@ -33,11 +34,9 @@ import numpy as np
 from fastapi import APIRouter
 from pydantic import BaseModel, Field
 
-from ....loaders.hunyuan_video15.folder import (
-    hunyuan_video15_family,
-    hunyuan_video15_image_to_video,
-)
-from ....loaders.kandinsky5 import kandinsky5_image_to_video, kandinsky5_video_family
+from ....loaders.hunyuan_video.folder import hunyuan_video_family
+from ....loaders.hunyuan_video15.folder import hunyuan_video15_family
+from ....loaders.kandinsky5 import kandinsky5_video_family
 from ....loaders.ltx2.folder import ltx2_family
 from ....loaders.wan import WanFiles
 from ....loaders.wan.sources import resolve_wan
@@ -50,6 +49,7 @@ from ..state import ServerState, State, submit, wait
 from ..video_animate import animate_pixels_of, refuse_animate
 from ..video_init import init_video_of, refuse_init_video
 from ..video_ltx2 import ltx2_answer, refuse_ltx2
+from ..video_refusals import refuse_hunyuan_video, refuse_hunyuan_video15, refuse_kandinsky5
 from ..video_sources import REQUEST_NAMES, video_listing, video_source
 
 __all__ = ["Img2VidRequest", "Txt2VidRequest", "avx"]
@@ -165,7 +165,7 @@ def _check(state: ServerState, body: Txt2VidRequest
     s = replace(video_defaults(source.model), **given)
     _check_settings(state, body, s)  # the family's defaults (a server's --max-size)
     if kandinsky5_video_family(source.model) or hunyuan_video15_family(source.model) \
-            or ltx2_family(source.model):
+            or ltx2_family(source.model) or hunyuan_video_family(source.model):
         return (source.model, WanFiles()), s
     try:
         folder, files = resolve_wan(source, REQUEST_NAMES)
@@ -231,6 +231,11 @@ def _pipeline(model: tuple[Path, WanFiles], memory: MemoryMode | None, device: A
         elif hunyuan_video15_family(folder):
             pipe = HunyuanVideo15Pipeline.from_pretrained(folder, device=device,
                                                           offload=bool(memory))
+        elif hunyuan_video_family(folder):
+            from ....pipelines.video.hunyuan_video import HunyuanVideoPipeline
+
+            pipe = HunyuanVideoPipeline.from_pretrained(folder, device=device,
+                                                        offload=bool(memory))
         elif ltx2_family(folder):
             from ....pipelines.video.ltx2 import LTX2Pipeline
 
@@ -253,56 +258,6 @@ def _encoded(frames: np.ndarray, kind: str, fps: float) -> str:
         return base64.b64encode(target.read_bytes()).decode("ascii")
 
 
-def _refuse_kandinsky5(folder: Path, body: Txt2VidRequest, s: VideoDefaults, image: Any,
-                       cache_kind: str | None) -> None:
-    """ValueError in one line for what a Kandinsky 5 Video folder does not take: its
-    image-to-video model without a picture or with fewer than 17 frames (as `img2vid` refuses
-    them), a picture for Video Lite, Wan's own fields."""
-    from ....pipelines.video.kandinsky5_i2v import refuse_short
-    from ....pipelines.video.models import refuse_video
-
-    refuse_video(folder)
-    animates = kandinsky5_image_to_video(folder)
-    if animates and image is None:
-        raise ValueError(f"{folder.name} is Kandinsky 5's image-to-video model, which animates a "
-                         "picture: use /avx/img2vid with its first frame as `image`")
-    if animates:
-        refuse_short(s.frames)
-    wan_only = [name for name, given in (
-        ("image", image is not None and not animates),
-        ("cfg_scale_2", body.cfg_scale_2 is not None),
-        (str(_control_named(body)), _control_named(body) is not None),
-        (f"sampler {body.sampler!r}", body.sampler != "diffusers"),
-        (f"cache {body.cache!r}", cache_kind not in (None, "fbc"))) if given]
-    if wan_only:
-        raise ValueError(f"{wan_only[0]} is for Wan models; Kandinsky 5 Video Lite makes "
-                         "videos from text (its image-to-video model from a first frame) with "
-                         "its own scheduler (sampler \"diffusers\") and First Block Cache")
-
-
-def _refuse_hunyuan_video15(folder: Path, body: Txt2VidRequest, image: Any,
-                            cache_kind: str | None) -> None:
-    """ValueError in one line for what a HunyuanVideo 1.5 folder does not take: its
-    image-to-video model without a picture or with a size (the picture's bucket is the
-    video's), a picture for text to video, Wan's own fields."""
-    animates = hunyuan_video15_image_to_video(folder)
-    if animates != (image is not None):
-        raise ValueError(f"{folder.name} is HunyuanVideo 1.5 " + (
-            "image-to-video, which animates a picture: use /avx/img2vid with its first frame "
-            "as `image`" if animates else "text-to-video: use /avx/txt2vid, without a picture"))
-    if animates and (body.width is not None or body.height is not None):
-        raise ValueError("HunyuanVideo 1.5 image-to-video makes the size of the picture's "
-                         "aspect bucket: leave width and height out")
-    wan_only = [name for name, given in (
-        ("cfg_scale_2", body.cfg_scale_2 is not None),
-        (str(_control_named(body)), _control_named(body) is not None),
-        (f"sampler {body.sampler!r}", body.sampler != "diffusers"),
-        (f"cache {body.cache!r}", cache_kind not in (None, "fbc"))) if given]
-    if wan_only:
-        raise ValueError(f"{wan_only[0]} is for Wan models; HunyuanVideo 1.5 runs its own "
-                         "scheduler (sampler \"diffusers\") and First Block Cache")
-
-
 async def _run(state: ServerState, body: Txt2VidRequest, image: Any) -> dict[str, Any]:
     from ....pipelines.video import video_cache
     from ....pipelines.video.wan_refuse import wan_refusals_of
@@ -316,15 +271,18 @@ async def _run(state: ServerState, body: Txt2VidRequest, image: Any) -> dict[str
     k5 = kandinsky5_video_family(model[0]) is not None
     hv15 = hunyuan_video15_family(model[0]) is not None
     ltx2 = ltx2_family(model[0]) is not None
+    hv1 = hunyuan_video_family(model[0]) is not None
     kind_of = None if cache is None else cache.spec.kind
     try:  # what the model does not take, from its configs and a file's header, before it loads
         refuse_init_video(body, model, s.steps, image=image is not None,
                           control=_control_named(body))
         animate = refuse_animate(body, model, image is not None, _control_named(body))
         if k5:
-            _refuse_kandinsky5(model[0], body, s, image, kind_of)
+            refuse_kandinsky5(model[0], body, s, image, kind_of, _control_named(body))
         elif hv15:
-            _refuse_hunyuan_video15(model[0], body, image, kind_of)
+            refuse_hunyuan_video15(model[0], body, image, kind_of, _control_named(body))
+        elif hv1:
+            refuse_hunyuan_video(model[0], body, image, kind_of, _control_named(body))
         elif ltx2:
             refuse_ltx2(model[0], body, s, image, kind_of, _control_named(body))
         elif not animate:
@@ -346,7 +304,7 @@ async def _run(state: ServerState, body: Txt2VidRequest, image: Any) -> dict[str
             return ltx2_answer(pipe, body, s, seed, observer, image)
         cache = video_cache(body.cache, "cache", s.steps)  # each run's own
         size = {"height": s.height, "width": s.width} if not hv15 or image is None else {}
-        inputs = {"image": image} if k5 or hv15 else {
+        inputs = {"image": image} if k5 or hv15 or hv1 else {
             "image": image, "guidance_scale_2": body.cfg_scale_2, "control": control,
             "conditioning_scale": body.control_scale, "video": init,
             "strength": body.denoising_strength or 0.8}
