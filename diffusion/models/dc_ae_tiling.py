@@ -4,7 +4,8 @@ ramps across the overlap, then cropped to the stride. Unlike the SD VAE (tiled_v
 has no group norms whose statistics tiles would have to share; its linear attention does mix
 the whole tile, so a tiled picture differs from the untiled one a little, as diffusers' does.
 
-    images = decode_tiled(vae, latents)            # 512-pixel tiles every 448 pixels
+    if needs_tiling(vae, latents.shape):          # a tensor past the device's binding size
+        images = decode_tiled(vae, latents)        # 512-pixel tiles every 448 pixels
     latents = encode_tiled(vae, images, tile=1024, stride=896)
 
 Each tile's activations are those of a tile-sized picture, whatever the picture's size; the
@@ -13,7 +14,9 @@ tiles and the blend wait on the host (numpy float32).
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
+from typing import Any, Literal
 
 import numpy as np
 
@@ -21,7 +24,46 @@ from gpustd import Tensor, asarray
 
 from .dc_ae import AutoencoderDC
 
-__all__ = ["decode_tiled", "encode_tiled"]
+__all__ = ["bytes_per_input_pixel", "decode_tiled", "encode_tiled", "needs_tiling"]
+
+
+def bytes_per_input_pixel(config: dict[str, Any], mode: Literal["decode", "encode"],
+                          itemsize: int) -> int:
+    """Bytes of the largest tensor a pass makes per input pixel (latent pixel when decoding,
+    image pixel when encoding). Level i runs at 4^(levels - 1 - i) times the latent's pixels;
+    its widest tensors per pixel: its C channels (the resamplers' duplicated or unshuffled
+    channels, C per pixel of this level, are no wider), and in an EfficientViT block the q, k,
+    v of every scale in float32 (3 C (1 + scales) channels) and GLUMBConv's 8 C. A level of no
+    layers makes only its resampler's narrow tensors; the picture itself, 3 channels in float32
+    at most."""
+    side = "decoder" if mode == "decode" else "encoder"
+    channels = list(config[f"{side}_block_out_channels"])
+    kinds, layers = config[f"{side}_block_types"], config[f"{side}_layers_per_block"]
+    scales = config[f"{side}_qkv_multiscales"]
+    levels = len(channels)
+    widest = 4.0 * config["in_channels"] * 4 ** (levels - 1)
+    for i, c in enumerate(channels):
+        if layers[i] == 0:
+            continue
+        per_pixel = c * itemsize
+        if (kinds if isinstance(kinds, str) else kinds[i]) == "EfficientViTBlock":
+            per_pixel = max(per_pixel, 3 * c * (1 + len(scales[i])) * 4, 8 * c * itemsize)
+        widest = max(widest, per_pixel * 4.0 ** (levels - 1 - i))
+    return math.ceil(widest if mode == "decode" else widest / 4.0 ** (levels - 1))
+
+
+def needs_tiling(vae: AutoencoderDC, shape: tuple[int, ...], *,
+                 mode: Literal["decode", "encode"] = "decode") -> bool:
+    """Whether an untiled `mode` pass over a (B, C, H, W) input of `shape` would make a tensor
+    larger than the device can bind (`max-storage-buffer-binding-size`, `max-buffer-size`):
+    decode_tiled / encode_tiled then. Sana's float16 decode makes 1 GiB tensors at 2048 x
+    2048 (its top level's 128 channels), 4 GiB at 4096 x 4096."""
+    weight = vae.decoder.conv_in.weight
+    limits = weight.device.limits
+    budget = min(limits["max-storage-buffer-binding-size"], limits["max-buffer-size"])
+    batch, _, height, width = shape
+    per_pixel = bytes_per_input_pixel(vae.config, mode, int(weight.dtype.itemsize))
+    return batch * height * width * per_pixel > budget
 
 
 def _blend(a: np.ndarray, b: np.ndarray, extent: int, axis: int) -> None:
