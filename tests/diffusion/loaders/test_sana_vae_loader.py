@@ -20,6 +20,7 @@ from safetensors.torch import save_file
 
 from diffusion.loaders.errors import WeightsError
 from diffusion.loaders.sana import load_sana_vae
+from diffusion.loaders.vae_kind import VaeKind, vae_kind
 
 pytestmark = pytest.mark.nodevice
 _MARK = "decoder.conv_in.weight"
@@ -92,6 +93,8 @@ def test_folder(tmp_path: Path) -> None:
         _same(weights, expected)
         assert weights.config["scaling_factor"] == DC_AE_TINY["scaling_factor"]
     assert load_sana_vae(tmp_path, dtype="float16")[_MARK].dtype == np.float16
+    assert vae_kind(tmp_path / "vae" / "diffusion_pytorch_model.safetensors") == VaeKind(
+        "dc-ae", 8)
 
 
 def test_original_file(tmp_path: Path) -> None:
@@ -107,6 +110,8 @@ def test_original_file(tmp_path: Path) -> None:
     weights = load_sana_vae(tmp_path / "dc-ae.safetensors", config=dict(model.config))
     _same(weights, expected)
     assert load_sana_vae(tmp_path / "dc-ae.safetensors").config["latent_channels"] == 32
+    assert vae_kind(tmp_path / "dc-ae.safetensors") == VaeKind("dc-ae", 8)
+    assert VaeKind("dc-ae", 32).describe() == "a DC-AE of 32 latent channels (Sana's)"
 
 
 def test_not_a_dc_ae_named_in_one_line(tmp_path: Path) -> None:
