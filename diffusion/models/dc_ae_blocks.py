@@ -12,7 +12,17 @@ import math
 import typing
 from typing import Any
 
-from gpustd import Tensor, concatenate, elementwise_kernel, matmul, nn, take_slice
+import numpy as np
+
+from gpustd import (
+    Tensor,
+    concatenate,
+    elementwise_kernel,
+    matmul,
+    nn,
+    reduction_kernel,
+    take_slice,
+)
 from gpustd.reduction import mean
 
 from .dc_ae_attention import multiscale_linear_attention
@@ -24,24 +34,56 @@ __all__ = ["ChannelRMSNorm", "DownBlock", "EfficientViTBlock", "ResBlock", "UpBl
            "activation", "group_mean"]
 
 
-@elementwise_kernel
-def _square(x):
+@reduction_kernel(post=lambda total, count: total / count)
+def _mean_square(x):  # no tensor of the squares: the widest a norm made, 4 bytes a value
     return float(x) * float(x)
+
+
+def _normed(x, mean_square, eps, weight, bias):
+    return float(x) / math.sqrt(mean_square + eps) * float(weight) + float(bias)
+
+
+def _silu_of(gate):
+    return float(gate) / (1.0 + math.exp(-float(gate)))
+
+
+# each in float32, written as float32 or (the *16 twins) float16: a float16 model's results
+# come out in its dtype with no float32 tensor and no cast pass after them
 
 
 @elementwise_kernel
 def _rms_add(x, mean_square, eps, weight, bias, residual):
-    return float(x) / math.sqrt(mean_square + eps) * float(weight) + float(bias) + residual
+    return _normed(x, mean_square, eps, weight, bias) + float(residual)
+
+
+@elementwise_kernel
+def _rms_add16(x, mean_square, eps, weight, bias, residual):
+    return np.float16(_normed(x, mean_square, eps, weight, bias) + float(residual))
 
 
 @elementwise_kernel
 def _rms_relu(x, mean_square, eps, weight, bias):
-    return max(float(x) / math.sqrt(mean_square + eps) * float(weight) + float(bias), 0.0)
+    return max(_normed(x, mean_square, eps, weight, bias), 0.0)
+
+
+@elementwise_kernel
+def _rms_relu16(x, mean_square, eps, weight, bias):
+    return np.float16(max(_normed(x, mean_square, eps, weight, bias), 0.0))
 
 
 @elementwise_kernel
 def _gated(x, gate):
-    return x * (gate / (1.0 + math.exp(-float(gate))))
+    return float(x) * _silu_of(gate)
+
+
+@elementwise_kernel
+def _gated16(x, gate):
+    return np.float16(float(x) * _silu_of(gate))
+
+
+def _in_dtype(kernels: tuple[Any, Any], x: Tensor, *args: Any) -> Tensor:
+    """kernels[0] (float32 out) or kernels[1] (float16 out) as x's dtype asks."""
+    return typing.cast(Tensor, kernels[x.dtype == np.float16](x, *args))
 
 
 def _as(x: Any, dtype: Any) -> Tensor:
@@ -61,12 +103,12 @@ class ChannelRMSNorm(nn.Module):
 
     def forward(self, x: Tensor, *, residual: Tensor | None = None,
                 relu: bool = False) -> Tensor:
-        mean_square = mean(_square(x), axis=1, keepdims=True)
+        mean_square = _mean_square(x, axis=1, keepdims=True)
         weight, bias = self.weight.reshape(1, -1, 1, 1), self.bias.reshape(1, -1, 1, 1)
         if relu:
-            return _as(_rms_relu(x, mean_square, self.eps, weight, bias), x.dtype)
+            return _in_dtype((_rms_relu, _rms_relu16), x, mean_square, self.eps, weight, bias)
         added = residual if residual is not None else 0.0
-        return _as(_rms_add(x, mean_square, self.eps, weight, bias, added), x.dtype)
+        return _in_dtype((_rms_add, _rms_add16), x, mean_square, self.eps, weight, bias, added)
 
 
 def activation(name: str, what: str) -> Any:
@@ -174,8 +216,8 @@ class _GLUMBConv(nn.Module):
     def forward(self, x: Tensor) -> Tensor:
         wide = self.conv_depth(nn.silu(self.conv_inverted(x)))
         half = wide.shape[1] // 2
-        gated = _as(_gated(take_slice(wide, 0, half, axis=1),
-                           take_slice(wide, half, 2 * half, axis=1)), x.dtype)
+        gated = _in_dtype((_gated, _gated16), take_slice(wide, 0, half, axis=1),
+                          take_slice(wide, half, 2 * half, axis=1))
         return self.norm(self.conv_point(gated), residual=x)
 
 
