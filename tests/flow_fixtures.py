@@ -175,6 +175,9 @@ def tiny_lumina2(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Any]:
 
     root = tmp_path_factory.mktemp("tiny-lumina-2")
     return root / "lumina-2", tiny_lumina2_pipeline(root)
+
+
+@pytest.fixture(scope="session")
 def tiny_sana(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Any]:
     """(the folder `root / "sana"`, diffusers' SanaPipeline) of tiny random parts
     (sana_pipeline_tiny: the pipeline's, the CLI's and the server's tests)."""

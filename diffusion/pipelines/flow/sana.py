@@ -29,6 +29,8 @@ from gpucore import Device, default_device
 from gpustd import asarray
 
 from ...loaders.sana.folder import load_sana_folder
+from ...loaders.sana.vae import load_sana_vae
+from ...loaders.vae_kind import require_vae
 from ...models.dc_ae import AutoencoderDC
 from ...models.llm import LLMTextModel
 from ...models.sana import SanaTransformer2DModel
@@ -84,6 +86,17 @@ class SanaPipeline:
             vae=load(lambda: AutoencoderDC(weights.vae.config, **place), weights.vae),
             text_encoder=encoder, tokenizer=LLMTokenizer(weights.tokenizer_dir),
             scheduler_config=weights.scheduler_config, sprint=weights.sprint)
+
+    def use_vae_file(self, path: str | Path) -> None:
+        """Decode with the DC-AE in the file `path` (mit-han-lab's original names or
+        diffusers'), in the place, dtype and config of the folder's. WeightsError in one line
+        for another kind of VAE."""
+        require_vae(path, "dc-ae", int(self.vae.config["latent_channels"]), model="Sana",
+                    usual="the folder's vae/ or mit-han-lab's dc-ae-f32c32-sana file")
+        weight, config = self.vae.decoder.conv_in.weight, self.vae.config
+        self.vae = load_network(
+            lambda: AutoencoderDC(config, dtype=weight.dtype, device=weight.device),
+            load_sana_vae(path, config=config), device=weight.device, offload_to_host=False)
 
     def predict(self, x: np.ndarray, timesteps: np.ndarray, states: np.ndarray,
                 mask: np.ndarray, guidance: np.ndarray | None = None) -> np.ndarray:
