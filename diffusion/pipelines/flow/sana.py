@@ -28,7 +28,9 @@ import numpy as np
 from gpucore import Device, default_device
 from gpustd import asarray
 
+from ...loaders.formats.diffusers_folder import component_config
 from ...loaders.sana.folder import load_sana_folder
+from ...loaders.sana.transformer import load_sana_transformer
 from ...loaders.sana.vae import load_sana_vae
 from ...loaders.vae_kind import require_vae
 from ...models.dc_ae import AutoencoderDC
@@ -68,13 +70,21 @@ class SanaPipeline:
     @classmethod
     def from_pretrained(cls, path: str | Path, *, dtype: Any = np.float32,
                         device: Device | None = None, variant: str | None = None,
+                        transformer_file: str | Path | None = None,
                         offload: bool = False) -> SanaPipeline:
         """Load a Sana or Sana Sprint diffusers folder (`load_sana_folder`) onto `device` in
-        `dtype`; `offload`: each network goes to host memory as soon as it is loaded (the
-        text encoder before the transformer loads), for a memory mode to bring in as it
-        runs (flow_memory)."""
-        weights = load_sana_folder(path, variant=variant)
+        `dtype`; `transformer_file`: a single-file transformer in NVIDIA's original layout
+        (`load_sana_transformer`; .pth or .safetensors) in place of the folder's, whose
+        transformer/config.json, where it has one, gives what the shapes do not (the
+        picture size, 2K's and 4K's position embeddings); `offload`: each network goes to
+        host memory as soon as it is loaded (the text encoder before the transformer loads),
+        for a memory mode to bring in as it runs (flow_memory)."""
+        skip = () if transformer_file is None else ("transformer",)
+        weights = load_sana_folder(path, variant=variant, skip=skip)
         transformer, text_encoder = weights.transformer, weights.text_encoder
+        if transformer_file is not None:
+            transformer = load_sana_transformer(
+                transformer_file, config=component_config(path, "transformer"))
         assert transformer is not None and text_encoder is not None
         place = {"dtype": dtype, "device": device or default_device()}
         load = partial(load_network, device=place["device"], offload_to_host=offload)

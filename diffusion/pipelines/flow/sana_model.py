@@ -22,6 +22,7 @@ import numpy as np
 from gpustd import asarray
 
 from ...loaders.flow.text_encoder_file import module_stem
+from ...loaders.sana.folder import sana_family
 from ...models.step_cache import StepCache
 from ...sampling.kdiffusion import DIFFUSERS
 from ...text.composable import refuse_composable
@@ -32,6 +33,7 @@ from ..request import GenerationRequest
 from .flow_memory import MemoryLayout
 from .flow_model import LLMFlowModel
 from .flow_sampling import FLOW_SAMPLERS, FLOW_SCHEDULES
+from .start import base_folder
 
 __all__ = ["SANA_DEFAULTS", "SPRINT_DEFAULTS", "SanaModel", "load_sana_model",
            "sana_capabilities", "sana_defaults"]
@@ -155,15 +157,22 @@ def sana_defaults(path: str | os.PathLike[str], family: str) -> SamplingDefaults
 
 def load_sana_model(path: str | os.PathLike[str], family: str, options: LoadOptions
                     ) -> SanaModel:
-    """A Sana or Sana Sprint diffusers folder as a SanaModel; `options.defaults` (the
-    folder's defaults.json) over `sana_defaults`. --text-encoder and --base are refused in
-    one line (the folder holds every part)."""
+    """A Sana or Sana Sprint diffusers folder, or a single-file transformer (NVIDIA's
+    original layout) with `options.base` (a Sana folder giving Gemma 2, the tokenizer, DC-AE
+    and scheduler; Sana or Sprint as that folder says), as a SanaModel; `options.defaults`
+    (the folder's defaults.json) over `sana_defaults`. --text-encoder refused in one line."""
     from .sana import SanaPipeline
 
-    if options.text_encoders or options.base:
-        raise ValueError("Sana reads every part from its diffusers folder: leave "
-                         "--text-encoder and --base out")
-    pipe = SanaPipeline.from_pretrained(Path(path), dtype=options.dtype, device=options.device,
-                                        variant=options.variant, offload=options.offload)
-    return SanaModel(pipe, family=family, name=module_stem(Path(path)),
+    if options.text_encoders:
+        raise ValueError("Sana reads Gemma 2 from its diffusers folder: leave --text-encoder "
+                         "out")
+    path = Path(path)
+    folder, transformer_file = base_folder(path, options.base, "Sana",
+                                           parts="Gemma 2, tokenizer, DC-AE and scheduler")
+    family = sana_family(folder) or family  # a file's: its base folder's pipeline class
+    pipe = SanaPipeline.from_pretrained(folder, dtype=options.dtype, device=options.device,
+                                        variant=options.variant,
+                                        transformer_file=transformer_file,
+                                        offload=options.offload)
+    return SanaModel(pipe, family=family, name=module_stem(path),
                      defaults=options.defaults or sana_defaults(path, family))

@@ -182,3 +182,32 @@ def test_sana_vae_file(first_device: gpucore.Device, tiny_sana: tuple[Path, Any]
     error = cli_error(capsys, *common, "--vae", str(tmp_path / "sd.safetensors"),
                       "--out", str(tmp_path / "c.png"))
     assert "Sana" in error and "DC-AE" in error
+
+
+def test_sana_single_file(first_device: gpucore.Device, tiny_sana: tuple[Path, Any],
+                          tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """A transformer file in NVIDIA's original layout with a Sana folder as --base whose
+    transformer/ holds its config alone: the whole folder's picture bit for bit; without
+    --base, one line saying what to add."""
+    import shutil
+
+    from safetensors.torch import save_file
+    from sana_tiny import original_layout
+
+    folder, reference = tiny_sana
+    file = tmp_path / "sana_tiny.safetensors"
+    save_file(original_layout(reference.transformer), str(file))
+    slim = tmp_path / "sana"
+    shutil.copytree(folder, slim)
+    for weights in (slim / "transformer").glob("*.safetensors*"):
+        weights.unlink()
+    common = ("txt2img", "--prompt", "a red circle", "--width", "64", "--height", "32",
+              "--steps", "2", "--seed", "7", "--dtype", "float32", "--rng", "torch")
+    out, err = cli_ok(capsys, *common, "--model", str(file), "--base", str(slim),
+                      "--out", str(tmp_path / "file.png"))
+    assert "sana_tiny (sana)" in err, err
+    single = png_pixels(out)
+    out, _ = cli_ok(capsys, *common, "--model", str(folder), "--out", str(tmp_path / "d.png"))
+    np.testing.assert_array_equal(single, png_pixels(out))
+    error = cli_error(capsys, *common, "--model", str(file), "--out", str(tmp_path / "x.png"))
+    assert "--base" in error and "Sana" in error
