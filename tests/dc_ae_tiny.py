@@ -7,7 +7,8 @@ their channel-averaging / channel-duplicating shortcuts, the encoder's output an
 input shortcuts, RMS norms; 3 levels (4x compression) instead of 6, 8 latent channels.
 DC_AE_TINY_SHUFFLE is the other layout diffusers knows (the "in"/"mix" DC-AEs): pixel
 (un)shuffle resamplers and a first level of no layers, whose conv_in/conv_out are then
-resamplers without shortcuts.
+resamplers without shortcuts, and their ReLU residual blocks (with RMS norms: we build no
+batch norms).
 """
 
 from __future__ import annotations
@@ -27,6 +28,9 @@ DC_AE_TINY: dict[str, Any] = dict(
     decoder_norm_types="rms_norm", decoder_act_fns="silu", scaling_factor=0.41407)
 DC_AE_TINY_SHUFFLE: dict[str, Any] = dict(
     DC_AE_TINY, encoder_layers_per_block=(0, 1, 1), decoder_layers_per_block=(0, 1, 1),
+    encoder_block_types=("ResBlock", "ResBlock", "EfficientViTBlock"),
+    decoder_block_types=("ResBlock", "ResBlock", "EfficientViTBlock"),
+    decoder_act_fns=("relu", "relu", "silu"),
     encoder_qkv_multiscales=((), (), (3,)), decoder_qkv_multiscales=((), (), (3,)),
     downsample_block_type="pixel_unshuffle", upsample_block_type="pixel_shuffle")
 

@@ -190,9 +190,9 @@ class AutoencoderDC(nn.Module):
     def _check(self, x: Tensor, channels: int, what: str, multiple: int) -> None:
         if x.ndim != 4 or x.shape[1] != channels or x.shape[2] % multiple or (
                 x.shape[3] % multiple):
-            raise ValueError(f"DC-AE {what}: expected (B, {channels}, H, W) with H and W "
-                             f"multiples of {multiple}, got {tuple(x.shape)}; resize or crop "
-                             "the input")
+            sides = f" with H and W multiples of {multiple}" if multiple > 1 else ""
+            raise ValueError(f"DC-AE {what}: expected (B, {channels}, H, W){sides}, got "
+                             f"{tuple(x.shape)}; resize or crop the input")
 
     def encode(self, images: Tensor) -> Tensor:
         """Images in [-1, 1], (B, 3, H, W) -> latents (B, C, H/f, W/f), f the compression

@@ -86,11 +86,6 @@ def _in_dtype(kernels: tuple[Any, Any], x: Tensor, *args: Any) -> Tensor:
     return typing.cast(Tensor, kernels[x.dtype == np.float16](x, *args))
 
 
-def _as(x: Any, dtype: Any) -> Tensor:
-    out = typing.cast(Tensor, x)
-    return out.astype(dtype) if out.dtype != dtype else out
-
-
 class ChannelRMSNorm(nn.Module):
     """x / sqrt(mean(x^2 over channels) + eps) * weight + bias on (B, C, H, W), the statistics
     in float32, then `residual` added (or ReLU applied). diffusers: `RMSNorm(C, 1e-5,
@@ -111,27 +106,27 @@ class ChannelRMSNorm(nn.Module):
         return _in_dtype((_rms_add, _rms_add16), x, mean_square, self.eps, weight, bias, added)
 
 
+@elementwise_kernel
+def _relu(x):  # x's dtype (0.0 a weak scalar)
+    return max(x, 0.0)
+
+
 def activation(name: str, what: str) -> Any:
     """The gpustd function of a config's activation name (diffusers' get_activation)."""
-    table = {"silu": nn.silu, "relu": lambda x: _as(_relu(x), x.dtype)}
+    table = {"silu": nn.silu, "relu": _relu}
     if name not in table:
         raise ValueError(f"DC-AE: {what} {name!r} is not supported (supported: silu, relu); "
                          "fix the VAE's config.json")
     return table[name]
 
 
-@elementwise_kernel
-def _relu(x):
-    return max(x, 0.0)
-
-
 def group_mean(x: Tensor, size: int) -> Tensor:
-    """Consecutive channels averaged in groups of `size`: (B, C, H, W) -> (B, C/size, H, W).
-    torch: `x.unflatten(1, (-1, size)).mean(dim=2)`."""
+    """Consecutive channels averaged in groups of `size` (in float32, written in x's dtype):
+    (B, C, H, W) -> (B, C/size, H, W). torch: `x.unflatten(1, (-1, size)).mean(dim=2)`."""
     if size == 1:
         return x
     b, c, h, w = x.shape
-    return _as(mean(x.reshape(b, c // size, size, h, w), axis=2), x.dtype)
+    return mean(x.reshape(b, c // size, size, h, w), axis=2)
 
 
 class ResBlock(nn.Module):

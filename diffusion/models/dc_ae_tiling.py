@@ -35,7 +35,9 @@ def bytes_per_input_pixel(config: dict[str, Any], mode: Literal["decode", "encod
     channels, C per pixel of this level, are no wider), and in an EfficientViT block the q, k,
     v of every scale in float32 (3 C (1 + scales) channels) and GLUMBConv's 8 C. A level of no
     layers makes only its resampler's narrow tensors; the picture itself, 3 channels in float32
-    at most."""
+    at most. Not counted: the convs' own workspaces (split-K partial sums of a conv too small
+    to fill the GPU, a CPU adapter's copy of the weights), far below a binding where tiling
+    matters."""
     side = "decoder" if mode == "decode" else "encoder"
     channels = list(config[f"{side}_block_out_channels"])
     kinds, layers = config[f"{side}_block_types"], config[f"{side}_layers_per_block"]

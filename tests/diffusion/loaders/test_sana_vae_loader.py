@@ -120,3 +120,4 @@ def test_not_a_dc_ae_named_in_one_line(tmp_path: Path) -> None:
         load_sana_vae(tmp_path / "other.safetensors")
     with pytest.raises(WeightsError, match="no such folder"):
         load_sana_vae(tmp_path / "missing")
+

@@ -11,17 +11,19 @@ import numpy as np
 import pytest
 
 pytest.importorskip("diffusers", reason="diffusers is a test-only reference")
+import diffusers
 import torch
 from dc_ae_tiny import DC_AE_TINY, DC_AE_TINY_SHUFFLE, tiny_dc_ae
 from sd_tiny import ported
 from support import assert_close
 
 import gpucore
+from diffusion.loaders.sana import DC_AE_SANA_CONFIG
 from diffusion.models.dc_ae import AutoencoderDC
-from gpustd import asarray
+from gpustd import asarray, nn
 
 # measured worst |error| / (|e| + rms) on lavapipe: decode 4.1e-6 (the quadratic form 2.7e-6),
-# encode 2.6e-6, the shuffle layout 1.1e-6 and 1.2e-6
+# encode 2.7e-6, the shuffle layout 1.4e-6 and 1.3e-6
 TOL = 1e-5
 # float16 against the float32 reference: decode 5.8e-3, encode 4.3e-3 (diffusers' own float16
 # on torch CPU: 8.2e-3 and 5.8e-3)
@@ -105,6 +107,18 @@ def test_bad_input_refused_in_one_line(device: gpucore.Device) -> None:
         ours.encode(asarray(np.zeros((1, 3, 30, 32), np.float32), device=device))
     with pytest.raises(ValueError, match=r"expected \(B, 8, H, W\)"):
         ours.decode(asarray(np.zeros((1, 4, 3, 3), np.float32), device=device))
+
+
+def test_sanas_config_builds_diffusers_tensors(first_device: gpucore.Device) -> None:
+    """The config a loaded file is given (Sana's f32c32) builds diffusers' tensors, every name
+    and shape (ours deferred, diffusers' on the meta device: no weights drawn)."""
+    config = {k: v for k, v in DC_AE_SANA_CONFIG.items() if not k.startswith("_")}
+    with torch.device("meta"):
+        reference = diffusers.AutoencoderDC(**config)
+    with nn.deferred():
+        ours = AutoencoderDC(config, device=first_device)
+    assert {k: tuple(v.shape) for k, v in ours.named_parameters()} == {
+        k: tuple(v.shape) for k, v in reference.state_dict().items()}
 
 
 @pytest.mark.nodevice
