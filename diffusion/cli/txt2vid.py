@@ -326,7 +326,7 @@ def run(args: argparse.Namespace) -> int:
         from .txt2vid_hunyuan_video import refuse_hunyuan_video_options, run_hunyuan_video
 
         refuse_hunyuan_video_options(args)
-        return run_hunyuan_video(args, out, _dtype(args.dtype))
+        return run_hunyuan_video(args, out, _dtype(args.dtype), image)
     if family == "kandinsky-5-video":
         from .txt2vid_kandinsky5 import run_kandinsky5
 

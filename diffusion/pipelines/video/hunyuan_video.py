@@ -92,15 +92,28 @@ class HunyuanVideoPipeline(FlowVideoPipeline):
                         offload: bool = False) -> HunyuanVideoPipeline:
         """Load a HunyuanVideoPipeline diffusers folder (`load_hunyuan_video_folder`) onto
         `device` in `dtype`; `offload`: each network goes to host memory as soon as it is
-        loaded, and comes to the GPU only while it runs."""
+        loaded, and comes to the GPU only while it runs. An image-to-video folder gives a
+        hunyuan_video_i2v.HunyuanVideoImageToVideoPipeline."""
         weights = load_hunyuan_video_folder(path, variant=variant)
+        place = {"dtype": dtype, "device": device or default_device()}
+        load = partial(load_network, device=place["device"], offload_to_host=offload)
+        parts = cls._loaded(weights, load, place)
+        if weights.vision is None:
+            return cls(**parts, offload=offload)
+        from .hunyuan_video_i2v import HunyuanVideoImageToVideoPipeline
+
+        return HunyuanVideoImageToVideoPipeline.with_vision(weights.vision, load, place,
+                                                            parts, offload)
+
+    @staticmethod
+    def _loaded(weights: Any, load: Any, place: dict[str, Any]) -> dict[str, Any]:
+        """The folder's networks (`load`ed in `place`), tokenizers and scheduler config by
+        __init__'s names."""
         transformer, llama, clip = weights.transformer, weights.text_encoder, \
             weights.text_encoder_2
         assert transformer is not None and llama is not None and clip is not None
         assert weights.tokenizer_2_dir is not None
-        place = {"dtype": dtype, "device": device or default_device()}
-        load = partial(load_network, device=place["device"], offload_to_host=offload)
-        return cls(
+        return dict(
             text_encoder=load(lambda: LLMTextModel(llama.config, **place), llama),
             text_encoder_2=load(lambda: CLIPTextModel(clip.config, **place), clip),
             transformer=load(lambda: HunyuanVideoTransformer3DModel(transformer.config,
@@ -109,7 +122,7 @@ class HunyuanVideoPipeline(FlowVideoPipeline):
                      weights.vae),
             tokenizer=LLMTokenizer(weights.tokenizer_dir),
             tokenizer_2=CLIPTokenizer.from_pretrained(weights.tokenizer_2_dir),
-            scheduler_config=weights.scheduler_config, offload=offload)
+            scheduler_config=weights.scheduler_config)
 
     def networks(self) -> tuple[Any, ...]:
         return (self.text_encoder, self.text_encoder_2, self.transformer, self.vae)
