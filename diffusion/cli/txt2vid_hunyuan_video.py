@@ -41,7 +41,7 @@ def run_hunyuan_video(args: argparse.Namespace, out: Path, dtype: Any, image: An
     """Generate and write the video as `args` say (checked by cli.txt2vid and
     `refuse_hunyuan_video_options`) with the HunyuanVideo folder `args.model`, its weights in
     `dtype`; `image`: img2vid's first frame; prints the path."""
-    from ..pipelines.video.hunyuan_video import HunyuanVideoPipeline
+    from ..pipelines.video.hunyuan_video_i2v import hunyuan_video_class
 
     # diffusers' pipeline takes either alone and does nothing with it: said, not silent
     true_cfg = args.true_cfg_scale is not None and args.true_cfg_scale > 1
@@ -50,7 +50,7 @@ def run_hunyuan_video(args: argparse.Namespace, out: Path, dtype: Any, image: An
               "--negative-prompt together; with one alone it is off (--cfg-scale, the "
               "distilled guidance, reads no negative prompt)", file=sys.stderr)
     cache = flow_video_cache(args, "HunyuanVideo")
-    pipe = load_flow_video(HunyuanVideoPipeline, args, dtype)
+    pipe = load_flow_video(hunyuan_video_class(args.model), args, dtype)
     bar = ProgressBar(args.command)
     videos = pipe(args.prompt, negative_prompt=args.negative_prompt, height=args.height,
                   width=args.width, num_frames=args.frames, num_inference_steps=args.steps,

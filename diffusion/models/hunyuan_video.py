@@ -166,7 +166,7 @@ class HunyuanVideoTransformer3DModel(VideoPatches, DualStreamTransformer):
         pooled = pooled if isinstance(pooled, Tensor) else asarray(
             np.asarray(pooled, np.float32), device=self.device)
         temb = self.time_text_embed(np.zeros(batch, np.float32), cast(pooled, self.dtype))
-        return FirstFrame(temb, grid[1] * grid[2])
+        return FirstFrame(temb, nn.silu(temb), grid[1] * grid[2])
 
     def forward(self, hidden_states: Any, timestep: Any, encoder_hidden_states: Any,
                 encoder_attention_mask: Any = None, pooled_projections: Any = None,

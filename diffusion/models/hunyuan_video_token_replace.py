@@ -3,9 +3,11 @@ HunyuanVideoTokenReplaceTransformerBlock and HunyuanVideoTokenReplaceSingleTrans
 the first latent frame is the picture's clean latents, so its tokens are modulated as at
 timestep 0 (their own shift, scale and gate from the conditioning vector of timestep 0 plus
 the pooled prompt, no guidance: `FirstFrame.temb`), the other tokens as the step's. The
-weights are the plain blocks'; only which modulation a token reads differs.
+weights are the plain blocks'; only which modulation a token reads differs (the stream is
+cut around the first frame and joined again for each modulated norm and gated residual: a
+few copies of it a block, small beside the attention).
 
-    first = FirstFrame(temb_at_zero, count=rows * columns)
+    first = FirstFrame(temb_at_zero, silu(temb_at_zero), count=rows * columns)
     x, context = block(x, context, temb, tables, first=first)       # double stream
     x = single(x, temb, tables, first=first.at(text_length))        # text then image
 """
@@ -16,7 +18,7 @@ import typing
 from dataclasses import dataclass, replace
 from itertools import pairwise
 
-from gpustd import Tensor, concatenate, nn, take_slice
+from gpustd import Tensor, concatenate, take_slice
 
 from .dit_layers import AdaLayerNormZero, JointTransformerBlock, Rope, modulated_norm_of
 from .flux import FluxSingleTransformerBlock
@@ -28,16 +30,13 @@ __all__ = ["FirstFrame", "TokenReplaceSingleTransformerBlock", "TokenReplaceTran
 @dataclass(frozen=True)
 class FirstFrame:
     """The first frame's `count` tokens from `start` on in a stream (B, L, dim), and the
-    conditioning vector temb (B, dim) they are modulated with (silu'd once: `activated`).
-    diffusers: `token_replace_emb`, `first_frame_num_tokens`."""
+    conditioning vector temb (B, dim) they are modulated with, `activated` = silu(temb) (once
+    for every block). diffusers: `token_replace_emb`, `first_frame_num_tokens`."""
 
     temb: Tensor
+    activated: Tensor
     count: int
     start: int = 0
-
-    @property
-    def activated(self) -> Tensor:
-        return nn.silu(self.temb)
 
     def at(self, start: int) -> FirstFrame:
         """The same tokens `start` places further on (after the text in the single stream)."""
@@ -101,5 +100,5 @@ class TokenReplaceSingleTransformerBlock(FluxSingleTransformerBlock):
             return super().forward(x, temb, rotary, activated=activated, mask=mask)
         mods = self.norm.modulation(temb, activated)
         own = self.norm.modulation(first.temb, first.activated)
-        joint = self.joint(first.norm(x, own, mods, 0, 1), rotary, mask)
+        joint = self.joint(first.norm(x, own, mods, 0, 1), rotary, mask, x.dtype)
         return first.gated(x, own, mods, 2, self.proj_out(joint))

@@ -92,18 +92,22 @@ class HunyuanVideoPipeline(FlowVideoPipeline):
                         offload: bool = False) -> HunyuanVideoPipeline:
         """Load a HunyuanVideoPipeline diffusers folder (`load_hunyuan_video_folder`) onto
         `device` in `dtype`; `offload`: each network goes to host memory as soon as it is
-        loaded, and comes to the GPU only while it runs. An image-to-video folder gives a
-        hunyuan_video_i2v.HunyuanVideoImageToVideoPipeline."""
+        loaded, and comes to the GPU only while it runs. ValueError for an image-to-video
+        folder (hunyuan_video_i2v.HunyuanVideoImageToVideoPipeline loads it;
+        `hunyuan_video_i2v.hunyuan_video_class` says which)."""
         weights = load_hunyuan_video_folder(path, variant=variant)
-        place = {"dtype": dtype, "device": device or default_device()}
-        load = partial(load_network, device=place["device"], offload_to_host=offload)
-        parts = cls._loaded(weights, load, place)
-        if weights.vision is None:
-            return cls(**parts, offload=offload)
-        from .hunyuan_video_i2v import HunyuanVideoImageToVideoPipeline
+        if weights.vision is not None:
+            raise ValueError(f"{path} is HunyuanVideo-I2V (image to video): load it with "
+                             "HunyuanVideoImageToVideoPipeline")
+        place, load = cls._placing(dtype, device, offload)
+        return cls(**cls._loaded(weights, load, place), offload=offload)
 
-        return HunyuanVideoImageToVideoPipeline.with_vision(weights.vision, load, place,
-                                                            parts, offload)
+    @staticmethod
+    def _placing(dtype: Any, device: Device | None, offload: bool
+                 ) -> tuple[dict[str, Any], Any]:
+        """(where the networks go: dtype and device, `load_network` there)."""
+        place = {"dtype": dtype, "device": device or default_device()}
+        return place, partial(load_network, device=place["device"], offload_to_host=offload)
 
     @staticmethod
     def _loaded(weights: Any, load: Any, place: dict[str, Any]) -> dict[str, Any]:

@@ -14,20 +14,23 @@ as diffusers):
   there) are joined as more channels; the first 4 decoded frames are dropped (diffusers'
   `video[:, :, 4:]`), so the video has num_frames - 4 frames.
 
-    pipe = HunyuanVideoPipeline.from_pretrained("HunyuanVideo-I2V")  # this class
+    pipe = HunyuanVideoImageToVideoPipeline.from_pretrained("HunyuanVideo-I2V")
     frames = pipe("a man plays the guitar", image=picture, height=720, width=1280)
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from gpucore import Device
 from gpustd import asarray
 
-from ...loaders.weights import ComponentWeights
+from ...loaders.formats.diffusers_folder import pipeline_class
+from ...loaders.hunyuan_video.folder import I2V_CLASS, load_hunyuan_video_folder
 from ...models.hunyuan_video_i2v_prompt import LlavaVision, llava_states
 from ...models.hunyuan_video_prompt import MAX_SEQUENCE_LENGTH, clip_pooled
 from ...models.step_cache import StepCache
@@ -40,7 +43,7 @@ from .flow_video import prompt_list
 from .hunyuan_video import HunyuanVideoPipeline, StepCallback, Text
 from .wan_image import resized_pixels
 
-__all__ = ["HunyuanVideoImageToVideoPipeline"]
+__all__ = ["HunyuanVideoImageToVideoPipeline", "hunyuan_video_class"]
 
 _NOISE = np.float32(0.999)  # diffusers' prepare_latents: t = 0.999
 _INTERLEAVE = {"token_replace": 4, "latent_concat": 2}
@@ -66,13 +69,22 @@ class HunyuanVideoImageToVideoPipeline(HunyuanVideoPipeline):
         self.condition = condition
 
     @classmethod
-    def with_vision(cls, weights: ComponentWeights, load: Any, place: dict[str, Any],
-                    parts: dict[str, Any], offload: bool) -> HunyuanVideoImageToVideoPipeline:
-        """The pipeline of HunyuanVideoPipeline's loaded `parts` and LLaVA's picture side
-        (`weights`: the folder's text encoder's, its LlavaConfig)."""
-        vision = load(lambda: LlavaVision(weights.config, **place), weights)
-        return cls(vision=vision, image_token_index=weights.config.get(
-            "image_token_index", 128257), offload=offload, **parts)
+    def from_pretrained(cls, path: str | Path, *, dtype: Any = np.float32,
+                        device: Device | None = None, variant: str | None = None,
+                        offload: bool = False) -> HunyuanVideoImageToVideoPipeline:
+        """Load a HunyuanVideoImageToVideoPipeline diffusers folder as
+        HunyuanVideoPipeline.from_pretrained does, LLaVA's picture side besides; ValueError
+        for a text-to-video folder."""
+        weights = load_hunyuan_video_folder(path, variant=variant)
+        seen = weights.vision
+        if seen is None:
+            raise ValueError(f"{path} is HunyuanVideo text-to-video: load it with "
+                             "HunyuanVideoPipeline")
+        place, load = cls._placing(dtype, device, offload)
+        vision = load(lambda: LlavaVision(seen.config, **place), seen)
+        return cls(vision=vision, image_token_index=seen.config.get("image_token_index",
+                                                                      128257),
+                   offload=offload, **cls._loaded(weights, load, place))
 
     def networks(self) -> tuple[Any, ...]:
         return (self.text_encoder, self.vision, self.text_encoder_2, self.transformer,
@@ -195,3 +207,10 @@ class HunyuanVideoImageToVideoPipeline(HunyuanVideoPipeline):
                                      callback=callback)
         frames = self._frames(latents)
         return frames if replace else frames[:, _DROPPED:]
+
+
+def hunyuan_video_class(path: str | Path) -> type[HunyuanVideoPipeline]:
+    """The pipeline class that loads the HunyuanVideo folder `path`: this module's for a
+    HunyuanVideoImageToVideoPipeline folder, HunyuanVideoPipeline for the others."""
+    image = pipeline_class(Path(path)) == I2V_CLASS
+    return HunyuanVideoImageToVideoPipeline if image else HunyuanVideoPipeline

@@ -23,7 +23,9 @@ from diffusion.pipelines.video.hunyuan_video_i2v import HunyuanVideoImageToVideo
 PROMPT = "a red circle on a blue background"
 # 5 frames: 2 latent frames; 8 x 12 latents (the tiny VAE's 4x), 4 x 6 patches
 HEIGHT, WIDTH, FRAMES, STEPS = 32, 48, 5, 2
-TOL = (1e-6, 5e-6)  # (mean, max) |ours - diffusers| in [0, 1], float32: measured below
+# (mean, max) |ours - diffusers| in [0, 1], float32: measured 2.0e-7 and 2.3e-6
+# (latent_concat: 2.7e-7 and 1.9e-6)
+TOL = (1e-6, 5e-6)
 SETTINGS = {"height": HEIGHT, "width": WIDTH, "num_frames": FRAMES,
             "num_inference_steps": STEPS, "guidance_scale": 4.5, "max_sequence_length": 40}
 
@@ -47,18 +49,18 @@ def tiny(tiny_hunyuan_video_i2v: tuple[Path, Any]) -> tuple[Path, Any, np.ndarra
 
 def test_i2v_frames_equal_diffusers(first_device: gpucore.Device,
                                     tiny: tuple[Path, Any, np.ndarray]) -> None:
-    """diffusers' frames; picture 2 moves them visibly."""
+    """diffusers' frames (a prompt of 40 tokens' room); picture 2 moves them visibly."""
     folder, _reference, expected = tiny
-    pipe = HunyuanVideoPipeline.from_pretrained(folder)
-    assert isinstance(pipe, HunyuanVideoImageToVideoPipeline)
+    with pytest.raises(ValueError, match=r"is HunyuanVideo-I2V \(image to video\): load it with "
+                                         "HunyuanVideoImageToVideoPipeline"):
+        HunyuanVideoPipeline.from_pretrained(folder)
+    pipe = HunyuanVideoImageToVideoPipeline.from_pretrained(folder)
     ours = pipe(PROMPT, image=_picture(1), seed=7, **SETTINGS)[0]
     assert ours.shape == expected.shape == (FRAMES, HEIGHT, WIDTH, 3)
-    print("ERR", np.abs(ours - expected).mean(), np.abs(ours - expected).max())
     assert np.abs(ours - expected).mean() < TOL[0]
     assert np.abs(ours - expected).max() < TOL[1]
     other = pipe(PROMPT, image=_picture(2), seed=7, **SETTINGS)[0]
-    print("PIC", np.abs(other - ours).mean())
-    assert np.abs(other - ours).mean() > 0.02
+    assert np.abs(other - ours).mean() > 0.012  # measured 0.025
 
 
 def test_img2vid(first_device: gpucore.Device, tiny: tuple[Path, Any, np.ndarray],
@@ -90,9 +92,8 @@ def test_latent_concat_equals_diffusers(first_device: gpucore.Device,
         expected = np.asarray(reference(image=_picture(1), prompt=PROMPT, output_type="np",
                                         generator=torch.Generator().manual_seed(7),
                                         **settings).frames)[0]
-    pipe = HunyuanVideoPipeline.from_pretrained(tmp_path / "hunyuan-video-i2v")
+    pipe = HunyuanVideoImageToVideoPipeline.from_pretrained(tmp_path / "hunyuan-video-i2v")
     ours = pipe(PROMPT, image=_picture(1), seed=7, **settings)[0]
     assert ours.shape == expected.shape == (5, HEIGHT, WIDTH, 3)
-    print("ERR33", np.abs(ours - expected).mean(), np.abs(ours - expected).max())
     assert np.abs(ours - expected).mean() < TOL[0]
     assert np.abs(ours - expected).max() < TOL[1]
