@@ -105,11 +105,11 @@ def llava_states(llama: LLMTextModel, vision: LlavaVision, tokenizer: LLMTokeniz
                  image_token_index: int, max_sequence_length: int = MAX_SEQUENCE_LENGTH
                  ) -> tuple[np.ndarray, np.ndarray]:
     """(states (B, n / interleave + max_sequence_length - 4, hidden) float32, mask int64) of
-    `prompts` with `picture` (module docstring); `interleave` in 1..5 keeps every such
-    picture token (diffusers keeps all of them otherwise). ValueError for a tokenizer without
-    the <image> token at position 5. diffusers: `HunyuanVideoImageToVideoPipeline.
-    _get_llama_prompt_embeds(image, prompts, DEFAULT_PROMPT_TEMPLATE, max_sequence_length=,
-    image_embed_interleave=)`."""
+    `prompts` with `picture` (module docstring): every `interleave`-th picture token kept
+    where 0 < interleave < 6, all of them otherwise (diffusers' rule). ValueError for a
+    tokenizer without the <image> token at position 5. diffusers:
+    `HunyuanVideoImageToVideoPipeline._get_llama_prompt_embeds(image, prompts,
+    DEFAULT_PROMPT_TEMPLATE, max_sequence_length=, image_embed_interleave=)`."""
     if not prompts or not all(isinstance(p, str) for p in prompts):
         raise ValueError("the prompts must be a non-empty list of strings")
     length = CROP_START + max_sequence_length
