@@ -30,7 +30,7 @@ from ..formats.diffusers_folder import (
 )
 from ..formats.dit_folder import DIT_COMPONENTS, DiTWeights, dit_weights
 from ..weights import ComponentWeights, TensorRef, resolve_dtype
-from .llava import split_llava
+from .llava import llava_configs, split_llava
 from .transformer import load_hunyuan_video_transformer
 from .vae import load_hunyuan_video_vae
 
@@ -106,8 +106,8 @@ def load_hunyuan_video_folder(path: str | os.PathLike[str], *, dtype: Any = None
                                    f"(model_type {config.get('model_type')!r}); give the "
                                    "folder's own LLaVA-Llama-3 text encoder")
             refs, seen = split_llava(refs)
-            vision.append(ComponentWeights("vision", config, seen, dtype=resolve_dtype(dtype)))
-            config = {"model_type": "llama", **(config.get("text_config") or {})}
+            config, whole = llava_configs(config)
+            vision.append(ComponentWeights("vision", whole, seen, dtype=resolve_dtype(dtype)))
         else:
             refs = causal_lm_refs(refs)
         if config.get("model_type") != "llama" or "embed_tokens.weight" not in refs:

@@ -8,11 +8,31 @@ one (`model.language_model.layers.0...`, `model.vision_tower.embeddings...`)."""
 
 from __future__ import annotations
 
-from typing import TypeVar
+from typing import Any, TypeVar
 
-__all__ = ["split_llava"]
+__all__ = ["llava_configs", "split_llava"]
 
 _T = TypeVar("_T")
+# transformers' defaults, which a saved config.json leaves out where a value equals them
+# (llava-hf's configs do): LlamaConfig's, CLIPVisionConfig's, LlavaConfig's
+_LLAMA = {"vocab_size": 32000, "hidden_size": 4096, "intermediate_size": 11008,
+          "num_hidden_layers": 32, "num_attention_heads": 32, "hidden_act": "silu",
+          "max_position_embeddings": 2048, "rms_norm_eps": 1e-6, "rope_theta": 10000.0}
+_CLIP_VISION = {"hidden_size": 768, "intermediate_size": 3072, "num_hidden_layers": 12,
+                "num_attention_heads": 12, "num_channels": 3, "image_size": 224,
+                "patch_size": 32, "hidden_act": "quick_gelu", "layer_norm_eps": 1e-5,
+                "projection_dim": 512}
+_LLAVA = {"image_token_index": 32000, "projector_hidden_act": "gelu",
+          "vision_feature_select_strategy": "default", "vision_feature_layer": -2,
+          "multimodal_projector_bias": True}
+
+
+def llava_configs(config: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
+    """(the language model's config, the whole LlavaConfig) of a LLaVA config.json, each
+    with transformers' defaults where the file leaves them out."""
+    text = {**_LLAMA, "model_type": "llama", **(config.get("text_config") or {})}
+    vision = {**_CLIP_VISION, **(config.get("vision_config") or {})}
+    return text, {**_LLAVA, **config, "text_config": text, "vision_config": vision}
 
 
 def split_llava(tensors: dict[str, _T]) -> tuple[dict[str, _T], dict[str, _T]]:

@@ -82,8 +82,7 @@ class HunyuanVideoImageToVideoPipeline(HunyuanVideoPipeline):
                              "HunyuanVideoPipeline")
         place, load = cls._placing(dtype, device, offload)
         vision = load(lambda: LlavaVision(seen.config, **place), seen)
-        return cls(vision=vision, image_token_index=seen.config.get("image_token_index",
-                                                                      128257),
+        return cls(vision=vision, image_token_index=seen.config["image_token_index"],
                    offload=offload, **cls._loaded(weights, load, place))
 
     def networks(self) -> tuple[Any, ...]:

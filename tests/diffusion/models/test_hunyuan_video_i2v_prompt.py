@@ -19,7 +19,7 @@ from hunyuan_video_i2v_tiny import tiny_hunyuan_video_i2v_text
 from sd_tiny import state_dict
 
 import gpucore
-from diffusion.loaders.hunyuan_video.llava import split_llava
+from diffusion.loaders.hunyuan_video.llava import llava_configs, split_llava
 from diffusion.models.hunyuan_video_i2v_prompt import LlavaVision, llava_states
 from diffusion.models.llm import LLMTextModel
 from diffusion.text.llm_tokenizer import LLMTokenizer
@@ -81,3 +81,24 @@ def test_hunyuan_video_i2v_prompt_equals_diffusers(device: gpucore.Device,
     text = slice(576 // 2, None)  # the prompt's states, moved by the picture before them
     assert np.abs(other[:, text] - states[:, text]).mean() > 0.05 * np.abs(states[:, text]).mean()
 
+
+
+def test_llava_configs_fill_transformers_defaults() -> None:
+    """A llava-hf style config.json, which leaves out what equals transformers' defaults: the
+    vision tower's quick GELU and the language model's hidden size filled in; the
+    checkpoints' two layouts of names split alike."""
+    text, whole = llava_configs({"model_type": "llava", "image_token_index": 128257,
+                                 "text_config": {"vocab_size": 128320, "rope_theta": 5e5},
+                                 "vision_config": {"image_size": 336, "patch_size": 14}})
+    assert text["model_type"] == "llama" and text["hidden_size"] == 4096
+    assert text["rope_theta"] == 5e5 and whole["vision_config"]["hidden_act"] == "quick_gelu"
+    assert whole["image_token_index"] == 128257 and whole["vision_feature_layer"] == -2
+    old = {"language_model.model.norm.weight": 1, "language_model.lm_head.weight": 2,
+           "vision_tower.vision_model.post_layernorm.weight": 3,
+           "multi_modal_projector.linear_1.weight": 4}
+    new = {"model.language_model.norm.weight": 1, "lm_head.weight": 2,
+           "model.vision_tower.post_layernorm.weight": 3,
+           "model.multi_modal_projector.linear_1.weight": 4}
+    expected = ({"norm.weight": 1}, {"vision_tower.vision_model.post_layernorm.weight": 3,
+                                     "multi_modal_projector.linear_1.weight": 4})
+    assert split_llava(old) == split_llava(new) == expected

@@ -17,6 +17,7 @@ import torch
 from cli_support import cli_error, cli_ok, png_frames
 
 import gpucore
+from diffusion.pipelines.sd.memory import MemoryMode
 from diffusion.pipelines.video.hunyuan_video import HunyuanVideoPipeline
 from diffusion.pipelines.video.hunyuan_video_i2v import HunyuanVideoImageToVideoPipeline
 
@@ -26,6 +27,8 @@ HEIGHT, WIDTH, FRAMES, STEPS = 32, 48, 5, 2
 # (mean, max) |ours - diffusers| in [0, 1], float32: measured 2.0e-7 and 2.3e-6
 # (latent_concat: 2.7e-7 and 1.9e-6)
 TOL = (1e-6, 5e-6)
+# true CFG triples the two passes' difference: measured 9.5e-7 and 1.3e-5
+CFG_TOL = (5e-6, 3e-5)
 SETTINGS = {"height": HEIGHT, "width": WIDTH, "num_frames": FRAMES,
             "num_inference_steps": STEPS, "guidance_scale": 4.5, "max_sequence_length": 40}
 
@@ -61,6 +64,25 @@ def test_i2v_frames_equal_diffusers(first_device: gpucore.Device,
     assert np.abs(ours - expected).max() < TOL[1]
     other = pipe(PROMPT, image=_picture(2), seed=7, **SETTINGS)[0]
     assert np.abs(other - ours).mean() > 0.012  # measured 0.025
+    pipe.set_memory_mode(MemoryMode(lowvram=True))  # the blocks streamed: the same frames
+    assert np.array_equal(pipe(PROMPT, image=_picture(1), seed=7, **SETTINGS)[0], ours)
+
+
+def test_i2v_true_cfg_equals_diffusers(first_device: gpucore.Device,
+                                       tiny: tuple[Path, Any, np.ndarray]) -> None:
+    """True CFG against a negative prompt, which reads a black picture (every 2nd of its
+    tokens, as diffusers): diffusers' frames, visibly not the unguided ones."""
+    folder, reference, plain = tiny
+    guided = {**SETTINGS, "negative_prompt": "a photo of a cat", "true_cfg_scale": 3.0}
+    with torch.no_grad():
+        expected = np.asarray(reference(image=_picture(1), prompt=PROMPT, output_type="np",
+                                        generator=torch.Generator().manual_seed(7),
+                                        **guided).frames)[0]
+    ours = HunyuanVideoImageToVideoPipeline.from_pretrained(folder)(
+        PROMPT, image=_picture(1), seed=7, **guided)[0]
+    assert np.abs(ours - expected).mean() < CFG_TOL[0]
+    assert np.abs(ours - expected).max() < CFG_TOL[1]
+    assert np.abs(ours - plain).mean() > 0.05  # measured 0.14
 
 
 def test_img2vid(first_device: gpucore.Device, tiny: tuple[Path, Any, np.ndarray],
