@@ -197,3 +197,14 @@ def tiny_sana_sprint(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, An
 
     root = tmp_path_factory.mktemp("tiny-sana-sprint")
     return root / "sana-sprint", tiny_sana_pipeline(root, "sana-sprint", sprint=True)
+
+
+@pytest.fixture(scope="session")
+def tiny_hunyuan_video_i2v(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Any]:
+    """(the folder `root / "hunyuan-video-i2v"`, diffusers' HunyuanVideoImageToVideoPipeline)
+    of hunyuan_video_i2v_tiny's token_replace parts: the pipeline's and the CLI's tests."""
+    pytest.importorskip("diffusers", reason="diffusers is a test-only reference")
+    from hunyuan_video_i2v_tiny import tiny_hunyuan_video_i2v_pipeline
+
+    root = tmp_path_factory.mktemp("tiny-hunyuan-video-i2v")
+    return root / "hunyuan-video-i2v", tiny_hunyuan_video_i2v_pipeline(root)
