@@ -152,6 +152,9 @@ def _options(sub: argparse.ArgumentParser) -> None:
                      help="HunyuanVideo: true classifier-free guidance against "
                           "--negative-prompt above 1, beside --cfg-scale, the guidance its "
                           "distilled transformer reads (off)")
+    sub.add_argument("--sampling-type", choices=("inverted_anti_drifting", "vanilla"),
+                     help="FramePack: sections made backwards (FramePackI2V_HY's, the default) "
+                          "or forwards (vanilla: F1's)")
     sub.add_argument("--seed", type=whole, default=-1,
                      help="random seed; -1 (the default) picks one and prints it")
     sub.add_argument("--sampler", default="diffusers", choices=("diffusers", "UniPC", "Euler"),
@@ -205,9 +208,12 @@ def _check(args: argparse.Namespace) -> Path:
     from ..pipelines.video import check_frame_count, video_cache
     from ..pipelines.video.models import video_defaults, video_family_name
 
-    if args.true_cfg_scale is not None and video_family_name(args.model) != "hunyuan-video":
+    family = video_family_name(args.model)
+    if args.true_cfg_scale is not None and family not in ("hunyuan-video", "framepack"):
         raise ValueError("--true-cfg-scale is for HunyuanVideo models; this model's guidance "
                          "is --cfg-scale")
+    if getattr(args, "sampling_type", None) and family != "framepack":
+        raise ValueError("--sampling-type is for FramePack models")
     defaults = video_defaults(args.model)
     for name in ("frames", "fps", "width", "height", "steps", "cfg_scale"):
         if getattr(args, name) is None:
@@ -322,6 +328,9 @@ def run(args: argparse.Namespace) -> int:
     family = video_family_name(args.model)
     if family != "ltx-2":
         refuse_ltx2_only(args)
+    if family == "framepack":
+        from .img2vid_framepack import run_framepack  # its options refused first
+        return run_framepack(args, out, _dtype(args.dtype), image)
     if family == "hunyuan-video":
         from .txt2vid_hunyuan_video import refuse_hunyuan_video_options, run_hunyuan_video
 

@@ -17,15 +17,23 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import WeightsError
-from ..formats.diffusers_folder import causal_lm_refs, pipeline_index, read_json, weight_refs
+from ..formats.diffusers_folder import (
+    causal_lm_refs,
+    pipeline_class,
+    pipeline_index,
+    read_json,
+    weight_refs,
+)
 from ..formats.dit_folder import DIT_COMPONENTS, dit_weights
 from ..redux_file import siglip_weights
 from ..weights import ComponentWeights, TensorRef, resolve_dtype
 from .folder import HunyuanVideoWeights
 from .vae import load_hunyuan_video_vae
 
-__all__ = ["FRAMEPACK_CLASS", "FramepackWeights", "load_framepack_folder",
-           "load_framepack_transformer"]
+__all__ = ["FAMILY", "FRAMEPACK_CLASS", "FramepackWeights", "framepack_family",
+           "load_framepack_folder", "load_framepack_transformer"]
+
+FAMILY = "framepack"
 
 FRAMEPACK_CLASS = "HunyuanVideoFramepackPipeline"
 _CLASSES = ("HunyuanVideoFramepackTransformer3DModel", "HunyuanVideoTransformer3DModelPacked")
@@ -40,6 +48,12 @@ class FramepackWeights(HunyuanVideoWeights):
 
     image_encoder: ComponentWeights | None = None
     processor_config: dict[str, Any] = field(default_factory=dict)
+
+
+def framepack_family(path: str | os.PathLike[str]) -> str | None:
+    """"framepack" for a diffusers folder whose model_index.json names a
+    HunyuanVideoFramepackPipeline, None for anything else."""
+    return FAMILY if pipeline_class(Path(path)) == FRAMEPACK_CLASS else None
 
 
 def load_framepack_transformer(path: str | os.PathLike[str], *, dtype: Any = None,

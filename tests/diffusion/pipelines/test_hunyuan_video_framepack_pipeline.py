@@ -1,7 +1,7 @@
 """FramePack image to video (a HunyuanVideoFramepackPipeline folder of
 hunyuan_video_framepack_tiny's parts): our frames against diffusers' on PyTorch CPU float32,
 two sections of 2 latent frames each, backwards (FramePackI2V_HY's inverted anti-drifting)
-and forwards (F1's vanilla), the picture visibly mattering."""
+and forwards (F1's vanilla), the picture visibly mattering; `img2vid` on the folder."""
 
 from __future__ import annotations
 
@@ -65,3 +65,26 @@ def test_framepack_equals_diffusers(first_device: gpucore.Device, tiny: tuple[Pa
     if sampling == "vanilla":
         other = pipe(PROMPT, image=_picture(2), seed=7, sampling_type=sampling, **SETTINGS)[0]
         assert np.abs(other - ours).mean() > 0.006
+
+
+def test_img2vid(first_device: gpucore.Device, tiny: tuple[Path, Any], tmp_path: Path,
+                 capsys: pytest.CaptureFixture[str]) -> None:
+    """`img2vid --image --sampling-type vanilla` on the folder gives diffusers' video (one
+    step, one section of the default 9-frame window), with a bar for the section; txt2vid is refused in
+    one line before the weights load."""
+    from cli_support import cli_error, cli_ok, png_frames
+
+    folder, reference = tiny
+    _picture(1).save(tmp_path / "in.png")
+    common = ("--model", str(folder), "--steps", "1", "--seed", "7", "--dtype",
+              "float32", "--prompt", PROMPT, "--frames", "9", "--width", str(WIDTH),
+              "--height", str(HEIGHT), "--cfg-scale", "9")
+    out, err = cli_ok(capsys, "img2vid", *common, "--image", str(tmp_path / "in.png"),
+                      "--sampling-type", "vanilla", "-o", str(tmp_path / "cat"))
+    expected = _diffusers(reference, _picture(1), sampling_type="vanilla",
+                          latent_window_size=9, num_inference_steps=1)
+    got = png_frames(out)
+    assert got.shape == expected.shape
+    assert np.abs(got - expected).mean() < 0.01  # through 8-bit PNG frames
+    assert "section 1/1" in err
+    assert "img2vid" in cli_error(capsys, "txt2vid", *common, "-o", str(tmp_path / "x.webp"))
