@@ -78,6 +78,10 @@ def load_framepack_folder(path: str | os.PathLike[str], *, dtype: Any = None,
     as load_hunyuan_video_folder's); WeightsError naming what is not there."""
     root = Path(path)
     pipeline_index(root, FRAMEPACK_CLASS, _COMPONENTS)
+    for needed in (root / "tokenizer" / "tokenizer.json",
+                   root / "feature_extractor" / "preprocessor_config.json"):
+        if not needed.is_file():
+            raise WeightsError(f"{needed}: required file is missing")
 
     def adapt(name: str, config: dict[str, Any], refs: dict[str, TensorRef]
               ) -> tuple[dict[str, Any], dict[str, TensorRef]]:
@@ -98,10 +102,6 @@ def load_framepack_folder(path: str | os.PathLike[str], *, dtype: Any = None,
     clip = root / "text_encoder_2"
     refs, _where = weight_refs(clip, "model", variant)
     refs = {key.removeprefix("text_model."): ref for key, ref in refs.items()}
-    for needed in (root / "tokenizer" / "tokenizer.json",
-                   root / "feature_extractor" / "preprocessor_config.json"):
-        if not needed.is_file():
-            raise WeightsError(f"{needed}: required file is missing")
     return FramepackWeights(
         scheduler_config=read_json(root / "scheduler" / "scheduler_config.json"),
         tokenizer_dir=root / "tokenizer",

@@ -94,3 +94,27 @@ def test_img2vid(first_device: gpucore.Device, tiny: tuple[Path, Any], tmp_path:
     assert np.abs(got - expected).mean() < 0.01  # through 8-bit PNG frames
     assert "section 1/1" in err
     assert "img2vid" in cli_error(capsys, "txt2vid", *common, "-o", str(tmp_path / "x.webp"))
+
+
+def test_folder(tiny: tuple[Path, Any], tmp_path: Path) -> None:
+    """The folder is FramePack's family; a transformer/ folder of another model and a folder
+    without its SigLIP processor are refused in one line naming the file."""
+    import shutil
+
+    from diffusion.loaders.errors import WeightsError
+    from diffusion.loaders.hunyuan_video.framepack import (
+        framepack_family,
+        load_framepack_folder,
+        load_framepack_transformer,
+    )
+    from diffusion.pipelines.video.models import video_family_name
+
+    folder, _ = tiny
+    assert framepack_family(folder) == video_family_name(folder) == "framepack"
+    with pytest.raises(WeightsError, match="is not a FramePack transformer"):
+        load_framepack_transformer(folder / "vae")
+    broken = tmp_path / "broken"
+    shutil.copytree(folder, broken)
+    (broken / "feature_extractor" / "preprocessor_config.json").unlink()
+    with pytest.raises(WeightsError, match=r"preprocessor_config\.json: required"):
+        load_framepack_folder(broken)
