@@ -149,16 +149,20 @@ class HunyuanVideoFramepackPipeline(HunyuanVideoPipeline):
                         (self.text_encoder_2, "forward_pooled"), (self.image_encoder, "forward")),
             vae=self.vae, transformer_calls=("prepare_text", "prepare_history"))
 
-    def encode_image(self, image: Any, height: int, width: int, generator: Any
-                     ) -> tuple[np.ndarray, np.ndarray]:
-        """SigLIP's last hidden state (1, 729, 1152) of the picture and its VAE latents (1,
-        16, 1, h, w) times the scaling factor, the posterior sampled with `generator`.
-        diffusers: `encode_image`, `prepare_image_latents`."""
-        pixels, picture = framepack_pixels(image, height, width)
-        spatial = int(self.vae.spatial_compression_ratio)
+    def encode_image(self, image: Any, height: int, width: int) -> np.ndarray:
+        """SigLIP's last hidden state (1, 729, 1152) of the picture. diffusers:
+        `encode_image`."""
+        _, picture = framepack_pixels(image, height, width)
         with self.on_gpu(self.image_encoder):
             embeds = self.image_encoder(siglip_pixels(picture, self.processor_config))
-            embeds_host = embeds.numpy().astype(np.float32)
+            return embeds.numpy().astype(np.float32)  # type: ignore[no-any-return]
+
+    def image_latents(self, image: Any, height: int, width: int, generator: Any
+                      ) -> np.ndarray:
+        """The picture's VAE latents (1, 16, 1, h, w) times the scaling factor, the
+        posterior sampled with `generator`. diffusers: `prepare_image_latents`."""
+        pixels, _ = framepack_pixels(image, height, width)
+        spatial = int(self.vae.spatial_compression_ratio)
 
         def encode(vae: Any) -> np.ndarray:
             weight = next(iter(vae.parameters()))
@@ -168,7 +172,7 @@ class HunyuanVideoFramepackPipeline(HunyuanVideoPipeline):
             z = vae.encode(video, noise=noise).numpy().astype(np.float32)
             check_encoded(z, vae)
             return z * np.float32(vae.scaling_factor)
-        return embeds_host, self._with_vae(encode)
+        return self._with_vae(encode)
 
     def _decoded(self, latents: np.ndarray) -> np.ndarray:
         """Latents (B, C, F, h, w) decoded, (B, 3, T, H, W) in [-1, 1] as the VAE gives them
@@ -230,13 +234,15 @@ class HunyuanVideoFramepackPipeline(HunyuanVideoPipeline):
                  seed: int = 0, rng: str = "torch", sampler: str = "diffusers",
                  max_sequence_length: int = MAX_SEQUENCE_LENGTH,
                  callback: StepCallback | None = None, cache: StepCache | None = None,
-                 section_callback: Callable[[int, int], None] | None = None) -> np.ndarray:
+                 section_callback: Callable[[int, int], None] | None = None,
+                 last_image: Any = None) -> np.ndarray:
         """The video (1, T, height, width, 3) float in [0, 1] animating `image` (PIL or HxWx3
         uint8) for one prompt. `callback(done, total, latents)` after every step of every
         section (done and total count all sections' steps; False stops);
-        `section_callback(k, count)` as section k begins; `cache`: First Block Cache.
+        `section_callback(k, count)` as section k begins; `cache`: First Block Cache;
+        `last_image`: the frame to end on (inverted_anti_drifting only).
         diffusers: `HunyuanVideoFramepackPipeline(image=, prompt=, negative_prompt=,
-        height=, width=, num_frames=, num_inference_steps=, guidance_scale=,
+        last_image=, height=, width=, num_frames=, num_inference_steps=, guidance_scale=,
         true_cfg_scale=, latent_window_size=, sampling_type=,
         generator=torch.Generator().manual_seed(seed), output_type="np").frames`."""
         prompts = prompt_list(prompt)
@@ -246,6 +252,9 @@ class HunyuanVideoFramepackPipeline(HunyuanVideoPipeline):
         if sampling_type not in SAMPLING_TYPES:
             raise ValueError(f"sampling_type must be one of {SAMPLING_TYPES} (FramePackI2V_HY "
                              f"or F1's), got {sampling_type!r}")
+        if last_image is not None and sampling_type != "inverted_anti_drifting":
+            raise ValueError("last_image needs sampling_type 'inverted_anti_drifting' (the "
+                             "video made backwards from its end)")
         if isinstance(num_frames, bool) or not isinstance(num_frames, (int, np.integer)) \
                 or num_frames < 1 or latent_window_size < 1:
             raise ValueError(f"frames and latent_window_size must be at least 1, got "
@@ -259,7 +268,11 @@ class HunyuanVideoFramepackPipeline(HunyuanVideoPipeline):
         negatives = self.encode_prompt([negative_prompt], max_sequence_length) \
             if true_cfg_scale > 1 and negative_prompt is not None else None
         generator = make_generator(rng, seed)
-        embeds, image_latents = self.encode_image(image, height, width, generator)
+        embeds = self.encode_image(image, height, width)
+        image_latents = self.image_latents(image, height, width, generator)
+        # diffusers encodes the last frame's SigLIP states too but reads only its latents
+        last_latents = None if last_image is None else self.image_latents(
+            last_image, height, width, generator)
         model, temporal = self.transformer, self.temporal_factor
         spatial = int(self.vae.spatial_compression_ratio)
         count = section_count(num_frames, latent_window_size, temporal)
@@ -275,7 +288,8 @@ class HunyuanVideoFramepackPipeline(HunyuanVideoPipeline):
         for k in range(count):
             if section_callback is not None:
                 section_callback(k, count)
-            section = pack(sampling_type, k, count, latent_window_size, history, image_latents)
+            section = pack(sampling_type, k, count, latent_window_size, history, image_latents,
+                           last_latents)
             latents = generator.standard_normal(shape).astype(np.float32)
             scheduler = self._schedule(shape, num_inference_steps)
             self._next_phase()

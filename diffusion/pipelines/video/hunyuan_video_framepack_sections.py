@@ -54,9 +54,11 @@ class Section:
 
 
 def pack(sampling: str, k: int, count: int, window: int, history: np.ndarray,
-         image_latents: np.ndarray) -> Section:
+         image_latents: np.ndarray, last_latents: np.ndarray | None = None) -> Section:
     """Section k of `count`'s packing of `history` (B, C, N, h, w) and the first frame's
-    latents (B, C, 1, h, w). diffusers: the start of the section loop."""
+    latents (B, C, 1, h, w); `last_latents`: the last frame's (inverted_anti_drifting), the
+    first section's (the video's end) clean history. diffusers: the start of the section
+    loop."""
     sizes = _SIZES[sampling]
     if sampling == "inverted_anti_drifting":
         padding = latent_paddings(count)[k] * window
@@ -65,6 +67,8 @@ def pack(sampling: str, k: int, count: int, window: int, history: np.ndarray,
                                                   np.cumsum(splits)[:-1])
         recent, double, quad = np.split(history[:, :, :sum(sizes)], np.cumsum(sizes)[:-1],
                                         axis=2)
+        if last_latents is not None and k == 0:
+            recent = last_latents
     else:
         splits = [1, *sizes, window]
         prefix, four, two, one, own = np.split(np.arange(sum(splits)), np.cumsum(splits)[:-1])

@@ -55,7 +55,8 @@ def test_framepack_equals_diffusers(first_device: gpucore.Device, tiny: tuple[Pa
     """Two sections' frames (17: the second section's first frame's latents too, backwards),
     joined by the soft fade, as diffusers'; forwards, another picture moves them by 0.011
     mean (measured; backwards 0.008), through SigLIP's tokens and the first frame's
-    latents; --lowvram's frames the plain run's, bit for bit."""
+    latents; --lowvram's frames the plain run's, bit for bit; backwards with a last frame to
+    end on (diffusers' `last_image`) as diffusers', the frames moved by it."""
     folder, reference = tiny
     pipe = HunyuanVideoFramepackPipeline.from_pretrained(folder)
     ours = pipe(PROMPT, image=_picture(1), seed=7, sampling_type=sampling, **SETTINGS)[0]
@@ -63,6 +64,12 @@ def test_framepack_equals_diffusers(first_device: gpucore.Device, tiny: tuple[Pa
     assert ours.shape == expected.shape
     assert np.abs(ours - expected).mean() < TOL[0]
     assert np.abs(ours - expected).max() < TOL[1]
+    if sampling == "inverted_anti_drifting":  # a last frame: the first section's history
+        ended = pipe(PROMPT, image=_picture(1), last_image=_picture(3), seed=7, **SETTINGS)[0]
+        expected_end = _diffusers(reference, _picture(1), last_image=_picture(3))
+        assert np.abs(ended - expected_end).mean() < TOL[0]
+        assert np.abs(ended - expected_end).max() < TOL[1]
+        assert np.abs(ended - ours).mean() > 0.008  # measured 0.017
     if sampling == "vanilla":
         other = pipe(PROMPT, image=_picture(2), seed=7, sampling_type=sampling, **SETTINGS)[0]
         assert np.abs(other - ours).mean() > 0.006
