@@ -35,21 +35,17 @@ def write_framepack_transformer(folder: Path, seed: int = 47, **overrides: Any) 
     return model
 
 
-def tiny_framepack_pipeline(root: Path, name: str = "framepack") -> Any:
-    """diffusers' HunyuanVideoFramepackPipeline of the tiny FramePack transformer,
-    hunyuan_video_vae_tiny's VAE (4x spatial and temporal), hunyuan_video_text_tiny's Llama,
-    CLIP and tokenizers, the tiny SigLIP and its processor (28 x 28), and HunyuanVideo's
-    scheduler shift; saved by diffusers to `root / name`; returns the pipeline."""
+def tiny_framepack_pipeline(root: Path, hunyuan_video: Any, name: str = "framepack") -> Any:
+    """diffusers' HunyuanVideoFramepackPipeline of the tiny FramePack transformer, the tiny
+    SigLIP and its processor (28 x 28) and the rest of `hunyuan_video`, diffusers' tiny
+    HunyuanVideoPipeline (tests/hunyuan_video_pipe_tiny.py: its VAE, Llama, CLIP, tokenizers
+    and scheduler); saved by diffusers to `root / name`; returns the pipeline."""
     import diffusers
     from hunyuan_video15_pipe_tiny import tiny_siglip
-    from hunyuan_video_pipe_tiny import SHIFT
-    from hunyuan_video_text_tiny import tiny_hunyuan_video_text
-    from hunyuan_video_vae_tiny import tiny_hunyuan_video_vae
 
     siglip, processor = tiny_siglip()
     pipe = diffusers.HunyuanVideoFramepackPipeline(
-        transformer=tiny_framepack_transformer(), vae=tiny_hunyuan_video_vae(),
-        scheduler=diffusers.FlowMatchEulerDiscreteScheduler(shift=SHIFT),
-        image_encoder=siglip, feature_extractor=processor, **tiny_hunyuan_video_text(root))
+        **{**hunyuan_video.components, "transformer": tiny_framepack_transformer()},
+        image_encoder=siglip, feature_extractor=processor)
     pipe.save_pretrained(root / name)
     return pipe

@@ -42,11 +42,13 @@ def _diffusers(reference: Any, picture: Image.Image, **options: Any) -> np.ndarr
 
 
 @pytest.fixture(scope="module")
-def tiny(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Any]:
+def tiny(tmp_path_factory: pytest.TempPathFactory, tiny_hunyuan_video: tuple[Path, Any]
+         ) -> tuple[Path, Any]:
+    """(the folder, diffusers' pipeline), HunyuanVideo's test parts shared."""
     from hunyuan_video_framepack_tiny import tiny_framepack_pipeline
 
     root = tmp_path_factory.mktemp("framepack")
-    return root / "framepack", tiny_framepack_pipeline(root)
+    return root / "framepack", tiny_framepack_pipeline(root, tiny_hunyuan_video[1])
 
 
 @pytest.mark.parametrize("sampling", ["inverted_anti_drifting", "vanilla"])
