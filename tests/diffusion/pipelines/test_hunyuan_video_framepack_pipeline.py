@@ -83,7 +83,8 @@ def test_framepack_equals_diffusers(first_device: gpucore.Device, tiny: tuple[Pa
 
 
 def test_img2vid(first_device: gpucore.Device, tiny: tuple[Path, Any], tmp_path: Path,
-                 capsys: pytest.CaptureFixture[str]) -> None:
+                 capsys: pytest.CaptureFixture[str],
+                 tiny_hunyuan_video: tuple[Path, Any]) -> None:
     """`img2vid --image --sampling-type vanilla` on the folder gives diffusers' video (one
     step, one section of the default 9-frame window), with a bar for the section; txt2vid
     is refused in one line before the weights load."""
@@ -103,6 +104,9 @@ def test_img2vid(first_device: gpucore.Device, tiny: tuple[Path, Any], tmp_path:
     assert np.abs(got - expected).mean() < 0.01  # through 8-bit PNG frames
     assert "section 1/1" in err
     assert "img2vid" in cli_error(capsys, "txt2vid", *common, "-o", str(tmp_path / "x.webp"))
+    assert "--sampling-type is for FramePack" in cli_error(
+        capsys, "txt2vid", *common[2:], "--model", str(tiny_hunyuan_video[0]),
+        "--sampling-type", "vanilla", "-o", str(tmp_path / "x.webp"))
 
 
 def test_folder(tiny: tuple[Path, Any], tmp_path: Path) -> None:
