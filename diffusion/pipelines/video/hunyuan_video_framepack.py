@@ -279,8 +279,6 @@ class HunyuanVideoFramepackPipeline(HunyuanVideoPipeline):
         shape = (1, int(model.config["in_channels"]), latent_window_size, height // spatial,
                  width // spatial)
         guidance = np.full(1, guidance_scale, model.dtype) * model.dtype.type(1000)
-        branches = [None if cache is None or (side and negatives is None) else cache.branch()
-                    for side in range(2)]
         scale, progress = np.float32(true_cfg_scale), _Progress(callback, count)
         history = empty_history(sampling_type, image_latents)
         total = int(sampling_type == "vanilla")  # the first frame is already in its history
@@ -292,6 +290,9 @@ class HunyuanVideoFramepackPipeline(HunyuanVideoPipeline):
                            last_latents)
             latents = generator.standard_normal(shape).astype(np.float32)
             scheduler = self._schedule(shape, num_inference_steps)
+            # each section denoises from fresh noise: its own step cache state
+            branches = [None if cache is None or (side and negatives is None)
+                        else cache.branch() for side in range(2)]
             self._next_phase()
             with self.on_gpu(self.transformer):
                 prepared = [(model.prepare_text(states, mask, embeds), pooled) for states, mask,

@@ -57,7 +57,8 @@ def test_framepack_equals_diffusers(first_device: gpucore.Device, tiny: tuple[Pa
     """Two sections' frames (17: the second section's first frame's latents too, backwards),
     joined by the soft fade, as diffusers'; forwards, another picture moves them by 0.011
     mean (measured; backwards 0.008), through SigLIP's tokens and the first frame's
-    latents; --lowvram's frames the plain run's, bit for bit; backwards with a last frame to
+    latents; First Block Cache per section; --lowvram's frames the plain run's, bit for bit;
+    backwards with a last frame to
     end on (diffusers' `last_image`) as diffusers', the frames moved by it."""
     folder, reference = tiny
     pipe = HunyuanVideoFramepackPipeline.from_pretrained(folder)
@@ -75,6 +76,14 @@ def test_framepack_equals_diffusers(first_device: gpucore.Device, tiny: tuple[Pa
     if sampling == "vanilla":
         other = pipe(PROMPT, image=_picture(2), seed=7, sampling_type=sampling, **SETTINGS)[0]
         assert np.abs(other - ours).mean() > 0.006
+        # First Block Cache: each section's first step computed (its own state), the
+        # second skipped at a huge threshold
+        from diffusion.models.step_cache import CacheSpec, StepCache
+
+        cache = StepCache(CacheSpec("fbc", 1e9), STEPS)
+        pipe(PROMPT, image=_picture(1), seed=7, sampling_type=sampling, cache=cache,
+             **SETTINGS)
+        assert cache.summary().endswith("2/4 model calls computed")
         # the blocks streamed, SigLIP with the text encoders: the same frames
         pipe.set_memory_mode(MemoryMode(lowvram=True))
         assert np.array_equal(
