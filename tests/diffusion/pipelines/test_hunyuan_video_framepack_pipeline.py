@@ -113,6 +113,8 @@ def test_img2vid(first_device: gpucore.Device, tiny: tuple[Path, Any], tmp_path:
     assert np.abs(got - expected).mean() < 0.01  # through 8-bit PNG frames
     assert "section 1/1" in err
     assert "img2vid" in cli_error(capsys, "txt2vid", *common, "-o", str(tmp_path / "x.webp"))
+    assert "image-to-video model: make videos with `python -m diffusion img2vid" in cli_error(
+        capsys, "txt2img", "--model", str(folder), "--prompt", PROMPT)
     assert "--sampling-type is for FramePack" in cli_error(
         capsys, "txt2vid", *common[2:], "--model", str(tiny_hunyuan_video[0]),
         "--sampling-type", "vanilla", "-o", str(tmp_path / "x.webp"))
