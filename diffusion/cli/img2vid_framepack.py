@@ -24,7 +24,17 @@ from .progress import ProgressBar
 from .video_family import flow_video_cache, load_flow_video, refuse_command, refuse_wan_only
 from .video_out import finish_video
 
-__all__ = ["SectionBars", "refuse_framepack_options", "run_framepack"]
+__all__ = ["SectionBars", "refuse_framepack_options", "refuse_hunyuan_only", "run_framepack"]
+
+
+def refuse_hunyuan_only(args: argparse.Namespace, family: str) -> None:
+    """ValueError in one line for --true-cfg-scale on a model other than HunyuanVideo's and
+    FramePack's, --sampling-type on one other than FramePack's."""
+    if args.true_cfg_scale is not None and family not in ("hunyuan-video", "framepack"):
+        raise ValueError("--true-cfg-scale is for HunyuanVideo models; this model's guidance "
+                         "is --cfg-scale")
+    if getattr(args, "sampling_type", None) and family != "framepack":
+        raise ValueError("--sampling-type is for FramePack models")
 
 
 def refuse_framepack_options(args: argparse.Namespace) -> None:

@@ -64,21 +64,30 @@ class SingleStreamBlock(nn.Module):
                mask: Tensor | None = None) -> Tensor:
         """modulated's rest after its norm: x + gate * proj_out([attention | MLP] of
         normed)."""
+        joint = self.joint(normed, rotary, mask, x.dtype)
+        if not self.proj_mlp.plain():  # --int8: two passes, as ever
+            return gated_add(x, gate, self.proj_out(joint))
+        return gated_linear(x, gate, self.proj_out, joint)
+
+    def joint(self, normed: Tensor, rotary: Rope, mask: Tensor | None = None,
+              dtype: Any = None) -> Tensor:
+        """proj_out's input [attention | gelu(MLP)] (B, L, dim + hidden) of the modulated
+        norm `normed`, in `dtype` (the stream's; None: normed's) (a caller gating proj_out's
+        output itself: HunyuanVideo's token replace)."""
         if not self.proj_mlp.plain():  # --int8: the MLP's input quantized with q, k and v's
             q, k, v, (mlp,) = self.attn.projections(normed, also=(self.proj_mlp,),
                                                     rotary=rotary)
             attn = self.attn.attend(q, k, v, None, mask)[0]
-            joint = concatenate([attn, nn.gelu(mlp, approximate="tanh")], axis=2)
-            return gated_add(x, gate, self.proj_out(joint))
-        # proj_out's input [attention | gelu(MLP)]: the MLP's GEMM writes its GELU into the
-        # right-hand columns, and the attention's output is copied beside it
-        batch, length, dim = x.shape
-        joint = empty((batch, length, dim + self.proj_mlp.weight.shape[0]), x.dtype,
-                      device=x.device)
+            return concatenate([attn, nn.gelu(mlp, approximate="tanh")], axis=2)
+        # the MLP's GEMM writes its GELU into the right-hand columns, and the attention's
+        # output is copied beside it
+        batch, length, dim = normed.shape
+        joint = empty((batch, length, dim + self.proj_mlp.weight.shape[0]),
+                      normed.dtype if dtype is None else dtype, device=normed.device)
         self.proj_mlp.gelu(normed, approximate="tanh", out=joint, start=dim)
         q, k, v, _ = self.attn.projections(normed, rotary=rotary)
         put_slice(joint, self.attn.attend(q, k, v, None, mask)[0], 0, axis=2)
-        return gated_linear(x, gate, self.proj_out, joint)
+        return joint
 
 
 class FluxSingleTransformerBlock(SingleStreamBlock):

@@ -343,6 +343,22 @@ class LLMTextModel(nn.Module):
         rotary = self._text_rotary(ids.shape[1])
         return self._run(x, rotary, self._keep(mask, device), indices, final_norm)
 
+    def embedded_hidden_states(self, embeddings: Tensor, attention_mask: Any, layer: int
+                               ) -> Tensor:
+        """`hidden_states` (layer > 0 or negative) of input embeddings (B, L, hidden_size)
+        float32 given in place of the ids' (LLaVA's picture features among them), plain
+        positions. transformers: `model(inputs_embeds=, attention_mask=,
+        output_hidden_states=True).hidden_states[layer]`."""
+        index = layer + len(self.layers) + 1 if layer < 0 else layer
+        mask = np.asarray(attention_mask).astype(bool)
+        if embeddings.ndim != 3 or mask.shape != embeddings.shape[:2] or not 0 < index <= len(
+                self.layers):
+            raise ValueError(f"embedded_hidden_states reads (B, L, D) embeddings with a (B, L) "
+                             f"mask and a layer past the embeddings, got {embeddings.shape}, "
+                             f"{mask.shape} and {layer}")
+        return self._run(cast(embeddings, np.float32), self._text_rotary(mask.shape[1]),
+                         self._keep(mask, embeddings.device), [index], True)[0]
+
     def _keep(self, mask: np.ndarray, device: Device) -> Tensor | None:
         """The padding mask (B, L) as the layers add it: (B, 1, 1, L) 0 / -inf, None for no
         padding (adding zeros gave the same scores); soft-capped scores (Gemma 2) read the

@@ -33,6 +33,7 @@ from ..loaders.longcat_image import longcat_image_family
 from ..loaders.ltx2.folder import ltx2_family
 from ..loaders.lumina2 import lumina2_family, lumina2_file_family
 from ..loaders.qwen_image import qwenimage21_family, qwenimage_family, qwenimage_layered_family
+from ..loaders.sana import sana_family, sana_file_family
 from ..loaders.wan import wan_family, wan_file_family
 from ..loaders.z_image import zimage_family, zimage_omni_family
 from .contract import Capabilities, LoadOptions, Pipeline, SamplingDefaults
@@ -80,6 +81,7 @@ from .flow.qwen_image_edit_model import (
     qwenimage_edit_family,
 )
 from .flow.qwen_image_model import load_qwenimage_model, qwenimage_capabilities, qwenimage_defaults
+from .flow.sana_model import load_sana_model, sana_capabilities, sana_defaults
 from .flow.z_image_model import load_zimage_model, zimage_capabilities, zimage_defaults
 from .flow.z_image_omni_model import (
     load_zimage_omni_model,
@@ -180,6 +182,10 @@ FAMILIES: tuple[FamilyLoader, ...] = (
                  lambda path: lumina2_family(path) or lumina2_file_family(path),
                  load_lumina2_model, lumina2_defaults, latent_channels=16, single_file_base=True,
                  capabilities=lambda path, family: lumina2_capabilities(family)),
+    FamilyLoader("Sana (1.0, 1.5, Sprint)",
+                 lambda path: sana_family(path) or sana_file_family(path), load_sana_model,
+                 sana_defaults, latent_channels=32, single_file_base=True,
+                 capabilities=lambda path, family: sana_capabilities(family)),
     FamilyLoader("Qwen-Image 2.1", qwenimage21_family, load_qwenimage21_model,
                  qwenimage21_defaults, latent_channels=64, single_file_base=True,
                  capabilities=lambda path, family: qwenimage21_capabilities(family)),

@@ -1,10 +1,10 @@
 """The memory modes of Qwen-Image, Qwen-Image-Edit, Qwen-Image 2.1, Z-Image (and Omni), Krea 2,
-Lumina 2, LongCat-Image (and Edit), HunyuanImage 2.1, Kandinsky 5, FLUX.1, SD3 and Chroma on
-tiny folders: loaded with `offload` every network is in host memory until it runs; --lowvram,
---medvram and --max-vram each give the plain run's picture bitwise; under --lowvram the GPU
-holds a block of the transformer at a time, its weights there fewer than the model's; a budget
-below the least names that minimum in one line. (FLUX.2's, the same plan:
-test_flux2_memory.)"""
+Lumina 2, LongCat-Image (and Edit), Sana (and Sprint), HunyuanImage 2.1, Kandinsky 5, FLUX.1,
+SD3 and Chroma on tiny folders: loaded with `offload` every network is in host memory until
+it runs; --lowvram, --medvram and --max-vram each give the plain run's picture bitwise; under
+--lowvram the GPU holds a block of the transformer at a time, its weights there fewer than
+the model's; a budget below the least names that minimum in one line. (FLUX.2's, the same
+plan: test_flux2_memory.)"""
 
 from __future__ import annotations
 
@@ -26,6 +26,7 @@ from PIL import Image
 from qwenedit_tiny import tiny_qwenimage_edit_pipeline
 from qwenimage21_tiny import tiny_qwenimage21_pipeline
 from qwenimage_tiny import tiny_qwenimage_pipeline
+from sana_pipeline_tiny import tiny_sana_pipeline
 from support import generate_within_budget
 from zimage_tiny import tiny_zimage_omni_pipeline, tiny_zimage_pipeline
 
@@ -59,6 +60,12 @@ FAMILIES = {
     # Lumina 2: Gemma 2, the refiners and joint blocks streamed; its sides multiples of 16
     "lumina2": (tiny_lumina2_pipeline, "lumina-2",
                 {"cfg_scale": 4.0, "width": 48, "height": 32}, 1 << 18),
+    # Sana: Gemma 2 over the instruction and prompt, the blocks streamed, the DC-AE; its
+    # sides multiples of 32. Sprint: its SCM steps, no negative pass (CFG 1)
+    "sana": (tiny_sana_pipeline, "sana", {"cfg_scale": 4.5, "width": 64, "height": 32},
+             1 << 20),
+    "sana-sprint": (lambda root: tiny_sana_pipeline(root, "sana-sprint", sprint=True),
+                    "sana-sprint", {"cfg_scale": 1.0, "width": 64, "height": 32}, 1 << 18),
     # HunyuanImage 2.1: Qwen2.5-VL and ByT5 in one unit, APG-mix guidance with a negative
     # pass (its sides multiples of the tiny VAE's 4)
     "hunyuanimage-2.1": (tiny_hunyuanimage_pipeline, "hunyuanimage", {"cfg_scale": 3.5},
