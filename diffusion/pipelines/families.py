@@ -20,6 +20,7 @@ from ..loaders.flow.chroma import chroma_family
 from ..loaders.flow.file import flow_model_family
 from ..loaders.flux2 import flux2_distilled, flux2_family
 from ..loaders.hunyuan_video.folder import hunyuan_video_family
+from ..loaders.hunyuan_video.framepack import framepack_family
 from ..loaders.hunyuan_video15.folder import hunyuan_video15_family
 from ..loaders.hunyuanimage import (
     hunyuanimage_distilled,
@@ -210,6 +211,8 @@ FAMILIES: tuple[FamilyLoader, ...] = (
                  refuse_pictures, lambda path, family: None, latent_channels=32),
     FamilyLoader("LTX-2 (videos with audio: txt2vid)", ltx2_family, refuse_pictures,
                  lambda path, family: None, latent_channels=128),
+    FamilyLoader("FramePack (videos: img2vid)", framepack_family, refuse_pictures,
+                 lambda path, family: None, latent_channels=16),
     FamilyLoader("HunyuanVideo (videos: txt2vid)", hunyuan_video_family, refuse_pictures,
                  lambda path, family: None, latent_channels=16),
     FamilyLoader("SD 1.x/2.x, SDXL (base, refiner, Turbo)", any_checkpoint, load_unet_model,
