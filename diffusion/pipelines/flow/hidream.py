@@ -101,6 +101,8 @@ class HiDreamImagePipeline:
         self.t5, self.tokenizer_3 = t5, tokenizer_3
         self.llama, self.tokenizer_4 = llama, tokenizer_4
         self.scheduler_config = dict(scheduler_config)
+        if is_flow_unipc(scheduler_config):  # the WebUI samplers' schedule reads `shift`
+            self.scheduler_config.setdefault("shift", scheduler_config.get("flow_shift", 1.0))
         self.modules = list(modules)
         self.vae_scale_factor = 2 ** (len(vae.config["block_out_channels"]) - 1)
 

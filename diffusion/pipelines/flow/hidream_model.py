@@ -1,0 +1,131 @@
+"""`HiDreamModel`: HiDream-I1 (Full, Dev, Fast) behind the `generate(request)` every door
+calls, the flow family's `FlowModel` with HiDream's guidance, and the registry's loader and
+defaults for it.
+
+The request's CFG scale is diffusers' `guidance_scale` (HiDream's CFG is `uncond + g (cond -
+uncond)`): above 1 a negative-prompt pass, 1 none (Dev and Fast, guidance-distilled). The
+"diffusers" sampler runs HiDreamImagePipeline's own loop with the folder's scheduler (Full:
+UniPC on flow sigmas, shift 3); the WebUI's samplers for flow models run over the Simple
+schedule shifted by the folder's shift (Dev 6, Fast and Full 3). Llama-3.1-8B-Instruct comes
+from the folder's text_encoder_4/ or a folder given as --text-encoder.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ...loaders.flow.text_encoder_file import module_stem
+from ...loaders.formats.diffusers_folder import read_json
+from ...models.step_cache import StepCache
+from ...sampling.kdiffusion import DIFFUSERS
+from ..contract import Capabilities, LoadOptions, SamplingDefaults
+from ..observer import Observer
+from ..request import GenerationRequest
+from .flow_model import LLMFlowModel
+from .flow_sampling import FLOW_SAMPLERS, FLOW_SCHEDULES
+
+__all__ = ["HIDREAM_DEFAULTS", "HiDreamModel", "hidream_capabilities", "hidream_defaults",
+           "hidream_variant", "load_hidream_model"]
+
+# the model cards' settings: Full 50 steps at guidance 5 with its UniPC; Dev 28 steps and
+# Fast 16, both without guidance, on the flow Euler steps of their shifted sigmas
+HIDREAM_DEFAULTS = {
+    "full": SamplingDefaults(steps=50, sampler=DIFFUSERS, cfg_scale=5.0,
+                             why="HiDream-I1 Full's settings (its UniPC scheduler, CFG 5)"),
+    "dev": SamplingDefaults(steps=28, sampler="Euler", cfg_scale=1.0,
+                            why="HiDream-I1 Dev's settings; CFG 1 runs without a negative "
+                                "pass"),
+    "fast": SamplingDefaults(steps=16, sampler="Euler", cfg_scale=1.0,
+                             why="HiDream-I1 Fast's settings; CFG 1 runs without a negative "
+                                 "pass")}
+
+
+class HiDreamModel(LLMFlowModel):
+    """A loaded HiDream-I1 pipeline (`family` "hidream", a `HiDreamImagePipeline` as
+    `pipe`)."""
+
+    @property
+    def capabilities(self) -> Capabilities:
+        """The WebUI samplers defined for flow models over the Simple schedule, CFG with a
+        negative prompt, plain-text prompts with LoRA tags, img2img and inpainting by those
+        samplers (diffusers has no HiDream img2img pipeline), the hires fix, variation seeds;
+        no ControlNets, refiner, step cache or memory modes yet."""
+        return hidream_capabilities(self.family)
+
+    def _diffusers(self, request: GenerationRequest, prompts: list[str], seed: int,
+                   width: int, height: int, observer: Observer,
+                   cache: StepCache | None = None) -> np.ndarray:
+        """HiDreamImagePipeline's loop; an init image refused in one line (diffusers draws
+        HiDream from noise alone)."""
+        if request.init_image is not None:
+            raise ValueError("HiDream-I1 draws img2img and inpainting with the WebUI's "
+                             "samplers only (diffusers has no HiDream img2img pipeline): "
+                             "choose Euler, Euler a or DPM++ 2M")
+        return super()._diffusers(request, prompts, seed, width, height, observer, cache)
+
+    def _guidance(self, request: GenerationRequest) -> dict[str, Any]:
+        """diffusers' guidance_scale (the CFG scale itself) and the negative prompt."""
+        return {"guidance_scale": float(request.cfg_scale),
+                "negative_prompt": request.negative_prompt}
+
+
+def hidream_capabilities(family: str) -> Capabilities:
+    """What a HiDream-I1 model takes (HiDreamModel.capabilities says what): the loaded
+    model's, and the registry's before the weights load."""
+    return Capabilities(family=family, latent_space="flux", guidance="cfg",
+                        samplers=tuple(FLOW_SAMPLERS), schedules=FLOW_SCHEDULES,
+                        models="HiDream-I1 models", prompt_syntax=False,
+                        textual_inversion=False, refiner=False, control=False,
+                        hires_with_diffusers=False, latent_masked_content=False,
+                        memory_modes=False, hires_own_settings=True, noise_multiplier=True)
+
+
+def hidream_variant(path: str | os.PathLike[str]) -> str:
+    """"full", "dev" or "fast": the name's ("HiDream-I1-Dev"), else the folder's scheduler
+    (Full's is UniPC; a flow-matching one shifted by 6 is Dev's, by 3 Fast's)."""
+    name = Path(path).name.lower()
+    for variant in ("fast", "dev", "full"):
+        if variant in name:
+            return variant
+    file = Path(path) / "scheduler" / "scheduler_config.json"
+    config = read_json(file) if file.is_file() else {}
+    if config.get("_class_name") == "UniPCMultistepScheduler":
+        return "full"
+    return "dev" if float(config.get("shift", 3.0)) >= 5 else "fast"
+
+
+def hidream_defaults(path: str | os.PathLike[str], family: str) -> SamplingDefaults:
+    """What a HiDream-I1 model samples with where its defaults.json says nothing: its
+    variant's (hidream_variant)."""
+    return HIDREAM_DEFAULTS[hidream_variant(path)]
+
+
+def load_hidream_model(path: str | os.PathLike[str], family: str, options: LoadOptions
+                       ) -> HiDreamModel:
+    """A HiDream-I1 diffusers folder as a HiDreamModel, Llama-3.1-8B-Instruct from
+    `options.text_encoders` (one folder, --text-encoder) or the folder's text_encoder_4/;
+    `options.defaults` (the folder's defaults.json) over `hidream_defaults`. A --base or
+    more than one --text-encoder refused in one line."""
+    from .hidream import HiDreamImagePipeline
+
+    if options.base is not None:
+        raise ValueError("a HiDream-I1 folder holds every part itself: leave --base out")
+    if len(options.text_encoders) > 1:
+        raise ValueError("HiDream-I1 takes one --text-encoder: the Llama-3.1-8B-Instruct "
+                         f"folder; got {len(options.text_encoders)}")
+    llama = options.text_encoders[0] if options.text_encoders else None
+    if llama is not None and not Path(llama).is_dir():
+        raise ValueError(f"--text-encoder {llama}: HiDream-I1 takes Llama-3.1-8B-Instruct as "
+                         "a folder (config.json, its safetensors, tokenizer.json)")
+    if options.offload:
+        raise ValueError("HiDream-I1 runs no memory mode yet (--medvram, --lowvram, "
+                         "--max-vram); leave it out")
+    pipe = HiDreamImagePipeline.from_pretrained(path, dtype=options.dtype,
+                                                device=options.device, variant=options.variant,
+                                                llama=llama)
+    return HiDreamModel(pipe, family=family, name=module_stem(Path(path)),
+                        defaults=options.defaults, modules=pipe.modules)
