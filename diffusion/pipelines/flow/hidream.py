@@ -107,7 +107,7 @@ class HiDreamImagePipeline:
         self.vae_scale_factor = 2 ** (len(vae.config["block_out_channels"]) - 1)
 
     @classmethod
-    def from_pretrained(cls, path: str | Path, *, dtype: Any = np.float32,
+    def from_pretrained(cls, path: str | os.PathLike[str], *, dtype: Any = np.float32,
                         device: Device | None = None, variant: str | None = None,
                         llama: str | os.PathLike[str] | None = None,
                         offload: bool = False) -> HiDreamImagePipeline:
@@ -121,9 +121,11 @@ class HiDreamImagePipeline:
         weights = load_hidream_folder(path, variant=variant, llama=llama)
         place = {"dtype": dtype, "device": device or default_device()}
         load = partial(load_network, device=place["device"], offload_to_host=offload)
-        clips = [(load(lambda part=part: CLIPTextModel(part.config, with_projection=True,
-                                                        **place), part),
-                  CLIPTokenizer.from_pretrained(weights.tokenizer_dirs[name]))
+
+        def clip(part: Any) -> CLIPTextModel:
+            return load(lambda: CLIPTextModel(part.config, with_projection=True, **place), part)
+
+        clips = [(clip(part), CLIPTokenizer.from_pretrained(weights.tokenizer_dirs[name]))
                  for part, name in zip(weights.clips, ("tokenizer", "tokenizer_2"),
                                        strict=True)]
         t5 = load(lambda: T5EncoderModel(weights.t5.config, **place), weights.t5)

@@ -51,9 +51,9 @@ class HiDreamModel(LLMFlowModel):
     @property
     def capabilities(self) -> Capabilities:
         """The WebUI samplers defined for flow models over the Simple schedule, CFG with a
-        negative prompt, plain-text prompts with LoRA tags, img2img and inpainting by those
-        samplers (diffusers has no HiDream img2img pipeline), the hires fix, variation seeds;
-        no ControlNets, refiner, step cache or memory modes yet."""
+        negative prompt, plain-text prompts, img2img by those samplers (diffusers has no
+        HiDream img2img pipeline), variation seeds; no ControlNets, refiner, step cache or
+        memory modes yet."""
         return hidream_capabilities(self.family)
 
     def _diffusers(self, request: GenerationRequest, prompts: list[str], seed: int,

@@ -47,6 +47,11 @@ def test_hidream_from_the_cli(first_device: gpucore.Device, tmp_path: Path,
     out, _ = cli_ok(capsys, *common, "--sampler", "Euler", "--out", str(tmp_path / "e.png"))
     euler = png_pixels(out)
     assert np.isfinite(euler).all() and np.abs(euler - got).mean() > 3 * TOL
+    # img2img runs with Euler (no reference here: diffusers has no HiDream img2img)
+    out, _ = cli_ok(capsys, "img2img", *common[1:], "--sampler", "Euler", "--steps", "4",
+                    "--init-image", str(tmp_path / "a.png"), "--strength", "0.5",
+                    "--out", str(tmp_path / "i.png"))
+    assert png_pixels(out).shape == got.shape
     # refusals, each in one line
     for more, words in ((("--medvram",), "runs no memory mode"),
                         (("--text-encoder", str(tmp_path / "a.png")), "as a folder"),
