@@ -181,7 +181,7 @@ FAMILIES: tuple[FamilyLoader, ...] = (
     FamilyLoader("Qwen-Image-Layered (layers: `layers`)", qwenimage_layered_family,
                  _refuse_layers, lambda path, family: None, latent_channels=16),
     FamilyLoader("HiDream-I1 (Full, Dev, Fast)", hidream_family, load_hidream_model,
-                 hidream_defaults, latent_channels=16,
+                 hidream_defaults, latent_channels=16, single_file_base=True,
                  capabilities=lambda path, family: hidream_capabilities(family)),
     # the video models: a folder or transformer file is told apart so that txt2img says to use
     # txt2vid

@@ -28,6 +28,7 @@ from ..formats.diffusers_folder import (
     weight_refs,
 )
 from ..weights import ComponentWeights, resolve_dtype
+from .transformer import hidream_file_family, load_hidream_transformer
 
 __all__ = ["FAMILY", "HiDreamWeights", "hidream_family", "load_hidream_folder"]
 
@@ -35,7 +36,6 @@ FAMILY = "hidream"
 _CLASS = "HiDreamImagePipeline"
 _COMPONENTS = ("transformer", "vae", "text_encoder", "tokenizer", "text_encoder_2",
                "tokenizer_2", "text_encoder_3", "tokenizer_3", "scheduler")
-_STEMS = {"transformer": "diffusion_pytorch_model", "vae": "diffusion_pytorch_model"}
 
 
 @dataclass
@@ -44,7 +44,7 @@ class HiDreamWeights:
     `llama`), its scheduler config and tokenizer folders by diffusers' names (tokenizer ..
     tokenizer_4, the last the Llama one's)."""
 
-    transformer: ComponentWeights
+    transformer: ComponentWeights | None  # None when skipped (a single file replaces it)
     vae: ComponentWeights
     clips: tuple[ComponentWeights, ComponentWeights]
     t5: ComponentWeights
@@ -54,9 +54,12 @@ class HiDreamWeights:
 
 
 def hidream_family(path: str | os.PathLike[str]) -> str | None:
-    """"hidream" for a diffusers folder whose model_index.json names a HiDreamImagePipeline,
-    None for anything else."""
-    return FAMILY if pipeline_class(Path(path)) == _CLASS else None
+    """"hidream" for a diffusers folder whose model_index.json names a HiDreamImagePipeline
+    or a HiDream-I1 transformer file (`hidream_file_family`), None for anything else."""
+    root = Path(path)
+    if not root.is_dir():
+        return hidream_file_family(root)
+    return FAMILY if pipeline_class(root) == _CLASS else None
 
 
 def _component(folder: Path, stem: str, dtype: Any, variant: str | None) -> ComponentWeights:
@@ -102,11 +105,14 @@ def _llama(root: Path, llama: str | os.PathLike[str] | None, dtype: Any,
 
 def load_hidream_folder(path: str | os.PathLike[str], *, dtype: Any = None,
                         variant: str | None = None,
-                        llama: str | os.PathLike[str] | None = None) -> HiDreamWeights:
+                        llama: str | os.PathLike[str] | None = None,
+                        skip_transformer: bool = False) -> HiDreamWeights:
     """Lazy weights of the HiDream-I1 diffusers folder `path`, Llama's from `llama` (a Llama
     3.1 folder) or the folder's text_encoder_4/. `dtype`: None (as stored; bfloat16 read as
-    float32), "float16" or "float32"; `variant`: e.g. "fp16". WeightsError naming the file
-    or folder when it is not a HiDreamImagePipeline or a part is missing."""
+    float32), "float16" or "float32"; `variant`: e.g. "fp16"; `skip_transformer`: the
+    transformer left out (None: a single file replaces it, and the folder need not hold
+    it). WeightsError naming the file or folder when it is not a HiDreamImagePipeline or a
+    part is missing."""
     root = Path(path)
     pipeline_index(root, _CLASS, _COMPONENTS)
     clip_files = (("vocab.json", "merges.txt"), ("tokenizer.json",))
@@ -116,8 +122,9 @@ def load_hidream_folder(path: str | os.PathLike[str], *, dtype: Any = None,
                                      "T5's tokenizer.json")
     llama_weights, dirs["tokenizer_4"] = _llama(root, llama, dtype, variant)
     return HiDreamWeights(
-        transformer=_component(root / "transformer", _STEMS["transformer"], dtype, variant),
-        vae=_component(root / "vae", _STEMS["vae"], dtype, variant),
+        transformer=None if skip_transformer else load_hidream_transformer(
+            root / "transformer", dtype=dtype, variant=variant),
+        vae=_component(root / "vae", "diffusion_pytorch_model", dtype, variant),
         clips=(_component(root / "text_encoder", "model", dtype, variant),
                _component(root / "text_encoder_2", "model", dtype, variant)),
         t5=_component(root / "text_encoder_3", "model", dtype, variant),

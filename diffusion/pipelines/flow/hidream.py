@@ -30,7 +30,9 @@ import numpy as np
 from gpucore import Device, default_device
 from gpustd import asarray
 
-from ...loaders.hidream import load_hidream_folder
+from ...loaders.flow.text_encoder_file import module_stem
+from ...loaders.formats.diffusers_folder import read_json
+from ...loaders.hidream import load_hidream_folder, load_hidream_transformer
 from ...loaders.sd.vae_file import load_vae
 from ...loaders.vae_kind import require_vae
 from ...models import AutoencoderKL, CLIPTextModel, T5EncoderModel
@@ -41,6 +43,7 @@ from ...models.hidream_prompt import (
     t5_states,
 )
 from ...models.llm import LLMTextModel
+from ...models.step_cache import StepCache
 from ...noise.rng import make_generator
 from ...sampling.model_sampling import calculate_shift
 from ...sampling.schedulers.flow_match_euler import FlowMatchEulerDiscreteScheduler
@@ -110,15 +113,27 @@ class HiDreamImagePipeline:
     def from_pretrained(cls, path: str | os.PathLike[str], *, dtype: Any = np.float32,
                         device: Device | None = None, variant: str | None = None,
                         llama: str | os.PathLike[str] | None = None,
+                        transformer_file: str | os.PathLike[str] | None = None,
                         offload: bool = False) -> HiDreamImagePipeline:
         """Load a HiDream-I1 diffusers folder (`load_hidream_folder`) onto `device` in
         `dtype`; `llama`: a Llama-3.1-8B-Instruct folder (weights and tokenizer.json) in place
         of the folder's text_encoder_4/ and tokenizer_4/ (HiDream's own folders have none);
+        `transformer_file`: the transformer as one file in the original layout (ComfyUI's
+        hidream_i1_*.safetensors; `load_hidream_transformer`, the folder's config under its
+        shapes) in place of the folder's, which may then be absent;
         `offload`: each network goes to host memory once loaded, for a memory mode to bring
         in as it runs (flow_memory)."""
         from ...models.hidream import HiDreamImageTransformer2DModel
 
-        weights = load_hidream_folder(path, variant=variant, llama=llama)
+        weights = load_hidream_folder(path, variant=variant, llama=llama,
+                                      skip_transformer=transformer_file is not None)
+        transformer = weights.transformer
+        if transformer_file is not None:
+            folder_config = Path(path) / "transformer" / "config.json"
+            transformer = load_hidream_transformer(
+                transformer_file,
+                config=read_json(folder_config) if folder_config.is_file() else None)
+        assert transformer is not None  # skipped only when a file replaces it
         place = {"dtype": dtype, "device": device or default_device()}
         load = partial(load_network, device=place["device"], offload_to_host=offload)
 
@@ -131,15 +146,14 @@ class HiDreamImagePipeline:
         t5 = load(lambda: T5EncoderModel(weights.t5.config, **place), weights.t5)
         text_encoder_4 = load(lambda: LLMTextModel(weights.llama.config, **place), weights.llama)
         return cls(
-            transformer=load(lambda: HiDreamImageTransformer2DModel(weights.transformer.config,
-                                                                    **place),
-                             weights.transformer),
+            transformer=load(lambda: HiDreamImageTransformer2DModel(transformer.config,
+                                                                    **place), transformer),
             vae=load(lambda: AutoencoderKL(weights.vae.config, **place), weights.vae),
             clips=clips, t5=t5, tokenizer_3=T5Tokenizer(weights.tokenizer_dirs["tokenizer_3"]),
             llama=text_encoder_4,
             tokenizer_4=LLMTokenizer(weights.tokenizer_dirs["tokenizer_4"], pad_with_eos=True),
             scheduler_config=weights.scheduler_config,
-            modules=[] if llama is None else [Path(llama).name])
+            modules=[module_stem(Path(f)) for f in (transformer_file, llama) if f])
 
     def use_vae_file(self, path: str | os.PathLike[str]) -> None:
         """Decode with FLUX's VAE in the file `path` (`ae.safetensors`; loaders.sd.vae_file),
@@ -174,16 +188,15 @@ class HiDreamImagePipeline:
                  prompt_2: Texts = None, prompt_3: Texts = None, prompt_4: Texts = None,
                  negative_prompt_2: Texts = None, negative_prompt_3: Texts = None,
                  negative_prompt_4: Texts = None,
-                 max_sequence_length: int = MAX_SEQUENCE_LENGTH, cache: Any = None
-                 ) -> tuple[Flow, tuple[int, ...], float]:
+                 max_sequence_length: int = MAX_SEQUENCE_LENGTH,
+                 cache: StepCache | None = None) -> tuple[Flow, tuple[int, ...], float]:
         """The guided transformer as `flow(x, t)` for `prompts` at height x width: x (B, C, h,
         w) float32 latents, t the scheduler's timestep (0..1000); guidance where
         guidance_scale > 1, against `negative_prompt` (its _2/_3/_4 for CLIP-G, T5 and Llama,
         the negative prompt where not given, as diffusers). Also the latents' shape and the
-        `mu` diffusers computes (of the transformer's longest sequence). `cache`: step caching
-        is not implemented for HiDream; it must be None."""
-        if cache is not None:
-            raise ValueError("HiDream-I1 runs no step cache yet; leave --cache out")
+        `mu` diffusers computes (of the transformer's longest sequence). `cache`: the
+        generation's step cache, of which this flow takes a branch (one: CFG's rows are one
+        call and share it, as in diffusers' batch)."""
         scale = self.vae_scale_factor * 2
         check_sides(height, width, scale, "HiDream-I1")
         prompts = list(prompts)
@@ -205,12 +218,13 @@ class HiDreamImagePipeline:
             pooled, dtype=dtype, device=device)
         llama_gpu = [asarray(layer, dtype=dtype, device=device) for layer in llama]
         g = np.float32(guidance_scale)
+        branch = None if cache is None else cache.branch()
 
         def flow(x: np.ndarray, t: float) -> np.ndarray:
             model_in = np.concatenate([x, x]) if guided else x
             times = np.full(len(model_in), t, np.float32)
             out = model(asarray(model_in, dtype=dtype, device=device), times, t5_gpu,
-                        llama_gpu, pooled_gpu)
+                        llama_gpu, pooled_gpu, cache=branch)
             pred = -out.numpy().astype(np.float32)
             if not guided:
                 return pred
@@ -228,16 +242,18 @@ class HiDreamImagePipeline:
                  negative_prompt: Texts = "", seed: int = 0, rng: str = "torch",
                  max_sequence_length: int = MAX_SEQUENCE_LENGTH,
                  latents: np.ndarray | None = None, callback: StepCallback | None = None,
-                 output_type: str = "np", cache: Any = None, **prompts: Texts) -> np.ndarray:
+                 output_type: str = "np", cache: StepCache | None = None,
+                 **prompts: Texts) -> np.ndarray:
         """Pictures for `prompt` (one or a list): float images in [0, 1], (B, height, width,
         3) ("np"), or the final latents (B, 16, H/8, W/8) ("latent"). `guidance_scale`:
         diffusers' (Full 5; 0 or 1: no negative pass), against `negative_prompt`; `prompts`:
         prompt_2 .. prompt_4 and negative_prompt_2 .. negative_prompt_4 (`velocity`).
         `seed` and `rng` ("torch", as diffusers; "numpy") draw the starting noise unless
-        `latents` is given; `callback(done, total, latents)` after every step (False stops).
-        diffusers: `HiDreamImagePipeline(prompt, height=, width=, num_inference_steps=,
-        guidance_scale=, negative_prompt=, generator=torch.Generator().manual_seed(seed),
-        output_type="np").images` at a size of its 1024 x 1024 area."""
+        `latents` is given; `callback(done, total, latents)` after every step (False stops);
+        `cache`: step caching (`velocity`). diffusers: `HiDreamImagePipeline(prompt,
+        height=, width=, num_inference_steps=, guidance_scale=, negative_prompt=,
+        generator=torch.Generator().manual_seed(seed), output_type="np").images` at a size
+        of its 1024 x 1024 area."""
         names = {f"{kind}_{k}" for kind in ("prompt", "negative_prompt") for k in (2, 3, 4)}
         unknown = sorted(set(prompts) - names)
         if unknown:

@@ -27,6 +27,7 @@ from ..observer import Observer
 from ..request import GenerationRequest
 from .flow_model import LLMFlowModel
 from .flow_sampling import FLOW_SAMPLERS, FLOW_SCHEDULES
+from .start import base_folder
 
 __all__ = ["HIDREAM_DEFAULTS", "HiDreamModel", "hidream_capabilities", "hidream_defaults",
            "hidream_variant", "load_hidream_model"]
@@ -52,8 +53,8 @@ class HiDreamModel(LLMFlowModel):
     def capabilities(self) -> Capabilities:
         """The WebUI samplers defined for flow models over the Simple schedule, CFG with a
         negative prompt, plain-text prompts, img2img by those samplers (diffusers has no
-        HiDream img2img pipeline), variation seeds; no ControlNets, refiner, step cache or
-        memory modes yet."""
+        HiDream img2img pipeline), First Block Cache, variation seeds; no ControlNets,
+        refiner or memory modes yet."""
         return hidream_capabilities(self.family)
 
     def _diffusers(self, request: GenerationRequest, prompts: list[str], seed: int,
@@ -78,7 +79,7 @@ def hidream_capabilities(family: str) -> Capabilities:
     model's, and the registry's before the weights load."""
     return Capabilities(family=family, latent_space="flux", guidance="cfg",
                         samplers=tuple(FLOW_SAMPLERS), schedules=FLOW_SCHEDULES,
-                        models="HiDream-I1 models", prompt_syntax=False,
+                        models="HiDream-I1 models", step_cache=("fbc",), prompt_syntax=False,
                         textual_inversion=False, refiner=False, control=False,
                         hires_with_diffusers=False, latent_masked_content=False,
                         memory_modes=False, hires_own_settings=True, noise_multiplier=True)
@@ -100,20 +101,25 @@ def hidream_variant(path: str | os.PathLike[str]) -> str:
 
 def hidream_defaults(path: str | os.PathLike[str], family: str) -> SamplingDefaults:
     """What a HiDream-I1 model samples with where its defaults.json says nothing: its
-    variant's (hidream_variant)."""
+    variant's (hidream_variant; a single file's by its name, Full's where it says none)."""
+    if Path(path).is_file():
+        name = Path(path).name.lower()
+        return HIDREAM_DEFAULTS[next((v for v in ("fast", "dev") if v in name), "full")]
     return HIDREAM_DEFAULTS[hidream_variant(path)]
 
 
 def load_hidream_model(path: str | os.PathLike[str], family: str, options: LoadOptions
                        ) -> HiDreamModel:
-    """A HiDream-I1 diffusers folder as a HiDreamModel, Llama-3.1-8B-Instruct from
+    """A HiDream-I1 diffusers folder, or a single-file transformer with `options.base` (a
+    HiDream-I1 folder giving the rest), as a HiDreamModel; Llama-3.1-8B-Instruct from
     `options.text_encoders` (one folder, --text-encoder) or the folder's text_encoder_4/;
-    `options.defaults` (the folder's defaults.json) over `hidream_defaults`. A --base or
-    more than one --text-encoder refused in one line."""
+    `options.defaults` (the folder's defaults.json) over `hidream_defaults`. More than one
+    --text-encoder, or a file, refused in one line."""
     from .hidream import HiDreamImagePipeline
 
-    if options.base is not None:
-        raise ValueError("a HiDream-I1 folder holds every part itself: leave --base out")
+    folder, transformer_file = base_folder(
+        Path(path), options.base, "HiDream-I1",
+        parts="text encoders, tokenizers, VAE and scheduler")
     if len(options.text_encoders) > 1:
         raise ValueError("HiDream-I1 takes one --text-encoder: the Llama-3.1-8B-Instruct "
                          f"folder; got {len(options.text_encoders)}")
@@ -124,8 +130,8 @@ def load_hidream_model(path: str | os.PathLike[str], family: str, options: LoadO
     if options.offload:
         raise ValueError("HiDream-I1 runs no memory mode yet (--medvram, --lowvram, "
                          "--max-vram); leave it out")
-    pipe = HiDreamImagePipeline.from_pretrained(path, dtype=options.dtype,
+    pipe = HiDreamImagePipeline.from_pretrained(folder, dtype=options.dtype,
                                                 device=options.device, variant=options.variant,
-                                                llama=llama)
+                                                llama=llama, transformer_file=transformer_file)
     return HiDreamModel(pipe, family=family, name=module_stem(Path(path)),
                         defaults=options.defaults, modules=pipe.modules)

@@ -19,6 +19,7 @@ from support import assert_close
 
 import gpucore
 from diffusion.loaders.errors import WeightsError
+from diffusion.models.step_cache import CacheSpec, StepCache
 from diffusion.pipelines.flow.hidream import HiDreamImagePipeline
 
 PROMPT, NEGATIVE = "a red circle on a blue background", "a cat"
@@ -63,7 +64,8 @@ def test_euler_without_guidance_and_llama_apart(folders: dict[str, Any],
                                                 tmp_path: Path) -> None:
     """A FlowMatchEulerDiscreteScheduler folder (shift 6, as Dev) at guidance 0: diffusers'
     picture, with Llama and its tokenizer loaded from a folder of their own (the folder's
-    text_encoder_4/ and tokenizer_4/ removed)."""
+    text_encoder_4/ and tokenizer_4/ removed), and the same from a single-file transformer;
+    First Block Cache runs."""
     expected = _theirs(folders["euler"], 3, 2, 0.0)
     folder = tmp_path / "hidream-euler"
     shutil.copytree(folders["root"] / "hidream-euler", folder)
@@ -78,6 +80,24 @@ def test_euler_without_guidance_and_llama_apart(folders: dict[str, Any],
     got = pipe(PROMPT, height=SIDE, width=SIDE, num_inference_steps=2, guidance_scale=0.0,
                seed=3, max_sequence_length=12)
     assert_close(got, expected, tol=TOL, atol=TOL)
+    # the transformer as one file in the original layout (ComfyUI's prefix), the folder
+    # without its weights (its config.json gives the tiny head width the shapes cannot): the
+    # same picture; First Block Cache (a loose threshold) runs
+    from safetensors.torch import save_file
+
+    file = tmp_path / "hidream_i1_tiny.safetensors"
+    save_file({f"model.diffusion_model.{k}": v.contiguous() for k, v in
+               folders["euler"].transformer.state_dict().items()}, str(file))
+    for weights in (folder / "transformer").glob("*.safetensors"):
+        weights.unlink()
+    single = HiDreamImagePipeline.from_pretrained(folder, device=first_device, llama=llama,
+                                                  transformer_file=file)
+    call = dict(height=SIDE, width=SIDE, num_inference_steps=2, guidance_scale=0.0, seed=3,
+                max_sequence_length=12)
+    np.testing.assert_array_equal(single(PROMPT, **call), got)
+    cache = StepCache(CacheSpec("fbc", 0.5), 2)
+    cached = single(PROMPT, cache=cache, **call)
+    assert np.isfinite(cached).all() and "fbc" in cache.summary()
     with pytest.raises(ValueError, match="multiples of 4 for HiDream-I1"):
         pipe(PROMPT, height=SIDE + 2, width=SIDE, num_inference_steps=1)
     with pytest.raises(TypeError, match="unexpected keyword 'prompt_5'"):
