@@ -290,9 +290,8 @@ def _models(parser: argparse.ArgumentParser) -> None:
                              "for a single-file model also the VAE it lacks (ae.safetensors); "
                              "for a UNet-only SD .gguf model its CLIP text encoder "
                              "(clip_l.safetensors); for Z-Image, FLUX.2 and Qwen-Image their "
-                             "LLM (qwen_3_4b, mistral_3_small_flux2_*, qwen_2.5_vl_7b "
-                             ".safetensors, or a GGUF of one); for HiDream-I1 the "
-                             "Llama-3.1-8B-Instruct folder; repeat for several")
+                             "LLM (qwen_3_4b, mistral_3_small_flux2_*, qwen_2.5_vl_7b .safetensors "
+                             "or a GGUF); HiDream-I1: its Llama 3.1 folder; repeat for several")
     parser.add_argument("--base", metavar="PATH",
                         help="for a UNet-only .gguf --model (ComfyUI-GGUF's, stable-diffusion"
                              ".cpp's): a model of its family (diffusers folder or checkpoint) "
