@@ -93,16 +93,18 @@ def _texts(value: Texts, fallback: list[str]) -> list[str]:
 
 
 class HiDreamImagePipeline:
-    """HiDream-I1 txt2img on gpustd. Components as diffusers names them; `clips`: CLIP-L's and
-    CLIP-G's (each with its tokenizer); `scheduler_config` the folder's."""
+    """HiDream-I1 txt2img on gpustd. Components as diffusers names them (text_encoder_3: T5,
+    text_encoder_4: Llama); `clips`: CLIP-L's and CLIP-G's (each with its tokenizer);
+    `scheduler_config` the folder's."""
 
     def __init__(self, *, transformer: Any, vae: AutoencoderKL,
-                 clips: Sequence[tuple[CLIPTextModel, CLIPTokenizer]], t5: T5EncoderModel,
-                 tokenizer_3: T5Tokenizer, llama: LLMTextModel, tokenizer_4: LLMTokenizer,
+                 clips: Sequence[tuple[CLIPTextModel, CLIPTokenizer]],
+                 text_encoder_3: T5EncoderModel, tokenizer_3: T5Tokenizer,
+                 text_encoder_4: LLMTextModel, tokenizer_4: LLMTokenizer,
                  scheduler_config: dict[str, Any], modules: Sequence[str] = ()) -> None:
         self.transformer, self.vae, self.clips = transformer, vae, list(clips)
-        self.t5, self.tokenizer_3 = t5, tokenizer_3
-        self.llama, self.tokenizer_4 = llama, tokenizer_4
+        self.text_encoder_3, self.tokenizer_3 = text_encoder_3, tokenizer_3
+        self.text_encoder_4, self.tokenizer_4 = text_encoder_4, tokenizer_4
         self.scheduler_config = dict(scheduler_config)
         if is_flow_unipc(scheduler_config):  # the WebUI samplers' schedule reads `shift`
             self.scheduler_config.setdefault("shift", scheduler_config.get("flow_shift", 1.0))
@@ -149,8 +151,9 @@ class HiDreamImagePipeline:
             transformer=load(lambda: HiDreamImageTransformer2DModel(transformer.config,
                                                                     **place), transformer),
             vae=load(lambda: AutoencoderKL(weights.vae.config, **place), weights.vae),
-            clips=clips, t5=t5, tokenizer_3=T5Tokenizer(weights.tokenizer_dirs["tokenizer_3"]),
-            llama=text_encoder_4,
+            clips=clips, text_encoder_3=t5,
+            tokenizer_3=T5Tokenizer(weights.tokenizer_dirs["tokenizer_3"]),
+            text_encoder_4=text_encoder_4,
             tokenizer_4=LLMTokenizer(weights.tokenizer_dirs["tokenizer_4"], pad_with_eos=True),
             scheduler_config=weights.scheduler_config,
             modules=[module_stem(Path(f)) for f in (transformer_file, llama) if f])
@@ -178,8 +181,9 @@ class HiDreamImagePipeline:
             [clip_pooled([(clip_l, tokenizer_l)], prompts, max_sequence_length),
              clip_pooled([(clip_g, tokenizer_g)], _texts(prompt_2, prompts),
                          max_sequence_length)], axis=-1)
-        t5 = t5_states(self.t5, self.tokenizer_3, _texts(prompt_3, prompts), max_sequence_length)
-        llama = llama_states(self.llama, self.tokenizer_4, _texts(prompt_4, prompts),
+        t5 = t5_states(self.text_encoder_3, self.tokenizer_3, _texts(prompt_3, prompts),
+                       max_sequence_length)
+        llama = llama_states(self.text_encoder_4, self.tokenizer_4, _texts(prompt_4, prompts),
                              max_sequence_length)
         return t5, llama, pooled
 

@@ -25,6 +25,7 @@ from ...sampling.kdiffusion import DIFFUSERS
 from ..contract import Capabilities, LoadOptions, SamplingDefaults
 from ..observer import Observer
 from ..request import GenerationRequest
+from .flow_memory import MemoryLayout
 from .flow_model import LLMFlowModel
 from .flow_sampling import FLOW_SAMPLERS, FLOW_SCHEDULES
 from .start import base_folder
@@ -53,9 +54,24 @@ class HiDreamModel(LLMFlowModel):
     def capabilities(self) -> Capabilities:
         """The WebUI samplers defined for flow models over the Simple schedule, CFG with a
         negative prompt, plain-text prompts, img2img by those samplers (diffusers has no
-        HiDream img2img pipeline), First Block Cache, variation seeds; no ControlNets,
-        refiner or memory modes yet."""
+        HiDream img2img pipeline), First Block Cache, the memory modes (flow_memory),
+        variation seeds; no ControlNets or refiner yet."""
         return hidream_capabilities(self.family)
+
+    def memory_layout(self) -> MemoryLayout:
+        """What the memory modes move: the four text encoders as one unit (the CLIPs'
+        `forward_pooled`, T5's `forward`, Llama's `hidden_states_of`), the transformer's
+        double- and single-stream blocks, the VAE."""
+        pipe, transformer = self.pipe, self.pipe.transformer
+        clips = [clip for clip, _ in pipe.clips]
+        return _HiDreamLayout(
+            transformer=transformer,
+            blocks=(transformer.double_stream_blocks, transformer.single_stream_blocks),
+            text_encoders=(*clips, pipe.text_encoder_3, pipe.text_encoder_4),
+            text_calls=(*((clip, "forward_pooled") for clip in clips),
+                        (pipe.text_encoder_3, "forward"),
+                        (pipe.text_encoder_4, "hidden_states_of")),
+            vae=pipe.vae)
 
     def _diffusers(self, request: GenerationRequest, prompts: list[str], seed: int,
                    width: int, height: int, observer: Observer,
@@ -74,6 +90,15 @@ class HiDreamModel(LLMFlowModel):
                 "negative_prompt": request.negative_prompt}
 
 
+class _HiDreamLayout(MemoryLayout):
+    """The layout whose streamed units are the blocks inside their `block` wrappers
+    (diffusers' HiDreamBlock names): the transformer calls `wrapper.block(...)`, so that is
+    the call that must bring a block in; the wrappers hold nothing else."""
+
+    def streamed(self) -> list[Any]:
+        return [wrapper.block for blocks in self.blocks for wrapper in blocks]
+
+
 def hidream_capabilities(family: str) -> Capabilities:
     """What a HiDream-I1 model takes (HiDreamModel.capabilities says what): the loaded
     model's, and the registry's before the weights load."""
@@ -82,7 +107,7 @@ def hidream_capabilities(family: str) -> Capabilities:
                         models="HiDream-I1 models", step_cache=("fbc",), prompt_syntax=False,
                         textual_inversion=False, refiner=False, control=False,
                         hires_with_diffusers=False, latent_masked_content=False,
-                        memory_modes=False, hires_own_settings=True, noise_multiplier=True)
+                        memory_modes=True, hires_own_settings=True, noise_multiplier=True)
 
 
 def hidream_variant(path: str | os.PathLike[str]) -> str:
@@ -127,11 +152,9 @@ def load_hidream_model(path: str | os.PathLike[str], family: str, options: LoadO
     if llama is not None and not Path(llama).is_dir():
         raise ValueError(f"--text-encoder {llama}: HiDream-I1 takes Llama-3.1-8B-Instruct as "
                          "a folder (config.json, its safetensors, tokenizer.json)")
-    if options.offload:
-        raise ValueError("HiDream-I1 runs no memory mode yet (--medvram, --lowvram, "
-                         "--max-vram); leave it out")
     pipe = HiDreamImagePipeline.from_pretrained(folder, dtype=options.dtype,
                                                 device=options.device, variant=options.variant,
-                                                llama=llama, transformer_file=transformer_file)
+                                                llama=llama, transformer_file=transformer_file,
+                                                offload=options.offload)
     return HiDreamModel(pipe, family=family, name=module_stem(Path(path)),
                         defaults=options.defaults, modules=pipe.modules)

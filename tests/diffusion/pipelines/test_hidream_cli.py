@@ -53,7 +53,7 @@ def test_hidream_from_the_cli(first_device: gpucore.Device, tmp_path: Path,
                     "--out", str(tmp_path / "i.png"))
     assert png_pixels(out).shape == got.shape
     # refusals, each in one line
-    for more, words in ((("--medvram",), "runs no memory mode"),
+    for more, words in ((("--base", str(folder)), "leave --base out"),
                         (("--text-encoder", str(tmp_path / "a.png")), "as a folder"),
                         (("--sampler", "Heun"),
                          "choose one of Euler, Euler a, DPM++ 2M or 'diffusers'")):
