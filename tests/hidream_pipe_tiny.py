@@ -21,18 +21,20 @@ FULL_SCHEDULER: dict[str, Any] = dict(
     flow_shift=3.0)
 
 
-def tiny_hidream_pipeline(root: Path, name: str = "hidream", *, euler_shift: float | None = None
-                          ) -> Any:
+def tiny_hidream_pipeline(root: Path, name: str = "hidream", *, euler_shift: float | None = None,
+                          lcm: bool = False) -> Any:
     """The tiny HiDreamImagePipeline saved to `root / name` (UniPC as HiDream-I1 Full's, or
-    FlowMatchEulerDiscreteScheduler(shift=euler_shift)); returns the pipeline, its
-    default_sample_size made SIDE's."""
+    FlowMatchEulerDiscreteScheduler(shift=euler_shift), or with `lcm` FlowMatchLCMScheduler of
+    that shift, as Dev's folder now names); returns the pipeline, its default_sample_size made
+    SIDE's."""
     import diffusers
 
     vae = randomized(diffusers.AutoencoderKL(
         **VAE_TINY, use_quant_conv=False, use_post_quant_conv=False, scaling_factor=0.3611,
         shift_factor=0.1159), 2)
+    flow = diffusers.FlowMatchLCMScheduler if lcm else diffusers.FlowMatchEulerDiscreteScheduler
     scheduler = (diffusers.UniPCMultistepScheduler(**FULL_SCHEDULER) if euler_shift is None
-                 else diffusers.FlowMatchEulerDiscreteScheduler(shift=euler_shift))
+                 else flow(shift=euler_shift))
     pipe = diffusers.HiDreamImagePipeline(transformer=tiny_hidream_transformer(), vae=vae,
                                           scheduler=scheduler, **tiny_hidream_text(root))
     pipe.save_pretrained(root / name)

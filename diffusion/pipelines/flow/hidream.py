@@ -60,16 +60,39 @@ Flow = Callable[[np.ndarray, float], np.ndarray]
 Texts = str | Sequence[str] | None
 
 
-def hidream_scheduler(config: dict[str, Any], steps: int, mu: float) -> Any:
+class _Renoised(FlowMatchEulerDiscreteScheduler):
+    """diffusers' FlowMatchLCMScheduler (without its scale-wise upscaling): the flow-matching
+    sigmas, each step the predicted x0 noised afresh to the next sigma (`stochastic_sampling`),
+    the noise drawn from `source`."""
+
+    source: Any = None
+
+    def step(self, model_output: Any, timestep: float, sample: Any, *, noise: Any = None,
+             generator: Any = None) -> np.ndarray:
+        return super().step(model_output, timestep, sample, noise=noise,
+                            generator=generator or self.source)
+
+
+def hidream_scheduler(config: dict[str, Any], steps: int, mu: float,
+                      generator: Any = None) -> Any:
     """The folder's scheduler set for `steps` steps as HiDreamImagePipeline sets it: UniPC on
-    flow sigmas (`set_timesteps(steps)`), or FlowMatchEulerDiscreteScheduler (`steps` and
-    `mu`, which it reads only where its config shifts by size). ValueError in one line for
-    another scheduler."""
+    flow sigmas (`set_timesteps(steps)`), or FlowMatchEulerDiscreteScheduler or
+    FlowMatchLCMScheduler (Dev's; `steps` and `mu`, which they read only where the config
+    shifts by size), the latter's step noise from `generator` after the start's (diffusers
+    draws it from torch's global generator). ValueError in one line for another scheduler."""
     if is_flow_unipc(config):
         unipc = FlowUniPCMultistepScheduler.from_config(config)
         unipc.set_timesteps(steps)
         return unipc
     name = config.get("_class_name")
+    if name == "FlowMatchLCMScheduler":
+        if config.get("scale_factors"):
+            raise ValueError("FlowMatchLCMScheduler's scale-wise upscaling (scale_factors) is "
+                             "not run here; choose Euler, Euler a or DPM++ 2M")
+        lcm = _Renoised.from_config({**config, "stochastic_sampling": True})
+        lcm.source = generator
+        lcm.set_timesteps(steps, mu=mu)
+        return lcm
     if name not in (None, "FlowMatchEulerDiscreteScheduler"):
         raise ValueError(f"HiDream's {name} (the folder's scheduler) is not run by the "
                          "diffusers sampler here; choose Euler, Euler a or DPM++ 2M")
@@ -268,8 +291,9 @@ class HiDreamImagePipeline:
                                         negative_prompt=negative_prompt,
                                         max_sequence_length=max_sequence_length, cache=cache,
                                         **prompts)
-        scheduler = hidream_scheduler(self.scheduler_config, num_inference_steps, mu)
-        return run_euler(self.vae, scheduler, shape, flow, generator=make_generator(rng, seed),
+        generator = make_generator(rng, seed)
+        scheduler = hidream_scheduler(self.scheduler_config, num_inference_steps, mu, generator)
+        return run_euler(self.vae, scheduler, shape, flow, generator=generator,
                          latents=latents, image=None, mask=None, strength=1.0,
                          callback=callback, output_type=output_type,
                          device=self.transformer.device)

@@ -4,9 +4,10 @@ defaults for it.
 
 The request's CFG scale is diffusers' `guidance_scale` (HiDream's CFG is `uncond + g (cond -
 uncond)`): above 1 a negative-prompt pass, 1 none (Dev and Fast, guidance-distilled). The
-"diffusers" sampler runs HiDreamImagePipeline's own loop with the folder's scheduler (Full:
-UniPC on flow sigmas, shift 3); the WebUI's samplers for flow models run over the Simple
-schedule shifted by the folder's shift (Dev 6, Fast and Full 3). Llama-3.1-8B-Instruct comes
+"diffusers" sampler, every variant's default, runs HiDreamImagePipeline's own loop with the
+folder's scheduler (Full: UniPC on flow sigmas, shift 3; Dev: FlowMatchLCMScheduler, shift
+6); the WebUI's samplers for flow models run over the Simple schedule shifted by
+the folder's shift. Llama-3.1-8B-Instruct comes
 from the folder's text_encoder_4/ or a folder given as --text-encoder.
 """
 
@@ -33,17 +34,18 @@ from .start import base_folder
 __all__ = ["HIDREAM_DEFAULTS", "HiDreamModel", "hidream_capabilities", "hidream_defaults",
            "hidream_variant", "load_hidream_model"]
 
-# the model cards' settings: Full 50 steps at guidance 5 with its UniPC; Dev 28 steps and
-# Fast 16, both without guidance, on the flow Euler steps of their shifted sigmas
+# the model cards' settings, each on its folder's scheduler as diffusers runs it: Full 50
+# steps at guidance 5 (UniPC); Dev 28 steps and Fast 16, both without guidance (Dev's folder
+# names FlowMatchLCMScheduler, shift 6)
 HIDREAM_DEFAULTS = {
     "full": SamplingDefaults(steps=50, sampler=DIFFUSERS, cfg_scale=5.0,
                              why="HiDream-I1 Full's settings (its UniPC scheduler, CFG 5)"),
-    "dev": SamplingDefaults(steps=28, sampler="Euler", cfg_scale=1.0,
-                            why="HiDream-I1 Dev's settings; CFG 1 runs without a negative "
-                                "pass"),
-    "fast": SamplingDefaults(steps=16, sampler="Euler", cfg_scale=1.0,
-                             why="HiDream-I1 Fast's settings; CFG 1 runs without a negative "
-                                 "pass")}
+    "dev": SamplingDefaults(steps=28, sampler=DIFFUSERS, cfg_scale=1.0,
+                            why="HiDream-I1 Dev's settings (its folder's scheduler); CFG 1 "
+                                "runs without a negative pass"),
+    "fast": SamplingDefaults(steps=16, sampler=DIFFUSERS, cfg_scale=1.0,
+                             why="HiDream-I1 Fast's settings (its folder's scheduler); CFG 1 "
+                                 "runs without a negative pass")}
 
 
 class HiDreamModel(LLMFlowModel):

@@ -102,3 +102,27 @@ def test_euler_without_guidance_and_llama_apart(folders: dict[str, Any],
         pipe(PROMPT, height=SIDE + 2, width=SIDE, num_inference_steps=1)
     with pytest.raises(TypeError, match="unexpected keyword 'prompt_5'"):
         pipe(PROMPT, prompt_5="x")
+
+
+def test_lcm_scheduler_equals_diffusers(folders: dict[str, Any],
+                                       first_device: gpucore.Device) -> None:
+    """Dev's FlowMatchLCMScheduler (shift 6), guidance 0: each step's x0 noised afresh. Ours
+    draws that noise after the start's from the seed's generator; diffusers from torch's
+    global one, which is seeded alike and moved past the start's draw so that both streams
+    are one: then diffusers' picture. The step noise matters (another stream moves it)."""
+    reference = tiny_hidream_pipeline(folders["root"], "hidream-lcm", euler_shift=6.0,
+                                      lcm=True)
+    shape = (1, 4, SIDE // 2, SIDE // 2)
+    start = torch.randn(shape, generator=torch.Generator().manual_seed(5))
+    torch.manual_seed(5)
+    torch.randn(shape)  # the global stream past the start's draw
+
+    expected = _theirs(reference, 5, 3, 0.0, latents=start)
+    pipe = HiDreamImagePipeline.from_pretrained(folders["root"] / "hidream-lcm",
+                                                device=first_device)
+    call = dict(height=SIDE, width=SIDE, num_inference_steps=3, guidance_scale=0.0,
+                max_sequence_length=12)
+    got = pipe(PROMPT, seed=5, **call)
+    assert_close(got, expected, tol=TOL, atol=TOL)
+    moved = pipe(PROMPT, seed=5, latents=start.numpy(), rng="numpy", **call)
+    assert np.abs(moved - got).max() > 100 * TOL
