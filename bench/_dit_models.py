@@ -2,7 +2,9 @@
 counterparts, and `_Model`, a row's calls on either side (Qwen-Image 2.1's and Qwen3-VL-8B's
 in bench/_dit_qwen21.py, Krea 2's in bench/_dit_krea2.py, Kandinsky 5's in
 bench/_dit_kandinsky5.py, HunyuanImage 2.1's in bench/_dit_hunyuanimage.py, HunyuanVideo 1.5's in
-bench/_dit_hunyuan_video15.py, LTX-2's in bench/_dit_ltx2.py)."""
+bench/_dit_hunyuan_video15.py, LTX-2's in bench/_dit_ltx2.py, Lumina 2's in
+bench/_dit_lumina2.py, HunyuanVideo's in bench/_dit_hunyuan_video.py, LongCat-Image's in
+bench/_dit_longcat.py, Sana's in bench/_dit_sana.py)."""
 
 from __future__ import annotations
 
@@ -100,6 +102,42 @@ LTX2: dict[str, Any] = dict(
     rope_double_precision=True, causal_offset=1, timestep_scale_multiplier=1000,
     cross_attn_timestep_scale_multiplier=1000, rope_type="split", use_prompt_embeddings=True,
     perturbed_attn=False)
+# Alpha-VLLM/Lumina-Image-2.0's transformer/config.json as diffusers' convert_lumina2_to_diffusers
+# writes it (the 2B NextDiT: 26 layers 2304 wide, 24 query / 8 key-value heads; Gemma-2-2B's
+# 2304-wide caption states)
+LUMINA2: dict[str, Any] = dict(
+    sample_size=128, patch_size=2, in_channels=16, out_channels=None, hidden_size=2304,
+    num_layers=26, num_refiner_layers=2, num_attention_heads=24, num_kv_heads=8,
+    multiple_of=256, ffn_dim_multiplier=None, norm_eps=1e-5, scaling_factor=1.0,
+    axes_dim_rope=(32, 32, 32), axes_lens=(300, 512, 512), cap_feat_dim=2304)
+# hunyuanvideo-community/HunyuanVideo's transformer/config.json (diffusers'
+# HunyuanVideoTransformer3DModel defaults: 20 double and 40 single blocks 3072 wide, 1 x 2 x 2
+# patches, llava-llama-3-8b's 4096-wide states, CLIP-L's 768-wide pooled, guidance embedded)
+HUNYUANVIDEO: dict[str, Any] = dict(
+    in_channels=16, out_channels=16, num_attention_heads=24, attention_head_dim=128,
+    num_layers=20, num_single_layers=40, num_refiner_layers=2, mlp_ratio=4.0, patch_size=2,
+    patch_size_t=1, qk_norm="rms_norm", guidance_embeds=True, text_embed_dim=4096,
+    pooled_projection_dim=768, rope_theta=256.0, rope_axes_dim=(16, 56, 56))
+# meituan-longcat/LongCat-Image's transformer/config.json: the 6B released checkpoint's 10
+# double and 20 single blocks (diffusers' class defaults are FLUX.1's 19 and 38), 24 heads of
+# 128, Qwen2.5-VL-7B's 3584-wide states
+LONGCAT: dict[str, Any] = dict(
+    patch_size=1, in_channels=64, num_layers=10, num_single_layers=20, attention_head_dim=128,
+    num_attention_heads=24, joint_attention_dim=3584, pooled_projection_dim=3584,
+    axes_dims_rope=(16, 56, 56))
+# Efficient-Large-Model/Sana_1600M_1024px's transformer/config.json as diffusers'
+# convert_sana_to_diffusers writes it (SanaMS_1600M_P1_D20: 20 blocks 2240 wide, 70
+# linear-attention heads of 32, 20 cross-attention heads of 112; Gemma-2-2B's 2304-wide
+# captions; DC-AE's 32 channels; Sana 1.0: no q/k norms, no positions at 1024 px)
+SANA_1600M: dict[str, Any] = dict(
+    in_channels=32, out_channels=32, num_attention_heads=70, attention_head_dim=32,
+    num_layers=20, num_cross_attention_heads=20, cross_attention_head_dim=112,
+    cross_attention_dim=2240, caption_channels=2304, mlp_ratio=2.5, attention_bias=False,
+    sample_size=32, patch_size=1, norm_elementwise_affine=False, norm_eps=1e-6,
+    interpolation_scale=None)
+# Sana_1600M_4Kpx's: the same blocks, 128 x 128 latents with sin-cos positions (the converter's
+# interpolation_scale 2.0 at 4096 px)
+SANA_4K: dict[str, Any] = dict(SANA_1600M, sample_size=128, interpolation_scale=2.0)
 
 # the text tokens of Qwen-Image-Edit's step: a 1024x1024 reference read by Qwen2.5-VL (1036 px
 # in 28 px merged patches: 37 x 37 picture tokens) and a short instruction, the template's
@@ -142,6 +180,23 @@ TINY: dict[str, dict[str, Any]] = {
                  cross_attention_dim=20, audio_num_attention_heads=2, audio_attention_head_dim=6,
                  audio_cross_attention_dim=12, in_channels=8, out_channels=8,
                  audio_in_channels=6, audio_out_channels=6, caption_channels=20),
+    # grouped-query attention kept (4 query heads for 2 key/value heads), head dim 12
+    "lumina2": dict(LUMINA2, hidden_size=48, num_layers=1, num_refiner_layers=1,
+                    num_attention_heads=4, num_kv_heads=2, multiple_of=16,
+                    axes_dim_rope=(4, 4, 4), cap_feat_dim=40),
+    "hunyuanvideo": dict(HUNYUANVIDEO, in_channels=4, out_channels=4, num_attention_heads=2,
+                         attention_head_dim=16, num_layers=1, num_single_layers=1,
+                         num_refiner_layers=1, text_embed_dim=40, pooled_projection_dim=24,
+                         rope_axes_dim=(4, 6, 6)),
+    "longcat": dict(LONGCAT, **_TINY_DIT, num_single_layers=1, joint_attention_dim=40,
+                    pooled_projection_dim=40, axes_dims_rope=(4, 6, 6)),
+    # Sana's cross-attention heads wider than its linear-attention heads, as the real model's
+    "sana": dict(SANA_1600M, num_attention_heads=2, attention_head_dim=8, num_layers=1,
+                 num_cross_attention_heads=2, cross_attention_head_dim=12,
+                 cross_attention_dim=16, caption_channels=24, sample_size=8),
+    "sana4k": dict(SANA_4K, num_attention_heads=2, attention_head_dim=8, num_layers=1,
+                   num_cross_attention_heads=2, cross_attention_head_dim=12,
+                   cross_attention_dim=16, caption_channels=24, sample_size=12),
     # heads 16 wide: mrope_section's three axes each turn some of the 8 frequencies
     "qwen3vl_8b": dict(QWEN3VL_8B, vocab_size=512, hidden_size=48, intermediate_size=80,
                        num_hidden_layers=3, num_attention_heads=4, num_key_value_heads=2,

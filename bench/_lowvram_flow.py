@@ -25,8 +25,8 @@ import numpy as np
 
 import gpucore
 
-from .dit_families import QWEN25VL_7B, QWEN_IMAGE
-from .dit_families import TINY as _TINY_DITS
+from ._dit_models import QWEN25VL_7B, QWEN_IMAGE
+from ._dit_models import TINY as _TINY_DITS
 from .flux import FLUX_DEV, TINY_FLUX
 from .sdxl import _PeakMemory, _settled_use
 

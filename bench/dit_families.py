@@ -35,17 +35,25 @@ video, for 128 real tokens of its 1000-token block and 16 of ByT5's 256
 (bench/_dit_hunyuan_video15.py: diffusers' padded blocks and zero image tokens masked, ours
 the real tokens alone, its prompt's part made once, prefix_ms). LTX-2's (2.0, 19B)
 audio-video step for LTX2Pipeline's default 768x512, 121 frames (6144 video tokens) and its
-126 audio latents, both prompts the connectors' 1024 tokens (bench/_dit_ltx2.py).
+126 audio latents, both prompts the connectors' 1024 tokens (bench/_dit_ltx2.py). Lumina
+Image 2.0's at 4096 patches for 92 real tokens of its 256-token Gemma 2 block
+(bench/_dit_lumina2.py). HunyuanVideo's at 960 x 544, 61 frames (32 640 video tokens) for 60
+real tokens of its 256-token Llama block, guidance embedded (bench/_dit_hunyuan_video.py: ours
+after prepare_text once, prefix_ms). LongCat-Image's at 4096 patches after its 512 prompt
+tokens, unmasked (bench/_dit_longcat.py: ours after the rotary tables made once, prefix_ms).
+Sana 1600M's at 1024x1024 (1024 tokens) and Sana 4K's at 4096x4096 (16 384 tokens) for 62 real
+tokens of SanaPipeline's 300-token Gemma 2 block (bench/_dit_sana.py).
 Rows run smallest first, each caught on its own: an out-of-memory model loses its row only,
 recorded with its error.
 
-BENCH_MODELS picks them, comma-separated, from qwen3_8b, qwen25vl, qwen3vl_8b, qwenimage21,
-krea2, kandinsky5, flux2klein, chroma, kontext, qwenimage, qwenimageedit, hunyuanimage,
-hunyuanvideo15, ltx2 (the default: all, in that order), plus zimage and qwen3 (bench/zimage.py's
-rows). BENCH_ACC16=1 adds each float16 transformer's step with every GEMM's f16 accumulators
-(`float16 acc16`, `--fp16-accumulation`). BENCH_KERNELS=1 adds each float16 row's fifteen
-longest kernels (`kernels`: calls and GPU ms of one more step, timestamps on). `--quick`:
-tiny configs (a smoke run on any adapter).
+BENCH_MODELS picks them, comma-separated, from sana, qwen3_8b, qwen25vl, qwen3vl_8b, sana4k,
+lumina2, qwenimage21, krea2, kandinsky5, longcat, flux2klein, chroma, kontext, qwenimage,
+qwenimageedit, hunyuanimage, hunyuanvideo15, hunyuanvideo, ltx2 (the default: all, in that
+order), plus zimage and qwen3 (bench/zimage.py's rows). BENCH_ACC16=1 adds each float16
+transformer's step with every GEMM's f16 accumulators (`float16 acc16`,
+`--fp16-accumulation`). BENCH_KERNELS=1 adds each float16 row's fifteen longest kernels
+(`kernels`: calls and GPU ms of one more step, timestamps on). `--quick`: tiny configs (a smoke
+run on any adapter).
 """
 
 from __future__ import annotations
@@ -59,163 +67,39 @@ from typing import Any
 import numpy as np
 
 import gpucore
-import gpustd
 
+from . import _dit_flux_qwen as _flux_qwen
+from . import _dit_hunyuan_video as _hunyuan_video
 from . import _dit_hunyuan_video15 as _hunyuan_video15
 from . import _dit_hunyuanimage as _hunyuanimage
 from . import _dit_kandinsky5 as _kandinsky5
 from . import _dit_krea2 as _krea2
+from . import _dit_longcat as _longcat
 from . import _dit_ltx2 as _ltx2
+from . import _dit_lumina2 as _lumina2
 from . import _dit_qwen21 as _qwen21
+from . import _dit_sana as _sana
 from . import _harness
 from . import zimage as _zimage
-from ._dit_models import (
-    CHROMA,
-    EDIT_TEXT,
-    FLUX2_KLEIN_9B,
-    FLUX_DEV,
-    QWEN3_8B,
-    QWEN25VL_7B,
-    QWEN_IMAGE,
-    TINY,
-    Model,
-)
+from ._dit_models import TINY, Model
 from .sdxl import _PeakMemory, _settled_use
 
 GIB = float(1 << 30)
-# the rows whose inputs and calls live in a module of their own (bench/_dit_*.py)
-_ROW_MODULES = {name: module for module in (_qwen21, _krea2, _kandinsky5, _hunyuanimage,
-                                               _hunyuan_video15, _ltx2)
+# each row's inputs and calls, a module a family (bench/_dit_*.py)
+_ROW_MODULES = {name: module for module in (_flux_qwen, _qwen21, _krea2, _kandinsky5,
+                                               _hunyuanimage, _hunyuan_video15, _ltx2,
+                                               _lumina2, _hunyuan_video, _longcat, _sana)
                 for name in module.NAMES}
 COLUMNS = ["model", "impl", "dtype", "dispatches", "rel_err", "gpu_ms", "wall_ms", "peak_gib",
            "vs_bf16", "prefix_ms", "error"]
 
 
-def _positions(text: int, rows: int, columns: int, axes: int, context: int = 0
-               ) -> tuple[np.ndarray, np.ndarray]:
-    """FLUX-style ids: zeros for text ((0, 0, 0, l) with 4 axes), (i, row, column[, 0]) for
-    each image's patches (i = 0 the noise, 1 .. `context` images after it)."""
-    text_ids = np.zeros((text, axes), np.float32)
-    if axes == 4:
-        text_ids[:, 3] = np.arange(text)
-    r, c = np.meshgrid(np.arange(rows), np.arange(columns), indexing="ij")
-    images = []
-    for index in range(1 + context):
-        ids = np.zeros((rows * columns, axes), np.float32)
-        ids[:, 0], ids[:, 1], ids[:, 2] = index, r.ravel(), c.ravel()
-        images.append(ids)
-    return text_ids, np.concatenate(images)
-
-
 def _inputs(name: str, config: dict[str, Any], quick: bool) -> dict[str, np.ndarray]:
-    if name in _ROW_MODULES:
-        return _ROW_MODULES[name].inputs(name, config, quick)
-    rng = np.random.default_rng(0)
-    side = 8 if quick else 64  # patches per side: 1024 / 16
-    if name in ("qwen25vl", "qwen3_8b"):
-        length = 24 if quick else (256 if name == "qwen25vl" else 512)
-        return {"ids": rng.integers(0, config["vocab_size"], (1, length))}
-    text = 12 if quick else {"qwenimage": 222, "qwenimageedit": EDIT_TEXT}.get(name, 512)
-    tokens = side * side * (2 if name in ("kontext", "qwenimageedit") else 1)
-    x = {"latents": rng.standard_normal((1, tokens, config["in_channels"])),
-         "text": rng.standard_normal((1, text, config["joint_attention_dim"])),
-         "t": np.array([0.7]), "rows": np.array(side)}
-    axes = len(config["axes_dims_rope"])
-    if not name.startswith("qwenimage"):
-        x["txt_ids"], x["img_ids"] = _positions(text, side, side, axes,
-                                                1 if name == "kontext" else 0)
-    if name == "kontext":
-        x["pooled"], x["guidance"] = rng.standard_normal((1, 768 if not quick else 24)), [2.5]
-    return x
-
-
-def _llm_reference(transformers: Any, config: dict[str, Any]) -> Any:
-    kind = transformers.Qwen3Model if config["model_type"] == "qwen3" else transformers.Qwen2Model
-    config_class = (transformers.Qwen3Config if config["model_type"] == "qwen3"
-                    else transformers.Qwen2Config)
-    return kind(config_class(**config))
-
-
-def _ours_llm(config: dict[str, Any], dtype: Any, device: gpucore.Device) -> Any:
-    from diffusion.models.llm import LLMTextModel
-
-    # Qwen2.5-VL's language model: Qwen2's layers, its multimodal RoPE the plain one for text
-    kind = "qwen3" if config["model_type"] == "qwen3" else "qwen2_5_vl_text"
-    return LLMTextModel(dict(config, model_type=kind), dtype=dtype, device=device)
-
-
-def _llm_layers(name: str) -> tuple[int, ...]:
-    return (9, 18, 27) if name == "qwen3_8b" else (-1,)
-
-
-def _dit(name: str) -> Model:
-    """The model table's line for transformer `name`."""
-    from diffusion.models import chroma, flux, flux2, qwen_image
-
-    def tensors(x: dict[str, Any], dtype: Any, device: Any) -> tuple[Any, Any]:
-        latents = gpustd.asarray(x["latents"], dtype=dtype, device=device)
-        return latents, gpustd.asarray(x["text"], dtype=dtype, device=device)
-
-    if name.startswith("qwenimage"):
-        # Qwen-Image-Edit: one reference of the noise's size after the noise's patches
-        references = [1] if name == "qwenimageedit" else []
-
-        def ref_call(ref: Any, x: dict[str, Any]) -> Any:
-            rows = int(x["rows"])
-            return ref(hidden_states=x["torch"]["latents"],
-                       encoder_hidden_states=x["torch"]["text"], timestep=x["torch"]["t"],
-                       img_shapes=[[(1, rows, rows)] * (1 + len(references))]).sample
-
-        def call(ours: Any, x: dict[str, Any], dtype: Any) -> Any:
-            rows = int(x["rows"])
-            return ours(*tensors(x, dtype, ours.device), x["t"], rows, rows,
-                        references=[(rows, rows)] * len(references))
-        return Model(QWEN_IMAGE, lambda d, t, c: d.QwenImageTransformer2DModel(**c), ref_call,
-                      lambda c, dt, dev: qwen_image.QwenImageTransformer2DModel(
-                          c, dtype=dt, device=dev), call)
-    kinds = {"flux2klein": ("Flux2Transformer2DModel", flux2.Flux2Transformer2DModel,
-                            FLUX2_KLEIN_9B),
-             "chroma": ("ChromaTransformer2DModel", chroma.ChromaTransformer2DModel, CHROMA),
-             "kontext": ("FluxTransformer2DModel", flux.FluxTransformer2DModel, FLUX_DEV)}
-    reference_name, ours_class, config = kinds[name]
-
-    def ref_call_ids(ref: Any, x: dict[str, Any]) -> Any:
-        t = x["torch"]
-        extra = ({"pooled_projections": t["pooled"], "guidance": t["guidance"]}
-                 if name == "kontext" else {})
-        return ref(hidden_states=t["latents"], encoder_hidden_states=t["text"],
-                   timestep=t["t"], img_ids=t["img_ids"], txt_ids=t["txt_ids"], **extra).sample
-
-    def call_ids(ours: Any, x: dict[str, Any], dtype: Any) -> Any:
-        latents, text = tensors(x, dtype, ours.x_embedder.weight.device)
-        if name == "kontext":
-            pooled = gpustd.asarray(x["pooled"], dtype=dtype, device=latents.device)
-            return ours(latents, text, pooled, x["t"], x["img_ids"], x["txt_ids"],
-                        x["guidance"])
-        return ours(latents, text, x["t"], x["img_ids"], x["txt_ids"])
-
-    return Model(config, lambda d, t, c: getattr(d, reference_name)(**c), ref_call_ids,
-                  lambda c, dt, dev: ours_class(c, dtype=dt, device=dev), call_ids)
+    return _ROW_MODULES[name].inputs(name, config, quick)
 
 
 def _model(name: str) -> Model:
-    if name in _ROW_MODULES:
-        return _ROW_MODULES[name].model(name)
-    if name not in ("qwen25vl", "qwen3_8b"):
-        return _dit(name)
-    layers = _llm_layers(name)
-
-    def ref_call(ref: Any, x: dict[str, Any]) -> Any:
-        import torch
-
-        states = ref(input_ids=x["torch"]["ids"], output_hidden_states=True).hidden_states
-        return torch.cat([states[k] for k in layers], dim=-1)
-
-    def call(ours: Any, x: dict[str, Any], dtype: Any) -> Any:
-        return gpustd.concatenate(ours.hidden_states_of(x["ids"], None, layers), axis=2)
-
-    return Model(QWEN25VL_7B if name == "qwen25vl" else QWEN3_8B,
-                  lambda d, t, c: _llm_reference(t, c), ref_call, _ours_llm, call)
+    return _ROW_MODULES[name].model(name)
 
 
 def _reference(model: Model, config: dict[str, Any], dev: str) -> Any:
@@ -360,9 +244,9 @@ def _one_model(name: str, quick: bool, device: gpucore.Device, cuda: Any
     return rows
 
 
-DEFAULT = ("qwen3_8b", "qwen25vl", "qwen3vl_8b", "qwenimage21", "krea2", "kandinsky5",
-           "flux2klein", "chroma", "kontext", "qwenimage", "qwenimageedit", "hunyuanimage",
-           "hunyuanvideo15", "ltx2")
+DEFAULT = ("sana", "qwen3_8b", "qwen25vl", "qwen3vl_8b", "sana4k", "lumina2", "qwenimage21",
+           "krea2", "kandinsky5", "longcat", "flux2klein", "chroma", "kontext", "qwenimage",
+           "qwenimageedit", "hunyuanimage", "hunyuanvideo15", "hunyuanvideo", "ltx2")
 
 
 def run(quick: bool = False) -> dict[str, Any]:
@@ -406,7 +290,14 @@ def run(quick: bool = False) -> dict[str, Any]:
                  "4096 context patches, 512 T5 tokens), Qwen-Image-Edit (4096 noise + 4096 "
                  "reference patches, 1385 text tokens: a 1024x1024 reference read by "
                  "Qwen2.5-VL and a short instruction), HunyuanVideo 1.5 (480p, 121 frames, "
-                 "text to video: ours after prepare_text() once, prefix_ms); Qwen2.5-VL-7B's "
+                 "text to video: ours after prepare_text() once, prefix_ms), Lumina Image "
+                 "2.0 (4096 patches, 92 real tokens of a masked 256-token block), "
+                 "HunyuanVideo (960x544, 61 frames, 60 real tokens of a masked 256-token "
+                 "block, guidance embedded: ours after prepare_text() once, prefix_ms), "
+                 "LongCat-Image (4096 patches after 512 unmasked text tokens: ours after "
+                 "its rotary tables once, prefix_ms), Sana 1600M (1024 tokens) and Sana 4K "
+                 "(16 384 tokens) for 62 real tokens of a masked 300-token block; "
+                 "Qwen2.5-VL-7B's "
                  "language model on 256 "
                  "tokens (last hidden states), Qwen3-VL-8B's language model on 256 tokens (the "
                  "last layer's states before the final norm), Qwen3-8B on 512 tokens (hidden "

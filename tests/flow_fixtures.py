@@ -164,3 +164,47 @@ def tiny_hunyuan_video(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, 
 
     root = tmp_path_factory.mktemp("tiny-hunyuan-video")
     return root / "hunyuan-video", tiny_hunyuan_video_pipeline(root)
+
+
+@pytest.fixture(scope="session")
+def tiny_lumina2(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Any]:
+    """(the folder `root / "lumina-2"`, diffusers' Lumina2Pipeline) of tiny random parts (the
+    pipeline's, the CLI's and the server's tests)."""
+    pytest.importorskip("diffusers", reason="diffusers is a test-only reference")
+    from lumina2_pipeline_tiny import tiny_lumina2_pipeline
+
+    root = tmp_path_factory.mktemp("tiny-lumina-2")
+    return root / "lumina-2", tiny_lumina2_pipeline(root)
+
+
+@pytest.fixture(scope="session")
+def tiny_sana(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Any]:
+    """(the folder `root / "sana"`, diffusers' SanaPipeline) of tiny random parts
+    (sana_pipeline_tiny: the pipeline's, the CLI's and the server's tests)."""
+    pytest.importorskip("diffusers", reason="diffusers is a test-only reference")
+    from sana_pipeline_tiny import tiny_sana_pipeline
+
+    root = tmp_path_factory.mktemp("tiny-sana")
+    return root / "sana", tiny_sana_pipeline(root)
+
+
+@pytest.fixture(scope="session")
+def tiny_sana_sprint(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Any]:
+    """(the folder `root / "sana-sprint"`, diffusers' SanaSprintPipeline) of tiny random
+    parts (sana_pipeline_tiny)."""
+    pytest.importorskip("diffusers", reason="diffusers is a test-only reference")
+    from sana_pipeline_tiny import tiny_sana_pipeline
+
+    root = tmp_path_factory.mktemp("tiny-sana-sprint")
+    return root / "sana-sprint", tiny_sana_pipeline(root, "sana-sprint", sprint=True)
+
+
+@pytest.fixture(scope="session")
+def tiny_hunyuan_video_i2v(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Any]:
+    """(the folder `root / "hunyuan-video-i2v"`, diffusers' HunyuanVideoImageToVideoPipeline)
+    of hunyuan_video_i2v_tiny's token_replace parts: the pipeline's and the CLI's tests."""
+    pytest.importorskip("diffusers", reason="diffusers is a test-only reference")
+    from hunyuan_video_i2v_tiny import tiny_hunyuan_video_i2v_pipeline
+
+    root = tmp_path_factory.mktemp("tiny-hunyuan-video-i2v")
+    return root / "hunyuan-video-i2v", tiny_hunyuan_video_i2v_pipeline(root)

@@ -21,30 +21,33 @@ SPECIAL = ["<|begin_of_text|>", "<|end_of_text|>", "<|start_header_id|>", "<|end
            "<|eot_id|>"]
 
 
-def template_words() -> list[str]:
-    """The template's words (with the space before them) and numbered points, each once."""
+def template_words(template: str | None = None) -> list[str]:
+    """The template's words (with the space before them) and numbered points, each once;
+    `template`: another than text to video's (image to video's)."""
     from diffusion.models.hunyuan_video_prompt import PROMPT_TEMPLATE
 
-    text = re.sub(r"<\|[a-z_]+\|>", " ", PROMPT_TEMPLATE.replace("{}", " "))
+    text = re.sub(r"<\|[a-z_]+\|>", " ", (template or PROMPT_TEMPLATE).replace("{}", " "))
     return list(dict.fromkeys(re.findall(r" ?[A-Za-z]+", text)))
 
 
-def tiny_llama_tokenizer(folder: Path) -> Any:
+def tiny_llama_tokenizer(folder: Path, template: str | None = None,
+                         special: tuple[str, ...] = ()) -> Any:
     """The tokenizer.json and tokenizer_config.json in `folder`, and transformers' tokenizer
-    of them (the pipeline's `tokenizer`)."""
+    of them (the pipeline's `tokenizer`); `template`: the one whose words are whole tokens
+    (template_words'), `special`: more special tokens after Llama 3's."""
     import transformers
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors
     from tokenizers.trainers import BpeTrainer
 
-    words = template_words()
+    words = template_words(template)
     tokenizer = Tokenizer(models.BPE())
     tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     tokenizer.decoder = decoders.ByteLevel()
     tokenizer.train_from_iterator(CORPUS * 10, BpeTrainer(
-        vocab_size=LLAMA_TINY["vocab_size"] - len(SPECIAL) - len(words),
+        vocab_size=LLAMA_TINY["vocab_size"] - len(SPECIAL) - len(special) - len(words),
         initial_alphabet=pre_tokenizers.ByteLevel.alphabet()))
     tokenizer.add_tokens(words)
-    tokenizer.add_special_tokens(SPECIAL)
+    tokenizer.add_special_tokens([*SPECIAL, *special])
     bos = SPECIAL[0]
     tokenizer.post_processor = processors.TemplateProcessing(
         single=f"{bos} $A", pair=f"{bos} $A {bos} $B",

@@ -23,7 +23,7 @@ def test_the_full_networks_are_the_released_models() -> None:
     T5-XXL's 4.76 B, CLIP-L's 0.12 B; Qwen-Image's 20.4 B and Qwen2.5-VL-7B's 7.07 B
     language model."""
     from bench import _lowvram_flow as flow
-    from bench.dit_families import QWEN25VL_7B, QWEN_IMAGE
+    from bench._dit_models import QWEN25VL_7B, QWEN_IMAGE
     from bench.flux import FLUX_DEV
     from diffusion.models import CLIPTextModel, FluxTransformer2DModel, T5EncoderModel
     from diffusion.models.llm import LLMTextModel

@@ -289,16 +289,16 @@ def _models(parser: argparse.ArgumentParser) -> None:
                              "t5-v1_1-xxl-encoder-Q8_0.gguf); "
                              "for a single-file model also the VAE it lacks (ae.safetensors); "
                              "for a UNet-only SD .gguf model its CLIP text encoder "
-                             "(clip_l.safetensors); for Z-Image, FLUX.2 and Qwen-Image their "
-                             "LLM (qwen_3_4b, mistral_3_small_flux2_*, qwen_2.5_vl_7b .safetensors "
-                             "or a GGUF); HiDream-I1: its Llama 3.1 folder; repeat for several")
+                             "(clip_l.safetensors); for Z-Image, FLUX.2, Qwen-Image, Lumina 2 "
+                             "their LLM (qwen_3_4b, mistral_3_small_flux2_*, qwen_2.5_vl_7b, "
+                             "gemma_2_2b_fp16 .safetensors, or a GGUF); repeat for several")
     parser.add_argument("--base", metavar="PATH",
                         help="for a UNet-only .gguf --model (ComfyUI-GGUF's, stable-diffusion"
                              ".cpp's): a model of its family (diffusers folder or checkpoint) "
                              "whose text encoders, VAE, tokenizer, scheduler and UNet config it "
                              "runs with; for a single-file Z-Image, Qwen-Image (2.1), FLUX.2, "
-                             "Kandinsky 5 or Krea 2 transformer (ComfyUI's file, a GGUF), the "
-                             "family's diffusers folder giving the rest")
+                             "Kandinsky 5, Krea 2 or Lumina 2 transformer (ComfyUI's file, a "
+                             "GGUF), the family's diffusers folder giving the rest")
     add_network_options(parser)
 
 

@@ -105,16 +105,16 @@ def add_serve_parser(commands: Any) -> argparse.ArgumentParser:
                           "(t5xxl_fp16 / _fp8_e4m3fn[_scaled], clip_l, clip_g .safetensors, "
                           "a T5 .gguf), for a single-file model "
                           "also the VAE it lacks (ae.safetensors), as Forge's VAE / Text "
-                          "Encoder list; Z-Image / FLUX.2 / Qwen-Image models: their LLM "
-                          "text encoder (qwen_3_4b.safetensors, qwen_2.5_vl_7b.safetensors, "
-                          "mistral_3_small_flux2_bf16.safetensors, or a GGUF of one); repeat "
-                          "for several")
+                          "Encoder list; Z-Image / FLUX.2 / Qwen-Image / Lumina 2 models: "
+                          "their LLM text encoder (qwen_3_4b.safetensors, "
+                          "qwen_2.5_vl_7b.safetensors, mistral_3_small_flux2_bf16.safetensors, "
+                          "gemma_2_2b_fp16.safetensors, or a GGUF of one); repeat for several")
     sub.add_argument("--base", action="append", metavar="DIR",
-                     help="Z-Image, Qwen-Image (2.1), FLUX.2, Kandinsky 5, Krea 2: a diffusers "
-                          "folder of the family giving a single-file transformer (ComfyUI's "
-                          "models/diffusion_models files, GGUFs) its text encoder, tokenizer, "
-                          "VAE and scheduler, as txt2img's --base; repeat for several "
-                          "families (default: the diffusers folders in --models-dir)")
+                     help="Z-Image, Qwen-Image (2.1), FLUX.2, Kandinsky 5, Krea 2, Lumina 2: a "
+                          "diffusers folder of the family giving a single-file transformer "
+                          "(ComfyUI's models/diffusion_models files, GGUFs) its text encoder, "
+                          "tokenizer, VAE and scheduler, as txt2img's --base; repeat for "
+                          "several families (default: the diffusers folders in --models-dir)")
     sub.add_argument("--image-encoder", action="append", metavar="PATH",
                      help="a CLIP image encoder for IP-Adapter units (a transformers folder, "
                           "h94's models/image_encoder (ViT-H/14) or sdxl_models/image_encoder "

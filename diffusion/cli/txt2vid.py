@@ -2,7 +2,8 @@
 Video Lite, HunyuanVideo, HunyuanVideo 1.5 and LTX-2 (video with audio) text-to-video from the
 command line (cli.txt2vid_kandinsky5, cli.txt2vid_hunyuan_video, cli.txt2vid_hunyuan_video15,
 cli.txt2vid_ltx2: the latter four's runs), and `img2vid --image IN.png` (Wan 2.1 / 2.2 A14B
-I2V, Wan 2.2 TI2V 5B, Kandinsky 5 or HunyuanVideo 1.5 I2V animating a picture); Wan VACE's
+I2V, Wan 2.2 TI2V 5B, Kandinsky 5, HunyuanVideo-I2V or HunyuanVideo 1.5 I2V animating a
+picture); Wan VACE's
 control video, mask and reference pictures on txt2vid (cli.vace), Wan's video-to-video
 (`--init-video`, `--denoising-strength`: cli.init_video), and Wan 2.2 Animate's picture, pose,
 face, background and mask videos (cli.animate). `--model FILE --base FOLDER` runs ComfyUI's
@@ -86,7 +87,8 @@ def add_parsers(subparsers: argparse._SubParsersAction) -> None:
                                    "LTX-2 with its audio)"),
                        ("img2vid", "animate a picture as a prompt says (Wan 2.1 I2V, "
                                    "Wan 2.2 TI2V 5B and I2V A14B, Kandinsky 5 I2V, "
-                                   "HunyuanVideo 1.5 I2V, LTX-2 with its audio)")):
+                                   "HunyuanVideo-I2V, HunyuanVideo 1.5 I2V, LTX-2 with its "
+                                   "audio)")):
         sub = subparsers.add_parser(name, help=text, description=text, epilog=EXAMPLE,
                                     formatter_class=argparse.RawDescriptionHelpFormatter)
         if name == "img2vid":
@@ -326,7 +328,7 @@ def run(args: argparse.Namespace) -> int:
         from .txt2vid_hunyuan_video import refuse_hunyuan_video_options, run_hunyuan_video
 
         refuse_hunyuan_video_options(args)
-        return run_hunyuan_video(args, out, _dtype(args.dtype))
+        return run_hunyuan_video(args, out, _dtype(args.dtype), image)
     if family == "kandinsky-5-video":
         from .txt2vid_kandinsky5 import run_kandinsky5
 

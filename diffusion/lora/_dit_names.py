@@ -1,6 +1,6 @@
-"""Kohya's (sd-scripts') names for the layers of FLUX, SD3, Z-Image, Wan, Krea 2 and
-HunyuanVideo LoRAs: BFL's, Stability's, Z-Image's, Wan's, Krea 2's and Tencent's (HunyuanVideo's,
-HunyuanImage 2.1's) checkpoint module paths, flattened
+"""Kohya's (sd-scripts') names for the layers of FLUX, SD3, Z-Image, Lumina 2, Wan, Krea 2
+and HunyuanVideo LoRAs: BFL's, Stability's, Z-Image's, Alpha-VLLM's (Lumina 2's), Wan's,
+Krea 2's and Tencent's (HunyuanVideo's, HunyuanImage 2.1's) checkpoint module paths, flattened
 (`double_blocks_0_img_attn_qkv`, `joint_blocks_3_x_block_mlp_fc1`, `layers_0_attention_qkv`,
 `blocks_0_attn_wq`), to diffusers' transformer modules, which our models carry.
 A fused projection (BFL's and SD3's qkv, FLUX's single-block linear1: q, k, v and the MLP's
@@ -19,6 +19,7 @@ from ..loaders.flow import flux_file, sd3_file
 from ..loaders.hunyuan_video import transformer as hunyuan_video_file
 from ..loaders.keymaps import hunyuan_keys
 from ..loaders.keymaps.dit_keys import BFL_DOUBLE_QKV, BFL_SINGLE_SPLIT
+from ..loaders.lumina2 import transformer as lumina2_file
 
 __all__ = ["Part", "dit_aliases"]
 
@@ -196,9 +197,38 @@ def _krea2(shapes: dict[str, tuple[int, ...]]) -> dict[str, list[Part]]:
     return aliases
 
 
+def _lumina2(config: dict[str, Any]) -> dict[str, list[Part]]:
+    """Lumina 2's original names (Alpha-VLLM's NextDiT: ComfyUI's and diffusion-pipe's
+    LoRAs): the fused attention.qkv split by rows into q and the narrower k and v,
+    attention.out, feed_forward.w1-3, adaLN_modulation.1, the embedders and final layer, as
+    the single-file loader renames them. diffusers:
+    `_convert_non_diffusers_lumina2_lora_to_diffusers` (its split fixed at 2304 / 768)."""
+    dim = config["hidden_size"]
+    kv = config["num_kv_heads"] * dim // config["num_attention_heads"]
+    originals = ["x_embedder", "t_embedder.mlp.0", "t_embedder.mlp.2", "cap_embedder.1",
+                 "final_layer.linear", "final_layer.adaLN_modulation.1"]
+    aliases = {}
+    for stack, count in (("layers", config["num_layers"]),
+                         ("noise_refiner", config["num_refiner_layers"]),
+                         ("context_refiner", config["num_refiner_layers"])):
+        for i in range(count):
+            block = f"{stack}.{i}"
+            originals += [f"{block}.attention.out", f"{block}.feed_forward.w1",
+                          f"{block}.feed_forward.w2", f"{block}.feed_forward.w3"]
+            if stack != "context_refiner":  # its blocks are unmodulated
+                originals.append(f"{block}.adaLN_modulation.1")
+            aliases.update(_split(f"{block}.attention.qkv", tuple(
+                f"{block}.attn.{t}" for t in ("to_q", "to_k", "to_v")), (dim, kv, kv)))
+    for original in originals:
+        # the single-file loader's renaming, of a weight's name
+        target = lumina2_file._target(f"{original}.weight").removesuffix(".weight")
+        aliases[_flat(original)] = [Part(target)]
+    return aliases
+
+
 def dit_aliases(model: Any, shapes: dict[str, tuple[int, ...]]) -> dict[str, list[Part]]:
-    """Kohya's flat name -> the parts it patches, for a FLUX, SD3, Z-Image, Wan, Krea 2,
-    HunyuanVideo or HunyuanImage 2.1 transformer (`shapes`: module path -> weight shape);
+    """Kohya's flat name -> the parts it patches, for a FLUX, SD3, Z-Image, Lumina 2, Wan,
+    Krea 2, HunyuanVideo or HunyuanImage 2.1 transformer (`shapes`: module path -> weight shape);
     empty for other models (FLUX.2's, Kandinsky 5's). Parts whose module the model lacks
     (schnell's guidance embedder, SD3 blocks without dual attention, Wan 2.1 T2V's image
     projections) are left out."""
@@ -211,6 +241,8 @@ def dit_aliases(model: Any, shapes: dict[str, tuple[int, ...]]) -> dict[str, lis
         aliases = _flux(shapes, config)
     elif "caption_projection_dim" in config:
         aliases = _sd3(config)
+    elif "cap_feat_dim" in config and "num_kv_heads" in config:
+        aliases = _lumina2(config)  # before Z-Image's, whose caption width it shares
     elif "cap_feat_dim" in config:
         aliases = _zimage(config)
     elif "freq_dim" in config and "text_dim" in config:

@@ -64,21 +64,30 @@ class SingleStreamBlock(nn.Module):
                mask: Tensor | None = None) -> Tensor:
         """modulated's rest after its norm: x + gate * proj_out([attention | MLP] of
         normed)."""
+        joint = self.joint(normed, rotary, mask, x.dtype)
+        if not self.proj_mlp.plain():  # --int8: two passes, as ever
+            return gated_add(x, gate, self.proj_out(joint))
+        return gated_linear(x, gate, self.proj_out, joint)
+
+    def joint(self, normed: Tensor, rotary: Rope, mask: Tensor | None = None,
+              dtype: Any = None) -> Tensor:
+        """proj_out's input [attention | gelu(MLP)] (B, L, dim + hidden) of the modulated
+        norm `normed`, in `dtype` (the stream's; None: normed's) (a caller gating proj_out's
+        output itself: HunyuanVideo's token replace)."""
         if not self.proj_mlp.plain():  # --int8: the MLP's input quantized with q, k and v's
             q, k, v, (mlp,) = self.attn.projections(normed, also=(self.proj_mlp,),
                                                     rotary=rotary)
             attn = self.attn.attend(q, k, v, None, mask)[0]
-            joint = concatenate([attn, nn.gelu(mlp, approximate="tanh")], axis=2)
-            return gated_add(x, gate, self.proj_out(joint))
-        # proj_out's input [attention | gelu(MLP)]: the MLP's GEMM writes its GELU into the
-        # right-hand columns, and the attention's output is copied beside it
-        batch, length, dim = x.shape
-        joint = empty((batch, length, dim + self.proj_mlp.weight.shape[0]), x.dtype,
-                      device=x.device)
+            return concatenate([attn, nn.gelu(mlp, approximate="tanh")], axis=2)
+        # the MLP's GEMM writes its GELU into the right-hand columns, and the attention's
+        # output is copied beside it
+        batch, length, dim = normed.shape
+        joint = empty((batch, length, dim + self.proj_mlp.weight.shape[0]),
+                      normed.dtype if dtype is None else dtype, device=normed.device)
         self.proj_mlp.gelu(normed, approximate="tanh", out=joint, start=dim)
         q, k, v, _ = self.attn.projections(normed, rotary=rotary)
         put_slice(joint, self.attn.attend(q, k, v, None, mask)[0], 0, axis=2)
-        return gated_linear(x, gate, self.proj_out, joint)
+        return joint
 
 
 class FluxSingleTransformerBlock(SingleStreamBlock):
@@ -117,8 +126,7 @@ class FluxTrunk(nn.Module):
         self.config = cfg
         heads, head_dim = rope_heads(cfg)
         dim = heads * head_dim
-        self.time_text_embed = CombinedTimestepTextProjEmbeddings(
-            dim, cfg["pooled_projection_dim"], place, guidance=cfg["guidance_embeds"])
+        self.conditioning(dim, cfg, place)
         self.context_embedder = nn.Linear(cfg["joint_attention_dim"], dim, **place)
         self.x_embedder = nn.Linear(cfg["in_channels"], dim, **place)
         self.transformer_blocks = nn.ModuleList(
@@ -127,6 +135,13 @@ class FluxTrunk(nn.Module):
         self.single_transformer_blocks = nn.ModuleList(
             [FluxSingleTransformerBlock(dim, heads, head_dim, place)
              for _ in range(cfg["num_single_layers"])])
+
+    def conditioning(self, dim: int, cfg: dict[str, Any], place: Place) -> None:
+        """The conditioning vector's embedders: FLUX's timestep (and guidance) and pooled
+        text (`time_text_embed`); a FLUX-like model without pooled text (LongCat-Image)
+        puts its own in their place."""
+        self.time_text_embed = CombinedTimestepTextProjEmbeddings(
+            dim, cfg["pooled_projection_dim"], place, guidance=cfg["guidance_embeds"])
 
 
 class FluxTransformer2DModel(FluxTrunk):
@@ -181,9 +196,17 @@ class FluxTransformer2DModel(FluxTrunk):
         # 1. embeddings; timesteps and guidance arrive in [0, 1] and are embedded x1000
         temb = self.time_text_embed(self._thousandfold(timestep), pooled,
                                     None if guidance is None else self._thousandfold(guidance))
+        tables = rotary if rotary is not None else self.rotary(txt_ids, img_ids)
+        return self.denoise(hidden_states, encoder_hidden_states, temb, tables, cache=cache,
+                            control=control)
+
+    def denoise(self, hidden_states: Tensor, encoder_hidden_states: Tensor, temb: Tensor,
+                tables: tuple[Tensor, Tensor], *, cache: BranchCache | None = None,
+                control: tuple[Sequence[Tensor], Sequence[Tensor]] | None = None) -> Tensor:
+        """`forward` after the conditioning vector `temb` (B, dim) and the rotary `tables`:
+        the embedders of the latents and text, the blocks, the final norm and projection."""
         x = self.x_embedder(hidden_states)
         context = self.context_embedder(encoder_hidden_states)
-        tables = rotary if rotary is not None else self.rotary(txt_ids, img_ids)
         activated = nn.silu(temb)  # every adaLN's input, once
         # 2. double-stream blocks, then one stream of text + image tokens (the first block
         # apart: a step cache decides after it whether the others run)

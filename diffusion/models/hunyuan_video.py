@@ -4,6 +4,9 @@ llava-llama-3 states (hunyuanimage.DualStreamTransformer), on 3D patches of the 
 latents with rotary positions (frames, rows, columns) as HunyuanVideo 1.5's
 (hunyuan_video15.VideoPatches); the conditioning vector the timestep's embedding, plus the
 distilled guidance's, plus CLIP's pooled prompt projected (`time_text_embed`, FLUX's).
+Image-to-video checkpoints: "latent_concat" reads the picture's latents and a mask as more
+input channels; "token_replace" modulates the first latent frame's tokens (the picture's
+clean latents) at timestep 0 (hunyuan_video_token_replace).
 
 diffusers pads the prompt to a fixed length and masks the first `mask.sum()` tokens in;
 here each prompt's kept tokens only are joined (HunyuanImage's text stream), which is the
@@ -30,6 +33,11 @@ from .dit_layers import (
 )
 from .flux import FluxSingleTransformerBlock
 from .hunyuan_video15 import VideoPatches
+from .hunyuan_video_token_replace import (
+    FirstFrame,
+    TokenReplaceSingleTransformerBlock,
+    TokenReplaceTransformerBlock,
+)
 from .hunyuanimage import DualStreamTransformer, PatchEmbed
 from .hunyuanimage_text import PromptText, TokenRefiner, prompt_text
 from .layers import Place
@@ -57,11 +65,10 @@ def _checked(config: dict[str, Any]) -> dict[str, Any]:
     if cfg["mlp_ratio"] != 4.0 or cfg["qk_norm"] != "rms_norm":
         raise ValueError(f"mlp_ratio {cfg['mlp_ratio']} / qk_norm {cfg['qk_norm']!r} are not "
                          "supported (HunyuanVideo's are 4.0 and 'rms_norm')")
-    if cfg["image_condition_type"] not in (None, "latent_concat"):
+    if cfg["image_condition_type"] not in (None, "latent_concat", "token_replace"):
         raise ValueError(f"image_condition_type {cfg['image_condition_type']!r} is not "
                          "supported: this transformer runs text-to-video checkpoints and "
-                         "image-to-video ones that concatenate the image's latents "
-                         "('latent_concat'), not 'token_replace'")
+                         "image-to-video ones ('latent_concat', 'token_replace')")
     patch = (int(cfg["patch_size_t"]), int(cfg["patch_size"]), int(cfg["patch_size"]))
     return {**cfg, "rope_axes_dim": axes, "patch": patch,
             "out_channels": cfg["out_channels"] or cfg["in_channels"]}
@@ -94,12 +101,15 @@ class HunyuanVideoTransformer3DModel(VideoPatches, DualStreamTransformer):
         self.context_embedder_2 = None  # no glyph text
         self.time_text_embed = CombinedTimestepTextProjEmbeddings(
             dim, cfg["pooled_projection_dim"], place, guidance=bool(cfg["guidance_embeds"]))
+        # token_replace: the same weights, the first frame's tokens modulated apart
+        replace = cfg["image_condition_type"] == "token_replace"
+        double = TokenReplaceTransformerBlock if replace else JointTransformerBlock
+        single = TokenReplaceSingleTransformerBlock if replace else FluxSingleTransformerBlock
         self.transformer_blocks = nn.ModuleList(
-            [JointTransformerBlock(dim, heads, head_dim, place, qk_norm=True)
+            [double(dim, heads, head_dim, place, qk_norm=True)
              for _ in range(cfg["num_layers"])])
         self.single_transformer_blocks = nn.ModuleList(
-            [FluxSingleTransformerBlock(dim, heads, head_dim, place)
-             for _ in range(cfg["num_single_layers"])])
+            [single(dim, heads, head_dim, place) for _ in range(cfg["num_single_layers"])])
         self.norm_out = AdaLayerNormContinuous(dim, place)
         self.proj_out = nn.Linear(dim, math.prod(cfg["patch"]) * cfg["out_channels"], **place)
         self._tables: dict[tuple[Any, ...], tuple[Tensor, Tensor]] = {}
@@ -145,6 +155,19 @@ class HunyuanVideoTransformer3DModel(VideoPatches, DualStreamTransformer):
         t = self._host(timestep, batch, "timestep")
         return t, self.time_text_embed(t, cast(pooled, self.dtype), g)
 
+    def first_frame(self, batch: int, grid: tuple[int, int, int], pooled: Any
+                    ) -> FirstFrame | None:
+        """token_replace checkpoints: the first latent frame's tokens (the picture's clean
+        latents) and their conditioning, timestep 0's embedding + pooled projected (no
+        guidance); None for the others. diffusers: `HunyuanVideoConditionEmbedding`'s
+        `token_replace_emb`."""
+        if self.config["image_condition_type"] != "token_replace":
+            return None
+        pooled = pooled if isinstance(pooled, Tensor) else asarray(
+            np.asarray(pooled, np.float32), device=self.device)
+        temb = self.time_text_embed(np.zeros(batch, np.float32), cast(pooled, self.dtype))
+        return FirstFrame(temb, nn.silu(temb), grid[1] * grid[2])
+
     def forward(self, hidden_states: Any, timestep: Any, encoder_hidden_states: Any,
                 encoder_attention_mask: Any = None, pooled_projections: Any = None,
                 guidance: Any = None, *, cache: BranchCache | None = None) -> Tensor:
@@ -169,5 +192,5 @@ class HunyuanVideoTransformer3DModel(VideoPatches, DualStreamTransformer):
         tables = self.rotary(grid, context.shape[1])
         # 2. the blocks; patches back to (B, C, T, H, W)
         out = self.denoise(x, context, temb, tables, text.key_mask(x.shape[1], self.device),
-                           cache)
+                           cache, self.first_frame(batch, grid, pooled_projections))
         return self._unpatched(out, grid)

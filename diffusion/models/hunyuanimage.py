@@ -148,12 +148,15 @@ class DualStreamTransformer(ProjOutPlace, nn.Module):
         return text.stream(self.context_embedder(text.refiner, timestep))
 
     def denoise(self, x: Tensor, context: Tensor, temb: Tensor, tables: tuple[Tensor, Tensor],
-                mask: Tensor | None, cache: BranchCache | None) -> Tensor:
+                mask: Tensor | None, cache: BranchCache | None, first: Any = None) -> Tensor:
         """The patches x (B, N, dim) and text stream context (B, T, dim) through the blocks
         at temb (B, dim), `tables` the rotary tables of the text then the patches, `mask`
-        the key mask (None: all real); `cache`: a step cache branch. Returns proj_out's
-        (B, N, patch volume x out_channels)."""
+        the key mask (None: all real); `cache`: a step cache branch; `first`: HunyuanVideo's
+        token replace (hunyuan_video_token_replace.FirstFrame, its blocks take it). Returns
+        proj_out's (B, N, patch volume x out_channels)."""
         text_length = context.shape[1]
+        double = {} if first is None else {"first": first}
+        single = {} if first is None else {"first": first.at(text_length)}
         activated = nn.silu(temb)  # every adaLN's input, once
         # double-stream blocks, then one stream of text + image tokens (the first block
         # apart: a step cache decides after it whether the others run)
@@ -162,15 +165,17 @@ class DualStreamTransformer(ProjOutPlace, nn.Module):
         def head(x: Tensor, context: Tensor) -> tuple[Tensor, Tensor]:
             if not blocks:
                 return x, context
-            x, context = blocks[0](x, context, temb, tables, activated=activated, mask=mask)
+            x, context = blocks[0](x, context, temb, tables, activated=activated, mask=mask,
+                                   **double)
             return x, context
 
         def tail(x: Tensor, context: Tensor) -> Tensor:
             for block in blocks[1:]:
-                x, context = block(x, context, temb, tables, activated=activated, mask=mask)
+                x, context = block(x, context, temb, tables, activated=activated, mask=mask,
+                                   **double)
             x = concatenate([context, x], axis=1)
-            for single in singles:
-                x = single(x, temb, tables, activated=activated, mask=mask)
+            for one in singles:
+                x = one(x, temb, tables, activated=activated, mask=mask, **single)
             return take_slice(x, text_length, x.shape[1], axis=1)
 
         def probe(x: Tensor) -> Tensor:

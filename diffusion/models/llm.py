@@ -252,10 +252,10 @@ class LLMTextModel(nn.Module):
 
     def multimodal_hidden_states(self, embeddings: Tensor, positions: np.ndarray, *,
                                  final_norm: bool = True, added: Sequence[Tensor] = (),
-                                 at: Any = None) -> Tensor:
-        """The last hidden states (1, L, hidden_size) float32 of one unpadded sequence given
-        as its input embeddings (1, L, hidden_size) float32 (a picture's vision tokens in
-        place of its pad tokens' embeddings) at multimodal positions (3, L). `added`: Tensors
+                                 at: Any = None, attention_mask: Any = None) -> Tensor:
+        """The last hidden states (1, L, hidden_size) float32 of one sequence given as its
+        input embeddings (1, L, hidden_size) float32 (a picture's vision tokens in place of
+        its pad tokens' embeddings) at multimodal positions (3, L). `added`: Tensors
         added to the outputs of the first len(added) layers (Qwen3-VL's deepstack features):
         (1, L, hidden_size) float32 each, zero away from the picture's tokens; or, with `at`
         the n distinct positions (integers in [0, L)) of the picture's tokens, only their rows,
@@ -265,7 +265,8 @@ class LLMTextModel(nn.Module):
         image_grid_thw=, output_hidden_states=True).hidden_states[-1]`
         (`Qwen3VLTextModel(inputs_embeds=, visual_pos_masks=, deepstack_visual_embeds=)`
         with `added`, `at` = `visual_pos_masks`' True places); `final_norm` as
-        `hidden_states`'."""
+        `hidden_states`'; `attention_mask` (1, L): the keys attended to (1), padding (0) left
+        out of every token's attention, as `hidden_states`' (LongCat-Image-Edit's prompt)."""
         length = embeddings.shape[1]
         if embeddings.ndim != 3 or embeddings.shape[0] != 1 or np.shape(positions) != (
                 3, length):
@@ -279,8 +280,12 @@ class LLMTextModel(nn.Module):
                              f"{shape}, got {[a.shape for a in added]}")
         if at is not None:  # as rows (none: nothing to add)
             added = [a.reshape(*shape) for a in added] if index is not None else []
-        keep = self._keep(np.ones((1, length), bool), embeddings.device)
-        return self._run(cast(embeddings, np.float32), [self.rotary(length, positions)], keep,
+        keep = (np.ones((1, length), bool) if attention_mask is None
+                else np.asarray(attention_mask).astype(bool))
+        if keep.shape != (1, length):
+            raise ValueError(f"attention_mask must be (1, {length}), got {keep.shape}")
+        return self._run(cast(embeddings, np.float32), [self.rotary(length, positions)],
+                         self._keep(keep, embeddings.device),
                          [count], final_norm, added, index)[0]
 
     @staticmethod
@@ -337,6 +342,22 @@ class LLMTextModel(nn.Module):
             Tensor, _scaled(x, self.embed_scale))
         rotary = self._text_rotary(ids.shape[1])
         return self._run(x, rotary, self._keep(mask, device), indices, final_norm)
+
+    def embedded_hidden_states(self, embeddings: Tensor, attention_mask: Any, layer: int
+                               ) -> Tensor:
+        """`hidden_states` (layer > 0 or negative) of input embeddings (B, L, hidden_size)
+        float32 given in place of the ids' (LLaVA's picture features among them), plain
+        positions. transformers: `model(inputs_embeds=, attention_mask=,
+        output_hidden_states=True).hidden_states[layer]`."""
+        index = layer + len(self.layers) + 1 if layer < 0 else layer
+        mask = np.asarray(attention_mask).astype(bool)
+        if embeddings.ndim != 3 or mask.shape != embeddings.shape[:2] or not 0 < index <= len(
+                self.layers):
+            raise ValueError(f"embedded_hidden_states reads (B, L, D) embeddings with a (B, L) "
+                             f"mask and a layer past the embeddings, got {embeddings.shape}, "
+                             f"{mask.shape} and {layer}")
+        return self._run(cast(embeddings, np.float32), self._text_rotary(mask.shape[1]),
+                         self._keep(mask, embeddings.device), [index], True)[0]
 
     def _keep(self, mask: np.ndarray, device: Device) -> Tensor | None:
         """The padding mask (B, L) as the layers add it: (B, 1, 1, L) 0 / -inf, None for no

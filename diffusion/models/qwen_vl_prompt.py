@@ -68,18 +68,25 @@ def multimodal_positions(ids: np.ndarray, image_token_id: int, grids: np.ndarray
 
 
 def encode_with_images(language_model: LLMTextModel, vision: Qwen2_5_VisionTransformer,
-                       ids: Any, *, image_token_id: int, pixel_values: Any, grid_thw: Any
-                       ) -> Tensor:
-    """The last hidden states (1, L, hidden) float32 of one unpadded prompt `ids` (L,) whose
-    image tokens read the pictures `pixel_values` / `grid_thw` (`qwen_vision_pixels`'s,
-    concatenated). transformers: `Qwen2_5_VLModel(ids[None], pixel_values=,
-    image_grid_thw=, mm_token_type_ids=, output_hidden_states=True).hidden_states[-1]`."""
+                       ids: Any, *, image_token_id: int, pixel_values: Any, grid_thw: Any,
+                       attention_mask: Any = None) -> Tensor:
+    """The last hidden states (1, L, hidden) float32 of one prompt `ids` (L,) whose image
+    tokens read the pictures `pixel_values` / `grid_thw` (`qwen_vision_pixels`'s,
+    concatenated); `attention_mask` (L,): its padding (0), left out of the attention and of
+    the positions' count (the padding's own positions 0). transformers:
+    `Qwen2_5_VLModel(ids[None], attention_mask=, pixel_values=, image_grid_thw=,
+    mm_token_type_ids=, output_hidden_states=True).hidden_states[-1]`."""
     ids = np.asarray(ids, np.int64).reshape(-1)
     grids = np.asarray(grid_thw, np.int64).reshape(-1, 3)
     merge = vision.config["spatial_merge_size"]
-    positions = multimodal_positions(ids, image_token_id, grids, merge=merge)
+    keep = (np.ones(len(ids), bool) if attention_mask is None
+            else np.asarray(attention_mask).reshape(-1).astype(bool))
+    positions = np.zeros((3, len(ids)), np.int64)
+    positions[:, keep] = multimodal_positions(ids[keep], image_token_id, grids, merge=merge)
     device = language_model.embed_tokens.weight.device
     embeddings = language_model.embed_tokens(asarray(ids.astype(np.int32)[None], device=device))
     states = embeddings.numpy().astype(np.float32)
     states[0, ids == image_token_id] = vision(pixel_values, grids).numpy().astype(np.float32)
-    return language_model.multimodal_hidden_states(asarray(states, device=device), positions)
+    return language_model.multimodal_hidden_states(
+        asarray(states, device=device), positions,
+        attention_mask=None if attention_mask is None else keep[None])

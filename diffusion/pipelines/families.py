@@ -29,8 +29,11 @@ from ..loaders.hunyuanimage import (
 )
 from ..loaders.kandinsky5 import kandinsky5_family, kandinsky5_video_family
 from ..loaders.krea2 import krea2_family
+from ..loaders.longcat_image import longcat_image_family
 from ..loaders.ltx2.folder import ltx2_family
+from ..loaders.lumina2 import lumina2_family, lumina2_file_family
 from ..loaders.qwen_image import qwenimage21_family, qwenimage_family, qwenimage_layered_family
+from ..loaders.sana import sana_family, sana_file_family
 from ..loaders.wan import wan_family, wan_file_family
 from ..loaders.z_image import zimage_family, zimage_omni_family
 from .contract import Capabilities, LoadOptions, Pipeline, SamplingDefaults
@@ -61,6 +64,12 @@ from .flow.kontext_model import (
     load_kontext_model,
 )
 from .flow.krea2_model import krea2_capabilities, krea2_defaults, load_krea2_model
+from .flow.longcat_image_model import (
+    load_longcat_image_model,
+    longcat_image_capabilities,
+    longcat_image_defaults,
+)
+from .flow.lumina2_model import load_lumina2_model, lumina2_capabilities, lumina2_defaults
 from .flow.qwen_image21_model import (
     load_qwenimage21_model,
     qwenimage21_capabilities,
@@ -73,6 +82,7 @@ from .flow.qwen_image_edit_model import (
     qwenimage_edit_family,
 )
 from .flow.qwen_image_model import load_qwenimage_model, qwenimage_capabilities, qwenimage_defaults
+from .flow.sana_model import load_sana_model, sana_capabilities, sana_defaults
 from .flow.z_image_model import load_zimage_model, zimage_capabilities, zimage_defaults
 from .flow.z_image_omni_model import (
     load_zimage_omni_model,
@@ -169,6 +179,14 @@ FAMILIES: tuple[FamilyLoader, ...] = (
     FamilyLoader("Krea 2", krea2_family, load_krea2_model, krea2_defaults, latent_channels=16,
                  single_file_base=True,
                  capabilities=lambda path, family: krea2_capabilities(family)),
+    FamilyLoader("Lumina Image 2.0 (Neta Lumina)",
+                 lambda path: lumina2_family(path) or lumina2_file_family(path),
+                 load_lumina2_model, lumina2_defaults, latent_channels=16, single_file_base=True,
+                 capabilities=lambda path, family: lumina2_capabilities(family)),
+    FamilyLoader("Sana (1.0, 1.5, Sprint)",
+                 lambda path: sana_family(path) or sana_file_family(path), load_sana_model,
+                 sana_defaults, latent_channels=32, single_file_base=True,
+                 capabilities=lambda path, family: sana_capabilities(family)),
     FamilyLoader("Qwen-Image 2.1", qwenimage21_family, load_qwenimage21_model,
                  qwenimage21_defaults, latent_channels=64, single_file_base=True,
                  capabilities=lambda path, family: qwenimage21_capabilities(family)),
@@ -180,6 +198,9 @@ FAMILIES: tuple[FamilyLoader, ...] = (
                  capabilities=lambda path, family: qwenimage_edit_capabilities(family)),
     FamilyLoader("Qwen-Image-Layered (layers: `layers`)", qwenimage_layered_family,
                  _refuse_layers, lambda path, family: None, latent_channels=16),
+    FamilyLoader("LongCat-Image (Edit)", longcat_image_family, load_longcat_image_model,
+                 longcat_image_defaults, latent_channels=16,
+                 capabilities=lambda path, family: longcat_image_capabilities(family)),
     FamilyLoader("HiDream-I1 (Full, Dev, Fast)", hidream_family, load_hidream_model,
                  hidream_defaults, latent_channels=16, single_file_base=True,
                  capabilities=lambda path, family: hidream_capabilities(family)),

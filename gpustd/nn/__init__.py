@@ -11,6 +11,7 @@ from .conv import conv2d
 from .conv1d import conv1d, conv_transpose1d
 from .conv_transpose import conv_transpose2d
 from .deferred import deferred
+from .depthwise import depthwise_glu
 from .embedding import embedding, timestep_embedding
 from .layers import GEGLU, Conv2d, Embedding, GroupNorm, Identity, LayerNorm, Linear
 from .linear import linear, linear_gated_add, linears
@@ -46,6 +47,7 @@ __all__ = [
     "conv_transpose1d",
     "conv_transpose2d",
     "deferred",
+    "depthwise_glu",
     "embedding",
     "geglu",
     "gelu",

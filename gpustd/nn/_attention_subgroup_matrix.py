@@ -108,6 +108,10 @@ def choose_plan(d: int, lq: int, lk: int, batch_heads: int, device: Device,
     SD 3.5 Large's replayed step 428 -> 419 ms wall (its 38 attention calls 146.7 -> 138.1
     ms), SDXL's 118.8 -> 116.1 (140 calls 20.7 -> 18.7), every one of three rounds; isolated
     SDXL 4096 0.907 -> 0.879, SD 3.5 1x38x4429 2.012 -> 1.930 (attention-pingpong-dawn-h100.json).
+    At D 96 (Lumina 2's 24 heads of 2304) the D 128 split plan too since 2026-11-29 (H200,
+    Dawn; tools/attention_sm_sweep.py --only lumina2, attention-d96-lumina2-dawn-h200.json):
+    1x24x4188 3.515 -> 1.570 ms (1x2x12 split 1.744, 2x2x8 split 1.576, SDPA fp16 0.468), the
+    same error against float64 (4.4e-4).
     D over 160 stays on the portable kernel (not measured)."""
     return _plan_for(d, device.limits["max-compute-workgroup-storage-size"],
                      device.limits.get("max-compute-invocations-per-workgroup", 256), mask)
@@ -121,7 +125,7 @@ def _plan_for(d: int, budget: int, invocations: int, mask: int) -> SMPlan | None
     wanted = [SMPlan(d, 1, 2, 4, prefetch=True, regs=True, lean=True, runs=True),
               SMPlan(d, 1, 1, 8, prefetch=True, rotate=True, regs=True, lean=True),
               SMPlan(d, 1, 1, 4, prefetch=True, regs=True, lean=True)]
-    if dp == 128:
+    if dp in (96, 128):
         wanted.insert(0, SMPlan(d, 1, 2, 16, prefetch=True, regs=True, lean=True, split=2))
     if dp == 64:
         wanted.insert(0, SMPlan(d, 1, 2, 8, prefetch=True, regs=True, lean=True, split=2))

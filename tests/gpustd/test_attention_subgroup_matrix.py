@@ -106,9 +106,9 @@ def test_plan_choice_fits_and_routes_by_head_dim() -> None:
     assert not sm.supports(176, 256, 256, 16, device)  # type: ignore[arg-type]
     assert not sm.supports(64, 4096, 4096, 16, Fake(8192))  # type: ignore[arg-type]
     assert sm.SMPlan(64, 1, 2, 8).shared_bytes() <= 49152 < sm.SMPlan(80, 1, 2, 8).shared_bytes()
-    # head dim 128 (the DiTs): 16 subgroups split two to a row group where 512 invocations
-    # and its 46 KiB fit; otherwise the four-subgroup plan
-    for d in (128, 120):
+    # head dims 96 and 128 (the DiTs; Lumina 2's 96): 16 subgroups split two to a row group
+    # where 512 invocations and its 46 KiB fit; otherwise the four-subgroup plan
+    for d in (128, 120, 96, 90):
         plan = sm.choose_plan(d, 4608, 4608, 24, Fake(49152, 1024))  # type: ignore[arg-type]
         assert plan is not None and (plan.name, plan.bq) == ("1x2x16psl-c2-h15", 128)
     for fake in (Fake(49152), Fake(32768, 1024)):

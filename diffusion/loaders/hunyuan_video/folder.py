@@ -4,7 +4,10 @@ hunyuanvideo-community/HunyuanVideo): transformer/ (HunyuanVideoTransformer3DMod
 language model; a LlamaForCausalLM's `model.` prefix dropped and its `lm_head` left out),
 tokenizer/ (Llama 3's tokenizer.json), text_encoder_2/ (CLIPTextModel, ViT-L/14: its pooled
 output), tokenizer_2/ (CLIPTokenizer) and scheduler/ (FlowMatchEulerDiscreteScheduler, shift
-7).
+7). Image to video (`HunyuanVideoImageToVideoPipeline`: hunyuanvideo-community/HunyuanVideo-I2V
+and -I2V-33ch): text_encoder/ is the whole LLaVA-Llama-3 (LlavaForConditionalGeneration),
+split by llava.split_llava into the language model and `vision` (CLIP ViT-L/14-336 and the
+projector); image_processor/ is CLIP's.
 
     weights = load_hunyuan_video_folder("HunyuanVideo")
     weights.text_encoder.config["model_type"], weights.tokenizer_2_dir
@@ -27,6 +30,7 @@ from ..formats.diffusers_folder import (
 )
 from ..formats.dit_folder import DIT_COMPONENTS, DiTWeights, dit_weights
 from ..weights import ComponentWeights, TensorRef, resolve_dtype
+from .llava import llava_configs, split_llava
 from .transformer import load_hunyuan_video_transformer
 from .vae import load_hunyuan_video_vae
 
@@ -35,9 +39,9 @@ __all__ = ["FAMILY", "HunyuanVideoWeights", "hunyuan_video_family", "load_hunyua
 
 FAMILY = "hunyuan-video"
 _CLASS = "HunyuanVideoPipeline"
+I2V_CLASS = "HunyuanVideoImageToVideoPipeline"
 # diffusers' other HunyuanVideo pipelines: claimed, so that they are refused by name (not run)
-_NOT_RUN = {"HunyuanVideoImageToVideoPipeline": "image-to-video",
-            "HunyuanSkyreelsImageToVideoPipeline": "SkyReels image-to-video",
+_NOT_RUN = {"HunyuanSkyreelsImageToVideoPipeline": "SkyReels image-to-video",
             "HunyuanVideoFramepackPipeline": "FramePack"}
 _COMPONENTS = (*DIT_COMPONENTS, "text_encoder_2", "tokenizer_2")
 
@@ -49,13 +53,14 @@ class HunyuanVideoWeights(DiTWeights):
 
     text_encoder_2: ComponentWeights | None = None
     tokenizer_2_dir: Path | None = None
+    vision: ComponentWeights | None = None  # image to video: LLaVA's picture side
 
 
 def hunyuan_video_family(path: str | os.PathLike[str]) -> str | None:
     """"hunyuan-video" for a diffusers folder whose model_index.json names a
     HunyuanVideoPipeline (or one of diffusers' other HunyuanVideo pipelines, which
     `refuse_not_run` refuses), None for anything else."""
-    return FAMILY if pipeline_class(Path(path)) in (_CLASS, *_NOT_RUN) else None
+    return FAMILY if pipeline_class(Path(path)) in (_CLASS, I2V_CLASS, *_NOT_RUN) else None
 
 
 def refuse_not_run(path: str | os.PathLike[str]) -> None:
@@ -64,7 +69,8 @@ def refuse_not_run(path: str | os.PathLike[str]) -> None:
     found = pipeline_class(Path(path)) or ""
     if found in _NOT_RUN:
         raise WeightsError(f"{path}: HunyuanVideo's {_NOT_RUN[found]} model ({found}) is not "
-                           "run here yet; give a HunyuanVideoPipeline (text-to-video) folder")
+                           "run here yet; give a HunyuanVideoPipeline (text-to-video) or "
+                           "HunyuanVideoImageToVideoPipeline folder")
 
 
 def _checked_folder(folder: Path, files: tuple[tuple[str, ...], ...], what: str) -> Path:
@@ -80,17 +86,30 @@ def load_hunyuan_video_folder(path: str | os.PathLike[str], *, dtype: Any = None
                               variant: str | None = None) -> HunyuanVideoWeights:
     """Lazy weights of the HunyuanVideo diffusers folder `path`. `dtype`: None (as stored;
     bfloat16 read as float32), "float16" or "float32"; `variant`: e.g. "fp16". WeightsError
-    naming the file or folder when it is not a HunyuanVideoPipeline (`refuse_not_run` naming
-    diffusers' other HunyuanVideo pipelines) or a part is missing."""
+    naming the file or folder when it is not a HunyuanVideoPipeline or
+    HunyuanVideoImageToVideoPipeline (`refuse_not_run` naming diffusers' other HunyuanVideo
+    pipelines) or a part is missing."""
     root = Path(path)
     refuse_not_run(root)
-    pipeline_index(root, _CLASS, _COMPONENTS)
+    image = pipeline_class(root) == I2V_CLASS
+    pipeline_index(root, I2V_CLASS if image else _CLASS,
+                   (*_COMPONENTS, "image_processor") if image else _COMPONENTS)
+    vision: list[ComponentWeights] = []
 
     def adapt(name: str, config: dict[str, Any], refs: dict[str, TensorRef]
               ) -> tuple[dict[str, Any], dict[str, TensorRef]]:
         if name != "text_encoder":
             return config, refs
-        refs = causal_lm_refs(refs)
+        if image:
+            if config.get("model_type") != "llava" or not config.get("vision_config"):
+                raise WeightsError(f"{root / name}: not a LlavaForConditionalGeneration "
+                                   f"(model_type {config.get('model_type')!r}); give the "
+                                   "folder's own LLaVA-Llama-3 text encoder")
+            refs, seen = split_llava(refs)
+            config, whole = llava_configs(config)
+            vision.append(ComponentWeights("vision", whole, seen, dtype=resolve_dtype(dtype)))
+        else:
+            refs = causal_lm_refs(refs)
         if config.get("model_type") != "llama" or "embed_tokens.weight" not in refs:
             raise WeightsError(f"{root / name}: not a LlamaModel (model_type "
                                f"{config.get('model_type')!r}); give the folder's own text "
@@ -117,4 +136,4 @@ def load_hunyuan_video_folder(path: str | os.PathLike[str], *, dtype: Any = None
         tokenizer_2_dir=_checked_folder(root / "tokenizer_2",
                                         (("vocab.json", "merges.txt"), ("tokenizer.json",)),
                                         "the CLIP tokenizer of text_encoder_2"),
-        **parts)  # type: ignore[arg-type]
+        vision=vision[0] if vision else None, **parts)  # type: ignore[arg-type]

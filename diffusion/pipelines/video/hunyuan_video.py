@@ -92,15 +92,32 @@ class HunyuanVideoPipeline(FlowVideoPipeline):
                         offload: bool = False) -> HunyuanVideoPipeline:
         """Load a HunyuanVideoPipeline diffusers folder (`load_hunyuan_video_folder`) onto
         `device` in `dtype`; `offload`: each network goes to host memory as soon as it is
-        loaded, and comes to the GPU only while it runs."""
+        loaded, and comes to the GPU only while it runs. ValueError for an image-to-video
+        folder (hunyuan_video_i2v.HunyuanVideoImageToVideoPipeline loads it;
+        `hunyuan_video_i2v.hunyuan_video_class` says which)."""
         weights = load_hunyuan_video_folder(path, variant=variant)
+        if weights.vision is not None:
+            raise ValueError(f"{path} is HunyuanVideo-I2V (image to video): load it with "
+                             "HunyuanVideoImageToVideoPipeline")
+        place, load = cls._placing(dtype, device, offload)
+        return cls(**cls._loaded(weights, load, place), offload=offload)
+
+    @staticmethod
+    def _placing(dtype: Any, device: Device | None, offload: bool
+                 ) -> tuple[dict[str, Any], Any]:
+        """(where the networks go: dtype and device, `load_network` there)."""
+        place = {"dtype": dtype, "device": device or default_device()}
+        return place, partial(load_network, device=place["device"], offload_to_host=offload)
+
+    @staticmethod
+    def _loaded(weights: Any, load: Any, place: dict[str, Any]) -> dict[str, Any]:
+        """The folder's networks (`load`ed in `place`), tokenizers and scheduler config by
+        __init__'s names."""
         transformer, llama, clip = weights.transformer, weights.text_encoder, \
             weights.text_encoder_2
         assert transformer is not None and llama is not None and clip is not None
         assert weights.tokenizer_2_dir is not None
-        place = {"dtype": dtype, "device": device or default_device()}
-        load = partial(load_network, device=place["device"], offload_to_host=offload)
-        return cls(
+        return dict(
             text_encoder=load(lambda: LLMTextModel(llama.config, **place), llama),
             text_encoder_2=load(lambda: CLIPTextModel(clip.config, **place), clip),
             transformer=load(lambda: HunyuanVideoTransformer3DModel(transformer.config,
@@ -109,7 +126,7 @@ class HunyuanVideoPipeline(FlowVideoPipeline):
                      weights.vae),
             tokenizer=LLMTokenizer(weights.tokenizer_dir),
             tokenizer_2=CLIPTokenizer.from_pretrained(weights.tokenizer_2_dir),
-            scheduler_config=weights.scheduler_config, offload=offload)
+            scheduler_config=weights.scheduler_config)
 
     def networks(self) -> tuple[Any, ...]:
         return (self.text_encoder, self.text_encoder_2, self.transformer, self.vae)

@@ -72,13 +72,20 @@ def refuse_hunyuan_video15(folder: Path, body: Any, image: Any, cache_kind: str 
 
 def refuse_hunyuan_video(folder: Path, body: Any, image: Any, cache_kind: str | None,
                          control: str | None) -> None:
-    """ValueError in one line for what a HunyuanVideo folder does not take: a picture (it
-    makes videos from text), diffusers' other HunyuanVideo pipelines (refuse_not_run), Wan's
-    own fields."""
+    """ValueError in one line for what a HunyuanVideo folder does not take: a picture for
+    text to video, none for image to video (HunyuanVideo-I2V), diffusers' other HunyuanVideo
+    pipelines (refuse_not_run), Wan's own fields."""
+    from ...loaders.formats.diffusers_folder import pipeline_class
+    from ...loaders.hunyuan_video.folder import I2V_CLASS
+
     refuse_not_run(folder)
-    if image is not None:
+    animates = pipeline_class(folder) == I2V_CLASS
+    if image is not None and not animates:
         raise ValueError(f"{folder.name} is HunyuanVideo text-to-video: use /avx/txt2vid, "
                          "without a picture")
+    if image is None and animates:
+        raise ValueError(f"{folder.name} is HunyuanVideo-I2V, which animates a picture: use "
+                         "/avx/img2vid with its first frame as `image`")
     given = _wan_only(body, control, cache_kind)
     if given:
         raise ValueError(f"{given} is for Wan models; HunyuanVideo runs its own scheduler "

@@ -13,7 +13,9 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
+from ...loaders.formats.diffusers_folder import pipeline_class
 from ...loaders.formats.safetensors import SafetensorsFile
+from ...loaders.hunyuan_video.folder import I2V_CLASS as HUNYUAN_VIDEO_I2V
 from ...loaders.hunyuan_video.folder import hunyuan_video_family
 from ...loaders.hunyuan_video15.folder import (
     hunyuan_video15_family,
@@ -108,10 +110,12 @@ def video_listing(registry: ModelRegistry) -> dict[str, Any]:
                            "kind": "folder", "vace": False, "animate": False,
                            "first_frame": "optional", "audio": True,
                            **_family("ltx-2", entry.path)})
-        elif hunyuan_video_family(entry.path) is not None:  # text to video
+        elif hunyuan_video_family(entry.path) is not None:  # text or (I2V) image to video
+            i2v = pipeline_class(Path(entry.path)) == HUNYUAN_VIDEO_I2V
             models.append({"title": entry.title, "model_name": entry.model_name,
                            "kind": "folder", "vace": False, "animate": False,
-                           "first_frame": "none", **_family("hunyuan-video", entry.path)})
+                           "first_frame": "required" if i2v else "none",
+                           **_family("hunyuan-video", entry.path)})
         elif (family := wan_file_family(entry.path)) is not None:
             animate = family == "wan-animate"
             models.append({"title": entry.title, "model_name": entry.model_name,

@@ -13,11 +13,11 @@ encoders, which Forge keeps in models/VAE and models/text_encoder): they are lis
 /sdapi/v1/sd-modules, and not as models; `serve --text-encoder` files are listed with them.
 
 A single-file transformer of a family that takes the rest from a diffusers folder (Z-Image,
-Qwen-Image (2.1), FLUX.2, Kandinsky 5, Krea 2: ComfyUI's models/diffusion_models files and GGUFs)
-is listed with the folder it loads with (`ModelEntry.base`, diffusion.pipelines.bases): the
-first of `serve --base`'s folders, then of the models folder's diffusers folders, of its
-family. Without one it is still listed, with `ModelEntry.lacks` saying which folder to add
-where.
+Qwen-Image (2.1), FLUX.2, Kandinsky 5, Krea 2, Lumina 2: ComfyUI's models/diffusion_models files
+and GGUFs) is listed with the folder it loads with (`ModelEntry.base`,
+diffusion.pipelines.bases): the first of `serve --base`'s folders, then of the models folder's
+diffusers folders, of its family. Without one it is still listed, with `ModelEntry.lacks`
+saying which folder to add where.
 """
 
 from __future__ import annotations

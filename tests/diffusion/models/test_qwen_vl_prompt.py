@@ -48,15 +48,22 @@ def _prompt(grids: np.ndarray) -> np.ndarray:
     return np.concatenate(ids)
 
 
-def test_prompt_with_pictures_equals_transformers(first_device: gpucore.Device) -> None:
-    reference = _reference()
-    language = LLMTextModel(language_model_config(reference.config.to_dict()), device=first_device)
+def _ported(reference: torch.nn.Module, device: gpucore.Device
+            ) -> tuple[LLMTextModel, Qwen2_5_VisionTransformer]:
+    """Our language model and vision tower holding `reference`'s weights."""
+    language = LLMTextModel(language_model_config(reference.config.to_dict()), device=device)
     language.load_state_dict({k.removeprefix("language_model."): v
                               for k, v in state_dict(reference).items()
                               if k.startswith("language_model.")})
-    vision = Qwen2_5_VisionTransformer(VISION, device=first_device)
+    vision = Qwen2_5_VisionTransformer(VISION, device=device)
     vision.load_state_dict({k.removeprefix("visual."): v for k, v in state_dict(reference).items()
                             if k.startswith("visual.")})
+    return language, vision
+
+
+def test_prompt_with_pictures_equals_transformers(first_device: gpucore.Device) -> None:
+    reference = _reference()
+    language, vision = _ported(reference, first_device)
     grids = np.asarray([[1, 6, 10], [1, 4, 4]], np.int64)
     ids = _prompt(grids)
     pixels = np.random.default_rng(5).standard_normal(
@@ -83,6 +90,40 @@ def test_prompt_with_pictures_equals_transformers(first_device: gpucore.Device) 
         language.embed_tokens(ids[None].astype(np.int32)).astype(np.float32),
         np.repeat(np.arange(len(ids))[None], 3, axis=0)).numpy()
     assert np.abs(flat - plain).max() < TOL  # 1D positions on every axis: the plain rotary
+
+
+def test_padded_prompt_with_a_picture_equals_transformers(first_device: gpucore.Device
+                                                          ) -> None:
+    """Padding inside the prompt (LongCat-Image-Edit's: after the instruction, before the
+    template's end) left out of the attention and of the positions' count, every place's
+    state (the padding's too) as transformers' with the attention mask."""
+    reference = _reference()
+    language, vision = _ported(reference, first_device)
+    grids = np.asarray([[1, 4, 6]], np.int64)
+    ids = np.concatenate([_prompt(grids), np.random.default_rng(7).integers(0, 280, 9)])
+    keep = np.ones(len(ids), np.int64)
+    keep[-7:-2] = 0  # five pads before the last two tokens
+    ids[-7:-2] = 0
+    pixels = np.random.default_rng(6).standard_normal(
+        (int(np.prod(grids)), 3 * 2 * 14 * 14)).astype(np.float32)
+
+    def transformers_states(mask: np.ndarray) -> np.ndarray:
+        with torch.no_grad():
+            return reference(input_ids=torch.from_numpy(ids[None]),
+                             attention_mask=torch.from_numpy(mask[None]),
+                             pixel_values=torch.from_numpy(pixels),
+                             image_grid_thw=torch.from_numpy(grids),
+                             mm_token_type_ids=torch.from_numpy(
+                                 (ids == IMAGE_TOKEN)[None].astype(int)),
+                             output_hidden_states=True).hidden_states[-1].numpy()
+
+    expected = transformers_states(keep)
+    got = encode_with_images(language, vision, ids, image_token_id=IMAGE_TOKEN,
+                             pixel_values=pixels, grid_thw=grids, attention_mask=keep).numpy()
+    assert_close(got, expected, tol=TOL)
+    # the mask matters, for the tokens after the padding
+    unmasked = transformers_states(np.ones_like(keep))
+    assert np.abs(unmasked[0, -2:] - expected[0, -2:]).mean() > 10 * TOL
 
 
 def test_expand_image_pads() -> None:

@@ -1,9 +1,10 @@
 """The memory modes of Qwen-Image, Qwen-Image-Edit, Qwen-Image 2.1, Z-Image (and Omni), Krea 2,
-HunyuanImage 2.1, Kandinsky 5, FLUX.1, SD3, HiDream-I1 and Chroma on tiny folders: loaded with
-`offload` every network is in host memory until it runs; --lowvram, --medvram and --max-vram
-each give the plain run's picture bitwise; under --lowvram the GPU holds a block of the
-transformer at a time, its weights there fewer than the model's; a budget below the least
-names that minimum in one line. (FLUX.2's, the same plan: test_flux2_memory.)"""
+Lumina 2, LongCat-Image (and Edit), Sana (and Sprint), HunyuanImage 2.1, Kandinsky 5, FLUX.1,
+SD3, HiDream-I1 and Chroma on tiny folders: loaded with `offload` every network is in host
+memory until it runs; --lowvram, --medvram and --max-vram each give the plain run's picture
+bitwise; under --lowvram the GPU holds a block of the transformer at a time, its weights there
+fewer than the model's; a budget below the least names that minimum in one line. (FLUX.2's,
+the same plan: test_flux2_memory.)"""
 
 from __future__ import annotations
 
@@ -20,10 +21,13 @@ from hidream_pipe_tiny import SIDE, tiny_hidream_pipeline
 from hunyuanimage_parts_tiny import tiny_hunyuanimage_pipeline
 from kandinsky5_text_tiny import tiny_kandinsky5_pipeline
 from krea2_tiny import tiny_krea2_pipeline
+from longcat_image_tiny import tiny_longcat_edit_pipeline, tiny_longcat_pipeline
+from lumina2_pipeline_tiny import tiny_lumina2_pipeline
 from PIL import Image
 from qwenedit_tiny import tiny_qwenimage_edit_pipeline
 from qwenimage21_tiny import tiny_qwenimage21_pipeline
 from qwenimage_tiny import tiny_qwenimage_pipeline
+from sana_pipeline_tiny import tiny_sana_pipeline
 from support import generate_within_budget
 from zimage_tiny import tiny_zimage_omni_pipeline, tiny_zimage_pipeline
 
@@ -54,6 +58,15 @@ FAMILIES = {
                      1 << 18),
     # Krea 2: its text fusion runs once a prompt (`text`), its blocks streamed with the rest
     "krea-2": (tiny_krea2_pipeline, "krea-2", {"cfg_scale": 4.0}, 1 << 18),
+    # Lumina 2: Gemma 2, the refiners and joint blocks streamed; its sides multiples of 16
+    "lumina2": (tiny_lumina2_pipeline, "lumina-2",
+                {"cfg_scale": 4.0, "width": 48, "height": 32}, 1 << 18),
+    # Sana: Gemma 2 over the instruction and prompt, the blocks streamed, the DC-AE; its
+    # sides multiples of 32. Sprint: its SCM steps, no negative pass (CFG 1)
+    "sana": (tiny_sana_pipeline, "sana", {"cfg_scale": 4.5, "width": 64, "height": 32},
+             1 << 20),
+    "sana-sprint": (lambda root: tiny_sana_pipeline(root, "sana-sprint", sprint=True),
+                    "sana-sprint", {"cfg_scale": 1.0, "width": 64, "height": 32}, 1 << 18),
     # HunyuanImage 2.1: Qwen2.5-VL and ByT5 in one unit, APG-mix guidance with a negative
     # pass (its sides multiples of the tiny VAE's 4)
     "hunyuanimage-2.1": (tiny_hunyuanimage_pipeline, "hunyuanimage", {"cfg_scale": 3.5},
@@ -71,6 +84,11 @@ FAMILIES = {
                 {"cfg_scale": 4.0, "width": SIDE, "height": SIDE}, 1 << 18),
     # Chroma's T5 and blocks are small beside its VAE: room for the decode's activations only
     "chroma": (tiny_chroma_pipeline, "chroma", {"cfg_scale": 4.0}, 1 << 18),
+    # LongCat-Image: FLUX.1's double and single blocks, Qwen2.5-VL the text unit
+    "longcat-image": (tiny_longcat_pipeline, "longcat-image", {"cfg_scale": 4.0}, 1 << 18),
+    # LongCat-Image-Edit: the vision tower in the text unit, the picture's latent tokens
+    "longcat-image-edit": (tiny_longcat_edit_pipeline, "longcat-edit",
+                           {"cfg_scale": 4.0, "init_image": PICTURE}, 1 << 20),
 }
 
 
@@ -108,6 +126,8 @@ def test_memory_modes_keep_the_picture(first_device: gpucore.Device, family: str
     pipe = model.pipe
     if family == "qwen-image-edit":
         pipe.reference_area = 64 * 96  # diffusers' megapixel would be slow here
+    if family == "longcat-image-edit":
+        pipe.area = 64 * 96
     if family in ("flux", "sd3"):  # T5's attention over 512 / 256 tokens would outgrow the room
         model.max_sequence_length = 32
     settings = {"prompt": "a red circle", "negative_prompt": "a blue square", "width": 24,

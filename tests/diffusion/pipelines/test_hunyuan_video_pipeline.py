@@ -204,8 +204,8 @@ def test_folder_refusals(tiny: tuple[Path, Any, np.ndarray], tmp_path: Path) -> 
         load_hunyuan_video_folder(folder)
     index = folder / "model_index.json"
     index.write_text(json.dumps({**json.loads(index.read_text()),
-                                 "_class_name": "HunyuanVideoImageToVideoPipeline"}))
+                                 "_class_name": "HunyuanSkyreelsImageToVideoPipeline"}))
     assert hunyuan_video_family(folder) == "hunyuan-video"  # claimed, to be refused by name
-    with pytest.raises(WeightsError, match=r"HunyuanVideo's image-to-video model "
-                                           r"\(HunyuanVideoImageToVideoPipeline\) is not run"):
+    with pytest.raises(WeightsError, match=r"HunyuanVideo's SkyReels image-to-video model "
+                                           r"\(HunyuanSkyreelsImageToVideoPipeline\) is not run"):
         load_hunyuan_video_folder(folder)

@@ -232,10 +232,10 @@ def _pipeline(model: tuple[Path, WanFiles], memory: MemoryMode | None, device: A
             pipe = HunyuanVideo15Pipeline.from_pretrained(folder, device=device,
                                                           offload=bool(memory))
         elif hunyuan_video_family(folder):
-            from ....pipelines.video.hunyuan_video import HunyuanVideoPipeline
+            from ....pipelines.video.hunyuan_video_i2v import hunyuan_video_class
 
-            pipe = HunyuanVideoPipeline.from_pretrained(folder, device=device,
-                                                        offload=bool(memory))
+            pipe = hunyuan_video_class(folder).from_pretrained(folder, device=device,
+                                                               offload=bool(memory))
         elif ltx2_family(folder):
             from ....pipelines.video.ltx2 import LTX2Pipeline
 
