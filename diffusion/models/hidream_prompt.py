@@ -17,11 +17,13 @@ it for one set of prompts: four text encoders, each reading the prompt (or its o
     llama = llama_states(llama_model, llama_tokenizer, ["a cat"])       # (32, 1, 128, 4096)
 
 CLIP runs BOS .. EOS only (without the padding to 128): its attention is causal, so the
-end-of-text token's state, the pooled output, is the one the padded run gives.
+end-of-text token's state, the pooled output, is the one the padded run gives. A prompt past
+an encoder's length is cut as diffusers' tokenizers cut it, with a warning naming the encoder.
 """
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Sequence
 
 import numpy as np
@@ -48,6 +50,14 @@ def _check(prompts: Sequence[str], max_sequence_length: object) -> None:
                          f"{max_sequence_length!r}")
 
 
+def _warn_cut(encoder: str, lengths: Sequence[int], limit: int) -> None:
+    """A warning where a prompt's `lengths` (its tokens with the special ones) pass `limit`."""
+    longest = max(lengths, default=0)
+    if longest > limit:
+        warnings.warn(f"a prompt is {longest - limit} tokens past HiDream's {limit} for "
+                      f"{encoder}; its end is cut off", stacklevel=3)
+
+
 def clip_pooled(clips: Sequence[tuple[CLIPTextModel, CLIPTokenizer]], prompts: Sequence[str],
                 max_sequence_length: int = MAX_SEQUENCE_LENGTH) -> np.ndarray:
     """(B, sum of projection_dim) float32: each CLIP's projected pooled output of `prompts`
@@ -61,8 +71,9 @@ def clip_pooled(clips: Sequence[tuple[CLIPTextModel, CLIPTokenizer]], prompts: S
         if not clip.has_projection:
             raise ValueError("HiDream reads CLIP's projected pooled output "
                              "(CLIPTextModelWithProjection): this CLIP has no text_projection")
-        ids = tokenizer(list(prompts), max_length=min(max_sequence_length, CLIP_LIMIT),
-                        padding=False)
+        limit = min(max_sequence_length, CLIP_LIMIT)
+        _warn_cut("CLIP", [len(t) + 2 for t in tokenizer.tokenize(list(prompts))], limit)
+        ids = tokenizer(list(prompts), max_length=limit, padding=False)
         pooled.append(clip.forward_pooled(ids)[1].numpy().astype(np.float32))
     return np.concatenate(pooled, axis=-1)
 
@@ -73,6 +84,8 @@ def t5_states(t5: T5EncoderModel, tokenizer: T5Tokenizer, prompts: Sequence[str]
     (and cut) to max_sequence_length tokens, the padding masked. diffusers:
     `HiDreamImagePipeline._get_t5_prompt_embeds`."""
     _check(prompts, max_sequence_length)
+    _warn_cut("T5", [len(t) + 1 for t in tokenizer.tokenize(list(prompts))],
+              max_sequence_length)
     ids, mask = tokenizer.encode(list(prompts), max_sequence_length)
     return np.asarray(t5(ids, mask).numpy(), np.float32)
 
@@ -92,6 +105,8 @@ def llama_states(llama: LLMTextModel, tokenizer: LLMTokenizer, prompts: Sequence
     if tokenizer.padding_side != "right":
         raise ValueError("HiDream's Llama tokenizer pads on the right; this one pads on the "
                          f"{tokenizer.padding_side}")
+    _warn_cut("Llama", [len(e.ids) for e in tokenizer.tokenizer.encode_batch(list(prompts))],
+              max_sequence_length)
     ids, mask = tokenizer(list(prompts), max_sequence_length)
     layers = range(1, len(llama.layers) + 1)
     states = llama.hidden_states_of(ids, mask, tuple(layers))
