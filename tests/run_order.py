@@ -39,6 +39,7 @@ FAMILIES: tuple[tuple[str, tuple[str, ...], tuple[str, ...]], ...] = (
     ("flux2", ("flux2_tiny", "flux2_dev_tiny", "flux2_dev_files"), ()),
     ("qwen-image", ("qwenimage_tiny", "qwenedit_tiny"), ()),
     ("z-image", ("zimage_tiny",), ()),
+    ("hidream", ("hidream_tiny", "hidream_text_tiny", "hidream_pipe_tiny"), ()),
     ("flow", ("flow_tiny", "xflux_reference"), ("tiny_flux_dev", "tiny_chroma", "tiny_sd3")),
     ("sdxl", ("sdxl_tiny",), ()),
     ("hunyuan-video-1.5", ("hunyuan_video15_pipe_tiny",), ("tiny_hunyuan_video15_i2v",)),

@@ -32,6 +32,7 @@ from .animate import (
     refuse_animate,
 )
 from .device import add_device_options, use_device_options
+from .img2vid_framepack import refuse_hunyuan_only
 from .init_video import add_init_video_options, init_video_of
 from .memory import add_memory_options, memory_mode
 from .options import number, whole
@@ -154,6 +155,9 @@ def _options(sub: argparse.ArgumentParser) -> None:
                      help="HunyuanVideo: true classifier-free guidance against "
                           "--negative-prompt above 1, beside --cfg-scale, the guidance its "
                           "distilled transformer reads (off)")
+    sub.add_argument("--sampling-type", choices=("inverted_anti_drifting", "vanilla"),
+                     help="FramePack: sections made backwards (FramePackI2V_HY's, the default) "
+                          "or forwards (vanilla: F1's)")
     sub.add_argument("--seed", type=whole, default=-1,
                      help="random seed; -1 (the default) picks one and prints it")
     sub.add_argument("--sampler", default="diffusers", choices=("diffusers", "UniPC", "Euler"),
@@ -207,9 +211,7 @@ def _check(args: argparse.Namespace) -> Path:
     from ..pipelines.video import check_frame_count, video_cache
     from ..pipelines.video.models import video_defaults, video_family_name
 
-    if args.true_cfg_scale is not None and video_family_name(args.model) != "hunyuan-video":
-        raise ValueError("--true-cfg-scale is for HunyuanVideo models; this model's guidance "
-                         "is --cfg-scale")
+    refuse_hunyuan_only(args, video_family_name(args.model))
     defaults = video_defaults(args.model)
     for name in ("frames", "fps", "width", "height", "steps", "cfg_scale"):
         if getattr(args, name) is None:
@@ -324,6 +326,9 @@ def run(args: argparse.Namespace) -> int:
     family = video_family_name(args.model)
     if family != "ltx-2":
         refuse_ltx2_only(args)
+    if family == "framepack":
+        from .img2vid_framepack import run_framepack  # its options refused first
+        return run_framepack(args, out, _dtype(args.dtype), image)
     if family == "hunyuan-video":
         from .txt2vid_hunyuan_video import refuse_hunyuan_video_options, run_hunyuan_video
 

@@ -19,7 +19,9 @@ from dataclasses import dataclass
 from ..loaders.flow.chroma import chroma_family
 from ..loaders.flow.file import flow_model_family
 from ..loaders.flux2 import flux2_distilled, flux2_family
+from ..loaders.hidream import hidream_family
 from ..loaders.hunyuan_video.folder import hunyuan_video_family
+from ..loaders.hunyuan_video.framepack import framepack_family
 from ..loaders.hunyuan_video15.folder import hunyuan_video15_family
 from ..loaders.hunyuanimage import (
     hunyuanimage_distilled,
@@ -40,6 +42,7 @@ from .flow.fill_model import fill_capabilities, fill_defaults, fill_family, load
 from .flow.flow_capabilities import flow_capabilities, transformer_config
 from .flow.flow_model import flow_defaults, load_flow_model
 from .flow.flux2_model import flux2_capabilities, flux2_defaults, load_flux2_model
+from .flow.hidream_model import hidream_capabilities, hidream_defaults, load_hidream_model
 from .flow.hunyuanimage_model import (
     hunyuanimage_capabilities,
     hunyuanimage_defaults,
@@ -199,6 +202,9 @@ FAMILIES: tuple[FamilyLoader, ...] = (
     FamilyLoader("LongCat-Image (Edit)", longcat_image_family, load_longcat_image_model,
                  longcat_image_defaults, latent_channels=16,
                  capabilities=lambda path, family: longcat_image_capabilities(family)),
+    FamilyLoader("HiDream-I1 (Full, Dev, Fast)", hidream_family, load_hidream_model,
+                 hidream_defaults, latent_channels=16, single_file_base=True,
+                 capabilities=lambda path, family: hidream_capabilities(family)),
     # the video models: a folder or transformer file is told apart so that txt2img says to use
     # txt2vid
     FamilyLoader("Wan 2.1 / 2.2 (videos: txt2vid)",
@@ -210,6 +216,8 @@ FAMILIES: tuple[FamilyLoader, ...] = (
                  refuse_pictures, lambda path, family: None, latent_channels=32),
     FamilyLoader("LTX-2 (videos with audio: txt2vid)", ltx2_family, refuse_pictures,
                  lambda path, family: None, latent_channels=128),
+    FamilyLoader("FramePack (videos: img2vid)", framepack_family, refuse_pictures,
+                 lambda path, family: None, latent_channels=16),
     FamilyLoader("HunyuanVideo (videos: txt2vid)", hunyuan_video_family, refuse_pictures,
                  lambda path, family: None, latent_channels=16),
     FamilyLoader("SD 1.x/2.x, SDXL (base, refiner, Turbo)", any_checkpoint, load_unet_model,

@@ -45,14 +45,14 @@ class LLMTokenizer:
     `path`: a folder holding `tokenizer.json` (and `tokenizer_config.json`, whose
     `pad_token` and `padding_side` apply; Qwen's: <|endoftext|>, right; `add_bos_token` puts
     `bos_token` first where the file has no post-processor, as transformers does), or the file
-    itself;
+    itself; `pad_with_eos`: the config's `eos_token` pads instead (HiDream's Llama 3);
     a folder with `vocab.json` and `merges.txt` instead (a slow Qwen2Tokenizer's, as
     Qwen-Image's) reads them as Qwen2's byte-level BPE (`qwen2_bpe`).
     transformers: `AutoTokenizer.from_pretrained(folder)(prompts, padding="max_length",
     max_length=, truncation=True)`.
     """
 
-    def __init__(self, path: str | Path) -> None:
+    def __init__(self, path: str | Path, *, pad_with_eos: bool = False) -> None:
         path = Path(path)
         file = path / "tokenizer.json" if path.is_dir() else path
         slow = path.is_dir() and not file.is_file() and has_vocab_files(path)
@@ -78,7 +78,10 @@ class LLMTokenizer:
             self.tokenizer.post_processor = TemplateProcessing(
                 single=f"{bos}:0 $A:0", pair=f"{bos}:0 $A:0 {bos}:1 $B:1",
                 special_tokens=[(bos, bos_id)])
-        pad = config.get("pad_token") or "<|endoftext|>"
+        # pad_with_eos: the config's eos_token pads (HiDream's Llama 3, as its diffusers
+        # pipeline sets `tokenizer_4.pad_token = tokenizer_4.eos_token`)
+        pad = (config.get("eos_token") if pad_with_eos else config.get("pad_token")) or (
+            "<|endoftext|>")
         pad = str(pad.get("content", "")) if isinstance(pad, dict) else str(pad)
         pad_id = self.tokenizer.token_to_id(pad)
         if pad_id is None:

@@ -17,6 +17,7 @@ from pathlib import Path
 
 from ...loaders.formats.diffusers_folder import component_config, read_json
 from ...loaders.hunyuan_video.folder import hunyuan_video_family
+from ...loaders.hunyuan_video.framepack import framepack_family
 from ...loaders.hunyuan_video15.folder import hunyuan_video15_family
 from ...loaders.kandinsky5 import kandinsky5_video_family
 from ...loaders.ltx2.folder import ltx2_family
@@ -55,6 +56,9 @@ HUNYUAN_VIDEO = VideoDefaults(frames=129, width=1280, height=720, steps=50, cfg_
                               fps=24.0)
 # LTX2Pipeline's __call__ (121 frames of 768 x 512 at 24 fps, 30 steps, video guidance 3)
 LTX2 = VideoDefaults(frames=121, width=768, height=512, steps=30, cfg_scale=3.0, fps=24.0)
+# HunyuanVideoFramepackPipeline's example (480 x 832, 30 steps, distilled guidance 9, 30 fps)
+# with its __call__'s 129 frames
+FRAMEPACK = VideoDefaults(frames=129, width=480, height=832, steps=30, cfg_scale=9.0, fps=30.0)
 
 # WanAnimatePipeline's __call__ (1280 x 720, 20 steps, unguided; its segment of 77 frames, the
 # pose video's length being the video's), written at 30 fps as its example does
@@ -64,10 +68,11 @@ WAN_ANIMATE = VideoDefaults(frames=77, width=1280, height=720, steps=20, cfg_sca
 
 def video_family_name(path: str | os.PathLike[str]) -> str:
     """"kandinsky-5-video" for a Kandinsky 5 Video Lite folder, "hunyuan-video-1.5" for a
-    HunyuanVideo 1.5 one, "ltx-2" for an LTX-2 one, "hunyuan-video" for a HunyuanVideo one,
-    else "wan" (Wan's loaders name what is wrong with anything that is not Wan's either)."""
+    HunyuanVideo 1.5 one, "ltx-2" for an LTX-2 one, "framepack" for a FramePack one,
+    "hunyuan-video" for a HunyuanVideo one, else "wan" (Wan's loaders name what is wrong
+    with anything that is not Wan's either)."""
     return (kandinsky5_video_family(path) or hunyuan_video15_family(path) or ltx2_family(path)
-            or hunyuan_video_family(path) or "wan")
+            or framepack_family(path) or hunyuan_video_family(path) or "wan")
 
 
 def _hunyuan_video15_defaults(root: Path) -> VideoDefaults:
@@ -96,6 +101,8 @@ def video_defaults(path: str | os.PathLike[str]) -> VideoDefaults:
         return LTX2
     if family == "hunyuan-video":
         return HUNYUAN_VIDEO
+    if family == "framepack":
+        return FRAMEPACK
     return WAN_ANIMATE if is_wan_animate(Path(path)) else WAN
 
 

@@ -1,10 +1,10 @@
 """The memory modes of Qwen-Image, Qwen-Image-Edit, Qwen-Image 2.1, Z-Image (and Omni), Krea 2,
 Lumina 2, LongCat-Image (and Edit), Sana (and Sprint), HunyuanImage 2.1, Kandinsky 5, FLUX.1,
-SD3 and Chroma on tiny folders: loaded with `offload` every network is in host memory until
-it runs; --lowvram, --medvram and --max-vram each give the plain run's picture bitwise; under
---lowvram the GPU holds a block of the transformer at a time, its weights there fewer than
-the model's; a budget below the least names that minimum in one line. (FLUX.2's, the same
-plan: test_flux2_memory.)"""
+SD3, HiDream-I1 and Chroma on tiny folders: loaded with `offload` every network is in host
+memory until it runs; --lowvram, --medvram and --max-vram each give the plain run's picture
+bitwise; under --lowvram the GPU holds a block of the transformer at a time, its weights there
+fewer than the model's; a budget below the least names that minimum in one line. (FLUX.2's,
+the same plan: test_flux2_memory.)"""
 
 from __future__ import annotations
 
@@ -17,6 +17,7 @@ import pytest
 
 pytest.importorskip("diffusers", reason="diffusers is a test-only reference (extra: reference)")
 from flow_tiny import tiny_chroma_pipeline, tiny_flux_pipeline, tiny_sd3_pipeline
+from hidream_pipe_tiny import SIDE, tiny_hidream_pipeline
 from hunyuanimage_parts_tiny import tiny_hunyuanimage_pipeline
 from kandinsky5_text_tiny import tiny_kandinsky5_pipeline
 from krea2_tiny import tiny_krea2_pipeline
@@ -77,6 +78,10 @@ FAMILIES = {
     "flux": (lambda root: tiny_flux_pipeline(root, dev=True), "flux",
              {"cfg_scale": 1.0, "cache": "teacache"}, 1 << 20),
     "sd3": (tiny_sd3_pipeline, "sd3", {"cfg_scale": 4.0}, 1 << 20),
+    # HiDream-I1: two CLIPs, T5 and Llama in one unit; the blocks inside their wrappers
+    # stream (the tiny transformer's 8 x 8 latents at most)
+    "hidream": (tiny_hidream_pipeline, "hidream",
+                {"cfg_scale": 4.0, "width": SIDE, "height": SIDE}, 1 << 18),
     # Chroma's T5 and blocks are small beside its VAE: room for the decode's activations only
     "chroma": (tiny_chroma_pipeline, "chroma", {"cfg_scale": 4.0}, 1 << 18),
     # LongCat-Image: FLUX.1's double and single blocks, Qwen2.5-VL the text unit
@@ -91,7 +96,8 @@ def _networks(pipe: Any) -> list[Any]:
     # Qwen-Image-Edit's and Z-Image Omni's towers move with their encoders; FLUX.1's T5 and
     # SD3's with the CLIPs
     more = [getattr(pipe, name, None)
-            for name in ("vision", "siglip", "text_encoder_2", "text_encoder_3")]
+            for name in ("vision", "siglip", "text_encoder_2", "text_encoder_3",
+                         "text_encoder_4")]
     text = [encoder for encoder, _ in getattr(pipe, "clips", ())] or [pipe.text_encoder]
     return [*text, *(n for n in more if n is not None), pipe.transformer, pipe.vae]
 
