@@ -4,7 +4,7 @@ in bench/_dit_qwen21.py, Krea 2's in bench/_dit_krea2.py, Kandinsky 5's in
 bench/_dit_kandinsky5.py, HunyuanImage 2.1's in bench/_dit_hunyuanimage.py, HunyuanVideo 1.5's in
 bench/_dit_hunyuan_video15.py, LTX-2's in bench/_dit_ltx2.py, Lumina 2's in
 bench/_dit_lumina2.py, HunyuanVideo's in bench/_dit_hunyuan_video.py, LongCat-Image's in
-bench/_dit_longcat.py, Sana's in bench/_dit_sana.py)."""
+bench/_dit_longcat.py, Sana's in bench/_dit_sana.py, HiDream-I1's in bench/_dit_hidream.py)."""
 
 from __future__ import annotations
 
@@ -138,6 +138,15 @@ SANA_1600M: dict[str, Any] = dict(
 # Sana_1600M_4Kpx's: the same blocks, 128 x 128 latents with sin-cos positions (the converter's
 # interpolation_scale 2.0 at 4096 px)
 SANA_4K: dict[str, Any] = dict(SANA_1600M, sample_size=128, interpolation_scale=2.0)
+# HiDream-ai/HiDream-I1-Full's transformer/config.json: 16 double and 32 single blocks 2560
+# wide (20 heads of 128), 4 routed experts top 2; block i reads Llama 3.1 8B's layer i, blocks
+# 32 on its last (31); T5's and Llama's 4096-wide states, the two CLIPs' 2048 pooled features
+HIDREAM: dict[str, Any] = dict(
+    patch_size=2, in_channels=16, out_channels=16, num_layers=16, num_single_layers=32,
+    attention_head_dim=128, num_attention_heads=20, caption_channels=[4096, 4096],
+    text_emb_dim=2048, num_routed_experts=4, num_activated_experts=2,
+    axes_dims_rope=(64, 32, 32), max_resolution=(128, 128),
+    llama_layers=list(range(32)) + [31] * 16)
 
 # the text tokens of Qwen-Image-Edit's step: a 1024x1024 reference read by Qwen2.5-VL (1036 px
 # in 28 px merged patches: 37 x 37 picture tokens) and a short instruction, the template's
@@ -190,6 +199,10 @@ TINY: dict[str, dict[str, Any]] = {
                          rope_axes_dim=(4, 6, 6)),
     "longcat": dict(LONGCAT, **_TINY_DIT, num_single_layers=1, joint_attention_dim=40,
                     pooled_projection_dim=40, axes_dims_rope=(4, 6, 6)),
+    # 4 experts top 2 kept; a stack of 3 Llama layers read out of order (T5 24 wide, Llama 20)
+    "hidream": dict(HIDREAM, num_layers=1, num_single_layers=1, attention_head_dim=8,
+                    num_attention_heads=4, caption_channels=[24, 20], text_emb_dim=16,
+                    axes_dims_rope=(4, 2, 2), llama_layers=[2, 0]),
     # Sana's cross-attention heads wider than its linear-attention heads, as the real model's
     "sana": dict(SANA_1600M, num_attention_heads=2, attention_head_dim=8, num_layers=1,
                  num_cross_attention_heads=2, cross_attention_head_dim=12,

@@ -208,3 +208,14 @@ def tiny_hunyuan_video_i2v(tmp_path_factory: pytest.TempPathFactory) -> tuple[Pa
 
     root = tmp_path_factory.mktemp("tiny-hunyuan-video-i2v")
     return root / "hunyuan-video-i2v", tiny_hunyuan_video_i2v_pipeline(root)
+
+
+@pytest.fixture(scope="session")
+def tiny_longcat(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Any]:
+    """(the folder `root / "longcat-image"`, diffusers' LongCatImagePipeline) of tiny random
+    parts: the pipeline's, the CLI's, the LoRA's and the server's tests."""
+    pytest.importorskip("diffusers", reason="diffusers is a test-only reference")
+    from longcat_image_tiny import tiny_longcat_pipeline
+
+    root = tmp_path_factory.mktemp("tiny-longcat")
+    return root / "longcat-image", tiny_longcat_pipeline(root)

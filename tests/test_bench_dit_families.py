@@ -70,6 +70,22 @@ def test_hunyuan_video15_step_reads_the_prompt_made_once(
     assert 0 < ours["rel_err"] < 5e-3 and ours["prefix_ms"] > 0  # float16 vs torch float32
 
 
+def test_hidream_row_matches_diffusers(monkeypatch: pytest.MonkeyPatch) -> None:
+    """HiDream-I1's row: the quick step matches diffusers' (the tiny config's mixture of 4
+    experts, its Llama layers read out of order); the real config gives each of its 48 blocks
+    one of Llama 3.1 8B's 32 layers. (The transformer's own tests check what each input
+    does; this one checks the row's calls and config.)"""
+    from bench import _dit_models, dit_families
+
+    real = _dit_models.HIDREAM
+    assert len(real["llama_layers"]) == real["num_layers"] + real["num_single_layers"] == 48
+    assert sorted(set(real["llama_layers"])) == list(range(32))
+    monkeypatch.setenv("BENCH_MODELS", "hidream")
+    reference, ours = dit_families.run(quick=True)["rows"]
+    assert (reference["impl"], ours["impl"]) == ("reference", "ours")
+    assert 0 < ours["rel_err"] < 5e-3 and ours["dispatches"] > 0  # float16 vs torch float32
+
+
 def test_an_unknown_model_is_named(monkeypatch: pytest.MonkeyPatch) -> None:
     from bench import dit_families
 

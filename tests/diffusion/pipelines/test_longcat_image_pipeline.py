@@ -31,15 +31,6 @@ HORSE = "an astronaut riding a horse with 'LongCat' written on it"
 TOL = 0.01  # mean |ours - diffusers| in [0, 1] through a PNG (its rounding)
 
 
-@pytest.fixture(scope="module")
-def tiny_longcat(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Any]:
-    """(the folder, diffusers' LongCatImagePipeline) of tiny random parts."""
-    from longcat_image_tiny import tiny_longcat_pipeline
-
-    root = tmp_path_factory.mktemp("tiny-longcat")
-    return root / "longcat-image", tiny_longcat_pipeline(root)
-
-
 def _diffusers(reference: Any, prompt: str, steps: int = 2, **settings: Any) -> np.ndarray:
     with torch.no_grad():
         images = reference(prompt, height=HEIGHT, width=WIDTH, num_inference_steps=steps,
