@@ -285,7 +285,8 @@ async def list_face_restorers(state: State) -> list[dict[str, Any]]:
 @avx.get("/defaults")
 async def model_defaults(state: State) -> dict[str, Any]:
     # what the page starts from: the loaded model's defaults.json (pipe.defaults), null where
-    # it says nothing; API requests that leave these out keep the WebUI's defaults. With them
+    # it says nothing; API requests that leave these out keep the WebUI's defaults (save the
+    # sampler of a family that refuses Euler: api.family_sampler). With them
     # what the page shows for it: Distilled CFG Scale, and how many pictures it reads
     # (Capabilities.references: the init image the first; 0 none, null any number)
     facts, model = state.worker.facts, state.worker.model
