@@ -18,7 +18,7 @@ from typing import Any, TypeVar
 
 from ...pipelines.hires_pass import check_hires_refiner_pass
 from ...pipelines.request import GenerationRequest, check_size, door_fields
-from ...sampling.kdiffusion import SamplerOptions
+from ...sampling.kdiffusion import DIFFUSERS, SamplerOptions
 from ...sampling.samplers import lookup, resolve, schedules
 from ...text.emphasis_mode import check_emphasis
 from ...upscalers.interpolation import HiresFix
@@ -53,15 +53,21 @@ class RequestError(ValueError):
 def resolve_sampler(name: str | None, scheduler: str | None) -> tuple[str, str]:
     """(sampler label, schedule type label) for the WebUI's (sampler_name, scheduler) pair.
 
-    Old combined names ("DPM++ 2M Karras") carry their schedule type, as in the WebUI."""
+    Old combined names ("DPM++ 2M Karras") carry their schedule type, as in the WebUI;
+    "diffusers" (any case) is the model folder's own scheduler, which every family runs (the
+    schedule type then unused)."""
     try:
         schedule = schedules.lookup(scheduler or "automatic").label
     except ValueError as exc:
         raise RequestError(str(exc)) from None
+    if isinstance(name, str) and name.strip().lower() == DIFFUSERS:
+        return DIFFUSERS, schedule
     try:
         return resolve(name or "Euler", schedule)
     except ValueError as exc:
-        raise RequestError(str(exc).replace("unknown sampler", "unknown sampler_name")) from None
+        message = str(exc).replace("unknown sampler", "unknown sampler_name")
+        raise RequestError(f"{message}; or 'diffusers' (the model folder's own scheduler)"
+                           ) from None
 
 
 def _check_range(name: str, value: int) -> None:
@@ -209,7 +215,8 @@ def build_job(request: Txt2ImgRequest, kind: str, *, options: dict[str, Any], ma
         emphasis=_option(request, options, "emphasis", "Original", check_emphasis),
         hires_refiner_pass=_option(request, options, "hires_fix_refiner_pass", "second pass",
                                    check_hires_refiner_pass))
-    if lookup(sampler).kind == "k-diffusion":  # DDIM, PLMS, UniPC take no options
+    # DDIM, PLMS, UniPC and "diffusers" take no options
+    if sampler != DIFFUSERS and lookup(sampler).kind == "k-diffusion":
         settings["sampler_options"] = _sampler_options(request, options)
     if request.seed_resize_from_w > 0 and request.seed_resize_from_h > 0:
         settings["seed_resize_from"] = (request.seed_resize_from_w, request.seed_resize_from_h)

@@ -6,7 +6,7 @@ Field names and defaults are the AUTOMATIC1111 WebUI's (`StableDiffusionProcessi
 aside for GenerationRequest's `api` settings), so a client written for the WebUI sends its
 usual body unchanged. Deviations: `width`/`height` default to the loaded model's native size
 rather than 512 (None here), and `sampler_name` defaults to "Euler" through `sampler_index` as
-in the WebUI.
+in the WebUI, save on a family that runs only its own sampler (family_sampler).
 """
 
 from __future__ import annotations

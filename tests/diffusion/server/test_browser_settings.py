@@ -2,8 +2,8 @@
 (browser_fixtures.py's webui_server): sampling settings that follow the loaded model's
 defaults.json (the WebUI's 20 / Euler a / 7 without one) and what the user set surviving a
 reload, the tab and the sliders saved, PNG Info's unreadable file and its "Send to img2img" of
-the inpaint settings, a number box left empty, and img2img's reference pictures for an edit
-model.
+the inpaint settings, a number box left empty, img2img's reference pictures for an edit
+model, and the sampler list of a family that runs only its own sampler.
 """
 
 from __future__ import annotations
@@ -259,4 +259,39 @@ def test_reference_pictures_for_an_edit_model(webui_server: tuple[str, int, bool
     assert page.locator("#error").is_hidden(), page.locator("#error").inner_text()
     assert bodies[-1]["init_images"] == [base64.b64encode(data).decode()
                                          for data in (init, green, blue)]
+    assert not page.errors, page.errors
+
+
+def test_sampler_list_of_a_family_with_its_own(webui_server: tuple[str, int, bool],
+                                               page: Any) -> None:
+    """A switch to a model whose family runs only its own sampler (stood in for: /sdapi/v1/
+    samplers then lists "diffusers" alone, /avx/defaults recommends it, as for Sana Sprint)
+    refills the sampler dropdown with that list; the page selects it and sends it."""
+    url, _, _ = webui_server
+    page.goto(url)
+    page_ready(page)
+    options = "select => [...select.options].map(o => o.value)"
+    assert "Euler" in page.eval_on_selector("#sampler", options)
+    page.route("**/sdapi/v1/samplers", lambda route: route.fulfill(
+        json=[{"name": "diffusers", "aliases": [], "options": {}}]))
+
+    def own_sampler(route: Any) -> None:
+        response = route.fetch()
+        route.fulfill(response=response, json={**response.json(), "sampler": "diffusers"})
+    page.route("**/avx/defaults", own_sampler)
+    page.route("**/sdapi/v1/options", lambda route: route.fulfill(json=None)
+               if route.request.method == "POST" else route.continue_())  # no real switch
+    bodies: list[dict[str, Any]] = []
+    answer = {"images": [base64.b64encode(_png((9, 9, 9), (8, 8))).decode()],
+              "info": json.dumps({"infotexts": ["x"]})}
+    page.route("**/sdapi/v1/txt2img", lambda route: (
+        bodies.append(route.request.post_data_json), route.fulfill(json=answer)))
+    titles = page.eval_on_selector("#model", options)
+    page.locator("#model").select_option(titles[-1])
+    page.wait_for_function("document.querySelector('#sampler').options.length === 1")
+    page_ready(page)
+    assert page.locator("#sampler").input_value() == "diffusers"
+    page.get_by_role("button", name="Generate", exact=True).click()
+    page.locator("#gallery img").first.wait_for()
+    assert bodies[-1]["sampler_name"] == "diffusers"
     assert not page.errors, page.errors

@@ -27,6 +27,7 @@ from ..adetailer_pass import ADetailerPass
 from ..adetailer_units import adetailer_args, parse_adetailer
 from ..controlnet_units import control_units, parse_units, script_args
 from ..faces import face_restoration
+from ..family_sampler import with_family_sampler
 from ..generation import (
     RequestError,
     build_job,
@@ -74,12 +75,16 @@ async def run_generation(state: ServerState, body: Txt2ImgRequest, kind: str,
                          client: Request | None = None) -> dict[str, Any]:
     """Check `body` (a bad one is refused before it is queued), queue it, wait for it (the
     `client`'s HTTP request: its going away takes the job from the queue)."""
-    # 1. the body as a GenerationRequest (RequestError: 422 saying what to change), its
+    # 1. the model: the one /options chose, or override_settings' checkpoint and modules; a
+    # family that runs only its own sampler runs it where the body names none
+    wanted = _wanted_model(state, body)
+    body = await asyncio.to_thread(with_family_sampler, state.worker, wanted, body)
+    # 2. the body as a GenerationRequest (RequestError: 422 saying what to change), its
     # styles applied to its prompts
     job, facts = build_job(styled(state, body), kind, options=dict(state.options),
                            max_size=state.max_size, outputs=state.outputs)
     job = replace(job, faces=face_restoration(body, state.options, state.faces))
-    # 2. ControlNet units (the extension's alwayson_scripts), checked here too
+    # 3. ControlNet units (the extension's alwayson_scripts), checked here too
     units = script_args(body.alwayson_scripts)
     if units:
         init, mask = job.request.init_image, job.request.mask
@@ -98,22 +103,20 @@ async def run_generation(state: ServerState, body: Txt2ImgRequest, kind: str,
                                 kind, state.max_size)
     if detailers:  # each picture's pass on the worker, before it is saved
         job = replace(job, passes=(ADetailerPass(detailers, state.adetailer),))
-    # 3. a refiner named by the client: one of this server's models
+    # 4. a refiner named by the client: one of this server's models
     refiner = None
     if isinstance(job.request.refiner, str):
         refiner = state.registry.find(job.request.refiner)
         if refiner is None:
             raise RequestError(f"refiner_checkpoint {job.request.refiner!r} is not one of this "
                                f"server's models: {', '.join(state.registry.titles())}")
-    # 4. the model: the one /options chose, or override_settings' checkpoint and modules;
-    # the hires pass's modules (Forge's hr_additional_modules)
-    wanted = _wanted_model(state, body)
+    # 5. the hires pass's modules (Forge's hr_additional_modules)
     labels, hires_files = ((), None) if job.request.hires is None else _hires_modules(
         state, body, wanted)
     # what run() takes along, not the state
     worker, cache, max_size = state.worker, state.control_cache, state.max_size
 
-    # 5. on the worker, where the model is known: its size, the images fitted, the refiner,
+    # 6. on the worker, where the model is known: its size, the images fitted, the refiner,
     # the control models
     def run() -> Any:
         loaded = worker.model
@@ -145,7 +148,7 @@ async def run_generation(state: ServerState, body: Txt2ImgRequest, kind: str,
                 worker.pipe, loaded.path, labels, hires_files))
         return worker.generate(replace(job, request=request))
 
-    # 6. what the model's family does not take, and a refiner that cannot take over from it,
+    # 7. what the model's family does not take, and a refiner that cannot take over from it,
     # refused before anything is queued (_refuse_early)
     if wanted is not None:
         await asyncio.to_thread(_refuse_early, state, wanted,

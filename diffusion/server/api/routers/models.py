@@ -21,6 +21,7 @@ from ....loaders.errors import WeightsError
 from ....loaders.formats.safetensors import SafetensorsFile
 from ....pipelines.hires_pass import check_hires_refiner_pass
 from ....preprocessors.annotators import forget_networks
+from ....sampling.kdiffusion import DIFFUSERS
 from ....sampling.samplers import SAMPLERS, SamplerInfo, resolve, schedules
 from ....sampling.samplers.schedules import SCHEDULE_TYPES
 from ....text.embeddings import EmbeddingDatabase
@@ -102,8 +103,16 @@ def sampler_item(info: SamplerInfo) -> dict[str, Any]:
 
 
 @api.get("/samplers", response_model=list[SamplerItem])
-async def samplers() -> list[dict[str, Any]]:
-    return [sampler_item(info) for info in SAMPLERS]
+async def samplers(state: State) -> list[dict[str, Any]]:
+    # the loaded model's family's (Capabilities.samplers), then "diffusers", the model
+    # folder's own scheduler, where it runs only some (FLUX, Sana: the page's dropdown offers
+    # what it takes; Sana Sprint runs only its own); every one where it runs all, as the WebUI
+    facts = state.worker.facts
+    runs = None if facts is None else facts.capabilities.samplers
+    if runs is None:
+        return [sampler_item(info) for info in SAMPLERS]
+    return [*(sampler_item(info) for info in SAMPLERS if info.name in runs),
+            {"name": DIFFUSERS, "aliases": [], "options": {}}]
 
 
 @api.get("/schedulers", response_model=list[SchedulerItem])
@@ -276,7 +285,8 @@ async def list_face_restorers(state: State) -> list[dict[str, Any]]:
 @avx.get("/defaults")
 async def model_defaults(state: State) -> dict[str, Any]:
     # what the page starts from: the loaded model's defaults.json (pipe.defaults), null where
-    # it says nothing; API requests that leave these out keep the WebUI's defaults. With them
+    # it says nothing; API requests that leave these out keep the WebUI's defaults (save the
+    # sampler of a family that refuses Euler: api.family_sampler). With them
     # what the page shows for it: Distilled CFG Scale, and how many pictures it reads
     # (Capabilities.references: the init image the first; 0 none, null any number)
     facts, model = state.worker.facts, state.worker.model

@@ -118,8 +118,18 @@ async function loadModels() {
 
 async function loadSamplers() {
   const [samplers, schedulers] = await Promise.all([api("samplers"), api("schedulers")]);
-  fillSelect($("sampler"), samplers.map((s) => ({ value: s.name, label: s.name })));
+  fillSamplers(samplers);
   fillSelect($("scheduler"), schedulers.map((s) => ({ value: s.name, label: s.label ?? s.name })));
+}
+
+/** Fills the sampler dropdown with what /sdapi/v1/samplers lists: the loaded model's family's
+ * ("diffusers", its folder's own scheduler, among them where it runs only some; all of the
+ * WebUI's otherwise), keeping the choice where the family runs it. */
+function fillSamplers(samplers) {
+  const select = $("sampler");
+  const chosen = select.value;
+  fillSelect(select, samplers.map((s) => ({ value: s.name, label: s.name })));
+  if (chosen) selectOption(select, chosen);
 }
 
 // ---- The loaded model's recommended steps, sampler and CFG scale (its defaults.json, GET /avx/defaults)
@@ -129,7 +139,9 @@ async function loadSamplers() {
  * defaults (the WebUI's: the HTML's value / data-default) where it recommends nothing. With
  * keepSaved, settings saved while this same model was loaded stay as the user left them. */
 async function applyModelDefaults({ keepSaved = false } = {}) {
-  const defaults = await api("/avx/defaults");
+  // the sampler list too: another family may run other samplers (Sana Sprint only its own)
+  const [defaults, samplers] = await Promise.all([api("/avx/defaults"), api("samplers")]);
+  fillSamplers(samplers);
   // FLUX.1 dev embeds its guidance: Forge's "Distilled CFG Scale", beside CFG (1 for FLUX)
   $("distilled_cfg_field").hidden = !defaults.distilled_cfg;
   setReferenceLimit(defaults.references);  // an edit model's reference pictures
