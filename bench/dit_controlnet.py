@@ -41,13 +41,15 @@ import gpustd
 
 from . import _annotator_refs, _harness
 from . import dit_families as _dit
+from ._dit_flux_qwen import _positions
+from ._dit_models import FLUX_DEV
 from .sdxl import _PeakMemory, _settled_use
 
 GIB = float(1 << 30)
 COLUMNS = ["work", "impl", "dtype", "rel_err", "gpu_ms", "wall_ms", "peak_gib",
            "ours_eager_wall_ms", "ours_wall_ms", "torch_wall_ms", "vs_torch", "error"]
 # InstantX/FLUX.1-dev-Controlnet-Union, config.json
-UNION: dict[str, Any] = dict(_dit.FLUX_DEV, num_layers=5, num_single_layers=10, num_mode=10)
+UNION: dict[str, Any] = dict(FLUX_DEV, num_layers=5, num_single_layers=10, num_mode=10)
 _TINY = dict(num_layers=1, num_single_layers=1, attention_head_dim=16, num_attention_heads=2,
              joint_attention_dim=40, pooled_projection_dim=24, axes_dims_rope=(4, 6, 6))
 QUICK_PREPROCESSORS = ("lineart_realistic",)
@@ -56,7 +58,7 @@ QUICK_PREPROCESSORS = ("lineart_realistic",)
 def _inputs(quick: bool, config: dict[str, Any]) -> dict[str, Any]:
     rng = np.random.default_rng(0)
     side, text = (8, 12) if quick else (64, 512)
-    txt_ids, img_ids = _dit._positions(text, side, side, 3)
+    txt_ids, img_ids = _positions(text, side, side, 3)
     return {"latents": rng.standard_normal((1, side * side, 64)),
             "control": rng.standard_normal((1, side * side, 64)),
             "text": rng.standard_normal((1, text, config["joint_attention_dim"])),
@@ -90,7 +92,7 @@ def _flux_rows(quick: bool, device: gpucore.Device, cuda: Any) -> list[dict[str,
     from diffusion.models.flux import FluxTransformer2DModel
     from diffusion.models.flux_controlnet import FluxControlNetModel
 
-    t_config = dict(_dit.FLUX_DEV, **_TINY) if quick else dict(_dit.FLUX_DEV)
+    t_config = dict(FLUX_DEV, **_TINY) if quick else dict(FLUX_DEV)
     c_config = dict(UNION, **_TINY) if quick else dict(UNION)
     if quick:
         c_config["num_mode"] = 3
