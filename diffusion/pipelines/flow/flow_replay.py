@@ -1,0 +1,86 @@
+"""A flow family's transformer step replayed from a capture the pipeline keeps.
+
+For a small or fast transformer the wall time of a step is the Python that dispatches its
+ops (Sana 1600M: some 580 dispatches a step, the GPU idle between them), so the plain
+memory mode records the step's call once per input signature (gpustd.capture, through
+diffusion.pipelines.sd.capture's `ModelCapture`, as SD's UNet step) and replays it at
+every later step and generation: the role `torch.cuda.make_graphed_callables` plays for a
+PyTorch pipeline. The recording is the eager call, and a replay runs the same kernels on the
+same buffers, so the pictures are the eager ones bit for bit.
+
+Everything that changes from one call or one generation to the next is an argument of the
+captured call: the latents, the timestep (a float32 Tensor: a Python number would be a
+static argument and record every step anew), the guidance, the prompt's states; what the
+model reads on the host (Sana's caption mask, which sets how many caption tokens attend) is
+a static, hashable argument, so another mask records another capture, never replays a stale
+one. Nothing of a generation is closed over. A LoRA written into the weights' buffers is
+replayed as it is; a replaced parameter, another accumulation or another model records
+afresh (ModelCapture.of, looked up once per generation).
+
+The step runs eagerly, op by op, where a replay cannot be right:
+
+- under a memory mode (--medvram, --lowvram, --max-vram): the weights move between calls
+  (flow_memory's Residency wraps the transformer's calls); `MemoryModes.set_memory_mode`
+  switches the pipelines' replays off (`use_eager`), which drops their captures too;
+- Sana, Sana Sprint: nothing else (they take no step cache, ControlNet or prior).
+
+A kept capture pins its activations: between the steps, the VAE decode borrows them
+(`lent`, as SD's pipelines do), so the peak does not grow by a second set.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+from collections.abc import Callable, Iterator
+from typing import Any
+
+from gpustd.capture import Captured
+
+from ..sd.capture import ModelCapture, lent
+
+__all__ = ["StepReplay", "lent_steps", "step_replays"]
+
+
+class StepReplay:
+    """`fn(model, *args)`, a family's transformer call of one step, replayed from a capture
+    kept across generations, or run eagerly while `eager` (a memory mode). `fn` must be a
+    module function (ModelCapture: the pinned buffers go with the pipeline); at most
+    `max_signatures` input signatures (sizes, batch, caption lengths) stay recorded."""
+
+    def __init__(self, fn: Callable[..., Any], *, max_signatures: int = 2) -> None:
+        self._fn = fn
+        self.kept = ModelCapture(fn, max_signatures=max_signatures)
+        self.eager = False
+
+    @property
+    def captured(self) -> Captured:
+        """The capture (its `recordings` and `replays` count the calls)."""
+        return self.kept.captured
+
+    def step(self, model: Any) -> Callable[..., Any]:
+        """The call of `fn` on `model` for one generation: the kept capture (recorded afresh
+        where the model's weights are not those it was recorded with), or `fn` itself while
+        eager. Walks the parameters: once per generation, not per step."""
+        if self.eager:
+            return functools.partial(self._fn, model)
+        return self.kept.of(model)
+
+    def use_eager(self, eager: bool) -> None:
+        """Run eagerly (True) or replay; the captures are dropped either way (their weights'
+        buffers may be about to move, and their activations pin memory)."""
+        self.eager = eager
+        self.kept.captured.reset()
+
+
+def step_replays(pipe: Any) -> list[StepReplay]:
+    """The StepReplays a pipeline keeps (its attributes)."""
+    return [v for v in vars(pipe).values() if isinstance(v, StepReplay)] if pipe else []
+
+
+@contextlib.contextmanager
+def lent_steps(pipe: Any) -> Iterator[None]:
+    """`pipe`'s step captures' scratch lent to the pool while the block runs (a VAE decode),
+    taken back after (diffusion.pipelines.sd.capture.lent)."""
+    with lent(*(replay.kept for replay in step_replays(pipe))):
+        yield
