@@ -27,11 +27,11 @@ def run_scm(pipe: Any, prompts: Sequence[str], shape: tuple[int, ...], *, steps:
             latents: np.ndarray | None = None, callback: StepCallback | None = None
             ) -> np.ndarray:
     """The denoised latents (B, C, h, w) of `prompts` after `steps` SCM steps of `pipe` (a
-    SanaPipeline of a Sprint folder: its `predict`, `prompt_states`, `scheduler_config`,
-    `transformer`), from `latents` or a standard normal draw of `shape` from `generator`
-    (which also draws each step's noise); `intermediate_timesteps`: the middle angle of a
-    two-step run (1.3 unless given); `callback(done, total, denoised)` after each step (False
-    stops). diffusers: `SanaSprintPipeline(..., output_type="latent").images`."""
+    SanaPipeline of a Sprint folder: its `predict`, `prompt_states`, `transformer_step`,
+    `device_states`, `scheduler_config`, `transformer`), from `latents` or a standard normal
+    draw of `shape` from `generator` (which also draws each step's noise);
+    `intermediate_timesteps`: the middle angle of a two-step run (1.3 unless given);
+    `callback(done, total, denoised)` after each step (False stops). diffusers: `SanaSprintPipeline(..., output_type="latent").images`."""
     if intermediate_timesteps is None and steps == 2:
         intermediate_timesteps = 1.3  # SanaSprintPipeline's default
     scheduler = SCMScheduler.from_config(pipe.scheduler_config)
@@ -44,6 +44,8 @@ def run_scm(pipe: Any, prompts: Sequence[str], shape: tuple[int, ...], *, steps:
         raise ValueError(f"latents must have shape {shape}, got {noise.shape}")
     x = noise * sigma_data
     states, mask = pipe.prompt_states(prompts, max_sequence_length=max_sequence_length)
+    # bound once: the transformer's kept capture (flow_replay), the states uploaded once
+    step, states = pipe.transformer_step(), pipe.device_states(states)
     config = pipe.transformer.config
     guidance = np.full(shape[0], np.float32(guidance_scale)
                        * np.float32(config.get("guidance_embeds_scale", 0.1)), np.float32)
@@ -56,7 +58,7 @@ def run_scm(pipe: Any, prompts: Sequence[str], shape: tuple[int, ...], *, steps:
         norm = np.sqrt(time**2 + (1 - time) ** 2)
         model_in = x / sigma_data * norm
         pred = pipe.predict(model_in, np.full(shape[0], time, np.float32), states, mask,
-                            guidance)
+                            guidance, step=step)
         # 2. the flow-matching output as TrigFlow's, then the consistency step
         trig = ((1 - 2 * time) * model_in + (1 - 2 * time + 2 * time**2) * pred) / norm
         x = scheduler.step(trig * sigma_data, float(angle), x, generator=generator)
