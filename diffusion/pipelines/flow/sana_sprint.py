@@ -31,7 +31,8 @@ def run_scm(pipe: Any, prompts: Sequence[str], shape: tuple[int, ...], *, steps:
     `device_states`, `scheduler_config`, `transformer`), from `latents` or a standard normal
     draw of `shape` from `generator` (which also draws each step's noise);
     `intermediate_timesteps`: the middle angle of a two-step run (1.3 unless given);
-    `callback(done, total, denoised)` after each step (False stops). diffusers: `SanaSprintPipeline(..., output_type="latent").images`."""
+    `callback(done, total, denoised)` after each step (False stops). diffusers:
+    `SanaSprintPipeline(..., output_type="latent").images`."""
     if intermediate_timesteps is None and steps == 2:
         intermediate_timesteps = 1.3  # SanaSprintPipeline's default
     scheduler = SCMScheduler.from_config(pipe.scheduler_config)
