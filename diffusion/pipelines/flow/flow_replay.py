@@ -22,7 +22,14 @@ The step runs eagerly, op by op, where a replay cannot be right:
 - under a memory mode (--medvram, --lowvram, --max-vram): the weights move between calls
   (flow_memory's Residency wraps the transformer's calls); `MemoryModes.set_memory_mode`
   switches the pipelines' replays off (`use_eager`), which drops their captures too;
+- a step cache (diffusion.models.step_cache decides on the host, from values the step
+  computed, whether to run the blocks) or ControlNet units (their blocks run inside the
+  transformer's call, from maps of their own): Z-Image runs such a generation's steps
+  eagerly;
 - Sana, Sana Sprint: nothing else (they take no step cache, ControlNet or prior).
+
+Z-Image's rotary tables and Sana's caption bias, made on the host from the sizes, are constants
+of a recording, whose signature holds those sizes.
 
 A kept capture pins its activations: between the steps, the VAE decode borrows them
 (`lent`, as SD's pipelines do), so the peak does not grow by a second set.
