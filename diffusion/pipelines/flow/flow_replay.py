@@ -24,12 +24,14 @@ The step runs eagerly, op by op, where a replay cannot be right:
   switches the pipelines' replays off (`use_eager`), which drops their captures too;
 - a step cache (diffusion.models.step_cache decides on the host, from values the step
   computed, whether to run the blocks) or ControlNet units (their blocks run inside the
-  transformer's call, from maps of their own): Z-Image runs such a generation's steps
-  eagerly;
-- Sana, Sana Sprint: nothing else (they take no step cache, ControlNet or prior).
+  transformer's call, from maps of their own): Z-Image and FLUX.1 run such a generation's
+  steps eagerly;
+- Sana, Sana Sprint: nothing else (they take no step cache, ControlNet or prior). FLUX.1's
+  Redux prior, its Fill and Canny / Depth inputs and Kontext's reference tokens are inputs
+  (the prompt's states, the packed latents), so those steps replay.
 
 Z-Image's rotary tables and Sana's caption bias, made on the host from the sizes, are constants
-of a recording, whose signature holds those sizes.
+of a recording, whose signature holds those sizes; FLUX.1's rotary tables are inputs.
 
 A kept capture pins its activations: between the steps, the VAE decode borrows them
 (`lent`, as SD's pipelines do), so the peak does not grow by a second set.
@@ -42,11 +44,15 @@ import functools
 from collections.abc import Callable, Iterator
 from typing import Any
 
+import numpy as np
+
 from gpustd.capture import Captured
 
 from ..sd.capture import ModelCapture, lent
 
-__all__ = ["StepReplay", "lent_steps", "step_replays"]
+__all__ = ["MaskKey", "StepReplay", "lent_steps", "mask_key", "mask_of", "step_replays"]
+
+MaskKey = tuple[tuple[int, ...], bytes]
 
 
 class StepReplay:
@@ -91,3 +97,17 @@ def lent_steps(pipe: Any) -> Iterator[None]:
     taken back after (diffusion.pipelines.sd.capture.lent)."""
     with lent(*(replay.kept for replay in step_replays(pipe))):
         yield
+
+
+def mask_key(mask: Any) -> MaskKey | None:
+    """A host 0/1 mask (what a model reads on the host: Sana's caption mask, Chroma's
+    attention mask) as a hashable static argument: (shape, bytes of it as bool)."""
+    if mask is None:
+        return None
+    keep = np.asarray(mask).astype(bool)
+    return keep.shape, keep.tobytes()
+
+
+def mask_of(key: MaskKey | None) -> np.ndarray | None:
+    """`mask_key`'s mask back, bool."""
+    return None if key is None else np.frombuffer(key[1], bool).reshape(key[0])

@@ -42,7 +42,7 @@ from ...sampling.scheduler_loop import scheduler_loop
 from ...sampling.schedulers.dpm_solver_flow import FlowDPMSolverMultistepScheduler
 from ...text.llm_tokenizer import LLMTokenizer
 from .flow_memory import load_network
-from .flow_replay import StepReplay, lent_steps
+from .flow_replay import MaskKey, StepReplay, lent_steps, mask_key, mask_of
 from .sana_sprint import run_scm
 from .start import StepCallback, check_call, check_sides
 
@@ -124,7 +124,7 @@ class SanaPipeline:
         out = step(asarray(x, dtype=dtype, device=device), self.device_states(states),
                    asarray(timesteps, dtype=np.float32, device=device),
                    None if guidance is None else asarray(guidance, dtype=np.float32,
-                                                         device=device), _mask_key(mask))
+                                                         device=device), mask_key(mask))
         out = out.numpy().astype(np.float32)
         return out[:, :x.shape[1]] if out.shape[1] == 2 * x.shape[1] else out
 
@@ -258,19 +258,10 @@ class SanaPipeline:
 
 
 def _transformer_step(transformer: SanaTransformer2DModel, x: Any, states: Any, times: Any,
-                      guidance: Any, mask: tuple[tuple[int, ...], bytes] | None) -> Any:
+                      guidance: Any, mask: MaskKey | None) -> Any:
     """The transformer's call of a step (StepReplay's captured function): every Tensor an
-    input; the caption mask, read on the host, a static argument (`_mask_key`)."""
-    keep = None if mask is None else np.frombuffer(mask[1], bool).reshape(mask[0])
-    return transformer(x, states, times, guidance=guidance, encoder_attention_mask=keep)
-
-
-def _mask_key(mask: Any) -> tuple[tuple[int, ...], bytes] | None:
-    """A host caption mask as a hashable (shape, bytes of its 0/1 as bool)."""
-    if mask is None:
-        return None
-    keep = np.asarray(mask).astype(bool)
-    return keep.shape, keep.tobytes()
+    input; the caption mask, read on the host, a static argument (`mask_key`)."""
+    return transformer(x, states, times, guidance=guidance, encoder_attention_mask=mask_of(mask))
 
 
 def _checked(latents: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:

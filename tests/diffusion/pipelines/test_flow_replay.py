@@ -143,3 +143,46 @@ def test_memory_mode_runs_the_steps_eagerly(first_device: gpucore.Device,
         model.set_memory_mode(MemoryMode())
     np.testing.assert_array_equal(model.generate(request).images[0], plain)
     assert _counts(model.pipe)[1] == replays + 2
+
+
+def test_flux_replays_its_steps(first_device: gpucore.Device,
+                                tiny_flux_dev: tuple[Path, Any]) -> None:
+    """FLUX.1 dev, three Euler steps: another prompt (T5's fixed-length block) and another
+    distilled guidance on the first picture's recording; each picture the eager one."""
+    from diffusion.pipelines.flow.flux import FluxPipeline
+
+    pipe = FluxPipeline.from_pretrained(tiny_flux_dev[0] / "flux", device=first_device)
+    common: dict[str, Any] = dict(height=16, width=24, num_inference_steps=3, seed=7,
+                                  max_sequence_length=16, output_type="latent")
+    runs = [dict(prompt="a red circle on a blue background", guidance_scale=3.5, **common),
+            dict(prompt="a cat", guidance_scale=1.5, **common)]
+    got = [pipe(**run) for run in runs]
+    assert _counts(pipe) == (1, 5)
+    for replayed, eager in zip(got, _eager(pipe, *runs)):
+        np.testing.assert_array_equal(replayed, eager)
+    assert np.abs(got[0] - got[1]).mean() > 0.01
+
+
+def test_flux_tensor_timestep_rounds_as_host_numbers(first_device: gpucore.Device,
+                                                     tiny_flux_dev: tuple[Path, Any]) -> None:
+    """In float16 a replayed step's float32 Tensor timestep and guidance are scaled as host
+    numbers are (rounded to float16, then x1000): the same output, bit for bit."""
+    from diffusion.pipelines.flow.flux import FluxPipeline, image_ids
+
+    if not first_device.has_f16:
+        pytest.skip("the device has no float16")
+    pipe = FluxPipeline.from_pretrained(tiny_flux_dev[0] / "flux", device=first_device,
+                                        dtype=np.float16)
+    model, rng = pipe.transformer, np.random.default_rng(0)
+    config = model.config
+    x, states, pooled = (Tensor.from_numpy(rng.standard_normal(shape).astype(np.float16),
+                                           device=first_device)
+                         for shape in ((1, 6, config["in_channels"]),
+                                       (1, 4, config["joint_attention_dim"]),
+                                       (1, config["pooled_projection_dim"])))
+    rotary = model.rotary(np.zeros((4, 3), np.float32), image_ids(2, 3))
+    t, g = np.array([0.7137], np.float32), np.array([3.5], np.float32)
+    host = model(x, states, pooled, t, None, None, g, rotary=rotary).numpy()
+    given = model(x, states, pooled, Tensor.from_numpy(t, device=first_device), None, None,
+                  Tensor.from_numpy(g, device=first_device), rotary=rotary).numpy()
+    np.testing.assert_array_equal(given, host)
