@@ -24,14 +24,16 @@ The step runs eagerly, op by op, where a replay cannot be right:
   switches the pipelines' replays off (`use_eager`), which drops their captures too;
 - a step cache (diffusion.models.step_cache decides on the host, from values the step
   computed, whether to run the blocks) or ControlNet units (their blocks run inside the
-  transformer's call, from maps of their own): Z-Image and FLUX.1 run such a generation's
-  steps eagerly;
+  transformer's call, from maps of their own): Z-Image, FLUX.1 and Chroma run such a
+  generation's steps eagerly;
 - Sana, Sana Sprint: nothing else (they take no step cache, ControlNet or prior). FLUX.1's
   Redux prior, its Fill and Canny / Depth inputs and Kontext's reference tokens are inputs
   (the prompt's states, the packed latents), so those steps replay.
 
 Z-Image's rotary tables and Sana's caption bias, made on the host from the sizes, are constants
-of a recording, whose signature holds those sizes; FLUX.1's rotary tables are inputs.
+of a recording, whose signature holds those sizes; FLUX.1's and Chroma's rotary tables are
+inputs. Chroma's timestep enters as its approximator's inputs, made on the host (their
+sinusoids exact in float64) and passed as a Tensor; its attention mask is a static argument.
 
 A kept capture pins its activations: between the steps, the VAE decode borrows them
 (`lent`, as SD's pipelines do), so the peak does not grow by a second set.

@@ -186,3 +186,23 @@ def test_flux_tensor_timestep_rounds_as_host_numbers(first_device: gpucore.Devic
     given = model(x, states, pooled, Tensor.from_numpy(t, device=first_device), None, None,
                   Tensor.from_numpy(g, device=first_device), rotary=rotary).numpy()
     np.testing.assert_array_equal(given, host)
+
+
+def test_chroma_replays_both_passes(first_device: gpucore.Device,
+                                    tiny_chroma: tuple[Path, Any]) -> None:
+    """Chroma at CFG 4: the prompt's and the negative prompt's passes (their own caption
+    lengths and attention masks) each recorded once and replayed over two steps and a
+    second prompt of as many tokens; each picture the eager one."""
+    from diffusion.pipelines.flow.chroma import ChromaPipeline
+
+    pipe = ChromaPipeline.from_pretrained(tiny_chroma[0] / "chroma", device=first_device)
+    common: dict[str, Any] = dict(height=16, width=24, num_inference_steps=2, seed=7,
+                                  guidance_scale=4.0, negative_prompt="a photo of a cat",
+                                  max_sequence_length=16, output_type="latent")
+    # 12 T5 tokens each (the tiny tokenizer's)
+    runs = [dict(prompt=p, **common) for p in ("a red circle", "a cat on a mat")]
+    got = [pipe(**run) for run in runs]
+    assert _counts(pipe) == (2, 6)
+    for replayed, eager in zip(got, _eager(pipe, *runs)):
+        np.testing.assert_array_equal(replayed, eager)
+    assert np.abs(got[0] - got[1]).mean() > 0.01
