@@ -1,24 +1,31 @@
-"""Whole Sana 1600M pictures with the transformer's steps eager and replayed (issue 44): the
-wall time of SanaPipeline's picture at 1024x1024, 20 steps of its DPM-Solver++ on flow sigmas,
-CFG 4.5 with an empty negative prompt, the DC-AE decode included, once with every step run
-op by op (`eager`: what a memory mode runs) and once replayed from the pipeline's kept capture
-(`replay`: the plain mode's, diffusion.pipelines.flow.flow_replay).
+"""Whole pictures with the transformer's steps eager and replayed (issue 44): the wall time
+of a picture at 1024x1024, the VAE decode included, once with every step run op by op
+(`eager`: what a memory mode runs) and once replayed from the pipeline's kept capture
+(`replay`: the plain mode's, diffusion.pipelines.flow.flow_replay). BENCH_MODELS picks,
+comma-separated:
 
-Random weights at the real configs (SANA_1600M, the f32c32 DC-AE's), filled in place on the
-device; Gemma 2 is left out: the prompt's states are random (62 real tokens, as
-bench/_dit_sana.py's prompt; the negative prompt's 1), so the seconds are the steps and the
-decode. Seconds: the median of 3 pictures after a warm-up one; step_s: the mean time between
-step callbacks (each follows the latents' read-back), the first step left out; peak_gib: the
-device's peak allocation over the timed pictures (the decode borrows the step capture's
-scratch: no second set of activations); vs_eager: eager seconds / these. float32 and float16
-where the device has it (BENCH_DTYPES picks). `--quick`: a tiny transformer and DC-AE at 64x64,
-4 steps (a smoke run on any adapter).
+- sana (the default): Sana 1600M, SanaPipeline's 20 steps of its DPM-Solver++ on flow sigmas,
+  CFG 4.5 with an empty negative prompt (one batch of 2), the DC-AE;
+- zimage: Z-Image Turbo, ZImagePipeline's 8 Euler steps without CFG, FLUX's VAE.
+
+Random weights at the real configs (SANA_1600M and the f32c32 DC-AE's; bench/zimage.py's
+ZIMAGE_TURBO and FLUX's VAE), filled in place on the device; the text encoders are left out:
+the prompt's states are random (Sana: 62 real tokens, as bench/_dit_sana.py's prompt, the
+negative prompt's 1; Z-Image: 64 tokens), so the seconds are the steps and the decode. Seconds:
+the median of 3 pictures after a warm-up one; step_s: the mean time between step callbacks
+(each follows the latents' read-back), the first step left out; peak_gib: the device's peak
+allocation over the timed pictures (the decode borrows the step capture's scratch: no second
+set of activations); vs_eager: eager seconds / these. float32 and float16 where the device has
+it (BENCH_DTYPES picks). `--quick`: tiny transformers and VAEs at 64x64, 4 steps (a smoke run
+on any adapter).
 """
 
 from __future__ import annotations
 
+import os
 import statistics
 import time
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -28,8 +35,8 @@ import gpucore
 from . import _harness
 from ._dit_models import SANA_1600M
 
-COLUMNS = ["mode", "dtype", "size", "steps", "seconds", "step_s", "peak_gib", "recordings",
-           "vs_eager"]
+COLUMNS = ["model", "mode", "dtype", "size", "steps", "seconds", "step_s", "peak_gib",
+           "recordings", "vs_eager"]
 # a tiny transformer over bench/dc_ae.py's tiny DC-AE (8 latent channels, 4x)
 TINY_SANA: dict[str, Any] = dict(
     in_channels=8, out_channels=8, num_attention_heads=2, attention_head_dim=8, num_layers=2,
@@ -44,26 +51,30 @@ SCHEDULER: dict[str, Any] = dict(  # Sana_1600M_1024px_diffusers' scheduler_conf
 
 def run(quick: bool = False) -> dict[str, Any]:
     device = gpucore.default_device()
-    size, steps, repeat = (64, 4, 1) if quick else (1024, 20, 3)
+    size, repeat = (64, 1) if quick else (1024, 3)
     rows = []
-    for dtype in _harness.dtypes(device):
-        pipe = _pipeline(quick, dtype, device)
-        dtype_rows = [_time(pipe, mode, size, steps, repeat, device) for mode in
-                      ("eager", "replay")]
-        for row in dtype_rows:
-            row.update(dtype=np.dtype(dtype).name,
-                       vs_eager=dtype_rows[0]["seconds"] / row["seconds"])
-        rows += dtype_rows
-        del pipe
-        device.empty_pool()
+    for name in os.environ.get("BENCH_MODELS", "sana").split(","):
+        build, settings = MODELS[name]
+        if quick:
+            settings = {**settings, "num_inference_steps": 4}
+        for dtype in _harness.dtypes(device):
+            pipe = build(quick, dtype, device)
+            dtype_rows = [_time(pipe, mode, size, settings, repeat, device)
+                          for mode in ("eager", "replay")]
+            for row in dtype_rows:
+                row.update(model=name, dtype=np.dtype(dtype).name,
+                           vs_eager=dtype_rows[0]["seconds"] / row["seconds"])
+            rows += dtype_rows
+            del pipe
+            device.empty_pool()
     return {"benchmark": "flow_replay", "environment": _harness.environment(device),
-            "notes": "SanaPipeline's whole picture (Sana 1600M, random weights, random prompt "
-                     "states: Gemma 2 not run), the transformer's steps eager or replayed "
-                     "from the pipeline's kept capture; see bench/flow_replay.py",
+            "notes": "Whole pictures (random weights, random prompt states: the text encoders "
+                     "not run), the transformer's steps eager or replayed from the pipeline's "
+                     "kept capture; see bench/flow_replay.py",
             "columns": COLUMNS, "rows": rows}
 
 
-def _pipeline(quick: bool, dtype: Any, device: gpucore.Device) -> Any:
+def _sana(quick: bool, dtype: Any, device: gpucore.Device) -> Any:
     """A SanaPipeline of random weights whose prompt states are random (no Gemma 2)."""
     from diffusion.loaders.sana import DC_AE_SANA_CONFIG
     from diffusion.models.dc_ae import AutoencoderDC
@@ -94,6 +105,35 @@ def _pipeline(quick: bool, dtype: Any, device: gpucore.Device) -> Any:
     return pipe
 
 
+def _zimage(quick: bool, dtype: Any, device: gpucore.Device) -> Any:
+    """A ZImagePipeline of random weights whose captions are random (no Qwen3)."""
+    from diffusion.models import AutoencoderKL
+    from diffusion.models.z_image import ZImageTransformer2DModel
+    from diffusion.pipelines.flow.z_image import ZImagePipeline
+    from gpustd import Tensor
+
+    from ._lowvram_flow import FLUX_VAE, TINY
+    from .zimage import TINY_ZIMAGE, ZIMAGE_TURBO
+
+    config = dict(TINY_ZIMAGE, in_channels=4) if quick else ZIMAGE_TURBO
+    place = {"dtype": dtype, "device": device}
+    pipe = ZImagePipeline(
+        transformer=_random(ZImageTransformer2DModel(config, **place), 0),
+        vae=_random(AutoencoderKL(TINY["flux_vae"] if quick else FLUX_VAE, **place), 1),
+        text_encoder=None, tokenizer=None,  # type: ignore[arg-type]
+        scheduler_config={"num_train_timesteps": 1000, "shift": 3.0})
+    states = np.random.default_rng(2).standard_normal((64, config["cap_feat_dim"]))
+    caption = Tensor.from_numpy(states.astype(np.float32), device=device)
+    pipe.encode_prompt = lambda prompts, *_: [caption] * len(prompts)  # type: ignore
+    return pipe
+
+
+MODELS: dict[str, tuple[Callable[..., Any], dict[str, Any]]] = {
+    "sana": (_sana, {"num_inference_steps": 20, "guidance_scale": 4.5}),
+    "zimage": (_zimage, {"num_inference_steps": 8, "guidance_scale": 0.0}),
+}
+
+
 def _random(model: Any, seed: int) -> Any:
     """`model` with every parameter set to normal(0, 0.02) draws (norm scales 1 + those),
     tiled from one block of draws: the values do not change the time."""
@@ -104,7 +144,7 @@ def _random(model: Any, seed: int) -> Any:
     return model
 
 
-def _time(pipe: Any, mode: str, size: int, steps: int, repeat: int,
+def _time(pipe: Any, mode: str, size: int, settings: dict[str, Any], repeat: int,
           device: gpucore.Device) -> dict[str, Any]:
     """One mode's row: a warm-up picture (the recording), then `repeat` timed ones."""
     pipe.step_replay.use_eager(mode == "eager")
@@ -112,8 +152,7 @@ def _time(pipe: Any, mode: str, size: int, steps: int, repeat: int,
 
     def picture() -> None:
         stamps.clear()
-        pipe("a prompt", height=size, width=size, num_inference_steps=steps,
-             guidance_scale=4.5, seed=0, rng="numpy",
+        pipe("a prompt", height=size, width=size, seed=0, rng="numpy", **settings,
              callback=lambda *_: stamps.append(time.perf_counter()))
 
     picture()
@@ -126,7 +165,7 @@ def _time(pipe: Any, mode: str, size: int, steps: int, repeat: int,
         device.synchronize()
         seconds.append(time.perf_counter() - start)
         step_s.append((stamps[-1] - stamps[0]) / max(1, len(stamps) - 1))
-    return {"mode": mode, "size": f"{size}x{size}", "steps": steps,
+    return {"mode": mode, "size": f"{size}x{size}", "steps": settings["num_inference_steps"],
             "seconds": statistics.median(seconds), "step_s": statistics.median(step_s),
             "peak_gib": device.memory_stats().peak_allocated / (1 << 30),
             "recordings": pipe.step_replay.captured.recordings}
