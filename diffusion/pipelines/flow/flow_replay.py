@@ -24,8 +24,8 @@ The step runs eagerly, op by op, where a replay cannot be right:
   switches the pipelines' replays off (`use_eager`), which drops their captures too;
 - a step cache (diffusion.models.step_cache decides on the host, from values the step
   computed, whether to run the blocks) or ControlNet units (their blocks run inside the
-  transformer's call, from maps of their own): Z-Image, FLUX.1 and Chroma run such a
-  generation's steps eagerly;
+  transformer's call, from maps of their own): Z-Image, FLUX.1, SD 3/3.5 and Chroma run
+  such a generation's steps eagerly;
 - Sana, Sana Sprint: nothing else (they take no step cache, ControlNet or prior). FLUX.1's
   Redux prior, its Fill and Canny / Depth inputs and Kontext's reference tokens are inputs
   (the prompt's states, the packed latents), so those steps replay.

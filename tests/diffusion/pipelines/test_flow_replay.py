@@ -206,3 +206,22 @@ def test_chroma_replays_both_passes(first_device: gpucore.Device,
     for replayed, eager in zip(got, _eager(pipe, *runs)):
         np.testing.assert_array_equal(replayed, eager)
     assert np.abs(got[0] - got[1]).mean() > 0.01
+
+
+def test_sd3_replays_its_steps(first_device: gpucore.Device,
+                               tiny_sd3: tuple[Path, Any]) -> None:
+    """SD3, two Euler steps at CFG 4.5 (one batch of the negative's and the prompt's rows):
+    another prompt on the first picture's recording (CLIP's and T5's fixed-length blocks);
+    each picture the eager one."""
+    from diffusion.pipelines.flow.sd3 import StableDiffusion3Pipeline
+
+    pipe = StableDiffusion3Pipeline.from_pretrained(tiny_sd3[0] / "sd3", device=first_device)
+    common: dict[str, Any] = dict(height=16, width=24, num_inference_steps=2, seed=11,
+                                  guidance_scale=4.5, negative_prompt="a dog",
+                                  max_sequence_length=12, output_type="latent")
+    runs = [dict(prompt=p, **common) for p in ("a red circle on a blue background", "a cat")]
+    got = [pipe(**run) for run in runs]
+    assert _counts(pipe) == (1, 3)
+    for replayed, eager in zip(got, _eager(pipe, *runs)):
+        np.testing.assert_array_equal(replayed, eager)
+    assert np.abs(got[0] - got[1]).mean() > 0.01
