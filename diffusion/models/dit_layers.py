@@ -287,9 +287,12 @@ class JointTransformerBlock(nn.Module):
         if dual:
             self.attn2 = JointAttention(dim, heads, head_dim, place, qk_norm=qk_norm,
                                         context=False)
-        self.ff = FeedForward(dim, place)
+        self.ff = self.feed_forward(dim, place)
         if not context_pre_only:
-            self.ff_context = FeedForward(dim, place)
+            self.ff_context = self.feed_forward(dim, place)
+
+    # each stream's feed-forward (`ff`, `ff_context`); Ovis-Image's is a SwiGLU
+    feed_forward: type[FeedForward] = FeedForward
 
     def modulated_input(self, x: Tensor, temb: Tensor) -> Tensor:
         """The image stream's first modulated norm, what attention reads (TeaCache's
