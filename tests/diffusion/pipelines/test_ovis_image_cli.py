@@ -1,6 +1,7 @@
 """Ovis-Image through the command line like any model: the family detected from its folder, its
 defaults, diffusers' OvisImagePipeline picture with `--sampler diffusers --rng torch`, CFG with
-a negative prompt, img2img from the init picture, and what it refuses in one line."""
+a negative prompt, img2img from the init picture, First Block Cache, and what it refuses in one
+line."""
 
 from __future__ import annotations
 
@@ -13,8 +14,10 @@ import pytest
 pytest.importorskip("diffusers", reason="diffusers is a test-only reference (extra: reference)")
 import torch
 from cli_support import cli_error, cli_ok, png_pixels
+from webui_ref import assert_steps_skipped
 
 import gpucore
+from diffusion.infotext import read_infotext
 from diffusion.pipelines.contract import SamplingDefaults
 from diffusion.pipelines.families import capabilities_of
 from diffusion.pipelines.load import model_defaults
@@ -58,10 +61,10 @@ def test_ovis_from_the_cli(first_device: gpucore.Device, tiny_ovis: tuple[Path, 
     assert not (tmp_path / "x.png").exists()
 
 
-def test_ovis_img2img(first_device: gpucore.Device, tiny_ovis: tuple[Path, Any],
-                      tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    """img2img with a WebUI sampler starts from the init picture: two pictures, two
-    results."""
+def test_ovis_img2img_and_cache(first_device: gpucore.Device, tiny_ovis: tuple[Path, Any],
+                                tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """img2img with a WebUI sampler starts from the init picture: two pictures, two results;
+    `--cache fbc:T` skips steps and says so."""
     from PIL import Image
 
     folder, _ = tiny_ovis
@@ -77,3 +80,7 @@ def test_ovis_img2img(first_device: gpucore.Device, tiny_ovis: tuple[Path, Any],
         pictures.append(png_pixels(out))
     # measured 8.4e-3: the tiny random model's steps move far from any start
     assert np.abs(pictures[0] - pictures[1]).mean() > 3e-3
+    out, _ = cli_ok(capsys, "txt2img", "--model", str(folder), *SIZE, "--prompt", RED,
+                    "--cfg-scale", "1", "--sampler", "diffusers", "--steps", "4", "--cache",
+                    "fbc:1.5", "--out", str(tmp_path / "cached.png"))
+    assert_steps_skipped(read_infotext(out) or "", 1.5, 4)
