@@ -110,7 +110,6 @@ class OvisImageTransformer2DModel(FluxTransformer2DModel):
             raise ValueError(f"Ovis-Image's transformer reads packed latents (patch_size 1), "
                              f"got patch_size {cfg['patch_size']}")
         super().__init__({**cfg, "guidance_embeds": False}, dtype=dtype, device=device)
-        self.dtype = dtype
         self.context_embedder_norm = RMSNorm(cfg["joint_attention_dim"], 1e-6,
                                              place={"dtype": dtype, "device": device})
 
@@ -125,9 +124,10 @@ class OvisImageTransformer2DModel(FluxTransformer2DModel):
         scaled = self._thousandfold(timestep)
         if not isinstance(scaled, Tensor):
             scaled = np.asarray(scaled, np.float32).reshape(-1)
+        weight = self.x_embedder.weight
         return self.timestep_embedder(nn.timestep_embedding(
-            scaled, 256, flip_sin_to_cos=True, downscale_freq_shift=0, dtype=self.dtype,
-            device=self.x_embedder.weight.device))
+            scaled, 256, flip_sin_to_cos=True, downscale_freq_shift=0, dtype=weight.dtype,
+            device=weight.device))
 
     def forward(self, hidden_states: Tensor, encoder_hidden_states: Tensor,  # type: ignore[override]
                 timestep: Any, img_ids: Any = None, txt_ids: Any = None, *,
