@@ -34,9 +34,9 @@ _DEFAULTS: dict[str, Any] = {
 class SwiGLUProjection(nn.Module):
     """proj(x) split into (value, gate) halves, value * silu(gate). diffusers: `SwiGLU`."""
 
-    def __init__(self, dim: int, inner: int, place: Place) -> None:
+    def __init__(self, dim: int, inner: int, place: Place, *, bias: bool = True) -> None:
         self.inner = inner
-        self.proj = nn.Linear(dim, 2 * inner, **place)
+        self.proj = nn.Linear(dim, 2 * inner, bias, **place)
 
     def forward(self, x: Tensor) -> Tensor:
         value, gate = _halves(self.proj(x), 0, self.inner)
@@ -48,10 +48,11 @@ class SwiGLUFeedForward(FeedForward):
     dim, activation_fn="swiglu")`."""
 
     def __init__(self, dim: int, place: Place, mult: int = 4, *, bias: bool = True) -> None:
-        self.net = nn.ModuleList([SwiGLUProjection(dim, mult * dim, place), nn.Identity(),
-                                  nn.Linear(mult * dim, dim, bias, **place)])
+        self.net = nn.ModuleList([SwiGLUProjection(dim, mult * dim, place, bias=bias),
+                                  nn.Identity(), nn.Linear(mult * dim, dim, bias, **place)])
 
     def input_layers(self) -> list[nn.Linear]:
+        """The layer that reads forward's x (modulated_norm's reader)."""
         return [typing.cast(SwiGLUProjection, self.net[0]).proj]
 
     def gated(self, residual: Tensor, gate: Tensor, x: Tensor) -> Tensor:
