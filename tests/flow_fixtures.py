@@ -219,3 +219,14 @@ def tiny_longcat(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Any]:
 
     root = tmp_path_factory.mktemp("tiny-longcat")
     return root / "longcat-image", tiny_longcat_pipeline(root)
+
+
+@pytest.fixture(scope="session")
+def tiny_ovis(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Any]:
+    """(the folder `root / "ovis-image"`, diffusers' OvisImagePipeline) of tiny random parts:
+    the pipeline's, the CLI's and the server's tests."""
+    pytest.importorskip("diffusers", reason="diffusers is a test-only reference")
+    from ovis_image_tiny import tiny_ovis_pipeline
+
+    root = tmp_path_factory.mktemp("tiny-ovis")
+    return root / "ovis-image", tiny_ovis_pipeline(root)

@@ -33,6 +33,7 @@ from ..loaders.krea2 import krea2_family
 from ..loaders.longcat_image import longcat_image_family
 from ..loaders.ltx2.folder import ltx2_family
 from ..loaders.lumina2 import lumina2_family, lumina2_file_family
+from ..loaders.ovis_image import ovis_image_family
 from ..loaders.qwen_image import qwenimage21_family, qwenimage_family, qwenimage_layered_family
 from ..loaders.sana import sana_family, sana_file_family
 from ..loaders.wan import wan_family, wan_file_family
@@ -71,6 +72,11 @@ from .flow.longcat_image_model import (
     longcat_image_defaults,
 )
 from .flow.lumina2_model import load_lumina2_model, lumina2_capabilities, lumina2_defaults
+from .flow.ovis_image_model import (
+    load_ovis_image_model,
+    ovis_image_capabilities,
+    ovis_image_defaults,
+)
 from .flow.qwen_image21_model import (
     load_qwenimage21_model,
     qwenimage21_capabilities,
@@ -202,6 +208,9 @@ FAMILIES: tuple[FamilyLoader, ...] = (
     FamilyLoader("LongCat-Image (Edit)", longcat_image_family, load_longcat_image_model,
                  longcat_image_defaults, latent_channels=16,
                  capabilities=lambda path, family: longcat_image_capabilities(family)),
+    FamilyLoader("Ovis-Image", ovis_image_family, load_ovis_image_model, ovis_image_defaults,
+                 latent_channels=16,
+                 capabilities=lambda path, family: ovis_image_capabilities(family)),
     FamilyLoader("HiDream-I1 (Full, Dev, Fast)", hidream_family, load_hidream_model,
                  hidream_defaults, latent_channels=16, single_file_base=True,
                  capabilities=lambda path, family: hidream_capabilities(family)),
