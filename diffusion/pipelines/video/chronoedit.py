@@ -16,7 +16,6 @@ torch RNG a seed gives diffusers' picture.
 
 from __future__ import annotations
 
-import os
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, cast
@@ -58,7 +57,7 @@ class ChronoEditPipeline(WanPipeline):
     picture; Wan's `__call__` draws its video as an image-to-video model."""
 
     @classmethod
-    def from_pretrained(cls, path: str | os.PathLike[str], *, dtype: Any = np.float32,
+    def from_pretrained(cls, path: str | Path, *, dtype: Any = np.float32,
                         device: Device | None = None, variant: str | None = None,
                         offload: bool = False,
                         files: WanFiles | None = None) -> ChronoEditPipeline:
