@@ -80,6 +80,6 @@ def test_other_families_refuse_temporal_reasoning() -> None:
     plain = Capabilities(family="sdxl", latent_space="sdxl")
     for setting in ({"enable_temporal_reasoning": True}, {"num_temporal_reasoning_steps": 3},
                     {"num_frames": 29}):
-        with pytest.raises(ValueError, match="temporal reasoning.*not supported"):
+        with pytest.raises(ValueError, match=r"temporal reasoning.*not supported"):
             plain.refuse(GenerationRequest(prompt="x", **setting))
     plain.refuse(GenerationRequest(prompt="x"))  # the defaults ask nothing
