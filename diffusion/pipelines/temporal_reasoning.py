@@ -15,17 +15,18 @@ __all__ = ["DEFAULT_FRAMES", "FIELDS", "check_temporal_reasoning", "reasoning_as
 
 DEFAULT_FRAMES = 81  # diffusers' num_frames default
 
-# the fields' metadata (request._label's keys): no infotext label of their own (ChronoEdit
-# writes them among its sampler fields), the CLI option's help, the API's body key
+# the fields' metadata (request._label's keys): the infotext label (ChronoEdit writes the
+# steps and frames among its sampler fields where reasoning ran, which says it was on), the
+# CLI option's help, the API's body key
 FIELDS: tuple[dict[str, str | None], ...] = (
-    {"infotext": None, "api": "enable_temporal_reasoning",
+    {"infotext": "Temporal reasoning steps", "api": "enable_temporal_reasoning",
      "cli": "ChronoEdit: reason through a video from the picture to its edit (--num-frames "
             "frames) for the first --num-temporal-reasoning-steps steps, then draw the edit "
             "alone; slower, for edits that move things"},
-    {"infotext": None, "api": "num_temporal_reasoning_steps",
+    {"infotext": "Temporal reasoning steps", "api": "num_temporal_reasoning_steps",
      "cli": "ChronoEdit with --enable-temporal-reasoning: the steps that draw the reasoning "
             "video (0, the default, cuts it to its ends at once)"},
-    {"infotext": None, "api": "num_frames",
+    {"infotext": "Temporal reasoning frames", "api": "num_frames",
      "cli": f"ChronoEdit with --enable-temporal-reasoning: the reasoning video's frames, "
             f"1 + 4k ({DEFAULT_FRAMES}, the default; 29 is quicker)"})
 
