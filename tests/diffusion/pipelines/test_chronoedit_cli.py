@@ -1,9 +1,9 @@
 """ChronoEdit through `python -m diffusion img2img` (a tiny ChronoEditPipeline folder): the
 registry tells it before loading, the picture with temporal reasoning (--enable-temporal-
 reasoning, --num-frames, --num-temporal-reasoning-steps) is diffusers' within the PNG's
-rounding and its infotext says the reasoning; txt2img, a strength and a reasoning video of
-other than 1 + 4k frames are refused in one line, and so is temporal reasoning on another
-family."""
+rounding and its infotext says the reasoning; txt2img, a strength, a reasoning video of
+other than 1 + 4k frames and txt2vid are refused in one line, and so is temporal reasoning on
+another family."""
 
 from __future__ import annotations
 
@@ -73,6 +73,9 @@ def test_edit_from_the_cli(first_device: gpucore.Device, tiny_folder: tuple[Path
                                  "--init-image", str(tmp_path / "in.png"),
                                  "--out", str(tmp_path / "x.png"))
     assert not (tmp_path / "x.png").exists()
+    # a video model that makes pictures: the video commands point at img2img
+    assert "img2img" in cli_error(capsys, "txt2vid", "--model", str(folder), "--prompt", "x",
+                                  "--frames", "5", "-o", str(tmp_path / "v"))
 
 
 @pytest.mark.nodevice
