@@ -25,7 +25,6 @@ by its length before any tokenizing).
 
 from __future__ import annotations
 
-import math
 from dataclasses import Field, dataclass, field, fields, replace
 from numbers import Integral, Real
 from typing import Any
@@ -38,6 +37,10 @@ from ..text.emphasis_mode import check_emphasis
 from ..upscalers.interpolation import HiresFix
 from .hires_pass import check_hires_pass, check_hires_refiner_pass, hires_sampler
 from .masked_content import masked_content
+from .request_checks import number as _number
+from .request_checks import whole as _whole
+from .temporal_reasoning import DEFAULT_FRAMES, check_temporal_reasoning
+from .temporal_reasoning import FIELDS as _REASONING
 
 __all__ = ["LIMITS", "MAX_PROMPT_CHARS", "GenerationRequest", "as_request", "check_size",
            "door_fields", "infotext_labels"]
@@ -204,6 +207,12 @@ class GenerationRequest:
             "kept), 'No norm' (weights alone; Forge finds it better for SDXL), Ignore "
             "(brackets dropped, no weights), None (brackets read as text)"))
 
+    # ChronoEdit's temporal reasoning, as diffusers' ChronoEditPipeline names it (its help:
+    # pipelines.temporal_reasoning)
+    enable_temporal_reasoning: bool = field(default=False, metadata=_REASONING[0])
+    num_temporal_reasoning_steps: int = field(default=0, metadata=_REASONING[1])
+    num_frames: int = field(default=DEFAULT_FRAMES, metadata=_REASONING[2])
+
     def __post_init__(self) -> None:
         _check(self)
 
@@ -235,27 +244,6 @@ class GenerationRequest:
             self.hires, self.sampler_label)
 
 
-def _whole(name: str, value: Any, low: float = -math.inf, high: float = math.inf) -> None:
-    # int(): exact for an Integral, and what the comparison needs to type-check (numbers'
-    # ABCs declare no reflected comparisons, so mypy cannot see low <= value)
-    if isinstance(value, bool) or not isinstance(value, Integral) \
-            or not low <= int(value) <= high:
-        where = f" from {low:g} to {high:g}" if high < math.inf else (
-            f" >= {low:g}" if low > -math.inf else "")
-        raise ValueError(f"{name} must be a whole number{where}, got {value!r}")
-
-
-def _number(name: str, value: Any, low: float, high: float, *, open_low: bool = False,
-            open_high: bool = False) -> None:
-    ok = isinstance(value, Real) and not isinstance(value, bool) and math.isfinite(value)
-    if ok:
-        ok = (value > low if open_low else value >= low) and (
-            value < high if open_high else value <= high)
-    if not ok:
-        interval = f"{'(' if open_low else '['}{low:g}, {high:g}{')' if open_high else ']'}"
-        raise ValueError(f"{name} must be a finite number in {interval}, got {value!r}")
-
-
 def _check(r: GenerationRequest) -> None:
     """Every check that needs no model, cheapest first (the prompt's length before anything
     reads the prompt)."""
@@ -268,6 +256,7 @@ def _check(r: GenerationRequest) -> None:
                              f"{MAX_PROMPT_CHARS:,} (MAX_PROMPT_CHARS); shorten it")
     for name in ("steps", "batch_size"):
         _whole(name, getattr(r, name), *LIMITS[name])
+    check_temporal_reasoning(r)
     _whole("clip_skip (layers skipped: the WebUI's Clip skip minus 1)", r.clip_skip,
            *LIMITS["clip_skip"])
     _number("cfg_scale", r.cfg_scale, *LIMITS["cfg_scale"])
