@@ -32,7 +32,7 @@ from .animate import (
     refuse_animate,
 )
 from .device import add_device_options, use_device_options
-from .img2vid_framepack import refuse_hunyuan_only
+from .img2vid_framepack import add_framepack_options, refuse_hunyuan_only
 from .init_video import add_init_video_options, init_video_of
 from .memory import add_memory_options, memory_mode
 from .options import number, whole
@@ -155,9 +155,7 @@ def _options(sub: argparse.ArgumentParser) -> None:
                      help="HunyuanVideo: true classifier-free guidance against "
                           "--negative-prompt above 1, beside --cfg-scale, the guidance its "
                           "distilled transformer reads (off)")
-    sub.add_argument("--sampling-type", choices=("inverted_anti_drifting", "vanilla"),
-                     help="FramePack: sections made backwards (FramePackI2V_HY's, the default) "
-                          "or forwards (vanilla: F1's)")
+    add_framepack_options(sub)
     sub.add_argument("--seed", type=whole, default=-1,
                      help="random seed; -1 (the default) picks one and prints it")
     sub.add_argument("--sampler", default="diffusers", choices=("diffusers", "UniPC", "Euler"),
@@ -274,8 +272,9 @@ def _check_files(args: argparse.Namespace) -> None:
     check_wan_paths(_source(args))
 
 
-def _picture(path: str) -> object:
-    """--image as an RGB PIL image; ValueError in one line when it cannot be read."""
+def _picture(path: str, option: str = "--image") -> object:
+    """`option`'s picture as an RGB PIL image; ValueError in one line when it cannot be
+    read."""
     from PIL import Image, UnidentifiedImageError
 
     from ..imaging import eight_bit
@@ -284,9 +283,9 @@ def _picture(path: str) -> object:
         with Image.open(path) as opened:
             return eight_bit(opened).convert("RGB")
     except FileNotFoundError:
-        raise ValueError(f"--image {path}: no such file") from None
+        raise ValueError(f"{option} {path}: no such file") from None
     except (UnidentifiedImageError, OSError):
-        raise ValueError(f"--image {path}: not a readable picture (PNG, JPEG, WebP...)") from None
+        raise ValueError(f"{option} {path}: not a readable picture (PNG, JPEG, WebP...)") from None
 
 
 def _dtype(choice: str) -> object:
