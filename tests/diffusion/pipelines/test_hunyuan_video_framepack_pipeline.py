@@ -99,8 +99,9 @@ def test_img2vid(first_device: gpucore.Device, tiny: tuple[Path, Any], tmp_path:
                  capsys: pytest.CaptureFixture[str],
                  tiny_hunyuan_video: tuple[Path, Any]) -> None:
     """`img2vid --image --sampling-type vanilla` on the folder gives diffusers' video (one
-    step, one section of the default 9-frame window), with a bar for the section; txt2vid
-    is refused in one line before the weights load."""
+    step, one section of the default 9-frame window), with a bar for the section; txt2vid,
+    FramePack's options on another model, a window above 33 and a last frame with forwards
+    sampling are refused in one line before the weights load."""
     from cli_support import cli_error, cli_ok, png_frames
 
     folder, reference = tiny
@@ -122,6 +123,15 @@ def test_img2vid(first_device: gpucore.Device, tiny: tuple[Path, Any], tmp_path:
     assert "--sampling-type is for FramePack" in cli_error(
         capsys, "txt2vid", *common[2:], "--model", str(tiny_hunyuan_video[0]),
         "--sampling-type", "vanilla", "-o", str(tmp_path / "x.webp"))
+    assert "--latent-window-size is for FramePack" in cli_error(
+        capsys, "txt2vid", *common[2:], "--model", str(tiny_hunyuan_video[0]),
+        "--latent-window-size", "3", "-o", str(tmp_path / "x.webp"))
+    picture = ("--image", str(tmp_path / "in.png"), "-o", str(tmp_path / "x.webp"))
+    assert "--latent-window-size must be 1 to 33" in cli_error(
+        capsys, "img2vid", *common, *picture, "--latent-window-size", "34")
+    assert "--last-image needs --sampling-type inverted_anti_drifting" in cli_error(
+        capsys, "img2vid", *common, *picture, "--sampling-type", "vanilla", "--last-image",
+        str(tmp_path / "in.png"))
 
 
 def test_folder(tiny: tuple[Path, Any], tmp_path: Path) -> None:
