@@ -179,12 +179,13 @@ def test_i2v_first_block_cache_matches_diffusers_hook(first_device: gpucore.Devi
     assert np.abs(got - expected).max() < TOL[1]
 
 
-def test_img2vid_original_lora_matches_merged(first_device: gpucore.Device,
-                                              tiny: tuple[Path, Any, np.ndarray],
-                                              tmp_path: Path,
-                                              capsys: pytest.CaptureFixture[str]) -> None:
+@pytest.mark.parametrize("layout", ["musubi", "diffusers"])
+def test_img2vid_lora_matches_merged(first_device: gpucore.Device,
+                                     tiny: tuple[Path, Any, np.ndarray], tmp_path: Path,
+                                     capsys: pytest.CaptureFixture[str], layout: str) -> None:
     """`img2vid --lora FILE:0.8` of a LoRA in Tencent's original names as musubi-tuner writes
-    them (fused q/k/v and linear1, `lora_down` / `lora_up` / `alpha`) gives the video of
+    them (fused q/k/v and linear1, `lora_down` / `lora_up` / `alpha`), or in diffusers' (each
+    layer's `transformer.` `lora_A` / `lora_B`, no alpha: scale 1), gives the video of
     diffusers' I2V pipeline whose transformer has the LoRA merged into its weights by hand
     in torch (the fused rows split into diffusers' layers); the LoRA visibly changes it."""
     from safetensors.torch import save_file
@@ -197,13 +198,17 @@ def test_img2vid_original_lora_matches_merged(first_device: gpucore.Device,
         down = torch.randn(2, weights[0].shape[1], generator=gen) * 0.4
         up = torch.randn(sum(w.shape[0] for w in weights), 2, generator=gen) * 0.4
         name = "lora_unet_" + original.replace(".", "_")
-        lora |= {f"{name}.lora_down.weight": down, f"{name}.lora_up.weight": up,
-                 f"{name}.alpha": torch.tensor(3.0)}
-        for weight, rows in zip(weights, (up @ down).split([w.shape[0] for w in weights]),
-                                strict=True):
+        if layout == "musubi":
+            lora |= {f"{name}.lora_down.weight": down, f"{name}.lora_up.weight": up,
+                     f"{name}.alpha": torch.tensor(3.0)}
+        parts = up.split([w.shape[0] for w in weights])
+        for target, weight, rows in zip(targets, weights, parts, strict=True):
+            if layout == "diffusers":  # alpha / rank (1.5) in B
+                lora |= {f"transformer.{target}.lora_A.weight": down.clone(),
+                         f"transformer.{target}.lora_B.weight": rows * 1.5}
             saved[id(weight)] = weight.detach().clone()
-            weight.data += 0.8 * 3.0 / 2 * rows  # weight x alpha / rank
-    save_file(lora, tmp_path / "musubi.safetensors")
+            weight.data += 0.8 * 3.0 / 2 * (rows @ down)  # weight x alpha / rank
+    save_file({k: v.contiguous() for k, v in lora.items()}, tmp_path / "lora.safetensors")
     try:
         with torch.no_grad():
             expected = np.asarray(reference(image=_picture(1), prompt=PROMPT, output_type="np",
@@ -217,7 +222,7 @@ def test_img2vid_original_lora_matches_merged(first_device: gpucore.Device,
     out, _ = cli_ok(capsys, "img2vid", "--model", str(folder), "--image", str(tmp_path / "in.png"),
                     "--width", str(WIDTH), "--height", str(HEIGHT), "--frames", str(FRAMES),
                     "--steps", str(STEPS), "--seed", "7", "--dtype", "float32", "--cfg-scale",
-                    "4.5", "--prompt", PROMPT, "--lora", f"{tmp_path / 'musubi.safetensors'}:0.8",
+                    "4.5", "--prompt", PROMPT, "--lora", f"{tmp_path / 'lora.safetensors'}:0.8",
                     "-o", str(tmp_path / "lora"))
     # within a level of the merged reference's frames, the PNG's rounding (measured: equal)
     assert np.abs(png_frames(out) - np.round(expected * 255) / 255).max() <= 1 / 255 + 1e-6
