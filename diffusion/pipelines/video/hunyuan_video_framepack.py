@@ -110,10 +110,13 @@ class HunyuanVideoFramepackPipeline(HunyuanVideoPipeline):
     @classmethod
     def from_pretrained(cls, path: str | Path, *, dtype: Any = np.float32,
                         device: Device | None = None, variant: str | None = None,
-                        offload: bool = False) -> HunyuanVideoFramepackPipeline:
+                        offload: bool = False, transformer: str | Path | None = None
+                        ) -> HunyuanVideoFramepackPipeline:
         """Load a HunyuanVideoFramepackPipeline folder (`load_framepack_folder`) onto
-        `device` in `dtype`; `offload` as HunyuanVideoPipeline's."""
-        weights = load_framepack_folder(path, variant=variant)
+        `device` in `dtype`, `transformer` (a FramePack transformer file, e.g.
+        FramePackI2V_HY_bf16.safetensors, or folder) in place of its own; `offload` as
+        HunyuanVideoPipeline's."""
+        weights = load_framepack_folder(path, variant=variant, transformer=transformer)
         transformer, llama, clip, siglip = (weights.transformer, weights.text_encoder,
                                             weights.text_encoder_2, weights.image_encoder)
         assert transformer is not None and llama is not None and clip is not None
