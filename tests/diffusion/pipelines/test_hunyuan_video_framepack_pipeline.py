@@ -136,7 +136,9 @@ def test_img2vid(first_device: gpucore.Device, tiny: tuple[Path, Any], tmp_path:
 
 def test_folder(tiny: tuple[Path, Any], tmp_path: Path) -> None:
     """The folder is FramePack's family; a transformer/ folder of another model and a folder
-    without its SigLIP processor are refused in one line naming the file."""
+    without its SigLIP processor are refused in one line naming the file; its transformer
+    as one file (`transformer=`) loads as its transformer/ does (the rotary axes the
+    folder's config's)."""
     import shutil
 
     from diffusion.loaders.errors import WeightsError
@@ -147,7 +149,7 @@ def test_folder(tiny: tuple[Path, Any], tmp_path: Path) -> None:
     )
     from diffusion.pipelines.video.models import video_family_name
 
-    folder, _ = tiny
+    folder, reference = tiny
     assert framepack_family(folder) == video_family_name(folder) == "framepack"
     with pytest.raises(WeightsError, match="is not a FramePack transformer"):
         load_framepack_transformer(folder / "vae")
@@ -156,3 +158,17 @@ def test_folder(tiny: tuple[Path, Any], tmp_path: Path) -> None:
     (broken / "feature_extractor" / "preprocessor_config.json").unlink()
     with pytest.raises(WeightsError, match=r"preprocessor_config\.json: required"):
         load_framepack_folder(broken)
+    # lllyasviel's transformer as one file in place of transformer/: the same weights
+    from safetensors.numpy import save_file
+    from sd_tiny import state_dict
+
+    state = state_dict(reference.transformer)
+    save_file(state, tmp_path / "fp.safetensors")
+    own = load_framepack_folder(folder).transformer
+    got = load_framepack_folder(folder, transformer=tmp_path / "fp.safetensors").transformer
+    assert {k: v for k, v in got.config.items() if not k.startswith("_")} == {
+        k: tuple(v) if isinstance(v, list) else v for k, v in own.config.items()
+        if not k.startswith("_")}
+    assert sorted(got.keys()) == sorted(own.keys())
+    np.testing.assert_array_equal(got["clean_x_embedder.proj_4x.weight"],
+                                  own["clean_x_embedder.proj_4x.weight"])
