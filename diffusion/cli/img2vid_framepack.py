@@ -58,10 +58,16 @@ def refuse_hunyuan_only(args: argparse.Namespace, family: str) -> None:
 
 
 def refuse_framepack_options(args: argparse.Namespace) -> None:
-    """ValueError in one line for an option FramePack does not take."""
+    """ValueError in one line for an option FramePack does not take (--base: the folder a
+    transformer file --model needs, checked by cli.txt2vid, a FramePack one)."""
+    from ..loaders.hunyuan_video.framepack import framepack_family
+
     refuse_command(args, True, text_model="FramePack", picture_model="FramePack (image to "
                    "video)")
-    refuse_wan_only(args, "FramePack")
+    refuse_wan_only(argparse.Namespace(**{**vars(args), "base": None}), "FramePack")
+    if args.base is not None and framepack_family(args.base) is None:
+        raise ValueError(f"--base {args.base}: not a FramePack folder (its model_index.json "
+                         "must name a HunyuanVideoFramepackPipeline)")
     window = args.latent_window_size
     if window is not None and not 1 <= window <= 33:
         raise ValueError(f"--latent-window-size must be 1 to 33 latent frames, got {window}")
@@ -100,7 +106,8 @@ def run_framepack(args: argparse.Namespace, out: Path, dtype: Any, image: Any) -
         print("note: FramePack's true CFG takes --true-cfg-scale above 1 and "
               "--negative-prompt together; with one alone it is off", file=sys.stderr)
     cache = flow_video_cache(args, "FramePack")
-    pipe = load_flow_video(HunyuanVideoFramepackPipeline, args, dtype)
+    file = {"transformer": args.model} if args.base is not None else {}
+    pipe = load_flow_video(HunyuanVideoFramepackPipeline, args, dtype, **file)
     bars = SectionBars(args.command)
     videos = pipe(args.prompt, image=image, negative_prompt=args.negative_prompt,
                   height=args.height, width=args.width, num_frames=args.frames,

@@ -111,11 +111,12 @@ def _options(sub: argparse.ArgumentParser) -> None:
                           "transformer file with --base: ComfyUI's "
                           "(wan2.1_t2v_1.3B_bf16, *_fp8_e4m3fn, *_fp8_scaled .safetensors; "
                           "Wan 2.2 A14B's high-noise expert; Wan VACE's "
-                          "wan2.1_vace_14B_fp16.safetensors) or a GGUF of it")
+                          "wan2.1_vace_14B_fp16.safetensors) or a GGUF of it; a FramePack "
+                          "transformer file (FramePackI2V_HY_bf16.safetensors) with --base")
     sub.add_argument("--base", metavar="FOLDER",
                      help="for a transformer file: the Wan diffusers folder of the same model "
                           "giving the tokenizer, scheduler, configs and every part no file "
-                          "replaces (it may hold only those)")
+                          "replaces (it may hold only those); FramePack's: a FramePack folder")
     sub.add_argument("--model-2", metavar="FILE",
                      help="Wan 2.2 A14B: the low-noise expert's file "
                           "(wan2.2_*_low_noise_14B_*.safetensors or .gguf); needs --base")

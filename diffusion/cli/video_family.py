@@ -63,12 +63,15 @@ def flow_video_cache(args: argparse.Namespace, family: str) -> Any:
     return cache
 
 
-def load_flow_video(pipeline: Any, args: argparse.Namespace, dtype: Any) -> Any:
-    """`pipeline.from_pretrained(args.model)` in `dtype`, set as `args` say: the memory mode
-    (its networks loaded straight to host memory), --fp16-accumulation, --no-half-vae,
+def load_flow_video(pipeline: Any, args: argparse.Namespace, dtype: Any, **parts: Any) -> Any:
+    """`pipeline.from_pretrained(args.model, **parts)` in `dtype` (FramePack's transformer
+    file: `args.base`'s folder with `transformer=args.model`), set as `args` say: the memory
+    mode (its networks loaded straight to host memory), --fp16-accumulation, --no-half-vae,
     --lora on the transformer; the seed said on stderr once the settings hold."""
     mode = memory_mode(args)
-    pipe = pipeline.from_pretrained(args.model, dtype=dtype, offload=args.offload or bool(mode))
+    folder = args.model if "transformer" not in parts else args.base
+    pipe = pipeline.from_pretrained(folder, dtype=dtype, offload=args.offload or bool(mode),
+                                    **parts)
     pipe.set_memory_mode(mode)
     if args.fp16_accumulation:
         from ..pipelines.fp16_accumulation import use_fp16_accumulation

@@ -7,11 +7,13 @@ as they are (both build on diffusers' HunyuanVideo blocks: `x_embedder.proj`,
 ComfyUI's `model.diffusion_model.`. The file holds no config: it is read from the tensor
 shapes, the rotary axes the release's 16 + 56 + 56 of its 128-wide heads unless `given`.
 
+    framepack_file_family("FramePackI2V_HY_bf16.safetensors")  # "framepack"
     weights = load_framepack_file("FramePackI2V_HY_bf16.safetensors")
 """
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Any
 
@@ -20,11 +22,27 @@ from ..formats.torch_file import open_weights_file
 from ..keymaps.dit_keys import block_count, key_of, prefix_of
 from ..weights import ComponentWeights, TensorRef, resolve_dtype
 
-__all__ = ["load_framepack_file"]
+__all__ = ["framepack_file_family", "load_framepack_file"]
 
 _WHAT = "FramePack"
 _MARKERS = ("clean_x_embedder.proj_2x.weight", "image_projection.up.weight")
 _RELEASE_ROPE = {128: (16, 56, 56)}  # head dim -> the release's rotary axes
+
+
+def framepack_file_family(path: str | os.PathLike[str]) -> str | None:
+    """"framepack" for a .safetensors file holding a FramePack transformer (its header
+    read), None for anything else (an unreadable file too: its loader says what is wrong)."""
+    from ..formats.safetensors import SafetensorsFile
+
+    root = Path(path)
+    if not root.is_file() or root.suffix.lower() != ".safetensors":
+        return None
+    try:
+        file = SafetensorsFile(root)
+    except WeightsError:
+        return None
+    prefix = prefix_of(file, "clean_x_embedder.")
+    return "framepack" if all(prefix + marker in file for marker in _MARKERS) else None
 
 
 def _config(file: Any, prefix: str, path: Path, given: dict[str, Any]) -> dict[str, Any]:

@@ -99,7 +99,8 @@ def test_img2vid(first_device: gpucore.Device, tiny: tuple[Path, Any], tmp_path:
                  capsys: pytest.CaptureFixture[str],
                  tiny_hunyuan_video: tuple[Path, Any]) -> None:
     """`img2vid --image --sampling-type vanilla` on the folder gives diffusers' video (one
-    step, one section of the default 9-frame window), with a bar for the section; txt2vid,
+    step, one section of the default 9-frame window), with a bar for the section, and with
+    its transformer as one file (`--model FILE --base FOLDER`) the same frames; txt2vid,
     FramePack's options on another model, a window above 33 and a last frame with forwards
     sampling are refused in one line before the weights load."""
     from cli_support import cli_error, cli_ok, png_frames
@@ -117,6 +118,22 @@ def test_img2vid(first_device: gpucore.Device, tiny: tuple[Path, Any], tmp_path:
     assert got.shape == expected.shape
     assert np.abs(got - expected).mean() < 0.01  # through 8-bit PNG frames
     assert "section 1/1" in err
+    # lllyasviel's transformer as one file with the folder as --base: the same frames
+    from safetensors.numpy import save_file
+    from sd_tiny import state_dict
+
+    save_file(state_dict(reference.transformer), tmp_path / "fp.safetensors")
+    out, _ = cli_ok(capsys, "img2vid", *common[2:], "--model", str(tmp_path / "fp.safetensors"),
+                    "--base", str(folder), "--image", str(tmp_path / "in.png"),
+                    "--sampling-type", "vanilla", "-o", str(tmp_path / "file"))
+    assert np.array_equal(png_frames(out), got)
+    assert "--base" in cli_error(capsys, "img2vid", *common[2:], "--model",
+                                 str(tmp_path / "fp.safetensors"), "--image",
+                                 str(tmp_path / "in.png"), "-o", str(tmp_path / "x.webp"))
+    assert "not a FramePack folder" in cli_error(
+        capsys, "img2vid", *common[2:], "--model", str(tmp_path / "fp.safetensors"), "--base",
+        str(tiny_hunyuan_video[0]), "--image", str(tmp_path / "in.png"), "-o",
+        str(tmp_path / "x.webp"))
     assert "img2vid" in cli_error(capsys, "txt2vid", *common, "-o", str(tmp_path / "x.webp"))
     assert "image-to-video model: make videos with `python -m diffusion img2vid" in cli_error(
         capsys, "txt2img", "--model", str(folder), "--prompt", PROMPT)
