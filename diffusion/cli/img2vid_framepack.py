@@ -22,7 +22,13 @@ from typing import Any
 import numpy as np
 
 from .progress import ProgressBar
-from .video_family import flow_video_cache, load_flow_video, refuse_command, refuse_wan_only
+from .video_family import (
+    flow_video_cache,
+    load_flow_video,
+    read_picture,
+    refuse_command,
+    refuse_wan_only,
+)
 from .video_out import finish_video
 
 __all__ = ["SectionBars", "add_framepack_options", "refuse_framepack_options",
@@ -97,10 +103,9 @@ def run_framepack(args: argparse.Namespace, out: Path, dtype: Any, image: Any) -
     `refuse_framepack_options` before the weights load) with the FramePack folder
     `args.model`, its weights in `dtype`, animating `image`; prints the path."""
     from ..pipelines.video.hunyuan_video_framepack import HunyuanVideoFramepackPipeline
-    from .txt2vid import _picture
 
     refuse_framepack_options(args)
-    last = None if args.last_image is None else _picture(args.last_image, "--last-image")
+    last = None if args.last_image is None else read_picture(args.last_image, "--last-image")
     true_cfg = args.true_cfg_scale is not None and args.true_cfg_scale > 1
     if true_cfg != (args.negative_prompt is not None):
         print("note: FramePack's true CFG takes --true-cfg-scale above 1 and "

@@ -40,6 +40,7 @@ from .paths import check_output_file
 from .progress import ProgressBar
 from .txt2vid_ltx2 import add_ltx2_options, refuse_ltx2_only
 from .vace import add_vace_options, check_vace, vace_control, vace_named
+from .video_family import read_picture
 from .video_lora import lora_spec, patch_loras
 from .video_out import finish_video
 
@@ -273,22 +274,6 @@ def _check_files(args: argparse.Namespace) -> None:
     check_wan_paths(_source(args))
 
 
-def _picture(path: str, option: str = "--image") -> object:
-    """`option`'s picture as an RGB PIL image; ValueError in one line when it cannot be
-    read."""
-    from PIL import Image, UnidentifiedImageError
-
-    from ..imaging import eight_bit
-
-    try:
-        with Image.open(path) as opened:
-            return eight_bit(opened).convert("RGB")
-    except FileNotFoundError:
-        raise ValueError(f"{option} {path}: no such file") from None
-    except (UnidentifiedImageError, OSError):
-        raise ValueError(f"{option} {path}: not a readable picture (PNG, JPEG, WebP...)") from None
-
-
 def _dtype(choice: str) -> object:
     if choice == "float32":
         return np.float32
@@ -319,7 +304,7 @@ def run(args: argparse.Namespace) -> int:
     init = init_video_of(args, animate, MAX_FRAMES)  # read: its frames and size the run's
     out = _check(args)
     refuse_animate(args, animate)  # (Kandinsky 5 Video too)
-    image = _picture(args.image) if args.command == "img2vid" else None
+    image = read_picture(args.image) if args.command == "img2vid" else None
     use_device_options(args)
     from ..pipelines.video.models import video_family_name
 
