@@ -60,5 +60,5 @@ def test_sana_peft_lora_matches_diffusers(first_device: gpucore.Device,
         reference.unload_lora_weights()
     got = _ours(capsys, folder, tmp_path, f"<lora:sana:0.8>{RED}", tmp_path / "a.png")
     assert np.abs(got - expected).max() <= 1  # the PNG's rounding
-    plain = _ours(capsys, folder, tmp_path, RED, tmp_path / "b.png")
-    assert np.abs(got - plain).mean() > 5  # the LoRA matters
+    # the LoRA matters (diffusers' picture without it: cheaper than a second run of ours)
+    assert np.abs(_diffusers(reference) - expected).mean() > 5
