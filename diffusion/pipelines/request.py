@@ -193,7 +193,6 @@ class GenerationRequest:
             "magcache (FLUX.1; 0.06), teacache (FLUX.1; 0.4) or none (the default). Skipped "
             "steps reuse the transformer's last residual: faster, a little less detail; "
             "higher thresholds skip more"))
-
     # the WebUI's "Tiling": every conv of the UNet and the VAE pads circularly (torch's
     # padding_mode="circular"), so the picture tiles seamlessly (SD 1.x/2.x, SDXL)
     tiling: bool = field(default=False, metadata=_label(
@@ -202,10 +201,13 @@ class GenerationRequest:
             "convs wrap around the edges; SD 1.x/2.x and SDXL)"))
     # the WebUI's "Emphasis mode" (text.emphasis_mode): how (word:1.2) weighs the text states
     emphasis: str = field(default="Original", metadata=_label(
-        "Emphasis",
-        cli="how (word:1.2) weighs the prompt: Original (the default: weights, then the mean "
-            "kept), 'No norm' (weights alone; Forge finds it better for SDXL), Ignore "
-            "(brackets dropped, no weights), None (brackets read as text)"))
+        "Emphasis", cli="how (word:1.2) weighs the prompt: Original (the default: weights, "
+        "then the mean kept), 'No norm' (weights alone; Forge finds it better for SDXL), "
+        "Ignore (brackets dropped, no weights), None (brackets read as text)"))
+    # Sana: drawn at the model's aspect-ratio bin nearest the size, resized back (sana_bins)
+    use_resolution_binning: bool = field(default=True, metadata=_label(None, cli=(
+        "Sana: draw at the model's aspect-ratio bin nearest the size asked, then resize and "
+        "crop to it (diffusers' use_resolution_binning, its default)")))
 
     # ChronoEdit's temporal reasoning, as diffusers' ChronoEditPipeline names it (its help:
     # pipelines.temporal_reasoning)
@@ -302,8 +304,6 @@ def _check(r: GenerationRequest) -> None:
         for name, side in zip(("hires resize width", "hires resize height"), r.hires.resize,
                               strict=True):
             check_size(name, side)
-    if not isinstance(r.inpaint_full_res, bool):
-        raise ValueError(f"inpaint_full_res must be True or False, got {r.inpaint_full_res!r}")
     _whole("inpaint_full_res_padding (pixels around the mask)", r.inpaint_full_res_padding, 0)
     blur = r.mask_blur if isinstance(r.mask_blur, (tuple, list)) else (r.mask_blur,)
     if len(blur) not in (1, 2):
@@ -318,7 +318,8 @@ def _check(r: GenerationRequest) -> None:
     _whole("resize_mode (0 just resize, 1 crop and resize, 2 resize and fill, 3 just resize "
            "(latent upscale))", r.resize_mode, 0, 3)
     check_emphasis(r.emphasis)
-    for name in ("mask_round", "mask_invert", "tiling"):
+    for name in ("inpaint_full_res", "mask_round", "mask_invert", "tiling",
+                 "use_resolution_binning"):
         if not isinstance(getattr(r, name), bool):
             raise ValueError(f"{name} must be True or False, got {getattr(r, name)!r}")
     if r.latent_noise_seed is not None:
