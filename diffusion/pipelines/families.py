@@ -16,6 +16,7 @@ import os
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from ..loaders.cosmos import cosmos_family
 from ..loaders.flow.chroma import chroma_family
 from ..loaders.flow.file import flow_model_family
 from ..loaders.flux2 import flux2_distilled, flux2_family
@@ -38,6 +39,7 @@ from ..loaders.sana import sana_family, sana_file_family
 from ..loaders.wan import wan_family, wan_file_family
 from ..loaders.z_image import zimage_family, zimage_omni_family
 from .contract import Capabilities, LoadOptions, Pipeline, SamplingDefaults
+from .flow.cosmos_model import cosmos_capabilities, cosmos_defaults, load_cosmos_model
 from .flow.fill_model import fill_capabilities, fill_defaults, fill_family, load_fill_model
 from .flow.flow_capabilities import flow_capabilities, transformer_config
 from .flow.flow_model import flow_defaults, load_flow_model
@@ -205,6 +207,9 @@ FAMILIES: tuple[FamilyLoader, ...] = (
     FamilyLoader("HiDream-I1 (Full, Dev, Fast)", hidream_family, load_hidream_model,
                  hidream_defaults, latent_channels=16, single_file_base=True,
                  capabilities=lambda path, family: hidream_capabilities(family)),
+    FamilyLoader("Cosmos Predict2 Text2Image", cosmos_family, load_cosmos_model,
+                 cosmos_defaults, latent_channels=16,
+                 capabilities=lambda path, family: cosmos_capabilities(family)),
     # the video models: a folder or transformer file is told apart so that txt2img says to use
     # txt2vid
     FamilyLoader("Wan 2.1 / 2.2 (videos: txt2vid)",
