@@ -207,7 +207,9 @@ FAMILIES: tuple[FamilyLoader, ...] = (
     FamilyLoader("HiDream-I1 (Full, Dev, Fast)", hidream_family, load_hidream_model,
                  hidream_defaults, latent_channels=16, single_file_base=True,
                  capabilities=lambda path, family: hidream_capabilities(family)),
-    FamilyLoader("Cosmos Predict2 Text2Image", cosmos_family, load_cosmos_model,
+    FamilyLoader("Cosmos Predict2 Text2Image",
+                 lambda path: cosmos_family(path) if cosmos_family(path) == "cosmos2-t2i" else None,
+                 load_cosmos_model,
                  cosmos_defaults, latent_channels=16,
                  capabilities=lambda path, family: cosmos_capabilities(family)),
     # the video models: a folder or transformer file is told apart so that txt2img says to use
@@ -225,6 +227,9 @@ FAMILIES: tuple[FamilyLoader, ...] = (
                  lambda path, family: None, latent_channels=16),
     FamilyLoader("HunyuanVideo (videos: txt2vid)", hunyuan_video_family, refuse_pictures,
                  lambda path, family: None, latent_channels=16),
+    FamilyLoader("Cosmos Predict2.5 (videos: txt2vid, img2vid)",
+                 lambda path: cosmos_family(path) if cosmos_family(path) == "cosmos25" else None,
+                 refuse_pictures, lambda path, family: None, latent_channels=16),
     FamilyLoader("SD 1.x/2.x, SDXL (base, refiner, Turbo)", any_checkpoint, load_unet_model,
                  unet_defaults, capabilities=unet_capabilities_of),
 )

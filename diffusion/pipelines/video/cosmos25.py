@@ -34,6 +34,7 @@ from ...text.llm_tokenizer import LLMTokenizer
 from ..finite import check_decoded
 from ..flow.cosmos import COSMOS_NEGATIVE_PROMPT
 from ..flow.flow_memory import load_network
+from ..observer import StepCallback
 
 __all__ = ["COSMOS25_SYSTEM", "Cosmos25PredictPipeline", "cosmos25_chat", "layer_stack"]
 
@@ -70,6 +71,7 @@ class Cosmos25PredictPipeline:
         self.transformer, self.vae = transformer, vae
         self.text_encoder, self.tokenizer = text_encoder, tokenizer
         self.scheduler_config = dict(scheduler_config)
+        self.memory_mode = None  # no memory modes yet (what the CLI's report reads)
 
     @classmethod
     def from_pretrained(cls, path: str | os.PathLike[str], *, dtype: Any = np.float32,
@@ -129,11 +131,12 @@ class Cosmos25PredictPipeline:
                  num_frames: int = 93, num_inference_steps: int = 36,
                  guidance_scale: float = 7.0, seed: int = 0, rng: str = "torch",
                  conditional_frame_timestep: float = 0.0001, max_sequence_length: int = 512,
-                 output_type: str = "np") -> np.ndarray:
+                 callback: StepCallback | None = None, output_type: str = "np") -> np.ndarray:
         """Videos (B, num_frames, height, width, 3) in [0, 1] ("np") or the latent video
         ("latent"). `frames` (B, T, height, width, 3) in [0, 1]: the conditioning pixels, 1
         (image2world) or 1 + 4k (video2world: the video's last ones) frames whose 1 + k
-        latent frames are kept; None: text2world. diffusers:
+        latent frames are kept; None: text2world. `callback(done, total, latents)` after
+        every step (False stops). diffusers:
         `Cosmos2_5_PredictBasePipeline(image= / video=, prompt=, ...).frames`."""
         prompts = [prompt] if isinstance(prompt, str) else list(prompt)
         batch, factor = len(prompts), self.vae.spatial_factor
@@ -177,4 +180,6 @@ class Cosmos25PredictPipeline:
                 negative = keep_velocity + out[batch:] * (1 - mask)
                 velocity = velocity + np.float32(guidance_scale) * (velocity - negative)
             latents = np.asarray(scheduler.step(velocity, int(t), latents), np.float32)
+            if callback is not None and callback(i + 1, num_inference_steps, latents) is False:
+                break
         return latents if output_type == "latent" else self.decode(latents, num_frames)

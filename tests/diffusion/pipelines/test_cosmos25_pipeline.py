@@ -2,7 +2,7 @@
 float32 (a tiny random folder of cosmos_tiny): Qwen2.5-VL's normalised layer stack of the
 chat, text2world with CFG and Cosmos' default negative prompt, image2world (the picture's
 latent frame held, its own timestep), the decoded video; the prompt and the picture visibly
-steering the video."""
+steering the video; txt2vid and img2vid from the command line."""
 
 from __future__ import annotations
 
@@ -14,6 +14,7 @@ import pytest
 
 pytest.importorskip("diffusers", reason="diffusers is a test-only reference")
 import torch
+from cli_support import cli_error, cli_ok, png_frames
 from cosmos_tiny import tiny_cosmos25_pipeline
 from support import assert_close
 
@@ -63,3 +64,31 @@ def test_cosmos25_text_and_image_to_world_equal_diffusers(first_device: gpucore.
                        num_latent_conditional_frames=1)
     assert_close(held[:1], expected, tol=TOL)
     assert np.abs(held[1] - held[0])[:, 1:].mean() > 0.02 * np.abs(held[0]).mean()
+
+
+def test_cosmos25_from_the_cli(first_device: gpucore.Device, built: tuple[Any, Path],
+                               tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """txt2vid: diffusers' video as PNG frames; img2vid: the picture as the first frame
+    (diffusers' video path of one frame); what Cosmos does not take refused in one line."""
+    from PIL import Image
+
+    reference, folder = built
+    common = ("--model", str(folder), "--width", "48", "--height", "32", "--frames", "5",
+              "--steps", "3", "--cfg-scale", "3", "--seed", "7", "--dtype", "float32",
+              "--prompt", PROMPT)
+    out, err = cli_ok(capsys, "txt2vid", *common, "-o", str(tmp_path / "t2w"))
+    assert "seed: 7" in err
+    assert np.abs(png_frames(out) - _theirs(reference, output_type="np")[0]).max() < 1 / 255
+    picture = (np.random.default_rng(1).uniform(0, 1, (32, 48, 3)) * 255).astype(np.uint8)
+    Image.fromarray(picture).save(tmp_path / "in.png")
+    out, _ = cli_ok(capsys, "img2vid", *common, "--image", str(tmp_path / "in.png"),
+                    "-o", str(tmp_path / "i2w"))
+    expected = _theirs(reference, video=[Image.fromarray(picture)], output_type="np",
+                       num_latent_conditional_frames=1)[0]
+    assert np.abs(png_frames(out) - expected).max() < 1 / 255
+    for more, words in ((("--sampler", "Euler"), "runs its folder's UniPC"),
+                        (("--lowvram",), "a memory mode"),
+                        (("--cache", "fbc"), "--cache: not supported")):
+        assert words in cli_error(capsys, "txt2vid", *common, *more)
+    refused = cli_error(capsys, "txt2img", "--model", str(folder), "--prompt", PROMPT)
+    assert "Cosmos Predict2.5 text-to-video model" in refused
