@@ -17,7 +17,7 @@ import gpucore
 from diffusion.models.cosmos import CosmosTransformer3DModel
 from gpustd import asarray
 
-TOL = 1e-3
+TOL = 1e-4  # measured 1.7e-6 of the output's size (float32, lavapipe)
 
 
 def _ours(reference: object, device: gpucore.Device, **options: object
@@ -111,7 +111,7 @@ def test_cosmos_transformer_f16(f16_device: gpucore.Device) -> None:
     got = ours(asarray(latents, dtype=np.float16, device=f16_device), [0.5],
                asarray(text, dtype=np.float16, device=f16_device)).numpy()
     assert got.dtype == np.float16
-    assert_close(got.astype(np.float32), expected, tol=2e-2)
+    assert_close(got.astype(np.float32), expected, tol=1e-2)  # measured 4.6e-3
     with pytest.raises(ValueError, match="reads 4 channels"):
         ours(asarray(np.zeros((1, 5, 1, 4, 6), np.float16), device=f16_device), [0.5],
              asarray(text, dtype=np.float16, device=f16_device))
