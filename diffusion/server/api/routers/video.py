@@ -48,8 +48,8 @@ from ...images import decode_image
 from ..generation import RequestError
 from ..state import ServerState, State, submit, wait
 from ..video_animate import animate_pixels_of, refuse_animate
-from ..video_framepack import FramepackFields, framepack_inputs
 from ..video_cosmos25 import cosmos25_answer, refuse_cosmos25
+from ..video_framepack import FramepackFields, framepack_inputs
 from ..video_init import init_video_of, refuse_init_video
 from ..video_ltx2 import ltx2_answer, refuse_ltx2
 from ..video_refusals import refuse_hunyuan_video, refuse_hunyuan_video15, refuse_kandinsky5
