@@ -16,6 +16,7 @@ import os
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from ..loaders.ernie_image import ernie_image_family
 from ..loaders.flow.chroma import chroma_family
 from ..loaders.flow.file import flow_model_family
 from ..loaders.flux2 import flux2_distilled, flux2_family
@@ -38,6 +39,11 @@ from ..loaders.sana import sana_family, sana_file_family
 from ..loaders.wan import wan_family, wan_file_family
 from ..loaders.z_image import zimage_family, zimage_omni_family
 from .contract import Capabilities, LoadOptions, Pipeline, SamplingDefaults
+from .flow.ernie_image_model import (
+    ernie_image_capabilities,
+    ernie_image_defaults,
+    load_ernie_image_model,
+)
 from .flow.fill_model import fill_capabilities, fill_defaults, fill_family, load_fill_model
 from .flow.flow_capabilities import flow_capabilities, transformer_config
 from .flow.flow_model import flow_defaults, load_flow_model
@@ -202,6 +208,9 @@ FAMILIES: tuple[FamilyLoader, ...] = (
     FamilyLoader("LongCat-Image (Edit)", longcat_image_family, load_longcat_image_model,
                  longcat_image_defaults, latent_channels=16,
                  capabilities=lambda path, family: longcat_image_capabilities(family)),
+    FamilyLoader("ERNIE-Image", ernie_image_family, load_ernie_image_model,
+                 ernie_image_defaults, latent_channels=32,
+                 capabilities=lambda path, family: ernie_image_capabilities(family)),
     FamilyLoader("HiDream-I1 (Full, Dev, Fast)", hidream_family, load_hidream_model,
                  hidream_defaults, latent_channels=16, single_file_base=True,
                  capabilities=lambda path, family: hidream_capabilities(family)),
