@@ -11,8 +11,13 @@ from typing import Any
 from flux2_dev_tiny import MISTRAL_SPECIAL, MISTRAL_TINY, tiny_mistral_tokenizer
 from flux2_tiny import tiny_flux2_vae
 
-# the Mistral the transformer reads (hidden_states[-2]: after its second layer of three)
-ERNIE_MISTRAL_TINY: dict[str, Any] = {**MISTRAL_TINY, "num_hidden_layers": 3}
+# the Mistral the transformer reads (hidden_states[-2]: after its second layer of three), its
+# rotation ERNIE-Image's YaRN (the released text_config's, its context 4 x 256 here)
+ERNIE_MISTRAL_TINY: dict[str, Any] = {
+    **MISTRAL_TINY, "num_hidden_layers": 3, "rope_parameters": {
+        "rope_type": "yarn", "rope_theta": 1_000_000.0, "factor": 4.0,
+        "original_max_position_embeddings": 256, "beta_fast": 32.0, "beta_slow": 1.0,
+        "mscale": 1.0, "mscale_all_dim": 1.0}}
 # FLUX.2's 4 latent channels patchified 2x2 to 16; 2 heads of 16 = rope axes 4 + 6 + 6
 ERNIE_TINY: dict[str, Any] = dict(
     hidden_size=32, num_attention_heads=2, num_layers=2, ffn_hidden_size=48, in_channels=16,
