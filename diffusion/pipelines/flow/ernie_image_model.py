@@ -27,12 +27,16 @@ from .flow_memory import MemoryLayout
 from .flow_model import LLMFlowModel
 from .flow_sampling import FLOW_SAMPLERS, FLOW_SCHEDULES
 
-__all__ = ["ERNIE_IMAGE_DEFAULTS", "ErnieImageModel", "ernie_image_capabilities",
-           "ernie_image_defaults", "load_ernie_image_model"]
+__all__ = ["ERNIE_IMAGE_DEFAULTS", "ERNIE_IMAGE_TURBO_DEFAULTS", "ErnieImageModel",
+           "ernie_image_capabilities", "ernie_image_defaults", "load_ernie_image_model"]
 
 # ErnieImagePipeline's own defaults: 50 steps at guidance_scale 4
 ERNIE_IMAGE_DEFAULTS = SamplingDefaults(steps=50, sampler="Euler", cfg_scale=4.0,
                                         why="diffusers' ERNIE-Image settings")
+# ERNIE-Image-Turbo (distilled): its card's 8 steps, without guidance
+ERNIE_IMAGE_TURBO_DEFAULTS = SamplingDefaults(
+    steps=8, sampler="Euler", cfg_scale=1.0,
+    why="the ERNIE-Image-Turbo card's settings; CFG 1 runs without a negative pass")
 
 
 class ErnieImageModel(LLMFlowModel):
@@ -97,8 +101,10 @@ def ernie_image_capabilities(family: str) -> Capabilities:
 
 def ernie_image_defaults(path: str | os.PathLike[str], family: str) -> SamplingDefaults:
     """What an ERNIE-Image model samples with where its defaults.json says nothing:
-    diffusers' 50 steps at guidance 4."""
-    return ERNIE_IMAGE_DEFAULTS
+    diffusers' 50 steps at guidance 4; a folder named as the distilled Turbo model
+    (ERNIE-Image-Turbo: its model_index.json is the same) 8 steps at guidance 1."""
+    turbo = "turbo" in Path(path).name.lower()
+    return ERNIE_IMAGE_TURBO_DEFAULTS if turbo else ERNIE_IMAGE_DEFAULTS
 
 
 def load_ernie_image_model(path: str | os.PathLike[str], family: str, options: LoadOptions

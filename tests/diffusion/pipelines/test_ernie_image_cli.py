@@ -49,6 +49,10 @@ def test_ernie_from_the_cli(first_device: gpucore.Device, tiny_ernie: tuple[Path
     assert capabilities is not None and capabilities.family == "ernie-image"
     assert model_defaults(folder)[0] == SamplingDefaults(steps=50, sampler="Euler",
                                                          cfg_scale=4.0)
+    turbo = tmp_path / "ERNIE-Image-Turbo"  # the distilled model: its card's settings
+    turbo.symlink_to(folder, target_is_directory=True)
+    assert model_defaults(turbo)[0] == SamplingDefaults(steps=8, sampler="Euler",
+                                                        cfg_scale=1.0)
     expected = _diffusers(reference, RED, negative_prompt=HORSE)
     for sampler in ("diffusers", "Euler"):
         out, err = cli_ok(capsys, *_common(folder, sampler, "--prompt", RED,
