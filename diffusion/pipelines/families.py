@@ -16,7 +16,7 @@ import os
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from ..loaders.ernie_image import ernie_image_family
+from ..loaders.ernie_image import ernie_image_family, ernie_image_file_family
 from ..loaders.flow.chroma import chroma_family
 from ..loaders.flow.file import flow_model_family
 from ..loaders.flux2 import flux2_distilled, flux2_family
@@ -208,8 +208,10 @@ FAMILIES: tuple[FamilyLoader, ...] = (
     FamilyLoader("LongCat-Image (Edit)", longcat_image_family, load_longcat_image_model,
                  longcat_image_defaults, latent_channels=16,
                  capabilities=lambda path, family: longcat_image_capabilities(family)),
-    FamilyLoader("ERNIE-Image", ernie_image_family, load_ernie_image_model,
-                 ernie_image_defaults, latent_channels=32,
+    FamilyLoader("ERNIE-Image (Turbo)",
+                 lambda path: ernie_image_family(path) or ernie_image_file_family(path),
+                 load_ernie_image_model, ernie_image_defaults, latent_channels=32,
+                 single_file_base=True,
                  capabilities=lambda path, family: ernie_image_capabilities(family)),
     FamilyLoader("HiDream-I1 (Full, Dev, Fast)", hidream_family, load_hidream_model,
                  hidream_defaults, latent_channels=16, single_file_base=True,

@@ -57,10 +57,13 @@ def _language_model(config: dict[str, Any], refs: dict[str, TensorRef]
 
 
 def load_ernie_image_folder(path: str | os.PathLike[str], *, dtype: Any = None,
-                            variant: str | None = None) -> ErnieImageWeights:
+                            variant: str | None = None, skip: tuple[str, ...] = ()
+                            ) -> ErnieImageWeights:
     """Lazy weights of the ERNIE-Image diffusers folder `path`. `dtype`: None (as stored;
-    bfloat16 read as float32), "float16" or "float32"; `variant`: e.g. "fp16". WeightsError
-    naming the file or folder when it is not an ErnieImagePipeline or a part is missing."""
+    bfloat16 read as float32), "float16" or "float32"; `variant`: e.g. "fp16"; `skip`:
+    ("transformer",) where a single file replaces it (None; the folder need not hold it).
+    WeightsError naming the file or folder when it is not an ErnieImagePipeline or a part is
+    missing."""
     root = Path(path)
     pipeline_index(root, _CLASS, DIT_COMPONENTS)
 
@@ -73,7 +76,8 @@ def load_ernie_image_folder(path: str | os.PathLike[str], *, dtype: Any = None,
             config, refs = _language_model(config, refs)
         return config, {key: ref for key, ref in refs.items() if key not in _TRAINING_STATE}
 
-    parts = dit_weights(root, dtype=dtype, variant=variant, skip=(), adapt=adapt)
+    parts = dit_weights(root, dtype=dtype, variant=variant, skip=skip, adapt=adapt,
+                        hints={"transformer": "the model's file, with this folder as --base"})
     tokenizer = root / "tokenizer"
     if not (tokenizer / "tokenizer.json").is_file():
         raise WeightsError(f"{tokenizer / 'tokenizer.json'}: required file is missing (the "

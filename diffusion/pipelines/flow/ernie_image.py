@@ -27,8 +27,9 @@ import numpy as np
 from gpucore import Device, default_device
 from gpustd import Tensor, asarray
 
-from ...loaders.ernie_image import load_ernie_image_folder
+from ...loaders.ernie_image import load_ernie_image_file, load_ernie_image_folder
 from ...loaders.flux2.vae_file import load_flux2_vae_file
+from ...loaders.formats.diffusers_folder import component_config
 from ...loaders.vae_kind import require_vae
 from ...models.ernie_image import ErnieImageTransformer2DModel
 from ...models.llm import LLMTextModel
@@ -72,13 +73,19 @@ class ErnieImagePipeline:
     @classmethod
     def from_pretrained(cls, path: str | Path, *, dtype: Any = np.float32,
                         device: Device | None = None, variant: str | None = None,
+                        transformer_file: str | os.PathLike[str] | None = None,
                         offload: bool = False) -> ErnieImagePipeline:
         """Load an ERNIE-Image diffusers folder (`load_ernie_image_folder`) onto `device` in
-        `dtype`; `offload`: each network goes to host memory as soon as it is loaded (the
-        text encoder before the transformer loads), for a memory mode to bring in as it runs
-        (flow_memory)."""
-        weights = load_ernie_image_folder(path, variant=variant)
+        `dtype`; `transformer_file`: a single-file transformer (ComfyUI's, or a GGUF, kept
+        quantized; `load_ernie_image_file`) in place of the folder's; `offload`: each network
+        goes to host memory as soon as it is loaded (the text encoder before the transformer
+        loads), for a memory mode to bring in as it runs (flow_memory)."""
+        skip = ("transformer",) if transformer_file is not None else ()
+        weights = load_ernie_image_folder(path, variant=variant, skip=skip)
         transformer, text_encoder = weights.transformer, weights.text_encoder
+        if transformer_file is not None:
+            transformer = load_ernie_image_file(
+                transformer_file, config=component_config(path, "transformer"))
         assert transformer is not None and text_encoder is not None
         hidden = text_encoder.config["hidden_size"]
         wanted = transformer.config.get("text_in_dim", 2560)
@@ -86,7 +93,9 @@ class ErnieImagePipeline:
             raise ValueError(f"the text encoder's states are {hidden} wide, the transformer "
                              f"reads {wanted}: give the folder's own text encoder")
         place = {"dtype": dtype, "device": device or default_device()}
-        load = partial(load_network, device=place["device"], offload_to_host=offload)
+        # a GGUF's quantized matrices kept as blocks
+        load = partial(load_network, device=place["device"], offload_to_host=offload,
+                       slices=True)
         # the text encoder first: with `offload` it has left the GPU when the transformer loads
         encoder = load(lambda: LLMTextModel(text_encoder.config, **place), text_encoder)
         vae_config = {**weights.vae.config, "batch_norm_eps": BATCH_NORM_EPS}

@@ -26,6 +26,7 @@ from ..request import GenerationRequest
 from .flow_memory import MemoryLayout
 from .flow_model import LLMFlowModel
 from .flow_sampling import FLOW_SAMPLERS, FLOW_SCHEDULES
+from .start import base_folder
 
 __all__ = ["ERNIE_IMAGE_DEFAULTS", "ERNIE_IMAGE_TURBO_DEFAULTS", "ErnieImageModel",
            "ernie_image_capabilities", "ernie_image_defaults", "load_ernie_image_model"]
@@ -109,16 +110,20 @@ def ernie_image_defaults(path: str | os.PathLike[str], family: str) -> SamplingD
 
 def load_ernie_image_model(path: str | os.PathLike[str], family: str, options: LoadOptions
                            ) -> ErnieImageModel:
-    """An ERNIE-Image diffusers folder as an ErnieImageModel; `options.defaults` (the
-    folder's defaults.json) over `ernie_image_defaults`. --base and --text-encoder files are
-    refused in one line (the folder holds every part)."""
+    """An ERNIE-Image diffusers folder, or a single-file transformer with `options.base` (an
+    ERNIE-Image folder giving the text encoder, tokenizer, VAE and scheduler), as an
+    ErnieImageModel; `options.defaults` (the folder's defaults.json) over
+    `ernie_image_defaults`. --text-encoder files are refused in one line (the folder's is
+    read)."""
     from .ernie_image import ErnieImagePipeline
 
     path = Path(path)
-    if options.base is not None or options.text_encoders:
-        raise ValueError("an ERNIE-Image folder holds every part itself: drop --base and "
-                         "--text-encoder")
-    pipe = ErnieImagePipeline.from_pretrained(path, dtype=options.dtype, device=options.device,
-                                              variant=options.variant, offload=options.offload)
+    if options.text_encoders:
+        raise ValueError("ERNIE-Image reads its folder's text encoder: drop --text-encoder")
+    folder, transformer_file = base_folder(path, options.base, "ERNIE-Image")
+    pipe = ErnieImagePipeline.from_pretrained(folder, dtype=options.dtype, device=options.device,
+                                              variant=options.variant,
+                                              transformer_file=transformer_file,
+                                              offload=options.offload)
     return ErnieImageModel(pipe, family=family, name=module_stem(path),
                            defaults=options.defaults, modules=pipe.modules)

@@ -88,3 +88,25 @@ def test_img2img_and_refusals(first_device: gpucore.Device, tiny_ernie: tuple[Pa
     assert "fbc" in cli_error(capsys, *common, "--cache", "fbc:0.5",
                               "--out", str(tmp_path / "x.png"))
     assert not (tmp_path / "x.png").exists()
+
+
+def test_single_file_with_a_base(first_device: gpucore.Device, tiny_ernie: tuple[Path, Any],
+                                 tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """ComfyUI's single-file transformer (diffusers' names under model.diffusion_model.) with
+    the folder as --base gives the folder's picture bitwise; without a base, one line."""
+    from safetensors.torch import save_file
+    from sd_tiny import state_dict
+
+    folder, reference = tiny_ernie
+    file = tmp_path / "ernie-image-8b.safetensors"
+    save_file({f"model.diffusion_model.{key}": torch.from_numpy(value) for key, value in
+               state_dict(reference.transformer).items()}, str(file))
+    assert capabilities_of(file) is not None
+    common = ("--prompt", RED, "--cfg-scale", "1")
+    plain, _ = cli_ok(capsys, *_common(folder, "diffusers", *common,
+                                       "--out", str(tmp_path / "folder.png")))
+    out, _ = cli_ok(capsys, *_common(file, "diffusers", *common, "--base", str(folder),
+                                     "--out", str(tmp_path / "file.png")))
+    np.testing.assert_array_equal(png_pixels(out), png_pixels(plain))
+    assert "--base" in cli_error(capsys, *_common(file, "diffusers", *common,
+                                                  "--out", str(tmp_path / "x.png")))
