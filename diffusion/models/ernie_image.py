@@ -22,6 +22,7 @@ from gpustd.quant import materialize
 
 from .dit_layers import TimestepEmbedding
 from .layers import Place
+from .step_cache import BranchCache, run_blocks
 from .transformer_ops import Modulation, RMSNorm, kept, modulate, norm_rope, rope_tables
 
 __all__ = ["ErnieImageTransformer2DModel", "ernie_positions"]
@@ -184,10 +185,13 @@ class ErnieImageTransformer2DModel(nn.Module):
             values.astype(np.float32), dim, flip_sin_to_cos=False, downscale_freq_shift=0,
             dtype=self.dtype, device=self.device))
 
-    def forward(self, hidden_states: Tensor, text: Tensor, timestep: Any) -> Tensor:
+    def forward(self, hidden_states: Tensor, text: Tensor, timestep: Any, *,
+                cache: BranchCache | None = None) -> Tensor:
         """hidden_states (B, in_channels, H, W); text (B, T, text_in_dim): the prompt's
         states, every token attended to (diffusers' text_bth with text_lens all T);
-        timestep (B,) host numbers on the scheduler's 0..1000 scale."""
+        timestep (B,) host numbers on the scheduler's 0..1000 scale. `cache`: a step cache
+        branch (`step_cache.StepCache.branch()`) the blocks run through, its calls in step
+        order (the image and text tokens one stream: both decide and are cached)."""
         batch, _, rows, columns = hidden_states.shape
         weight = materialize(self.x_embedder.proj.weight)
         image = conv1x1_tokens(hidden_states, weight.reshape(weight.shape[0], -1),
@@ -197,9 +201,18 @@ class ErnieImageTransformer2DModel(nn.Module):
         temb = self.embed_time(timestep)
         mods = Modulation(self.adaLN_modulation[1](nn.silu(temb)), 6)
         rotary = self.rotary(text.shape[1], rows, columns)
-        for layer in self.layers:
-            x = layer(x, mods, rotary)
-        x = self.final_norm(x, temb)
+        layers = list(self.layers)
+
+        def head(x: Tensor, context: Any) -> tuple[Tensor, Any]:
+            return (layers[0](x, mods, rotary) if layers else x), context
+
+        def tail(x: Tensor, context: Any) -> Tensor:
+            for layer in layers[1:]:
+                x = layer(x, mods, rotary)
+            return x
+
+        # the first block apart: a step cache decides after it whether the others run
+        x = self.final_norm(run_blocks(cache, x, None, head, tail), temb)
         out = self.final_linear(take_slice(x, 0, rows * columns, axis=1))
         return permute(out, (0, 2, 1)).reshape(batch, out.shape[2], rows, columns)
 

@@ -38,6 +38,7 @@ from ...models.vae_flux2 import AutoencoderKLFlux2
 from ...noise.rng import make_generator
 from ...text.llm_tokenizer import LLMTokenizer
 from .flow_memory import load_network
+from .prompt_passes import prompt_passes
 from .start import StepCallback, check_call, check_sides, encode_image, flow_schedule, run_euler
 from .vae_file import network_like
 
@@ -136,31 +137,30 @@ class ErnieImagePipeline:
         h, w) float32 latents in the transformer's space, t the scheduler's timestep (0..1000,
         what the transformer reads), the flow back float32; a negative pass where
         guidance_scale > 1. Also the latents' shape and the schedule's mu (None: the config's
-        shift is fixed). `cache`: step caching, which ERNIE-Image does not take yet."""
-        if cache is not None:
-            raise ValueError("step caching is not supported for ERNIE-Image yet; turn it off")
+        shift is fixed). `cache`: the generation's step cache, of which each picture's prompt
+        pass and negative pass take a branch (diffusers' separate calls)."""
         scale = self.vae_scale_factor * 2
         if height < scale or width < scale:
             raise ValueError(f"height and width must be at least {scale}, got {height}x{width}")
         batch, guided = len(prompts), guidance_scale > 1
-        negatives = ([negative_prompt] * batch if isinstance(negative_prompt, str)
-                     else list(negative_prompt))
-        if len(negatives) != batch:
-            raise ValueError(f"give one negative prompt, or one for each of the {batch} "
-                             f"prompts; got {len(negatives)}")
-        passes = [[self.encode_prompt(p) for p in prompts]]
-        if guided:
-            passes.append([self.encode_prompt(n) for n in negatives])
+        passes = prompt_passes(self.encode_prompt, prompts, negative_prompt, guided, cache)
         weight = self.transformer.x_embedder.proj.weight
         g = np.float32(guidance_scale)
 
+        def predict(latent: Tensor, t: np.float32, text: Tensor, branch: Any) -> np.ndarray:
+            out = self.transformer(latent, text, [t], cache=branch)
+            return out.numpy().astype(np.float32)[0]
+
         def flow(x: np.ndarray, t: float) -> np.ndarray:
             out, timestep = np.empty_like(x, dtype=np.float32), np.float32(t)
-            for b in range(batch):
-                latent = asarray(x[b:b + 1], dtype=weight.dtype, device=weight.device)
-                preds = [self.transformer(latent, states[b], [timestep]).numpy().astype(np.float32)
-                         for states in passes]
-                out[b] = preds[0][0] if not guided else (preds[1] + g * (preds[0] - preds[1]))[0]
+            for i in range(len(x)):
+                latent = asarray(x[i:i + 1], dtype=weight.dtype, device=weight.device)
+                k = i % batch  # picture i's prompt (several pictures a prompt: in turn)
+                out[i] = predict(latent, timestep, passes.texts[k], passes.branches[k][0])
+                if guided:
+                    negative = predict(latent, timestep, passes.negatives[k],
+                                       passes.branches[k][1])
+                    out[i] = negative + g * (out[i] - negative)
             return out
 
         h, w = int(height) // scale, int(width) // scale
@@ -197,7 +197,8 @@ class ErnieImagePipeline:
         noise unless `latents` is given; `image` (PIL or HxWx3 uint8; with `mask_image`,
         white = repaint) starts from that picture at `strength`, as FLUX's img2img and
         inpainting do (diffusers has no ERNIE-Image img2img); `callback(done, total,
-        latents)` after every step (False stops). `use_pe=True` is refused (the prompt
+        latents)` after every step (False stops); `cache`: step caching (`velocity`).
+        `use_pe=True` is refused (the prompt
         enhancer is not run). diffusers: `ErnieImagePipeline(prompt, negative_prompt=,
         height=, width=, num_inference_steps=, guidance_scale=, use_pe=False,
         generator=torch.Generator().manual_seed(seed), output_type="np").images`."""

@@ -48,8 +48,9 @@ class ErnieImageModel(LLMFlowModel):
     def capabilities(self) -> Capabilities:
         """The WebUI samplers defined for flow models over the Simple schedule, CFG with a
         negative prompt, plain-text prompts with LoRA tags, img2img and inpainting, the hires
-        fix (its own prompts and sampler too) with the WebUI samplers, the memory modes
-        (flow_memory), variation seeds; no step cache, ControlNets or refiner."""
+        fix (its own prompts and sampler too) with the WebUI samplers, First Block Cache
+        (MagCache's and TeaCache's tables are FLUX.1's), the memory modes (flow_memory),
+        variation seeds; no ControlNets or refiner."""
         return ernie_image_capabilities(self.family)
 
     @property
@@ -93,7 +94,8 @@ def ernie_image_capabilities(family: str) -> Capabilities:
     model's, and the registry's before the weights load."""
     return Capabilities(family=family, latent_space="flux2", guidance="cfg",
                         samplers=tuple(FLOW_SAMPLERS), schedules=FLOW_SCHEDULES,
-                        models="ERNIE-Image models", prompt_syntax=False,
+                        models="ERNIE-Image models", step_cache=("fbc",),
+                        prompt_syntax=False,
                         textual_inversion=False, refiner=False, control=False,
                         latent_upscale_resize=False, hires_with_diffusers=False,
                         hires_own_settings=True, latent_masked_content=False,

@@ -1,7 +1,8 @@
 """ERNIE-Image through the command line like any model: the family and its defaults told
 from the folder, diffusers' ErnieImagePipeline picture with `--sampler diffusers --rng
 torch` (the prompt enhancer off) and with Euler over the Simple schedule, img2img starting
-from the init picture, and what it refuses in one line."""
+from the init picture, First Block Cache, a single-file transformer with its folder as
+--base, and what it refuses in one line."""
 
 from __future__ import annotations
 
@@ -14,8 +15,10 @@ import pytest
 pytest.importorskip("diffusers", reason="diffusers is a test-only reference (extra: reference)")
 import torch
 from cli_support import cli_error, cli_ok, png_pixels
+from webui_ref import assert_steps_skipped
 
 import gpucore
+from diffusion.infotext import read_infotext
 from diffusion.pipelines.contract import SamplingDefaults
 from diffusion.pipelines.families import capabilities_of
 from diffusion.pipelines.load import model_defaults
@@ -68,7 +71,8 @@ def test_ernie_from_the_cli(first_device: gpucore.Device, tiny_ernie: tuple[Path
 def test_img2img_and_refusals(first_device: gpucore.Device, tiny_ernie: tuple[Path, Any],
                               tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     """img2img with diffusers' loop starts from the init picture (two pictures, two
-    results); --base and a step cache are refused in one line."""
+    results); `--cache fbc:T` skips steps and says so; --base on a folder and MagCache are
+    refused in one line."""
     from PIL import Image
 
     folder, _ = tiny_ernie
@@ -85,8 +89,14 @@ def test_img2img_and_refusals(first_device: gpucore.Device, tiny_ernie: tuple[Pa
     assert np.abs(pictures[0] - pictures[1]).mean() > 3e-3
     assert "--base" in cli_error(capsys, *common, "--base", str(folder),
                                  "--out", str(tmp_path / "x.png"))
-    assert "fbc" in cli_error(capsys, *common, "--cache", "fbc:0.5",
-                              "--out", str(tmp_path / "x.png"))
+    threshold, steps = 1.5, 4
+    cached = (*common[:common.index("--steps") + 1], str(steps),
+              *common[common.index("--steps") + 2:])
+    out, _ = cli_ok(capsys, *cached, "--cache", f"fbc:{threshold}",
+                    "--out", str(tmp_path / "cached.png"))
+    assert_steps_skipped(read_infotext(out) or "", threshold, steps)
+    assert "it runs fbc" in cli_error(capsys, *common, "--cache", "magcache",
+                                      "--out", str(tmp_path / "x.png"))
     assert not (tmp_path / "x.png").exists()
 
 

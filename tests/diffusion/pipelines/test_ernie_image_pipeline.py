@@ -67,7 +67,7 @@ def test_refusals(first_device: gpucore.Device, tiny_ernie: tuple[Path, Any]) ->
         pipe(RED, height=HEIGHT, width=WIDTH, use_pe=True)
     with pytest.raises(ValueError, match="multiples of 4"):
         pipe(RED, height=HEIGHT + 2, width=WIDTH)
-    with pytest.raises(ValueError, match="one for each"):
+    with pytest.raises(ValueError, match="3 negative prompts for 2 prompts"):
         pipe([RED, HORSE], negative_prompt=["a", "b", "c"], height=HEIGHT, width=WIDTH)
 
 
