@@ -168,11 +168,12 @@ class ErnieImageTransformer2DModel(nn.Module):
 
     def rotary(self, text: int, rows: int, columns: int) -> tuple[Tensor, Tensor]:
         """cos/sin tables of `ernie_positions(text, rows, columns)`, kept on the device for
-        the next steps of the same size."""
+        the next steps of the same size (8 kept: each prompt and negative prompt of a
+        batch has its own text length, so its own tables)."""
         cfg = self.config
         return kept(self._tables, (text, rows, columns, self.device), lambda: rope_tables(
             ernie_positions(text, rows, columns), tuple(cfg["rope_axes_dim"]),
-            float(cfg["rope_theta"]), device=self.device))
+            float(cfg["rope_theta"]), device=self.device), count=8)
 
     def embed_time(self, timestep: Any) -> Tensor:
         """temb (B, dim) of timesteps on the scheduler's 0..1000 scale, rounded to the
