@@ -7,7 +7,9 @@ A14B folder adds transformer_2/ (the low-noise expert) and `boundary_ratio` to m
 A Wan VACE folder (`WanVACEPipeline`) is a text-to-video folder whose transformer/ is a
 WanVACETransformer3DModel (the control branch: models.wan_vace). A Wan 2.2 Animate folder
 (`WanAnimatePipeline`) is laid out as an image-to-video one, its transformer/ a
-WanAnimateTransformer3DModel (models.wan_animate).
+WanAnimateTransformer3DModel (models.wan_animate). NVIDIA's ChronoEdit folder
+(`ChronoEditPipeline`, an image editor) is laid out as an image-to-video one, its transformer/
+a ChronoEditTransformer3DModel (models.chronoedit).
 
 Each component goes through the safetensors walk (`.fp16` variants, sharded
 `.safetensors.index.json`) into lazy `ComponentWeights`; the models' own `load_state_dict`
@@ -29,13 +31,16 @@ from ..errors import WeightsError
 from ..formats.diffusers_folder import pipeline_class, pipeline_index, read_json, weight_refs
 from ..weights import ComponentWeights, resolve_dtype
 
-__all__ = ["FILE_EXAMPLES", "WanWeights", "load_wan_folder", "missing_parts", "wan_family",
-           "wan_layout"]
+__all__ = ["FILE_EXAMPLES", "WanWeights", "chronoedit_family", "load_wan_folder", "missing_parts",
+           "wan_family", "wan_layout"]
 
 _CLASS = "WanPipeline"
 _I2V_CLASS = "WanImageToVideoPipeline"
 _VACE_CLASS = "WanVACEPipeline"
 _ANIMATE_CLASS = "WanAnimatePipeline"
+# NVIDIA's ChronoEdit: laid out as an image-to-video folder, its transformer/ a
+# ChronoEditTransformer3DModel (Wan 2.1 I2V's, models.chronoedit)
+_CHRONOEDIT_CLASS = "ChronoEditPipeline"
 _STEMS = {"text_encoder": "model", "image_encoder": "model"}
 
 
@@ -71,6 +76,8 @@ class WanWeights:
     vace: bool = False
     # Wan 2.2 Animate: the transformer reads pose latents and face crops
     animate: bool = False
+    # ChronoEdit: the transformer's two-frame edit spreads its rotary frame positions
+    chronoedit: bool = False
 
 
 def wan_family(path: str | os.PathLike[str]) -> str | None:
@@ -80,6 +87,12 @@ def wan_family(path: str | os.PathLike[str]) -> str | None:
     name = pipeline_class(Path(path))
     return {_CLASS: "wan", _I2V_CLASS: "wan", _VACE_CLASS: "wan-vace",
             _ANIMATE_CLASS: "wan-animate"}.get(str(name))
+
+
+def chronoedit_family(path: str | os.PathLike[str]) -> str | None:
+    """"chronoedit" for a diffusers folder whose model_index.json names a ChronoEditPipeline,
+    None for anything else."""
+    return "chronoedit" if pipeline_class(Path(path)) == _CHRONOEDIT_CLASS else None
 
 
 def _listed(index: dict[str, Any], name: str) -> bool:
@@ -138,7 +151,8 @@ def load_wan_folder(path: str | os.PathLike[str], *, dtype: Any = None,
     it is not a Wan pipeline or a component is missing (and which file can stand in)."""
     root = Path(path)
     found = pipeline_class(root)
-    index = pipeline_index(root, found if found in (_I2V_CLASS, _VACE_CLASS, _ANIMATE_CLASS)
+    index = pipeline_index(root, found if found in (_I2V_CLASS, _VACE_CLASS, _ANIMATE_CLASS,
+                                                      _CHRONOEDIT_CLASS)
                            else _CLASS,
                            ("vae", "tokenizer", "scheduler"))
     resolved = resolve_dtype(dtype)
@@ -161,4 +175,5 @@ def load_wan_folder(path: str | os.PathLike[str], *, dtype: Any = None,
                       tokenizer_dir=tokenizer, expand_timesteps=bool(
                           index.get("expand_timesteps")),
                       boundary_ratio=None if ratio is None else float(ratio),
-                      vace=found == _VACE_CLASS, animate=found == _ANIMATE_CLASS, **parts)
+                      vace=found == _VACE_CLASS, animate=found == _ANIMATE_CLASS,
+                      chronoedit=found == _CHRONOEDIT_CLASS, **parts)
