@@ -160,6 +160,13 @@ HIDREAM: dict[str, Any] = dict(
 # first 64 tokens dropped
 EDIT_TEXT = 1385
 
+# baidu/ERNIE-Image's transformer/config.json (8B): 36 shared-adaLN blocks of 32 heads of 128,
+# Ministral 3's 3072-wide states
+ERNIE: dict[str, Any] = dict(
+    hidden_size=4096, num_attention_heads=32, num_layers=36, ffn_hidden_size=12288,
+    in_channels=128, out_channels=128, patch_size=1, text_in_dim=3072, rope_theta=256,
+    rope_axes_dim=(32, 48, 48), eps=1e-6, qk_layernorm=True)
+
 _TINY_DIT = dict(num_layers=1, attention_head_dim=16, num_attention_heads=2)
 TINY: dict[str, dict[str, Any]] = {
     "qwenimage": dict(QWEN_IMAGE, **_TINY_DIT, joint_attention_dim=40, axes_dims_rope=(4, 6, 6)),
@@ -208,6 +215,9 @@ TINY: dict[str, dict[str, Any]] = {
                     pooled_projection_dim=40, axes_dims_rope=(4, 6, 6)),
     "ovis": dict(OVIS, **_TINY_DIT, num_single_layers=1, joint_attention_dim=40,
                  axes_dims_rope=(4, 6, 6)),
+    "ernie": dict(ERNIE, hidden_size=32, num_attention_heads=2, num_layers=1,
+                  ffn_hidden_size=48, in_channels=16, out_channels=16, text_in_dim=40,
+                  rope_axes_dim=(4, 6, 6)),
     # 4 experts top 2 kept; a stack of 3 Llama layers read out of order (T5 24 wide, Llama 20)
     "hidream": dict(HIDREAM, num_layers=1, num_single_layers=1, attention_head_dim=8,
                     num_attention_heads=4, caption_channels=[24, 20], text_emb_dim=16,

@@ -242,3 +242,14 @@ def tiny_ovis(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Any]:
 
     root = tmp_path_factory.mktemp("tiny-ovis")
     return root / "ovis-image", tiny_ovis_pipeline(root)
+
+
+@pytest.fixture(scope="session")
+def tiny_ernie(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Any]:
+    """(the folder `root / "ernie-image"`, diffusers' ErnieImagePipeline) of tiny random
+    parts: the pipeline's, the CLI's and the server's tests."""
+    pytest.importorskip("diffusers", reason="diffusers is a test-only reference")
+    from ernie_image_tiny import tiny_ernie_pipeline
+
+    root = tmp_path_factory.mktemp("tiny-ernie")
+    return root / "ernie-image", tiny_ernie_pipeline(root)

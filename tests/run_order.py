@@ -46,6 +46,7 @@ FAMILIES: tuple[tuple[str, tuple[str, ...], tuple[str, ...]], ...] = (
     ("hunyuan-video", ("hunyuan_video_pipe_tiny", "hunyuan_video_text_tiny"),
      ("tiny_hunyuan_video",)),
     ("ovis-image", ("ovis_image_tiny",), ("tiny_ovis",)),
+    ("ernie-image", ("ernie_image_tiny",), ("tiny_ernie",)),
 )
 
 

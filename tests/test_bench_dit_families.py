@@ -92,3 +92,16 @@ def test_an_unknown_model_is_named(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("BENCH_MODELS", "qwenimage,sdxl")
     with pytest.raises(ValueError, match=r"\['sdxl'\]; use any of"):
         dit_families.run(quick=True)
+
+
+def test_ernie_quick_row(monkeypatch: pytest.MonkeyPatch) -> None:
+    """ERNIE-Image's row (bench/_dit_ernie.py): ours beside diffusers' transformer on the same
+    tiny random weights, the prompt's states uploaded once (prefix_ms)."""
+    from bench import dit_families
+
+    monkeypatch.setenv("BENCH_MODELS", "ernie")
+    rows = dit_families.run(quick=True)["rows"]
+    assert [(row["model"], row["impl"]) for row in rows] == [("ernie", "reference"),
+                                                             ("ernie", "ours")]
+    assert 0 < rows[1]["rel_err"] < 5e-3  # float16 against torch float32 on the CPU
+    assert rows[1]["dispatches"] > 0 and rows[1]["prefix_ms"] > 0

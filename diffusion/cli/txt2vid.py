@@ -1,18 +1,17 @@
 """`python -m diffusion txt2vid --model FOLDER --prompt TEXT -o out.mp4`: Wan, Kandinsky 5
-Video Lite, HunyuanVideo, HunyuanVideo 1.5 and LTX-2 (video with audio) text-to-video from the
-command line (cli.txt2vid_kandinsky5, cli.txt2vid_hunyuan_video, cli.txt2vid_hunyuan_video15,
-cli.txt2vid_ltx2: the latter four's runs), and `img2vid --image IN.png` (Wan 2.1 / 2.2 A14B
-I2V, Wan 2.2 TI2V 5B, Kandinsky 5, HunyuanVideo-I2V or HunyuanVideo 1.5 I2V animating a
-picture); Wan VACE's
+Video Lite, HunyuanVideo, HunyuanVideo 1.5, LTX-2 (video with audio) and Cosmos Predict2.5
+text-to-video from the command line (cli.txt2vid_kandinsky5, cli.txt2vid_hunyuan_video,
+cli.txt2vid_hunyuan_video15, cli.txt2vid_ltx2, cli.txt2vid_cosmos25: the others' runs), and
+`img2vid --image IN.png` (Wan 2.1 / 2.2 A14B I2V, Wan 2.2 TI2V 5B, Kandinsky 5,
+HunyuanVideo-I2V, HunyuanVideo 1.5 I2V or Cosmos Predict2.5 animating a picture); Wan VACE's
 control video, mask and reference pictures on txt2vid (cli.vace), Wan's video-to-video
 (`--init-video`, `--denoising-strength`: cli.init_video), and Wan 2.2 Animate's picture, pose,
 face, background and mask videos (cli.animate). `--model FILE --base FOLDER` runs ComfyUI's
 split files (and GGUFs, and Wan 2.2 Animate's original single file) with a diffusers folder
-giving the rest;
-`--model-2` is Wan 2.2 A14B's low-noise expert. The frame count (1 + 4k), size (multiples of
-16), fps, picture, files and output are checked before the model loads, and what is not given
-is the model family's default (pipelines.video.models); a bad one ends in one `error: ...`
-line."""
+giving the rest; `--model-2` is Wan 2.2 A14B's low-noise expert. The frame count (1 + 4k),
+size (multiples of 16), fps, picture, files and output are checked before the model loads,
+and what is not given is the model family's default (pipelines.video.models); a bad one
+ends in one `error: ...` line."""
 
 from __future__ import annotations
 
@@ -328,6 +327,9 @@ def run(args: argparse.Namespace) -> int:
 
         refuse_hunyuan_video15_options(args, sized)
         return run_hunyuan_video15(args, out, _dtype(args.dtype), image)
+    if family == "cosmos-predict2.5":
+        from .txt2vid_cosmos25 import run_cosmos25
+        return run_cosmos25(args, out, _dtype(args.dtype), image)
     if family == "ltx-2":
         from .txt2vid_ltx2 import run_ltx2
 

@@ -2,19 +2,19 @@
 states at a chosen layer, as the 2025-26 image families read prompts (Z-Image: Qwen3's
 second-to-last layer).
 
-RMSNorm, rotary position embeddings (`rope_theta`, the "default" rope type, or "linear"
-scaling), grouped-query attention (Qwen3: an RMS norm over each head of q and k), a SwiGLU MLP,
-a causal mask plus the prompt's padding mask; the layers are in llm_layers.py. The architecture
-table `_ARCHITECTURES` says what a `model_type` adds (q/k norms, q/k/v biases): Qwen3, Qwen2
-(biases, no norms), Qwen2.5-VL's language model (Qwen2's, its multimodal RoPE the plain one for
-text alone), Qwen3-VL's (Qwen3's, its interleaved multimodal RoPE also the plain one for text
-alone), Mistral (neither) and Gemma 3's language model (Qwen3's plus Gemma's: norms scaling by
-1 + weight, embeddings scaled by sqrt(hidden_size), norms on each sublayer's output, a tanh-GELU
-gated MLP, scores scaled by query_pre_attn_scalar, and local layers with their own rotary base
-beside global ones with linear rope scaling), and Gemma 2's (Gemma 3's without q/k norms, its
-scores soft-capped, tanh(s / cap) * cap: formed in float32, as the flash kernel has no cap). A
-sliding attention window is not implemented: a prompt longer than the config's window is
-refused (within it, a window changes nothing).
+RMSNorm, rotary position embeddings (`rope_theta`, the "default" rope type, "linear" or "yarn"
+scaling: llm_rope.py), grouped-query attention (Qwen3: an RMS norm over each head of q and k),
+a SwiGLU MLP, a causal mask plus the prompt's padding mask; the layers are in llm_layers.py.
+The architecture table `_ARCHITECTURES` says what a `model_type` adds (q/k norms, q/k/v
+biases): Qwen3, Qwen2 (biases, no norms), Qwen2.5-VL's language model (Qwen2's, its multimodal
+RoPE the plain one for text alone), Qwen3-VL's (Qwen3's, its interleaved multimodal RoPE also
+the plain one for text alone), Mistral (neither) and Gemma 3's language model (Qwen3's plus
+Gemma's: norms scaling by 1 + weight, embeddings scaled by sqrt(hidden_size), norms on each
+sublayer's output, a tanh-GELU gated MLP, scores scaled by query_pre_attn_scalar, and local
+layers with their own rotary base beside global ones with linear rope scaling), and Gemma 2's
+(Gemma 3's without q/k norms, its scores soft-capped, tanh(s / cap) * cap: formed in float32,
+as the flash kernel has no cap). A sliding attention window is not implemented: a prompt longer
+than the config's window is refused (within it, a window changes nothing).
 
 With float16 weights the residual stream stays float32, and so do the hidden states returned:
 an LLM's residual stream carries "massive activations" (single features in the thousands,
@@ -28,7 +28,9 @@ Qwen3-4B's does is for a run with its real weights to show (float32 weights avoi
 
 Llama ("llama": llava-llama-3-8b's language model, HunyuanVideo's encoder) is Mistral's layers
 with the config's biases; its rope may carry Llama 3.1's "llama3" scaling (long wavelengths
-slowed by the factor, short ones kept, those between blended).
+slowed by the factor, short ones kept, those between blended). Ministral 3's Mistral
+(ERNIE-Image's encoder) carries YaRN ("yarn": each frequency blended with itself slowed by the
+factor along a ramp over the dimensions, cos and sin scaled by its attention factor).
 """
 
 from __future__ import annotations
@@ -46,6 +48,7 @@ from gpustd.gather import gather, scatter
 
 from .layers import Place
 from .llm_layers import ACTIVATIONS, Architecture, LLMDecoderLayer, residual
+from .llm_rope import rope_parameters, scaled_frequencies
 from .transformer_ops import RMSNorm, cast, kept
 
 __all__ = ["LLMTextModel"]
@@ -85,50 +88,6 @@ _GEMMA2_DEFAULTS: dict[str, Any] = {
     "num_key_value_heads": 4, "sliding_window": 4096, "rope_theta": 10_000.0,
     "sliding_window_pattern": 2, "attn_logit_softcapping": 50.0}
 _TYPE_DEFAULTS = {"gemma3_text": _GEMMA3_DEFAULTS, "gemma2": _GEMMA2_DEFAULTS}
-
-
-def _rope(cfg: dict[str, Any], layer_type: str) -> tuple[float, tuple[float, ...]]:
-    """(rotary base, scaling) of a layer type's rotary embedding, the scaling (factor,) for
-    linear scaling (1 for none), (factor, low_freq_factor, high_freq_factor,
-    original_max_position_embeddings) for Llama 3.1's "llama3": transformers 5 nests them in
-    `rope_parameters` (Gemma 3 one entry per layer type), older configs give `rope_theta` /
-    `rope_local_base_freq` and `rope_scaling` (Gemma 3: the global layers'); another scaled
-    rope type (YaRN, dynamic, ...) is refused."""
-    params = cfg.get("rope_parameters") or {}
-    if isinstance(params.get(layer_type), dict):
-        params = params[layer_type]
-    elif not params and layer_type == "full_attention":
-        params = cfg.get("rope_scaling") or {}
-    if not params and layer_type == "sliding_attention" and cfg.get("rope_local_base_freq"):
-        params = {"rope_theta": cfg["rope_local_base_freq"]}
-    kind = params.get("rope_type", params.get("type", "default"))
-    # Qwen2.5-VL's and Qwen3-VL's multimodal RoPE give a text token the same position on its
-    # three axes, which is the default rotation: prompts of text alone run as such
-    if kind not in ("default", "mrope", "linear", "llama3"):
-        raise ValueError(f"rope type {kind!r} is not supported by this text encoder; it "
-                         "implements the 'default', 'linear' and 'llama3' rotary embeddings")
-    theta = float(params.get("rope_theta", cfg["rope_theta"]))
-    if kind == "llama3":
-        return theta, (float(params["factor"]), float(params["low_freq_factor"]),
-                       float(params["high_freq_factor"]), float(params.get(
-                           "original_max_position_embeddings", cfg["max_position_embeddings"])))
-    return theta, (float(params.get("factor", 1.0)) if kind == "linear" else 1.0,)
-
-
-def _scaled_frequencies(inv_freq: np.ndarray, scaling: tuple[float, ...]) -> np.ndarray:
-    """inv_freq (float32) under `_rope`'s scaling: divided by the linear factor; "llama3":
-    wavelengths past original / low_freq_factor divided by the factor, those under original /
-    high_freq_factor kept, those between blended by where they fall. transformers:
-    `_compute_llama3_parameters` (in float32, as here)."""
-    if len(scaling) == 1:
-        return (inv_freq / np.float32(scaling[0])).astype(np.float32)
-    factor, low, high, original = (np.float32(v) for v in scaling)
-    wavelength = np.float32(2 * math.pi) / inv_freq
-    scaled = np.where(wavelength > original / low, inv_freq / factor, inv_freq)
-    smooth = (original / wavelength - low) / (high - low)
-    blended = (1 - smooth) * scaled / factor + smooth * scaled
-    between = (wavelength >= original / high) & (wavelength <= original / low)
-    return np.where(between, blended, scaled).astype(np.float32)
 
 
 def _layer_types(cfg: dict[str, Any], gemma: bool) -> list[str]:
@@ -193,7 +152,7 @@ class LLMTextModel(nn.Module):
                              f"multiple of num_key_value_heads {cfg['num_key_value_heads']}")
         types = _layer_types(cfg, kind.gemma)
         # the rotary embeddings (base, scaling), and which one each layer turns by
-        ropes = {kind_: _rope(cfg, kind_) for kind_ in dict.fromkeys(types)}
+        ropes = {kind_: rope_parameters(cfg, kind_) for kind_ in dict.fromkeys(types)}
         self.ropes = list(dict.fromkeys(ropes.values()))
         self.rope_of = [self.ropes.index(ropes[kind_]) for kind_ in types]
         self.config, self.theta, self.kind = cfg, self.ropes[0][0], kind
@@ -217,17 +176,15 @@ class LLMTextModel(nn.Module):
         """cos/sin (L, 1, head_dim) for positions 0..L-1 in the LLMs' half layout, in float32
         as transformers' `Qwen3RotaryEmbedding` computes them; `rope`: which of the model's
         rotary embeddings (`ropes`, Gemma's local and global ones), its frequencies scaled
-        as its config says (linear or "llama3"). `positions` (3, L): Qwen2.5-VL's
-        multimodal positions (time, row, column) instead, each axis turning its section of
-        the frequencies (the config's `mrope_section`, cycled over the three axes) as
+        as its config says (linear, "llama3" or "yarn": llm_rope). `positions` (3, L):
+        Qwen2.5-VL's multimodal positions (time, row, column) instead, each axis turning its
+        section of the frequencies (the config's `mrope_section`, cycled over the three axes) as
         transformers' `Qwen2_5_VLRotaryEmbedding`; Qwen3-VL's axes interleaved (frequency i
         turned by the row when i % 3 == 1 and i < 3 * section[1], by the column when i % 3
         == 2 and i < 3 * section[2], else by time), as `Qwen3VLTextRotaryEmbedding`."""
         dim = self.config["head_dim"]
         theta, scaling = self.ropes[rope]
-        inv_freq = _scaled_frequencies((np.float32(1.0) / np.float32(theta) ** (
-            np.arange(0, dim, 2).astype(np.float32) / np.float32(dim))).astype(np.float32),
-            scaling)
+        inv_freq = scaled_frequencies(theta, dim, scaling)
         if positions is None:
             angle = np.outer(np.arange(length, dtype=np.float32), inv_freq).astype(np.float32)
         else:
@@ -247,8 +204,9 @@ class LLMTextModel(nn.Module):
             angle = angles[axis, :, np.arange(dim // 2)].T.astype(np.float32)
         angle = np.concatenate([angle, angle], axis=1)
         device = self.embed_tokens.weight.device
-        return (asarray(np.cos(angle).reshape(length, 1, dim), device=device),
-                asarray(np.sin(angle).reshape(length, 1, dim), device=device))
+        gain = np.float32(scaling.attention)  # YaRN's attention factor (1 for the others)
+        return (asarray((np.cos(angle) * gain).reshape(length, 1, dim), device=device),
+                asarray((np.sin(angle) * gain).reshape(length, 1, dim), device=device))
 
     def multimodal_hidden_states(self, embeddings: Tensor, positions: np.ndarray, *,
                                  final_norm: bool = True, added: Sequence[Tensor] = (),

@@ -16,6 +16,8 @@ import os
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from ..loaders.cosmos import cosmos_family
+from ..loaders.ernie_image import ernie_image_family, ernie_image_file_family
 from ..loaders.flow.chroma import chroma_family
 from ..loaders.flow.file import flow_model_family
 from ..loaders.flux2 import flux2_distilled, flux2_family
@@ -39,6 +41,12 @@ from ..loaders.sana import sana_family, sana_file_family
 from ..loaders.wan import chronoedit_family, wan_family, wan_file_family
 from ..loaders.z_image import zimage_family, zimage_omni_family
 from .contract import Capabilities, LoadOptions, Pipeline, SamplingDefaults
+from .flow.cosmos_model import cosmos_capabilities, cosmos_defaults, load_cosmos_model
+from .flow.ernie_image_model import (
+    ernie_image_capabilities,
+    ernie_image_defaults,
+    load_ernie_image_model,
+)
 from .flow.fill_model import fill_capabilities, fill_defaults, fill_family, load_fill_model
 from .flow.flow_capabilities import flow_capabilities, transformer_config
 from .flow.flow_model import flow_defaults, load_flow_model
@@ -216,6 +224,11 @@ FAMILIES: tuple[FamilyLoader, ...] = (
     FamilyLoader("Ovis-Image", ovis_image_family, load_ovis_image_model, ovis_image_defaults,
                  latent_channels=16,
                  capabilities=lambda path, family: ovis_image_capabilities(family)),
+    FamilyLoader("ERNIE-Image (Turbo)",
+                 lambda path: ernie_image_family(path) or ernie_image_file_family(path),
+                 load_ernie_image_model, ernie_image_defaults, latent_channels=32,
+                 single_file_base=True,
+                 capabilities=lambda path, family: ernie_image_capabilities(family)),
     FamilyLoader("HiDream-I1 (Full, Dev, Fast)", hidream_family, load_hidream_model,
                  hidream_defaults, latent_channels=16, single_file_base=True,
                  capabilities=lambda path, family: hidream_capabilities(family)),
@@ -223,6 +236,11 @@ FAMILIES: tuple[FamilyLoader, ...] = (
     FamilyLoader("ChronoEdit (picture edits)", chronoedit_family, load_chronoedit_model,
                  chronoedit_defaults, latent_channels=16,
                  capabilities=lambda path, family: chronoedit_capabilities(family)),
+    FamilyLoader("Cosmos Predict2 Text2Image",
+                 lambda path: cosmos_family(path) if cosmos_family(path) == "cosmos2-t2i" else None,
+                 load_cosmos_model,
+                 cosmos_defaults, latent_channels=16,
+                 capabilities=lambda path, family: cosmos_capabilities(family)),
     # the video models: a folder or transformer file is told apart so that txt2img says to use
     # txt2vid
     FamilyLoader("Wan 2.1 / 2.2 (videos: txt2vid)",
@@ -238,6 +256,9 @@ FAMILIES: tuple[FamilyLoader, ...] = (
                  lambda path, family: None, latent_channels=16),
     FamilyLoader("HunyuanVideo (videos: txt2vid)", hunyuan_video_family, refuse_pictures,
                  lambda path, family: None, latent_channels=16),
+    FamilyLoader("Cosmos Predict2.5 (videos: txt2vid, img2vid)",
+                 lambda path: cosmos_family(path) if cosmos_family(path) == "cosmos25" else None,
+                 refuse_pictures, lambda path, family: None, latent_channels=16),
     FamilyLoader("SD 1.x/2.x, SDXL (base, refiner, Turbo)", any_checkpoint, load_unet_model,
                  unet_defaults, capabilities=unet_capabilities_of),
 )

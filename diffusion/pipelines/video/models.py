@@ -3,7 +3,8 @@ model's folder or file before anything loads: Wan (WanPipeline: its folders and 
 transformer files), Kandinsky 5 Video Lite (Kandinsky5VideoPipeline: a Kandinsky5T2VPipeline
 folder), HunyuanVideo 1.5 (HunyuanVideo15Pipeline: its t2v and i2v folders), HunyuanVideo
 (HunyuanVideoPipeline: a HunyuanVideoPipeline folder; txt2vid only) and LTX-2
-(LTX2Pipeline: an LTX2Pipeline folder; txt2vid only, its video with audio); Wan 2.2 Animate
+(LTX2Pipeline: an LTX2Pipeline folder; txt2vid only, its video with audio), Cosmos
+Predict2.5 (Cosmos25PredictPipeline: a Cosmos2_5_PredictBasePipeline folder); Wan 2.2 Animate
 runs as Wan with its own defaults. Each family's defaults are its diffusers pipeline's
 (the frames, size, steps and guidance of its `__call__`, HunyuanVideo 1.5's size and guidance
 from its folder; the fps its model card writes videos at), and `refuse_video` says in one line
@@ -15,6 +16,7 @@ import os
 from dataclasses import dataclass, replace
 from pathlib import Path
 
+from ...loaders.cosmos import cosmos_family
 from ...loaders.formats.diffusers_folder import component_config, read_json
 from ...loaders.hunyuan_video.folder import hunyuan_video_family
 from ...loaders.hunyuan_video.framepack import framepack_family
@@ -24,8 +26,9 @@ from ...loaders.kandinsky5 import kandinsky5_video_family
 from ...loaders.ltx2.folder import ltx2_family
 from ...loaders.wan.sources import is_wan_animate
 
-__all__ = ["HUNYUAN_VIDEO", "HUNYUAN_VIDEO15", "KANDINSKY5_VIDEO", "LTX2", "WAN", "WAN_ANIMATE",
-           "VideoDefaults", "refuse_video", "video_defaults", "video_family_name"]
+__all__ = ["COSMOS25", "HUNYUAN_VIDEO", "HUNYUAN_VIDEO15", "KANDINSKY5_VIDEO", "LTX2", "WAN",
+           "WAN_ANIMATE", "VideoDefaults", "refuse_video", "video_defaults",
+           "video_family_name"]
 
 
 @dataclass(frozen=True)
@@ -61,6 +64,10 @@ LTX2 = VideoDefaults(frames=121, width=768, height=512, steps=30, cfg_scale=3.0,
 # with its __call__'s 129 frames
 FRAMEPACK = VideoDefaults(frames=129, width=480, height=832, steps=30, cfg_scale=9.0, fps=30.0)
 
+# Cosmos2_5_PredictBasePipeline's __call__ (93 frames of 1280 x 704, 36 steps, guidance 7),
+# written at 16 fps as its examples do
+COSMOS25 = VideoDefaults(frames=93, width=1280, height=704, steps=36, cfg_scale=7.0, fps=16.0)
+
 # WanAnimatePipeline's __call__ (1280 x 720, 20 steps, unguided; its segment of 77 frames, the
 # pose video's length being the video's), written at 30 fps as its example does
 WAN_ANIMATE = VideoDefaults(frames=77, width=1280, height=720, steps=20, cfg_scale=1.0,
@@ -70,11 +77,13 @@ WAN_ANIMATE = VideoDefaults(frames=77, width=1280, height=720, steps=20, cfg_sca
 def video_family_name(path: str | os.PathLike[str]) -> str:
     """"kandinsky-5-video" for a Kandinsky 5 Video Lite folder, "hunyuan-video-1.5" for a
     HunyuanVideo 1.5 one, "ltx-2" for an LTX-2 one, "framepack" for a FramePack one or
-    FramePack transformer file, "hunyuan-video" for a HunyuanVideo one, else "wan" (Wan's
-    loaders name what is wrong with anything that is not Wan's either)."""
+    FramePack transformer file, "hunyuan-video" for a HunyuanVideo one, "cosmos-predict2.5"
+    for a Cosmos Predict2.5 one, else "wan" (Wan's loaders name what is wrong with anything
+    that is not Wan's either)."""
+    cosmos = "cosmos-predict2.5" if cosmos_family(path) == "cosmos25" else None
     return (kandinsky5_video_family(path) or hunyuan_video15_family(path) or ltx2_family(path)
             or framepack_family(path) or framepack_file_family(path)
-            or hunyuan_video_family(path) or "wan")
+            or hunyuan_video_family(path) or cosmos or "wan")
 
 
 def _hunyuan_video15_defaults(root: Path) -> VideoDefaults:
@@ -105,6 +114,8 @@ def video_defaults(path: str | os.PathLike[str]) -> VideoDefaults:
         return HUNYUAN_VIDEO
     if family == "framepack":
         return FRAMEPACK
+    if family == "cosmos-predict2.5":
+        return COSMOS25
     return WAN_ANIMATE if is_wan_animate(Path(path)) else WAN
 
 

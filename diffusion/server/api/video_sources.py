@@ -13,6 +13,7 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
+from ...loaders.cosmos import cosmos_family
 from ...loaders.formats.diffusers_folder import pipeline_class
 from ...loaders.formats.safetensors import SafetensorsFile
 from ...loaders.hunyuan_video.folder import I2V_CLASS as HUNYUAN_VIDEO_I2V
@@ -68,7 +69,7 @@ def _family(family: str, path: Path | None = None) -> dict[str, Any]:
     from ...pipelines.video.models import KANDINSKY5_VIDEO, WAN, WAN_ANIMATE, video_defaults
 
     own = family in ("kandinsky-5-video", "hunyuan-video-1.5", "ltx-2", "hunyuan-video",
-                     "framepack")
+                     "framepack", "cosmos-predict2.5")
     defaults = video_defaults(path) if path is not None else KANDINSKY5_VIDEO \
         if family == "kandinsky-5-video" else WAN_ANIMATE if family == "wan-animate" else WAN
     return {"family": family, "defaults": asdict(defaults),
@@ -120,6 +121,11 @@ def video_listing(registry: ModelRegistry) -> dict[str, Any]:
                            "first_frame": "required" if i2v else "none",
                            **_family("framepack" if framepack else "hunyuan-video",
                                      entry.path)})
+        elif cosmos_family(entry.path) == "cosmos25":  # text or image to world
+            models.append({"title": entry.title, "model_name": entry.model_name,
+                           "kind": "folder", "vace": False, "animate": False,
+                           "first_frame": "optional",
+                           **_family("cosmos-predict2.5", entry.path)})
         elif (family := wan_file_family(entry.path)) is not None:
             animate = family == "wan-animate"
             models.append({"title": entry.title, "model_name": entry.model_name,
@@ -160,16 +166,18 @@ def video_source(registry: ModelRegistry, body: Any) -> WanSource:
     own = entry is not None and (kandinsky5_video_family(entry.path) is not None
                                  or hunyuan_video15_family(entry.path) is not None
                                  or ltx2_family(entry.path) is not None
-                                 or hunyuan_video_family(entry.path) is not None)
+                                 or hunyuan_video_family(entry.path) is not None
+                                 or cosmos_family(entry.path) == "cosmos25")
     if entry is None or (wan_family(entry.path) is None and wan_file_family(entry.path) is None
                          and not own):
         raise RequestError(f"model {body.model!r} is not a Wan folder, Kandinsky 5 Video, "
-                           "HunyuanVideo (1.5) or LTX-2 folder or Wan transformer file of the "
-                           "models directory (/avx/video-models lists them)")
+                           "HunyuanVideo (1.5), LTX-2 or Cosmos Predict2.5 folder or Wan "
+                           "transformer file of the models directory (/avx/video-models lists "
+                           "them)")
     parts = {field: _path(registry, value, field) for field in REQUEST_NAMES.fields
              if field != "model" and (value := getattr(body, field, None))}
     if parts and own:
         raise RequestError(f"{next(iter(parts))} is for Wan models; a Kandinsky 5 Video, "
-                           "HunyuanVideo (1.5) or LTX-2 folder holds its own text encoders and "
-                           "VAE (leave it out)")
+                           "HunyuanVideo (1.5), LTX-2 or Cosmos Predict2.5 folder holds its own "
+                           "text encoders and VAE (leave it out)")
     return WanSource(model=entry.path, **parts)

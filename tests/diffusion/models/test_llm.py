@@ -235,7 +235,10 @@ def test_deepstack_rows_equal_full_tensors_and_transformers(first_device: gpucor
 def test_bad_configs_get_one_line() -> None:
     with pytest.raises(ValueError, match="model_type 'gpt2'"):
         LLMTextModel({**QWEN3_TINY, "model_type": "gpt2"})
-    with pytest.raises(ValueError, match="rope type 'yarn'"):
+    with pytest.raises(ValueError, match="rope type 'dynamic'"):
+        LLMTextModel({**QWEN3_TINY, "model_type": "qwen3",
+                      "rope_parameters": {"rope_type": "dynamic", "rope_theta": 1e6}})
+    with pytest.raises(ValueError, match="original_max_position_embeddings"):
         LLMTextModel({**QWEN3_TINY, "model_type": "qwen3",
                       "rope_parameters": {"rope_type": "yarn", "rope_theta": 1e6}})
 

@@ -16,6 +16,7 @@ import numpy as np
 import pytest
 
 pytest.importorskip("diffusers", reason="diffusers is a test-only reference (extra: reference)")
+from ernie_image_tiny import tiny_ernie_pipeline
 from flow_tiny import tiny_chroma_pipeline, tiny_flux_pipeline, tiny_sd3_pipeline
 from hidream_pipe_tiny import SIDE, tiny_hidream_pipeline
 from hunyuanimage_parts_tiny import tiny_hunyuanimage_pipeline
@@ -92,6 +93,8 @@ FAMILIES = {
                            {"cfg_scale": 4.0, "init_image": PICTURE}, 1 << 20),
     # Ovis-Image: FLUX.1's blocks with SwiGLU MLPs, Qwen3 the text unit
     "ovis-image": (tiny_ovis_pipeline, "ovis-image", {"cfg_scale": 4.0}, 1 << 18),
+    # ERNIE-Image: Mistral the text unit, the shared-adaLN blocks streamed, FLUX.2's VAE
+    "ernie-image": (tiny_ernie_pipeline, "ernie-image", {"cfg_scale": 4.0}, 1 << 18),
 }
 
 

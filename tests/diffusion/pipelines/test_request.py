@@ -221,9 +221,9 @@ def test_a_setting_with_cli_and_api_metadata_needs_no_code_at_the_doors(
     assert [f.name for f in door_fields("cli")] == ["refiner_switch_at", "hires_refiner_pass",
                                                     "distilled_cfg_scale", "hr_distilled_cfg",
                                                     "cache", "tiling", "emphasis",
+                                                    "use_resolution_binning",
                                                     "enable_temporal_reasoning",
-                                                    "num_temporal_reasoning_steps", "num_frames",
-                                                    "use_resolution_binning"]
+                                                    "num_temporal_reasoning_steps", "num_frames"]
     parser = build_parser()
     args = parser.parse_args(["txt2img", "--prompt", "a", "--refiner-switch-at", "0.6"])
     args.steps, args.cfg_scale, args.sampler = 20, 7.0, "Euler a"

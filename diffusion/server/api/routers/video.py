@@ -34,6 +34,7 @@ import numpy as np
 from fastapi import APIRouter
 from pydantic import BaseModel, Field
 
+from ....loaders.cosmos import cosmos_family
 from ....loaders.hunyuan_video.folder import hunyuan_video_family
 from ....loaders.hunyuan_video15.folder import hunyuan_video15_family
 from ....loaders.kandinsky5 import kandinsky5_video_family
@@ -47,6 +48,7 @@ from ...images import decode_image
 from ..generation import RequestError
 from ..state import ServerState, State, submit, wait
 from ..video_animate import animate_pixels_of, refuse_animate
+from ..video_cosmos25 import cosmos25_answer, refuse_cosmos25
 from ..video_framepack import FramepackFields, framepack_inputs
 from ..video_init import init_video_of, refuse_init_video
 from ..video_ltx2 import ltx2_answer, refuse_ltx2
@@ -166,7 +168,8 @@ def _check(state: ServerState, body: Txt2VidRequest
     s = replace(video_defaults(source.model), **given)
     _check_settings(state, body, s)  # the family's defaults (a server's --max-size)
     if kandinsky5_video_family(source.model) or hunyuan_video15_family(source.model) \
-            or ltx2_family(source.model) or hunyuan_video_family(source.model):
+            or ltx2_family(source.model) or hunyuan_video_family(source.model) \
+            or cosmos_family(source.model) == "cosmos25":
         return (source.model, WanFiles()), s
     try:
         folder, files = resolve_wan(source, REQUEST_NAMES)
@@ -237,6 +240,10 @@ def _pipeline(model: tuple[Path, WanFiles], memory: MemoryMode | None, device: A
 
             pipe = hunyuan_video_class(folder).from_pretrained(folder, device=device,
                                                                offload=bool(memory))
+        elif cosmos_family(folder) == "cosmos25":
+            from ....pipelines.video.cosmos25 import Cosmos25PredictPipeline
+
+            pipe = Cosmos25PredictPipeline.from_pretrained(folder, device=device)
         elif ltx2_family(folder):
             from ....pipelines.video.ltx2 import LTX2Pipeline
 
@@ -273,6 +280,7 @@ async def _run(state: ServerState, body: Txt2VidRequest, image: Any) -> dict[str
     hv15 = hunyuan_video15_family(model[0]) is not None
     ltx2 = ltx2_family(model[0]) is not None
     hv1 = hunyuan_video_family(model[0]) is not None
+    cosmos = cosmos_family(model[0]) == "cosmos25"
     kind_of = None if cache is None else cache.spec.kind
     try:  # what the model does not take, from its configs and a file's header, before it loads
         refuse_init_video(body, model, s.steps, image=image is not None,
@@ -286,6 +294,8 @@ async def _run(state: ServerState, body: Txt2VidRequest, image: Any) -> dict[str
             refuse_hunyuan_video(model[0], body, image, kind_of, _control_named(body))
         elif ltx2:
             refuse_ltx2(model[0], body, s, image, kind_of, _control_named(body))
+        elif cosmos:
+            refuse_cosmos25(body, kind_of, _control_named(body), memory)
         elif not animate:
             await asyncio.to_thread(wan_refusals_of, *model, image=image is not None,
                                     cache_kind=kind_of, guidance_scale_2=body.cfg_scale_2,
@@ -304,6 +314,8 @@ async def _run(state: ServerState, body: Txt2VidRequest, image: Any) -> dict[str
         pipe = _pipeline(model, memory, device, no_half_vae and not ltx2)
         if ltx2:
             return ltx2_answer(pipe, body, s, seed, observer, image)
+        if cosmos:
+            return cosmos25_answer(pipe, body, s, seed, observer, image)
         cache = video_cache(body.cache, "cache", s.steps)  # each run's own
         size = {"height": s.height, "width": s.width} if not hv15 or image is None else {}
         inputs = {"image": image, **framepack} if k5 or hv15 or hv1 else {

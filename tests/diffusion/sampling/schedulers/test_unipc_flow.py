@@ -26,9 +26,16 @@ WAN = {"_class_name": "UniPCMultistepScheduler", "beta_end": 0.02, "beta_schedul
        "use_exponential_sigmas": False, "use_flow_sigmas": True, "use_karras_sigmas": False}
 
 
-@pytest.mark.parametrize(("shift", "steps", "order"), [(3.0, 12, 2), (5.0, 7, 2), (1.0, 5, 3)])
-def test_trajectory_equals_diffusers(shift: float, steps: int, order: int) -> None:
-    config = {**WAN, "flow_shift": shift, "solver_order": order}
+# Cosmos Predict2.5's kind: Karras' EDM sigmas as flow sigmas, maybe ending on the last
+KARRAS = {"use_karras_sigmas": True, "sigma_max": 200.0, "sigma_min": 0.01}
+
+
+@pytest.mark.parametrize(("shift", "steps", "order", "more"), [
+    (3.0, 12, 2, {}), (5.0, 7, 2, {}), (1.0, 5, 3, {}), (1.0, 6, 2, KARRAS),
+    (1.0, 6, 2, {**KARRAS, "final_sigmas_type": "sigma_min"})])
+def test_trajectory_equals_diffusers(shift: float, steps: int, order: int,
+                                     more: dict[str, object]) -> None:
+    config = {**WAN, "flow_shift": shift, "solver_order": order, **more}
     assert is_flow_unipc(config)
     reference = diffusers.UniPCMultistepScheduler.from_config(config)
     ours = FlowUniPCMultistepScheduler.from_config(config)
@@ -51,4 +58,7 @@ def test_trajectory_equals_diffusers(shift: float, steps: int, order: int) -> No
 def test_refuses_what_it_does_not_do() -> None:
     with pytest.raises(ValueError, match="use_dynamic_shifting"):
         FlowUniPCMultistepScheduler.from_config({**WAN, "use_dynamic_shifting": True})
+    with pytest.raises(ValueError, match="needs sigma_min and sigma_max"):
+        FlowUniPCMultistepScheduler.from_config({**WAN, "use_karras_sigmas": True}
+                                                ).set_timesteps(4)
     assert not is_flow_unipc({**WAN, "use_flow_sigmas": False})
