@@ -172,13 +172,20 @@ class ChromaTransformer2DModel(nn.Module):
 
     def modulation_vectors(self, timestep: Any) -> Tensor:
         """(B, modulations, dim): every block's shift / scale / gate at these timesteps
-        ((B,) host numbers in [0, 1]). Single blocks' first, then the double blocks' image
-        vectors, their text vectors, and norm_out's shift and scale."""
+        ((B,) host numbers in [0, 1], or their `approximator_inputs` as a Tensor in the
+        model's dtype: a replayed step's input). Single blocks' first, then the double
+        blocks' image vectors, their text vectors, and norm_out's shift and scale."""
         weight = self.x_embedder.weight
-        inputs = approximator_input(np.asarray(timestep, np.float32).astype(weight.dtype),
-                                    self.modulations, self.config["approximator_num_channels"])
-        return self.distilled_guidance_layer(asarray(inputs, dtype=weight.dtype,
-                                                     device=weight.device))
+        inputs = timestep if isinstance(timestep, Tensor) else asarray(
+            self.approximator_inputs(timestep), dtype=weight.dtype, device=weight.device)
+        return self.distilled_guidance_layer(inputs)
+
+    def approximator_inputs(self, timestep: Any) -> np.ndarray:
+        """approximator_input of (B,) host timesteps in [0, 1], rounded to the model's dtype
+        first (its sinusoids exact on the host: the index table's angles reach 3e5)."""
+        return approximator_input(
+            np.asarray(timestep, np.float32).astype(self.x_embedder.weight.dtype),
+            self.modulations, self.config["approximator_num_channels"])
 
     def forward(self, hidden_states: Tensor, encoder_hidden_states: Tensor, timestep: Any,
                 img_ids: Any, txt_ids: Any, attention_mask: Any = None, *,
@@ -186,9 +193,10 @@ class ChromaTransformer2DModel(nn.Module):
                 cache: BranchCache | None = None) -> Tensor:
         """hidden_states (B, Li, in_channels): packed latents; encoder_hidden_states
         (B, Lt, joint_attention_dim): T5 states; timestep (B,) host numbers in [0, 1]
-        (sigmas); img_ids (Li, 3), txt_ids (Lt, 3) positions, or their tables precomputed
-        by `rotary`; attention_mask (B, Lt + Li) or None: True / nonzero for the tokens
-        attended to (text then image; ChromaPipeline keeps the prompt's tokens and one pad).
+        (sigmas), or a Tensor of their `approximator_inputs`; img_ids (Li, 3), txt_ids
+        (Lt, 3) positions, or their tables precomputed by `rotary`; attention_mask (B, Lt +
+        Li) or None: True / nonzero for the tokens attended to (text then image;
+        ChromaPipeline keeps the prompt's tokens and one pad).
         `cache`: a step cache branch (`step_cache.StepCache.branch()`) the blocks run
         through, its calls in step order.
         """

@@ -26,7 +26,7 @@ from .dit_layers import (
 )
 from .layers import Place
 from .step_cache import BranchCache, run_blocks
-from .transformer_ops import gated_add, gated_linear, rope_heads, rope_tables
+from .transformer_ops import cast, gated_add, gated_linear, rope_heads, rope_tables
 
 _DEFAULTS: dict[str, Any] = {
     "patch_size": 1, "in_channels": 64, "out_channels": None, "num_layers": 19,
@@ -254,11 +254,14 @@ class FluxTransformer2DModel(FluxTrunk):
 
     def _thousandfold(self, values: Any) -> Any:
         """values x 1000 in the model's dtype, as diffusers scales them; a float32 Tensor (a
-        captured step's input) is scaled on the device, in float32."""
+        captured step's input) is scaled on the device, rounded as host numbers are (the
+        embedding reads float32)."""
+        dtype = self.x_embedder.weight.dtype
         if isinstance(values, Tensor):
             if values.dtype != np.float32:
                 raise TypeError(f"timestep and guidance Tensors must be float32, got "
                                 f"{values.dtype}")
-            return values.reshape(-1) * 1000.0
-        dtype = self.x_embedder.weight.dtype
+            if dtype == np.float32:
+                return values.reshape(-1) * 1000.0
+            return cast(cast(values.reshape(-1), dtype) * dtype.type(1000), np.float32)
         return np.asarray(values, dtype).reshape(-1) * dtype.type(1000)

@@ -99,10 +99,12 @@ class TimestepEmbedder(nn.Module):
         self.mlp = nn.ModuleList([nn.Linear(256, mid, **place), nn.Identity(),
                                   nn.Linear(mid, out, **place)])
 
-    def forward(self, t: np.ndarray, device: Device) -> Tensor:
-        features = nn.timestep_embedding(np.asarray(t, np.float32), 256, flip_sin_to_cos=True,
-                                         downscale_freq_shift=0, dtype=self.dtype,
-                                         device=device)
+    def forward(self, t: Any, device: Device) -> Tensor:
+        """`t` (B,) host numbers or a float32 Tensor (computed on the device: a capture's
+        input)."""
+        t = t if isinstance(t, Tensor) else np.asarray(t, np.float32)
+        features = nn.timestep_embedding(t, 256, flip_sin_to_cos=True, downscale_freq_shift=0,
+                                         dtype=self.dtype, device=device)
         return self.mlp[2](nn.silu(self.mlp[0](features)))
 
 
@@ -256,12 +258,13 @@ class ZImageTransformer2DModel(nn.Module):
                 patch_size: int = 2, cache: BranchCache | None = None,
                 control: Hints | None = None) -> Tensor:
         """latents (B, C, H, W), H and W multiples of `patch_size`; timestep (B,) host
-        numbers in [0, 1] (1 the clean end: ZImagePipeline passes (1000 - t) / 1000);
-        captions: B Tensors (L_i, cap_feat_dim), each picture's caption states without
-        padding. `cache`: a step cache branch (`step_cache.StepCache.branch()`) the joint
-        blocks run through, its calls in step order (the refiners always run). `control`:
-        each picture's ControlNet residuals from its streams (diffusers:
-        `controlnet_block_samples`, added after the blocks they name)."""
+        numbers or a float32 Tensor (a replayed step's) in [0, 1] (1 the clean end:
+        ZImagePipeline passes (1000 - t) / 1000); captions: B Tensors (L_i, cap_feat_dim),
+        each picture's caption states without padding. `cache`: a step cache branch
+        (`step_cache.StepCache.branch()`) the joint blocks run through, its calls in step
+        order (the refiners always run). `control`: each picture's ControlNet residuals from
+        its streams (diffusers: `controlnet_block_samples`, added after the blocks they
+        name)."""
         batch, channels, height, width = latents.shape
         if len(captions) != batch:
             raise ValueError(f"{len(captions)} captions for {batch} latents; give one each")
@@ -276,7 +279,9 @@ class ZImageTransformer2DModel(nn.Module):
         final = getattr(self.all_final_layer, key)
         rows, columns = height // patch_size, width // patch_size
         # 1. the timestep embedding; patches (row-major, each (ph, pw, C) flattened)
-        t = np.asarray(timestep, np.float32).reshape(-1) * np.float32(self.config["t_scale"])
+        scale = np.float32(self.config["t_scale"])
+        t = (timestep.reshape(-1) * scale if isinstance(timestep, Tensor)
+             else np.asarray(timestep, np.float32).reshape(-1) * scale)
         temb = cast(self.t_embedder(t, self.device), self.dtype)
         patches = embedder(patchify(latents, patch_size))
         grid = np.stack(np.meshgrid(np.arange(rows), np.arange(columns), indexing="ij"),

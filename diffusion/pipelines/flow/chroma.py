@@ -35,9 +35,10 @@ from ...sampling.model_sampling import calculate_shift
 from ...text.flow_emphasis import emphasize, t5_ids
 from ...text.t5_tokenizer import T5Tokenizer
 from .flow_memory import load_network
+from .flow_replay import MaskKey, StepReplay, lent_steps, mask_key, mask_of
 from .flux import image_ids, pack_latents, unpack_latents
 from .flux1_memory import to_host
-from .start import StepCallback, check_call, flow_schedule, run_euler
+from .start import StepCallback, check_call, decode, flow_schedule, run_euler
 
 __all__ = ["ChromaPipeline"]
 
@@ -54,6 +55,9 @@ class ChromaPipeline:
         self.scheduler_config = dict(scheduler_config)
         self.modules = list(modules)  # the stems of the T5 / VAE files used
         self.vae_scale_factor = 2 ** (len(vae.config["block_out_channels"]) - 1)
+        # the transformer's step (each pass's: the prompt's, the negative's), replayed in the
+        # plain memory mode (flow_replay)
+        self.step_replay = StepReplay(_transformer_step)
 
     @classmethod
     def from_pretrained(cls, path: str | Path, *, dtype: Any = np.float32,
@@ -133,12 +137,21 @@ class ChromaPipeline:
             rotary = self.transformer.rotary(np.zeros((states.shape[1], 3), np.float32),
                                              image_positions)
             branch = None if cache is None else cache.branch()
+            key = mask_key(mask)
 
             def run(x: Tensor, timestep: np.ndarray) -> np.ndarray:
-                out = self.transformer(x, states, timestep, None, None, mask, rotary=rotary,
-                                       cache=branch)
+                if step is not None:  # the timestep's approximator inputs made on the host
+                    inputs = asarray(self.transformer.approximator_inputs(timestep),
+                                     dtype=dtype, device=device)
+                    out = step(x, states, inputs, rotary, key)
+                else:
+                    out = self.transformer(x, states, timestep, None, None, mask,
+                                           rotary=rotary, cache=branch)
                 return out.numpy().astype(np.float32)
             return run
+
+        # replayed unless a step cache decides on the host: bound once a generation
+        step = self.step_replay.step(self.transformer) if cache is None else None
 
         positive = conditioned(prompts)
         negative = conditioned([negative_prompt] * batch) if guided else None
@@ -178,6 +191,19 @@ class ChromaPipeline:
         # 2. the schedule: sigmas 1 .. 1/n, shifted by the number of image tokens
         scheduler = flow_schedule(self.scheduler_config, num_inference_steps, mu)
         # 3. the start, Euler steps along the flow, the pictures out of the latent space
-        return run_euler(self.vae, scheduler, shape, flow, generator=make_generator(rng, seed),
-                         latents=latents, image=image, mask=mask_image, strength=strength,
-                         callback=callback, output_type=output_type, device=device)
+        out = run_euler(self.vae, scheduler, shape, flow, generator=make_generator(rng, seed),
+                        latents=latents, image=image, mask=mask_image, strength=strength,
+                        callback=callback, output_type="latent", device=device)
+        if output_type == "latent":
+            return out
+        with lent_steps(self):  # the VAE takes the step capture's scratch
+            return decode(self.vae, out, device)
+
+
+def _transformer_step(transformer: ChromaTransformer2DModel, packed: Tensor, states: Tensor,
+                      inputs: Tensor, rotary: tuple[Tensor, Tensor], mask: MaskKey | None
+                      ) -> Tensor:
+    """The transformer's call of a step (StepReplay's captured function): the packed
+    latents, the prompt's states, the timestep's approximator inputs and the rotary tables
+    its inputs; the attention mask, read on the host, a static argument (`mask_key`)."""
+    return transformer(packed, states, inputs, None, None, mask_of(mask), rotary=rotary)

@@ -47,7 +47,8 @@ A generation's own networks join the plan while it runs (`FlowMemoryPlan.guests`
 When the generation ends they leave the plan for host memory; the plain mode brings them
 back before it runs them (`restore_guests`).
 
-No flow network runs from a capture, so every mode runs the plain mode's kernels on the same
+Under a mode no flow network runs from a capture (the plain mode replays the steps of the
+families that keep one: flow_replay), so every mode runs the plain mode's kernels on the same
 weights: the pictures are the plain run's, bitwise (diffusion.pipelines.sd.memory says the
 same of the UNet's modes).
 """
@@ -73,6 +74,7 @@ from ...models.tiled_vae import budget_tile, decode_tiled, untiled_bytes
 from ...models.transformer_ops import forget_kept
 from ...models.vae import AutoencoderKL
 from ..sd.memory import GIB, MemoryMode
+from .flow_replay import step_replays
 
 __all__ = ["FlowMemoryPlan", "MemoryLayout", "MemoryModes", "load_network", "restore_guests",
            "smallest_flow_budget"]
@@ -311,10 +313,13 @@ class MemoryModes:
 
     def set_memory_mode(self, mode: MemoryMode) -> None:
         """Run in the WebUI's --medvram / --lowvram / --max-vram mode (the module doc; all
-        off: every weight on the GPU)."""
+        off: every weight on the GPU). The pipeline's step replays (flow_replay) run eagerly
+        while a mode is on."""
         if self._memory is not None:
             self._memory.release()
             self._memory = None
+        for replay in step_replays(getattr(self, "pipe", None)):  # weights about to move
+            replay.use_eager(bool(mode))
         if mode:
             self._memory = FlowMemoryPlan(self.memory_layout(), mode)
 

@@ -54,6 +54,7 @@ from .flow_control import DIT_CONTROLNETS
 from .flow_hires import run_hires, stage_control
 from .flow_memory import MemoryLayout, MemoryModes
 from .flow_passes import FlowModelPasses
+from .flow_replay import lent_steps
 from .flow_sampling import flow_seeds
 from .flux1_memory import flow_layout
 from .start import decode
@@ -251,7 +252,9 @@ class FlowModel(FlowModelPasses, MemoryModes):
         """The pictures, by the hires pass's VAE where its modules hold one (flow_hires)."""
         vae = getattr(request.hires_modules, "vae", None)
         vae = self.pipe.vae if vae is None else vae
-        pictures = decode(vae, latents, vae.decoder.conv_in.weight.device, self.memory_decode())
+        with lent_steps(self.pipe):  # the VAE takes the step captures' scratch (flow_replay)
+            pictures = decode(vae, latents, vae.decoder.conv_in.weight.device,
+                              self.memory_decode())
         return pictures_uint8(pictures, vae)
 
     def begin_decode(self, request: GenerationRequest, shape: tuple[int, ...]) -> None:

@@ -33,8 +33,9 @@ from ...text.t5_tokenizer import T5Tokenizer
 from ...text.tokenizer import CLIPTokenizer
 from .flow_control import FlowControl, encode_map
 from .flow_memory import load_network
+from .flow_replay import StepReplay, lent_steps
 from .flux1_memory import to_host
-from .start import StepCallback, check_call, flow_schedule, load_parts, run_euler
+from .start import StepCallback, check_call, decode, flow_schedule, load_parts, run_euler
 
 __all__ = ["FluxPipeline", "pack_latents", "unpack_latents"]
 
@@ -80,6 +81,8 @@ class FluxPipeline:
         # what every prompt's (states, pooled) pass through, as FLUX Redux's picture tokens
         # join them (diffusion.pipelines.flow.redux); None: the prompt's own
         self.prompt_prior: Callable[[Tensor, Tensor], tuple[Tensor, Tensor]] | None = None
+        # the transformer's step, replayed in the plain memory mode (flow_replay)
+        self.step_replay = StepReplay(_transformer_step)
 
     @classmethod
     def from_pretrained(cls, path: str | Path, *, dtype: Any = np.float32,
@@ -207,6 +210,11 @@ class FluxPipeline:
             tokens = extra if packed else pack_latents(extra)
             extra = np.ascontiguousarray(np.broadcast_to(tokens, (batch, *tokens.shape[1:])))
         concat = None if extra is None else asarray(extra, dtype=dtype, device=device)
+        # replayed unless a step cache (it decides on the host) or ControlNets (their
+        # residuals a call of their own) take part: bound once a generation
+        step = (self.step_replay.step(self.transformer) if cache is None and control is None
+                else None)
+        embedded = None if guidance is None else asarray(guidance, device=device)
 
         def flow(x: np.ndarray, t: float) -> np.ndarray:
             timestep = np.full(batch, np.float32(t) / np.float32(1000), np.float32)
@@ -216,11 +224,16 @@ class FluxPipeline:
             packed = asarray(tokens, dtype=dtype, device=device)
             if concat is not None:  # Flux Tools' map, Fill's picture and mask: more channels
                 packed = concatenate([packed, concat], axis=2)
-            residuals = None if control is None else control.residuals(
-                packed, states, pooled, timestep, img_ids=ids, guidance_scale=guidance_scale,
-                blocks=len(self.transformer.transformer_blocks))
-            out = self.transformer(packed, states, pooled, timestep, None, None, guidance,
-                                   rotary=rotary, cache=branch, control=residuals)
+            if step is not None:
+                out = step(packed, states, pooled, asarray(timestep, device=device), embedded,
+                           rotary)
+            else:
+                residuals = None if control is None else control.residuals(
+                    packed, states, pooled, timestep, img_ids=ids,
+                    guidance_scale=guidance_scale,
+                    blocks=len(self.transformer.transformer_blocks))
+                out = self.transformer(packed, states, pooled, timestep, None, None, guidance,
+                                       rotary=rotary, cache=branch, control=residuals)
             predicted = out.numpy().astype(np.float32)
             return unpack_latents(predicted if after is None else predicted[:, :len(ids)], h, w)
 
@@ -296,6 +309,19 @@ class FluxPipeline:
         scheduler = flow_schedule(self.scheduler_config, num_inference_steps, mu)
         # 3. the start (noise, or the init image noised to the first kept sigma), Euler steps
         # along the flow, the pictures out of the transformer's latent space
-        return run_euler(self.vae, scheduler, shape, flow, generator=generator,
-                         latents=latents, image=image, mask=mask_image, strength=strength,
-                         callback=callback, output_type=output_type, device=device)
+        out = run_euler(self.vae, scheduler, shape, flow, generator=generator,
+                        latents=latents, image=image, mask=mask_image, strength=strength,
+                        callback=callback, output_type="latent", device=device)
+        if output_type == "latent":
+            return out
+        with lent_steps(self):  # the VAE takes the step capture's scratch
+            return decode(self.vae, out, device)
+
+
+def _transformer_step(transformer: FluxTransformer2DModel, packed: Tensor, states: Tensor,
+                      pooled: Tensor, timestep: Tensor, guidance: Tensor | None,
+                      rotary: tuple[Tensor, Tensor]) -> Tensor:
+    """The transformer's call of a step (StepReplay's captured function): the packed latents,
+    the prompt's states and pooled vector, the timesteps and guidance (float32 Tensors) and
+    the rotary tables of the size its inputs."""
+    return transformer(packed, states, pooled, timestep, None, None, guidance, rotary=rotary)

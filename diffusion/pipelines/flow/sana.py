@@ -44,6 +44,7 @@ from ...sampling.scheduler_loop import scheduler_loop
 from ...sampling.schedulers.dpm_solver_flow import FlowDPMSolverMultistepScheduler
 from ...text.llm_tokenizer import LLMTokenizer
 from .flow_memory import load_network
+from .flow_replay import MaskKey, StepReplay, lent_steps, mask_key, mask_of
 from .sana_bins import binned_size, resize_and_crop
 from .sana_sprint import run_scm
 from .start import StepCallback, check_call, check_sides
@@ -69,6 +70,8 @@ class SanaPipeline:
         self.vae_scale_factor = vae.spatial_compression_ratio
         # diffusers: the transformer's sample_size latents (32: 1024 pixels)
         self.default_size = int(transformer.config["sample_size"]) * self.vae_scale_factor
+        # the transformer's step, replayed in the plain memory mode (flow_replay)
+        self.step_replay = StepReplay(_transformer_step)
 
     @classmethod
     def from_pretrained(cls, path: str | Path, *, dtype: Any = np.float32,
@@ -111,17 +114,32 @@ class SanaPipeline:
             lambda: AutoencoderDC(config, dtype=weight.dtype, device=weight.device),
             load_sana_vae(path, config=config), device=weight.device, offload_to_host=False)
 
-    def predict(self, x: np.ndarray, timesteps: np.ndarray, states: np.ndarray,
-                mask: np.ndarray, guidance: np.ndarray | None = None) -> np.ndarray:
+    def predict(self, x: np.ndarray, timesteps: np.ndarray, states: Any, mask: np.ndarray,
+                guidance: np.ndarray | None = None, *, step: Callable[..., Any] | None = None
+                ) -> np.ndarray:
         """The transformer's float32 output for latents x (B, C, h, w) at `timesteps` (B,)
-        as it embeds them, the captions' states and mask (and Sprint's scaled guidance),
-        the learned-sigma half dropped where a model has one (diffusers' chunk)."""
+        as it embeds them, the captions' states (host, or a Tensor in the transformer's
+        dtype: `device_states`) and mask (and Sprint's scaled guidance), the learned-sigma
+        half dropped where a model has one (diffusers' chunk). `step`: the generation's
+        transformer call (`transformer_step()`, bound once per generation)."""
         dtype, device = self.transformer.dtype, self.transformer.device
-        out = self.transformer(asarray(x, dtype=dtype, device=device),
-                               asarray(states, dtype=dtype, device=device), timesteps,
-                               guidance=guidance, encoder_attention_mask=mask)
+        step = step or self.transformer_step()
+        out = step(asarray(x, dtype=dtype, device=device), self.device_states(states),
+                   asarray(timesteps, dtype=np.float32, device=device),
+                   None if guidance is None else asarray(guidance, dtype=np.float32,
+                                                         device=device), mask_key(mask))
         out = out.numpy().astype(np.float32)
         return out[:, :x.shape[1]] if out.shape[1] == 2 * x.shape[1] else out
+
+    def transformer_step(self) -> Callable[..., Any]:
+        """The transformer's call for one generation's steps: its kept capture in the plain
+        memory mode (flow_replay), eager under a memory mode."""
+        return self.step_replay.step(self.transformer)
+
+    def device_states(self, states: Any) -> Any:
+        """Caption states on the device in the transformer's dtype (uploaded once a
+        generation, not at every step)."""
+        return asarray(states, dtype=self.transformer.dtype, device=self.transformer.device)
 
     def prompt_states(self, prompts: Sequence[str], *, max_sequence_length: int = 300,
                       instruction: Sequence[str] = COMPLEX_HUMAN_INSTRUCTION
@@ -165,11 +183,13 @@ class SanaPipeline:
                                           instruction=())
             states, mask = _joined(negative, (states, mask))
         scale = np.float32(self.transformer.config.get("timestep_scale", 1.0))
+        step, on_device = self.transformer_step(), self.device_states(states)
 
         def flow(x: np.ndarray, t: float) -> np.ndarray:
             rows = 2 * batch if guided else batch
             times = np.full(rows, np.float32(t) * scale, np.float32)
-            pred = self.predict(np.concatenate([x, x]) if guided else x, times, states, mask)
+            pred = self.predict(np.concatenate([x, x]) if guided else x, times, on_device,
+                                mask, step=step)
             if not guided:
                 return pred
             return pred[:batch] + np.float32(guidance_scale) * (pred[batch:] - pred[:batch])
@@ -184,12 +204,13 @@ class SanaPipeline:
         decode (MemoryModes.memory_decode); `size` (height, width): resized to cover it and
         cropped, before the clip to [0, 1] as diffusers' resolution binning."""
         z = latents / np.float32(self.vae.scaling_factor)
-        if run is not None:
-            images = run(self.vae, z)
-        else:
-            weight = self.vae.decoder.conv_in.weight
-            images = self.vae.decode(asarray(z, dtype=weight.dtype, device=weight.device)
-                                     ).numpy().astype(np.float32)
+        with lent_steps(self):  # the DC-AE takes the step capture's scratch
+            if run is not None:
+                images = run(self.vae, z)
+            else:
+                weight = self.vae.decoder.conv_in.weight
+                images = self.vae.decode(asarray(z, dtype=weight.dtype, device=weight.device)
+                                         ).numpy().astype(np.float32)
         if size is not None:
             images = resize_and_crop(images, *size)
         return np.clip(images / 2 + 0.5, 0.0, 1.0).transpose(0, 2, 3, 1)
@@ -272,6 +293,13 @@ class SanaPipeline:
         pixels = to_unit_image(image, width, height)
         encoded = self.vae.encode(asarray(pixels, dtype=weight.dtype, device=weight.device))
         return encoded.numpy().astype(np.float32) * np.float32(self.vae.scaling_factor)
+
+
+def _transformer_step(transformer: SanaTransformer2DModel, x: Any, states: Any, times: Any,
+                      guidance: Any, mask: MaskKey | None) -> Any:
+    """The transformer's call of a step (StepReplay's captured function): every Tensor an
+    input; the caption mask, read on the host, a static argument (`mask_key`)."""
+    return transformer(x, states, times, guidance=guidance, encoder_attention_mask=mask_of(mask))
 
 
 def _checked(latents: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:

@@ -29,13 +29,14 @@ def run_scm(pipe: Any, prompts: Sequence[str], shape: tuple[int, ...], *, steps:
             latents: np.ndarray | None = None, callback: StepCallback | None = None,
             image_latents: np.ndarray | None = None, strength: float = 1.0) -> np.ndarray:
     """The denoised latents (B, C, h, w) of `prompts` after `steps` SCM steps of `pipe` (a
-    SanaPipeline of a Sprint folder: its `predict`, `prompt_states`, `scheduler_config`,
-    `transformer`), from `latents` or a standard normal draw of `shape` from `generator`
-    (which also draws each step's noise); `intermediate_timesteps`: the middle angle of a
-    two-step run (1.3 unless given); `callback(done, total, denoised)` after each step (False
-    stops); `image_latents` (1 or B, C, h, w; the DC-AE's times its scaling factor): img2img
-    from them at `strength` (in (0, 1]; ValueError in one line where it leaves no step).
-    diffusers: `SanaSprintPipeline(..., output_type="latent").images`, with `image_latents`
+    SanaPipeline of a Sprint folder: its `predict`, `prompt_states`, `transformer_step`,
+    `device_states`, `scheduler_config`, `transformer`), from `latents` or a standard normal
+    draw of `shape` from `generator` (which also draws each step's noise);
+    `intermediate_timesteps`: the middle angle of a two-step run (1.3 unless given);
+    `callback(done, total, denoised)` after each step (False stops); `image_latents` (1 or B,
+    C, h, w; the DC-AE's times its scaling factor): img2img from them at `strength` (in (0,
+    1]; ValueError in one line where it leaves no step). diffusers:
+    `SanaSprintPipeline(..., output_type="latent").images`, with `image_latents`
     SanaSprintImg2ImgPipeline's with `strength=`."""
     if intermediate_timesteps is None and steps == 2:
         intermediate_timesteps = 1.3  # SanaSprintPipeline's default
@@ -60,6 +61,8 @@ def run_scm(pipe: Any, prompts: Sequence[str], shape: tuple[int, ...], *, steps:
         x = (np.cos(s) * np.asarray(image_latents, np.float32) * sigma_data
              + np.sin(s) * x).astype(np.float32)
     states, mask = pipe.prompt_states(prompts, max_sequence_length=max_sequence_length)
+    # bound once: the transformer's kept capture (flow_replay), the states uploaded once
+    step, states = pipe.transformer_step(), pipe.device_states(states)
     config = pipe.transformer.config
     guidance = np.full(shape[0], np.float32(guidance_scale)
                        * np.float32(config.get("guidance_embeds_scale", 0.1)), np.float32)
@@ -72,7 +75,7 @@ def run_scm(pipe: Any, prompts: Sequence[str], shape: tuple[int, ...], *, steps:
         norm = np.sqrt(time**2 + (1 - time) ** 2)
         model_in = x / sigma_data * norm
         pred = pipe.predict(model_in, np.full(shape[0], time, np.float32), states, mask,
-                            guidance)
+                            guidance, step=step)
         # 2. the flow-matching output as TrigFlow's, then the consistency step
         trig = ((1 - 2 * time) * model_in + (1 - 2 * time + 2 * time**2) * pred) / norm
         x = scheduler.step(trig * sigma_data, float(angle), x, generator=generator)

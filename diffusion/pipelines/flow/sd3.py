@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 
 from gpucore import Device, default_device
-from gpustd import asarray
+from gpustd import Tensor, asarray
 
 from ...loaders.flow.gguf import load_sd3_gguf
 from ...loaders.flow.sd3_file import load_sd3_file
@@ -34,8 +34,9 @@ from ...text.t5_tokenizer import T5Tokenizer
 from ...text.tokenizer import CLIPTokenizer
 from .flow_control import FlowControl
 from .flow_memory import load_network
+from .flow_replay import StepReplay, lent_steps
 from .flux1_memory import to_host
-from .start import StepCallback, check_call, load_parts, run_euler
+from .start import StepCallback, check_call, decode, load_parts, run_euler
 
 __all__ = ["StableDiffusion3Pipeline"]
 
@@ -55,6 +56,8 @@ class StableDiffusion3Pipeline:
         self.scheduler_config = dict(scheduler_config)
         self.modules = list(modules)  # the stems of the text encoder files used
         self.vae_scale_factor = 2 ** (len(vae.config["block_out_channels"]) - 1)
+        # the transformer's step, replayed in the plain memory mode (flow_replay)
+        self.step_replay = StepReplay(_transformer_step)
 
     @classmethod
     def from_pretrained(cls, path: str | Path, *, dtype: Any = np.float32,
@@ -177,14 +180,23 @@ class StableDiffusion3Pipeline:
             control.encode(self.vae, batch=batch, width=width, height=height, generator=None,
                            pack=lambda latents: latents, dtype=dtype, device=device)
 
+        # replayed unless a step cache (it decides on the host) or ControlNets (their
+        # residuals a call of their own) take part: bound once a generation
+        step = (self.step_replay.step(self.transformer) if cache is None and control is None
+                else None)
+
         def flow(x: np.ndarray, t: float) -> np.ndarray:
             model_in = np.concatenate([x, x]) if guided else x
             latents = asarray(model_in, dtype=dtype, device=device)
             timestep = np.full(len(model_in), t, np.float32)
-            residuals = None if control is None else control.sd3_residuals(
-                latents, states_gpu, pooled_gpu, timestep, pos_embed=self.transformer.pos_embed)
-            out = self.transformer(latents, states_gpu, pooled_gpu, timestep, cache=branch,
-                                   control=residuals)
+            if step is not None:
+                out = step(latents, states_gpu, pooled_gpu, asarray(timestep, device=device))
+            else:
+                residuals = None if control is None else control.sd3_residuals(
+                    latents, states_gpu, pooled_gpu, timestep,
+                    pos_embed=self.transformer.pos_embed)
+                out = self.transformer(latents, states_gpu, pooled_gpu, timestep,
+                                       cache=branch, control=residuals)
             out = out.numpy().astype(np.float32)
             if not guided:
                 return out
@@ -230,6 +242,17 @@ class StableDiffusion3Pipeline:
         scheduler.set_timesteps(num_inference_steps, mu=mu)
         # 3. the start (noise, or the init image noised to the first kept sigma), Euler steps
         # along the flow, the pictures out of the transformer's latent space
-        return run_euler(self.vae, scheduler, shape, flow, generator=make_generator(rng, seed),
-                         latents=latents, image=image, mask=mask_image, strength=strength,
-                         callback=callback, output_type=output_type, device=device)
+        out = run_euler(self.vae, scheduler, shape, flow, generator=make_generator(rng, seed),
+                        latents=latents, image=image, mask=mask_image, strength=strength,
+                        callback=callback, output_type="latent", device=device)
+        if output_type == "latent":
+            return out
+        with lent_steps(self):  # the VAE takes the step capture's scratch
+            return decode(self.vae, out, device)
+
+
+def _transformer_step(transformer: SD3Transformer2DModel, latents: Tensor, states: Tensor,
+                      pooled: Tensor, timestep: Tensor) -> Tensor:
+    """The transformer's call of a step (StepReplay's captured function): the latents (CFG's
+    rows together), the prompts' states and pooled vectors and the timesteps its inputs."""
+    return transformer(latents, states, pooled, timestep)

@@ -40,7 +40,16 @@ from ...sampling.model_sampling import calculate_shift
 from ...text.llm_tokenizer import LLMTokenizer, qwen3_chat_prompt
 from .flow_control import FlowControl
 from .flow_memory import load_network
-from .start import StepCallback, check_call, check_sides, flow_schedule, run_euler, single_files
+from .flow_replay import StepReplay, lent_steps
+from .start import (
+    StepCallback,
+    check_call,
+    check_sides,
+    decode,
+    flow_schedule,
+    run_euler,
+    single_files,
+)
 
 __all__ = ["ZImagePipeline"]
 
@@ -59,6 +68,8 @@ class ZImagePipeline:
         self.scheduler_config = dict(scheduler_config)
         self.modules = list(modules)
         self.vae_scale_factor = 2 ** (len(vae.config["block_out_channels"]) - 1)
+        # the transformer's step, replayed in the plain memory mode (flow_replay)
+        self.step_replay = StepReplay(_transformer_step)
 
     @classmethod
     def from_pretrained(cls, path: str | Path, *, dtype: Any = np.float32,
@@ -165,13 +176,23 @@ class ZImagePipeline:
                            height=h * self.vae_scale_factor, generator=None,
                            pack=lambda latent: latent, dtype=dtype, device=device)
 
+        # replayed unless a step cache (it decides on the host) or ControlNets (their blocks
+        # run inside the call) take part: bound once a generation
+        step = (self.step_replay.step(self.transformer) if cache is None and control is None
+                else None)
+
         def flow(x: np.ndarray, t: float) -> np.ndarray:
             timestep = (np.float32(1000) - np.float32(t)) / np.float32(1000)
             latents = np.concatenate([x, x]) if guided else x
             times = np.full(len(latents), timestep, np.float32)
-            hints = None if control is None else control.block_hints(times, self.transformer)
-            out = self.transformer(asarray(latents, dtype=dtype, device=device), times,
-                                   captions, cache=branch, control=hints)
+            if step is not None:
+                out = step(asarray(latents, dtype=dtype, device=device),
+                           asarray(times, dtype=np.float32, device=device), captions)
+            else:
+                hints = None if control is None else control.block_hints(times,
+                                                                          self.transformer)
+                out = self.transformer(asarray(latents, dtype=dtype, device=device), times,
+                                       captions, cache=branch, control=hints)
             pred = out.numpy().astype(np.float32)
             if guided:
                 positive, negative = pred[:batch], pred[batch:]
@@ -216,7 +237,18 @@ class ZImagePipeline:
         scheduler = flow_schedule(self.scheduler_config, num_inference_steps, mu)
         # 3. the start (noise, or the init image noised to the first kept sigma), Euler steps
         # along the flow, the pictures out of the latent space
-        return run_euler(self.vae, scheduler, shape, flow, generator=make_generator(rng, seed),
-                         latents=latents, image=image, mask=mask_image, strength=strength,
-                         callback=callback, output_type=output_type,
-                         device=self.transformer.device)
+        out = run_euler(self.vae, scheduler, shape, flow, generator=make_generator(rng, seed),
+                        latents=latents, image=image, mask=mask_image, strength=strength,
+                        callback=callback, output_type="latent",
+                        device=self.transformer.device)
+        if output_type == "latent":
+            return out
+        with lent_steps(self):  # the VAE takes the step capture's scratch
+            return decode(self.vae, out, self.transformer.device)
+
+
+def _transformer_step(transformer: ZImageTransformer2DModel, latents: Tensor, times: Tensor,
+                      captions: list[Tensor]) -> Tensor:
+    """The transformer's call of a step (StepReplay's captured function): the latents, the
+    timesteps and every caption's states its inputs."""
+    return transformer(latents, times, captions)
