@@ -48,7 +48,7 @@ def tiny_chronoedit_pipeline(root: Path) -> Any:
         tokenizer_file=str(root / "umt5-tokenizer" / "tokenizer.json"))
     encoder = randomized(transformers.CLIPVisionModel(
         transformers.CLIPVisionConfig(**CLIP_VISION_TINY)), 14)
-    processor = transformers.CLIPImageProcessor(
+    processor = transformers.CLIPImageProcessorPil(
         size={"shortest_edge": 28}, crop_size={"height": 28, "width": 28})
     pipe = diffusers.ChronoEditPipeline(
         tokenizer=tokenizer, text_encoder=tiny_umt5(), image_encoder=encoder,

@@ -46,7 +46,7 @@ def tiny_hunyuan_video_i2v_text(root: Path) -> dict[str, Any]:
 
     parts = tiny_hunyuan_video_text(root)
     tokenizer = tiny_llama_tokenizer(root / "llava-tokenizer", I2V_TEMPLATE, SPECIAL)
-    image_processor = transformers.CLIPImageProcessor(
+    image_processor = transformers.CLIPImageProcessorPil(
         size={"shortest_edge": 336}, crop_size={"height": 336, "width": 336})
     return {**parts, "tokenizer": tokenizer, "image_processor": image_processor,
             "text_encoder": tiny_llava(tokenizer.convert_tokens_to_ids("<image>"))}

@@ -27,7 +27,7 @@ def tiny_wan_animate_pipeline(root: Path) -> Any:
         tokenizer_file=str(root / "umt5-tokenizer" / "tokenizer.json"))
     encoder = randomized(transformers.CLIPVisionModel(transformers.CLIPVisionConfig(
         **{**CLIP_VISION_TINY, "hidden_size": ANIMATE_TINY["image_dim"]})), 12)
-    processor = transformers.CLIPImageProcessor(
+    processor = transformers.CLIPImageProcessorPil(
         size={"shortest_edge": 28}, crop_size={"height": 28, "width": 28})
     pipe = diffusers.WanAnimatePipeline(
         tokenizer=tokenizer, text_encoder=tiny_umt5(), transformer=tiny_animate_transformer(),

@@ -128,7 +128,7 @@ def tiny_wan_i2v_pipeline(root: Path) -> Any:
            "added_kv_proj_dim": 24}), 11, scale=0.3)
     encoder = randomized(transformers.CLIPVisionModel(
         transformers.CLIPVisionConfig(**CLIP_VISION_TINY)), 12)
-    processor = transformers.CLIPImageProcessor(
+    processor = transformers.CLIPImageProcessorPil(
         size={"shortest_edge": 28}, crop_size={"height": 28, "width": 28})
     pipe = diffusers.WanImageToVideoPipeline(
         tokenizer=tokenizer, text_encoder=tiny_umt5(), transformer=transformer,

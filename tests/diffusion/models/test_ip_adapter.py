@@ -89,7 +89,7 @@ def encoder(tmp_path_factory: pytest.TempPathFactory) -> tuple[Any, Path]:
 
 
 def test_clip_pixels_match_clip_image_processor(first_device: gpucore.Device) -> None:
-    processor = transformers.CLIPImageProcessor(size=SIZE, crop_size=SIZE)
+    processor = transformers.CLIPImageProcessorPil(size=SIZE, crop_size=SIZE)
     for shape in ((45, 37), (29, 61), (32, 32)):
         picture = _picture(3, shape)
         want = processor(Image.fromarray(picture), return_tensors="np").pixel_values
