@@ -7,7 +7,11 @@ A14B folder adds transformer_2/ (the low-noise expert) and `boundary_ratio` to m
 A Wan VACE folder (`WanVACEPipeline`) is a text-to-video folder whose transformer/ is a
 WanVACETransformer3DModel (the control branch: models.wan_vace). A Wan 2.2 Animate folder
 (`WanAnimatePipeline`) is laid out as an image-to-video one, its transformer/ a
-WanAnimateTransformer3DModel (models.wan_animate).
+WanAnimateTransformer3DModel (models.wan_animate). SkyReels V2's text- and image-to-video
+folders (`SkyReelsV2Pipeline`, `SkyReelsV2ImageToVideoPipeline`) are Wan 2.1's, their
+transformer/ a SkyReelsV2Transformer3DModel (models.skyreels_v2) and the I2V image_encoder/ a
+CLIPVisionModelWithProjection (its projection not read); a diffusion forcing folder
+(`SkyReelsV2DiffusionForcingPipeline`) is laid out as a text-to-video one.
 
 Each component goes through the safetensors walk (`.fp16` variants, sharded
 `.safetensors.index.json`) into lazy `ComponentWeights`; the models' own `load_state_dict`
@@ -36,6 +40,10 @@ _CLASS = "WanPipeline"
 _I2V_CLASS = "WanImageToVideoPipeline"
 _VACE_CLASS = "WanVACEPipeline"
 _ANIMATE_CLASS = "WanAnimatePipeline"
+# SkyReels V2: text-to-video, image-to-video, diffusion forcing
+_SKYREELS = {"SkyReelsV2Pipeline": _CLASS, "SkyReelsV2ImageToVideoPipeline": _I2V_CLASS,
+             "SkyReelsV2DiffusionForcingPipeline": _CLASS}
+_SKYREELS_DF = "SkyReelsV2DiffusionForcingPipeline"
 _STEMS = {"text_encoder": "model", "image_encoder": "model"}
 
 
@@ -71,15 +79,22 @@ class WanWeights:
     vace: bool = False
     # Wan 2.2 Animate: the transformer reads pose latents and face crops
     animate: bool = False
+    # SkyReels V2: the transformer is a SkyReelsV2Transformer3DModel; `diffusion_forcing`: a
+    # SkyReelsV2DiffusionForcingPipeline folder (a timestep per latent frame)
+    skyreels: bool = False
+    diffusion_forcing: bool = False
 
 
 def wan_family(path: str | os.PathLike[str]) -> str | None:
     """"wan" for a diffusers folder whose model_index.json names a WanPipeline or a
-    WanImageToVideoPipeline, "wan-vace" for a WanVACEPipeline, "wan-animate" for a
-    WanAnimatePipeline, None for anything else."""
-    name = pipeline_class(Path(path))
+    WanImageToVideoPipeline (or SkyReels V2's text- or image-to-video pipeline), "wan-vace"
+    for a WanVACEPipeline, "wan-animate" for a WanAnimatePipeline, "skyreels-v2-df" for a
+    SkyReelsV2DiffusionForcingPipeline, None for anything else."""
+    name = str(pipeline_class(Path(path)))
+    if name == _SKYREELS_DF:
+        return "skyreels-v2-df"
     return {_CLASS: "wan", _I2V_CLASS: "wan", _VACE_CLASS: "wan-vace",
-            _ANIMATE_CLASS: "wan-animate"}.get(str(name))
+            _ANIMATE_CLASS: "wan-animate"}.get(_SKYREELS.get(name, name))
 
 
 def _listed(index: dict[str, Any], name: str) -> bool:
@@ -138,8 +153,8 @@ def load_wan_folder(path: str | os.PathLike[str], *, dtype: Any = None,
     it is not a Wan pipeline or a component is missing (and which file can stand in)."""
     root = Path(path)
     found = pipeline_class(root)
-    index = pipeline_index(root, found if found in (_I2V_CLASS, _VACE_CLASS, _ANIMATE_CLASS)
-                           else _CLASS,
+    index = pipeline_index(root, found if found in (_I2V_CLASS, _VACE_CLASS, _ANIMATE_CLASS,
+                                                    *_SKYREELS) else _CLASS,
                            ("vae", "tokenizer", "scheduler"))
     resolved = resolve_dtype(dtype)
     parts: dict[str, Any] = dict.fromkeys(skip)
@@ -149,9 +164,10 @@ def load_wan_folder(path: str | os.PathLike[str], *, dtype: Any = None,
     if parts.get("image_encoder") is not None:
         # transformers 5 saves a CLIPVisionModel's keys without the `vision_model.` prefix
         encoder = parts["image_encoder"]
+        # (SkyReels V2's CLIPVisionModelWithProjection: its projection is not read)
         parts["image_encoder"] = encoder.with_refs({
             key if key.startswith("vision_model.") else f"vision_model.{key}": ref
-            for key, ref in encoder.refs.items()})
+            for key, ref in encoder.refs.items() if not key.startswith("visual_projection.")})
     tokenizer = root / "tokenizer"
     if not (tokenizer / "tokenizer.json").is_file():
         raise WeightsError(f"{tokenizer / 'tokenizer.json'}: required file is missing (UMT5's "
@@ -161,4 +177,6 @@ def load_wan_folder(path: str | os.PathLike[str], *, dtype: Any = None,
                       tokenizer_dir=tokenizer, expand_timesteps=bool(
                           index.get("expand_timesteps")),
                       boundary_ratio=None if ratio is None else float(ratio),
-                      vace=found == _VACE_CLASS, animate=found == _ANIMATE_CLASS, **parts)
+                      vace=found == _VACE_CLASS, animate=found == _ANIMATE_CLASS,
+                      skyreels=found in _SKYREELS, diffusion_forcing=found == _SKYREELS_DF,
+                      **parts)

@@ -40,6 +40,7 @@ from gpustd.nn.offload import restore as restore_weights
 from ...loaders.component import load_component
 from ...loaders.wan import WanFiles, load_wan
 from ...models.clip_vision import CLIPVisionModelWithProjection
+from ...models.skyreels_v2 import SkyReelsV2Transformer3DModel
 from ...models.step_cache import BranchCache, StepCache
 from ...models.t5 import UMT5EncoderModel
 from ...models.wan import WanTransformer3DModel
@@ -124,7 +125,8 @@ class WanPipeline(WanMemoryModes, WanVaePasses):
                               weights.text_encoder)
         vae = loaded(AutoencoderKLWan(weights.vae.config, **place), weights.vae)
         network = WanVACETransformer3DModel if weights.vace else \
-            WanAnimateTransformer3DModel if weights.animate else WanTransformer3DModel
+            WanAnimateTransformer3DModel if weights.animate else \
+            SkyReelsV2Transformer3DModel if weights.skyreels else WanTransformer3DModel
         transformer = loaded(network(weights.transformer.config, **place), weights.transformer)
         transformer_2 = None if weights.transformer_2 is None else loaded(
             network(weights.transformer_2.config, **place), weights.transformer_2)
@@ -132,8 +134,7 @@ class WanPipeline(WanMemoryModes, WanVaePasses):
             CLIPVisionModelWithProjection(weights.image_encoder.config, projection=False,
                                           **place), weights.image_encoder)
         return cls(transformer=transformer, vae=vae, text_encoder=text_encoder,
-                   image_encoder=image_encoder,
-                   tokenizer=T5Tokenizer(weights.tokenizer_dir),
+                   image_encoder=image_encoder, tokenizer=T5Tokenizer(weights.tokenizer_dir),
                    scheduler_config=weights.scheduler_config,
                    expand_timesteps=weights.expand_timesteps, offload=offload,
                    transformer_2=transformer_2,

@@ -55,7 +55,8 @@ def _first_frame(path: Path) -> str:
     from ...loaders.formats.diffusers_folder import read_json
 
     index = read_json(path / "model_index.json")
-    if index.get("_class_name") == "WanImageToVideoPipeline":
+    if index.get("_class_name") in ("WanImageToVideoPipeline",
+                                    "SkyReelsV2ImageToVideoPipeline"):
         return "required"
     return "optional" if index.get("expand_timesteps") else "none"
 
