@@ -13,8 +13,10 @@ import pytest
 
 pytest.importorskip("diffusers", reason="diffusers is a test-only reference (extra: reference)")
 import torch
+from cli_support import cli_ok, png_frames
 from skyreels_v2_tiny import tiny_skyreels_pipeline
 
+import diffusion.cli.main as cli
 import gpucore
 from diffusion.pipelines.video.skyreels_v2_df import SkyReelsV2DiffusionForcingPipeline
 
@@ -47,15 +49,21 @@ def _expected(reference: Any, monkeypatch: pytest.MonkeyPatch, **kw: Any) -> np.
                      generator=generator, **kw).frames[0]
 
 
-def test_synchronous_equals_diffusers(first_device: gpucore.Device, tiny_df: tuple[Path, Any],
-                                      monkeypatch: pytest.MonkeyPatch) -> None:
+def test_synchronous_txt2vid_equals_diffusers(first_device: gpucore.Device,
+                                              tiny_df: tuple[Path, Any], tmp_path: Path,
+                                              capsys: pytest.CaptureFixture[str],
+                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    """Through `txt2vid` (PNG frames: 8-bit rounding), guided, the fps 16 conditioning."""
     folder, reference = tiny_df
-    pipe = SkyReelsV2DiffusionForcingPipeline.from_pretrained(folder, device=first_device)
+    out, _ = cli_ok(capsys, "txt2vid", "--model", str(folder), "--prompt", RED, "--width",
+                    "48", "--height", "32", "--frames", "9", "--steps", "2", "--cfg-scale", "3",
+                    "--negative-prompt", "blurry", "--fps", "16", "--seed", "3", "--dtype",
+                    "float32", "-o", str(tmp_path / "out"))
+    ours = png_frames(out)
     kw = dict(num_frames=9, guidance_scale=3.0, negative_prompt="blurry", fps=16)
-    ours = pipe(RED, height=32, width=48, num_inference_steps=2, seed=3, **kw)[0]
     expected = _expected(reference, monkeypatch, **kw)
     assert ours.shape == (9, 32, 48, 3)
-    assert np.abs(ours - expected).max() < 1e-3  # measured 4e-5
+    assert np.abs(ours - expected).max() < 1.5 / 255  # the PNGs' rounding
     # the fps visibly matters
     assert np.abs(_expected(reference, monkeypatch, **{**kw, "fps": 24}) - expected).mean() \
         > 0.02
@@ -80,3 +88,19 @@ def test_asynchronous_long_video_equals_diffusers(first_device: gpucore.Device,
         pipe(RED, height=32, width=48, num_frames=21, base_num_frames=13)
     with pytest.raises(ValueError, match="not a multiple of causal_block_size"):
         pipe(RED, height=32, width=48, num_frames=9, causal_block_size=2)
+
+
+def test_txt2vid_refusals(first_device: gpucore.Device, tiny_df: tuple[Path, Any], tmp_path: Path,
+                          capsys: pytest.CaptureFixture[str]) -> None:
+    """One line each, before the weights load: a diffusion forcing option for another model,
+    Wan 2.2 A14B's second guidance, a step cache."""
+    folder = str(tiny_df[0])
+    (tmp_path / "other").mkdir()
+    for argv, said in (
+            (["txt2vid", "--model", str(tmp_path / "other"), "--ar-step", "2"],
+             "--ar-step is a SkyReels V2 diffusion forcing option"),
+            (["txt2vid", "--model", folder, "--cfg-scale-2", "2"], "--cfg-scale-2 is for Wan"),
+            (["txt2vid", "--model", folder, "--cache", "fbc"], "without a step cache")):
+        code = cli.main([*argv, "--prompt", "x", "-o", str(tmp_path / "o.mp4")])
+        err = capsys.readouterr().err
+        assert code == 2 and said in err and "Traceback" not in err, err
