@@ -63,13 +63,18 @@ class SkyReelsV2DiffusionForcingPipeline(WanPipeline):
                  callback: StepCallback | None = None, ar_step: int = 0,
                  causal_block_size: int | None = None, base_num_frames: int = 97,
                  overlap_history: int | None = None, addnoise_condition: float = 0,
-                 fps: int = 24) -> np.ndarray:
+                 fps: int = 24, cache: None = None) -> np.ndarray:
         """Videos for `prompt`: (B, num_frames, height, width, 3) float in [0, 1]. diffusers:
         `SkyReelsV2DiffusionForcingPipeline(prompt, negative_prompt=, height=, width=,
         num_frames=, num_inference_steps=, guidance_scale=, ar_step=, causal_block_size=,
         base_num_frames=, overlap_history=, addnoise_condition=, fps=,
         generator=torch.Generator().manual_seed(seed), output_type="np").frames`, its
-        addnoise noise drawn from the same generator (diffusers': torch's global one)."""
+        addnoise noise drawn from the same generator (diffusers': torch's global one).
+        `cache` is taken as WanPipeline's callers give it, and must be None: the frames are
+        at different timesteps, which no step cache here measures."""
+        if cache is not None:
+            raise ValueError("SkyReels V2 diffusion forcing runs without a step cache; leave "
+                             "it out")
         prompts = [prompt] if isinstance(prompt, str) else list(prompt)
         self.check(height=height, width=width, num_frames=num_frames,
                    steps=num_inference_steps, rng=rng, sampler=sampler)

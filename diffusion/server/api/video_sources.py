@@ -89,12 +89,13 @@ def video_listing(registry: ModelRegistry) -> dict[str, Any]:
     files: dict[str, list[str]] = {"model_2": [], "text_encoder": [], "vae": [],
                                    "clip_vision": []}
     for entry in registry.entries:
-        if wan_family(entry.path) is not None:
+        if (wan := wan_family(entry.path)) is not None:  # SkyReels V2's too
+            forcing = wan == "skyreels-v2-df"  # its own defaults
             models.append({"title": entry.title, "model_name": entry.model_name,
                            "kind": "folder", "first_frame": _first_frame(entry.path),
-                           "vace": wan_family(entry.path) == "wan-vace",
-                           "animate": (animate := wan_family(entry.path) == "wan-animate"),
-                           **_family("wan-animate" if animate else "wan")})
+                           "vace": wan == "wan-vace", "animate": wan == "wan-animate",
+                           **_family(wan if wan == "wan-animate" or forcing else "wan",
+                                     entry.path if forcing else None)})
         elif kandinsky5_video_family(entry.path) is not None:  # image-to-video: a picture
             models.append({"title": entry.title, "model_name": entry.model_name,
                            "kind": "folder", "vace": False, "animate": False,
