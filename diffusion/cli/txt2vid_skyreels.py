@@ -1,11 +1,13 @@
 """`txt2vid --model FOLDER` for a SkyReels V2 diffusion forcing folder (a
-SkyReelsV2DiffusionForcingPipeline's): cli.txt2vid checks the settings and fills in the
-family's defaults (97 frames of 960 x 544, 50 steps, CFG 6, 24 fps), then hands over here.
-The diffusion forcing options keep diffusers' argument names (--ar-step, --causal-block-size,
---base-num-frames, --overlap-history, --addnoise-condition); --fps is also the fps the model
-is conditioned on (16, or 24 for any other). What is Wan's alone (a first frame, --base and
-the part files, a second expert, VACE, step caches, a video to start from) is refused in one
-line before the weights load. SkyReels V2's text- and image-to-video folders run as Wan's."""
+SkyReelsV2DiffusionForcingPipeline's): cli.txt2vid checks the settings and fills in the family's
+defaults (97 frames of 960 x 544, 50 steps, CFG 6, 24 fps), then hands over here. The diffusion
+forcing options keep diffusers' argument names (--ar-step, --causal-block-size,
+--base-num-frames, --overlap-history, --addnoise-condition); --fps is also the fps the model is
+conditioned on (16, or 24 for any other). `img2vid --image` starts the video from a picture
+(diffusers' SkyReelsV2DiffusionForcingImageToVideoPipeline, on the same folders). What is Wan's
+alone (--base and the part files, a second expert, VACE, step caches, a video to start from) is
+refused in one line before the weights load. SkyReels V2's text- and image-to-video folders run
+as Wan's."""
 
 from __future__ import annotations
 
@@ -56,15 +58,12 @@ def refuse_skyreels_only(args: argparse.Namespace) -> None:
                          "is another model: leave it out")
 
 
-def run_skyreels_df(args: argparse.Namespace, out: Path, dtype: Any) -> int:
+def run_skyreels_df(args: argparse.Namespace, out: Path, dtype: Any, image: Any = None) -> int:
     """Generate and write the video as `args` say (checked and completed by cli.txt2vid)
     with the SkyReels V2 diffusion forcing folder `args.model`, its weights in `dtype`;
-    prints the path."""
+    `image`: img2vid's first frame; prints the path."""
     from ..pipelines.video.skyreels_v2_df import SkyReelsV2DiffusionForcingPipeline
 
-    if args.command == "img2vid":
-        raise ValueError(f"{args.model} is SkyReels V2's diffusion forcing text-to-video "
-                         "model: use txt2vid")
     refuse_wan_only(args, "SkyReels V2 diffusion forcing")
     if args.cache:
         raise ValueError("--cache: SkyReels V2 diffusion forcing runs without a step cache "
@@ -76,5 +75,6 @@ def run_skyreels_df(args: argparse.Namespace, out: Path, dtype: Any) -> int:
     videos = pipe(args.prompt, negative_prompt=args.negative_prompt, height=args.height,
                   width=args.width, num_frames=args.frames, num_inference_steps=args.steps,
                   guidance_scale=args.cfg_scale, seed=args.seed, rng=args.rng,
-                  sampler=args.sampler, callback=bar.step, fps=round(args.fps), **forcing)
+                  sampler=args.sampler, callback=bar.step, fps=round(args.fps), image=image,
+                  **forcing)
     return finish_video(pipe, videos, None, out, args.fps, args.verbose)

@@ -11,7 +11,8 @@ WanAnimateTransformer3DModel (models.wan_animate). SkyReels V2's text- and image
 folders (`SkyReelsV2Pipeline`, `SkyReelsV2ImageToVideoPipeline`) are Wan 2.1's, their
 transformer/ a SkyReelsV2Transformer3DModel (models.skyreels_v2) and the I2V image_encoder/ a
 CLIPVisionModelWithProjection (its projection not read); a diffusion forcing folder
-(`SkyReelsV2DiffusionForcingPipeline`) is laid out as a text-to-video one.
+(`SkyReelsV2DiffusionForcingPipeline`, or its ImageToVideo one) is laid out as a text-to-video
+one.
 
 Each component goes through the safetensors walk (`.fp16` variants, sharded
 `.safetensors.index.json`) into lazy `ComponentWeights`; the models' own `load_state_dict`
@@ -41,9 +42,10 @@ _I2V_CLASS = "WanImageToVideoPipeline"
 _VACE_CLASS = "WanVACEPipeline"
 _ANIMATE_CLASS = "WanAnimatePipeline"
 # SkyReels V2: text-to-video, image-to-video, diffusion forcing
+_SKYREELS_DF = ("SkyReelsV2DiffusionForcingPipeline",
+                "SkyReelsV2DiffusionForcingImageToVideoPipeline")
 _SKYREELS = {"SkyReelsV2Pipeline": _CLASS, "SkyReelsV2ImageToVideoPipeline": _I2V_CLASS,
-             "SkyReelsV2DiffusionForcingPipeline": _CLASS}
-_SKYREELS_DF = "SkyReelsV2DiffusionForcingPipeline"
+             **dict.fromkeys(_SKYREELS_DF, _CLASS)}
 _STEMS = {"text_encoder": "model", "image_encoder": "model"}
 
 
@@ -89,9 +91,9 @@ def wan_family(path: str | os.PathLike[str]) -> str | None:
     """"wan" for a diffusers folder whose model_index.json names a WanPipeline or a
     WanImageToVideoPipeline (or SkyReels V2's text- or image-to-video pipeline), "wan-vace"
     for a WanVACEPipeline, "wan-animate" for a WanAnimatePipeline, "skyreels-v2-df" for a
-    SkyReelsV2DiffusionForcingPipeline, None for anything else."""
+    SkyReels V2 diffusion forcing pipeline, None for anything else."""
     name = str(pipeline_class(Path(path)))
-    if name == _SKYREELS_DF:
+    if name in _SKYREELS_DF:
         return "skyreels-v2-df"
     return {_CLASS: "wan", _I2V_CLASS: "wan", _VACE_CLASS: "wan-vace",
             _ANIMATE_CLASS: "wan-animate"}.get(_SKYREELS.get(name, name))
@@ -178,5 +180,5 @@ def load_wan_folder(path: str | os.PathLike[str], *, dtype: Any = None,
                           index.get("expand_timesteps")),
                       boundary_ratio=None if ratio is None else float(ratio),
                       vace=found == _VACE_CLASS, animate=found == _ANIMATE_CLASS,
-                      skyreels=found in _SKYREELS, diffusion_forcing=found == _SKYREELS_DF,
+                      skyreels=found in _SKYREELS, diffusion_forcing=found in _SKYREELS_DF,
                       **parts)

@@ -5,7 +5,9 @@ stepped by its own copy of the scheduler as the forcing schedule (skyreels_v2_sc
 `ar_step` > 0 starts each block of `causal_block_size` frames later than the one before;
 a long video (`num_frames` > `base_num_frames`) is made `base_num_frames` at a time, each
 window after the first starting from the last `overlap_history` frames of the one before
-(their latents, noised by `addnoise_condition`).
+(their latents, noised by `addnoise_condition`). With an `image` (diffusers'
+SkyReelsV2DiffusionForcingImageToVideoPipeline, on the same folders) its latents stand as the
+first latent frame, given like an overlap's.
 
     pipe = SkyReelsV2DiffusionForcingPipeline.from_pretrained("SkyReels-V2-DF-1.3B-540P-Diffusers")
     frames = pipe("a cat", height=544, width=960, num_frames=97, ar_step=5,
@@ -27,6 +29,7 @@ from ...noise.rng import make_generator
 from ..finite import check_latents
 from .skyreels_v2_schedule import forcing_schedule
 from .wan import StepCallback, WanPipeline
+from .wan_image import first_frame_latents
 
 __all__ = ["SkyReelsV2DiffusionForcingPipeline"]
 
@@ -63,13 +66,15 @@ class SkyReelsV2DiffusionForcingPipeline(WanPipeline):
                  callback: StepCallback | None = None, ar_step: int = 0,
                  causal_block_size: int | None = None, base_num_frames: int = 97,
                  overlap_history: int | None = None, addnoise_condition: float = 0,
-                 fps: int = 24, cache: None = None) -> np.ndarray:
+                 fps: int = 24, cache: None = None, image: Any = None) -> np.ndarray:
         """Videos for `prompt`: (B, num_frames, height, width, 3) float in [0, 1]. diffusers:
         `SkyReelsV2DiffusionForcingPipeline(prompt, negative_prompt=, height=, width=,
         num_frames=, num_inference_steps=, guidance_scale=, ar_step=, causal_block_size=,
         base_num_frames=, overlap_history=, addnoise_condition=, fps=,
         generator=torch.Generator().manual_seed(seed), output_type="np").frames`, its
         addnoise noise drawn from the same generator (diffusers': torch's global one).
+        `image` (a PIL image or (H, W, 3) uint8, resized with Lanczos): the first frame, as
+        `SkyReelsV2DiffusionForcingImageToVideoPipeline(image=image, ...)`.
         `cache` is taken as WanPipeline's callers give it, and must be None: the frames are
         at different timesteps, which no step cache here measures."""
         if cache is not None:
@@ -100,11 +105,15 @@ class SkyReelsV2DiffusionForcingPipeline(WanPipeline):
         generator = make_generator(rng, seed)
         spatial, model = self.vae.spatial_factor, self.transformer
         done: np.ndarray | None = None
+        first = None if image is None else self._with_vae(
+            lambda vae: first_frame_latents(vae, image, height, width))
         with self.on_gpu(model):
             contexts = [self._context(states) for states in (positive, *negative)]
             for window in range(windows):
                 ready, prefix, frames = 0, None, base if long else total
-                if done is not None:  # the last overlap frames, whole causal blocks of them
+                if first is not None and done is None:  # the picture's latent frame
+                    prefix, ready = first, 1
+                elif done is not None:  # the last overlap frames, whole causal blocks of them
                     prefix = done[:, :, -overlap:]
                     if prefix.shape[2] % block:
                         prefix = prefix[:, :, :-(prefix.shape[2] % block)]
@@ -133,7 +142,7 @@ class SkyReelsV2DiffusionForcingPipeline(WanPipeline):
         each = [copy.deepcopy(scheduler) for _ in range(latents.shape[2])]
         rates = [fps_index(fps)] * len(latents)
         for i, (steps, update) in enumerate(zip(plan.steps, plan.update, strict=True)):
-            start, stop = plan.windows[i]
+            start, stop = plan.windows[i][0], min(plan.windows[i][1], latents.shape[2])
             x = latents[:, :, start:stop].copy()
             timestep = np.tile(steps[start:stop].astype(np.float32), (len(x), 1))
             if addnoise > 0 and start < ready:  # the given frames, a little noised

@@ -50,15 +50,17 @@ def _kind(path: Path) -> str | None:
 
 
 def _first_frame(path: Path) -> str:
-    """Whether a Wan folder's videos start from a picture: "required" (Wan 2.1 I2V),
-    "optional" (Wan 2.2 TI2V, which also animates one) or "none" (text-to-video only)."""
+    """Whether a Wan folder's videos start from a picture: "required" (Wan 2.1 I2V,
+    SkyReels V2 I2V), "optional" (Wan 2.2 TI2V, which also animates one; SkyReels V2
+    diffusion forcing) or "none" (text-to-video only)."""
     from ...loaders.formats.diffusers_folder import read_json
 
     index = read_json(path / "model_index.json")
     if index.get("_class_name") in ("WanImageToVideoPipeline",
                                     "SkyReelsV2ImageToVideoPipeline"):
         return "required"
-    return "optional" if index.get("expand_timesteps") else "none"
+    forcing = str(index.get("_class_name")).startswith("SkyReelsV2DiffusionForcing")
+    return "optional" if index.get("expand_timesteps") or forcing else "none"
 
 
 def _family(family: str, path: Path | None = None) -> dict[str, Any]:

@@ -90,6 +90,35 @@ def test_asynchronous_long_video_equals_diffusers(first_device: gpucore.Device,
         pipe(RED, height=32, width=48, num_frames=9, causal_block_size=2)
 
 
+def test_image_to_video_equals_diffusers(first_device: gpucore.Device,
+                                         tiny_df: tuple[Path, Any],
+                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    """The picture's latents as the given first frame, re-noised by addnoise_condition, as
+    SkyReelsV2DiffusionForcingImageToVideoPipeline of the same parts does."""
+    import diffusers
+    from diffusers.pipelines.skyreels_v2 import pipeline_skyreels_v2_diffusion_forcing_i2v
+    from diffusers.pipelines.wan import pipeline_wan
+    from PIL import Image
+
+    monkeypatch.setattr(pipeline_skyreels_v2_diffusion_forcing_i2v, "prompt_clean",
+                        pipeline_wan.prompt_clean)
+    folder, reference = tiny_df
+    i2v = diffusers.SkyReelsV2DiffusionForcingImageToVideoPipeline(**reference.components)
+    rng = np.random.default_rng(5)
+    picture = Image.fromarray((rng.random((30, 44, 3)) * 255).astype(np.uint8))
+    pipe = SkyReelsV2DiffusionForcingPipeline.from_pretrained(folder, device=first_device)
+    kw = dict(num_frames=9, guidance_scale=1.0, addnoise_condition=20)
+    ours = pipe(RED, image=picture, height=32, width=48, num_inference_steps=2, seed=3, **kw)[0]
+    generator = torch.Generator().manual_seed(3)
+    monkeypatch.setattr(torch, "randn_like", lambda x: torch.randn(
+        x.shape, generator=generator, dtype=x.dtype))
+    expected = i2v(image=picture, prompt=RED, height=32, width=48, num_inference_steps=2,
+                   output_type="np", generator=generator, **kw).frames[0]
+    assert np.abs(ours - expected).max() < 1e-3
+    plain = _expected(reference, monkeypatch, **kw)  # the picture visibly matters
+    assert np.abs(plain - expected)[0].mean() > 0.05
+
+
 def test_txt2vid_refusals(first_device: gpucore.Device, tiny_df: tuple[Path, Any], tmp_path: Path,
                           capsys: pytest.CaptureFixture[str]) -> None:
     """One line each, before the weights load: a diffusion forcing option for another model,

@@ -1,7 +1,7 @@
 """SkyReels V2 on the server: GET /avx/video-models lists a diffusion forcing folder with its
 own defaults and a text-to-video one as Wan's; POST /avx/txt2vid runs the diffusion forcing
 folder with its fields (asynchronous, causal blocks, fps 16) to diffusers' frames; its fields
-sent to another model, or a picture sent to it, are 422s saying what to change."""
+sent to another model, or a step cache sent to it, are 422s saying what to change."""
 
 from __future__ import annotations
 
@@ -78,8 +78,7 @@ def test_forcing_fields_elsewhere_are_422(served: tuple[TestClient, Any]) -> Non
                                                   "overlap_history": 17})
     assert response.status_code == 422
     assert "overlap_history is for SkyReels V2 diffusion forcing" in response.text
-    picture = io.BytesIO()
-    Image.new("RGB", (48, 32)).save(picture, "PNG")
-    response = client.post("/avx/img2vid", json={
-        **small, "model": "skyreels-df", "image": base64.b64encode(picture.getvalue()).decode()})
-    assert response.status_code == 422 and "use /avx/txt2vid" in response.text
+    response = client.post("/avx/txt2vid", json={**small, "model": "skyreels-df",
+                                                  "cache": "fbc"})
+    assert response.status_code == 422
+    assert "not taken by SkyReels V2 diffusion forcing" in response.text

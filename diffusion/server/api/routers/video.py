@@ -298,7 +298,7 @@ async def _run(state: ServerState, body: Txt2VidRequest, image: Any) -> dict[str
         if not forcing:
             refuse_forcing_fields(body)
         if forcing:
-            refuse_skyreels_df(body, image, kind_of, _control_named(body))
+            refuse_skyreels_df(body, kind_of, _control_named(body))
         elif k5:
             refuse_kandinsky5(model[0], body, s, image, kind_of, _control_named(body))
         elif hv15:
@@ -326,7 +326,7 @@ async def _run(state: ServerState, body: Txt2VidRequest, image: Any) -> dict[str
             return ltx2_answer(pipe, body, s, seed, observer, image)
         cache = video_cache(body.cache, "cache", s.steps)  # each run's own
         size = {"height": s.height, "width": s.width} if not hv15 or image is None else {}
-        inputs = {"image": image} if k5 or hv15 or hv1 else forcing_inputs(body, s.fps) \
+        inputs = {"image": image} if k5 or hv15 or hv1 else forcing_inputs(body, s.fps, image) \
             if forcing else {
             "image": image, "guidance_scale_2": body.cfg_scale_2, "control": control,
             "conditioning_scale": body.control_scale, "video": init,
