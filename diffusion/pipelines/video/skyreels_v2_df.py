@@ -7,7 +7,9 @@ a long video (`num_frames` > `base_num_frames`) is made `base_num_frames` at a t
 window after the first starting from the last `overlap_history` frames of the one before
 (their latents, noised by `addnoise_condition`). With an `image` (diffusers'
 SkyReelsV2DiffusionForcingImageToVideoPipeline, on the same folders) its latents stand as the
-first latent frame, given like an overlap's.
+first latent frame, given like an overlap's; with a `video` (diffusers'
+SkyReelsV2DiffusionForcingVideoToVideoPipeline) the latents of its last `overlap_history`
+frames do, and the new frames continue it (the answer: the video, then what was made).
 
     pipe = SkyReelsV2DiffusionForcingPipeline.from_pretrained("SkyReels-V2-DF-1.3B-540P-Diffusers")
     frames = pipe("a cat", height=544, width=960, num_frames=97, ar_step=5,
@@ -29,20 +31,25 @@ from ...noise.rng import make_generator
 from ..finite import check_latents
 from .skyreels_v2_schedule import forcing_schedule
 from .wan import StepCallback, WanPipeline
-from .wan_image import first_frame_latents
+from .wan_image import _latents, first_frame_latents
+from .wan_video2video import video_pixels
 
 __all__ = ["SkyReelsV2DiffusionForcingPipeline"]
 
 
 def _check(num_frames: int, base_num_frames: int, overlap_history: int | None,
-           factor: int, ar_step: int, addnoise_condition: float) -> None:
-    """ValueError in one line for diffusion forcing settings that cannot run."""
+           factor: int, ar_step: int, addnoise_condition: float, extends: bool) -> None:
+    """ValueError in one line for diffusion forcing settings that cannot run (`extends`: a
+    video is given to continue)."""
     if ar_step < 0:
         raise ValueError(f"ar_step must be 0 (synchronous) or more, got {ar_step}")
     if not 0 <= addnoise_condition < 1000:
         raise ValueError(f"addnoise_condition must be in [0, 1000) (20 is usual), got "
                          f"{addnoise_condition}")
-    if num_frames <= base_num_frames:
+    if extends and (overlap_history is None or num_frames < base_num_frames):
+        raise ValueError("extending a video takes overlap_history (its last frames the new ones "
+                         "continue from, e.g. 17) and num_frames of at least base_num_frames")
+    if num_frames <= base_num_frames and not extends:
         return
     if overlap_history is None:
         raise ValueError(f"{num_frames} frames pass base_num_frames {base_num_frames}: give "
@@ -66,7 +73,8 @@ class SkyReelsV2DiffusionForcingPipeline(WanPipeline):
                  callback: StepCallback | None = None, ar_step: int = 0,
                  causal_block_size: int | None = None, base_num_frames: int = 97,
                  overlap_history: int | None = None, addnoise_condition: float = 0,
-                 fps: int = 24, cache: None = None, image: Any = None) -> np.ndarray:
+                 fps: int = 24, cache: None = None, image: Any = None,
+                 video: Sequence[Any] | None = None) -> np.ndarray:
         """Videos for `prompt`: (B, num_frames, height, width, 3) float in [0, 1]. diffusers:
         `SkyReelsV2DiffusionForcingPipeline(prompt, negative_prompt=, height=, width=,
         num_frames=, num_inference_steps=, guidance_scale=, ar_step=, causal_block_size=,
@@ -74,7 +82,11 @@ class SkyReelsV2DiffusionForcingPipeline(WanPipeline):
         generator=torch.Generator().manual_seed(seed), output_type="np").frames`, its
         addnoise noise drawn from the same generator (diffusers': torch's global one).
         `image` (a PIL image or (H, W, 3) uint8, resized with Lanczos): the first frame, as
-        `SkyReelsV2DiffusionForcingImageToVideoPipeline(image=image, ...)`.
+        `SkyReelsV2DiffusionForcingImageToVideoPipeline(image=image, ...)`. `video` (frames
+        as PIL images or (H, W, 3) uint8, resized likewise): the video to extend by
+        num_frames, from its last overlap_history frames, as
+        `SkyReelsV2DiffusionForcingVideoToVideoPipeline(video=video, ...)`; the answer holds
+        the video's frames, then the num_frames made (their first overlap_history redrawn).
         `cache` is taken as WanPipeline's callers give it, and must be None: the frames are
         at different timesteps, which no step cache here measures."""
         if cache is not None:
@@ -85,7 +97,9 @@ class SkyReelsV2DiffusionForcingPipeline(WanPipeline):
                    steps=num_inference_steps, rng=rng, sampler=sampler)
         factor = self.temporal_factor
         _check(num_frames, base_num_frames, overlap_history, factor, ar_step,
-               addnoise_condition)
+               addnoise_condition, video is not None)
+        if video is not None and image is not None:
+            raise ValueError("give a picture to start from or a video to extend, not both")
         block = causal_block_size or int(self.transformer.config["num_frame_per_block"])
         guided = guidance_scale > 1
         with self.on_gpu(self.text_encoder):
@@ -95,7 +109,7 @@ class SkyReelsV2DiffusionForcingPipeline(WanPipeline):
         scheduler = self.scheduler(sampler)
         scheduler.set_timesteps(num_inference_steps)
         total = (num_frames - 1) // factor + 1
-        long = overlap_history is not None and num_frames > base_num_frames
+        long = overlap_history is not None and (num_frames > base_num_frames or video is not None)
         base = (base_num_frames - 1) // factor + 1 if long else total
         overlap = (overlap_history - 1) // factor + 1 if long and overlap_history else 0
         windows = 1 + (total - base - 1) // (base - overlap) + 1 if long else 1
@@ -107,12 +121,17 @@ class SkyReelsV2DiffusionForcingPipeline(WanPipeline):
         done: np.ndarray | None = None
         first = None if image is None else self._with_vae(
             lambda vae: first_frame_latents(vae, image, height, width))
+        if video is not None:  # the end of the video, as an overlap
+            given = video_pixels(list(video)[-(overlap_history or 1):], height, width)
+            first = self._with_vae(lambda vae: _latents(vae, given))
         with self.on_gpu(model):
             contexts = [self._context(states) for states in (positive, *negative)]
             for window in range(windows):
                 ready, prefix, frames = 0, None, base if long else total
-                if first is not None and done is None:  # the picture's latent frame
-                    prefix, ready = first, 1
+                if first is not None and done is None:  # the picture's or the video's latents
+                    prefix = first if video is None or first.shape[2] % block == 0 \
+                        else first[:, :, :-(first.shape[2] % block)]
+                    ready = prefix.shape[2]
                 elif done is not None:  # the last overlap frames, whole causal blocks of them
                     prefix = done[:, :, -overlap:]
                     if prefix.shape[2] % block:
@@ -132,7 +151,12 @@ class SkyReelsV2DiffusionForcingPipeline(WanPipeline):
                     [done, latents[:, :, overlap:]], axis=2)
         assert done is not None
         check_latents(done, self)
-        return self._with_vae(lambda _: self.decode(done))
+        made = self._with_vae(lambda _: self.decode(done))
+        if video is None:
+            return made
+        original = (video_pixels(list(video), height, width).transpose(0, 2, 3, 4, 1) + 1) / 2
+        return np.concatenate([np.repeat(original.clip(0, 1), len(made), axis=0),
+                               made.astype(original.dtype)], axis=1)
 
     def _forced(self, latents: np.ndarray, contexts: list[Any], scheduler: Any, plan: Any,
                 guidance_scale: float, block: int, fps: int, addnoise: float, ready: int,

@@ -39,9 +39,17 @@ def _no_ftfy(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(df, "prompt_clean", pipeline_wan.prompt_clean)
 
 
+def _fresh(reference: Any) -> Any:
+    """The reference's transformer back to the folder's causal blocks (1): diffusers'
+    pipelines keep the last `causal_block_size` given in its config."""
+    reference.transformer.register_to_config(num_frame_per_block=1)
+    return reference
+
+
 def _expected(reference: Any, monkeypatch: pytest.MonkeyPatch, **kw: Any) -> np.ndarray:
     """diffusers' frames, its addnoise draws taken from the run's generator (ours draw them
     there; diffusers from torch's global one)."""
+    _fresh(reference)
     generator = torch.Generator().manual_seed(3)
     monkeypatch.setattr(torch, "randn_like", lambda x: torch.randn(
         x.shape, generator=generator, dtype=x.dtype))
@@ -103,7 +111,8 @@ def test_image_to_video_equals_diffusers(first_device: gpucore.Device,
     monkeypatch.setattr(pipeline_skyreels_v2_diffusion_forcing_i2v, "prompt_clean",
                         pipeline_wan.prompt_clean)
     folder, reference = tiny_df
-    i2v = diffusers.SkyReelsV2DiffusionForcingImageToVideoPipeline(**reference.components)
+    i2v = diffusers.SkyReelsV2DiffusionForcingImageToVideoPipeline(
+        **_fresh(reference).components)
     rng = np.random.default_rng(5)
     picture = Image.fromarray((rng.random((30, 44, 3)) * 255).astype(np.uint8))
     pipe = SkyReelsV2DiffusionForcingPipeline.from_pretrained(folder, device=first_device)
@@ -117,6 +126,36 @@ def test_image_to_video_equals_diffusers(first_device: gpucore.Device,
     assert np.abs(ours - expected).max() < 1e-3
     plain = _expected(reference, monkeypatch, **kw)  # the picture visibly matters
     assert np.abs(plain - expected)[0].mean() > 0.05
+
+
+def test_video_extension_equals_diffusers(first_device: gpucore.Device,
+                                          tiny_df: tuple[Path, Any],
+                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    """A video's last 5 frames encoded as the given start, 13 frames made in two windows of
+    9, the answer the video then them, as SkyReelsV2DiffusionForcingVideoToVideoPipeline."""
+    import diffusers
+    from diffusers.pipelines.skyreels_v2 import pipeline_skyreels_v2_diffusion_forcing_v2v
+    from diffusers.pipelines.wan import pipeline_wan
+    from wan_tiny import wave_video
+
+    monkeypatch.setattr(pipeline_skyreels_v2_diffusion_forcing_v2v, "prompt_clean",
+                        pipeline_wan.prompt_clean)
+    folder, reference = tiny_df
+    v2v = diffusers.SkyReelsV2DiffusionForcingVideoToVideoPipeline(
+        **_fresh(reference).components)
+    video = wave_video(4, 32, 48, frames=7)
+    pipe = SkyReelsV2DiffusionForcingPipeline.from_pretrained(folder, device=first_device)
+    kw = dict(num_frames=13, base_num_frames=9, overlap_history=5, guidance_scale=1.0)
+    ours = pipe(RED, video=video, height=32, width=48, num_inference_steps=2, seed=3, **kw)[0]
+    expected = v2v(video=video, prompt=RED, height=32, width=48, num_inference_steps=2,
+                   output_type="np", generator=torch.Generator().manual_seed(3),
+                   **kw).frames[0]
+    assert ours.shape == expected.shape == (7 + 13, 32, 48, 3)
+    assert np.abs(ours - expected).max() < 1e-3
+    # the video visibly matters to what is made
+    other = v2v(video=video[::-1], prompt=RED, height=32, width=48, num_inference_steps=2,
+                output_type="np", generator=torch.Generator().manual_seed(3), **kw).frames[0]
+    assert np.abs(other[7:] - expected[7:]).mean() > 0.02
 
 
 def test_txt2vid_refusals(first_device: gpucore.Device, tiny_df: tuple[Path, Any], tmp_path: Path,
