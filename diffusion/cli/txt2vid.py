@@ -95,11 +95,11 @@ def add_parsers(subparsers: argparse._SubParsersAction) -> None:
                              help="the first frame (resized to --width x --height)")
         _options(sub)
         add_ltx2_options(sub)
+        add_skyreels_options(sub)
         if name == "txt2vid":
             add_vace_options(sub)
             add_animate_options(sub)
             add_init_video_options(sub)
-            add_skyreels_options(sub)
 
 
 def _options(sub: argparse.ArgumentParser) -> None:
