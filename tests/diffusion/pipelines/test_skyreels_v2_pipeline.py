@@ -47,7 +47,7 @@ def test_txt2vid_equals_diffusers(first_device: gpucore.Device, tmp_path: Path,
                          num_inference_steps=2, guidance_scale=4.0, output_type="np",
                          generator=torch.Generator().manual_seed(3)).frames[0]
 
-    assert np.abs(ours - expected(RED)).mean() < 0.01
+    assert np.abs(ours - expected(RED)).max() < 1.5 / 255  # the PNGs' rounding (measured 0.5)
     assert np.abs(expected(SNOW) - ours).mean() > 0.05  # the prompt matters
 
 
@@ -68,5 +68,5 @@ def test_img2vid_equals_diffusers(first_device: gpucore.Device, tmp_path: Path,
                          num_inference_steps=2, guidance_scale=4.0, output_type="np",
                          generator=torch.Generator().manual_seed(3)).frames[0]
     assert outputs[0].shape == (5, 32, 48, 3)
-    assert np.abs(outputs[0] - expected).mean() < 0.01
+    assert np.abs(outputs[0] - expected).max() < 1.5 / 255  # the PNGs' rounding
     assert np.abs(outputs[0] - outputs[1]).mean() > 0.02  # the picture matters
