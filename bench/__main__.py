@@ -19,7 +19,7 @@ BENCHMARKS = ("vector_add", "gemm", "fft", "nn", "unet", "txt2img", "vae", "sdxl
               "multigpu", "memory", "upscale", "flux", "controlnet", "lowvram", "load",
               "quant_gemm", "flatness", "overhead", "gemm_ceiling", "flux_cache",
               "zimage", "dit_families", "wan", "dit_controlnet", "int8_gemm", "wan_lowvram",
-              "pictures", "host_ops", "qkv", "vae_half", "dc_ae")
+              "pictures", "host_ops", "qkv", "vae_half", "dc_ae", "hidream_routing")
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -125,6 +125,13 @@ LONGCAT: dict[str, Any] = dict(
     patch_size=1, in_channels=64, num_layers=10, num_single_layers=20, attention_head_dim=128,
     num_attention_heads=24, joint_attention_dim=3584, pooled_projection_dim=3584,
     axes_dims_rope=(16, 56, 56))
+# AIDC-AI/Ovis-Image-7B's transformer (its authors' `ovis-image-7b` args, diffusers'
+# OvisImageTransformer2DModel defaults): 6 double and 27 single blocks 3072 wide with SwiGLU
+# MLPs, 24 heads of 128, Qwen3's 2048-wide states
+OVIS: dict[str, Any] = dict(
+    patch_size=1, in_channels=64, out_channels=64, num_layers=6, num_single_layers=27,
+    attention_head_dim=128, num_attention_heads=24, joint_attention_dim=2048,
+    axes_dims_rope=(16, 56, 56))
 # Efficient-Large-Model/Sana_1600M_1024px's transformer/config.json as diffusers'
 # convert_sana_to_diffusers writes it (SanaMS_1600M_P1_D20: 20 blocks 2240 wide, 70
 # linear-attention heads of 32, 20 cross-attention heads of 112; Gemma-2-2B's 2304-wide
@@ -199,6 +206,8 @@ TINY: dict[str, dict[str, Any]] = {
                          rope_axes_dim=(4, 6, 6)),
     "longcat": dict(LONGCAT, **_TINY_DIT, num_single_layers=1, joint_attention_dim=40,
                     pooled_projection_dim=40, axes_dims_rope=(4, 6, 6)),
+    "ovis": dict(OVIS, **_TINY_DIT, num_single_layers=1, joint_attention_dim=40,
+                 axes_dims_rope=(4, 6, 6)),
     # 4 experts top 2 kept; a stack of 3 Llama layers read out of order (T5 24 wide, Llama 20)
     "hidream": dict(HIDREAM, num_layers=1, num_single_layers=1, attention_head_dim=8,
                     num_attention_heads=4, caption_channels=[24, 20], text_emb_dim=16,

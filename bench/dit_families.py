@@ -41,6 +41,8 @@ Image 2.0's at 4096 patches for 92 real tokens of its 256-token Gemma 2 block
 real tokens of its 256-token Llama block, guidance embedded (bench/_dit_hunyuan_video.py: ours
 after prepare_text once, prefix_ms). LongCat-Image's at 4096 patches after its 512 prompt
 tokens, unmasked (bench/_dit_longcat.py: ours after the rotary tables made once, prefix_ms).
+Ovis-Image 7B's (6 double and 27 single SwiGLU blocks) at 4096 patches after its 256 Qwen3
+places, unmasked (bench/_dit_ovis.py, as LongCat-Image's).
 Sana 1600M's at 1024x1024 (1024 tokens) and Sana 4K's at 4096x4096 (16 384 tokens) for 62 real
 tokens of SanaPipeline's 300-token Gemma 2 block (bench/_dit_sana.py). HiDream-I1-Full's
 (17B: 16 double and 32 single blocks of 4 experts top 2) at 4096 patches for T5's 128 tokens
@@ -49,10 +51,10 @@ Rows run smallest first, each caught on its own: an out-of-memory model loses it
 recorded with its error.
 
 BENCH_MODELS picks them, comma-separated, from sana, qwen3_8b, qwen25vl, qwen3vl_8b, sana4k,
-lumina2, qwenimage21, krea2, kandinsky5, longcat, flux2klein, chroma, kontext, qwenimage,
-qwenimageedit, hunyuanimage, hunyuanvideo15, hunyuanvideo, hidream, ltx2 (the default: all, in that
-order), plus zimage and qwen3 (bench/zimage.py's rows). BENCH_ACC16=1 adds each float16
-transformer's step with every GEMM's f16 accumulators (`float16 acc16`,
+lumina2, qwenimage21, krea2, kandinsky5, longcat, ovis, flux2klein, chroma, kontext,
+qwenimage, qwenimageedit, hunyuanimage, hunyuanvideo15, hunyuanvideo, hidream, ltx2 (the
+default: all, in that order), plus zimage and qwen3 (bench/zimage.py's rows). BENCH_ACC16=1
+adds each float16 transformer's step with every GEMM's f16 accumulators (`float16 acc16`,
 `--fp16-accumulation`). BENCH_KERNELS=1 adds each float16 row's fifteen longest kernels
 (`kernels`: calls and GPU ms of one more step, timestamps on). `--quick`: tiny configs (a smoke
 run on any adapter).
@@ -80,6 +82,7 @@ from . import _dit_krea2 as _krea2
 from . import _dit_longcat as _longcat
 from . import _dit_ltx2 as _ltx2
 from . import _dit_lumina2 as _lumina2
+from . import _dit_ovis as _ovis
 from . import _dit_qwen21 as _qwen21
 from . import _dit_sana as _sana
 from . import _harness
@@ -91,8 +94,8 @@ GIB = float(1 << 30)
 # each row's inputs and calls, a module a family (bench/_dit_*.py)
 _ROW_MODULES = {name: module for module in (_flux_qwen, _qwen21, _krea2, _kandinsky5,
                                                _hunyuanimage, _hunyuan_video15, _ltx2,
-                                               _lumina2, _hunyuan_video, _longcat, _sana,
-                                               _hidream)
+                                               _lumina2, _hunyuan_video, _longcat, _ovis,
+                                               _sana, _hidream)
                 for name in module.NAMES}
 COLUMNS = ["model", "impl", "dtype", "dispatches", "rel_err", "gpu_ms", "wall_ms", "peak_gib",
            "vs_bf16", "prefix_ms", "error"]
@@ -249,8 +252,9 @@ def _one_model(name: str, quick: bool, device: gpucore.Device, cuda: Any
 
 
 DEFAULT = ("sana", "qwen3_8b", "qwen25vl", "qwen3vl_8b", "sana4k", "lumina2", "qwenimage21",
-           "krea2", "kandinsky5", "longcat", "flux2klein", "chroma", "kontext", "qwenimage",
-           "qwenimageedit", "hunyuanimage", "hunyuanvideo15", "hunyuanvideo", "hidream", "ltx2")
+           "krea2", "kandinsky5", "longcat", "ovis", "flux2klein", "chroma", "kontext",
+           "qwenimage", "qwenimageedit", "hunyuanimage", "hunyuanvideo15", "hunyuanvideo",
+           "hidream", "ltx2")
 
 
 def run(quick: bool = False) -> dict[str, Any]:

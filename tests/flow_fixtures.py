@@ -200,6 +200,18 @@ def tiny_sana_sprint(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, An
 
 
 @pytest.fixture(scope="session")
+def tiny_hidream(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Any]:
+    """(the folder `root / "hidream"`, diffusers' HiDreamImagePipeline: HiDream-I1 Full's
+    UniPC) of tiny random parts (hidream_pipe_tiny: the CLI's, the server's and the LoRA
+    tests)."""
+    pytest.importorskip("diffusers", reason="diffusers is a test-only reference")
+    from hidream_pipe_tiny import tiny_hidream_pipeline
+
+    root = tmp_path_factory.mktemp("tiny-hidream")
+    return root / "hidream", tiny_hidream_pipeline(root)
+
+
+@pytest.fixture(scope="session")
 def tiny_hunyuan_video_i2v(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Any]:
     """(the folder `root / "hunyuan-video-i2v"`, diffusers' HunyuanVideoImageToVideoPipeline)
     of hunyuan_video_i2v_tiny's token_replace parts: the pipeline's and the CLI's tests."""
@@ -219,3 +231,14 @@ def tiny_longcat(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Any]:
 
     root = tmp_path_factory.mktemp("tiny-longcat")
     return root / "longcat-image", tiny_longcat_pipeline(root)
+
+
+@pytest.fixture(scope="session")
+def tiny_ovis(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Any]:
+    """(the folder `root / "ovis-image"`, diffusers' OvisImagePipeline) of tiny random parts:
+    the pipeline's, the CLI's and the server's tests."""
+    pytest.importorskip("diffusers", reason="diffusers is a test-only reference")
+    from ovis_image_tiny import tiny_ovis_pipeline
+
+    root = tmp_path_factory.mktemp("tiny-ovis")
+    return root / "ovis-image", tiny_ovis_pipeline(root)

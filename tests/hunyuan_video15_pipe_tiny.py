@@ -32,7 +32,9 @@ def tiny_siglip() -> Any:
 
     model = randomized(transformers.SiglipVisionModel(
         transformers.SiglipVisionConfig(**SIGLIP_TINY)), 41, scale=0.5)
-    processor = transformers.SiglipImageProcessor(size={"height": 28, "width": 28})
+    # the Pillow backend named: SiglipImageProcessor means torchvision's wherever torchvision is
+    # installed (a GPU machine's torch), whose bicubic resize is not Pillow's (ours)
+    processor = transformers.SiglipImageProcessorPil(size={"height": 28, "width": 28})
     return model, processor
 
 

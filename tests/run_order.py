@@ -45,6 +45,7 @@ FAMILIES: tuple[tuple[str, tuple[str, ...], tuple[str, ...]], ...] = (
     ("hunyuan-video-1.5", ("hunyuan_video15_pipe_tiny",), ("tiny_hunyuan_video15_i2v",)),
     ("hunyuan-video", ("hunyuan_video_pipe_tiny", "hunyuan_video_text_tiny"),
      ("tiny_hunyuan_video",)),
+    ("ovis-image", ("ovis_image_tiny",), ("tiny_ovis",)),
 )
 
 

@@ -68,10 +68,12 @@ def tiny_sana_gemma(seed: int = 7) -> Any:
     return model.eval()
 
 
-def tiny_sana_pipeline(root: Path, name: str = "sana", *, sprint: bool = False) -> Any:
+def tiny_sana_pipeline(root: Path, name: str = "sana", *, sprint: bool = False,
+                       **overrides: Any) -> Any:
     """diffusers' SanaPipeline (`sprint`: SanaSprintPipeline, the transformer with q/k norms
     and the guidance embedding, the SCM scheduler) of tiny random parts saved to
-    `root / name`; returns it."""
+    `root / name`, the transformer's config changed by `overrides` (sample_size 16: one
+    diffusers has resolution bins for); returns it."""
     import diffusers
     import transformers
 
@@ -82,11 +84,11 @@ def tiny_sana_pipeline(root: Path, name: str = "sana", *, sprint: bool = False) 
     parts = dict(vae=tiny_dc_ae(), text_encoder=tiny_sana_gemma(), tokenizer=tokenizer)
     if sprint:
         pipe = diffusers.SanaSprintPipeline(
-            transformer=tiny_sana_transformer(**SANA_SPRINT_TINY),
+            transformer=tiny_sana_transformer(**{**SANA_SPRINT_TINY, **overrides}),
             scheduler=diffusers.SCMScheduler(), **parts)
     else:
         pipe = diffusers.SanaPipeline(
-            transformer=tiny_sana_transformer(),
+            transformer=tiny_sana_transformer(**overrides),
             scheduler=diffusers.DPMSolverMultistepScheduler(**SANA_SCHEDULER), **parts)
     pipe.save_pretrained(root / name)
     (tokens / "tokenizer_config.json").replace(root / name / "tokenizer" /

@@ -30,7 +30,7 @@ from .animate import (
     refuse_animate,
 )
 from .device import add_device_options, use_device_options
-from .img2vid_framepack import refuse_hunyuan_only
+from .img2vid_framepack import add_framepack_options, refuse_hunyuan_only
 from .init_video import add_init_video_options, init_video_of
 from .memory import add_memory_options, memory_mode
 from .options import number, whole
@@ -39,6 +39,7 @@ from .progress import ProgressBar
 from .txt2vid_ltx2 import add_ltx2_options, refuse_ltx2_only
 from .txt2vid_skyreels import add_skyreels_options, refuse_skyreels_only, run_skyreels_df
 from .vace import add_vace_options, check_vace, vace_control, vace_named
+from .video_family import read_picture
 from .video_lora import lora_spec, patch_loras
 from .video_out import finish_video
 
@@ -110,11 +111,12 @@ def _options(sub: argparse.ArgumentParser) -> None:
                           "transformer file with --base: ComfyUI's "
                           "(wan2.1_t2v_1.3B_bf16, *_fp8_e4m3fn, *_fp8_scaled .safetensors; "
                           "Wan 2.2 A14B's high-noise expert; Wan VACE's "
-                          "wan2.1_vace_14B_fp16.safetensors) or a GGUF of it")
+                          "wan2.1_vace_14B_fp16.safetensors) or a GGUF of it; a FramePack "
+                          "transformer file (FramePackI2V_HY_bf16.safetensors) with --base")
     sub.add_argument("--base", metavar="FOLDER",
                      help="for a transformer file: the Wan diffusers folder of the same model "
                           "giving the tokenizer, scheduler, configs and every part no file "
-                          "replaces (it may hold only those)")
+                          "replaces (it may hold only those); FramePack's: a FramePack folder")
     sub.add_argument("--model-2", metavar="FILE",
                      help="Wan 2.2 A14B: the low-noise expert's file "
                           "(wan2.2_*_low_noise_14B_*.safetensors or .gguf); needs --base")
@@ -154,9 +156,7 @@ def _options(sub: argparse.ArgumentParser) -> None:
                      help="HunyuanVideo: true classifier-free guidance against "
                           "--negative-prompt above 1, beside --cfg-scale, the guidance its "
                           "distilled transformer reads (off)")
-    sub.add_argument("--sampling-type", choices=("inverted_anti_drifting", "vanilla"),
-                     help="FramePack: sections made backwards (FramePackI2V_HY's, the default) "
-                          "or forwards (vanilla: F1's)")
+    add_framepack_options(sub)
     sub.add_argument("--seed", type=whole, default=-1,
                      help="random seed; -1 (the default) picks one and prints it")
     sub.add_argument("--sampler", default="diffusers", choices=("diffusers", "UniPC", "Euler"),
@@ -273,21 +273,6 @@ def _check_files(args: argparse.Namespace) -> None:
     check_wan_paths(_source(args))
 
 
-def _picture(path: str) -> object:
-    """--image as an RGB PIL image; ValueError in one line when it cannot be read."""
-    from PIL import Image, UnidentifiedImageError
-
-    from ..imaging import eight_bit
-
-    try:
-        with Image.open(path) as opened:
-            return eight_bit(opened).convert("RGB")
-    except FileNotFoundError:
-        raise ValueError(f"--image {path}: no such file") from None
-    except (UnidentifiedImageError, OSError):
-        raise ValueError(f"--image {path}: not a readable picture (PNG, JPEG, WebP...)") from None
-
-
 def _dtype(choice: str) -> object:
     if choice == "float32":
         return np.float32
@@ -318,7 +303,7 @@ def run(args: argparse.Namespace) -> int:
     init = init_video_of(args, animate, MAX_FRAMES)  # read: its frames and size the run's
     out = _check(args)
     refuse_animate(args, animate)  # (Kandinsky 5 Video too)
-    image = _picture(args.image) if args.command == "img2vid" else None
+    image = read_picture(args.image) if args.command == "img2vid" else None
     use_device_options(args)
     from ..pipelines.video.models import video_family_name
 

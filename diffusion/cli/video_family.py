@@ -2,7 +2,8 @@
 and VAE (Kandinsky 5 Video in cli.txt2vid_kandinsky5, HunyuanVideo 1.5 in
 cli.txt2vid_hunyuan_video15) do alike: refuse Wan's options, the samplers and step caches
 those families do not run (in one line, before the weights load), and load the pipeline with
-the memory mode, the precision options and the LoRAs the command line gives."""
+the memory mode, the precision options and the LoRAs the command line gives; and read the
+pictures img2vid takes (`read_picture`)."""
 
 from __future__ import annotations
 
@@ -14,7 +15,7 @@ from .memory import memory_mode
 from .vace import vace_named
 from .video_lora import patch_loras
 
-__all__ = ["WAN_ONLY", "flow_video_cache", "load_flow_video", "refuse_command",
+__all__ = ["WAN_ONLY", "flow_video_cache", "load_flow_video", "read_picture", "refuse_command",
            "refuse_wan_only"]
 
 # the Wan options these families do not take (argparse field -> the flag as typed)
@@ -63,12 +64,15 @@ def flow_video_cache(args: argparse.Namespace, family: str) -> Any:
     return cache
 
 
-def load_flow_video(pipeline: Any, args: argparse.Namespace, dtype: Any) -> Any:
-    """`pipeline.from_pretrained(args.model)` in `dtype`, set as `args` say: the memory mode
-    (its networks loaded straight to host memory), --fp16-accumulation, --no-half-vae,
+def load_flow_video(pipeline: Any, args: argparse.Namespace, dtype: Any, **parts: Any) -> Any:
+    """`pipeline.from_pretrained(args.model, **parts)` in `dtype` (FramePack's transformer
+    file: `args.base`'s folder with `transformer=args.model`), set as `args` say: the memory
+    mode (its networks loaded straight to host memory), --fp16-accumulation, --no-half-vae,
     --lora on the transformer; the seed said on stderr once the settings hold."""
     mode = memory_mode(args)
-    pipe = pipeline.from_pretrained(args.model, dtype=dtype, offload=args.offload or bool(mode))
+    folder = args.model if "transformer" not in parts else args.base
+    pipe = pipeline.from_pretrained(folder, dtype=dtype, offload=args.offload or bool(mode),
+                                    **parts)
     pipe.set_memory_mode(mode)
     if args.fp16_accumulation:
         from ..pipelines.fp16_accumulation import use_fp16_accumulation
@@ -82,3 +86,19 @@ def load_flow_video(pipeline: Any, args: argparse.Namespace, dtype: Any) -> Any:
         patch_loras(pipe.lora_targets(), args.lora)
     print(f"seed: {args.seed}", file=sys.stderr)
     return pipe
+
+
+def read_picture(path: str, option: str = "--image") -> object:
+    """`option`'s picture as an RGB PIL image; ValueError in one line when it cannot be
+    read."""
+    from PIL import Image, UnidentifiedImageError
+
+    from ..imaging import eight_bit
+
+    try:
+        with Image.open(path) as opened:
+            return eight_bit(opened).convert("RGB")
+    except FileNotFoundError:
+        raise ValueError(f"{option} {path}: no such file") from None
+    except (UnidentifiedImageError, OSError):
+        raise ValueError(f"{option} {path}: not a readable picture (PNG, JPEG, WebP...)") from None

@@ -276,6 +276,9 @@ class JointTransformerBlock(nn.Module):
     (QK-norm for 3.5, `dual` = SD3.5 Medium's second, image-only attention `attn2`,
     `context_pre_only` for the last block, whose text stream ends there)."""
 
+    # each stream's feed-forward (`ff`, `ff_context`); Ovis-Image's is a SwiGLU
+    feed_forward: type[FeedForward] = FeedForward
+
     def __init__(self, dim: int, heads: int, head_dim: int, place: Place, *, qk_norm: bool,
                  context_pre_only: bool = False, dual: bool = False) -> None:
         self.context_pre_only, self.dual = context_pre_only, dual
@@ -287,9 +290,9 @@ class JointTransformerBlock(nn.Module):
         if dual:
             self.attn2 = JointAttention(dim, heads, head_dim, place, qk_norm=qk_norm,
                                         context=False)
-        self.ff = FeedForward(dim, place)
+        self.ff = self.feed_forward(dim, place)
         if not context_pre_only:
-            self.ff_context = FeedForward(dim, place)
+            self.ff_context = self.feed_forward(dim, place)
 
     def modulated_input(self, x: Tensor, temb: Tensor) -> Tensor:
         """The image stream's first modulated norm, what attention reads (TeaCache's

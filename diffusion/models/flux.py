@@ -42,10 +42,14 @@ class SingleStreamBlock(nn.Module):
     modulated norm, projected together (proj_out over their concatenation), gated; the
     modulation given (FLUX's from its own `norm`, Chroma's from its approximator)."""
 
+    # proj_mlp's width in MLP widths: 2 where it gives a SwiGLU's value and gate halves
+    # (Ovis-Image's, whose `joint` reads them)
+    mlp_halves = 1
+
     def __init__(self, dim: int, heads: int, head_dim: int, place: Place,
                  mlp_ratio: float = 4.0) -> None:
         hidden = int(dim * mlp_ratio)
-        self.proj_mlp = nn.Linear(dim, hidden, **place)
+        self.proj_mlp = nn.Linear(dim, self.mlp_halves * hidden, **place)
         self.proj_out = nn.Linear(dim + hidden, dim, **place)
         self.attn = JointAttention(dim, heads, head_dim, place, qk_norm=True, context=False,
                                    out=False)
@@ -122,6 +126,10 @@ class FluxTrunk(nn.Module):
     `context_embedder`, `x_embedder`, `transformer_blocks`, `single_transformer_blocks`) for
     the config `cfg`: its own, and its ControlNet's shortened copy (flux_controlnet)."""
 
+    # the block kinds (Ovis-Image's have SwiGLU MLPs)
+    double_block: type[JointTransformerBlock] = JointTransformerBlock
+    single_block: type[FluxSingleTransformerBlock] = FluxSingleTransformerBlock
+
     def __init__(self, cfg: dict[str, Any], place: Place) -> None:
         self.config = cfg
         heads, head_dim = rope_heads(cfg)
@@ -130,10 +138,10 @@ class FluxTrunk(nn.Module):
         self.context_embedder = nn.Linear(cfg["joint_attention_dim"], dim, **place)
         self.x_embedder = nn.Linear(cfg["in_channels"], dim, **place)
         self.transformer_blocks = nn.ModuleList(
-            [JointTransformerBlock(dim, heads, head_dim, place, qk_norm=True)
+            [self.double_block(dim, heads, head_dim, place, qk_norm=True)
              for _ in range(cfg["num_layers"])])
         self.single_transformer_blocks = nn.ModuleList(
-            [FluxSingleTransformerBlock(dim, heads, head_dim, place)
+            [self.single_block(dim, heads, head_dim, place)
              for _ in range(cfg["num_single_layers"])])
 
     def conditioning(self, dim: int, cfg: dict[str, Any], place: Place) -> None:

@@ -13,7 +13,8 @@ latent space (scaled and shifted as the denoiser sees it):
 - "flux2": ComfyUI's FLUX.2 latent format: 32 VAE channels and a bias, applied after the
   transformer's 2x2 patches (128 channels) are put back in place;
 - "qwen-image": ComfyUI's Wan 2.1 latent format with its bias (Qwen-Image's VAE is Wan 2.1's
-  image VAE, its latents normalized per channel alike).
+  image VAE, its latents normalized per channel alike); "wan" too (ChronoEdit's latents,
+  that VAE's).
 
 Any other space (or latents whose channels do not fit its table) draws with SD 1.x's matrix
 on its first four channels, as every family did before. numpy: `einsum("lxy,lr->rxy")` plus
@@ -88,7 +89,7 @@ _WAN21 = LatentRGB((
 
 LATENT_RGB: dict[str, LatentRGB] = {
     "sd1": _SD, "sd2": _SD, "sdxl": _SDXL, "sd3": _SD3, "flux": _FLUX, "chroma": _FLUX,
-    "flux2": _FLUX2, "qwen-image": _WAN21}
+    "flux2": _FLUX2, "qwen-image": _WAN21, "wan": _WAN21}
 """The Approx cheap map of each latent space that has published numbers (module docstring)."""
 
 

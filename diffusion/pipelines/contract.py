@@ -24,6 +24,7 @@ from ..models.step_cache import CacheSpec
 from .control_map import ControlMap
 from .hires_pass import own_settings
 from .picture_limits import PictureLimits
+from .temporal_reasoning import reasoning_asked
 
 __all__ = [
     "GUIDANCE_KINDS",
@@ -162,6 +163,8 @@ class Capabilities:
     # None: any
     picture_limits: PictureLimits | None = None
     models: str = ""  # what messages call the family's models ("" : "<family> models")
+    # ChronoEdit's temporal reasoning (request.enable_temporal_reasoning and its settings)
+    temporal_reasoning: bool = False
 
     def __post_init__(self) -> None:
         if self.guidance not in GUIDANCE_KINDS:
@@ -215,7 +218,10 @@ class Capabilities:
                         and request.initial_noise_multiplier != 1.0,
                         "initial_noise_multiplier other than 1"),
                        (request.tiling and not self.tiling,
-                        "tiling (seamless pictures; SD 1.x/2.x and SDXL have it)"))
+                        "tiling (seamless pictures; SD 1.x/2.x and SDXL have it)"),
+                       (not self.temporal_reasoning and reasoning_asked(request),
+                        "temporal reasoning (ChronoEdit's: --enable-temporal-reasoning, "
+                        "--num-temporal-reasoning-steps, --num-frames)"))
         for asked, what in unsupported:
             if asked:
                 raise ValueError(f"{what}: not supported for {self._name} yet; leave it out")

@@ -33,9 +33,10 @@ from ..loaders.krea2 import krea2_family
 from ..loaders.longcat_image import longcat_image_family
 from ..loaders.ltx2.folder import ltx2_family
 from ..loaders.lumina2 import lumina2_family, lumina2_file_family
+from ..loaders.ovis_image import ovis_image_family
 from ..loaders.qwen_image import qwenimage21_family, qwenimage_family, qwenimage_layered_family
 from ..loaders.sana import sana_family, sana_file_family
-from ..loaders.wan import wan_family, wan_file_family
+from ..loaders.wan import chronoedit_family, wan_family, wan_file_family
 from ..loaders.z_image import zimage_family, zimage_omni_family
 from .contract import Capabilities, LoadOptions, Pipeline, SamplingDefaults
 from .flow.fill_model import fill_capabilities, fill_defaults, fill_family, load_fill_model
@@ -71,6 +72,11 @@ from .flow.longcat_image_model import (
     longcat_image_defaults,
 )
 from .flow.lumina2_model import load_lumina2_model, lumina2_capabilities, lumina2_defaults
+from .flow.ovis_image_model import (
+    load_ovis_image_model,
+    ovis_image_capabilities,
+    ovis_image_defaults,
+)
 from .flow.qwen_image21_model import (
     load_qwenimage21_model,
     qwenimage21_capabilities,
@@ -92,6 +98,11 @@ from .flow.z_image_omni_model import (
 )
 from .sd.unet_load import any_checkpoint, load_unet_model, unet_capabilities_of, unet_defaults
 from .video import refuse_pictures
+from .video.chronoedit_model import (
+    chronoedit_capabilities,
+    chronoedit_defaults,
+    load_chronoedit_model,
+)
 
 __all__ = ["FAMILIES", "FamilyLoader", "capabilities_of", "family_of"]
 
@@ -202,9 +213,16 @@ FAMILIES: tuple[FamilyLoader, ...] = (
     FamilyLoader("LongCat-Image (Edit)", longcat_image_family, load_longcat_image_model,
                  longcat_image_defaults, latent_channels=16,
                  capabilities=lambda path, family: longcat_image_capabilities(family)),
+    FamilyLoader("Ovis-Image", ovis_image_family, load_ovis_image_model, ovis_image_defaults,
+                 latent_channels=16,
+                 capabilities=lambda path, family: ovis_image_capabilities(family)),
     FamilyLoader("HiDream-I1 (Full, Dev, Fast)", hidream_family, load_hidream_model,
                  hidream_defaults, latent_channels=16, single_file_base=True,
                  capabilities=lambda path, family: hidream_capabilities(family)),
+    # a video model that edits pictures: img2img, its init image the picture to edit
+    FamilyLoader("ChronoEdit (picture edits)", chronoedit_family, load_chronoedit_model,
+                 chronoedit_defaults, latent_channels=16,
+                 capabilities=lambda path, family: chronoedit_capabilities(family)),
     # the video models: a folder or transformer file is told apart so that txt2img says to use
     # txt2vid
     FamilyLoader("Wan 2.1 / 2.2 (videos: txt2vid)",

@@ -25,7 +25,6 @@ by its length before any tokenizing).
 
 from __future__ import annotations
 
-import math
 from dataclasses import Field, dataclass, field, fields, replace
 from numbers import Integral, Real
 from typing import Any
@@ -38,6 +37,10 @@ from ..text.emphasis_mode import check_emphasis
 from ..upscalers.interpolation import HiresFix
 from .hires_pass import check_hires_pass, check_hires_refiner_pass, hires_sampler
 from .masked_content import masked_content
+from .request_checks import number as _number
+from .request_checks import whole as _whole
+from .temporal_reasoning import DEFAULT_FRAMES, check_temporal_reasoning
+from .temporal_reasoning import FIELDS as _REASONING
 
 __all__ = ["LIMITS", "MAX_PROMPT_CHARS", "GenerationRequest", "as_request", "check_size",
            "door_fields", "infotext_labels"]
@@ -190,7 +193,6 @@ class GenerationRequest:
             "magcache (FLUX.1; 0.06), teacache (FLUX.1; 0.4) or none (the default). Skipped "
             "steps reuse the transformer's last residual: faster, a little less detail; "
             "higher thresholds skip more"))
-
     # the WebUI's "Tiling": every conv of the UNet and the VAE pads circularly (torch's
     # padding_mode="circular"), so the picture tiles seamlessly (SD 1.x/2.x, SDXL)
     tiling: bool = field(default=False, metadata=_label(
@@ -199,10 +201,19 @@ class GenerationRequest:
             "convs wrap around the edges; SD 1.x/2.x and SDXL)"))
     # the WebUI's "Emphasis mode" (text.emphasis_mode): how (word:1.2) weighs the text states
     emphasis: str = field(default="Original", metadata=_label(
-        "Emphasis",
-        cli="how (word:1.2) weighs the prompt: Original (the default: weights, then the mean "
-            "kept), 'No norm' (weights alone; Forge finds it better for SDXL), Ignore "
-            "(brackets dropped, no weights), None (brackets read as text)"))
+        "Emphasis", cli="how (word:1.2) weighs the prompt: Original (the default: weights, "
+        "then the mean kept), 'No norm' (weights alone; Forge finds it better for SDXL), "
+        "Ignore (brackets dropped, no weights), None (brackets read as text)"))
+    # Sana: drawn at the model's aspect-ratio bin nearest the size, resized back (sana_bins)
+    use_resolution_binning: bool = field(default=True, metadata=_label(None, cli=(
+        "Sana: draw at the model's aspect-ratio bin nearest the size asked, then resize and "
+        "crop to it (diffusers' use_resolution_binning, its default)")))
+
+    # ChronoEdit's temporal reasoning, as diffusers' ChronoEditPipeline names it (its help:
+    # pipelines.temporal_reasoning)
+    enable_temporal_reasoning: bool = field(default=False, metadata=_REASONING[0])
+    num_temporal_reasoning_steps: int = field(default=0, metadata=_REASONING[1])
+    num_frames: int = field(default=DEFAULT_FRAMES, metadata=_REASONING[2])
 
     def __post_init__(self) -> None:
         _check(self)
@@ -235,27 +246,6 @@ class GenerationRequest:
             self.hires, self.sampler_label)
 
 
-def _whole(name: str, value: Any, low: float = -math.inf, high: float = math.inf) -> None:
-    # int(): exact for an Integral, and what the comparison needs to type-check (numbers'
-    # ABCs declare no reflected comparisons, so mypy cannot see low <= value)
-    if isinstance(value, bool) or not isinstance(value, Integral) \
-            or not low <= int(value) <= high:
-        where = f" from {low:g} to {high:g}" if high < math.inf else (
-            f" >= {low:g}" if low > -math.inf else "")
-        raise ValueError(f"{name} must be a whole number{where}, got {value!r}")
-
-
-def _number(name: str, value: Any, low: float, high: float, *, open_low: bool = False,
-            open_high: bool = False) -> None:
-    ok = isinstance(value, Real) and not isinstance(value, bool) and math.isfinite(value)
-    if ok:
-        ok = (value > low if open_low else value >= low) and (
-            value < high if open_high else value <= high)
-    if not ok:
-        interval = f"{'(' if open_low else '['}{low:g}, {high:g}{')' if open_high else ']'}"
-        raise ValueError(f"{name} must be a finite number in {interval}, got {value!r}")
-
-
 def _check(r: GenerationRequest) -> None:
     """Every check that needs no model, cheapest first (the prompt's length before anything
     reads the prompt)."""
@@ -268,6 +258,7 @@ def _check(r: GenerationRequest) -> None:
                              f"{MAX_PROMPT_CHARS:,} (MAX_PROMPT_CHARS); shorten it")
     for name in ("steps", "batch_size"):
         _whole(name, getattr(r, name), *LIMITS[name])
+    check_temporal_reasoning(r)
     _whole("clip_skip (layers skipped: the WebUI's Clip skip minus 1)", r.clip_skip,
            *LIMITS["clip_skip"])
     _number("cfg_scale", r.cfg_scale, *LIMITS["cfg_scale"])
@@ -313,8 +304,6 @@ def _check(r: GenerationRequest) -> None:
         for name, side in zip(("hires resize width", "hires resize height"), r.hires.resize,
                               strict=True):
             check_size(name, side)
-    if not isinstance(r.inpaint_full_res, bool):
-        raise ValueError(f"inpaint_full_res must be True or False, got {r.inpaint_full_res!r}")
     _whole("inpaint_full_res_padding (pixels around the mask)", r.inpaint_full_res_padding, 0)
     blur = r.mask_blur if isinstance(r.mask_blur, (tuple, list)) else (r.mask_blur,)
     if len(blur) not in (1, 2):
@@ -329,7 +318,8 @@ def _check(r: GenerationRequest) -> None:
     _whole("resize_mode (0 just resize, 1 crop and resize, 2 resize and fill, 3 just resize "
            "(latent upscale))", r.resize_mode, 0, 3)
     check_emphasis(r.emphasis)
-    for name in ("mask_round", "mask_invert", "tiling"):
+    for name in ("inpaint_full_res", "mask_round", "mask_invert", "tiling",
+                 "use_resolution_binning"):
         if not isinstance(getattr(r, name), bool):
             raise ValueError(f"{name} must be True or False, got {getattr(r, name)!r}")
     if r.latent_noise_seed is not None:

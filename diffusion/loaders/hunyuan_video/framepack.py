@@ -57,11 +57,17 @@ def framepack_family(path: str | os.PathLike[str]) -> str | None:
 
 
 def load_framepack_transformer(path: str | os.PathLike[str], *, dtype: Any = None,
-                               variant: str | None = None) -> ComponentWeights:
+                               variant: str | None = None,
+                               config: dict[str, Any] | None = None) -> ComponentWeights:
     """Lazy FramePack transformer weights of a diffusers `transformer/` folder (its config
-    with the packing's fields). diffusers:
+    with the packing's fields) or of one .safetensors file (framepack_file; `config`: what
+    the file cannot tell). diffusers:
     `HunyuanVideoFramepackTransformer3DModel.from_pretrained(folder)`."""
     root = Path(path)
+    if root.is_file():
+        from .framepack_file import load_framepack_file
+
+        return load_framepack_file(root, dtype=dtype, config=config)
     stored = read_json(root / "config.json")
     if stored.get("_class_name") not in _CLASSES or not stored.get("has_clean_x_embedder"):
         raise WeightsError(f"{root / 'config.json'}: _class_name "
@@ -73,9 +79,13 @@ def load_framepack_transformer(path: str | os.PathLike[str], *, dtype: Any = Non
 
 
 def load_framepack_folder(path: str | os.PathLike[str], *, dtype: Any = None,
-                          variant: str | None = None) -> FramepackWeights:
+                          variant: str | None = None,
+                          transformer: str | os.PathLike[str] | None = None
+                          ) -> FramepackWeights:
     """Lazy weights of the HunyuanVideoFramepackPipeline folder `path` (`dtype`, `variant`
-    as load_hunyuan_video_folder's); WeightsError naming what is not there."""
+    as load_hunyuan_video_folder's), `transformer` (a FramePack transformer file or folder)
+    in place of its own (a file's rotary axes its transformer/config.json's, where there is
+    one); WeightsError naming what is not there."""
     root = Path(path)
     pipeline_index(root, FRAMEPACK_CLASS, _COMPONENTS)
     for needed in (root / "tokenizer" / "tokenizer.json",
@@ -96,8 +106,11 @@ def load_framepack_folder(path: str | os.PathLike[str], *, dtype: Any = None,
 
     parts = dit_weights(root, dtype=dtype, variant=variant, skip=("transformer", "vae"),
                         adapt=adapt)
-    parts["transformer"] = load_framepack_transformer(root / "transformer", dtype=dtype,
-                                                      variant=variant)
+    own = root / "transformer" / "config.json"
+    axes = {"rope_axes_dim": read_json(own).get("rope_axes_dim")} if own.is_file() else None
+    parts["transformer"] = load_framepack_transformer(
+        root / "transformer" if transformer is None else transformer, dtype=dtype,
+        variant=variant, config=axes)
     parts["vae"] = load_hunyuan_video_vae(root / "vae", dtype=dtype, variant=variant)
     clip = root / "text_encoder_2"
     refs, _where = weight_refs(clip, "model", variant)

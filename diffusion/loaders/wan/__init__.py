@@ -8,8 +8,8 @@ flow/."""
 
 from .file import is_wan_file, load_wan_file, wan_file_family
 from .files import WanFiles, load_wan
-from .folder import WanWeights, load_wan_folder, wan_family
+from .folder import WanWeights, chronoedit_family, load_wan_folder, wan_family
 from .sources import WanSource, resolve_wan
 
-__all__ = ["WanFiles", "WanSource", "WanWeights", "is_wan_file", "load_wan", "load_wan_file",
-           "load_wan_folder", "resolve_wan", "wan_family", "wan_file_family"]
+__all__ = ["WanFiles", "WanSource", "WanWeights", "chronoedit_family", "is_wan_file", "load_wan",
+           "load_wan_file", "load_wan_folder", "resolve_wan", "wan_family", "wan_file_family"]

@@ -7,7 +7,9 @@ A14B folder adds transformer_2/ (the low-noise expert) and `boundary_ratio` to m
 A Wan VACE folder (`WanVACEPipeline`) is a text-to-video folder whose transformer/ is a
 WanVACETransformer3DModel (the control branch: models.wan_vace). A Wan 2.2 Animate folder
 (`WanAnimatePipeline`) is laid out as an image-to-video one, its transformer/ a
-WanAnimateTransformer3DModel (models.wan_animate). SkyReels V2's text- and image-to-video
+WanAnimateTransformer3DModel (models.wan_animate). NVIDIA's ChronoEdit folder
+(`ChronoEditPipeline`, an image editor) is laid out as an image-to-video one, its transformer/
+a ChronoEditTransformer3DModel (models.chronoedit). SkyReels V2's text- and image-to-video
 folders (`SkyReelsV2Pipeline`, `SkyReelsV2ImageToVideoPipeline`) are Wan 2.1's, their
 transformer/ a SkyReelsV2Transformer3DModel (models.skyreels_v2) and the I2V image_encoder/ a
 CLIPVisionModelWithProjection (its projection not read); a diffusion forcing folder
@@ -34,13 +36,16 @@ from ..errors import WeightsError
 from ..formats.diffusers_folder import pipeline_class, pipeline_index, read_json, weight_refs
 from ..weights import ComponentWeights, resolve_dtype
 
-__all__ = ["FILE_EXAMPLES", "WanWeights", "load_wan_folder", "missing_parts", "wan_family",
-           "wan_layout"]
+__all__ = ["FILE_EXAMPLES", "WanWeights", "chronoedit_family", "load_wan_folder", "missing_parts",
+           "wan_family", "wan_layout"]
 
 _CLASS = "WanPipeline"
 _I2V_CLASS = "WanImageToVideoPipeline"
 _VACE_CLASS = "WanVACEPipeline"
 _ANIMATE_CLASS = "WanAnimatePipeline"
+# NVIDIA's ChronoEdit: laid out as an image-to-video folder, its transformer/ a
+# ChronoEditTransformer3DModel (Wan 2.1 I2V's, models.chronoedit)
+_CHRONOEDIT_CLASS = "ChronoEditPipeline"
 # SkyReels V2: text-to-video, image-to-video, diffusion forcing
 _SKYREELS_DF = ("SkyReelsV2DiffusionForcingPipeline",
                 "SkyReelsV2DiffusionForcingImageToVideoPipeline")
@@ -81,6 +86,8 @@ class WanWeights:
     vace: bool = False
     # Wan 2.2 Animate: the transformer reads pose latents and face crops
     animate: bool = False
+    # ChronoEdit: the transformer's two-frame edit spreads its rotary frame positions
+    chronoedit: bool = False
     # SkyReels V2: the transformer is a SkyReelsV2Transformer3DModel; `diffusion_forcing`: a
     # SkyReelsV2DiffusionForcingPipeline folder (a timestep per latent frame)
     skyreels: bool = False
@@ -97,6 +104,12 @@ def wan_family(path: str | os.PathLike[str]) -> str | None:
         return "skyreels-v2-df"
     return {_CLASS: "wan", _I2V_CLASS: "wan", _VACE_CLASS: "wan-vace",
             _ANIMATE_CLASS: "wan-animate"}.get(_SKYREELS.get(name, name))
+
+
+def chronoedit_family(path: str | os.PathLike[str]) -> str | None:
+    """"chronoedit" for a diffusers folder whose model_index.json names a ChronoEditPipeline,
+    None for anything else."""
+    return "chronoedit" if pipeline_class(Path(path)) == _CHRONOEDIT_CLASS else None
 
 
 def _listed(index: dict[str, Any], name: str) -> bool:
@@ -156,7 +169,8 @@ def load_wan_folder(path: str | os.PathLike[str], *, dtype: Any = None,
     root = Path(path)
     found = pipeline_class(root)
     index = pipeline_index(root, found if found in (_I2V_CLASS, _VACE_CLASS, _ANIMATE_CLASS,
-                                                    *_SKYREELS) else _CLASS,
+                                                    _CHRONOEDIT_CLASS, *_SKYREELS)
+                           else _CLASS,
                            ("vae", "tokenizer", "scheduler"))
     resolved = resolve_dtype(dtype)
     parts: dict[str, Any] = dict.fromkeys(skip)
@@ -180,5 +194,5 @@ def load_wan_folder(path: str | os.PathLike[str], *, dtype: Any = None,
                           index.get("expand_timesteps")),
                       boundary_ratio=None if ratio is None else float(ratio),
                       vace=found == _VACE_CLASS, animate=found == _ANIMATE_CLASS,
-                      skyreels=found in _SKYREELS, diffusion_forcing=found in _SKYREELS_DF,
-                      **parts)
+                      chronoedit=found == _CHRONOEDIT_CLASS, skyreels=found in _SKYREELS,
+                      diffusion_forcing=found in _SKYREELS_DF, **parts)

@@ -19,7 +19,7 @@ from ..formats.diffusers_folder import component_config
 from .animate import load_wan_animate_transformer
 from .file import is_vace_module, wan_file_family
 from .files import WanFiles
-from .folder import FILE_EXAMPLES, missing_parts, wan_family
+from .folder import FILE_EXAMPLES, chronoedit_family, missing_parts, wan_family
 
 __all__ = ["CLI_NAMES", "Names", "WanSource", "animate_face_size", "check_wan_paths",
            "is_wan_animate", "resolve_wan"]
@@ -106,6 +106,10 @@ def resolve_wan(source: WanSource, names: Names = CLI_NAMES) -> tuple[Path, WanF
     in one line naming what to give."""
     check_wan_paths(source, names)
     folder = source.base or source.model
+    if chronoedit_family(folder) is not None:  # a video model that makes pictures
+        raise ValueError(f"{folder} is ChronoEdit, which edits a picture: use `python -m "
+                         f"diffusion img2img --model {folder} --init-image IN.png --prompt "
+                         "'the edit'`")
     if wan_family(folder) is None:
         raise ValueError(f"{names['base'] if source.base else names['model']} {folder}: not a "
                          "Wan diffusers folder (its model_index.json must name a WanPipeline, "

@@ -9,8 +9,9 @@ Sana: the folder's DPMSolverMultistepScheduler on flow sigmas (DPM-Solver++ 2M, 
 (`guidance_scale` > 1) as diffusers', `neg + g * (pos - neg)` with the negative prompt
 without the instruction. Sana Sprint (the folder's pipeline class says which): its SCM
 consistency steps (sana_sprint), the guidance embedded, no negative prompt. With the torch
-RNG a seed gives diffusers' picture (`generator=torch.Generator("cpu").manual_seed(seed)`,
-`use_resolution_binning=False`: the size asked is the size drawn).
+RNG a seed gives diffusers' picture (`generator=torch.Generator("cpu").manual_seed(seed)`).
+As diffusers' by default (`use_resolution_binning`), a size is drawn at the model's
+aspect-ratio bin nearest to it and resized back (sana_bins); False: drawn as asked.
 
     pipe = SanaPipeline.from_pretrained("Sana_1600M_1024px_diffusers")
     images = pipe("a red circle", num_inference_steps=20, guidance_scale=4.5, seed=7)
@@ -28,6 +29,7 @@ import numpy as np
 from gpucore import Device, default_device
 from gpustd import asarray
 
+from ...imaging import to_unit_image
 from ...loaders.formats.diffusers_folder import component_config
 from ...loaders.sana.folder import load_sana_folder
 from ...loaders.sana.transformer import load_sana_transformer
@@ -42,6 +44,7 @@ from ...sampling.scheduler_loop import scheduler_loop
 from ...sampling.schedulers.dpm_solver_flow import FlowDPMSolverMultistepScheduler
 from ...text.llm_tokenizer import LLMTokenizer
 from .flow_memory import load_network
+from .sana_bins import binned_size, resize_and_crop
 from .sana_sprint import run_scm
 from .start import StepCallback, check_call, check_sides
 
@@ -174,10 +177,12 @@ class SanaPipeline:
         return flow, shape, None
 
     def decode(self, latents: np.ndarray,
-               run: Callable[[Any, np.ndarray], np.ndarray] | None = None) -> np.ndarray:
+               run: Callable[[Any, np.ndarray], np.ndarray] | None = None,
+               size: tuple[int, int] | None = None) -> np.ndarray:
         """Images (B, H, W, 3) in [0, 1] of transformer latents (B, C, h, w): divided by the
         VAE's scaling factor, decoded in the VAE's dtype; `run(vae, z)`: a memory mode's
-        decode (MemoryModes.memory_decode)."""
+        decode (MemoryModes.memory_decode); `size` (height, width): resized to cover it and
+        cropped, before the clip to [0, 1] as diffusers' resolution binning."""
         z = latents / np.float32(self.vae.scaling_factor)
         if run is not None:
             images = run(self.vae, z)
@@ -185,6 +190,8 @@ class SanaPipeline:
             weight = self.vae.decoder.conv_in.weight
             images = self.vae.decode(asarray(z, dtype=weight.dtype, device=weight.device)
                                      ).numpy().astype(np.float32)
+        if size is not None:
+            images = resize_and_crop(images, *size)
         return np.clip(images / 2 + 0.5, 0.0, 1.0).transpose(0, 2, 3, 1)
 
     def __call__(self, prompt: str | Sequence[str], *, height: int | None = None,
@@ -192,33 +199,53 @@ class SanaPipeline:
                  guidance_scale: float = 4.5, negative_prompt: str | Sequence[str] = "",
                  max_timesteps: float = 1.57080, intermediate_timesteps: float | None = None,
                  seed: int = 0, rng: str = "torch", max_sequence_length: int = 300,
-                 latents: np.ndarray | None = None, callback: StepCallback | None = None,
-                 output_type: str = "np", cache: Any = None) -> np.ndarray:
+                 latents: np.ndarray | None = None, image: Any = None,
+                 mask_image: Any = None, strength: float = 0.6,
+                 callback: StepCallback | None = None, output_type: str = "np",
+                 cache: Any = None, use_resolution_binning: bool = True) -> np.ndarray:
         """Pictures for `prompt` (one or a list): float images in [0, 1], (B, height, width,
         3) ("np"), or the final latents (B, 32, H/32, W/32) ("latent"); height and width the
         transformer's sample_size in pixels unless given; steps 20 (Sprint: 2).
         `guidance_scale`: CFG (Sprint: the embedded guidance; it has no negative prompt);
         `max_timesteps`, `intermediate_timesteps` (two steps only; 1.3 there unless given):
         Sprint's SCM angles. `seed` and `rng` ("torch", as diffusers; "numpy") draw the noise
-        unless `latents` is given. `callback(done, total, latents)` after every step (False
-        stops). diffusers: `SanaPipeline(prompt, height=, width=, num_inference_steps=,
-        guidance_scale=, negative_prompt=, generator=torch.Generator().manual_seed(seed),
-        use_resolution_binning=False, output_type="np").images` (SanaSprintPipeline's with
-        `max_timesteps=`, `intermediate_timesteps=`)."""
+        unless `latents` is given. Sprint's `image` (PIL or HxWx3 uint8, resized to the size
+        drawn): img2img from it at `strength` (Sana's own sampler and inpainting have none in
+        diffusers: ValueError). `callback(done, total, latents)` after every step (False
+        stops). `use_resolution_binning`: drawn at the nearest aspect-ratio bin of the
+        transformer's sample size, the pictures resized back (the latents stay the bin's;
+        sample sizes diffusers has no bins for are drawn as asked). diffusers:
+        `SanaPipeline(prompt, height=, width=, num_inference_steps=, guidance_scale=,
+        negative_prompt=, generator=torch.Generator().manual_seed(seed),
+        use_resolution_binning=, output_type="np").images` (SanaSprintPipeline's with
+        `max_timesteps=`, `intermediate_timesteps=`; SanaSprintImg2ImgPipeline's with
+        `image=`, `strength=`)."""
         steps = num_inference_steps or (2 if self.sprint else 20)
         prompts = check_call(prompt, rng=rng, output_type=output_type, steps=steps)
+        if image is not None and not self.sprint:
+            raise ValueError("Sana's own sampler draws from noise only (diffusers has no Sana "
+                             "img2img): pick a WebUI sampler (Euler) for an init image")
+        if mask_image is not None:
+            raise ValueError("Sana Sprint has no inpainting (diffusers has none): leave the "
+                             "mask out")
         height = self.default_size if height is None else height
         width = self.default_size if width is None else width
+        asked = (height, width)
+        if use_resolution_binning:
+            sample_size = int(self.transformer.config["sample_size"])
+            height, width = binned_size(sample_size, height, width) or asked
         generator = make_generator(rng, seed)
         if self.sprint:
             if cache is not None:
                 raise ValueError("Sana Sprint runs without a step cache; leave --cache out")
-            out = run_scm(self, prompts, self.latent_shape(len(prompts), height, width),
-                          steps=steps, guidance_scale=guidance_scale,
+            shape = self.latent_shape(len(prompts), height, width)
+            init = None if image is None else self.image_latents(image, height, width)
+            out = run_scm(self, prompts, shape, steps=steps, guidance_scale=guidance_scale,
                           max_timesteps=max_timesteps,
                           intermediate_timesteps=intermediate_timesteps,
                           max_sequence_length=max_sequence_length, generator=generator,
-                          latents=latents, callback=callback)
+                          latents=latents, callback=callback, image_latents=init,
+                          strength=strength)
         else:
             # 1. conditioning, as a function of the latents and the timestep
             flow, shape, _ = self.velocity(prompts, height=height, width=width,
@@ -233,7 +260,18 @@ class SanaPipeline:
             out = scheduler_loop(_checked(start, shape), scheduler.timesteps, scheduler,
                                  lambda x, t, i: (flow(x, t), None), dtype=np.float32,
                                  callback=callback)
-        return out if output_type == "latent" else self.decode(out)
+        if output_type == "latent":
+            return out
+        return self.decode(out, size=asked if asked != (height, width) else None)
+
+    def image_latents(self, image: Any, height: int, width: int) -> np.ndarray:
+        """The DC-AE's latents (1, 32, h, w) of `image` resized to height x width (Lanczos),
+        times the VAE's scaling factor: the transformer's space. diffusers:
+        `vae.encode(image_processor.preprocess(image, height, width)).latent * scaling`."""
+        weight = self.vae.decoder.conv_in.weight
+        pixels = to_unit_image(image, width, height)
+        encoded = self.vae.encode(asarray(pixels, dtype=weight.dtype, device=weight.device))
+        return encoded.numpy().astype(np.float32) * np.float32(self.vae.scaling_factor)
 
 
 def _checked(latents: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:

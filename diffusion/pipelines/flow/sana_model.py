@@ -6,8 +6,11 @@ Sana: the "diffusers" sampler (its default) runs SanaPipeline's own DPM-Solver++
 sigmas, the request's CFG scale being diffusers' `guidance_scale` (1 or below: the prompt's
 pass alone); the WebUI's samplers for flow models run over the Simple schedule shifted by the
 folder's `flow_shift`, from noise or an init image (img2img, inpainting, the hires fix).
-Sana Sprint: its own SCM steps alone ("diffusers", 2 by default), txt2img, its guidance
-embedded: --distilled-cfg-scale (the card's 4.5), CFG 1.
+Sana Sprint: its own SCM steps alone ("diffusers", 2 by default), txt2img and img2img (no
+mask), its guidance embedded: --distilled-cfg-scale (the card's 4.5), CFG 1. txt2img without
+the hires fix (and Sprint's img2img) is drawn at the model's aspect-ratio bin nearest the size
+asked and resized back, as diffusers does by default (the request's use_resolution_binning;
+sana_bins).
 """
 
 from __future__ import annotations
@@ -29,10 +32,13 @@ from ...text.composable import refuse_composable
 from ...text.prompts import extract_extra_networks
 from ..contract import Capabilities, LoadOptions, SamplingDefaults
 from ..finite import check_encoded, pictures_uint8
+from ..generation import Denoised
+from ..observer import Observer
 from ..request import GenerationRequest
 from .flow_memory import MemoryLayout
 from .flow_model import LLMFlowModel
 from .flow_sampling import FLOW_SAMPLERS, FLOW_SCHEDULES
+from .sana_bins import binned_size
 from .start import base_folder
 
 __all__ = ["SANA_DEFAULTS", "SPRINT_DEFAULTS", "SanaModel", "load_sana_model",
@@ -55,8 +61,8 @@ class SanaModel(LLMFlowModel):
     def capabilities(self) -> Capabilities:
         """Sana: the WebUI samplers for flow models over the Simple schedule, CFG with a
         negative prompt, img2img and inpainting with them, the hires fix, the memory modes;
-        Sprint: its own sampler alone, txt2img, the memory modes. Neither takes ControlNets,
-        a step cache, a refiner or the WebUI's prompt syntax."""
+        Sprint: its own sampler alone, txt2img and img2img, the memory modes. Neither takes
+        ControlNets, a step cache, a refiner or the WebUI's prompt syntax."""
         return sana_capabilities(self.family)
 
     @property
@@ -79,13 +85,17 @@ class SanaModel(LLMFlowModel):
                             text_calls=((pipe.text_encoder, "hidden_states_of"),), vae=pipe.vae)
 
     def check(self, request: GenerationRequest, width: int, height: int) -> None:
-        """Plain-text prompts (AND only with "diffusers", which reads it as a word); an init
-        image with a WebUI sampler only (diffusers has no Sana img2img); Sprint at CFG 1;
-        sides multiples of 32 (diffusers'). One line each otherwise."""
+        """Plain-text prompts (AND only with "diffusers", which reads it as a word); Sana: an
+        init image with a WebUI sampler only (diffusers has no Sana img2img); Sprint: img2img
+        without a mask (SanaSprintImg2ImgPipeline), CFG 1; sides multiples of 32
+        (diffusers'). One line each otherwise."""
         label = request.sampler_label[0]
         if label != DIFFUSERS:
             refuse_composable(extract_extra_networks(request.prompt)[0], "Sana models")
-        if request.init_image is not None and label == DIFFUSERS:
+        if self.pipe.sprint and request.mask is not None:
+            raise ValueError("Sana Sprint has no inpainting (diffusers has none): leave the "
+                             "mask out, for img2img")
+        if request.init_image is not None and label == DIFFUSERS and not self.pipe.sprint:
             raise ValueError("Sana's own sampler ('diffusers') draws from noise only: pick a "
                              "WebUI sampler (Euler, DPM++ 2M) for img2img and inpainting")
         if self.pipe.sprint and float(request.cfg_scale) != 1.0:
@@ -124,11 +134,47 @@ class SanaModel(LLMFlowModel):
         check_encoded(latents, vae)
         return latents * np.float32(vae.scaling_factor)
 
+    def binned(self, request: GenerationRequest, width: int, height: int
+               ) -> tuple[int, int] | None:
+        """The (width, height) a txt2img request without the hires fix (or Sprint's img2img)
+        is drawn at where resolution binning moves it (diffusers' default), else None."""
+        if (not request.use_resolution_binning or request.hires is not None
+                or (request.init_image is not None and not self.pipe.sprint)):
+            return None
+        bins = binned_size(int(self.pipe.transformer.config["sample_size"]), height, width)
+        return None if bins is None or bins == (height, width) else (bins[1], bins[0])
+
+    def denoise(self, request: GenerationRequest, seed: int, width: int, height: int,
+                observer: Observer) -> Denoised:
+        """The flow families' denoising at the size binning gives (`binned`)."""
+        width, height = self.binned(request, width, height) or (width, height)
+        return super().denoise(request, seed, width, height, observer)
+
+    def _diffusers(self, request: GenerationRequest, prompts: list[str], seed: int,
+                   width: int, height: int, observer: Observer,
+                   cache: StepCache | None = None) -> np.ndarray:
+        """The pipeline's own loop (Sprint's img2img from the init image) at the size
+        `denoise` gives, binned already where binning applies."""
+        images = {} if request.init_image is None else {
+            "image": request.init_image, "strength": float(request.strength)}
+        return self.pipe(prompts, height=height, width=width,  # type: ignore[no-any-return]
+                         num_inference_steps=int(request.steps), seed=seed, rng=request.rng,
+                         callback=observer.step, output_type="latent", cache=cache,
+                         use_resolution_binning=False, **self._guidance(request), **images)
+
     def decode(self, latents: np.ndarray, request: GenerationRequest | None = None
                ) -> list[np.ndarray]:
         """The pictures (H, W, 3) uint8 of transformer latents, by the DC-AE (in the memory
-        mode's way where one is set)."""
-        return pictures_uint8(self.pipe.decode(latents, self.memory_decode()), self.pipe.vae)
+        mode's way where one is set), resized back to the size asked where `binned` moved
+        it."""
+        size = None
+        if request is not None:
+            asked = (int(request.width or self.native_size),
+                     int(request.height or self.native_size))
+            if self.binned(request, *asked) is not None:
+                size = asked[::-1]
+        return pictures_uint8(self.pipe.decode(latents, self.memory_decode(), size),
+                              self.pipe.vae)
 
 
 def sana_capabilities(family: str) -> Capabilities:

@@ -5,11 +5,12 @@ Wan's; diffusion forcing: `skyreels_v2_df.SkyReelsV2DiffusionForcingPipeline`), 
 Video Lite (`kandinsky5.Kandinsky5VideoPipeline`), HunyuanVideo 1.5
 (`hunyuan_video15.HunyuanVideo15Pipeline`), the last two on `flow_video.FlowVideoPipeline`
 (their memory modes, offloading, checks and decode), LTX-2 with its audio
-(`ltx2.LTX2Pipeline`: frames and a waveform); `models` tells the families apart and holds
-their defaults. Frames are a latent axis: the VAE and transformer work on (B, C, frames, H, W)
-latents (Kandinsky 5's transformer channels last, LTX-2's as tokens), the pipeline returns
-(B, frames, H, W, 3); `files` writes them (MP4 with an audio track, animated WebP, PNGs) and
-reads them (a VACE control, Animate's videos)."""
+(`ltx2.LTX2Pipeline`: frames and a waveform), and ChronoEdit, which edits pictures through
+Wan 2.1 I2V (`chronoedit.ChronoEditPipeline`, a picture family: `chronoedit_model`); `models`
+tells the families apart and holds their defaults. Frames are a latent axis: the VAE and
+transformer work on (B, C, frames, H, W) latents (Kandinsky 5's transformer channels last,
+LTX-2's as tokens), the pipeline returns (B, frames, H, W, 3); `files` writes them (MP4 with
+an audio track, animated WebP, PNGs) and reads them (a VACE control, Animate's videos)."""
 
 from .wan import SAMPLERS, WanPipeline
 from .wan_animate import WanAnimatePipeline

@@ -110,13 +110,16 @@ class HunyuanVideoFramepackPipeline(HunyuanVideoPipeline):
     @classmethod
     def from_pretrained(cls, path: str | Path, *, dtype: Any = np.float32,
                         device: Device | None = None, variant: str | None = None,
-                        offload: bool = False) -> HunyuanVideoFramepackPipeline:
+                        offload: bool = False, transformer: str | Path | None = None
+                        ) -> HunyuanVideoFramepackPipeline:
         """Load a HunyuanVideoFramepackPipeline folder (`load_framepack_folder`) onto
-        `device` in `dtype`; `offload` as HunyuanVideoPipeline's."""
-        weights = load_framepack_folder(path, variant=variant)
-        transformer, llama, clip, siglip = (weights.transformer, weights.text_encoder,
-                                            weights.text_encoder_2, weights.image_encoder)
-        assert transformer is not None and llama is not None and clip is not None
+        `device` in `dtype`, `transformer` (a FramePack transformer file, e.g.
+        FramePackI2V_HY_bf16.safetensors, or folder) in place of its own; `offload` as
+        HunyuanVideoPipeline's."""
+        weights = load_framepack_folder(path, variant=variant, transformer=transformer)
+        packed, llama, clip, siglip = (weights.transformer, weights.text_encoder,
+                                       weights.text_encoder_2, weights.image_encoder)
+        assert packed is not None and llama is not None and clip is not None
         assert siglip is not None and weights.tokenizer_2_dir is not None
         place = {"dtype": dtype, "device": device or default_device()}
         load = partial(load_network, device=place["device"], offload_to_host=offload)
@@ -125,7 +128,7 @@ class HunyuanVideoFramepackPipeline(HunyuanVideoPipeline):
             text_encoder_2=load(lambda: CLIPTextModel(clip.config, **place), clip),
             image_encoder=load(lambda: SiglipVisionModel(siglip.config, **place), siglip),
             transformer=load(lambda: HunyuanVideoFramepackTransformer3DModel(
-                transformer.config, **place), transformer),
+                packed.config, **place), packed),
             vae=load(lambda: AutoencoderKLHunyuanVideo(weights.vae.config, **place),
                      weights.vae),
             tokenizer=LLMTokenizer(weights.tokenizer_dir),

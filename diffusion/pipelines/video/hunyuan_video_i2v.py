@@ -210,6 +210,13 @@ class HunyuanVideoImageToVideoPipeline(HunyuanVideoPipeline):
 
 def hunyuan_video_class(path: str | Path) -> type[HunyuanVideoPipeline]:
     """The pipeline class that loads the HunyuanVideo folder `path`: this module's for a
-    HunyuanVideoImageToVideoPipeline folder, HunyuanVideoPipeline for the others."""
+    HunyuanVideoImageToVideoPipeline folder, FramePack's for a HunyuanVideoFramepackPipeline
+    one, HunyuanVideoPipeline for the others."""
+    from ...loaders.hunyuan_video.framepack import framepack_family
+
+    if framepack_family(path):
+        from .hunyuan_video_framepack import HunyuanVideoFramepackPipeline
+
+        return HunyuanVideoFramepackPipeline
     image = pipeline_class(Path(path)) == I2V_CLASS
     return HunyuanVideoImageToVideoPipeline if image else HunyuanVideoPipeline

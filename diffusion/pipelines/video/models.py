@@ -19,6 +19,7 @@ from pathlib import Path
 from ...loaders.formats.diffusers_folder import component_config, read_json
 from ...loaders.hunyuan_video.folder import hunyuan_video_family
 from ...loaders.hunyuan_video.framepack import framepack_family
+from ...loaders.hunyuan_video.framepack_file import framepack_file_family
 from ...loaders.hunyuan_video15.folder import hunyuan_video15_family
 from ...loaders.kandinsky5 import kandinsky5_video_family
 from ...loaders.ltx2.folder import ltx2_family
@@ -74,13 +75,14 @@ WAN_ANIMATE = VideoDefaults(frames=77, width=1280, height=720, steps=20, cfg_sca
 
 def video_family_name(path: str | os.PathLike[str]) -> str:
     """"kandinsky-5-video" for a Kandinsky 5 Video Lite folder, "hunyuan-video-1.5" for a
-    HunyuanVideo 1.5 one, "ltx-2" for an LTX-2 one, "framepack" for a FramePack one,
-    "hunyuan-video" for a HunyuanVideo one, "skyreels-v2-df" for a SkyReels V2 diffusion
-    forcing one, else "wan" (Wan's loaders name what is wrong with anything that is not Wan's
-    either)."""
+    HunyuanVideo 1.5 one, "ltx-2" for an LTX-2 one, "framepack" for a FramePack one or
+    FramePack transformer file, "hunyuan-video" for a HunyuanVideo one, "skyreels-v2-df" for a
+    SkyReels V2 diffusion forcing one, else "wan" (Wan's loaders name what is wrong with
+    anything that is not Wan's either)."""
     forcing = "skyreels-v2-df" if wan_family(path) == "skyreels-v2-df" else None
     return (kandinsky5_video_family(path) or hunyuan_video15_family(path) or ltx2_family(path)
-            or framepack_family(path) or hunyuan_video_family(path) or forcing or "wan")
+            or framepack_family(path) or framepack_file_family(path)
+            or hunyuan_video_family(path) or forcing or "wan")
 
 
 def _hunyuan_video15_defaults(root: Path) -> VideoDefaults:

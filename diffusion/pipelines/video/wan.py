@@ -39,6 +39,7 @@ from gpustd.nn.offload import restore as restore_weights
 
 from ...loaders.component import load_component
 from ...loaders.wan import WanFiles, load_wan
+from ...models.chronoedit import ChronoEditTransformer3DModel
 from ...models.clip_vision import CLIPVisionModelWithProjection
 from ...models.skyreels_v2 import SkyReelsV2Transformer3DModel
 from ...models.step_cache import BranchCache, StepCache
@@ -126,6 +127,7 @@ class WanPipeline(WanMemoryModes, WanVaePasses):
         vae = loaded(AutoencoderKLWan(weights.vae.config, **place), weights.vae)
         network = WanVACETransformer3DModel if weights.vace else \
             WanAnimateTransformer3DModel if weights.animate else \
+            ChronoEditTransformer3DModel if weights.chronoedit else \
             SkyReelsV2Transformer3DModel if weights.skyreels else WanTransformer3DModel
         transformer = loaded(network(weights.transformer.config, **place), weights.transformer)
         transformer_2 = None if weights.transformer_2 is None else loaded(
@@ -151,10 +153,8 @@ class WanPipeline(WanMemoryModes, WanVaePasses):
         if not self.offload:
             yield
             return
-        offload_weights(self.text_encoder)
-        offload_weights(self.transformer)
-        offload_weights(self.vae)
-        for other in (self.image_encoder, self.transformer_2):
+        for other in (self.text_encoder, self.transformer, self.vae, self.image_encoder,
+                      self.transformer_2):
             if other is not None:
                 offload_weights(other)
         restore_weights(network)

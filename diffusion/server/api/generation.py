@@ -228,6 +228,10 @@ def build_job(request: Txt2ImgRequest, kind: str, *, options: dict[str, Any], ma
             request.model_extra or {}).get(key)
         if value is not None:
             settings[setting.name] = value
+    # Sana's resolution binning (diffusers' name; on unless a request turns it off)
+    binning = (request.override_settings or {}).get("use_resolution_binning")
+    if binning is not None:
+        settings["use_resolution_binning"] = binning
     # 3. the images (img2img) or the hires fix (txt2img)
     if isinstance(request, Img2ImgRequest):
         settings.update(_img2img_options(request))

@@ -1,9 +1,9 @@
 """What the video folders that hold their own text encoders and VAE (Kandinsky 5 Video Lite,
-HunyuanVideo 1.5, HunyuanVideo) do not take on /avx/txt2vid and /avx/img2vid, said in one line
-before the request is queued (routers.video calls these, RequestError: 422): a picture where
-the model makes videos from text, none where it animates one, and Wan's own fields (the
-second expert's guidance, VACE's control, Wan's samplers, TeaCache), as `txt2vid` and
-`img2vid` refuse them."""
+HunyuanVideo 1.5, HunyuanVideo and FramePack) do not take on /avx/txt2vid and /avx/img2vid, said in
+one line before the request is queued (routers.video calls these, RequestError: 422): a picture
+where the model makes videos from text, none where it animates one, and Wan's own fields (the second
+expert's guidance, VACE's control, Wan's samplers, TeaCache), as `txt2vid` and `img2vid` refuse
+them."""
 
 from __future__ import annotations
 
@@ -73,13 +73,19 @@ def refuse_hunyuan_video15(folder: Path, body: Any, image: Any, cache_kind: str 
 def refuse_hunyuan_video(folder: Path, body: Any, image: Any, cache_kind: str | None,
                          control: str | None) -> None:
     """ValueError in one line for what a HunyuanVideo folder does not take: a picture for
-    text to video, none for image to video (HunyuanVideo-I2V), diffusers' other HunyuanVideo
-    pipelines (refuse_not_run), Wan's own fields."""
+    text to video, none for image to video (HunyuanVideo-I2V, FramePack), diffusers' other
+    HunyuanVideo pipelines (refuse_not_run), Wan's own fields."""
     from ...loaders.formats.diffusers_folder import pipeline_class
     from ...loaders.hunyuan_video.folder import I2V_CLASS
+    from ...loaders.hunyuan_video.framepack import FRAMEPACK_CLASS
 
-    refuse_not_run(folder)
-    animates = pipeline_class(folder) == I2V_CLASS
+    if pipeline_class(folder) == FRAMEPACK_CLASS:
+        if image is None:
+            raise ValueError(f"{folder.name} is FramePack, which animates a picture: use "
+                             "/avx/img2vid with its first frame as `image`")
+    else:
+        refuse_not_run(folder)
+    animates = pipeline_class(folder) in (I2V_CLASS, FRAMEPACK_CLASS)
     if image is not None and not animates:
         raise ValueError(f"{folder.name} is HunyuanVideo text-to-video: use /avx/txt2vid, "
                          "without a picture")

@@ -1,11 +1,11 @@
 """The video requests' models, from the models directory: a Wan diffusers folder, a Kandinsky 5
-Video Lite, HunyuanVideo, HunyuanVideo 1.5 or LTX-2 one (its parts all its own), or one of
-ComfyUI's single Wan files (diffusion_models/: a transformer .safetensors or a GGUF of it) with
-a Wan folder as its `base` (tokenizer, scheduler, configs, and the parts no file replaces)
-and the files that stand in for the folder's other parts (text_encoders/: UMT5; vae/: Wan's
-VAE; clip_vision/: Wan 2.1 I2V's CLIP), each named as GET /avx/video-models lists it. They
-resolve as `txt2vid --model FILE --base FOLDER ...` does (loaders.wan.sources); a request
-never becomes a path, and a missing part is a 422 in one line."""
+Video Lite, HunyuanVideo, FramePack, HunyuanVideo 1.5 or LTX-2 one (its parts all its own), or one
+of ComfyUI's single Wan files (diffusion_models/: a transformer .safetensors or a GGUF of it) with a
+Wan folder as its `base` (tokenizer, scheduler, configs, and the parts no file replaces) and the
+files that stand in for the folder's other parts (text_encoders/: UMT5; vae/: Wan's VAE;
+clip_vision/: Wan 2.1 I2V's CLIP), each named as GET /avx/video-models lists it. They resolve as
+`txt2vid --model FILE --base FOLDER ...` does (loaders.wan.sources); a request never becomes a path,
+and a missing part is a 422 in one line."""
 
 from __future__ import annotations
 
@@ -17,6 +17,7 @@ from ...loaders.formats.diffusers_folder import pipeline_class
 from ...loaders.formats.safetensors import SafetensorsFile
 from ...loaders.hunyuan_video.folder import I2V_CLASS as HUNYUAN_VIDEO_I2V
 from ...loaders.hunyuan_video.folder import hunyuan_video_family
+from ...loaders.hunyuan_video.framepack import FRAMEPACK_CLASS
 from ...loaders.hunyuan_video15.folder import (
     hunyuan_video15_family,
     hunyuan_video15_image_to_video,
@@ -69,7 +70,8 @@ def _family(family: str, path: Path | None = None) -> dict[str, Any]:
     from ...pipelines.video import SAMPLERS
     from ...pipelines.video.models import KANDINSKY5_VIDEO, WAN, WAN_ANIMATE, video_defaults
 
-    own = family in ("kandinsky-5-video", "hunyuan-video-1.5", "ltx-2", "hunyuan-video")
+    own = family in ("kandinsky-5-video", "hunyuan-video-1.5", "ltx-2", "hunyuan-video",
+                     "framepack")
     defaults = video_defaults(path) if path is not None else KANDINSKY5_VIDEO \
         if family == "kandinsky-5-video" else WAN_ANIMATE if family == "wan-animate" else WAN
     return {"family": family, "defaults": asdict(defaults),
@@ -114,12 +116,14 @@ def video_listing(registry: ModelRegistry) -> dict[str, Any]:
                            "kind": "folder", "vace": False, "animate": False,
                            "first_frame": "optional", "audio": True,
                            **_family("ltx-2", entry.path)})
-        elif hunyuan_video_family(entry.path) is not None:  # text or (I2V) image to video
-            i2v = pipeline_class(Path(entry.path)) == HUNYUAN_VIDEO_I2V
+        elif hunyuan_video_family(entry.path) is not None:  # text or (I2V, FramePack) image
+            framepack = pipeline_class(Path(entry.path)) == FRAMEPACK_CLASS
+            i2v = framepack or pipeline_class(Path(entry.path)) == HUNYUAN_VIDEO_I2V
             models.append({"title": entry.title, "model_name": entry.model_name,
                            "kind": "folder", "vace": False, "animate": False,
                            "first_frame": "required" if i2v else "none",
-                           **_family("hunyuan-video", entry.path)})
+                           **_family("framepack" if framepack else "hunyuan-video",
+                                     entry.path)})
         elif (family := wan_file_family(entry.path)) is not None:
             animate = family == "wan-animate"
             models.append({"title": entry.title, "model_name": entry.model_name,

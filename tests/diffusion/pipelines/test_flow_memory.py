@@ -1,10 +1,10 @@
 """The memory modes of Qwen-Image, Qwen-Image-Edit, Qwen-Image 2.1, Z-Image (and Omni), Krea 2,
-Lumina 2, LongCat-Image (and Edit), Sana (and Sprint), HunyuanImage 2.1, Kandinsky 5, FLUX.1,
-SD3, HiDream-I1 and Chroma on tiny folders: loaded with `offload` every network is in host
-memory until it runs; --lowvram, --medvram and --max-vram each give the plain run's picture
+Lumina 2, LongCat-Image (and Edit), Ovis-Image, Sana (and Sprint), HunyuanImage 2.1, Kandinsky
+5, FLUX.1, SD3, HiDream-I1 and Chroma on tiny folders: loaded with `offload` every network is in
+host memory until it runs; --lowvram, --medvram and --max-vram each give the plain run's picture
 bitwise; under --lowvram the GPU holds a block of the transformer at a time, its weights there
-fewer than the model's; a budget below the least names that minimum in one line. (FLUX.2's,
-the same plan: test_flux2_memory.)"""
+fewer than the model's; a budget below the least names that minimum in one line. (FLUX.2's, the
+same plan: test_flux2_memory.)"""
 
 from __future__ import annotations
 
@@ -23,6 +23,7 @@ from kandinsky5_text_tiny import tiny_kandinsky5_pipeline
 from krea2_tiny import tiny_krea2_pipeline
 from longcat_image_tiny import tiny_longcat_edit_pipeline, tiny_longcat_pipeline
 from lumina2_pipeline_tiny import tiny_lumina2_pipeline
+from ovis_image_tiny import tiny_ovis_pipeline
 from PIL import Image
 from qwenedit_tiny import tiny_qwenimage_edit_pipeline
 from qwenimage21_tiny import tiny_qwenimage21_pipeline
@@ -89,6 +90,8 @@ FAMILIES = {
     # LongCat-Image-Edit: the vision tower in the text unit, the picture's latent tokens
     "longcat-image-edit": (tiny_longcat_edit_pipeline, "longcat-edit",
                            {"cfg_scale": 4.0, "init_image": PICTURE}, 1 << 20),
+    # Ovis-Image: FLUX.1's blocks with SwiGLU MLPs, Qwen3 the text unit
+    "ovis-image": (tiny_ovis_pipeline, "ovis-image", {"cfg_scale": 4.0}, 1 << 18),
 }
 
 

@@ -6,6 +6,7 @@ in one line."""
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -13,7 +14,7 @@ import pytest
 pytest.importorskip("diffusers", reason="diffusers is a test-only reference (extra: reference)")
 import torch
 from cli_support import cli_error, cli_ok, png_pixels
-from hidream_pipe_tiny import SIDE, tiny_hidream_pipeline
+from hidream_pipe_tiny import SIDE
 
 import gpucore
 from diffusion.pipelines.contract import SamplingDefaults
@@ -24,10 +25,9 @@ PROMPT, NEGATIVE = "a red circle on a blue background", "a cat"
 TOL = 0.003  # mean |ours - diffusers| in [0, 1]: the PNG's rounding
 
 
-def test_hidream_from_the_cli(first_device: gpucore.Device, tmp_path: Path,
-                              capsys: pytest.CaptureFixture[str]) -> None:
-    reference = tiny_hidream_pipeline(tmp_path)
-    folder = tmp_path / "hidream"
+def test_hidream_from_the_cli(first_device: gpucore.Device, tiny_hidream: tuple[Path, Any],
+                              tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    folder, reference = tiny_hidream
     capabilities = capabilities_of(folder)
     assert capabilities is not None and capabilities.family == "hidream"
     assert model_defaults(folder)[0] == SamplingDefaults(steps=50, sampler="diffusers",

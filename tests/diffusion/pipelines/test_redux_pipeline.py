@@ -46,7 +46,7 @@ def redux(tiny_flux_dev: tuple[Path, Any], tmp_path_factory: pytest.TempPathFact
         redux_dim=24, txt_in_features=T5_TINY["d_model"]), 17, 3.0)
     pipe = diffusers.FluxPriorReduxPipeline(
         image_encoder=siglip, image_embedder=embedder,
-        feature_extractor=transformers.SiglipImageProcessor(size={"height": 32, "width": 32}),
+        feature_extractor=transformers.SiglipImageProcessorPil(size={"height": 32, "width": 32}),
         text_encoder=flux.text_encoder, tokenizer=flux.tokenizer,
         text_encoder_2=flux.text_encoder_2, tokenizer_2=flux.tokenizer_2)
     root = tmp_path_factory.mktemp("tiny-redux")
@@ -191,7 +191,7 @@ def test_redux_files(first_device: gpucore.Device, tmp_path: Path,
     redux = FluxRedux.from_pretrained(
         tmp_path / "flux1-redux-dev.safetensors", device=first_device,
         image_encoder=tmp_path / "sigclip_vision_patch14_384.safetensors")
-    processor = transformers.SiglipImageProcessor(size={"height": 32, "width": 32})
+    processor = transformers.SiglipImageProcessorPil(size={"height": 32, "width": 32})
     with torch.no_grad():
         pixels = processor(_picture(1), return_tensors="pt").pixel_values
         expected = embedder(siglip.vision_model(pixel_values=pixels).last_hidden_state)

@@ -185,10 +185,10 @@ def test_every_infotext_field_has_a_label() -> None:
     the images are fitted, which the WebUI does not write either; nor whose seeds latent
     noise took, nor mask_round, whose "Mask rounding" its soft inpainting leaves out, nor
     FLUX Redux's reference picture, which a text field cannot hold any more than the init
-    image)."""
+    image, nor Sana's resolution binning, on by default as in diffusers)."""
     assert {f.name for f in fields(GenerationRequest)} - set(infotext_labels()) == {
         "prompt", "init_image", "mask", "resize_mode", "latent_noise_seed", "mask_round",
-        "redux"}
+        "redux", "use_resolution_binning"}
     assert infotext_labels()["strength"] == "Denoising strength"
 
 
@@ -220,7 +220,10 @@ def test_a_setting_with_cli_and_api_metadata_needs_no_code_at_the_doors(
 
     assert [f.name for f in door_fields("cli")] == ["refiner_switch_at", "hires_refiner_pass",
                                                     "distilled_cfg_scale", "hr_distilled_cfg",
-                                                    "cache", "tiling", "emphasis"]
+                                                    "cache", "tiling", "emphasis",
+                                                    "enable_temporal_reasoning",
+                                                    "num_temporal_reasoning_steps", "num_frames",
+                                                    "use_resolution_binning"]
     parser = build_parser()
     args = parser.parse_args(["txt2img", "--prompt", "a", "--refiner-switch-at", "0.6"])
     args.steps, args.cfg_scale, args.sampler = 20, 7.0, "Euler a"

@@ -2,8 +2,8 @@
 models directory, or one of ComfyUI's single files with its `base` folder and companions:
 video_sources; a Kandinsky 5 Video Lite folder by txt2vid, its image-to-video folder by
 img2vid, from at least 17 frames; a HunyuanVideo 1.5 folder likewise, its image-to-video one
-at the picture's bucket size; a HunyuanVideo folder by txt2vid; Wan's own fields refused:
-video_refusals).
+at the picture's bucket size; a HunyuanVideo folder by txt2vid; a FramePack folder by img2vid,
+with its own fields: video_framepack; Wan's own fields refused: video_refusals).
 Settings a request leaves out are the model family's defaults (pipelines.video.models).
 Neither the WebUI nor its forks define a video API, so this one is the server's own: the CLI's
 txt2vid / img2vid settings as JSON, the video back as base64 MP4 or animated WebP. A job runs
@@ -49,6 +49,7 @@ from ...images import decode_image
 from ..generation import RequestError
 from ..state import ServerState, State, submit, wait
 from ..video_animate import animate_pixels_of, refuse_animate
+from ..video_framepack import FramepackFields, framepack_inputs
 from ..video_init import init_video_of, refuse_init_video
 from ..video_ltx2 import ltx2_answer, refuse_ltx2
 from ..video_refusals import refuse_hunyuan_video, refuse_hunyuan_video15, refuse_kandinsky5
@@ -138,7 +139,7 @@ class Txt2VidRequest(BaseModel):
                                                         "/interrupt and /skip know the job by")
 
 
-class Img2VidRequest(Txt2VidRequest):
+class Img2VidRequest(Txt2VidRequest, FramepackFields):
     image: str = Field(description="the first frame, base64 (PNG, JPEG, WebP)")
 
 
@@ -312,6 +313,7 @@ async def _run(state: ServerState, body: Txt2VidRequest, image: Any) -> dict[str
                                     cache_kind=kind_of, guidance_scale_2=body.cfg_scale_2,
                                     control=_control_named(body))
         control = await asyncio.to_thread(_control, body, s)  # decoded before the queue
+        framepack = framepack_inputs(model[0], body)  # {} for other models
         pixels, segment = await asyncio.to_thread(animate_pixels_of, body, model, s)
     except ValueError as error:
         raise RequestError(str(error)) from None
@@ -326,8 +328,8 @@ async def _run(state: ServerState, body: Txt2VidRequest, image: Any) -> dict[str
             return ltx2_answer(pipe, body, s, seed, observer, image)
         cache = video_cache(body.cache, "cache", s.steps)  # each run's own
         size = {"height": s.height, "width": s.width} if not hv15 or image is None else {}
-        inputs = {"image": image} if k5 or hv15 or hv1 else forcing_inputs(body, s.fps, image) \
-            if forcing else {
+        inputs = {"image": image, **framepack} if k5 or hv15 or hv1 else \
+            forcing_inputs(body, s.fps, image) if forcing else {
             "image": image, "guidance_scale_2": body.cfg_scale_2, "control": control,
             "conditioning_scale": body.control_scale, "video": init,
             "strength": body.denoising_strength or 0.8}
