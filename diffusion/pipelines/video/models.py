@@ -4,7 +4,7 @@ files), Kandinsky 5 Video Lite (Kandinsky5VideoPipeline: a Kandinsky5T2VPipeline
 HunyuanVideo 1.5 (HunyuanVideo15Pipeline: its t2v and i2v folders), HunyuanVideo
 (HunyuanVideoPipeline: a HunyuanVideoPipeline folder; txt2vid only) and LTX-2 (LTX2Pipeline: an
 LTX2Pipeline folder; txt2vid only, its video with audio) and SkyReels V2 diffusion forcing
-(skyreels_v2_df: its folder; txt2vid only); Wan 2.2 Animate runs as Wan with its own defaults,
+(skyreels_v2_df: its folder; txt2vid, img2vid); Wan 2.2 Animate runs as Wan with its own defaults,
 SkyReels V2's text- and image-to-video folders as Wan. Each family's defaults are its diffusers
 pipeline's (the frames, size, steps and guidance of its `__call__`, HunyuanVideo 1.5's size and
 guidance from its folder; the fps its model card writes videos at), and `refuse_video` says in
