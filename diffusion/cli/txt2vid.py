@@ -1,17 +1,17 @@
 """`python -m diffusion txt2vid --model FOLDER --prompt TEXT -o out.mp4`: Wan, Kandinsky 5
-Video Lite, HunyuanVideo, HunyuanVideo 1.5, LTX-2 (video with audio) and Cosmos Predict2.5
-text-to-video from the command line (cli.txt2vid_kandinsky5, cli.txt2vid_hunyuan_video,
-cli.txt2vid_hunyuan_video15, cli.txt2vid_ltx2, cli.txt2vid_cosmos25: the others' runs), and
-`img2vid --image IN.png` (Wan 2.1 / 2.2 A14B I2V, Wan 2.2 TI2V 5B, Kandinsky 5,
-HunyuanVideo-I2V, HunyuanVideo 1.5 I2V or Cosmos Predict2.5 animating a picture); Wan VACE's
-control video, mask and reference pictures on txt2vid (cli.vace), Wan's video-to-video
-(`--init-video`, `--denoising-strength`: cli.init_video), and Wan 2.2 Animate's picture, pose,
-face, background and mask videos (cli.animate). `--model FILE --base FOLDER` runs ComfyUI's
-split files (and GGUFs, and Wan 2.2 Animate's original single file) with a diffusers folder
-giving the rest; `--model-2` is Wan 2.2 A14B's low-noise expert. The frame count (1 + 4k),
-size (multiples of 16), fps, picture, files and output are checked before the model loads,
-and what is not given is the model family's default (pipelines.video.models); a bad one
-ends in one `error: ...` line."""
+Video Lite, HunyuanVideo, HunyuanVideo 1.5, LTX-2 (video with audio), Cosmos Predict2.5 and
+SkyReels V2 text-to-video from the command line (cli.txt2vid_kandinsky5,
+cli.txt2vid_hunyuan_video, cli.txt2vid_hunyuan_video15, cli.txt2vid_ltx2, cli.txt2vid_cosmos25,
+cli.txt2vid_skyreels: the others' runs), and `img2vid --image IN.png` (Wan 2.1 / 2.2 A14B I2V,
+Wan 2.2 TI2V 5B, SkyReels V2 I2V, Kandinsky 5, HunyuanVideo-I2V, HunyuanVideo 1.5 I2V or
+Cosmos Predict2.5 animating a picture); Wan VACE's control video, mask and reference pictures
+on txt2vid (cli.vace), Wan's video-to-video (`--init-video`, `--denoising-strength`:
+cli.init_video), and Wan 2.2 Animate's picture, pose, face, background and mask videos
+(cli.animate). `--model FILE --base FOLDER` runs ComfyUI's split files (and GGUFs, and Wan 2.2
+Animate's original single file) with a diffusers folder giving the rest; `--model-2` is Wan
+2.2 A14B's low-noise expert. The frame count (1 + 4k), size (multiples of 16), fps, picture,
+files and output are checked before the model loads, what is not given is the model family's
+default (pipelines.video.models); a bad one ends in one `error: ...` line."""
 
 from __future__ import annotations
 
@@ -38,6 +38,7 @@ from .options import number, whole
 from .paths import check_output_file
 from .progress import ProgressBar
 from .txt2vid_ltx2 import add_ltx2_options, refuse_ltx2_only
+from .txt2vid_skyreels import add_skyreels_options, refuse_skyreels_only, run_skyreels_df
 from .vace import add_vace_options, check_vace, vace_control, vace_named
 from .video_family import read_picture
 from .video_lora import lora_spec, patch_loras
@@ -83,13 +84,12 @@ EXAMPLE = """example:
 def add_parsers(subparsers: argparse._SubParsersAction) -> None:
     """Add the `txt2vid` and `img2vid` sub-commands to `python -m diffusion`'s sub-parsers."""
     for name, text in (("txt2vid", "generate a video from a prompt (Wan 2.1, Wan 2.2 TI2V "
-                                   "5B and A14B, Kandinsky 5 Video Lite, HunyuanVideo, "
-                                   "HunyuanVideo 1.5, "
-                                   "LTX-2 with its audio)"),
-                       ("img2vid", "animate a picture as a prompt says (Wan 2.1 I2V, "
-                                   "Wan 2.2 TI2V 5B and I2V A14B, Kandinsky 5 I2V, "
-                                   "HunyuanVideo-I2V, HunyuanVideo 1.5 I2V, LTX-2 with its "
-                                   "audio)")):
+                                   "5B and A14B, SkyReels V2, Kandinsky 5 Video Lite, "
+                                   "HunyuanVideo, HunyuanVideo 1.5, LTX-2 with its audio)"),
+                       ("img2vid", "animate a picture as a prompt says (Wan 2.1 I2V, Wan "
+                                   "2.2 TI2V 5B and I2V A14B, SkyReels V2 I2V, Kandinsky 5 "
+                                   "I2V, HunyuanVideo-I2V, HunyuanVideo 1.5 I2V, LTX-2 with "
+                                   "its audio)")):
         sub = subparsers.add_parser(name, help=text, description=text, epilog=EXAMPLE,
                                     formatter_class=argparse.RawDescriptionHelpFormatter)
         if name == "img2vid":
@@ -97,6 +97,7 @@ def add_parsers(subparsers: argparse._SubParsersAction) -> None:
                              help="the first frame (resized to --width x --height)")
         _options(sub)
         add_ltx2_options(sub)
+        add_skyreels_options(sub)
         if name == "txt2vid":
             add_vace_options(sub)
             add_animate_options(sub)
@@ -310,6 +311,9 @@ def run(args: argparse.Namespace) -> int:
     family = video_family_name(args.model)
     if family != "ltx-2":
         refuse_ltx2_only(args)
+    if family == "skyreels-v2-df":
+        return run_skyreels_df(args, out, _dtype(args.dtype), image)
+    refuse_skyreels_only(args)
     if family == "framepack":
         from .img2vid_framepack import run_framepack  # its options refused first
         return run_framepack(args, out, _dtype(args.dtype), image)

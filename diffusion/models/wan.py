@@ -170,7 +170,8 @@ class WanTransformer3DModel(ProjOutPlace, nn.Module):
     def forward(self, hidden_states: Tensor, timestep: Any, encoder_hidden_states: Tensor, *,
                 context: Tensor | None = None, encoder_hidden_states_image: Tensor | None = None,
                 image_context: Tensor | None = None, cache: BranchCache | None = None,
-                control: Hints | None = None, patch_add: Tensor | None = None) -> Tensor:
+                control: Hints | None = None, patch_add: Tensor | None = None,
+                time_add: Tensor | None = None, causal_frames: int | None = None) -> Tensor:
         """hidden_states (B, C, F, H, W) with F, H, W multiples of patch_size; timestep (B,)
         host numbers on the 0..1000 scale (WanPipeline's `t`), or (B, F / pt) one per latent
         frame (Wan 2.2's image-to-video: 0 for the given first frame); encoder_hidden_states
@@ -181,7 +182,10 @@ class WanTransformer3DModel(ProjOutPlace, nn.Module):
         branch (`step_cache.StepCache.branch()`: First Block Cache, TeaCache) the blocks run
         through, its calls in step order. `control`: a control branch (VACE's hints) run
         beside the blocks, each block's output through it. `patch_add` (B, L', dim): added to
-        the last L' embedded patches (Wan Animate's pose: every latent frame but the first)."""
+        the last L' embedded patches (Wan Animate's pose: every latent frame but the first).
+        `time_add` (B, 6, dim): added to every time projection (SkyReels V2's fps embedding);
+        `causal_frames`: latent frames per causal block of the self-attention, each block
+        seeing itself and those before it (SkyReels V2's diffusion forcing), or None."""
         batch, _, frames, height, width = hidden_states.shape
         pt, ph, pw = self.patch
         # 1. patches (frame-major, row-major) and their embedding; the time and text
@@ -192,6 +196,10 @@ class WanTransformer3DModel(ProjOutPlace, nn.Module):
             x = concatenate([take_slice(x, 0, start, axis=1),
                              take_slice(x, start, x.shape[1], axis=1) + patch_add], axis=1)
         segments, embeddings = self.segments(timestep, grid[0], grid[1] * grid[2])
+        if time_add is not None:
+            segments = [(start, stop, projection + time_add)
+                        for start, stop, projection in segments]
+        causal = None if causal_frames is None else causal_frames * grid[1] * grid[2]
         if context is None:
             context = self.encode_text(encoder_hidden_states)
         if image_context is None and encoder_hidden_states_image is not None:
@@ -207,7 +215,7 @@ class WanTransformer3DModel(ProjOutPlace, nn.Module):
             WanStream(x, context, segments, tables, image_context))
 
         def block(index: int, x: Tensor, text: Tensor) -> Tensor:
-            x = blocks[index](x, text, segments, tables, image_context)
+            x = blocks[index](x, text, segments, tables, image_context, causal)
             return x if after is None else after(index, x)
 
         def head(x: Tensor, text: Tensor) -> tuple[Tensor, Tensor]:

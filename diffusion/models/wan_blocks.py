@@ -59,7 +59,10 @@ class WanAttention(nn.Module):
         self.norm_k = RMSNorm(dim, eps, place=place)
 
     def forward(self, x: Tensor, context: Tensor | None = None, rotary: Rope = None,
-                image: Tensor | None = None) -> Tensor:
+                image: Tensor | None = None, causal: int | None = None) -> Tensor:
+        """`causal` (self-attention only): the tokens of one causal block (SkyReels V2's
+        diffusion forcing): each block's queries see the keys of that block and those
+        before it. diffusers: the block-causal `attention_mask` of SkyReelsV2Attention."""
         if context is None:  # q, k and v of x in one GEMM where it can
             q, k, v = nn.Linear.each(x, [self.to_q, self.to_k, self.to_v])
         else:
@@ -68,11 +71,22 @@ class WanAttention(nn.Module):
         if rotary is not None:
             q = rope(q, *rotary, self.heads)
             k = rope(k, *rotary, self.heads)
-        out = nn.attention(q, k, v, heads=self.heads)
+        out = (nn.attention(q, k, v, heads=self.heads) if causal is None
+               else _block_causal(q, k, v, self.heads, causal))
         if image is not None:
             out = out + nn.attention(q, self.norm_added_k(self.add_k_proj(image)),
                                      self.add_v_proj(image), heads=self.heads)
         return self.to_out[0](out)
+
+
+def _block_causal(q: Tensor, k: Tensor, v: Tensor, heads: int, block: int) -> Tensor:
+    """Attention of q's blocks of `block` tokens, each over the keys up to its own end: a
+    prefix per block rather than an L x L mask, which would not fit a long video."""
+    length = q.shape[1]
+    return joined([nn.attention(take_slice(q, start, min(start + block, length), axis=1),
+                                take_slice(k, 0, min(start + block, length), axis=1),
+                                take_slice(v, 0, min(start + block, length), axis=1),
+                                heads=heads) for start in range(0, length, block)])
 
 
 class FeedForward(nn.Module):
@@ -104,15 +118,17 @@ class WanTransformerBlock(nn.Module):
         self.scale_shift_table = nn.parameter((1, 6, dim), **place)
 
     def forward(self, x: Tensor, context: Tensor, segments: list[Segment],
-                rotary: Rope, image: Tensor | None = None) -> Tensor:
+                rotary: Rope, image: Tensor | None = None, causal: int | None = None) -> Tensor:
         """x (B, L, dim), context (B, Lt, dim), image (B, Li, dim) or None; `segments` cover
-        x's tokens in order."""
+        x's tokens in order; `causal`: the self-attention's causal block in tokens, or None
+        (`WanAttention`)."""
         # 1. the six modulations of each segment: the block's table plus its time projection
         mods = [chunks(self.scale_shift_table + projection, 6) for _, _, projection in segments]
         # 2. modulated self-attention, gated residual
         normed = nn.layer_norm(x, None, None, eps=self.eps)
         attn = self.attn1(joined([modulate(part, m[0], m[1]) for part, m in
-                                  zip(by_segment(normed, segments), mods)]), rotary=rotary)
+                                  zip(by_segment(normed, segments), mods)]), rotary=rotary,
+                          causal=causal)
         x = joined([gated_add(part, m[2], out) for part, out, m in
                     zip(by_segment(x, segments), by_segment(attn, segments), mods)])
         # 3. cross-attention to the text, plain residual

@@ -15,5 +15,5 @@ loops and guidance they run are diffusion.sampling's.
 | `module_load` | a model loaded with module files (Forge's VAE / Text Encoder list) |
 | `sd` | the UNet family: SD 1.x/2.x (`sd.stable_diffusion`), SDXL (`sd.stable_diffusion_xl`) |
 | `flow` | the flow family: FLUX.1 and SD3/3.5 (`flow.flow_model`; `flow.flux`, `flow.sd3`) |
-| `video` | videos: Wan 2.1, Wan 2.2, Wan VACE (`video.wan.WanPipeline`); frames, not pictures |
+| `video` | videos: Wan 2.1/2.2, VACE (`video.wan.WanPipeline`), SkyReels V2; frames, not pictures |
 """

@@ -9,7 +9,12 @@ WanVACETransformer3DModel (the control branch: models.wan_vace). A Wan 2.2 Anima
 (`WanAnimatePipeline`) is laid out as an image-to-video one, its transformer/ a
 WanAnimateTransformer3DModel (models.wan_animate). NVIDIA's ChronoEdit folder
 (`ChronoEditPipeline`, an image editor) is laid out as an image-to-video one, its transformer/
-a ChronoEditTransformer3DModel (models.chronoedit).
+a ChronoEditTransformer3DModel (models.chronoedit). SkyReels V2's text- and image-to-video
+folders (`SkyReelsV2Pipeline`, `SkyReelsV2ImageToVideoPipeline`) are Wan 2.1's, their
+transformer/ a SkyReelsV2Transformer3DModel (models.skyreels_v2) and the I2V image_encoder/ a
+CLIPVisionModelWithProjection (its projection not read); a diffusion forcing folder
+(`SkyReelsV2DiffusionForcingPipeline`, or its ImageToVideo one) is laid out as a text-to-video
+one.
 
 Each component goes through the safetensors walk (`.fp16` variants, sharded
 `.safetensors.index.json`) into lazy `ComponentWeights`; the models' own `load_state_dict`
@@ -41,6 +46,11 @@ _ANIMATE_CLASS = "WanAnimatePipeline"
 # NVIDIA's ChronoEdit: laid out as an image-to-video folder, its transformer/ a
 # ChronoEditTransformer3DModel (Wan 2.1 I2V's, models.chronoedit)
 _CHRONOEDIT_CLASS = "ChronoEditPipeline"
+# SkyReels V2: text-to-video, image-to-video, diffusion forcing
+_SKYREELS_DF = ("SkyReelsV2DiffusionForcingPipeline",
+                "SkyReelsV2DiffusionForcingImageToVideoPipeline")
+_SKYREELS = {"SkyReelsV2Pipeline": _CLASS, "SkyReelsV2ImageToVideoPipeline": _I2V_CLASS,
+             **dict.fromkeys(_SKYREELS_DF, _CLASS)}
 _STEMS = {"text_encoder": "model", "image_encoder": "model"}
 
 
@@ -78,15 +88,22 @@ class WanWeights:
     animate: bool = False
     # ChronoEdit: the transformer's two-frame edit spreads its rotary frame positions
     chronoedit: bool = False
+    # SkyReels V2: the transformer is a SkyReelsV2Transformer3DModel; `diffusion_forcing`: a
+    # SkyReelsV2DiffusionForcingPipeline folder (a timestep per latent frame)
+    skyreels: bool = False
+    diffusion_forcing: bool = False
 
 
 def wan_family(path: str | os.PathLike[str]) -> str | None:
     """"wan" for a diffusers folder whose model_index.json names a WanPipeline or a
-    WanImageToVideoPipeline, "wan-vace" for a WanVACEPipeline, "wan-animate" for a
-    WanAnimatePipeline, None for anything else."""
-    name = pipeline_class(Path(path))
+    WanImageToVideoPipeline (or SkyReels V2's text- or image-to-video pipeline), "wan-vace"
+    for a WanVACEPipeline, "wan-animate" for a WanAnimatePipeline, "skyreels-v2-df" for a
+    SkyReels V2 diffusion forcing pipeline, None for anything else."""
+    name = str(pipeline_class(Path(path)))
+    if name in _SKYREELS_DF:
+        return "skyreels-v2-df"
     return {_CLASS: "wan", _I2V_CLASS: "wan", _VACE_CLASS: "wan-vace",
-            _ANIMATE_CLASS: "wan-animate"}.get(str(name))
+            _ANIMATE_CLASS: "wan-animate"}.get(_SKYREELS.get(name, name))
 
 
 def chronoedit_family(path: str | os.PathLike[str]) -> str | None:
@@ -152,7 +169,7 @@ def load_wan_folder(path: str | os.PathLike[str], *, dtype: Any = None,
     root = Path(path)
     found = pipeline_class(root)
     index = pipeline_index(root, found if found in (_I2V_CLASS, _VACE_CLASS, _ANIMATE_CLASS,
-                                                      _CHRONOEDIT_CLASS)
+                                                    _CHRONOEDIT_CLASS, *_SKYREELS)
                            else _CLASS,
                            ("vae", "tokenizer", "scheduler"))
     resolved = resolve_dtype(dtype)
@@ -163,9 +180,10 @@ def load_wan_folder(path: str | os.PathLike[str], *, dtype: Any = None,
     if parts.get("image_encoder") is not None:
         # transformers 5 saves a CLIPVisionModel's keys without the `vision_model.` prefix
         encoder = parts["image_encoder"]
+        # (SkyReels V2's CLIPVisionModelWithProjection: its projection is not read)
         parts["image_encoder"] = encoder.with_refs({
             key if key.startswith("vision_model.") else f"vision_model.{key}": ref
-            for key, ref in encoder.refs.items()})
+            for key, ref in encoder.refs.items() if not key.startswith("visual_projection.")})
     tokenizer = root / "tokenizer"
     if not (tokenizer / "tokenizer.json").is_file():
         raise WeightsError(f"{tokenizer / 'tokenizer.json'}: required file is missing (UMT5's "
@@ -176,4 +194,5 @@ def load_wan_folder(path: str | os.PathLike[str], *, dtype: Any = None,
                           index.get("expand_timesteps")),
                       boundary_ratio=None if ratio is None else float(ratio),
                       vace=found == _VACE_CLASS, animate=found == _ANIMATE_CLASS,
-                      chronoedit=found == _CHRONOEDIT_CLASS, **parts)
+                      chronoedit=found == _CHRONOEDIT_CLASS, skyreels=found in _SKYREELS,
+                      diffusion_forcing=found in _SKYREELS_DF, **parts)

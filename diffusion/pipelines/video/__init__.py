@@ -1,7 +1,8 @@
 """Video pipelines: a family's networks behind one call that returns frames. Wan 2.1
 text-to-video, Wan 2.2 TI2V 5B and Wan VACE (`wan.WanPipeline`), Wan 2.2 Animate
-(`wan_animate.WanAnimatePipeline`), Kandinsky 5 Video Lite
-(`kandinsky5.Kandinsky5VideoPipeline`), HunyuanVideo 1.5
+(`wan_animate.WanAnimatePipeline`), SkyReels V2 (its text- and image-to-video folders as
+Wan's; diffusion forcing: `skyreels_v2_df.SkyReelsV2DiffusionForcingPipeline`), Kandinsky 5
+Video Lite (`kandinsky5.Kandinsky5VideoPipeline`), HunyuanVideo 1.5
 (`hunyuan_video15.HunyuanVideo15Pipeline`), the last two on `flow_video.FlowVideoPipeline`
 (their memory modes, offloading, checks and decode), LTX-2 with its audio
 (`ltx2.LTX2Pipeline`: frames and a waveform), and ChronoEdit, which edits pictures through

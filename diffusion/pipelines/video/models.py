@@ -2,13 +2,14 @@
 model's folder or file before anything loads: Wan (WanPipeline: its folders and ComfyUI's
 transformer files), Kandinsky 5 Video Lite (Kandinsky5VideoPipeline: a Kandinsky5T2VPipeline
 folder), HunyuanVideo 1.5 (HunyuanVideo15Pipeline: its t2v and i2v folders), HunyuanVideo
-(HunyuanVideoPipeline: a HunyuanVideoPipeline folder; txt2vid only) and LTX-2
-(LTX2Pipeline: an LTX2Pipeline folder; txt2vid only, its video with audio), Cosmos
-Predict2.5 (Cosmos25PredictPipeline: a Cosmos2_5_PredictBasePipeline folder); Wan 2.2 Animate
-runs as Wan with its own defaults. Each family's defaults are its diffusers pipeline's
-(the frames, size, steps and guidance of its `__call__`, HunyuanVideo 1.5's size and guidance
-from its folder; the fps its model card writes videos at), and `refuse_video` says in one line
-what a Kandinsky 5 folder's transformer does not run."""
+(HunyuanVideoPipeline: a HunyuanVideoPipeline folder; txt2vid only), LTX-2 (LTX2Pipeline: an
+LTX2Pipeline folder; txt2vid only, its video with audio), Cosmos Predict2.5
+(Cosmos25PredictPipeline: a Cosmos2_5_PredictBasePipeline folder) and SkyReels V2 diffusion
+forcing (skyreels_v2_df: its folder; txt2vid, img2vid); Wan 2.2 Animate runs as Wan with its
+own defaults, SkyReels V2's text- and image-to-video folders as Wan. Each family's defaults
+are its diffusers pipeline's (the frames, size, steps and guidance of its `__call__`,
+HunyuanVideo 1.5's size and guidance from its folder; the fps its model card writes videos
+at), and `refuse_video` says in one line what a Kandinsky 5 folder's transformer does not run."""
 
 from __future__ import annotations
 
@@ -24,11 +25,12 @@ from ...loaders.hunyuan_video.framepack_file import framepack_file_family
 from ...loaders.hunyuan_video15.folder import hunyuan_video15_family
 from ...loaders.kandinsky5 import kandinsky5_video_family
 from ...loaders.ltx2.folder import ltx2_family
+from ...loaders.wan.folder import wan_family
 from ...loaders.wan.sources import is_wan_animate
 
-__all__ = ["COSMOS25", "HUNYUAN_VIDEO", "HUNYUAN_VIDEO15", "KANDINSKY5_VIDEO", "LTX2", "WAN",
-           "WAN_ANIMATE", "VideoDefaults", "refuse_video", "video_defaults",
-           "video_family_name"]
+__all__ = ["COSMOS25", "HUNYUAN_VIDEO", "HUNYUAN_VIDEO15", "KANDINSKY5_VIDEO", "LTX2",
+           "SKYREELS_DF", "WAN", "WAN_ANIMATE", "VideoDefaults", "refuse_video",
+           "video_defaults", "video_family_name"]
 
 
 @dataclass(frozen=True)
@@ -60,6 +62,10 @@ HUNYUAN_VIDEO = VideoDefaults(frames=129, width=1280, height=720, steps=50, cfg_
                               fps=24.0)
 # LTX2Pipeline's __call__ (121 frames of 768 x 512 at 24 fps, 30 steps, video guidance 3)
 LTX2 = VideoDefaults(frames=121, width=768, height=512, steps=30, cfg_scale=3.0, fps=24.0)
+# SkyReelsV2DiffusionForcingPipeline's __call__ (97 frames of 960 x 544, 50 steps, guidance 6,
+# its fps conditioning 24)
+SKYREELS_DF = VideoDefaults(frames=97, width=960, height=544, steps=50, cfg_scale=6.0,
+                            fps=24.0)
 # HunyuanVideoFramepackPipeline's example (480 x 832, 30 steps, distilled guidance 9, 30 fps)
 # with its __call__'s 129 frames
 FRAMEPACK = VideoDefaults(frames=129, width=480, height=832, steps=30, cfg_scale=9.0, fps=30.0)
@@ -78,12 +84,13 @@ def video_family_name(path: str | os.PathLike[str]) -> str:
     """"kandinsky-5-video" for a Kandinsky 5 Video Lite folder, "hunyuan-video-1.5" for a
     HunyuanVideo 1.5 one, "ltx-2" for an LTX-2 one, "framepack" for a FramePack one or
     FramePack transformer file, "hunyuan-video" for a HunyuanVideo one, "cosmos-predict2.5"
-    for a Cosmos Predict2.5 one, else "wan" (Wan's loaders name what is wrong with anything
-    that is not Wan's either)."""
+    for a Cosmos Predict2.5 one, "skyreels-v2-df" for a SkyReels V2 diffusion forcing one,
+    else "wan" (Wan's loaders name what is wrong with anything that is not Wan's either)."""
     cosmos = "cosmos-predict2.5" if cosmos_family(path) == "cosmos25" else None
+    forcing = "skyreels-v2-df" if wan_family(path) == "skyreels-v2-df" else None
     return (kandinsky5_video_family(path) or hunyuan_video15_family(path) or ltx2_family(path)
             or framepack_family(path) or framepack_file_family(path)
-            or hunyuan_video_family(path) or cosmos or "wan")
+            or hunyuan_video_family(path) or cosmos or forcing or "wan")
 
 
 def _hunyuan_video15_defaults(root: Path) -> VideoDefaults:
@@ -116,6 +123,8 @@ def video_defaults(path: str | os.PathLike[str]) -> VideoDefaults:
         return FRAMEPACK
     if family == "cosmos-predict2.5":
         return COSMOS25
+    if family == "skyreels-v2-df":
+        return SKYREELS_DF
     return WAN_ANIMATE if is_wan_animate(Path(path)) else WAN
 
 

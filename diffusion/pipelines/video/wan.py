@@ -41,6 +41,7 @@ from ...loaders.component import load_component
 from ...loaders.wan import WanFiles, load_wan
 from ...models.chronoedit import ChronoEditTransformer3DModel
 from ...models.clip_vision import CLIPVisionModelWithProjection
+from ...models.skyreels_v2 import SkyReelsV2Transformer3DModel
 from ...models.step_cache import BranchCache, StepCache
 from ...models.t5 import UMT5EncoderModel
 from ...models.wan import WanTransformer3DModel
@@ -126,7 +127,8 @@ class WanPipeline(WanMemoryModes, WanVaePasses):
         vae = loaded(AutoencoderKLWan(weights.vae.config, **place), weights.vae)
         network = WanVACETransformer3DModel if weights.vace else \
             WanAnimateTransformer3DModel if weights.animate else \
-            ChronoEditTransformer3DModel if weights.chronoedit else WanTransformer3DModel
+            ChronoEditTransformer3DModel if weights.chronoedit else \
+            SkyReelsV2Transformer3DModel if weights.skyreels else WanTransformer3DModel
         transformer = loaded(network(weights.transformer.config, **place), weights.transformer)
         transformer_2 = None if weights.transformer_2 is None else loaded(
             network(weights.transformer_2.config, **place), weights.transformer_2)
@@ -134,8 +136,7 @@ class WanPipeline(WanMemoryModes, WanVaePasses):
             CLIPVisionModelWithProjection(weights.image_encoder.config, projection=False,
                                           **place), weights.image_encoder)
         return cls(transformer=transformer, vae=vae, text_encoder=text_encoder,
-                   image_encoder=image_encoder,
-                   tokenizer=T5Tokenizer(weights.tokenizer_dir),
+                   image_encoder=image_encoder, tokenizer=T5Tokenizer(weights.tokenizer_dir),
                    scheduler_config=weights.scheduler_config,
                    expand_timesteps=weights.expand_timesteps, offload=offload,
                    transformer_2=transformer_2,

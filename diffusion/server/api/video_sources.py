@@ -52,14 +52,17 @@ def _kind(path: Path) -> str | None:
 
 
 def _first_frame(path: Path) -> str:
-    """Whether a Wan folder's videos start from a picture: "required" (Wan 2.1 I2V),
-    "optional" (Wan 2.2 TI2V, which also animates one) or "none" (text-to-video only)."""
+    """Whether a Wan folder's videos start from a picture: "required" (Wan 2.1 I2V,
+    SkyReels V2 I2V), "optional" (Wan 2.2 TI2V, which also animates one; SkyReels V2
+    diffusion forcing) or "none" (text-to-video only)."""
     from ...loaders.formats.diffusers_folder import read_json
 
     index = read_json(path / "model_index.json")
-    if index.get("_class_name") == "WanImageToVideoPipeline":
+    if index.get("_class_name") in ("WanImageToVideoPipeline",
+                                    "SkyReelsV2ImageToVideoPipeline"):
         return "required"
-    return "optional" if index.get("expand_timesteps") else "none"
+    forcing = str(index.get("_class_name")).startswith("SkyReelsV2DiffusionForcing")
+    return "optional" if index.get("expand_timesteps") or forcing else "none"
 
 
 def _family(family: str, path: Path | None = None) -> dict[str, Any]:
@@ -91,12 +94,13 @@ def video_listing(registry: ModelRegistry) -> dict[str, Any]:
     files: dict[str, list[str]] = {"model_2": [], "text_encoder": [], "vae": [],
                                    "clip_vision": []}
     for entry in registry.entries:
-        if wan_family(entry.path) is not None:
+        if (wan := wan_family(entry.path)) is not None:  # SkyReels V2's too
+            forcing = wan == "skyreels-v2-df"  # its own defaults
             models.append({"title": entry.title, "model_name": entry.model_name,
                            "kind": "folder", "first_frame": _first_frame(entry.path),
-                           "vace": wan_family(entry.path) == "wan-vace",
-                           "animate": (animate := wan_family(entry.path) == "wan-animate"),
-                           **_family("wan-animate" if animate else "wan")})
+                           "vace": wan == "wan-vace", "animate": wan == "wan-animate",
+                           **_family(wan if wan == "wan-animate" or forcing else "wan",
+                                     entry.path if forcing else None)})
         elif kandinsky5_video_family(entry.path) is not None:  # image-to-video: a picture
             models.append({"title": entry.title, "model_name": entry.model_name,
                            "kind": "folder", "vace": False, "animate": False,

@@ -17,8 +17,10 @@ Kandinsky 5 Video too). A Wan VACE folder takes its control video, mask and refe
 as base64 pictures (`control_video`, `control_mask`: one per frame; `reference_images`) and
 `control_scale`, as `txt2vid --control-video DIR ...` does; a Wan 2.2 Animate folder its
 picture, pose, face, background and mask videos (video_animate); a Wan text-to-video model an
-`init_video` to redraw and its `denoising_strength` (video_init). GET /avx/video-models lists
-the video folders and Wan files for the page's Video tab."""
+`init_video` to redraw and its `denoising_strength` (video_init); a SkyReels V2 diffusion
+forcing folder its `ar_step`, `causal_block_size`, `base_num_frames`, `overlap_history` and
+`addnoise_condition` (video_skyreels). GET /avx/video-models lists the video folders and Wan
+files for the page's Video tab."""
 
 from __future__ import annotations
 
@@ -39,7 +41,7 @@ from ....loaders.hunyuan_video.folder import hunyuan_video_family
 from ....loaders.hunyuan_video15.folder import hunyuan_video15_family
 from ....loaders.kandinsky5 import kandinsky5_video_family
 from ....loaders.ltx2.folder import ltx2_family
-from ....loaders.wan import WanFiles
+from ....loaders.wan import WanFiles, wan_family
 from ....loaders.wan.sources import resolve_wan
 from ....pipelines.sd.memory import MemoryMode
 from ....pipelines.video.files import check_fps, write_video
@@ -53,6 +55,7 @@ from ..video_framepack import FramepackFields, framepack_inputs
 from ..video_init import init_video_of, refuse_init_video
 from ..video_ltx2 import ltx2_answer, refuse_ltx2
 from ..video_refusals import refuse_hunyuan_video, refuse_hunyuan_video15, refuse_kandinsky5
+from ..video_skyreels import forcing_inputs, refuse_forcing_fields, refuse_skyreels_df
 from ..video_sources import REQUEST_NAMES, video_listing, video_source
 
 __all__ = ["Img2VidRequest", "Txt2VidRequest", "avx"]
@@ -120,6 +123,17 @@ class Txt2VidRequest(BaseModel):
                                               "WebP, GIF) or base64 pictures, one a frame")
     denoising_strength: float | None = Field(None, gt=0.0, le=1.0, description="with "
                                              "init_video: how much of it is redrawn (0.8)")
+    ar_step: int | None = Field(None, ge=0, le=1000, description="SkyReels V2 diffusion "
+                                "forcing: 0 all frames together; N > 0 each causal block N "
+                                "steps after the one before")
+    causal_block_size: int | None = Field(None, ge=1, le=251, description="SkyReels V2 "
+                                          "diffusion forcing: latent frames per causal block")
+    base_num_frames: int | None = Field(None, ge=1, le=1001, description="SkyReels V2 "
+                                        "diffusion forcing: frames made at once (97)")
+    overlap_history: int | None = Field(None, ge=1, le=1001, description="SkyReels V2 "
+                                        "diffusion forcing: frames a window takes over (17)")
+    addnoise_condition: float | None = Field(None, ge=0, lt=1000, description="SkyReels V2 "
+                                             "diffusion forcing: noise on those frames (20)")
     format: str = Field("mp4", pattern="^(mp4|webp)$")
     also_webp: bool = Field(False, description="the animated WebP too, as `webp` (beside an "
                                                "MP4 `video`)")
@@ -224,6 +238,7 @@ def _pipeline(model: tuple[Path, WanFiles], memory: MemoryMode | None, device: A
     from ....pipelines.video import WanAnimatePipeline, WanPipeline
     from ....pipelines.video.hunyuan_video15 import HunyuanVideo15Pipeline
     from ....pipelines.video.kandinsky5 import Kandinsky5VideoPipeline
+    from ....pipelines.video.skyreels_v2_df import SkyReelsV2DiffusionForcingPipeline
 
     key, wanted = id(device), (*model, memory)
     if key not in _loaded or _loaded[key][0] != wanted:
@@ -249,7 +264,9 @@ def _pipeline(model: tuple[Path, WanFiles], memory: MemoryMode | None, device: A
 
             pipe = LTX2Pipeline.from_pretrained(folder, device=device, offload=bool(memory))
         else:
-            network = WanAnimatePipeline if is_wan_animate(folder, files) else WanPipeline
+            network = WanAnimatePipeline if is_wan_animate(folder, files) else \
+                SkyReelsV2DiffusionForcingPipeline if wan_family(folder) == "skyreels-v2-df" \
+                else WanPipeline
             pipe = network.from_pretrained(folder, device=device, files=files,
                                            offload=bool(memory))
         if memory:
@@ -281,12 +298,17 @@ async def _run(state: ServerState, body: Txt2VidRequest, image: Any) -> dict[str
     ltx2 = ltx2_family(model[0]) is not None
     hv1 = hunyuan_video_family(model[0]) is not None
     cosmos = cosmos_family(model[0]) == "cosmos25"
+    forcing = wan_family(model[0]) == "skyreels-v2-df"
     kind_of = None if cache is None else cache.spec.kind
     try:  # what the model does not take, from its configs and a file's header, before it loads
         refuse_init_video(body, model, s.steps, image=image is not None,
                           control=_control_named(body))
         animate = refuse_animate(body, model, image is not None, _control_named(body))
-        if k5:
+        if not forcing:
+            refuse_forcing_fields(body)
+        if forcing:
+            refuse_skyreels_df(body, kind_of, _control_named(body))
+        elif k5:
             refuse_kandinsky5(model[0], body, s, image, kind_of, _control_named(body))
         elif hv15:
             refuse_hunyuan_video15(model[0], body, image, kind_of, _control_named(body))
@@ -318,7 +340,8 @@ async def _run(state: ServerState, body: Txt2VidRequest, image: Any) -> dict[str
             return cosmos25_answer(pipe, body, s, seed, observer, image)
         cache = video_cache(body.cache, "cache", s.steps)  # each run's own
         size = {"height": s.height, "width": s.width} if not hv15 or image is None else {}
-        inputs = {"image": image, **framepack} if k5 or hv15 or hv1 else {
+        inputs = {"image": image, **framepack} if k5 or hv15 or hv1 else \
+            forcing_inputs(body, s.fps, image) if forcing else {
             "image": image, "guidance_scale_2": body.cfg_scale_2, "control": control,
             "conditioning_scale": body.control_scale, "video": init,
             "strength": body.denoising_strength or 0.8}

@@ -10,7 +10,8 @@ import { videoPicker } from "./frames.js";
 let picker = null;  // frames.js' videoPicker
 
 // the families of GET /avx/video-models that are not Wan's (they take no init video)
-const OTHERS = ["kandinsky-5-video", "hunyuan-video-1.5", "ltx-2", "hunyuan-video"];
+const OTHERS = ["kandinsky-5-video", "hunyuan-video-1.5", "ltx-2", "hunyuan-video",
+  "skyreels-v2-df"];
 
 /** Whether `model` (a GET /avx/video-models entry) redraws an init video: Wan's text-to-video
  * models (not VACE, Animate, an image-to-video one or another family's). */
