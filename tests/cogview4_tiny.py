@@ -1,12 +1,13 @@
-"""Tiny random CogView4 components built in-process (diffusers, transformers): a CogView4
-transformer and GLM-4's text encoder (transformers' GlmModel), weights scaled so the prompt
-visibly matters (tests/diffusion/models/test_cogview4.py asserts it)."""
+"""Tiny random CogView4 components built in-process (diffusers, transformers, tokenizers): a
+CogView4 transformer, GLM-4's text encoder (transformers' GlmModel), weights scaled so the
+prompt visibly matters (the tests assert it), and a whole CogView4Pipeline folder."""
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
-from sd_tiny import randomized
+from sd_tiny import VAE_TINY, randomized
 
 # GLM-4-9B's form shrunk: 4 query heads sharing 2 k/v heads of 16, half of each rotated
 GLM_TINY: dict[str, Any] = dict(
@@ -37,3 +38,27 @@ def tiny_cogview4_transformer(seed: int = 5) -> Any:
     import diffusers
 
     return randomized(diffusers.CogView4Transformer2DModel(**COGVIEW4_TINY), seed, scale=0.5)
+
+
+# CogView4-6B's scheduler: mu linear in sqrt(image tokens), the shift linear in mu
+COGVIEW4_SCHEDULER: dict[str, Any] = dict(
+    base_image_seq_len=256, base_shift=0.25, max_image_seq_len=4096, max_shift=0.75,
+    num_train_timesteps=1000, shift=1.0, time_shift_type="linear", use_dynamic_shifting=True)
+
+
+def tiny_cogview4_pipeline(root: Path) -> Any:
+    """diffusers' CogView4Pipeline of tiny random parts (a Qwen-shaped tokenizer standing in
+    for GLM's; a 16-channel VAE with a shift_factor, which diffusers' decode leaves out) saved
+    to `root / "cogview4"`; returns the pipeline."""
+    import diffusers
+    from zimage_tiny import tiny_qwen_tokenizer, transformers_tokenizer
+
+    tokenizer = transformers_tokenizer(tiny_qwen_tokenizer(root / "glm-tokenizer"))
+    vae = randomized(diffusers.AutoencoderKL(
+        **{**VAE_TINY, "latent_channels": 16}, scaling_factor=0.3611, shift_factor=0.1159), 2)
+    pipe = diffusers.CogView4Pipeline(
+        tokenizer=tokenizer, text_encoder=tiny_glm(), vae=vae,
+        transformer=tiny_cogview4_transformer(),
+        scheduler=diffusers.FlowMatchEulerDiscreteScheduler(**COGVIEW4_SCHEDULER))
+    pipe.save_pretrained(root / "cogview4")
+    return pipe
