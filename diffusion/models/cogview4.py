@@ -24,6 +24,7 @@ from gpustd import Tensor, asarray, concatenate, nn, permute, take_slice
 
 from .dit_layers import FeedForward, TimestepEmbedding
 from .layers import Place
+from .step_cache import BranchCache, run_blocks
 from .transformer_ops import Modulation, kept, rope
 
 __all__ = ["CogView4Transformer2DModel", "cogview4_rope_angles"]
@@ -202,10 +203,13 @@ class CogView4Transformer2DModel(nn.Module):
         return nn.silu(temb)
 
     def forward(self, hidden_states: Tensor, text: Tensor, timestep: Any,
-                original_size: Any, target_size: Any, crop_coords: Any) -> Tensor:
+                original_size: Any, target_size: Any, crop_coords: Any, *,
+                cache: BranchCache | None = None) -> Tensor:
         """hidden_states (B, in_channels, H, W); text (B, T, text_embed_dim): the prompt's
         states, every token attended to; timestep (B,) host numbers; original_size,
-        target_size, crop_coords (B, 2) host numbers (diffusers' tensors' values)."""
+        target_size, crop_coords (B, 2) host numbers (diffusers' tensors' values). `cache`:
+        a step cache branch (`step_cache.StepCache.branch()`) the blocks run through, its
+        calls in step order (the image stream decides and is cached)."""
         batch, channels, height, width = hidden_states.shape
         p = self.config["patch_size"]
         rows, columns = height // p, width // p
@@ -219,8 +223,18 @@ class CogView4Transformer2DModel(nn.Module):
             original_size, crop_coords, target_size)], 1)
         temb = self.embed(timestep, sizes)
         rotary = self.rotary(text.shape[1], rows, columns)
-        for block in self.transformer_blocks:
-            x, context = block(x, context, temb, rotary)
+        blocks = list(self.transformer_blocks)
+
+        def head(x: Tensor, context: Tensor) -> tuple[Tensor, Tensor]:
+            return blocks[0](x, context, temb, rotary) if blocks else (x, context)
+
+        def tail(x: Tensor, context: Tensor) -> Tensor:
+            for block in blocks[1:]:
+                x, context = block(x, context, temb, rotary)
+            return x
+
+        # the first block apart: a step cache decides after it whether the others run
+        x = run_blocks(cache, x, context, head, tail)
         out = self.proj_out(self.norm_out(x, temb))
         out = permute(out.reshape(batch, rows, columns, -1, p, p), (0, 3, 1, 4, 2, 5))
         return out.reshape(batch, out.shape[1], height, width)

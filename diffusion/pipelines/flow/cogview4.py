@@ -27,6 +27,7 @@ from ...loaders.cogview4 import load_cogview4_folder
 from ...models import AutoencoderKL
 from ...models.cogview4 import CogView4Transformer2DModel
 from ...models.llm import LLMTextModel
+from ...models.step_cache import StepCache
 from ...noise.rng import make_generator
 from ...text.llm_tokenizer import LLMTokenizer
 from .flow_memory import load_network
@@ -109,12 +110,13 @@ class CogView4Pipeline:
                  guidance_scale: float = 5.0, negative_prompt: str | Sequence[str] = "",
                  original_size: tuple[int, int] | None = None,
                  crops_coords_top_left: tuple[int, int] = (0, 0),
-                 max_sequence_length: int = 1024
+                 max_sequence_length: int = 1024, cache: StepCache | None = None
                  ) -> tuple[Callable[[np.ndarray, float], np.ndarray], tuple[int, ...], float]:
         """The guided transformer as `flow(x, t)` for `prompts` at height x width: x (B, C,
         h, w) float32 latents, t the scheduler's timestep (0..1000), the flow (float32);
         guidance applies when guidance_scale > 1 (`negative_prompt` its own pass). Also the
-        latents' shape and the schedule's mu."""
+        latents' shape and the schedule's mu. `cache`: the generation's step cache, of which
+        each pass takes a branch (diffusers' "cond" and "uncond" contexts)."""
         weight = self.transformer.proj_out.weight
         batch, guided = len(prompts), guidance_scale > 1
         h, w = int(height) // self.vae_scale_factor, int(width) // self.vae_scale_factor
@@ -126,12 +128,13 @@ class CogView4Pipeline:
             negatives = ([negative_prompt] * batch if isinstance(negative_prompt, str)
                          else list(negative_prompt))
             passes.append(self.encode_prompt(negatives, max_sequence_length))
+        branches = [None if cache is None else cache.branch() for _ in passes]
 
         def flow(x: np.ndarray, t: float) -> np.ndarray:
             latents = asarray(x, dtype=weight.dtype, device=weight.device)
             timestep = np.full(batch, t, np.float32)
-            preds = [self.transformer(latents, states, timestep, **sizes).numpy()
-                     .astype(np.float32) for states in passes]
+            preds = [self.transformer(latents, states, timestep, **sizes, cache=branch).numpy()
+                     .astype(np.float32) for states, branch in zip(passes, branches)]
             if not guided:
                 return preds[0]
             return (preds[1] + np.float32(guidance_scale) * (preds[0] - preds[1])).astype(
@@ -148,13 +151,15 @@ class CogView4Pipeline:
                  rng: str = "torch", latents: np.ndarray | None = None, image: Any = None,
                  mask_image: Any = None, strength: float = 0.6,
                  callback: StepCallback | None = None, output_type: str = "np",
-                 max_sequence_length: int = 1024) -> np.ndarray:
+                 max_sequence_length: int = 1024, cache: StepCache | None = None
+                 ) -> np.ndarray:
         """Pictures for `prompt` (one or a list): float images in [0, 1], (B, height, width,
         3) ("np"), or the final latents (B, 16, H/8, W/8) ("latent"). `seed` and `rng`
         ("torch", as diffusers; "numpy") draw the starting noise unless `latents` is given;
         `image` (with `mask_image`, white = repaint) starts from that picture at `strength`
         as FLUX's img2img and inpainting do (diffusers has no CogView4 img2img);
-        `callback(done, total, latents)` after every step (False stops). diffusers:
+        `callback(done, total, latents)` after every step (False stops); `cache`: step
+        caching. diffusers:
         `CogView4Pipeline(prompt, negative_prompt=, height=, width=, num_inference_steps=,
         guidance_scale=, original_size=, crops_coords_top_left=,
         generator=torch.Generator().manual_seed(seed), output_type="np").images`."""
@@ -165,7 +170,7 @@ class CogView4Pipeline:
             prompts, height=height, width=width, guidance_scale=guidance_scale,
             negative_prompt=negative_prompt, original_size=original_size,
             crops_coords_top_left=crops_coords_top_left,
-            max_sequence_length=max_sequence_length)
+            max_sequence_length=max_sequence_length, cache=cache)
         scheduler = flow_schedule(self.scheduler_config, num_inference_steps, mu,
                                   cogview4_sigmas(num_inference_steps, self.scheduler_config))
         return run_euler(self.vae, scheduler, shape, flow, generator=make_generator(rng, seed),

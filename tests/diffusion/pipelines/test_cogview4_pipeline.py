@@ -24,14 +24,6 @@ RED = "a red circle on a blue square"
 HORSE = "an astronaut riding a horse"
 
 
-@pytest.fixture(scope="module")
-def tiny_cogview4(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Any]:
-    from cogview4_tiny import tiny_cogview4_pipeline
-
-    root = tmp_path_factory.mktemp("tiny-cogview4")
-    return root / "cogview4", tiny_cogview4_pipeline(root)
-
-
 def _diffusers(reference: Any, prompt: str, steps: int = 2, **settings: Any) -> np.ndarray:
     with torch.no_grad():
         images = reference(prompt, height=HEIGHT, width=WIDTH, num_inference_steps=steps,
