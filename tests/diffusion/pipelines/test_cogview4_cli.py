@@ -36,7 +36,7 @@ def _common(folder: Path, *more: str) -> tuple[str, ...]:
 def test_cogview4_from_the_cli(first_device: gpucore.Device, tiny_cogview4: tuple[Path, Any],
                                tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     """The family and its defaults (50 steps at CFG 5) from the folder; diffusers' picture
-    with a negative prompt at CFG 5; a WebUI sampler runs."""
+    with a negative prompt at CFG 5, the same under --lowvram."""
     folder, reference = tiny_cogview4
     capabilities = capabilities_of(folder)
     assert capabilities is not None and capabilities.family == "cogview4"
@@ -50,17 +50,22 @@ def test_cogview4_from_the_cli(first_device: gpucore.Device, tiny_cogview4: tupl
                              num_inference_steps=2, generator=torch.Generator().manual_seed(7),
                              output_type="np").images[0]
     assert np.abs(png_pixels(out) - expected).mean() < TOL
+    # the memory mode moving GLM, the blocks and the VAE in and out: the same picture
+    low, _ = cli_ok(capsys, *_common(folder, "--prompt", RED, "--negative-prompt", HORSE,
+                                     "--lowvram", "--out", str(tmp_path / "low.png")))
+    np.testing.assert_array_equal(png_pixels(low), png_pixels(out))
+
+
+def test_sampler_cache_and_refusals(first_device: gpucore.Device,
+                                    tiny_cogview4: tuple[Path, Any], tmp_path: Path,
+                                    capsys: pytest.CaptureFixture[str]) -> None:
+    """A WebUI sampler runs; `--cache fbc:T` skips steps and says so; MagCache, --base and
+    --vae are refused in one line, before any picture is written."""
+    folder, _ = tiny_cogview4
     out, _ = cli_ok(capsys, "txt2img", "--model", str(folder), *SIZE, "--prompt", RED,
                     "--steps", "2", "--cfg-scale", "1", "--sampler", "Euler", "--seed", "3",
                     "--out", str(tmp_path / "e.png"))
     assert png_pixels(out).shape == (HEIGHT, WIDTH, 3)
-
-
-def test_cache_and_refusals(first_device: gpucore.Device, tiny_cogview4: tuple[Path, Any],
-                            tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    """`--cache fbc:T` skips steps and says so; MagCache, --base and --vae are refused in
-    one line, before any picture is written."""
-    folder, _ = tiny_cogview4
     threshold, steps = 1.5, 4
     common = _common(folder, "--prompt", RED, "--cfg-scale", "1")
     common = (*common[:common.index("--steps") + 1], str(steps),
