@@ -45,12 +45,12 @@ def cogview4_mu(image_seq_len: int, config: dict[str, Any]) -> float:
     return ratio * config.get("max_shift", 0.75) + config.get("base_shift", 0.25)
 
 
-def cogview4_sigmas(steps: int, config: dict[str, Any]) -> np.ndarray:
+def cogview4_sigmas(steps: int, config: dict[str, Any]) -> list[float]:
     """The unshifted sigmas: linspace(num_train_timesteps, 1, steps) truncated to integers,
     over num_train_timesteps, as CogView4Pipeline builds them."""
     train = config.get("num_train_timesteps", 1000)
     timesteps = np.linspace(train, 1.0, steps).astype(np.int64).astype(np.float32)
-    return timesteps / np.float32(train)
+    return (timesteps / np.float32(train)).tolist()  # float32 values, exact as floats
 
 
 class CogView4Pipeline:
