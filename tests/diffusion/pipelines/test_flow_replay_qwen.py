@@ -53,3 +53,49 @@ def test_qwenimage_replays_its_steps_across_prompts(first_device: gpucore.Device
     np.testing.assert_array_equal(first, _eager(pipe, lambda: pipe(PROMPTS[0], **CFG)))
     np.testing.assert_array_equal(second, _eager(pipe, lambda: pipe(PROMPTS[1], **CFG)))
     assert np.abs(first - second).mean() > 0.01, "the prompt barely matters"
+
+
+def test_qwenimage_lora_cache_and_memory_mode(first_device: gpucore.Device,
+                                              tiny_qwenimage: tuple[Path, Any],
+                                              tmp_path: Path) -> None:
+    """Decoded pictures through the model: a prompt's LoRA (merged into the weights) is
+    replayed, the eager picture, unlike the plain one, and the plain picture comes back
+    without it, all on one recording; a step cache and --medvram run the steps eagerly (no
+    replay), the latter the same picture."""
+    from diffusion import load_pipeline
+    from diffusion.pipelines.sd.memory import MemoryMode
+
+    rng = np.random.default_rng(0)
+    model = load_pipeline(tiny_qwenimage[0], device=first_device)
+    config = model.pipe.transformer.config
+    dim = int(config["num_attention_heads"] * config["attention_head_dim"])
+    layer = "transformer.transformer_blocks.1.img_mlp.net.2"
+    safetensors_numpy.save_file({
+        f"{layer}.lora_A.weight": rng.standard_normal((2, 4 * dim)).astype(np.float32),
+        f"{layer}.lora_B.weight": 2 * rng.standard_normal((dim, 2)).astype(np.float32)},
+        str(tmp_path / "style.safetensors"))
+    model.lora_dir = tmp_path
+    request = dict(sampler="diffusers", rng="torch", seed=7, steps=2, width=40, height=24,
+                   cfg_scale=1.0)
+
+    def picture(prompt: str, **more: Any) -> np.ndarray:
+        return model.generate(prompt, **request, **more).images[0].astype(int)
+
+    plain = picture(PROMPTS[0])
+    styled = picture(f"<lora:style:1>{PROMPTS[0]}")
+    assert np.abs(styled - plain).mean() > 2, "the LoRA barely changes the picture"
+    np.testing.assert_array_equal(picture(PROMPTS[0]), plain)
+    assert _counts(model.pipe) == (1, 5)  # three pictures, two steps each
+    np.testing.assert_array_equal(
+        styled, _eager(model.pipe, lambda: picture(f"<lora:style:1>{PROMPTS[0]}")))
+    replays = _counts(model.pipe)[1]
+    summary = model.generate(PROMPTS[0], **{**request, "steps": 3},
+                             cache="fbc:1.3").settings["cache"]
+    assert _counts(model.pipe)[1] == replays
+    assert int(summary.split("/")[0].split()[-1]) < 3, summary  # a step skipped
+    model.set_memory_mode(MemoryMode(medvram=True))
+    try:
+        np.testing.assert_array_equal(picture(PROMPTS[0]), plain)
+        assert _counts(model.pipe)[1] == replays
+    finally:
+        model.set_memory_mode(MemoryMode())
