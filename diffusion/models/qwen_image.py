@@ -99,6 +99,7 @@ class QwenTimestepProjEmbeddings(nn.Module):
         """`timestep` (B,) host numbers or a float32 Tensor (a replayed step's input, rounded
         on the device as host numbers are)."""
         # diffusers casts the timestep to the model's dtype before scaling it by 1000
+        t: Any
         if isinstance(timestep, Tensor):
             if timestep.dtype != np.float32:
                 raise TypeError(f"a timestep Tensor must be float32, got {timestep.dtype}")

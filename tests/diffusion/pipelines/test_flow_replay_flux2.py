@@ -101,3 +101,23 @@ def test_flux2_dev_replays_its_guidance(first_device: gpucore.Device,
     for replayed, eager in zip(got, _eager(pipe, *runs)):
         np.testing.assert_array_equal(replayed, eager)
     assert np.abs(got[0] - got[1]).mean() > 0.01, "the guidance barely matters"
+
+
+def test_flux2_tensor_timestep_rounds_as_host_numbers(
+        first_device: gpucore.Device, tiny_flux2_dev: tuple[Path, Any]) -> None:
+    """In float16 a replayed step's float32 Tensor timestep and guidance are scaled as host
+    numbers are (rounded to float16, then x1000): the same embedding, bit for bit."""
+    from diffusion.pipelines.flow.flux2_dev import Flux2Pipeline
+
+    if not first_device.has_f16:
+        pytest.skip("the device has no float16")
+    model = Flux2Pipeline.from_pretrained(tiny_flux2_dev[0], device=first_device,
+                                          dtype=np.float16).transformer
+    t, g = np.array([0.7137], np.float32), np.array([3.3], np.float32)
+
+    def embedded(*values: Any) -> np.ndarray:
+        scaled = [model._thousandfold(v) for v in values]
+        return model.time_guidance_embed(*scaled, first_device).numpy()
+
+    given = embedded(*(Tensor.from_numpy(v, device=first_device) for v in (t, g)))
+    np.testing.assert_array_equal(given, embedded(t, g))

@@ -99,3 +99,22 @@ def test_qwenimage_lora_cache_and_memory_mode(first_device: gpucore.Device,
         assert _counts(model.pipe)[1] == replays
     finally:
         model.set_memory_mode(MemoryMode())
+
+
+def test_qwenimage_tensor_timestep_rounds_as_host_numbers(
+        first_device: gpucore.Device, tiny_qwenimage: tuple[Path, Any]) -> None:
+    """In float16 a replayed step's float32 Tensor timestep is rounded as host numbers are (to
+    float16, back to float32, then x1000, as diffusers casts it): the same embedding, bit for
+    bit."""
+    from diffusion.pipelines.flow.qwen_image import QwenImagePipeline
+    from gpustd import Tensor
+
+    if not first_device.has_f16:
+        pytest.skip("the device has no float16")
+    pipe = QwenImagePipeline.from_pretrained(tiny_qwenimage[0], device=first_device,
+                                             dtype=np.float16)
+    embed = pipe.transformer.time_text_embed
+    t = np.array([0.7137, 0.0123], np.float32)  # neither exact in float16
+    host = embed(t, first_device).numpy()
+    given = embed(Tensor.from_numpy(t, device=first_device), first_device).numpy()
+    np.testing.assert_array_equal(given, host)
