@@ -148,10 +148,11 @@ class Device:
         """
         size = exact_size(nbytes) if exact else size_class(nbytes, self.limits["max-buffer-size"])
         # a kept value outlives a capture's lent scratch: never one of those (gpucore._kept)
-        buffer = self.pool.take(size, avoid=self.ledger.lent if self._kept.making else ())
+        avoid = self.ledger.lent if self._kept.making else ()
+        buffer = self.pool.take(size, avoid)
         if buffer is None:
             self.check_limit("max-buffer-size", size, f"{label} ({nbytes:,} bytes)")
-            buffer = self.memory_limit.make_room(size, label)
+            buffer = self.memory_limit.make_room(size, label, avoid)
         if buffer is None:
             if self.ledger.dropped > DROPPED_LIMIT and self.capturing is None:
                 self.synchronize()  # the driver frees what the pool dropped once the GPU passed
