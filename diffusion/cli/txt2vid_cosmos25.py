@@ -2,8 +2,10 @@
 Cosmos2_5_PredictBasePipeline's): cli.txt2vid checks the settings and fills in the family's
 defaults (93 frames of 1280 x 704, 36 steps, CFG 7, 16 fps), then hands over here. txt2vid is
 text2world; img2vid's --image (resized to the video's size, bilinear as diffusers) is
-image2world's first frame. Its own UniPC alone; Wan's options, LoRAs, step caches and memory
-modes are refused in one line before the weights load."""
+image2world's first frame; txt2vid's --init-video is the video video2world continues (its
+last 5 frames, resized bilinear to the video's size, as diffusers' video processor). Its own
+UniPC alone; Wan's options, LoRAs, step caches and memory modes are refused in one line before
+the weights load."""
 
 from __future__ import annotations
 
@@ -14,11 +16,12 @@ from typing import Any
 
 import numpy as np
 
+from ..pipelines.video.cosmos25 import VIDEO2WORLD_FRAMES
 from .progress import ProgressBar
 from .video_family import memory_mode, refuse_wan_only
 from .video_out import finish_video
 
-__all__ = ["run_cosmos25"]
+__all__ = ["run_cosmos25", "video_to_continue"]
 
 _FAMILY = "Cosmos Predict2.5"
 
@@ -35,19 +38,44 @@ def refuse_cosmos25_options(args: argparse.Namespace) -> None:
             raise ValueError(f"{what}: not supported for {_FAMILY} yet; leave it out")
 
 
-def run_cosmos25(args: argparse.Namespace, out: Path, dtype: Any, image: Any = None) -> int:
+def video_to_continue(args: argparse.Namespace, path: Path) -> list[Any]:
+    """--init-video's last VIDEO2WORLD_FRAMES frames (PIL images; the others read and
+    dropped), for video2world. ValueError in one line for a shorter video, a --frames that
+    leaves nothing to draw after them, or --denoising-strength (Wan's)."""
+    from ..pipelines.video.files import read_frames
+
+    if args.denoising_strength is not None:
+        raise ValueError(f"--denoising-strength: {_FAMILY} does not redraw --init-video, it "
+                         "continues it; leave --denoising-strength out")
+    if args.frames is not None and args.frames <= VIDEO2WORLD_FRAMES:
+        raise ValueError(f"--frames {args.frames}: {_FAMILY} begins the video with "
+                         f"--init-video's last {VIDEO2WORLD_FRAMES} frames; give --frames 9 or "
+                         "more (1 + 4k)")
+    frames = read_frames(path, "--init-video", last=VIDEO2WORLD_FRAMES)
+    if len(frames) < VIDEO2WORLD_FRAMES:
+        raise ValueError(f"--init-video {path}: {len(frames)} frames; {_FAMILY} continues a "
+                         f"video from its last {VIDEO2WORLD_FRAMES} (for one picture: img2vid "
+                         "--image)")
+    return frames
+
+
+def run_cosmos25(args: argparse.Namespace, out: Path, dtype: Any, image: Any = None,
+                 video: list[Any] | None = None) -> int:
     """Generate and write the video as `args` say (checked and completed by cli.txt2vid) with
     the Cosmos Predict2.5 folder `args.model`, its weights in `dtype`; `image`: img2vid's
-    first frame (a PIL picture); prints the path."""
+    first frame (a PIL picture); `video`: the frames video2world continues
+    (`video_to_continue`'s); prints the path."""
     from PIL import Image
 
-    from ..pipelines.video.cosmos25 import Cosmos25PredictPipeline
+    from ..pipelines.video.cosmos25 import Cosmos25PredictPipeline, continued_frames
 
     refuse_cosmos25_options(args)
     frames = None
     if image is not None:
         resized = image.resize((args.width, args.height), Image.Resampling.BILINEAR)
         frames = np.asarray(resized, np.float32)[None, None] / 255
+    elif video is not None:
+        frames = continued_frames(video, args.width, args.height)
     pipe = Cosmos25PredictPipeline.from_pretrained(args.model, dtype=dtype)
     print(f"seed: {args.seed}", file=sys.stderr)
     bar = ProgressBar(args.command)
