@@ -31,7 +31,8 @@ def add_init_video_options(sub: argparse.ArgumentParser) -> None:
                             "frame count (1 + 4k; or its first --frames) and size (multiples of "
                             "16; or resized to --width x --height) are the video's. Cosmos "
                             "Predict2.5: the video to continue (video2world): its last 5 frames, "
-                            "resized to --width x --height, begin the --frames made")
+                            "resized to --width x --height, begin the --frames made (Cosmos "
+                            "Predict2 Video2World: all its frames)")
     group.add_argument("--denoising-strength", type=number, default=None, metavar="S",
                        help="how much of the init video is redrawn, above 0 to 1: 1 redraws "
                             "it all, lower keeps more of it; runs int(steps x S) of the steps "
@@ -51,7 +52,8 @@ def init_video_of(args: argparse.Namespace, animate: bool, most: int) -> list[An
     path, strength = getattr(args, "init_video", None), getattr(args, "denoising_strength", None)
     if path is None and strength is not None:
         raise ValueError("--denoising-strength is for video-to-video: give --init-video too")
-    if path is not None and not animate and video_family_name(args.model) == "cosmos-predict2.5":
+    if path is not None and not animate and video_family_name(args.model) in (
+            "cosmos-predict2.5", "cosmos-predict2"):
         from .txt2vid_cosmos25 import video_to_continue
 
         return video_to_continue(args, Path(path))

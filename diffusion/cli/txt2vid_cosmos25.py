@@ -26,27 +26,39 @@ __all__ = ["run_cosmos25", "video_to_continue"]
 _FAMILY = "Cosmos Predict2.5"
 
 
-def refuse_cosmos25_options(args: argparse.Namespace) -> None:
-    """ValueError in one line for an option Cosmos Predict2.5 does not take."""
-    refuse_wan_only(args, _FAMILY)
+def refuse_cosmos25_options(args: argparse.Namespace, family: str = _FAMILY,
+                            sampler: str = "UniPC") -> None:
+    """ValueError in one line for an option Cosmos Predict2.5 (or `family`, whose folder's
+    `sampler` it runs) does not take."""
+    refuse_wan_only(args, family)
     if args.sampler != "diffusers":
-        raise ValueError(f"--sampler {args.sampler}: {_FAMILY} runs its folder's UniPC "
+        raise ValueError(f"--sampler {args.sampler}: {family} runs its folder's {sampler} "
                          "scheduler (--sampler diffusers)")
     for given, what in ((args.cache, "--cache"), (args.lora, "--lora"),
                         (memory_mode(args), "a memory mode (--medvram, --lowvram, --max-vram)")):
         if given:
-            raise ValueError(f"{what}: not supported for {_FAMILY} yet; leave it out")
+            raise ValueError(f"{what}: not supported for {family} yet; leave it out")
 
 
 def video_to_continue(args: argparse.Namespace, path: Path) -> list[Any]:
     """--init-video's last VIDEO2WORLD_FRAMES frames (PIL images; the others read and
-    dropped), for video2world. ValueError in one line for a shorter video, a --frames that
-    leaves nothing to draw after them, or --denoising-strength (Wan's)."""
+    dropped), for video2world; for Cosmos Predict2 Video2World its last --frames ones, all
+    held. ValueError in one line for a shorter video, a --frames that leaves nothing to draw
+    after them, or --denoising-strength (Wan's)."""
     from ..pipelines.video.files import read_frames
+    from ..pipelines.video.models import video_defaults, video_family_name
 
     if args.denoising_strength is not None:
-        raise ValueError(f"--denoising-strength: {_FAMILY} does not redraw --init-video, it "
+        raise ValueError("--denoising-strength: Cosmos does not redraw --init-video, it "
                          "continues it; leave --denoising-strength out")
+    if video_family_name(args.model) == "cosmos-predict2":
+        count = args.frames or video_defaults(args.model).frames
+        frames = read_frames(path, "--init-video", last=count)
+        if (len(frames) - 1) // 4 >= (count - 1) // 4:
+            raise ValueError(f"--init-video {path}: its last {len(frames)} frames fill the "
+                             f"{count} made; Cosmos Predict2 draws after them: give more "
+                             "--frames or a shorter video")
+        return frames
     if args.frames is not None and args.frames <= VIDEO2WORLD_FRAMES:
         raise ValueError(f"--frames {args.frames}: {_FAMILY} begins the video with "
                          f"--init-video's last {VIDEO2WORLD_FRAMES} frames; give --frames 9 or "
@@ -68,7 +80,10 @@ def run_cosmos25(args: argparse.Namespace, out: Path, dtype: Any, image: Any = N
     from PIL import Image
 
     from ..pipelines.video.cosmos25 import Cosmos25PredictPipeline, continued_frames
+    from ..pipelines.video.models import video_family_name
 
+    if video_family_name(args.model) == "cosmos-predict2":
+        return _run_predict2(args, out, dtype, [image] if image is not None else video)
     refuse_cosmos25_options(args)
     frames = None
     if image is not None:
@@ -82,5 +97,32 @@ def run_cosmos25(args: argparse.Namespace, out: Path, dtype: Any, image: Any = N
     videos = pipe(args.prompt, negative_prompt=args.negative_prompt or None, frames=frames,
                   height=args.height, width=args.width, num_frames=args.frames,
                   num_inference_steps=args.steps, guidance_scale=args.cfg_scale,
+                  seed=args.seed, rng=args.rng, callback=bar.step)
+    return finish_video(pipe, videos, None, out, args.fps, args.verbose)
+
+
+def _run_predict2(args: argparse.Namespace, out: Path, dtype: Any,
+                  pictures: list[Any] | None) -> int:
+    """run_cosmos25 for a Cosmos Predict2 Video2World folder: `pictures` (img2vid's picture,
+    or --init-video's frames), resized Lanczos as diffusers' video processor, all held; the
+    video's --fps its frame-rate conditioning too."""
+    from PIL import Image
+
+    from ..pipelines.video.cosmos2_video2world import Cosmos2VideoToWorldPipeline
+
+    family = "Cosmos Predict2 Video2World"
+    refuse_cosmos25_options(args, family, "flow-match Euler")
+    if pictures is None:
+        raise ValueError(f"{family} continues a picture or a video: give img2vid --image "
+                         "IN.png, or txt2vid --init-video VIDEO")
+    frames = np.stack([np.asarray(p.convert("RGB").resize(
+        (args.width, args.height), Image.Resampling.LANCZOS), np.float32) / 255
+        for p in pictures])[None]
+    pipe = Cosmos2VideoToWorldPipeline.from_pretrained(args.model, dtype=dtype)
+    print(f"seed: {args.seed}", file=sys.stderr)
+    bar = ProgressBar(args.command)
+    videos = pipe(args.prompt, frames, negative_prompt=args.negative_prompt or None,
+                  height=args.height, width=args.width, num_frames=args.frames,
+                  num_inference_steps=args.steps, guidance_scale=args.cfg_scale, fps=args.fps,
                   seed=args.seed, rng=args.rng, callback=bar.step)
     return finish_video(pipe, videos, None, out, args.fps, args.verbose)

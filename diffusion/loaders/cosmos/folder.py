@@ -29,6 +29,7 @@ from ..weights import TensorRef
 __all__ = ["CosmosWeights", "cosmos_family", "load_cosmos25_folder", "load_cosmos_folder"]
 
 _FAMILIES = {"Cosmos2TextToImagePipeline": "cosmos2-t2i",
+             "Cosmos2VideoToWorldPipeline": "cosmos2-v2w",
              "Cosmos2_5_PredictBasePipeline": "cosmos25"}
 
 
@@ -38,7 +39,8 @@ class CosmosWeights(DiTWeights):
 
 def cosmos_family(path: str | os.PathLike[str]) -> str | None:
     """"cosmos2-t2i" for a diffusers folder whose model_index.json names a
-    Cosmos2TextToImagePipeline, "cosmos25" for a Cosmos2_5_PredictBasePipeline, None for
+    Cosmos2TextToImagePipeline, "cosmos2-v2w" for a Cosmos2VideoToWorldPipeline, "cosmos25"
+    for a Cosmos2_5_PredictBasePipeline, None for
     anything else (a broken JSON file is left for
     loading to name)."""
     return _FAMILIES.get(pipeline_class(Path(path)) or "")

@@ -43,6 +43,7 @@ class Cosmos2VideoToWorldPipeline:
                  text_encoder: T5EncoderModel, tokenizer: T5Tokenizer) -> None:
         self.transformer, self.vae = transformer, vae
         self.text_encoder, self.tokenizer = text_encoder, tokenizer
+        self.memory_mode = None  # no memory modes yet (what the CLI's report reads)
 
     @classmethod
     def from_pretrained(cls, path: str | os.PathLike[str], *, dtype: Any = np.float32,
