@@ -47,7 +47,8 @@ def test_cosmos2_video2world_equals_diffusers(first_device: gpucore.Device,
 def test_cosmos2_video2world_from_the_cli(first_device: gpucore.Device, tmp_path: Path,
                                           capsys: pytest.CaptureFixture[str]) -> None:
     """img2vid: the picture held, diffusers' `image=` video as PNG frames; txt2vid without a
-    picture or a video, or with a video that fills the frames made, refused in one line."""
+    picture or a video, or with a video that fills the frames made, and txt2img refused in one
+    line."""
     from PIL import Image
 
     reference = tiny_cosmos2_v2w_pipeline(tmp_path)
@@ -71,3 +72,6 @@ def test_cosmos2_video2world_from_the_cli(first_device: gpucore.Device, tmp_path
         Image.fromarray(picture).save(tmp_path / "long" / f"{i:05d}.png")
     refused = cli_error(capsys, "txt2vid", *common, "--init-video", str(tmp_path / "long"))
     assert "its last 9 frames fill the 9 made" in refused
+    refused = cli_error(capsys, "txt2img", "--model", str(tmp_path / "cosmos2-v2w"),
+                        "--prompt", PROMPT)
+    assert "Cosmos Predict2 Video2World image-to-video model" in refused
