@@ -62,7 +62,7 @@ def init_video_of(args: argparse.Namespace, animate: bool, most: int) -> list[An
         return None
     if animate or video_family_name(args.model) != "wan":
         raise ValueError("--init-video is for Wan's text-to-video models (Wan 2.1, Wan 2.2; "
-                         "Cosmos Predict2.5 continues one); this model does not redraw a "
+                         "Cosmos Predict2 and 2.5 continue one); this model does not redraw a "
                          "video")
     if vace_named(args):
         raise ValueError(f"--init-video and {vace_named(args)} do not go together: a Wan VACE "
