@@ -103,6 +103,25 @@ def tiny_cosmos2_t2i_pipeline(root: Path, name: str = "cosmos2-t2i") -> Any:
     return pipe
 
 
+def tiny_cosmos2_v2w_pipeline(root: Path, name: str = "cosmos2-v2w") -> Any:
+    """diffusers' Cosmos2VideoToWorldPipeline of tiny_cosmos2_t2i_pipeline's parts with the
+    condition-mask channel in (the transformer's in_channels 5) saved to `root / name`."""
+    import diffusers
+    import transformers
+    from flow_tiny import tiny_t5, tiny_t5_tokenizer
+    from wan_tiny import tiny_wan_vae
+
+    tiny_t5_tokenizer(root / "t5-tokenizer")
+    tokenizer = transformers.T5TokenizerFast(
+        tokenizer_file=str(root / "t5-tokenizer" / "tokenizer.json"))
+    pipe = diffusers.Cosmos2VideoToWorldPipeline(
+        text_encoder=tiny_t5(), tokenizer=tokenizer,
+        transformer=tiny_cosmos_transformer(in_channels=5), vae=tiny_wan_vae(),
+        scheduler=diffusers.FlowMatchEulerDiscreteScheduler(use_karras_sigmas=True),
+        safety_checker=PassingGuardrail())
+    pipe.save_pretrained(root / name)
+    return pipe
+
 # Qwen2.5-VL's chat template, the branches a system and a user message of text parts take
 QWEN25VL_PARTS_TEMPLATE = (
     "{% for message in messages %}<|im_start|>{{ message['role'] }}\n"

@@ -331,9 +331,9 @@ def run(args: argparse.Namespace) -> int:
 
         refuse_hunyuan_video15_options(args, sized)
         return run_hunyuan_video15(args, out, _dtype(args.dtype), image)
-    if family == "cosmos-predict2.5":
+    if family in ("cosmos-predict2.5", "cosmos-predict2"):
         from .txt2vid_cosmos25 import run_cosmos25
-        return run_cosmos25(args, out, _dtype(args.dtype), image)
+        return run_cosmos25(args, out, _dtype(args.dtype), image, init)
     if family == "ltx-2":
         from .txt2vid_ltx2 import run_ltx2
 

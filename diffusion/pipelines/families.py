@@ -263,6 +263,9 @@ FAMILIES: tuple[FamilyLoader, ...] = (
     FamilyLoader("Cosmos Predict2.5 (videos: txt2vid, img2vid)",
                  lambda path: cosmos_family(path) if cosmos_family(path) == "cosmos25" else None,
                  refuse_pictures, lambda path, family: None, latent_channels=16),
+    FamilyLoader("Cosmos Predict2 Video2World (videos: img2vid, txt2vid --init-video)",
+                 lambda path: cosmos_family(path) if cosmos_family(path) == "cosmos2-v2w"
+                 else None, refuse_pictures, lambda path, family: None, latent_channels=16),
     FamilyLoader("SD 1.x/2.x, SDXL (base, refiner, Turbo)", any_checkpoint, load_unet_model,
                  unet_defaults, capabilities=unet_capabilities_of),
 )

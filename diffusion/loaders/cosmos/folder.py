@@ -29,6 +29,7 @@ from ..weights import TensorRef
 __all__ = ["CosmosWeights", "cosmos_family", "load_cosmos25_folder", "load_cosmos_folder"]
 
 _FAMILIES = {"Cosmos2TextToImagePipeline": "cosmos2-t2i",
+             "Cosmos2VideoToWorldPipeline": "cosmos2-v2w",
              "Cosmos2_5_PredictBasePipeline": "cosmos25"}
 
 
@@ -38,20 +39,23 @@ class CosmosWeights(DiTWeights):
 
 def cosmos_family(path: str | os.PathLike[str]) -> str | None:
     """"cosmos2-t2i" for a diffusers folder whose model_index.json names a
-    Cosmos2TextToImagePipeline, "cosmos25" for a Cosmos2_5_PredictBasePipeline, None for
+    Cosmos2TextToImagePipeline, "cosmos2-v2w" for a Cosmos2VideoToWorldPipeline, "cosmos25"
+    for a Cosmos2_5_PredictBasePipeline, None for
     anything else (a broken JSON file is left for
     loading to name)."""
     return _FAMILIES.get(pipeline_class(Path(path)) or "")
 
 
 def load_cosmos_folder(path: str | os.PathLike[str], *, dtype: Any = None,
-                       variant: str | None = None) -> CosmosWeights:
-    """Lazy weights of the Cosmos Predict2 Text2Image diffusers folder `path`. `dtype`: None
-    (as stored; bfloat16 read as float32), "float16" or "float32"; `variant`: e.g. "fp16".
+                       variant: str | None = None,
+                       pipeline: str = "Cosmos2TextToImagePipeline") -> CosmosWeights:
+    """Lazy weights of the Cosmos Predict2 Text2Image diffusers folder `path` (or of another
+    `pipeline` of T5 and the same parts: Cosmos2VideoToWorldPipeline). `dtype`: None (as
+    stored; bfloat16 read as float32), "float16" or "float32"; `variant`: e.g. "fp16".
     WeightsError naming the file or folder when it is not such a pipeline or a component is
     missing."""
     root = Path(path)
-    pipeline_index(root, "Cosmos2TextToImagePipeline", DIT_COMPONENTS)
+    pipeline_index(root, pipeline, DIT_COMPONENTS)
     parts = dit_weights(root, dtype=dtype, variant=variant, skip=(), adapt=_as_stored)
     tokenizer = root / "tokenizer"
     if not (tokenizer / "tokenizer.json").is_file():

@@ -36,8 +36,10 @@ from ..flow.cosmos import COSMOS_NEGATIVE_PROMPT
 from ..flow.flow_memory import load_network
 from ..observer import StepCallback
 
-__all__ = ["COSMOS25_SYSTEM", "Cosmos25PredictPipeline", "cosmos25_chat", "layer_stack"]
+__all__ = ["COSMOS25_SYSTEM", "VIDEO2WORLD_FRAMES", "Cosmos25PredictPipeline", "continued_frames",
+           "cosmos25_chat", "layer_stack"]
 
+VIDEO2WORLD_FRAMES = 5  # diffusers' num_latent_conditional_frames=2: 1 + 4 frames
 COSMOS25_SYSTEM = "You are a helpful assistant who will provide prompts to an image generator."
 
 
@@ -47,6 +49,18 @@ def cosmos25_chat(prompt: str) -> str:
     add_generation_prompt=False)` of Qwen2.5-VL's template."""
     return (f"<|im_start|>system\n{COSMOS25_SYSTEM}<|im_end|>\n"
             f"<|im_start|>user\n{prompt}<|im_end|>\n")
+
+
+def continued_frames(video: Sequence[Any], width: int, height: int,
+                     kept: int = VIDEO2WORLD_FRAMES) -> np.ndarray:
+    """Video2world's `frames`: the last `kept` frames of `video` (PIL images), each resized
+    to width x height (bilinear, as the pipeline's video processor), as (1, kept, height,
+    width, 3) in [0, 1]. diffusers: `video_processor.preprocess_video(video, height,
+    width)[:, :, -kept:]` in `Cosmos2_5_PredictBasePipeline.__call__`."""
+    from PIL import Image
+
+    frames = [f.resize((width, height), Image.Resampling.BILINEAR) for f in video[-kept:]]
+    return np.stack([np.asarray(f.convert("RGB"), np.float32) / 255 for f in frames])[None]
 
 
 def layer_stack(states: Sequence[np.ndarray]) -> np.ndarray:
@@ -155,6 +169,9 @@ class Cosmos25PredictPipeline:
                  height // factor, width // factor)
         latents = make_generator(rng, seed).standard_normal(shape).astype(np.float32)
         kept = 0 if frames is None else (frames.shape[1] - 1) // 4 + 1
+        if frames is not None and ((frames.shape[1] - 1) % 4 or kept > shape[2]):
+            raise ValueError(f"Cosmos Predict2.5 keeps 1 or 1 + 4k conditioning frames, at most "
+                             f"num_frames ({num_frames}); got {frames.shape[1]}")
         cond = np.zeros(shape, np.float32)
         if frames is not None:
             cond[:, :, :kept] = self.condition_latents(frames)[:, :, :kept]

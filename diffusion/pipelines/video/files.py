@@ -9,7 +9,8 @@ order."""
 from __future__ import annotations
 
 import os
-from collections.abc import Callable
+from collections import deque
+from collections.abc import Callable, Iterator
 from fractions import Fraction
 from itertools import islice
 from pathlib import Path
@@ -178,8 +179,14 @@ def write_video(frames: np.ndarray, target: Path, fps: float, audio: Any = None,
     return target
 
 
-def _decoded(path: Path, name: str, limit: int | None) -> list[Any]:
-    """The frames of a video file PyAV decodes, as RGB PIL images (its first `limit`)."""
+def _take(frames: Iterator[Any], limit: int | None, last: int | None) -> list[Any]:
+    """The first `limit` of `frames`, or with `last` the last that many (each before them
+    dropped once read: a long video is never held whole)."""
+    return list(deque(frames, maxlen=last) if last else islice(frames, limit))
+
+
+def _decoded(path: Path, name: str, limit: int | None, last: int | None) -> list[Any]:
+    """The frames of a video file PyAV decodes, as RGB PIL images (`_take`'s)."""
     try:
         import av
     except ImportError:
@@ -188,31 +195,35 @@ def _decoded(path: Path, name: str, limit: int | None) -> list[Any]:
                          ) from None
     try:
         with av.open(str(path)) as container:
-            return [frame.to_image() for frame in islice(container.decode(video=0), limit)]
+            return _take((frame.to_image() for frame in container.decode(video=0)), limit,
+                         last)
     except (av.error.FFmpegError, IndexError):  # IndexError: no video stream
         raise ValueError(f"{name} {path}: not a readable video") from None
 
 
-def _pictures(path: Path, name: str, limit: int | None = None) -> list[Any]:
-    """Every frame of a picture file (an animated WebP or GIF: each of its frames; its first
-    `limit`), loaded."""
+def _pictures(path: Path, name: str, limit: int | None = None, last: int | None = None
+              ) -> list[Any]:
+    """Every frame of a picture file (an animated WebP or GIF: each of its frames; `_take`'s),
+    loaded."""
     from PIL import Image, ImageSequence, UnidentifiedImageError
 
     try:
         with Image.open(path) as opened:
-            return [frame.copy() for frame in islice(ImageSequence.Iterator(opened), limit)]
+            return _take((frame.copy() for frame in ImageSequence.Iterator(opened)), limit,
+                         last)
     except (UnidentifiedImageError, OSError):
         raise ValueError(f"{name} {path}: not a readable picture or animation (PNG, WebP, "
                          "GIF...)") from None
 
 
-def read_frames(path: Path, name: str, mode: str = "RGB", limit: int | None = None
-                ) -> list[Any]:
+def read_frames(path: Path, name: str, mode: str = "RGB", limit: int | None = None,
+                last: int | None = None) -> list[Any]:
     """The frames of the video at `path` as PIL images of `mode` ("RGB", or "L": a mask's
     grey levels; a 16-bit picture scaled to 8 bits, imaging.eight_bit): a file PyAV decodes
     (.mp4, .webm, .mov, .mkv), a picture file (every frame of an animated WebP or GIF), or a
     folder of pictures in name order (00000.png, 00001.png, ...); `limit`: only the first
-    that many (a long video is not decoded whole). ValueError in one line, naming the option
+    that many (a long video is not decoded whole); `last`: only the last that many (Cosmos'
+    video2world). ValueError in one line, naming the option
     `name`, for what cannot be read."""
     from ...imaging import eight_bit
 
@@ -221,14 +232,14 @@ def read_frames(path: Path, name: str, mode: str = "RGB", limit: int | None = No
         if not files:
             raise ValueError(f"{name} {path}: a folder without pictures (give frames as "
                              "00000.png, 00001.png, ...)")
-        frames = list(islice((frame for file in files for frame in _pictures(file, name)),
-                             limit))
+        frames = _take((frame for file in files for frame in _pictures(file, name)), limit,
+                       last)
     elif not path.is_file():
         raise ValueError(f"{name} {path}: no such file or folder")
     elif path.suffix.lower() in _DECODED:
-        frames = _decoded(path, name, limit)
+        frames = _decoded(path, name, limit, last)
     else:
-        frames = _pictures(path, name, limit)
+        frames = _pictures(path, name, limit, last)
     if not frames:
         raise ValueError(f"{name} {path}: holds no frames")
     return [eight_bit(frame).convert(mode) for frame in frames]

@@ -28,8 +28,8 @@ from ...loaders.ltx2.folder import ltx2_family
 from ...loaders.wan.folder import wan_family
 from ...loaders.wan.sources import is_wan_animate
 
-__all__ = ["COSMOS25", "HUNYUAN_VIDEO", "HUNYUAN_VIDEO15", "KANDINSKY5_VIDEO", "LTX2",
-           "SKYREELS_DF", "WAN", "WAN_ANIMATE", "VideoDefaults", "refuse_video",
+__all__ = ["COSMOS2_V2W", "COSMOS25", "HUNYUAN_VIDEO", "HUNYUAN_VIDEO15", "KANDINSKY5_VIDEO",
+           "LTX2", "SKYREELS_DF", "WAN", "WAN_ANIMATE", "VideoDefaults", "refuse_video",
            "video_defaults", "video_family_name"]
 
 
@@ -73,6 +73,9 @@ FRAMEPACK = VideoDefaults(frames=129, width=480, height=832, steps=30, cfg_scale
 # Cosmos2_5_PredictBasePipeline's __call__ (93 frames of 1280 x 704, 36 steps, guidance 7),
 # written at 16 fps as its examples do
 COSMOS25 = VideoDefaults(frames=93, width=1280, height=704, steps=36, cfg_scale=7.0, fps=16.0)
+# Cosmos2VideoToWorldPipeline's __call__ (93 frames of 1280 x 704, 35 steps, guidance 7, 16 fps)
+COSMOS2_V2W = VideoDefaults(frames=93, width=1280, height=704, steps=35, cfg_scale=7.0,
+                            fps=16.0)
 
 # WanAnimatePipeline's __call__ (1280 x 720, 20 steps, unguided; its segment of 77 frames, the
 # pose video's length being the video's), written at 30 fps as its example does
@@ -84,9 +87,11 @@ def video_family_name(path: str | os.PathLike[str]) -> str:
     """"kandinsky-5-video" for a Kandinsky 5 Video Lite folder, "hunyuan-video-1.5" for a
     HunyuanVideo 1.5 one, "ltx-2" for an LTX-2 one, "framepack" for a FramePack one or
     FramePack transformer file, "hunyuan-video" for a HunyuanVideo one, "cosmos-predict2.5"
-    for a Cosmos Predict2.5 one, "skyreels-v2-df" for a SkyReels V2 diffusion forcing one,
+    for a Cosmos Predict2.5 one, "cosmos-predict2" for a Cosmos Predict2 Video2World one,
+    "skyreels-v2-df" for a SkyReels V2 diffusion forcing one,
     else "wan" (Wan's loaders name what is wrong with anything that is not Wan's either)."""
-    cosmos = "cosmos-predict2.5" if cosmos_family(path) == "cosmos25" else None
+    cosmos = {"cosmos25": "cosmos-predict2.5",
+              "cosmos2-v2w": "cosmos-predict2"}.get(cosmos_family(path) or "")
     forcing = "skyreels-v2-df" if wan_family(path) == "skyreels-v2-df" else None
     return (kandinsky5_video_family(path) or hunyuan_video15_family(path) or ltx2_family(path)
             or framepack_family(path) or framepack_file_family(path)
@@ -123,6 +128,8 @@ def video_defaults(path: str | os.PathLike[str]) -> VideoDefaults:
         return FRAMEPACK
     if family == "cosmos-predict2.5":
         return COSMOS25
+    if family == "cosmos-predict2":
+        return COSMOS2_V2W
     if family == "skyreels-v2-df":
         return SKYREELS_DF
     return WAN_ANIMATE if is_wan_animate(Path(path)) else WAN

@@ -1,7 +1,8 @@
-"""Cosmos Predict2.5 on the server's /avx/txt2vid (text2world) and /avx/img2vid (image2world:
-the picture, resized bilinear to the video's size, its first frame): what a Cosmos Predict2.5
-folder does not take refused in one line before the queue (Wan's fields, other samplers, a
-step cache, a server memory mode), and its answer as /avx/txt2vid's."""
+"""Cosmos Predict2.5 on the server's /avx/txt2vid (text2world; video2world with `init_video`:
+its last 5 frames, resized bilinear to the video's size, begin it) and /avx/img2vid
+(image2world: the picture, resized bilinear to the video's size, its first frame): what a
+Cosmos Predict2.5 folder does not take refused in one line before the queue (Wan's fields,
+other samplers, a step cache, a server memory mode), and its answer as /avx/txt2vid's."""
 
 from __future__ import annotations
 
@@ -12,10 +13,26 @@ from typing import Any
 
 import numpy as np
 
+from ...pipelines.video.cosmos25 import VIDEO2WORLD_FRAMES, continued_frames
 from ...pipelines.video.files import write_video
 from ...pipelines.video.models import VideoDefaults
 
-__all__ = ["cosmos25_answer", "refuse_cosmos25"]
+__all__ = ["VIDEO2WORLD_FRAMES", "check_video2world", "cosmos25_answer", "refuse_cosmos25"]
+
+
+def check_video2world(body: Any, count: int) -> None:
+    """ValueError in one line where video2world cannot run as the request says: an init video
+    of `count` < VIDEO2WORLD_FRAMES frames, `frames` leaving none to draw after them, a
+    `denoising_strength` (Wan's video-to-video)."""
+    if body.denoising_strength is not None:
+        raise ValueError("denoising_strength: Cosmos Predict2.5 does not redraw init_video, it "
+                         "continues it; leave denoising_strength out")
+    if body.frames is not None and body.frames <= VIDEO2WORLD_FRAMES:
+        raise ValueError(f"frames={body.frames}: Cosmos Predict2.5 begins the video with "
+                         f"init_video's last {VIDEO2WORLD_FRAMES} frames; ask for 9 or more")
+    if count < VIDEO2WORLD_FRAMES:
+        raise ValueError(f"init_video has {count} frames; Cosmos Predict2.5 continues a video "
+                         f"from its last {VIDEO2WORLD_FRAMES} (one picture: /avx/img2vid)")
 
 
 def refuse_cosmos25(body: Any, cache_kind: str | None, control: str | None,
@@ -32,15 +49,18 @@ def refuse_cosmos25(body: Any, cache_kind: str | None, control: str | None,
 
 
 def cosmos25_answer(pipe: Any, body: Any, s: VideoDefaults, seed: int, observer: Any,
-                    image: Any = None) -> dict[str, Any]:
+                    image: Any = None, video: Any = None) -> dict[str, Any]:
     """Run the Cosmos25PredictPipeline `pipe` as the request says (its family's defaults in
-    `s`; `image`: /avx/img2vid's first frame) and answer as /avx/txt2vid does."""
+    `s`; `image`: /avx/img2vid's first frame; `video`: the init video's last frames, which
+    video2world continues) and answer as /avx/txt2vid does."""
     from PIL import Image
 
     frames = None
     if image is not None:
         resized = image.resize((s.width, s.height), Image.Resampling.BILINEAR)
         frames = np.asarray(resized, np.float32)[None, None] / 255
+    elif video is not None:
+        frames = continued_frames(video, s.width, s.height)
     videos = pipe(body.prompt, negative_prompt=body.negative_prompt or None, frames=frames,
                   height=s.height, width=s.width, num_frames=s.frames,
                   num_inference_steps=s.steps, guidance_scale=s.cfg_scale, seed=seed,

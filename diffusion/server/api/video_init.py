@@ -5,7 +5,9 @@ pictures, one a frame, as the Animate and VACE fields take videos), and `denoisi
 video's frame count and size are the request's unless it gives them (its first `frames`;
 resized to `width` x `height`); what it cannot take (a count or size Wan cannot make, a
 strength leaving no step, another model's or another mode's fields) is refused in one line
-before the queue."""
+before the queue. For a Cosmos Predict2.5 folder `init_video` is the video to continue
+(video2world, video_cosmos25): its last frames are kept, the request's size and count its
+own."""
 
 from __future__ import annotations
 
@@ -16,10 +18,12 @@ from pathlib import Path
 from typing import Any
 
 from ...imaging import eight_bit
+from ...loaders.cosmos import cosmos_family
 from ...loaders.wan import WanFiles
 from ...loaders.wan.sources import is_wan_animate
 from ...pipelines.video.models import video_family_name
 from ..images import decode_image
+from .video_sources import video_source
 
 __all__ = ["DEFAULT_STRENGTH", "MAX_FRAMES", "init_video_of", "refuse_init_video"]
 
@@ -28,9 +32,9 @@ DEFAULT_STRENGTH = 0.8  # diffusers' WanVideoToVideoPipeline's
 _DATA_URL = "base64,"
 
 
-def _video_file(text: str, limit: int) -> list[Any]:
-    """The first `limit` frames of a base64 video file, read as `txt2vid --init-video FILE`
-    reads one."""
+def _video_file(text: str, limit: int | None, last: int | None = None) -> list[Any]:
+    """The first `limit` (or the `last`) frames of a base64 video file, read as `txt2vid
+    --init-video FILE` reads one."""
     from ...pipelines.video.files import read_frames
 
     try:
@@ -47,22 +51,32 @@ def _video_file(text: str, limit: int) -> list[Any]:
         path = Path(folder) / f"init{suffix}"
         path.write_bytes(raw)
         try:
-            return read_frames(path, "init_video", limit=limit)
+            return read_frames(path, "init_video", limit=limit, last=last)
         except ValueError as error:  # without the temporary file's name
             raise ValueError(str(error).replace(f" {path}", "")) from None
 
 
-def init_video_of(body: Any) -> tuple[list[Any] | None, Any]:
+def init_video_of(body: Any, registry: Any) -> tuple[list[Any] | None, Any]:
     """The request's init video (PIL images, as the run takes them) and the request with the
     frames, width and height it sets where the request leaves them out, and its strength
-    (DEFAULT_STRENGTH unless given); (None, `body`) without one. ValueError (ImageError) in
-    one line."""
+    (DEFAULT_STRENGTH unless given); (None, `body`) without one; for a Cosmos Predict2.5
+    model (found in `registry`) the video's last frames and `body` as it is. ValueError
+    (ImageError) in one line."""
     from ...pipelines.video.wan_video2video import fit_init_video
 
     if body.init_video is None:
         if body.denoising_strength is not None:
             raise ValueError("denoising_strength is for video-to-video: send init_video too")
         return None, body
+    if cosmos_family(video_source(registry, body).model) == "cosmos25":
+        from .video_cosmos25 import VIDEO2WORLD_FRAMES, check_video2world
+
+        last = VIDEO2WORLD_FRAMES
+        frames = _video_file(body.init_video, None, last) if isinstance(body.init_video, str) \
+            else [eight_bit(decode_image(text, "init_video")).convert("RGB")
+                  for text in body.init_video[-last:]]
+        check_video2world(body, len(frames))
+        return frames, body
     limit = body.frames or MAX_FRAMES + 1  # only what the run may take is decoded
     if isinstance(body.init_video, str):
         frames = _video_file(body.init_video, limit)
@@ -90,9 +104,15 @@ def refuse_init_video(body: Any, model: tuple[Path, WanFiles], steps: int, *, im
 
     if body.init_video is None:
         return
+    if cosmos_family(model[0]) == "cosmos25":
+        if image:
+            raise ValueError("init_video and image do not go together: Cosmos Predict2.5 "
+                             "continues a video (/avx/txt2vid) or a picture (/avx/img2vid)")
+        return
     if video_family_name(model[0]) != "wan" or is_wan_animate(*model):
-        raise ValueError("init_video is for Wan's text-to-video models (Wan 2.1, Wan 2.2); "
-                         "this model does not redraw a video")
+        raise ValueError("init_video is for Wan's text-to-video models (Wan 2.1, Wan 2.2; "
+                         "Cosmos Predict2.5 continues one); this model does not redraw a "
+                         "video")
     if control is not None:
         raise ValueError(f"init_video and {control} do not go together: a Wan VACE model "
                          "edits a video through control_video and control_mask")

@@ -2,7 +2,8 @@
 float32 (a tiny random folder of cosmos_tiny): Qwen2.5-VL's normalised layer stack of the
 chat, text2world with CFG and Cosmos' default negative prompt, image2world (the picture's
 latent frame held, its own timestep), the decoded video; the prompt and the picture visibly
-steering the video; txt2vid and img2vid from the command line."""
+steering the video; txt2vid and img2vid from the command line, and video2world (txt2vid
+--init-video)."""
 
 from __future__ import annotations
 
@@ -92,3 +93,50 @@ def test_cosmos25_from_the_cli(first_device: gpucore.Device, built: tuple[Any, P
         assert words in cli_error(capsys, "txt2vid", *common, *more)
     refused = cli_error(capsys, "txt2img", "--model", str(folder), "--prompt", PROMPT)
     assert "Cosmos Predict2.5 text-to-video model" in refused
+
+
+def _video(seed: int, count: int) -> list[Any]:
+    from PIL import Image
+
+    rng = np.random.default_rng(seed)  # 40 x 56: resized to the run's 32 x 48
+    return [Image.fromarray((rng.uniform(0, 1, (40, 56, 3)) * 255).astype(np.uint8))
+            for _ in range(count)]
+
+
+def _continued(pipe: Any, video: list[Any]) -> np.ndarray:
+    with torch.no_grad():
+        out = pipe(prompt=PROMPT, video=video, height=32, width=48, num_frames=9,
+                   num_inference_steps=2, guidance_scale=3.0, output_type="np",
+                   generator=torch.Generator().manual_seed(7))
+    return np.asarray(out.frames[0])
+
+
+def test_cosmos25_video2world_from_the_cli(first_device: gpucore.Device,
+                                           built: tuple[Any, Path], tmp_path: Path,
+                                           capsys: pytest.CaptureFixture[str]) -> None:
+    """txt2vid --init-video: a 7-frame video of another size, its last 5 frames resized and
+    held, diffusers' video2world; the video visibly steering it; what does not fit refused."""
+    reference, folder = built
+    video = _video(3, 7)
+    for i, frame in enumerate(video):
+        (tmp_path / "in").mkdir(exist_ok=True)
+        frame.save(tmp_path / "in" / f"{i:05d}.png")
+    common = ("--model", str(folder), "--width", "48", "--height", "32",
+              "--steps", "2", "--cfg-scale", "3", "--seed", "7", "--dtype", "float32",
+              "--prompt", PROMPT, "--init-video", str(tmp_path / "in"))
+    out, _ = cli_ok(capsys, "txt2vid", *common, "--frames", "9", "-o", str(tmp_path / "v2w"))
+    expected = _continued(reference, video)
+    ours = png_frames(out)
+    assert ours.shape == expected.shape == (9, 32, 48, 3)
+    assert np.abs(ours - expected).max() < 1 / 255  # measured within a level
+    # the video steers diffusers' result: other frames before the last 5 do not, others do
+    assert np.abs(_continued(reference, _video(4, 2) + video[2:]) - expected).max() < 1e-6
+    assert np.abs(_continued(reference, _video(4, 7)) - expected).mean() > 0.02
+    short = tmp_path / "short"
+    short.mkdir()
+    for i, frame in enumerate(video[:3]):
+        frame.save(short / f"{i:05d}.png")
+    for more, words in ((("--frames", "5"), "give --frames 9 or more"),
+                        (("--denoising-strength", "0.5"), "does not redraw --init-video"),
+                        (("--init-video", str(short)), "3 frames; Cosmos Predict2.5 continues")):
+        assert words in cli_error(capsys, "txt2vid", *common, *more)

@@ -1,7 +1,8 @@
 """Cosmos Predict2.5 on the server: /avx/video-models lists a tiny Cosmos2_5_PredictBasePipeline
 folder with its family's defaults, POST /avx/txt2vid makes diffusers' video (text2world) and
-POST /avx/img2vid its image2world video of the picture; Wan's fields and other samplers are
-422s in one line."""
+POST /avx/img2vid its image2world video of the picture, /avx/txt2vid with an init_video its
+video2world continuation; Wan's fields, other samplers and a video that does not fit are 422s
+in one line."""
 
 from __future__ import annotations
 
@@ -85,3 +86,36 @@ def test_cosmos25_text_and_image_to_world(first_device: gpucore.Device,
         response = client.post("/avx/txt2vid", json={"model": "cosmos25", "prompt": PROMPT,
                                                       **SIZE, **change})
         assert response.status_code == 422 and says in response.json()["detail"], response.text
+
+
+def _png(frame: np.ndarray) -> str:
+    buffer = io.BytesIO()
+    Image.fromarray(frame).save(buffer, format="PNG")
+    return base64.b64encode(buffer.getvalue()).decode("ascii")
+
+
+def test_cosmos25_video_to_world(first_device: gpucore.Device,
+                                 served: tuple[TestClient, Any]) -> None:
+    """init_video on /avx/txt2vid: a 7-frame video of another size, its last 5 frames
+    resized and continued, diffusers' video2world; what does not fit is a 422 in one line."""
+    client, reference = served
+    video = (np.random.default_rng(5).uniform(0, 1, (7, 40, 56, 3)) * 255).astype(np.uint8)
+    request = {"model": "cosmos25", "prompt": PROMPT, "seed": 7, "format": "webp", **SIZE,
+               "frames": 9, "init_video": [_png(frame) for frame in video]}
+    response = client.post("/avx/txt2vid", json=request)
+    assert response.status_code == 200, response.text
+    with torch.no_grad():
+        expected = np.asarray(reference(
+            prompt=PROMPT, video=[Image.fromarray(f) for f in video], height=32, width=48,
+            num_frames=9, num_inference_steps=3, guidance_scale=3.0, output_type="np",
+            generator=torch.Generator().manual_seed(7)).frames[0])
+    ours = _frames(response.json())
+    assert ours.shape == expected.shape == (9, 32, 48, 3)
+    assert np.abs(ours - expected).max() < 1 / 255
+    for change, says in (({"frames": 5}, "ask for 9 or more"),
+                         ({"denoising_strength": 0.5}, "does not redraw init_video"),
+                         ({"init_video": request["init_video"][:3]}, "init_video has 3 frames")):
+        response = client.post("/avx/txt2vid", json={**request, **change})
+        assert response.status_code == 422 and says in response.json()["detail"], response.text
+    response = client.post("/avx/img2vid", json={**request, "image": _png(video[0])})
+    assert response.status_code == 422 and "do not go together" in response.json()["detail"]

@@ -17,7 +17,8 @@ Kandinsky 5 Video too). A Wan VACE folder takes its control video, mask and refe
 as base64 pictures (`control_video`, `control_mask`: one per frame; `reference_images`) and
 `control_scale`, as `txt2vid --control-video DIR ...` does; a Wan 2.2 Animate folder its
 picture, pose, face, background and mask videos (video_animate); a Wan text-to-video model an
-`init_video` to redraw and its `denoising_strength` (video_init); a SkyReels V2 diffusion
+`init_video` to redraw and its `denoising_strength` (video_init; a Cosmos Predict2.5 folder
+continues it); a SkyReels V2 diffusion
 forcing folder its `ar_step`, `causal_block_size`, `base_num_frames`, `overlap_history` and
 `addnoise_condition` (video_skyreels). GET /avx/video-models lists the video folders and Wan
 files for the page's Video tab."""
@@ -119,7 +120,8 @@ class Txt2VidRequest(BaseModel):
     segment_overlap: int = Field(1, description="Wan 2.2 Animate: the previous segment's "
                                  "frames a segment continues from, 1 or 5")
     init_video: str | list[str] | None = Field(None, description="Wan video-to-video: the "
-                                              "video to redraw, a base64 file (MP4, WebM, "
+                                              "video to redraw (Cosmos Predict2.5: to "
+                                              "continue), a base64 file (MP4, WebM, "
                                               "WebP, GIF) or base64 pictures, one a frame")
     denoising_strength: float | None = Field(None, gt=0.0, le=1.0, description="with "
                                              "init_video: how much of it is redrawn (0.8)")
@@ -288,7 +290,7 @@ async def _run(state: ServerState, body: Txt2VidRequest, image: Any) -> dict[str
     from ....pipelines.video.wan_refuse import wan_refusals_of
 
     try:  # the init video decoded first: its frames and size are the request's
-        init, body = await asyncio.to_thread(init_video_of, body)
+        init, body = await asyncio.to_thread(init_video_of, body, state.registry)
     except ValueError as error:
         raise RequestError(str(error)) from None
     (model, s), memory, no_half_vae = _check(state, body), state.memory, state.no_half_vae
@@ -337,7 +339,7 @@ async def _run(state: ServerState, body: Txt2VidRequest, image: Any) -> dict[str
         if ltx2:
             return ltx2_answer(pipe, body, s, seed, observer, image)
         if cosmos:
-            return cosmos25_answer(pipe, body, s, seed, observer, image)
+            return cosmos25_answer(pipe, body, s, seed, observer, image, init)
         cache = video_cache(body.cache, "cache", s.steps)  # each run's own
         size = {"height": s.height, "width": s.width} if not hv15 or image is None else {}
         inputs = {"image": image, **framepack} if k5 or hv15 or hv1 else \
