@@ -13,6 +13,7 @@ import pytest
 
 pytest.importorskip("diffusers", reason="diffusers is a test-only reference")
 import torch
+from cli_support import cli_error, cli_ok, png_frames
 from sana_video_tiny import tiny_sana_video_pipeline
 from support import assert_close
 
@@ -58,3 +59,22 @@ def test_resolution_bins() -> None:
     assert video_bin(22, 700, 720) == (960, 960)
     assert video_bin(30, 1000, 500) == (896, 448)
     assert video_bin(8, 32, 48) is None
+
+
+def test_sana_video_from_the_cli(first_device: gpucore.Device, built: tuple[Any, Path],
+                                 tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """txt2vid: diffusers' video as PNG frames; what SANA-Video does not take refused in one
+    line; txt2img says to use txt2vid."""
+    reference, folder = built
+    common = ("--model", str(folder), "--width", "64", "--height", "32", "--frames", "5",
+              "--steps", "3", "--cfg-scale", "4", "--seed", "7", "--dtype", "float32",
+              "--prompt", PROMPT, "--negative-prompt", "blurry")
+    out, err = cli_ok(capsys, "txt2vid", *common, "-o", str(tmp_path / "video"))
+    assert "seed: 7" in err
+    assert np.abs(png_frames(out) - _theirs(reference, output_type="np")[0]).max() < 1 / 255
+    for more, words in ((("--sampler", "Euler"), "DPM-Solver++"),
+                        (("--lowvram",), "a memory mode"),
+                        (("--cache", "fbc"), "--cache: not supported")):
+        assert words in cli_error(capsys, "txt2vid", *common, *more)
+    refused = cli_error(capsys, "txt2img", "--model", str(folder), "--prompt", PROMPT)
+    assert "SANA-Video text-to-video model" in refused
