@@ -1,10 +1,10 @@
 """`python -m diffusion txt2vid --model FOLDER --prompt TEXT -o out.mp4`: Wan, Kandinsky 5
 Video Lite, HunyuanVideo, HunyuanVideo 1.5, LTX-2 (video with audio), Cosmos Predict2.5,
-SANA-Video and SkyReels V2 text-to-video from the command line (cli.txt2vid_kandinsky5,
+SkyReels V2 and SANA-Video text-to-video from the command line (cli.txt2vid_kandinsky5,
 cli.txt2vid_hunyuan_video, cli.txt2vid_hunyuan_video15, cli.txt2vid_ltx2, cli.txt2vid_cosmos25,
-cli.txt2vid_sana_video, cli.txt2vid_skyreels: the others' runs), and `img2vid --image IN.png`
-(Wan 2.1 / 2.2 A14B I2V, Wan 2.2 TI2V 5B, SkyReels V2 I2V, Kandinsky 5, HunyuanVideo-I2V,
-HunyuanVideo 1.5 I2V or Cosmos Predict2.5 animating a picture); Wan VACE's control video, mask and reference pictures
+cli.txt2vid_skyreels: the others' runs), and `img2vid --image IN.png` (Wan 2.1 / 2.2 A14B I2V,
+Wan 2.2 TI2V 5B, SkyReels V2 I2V, Kandinsky 5, HunyuanVideo-I2V, HunyuanVideo 1.5 I2V or
+Cosmos Predict2.5 animating a picture); Wan VACE's control video, mask and reference pictures
 on txt2vid (cli.vace), Wan's video-to-video (`--init-video`, `--denoising-strength`:
 cli.init_video), and Wan 2.2 Animate's picture, pose, face, background and mask videos
 (cli.animate). `--model FILE --base FOLDER` runs ComfyUI's split files (and GGUFs, and Wan 2.2
