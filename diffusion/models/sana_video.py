@@ -22,6 +22,7 @@ from .sana import SanaTransformer2DModel
 from .sana_video_blocks import SanaVideoTransformerBlock, unpatchify
 from .transformer_ops import Modulation, RMSNorm, cast, kept, rope_tables
 from .wan import rope_axes, wan_patches, wan_positions
+from .wan_blocks import by_segment, joined
 from .wan_embeddings import PatchEmbedding
 
 __all__ = ["SanaVideoTransformer3DModel"]
@@ -105,7 +106,8 @@ class SanaVideoTransformer3DModel(SanaTransformer2DModel):
                 guidance: Any = None, encoder_attention_mask: Any = None) -> Tensor:
         """hidden_states (B, C, F, H, W) latents, F, H, W multiples of patch_size;
         encoder_hidden_states (B, L, caption_channels) (any float dtype); timestep (B,) host
-        numbers or a float32 Tensor in [0, 1000]; guidance (B,) for a model with
+        numbers or a float32 Tensor in [0, 1000], or (B, F) host numbers, one per latent
+        frame (image-to-video: the first frame's 0); guidance (B,) for a model with
         guidance_embeds, else None; encoder_attention_mask (B, L) host 1/0 (None: no
         padding)."""
         if hidden_states.ndim != 5:
@@ -129,11 +131,37 @@ class SanaVideoTransformer3DModel(SanaTransformer2DModel):
         patches, grid = wan_patches(cast(hidden_states, self.dtype), self.patch)
         x = self.patch_embedding(patches)
         rotary = self.rotary(*grid)
-        temb, emb = self._time(timestep, guidance, batch)
+        runs = self._runs(timestep, batch, grid)
+        times = [self._time(t, guidance, batch) for _, _, t in runs]
+        segments = [(start, stop, temb) for (start, stop, _), (temb, _) in zip(runs, times)]
         context = self._caption(encoder_hidden_states)
         for block in self.transformer_blocks:
-            x = block(x, temb, context, mask, grid, rotary)
+            x = block(x, segments, context, mask, grid, rotary)
         table = self.scale_shift_table.reshape(1, 2, self.dim)
-        out_mods = Modulation((table + emb.reshape(batch, 1, self.dim)).reshape(batch, -1), 2)
-        out = self.proj_out(out_mods.norm(x, 0, 1))
+        parts = []
+        for part, (_, emb) in zip(by_segment(x, segments), times):
+            out_mods = Modulation((table + emb.reshape(batch, 1, self.dim)).reshape(batch, -1),
+                                  2)
+            parts.append(out_mods.norm(part, 0, 1))
+        out = self.proj_out(joined(parts))
         return unpatchify(out, grid, self.patch, self.out_channels)
+
+    def _runs(self, timestep: Any, batch: int, grid: tuple[int, int, int]
+              ) -> list[tuple[int, int, Any]]:
+        """(start, stop, timesteps) of the token runs sharing a timestep: the whole video for
+        (B,) timesteps; for (B, frames) host ones (a timestep per latent frame), each run of
+        frames whose timesteps are the same in every video. diffusers takes one per token
+        (`timestep.flatten()`); SanaImageToVideoPipeline's differ by frame only."""
+        if isinstance(timestep, Tensor) or np.ndim(timestep) < 2:
+            return [(0, math.prod(grid), timestep)]
+        values = np.asarray(timestep, np.float32)
+        frames, tokens = grid[0], grid[1] * grid[2]
+        if values.shape != (batch, frames * self.patch[0]):
+            raise ValueError(f"timesteps of shape {values.shape} for {batch} videos of "
+                             f"{frames * self.patch[0]} latent frames; pass (batch,) or one "
+                             "per latent frame")
+        values = values[:, ::self.patch[0]]
+        starts = [0] + [f for f in range(1, frames)
+                        if (values[:, f] != values[:, f - 1]).any()]
+        stops = [*starts[1:], frames]
+        return [(a * tokens, b * tokens, values[:, a]) for a, b in zip(starts, stops)]

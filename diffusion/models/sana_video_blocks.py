@@ -13,6 +13,7 @@ from gpustd import Tensor, nn, permute
 from .layers import Place
 from .sana_blocks import GLUMBConv, SanaTransformerBlock, linear_attention
 from .transformer_ops import Modulation, gated_add, rms_norm
+from .wan_blocks import Segment, by_segment, joined
 
 __all__ = ["GLUMBTempConv", "SanaVideoTransformerBlock", "unpatchify"]
 
@@ -49,26 +50,34 @@ class SanaVideoTransformerBlock(SanaTransformerBlock):
         super().__init__(cfg, place)
         self.ff = GLUMBTempConv(self.dim, cfg["mlp_ratio"], place)
 
-    def forward(self, x: Tensor, temb: Tensor, context: Tensor,  # type: ignore[override]
+    def forward(self, x: Tensor, segments: list[Segment], context: Tensor,  # type: ignore[override]
                 mask: Tensor | None, grid: tuple[int, int, int], rotary: Rope) -> Tensor:
-        """x (B, F*H*W, dim) frame-major; temb (B, 6*dim); context (B, L, dim); mask as
-        SanaCrossAttention's; grid (F, H, W) of the patches; rotary rope_tables' (cos, sin)."""
+        """x (B, F*H*W, dim) frame-major; segments (start, stop, temb (B, 6*dim)): runs of
+        tokens sharing a timestep (one for the whole video; image-to-video's first frame at
+        timestep 0 apart); context (B, L, dim); mask as SanaCrossAttention's; grid (F, H, W)
+        of the patches; rotary rope_tables' (cos, sin)."""
         batch = x.shape[0]
         frames, height, width = grid
         table = self.scale_shift_table.reshape(1, 6, self.dim)
-        mods = Modulation((table + temb.reshape(batch, 6, self.dim)).reshape(batch, -1), 6)
+        mods = [Modulation((table + temb.reshape(batch, 6, self.dim)).reshape(batch, -1), 6)
+                for _, _, temb in segments]
         attn1 = self.attn1
-        normed = mods.norm(x, 0, 1, self.eps)
+        normed = joined([m.norm(part, 0, 1, self.eps)
+                         for m, part in zip(mods, by_segment(x, segments))])
         q, k, v = nn.Linear.each(normed, [attn1.to_q, attn1.to_k, attn1.to_v])
         if attn1.norm_q is not None and attn1.norm_k is not None:
             q = rms_norm(q, attn1.norm_q.weight, attn1.norm_q.eps)
             k = rms_norm(k, attn1.norm_k.weight, attn1.norm_k.eps)
         attn = linear_attention(q, k, v, attn1.heads, rotary)
         # float16: diffusers' video processor does not clip to_out's output (Sana's does)
-        x = mods.gated_linear(2, x, attn1.to_out[0], attn)
+        x = joined([m.gated_linear(2, part, attn1.to_out[0], out) for m, part, out in
+                    zip(mods, by_segment(x, segments), by_segment(attn, segments))])
         x = x + self.attn2(x, context, mask)
-        ff = self.ff(mods.norm(x, 3, 4, self.eps), height, width, frames)
-        return gated_add(x, mods[5], ff)
+        normed = joined([m.norm(part, 3, 4, self.eps)
+                         for m, part in zip(mods, by_segment(x, segments))])
+        ff = self.ff(normed, height, width, frames)
+        return joined([gated_add(part, m[5], out) for m, part, out in
+                       zip(mods, by_segment(x, segments), by_segment(ff, segments))])
 
 
 def unpatchify(out: Tensor, grid: tuple[int, int, int], patch: tuple[int, int, int],

@@ -70,6 +70,21 @@ def test_sana_video_equals_diffusers(device: gpucore.Device) -> None:
     assert np.abs(reversed_frames[:, :, ::-1] - got).mean() > 0.05 * np.abs(got).mean()
 
 
+def test_frame_timesteps_equal_diffusers(device: gpucore.Device) -> None:
+    """Image-to-video's timesteps, one per latent frame (the first 0, its latents held), as
+    (B, F): diffusers' output given them per token (SanaImageToVideoPipeline's (B, 1, F, h,
+    w)); they visibly differ from the uniform timestep's."""
+    reference = tiny_sana_video_transformer()
+    ours = _ours(reference, device)
+    x = _inputs(6, 2, (3, 4, 6), 5, [5, 3])
+    t = np.array([[0.0, 130.0, 130.0], [0.0, 410.0, 410.0]], np.float32)
+    per_token = np.broadcast_to(t[:, None, :, None, None], (2, 1, 3, 2, 3)).copy()
+    got = _run(ours, x, t)
+    assert_close(got, _reference(reference, x, per_token), tol=TOL)
+    uniform = _run(ours, x, t[:, 1].copy())
+    assert np.abs(uniform - got).mean() > 0.02 * np.abs(got).mean()
+
+
 def test_sana_video_f16(f16_device: gpucore.Device) -> None:
     """float16 weights, 2 frames of 4 x 6 latents, the captions float32 as Gemma 2 returns
     them: diffusers' float32 output to float16 error."""
