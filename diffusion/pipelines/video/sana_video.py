@@ -1,15 +1,16 @@
-"""NVIDIA's SANA-Video (2B, text to video), as diffusers' SanaVideoPipeline draws it: Gemma 2's
-last hidden states of the prompt behind SANA-Video's complex human instruction (Sana's
-encoding, diffusion.models.sana_prompt, with the video wording) condition the Sana Video
-transformer (linear attention with 3D rotary positions, models.sana_video) over Wan 2.1 VAE
-latents (8x smaller, 4x fewer frames, 16 channels normalised by the VAE's latents_mean /
-latents_std). The folder's DPM-Solver++ on flow sigmas (schedulers.dpm_solver_flow) steps the
-velocity from noise; CFG (`guidance_scale` > 1) as diffusers', `neg + g (pos - neg)`, the
-negative prompt without the instruction. As diffusers by default (`use_resolution_binning`),
-a 480p model (sample_size 30) or a 720p one (22) draws the video at its aspect-ratio bin
-nearest the size asked and resizes it back. With the torch RNG a seed gives diffusers' video
-(`generator=torch.Generator("cpu").manual_seed(seed)`). The model card asks for a motion
-score at the prompt's end (" motion score: 30."), which is left to the prompt.
+"""NVIDIA's SANA-Video (2B, text or image to video), as diffusers' SanaVideoPipeline (and
+SanaImageToVideoPipeline) draws it: Gemma 2's last hidden states of the prompt behind
+SANA-Video's complex human instruction (Sana's encoding, diffusion.models.sana_prompt, with the
+video wording) condition the Sana Video transformer (linear attention with 3D rotary positions,
+models.sana_video) over Wan 2.1 VAE latents (8x smaller, 4x fewer frames, 16 channels normalised
+by the VAE's latents_mean / latents_std). The folder's DPM-Solver++ on flow sigmas
+(schedulers.dpm_solver_flow) steps the velocity from noise; CFG (`guidance_scale` > 1) as
+diffusers', `neg + g (pos - neg)`, the negative prompt without the instruction. As diffusers by
+default (`use_resolution_binning`), a 480p model (sample_size 30) or a 720p one (22) draws the
+video at its aspect-ratio bin nearest the size asked and resizes it back. Image-to-video (the
+same folder): the picture's latent frame is held first, at timestep 0. With the torch RNG a seed
+gives diffusers' video (`generator=torch.Generator("cpu").manual_seed(seed)`). The model card
+asks for a motion score at the prompt's end (" motion score: 30."), which is left to the prompt.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ import numpy as np
 from gpucore import Device, default_device
 from gpustd import asarray
 
+from ...imaging import to_unit_image
 from ...loaders.sana.video import load_sana_video_folder
 from ...models.llm import LLMTextModel
 from ...models.sana_prompt import encode
@@ -155,19 +157,33 @@ class SanaVideoPipeline:
             video = flat.reshape(batch, frames, channels, *size).transpose(0, 2, 1, 3, 4)
         return np.clip(video / 2 + 0.5, 0.0, 1.0).transpose(0, 2, 3, 4, 1)  # type: ignore[no-any-return]
 
+    def image_latents(self, image: Any, height: int, width: int) -> np.ndarray:
+        """The picture's normalised latent frame (1, C, 1, h, w): resized to height x width
+        (Lanczos), encoded by the VAE (the posterior's mean), (z - latents_mean) /
+        latents_std. diffusers: SanaImageToVideoPipeline.prepare_latents' image latents."""
+        vae = self.vae
+        pixels = to_unit_image(image, width, height)[:, :, None]
+        mean, _ = vae.encode(asarray(pixels, dtype=vae.post_quant_conv.weight.dtype,
+                                     device=vae.device))
+        return vae.normalize(mean).numpy().astype(np.float32)  # type: ignore[no-any-return]
+
     def __call__(self, prompt: str | Sequence[str], *, negative_prompt: str = "",
                  height: int = 480, width: int = 832, num_frames: int = 81,
                  num_inference_steps: int = 50, guidance_scale: float = 6.0, seed: int = 0,
                  rng: str = "torch", max_sequence_length: int = 300,
                  use_resolution_binning: bool = True, latents: np.ndarray | None = None,
-                 callback: StepCallback | None = None, output_type: str = "np") -> np.ndarray:
+                 image: Any = None, callback: StepCallback | None = None,
+                 output_type: str = "np") -> np.ndarray:
         """Videos (B, num_frames, height, width, 3) in [0, 1] ("np") or the final latent
-        video ("latent"; at the bin's size where binning moved it). `seed` and `rng`
+        video ("latent"; at the bin's size where binning moved it). `image` (PIL or HxWx3
+        uint8): image-to-video, the picture (resized, Lanczos, to the size drawn) encoded as
+        the first latent frame and held there (its timestep 0, never stepped). `seed` and
+        `rng`
         ("torch", as diffusers; "numpy") draw the noise unless `latents` is given.
         `callback(done, total, latents)` after every step (False stops). diffusers:
         `SanaVideoPipeline(prompt, negative_prompt=, height=, width=, frames=,
         num_inference_steps=, guidance_scale=, generator=, use_resolution_binning=,
-        output_type="np").frames`."""
+        output_type="np").frames` (SanaImageToVideoPipeline's with `image=`)."""
         prompts = prompt_list(prompt)
         if output_type not in ("np", "latent"):
             raise ValueError(f"output_type must be 'np' or 'latent', got {output_type!r}")
@@ -197,18 +213,26 @@ class SanaVideoPipeline:
         latents = np.asarray(latents, np.float32)
         if latents.shape != shape:
             raise ValueError(f"latents must have shape {shape}, got {latents.shape}")
+        held = 0 if image is None else 1  # latent frames kept as given
+        if image is not None:
+            latents = latents.copy()
+            latents[:, :, :1] = self.image_latents(image, height, width)
         scheduler = FlowDPMSolverMultistepScheduler.from_config(self.scheduler_config)
         scheduler.set_timesteps(num_inference_steps)
         rows = 2 * batch if guided else batch
         for i, t in enumerate(scheduler.timesteps):
             x = np.concatenate([latents, latents]) if guided else latents
+            times = np.full((rows, shape[2]), np.float32(t), np.float32)
+            times[:, :held] = 0  # diffusers: t * (1 - conditioning_mask)
             out = model(asarray(x, dtype=model.dtype, device=model.device), on_device,
-                        np.full(rows, np.float32(t), np.float32),
-                        encoder_attention_mask=mask).numpy().astype(np.float32)
+                        times if held else times[:, 0], encoder_attention_mask=mask
+                        ).numpy().astype(np.float32)
             out = out[:, :shape[1]]  # a learned-sigma model's second half dropped
             velocity = out if not guided else (
                 out[:batch] + np.float32(guidance_scale) * (out[batch:] - out[:batch]))
-            latents = np.asarray(scheduler.step(velocity, t, latents), np.float32)
+            stepped = np.asarray(scheduler.step(velocity[:, :, held:], t, latents[:, :, held:]),
+                                 np.float32)
+            latents = np.concatenate([latents[:, :, :held], stepped], axis=2)
             if callback is not None and callback(i + 1, num_inference_steps, latents) is False:
                 break
         if output_type == "latent":

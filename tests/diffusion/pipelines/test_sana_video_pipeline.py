@@ -39,10 +39,13 @@ def _theirs(pipe: Any, **extra: Any) -> np.ndarray:
     return np.asarray(out.frames)
 
 
-def test_sana_video_equals_diffusers(first_device: gpucore.Device,
-                                     built: tuple[Any, Path]) -> None:
-    reference, folder = built
-    ours = SanaVideoPipeline.from_pretrained(folder, device=first_device)
+@pytest.fixture(scope="module")
+def ours(first_device: gpucore.Device, built: tuple[Any, Path]) -> SanaVideoPipeline:
+    return SanaVideoPipeline.from_pretrained(built[1], device=first_device)
+
+
+def test_sana_video_equals_diffusers(ours: SanaVideoPipeline, built: tuple[Any, Path]) -> None:
+    reference, _ = built
     video = ours(PROMPT, **RUN, num_frames=5, seed=7, use_resolution_binning=False)
     expected = _theirs(reference, output_type="np")
     assert video.shape == expected.shape == (1, 5, 32, 64, 3)
@@ -50,6 +53,27 @@ def test_sana_video_equals_diffusers(first_device: gpucore.Device,
     latents = ours([PROMPT, "a blue whale sings"], **RUN, num_frames=5, seed=7,
                    use_resolution_binning=False, output_type="latent")
     assert np.abs(latents[1] - latents[0]).mean() > 0.02 * np.abs(latents[0]).mean()
+
+
+def test_sana_image_to_video_equals_diffusers(ours: SanaVideoPipeline,
+                                              built: tuple[Any, Path]) -> None:
+    """The same folder as SanaImageToVideoPipeline: the picture's latent frame held (timestep
+    0), the rest drawn; the decoded video diffusers'; another picture changes the frames after
+    the first."""
+    import diffusers
+    from PIL import Image
+
+    reference, _ = built
+    i2v = diffusers.SanaImageToVideoPipeline(**reference.components)
+    rng = np.random.default_rng(3)
+    pictures = [Image.fromarray((rng.uniform(0, 1, (32, 64, 3)) * 255).astype(np.uint8))
+                for _ in range(2)]
+    video = ours(PROMPT, **RUN, num_frames=5, seed=7, use_resolution_binning=False,
+                 image=pictures[0])
+    assert_close(video, _theirs(i2v, image=pictures[0], output_type="np"), tol=TOL, atol=TOL)
+    other = ours(PROMPT, **RUN, num_frames=5, seed=7, use_resolution_binning=False,
+                 image=pictures[1])
+    assert np.abs(other[:, 1:] - video[:, 1:]).mean() > 0.02 * np.abs(video[:, 1:]).mean()
 
 
 @pytest.mark.nodevice
