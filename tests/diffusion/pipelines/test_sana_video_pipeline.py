@@ -87,8 +87,11 @@ def test_resolution_bins() -> None:
 
 def test_sana_video_from_the_cli(first_device: gpucore.Device, built: tuple[Any, Path],
                                  tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    """txt2vid: diffusers' video as PNG frames; what SANA-Video does not take refused in one
-    line; txt2img says to use txt2vid."""
+    """txt2vid and img2vid: diffusers' videos as PNG frames; what SANA-Video does not take
+    refused in one line; txt2img says to use txt2vid."""
+    import diffusers
+    from PIL import Image
+
     reference, folder = built
     common = ("--model", str(folder), "--width", "64", "--height", "32", "--frames", "5",
               "--steps", "3", "--cfg-scale", "4", "--seed", "7", "--dtype", "float32",
@@ -96,6 +99,13 @@ def test_sana_video_from_the_cli(first_device: gpucore.Device, built: tuple[Any,
     out, err = cli_ok(capsys, "txt2vid", *common, "-o", str(tmp_path / "video"))
     assert "seed: 7" in err
     assert np.abs(png_frames(out) - _theirs(reference, output_type="np")[0]).max() < 1 / 255
+    picture = (np.random.default_rng(1).uniform(0, 1, (32, 64, 3)) * 255).astype(np.uint8)
+    Image.fromarray(picture).save(tmp_path / "in.png")
+    out, _ = cli_ok(capsys, "img2vid", *common, "--image", str(tmp_path / "in.png"),
+                    "-o", str(tmp_path / "i2v"))
+    i2v = diffusers.SanaImageToVideoPipeline(**reference.components)
+    expected = _theirs(i2v, image=Image.fromarray(picture), output_type="np")[0]
+    assert np.abs(png_frames(out) - expected).max() < 1 / 255
     for more, words in ((("--sampler", "Euler"), "DPM-Solver++"),
                         (("--lowvram",), "a memory mode"),
                         (("--cache", "fbc"), "--cache: not supported")):
