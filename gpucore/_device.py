@@ -6,7 +6,7 @@ import itertools
 import threading
 import time
 from collections.abc import Callable, Sequence
-from typing import Any, TypeVar
+from typing import TypeVar
 
 import numpy as np
 import wgpu
@@ -23,6 +23,7 @@ from ._adapters import OPTIONAL_FEATURES, AdapterInfo, choose_adapter
 from ._bindings import BindGroupCache
 from ._capture import Capture, CaptureError
 from ._errors import DeviceLimitError, GpuError, lost_or_gpu_error
+from ._kept import Kept
 from ._limit import MemoryLimit
 from ._pipelines import Pending, PipelineCache, builds_later, resolved
 from ._pool import BufferPool, MemoryStats, exact_size, is_released, size_class
@@ -93,7 +94,7 @@ class Device:
         self._batches = itertools.count()  # numbers the streams' batches as they begin
         self.default_stream = self._new_stream("default")
         self._streams = [self.default_stream]
-        self._kept: dict[object, Any] = {}
+        self._kept = Kept(self._lock)  # a module dict keyed by the device would keep it alive
         # its wgpu device is released by release_dead() once this one is gone
         hold(self, self.wgpu, self._lock)
 
@@ -146,10 +147,12 @@ class Device:
         Returns (buffer, allocated size); hand both back with `release`.
         """
         size = exact_size(nbytes) if exact else size_class(nbytes, self.limits["max-buffer-size"])
-        buffer = self.pool.take(size)
+        # a kept value outlives a capture's lent scratch: never one of those (gpucore._kept)
+        avoid = self.ledger.lent if self._kept.making else ()
+        buffer = self.pool.take(size, avoid)
         if buffer is None:
             self.check_limit("max-buffer-size", size, f"{label} ({nbytes:,} bytes)")
-            buffer = self.memory_limit.make_room(size, label)
+            buffer = self.memory_limit.make_room(size, label, avoid)
         if buffer is None:
             if self.ledger.dropped > DROPPED_LIMIT and self.capturing is None:
                 self.synchronize()  # the driver frees what the pool dropped once the GPU passed
@@ -172,14 +175,8 @@ class Device:
 
     def keep(self, key: object, make: Callable[[], T]) -> T:
         """What ops keep per device under `key` (scratch buffers, constant tables): made by
-        `make()` on first use, dropped with the device (a module dict keyed by the device
-        would keep it alive through the buffers' own reference to it)."""
-        if (found := self._kept.get(key)) is not None:
-            return found  # ops call this on every use: no lock once it is made
-        with self._lock:
-            if key not in self._kept:
-                self._kept[key] = make()
-            return self._kept[key]
+        `make()` on first use, from no lent buffer, dropped with the device (gpucore._kept)."""
+        return self._kept.get(key, make)
 
     def memory_stats(self) -> MemoryStats:
         """Bytes in live buffers, idle in the pool, and their peaks (gpucore.MemoryStats)."""

@@ -30,7 +30,7 @@ from __future__ import annotations
 
 import contextlib
 import gc
-from collections.abc import Callable, Collection, Iterator, Sequence
+from collections.abc import Callable, Collection, Container, Iterator, Sequence
 
 from wgpu.classes import GPUBuffer
 
@@ -72,10 +72,11 @@ class MemoryLimit:
             if stats.reserved > nbytes:
                 self._ledger.drop_idle(stats.reserved - nbytes)
 
-    def make_room(self, size: int, what: str) -> GPUBuffer | None:
+    def make_room(self, size: int, what: str, avoid: Container[int] = ()) -> GPUBuffer | None:
         """Make the device's reserve room for a new buffer of `size` bytes (a size class; called
         by Device.allocate before it creates one), or raise MemoryLimitError. Returns an idle
-        buffer of that size class when an eviction left one (the pool's: reuse it), else None."""
+        buffer of that size class when an eviction left one (the pool's: reuse it; none whose id is
+        in `avoid`, as BufferPool.take), else None."""
         if self._frugal:
             self._drop_idle()
         if self.bytes is None:
@@ -97,7 +98,7 @@ class MemoryLimit:
                     continue
                 raise MemoryLimitError(self.bytes, stats.reserved + size,
                                        f"{what} ({size:,} bytes)")
-            if (found := self._pool.take(size)) is not None:
+            if (found := self._pool.take(size, avoid)) is not None:
                 return found
 
     @contextlib.contextmanager

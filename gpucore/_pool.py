@@ -111,13 +111,16 @@ class BufferPool:
         if self.trace is not None:
             self.trace.shrank(buffer, size)
 
-    def take(self, size: int) -> GPUBuffer | None:
-        """An idle buffer of exactly this size class (now counted in use), or None."""
+    def take(self, size: int, avoid: Container[int] = ()) -> GPUBuffer | None:
+        """An idle buffer of exactly this size class (now counted in use), or None; none whose
+        id is in `avoid` (a capture's lent scratch, for a value kept for good)."""
         with self._lock:
-            idle = self._free.get(size)
-            while idle:
+            idle = self._free.get(size, [])
+            for i in range(len(idle) - 1, -1, -1):  # the last given first
+                if id(idle[i]) in avoid:
+                    continue
+                found = idle.pop(i)
                 self.idle_bytes -= size
-                found = idle.pop()
                 self._given.pop(id(found), None)
                 if not is_released(found):  # wgpu freed it already: forget it
                     self._grow(size, found)

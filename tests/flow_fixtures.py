@@ -253,3 +253,14 @@ def tiny_ernie(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Any]:
 
     root = tmp_path_factory.mktemp("tiny-ernie")
     return root / "ernie-image", tiny_ernie_pipeline(root)
+
+
+@pytest.fixture(scope="session")
+def tiny_cogview4(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Any]:
+    """(the folder `root / "cogview4"`, diffusers' CogView4Pipeline) of tiny random parts:
+    the pipeline's, the CLI's and the server's tests."""
+    pytest.importorskip("diffusers", reason="diffusers is a test-only reference")
+    from cogview4_tiny import tiny_cogview4_pipeline
+
+    root = tmp_path_factory.mktemp("tiny-cogview4")
+    return root / "cogview4", tiny_cogview4_pipeline(root)

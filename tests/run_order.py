@@ -47,6 +47,7 @@ FAMILIES: tuple[tuple[str, tuple[str, ...], tuple[str, ...]], ...] = (
      ("tiny_hunyuan_video",)),
     ("ovis-image", ("ovis_image_tiny",), ("tiny_ovis",)),
     ("ernie-image", ("ernie_image_tiny",), ("tiny_ernie",)),
+    ("cogview4", ("cogview4_tiny",), ("tiny_cogview4",)),
 )
 
 

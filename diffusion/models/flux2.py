@@ -301,12 +301,15 @@ class Flux2Transformer2DModel(nn.Module):
         return self.proj_out(self.norm_out(x, temb, activated))
 
     def _thousandfold(self, values: Any) -> Any:
-        """values x 1000 in the model's dtype, as diffusers scales them; a float32 Tensor is
-        scaled on the device, in float32."""
+        """values x 1000 in the model's dtype, as diffusers scales them; a float32 Tensor (a
+        replayed step's input) is scaled on the device, rounded as host numbers are (the
+        embedding reads float32)."""
+        dtype = self.x_embedder.weight.dtype
         if isinstance(values, Tensor):
             if values.dtype != np.float32:
                 raise TypeError(f"timestep and guidance Tensors must be float32, got "
                                 f"{values.dtype}")
-            return values.reshape(-1) * 1000.0
-        dtype = self.x_embedder.weight.dtype
+            if dtype == np.float32:
+                return values.reshape(-1) * 1000.0
+            return cast(cast(values.reshape(-1), dtype) * dtype.type(1000), np.float32)
         return np.asarray(values, dtype).reshape(-1) * dtype.type(1000)

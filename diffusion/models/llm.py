@@ -31,6 +31,9 @@ with the config's biases; its rope may carry Llama 3.1's "llama3" scaling (long 
 slowed by the factor, short ones kept, those between blended). Ministral 3's Mistral
 (ERNIE-Image's encoder) carries YaRN ("yarn": each frequency blended with itself slowed by the
 factor along a ramp over the dimensions, cos and sin scaled by its attention factor).
+GLM-4 ("glm": CogView4's GLM-4-9B) turns pairs (x[2i], x[2i+1]) over the first
+partial_rotary_factor of each head (its tables' angles 0 past them) and fuses the MLP's gate
+and up projections into gate_up_proj.
 """
 
 from __future__ import annotations
@@ -48,7 +51,7 @@ from gpustd.gather import gather, scatter
 
 from .layers import Place
 from .llm_layers import ACTIVATIONS, Architecture, LLMDecoderLayer, residual
-from .llm_rope import rope_parameters, scaled_frequencies
+from .llm_rope import interleaved_partial, rope_parameters, rotary_dim, scaled_frequencies
 from .transformer_ops import RMSNorm, cast, kept
 
 __all__ = ["LLMTextModel"]
@@ -74,6 +77,9 @@ _ARCHITECTURES: dict[str, Architecture] = {
     # Gemma 2 (Lumina Image 2.0's encoder): Gemma 3's layers without q/k norms, its scores
     # soft-capped (the scores' own path, llm_layers.capped_attention)
     "gemma2": Architecture(False, None, None, gemma=True, softcap=True),
+    # GLM-4 (CogView4's GLM-4-9B): q/k/v biases as the config says, none on o; partial
+    # interleaved rotary, a fused gate_up_proj (llm_layers.Architecture.glm)
+    "glm": Architecture(False, None, False, glm=True),
 }
 _DEFAULTS: dict[str, Any] = {"rms_norm_eps": 1e-6, "rope_theta": 1_000_000.0,
                              "hidden_act": "silu"}
@@ -87,7 +93,11 @@ _GEMMA2_DEFAULTS: dict[str, Any] = {
     "hidden_activation": "gelu_pytorch_tanh", "query_pre_attn_scalar": 256, "head_dim": 256,
     "num_key_value_heads": 4, "sliding_window": 4096, "rope_theta": 10_000.0,
     "sliding_window_pattern": 2, "attn_logit_softcapping": 50.0}
-_TYPE_DEFAULTS = {"gemma3_text": _GEMMA3_DEFAULTS, "gemma2": _GEMMA2_DEFAULTS}
+# GlmConfig's
+_GLM_DEFAULTS: dict[str, Any] = {"attention_bias": True, "head_dim": 128, "rope_theta": 10_000.0,
+                                 "rms_norm_eps": 1.5625e-07}
+_TYPE_DEFAULTS = {"gemma3_text": _GEMMA3_DEFAULTS, "gemma2": _GEMMA2_DEFAULTS,
+                  "glm": _GLM_DEFAULTS}
 
 
 def _layer_types(cfg: dict[str, Any], gemma: bool) -> list[str]:
@@ -184,7 +194,8 @@ class LLMTextModel(nn.Module):
         == 2 and i < 3 * section[2], else by time), as `Qwen3VLTextRotaryEmbedding`."""
         dim = self.config["head_dim"]
         theta, scaling = self.ropes[rope]
-        inv_freq = scaled_frequencies(theta, dim, scaling)
+        turned = rotary_dim(self.config) if self.kind.glm else dim
+        inv_freq = scaled_frequencies(theta, turned, scaling)
         if positions is None:
             angle = np.outer(np.arange(length, dtype=np.float32), inv_freq).astype(np.float32)
         else:
@@ -202,7 +213,8 @@ class LLMTextModel(nn.Module):
                 axis = np.repeat(np.arange(len(sections)) % 3, sections)
             angles = np.asarray(positions, np.float32)[:, :, None] * inv_freq  # (3, L, D/2)
             angle = angles[axis, :, np.arange(dim // 2)].T.astype(np.float32)
-        angle = np.concatenate([angle, angle], axis=1)
+        angle = (interleaved_partial(angle, dim) if self.kind.glm
+                 else np.concatenate([angle, angle], axis=1))
         device = self.embed_tokens.weight.device
         gain = np.float32(scaling.attention)  # YaRN's attention factor (1 for the others)
         return (asarray((np.cos(angle) * gain).reshape(length, 1, dim), device=device),

@@ -15,7 +15,7 @@ from typing import Any, NamedTuple
 import numpy as np
 
 from gpucore import Device
-from gpustd import Tensor, elementwise_kernel, empty, matmul, nn, permute, softmax
+from gpustd import Tensor, elementwise_kernel, empty, matmul, nn, permute, softmax, take_slice
 
 from .layers import Place
 from .transformer_ops import RMSNorm, cast, norm_rope
@@ -39,6 +39,10 @@ class Architecture(NamedTuple):
     # Gemma 2: the scaled scores soft-capped, tanh(s / cap) * cap (attn_logit_softcapping),
     # before the mask; the layers then read a causal and padding mask (B, 1, L, L) as `keep`
     softcap: bool = False
+    # GLM-4: rotary pairs interleaved (x[2i], x[2i+1]) over the head's first
+    # partial_rotary_factor of dimensions (the tables hold angle 0 past them), and the MLP's
+    # gate and up projections fused into gate_up_proj
+    glm: bool = False
 
 
 @elementwise_kernel
@@ -139,6 +143,7 @@ class LLMAttention(nn.Module):
         dim, head_dim = cfg["hidden_size"], cfg["head_dim"]
         default = bool(cfg.get("attention_bias", False))
         bias = default if kind.qkv_bias is None else kind.qkv_bias
+        self.interleaved = kind.glm
         self.heads, self.kv_heads, self.head_dim = (cfg["num_attention_heads"],
                                                     cfg["num_key_value_heads"], head_dim)
         scalar = cfg.get("query_pre_attn_scalar")
@@ -162,8 +167,9 @@ class LLMAttention(nn.Module):
     def forward(self, x: Tensor, rotary: tuple[Tensor, Tensor], keep: Tensor | None) -> Tensor:
         # GQA: k and v (narrower than q) in one GEMM where they can (nn.Linear.each)
         q, k, v = nn.Linear.each(x, [self.q_proj, self.k_proj, self.v_proj])
-        q = norm_rope(getattr(self, "q_norm", None), q, rotary, self.heads, halves=True)
-        k = norm_rope(getattr(self, "k_norm", None), k, rotary, self.kv_heads, halves=True)
+        halves = not self.interleaved
+        q = norm_rope(getattr(self, "q_norm", None), q, rotary, self.heads, halves=halves)
+        k = norm_rope(getattr(self, "k_norm", None), k, rotary, self.kv_heads, halves=halves)
         k, v = self._repeat(k, v)
         if self.softcap is not None:
             assert keep is not None, "soft-capped attention reads its causal mask as keep"
@@ -174,17 +180,27 @@ class LLMAttention(nn.Module):
 
 
 class LLMMLP(nn.Module):
-    """down_proj(act(gate_proj x) * up_proj x), act silu (SwiGLU) or tanh GELU (Gemma)."""
+    """down_proj(act(gate_proj x) * up_proj x), act silu (SwiGLU) or tanh GELU (Gemma);
+    `fused`: GLM's gate_up_proj, the two in one (transformers: `GlmMLP`, gate the first
+    half of its output)."""
 
-    def __init__(self, cfg: dict[str, Any], place: Place) -> None:
+    def __init__(self, cfg: dict[str, Any], place: Place, *, fused: bool = False) -> None:
         dim, hidden = cfg["hidden_size"], cfg["intermediate_size"]
-        self.gate_proj = nn.Linear(dim, hidden, bias=False, **place)
-        self.up_proj = nn.Linear(dim, hidden, bias=False, **place)
+        if fused:
+            self.gate_up_proj = nn.Linear(dim, 2 * hidden, bias=False, **place)
+        else:
+            self.gate_proj = nn.Linear(dim, hidden, bias=False, **place)
+            self.up_proj = nn.Linear(dim, hidden, bias=False, **place)
         self.down_proj = nn.Linear(hidden, dim, bias=False, **place)
-        self.kernels = ACTIVATIONS[cfg["hidden_act"]]
+        self.kernels, self.hidden = ACTIVATIONS[cfg["hidden_act"]], hidden
 
     def forward(self, x: Tensor) -> Tensor:
-        gate, up = self.gate_proj(x), self.up_proj(x)
+        if hasattr(self, "gate_up_proj"):
+            both = self.gate_up_proj(x)
+            gate = take_slice(both, 0, self.hidden, axis=-1)
+            up = take_slice(both, self.hidden, 2 * self.hidden, axis=-1)
+        else:
+            gate, up = self.gate_proj(x), self.up_proj(x)
         gated = self.kernels[1] if x.dtype == np.float16 else self.kernels[0]
         return self.down_proj(cast(typing.cast(Tensor, gated(gate, up)), x.dtype))
 
@@ -194,7 +210,7 @@ class LLMDecoderLayer(nn.Module):
         self.dtype, self.gemma = place["dtype"], kind.gemma
         eps, dim = cfg["rms_norm_eps"], cfg["hidden_size"]
         self.self_attn = LLMAttention(cfg, place, kind)
-        self.mlp = LLMMLP(cfg, place)
+        self.mlp = LLMMLP(cfg, place, fused=kind.glm)
         self.input_layernorm = RMSNorm(dim, eps, place=place, zero_centred=kind.gemma)
         self.post_attention_layernorm = RMSNorm(dim, eps, place=place, zero_centred=kind.gemma)
         if kind.gemma:

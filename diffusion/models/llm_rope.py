@@ -11,7 +11,8 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["RopeScaling", "rope_parameters", "scaled_frequencies"]
+__all__ = ["RopeScaling", "interleaved_partial", "rope_parameters", "rotary_dim",
+           "scaled_frequencies"]
 
 
 @dataclass(frozen=True)
@@ -131,3 +132,25 @@ def _yarn_frequencies(powers: np.ndarray, dim: int, theta: float,
     extrapolated = 1 - ramp
     return ((np.float32(1.0) / (np.float32(scaling.factor) * powers)) * (1 - extrapolated)
             + (np.float32(1.0) / powers) * extrapolated).astype(np.float32)
+
+
+def rotary_dim(cfg: dict[str, Any]) -> int:
+    """The head dimensions a GLM rotates: head_dim times its partial_rotary_factor (in
+    rope_parameters or the config itself; 0.5, GlmConfig's, where neither has it)."""
+    params = cfg.get("rope_parameters") or {}
+    factor = params.get("partial_rotary_factor", cfg.get("partial_rotary_factor", 0.5))
+    dim = int(cfg["head_dim"] * float(factor))
+    if dim <= 0 or dim % 2:
+        raise ValueError(f"partial_rotary_factor {factor} of head_dim {cfg['head_dim']} must "
+                         "leave an even, positive number of rotated dimensions")
+    return dim
+
+
+def interleaved_partial(angle: np.ndarray, dim: int) -> np.ndarray:
+    """A GLM's angles (L, r / 2) as a table over a whole head (L, dim): each angle for its
+    pair (2i, 2i + 1), then 0 (cos 1, sin 0: the dimensions passed through unturned).
+    transformers: `apply_rotary_pos_emb`'s `cos[..., :r / 2].repeat_interleave(2)` on
+    q[..., :r], the rest concatenated back."""
+    table = np.zeros((angle.shape[0], dim), np.float32)
+    table[:, :2 * angle.shape[1]] = np.repeat(angle, 2, axis=1)
+    return table

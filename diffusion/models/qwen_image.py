@@ -95,9 +95,19 @@ class QwenTimestepProjEmbeddings(nn.Module):
         self.timestep_embedder = TimestepEmbedding(256, dim, place)
         self.addition_t_embedding = nn.Embedding(2, dim, **place) if additional else None
 
-    def forward(self, timestep: np.ndarray, device: Device, addition: Any = None) -> Tensor:
+    def forward(self, timestep: Any, device: Device, addition: Any = None) -> Tensor:
+        """`timestep` (B,) host numbers or a float32 Tensor (a replayed step's input, rounded
+        on the device as host numbers are)."""
         # diffusers casts the timestep to the model's dtype before scaling it by 1000
-        t = np.asarray(timestep, self.dtype).reshape(-1).astype(np.float32) * np.float32(1000)
+        t: Any
+        if isinstance(timestep, Tensor):
+            if timestep.dtype != np.float32:
+                raise TypeError(f"a timestep Tensor must be float32, got {timestep.dtype}")
+            t = timestep.reshape(-1)
+            t = (t if np.dtype(self.dtype) == np.float32 else cast(cast(t, self.dtype), np.float32)
+                 ) * 1000.0
+        else:
+            t = np.asarray(timestep, self.dtype).reshape(-1).astype(np.float32) * np.float32(1000)
         features = nn.timestep_embedding(t, 256, flip_sin_to_cos=True, downscale_freq_shift=0,
                                          dtype=self.dtype, device=device)
         temb = self.timestep_embedder(features)
@@ -219,10 +229,11 @@ class QwenImageTransformer2DModel(QwenImageTrunk):
                 additional_t_cond: Any = None) -> Tensor:
         """hidden_states (B, rows * columns, in_channels): packed latents (row-major
         patches); encoder_hidden_states (B, Lt, joint_attention_dim) in any float dtype
-        (the RMS norm reads them as they are); timestep (B,) host numbers in [0, 1] (the
-        sigmas; QwenImagePipeline passes t / 1000); encoder_mask (B, Lt) nonzero for the
-        text tokens attended to, or None for all. `cache`: a step cache branch
-        (`step_cache.StepCache.branch()`) the blocks run through, its calls in step order.
+        (the RMS norm reads them as they are); timestep (B,) host numbers or a float32 Tensor
+        (a replayed step's) in [0, 1] (the sigmas; QwenImagePipeline passes t / 1000);
+        encoder_mask (B, Lt) nonzero for the text tokens attended to, or None for all.
+        `cache`: a step cache branch (`step_cache.StepCache.branch()`) the blocks run
+        through, its calls in step order.
         `references`: the (rows, columns) of reference pictures whose packed latents follow
         the image's in hidden_states (Qwen-Image-Edit's `img_shapes` after the first); the
         flow comes for every token, the references' too. Qwen-Image-Layered: the layers'
@@ -242,8 +253,9 @@ class QwenImageTransformer2DModel(QwenImageTrunk):
             keys = np.concatenate([keep, np.ones((batch, length), bool)], axis=1)
             mask = asarray(keys.astype(np.uint32).reshape(batch, 1, 1, -1), device=self.device)
         # 1. embeddings: the timestep's; the text's RMS norm and projection; the patches'
-        temb = self.time_text_embed(np.asarray(timestep, np.float32), self.device,
-                                    additional_t_cond)
+        temb = self.time_text_embed(
+            timestep if isinstance(timestep, Tensor) else np.asarray(timestep, np.float32),
+            self.device, additional_t_cond)
         norm = self.txt_norm
         states = rms_norm(encoder_hidden_states, norm.weight, norm.eps)
         context = self.txt_in(cast(states, self.dtype))

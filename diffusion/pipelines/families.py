@@ -16,6 +16,7 @@ import os
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from ..loaders.cogview4 import cogview4_family
 from ..loaders.cosmos import cosmos_family
 from ..loaders.ernie_image import ernie_image_family, ernie_image_file_family
 from ..loaders.flow.chroma import chroma_family
@@ -41,6 +42,7 @@ from ..loaders.sana import sana_family, sana_file_family, sana_video_family
 from ..loaders.wan import chronoedit_family, wan_family, wan_file_family
 from ..loaders.z_image import zimage_family, zimage_omni_family
 from .contract import Capabilities, LoadOptions, Pipeline, SamplingDefaults
+from .flow.cogview4_model import cogview4_capabilities, cogview4_defaults, load_cogview4_model
 from .flow.cosmos_model import cosmos_capabilities, cosmos_defaults, load_cosmos_model
 from .flow.ernie_image_model import (
     ernie_image_capabilities,
@@ -221,6 +223,8 @@ FAMILIES: tuple[FamilyLoader, ...] = (
     FamilyLoader("LongCat-Image (Edit)", longcat_image_family, load_longcat_image_model,
                  longcat_image_defaults, latent_channels=16,
                  capabilities=lambda path, family: longcat_image_capabilities(family)),
+    FamilyLoader("CogView4", cogview4_family, load_cogview4_model, cogview4_defaults,
+                 latent_channels=16, capabilities=lambda path, family: cogview4_capabilities()),
     FamilyLoader("Ovis-Image", ovis_image_family, load_ovis_image_model, ovis_image_defaults,
                  latent_channels=16,
                  capabilities=lambda path, family: ovis_image_capabilities(family)),

@@ -152,3 +152,25 @@ def test_a_lent_capture_dropped_unpins_and_forgets(device) -> None:
     gc.collect()
     assert not lent & device.ledger.lent
     assert not pinned & device.ledger.pinned
+
+
+def test_a_kept_value_takes_no_lent_buffer(device) -> None:
+    """A device constant made while the scratch is lent (a decode's first use of a kept table,
+    Device.keep) gets a buffer of its own, and keeps it; the capture takes its scratch back.
+    Other work still borrows the lent buffers."""
+    rng = np.random.default_rng(15)
+    graph, x, out = _captured(device, rng)
+    scratch = _scratch(graph)
+    device.empty_pool()  # idle buffers of other tests' would serve the kept value first
+    assert graph.lend() == graph.scratch_bytes
+    kept = device.keep(("test", "kept while lent"), lambda: Buffer.from_numpy(
+        np.full(scratch[0].size // 4, 7, np.float32), device=device))
+    assert id(kept.wgpu) not in {id(b) for b in scratch}
+    borrower = Buffer.from_numpy(np.full(scratch[0].size // 4, 9, np.float32), device=device)
+    assert id(borrower.wgpu) in {id(b) for b in scratch}
+    del borrower
+    assert graph.reclaim()
+    x.write(rng.standard_normal(N).astype(np.float32))
+    graph.replay()
+    np.testing.assert_array_equal(out.read(), staircase(x).read())
+    np.testing.assert_array_equal(kept.read(), 7)

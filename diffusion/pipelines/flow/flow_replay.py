@@ -24,16 +24,20 @@ The step runs eagerly, op by op, where a replay cannot be right:
   switches the pipelines' replays off (`use_eager`), which drops their captures too;
 - a step cache (diffusion.models.step_cache decides on the host, from values the step
   computed, whether to run the blocks) or ControlNet units (their blocks run inside the
-  transformer's call, from maps of their own): Z-Image, FLUX.1, SD 3/3.5 and Chroma run
-  such a generation's steps eagerly;
+  transformer's call, from maps of their own): Z-Image, FLUX.1, SD 3/3.5, Chroma,
+  Qwen-Image and FLUX.2 run such a generation's steps eagerly; so do Qwen-Image-Edit and
+  -Layered (their own velocity calls the transformer);
 - Sana, Sana Sprint: nothing else (they take no step cache, ControlNet or prior). FLUX.1's
   Redux prior, its Fill and Canny / Depth inputs and Kontext's reference tokens are inputs
-  (the prompt's states, the packed latents), so those steps replay.
+  (the prompt's states, the packed latents), so those steps replay; so do FLUX.2's
+  reference pictures' tokens (after the noise's in the packed latents).
 
 Z-Image's rotary tables and Sana's caption bias, made on the host from the sizes, are constants
 of a recording, whose signature holds those sizes; FLUX.1's and Chroma's rotary tables are
-inputs. Chroma's timestep enters as its approximator's inputs, made on the host (their
-sinusoids exact in float64) and passed as a Tensor; its attention mask is a static argument.
+inputs, as FLUX.2's; Qwen-Image's are constants (made before the recording, kept per size),
+its prompt mask a static argument. Chroma's timestep enters as its approximator's inputs,
+made on the host (their sinusoids exact in float64) and passed as a Tensor; its attention
+mask is a static argument.
 
 A kept capture pins its activations: between the steps, the VAE decode borrows them
 (`lent`, as SD's pipelines do), so the peak does not grow by a second set.

@@ -44,6 +44,7 @@ from ...noise.rng import make_generator
 from ...text.llm_tokenizer import LLMTokenizer, qwen3_chat_prompt
 from ..finite import check_encoded
 from .flow_memory import load_network
+from .flow_replay import StepReplay, lent_steps
 from .start import StepCallback, check_call, check_sides, flow_schedule, run_euler, single_files
 from .vae_file import network_like
 
@@ -128,6 +129,7 @@ class Flux2KleinPipeline:
         self.distilled = distilled
         self.modules: list[str] = []
         self.vae_scale_factor = 2 ** (len(vae.config["block_out_channels"]) - 1)
+        self.step_replay = StepReplay(_transformer_step)  # the plain mode's (flow_replay)
         layers = text_encoder.config["num_hidden_layers"]
         if layers < max(self.text_layers) + 1:
             raise ValueError(f"FLUX.2 reads the text encoder's hidden states after layers "
@@ -182,8 +184,7 @@ class Flux2KleinPipeline:
                    vae=load(lambda: AutoencoderKLFlux2(weights.vae.config, **place), weights.vae),
                    text_encoder=encoder, tokenizer=LLMTokenizer(weights.tokenizer_dir),
                    scheduler_config=weights.scheduler_config, distilled=distilled)
-        pipe.modules = [module_stem(f)
-                        for f in files]
+        pipe.modules = [module_stem(f) for f in files]
         return pipe
 
     def use_vae_file(self, path: str | os.PathLike[str]) -> None:
@@ -253,6 +254,9 @@ class Flux2KleinPipeline:
         g = np.float32(guidance_scale)
         embedded = self.embedded_guidance(guidance_scale, batch)
         branches = [] if cache is None else [cache.branch() for _ in range(1 + guided)]
+        # replayed unless a step cache (it decides on the host) runs: bound once a generation
+        step = self.step_replay.step(self.transformer) if cache is None else None
+        guidance = None if embedded is None else asarray(embedded, device=device)
 
         def apart(packed: np.ndarray, timestep: np.float32) -> np.ndarray:
             # each pass through its own branch: the prompts', then the negative prompts'
@@ -271,14 +275,14 @@ class Flux2KleinPipeline:
             if len(ref_tokens):  # the references' tokens after the noise's, every step
                 packed = np.concatenate([packed, np.broadcast_to(
                     ref_tokens, (len(packed), *ref_tokens.shape))], axis=1)
-            if branches:
+            if step is None:
                 pred = apart(packed, timestep)
             else:
                 if guided:
                     packed = np.concatenate([packed, packed])
-                out = self.transformer(asarray(packed, dtype=dtype, device=device), text,
-                                       np.full(len(packed), timestep, np.float32), img_ids,
-                                       txt_ids, embedded, rotary=rotary)
+                times = asarray(np.full(len(packed), timestep, np.float32), device=device)
+                out = step(asarray(packed, dtype=dtype, device=device), text, times, guidance,
+                           rotary)
                 pred = out.numpy().astype(np.float32)
             if guided:
                 positive, negative = pred[:batch], pred[batch:]
@@ -331,8 +335,10 @@ class Flux2KleinPipeline:
         `run(vae, z)`: the memory mode's decode (MemoryModes.memory_decode)."""
         raw = self.vae.from_transformer(latents)
         weight = self.vae.decoder.conv_in.weight
-        images = run(self.vae, raw) if run is not None else self.vae.decode(asarray(
-            raw, dtype=weight.dtype, device=device or weight.device)).numpy().astype(np.float32)
+        with lent_steps(self):  # the VAE takes the step capture's scratch (flow_replay)
+            images = run(self.vae, raw) if run is not None else self.vae.decode(asarray(
+                raw, dtype=weight.dtype, device=device or weight.device)).numpy().astype(
+                np.float32)
         return np.clip(images / 2 + 0.5, 0.0, 1.0).transpose(0, 2, 3, 1)
 
     def __call__(self, prompt: str | Sequence[str], *, height: int = 1024, width: int = 1024,
@@ -380,3 +386,12 @@ class Flux2KleinPipeline:
                         encode=self.mean_latents, scale_factor=scale, posterior=False,
                         bilinear_mask=True)
         return out if output_type == "latent" else self.decode(out, device)
+
+
+def _transformer_step(transformer: Flux2Transformer2DModel, packed: Tensor, text: Tensor,
+                      timestep: Tensor, guidance: Tensor | None,
+                      rotary: tuple[Tensor, Tensor]) -> Tensor:
+    """The transformer's call of a step (StepReplay's captured function): the packed latents
+    (the references' tokens after the noise's), the prompts' states, the timesteps and dev's
+    guidance (float32 Tensors), the rotary tables of their sizes: all inputs."""
+    return transformer(packed, text, timestep, None, None, guidance, rotary=rotary)

@@ -48,6 +48,7 @@ from ...text.llm_tokenizer import LLMTokenizer
 from ..finite import check_encoded
 from .flow_control import FlowControl
 from .flow_memory import load_network
+from .flow_replay import MaskKey, StepReplay, lent_steps, mask_key, mask_of
 from .start import FlowStart, StepCallback, check_call, check_sides, flow_schedule, single_files
 from .vae_file import network_like
 
@@ -123,7 +124,8 @@ class QwenVaePasses:
         vae = self.vae
         z = vae.denormalize(asarray(latents, dtype=vae.decoder.conv_in.weight.dtype,
                                     device=vae.device))
-        images = vae.decode(z).numpy().astype(np.float32)
+        with lent_steps(self):  # the VAE takes the step captures' scratch (flow_replay)
+            images = vae.decode(z).numpy().astype(np.float32)
         return np.clip(images / 2 + 0.5, 0.0, 1.0).transpose(0, 2, 3, 1)
 
 
@@ -140,6 +142,8 @@ class QwenImagePipeline(QwenVaePasses):
         self.scheduler_config = dict(scheduler_config)
         self.modules = list(modules)
         self.vae_scale_factor = 2 ** len(vae.config["temperal_downsample"])
+        # the transformer's step, replayed in the plain memory mode (flow_replay)
+        self.step_replay = StepReplay(_transformer_step)
 
     @classmethod
     def from_pretrained(cls, path: str | Path, *, dtype: Any = np.float32,
@@ -250,11 +254,22 @@ class QwenImagePipeline(QwenVaePasses):
                                height=h * self.vae_scale_factor, generator=None, pack=pack,
                                dtype=dtype, device=device, latents_of=self.encode_image)
             rotary = self.transformer.rotary(h // 2, w // 2, positive[0].shape[1])
+        # replayed unless a step cache (it decides on the host) or ControlNets (their
+        # residuals a call of their own) take part: bound once a generation
+        step = (self.step_replay.step(self.transformer) if cache is None and control is None
+                else None)
+        for text in (positive, negative) if step is not None else ():
+            if text is not None:  # the rotary tables made (and kept) before any recording
+                self.transformer.rotary(h // 2, w // 2, text[0].shape[1])
 
         def predict(packed: Tensor, t: np.ndarray, text: tuple[Tensor, Any], i: int,
                     residuals: list[Tensor] | None) -> np.ndarray:
-            out = self.transformer(packed, text[0], t, h // 2, w // 2, text[1],
-                                   cache=branches[i], control=residuals)
+            if step is not None:
+                out = step(packed, text[0], asarray(t, device=device), h // 2, w // 2,
+                           mask_key(text[1]))
+            else:
+                out = self.transformer(packed, text[0], t, h // 2, w // 2, text[1],
+                                       cache=branches[i], control=residuals)
             return out.numpy().astype(np.float32)
 
         def flow(x: np.ndarray, t: float) -> np.ndarray:
@@ -323,3 +338,11 @@ class QwenImagePipeline(QwenVaePasses):
                            lambda x, t, i: (flow(x, t), None), dtype=np.float32,
                            after_step=lambda i, x: start.blend(x, i), callback=callback)
         return x if output_type == "latent" else self.decode(x)
+
+
+def _transformer_step(transformer: QwenImageTransformer2DModel, packed: Tensor, states: Tensor,
+                      timestep: Tensor, rows: int, columns: int, mask: MaskKey | None) -> Tensor:
+    """The transformer's call of a step (StepReplay's captured function): the packed latents,
+    the prompt's states and the timesteps (a float32 Tensor) inputs; the patch grid and the
+    prompt's mask, read on the host (`mask_key`), static arguments."""
+    return transformer(packed, states, timestep, rows, columns, mask_of(mask))

@@ -225,3 +225,18 @@ def test_sd3_replays_its_steps(first_device: gpucore.Device,
     for replayed, eager in zip(got, _eager(pipe, *runs)):
         np.testing.assert_array_equal(replayed, eager)
     assert np.abs(got[0] - got[1]).mean() > 0.01
+
+
+def test_decoded_pictures_keep_one_recording(first_device: gpucore.Device,
+                                             tiny_sana: tuple[Path, Any]) -> None:
+    """Three decoded pictures in a row: the decode's lazily made device constants (the nn
+    "no prologue" table, Device.keep) never take the step capture's lent scratch, so the
+    second and third pictures replay the first one's recording; each is the eager one."""
+    pipe = _pipe(tiny_sana[0], first_device)
+    runs = [dict(prompt=p, **SANA) for p in (*PROMPTS, PROMPTS[0])]
+    got = [pipe(**run) for run in runs]
+    assert _counts(pipe) == (1, 11)
+    for replayed, eager in zip(got, _eager(pipe, *runs)):
+        np.testing.assert_array_equal(replayed, eager)
+    np.testing.assert_array_equal(got[0], got[2])
+    assert np.abs(got[0] - got[1]).mean() > 0.01
