@@ -1,6 +1,6 @@
 """`python -m diffusion txt2vid --model FOLDER --prompt TEXT -o out.mp4`: Wan, Kandinsky 5
-Video Lite, HunyuanVideo, HunyuanVideo 1.5, LTX-2 (video with audio), Cosmos Predict2.5 and
-SkyReels V2 text-to-video from the command line (cli.txt2vid_kandinsky5,
+Video Lite, HunyuanVideo, HunyuanVideo 1.5, LTX-2 (video with audio), Cosmos Predict2.5,
+SkyReels V2 and SANA-Video text-to-video from the command line (cli.txt2vid_kandinsky5,
 cli.txt2vid_hunyuan_video, cli.txt2vid_hunyuan_video15, cli.txt2vid_ltx2, cli.txt2vid_cosmos25,
 cli.txt2vid_skyreels: the others' runs), and `img2vid --image IN.png` (Wan 2.1 / 2.2 A14B I2V,
 Wan 2.2 TI2V 5B, SkyReels V2 I2V, Kandinsky 5, HunyuanVideo-I2V, HunyuanVideo 1.5 I2V or
@@ -334,6 +334,9 @@ def run(args: argparse.Namespace) -> int:
     if family in ("cosmos-predict2.5", "cosmos-predict2"):
         from .txt2vid_cosmos25 import run_cosmos25
         return run_cosmos25(args, out, _dtype(args.dtype), image, init)
+    if family == "sana-video":
+        from .txt2vid_sana_video import run_sana_video
+        return run_sana_video(args, out, _dtype(args.dtype), image)
     if family == "ltx-2":
         from .txt2vid_ltx2 import run_ltx2
 

@@ -17,7 +17,7 @@ from gpustd.nn.linear import conv1x1_tokens, tokens_conv1x1
 from gpustd.quant import materialize
 
 from .layers import Place
-from .transformer_ops import Modulation, RMSNorm, gated_add, rms_norm
+from .transformer_ops import Modulation, RMSNorm, gated_add, rms_norm, rope
 
 __all__ = ["GLUMBConv", "SanaCrossAttention", "SanaLinearAttention", "SanaTransformerBlock",
            "linear_attention"]
@@ -49,21 +49,27 @@ def _clip16(x):  # diffusers clips the float16 linear attention's output
     return np.float16(out if math.isnan(out) else min(max(out, -65504.0), 65504.0))
 
 
-def linear_attention(q: Tensor, k: Tensor, v: Tensor, heads: int) -> Tensor:
+def linear_attention(q: Tensor, k: Tensor, v: Tensor, heads: int,
+                     rotary: tuple[Tensor, Tensor] | None = None) -> Tensor:
     """ReLU-kernel linear attention of q, k, v (B, N, heads*D), in float32, returned in q's
     dtype: out[n] = sum_m v[m] (k[m] . q[n]) / (sum_m k[m] . q[n] + 1e-15) per head, with
     q, k through ReLU, as two small products (k^T v: D x D, then q (k^T v)) instead of the
     N x N scores. diffusers: `SanaLinearAttnProcessor2_0` (v padded with a row of ones for
-    the normaliser: the same sums)."""
+    the normaliser: the same sums). rotary: rope_tables' (cos, sin) (N, 1, D), Sana Video's
+    3D positions: the ReLU'd q and k rotated in the numerator only, the normaliser keeps
+    the unrotated ones (diffusers: `SanaLinearAttnProcessor3_0`)."""
     batch, tokens, width = q.shape
     dim = width // heads
 
-    def split(x: Tensor, kernel: Any) -> Tensor:  # (B, N, H*D) -> (B, H, N, D) float32
-        return permute(kernel(x).reshape(batch, tokens, heads, dim), (0, 2, 1, 3))
+    def split(x: Tensor) -> Tensor:  # (B, N, H*D) -> (B, H, N, D)
+        return permute(x.reshape(batch, tokens, heads, dim), (0, 2, 1, 3))
 
-    q32, k32, v32 = split(q, _relu32), split(k, _relu32), split(v, _to32)
-    num = matmul(q32, matmul(k32, v32, trans_a=True))  # (B, H, N, D)
-    den = matmul(q32, k32.sum(axis=2).reshape(batch, heads, dim, 1))  # (B, H, N, 1)
+    q32, k32 = typing.cast(Tensor, _relu32(q)), typing.cast(Tensor, _relu32(k))
+    qs, ks, v32 = split(q32), split(k32), split(typing.cast(Tensor, _to32(v)))
+    qn, kn = (qs, ks) if rotary is None else (split(rope(q32, *rotary, heads)),
+                                              split(rope(k32, *rotary, heads)))
+    num = matmul(qn, matmul(kn, v32, trans_a=True))  # (B, H, N, D)
+    den = matmul(qs, ks.sum(axis=2).reshape(batch, heads, dim, 1))  # (B, H, N, 1)
     out = (_ratio16 if q.dtype == np.float16 else _ratio)(num, den)
     return permute(out, (0, 2, 1, 3)).reshape(batch, tokens, width)
 

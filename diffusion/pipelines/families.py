@@ -38,7 +38,7 @@ from ..loaders.ltx2.folder import ltx2_family
 from ..loaders.lumina2 import lumina2_family, lumina2_file_family
 from ..loaders.ovis_image import ovis_image_family
 from ..loaders.qwen_image import qwenimage21_family, qwenimage_family, qwenimage_layered_family
-from ..loaders.sana import sana_family, sana_file_family
+from ..loaders.sana import sana_family, sana_file_family, sana_video_family
 from ..loaders.wan import chronoedit_family, wan_family, wan_file_family
 from ..loaders.z_image import zimage_family, zimage_omni_family
 from .contract import Capabilities, LoadOptions, Pipeline, SamplingDefaults
@@ -266,6 +266,8 @@ FAMILIES: tuple[FamilyLoader, ...] = (
     FamilyLoader("Cosmos Predict2 Video2World (videos: img2vid, txt2vid --init-video)",
                  lambda path: cosmos_family(path) if cosmos_family(path) == "cosmos2-v2w"
                  else None, refuse_pictures, lambda path, family: None, latent_channels=16),
+    FamilyLoader("SANA-Video (videos: txt2vid)", sana_video_family, refuse_pictures,
+                 lambda path, family: None, latent_channels=16),
     FamilyLoader("SD 1.x/2.x, SDXL (base, refiner, Turbo)", any_checkpoint, load_unet_model,
                  unet_defaults, capabilities=unet_capabilities_of),
 )

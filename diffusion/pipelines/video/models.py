@@ -4,9 +4,10 @@ transformer files), Kandinsky 5 Video Lite (Kandinsky5VideoPipeline: a Kandinsky
 folder), HunyuanVideo 1.5 (HunyuanVideo15Pipeline: its t2v and i2v folders), HunyuanVideo
 (HunyuanVideoPipeline: a HunyuanVideoPipeline folder; txt2vid only), LTX-2 (LTX2Pipeline: an
 LTX2Pipeline folder; txt2vid only, its video with audio), Cosmos Predict2.5
-(Cosmos25PredictPipeline: a Cosmos2_5_PredictBasePipeline folder) and SkyReels V2 diffusion
-forcing (skyreels_v2_df: its folder; txt2vid, img2vid); Wan 2.2 Animate runs as Wan with its
-own defaults, SkyReels V2's text- and image-to-video folders as Wan. Each family's defaults
+(Cosmos25PredictPipeline: a Cosmos2_5_PredictBasePipeline folder), SkyReels V2 diffusion
+forcing (skyreels_v2_df: its folder; txt2vid, img2vid) and SANA-Video (SanaVideoPipeline: its
+folder; txt2vid only); Wan 2.2 Animate runs as Wan with its own defaults, SkyReels V2's
+text- and image-to-video folders as Wan. Each family's defaults
 are its diffusers pipeline's (the frames, size, steps and guidance of its `__call__`,
 HunyuanVideo 1.5's size and guidance from its folder; the fps its model card writes videos
 at), and `refuse_video` says in one line what a Kandinsky 5 folder's transformer does not run."""
@@ -25,12 +26,13 @@ from ...loaders.hunyuan_video.framepack_file import framepack_file_family
 from ...loaders.hunyuan_video15.folder import hunyuan_video15_family
 from ...loaders.kandinsky5 import kandinsky5_video_family
 from ...loaders.ltx2.folder import ltx2_family
+from ...loaders.sana.video import sana_video_family
 from ...loaders.wan.folder import wan_family
 from ...loaders.wan.sources import is_wan_animate
 
 __all__ = ["COSMOS2_V2W", "COSMOS25", "HUNYUAN_VIDEO", "HUNYUAN_VIDEO15", "KANDINSKY5_VIDEO",
-           "LTX2", "SKYREELS_DF", "WAN", "WAN_ANIMATE", "VideoDefaults", "refuse_video",
-           "video_defaults", "video_family_name"]
+           "LTX2", "SANA_VIDEO", "SKYREELS_DF", "WAN", "WAN_ANIMATE", "VideoDefaults",
+           "refuse_video", "video_defaults", "video_family_name"]
 
 
 @dataclass(frozen=True)
@@ -77,6 +79,10 @@ COSMOS25 = VideoDefaults(frames=93, width=1280, height=704, steps=36, cfg_scale=
 COSMOS2_V2W = VideoDefaults(frames=93, width=1280, height=704, steps=35, cfg_scale=7.0,
                             fps=16.0)
 
+# SanaVideoPipeline's __call__ (81 frames of 832 x 480, 50 steps, guidance 6), written at 16
+# fps as its example does
+SANA_VIDEO = VideoDefaults(frames=81, width=832, height=480, steps=50, cfg_scale=6.0, fps=16.0)
+
 # WanAnimatePipeline's __call__ (1280 x 720, 20 steps, unguided; its segment of 77 frames, the
 # pose video's length being the video's), written at 30 fps as its example does
 WAN_ANIMATE = VideoDefaults(frames=77, width=1280, height=720, steps=20, cfg_scale=1.0,
@@ -88,14 +94,15 @@ def video_family_name(path: str | os.PathLike[str]) -> str:
     HunyuanVideo 1.5 one, "ltx-2" for an LTX-2 one, "framepack" for a FramePack one or
     FramePack transformer file, "hunyuan-video" for a HunyuanVideo one, "cosmos-predict2.5"
     for a Cosmos Predict2.5 one, "cosmos-predict2" for a Cosmos Predict2 Video2World one,
-    "skyreels-v2-df" for a SkyReels V2 diffusion forcing one,
-    else "wan" (Wan's loaders name what is wrong with anything that is not Wan's either)."""
+    "skyreels-v2-df" for a SkyReels V2 diffusion forcing one, "sana-video" for a SANA-Video
+    one, else "wan" (Wan's loaders name what is wrong with anything that is not Wan's either)."""
     cosmos = {"cosmos25": "cosmos-predict2.5",
               "cosmos2-v2w": "cosmos-predict2"}.get(cosmos_family(path) or "")
     forcing = "skyreels-v2-df" if wan_family(path) == "skyreels-v2-df" else None
     return (kandinsky5_video_family(path) or hunyuan_video15_family(path) or ltx2_family(path)
             or framepack_family(path) or framepack_file_family(path)
-            or hunyuan_video_family(path) or cosmos or forcing or "wan")
+            or hunyuan_video_family(path) or cosmos or forcing or sana_video_family(path)
+            or "wan")
 
 
 def _hunyuan_video15_defaults(root: Path) -> VideoDefaults:
@@ -132,6 +139,8 @@ def video_defaults(path: str | os.PathLike[str]) -> VideoDefaults:
         return COSMOS2_V2W
     if family == "skyreels-v2-df":
         return SKYREELS_DF
+    if family == "sana-video":
+        return SANA_VIDEO
     return WAN_ANIMATE if is_wan_animate(Path(path)) else WAN
 
 
