@@ -210,7 +210,8 @@ def test_gemma3_config_of_transformers_4(first_device: gpucore.Device) -> None:
     assert read.layer_types == GEMMA3_TINY["layer_types"]  # the premise: the same model
     old, new = LLMTextModel(legacy, device=first_device), _gemma(first_device)
     assert (old.ropes, old.rope_of, old.window) == (new.ropes, new.rope_of, new.window)
-    assert new.ropes == [(100.0, (1.0,)), (1000.0, (4.0,))] and new.rope_of == [0, 1, 0]
+    assert [(base, scaling.kind, scaling.factor) for base, scaling in new.ropes] == [
+        (100.0, "default", 1.0), (1000.0, "linear", 4.0)] and new.rope_of == [0, 1, 0]
     with pytest.raises(ValueError, match="bidirectional"):
         LLMTextModel({**legacy, "use_bidirectional_attention": True}, device=first_device)
     # what the configs set visibly matters: another global scaling, local base or score scale
