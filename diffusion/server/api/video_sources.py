@@ -25,6 +25,7 @@ from ...loaders.hunyuan_video15.folder import (
 )
 from ...loaders.kandinsky5 import kandinsky5_image_to_video, kandinsky5_video_family
 from ...loaders.ltx2.folder import ltx2_family
+from ...loaders.sana.video import sana_video_family
 from ...loaders.wan import wan_family, wan_file_family
 from ...loaders.wan.sources import Names, WanSource
 from ..catalog.models_dir import ModelRegistry
@@ -172,6 +173,13 @@ def video_source(registry: ModelRegistry, body: Any) -> WanSource:
                                  or ltx2_family(entry.path) is not None
                                  or hunyuan_video_family(entry.path) is not None
                                  or cosmos_family(entry.path) == "cosmos25")
+    cli_only = None if entry is None else (
+        "SANA-Video" if sana_video_family(entry.path) is not None else
+        "Cosmos Predict2 Video2World" if cosmos_family(entry.path) == "cosmos2-v2w" else None)
+    if cli_only is not None:
+        raise RequestError(f"model {body.model!r} is a {cli_only} folder, which the server does "
+                           "not run yet: make its videos with `python -m diffusion txt2vid` "
+                           "or `img2vid --model FOLDER`")
     if entry is None or (wan_family(entry.path) is None and wan_file_family(entry.path) is None
                          and not own):
         raise RequestError(f"model {body.model!r} is not a Wan folder, Kandinsky 5 Video, "

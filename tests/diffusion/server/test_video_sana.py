@@ -1,6 +1,6 @@
 """SANA-Video on the server, which does not run it yet: POST /avx/txt2vid with a tiny
-SanaVideoPipeline folder is a 422 in one line (its lookup finds no video model of that
-name), not a traceback."""
+SanaVideoPipeline folder is a 422 in one line naming the CLI command that does, not a
+traceback."""
 
 from __future__ import annotations
 
@@ -32,4 +32,6 @@ def test_txt2vid_names_the_command(tmp_path: Path) -> None:
             "steps": 2})
     app.state.worker.stop()
     assert response.status_code == 422, response.text
-    assert "model 'sana-video' is not a Wan folder" in response.json()["detail"]
+    detail = response.json()["detail"]
+    assert "model 'sana-video' is a SANA-Video folder, which the server does not run" in detail
+    assert "python -m diffusion txt2vid" in detail
