@@ -4,7 +4,8 @@ defaults (97 frames of 960 x 544, 50 steps, CFG 6, 24 fps), then hands over here
 forcing options keep diffusers' argument names (--ar-step, --causal-block-size,
 --base-num-frames, --overlap-history, --addnoise-condition); --fps is also the fps the model is
 conditioned on (16, or 24 for any other). `img2vid --image` starts the video from a picture
-(diffusers' SkyReelsV2DiffusionForcingImageToVideoPipeline, on the same folders); `txt2vid
+(diffusers' SkyReelsV2DiffusionForcingImageToVideoPipeline, on the same folders), `--last-image`
+the frame it ends on (one window); `txt2vid
 --init-video` extends a video by --frames from its last --overlap-history frames (diffusers'
 SkyReelsV2DiffusionForcingVideoToVideoPipeline), the file written holding the video, then what
 was made. What is Wan's alone (--base and the part files, a second expert, VACE, step caches,
@@ -19,7 +20,7 @@ from typing import Any
 
 from .options import number, whole
 from .progress import ProgressBar
-from .video_family import load_flow_video, refuse_wan_only
+from .video_family import load_flow_video, read_picture, refuse_wan_only
 from .video_out import finish_video
 
 __all__ = ["add_skyreels_options", "refuse_skyreels_only", "run_skyreels_df",
@@ -92,6 +93,12 @@ def run_skyreels_df(args: argparse.Namespace, out: Path, dtype: Any, image: Any 
     if args.cache:
         raise ValueError("--cache: SkyReels V2 diffusion forcing runs without a step cache "
                          "(its frames are at different timesteps); leave it out")
+    last = None
+    if args.last_image is not None:
+        if image is None:
+            raise ValueError("--last-image is the frame an image-to-video run ends on: use "
+                             "img2vid --image FIRST.png --last-image END.png")
+        last = read_picture(args.last_image, "--last-image")
     pipe = load_flow_video(SkyReelsV2DiffusionForcingPipeline, args, dtype)
     bar = ProgressBar(args.command)
     forcing = {field: getattr(args, field) for field in _FLAGS
@@ -100,5 +107,5 @@ def run_skyreels_df(args: argparse.Namespace, out: Path, dtype: Any, image: Any 
                   width=args.width, num_frames=args.frames, num_inference_steps=args.steps,
                   guidance_scale=args.cfg_scale, seed=args.seed, rng=args.rng,
                   sampler=args.sampler, callback=bar.step, fps=round(args.fps), image=image,
-                  video=video, **forcing)
+                  last_image=last, video=video, **forcing)
     return finish_video(pipe, videos, None, out, args.fps, args.verbose)
