@@ -4,8 +4,8 @@ text-to-video model and hides for a VACE one; a picked MP4 goes out as txt2vid's
 decoded frame by frame at the chosen size, with the denoising strength; removed, neither goes
 out; the answer's strength shows under the video; pictures fewer than the frames asked for
 bring the server's 422 in one line; a Cosmos model shows the picker without the strength and
-sends its video whole to continue, a SANA-Video model hides it. Screenshots go to tmp_path and, with AVX_SCREENSHOTS=DIR,
-there too."""
+sends its video whole to continue, a SANA-Video model hides it. Screenshots go to tmp_path
+and, with AVX_SCREENSHOTS=DIR, there too."""
 
 from __future__ import annotations
 

@@ -1,27 +1,28 @@
 """Videos on the server's queue: POST /avx/txt2vid and /avx/img2vid (Wan, from a folder in the
 models directory, or one of ComfyUI's single files with its `base` folder and companions:
-video_sources; a Kandinsky 5 Video Lite folder by txt2vid, its image-to-video folder by
-img2vid, from at least 17 frames; a HunyuanVideo 1.5 folder likewise, its image-to-video one
-at the picture's bucket size; a HunyuanVideo folder by txt2vid; a FramePack folder by img2vid,
-with its own fields: video_framepack; Wan's own fields refused: video_refusals).
-Settings a request leaves out are the model family's defaults (pipelines.video.models).
-Neither the WebUI nor its forks define a video API, so this one is the server's own: the CLI's
-txt2vid / img2vid settings as JSON, the video back as base64 MP4 or animated WebP. A job runs
-on the worker's queue like a picture's; /sdapi/v1/progress follows its steps and
-/sdapi/v1/interrupt stops it after the current one (the frames are then decoded from where it
-stopped; with `force_task_id`, /internal/progress and /interrupt know the job by it). Each
-worker keeps the last video model it ran loaded beside its picture model, in the server's
-memory mode (serve's --medvram / --lowvram / --max-vram, as `txt2vid` takes them: each network
-loaded straight to host memory, the frames the plain mode's; Wan 2.2 A14B's experts and
-Kandinsky 5 Video too). A Wan VACE folder takes its control video, mask and reference pictures
-as base64 pictures (`control_video`, `control_mask`: one per frame; `reference_images`) and
+video_sources; a Kandinsky 5 Video Lite folder by txt2vid, its image-to-video folder by img2vid,
+from at least 17 frames; a HunyuanVideo 1.5 folder likewise, its image-to-video one at the
+picture's bucket size; a HunyuanVideo folder by txt2vid; a FramePack folder by img2vid, with its
+own fields: video_framepack; a Cosmos Predict2.5 or Predict2 Video2World folder: video_cosmos25;
+a SANA-Video folder: video_sana; Wan's own fields refused: video_refusals). Settings a request
+leaves out are the model family's defaults (pipelines.video.models). Neither the WebUI nor its
+forks define a video API, so this one is the server's own: the CLI's txt2vid / img2vid settings
+as JSON, the video back as base64 MP4 or animated WebP. A job runs on the worker's queue like a
+picture's; /sdapi/v1/progress follows its steps and /sdapi/v1/interrupt stops it after the
+current one (the frames are then decoded from where it stopped; with `force_task_id`,
+/internal/progress and /interrupt know the job by it). Each worker keeps the last video model it
+ran loaded beside its picture model, in the server's memory mode (serve's --medvram / --lowvram
+/ --max-vram, as `txt2vid` takes them: each network loaded straight to host memory, the frames
+the plain mode's; Wan 2.2 A14B's experts and Kandinsky 5 Video too; video_pipelines). The
+answer: video_answer. A Wan VACE folder takes its control video, mask and reference pictures as
+base64 pictures (`control_video`, `control_mask`: one per frame; `reference_images`) and
 `control_scale`, as `txt2vid --control-video DIR ...` does; a Wan 2.2 Animate folder its
 picture, pose, face, background and mask videos (video_animate); a Wan text-to-video model an
-`init_video` to redraw and its `denoising_strength` (video_init; a Cosmos Predict2.5 folder
-continues it); a SkyReels V2 diffusion
-forcing folder its `ar_step`, `causal_block_size`, `base_num_frames`, `overlap_history` and
-`addnoise_condition` (video_skyreels). GET /avx/video-models lists the video folders and Wan
-files for the page's Video tab."""
+`init_video` to redraw and its `denoising_strength` (video_init; a Cosmos Predict2.5 or Predict2
+Video2World folder continues it); a SkyReels V2 diffusion forcing folder its `ar_step`,
+`causal_block_size`, `base_num_frames`, `overlap_history` and `addnoise_condition`
+(video_skyreels). GET /avx/video-models lists the video folders and Wan files for the page's
+Video tab."""
 
 from __future__ import annotations
 
@@ -66,8 +67,10 @@ _SETTINGS = ("frames", "fps", "width", "height", "steps", "cfg_scale")  # family
 
 
 class Txt2VidRequest(BaseModel):
-    model: str = Field(description="a Wan folder, or a Wan transformer file (ComfyUI's, or a "
-                                   "GGUF), of the models directory, by name or title")
+    model: str = Field(description="a video folder (Wan, Kandinsky 5 Video, HunyuanVideo, "
+                                   "LTX-2, Cosmos, SANA-Video, ...: /avx/video-models), or a "
+                                   "Wan transformer file (ComfyUI's, or a GGUF), of the models "
+                                   "directory, by name or title")
     base: str | None = Field(None, description="for a transformer file: the Wan folder of the "
                                                "same model (its tokenizer, scheduler, configs)")
     model_2: str | None = Field(None, description="Wan 2.2 A14B: the low-noise expert's file")
