@@ -69,7 +69,10 @@ def cogview4_capabilities(config: Mapping[str, Any] | None = None) -> Capabiliti
     """What a CogView4 model takes (CogView4Model.capabilities says what): the loaded
     model's, and the registry's before the weights load (`folder_capabilities`); `config`
     the transformer's (a control model's wider input asks for its map)."""
-    return Capabilities(family="cogview4", latent_space="flux", guidance="cfg",
+    # its VAE is CogView3's 16-channel one (block_out_channels 128, 512, 1024, 1024; scaling
+    # 1, no shift), not FLUX.1's: a space of its own, so neither FLUX.1's Approx cheap
+    # factors nor its TAESD (taef1) draw its previews
+    return Capabilities(family="cogview4", latent_space="cogview4", guidance="cfg",
                         samplers=tuple(FLOW_SAMPLERS), schedules=FLOW_SCHEDULES,
                         models="CogView4 models", step_cache=("fbc",), prompt_syntax=False,
                         textual_inversion=False, refiner=False, control=False,

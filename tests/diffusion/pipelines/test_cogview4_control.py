@@ -49,3 +49,20 @@ def test_control_is_diffusers(first_device: gpucore.Device, tiny_cogview4: tuple
     plain = CogView4Pipeline.from_pretrained(folder, device=first_device)
     with pytest.raises(ValueError, match="takes no control image"):
         plain(RED, control_image=control, seed=7, **settings)
+
+
+@pytest.mark.nodevice
+def test_capabilities_before_load(tiny_cogview4: tuple[Path, Any], tmp_path: Path) -> None:
+    """The registry reads the control folder's transformer config: it asks for the map,
+    CogView4-6B does not; both in CogView4's own latent space (its VAE is not FLUX.1's), which
+    has no TAESD."""
+    from diffusion.pipelines.families import capabilities_of
+    from diffusion.server.previews import taesd_name
+
+    folder, base = tiny_cogview4
+    tiny_cogview4_control(tmp_path, base)
+    control, plain = capabilities_of(tmp_path / "cogview4-control"), capabilities_of(folder)
+    assert control is not None and plain is not None
+    assert control.control_map and not plain.control_map
+    assert control.latent_space == plain.latent_space == "cogview4"
+    assert taesd_name("cogview4") is None
