@@ -1,8 +1,8 @@
 """CogView4-6B-Control through the command line and the server as FLUX.1 Canny / Depth dev
 go: --control-image without --controlnet is the model's map (CogView4ControlPipeline's
-picture with `--sampler diffusers --rng torch`), a server unit with model None gives the CLI's
-picture with Euler, and a missing map or a map for CogView4-6B are one line (the server: a
-4xx)."""
+picture with `--sampler diffusers --rng torch`, the same under --lowvram), a server unit with
+model None gives the CLI's picture with Euler, and a missing map or a map for CogView4-6B are
+one line (the server: a 4xx)."""
 
 from __future__ import annotations
 
@@ -58,6 +58,10 @@ def test_control_from_the_cli(first_device: gpucore.Device, tiny_cogview4: tuple
                                   str(maps / "map.png")))
     ours = png_pixels(out)
     assert np.abs(ours - expected).mean() < TOL
+    # the memory mode moving the VAE that encodes the map in and out: the same picture
+    low, _ = cli_ok(capsys, *_run(folder, tmp_path / "low.png", "--control-image",
+                                  str(maps / "map.png"), "--lowvram"))
+    np.testing.assert_array_equal(png_pixels(low), ours)
     inverted, _ = cli_ok(capsys, *_run(folder, tmp_path / "b.png", "--controlnet", "None",
                                        "--control-image", str(maps / "inverted.png")))
     assert np.abs(png_pixels(inverted) - ours).mean() > 2 * TOL  # the map matters
