@@ -42,7 +42,7 @@ from ..loaders.sana import sana_family, sana_file_family, sana_video_family
 from ..loaders.wan import chronoedit_family, wan_family, wan_file_family
 from ..loaders.z_image import zimage_family, zimage_omni_family
 from .contract import Capabilities, LoadOptions, Pipeline, SamplingDefaults
-from .flow.cogview4_model import cogview4_capabilities, cogview4_defaults, load_cogview4_model
+from .flow.cogview4_model import cogview4_defaults, folder_capabilities, load_cogview4_model
 from .flow.cosmos_model import cosmos_capabilities, cosmos_defaults, load_cosmos_model
 from .flow.ernie_image_model import (
     ernie_image_capabilities,
@@ -224,7 +224,7 @@ FAMILIES: tuple[FamilyLoader, ...] = (
                  longcat_image_defaults, latent_channels=16,
                  capabilities=lambda path, family: longcat_image_capabilities(family)),
     FamilyLoader("CogView4", cogview4_family, load_cogview4_model, cogview4_defaults,
-                 latent_channels=16, capabilities=lambda path, family: cogview4_capabilities()),
+                 latent_channels=16, capabilities=folder_capabilities),
     FamilyLoader("Ovis-Image", ovis_image_family, load_ovis_image_model, ovis_image_defaults,
                  latent_channels=16,
                  capabilities=lambda path, family: ovis_image_capabilities(family)),
