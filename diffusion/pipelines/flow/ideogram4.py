@@ -17,6 +17,7 @@ sigmas (mean `mu` shifted by half the log of the picture's pixels over 512 x 512
 from __future__ import annotations
 
 import math
+import os
 from collections.abc import Callable, Sequence
 from functools import partial
 from pathlib import Path
@@ -28,13 +29,16 @@ import numpy as np
 from gpucore import Device, default_device
 from gpustd import Tensor, asarray
 
+from ...loaders.flux2.vae_file import load_flux2_vae_file
 from ...loaders.ideogram4 import load_ideogram4_folder
+from ...loaders.vae_kind import require_vae
 from ...models.ideogram4 import (
     QWEN3_VL_ACTIVATION_LAYERS,
     Ideogram4Transformer2DModel,
     interleave_layers,
 )
 from ...models.llm import LLMTextModel
+from ...models.step_cache import StepCache
 from ...models.tiled_vae import vae_encode
 from ...models.vae import AutoencoderKL
 from ...models.vae_flux2 import AutoencoderKLFlux2
@@ -44,6 +48,7 @@ from ...text.llm_tokenizer import LLMTokenizer, qwen3_chat_prompt
 from ..finite import check_encoded
 from .flow_memory import load_network
 from .start import FlowStart, StepCallback, check_call, check_sides, flow_schedule
+from .vae_file import network_like
 
 __all__ = ["DEFAULT_GUIDANCE", "Ideogram4Pipeline", "logit_normal_sigmas"]
 
@@ -123,6 +128,15 @@ class Ideogram4Pipeline:
             text_encoder=encoder, tokenizer=LLMTokenizer(weights.tokenizer_dir),
             scheduler_config=weights.scheduler_config)
 
+    def use_vae_file(self, path: str | os.PathLike[str]) -> None:
+        """Decode (and encode) with FLUX.2's VAE in the file `path` (`flux2-vae.safetensors`;
+        `load_flux2_vae_file`), in the place, dtype and config of the folder's. WeightsError
+        in one line for another family's VAE or tensors that do not fit."""
+        require_vae(path, "flux2", int(self.vae.config["latent_channels"]),
+                    model="Ideogram 4", usual="flux2-vae.safetensors")
+        self.vae = network_like(self.vae, load_flux2_vae_file(path, config=self.vae.config),
+                                path)
+
     def encode_prompt(self, prompt: str) -> Tensor:
         """(1, L, 13 * hidden) float32: for each token of the chat-templated prompt, the
         outputs of QWEN3_VL_ACTIVATION_LAYERS interleaved (`interleave_layers`). diffusers:
@@ -138,13 +152,16 @@ class Ideogram4Pipeline:
         return interleave_layers(taps)
 
     def velocity(self, prompts: Sequence[str], *, height: int, width: int,
-                 guidance_scale: float = 7.0
+                 guidance_scale: float = 7.0, cache: StepCache | None = None
                  ) -> tuple[Callable[..., np.ndarray], tuple[int, ...], None]:
         """The guided model as `flow(x, t, scale=guidance_scale)` for `prompts` at height x
         width: x (B, C, h, w) float32 latents (channel (row, column, c) of each 2x2 patch),
         t the scheduler's timestep (0..1000); the result is -(g v + (1 - g) v_uncond), the
         sign the scheduler steps with (g = 1: no unconditional pass, which it would weigh 0).
-        Also the latents' shape, and None: the schedule does not shift by mu."""
+        Also the latents' shape, and None: the schedule does not shift by mu. `cache`: no
+        step cache is implemented (ValueError for one)."""
+        if cache is not None:
+            raise ValueError("step caching is not supported for Ideogram 4; leave --cache out")
         scale = self.vae_scale_factor * PATCH
         if height < scale or width < scale:
             raise ValueError(f"height and width must be at least {scale}, got {height}x{width}")
@@ -210,36 +227,39 @@ class Ideogram4Pipeline:
 
     def __call__(self, prompt: str | Sequence[str], *, height: int = 2048, width: int = 2048,
                  num_inference_steps: int = 48, guidance_scale: float | None = None,
-                 guidance_schedule: Sequence[float] | None = DEFAULT_GUIDANCE, mu: float = 0.0,
+                 guidance_schedule: Sequence[float] | None = None, mu: float = 0.0,
                  std: float = 1.5, seed: int = 0, rng: str = "torch",
                  latents: np.ndarray | None = None, image: Any = None, mask_image: Any = None,
                  strength: float = 0.6, callback: StepCallback | None = None,
-                 output_type: str = "np") -> np.ndarray:
+                 output_type: str = "np", cache: StepCache | None = None) -> np.ndarray:
         """Pictures for `prompt` (one or a list): float images in [0, 1], (B, height, width,
-        3) ("np"), or the final latents (B, 4C, H/16, W/16) ("latent"). Exactly one of
-        `guidance_scale` (constant) and `guidance_schedule` (one a step). `seed` and `rng`
+        3) ("np"), or the final latents (B, 4C, H/16, W/16) ("latent"). At most one of
+        `guidance_scale` (constant) and `guidance_schedule` (one a step); neither:
+        diffusers' default schedule (DEFAULT_GUIDANCE, for 48 steps). `seed` and `rng`
         ("torch", as diffusers; "numpy") draw the starting noise (B, tokens, 4C) unless
         `latents` (B, 4C, h, w) is given; `image` (PIL or HxWx3 uint8; with `mask_image`,
         white = repaint) starts from that picture at `strength`, as the flow families'
         img2img and inpainting do; `callback(done, total, latents)` after every step (False
-        stops). diffusers: `Ideogram4Pipeline(prompt, height=, width=,
+        stops); `cache`: none is implemented (ValueError). diffusers: `Ideogram4Pipeline(
+        prompt, height=, width=,
         num_inference_steps=, guidance_scale=, guidance_schedule=, mu=, std=,
         generator=torch.Generator().manual_seed(seed), output_type="np").images`."""
         prompts = check_call(prompt, rng=rng, output_type=output_type, steps=num_inference_steps)
         check_sides(height, width, self.vae_scale_factor * PATCH, "Ideogram 4")
-        if (guidance_scale is None) == (guidance_schedule is None):
-            raise ValueError("give exactly one of guidance_scale and guidance_schedule (pass "
-                             "guidance_schedule=None with a constant guidance_scale)")
+        if guidance_scale is not None and guidance_schedule is not None:
+            raise ValueError("give guidance_scale or guidance_schedule, not both")
         scales = ([float(guidance_scale)] * num_inference_steps if guidance_scale is not None
-                  else [float(g) for g in guidance_schedule or ()])
+                  else [float(g) for g in guidance_schedule or DEFAULT_GUIDANCE])
         if len(scales) != num_inference_steps:
-            raise ValueError(f"guidance_schedule has {len(scales)} entries for "
-                             f"{num_inference_steps} steps; give one a step")
+            raise ValueError(f"the guidance schedule has {len(scales)} entries for "
+                             f"{num_inference_steps} steps; give one a step (or a constant "
+                             "guidance_scale)")
         # 1. conditioning, as a function of the latents, the timestep and the step's scale
-        flow, shape, _ = self.velocity(prompts, height=height, width=width)
+        flow, shape, _ = self.velocity(prompts, height=height, width=width, cache=cache)
         # 2. the logit-normal schedule, its mean shifted by the picture's size
         sigmas = logit_normal_sigmas(num_inference_steps, schedule_mu(height, width, mu), std)
-        scheduler = flow_schedule(self.scheduler_config, num_inference_steps, None, sigmas)
+        scheduler = flow_schedule(self.scheduler_config, num_inference_steps, None,
+                                  sigmas.tolist())
         # 3. the noise in diffusers' (B, tokens, 4C) order, the start, the Euler steps
         generator = make_generator(rng, seed)
         if latents is None:
