@@ -55,6 +55,16 @@ class Ideogram4Model(LLMFlowModel):
         cache, no ControlNets, no refiner."""
         return ideogram4_capabilities(self.family)
 
+    @property
+    def latent_channels(self) -> int:
+        """The transformer's channels: the VAE's 2x2 patches of its latent channels."""
+        return int(self.pipe.transformer.config["in_channels"])
+
+    @property
+    def latent_scale(self) -> int:
+        """16: a latent is a 2x2 patch of the VAE's latents, each 8 pixels a side."""
+        return 2 * self.vae_scale_factor
+
     def memory_layout(self) -> MemoryLayout:
         """What the memory modes move: Qwen3-VL (its `hidden_states_of`), the transformer's
         blocks, the VAE; the unconditional transformer joins as a guest (`guests`)."""
@@ -102,7 +112,8 @@ def ideogram4_capabilities(family: str) -> Capabilities:
                         samplers=tuple(FLOW_SAMPLERS), schedules=FLOW_SCHEDULES,
                         models="Ideogram 4 models", step_cache=(), prompt_syntax=False,
                         textual_inversion=False, refiner=False, control=False,
-                        hires_with_diffusers=False, latent_masked_content=False,
+                        latent_upscale_resize=False, hires_with_diffusers=False,
+                        latent_masked_content=False,
                         memory_modes=True, hires_own_settings=True, noise_multiplier=True)
 
 

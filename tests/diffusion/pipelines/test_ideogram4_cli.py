@@ -1,6 +1,6 @@
 """Ideogram 4 through the command line like any model: the family and its defaults from the
 folder, diffusers' picture with `--sampler diffusers --rng torch` (a constant guidance scale),
-a WebUI sampler, img2img from a picture, and what it
+a WebUI sampler with the hires fix, FLUX.2's VAE file, img2img from a picture, and what it
 refuses in one line (a negative prompt, a step cache, --base)."""
 
 from __future__ import annotations
@@ -65,15 +65,24 @@ def test_ideogram4_from_the_cli(first_device: gpucore.Device,
 def test_webui_sampler_img2img_and_refusals(first_device: gpucore.Device,
                                             tiny_ideogram4: tuple[Path, Any], tmp_path: Path,
                                             capsys: pytest.CaptureFixture[str]) -> None:
-    """Euler runs; img2img starts from the picture (two pictures, two results); a negative
+    """Euler runs, with the hires fix too; FLUX.2's VAE as a --vae file gives the folder's
+    picture bitwise; img2img starts from the picture (two pictures, two results); a negative
     prompt, a step cache and --base are refused in one line."""
     from PIL import Image
+    from safetensors.torch import save_file
 
-    folder, _ = tiny_ideogram4
+    folder, reference = tiny_ideogram4
     out, _ = cli_ok(capsys, "txt2img", "--model", str(folder), *SIZE, "--prompt", RED,
                     "--steps", "2", "--cfg-scale", "2", "--sampler", "Euler", "--seed", "3",
-                    "--out", str(tmp_path / "e.png"))
-    assert png_pixels(out).shape == (HEIGHT, WIDTH, 3)
+                    "--hr-scale", "2", "--hr-upscaler", "Latent", "--out", str(tmp_path / "e.png"))
+    assert png_pixels(out).shape == (2 * HEIGHT, 2 * WIDTH, 3)
+    vae = {k: v.contiguous() for k, v in reference.vae.state_dict().items()
+           if not k.endswith("num_batches_tracked")}
+    save_file(vae, str(tmp_path / "flux2-vae.safetensors"))
+    plain, _ = cli_ok(capsys, *_common(folder, "--out", str(tmp_path / "plain.png")))
+    out, _ = cli_ok(capsys, *_common(folder, "--vae", str(tmp_path / "flux2-vae.safetensors"),
+                                     "--out", str(tmp_path / "vae.png")))
+    np.testing.assert_array_equal(png_pixels(out), png_pixels(plain))
     rng = np.random.default_rng(5)
     pictures = []
     for name in ("p", "q"):
