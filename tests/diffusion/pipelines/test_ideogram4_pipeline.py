@@ -55,8 +55,9 @@ def test_logit_normal_sigmas() -> None:
 
 def test_pipeline_is_diffusers(first_device: gpucore.Device,
                                tiny_ideogram4: tuple[Path, Any]) -> None:
-    """The picture over a per-step guidance schedule (one step at 1: no unconditional pass)
-    and at a constant scale; the prompt visibly matters."""
+    """The picture over a per-step guidance schedule (one step at 1: no unconditional pass),
+    and a batch of two prompts of different lengths (diffusers left-pads the shorter) at a
+    constant scale; the prompt visibly matters."""
     folder, reference = tiny_ideogram4
     pipe = Ideogram4Pipeline.from_pretrained(folder, device=first_device)
 
@@ -66,12 +67,36 @@ def test_pipeline_is_diffusers(first_device: gpucore.Device,
     scheduled = ours(RED, num_inference_steps=3, guidance_schedule=SCHEDULE)
     expected = _diffusers(reference, RED, num_inference_steps=3, guidance_schedule=SCHEDULE)
     np.testing.assert_allclose(scheduled, expected, atol=2e-5)
-    constant = ours(HORSE, num_inference_steps=1, guidance_scale=3.0)
-    np.testing.assert_allclose(constant, _diffusers(
-        reference, HORSE, num_inference_steps=1, guidance_scale=3.0, guidance_schedule=None),
-        atol=2e-5)
+    batch = pipe([RED, HORSE], height=HEIGHT, width=WIDTH, seed=7, num_inference_steps=1,
+                 guidance_scale=3.0)
+    with torch.no_grad():
+        expected = reference([RED, HORSE], height=HEIGHT, width=WIDTH, max_sequence_length=48,
+                             num_inference_steps=1, guidance_scale=3.0, guidance_schedule=None,
+                             generator=torch.Generator().manual_seed(7), output_type="np").images
+    np.testing.assert_allclose(batch, expected, atol=2e-5)
     other = ours(HORSE, num_inference_steps=3, guidance_schedule=SCHEDULE)
     assert np.abs(other - scheduled).mean() > 0.01  # the prompt matters
+
+
+@pytest.mark.nodevice
+def test_bad_folders_get_one_line(tmp_path: Path) -> None:
+    """A folder without the unconditional transformer, or another pipeline's, is refused
+    naming what is wrong."""
+    import json
+
+    from diffusion.loaders.errors import WeightsError
+    from diffusion.loaders.ideogram4 import ideogram4_family, load_ideogram4_folder
+
+    index = {"_class_name": "Ideogram4Pipeline", **{
+        name: ["diffusers", "X"] for name in ("transformer", "vae", "text_encoder",
+                                              "tokenizer", "scheduler")}}
+    (tmp_path / "model_index.json").write_text(json.dumps(index))
+    assert ideogram4_family(tmp_path) == "ideogram4"
+    with pytest.raises(WeightsError, match="unconditional_transformer") as info:
+        load_ideogram4_folder(tmp_path)
+    assert "\n" not in str(info.value)
+    (tmp_path / "model_index.json").write_text(json.dumps({"_class_name": "FluxPipeline"}))
+    assert ideogram4_family(tmp_path) is None
 
 
 def test_bad_calls_get_one_line(first_device: gpucore.Device,
