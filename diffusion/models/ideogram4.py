@@ -33,6 +33,7 @@ __all__ = ["IMAGE_POSITION_OFFSET", "QWEN3_VL_ACTIVATION_LAYERS",
 # the Qwen3-VL decoder layers whose outputs (before the final norm) make the prompt's features
 QWEN3_VL_ACTIVATION_LAYERS = (0, 3, 6, 9, 12, 15, 18, 21, 24, 27, 30, 33, 35)
 IMAGE_POSITION_OFFSET = 65536  # the picture's positions start here, past any text position
+_KEPT_TABLES = 8  # rotary tables and role ids kept: two a prompt length, for a few prompts
 _DEFAULTS: dict[str, Any] = dict(
     in_channels=128, num_layers=34, attention_head_dim=256, num_attention_heads=18,
     intermediate_size=12288, adaln_dim=512, llm_features_dim=53248, rope_theta=5_000_000,
@@ -176,7 +177,7 @@ class Ideogram4Transformer2DModel(nn.Module):
         by the first axis; float32 angles as diffusers' `Ideogram4MRoPE` (its positions near
         65536 need them: bfloat16 would collapse them). Kept on the device by size."""
         return kept(self._tables, (text, rows, columns, self.device),
-                    lambda: self._rotary(text, rows, columns))
+                    lambda: self._rotary(text, rows, columns), _KEPT_TABLES)
 
     def _rotary(self, text: int, rows: int, columns: int) -> tuple[Tensor, Tensor]:
         dim, theta = self.config["attention_head_dim"], self.config["rope_theta"]
@@ -223,7 +224,7 @@ class Ideogram4Transformer2DModel(nn.Module):
             x = concatenate([self.llm_cond_proj(cast(normed, self.dtype)), x], axis=1)
         roles = np.concatenate([np.zeros(text, np.int32), np.ones(count, np.int32)])
         role = kept(self._tables, ("roles", text, count, self.device),
-                    lambda: asarray(roles, device=self.device))
+                    lambda: asarray(roles, device=self.device), _KEPT_TABLES)
         x = x + self.embed_image_indicator(role).reshape(1, text + count, -1)
         rotary = self.rotary(text, rows, columns)
         for block in self.layers:

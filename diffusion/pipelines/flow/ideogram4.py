@@ -142,6 +142,8 @@ class Ideogram4Pipeline:
         outputs of QWEN3_VL_ACTIVATION_LAYERS interleaved (`interleave_layers`). diffusers:
         `Ideogram4Pipeline.encode_prompt`'s text features without the left padding (which
         the transformer's segment mask keeps apart)."""
+        # Qwen3-VL-8B-Instruct's template renders one user message so: no system message, no
+        # think block
         ids, _mask = self.tokenizer([qwen3_chat_prompt(prompt)], MAX_TOKENS + 1,
                                     padding="longest", add_special_tokens=False)
         if ids.shape[1] > MAX_TOKENS:
