@@ -5,10 +5,10 @@ defaults for it.
 The request's CFG scale is the pipeline's constant `guidance_scale` g: the prompt's velocity
 weighed g against the unconditional transformer's (1 - g), no unconditional pass at 1.
 Ideogram 4 reads no negative prompt (its unconditional model reads no text at all): one is
-refused in one line. The "diffusers" sampler runs the pipeline's own loop over the
-logit-normal sigmas (diffusers' default guidance schedule, 7 then 3 for the last three of 48
-steps, is the Python API's default; the request's scale is constant); the WebUI's samplers
-for flow models run over the Simple schedule, from noise or an init image (img2img,
+refused in one line. The "diffusers" sampler (the family's default) runs the pipeline's own
+loop over the logit-normal sigmas (diffusers' default guidance schedule, 7 then 3 for the last
+three of 48 steps, is the Python API's default; the request's scale is constant); the WebUI's
+samplers for flow models run over the Simple schedule, from noise or an init image (img2img,
 inpainting, the hires fix: FLUX.2's VAE encodes and decodes). The optional prompt rewrite
 (diffusers' `prompt_upsampling`) is not run.
 
@@ -28,6 +28,7 @@ from typing import Any
 import numpy as np
 
 from ...loaders.flow.text_encoder_file import module_stem
+from ...sampling.kdiffusion import DIFFUSERS
 from ..contract import Capabilities, LoadOptions, SamplingDefaults
 from ..finite import pictures_uint8
 from ..request import GenerationRequest
@@ -38,9 +39,11 @@ from .flow_sampling import FLOW_SAMPLERS, FLOW_SCHEDULES
 __all__ = ["IDEOGRAM4_DEFAULTS", "Ideogram4Model", "ideogram4_capabilities",
            "ideogram4_defaults", "load_ideogram4_model"]
 
-# Ideogram4Pipeline's defaults: 48 steps at guidance 7 (its last three steps at 3)
-IDEOGRAM4_DEFAULTS = SamplingDefaults(steps=48, sampler="Euler", cfg_scale=7.0,
-                                      why="diffusers' Ideogram 4 settings")
+# Ideogram4Pipeline's defaults: 48 steps at guidance 7 (its last three steps at 3) over its
+# logit-normal sigmas, which the "diffusers" sampler runs (the WebUI samplers: the Simple ones)
+IDEOGRAM4_DEFAULTS = SamplingDefaults(steps=48, sampler=DIFFUSERS, cfg_scale=7.0,
+                                      why="diffusers' Ideogram 4 settings (its logit-normal "
+                                          "schedule)")
 
 
 class Ideogram4Model(LLMFlowModel):
@@ -119,7 +122,7 @@ def ideogram4_capabilities(family: str) -> Capabilities:
 
 def ideogram4_defaults(path: str | os.PathLike[str], family: str) -> SamplingDefaults:
     """What an Ideogram 4 model samples with where its defaults.json says nothing:
-    diffusers' 48 steps at guidance 7."""
+    diffusers' 48 steps at guidance 7, with the pipeline's own loop and schedule."""
     return IDEOGRAM4_DEFAULTS
 
 

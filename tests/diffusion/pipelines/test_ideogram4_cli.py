@@ -51,11 +51,12 @@ def _common(folder: Path, *more: str) -> tuple[str, ...]:
 def test_ideogram4_from_the_cli(first_device: gpucore.Device,
                                 tiny_ideogram4: tuple[Path, Any], tmp_path: Path,
                                 capsys: pytest.CaptureFixture[str]) -> None:
-    """The family and its defaults (48 steps at CFG 7); diffusers' picture at CFG 3."""
+    """The family and its defaults (48 steps at CFG 7, diffusers' loop); diffusers' picture at
+    CFG 3."""
     folder, reference = tiny_ideogram4
     capabilities = capabilities_of(folder)
     assert capabilities is not None and capabilities.family == "ideogram4"
-    assert model_defaults(folder)[0] == SamplingDefaults(steps=48, sampler="Euler",
+    assert model_defaults(folder)[0] == SamplingDefaults(steps=48, sampler="diffusers",
                                                          cfg_scale=7.0)
     out, _ = cli_ok(capsys, *_common(folder, "--cfg-scale", "3",
                                      "--out", str(tmp_path / "a.png")))
