@@ -180,6 +180,7 @@ COSMOS2: dict[str, Any] = dict(
     num_layers=28, mlp_ratio=4.0, text_embed_dim=1024, adaln_lora_dim=256,
     max_size=(128, 240, 240), patch_size=(1, 2, 2), rope_scale=(1.0, 4.0, 4.0),
     concat_padding_mask=True, extra_pos_embed_type=None)
+
 # Ideogram4Transformer2DModel's defaults, ideogram-ai/ideogram-v4's transformer (9B: 34 blocks
 # of 18 heads of 256), Qwen3-VL-8B's 13 taps of 4096
 IDEOGRAM4: dict[str, Any] = dict(
