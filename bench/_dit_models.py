@@ -180,6 +180,14 @@ COSMOS2: dict[str, Any] = dict(
     num_layers=28, mlp_ratio=4.0, text_embed_dim=1024, adaln_lora_dim=256,
     max_size=(128, 240, 240), patch_size=(1, 2, 2), rope_scale=(1.0, 4.0, 4.0),
     concat_padding_mask=True, extra_pos_embed_type=None)
+
+# Ideogram4Transformer2DModel's defaults, ideogram-ai/ideogram-v4's transformer (9B: 34 blocks
+# of 18 heads of 256), Qwen3-VL-8B's 13 taps of 4096
+IDEOGRAM4: dict[str, Any] = dict(
+    in_channels=128, num_layers=34, attention_head_dim=256, num_attention_heads=18,
+    intermediate_size=12288, adaln_dim=512, llm_features_dim=53248, rope_theta=5_000_000,
+    mrope_section=(24, 20, 20), norm_eps=1e-5)
+
 _TINY_DIT = dict(num_layers=1, attention_head_dim=16, num_attention_heads=2)
 TINY: dict[str, dict[str, Any]] = {
     "qwenimage": dict(QWEN_IMAGE, **_TINY_DIT, joint_attention_dim=40, axes_dims_rope=(4, 6, 6)),
@@ -233,6 +241,9 @@ TINY: dict[str, dict[str, Any]] = {
                      text_embed_dim=40, time_embed_dim=24, condition_dim=8),
     "cosmos2": dict(COSMOS2, num_layers=1, attention_head_dim=16, num_attention_heads=2,
                     text_embed_dim=40, adaln_lora_dim=8),
+    "ideogram4": dict(IDEOGRAM4, num_layers=1, attention_head_dim=16, num_attention_heads=2,
+                      intermediate_size=48, adaln_dim=24, llm_features_dim=520,
+                      mrope_section=(2, 2, 2)),
     "ernie": dict(ERNIE, hidden_size=32, num_attention_heads=2, num_layers=1,
                   ffn_hidden_size=48, in_channels=16, out_channels=16, text_in_dim=40,
                   rope_axes_dim=(4, 6, 6)),
