@@ -27,32 +27,10 @@ from ...sampling.scheduler_loop import scheduler_loop
 from ..finite import check_latents
 from .wan import StepCallback, WanPipeline
 from .wan_image import _latents
+from .wan_refuse import refuse_lucy
 from .wan_video2video import video_pixels
 
-__all__ = ["LucyEditPipeline", "refuse_lucy"]
-
-
-def refuse_lucy(*, image: bool, cache_kind: str | None, guidance_scale_2: float | None,
-                control: str | None, strength: str | None) -> None:
-    """ValueError in one line for what Lucy Edit does not take: a first frame (`image`),
-    TeaCache (its tables are Wan 2.1's), a second guidance scale (one transformer), Wan VACE's
-    control (`control`: its name as the caller's user gives it) or a denoising strength
-    (`strength`: likewise; the edit always runs the whole schedule)."""
-    if image:
-        raise ValueError("Lucy Edit edits a video and takes no first frame: give the video "
-                         "to edit (txt2vid --init-video, the server's init_video)")
-    if control is not None:
-        raise ValueError(f"{control} needs a Wan VACE model; Lucy Edit reads the video to "
-                         "edit and the prompt only")
-    if strength is not None:
-        raise ValueError(f"{strength}: Lucy Edit runs the whole schedule from noise, the "
-                         "video a condition beside it; leave it out")
-    if cache_kind in ("teacache", "teacache-ret"):
-        raise ValueError("TeaCache's Wan tables are Wan 2.1's; for Lucy Edit use First Block "
-                         "Cache (fbc:0.12)")
-    if guidance_scale_2 is not None:
-        raise ValueError("a second guidance scale is for Wan 2.2 A14B's low-noise expert; "
-                         "Lucy Edit has one transformer")
+__all__ = ["LucyEditPipeline"]
 
 
 class LucyEditPipeline(WanPipeline):

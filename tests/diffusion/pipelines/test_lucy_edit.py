@@ -70,7 +70,7 @@ def test_edit_equals_diffusers(first_device: gpucore.Device, tiny: tuple[Path, A
 
 @pytest.mark.nodevice
 def test_edit_refusals() -> None:
-    from diffusion.pipelines.video.lucy_edit import refuse_lucy
+    from diffusion.pipelines.video.wan_refuse import refuse_lucy
 
     base: dict[str, Any] = dict(image=False, cache_kind=None, guidance_scale_2=None,
                                 control=None, strength=None)
