@@ -18,7 +18,7 @@ as base64 pictures (`control_video`, `control_mask`: one per frame; `reference_i
 `control_scale`, as `txt2vid --control-video DIR ...` does; a Wan 2.2 Animate folder its
 picture, pose, face, background and mask videos (video_animate); a Wan text-to-video model an
 `init_video` to redraw and its `denoising_strength` (video_init; a Cosmos Predict2.5 folder
-continues it); a SkyReels V2 diffusion
+continues it, a Lucy Edit folder edits it); a SkyReels V2 diffusion
 forcing folder its `ar_step`, `causal_block_size`, `base_num_frames`, `overlap_history` and
 `addnoise_condition` (video_skyreels). GET /avx/video-models lists the video folders and Wan
 files for the page's Video tab."""
@@ -237,7 +237,7 @@ def _pipeline(model: tuple[Path, WanFiles], memory: MemoryMode | None, device: A
     `no_half_vae` (the server's --no-half-vae), loaded on first use (another model replaces
     it)."""
     from ....loaders.wan.sources import is_wan_animate
-    from ....pipelines.video import WanAnimatePipeline, WanPipeline
+    from ....pipelines.video import LucyEditPipeline, WanAnimatePipeline, WanPipeline
     from ....pipelines.video.hunyuan_video15 import HunyuanVideo15Pipeline
     from ....pipelines.video.kandinsky5 import Kandinsky5VideoPipeline
     from ....pipelines.video.skyreels_v2_df import SkyReelsV2DiffusionForcingPipeline
@@ -268,7 +268,7 @@ def _pipeline(model: tuple[Path, WanFiles], memory: MemoryMode | None, device: A
         else:
             network = WanAnimatePipeline if is_wan_animate(folder, files) else \
                 SkyReelsV2DiffusionForcingPipeline if wan_family(folder) == "skyreels-v2-df" \
-                else WanPipeline
+                else LucyEditPipeline if wan_family(folder) == "lucy-edit" else WanPipeline
             pipe = network.from_pretrained(folder, device=device, files=files,
                                            offload=bool(memory))
         if memory:
@@ -346,7 +346,7 @@ async def _run(state: ServerState, body: Txt2VidRequest, image: Any) -> dict[str
             forcing_inputs(body, s.fps, image) if forcing else {
             "image": image, "guidance_scale_2": body.cfg_scale_2, "control": control,
             "conditioning_scale": body.control_scale, "video": init,
-            "strength": body.denoising_strength or 0.8}
+            "strength": body.denoising_strength}  # (video_init's; None: Lucy Edit's)
         if pixels is not None:  # Wan 2.2 Animate: the pose video's length
             videos = pipe(body.prompt, pixels=pixels, segment_frames=segment,
                           overlap=body.segment_overlap, negative_prompt=body.negative_prompt,
