@@ -99,6 +99,8 @@ class LucyEditPipeline(WanPipeline):
             def predict(x: np.ndarray, t: Any, i: int) -> tuple[np.ndarray, None]:
                 sample = asarray(np.concatenate([x, condition], axis=1), dtype=model.dtype,
                                  device=model.device)
+                # one timestep a sample: diffusers' per-token timesteps (expand_timesteps)
+                # are all t here, its mask all ones, so each token's embedding is the same
                 timestep = np.full(len(x), float(t), np.float32)
                 cached = {"cache": branches["cond"]} if branches else {}
                 flow = model(sample, timestep, None, context=positive,
