@@ -22,7 +22,7 @@ import gpucore
 
 PROMPT = "make the cube red"
 HEIGHT, WIDTH, FRAMES = 32, 64, 5
-SETTINGS = dict(negative_prompt="blurry", num_inference_steps=3, guidance_scale=4.0)
+SETTINGS = dict(negative_prompt="blurry", num_inference_steps=2, guidance_scale=4.0)
 
 
 @pytest.fixture(scope="module")
@@ -47,7 +47,7 @@ def diffusers_edit(reference: Any, video: list[Image.Image], prompt: str = PROMP
 
 
 def test_edit_equals_diffusers(first_device: gpucore.Device, tiny: tuple[Path, Any]) -> None:
-    """3 UniPC steps from noise, the video's latents beside it each step; the prompt and the
+    """2 UniPC steps from noise, the video's latents beside it each step; the prompt and the
     video each move the frames (the tiny random VAE's frames move less than a trained
     one's)."""
     from diffusion.pipelines.video.lucy_edit import LucyEditPipeline
@@ -63,9 +63,12 @@ def test_edit_equals_diffusers(first_device: gpucore.Device, tiny: tuple[Path, A
     expected = diffusers_edit(reference, video)
     assert made.shape == expected.shape == (FRAMES, HEIGHT, WIDTH, 3)
     error = np.abs(made - expected)
-    assert error.mean() < 5e-6 and error.max() < 5e-5, (error.mean(), error.max())  # 9e-7, 9e-6
-    assert np.abs(ours(video, "a blue ball in the snow") - made).mean() > 0.05  # 0.10
-    assert np.abs(ours(wave_video(2, 24, 40)) - made).mean() > 0.04  # 0.089
+    assert error.mean() < 5e-6 and error.max() < 5e-5, (error.mean(), error.max())  # 1.4e-6, 1.3e-5
+    # (a prompt of whole pieces of the tiny tokenizer: its training is not deterministic, and
+    # a prompt of rarer pieces changes the frames by 0.02 to 0.08 with its draw)
+    other = "the quick brown fox jumps over the lazy dog"
+    assert np.abs(ours(video, other) - made).mean() > 0.04  # 0.072 to 0.078
+    assert np.abs(ours(wave_video(2, 24, 40)) - made).mean() > 0.03  # 0.062 to 0.068
 
 
 @pytest.mark.nodevice

@@ -78,7 +78,7 @@ def test_cli_edit_with_lora_equals_diffusers(first_device: gpucore.Device,
         expected = theirs()
     finally:
         reference.unload_lora_weights()
-    assert np.abs(expected - plain).mean() > 0.03  # the LoRA visibly matters
+    assert np.abs(expected - plain).mean() > 0.1  # the LoRA visibly matters (0.27)
     out, _ = cli_ok(capsys, "txt2vid", "--model", str(folder), "--prompt", PROMPT,
                     "--negative-prompt", "blurry", "--init-video", str(tmp_path / "in"),
                     "--steps", "2", "--cfg-scale", "4", "--seed", "3", "--dtype", "float32",
