@@ -53,7 +53,7 @@ function showFirstFrame() {
   const takes = firstFrameTaken();
   showVace(Boolean(chosenModel()?.vace));
   showAnimate(Boolean(chosenModel()?.animate));
-  showInitVideo(takesInitVideo(chosenModel()));
+  showInitVideo(takesInitVideo(chosenModel()), chosenModel());
   $("video_parts").hidden = chosenModel()?.kind !== "file";
   $("video_first_frame").hidden = takes === "none";
   $("video_hint").textContent = takes === "required"
