@@ -33,7 +33,7 @@ def _load(folder: Path, files: WanFiles, memory: MemoryMode | None, device: Any)
     """The pipeline of the video model at `folder` (with `files` in place of a Wan folder's
     parts) on `device`, each network straight to host memory in a `memory` mode."""
     from ...loaders.wan.sources import is_wan_animate
-    from ...pipelines.video import WanAnimatePipeline, WanPipeline
+    from ...pipelines.video import LucyEditPipeline, WanAnimatePipeline, WanPipeline
     from ...pipelines.video.skyreels_v2_df import SkyReelsV2DiffusionForcingPipeline
 
     offload = bool(memory)
@@ -69,7 +69,7 @@ def _load(folder: Path, files: WanFiles, memory: MemoryMode | None, device: Any)
         return SanaVideoPipeline.from_pretrained(folder, device=device)
     network = WanAnimatePipeline if is_wan_animate(folder, files) else \
         SkyReelsV2DiffusionForcingPipeline if wan_family(folder) == "skyreels-v2-df" \
-        else WanPipeline
+        else LucyEditPipeline if wan_family(folder) == "lucy-edit" else WanPipeline
     return network.from_pretrained(folder, device=device, files=files, offload=offload)
 
 

@@ -60,6 +60,8 @@ def _first_frame(path: Path) -> str:
     from ...loaders.formats.diffusers_folder import read_json
 
     index = read_json(path / "model_index.json")
+    if index.get("_class_name") == "LucyEditPipeline":  # it edits a video (init_video)
+        return "none"
     if index.get("_class_name") in ("WanImageToVideoPipeline",
                                     "SkyReelsV2ImageToVideoPipeline"):
         return "required"
@@ -105,7 +107,7 @@ def video_listing(registry: ModelRegistry) -> dict[str, Any]:
                                    "clip_vision": []}
     for entry in registry.entries:
         if (wan := wan_family(entry.path)) is not None:  # SkyReels V2's too
-            forcing = wan == "skyreels-v2-df"  # its own defaults
+            forcing = wan in ("skyreels-v2-df", "lucy-edit")  # their own defaults
             models.append({"title": entry.title, "model_name": entry.model_name,
                            "kind": "folder", "first_frame": _first_frame(entry.path),
                            "vace": wan == "wan-vace", "animate": wan == "wan-animate",

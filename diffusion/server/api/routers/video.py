@@ -19,10 +19,10 @@ base64 pictures (`control_video`, `control_mask`: one per frame; `reference_imag
 `control_scale`, as `txt2vid --control-video DIR ...` does; a Wan 2.2 Animate folder its
 picture, pose, face, background and mask videos (video_animate); a Wan text-to-video model an
 `init_video` to redraw and its `denoising_strength` (video_init; a Cosmos Predict2.5 or Predict2
-Video2World folder continues it); a SkyReels V2 diffusion forcing folder its `ar_step`,
-`causal_block_size`, `base_num_frames`, `overlap_history` and `addnoise_condition`
-(video_skyreels). GET /avx/video-models lists the video folders and Wan files for the page's
-Video tab."""
+Video2World folder continues it, a Lucy Edit folder edits it); a SkyReels V2 diffusion forcing
+folder its `ar_step`, `causal_block_size`, `base_num_frames`, `overlap_history` and
+`addnoise_condition` (video_skyreels). GET /avx/video-models lists the video folders and Wan
+files for the page's Video tab."""
 
 from __future__ import annotations
 
@@ -297,7 +297,7 @@ async def _run(state: ServerState, body: Txt2VidRequest, image: Any) -> dict[str
             forcing_inputs(body, s.fps, image) if forcing else {
             "image": image, "guidance_scale_2": body.cfg_scale_2, "control": control,
             "conditioning_scale": body.control_scale, "video": init,
-            "strength": body.denoising_strength or 0.8}
+            "strength": body.denoising_strength}  # (video_init's; None: Lucy Edit's)
         if pixels is not None:  # Wan 2.2 Animate: the pose video's length
             videos = pipe(body.prompt, pixels=pixels, segment_frames=segment,
                           overlap=body.segment_overlap, negative_prompt=body.negative_prompt,
