@@ -85,7 +85,7 @@ def test_refusals_are_422(served: tuple[TestClient, Any],
                           monkeypatch: pytest.MonkeyPatch) -> None:
     from diffusion.server.api.routers import video
 
-    monkeypatch.setattr(video, "_pipeline", lambda *a, **kw: pytest.fail("the model loaded"))
+    monkeypatch.setattr(video, "video_pipeline", lambda *a, **kw: pytest.fail("the model loaded"))
     client, _ = served
     clip = [_base64(Image.new("RGB", (WIDTH, HEIGHT)))] * FRAMES
     for route, change, says in (
