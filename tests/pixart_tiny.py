@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from flow_tiny import T5_TINY, tiny_t5, tiny_t5_tokenizer
-from sd_tiny import randomized, tiny_vae
+from sd_tiny import VAE_TINY, randomized
 
 # PixArt-Σ XL/2's layout shrunk: 4 latent channels in 2 x 2 patches, two blocks of 2 heads of
 # 12 (a width of 24: the size embeddings' thirds), captions of T5_TINY's 32 features (T5
@@ -33,6 +33,13 @@ PIXART_SCHEDULER: dict[str, Any] = dict(
     thresholding=False, use_karras_sigmas=False, timestep_spacing="linspace", steps_offset=0)
 
 
+# the SD VAE's 8x factor in four narrow levels: pictures at PixArt's resolution bins (256 px
+# and up, 32 x 32 latents) stay cheap
+VAE_8X_TINY: dict[str, Any] = dict(
+    VAE_TINY, block_out_channels=(8, 8, 8, 8), norm_num_groups=8,
+    down_block_types=("DownEncoderBlock2D",) * 4, up_block_types=("UpDecoderBlock2D",) * 4)
+
+
 def tiny_pixart_transformer(seed: int = 31, **overrides: Any) -> Any:
     """diffusers' PixArtTransformer2DModel of PIXART_TINY (overrides: PIXART_ALPHA_TINY's
     fields), random weights scaled so that the caption visibly matters (the tests assert
@@ -54,10 +61,11 @@ def tiny_pixart_transformer(seed: int = 31, **overrides: Any) -> Any:
 
 
 def tiny_pixart_pipeline(root: Path, name: str = "pixart", *, alpha: bool = False,
-                         **overrides: Any) -> Any:
+                         vae: dict[str, Any] = VAE_TINY, **overrides: Any) -> Any:
     """diffusers' PixArtSigmaPipeline (`alpha`: PixArtAlphaPipeline with α 1024's size
-    embeddings) of tiny random parts saved to `root / name`, the transformer's config
-    changed by `overrides`; returns it."""
+    embeddings) of tiny random parts saved to `root / name`, the VAE of `vae`'s config
+    (VAE_TINY: 2x; VAE_8X_TINY), the transformer's config changed by `overrides`; returns
+    it."""
     import diffusers
     import transformers
 
@@ -66,7 +74,8 @@ def tiny_pixart_pipeline(root: Path, name: str = "pixart", *, alpha: bool = Fals
         tokenizer_file=str(root / f"{name}-tokenizer" / "tokenizer.json"))
     fields = {**(PIXART_ALPHA_TINY if alpha else PIXART_TINY), **overrides}
     cls = diffusers.PixArtAlphaPipeline if alpha else diffusers.PixArtSigmaPipeline
-    pipe = cls(tokenizer=tokenizer, text_encoder=tiny_t5(), vae=tiny_vae(),
+    pipe = cls(tokenizer=tokenizer, text_encoder=tiny_t5(),
+               vae=randomized(diffusers.AutoencoderKL(**vae), 2),
                transformer=tiny_pixart_transformer(**fields),
                scheduler=diffusers.DPMSolverMultistepScheduler(**PIXART_SCHEDULER))
     pipe.save_pretrained(root / name)
