@@ -48,10 +48,12 @@ tokens of SanaPipeline's 300-token Gemma 2 block (bench/_dit_sana.py). HiDream-I
 (17B: 16 double and 32 single blocks of 4 experts top 2) at 4096 patches for T5's 128 tokens
 and Llama 3.1 8B's 32 layers of 128 tokens, unmasked (bench/_dit_hidream.py). ERNIE-Image's
 (8B: 36 shared-adaLN blocks) at 4096 patches after 256 prompt tokens (bench/_dit_ernie.py).
+PixArt-Σ XL/2 1024's at 4096 patches for 40 real tokens of its 300-token T5 block
+(bench/_dit_pixart.py).
 Rows run smallest first, each caught on its own: an out-of-memory model loses its row only,
 recorded with its error.
 
-BENCH_MODELS picks them, comma-separated, from sana, qwen3_8b, qwen25vl, qwen3vl_8b, sana4k,
+BENCH_MODELS picks them, comma-separated, from sana, pixart, qwen3_8b, qwen25vl, qwen3vl_8b, sana4k,
 lumina2, qwenimage21, krea2, kandinsky5, longcat, ovis, ernie, flux2klein, chroma, kontext,
 qwenimage, qwenimageedit, hunyuanimage, hunyuanvideo15, hunyuanvideo, hidream, ltx2 (the
 default: all, in that order), plus zimage and qwen3 (bench/zimage.py's rows). BENCH_ACC16=1
@@ -85,6 +87,7 @@ from . import _dit_longcat as _longcat
 from . import _dit_ltx2 as _ltx2
 from . import _dit_lumina2 as _lumina2
 from . import _dit_ovis as _ovis
+from . import _dit_pixart as _pixart
 from . import _dit_qwen21 as _qwen21
 from . import _dit_sana as _sana
 from . import _harness
@@ -97,7 +100,7 @@ GIB = float(1 << 30)
 _ROW_MODULES = {name: module for module in (_flux_qwen, _qwen21, _krea2, _kandinsky5,
                                                _hunyuanimage, _hunyuan_video15, _ltx2,
                                                _lumina2, _hunyuan_video, _longcat, _ovis,
-                                               _sana, _hidream, _ernie)
+                                               _sana, _hidream, _ernie, _pixart)
                 for name in module.NAMES}
 COLUMNS = ["model", "impl", "dtype", "dispatches", "rel_err", "gpu_ms", "wall_ms", "peak_gib",
            "vs_bf16", "prefix_ms", "error"]
@@ -253,7 +256,8 @@ def _one_model(name: str, quick: bool, device: gpucore.Device, cuda: Any
     return rows
 
 
-DEFAULT = ("sana", "qwen3_8b", "qwen25vl", "qwen3vl_8b", "sana4k", "lumina2", "qwenimage21",
+DEFAULT = ("sana", "pixart",
+           "qwen3_8b", "qwen25vl", "qwen3vl_8b", "sana4k", "lumina2", "qwenimage21",
            "krea2", "kandinsky5", "longcat", "ovis", "ernie", "flux2klein", "chroma", "kontext",
            "qwenimage", "qwenimageedit", "hunyuanimage", "hunyuanvideo15", "hunyuanvideo",
            "hidream", "ltx2")
