@@ -18,7 +18,7 @@ aspect-ratio bin nearest to it and resized back (sana_bins: the same tables).
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -125,14 +125,19 @@ class PixArtPipeline:
             pred = uncond + np.float32(guidance_scale) * (cond - uncond)
         return pred[:, :x.shape[1]] if pred.shape[1] == 2 * x.shape[1] else pred
 
-    def decode(self, latents: np.ndarray, size: tuple[int, int] | None = None) -> np.ndarray:
+    def decode(self, latents: np.ndarray, size: tuple[int, int] | None = None,
+               run: Callable[[Any, np.ndarray], np.ndarray] | None = None) -> np.ndarray:
         """Images (B, H, W, 3) in [0, 1] of transformer latents (B, 4, h, w): divided by the
         VAE's scaling factor, decoded in the VAE's dtype; `size` (height, width): resized to
-        cover it and cropped before the clip, as diffusers' resolution binning."""
-        weight = self.vae.decoder.conv_in.weight
+        cover it and cropped before the clip, as diffusers' resolution binning; `run(vae,
+        z)`: a memory mode's decode (MemoryModes.memory_decode)."""
         z = latents / np.float32(self.vae.scaling_factor)
-        images = self.vae.decode(asarray(z, dtype=weight.dtype, device=weight.device)
-                                 ).numpy().astype(np.float32)
+        if run is not None:
+            images = run(self.vae, z)
+        else:
+            weight = self.vae.decoder.conv_in.weight
+            images = self.vae.decode(asarray(z, dtype=weight.dtype, device=weight.device)
+                                     ).numpy().astype(np.float32)
         if size is not None:
             images = resize_and_crop(images, *size)
         return np.clip(images / 2 + 0.5, 0.0, 1.0).transpose(0, 2, 3, 1)

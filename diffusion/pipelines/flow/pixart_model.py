@@ -29,6 +29,7 @@ from ..finite import pictures_uint8
 from ..generation import Denoised
 from ..observer import Observer
 from ..request import GenerationRequest
+from .flow_memory import MemoryLayout
 from .flow_model import LLMFlowModel
 from .pixart import pixart_binned_size
 
@@ -46,8 +47,8 @@ class PixArtModel(LLMFlowModel):
 
     @property
     def capabilities(self) -> Capabilities:
-        """Its own sampler ("diffusers"), CFG with a negative prompt, plain-text prompts;
-        txt2img only, no hires fix, ControlNets, step cache, refiner, memory modes or
+        """Its own sampler ("diffusers"), CFG with a negative prompt, plain-text prompts, the
+        memory modes; txt2img only, no hires fix, ControlNets, step cache, refiner or
         variation seeds."""
         return pixart_capabilities(self.family)
 
@@ -60,6 +61,13 @@ class PixArtModel(LLMFlowModel):
     @property
     def latent_channels(self) -> int:
         return int(self.pipe.vae.config["latent_channels"])
+
+    def memory_layout(self) -> MemoryLayout:
+        """What the memory modes move: T5, the transformer's blocks, the SD VAE."""
+        pipe, transformer = self.pipe, self.pipe.transformer
+        return MemoryLayout(transformer=transformer, blocks=(transformer.transformer_blocks,),
+                            text_encoders=(pipe.text_encoder,),
+                            text_calls=((pipe.text_encoder, "forward"),), vae=pipe.vae)
 
     def use_vae(self, path: str | os.PathLike[str]) -> None:
         raise ValueError("PixArt decodes with its folder's vae/: leave --vae out")
@@ -123,7 +131,8 @@ class PixArtModel(LLMFlowModel):
                      int(request.height or self.native_size))
             if self.binned(request, *asked) is not None:
                 size = asked[::-1]
-        return pictures_uint8(self.pipe.decode(latents, size), self.pipe.vae)
+        return pictures_uint8(self.pipe.decode(latents, size, self.memory_decode()),
+                              self.pipe.vae)
 
 
 def pixart_capabilities(family: str) -> Capabilities:
@@ -134,7 +143,7 @@ def pixart_capabilities(family: str) -> Capabilities:
                         prompt_syntax=False, textual_inversion=False, refiner=False,
                         control=False, variation_seeds=False, latent_upscale_resize=False,
                         hires=False, hires_with_diffusers=False, latent_masked_content=False,
-                        memory_modes=False)
+                        memory_modes=True)
 
 
 def pixart_defaults(path: str | os.PathLike[str], family: str) -> SamplingDefaults:
