@@ -80,3 +80,48 @@ def tiny_pixart_pipeline(root: Path, name: str = "pixart", *, alpha: bool = Fals
                scheduler=diffusers.DPMSolverMultistepScheduler(**PIXART_SCHEDULER))
     pipe.save_pretrained(root / name)
     return pipe
+
+
+def original_layout(transformer: Any) -> dict[str, Any]:
+    """A diffusers PixArtTransformer2DModel's tensors in the original (PixArt repositories')
+    layout, as its .pth checkpoints' state_dict holds them: diffusers' conversion undone
+    (fused attn.qkv and cross_attn.kv_linear; the unused y_embedder.y_embedding it drops,
+    here random)."""
+    import torch
+
+    state = {k: v.detach().clone().contiguous() for k, v in transformer.state_dict().items()
+             if k != "pos_embed.pos_embed"}
+    emb = "adaln_single.emb."
+    heads = (("pos_embed.proj.", "x_embedder.proj."),
+             (emb + "timestep_embedder.linear_1.", "t_embedder.mlp.0."),
+             (emb + "timestep_embedder.linear_2.", "t_embedder.mlp.2."),
+             (emb + "resolution_embedder.linear_1.", "csize_embedder.mlp.0."),
+             (emb + "resolution_embedder.linear_2.", "csize_embedder.mlp.2."),
+             (emb + "aspect_ratio_embedder.linear_1.", "ar_embedder.mlp.0."),
+             (emb + "aspect_ratio_embedder.linear_2.", "ar_embedder.mlp.2."),
+             ("adaln_single.linear.", "t_block.1."),
+             ("caption_projection.linear_1.", "y_embedder.y_proj.fc1."),
+             ("caption_projection.linear_2.", "y_embedder.y_proj.fc2."),
+             ("proj_out.", "final_layer.linear."),
+             ("scale_shift_table", "final_layer.scale_shift_table"),
+             ("transformer_blocks.", "blocks."))
+    parts = ((".attn1.to_out.0.", ".attn.proj."), (".attn2.to_q.", ".cross_attn.q_linear."),
+             (".attn2.to_out.0.", ".cross_attn.proj."), (".ff.net.0.proj.", ".mlp.fc1."),
+             (".ff.net.2.", ".mlp.fc2."))
+    gen = torch.Generator().manual_seed(5)
+    out = {"y_embedder.y_embedding": torch.randn(
+        3, transformer.config.caption_channels, generator=gen)}
+    for key, value in state.items():
+        if any(f".{part}." in key for part in ("attn1.to_k", "attn1.to_v", "attn2.to_v")):
+            continue
+        if ".attn1.to_q." in key or ".attn2.to_k." in key:
+            names = ("to_q", "to_k", "to_v") if ".attn1." in key else ("to_k", "to_v")
+            value = torch.cat([state[key.replace(names[0], n)] for n in names])
+            fused = ".attn.qkv." if ".attn1." in key else ".cross_attn.kv_linear."
+            key = key.replace(".attn1.to_q.", fused).replace(".attn2.to_k.", fused)
+        for new, old in heads:
+            key = old + key[len(new):] if key.startswith(new) else key
+        for new, old in parts:
+            key = key.replace(new, old)
+        out[key] = value
+    return out

@@ -47,14 +47,16 @@ def pixart_family(path: str | os.PathLike[str]) -> str | None:
 
 
 def load_pixart_folder(path: str | os.PathLike[str], *, dtype: Any = None,
-                       variant: str | None = None) -> PixArtWeights:
+                       variant: str | None = None, skip: tuple[str, ...] = ()
+                       ) -> PixArtWeights:
     """Lazy weights of the PixArt diffusers folder `path`. `dtype`: None (as stored;
-    bfloat16 read as float32), "float16" or "float32"; `variant`: e.g. "fp16". WeightsError
-    naming the file or folder when it is not a PixArt pipeline or a component is missing."""
+    bfloat16 read as float32), "float16" or "float32"; `variant`: e.g. "fp16"; `skip`:
+    "transformer", left out (None: a single file replaces it). WeightsError naming the file
+    or folder when it is not a PixArt pipeline or a component is missing."""
     root = Path(path)
     found = pipeline_class(root)
     pipeline_index(root, found if found in FAMILIES else "PixArtSigmaPipeline", DIT_COMPONENTS)
-    parts = dit_weights(root, dtype=dtype, variant=variant, skip=(), adapt=_as_stored)
+    parts = dit_weights(root, dtype=dtype, variant=variant, skip=skip, adapt=_as_stored)
     tokenizer = root / "tokenizer"
     file = tokenizer / "tokenizer.json"
     return PixArtWeights(scheduler_config=read_json(root / "scheduler" /

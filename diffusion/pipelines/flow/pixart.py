@@ -28,7 +28,8 @@ import numpy as np
 from gpucore import Device, default_device
 from gpustd import asarray
 
-from ...loaders.pixart import load_pixart_folder
+from ...loaders.formats.diffusers_folder import component_config
+from ...loaders.pixart import load_pixart_folder, load_pixart_transformer
 from ...models.pixart import PixArtTransformer2DModel
 from ...models.t5 import T5EncoderModel
 from ...models.vae import AutoencoderKL
@@ -75,12 +76,20 @@ class PixArtPipeline:
     @classmethod
     def from_pretrained(cls, path: str | Path, *, dtype: Any = np.float32,
                         device: Device | None = None, variant: str | None = None,
+                        transformer_file: str | Path | None = None,
                         offload: bool = False) -> PixArtPipeline:
         """Load a PixArt-α or PixArt-Σ diffusers folder (`load_pixart_folder`) onto `device`
-        in `dtype`; `offload`: each network goes to host memory as soon as it is loaded (T5
-        before the transformer loads), for a memory mode to bring in as it runs."""
-        weights = load_pixart_folder(path, variant=variant)
+        in `dtype`; `transformer_file`: an original-layout single file (.pth or .safetensors:
+        `load_pixart_transformer`) in place of the folder's transformer, whose
+        transformer/config.json, where it has one, gives the picture size; `offload`: each
+        network goes to host memory as soon as it is loaded (T5 before the transformer
+        loads), for a memory mode to bring in as it runs."""
+        skip = () if transformer_file is None else ("transformer",)
+        weights = load_pixart_folder(path, variant=variant, skip=skip)
         transformer, t5 = weights.transformer, weights.text_encoder
+        if transformer_file is not None:
+            transformer = load_pixart_transformer(
+                transformer_file, config=component_config(path, "transformer"))
         assert transformer is not None and t5 is not None
         place = {"dtype": dtype, "device": device or default_device()}
         load = partial(load_network, device=place["device"], offload_to_host=offload)

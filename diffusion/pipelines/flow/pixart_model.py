@@ -32,6 +32,7 @@ from ..request import GenerationRequest
 from .flow_memory import MemoryLayout
 from .flow_model import LLMFlowModel
 from .pixart import pixart_binned_size
+from .start import base_folder
 
 __all__ = ["PIXART_DEFAULTS", "PixArtModel", "load_pixart_model", "pixart_capabilities",
            "pixart_defaults"]
@@ -154,16 +155,20 @@ def pixart_defaults(path: str | os.PathLike[str], family: str) -> SamplingDefaul
 
 def load_pixart_model(path: str | os.PathLike[str], family: str, options: LoadOptions
                       ) -> PixArtModel:
-    """A PixArt-α or PixArt-Σ diffusers folder as a PixArtModel; `options.defaults` (the
-    folder's defaults.json) over `pixart_defaults`. --base and --text-encoder files refused
-    in one line (the folder holds every part)."""
+    """A PixArt-α or PixArt-Σ diffusers folder, or a single-file transformer (the PixArt
+    repositories' original layout) with `options.base` (a PixArt folder giving T5, the
+    tokenizer, the VAE and the scheduler; α or Σ as that folder says), as a PixArtModel;
+    `options.defaults` (the folder's defaults.json) over `pixart_defaults`. --text-encoder
+    refused in one line."""
     from .pixart import PixArtPipeline
 
-    if options.base is not None or options.text_encoders:
-        raise ValueError("a PixArt folder holds every part: leave --base and --text-encoder "
-                         "out")
+    if options.text_encoders:
+        raise ValueError("PixArt reads T5 from its diffusers folder: leave --text-encoder out")
+    path = Path(path)
+    folder, transformer_file = base_folder(path, options.base, "PixArt",
+                                           parts="T5, tokenizer, VAE and scheduler")
     pipe = PixArtPipeline.from_pretrained(
-        Path(path), dtype=options.dtype, device=options.device, variant=options.variant,
-        offload=options.offload)
-    return PixArtModel(pipe, family=pixart_family(path) or family, name=module_stem(Path(path)),
+        folder, dtype=options.dtype, device=options.device, variant=options.variant,
+        transformer_file=transformer_file, offload=options.offload)
+    return PixArtModel(pipe, family=pixart_family(folder) or family, name=module_stem(path),
                        defaults=options.defaults or PIXART_DEFAULTS)

@@ -88,3 +88,31 @@ def test_pixart_through_the_api(first_device: gpucore.Device, tmp_path: Path) ->
         assert response.status_code == 422, response.text
         detail = response.json()["detail"]
         assert "Euler" in detail and "\n" not in detail, detail
+
+
+def test_pixart_single_file(first_device: gpucore.Device, tiny_pixart: tuple[Path, Any],
+                            tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """The transformer as the PixArt repository's .pth (its `state_dict`, original names)
+    with a PixArt folder as --base whose transformer/ holds its config alone: the whole
+    folder's picture bit for bit; without --base, one line saying what to add."""
+    import shutil
+
+    from pixart_tiny import original_layout
+
+    folder, reference = tiny_pixart
+    file = tmp_path / "pixart_tiny.pth"
+    torch.save({"state_dict": original_layout(reference.transformer)}, file)
+    slim = tmp_path / "pixart"
+    shutil.copytree(folder, slim)
+    for weights in (slim / "transformer").glob("*.safetensors*"):
+        weights.unlink()
+    common = ("txt2img", "--prompt", PROMPT, "--width", "40", "--height", "24", "--steps",
+              "2", "--seed", "7", "--dtype", "float32", "--rng", "torch")
+    out, err = cli_ok(capsys, *common, "--model", str(file), "--base", str(slim),
+                      "--out", str(tmp_path / "file.png"))
+    assert "pixart-sigma" in err, err
+    single = png_pixels(out)
+    out, _ = cli_ok(capsys, *common, "--model", str(folder), "--out", str(tmp_path / "d.png"))
+    np.testing.assert_array_equal(single, png_pixels(out))
+    error = cli_error(capsys, *common, "--model", str(file), "--out", str(tmp_path / "x.png"))
+    assert "--base" in error and "PixArt" in error
