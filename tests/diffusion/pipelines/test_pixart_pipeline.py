@@ -24,6 +24,14 @@ def _diffusers(reference: Any, prompt: str, **settings: Any) -> np.ndarray:
                      use_resolution_binning=False, **SIZE, **settings).images[0]
 
 
+def _assert_near(got: np.ndarray, expected: np.ndarray) -> None:
+    """Within float32 rounding as the tiny models amplify it: measured 8e-5 to 1.1e-3 at the
+    worst pixel from run to run (the GEMM kernels the autotuner picks round differently, and
+    the tiny transformer's gains and CFG carry that to a few pixels), 1e-5 on average."""
+    assert np.abs(got - expected).max() < 3e-3
+    assert np.abs(got - expected).mean() < 5e-5
+
+
 def test_pixart_sigma_is_diffusers(first_device: gpucore.Device,
                                    tiny_pixart: tuple[Path, Any]) -> None:
     """diffusers' picture after 3 DPM-Solver++ steps at CFG 4.5 with a negative prompt (T5's
@@ -35,8 +43,7 @@ def test_pixart_sigma_is_diffusers(first_device: gpucore.Device,
     expected = _diffusers(reference, " A Red Circle", **settings)
     ours = PixArtPipeline.from_pretrained(folder, device=first_device)
     got = ours(" A Red Circle", seed=7, use_resolution_binning=False, **SIZE, **settings)[0]
-    # 2.2e-4 measured: the tiny transformer's 3e-5 of its outputs through CFG 4.5
-    assert np.abs(got - expected).max() < 5e-4
+    _assert_near(got, expected)
     plain = ours("a red circle", seed=7, use_resolution_binning=False, **SIZE,
                  **{**settings, "negative_prompt": ""})[0]
     other = ours("a blue cat", seed=7, use_resolution_binning=False, **SIZE, **settings)[0]
@@ -57,7 +64,7 @@ def test_pixart_alpha_is_diffusers(first_device: gpucore.Device, tmp_path: Path)
     ours = PixArtPipeline.from_pretrained(tmp_path / "pixart", device=first_device)
     assert ours.alpha and ours.max_sequence_length == 120
     got = ours(prompts, seed=7, use_resolution_binning=False, **SIZE, **settings)
-    assert np.abs(got - expected).max() < 5e-4  # 8e-5 measured
+    _assert_near(got, expected)
 
 
 @pytest.mark.nodevice
