@@ -22,8 +22,6 @@ from ...loaders.flow.text_encoder_file import module_stem
 from ...loaders.pixart import pixart_family
 from ...models.step_cache import StepCache
 from ...sampling.kdiffusion import DIFFUSERS
-from ...text.composable import refuse_composable
-from ...text.prompts import extract_extra_networks
 from ..contract import Capabilities, LoadOptions, SamplingDefaults
 from ..finite import pictures_uint8
 from ..generation import Denoised
@@ -74,9 +72,9 @@ class PixArtModel(LLMFlowModel):
         raise ValueError("PixArt decodes with its folder's vae/: leave --vae out")
 
     def check(self, request: GenerationRequest, width: int, height: int) -> None:
-        """Plain-text prompts, no init image (diffusers has no PixArt img2img), sides in
-        whole 2x2 latent patches (multiples of 16). One line each otherwise."""
-        refuse_composable(extract_extra_networks(request.prompt)[0], "PixArt models")
+        """No init image (diffusers has no PixArt img2img), sides in whole 2x2 latent
+        patches (multiples of 16). One line each otherwise. (AND is a word to the
+        pipeline's T5, as to diffusers'.)"""
         if request.init_image is not None:
             raise ValueError("PixArt draws from text alone (diffusers has no PixArt img2img "
                              "pipeline): leave the init image out")
