@@ -176,6 +176,7 @@ class SanaTransformer2DModel(nn.Module):
         return self._sinusoid(values)
 
     def _mask(self, mask: Any, batch: int, length: int) -> tuple[Tensor | None, int]:
+        """caption_bias of the captions' mask, kept in this model's tables."""
         return caption_bias(self._tables, mask, batch, length, self.device)
 
     def _positions(self, rows: int, columns: int) -> Tensor:
