@@ -33,6 +33,12 @@ PIXART_SCHEDULER: dict[str, Any] = dict(
     thresholding=False, use_karras_sigmas=False, timestep_spacing="linspace", steps_offset=0)
 
 
+# PixArt-LCM-XL-2-1024-MS's scheduler_config.json: LCM over the linear betas
+PIXART_LCM_SCHEDULER: dict[str, Any] = dict(
+    beta_start=0.0001, beta_end=0.02, beta_schedule="linear", num_train_timesteps=1000,
+    original_inference_steps=50, prediction_type="epsilon", timestep_scaling=10.0,
+    set_alpha_to_one=True, clip_sample=False, timestep_spacing="leading", steps_offset=0)
+
 # the SD VAE's 8x factor in four narrow levels: pictures at PixArt's resolution bins (256 px
 # and up, 32 x 32 latents) stay cheap
 VAE_8X_TINY: dict[str, Any] = dict(
@@ -61,11 +67,12 @@ def tiny_pixart_transformer(seed: int = 31, **overrides: Any) -> Any:
 
 
 def tiny_pixart_pipeline(root: Path, name: str = "pixart", *, alpha: bool = False,
-                         vae: dict[str, Any] = VAE_TINY, **overrides: Any) -> Any:
+                         vae: dict[str, Any] = VAE_TINY, lcm: bool = False,
+                         **overrides: Any) -> Any:
     """diffusers' PixArtSigmaPipeline (`alpha`: PixArtAlphaPipeline with α 1024's size
     embeddings) of tiny random parts saved to `root / name`, the VAE of `vae`'s config
-    (VAE_TINY: 2x; VAE_8X_TINY), the transformer's config changed by `overrides`; returns
-    it."""
+    (VAE_TINY: 2x; VAE_8X_TINY), PixArt-LCM's LCMScheduler where `lcm`, the transformer's
+    config changed by `overrides`; returns it."""
     import diffusers
     import transformers
 
@@ -77,7 +84,8 @@ def tiny_pixart_pipeline(root: Path, name: str = "pixart", *, alpha: bool = Fals
     pipe = cls(tokenizer=tokenizer, text_encoder=tiny_t5(),
                vae=randomized(diffusers.AutoencoderKL(**vae), 2),
                transformer=tiny_pixart_transformer(**fields),
-               scheduler=diffusers.DPMSolverMultistepScheduler(**PIXART_SCHEDULER))
+               scheduler=diffusers.LCMScheduler(**PIXART_LCM_SCHEDULER) if lcm
+               else diffusers.DPMSolverMultistepScheduler(**PIXART_SCHEDULER))
     pipe.save_pretrained(root / name)
     return pipe
 

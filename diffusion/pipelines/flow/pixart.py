@@ -1,10 +1,11 @@
 """PixArt-α and PixArt-Σ, as diffusers' PixArtAlphaPipeline and PixArtSigmaPipeline draw
 them: T5 v1.1 XXL's last hidden states of the prompt (300 tokens for Σ, 120 for α, padding
 masked) condition the PixArt transformer over SD VAE latents (8x smaller, 4 channels, scaled
-by the VAE's `scaling_factor`). The folder's DPMSolverMultistepScheduler (DPM-Solver++ 2M over
-the linear betas, epsilon prediction; schedulers.dpm_solver) steps from noise, with CFG as
-diffusers' (`guidance_scale` > 1: `neg + g * (pos - neg)`); the transformer's learned-variance
-half of its output is dropped. PixArt-α 1024 embeds the picture's size and aspect ratio.
+by the VAE's `scaling_factor`). The folder's scheduler (DPMSolverMultistepScheduler: DPM-Solver++
+2M over the linear betas, epsilon prediction; PixArt-LCM's LCMScheduler) steps from noise,
+with CFG as diffusers' (`guidance_scale` > 1: `neg + g * (pos - neg)`); the transformer's
+learned-variance half of its output is dropped. PixArt-α 1024 embeds the picture's size and
+aspect ratio.
 
 Prompts are lowercased and stripped: diffusers' `clean_caption` (its default) needs bs4 and
 ftfy, and without them diffusers warns and does just that, which is what runs here. With the
@@ -35,6 +36,7 @@ from ...models.t5 import T5EncoderModel
 from ...models.vae import AutoencoderKL
 from ...noise.rng import make_generator
 from ...sampling.scheduler_loop import scheduler_loop
+from ...sampling.schedulers import scheduler_from_config
 from ...sampling.schedulers.dpm_solver import DPMSolverMultistepScheduler
 from ...text.t5_tokenizer import T5Tokenizer
 from .flow_memory import load_network
@@ -100,6 +102,14 @@ class PixArtPipeline:
             vae=load(lambda: AutoencoderKL(weights.vae.config, **place), weights.vae),
             text_encoder=encoder, tokenizer=T5Tokenizer(weights.tokenizer_file),
             scheduler_config=weights.scheduler_config, alpha=weights.alpha)
+
+    def scheduler(self) -> Any:
+        """The folder's scheduler (its `_class_name`: DPMSolverMultistepScheduler, PixArt-LCM's
+        LCMScheduler, ...; DPM-Solver++ where the config names none), from its config.
+        diffusers: `pipe.scheduler`."""
+        if "_class_name" not in self.scheduler_config:
+            return DPMSolverMultistepScheduler.from_config(self.scheduler_config)
+        return scheduler_from_config(self.scheduler_config)
 
     def encode_prompt(self, prompts: Sequence[str], max_sequence_length: int | None = None
                       ) -> tuple[np.ndarray, np.ndarray]:
@@ -193,16 +203,18 @@ class PixArtPipeline:
             rows = len(states)
             sizes = {"resolution": np.tile(np.array([height, width], np.float32), (rows, 1)),
                      "aspect_ratio": np.full(rows, height / width, np.float32)}
-        scheduler = DPMSolverMultistepScheduler.from_config(self.scheduler_config)
+        scheduler = self.scheduler()
         scheduler.set_timesteps(num_inference_steps)
-        start = make_generator(rng, seed).standard_normal(shape) if latents is None else latents
+        generator = make_generator(rng, seed)
+        start = generator.standard_normal(shape) if latents is None else latents
         start = np.asarray(start, np.float32)
         if start.shape != shape:
             raise ValueError(f"latents must have shape {shape}, got {start.shape}")
+        # the scheduler's later draws (LCM's noise between steps) from the same generator
         out = scheduler_loop(
-            start, scheduler.timesteps, scheduler,
+            start * np.float32(scheduler.init_noise_sigma), scheduler.timesteps, scheduler,
             lambda x, t, i: (self.noise(x, t, on_device, mask, sizes, guidance_scale), None),
-            dtype=np.float32, callback=callback)
+            generator=generator, dtype=np.float32, callback=callback)
         if output_type == "latent":
             return out
         return self.decode(out, size=asked if asked != (height, width) else None)

@@ -19,6 +19,7 @@ from typing import Any
 import numpy as np
 
 from ...loaders.flow.text_encoder_file import module_stem
+from ...loaders.formats.diffusers_folder import read_json
 from ...loaders.pixart import pixart_family
 from ...models.step_cache import StepCache
 from ...sampling.kdiffusion import DIFFUSERS
@@ -32,12 +33,17 @@ from .flow_model import LLMFlowModel
 from .pixart import pixart_binned_size
 from .start import base_folder
 
-__all__ = ["PIXART_DEFAULTS", "PixArtModel", "load_pixart_model", "pixart_capabilities",
-           "pixart_defaults"]
+__all__ = ["LCM_DEFAULTS", "PIXART_DEFAULTS", "PixArtModel", "load_pixart_model",
+           "pixart_capabilities", "pixart_defaults"]
 
 # PixArtSigmaPipeline's (and PixArtAlphaPipeline's) defaults: 20 steps at guidance 4.5
 PIXART_DEFAULTS = SamplingDefaults(steps=20, sampler=DIFFUSERS, cfg_scale=4.5,
                                    why="diffusers' PixArt settings (its DPM-Solver++ 2M)")
+
+
+# PixArt-LCM's card: 4 steps, guidance_scale 0 (CFG 1 here: the prompt's pass alone)
+LCM_DEFAULTS = SamplingDefaults(steps=4, sampler=DIFFUSERS, cfg_scale=1.0,
+                                why="PixArt-LCM's settings (its LCMScheduler, no CFG)")
 
 
 class PixArtModel(LLMFlowModel):
@@ -147,8 +153,11 @@ def pixart_capabilities(family: str) -> Capabilities:
 
 def pixart_defaults(path: str | os.PathLike[str], family: str) -> SamplingDefaults:
     """What a PixArt model samples with where its defaults.json says nothing: diffusers'
-    pipeline defaults."""
-    return PIXART_DEFAULTS
+    pipeline defaults; a folder whose scheduler is an LCMScheduler (PixArt-LCM), its card's
+    4 steps without CFG."""
+    found = Path(path) / "scheduler" / "scheduler_config.json"
+    config = read_json(found) if found.is_file() else {}
+    return LCM_DEFAULTS if config.get("_class_name") == "LCMScheduler" else PIXART_DEFAULTS
 
 
 def load_pixart_model(path: str | os.PathLike[str], family: str, options: LoadOptions
@@ -169,4 +178,4 @@ def load_pixart_model(path: str | os.PathLike[str], family: str, options: LoadOp
         folder, dtype=options.dtype, device=options.device, variant=options.variant,
         transformer_file=transformer_file, offload=options.offload)
     return PixArtModel(pipe, family=pixart_family(folder) or family, name=module_stem(path),
-                       defaults=options.defaults or PIXART_DEFAULTS)
+                       defaults=options.defaults or pixart_defaults(folder, family))

@@ -67,6 +67,22 @@ def test_pixart_alpha_is_diffusers(first_device: gpucore.Device, tmp_path: Path)
     _assert_near(got, expected)
 
 
+def test_pixart_lcm_is_diffusers(first_device: gpucore.Device, tmp_path: Path) -> None:
+    """A PixArt-LCM folder (PixArtAlphaPipeline with an LCMScheduler: its noise between the
+    steps drawn from the seed's generator after the starting noise), 3 steps without CFG;
+    the seed matters."""
+    from pixart_tiny import tiny_pixart_pipeline
+
+    reference = tiny_pixart_pipeline(tmp_path, alpha=True, lcm=True, sample_size=128)
+    settings: dict[str, Any] = dict(num_inference_steps=3, guidance_scale=0.0)
+    expected = _diffusers(reference, "a red circle", **settings)
+    ours = PixArtPipeline.from_pretrained(tmp_path / "pixart", device=first_device)
+    got = ours("a red circle", seed=7, use_resolution_binning=False, **SIZE, **settings)[0]
+    _assert_near(got, expected)
+    other = ours("a red circle", seed=8, use_resolution_binning=False, **SIZE, **settings)[0]
+    assert np.abs(other - got).mean() > 0.02
+
+
 @pytest.mark.nodevice
 def test_bins_are_diffusers() -> None:
     """The 256 to 2048 tables' bins (diffusers' classify_height_width_bin) for sizes of
@@ -101,3 +117,18 @@ def test_pixart_bad_calls_get_one_line(first_device: gpucore.Device,
     (tmp_path / "model_index.json").write_text('{"_class_name": "FluxPipeline"}')
     with pytest.raises(WeightsError, match="PixArtSigmaPipeline"):
         PixArtPipeline.from_pretrained(tmp_path, device=first_device)
+
+
+@pytest.mark.nodevice
+def test_lcm_folder_defaults(tmp_path: Path) -> None:
+    """A PixArt-LCM folder samples with its card's 4 steps without CFG, another PixArt folder
+    with diffusers' 20 steps at CFG 4.5."""
+    from diffusion.pipelines.flow.pixart_model import LCM_DEFAULTS, PIXART_DEFAULTS, pixart_defaults
+
+    (tmp_path / "scheduler").mkdir()
+    config = tmp_path / "scheduler" / "scheduler_config.json"
+    config.write_text('{"_class_name": "LCMScheduler"}')
+    assert pixart_defaults(tmp_path, "pixart-alpha") == LCM_DEFAULTS
+    config.write_text('{"_class_name": "DPMSolverMultistepScheduler"}')
+    assert pixart_defaults(tmp_path, "pixart-alpha") == PIXART_DEFAULTS
+    assert LCM_DEFAULTS.steps == 4 and LCM_DEFAULTS.cfg_scale == 1.0
