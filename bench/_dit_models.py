@@ -176,6 +176,27 @@ ERNIE: dict[str, Any] = dict(
     in_channels=128, out_channels=128, patch_size=1, text_in_dim=3072, rope_theta=256,
     rope_axes_dim=(32, 48, 48), eps=1e-6, qk_layernorm=True)
 
+# THUDM/CogView4-6B's transformer (diffusers' convert_cogview4_to_diffusers): 28 blocks of 32
+# heads of 128, GLM-4-9B's 4096-wide states
+COGVIEW4: dict[str, Any] = dict(
+    patch_size=2, in_channels=16, out_channels=16, num_layers=28, attention_head_dim=128,
+    num_attention_heads=32, text_embed_dim=4096, time_embed_dim=512, condition_dim=256,
+    rope_axes_dim=(256, 256))
+# nvidia/Cosmos-Predict2-2B-Text2Image's (the converter's Cosmos-2.0-Diffusion-2B-Text2Image):
+# 28 blocks of 16 heads of 128, T5-11B's 1024-wide states, Wan 2.1's VAE
+COSMOS2: dict[str, Any] = dict(
+    in_channels=16, out_channels=16, num_attention_heads=16, attention_head_dim=128,
+    num_layers=28, mlp_ratio=4.0, text_embed_dim=1024, adaln_lora_dim=256,
+    max_size=(128, 240, 240), patch_size=(1, 2, 2), rope_scale=(1.0, 4.0, 4.0),
+    concat_padding_mask=True, extra_pos_embed_type=None)
+
+# Ideogram4Transformer2DModel's defaults, ideogram-ai/ideogram-v4's transformer (9B: 34 blocks
+# of 18 heads of 256), Qwen3-VL-8B's 13 taps of 4096
+IDEOGRAM4: dict[str, Any] = dict(
+    in_channels=128, num_layers=34, attention_head_dim=256, num_attention_heads=18,
+    intermediate_size=12288, adaln_dim=512, llm_features_dim=53248, rope_theta=5_000_000,
+    mrope_section=(24, 20, 20), norm_eps=1e-5)
+
 _TINY_DIT = dict(num_layers=1, attention_head_dim=16, num_attention_heads=2)
 TINY: dict[str, dict[str, Any]] = {
     "qwenimage": dict(QWEN_IMAGE, **_TINY_DIT, joint_attention_dim=40, axes_dims_rope=(4, 6, 6)),
@@ -224,6 +245,14 @@ TINY: dict[str, dict[str, Any]] = {
                     pooled_projection_dim=40, axes_dims_rope=(4, 6, 6)),
     "ovis": dict(OVIS, **_TINY_DIT, num_single_layers=1, joint_attention_dim=40,
                  axes_dims_rope=(4, 6, 6)),
+
+    "cogview4": dict(COGVIEW4, num_layers=1, attention_head_dim=16, num_attention_heads=2,
+                     text_embed_dim=40, time_embed_dim=24, condition_dim=8),
+    "cosmos2": dict(COSMOS2, num_layers=1, attention_head_dim=16, num_attention_heads=2,
+                    text_embed_dim=40, adaln_lora_dim=8),
+    "ideogram4": dict(IDEOGRAM4, num_layers=1, attention_head_dim=16, num_attention_heads=2,
+                      intermediate_size=48, adaln_dim=24, llm_features_dim=520,
+                      mrope_section=(2, 2, 2)),
     "ernie": dict(ERNIE, hidden_size=32, num_attention_heads=2, num_layers=1,
                   ffn_hidden_size=48, in_channels=16, out_channels=16, text_in_dim=40,
                   rope_axes_dim=(4, 6, 6)),

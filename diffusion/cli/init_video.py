@@ -5,7 +5,8 @@ strength=)`. The video is read before the model loads: its frame count is the ru
 first --frames), its size too unless --width / --height resize it (Lanczos, as diffusers'
 video processor); a count or size Wan cannot take, a strength that leaves no step and what the
 init video does not go with are refused in one line. For Cosmos Predict2.5 `--init-video` is
-the video to continue (video2world, cli.txt2vid_cosmos25)."""
+the video to continue (video2world, cli.txt2vid_cosmos25), for SkyReels V2 diffusion forcing
+the video to extend (cli.txt2vid_skyreels)."""
 
 from __future__ import annotations
 
@@ -24,7 +25,7 @@ DEFAULT_STRENGTH = 0.8  # diffusers' WanVideoToVideoPipeline's
 def add_init_video_options(sub: argparse.ArgumentParser) -> None:
     """Add the video-to-video options to `sub` (txt2vid)."""
     group = sub.add_argument_group("video-to-video (Wan's text-to-video models; Cosmos "
-                                   "Predict2.5's video2world)")
+                                   "Predict2.5's video2world; SkyReels V2's extension)")
     group.add_argument("--init-video", metavar="VIDEO|DIR",
                        help="Wan: a video to redraw as the prompt says: an .mp4 / .webm (PyAV), "
                             "an animated .webp / .gif, or a folder of frames in name order; its "
@@ -32,7 +33,9 @@ def add_init_video_options(sub: argparse.ArgumentParser) -> None:
                             "16; or resized to --width x --height) are the video's. Cosmos "
                             "Predict2.5: the video to continue (video2world): its last 5 frames, "
                             "resized to --width x --height, begin the --frames made (Cosmos "
-                            "Predict2 Video2World: all its frames)")
+                            "Predict2 Video2World: all its frames). SkyReels V2 diffusion "
+                            "forcing: the video to extend by --frames, from its last "
+                            "--overlap-history frames")
     group.add_argument("--denoising-strength", type=number, default=None, metavar="S",
                        help="how much of the init video is redrawn, above 0 to 1: 1 redraws "
                             "it all, lower keeps more of it; runs int(steps x S) of the steps "
@@ -57,13 +60,17 @@ def init_video_of(args: argparse.Namespace, animate: bool, most: int) -> list[An
         from .txt2vid_cosmos25 import video_to_continue
 
         return video_to_continue(args, Path(path))
+    if path is not None and not animate and video_family_name(args.model) == "skyreels-v2-df":
+        from .txt2vid_skyreels import video_to_extend
+
+        return video_to_extend(args, Path(path), most)
     args.denoising_strength = DEFAULT_STRENGTH if strength is None else strength
     if path is None:
         return None
     if animate or video_family_name(args.model) != "wan":
         raise ValueError("--init-video is for Wan's text-to-video models (Wan 2.1, Wan 2.2; "
-                         "Cosmos Predict2 and 2.5 continue one); this model does not redraw a "
-                         "video")
+                         "Cosmos Predict2 and 2.5 continue one, SkyReels V2 diffusion forcing "
+                         "extends one); this model does not redraw a video")
     if vace_named(args):
         raise ValueError(f"--init-video and {vace_named(args)} do not go together: a Wan VACE "
                          "model edits a video through --control-video and --control-mask")

@@ -312,7 +312,7 @@ def run(args: argparse.Namespace) -> int:
     if family != "ltx-2":
         refuse_ltx2_only(args)
     if family == "skyreels-v2-df":
-        return run_skyreels_df(args, out, _dtype(args.dtype), image)
+        return run_skyreels_df(args, out, _dtype(args.dtype), image, init)
     refuse_skyreels_only(args)
     if family == "framepack":
         from .img2vid_framepack import run_framepack  # its options refused first

@@ -5,9 +5,9 @@ pictures, one a frame, as the Animate and VACE fields take videos), and `denoisi
 video's frame count and size are the request's unless it gives them (its first `frames`;
 resized to `width` x `height`); what it cannot take (a count or size Wan cannot make, a
 strength leaving no step, another model's or another mode's fields) is refused in one line
-before the queue. For a Cosmos Predict2.5 folder `init_video` is the video to continue
-(video2world, video_cosmos25): its last frames are kept, the request's size and count its
-own."""
+before the queue. For a Cosmos Predict2.5 or Predict2 Video2World folder `init_video` is the
+video to continue (video2world, video_cosmos25): its last frames are kept (Predict2.5: 5;
+Predict2: `frames`), the request's size and count its own."""
 
 from __future__ import annotations
 
@@ -60,22 +60,28 @@ def init_video_of(body: Any, registry: Any) -> tuple[list[Any] | None, Any]:
     """The request's init video (PIL images, as the run takes them) and the request with the
     frames, width and height it sets where the request leaves them out, and its strength
     (DEFAULT_STRENGTH unless given); (None, `body`) without one; for a Cosmos Predict2.5
-    model (found in `registry`) the video's last frames and `body` as it is. ValueError
-    (ImageError) in one line."""
+    or Predict2 Video2World model (found in `registry`) the video's last frames and `body` as
+    it is. ValueError (ImageError) in one line."""
     from ...pipelines.video.wan_video2video import fit_init_video
 
     if body.init_video is None:
         if body.denoising_strength is not None:
             raise ValueError("denoising_strength is for video-to-video: send init_video too")
         return None, body
-    if cosmos_family(video_source(registry, body).model) == "cosmos25":
-        from .video_cosmos25 import VIDEO2WORLD_FRAMES, check_video2world
+    cosmos = cosmos_family(video_source(registry, body).model)
+    if cosmos in ("cosmos25", "cosmos2-v2w"):
+        from ...pipelines.video.models import COSMOS2_V2W
+        from .video_cosmos25 import VIDEO2WORLD_FRAMES, check_predict2_video, check_video2world
 
-        last = VIDEO2WORLD_FRAMES
+        made = body.frames or COSMOS2_V2W.frames
+        last = VIDEO2WORLD_FRAMES if cosmos == "cosmos25" else made
         frames = _video_file(body.init_video, None, last) if isinstance(body.init_video, str) \
             else [eight_bit(decode_image(text, "init_video")).convert("RGB")
                   for text in body.init_video[-last:]]
-        check_video2world(body, len(frames))
+        if cosmos == "cosmos25":
+            check_video2world(body, len(frames))
+        else:
+            check_predict2_video(body, frames, made)
         return frames, body
     limit = body.frames or MAX_FRAMES + 1  # only what the run may take is decoded
     if isinstance(body.init_video, str):
@@ -104,15 +110,16 @@ def refuse_init_video(body: Any, model: tuple[Path, WanFiles], steps: int, *, im
 
     if body.init_video is None:
         return
-    if cosmos_family(model[0]) == "cosmos25":
+    if cosmos_family(model[0]) in ("cosmos25", "cosmos2-v2w"):
         if image:
-            raise ValueError("init_video and image do not go together: Cosmos Predict2.5 "
-                             "continues a video (/avx/txt2vid) or a picture (/avx/img2vid)")
+            raise ValueError("init_video and image do not go together: Cosmos Predict2.5 and "
+                             "Predict2 Video2World continue a video (/avx/txt2vid) or a "
+                             "picture (/avx/img2vid)")
         return
     if video_family_name(model[0]) != "wan" or is_wan_animate(*model):
         raise ValueError("init_video is for Wan's text-to-video models (Wan 2.1, Wan 2.2; "
-                         "Cosmos Predict2.5 continues one); this model does not redraw a "
-                         "video")
+                         "Cosmos Predict2.5 and Predict2 Video2World continue one); this "
+                         "model does not redraw a video")
     if control is not None:
         raise ValueError(f"init_video and {control} do not go together: a Wan VACE model "
                          "edits a video through control_video and control_mask")
