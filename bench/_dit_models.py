@@ -145,6 +145,15 @@ SANA_1600M: dict[str, Any] = dict(
 # Sana_1600M_4Kpx's: the same blocks, 128 x 128 latents with sin-cos positions (the converter's
 # interpolation_scale 2.0 at 4096 px)
 SANA_4K: dict[str, Any] = dict(SANA_1600M, sample_size=128, interpolation_scale=2.0)
+# PixArt-alpha/PixArt-Sigma-XL-2-1024-MS's transformer/config.json: 28 blocks 1152 wide (16
+# heads of 72), T5 XXL's 4096-wide states, 128 x 128 latents at interpolation scale 2, no size
+# embeddings, the learned-sigma output
+PIXART_SIGMA: dict[str, Any] = dict(
+    num_attention_heads=16, attention_head_dim=72, in_channels=4, out_channels=8,
+    num_layers=28, cross_attention_dim=1152, caption_channels=4096, attention_bias=True,
+    sample_size=128, patch_size=2, interpolation_scale=2, use_additional_conditions=False,
+    activation_fn="gelu-approximate", norm_type="ada_norm_single", norm_eps=1e-6,
+    norm_elementwise_affine=False, num_embeds_ada_norm=1000)
 # HiDream-ai/HiDream-I1-Full's transformer/config.json: 16 double and 32 single blocks 2560
 # wide (20 heads of 128), 4 routed experts top 2; block i reads Llama 3.1 8B's layer i, blocks
 # 32 on its last (31); T5's and Llama's 4096-wide states, the two CLIPs' 2048 pooled features
@@ -251,6 +260,8 @@ TINY: dict[str, dict[str, Any]] = {
     "hidream": dict(HIDREAM, num_layers=1, num_single_layers=1, attention_head_dim=8,
                     num_attention_heads=4, caption_channels=[24, 20], text_emb_dim=16,
                     axes_dims_rope=(4, 2, 2), llama_layers=[2, 0]),
+    "pixart": dict(PIXART_SIGMA, num_attention_heads=2, attention_head_dim=12, num_layers=1,
+                   cross_attention_dim=24, caption_channels=40, sample_size=8),
     # Sana's cross-attention heads wider than its linear-attention heads, as the real model's
     "sana": dict(SANA_1600M, num_attention_heads=2, attention_head_dim=8, num_layers=1,
                  num_cross_attention_heads=2, cross_attention_head_dim=12,

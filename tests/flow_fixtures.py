@@ -264,3 +264,14 @@ def tiny_cogview4(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Any]:
 
     root = tmp_path_factory.mktemp("tiny-cogview4")
     return root / "cogview4", tiny_cogview4_pipeline(root)
+
+
+@pytest.fixture(scope="session")
+def tiny_pixart(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Any]:
+    """(the folder `root / "pixart"`, diffusers' PixArtSigmaPipeline) of tiny random parts
+    (pixart_tiny: the pipeline's, the CLI's and the server's tests)."""
+    pytest.importorskip("diffusers", reason="diffusers is a test-only reference")
+    from pixart_tiny import tiny_pixart_pipeline
+
+    root = tmp_path_factory.mktemp("tiny-pixart")
+    return root / "pixart", tiny_pixart_pipeline(root)

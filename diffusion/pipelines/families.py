@@ -38,6 +38,7 @@ from ..loaders.longcat_image import longcat_image_family
 from ..loaders.ltx2.folder import ltx2_family
 from ..loaders.lumina2 import lumina2_family, lumina2_file_family
 from ..loaders.ovis_image import ovis_image_family
+from ..loaders.pixart import pixart_family, pixart_file_family
 from ..loaders.qwen_image import qwenimage21_family, qwenimage_family, qwenimage_layered_family
 from ..loaders.sana import sana_family, sana_file_family, sana_video_family
 from ..loaders.wan import chronoedit_family, wan_family, wan_file_family
@@ -93,6 +94,7 @@ from .flow.ovis_image_model import (
     ovis_image_capabilities,
     ovis_image_defaults,
 )
+from .flow.pixart_model import load_pixart_model, pixart_capabilities, pixart_defaults
 from .flow.qwen_image21_model import (
     load_qwenimage21_model,
     qwenimage21_capabilities,
@@ -215,6 +217,10 @@ FAMILIES: tuple[FamilyLoader, ...] = (
                  lambda path: sana_family(path) or sana_file_family(path), load_sana_model,
                  sana_defaults, latent_channels=32, single_file_base=True,
                  capabilities=lambda path, family: sana_capabilities(family)),
+    FamilyLoader("PixArt-Σ, PixArt-α",
+                 lambda path: pixart_family(path) or pixart_file_family(path),
+                 load_pixart_model, pixart_defaults, single_file_base=True,
+                 capabilities=lambda path, family: pixart_capabilities(family)),
     FamilyLoader("Qwen-Image 2.1", qwenimage21_family, load_qwenimage21_model,
                  qwenimage21_defaults, latent_channels=64, single_file_base=True,
                  capabilities=lambda path, family: qwenimage21_capabilities(family)),
