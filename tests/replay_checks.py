@@ -55,3 +55,16 @@ def check_replays(pipe: Any, draw: Callable[[str], np.ndarray], prompts: Sequenc
     np.testing.assert_array_equal(second, eager(pipe, lambda: draw(prompts[1])))
     assert np.abs(first - second).mean() > differ, "the prompt barely matters"
     assert np.abs(written - first).mean() > differ and np.abs(replaced - first).mean() > differ
+
+
+def check_cache_and_picture(pipe: Any, cached: Callable[[], Any],
+                            picture: Callable[[], np.ndarray]) -> None:
+    """`cached()` (a generation with a step cache) runs its steps eagerly: no recording, no
+    replay; `picture()` (a decoded one, the VAE borrowing the step capture's scratch) replays
+    and is the eager picture."""
+    before = counts(pipe)
+    cached()
+    assert counts(pipe) == before, "a step cache's generation replayed"
+    got = picture()
+    assert counts(pipe)[1] > before[1]
+    np.testing.assert_array_equal(got, eager(pipe, picture))

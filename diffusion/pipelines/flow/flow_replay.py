@@ -56,7 +56,8 @@ from gpustd.capture import Captured
 
 from ..sd.capture import ModelCapture, lent
 
-__all__ = ["MaskKey", "StepReplay", "lent_steps", "mask_key", "mask_of", "step_replays"]
+__all__ = ["MaskKey", "StepReplay", "lent_steps", "mask_key", "mask_of", "step_replays",
+           "timestep_step"]
 
 MaskKey = tuple[tuple[int, ...], bytes]
 
@@ -117,3 +118,12 @@ def mask_key(mask: Any) -> MaskKey | None:
 def mask_of(key: MaskKey | None) -> np.ndarray | None:
     """`mask_key`'s mask back, bool."""
     return None if key is None else np.frombuffer(key[1], bool).reshape(key[0])
+
+
+def timestep_step(transformer: Any, hidden: Any, states: Any, timestep: Any,
+                  rotary: tuple[Any, Any]) -> Any:
+    """The step of a FLUX-trunk transformer conditioned on the timestep alone (Ovis-Image,
+    LongCat-Image and its edit; a StepReplay's function): the packed latents (an edit's
+    reference tokens after them), the prompt's states, the timesteps (a float32 Tensor,
+    rounded to the model's dtype as host numbers are) and the rotary tables, all inputs."""
+    return transformer(hidden, states, timestep, rotary=rotary)
