@@ -15,7 +15,7 @@ import pytest
 
 pytest.importorskip("diffusers", reason="builds the tiny test models (extra: reference)")
 from PIL import Image
-from replay_checks import check_replays, counts
+from replay_checks import check_replays, counts, read_once
 
 import gpucore
 
@@ -23,27 +23,6 @@ AREA = 64 * 96  # the references' pixels (diffusers' 1024 x 1024 would be slow h
 # two instructions of as many tokens: one input signature each pass
 PROMPTS = ("a red circle on a blue square, " * 4, "a red square on a blue circle, " * 4)
 NEGATIVE = "a blurry photo, " * 4
-
-
-def _read_once(pipe: Any, name: str) -> None:
-    """`pipe.<name>` (its prompt encoder) run once per prompt: the tests draw each prompt
-    several times, and what they test is the steps."""
-    read, seen = getattr(pipe, name), {}
-
-    def once(prompts: Any, *args: Any) -> Any:
-        key = (tuple(prompts), *map(_key, args))
-        if key not in seen:
-            seen[key] = read(prompts, *args)
-        return seen[key]
-
-    setattr(pipe, name, once)
-
-
-def _key(value: Any) -> Any:
-    """A hashable key of an encoder's argument (a picture by its pixels)."""
-    if isinstance(value, (list, tuple)):
-        return tuple(map(_key, value))
-    return value.tobytes() if hasattr(value, "tobytes") else value
 
 
 def _picture(seed: int, channels: int = 3) -> Image.Image:
@@ -60,7 +39,7 @@ def test_qwenimage_edit_replays_its_steps(first_device: gpucore.Device,
 
     pipe = QwenImageEditPipeline.from_pretrained(tiny_qwenimage_edit[0], device=first_device)
     pipe.reference_area = AREA
-    _read_once(pipe, "encode_edit_prompt")
+    read_once(pipe, "encode_edit_prompt")
     picture = _picture(1)
 
     def draw(prompt: str, **more: Any) -> np.ndarray:
@@ -83,7 +62,7 @@ def test_qwenimage_edit_plus_replays_two_references(first_device: gpucore.Device
     pipe = QwenImageEditPlusPipeline.from_pretrained(tiny_qwenimage_edit[0],
                                                      device=first_device)
     pipe.reference_area = AREA
-    _read_once(pipe, "encode_edit_prompt")
+    read_once(pipe, "encode_edit_prompt")
 
     def draw(prompt: str, second: int = 2) -> np.ndarray:
         return pipe(prompt, image=[_picture(1), _picture(second)], num_inference_steps=2,
@@ -102,7 +81,7 @@ def test_qwenimage_layered_replays_its_steps(first_device: gpucore.Device,
     pipe = QwenImageLayeredPipeline.from_pretrained(tiny_qwenimage_layered[0],
                                                     device=first_device)
     pipe.areas = {640: AREA}
-    _read_once(pipe, "encode_prompt")
+    read_once(pipe, "encode_prompt")
     picture = _picture(1, 4)
 
     def draw(prompt: str) -> np.ndarray:
