@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 
 pytest.importorskip("diffusers", reason="builds the tiny test models (extra: reference)")
-from replay_checks import check_cache_and_picture, check_replays
+from replay_checks import check_cache_and_picture, check_replays, read_once
 
 import gpucore
 
@@ -28,6 +28,7 @@ def _check(pipe: Any) -> None:
     decoded picture on the same recording."""
     from diffusion.models.step_cache import CacheSpec, StepCache
 
+    read_once(pipe, "encode_prompt")
     check_replays(pipe, lambda p: pipe(p, output_type="latent", **RUN), PROMPTS, 1, 5,
                   pipe.transformer.proj_out)
     check_cache_and_picture(
