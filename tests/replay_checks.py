@@ -71,8 +71,9 @@ def check_cache_and_picture(pipe: Any, cached: Callable[[], Any],
 
 
 def read_once(pipe: Any, name: str) -> None:
-    """`pipe.<name>` (its prompt encoder) run once per prompt: the tests draw each prompt
-    several times, and what they test is the steps."""
+    """`pipe.<name>` (a prompt's or a picture's encoder, whose output the steps read) run
+    once per argument: the tests draw each prompt several times, and what they test is the
+    steps."""
     read, seen = getattr(pipe, name), {}
 
     def once(prompts: Any, *args: Any) -> Any:

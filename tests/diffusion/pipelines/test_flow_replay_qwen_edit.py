@@ -40,6 +40,7 @@ def test_qwenimage_edit_replays_its_steps(first_device: gpucore.Device,
     pipe = QwenImageEditPipeline.from_pretrained(tiny_qwenimage_edit[0], device=first_device)
     pipe.reference_area = AREA
     read_once(pipe, "encode_edit_prompt")
+    read_once(pipe, "reference_latents")
     picture = _picture(1)
 
     def draw(prompt: str, **more: Any) -> np.ndarray:
@@ -63,6 +64,7 @@ def test_qwenimage_edit_plus_replays_two_references(first_device: gpucore.Device
                                                      device=first_device)
     pipe.reference_area = AREA
     read_once(pipe, "encode_edit_prompt")
+    read_once(pipe, "reference_latents")
 
     def draw(prompt: str, second: int = 2) -> np.ndarray:
         return pipe(prompt, image=[_picture(1), _picture(second)], num_inference_steps=2,
@@ -82,6 +84,7 @@ def test_qwenimage_layered_replays_its_steps(first_device: gpucore.Device,
                                                     device=first_device)
     pipe.areas = {640: AREA}
     read_once(pipe, "encode_prompt")
+    read_once(pipe, "picture_latents")
     picture = _picture(1, 4)
 
     def draw(prompt: str) -> np.ndarray:
