@@ -286,3 +286,14 @@ def tiny_qwenimage_layered(tmp_path_factory: pytest.TempPathFactory) -> tuple[Pa
 
     root = tmp_path_factory.mktemp("tiny-qwen-layered")
     return root / "layered", tiny_qwenimage_layered_pipeline(root)
+
+
+@pytest.fixture(scope="session")
+def tiny_cosmos2_t2i(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Any]:
+    """(the folder `root / "cosmos2-t2i"`, diffusers' Cosmos2TextToImagePipeline) of tiny
+    random parts."""
+    pytest.importorskip("diffusers", reason="diffusers is a test-only reference")
+    from cosmos_tiny import tiny_cosmos2_t2i_pipeline
+
+    root = tmp_path_factory.mktemp("cosmos")
+    return root / "cosmos2-t2i", tiny_cosmos2_t2i_pipeline(root)
