@@ -4,17 +4,18 @@ timestep alone) replayed from the capture their pipeline keeps
 passes replay one recording (the prompts are padded to one length), over two steps and
 two prompts the latents are the eager ones bit for bit; a weight written in place is
 replayed, a replaced one recorded afresh (replay_checks); a step cache runs eagerly; the
-decode borrows the capture's scratch."""
+decode borrows the capture's scratch; a memory mode runs the steps eagerly, the same picture."""
 
 from __future__ import annotations
 
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
 
 pytest.importorskip("diffusers", reason="builds the tiny test models (extra: reference)")
-from replay_checks import check_cache_and_picture, check_replays, read_once
+from replay_checks import check_cache_and_picture, check_replays, counts, read_once
 
 import gpucore
 
@@ -49,3 +50,24 @@ def test_longcat_image_replays_its_steps(first_device: gpucore.Device,
     from diffusion.pipelines.flow.longcat_image import LongCatImagePipeline
 
     _check(LongCatImagePipeline.from_pretrained(tiny_longcat[0], device=first_device))
+
+
+def test_ovis_image_memory_mode_runs_eagerly(first_device: gpucore.Device,
+                                             tiny_ovis: tuple[Path, Any]) -> None:
+    """Through the model (FlowModel's own sampler): the plain mode replays; --medvram runs
+    the steps eagerly (no replay) and gives the same picture."""
+    from diffusion import load_pipeline
+    from diffusion.pipelines.sd.memory import MemoryMode
+
+    model = load_pipeline(tiny_ovis[0], device=first_device)
+    request = dict(sampler="diffusers", rng="torch", seed=7, steps=2, width=40, height=24,
+                   cfg_scale=4.0, negative_prompt="blurry")
+    plain = model.generate(PROMPTS[0], **request).images[0]
+    replays = counts(model.pipe)[1]
+    assert replays > 0
+    model.set_memory_mode(MemoryMode(medvram=True))
+    try:
+        np.testing.assert_array_equal(model.generate(PROMPTS[0], **request).images[0], plain)
+        assert counts(model.pipe)[1] == replays
+    finally:
+        model.set_memory_mode(MemoryMode())
