@@ -26,8 +26,8 @@ The step runs eagerly, op by op, where a replay cannot be right:
   computed, whether to run the blocks) or ControlNet units (their blocks run inside the
   transformer's call, from maps of their own): every replayed family that takes them runs
   such a generation's steps eagerly;
-- families not wired here (Cosmos Video2World and Predict2.5, HunyuanImage 2.1, Kandinsky 5,
-  HiDream, Krea 2, Z-Image Omni, the video models) call their transformer directly;
+- families not wired here (Cosmos Video2World and Predict2.5, HunyuanImage 2.1, HiDream,
+  Krea 2, Z-Image Omni, the video models) call their transformer directly;
 - Sana, Sana Sprint: nothing else (they take no step cache, ControlNet or prior). FLUX.1's
   Redux prior, its Fill and Canny / Depth inputs and Kontext's reference tokens are inputs
   (the prompt's states, the packed latents), so those steps replay; so do FLUX.2's
@@ -37,9 +37,10 @@ Qwen-Image-Edit (+Plus) and -Layered replay as Qwen-Image, the references' token
 packed input and their grids (and Layered's RGBA flag) static arguments; Qwen-Image 2.1's
 prefix keys and values of every block are inputs, its padding and layout static; Ovis-Image and
 LongCat-Image (+Edit) share `timestep_step`; ERNIE-Image, CogView4 (its sizes static) and
-Lumina 2 (its caption mask static) and Cosmos Predict2 text-to-image (one timestep segment)
-take the timestep as a Tensor too. Qwen-Image, Qwen-Image
-2.1, ERNIE-Image, CogView4 and Lumina 2 keep 4 signatures (true CFG's two caption lengths, at
+Lumina 2 (its caption mask static), Cosmos Predict2 text-to-image (one timestep segment) and
+Kandinsky 5's image pipelines (text tokens and pooled vector inputs) take the timestep as a
+Tensor too. Qwen-Image, Qwen-Image 2.1, ERNIE-Image, CogView4, Lumina 2 and Kandinsky 5 keep 4
+signatures (true CFG's two caption lengths, at
 a hires pass's size too), each pinning its scratch (~25 B per token x width in float16:
 bench/NOTES.md); the others 2.
 
