@@ -297,3 +297,14 @@ def tiny_cosmos2_t2i(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, An
 
     root = tmp_path_factory.mktemp("cosmos")
     return root / "cosmos2-t2i", tiny_cosmos2_t2i_pipeline(root)
+
+
+@pytest.fixture(scope="session")
+def tiny_pixart(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Any]:
+    """(the folder `root / "pixart"`, diffusers' PixArtSigmaPipeline) of tiny random parts
+    (pixart_tiny: the pipeline's, the CLI's and the server's tests)."""
+    pytest.importorskip("diffusers", reason="diffusers is a test-only reference")
+    from pixart_tiny import tiny_pixart_pipeline
+
+    root = tmp_path_factory.mktemp("tiny-pixart")
+    return root / "pixart", tiny_pixart_pipeline(root)
