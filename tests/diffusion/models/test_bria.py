@@ -49,7 +49,8 @@ def test_bria_transformer(first_device: gpucore.Device) -> None:
     got = ours(gpustd.asarray(latents, device=first_device),
                gpustd.asarray(text, device=first_device), t,
                image_ids(ROWS, COLUMNS), np.zeros((TEXT, 3), np.float32)).numpy()
-    assert_close(got, expected, tol=1e-5)
+    # the worst element's |error| / (rms + |expected|) within 2e-6 on lavapipe
+    assert_close(got, expected, tol=2e-6)
     other = _reference(reference, latents, text[::-1].copy(), t)
     assert np.abs(other - expected).mean() > 0.05 * np.abs(expected).mean()
 
@@ -66,7 +67,8 @@ def test_bria_transformer_f16(f16_device: gpucore.Device) -> None:
                gpustd.asarray(text, dtype=np.float16, device=f16_device), t,
                image_ids(ROWS, COLUMNS), np.zeros((TEXT, 3), np.float32))
     assert got.dtype == np.float16
-    assert_close(got.numpy().astype(np.float32), expected, tol=1e-2)
+    # within 3e-3 on lavapipe (float16 rounding through every block)
+    assert_close(got.numpy().astype(np.float32), expected, tol=3e-3)
 
 
 def test_bria_config_refused(first_device: gpucore.Device) -> None:
