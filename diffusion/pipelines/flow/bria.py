@@ -197,7 +197,7 @@ class BriaPipeline:
         # 2. the schedule: the training sigmas shifted by a constant, or FLUX's
         config = self.scheduler_config
         sigmas = None if mu is not None else training_sigmas(
-            num_inference_steps, int(config.get("num_train_timesteps", 1000)))
+            num_inference_steps, int(config.get("num_train_timesteps", 1000))).tolist()
         scheduler = flow_schedule(config, num_inference_steps, mu, sigmas)
         # 3. the start, Euler steps along the flow, the pictures out of the latent space
         return run_euler(self.vae, scheduler, shape, flow, generator=make_generator(rng, seed),
