@@ -80,6 +80,12 @@ class BriaPipeline:
             raise ValueError(f"the text encoder's states are {width} wide, the transformer "
                              f"reads {wanted}: Bria reads T5-XXL's (4096); give the folder's "
                              "own text encoder")
+        channels = weights.vae.config.get("latent_channels", 4)
+        packed = weights.transformer.config.get("in_channels", 64)
+        if 4 * channels != packed:
+            raise ValueError(f"the VAE's latents have {channels} channels, the transformer reads "
+                             f"{packed} (2x2 patches of {packed // 4}): give the folder's own "
+                             "VAE")
         place = {"dtype": dtype, "device": device or default_device()}
         load = partial(load_network, device=place["device"], offload_to_host=offload)
         # the text encoder first: with `offload` it has left the GPU when the transformer loads

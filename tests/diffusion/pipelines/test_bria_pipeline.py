@@ -94,7 +94,7 @@ def test_bria_from_the_cli(first_device: gpucore.Device, tiny_bria: tuple[Path, 
                            tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     """The family and its defaults (30 steps at CFG 5) from the folder; diffusers' picture
     at CFG 5 with a negative prompt, the same with the VAE given as a file; a WebUI sampler and
-    img2img run; --base refused."""
+    img2img run; --base and a transformer of another VAE's latents refused."""
     folder, reference = tiny_bria
     capabilities = capabilities_of(folder)
     assert capabilities is not None and capabilities.family == "bria"
@@ -129,3 +129,13 @@ def test_bria_from_the_cli(first_device: gpucore.Device, tiny_bria: tuple[Path, 
     assert "--base" in cli_error(capsys, *_common(folder, "--prompt", RED), "--base",
                                  str(folder), "--out", str(tmp_path / "x.png"))
     assert not (tmp_path / "x.png").exists()
+    # a transformer that reads another VAE's latents: one line before any weights load
+    import json
+    import shutil
+
+    other = tmp_path / "other"
+    shutil.copytree(folder, other)
+    config = other / "transformer" / "config.json"
+    config.write_text(json.dumps({**json.loads(config.read_text()), "in_channels": 64}))
+    assert "the VAE's latents have 4 channels" in cli_error(
+        capsys, *_common(other, "--prompt", RED), "--out", str(tmp_path / "x.png"))
