@@ -223,6 +223,17 @@ def tiny_hunyuan_video_i2v(tmp_path_factory: pytest.TempPathFactory) -> tuple[Pa
 
 
 @pytest.fixture(scope="session")
+def tiny_bria(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Any]:
+    """(the folder `root / "bria"`, diffusers' BriaPipeline) of tiny random parts: the
+    pipeline's, the CLI's, the LoRA's and the server's tests."""
+    pytest.importorskip("diffusers", reason="diffusers is a test-only reference")
+    from bria_tiny import tiny_bria_pipeline
+
+    root = tmp_path_factory.mktemp("tiny-bria")
+    return root / "bria", tiny_bria_pipeline(root)
+
+
+@pytest.fixture(scope="session")
 def tiny_longcat(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Any]:
     """(the folder `root / "longcat-image"`, diffusers' LongCatImagePipeline) of tiny random
     parts: the pipeline's, the CLI's, the LoRA's and the server's tests."""

@@ -16,6 +16,7 @@ import os
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from ..loaders.bria import bria_family
 from ..loaders.cogview4 import cogview4_family
 from ..loaders.cosmos import cosmos_family
 from ..loaders.ernie_image import ernie_image_family, ernie_image_file_family
@@ -44,6 +45,7 @@ from ..loaders.sana import sana_family, sana_file_family, sana_video_family
 from ..loaders.wan import chronoedit_family, wan_family, wan_file_family
 from ..loaders.z_image import zimage_family, zimage_omni_family
 from .contract import Capabilities, LoadOptions, Pipeline, SamplingDefaults
+from .flow.bria_model import bria_capabilities, bria_defaults, load_bria_model
 from .flow.cogview4_model import cogview4_defaults, folder_capabilities, load_cogview4_model
 from .flow.cosmos_model import cosmos_capabilities, cosmos_defaults, load_cosmos_model
 from .flow.ernie_image_model import (
@@ -238,6 +240,8 @@ FAMILIES: tuple[FamilyLoader, ...] = (
     FamilyLoader("Ideogram 4", ideogram4_family, load_ideogram4_model, ideogram4_defaults,
                  latent_channels=32,
                  capabilities=lambda path, family: ideogram4_capabilities(family)),
+    FamilyLoader("Bria 3.2", bria_family, load_bria_model, bria_defaults, latent_channels=16,
+                 capabilities=lambda path, family: bria_capabilities(family)),
     FamilyLoader("CogView4", cogview4_family, load_cogview4_model, cogview4_defaults,
                  latent_channels=16, capabilities=folder_capabilities),
     FamilyLoader("Ovis-Image", ovis_image_family, load_ovis_image_model, ovis_image_defaults,
