@@ -1,0 +1,73 @@
+"""Tiny random AuraFlow components built in-process (diffusers, transformers, tokenizers): an
+AuraFlow transformer, a UMT5 text encoder (every block its own position bias), an SDXL-style
+4-channel VAE and a whole AuraFlowPipeline folder."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from flow_tiny import T5_TINY
+from sd_tiny import VAE_TINY, randomized
+
+# width 16 (2 heads of 8); UMT5's states 32 wide; an 8 x 8 position table (64 rows)
+AURAFLOW_TINY: dict[str, Any] = dict(
+    sample_size=16, patch_size=2, in_channels=4, num_mmdit_layers=2, num_single_dit_layers=2,
+    attention_head_dim=8, num_attention_heads=2, joint_attention_dim=T5_TINY["d_model"],
+    caption_projection_dim=16, out_channels=4, pos_embed_max_size=64)
+# AuraFlow v0.3's scheduler/scheduler_config.json (a constant shift)
+AURAFLOW_SCHEDULER: dict[str, Any] = dict(num_train_timesteps=1000, shift=1.73)
+
+
+def tiny_auraflow_transformer(seed: int = 7) -> Any:
+    """diffusers' AuraFlowTransformer2DModel of AURAFLOW_TINY, random weights scaled so the
+    text visibly matters (the tests assert it): the values and the text's projection 3x the
+    rest (at scale 0.2 alone a new prompt moves the flow 8%, with them 19%; a larger scale
+    overall grows the flow through the blocks' modulations past float16); the position table
+    and the register tokens drawn at the tokens' own size, so that they matter too."""
+    import diffusers
+    import torch
+
+    model = randomized(diffusers.AuraFlowTransformer2DModel(**AURAFLOW_TINY), seed, scale=0.2)
+    gen = torch.Generator().manual_seed(seed + 1)
+    with torch.no_grad():
+        for p in (model.pos_embed.pos_embed, model.register_tokens):
+            p.copy_(torch.randn(p.shape, generator=gen))
+        for name, p in model.named_parameters():
+            if any(f"{part}." in name for part in ("to_v", "add_v_proj", "context_embedder")):
+                p.mul_(3)
+    return model
+
+
+def tiny_umt5_encoder(seed: int = 6) -> Any:
+    """transformers' UMT5EncoderModel of T5_TINY's sizes (AuraFlow's text encoder is a
+    UMT5: every block its own relative position bias table), random."""
+    from wan_tiny import tiny_umt5
+
+    return tiny_umt5(seed)
+
+
+def tiny_sdxl_vae(seed: int = 2) -> Any:
+    """diffusers' AutoencoderKL with SDXL's scaling factor, 4 latent channels, 2x
+    downsampling."""
+    import diffusers
+
+    return randomized(diffusers.AutoencoderKL(**VAE_TINY, scaling_factor=0.13025), seed)
+
+
+def tiny_auraflow_pipeline(root: Path) -> Any:
+    """diffusers' AuraFlowPipeline of tiny random parts (flow_tiny's T5-shaped tokenizer)
+    saved to `root / "auraflow"`; returns the pipeline."""
+    import diffusers
+    import transformers
+    from flow_tiny import tiny_t5_tokenizer
+
+    tiny_t5_tokenizer(root / "umt5-tokenizer")
+    tokenizer = transformers.T5TokenizerFast(
+        tokenizer_file=str(root / "umt5-tokenizer" / "tokenizer.json"))
+    pipe = diffusers.AuraFlowPipeline(
+        tokenizer=tokenizer, text_encoder=tiny_umt5_encoder(), vae=tiny_sdxl_vae(),
+        transformer=tiny_auraflow_transformer(),
+        scheduler=diffusers.FlowMatchEulerDiscreteScheduler(**AURAFLOW_SCHEDULER))
+    pipe.save_pretrained(root / "auraflow")
+    return pipe
