@@ -16,6 +16,7 @@ from gpustd import Tensor, concatenate, nn, permute, take_slice
 from .auraflow_blocks import AuraFlowJointTransformerBlock, AuraFlowSingleTransformerBlock
 from .dit_layers import TimestepEmbedding
 from .layers import Place
+from .step_cache import BranchCache, run_blocks
 from .transformer_ops import modulate
 
 __all__ = ["AuraFlowTransformer2DModel"]
@@ -93,10 +94,12 @@ class AuraFlowTransformer2DModel(nn.Module):
         self.register_tokens = nn.parameter((1, REGISTERS, dim), **place)
 
     def forward(self, hidden_states: Tensor, encoder_hidden_states: Tensor,
-                timestep: Any) -> Tensor:
+                timestep: Any, *, cache: BranchCache | None = None) -> Tensor:
         """hidden_states (B, C, H, W) latents (H, W multiples of patch_size);
         encoder_hidden_states (B, L, joint_attention_dim): UMT5's masked states; timestep (B,)
-        host numbers in 0..1 (sigma, as AuraFlowPipeline passes t / 1000)."""
+        host numbers in 0..1 (sigma, as AuraFlowPipeline passes t / 1000). `cache`: a step
+        cache branch (`step_cache.StepCache.branch()`) the blocks run through, its calls in
+        step order (the first joint block decides whether the others run)."""
         batch, _, height, width = hidden_states.shape
         patch = self.config["patch_size"]
         if height % patch or width % patch:
@@ -116,13 +119,22 @@ class AuraFlowTransformer2DModel(nn.Module):
             registers = concatenate([registers] * batch, axis=0)
         context = concatenate([registers, text], axis=1)
         # 2. joint blocks, then single blocks over text and image together
-        for block in self.joint_transformer_blocks:
-            x, context = block(x, context, activated)
-        if len(self.single_transformer_blocks):
+        joint = list(self.joint_transformer_blocks)
+
+        def head(x: Tensor, context: Tensor) -> tuple[Tensor, Tensor]:
+            return joint[0](x, context, activated) if joint else (x, context)
+
+        def tail(x: Tensor, context: Tensor) -> Tensor:
+            for block in joint[1:]:
+                x, context = block(x, context, activated)
+            if not len(self.single_transformer_blocks):
+                return x
             joined = concatenate([context, x], axis=1)
             for single in self.single_transformer_blocks:
                 joined = single(joined, activated)
-            x = take_slice(joined, context.shape[1], joined.shape[1], axis=1)
+            return take_slice(joined, context.shape[1], joined.shape[1], axis=1)
+
+        x = run_blocks(cache, x, context, head, tail)
         # 3. the final scale and shift (no norm), projection back to patches, to a picture
         modulation = self.norm_out.linear(activated)
         dim = modulation.shape[1] // 2

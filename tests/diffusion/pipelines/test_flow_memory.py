@@ -16,6 +16,7 @@ import numpy as np
 import pytest
 
 pytest.importorskip("diffusers", reason="diffusers is a test-only reference (extra: reference)")
+from auraflow_tiny import tiny_auraflow_pipeline
 from ernie_image_tiny import tiny_ernie_pipeline
 from flow_tiny import tiny_chroma_pipeline, tiny_flux_pipeline, tiny_sd3_pipeline
 from hidream_pipe_tiny import SIDE, tiny_hidream_pipeline
@@ -95,6 +96,8 @@ FAMILIES = {
     "ovis-image": (tiny_ovis_pipeline, "ovis-image", {"cfg_scale": 4.0}, 1 << 18),
     # ERNIE-Image: Mistral the text unit, the shared-adaLN blocks streamed, FLUX.2's VAE
     "ernie-image": (tiny_ernie_pipeline, "ernie-image", {"cfg_scale": 4.0}, 1 << 18),
+    # AuraFlow: joint then single blocks streamed, UMT5 the text unit, SDXL's VAE
+    "auraflow": (tiny_auraflow_pipeline, "auraflow", {"cfg_scale": 4.0}, 1 << 18),
 }
 
 
