@@ -80,7 +80,8 @@ class T5Tokenizer:
     every prompt is truncated or padded to (FluxPipeline: 512 for dev, 256 for schnell;
     StableDiffusion3Pipeline: 256). `pad_token`: what pads the prompts (a Llama-style
     SentencePiece without <pad>, AuraFlow's, names its own). transformers:
-    `T5TokenizerFast(tokenizer_file=path)(prompts, padding="max_length", max_length=n, truncation=True).input_ids`.
+    `T5TokenizerFast(tokenizer_file=path)(prompts, padding="max_length", max_length=n,
+    truncation=True).input_ids`.
     """
 
     def __init__(self, path: str | Path | None = None, *, max_length: int = 512,
