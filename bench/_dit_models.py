@@ -167,6 +167,13 @@ ERNIE: dict[str, Any] = dict(
     in_channels=128, out_channels=128, patch_size=1, text_in_dim=3072, rope_theta=256,
     rope_axes_dim=(32, 48, 48), eps=1e-6, qk_layernorm=True)
 
+# fal/AuraFlow-v0.3's transformer/config.json: 4 joint and 32 single blocks of 12 heads of 256,
+# Pile-T5 XL's 2048-wide states, a 96 x 96 position table
+AURAFLOW: dict[str, Any] = dict(
+    sample_size=64, patch_size=2, in_channels=4, num_mmdit_layers=4, num_single_dit_layers=32,
+    attention_head_dim=256, num_attention_heads=12, joint_attention_dim=2048,
+    caption_projection_dim=3072, out_channels=4, pos_embed_max_size=9216)
+
 _TINY_DIT = dict(num_layers=1, attention_head_dim=16, num_attention_heads=2)
 TINY: dict[str, dict[str, Any]] = {
     "qwenimage": dict(QWEN_IMAGE, **_TINY_DIT, joint_attention_dim=40, axes_dims_rope=(4, 6, 6)),
@@ -215,6 +222,9 @@ TINY: dict[str, dict[str, Any]] = {
                     pooled_projection_dim=40, axes_dims_rope=(4, 6, 6)),
     "ovis": dict(OVIS, **_TINY_DIT, num_single_layers=1, joint_attention_dim=40,
                  axes_dims_rope=(4, 6, 6)),
+    "auraflow": dict(AURAFLOW, num_mmdit_layers=1, num_single_dit_layers=1,
+                     attention_head_dim=16, num_attention_heads=2, joint_attention_dim=40,
+                     caption_projection_dim=32, pos_embed_max_size=64),
     "ernie": dict(ERNIE, hidden_size=32, num_attention_heads=2, num_layers=1,
                   ffn_hidden_size=48, in_channels=16, out_channels=16, text_in_dim=40,
                   rope_axes_dim=(4, 6, 6)),
