@@ -71,3 +71,46 @@ def tiny_auraflow_pipeline(root: Path) -> Any:
         scheduler=diffusers.FlowMatchEulerDiscreteScheduler(**AURAFLOW_SCHEDULER))
     pipe.save_pretrained(root / "auraflow")
     return pipe
+
+
+def fal_names(model: Any) -> dict[str, Any]:
+    """A diffusers AuraFlow transformer's state dict under fal's original names (what
+    ComfyUI's aura_flow_0.3.safetensors holds): the inverse of diffusers'
+    `convert_auraflow_transformer_checkpoint_to_diffusers`, the final modulation's halves
+    swapped back."""
+    import torch
+
+    ff = {"linear_1": "c_fc1", "linear_2": "c_fc2", "out_projection": "c_proj"}
+    attn = {"to_q": "w2q", "to_k": "w2k", "to_v": "w2v", "to_out.0": "w2o",
+            "add_q_proj": "w1q", "add_k_proj": "w1k", "add_v_proj": "w1v",
+            "to_add_out": "w1o"}
+    single = {"to_q": "w1q", "to_k": "w1k", "to_v": "w1v", "to_out.0": "w1o"}
+    top = {"register_tokens": "register_tokens", "context_embedder.weight":
+           "cond_seq_linear.weight", "proj_out.weight": "final_linear.weight",
+           "pos_embed.pos_embed": "positional_encoding",
+           "pos_embed.proj.weight": "init_x_linear.weight",
+           "pos_embed.proj.bias": "init_x_linear.bias",
+           **{f"time_step_proj.linear_{i}.{p}": f"t_embedder.mlp.{2 * i - 2}.{p}"
+              for i in (1, 2) for p in ("weight", "bias")}}
+    out = {}
+    for key, value in model.state_dict().items():
+        value = value.detach().clone().contiguous()
+        if key in top:
+            out[top[key]] = value
+        elif key == "norm_out.linear.weight":
+            out["modF.1.weight"] = torch.cat(value.chunk(2)[::-1])
+        else:
+            kind, index, part, *rest = key.split(".")
+            inner = ".".join(rest[:-1])  # the layer's path inside `part`, without ".weight"
+            if part in ("ff", "ff_context"):
+                stream = "mlp" if kind.startswith("single") else {
+                    "ff": "mlpX", "ff_context": "mlpC"}[part]
+                name = f"{stream}.{ff[inner]}"
+            elif part == "attn":
+                name = f"attn.{(single if kind.startswith('single') else attn)[inner]}"
+            else:  # norm1 / norm1_context
+                name = {"norm1": "modCX" if kind.startswith("single") else "modX",
+                        "norm1_context": "modC"}[part] + ".1"
+            layers = "single_layers" if kind.startswith("single") else "double_layers"
+            out[f"{layers}.{index}.{name}.weight"] = value
+    return out

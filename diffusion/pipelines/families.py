@@ -16,7 +16,7 @@ import os
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from ..loaders.auraflow import auraflow_family
+from ..loaders.auraflow import auraflow_family, auraflow_file_family
 from ..loaders.cogview4 import cogview4_family
 from ..loaders.cosmos import cosmos_family
 from ..loaders.ernie_image import ernie_image_family, ernie_image_file_family
@@ -238,8 +238,9 @@ FAMILIES: tuple[FamilyLoader, ...] = (
     FamilyLoader("HiDream-I1 (Full, Dev, Fast)", hidream_family, load_hidream_model,
                  hidream_defaults, latent_channels=16, single_file_base=True,
                  capabilities=lambda path, family: hidream_capabilities(family)),
-    FamilyLoader("AuraFlow", auraflow_family, load_auraflow_model, auraflow_defaults,
-                 latent_channels=4,
+    FamilyLoader("AuraFlow", lambda path: auraflow_family(path) or auraflow_file_family(path),
+                 load_auraflow_model, auraflow_defaults, latent_channels=4,
+                 single_file_base=True,
                  capabilities=lambda path, family: auraflow_capabilities(family)),
     # a video model that edits pictures: img2img, its init image the picture to edit
     FamilyLoader("ChronoEdit (picture edits)", chronoedit_family, load_chronoedit_model,

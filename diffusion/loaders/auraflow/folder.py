@@ -57,19 +57,21 @@ def _keep(name: str, config: dict[str, Any], refs: dict[str, TensorRef]
 
 
 def load_auraflow_folder(path: str | os.PathLike[str], *, dtype: Any = None,
-                         variant: str | None = None) -> AuraFlowWeights:
-    """Lazy weights of the AuraFlow diffusers folder `path`. `dtype`: None (as stored;
+                         variant: str | None = None, skip: tuple[str, ...] = ()
+                         ) -> AuraFlowWeights:
+    """Lazy weights of the AuraFlow diffusers folder `path`; `skip` ("transformer"): what a
+    single file replaces (None, and the folder need not hold it). `dtype`: None (as stored;
     bfloat16 read as float32), "float16" or "float32"; `variant`: e.g. "fp16". WeightsError
     naming the file or folder when it is not an AuraFlow pipeline or a part is missing."""
     root = Path(path)
-    pipeline_index(root, _CLASS, DIT_COMPONENTS)
+    pipeline_index(root, _CLASS, tuple(c for c in DIT_COMPONENTS if c not in skip))
     tokenizer = root / "tokenizer"
     if not (tokenizer / "tokenizer.json").is_file():
         raise WeightsError(f"{tokenizer / 'tokenizer.json'}: required file is missing (the "
                            "tokenizer the text encoder reads prompts with; transformers "
                            "writes one: AutoTokenizer.from_pretrained(folder)"
                            ".save_pretrained(folder))")
-    parts = dit_weights(root, dtype=dtype, variant=variant, skip=(), adapt=_keep)
+    parts = dit_weights(root, dtype=dtype, variant=variant, skip=skip, adapt=_keep)
     return AuraFlowWeights(scheduler_config=read_json(root / "scheduler" /
                                                       "scheduler_config.json"),
                            tokenizer_dir=tokenizer, **parts)  # type: ignore[arg-type]

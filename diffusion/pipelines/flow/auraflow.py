@@ -22,7 +22,8 @@ import numpy as np
 from gpucore import Device, default_device
 from gpustd import Tensor, asarray
 
-from ...loaders.auraflow import load_auraflow_folder, pad_token
+from ...loaders.auraflow import load_auraflow_file, load_auraflow_folder, pad_token
+from ...loaders.formats.diffusers_folder import component_config
 from ...loaders.sd.vae_file import load_vae
 from ...loaders.vae_kind import require_vae
 from ...models import AutoencoderKL
@@ -66,12 +67,19 @@ class AuraFlowPipeline:
     @classmethod
     def from_pretrained(cls, path: str | Path, *, dtype: Any = np.float32,
                         device: Device | None = None, variant: str | None = None,
+                        transformer_file: str | os.PathLike[str] | None = None,
                         offload: bool = False) -> AuraFlowPipeline:
         """Load an AuraFlow diffusers folder (`load_auraflow_folder`) onto `device` in
-        `dtype`; `offload`: each network goes to host memory as soon as it is loaded, for a
-        memory mode to bring in as it runs (flow_memory)."""
-        weights = load_auraflow_folder(path, variant=variant)
+        `dtype`; `transformer_file`: a single-file transformer in fal's names
+        (`load_auraflow_file`) in place of the folder's; `offload`: each network goes to host
+        memory as soon as it is loaded, for a memory mode to bring in as it runs
+        (flow_memory)."""
+        skip = ("transformer",) if transformer_file is not None else ()
+        weights = load_auraflow_folder(path, variant=variant, skip=skip)
         transformer, text_encoder = weights.transformer, weights.text_encoder
+        if transformer_file is not None:
+            transformer = load_auraflow_file(transformer_file,
+                                             config=component_config(path, "transformer"))
         assert transformer is not None and text_encoder is not None
         width = text_encoder.config.get("d_model")
         wanted = transformer.config.get("joint_attention_dim", 2048)

@@ -20,6 +20,7 @@ from ..request import GenerationRequest
 from .flow_memory import MemoryLayout
 from .flow_model import LLMFlowModel
 from .flow_sampling import FLOW_SAMPLERS, FLOW_SCHEDULES
+from .start import base_folder
 
 __all__ = ["AURAFLOW_DEFAULTS", "AuraFlowModel", "auraflow_capabilities", "auraflow_defaults",
            "load_auraflow_model"]
@@ -76,16 +77,20 @@ def auraflow_defaults(path: str | os.PathLike[str], family: str) -> SamplingDefa
 
 def load_auraflow_model(path: str | os.PathLike[str], family: str, options: LoadOptions
                         ) -> AuraFlowModel:
-    """An AuraFlow diffusers folder as an AuraFlowModel; `options.defaults` (the folder's
-    defaults.json) over `auraflow_defaults`. --base and --text-encoder files are refused in
-    one line (the folder holds every part)."""
+    """An AuraFlow diffusers folder, or a single-file transformer in fal's names with
+    `options.base` (an AuraFlow folder giving the text encoder, tokenizer, VAE and
+    scheduler), as an AuraFlowModel; `options.defaults` (the folder's defaults.json) over
+    `auraflow_defaults`. --text-encoder files are refused in one line (the folder's is
+    read)."""
     from .auraflow import AuraFlowPipeline
 
     path = Path(path)
-    if options.base is not None or options.text_encoders:
-        raise ValueError("an AuraFlow folder holds every part itself: drop --base and "
-                         "--text-encoder")
-    pipe = AuraFlowPipeline.from_pretrained(path, dtype=options.dtype, device=options.device,
-                                            variant=options.variant, offload=options.offload)
+    if options.text_encoders:
+        raise ValueError("AuraFlow reads its folder's text encoder: drop --text-encoder")
+    folder, transformer_file = base_folder(path, options.base, "AuraFlow")
+    pipe = AuraFlowPipeline.from_pretrained(folder, dtype=options.dtype, device=options.device,
+                                            variant=options.variant,
+                                            transformer_file=transformer_file,
+                                            offload=options.offload)
     return AuraFlowModel(pipe, family=family, name=module_stem(path), defaults=options.defaults,
                          modules=pipe.modules)

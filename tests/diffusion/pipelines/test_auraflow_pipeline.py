@@ -122,3 +122,30 @@ def test_webui_sampler_cache_img2img_and_refusals(
     assert "position table" in cli_error(capsys, *common, "--width", "40",
                                          "--out", str(tmp_path / "x.png"))
     assert not (tmp_path / "x.png").exists()
+
+
+def test_single_file_with_a_base_folder(first_device: gpucore.Device,
+                                        tiny_auraflow: tuple[Path, Any], tmp_path: Path,
+                                        capsys: pytest.CaptureFixture[str]) -> None:
+    """The transformer in fal's names (ComfyUI's file), read back by diffusers'
+    from_single_file as the folder's weights, gives with `--base FOLDER` the folder's
+    picture bitwise; without a base, one line saying to give one."""
+    import diffusers
+    from auraflow_tiny import fal_names
+    from safetensors.torch import save_file
+
+    folder, reference = tiny_auraflow
+    file = tmp_path / "aura_flow_tiny.safetensors"
+    save_file(fal_names(reference.transformer), str(file))
+    back = diffusers.AuraFlowTransformer2DModel.from_single_file(
+        str(file), config=str(folder), subfolder="transformer", local_files_only=True)
+    for key, value in reference.transformer.state_dict().items():
+        torch.testing.assert_close(back.state_dict()[key], value, rtol=0, atol=0)
+    common = _common(folder, "--prompt", RED, "--cfg-scale", "1")
+    plain, _ = cli_ok(capsys, *common, "--out", str(tmp_path / "plain.png"))
+    model = common.index("--model") + 1
+    out, _ = cli_ok(capsys, *common[:model], str(file), *common[model + 1:], "--base",
+                    str(folder), "--out", str(tmp_path / "file.png"))
+    np.testing.assert_array_equal(png_pixels(out), png_pixels(plain))
+    assert "--base" in cli_error(capsys, *common[:model], str(file), *common[model + 1:],
+                                 "--out", str(tmp_path / "x.png"))
