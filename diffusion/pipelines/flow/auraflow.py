@@ -87,12 +87,16 @@ class AuraFlowPipeline:
             raise ValueError(f"the text encoder's states are {width} wide, the transformer "
                              f"reads {wanted}: give the folder's own text encoder")
         place = {"dtype": dtype, "device": device or default_device()}
+        # SDXL's VAE overflows float16 (its config's force_upcast): float32, as
+        # AuraFlowPipeline upcasts it to decode
+        upcast = weights.vae.config.get("force_upcast", True)
+        vae_place = {**place, "dtype": np.float32} if upcast else place
         load = partial(load_network, device=place["device"], offload_to_host=offload)
         encoder = load(lambda: UMT5EncoderModel(text_encoder.config, **place), text_encoder)
         return cls(
             transformer=load(lambda: AuraFlowTransformer2DModel(transformer.config, **place),
                              transformer),
-            vae=load(lambda: AutoencoderKL(weights.vae.config, **place), weights.vae),
+            vae=load(lambda: AutoencoderKL(weights.vae.config, **vae_place), weights.vae),
             text_encoder=encoder,
             tokenizer=T5Tokenizer(weights.tokenizer_dir, max_length=MAX_LENGTH,
                                   pad_token=pad_token(weights.tokenizer_dir)),
