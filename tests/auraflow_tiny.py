@@ -40,11 +40,12 @@ def tiny_auraflow_transformer(seed: int = 7) -> Any:
 
 
 def tiny_umt5_encoder(seed: int = 6) -> Any:
-    """transformers' UMT5EncoderModel of T5_TINY's sizes (AuraFlow's text encoder is a
-    UMT5: every block its own relative position bias table), random."""
-    from wan_tiny import tiny_umt5
+    """transformers' UMT5EncoderModel of T5_TINY's sizes over T5's real 32,128 ids (AuraFlow's
+    text encoder is a UMT5: every block its own relative position bias table), random."""
+    import transformers
 
-    return tiny_umt5(seed)
+    config = transformers.UMT5Config(**{**T5_TINY, "vocab_size": 32128})
+    return randomized(transformers.UMT5EncoderModel(config), seed)
 
 
 def tiny_sdxl_vae(seed: int = 2) -> Any:
@@ -56,15 +57,18 @@ def tiny_sdxl_vae(seed: int = 2) -> Any:
 
 
 def tiny_auraflow_pipeline(root: Path) -> Any:
-    """diffusers' AuraFlowPipeline of tiny random parts (flow_tiny's T5-shaped tokenizer)
-    saved to `root / "auraflow"`; returns the pipeline."""
+    """diffusers' AuraFlowPipeline of tiny random parts (T5 v1.1's real tokenizer, bundled
+    with this package: the same ids every run, where a trained tiny one is not) saved to
+    `root / "auraflow"`; returns the pipeline."""
     import diffusers
     import transformers
-    from flow_tiny import tiny_t5_tokenizer
 
-    tiny_t5_tokenizer(root / "umt5-tokenizer")
+    from diffusion.text.t5_tokenizer import bundled_t5_tokenizer
+
+    (root / "t5-tokenizer").mkdir(parents=True, exist_ok=True)
+    bundled_t5_tokenizer().save(str(root / "t5-tokenizer" / "tokenizer.json"))
     tokenizer = transformers.T5TokenizerFast(
-        tokenizer_file=str(root / "umt5-tokenizer" / "tokenizer.json"))
+        tokenizer_file=str(root / "t5-tokenizer" / "tokenizer.json"))
     pipe = diffusers.AuraFlowPipeline(
         tokenizer=tokenizer, text_encoder=tiny_umt5_encoder(), vae=tiny_sdxl_vae(),
         transformer=tiny_auraflow_transformer(),
