@@ -196,6 +196,12 @@ IDEOGRAM4: dict[str, Any] = dict(
     in_channels=128, num_layers=34, attention_head_dim=256, num_attention_heads=18,
     intermediate_size=12288, adaln_dim=512, llm_features_dim=53248, rope_theta=5_000_000,
     mrope_section=(24, 20, 20), norm_eps=1e-5)
+# fal/AuraFlow-v0.3's transformer/config.json: 4 joint and 32 single blocks of 12 heads of 256,
+# Pile-T5 XL's 2048-wide states, a 96 x 96 position table
+AURAFLOW: dict[str, Any] = dict(
+    sample_size=64, patch_size=2, in_channels=4, num_mmdit_layers=4, num_single_dit_layers=32,
+    attention_head_dim=256, num_attention_heads=12, joint_attention_dim=2048,
+    caption_projection_dim=3072, out_channels=4, pos_embed_max_size=9216)
 
 _TINY_DIT = dict(num_layers=1, attention_head_dim=16, num_attention_heads=2)
 TINY: dict[str, dict[str, Any]] = {
@@ -253,6 +259,9 @@ TINY: dict[str, dict[str, Any]] = {
     "ideogram4": dict(IDEOGRAM4, num_layers=1, attention_head_dim=16, num_attention_heads=2,
                       intermediate_size=48, adaln_dim=24, llm_features_dim=520,
                       mrope_section=(2, 2, 2)),
+    "auraflow": dict(AURAFLOW, num_mmdit_layers=1, num_single_dit_layers=1,
+                     attention_head_dim=16, num_attention_heads=2, joint_attention_dim=40,
+                     caption_projection_dim=32, pos_embed_max_size=64),
     "ernie": dict(ERNIE, hidden_size=32, num_attention_heads=2, num_layers=1,
                   ffn_hidden_size=48, in_channels=16, out_channels=16, text_in_dim=40,
                   rope_axes_dim=(4, 6, 6)),

@@ -56,14 +56,16 @@ Qwen3-VL's 13 taps (bench/_dit_ideogram4.py: diffusers' packed sequence with its
 ours unmasked, the features on the device once, prefix_ms).
 PixArt-Σ XL/2 1024's at 4096 patches for 40 real tokens of its 300-token T5 block
 (bench/_dit_pixart.py).
+AuraFlow v0.3's (4 joint and 32 single blocks 3072 wide) at 4096 patches after UMT5's 256
+states, 64 a prompt's and the padding's zeroed (bench/_dit_auraflow.py).
 Rows run smallest first, each caught on its own: an out-of-memory model loses its row only,
 recorded with its error.
 
 BENCH_MODELS picks them, comma-separated, from sana, pixart, qwen3_8b, qwen25vl, qwen3vl_8b,
 sana4k, lumina2, qwenimage21, krea2, kandinsky5, longcat, ovis, ernie, cosmos2, cogview4,
-ideogram4, flux2klein, chroma, kontext, qwenimage, qwenimageedit, hunyuanimage, hunyuanvideo15,
-hunyuanvideo, hidream, ltx2 (the default: all, in that order), plus zimage and qwen3
-(bench/zimage.py's rows).
+ideogram4, auraflow, flux2klein, chroma, kontext, qwenimage, qwenimageedit, hunyuanimage,
+hunyuanvideo15, hunyuanvideo, hidream, ltx2 (the default: all, in that order), plus zimage and
+qwen3 (bench/zimage.py's rows).
 BENCH_ACC16=1 adds each float16 transformer's step with every GEMM's f16 accumulators (`float16
 acc16`, `--fp16-accumulation`). BENCH_KERNELS=1 adds each float16 row's fifteen longest kernels
 (`kernels`: calls and GPU ms of one more step, timestamps on). `--quick`: tiny configs (a smoke
@@ -82,6 +84,7 @@ import numpy as np
 
 import gpucore
 
+from . import _dit_auraflow as _auraflow
 from . import _dit_cogview4 as _cogview4
 from . import _dit_ernie as _ernie
 from . import _dit_flux_qwen as _flux_qwen
@@ -110,7 +113,7 @@ _ROW_MODULES = {name: module for module in (_flux_qwen, _qwen21, _krea2, _kandin
                                                _hunyuanimage, _hunyuan_video15, _ltx2,
                                                _lumina2, _hunyuan_video, _longcat, _ovis,
                                                _sana, _hidream, _ernie,
-                                               _cogview4, _ideogram4, _pixart)
+                                               _cogview4, _ideogram4, _pixart, _auraflow)
                 for name in module.NAMES}
 COLUMNS = ["model", "impl", "dtype", "dispatches", "rel_err", "gpu_ms", "wall_ms", "peak_gib",
            "vs_bf16", "prefix_ms", "error"]
@@ -269,7 +272,7 @@ def _one_model(name: str, quick: bool, device: gpucore.Device, cuda: Any
 DEFAULT = ("sana", "pixart",
            "qwen3_8b", "qwen25vl", "qwen3vl_8b", "sana4k", "lumina2", "qwenimage21",
            "krea2", "kandinsky5", "longcat", "ovis", "ernie", "cosmos2", "cogview4",
-           "ideogram4", "flux2klein", "chroma", "kontext", "qwenimage", "qwenimageedit",
+           "ideogram4", "auraflow", "flux2klein", "chroma", "kontext", "qwenimage", "qwenimageedit",
            "hunyuanimage", "hunyuanvideo15", "hunyuanvideo", "hidream", "ltx2")
 
 

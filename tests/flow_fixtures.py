@@ -319,3 +319,14 @@ def tiny_pixart(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Any]:
 
     root = tmp_path_factory.mktemp("tiny-pixart")
     return root / "pixart", tiny_pixart_pipeline(root)
+
+
+@pytest.fixture(scope="session")
+def tiny_auraflow(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Any]:
+    """(the folder `root / "auraflow"`, diffusers' AuraFlowPipeline) of tiny random parts:
+    the pipeline's, the CLI's, the LoRA's and the server's tests."""
+    pytest.importorskip("diffusers", reason="diffusers is a test-only reference")
+    from auraflow_tiny import tiny_auraflow_pipeline
+
+    root = tmp_path_factory.mktemp("tiny-auraflow")
+    return root / "auraflow", tiny_auraflow_pipeline(root)

@@ -16,6 +16,7 @@ import os
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from ..loaders.auraflow import auraflow_family, auraflow_file_family
 from ..loaders.bria import bria_family
 from ..loaders.cogview4 import cogview4_family
 from ..loaders.cosmos import cosmos_family
@@ -45,6 +46,7 @@ from ..loaders.sana import sana_family, sana_file_family, sana_video_family
 from ..loaders.wan import chronoedit_family, wan_family, wan_file_family
 from ..loaders.z_image import zimage_family, zimage_omni_family
 from .contract import Capabilities, LoadOptions, Pipeline, SamplingDefaults
+from .flow.auraflow_model import auraflow_capabilities, auraflow_defaults, load_auraflow_model
 from .flow.bria_model import bria_capabilities, bria_defaults, load_bria_model
 from .flow.cogview4_model import cogview4_defaults, folder_capabilities, load_cogview4_model
 from .flow.cosmos_model import cosmos_capabilities, cosmos_defaults, load_cosmos_model
@@ -255,6 +257,10 @@ FAMILIES: tuple[FamilyLoader, ...] = (
     FamilyLoader("HiDream-I1 (Full, Dev, Fast)", hidream_family, load_hidream_model,
                  hidream_defaults, latent_channels=16, single_file_base=True,
                  capabilities=lambda path, family: hidream_capabilities(family)),
+    FamilyLoader("AuraFlow", lambda path: auraflow_family(path) or auraflow_file_family(path),
+                 load_auraflow_model, auraflow_defaults, latent_channels=4,
+                 single_file_base=True,
+                 capabilities=lambda path, family: auraflow_capabilities(family)),
     # a video model that edits pictures: img2img, its init image the picture to edit
     FamilyLoader("ChronoEdit (picture edits)", chronoedit_family, load_chronoedit_model,
                  chronoedit_defaults, latent_channels=16,

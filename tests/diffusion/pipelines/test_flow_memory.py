@@ -16,6 +16,7 @@ import numpy as np
 import pytest
 
 pytest.importorskip("diffusers", reason="diffusers is a test-only reference (extra: reference)")
+from auraflow_tiny import tiny_auraflow_pipeline
 from bria_tiny import tiny_bria_pipeline
 from ernie_image_tiny import tiny_ernie_pipeline
 from flow_tiny import tiny_chroma_pipeline, tiny_flux_pipeline, tiny_sd3_pipeline
@@ -101,6 +102,8 @@ FAMILIES = {
     "ernie-image": (tiny_ernie_pipeline, "ernie-image", {"cfg_scale": 4.0}, 1 << 18),
     # PixArt-Σ: T5 the text unit (300 tokens), its blocks streamed, the SD VAE
     "pixart": (tiny_pixart_pipeline, "pixart", {"cfg_scale": 4.5}, 1 << 18),
+    # AuraFlow: joint then single blocks streamed, UMT5 the text unit, SDXL's VAE
+    "auraflow": (tiny_auraflow_pipeline, "auraflow", {"cfg_scale": 4.0}, 1 << 18),
 }
 
 
