@@ -1,0 +1,92 @@
+"""Helios' pipeline against diffusers' HeliosPipeline on PyTorch CPU float32 (a tiny random
+folder of helios_tiny): UMT5 with a negative prompt under CFG, two chunks (the second drawn
+in front of the first's history), the HeliosScheduler's UniPC (and Euler with a dynamic
+shift), each chunk decoded by the Wan VAE; the prompt visibly steering the video."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+pytest.importorskip("diffusers", reason="diffusers is a test-only reference")
+import torch
+from helios_tiny import tiny_helios_pipeline
+from support import assert_close
+
+import gpucore
+from diffusion.pipelines.video.helios import HeliosPipeline
+
+PROMPT = "a red fox runs through the snow"
+# two chunks of 2 latent frames (5 frames each), 9 frames after the cut to 1 + 4k
+RUN: dict[str, Any] = {"height": 32, "width": 48, "num_inference_steps": 3, "num_frames": 10,
+                       "guidance_scale": 4.0, "negative_prompt": "blurry",
+                       "num_latent_frames_per_chunk": 2, "max_sequence_length": 16}
+TOL = 1e-4  # of frames in [0, 1]: measured 1.0e-5
+
+
+@pytest.fixture(autouse=True)
+def _no_ftfy(monkeypatch: pytest.MonkeyPatch) -> None:
+    """HeliosPipeline calls ftfy unconditionally (not installed here); Wan's cleaning is the
+    same for these ASCII prompts."""
+    from diffusers.pipelines.helios import pipeline_helios
+    from diffusers.pipelines.wan import pipeline_wan
+
+    monkeypatch.setattr(pipeline_helios, "prompt_clean", pipeline_wan.prompt_clean)
+
+
+@pytest.fixture(scope="module")
+def built(tmp_path_factory: pytest.TempPathFactory) -> tuple[Any, Path]:
+    root = tmp_path_factory.mktemp("helios")
+    return tiny_helios_pipeline(root), root / "helios"
+
+
+def _theirs(pipe: Any, **extra: Any) -> np.ndarray:
+    with torch.no_grad():
+        out = pipe(prompt=PROMPT, **{**RUN, **extra},
+                   generator=torch.Generator().manual_seed(7))
+    return np.asarray(out.frames)
+
+
+@pytest.fixture(scope="module")
+def ours(first_device: gpucore.Device, built: tuple[Any, Path]) -> HeliosPipeline:
+    return HeliosPipeline.from_pretrained(built[1], device=first_device)
+
+
+def test_helios_equals_diffusers(ours: HeliosPipeline, built: tuple[Any, Path]) -> None:
+    reference, _ = built
+    video = ours(PROMPT, **RUN, seed=7)
+    expected = _theirs(reference, output_type="np")
+    assert video.shape == expected.shape == (1, 9, 32, 48, 3)
+    assert_close(video, expected, tol=TOL, atol=TOL)
+    latents = ours([PROMPT, "a blue whale sings"], **{**RUN, "num_frames": 5}, seed=7,
+                   output_type="latent")
+    assert latents.shape == (2, 4, 2, 4, 6)
+    assert np.abs(latents[1] - latents[0]).mean() > 0.02 * np.abs(latents[0]).mean()
+
+
+@pytest.mark.parametrize("shift", ["exponential", "linear"])
+def test_helios_euler_with_dynamic_shift(first_device: gpucore.Device, tmp_path: Path,
+                                         shift: str) -> None:
+    """A folder whose HeliosScheduler steps by Euler on dynamically shifted sigmas (mu of
+    the chunk's token count); the shift visibly moves the video."""
+    reference = tiny_helios_pipeline(tmp_path, scheduler_type="euler",
+                                     use_dynamic_shifting=True, time_shift_type=shift)
+    ours = HeliosPipeline.from_pretrained(tmp_path / "helios", device=first_device)
+    video = ours(PROMPT, **RUN, seed=7)
+    assert_close(video, _theirs(reference, output_type="np"), tol=TOL, atol=TOL)
+    ours.scheduler_config["use_dynamic_shifting"] = False
+    plain = ours(PROMPT, **RUN, seed=7)
+    assert np.abs(plain - video).mean() > 0.01
+
+
+def test_helios_refuses_what_it_cannot_run(ours: HeliosPipeline) -> None:
+    with pytest.raises(ValueError, match="multiples of 16"):
+        ours(PROMPT, **{**RUN, "height": 40})
+    with pytest.raises(ValueError, match="history sizes"):
+        ours(PROMPT, **RUN, history_sizes=(2, 1))
+    with pytest.raises(ValueError, match="pyramid"):
+        HeliosPipeline(transformer=ours.transformer, vae=ours.vae, tokenizer=ours.tokenizer,
+                       text_encoder=ours.text_encoder, scheduler_config={"stages": 3})
