@@ -13,6 +13,7 @@ import pytest
 
 pytest.importorskip("diffusers", reason="diffusers is a test-only reference")
 import torch
+from cli_support import cli_error, cli_ok, png_frames
 from helios_tiny import tiny_helios_pipeline
 from support import assert_close
 
@@ -90,3 +91,29 @@ def test_helios_refuses_what_it_cannot_run(ours: HeliosPipeline) -> None:
     with pytest.raises(ValueError, match="pyramid"):
         HeliosPipeline(transformer=ours.transformer, vae=ours.vae, tokenizer=ours.tokenizer,
                        text_encoder=ours.text_encoder, scheduler_config={"stages": 3})
+
+
+def test_helios_from_the_cli(first_device: gpucore.Device, built: tuple[Any, Path],
+                             tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """txt2vid: one 33-frame chunk, diffusers' video as PNG frames (a note where --frames is
+    not whole chunks); what Helios does not take refused in one line; txt2img says to use
+    txt2vid."""
+    reference, folder = built
+    common = ("--model", str(folder), "--width", "48", "--height", "32", "--steps", "2",
+              "--cfg-scale", "4", "--seed", "7", "--dtype", "float32", "--prompt", PROMPT,
+              "--negative-prompt", "blurry")
+    out, err = cli_ok(capsys, "txt2vid", *common, "--frames", "29", "-o", str(tmp_path / "v"))
+    assert "seed: 7" in err and "33 frames for --frames 29" in err
+    with torch.no_grad():
+        expected = reference(prompt=PROMPT, negative_prompt="blurry", height=32, width=48,
+                             num_frames=29, num_inference_steps=2, guidance_scale=4.0,
+                             generator=torch.Generator().manual_seed(7)).frames[0]
+    frames = png_frames(out)
+    assert frames.shape == (33, 32, 48, 3)
+    assert np.abs(frames - np.asarray(expected)).max() < 1 / 255
+    for more, words in ((("--sampler", "Euler"), "HeliosScheduler"),
+                        (("--lowvram",), "a memory mode"),
+                        (("--cache", "fbc"), "--cache: not supported")):
+        assert words in cli_error(capsys, "txt2vid", *common, *more)
+    refused = cli_error(capsys, "txt2img", "--model", str(folder), "--prompt", PROMPT)
+    assert "Helios text-to-video model" in refused
