@@ -16,6 +16,7 @@ from typing import Any
 from ...loaders.cosmos import cosmos_family
 from ...loaders.formats.diffusers_folder import pipeline_class
 from ...loaders.formats.safetensors import SafetensorsFile
+from ...loaders.helios import helios_family
 from ...loaders.hunyuan_video.folder import I2V_CLASS as HUNYUAN_VIDEO_I2V
 from ...loaders.hunyuan_video.folder import hunyuan_video_family
 from ...loaders.hunyuan_video.framepack import FRAMEPACK_CLASS
@@ -175,6 +176,7 @@ def video_source(registry: ModelRegistry, body: Any) -> WanSource:
                                  or cosmos_family(entry.path) == "cosmos25")
     cli_only = None if entry is None else (
         "SANA-Video" if sana_video_family(entry.path) is not None else
+        "Helios" if helios_family(entry.path) is not None else
         "Cosmos Predict2 Video2World" if cosmos_family(entry.path) == "cosmos2-v2w" else None)
     if cli_only is not None:
         raise RequestError(f"model {body.model!r} is a {cli_only} folder, which the server does "
