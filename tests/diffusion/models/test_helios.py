@@ -19,7 +19,7 @@ import gpucore
 from diffusion.models.helios import HeliosTransformer3DModel
 from gpustd import asarray
 
-TOL = 1e-3
+TOL = 2e-4  # measured 6.8e-5 at most, on flows up to 11 (f16: 3.6e-2, tol 2e-2 of rms)
 
 
 def _inputs(seed: int, height: int, width: int) -> dict[str, Any]:
