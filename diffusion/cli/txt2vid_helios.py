@@ -1,9 +1,10 @@
-"""`txt2vid --model FOLDER` for a Helios folder (a HeliosPipeline's): cli.txt2vid checks the
-settings and fills in the family's defaults (129 frames of 640 x 384, 50 steps, CFG 5, 24
-fps), then hands over here. Helios draws 33-frame chunks one after another, each in front
+"""`txt2vid` / `img2vid --model FOLDER` for a Helios folder (a HeliosPipeline's): cli.txt2vid
+checks the settings and fills in the family's defaults (129 frames of 640 x 384, 50 steps, CFG
+5, 24 fps), then hands over here; img2vid's --image (resized, Lanczos, to the video's size)
+stands ahead of every chunk. Helios draws 33-frame chunks one after another, each in front
 of the ones before it: --frames asks for ceil(frames / 33) chunks, the video cut to 1 + 4k
 frames (diffusers' count; a note says when that is not --frames). The folder's
-HeliosScheduler alone; img2vid, Wan's options, LoRAs, step caches and memory modes are
+HeliosScheduler alone; Wan's options, LoRAs, step caches and memory modes are
 refused in one line before the weights load."""
 
 from __future__ import annotations
@@ -34,9 +35,6 @@ def helios_frames(frames: int) -> int:
 def refuse_helios_options(args: argparse.Namespace) -> None:
     """ValueError in one line for an option Helios does not take."""
     refuse_wan_only(args, _FAMILY)
-    if args.command != "txt2vid":
-        raise ValueError(f"{args.model} is a {_FAMILY} model, run here from text only: use "
-                         "txt2vid")
     if args.sampler != "diffusers":
         raise ValueError(f"--sampler {args.sampler}: {_FAMILY} runs its folder's "
                          "HeliosScheduler (--sampler diffusers)")
@@ -48,7 +46,8 @@ def refuse_helios_options(args: argparse.Namespace) -> None:
 
 def run_helios(args: argparse.Namespace, out: Path, dtype: Any, image: Any = None) -> int:
     """Generate and write the video as `args` say (checked and completed by cli.txt2vid) with
-    the Helios folder `args.model`, its weights in `dtype`; prints the path."""
+    the Helios folder `args.model`, its weights in `dtype`; `image`: img2vid's picture (PIL);
+    prints the path."""
     from ..pipelines.video.helios import HeliosPipeline
 
     refuse_helios_options(args)
@@ -61,5 +60,5 @@ def run_helios(args: argparse.Namespace, out: Path, dtype: Any, image: Any = Non
     videos = pipe(args.prompt, negative_prompt=args.negative_prompt or "",
                   height=args.height, width=args.width, num_frames=args.frames,
                   num_inference_steps=args.steps, guidance_scale=args.cfg_scale,
-                  seed=args.seed, rng=args.rng, callback=bar.step)
+                  seed=args.seed, rng=args.rng, image=image, callback=bar.step)
     return finish_video(pipe, videos, None, out, args.fps, args.verbose)

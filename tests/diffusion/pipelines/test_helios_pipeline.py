@@ -68,6 +68,24 @@ def test_helios_equals_diffusers(ours: HeliosPipeline, built: tuple[Any, Path]) 
     assert np.abs(latents[1] - latents[0]).mean() > 0.02 * np.abs(latents[0]).mean()
 
 
+def test_helios_image_to_video_equals_diffusers(ours: HeliosPipeline,
+                                               built: tuple[Any, Path]) -> None:
+    """`image`: the picture's posterior draw (noised) ahead of every chunk and the still
+    video's last latent frame as the history's newest, diffusers' draws in diffusers' order;
+    another picture changes the video."""
+    from PIL import Image
+
+    reference, _ = built
+    rng = np.random.default_rng(3)
+    pictures = [Image.fromarray((rng.uniform(0, 1, (32, 48, 3)) * 255).astype(np.uint8))
+                for _ in range(2)]
+    video = ours(PROMPT, **RUN, seed=7, image=pictures[0])
+    assert_close(video, _theirs(reference, image=pictures[0], output_type="np"), tol=TOL,
+                 atol=TOL)
+    other = ours(PROMPT, **RUN, seed=7, image=pictures[1])
+    assert np.abs(other - video).mean() > 0.01
+
+
 @pytest.mark.parametrize("shift", ["exponential", "linear"])
 def test_helios_euler_with_dynamic_shift(first_device: gpucore.Device, tmp_path: Path,
                                          shift: str) -> None:
@@ -95,9 +113,11 @@ def test_helios_refuses_what_it_cannot_run(ours: HeliosPipeline) -> None:
 
 def test_helios_from_the_cli(first_device: gpucore.Device, built: tuple[Any, Path],
                              tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    """txt2vid: one 33-frame chunk, diffusers' video as PNG frames (a note where --frames is
-    not whole chunks); what Helios does not take refused in one line; txt2img says to use
-    txt2vid."""
+    """txt2vid and img2vid: one 33-frame chunk, diffusers' video as PNG frames (a note where
+    --frames is not whole chunks); what Helios does not take refused in one line; txt2img
+    says to use txt2vid."""
+    from PIL import Image
+
     reference, folder = built
     common = ("--model", str(folder), "--width", "48", "--height", "32", "--steps", "2",
               "--cfg-scale", "4", "--seed", "7", "--dtype", "float32", "--prompt", PROMPT,
@@ -111,6 +131,16 @@ def test_helios_from_the_cli(first_device: gpucore.Device, built: tuple[Any, Pat
     frames = png_frames(out)
     assert frames.shape == (33, 32, 48, 3)
     assert np.abs(frames - np.asarray(expected)).max() < 1 / 255
+    picture = (np.random.default_rng(1).uniform(0, 1, (32, 48, 3)) * 255).astype(np.uint8)
+    Image.fromarray(picture).save(tmp_path / "in.png")
+    out, _ = cli_ok(capsys, "img2vid", *common, "--frames", "33", "--image",
+                    str(tmp_path / "in.png"), "-o", str(tmp_path / "i2v"))
+    with torch.no_grad():
+        expected = reference(prompt=PROMPT, negative_prompt="blurry", height=32, width=48,
+                             num_frames=33, num_inference_steps=2, guidance_scale=4.0,
+                             image=Image.fromarray(picture),
+                             generator=torch.Generator().manual_seed(7)).frames[0]
+    assert np.abs(png_frames(out) - np.asarray(expected)).max() < 1 / 255
     for more, words in ((("--sampler", "Euler"), "HeliosScheduler"),
                         (("--lowvram",), "a memory mode"),
                         (("--cache", "fbc"), "--cache: not supported")):
