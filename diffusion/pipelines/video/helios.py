@@ -34,7 +34,7 @@ from ..finite import check_decoded
 from ..flow.flow_memory import load_network
 from ..observer import StepCallback
 from .flow_video import prompt_list
-from .helios_image import image_history
+from .helios_image import image_history, video_history
 from .helios_schedule import helios_mu, helios_scheduler, helios_sigmas
 from .wan import clean_prompt
 
@@ -117,18 +117,21 @@ class HeliosPipeline:
                  num_inference_steps: int = 50, guidance_scale: float = 5.0, seed: int = 0,
                  rng: str = "torch", max_sequence_length: int = 512,
                  history_sizes: Sequence[int] = (16, 2, 1), num_latent_frames_per_chunk: int = 9,
-                 image: Any = None, callback: StepCallback | None = None,
+                 image: Any = None, video: Sequence[Any] | None = None,
+                 callback: StepCallback | None = None,
                  output_type: str = "np") -> np.ndarray:
         """Videos (B, T, height, width, 3) in [0, 1] ("np"; T = 1 + 4k, the chunks' frames
         cut) or the latent video of every chunk ("latent"). `seed` and `rng` ("torch", as
         diffusers; "numpy") draw each chunk's noise in turn. `history_sizes`: the long, mid
         and short history's latent frames; `num_latent_frames_per_chunk`: a chunk's.
         `image` (PIL or HxWx3 uint8): image-to-video, the picture's latents ahead of every
-        chunk and as the history's newest frame (helios_image).
+        chunk and as the history's newest frame; `video` (frames, PIL or HxWx3 uint8):
+        video-to-video, continued: its first frame's latents ahead of every chunk, its last
+        whole chunks as the history (helios_image).
         `callback(done, total, latents)` after every step of every chunk (False stops).
         diffusers: `HeliosPipeline(prompt, negative_prompt=, height=, width=, num_frames=,
         num_inference_steps=, guidance_scale=, generator=, history_sizes=,
-        num_latent_frames_per_chunk=, image=, output_type="np").frames`."""
+        num_latent_frames_per_chunk=, image=, video=, output_type="np").frames`."""
         prompts = prompt_list(prompt)
         if output_type not in ("np", "latent"):
             raise ValueError(f"output_type must be 'np' or 'latent', got {output_type!r}")
@@ -153,10 +156,17 @@ class HeliosPipeline:
         mu = helios_mu(chunk * h * w // math.prod(model.patch), self.scheduler_config)
         sigmas = helios_sigmas(num_inference_steps, mu, self.scheduler_config)
         generator = make_generator(rng, seed)
+        if image is not None and video is not None:
+            raise ValueError("give Helios a picture to animate or a video to continue, not both")
         if image is not None:  # drawn before the chunks' noise, as diffusers does
             picture, still = image_history(self.vae, image, height, width, chunk, generator)
             first = np.repeat(picture, batch, axis=0)
             history[:, :, -1:] = np.repeat(still, batch, axis=0)
+        if video is not None:
+            picture, given = video_history(self.vae, video, height, width, chunk, generator)
+            first = np.repeat(picture, batch, axis=0)
+            history = np.concatenate([history[:, :, :max(0, history.shape[2] - given.shape[2])],
+                                      np.repeat(given, batch, axis=0)], axis=2)
         made: list[np.ndarray] = []
         frames: list[np.ndarray] = []
         total, stopped = chunks * num_inference_steps, False
@@ -183,7 +193,7 @@ class HeliosPipeline:
                 if callback is not None and callback(done, total, latents) is False:
                     stopped = True  # this chunk as it is now ends the video
                     break
-            if k == 0 and image is None:
+            if k == 0 and image is None and video is None:
                 first = latents[:, :, :1]  # the video's first frame, held for every chunk
             history = np.concatenate([history, latents], axis=2)
             made.append(latents)

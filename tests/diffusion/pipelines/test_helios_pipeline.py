@@ -86,6 +86,24 @@ def test_helios_image_to_video_equals_diffusers(ours: HeliosPipeline,
     assert np.abs(other - video).mean() > 0.01
 
 
+def test_helios_video_to_video_equals_diffusers(ours: HeliosPipeline,
+                                               built: tuple[Any, Path]) -> None:
+    """`video`: 11 frames continued, its first frame ahead of every chunk and its last two
+    whole chunks (5 frames each, the first frame left over) as the history, diffusers' draws
+    in diffusers' order; another video changes the continuation; a video shorter than a
+    chunk is refused in one line."""
+    from wan_tiny import wave_video
+
+    reference, _ = built
+    given = wave_video(4, 32, 48, frames=11)
+    video = ours(PROMPT, **RUN, seed=7, video=given)
+    assert_close(video, _theirs(reference, video=given, output_type="np"), tol=TOL, atol=TOL)
+    other = ours(PROMPT, **RUN, seed=7, video=wave_video(5, 32, 48, frames=11))
+    assert np.abs(other - video).mean() > 0.01
+    with pytest.raises(ValueError, match="whole chunks of 5: give at least 5"):
+        ours(PROMPT, **RUN, video=given[:4])
+
+
 @pytest.mark.parametrize("shift", ["exponential", "linear"])
 def test_helios_euler_with_dynamic_shift(first_device: gpucore.Device, tmp_path: Path,
                                          shift: str) -> None:
