@@ -5,7 +5,7 @@ strength=)`. The video is read before the model loads: its frame count is the ru
 first --frames), its size too unless --width / --height resize it (Lanczos, as diffusers'
 video processor); a count or size Wan cannot take, a strength that leaves no step and what the
 init video does not go with are refused in one line. For Cosmos Predict2.5 `--init-video` is
-the video to continue (video2world, cli.txt2vid_cosmos25)."""
+the video to continue (video2world, cli.txt2vid_cosmos25), for Helios too (cli.txt2vid_helios)."""
 
 from __future__ import annotations
 
@@ -57,6 +57,10 @@ def init_video_of(args: argparse.Namespace, animate: bool, most: int) -> list[An
         from .txt2vid_cosmos25 import video_to_continue
 
         return video_to_continue(args, Path(path))
+    if path is not None and not animate and video_family_name(args.model) == "helios":
+        from .txt2vid_helios import video_to_continue as helios_video
+
+        return helios_video(args, Path(path), most)
     args.denoising_strength = DEFAULT_STRENGTH if strength is None else strength
     if path is None:
         return None

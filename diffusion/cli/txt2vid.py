@@ -339,7 +339,7 @@ def run(args: argparse.Namespace) -> int:
         return run_sana_video(args, out, _dtype(args.dtype), image)
     if family == "helios":
         from .txt2vid_helios import run_helios
-        return run_helios(args, out, _dtype(args.dtype), image)
+        return run_helios(args, out, _dtype(args.dtype), image, init)
     if family == "ltx-2":
         from .txt2vid_ltx2 import run_ltx2
 

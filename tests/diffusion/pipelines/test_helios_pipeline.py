@@ -165,3 +165,44 @@ def test_helios_from_the_cli(first_device: gpucore.Device, built: tuple[Any, Pat
         assert words in cli_error(capsys, "txt2vid", *common, *more)
     refused = cli_error(capsys, "txt2img", "--model", str(folder), "--prompt", PROMPT)
     assert "Helios text-to-video model" in refused
+
+
+def test_helios_init_video_from_the_cli(built: tuple[Any, Path], tmp_path: Path,
+                                        capsys: pytest.CaptureFixture[str],
+                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    """txt2vid --init-video: the video's frames, in order, reach the pipeline (which resizes
+    them to --width x --height) as the video to continue (its run against diffusers': the video-to-video test
+    above; here a stand-in pipeline records what it is given); a short video or
+    --denoising-strength is refused in one line before anything loads."""
+    from PIL import Image
+
+    from diffusion.pipelines.video import helios as module
+
+    _, folder = built
+    given: dict[str, Any] = {}
+
+    class Recorder:
+        memory_mode = None
+
+        def __call__(self, prompt: str, **kwargs: Any) -> np.ndarray:
+            given.update(kwargs)
+            return np.zeros((1, 33, 32, 48, 3), np.float32)
+
+    monkeypatch.setattr(module.HeliosPipeline, "from_pretrained",
+                        classmethod(lambda cls, path, dtype: Recorder()))
+    frames = tmp_path / "frames"
+    frames.mkdir()
+    for i in range(34):
+        Image.new("RGB", (64, 40), (i * 7, 50, 90)).save(frames / f"{i:05d}.png")
+    common = ("txt2vid", "--model", str(folder), "--width", "48", "--height", "32",
+              "--frames", "33", "--dtype", "float32", "--prompt", PROMPT)
+    cli_ok(capsys, *common, "--init-video", str(frames), "-o", str(tmp_path / "v"))
+    assert len(given["video"]) == 34 and given["image"] is None
+    assert given["video"][5].getpixel((0, 0)) == (35, 50, 90)
+    assert "strength" in cli_error(capsys, *common, "--init-video", str(frames),
+                                   "--denoising-strength", "0.5")
+    for extra in frames.glob("0000[5-9].png"):
+        extra.unlink()
+    for extra in frames.glob("000[1-3]*.png"):
+        extra.unlink()
+    assert "whole chunks of 33" in cli_error(capsys, *common, "--init-video", str(frames))
