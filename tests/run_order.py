@@ -49,6 +49,7 @@ FAMILIES: tuple[tuple[str, tuple[str, ...], tuple[str, ...]], ...] = (
     ("ernie-image", ("ernie_image_tiny",), ("tiny_ernie",)),
     ("cogview4", ("cogview4_tiny",), ("tiny_cogview4",)),
     ("sana-video", ("sana_video_tiny",), ()),
+    ("helios", ("helios_tiny",), ()),
 )
 
 
