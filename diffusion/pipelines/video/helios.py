@@ -53,7 +53,7 @@ class HeliosPipeline:
         self.transformer, self.vae = transformer, vae
         self.text_encoder, self.tokenizer = text_encoder, tokenizer
         self.scheduler_config = dict(scheduler_config)
-        helios_scheduler(self.scheduler_config)  # a pyramid's schedule refused at load
+        helios_scheduler(self.scheduler_config)  # a pyramid's schedule refused
         self.memory_mode = None  # no memory modes yet (what the CLI's report reads)
 
     @classmethod
@@ -62,6 +62,7 @@ class HeliosPipeline:
                         ) -> HeliosPipeline:
         """Load a Helios diffusers folder (`load_helios_folder`) onto `device` in `dtype`."""
         weights = load_helios_folder(path, variant=variant)
+        helios_scheduler(weights.scheduler_config)  # refused before the weights load
         transformer, text, vae = weights.transformer, weights.text_encoder, weights.vae
         assert transformer is not None and text is not None
         place = {"dtype": dtype, "device": device or default_device()}

@@ -74,8 +74,9 @@ class _HeliosEuler:
 def helios_scheduler(config: dict[str, Any]) -> HeliosUniPC | _HeliosEuler:
     """The stepper of a Helios folder's scheduler `config`; ValueError in one line for what
     HeliosPipeline does not run (several stages: the pyramid pipeline's)."""
-    if int(config.get("stages", 3)) != 1:  # diffusers' default: the pyramid's 3
-        raise ValueError(f"the folder's HeliosScheduler has {config.get('stages')} stages (the "
+    stages = int(config.get("stages", 3))  # diffusers' default: the pyramid's 3
+    if stages != 1:
+        raise ValueError(f"the folder's HeliosScheduler has {stages} stages (the "
                          "pyramid pipeline's), which is not run here; use Helios-Base's")
     kind = config.get("scheduler_type", "unipc")
     if kind == "euler":

@@ -201,3 +201,20 @@ def test_helios_inputs_from_the_cli(built: tuple[Any, Path], tmp_path: Path,
     for extra in frames.glob("000[1-3]*.png"):
         extra.unlink()
     assert "whole chunks of 33" in cli_error(capsys, *common, "--init-video", str(frames))
+
+
+def test_helios_pyramid_folder_is_refused(tmp_path: Path,
+                                          capsys: pytest.CaptureFixture[str]) -> None:
+    """A HeliosPyramidPipeline folder (Helios-Mid, Helios-Distilled) is told apart as Helios
+    and refused in one line naming what runs instead."""
+    import json
+
+    from diffusion.loaders.helios import helios_family
+
+    folder = tmp_path / "pyramid"
+    folder.mkdir()
+    (folder / "model_index.json").write_text(json.dumps({"_class_name": "HeliosPyramidPipeline"}))
+    assert helios_family(folder) == "helios"
+    refused = cli_error(capsys, "txt2vid", "--model", str(folder), "--prompt", PROMPT,
+                        "--frames", "33", "--width", "48", "--height", "32")
+    assert "HeliosPyramidPipeline" in refused and "Helios-Base" in refused
