@@ -48,7 +48,7 @@ def load_helios_folder(path: str | os.PathLike[str], *, dtype: Any = None,
                            "folder (Helios-Base)")
     pipeline_index(root, "HeliosPipeline", DIT_COMPONENTS)
     scheduler = read_json(root / "scheduler" / "scheduler_config.json")
-    parts = dit_weights(root, dtype=dtype, variant=variant, skip=(), adapt=_same)
+    parts = dit_weights(root, dtype=dtype, variant=variant, skip=(), adapt=_adapt)
     tokenizer = root / "tokenizer"
     if not (tokenizer / "tokenizer.json").is_file():
         raise WeightsError(f"{tokenizer / 'tokenizer.json'}: required file is missing (the "
@@ -57,6 +57,10 @@ def load_helios_folder(path: str | os.PathLike[str], *, dtype: Any = None,
                          **parts)  # type: ignore[arg-type]
 
 
-def _same(name: str, config: dict[str, Any], refs: dict[str, TensorRef]
-          ) -> tuple[dict[str, Any], dict[str, TensorRef]]:
-    return config, refs
+def _adapt(name: str, config: dict[str, Any], refs: dict[str, TensorRef]
+           ) -> tuple[dict[str, Any], dict[str, TensorRef]]:
+    """The transformer's weights without `norm_added_q` (a norm no Helios layer reads, which
+    diffusers skips on load too: `_keys_to_ignore_on_load_unexpected`)."""
+    if name != "transformer":
+        return config, refs
+    return config, {key: ref for key, ref in refs.items() if "norm_added_q" not in key}

@@ -5,6 +5,7 @@ shift), each chunk decoded by the Wan VAE; the prompt visibly steering the video
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -218,3 +219,20 @@ def test_helios_pyramid_folder_is_refused(tmp_path: Path,
     refused = cli_error(capsys, "txt2vid", "--model", str(folder), "--prompt", PROMPT,
                         "--frames", "33", "--width", "48", "--height", "32")
     assert "HeliosPyramidPipeline" in refused and "Helios-Base" in refused
+
+
+def test_helios_loader_skips_norm_added_q(built: tuple[Any, Path], tmp_path: Path) -> None:
+    """A transformer file holding `norm_added_q` (which diffusers ignores on load) loads
+    without it."""
+    from safetensors.numpy import load_file, save_file
+
+    from diffusion.loaders.helios import load_helios_folder
+
+    folder = tmp_path / "helios"
+    shutil.copytree(built[1], folder)
+    (file,) = (folder / "transformer").glob("*.safetensors")
+    tensors = load_file(file)
+    save_file({**tensors, "blocks.0.attn2.norm_added_q.weight": np.ones(24, np.float32)}, file)
+    weights = load_helios_folder(folder)
+    assert weights.transformer is not None
+    assert set(weights.transformer) == set(tensors)
