@@ -62,3 +62,23 @@ def tiny_cogview4_pipeline(root: Path) -> Any:
         scheduler=diffusers.FlowMatchEulerDiscreteScheduler(**COGVIEW4_SCHEDULER))
     pipe.save_pretrained(root / "cogview4")
     return pipe
+
+
+def tiny_cogview4_control(root: Path, reference: Any) -> Any:
+    """diffusers' CogView4ControlPipeline of `reference`'s (a tiny CogView4Pipeline's) parts
+    with a control transformer (in 32 = 16 latent + 16 control channels, out 16), the map's
+    input weights scaled up so that it visibly matters; saved to `root / "cogview4-control"`;
+    returns the pipeline."""
+    import diffusers
+    import torch
+
+    transformer = randomized(diffusers.CogView4Transformer2DModel(
+        **{**COGVIEW4_TINY, "in_channels": 32}), 9, scale=0.5)
+    with torch.no_grad():  # each patch's (C, p, p) values in order: the map's are the last half
+        transformer.patch_embed.proj.weight[:, 16 * 2 * 2:] *= 6
+    parts = {name: reference.components[name] for name in (
+        "scheduler", "vae", "text_encoder", "tokenizer")}
+    pipe = diffusers.CogView4ControlPipeline(**parts, transformer=transformer)
+    pipe.set_progress_bar_config(disable=True)
+    pipe.save_pretrained(root / "cogview4-control")
+    return pipe

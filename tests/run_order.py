@@ -48,7 +48,9 @@ FAMILIES: tuple[tuple[str, tuple[str, ...], tuple[str, ...]], ...] = (
     ("ovis-image", ("ovis_image_tiny",), ("tiny_ovis",)),
     ("ernie-image", ("ernie_image_tiny",), ("tiny_ernie",)),
     ("cogview4", ("cogview4_tiny",), ("tiny_cogview4",)),
+    ("pixart", ("pixart_tiny",), ("tiny_pixart",)),
     ("sana-video", ("sana_video_tiny",), ()),
+    ("ideogram4", ("ideogram4_tiny",), ()),
     ("helios", ("helios_tiny",), ()),
 )
 

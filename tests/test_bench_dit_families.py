@@ -105,3 +105,36 @@ def test_ernie_quick_row(monkeypatch: pytest.MonkeyPatch) -> None:
                                                              ("ernie", "ours")]
     assert 0 < rows[1]["rel_err"] < 5e-3  # float16 against torch float32 on the CPU
     assert rows[1]["dispatches"] > 0 and rows[1]["prefix_ms"] > 0
+
+
+def test_cogview4_and_cosmos2_quick_rows(monkeypatch: pytest.MonkeyPatch) -> None:
+    """CogView4's and Cosmos Predict2 Text2Image's rows (bench/_dit_cogview4.py): ours beside
+    diffusers' transformers on the same tiny random weights (CogView4's size condition,
+    Cosmos' padding-mask channel), the prompt's states uploaded once (prefix_ms)."""
+    from cosmos_tiny import install_resize
+
+    from bench import dit_families
+
+    install_resize()  # diffusers' Cosmos resizes its padding mask with torchvision's name
+
+    monkeypatch.setenv("BENCH_MODELS", "cosmos2,cogview4")
+    rows = dit_families.run(quick=True)["rows"]
+    assert [(row["model"], row["impl"]) for row in rows] == [
+        ("cosmos2", "reference"), ("cosmos2", "ours"),
+        ("cogview4", "reference"), ("cogview4", "ours")]
+    for ours in (rows[1], rows[3]):
+        assert "error" not in ours, ours
+        assert 0 < ours["rel_err"] < 5e-3  # float16 against torch float32 on the CPU
+        assert ours["dispatches"] > 0 and ours["prefix_ms"] > 0
+
+
+def test_pixart_quick_row_matches_the_reference(monkeypatch: pytest.MonkeyPatch) -> None:
+    """PixArt-Σ's row on its tiny config: ours within float16 of diffusers' step (the T5
+    block's padding masked on both sides)."""
+    from bench import dit_families
+
+    monkeypatch.setenv("BENCH_MODELS", "pixart")
+    rows = dit_families.run(quick=True)["rows"]
+    assert [(row["model"], row["impl"]) for row in rows] == [
+        ("pixart", "reference"), ("pixart", "ours")]
+    assert 0 < rows[1]["rel_err"] < 5e-3 and rows[1]["dispatches"] > 0

@@ -46,19 +46,21 @@ def add_framepack_options(sub: argparse.ArgumentParser) -> None:
                      help="FramePack: sections made backwards (FramePackI2V_HY's, the default) "
                           "or forwards (vanilla: F1's)")
     sub.add_argument("--last-image", default=None, metavar="END.png",
-                     help="FramePack, backwards sampling: the frame the video ends on")
+                     help="FramePack (backwards sampling) and SkyReels V2 diffusion forcing "
+                          "(img2vid, one window): the frame the video ends on")
     sub.add_argument("--latent-window-size", type=whole, default=None, metavar="N",
                      help="FramePack: latent frames a section makes, 1 to 33 (9: 33 frames)")
 
 
 def refuse_hunyuan_only(args: argparse.Namespace, family: str) -> None:
     """ValueError in one line for --true-cfg-scale on a model other than HunyuanVideo's and
-    FramePack's, FramePack's own options on one other than FramePack's."""
+    FramePack's, FramePack's own options on one other than FramePack's (--last-image: also
+    SkyReels V2 diffusion forcing's)."""
     if args.true_cfg_scale is not None and family not in ("hunyuan-video", "framepack"):
         raise ValueError("--true-cfg-scale is for HunyuanVideo models; this model's guidance "
                          "is --cfg-scale")
-    given = next((flag for name, flag in _OPTIONS if getattr(args, name, None) is not None),
-                 None)
+    given = next((flag for name, flag in _OPTIONS if getattr(args, name, None) is not None
+                  and not (name == "last_image" and family == "skyreels-v2-df")), None)
     if given and family != "framepack":
         raise ValueError(f"{given} is for FramePack models")
 

@@ -106,18 +106,14 @@ def _run_predict2(args: argparse.Namespace, out: Path, dtype: Any,
     """run_cosmos25 for a Cosmos Predict2 Video2World folder: `pictures` (img2vid's picture,
     or --init-video's frames), resized Lanczos as diffusers' video processor, all held; the
     video's --fps its frame-rate conditioning too."""
-    from PIL import Image
-
-    from ..pipelines.video.cosmos2_video2world import Cosmos2VideoToWorldPipeline
+    from ..pipelines.video.cosmos2_video2world import Cosmos2VideoToWorldPipeline, held_frames
 
     family = "Cosmos Predict2 Video2World"
     refuse_cosmos25_options(args, family, "flow-match Euler")
     if pictures is None:
         raise ValueError(f"{family} continues a picture or a video: give img2vid --image "
                          "IN.png, or txt2vid --init-video VIDEO")
-    frames = np.stack([np.asarray(p.convert("RGB").resize(
-        (args.width, args.height), Image.Resampling.LANCZOS), np.float32) / 255
-        for p in pictures])[None]
+    frames = held_frames(pictures, args.width, args.height)
     pipe = Cosmos2VideoToWorldPipeline.from_pretrained(args.model, dtype=dtype)
     print(f"seed: {args.seed}", file=sys.stderr)
     bar = ProgressBar(args.command)

@@ -17,7 +17,9 @@ latent space (scaled and shifted as the denoiser sees it):
   that VAE's).
 
 Any other space (or latents whose channels do not fit its table) draws with SD 1.x's matrix
-on its first four channels, as every family did before. numpy: `einsum("lxy,lr->rxy")` plus
+on its first four channels, as every family did before: "cogview4" among them (CogView4's VAE
+is CogView3's 16-channel one, not FLUX.1's, and no numbers for it are published; fitting them
+needs the real VAE). numpy: `einsum("lxy,lr->rxy")` plus
 the bias, then the WebUI's bytes, `uint8(clip(x * 0.5 + 0.5, 0, 1) * 255)`.
 """
 

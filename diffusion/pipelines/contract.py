@@ -184,13 +184,16 @@ class Capabilities:
                              "and mask")
         maps = sum(isinstance(unit, ControlMap) for unit in request.control or ())
         if self.control_map and not maps:
-            raise ValueError("FLUX.1 Canny / Depth dev needs its control map (the canny or depth "
-                             "map it follows): give --control-image PATH (the server: a "
-                             "ControlNet unit with model None)")
+            needs = ("CogView4-6B-Control" if self.family == "cogview4"
+                     else "FLUX.1 Canny / Depth dev")
+            raise ValueError(f"{needs} needs its control map (the canny or depth map it "
+                             "follows): give --control-image PATH (the server: a ControlNet "
+                             "unit with model None)")
         if maps and not self.control_map:
             raise ValueError(f"a control map without a ControlNet model: {self._name} take "
-                             "none in their input (FLUX.1 Canny / Depth dev do); give the "
-                             "unit a ControlNet model (--controlnet PATH)")
+                             "none in their input (FLUX.1 Canny / Depth dev and "
+                             "CogView4-6B-Control do); give the unit a ControlNet model "
+                             "(--controlnet PATH)")
         self._refuse_references(request)
         if self.picture_limits is not None:
             self.picture_limits.check_request(request, self._name)
@@ -200,7 +203,8 @@ class Capabilities:
                              "instead")
         unsupported = ((request.refiner is not None and not self.refiner, "a refiner"),
                        (request.hires is not None and not self.hires, "the hires fix"),
-                       (bool(request.control) and not self.control, "ControlNet units"),
+                       (maps < len(request.control or ()) and not self.control,
+                        "ControlNet units"),
                        (request.redux is not None and not self.redux,
                         "a FLUX Redux reference (--redux)"),
                        (bool(request.subseed_strength) and not self.variation_seeds,

@@ -32,18 +32,20 @@ from ..loaders.hunyuanimage import (
     hunyuanimage_family,
     hunyuanimage_refiner_family,
 )
+from ..loaders.ideogram4 import ideogram4_family
 from ..loaders.kandinsky5 import kandinsky5_family, kandinsky5_video_family
 from ..loaders.krea2 import krea2_family
 from ..loaders.longcat_image import longcat_image_family
 from ..loaders.ltx2.folder import ltx2_family
 from ..loaders.lumina2 import lumina2_family, lumina2_file_family
 from ..loaders.ovis_image import ovis_image_family
+from ..loaders.pixart import pixart_family, pixart_file_family
 from ..loaders.qwen_image import qwenimage21_family, qwenimage_family, qwenimage_layered_family
 from ..loaders.sana import sana_family, sana_file_family, sana_video_family
 from ..loaders.wan import chronoedit_family, wan_family, wan_file_family
 from ..loaders.z_image import zimage_family, zimage_omni_family
 from .contract import Capabilities, LoadOptions, Pipeline, SamplingDefaults
-from .flow.cogview4_model import cogview4_capabilities, cogview4_defaults, load_cogview4_model
+from .flow.cogview4_model import cogview4_defaults, folder_capabilities, load_cogview4_model
 from .flow.cosmos_model import cosmos_capabilities, cosmos_defaults, load_cosmos_model
 from .flow.ernie_image_model import (
     ernie_image_capabilities,
@@ -64,6 +66,11 @@ from .flow.hunyuanimage_refiner_model import (
     hunyuanimage_refiner_capabilities,
     load_hunyuanimage_refiner_model,
     refiner_defaults,
+)
+from .flow.ideogram4_model import (
+    ideogram4_capabilities,
+    ideogram4_defaults,
+    load_ideogram4_model,
 )
 from .flow.kandinsky5_model import (
     kandinsky5_capabilities,
@@ -88,6 +95,7 @@ from .flow.ovis_image_model import (
     ovis_image_capabilities,
     ovis_image_defaults,
 )
+from .flow.pixart_model import load_pixart_model, pixart_capabilities, pixart_defaults
 from .flow.qwen_image21_model import (
     load_qwenimage21_model,
     qwenimage21_capabilities,
@@ -210,6 +218,10 @@ FAMILIES: tuple[FamilyLoader, ...] = (
                  lambda path: sana_family(path) or sana_file_family(path), load_sana_model,
                  sana_defaults, latent_channels=32, single_file_base=True,
                  capabilities=lambda path, family: sana_capabilities(family)),
+    FamilyLoader("PixArt-Σ, PixArt-α",
+                 lambda path: pixart_family(path) or pixart_file_family(path),
+                 load_pixart_model, pixart_defaults, single_file_base=True,
+                 capabilities=lambda path, family: pixart_capabilities(family)),
     FamilyLoader("Qwen-Image 2.1", qwenimage21_family, load_qwenimage21_model,
                  qwenimage21_defaults, latent_channels=64, single_file_base=True,
                  capabilities=lambda path, family: qwenimage21_capabilities(family)),
@@ -224,8 +236,11 @@ FAMILIES: tuple[FamilyLoader, ...] = (
     FamilyLoader("LongCat-Image (Edit)", longcat_image_family, load_longcat_image_model,
                  longcat_image_defaults, latent_channels=16,
                  capabilities=lambda path, family: longcat_image_capabilities(family)),
+    FamilyLoader("Ideogram 4", ideogram4_family, load_ideogram4_model, ideogram4_defaults,
+                 latent_channels=32,
+                 capabilities=lambda path, family: ideogram4_capabilities(family)),
     FamilyLoader("CogView4", cogview4_family, load_cogview4_model, cogview4_defaults,
-                 latent_channels=16, capabilities=lambda path, family: cogview4_capabilities()),
+                 latent_channels=16, capabilities=folder_capabilities),
     FamilyLoader("Ovis-Image", ovis_image_family, load_ovis_image_model, ovis_image_defaults,
                  latent_channels=16,
                  capabilities=lambda path, family: ovis_image_capabilities(family)),

@@ -1,4 +1,5 @@
-"""Diffusers folders of CogView4 (`CogView4Pipeline`): transformer/
+"""Diffusers folders of CogView4 (`CogView4Pipeline`, and `CogView4ControlPipeline`: the
+control model, whose transformer reads twice the latents' channels): transformer/
 (CogView4Transformer2DModel), text_encoder/ (transformers' GlmModel, GLM-4-9B; a
 GlmForCausalLM's `model.` prefix dropped and its `lm_head` left out), tokenizer/ (GLM's
 tokenizer.json), vae/ (a 16-channel AutoencoderKL) and scheduler/
@@ -21,14 +22,15 @@ from ..weights import TensorRef
 
 __all__ = ["cogview4_family", "load_cogview4_folder"]
 
-_CLASS = "CogView4Pipeline"
+_CLASSES = ("CogView4Pipeline", "CogView4ControlPipeline")
 
 
 def cogview4_family(path: str | os.PathLike[str]) -> str | None:
-    """"cogview4" for a diffusers folder whose model_index.json names a CogView4Pipeline,
-    None for anything else (a broken JSON file is left for loading to name)."""
+    """"cogview4" for a diffusers folder whose model_index.json names a CogView4Pipeline or a
+    CogView4ControlPipeline, None for anything else (a broken JSON file is left for loading
+    to name)."""
     root = Path(path)
-    return "cogview4" if root.is_dir() and pipeline_class(root) == _CLASS else None
+    return "cogview4" if root.is_dir() and pipeline_class(root) in _CLASSES else None
 
 
 def _glm(root: Path, config: dict[str, Any], refs: dict[str, TensorRef]
@@ -50,7 +52,8 @@ def load_cogview4_folder(path: str | os.PathLike[str], *, dtype: Any = None,
     bfloat16 read as float32), "float16" or "float32"; `variant`: e.g. "fp16". WeightsError
     naming the file or folder when it is not a CogView4Pipeline or a part is missing."""
     root = Path(path)
-    pipeline_index(root, _CLASS, DIT_COMPONENTS)
+    found = pipeline_class(root)
+    pipeline_index(root, found if found in _CLASSES else _CLASSES[0], DIT_COMPONENTS)
 
     def adapt(name: str, config: dict[str, Any], refs: dict[str, TensorRef]
               ) -> tuple[dict[str, Any], dict[str, TensorRef]]:
@@ -59,7 +62,12 @@ def load_cogview4_folder(path: str | os.PathLike[str], *, dtype: Any = None,
     parts = dit_weights(root, dtype=dtype, variant=variant, skip=(), adapt=adapt)
     tokenizer = root / "tokenizer"
     if not (tokenizer / "tokenizer.json").is_file():
-        raise WeightsError(f"{tokenizer / 'tokenizer.json'}: required file is missing (the "
-                           "tokenizer the text encoder reads prompts with)")
+        # GLM-4-9B's own repository ships a tiktoken tokenizer.model (ChatGLM4Tokenizer);
+        # CogView4-6B's tokenizer/ is transformers' fast one saved from glm-4-9b-hf
+        tiktoken = (" (its tokenizer.model is GLM-4's tiktoken file, not read here)"
+                    if (tokenizer / "tokenizer.model").is_file() else "")
+        raise WeightsError(f"{tokenizer / 'tokenizer.json'}: required file is missing"
+                           f"{tiktoken}; copy tokenizer/ from THUDM/CogView4-6B (or "
+                           "THUDM/glm-4-9b-hf), which ships tokenizer.json")
     return DiTWeights(scheduler_config=read_json(root / "scheduler" / "scheduler_config.json"),
                       tokenizer_dir=tokenizer, **parts)  # type: ignore[arg-type]

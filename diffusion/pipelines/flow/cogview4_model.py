@@ -13,34 +13,39 @@ crop.
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from ...loaders import WeightsError
 from ...loaders.flow.text_encoder_file import module_stem
+from ...loaders.formats.diffusers_folder import read_json
 from ..contract import Capabilities, LoadOptions, SamplingDefaults
 from ..request import GenerationRequest
+from .cogview4_control import CogView4ControlPasses, control_channels
 from .flow_memory import MemoryLayout
 from .flow_model import LLMFlowModel
 from .flow_sampling import FLOW_SAMPLERS, FLOW_SCHEDULES
 
 __all__ = ["COGVIEW4_DEFAULTS", "CogView4Model", "cogview4_capabilities", "cogview4_defaults",
-           "load_cogview4_model"]
+           "folder_capabilities", "load_cogview4_model"]
 
 # CogView4Pipeline's own defaults: 50 steps at guidance_scale 5
 COGVIEW4_DEFAULTS = SamplingDefaults(steps=50, sampler="Euler", cfg_scale=5.0,
                                      why="diffusers' CogView4 settings")
 
 
-class CogView4Model(LLMFlowModel):
-    """A loaded CogView4 pipeline (`family` "cogview4", a `CogView4Pipeline` as `pipe`)."""
+class CogView4Model(CogView4ControlPasses, LLMFlowModel):
+    """A loaded CogView4 pipeline (`family` "cogview4", a `CogView4Pipeline` as `pipe`); a
+    control model's map among the request's units (CogView4ControlPasses)."""
 
     @property
     def capabilities(self) -> Capabilities:
         """The WebUI samplers defined for flow models over the Simple schedule, CFG with a
         negative prompt, plain-text prompts with LoRA tags, img2img and inpainting, the hires
-        fix, First Block Cache, the memory modes (flow_memory), variation seeds; no
-        ControlNets, no refiner."""
-        return cogview4_capabilities()
+        fix, First Block Cache, the memory modes (flow_memory), variation seeds; the control
+        model's map; no ControlNets, no refiner."""
+        return cogview4_capabilities(self.pipe.transformer.config)
 
     def use_vae(self, path: str | os.PathLike[str]) -> None:
         """A --vae file is refused in one line: the folder's VAE is CogView4's own."""
@@ -60,15 +65,30 @@ class CogView4Model(LLMFlowModel):
                 "negative_prompt": request.negative_prompt}
 
 
-def cogview4_capabilities() -> Capabilities:
+def cogview4_capabilities(config: Mapping[str, Any] | None = None) -> Capabilities:
     """What a CogView4 model takes (CogView4Model.capabilities says what): the loaded
-    model's, and the registry's before the weights load."""
-    return Capabilities(family="cogview4", latent_space="flux", guidance="cfg",
+    model's, and the registry's before the weights load (`folder_capabilities`); `config`
+    the transformer's (a control model's wider input asks for its map)."""
+    # its VAE is CogView3's 16-channel one (block_out_channels 128, 512, 1024, 1024; scaling
+    # 1, no shift), not FLUX.1's: a space of its own, so neither FLUX.1's Approx cheap
+    # factors nor its TAESD (taef1) draw its previews
+    return Capabilities(family="cogview4", latent_space="cogview4", guidance="cfg",
                         samplers=tuple(FLOW_SAMPLERS), schedules=FLOW_SCHEDULES,
                         models="CogView4 models", step_cache=("fbc",), prompt_syntax=False,
                         textual_inversion=False, refiner=False, control=False,
                         hires_with_diffusers=False, latent_masked_content=False,
-                        memory_modes=True, hires_own_settings=True, noise_multiplier=True)
+                        memory_modes=True, hires_own_settings=True, noise_multiplier=True,
+                        control_map=bool(config and control_channels(config)))
+
+
+def folder_capabilities(path: str | os.PathLike[str], family: str) -> Capabilities:
+    """`cogview4_capabilities` of the folder at `path`, read from its
+    transformer/config.json before the weights load (without one, or a broken one:
+    CogView4-6B's; loading names what is wrong)."""
+    try:
+        return cogview4_capabilities(read_json(Path(path) / "transformer" / "config.json"))
+    except WeightsError:
+        return cogview4_capabilities()
 
 
 def cogview4_defaults(path: str | os.PathLike[str], family: str) -> SamplingDefaults:

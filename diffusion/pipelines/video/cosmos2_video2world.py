@@ -33,7 +33,17 @@ from ..flow.cosmos import COSMOS_NEGATIVE_PROMPT, SIGMA_DATA, SIGMA_MAX, karras_
 from ..flow.flow_memory import load_network
 from ..observer import StepCallback
 
-__all__ = ["Cosmos2VideoToWorldPipeline"]
+__all__ = ["Cosmos2VideoToWorldPipeline", "held_frames"]
+
+
+def held_frames(pictures: Sequence[Any], width: int, height: int) -> np.ndarray:
+    """The pipeline's `frames` from a picture or a video's frames (PIL images): each resized
+    Lanczos to width x height, as (1, T, height, width, 3) in [0, 1]. diffusers: the video
+    processor's `preprocess` / `preprocess_video` of `image=` / `video=`."""
+    from PIL import Image
+
+    return np.stack([np.asarray(p.convert("RGB").resize(
+        (width, height), Image.Resampling.LANCZOS), np.float32) / 255 for p in pictures])[None]
 
 
 class Cosmos2VideoToWorldPipeline:

@@ -7,7 +7,8 @@ a long video (`num_frames` > `base_num_frames`) is made `base_num_frames` at a t
 window after the first starting from the last `overlap_history` frames of the one before
 (their latents, noised by `addnoise_condition`). With an `image` (diffusers'
 SkyReelsV2DiffusionForcingImageToVideoPipeline, on the same folders) its latents stand as the
-first latent frame, given like an overlap's; with a `video` (diffusers'
+first latent frame, given like an overlap's, and a `last_image`'s as one more latent frame past
+the end, never stepped (the video ends on it; dropped before the decode); with a `video` (diffusers'
 SkyReelsV2DiffusionForcingVideoToVideoPipeline) the latents of its last `overlap_history`
 frames do, and the new frames continue it (the answer: the video, then what was made).
 
@@ -62,6 +63,18 @@ def _check(num_frames: int, base_num_frames: int, overlap_history: int | None,
                          f"({base_num_frames})")
 
 
+def _check_last(last_image: Any, image: Any, long: bool) -> None:
+    """ValueError in one line for a last frame without a first one or with a long video."""
+    if last_image is None:
+        return
+    if image is None:
+        raise ValueError("last_image is the frame an image-to-video run ends on: give image "
+                         "(the first frame) too")
+    if long:
+        raise ValueError("last_image ends a video made in one window: give num_frames no "
+                         "larger than base_num_frames")
+
+
 class SkyReelsV2DiffusionForcingPipeline(WanPipeline):
     """A loaded SkyReels V2 diffusion forcing folder (module docstring)."""
 
@@ -74,7 +87,7 @@ class SkyReelsV2DiffusionForcingPipeline(WanPipeline):
                  causal_block_size: int | None = None, base_num_frames: int = 97,
                  overlap_history: int | None = None, addnoise_condition: float = 0,
                  fps: int = 24, cache: None = None, image: Any = None,
-                 video: Sequence[Any] | None = None) -> np.ndarray:
+                 last_image: Any = None, video: Sequence[Any] | None = None) -> np.ndarray:
         """Videos for `prompt`: (B, num_frames, height, width, 3) float in [0, 1]. diffusers:
         `SkyReelsV2DiffusionForcingPipeline(prompt, negative_prompt=, height=, width=,
         num_frames=, num_inference_steps=, guidance_scale=, ar_step=, causal_block_size=,
@@ -82,7 +95,9 @@ class SkyReelsV2DiffusionForcingPipeline(WanPipeline):
         generator=torch.Generator().manual_seed(seed), output_type="np").frames`, its
         addnoise noise drawn from the same generator (diffusers': torch's global one).
         `image` (a PIL image or (H, W, 3) uint8, resized with Lanczos): the first frame, as
-        `SkyReelsV2DiffusionForcingImageToVideoPipeline(image=image, ...)`. `video` (frames
+        `SkyReelsV2DiffusionForcingImageToVideoPipeline(image=image, ...)`; `last_image`
+        (likewise) the frame to end on, with `image` and one window only (`last_image=`
+        there). `video` (frames
         as PIL images or (H, W, 3) uint8, resized likewise): the video to extend by
         num_frames, from its last overlap_history frames, as
         `SkyReelsV2DiffusionForcingVideoToVideoPipeline(video=video, ...)`; the answer holds
@@ -100,6 +115,7 @@ class SkyReelsV2DiffusionForcingPipeline(WanPipeline):
                addnoise_condition, video is not None)
         if video is not None and image is not None:
             raise ValueError("give a picture to start from or a video to extend, not both")
+        _check_last(last_image, image, num_frames > base_num_frames and bool(overlap_history))
         block = causal_block_size or int(self.transformer.config["num_frame_per_block"])
         guided = guidance_scale > 1
         with self.on_gpu(self.text_encoder):
@@ -113,14 +129,15 @@ class SkyReelsV2DiffusionForcingPipeline(WanPipeline):
         base = (base_num_frames - 1) // factor + 1 if long else total
         overlap = (overlap_history - 1) // factor + 1 if long and overlap_history else 0
         windows = 1 + (total - base - 1) // (base - overlap) + 1 if long else 1
-        if (base if long else total) % block:
-            raise ValueError(f"{base if long else total} latent frames are not a multiple of "
-                             f"causal_block_size {block}; change the frame count")
+        read = (base if long else total) + (last_image is not None)  # the end frame's too
+        if read % block:
+            raise ValueError(f"{read} latent frames are not a multiple of causal_block_size "
+                             f"{block}; change the frame count")
         generator = make_generator(rng, seed)
         spatial, model = self.vae.spatial_factor, self.transformer
         done: np.ndarray | None = None
-        first = None if image is None else self._with_vae(
-            lambda vae: first_frame_latents(vae, image, height, width))
+        first, end = (self._frame_latents(picture, height, width)
+                      for picture in (image, last_image))
         if video is not None:  # the end of the video, as an overlap
             given = video_pixels(list(video)[-(overlap_history or 1):], height, width)
             first = self._with_vae(lambda vae: _latents(vae, given))
@@ -143,10 +160,18 @@ class SkyReelsV2DiffusionForcingPipeline(WanPipeline):
                 latents = generator.standard_normal(shape).astype(np.float32)
                 if prefix is not None:
                     latents[:, :, :ready] = prefix
-                latents = self._forced(latents, contexts, scheduler, forcing_schedule(
-                    frames, scheduler.timesteps, frames if long else base, ar_step, ready,
-                    block), guidance_scale, block, fps, addnoise_condition, ready, generator,
-                    callback)
+                if end is not None:  # one more latent frame, the end, given and kept
+                    latents = np.concatenate([latents, np.repeat(end, len(latents), 0)], 2)
+                    frames += 1
+                plan = forcing_schedule(frames, scheduler.timesteps, frames if long or end
+                                        is not None else base, ar_step, ready, block)
+                if end is not None:
+                    plan.steps[:, -1], plan.update[:, -1] = 0, False
+                latents = self._forced(latents, contexts, scheduler, plan, guidance_scale,
+                                       block, fps, addnoise_condition, ready, generator,
+                                       callback)
+                if end is not None:
+                    latents = latents[:, :, :-1]
                 done = latents if done is None else np.concatenate(
                     [done, latents[:, :, overlap:]], axis=2)
         assert done is not None
@@ -157,6 +182,12 @@ class SkyReelsV2DiffusionForcingPipeline(WanPipeline):
         original = (video_pixels(list(video), height, width).transpose(0, 2, 3, 4, 1) + 1) / 2
         return np.concatenate([np.repeat(original.clip(0, 1), len(made), axis=0),
                                made.astype(original.dtype)], axis=1)
+
+    def _frame_latents(self, picture: Any, height: int, width: int) -> np.ndarray | None:
+        """A picture's latents as one latent frame (None for none)."""
+        if picture is None:
+            return None
+        return self._with_vae(lambda vae: first_frame_latents(vae, picture, height, width))
 
     def _forced(self, latents: np.ndarray, contexts: list[Any], scheduler: Any, plan: Any,
                 guidance_scale: float, block: int, fps: int, addnoise: float, ready: int,

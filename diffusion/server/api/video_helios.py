@@ -5,15 +5,10 @@ it checks a request and `helios_answer` in the job (as Cosmos Predict2.5's modul
 
 from __future__ import annotations
 
-import base64
-import tempfile
-from pathlib import Path
 from typing import Any
 
-import numpy as np
-
-from ...pipelines.video.files import write_video
 from ...pipelines.video.models import VideoDefaults
+from .video_answer import video_answer
 
 __all__ = ["helios_answer", "refuse_helios"]
 
@@ -40,15 +35,4 @@ def helios_answer(pipe: Any, body: Any, s: VideoDefaults, seed: int,
     videos = pipe(body.prompt, negative_prompt=body.negative_prompt or "", height=s.height,
                   width=s.width, num_frames=s.frames, num_inference_steps=s.steps,
                   guidance_scale=s.cfg_scale, seed=seed, callback=observer.step)
-    video = np.round(videos[0] * 255).astype(np.uint8)
-    answer: dict[str, Any] = {"format": body.format, "seed": seed, "frames": len(video),
-                              "fps": s.fps, "width": video.shape[2], "height": video.shape[1],
-                              "interrupted": observer.interrupted(), "cache": None,
-                              "memory": None}
-    with tempfile.TemporaryDirectory() as folder:
-        written = write_video(video, Path(folder) / f"video.{body.format}", s.fps)
-        answer["video"] = base64.b64encode(written.read_bytes()).decode("ascii")
-        if body.also_webp and body.format != "webp":
-            webp = write_video(video, Path(folder) / "video.webp", s.fps)
-            answer["webp"] = base64.b64encode(webp.read_bytes()).decode("ascii")
-    return answer
+    return video_answer(videos, body, s, seed, observer, pipe)

@@ -1,5 +1,6 @@
 """The video requests' models, from the models directory: a Wan diffusers folder, a Kandinsky 5
-Video Lite, HunyuanVideo, FramePack, HunyuanVideo 1.5 or LTX-2 one (its parts all its own), or one
+Video Lite, HunyuanVideo, FramePack, HunyuanVideo 1.5, LTX-2, Cosmos Predict2.5, Cosmos Predict2
+Video2World or SANA-Video one (its parts all its own), or one
 of ComfyUI's single Wan files (diffusion_models/: a transformer .safetensors or a GGUF of it) with a
 Wan folder as its `base` (tokenizer, scheduler, configs, and the parts no file replaces) and the
 files that stand in for the folder's other parts (text_encoders/: UMT5; vae/: Wan's VAE;
@@ -60,6 +61,8 @@ def _first_frame(path: Path) -> str:
     from ...loaders.formats.diffusers_folder import read_json
 
     index = read_json(path / "model_index.json")
+    if index.get("_class_name") == "LucyEditPipeline":  # it edits a video (init_video)
+        return "none"
     if index.get("_class_name") in ("WanImageToVideoPipeline",
                                     "SkyReelsV2ImageToVideoPipeline"):
         return "required"
@@ -74,11 +77,19 @@ def _family(family: str, path: Path | None = None) -> dict[str, Any]:
     from ...pipelines.video.models import KANDINSKY5_VIDEO, WAN, WAN_ANIMATE, video_defaults
 
     own = family in ("kandinsky-5-video", "hunyuan-video-1.5", "ltx-2", "hunyuan-video",
-                     "framepack", "cosmos-predict2.5")
+                     "framepack", "cosmos-predict2.5", "cosmos-predict2", "sana-video")
     defaults = video_defaults(path) if path is not None else KANDINSKY5_VIDEO \
         if family == "kandinsky-5-video" else WAN_ANIMATE if family == "wan-animate" else WAN
     return {"family": family, "defaults": asdict(defaults),
             "samplers": ["diffusers"] if own else list(SAMPLERS)}
+
+
+def _own_video_family(path: Path) -> str | None:
+    """"cosmos-predict2.5", "cosmos-predict2" (Video2World) or "sana-video" for such a
+    folder (pipelines.video.models' names), None for anything else."""
+    cosmos = {"cosmos25": "cosmos-predict2.5",
+              "cosmos2-v2w": "cosmos-predict2"}.get(cosmos_family(path) or "")
+    return cosmos or sana_video_family(path)
 
 
 def video_listing(registry: ModelRegistry) -> dict[str, Any]:
@@ -97,7 +108,7 @@ def video_listing(registry: ModelRegistry) -> dict[str, Any]:
                                    "clip_vision": []}
     for entry in registry.entries:
         if (wan := wan_family(entry.path)) is not None:  # SkyReels V2's too
-            forcing = wan == "skyreels-v2-df"  # its own defaults
+            forcing = wan in ("skyreels-v2-df", "lucy-edit")  # their own defaults
             models.append({"title": entry.title, "model_name": entry.model_name,
                            "kind": "folder", "first_frame": _first_frame(entry.path),
                            "vace": wan == "wan-vace", "animate": wan == "wan-animate",
@@ -127,11 +138,11 @@ def video_listing(registry: ModelRegistry) -> dict[str, Any]:
                            "first_frame": "required" if i2v else "none",
                            **_family("framepack" if framepack else "hunyuan-video",
                                      entry.path)})
-        elif cosmos_family(entry.path) == "cosmos25":  # text or image to world
+        elif (family := _own_video_family(entry.path)) is not None:  # text or image to video
+            # (Predict2 Video2World: a picture, or txt2vid's init_video, to continue)
             models.append({"title": entry.title, "model_name": entry.model_name,
                            "kind": "folder", "vace": False, "animate": False,
-                           "first_frame": "optional",
-                           **_family("cosmos-predict2.5", entry.path)})
+                           "first_frame": "optional", **_family(family, entry.path)})
         elif (family := wan_file_family(entry.path)) is not None:
             animate = family == "wan-animate"
             models.append({"title": entry.title, "model_name": entry.model_name,
@@ -173,25 +184,21 @@ def video_source(registry: ModelRegistry, body: Any) -> WanSource:
                                  or hunyuan_video15_family(entry.path) is not None
                                  or ltx2_family(entry.path) is not None
                                  or hunyuan_video_family(entry.path) is not None
-                                 or cosmos_family(entry.path) == "cosmos25")
-    cli_only = None if entry is None else (
-        "SANA-Video" if sana_video_family(entry.path) is not None else
-        "Helios" if helios_family(entry.path) is not None else
-        "Cosmos Predict2 Video2World" if cosmos_family(entry.path) == "cosmos2-v2w" else None)
-    if cli_only is not None:
-        raise RequestError(f"model {body.model!r} is a {cli_only} folder, which the server does "
-                           "not run yet: make its videos with `python -m diffusion txt2vid` "
-                           "or `img2vid --model FOLDER`")
+                                 or _own_video_family(entry.path) is not None)
+    if entry is not None and helios_family(entry.path) is not None:  # (video_helios: its parts)
+        raise RequestError(f"model {body.model!r} is a Helios folder, which the server does not "
+                           "run yet: make its videos with `python -m diffusion txt2vid` or "
+                           "`img2vid --model FOLDER`")
     if entry is None or (wan_family(entry.path) is None and wan_file_family(entry.path) is None
                          and not own):
         raise RequestError(f"model {body.model!r} is not a Wan folder, Kandinsky 5 Video, "
-                           "HunyuanVideo (1.5), LTX-2 or Cosmos Predict2.5 folder or Wan "
-                           "transformer file of the models directory (/avx/video-models lists "
-                           "them)")
+                           "HunyuanVideo (1.5), LTX-2, Cosmos Predict2.5, Cosmos Predict2 "
+                           "Video2World or SANA-Video folder or Wan transformer file of the "
+                           "models directory (/avx/video-models lists them)")
     parts = {field: _path(registry, value, field) for field in REQUEST_NAMES.fields
              if field != "model" and (value := getattr(body, field, None))}
     if parts and own:
         raise RequestError(f"{next(iter(parts))} is for Wan models; a Kandinsky 5 Video, "
-                           "HunyuanVideo (1.5), LTX-2 or Cosmos Predict2.5 folder holds its own "
-                           "text encoders and VAE (leave it out)")
+                           "HunyuanVideo (1.5), LTX-2, Cosmos or SANA-Video folder holds its "
+                           "own text encoders and VAE (leave it out)")
     return WanSource(model=entry.path, **parts)

@@ -89,3 +89,21 @@ def test_loader_refuses_in_one_line(tiny_cogview4: tuple[Path, Any], tmp_path: P
     config.write_text(json.dumps({**text, "model_type": "llama"}))
     with pytest.raises(WeightsError, match="model_type glm"):
         load_cogview4_folder(bad)
+
+
+@pytest.mark.nodevice
+def test_tiktoken_tokenizer_refused(tiny_cogview4: tuple[Path, Any], tmp_path: Path) -> None:
+    """A tokenizer/ holding GLM-4-9B's tiktoken tokenizer.model and no tokenizer.json (GLM's
+    own repository's form): one line naming it and where a tokenizer.json comes from."""
+    folder, _ = tiny_cogview4
+    bad = tmp_path / "cogview4"
+    bad.mkdir()
+    for item in folder.iterdir():
+        if item.name != "tokenizer":
+            (bad / item.name).symlink_to(item)
+    (bad / "tokenizer").mkdir()
+    (bad / "tokenizer" / "tokenizer.model").write_text("IQ== 0\n")
+    with pytest.raises(WeightsError, match=r"tiktoken.*copy tokenizer/ from THUDM/CogView4-6B"
+                       ) as raised:
+        load_cogview4_folder(bad)
+    assert "\n" not in str(raised.value)

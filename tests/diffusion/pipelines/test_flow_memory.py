@@ -1,10 +1,10 @@
 """The memory modes of Qwen-Image, Qwen-Image-Edit, Qwen-Image 2.1, Z-Image (and Omni), Krea 2,
 Lumina 2, LongCat-Image (and Edit), Ovis-Image, Sana (and Sprint), HunyuanImage 2.1, Kandinsky
-5, FLUX.1, SD3, HiDream-I1 and Chroma on tiny folders: loaded with `offload` every network is in
-host memory until it runs; --lowvram, --medvram and --max-vram each give the plain run's picture
-bitwise; under --lowvram the GPU holds a block of the transformer at a time, its weights there
-fewer than the model's; a budget below the least names that minimum in one line. (FLUX.2's, the
-same plan: test_flux2_memory.)"""
+5, FLUX.1, SD3, HiDream-I1, Chroma and PixArt-Σ on tiny folders: loaded with `offload` every
+network is in host memory until it runs; --lowvram, --medvram and --max-vram each give the plain
+run's picture bitwise; under --lowvram the GPU holds a block of the transformer at a time, its
+weights there fewer than the model's; a budget below the least names that minimum in one line.
+(FLUX.2's, the same plan: test_flux2_memory.)"""
 
 from __future__ import annotations
 
@@ -26,6 +26,7 @@ from longcat_image_tiny import tiny_longcat_edit_pipeline, tiny_longcat_pipeline
 from lumina2_pipeline_tiny import tiny_lumina2_pipeline
 from ovis_image_tiny import tiny_ovis_pipeline
 from PIL import Image
+from pixart_tiny import tiny_pixart_pipeline
 from qwenedit_tiny import tiny_qwenimage_edit_pipeline
 from qwenimage21_tiny import tiny_qwenimage21_pipeline
 from qwenimage_tiny import tiny_qwenimage_pipeline
@@ -95,6 +96,8 @@ FAMILIES = {
     "ovis-image": (tiny_ovis_pipeline, "ovis-image", {"cfg_scale": 4.0}, 1 << 18),
     # ERNIE-Image: Mistral the text unit, the shared-adaLN blocks streamed, FLUX.2's VAE
     "ernie-image": (tiny_ernie_pipeline, "ernie-image", {"cfg_scale": 4.0}, 1 << 18),
+    # PixArt-Σ: T5 the text unit (300 tokens), its blocks streamed, the SD VAE
+    "pixart": (tiny_pixart_pipeline, "pixart", {"cfg_scale": 4.5}, 1 << 18),
 }
 
 

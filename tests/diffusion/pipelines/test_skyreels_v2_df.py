@@ -134,11 +134,63 @@ def test_img2vid_equals_diffusers(first_device: gpucore.Device, tiny_df: tuple[P
     assert np.abs(plain - expected)[0].mean() > 0.05
 
 
+def test_img2vid_last_image_equals_diffusers(first_device: gpucore.Device,
+                                             tiny_df: tuple[Path, Any], tmp_path: Path,
+                                             capsys: pytest.CaptureFixture[str],
+                                             monkeypatch: pytest.MonkeyPatch) -> None:
+    """`img2vid --image --last-image` (PNG frames: 8-bit rounding): the end picture's latents
+    one more latent frame, never stepped, dropped before the decode, as
+    SkyReelsV2DiffusionForcingImageToVideoPipeline(last_image=) does; the end picture
+    visibly matters; without --image, or with a long video, one line."""
+    import diffusers
+    from diffusers.pipelines.skyreels_v2 import pipeline_skyreels_v2_diffusion_forcing_i2v
+    from diffusers.pipelines.wan import pipeline_wan
+    from PIL import Image
+
+    monkeypatch.setattr(pipeline_skyreels_v2_diffusion_forcing_i2v, "prompt_clean",
+                        pipeline_wan.prompt_clean)
+    folder, reference = tiny_df
+    i2v = diffusers.SkyReelsV2DiffusionForcingImageToVideoPipeline(
+        **_fresh(reference).components)
+    rng = np.random.default_rng(6)
+    first, last = (Image.fromarray((rng.random((32, 48, 3)) * 255).astype(np.uint8))
+                   for _ in range(2))
+    first.save(tmp_path / "first.png")
+    last.save(tmp_path / "last.png")
+    argv = ["--model", str(folder), "--prompt", RED, "--width", "48", "--height", "32",
+            "--frames", "9", "--steps", "2", "--cfg-scale", "1", "--seed", "3", "--dtype",
+            "float32", "--last-image", str(tmp_path / "last.png")]
+    out, _ = cli_ok(capsys, "img2vid", "--image", str(tmp_path / "first.png"), *argv, "-o",
+                    str(tmp_path / "out"))
+    ours = png_frames(out)
+
+    def expected(end: Any) -> np.ndarray:
+        return i2v(image=first, last_image=end, prompt=RED, height=32, width=48,
+                   num_inference_steps=2, num_frames=9, guidance_scale=1.0, output_type="np",
+                   generator=torch.Generator().manual_seed(3)).frames[0]
+
+    theirs = expected(last)
+    assert ours.shape == theirs.shape == (9, 32, 48, 3)
+    assert np.abs(ours - theirs).max() < 1.5 / 255  # the PNGs' rounding
+    assert np.abs(expected(last.transpose(Image.Transpose.FLIP_LEFT_RIGHT)) - theirs)[-1].mean() \
+        > 0.01  # the end picture visibly matters to the last frames
+    for command, extra, said in (
+            ("txt2vid", [], "use img2vid --image FIRST.png"),
+            ("img2vid", ["--image", str(tmp_path / "first.png"), "--frames", "21",
+                         "--base-num-frames", "13", "--overlap-history", "5"], "one window")):
+        code = cli.main([command, *argv, *extra, "-o", str(tmp_path / "o.mp4")])
+        err = capsys.readouterr().err
+        assert code == 2 and said in err and "Traceback" not in err, err
+
+
 def test_video_extension_equals_diffusers(first_device: gpucore.Device,
-                                          tiny_df: tuple[Path, Any],
+                                          tiny_df: tuple[Path, Any], tmp_path: Path,
+                                          capsys: pytest.CaptureFixture[str],
                                           monkeypatch: pytest.MonkeyPatch) -> None:
-    """A video's last 5 frames encoded as the given start, 13 frames made in two windows of
-    9, the answer the video then them, as SkyReelsV2DiffusionForcingVideoToVideoPipeline."""
+    """Through `txt2vid --init-video` (a folder of PNG frames in, PNG frames out: 8-bit
+    rounding): the video's last 5 frames encoded as the given start, 13 frames made in two
+    windows of 9, the file the video then them, as
+    SkyReelsV2DiffusionForcingVideoToVideoPipeline."""
     import diffusers
     from diffusers.pipelines.skyreels_v2 import pipeline_skyreels_v2_diffusion_forcing_v2v
     from diffusers.pipelines.wan import pipeline_wan
@@ -150,18 +202,31 @@ def test_video_extension_equals_diffusers(first_device: gpucore.Device,
     v2v = diffusers.SkyReelsV2DiffusionForcingVideoToVideoPipeline(
         **_fresh(reference).components)
     video = wave_video(4, 32, 48, frames=7)
-    pipe = SkyReelsV2DiffusionForcingPipeline.from_pretrained(folder, device=first_device)
+    (tmp_path / "in").mkdir()
+    for i, frame in enumerate(video):
+        frame.save(tmp_path / "in" / f"{i:05d}.png")
+    argv = ["txt2vid", "--model", str(folder), "--prompt", RED, "--width", "48", "--height",
+            "32", "--frames", "13", "--base-num-frames", "9", "--steps", "2", "--cfg-scale",
+            "1", "--seed", "3", "--dtype", "float32", "--init-video", str(tmp_path / "in")]
+    out, _ = cli_ok(capsys, *argv, "--overlap-history", "5", "-o", str(tmp_path / "out"))
+    ours = png_frames(out)
     kw = dict(num_frames=13, base_num_frames=9, overlap_history=5, guidance_scale=1.0)
-    ours = pipe(RED, video=video, height=32, width=48, num_inference_steps=2, seed=3, **kw)[0]
     expected = v2v(video=video, prompt=RED, height=32, width=48, num_inference_steps=2,
                    output_type="np", generator=torch.Generator().manual_seed(3),
                    **kw).frames[0]
     assert ours.shape == expected.shape == (7 + 13, 32, 48, 3)
-    assert np.abs(ours - expected).max() < 1e-3
+    assert np.abs(ours - expected).max() < 1.5 / 255  # the PNGs' rounding (measured 7e-5)
     # the video visibly matters to what is made
     other = v2v(video=video[::-1], prompt=RED, height=32, width=48, num_inference_steps=2,
                 output_type="np", generator=torch.Generator().manual_seed(3), **kw).frames[0]
     assert np.abs(other[7:] - expected[7:]).mean() > 0.02
+    for extra, said in ((["--overlap-history", "9"], "fewer than --overlap-history 9"),
+                        ([], "give --overlap-history"),
+                        (["--overlap-history", "5", "--denoising-strength", "0.5"],
+                         "it extends it")):
+        code = cli.main([*argv, *extra, "-o", str(tmp_path / "o.mp4")])
+        err = capsys.readouterr().err
+        assert code == 2 and said in err and "Traceback" not in err, err
 
 
 def test_txt2vid_refusals(first_device: gpucore.Device, tiny_df: tuple[Path, Any], tmp_path: Path,

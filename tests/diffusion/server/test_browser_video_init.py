@@ -3,8 +3,9 @@ with a tiny Wan 2.1 folder beside a tiny SD model: the init video picker shows f
 text-to-video model and hides for a VACE one; a picked MP4 goes out as txt2vid's `init_video`,
 decoded frame by frame at the chosen size, with the denoising strength; removed, neither goes
 out; the answer's strength shows under the video; pictures fewer than the frames asked for
-bring the server's 422 in one line. Screenshots go to tmp_path and, with AVX_SCREENSHOTS=DIR,
-there too."""
+bring the server's 422 in one line; a Cosmos model shows the picker without the strength and
+sends its video whole to continue, a SANA-Video model hides it. Screenshots go to tmp_path
+and, with AVX_SCREENSHOTS=DIR, there too."""
 
 from __future__ import annotations
 
@@ -133,3 +134,37 @@ def test_too_few_pictures_show_the_servers_line(server: str, page: Any,
                            ".includes('422')")
     assert "init_video has 3 frames, fewer than frames=5" in error.inner_text()
     assert "Traceback" not in error.inner_text() and not page.errors, page.errors
+
+
+def test_cosmos_continues_its_init_video(server: str, page: Any, tmp_path: Path) -> None:
+    from PIL import Image
+
+    page.route("**/avx/video-models", lambda route: route.fulfill(json={
+        "samplers": ["diffusers"], "models": [
+            {"title": "cosmos2", "model_name": "cosmos2", "first_frame": "optional",
+             "family": "cosmos-predict2", "samplers": ["diffusers"]},
+            {"title": "sana", "model_name": "sana", "first_frame": "optional",
+             "family": "sana-video", "samplers": ["diffusers"]}]}))
+    _video_tab(page, server)
+    assert page.locator("#video_init").is_visible()
+    assert page.get_by_label("Video denoising strength", exact=True).is_hidden()
+    page.get_by_label("Video model", exact=True).select_option("sana")
+    assert page.locator("#video_init").is_hidden()
+    page.get_by_label("Video model", exact=True).select_option("cosmos2")
+    pictures = []
+    for i, colour in enumerate(COLOURS[:3]):  # fewer than the 5 frames made: continued
+        pictures.append(tmp_path / f"frame_{i}.png")
+        Image.new("RGB", (48, 32), colour).save(pictures[-1])
+    page.locator("#init_video_file").set_input_files([str(p) for p in pictures])
+    page.wait_for_function("document.getElementById('init_video_info').textContent"
+                           ".startsWith('3 pictures')")
+    sent: list[Any] = []
+    answer = _stand_in_answer(tmp_path / "video.mp4")
+    page.route("**/avx/txt2vid", lambda route: (sent.append(route.request.post_data_json),
+                                                route.fulfill(json=answer)))
+    page.get_by_role("button", name="Generate", exact=True).click()
+    page.get_by_label("Generated video", exact=True).wait_for(state="visible")
+    (body,) = sent
+    assert body["model"] == "cosmos2" and len(body["init_video"]) == 3
+    assert "denoising_strength" not in body
+    assert page.locator("#error").is_hidden() and not page.errors, page.errors

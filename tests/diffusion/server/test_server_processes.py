@@ -196,15 +196,15 @@ def test_unload_frees_the_model_and_the_next_picture_loads_it(model: Path,
         title = client.get("/sdapi/v1/options").json()["sd_model_checkpoint"]
         loaded = allocated()
         # a control model (or image encoder) and a Wan model kept: unloading drops them too
-        from diffusion.server.api.routers import video
+        from diffusion.server.api import video_pipelines
 
         loads: list[str] = []
         controls = app.state.server.control_cache
         controls.get(model, dtype=np.float32, device=None,
                      loader=lambda path, **_: loads.append(str(path)))
-        video._loaded[-1] = (None, object())
+        video_pipelines._loaded[-1] = (None, object())
         assert client.post("/sdapi/v1/unload-checkpoint").json() == {}
-        assert -1 not in video._loaded
+        assert -1 not in video_pipelines._loaded
         controls.get(model, dtype=np.float32, device=None,
                      loader=lambda path, **_: loads.append(str(path)))
         assert len(loads) == 2  # loaded again: the cache was emptied

@@ -117,7 +117,7 @@ def test_animate_refusals_are_422(served: tuple[TestClient, Any],
                                   monkeypatch: pytest.MonkeyPatch) -> None:
     from diffusion.server.api.routers import video
 
-    monkeypatch.setattr(video, "_pipeline", lambda *a, **kw: pytest.fail("the model loaded"))
+    monkeypatch.setattr(video, "video_pipeline", lambda *a, **kw: pytest.fail("the model loaded"))
     client, _ = served
     frame = _pngs(np.zeros((1, HEIGHT, WIDTH, 3), np.uint8))[0]
     given = {"animate_image": frame, "pose_video": [frame] * 3, "face_video": [frame] * 3}

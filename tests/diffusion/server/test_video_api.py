@@ -101,7 +101,7 @@ def test_bad_video_requests_are_422(served: tuple[TestClient, Any], change: dict
     configs say)."""
     from diffusion.server.api.routers import video
 
-    monkeypatch.setattr(video, "_pipeline", lambda *a, **kw: pytest.fail("the model loaded"))
+    monkeypatch.setattr(video, "video_pipeline", lambda *a, **kw: pytest.fail("the model loaded"))
     client, _ = served
     body = {"model": "wan", "prompt": "x", "frames": 5, "width": 48, "height": 32, **change}
     response = client.post("/avx/txt2vid", json=body)
@@ -113,7 +113,7 @@ def test_a_first_frame_for_a_text_model_is_422_before_it_loads(
     """img2vid on Wan 2.1 T2V: its transformer's config.json says it reads no first frame."""
     from diffusion.server.api.routers import video
 
-    monkeypatch.setattr(video, "_pipeline", lambda *a, **kw: pytest.fail("the model loaded"))
+    monkeypatch.setattr(video, "video_pipeline", lambda *a, **kw: pytest.fail("the model loaded"))
     client, _ = served
     picture = io.BytesIO()
     Image.new("RGB", (48, 32), (200, 30, 30)).save(picture, "PNG")
@@ -143,7 +143,7 @@ def test_lowvram_server_gives_the_plain_frames(first_device: gpucore.Device,
     server's frames bit for bit."""
     from diffusion.pipelines.sd.memory import MemoryMode
     from diffusion.server import create_app
-    from diffusion.server.api.routers import video
+    from diffusion.server.api import video_pipelines
     from gpustd.nn.offload import device_bytes
 
     plain, _ = served
@@ -160,7 +160,7 @@ def test_lowvram_server_gives_the_plain_frames(first_device: gpucore.Device,
     with TestClient(app) as client:
         low = client.post("/avx/txt2vid", json=body)
         assert low.status_code == 200, low.text
-        pipe = video._loaded[id(None)][1]
+        pipe = video_pipelines._loaded[id(None)][1]
         assert pipe.memory_mode == MemoryMode(lowvram=True)
         assert sum(device_bytes(block) for block in pipe.transformer.blocks) == 0
     app.state.worker.stop()

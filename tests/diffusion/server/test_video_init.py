@@ -97,7 +97,7 @@ def test_init_video_refusals_are_422(served: tuple[TestClient, Any],
                                      monkeypatch: pytest.MonkeyPatch) -> None:
     from diffusion.server.api.routers import video
 
-    monkeypatch.setattr(video, "_pipeline", lambda *a, **kw: pytest.fail("the model loaded"))
+    monkeypatch.setattr(video, "video_pipeline", lambda *a, **kw: pytest.fail("the model loaded"))
     client, _ = served
     frame = _base64(Image.new("RGB", (WIDTH, HEIGHT)), format="PNG")
     odd = _base64(Image.new("RGB", (40, 30)), format="PNG")

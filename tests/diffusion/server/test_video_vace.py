@@ -96,7 +96,7 @@ def test_vace_refusals_are_422(served: tuple[TestClient, Any],
                                monkeypatch: pytest.MonkeyPatch) -> None:
     from diffusion.server.api.routers import video
 
-    monkeypatch.setattr(video, "_pipeline", lambda *a, **kw: pytest.fail("the model loaded"))
+    monkeypatch.setattr(video, "video_pipeline", lambda *a, **kw: pytest.fail("the model loaded"))
     client, _ = served
     frame = _png(Image.new("RGB", (WIDTH, HEIGHT)))
     for change, says in (

@@ -41,8 +41,8 @@ from ..generation import (
 )
 from ..schemas import SamplerItem, SchedulerItem, SDModelItem
 from ..state import State, submit, wait
+from ..video_pipelines import forget_models
 from .layers import forget_layers
-from .video import forget_models
 
 __all__ = ["api", "avx", "embedding_listing", "lora_listing", "sampler_item"]
 

@@ -1,39 +1,37 @@
 """Videos on the server's queue: POST /avx/txt2vid and /avx/img2vid (Wan, from a folder in the
 models directory, or one of ComfyUI's single files with its `base` folder and companions:
-video_sources; a Kandinsky 5 Video Lite folder by txt2vid, its image-to-video folder by
-img2vid, from at least 17 frames; a HunyuanVideo 1.5 folder likewise, its image-to-video one
-at the picture's bucket size; a HunyuanVideo folder by txt2vid; a FramePack folder by img2vid,
-with its own fields: video_framepack; Wan's own fields refused: video_refusals).
-Settings a request leaves out are the model family's defaults (pipelines.video.models).
-Neither the WebUI nor its forks define a video API, so this one is the server's own: the CLI's
-txt2vid / img2vid settings as JSON, the video back as base64 MP4 or animated WebP. A job runs
-on the worker's queue like a picture's; /sdapi/v1/progress follows its steps and
-/sdapi/v1/interrupt stops it after the current one (the frames are then decoded from where it
-stopped; with `force_task_id`, /internal/progress and /interrupt know the job by it). Each
-worker keeps the last video model it ran loaded beside its picture model, in the server's
-memory mode (serve's --medvram / --lowvram / --max-vram, as `txt2vid` takes them: each network
-loaded straight to host memory, the frames the plain mode's; Wan 2.2 A14B's experts and
-Kandinsky 5 Video too). A Wan VACE folder takes its control video, mask and reference pictures
-as base64 pictures (`control_video`, `control_mask`: one per frame; `reference_images`) and
+video_sources; a Kandinsky 5 Video Lite folder by txt2vid, its image-to-video folder by img2vid,
+from at least 17 frames; a HunyuanVideo 1.5 folder likewise, its image-to-video one at the
+picture's bucket size; a HunyuanVideo folder by txt2vid; a FramePack folder by img2vid, with its
+own fields: video_framepack; a Cosmos Predict2.5 or Predict2 Video2World folder: video_cosmos25;
+a SANA-Video folder: video_sana; Wan's own fields refused: video_refusals). Settings a request
+leaves out are the model family's defaults (pipelines.video.models). Neither the WebUI nor its
+forks define a video API, so this one is the server's own: the CLI's txt2vid / img2vid settings
+as JSON, the video back as base64 MP4 or animated WebP. A job runs on the worker's queue like a
+picture's; /sdapi/v1/progress follows its steps and /sdapi/v1/interrupt stops it after the
+current one (the frames are then decoded from where it stopped; with `force_task_id`,
+/internal/progress and /interrupt know the job by it). Each worker keeps the last video model it
+ran loaded beside its picture model, in the server's memory mode (serve's --medvram / --lowvram
+/ --max-vram, as `txt2vid` takes them: each network loaded straight to host memory, the frames
+the plain mode's; Wan 2.2 A14B's experts and Kandinsky 5 Video too; video_pipelines). The
+answer: video_answer. A Wan VACE folder takes its control video, mask and reference pictures as
+base64 pictures (`control_video`, `control_mask`: one per frame; `reference_images`) and
 `control_scale`, as `txt2vid --control-video DIR ...` does; a Wan 2.2 Animate folder its
 picture, pose, face, background and mask videos (video_animate); a Wan text-to-video model an
-`init_video` to redraw and its `denoising_strength` (video_init; a Cosmos Predict2.5 folder
-continues it); a SkyReels V2 diffusion
-forcing folder its `ar_step`, `causal_block_size`, `base_num_frames`, `overlap_history` and
+`init_video` to redraw and its `denoising_strength` (video_init; a Cosmos Predict2.5 or Predict2
+Video2World folder continues it, a Lucy Edit folder edits it); a SkyReels V2 diffusion forcing
+folder its `ar_step`, `causal_block_size`, `base_num_frames`, `overlap_history` and
 `addnoise_condition` (video_skyreels). GET /avx/video-models lists the video folders and Wan
 files for the page's Video tab."""
 
 from __future__ import annotations
 
 import asyncio
-import base64
 import secrets
-import tempfile
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 from fastapi import APIRouter
 from pydantic import BaseModel, Field
 
@@ -42,20 +40,23 @@ from ....loaders.hunyuan_video.folder import hunyuan_video_family
 from ....loaders.hunyuan_video15.folder import hunyuan_video15_family
 from ....loaders.kandinsky5 import kandinsky5_video_family
 from ....loaders.ltx2.folder import ltx2_family
+from ....loaders.sana.video import sana_video_family
 from ....loaders.wan import WanFiles, wan_family
 from ....loaders.wan.sources import resolve_wan
-from ....pipelines.sd.memory import MemoryMode
-from ....pipelines.video.files import check_fps, write_video
+from ....pipelines.video.files import check_fps
 from ....pipelines.video.models import VideoDefaults
 from ...images import decode_image
 from ..generation import RequestError
 from ..state import ServerState, State, submit, wait
 from ..video_animate import animate_pixels_of, refuse_animate
-from ..video_cosmos25 import cosmos25_answer, refuse_cosmos25
+from ..video_answer import video_answer
+from ..video_cosmos25 import cosmos2_answer, cosmos25_answer, refuse_cosmos2, refuse_cosmos25
 from ..video_framepack import FramepackFields, framepack_inputs
 from ..video_init import init_video_of, refuse_init_video
 from ..video_ltx2 import ltx2_answer, refuse_ltx2
+from ..video_pipelines import video_pipeline
 from ..video_refusals import refuse_hunyuan_video, refuse_hunyuan_video15, refuse_kandinsky5
+from ..video_sana import refuse_sana_video, sana_video_answer
 from ..video_skyreels import forcing_inputs, refuse_forcing_fields, refuse_skyreels_df
 from ..video_sources import REQUEST_NAMES, video_listing, video_source
 
@@ -63,14 +64,13 @@ __all__ = ["Img2VidRequest", "Txt2VidRequest", "avx"]
 
 avx = APIRouter()
 _SETTINGS = ("frames", "fps", "width", "height", "steps", "cfg_scale")  # family defaults
-# a worker's device (its id) -> its Wan model (folder, files), the memory mode it runs in, and
-# its pipeline
-_loaded: dict[int, tuple[tuple[Path, WanFiles, MemoryMode | None], Any]] = {}
 
 
 class Txt2VidRequest(BaseModel):
-    model: str = Field(description="a Wan folder, or a Wan transformer file (ComfyUI's, or a "
-                                   "GGUF), of the models directory, by name or title")
+    model: str = Field(description="a video folder (Wan, Kandinsky 5 Video, HunyuanVideo, "
+                                   "LTX-2, Cosmos, SANA-Video, ...: /avx/video-models), or a "
+                                   "Wan transformer file (ComfyUI's, or a GGUF), of the models "
+                                   "directory, by name or title")
     base: str | None = Field(None, description="for a transformer file: the Wan folder of the "
                                                "same model (its tokenizer, scheduler, configs)")
     model_2: str | None = Field(None, description="Wan 2.2 A14B: the low-noise expert's file")
@@ -185,7 +185,8 @@ def _check(state: ServerState, body: Txt2VidRequest
     _check_settings(state, body, s)  # the family's defaults (a server's --max-size)
     if kandinsky5_video_family(source.model) or hunyuan_video15_family(source.model) \
             or ltx2_family(source.model) or hunyuan_video_family(source.model) \
-            or cosmos_family(source.model) == "cosmos25":
+            or cosmos_family(source.model) in ("cosmos25", "cosmos2-v2w") \
+            or sana_video_family(source.model):
         return (source.model, WanFiles()), s
     try:
         folder, files = resolve_wan(source, REQUEST_NAMES)
@@ -225,66 +226,6 @@ def _control(body: Txt2VidRequest, s: VideoDefaults) -> Any:
                                            None) or [])
 
 
-def forget_models() -> None:
-    """Drop the Wan models this process's workers keep (unload-checkpoint)."""
-    _loaded.clear()
-
-
-def _pipeline(model: tuple[Path, WanFiles], memory: MemoryMode | None, device: Any,
-              no_half_vae: bool = False) -> Any:
-    """The worker's Wan pipeline for `model` (a folder and the files in place of its parts) in
-    the `memory` mode (each network loaded straight to host memory), its VAE float32 with
-    `no_half_vae` (the server's --no-half-vae), loaded on first use (another model replaces
-    it)."""
-    from ....loaders.wan.sources import is_wan_animate
-    from ....pipelines.video import WanAnimatePipeline, WanPipeline
-    from ....pipelines.video.hunyuan_video15 import HunyuanVideo15Pipeline
-    from ....pipelines.video.kandinsky5 import Kandinsky5VideoPipeline
-    from ....pipelines.video.skyreels_v2_df import SkyReelsV2DiffusionForcingPipeline
-
-    key, wanted = id(device), (*model, memory)
-    if key not in _loaded or _loaded[key][0] != wanted:
-        _loaded.pop(key, None)
-        folder, files = model
-        if kandinsky5_video_family(folder):
-            pipe: Any = Kandinsky5VideoPipeline.from_pretrained(folder, device=device,
-                                                                offload=bool(memory))
-        elif hunyuan_video15_family(folder):
-            pipe = HunyuanVideo15Pipeline.from_pretrained(folder, device=device,
-                                                          offload=bool(memory))
-        elif hunyuan_video_family(folder):
-            from ....pipelines.video.hunyuan_video_i2v import hunyuan_video_class
-
-            pipe = hunyuan_video_class(folder).from_pretrained(folder, device=device,
-                                                               offload=bool(memory))
-        elif cosmos_family(folder) == "cosmos25":
-            from ....pipelines.video.cosmos25 import Cosmos25PredictPipeline
-
-            pipe = Cosmos25PredictPipeline.from_pretrained(folder, device=device)
-        elif ltx2_family(folder):
-            from ....pipelines.video.ltx2 import LTX2Pipeline
-
-            pipe = LTX2Pipeline.from_pretrained(folder, device=device, offload=bool(memory))
-        else:
-            network = WanAnimatePipeline if is_wan_animate(folder, files) else \
-                SkyReelsV2DiffusionForcingPipeline if wan_family(folder) == "skyreels-v2-df" \
-                else WanPipeline
-            pipe = network.from_pretrained(folder, device=device, files=files,
-                                           offload=bool(memory))
-        if memory:
-            pipe.set_memory_mode(memory)
-        if no_half_vae:
-            pipe.use_float32_vae()
-        _loaded[key] = (wanted, pipe)
-    return _loaded[key][1]
-
-
-def _encoded(frames: np.ndarray, kind: str, fps: float) -> str:
-    with tempfile.TemporaryDirectory() as folder:
-        target = write_video(frames, Path(folder) / f"video.{kind}", fps)
-        return base64.b64encode(target.read_bytes()).decode("ascii")
-
-
 async def _run(state: ServerState, body: Txt2VidRequest, image: Any) -> dict[str, Any]:
     from ....pipelines.video import video_cache
     from ....pipelines.video.wan_refuse import wan_refusals_of
@@ -300,6 +241,8 @@ async def _run(state: ServerState, body: Txt2VidRequest, image: Any) -> dict[str
     ltx2 = ltx2_family(model[0]) is not None
     hv1 = hunyuan_video_family(model[0]) is not None
     cosmos = cosmos_family(model[0]) == "cosmos25"
+    cosmos2 = cosmos_family(model[0]) == "cosmos2-v2w"
+    sana = sana_video_family(model[0]) is not None
     forcing = wan_family(model[0]) == "skyreels-v2-df"
     kind_of = None if cache is None else cache.spec.kind
     try:  # what the model does not take, from its configs and a file's header, before it loads
@@ -320,6 +263,10 @@ async def _run(state: ServerState, body: Txt2VidRequest, image: Any) -> dict[str
             refuse_ltx2(model[0], body, s, image, kind_of, _control_named(body))
         elif cosmos:
             refuse_cosmos25(body, kind_of, _control_named(body), memory)
+        elif cosmos2:
+            refuse_cosmos2(body, image, init, kind_of, _control_named(body), memory)
+        elif sana:
+            refuse_sana_video(model[0], body, s, kind_of, _control_named(body), memory)
         elif not animate:
             await asyncio.to_thread(wan_refusals_of, *model, image=image is not None,
                                     cache_kind=kind_of, guidance_scale_2=body.cfg_scale_2,
@@ -335,18 +282,22 @@ async def _run(state: ServerState, body: Txt2VidRequest, image: Any) -> dict[str
 
     def job() -> dict[str, Any]:
         observer, device = worker.begin_job(kind)
-        pipe = _pipeline(model, memory, device, no_half_vae and not ltx2)
+        pipe = video_pipeline(model, memory, device, no_half_vae)
         if ltx2:
             return ltx2_answer(pipe, body, s, seed, observer, image)
         if cosmos:
             return cosmos25_answer(pipe, body, s, seed, observer, image, init)
+        if cosmos2:
+            return cosmos2_answer(pipe, body, s, seed, observer, init or [image])
+        if sana:
+            return sana_video_answer(pipe, body, s, seed, observer, image)
         cache = video_cache(body.cache, "cache", s.steps)  # each run's own
         size = {"height": s.height, "width": s.width} if not hv15 or image is None else {}
         inputs = {"image": image, **framepack} if k5 or hv15 or hv1 else \
             forcing_inputs(body, s.fps, image) if forcing else {
             "image": image, "guidance_scale_2": body.cfg_scale_2, "control": control,
             "conditioning_scale": body.control_scale, "video": init,
-            "strength": body.denoising_strength or 0.8}
+            "strength": body.denoising_strength}  # (video_init's; None: Lucy Edit's)
         if pixels is not None:  # Wan 2.2 Animate: the pose video's length
             videos = pipe(body.prompt, pixels=pixels, segment_frames=segment,
                           overlap=body.segment_overlap, negative_prompt=body.negative_prompt,
@@ -357,17 +308,8 @@ async def _run(state: ServerState, body: Txt2VidRequest, image: Any) -> dict[str
                           num_frames=s.frames, num_inference_steps=s.steps,
                           guidance_scale=s.cfg_scale, seed=seed, sampler=body.sampler,
                           callback=observer.step, cache=cache, **size, **inputs)
-        frames = np.round(videos[0] * 255).astype(np.uint8)
-        answer = {"video": _encoded(frames, body.format, s.fps), "format": body.format,
-                  "seed": seed, "frames": len(frames), "fps": s.fps,
-                  "width": frames.shape[2], "height": frames.shape[1],
-                  "interrupted": observer.interrupted(),
-                  "cache": None if cache is None else cache.summary(),
-                  "memory": None if pipe.memory_mode is None else pipe.memory_mode.label,
-                  "denoising_strength": body.denoising_strength}
-        if body.also_webp and body.format != "webp":
-            answer["webp"] = _encoded(frames, "webp", s.fps)
-        return answer
+        return {**video_answer(videos, body, s, seed, observer, pipe, cache),
+                "denoising_strength": body.denoising_strength}
 
     try:
         return await wait(submit(state, job, task=body.force_task_id))  # type: ignore[no-any-return]

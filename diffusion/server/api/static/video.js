@@ -3,7 +3,7 @@
 // Progress and Interrupt go by the job's task id, as the image tabs' do; the MP4 plays in a
 // <video> player. A Wan VACE model's control video, mask and reference pictures are vace.js's; a
 // Wan 2.2 Animate model's character picture and videos animate.js's; a Wan text-to-video model's
-// init video (video-to-video) init_video.js's.
+// init video (video-to-video) and a Cosmos model's video to continue init_video.js's.
 
 import { $, api, base64Of, clearError, fileDropZone, readFile, showError } from "./api.js";
 import { newTaskId, number, pollProgress, whilePolling } from "./job.js";
@@ -48,12 +48,12 @@ function fillPart(id, names, none) {
 /** The first-frame picker as the chosen model takes one: required (Wan 2.1 I2V, Kandinsky 5
  * image-to-video), optional (Wan 2.2 TI2V) or not at all (Wan 2.1 T2V, Wan 2.2 Animate:
  * hidden); the VACE controls for a VACE model, the Animate controls for an Animate model, the
- * init video for a Wan text-to-video model. */
+ * init video for a Wan text-to-video or a Cosmos model. */
 function showFirstFrame() {
   const takes = firstFrameTaken();
   showVace(Boolean(chosenModel()?.vace));
   showAnimate(Boolean(chosenModel()?.animate));
-  showInitVideo(takesInitVideo(chosenModel()));
+  showInitVideo(chosenModel());
   $("video_parts").hidden = chosenModel()?.kind !== "file";
   $("video_first_frame").hidden = takes === "none";
   $("video_hint").textContent = takes === "required"
@@ -112,7 +112,7 @@ async function requestBody() {
     Object.assign(body, await vaceFields({ frames: body.frames, fps: body.fps, width: body.width, height: body.height }));
   }
   if (takesInitVideo(chosenModel())) {
-    Object.assign(body, await initVideoFields({ frames: body.frames, fps: body.fps, width: body.width, height: body.height }));
+    Object.assign(body, await initVideoFields(chosenModel(), { frames: body.frames, fps: body.fps, width: body.width, height: body.height }));
   }
   if (chosenModel()?.animate) {  // the pose video's length is the video's
     delete body.frames;
