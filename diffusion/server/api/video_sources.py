@@ -77,7 +77,8 @@ def _family(family: str, path: Path | None = None) -> dict[str, Any]:
     from ...pipelines.video.models import KANDINSKY5_VIDEO, WAN, WAN_ANIMATE, video_defaults
 
     own = family in ("kandinsky-5-video", "hunyuan-video-1.5", "ltx-2", "hunyuan-video",
-                     "framepack", "cosmos-predict2.5", "cosmos-predict2", "sana-video")
+                     "framepack", "cosmos-predict2.5", "cosmos-predict2", "sana-video",
+                     "helios")
     defaults = video_defaults(path) if path is not None else KANDINSKY5_VIDEO \
         if family == "kandinsky-5-video" else WAN_ANIMATE if family == "wan-animate" else WAN
     return {"family": family, "defaults": asdict(defaults),
@@ -85,11 +86,11 @@ def _family(family: str, path: Path | None = None) -> dict[str, Any]:
 
 
 def _own_video_family(path: Path) -> str | None:
-    """"cosmos-predict2.5", "cosmos-predict2" (Video2World) or "sana-video" for such a
+    """"cosmos-predict2.5", "cosmos-predict2" (Video2World), "sana-video" or "helios" for such a
     folder (pipelines.video.models' names), None for anything else."""
     cosmos = {"cosmos25": "cosmos-predict2.5",
               "cosmos2-v2w": "cosmos-predict2"}.get(cosmos_family(path) or "")
-    return cosmos or sana_video_family(path)
+    return cosmos or sana_video_family(path) or helios_family(path)
 
 
 def video_listing(registry: ModelRegistry) -> dict[str, Any]:
@@ -185,10 +186,6 @@ def video_source(registry: ModelRegistry, body: Any) -> WanSource:
                                  or ltx2_family(entry.path) is not None
                                  or hunyuan_video_family(entry.path) is not None
                                  or _own_video_family(entry.path) is not None)
-    if entry is not None and helios_family(entry.path) is not None:  # (video_helios: its parts)
-        raise RequestError(f"model {body.model!r} is a Helios folder, which the server does not "
-                           "run yet: make its videos with `python -m diffusion txt2vid` or "
-                           "`img2vid --model FOLDER`")
     if entry is None or (wan_family(entry.path) is None and wan_file_family(entry.path) is None
                          and not own):
         raise RequestError(f"model {body.model!r} is not a Wan folder, Kandinsky 5 Video, "

@@ -1,15 +1,14 @@
-"""Helios on the server. POST /avx/txt2vid with a tiny HeliosPipeline folder is a 422 in one
-line naming the CLI command until the video router calls video_helios; its parts directly:
-`helios_answer` writes diffusers' video (webp frames within 1/255), `refuse_helios` names what
-Helios does not take."""
+"""Helios on the server: /avx/video-models lists a tiny HeliosPipeline folder with its family's
+defaults, POST /avx/txt2vid makes diffusers' video (one 33-frame chunk) and POST /avx/img2vid
+its image-to-video one of the picture; Wan's fields, other samplers and an init video are 422s
+in one line."""
 
 from __future__ import annotations
 
 import base64
 import io
 import shutil
-from pathlib import Path
-from types import SimpleNamespace
+from collections.abc import Iterator
 from typing import Any
 
 import numpy as np
@@ -25,75 +24,71 @@ from sd_tiny import write_pipeline
 from server_support import CachedLoader
 
 import gpucore
-from diffusion.pipelines.video.models import VideoDefaults
-from diffusion.server.api.video_helios import helios_answer, refuse_helios
 
 PROMPT = "a red fox runs through the snow"
+SIZE = {"frames": 33, "width": 48, "height": 32, "steps": 2, "cfg_scale": 4.0}
 
 
-def _body(**change: Any) -> SimpleNamespace:
-    fields = dict(prompt=PROMPT, negative_prompt="blurry", format="webp", also_webp=False,
-                  cfg_scale_2=None, sampler="diffusers", cache=None, init_video=None)
-    return SimpleNamespace(**{**fields, **change})
-
-
-def test_txt2vid_names_the_command(tmp_path: Path) -> None:
-    from diffusion.server import create_app
-
-    models = tmp_path / "models"
-    write_pipeline(models / "tiny-a")
-    tiny_helios_pipeline(tmp_path)
-    shutil.copytree(tmp_path / "helios", models / "helios")
-    app = create_app(model=models / "tiny-a", models_dir=models, outputs=tmp_path / "outputs",
-                     loader=CachedLoader())
-    with TestClient(app) as client:
-        response = client.post("/avx/txt2vid", json={
-            "model": "helios", "prompt": "a fox", "frames": 33, "width": 48, "height": 32,
-            "steps": 2})
-    app.state.worker.stop()
-    assert response.status_code == 422, response.text
-    detail = response.json()["detail"]
-    assert "model 'helios' is a Helios folder, which the server does not run" in detail
-    assert "python -m diffusion txt2vid" in detail
-
-
-def test_helios_answer_is_diffusers_video(first_device: gpucore.Device, tmp_path: Path,
-                                          monkeypatch: pytest.MonkeyPatch) -> None:
+@pytest.fixture(scope="module")
+def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[TestClient, Any]]:
     from diffusers.pipelines.helios import pipeline_helios
     from diffusers.pipelines.wan import pipeline_wan
 
-    from diffusion.pipelines.video.helios import HeliosPipeline
+    from diffusion.server import create_app
 
     # HeliosPipeline calls ftfy (not installed); Wan's cleaning is the same for ASCII prompts
-    monkeypatch.setattr(pipeline_helios, "prompt_clean", pipeline_wan.prompt_clean)
-    reference = tiny_helios_pipeline(tmp_path)
-    pipe = HeliosPipeline.from_pretrained(tmp_path / "helios", device=first_device)
-    s = VideoDefaults(frames=33, width=48, height=32, steps=2, cfg_scale=4.0, fps=24.0)
-    steps: list[int] = []
-    observer = SimpleNamespace(step=lambda done, total, latents: steps.append(done),
-                               interrupted=lambda: False)
-    answer = helios_answer(pipe, _body(), s, 7, observer)
-    assert (answer["frames"], answer["width"], answer["height"]) == (33, 48, 32)
-    assert steps == [1, 2] and not answer["interrupted"]
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(pipeline_helios, "prompt_clean", pipeline_wan.prompt_clean)
+        root = tmp_path_factory.mktemp("helios-server")
+        models = root / "models"
+        write_pipeline(models / "tiny-a")
+        reference = tiny_helios_pipeline(root)
+        shutil.copytree(root / "helios", models / "helios")
+        app = create_app(model=models / "tiny-a", models_dir=models, outputs=root / "outputs",
+                         loader=CachedLoader())
+        with TestClient(app) as client:
+            yield client, reference
+        app.state.worker.stop()
+
+
+def _frames(answer: dict[str, Any]) -> np.ndarray:
     with Image.open(io.BytesIO(base64.b64decode(answer["video"]))) as video:
-        frames = np.stack([np.asarray(f.convert("RGB"), np.float32) / 255
-                           for f in ImageSequence.Iterator(video)])
+        return np.stack([np.asarray(f.convert("RGB"), np.float32) / 255
+                         for f in ImageSequence.Iterator(video)])
+
+
+def _theirs(reference: Any, **extra: Any) -> np.ndarray:
     with torch.no_grad():
-        expected = reference(prompt=PROMPT, negative_prompt="blurry", height=32, width=48,
-                             num_frames=33, num_inference_steps=2, guidance_scale=4.0,
-                             generator=torch.Generator().manual_seed(7)).frames[0]
-    assert np.abs(frames - np.asarray(expected)).max() < 1 / 255
+        return np.asarray(reference(prompt=PROMPT, height=32, width=48, num_frames=33,
+                                    num_inference_steps=2, guidance_scale=4.0,
+                                    generator=torch.Generator().manual_seed(7),
+                                    output_type="np", **extra).frames[0])
 
 
-@pytest.mark.nodevice
-def test_refuse_helios() -> None:
-    refuse_helios(_body(), None, None, None)
-    for change, extra, says in (({}, {"image": object()}, "image (/avx/img2vid)"),
-                                ({"init_video": "v"}, {}, "init_video is not taken"),
-                                ({"sampler": "UniPC"}, {}, "sampler 'UniPC' is not taken"),
-                                ({"cfg_scale_2": 2.0}, {}, "cfg_scale_2 is not taken")):
-        with pytest.raises(ValueError, match=r"^" + says.split(" (")[0]) as error:
-            refuse_helios(_body(**change), None, None, None, **extra)
-        assert says in str(error.value) and "Helios" in str(error.value)
-    with pytest.raises(ValueError, match="memory mode"):
-        refuse_helios(_body(), None, None, "lowvram")
+def test_helios_text_and_image_to_video(first_device: gpucore.Device,
+                                        served: tuple[TestClient, Any]) -> None:
+    client, reference = served
+    listed = client.get("/avx/video-models").json()
+    model = next(m for m in listed["models"] if m["title"].startswith("helios"))
+    assert model["family"] == "helios" and model["samplers"] == ["diffusers"]
+    assert model["defaults"]["frames"] == 129 and model["first_frame"] == "optional"
+    response = client.post("/avx/txt2vid", json={"model": "helios", "prompt": PROMPT,
+                                                  "seed": 7, "format": "webp", **SIZE})
+    assert response.status_code == 200, response.text
+    assert response.json()["frames"] == 33
+    assert np.abs(_frames(response.json()) - _theirs(reference)).max() < 1 / 255
+    picture = (np.random.default_rng(2).uniform(0, 1, (32, 48, 3)) * 255).astype(np.uint8)
+    buffer = io.BytesIO()
+    Image.fromarray(picture).save(buffer, format="PNG")
+    response = client.post("/avx/img2vid", json={
+        "model": "helios", "prompt": PROMPT, "seed": 7, "format": "webp", **SIZE,
+        "image": base64.b64encode(buffer.getvalue()).decode("ascii")})
+    assert response.status_code == 200, response.text
+    expected = _theirs(reference, image=Image.fromarray(picture))
+    assert np.abs(_frames(response.json()) - expected).max() < 1 / 255
+    for change, says in (({"sampler": "UniPC"}, "sampler 'UniPC' is not taken by Helios"),
+                         ({"cfg_scale_2": 2.0}, "cfg_scale_2 is not taken by Helios"),
+                         ({"cache": "fbc"}, "cache 'fbc' is not taken by Helios")):
+        response = client.post("/avx/txt2vid", json={"model": "helios", "prompt": PROMPT,
+                                                      **SIZE, **change})
+        assert response.status_code == 422 and says in response.json()["detail"], response.text
