@@ -7,7 +7,8 @@ video processor); a count or size Wan cannot take, a strength that leaves no ste
 init video does not go with are refused in one line. For Cosmos Predict2.5 `--init-video` is
 the video to continue (video2world, cli.txt2vid_cosmos25); for SkyReels V2 diffusion forcing
 the video to extend (cli.txt2vid_skyreels); for Lucy Edit the video to edit as the prompt says
-(the whole schedule from noise: no strength), read as Wan's."""
+(the whole schedule from noise: no strength), read as Wan's; for Helios the video to
+continue (cli.txt2vid_helios)."""
 
 from __future__ import annotations
 
@@ -64,6 +65,10 @@ def init_video_of(args: argparse.Namespace, animate: bool, most: int) -> list[An
         from .txt2vid_cosmos25 import video_to_continue
 
         return video_to_continue(args, Path(path))
+    if path is not None and not animate and video_family_name(args.model) == "helios":
+        from .txt2vid_helios import video_to_continue as helios_video
+
+        return helios_video(args, Path(path), most)
     if path is not None and not animate and video_family_name(args.model) == "skyreels-v2-df":
         from .txt2vid_skyreels import video_to_extend
 

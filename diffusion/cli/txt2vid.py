@@ -1,6 +1,6 @@
 """`python -m diffusion txt2vid --model FOLDER --prompt TEXT -o out.mp4`: Wan, Kandinsky 5
 Video Lite, HunyuanVideo, HunyuanVideo 1.5, LTX-2 (video with audio), Cosmos Predict2.5,
-SkyReels V2 and SANA-Video text-to-video from the command line (cli.txt2vid_kandinsky5,
+SkyReels V2, SANA-Video and Helios text-to-video from the command line (cli.txt2vid_kandinsky5,
 cli.txt2vid_hunyuan_video, cli.txt2vid_hunyuan_video15, cli.txt2vid_ltx2, cli.txt2vid_cosmos25,
 cli.txt2vid_skyreels: the others' runs), and `img2vid --image IN.png` (Wan 2.1 / 2.2 A14B I2V,
 Wan 2.2 TI2V 5B, SkyReels V2 I2V, Kandinsky 5, HunyuanVideo-I2V, HunyuanVideo 1.5 I2V or
@@ -340,6 +340,9 @@ def run(args: argparse.Namespace) -> int:
     if family == "sana-video":
         from .txt2vid_sana_video import run_sana_video
         return run_sana_video(args, out, _dtype(args.dtype), image)
+    if family == "helios":
+        from .txt2vid_helios import run_helios
+        return run_helios(args, out, _dtype(args.dtype), image, init)
     if family == "ltx-2":
         from .txt2vid_ltx2 import run_ltx2
 

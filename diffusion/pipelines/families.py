@@ -24,6 +24,7 @@ from ..loaders.ernie_image import ernie_image_family, ernie_image_file_family
 from ..loaders.flow.chroma import chroma_family
 from ..loaders.flow.file import flow_model_family
 from ..loaders.flux2 import flux2_distilled, flux2_family
+from ..loaders.helios import helios_family
 from ..loaders.hidream import hidream_family
 from ..loaders.hunyuan_video.folder import hunyuan_video_family
 from ..loaders.hunyuan_video.framepack import framepack_family
@@ -292,6 +293,8 @@ FAMILIES: tuple[FamilyLoader, ...] = (
                  lambda path: cosmos_family(path) if cosmos_family(path) == "cosmos2-v2w"
                  else None, refuse_pictures, lambda path, family: None, latent_channels=16),
     FamilyLoader("SANA-Video (videos: txt2vid)", sana_video_family, refuse_pictures,
+                 lambda path, family: None, latent_channels=16),
+    FamilyLoader("Helios (videos: txt2vid)", helios_family, refuse_pictures,
                  lambda path, family: None, latent_channels=16),
     FamilyLoader("SD 1.x/2.x, SDXL (base, refiner, Turbo)", any_checkpoint, load_unet_model,
                  unet_defaults, capabilities=unet_capabilities_of),
