@@ -5,8 +5,9 @@ workgroup memory with an online softmax, so memory traffic and allocation are th
 v and the output (plus the mask, when one is given). The kernel binds q, k, v, mask and out
 and nothing else; tests/test_attention.py counts the buffers a 16384-token call creates
 (only the output). Tile shapes per head dim and device come from _attention_plan.
-Head dims from 256 on (the VAEs' single 512-wide head) run instead as two GEMMs around a
-row softmax, a bounded chunk of the score matrix at a time (_attention_wide). Float16 calls
+Head dims from 256 on (the VAEs' single 512-wide head, AuraFlow's and Ideogram 4's heads) run
+instead as two GEMMs around a row softmax, a bounded chunk of the score matrix at a time
+(_attention_wide; the (B, L, H*D) layout's heads copied into blocks first). Float16 calls
 without causal, unmasked or with a key mask (one bias a batch, head and key: a batch of
 padded prompts), run on the matrix units where the device has them
 (_attention_subgroup_matrix); masks with a query dimension stay on this kernel.
@@ -22,6 +23,7 @@ import numpy as np
 from gpucore import FeatureError, Kernel
 
 from .._tensor import Tensor
+from ..shape import permute
 from . import _attention_cpu, _attention_subgroup_matrix, _attention_wide
 from ._attention_plan import Plan, plan_for
 
@@ -186,6 +188,13 @@ def attention(q: Tensor, k: Tensor, v: Tensor, *, mask: Any = None, causal: bool
             strides=(q_strides, k_strides, v_strides, q_strides),
             mask=(mask_tensor, kind, (m_strides[0], m_strides[1], m_strides[3])) if kind else None)
         return out
+    if (kind == 0 and not causal and heads is not None and h > 1
+            and _attention_wide.applies(d, q.dtype, device, True)):
+        # wide heads in the projections' (B, L, H*D) layout (AuraFlow's and Ideogram 4's 256):
+        # each head made one contiguous block for the GEMMs, which the flash kernel's
+        # scalar path ran 5-10x slower than (three copies cost ~1% of the GEMMs' time)
+        split = [permute(x.reshape(b, -1, h, d), (0, 2, 1, 3)) for x in (q, k, v)]
+        return permute(attention(*split, scale=scale), (0, 2, 1, 3)).reshape(b, lq, h * d)
     if (kind == 0 and not causal
             and _attention_wide.applies(d, q.dtype, device, heads is None or h == 1)):
         _attention_wide.record_attention_wide(q, k, v, out, shape=(b, h, lq, lk, d),

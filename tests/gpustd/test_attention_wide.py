@@ -108,7 +108,23 @@ def test_scratch_is_one_chunk_of_scores(device, monkeypatch):
     assert_close(out.numpy()[:, :, rows], reference(qn[:, :, rows], kn, vn), tol=2e-5)
 
 
-def test_masks_causal_interleaved_heads_and_gpus_narrow_heads_keep_the_flash_kernel(device, calls):
+def test_interleaved_heads_are_made_contiguous(device, calls, monkeypatch):
+    # AuraFlow's and Ideogram 4's call: (B, L, H*D) with 256-wide heads, a query length apart
+    # from the keys'; each head copied into its own block, then two GEMMs a chunk of rows
+    monkeypatch.setattr(wide, "SCORE_BYTES", 4 * 53 * 24)
+    rng = np.random.default_rng(5)
+    q, k, v = (random_array(rng, (2, n, 3 * 256), np.float32, -1.0, 1.0) for n in (37, 53, 53))
+    got = _run(device, (q, k, v), heads=3, scale=0.07)
+    assert calls == [(2, 3, 37, 53, 256)] and got.shape == (2, 37, 3 * 256)
+
+    def split(x: np.ndarray) -> np.ndarray:
+        return x.reshape(2, -1, 3, 256).transpose(0, 2, 1, 3)
+
+    expected = reference(split(q), split(k), split(v), scale=0.07)
+    assert_close(got, expected.transpose(0, 2, 1, 3).reshape(2, 37, 3 * 256), tol=2e-5)
+
+
+def test_masks_causal_and_gpus_narrow_heads_keep_the_flash_kernel(device, calls):
     rng = np.random.default_rng(1)
     arrays = [random_array(rng, (1, 1, 40, 512), np.float32, -1.0, 1.0) for _ in range(3)]
     mask = rng.random((40, 40)) < 0.8
@@ -116,8 +132,6 @@ def test_masks_causal_interleaved_heads_and_gpus_narrow_heads_keep_the_flash_ker
         mask)), tol=2e-5)
     assert_close(_run(device, arrays, causal=True), reference(*arrays, is_causal=True),
                  tol=2e-5)
-    heads = [random_array(rng, (1, 40, 2 * 256), np.float32, -1.0, 1.0) for _ in range(3)]
-    _run(device, heads, heads=2)  # two heads interleaved in a row: entries not contiguous
     narrow = [random_array(rng, (1, 2, 40, 160), np.float32, -1.0, 1.0) for _ in range(3)]
     _run(device, narrow)  # GPUs: the flash kernel; CPU adapters: every head past 32 is wide
     assert calls == ([(1, 2, 40, 40, 160)] if device.info.type == "cpu" else [])
