@@ -58,11 +58,11 @@ def test_pipeline_is_diffusers(first_device: gpucore.Device,
                     **settings)[0]
 
     guided = ours(RED)
-    # measured on lavapipe: 1e-6 max
-    np.testing.assert_allclose(guided, _diffusers(reference, RED), atol=2e-5)
+    # measured on lavapipe: 1.5e-5 max, 1.3e-6 mean (of pictures spread 0.15 about their mean)
+    np.testing.assert_allclose(guided, _diffusers(reference, RED), atol=5e-5)
     negative = ours(RED, negative_prompt=HORSE)
     np.testing.assert_allclose(negative, _diffusers(reference, RED, negative_prompt=HORSE),
-                               atol=2e-5)
+                               atol=5e-5)
     other = ours(HORSE, guidance_scale=1.0)
     assert np.abs(other - ours(RED, guidance_scale=1.0)).mean() > 0.01  # the prompt matters
 
