@@ -104,8 +104,11 @@ class BriaFiboPipeline:
         dtype = self.transformer.x_embedder.weight.dtype
         model = self.transformer
         blocks = len(model.transformer_blocks) + len(model.single_transformer_blocks)
+        # each state cast once: where the blocks outnumber them, the last is read repeatedly
+        chosen = block_layers(range(len(states)), blocks)
+        cast = {index: states[index].astype(dtype) for index in set(chosen)}
         return (concatenate([states[-1], states[-2]], axis=2).astype(dtype),
-                [state.astype(dtype) for state in block_layers(states, blocks)])
+                [cast[index] for index in chosen])
 
     def decode(self, latents: np.ndarray) -> np.ndarray:
         """Pictures (B, H, W, 3) in [0, 1] from the sampler's latents (B, C, h, w): scaled

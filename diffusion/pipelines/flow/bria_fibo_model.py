@@ -6,7 +6,7 @@ request's CFG scale is diffusers' `guidance_scale` (1 or below: the prompt's pas
 the negative prompt "" where none is given. txt2img only: diffusers has no FIBO img2img. The
 prompt is given to SmolLM3 as it is: FIBO was trained on long structured JSON captions,
 which Bria's VLM writes from a short prompt outside diffusers' pipeline (and this one); a
-plain prompt also draws, less faithfully.
+plain prompt is taken too, though Bria says the model is not meant for free-form text.
 """
 
 from __future__ import annotations
