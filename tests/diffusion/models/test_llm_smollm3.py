@@ -56,6 +56,25 @@ def test_smollm3_equals_transformers(first_device: gpucore.Device) -> None:
     assert np.abs(roped - expected[-1])[kept].mean() > 0.05 * np.abs(expected[-1][kept]).mean()
 
 
+def test_smollm3_float16(f16_device: gpucore.Device) -> None:
+    """float16 weights, every hidden state: ours as near transformers' float32 model as its own
+    float16 model on CPU is (worst errors within twice its, mean errors under 1% of the
+    states' mean size)."""
+    reference = tiny_smollm3()
+    ours = LLMTextModel(reference.config.to_dict(), dtype=np.float16, device=f16_device)
+    ours.load_state_dict(causal_lm_refs(state_dict(reference)))
+    ids, mask = _inputs()
+    kept = mask.astype(bool)
+    expected = _reference(reference, ids, mask)
+    half = _reference(reference.half(), ids, mask)
+    got = ours.hidden_states_of(ids, mask, LAYERS)
+    for ours_state, theirs, theirs16 in zip(got, expected, half, strict=True):
+        error = np.abs(ours_state.numpy()[kept] - theirs[kept])
+        assert error.max() <= 2 * np.abs(theirs16[kept] - theirs[kept]).max() + 1e-6
+        assert error.mean() < 0.01 * np.abs(theirs[kept]).mean()
+
+
+@pytest.mark.nodevice
 def test_roped_flags() -> None:
     """no_rope_layers as given, else the interval; a short list refused in one line."""
     assert _roped({"num_hidden_layers": 3, "no_rope_layers": [1, 0, 1]}) == [True, False, True]
