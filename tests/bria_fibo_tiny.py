@@ -57,3 +57,17 @@ def tiny_fibo_pipeline(root: Path) -> Any:
         vae=tiny_wan22_vae(), text_encoder=tiny_smollm3(), tokenizer=tokenizer)
     pipe.save_pretrained(root / "fibo")
     return pipe
+
+
+def tiny_fibo_edit_pipeline(root: Path) -> Any:
+    """diffusers' BriaFiboEditPipeline of the same tiny random parts saved to
+    `root / "fibo-edit"`; returns the pipeline."""
+    import diffusers
+
+    tokenizer = transformers_tokenizer(tiny_qwen_tokenizer(root / "fibo-edit-tokenizer"))
+    pipe = diffusers.BriaFiboEditPipeline(
+        transformer=tiny_fibo_transformer(),
+        scheduler=diffusers.FlowMatchEulerDiscreteScheduler(**FLUX_DEV_SCHEDULER),
+        vae=tiny_wan22_vae(), text_encoder=tiny_smollm3(), tokenizer=tokenizer)
+    pipe.save_pretrained(root / "fibo-edit")
+    return pipe

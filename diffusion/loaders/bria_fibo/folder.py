@@ -1,4 +1,5 @@
-"""Diffusers folders of Bria FIBO (`BriaFiboPipeline`): transformer/
+"""Diffusers folders of Bria FIBO (`BriaFiboPipeline`; FIBO Edit's `BriaFiboEditPipeline`, the
+same parts): transformer/
 (BriaFiboTransformer2DModel), text_encoder/ (transformers' SmolLM3ForCausalLM: its `model.`
 prefix dropped, `lm_head` left out), tokenizer/ (SmolLM3's tokenizer.json), vae/ (Wan 2.2's
 AutoencoderKLWan, 48 channels at 16x) and scheduler/ (FlowMatchEulerDiscreteScheduler).
@@ -22,9 +23,11 @@ from ..formats.diffusers_folder import causal_lm_refs, pipeline_class, pipeline_
 from ..formats.dit_folder import DIT_COMPONENTS, DiTWeights, dit_weights
 from ..weights import TensorRef
 
-__all__ = ["BriaFiboWeights", "bria_fibo_family", "load_bria_fibo_folder"]
+__all__ = ["BRIA_FIBO_CLASSES", "BriaFiboWeights", "bria_fibo_family",
+           "load_bria_fibo_folder"]
 
-_CLASS = "BriaFiboPipeline"
+# the pipeline classes and the families they load as
+BRIA_FIBO_CLASSES = {"BriaFiboPipeline": "bria-fibo", "BriaFiboEditPipeline": "bria-fibo-edit"}
 
 
 class BriaFiboWeights(DiTWeights):
@@ -32,19 +35,23 @@ class BriaFiboWeights(DiTWeights):
 
 
 def bria_fibo_family(path: str | os.PathLike[str]) -> str | None:
-    """"bria-fibo" for a diffusers folder whose model_index.json names a BriaFiboPipeline,
-    None for anything else (a broken JSON file is left for loading to name)."""
+    """"bria-fibo" for a diffusers folder whose model_index.json names a BriaFiboPipeline
+    ("bria-fibo-edit": BriaFiboEditPipeline), None for anything else (a broken JSON file is
+    left for loading to name)."""
     root = Path(path)
-    return "bria-fibo" if root.is_dir() and pipeline_class(root) == _CLASS else None
+    return BRIA_FIBO_CLASSES.get(pipeline_class(root) or "") if root.is_dir() else None
 
 
 def load_bria_fibo_folder(path: str | os.PathLike[str], *, dtype: Any = None,
                           variant: str | None = None) -> BriaFiboWeights:
-    """Lazy weights of the Bria FIBO diffusers folder `path`. `dtype`: None (as stored;
-    bfloat16 read as float32), "float16" or "float32"; `variant`: e.g. "fp16". WeightsError
-    naming the file or folder when it is not a BriaFiboPipeline or a part is missing."""
+    """Lazy weights of the Bria FIBO (or FIBO Edit) diffusers folder `path`. `dtype`: None
+    (as stored; bfloat16 read as float32), "float16" or "float32"; `variant`: e.g. "fp16".
+    WeightsError naming the file or folder when it is not a BriaFibo(Edit)Pipeline or a part
+    is missing."""
     root = Path(path)
-    pipeline_index(root, _CLASS, DIT_COMPONENTS)
+    edit = "BriaFiboEditPipeline"
+    pipeline_index(root, edit if pipeline_class(root) == edit else "BriaFiboPipeline",
+                   DIT_COMPONENTS)
     parts = dit_weights(root, dtype=dtype, variant=variant, skip=(), adapt=_base_model)
     tokenizer = root / "tokenizer"
     if not (tokenizer / "tokenizer.json").is_file():

@@ -150,37 +150,56 @@ class BriaFiboPipeline:
         passes = [[self.encode_prompt(p, max_sequence_length) for p in prompts]]
         if guided:
             passes.append([self.encode_prompt(p, max_sequence_length) for p in negatives])
-        h, w = height // self.vae_scale_factor, width // self.vae_scale_factor
+        x = self._sample(passes, guidance_scale, height // self.vae_scale_factor,
+                         width // self.vae_scale_factor, num_inference_steps,
+                         generator=make_generator(rng, seed), latents=latents,
+                         callback=callback)
+        return x if output_type == "latent" else self.decode(x)
+
+    def _sample(self, passes: list[list[Prompt]], guidance_scale: float, h: int, w: int,
+                steps: int, *, generator: Any, latents: np.ndarray | None,
+                callback: StepCallback | None,
+                references: tuple[np.ndarray, np.ndarray] | None = None) -> np.ndarray:
+        """The final latents (B, C, h, w) of `passes` (the prompts' and, guided, the negative
+        prompts'), Euler steps from noise over the shifted sigmas. `references`: FIBO Edit's
+        picture tokens (L, C) float32 and their positions (L, 3), after the latents' in every
+        pass, their flow dropped."""
         model = self.transformer
         weight = model.x_embedder.weight
+        batch, guided = len(passes[0]), len(passes) > 1
         img_ids = np.zeros((h, w, 3), np.float32)
         img_ids[..., 1], img_ids[..., 2] = np.arange(h)[:, None], np.arange(w)[None, :]
-        tables = {length: model.rotary(np.zeros((length, 3), np.float32), img_ids.reshape(-1, 3))
+        ids = img_ids.reshape(-1, 3)
+        if references is not None:
+            ids = np.concatenate([ids, references[1]])
+        tables = {length: model.rotary(np.zeros((length, 3), np.float32), ids)
                   for length in {states.shape[1] for run in passes for states, _ in run}}
 
         def predict(tokens: Tensor, t: float, text: Prompt) -> np.ndarray:
             states, layers = text
-            return model(tokens, states, layers, np.full(1, np.float32(t) / np.float32(1000),
-                                                          np.float32),
-                         rotary=tables[states.shape[1]]).numpy().astype(np.float32)
+            out = model(tokens, states, layers, np.full(1, np.float32(t) / np.float32(1000),
+                                                         np.float32),
+                        rotary=tables[states.shape[1]]).numpy().astype(np.float32)
+            return out[:, :h * w]
 
         def flow(x: np.ndarray, t: float) -> np.ndarray:
             out = []
             for row in range(batch):  # latents (C, h, w) as tokens (h * w, C)
-                tokens = asarray(x[row].reshape(x.shape[1], -1).T[None], dtype=weight.dtype,
-                                 device=weight.device)
+                tokens = x[row].reshape(x.shape[1], -1).T
+                if references is not None:
+                    tokens = np.concatenate([tokens, references[0]])
+                tokens = asarray(tokens[None], dtype=weight.dtype, device=weight.device)
                 preds = [predict(tokens, t, run[row]) for run in passes]
                 out.append(preds[0] if not guided else combine(
                     preds[1], preds[0], None, np.float32(guidance_scale)))
             return np.concatenate(out).transpose(0, 2, 1).reshape(x.shape)
 
         # 2. the schedule: sigmas 1 .. 1/n, shifted by the number of latent pixels
-        scheduler = flow_schedule(self.scheduler_config, num_inference_steps,
+        scheduler = flow_schedule(self.scheduler_config, steps,
                                   calculate_shift(h * w, self.scheduler_config))
-        # 3. Euler steps along the flow from noise, the pictures out of the latent space
+        # 3. Euler steps along the flow from noise
         shape = (batch, int(model.config["in_channels"]), h, w)
-        x = run_euler(self.vae, scheduler, shape, flow, generator=make_generator(rng, seed),
-                      latents=latents, image=None, mask=None, strength=1.0, callback=callback,
-                      output_type="latent", device=weight.device,
-                      scale_factor=self.vae_scale_factor)
-        return x if output_type == "latent" else self.decode(x)
+        return run_euler(self.vae, scheduler, shape, flow, generator=generator,  # type: ignore[no-any-return]
+                         latents=latents, image=None, mask=None, strength=1.0,
+                         callback=callback, output_type="latent", device=weight.device,
+                         scale_factor=self.vae_scale_factor)
