@@ -247,7 +247,7 @@ FAMILIES: tuple[FamilyLoader, ...] = (
                  load_cosmos_model,
                  cosmos_defaults, latent_channels=16,
                  capabilities=lambda path, family: cosmos_capabilities(family)),
-    FamilyLoader("Bria FIBO", bria_fibo_family, load_bria_fibo_model, bria_fibo_defaults,
+    FamilyLoader("Bria FIBO (Edit)", bria_fibo_family, load_bria_fibo_model, bria_fibo_defaults,
                  latent_channels=48,
                  capabilities=lambda path, family: bria_fibo_capabilities(family)),
     # the video models: a folder or transformer file is told apart so that txt2img says to use

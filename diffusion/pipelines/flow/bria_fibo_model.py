@@ -7,6 +7,11 @@ the negative prompt "" where none is given. txt2img only: diffusers has no FIBO 
 prompt is given to SmolLM3 as it is: FIBO was trained on long structured JSON captions,
 which Bria's VLM writes from a short prompt outside diffusers' pipeline (and this one); a
 plain prompt is taken too, though Bria says the model is not meant for free-form text.
+
+FIBO Edit (`BriaFiboEditModel`, "bria-fibo-edit") is img2img as Forge Neo maps it onto edit
+models: the init image the picture to edit, the prompt the edit JSON caption, drawn at the
+request's width x height; txt2img, a mask, a strength and the hires fix are refused in one
+line.
 """
 
 from __future__ import annotations
@@ -24,9 +29,10 @@ from ..contract import Capabilities, LoadOptions, SamplingDefaults
 from ..finite import pictures_uint8
 from ..observer import Observer
 from ..request import GenerationRequest
+from .edit_refs import refuse_strength
 from .flow_model import LLMFlowModel
 
-__all__ = ["BRIA_FIBO_DEFAULTS", "BriaFiboModel", "bria_fibo_capabilities",
+__all__ = ["BRIA_FIBO_DEFAULTS", "BriaFiboEditModel", "BriaFiboModel", "bria_fibo_capabilities",
            "bria_fibo_defaults", "load_bria_fibo_model"]
 
 # BriaFiboPipeline's defaults: 30 steps at guidance 5
@@ -80,15 +86,44 @@ class BriaFiboModel(LLMFlowModel):
                 "negative_prompt": request.negative_prompt or ""}
 
 
+class BriaFiboEditModel(BriaFiboModel):
+    """A loaded FIBO Edit pipeline (`family` "bria-fibo-edit", a `BriaFiboEditPipeline` as
+    `pipe`): the init image is the picture to edit."""
+
+    def check(self, request: GenerationRequest, width: int, height: int) -> None:
+        """FIBO's checks; an init image, no mask, and no strength but the default."""
+        super().check(request, width, height)
+        if request.init_image is None:
+            raise ValueError("FIBO Edit edits a picture: give it as the init image (img2img's "
+                             "init_images, the CLI's --init-image) and the edit JSON caption "
+                             "as the prompt")
+        if request.mask is not None:
+            raise ValueError("inpainting is not supported for FIBO Edit yet; leave the mask "
+                             "out (say the region in the edit instruction)")
+        refuse_strength(request, "FIBO Edit models")
+
+    def _diffusers(self, request: GenerationRequest, prompts: list[str], seed: int,
+                   width: int, height: int, observer: Observer,
+                   cache: StepCache | None = None) -> np.ndarray:
+        """BriaFiboEditPipeline's loop on the init image."""
+        return self.pipe(prompts, image=request.init_image,  # type: ignore[no-any-return]
+                         height=height, width=width, num_inference_steps=int(request.steps),
+                         seed=seed, rng=request.rng, callback=observer.step,
+                         output_type="latent", **self._guidance(request))
+
+
 def bria_fibo_capabilities(family: str) -> Capabilities:
-    """What a Bria FIBO model takes (BriaFiboModel.capabilities says what): the loaded
-    model's, and the registry's before the weights load."""
+    """What a Bria FIBO model takes (BriaFiboModel.capabilities says what), FIBO Edit's
+    ("bria-fibo-edit") the init image as the picture to edit: the loaded model's, and the
+    registry's before the weights load."""
+    edit = family == "bria-fibo-edit"
     return Capabilities(family=family, latent_space="wan2.2", guidance="cfg", samplers=(),
-                        schedules=None, models="Bria FIBO models", step_cache=(),
-                        prompt_syntax=False, textual_inversion=False, refiner=False,
-                        control=False, variation_seeds=False, latent_upscale_resize=False,
-                        hires=False, hires_with_diffusers=False, latent_masked_content=False,
-                        memory_modes=False)
+                        schedules=None, models="FIBO Edit models" if edit else "Bria FIBO models",
+                        step_cache=(), prompt_syntax=False, textual_inversion=False,
+                        refiner=False, control=False, variation_seeds=False,
+                        latent_upscale_resize=False, hires=False, hires_with_diffusers=False,
+                        latent_masked_content=False, memory_modes=False,
+                        references=1 if edit else 0)
 
 
 def bria_fibo_defaults(path: str | os.PathLike[str], family: str) -> SamplingDefaults:
@@ -99,16 +134,19 @@ def bria_fibo_defaults(path: str | os.PathLike[str], family: str) -> SamplingDef
 
 def load_bria_fibo_model(path: str | os.PathLike[str], family: str, options: LoadOptions
                          ) -> BriaFiboModel:
-    """A Bria FIBO diffusers folder as a BriaFiboModel; `options.defaults` (the folder's
-    defaults.json) over `bria_fibo_defaults`. --base and --text-encoder files refused in one
-    line (the folder holds every part)."""
+    """A Bria FIBO (or FIBO Edit) diffusers folder as a BriaFiboModel (a BriaFiboEditModel);
+    `options.defaults` (the folder's defaults.json) over `bria_fibo_defaults`. --base and
+    --text-encoder files refused in one line (the folder holds every part)."""
     from .bria_fibo import BriaFiboPipeline
+    from .bria_fibo_edit import BriaFiboEditPipeline
 
     if options.base is not None or options.text_encoders:
         raise ValueError("a Bria FIBO folder holds every part: leave --base and "
                          "--text-encoder out")
-    pipe = BriaFiboPipeline.from_pretrained(
+    edit = family == "bria-fibo-edit"
+    pipe = (BriaFiboEditPipeline if edit else BriaFiboPipeline).from_pretrained(
         Path(path), dtype=options.dtype, device=options.device, variant=options.variant,
         offload=options.offload)
-    return BriaFiboModel(pipe, family=family, name=module_stem(Path(path)),
-                         defaults=options.defaults or BRIA_FIBO_DEFAULTS, modules=pipe.modules)
+    return (BriaFiboEditModel if edit else BriaFiboModel)(
+        pipe, family=family, name=module_stem(Path(path)),
+        defaults=options.defaults or BRIA_FIBO_DEFAULTS, modules=pipe.modules)

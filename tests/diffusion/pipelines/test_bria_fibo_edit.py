@@ -95,3 +95,32 @@ def test_edit_refusals(first_device: gpucore.Device, tiny_edit: tuple[Path, Any]
         pipe(EDIT, height=HEIGHT, width=WIDTH)
     with pytest.raises(ValueError, match="mask is not supported"):
         pipe(EDIT, image=picture, mask=picture, height=HEIGHT, width=WIDTH)
+
+
+def test_edit_from_the_cli(first_device: gpucore.Device, tiny_edit: tuple[Path, Any],
+                           tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """img2img with the picture to edit as the init image (at the request's size: the WebUI
+    resizes init images to it first): diffusers' picture at CFG 1 within a PNG's rounding;
+    txt2img and a strength refused in one line."""
+    from cli_support import cli_error, cli_ok, png_pixels
+
+    from diffusion.pipelines.families import capabilities_of
+
+    folder, reference = tiny_edit
+    capabilities = capabilities_of(folder)
+    assert capabilities is not None and capabilities.family == "bria-fibo-edit"
+    _picture(1, WIDTH, HEIGHT).save(tmp_path / "owl.png")
+    common = ("--model", str(folder), "--width", str(WIDTH), "--height", str(HEIGHT),
+              "--steps", "2", "--rng", "torch", "--seed", "7", "--dtype", "float32",
+              "--prompt", EDIT, "--cfg-scale", "1")
+    out, _ = cli_ok(capsys, "img2img", *common, "--init-image", str(tmp_path / "owl.png"),
+                    "--out", str(tmp_path / "a.png"))
+    owl = Image.open(tmp_path / "owl.png")
+    expected = _diffusers(reference, owl, guidance_scale=1.0)
+    assert np.abs(png_pixels(out) - expected).mean() < 0.01  # a PNG's rounding
+    assert "init image" in cli_error(capsys, "txt2img", *common,
+                                     "--out", str(tmp_path / "x.png"))
+    assert "strength" in cli_error(capsys, "img2img", *common, "--init-image",
+                                   str(tmp_path / "owl.png"), "--strength", "0.5",
+                                   "--out", str(tmp_path / "x.png"))
+    assert not (tmp_path / "x.png").exists()
