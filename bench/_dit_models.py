@@ -152,6 +152,15 @@ SANA_1600M: dict[str, Any] = dict(
 # Sana_1600M_4Kpx's: the same blocks, 128 x 128 latents with sin-cos positions (the converter's
 # interpolation_scale 2.0 at 4096 px)
 SANA_4K: dict[str, Any] = dict(SANA_1600M, sample_size=128, interpolation_scale=2.0)
+# PixArt-alpha/PixArt-Sigma-XL-2-1024-MS's transformer/config.json: 28 blocks 1152 wide (16
+# heads of 72), T5 XXL's 4096-wide states, 128 x 128 latents at interpolation scale 2, no size
+# embeddings, the learned-sigma output
+PIXART_SIGMA: dict[str, Any] = dict(
+    num_attention_heads=16, attention_head_dim=72, in_channels=4, out_channels=8,
+    num_layers=28, cross_attention_dim=1152, caption_channels=4096, attention_bias=True,
+    sample_size=128, patch_size=2, interpolation_scale=2, use_additional_conditions=False,
+    activation_fn="gelu-approximate", norm_type="ada_norm_single", norm_eps=1e-6,
+    norm_elementwise_affine=False, num_embeds_ada_norm=1000)
 # HiDream-ai/HiDream-I1-Full's transformer/config.json: 16 double and 32 single blocks 2560
 # wide (20 heads of 128), 4 routed experts top 2; block i reads Llama 3.1 8B's layer i, blocks
 # 32 on its last (31); T5's and Llama's 4096-wide states, the two CLIPs' 2048 pooled features
@@ -187,6 +196,20 @@ COSMOS2: dict[str, Any] = dict(
     num_layers=28, mlp_ratio=4.0, text_embed_dim=1024, adaln_lora_dim=256,
     max_size=(128, 240, 240), patch_size=(1, 2, 2), rope_scale=(1.0, 4.0, 4.0),
     concat_padding_mask=True, extra_pos_embed_type=None)
+
+# Ideogram4Transformer2DModel's defaults, ideogram-ai/ideogram-v4's transformer (9B: 34 blocks
+# of 18 heads of 256), Qwen3-VL-8B's 13 taps of 4096
+IDEOGRAM4: dict[str, Any] = dict(
+    in_channels=128, num_layers=34, attention_head_dim=256, num_attention_heads=18,
+    intermediate_size=12288, adaln_dim=512, llm_features_dim=53248, rope_theta=5_000_000,
+    mrope_section=(24, 20, 20), norm_eps=1e-5)
+# fal/AuraFlow-v0.3's transformer/config.json: 4 joint and 32 single blocks of 12 heads of 256,
+# Pile-T5 XL's 2048-wide states, a 96 x 96 position table
+AURAFLOW: dict[str, Any] = dict(
+    sample_size=64, patch_size=2, in_channels=4, num_mmdit_layers=4, num_single_dit_layers=32,
+    attention_head_dim=256, num_attention_heads=12, joint_attention_dim=2048,
+    caption_projection_dim=3072, out_channels=4, pos_embed_max_size=9216)
+
 _TINY_DIT = dict(num_layers=1, attention_head_dim=16, num_attention_heads=2)
 TINY: dict[str, dict[str, Any]] = {
     "qwenimage": dict(QWEN_IMAGE, **_TINY_DIT, joint_attention_dim=40, axes_dims_rope=(4, 6, 6)),
@@ -242,6 +265,12 @@ TINY: dict[str, dict[str, Any]] = {
                      text_embed_dim=40, time_embed_dim=24, condition_dim=8),
     "cosmos2": dict(COSMOS2, num_layers=1, attention_head_dim=16, num_attention_heads=2,
                     text_embed_dim=40, adaln_lora_dim=8),
+    "ideogram4": dict(IDEOGRAM4, num_layers=1, attention_head_dim=16, num_attention_heads=2,
+                      intermediate_size=48, adaln_dim=24, llm_features_dim=520,
+                      mrope_section=(2, 2, 2)),
+    "auraflow": dict(AURAFLOW, num_mmdit_layers=1, num_single_dit_layers=1,
+                     attention_head_dim=16, num_attention_heads=2, joint_attention_dim=40,
+                     caption_projection_dim=32, pos_embed_max_size=64),
     "ernie": dict(ERNIE, hidden_size=32, num_attention_heads=2, num_layers=1,
                   ffn_hidden_size=48, in_channels=16, out_channels=16, text_in_dim=40,
                   rope_axes_dim=(4, 6, 6)),
@@ -249,6 +278,8 @@ TINY: dict[str, dict[str, Any]] = {
     "hidream": dict(HIDREAM, num_layers=1, num_single_layers=1, attention_head_dim=8,
                     num_attention_heads=4, caption_channels=[24, 20], text_emb_dim=16,
                     axes_dims_rope=(4, 2, 2), llama_layers=[2, 0]),
+    "pixart": dict(PIXART_SIGMA, num_attention_heads=2, attention_head_dim=12, num_layers=1,
+                   cross_attention_dim=24, caption_channels=40, sample_size=8),
     # Sana's cross-attention heads wider than its linear-attention heads, as the real model's
     "sana": dict(SANA_1600M, num_attention_heads=2, attention_head_dim=8, num_layers=1,
                  num_cross_attention_heads=2, cross_attention_head_dim=12,

@@ -53,14 +53,21 @@ and Llama 3.1 8B's 32 layers of 128 tokens, unmasked (bench/_dit_hidream.py). ER
 CogView4-6B's (28 blocks 4096 wide) at 4096 patches after 128 GLM-4 tokens, Cosmos Predict2
 2B Text2Image's (28 blocks 2048 wide) at one frame of 4096 patches after T5's 512 places
 (bench/_dit_cogview4.py).
+Ideogram 4's conditional transformer (9B: 34 blocks) at 4096 patches after 256 prompt tokens of
+Qwen3-VL's 13 taps (bench/_dit_ideogram4.py: diffusers' packed sequence with its segment mask,
+ours unmasked, the features on the device once, prefix_ms).
+PixArt-Σ XL/2 1024's at 4096 patches for 40 real tokens of its 300-token T5 block
+(bench/_dit_pixart.py).
+AuraFlow v0.3's (4 joint and 32 single blocks 3072 wide) at 4096 patches after UMT5's 256
+states, 64 a prompt's and the padding's zeroed (bench/_dit_auraflow.py).
 Rows run smallest first, each caught on its own: an out-of-memory model loses its row only,
 recorded with its error.
 
-BENCH_MODELS picks them, comma-separated, from sana, qwen3_8b, qwen25vl, qwen3vl_8b, sana4k,
-lumina2, qwenimage21, krea2, kandinsky5, longcat, ovis, fibo, ernie, cosmos2, cogview4,
-flux2klein, chroma, kontext, qwenimage, qwenimageedit, hunyuanimage, hunyuanvideo15,
-hunyuanvideo, hidream, ltx2 (the default: all, in that order), plus zimage and qwen3
-(bench/zimage.py's rows).
+BENCH_MODELS picks them, comma-separated, from sana, pixart, qwen3_8b, qwen25vl, qwen3vl_8b,
+sana4k, lumina2, qwenimage21, krea2, kandinsky5, longcat, ovis, fibo, ernie, cosmos2, cogview4,
+ideogram4, auraflow, flux2klein, chroma, kontext, qwenimage, qwenimageedit, hunyuanimage,
+hunyuanvideo15, hunyuanvideo, hidream, ltx2 (the default: all, in that order), plus zimage and
+qwen3 (bench/zimage.py's rows).
 BENCH_ACC16=1 adds each float16 transformer's step with every GEMM's f16 accumulators (`float16
 acc16`, `--fp16-accumulation`). BENCH_KERNELS=1 adds each float16 row's fifteen longest kernels
 (`kernels`: calls and GPU ms of one more step, timestamps on). `--quick`: tiny configs (a smoke
@@ -79,6 +86,7 @@ import numpy as np
 
 import gpucore
 
+from . import _dit_auraflow as _auraflow
 from . import _dit_cogview4 as _cogview4
 from . import _dit_ernie as _ernie
 from . import _dit_fibo as _fibo
@@ -87,12 +95,14 @@ from . import _dit_hidream as _hidream
 from . import _dit_hunyuan_video as _hunyuan_video
 from . import _dit_hunyuan_video15 as _hunyuan_video15
 from . import _dit_hunyuanimage as _hunyuanimage
+from . import _dit_ideogram4 as _ideogram4
 from . import _dit_kandinsky5 as _kandinsky5
 from . import _dit_krea2 as _krea2
 from . import _dit_longcat as _longcat
 from . import _dit_ltx2 as _ltx2
 from . import _dit_lumina2 as _lumina2
 from . import _dit_ovis as _ovis
+from . import _dit_pixart as _pixart
 from . import _dit_qwen21 as _qwen21
 from . import _dit_sana as _sana
 from . import _harness
@@ -106,7 +116,8 @@ _ROW_MODULES = {name: module for module in (_flux_qwen, _qwen21, _krea2, _kandin
                                                _hunyuanimage, _hunyuan_video15, _ltx2,
                                                _lumina2, _hunyuan_video, _longcat, _ovis,
                                                _sana, _hidream, _ernie,
-                                               _cogview4, _fibo)
+                                               _cogview4, _ideogram4, _pixart, _auraflow,
+                                               _fibo)
                 for name in module.NAMES}
 COLUMNS = ["model", "impl", "dtype", "dispatches", "rel_err", "gpu_ms", "wall_ms", "peak_gib",
            "vs_bf16", "prefix_ms", "error"]
@@ -262,10 +273,11 @@ def _one_model(name: str, quick: bool, device: gpucore.Device, cuda: Any
     return rows
 
 
-DEFAULT = ("sana", "qwen3_8b", "qwen25vl", "qwen3vl_8b", "sana4k", "lumina2", "qwenimage21",
+DEFAULT = ("sana", "pixart",
+           "qwen3_8b", "qwen25vl", "qwen3vl_8b", "sana4k", "lumina2", "qwenimage21",
            "krea2", "kandinsky5", "longcat", "ovis", "fibo", "ernie", "cosmos2", "cogview4",
-           "flux2klein", "chroma", "kontext", "qwenimage", "qwenimageedit", "hunyuanimage",
-           "hunyuanvideo15", "hunyuanvideo", "hidream", "ltx2")
+           "ideogram4", "auraflow", "flux2klein", "chroma", "kontext", "qwenimage", "qwenimageedit",
+           "hunyuanimage", "hunyuanvideo15", "hunyuanvideo", "hidream", "ltx2")
 
 
 def run(quick: bool = False) -> dict[str, Any]:

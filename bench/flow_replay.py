@@ -6,12 +6,16 @@ comma-separated:
 
 - sana (the default): Sana 1600M, SanaPipeline's 20 steps of its DPM-Solver++ on flow sigmas,
   CFG 4.5 with an empty negative prompt (one batch of 2), the DC-AE;
-- zimage: Z-Image Turbo, ZImagePipeline's 8 Euler steps without CFG, FLUX's VAE.
+- zimage: Z-Image Turbo, ZImagePipeline's 8 Euler steps without CFG, FLUX's VAE;
+- cosmos2: Cosmos Predict2 2B Text2Image, Cosmos2TextToImagePipeline's 35 EDM Euler steps with
+  CFG 7 (one batch of 2, T5's 512 places each), the steps alone (the latents: random weights'
+  leave the VAE's range, whose decode then gives NaN).
 
 Random weights at the real configs (SANA_1600M and the f32c32 DC-AE's; bench/zimage.py's
-ZIMAGE_TURBO and FLUX's VAE), filled in place on the device; the text encoders are left out:
-the prompt's states are random (Sana: 62 real tokens, as bench/_dit_sana.py's prompt, the
-negative prompt's 1; Z-Image: 64 tokens), so the seconds are the steps and the decode. Seconds:
+ZIMAGE_TURBO and FLUX's VAE; bench/_dit_models.py's COSMOS2 and Wan 2.1's VAE), filled in place
+on the device; the text encoders are left out: the prompt's states are random (Sana: 62 real
+tokens, as bench/_dit_sana.py's prompt, the negative prompt's 1; Z-Image: 64 tokens; Cosmos:
+512 places), so the seconds are the steps and the decode. Seconds:
 the median of 3 pictures after a warm-up one; step_s: the mean time between step callbacks
 (each follows the latents' read-back), the first step left out; peak_gib: the device's peak
 allocation over the timed pictures (the decode borrows the step capture's scratch: no second
@@ -128,9 +132,40 @@ def _zimage(quick: bool, dtype: Any, device: gpucore.Device) -> Any:
     return pipe
 
 
+def _cosmos2(quick: bool, dtype: Any, device: gpucore.Device) -> Any:
+    """A Cosmos2TextToImagePipeline of random weights whose T5 states are random (no T5)."""
+    from diffusion.models.cosmos import CosmosTransformer3DModel
+    from diffusion.models.wan_vae import AutoencoderKLWan
+    from diffusion.pipelines.flow.cosmos import Cosmos2TextToImagePipeline
+
+    from ._dit_models import COSMOS2, TINY
+    from .wan import TINY as TINY_WAN
+    from .wan import VAE21
+
+    config = dict(TINY["cosmos2"], in_channels=4, out_channels=4) if quick else COSMOS2
+    vae_config = TINY_WAN["wan21_1_3b"][1] if quick else dict(
+        VAE21, latents_mean=[0.0] * 16, latents_std=[1.0] * 16)
+    place = {"dtype": dtype, "device": device}
+    pipe = Cosmos2TextToImagePipeline(
+        transformer=_random(CosmosTransformer3DModel(config, **place), 0),
+        vae=_random(AutoencoderKLWan(vae_config, **place), 1),  # (not run: the steps alone)
+        text_encoder=None, tokenizer=None,  # type: ignore[arg-type]
+        scheduler_config={"use_karras_sigmas": True})
+    states = np.random.default_rng(2).standard_normal((1, 512, config["text_embed_dim"]))
+
+    def encode_prompt(prompts: Any, max_sequence_length: int = 512) -> np.ndarray:
+        return np.repeat(states.astype(np.float32), len(prompts), 0)
+
+    pipe.encode_prompt = encode_prompt  # type: ignore[method-assign]
+    return pipe
+
+
 MODELS: dict[str, tuple[Callable[..., Any], dict[str, Any]]] = {
     "sana": (_sana, {"num_inference_steps": 20, "guidance_scale": 4.5}),
     "zimage": (_zimage, {"num_inference_steps": 8, "guidance_scale": 0.0}),
+    # the steps alone: random weights' latents leave any VAE's range by the last step
+    "cosmos2": (_cosmos2, {"num_inference_steps": 35, "guidance_scale": 7.0,
+                           "output_type": "latent"}),
 }
 
 

@@ -10,6 +10,7 @@ from typing import Any
 from flow_tiny import FLUX_DEV_SCHEDULER
 from sd_tiny import randomized
 from wan_tiny import WAN22_VAE_TINY, tiny_wan22_vae
+from wan_tiny import tiny_wan_vae as tiny_wan_vae  # Wan 2.1's 8x VAE: the folder refusal's
 from zimage_tiny import tiny_qwen_tokenizer, transformers_tokenizer
 
 # SmolLM3's vocabulary size: an empty prompt is token 128000 (the pipeline's "<|begin_of_text|>")

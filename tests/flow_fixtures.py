@@ -223,6 +223,17 @@ def tiny_hunyuan_video_i2v(tmp_path_factory: pytest.TempPathFactory) -> tuple[Pa
 
 
 @pytest.fixture(scope="session")
+def tiny_bria(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Any]:
+    """(the folder `root / "bria"`, diffusers' BriaPipeline) of tiny random parts: the
+    pipeline's, the CLI's, the LoRA's and the server's tests."""
+    pytest.importorskip("diffusers", reason="diffusers is a test-only reference")
+    from bria_tiny import tiny_bria_pipeline
+
+    root = tmp_path_factory.mktemp("tiny-bria")
+    return root / "bria", tiny_bria_pipeline(root)
+
+
+@pytest.fixture(scope="session")
 def tiny_longcat(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Any]:
     """(the folder `root / "longcat-image"`, diffusers' LongCatImagePipeline) of tiny random
     parts: the pipeline's, the CLI's, the LoRA's and the server's tests."""
@@ -264,3 +275,58 @@ def tiny_cogview4(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Any]:
 
     root = tmp_path_factory.mktemp("tiny-cogview4")
     return root / "cogview4", tiny_cogview4_pipeline(root)
+
+
+@pytest.fixture(scope="session")
+def tiny_qwenimage_edit(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Any]:
+    """(the folder `root / "qwen-edit"`, diffusers' QwenImageEditPipeline) of tiny random
+    parts (its reference read at diffusers' area: see qwenedit_tiny.read_at_area)."""
+    pytest.importorskip("diffusers", reason="diffusers is a test-only reference")
+    from qwenedit_tiny import tiny_qwenimage_edit_pipeline
+
+    root = tmp_path_factory.mktemp("tiny-qwen-edit")
+    return root / "qwen-edit", tiny_qwenimage_edit_pipeline(root)
+
+
+@pytest.fixture(scope="session")
+def tiny_qwenimage_layered(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Any]:
+    """(the folder `root / "layered"`, diffusers' QwenImageLayeredPipeline) of tiny random
+    parts (qwenimage_tiny.tiny_qwenimage_layered_pipeline)."""
+    pytest.importorskip("diffusers", reason="diffusers is a test-only reference")
+    from qwenimage_tiny import tiny_qwenimage_layered_pipeline
+
+    root = tmp_path_factory.mktemp("tiny-qwen-layered")
+    return root / "layered", tiny_qwenimage_layered_pipeline(root)
+
+
+@pytest.fixture(scope="session")
+def tiny_cosmos2_t2i(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Any]:
+    """(the folder `root / "cosmos2-t2i"`, diffusers' Cosmos2TextToImagePipeline) of tiny
+    random parts."""
+    pytest.importorskip("diffusers", reason="diffusers is a test-only reference")
+    from cosmos_tiny import tiny_cosmos2_t2i_pipeline
+
+    root = tmp_path_factory.mktemp("cosmos")
+    return root / "cosmos2-t2i", tiny_cosmos2_t2i_pipeline(root)
+
+
+@pytest.fixture(scope="session")
+def tiny_pixart(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Any]:
+    """(the folder `root / "pixart"`, diffusers' PixArtSigmaPipeline) of tiny random parts
+    (pixart_tiny: the pipeline's, the CLI's and the server's tests)."""
+    pytest.importorskip("diffusers", reason="diffusers is a test-only reference")
+    from pixart_tiny import tiny_pixart_pipeline
+
+    root = tmp_path_factory.mktemp("tiny-pixart")
+    return root / "pixart", tiny_pixart_pipeline(root)
+
+
+@pytest.fixture(scope="session")
+def tiny_auraflow(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Any]:
+    """(the folder `root / "auraflow"`, diffusers' AuraFlowPipeline) of tiny random parts:
+    the pipeline's, the CLI's, the LoRA's and the server's tests."""
+    pytest.importorskip("diffusers", reason="diffusers is a test-only reference")
+    from auraflow_tiny import tiny_auraflow_pipeline
+
+    root = tmp_path_factory.mktemp("tiny-auraflow")
+    return root / "auraflow", tiny_auraflow_pipeline(root)

@@ -3,6 +3,8 @@ a T5 encoder, a T5-shaped Unigram tokenizer.json, and a whole FLUX pipeline fold
 
 from __future__ import annotations
 
+import math
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
@@ -33,20 +35,31 @@ def tiny_t5(seed: int = 5) -> Any:
     return randomized(transformers.T5EncoderModel(transformers.T5Config(**T5_TINY)), seed)
 
 
+def t5_pieces() -> list[tuple[str, float]]:
+    """The Unigram pieces of CORPUS with their log-probabilities: <pad> 0, </s> 1, <unk> 2,
+    each word after a space (most frequent first), the space alone, then each letter. Built,
+    not trained: tokenizers' UnigramTrainer breaks ties in hash order, which differs from
+    process to process, and a test asserting that a prompt matters then passed or failed with
+    the draw."""
+    words = Counter(word for line in CORPUS for word in line.split())
+    total = sum(words.values())
+    ranked = sorted(words.items(), key=lambda item: (-item[1], item[0]))
+    letters = sorted({letter for word in words for letter in word})
+    return [("<pad>", 0.0), ("</s>", 0.0), ("<unk>", 0.0),
+            *[("\u2581" + word, math.log(count / total)) for word, count in ranked],
+            ("\u2581", -10.0), *[(letter, -12.0) for letter in letters]]
+
+
 def tiny_t5_tokenizer(folder: Path) -> Path:
     """A T5-shaped tokenizer.json (<pad> 0, </s> 1, <unk> 2; NFKC, Metaspace, Unigram of
-    T5_TINY's 120 pieces, "$A </s>") in `folder`."""
+    `t5_pieces()`, "$A </s>") in `folder`: the same file in every process."""
     from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, processors
-    from tokenizers.trainers import UnigramTrainer
 
-    tokenizer = Tokenizer(models.Unigram())
+    tokenizer = Tokenizer(models.Unigram(t5_pieces(), unk_id=2))
     tokenizer.normalizer = normalizers.Sequence([normalizers.NFKC(),
                                                  normalizers.Replace("  ", " ")])
     tokenizer.pre_tokenizer = pre_tokenizers.Metaspace()
     tokenizer.decoder = decoders.Metaspace()
-    tokenizer.train_from_iterator(CORPUS * 10, UnigramTrainer(
-        vocab_size=T5_TINY["vocab_size"], special_tokens=["<pad>", "</s>", "<unk>"],
-        unk_token="<unk>"))
     tokenizer.post_processor = processors.TemplateProcessing(
         single="$A </s>", special_tokens=[("</s>", 1)])
     folder.mkdir(parents=True, exist_ok=True)

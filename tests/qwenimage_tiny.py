@@ -68,3 +68,26 @@ def tiny_qwenimage_pipeline(root: Path) -> Any:
         transformer=tiny_qwenimage_transformer())
     pipe.save_pretrained(root / "qwen-image")
     return pipe
+
+
+def tiny_qwenimage_layered_pipeline(root: Path) -> Any:
+    """diffusers' QwenImageLayeredPipeline of tiny random parts (the layered transformer: the
+    RGBA timestep row, 3D rope; a 4-channel VAE; no processor: only diffusers' captioning
+    reads it) saved to `root / "layered"`; returns the pipeline."""
+    import diffusers
+
+    # 8 latent channels: with 4, as many as the picture's, diffusers takes it for latents
+    layered = dict(QWENIMAGE_TINY, in_channels=32, out_channels=8, use_additional_t_cond=True,
+                   use_layer3d_rope=True)
+    vae = dict(QWENIMAGE_VAE_TINY, z_dim=8, input_channels=4,
+               latents_mean=[0.3, -0.2, 0.1, 0.5, -0.4, 0.2, 0.0, -0.1],
+               latents_std=[1.5, 0.8, 2.0, 1.1, 0.9, 1.3, 1.7, 0.7])
+    pipe = diffusers.QwenImageLayeredPipeline(
+        scheduler=diffusers.FlowMatchEulerDiscreteScheduler(**QWENIMAGE_SCHEDULER),
+        vae=randomized(diffusers.AutoencoderKLQwenImage(**vae), 5),
+        text_encoder=tiny_qwen25vl(),
+        tokenizer=transformers_tokenizer(tiny_qwen_tokenizer(root / "tokenizer")),
+        processor=None,
+        transformer=randomized(diffusers.QwenImageTransformer2DModel(**layered), 7, scale=0.3))
+    pipe.save_pretrained(root / "layered")
+    return pipe

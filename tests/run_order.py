@@ -40,6 +40,8 @@ FAMILIES: tuple[tuple[str, tuple[str, ...], tuple[str, ...]], ...] = (
     ("qwen-image", ("qwenimage_tiny", "qwenedit_tiny"), ()),
     ("z-image", ("zimage_tiny",), ()),
     ("hidream", ("hidream_tiny", "hidream_text_tiny", "hidream_pipe_tiny"), ()),
+    ("bria", ("bria_tiny",), ("tiny_bria",)),
+    ("bria-fibo", ("bria_fibo_tiny",), ()),
     ("flow", ("flow_tiny", "xflux_reference"), ("tiny_flux_dev", "tiny_chroma", "tiny_sd3")),
     ("sdxl", ("sdxl_tiny",), ()),
     ("hunyuan-video-1.5", ("hunyuan_video15_pipe_tiny",), ("tiny_hunyuan_video15_i2v",)),
@@ -48,7 +50,11 @@ FAMILIES: tuple[tuple[str, tuple[str, ...], tuple[str, ...]], ...] = (
     ("ovis-image", ("ovis_image_tiny",), ("tiny_ovis",)),
     ("ernie-image", ("ernie_image_tiny",), ("tiny_ernie",)),
     ("cogview4", ("cogview4_tiny",), ("tiny_cogview4",)),
+    ("pixart", ("pixart_tiny",), ("tiny_pixart",)),
     ("sana-video", ("sana_video_tiny",), ()),
+    ("ideogram4", ("ideogram4_tiny",), ()),
+    ("auraflow", ("auraflow_tiny",), ("tiny_auraflow",)),
+    ("helios", ("helios_tiny",), ()),
 )
 
 

@@ -126,3 +126,15 @@ def test_cogview4_and_cosmos2_quick_rows(monkeypatch: pytest.MonkeyPatch) -> Non
         assert "error" not in ours, ours
         assert 0 < ours["rel_err"] < 5e-3  # float16 against torch float32 on the CPU
         assert ours["dispatches"] > 0 and ours["prefix_ms"] > 0
+
+
+def test_pixart_quick_row_matches_the_reference(monkeypatch: pytest.MonkeyPatch) -> None:
+    """PixArt-Σ's row on its tiny config: ours within float16 of diffusers' step (the T5
+    block's padding masked on both sides)."""
+    from bench import dit_families
+
+    monkeypatch.setenv("BENCH_MODELS", "pixart")
+    rows = dit_families.run(quick=True)["rows"]
+    assert [(row["model"], row["impl"]) for row in rows] == [
+        ("pixart", "reference"), ("pixart", "ours")]
+    assert 0 < rows[1]["rel_err"] < 5e-3 and rows[1]["dispatches"] > 0

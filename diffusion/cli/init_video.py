@@ -5,8 +5,10 @@ strength=)`. The video is read before the model loads: its frame count is the ru
 first --frames), its size too unless --width / --height resize it (Lanczos, as diffusers'
 video processor); a count or size Wan cannot take, a strength that leaves no step and what the
 init video does not go with are refused in one line. For Cosmos Predict2.5 `--init-video` is
-the video to continue (video2world, cli.txt2vid_cosmos25), for SkyReels V2 diffusion forcing
-the video to extend (cli.txt2vid_skyreels)."""
+the video to continue (video2world, cli.txt2vid_cosmos25); for SkyReels V2 diffusion forcing
+the video to extend (cli.txt2vid_skyreels); for Lucy Edit the video to edit as the prompt says
+(the whole schedule from noise: no strength), read as Wan's; for Helios the video to
+continue (cli.txt2vid_helios)."""
 
 from __future__ import annotations
 
@@ -24,13 +26,15 @@ DEFAULT_STRENGTH = 0.8  # diffusers' WanVideoToVideoPipeline's
 
 def add_init_video_options(sub: argparse.ArgumentParser) -> None:
     """Add the video-to-video options to `sub` (txt2vid)."""
-    group = sub.add_argument_group("video-to-video (Wan's text-to-video models; Cosmos "
-                                   "Predict2.5's video2world; SkyReels V2's extension)")
+    group = sub.add_argument_group("video-to-video (Wan's text-to-video models; Lucy Edit; "
+                                   "Cosmos Predict2.5's video2world; SkyReels V2's "
+                                   "extension)")
     group.add_argument("--init-video", metavar="VIDEO|DIR",
                        help="Wan: a video to redraw as the prompt says: an .mp4 / .webm (PyAV), "
                             "an animated .webp / .gif, or a folder of frames in name order; its "
                             "frame count (1 + 4k; or its first --frames) and size (multiples of "
-                            "16; or resized to --width x --height) are the video's. Cosmos "
+                            "16; or resized to --width x --height) are the video's. Lucy Edit: "
+                            "the video to edit as --prompt says, read likewise. Cosmos "
                             "Predict2.5: the video to continue (video2world): its last 5 frames, "
                             "resized to --width x --height, begin the --frames made (Cosmos "
                             "Predict2 Video2World: all its frames). SkyReels V2 diffusion "
@@ -45,10 +49,11 @@ def add_init_video_options(sub: argparse.ArgumentParser) -> None:
 def init_video_of(args: argparse.Namespace, animate: bool, most: int) -> list[Any] | None:
     """--init-video's frames (PIL images) as the run takes them, its frame count and size set
     as --frames, --width and --height where they are not given (at most `most` frames), and
-    --denoising-strength (DEFAULT_STRENGTH unless given); None without a video. ValueError
-    in one line for a strength without a video, a video with what it does not go with (Wan
-    Animate, Wan VACE's options, another family than Wan's), a strength out of range or leaving no
-    step, a frame count or size Wan cannot take."""
+    --denoising-strength (DEFAULT_STRENGTH unless given; Lucy Edit: None); None without a
+    video. ValueError in one line for a strength without a video, a video with what it does
+    not go with (Wan Animate, Wan VACE's options, another family than Wan's and Lucy Edit's),
+    a strength out of range or leaving no step (Lucy Edit: any strength), a frame count or size
+    Wan cannot take, a Lucy Edit folder without a video or on img2vid."""
     from ..pipelines.video.models import video_defaults, video_family_name
     from ..pipelines.video.wan_schedule import check_strength
 
@@ -60,22 +65,37 @@ def init_video_of(args: argparse.Namespace, animate: bool, most: int) -> list[An
         from .txt2vid_cosmos25 import video_to_continue
 
         return video_to_continue(args, Path(path))
+    if path is not None and not animate and video_family_name(args.model) == "helios":
+        from .txt2vid_helios import video_to_continue as helios_video
+
+        return helios_video(args, Path(path), most)
     if path is not None and not animate and video_family_name(args.model) == "skyreels-v2-df":
         from .txt2vid_skyreels import video_to_extend
 
         return video_to_extend(args, Path(path), most)
-    args.denoising_strength = DEFAULT_STRENGTH if strength is None else strength
+    lucy = not animate and video_family_name(args.model) == "lucy-edit"
+    if lucy and (path is None or args.command != "txt2vid"):
+        raise ValueError(f"{args.model} is Lucy Edit, which edits a video: use `txt2vid "
+                         f"--model {args.model} --init-video IN.mp4 --prompt 'the edit'`")
+    if lucy and strength is not None:  # (it stays None: the whole schedule runs)
+        from ..pipelines.video.wan_refuse import refuse_lucy
+
+        refuse_lucy(image=False, cache_kind=None, guidance_scale_2=None, control=None,
+                    strength="--denoising-strength")
+    if not lucy:
+        args.denoising_strength = DEFAULT_STRENGTH if strength is None else strength
     if path is None:
         return None
-    if animate or video_family_name(args.model) != "wan":
+    if not lucy and (animate or video_family_name(args.model) != "wan"):
         raise ValueError("--init-video is for Wan's text-to-video models (Wan 2.1, Wan 2.2; "
-                         "Cosmos Predict2 and 2.5 continue one, SkyReels V2 diffusion forcing "
-                         "extends one); this model does not redraw a video")
+                         "Lucy Edit edits one, Cosmos Predict2 and 2.5 continue one, SkyReels V2 "
+                         "diffusion forcing extends one); this model does not redraw a video")
     if vace_named(args):
         raise ValueError(f"--init-video and {vace_named(args)} do not go together: a Wan VACE "
                          "model edits a video through --control-video and --control-mask")
-    steps = video_defaults(args.model).steps if args.steps is None else args.steps
-    check_strength(args.denoising_strength, steps, ("--denoising-strength", "--steps"))
+    if not lucy:
+        steps = video_defaults(args.model).steps if args.steps is None else args.steps
+        check_strength(args.denoising_strength, steps, ("--denoising-strength", "--steps"))
     from ..pipelines.video.files import read_frames
     from ..pipelines.video.wan_video2video import fit_init_video
 

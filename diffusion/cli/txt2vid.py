@@ -1,17 +1,18 @@
 """`python -m diffusion txt2vid --model FOLDER --prompt TEXT -o out.mp4`: Wan, Kandinsky 5
 Video Lite, HunyuanVideo, HunyuanVideo 1.5, LTX-2 (video with audio), Cosmos Predict2.5,
-SkyReels V2 and SANA-Video text-to-video from the command line (cli.txt2vid_kandinsky5,
+SkyReels V2, SANA-Video and Helios text-to-video from the command line (cli.txt2vid_kandinsky5,
 cli.txt2vid_hunyuan_video, cli.txt2vid_hunyuan_video15, cli.txt2vid_ltx2, cli.txt2vid_cosmos25,
 cli.txt2vid_skyreels: the others' runs), and `img2vid --image IN.png` (Wan 2.1 / 2.2 A14B I2V,
 Wan 2.2 TI2V 5B, SkyReels V2 I2V, Kandinsky 5, HunyuanVideo-I2V, HunyuanVideo 1.5 I2V or
 Cosmos Predict2.5 animating a picture); Wan VACE's control video, mask and reference pictures
 on txt2vid (cli.vace), Wan's video-to-video (`--init-video`, `--denoising-strength`:
-cli.init_video), and Wan 2.2 Animate's picture, pose, face, background and mask videos
-(cli.animate). `--model FILE --base FOLDER` runs ComfyUI's split files (and GGUFs, and Wan 2.2
-Animate's original single file) with a diffusers folder giving the rest; `--model-2` is Wan
-2.2 A14B's low-noise expert. The frame count (1 + 4k), size (multiples of 16), fps, picture,
-files and output are checked before the model loads, what is not given is the model family's
-default (pipelines.video.models); a bad one ends in one `error: ...` line."""
+cli.init_video; Lucy Edit's video edits, `--init-video`), and Wan 2.2 Animate's picture,
+pose, face, background and mask videos (cli.animate). `--model FILE --base FOLDER` runs
+ComfyUI's split files (and GGUFs, and Wan 2.2 Animate's original single file) with a
+diffusers folder giving the rest; `--model-2` is Wan 2.2 A14B's low-noise expert. The frame
+count (1 + 4k), size (multiples of 16), fps, picture, files and output are checked before the
+model loads, what is not given is the model family's default (pipelines.video.models); a bad
+one ends in one `error: ...` line."""
 
 from __future__ import annotations
 
@@ -67,6 +68,8 @@ EXAMPLE = """example:
       --control-video pose.mp4 --reference-image robot.png --frames 33 -o robot.mp4
   python -m diffusion txt2vid --model ./Wan2.1-T2V-1.3B-Diffusers --prompt "a snowy street" \\
       --init-video street.mp4 --denoising-strength 0.7 -o snowy.mp4
+  python -m diffusion txt2vid --model ./Lucy-Edit-Dev --init-video me.mp4 \\
+      --prompt "change the shirt to a red leather jacket" -o jacket.mp4
   python -m diffusion txt2vid --model ./Wan2.2-Animate-14B-Diffusers --prompt "a dancer" \\
       --animate-image me.png --pose-video pose.mp4 --face-video face.mp4 \\
       --width 1280 --height 720 -o me.mp4
@@ -337,12 +340,15 @@ def run(args: argparse.Namespace) -> int:
     if family == "sana-video":
         from .txt2vid_sana_video import run_sana_video
         return run_sana_video(args, out, _dtype(args.dtype), image)
+    if family == "helios":
+        from .txt2vid_helios import run_helios
+        return run_helios(args, out, _dtype(args.dtype), image, init)
     if family == "ltx-2":
         from .txt2vid_ltx2 import run_ltx2
 
         return run_ltx2(args, out, _dtype(args.dtype), image)
     from ..loaders.wan.sources import animate_face_size, resolve_wan
-    from ..pipelines.video import WanAnimatePipeline, WanPipeline, video_cache
+    from ..pipelines.video import LucyEditPipeline, WanAnimatePipeline, WanPipeline, video_cache
     from ..pipelines.video.wan_refuse import wan_refusals_of
 
     folder, files = resolve_wan(_source(args))
@@ -359,7 +365,8 @@ def run(args: argparse.Namespace) -> int:
     pixels = animate_pixels_of(args, animate_face_size(folder, files), MAX_FRAMES) \
         if animate else None
     mode = memory_mode(args)  # a memory mode loads each network straight to host memory
-    network = WanAnimatePipeline if animate else WanPipeline
+    network = WanAnimatePipeline if animate else LucyEditPipeline if family == "lucy-edit" \
+        else WanPipeline  # (Lucy Edit: the --init-video it edits beside the noise)
     pipe = network.from_pretrained(folder, dtype=_dtype(args.dtype),
                                    offload=args.offload or bool(mode), files=files)
     pipe.set_memory_mode(mode)

@@ -229,12 +229,14 @@ def _lumina2(config: dict[str, Any]) -> dict[str, list[Part]]:
 def dit_aliases(model: Any, shapes: dict[str, tuple[int, ...]]) -> dict[str, list[Part]]:
     """Kohya's flat name -> the parts it patches, for a FLUX, SD3, Z-Image, Lumina 2, Wan,
     Krea 2, HunyuanVideo or HunyuanImage 2.1 transformer (`shapes`: module path -> weight shape);
-    empty for other models (FLUX.2's, HiDream-I1's, Kandinsky 5's). Parts whose module the
-    model lacks (schnell's guidance embedder, SD3 blocks without dual attention, Wan 2.1 T2V's
-    image projections) are left out."""
+    empty for other models (FLUX.2's, HiDream-I1's, Kandinsky 5's, AuraFlow's). Parts whose
+    module the model lacks (schnell's guidance embedder, SD3 blocks without dual attention,
+    Wan 2.1 T2V's image projections) are left out."""
     config = model.config
-    # FLUX.2, and HiDream-I1 (whose num_single_layers is not FLUX's): no kohya names known yet
-    if "timestep_guidance_channels" in config or "llama_layers" in config:
+    # FLUX.2, HiDream-I1 (whose num_single_layers is not FLUX's) and AuraFlow (whose
+    # caption_projection_dim is not SD3's): no kohya names known yet
+    if ("timestep_guidance_channels" in config or "llama_layers" in config
+            or "num_mmdit_layers" in config):
         return {}
     if "num_single_layers" in config and "num_refiner_layers" in config:
         aliases = _hunyuan(shapes, config)  # before FLUX.1's, whose block names it shares

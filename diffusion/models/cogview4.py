@@ -187,26 +187,29 @@ class CogView4Transformer2DModel(nn.Module):
 
     def embed(self, timestep: Any, sizes: Any) -> Tensor:
         """SiLU(temb) (B, time_embed_dim) of timesteps (B,) on the scheduler's 0..1000 scale
-        and sizes (B, 6): original (h, w), crop (top, left), target (h, w)."""
-        values = np.asarray(timestep, np.float32).reshape(-1)
-        sizes = np.asarray(sizes, np.float32).reshape(len(values), 6)
+        and sizes (B, 6): original (h, w), crop (top, left), target (h, w); the timesteps
+        host numbers or a float32 Tensor (a replayed step's)."""
+        values = timestep.reshape(-1) if isinstance(timestep, Tensor) else np.asarray(
+            timestep, np.float32).reshape(-1)
+        sizes = np.asarray(sizes, np.float32).reshape(values.shape[0], 6)
         cond, embedder = self.config["condition_dim"], self.time_condition_embed
         width = self.config["num_attention_heads"] * self.config["attention_head_dim"]
 
-        def sinusoid(v: np.ndarray, dim: int) -> Tensor:
+        def sinusoid(v: Any, dim: int) -> Tensor:
             return nn.timestep_embedding(v, dim, flip_sin_to_cos=True, downscale_freq_shift=0,
                                          dtype=self.dtype, device=self.device)
 
         temb = embedder.timestep_embedder(sinusoid(values, width)) + \
             embedder.condition_embedder(sinusoid(sizes.reshape(-1), cond).reshape(
-                len(values), 6 * cond))
+                values.shape[0], 6 * cond))
         return nn.silu(temb)
 
     def forward(self, hidden_states: Tensor, text: Tensor, timestep: Any,
                 original_size: Any, target_size: Any, crop_coords: Any, *,
                 cache: BranchCache | None = None) -> Tensor:
         """hidden_states (B, in_channels, H, W); text (B, T, text_embed_dim): the prompt's
-        states, every token attended to; timestep (B,) host numbers; original_size,
+        states, every token attended to; timestep (B,) host numbers or a float32 Tensor (a
+        replayed step's) on the scheduler's 0..1000 scale; original_size,
         target_size, crop_coords (B, 2) host numbers (diffusers' tensors' values). `cache`:
         a step cache branch (`step_cache.StepCache.branch()`) the blocks run through, its
         calls in step order (the image stream decides and is cached)."""

@@ -137,7 +137,13 @@ class CosmosTransformer3DModel(ProjOutPlace, nn.Module):
         """The token segments of `timestep` and each one's modulation input (silu(embedded
         timestep), temb): timestep (B,) one per video, or (B, frames) one per latent frame
         (frames alike in every video merged into one segment). diffusers: timestep (B,) or
-        (B, 1, F, 1, 1)."""
+        (B, 1, F, 1, 1); a float32 Tensor (a replayed step's) must be (B,)."""
+        if isinstance(timestep, Tensor):  # one segment: no run to find on the host
+            if timestep.ndim != 1:
+                raise ValueError(f"a timestep Tensor must be (batch,), got {timestep.shape}")
+            temb, embedded = self.time_embed(timestep, self.device)
+            activated = nn.silu(embedded)
+            return [(0, frames * frame_tokens, activated)], [(activated, temb)]
         steps = np.asarray(timestep, np.float32)
         if steps.ndim == 1:
             runs = [0, frames]

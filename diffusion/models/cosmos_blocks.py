@@ -52,7 +52,9 @@ class CosmosTimeEmbedding(nn.Module):
         self.norm = RMSNorm(dim, 1e-6, place=place)
 
     def forward(self, timestep: Any, device: Device) -> tuple[Tensor, Tensor]:
-        t = np.asarray(timestep, np.float32).reshape(-1)
+        """timestep (B,) host numbers or a float32 Tensor (a replayed step's)."""
+        t = timestep.reshape(-1) if isinstance(timestep, Tensor) else np.asarray(
+            timestep, np.float32).reshape(-1)
         features = nn.timestep_embedding(t, self.dim, flip_sin_to_cos=True,
                                          downscale_freq_shift=0, dtype=self.dtype,
                                          device=device)

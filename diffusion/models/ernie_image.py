@@ -23,7 +23,7 @@ from gpustd.quant import materialize
 from .dit_layers import TimestepEmbedding
 from .layers import Place
 from .step_cache import BranchCache, run_blocks
-from .transformer_ops import Modulation, RMSNorm, kept, modulate, norm_rope, rope_tables
+from .transformer_ops import Modulation, RMSNorm, cast, kept, modulate, norm_rope, rope_tables
 
 __all__ = ["ErnieImageTransformer2DModel", "ernie_positions"]
 
@@ -180,17 +180,27 @@ class ErnieImageTransformer2DModel(nn.Module):
         model's dtype first as diffusers passes them; the sinusoid sin first. diffusers:
         `time_embedding(time_proj(timestep))` (Timesteps(dim, flip_sin_to_cos=False,
         downscale_freq_shift=0))."""
-        values = np.asarray(timestep, np.float32).reshape(-1).astype(self.dtype)
+        values: Any
+        if isinstance(timestep, Tensor):  # a replayed step's input, rounded on the device
+            if timestep.dtype != np.float32:
+                raise TypeError(f"a timestep Tensor must be float32, got {timestep.dtype}")
+            values = timestep.reshape(-1)
+            if self.dtype != np.float32:
+                values = cast(cast(values, self.dtype), np.float32)
+        else:
+            values = np.asarray(timestep, np.float32).reshape(-1).astype(self.dtype)
+            values = values.astype(np.float32)
         dim = self.config["hidden_size"]
         return self.time_embedding(nn.timestep_embedding(
-            values.astype(np.float32), dim, flip_sin_to_cos=False, downscale_freq_shift=0,
-            dtype=self.dtype, device=self.device))
+            values, dim, flip_sin_to_cos=False, downscale_freq_shift=0, dtype=self.dtype,
+            device=self.device))
 
     def forward(self, hidden_states: Tensor, text: Tensor, timestep: Any, *,
                 cache: BranchCache | None = None) -> Tensor:
         """hidden_states (B, in_channels, H, W); text (B, T, text_in_dim): the prompt's
         states, every token attended to (diffusers' text_bth with text_lens all T);
-        timestep (B,) host numbers on the scheduler's 0..1000 scale. `cache`: a step cache
+        timestep (B,) host numbers or a float32 Tensor (a replayed step's) on the scheduler's
+        0..1000 scale. `cache`: a step cache
         branch (`step_cache.StepCache.branch()`) the blocks run through, its calls in step
         order (the image and text tokens one stream: both decide and are cached)."""
         batch, _, rows, columns = hidden_states.shape

@@ -28,7 +28,7 @@ from .kandinsky5_blocks import (
 )
 from .layers import Place
 from .step_cache import BranchCache, run_blocks
-from .transformer_ops import kept, rope_tables
+from .transformer_ops import cast, kept, rope_tables
 
 __all__ = ["Kandinsky5Transformer3DModel"]
 
@@ -51,8 +51,8 @@ class Kandinsky5TimeEmbeddings(nn.Module):
         self.in_layer = nn.Linear(dim, time_dim, **place)
         self.out_layer = nn.Linear(time_dim, time_dim, **place)
 
-    def forward(self, t: np.ndarray, device: Device) -> Tensor:
-        """t (1,) host float32 on the 0..1000 scale -> (1, time_dim)."""
+    def forward(self, t: Any, device: Device) -> Tensor:
+        """t (1,) float32 on the 0..1000 scale, host or a Tensor -> (1, time_dim)."""
         features = nn.timestep_embedding(t, self.dim, flip_sin_to_cos=True,
                                          downscale_freq_shift=0, dtype=self.dtype,
                                          device=device)
@@ -194,8 +194,9 @@ class Kandinsky5Transformer3DModel(nn.Module):
                 cache: BranchCache | None = None) -> Tensor:
         """latents (1, F, H, W, C): the pipeline's channels-last layout, F = 1 for a picture
         (C = in_visual_dim, or 2 * in_visual_dim + 1 for a visual_cond model: the pipeline's
-        concatenation); timestep: the scheduler's t on the 0..1000 scale (rounded to the
-        model's dtype as diffusers' pipeline rounds it); text: `text()`'s tokens; pooled
+        concatenation); timestep: the scheduler's t on the 0..1000 scale, host or a float32
+        Tensor (rounded to the model's dtype as diffusers' pipeline rounds it); text:
+        `text()`'s tokens; pooled
         (1, in_text_dim2): the CLIP pooled vector -> the velocity (1, F, H, W,
         out_visual_dim) in the model's dtype. `scale_factor`: the rotary positions' divisors
         (frame, row, column): (1, 1, 1) for pictures, the video pipeline's
@@ -211,9 +212,18 @@ class Kandinsky5Transformer3DModel(nn.Module):
         if tuple(pooled.shape) != (1, width):
             raise ValueError(f"pooled must be (1, {width}) (the CLIP pooled vector), got "
                              f"{tuple(pooled.shape)}")
-        t = np.asarray(timestep, self.dtype).reshape(-1).astype(np.float32)
-        if t.shape != (1,):
-            raise ValueError(f"timestep must be one number for the one picture, got {t.size}")
+        t: Any
+        if isinstance(timestep, Tensor):  # a replayed step's, rounded on the device alike
+            if timestep.dtype != np.float32:
+                raise TypeError(f"a timestep Tensor must be float32, got {timestep.dtype}")
+            t = timestep.reshape(-1)
+            if self.dtype != np.float32:
+                t = cast(cast(t, self.dtype), np.float32)
+        else:
+            t = np.asarray(timestep, self.dtype).reshape(-1).astype(np.float32)
+        if tuple(t.shape) != (1,):
+            raise ValueError(f"timestep must be one number for the one picture, got "
+                             f"{t.shape[0]}")
         scale = tuple(float(s) for s in scale_factor)
         if len(scale) != 3:
             raise ValueError(f"scale_factor must be 3 numbers (frame, row, column), got "

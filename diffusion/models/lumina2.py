@@ -160,7 +160,8 @@ class Lumina2Transformer2DModel(nn.Module):
     def forward(self, hidden_states: Tensor, timestep: Any, encoder_hidden_states: Tensor,
                 encoder_attention_mask: Any = None) -> Tensor:
         """hidden_states (B, C, H, W) latents, H and W multiples of patch_size; timestep (B,)
-        host numbers in [0, 1] (1 the clean end: Lumina2Pipeline passes 1 - t / 1000);
+        host numbers or a float32 Tensor (a replayed step's) in [0, 1] (1 the clean end:
+        Lumina2Pipeline passes 1 - t / 1000);
         encoder_hidden_states (B, L, cap_feat_dim), the captions padded on the right;
         encoder_attention_mask (B, L) host 1/0 (None: no padding)."""
         batch, channels, height, width = hidden_states.shape
@@ -184,7 +185,8 @@ class Lumina2Transformer2DModel(nn.Module):
         rows, columns = height // p, width // p
         image_len = rows * columns
         # 1. the timestep embedding (diffusers: time_proj in the latents' dtype), caption, patches
-        t = np.asarray(timestep, np.float32).reshape(-1)
+        t = timestep.reshape(-1) if isinstance(timestep, Tensor) else np.asarray(
+            timestep, np.float32).reshape(-1)
         features = nn.timestep_embedding(t, 256, flip_sin_to_cos=True, downscale_freq_shift=0,
                                          dtype=self.dtype, device=self.device)
         temb = self.time_caption_embed.timestep_embedder(features)

@@ -38,7 +38,7 @@ from .qwen_image21_layout import (
     qwen_image21_positions,
 )
 from .step_cache import BranchCache, run_blocks
-from .transformer_ops import kept, rope_heads, rope_tables
+from .transformer_ops import cast, kept, rope_heads, rope_tables
 
 __all__ = ["QwenImage21Prefix", "QwenImage21Transformer2DModel", "qwen_image21_positions"]
 
@@ -144,9 +144,19 @@ class QwenImage21Transformer2DModel(nn.Module):
         return self.img_in.weight.dtype
 
     def _temb(self, timestep: Any) -> Tensor:
-        """The timestep's embedding (B, dim) of host sigmas in [0, 1] (diffusers rounds them
-        to the model's dtype, then scales by 1000 in float32)."""
-        t = np.asarray(timestep, self.dtype).reshape(-1).astype(np.float32) * np.float32(1000)
+        """The timestep's embedding (B, dim) of sigmas in [0, 1], host numbers or a float32
+        Tensor (a replayed step's, rounded on the device alike: diffusers rounds them to the
+        model's dtype, then scales by 1000 in float32)."""
+        t: Any
+        if isinstance(timestep, Tensor):
+            if timestep.dtype != np.float32:
+                raise TypeError(f"a timestep Tensor must be float32, got {timestep.dtype}")
+            t = timestep.reshape(-1)
+            if self.dtype != np.float32:
+                t = cast(cast(t, self.dtype), np.float32)
+            t = t * 1000.0
+        else:
+            t = np.asarray(timestep, self.dtype).reshape(-1).astype(np.float32) * np.float32(1000)
         return self.time_text_embed(t, None, self.device)
 
     def _modulation(self, activated: Tensor) -> ScaleGates:
@@ -242,7 +252,8 @@ class QwenImage21Transformer2DModel(nn.Module):
     def forward(self, hidden_states: Tensor, timestep: Any, rows: int, columns: int,
                 prefix: QwenImage21Prefix, *, cache: BranchCache | None = None) -> Tensor:
         """hidden_states (B, rows * columns, in_channels): the target's latent tokens,
-        row-major; timestep (B,) host sigmas in [0, 1] (the pipeline's t / 1000); prefix:
+        row-major; timestep (B,) sigmas in [0, 1] (the pipeline's t / 1000), host numbers or a
+        float32 Tensor (a replayed step's); prefix:
         `prefix()` of the prompt batch -> the flow of the image's tokens. `cache`: a step
         cache branch (`step_cache.StepCache.branch()`) the blocks run through, its calls in
         step order. diffusers: the transformer with kv_cache_mode="cached"."""

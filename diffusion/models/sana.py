@@ -23,7 +23,7 @@ from .layers import Place
 from .sana_blocks import SanaTransformerBlock
 from .transformer_ops import Modulation, RMSNorm, cast, kept, rms_norm
 
-__all__ = ["SanaTransformer2DModel", "sincos_positions"]
+__all__ = ["SanaTransformer2DModel", "caption_bias", "sincos_positions"]
 
 _DEFAULTS: dict[str, Any] = {
     "in_channels": 32, "out_channels": 32, "num_attention_heads": 70, "attention_head_dim": 32,
@@ -54,6 +54,33 @@ def sincos_positions(rows: int, columns: int, dim: int, base: int, scale: float
     col = np.tile(axis(columns), (rows, 1))
     row = np.repeat(axis(rows), columns, axis=0)
     return np.concatenate([col, row], axis=1).astype(np.float32)
+
+
+def caption_bias(tables: dict[tuple[Any, ...], Any], mask: Any, batch: int, length: int,
+                 device: Device) -> tuple[Tensor | None, int]:
+    """The cross-attention's additive mask (B, 1, 1, L') float32, 0 kept and -10000 on
+    padding (diffusers' bias, Sana's and PixArt's), and L': the keys past every caption's
+    last kept token are dropped (their weight exp(-10000) is 0: the same outputs). None
+    where all are kept. Kept in `tables` (the same every step, and each upload a submit)."""
+    if mask is None:
+        return None, length
+    keep = np.asarray(mask.numpy() if isinstance(mask, Tensor) else mask)
+    if keep.shape != (batch, length):
+        raise ValueError(f"encoder_attention_mask {keep.shape} must be (batch, tokens) = "
+                         f"{(batch, length)}, as encoder_hidden_states")
+    keep = keep.astype(bool)
+    used = length
+    if keep.any(axis=1).all():  # a caption with no kept token attends to all, uniformly
+        used = int(np.nonzero(keep.any(axis=0))[0].max()) + 1
+    keep = keep[:, :used]
+    if keep.all():
+        return None, used
+
+    def make() -> Tensor:
+        bias = np.where(keep, np.float32(0), np.float32(-10000.0)).astype(np.float32)
+        return asarray(bias.reshape(batch, 1, 1, used), device=device)
+
+    return kept(tables, ("mask", keep.shape, keep.tobytes(), device), make, _KEPT), used
 
 
 class SanaTransformer2DModel(nn.Module):
@@ -149,30 +176,8 @@ class SanaTransformer2DModel(nn.Module):
         return self._sinusoid(values)
 
     def _mask(self, mask: Any, batch: int, length: int) -> tuple[Tensor | None, int]:
-        """The cross-attention's additive mask (B, 1, 1, L') float32, 0 kept and -10000 on
-        padding (diffusers' bias), and L': the keys past every caption's last kept token are
-        dropped (their weight exp(-10000) is 0: the same outputs). None where all are kept."""
-        if mask is None:
-            return None, length
-        keep = np.asarray(mask.numpy() if isinstance(mask, Tensor) else mask)
-        if keep.shape != (batch, length):
-            raise ValueError(f"encoder_attention_mask {keep.shape} must be (batch, tokens) = "
-                             f"{(batch, length)}, as encoder_hidden_states")
-        keep = keep.astype(bool)
-        used = length
-        if keep.any(axis=1).all():  # a caption with no kept token attends to all, uniformly
-            used = int(np.nonzero(keep.any(axis=0))[0].max()) + 1
-        keep = keep[:, :used]
-        if keep.all():
-            return None, used
-
-        def make() -> Tensor:
-            bias = np.where(keep, np.float32(0), np.float32(-10000.0)).astype(np.float32)
-            return asarray(bias.reshape(batch, 1, 1, used), device=self.device)
-
-        # the same every step, and each upload a submit
-        return kept(self._tables, ("mask", keep.shape, keep.tobytes(), self.device), make,
-                    _KEPT), used
+        """caption_bias of the captions' mask, kept in this model's tables."""
+        return caption_bias(self._tables, mask, batch, length, self.device)
 
     def _positions(self, rows: int, columns: int) -> Tensor:
         cfg = self.config

@@ -16,6 +16,8 @@ import os
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from ..loaders.auraflow import auraflow_family, auraflow_file_family
+from ..loaders.bria import bria_family
 from ..loaders.bria_fibo import bria_fibo_family
 from ..loaders.cogview4 import cogview4_family
 from ..loaders.cosmos import cosmos_family
@@ -23,6 +25,7 @@ from ..loaders.ernie_image import ernie_image_family, ernie_image_file_family
 from ..loaders.flow.chroma import chroma_family
 from ..loaders.flow.file import flow_model_family
 from ..loaders.flux2 import flux2_distilled, flux2_family
+from ..loaders.helios import helios_family
 from ..loaders.hidream import hidream_family
 from ..loaders.hunyuan_video.folder import hunyuan_video_family
 from ..loaders.hunyuan_video.framepack import framepack_family
@@ -32,18 +35,22 @@ from ..loaders.hunyuanimage import (
     hunyuanimage_family,
     hunyuanimage_refiner_family,
 )
+from ..loaders.ideogram4 import ideogram4_family
 from ..loaders.kandinsky5 import kandinsky5_family, kandinsky5_video_family
 from ..loaders.krea2 import krea2_family
 from ..loaders.longcat_image import longcat_image_family
 from ..loaders.ltx2.folder import ltx2_family
 from ..loaders.lumina2 import lumina2_family, lumina2_file_family
 from ..loaders.ovis_image import ovis_image_family
+from ..loaders.pixart import pixart_family, pixart_file_family
 from ..loaders.qwen_image import qwenimage21_family, qwenimage_family, qwenimage_layered_family
 from ..loaders.sana import sana_family, sana_file_family, sana_video_family
 from ..loaders.wan import chronoedit_family, wan_family, wan_file_family
 from ..loaders.z_image import zimage_family, zimage_omni_family
 from .contract import Capabilities, LoadOptions, Pipeline, SamplingDefaults
+from .flow.auraflow_model import auraflow_capabilities, auraflow_defaults, load_auraflow_model
 from .flow.bria_fibo_model import bria_fibo_capabilities, bria_fibo_defaults, load_bria_fibo_model
+from .flow.bria_model import bria_capabilities, bria_defaults, load_bria_model
 from .flow.cogview4_model import cogview4_defaults, folder_capabilities, load_cogview4_model
 from .flow.cosmos_model import cosmos_capabilities, cosmos_defaults, load_cosmos_model
 from .flow.ernie_image_model import (
@@ -65,6 +72,11 @@ from .flow.hunyuanimage_refiner_model import (
     hunyuanimage_refiner_capabilities,
     load_hunyuanimage_refiner_model,
     refiner_defaults,
+)
+from .flow.ideogram4_model import (
+    ideogram4_capabilities,
+    ideogram4_defaults,
+    load_ideogram4_model,
 )
 from .flow.kandinsky5_model import (
     kandinsky5_capabilities,
@@ -89,6 +101,7 @@ from .flow.ovis_image_model import (
     ovis_image_capabilities,
     ovis_image_defaults,
 )
+from .flow.pixart_model import load_pixart_model, pixart_capabilities, pixart_defaults
 from .flow.qwen_image21_model import (
     load_qwenimage21_model,
     qwenimage21_capabilities,
@@ -211,6 +224,10 @@ FAMILIES: tuple[FamilyLoader, ...] = (
                  lambda path: sana_family(path) or sana_file_family(path), load_sana_model,
                  sana_defaults, latent_channels=32, single_file_base=True,
                  capabilities=lambda path, family: sana_capabilities(family)),
+    FamilyLoader("PixArt-Σ, PixArt-α",
+                 lambda path: pixart_family(path) or pixart_file_family(path),
+                 load_pixart_model, pixart_defaults, single_file_base=True,
+                 capabilities=lambda path, family: pixart_capabilities(family)),
     FamilyLoader("Qwen-Image 2.1", qwenimage21_family, load_qwenimage21_model,
                  qwenimage21_defaults, latent_channels=64, single_file_base=True,
                  capabilities=lambda path, family: qwenimage21_capabilities(family)),
@@ -225,6 +242,11 @@ FAMILIES: tuple[FamilyLoader, ...] = (
     FamilyLoader("LongCat-Image (Edit)", longcat_image_family, load_longcat_image_model,
                  longcat_image_defaults, latent_channels=16,
                  capabilities=lambda path, family: longcat_image_capabilities(family)),
+    FamilyLoader("Ideogram 4", ideogram4_family, load_ideogram4_model, ideogram4_defaults,
+                 latent_channels=32,
+                 capabilities=lambda path, family: ideogram4_capabilities(family)),
+    FamilyLoader("Bria 3.2", bria_family, load_bria_model, bria_defaults, latent_channels=16,
+                 capabilities=lambda path, family: bria_capabilities(family)),
     FamilyLoader("CogView4", cogview4_family, load_cogview4_model, cogview4_defaults,
                  latent_channels=16, capabilities=folder_capabilities),
     FamilyLoader("Ovis-Image", ovis_image_family, load_ovis_image_model, ovis_image_defaults,
@@ -238,6 +260,10 @@ FAMILIES: tuple[FamilyLoader, ...] = (
     FamilyLoader("HiDream-I1 (Full, Dev, Fast)", hidream_family, load_hidream_model,
                  hidream_defaults, latent_channels=16, single_file_base=True,
                  capabilities=lambda path, family: hidream_capabilities(family)),
+    FamilyLoader("AuraFlow", lambda path: auraflow_family(path) or auraflow_file_family(path),
+                 load_auraflow_model, auraflow_defaults, latent_channels=4,
+                 single_file_base=True,
+                 capabilities=lambda path, family: auraflow_capabilities(family)),
     # a video model that edits pictures: img2img, its init image the picture to edit
     FamilyLoader("ChronoEdit (picture edits)", chronoedit_family, load_chronoedit_model,
                  chronoedit_defaults, latent_channels=16,
@@ -272,6 +298,8 @@ FAMILIES: tuple[FamilyLoader, ...] = (
                  lambda path: cosmos_family(path) if cosmos_family(path) == "cosmos2-v2w"
                  else None, refuse_pictures, lambda path, family: None, latent_channels=16),
     FamilyLoader("SANA-Video (videos: txt2vid)", sana_video_family, refuse_pictures,
+                 lambda path, family: None, latent_channels=16),
+    FamilyLoader("Helios (videos: txt2vid)", helios_family, refuse_pictures,
                  lambda path, family: None, latent_channels=16),
     FamilyLoader("SD 1.x/2.x, SDXL (base, refiner, Turbo)", any_checkpoint, load_unet_model,
                  unet_defaults, capabilities=unet_capabilities_of),

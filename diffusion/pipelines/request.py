@@ -204,10 +204,10 @@ class GenerationRequest:
         "Emphasis", cli="how (word:1.2) weighs the prompt: Original (the default: weights, "
         "then the mean kept), 'No norm' (weights alone; Forge finds it better for SDXL), "
         "Ignore (brackets dropped, no weights), None (brackets read as text)"))
-    # Sana: drawn at the model's aspect-ratio bin nearest the size, resized back (sana_bins)
+    # Sana, PixArt: drawn at the model's aspect-ratio bin nearest the size, resized back
     use_resolution_binning: bool = field(default=True, metadata=_label(None, cli=(
-        "Sana: draw at the model's aspect-ratio bin nearest the size asked, then resize and "
-        "crop to it (diffusers' use_resolution_binning, its default)")))
+        "Sana, PixArt: draw at the model's aspect-ratio bin nearest the size asked, then resize "
+        "and crop to it (diffusers' use_resolution_binning, its default)")))
 
     # ChronoEdit's temporal reasoning, as diffusers' ChronoEditPipeline names it (its help:
     # pipelines.temporal_reasoning)

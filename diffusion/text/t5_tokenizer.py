@@ -78,16 +78,20 @@ class T5Tokenizer:
     `path`: a `tokenizer.json`, or a folder holding one; None: T5 v1.1's, from the bundled
     vocabulary (`bundled_t5_tokenizer`). `max_length`: the sequence length
     every prompt is truncated or padded to (FluxPipeline: 512 for dev, 256 for schnell;
-    StableDiffusion3Pipeline: 256). transformers: `T5TokenizerFast(tokenizer_file=path)(
-    prompts, padding="max_length", max_length=n, truncation=True).input_ids`.
+    StableDiffusion3Pipeline: 256). `pad_token`: what pads the prompts (a Llama-style
+    SentencePiece without <pad>, AuraFlow's, names its own). transformers:
+    `T5TokenizerFast(tokenizer_file=path)(prompts, padding="max_length", max_length=n,
+    truncation=True).input_ids`.
     """
 
-    def __init__(self, path: str | Path | None = None, *, max_length: int = 512) -> None:
+    def __init__(self, path: str | Path | None = None, *, max_length: int = 512,
+                 pad_token: str = PAD) -> None:
         if int(max_length) != max_length or max_length < 1:
             raise ValueError(f"max_length must be a positive int, got {max_length!r}")
         if path is None:
             self.tokenizer = bundled_t5_tokenizer()
             self.pad_id, self.max_length = self.tokenizer.token_to_id(PAD), int(max_length)
+            self.pad_token = PAD
             return
         path = Path(path)
         file = path / "tokenizer.json" if path.is_dir() else path
@@ -100,10 +104,10 @@ class T5Tokenizer:
             self.tokenizer = Tokenizer.from_file(str(file))
         except Exception as error:  # tokenizers raises its own Exception type
             raise ValueError(f"{file} is not a tokenizers tokenizer.json ({error})") from error
-        pad_id = self.tokenizer.token_to_id(PAD)
+        pad_id = self.tokenizer.token_to_id(pad_token)
         if pad_id is None:
-            raise ValueError(f"{file} has no {PAD} token; it is not a T5 tokenizer")
-        self.pad_id, self.max_length = pad_id, int(max_length)
+            raise ValueError(f"{file} has no {pad_token} token; it is not a T5 tokenizer")
+        self.pad_id, self.pad_token, self.max_length = pad_id, pad_token, int(max_length)
 
     @property
     def eos_id(self) -> int:
@@ -137,7 +141,8 @@ class T5Tokenizer:
             raise TypeError("prompts must be strings")
         length = self.max_length if max_length is None else int(max_length)
         self.tokenizer.enable_truncation(max_length=length)
-        self.tokenizer.enable_padding(length=length, pad_id=self.pad_id, pad_token=PAD)
+        self.tokenizer.enable_padding(length=length, pad_id=self.pad_id,
+                                      pad_token=self.pad_token)
         encodings = self.tokenizer.encode_batch(prompts)
         shape = (len(prompts), length)
         return (np.array([e.ids for e in encodings], dtype=np.int64).reshape(shape),

@@ -14,7 +14,8 @@ folders (`SkyReelsV2Pipeline`, `SkyReelsV2ImageToVideoPipeline`) are Wan 2.1's, 
 transformer/ a SkyReelsV2Transformer3DModel (models.skyreels_v2) and the I2V image_encoder/ a
 CLIPVisionModelWithProjection (its projection not read); a diffusion forcing folder
 (`SkyReelsV2DiffusionForcingPipeline`, or its ImageToVideo one) is laid out as a text-to-video
-one.
+one. Decart's Lucy Edit (`LucyEditPipeline`, a video editor on Wan 2.2 TI2V 5B) is laid out as
+a text-to-video folder, its transformer reading twice the VAE's latent channels.
 
 Each component goes through the safetensors walk (`.fp16` variants, sharded
 `.safetensors.index.json`) into lazy `ComponentWeights`; the models' own `load_state_dict`
@@ -51,6 +52,8 @@ _SKYREELS_DF = ("SkyReelsV2DiffusionForcingPipeline",
                 "SkyReelsV2DiffusionForcingImageToVideoPipeline")
 _SKYREELS = {"SkyReelsV2Pipeline": _CLASS, "SkyReelsV2ImageToVideoPipeline": _I2V_CLASS,
              **dict.fromkeys(_SKYREELS_DF, _CLASS)}
+# Lucy Edit: the input video's latents beside the noise (pipelines.video.lucy_edit)
+_LUCY_CLASS = "LucyEditPipeline"
 _STEMS = {"text_encoder": "model", "image_encoder": "model"}
 
 
@@ -98,12 +101,14 @@ def wan_family(path: str | os.PathLike[str]) -> str | None:
     """"wan" for a diffusers folder whose model_index.json names a WanPipeline or a
     WanImageToVideoPipeline (or SkyReels V2's text- or image-to-video pipeline), "wan-vace"
     for a WanVACEPipeline, "wan-animate" for a WanAnimatePipeline, "skyreels-v2-df" for a
-    SkyReels V2 diffusion forcing pipeline, None for anything else."""
+    SkyReels V2 diffusion forcing pipeline, "lucy-edit" for a LucyEditPipeline, None for
+    anything else."""
     name = str(pipeline_class(Path(path)))
     if name in _SKYREELS_DF:
         return "skyreels-v2-df"
     return {_CLASS: "wan", _I2V_CLASS: "wan", _VACE_CLASS: "wan-vace",
-            _ANIMATE_CLASS: "wan-animate"}.get(_SKYREELS.get(name, name))
+            _ANIMATE_CLASS: "wan-animate", _LUCY_CLASS: "lucy-edit"}.get(
+        _SKYREELS.get(name, name))
 
 
 def chronoedit_family(path: str | os.PathLike[str]) -> str | None:
@@ -169,7 +174,8 @@ def load_wan_folder(path: str | os.PathLike[str], *, dtype: Any = None,
     root = Path(path)
     found = pipeline_class(root)
     index = pipeline_index(root, found if found in (_I2V_CLASS, _VACE_CLASS, _ANIMATE_CLASS,
-                                                    _CHRONOEDIT_CLASS, *_SKYREELS)
+                                                    _CHRONOEDIT_CLASS, _LUCY_CLASS,
+                                                    *_SKYREELS)
                            else _CLASS,
                            ("vae", "tokenizer", "scheduler"))
     resolved = resolve_dtype(dtype)

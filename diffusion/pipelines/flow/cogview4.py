@@ -33,6 +33,7 @@ from ...noise.rng import make_generator
 from ...text.llm_tokenizer import LLMTokenizer
 from .cogview4_control import check_control, control_channels, encode_control
 from .flow_memory import load_network
+from .flow_replay import StepReplay
 from .start import StepCallback, check_call, check_sides, flow_schedule, run_euler
 
 __all__ = ["CogView4Pipeline", "cogview4_mu", "cogview4_sigmas"]
@@ -67,6 +68,9 @@ class CogView4Pipeline:
         self.scheduler_config = dict(scheduler_config)
         self.modules = list(modules)
         self.vae_scale_factor = 2 ** (len(vae.config["block_out_channels"]) - 1)
+        # the transformer's step, replayed in the plain memory mode (flow_replay); a
+        # signature per caption length: CFG's two passes at two sizes (hires)
+        self.step_replay = StepReplay(_transformer_step, max_signatures=4)
 
     @classmethod
     def from_pretrained(cls, path: str | Path, *, dtype: Any = np.float32,
@@ -136,20 +140,34 @@ class CogView4Pipeline:
                          else list(negative_prompt))
             passes.append(self.encode_prompt(negatives, max_sequence_length))
         branches = [None if cache is None else cache.branch() for _ in passes]
+        # replayed unless a step cache decides on the host; the sizes static arguments, the
+        # rotary tables of each caption length made (and kept) before any recording
+        step = self.step_replay.step(self.transformer) if cache is None else None
+        patch = self.transformer.config["patch_size"]
+        for states in passes if step is not None else ():
+            self.transformer.rotary(states.shape[1], h // patch, w // patch)
+        statics = tuple(tuple(tuple(int(v) for v in s[0]) for s in sizes.values()))
+
+        def predict(latents: Tensor, timestep: np.ndarray, states: Tensor,
+                    branch: Any) -> np.ndarray:
+            if step is not None:
+                out = step(latents, states, asarray(timestep, device=weight.device), statics)
+            else:
+                out = self.transformer(latents, states, timestep, **sizes, cache=branch)
+            return out.numpy().astype(np.float32)
 
         def flow(x: np.ndarray, t: float) -> np.ndarray:
             if control_latents is not None:
                 x = np.concatenate([x, np.broadcast_to(control_latents, x.shape)], axis=1)
             latents = asarray(x, dtype=weight.dtype, device=weight.device)
             timestep = np.full(batch, t, np.float32)
-            preds = [self.transformer(latents, states, timestep, **sizes, cache=branch).numpy()
-                     .astype(np.float32) for states, branch in zip(passes, branches)]
+            preds = [predict(latents, timestep, states, branch)
+                     for states, branch in zip(passes, branches)]
             if not guided:
                 return preds[0]
             return (preds[1] + np.float32(guidance_scale) * (preds[0] - preds[1])).astype(
                 np.float32)
 
-        patch = config["patch_size"]
         mu = cogview4_mu(h * w // patch ** 2, self.scheduler_config)
         channels = config["in_channels"] - control_channels(config)
         return flow, (batch, channels, h, w), mu
@@ -192,4 +210,14 @@ class CogView4Pipeline:
         return run_euler(self.vae, scheduler, shape, flow, generator=make_generator(rng, seed),
                          latents=latents, image=image, mask=mask_image, strength=strength,
                          callback=callback, output_type=output_type,
-                         device=self.transformer.proj_out.weight.device)
+                         device=self.transformer.proj_out.weight.device, lender=self)
+
+
+def _transformer_step(transformer: CogView4Transformer2DModel, latents: Tensor, states: Tensor,
+                      timestep: Tensor, sizes: tuple[tuple[int, int], ...]) -> Tensor:
+    """The transformer's call of a step (StepReplay's captured function): the latents, the
+    prompt's states and the timesteps (a float32 Tensor) inputs; the original, target and crop
+    sizes (one each, for every picture) static arguments."""
+    batch = latents.shape[0]
+    original, target, crop = ([list(size)] * batch for size in sizes)
+    return transformer(latents, states, timestep, original, target, crop)

@@ -23,7 +23,7 @@ from typing import Any
 import numpy as np
 
 from gpucore import Device, default_device
-from gpustd import asarray
+from gpustd import Tensor, asarray
 
 from ...loaders.cosmos import load_cosmos_folder
 from ...models.cosmos import CosmosTransformer3DModel
@@ -33,6 +33,7 @@ from ...noise.rng import make_generator
 from ...text.t5_tokenizer import T5Tokenizer
 from ..finite import check_decoded
 from .flow_memory import load_network
+from .flow_replay import StepReplay, lent_steps
 from .start import StepCallback, check_call, check_sides
 
 __all__ = ["COSMOS_NEGATIVE_PROMPT", "Cosmos2TextToImagePipeline", "karras_sigmas"]
@@ -77,6 +78,8 @@ class Cosmos2TextToImagePipeline:
         self.scheduler_config = dict(scheduler_config)
         self.modules: list[str] = []
         self.vae_scale_factor = vae.spatial_factor
+        # the transformer's step, replayed in the plain memory mode (flow_replay)
+        self.step_replay = StepReplay(_transformer_step)
 
     @classmethod
     def from_pretrained(cls, path: str | Path, *, dtype: Any = np.float32,
@@ -152,12 +155,13 @@ class Cosmos2TextToImagePipeline:
             latents = make_generator(rng, seed).standard_normal(shape)
         x = np.asarray(latents, np.float32).reshape(shape) * np.float32(SIGMA_MAX)
         sigmas = karras_sigmas(num_inference_steps)
+        step = self.step_replay.step(model)  # eager under a memory mode
         for i in range(num_inference_steps):
             sigma = sigmas[i]
             t = sigma / (sigma + np.float32(1))
             rows = np.concatenate([x, x]) if guided else x
-            out = model(asarray(rows * (1 - t), dtype=model.dtype, device=model.device),
-                        np.full(len(rows), t, np.float32), context=context)
+            out = step(asarray(rows * (1 - t), dtype=model.dtype, device=model.device),
+                       asarray(np.full(len(rows), t, np.float32), device=model.device), context)
             # the denoised estimates: (1 - t) x - t F, the negative's after the prompt's
             denoised = (1 - t) * rows - t * out.numpy().astype(np.float32)
             if guided:
@@ -166,4 +170,14 @@ class Cosmos2TextToImagePipeline:
             x = (x + (sigmas[i + 1] - sigma) * ((x - denoised) / sigma)).astype(np.float32)
             if callback is not None and callback(i + 1, num_inference_steps, x[:, :, 0]) is False:
                 break
-        return x[:, :, 0] if output_type == "latent" else self.decode(x[:, :, 0])
+        if output_type == "latent":
+            return x[:, :, 0]
+        with lent_steps(self):  # the VAE takes the step capture's scratch (flow_replay)
+            return self.decode(x[:, :, 0])
+
+
+def _transformer_step(transformer: CosmosTransformer3DModel, latents: Tensor, timestep: Tensor,
+                      context: Tensor) -> Tensor:
+    """The transformer's call of a step (StepReplay's captured function): the scaled latents,
+    the timesteps (a float32 Tensor) and the prompts' encoded context, all inputs."""
+    return transformer(latents, timestep, context=context)

@@ -38,6 +38,7 @@ from ...models.vae_flux2 import AutoencoderKLFlux2
 from ...noise.rng import make_generator
 from ...text.llm_tokenizer import LLMTokenizer
 from .flow_memory import load_network
+from .flow_replay import StepReplay, lent_steps
 from .prompt_passes import prompt_passes
 from .start import StepCallback, check_call, check_sides, encode_image, flow_schedule, run_euler
 from .vae_file import network_like
@@ -64,6 +65,9 @@ class ErnieImagePipeline:
         self.scheduler_config = dict(scheduler_config)
         self.modules: list[str] = []
         self.vae_scale_factor = 2 ** (len(vae.config["block_out_channels"]) - 1)
+        # the transformer's step, replayed in the plain memory mode (flow_replay); a
+        # signature per caption length: CFG's two passes at two sizes (hires)
+        self.step_replay = StepReplay(_transformer_step, max_signatures=4)
         config = tokenizer_config or {}
         bos = config.get("bos_token")
         bos = bos.get("content") if isinstance(bos, dict) else bos
@@ -147,8 +151,17 @@ class ErnieImagePipeline:
         weight = self.transformer.x_embedder.proj.weight
         g = np.float32(guidance_scale)
 
+        # replayed unless a step cache decides on the host; the rotary tables of each text
+        # length made (and kept) before any recording: constants, not its work
+        step = self.step_replay.step(self.transformer) if cache is None else None
+        for text in (*passes.texts, *passes.negatives) if step is not None else ():
+            self.transformer.rotary(text.shape[1], height // scale, width // scale)
+
         def predict(latent: Tensor, t: np.float32, text: Tensor, branch: Any) -> np.ndarray:
-            out = self.transformer(latent, text, [t], cache=branch)
+            if step is not None:
+                out = step(latent, text, asarray(np.full(1, t, np.float32), device=latent.device))
+            else:
+                out = self.transformer(latent, text, [t], cache=branch)
             return out.numpy().astype(np.float32)[0]
 
         def flow(x: np.ndarray, t: float) -> np.ndarray:
@@ -220,4 +233,15 @@ class ErnieImagePipeline:
                         latents=latents, image=image, mask=mask_image, strength=strength,
                         callback=callback, output_type="latent", device=device,
                         encode=self.drawn_latents, scale_factor=scale)
-        return out if output_type == "latent" else self.decode(out, device)
+        if output_type == "latent":
+            return out
+        with lent_steps(self):  # the VAE takes the step capture's scratch (flow_replay)
+            return self.decode(out, device)
+
+
+def _transformer_step(transformer: ErnieImageTransformer2DModel, latent: Tensor, text: Tensor,
+                      timestep: Tensor) -> Tensor:
+    """The transformer's call of a step (StepReplay's captured function): the latents, the
+    prompt's states and the timestep (a float32 Tensor on the 0..1000 scale), all inputs; the
+    rotary tables of the sizes are kept constants."""
+    return transformer(latent, text, timestep)

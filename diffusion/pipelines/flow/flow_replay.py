@@ -24,13 +24,25 @@ The step runs eagerly, op by op, where a replay cannot be right:
   switches the pipelines' replays off (`use_eager`), which drops their captures too;
 - a step cache (diffusion.models.step_cache decides on the host, from values the step
   computed, whether to run the blocks) or ControlNet units (their blocks run inside the
-  transformer's call, from maps of their own): Z-Image, FLUX.1, SD 3/3.5, Chroma,
-  Qwen-Image and FLUX.2 run such a generation's steps eagerly; so do Qwen-Image-Edit and
-  -Layered (their own velocity calls the transformer);
+  transformer's call, from maps of their own): every replayed family that takes them runs
+  such a generation's steps eagerly;
+- families not wired here (Cosmos Video2World and Predict2.5, HunyuanImage 2.1, HiDream,
+  Krea 2, Z-Image Omni, the video models) call their transformer directly;
 - Sana, Sana Sprint: nothing else (they take no step cache, ControlNet or prior). FLUX.1's
   Redux prior, its Fill and Canny / Depth inputs and Kontext's reference tokens are inputs
   (the prompt's states, the packed latents), so those steps replay; so do FLUX.2's
   reference pictures' tokens (after the noise's in the packed latents).
+
+Qwen-Image-Edit (+Plus) and -Layered replay as Qwen-Image, the references' tokens in the
+packed input and their grids (and Layered's RGBA flag) static arguments; Qwen-Image 2.1's
+prefix keys and values of every block are inputs, its padding and layout static; Ovis-Image and
+LongCat-Image (+Edit) share `timestep_step`; ERNIE-Image, CogView4 (its sizes static) and
+Lumina 2 (its caption mask static), Cosmos Predict2 text-to-image (one timestep segment) and
+Kandinsky 5's image pipelines (text tokens and pooled vector inputs) take the timestep as a
+Tensor too. Qwen-Image, Qwen-Image 2.1, ERNIE-Image, CogView4, Lumina 2 and Kandinsky 5 keep 4
+signatures (true CFG's two caption lengths, at
+a hires pass's size too), each pinning its scratch (~25 B per token x width in float16:
+bench/NOTES.md); the others 2.
 
 Z-Image's rotary tables and Sana's caption bias, made on the host from the sizes, are constants
 of a recording, whose signature holds those sizes; FLUX.1's and Chroma's rotary tables are
@@ -56,7 +68,8 @@ from gpustd.capture import Captured
 
 from ..sd.capture import ModelCapture, lent
 
-__all__ = ["MaskKey", "StepReplay", "lent_steps", "mask_key", "mask_of", "step_replays"]
+__all__ = ["MaskKey", "StepReplay", "lent_steps", "mask_key", "mask_of", "step_replays",
+           "timestep_step"]
 
 MaskKey = tuple[tuple[int, ...], bytes]
 
@@ -117,3 +130,12 @@ def mask_key(mask: Any) -> MaskKey | None:
 def mask_of(key: MaskKey | None) -> np.ndarray | None:
     """`mask_key`'s mask back, bool."""
     return None if key is None else np.frombuffer(key[1], bool).reshape(key[0])
+
+
+def timestep_step(transformer: Any, hidden: Any, states: Any, timestep: Any,
+                  rotary: tuple[Any, Any]) -> Any:
+    """The step of a FLUX-trunk transformer conditioned on the timestep alone (Ovis-Image,
+    LongCat-Image and its edit; a StepReplay's function): the packed latents (an edit's
+    reference tokens after them), the prompt's states, the timesteps (a float32 Tensor,
+    rounded to the model's dtype as host numbers are) and the rotary tables, all inputs."""
+    return transformer(hidden, states, timestep, rotary=rotary)

@@ -43,6 +43,7 @@ from ...sampling.schedulers.flow_match_euler import FlowMatchEulerDiscreteSchedu
 from ...text.llm_tokenizer import LLMTokenizer
 from ...text.tokenizer import CLIPTokenizer
 from .flow_memory import MemoryLayout, load_network
+from .flow_replay import StepReplay, lent_steps
 from .prompt_passes import prompt_passes
 from .start import FlowStart, StepCallback, check_call, check_sides, encode_image
 
@@ -78,6 +79,9 @@ class Kandinsky5Pipeline:
         self.scheduler_config = dict(scheduler_config)
         self.modules: list[str] = []
         self.vae_scale_factor = 2 ** (len(vae.config["block_out_channels"]) - 1)
+        # the transformer's step, replayed in the plain memory mode (flow_replay): a
+        # signature per caption length, CFG's two at two sizes (hires)
+        self.step_replay = StepReplay(_transformer_step, max_signatures=4)
 
     @classmethod
     def from_pretrained(cls, path: str | Path, *, dtype: Any = np.float32,
@@ -178,9 +182,15 @@ class Kandinsky5Pipeline:
         dtype, device = self.transformer.dtype, self.transformer.device
         g = np.float32(guidance_scale)
 
+        # replayed unless a step cache decides on the host (flow_replay)
+        step = self.step_replay.step(self.transformer) if cache is None else None
+
         def predict(latents: Tensor, t: np.ndarray, text: tuple[Tensor, Tensor],
                     branch: Any) -> np.ndarray:
-            out = self.transformer(latents, t, *text, cache=branch)
+            if step is not None:
+                out = step(latents, asarray(t, device=device), *text)
+            else:
+                out = self.transformer(latents, t, *text, cache=branch)
             return out.numpy().astype(np.float32)
 
         def flow(x: np.ndarray, t: float) -> np.ndarray:
@@ -219,7 +229,8 @@ class Kandinsky5Pipeline:
         vae, weight = self.vae, self.vae.decoder.conv_in.weight
         z = asarray(latents / np.float32(vae.scaling_factor), dtype=weight.dtype,
                     device=weight.device)
-        images = vae.decode(z).numpy().astype(np.float32)
+        with lent_steps(self):  # the VAE takes the step captures' scratch (flow_replay)
+            images = vae.decode(z).numpy().astype(np.float32)
         return np.clip(images / 2 + 0.5, 0.0, 1.0).transpose(0, 2, 3, 1)
 
     def _noise(self, shape: tuple[int, ...], generator: Any) -> np.ndarray:
@@ -265,3 +276,11 @@ class Kandinsky5Pipeline:
                            lambda x, t, i: (flow(x, t), None), dtype=np.float32,
                            after_step=lambda i, x: start.blend(x, i), callback=callback)
         return x if output_type == "latent" else self.decode(x)
+
+
+def _transformer_step(transformer: Kandinsky5Transformer3DModel, latents: Tensor,
+                      timestep: Tensor, text: Tensor, pooled: Tensor) -> Tensor:
+    """The transformer's call of a step (StepReplay's captured function): the channels-last
+    latents, the timestep (a float32 Tensor on the 0..1000 scale), the prompt's text tokens and
+    pooled vector, all inputs; the rotary tables of the sizes are kept constants."""
+    return transformer(latents, timestep, text, pooled)

@@ -39,6 +39,7 @@ from ...sampling.guidance import combine
 from ...sampling.model_sampling import calculate_shift
 from ...text.llm_tokenizer import LLMTokenizer
 from .flow_memory import load_network
+from .flow_replay import StepReplay, timestep_step
 from .flux import pack_latents, unpack_latents
 from .start import StepCallback, check_call, check_sides, flow_schedule, run_euler
 
@@ -70,6 +71,8 @@ class LongCatImagePipeline:
         self.scheduler_config = dict(scheduler_config)
         self.modules = list(modules)
         self.vae_scale_factor = 2 ** (len(vae.config["block_out_channels"]) - 1)
+        # the transformer's step, replayed in the plain memory mode (flow_replay)
+        self.step_replay = StepReplay(timestep_step)
 
     @classmethod
     def from_pretrained(cls, path: str | Path, *, dtype: Any = np.float32,
@@ -144,12 +147,14 @@ class LongCatImagePipeline:
                          else list(negative_prompt))
             passes.append(self.encode_prompt(negatives))
         branches = [None if cache is None else cache.branch() for _ in passes]
+        # replayed unless a step cache decides on the host (flow_replay)
+        step = self.step_replay.step(self.transformer) if cache is None else None
 
         def flow(x: np.ndarray, t: float) -> np.ndarray:
             packed = asarray(pack_latents(x), dtype=weight.dtype, device=weight.device)
             timestep = np.full(batch, np.float32(t) / np.float32(1000), np.float32)
-            preds = [self.transformer(packed, states, timestep, rotary=rotary, cache=branch)
-                     .numpy().astype(np.float32) for states, branch in zip(passes, branches)]
+            preds = [self.predict(step, packed, states, timestep, rotary, branch)
+                     for states, branch in zip(passes, branches)]
             out = preds[0] if not guided else renormed_cfg(
                 preds[0], preds[1], guidance_scale, renorm=enable_cfg_renorm,
                 renorm_min=cfg_renorm_min)
@@ -157,6 +162,17 @@ class LongCatImagePipeline:
 
         mu = calculate_shift((h // 2) * (w // 2), self.scheduler_config)
         return flow, (batch, self.transformer.config["in_channels"] // 4, h, w), mu
+
+    def predict(self, step: Callable[..., Tensor] | None, packed: Tensor, states: Tensor,
+                timestep: np.ndarray, rotary: tuple[Tensor, Tensor], branch: Any
+                ) -> np.ndarray:
+        """One pass's flow (float32): the replayed `step` (the timestep uploaded as a float32
+        Tensor), or the transformer run eagerly through the step cache's `branch`."""
+        if step is not None:
+            out = step(packed, states, asarray(timestep, device=packed.device), rotary)
+        else:
+            out = self.transformer(packed, states, timestep, rotary=rotary, cache=branch)
+        return out.numpy().astype(np.float32)
 
     def __call__(self, prompt: str | Sequence[str], *, negative_prompt: str | Sequence[str] = "",
                  height: int = 1024, width: int = 1024, num_inference_steps: int = 50,
@@ -190,4 +206,4 @@ class LongCatImagePipeline:
         return run_euler(self.vae, scheduler, shape, flow, generator=make_generator(rng, seed),
                          latents=latents, image=image, mask=mask_image, strength=strength,
                          callback=callback, output_type=output_type,
-                         device=self.transformer.x_embedder.weight.device)
+                         device=self.transformer.x_embedder.weight.device, lender=self)

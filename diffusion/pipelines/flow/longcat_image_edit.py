@@ -180,13 +180,14 @@ class LongCatImageEditPipeline(LongCatImagePipeline):
             image_positions(h // 2, w // 2, length),
             _modality(image_positions(rows, columns, length), 2)]))
         branches = [None if cache is None else cache.branch() for _ in passes]
+        # replayed unless a step cache decides on the host (the reference's tokens are an input)
+        step = self.step_replay.step(self.transformer) if cache is None else None
 
         def flow(x: np.ndarray, t: float) -> np.ndarray:
             packed = asarray(pack_latents(x), dtype=weight.dtype, device=weight.device)
             both = concatenate([packed, reference], axis=1)
             timestep = np.full(1, np.float32(t) / np.float32(1000), np.float32)
-            preds = [self.transformer(both, states, timestep, rotary=rotary, cache=branch)
-                     .numpy().astype(np.float32)[:, :tokens]
+            preds = [self.predict(step, both, states, timestep, rotary, branch)[:, :tokens]
                      for states, branch in zip(passes, branches)]
             out = preds[0] if not guided else combine(preds[1], preds[0], None,
                                                       np.float32(guidance_scale))
@@ -214,7 +215,7 @@ class LongCatImageEditPipeline(LongCatImagePipeline):
         return run_euler(self.vae, scheduler, shape, flow, generator=make_generator(rng, seed),
                          latents=latents, image=None, mask=None, strength=1.0,
                          callback=callback, output_type=output_type,
-                         device=self.transformer.x_embedder.weight.device)
+                         device=self.transformer.x_embedder.weight.device, lender=self)
 
 
 def _modality(positions: np.ndarray, modality: int) -> np.ndarray:

@@ -27,7 +27,7 @@ from typing import Any
 import numpy as np
 
 from gpucore import Device, default_device
-from gpustd import asarray
+from gpustd import Tensor, asarray
 
 from ...loaders.flow.text_encoder_file import module_stem
 from ...loaders.formats.diffusers_folder import component_config
@@ -43,6 +43,7 @@ from ...noise.rng import make_generator
 from ...sampling.model_sampling import calculate_shift
 from ...text.llm_tokenizer import LLMTokenizer
 from .flow_memory import load_network
+from .flow_replay import MaskKey, StepReplay, mask_key, mask_of
 from .lumina2_guidance import guided_until, lumina2_cfg
 from .start import (
     StepCallback,
@@ -70,6 +71,9 @@ class Lumina2Pipeline:
         self.vae_scale_factor = 2 ** (len(vae.config["block_out_channels"]) - 1)
         # diffusers: default_sample_size * vae_scale_factor (128 latents: 1024 pixels)
         self.default_size = int(transformer.config.get("sample_size", 128)) * 8
+        # the transformer's step, replayed in the plain memory mode (flow_replay): CFG's
+        # batch and the unguided one (cfg_trunc_ratio) at two sizes (hires)
+        self.step_replay = StepReplay(_transformer_step, max_signatures=4)
 
     @classmethod
     def from_pretrained(cls, path: str | Path, *, dtype: Any = np.float32,
@@ -153,12 +157,15 @@ class Lumina2Pipeline:
         mu = calculate_shift(channels, self.scheduler_config)
         cut = guided_until(self.scheduler_config, num_inference_steps, mu, cfg_trunc_ratio)
         dtype, device = self.transformer.dtype, self.transformer.device
+        step = self.step_replay.step(self.transformer)  # eager under a memory mode
+        # the captions uploaded once a generation: the prompts' alone and with the negatives'
+        texts = {rows: asarray(states[:rows], dtype=dtype, device=device)
+                 for rows in {batch, len(states)}}
 
         def run(x: np.ndarray, time: np.float32, rows: int) -> np.ndarray:
-            times = np.full(len(x), time, np.float32)
-            out = self.transformer(asarray(x, dtype=dtype, device=device), times,
-                                   asarray(states[:rows], dtype=dtype, device=device),
-                                   mask[:rows])
+            times = asarray(np.full(len(x), time, np.float32), device=device)
+            out = step(asarray(x, dtype=dtype, device=device), times, texts[rows],
+                       mask_key(mask[:rows]))
             return out.numpy().astype(np.float32)  # type: ignore[no-any-return]
 
         def flow(x: np.ndarray, t: float) -> np.ndarray:
@@ -207,7 +214,15 @@ class Lumina2Pipeline:
         return run_euler(self.vae, scheduler, shape, flow, generator=make_generator(rng, seed),
                          latents=latents, image=image, mask=mask_image, strength=strength,
                          callback=callback, output_type=output_type,
-                         device=self.transformer.device)
+                         device=self.transformer.device, lender=self)
+
+
+def _transformer_step(transformer: Lumina2Transformer2DModel, latents: Tensor,
+                      timestep: Tensor, states: Tensor, mask: MaskKey | None) -> Tensor:
+    """The transformer's call of a step (StepReplay's captured function): the latents, the
+    timesteps (a float32 Tensor) and the captions' states inputs; their mask, read on the
+    host (each caption's length: `mask_key`), a static argument."""
+    return transformer(latents, timestep, states, mask_of(mask))
 
 
 def _joined(first: tuple[np.ndarray, np.ndarray], second: tuple[np.ndarray, np.ndarray]

@@ -38,6 +38,7 @@ from ...sampling.guidance import combine
 from ...sampling.model_sampling import calculate_shift
 from ...text.llm_tokenizer import LLMTokenizer
 from .flow_memory import load_network
+from .flow_replay import StepReplay, timestep_step
 from .flux import image_ids, pack_latents, unpack_latents
 from .start import StepCallback, check_call, check_sides, flow_schedule, run_euler
 
@@ -56,6 +57,8 @@ class OvisImagePipeline:
         self.scheduler_config = dict(scheduler_config)
         self.modules = list(modules)
         self.vae_scale_factor = 2 ** (len(vae.config["block_out_channels"]) - 1)
+        # the transformer's step, replayed in the plain memory mode (flow_replay)
+        self.step_replay = StepReplay(timestep_step)
 
     @classmethod
     def from_pretrained(cls, path: str | Path, *, dtype: Any = np.float32,
@@ -130,12 +133,23 @@ class OvisImagePipeline:
                                  "give one, or one for each prompt")
             passes.append(self.encode_prompt(negatives))
         branches = [None if cache is None else cache.branch() for _ in passes]
+        # replayed unless a step cache decides on the host; both passes one recording (the
+        # prompts' states are always 256 tokens)
+        step = self.step_replay.step(self.transformer) if cache is None else None
+
+        def predict(packed: Tensor, timestep: np.ndarray, states: Tensor,
+                    branch: Any) -> np.ndarray:
+            if step is not None:
+                out = step(packed, states, asarray(timestep, device=weight.device), rotary)
+            else:
+                out = self.transformer(packed, states, timestep, rotary=rotary, cache=branch)
+            return out.numpy().astype(np.float32)
 
         def flow(x: np.ndarray, t: float) -> np.ndarray:
             packed = asarray(pack_latents(x), dtype=weight.dtype, device=weight.device)
             timestep = np.full(batch, np.float32(t) / np.float32(1000), np.float32)
-            preds = [self.transformer(packed, states, timestep, rotary=rotary, cache=branch)
-                     .numpy().astype(np.float32) for states, branch in zip(passes, branches)]
+            preds = [predict(packed, timestep, states, branch)
+                     for states, branch in zip(passes, branches)]
             out = preds[0] if not guided else combine(preds[1], preds[0], None,
                                                       np.float32(guidance_scale))
             return unpack_latents(out, h, w)
@@ -170,4 +184,5 @@ class OvisImagePipeline:
         return run_euler(self.vae, scheduler, shape, flow, generator=make_generator(rng, seed),
                          latents=latents, image=image, mask=mask_image, strength=strength,
                          callback=callback, output_type=output_type,
-                         device=self.transformer.x_embedder.weight.device)
+                         device=self.transformer.x_embedder.weight.device, lender=self)
+

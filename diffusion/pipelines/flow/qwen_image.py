@@ -142,8 +142,9 @@ class QwenImagePipeline(QwenVaePasses):
         self.scheduler_config = dict(scheduler_config)
         self.modules = list(modules)
         self.vae_scale_factor = 2 ** len(vae.config["temperal_downsample"])
-        # the transformer's step, replayed in the plain memory mode (flow_replay)
-        self.step_replay = StepReplay(_transformer_step)
+        # the transformer's step, replayed in the plain memory mode (flow_replay); four
+        # signatures: true CFG's two passes at the first size and at a hires pass's
+        self.step_replay = StepReplay(_transformer_step, max_signatures=4)
 
     @classmethod
     def from_pretrained(cls, path: str | Path, *, dtype: Any = np.float32,
@@ -256,11 +257,8 @@ class QwenImagePipeline(QwenVaePasses):
             rotary = self.transformer.rotary(h // 2, w // 2, positive[0].shape[1])
         # replayed unless a step cache (it decides on the host) or ControlNets (their
         # residuals a call of their own) take part: bound once a generation
-        step = (self.step_replay.step(self.transformer) if cache is None and control is None
-                else None)
-        for text in (positive, negative) if step is not None else ():
-            if text is not None:  # the rotary tables made (and kept) before any recording
-                self.transformer.rotary(h // 2, w // 2, text[0].shape[1])
+        step = self.replayed_step((positive, negative), (h // 2, w // 2),
+                                  eager=cache is not None or control is not None)
 
         def predict(packed: Tensor, t: np.ndarray, text: tuple[Tensor, Any], i: int,
                     residuals: list[Tensor] | None) -> np.ndarray:
@@ -287,6 +285,20 @@ class QwenImagePipeline(QwenVaePasses):
         mu = calculate_shift((h // 2) * (w // 2), self.scheduler_config)
         channels = self.transformer.config["in_channels"] // 4
         return flow, (batch, channels, h, w), mu
+
+    def replayed_step(self, texts: Sequence[tuple[Tensor, Any] | None], grid: tuple[int, int],
+                      references: Sequence[tuple[int, int]] = (), *, eager: bool = False
+                      ) -> Callable[..., Tensor] | None:
+        """A generation's `_transformer_step`, replayed (flow_replay), or None where the
+        steps run eagerly (`eager`: a step cache decides on the host, ControlNets' residuals
+        are a call of their own). The rotary tables of the grid, each prompt's length and the
+        `references` are made (and kept) before any recording: constants, not its work."""
+        if eager:
+            return None
+        for text in texts:
+            if text is not None:
+                self.transformer.rotary(*grid, text[0].shape[1], references)
+        return self.step_replay.step(self.transformer)
 
     def __call__(self, prompt: str | Sequence[str], *, height: int = 1024, width: int = 1024,
                  num_inference_steps: int = 50, true_cfg_scale: float = 4.0,
@@ -341,8 +353,13 @@ class QwenImagePipeline(QwenVaePasses):
 
 
 def _transformer_step(transformer: QwenImageTransformer2DModel, packed: Tensor, states: Tensor,
-                      timestep: Tensor, rows: int, columns: int, mask: MaskKey | None) -> Tensor:
-    """The transformer's call of a step (StepReplay's captured function): the packed latents,
-    the prompt's states and the timesteps (a float32 Tensor) inputs; the patch grid and the
-    prompt's mask, read on the host (`mask_key`), static arguments."""
-    return transformer(packed, states, timestep, rows, columns, mask_of(mask))
+                      timestep: Tensor, rows: int, columns: int, mask: MaskKey | None,
+                      references: tuple[tuple[int, int], ...] = (),
+                      rgb: tuple[int, ...] | None = None) -> Tensor:
+    """The transformer's call of a step (StepReplay's captured function): the packed latents
+    (an edit's reference tokens after the noise's), the prompt's states and the timesteps (a
+    float32 Tensor) inputs; the patch grid, the prompt's mask, read on the host (`mask_key`),
+    the references' grids and Qwen-Image-Layered's RGB flags static arguments."""
+    return transformer(packed, states, timestep, rows, columns, mask_of(mask),
+                       references=references,
+                       additional_t_cond=None if rgb is None else np.asarray(rgb, np.int64))

@@ -27,14 +27,14 @@ from typing import Any
 import numpy as np
 
 from gpucore import Device, default_device
-from gpustd import asarray
+from gpustd import Tensor, asarray
 
 from ...loaders.formats.diffusers_folder import component_config
 from ...loaders.qwen_image import load_qwenimage21_file, load_qwenimage21_folder
 from ...models.llm import LLMTextModel
 from ...models.qwen3_vision import Qwen3VLVisionModel
 from ...models.qwen21_prompt import encode_read, encode_t2i, read_pictures
-from ...models.qwen_image21 import QwenImage21Transformer2DModel
+from ...models.qwen_image21 import QwenImage21Prefix, QwenImage21Transformer2DModel
 from ...models.qwen_image21_vae import AutoencoderKLQwenImage21
 from ...models.step_cache import StepCache
 from ...noise.rng import make_generator
@@ -43,6 +43,7 @@ from ...sampling.scheduler_loop import scheduler_loop
 from ...text.llm_tokenizer import LLMTokenizer
 from ..finite import check_encoded
 from .flow_memory import load_network
+from .flow_replay import MaskKey, StepReplay, lent_steps, mask_key, mask_of
 from .start import FlowStart, StepCallback, check_call, check_sides, flow_schedule
 
 __all__ = ["QwenImage21Pipeline"]
@@ -110,6 +111,9 @@ class QwenImage21Pipeline:
         self.vae_scale_factor = VAE_SCALE
         self.condition_area = CONDITION_AREA
         self.modules: list[str] = []
+        # the transformer's step, replayed in the plain memory mode (flow_replay): true CFG's
+        # two passes at two sizes (hires)
+        self.step_replay = StepReplay(_transformer_step, max_signatures=4)
 
     @classmethod
     def from_pretrained(cls, path: str | Path, *, dtype: Any = np.float32,
@@ -190,12 +194,20 @@ class QwenImage21Pipeline:
         pictures = [condition_rgba(p, self.condition_area) for p in references]
         prefixes = self._prefixes(passes, pictures, {} if kept is None else kept)
         branches = [None] * len(passes) if cache is None else [cache.branch() for _ in passes]
+        # replayed unless a step cache decides on the host: each prefix's keys and values
+        # inputs, its padding and layout static arguments
+        step = self.step_replay.step(transformer) if cache is None else None
+
+        def predict(tokens: Tensor, timestep: np.ndarray, prefix: Any, branch: Any) -> Any:
+            if step is None:
+                return transformer(tokens, timestep, h, w, prefix, cache=branch)
+            return step(tokens, asarray(timestep, device=device), h, w, tuple(prefix.keys),
+                        tuple(prefix.values), mask_key(prefix.keep), prefix.layout)
 
         def flow(x: np.ndarray, t: float) -> np.ndarray:
             timestep = np.full(len(x), np.float32(t) / np.float32(1000), np.float32)
             tokens = asarray(pack(x), dtype=dtype, device=device)
-            preds = [transformer(tokens, timestep, h, w, prefix, cache=branch).numpy()
-                     .astype(np.float32)
+            preds = [predict(tokens, timestep, prefix, branch).numpy().astype(np.float32)
                      for prefix, branch in zip(prefixes, branches, strict=True)]
             pred = preds[0] if len(preds) == 1 else (
                 preds[1] + np.float32(true_cfg_scale) * (preds[0] - preds[1]))
@@ -279,7 +291,8 @@ class QwenImage21Pipeline:
         vae = self.vae
         z = vae.denormalize(asarray(latents, dtype=vae.decoder.conv_in.weight.dtype,
                                     device=vae.device))
-        images = vae.decode(z).numpy().astype(np.float32)[:, :3]
+        with lent_steps(self):  # the VAE takes the step captures' scratch (flow_replay)
+            images = vae.decode(z).numpy().astype(np.float32)[:, :3]
         return np.clip(images / 2 + 0.5, 0.0, 1.0).transpose(0, 2, 3, 1)
 
     def __call__(self, prompt: str | Sequence[str], *, height: int = 1024, width: int = 1024,
@@ -316,3 +329,14 @@ class QwenImage21Pipeline:
                            lambda x, t, i: (flow(x, t), None), dtype=np.float32,
                            after_step=lambda i, x: start.blend(x, i), callback=callback)
         return x if output_type == "latent" else self.decode(x)
+
+
+def _transformer_step(transformer: QwenImage21Transformer2DModel, tokens: Tensor,
+                      timestep: Tensor, rows: int, columns: int, keys: tuple[Tensor, ...],
+                      values: tuple[Tensor, ...], keep: MaskKey | None,
+                      layout: tuple[Any, ...]) -> Tensor:
+    """The transformer's call of a step (StepReplay's captured function): the target's
+    tokens, the timesteps (a float32 Tensor) and the prefix's keys and values of every block
+    inputs; the grid, the prefix's padding (`mask_key`) and layout static arguments."""
+    prefix = QwenImage21Prefix(list(keys), list(values), mask_of(keep), layout)
+    return transformer(tokens, timestep, rows, columns, prefix)

@@ -43,6 +43,7 @@ from ...sampling.scheduler_loop import scheduler_loop
 from ...text.llm_tokenizer import LLMTokenizer
 from ..finite import check_encoded
 from .flow_memory import load_network
+from .flow_replay import mask_key
 from .qwen_image import QwenImagePipeline, pack, true_cfg, unpack
 from .start import FlowStart, StepCallback, check_call, flow_schedule
 
@@ -228,17 +229,24 @@ class QwenImageEditPipeline(QwenImagePipeline):
         if first_latents is not None:
             latents.insert(0, first_latents)
         tokens_after = np.repeat(np.concatenate([pack(x) for x in latents], axis=1), batch, 0)
-        references = [(x.shape[2] // 2, x.shape[3] // 2) for x in latents]
+        references = [(int(x.shape[2]) // 2, int(x.shape[3]) // 2) for x in latents]
         h, w = 2 * (int(height) // scale), 2 * (int(width) // scale)
         noise_tokens = (h // 2) * (w // 2)
         dtype, device = self.transformer.dtype, self.transformer.device
         branches = [None, None] if cache is None else [
             cache.branch() for _ in range(1 + (negative is not None))]
+        # replayed (the references' tokens are part of the packed input) unless a step cache
+        step = self.replayed_step((positive, negative), (h // 2, w // 2), references,
+                                  eager=cache is not None)
 
         def predict(packed: Tensor, t: np.ndarray, text: tuple[Tensor, Any], i: int
                     ) -> np.ndarray:
-            out = self.transformer(packed, text[0], t, h // 2, w // 2, text[1],
-                                   cache=branches[i], references=references)
+            if step is not None:
+                out = step(packed, text[0], asarray(t, device=device), h // 2, w // 2,
+                           mask_key(text[1]), tuple(references))
+            else:
+                out = self.transformer(packed, text[0], t, h // 2, w // 2, text[1],
+                                       cache=branches[i], references=references)
             return out.numpy().astype(np.float32)[:, :noise_tokens]
 
         def flow(x: np.ndarray, t: float) -> np.ndarray:

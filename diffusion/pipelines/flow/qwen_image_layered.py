@@ -31,6 +31,7 @@ from gpustd import Tensor, asarray
 from ...imaging import see_through_picture
 from ...noise.rng import make_generator
 from ...sampling.scheduler_loop import scheduler_loop
+from .flow_replay import mask_key
 from .qwen_image import QwenImagePipeline, pack, true_cfg, unpack
 from .qwen_image_edit import reference_dimensions
 from .start import StepCallback, check_call, flow_schedule
@@ -83,11 +84,14 @@ class QwenImageLayeredPipeline(QwenImagePipeline):
         tokens = frames * grid[0] * grid[1]
         after = pack(condition)
         dtype, device = self.transformer.dtype, self.transformer.device
-        rgba = np.zeros(1, np.int64)  # diffusers' is_rgb: 0, the layers are RGBA
+        rgba = (0,)  # diffusers' is_rgb: 0, the layers are RGBA
+        # replayed (flow_replay): the picture's tokens are part of the packed input
+        step = self.replayed_step((positive, negative), grid, references)
+        assert step is not None
 
         def predict(packed: Tensor, t: np.ndarray, text: tuple[Tensor, Any]) -> np.ndarray:
-            out = self.transformer(packed, text[0], t, *grid, text[1], references=references,
-                                   additional_t_cond=rgba)
+            out = step(packed, text[0], asarray(t, device=device), *grid, mask_key(text[1]),
+                       tuple(references), rgba)
             return out.numpy().astype(np.float32)[:, :tokens]
 
         def flow(x: np.ndarray, t: float) -> np.ndarray:

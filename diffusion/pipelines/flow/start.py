@@ -26,6 +26,7 @@ from ...noise.rng import RNG_SOURCES
 from ...sampling.scheduler_loop import scheduler_loop
 from ...sampling.schedulers.flow_match_euler import FlowMatchEulerDiscreteScheduler
 from ..finite import check_encoded
+from .flow_replay import lent_steps
 
 __all__ = ["FlowStart", "StepCallback", "base_folder", "check_call", "decode", "encode_image",
            "flow_schedule", "load_parts", "run_euler", "single_files"]
@@ -232,14 +233,18 @@ def decode(vae: Any, latents: np.ndarray, device: Device,
 def run_euler(vae: Any, scheduler: Any, shape: tuple[int, ...], flow: Callable[..., Any], *,
               generator: Any, latents: np.ndarray | None, image: Any, mask: Any,
               strength: float, callback: StepCallback | None, output_type: str,
-              device: Device, **options: Any) -> np.ndarray:
+              device: Device, lender: Any = None, **options: Any) -> np.ndarray:
     """The end of diffusers' flow pipelines (FLUX, SD3): the start (FlowStart, with its
     `options`: `encode`, `scale_factor`, `posterior`, `bilinear_mask`), Euler steps along
     `flow(x, t)` with `callback(done, total, latents)` after each (False stops), then the
-    latents ("latent") or the decoded pictures."""
+    latents ("latent") or the decoded pictures, the VAE borrowing the step captures'
+    scratch of the pipeline `lender` (flow_replay.lent_steps)."""
     start = FlowStart(vae, scheduler, shape, generator=generator, latents=latents, image=image,
                       mask=mask, strength=strength, **options)
     x = scheduler_loop(start.latents, start.timesteps, scheduler,
                        lambda x, t, i: (flow(x, t), None), dtype=np.float32,
                        after_step=lambda i, x: start.blend(x, i), callback=callback)
-    return x if output_type == "latent" else decode(vae, x, device)
+    if output_type == "latent":
+        return x
+    with lent_steps(lender):
+        return decode(vae, x, device)

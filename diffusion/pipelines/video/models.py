@@ -5,12 +5,14 @@ folder), HunyuanVideo 1.5 (HunyuanVideo15Pipeline: its t2v and i2v folders), Hun
 (HunyuanVideoPipeline: a HunyuanVideoPipeline folder; txt2vid only), LTX-2 (LTX2Pipeline: an
 LTX2Pipeline folder; txt2vid only, its video with audio), Cosmos Predict2.5
 (Cosmos25PredictPipeline: a Cosmos2_5_PredictBasePipeline folder), SkyReels V2 diffusion
-forcing (skyreels_v2_df: its folder; txt2vid, img2vid) and SANA-Video (SanaVideoPipeline: its
-folder; txt2vid only); Wan 2.2 Animate runs as Wan with its own defaults, SkyReels V2's
-text- and image-to-video folders as Wan. Each family's defaults
-are its diffusers pipeline's (the frames, size, steps and guidance of its `__call__`,
-HunyuanVideo 1.5's size and guidance from its folder; the fps its model card writes videos
-at), and `refuse_video` says in one line what a Kandinsky 5 folder's transformer does not run."""
+forcing (skyreels_v2_df: its folder; txt2vid, img2vid), SANA-Video (SanaVideoPipeline: its
+folder; txt2vid only), Lucy Edit (LucyEditPipeline: its folder; txt2vid --init-video, the video
+it edits) and Helios (HeliosPipeline: its folder; txt2vid, img2vid, txt2vid --init-video);
+Wan 2.2 Animate runs as Wan with its own defaults, SkyReels V2's text- and image-to-video
+folders as Wan. Each family's defaults are its diffusers pipeline's (the frames, size, steps
+and guidance of its `__call__`, HunyuanVideo 1.5's size and guidance from its folder; the fps
+its model card writes videos at), and `refuse_video` says in one line what a Kandinsky 5
+folder's transformer does not run."""
 
 from __future__ import annotations
 
@@ -20,6 +22,7 @@ from pathlib import Path
 
 from ...loaders.cosmos import cosmos_family
 from ...loaders.formats.diffusers_folder import component_config, read_json
+from ...loaders.helios import helios_family
 from ...loaders.hunyuan_video.folder import hunyuan_video_family
 from ...loaders.hunyuan_video.framepack import framepack_family
 from ...loaders.hunyuan_video.framepack_file import framepack_file_family
@@ -30,9 +33,9 @@ from ...loaders.sana.video import sana_video_family
 from ...loaders.wan.folder import wan_family
 from ...loaders.wan.sources import is_wan_animate
 
-__all__ = ["COSMOS2_V2W", "COSMOS25", "HUNYUAN_VIDEO", "HUNYUAN_VIDEO15", "KANDINSKY5_VIDEO",
-           "LTX2", "SANA_VIDEO", "SKYREELS_DF", "WAN", "WAN_ANIMATE", "VideoDefaults",
-           "refuse_video", "video_defaults", "video_family_name"]
+__all__ = ["COSMOS2_V2W", "COSMOS25", "HELIOS", "HUNYUAN_VIDEO", "HUNYUAN_VIDEO15",
+           "KANDINSKY5_VIDEO", "LTX2", "LUCY_EDIT", "SANA_VIDEO", "SKYREELS_DF", "WAN",
+           "WAN_ANIMATE", "VideoDefaults", "refuse_video", "video_defaults", "video_family_name"]
 
 
 @dataclass(frozen=True)
@@ -83,6 +86,14 @@ COSMOS2_V2W = VideoDefaults(frames=93, width=1280, height=704, steps=35, cfg_sca
 # fps as its example does
 SANA_VIDEO = VideoDefaults(frames=81, width=832, height=480, steps=50, cfg_scale=6.0, fps=16.0)
 
+# LucyEditPipeline's __call__ (81 frames of 832 x 480, 50 steps, guidance 5), written at 24 fps
+# as its example does; an input video's count and size are the run's unless given
+LUCY_EDIT = VideoDefaults(frames=81, width=832, height=480, steps=50, cfg_scale=5.0, fps=24.0)
+
+# HeliosPipeline's __call__ (132 frames of 640 x 384, 50 steps, guidance 5: four 33-frame chunks,
+# cut to the 129 given here), written at 24 fps as its example does
+HELIOS = VideoDefaults(frames=129, width=640, height=384, steps=50, cfg_scale=5.0, fps=24.0)
+
 # WanAnimatePipeline's __call__ (1280 x 720, 20 steps, unguided; its segment of 77 frames, the
 # pose video's length being the video's), written at 30 fps as its example does
 WAN_ANIMATE = VideoDefaults(frames=77, width=1280, height=720, steps=20, cfg_scale=1.0,
@@ -95,14 +106,16 @@ def video_family_name(path: str | os.PathLike[str]) -> str:
     FramePack transformer file, "hunyuan-video" for a HunyuanVideo one, "cosmos-predict2.5"
     for a Cosmos Predict2.5 one, "cosmos-predict2" for a Cosmos Predict2 Video2World one,
     "skyreels-v2-df" for a SkyReels V2 diffusion forcing one, "sana-video" for a SANA-Video
-    one, else "wan" (Wan's loaders name what is wrong with anything that is not Wan's either)."""
+    one, "lucy-edit" for a Lucy Edit one, "helios" for a Helios one, else "wan" (Wan's loaders
+    name what is wrong with anything that is not Wan's either)."""
     cosmos = {"cosmos25": "cosmos-predict2.5",
               "cosmos2-v2w": "cosmos-predict2"}.get(cosmos_family(path) or "")
-    forcing = "skyreels-v2-df" if wan_family(path) == "skyreels-v2-df" else None
+    wan = wan_family(path)
+    forcing = wan if wan in ("skyreels-v2-df", "lucy-edit") else None  # (Lucy Edit's too)
     return (kandinsky5_video_family(path) or hunyuan_video15_family(path) or ltx2_family(path)
             or framepack_family(path) or framepack_file_family(path)
             or hunyuan_video_family(path) or cosmos or forcing or sana_video_family(path)
-            or "wan")
+            or helios_family(path) or "wan")
 
 
 def _hunyuan_video15_defaults(root: Path) -> VideoDefaults:
@@ -141,6 +154,10 @@ def video_defaults(path: str | os.PathLike[str]) -> VideoDefaults:
         return SKYREELS_DF
     if family == "sana-video":
         return SANA_VIDEO
+    if family == "lucy-edit":
+        return LUCY_EDIT
+    if family == "helios":
+        return HELIOS
     return WAN_ANIMATE if is_wan_animate(Path(path)) else WAN
 
 

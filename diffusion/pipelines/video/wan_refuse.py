@@ -1,6 +1,7 @@
 """What a Wan model does not take, in one line each, from what it is (a second expert,
 timesteps per token, a transformer that reads the first frame, VACE's control branch):
-`WanPipeline.__call__` refuses with these, and the command line and the server before the
+`WanPipeline.__call__` refuses with these (Lucy Edit's call `refuse_lucy`), and the command
+line and the server before the
 weights load (`wan_refusals_of`: the folder's model_index.json and the transformer's config, a
 file's from its header). Also the frame counts Wan's VAE takes (`check_frame_count`) and the
 picture commands' refusal of a video model (`refuse_pictures`)."""
@@ -22,8 +23,8 @@ from ...loaders.wan.file import load_wan_file
 from ...loaders.wan.files import WanFiles
 from ...loaders.wan.folder import wan_family, wan_layout
 
-__all__ = ["check_frame_count", "image_conditioned", "refuse_pictures", "refuse_wan",
-           "wan_refusals_of"]
+__all__ = ["check_frame_count", "image_conditioned", "refuse_lucy", "refuse_pictures",
+           "refuse_wan", "wan_refusals_of"]
 
 
 def check_frame_count(frames: int, temporal: int = 4) -> None:
@@ -41,15 +42,18 @@ def refuse_pictures(path: str | os.PathLike[str], family: str, options: Any) -> 
     image-to-video one too; a HunyuanVideo 1.5 folder, "hunyuan-video-1.5"; an LTX-2 folder,
     "ltx-2"; a HunyuanVideo folder, "hunyuan-video"; a FramePack one, "framepack"; a Cosmos
     Predict2.5 one, "cosmos25"; a Predict2 Video2World one, "cosmos2-v2w"; a SANA-Video one,
-    "sana-video"): a video
+    "sana-video"; a Lucy Edit one, "lucy-edit"; a Helios one, "helios"): a video
     model makes no pictures, so ValueError in one line saying which command makes its
     videos."""
+    if family == "lucy-edit":
+        raise ValueError(f"{path} is Lucy Edit, which edits a video: `python -m diffusion "
+                         f"txt2vid --model {path} --init-video IN.mp4 --prompt 'the edit'`")
     base = " --base WAN_FOLDER" if Path(path).is_file() else ""
     what = {"kandinsky-5-video": "Kandinsky 5 Video", "hunyuan-video-1.5": "HunyuanVideo 1.5",
             "ltx-2": "LTX-2 (video with audio)", "hunyuan-video": "HunyuanVideo",
             "framepack": "FramePack", "cosmos25": "Cosmos Predict2.5",
             "cosmos2-v2w": "Cosmos Predict2 Video2World",
-            "sana-video": "SANA-Video"}.get(family, "Wan")
+            "sana-video": "SANA-Video", "helios": "Helios"}.get(family, "Wan")
     if family in ("framepack", "cosmos2-v2w") or (family == "kandinsky-5-video"
                                  and kandinsky5_image_to_video(path)) or (
             family == "hunyuan-video-1.5" and hunyuan_video15_image_to_video(path)):
@@ -97,13 +101,41 @@ def refuse_wan(*, second_expert: bool, expand_timesteps: bool, conditioned: bool
                          "this Wan model has one transformer")
 
 
+def refuse_lucy(*, image: bool, cache_kind: str | None, guidance_scale_2: float | None,
+                control: str | None, strength: str | None) -> None:
+    """ValueError in one line for what Lucy Edit does not take: a first frame (`image`),
+    TeaCache (its tables are Wan 2.1's), a second guidance scale (one transformer), Wan VACE's
+    control (`control`: its name as the caller's user gives it) or a denoising strength
+    (`strength`: likewise; the edit always runs the whole schedule)."""
+    if image:
+        raise ValueError("Lucy Edit edits a video and takes no first frame: give the video "
+                         "to edit (txt2vid --init-video, the server's init_video)")
+    if control is not None:
+        raise ValueError(f"{control} needs a Wan VACE model; Lucy Edit reads the video to "
+                         "edit and the prompt only")
+    if strength is not None:
+        raise ValueError(f"{strength}: Lucy Edit runs the whole schedule from noise, the "
+                         "video a condition beside it; leave it out")
+    if cache_kind in ("teacache", "teacache-ret"):
+        raise ValueError("TeaCache's Wan tables are Wan 2.1's; for Lucy Edit use First Block "
+                         "Cache (fbc:0.12)")
+    if guidance_scale_2 is not None:
+        raise ValueError("a second guidance scale is for Wan 2.2 A14B's low-noise expert; "
+                         "Lucy Edit has one transformer")
+
+
 def wan_refusals_of(folder: str | os.PathLike[str], files: WanFiles, *, image: bool,
                     cache_kind: str | None, guidance_scale_2: float | None,
                     control: str | None = None) -> None:
     """`refuse_wan` for the Wan folder `folder` with `files` in place of its parts, before it
     loads: its second expert listed or given as a file, and its transformer's config as the
     load reads it (a file's from its header, `load_wan_file`, over the folder's config.json;
-    a file the load would refuse is left for the load to name); `control`: refuse_wan's."""
+    a file the load would refuse is left for the load to name); `control`: refuse_wan's. A
+    Lucy Edit folder: `refuse_lucy`'s (its denoising strength the caller's to refuse)."""
+    if wan_family(folder) == "lucy-edit":  # its transformer reads the video's latents too
+        refuse_lucy(image=image, cache_kind=cache_kind, guidance_scale_2=guidance_scale_2,
+                    control=control, strength=None)
+        return
     listed, expand_timesteps = wan_layout(folder)
     given = files.given()
     config = component_config(folder, "transformer")

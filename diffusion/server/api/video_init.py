@@ -7,7 +7,9 @@ resized to `width` x `height`); what it cannot take (a count or size Wan cannot 
 strength leaving no step, another model's or another mode's fields) is refused in one line
 before the queue. For a Cosmos Predict2.5 or Predict2 Video2World folder `init_video` is the
 video to continue (video2world, video_cosmos25): its last frames are kept (Predict2.5: 5;
-Predict2: `frames`), the request's size and count its own."""
+Predict2: `frames`), the request's size and count its own. For a Lucy Edit folder it is the
+video to edit as the prompt says, read as Wan's, and required; it takes no
+`denoising_strength` (the whole schedule runs from noise)."""
 
 from __future__ import annotations
 
@@ -19,7 +21,7 @@ from typing import Any
 
 from ...imaging import eight_bit
 from ...loaders.cosmos import cosmos_family
-from ...loaders.wan import WanFiles
+from ...loaders.wan import WanFiles, wan_family
 from ...loaders.wan.sources import is_wan_animate
 from ...pipelines.video.models import video_family_name
 from ..images import decode_image
@@ -59,16 +61,24 @@ def _video_file(text: str, limit: int | None, last: int | None = None) -> list[A
 def init_video_of(body: Any, registry: Any) -> tuple[list[Any] | None, Any]:
     """The request's init video (PIL images, as the run takes them) and the request with the
     frames, width and height it sets where the request leaves them out, and its strength
-    (DEFAULT_STRENGTH unless given); (None, `body`) without one; for a Cosmos Predict2.5
-    or Predict2 Video2World model (found in `registry`) the video's last frames and `body` as
-    it is. ValueError (ImageError) in one line."""
+    (DEFAULT_STRENGTH unless given; a Lucy Edit folder's None, a strength refused); (None,
+    `body`) without one; for a Cosmos Predict2.5 or Predict2 Video2World model (found in
+    `registry`) the video's last frames and `body` as it is. ValueError (ImageError) in one
+    line."""
     from ...pipelines.video.wan_video2video import fit_init_video
 
     if body.init_video is None:
         if body.denoising_strength is not None:
             raise ValueError("denoising_strength is for video-to-video: send init_video too")
         return None, body
-    cosmos = cosmos_family(video_source(registry, body).model)
+    model = video_source(registry, body).model
+    lucy = wan_family(model) == "lucy-edit"
+    if lucy and body.denoising_strength is not None:  # (it stays None: the whole schedule)
+        from ...pipelines.video.wan_refuse import refuse_lucy
+
+        refuse_lucy(image=False, cache_kind=None, guidance_scale_2=None, control=None,
+                    strength="denoising_strength")
+    cosmos = cosmos_family(model)
     if cosmos in ("cosmos25", "cosmos2-v2w"):
         from ...pipelines.video.models import COSMOS2_V2W
         from .video_cosmos25 import VIDEO2WORLD_FRAMES, check_predict2_video, check_video2world
@@ -96,7 +106,7 @@ def init_video_of(body: Any, registry: Any) -> tuple[list[Any] | None, Any]:
                                            most=MAX_FRAMES, option="{}={}")
     return frames, body.model_copy(update={
         "frames": len(frames), "width": width, "height": height,
-        "denoising_strength": body.denoising_strength or DEFAULT_STRENGTH})
+        "denoising_strength": None if lucy else body.denoising_strength or DEFAULT_STRENGTH})
 
 
 def refuse_init_video(body: Any, model: tuple[Path, WanFiles], steps: int, *, image: bool,
@@ -104,10 +114,15 @@ def refuse_init_video(body: Any, model: tuple[Path, WanFiles], steps: int, *, im
     """ValueError in one line for an init video `model` (a folder and the files in place of
     its parts) does not redraw (Wan 2.2 Animate, another family than Wan's), or with what it
     does not go with: a first frame (`image`), Wan VACE's fields (`control`: the first
-    given), or a strength that leaves none of `steps` to run."""
+    given), or a strength that leaves none of `steps` to run; a Lucy Edit folder without
+    one."""
     from ...pipelines.video.wan_schedule import check_strength
     from ...pipelines.video.wan_video2video import refuse_video2video
 
+    lucy = wan_family(model[0]) == "lucy-edit"
+    if body.init_video is None and lucy:
+        raise ValueError("Lucy Edit edits a video: send init_video (the video to edit) to "
+                         "/avx/txt2vid")
     if body.init_video is None:
         return
     if cosmos_family(model[0]) in ("cosmos25", "cosmos2-v2w"):
@@ -116,10 +131,12 @@ def refuse_init_video(body: Any, model: tuple[Path, WanFiles], steps: int, *, im
                              "Predict2 Video2World continue a video (/avx/txt2vid) or a "
                              "picture (/avx/img2vid)")
         return
+    if lucy:  # its own refusals: wan_refusals_of's
+        return
     if video_family_name(model[0]) != "wan" or is_wan_animate(*model):
         raise ValueError("init_video is for Wan's text-to-video models (Wan 2.1, Wan 2.2; "
-                         "Cosmos Predict2.5 and Predict2 Video2World continue one); this "
-                         "model does not redraw a video")
+                         "Lucy Edit edits one; Cosmos Predict2.5 and Predict2 Video2World "
+                         "continue one); this model does not redraw a video")
     if control is not None:
         raise ValueError(f"init_video and {control} do not go together: a Wan VACE model "
                          "edits a video through control_video and control_mask")

@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from ...loaders.cosmos import cosmos_family
+from ...loaders.helios import helios_family
 from ...loaders.hunyuan_video.folder import hunyuan_video_family
 from ...loaders.hunyuan_video15.folder import hunyuan_video15_family
 from ...loaders.kandinsky5 import kandinsky5_video_family
@@ -33,7 +34,7 @@ def _load(folder: Path, files: WanFiles, memory: MemoryMode | None, device: Any)
     """The pipeline of the video model at `folder` (with `files` in place of a Wan folder's
     parts) on `device`, each network straight to host memory in a `memory` mode."""
     from ...loaders.wan.sources import is_wan_animate
-    from ...pipelines.video import WanAnimatePipeline, WanPipeline
+    from ...pipelines.video import LucyEditPipeline, WanAnimatePipeline, WanPipeline
     from ...pipelines.video.skyreels_v2_df import SkyReelsV2DiffusionForcingPipeline
 
     offload = bool(memory)
@@ -67,9 +68,13 @@ def _load(folder: Path, files: WanFiles, memory: MemoryMode | None, device: Any)
         from ...pipelines.video.sana_video import SanaVideoPipeline
 
         return SanaVideoPipeline.from_pretrained(folder, device=device)
+    if helios_family(folder):
+        from ...pipelines.video.helios import HeliosPipeline
+
+        return HeliosPipeline.from_pretrained(folder, device=device)
     network = WanAnimatePipeline if is_wan_animate(folder, files) else \
         SkyReelsV2DiffusionForcingPipeline if wan_family(folder) == "skyreels-v2-df" \
-        else WanPipeline
+        else LucyEditPipeline if wan_family(folder) == "lucy-edit" else WanPipeline
     return network.from_pretrained(folder, device=device, files=files, offload=offload)
 
 

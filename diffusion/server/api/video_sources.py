@@ -17,6 +17,7 @@ from typing import Any
 from ...loaders.cosmos import cosmos_family
 from ...loaders.formats.diffusers_folder import pipeline_class
 from ...loaders.formats.safetensors import SafetensorsFile
+from ...loaders.helios import helios_family
 from ...loaders.hunyuan_video.folder import I2V_CLASS as HUNYUAN_VIDEO_I2V
 from ...loaders.hunyuan_video.folder import hunyuan_video_family
 from ...loaders.hunyuan_video.framepack import FRAMEPACK_CLASS
@@ -60,6 +61,8 @@ def _first_frame(path: Path) -> str:
     from ...loaders.formats.diffusers_folder import read_json
 
     index = read_json(path / "model_index.json")
+    if index.get("_class_name") == "LucyEditPipeline":  # it edits a video (init_video)
+        return "none"
     if index.get("_class_name") in ("WanImageToVideoPipeline",
                                     "SkyReelsV2ImageToVideoPipeline"):
         return "required"
@@ -74,7 +77,8 @@ def _family(family: str, path: Path | None = None) -> dict[str, Any]:
     from ...pipelines.video.models import KANDINSKY5_VIDEO, WAN, WAN_ANIMATE, video_defaults
 
     own = family in ("kandinsky-5-video", "hunyuan-video-1.5", "ltx-2", "hunyuan-video",
-                     "framepack", "cosmos-predict2.5", "cosmos-predict2", "sana-video")
+                     "framepack", "cosmos-predict2.5", "cosmos-predict2", "sana-video",
+                     "helios")
     defaults = video_defaults(path) if path is not None else KANDINSKY5_VIDEO \
         if family == "kandinsky-5-video" else WAN_ANIMATE if family == "wan-animate" else WAN
     return {"family": family, "defaults": asdict(defaults),
@@ -82,11 +86,11 @@ def _family(family: str, path: Path | None = None) -> dict[str, Any]:
 
 
 def _own_video_family(path: Path) -> str | None:
-    """"cosmos-predict2.5", "cosmos-predict2" (Video2World) or "sana-video" for such a
+    """"cosmos-predict2.5", "cosmos-predict2" (Video2World), "sana-video" or "helios" for such a
     folder (pipelines.video.models' names), None for anything else."""
     cosmos = {"cosmos25": "cosmos-predict2.5",
               "cosmos2-v2w": "cosmos-predict2"}.get(cosmos_family(path) or "")
-    return cosmos or sana_video_family(path)
+    return cosmos or sana_video_family(path) or helios_family(path)
 
 
 def video_listing(registry: ModelRegistry) -> dict[str, Any]:
@@ -105,7 +109,7 @@ def video_listing(registry: ModelRegistry) -> dict[str, Any]:
                                    "clip_vision": []}
     for entry in registry.entries:
         if (wan := wan_family(entry.path)) is not None:  # SkyReels V2's too
-            forcing = wan == "skyreels-v2-df"  # its own defaults
+            forcing = wan in ("skyreels-v2-df", "lucy-edit")  # their own defaults
             models.append({"title": entry.title, "model_name": entry.model_name,
                            "kind": "folder", "first_frame": _first_frame(entry.path),
                            "vace": wan == "wan-vace", "animate": wan == "wan-animate",

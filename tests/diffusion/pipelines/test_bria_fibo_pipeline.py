@@ -104,7 +104,7 @@ def test_folder_refusals(first_device: gpucore.Device, tiny_fibo: tuple[Path, An
     (broken / "tokenizer" / "tokenizer.json").unlink()
     with pytest.raises(WeightsError, match=r"tokenizer\.json: required file is missing"):
         BriaFiboPipeline.from_pretrained(broken, device=first_device)
-    from wan_tiny import tiny_wan_vae
+    from bria_fibo_tiny import tiny_wan_vae
 
     other = tmp_path / "wan21-vae"
     shutil.copytree(folder, other)

@@ -14,7 +14,6 @@ import pytest
 pytest.importorskip("diffusers", reason="diffusers is a test-only reference")
 import torch
 from cli_support import cli_error, cli_ok, png_pixels
-from cosmos_tiny import tiny_cosmos2_t2i_pipeline
 from support import assert_close
 
 import gpucore
@@ -36,9 +35,8 @@ def _theirs(pipe: Any, prompt: str, output_type: str, guidance: float) -> np.nda
 
 
 @pytest.fixture(scope="module")
-def built(tmp_path_factory: pytest.TempPathFactory) -> tuple[Any, Path]:
-    root = tmp_path_factory.mktemp("cosmos")
-    return tiny_cosmos2_t2i_pipeline(root), root / "cosmos2-t2i"
+def built(tiny_cosmos2_t2i: tuple[Path, Any]) -> tuple[Any, Path]:
+    return tiny_cosmos2_t2i[1], tiny_cosmos2_t2i[0]  # the session's (flow_fixtures)
 
 
 def test_cosmos2_text2image_equals_diffusers(first_device: gpucore.Device,

@@ -1,10 +1,10 @@
 """The memory modes of Qwen-Image, Qwen-Image-Edit, Qwen-Image 2.1, Z-Image (and Omni), Krea 2,
 Lumina 2, LongCat-Image (and Edit), Ovis-Image, Sana (and Sprint), HunyuanImage 2.1, Kandinsky
-5, FLUX.1, SD3, HiDream-I1 and Chroma on tiny folders: loaded with `offload` every network is in
-host memory until it runs; --lowvram, --medvram and --max-vram each give the plain run's picture
-bitwise; under --lowvram the GPU holds a block of the transformer at a time, its weights there
-fewer than the model's; a budget below the least names that minimum in one line. (FLUX.2's, the
-same plan: test_flux2_memory.)"""
+5, FLUX.1, SD3, HiDream-I1, Chroma, PixArt-Σ and Bria 3.2 on tiny folders: loaded with `offload`
+every network is in host memory until it runs; --lowvram, --medvram and --max-vram each give the
+plain run's picture bitwise; under --lowvram the GPU holds a block of the transformer at a
+time, its weights there fewer than the model's; a budget below the least names that minimum in
+one line. (FLUX.2's, the same plan: test_flux2_memory.)"""
 
 from __future__ import annotations
 
@@ -16,6 +16,8 @@ import numpy as np
 import pytest
 
 pytest.importorskip("diffusers", reason="diffusers is a test-only reference (extra: reference)")
+from auraflow_tiny import tiny_auraflow_pipeline
+from bria_tiny import tiny_bria_pipeline
 from ernie_image_tiny import tiny_ernie_pipeline
 from flow_tiny import tiny_chroma_pipeline, tiny_flux_pipeline, tiny_sd3_pipeline
 from hidream_pipe_tiny import SIDE, tiny_hidream_pipeline
@@ -26,6 +28,7 @@ from longcat_image_tiny import tiny_longcat_edit_pipeline, tiny_longcat_pipeline
 from lumina2_pipeline_tiny import tiny_lumina2_pipeline
 from ovis_image_tiny import tiny_ovis_pipeline
 from PIL import Image
+from pixart_tiny import tiny_pixart_pipeline
 from qwenedit_tiny import tiny_qwenimage_edit_pipeline
 from qwenimage21_tiny import tiny_qwenimage21_pipeline
 from qwenimage_tiny import tiny_qwenimage_pipeline
@@ -86,6 +89,8 @@ FAMILIES = {
                 {"cfg_scale": 4.0, "width": SIDE, "height": SIDE}, 1 << 18),
     # Chroma's T5 and blocks are small beside its VAE: room for the decode's activations only
     "chroma": (tiny_chroma_pipeline, "chroma", {"cfg_scale": 4.0}, 1 << 18),
+    # Bria 3.2: FLUX.1's blocks, T5 the text unit
+    "bria": (tiny_bria_pipeline, "bria", {"cfg_scale": 4.0}, 1 << 18),
     # LongCat-Image: FLUX.1's double and single blocks, Qwen2.5-VL the text unit
     "longcat-image": (tiny_longcat_pipeline, "longcat-image", {"cfg_scale": 4.0}, 1 << 18),
     # LongCat-Image-Edit: the vision tower in the text unit, the picture's latent tokens
@@ -95,6 +100,10 @@ FAMILIES = {
     "ovis-image": (tiny_ovis_pipeline, "ovis-image", {"cfg_scale": 4.0}, 1 << 18),
     # ERNIE-Image: Mistral the text unit, the shared-adaLN blocks streamed, FLUX.2's VAE
     "ernie-image": (tiny_ernie_pipeline, "ernie-image", {"cfg_scale": 4.0}, 1 << 18),
+    # PixArt-Σ: T5 the text unit (300 tokens), its blocks streamed, the SD VAE
+    "pixart": (tiny_pixart_pipeline, "pixart", {"cfg_scale": 4.5}, 1 << 18),
+    # AuraFlow: joint then single blocks streamed, UMT5 the text unit, SDXL's VAE
+    "auraflow": (tiny_auraflow_pipeline, "auraflow", {"cfg_scale": 4.0}, 1 << 18),
 }
 
 

@@ -118,3 +118,26 @@ def test_qwenimage_tensor_timestep_rounds_as_host_numbers(
     host = embed(t, first_device).numpy()
     given = embed(Tensor.from_numpy(t, device=first_device), first_device).numpy()
     np.testing.assert_array_equal(given, host)
+
+
+def test_qwenimage_hires_with_cfg_keeps_four_recordings(first_device: gpucore.Device,
+                                                        tiny_qwenimage: tuple[Path, Any]
+                                                        ) -> None:
+    """A hires fix with true CFG: the prompt's and the negative's passes at both sizes, four
+    recordings the pipeline keeps (StepReplay's max_signatures), so a second picture only
+    replays (two kept would have recorded all four again); it is the eager picture."""
+    from diffusion import load_pipeline
+    from diffusion.pipelines.request import GenerationRequest
+    from diffusion.upscalers.interpolation import HiresFix
+
+    model = load_pipeline(tiny_qwenimage[0], device=first_device)
+    request = GenerationRequest(
+        prompt=PROMPTS[0], negative_prompt="blurry", width=24, height=16, steps=2,
+        sampler="Euler", seed=11, rng="torch", cfg_scale=4.0,
+        hires=HiresFix(scale=2.0, upscaler="Latent", steps=2, denoise=0.6))
+    model.generate(request)
+    assert _counts(model.pipe) == (4, 4)
+    second = model.generate(request).images[0]
+    assert _counts(model.pipe) == (4, 12)
+    np.testing.assert_array_equal(second, _eager(model.pipe,
+                                                 lambda: model.generate(request).images[0]))

@@ -14,14 +14,6 @@ import pytest
 pytest.importorskip("diffusers", reason="diffusers is a test-only reference (extra: reference)")
 import torch
 from PIL import Image
-from qwenimage_tiny import (
-    QWENIMAGE_SCHEDULER,
-    QWENIMAGE_TINY,
-    QWENIMAGE_VAE_TINY,
-    tiny_qwen25vl,
-)
-from sd_tiny import randomized
-from zimage_tiny import tiny_qwen_tokenizer, transformers_tokenizer
 
 import diffusion.cli.main as cli
 import gpucore
@@ -43,32 +35,17 @@ def _picture(seed: int, low: int = 0, high: int = 256) -> Image.Image:
 
 
 @pytest.fixture(scope="module")
-def tiny_layered(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Any]:
+def tiny_layered(tiny_qwenimage_layered: tuple[Path, Any]) -> tuple[Path, Any]:
     """A QwenImageLayeredPipeline folder of tiny random parts (no processor: only diffusers'
-    captioning reads it), and diffusers' pipeline, its picture resized to AREA pixels."""
-    import diffusers
+    captioning reads it; flow_fixtures), and diffusers' pipeline, its picture resized to AREA
+    pixels."""
     from diffusers.pipelines.qwenimage import pipeline_qwenimage_layered as module
 
-    root = tmp_path_factory.mktemp("tiny-qwen-layered")
-    # 8 latent channels: with 4, as many as the picture's, diffusers takes it for latents
-    layered = dict(QWENIMAGE_TINY, in_channels=32, out_channels=8, use_additional_t_cond=True,
-                   use_layer3d_rope=True)
-    vae = dict(QWENIMAGE_VAE_TINY, z_dim=8, input_channels=4,
-               latents_mean=[0.3, -0.2, 0.1, 0.5, -0.4, 0.2, 0.0, -0.1],
-               latents_std=[1.5, 0.8, 2.0, 1.1, 0.9, 1.3, 1.7, 0.7])
-    pipe = diffusers.QwenImageLayeredPipeline(
-        scheduler=diffusers.FlowMatchEulerDiscreteScheduler(**QWENIMAGE_SCHEDULER),
-        vae=randomized(diffusers.AutoencoderKLQwenImage(**vae), 5),
-        text_encoder=tiny_qwen25vl(),
-        tokenizer=transformers_tokenizer(tiny_qwen_tokenizer(root / "tokenizer")),
-        processor=None,
-        transformer=randomized(diffusers.QwenImageTransformer2DModel(**layered), 7, scale=0.3))
-    pipe.save_pretrained(root / "layered")
     dimensions = module.calculate_dimensions
     patch = pytest.MonkeyPatch()
     patch.setattr(module, "calculate_dimensions", lambda _, ratio: dimensions(AREA, ratio))
     try:
-        yield root / "layered", pipe
+        yield tiny_qwenimage_layered
     finally:
         patch.undo()
 

@@ -167,18 +167,18 @@ def test_the_server_video_jobs_take_no_half_vae(monkeypatch: pytest.MonkeyPatch)
     """The server's --no-half-vae reaches the Wan pipelines its video jobs load."""
     pytest.importorskip("fastapi", reason="the server extra is not installed")
     from diffusion.pipelines import video as video_pipelines
-    from diffusion.server.api.routers import video
+    from diffusion.server.api import video_pipelines as served
 
     made: list[str] = []
     pipe = SimpleNamespace(use_float32_vae=lambda: made.append("made") or True)
     monkeypatch.setattr(video_pipelines.WanPipeline, "from_pretrained",
                         lambda *args, **kwargs: pipe)
-    monkeypatch.setattr(video, "_loaded", {})
+    monkeypatch.setattr(served, "_loaded", {})
     model = (Path("wan"), WanFiles())
-    assert video._pipeline(model, None, object(), no_half_vae=True) is pipe
+    assert served.video_pipeline(model, None, object(), no_half_vae=True) is pipe
     assert made == ["made"]
-    monkeypatch.setattr(video, "_loaded", {})
-    video._pipeline(model, None, object())
+    monkeypatch.setattr(served, "_loaded", {})
+    served.video_pipeline(model, None, object())
     assert made == ["made"]  # not without it
 
 

@@ -4,7 +4,8 @@ video_sources; a Kandinsky 5 Video Lite folder by txt2vid, its image-to-video fo
 from at least 17 frames; a HunyuanVideo 1.5 folder likewise, its image-to-video one at the
 picture's bucket size; a HunyuanVideo folder by txt2vid; a FramePack folder by img2vid, with its
 own fields: video_framepack; a Cosmos Predict2.5 or Predict2 Video2World folder: video_cosmos25;
-a SANA-Video folder: video_sana; Wan's own fields refused: video_refusals). Settings a request
+a SANA-Video folder: video_sana; a Helios folder: video_helios; Wan's own fields refused:
+video_refusals). Settings a request
 leaves out are the model family's defaults (pipelines.video.models). Neither the WebUI nor its
 forks define a video API, so this one is the server's own: the CLI's txt2vid / img2vid settings
 as JSON, the video back as base64 MP4 or animated WebP. A job runs on the worker's queue like a
@@ -19,10 +20,10 @@ base64 pictures (`control_video`, `control_mask`: one per frame; `reference_imag
 `control_scale`, as `txt2vid --control-video DIR ...` does; a Wan 2.2 Animate folder its
 picture, pose, face, background and mask videos (video_animate); a Wan text-to-video model an
 `init_video` to redraw and its `denoising_strength` (video_init; a Cosmos Predict2.5 or Predict2
-Video2World folder continues it); a SkyReels V2 diffusion forcing folder its `ar_step`,
-`causal_block_size`, `base_num_frames`, `overlap_history` and `addnoise_condition`
-(video_skyreels). GET /avx/video-models lists the video folders and Wan files for the page's
-Video tab."""
+Video2World folder continues it, a Lucy Edit folder edits it); a SkyReels V2 diffusion forcing
+folder its `ar_step`, `causal_block_size`, `base_num_frames`, `overlap_history` and
+`addnoise_condition` (video_skyreels). GET /avx/video-models lists the video folders and Wan
+files for the page's Video tab."""
 
 from __future__ import annotations
 
@@ -36,6 +37,7 @@ from fastapi import APIRouter
 from pydantic import BaseModel, Field
 
 from ....loaders.cosmos import cosmos_family
+from ....loaders.helios import helios_family
 from ....loaders.hunyuan_video.folder import hunyuan_video_family
 from ....loaders.hunyuan_video15.folder import hunyuan_video15_family
 from ....loaders.kandinsky5 import kandinsky5_video_family
@@ -52,6 +54,7 @@ from ..video_animate import animate_pixels_of, refuse_animate
 from ..video_answer import video_answer
 from ..video_cosmos25 import cosmos2_answer, cosmos25_answer, refuse_cosmos2, refuse_cosmos25
 from ..video_framepack import FramepackFields, framepack_inputs
+from ..video_helios import helios_answer, refuse_helios
 from ..video_init import init_video_of, refuse_init_video
 from ..video_ltx2 import ltx2_answer, refuse_ltx2
 from ..video_pipelines import video_pipeline
@@ -186,7 +189,7 @@ def _check(state: ServerState, body: Txt2VidRequest
     if kandinsky5_video_family(source.model) or hunyuan_video15_family(source.model) \
             or ltx2_family(source.model) or hunyuan_video_family(source.model) \
             or cosmos_family(source.model) in ("cosmos25", "cosmos2-v2w") \
-            or sana_video_family(source.model):
+            or sana_video_family(source.model) or helios_family(source.model):
         return (source.model, WanFiles()), s
     try:
         folder, files = resolve_wan(source, REQUEST_NAMES)
@@ -243,6 +246,7 @@ async def _run(state: ServerState, body: Txt2VidRequest, image: Any) -> dict[str
     cosmos = cosmos_family(model[0]) == "cosmos25"
     cosmos2 = cosmos_family(model[0]) == "cosmos2-v2w"
     sana = sana_video_family(model[0]) is not None
+    helios = helios_family(model[0]) is not None
     forcing = wan_family(model[0]) == "skyreels-v2-df"
     kind_of = None if cache is None else cache.spec.kind
     try:  # what the model does not take, from its configs and a file's header, before it loads
@@ -267,6 +271,8 @@ async def _run(state: ServerState, body: Txt2VidRequest, image: Any) -> dict[str
             refuse_cosmos2(body, image, init, kind_of, _control_named(body), memory)
         elif sana:
             refuse_sana_video(model[0], body, s, kind_of, _control_named(body), memory)
+        elif helios:
+            refuse_helios(body, kind_of, _control_named(body), memory)
         elif not animate:
             await asyncio.to_thread(wan_refusals_of, *model, image=image is not None,
                                     cache_kind=kind_of, guidance_scale_2=body.cfg_scale_2,
@@ -291,13 +297,15 @@ async def _run(state: ServerState, body: Txt2VidRequest, image: Any) -> dict[str
             return cosmos2_answer(pipe, body, s, seed, observer, init or [image])
         if sana:
             return sana_video_answer(pipe, body, s, seed, observer, image)
+        if helios:
+            return helios_answer(pipe, body, s, seed, observer, image)
         cache = video_cache(body.cache, "cache", s.steps)  # each run's own
         size = {"height": s.height, "width": s.width} if not hv15 or image is None else {}
         inputs = {"image": image, **framepack} if k5 or hv15 or hv1 else \
             forcing_inputs(body, s.fps, image) if forcing else {
             "image": image, "guidance_scale_2": body.cfg_scale_2, "control": control,
             "conditioning_scale": body.control_scale, "video": init,
-            "strength": body.denoising_strength or 0.8}
+            "strength": body.denoising_strength}  # (video_init's; None: Lucy Edit's)
         if pixels is not None:  # Wan 2.2 Animate: the pose video's length
             videos = pipe(body.prompt, pixels=pixels, segment_frames=segment,
                           overlap=body.segment_overlap, negative_prompt=body.negative_prompt,

@@ -1,10 +1,11 @@
 // The Video tab's init video, shown for a Wan text-to-video model: a video to redraw as the prompt
 // says, sent as POST /avx/txt2vid's init_video (base64 pictures, one a frame) with
-// denoising_strength — diffusers' WanVideoToVideoPipeline(video=, strength=); and for a Cosmos
-// Predict2.5 or Predict2 Video2World model: a video to continue (its last frames begin the video
-// made; no strength). A video file is decoded (frames.js) at the chosen size and fps, its first
-// Frames frames for Wan, all of them for Cosmos; a set of pictures goes out as it is, in name
-// order (the server takes the first Frames of them for Wan, the last ones for Cosmos).
+// denoising_strength — diffusers' WanVideoToVideoPipeline(video=, strength=); for a Lucy Edit
+// folder the video to edit (the whole schedule runs: no strength); and for a Cosmos Predict2.5 or
+// Predict2 Video2World model: a video to continue (its last frames begin the video made; no
+// strength). A video file is decoded (frames.js) at the chosen size and fps, its first Frames
+// frames for Wan, all of them for Cosmos; a set of pictures goes out as it is, in name order (the
+// server takes the first Frames of them for Wan, the last ones for Cosmos).
 
 import { $ } from "./api.js";
 import { videoPicker } from "./frames.js";
@@ -22,6 +23,12 @@ function continues(model) {
   return CONTINUING.includes(model?.family);
 }
 
+/** Whether `model` takes its init video without a strength: Cosmos continues it, Lucy Edit
+ * edits it over the whole schedule. */
+function strengthless(model) {
+  return continues(model) || model?.family === "lucy-edit";
+}
+
 /** Whether `model` takes an init video: Wan's text-to-video models (not VACE, Animate, an
  * image-to-video one or another family's), which redraw it, and Cosmos', which continue it. */
 export function takesInitVideo(model) {
@@ -33,7 +40,7 @@ export function takesInitVideo(model) {
  * redraws it (hidden: nothing of theirs goes out). */
 export function showInitVideo(model) {
   $("video_init").hidden = !takesInitVideo(model);
-  $("video_denoising_field").hidden = continues(model);
+  $("video_denoising_field").hidden = strengthless(model);
 }
 
 /** The request's init video fields for `model` and a video of `size` ({frames, fps, width,
@@ -41,7 +48,7 @@ export function showInitVideo(model) {
 export async function initVideoFields(model, size) {
   const frames = await picker.frames("init video", continues(model) ? { ...size, frames: null } : size);
   if (!frames) return {};
-  if (continues(model)) return { init_video: frames };
+  if (strengthless(model)) return { init_video: frames };
   return { init_video: frames, denoising_strength: Number($("video_denoising_strength").value || 0.8) };
 }
 
