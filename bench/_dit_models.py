@@ -125,6 +125,13 @@ LONGCAT: dict[str, Any] = dict(
     patch_size=1, in_channels=64, num_layers=10, num_single_layers=20, attention_head_dim=128,
     num_attention_heads=24, joint_attention_dim=3584, pooled_projection_dim=3584,
     axes_dims_rope=(16, 56, 56))
+# briaai/FIBO's transformer/config.json: 8 double and 38 single FLUX.1 blocks 3072 wide (24
+# heads of 128), 48 Wan 2.2 latent channels a token, SmolLM3-3B's 2048-wide states (4096: its
+# last two side by side)
+FIBO: dict[str, Any] = dict(
+    patch_size=1, in_channels=48, num_layers=8, num_single_layers=38, attention_head_dim=128,
+    num_attention_heads=24, joint_attention_dim=4096, text_encoder_dim=2048,
+    axes_dims_rope=[16, 56, 56])
 # AIDC-AI/Ovis-Image-7B's transformer (its authors' `ovis-image-7b` args, diffusers'
 # OvisImageTransformer2DModel defaults): 6 double and 27 single blocks 3072 wide with SwiGLU
 # MLPs, 24 heads of 128, Qwen3's 2048-wide states
@@ -251,6 +258,8 @@ TINY: dict[str, dict[str, Any]] = {
                     pooled_projection_dim=40, axes_dims_rope=(4, 6, 6)),
     "ovis": dict(OVIS, **_TINY_DIT, num_single_layers=1, joint_attention_dim=40,
                  axes_dims_rope=(4, 6, 6)),
+    "fibo": dict(FIBO, **_TINY_DIT, num_single_layers=3, joint_attention_dim=40,
+                 text_encoder_dim=20, axes_dims_rope=[4, 6, 6]),
 
     "cogview4": dict(COGVIEW4, num_layers=1, attention_head_dim=16, num_attention_heads=2,
                      text_embed_dim=40, time_embed_dim=24, condition_dim=8),

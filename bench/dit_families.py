@@ -43,6 +43,8 @@ after prepare_text once, prefix_ms). LongCat-Image's at 4096 patches after its 5
 tokens, unmasked (bench/_dit_longcat.py: ours after the rotary tables made once, prefix_ms).
 Ovis-Image 7B's (6 double and 27 single SwiGLU blocks) at 4096 patches after its 256 Qwen3
 places, unmasked (bench/_dit_ovis.py, as LongCat-Image's).
+Bria FIBO's (8 double and 38 single blocks, each fed its own SmolLM3 layer) at 4096 latent
+pixels after a 1024-token JSON caption (bench/_dit_fibo.py, as LongCat-Image's).
 Sana 1600M's at 1024x1024 (1024 tokens) and Sana 4K's at 4096x4096 (16 384 tokens) for 62 real
 tokens of SanaPipeline's 300-token Gemma 2 block (bench/_dit_sana.py). HiDream-I1-Full's
 (17B: 16 double and 32 single blocks of 4 experts top 2) at 4096 patches for T5's 128 tokens
@@ -62,7 +64,7 @@ Rows run smallest first, each caught on its own: an out-of-memory model loses it
 recorded with its error.
 
 BENCH_MODELS picks them, comma-separated, from sana, pixart, qwen3_8b, qwen25vl, qwen3vl_8b,
-sana4k, lumina2, qwenimage21, krea2, kandinsky5, longcat, ovis, ernie, cosmos2, cogview4,
+sana4k, lumina2, qwenimage21, krea2, kandinsky5, longcat, ovis, fibo, ernie, cosmos2, cogview4,
 ideogram4, auraflow, flux2klein, chroma, kontext, qwenimage, qwenimageedit, hunyuanimage,
 hunyuanvideo15, hunyuanvideo, hidream, ltx2 (the default: all, in that order), plus zimage and
 qwen3 (bench/zimage.py's rows).
@@ -87,6 +89,7 @@ import gpucore
 from . import _dit_auraflow as _auraflow
 from . import _dit_cogview4 as _cogview4
 from . import _dit_ernie as _ernie
+from . import _dit_fibo as _fibo
 from . import _dit_flux_qwen as _flux_qwen
 from . import _dit_hidream as _hidream
 from . import _dit_hunyuan_video as _hunyuan_video
@@ -113,7 +116,8 @@ _ROW_MODULES = {name: module for module in (_flux_qwen, _qwen21, _krea2, _kandin
                                                _hunyuanimage, _hunyuan_video15, _ltx2,
                                                _lumina2, _hunyuan_video, _longcat, _ovis,
                                                _sana, _hidream, _ernie,
-                                               _cogview4, _ideogram4, _pixart, _auraflow)
+                                               _cogview4, _ideogram4, _pixart, _auraflow,
+                                               _fibo)
                 for name in module.NAMES}
 COLUMNS = ["model", "impl", "dtype", "dispatches", "rel_err", "gpu_ms", "wall_ms", "peak_gib",
            "vs_bf16", "prefix_ms", "error"]
@@ -271,7 +275,7 @@ def _one_model(name: str, quick: bool, device: gpucore.Device, cuda: Any
 
 DEFAULT = ("sana", "pixart",
            "qwen3_8b", "qwen25vl", "qwen3vl_8b", "sana4k", "lumina2", "qwenimage21",
-           "krea2", "kandinsky5", "longcat", "ovis", "ernie", "cosmos2", "cogview4",
+           "krea2", "kandinsky5", "longcat", "ovis", "fibo", "ernie", "cosmos2", "cogview4",
            "ideogram4", "auraflow", "flux2klein", "chroma", "kontext", "qwenimage", "qwenimageedit",
            "hunyuanimage", "hunyuanvideo15", "hunyuanvideo", "hidream", "ltx2")
 

@@ -33,7 +33,9 @@ slowed by the factor, short ones kept, those between blended). Ministral 3's Mis
 factor along a ramp over the dimensions, cos and sin scaled by its attention factor).
 GLM-4 ("glm": CogView4's GLM-4-9B) turns pairs (x[2i], x[2i+1]) over the first
 partial_rotary_factor of each head (its tables' angles 0 past them) and fuses the MLP's gate
-and up projections into gate_up_proj.
+and up projections into gate_up_proj. SmolLM3 ("smollm3": Bria FIBO's encoder) is Llama's
+layers, every `no_rope_layer_interval`-th one (or those `no_rope_layers` marks 0) NoPE: its q and
+k not turned.
 """
 
 from __future__ import annotations
@@ -80,6 +82,8 @@ _ARCHITECTURES: dict[str, Architecture] = {
     # GLM-4 (CogView4's GLM-4-9B): q/k/v biases as the config says, none on o; partial
     # interleaved rotary, a fused gate_up_proj (llm_layers.Architecture.glm)
     "glm": Architecture(False, None, False, glm=True),
+    # SmolLM3 (Bria FIBO's encoder): Llama's layers, some without rotary embeddings (_roped)
+    "smollm3": Architecture(False, None, None),
 }
 _DEFAULTS: dict[str, Any] = {"rms_norm_eps": 1e-6, "rope_theta": 1_000_000.0,
                              "hidden_act": "silu"}
@@ -97,7 +101,19 @@ _GEMMA2_DEFAULTS: dict[str, Any] = {
 _GLM_DEFAULTS: dict[str, Any] = {"attention_bias": True, "head_dim": 128, "rope_theta": 10_000.0,
                                  "rms_norm_eps": 1.5625e-07}
 _TYPE_DEFAULTS = {"gemma3_text": _GEMMA3_DEFAULTS, "gemma2": _GEMMA2_DEFAULTS,
-                  "glm": _GLM_DEFAULTS}
+                  "glm": _GLM_DEFAULTS, "smollm3": {"rope_theta": 2_000_000.0}}
+
+
+def _roped(cfg: dict[str, Any]) -> list[bool]:
+    """Whether each layer turns q and k by the rotary embedding: SmolLM3's `no_rope_layers`
+    (1 roped, 0 NoPE), else a NoPE layer every `no_rope_layer_interval`-th (SmolLM3Config's
+    default 4); every layer for the other models, whose configs have neither."""
+    count, every = cfg["num_hidden_layers"], cfg.get("no_rope_layer_interval")
+    flags = cfg.get("no_rope_layers") or [
+        bool((i + 1) % every) if every else True for i in range(count)]
+    if len(flags) < count:
+        raise ValueError(f"no_rope_layers names {len(flags)} layers, the model has {count}")
+    return [bool(flag) for flag in flags[:count]]
 
 
 def _layer_types(cfg: dict[str, Any], gemma: bool) -> list[str]:
@@ -165,6 +181,8 @@ class LLMTextModel(nn.Module):
         ropes = {kind_: rope_parameters(cfg, kind_) for kind_ in dict.fromkeys(types)}
         self.ropes = list(dict.fromkeys(ropes.values()))
         self.rope_of = [self.ropes.index(ropes[kind_]) for kind_ in types]
+        self.roped = _roped({"no_rope_layer_interval": 4, **cfg} if model_type == "smollm3"
+                            else cfg)
         self.config, self.theta, self.kind = cfg, self.ropes[0][0], kind
         self.window = cfg.get("sliding_window") if (
             model_type == "mistral" or cfg.get("use_sliding_window")
@@ -357,7 +375,8 @@ class LLMTextModel(nn.Module):
         wanted = set(indices)
         found = {0: x}
         for depth, block in enumerate(list(self.layers)[:max(indices)], start=1):
-            x = block(x, rotary[self.rope_of[depth - 1]], keep)
+            x = block(x, rotary[self.rope_of[depth - 1]] if self.roped[depth - 1] else None,
+                      keep)
             if depth <= len(added) and at is not None:  # the output is the layer's own:
                 scatter(x, at, residual(gather(x, at, 1), added[depth - 1]), 1)  # in place
             elif depth <= len(added):

@@ -164,7 +164,9 @@ class LLMAttention(nn.Module):
     def _repeat(self, k: Tensor, v: Tensor) -> tuple[Tensor, Tensor]:
         return repeat_kv(k, v, self.heads, self.kv_heads, self._group_shape)
 
-    def forward(self, x: Tensor, rotary: tuple[Tensor, Tensor], keep: Tensor | None) -> Tensor:
+    def forward(self, x: Tensor, rotary: tuple[Tensor, Tensor] | None, keep: Tensor | None
+                ) -> Tensor:
+        """rotary None: a NoPE layer's attention (SmolLM3's), q and k not turned."""
         # GQA: k and v (narrower than q) in one GEMM where they can (nn.Linear.each)
         q, k, v = nn.Linear.each(x, [self.q_proj, self.k_proj, self.v_proj])
         halves = not self.interleaved
@@ -217,10 +219,10 @@ class LLMDecoderLayer(nn.Module):
             self.pre_feedforward_layernorm = RMSNorm(dim, eps, place=place, zero_centred=True)
             self.post_feedforward_layernorm = RMSNorm(dim, eps, place=place, zero_centred=True)
 
-    def forward(self, x: Tensor, rotary: tuple[Tensor, Tensor], keep: Tensor | None
+    def forward(self, x: Tensor, rotary: tuple[Tensor, Tensor] | None, keep: Tensor | None
                 ) -> Tensor:
         """x: the float32 residual stream (B, L, D); keep: the padding mask added to the
-        scores, None for none."""
+        scores, None for none; rotary None for a NoPE layer."""
         h = cast(self.input_layernorm(x), self.dtype)
         attended = self.self_attn(h, rotary, keep)
         if self.gemma:  # Gemma norms the output; the others norm the stream for the MLP

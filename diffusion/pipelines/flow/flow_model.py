@@ -80,6 +80,7 @@ class FlowModel(FlowModelPasses, MemoryModes):
     ("Module 1: clip_l")."""
 
     diffusers_loras = True  # the prompt's LoRAs apply to every sampler
+    latent_patch = 2  # latents per transformer token along a side (Bria FIBO's: 1)
 
     def __init__(self, pipe: Any, *, family: str, name: str = "model",
                  defaults: SamplingDefaults | None = None, modules: Sequence[str] = ()) -> None:
@@ -187,11 +188,13 @@ class FlowModel(FlowModelPasses, MemoryModes):
             raise ValueError("resize mode 3 (latent upscale) resizes the latents the WebUI "
                              "samplers start from; 'diffusers' encodes the resized picture: "
                              "pick Euler, or resize mode 0-2")
-        multiple = 2 * self.vae_scale_factor  # 2x2 latent patches
+        patch = self.latent_patch
+        multiple = patch * self.vae_scale_factor
+        unit = f"{patch}x{patch} patches of latents" if patch > 1 else "whole latents"
         for name, side in (("width", width), ("height", height)):
             if side % multiple:
                 raise ValueError(f"{name} must be a multiple of {multiple} for {self.family} "
-                                 f"models (2x2 patches of latents), got {side}; try "
+                                 f"models ({unit}), got {side}; try "
                                  f"{max(multiple, side // multiple * multiple)}")
 
     def denoise(self, request: GenerationRequest, seed: int, width: int, height: int,

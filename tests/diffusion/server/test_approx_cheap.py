@@ -22,7 +22,7 @@ pytestmark = pytest.mark.nodevice
 
 # (rows, first row, last row, bias) as their sources print them: the WebUI's
 # sd_vae_approx.cheap_approximation (SD 1/2, SDXL, SD3), Forge's FLUX latent format,
-# ComfyUI's Flux2 and Wan21 latent formats (FLUX.2; Qwen-Image)
+# ComfyUI's Flux2, Wan21 and Wan22 latent formats (FLUX.2; Qwen-Image; Bria FIBO)
 PUBLISHED: dict[str, tuple[int, list[float], list[float], list[float] | None]] = {
     "sd1": (4, [0.298, 0.207, 0.208], [-0.184, -0.271, -0.473], None),
     "sdxl": (4, [0.3448, 0.4168, 0.4395], [-0.3730, -0.2499, -0.2088], None),
@@ -32,6 +32,8 @@ PUBLISHED: dict[str, tuple[int, list[float], list[float], list[float] | None]] =
               [-0.0329, -0.0718, -0.0851]),
     "qwen-image": (16, [-0.1299, -0.1692, 0.2932], [0.1984, 0.0913, 0.1861],
                    [-0.1835, -0.0868, -0.3360]),
+    "wan2.2": (48, [0.0119, 0.0103, 0.0046], [-0.0837, 0.0168, 0.0055],
+               [0.0317, -0.0878, -0.1388]),
 }
 
 
