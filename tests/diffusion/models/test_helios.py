@@ -106,7 +106,9 @@ def test_helios_transformer_f16(f16_device: gpucore.Device) -> None:
     expected = _reference(reference, data, data["text"], 500.0)
     got = _ours(ours, data, data["text"], 500.0, f16_device, np.float16)
     assert got.dtype == np.float16
-    assert_close(got.astype(np.float32), expected, tol=2e-2)
+    # float16 rounding through 2 blocks: within 2e-2 on lavapipe; on an H200's matrix units
+    # (float16 fragments, another summation order) 1.06x that at the worst element
+    assert_close(got.astype(np.float32), expected, tol=3e-2)
 
 
 @pytest.mark.nodevice

@@ -151,10 +151,11 @@ def test_helios_from_the_cli(first_device: gpucore.Device, built: tuple[Any, Pat
     frames = png_frames(out)
     assert frames.shape == (33, 32, 48, 3)
     assert np.abs(frames - np.asarray(expected)).max() < 1 / 255
+    webp = ("-o", str(tmp_path / "r.webp"))  # (an .mp4 would first need PyAV)
     for more, words in ((("--sampler", "Euler"), "HeliosScheduler"),
                         (("--lowvram",), "a memory mode"),
                         (("--cache", "fbc"), "--cache: not supported")):
-        assert words in cli_error(capsys, "txt2vid", *common, *more)
+        assert words in cli_error(capsys, "txt2vid", *common, *more, *webp)
     refused = cli_error(capsys, "txt2img", "--model", str(folder), "--prompt", PROMPT)
     assert "Helios text-to-video model" in refused
 
@@ -217,7 +218,8 @@ def test_helios_pyramid_folder_is_refused(tmp_path: Path,
     (folder / "model_index.json").write_text(json.dumps({"_class_name": "HeliosPyramidPipeline"}))
     assert helios_family(folder) == "helios"
     refused = cli_error(capsys, "txt2vid", "--model", str(folder), "--prompt", PROMPT,
-                        "--frames", "33", "--width", "48", "--height", "32")
+                        "--frames", "33", "--width", "48", "--height", "32", "-o",
+                        str(tmp_path / "r.webp"))  # (an .mp4 would first need PyAV)
     assert "HeliosPyramidPipeline" in refused and "Helios-Base" in refused
 
 
