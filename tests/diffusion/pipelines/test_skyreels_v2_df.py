@@ -178,7 +178,7 @@ def test_img2vid_last_image_equals_diffusers(first_device: gpucore.Device,
             ("txt2vid", [], "use img2vid --image FIRST.png"),
             ("img2vid", ["--image", str(tmp_path / "first.png"), "--frames", "21",
                          "--base-num-frames", "13", "--overlap-history", "5"], "one window")):
-        code = cli.main([command, *argv, *extra, "-o", str(tmp_path / "o.mp4")])
+        code = cli.main([command, *argv, *extra, "-o", str(tmp_path / "o.webp")])
         err = capsys.readouterr().err
         assert code == 2 and said in err and "Traceback" not in err, err
 
@@ -224,7 +224,7 @@ def test_video_extension_equals_diffusers(first_device: gpucore.Device,
                         ([], "give --overlap-history"),
                         (["--overlap-history", "5", "--denoising-strength", "0.5"],
                          "it extends it")):
-        code = cli.main([*argv, *extra, "-o", str(tmp_path / "o.mp4")])
+        code = cli.main([*argv, *extra, "-o", str(tmp_path / "o.webp")])
         err = capsys.readouterr().err
         assert code == 2 and said in err and "Traceback" not in err, err
 
@@ -240,6 +240,6 @@ def test_txt2vid_refusals(first_device: gpucore.Device, tiny_df: tuple[Path, Any
              "--ar-step is a SkyReels V2 diffusion forcing option"),
             (["txt2vid", "--model", folder, "--cfg-scale-2", "2"], "--cfg-scale-2 is for Wan"),
             (["txt2vid", "--model", folder, "--cache", "fbc"], "without a step cache")):
-        code = cli.main([*argv, "--prompt", "x", "-o", str(tmp_path / "o.mp4")])
+        code = cli.main([*argv, "--prompt", "x", "-o", str(tmp_path / "o.webp")])
         err = capsys.readouterr().err
         assert code == 2 and said in err and "Traceback" not in err, err
