@@ -63,7 +63,8 @@ def init_video_of(body: Any, registry: Any) -> tuple[list[Any] | None, Any]:
     frames, width and height it sets where the request leaves them out, and its strength
     (DEFAULT_STRENGTH unless given; a Lucy Edit folder's None, a strength refused); (None,
     `body`) without one; for a Cosmos Predict2.5 or Predict2 Video2World model (found in
-    `registry`) the video's last frames and `body` as it is. ValueError (ImageError) in one
+    `registry`) the video's last frames and `body` as it is; for a SkyReels V2 diffusion
+    forcing folder the video to extend and `body` as it is. ValueError (ImageError) in one
     line."""
     from ...pipelines.video.wan_video2video import fit_init_video
 
@@ -78,6 +79,11 @@ def init_video_of(body: Any, registry: Any) -> tuple[list[Any] | None, Any]:
 
         refuse_lucy(image=False, cache_kind=None, guidance_scale_2=None, control=None,
                     strength="denoising_strength")
+    if wan_family(model) == "skyreels-v2-df":  # the video to extend, every frame of it
+        from .video_skyreels import video_to_extend
+
+        return video_to_extend(body, _video_file(body.init_video, MAX_FRAMES + 1)
+                               if isinstance(body.init_video, str) else body.init_video), body
     cosmos = cosmos_family(model)
     if cosmos in ("cosmos25", "cosmos2-v2w"):
         from ...pipelines.video.models import COSMOS2_V2W
@@ -130,6 +136,12 @@ def refuse_init_video(body: Any, model: tuple[Path, WanFiles], steps: int, *, im
             raise ValueError("init_video and image do not go together: Cosmos Predict2.5 and "
                              "Predict2 Video2World continue a video (/avx/txt2vid) or a "
                              "picture (/avx/img2vid)")
+        return
+    if wan_family(model[0]) == "skyreels-v2-df":
+        if image:
+            raise ValueError("init_video and image do not go together: SkyReels V2 diffusion "
+                             "forcing extends a video (/avx/txt2vid) or starts from a picture "
+                             "(/avx/img2vid)")
         return
     if lucy:  # its own refusals: wan_refusals_of's
         return

@@ -2,14 +2,17 @@
 diffusion forcing fields (diffusers' argument names: `ar_step`, `causal_block_size`,
 `base_num_frames`, `overlap_history`, `addnoise_condition`; `fps` is also the fps the model is
 conditioned on), what such a folder does not take refused in one line before the queue (Wan's
-own fields, a step cache); /avx/img2vid's picture is the first frame, and those fields refused
-for any other model. SkyReels V2's text- and image-to-video folders run as Wan's."""
+own fields, a step cache); /avx/img2vid's picture is the first frame, /avx/txt2vid's
+`init_video` the video to extend (diffusers' SkyReelsV2DiffusionForcingVideoToVideoPipeline:
+`frames` more from its last `overlap_history`, the answer the video then them), and those fields
+refused for any other model. SkyReels V2's text- and image-to-video folders run as Wan's."""
 
 from __future__ import annotations
 
 from typing import Any
 
-__all__ = ["FORCING_FIELDS", "forcing_inputs", "refuse_forcing_fields", "refuse_skyreels_df"]
+__all__ = ["FORCING_FIELDS", "forcing_inputs", "refuse_forcing_fields", "refuse_skyreels_df",
+           "video_to_extend"]
 
 FORCING_FIELDS = ("ar_step", "causal_block_size", "base_num_frames", "overlap_history",
                   "addnoise_condition")
@@ -34,9 +37,30 @@ def refuse_skyreels_df(body: Any, cache_kind: str | None, control: str | None) -
                          "without Wan 2.2 A14B's second expert, VACE or a step cache")
 
 
-def forcing_inputs(body: Any, fps: float, image: Any) -> dict[str, Any]:
-    """The SkyReelsV2DiffusionForcingPipeline arguments the request gives, its fps and its
-    first frame (`image`, or None)."""
+def video_to_extend(body: Any, frames: list[Any]) -> list[Any]:
+    """The init video's frames (PIL images, or the request's base64 pictures, decoded here)
+    the run extends. ValueError in one line for denoising_strength (Wan's redraw), a missing
+    overlap_history or a video shorter than it."""
+    from ...imaging import eight_bit
+    from ..images import decode_image
+
+    if body.denoising_strength is not None:
+        raise ValueError("denoising_strength: SkyReels V2 does not redraw init_video, it "
+                         "extends it; leave denoising_strength out")
+    if body.overlap_history is None:
+        raise ValueError("init_video: SkyReels V2 extends a video from its last "
+                         "overlap_history frames; send overlap_history (e.g. 17)")
+    if len(frames) < body.overlap_history:
+        raise ValueError(f"init_video: {len(frames)} frames, fewer than overlap_history "
+                         f"{body.overlap_history}; send a smaller one")
+    return [frame if not isinstance(frame, str) else
+            eight_bit(decode_image(frame, f"init_video[{i}]")).convert("RGB")
+            for i, frame in enumerate(frames)]
+
+
+def forcing_inputs(body: Any, fps: float, image: Any, video: Any = None) -> dict[str, Any]:
+    """The SkyReelsV2DiffusionForcingPipeline arguments the request gives, its fps, its
+    first frame (`image`, or None) and the video it extends (`video`, or None)."""
     given = {name: getattr(body, name) for name in FORCING_FIELDS
              if getattr(body, name) is not None}
-    return {"fps": round(fps), "image": image, **given}
+    return {"fps": round(fps), "image": image, "video": video, **given}

@@ -82,3 +82,48 @@ def test_forcing_fields_elsewhere_are_422(served: tuple[TestClient, Any]) -> Non
                                                   "cache": "fbc"})
     assert response.status_code == 422
     assert "not taken by SkyReels V2 diffusion forcing" in response.text
+
+
+def test_init_video_is_extended(first_device: gpucore.Device,
+                                served: tuple[TestClient, Any]) -> None:
+    """/avx/txt2vid's init_video on a diffusion forcing folder: 13 frames more from its last
+    5, the answer the video then them, as SkyReelsV2DiffusionForcingVideoToVideoPipeline;
+    what it does not go with, one-line 422s before the queue."""
+    import diffusers
+    from diffusers.pipelines.skyreels_v2 import pipeline_skyreels_v2_diffusion_forcing_v2v
+    from diffusers.pipelines.wan import pipeline_wan
+    from wan_tiny import wave_video
+
+    client, reference = served
+    reference.transformer.register_to_config(num_frame_per_block=1)  # (the first test's 2)
+    video = wave_video(4, 32, 48, frames=7)
+    clip = []
+    for frame in video:
+        out = io.BytesIO()
+        frame.save(out, format="PNG")
+        clip.append(base64.b64encode(out.getvalue()).decode("ascii"))
+    body = {"model": "skyreels-df", "prompt": RED, "frames": 13, "width": 48, "height": 32,
+            "steps": 2, "cfg_scale": 1.0, "seed": 3, "format": "webp", "base_num_frames": 9,
+            "overlap_history": 5, "init_video": clip}
+    response = client.post("/avx/txt2vid", json=body)
+    assert response.status_code == 200, response.text
+    with Image.open(io.BytesIO(base64.b64decode(response.json()["video"]))) as webp:
+        ours = np.stack([np.asarray(f.convert("RGB"), np.float32) / 255
+                         for f in ImageSequence.Iterator(webp)])
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(pipeline_skyreels_v2_diffusion_forcing_v2v, "prompt_clean",
+                      pipeline_wan.prompt_clean)
+        v2v = diffusers.SkyReelsV2DiffusionForcingVideoToVideoPipeline(**reference.components)
+        expected = v2v(video=video, prompt=RED, height=32, width=48, num_frames=13,
+                       base_num_frames=9, overlap_history=5, guidance_scale=1.0,
+                       num_inference_steps=2, output_type="np",
+                       generator=torch.Generator().manual_seed(3)).frames[0]
+    assert ours.shape == expected.shape == (7 + 13, 32, 48, 3)
+    assert np.abs(ours - expected).max() < 1.5 / 255  # the 8-bit frames' rounding
+    for change, says in (({"overlap_history": None}, "send overlap_history"),
+                         ({"overlap_history": 9}, "fewer than overlap_history 9"),
+                         ({"denoising_strength": 0.5}, "it extends it")):
+        response = client.post("/avx/txt2vid", json={**body, **change})
+        assert response.status_code == 422 and says in response.text, response.text
+    response = client.post("/avx/img2vid", json={**body, "image": clip[0]})
+    assert response.status_code == 422 and "do not go together" in response.text

@@ -302,7 +302,7 @@ async def _run(state: ServerState, body: Txt2VidRequest, image: Any) -> dict[str
         cache = video_cache(body.cache, "cache", s.steps)  # each run's own
         size = {"height": s.height, "width": s.width} if not hv15 or image is None else {}
         inputs = {"image": image, **framepack} if k5 or hv15 or hv1 else \
-            forcing_inputs(body, s.fps, image) if forcing else {
+            forcing_inputs(body, s.fps, image, init) if forcing else {
             "image": image, "guidance_scale_2": body.cfg_scale_2, "control": control,
             "conditioning_scale": body.control_scale, "video": init,
             "strength": body.denoising_strength}  # (video_init's; None: Lucy Edit's)
