@@ -160,10 +160,11 @@ def test_fbc_equals_the_rule_by_hand(tiny_animate: tuple[Any, Any, Path],
     cache = video_cache(f"fbc:{FBC_THRESHOLD}", steps=FBC_STEPS)
     ours, expected = _run(pipe, hooked, x, True, 5, cache=cache, **settings)
     # (prompt, negative prompt) at steps 0, 1, 2 of the first segment, then of the second
+    # (the tiny T5 tokenizer's pieces decide which calls fall under the threshold)
     assert decisions == [True, True, False, False, False, False,
-                         True, True, False, False, True, True]
+                         True, True, False, False, False, True]
     assert cache is not None
-    assert cache.summary() == "fbc 1, 6/12 model calls computed"
+    assert cache.summary() == "fbc 1, 5/12 model calls computed"
     assert np.abs(ours - expected).max() < 3e-5  # measured 6.0e-6
     uncached, _ = _run(pipe, None, x, True, 5, **settings)
     assert np.abs(ours - uncached).mean() > 0.05  # the skips matter (0.11)
