@@ -5,8 +5,9 @@ stands ahead of every chunk; txt2vid's --init-video is a video to continue (its 
 ahead of every chunk, its last whole chunks the history). Helios draws 33-frame chunks one
 after another, each in front of the ones before it: --frames asks for ceil(frames / 33)
 chunks, the video cut to 1 + 4k frames (diffusers' count; a note says when that is not
---frames). The folder's HeliosScheduler alone; Wan's options, LoRAs, step caches and memory
-modes are refused in one line before the weights load."""
+--frames). The folder's HeliosScheduler alone; the memory modes, --offload, LoRAs,
+--fp16-accumulation and --no-half-vae as on Wan; Wan's own options and step caches are refused
+in one line before the weights load."""
 
 from __future__ import annotations
 
@@ -17,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from .progress import ProgressBar
-from .video_family import memory_mode, refuse_wan_only
+from .video_family import load_flow_video, refuse_wan_only
 from .video_out import finish_video
 
 __all__ = ["helios_frames", "refuse_helios_options", "run_helios", "video_to_continue"]
@@ -58,10 +59,8 @@ def refuse_helios_options(args: argparse.Namespace) -> None:
     if args.sampler != "diffusers":
         raise ValueError(f"--sampler {args.sampler}: {_FAMILY} runs its folder's "
                          "HeliosScheduler (--sampler diffusers)")
-    for given, what in ((args.cache, "--cache"), (args.lora, "--lora"),
-                        (memory_mode(args), "a memory mode (--medvram, --lowvram, --max-vram)")):
-        if given:
-            raise ValueError(f"{what}: not supported for {_FAMILY} yet; leave it out")
+    if args.cache:
+        raise ValueError(f"--cache: not supported for {_FAMILY} yet; leave it out")
 
 
 def run_helios(args: argparse.Namespace, out: Path, dtype: Any, image: Any = None,
@@ -75,8 +74,7 @@ def run_helios(args: argparse.Namespace, out: Path, dtype: Any, image: Any = Non
     if helios_frames(args.frames) != args.frames:
         print(f"note: Helios draws {_CHUNK}-frame chunks: {helios_frames(args.frames)} frames "
               f"for --frames {args.frames}", file=sys.stderr)
-    pipe = HeliosPipeline.from_pretrained(args.model, dtype=dtype)
-    print(f"seed: {args.seed}", file=sys.stderr)
+    pipe = load_flow_video(HeliosPipeline, args, dtype)
     bar = ProgressBar(args.command)
     videos = pipe(args.prompt, negative_prompt=args.negative_prompt or "",
                   height=args.height, width=args.width, num_frames=args.frames,

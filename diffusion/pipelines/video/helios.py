@@ -8,7 +8,10 @@ image-to-video, pipelines.video.helios_image), the last frame made and, coarser,
 pipelines.video.helios_schedule) steps each chunk; CFG as diffusers', `neg + g (pos - neg)`.
 Each chunk is decoded by itself (its 9 latent frames: 33 frames), the video cut to 1 + 4k
 frames; so `num_frames` asks for ceil(num_frames / 33) chunks. With the torch RNG a seed gives
-diffusers' video (`generator=torch.Generator("cpu").manual_seed(seed)`).
+diffusers' video (`generator=torch.Generator("cpu").manual_seed(seed)`). Its networks are Wan's
+(UMT5, a transformer of blocks, Wan 2.1's VAE), and so are its memory modes
+(`set_memory_mode`, wan_memory: the steps and each chunk's decode take turns), its float32 VAE
+(`use_float32_vae`) and its LoRAs' targets.
 """
 
 from __future__ import annotations
@@ -17,6 +20,7 @@ import math
 import os
 from collections.abc import Sequence
 from functools import partial
+from types import SimpleNamespace
 from typing import Any
 
 import numpy as np
@@ -30,6 +34,7 @@ from ...models.t5 import UMT5EncoderModel
 from ...models.wan_vae import AutoencoderKLWan
 from ...noise.rng import make_generator
 from ...text.t5_tokenizer import T5Tokenizer
+from ..contract import Denoisers
 from ..finite import check_decoded
 from ..flow.flow_memory import load_network
 from ..observer import StepCallback
@@ -37,43 +42,59 @@ from .flow_video import prompt_list
 from .helios_image import image_history, video_history
 from .helios_schedule import helios_mu, helios_scheduler, helios_sigmas
 from .wan import clean_prompt
+from .wan_memory import WanMemoryModes
+from .wan_vae_passes import WanVaePasses
 
 __all__ = ["HeliosPipeline"]
 
 
-class HeliosPipeline:
+class HeliosPipeline(WanMemoryModes, WanVaePasses):
     """Helios txt2vid on gpustd. Components as diffusers names them; `scheduler_config` is
-    the folder's `scheduler/scheduler_config.json`."""
+    the folder's `scheduler/scheduler_config.json`; `offload`: one network on the GPU at a
+    time, the others' weights in host memory."""
 
     family = "Helios"
+    image_encoder = transformer_2 = None  # (Wan's memory modes ask for them)
 
     def __init__(self, *, transformer: HeliosTransformer3DModel, vae: AutoencoderKLWan,
                  text_encoder: UMT5EncoderModel, tokenizer: T5Tokenizer,
-                 scheduler_config: dict[str, Any]) -> None:
+                 scheduler_config: dict[str, Any], offload: bool = False) -> None:
         self.transformer, self.vae = transformer, vae
         self.text_encoder, self.tokenizer = text_encoder, tokenizer
         self.scheduler_config = dict(scheduler_config)
         helios_scheduler(self.scheduler_config)  # a pyramid's schedule refused
-        self.memory_mode = None  # no memory modes yet (what the CLI's report reads)
+        self.offload = offload
 
     @classmethod
     def from_pretrained(cls, path: str | os.PathLike[str], *, dtype: Any = np.float32,
-                        device: Device | None = None, variant: str | None = None
-                        ) -> HeliosPipeline:
-        """Load a Helios diffusers folder (`load_helios_folder`) onto `device` in `dtype`."""
+                        device: Device | None = None, variant: str | None = None,
+                        offload: bool = False) -> HeliosPipeline:
+        """Load a Helios diffusers folder (`load_helios_folder`) onto `device` in `dtype`;
+        `offload`: each network goes to host memory as soon as it is loaded, for `on_gpu` or a
+        memory mode to bring in as it runs."""
         weights = load_helios_folder(path, variant=variant)
         helios_scheduler(weights.scheduler_config)  # refused before the weights load
         transformer, text, vae = weights.transformer, weights.text_encoder, weights.vae
         assert transformer is not None and text is not None
         place = {"dtype": dtype, "device": device or default_device()}
-        load = partial(load_network, device=place["device"], offload_to_host=False)
+        load = partial(load_network, device=place["device"], offload_to_host=offload)
         return cls(
             text_encoder=load(lambda: UMT5EncoderModel(text.config, **place), text),
             transformer=load(lambda: HeliosTransformer3DModel(transformer.config, **place),
                              transformer),
             vae=load(lambda: AutoencoderKLWan(vae.config, **place), vae),
             tokenizer=T5Tokenizer(weights.tokenizer_dir),
-            scheduler_config=weights.scheduler_config)
+            scheduler_config=weights.scheduler_config, offload=offload)
+
+    def lora_targets(self) -> Any:
+        """What a `LoraManager` patches: the transformer (diffusers' and PEFT's
+        `transformer.` keys, as HeliosPipeline.load_lora_weights reads them)."""
+        return SimpleNamespace(unet=self.transformer, transformer=self.transformer)
+
+    @property
+    def denoisers(self) -> Denoisers:
+        """The transformer, as a contract's pipeline says it."""
+        return Denoisers((self.transformer,), "transformer")
 
     @property
     def size_multiple(self) -> int:
@@ -141,9 +162,9 @@ class HeliosPipeline:
         self.check(height, width, num_frames, num_inference_steps, chunk, sizes)
         batch, guided = len(prompts), guidance_scale > 1
         model, temporal = self.transformer, int(self.vae.temporal_factor)
-        states = self.prompt_states(prompts + [negative_prompt] * batch if guided else prompts,
-                                    max_sequence_length)
-        context = model.encode_text(asarray(states, dtype=model.dtype, device=model.device))
+        with self.on_gpu(self.text_encoder):
+            states = self.prompt_states(prompts + [negative_prompt] * batch if guided
+                                        else prompts, max_sequence_length)
         spatial, channels = int(self.vae.spatial_factor), int(model.config["in_channels"])
         h, w = height // spatial, width // spatial
         window = (chunk - 1) * temporal + 1  # the pixel frames of a chunk
@@ -160,11 +181,15 @@ class HeliosPipeline:
         if image is not None and video is not None:
             raise ValueError("give Helios a picture to animate or a video to continue, not both")
         if image is not None:  # drawn before the chunks' noise, as diffusers does
-            picture, still = image_history(self.vae, image, height, width, chunk, generator)
+            with self.on_gpu(self.vae):
+                picture, still = image_history(self.vae, image, height, width, chunk,
+                                               generator)
             first = np.repeat(picture, batch, axis=0)
             history[:, :, -1:] = np.repeat(still, batch, axis=0)
         if video is not None:
-            picture, given = video_history(self.vae, video, height, width, chunk, generator)
+            with self.on_gpu(self.vae):
+                picture, given = video_history(self.vae, video, height, width, chunk,
+                                               generator)
             first = np.repeat(picture, batch, axis=0)
             history = np.concatenate([history[:, :, :max(0, history.shape[2] - given.shape[2])],
                                       np.repeat(given, batch, axis=0)], axis=2)
@@ -182,24 +207,29 @@ class HeliosPipeline:
                                                 ).astype(np.float32)
             scheduler = helios_scheduler(self.scheduler_config)
             scheduler.set_sigmas(sigmas)
-            for i, t in enumerate(scheduler.timesteps):
-                x = np.concatenate([latents] * (rows // batch))
-                out = model(self._upload(x), np.full(rows, t, np.float32), None,
-                            context=context, indices_hidden_states=list(indices["chunk"]),
-                            history=past).numpy().astype(np.float32)
-                velocity = out if not guided else (
-                    out[batch:] + np.float32(guidance_scale) * (out[:batch] - out[batch:]))
-                latents = np.asarray(scheduler.step(velocity, t, latents), np.float32)
-                done = k * num_inference_steps + i + 1
-                if callback is not None and callback(done, total, latents) is False:
-                    stopped = True  # this chunk as it is now ends the video
-                    break
+            with self.on_gpu(model):  # (under a memory mode: the steps' phase begins)
+                if k == 0:
+                    context = model.encode_text(asarray(states, dtype=model.dtype,
+                                                        device=model.device))
+                for i, t in enumerate(scheduler.timesteps):
+                    x = np.concatenate([latents] * (rows // batch))
+                    out = model(self._upload(x), np.full(rows, t, np.float32), None,
+                                context=context, indices_hidden_states=list(indices["chunk"]),
+                                history=past).numpy().astype(np.float32)
+                    velocity = out if not guided else (
+                        out[batch:] + np.float32(guidance_scale) * (out[:batch] - out[batch:]))
+                    latents = np.asarray(scheduler.step(velocity, t, latents), np.float32)
+                    done = k * num_inference_steps + i + 1
+                    if callback is not None and callback(done, total, latents) is False:
+                        stopped = True  # this chunk as it is now ends the video
+                        break
             if k == 0 and image is None and video is None:
                 first = latents[:, :, :1]  # the video's first frame, held for every chunk
             history = np.concatenate([history, latents], axis=2)
             made.append(latents)
             if output_type == "np":
-                frames.append(self.decode(latents))
+                with self.on_gpu(self.vae):
+                    frames.append(self.decode(latents))
             if stopped:
                 break
         if output_type == "latent":

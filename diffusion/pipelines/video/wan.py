@@ -24,7 +24,7 @@ from __future__ import annotations
 import contextlib
 import html
 import re
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
@@ -35,7 +35,6 @@ from gpucore import Device, default_device
 from gpustd import Tensor, asarray
 from gpustd.nn import deferred
 from gpustd.nn.offload import offload as offload_weights
-from gpustd.nn.offload import restore as restore_weights
 
 from ...loaders.component import load_component
 from ...loaders.wan import WanFiles, load_wan
@@ -141,27 +140,6 @@ class WanPipeline(WanMemoryModes, WanVaePasses):
                    expand_timesteps=weights.expand_timesteps, offload=offload,
                    transformer_2=transformer_2,
                    boundary_ratio=None if transformer_2 is None else weights.boundary_ratio)
-
-    @contextlib.contextmanager
-    def on_gpu(self, network: Any) -> Iterator[None]:
-        """`network`'s weights on the GPU for the block (offloading: uploaded, then back to
-        host memory; under a memory mode its plan moves them)."""
-        if self._memory is not None:  # its units come in as they run
-            self._memory.next_phase(network)
-            yield
-            return
-        if not self.offload:
-            yield
-            return
-        for other in (self.text_encoder, self.transformer, self.vae, self.image_encoder,
-                      self.transformer_2):
-            if other is not None:
-                offload_weights(other)
-        restore_weights(network)
-        try:
-            yield
-        finally:
-            offload_weights(network)
 
     def lora_targets(self, *, low_noise: bool = False) -> Any:
         """What a `LoraManager` patches: the transformer (`low_noise`: Wan 2.2 A14B's

@@ -34,6 +34,8 @@ plain mode's kernels on the same weights: the frames are the plain mode's, bitwi
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
 from dataclasses import replace
 from typing import Any
 
@@ -166,9 +168,11 @@ class WanMemoryPlan(FlowMemoryPlan):
 
 
 class WanMemoryModes:
-    """`memory_mode` and `set_memory_mode` for WanPipeline (its base)."""
+    """`memory_mode`, `set_memory_mode` and `on_gpu` for the pipelines of Wan's networks
+    (WanPipeline, HeliosPipeline: their base)."""
 
     _memory: WanMemoryPlan | None = None  # the memory mode in effect (set_memory_mode)
+    offload = False  # one network on the GPU at a time (the others' weights in host memory)
     text_encoder: Any
     transformer: Any
     transformer_2: Any
@@ -191,3 +195,24 @@ class WanMemoryModes:
                                          transformer=self.transformer, vae=self.vae,
                                          image_encoder=self.image_encoder,
                                          transformer_2=self.transformer_2)
+
+    @contextlib.contextmanager
+    def on_gpu(self, network: Any) -> Iterator[None]:
+        """`network`'s weights on the GPU for the block (offloading: uploaded, then back to
+        host memory; under a memory mode its plan moves them)."""
+        if self._memory is not None:  # its units come in as they run
+            self._memory.next_phase(network)
+            yield
+            return
+        if not self.offload:
+            yield
+            return
+        for other in (self.text_encoder, self.transformer, self.vae, self.image_encoder,
+                      self.transformer_2):
+            if other is not None:
+                offload(other)
+        restore(network)
+        try:
+            yield
+        finally:
+            offload(network)

@@ -24,8 +24,9 @@ class FramepackFields(BaseModel):
     """/avx/img2vid's FramePack fields (unset: FramePackI2V_HY's backwards sampling in
     sections of 9 latent frames, 33 frames each, no frame to end on)."""
 
-    last_image: str | None = Field(None, description="FramePack: the frame to end on, base64 "
-                                   "(with sampling_type inverted_anti_drifting only)")
+    last_image: str | None = Field(None, description="FramePack (with sampling_type "
+                                   "inverted_anti_drifting only) and SkyReels V2 diffusion "
+                                   "forcing (one window): the frame to end on, base64")
     sampling_type: Literal["inverted_anti_drifting", "vanilla"] | None = Field(
         None, description="FramePack: sections made backwards (FramePackI2V_HY's, the "
                           "default) or forwards (vanilla: F1's)")

@@ -9,7 +9,8 @@ before the queue. For a Cosmos Predict2.5 or Predict2 Video2World folder `init_v
 video to continue (video2world, video_cosmos25): its last frames are kept (Predict2.5: 5;
 Predict2: `frames`), the request's size and count its own. For a Lucy Edit folder it is the
 video to edit as the prompt says, read as Wan's, and required; it takes no
-`denoising_strength` (the whole schedule runs from noise)."""
+`denoising_strength` (the whole schedule runs from noise). A Helios folder continues it from its
+last whole chunks (video_helios)."""
 
 from __future__ import annotations
 
@@ -21,6 +22,7 @@ from typing import Any
 
 from ...imaging import eight_bit
 from ...loaders.cosmos import cosmos_family
+from ...loaders.helios import helios_family
 from ...loaders.wan import WanFiles, wan_family
 from ...loaders.wan.sources import is_wan_animate
 from ...pipelines.video.models import video_family_name
@@ -64,8 +66,8 @@ def init_video_of(body: Any, registry: Any) -> tuple[list[Any] | None, Any]:
     (DEFAULT_STRENGTH unless given; a Lucy Edit folder's None, a strength refused); (None,
     `body`) without one; for a Cosmos Predict2.5 or Predict2 Video2World model (found in
     `registry`) the video's last frames and `body` as it is; for a SkyReels V2 diffusion
-    forcing folder the video to extend and `body` as it is. ValueError (ImageError) in one
-    line."""
+    forcing folder the video to extend, for a Helios folder the video to continue, and `body`
+    as it is. ValueError (ImageError) in one line."""
     from ...pipelines.video.wan_video2video import fit_init_video
 
     if body.init_video is None:
@@ -79,6 +81,13 @@ def init_video_of(body: Any, registry: Any) -> tuple[list[Any] | None, Any]:
 
         refuse_lucy(image=False, cache_kind=None, guidance_scale_2=None, control=None,
                     strength="denoising_strength")
+    if helios_family(model):  # the video to continue, every frame of it
+        from .video_helios import video_to_continue
+
+        return video_to_continue(body, _video_file(body.init_video, MAX_FRAMES + 1)
+                                 if isinstance(body.init_video, str) else
+                                 [eight_bit(decode_image(text, f"init_video[{i}]")).convert("RGB")
+                                  for i, text in enumerate(body.init_video)]), body
     if wan_family(model) == "skyreels-v2-df":  # the video to extend, every frame of it
         from .video_skyreels import video_to_extend
 
@@ -137,6 +146,11 @@ def refuse_init_video(body: Any, model: tuple[Path, WanFiles], steps: int, *, im
                              "Predict2 Video2World continue a video (/avx/txt2vid) or a "
                              "picture (/avx/img2vid)")
         return
+    if helios_family(model[0]):
+        if image:
+            raise ValueError("init_video and image do not go together: Helios continues a "
+                             "video (/avx/txt2vid) or animates a picture (/avx/img2vid)")
+        return
     if wan_family(model[0]) == "skyreels-v2-df":
         if image:
             raise ValueError("init_video and image do not go together: SkyReels V2 diffusion "
@@ -147,8 +161,8 @@ def refuse_init_video(body: Any, model: tuple[Path, WanFiles], steps: int, *, im
         return
     if video_family_name(model[0]) != "wan" or is_wan_animate(*model):
         raise ValueError("init_video is for Wan's text-to-video models (Wan 2.1, Wan 2.2; "
-                         "Lucy Edit edits one; Cosmos Predict2.5 and Predict2 Video2World "
-                         "continue one); this model does not redraw a video")
+                         "Lucy Edit edits one; Cosmos Predict2.5, Predict2 Video2World and "
+                         "Helios continue one); this model does not redraw a video")
     if control is not None:
         raise ValueError(f"init_video and {control} do not go together: a Wan VACE model "
                          "edits a video through control_video and control_mask")

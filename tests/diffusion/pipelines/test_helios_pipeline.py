@@ -153,7 +153,6 @@ def test_helios_from_the_cli(first_device: gpucore.Device, built: tuple[Any, Pat
     assert np.abs(frames - np.asarray(expected)).max() < 1 / 255
     webp = ("-o", str(tmp_path / "r.webp"))  # (an .mp4 would first need PyAV)
     for more, words in ((("--sampler", "Euler"), "HeliosScheduler"),
-                        (("--lowvram",), "a memory mode"),
                         (("--cache", "fbc"), "--cache: not supported")):
         assert words in cli_error(capsys, "txt2vid", *common, *more, *webp)
     refused = cli_error(capsys, "txt2img", "--model", str(folder), "--prompt", PROMPT)
@@ -178,12 +177,15 @@ def test_helios_inputs_from_the_cli(built: tuple[Any, Path], tmp_path: Path,
     class Recorder:
         memory_mode = None
 
+        def set_memory_mode(self, mode: Any) -> None:
+            assert not mode
+
         def __call__(self, prompt: str, **kwargs: Any) -> np.ndarray:
             given.update(kwargs)
             return np.zeros((1, 33, 32, 48, 3), np.float32)
 
     monkeypatch.setattr(module.HeliosPipeline, "from_pretrained",
-                        classmethod(lambda cls, path, dtype: Recorder()))
+                        classmethod(lambda cls, path, dtype, offload: Recorder()))
     frames = tmp_path / "frames"
     frames.mkdir()
     for i in range(34):

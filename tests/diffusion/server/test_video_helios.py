@@ -1,7 +1,8 @@
 """Helios on the server: /avx/video-models lists a tiny HeliosPipeline folder with its family's
-defaults, POST /avx/txt2vid makes diffusers' video (one 33-frame chunk) and POST /avx/img2vid
-its image-to-video one of the picture; Wan's fields, other samplers and an init video are 422s
-in one line."""
+defaults, POST /avx/txt2vid makes diffusers' video (one 33-frame chunk), continues an
+init_video as diffusers' HeliosPipeline(video=) does, and POST /avx/img2vid makes its
+image-to-video one of the picture; Wan's fields, other samplers, a strength for the init video
+or one shorter than a chunk are 422s in one line."""
 
 from __future__ import annotations
 
@@ -92,3 +93,32 @@ def test_helios_text_and_image_to_video(first_device: gpucore.Device,
         response = client.post("/avx/txt2vid", json={"model": "helios", "prompt": PROMPT,
                                                       **SIZE, **change})
         assert response.status_code == 422 and says in response.json()["detail"], response.text
+
+
+def test_helios_continues_an_init_video(first_device: gpucore.Device,
+                                        served: tuple[TestClient, Any]) -> None:
+    from wan_tiny import wave_video
+
+    client, reference = served
+    video = wave_video(5, 32, 48, frames=34)
+    clip = []
+    for frame in video:
+        buffer = io.BytesIO()
+        frame.save(buffer, format="PNG")
+        clip.append(base64.b64encode(buffer.getvalue()).decode("ascii"))
+    body = {"model": "helios", "prompt": PROMPT, "seed": 7, "format": "webp", **SIZE,
+            "init_video": clip}
+    response = client.post("/avx/txt2vid", json=body)
+    assert response.status_code == 200, response.text
+    ours = _frames(response.json())
+    expected = _theirs(reference, video=video)
+    assert ours.shape == expected.shape
+    # within a level (the 8-bit frames); that the video visibly matters:
+    # test_helios_pipeline's video-to-video test
+    assert np.abs(ours - expected).max() < 1 / 255
+    for change, says in (({"denoising_strength": 0.5}, "it continues it"),
+                         ({"init_video": clip[:20]}, "whole chunks of 33")):
+        response = client.post("/avx/txt2vid", json={**body, **change})
+        assert response.status_code == 422 and says in response.json()["detail"], response.text
+    response = client.post("/avx/img2vid", json={**body, "image": clip[0]})
+    assert response.status_code == 422 and "do not go together" in response.text

@@ -127,3 +127,47 @@ def test_init_video_is_extended(first_device: gpucore.Device,
         assert response.status_code == 422 and says in response.text, response.text
     response = client.post("/avx/img2vid", json={**body, "image": clip[0]})
     assert response.status_code == 422 and "do not go together" in response.text
+
+
+def _base64(picture: Image.Image) -> str:
+    out = io.BytesIO()
+    picture.save(out, format="PNG")
+    return base64.b64encode(out.getvalue()).decode("ascii")
+
+
+def test_last_image_ends_the_video(first_device: gpucore.Device,
+                                   served: tuple[TestClient, Any]) -> None:
+    """/avx/img2vid's last_image on a diffusion forcing folder: the video ends on it, as
+    SkyReelsV2DiffusionForcingImageToVideoPipeline(last_image=); over more than one window or
+    beside FramePack's own fields, one-line 422s before the queue."""
+    import diffusers
+    from diffusers.pipelines.skyreels_v2 import pipeline_skyreels_v2_diffusion_forcing_i2v
+    from diffusers.pipelines.wan import pipeline_wan
+
+    client, reference = served
+    reference.transformer.register_to_config(num_frame_per_block=1)  # (the first test's 2)
+    rng = np.random.default_rng(6)
+    first, last = (Image.fromarray((rng.random((32, 48, 3)) * 255).astype(np.uint8))
+                   for _ in range(2))
+    body = {"model": "skyreels-df", "prompt": RED, "frames": 9, "width": 48, "height": 32,
+            "steps": 2, "cfg_scale": 1.0, "seed": 3, "format": "webp", "fps": 16,
+            "image": _base64(first), "last_image": _base64(last)}
+    response = client.post("/avx/img2vid", json=body)
+    assert response.status_code == 200, response.text
+    with Image.open(io.BytesIO(base64.b64decode(response.json()["video"]))) as webp:
+        ours = np.stack([np.asarray(f.convert("RGB"), np.float32) / 255
+                         for f in ImageSequence.Iterator(webp)])
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(pipeline_skyreels_v2_diffusion_forcing_i2v, "prompt_clean",
+                      pipeline_wan.prompt_clean)
+        i2v = diffusers.SkyReelsV2DiffusionForcingImageToVideoPipeline(**reference.components)
+        expected = i2v(image=first, last_image=last, prompt=RED, height=32, width=48,
+                       num_frames=9, num_inference_steps=2, guidance_scale=1.0, fps=16,
+                       output_type="np", generator=torch.Generator().manual_seed(3)).frames[0]
+    assert ours.shape == expected.shape == (9, 32, 48, 3)
+    assert np.abs(ours - expected).max() < 1.5 / 255  # the 8-bit frames' rounding
+    longer = {"frames": 21, "base_num_frames": 13, "overlap_history": 5}
+    for change, says in ((longer, "one window"),
+                         ({"sampling_type": "vanilla"}, "sampling_type is not taken")):
+        response = client.post("/avx/img2vid", json={**body, **change})
+        assert response.status_code == 422 and says in response.text, response.text

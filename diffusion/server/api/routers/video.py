@@ -22,8 +22,8 @@ picture, pose, face, background and mask videos (video_animate); a Wan text-to-v
 `init_video` to redraw and its `denoising_strength` (video_init; a Cosmos Predict2.5 or Predict2
 Video2World folder continues it, a Lucy Edit folder edits it); a SkyReels V2 diffusion forcing
 folder its `ar_step`, `causal_block_size`, `base_num_frames`, `overlap_history` and
-`addnoise_condition` (video_skyreels). GET /avx/video-models lists the video folders and Wan
-files for the page's Video tab."""
+`addnoise_condition`, and on /avx/img2vid FramePack's `last_image` (video_skyreels).
+GET /avx/video-models lists the video folders and Wan files for the page's Video tab."""
 
 from __future__ import annotations
 
@@ -60,7 +60,12 @@ from ..video_ltx2 import ltx2_answer, refuse_ltx2
 from ..video_pipelines import video_pipeline
 from ..video_refusals import refuse_hunyuan_video, refuse_hunyuan_video15, refuse_kandinsky5
 from ..video_sana import refuse_sana_video, sana_video_answer
-from ..video_skyreels import forcing_inputs, refuse_forcing_fields, refuse_skyreels_df
+from ..video_skyreels import (
+    forcing_inputs,
+    last_image_of,
+    refuse_forcing_fields,
+    refuse_skyreels_df,
+)
 from ..video_sources import REQUEST_NAMES, video_listing, video_source
 
 __all__ = ["Img2VidRequest", "Txt2VidRequest", "avx"]
@@ -272,13 +277,14 @@ async def _run(state: ServerState, body: Txt2VidRequest, image: Any) -> dict[str
         elif sana:
             refuse_sana_video(model[0], body, s, kind_of, _control_named(body), memory)
         elif helios:
-            refuse_helios(body, kind_of, _control_named(body), memory)
+            refuse_helios(body, kind_of, _control_named(body))
         elif not animate:
             await asyncio.to_thread(wan_refusals_of, *model, image=image is not None,
                                     cache_kind=kind_of, guidance_scale_2=body.cfg_scale_2,
                                     control=_control_named(body))
         control = await asyncio.to_thread(_control, body, s)  # decoded before the queue
-        framepack = framepack_inputs(model[0], body)  # {} for other models
+        framepack = framepack_inputs(model[0], body) if not forcing else {}  # {}: others
+        last = last_image_of(body, s.frames) if forcing else None
         pixels, segment = await asyncio.to_thread(animate_pixels_of, body, model, s)
     except ValueError as error:
         raise RequestError(str(error)) from None
@@ -298,11 +304,11 @@ async def _run(state: ServerState, body: Txt2VidRequest, image: Any) -> dict[str
         if sana:
             return sana_video_answer(pipe, body, s, seed, observer, image)
         if helios:
-            return helios_answer(pipe, body, s, seed, observer, image)
+            return helios_answer(pipe, body, s, seed, observer, image, init)
         cache = video_cache(body.cache, "cache", s.steps)  # each run's own
         size = {"height": s.height, "width": s.width} if not hv15 or image is None else {}
         inputs = {"image": image, **framepack} if k5 or hv15 or hv1 else \
-            forcing_inputs(body, s.fps, image, init) if forcing else {
+            forcing_inputs(body, s.fps, image, init, last) if forcing else {
             "image": image, "guidance_scale_2": body.cfg_scale_2, "control": control,
             "conditioning_scale": body.control_scale, "video": init,
             "strength": body.denoising_strength}  # (video_init's; None: Lucy Edit's)

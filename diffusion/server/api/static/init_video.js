@@ -2,10 +2,10 @@
 // says, sent as POST /avx/txt2vid's init_video (base64 pictures, one a frame) with
 // denoising_strength — diffusers' WanVideoToVideoPipeline(video=, strength=); for a Lucy Edit
 // folder the video to edit (the whole schedule runs: no strength); and for a Cosmos Predict2.5 or
-// Predict2 Video2World model: a video to continue (its last frames begin the video made; no
-// strength). A video file is decoded (frames.js) at the chosen size and fps, its first Frames
-// frames for Wan, all of them for Cosmos; a set of pictures goes out as it is, in name order (the
-// server takes the first Frames of them for Wan, the last ones for Cosmos).
+// Predict2 Video2World or a Helios model: a video to continue (its last frames begin the video
+// made; no strength). A video file is decoded (frames.js) at the chosen size and fps, its first
+// Frames frames for Wan, all of them for Cosmos and Helios; a set of pictures goes out as it is,
+// in name order (the server takes the first Frames of them for Wan, the last ones for Cosmos).
 
 import { $ } from "./api.js";
 import { videoPicker } from "./frames.js";
@@ -16,9 +16,9 @@ let picker = null;  // frames.js' videoPicker
 const OTHERS = ["kandinsky-5-video", "hunyuan-video-1.5", "ltx-2", "hunyuan-video",
   "skyreels-v2-df", "sana-video"];
 // the families that continue an init video rather than redraw it
-const CONTINUING = ["cosmos-predict2.5", "cosmos-predict2"];
+const CONTINUING = ["cosmos-predict2.5", "cosmos-predict2", "helios"];
 
-/** Whether `model` (a GET /avx/video-models entry) continues an init video (Cosmos). */
+/** Whether `model` (a GET /avx/video-models entry) continues an init video (Cosmos, Helios). */
 function continues(model) {
   return CONTINUING.includes(model?.family);
 }
