@@ -37,6 +37,7 @@ _T = TypeVar("_T")
 _RENAMES = {".pre_self_attn_layernorm.": ".input_layernorm.",
             ".post_self_attn_layernorm.": ".post_attention_layernorm."}
 _EOI = 256_000  # T5Gemma2Encoder's eoi_token_index
+_OTHERS = ("vision_tower.", "multi_modal_projector.")  # the image path's tensors
 
 
 def t5gemma2_text_config(config: dict[str, Any]) -> dict[str, Any]:
@@ -53,12 +54,13 @@ def t5gemma2_text_config(config: dict[str, Any]) -> dict[str, Any]:
 
 
 def t5gemma2_text_weights(state: Mapping[str, _T]) -> dict[str, _T]:
-    """The text model's tensors of a T5Gemma2Encoder state (`text_model.layers.0...`) under
-    LLMTextModel's names (`layers.0.input_layernorm.weight`, ...); the vision tower, the
-    projector and the end-of-image embedding left out."""
+    """The text model's tensors of a T5Gemma2Encoder state (`text_model.layers.0...`, or
+    `layers.0...` as transformers 5 saves it) under LLMTextModel's names
+    (`layers.0.input_layernorm.weight`, ...); the vision tower, the projector and the
+    end-of-image embedding left out."""
     out = {}
     for key, value in state.items():
-        if not key.startswith("text_model.") or key.endswith("eoi_embedding"):
+        if key.startswith(_OTHERS) or key.endswith("eoi_embedding"):
             continue
         name = key.removeprefix("text_model.")
         for old, new in _RENAMES.items():
