@@ -16,7 +16,7 @@ from support import assert_close
 import gpucore
 from diffusion.models.t5gemma2 import T5Gemma2TextModel, t5gemma2_text_weights
 
-TOL = 5e-6  # float32 (float16 weights: 5e-3)
+TOL = 5e-6  # float32: measured 9.7e-7 (float16 weights: 3.9e-3 against 5e-3)
 
 
 def _batch() -> tuple[np.ndarray, np.ndarray]:
