@@ -150,12 +150,13 @@ class MotifVideoTransformer3DModel(VideoPatches, nn.Module):
 
     def forward(self, hidden_states: Any, timestep: Any, encoder_hidden_states: Any = None,
                 encoder_attention_mask: Any = None, image_embeds: Any = None, *,
-                context: Tensor | None = None) -> Tensor:
+                context: Tensor | None = None, image_tokens: int = 0) -> Tensor:
         """hidden_states (B, in_channels, T, H, W) latents (a Tensor or host array);
         timestep (B,) in diffusers' scale (0..1000); encoder_hidden_states (B, L,
         text_embed_dim) T5Gemma 2's states with encoder_attention_mask (B, L) nonzero for
         the kept tokens (None: all); image_embeds (B, Li, image_embed_dim) SigLIP's picture
-        states (image-to-video); or `context` = encode_text(states, image_embeds) made once.
+        states (image-to-video); or `context` = encode_text(states, image_embeds) made once,
+        `image_tokens` the picture's tokens at its front (image_embeds' Li).
         Returns the velocity (B, out_channels, T, H, W) in the model's dtype."""
         patches, grid = self._latents(hidden_states)
         batch = patches.shape[0]
@@ -166,7 +167,7 @@ class MotifVideoTransformer3DModel(VideoPatches, nn.Module):
         if context.shape[0] != batch:
             raise ValueError(f"the text is of {context.shape[0]} prompts for {batch} latents")
         length = context.shape[1]
-        image = 0 if image_embeds is None else np.shape(image_embeds)[1]
+        image = int(image_tokens) if image_embeds is None else np.shape(image_embeds)[1]
         tokens = math.prod(grid)
         mask, text_mask = self._masks(encoder_attention_mask, batch, image, length - image,
                                       tokens)

@@ -2,8 +2,10 @@
 `MotifVideoImage2VideoPipeline`, e.g. Motif-Video-2B): transformer/
 (MotifVideoTransformer3DModel), text_encoder/ (transformers' T5Gemma2Encoder: its text model
 under LLMTextModel's names, models.t5gemma2; the SigLIP vision tower kept apart for
-image-to-video), tokenizer/ (Gemma's tokenizer.json), vae/ (AutoencoderKLWan, Wan 2.1's),
-scheduler/ (FlowMatchEulerDiscreteScheduler) and guider/ (ClassifierFreeGuidance).
+image-to-video, under transformers' SiglipVisionModel names), tokenizer/ (Gemma's
+tokenizer.json), vae/ (AutoencoderKLWan, Wan 2.1's), scheduler/
+(FlowMatchEulerDiscreteScheduler), guider/ (ClassifierFreeGuidance) and, image-to-video,
+feature_extractor/ (SiglipImageProcessor's settings).
 
     weights = load_motif_video_folder("Motif-Video-2B")
     transformer = MotifVideoTransformer3DModel(weights.transformer.config)
@@ -85,7 +87,9 @@ def _adapt(name: str, config: dict[str, Any], refs: dict[str, TensorRef], *,
         text = t5gemma2_text_config(config)
     except ValueError as error:
         raise WeightsError(f"text_encoder/config.json: {error}") from None
+    # under models.redux.SiglipVisionModel's names (`vision_model.`), the pooling head left out
     vision["config"] = config.get("vision_config") or {}
-    vision["refs"] = {key.removeprefix("vision_tower."): ref for key, ref in refs.items()
-                      if key.startswith("vision_tower.")}
+    vision["refs"] = {"vision_model." + key.removeprefix("vision_tower."): ref
+                      for key, ref in refs.items() if key.startswith("vision_tower.")
+                      and not key.startswith("vision_tower.head.")}
     return text, t5gemma2_text_weights(refs)

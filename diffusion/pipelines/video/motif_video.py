@@ -8,7 +8,11 @@ folder's FlowMatchEulerDiscreteScheduler steps from noise over sigmas linspace(1
 shifted by the video's token count (FLUX's mu); its guider's classifier-free guidance,
 `uncond + scale (cond - uncond)` within its start / stop fraction of the steps, the
 negative prompt "" unless given. With the torch RNG a seed gives diffusers' video
-(`generator=torch.Generator("cpu").manual_seed(seed)`).
+(`generator=torch.Generator("cpu").manual_seed(seed)`). Image-to-video
+(MotifVideoImage2VideoPipeline's, the same weights): the picture, resized (Lanczos) to the
+video's size, is drawn from the VAE's posterior as the condition's first latent frame (its mask
+1 there), and the text encoder's SigLIP tower reads it (transformers' Pillow backend: the frame
+back to 8 bits, bicubic to SigLIP's size) for the image tokens before the prompt's.
 """
 
 from __future__ import annotations
@@ -24,8 +28,10 @@ import numpy as np
 from gpucore import Device, default_device
 from gpustd import Tensor, asarray
 
+from ...imaging import rgb_picture, to_unit_image
 from ...loaders.motif_video import load_motif_video_folder
 from ...models.motif_video import MotifVideoTransformer3DModel
+from ...models.redux import SiglipVisionModel
 from ...models.t5gemma2 import T5Gemma2TextModel
 from ...models.wan_vae import AutoencoderKLWan
 from ...noise.rng import make_generator
@@ -34,8 +40,10 @@ from ...sampling.schedulers.flow_match_euler import FlowMatchEulerDiscreteSchedu
 from ...text.llm_tokenizer import LLMTokenizer
 from ..finite import check_decoded
 from ..flow.flow_memory import load_network
+from ..flow.redux import siglip_pixels
 from ..observer import StepCallback
 from .flow_video import prompt_list
+from .helios_image import _posterior_sample
 
 __all__ = ["MotifVideoPipeline", "checked_guider"]
 
@@ -65,8 +73,11 @@ class MotifVideoPipeline:
 
     def __init__(self, *, transformer: MotifVideoTransformer3DModel, vae: AutoencoderKLWan,
                  text_encoder: T5Gemma2TextModel, tokenizer: LLMTokenizer,
-                 scheduler_config: dict[str, Any], guider_config: dict[str, Any]) -> None:
+                 scheduler_config: dict[str, Any], guider_config: dict[str, Any],
+                 image_encoder: SiglipVisionModel | None = None,
+                 processor_config: dict[str, Any] | None = None) -> None:
         self.transformer, self.vae = transformer, vae
+        self.image_encoder, self.processor_config = image_encoder, processor_config
         self.text_encoder, self.tokenizer = text_encoder, tokenizer
         self.scheduler_config = dict(scheduler_config)
         kind = self.scheduler_config.get("_class_name", "FlowMatchEulerDiscreteScheduler")
@@ -85,10 +96,14 @@ class MotifVideoPipeline:
         weights = load_motif_video_folder(path, variant=variant)
         transformer, text = weights.transformer, weights.text_encoder
         assert transformer is not None and text is not None and weights.vae is not None
-        vae_config = weights.vae.config
+        vae_config, vision = weights.vae.config, weights.vision
         place = {"dtype": dtype, "device": device or default_device()}
         load = partial(load_network, device=place["device"], offload_to_host=False)
+        i2v = vision is not None and weights.feature_extractor is not None
         return cls(
+            image_encoder=load(lambda: SiglipVisionModel(vision.config, **place), vision)
+            if i2v and vision is not None else None,
+            processor_config=weights.feature_extractor if i2v else None,
             text_encoder=load(lambda: T5Gemma2TextModel(text.config, **place), text),
             transformer=load(lambda: MotifVideoTransformer3DModel(transformer.config, **place),
                              transformer),
@@ -101,13 +116,14 @@ class MotifVideoPipeline:
         """What height and width must be multiples of: the VAE's factor times the patch."""
         return int(self.vae.spatial_factor) * int(self.transformer.config["patch_size"])
 
-    def contexts(self, prompts: Sequence[str], max_sequence_length: int) -> list[Tensor]:
+    def contexts(self, prompts: Sequence[str], max_sequence_length: int,
+                 image_embeds: np.ndarray | None = None) -> list[Tensor]:
         """Each prompt's transformer context (1, n, dim): its kept tokens (the first
         max_sequence_length, as diffusers truncates) through T5Gemma 2 and the
-        transformer's context_embedder."""
+        transformer's context_embedder, SigLIP's picture states projected before them."""
         ids, mask = self.tokenizer(prompts, max_sequence_length)
         states = self.text_encoder.encode(ids, mask)
-        return [self.transformer.encode_text(s) for s in states]
+        return [self.transformer.encode_text(s, image_embeds) for s in states]
 
     def guided(self, step: int | None = None, steps: int = 0) -> bool:
         """Whether the guider runs the negative prompt at `step` of `steps` (None: at some
@@ -118,9 +134,31 @@ class MotifVideoPipeline:
         within = step is None or int(g["start"] * steps) <= step < int(g["stop"] * steps)
         return bool(g["enabled"]) and within and not math.isclose(g["guidance_scale"], near)
 
-    def _flow(self, x: Tensor, t: float, context: Tensor) -> np.ndarray:
+    def first_frame(self, image: Any, shape: tuple[int, ...], generator: Any
+                    ) -> tuple[np.ndarray, np.ndarray | None]:
+        """The condition channels (1, C + 1, F, h, w) of the picture (its posterior's draw
+        at frame 0, the mask 1 there; zeros without a picture or with one latent frame) and
+        SigLIP's states of it (None there). diffusers:
+        `MotifVideoImage2VideoPipeline._prepare_first_frame_conditioning`."""
+        condition = np.zeros((1, shape[1] + 1, *shape[2:]), np.float32)
+        if image is None or shape[2] == 1:
+            return condition, None
+        if self.image_encoder is None or self.processor_config is None:
+            raise ValueError("this Motif-Video folder has no SigLIP tower or feature_extractor "
+                             "for a picture; use a MotifVideoImage2VideoPipeline folder")
+        if self.transformer.config["image_embed_dim"] is None:
+            raise ValueError("this Motif-Video transformer takes no picture (no image_embed_dim)")
+        height, width = shape[3] * self.vae.spatial_factor, shape[4] * self.vae.spatial_factor
+        condition[:, :shape[1], :1] = _posterior_sample(
+            self.vae, to_unit_image(image, width, height)[:, :, None], generator)
+        condition[:, shape[1], 0] = 1.0
+        return condition, self.image_encoder(siglip_pixels(
+            _eight_bits(image, width, height), self.processor_config)).numpy().astype(np.float32)
+
+    def _flow(self, x: Tensor, t: float, context: Tensor, image_tokens: int) -> np.ndarray:
         """The transformer's velocity (1, C, F, h, w) float32 of one sample at t."""
-        return self.transformer(x, [t], context=context).numpy().astype(np.float32)  # type: ignore[no-any-return]
+        return self.transformer(x, [t], context=context, image_tokens=image_tokens
+                                ).numpy().astype(np.float32)  # type: ignore[no-any-return]
 
     def decode(self, latents: np.ndarray) -> np.ndarray:
         """Videos (B, T, H, W, 3) in [0, 1] from the latent video (B, C, F, h, w): the VAE's
@@ -136,11 +174,12 @@ class MotifVideoPipeline:
                  height: int = 736, width: int = 1280, num_frames: int = 121,
                  num_inference_steps: int = 50, guidance_scale: float | None = None,
                  seed: int = 0, rng: str = "torch", max_sequence_length: int = 512,
-                 latents: np.ndarray | None = None, callback: StepCallback | None = None,
-                 output_type: str = "np") -> np.ndarray:
+                 latents: np.ndarray | None = None, image: Any = None,
+                 callback: StepCallback | None = None, output_type: str = "np") -> np.ndarray:
         """Videos (B, num_frames, height, width, 3) in [0, 1] ("np") or the final latent
         video ("latent"). `guidance_scale`: the guider's unless given. `seed` and `rng`
-        ("torch", as diffusers; "numpy") draw the noise unless `latents` is given.
+        ("torch", as diffusers; "numpy") draw the noise unless `latents` is given. `image`
+        (PIL or HxWx3 uint8): image-to-video, the picture the first frame.
         `callback(done, total, latents)` after every step (False stops). diffusers:
         `MotifVideoPipeline(prompt, negative_prompt=, height=, width=, num_frames=,
         num_inference_steps=, generator=, output_type="np").frames`."""
@@ -159,19 +198,20 @@ class MotifVideoPipeline:
         if guidance_scale is not None:
             self.guider = {**self.guider, "guidance_scale": float(guidance_scale)}
         batch, model = len(prompts), self.transformer
-        positive = self.contexts(prompts, max_sequence_length)
-        negative = self.contexts([negative_prompt or ""] * batch, max_sequence_length) \
-            if self.guided() else []
         spatial, channels = int(self.vae.spatial_factor), int(self.vae.config["z_dim"])
         shape = (batch, channels, (num_frames - 1) // temporal + 1, height // spatial,
                  width // spatial)
+        generator = make_generator(rng, seed)
         if latents is None:
-            latents = make_generator(rng, seed).standard_normal(shape).astype(np.float32)
+            latents = generator.standard_normal(shape).astype(np.float32)
         latents = np.asarray(latents, np.float32)
         if latents.shape != shape:
             raise ValueError(f"latents must have shape {shape}, got {latents.shape}")
-        # text-to-video: the first-frame condition and its mask are zeros
-        condition = np.zeros((1, channels + 1, *shape[2:]), np.float32)
+        condition, embeds = self.first_frame(image, shape, generator)
+        picture = 0 if embeds is None else embeds.shape[1]  # its tokens, before the text
+        positive = self.contexts(prompts, max_sequence_length, embeds)
+        negative = self.contexts([negative_prompt or ""] * batch, max_sequence_length,
+                                 embeds) if self.guided() else []
         patch = int(model.config["patch_size"])
         tokens = shape[2] // int(model.config["patch_size_t"]) * (shape[3] // patch) * (
             shape[4] // patch)
@@ -185,9 +225,9 @@ class MotifVideoPipeline:
             for row in range(batch):
                 x = asarray(np.concatenate([latents[row:row + 1], condition], axis=1),
                             dtype=model.dtype, device=model.device)
-                cond = self._flow(x, t, positive[row])
+                cond = self._flow(x, t, positive[row], picture)
                 if self.guided(i, num_inference_steps):
-                    uncond = self._flow(x, t, negative[row])
+                    uncond = self._flow(x, t, negative[row], picture)
                     cond = uncond + scale * (cond - uncond)
                 velocity[row] = cond[0]
             latents = np.asarray(scheduler.step(velocity, t, latents), np.float32)
@@ -196,3 +236,19 @@ class MotifVideoPipeline:
         if output_type == "latent":
             return latents
         return self.decode(latents)
+
+
+def _eight_bits(image: Any, width: int, height: int) -> np.ndarray:
+    """The picture as the SigLIP processor's Pillow backend gets it from diffusers: resized
+    (Lanczos) to the video's size, scaled to [-1, 1] and back, then truncated to 8 bits, the
+    float32 steps in diffusers' and transformers' order (`VaeImageProcessor.preprocess`,
+    `(x + 1) / 2`, `to_pil_image`)."""
+    from PIL import Image
+
+    picture = rgb_picture(image)
+    if picture.size != (width, height):
+        picture = picture.resize((width, height), Image.Resampling.LANCZOS)
+    unit = np.asarray(picture, np.float32) / np.float32(255.0)
+    back = np.clip((np.float32(2.0) * unit - np.float32(1.0) + np.float32(1.0)) / np.float32(2.0),
+                   0.0, 1.0)
+    return (back * np.float32(255)).astype(np.uint8)  # type: ignore[no-any-return]

@@ -1,15 +1,17 @@
-"""Motif-Video on the server's /avx/txt2vid, as `txt2vid --model FOLDER` runs it
-(cli.txt2vid_motif_video): the folder's FlowMatchEuler scheduler and classifier-free guider
-alone. What it does not take (Wan's fields, a picture, an init video, other samplers, a step
-cache, a server memory mode, sides its patches do not divide) is refused in one line before
-the queue, and its answer is /avx/txt2vid's."""
+"""Motif-Video on the server's /avx/txt2vid and /avx/img2vid (the picture, resized Lanczos to
+the video's size, its first frame; an image-to-video folder's), as `txt2vid` / `img2vid
+--model FOLDER` run it (cli.txt2vid_motif_video): the folder's FlowMatchEuler scheduler and
+classifier-free guider alone. What it does not take (Wan's fields, a picture without the
+folder's SigLIP tower, an init video, other samplers, a step cache, a server memory mode, sides
+its patches do not divide) is refused in one line before the queue, and its answer is
+/avx/txt2vid's."""
 
 from __future__ import annotations
 
 from pathlib import Path
 from typing import Any
 
-from ...loaders.formats.diffusers_folder import component_config
+from ...loaders.formats.diffusers_folder import component_config, pipeline_class
 from ...pipelines.video.models import VideoDefaults
 from .video_answer import video_answer
 
@@ -23,7 +25,8 @@ def refuse_motif_video(folder: Path, body: Any, s: VideoDefaults, image: Any,
     """ValueError in one line for what the Motif-Video folder `folder` does not take, or a
     size (`s`) its VAE and patches do not divide."""
     given = [name for name, asked in (
-        ("img2vid's picture", image is not None),
+        ("a picture (a MotifVideoPipeline folder: text to video alone)",
+         image is not None and pipeline_class(folder) != "MotifVideoImage2VideoPipeline"),
         ("init_video", getattr(body, "init_video", None) is not None),
         ("cfg_scale_2", body.cfg_scale_2 is not None), (str(control), control is not None),
         (f"sampler {body.sampler!r}", body.sampler != "diffusers"),
@@ -42,11 +45,11 @@ def refuse_motif_video(folder: Path, body: Any, s: VideoDefaults, image: Any,
                          f"got {s.width}x{s.height}")
 
 
-def motif_video_answer(pipe: Any, body: Any, s: VideoDefaults, seed: int,
-                       observer: Any) -> dict[str, Any]:
-    """Run the MotifVideoPipeline `pipe` as the request says (its family's defaults in `s`)
-    and answer as /avx/txt2vid does."""
+def motif_video_answer(pipe: Any, body: Any, s: VideoDefaults, seed: int, observer: Any,
+                       image: Any = None) -> dict[str, Any]:
+    """Run the MotifVideoPipeline `pipe` as the request says (its family's defaults in `s`;
+    `image`: /avx/img2vid's first frame) and answer as /avx/txt2vid does."""
     videos = pipe(body.prompt, negative_prompt=body.negative_prompt or None, height=s.height,
                   width=s.width, num_frames=s.frames, num_inference_steps=s.steps,
-                  guidance_scale=s.cfg_scale, seed=seed, callback=observer.step)
+                  guidance_scale=s.cfg_scale, seed=seed, image=image, callback=observer.step)
     return video_answer(videos, body, s, seed, observer, pipe)

@@ -141,11 +141,12 @@ def video_listing(registry: ModelRegistry) -> dict[str, Any]:
                            **_family("framepack" if framepack else "hunyuan-video",
                                      entry.path)})
         elif (family := _own_video_family(entry.path)) is not None:  # text or image to video
-            # (Predict2 Video2World: a picture, or txt2vid's init_video, to continue;
-            # Motif-Video: text alone, so far)
+            # (Predict2 Video2World: a picture, or txt2vid's init_video, to continue; a
+            # MotifVideoPipeline folder: text alone)
+            text_only = pipeline_class(Path(entry.path)) == "MotifVideoPipeline"
             models.append({"title": entry.title, "model_name": entry.model_name,
                            "kind": "folder", "vace": False, "animate": False,
-                           "first_frame": "none" if family == "motif-video" else "optional",
+                           "first_frame": "none" if text_only else "optional",
                            **_family(family, entry.path)})
         elif (family := wan_file_family(entry.path)) is not None:
             animate = family == "wan-animate"

@@ -80,3 +80,30 @@ def test_motif_video_from_the_cli(first_device: gpucore.Device,
         assert words in cli_error(capsys, "txt2vid", *common, *more)
     refused = cli_error(capsys, "txt2img", "--model", str(folder), "--prompt", PROMPT)
     assert "Motif-Video text-to-video model" in refused
+
+
+def test_motif_image_to_video_equals_diffusers(first_device: gpucore.Device, tmp_path: Path,
+                                               capsys: pytest.CaptureFixture[str]) -> None:
+    """A MotifVideoImage2VideoPipeline folder: the picture's posterior draw as the first
+    frame's condition, SigLIP's states of it before the prompt; the decoded video diffusers',
+    img2vid's frames too; another picture changes the frames after the first."""
+    from PIL import Image
+
+    reference = tiny_motif_pipeline(tmp_path, i2v=True)
+    ours = MotifVideoPipeline.from_pretrained(tmp_path / "motif-i2v", device=first_device)
+    rng = np.random.default_rng(3)
+    pictures = [Image.fromarray((rng.uniform(0, 1, (24, 40, 3)) * 255).astype(np.uint8))
+                for _ in range(2)]
+    video = ours(PROMPT, **RUN, num_frames=5, seed=7, image=pictures[0])
+    with torch.no_grad():
+        expected = reference(image=pictures[0], prompt=PROMPT, **RUN, num_frames=5,
+                             output_type="np", generator=torch.Generator().manual_seed(7)).frames
+    assert_close(video, np.asarray(expected), tol=TOL, atol=TOL)
+    pictures[0].save(tmp_path / "in.png")
+    out, _ = cli_ok(capsys, "img2vid", "--model", str(tmp_path / "motif-i2v"), "--image",
+                    str(tmp_path / "in.png"), "--width", "48", "--height", "32", "--frames",
+                    "5", "--steps", "3", "--seed", "7", "--dtype", "float32", "--prompt",
+                    PROMPT, "--negative-prompt", "two birds", "-o", str(tmp_path / "i2v"))
+    assert np.abs(png_frames(out) - np.asarray(expected)[0]).max() < 1 / 255
+    other = ours(PROMPT, **RUN, num_frames=5, seed=7, image=pictures[1])
+    assert np.abs(other[:, 1:] - video[:, 1:]).mean() > 0.02 * np.abs(video[:, 1:]).mean()

@@ -4,8 +4,8 @@ video_sources; a Kandinsky 5 Video Lite folder by txt2vid, its image-to-video fo
 from at least 17 frames; a HunyuanVideo 1.5 folder likewise, its image-to-video one at the
 picture's bucket size; a HunyuanVideo folder by txt2vid; a FramePack folder by img2vid, with its
 own fields: video_framepack; a Cosmos Predict2.5 or Predict2 Video2World folder: video_cosmos25;
-a SANA-Video folder: video_sana; a Helios folder: video_helios; a Motif-Video folder by
-txt2vid: video_motif; Wan's own fields refused: video_refusals). Settings a request
+a SANA-Video folder: video_sana; a Helios folder: video_helios; a Motif-Video folder:
+video_motif; Wan's own fields refused: video_refusals). Settings a request
 leaves out are the model family's defaults (pipelines.video.models). Neither the WebUI nor its
 forks define a video API, so this one is the server's own: the CLI's txt2vid / img2vid settings
 as JSON, the video back as base64 MP4 or animated WebP. A job runs on the worker's queue like a
@@ -306,7 +306,7 @@ async def _run(state: ServerState, body: Txt2VidRequest, image: Any) -> dict[str
         if helios:
             return helios_answer(pipe, body, s, seed, observer, image)
         if motif:
-            return motif_video_answer(pipe, body, s, seed, observer)
+            return motif_video_answer(pipe, body, s, seed, observer, image)
         cache = video_cache(body.cache, "cache", s.steps)  # each run's own
         size = {"height": s.height, "width": s.width} if not hv15 or image is None else {}
         inputs = {"image": image, **framepack} if k5 or hv15 or hv1 else \
