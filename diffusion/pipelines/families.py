@@ -302,7 +302,7 @@ FAMILIES: tuple[FamilyLoader, ...] = (
                  lambda path, family: None, latent_channels=16),
     FamilyLoader("Helios (videos: txt2vid)", helios_family, refuse_pictures,
                  lambda path, family: None, latent_channels=16),
-    FamilyLoader("Motif-Video (videos: txt2vid)", motif_video_family, refuse_pictures,
+    FamilyLoader("Motif-Video (videos: txt2vid, img2vid)", motif_video_family, refuse_pictures,
                  lambda path, family: None, latent_channels=16),
     FamilyLoader("SD 1.x/2.x, SDXL (base, refiner, Turbo)", any_checkpoint, load_unet_model,
                  unet_defaults, capabilities=unet_capabilities_of),

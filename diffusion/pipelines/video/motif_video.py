@@ -66,8 +66,10 @@ def checked_guider(config: dict[str, Any]) -> dict[str, Any]:
 
 
 class MotifVideoPipeline:
-    """Motif-Video txt2vid on gpustd. Components as diffusers names them;
-    `scheduler_config` and `guider_config` are the folder's."""
+    """Motif-Video txt2vid and img2vid on gpustd. Components as diffusers names them;
+    `scheduler_config` and `guider_config` are the folder's; `image_encoder` (the text
+    encoder's SigLIP tower) and `processor_config` (feature_extractor/) an image-to-video
+    folder's."""
 
     family = "Motif-Video"
 
