@@ -54,12 +54,18 @@ def _ours(model: MotifVideoTransformer3DModel, data: dict[str, Any], text: np.nd
 
 @pytest.mark.parametrize("image", [False, True])
 def test_motif_transformer(device: gpucore.Device, image: bool) -> None:
-    """Text-to-video and image-to-video calls equal diffusers'; another prompt changes the
-    flow visibly (the text is read)."""
+    """Text-to-video and image-to-video calls equal diffusers', also from a context made
+    once (the picture's tokens before the text); another prompt changes the flow visibly
+    (the text is read)."""
     data = _inputs(3)
     ours = ported(MotifVideoTransformer3DModel, tiny_motif_transformer(), device)
     expected = _reference(data, data["text"], image)
     assert_close(_ours(ours, data, data["text"], image), expected, tol=TOL)
+    picture = data["image"] if image else None
+    once = ours(data["latents"], data["t"], None, data["mask"],
+                context=ours.encode_text(data["text"], picture),
+                image_tokens=0 if picture is None else picture.shape[1])
+    assert_close(once.numpy(), expected, tol=TOL)
     other = _reference(data, data["other"], image)
     assert np.abs(other - expected).mean() > 0.02 * np.abs(expected).mean()
 
