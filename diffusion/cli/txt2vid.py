@@ -322,16 +322,13 @@ def run(args: argparse.Namespace) -> int:
         return run_framepack(args, out, _dtype(args.dtype), image)
     if family == "hunyuan-video":
         from .txt2vid_hunyuan_video import refuse_hunyuan_video_options, run_hunyuan_video
-
         refuse_hunyuan_video_options(args)
         return run_hunyuan_video(args, out, _dtype(args.dtype), image)
     if family == "kandinsky-5-video":
         from .txt2vid_kandinsky5 import run_kandinsky5
-
         return run_kandinsky5(args, out, _dtype(args.dtype), image)
     if family == "hunyuan-video-1.5":
         from .txt2vid_hunyuan_video15 import refuse_hunyuan_video15_options, run_hunyuan_video15
-
         refuse_hunyuan_video15_options(args, sized)
         return run_hunyuan_video15(args, out, _dtype(args.dtype), image)
     if family in ("cosmos-predict2.5", "cosmos-predict2"):
@@ -343,6 +340,9 @@ def run(args: argparse.Namespace) -> int:
     if family == "helios":
         from .txt2vid_helios import run_helios
         return run_helios(args, out, _dtype(args.dtype), image, init)
+    if family == "motif-video":
+        from .txt2vid_motif_video import run_motif_video
+        return run_motif_video(args, out, _dtype(args.dtype), image)
     if family == "ltx-2":
         from .txt2vid_ltx2 import run_ltx2
 

@@ -76,6 +76,8 @@ _ARCHITECTURES: dict[str, Architecture] = {
     "qwen3_vl_text": Architecture(True, None, None, interleaved=True),
     # Gemma 3's language model (LTX-2's encoder): q/k norms, the config's biases
     "gemma3_text": Architecture(True, None, None, gemma=True),
+    # T5Gemma 2's encoder (Motif-Video's): Gemma 3's layers, bidirectional (models.t5gemma2)
+    "t5gemma2_text": Architecture(True, None, None, gemma=True, causal=False),
     # Gemma 2 (Lumina Image 2.0's encoder): Gemma 3's layers without q/k norms, its scores
     # soft-capped (the scores' own path, llm_layers.capped_attention)
     "gemma2": Architecture(False, None, None, gemma=True, softcap=True),
@@ -100,7 +102,8 @@ _GEMMA2_DEFAULTS: dict[str, Any] = {
 # GlmConfig's
 _GLM_DEFAULTS: dict[str, Any] = {"attention_bias": True, "head_dim": 128, "rope_theta": 10_000.0,
                                  "rms_norm_eps": 1.5625e-07}
-_TYPE_DEFAULTS = {"gemma3_text": _GEMMA3_DEFAULTS, "gemma2": _GEMMA2_DEFAULTS,
+_TYPE_DEFAULTS = {"gemma3_text": _GEMMA3_DEFAULTS, "t5gemma2_text": _GEMMA3_DEFAULTS,
+                  "gemma2": _GEMMA2_DEFAULTS,
                   "glm": _GLM_DEFAULTS, "smollm3": {"rope_theta": 2_000_000.0}}
 
 

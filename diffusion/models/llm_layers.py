@@ -43,6 +43,8 @@ class Architecture(NamedTuple):
     # partial_rotary_factor of dimensions (the tables hold angle 0 past them), and the MLP's
     # gate and up projections fused into gate_up_proj
     glm: bool = False
+    # T5Gemma 2's encoder: every token attends to every kept token, no causal mask
+    causal: bool = True
 
 
 @elementwise_kernel
@@ -143,7 +145,7 @@ class LLMAttention(nn.Module):
         dim, head_dim = cfg["hidden_size"], cfg["head_dim"]
         default = bool(cfg.get("attention_bias", False))
         bias = default if kind.qkv_bias is None else kind.qkv_bias
-        self.interleaved = kind.glm
+        self.interleaved, self.causal = kind.glm, kind.causal
         self.heads, self.kv_heads, self.head_dim = (cfg["num_attention_heads"],
                                                     cfg["num_key_value_heads"], head_dim)
         scalar = cfg.get("query_pre_attn_scalar")
@@ -177,7 +179,8 @@ class LLMAttention(nn.Module):
             assert keep is not None, "soft-capped attention reads its causal mask as keep"
             scale = self.head_dim ** -0.5 if self.scale is None else self.scale
             return self.o_proj(capped_attention(q, k, v, keep, self.heads, scale, self.softcap))
-        out = nn.attention(q, k, v, mask=keep, causal=True, heads=self.heads, scale=self.scale)
+        out = nn.attention(q, k, v, mask=keep, causal=self.causal, heads=self.heads,
+                           scale=self.scale)
         return self.o_proj(out)
 
 

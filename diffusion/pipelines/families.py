@@ -41,6 +41,7 @@ from ..loaders.krea2 import krea2_family
 from ..loaders.longcat_image import longcat_image_family
 from ..loaders.ltx2.folder import ltx2_family
 from ..loaders.lumina2 import lumina2_family, lumina2_file_family
+from ..loaders.motif_video import motif_video_family
 from ..loaders.ovis_image import ovis_image_family
 from ..loaders.pixart import pixart_family, pixart_file_family
 from ..loaders.qwen_image import qwenimage21_family, qwenimage_family, qwenimage_layered_family
@@ -300,6 +301,8 @@ FAMILIES: tuple[FamilyLoader, ...] = (
     FamilyLoader("SANA-Video (videos: txt2vid)", sana_video_family, refuse_pictures,
                  lambda path, family: None, latent_channels=16),
     FamilyLoader("Helios (videos: txt2vid)", helios_family, refuse_pictures,
+                 lambda path, family: None, latent_channels=16),
+    FamilyLoader("Motif-Video (videos: txt2vid, img2vid)", motif_video_family, refuse_pictures,
                  lambda path, family: None, latent_channels=16),
     FamilyLoader("SD 1.x/2.x, SDXL (base, refiner, Turbo)", any_checkpoint, load_unet_model,
                  unet_defaults, capabilities=unet_capabilities_of),

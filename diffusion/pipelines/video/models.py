@@ -29,13 +29,15 @@ from ...loaders.hunyuan_video.framepack_file import framepack_file_family
 from ...loaders.hunyuan_video15.folder import hunyuan_video15_family
 from ...loaders.kandinsky5 import kandinsky5_video_family
 from ...loaders.ltx2.folder import ltx2_family
+from ...loaders.motif_video import motif_video_family
 from ...loaders.sana.video import sana_video_family
 from ...loaders.wan.folder import wan_family
 from ...loaders.wan.sources import is_wan_animate
 
 __all__ = ["COSMOS2_V2W", "COSMOS25", "HELIOS", "HUNYUAN_VIDEO", "HUNYUAN_VIDEO15",
-           "KANDINSKY5_VIDEO", "LTX2", "LUCY_EDIT", "SANA_VIDEO", "SKYREELS_DF", "WAN",
-           "WAN_ANIMATE", "VideoDefaults", "refuse_video", "video_defaults", "video_family_name"]
+           "KANDINSKY5_VIDEO", "LTX2", "LUCY_EDIT", "MOTIF_VIDEO", "SANA_VIDEO", "SKYREELS_DF",
+           "WAN", "WAN_ANIMATE", "VideoDefaults", "refuse_video", "video_defaults",
+           "video_family_name"]
 
 
 @dataclass(frozen=True)
@@ -86,6 +88,11 @@ COSMOS2_V2W = VideoDefaults(frames=93, width=1280, height=704, steps=35, cfg_sca
 # fps as its example does
 SANA_VIDEO = VideoDefaults(frames=81, width=832, height=480, steps=50, cfg_scale=6.0, fps=16.0)
 
+# MotifVideoPipeline's __call__ (121 frames of 1280 x 736, 50 steps; the guidance its folder's
+# guider's, diffusers' ClassifierFreeGuidance default 7.5 without one), at 24 fps as its example
+MOTIF_VIDEO = VideoDefaults(frames=121, width=1280, height=736, steps=50, cfg_scale=7.5,
+                            fps=24.0)
+
 # LucyEditPipeline's __call__ (81 frames of 832 x 480, 50 steps, guidance 5), written at 24 fps
 # as its example does; an input video's count and size are the run's unless given
 LUCY_EDIT = VideoDefaults(frames=81, width=832, height=480, steps=50, cfg_scale=5.0, fps=24.0)
@@ -106,8 +113,9 @@ def video_family_name(path: str | os.PathLike[str]) -> str:
     FramePack transformer file, "hunyuan-video" for a HunyuanVideo one, "cosmos-predict2.5"
     for a Cosmos Predict2.5 one, "cosmos-predict2" for a Cosmos Predict2 Video2World one,
     "skyreels-v2-df" for a SkyReels V2 diffusion forcing one, "sana-video" for a SANA-Video
-    one, "lucy-edit" for a Lucy Edit one, "helios" for a Helios one, else "wan" (Wan's loaders
-    name what is wrong with anything that is not Wan's either)."""
+    one, "lucy-edit" for a Lucy Edit one, "helios" for a Helios one, "motif-video" for a
+    Motif-Video one, else "wan" (Wan's loaders name what is wrong with anything that is not
+    Wan's either)."""
     cosmos = {"cosmos25": "cosmos-predict2.5",
               "cosmos2-v2w": "cosmos-predict2"}.get(cosmos_family(path) or "")
     wan = wan_family(path)
@@ -115,7 +123,7 @@ def video_family_name(path: str | os.PathLike[str]) -> str:
     return (kandinsky5_video_family(path) or hunyuan_video15_family(path) or ltx2_family(path)
             or framepack_family(path) or framepack_file_family(path)
             or hunyuan_video_family(path) or cosmos or forcing or sana_video_family(path)
-            or helios_family(path) or "wan")
+            or helios_family(path) or motif_video_family(path) or "wan")
 
 
 def _hunyuan_video15_defaults(root: Path) -> VideoDefaults:
@@ -158,6 +166,11 @@ def video_defaults(path: str | os.PathLike[str]) -> VideoDefaults:
         return LUCY_EDIT
     if family == "helios":
         return HELIOS
+    if family == "motif-video":
+        guider = Path(path) / "guider" / "guider_config.json"
+        scale = read_json(guider).get("guidance_scale") if guider.is_file() else None
+        return replace(MOTIF_VIDEO, cfg_scale=float(MOTIF_VIDEO.cfg_scale if scale is None
+                                                    else scale))
     return WAN_ANIMATE if is_wan_animate(Path(path)) else WAN
 
 

@@ -42,7 +42,8 @@ def refuse_pictures(path: str | os.PathLike[str], family: str, options: Any) -> 
     image-to-video one too; a HunyuanVideo 1.5 folder, "hunyuan-video-1.5"; an LTX-2 folder,
     "ltx-2"; a HunyuanVideo folder, "hunyuan-video"; a FramePack one, "framepack"; a Cosmos
     Predict2.5 one, "cosmos25"; a Predict2 Video2World one, "cosmos2-v2w"; a SANA-Video one,
-    "sana-video"; a Lucy Edit one, "lucy-edit"; a Helios one, "helios"): a video
+    "sana-video"; a Lucy Edit one, "lucy-edit"; a Helios one, "helios"; a Motif-Video one,
+    "motif-video"): a video
     model makes no pictures, so ValueError in one line saying which command makes its
     videos."""
     if family == "lucy-edit":
@@ -53,7 +54,8 @@ def refuse_pictures(path: str | os.PathLike[str], family: str, options: Any) -> 
             "ltx-2": "LTX-2 (video with audio)", "hunyuan-video": "HunyuanVideo",
             "framepack": "FramePack", "cosmos25": "Cosmos Predict2.5",
             "cosmos2-v2w": "Cosmos Predict2 Video2World",
-            "sana-video": "SANA-Video", "helios": "Helios"}.get(family, "Wan")
+            "sana-video": "SANA-Video", "helios": "Helios",
+            "motif-video": "Motif-Video"}.get(family, "Wan")
     if family in ("framepack", "cosmos2-v2w") or (family == "kandinsky-5-video"
                                  and kandinsky5_image_to_video(path)) or (
             family == "hunyuan-video-1.5" and hunyuan_video15_image_to_video(path)):

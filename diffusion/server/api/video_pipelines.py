@@ -14,6 +14,7 @@ from ...loaders.hunyuan_video.folder import hunyuan_video_family
 from ...loaders.hunyuan_video15.folder import hunyuan_video15_family
 from ...loaders.kandinsky5 import kandinsky5_video_family
 from ...loaders.ltx2.folder import ltx2_family
+from ...loaders.motif_video import motif_video_family
 from ...loaders.sana.video import sana_video_family
 from ...loaders.wan import WanFiles, wan_family
 from ...pipelines.sd.memory import MemoryMode
@@ -72,6 +73,10 @@ def _load(folder: Path, files: WanFiles, memory: MemoryMode | None, device: Any)
         from ...pipelines.video.sana_video import SanaVideoPipeline
 
         return SanaVideoPipeline.from_pretrained(folder, device=device)
+    if motif_video_family(folder):
+        from ...pipelines.video.motif_video import MotifVideoPipeline
+
+        return MotifVideoPipeline.from_pretrained(folder, device=device)
     network = WanAnimatePipeline if is_wan_animate(folder, files) else \
         SkyReelsV2DiffusionForcingPipeline if wan_family(folder) == "skyreels-v2-df" \
         else LucyEditPipeline if wan_family(folder) == "lucy-edit" else WanPipeline

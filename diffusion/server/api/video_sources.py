@@ -27,6 +27,7 @@ from ...loaders.hunyuan_video15.folder import (
 )
 from ...loaders.kandinsky5 import kandinsky5_image_to_video, kandinsky5_video_family
 from ...loaders.ltx2.folder import ltx2_family
+from ...loaders.motif_video import motif_video_family
 from ...loaders.sana.video import sana_video_family
 from ...loaders.wan import wan_family, wan_file_family
 from ...loaders.wan.sources import Names, WanSource
@@ -78,7 +79,7 @@ def _family(family: str, path: Path | None = None) -> dict[str, Any]:
 
     own = family in ("kandinsky-5-video", "hunyuan-video-1.5", "ltx-2", "hunyuan-video",
                      "framepack", "cosmos-predict2.5", "cosmos-predict2", "sana-video",
-                     "helios")
+                     "helios", "motif-video")
     defaults = video_defaults(path) if path is not None else KANDINSKY5_VIDEO \
         if family == "kandinsky-5-video" else WAN_ANIMATE if family == "wan-animate" else WAN
     return {"family": family, "defaults": asdict(defaults),
@@ -86,11 +87,11 @@ def _family(family: str, path: Path | None = None) -> dict[str, Any]:
 
 
 def _own_video_family(path: Path) -> str | None:
-    """"cosmos-predict2.5", "cosmos-predict2" (Video2World), "sana-video" or "helios" for such a
-    folder (pipelines.video.models' names), None for anything else."""
+    """"cosmos-predict2.5", "cosmos-predict2" (Video2World), "sana-video", "helios" or
+    "motif-video" for such a folder (pipelines.video.models' names), None for anything else."""
     cosmos = {"cosmos25": "cosmos-predict2.5",
               "cosmos2-v2w": "cosmos-predict2"}.get(cosmos_family(path) or "")
-    return cosmos or sana_video_family(path) or helios_family(path)
+    return cosmos or sana_video_family(path) or helios_family(path) or motif_video_family(path)
 
 
 def video_listing(registry: ModelRegistry) -> dict[str, Any]:
@@ -140,10 +141,13 @@ def video_listing(registry: ModelRegistry) -> dict[str, Any]:
                            **_family("framepack" if framepack else "hunyuan-video",
                                      entry.path)})
         elif (family := _own_video_family(entry.path)) is not None:  # text or image to video
-            # (Predict2 Video2World: a picture, or txt2vid's init_video, to continue)
+            # (Predict2 Video2World: a picture, or txt2vid's init_video, to continue; a
+            # MotifVideoPipeline folder: text alone)
+            text_only = pipeline_class(Path(entry.path)) == "MotifVideoPipeline"
             models.append({"title": entry.title, "model_name": entry.model_name,
                            "kind": "folder", "vace": False, "animate": False,
-                           "first_frame": "optional", **_family(family, entry.path)})
+                           "first_frame": "none" if text_only else "optional",
+                           **_family(family, entry.path)})
         elif (family := wan_file_family(entry.path)) is not None:
             animate = family == "wan-animate"
             models.append({"title": entry.title, "model_name": entry.model_name,
@@ -190,8 +194,9 @@ def video_source(registry: ModelRegistry, body: Any) -> WanSource:
                          and not own):
         raise RequestError(f"model {body.model!r} is not a Wan folder, Kandinsky 5 Video, "
                            "HunyuanVideo (1.5), LTX-2, Cosmos Predict2.5, Cosmos Predict2 "
-                           "Video2World or SANA-Video folder or Wan transformer file of the "
-                           "models directory (/avx/video-models lists them)")
+                           "Video2World, SANA-Video, Helios or Motif-Video folder or Wan "
+                           "transformer file of the models directory (/avx/video-models lists "
+                           "them)")
     parts = {field: _path(registry, value, field) for field in REQUEST_NAMES.fields
              if field != "model" and (value := getattr(body, field, None))}
     if parts and own:

@@ -4,8 +4,8 @@ video_sources; a Kandinsky 5 Video Lite folder by txt2vid, its image-to-video fo
 from at least 17 frames; a HunyuanVideo 1.5 folder likewise, its image-to-video one at the
 picture's bucket size; a HunyuanVideo folder by txt2vid; a FramePack folder by img2vid, with its
 own fields: video_framepack; a Cosmos Predict2.5 or Predict2 Video2World folder: video_cosmos25;
-a SANA-Video folder: video_sana; a Helios folder: video_helios; Wan's own fields refused:
-video_refusals). Settings a request
+a SANA-Video folder: video_sana; a Helios folder: video_helios; a Motif-Video folder:
+video_motif; Wan's own fields refused: video_refusals). Settings a request
 leaves out are the model family's defaults (pipelines.video.models). Neither the WebUI nor its
 forks define a video API, so this one is the server's own: the CLI's txt2vid / img2vid settings
 as JSON, the video back as base64 MP4 or animated WebP. A job runs on the worker's queue like a
@@ -42,6 +42,7 @@ from ....loaders.hunyuan_video.folder import hunyuan_video_family
 from ....loaders.hunyuan_video15.folder import hunyuan_video15_family
 from ....loaders.kandinsky5 import kandinsky5_video_family
 from ....loaders.ltx2.folder import ltx2_family
+from ....loaders.motif_video import motif_video_family
 from ....loaders.sana.video import sana_video_family
 from ....loaders.wan import WanFiles, wan_family
 from ....loaders.wan.sources import resolve_wan
@@ -57,6 +58,7 @@ from ..video_framepack import FramepackFields, framepack_inputs
 from ..video_helios import helios_answer, refuse_helios
 from ..video_init import init_video_of, refuse_init_video
 from ..video_ltx2 import ltx2_answer, refuse_ltx2
+from ..video_motif import motif_video_answer, refuse_motif_video
 from ..video_pipelines import video_pipeline
 from ..video_refusals import refuse_hunyuan_video, refuse_hunyuan_video15, refuse_kandinsky5
 from ..video_sana import refuse_sana_video, sana_video_answer
@@ -194,7 +196,8 @@ def _check(state: ServerState, body: Txt2VidRequest
     if kandinsky5_video_family(source.model) or hunyuan_video15_family(source.model) \
             or ltx2_family(source.model) or hunyuan_video_family(source.model) \
             or cosmos_family(source.model) in ("cosmos25", "cosmos2-v2w") \
-            or sana_video_family(source.model) or helios_family(source.model):
+            or sana_video_family(source.model) or helios_family(source.model) \
+            or motif_video_family(source.model):
         return (source.model, WanFiles()), s
     try:
         folder, files = resolve_wan(source, REQUEST_NAMES)
@@ -252,6 +255,7 @@ async def _run(state: ServerState, body: Txt2VidRequest, image: Any) -> dict[str
     cosmos2 = cosmos_family(model[0]) == "cosmos2-v2w"
     sana = sana_video_family(model[0]) is not None
     helios = helios_family(model[0]) is not None
+    motif = motif_video_family(model[0]) is not None
     forcing = wan_family(model[0]) == "skyreels-v2-df"
     kind_of = None if cache is None else cache.spec.kind
     try:  # what the model does not take, from its configs and a file's header, before it loads
@@ -278,6 +282,8 @@ async def _run(state: ServerState, body: Txt2VidRequest, image: Any) -> dict[str
             refuse_sana_video(model[0], body, s, kind_of, _control_named(body), memory)
         elif helios:
             refuse_helios(body, kind_of, _control_named(body))
+        elif motif:
+            refuse_motif_video(model[0], body, s, image, kind_of, _control_named(body), memory)
         elif not animate:
             await asyncio.to_thread(wan_refusals_of, *model, image=image is not None,
                                     cache_kind=kind_of, guidance_scale_2=body.cfg_scale_2,
@@ -305,6 +311,8 @@ async def _run(state: ServerState, body: Txt2VidRequest, image: Any) -> dict[str
             return sana_video_answer(pipe, body, s, seed, observer, image)
         if helios:
             return helios_answer(pipe, body, s, seed, observer, image, init)
+        if motif:
+            return motif_video_answer(pipe, body, s, seed, observer, image)
         cache = video_cache(body.cache, "cache", s.steps)  # each run's own
         size = {"height": s.height, "width": s.width} if not hv15 or image is None else {}
         inputs = {"image": image, **framepack} if k5 or hv15 or hv1 else \
