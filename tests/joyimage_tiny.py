@@ -12,6 +12,7 @@ import shutil
 from pathlib import Path
 from typing import Any
 
+import pytest
 from qwen3vl_tiny import (
     QWEN3VL_PIXELS,
     QWEN3VL_TEXT,
@@ -70,3 +71,12 @@ def tiny_joyimage_pipeline(root: Path) -> Any:
     (folder / "processor" / "preprocessor_config.json").write_text(json.dumps(QWEN3VL_PIXELS))
     (folder / "model_index.json").write_text(json.dumps(_INDEX))
     return pipe
+
+
+@pytest.fixture(scope="session")
+def tiny_joyimage(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Any]:
+    """(the folder `root / "joyimage"`, diffusers' JoyImageEditPipeline) of tiny random parts,
+    for the test modules that import it."""
+    pytest.importorskip("diffusers", reason="diffusers is a test-only reference")
+    root = tmp_path_factory.mktemp("tiny-joyimage")
+    return root / "joyimage", tiny_joyimage_pipeline(root)
