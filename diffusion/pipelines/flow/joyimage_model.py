@@ -115,28 +115,36 @@ class JoyImageModel:
 
     def denoise(self, request: GenerationRequest, seed: int, width: int, height: int,
                 observer: Observer) -> Denoised:
-        """The drawn frames' latents (B, C, 1, h, w), picture i from seed + i."""
+        """The drawn frames' latents (B, C, 1, h, w), picture i from seed + i; the observer
+        sees the frame (B, C, h, w)."""
         prompt = extract_extra_networks(request.prompt)[0]
         seeds = [seed + i for i in range(int(request.batch_size))]
+
+        def step(done: int, total: int, latents: np.ndarray) -> bool:
+            return observer.step(done, total, latents[:, :, 0])
+
         latents = [self.pipe(
             prompt, image=request.init_image, height=height, width=width,
             negative_prompt=request.negative_prompt, num_inference_steps=int(request.steps),
             guidance_scale=float(request.cfg_scale), seed=s, rng=request.rng,
-            callback=observer.step, output_type="latent") for s in seeds]
+            callback=step, output_type="latent") for s in seeds]
         return Denoised(np.concatenate(latents), seeds,
                         dict(scheduler=None, seeds=seeds, clip_skip=0))
 
     def decode(self, latents: np.ndarray, request: GenerationRequest | None = None
                ) -> list[np.ndarray]:
-        """The pictures (H, W, 3) uint8 of the drawn frames' latents (B, C, 1, h, w)."""
-        return pictures_uint8(self.pipe.decode(latents), self.pipe.vae)
+        """The pictures (H, W, 3) uint8 of the drawn frames' latents (B, C, 1, h, w), or of a
+        preview's frame (B, C, h, w)."""
+        frames = latents[:, :, None] if latents.ndim == 4 else latents
+        return pictures_uint8(self.pipe.decode(frames), self.pipe.vae)
 
 
 def joyimage_capabilities(family: str) -> Capabilities:
     """What JoyImage Edit takes (the loaded model's, and the registry's before it loads):
-    img2img with its init image as the picture to edit, txt2img, the folder's scheduler
-    ("diffusers"), CFG, plain-text prompts."""
-    return Capabilities(family=family, latent_space="joyimage", guidance="cfg", samplers=(),
+    Wan 2.1's normalized latents (the previews' map), img2img with its init image as the
+    picture to edit, txt2img, the folder's scheduler ("diffusers"), CFG, plain-text
+    prompts."""
+    return Capabilities(family=family, latent_space="wan", guidance="cfg", samplers=(),
                         schedules=(), models="JoyImage Edit models", prompt_syntax=False,
                         textual_inversion=False, refiner=False, control=False,
                         variation_seeds=False, latent_upscale_resize=False, hires=False,
