@@ -1,15 +1,18 @@
-"""The JoyImage Edit transformer (diffusers' JoyImageEditTransformer3DModel names): HunyuanVideo's
-double-stream blocks (each stream's fused QKV, per-head RMS norms of q and k, one attention
-over the image tokens then the text's, a tanh-GELU feed-forward) modulated Wan's way (each
-block's learned `modulate_table` plus the timestep's projection gives shift, scale and gate),
-over (1, 2, 2) latent patches whose frames are the picture being drawn then its reference
-pictures; 3D rotary positions (frame, row, column) turn adjacent pairs of the image's q and k
-(with `rope_type` "mrope" the text's too, at positions past the largest image index); the
-output a plain LayerNorm and projection (no final modulation).
+"""The JoyImage Edit transformer (diffusers' JoyImageEditTransformer3DModel names, and
+JoyImageEditPlusTransformer3DModel's, the same): HunyuanVideo's double-stream blocks (each
+stream's fused QKV, per-head RMS norms of q and k, one attention over the image tokens then
+the text's, a tanh-GELU feed-forward) modulated Wan's way (each block's learned
+`modulate_table` plus the timestep's projection gives shift, scale and gate), over (1, 2, 2)
+latent patches of the picture being drawn then of its reference pictures (the Plus model's of
+sizes of their own), each part's frames after the previous part's; 3D rotary positions
+(frame, row, column) turn adjacent pairs of the image's q and k (with `rope_type` "mrope" the
+text's too, at positions past the largest image index); the output a plain LayerNorm and
+projection (no final modulation).
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
@@ -191,18 +194,26 @@ class JoyImageEditTransformer3DModel(nn.Module):
     def dtype(self) -> np.dtype:
         return self.proj_out.weight.dtype
 
-    def rotary(self, grid: tuple[int, int, int], text: int) -> tuple[Tensor, Tensor]:
-        """cos/sin (t h w + text, 1, head) over the patches' (frame, row, column) then the
-        text's tokens: the identity for them ("rope"), or each at max(grid) + 1 + i on all
-        three axes ("mrope"). diffusers: `get_rotary_pos_embed`. Kept on the device."""
-        return kept(self._tables, (grid, text, self.device), lambda: self._rotary(grid, text))
+    def rotary(self, grids: tuple[tuple[int, int, int], ...], text: int
+               ) -> tuple[Tensor, Tensor]:
+        """cos/sin (patches + text, 1, head) over each part's patches at (frame, row, column),
+        its frames after the parts' before it, then the text's tokens: the identity for them
+        ("rope"), or each at 1 + the largest index + i on all three axes ("mrope").
+        diffusers: `get_rotary_pos_embed` (one part), the Plus model's
+        `_get_rotary_pos_embed_for_range` per part. Kept on the device."""
+        return kept(self._tables, (grids, text, self.device), lambda: self._rotary(grids, text))
 
-    def _rotary(self, grid: tuple[int, int, int], text: int) -> tuple[Tensor, Tensor]:
-        ids = np.stack(np.meshgrid(*[np.arange(s) for s in grid], indexing="ij"), -1)
-        ids = ids.reshape(-1, 3)
+    def _rotary(self, grids: tuple[tuple[int, int, int], ...], text: int
+                ) -> tuple[Tensor, Tensor]:
+        parts, offset = [], 0
+        for frames, rows, columns in grids:
+            ids = np.stack(np.meshgrid(np.arange(offset, offset + frames), np.arange(rows),
+                                       np.arange(columns), indexing="ij"), -1)
+            parts.append(ids.reshape(-1, 3))
+            offset += frames
+        ids = np.concatenate(parts)
         if self.config["rope_type"] == "mrope":
-            # diffusers: arange(text) + grid.max() + 1, grid.max() the largest index
-            ids = np.concatenate([ids, np.repeat(np.arange(text)[:, None] + max(grid), 3, 1)])
+            ids = np.concatenate([ids, np.repeat(np.arange(text)[:, None] + ids.max() + 1, 3, 1)])
         cos, sin = (t.numpy() for t in rope_tables(ids, tuple(self.config["rope_dim_list"]),
                                                    float(self.config["theta"]),
                                                    device=self.device))
@@ -218,23 +229,32 @@ class JoyImageEditTransformer3DModel(nn.Module):
         return self.condition_embedder.text_embedder(
             asarray(states, dtype=weight.dtype, device=weight.device))
 
-    def forward(self, latents: np.ndarray, timestep: Any, text: Tensor) -> np.ndarray:
-        """latents (B, C, T, H, W) host float32; timestep (B,) the scheduler's (0..1000);
-        text: `prepare_text`'s (B, L, dim). Returns the velocity (B, C, T, H, W) float32."""
+    def forward(self, parts: Sequence[np.ndarray], timestep: Any, text: Tensor
+                ) -> list[np.ndarray]:
+        """parts: latents (B, C, T, H, W) host float32 each, the drawn picture's first then
+        the references' (sizes of their own), their patches one sequence; timestep (B,) the
+        scheduler's (0..1000); text: `prepare_text`'s (B, L, dim). Returns each part's
+        velocity (B, C, T, H, W) float32."""
         patch = self.config["patch_size"]
-        b, c, frames, height, width = latents.shape
-        if c != self.config["in_channels"] or any(s % p for s, p in zip(
-                (frames, height, width), patch)):
-            raise ValueError(f"latents of shape {latents.shape} do not fit {patch} patches of "
-                             f"{self.config['in_channels']} channels")
-        grid = (frames // patch[0], height // patch[1], width // patch[2])
-        img = self.img_in(asarray(patchify(latents, patch), dtype=self.dtype,
+        grids, tokens = [], []
+        for latents in parts:
+            _, c, frames, height, width = latents.shape
+            if c != self.config["in_channels"] or any(s % p for s, p in zip(
+                    (frames, height, width), patch)):
+                raise ValueError(f"latents of shape {latents.shape} do not fit {patch} patches "
+                                 f"of {self.config['in_channels']} channels")
+            grids.append((frames // patch[0], height // patch[1], width // patch[2]))
+            tokens.append(patchify(latents, patch))
+        img = self.img_in(asarray(np.concatenate(tokens, axis=1), dtype=self.dtype,
                                   device=self.device))
+        b = img.shape[0]
         t = np.asarray(timestep, np.float32).reshape(-1)
         projection = self.condition_embedder(np.broadcast_to(t, (b,)).copy(), self.device)
-        rotary = self.rotary(grid, text.shape[1])
+        rotary = self.rotary(tuple(grids), text.shape[1])
         txt = cast(text, self.dtype)
         for block in self.double_blocks:
             img, txt = block(img, txt, projection, rotary)
-        out = self.proj_out(nn.layer_norm(img, None, None, eps=_EPS))
-        return unpatchify(out.numpy().astype(np.float32), grid, patch)
+        out = self.proj_out(nn.layer_norm(img, None, None, eps=_EPS)).numpy().astype(np.float32)
+        bounds = np.cumsum([0] + [int(np.prod(g)) for g in grids])
+        return [unpatchify(out[:, start:stop], grid, patch)
+                for start, stop, grid in zip(bounds[:-1], bounds[1:], grids)]

@@ -173,9 +173,9 @@ class JoyImageEditPipeline:
         factor = self.vae.spatial_factor
 
         def flow(x: np.ndarray, t: float) -> np.ndarray:
-            frames = x if reference is None else np.concatenate([x, reference], axis=2)
+            parts = [x] if reference is None else [x, reference]
             timestep = np.full(1, t, np.float32)
-            preds = [self.transformer(frames, timestep, text)[:, :, :1] for text in passes]
+            preds = [self.transformer(parts, timestep, text)[0] for text in passes]
             return preds[0] if not guided else rescaled_cfg(preds[0], preds[1],
                                                             guidance_scale)
 

@@ -43,7 +43,7 @@ def _ours(model: JoyImageEditTransformer3DModel, latents: np.ndarray, t: np.ndar
           states: np.ndarray) -> np.ndarray:
     """Our frames: the drawn picture (diffusers' last item) first, the references after."""
     frames = np.concatenate([latents[:, -1], *latents[:, :-1].transpose(1, 0, 2, 3, 4, 5)], 2)
-    out = model(frames, t, model.prepare_text(asarray(states, device=model.device)))
+    out = model([frames], t, model.prepare_text(asarray(states, device=model.device)))[0]
     items = out.reshape(1, CHANNELS, latents.shape[1], 1, *out.shape[3:]).transpose(
         0, 2, 1, 3, 4, 5)
     return np.concatenate([items[:, 1:], items[:, :1]], axis=1)
