@@ -50,26 +50,36 @@ def tiny_joyimage_transformer(seed: int = 11, **overrides: Any) -> Any:
     return randomized(model, seed, scale=0.8)
 
 
-def tiny_joyimage_pipeline(root: Path) -> Any:
-    """diffusers' JoyImageEditPipeline of tiny random parts, written to `root / "joyimage"`;
-    returns the pipeline."""
+def tiny_joyimage_pipeline(root: Path, *, plus: bool = False) -> Any:
+    """diffusers' JoyImageEditPipeline of tiny random parts, written to `root / "joyimage"`
+    (`plus`: JoyImageEditPlusPipeline's, its transformer JoyImageEditPlusTransformer3DModel
+    of the same weights, to `root / "joyimage-plus"`); returns the pipeline."""
     import diffusers
 
     tokenizer = tiny_qwen3vl_tokenizer(root / "joyimage-tokenizer")
     processor = tiny_qwen3vl_processor(tokenizer, QWEN3VL_PIXELS)
-    pipe = diffusers.JoyImageEditPipeline(
+    transformer = tiny_joyimage_transformer()
+    if plus:
+        config = {k: v for k, v in transformer.config.items() if not k.startswith("_")}
+        model = diffusers.JoyImageEditPlusTransformer3DModel(**config)
+        model.load_state_dict(transformer.state_dict())
+        transformer = model.eval()
+    kind = diffusers.JoyImageEditPlusPipeline if plus else diffusers.JoyImageEditPipeline
+    pipe = kind(
         scheduler=diffusers.FlowMatchEulerDiscreteScheduler(**JOYIMAGE_SCHEDULER),
         vae=tiny_wan_vae(), tokenizer=processor.tokenizer, processor=processor,
         text_encoder=tiny_qwen3vl(processor.tokenizer.convert_tokens_to_ids("<|image_pad|>"),
                                   vision=QWEN3VL_VISION),
-        transformer=tiny_joyimage_transformer())
-    folder = root / "joyimage"
+        transformer=transformer)
+    folder = root / ("joyimage-plus" if plus else "joyimage")
     for name in ("transformer", "vae", "text_encoder", "scheduler"):
         getattr(pipe, name).save_pretrained(folder / name)
-    shutil.copytree(tokenizer, folder / "tokenizer")
-    shutil.copytree(tokenizer, folder / "processor")
+    shutil.copytree(tokenizer, folder / "tokenizer", dirs_exist_ok=True)
+    shutil.copytree(tokenizer, folder / "processor", dirs_exist_ok=True)
     (folder / "processor" / "preprocessor_config.json").write_text(json.dumps(QWEN3VL_PIXELS))
-    (folder / "model_index.json").write_text(json.dumps(_INDEX))
+    index = {**_INDEX, "_class_name": type(pipe).__name__,
+             "transformer": ["diffusers", type(transformer).__name__]}
+    (folder / "model_index.json").write_text(json.dumps(index))
     return pipe
 
 
@@ -80,3 +90,12 @@ def tiny_joyimage(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Any]:
     pytest.importorskip("diffusers", reason="diffusers is a test-only reference")
     root = tmp_path_factory.mktemp("tiny-joyimage")
     return root / "joyimage", tiny_joyimage_pipeline(root)
+
+
+@pytest.fixture(scope="session")
+def tiny_joyimage_plus(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Any]:
+    """(the folder `root / "joyimage-plus"`, diffusers' JoyImageEditPlusPipeline) of tiny
+    random parts."""
+    pytest.importorskip("diffusers", reason="diffusers is a test-only reference")
+    root = tmp_path_factory.mktemp("tiny-joyimage-plus")
+    return root / "joyimage-plus", tiny_joyimage_pipeline(root, plus=True)

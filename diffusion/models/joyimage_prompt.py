@@ -5,16 +5,17 @@ its final RMSNorm, the first 34 tokens (the system message's, counted for Qwen's
 dropped.
 
     read = read_pictures(vision, [picture])  # the tower once, for the prompt and the negative
-    states = encode_with_picture(text_encoder, tokenizer, "make it night", read)
+    states = encode_with_pictures(text_encoder, tokenizer, "make it night", read)
     states = encode_text(text_encoder, tokenizer, "a red circle")  # no picture: txt2img
 
-With the picture (`encode_with_picture`, diffusers' `encode_prompt_multiple_images`) the
-user's turn opens with `<|vision_start|><|image_pad|><|vision_end|>`, the pad repeated once
-per token of the picture, whose vision tokens (qwen3_vision.py) take the pads' places and
-whose deepstack features join the first decoder layers (qwen21_prompt.read_ids); the last
-4096 states are kept. Without one (`encode_text`, diffusers' `encode_prompt`) the templated
-prompt is cut to 2048 + 34 tokens. One prompt a call: diffusers pads a batch without masking
-its padding from the transformer, so only single prompts are its pictures.
+With pictures (`encode_with_pictures`, diffusers' `encode_prompt_multiple_images`; the Plus
+pipeline's several) the user's turn opens with `<|vision_start|><|image_pad|><|vision_end|>`
+for each, its pad repeated once per token of its picture, whose vision tokens
+(qwen3_vision.py) take the pads' places and whose deepstack features join the first decoder
+layers (qwen21_prompt.read_ids); the last 4096 states are kept. Without one (`encode_text`,
+diffusers' `encode_prompt`) the templated prompt is cut to 2048 + 34 tokens. One prompt a
+call: diffusers pads a batch without masking its padding from the transformer, so only single
+prompts are its pictures.
 """
 
 from __future__ import annotations
@@ -28,15 +29,14 @@ from .llm import LLMTextModel
 from .qwen21_prompt import ReadPictures, read_ids
 from .qwen_vl_prompt import expand_image_pads
 
-__all__ = ["DROP", "PICTURE_TEMPLATE", "TEXT_TEMPLATE", "encode_text", "encode_with_picture"]
+__all__ = ["DROP", "TEXT_TEMPLATE", "encode_text", "encode_with_pictures", "picture_template"]
 
 # the backslash and n are characters of the template, as diffusers writes them
 _SYSTEM = ("<|im_start|>system\n \\nDescribe the image by detailing the color, shape, size, "
            "texture, quantity, text, spatial relationships of the objects and background:"
            "<|im_end|>\n")
 TEXT_TEMPLATE = _SYSTEM + "<|im_start|>user\n{}<|im_end|>\n<|im_start|>assistant\n"
-PICTURE_TEMPLATE = (_SYSTEM + "<|im_start|>user\n<|vision_start|><|image_pad|><|vision_end|>"
-                    "{}<|im_end|>\n<|im_start|>assistant\n")
+_SLOT = "<|vision_start|><|image_pad|><|vision_end|>"
 DROP = 34  # diffusers' prompt_template_encode_start_idx: the system message's tokens
 TEXT_TOKENS = 2048  # diffusers' text_token_max_length (prompts without a picture)
 PICTURE_TOKENS = 4096  # diffusers' max_sequence_length (the states kept, from the end)
@@ -66,16 +66,21 @@ def encode_text(text_encoder: LLMTextModel, tokenizer: LLMTokenizer, prompt: str
     return states[0, DROP:].astype(np.float32)  # type: ignore[no-any-return]
 
 
-def encode_with_picture(text_encoder: LLMTextModel, tokenizer: LLMTokenizer, prompt: str,
-                        read: ReadPictures) -> np.ndarray:
-    """The states (L, hidden) float32 of `prompt` read with the picture `read` holds
-    (qwen21_prompt.read_pictures of one picture). diffusers: `JoyImageEditPipeline.
-    encode_prompt_multiple_images(prompt, images=picture)`."""
+def picture_template(count: int) -> str:
+    """The template of a prompt read with `count` pictures, `{}` the prompt's place."""
+    user = "<|im_start|>user\n" + _SLOT * count
+    return _SYSTEM + user + "{}<|im_end|>\n<|im_start|>assistant\n"
+
+
+def encode_with_pictures(text_encoder: LLMTextModel, tokenizer: LLMTokenizer, prompt: str,
+                         read: ReadPictures) -> np.ndarray:
+    """The states (L, hidden) float32 of `prompt` read with the pictures `read` holds
+    (qwen21_prompt.read_pictures's), in order. diffusers: `JoyImageEditPipeline.
+    encode_prompt_multiple_images(prompt, images=picture)`, JoyImageEditPlusPipeline's with
+    its pictures."""
     _checked(tokenizer, prompt, ("<|im_start|>", "<|vision_start|>", _PAD))
     grids, merge, features = read
-    if len(grids) != 1:
-        raise ValueError(f"JoyImage Edit reads one picture with the prompt, got {len(grids)}")
-    text = expand_image_pads(PICTURE_TEMPLATE.format(prompt), grids, merge=merge)
+    text = expand_image_pads(picture_template(len(grids)).format(prompt), grids, merge=merge)
     ids, _ = tokenizer([text], 1 << 30, padding="longest")
     pad = typing.cast(int, tokenizer.tokenizer.token_to_id(_PAD))  # checked above
     states = read_ids(text_encoder, ids[0], pad, grids, merge, features)[DROP:]

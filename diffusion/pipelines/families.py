@@ -270,7 +270,7 @@ FAMILIES: tuple[FamilyLoader, ...] = (
     FamilyLoader("ChronoEdit (picture edits)", chronoedit_family, load_chronoedit_model,
                  chronoedit_defaults, latent_channels=16,
                  capabilities=lambda path, family: chronoedit_capabilities(family)),
-    FamilyLoader("JoyImage Edit", joyimage_family, load_joyimage_model, joyimage_defaults,
+    FamilyLoader("JoyImage Edit (Plus)", joyimage_family, load_joyimage_model, joyimage_defaults,
                  latent_channels=16,
                  capabilities=lambda path, family: joyimage_capabilities(family)),
     FamilyLoader("Cosmos Predict2 Text2Image",

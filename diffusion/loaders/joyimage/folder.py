@@ -24,7 +24,8 @@ from ..weights import ComponentWeights, TensorRef, resolve_dtype
 
 __all__ = ["JoyImageWeights", "joyimage_family", "load_joyimage_folder"]
 
-_CLASS = "JoyImageEditPipeline"
+_CLASSES = {"JoyImageEditPipeline": "joyimage-edit",
+            "JoyImageEditPlusPipeline": "joyimage-edit-plus"}
 _COMPONENTS = ("transformer", "vae", "text_encoder", "scheduler")
 
 
@@ -32,27 +33,33 @@ _COMPONENTS = ("transformer", "vae", "text_encoder", "scheduler")
 class JoyImageWeights(DiTWeights):
     """A JoyImage Edit folder's lazy component weights, its scheduler config, the folder of
     its tokenizer, the text encoder's vision tower (None where the file has none) and
-    processor/preprocessor_config.json (None where absent: Qwen3-VL's sizes)."""
+    processor/preprocessor_config.json (None where absent: Qwen3-VL's sizes); `plus`: a
+    JoyImageEditPlusPipeline's (several pictures)."""
 
     vision: ComponentWeights | None = None
     processor_config: dict[str, Any] | None = None
+    plus: bool = False
 
 
 def joyimage_family(path: str | os.PathLike[str]) -> str | None:
     """"joyimage-edit" for a diffusers folder whose model_index.json names a
-    JoyImageEditPipeline, None for anything else (a broken JSON file is left for loading to
-    name)."""
+    JoyImageEditPipeline, "joyimage-edit-plus" for a JoyImageEditPlusPipeline's, None for
+    anything else (a broken JSON file is left for loading to name)."""
     root = Path(path)
-    return "joyimage-edit" if root.is_dir() and pipeline_class(root) == _CLASS else None
+    return _CLASSES.get(str(pipeline_class(root))) if root.is_dir() else None
 
 
 def load_joyimage_folder(path: str | os.PathLike[str], *, dtype: Any = None,
                          variant: str | None = None) -> JoyImageWeights:
     """Lazy weights of the JoyImage Edit diffusers folder `path`. `dtype`: None (as stored;
     bfloat16 read as float32), "float16" or "float32"; `variant`: e.g. "fp16". WeightsError
-    naming the file or folder when it is not a JoyImageEditPipeline or a part is missing."""
+    naming the file or folder when it is not a JoyImageEditPipeline (or its Plus) or a part
+    is missing."""
     root = Path(path)
-    pipeline_index(root, _CLASS, _COMPONENTS)
+    kind = pipeline_class(root)
+    plus = kind == "JoyImageEditPlusPipeline"
+    pipeline_index(root, str(kind) if kind in _CLASSES else "JoyImageEditPipeline",
+                   _COMPONENTS)
     extra: dict[str, Any] = {}
 
     def adapt(name: str, config: dict[str, Any], refs: dict[str, TensorRef]
@@ -71,5 +78,5 @@ def load_joyimage_folder(path: str | os.PathLike[str], *, dtype: Any = None,
     return JoyImageWeights(
         scheduler_config=read_json(root / "scheduler" / "scheduler_config.json"),
         tokenizer_dir=qwen_tokenizer(tokenizer if tokenizer.is_dir() else root / "processor"),
-        processor_config=read_json(pixels) if pixels.is_file() else None,
+        processor_config=read_json(pixels) if pixels.is_file() else None, plus=plus,
         **parts, **extra)  # type: ignore[arg-type]

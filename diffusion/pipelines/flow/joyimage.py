@@ -33,7 +33,7 @@ from gpustd import Tensor, asarray
 from ...imaging import rgb_picture, to_unit_image
 from ...loaders.joyimage import load_joyimage_folder
 from ...models.joyimage import JoyImageEditTransformer3DModel
-from ...models.joyimage_prompt import encode_text, encode_with_picture
+from ...models.joyimage_prompt import encode_text, encode_with_pictures
 from ...models.llm import LLMTextModel
 from ...models.qwen3_vision import Qwen3VLVisionModel
 from ...models.qwen21_prompt import read_pictures
@@ -62,10 +62,12 @@ BUCKETS = (
 MULTIPLE = 16  # the VAE's 8 pixels a latent times the transformer's 2x2 patches
 
 
-def bucket(width: int, height: int) -> tuple[int, int]:
-    """(width, height) of the bucket whose aspect is nearest height / width (the first of
-    equals). diffusers: `find_best_bucket(height, width, 1024)`."""
-    h, w = min(BUCKETS, key=lambda hw: abs(hw[0] / hw[1] - height / width))
+def bucket(width: int, height: int, buckets: Sequence[tuple[int, int]] = BUCKETS
+           ) -> tuple[int, int]:
+    """(width, height) of the bucket of `buckets` ((height, width) each) whose aspect is
+    nearest height / width (the first of equals). diffusers: `find_best_bucket(height, width,
+    1024)`."""
+    h, w = min(buckets, key=lambda hw: abs(hw[0] / hw[1] - height / width))
     return w, h
 
 
@@ -94,17 +96,21 @@ def rescaled_cfg(cond: np.ndarray, uncond: np.ndarray, scale: float) -> np.ndarr
 class JoyImageEditPipeline:
     """JoyImage Edit on gpustd. Components as diffusers names them (`vision`: the text
     encoder's vision tower); `scheduler_config` is the folder's scheduler_config.json,
-    `processor_config` its processor/preprocessor_config.json (None: Qwen3-VL's)."""
+    `processor_config` its processor/preprocessor_config.json (None: Qwen3-VL's); `plus`:
+    JoyImage Edit Plus (JoyImageEditPlusPipeline): several pictures, each read at its own
+    bucket (`buckets`), the output at the last one's unless given, the negative prompt " "
+    where none is given."""
 
     def __init__(self, *, transformer: JoyImageEditTransformer3DModel, vae: AutoencoderKLWan,
                  text_encoder: LLMTextModel, vision: Qwen3VLVisionModel | None,
                  tokenizer: LLMTokenizer, scheduler_config: dict[str, Any],
-                 processor_config: dict[str, Any] | None = None,
+                 processor_config: dict[str, Any] | None = None, plus: bool = False,
                  modules: Sequence[str] = ()) -> None:
         self.transformer, self.vae, self.vision = transformer, vae, vision
         self.text_encoder, self.tokenizer = text_encoder, tokenizer
         self.scheduler_config = dict(scheduler_config)
-        self.processor_config = processor_config
+        self.processor_config, self.plus = processor_config, plus
+        self.buckets: Sequence[tuple[int, int]] = BUCKETS
         self.modules = list(modules)
 
     @classmethod
@@ -126,27 +132,29 @@ class JoyImageEditPipeline:
         load = partial(load_network, device=place["device"], offload_to_host=offload)
         encoder = load(lambda: LLMTextModel(text.config, **place), text)
         tower = weights.vision
+        # the Plus model never turns the text (its config's rope_type is not read)
+        config = {**transformer.config, **({"rope_type": "rope"} if weights.plus else {})}
         return cls(
-            transformer=load(lambda: JoyImageEditTransformer3DModel(transformer.config,
-                                                                    **place), transformer),
+            transformer=load(lambda: JoyImageEditTransformer3DModel(config, **place),
+                             transformer),
             vae=load(lambda: AutoencoderKLWan(weights.vae.config, **place), weights.vae),
             text_encoder=encoder, tokenizer=LLMTokenizer(weights.tokenizer_dir),
             vision=None if tower is None else load(
                 lambda: Qwen3VLVisionModel(tower.config, **place), tower),
             scheduler_config=weights.scheduler_config,
-            processor_config=weights.processor_config)
+            processor_config=weights.processor_config, plus=weights.plus)
 
-    def prompt_states(self, prompts: Sequence[str], picture: Any) -> list[Tensor]:
+    def prompt_states(self, prompts: Sequence[str], pictures: Sequence[Any]) -> list[Tensor]:
         """Each prompt's states through the transformer's text projection, read with
-        `picture` (the vision tower run once for all) or, None, without one."""
-        if picture is None:
+        `pictures` (the vision tower run once for all) or, none, without one."""
+        if not pictures:
             states = [encode_text(self.text_encoder, self.tokenizer, p) for p in prompts]
         else:
             if self.vision is None:
                 raise ValueError("the folder's text encoder has no vision tower: JoyImage "
                                  "Edit reads the picture with Qwen3-VL's")
-            read = read_pictures(self.vision, [picture], processor_config=self.processor_config)
-            states = [encode_with_picture(self.text_encoder, self.tokenizer, p, read)
+            read = read_pictures(self.vision, pictures, processor_config=self.processor_config)
+            states = [encode_with_pictures(self.text_encoder, self.tokenizer, p, read)
                       for p in prompts]
         return [self.transformer.prepare_text(s[None]) for s in states]
 
@@ -160,20 +168,24 @@ class JoyImageEditPipeline:
         check_encoded(latents, vae)
         return latents  # type: ignore[no-any-return]
 
-    def velocity(self, prompt: str, *, image: Any, height: int, width: int,
+    def velocity(self, prompt: str, *, images: Sequence[Any], height: int, width: int,
                  guidance_scale: float, negative_prompt: str
                  ) -> tuple[Callable[[np.ndarray, float], np.ndarray], tuple[int, ...]]:
         """The guided transformer as `flow(x, t)` for x (1, C, 1, h, w) float32 latents of
-        the drawn picture and t the scheduler's timestep, and the latents' shape."""
-        picture = None if image is None else cover_crop(rgb_picture(image), width, height)
+        the drawn picture and t the scheduler's timestep, and the latents' shape. `images`:
+        the pictures to edit (one; Plus: any number), each fitted to the output (Plus: to its
+        own bucket)."""
+        pictures = [rgb_picture(p) for p in images]
+        pictures = [cover_crop(p, *(bucket(p.size[0], p.size[1], self.buckets) if self.plus
+                                    else (width, height))) for p in pictures]
         guided = guidance_scale > 1
         passes = self.prompt_states([prompt, negative_prompt] if guided else [prompt],
-                                    picture)
-        reference = None if picture is None else self.reference_latents(picture)
+                                    pictures)
+        references = [self.reference_latents(p) for p in pictures]
         factor = self.vae.spatial_factor
 
         def flow(x: np.ndarray, t: float) -> np.ndarray:
-            parts = [x] if reference is None else [x, reference]
+            parts = [x, *references]
             timestep = np.full(1, t, np.float32)
             preds = [self.transformer(parts, timestep, text)[0] for text in passes]
             return preds[0] if not guided else rescaled_cfg(preds[0], preds[1],
@@ -197,27 +209,34 @@ class JoyImageEditPipeline:
                  guidance_scale: float = 4.0, seed: int = 0, rng: str = "torch",
                  latents: np.ndarray | None = None, callback: StepCallback | None = None,
                  output_type: str = "np") -> np.ndarray:
-        """The edit of `image` (PIL or HxWx3 uint8; None: a picture of the prompt alone) by
-        `prompt` (one): float images in [0, 1], (1, H, W, 3) ("np"), or the final latents
-        (1, C, 1, h, w) ("latent"); height x width: both given (multiples of 16), else the
-        bucket of the picture's aspect (a square without one). `seed` and `rng` ("torch", as
-        diffusers; "numpy") draw the starting noise unless `latents` is given;
-        `callback(done, total, latents)` after every step (False stops). diffusers:
+        """The edit of `image` (PIL or HxWx3 uint8; Plus: a list of them; None: a picture of
+        the prompt alone) by `prompt` (one): float images in [0, 1], (1, H, W, 3) ("np"), or
+        the final latents (1, C, 1, h, w) ("latent"); height x width: both given (multiples of
+        16), else the bucket of the (last) picture's aspect (a square without one). `seed` and
+        `rng` ("torch", as diffusers; "numpy") draw the starting noise unless `latents` is
+        given; `callback(done, total, latents)` after every step (False stops). diffusers:
         `JoyImageEditPipeline(image=, prompt=, negative_prompt=, num_inference_steps=,
         guidance_scale=, generator=torch.Generator().manual_seed(seed),
-        output_type="np").images`."""
+        output_type="np").images` (JoyImageEditPlusPipeline's `images=`)."""
         prompts = check_call(prompt, rng=rng, output_type=output_type, steps=num_inference_steps)
         if len(prompts) != 1:
             raise ValueError(f"JoyImage Edit draws one prompt a call, got {len(prompts)}")
+        images = [] if image is None else list(image) if isinstance(image, (list, tuple)) \
+            else [image]
+        if len(images) > 1 and not self.plus:
+            raise ValueError(f"JoyImage Edit edits one picture, got {len(images)}; several "
+                             "are JoyImage Edit Plus's")
         if (height is None) != (width is None):
             raise ValueError("give both height and width, or neither (the picture's bucket)")
         if height is None or width is None:
-            size = (1024, 1024) if image is None else rgb_picture(image).size
-            width, height = bucket(*size)
+            size = rgb_picture(images[-1]).size if images else (1024, 1024)
+            width, height = bucket(size[0], size[1], self.buckets)
         check_sides(height, width, MULTIPLE, "JoyImage Edit")
-        flow, shape = self.velocity(prompts[0], image=image, height=height, width=width,
+        if negative_prompt is None:  # Plus reads a space where diffusers' builds the default
+            negative_prompt = " " if self.plus else ""
+        flow, shape = self.velocity(prompts[0], images=images, height=height, width=width,
                                     guidance_scale=guidance_scale,
-                                    negative_prompt=negative_prompt or "")
+                                    negative_prompt=negative_prompt)
         scheduler = FlowMatchEulerDiscreteScheduler.from_config(self.scheduler_config)
         scheduler.set_timesteps(num_inference_steps)
         scheduler.set_begin_index(0)

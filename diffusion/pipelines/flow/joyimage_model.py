@@ -1,5 +1,6 @@
 """`JoyImageModel`: JoyImage Edit (pipelines.flow.joyimage) behind the `generate(request)` every
-door calls, and the registry's loader, defaults and capabilities.
+door calls, and the registry's loader, defaults and capabilities (JoyImage Edit Plus's too:
+the init image and the further references are its pictures, in order).
 
 img2img as Forge Neo maps it onto edit models: the init image is the picture to edit (scaled
 to cover the request's width x height and centre-cropped, as diffusers' pipeline fits it to
@@ -27,7 +28,7 @@ from ..generation import Denoised, PromptLoras, generate
 from ..observer import Observer
 from ..request import GenerationRequest
 from ..vae_float32 import float32_copy
-from .edit_refs import refuse_strength
+from .edit_refs import reference_pictures, refuse_strength
 from .joyimage import MULTIPLE, JoyImageEditPipeline
 
 __all__ = ["JOYIMAGE_DEFAULTS", "JoyImageModel", "joyimage_capabilities", "joyimage_defaults",
@@ -44,8 +45,8 @@ def _no_loras() -> Any:
 
 
 class JoyImageModel:
-    """A loaded JoyImage Edit folder (`family` "joyimage-edit", a JoyImageEditPipeline as
-    `pipe`)."""
+    """A loaded JoyImage Edit folder (`family` "joyimage-edit", or "joyimage-edit-plus", a
+    JoyImageEditPipeline as `pipe`)."""
 
     diffusers_loras = True  # the prompt's LoRA tags reach `loras`, which refuses them
 
@@ -124,7 +125,7 @@ class JoyImageModel:
             return observer.step(done, total, latents[:, :, 0])
 
         latents = [self.pipe(
-            prompt, image=request.init_image, height=height, width=width,
+            prompt, image=reference_pictures(request) or None, height=height, width=width,
             negative_prompt=request.negative_prompt, num_inference_steps=int(request.steps),
             guidance_scale=float(request.cfg_scale), seed=s, rng=request.rng,
             callback=step, output_type="latent") for s in seeds]
@@ -143,13 +144,15 @@ def joyimage_capabilities(family: str) -> Capabilities:
     """What JoyImage Edit takes (the loaded model's, and the registry's before it loads):
     Wan 2.1's normalized latents (the previews' map), img2img with its init image as the
     picture to edit, txt2img, the folder's scheduler ("diffusers"), CFG, plain-text
-    prompts."""
+    prompts; Plus ("joyimage-edit-plus") any number of pictures (the init image first, then
+    the further references)."""
     return Capabilities(family=family, latent_space="wan", guidance="cfg", samplers=(),
                         schedules=(), models="JoyImage Edit models", prompt_syntax=False,
                         textual_inversion=False, refiner=False, control=False,
                         variation_seeds=False, latent_upscale_resize=False, hires=False,
                         hires_with_diffusers=False, latent_masked_content=False,
-                        memory_modes=False, references=1)
+                        memory_modes=False,
+                        references=None if family == "joyimage-edit-plus" else 1)
 
 
 def joyimage_defaults(path: str | os.PathLike[str], family: str) -> SamplingDefaults:
