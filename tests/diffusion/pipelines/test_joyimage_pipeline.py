@@ -20,7 +20,7 @@ from PIL import Image
 
 import gpucore
 from diffusion.pipelines.families import capabilities_of
-from diffusion.pipelines.flow.joyimage import JoyImageEditPipeline, bucket
+from diffusion.pipelines.flow.joyimage import BUCKETS, JoyImageEditPipeline, bucket
 
 HEIGHT, WIDTH = 32, 48
 PROMPT = "put the red circle on the blue square"
@@ -81,8 +81,10 @@ def test_prompt_alone_equals_diffusers(first_device: gpucore.Device,
 
 @pytest.mark.nodevice
 def test_bucket_is_diffusers() -> None:
+    from diffusers.pipelines.joyimage.image_processor import BUCKETS as THEIRS
     from diffusers.pipelines.joyimage.image_processor import find_best_bucket
 
+    assert BUCKETS == tuple(tuple(hw) for hw in THEIRS[1024])
     for width, height in ((640, 480), (480, 640), (1000, 1000), (2000, 300), (77, 1900)):
         h, w = find_best_bucket(height, width, 1024)
         assert bucket(width, height) == (w, h)
