@@ -53,6 +53,7 @@ FAMILIES: tuple[tuple[str, tuple[str, ...], tuple[str, ...]], ...] = (
     ("pixart", ("pixart_tiny",), ("tiny_pixart",)),
     ("sana-video", ("sana_video_tiny",), ()),
     ("ideogram4", ("ideogram4_tiny",), ()),
+    ("joyimage", ("joyimage_tiny",), ()),
     ("auraflow", ("auraflow_tiny",), ("tiny_auraflow",)),
     ("helios", ("helios_tiny",), ()),
     ("motif-video", ("motif_tiny",), ()),

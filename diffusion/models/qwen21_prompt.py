@@ -45,8 +45,8 @@ from .qwen_vl_prompt import expand_image_pads, multimodal_positions
 from .transformer_ops import cast
 
 __all__ = ["SYSTEM_MESSAGE", "T2I_TEMPLATE", "ReadPictures", "encode_read", "encode_t2i",
-           "encode_ti2i", "joint_img_mask", "read_pictures", "ti2i_template", "tokenize_t2i",
-           "tokenize_ti2i"]
+           "encode_ti2i", "joint_img_mask", "read_ids", "read_pictures", "ti2i_template",
+           "tokenize_t2i", "tokenize_ti2i"]
 
 SYSTEM_PROMPT = "Comprehend and analyze the provided prompt."
 # Qwen3-VL's chat template renders a system message so; its tokens are dropped from the states
@@ -165,8 +165,8 @@ def tokenize_ti2i(tokenizer: LLMTokenizer, prompts: Sequence[str], grids: Any, *
     return rows, system.shape[1]
 
 
-def _read(text_encoder: LLMTextModel, ids: np.ndarray, pad: int, grids: np.ndarray,
-          merge: int, features: VisionFeatures) -> np.ndarray:
+def read_ids(text_encoder: LLMTextModel, ids: np.ndarray, pad: int, grids: np.ndarray,
+             merge: int, features: VisionFeatures) -> np.ndarray:
     """One prompt's last decoder layer's output (L, hidden) float32, before the final norm:
     the picture's tokens written over its pads' embeddings, its deepstack features' rows
     added at the pads alone. transformers: `Qwen3VLModel(ids[None], pixel_values=,
@@ -241,7 +241,7 @@ def encode_read(text_encoder: LLMTextModel, tokenizer: LLMTokenizer, prompts: Se
     grids, merge, features = read
     rows, drop = tokenize_ti2i(tokenizer, prompts, grids, merge=merge, max_length=max_length)
     pad = typing.cast(int, tokenizer.tokenizer.token_to_id(IMAGE_PAD))  # checked there
-    states = [_read(text_encoder, ids, pad, grids, merge, features)[drop:] for ids in rows]
+    states = [read_ids(text_encoder, ids, pad, grids, merge, features)[drop:] for ids in rows]
     length = max(len(s) for s in states)
     embeds = np.zeros((len(rows), length, states[0].shape[-1]), np.float32)
     keep = np.zeros((len(rows), length), np.int64)

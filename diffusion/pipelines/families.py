@@ -36,6 +36,7 @@ from ..loaders.hunyuanimage import (
     hunyuanimage_refiner_family,
 )
 from ..loaders.ideogram4 import ideogram4_family
+from ..loaders.joyimage import joyimage_family
 from ..loaders.kandinsky5 import kandinsky5_family, kandinsky5_video_family
 from ..loaders.krea2 import krea2_family
 from ..loaders.longcat_image import longcat_image_family
@@ -79,6 +80,7 @@ from .flow.ideogram4_model import (
     ideogram4_defaults,
     load_ideogram4_model,
 )
+from .flow.joyimage_model import joyimage_capabilities, joyimage_defaults, load_joyimage_model
 from .flow.kandinsky5_model import (
     kandinsky5_capabilities,
     kandinsky5_defaults,
@@ -269,6 +271,9 @@ FAMILIES: tuple[FamilyLoader, ...] = (
     FamilyLoader("ChronoEdit (picture edits)", chronoedit_family, load_chronoedit_model,
                  chronoedit_defaults, latent_channels=16,
                  capabilities=lambda path, family: chronoedit_capabilities(family)),
+    FamilyLoader("JoyImage Edit (Plus)", joyimage_family, load_joyimage_model, joyimage_defaults,
+                 latent_channels=16,
+                 capabilities=lambda path, family: joyimage_capabilities(family)),
     FamilyLoader("Cosmos Predict2 Text2Image",
                  lambda path: cosmos_family(path) if cosmos_family(path) == "cosmos2-t2i" else None,
                  load_cosmos_model,
