@@ -54,3 +54,25 @@ def test_ideogram4_replays_its_steps(first_device: gpucore.Device,
     picture = pipe(PROMPTS[0], **RUN)
     assert counts(pipe)[1] > replays
     np.testing.assert_array_equal(picture, eager(pipe, lambda: pipe(PROMPTS[0], **RUN)))
+
+
+def test_ideogram4_memory_mode_runs_both_eagerly(first_device: gpucore.Device,
+                                                 tiny_ideogram4: tuple[Path, Any]) -> None:
+    """Through the model (the diffusers sampler): the plain mode replays both transformers;
+    --medvram runs both eagerly (no replay, no recording) and gives the same picture."""
+    from diffusion import load_pipeline
+    from diffusion.pipelines.sd.memory import MemoryMode
+
+    model = load_pipeline(tiny_ideogram4[0], device=first_device)
+    request = dict(sampler="diffusers", rng="torch", seed=7, steps=2, width=40, height=24,
+                   cfg_scale=3.0)
+    plain = model.generate(PROMPTS[0], **request).images[0]
+    assert [r.captured.recordings for r in (model.pipe.step_replay,
+                                            model.pipe.unconditional_replay)] == [1, 1]
+    before = counts(model.pipe)
+    model.set_memory_mode(MemoryMode(medvram=True))
+    try:
+        np.testing.assert_array_equal(model.generate(PROMPTS[0], **request).images[0], plain)
+        assert counts(model.pipe) == before and before[1] > 0
+    finally:
+        model.set_memory_mode(MemoryMode())
