@@ -14,6 +14,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
 
 pytest.importorskip("diffusers", reason="builds the tiny test models (extra: reference)")
@@ -60,3 +61,24 @@ def test_hunyuanimage_distilled_replays_its_steps(first_device: gpucore.Device,
 
     pipe = HunyuanImagePipeline.from_pretrained(tiny_folders[1], device=first_device)
     _check(pipe, 1, 1, distilled_guidance_scale=4.0)
+
+
+def test_hunyuanimage_tensor_timesteps_round_as_host_numbers(
+        first_device: gpucore.Device, tiny_folders: tuple[Path, Path]) -> None:
+    """In float16 a replayed step's float32 Tensors (the timestep, meanflow's next one, the
+    distilled guidance) are rounded as host numbers are: the same conditioning vector, bit
+    for bit, and the same refined prompt tokens' timestep."""
+    from diffusion.pipelines.flow.hunyuanimage import HunyuanImagePipeline
+    from gpustd import Tensor
+
+    if not first_device.has_f16:
+        pytest.skip("the device has no float16")
+    model = HunyuanImagePipeline.from_pretrained(tiny_folders[1], device=first_device,
+                                                 dtype=np.float16).transformer
+    values = [np.array([713.7, 2.9], np.float32), np.array([0.4321, 1.3], np.float32),
+              np.array([3217.3, 3217.3], np.float32)]  # none exact in float16
+    t, temb = model._conditioning(2, *values)
+    given, given_temb = model._conditioning(
+        2, *(Tensor.from_numpy(v, device=first_device) for v in values))
+    np.testing.assert_array_equal(given.numpy(), t.astype(np.float32))
+    np.testing.assert_array_equal(given_temb.numpy(), temb.numpy())
