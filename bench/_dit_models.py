@@ -132,6 +132,13 @@ FIBO: dict[str, Any] = dict(
     patch_size=1, in_channels=48, num_layers=8, num_single_layers=38, attention_head_dim=128,
     num_attention_heads=24, joint_attention_dim=4096, text_encoder_dim=2048,
     axes_dims_rope=[16, 56, 56])
+# briaai/BRIA-3.2's transformer/config.json (4B): 8 double and 28 single FLUX.1 blocks 2304
+# wide (24 heads of 96, rotary axes 0 / 48 / 48), 2x2 patches of a 4-channel VAE packed to 16,
+# T5 XXL's 4096-wide states, no pooled text
+BRIA: dict[str, Any] = dict(
+    patch_size=1, in_channels=16, num_layers=8, num_single_layers=28, attention_head_dim=96,
+    num_attention_heads=24, joint_attention_dim=4096, pooled_projection_dim=None,
+    axes_dims_rope=[0, 48, 48], rope_theta=10000, time_theta=10000, guidance_embeds=False)
 # AIDC-AI/Ovis-Image-7B's transformer (its authors' `ovis-image-7b` args, diffusers'
 # OvisImageTransformer2DModel defaults): 6 double and 27 single blocks 3072 wide with SwiGLU
 # MLPs, 24 heads of 128, Qwen3's 2048-wide states
@@ -258,6 +265,8 @@ TINY: dict[str, dict[str, Any]] = {
                     pooled_projection_dim=40, axes_dims_rope=(4, 6, 6)),
     "ovis": dict(OVIS, **_TINY_DIT, num_single_layers=1, joint_attention_dim=40,
                  axes_dims_rope=(4, 6, 6)),
+    "bria": dict(BRIA, **_TINY_DIT, num_single_layers=1, joint_attention_dim=40,
+                 axes_dims_rope=[0, 8, 8]),
     "fibo": dict(FIBO, **_TINY_DIT, num_single_layers=3, joint_attention_dim=40,
                  text_encoder_dim=20, axes_dims_rope=[4, 6, 6]),
 

@@ -45,6 +45,8 @@ Ovis-Image 7B's (6 double and 27 single SwiGLU blocks) at 4096 patches after its
 places, unmasked (bench/_dit_ovis.py, as LongCat-Image's).
 Bria FIBO's (8 double and 38 single blocks, each fed its own SmolLM3 layer) at 4096 latent
 pixels after a 1024-token JSON caption (bench/_dit_fibo.py, as LongCat-Image's).
+Bria 3.2's (8 double and 28 single blocks of 24 heads of 96) at 4096 patches after T5's 128
+places (bench/_dit_bria.py, as Ovis-Image's).
 Sana 1600M's at 1024x1024 (1024 tokens) and Sana 4K's at 4096x4096 (16 384 tokens) for 62 real
 tokens of SanaPipeline's 300-token Gemma 2 block (bench/_dit_sana.py). HiDream-I1-Full's
 (17B: 16 double and 32 single blocks of 4 experts top 2) at 4096 patches for T5's 128 tokens
@@ -64,8 +66,8 @@ Rows run smallest first, each caught on its own: an out-of-memory model loses it
 recorded with its error.
 
 BENCH_MODELS picks them, comma-separated, from sana, pixart, qwen3_8b, qwen25vl, qwen3vl_8b,
-sana4k, lumina2, qwenimage21, krea2, kandinsky5, longcat, ovis, fibo, ernie, cosmos2, cogview4,
-ideogram4, auraflow, flux2klein, chroma, kontext, qwenimage, qwenimageedit, hunyuanimage,
+sana4k, lumina2, qwenimage21, krea2, kandinsky5, bria, longcat, ovis, fibo, ernie, cosmos2,
+cogview4, ideogram4, auraflow, flux2klein, chroma, kontext, qwenimage, qwenimageedit, hunyuanimage,
 hunyuanvideo15, hunyuanvideo, hidream, ltx2 (the default: all, in that order), plus zimage and
 qwen3 (bench/zimage.py's rows).
 BENCH_ACC16=1 adds each float16 transformer's step with every GEMM's f16 accumulators (`float16
@@ -87,6 +89,7 @@ import numpy as np
 import gpucore
 
 from . import _dit_auraflow as _auraflow
+from . import _dit_bria as _bria
 from . import _dit_cogview4 as _cogview4
 from . import _dit_ernie as _ernie
 from . import _dit_fibo as _fibo
@@ -117,7 +120,7 @@ _ROW_MODULES = {name: module for module in (_flux_qwen, _qwen21, _krea2, _kandin
                                                _lumina2, _hunyuan_video, _longcat, _ovis,
                                                _sana, _hidream, _ernie,
                                                _cogview4, _ideogram4, _pixart, _auraflow,
-                                               _fibo)
+                                               _fibo, _bria)
                 for name in module.NAMES}
 COLUMNS = ["model", "impl", "dtype", "dispatches", "rel_err", "gpu_ms", "wall_ms", "peak_gib",
            "vs_bf16", "prefix_ms", "error"]
@@ -275,9 +278,9 @@ def _one_model(name: str, quick: bool, device: gpucore.Device, cuda: Any
 
 DEFAULT = ("sana", "pixart",
            "qwen3_8b", "qwen25vl", "qwen3vl_8b", "sana4k", "lumina2", "qwenimage21",
-           "krea2", "kandinsky5", "longcat", "ovis", "fibo", "ernie", "cosmos2", "cogview4",
-           "ideogram4", "auraflow", "flux2klein", "chroma", "kontext", "qwenimage", "qwenimageedit",
-           "hunyuanimage", "hunyuanvideo15", "hunyuanvideo", "hidream", "ltx2")
+           "krea2", "kandinsky5", "bria", "longcat", "ovis", "fibo", "ernie", "cosmos2",
+           "cogview4", "ideogram4", "auraflow", "flux2klein", "chroma", "kontext", "qwenimage",
+           "qwenimageedit", "hunyuanimage", "hunyuanvideo15", "hunyuanvideo", "hidream", "ltx2")
 
 
 def run(quick: bool = False) -> dict[str, Any]:

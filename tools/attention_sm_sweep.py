@@ -24,7 +24,8 @@ from gpustd.nn import _attention_subgroup_matrix as sm
 
 RAGGED = [(1, 2, 77, 77, 40), (2, 3, 100, 77, 64), (1, 2, 333, 130, 80), (2, 2, 97, 45, 160),
           (1, 1, 17, 1, 10), (1, 3, 130, 1000, 64), (1, 2, 300, 333, 128),
-          (2, 1, 77, 1000, 128), (1, 3, 301, 290, 96)]
+          (2, 1, 77, 1000, 128), (1, 3, 301, 290, 96), (1, 2, 301, 290, 256),
+          (2, 1, 77, 530, 256)]
 # (name, (B, H, Lq, Lk, D)): the SD 1.5 and SDXL UNets' attention at 512 / 1024 pixels, FLUX's
 # joint attention at 1024 pixels (4096 image and 512 text tokens), SD 3.5 Large's (333 text),
 # Z-Image's and Wan 2.1 1.3B's self-attention at 480x832, 81 frames (one CFG half)
@@ -40,7 +41,11 @@ SHAPES = [("sd15 self 4096 d40", (2, 8, 4096, 4096, 40)),
           ("zimage joint 4224 d128", (1, 30, 4224, 4224, 128)),
           ("wan self 32760 d128", (1, 12, 32760, 32760, 128)),
           # Lumina 2's joint attention at 1024 pixels (4096 patches and ~92 caption tokens)
-          ("lumina2 joint 4188 d96", (1, 24, 4188, 4188, 96))]
+          ("lumina2 joint 4188 d96", (1, 24, 4188, 4188, 96)),
+          # AuraFlow's and Ideogram 4's 256-wide heads at 1024 pixels (4096 patches, 256 text
+          # and 8 register tokens; ~4096 + 300 for Ideogram 4)
+          ("auraflow joint 4360 d256", (1, 12, 4360, 4360, 256)),
+          ("ideogram4 joint 4396 d256", (1, 18, 4396, 4396, 256))]
 # (fq, fk, sg, prefetch, rotate, regs[, lean]): see SMPlan. Slower on an H100 (2026-11-24,
 # attention-sm-prefetch-dawn-h100.json): 1x1x4, 1x1x8, 2x2x4 (without the score registers).
 VARIANTS = [(1, 2, 8, False, False, False), (1, 2, 8, True, True, True),

@@ -285,7 +285,11 @@ class FlowSchedule:
     `calculate_shift`; required then). ComfyUI: `ModelSamplingDiscreteFlow` (constant) and
     `ModelSamplingFlux` (mu), with `CONST` prediction. A config's `shift_terminal` (Qwen-Image:
     0.02) stretches each schedule of steps so that its last sigma before 0 is that value, as
-    diffusers' `stretch_shift_to_terminal` does; the training table stays unstretched."""
+    diffusers' `stretch_shift_to_terminal` does; the training table stays unstretched.
+    `label`: the infotext's "Schedule type" of `get_sigmas` (a family with a schedule of its
+    own subclasses this: Ideogram 4's logit-normal one)."""
+
+    label = "Simple"
 
     def __init__(self, config: Mapping[str, Any] | None = None, *,
                  mu: float | None = None) -> None:

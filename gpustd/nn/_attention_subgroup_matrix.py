@@ -112,7 +112,14 @@ def choose_plan(d: int, lq: int, lk: int, batch_heads: int, device: Device,
     Dawn; tools/attention_sm_sweep.py --only lumina2, attention-d96-lumina2-dawn-h200.json):
     1x24x4188 3.515 -> 1.570 ms (1x2x12 split 1.744, 2x2x8 split 1.576, SDPA fp16 0.468), the
     same error against float64 (4.4e-4).
-    D over 160 stays on the portable kernel (not measured)."""
+    At D 256 (AuraFlow's 12 and Ideogram 4's 18 heads) eight subgroups split two (64 query
+    rows, 47.5 KiB: the one split plan that fits 48 KiB) since 2026-11-30 (H200, Dawn;
+    tools/attention_sm_sweep.py --only auraflow,ideogram4, attention-d256-dawn-h200.json):
+    AuraFlow 1x12x4360 2.76 ms GPU against the two-GEMM path's 4.60 (and its copies from the
+    (B, L, H*D) layout), Ideogram 4 1x18x4396 4.01 against 6.95; the four-subgroup plans
+    (1x2x4pslu 4.63, 1x1x4psl 4.46) no faster than the GEMMs; SDPA fp16 0.54 and 0.66. Errors
+    against float64 4.7e-4 to 5.5e-4 (the two-GEMM path 4.1e-4 to 5.2e-4, torch fp16 2.6e-4
+    to 3.3e-4). Other head dims over 160 stay off the matrix units (not measured)."""
     return _plan_for(d, device.limits["max-compute-workgroup-storage-size"],
                      device.limits.get("max-compute-invocations-per-workgroup", 256), mask)
 
@@ -120,6 +127,10 @@ def choose_plan(d: int, lq: int, lk: int, batch_heads: int, device: Device,
 @functools.lru_cache(maxsize=256)  # every eager attention call asks; the plans are frozen
 def _plan_for(d: int, budget: int, invocations: int, mask: int) -> SMPlan | None:
     dp = 16 * math.ceil(d / 16)
+    if dp == 256:
+        wide = SMPlan(d, 1, 2, 8, prefetch=True, regs=True, lean=True, split=2, headroom=15,
+                      mask=mask)
+        return wide if wide.shared_bytes() <= budget and wide.threads <= invocations else None
     if dp > 160:
         return None
     wanted = [SMPlan(d, 1, 2, 4, prefetch=True, regs=True, lean=True, runs=True),

@@ -10,7 +10,8 @@ instead as two GEMMs around a row softmax, a bounded chunk of the score matrix a
 (_attention_wide; the (B, L, H*D) layout's heads copied into blocks first). Float16 calls
 without causal, unmasked or with a key mask (one bias a batch, head and key: a batch of
 padded prompts), run on the matrix units where the device has them
-(_attention_subgroup_matrix); masks with a query dimension stay on this kernel.
+(_attention_subgroup_matrix; head dims to 160, and 256); masks with a query dimension stay on
+this kernel.
 """
 
 from __future__ import annotations
@@ -190,9 +191,10 @@ def attention(q: Tensor, k: Tensor, v: Tensor, *, mask: Any = None, causal: bool
         return out
     if (kind == 0 and not causal and heads is not None and h > 1
             and _attention_wide.applies(d, q.dtype, device, True)):
-        # wide heads in the projections' (B, L, H*D) layout (AuraFlow's and Ideogram 4's 256):
-        # each head made one contiguous block for the GEMMs, which the flash kernel's
-        # scalar path ran 5-10x slower than (three copies cost ~1% of the GEMMs' time)
+        # wide heads in the projections' (B, L, H*D) layout (AuraFlow's and Ideogram 4's 256
+        # in float32, or without matrix units): each head made one contiguous block for the
+        # GEMMs, which the flash kernel's scalar path ran 5-10x slower than (three copies
+        # cost ~1% of the GEMMs' time)
         split = [permute(x.reshape(b, -1, h, d), (0, 2, 1, 3)) for x in (q, k, v)]
         return permute(attention(*split, scale=scale), (0, 2, 1, 3)).reshape(b, lq, h * d)
     if (kind == 0 and not causal

@@ -45,7 +45,8 @@ SPLIT_PLANS = [sm.SMPlan(32, 1, 2, 8, prefetch=True, regs=True, lean=True, split
                sm.SMPlan(128, 1, 2, 12, prefetch=True, regs=True, lean=True, split=2),
                sm.SMPlan(64, 1, 2, 8, prefetch=True, regs=True, lean=True, split=2, runs=True),
                sm.SMPlan(64, 1, 2, 8, prefetch=True, regs=True, lean=True, split=2),
-               sm.SMPlan(16, 1, 2, 2, prefetch=True, regs=True, lean=True, runs=True)]
+               sm.SMPlan(16, 1, 2, 2, prefetch=True, regs=True, lean=True, runs=True),
+               sm.SMPlan(256, 1, 2, 8, prefetch=True, regs=True, lean=True, split=2)]
 _OFFSET = re.compile(r"subgroupMatrix(?:Load<[^>]*>>|Store)\(&sh_\w+, ([^,]+),")
 
 
@@ -101,8 +102,14 @@ def test_plan_choice_fits_and_routes_by_head_dim() -> None:
         assert plan is not None and plan.d == d and plan.shared_bytes() <= 49152
         assert plan.dp >= d and plan.dp % 16 == 0
         assert sm.supports(d, 4096, 4096, 16, device)  # type: ignore[arg-type]
-    # over D 160 (not measured): no plan, attention stays on the portable kernel
+    # over D 160 (not measured): no plan, attention stays on the portable kernel; D 256
+    # (AuraFlow, Ideogram 4): eight subgroups split two where their 47.5 KiB fit
     assert sm.choose_plan(176, 256, 256, 16, device) is None  # type: ignore[arg-type]
+    for fake in (device, Fake(49152, 1024)):
+        plan = sm.choose_plan(256, 4360, 4360, 12, fake)  # type: ignore[arg-type]
+        assert plan is not None and (plan.name, plan.bq) == ("1x2x8psl-c2-h15", 64)
+    assert sm.choose_plan(256, 4360, 4360, 12, Fake(32768)) is None  # type: ignore[arg-type]
+    assert sm.choose_plan(256, 4360, 4360, 12, Fake(49152, 128)) is None  # type: ignore
     assert not sm.supports(176, 256, 256, 16, device)  # type: ignore[arg-type]
     assert not sm.supports(64, 4096, 4096, 16, Fake(8192))  # type: ignore[arg-type]
     assert sm.SMPlan(64, 1, 2, 8).shared_bytes() <= 49152 < sm.SMPlan(80, 1, 2, 8).shared_bytes()
@@ -149,7 +156,7 @@ def _inputs(shape: tuple[int, ...], seed: int) -> tuple[np.ndarray, ...]:
 
 @pytest.mark.parametrize("shape", [(1, 2, 77, 77, 40), (2, 1, 100, 77, 64), (1, 1, 33, 130, 80),
                                    (1, 2, 20, 45, 160), (1, 1, 17, 1, 10), (1, 1, 70, 300, 16),
-                                   (1, 3, 150, 140, 128)],
+                                   (1, 3, 150, 140, 128), (1, 2, 90, 150, 256)],
                          ids=str)
 def test_matches_float64_where_available(device: gpucore.Device,
                                          shape: tuple[int, ...]) -> None:

@@ -28,7 +28,6 @@ from ...loaders.flow.text_encoder_file import module_stem
 from ...models.step_cache import CacheSpec, StepCache
 from ...sampling.kdiffusion import DIFFUSERS, SamplerOptions
 from ...sampling.kdiffusion_pass import sampler_fields
-from ...sampling.model_sampling import FlowSchedule
 from ...sampling.samplers.registry import lookup
 from ...text.composable import refuse_composable
 from ...text.prompts import extract_extra_networks
@@ -245,11 +244,6 @@ class FlowModel(FlowModelPasses, MemoryModes):
             # Forge writes it where the model takes a distilled CFG
             fields["hires_distilled_cfg"] = float(request.hr_distilled_cfg)
         return Denoised(latents, seeds, fields)
-
-    def schedule(self, shape: tuple[int, ...], steps: int, mu: float | None) -> FlowSchedule:
-        """The sigmas of a run of `steps` over latents of `shape` (the hires pass's stretched
-        schedule), `mu` the one its guided flow gave (of the size alone here)."""
-        return FlowSchedule(self.pipe.scheduler_config, mu=mu)
 
     def decode(self, latents: np.ndarray, request: GenerationRequest) -> list[np.ndarray]:
         """The pictures, by the hires pass's VAE where its modules hold one (flow_hires)."""

@@ -51,6 +51,12 @@ class FlowModelPasses:
     # T5 tokens per prompt; None: the pipeline's (diffusers': FLUX 512, SD3 256)
     max_sequence_length: int | None = None
 
+    def schedule(self, shape: tuple[int, ...], steps: int, mu: float | None) -> FlowSchedule:
+        """The sigmas of a run of `steps` over latents of `shape` (the WebUI samplers' pass,
+        the hires pass's stretched schedule), `mu` the one its guided flow gave (of the size
+        alone here)."""
+        return FlowSchedule(self.pipe.scheduler_config, mu=mu)
+
     def _length_and_control(self, request: GenerationRequest) -> dict[str, Any]:
         """The pipeline's keywords for the prompt's length where set and the request's
         ControlNet units (a FlowControl of its own for each call: the "diffusers" sampler
@@ -184,7 +190,7 @@ class FlowModelPasses:
                 init = latent_content(init, small, request.inpainting_fill, rng=request.rng,
                                       seeds=[first + k for k in range(len(seeds.seeds))])
                 keep = 1.0 - small
-        return sample_flow(flow, label, FlowSchedule(self.pipe.scheduler_config, mu=mu),
+        return sample_flow(flow, label, self.schedule(shape, int(request.steps), mu),
                            int(request.steps),
                            seeds=resized(seeds, request, shape, width, height),
                            rng=request.rng, shape=shape, init_latents=init, keep=keep,

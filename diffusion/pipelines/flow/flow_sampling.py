@@ -46,15 +46,15 @@ Flow = Callable[[np.ndarray, float], np.ndarray]  # flow(x float32, timestep 0..
 
 def flow_plan(sampler: str, steps: int, schedule: FlowSchedule, *,
               strength: float | None = None, t_enc: int | None = None) -> SamplingPlan:
-    """`sampler` (a FLOW_SAMPLERS label) over the "Simple" schedule of `steps` steps of the
-    model's shifted sigmas (`schedule.get_sigmas`); img2img: its tail by `strength` or
-    `t_enc`, as the WebUI cuts it."""
+    """`sampler` (a FLOW_SAMPLERS label) over `steps` of the model's schedule
+    (`schedule.get_sigmas`: the "Simple" one of its shifted sigmas, or the family's own);
+    img2img: its tail by `strength` or `t_enc`, as the WebUI cuts it."""
     if sampler not in FLOW_SAMPLERS:
         raise ValueError(f"{sampler} is not defined for flow-matching models here; choose one "
                          f"of {', '.join(FLOW_SAMPLERS)} or 'diffusers'")
     info = replace(lookup(sampler), function=FLOW_SAMPLERS[sampler])
     sigmas = schedule_tail(schedule.get_sigmas(steps), steps, strength=strength, t_enc=t_enc)
-    return SamplingPlan(info=info, schedule_label="Simple", sigmas=sigmas,
+    return SamplingPlan(info=info, schedule_label=schedule.label, sigmas=sigmas,
                         img2img=strength is not None or t_enc is not None)
 
 

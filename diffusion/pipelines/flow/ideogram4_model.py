@@ -8,9 +8,10 @@ Ideogram 4 reads no negative prompt (its unconditional model reads no text at al
 refused in one line. The "diffusers" sampler (the family's default) runs the pipeline's own
 loop over the logit-normal sigmas (diffusers' default guidance schedule, 7 then 3 for the last
 three of 48 steps, is the Python API's default; the request's scale is constant); the WebUI's
-samplers for flow models run over the Simple schedule, from noise or an init image (img2img,
-inpainting, the hires fix: FLUX.2's VAE encodes and decodes). The optional prompt rewrite
-(diffusers' `prompt_upsampling`) is not run.
+samplers for flow models run over the same sigmas (their one schedule type, "Automatic": the
+Simple one of the scheduler's config is not what the model was trained for), from noise or an
+init image (img2img, inpainting, the hires fix: FLUX.2's VAE encodes and decodes). The
+optional prompt rewrite (diffusers' `prompt_upsampling`) is not run.
 
 The unconditional transformer is a network of its own as large as the first: the memory
 modes place it as they place a ControlNet (flow_memory's guests: with the transformer under
@@ -29,22 +30,43 @@ import numpy as np
 
 from ...loaders.flow.text_encoder_file import module_stem
 from ...sampling.kdiffusion import DIFFUSERS
+from ...sampling.model_sampling import FlowSchedule
 from ..contract import Capabilities, LoadOptions, SamplingDefaults
 from ..finite import pictures_uint8
 from ..request import GenerationRequest
 from .flow_memory import MemoryLayout
 from .flow_model import LLMFlowModel
 from .flow_replay import lent_steps
-from .flow_sampling import FLOW_SAMPLERS, FLOW_SCHEDULES
+from .flow_sampling import FLOW_SAMPLERS
+from .ideogram4 import logit_normal_sigmas, schedule_mu
 
 __all__ = ["IDEOGRAM4_DEFAULTS", "Ideogram4Model", "ideogram4_capabilities",
            "ideogram4_defaults", "load_ideogram4_model"]
 
 # Ideogram4Pipeline's defaults: 48 steps at guidance 7 (its last three steps at 3) over its
-# logit-normal sigmas, which the "diffusers" sampler runs (the WebUI samplers: the Simple ones)
+# logit-normal sigmas, which the "diffusers" sampler runs (and the WebUI samplers)
 IDEOGRAM4_DEFAULTS = SamplingDefaults(steps=48, sampler=DIFFUSERS, cfg_scale=7.0,
                                       why="diffusers' Ideogram 4 settings (its logit-normal "
                                           "schedule)")
+
+
+class LogitNormalSchedule(FlowSchedule):
+    """Ideogram 4's logit-normal sigmas (`logit_normal_sigmas`, their mean `mu` shifted by
+    the picture's size, deviation 1.5) as the WebUI samplers' schedule, its terminal 0
+    appended as k-diffusion's schedules end; the straight path's x0 and noise scaling of
+    FlowSchedule. diffusers: `Ideogram4Pipeline`'s sigmas for FlowMatchEulerDiscreteScheduler."""
+
+    label = "Automatic"
+
+    def __init__(self, config: dict[str, Any], mu: float) -> None:
+        super().__init__(config)
+        self.mean = mu
+
+    def __repr__(self) -> str:
+        return f"LogitNormalSchedule(mu={self.mean!r})"
+
+    def get_sigmas(self, steps: int) -> np.ndarray:
+        return np.append(logit_normal_sigmas(steps, self.mean).astype(np.float64), 0.0)
 
 
 class Ideogram4Model(LLMFlowModel):
@@ -53,7 +75,7 @@ class Ideogram4Model(LLMFlowModel):
 
     @property
     def capabilities(self) -> Capabilities:
-        """The WebUI samplers defined for flow models over the Simple schedule, the
+        """The WebUI samplers defined for flow models over the logit-normal schedule, the
         asymmetric CFG, plain-text prompts with LoRA tags, img2img and inpainting, the hires
         fix, the memory modes (flow_memory), variation seeds; no negative prompt, no step
         cache, no ControlNets, no refiner."""
@@ -68,6 +90,14 @@ class Ideogram4Model(LLMFlowModel):
     def latent_scale(self) -> int:
         """16: a latent is a 2x2 patch of the VAE's latents, each 8 pixels a side."""
         return 2 * self.vae_scale_factor
+
+    def schedule(self, shape: tuple[int, ...], steps: int, mu: float | None
+                 ) -> LogitNormalSchedule:
+        """The WebUI samplers' sigmas over latents of `shape`: the pipeline's logit-normal
+        schedule for the picture's size (mean 0 before the shift, as its defaults)."""
+        scale = self.latent_scale
+        return LogitNormalSchedule(self.pipe.scheduler_config,
+                                   schedule_mu(shape[2] * scale, shape[3] * scale, 0.0))
 
     def memory_layout(self) -> MemoryLayout:
         """What the memory modes move: Qwen3-VL (its `hidden_states_of`), the transformer's
@@ -114,7 +144,7 @@ def ideogram4_capabilities(family: str) -> Capabilities:
     """What an Ideogram 4 model takes (Ideogram4Model.capabilities says what): the loaded
     model's, and the registry's before the weights load."""
     return Capabilities(family=family, latent_space="ideogram4", guidance="cfg",
-                        samplers=tuple(FLOW_SAMPLERS), schedules=FLOW_SCHEDULES,
+                        samplers=tuple(FLOW_SAMPLERS), schedules=("Automatic",),
                         models="Ideogram 4 models", step_cache=(), prompt_syntax=False,
                         textual_inversion=False, refiner=False, control=False,
                         latent_upscale_resize=False, hires_with_diffusers=False,
