@@ -9,19 +9,25 @@ comma-separated:
 - zimage: Z-Image Turbo, ZImagePipeline's 8 Euler steps without CFG, FLUX's VAE;
 - cosmos2: Cosmos Predict2 2B Text2Image, Cosmos2TextToImagePipeline's 35 EDM Euler steps with
   CFG 7 (one batch of 2, T5's 512 places each), the steps alone (the latents: random weights'
-  leave the VAE's range, whose decode then gives NaN).
+  leave the VAE's range, whose decode then gives NaN);
+- auraflow: AuraFlow v0.3, AuraFlowPipeline's 50 Euler steps with CFG 3.5 (a pass each for the
+  prompt and the negative, UMT5's 256 places each), the steps alone as cosmos2's;
+- ideogram4: Ideogram 4, Ideogram4Pipeline's 48 Euler steps at guidance 7 (its two 9B
+  transformers, a recording each; 64 prompt tokens), the steps alone.
 
 Random weights at the real configs (SANA_1600M and the f32c32 DC-AE's; bench/zimage.py's
-ZIMAGE_TURBO and FLUX's VAE; bench/_dit_models.py's COSMOS2 and Wan 2.1's VAE), filled in place
-on the device; the text encoders are left out: the prompt's states are random (Sana: 62 real
-tokens, as bench/_dit_sana.py's prompt, the negative prompt's 1; Z-Image: 64 tokens; Cosmos:
-512 places), so the seconds are the steps and the decode. Seconds:
-the median of 3 pictures after a warm-up one; step_s: the mean time between step callbacks
-(each follows the latents' read-back), the first step left out; peak_gib: the device's peak
-allocation over the timed pictures (the decode borrows the step capture's scratch: no second
-set of activations); vs_eager: eager seconds / these. float32 and float16 where the device has
-it (BENCH_DTYPES picks). `--quick`: tiny transformers and VAEs at 64x64, 4 steps (a smoke run
-on any adapter).
+ZIMAGE_TURBO and FLUX's VAE; bench/_dit_models.py's COSMOS2 and Wan 2.1's VAE, its AURAFLOW and
+FLUX's VAE at 4 latent channels: SDXL's shape; IDEOGRAM4 twice, FLUX's VAE at 32 channels),
+filled in place on the device; the text
+encoders are left out: the prompt's states are random (Sana: 62 real tokens, as
+bench/_dit_sana.py's prompt, the negative prompt's 1; Z-Image: 64 tokens; Cosmos: 512 places;
+AuraFlow: 64 real of 256 places, the rest zeros as the pipeline zeroes them), so the
+seconds are the steps and the decode. Seconds: the median of 3 pictures after a warm-up
+one; step_s: the mean time between step callbacks (each follows the latents' read-back), the
+first step left out; peak_gib: the device's peak allocation over the timed pictures (the
+decode borrows the step capture's scratch: no second set of activations); vs_eager: eager
+seconds / these. float32 and float16 where the device has it (BENCH_DTYPES picks).
+`--quick`: tiny transformers and VAEs at 64x64, 4 steps (a smoke run on any adapter).
 """
 
 from __future__ import annotations
@@ -160,12 +166,73 @@ def _cosmos2(quick: bool, dtype: Any, device: gpucore.Device) -> Any:
     return pipe
 
 
+def _auraflow(quick: bool, dtype: Any, device: gpucore.Device) -> Any:
+    """An AuraFlowPipeline of random weights whose UMT5 states are random (no UMT5)."""
+    from diffusion.models import AutoencoderKL
+    from diffusion.models.auraflow import AuraFlowTransformer2DModel
+    from diffusion.pipelines.flow.auraflow import AuraFlowPipeline
+    from gpustd import asarray
+
+    from ._dit_models import AURAFLOW, TINY
+    from ._lowvram_flow import FLUX_VAE
+    from ._lowvram_flow import TINY as TINY_VAES
+
+    # quick: a position table of 16 x 16 patches (the tiny VAE's 32 x 32 latents at 64 px)
+    config = dict(TINY["auraflow"], pos_embed_max_size=256) if quick else AURAFLOW
+    vae_config = TINY_VAES["flux_vae"] if quick else dict(FLUX_VAE, latent_channels=4)
+    place = {"dtype": dtype, "device": device}
+    pipe = AuraFlowPipeline(
+        transformer=_random(AuraFlowTransformer2DModel(config, **place), 0),
+        vae=_random(AutoencoderKL(vae_config, **place), 1),  # (not run: the steps alone)
+        text_encoder=None, tokenizer=None,  # type: ignore[arg-type]
+        scheduler_config={"num_train_timesteps": 1000, "shift": 1.73})
+    states = np.random.default_rng(2).standard_normal((1, 256, config["joint_attention_dim"]))
+    states[:, 64:] = 0
+
+    def encode_prompt(prompts: Any) -> Any:
+        return asarray(np.repeat(states, len(prompts), 0), dtype=dtype, device=device)
+
+    pipe.encode_prompt = encode_prompt  # type: ignore[method-assign]
+    return pipe
+
+
+def _ideogram4(quick: bool, dtype: Any, device: gpucore.Device) -> Any:
+    """An Ideogram4Pipeline of random weights (both transformers) whose prompt features are
+    random (no Qwen3-VL)."""
+    from diffusion.models.ideogram4 import Ideogram4Transformer2DModel
+    from diffusion.models.vae_flux2 import AutoencoderKLFlux2
+    from diffusion.pipelines.flow.ideogram4 import Ideogram4Pipeline
+    from gpustd import asarray
+
+    from ._dit_models import IDEOGRAM4, TINY
+    from ._lowvram_flow import FLUX_VAE
+    from ._lowvram_flow import TINY as TINY_VAES
+
+    config = TINY["ideogram4"] if quick else IDEOGRAM4
+    vae_config = dict(TINY_VAES["flux_vae"] if quick else FLUX_VAE, latent_channels=32)
+    place = {"dtype": dtype, "device": device}
+    pipe = Ideogram4Pipeline(
+        transformer=_random(Ideogram4Transformer2DModel(config, **place), 0),
+        unconditional_transformer=_random(Ideogram4Transformer2DModel(config, **place), 1),
+        vae=_random(AutoencoderKLFlux2(vae_config, **place), 2),  # (not run: the steps alone)
+        text_encoder=None, tokenizer=None,  # type: ignore[arg-type]
+        scheduler_config={"num_train_timesteps": 1000})
+    features = np.random.default_rng(3).standard_normal((1, 64, config["llm_features_dim"]))
+    states = asarray(features.astype(np.float32), device=device)
+    pipe.encode_prompt = lambda prompt: states  # type: ignore[method-assign]
+    return pipe
+
+
 MODELS: dict[str, tuple[Callable[..., Any], dict[str, Any]]] = {
     "sana": (_sana, {"num_inference_steps": 20, "guidance_scale": 4.5}),
     "zimage": (_zimage, {"num_inference_steps": 8, "guidance_scale": 0.0}),
     # the steps alone: random weights' latents leave any VAE's range by the last step
     "cosmos2": (_cosmos2, {"num_inference_steps": 35, "guidance_scale": 7.0,
                            "output_type": "latent"}),
+    "auraflow": (_auraflow, {"num_inference_steps": 50, "guidance_scale": 3.5,
+                             "output_type": "latent"}),
+    "ideogram4": (_ideogram4, {"num_inference_steps": 48, "guidance_scale": 7.0,
+                               "output_type": "latent"}),
 }
 
 
@@ -182,7 +249,10 @@ def _random(model: Any, seed: int) -> Any:
 def _time(pipe: Any, mode: str, size: int, settings: dict[str, Any], repeat: int,
           device: gpucore.Device) -> dict[str, Any]:
     """One mode's row: a warm-up picture (the recording), then `repeat` timed ones."""
-    pipe.step_replay.use_eager(mode == "eager")
+    from diffusion.pipelines.flow.flow_replay import step_replays
+
+    for replay in step_replays(pipe):  # Ideogram 4 keeps one a transformer
+        replay.use_eager(mode == "eager")
     stamps: list[float] = []
 
     def picture() -> None:
@@ -203,4 +273,4 @@ def _time(pipe: Any, mode: str, size: int, settings: dict[str, Any], repeat: int
     return {"mode": mode, "size": f"{size}x{size}", "steps": settings["num_inference_steps"],
             "seconds": statistics.median(seconds), "step_s": statistics.median(step_s),
             "peak_gib": device.memory_stats().peak_allocated / (1 << 30),
-            "recordings": pipe.step_replay.captured.recordings}
+            "recordings": sum(r.captured.recordings for r in step_replays(pipe))}

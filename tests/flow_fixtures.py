@@ -330,3 +330,14 @@ def tiny_auraflow(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Any]:
 
     root = tmp_path_factory.mktemp("tiny-auraflow")
     return root / "auraflow", tiny_auraflow_pipeline(root)
+
+
+@pytest.fixture(scope="session")
+def tiny_ideogram4(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Any]:
+    """(the folder `root / "ideogram4"`, diffusers' Ideogram4Pipeline) of tiny random parts:
+    the pipeline's, the CLI's, the server's and the step replay's tests."""
+    pytest.importorskip("diffusers", reason="diffusers is a test-only reference")
+    from ideogram4_tiny import tiny_ideogram4_pipeline
+
+    root = tmp_path_factory.mktemp("tiny-ideogram4")
+    return root / "ideogram4", tiny_ideogram4_pipeline(root)

@@ -11,22 +11,26 @@ from typing import Any
 
 import numpy as np
 
+from diffusion.pipelines.flow.flow_replay import step_replays
 from gpustd import Tensor
 
 
 def counts(pipe: Any) -> tuple[int, int]:
-    """(recordings, replays) of the pipeline's step capture."""
-    captured = pipe.step_replay.captured
-    return captured.recordings, captured.replays
+    """(recordings, replays) of the pipeline's step captures (Ideogram 4 keeps one a
+    transformer), summed."""
+    kept = [replay.captured for replay in step_replays(pipe)]
+    return sum(c.recordings for c in kept), sum(c.replays for c in kept)
 
 
 def eager(pipe: Any, call: Callable[[], Any]) -> Any:
     """`call()` with the pipeline's steps run eagerly, then replaying again."""
-    pipe.step_replay.use_eager(True)
+    for replay in step_replays(pipe):
+        replay.use_eager(True)
     try:
         return call()
     finally:
-        pipe.step_replay.use_eager(False)
+        for replay in step_replays(pipe):
+            replay.use_eager(False)
 
 
 def check_replays(pipe: Any, draw: Callable[[str], np.ndarray], prompts: Sequence[str],

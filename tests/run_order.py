@@ -52,7 +52,7 @@ FAMILIES: tuple[tuple[str, tuple[str, ...], tuple[str, ...]], ...] = (
     ("cogview4", ("cogview4_tiny",), ("tiny_cogview4",)),
     ("pixart", ("pixart_tiny",), ("tiny_pixart",)),
     ("sana-video", ("sana_video_tiny",), ()),
-    ("ideogram4", ("ideogram4_tiny",), ()),
+    ("ideogram4", ("ideogram4_tiny",), ("tiny_ideogram4",)),
     ("joyimage", ("joyimage_tiny",), ()),
     ("auraflow", ("auraflow_tiny",), ("tiny_auraflow",)),
     ("helios", ("helios_tiny",), ()),

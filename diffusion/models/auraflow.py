@@ -97,7 +97,8 @@ class AuraFlowTransformer2DModel(nn.Module):
                 timestep: Any, *, cache: BranchCache | None = None) -> Tensor:
         """hidden_states (B, C, H, W) latents (H, W multiples of patch_size);
         encoder_hidden_states (B, L, joint_attention_dim): UMT5's masked states; timestep (B,)
-        host numbers in 0..1 (sigma, as AuraFlowPipeline passes t / 1000). `cache`: a step
+        host numbers or a float32 Tensor (a replayed step's) in 0..1 (sigma, as
+        AuraFlowPipeline passes t / 1000). `cache`: a step
         cache branch (`step_cache.StepCache.branch()`) the blocks run through, its calls in
         step order (the first joint block decides whether the others run)."""
         batch, _, height, width = hidden_states.shape
@@ -108,7 +109,8 @@ class AuraFlowTransformer2DModel(nn.Module):
         device = self.proj_out.weight.device
         # 1. image tokens with positions; the conditioning vector; registers then the text
         x = self.pos_embed(hidden_states)
-        t = np.asarray(timestep, np.float32).reshape(-1)
+        t = timestep.reshape(-1) if isinstance(timestep, Tensor) else np.asarray(
+            timestep, np.float32).reshape(-1)
         temb = self.time_step_proj(nn.timestep_embedding(
             t, 256, flip_sin_to_cos=True, downscale_freq_shift=0, scale=1000,
             dtype=self.dtype, device=device))

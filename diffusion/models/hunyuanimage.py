@@ -83,14 +83,15 @@ class TimeGuidanceEmbedding(nn.Module):
         self.timestep_embedder_r = TimestepEmbedding(256, dim, place) if meanflow else None
         self.guidance_embedder = TimestepEmbedding(256, dim, place) if guidance else None
 
-    def _embed(self, layer: TimestepEmbedding, values: np.ndarray, device: Device) -> Tensor:
-        return layer(nn.timestep_embedding(values.astype(np.float32), 256, flip_sin_to_cos=True,
+    def _embed(self, layer: TimestepEmbedding, values: Any, device: Device) -> Tensor:
+        values = values if isinstance(values, Tensor) else values.astype(np.float32)
+        return layer(nn.timestep_embedding(values, 256, flip_sin_to_cos=True,
                                            downscale_freq_shift=0, dtype=self.dtype,
                                            device=device))
 
-    def forward(self, timestep: np.ndarray, timestep_r: np.ndarray | None,
-                guidance: np.ndarray | None, device: Device) -> Tensor:
-        """Each (B,) host values in the model's dtype (diffusers' pipeline casts them so)."""
+    def forward(self, timestep: Any, timestep_r: Any, guidance: Any, device: Device) -> Tensor:
+        """Each (B,) host values in the model's dtype (diffusers' pipeline casts them so), or
+        float32 Tensors of values so rounded (a replayed step's)."""
         temb = self._embed(self.timestep_embedder, timestep, device)
         if timestep_r is not None and self.timestep_embedder_r is not None:
             temb = (temb + self._embed(self.timestep_embedder_r, timestep_r, device)) * 0.5
@@ -142,7 +143,7 @@ class DualStreamTransformer(ProjOutPlace, nn.Module):
         plan = join_plan(parts, batch, self.device)
         return PromptText(batch, refiner, projected, plan, real if plan is None else plan.real)
 
-    def _text(self, text: PromptText, timestep: np.ndarray) -> Tensor:
+    def _text(self, text: PromptText, timestep: Any) -> Tensor:
         """The text stream (B, T, dim): the prompt's tokens refined at `timestep`, joined
         after the glyph's where it has them."""
         return text.stream(self.context_embedder(text.refiner, timestep))
@@ -235,11 +236,18 @@ class HunyuanImageTransformer2DModel(DualStreamTransformer):
                                device=self.device)
         return kept(self._tables, (rows, columns, text_length, self.device), make)
 
-    def _host(self, values: Any, batch: int, name: str) -> np.ndarray | None:
+    def _host(self, values: Any, batch: int, name: str) -> Any:
         """A (B,) conditioning input as host values of the model's dtype (a scalar for every
-        sample), None where not given."""
+        sample), None where not given; a float32 Tensor (B,) (a replayed step's) rounded to the
+        model's dtype on the device and kept float32."""
         if values is None:
             return None
+        if isinstance(values, Tensor):
+            if values.dtype != np.float32 or values.size != batch:
+                raise ValueError(f"{name} as a Tensor must be float32, one per sample ({batch}), "
+                                 f"got {values.dtype} {values.shape}")
+            flat = values.reshape(-1)
+            return flat if self.dtype == np.float32 else cast(cast(flat, self.dtype), np.float32)
         array = np.asarray(values, dtype=np.float32).reshape(-1)
         if array.size not in (1, batch):
             raise ValueError(f"{name} must be one value or one per sample ({batch}), got "
@@ -247,8 +255,9 @@ class HunyuanImageTransformer2DModel(DualStreamTransformer):
         return np.broadcast_to(array, (batch,)).astype(self.dtype)
 
     def _conditioning(self, batch: int, timestep: Any, timestep_r: Any, guidance: Any
-                      ) -> tuple[np.ndarray, Tensor]:
-        """The timestep as host values and temb (B, dim); ValueError where the guidance or
+                      ) -> tuple[Any, Tensor]:
+        """The timestep as host values (a float32 Tensor where given one) and temb (B, dim);
+        ValueError where the guidance or
         timestep_r given does not fit the checkpoint."""
         cfg = self.config
         if (guidance is None) == bool(cfg["guidance_embeds"]):
@@ -268,9 +277,10 @@ class HunyuanImageTransformer2DModel(DualStreamTransformer):
                 encoder_hidden_states_2: Any = None, encoder_attention_mask_2: Any = None,
                 guidance: Any = None, *, cache: BranchCache | None = None) -> Tensor:
         """hidden_states (B, in_channels, H, W) latents (a Tensor or host array); timestep
-        (B,) in diffusers' scale (0..1000); encoder_hidden_states (B, L, text_embed_dim)
-        Qwen2.5-VL's states, encoder_attention_mask (B, L) nonzero for the kept tokens;
-        encoder_hidden_states_2 (B, L2, text_embed_2_dim) ByT5's glyph states and
+        (B,) in diffusers' scale (0..1000), host numbers or a float32 Tensor (a replayed
+        step's; timestep_r and guidance then Tensors too); encoder_hidden_states (B, L,
+        text_embed_dim) Qwen2.5-VL's states, encoder_attention_mask (B, L) nonzero for the
+        kept tokens; encoder_hidden_states_2 (B, L2, text_embed_2_dim) ByT5's glyph states and
         encoder_attention_mask_2 (B, L2) (all zero: no glyph text); or, made once for every
         step, `prepare_text`'s PromptText of them as encoder_hidden_states (the three others
         None); guidance (B,) the

@@ -233,8 +233,9 @@ class TokenRefiner(nn.Module):
             mask = asarray(mask.astype(np.uint32), device=states.device)
         return RefinerInput(self.proj_in(states), text, mask)
 
-    def forward(self, prepared: RefinerInput, timestep: np.ndarray) -> Tensor:
-        """`prepare`'s prompt refined at timestep (B,) (as the model's)."""
+    def forward(self, prepared: RefinerInput, timestep: Any) -> Tensor:
+        """`prepare`'s prompt refined at timestep (B,) (as the model's: host values, or a
+        float32 Tensor of them)."""
         temb = self.time_text_embed.with_text(timestep, prepared.text)
         x = prepared.tokens
         for block in self.token_refiner.refiner_blocks:

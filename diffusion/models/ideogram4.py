@@ -110,9 +110,8 @@ class Ideogram4EmbedScalar(nn.Module):
         self.mlp_in = nn.Linear(dim, dim, **place)
         self.mlp_out = nn.Linear(dim, dim, **place)
 
-    def forward(self, t: np.ndarray) -> Tensor:
-        weight = self.mlp_in.weight
-        features = asarray(sinusoid(t, self.dim), dtype=weight.dtype, device=weight.device)
+    def forward(self, features: Tensor) -> Tensor:
+        """features (B, dim): `sinusoid(t)` in the model's dtype."""
         return self.mlp_out(nn.silu(self.mlp_in(features)))
 
 
@@ -199,18 +198,25 @@ class Ideogram4Transformer2DModel(nn.Module):
         return (asarray(np.cos(angle).astype(np.float32).reshape(shape), device=self.device),
                 asarray(np.sin(angle).astype(np.float32).reshape(shape), device=self.device))
 
-    def adaln(self, timestep: Any) -> Tensor:
-        """silu(adaln_proj(t_embedding(t))) (B, adaln_dim) of timestep (B,) host numbers in
-        [0, 1] (1 the clean end), rounded to the model's dtype first as diffusers' pipeline
-        hands them."""
+    def time_features(self, timestep: Any) -> Tensor:
+        """The sinusoid (B, dim) `t_embedding` reads, in the model's dtype, of timestep (B,)
+        host numbers in [0, 1] (1 the clean end), rounded to the model's dtype first as
+        diffusers' pipeline hands them; made on the host (float64 sines, as `sinusoid`)."""
         t = np.asarray(timestep, np.float32).reshape(-1).astype(self.dtype)
-        return nn.silu(self.adaln_proj(cast(self.t_embedding(t), self.dtype)))
+        return asarray(sinusoid(t, self.t_embedding.dim), dtype=self.dtype, device=self.device)
+
+    def adaln(self, timestep: Any) -> Tensor:
+        """silu(adaln_proj(t_embedding(t))) (B, adaln_dim) of timestep (B,) host numbers, or
+        of their `time_features` (a Tensor: a replayed step's input)."""
+        features = timestep if isinstance(timestep, Tensor) else self.time_features(timestep)
+        return nn.silu(self.adaln_proj(cast(self.t_embedding(features), self.dtype)))
 
     def forward(self, latents: Tensor, timestep: Any, states: Tensor | None,
                 rows: int, columns: int) -> Tensor:
         """latents (B, rows * columns, in_channels), the patches row-major; timestep (B,)
-        host numbers in [0, 1]; states (B, L, llm_features_dim) the prompt's interleaved
-        features (float32 read as they are by the RMS norm), None for the unconditional
+        host numbers in [0, 1], or their `time_features` (a replayed step's); states (B, L,
+        llm_features_dim) the prompt's interleaved features (float32 read as they are by the
+        RMS norm), None for the unconditional
         model (no text tokens). Returns (B, rows * columns, in_channels) in the model's
         dtype."""
         count = latents.shape[1]

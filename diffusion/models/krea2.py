@@ -209,7 +209,8 @@ class Krea2Transformer2DModel(nn.Module):
                 cache: BranchCache | None = None) -> Tensor:
         """latents (1, rows * columns, in_channels): the packed latents (pack_latents),
         row-major; timestep: the flow time in [0, 1] (1 pure noise: the scheduler's t / 1000;
-        rounded to the model's dtype as diffusers' pipeline rounds it); text: `text()`'s
+        rounded to the model's dtype as diffusers' pipeline rounds it), a host number or a
+        float32 Tensor (a replayed step's, rounded on the device alike); text: `text()`'s
         tokens -> the velocity (1, rows * columns, in_channels) in the model's dtype.
         `cache`: a step cache branch (`step_cache.StepCache.branch()`) the blocks run
         through, its calls in step order."""
@@ -222,9 +223,19 @@ class Krea2Transformer2DModel(nn.Module):
                 or text.shape[2] != dim:
             raise ValueError(f"text must be this model's text() tokens (1, L, {dim}), got "
                              f"{getattr(text, 'shape', type(text).__name__)}")
-        t = np.asarray(timestep, self.dtype).reshape(-1).astype(np.float32) * np.float32(1000)
-        if t.shape != (1,):
-            raise ValueError(f"timestep must be one number for the one picture, got {t.size}")
+        t: Any
+        if isinstance(timestep, Tensor):
+            if timestep.dtype != np.float32:
+                raise TypeError(f"a timestep Tensor must be float32, got {timestep.dtype}")
+            t = timestep.reshape(-1)
+            t = (t if self.dtype == np.float32 else cast(cast(t, self.dtype), np.float32)
+                 ) * 1000.0
+        else:
+            t = np.asarray(timestep, self.dtype).reshape(-1).astype(np.float32) * np.float32(
+                1000)
+        if tuple(t.shape) != (1,):
+            raise ValueError(f"timestep must be one number for the one picture, got "
+                             f"{t.shape[0]}")
         # 1. the time embedding and the blocks' shared modulation; [text, image] tokens
         temb = self.time_embed(t, self.device)
         temb_mod = self.time_mod_proj(nn.gelu(temb, approximate="tanh"))

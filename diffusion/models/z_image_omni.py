@@ -151,7 +151,8 @@ class ZImageOmniTransformer2DModel(ZImageTransformer2DModel):
                 siglips: Sequence[Tensor] = (), *, patch_size: int = 2,
                 clean: CleanModulation | None = None, cache: BranchCache | None = None
                 ) -> Tensor:
-        """latents (B, C, H, W); timestep (B,) in [0, 1] (1 the clean end); captions: B lists
+        """latents (B, C, H, W); timestep (B,) in [0, 1] (1 the clean end), host numbers or a
+        float32 Tensor (a replayed step's); captions: B lists
         of caption pieces (L_j, cap_feat_dim), N + 2 pieces with N conditions, one without;
         conditions: N condition latents (1, C, h_j, w_j) and siglips: their SigLIP2 features
         (h, w, siglip_feat_dim), the same for every picture of the batch (as diffusers'
@@ -180,7 +181,9 @@ class ZImageOmniTransformer2DModel(ZImageTransformer2DModel):
         if embedder is None:
             raise ValueError(f"this transformer has no patch size {patch_size}")
         final = getattr(self.all_final_layer, key)
-        t = np.asarray(timestep, np.float32).reshape(-1) * np.float32(self.config["t_scale"])
+        scale = np.float32(self.config["t_scale"])
+        t = (timestep.reshape(-1) * scale if isinstance(timestep, Tensor)
+             else np.asarray(timestep, np.float32).reshape(-1) * scale)
         temb = cast(self.t_embedder(t, self.device), self.dtype)
         clean = CleanModulation() if clean is None else clean
         if clean.temb is None:

@@ -35,6 +35,7 @@ from ...sampling.guidance import combine
 from ...sampling.schedulers.flow_match_euler import FlowMatchEulerDiscreteScheduler
 from ...text.t5_tokenizer import T5Tokenizer
 from .flow_memory import load_network
+from .flow_replay import StepReplay
 from .start import StepCallback, check_call, check_sides, run_euler
 
 __all__ = ["AuraFlowPipeline", "auraflow_schedule"]
@@ -63,6 +64,9 @@ class AuraFlowPipeline:
         self.scheduler_config = dict(scheduler_config)
         self.modules = list(modules)
         self.vae_scale_factor = 2 ** (len(vae.config["block_out_channels"]) - 1)
+        # the transformer's step, replayed in the plain memory mode (flow_replay): CFG's two
+        # passes share one recording (both texts padded to 256 tokens)
+        self.step_replay = StepReplay(_transformer_step)
 
     @classmethod
     def from_pretrained(cls, path: str | Path, *, dtype: Any = np.float32,
@@ -141,12 +145,22 @@ class AuraFlowPipeline:
                          else list(negative_prompt))
             passes.append(self.encode_prompt(negatives))
         branches = [None if cache is None else cache.branch() for _ in passes]
+        # replayed unless a step cache decides on the host (flow_replay)
+        step = self.step_replay.step(self.transformer) if cache is None else None
+
+        def predict(latents: Tensor, states: Tensor, timestep: np.ndarray,
+                    branch: Any) -> np.ndarray:
+            if step is not None:
+                out = step(latents, states, asarray(timestep, device=latents.device))
+            else:
+                out = self.transformer(latents, states, timestep, cache=branch)
+            return out.numpy().astype(np.float32)
 
         def flow(x: np.ndarray, t: float) -> np.ndarray:
             latents = asarray(x, dtype=weight.dtype, device=weight.device)
             timestep = np.full(batch, np.float32(t) / np.float32(1000), np.float32)
-            preds = [self.transformer(latents, states, timestep, cache=branch)
-                     .numpy().astype(np.float32) for states, branch in zip(passes, branches)]
+            preds = [predict(latents, states, timestep, branch)
+                     for states, branch in zip(passes, branches)]
             return preds[0] if not guided else combine(preds[1], preds[0], None,
                                                        np.float32(guidance_scale))
 
@@ -180,4 +194,11 @@ class AuraFlowPipeline:
         return run_euler(self.vae, scheduler, shape, flow, generator=make_generator(rng, seed),
                          latents=latents, image=image, mask=mask_image, strength=strength,
                          callback=callback, output_type=output_type,
-                         device=self.transformer.proj_out.weight.device)
+                         device=self.transformer.proj_out.weight.device, lender=self)
+
+
+def _transformer_step(transformer: AuraFlowTransformer2DModel, latents: Tensor, states: Tensor,
+                      timestep: Tensor) -> Tensor:
+    """The transformer's call of a step (StepReplay's captured function): the latents, the
+    prompt's masked states and the sigmas (a float32 Tensor in 0..1), all inputs."""
+    return transformer(latents, states, timestep)

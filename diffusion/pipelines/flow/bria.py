@@ -36,6 +36,7 @@ from ...sampling.model_sampling import calculate_shift
 from ...text.flow_emphasis import emphasize, t5_ids
 from ...text.t5_tokenizer import T5Tokenizer
 from .flow_memory import load_network
+from .flow_replay import StepReplay, timestep_step
 from .flux import image_ids, pack_latents, unpack_latents
 from .start import StepCallback, check_call, check_sides, flow_schedule, run_euler
 
@@ -63,6 +64,9 @@ class BriaPipeline:
         self.scheduler_config = dict(scheduler_config)
         self.modules = list(modules)
         self.vae_scale_factor = 2 ** (len(vae.config["block_out_channels"]) - 1)
+        # the transformer's step, replayed in the plain memory mode (flow_replay): CFG's two
+        # passes share one recording (both texts padded to max_sequence_length)
+        self.step_replay = StepReplay(timestep_step)
 
     @classmethod
     def from_pretrained(cls, path: str | Path, *, dtype: Any = np.float32,
@@ -164,12 +168,22 @@ class BriaPipeline:
             passes.append(self.encode_prompt(negatives, max_sequence_length)
                           if any(negatives) else passes[0] * 0.0)
         branches = [None if cache is None else cache.branch() for _ in passes]
+        # replayed unless a step cache decides on the host (flow_replay)
+        step = self.step_replay.step(self.transformer) if cache is None else None
+
+        def predict(packed: Tensor, states: Tensor, timestep: np.ndarray,
+                    branch: Any) -> np.ndarray:
+            if step is not None:
+                out = step(packed, states, asarray(timestep, device=packed.device), rotary)
+            else:
+                out = self.transformer(packed, states, timestep, rotary=rotary, cache=branch)
+            return out.numpy().astype(np.float32)
 
         def flow(x: np.ndarray, t: float) -> np.ndarray:
             packed = asarray(pack_latents(x), dtype=weight.dtype, device=weight.device)
             timestep = np.full(batch, t, np.float32)
-            preds = [self.transformer(packed, states, timestep, rotary=rotary, cache=branch)
-                     .numpy().astype(np.float32) for states, branch in zip(passes, branches)]
+            preds = [predict(packed, states, timestep, branch)
+                     for states, branch in zip(passes, branches)]
             out = preds[0] if not guided else combine(preds[1], preds[0], None,
                                                       np.float32(guidance_scale))
             return unpack_latents(out, h, w)
@@ -209,4 +223,4 @@ class BriaPipeline:
         return run_euler(self.vae, scheduler, shape, flow, generator=make_generator(rng, seed),
                          latents=latents, image=image, mask=mask_image, strength=strength,
                          callback=callback, output_type=output_type,
-                         device=self.transformer.x_embedder.weight.device)
+                         device=self.transformer.x_embedder.weight.device, lender=self)

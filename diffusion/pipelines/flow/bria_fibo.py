@@ -35,6 +35,7 @@ from ...sampling.model_sampling import calculate_shift
 from ...text.llm_tokenizer import LLMTokenizer
 from ..finite import check_decoded
 from .flow_memory import load_network
+from .flow_replay import StepReplay, lent_steps
 from .start import StepCallback, check_call, check_sides, flow_schedule, run_euler
 
 __all__ = ["EMPTY_PROMPT_TOKEN", "MAX_SEQUENCE_LENGTH", "BriaFiboPipeline"]
@@ -57,6 +58,9 @@ class BriaFiboPipeline:
         self.text_encoder, self.tokenizer = text_encoder, tokenizer
         self.scheduler_config = dict(scheduler_config)
         self.modules = list(modules)
+        # the transformer's step, replayed (flow_replay): each prompt unpadded, a signature
+        # per caption length (the prompt's and the negative's, a batch's rows)
+        self.step_replay = StepReplay(_transformer_step, max_signatures=4)
 
     @classmethod
     def from_pretrained(cls, path: str | Path, *, dtype: Any = np.float32,
@@ -117,7 +121,8 @@ class BriaFiboPipeline:
         vae = self.vae
         z = vae.denormalize(asarray(latents[:, :, None], dtype=vae.post_quant_conv.weight.dtype,
                                     device=vae.device))
-        video = vae.decode(z).numpy().astype(np.float32)[:, :, 0]
+        with lent_steps(self):  # the VAE takes the step captures' scratch (flow_replay)
+            video = vae.decode(z).numpy().astype(np.float32)[:, :, 0]
         check_decoded(video, vae)
         return np.clip(video / 2 + 0.5, 0.0, 1.0).transpose(0, 2, 3, 1)  # type: ignore[no-any-return]
 
@@ -174,13 +179,14 @@ class BriaFiboPipeline:
             ids = np.concatenate([ids, references[1]])
         tables = {length: model.rotary(np.zeros((length, 3), np.float32), ids)
                   for length in {states.shape[1] for run in passes for states, _ in run}}
+        step = self.step_replay.step(model)  # the timestep a float32 Tensor input
 
         def predict(tokens: Tensor, t: float, text: Prompt) -> np.ndarray:
             states, layers = text
-            out = model(tokens, states, layers, np.full(1, np.float32(t) / np.float32(1000),
-                                                         np.float32),
-                        rotary=tables[states.shape[1]]).numpy().astype(np.float32)
-            return out[:, :h * w]
+            timestep = asarray(np.full(1, np.float32(t) / np.float32(1000), np.float32),
+                               device=weight.device)
+            out = step(tokens, states, layers, timestep, tables[states.shape[1]])
+            return out.numpy().astype(np.float32)[:, :h * w]
 
         def flow(x: np.ndarray, t: float) -> np.ndarray:
             out = []
@@ -203,3 +209,12 @@ class BriaFiboPipeline:
                          latents=latents, image=None, mask=None, strength=1.0,
                          callback=callback, output_type="latent", device=weight.device,
                          scale_factor=self.vae_scale_factor)
+
+
+def _transformer_step(transformer: BriaFiboTransformer2DModel, tokens: Tensor, states: Tensor,
+                      layers: list[Tensor], timestep: Tensor, rotary: tuple[Tensor, Tensor]
+                      ) -> Tensor:
+    """The transformer's call of a step (StepReplay's captured function): the tokens (FIBO
+    Edit's references after the latents'), the prompt's states and per-block layers, the
+    sigmas (a float32 Tensor) and the rotary tables, all inputs."""
+    return transformer(tokens, states, layers, timestep, rotary=rotary)

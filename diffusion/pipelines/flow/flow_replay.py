@@ -26,23 +26,32 @@ The step runs eagerly, op by op, where a replay cannot be right:
   computed, whether to run the blocks) or ControlNet units (their blocks run inside the
   transformer's call, from maps of their own): every replayed family that takes them runs
   such a generation's steps eagerly;
-- families not wired here (Cosmos Video2World and Predict2.5, HunyuanImage 2.1, HiDream,
-  Krea 2, Z-Image Omni, the video models) call their transformer directly;
+- families not wired here call their transformer directly: Cosmos Video2World and
+  Predict2.5, the video models; HiDream (its MoE layers route each token on the host from
+  the gate's logits read back every call: a replay would repeat one step's routing);
 - Sana, Sana Sprint: nothing else (they take no step cache, ControlNet or prior). FLUX.1's
   Redux prior, its Fill and Canny / Depth inputs and Kontext's reference tokens are inputs
   (the prompt's states, the packed latents), so those steps replay; so do FLUX.2's
   reference pictures' tokens (after the noise's in the packed latents).
 
-Qwen-Image-Edit (+Plus) and -Layered replay as Qwen-Image, the references' tokens in the
-packed input and their grids (and Layered's RGBA flag) static arguments; Qwen-Image 2.1's
-prefix keys and values of every block are inputs, its padding and layout static; Ovis-Image and
+Qwen-Image-Edit (+Plus) and -Layered replay as Qwen-Image, the references' tokens in the packed
+input and their grids (and Layered's RGBA flag) static arguments; Qwen-Image 2.1's prefix keys
+and values of every block are inputs, its padding and layout static; Ovis-Image and
 LongCat-Image (+Edit) share `timestep_step`; ERNIE-Image, CogView4 (its sizes static) and
 Lumina 2 (its caption mask static), Cosmos Predict2 text-to-image (one timestep segment) and
 Kandinsky 5's image pipelines (text tokens and pooled vector inputs) take the timestep as a
-Tensor too. Qwen-Image, Qwen-Image 2.1, ERNIE-Image, CogView4, Lumina 2 and Kandinsky 5 keep 4
-signatures (true CFG's two caption lengths, at
-a hires pass's size too), each pinning its scratch (~25 B per token x width in float16:
-bench/NOTES.md); the others 2.
+Tensor too. Bria 3.2 replays through `timestep_step`; AuraFlow's sigma, Krea 2's flow time (its
+grid static, each prompt unpadded) and Z-Image Omni's timesteps (caption pieces, condition
+latents and SigLIP2 features inputs; the clean timestep's modulations made inside the call) are
+float32 Tensors; Bria FIBO (and FIBO Edit) passes its per-block text layers as a list of
+inputs; Ideogram 4 keeps a StepReplay for each of its two transformers, the timestep's sinusoid
+(float64 sines on the host) an input; HunyuanImage 2.1's prepared prompt (`PromptText`) enters
+as its Tensors (inputs) and its host flags and glyph join plan (static), made anew inside the
+call, meanflow's next timesteps and the distilled guidance Tensors too. Qwen-Image, Qwen-Image
+2.1, ERNIE-Image, CogView4, Lumina 2, Kandinsky 5, Krea 2, Bria FIBO, HunyuanImage 2.1 and
+Ideogram 4's conditional transformer keep 4 signatures (true CFG's two caption lengths, or a
+prompt's and its negative's, at a hires pass's size too), each pinning its scratch (~25 B per
+token x width in float16: bench/NOTES.md); the others 2.
 
 Z-Image's rotary tables and Sana's caption bias, made on the host from the sizes, are constants
 of a recording, whose signature holds those sizes; FLUX.1's and Chroma's rotary tables are

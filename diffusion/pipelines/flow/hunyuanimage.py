@@ -24,12 +24,12 @@ from typing import Any
 import numpy as np
 
 from gpucore import Device, default_device
-from gpustd import asarray
+from gpustd import Tensor, asarray
 
 from ...loaders.hunyuanimage import load_hunyuanimage_folder, load_hunyuanimage_transformer
 from ...models.hunyuanimage import HunyuanImageTransformer2DModel
 from ...models.hunyuanimage_prompt import ByT5Tokenizer, glyph_states, qwen_states
-from ...models.hunyuanimage_text import PromptText
+from ...models.hunyuanimage_text import Gather, PromptText, RefinerInput
 from ...models.hunyuanimage_vae import AutoencoderKLHunyuanImage
 from ...models.llm import LLMTextModel
 from ...models.step_cache import StepCache
@@ -38,6 +38,7 @@ from ...noise.rng import make_generator
 from ...sampling.scheduler_loop import scheduler_loop
 from ...text.llm_tokenizer import LLMTokenizer
 from .flow_memory import load_network
+from .flow_replay import MaskKey, StepReplay, lent_steps, mask_key, mask_of
 from .hunyuanimage_guidance import MixGuidance
 from .start import FlowStart, StepCallback, check_call, check_sides, decode, flow_schedule
 
@@ -74,6 +75,9 @@ class HunyuanImagePipeline:
         self.guider, self.ocr_guider = guider, ocr_guider
         self.modules: list[str] = []
         self.vae_scale_factor = vae.spatial_factor
+        # the transformer's step, replayed in the plain memory mode (flow_replay): the
+        # prompt's and the negative's texts (of their own lengths) at two sizes
+        self.step_replay = StepReplay(_transformer_step, max_signatures=4)
 
     @classmethod
     def from_pretrained(cls, path: str | Path, *, dtype: Any = np.float32,
@@ -176,11 +180,21 @@ class HunyuanImagePipeline:
 
         cond_text = prepared(positive)
         uncond_text = None if negative is None else prepared(negative)
+        # replayed unless a step cache decides on the host or a memory mode moves the weights
+        # (the eager call keeps the prepared texts' key masks)
+        step = (self.step_replay.step(self.transformer)
+                if cache is None and not self.step_replay.eager else None)
+
+        def upload(values: np.ndarray | None) -> Tensor | None:
+            return None if values is None else asarray(values, device=device)
 
         def predict(x: Any, t: np.ndarray, t_next: np.ndarray | None, text: PromptText,
                     which: int) -> np.ndarray:
-            out = self.transformer(x, t, text, None, t_next, guidance=guidance,
-                                   cache=branches[which])
+            if step is not None:
+                out = step(x, upload(t), upload(t_next), upload(guidance), *text_parts(text))
+            else:
+                out = self.transformer(x, t, text, None, t_next, guidance=guidance,
+                                       cache=branches[which])
             return out.numpy().astype(np.float32)
 
         def flow(x: np.ndarray, t: float, i: int, t_next: float) -> np.ndarray:
@@ -225,4 +239,35 @@ class HunyuanImagePipeline:
         x = scheduler_loop(start.latents, start.timesteps, scheduler,
                            lambda x, t, i: (flow(x, t, i, timesteps[i + 1]), None),
                            dtype=np.float32, callback=callback)
-        return x if output_type == "latent" else decode(self.vae, x, self.vae.device)
+        if output_type == "latent":
+            return x
+        with lent_steps(self):  # the VAE takes the step captures' scratch (flow_replay)
+            return decode(self.vae, x, self.vae.device)
+
+
+TextKey = tuple[int, MaskKey | None, tuple[int, tuple[int, int] | None, MaskKey | None] | None]
+
+
+def text_parts(text: PromptText) -> tuple[tuple[Tensor | None, ...], TextKey]:
+    """A prepared prompt as a replayed step's arguments: its Tensors (the refiner's tokens,
+    text vector and mask, the glyph prefix, the join's index), inputs; its host parts (the
+    batch, the stream's real flags, the join's run and flags), a static key."""
+    join = text.join
+    return ((text.refiner.tokens, text.refiner.text, text.refiner.mask, text.prefix,
+             None if join is None else join.index),
+            (text.batch, mask_key(text.real),
+             None if join is None else (join.count, join.run, mask_key(join.real))))
+
+
+def _transformer_step(transformer: HunyuanImageTransformer2DModel, latents: Tensor,
+                      timestep: Tensor, timestep_r: Tensor | None, guidance: Tensor | None,
+                      tensors: tuple[Any, ...], key: TextKey) -> Tensor:
+    """The transformer's call of a step (StepReplay's captured function): the latents, the
+    timesteps (meanflow's next ones, the distilled guidance: float32 Tensors or None) and the
+    prompt's `text_parts` inputs, its host parts static; the PromptText made anew in the call
+    (its key mask a constant of the recording)."""
+    tokens, vector, mask, prefix, index = tensors
+    batch, real, join = key
+    plan = None if join is None else Gather(join[0], join[1], index, mask_of(join[2]))
+    text = PromptText(batch, RefinerInput(tokens, vector, mask), prefix, plan, mask_of(real))
+    return transformer(latents, timestep, text, None, timestep_r, guidance=guidance)

@@ -47,6 +47,7 @@ from ...sampling.scheduler_loop import scheduler_loop
 from ...text.llm_tokenizer import LLMTokenizer, qwen3_chat_prompt
 from ..finite import check_encoded
 from .flow_memory import load_network
+from .flow_replay import StepReplay, lent_steps
 from .start import FlowStart, StepCallback, check_call, check_sides, flow_schedule
 from .vae_file import network_like
 
@@ -97,6 +98,11 @@ class Ideogram4Pipeline:
         self.scheduler_config = dict(scheduler_config)
         self.vae_scale_factor = 2 ** (len(vae.config["block_out_channels"]) - 1)
         self.modules: list[str] = []
+        # each transformer's step, replayed in the plain memory mode (flow_replay), a
+        # recording of its own: the conditional one's per prompt length (a batch's distinct
+        # prompts run apart) at two sizes (hires), the unconditional one's per size
+        self.step_replay = StepReplay(_transformer_step, max_signatures=4)
+        self.unconditional_replay = StepReplay(_transformer_step)
 
     @classmethod
     def from_pretrained(cls, path: str | Path, *, dtype: Any = np.float32,
@@ -171,6 +177,10 @@ class Ideogram4Pipeline:
         cond, uncond = self.transformer, self.unconditional_transformer
         states = {p: self.encode_prompt(p) for p in dict.fromkeys(prompts)}
         groups = {p: [i for i, q in enumerate(prompts) if q == p] for p in states}
+        # replayed (eager under a memory mode): the timestep's sinusoid, made on the host,
+        # an input
+        cond_step = self.step_replay.step(cond)
+        free_step = self.unconditional_replay.step(uncond)
 
         def flow(x: np.ndarray, t: float, scale: float = guidance_scale) -> np.ndarray:
             tokens = pack(x)
@@ -179,11 +189,13 @@ class Ideogram4Pipeline:
             v = np.empty(tokens.shape, np.float32)
             for prompt, rows_of in groups.items():
                 part = asarray(tokens[rows_of], dtype=cond.dtype, device=cond.device)
-                v[rows_of] = cond(part, time[rows_of], states[prompt], rows, columns).numpy()
+                v[rows_of] = cond_step(part, cond.time_features(time[rows_of]), states[prompt],
+                                       rows, columns).numpy()
             g = np.float32(scale)
             if g != 1:
-                free = uncond(asarray(tokens, dtype=uncond.dtype, device=uncond.device), time,
-                              None, rows, columns).numpy().astype(np.float32)
+                free = free_step(asarray(tokens, dtype=uncond.dtype, device=uncond.device),
+                                 uncond.time_features(time), None, rows, columns
+                                 ).numpy().astype(np.float32)
                 v = g * v + (np.float32(1) - g) * free
             return -v.transpose(0, 2, 1).reshape(x.shape)
 
@@ -276,4 +288,16 @@ class Ideogram4Pipeline:
                            lambda x, t, i: (flow(x, t, scales[skipped + i]), None),
                            dtype=np.float32, after_step=lambda i, x: start.blend(x, i),
                            callback=callback)
-        return x if output_type == "latent" else self.decode(x)
+        if output_type == "latent":
+            return x
+        with lent_steps(self):  # the VAE takes the step captures' scratch (flow_replay)
+            return self.decode(x)
+
+
+def _transformer_step(transformer: Ideogram4Transformer2DModel, latents: Tensor,
+                      features: Tensor, states: Tensor | None, rows: int, columns: int
+                      ) -> Tensor:
+    """A transformer's call of a step (StepReplay's captured function): the patches, the
+    timestep's sinusoid (`time_features`) and the prompt's features inputs (None: the
+    unconditional model); the grid static arguments."""
+    return transformer(latents, features, states, rows, columns)

@@ -36,6 +36,7 @@ from ..finite import pictures_uint8
 from ..request import GenerationRequest
 from .flow_memory import MemoryLayout
 from .flow_model import LLMFlowModel
+from .flow_replay import lent_steps
 from .flow_sampling import FLOW_SAMPLERS
 from .ideogram4 import logit_normal_sigmas, schedule_mu
 
@@ -124,7 +125,8 @@ class Ideogram4Model(LLMFlowModel):
     def decode(self, latents: np.ndarray, request: GenerationRequest) -> list[np.ndarray]:
         """The pictures: the VAE's batch norm undone, the patches unpacked, decoded (in tiles
         where --max-vram asks: FlowMemoryPlan.decode)."""
-        pictures = self.pipe.decode(latents, run=self.memory_decode())
+        with lent_steps(self.pipe):  # the VAE takes the step captures' scratch (flow_replay)
+            pictures = self.pipe.decode(latents, run=self.memory_decode())
         return pictures_uint8(pictures, self.pipe.vae)
 
     def encode_init(self, pixels: np.ndarray, generator: Any) -> np.ndarray:

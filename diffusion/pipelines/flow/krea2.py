@@ -38,6 +38,7 @@ from ...sampling.model_sampling import calculate_shift
 from ...sampling.scheduler_loop import scheduler_loop
 from ...text.llm_tokenizer import LLMTokenizer
 from .flow_memory import load_network
+from .flow_replay import StepReplay
 from .prompt_passes import prompt_passes
 from .qwen_image import QwenVaePasses
 from .start import FlowStart, StepCallback, check_call, check_sides, flow_schedule
@@ -66,6 +67,10 @@ class Krea2Pipeline(QwenVaePasses):
         self.select_layers, self.distilled = tuple(select_layers), distilled
         self.modules: list[str] = []
         self.vae_scale_factor = 2 ** len(vae.config["temperal_downsample"])
+        # the transformer's step, replayed in the plain memory mode (flow_replay): each
+        # prompt unpadded, a signature per text length (the prompt's and the negative's, at
+        # two sizes: hires)
+        self.step_replay = StepReplay(_transformer_step, max_signatures=4)
 
     @classmethod
     def from_pretrained(cls, path: str | Path, *, dtype: Any = np.float32,
@@ -143,9 +148,15 @@ class Krea2Pipeline(QwenVaePasses):
         rows, columns = int(height) // scale, int(width) // scale
         dtype, device = self.transformer.dtype, self.transformer.device
         g = np.float32(guidance_scale)
+        # replayed unless a step cache decides on the host (flow_replay)
+        step = self.step_replay.step(self.transformer) if cache is None else None
 
         def predict(tokens: Tensor, t: np.floating[Any], text: Tensor, branch: Any) -> np.ndarray:
-            out = self.transformer(tokens, t, rows, columns, text, cache=branch)
+            if step is not None:
+                out = step(tokens, asarray(np.full(1, t, np.float32), device=device), rows,
+                           columns, text)
+            else:
+                out = self.transformer(tokens, t, rows, columns, text, cache=branch)
             return out.numpy().astype(np.float32)
 
         def flow(x: np.ndarray, t: float) -> np.ndarray:
@@ -199,3 +210,10 @@ class Krea2Pipeline(QwenVaePasses):
                            lambda x, t, i: (flow(x, t), None), dtype=np.float32,
                            after_step=lambda i, x: start.blend(x, i), callback=callback)
         return x if output_type == "latent" else self.decode(x)
+
+
+def _transformer_step(transformer: Krea2Transformer2DModel, tokens: Tensor, timestep: Tensor,
+                      rows: int, columns: int, text: Tensor) -> Tensor:
+    """The transformer's call of a step (StepReplay's captured function): the packed latents,
+    the flow time (a float32 Tensor) and the prompt's text tokens inputs; the grid static."""
+    return transformer(tokens, timestep, rows, columns, text)

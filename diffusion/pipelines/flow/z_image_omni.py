@@ -40,6 +40,7 @@ from ...text.llm_tokenizer import LLMTokenizer
 from ..finite import check_encoded
 from ..picture_limits import FLUX2_PROCESSOR
 from .flow_memory import load_network
+from .flow_replay import StepReplay
 from .flux2 import reference_picture, shrunk_picture
 from .start import StepCallback, check_call, check_sides, flow_schedule, run_euler
 from .z_image import ZImagePipeline
@@ -81,6 +82,8 @@ class ZImageOmniPipeline(ZImagePipeline):
         super().__init__(transformer=transformer, vae=vae, text_encoder=text_encoder,
                          tokenizer=tokenizer, scheduler_config=scheduler_config)
         self.siglip = siglip
+        # the Omni transformer's step, replayed in the plain memory mode (flow_replay)
+        self.step_replay = StepReplay(_transformer_step)
 
     @classmethod
     def from_pretrained(cls, path: str | Path, *, dtype: Any = np.float32,  # type: ignore[override]
@@ -164,13 +167,19 @@ class ZImageOmniPipeline(ZImagePipeline):
         g = np.float32(guidance_scale)
         clean = CleanModulation()  # the clean timestep's modulations, made on the first step
         branch = None if cache is None else cache.branch()
+        # replayed unless a step cache decides on the host (flow_replay)
+        step = self.step_replay.step(self.transformer) if cache is None else None
 
         def flow(x: np.ndarray, t: float) -> np.ndarray:
             timestep = (np.float32(1000) - np.float32(t)) / np.float32(1000)
             batched = np.concatenate([x, x]) if guided else x
             times = np.full(len(batched), timestep, np.float32)
-            out = self.transformer(asarray(batched, dtype=dtype, device=device), times,
-                                   captions, latents, features, clean=clean, cache=branch)
+            if step is not None:
+                out = step(asarray(batched, dtype=dtype, device=device),
+                           asarray(times, device=device), captions, latents, features)
+            else:
+                out = self.transformer(asarray(batched, dtype=dtype, device=device), times,
+                                       captions, latents, features, clean=clean, cache=branch)
             pred = out.numpy().astype(np.float32)
             if guided:
                 positive, negative = pred[:batch], pred[batch:]
@@ -216,4 +225,14 @@ class ZImageOmniPipeline(ZImagePipeline):
         return run_euler(self.vae, scheduler, shape, flow, generator=make_generator(rng, seed),
                          latents=latents, image=None, mask=None, strength=1.0,
                          callback=callback, output_type=output_type,
-                         device=self.transformer.device)
+                         device=self.transformer.device, lender=self)
+
+
+def _transformer_step(transformer: ZImageOmniTransformer2DModel, latents: Tensor,
+                      times: Tensor, captions: list[list[Tensor]], conditions: list[Tensor],
+                      siglips: list[Tensor]) -> Tensor:
+    """The Omni transformer's call of a step (StepReplay's captured function): the latents,
+    the timesteps, every caption piece's states and the condition pictures' latents and
+    SigLIP2 features its inputs. The clean timestep's modulations are made in the call (a
+    CleanModulation of its own: nothing of a generation is closed over)."""
+    return transformer(latents, times, captions, conditions, siglips)

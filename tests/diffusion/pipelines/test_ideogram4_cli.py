@@ -26,14 +26,6 @@ RED = "a red circle on a blue square"
 TOL = 0.01  # mean |ours - diffusers| in [0, 1] through a PNG (its rounding)
 
 
-@pytest.fixture(scope="module")
-def tiny_ideogram4(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Any]:
-    from ideogram4_tiny import tiny_ideogram4_pipeline
-
-    root = tmp_path_factory.mktemp("tiny-ideogram4")
-    return root / "ideogram4", tiny_ideogram4_pipeline(root)
-
-
 def _diffusers(reference: Any, scale: float) -> np.ndarray:
     with torch.no_grad():
         images = reference(RED, height=HEIGHT, width=WIDTH, num_inference_steps=2,

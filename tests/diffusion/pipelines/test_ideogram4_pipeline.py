@@ -22,15 +22,6 @@ HORSE = "an astronaut riding a horse"
 SCHEDULE = [4.0, 1.0, 2.5]  # the middle step runs no unconditional pass (weighed 0)
 
 
-@pytest.fixture(scope="module")
-def tiny_ideogram4(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Any]:
-    """(the folder, diffusers' Ideogram4Pipeline) of tiny random parts."""
-    from ideogram4_tiny import tiny_ideogram4_pipeline
-
-    root = tmp_path_factory.mktemp("tiny-ideogram4")
-    return root / "ideogram4", tiny_ideogram4_pipeline(root)
-
-
 def _diffusers(reference: Any, prompt: str, **settings: Any) -> np.ndarray:
     with torch.no_grad():
         images = reference(prompt, height=HEIGHT, width=WIDTH, max_sequence_length=48,

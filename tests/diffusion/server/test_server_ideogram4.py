@@ -27,14 +27,6 @@ PROMPT = "a red circle on a blue square"
 TOL = 0.003  # mean |ours - diffusers| in [0, 1]: the PNG's rounding (<= 1/510)
 
 
-@pytest.fixture(scope="module")
-def tiny_ideogram4(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Any]:
-    from ideogram4_tiny import tiny_ideogram4_pipeline
-
-    root = tmp_path_factory.mktemp("tiny-ideogram4")
-    return root / "ideogram4", tiny_ideogram4_pipeline(root)
-
-
 def test_ideogram4_through_the_api(tiny_ideogram4: tuple[Path, Any]) -> None:
     folder, reference = tiny_ideogram4
 
