@@ -16,13 +16,13 @@ from qwen3vl_tiny import QWEN3VL_TEXT, tiny_qwen3vl_processor, tiny_qwen3vl_toke
 from sd_tiny import randomized
 from zimage_tiny import QWEN3_TINY
 
-# 4 latent channels (QWENIMAGE_VAE_TINY's) in 2 x 2 patches; Qwen3-VL's 40-wide states; 2
-# query heads for 1 key/value head, 16 wide = the rotary axes 4 + 6 + 6. Block 0 dense
+# 4 latent channels (QWENIMAGE_VAE_TINY's) in 2 x 2 patches, in and out; Qwen3-VL's 40-wide
+# states; 2 query heads for 1 key/value head, 16 wide = the rotary axes 4 + 6 + 6. Block 0 dense
 # (mlp_ratio 8: FeedForward's width int(32 * 8 * 2 / 3) // 128 * 128 = 128), blocks 1 and 2
 # mixtures of 4 experts, each expert taking ceil(factor * tokens / 4) tokens of a picture
 NUCLEUS_TINY: dict[str, Any] = dict(
-    patch_size=2, in_channels=16, num_layers=3, attention_head_dim=16, num_attention_heads=2,
-    num_key_value_heads=1, joint_attention_dim=QWEN3_TINY["hidden_size"],
+    patch_size=2, in_channels=16, out_channels=4, num_layers=3, attention_head_dim=16,
+    num_attention_heads=2, num_key_value_heads=1, joint_attention_dim=QWEN3_TINY["hidden_size"],
     axes_dims_rope=(4, 6, 6), mlp_ratio=8.0, dense_moe_strategy="leave_first_block_dense",
     num_experts=4, moe_intermediate_dim=24, capacity_factors=[1.0, 1.5, 2.0], route_scale=2.5)
 # the hidden_states the pipeline taps (its default_return_index -8) must exist: 8 layers
@@ -54,10 +54,12 @@ def tiny_nucleus_transformer(seed: int = 17, **overrides: Any) -> Any:
 
     model = randomized(diffusers.NucleusMoEImageTransformer2DModel(
         **{**NUCLEUS_TINY, **overrides}), seed, scale=0.4)
-    with torch.no_grad():  # the routers 4x sharper than the rest: distinct expert choices
+    with torch.no_grad():
         for name, p in model.named_parameters():
-            if name.endswith("img_mlp.gate.weight"):
+            if name.endswith("img_mlp.gate.weight"):  # 4x sharper routers: distinct choices
                 p.mul_(4.0)
+        # the flow near the latents' size (it came out ~40 wide), which the VAE amplifies
+        model.proj_out.weight.mul_(0.05)
     return model
 
 
