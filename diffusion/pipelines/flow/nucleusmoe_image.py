@@ -30,6 +30,7 @@ from ...models.llm import LLMTextModel
 from ...models.nucleusmoe_image import NucleusMoEImageTransformer2DModel
 from ...models.nucleusmoe_prompt import MAX_SEQUENCE_LENGTH, encode
 from ...models.qwen_image_vae import AutoencoderKLQwenImage
+from ...models.step_cache import StepCache
 from ...noise.rng import make_generator
 from ...sampling.model_sampling import calculate_shift
 from ...sampling.scheduler_loop import scheduler_loop
@@ -97,12 +98,16 @@ class NucleusMoEImagePipeline(QwenVaePasses):
 
     def velocity(self, prompts: Sequence[str], *, height: int, width: int,
                  guidance_scale: float = 4.0, negative_prompt: str | Sequence[str] = "",
-                 max_sequence_length: int = MAX_SEQUENCE_LENGTH
+                 max_sequence_length: int = MAX_SEQUENCE_LENGTH,
+                 cache: StepCache | None = None
                  ) -> tuple[Callable[[np.ndarray, float], np.ndarray], tuple[int, ...], float]:
         """The model as `flow(x, t)` for `prompts` at height x width: x (B, C, h, w) float32
         latents, t the scheduler's timestep (0..1000), the flow (the model's output negated,
         with the renormalised CFG against `negative_prompt` when guidance_scale > 1); also
-        the latents' shape and the schedule's `mu`."""
+        the latents' shape and the schedule's `mu`. `cache`: a step cache, refused (the
+        mixture of experts' blocks have none)."""
+        if cache is not None:
+            raise ValueError("NucleusMoE-Image has no step cache: drop --cache")
         scale = self.vae_scale_factor * 2
         batch, guided = len(prompts), guidance_scale > 1
         passes = prompt_passes(lambda p: self.encode_prompt(p, max_sequence_length),
@@ -138,22 +143,23 @@ class NucleusMoEImagePipeline(QwenVaePasses):
                  max_sequence_length: int = MAX_SEQUENCE_LENGTH,
                  latents: np.ndarray | None = None, image: Any = None, mask_image: Any = None,
                  strength: float = 0.6, callback: StepCallback | None = None,
-                 output_type: str = "np") -> np.ndarray:
+                 output_type: str = "np", cache: StepCache | None = None) -> np.ndarray:
         """Pictures for `prompt` (one or a list): float images in [0, 1], (B, height, width,
         3) ("np"), or the final latents (B, 16, H/8, W/8) ("latent"). `seed` and `rng`
         ("torch", as diffusers; "numpy") draw the starting noise unless `latents` is given.
         `image` (PIL or HxWx3 uint8; with `mask_image`, white = repaint) starts from that
         picture at `strength`, as the other flow pipelines' img2img and inpainting
         (diffusers has no NucleusMoE-Image pipeline for them). `callback(done, total,
-        latents)` after every step (False stops). diffusers: `NucleusMoEImagePipeline(
-        prompt, negative_prompt=, guidance_scale=, height=, width=, num_inference_steps=,
-        generator=torch.Generator().manual_seed(seed), output_type="np").images`."""
+        latents)` after every step (False stops); `cache` refused as `velocity` says.
+        diffusers: `NucleusMoEImagePipeline(prompt, negative_prompt=, guidance_scale=,
+        height=, width=, num_inference_steps=, generator=torch.Generator().manual_seed(seed),
+        output_type="np").images`."""
         prompts = check_call(prompt, rng=rng, output_type=output_type, steps=num_inference_steps)
         check_sides(height, width, self.vae_scale_factor * 2, "NucleusMoE-Image")
         flow, shape, mu = self.velocity(prompts, height=height, width=width,
                                         guidance_scale=guidance_scale,
                                         negative_prompt=negative_prompt,
-                                        max_sequence_length=max_sequence_length)
+                                        max_sequence_length=max_sequence_length, cache=cache)
         scheduler = flow_schedule(self.scheduler_config, num_inference_steps, mu)
         start = FlowStart(self.vae, scheduler, shape, generator=make_generator(rng, seed),
                           latents=latents, image=image, mask=mask_image, strength=strength,
