@@ -51,22 +51,17 @@ def test_prompt_tokens_are_diffusers(tiny_nucleus: tuple[Path, Any]) -> None:
 
 def test_pipeline_is_diffusers(first_device: gpucore.Device,
                                tiny_nucleus: tuple[Path, Any]) -> None:
-    """The picture at guidance 4 (diffusers' default) with a negative prompt, and without
-    guidance; the guidance and the prompt visibly matter."""
+    """The picture at guidance 4 (diffusers' default) with a negative prompt; the prompt
+    visibly matters (the CLI's test shows the guidance does)."""
     folder, reference = tiny_nucleus
     pipe = NucleusMoEImagePipeline.from_pretrained(folder, device=first_device)
 
-    def ours(prompt: str, **settings: Any) -> np.ndarray:
+    def ours(prompt: str) -> np.ndarray:
         return pipe(prompt, height=HEIGHT, width=WIDTH, num_inference_steps=2, seed=7,
-                    **settings)[0]
+                    negative_prompt="blurry")[0]
 
-    guided = ours(RED, negative_prompt="blurry")
+    guided = ours(RED)
     expected = _diffusers(reference, RED, negative_prompt="blurry")
     # measured on lavapipe: 3.6e-7 mean, 3.9e-6 max
     np.testing.assert_allclose(guided, expected, atol=2e-5)
-    plain = ours(RED, guidance_scale=1.0)
-    np.testing.assert_allclose(plain, _diffusers(reference, RED, guidance_scale=1.0),
-                               atol=2e-5)
-    # the guidance and the prompt matter
-    assert np.abs(guided - plain).mean() > 0.01
-    assert np.abs(ours(HORSE, guidance_scale=1.0) - plain).mean() > 2e-3
+    assert np.abs(ours(HORSE) - guided).mean() > 2e-3
