@@ -153,14 +153,11 @@ class NucleusMoELayer(nn.Module):
         return expert_choice(logits.numpy(), capacity_factor=self.capacity_factor,
                              route_scale=self.route_scale, use_sigmoid=self.use_sigmoid)
 
-    def forward(self, x: Tensor, unmodulated: Tensor, temb: Tensor,
-                routes: Routes | None = None) -> Tensor:
+    def forward(self, x: Tensor, unmodulated: Tensor, temb: Tensor) -> Tensor:
         """x (B, S, D) the modulated tokens the experts read, unmodulated (B, S, D) and temb
-        (B, D) what the router reads -> (B, S, D). `routes`: a routing to use instead of the
-        router's (tests give diffusers' own)."""
+        (B, D) what the router reads -> (B, S, D)."""
         batch, length, dim = x.shape
-        routes = self.route(unmodulated, temb) if routes is None else routes
-        self.last_routes = routes
+        routes = self.last_routes = self.route(unmodulated, temb)
         experts, per_expert = routes.tokens.shape
         flat = x.reshape(batch * length, dim)
         picked = gather(flat, asarray(routes.tokens.astype(np.int32), device=x.device), 0)

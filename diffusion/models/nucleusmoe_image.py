@@ -214,6 +214,9 @@ class NucleusMoEImageTransformer2DModel(nn.Module):
         layers = cfg["num_layers"]
         factors = cfg["capacity_factors"]
         factors = list(factors) if isinstance(factors, (list, tuple)) else [factors] * layers
+        if len(factors) < layers:
+            raise ValueError(f"capacity_factors names {len(factors)} blocks of {layers}: give "
+                             "one a block (or one number for all)")
         self.time_text_embed = NucleusTimestepEmbedding(dim, place)
         self.txt_norm = RMSNorm(cfg["joint_attention_dim"], 1e-6, place=place)
         self.img_in = nn.Linear(cfg["in_channels"], dim, **place)

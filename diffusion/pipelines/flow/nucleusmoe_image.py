@@ -109,6 +109,8 @@ class NucleusMoEImagePipeline(QwenVaePasses):
         if cache is not None:
             raise ValueError("NucleusMoE-Image has no step cache: drop --cache")
         scale = self.vae_scale_factor * 2
+        if height < scale or width < scale:
+            raise ValueError(f"height and width must be at least {scale}, got {height}x{width}")
         batch, guided = len(prompts), guidance_scale > 1
         passes = prompt_passes(lambda p: self.encode_prompt(p, max_sequence_length),
                                prompts, negative_prompt, guided, None)

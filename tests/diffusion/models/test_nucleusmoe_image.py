@@ -113,3 +113,9 @@ def test_nucleus_transformer_f16(f16_device: gpucore.Device) -> None:
     assert got.dtype == np.float16
     # measured on lavapipe: 1.45e-2 (float16 rounding through activations up to 92)
     assert_close(got.numpy().astype(np.float32), expected, tol=2e-2)
+
+
+def test_short_capacity_factors_refused(first_device: gpucore.Device) -> None:
+    with pytest.raises(ValueError, match="capacity_factors names 2 blocks of 3"):
+        NucleusMoEImageTransformer2DModel({**NUCLEUS_TINY, "capacity_factors": [1.0, 2.0]},
+                                          device=first_device)
