@@ -146,6 +146,14 @@ OVIS: dict[str, Any] = dict(
     patch_size=1, in_channels=64, out_channels=64, num_layers=6, num_single_layers=27,
     attention_head_dim=128, num_attention_heads=24, joint_attention_dim=2048,
     axes_dims_rope=(16, 56, 56))
+# FenomAI/Nucleus-Image's transformer/config.json (diffusers' NucleusMoEImageTransformer2DModel)
+NUCLEUS: dict[str, Any] = dict(
+    patch_size=2, in_channels=64, out_channels=16, num_layers=32, attention_head_dim=128,
+    num_attention_heads=16, num_key_value_heads=4, joint_attention_dim=4096,
+    axes_dims_rope=(16, 56, 56), mlp_ratio=4.0, moe_enabled=True,
+    dense_moe_strategy="leave_first_three_blocks_dense", num_experts=64,
+    moe_intermediate_dim=1344, capacity_factors=[0.0] * 3 + [4.0] * 2 + [2.0] * 27,
+    use_sigmoid=False, route_scale=2.5)
 # Efficient-Large-Model/Sana_1600M_1024px's transformer/config.json as diffusers'
 # convert_sana_to_diffusers writes it (SanaMS_1600M_P1_D20: 20 blocks 2240 wide, 70
 # linear-attention heads of 32, 20 cross-attention heads of 112; Gemma-2-2B's 2304-wide
@@ -267,6 +275,13 @@ TINY: dict[str, dict[str, Any]] = {
                  axes_dims_rope=(4, 6, 6)),
     "bria": dict(BRIA, **_TINY_DIT, num_single_layers=1, joint_attention_dim=40,
                  axes_dims_rope=[0, 8, 8]),
+    # a dense block and a mixture of 4 experts each taking every token (capacity factor 4 of
+    # 4 experts), so no near-equal float16 score can reorder a choice against torch's float32
+    "nucleus": dict(NUCLEUS, in_channels=16, out_channels=4, num_layers=2, attention_head_dim=16,
+                    num_attention_heads=2, num_key_value_heads=1, joint_attention_dim=40,
+                    axes_dims_rope=(4, 6, 6), mlp_ratio=8.0,
+                    dense_moe_strategy="leave_first_block_dense", num_experts=4,
+                    moe_intermediate_dim=24, capacity_factors=[0.0, 4.0]),
     "fibo": dict(FIBO, **_TINY_DIT, num_single_layers=3, joint_attention_dim=40,
                  text_encoder_dim=20, axes_dims_rope=[4, 6, 6]),
 

@@ -43,6 +43,8 @@ after prepare_text once, prefix_ms). LongCat-Image's at 4096 patches after its 5
 tokens, unmasked (bench/_dit_longcat.py: ours after the rotary tables made once, prefix_ms).
 Ovis-Image 7B's (6 double and 27 single SwiGLU blocks) at 4096 patches after its 256 Qwen3
 places, unmasked (bench/_dit_ovis.py, as LongCat-Image's).
+NucleusMoE-Image's (~17B: 32 blocks, 29 of them mixtures of 64 experts with expert-choice
+routing) at 4096 patches after 128 Qwen3-VL-8B tokens, unmasked (bench/_dit_nucleus.py).
 Bria FIBO's (8 double and 38 single blocks, each fed its own SmolLM3 layer) at 4096 latent
 pixels after a 1024-token JSON caption (bench/_dit_fibo.py, as LongCat-Image's).
 Bria 3.2's (8 double and 28 single blocks of 24 heads of 96) at 4096 patches after T5's 128
@@ -66,10 +68,10 @@ Rows run smallest first, each caught on its own: an out-of-memory model loses it
 recorded with its error.
 
 BENCH_MODELS picks them, comma-separated, from sana, pixart, qwen3_8b, qwen25vl, qwen3vl_8b,
-sana4k, lumina2, qwenimage21, krea2, kandinsky5, bria, longcat, ovis, fibo, ernie, cosmos2,
-cogview4, ideogram4, auraflow, flux2klein, chroma, kontext, qwenimage, qwenimageedit, hunyuanimage,
-hunyuanvideo15, hunyuanvideo, hidream, ltx2 (the default: all, in that order), plus zimage and
-qwen3 (bench/zimage.py's rows).
+sana4k, lumina2, qwenimage21, krea2, kandinsky5, bria, longcat, ovis, nucleus, fibo, ernie,
+cosmos2, cogview4, ideogram4, auraflow, flux2klein, chroma, kontext, qwenimage, qwenimageedit,
+hunyuanimage, hunyuanvideo15, hunyuanvideo, hidream, ltx2 (the default: all, in that order),
+plus zimage and qwen3 (bench/zimage.py's rows).
 BENCH_ACC16=1 adds each float16 transformer's step with every GEMM's f16 accumulators (`float16
 acc16`, `--fp16-accumulation`). BENCH_KERNELS=1 adds each float16 row's fifteen longest kernels
 (`kernels`: calls and GPU ms of one more step, timestamps on). `--quick`: tiny configs (a smoke
@@ -104,6 +106,7 @@ from . import _dit_krea2 as _krea2
 from . import _dit_longcat as _longcat
 from . import _dit_ltx2 as _ltx2
 from . import _dit_lumina2 as _lumina2
+from . import _dit_nucleus as _nucleus
 from . import _dit_ovis as _ovis
 from . import _dit_pixart as _pixart
 from . import _dit_qwen21 as _qwen21
@@ -118,7 +121,7 @@ GIB = float(1 << 30)
 _ROW_MODULES = {name: module for module in (_flux_qwen, _qwen21, _krea2, _kandinsky5,
                                                _hunyuanimage, _hunyuan_video15, _ltx2,
                                                _lumina2, _hunyuan_video, _longcat, _ovis,
-                                               _sana, _hidream, _ernie,
+                                               _nucleus, _sana, _hidream, _ernie,
                                                _cogview4, _ideogram4, _pixart, _auraflow,
                                                _fibo, _bria)
                 for name in module.NAMES}
@@ -278,9 +281,10 @@ def _one_model(name: str, quick: bool, device: gpucore.Device, cuda: Any
 
 DEFAULT = ("sana", "pixart",
            "qwen3_8b", "qwen25vl", "qwen3vl_8b", "sana4k", "lumina2", "qwenimage21",
-           "krea2", "kandinsky5", "bria", "longcat", "ovis", "fibo", "ernie", "cosmos2",
-           "cogview4", "ideogram4", "auraflow", "flux2klein", "chroma", "kontext", "qwenimage",
-           "qwenimageedit", "hunyuanimage", "hunyuanvideo15", "hunyuanvideo", "hidream", "ltx2")
+           "krea2", "kandinsky5", "bria", "longcat", "ovis", "nucleus", "fibo", "ernie",
+           "cosmos2", "cogview4", "ideogram4", "auraflow", "flux2klein", "chroma", "kontext",
+           "qwenimage", "qwenimageedit", "hunyuanimage", "hunyuanvideo15", "hunyuanvideo",
+           "hidream", "ltx2")
 
 
 def run(quick: bool = False) -> dict[str, Any]:

@@ -341,3 +341,14 @@ def tiny_ideogram4(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Any]
 
     root = tmp_path_factory.mktemp("tiny-ideogram4")
     return root / "ideogram4", tiny_ideogram4_pipeline(root)
+
+
+@pytest.fixture(scope="session")
+def tiny_nucleus(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Any]:
+    """(the folder `root / "nucleus-moe"`, diffusers' NucleusMoEImagePipeline) of tiny random
+    parts: the pipeline's, the CLI's and the server's tests."""
+    pytest.importorskip("diffusers", reason="diffusers is a test-only reference")
+    from nucleus_tiny import tiny_nucleus_pipeline
+
+    root = tmp_path_factory.mktemp("tiny-nucleus")
+    return root / "nucleus-moe", tiny_nucleus_pipeline(root)

@@ -48,6 +48,7 @@ FAMILIES: tuple[tuple[str, tuple[str, ...], tuple[str, ...]], ...] = (
     ("hunyuan-video", ("hunyuan_video_pipe_tiny", "hunyuan_video_text_tiny"),
      ("tiny_hunyuan_video",)),
     ("ovis-image", ("ovis_image_tiny",), ("tiny_ovis",)),
+    ("nucleus-moe", ("nucleus_tiny",), ("tiny_nucleus",)),
     ("ernie-image", ("ernie_image_tiny",), ("tiny_ernie",)),
     ("cogview4", ("cogview4_tiny",), ("tiny_cogview4",)),
     ("pixart", ("pixart_tiny",), ("tiny_pixart",)),

@@ -138,3 +138,17 @@ def test_pixart_quick_row_matches_the_reference(monkeypatch: pytest.MonkeyPatch)
     assert [(row["model"], row["impl"]) for row in rows] == [
         ("pixart", "reference"), ("pixart", "ours")]
     assert 0 < rows[1]["rel_err"] < 5e-3 and rows[1]["dispatches"] > 0
+
+
+def test_nucleus_quick_row(monkeypatch: pytest.MonkeyPatch) -> None:
+    """NucleusMoE-Image's row (bench/_dit_nucleus.py): ours beside diffusers' transformer on
+    the same tiny random weights (a dense block, a mixture of experts), the prompt's states
+    uploaded once (prefix_ms)."""
+    from bench import dit_families
+
+    monkeypatch.setenv("BENCH_MODELS", "nucleus")
+    rows = dit_families.run(quick=True)["rows"]
+    assert [(row["model"], row["impl"]) for row in rows] == [("nucleus", "reference"),
+                                                             ("nucleus", "ours")]
+    assert 0 < rows[1]["rel_err"] < 5e-3  # float16 against torch float32 on the CPU
+    assert rows[1]["dispatches"] > 0 and rows[1]["prefix_ms"] > 0

@@ -43,6 +43,7 @@ from ..loaders.longcat_image import longcat_image_family
 from ..loaders.ltx2.folder import ltx2_family
 from ..loaders.lumina2 import lumina2_family, lumina2_file_family
 from ..loaders.motif_video import motif_video_family
+from ..loaders.nucleusmoe import nucleusmoe_family
 from ..loaders.ovis_image import ovis_image_family
 from ..loaders.pixart import pixart_family, pixart_file_family
 from ..loaders.qwen_image import qwenimage21_family, qwenimage_family, qwenimage_layered_family
@@ -99,6 +100,11 @@ from .flow.longcat_image_model import (
     longcat_image_defaults,
 )
 from .flow.lumina2_model import load_lumina2_model, lumina2_capabilities, lumina2_defaults
+from .flow.nucleusmoe_image_model import (
+    load_nucleusmoe_model,
+    nucleusmoe_capabilities,
+    nucleusmoe_defaults,
+)
 from .flow.ovis_image_model import (
     load_ovis_image_model,
     ovis_image_capabilities,
@@ -255,6 +261,9 @@ FAMILIES: tuple[FamilyLoader, ...] = (
     FamilyLoader("Ovis-Image", ovis_image_family, load_ovis_image_model, ovis_image_defaults,
                  latent_channels=16,
                  capabilities=lambda path, family: ovis_image_capabilities(family)),
+    FamilyLoader("NucleusMoE-Image", nucleusmoe_family, load_nucleusmoe_model,
+                 nucleusmoe_defaults, latent_channels=16,
+                 capabilities=lambda path, family: nucleusmoe_capabilities(family)),
     FamilyLoader("ERNIE-Image (Turbo)",
                  lambda path: ernie_image_family(path) or ernie_image_file_family(path),
                  load_ernie_image_model, ernie_image_defaults, latent_channels=32,

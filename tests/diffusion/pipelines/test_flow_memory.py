@@ -26,6 +26,7 @@ from kandinsky5_text_tiny import tiny_kandinsky5_pipeline
 from krea2_tiny import tiny_krea2_pipeline
 from longcat_image_tiny import tiny_longcat_edit_pipeline, tiny_longcat_pipeline
 from lumina2_pipeline_tiny import tiny_lumina2_pipeline
+from nucleus_tiny import tiny_nucleus_pipeline
 from ovis_image_tiny import tiny_ovis_pipeline
 from PIL import Image
 from pixart_tiny import tiny_pixart_pipeline
@@ -98,6 +99,8 @@ FAMILIES = {
                            {"cfg_scale": 4.0, "init_image": PICTURE}, 1 << 20),
     # Ovis-Image: FLUX.1's blocks with SwiGLU MLPs, Qwen3 the text unit
     "ovis-image": (tiny_ovis_pipeline, "ovis-image", {"cfg_scale": 4.0}, 1 << 18),
+    # NucleusMoE-Image: dense and mixture-of-experts blocks streamed, Qwen3-VL the text unit
+    "nucleus-moe": (tiny_nucleus_pipeline, "nucleus-moe", {"cfg_scale": 4.0}, 1 << 18),
     # ERNIE-Image: Mistral the text unit, the shared-adaLN blocks streamed, FLUX.2's VAE
     "ernie-image": (tiny_ernie_pipeline, "ernie-image", {"cfg_scale": 4.0}, 1 << 18),
     # PixArt-Σ: T5 the text unit (300 tokens), its blocks streamed, the SD VAE
