@@ -36,6 +36,7 @@ from ...models.pixart import PixArtTransformer2DModel
 from ...models.t5 import T5EncoderModel
 from ...models.vae import AutoencoderKL
 from ...noise.rng import make_generator
+from ...sampling.guidance import Weights
 from ...sampling.scheduler_loop import scheduler_loop
 from ...sampling.schedulers import scheduler_from_config
 from ...sampling.schedulers.dpm_solver import DPMSolverMultistepScheduler
@@ -78,7 +79,7 @@ class PixArtEps:
     for latents x (B, 4, h, w) at fractional timestep t, the negatives' pass only where
     guided. k-diffusion: `DiscreteEpsDDPMDenoiser.get_eps` of each half."""
 
-    weights = None  # one cond row per image: no AND parts
+    weights: Weights | None = None  # one cond row per image: no AND parts
 
     def __init__(self, pipe: PixArtPipeline, cond: PixArtConditioning) -> None:
         self.pipe, self.cond = pipe, cond
