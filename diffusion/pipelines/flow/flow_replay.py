@@ -28,7 +28,9 @@ The step runs eagerly, op by op, where a replay cannot be right:
   such a generation's steps eagerly;
 - families not wired here (Cosmos Video2World and Predict2.5, HunyuanImage 2.1, HiDream,
   Krea 2, Z-Image Omni, the video models) call their transformer directly;
-- Sana, Sana Sprint: nothing else (they take no step cache, ControlNet or prior). FLUX.1's
+- Sana, Sana Sprint, PixArt: nothing else (they take no step cache, ControlNet or prior;
+  PixArt's caption mask and α 1024's picture size static, with its own sampler and the
+  WebUI's alike). FLUX.1's
   Redux prior, its Fill and Canny / Depth inputs and Kontext's reference tokens are inputs
   (the prompt's states, the packed latents), so those steps replay; so do FLUX.2's
   reference pictures' tokens (after the noise's in the packed latents).
