@@ -242,15 +242,18 @@ class PixArtPipeline:
                  guidance_scale: float = 4.5, negative_prompt: str | Sequence[str] = "",
                  seed: int = 0, rng: str = "torch", max_sequence_length: int | None = None,
                  latents: np.ndarray | None = None, callback: StepCallback | None = None,
-                 output_type: str = "np", use_resolution_binning: bool = True) -> np.ndarray:
+                 output_type: str = "np", use_resolution_binning: bool = True,
+                 scheduler: Any = None) -> np.ndarray:
         """Pictures for `prompt` (one or a list): float images in [0, 1], (B, height, width,
         3) ("np"), or the final latents (B, 4, h, w) ("latent"); height and width the
         transformer's sample_size in pixels unless given. `seed` and `rng` ("torch", as
         diffusers; "numpy") draw the noise unless `latents` is given. `callback(done, total,
         latents)` after every step (False stops). `use_resolution_binning`: drawn at the
         nearest aspect-ratio bin, the pictures resized back (the latents stay the bin's).
-        diffusers: `PixArtSigmaPipeline(prompt, height=, width=, num_inference_steps=,
-        guidance_scale=, negative_prompt=, generator=torch.Generator().manual_seed(seed),
+        `scheduler`: another one than the folder's (the WebUI's DDIM, PLMS, UniPC: diffusers'
+        `pipe.scheduler = DDIMScheduler.from_config(pipe.scheduler.config)`). diffusers:
+        `PixArtSigmaPipeline(prompt, height=, width=, num_inference_steps=, guidance_scale=,
+        negative_prompt=, generator=torch.Generator().manual_seed(seed),
         use_resolution_binning=, output_type="np").images` (PixArtAlphaPipeline's alike)."""
         prompts = check_call(prompt, rng=rng, output_type=output_type,
                              steps=num_inference_steps)
@@ -264,7 +267,7 @@ class PixArtPipeline:
                                  guidance_scale=guidance_scale, negative_prompt=negative_prompt,
                                  max_sequence_length=max_sequence_length)
         step = self.transformer_step()
-        scheduler = self.scheduler()
+        scheduler = scheduler or self.scheduler()
         scheduler.set_timesteps(num_inference_steps)
         generator = make_generator(rng, seed)
         start = generator.standard_normal(shape) if latents is None else latents

@@ -25,6 +25,7 @@ from ...loaders.pixart import pixart_family
 from ...models.step_cache import StepCache
 from ...sampling.kdiffusion import DIFFUSERS
 from ...sampling.kdiffusion_pass import WebUISeeds
+from ...sampling.schedulers import get_scheduler
 from ..contract import Capabilities, LoadOptions, SamplingDefaults
 from ..finite import pictures_uint8
 from ..generation import Denoised
@@ -33,7 +34,12 @@ from ..request import GenerationRequest
 from .flow_memory import MemoryLayout
 from .flow_model import LLMFlowModel
 from .pixart import pixart_binned_size
-from .pixart_webui import PIXART_SAMPLERS, pixart_schedule_label, sample_pixart
+from .pixart_webui import (
+    PIXART_SAMPLERS,
+    TIMESTEP_SAMPLERS,
+    pixart_schedule_label,
+    sample_pixart,
+)
 from .start import base_folder
 
 __all__ = ["LCM_DEFAULTS", "PIXART_DEFAULTS", "PixArtModel", "load_pixart_model",
@@ -81,13 +87,17 @@ class PixArtModel(LLMFlowModel):
         raise ValueError("PixArt decodes with its folder's vae/: leave --vae out")
 
     def check(self, request: GenerationRequest, width: int, height: int) -> None:
-        """An init image with a WebUI sampler only (diffusers has no PixArt img2img), sides in
+        """An init image with a k-diffusion sampler only (diffusers has no PixArt img2img, for
+        its own sampler or the timestep ones), sides in
         whole 2x2 latent patches (multiples of 16). One line each otherwise. (AND is a word
         to the pipeline's T5, as to diffusers'.)"""
-        if request.init_image is not None and request.sampler_label[0] == DIFFUSERS:
-            raise ValueError("PixArt's own sampler ('diffusers') draws from noise only "
-                             "(diffusers has no PixArt img2img): pick a WebUI sampler (Euler, "
-                             "DPM++ 2M) for img2img and inpainting")
+        label = request.sampler_label[0]
+        if request.init_image is not None and (label == DIFFUSERS
+                                               or label in TIMESTEP_SAMPLERS):
+            which = "PixArt's own sampler ('diffusers')" if label == DIFFUSERS else label
+            raise ValueError(f"{which} draws from noise only on PixArt (diffusers has no "
+                             "PixArt img2img): pick a k-diffusion sampler (Euler, DPM++ 2M) "
+                             "for img2img and inpainting")
         multiple = 2 * self.vae_scale_factor
         for name, side in (("width", width), ("height", height)):
             if side % multiple:
@@ -110,17 +120,29 @@ class PixArtModel(LLMFlowModel):
         sampler's schedule type in the infotext."""
         width, height = self.binned(request, width, height) or (width, height)
         denoised = super().denoise(request, seed, width, height, observer)
-        if request.sampler_label[0] != DIFFUSERS:
+        label = request.sampler_label[0]
+        if label in TIMESTEP_SAMPLERS:  # the batch's noise from the one seed, as on SD
+            denoised.seeds[:] = [seed] * len(denoised.seeds)
+            denoised.fields["seeds"] = denoised.seeds
+        if label != DIFFUSERS:
             denoised.fields["scheduler"] = pixart_schedule_label(self, request)
         return denoised
 
     def _webui(self, request: GenerationRequest, label: str, prompts: list[str],
                seeds: WebUISeeds, width: int, height: int, observer: Observer,
                cache: StepCache | None) -> np.ndarray:
-        """A WebUI k-diffusion sampler on the noise prediction, as on SD (pixart_webui); a
+        """A WebUI k-diffusion sampler on the noise prediction, as on SD (pixart_webui), or a
+        timestep sampler's diffusers scheduler in the pipeline's loop (`_timestep_config`); a
         step cache refused in one line."""
         if cache is not None:
             raise ValueError("PixArt runs without a step cache; leave --cache out")
+        if label in TIMESTEP_SAMPLERS:
+            return self.pipe(  # type: ignore[no-any-return]
+                prompts, height=height, width=width, num_inference_steps=int(request.steps),
+                seed=seeds.seeds[0], rng=request.rng, callback=observer.step,
+                output_type="latent", use_resolution_binning=False,
+                scheduler=get_scheduler(label, _timestep_config(self.pipe.scheduler_config)),
+                **self._guidance(request))
         return sample_pixart(self, request, label, prompts, seeds, width, height, observer)
 
     def begin_decode(self, request: GenerationRequest, shape: tuple[int, ...]) -> None:
@@ -155,6 +177,15 @@ class PixArtModel(LLMFlowModel):
                 size = asked[::-1]
         return pictures_uint8(self.pipe.decode(latents, size, self.memory_decode()),
                               self.pipe.vae)
+
+
+def _timestep_config(config: dict[str, Any]) -> dict[str, Any]:
+    """The folder's DPM-Solver++ config for a timestep sampler's scheduler: DDIM's x0
+    unclipped (as the WebUI's DDIM and SD's folders have it: PixArt's names no clip_sample,
+    and diffusers' default would clip the latents to [-1, 1]), DPM-Solver's solver_type left
+    out (UniPC's is then bh2, what diffusers' UniPCMultistepScheduler makes of "midpoint")."""
+    kept = {k: v for k, v in config.items() if k != "solver_type"}
+    return {**kept, "clip_sample": False}
 
 
 def pixart_capabilities(family: str) -> Capabilities:

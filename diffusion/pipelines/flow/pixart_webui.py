@@ -26,11 +26,17 @@ from ..request import GenerationRequest
 from .flow_sampling import resized
 from .pixart import PixArtEps
 
-__all__ = ["PIXART_SAMPLERS", "pixart_schedule_label", "sample_pixart"]
+__all__ = ["PIXART_SAMPLERS", "TIMESTEP_SAMPLERS", "pixart_schedule_label", "sample_pixart"]
 
-PIXART_SAMPLERS = tuple(info.name for info in SAMPLERS if info.kind == "k-diffusion")
-"""The WebUI's k-diffusion samplers, by label: every one runs on PixArt's noise prediction
-(the timestep samplers, DDIM, PLMS, UniPC, are diffusers schedulers: not wired here)."""
+TIMESTEP_SAMPLERS = ("DDIM", "PLMS", "UniPC")
+"""The WebUI's timestep samplers PixArt runs: diffusers' schedulers in the pipeline's own loop
+(txt2img, the batch from one seed, as SD runs them; DDIM CFG++, which reads the unguided x0,
+is not wired)."""
+
+PIXART_SAMPLERS = tuple(info.name for info in SAMPLERS
+                        if info.kind == "k-diffusion" or info.name in TIMESTEP_SAMPLERS)
+"""The WebUI's k-diffusion samplers, by label (every one runs on PixArt's noise prediction),
+and TIMESTEP_SAMPLERS."""
 
 
 def _plan(request: GenerationRequest, label: str, discrete: DiscreteSchedule
@@ -43,7 +49,10 @@ def _plan(request: GenerationRequest, label: str, discrete: DiscreteSchedule
 
 def pixart_schedule_label(model: Any, request: GenerationRequest) -> str:
     """The infotext's "Schedule type" of a WebUI sampler's run (the resolved type, or
-    "Automatic" for a sampler without one of its own)."""
+    "Automatic" for a sampler without one of its own; a timestep sampler's as asked, as SD
+    writes it)."""
+    if request.sampler_label[0] in TIMESTEP_SAMPLERS:
+        return request.sampler_label[1] or "Automatic"
     discrete = DiscreteSchedule.from_config(model.pipe.scheduler_config)
     return _plan(request, request.sampler_label[0], discrete).schedule_label
 

@@ -5,11 +5,13 @@ betas (float64, stored float32 as the LDM code), the transformer's noise half at
 sigma_to_t(sigma) on x * c_in, CFG on the denoised predictions, each image's noise from a torch
 generator seeded with seed + k (its first draw the start, its later ones the ancestral steps').
 txt2img with DPM++ 2M Karras and Euler a (two images), img2img with Euler from the init
-image's VAE posterior (drawn from the seed's generator) at the schedule's tail.
+image's VAE posterior (drawn from the seed's generator) at the schedule's tail. The timestep
+samplers (DDIM, UniPC) against PixArtSigmaPipeline with those diffusers schedulers.
 
 Compared: the final latents (the last step's), relative error |ours - ref| / |ref|; measured
-up to 3e-6 (float32 GEMMs in another order, carried through 3 steps); a wrong sigma,
-coefficient or noise draw moves them by 1e-2 or more.
+7e-6 to 2e-5 (float32 GEMMs in another order, carried through 3 steps of a tiny random model
+whose latents grow to thousands); a wrong sigma, coefficient or noise draw moves them by 1e-2
+or more.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ import numpy as np
 import pytest
 
 pytest.importorskip("diffusers", reason="diffusers is a test-only reference (extra: reference)")
+import diffusers
 import torch
 from kdiffusion_ref import K
 
@@ -122,8 +125,8 @@ def test_pixart_img2img_with_a_webui_sampler(model: Any, tiny_pixart: tuple[Path
                                              ) -> None:
     """img2img with Euler: the init image's SD VAE latents (a posterior draw from the seed's
     generator) plus the seed's noise at the schedule's tail (t_enc = strength x steps),
-    as the WebUI does for SD; the init image matters. 'diffusers' with an init image is
-    refused in one line."""
+    as the WebUI does for SD; the init image matters. 'diffusers' and the timestep samplers
+    with an init image are refused in one line."""
     from PIL import Image
 
     from diffusion.imaging import to_unit_image
@@ -145,7 +148,31 @@ def test_pixart_img2img_with_a_webui_sampler(model: Any, tiny_pixart: tuple[Path
     assert _error(got, expected) < TOLERANCE, _error(got, expected)
     other = _ours(model, init_image=Image.fromarray(255 - np.asarray(init)), **settings)
     assert _error(other, got) > 0.02, _error(other, got)
-    with pytest.raises(ValueError, match="WebUI sampler") as refused:
-        model.generate(GenerationRequest(prompt=PROMPT, width=WIDTH, height=HEIGHT, steps=2,
-                                         init_image=init, sampler="diffusers"))
-    assert "\n" not in str(refused.value)
+    for sampler in ("diffusers", "UniPC"):
+        with pytest.raises(ValueError, match="k-diffusion sampler") as refused:
+            model.generate(GenerationRequest(prompt=PROMPT, width=WIDTH, height=HEIGHT,
+                                             steps=2, init_image=init, sampler=sampler))
+        assert "\n" not in str(refused.value)
+
+
+def test_pixart_timestep_samplers_are_diffusers(model: Any,
+                                                tiny_pixart: tuple[Path, Any]) -> None:
+    """The WebUI's DDIM (two images, the batch's noise from the one seed) and UniPC run as
+    diffusers' DDIMScheduler (x0 unclipped, as the WebUI's DDIM) and UniPCMultistepScheduler
+    from the folder's config in PixArtSigmaPipeline."""
+    pipe = tiny_pixart[1]
+    folder_scheduler = pipe.scheduler
+    for label, kind, batch in (("DDIM", diffusers.DDIMScheduler, 2),
+                               ("UniPC", diffusers.UniPCMultistepScheduler, 1)):
+        pipe.scheduler = kind.from_config(folder_scheduler.config, clip_sample=False)
+        try:
+            with torch.no_grad():
+                expected = pipe([PROMPT] * batch, negative_prompt=NEGATIVE, height=HEIGHT,
+                                width=WIDTH, num_inference_steps=STEPS, guidance_scale=CFG,
+                                generator=torch.Generator().manual_seed(SEED),
+                                use_resolution_binning=False, output_type="latent").images
+        finally:
+            pipe.scheduler = folder_scheduler
+        got = _ours(model, sampler=label, batch_size=batch)
+        assert _error(got, expected.double().numpy()) < TOLERANCE, (label, _error(
+            got, expected.double().numpy()))
