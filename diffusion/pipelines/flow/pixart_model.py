@@ -61,9 +61,10 @@ class PixArtModel(LLMFlowModel):
 
     @property
     def capabilities(self) -> Capabilities:
-        """Its own sampler ("diffusers") and the WebUI's k-diffusion samplers (img2img and
-        inpainting with them), CFG with a negative prompt, plain-text prompts, the memory
-        modes; no hires fix, ControlNets, step cache or refiner."""
+        """Its own sampler ("diffusers"), the WebUI's k-diffusion samplers (img2img and
+        inpainting with them) and DDIM, PLMS, UniPC (txt2img), CFG with a negative prompt,
+        plain-text prompts, the memory modes; no hires fix, ControlNets, step cache or
+        refiner."""
         return pixart_capabilities(self.family)
 
     @property
@@ -88,9 +89,9 @@ class PixArtModel(LLMFlowModel):
 
     def check(self, request: GenerationRequest, width: int, height: int) -> None:
         """An init image with a k-diffusion sampler only (diffusers has no PixArt img2img, for
-        its own sampler or the timestep ones), sides in
-        whole 2x2 latent patches (multiples of 16). One line each otherwise. (AND is a word
-        to the pipeline's T5, as to diffusers'.)"""
+        its own sampler or the timestep ones), sides in whole 2x2 latent patches (multiples
+        of 16). One line each otherwise. (AND is a word to the pipeline's T5, as to
+        diffusers'.)"""
         label = request.sampler_label[0]
         if request.init_image is not None and (label == DIFFUSERS
                                                or label in TIMESTEP_SAMPLERS):
@@ -122,7 +123,7 @@ class PixArtModel(LLMFlowModel):
         denoised = super().denoise(request, seed, width, height, observer)
         label = request.sampler_label[0]
         if label in TIMESTEP_SAMPLERS:  # the batch's noise from the one seed, as on SD
-            denoised.seeds[:] = [seed] * len(denoised.seeds)
+            denoised.seeds = [seed] * len(denoised.seeds)
             denoised.fields["seeds"] = denoised.seeds
         if label != DIFFUSERS:
             denoised.fields["scheduler"] = pixart_schedule_label(self, request)
