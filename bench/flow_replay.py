@@ -7,6 +7,8 @@ comma-separated:
 - sana (the default): Sana 1600M, SanaPipeline's 20 steps of its DPM-Solver++ on flow sigmas,
   CFG 4.5 with an empty negative prompt (one batch of 2), the DC-AE;
 - zimage: Z-Image Turbo, ZImagePipeline's 8 Euler steps without CFG, FLUX's VAE;
+- pixart: PixArt-Σ XL 1024, PixArtSigmaPipeline's 20 DPM-Solver++ steps at CFG 4.5 (one
+  batch of 2, T5's 300 places each, the prompt's 62 real), the SD VAE;
 - cosmos2: Cosmos Predict2 2B Text2Image, Cosmos2TextToImagePipeline's 35 EDM Euler steps with
   CFG 7 (one batch of 2, T5's 512 places each), the steps alone (the latents: random weights'
   leave the VAE's range, whose decode then gives NaN);
@@ -138,6 +140,36 @@ def _zimage(quick: bool, dtype: Any, device: gpucore.Device) -> Any:
     return pipe
 
 
+def _pixart(quick: bool, dtype: Any, device: gpucore.Device) -> Any:
+    """A PixArtPipeline (Σ 1024) of random weights whose T5 states are random (no T5): the
+    prompt's 62 real tokens of 300, the empty negative prompt's 1."""
+    from diffusion.models import AutoencoderKL
+    from diffusion.models.pixart import PixArtTransformer2DModel
+    from diffusion.pipelines.flow.pixart import PixArtPipeline
+
+    from ._dit_models import PIXART_SIGMA, TINY
+    from .vae import SD_VAE, TINY_VAE
+
+    config = TINY["pixart"] if quick else PIXART_SIGMA
+    place = {"dtype": dtype, "device": device}
+    pipe = PixArtPipeline(
+        transformer=_random(PixArtTransformer2DModel(config, **place), 0),
+        vae=_random(AutoencoderKL(TINY_VAE if quick else SD_VAE, **place), 1),
+        text_encoder=None, tokenizer=None,  # type: ignore[arg-type]
+        scheduler_config={"_class_name": "DPMSolverMultistepScheduler",
+                          "beta_schedule": "linear", "beta_start": 0.0001, "beta_end": 0.02})
+    states = np.random.default_rng(2).standard_normal((1, 300, config["caption_channels"]))
+
+    def encode_prompt(prompts: Any, max_sequence_length: int | None = None
+                      ) -> tuple[np.ndarray, np.ndarray]:
+        mask = (np.arange(300) < (62 if prompts[0] else 1)).astype(np.int64)[None]
+        return (np.repeat(states.astype(np.float32), len(prompts), 0),
+                np.repeat(mask, len(prompts), 0))
+
+    pipe.encode_prompt = encode_prompt  # type: ignore[method-assign]
+    return pipe
+
+
 def _cosmos2(quick: bool, dtype: Any, device: gpucore.Device) -> Any:
     """A Cosmos2TextToImagePipeline of random weights whose T5 states are random (no T5)."""
     from diffusion.models.cosmos import CosmosTransformer3DModel
@@ -226,6 +258,8 @@ def _ideogram4(quick: bool, dtype: Any, device: gpucore.Device) -> Any:
 MODELS: dict[str, tuple[Callable[..., Any], dict[str, Any]]] = {
     "sana": (_sana, {"num_inference_steps": 20, "guidance_scale": 4.5}),
     "zimage": (_zimage, {"num_inference_steps": 8, "guidance_scale": 0.0}),
+    "pixart": (_pixart, {"num_inference_steps": 20, "guidance_scale": 4.5,
+                         "use_resolution_binning": False}),
     # the steps alone: random weights' latents leave any VAE's range by the last step
     "cosmos2": (_cosmos2, {"num_inference_steps": 35, "guidance_scale": 7.0,
                            "output_type": "latent"}),

@@ -159,12 +159,12 @@ class FlowModelPasses:
         samplers' img2img: a posterior draw from `generator` (`encode_image`)."""
         return encode_image(self.pipe.vae, pixels, generator)
 
-    def _webui(self, request: GenerationRequest, label: str, prompts: list[str],
-               seeds: WebUISeeds, width: int, height: int, observer: Observer,
-               cache: StepCache | None) -> np.ndarray:
-        flow, shape, mu = scheduled_flow(self, request, prompts, width, height, cache,
-                                         steps=int(request.steps))
-        self.begin_decode(request, shape)  # the prompt encoded, the first step not yet
+    def webui_start(self, request: GenerationRequest, seeds: WebUISeeds,
+                    shape: tuple[int, ...], width: int, height: int
+                    ) -> tuple[np.ndarray | None, np.ndarray | None]:
+        """A WebUI sampler's img2img start: the init image's latents (B, C, h, w) for latents
+        of `shape`, and inpainting's `keep` (1, 1, h, w: 1 where the init image stays); None,
+        None in txt2img."""
         init = keep = None
         if request.init_image is not None:
             # the init image's latents drawn from the VAE's posterior with the first seed;
@@ -190,6 +190,15 @@ class FlowModelPasses:
                 init = latent_content(init, small, request.inpainting_fill, rng=request.rng,
                                       seeds=[first + k for k in range(len(seeds.seeds))])
                 keep = 1.0 - small
+        return init, keep
+
+    def _webui(self, request: GenerationRequest, label: str, prompts: list[str],
+               seeds: WebUISeeds, width: int, height: int, observer: Observer,
+               cache: StepCache | None) -> np.ndarray:
+        flow, shape, mu = scheduled_flow(self, request, prompts, width, height, cache,
+                                         steps=int(request.steps))
+        self.begin_decode(request, shape)  # the prompt encoded, the first step not yet
+        init, keep = self.webui_start(request, seeds, shape, width, height)
         return sample_flow(flow, label, self.schedule(shape, int(request.steps), mu),
                            int(request.steps),
                            seeds=resized(seeds, request, shape, width, height),

@@ -29,7 +29,9 @@ The step runs eagerly, op by op, where a replay cannot be right:
 - families not wired here call their transformer directly: Cosmos Video2World and
   Predict2.5, the video models; HiDream (its MoE layers route each token on the host from
   the gate's logits read back every call: a replay would repeat one step's routing);
-- Sana, Sana Sprint: nothing else (they take no step cache, ControlNet or prior). FLUX.1's
+- Sana, Sana Sprint, PixArt: nothing else (they take no step cache, ControlNet or prior;
+  PixArt's caption mask and α 1024's picture size static, with its own sampler and the
+  WebUI's alike). FLUX.1's
   Redux prior, its Fill and Canny / Depth inputs and Kontext's reference tokens are inputs
   (the prompt's states, the packed latents), so those steps replay; so do FLUX.2's
   reference pictures' tokens (after the noise's in the packed latents).

@@ -1,12 +1,13 @@
 """`PixArtModel`: PixArt-α and PixArt-Σ behind the `generate(request)` every door calls (the
-flow family's `FlowModel` with PixArt's own sampler), and the registry's loader, defaults and
+flow family's `FlowModel` with PixArt's samplers), and the registry's loader, defaults and
 capabilities for them.
 
-The "diffusers" sampler alone: PixArtSigmaPipeline's (PixArtAlphaPipeline's) DPM-Solver++ 2M
-on epsilon (the WebUI's flow samplers do not apply to a noise-predicting model). The
-request's CFG scale is diffusers' `guidance_scale` (1 or below: the prompt's pass alone).
-txt2img only: diffusers has no PixArt img2img. Drawn at the model's aspect-ratio bin nearest
-the size asked and resized back, as diffusers does by default (the request's
+The "diffusers" sampler (the default): PixArtSigmaPipeline's (PixArtAlphaPipeline's)
+DPM-Solver++ 2M on epsilon, txt2img (diffusers has no PixArt img2img); the request's CFG scale
+is diffusers' `guidance_scale` (1 or below: the prompt's pass alone). The WebUI's k-diffusion
+samplers and schedule types run as on SD (PixArt predicts noise over a DDPM schedule:
+pixart_webui), txt2img, img2img and inpainting. txt2img is drawn at the model's aspect-ratio
+bin nearest the size asked and resized back, as diffusers does by default (the request's
 use_resolution_binning).
 """
 
@@ -23,6 +24,8 @@ from ...loaders.formats.diffusers_folder import read_json
 from ...loaders.pixart import pixart_family
 from ...models.step_cache import StepCache
 from ...sampling.kdiffusion import DIFFUSERS
+from ...sampling.kdiffusion_pass import WebUISeeds
+from ...sampling.schedulers import get_scheduler
 from ..contract import Capabilities, LoadOptions, SamplingDefaults
 from ..finite import pictures_uint8
 from ..generation import Denoised
@@ -31,6 +34,12 @@ from ..request import GenerationRequest
 from .flow_memory import MemoryLayout
 from .flow_model import LLMFlowModel
 from .pixart import pixart_binned_size
+from .pixart_webui import (
+    PIXART_SAMPLERS,
+    TIMESTEP_SAMPLERS,
+    pixart_schedule_label,
+    sample_pixart,
+)
 from .start import base_folder
 
 __all__ = ["LCM_DEFAULTS", "PIXART_DEFAULTS", "PixArtModel", "load_pixart_model",
@@ -52,9 +61,10 @@ class PixArtModel(LLMFlowModel):
 
     @property
     def capabilities(self) -> Capabilities:
-        """Its own sampler ("diffusers"), CFG with a negative prompt, plain-text prompts, the
-        memory modes; txt2img only, no hires fix, ControlNets, step cache, refiner or
-        variation seeds."""
+        """Its own sampler ("diffusers"), the WebUI's k-diffusion samplers (img2img and
+        inpainting with them) and DDIM, PLMS, UniPC (txt2img), CFG with a negative prompt,
+        plain-text prompts, the memory modes; no hires fix, ControlNets, step cache or
+        refiner."""
         return pixart_capabilities(self.family)
 
     @property
@@ -78,12 +88,17 @@ class PixArtModel(LLMFlowModel):
         raise ValueError("PixArt decodes with its folder's vae/: leave --vae out")
 
     def check(self, request: GenerationRequest, width: int, height: int) -> None:
-        """No init image (diffusers has no PixArt img2img), sides in whole 2x2 latent
-        patches (multiples of 16). One line each otherwise. (AND is a word to the
-        pipeline's T5, as to diffusers'.)"""
-        if request.init_image is not None:
-            raise ValueError("PixArt draws from text alone (diffusers has no PixArt img2img "
-                             "pipeline): leave the init image out")
+        """An init image with a k-diffusion sampler only (diffusers has no PixArt img2img, for
+        its own sampler or the timestep ones), sides in whole 2x2 latent patches (multiples
+        of 16). One line each otherwise. (AND is a word to the pipeline's T5, as to
+        diffusers'.)"""
+        label = request.sampler_label[0]
+        if request.init_image is not None and (label == DIFFUSERS
+                                               or label in TIMESTEP_SAMPLERS):
+            which = "PixArt's own sampler ('diffusers')" if label == DIFFUSERS else label
+            raise ValueError(f"{which} draws from noise only on PixArt (diffusers has no "
+                             "PixArt img2img): pick a k-diffusion sampler (Euler, DPM++ 2M) "
+                             "for img2img and inpainting")
         multiple = 2 * self.vae_scale_factor
         for name, side in (("width", width), ("height", height)):
             if side % multiple:
@@ -93,18 +108,43 @@ class PixArtModel(LLMFlowModel):
 
     def binned(self, request: GenerationRequest, width: int, height: int
                ) -> tuple[int, int] | None:
-        """The (width, height) a request is drawn at where resolution binning moves it
-        (diffusers' default), else None."""
-        if not request.use_resolution_binning:
+        """The (width, height) a txt2img request is drawn at where resolution binning moves
+        it (diffusers' default), else None."""
+        if not request.use_resolution_binning or request.init_image is not None:
             return None
         bins = pixart_binned_size(self.pipe.sample_size, height, width)
         return None if bins is None or bins == (height, width) else (bins[1], bins[0])
 
     def denoise(self, request: GenerationRequest, seed: int, width: int, height: int,
                 observer: Observer) -> Denoised:
-        """The flow families' denoising at the size binning gives (`binned`)."""
+        """The flow families' denoising at the size binning gives (`binned`); a WebUI
+        sampler's schedule type in the infotext."""
         width, height = self.binned(request, width, height) or (width, height)
-        return super().denoise(request, seed, width, height, observer)
+        denoised = super().denoise(request, seed, width, height, observer)
+        label = request.sampler_label[0]
+        if label in TIMESTEP_SAMPLERS:  # the batch's noise from the one seed, as on SD
+            denoised.seeds = [seed] * len(denoised.seeds)
+            denoised.fields["seeds"] = denoised.seeds
+        if label != DIFFUSERS:
+            denoised.fields["scheduler"] = pixart_schedule_label(self, request)
+        return denoised
+
+    def _webui(self, request: GenerationRequest, label: str, prompts: list[str],
+               seeds: WebUISeeds, width: int, height: int, observer: Observer,
+               cache: StepCache | None) -> np.ndarray:
+        """A WebUI k-diffusion sampler on the noise prediction, as on SD (pixart_webui), or a
+        timestep sampler's diffusers scheduler in the pipeline's loop (`_timestep_config`); a
+        step cache refused in one line."""
+        if cache is not None:
+            raise ValueError("PixArt runs without a step cache; leave --cache out")
+        if label in TIMESTEP_SAMPLERS:
+            return self.pipe(  # type: ignore[no-any-return]
+                prompts, height=height, width=width, num_inference_steps=int(request.steps),
+                seed=seeds.seeds[0], rng=request.rng, callback=observer.step,
+                output_type="latent", use_resolution_binning=False,
+                scheduler=get_scheduler(label, _timestep_config(self.pipe.scheduler_config)),
+                **self._guidance(request))
+        return sample_pixart(self, request, label, prompts, seeds, width, height, observer)
 
     def begin_decode(self, request: GenerationRequest, shape: tuple[int, ...]) -> None:
         """Nothing ahead: the decode may resize back to the size asked."""
@@ -140,15 +180,23 @@ class PixArtModel(LLMFlowModel):
                               self.pipe.vae)
 
 
+def _timestep_config(config: dict[str, Any]) -> dict[str, Any]:
+    """The folder's DPM-Solver++ config for a timestep sampler's scheduler: DDIM's x0
+    unclipped (as the WebUI's DDIM and SD's folders have it: PixArt's names no clip_sample,
+    and diffusers' default would clip the latents to [-1, 1]), DPM-Solver's solver_type left
+    out (UniPC's is then bh2, what diffusers' UniPCMultistepScheduler makes of "midpoint")."""
+    kept = {k: v for k, v in config.items() if k != "solver_type"}
+    return {**kept, "clip_sample": False}
+
+
 def pixart_capabilities(family: str) -> Capabilities:
     """What a PixArt model takes (PixArtModel.capabilities says what): the loaded model's, and
     the registry's before the weights load."""
-    return Capabilities(family=family, latent_space="pixart", guidance="cfg", samplers=(),
-                        schedules=None, models="PixArt models", step_cache=(),
-                        prompt_syntax=False, textual_inversion=False, refiner=False,
-                        control=False, variation_seeds=False, latent_upscale_resize=False,
-                        hires=False, hires_with_diffusers=False, latent_masked_content=False,
-                        memory_modes=True)
+    return Capabilities(family=family, latent_space="pixart", guidance="cfg",
+                        samplers=PIXART_SAMPLERS, schedules=None, models="PixArt models",
+                        step_cache=(), prompt_syntax=False, textual_inversion=False,
+                        refiner=False, control=False, hires=False, hires_with_diffusers=False,
+                        latent_masked_content=False, noise_multiplier=True, memory_modes=True)
 
 
 def pixart_defaults(path: str | os.PathLike[str], family: str) -> SamplingDefaults:

@@ -1,8 +1,8 @@
 """PixArt-Σ through the command line and the server: the family found with diffusers'
 defaults, txt2img with its own sampler is diffusers' PixArtSigmaPipeline's picture (binned to
 the model's aspect-ratio bin and resized back where the sample size has a table), and what it
-refuses in one line (a WebUI sampler, an init image, a side not whole patches; a 422 on the
-server)."""
+refuses in one line (DDIM CFG++, an init image with its own sampler, a side not whole
+patches; a 422 on the server)."""
 
 from __future__ import annotations
 
@@ -35,7 +35,8 @@ def _diffusers(reference: Any, width: int, height: int, **settings: Any) -> np.n
 def test_pixart_from_the_cli(first_device: gpucore.Device, tiny_pixart: tuple[Path, Any],
                              tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     """diffusers' defaults (20 steps of its own sampler at CFG 4.5) and its picture; refused
-    in one line: a WebUI sampler, an init image, a side not a multiple of 8."""
+    in one line: DDIM CFG++ (not wired), an init image with its own sampler, a side not a
+    multiple of 8."""
     folder, reference = tiny_pixart
     assert model_defaults(folder)[0] == SamplingDefaults(steps=20, sampler="diffusers",
                                                          cfg_scale=4.5)
@@ -47,7 +48,7 @@ def test_pixart_from_the_cli(first_device: gpucore.Device, tiny_pixart: tuple[Pa
     expected = _diffusers(reference, 40, 24, num_inference_steps=3, guidance_scale=4.5,
                           use_resolution_binning=False)
     assert np.abs(png_pixels(out) - expected).mean() < TOL
-    assert "diffusers" in cli_error(capsys, *common, "--sampler", "Euler",
+    assert "diffusers" in cli_error(capsys, *common, "--sampler", "DDIM CFG++",
                                     "--out", str(tmp_path / "b.png"))
     init = tmp_path / "init.png"
     from PIL import Image
@@ -64,7 +65,7 @@ def test_pixart_through_the_api(first_device: gpucore.Device, tmp_path: Path) ->
     """/sdapi/v1/txt2img on a folder of sample size 32 with an 8x VAE (diffusers' 256
     table): no sampler named runs PixArt's own, 240 x 160 drawn at the 304 x 208 bin and
     resized back as diffusers' pipeline does by default; the infotext names the model; a
-    WebUI sampler is a 422 in one line."""
+    sampler not wired (DDIM CFG++) is a 422 in one line."""
     pytest.importorskip("fastapi", reason="the server extra is not installed")
     from pixart_tiny import VAE_8X_TINY, tiny_pixart_pipeline
     from server_support import info, pixels, serving
@@ -84,10 +85,10 @@ def test_pixart_through_the_api(first_device: gpucore.Device, tmp_path: Path) ->
         expected = _diffusers(reference, 240, 160, num_inference_steps=2, guidance_scale=4.5)
         assert ours.shape == expected.shape == (160, 240, 3)
         assert np.abs(ours - expected).mean() < TOL
-        response = client.post("/sdapi/v1/txt2img", json={**body, "sampler_name": "Euler"})
+        response = client.post("/sdapi/v1/txt2img", json={**body, "sampler_name": "DDIM CFG++"})
         assert response.status_code == 422, response.text
         detail = response.json()["detail"]
-        assert "Euler" in detail and "\n" not in detail, detail
+        assert "DDIM CFG++" in detail and "\n" not in detail, detail
 
 
 def test_pixart_single_file(first_device: gpucore.Device, tiny_pixart: tuple[Path, Any],
