@@ -93,7 +93,9 @@ def tiny_motif_pipeline(root: Path, *, i2v: bool = False, guidance: float = 4.0)
         guider=ClassifierFreeGuidance(guidance_scale=guidance))
     if i2v:
         pipe = diffusers.MotifVideoImage2VideoPipeline(
-            **parts, feature_extractor=transformers.SiglipImageProcessor(
+            # the Pillow backend by name: with torchvision installed SiglipImageProcessor
+            # resizes through it, a few levels away from what the pipeline reproduces
+            **parts, feature_extractor=transformers.SiglipImageProcessorPil(
                 size={"height": 28, "width": 28}))
     else:
         pipe = diffusers.MotifVideoPipeline(**parts)
