@@ -330,3 +330,14 @@ def tiny_auraflow(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Any]:
 
     root = tmp_path_factory.mktemp("tiny-auraflow")
     return root / "auraflow", tiny_auraflow_pipeline(root)
+
+
+@pytest.fixture(scope="session")
+def tiny_prx(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Any]:
+    """(the folder `root / "prx"`, diffusers' PRXPipeline) of tiny random parts: the
+    pipeline's, the CLI's and the server's tests."""
+    pytest.importorskip("diffusers", reason="diffusers is a test-only reference")
+    from prx_tiny import tiny_prx_pipeline
+
+    root = tmp_path_factory.mktemp("tiny-prx")
+    return root / "prx", tiny_prx_pipeline(root)
