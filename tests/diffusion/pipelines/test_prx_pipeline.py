@@ -93,8 +93,12 @@ def _common(folder: Path, *more: str) -> tuple[str, ...]:
 def test_prx_from_the_cli(first_device: gpucore.Device, tiny_prx: tuple[Path, Any],
                           tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     """The family and its defaults (28 steps at CFG 4) from the folder; diffusers' picture
-    at CFG 4 with a negative prompt; a WebUI sampler and img2img run; --base refused."""
+    at CFG 4 with a negative prompt, the same under --lowvram (the blocks streamed) and with
+    the VAE given as FLUX.1's ae.safetensors; a WebUI
+    sampler and img2img run; --base and a step cache refused."""
     from PIL import Image
+    from safetensors.torch import save_file
+    from vae_layouts import flux_ae
 
     folder, reference = tiny_prx
     capabilities = capabilities_of(folder)
@@ -106,6 +110,15 @@ def test_prx_from_the_cli(first_device: gpucore.Device, tiny_prx: tuple[Path, An
     assert "--cfg-scale 4" in err
     expected = _diffusers(reference, RED, negative_prompt=HORSE)
     assert np.abs(png_pixels(out) - expected).mean() < TOL
+    low, _ = cli_ok(capsys, *_common(folder, "--prompt", RED, "--negative-prompt", HORSE,
+                                     "--lowvram", "--out", str(tmp_path / "low.png")))
+    np.testing.assert_array_equal(png_pixels(low), png_pixels(out))
+    # FLUX.1's ae.safetensors (BFL's names) written from the folder's VAE: the same picture
+    save_file(flux_ae(reference.vae), str(tmp_path / "ae.safetensors"))
+    vae, _ = cli_ok(capsys, *_common(folder, "--prompt", RED, "--negative-prompt", HORSE,
+                                     "--vae", str(tmp_path / "ae.safetensors"),
+                                     "--out", str(tmp_path / "vae.png")))
+    np.testing.assert_array_equal(png_pixels(vae), png_pixels(out))
     out, _ = cli_ok(capsys, "txt2img", "--model", str(folder), *SIZE, "--prompt", RED,
                     "--steps", "2", "--cfg-scale", "1", "--sampler", "Euler", "--seed", "3",
                     "--out", str(tmp_path / "e.png"))
