@@ -1,7 +1,7 @@
 """Tiny random PRX parts built in-process: diffusers' PRXTransformer2DModel, transformers'
-T5GemmaEncoder (PRX's text encoder), and a whole PRXPipeline folder (FLUX.1's 16-channel VAE
-form at 2x downsampling, a Gemma-shaped tokenizer of 32 tokens at most, a constant-shift flow
-scheduler)."""
+T5GemmaEncoder (PRX's text encoder), and whole PRXPipeline folders (FLUX.1's 16-channel VAE
+form at 2x downsampling, or dc_ae_tiny's DC-AE; a Gemma-shaped tokenizer of 32 tokens at most,
+a constant-shift flow scheduler)."""
 
 from __future__ import annotations
 
@@ -61,19 +61,21 @@ def tiny_t5gemma(seed: int = 7) -> Any:
     return model.eval()
 
 
-def tiny_prx_pipeline(root: Path, name: str = "prx") -> Any:
-    """diffusers' PRXPipeline of tiny random parts saved to `root / name`; returns it."""
+def tiny_prx_pipeline(root: Path, name: str = "prx", *, dc_ae: bool = False) -> Any:
+    """diffusers' PRXPipeline of tiny random parts saved to `root / name`; returns it.
+    `dc_ae`: dc_ae_tiny's DC-AE (8 latent channels, 4x) in place of FLUX.1's VAE form."""
     import diffusers
     import transformers
+    from dc_ae_tiny import tiny_dc_ae
 
     tokens = tiny_lumina2_tokenizer(root / f"{name}-tokenizer")
     tokenizer = transformers.PreTrainedTokenizerFast(
         tokenizer_file=str(tokens / "tokenizer.json"), pad_token="<pad>", bos_token="<bos>",
         eos_token="<eos>", padding_side="right", model_max_length=MAX_TOKENS)
+    vae = tiny_dc_ae() if dc_ae else tiny_longcat_vae()
     pipe = diffusers.PRXPipeline(
-        transformer=tiny_prx_transformer(),
+        transformer=tiny_prx_transformer(in_channels=vae.config.latent_channels),
         scheduler=diffusers.FlowMatchEulerDiscreteScheduler(**PRX_SCHEDULER),
-        text_encoder=tiny_t5gemma(), tokenizer=tokenizer, vae=tiny_longcat_vae(),
-        default_sample_size=256)
+        text_encoder=tiny_t5gemma(), tokenizer=tokenizer, vae=vae, default_sample_size=256)
     pipe.save_pretrained(root / name)
     return pipe

@@ -2,7 +2,8 @@
 T5Gemma's encoder (prx_prompt), its states projected once and attended to by every block of
 the PRX transformer, which predicts the flow of 2x2 latent patches; classifier-free guidance
 with the negative prompt ("" when none) in a second pass; FlowMatchEulerDiscreteScheduler over
-its own timesteps at the folder's constant shift; FLUX.1's VAE decodes. With the torch RNG a
+its own timesteps at the folder's constant shift; FLUX.1's VAE decodes (a -dc-ae folder's:
+Sana's DC-AE). With the torch RNG a
 seed gives diffusers' picture at the size asked (diffusers' `use_resolution_binning=False`:
 binning draws at the nearest trained aspect ratio and resizes, which the WebUI leaves to the
 user's width and height).
@@ -28,6 +29,7 @@ from ...loaders.prx import load_prx_folder
 from ...loaders.sd.vae_file import load_vae
 from ...loaders.vae_kind import require_vae
 from ...models import AutoencoderKL
+from ...models.dc_ae import AutoencoderDC
 from ...models.prx import PRXTransformer2DModel, patches, unpatched
 from ...models.prx_prompt import encode
 from ...models.step_cache import StepCache
@@ -37,6 +39,7 @@ from ...sampling.guidance import combine
 from ...sampling.schedulers.flow_match_euler import FlowMatchEulerDiscreteScheduler
 from ...text.llm_tokenizer import LLMTokenizer
 from .flow_memory import load_network
+from .flow_replay import lent_steps
 from .start import StepCallback, check_call, check_sides, run_euler
 
 __all__ = ["PRXPipeline", "prx_schedule"]
@@ -58,7 +61,7 @@ class PRXPipeline:
     model_max_length, `sample_size` its default side (model_index.json's
     default_sample_size)."""
 
-    def __init__(self, *, transformer: PRXTransformer2DModel, vae: AutoencoderKL,
+    def __init__(self, *, transformer: PRXTransformer2DModel, vae: AutoencoderKL | AutoencoderDC,
                  text_encoder: T5GemmaEncoder, tokenizer: LLMTokenizer,
                  scheduler_config: dict[str, Any], max_tokens: int = 256,
                  sample_size: int = 512, modules: Sequence[str] = ()) -> None:
@@ -66,7 +69,13 @@ class PRXPipeline:
         self.text_encoder, self.tokenizer = text_encoder, tokenizer
         self.scheduler_config, self.max_tokens = dict(scheduler_config), int(max_tokens)
         self.modules, self.sample_size = list(modules), int(sample_size)
-        self.vae_scale_factor = 2 ** (len(vae.config["block_out_channels"]) - 1)
+        self.vae_scale_factor = (vae.spatial_compression_ratio if isinstance(vae, AutoencoderDC)
+                                 else 2 ** (len(vae.config["block_out_channels"]) - 1))
+
+    @property
+    def dc_ae(self) -> bool:
+        """Whether the VAE is a DC-AE (the -dc-ae models') rather than FLUX.1's."""
+        return isinstance(self.vae, AutoencoderDC)
 
     @classmethod
     def from_pretrained(cls, path: str | Path, *, dtype: Any = np.float32,
@@ -90,7 +99,8 @@ class PRXPipeline:
         return cls(
             transformer=load(lambda: PRXTransformer2DModel(transformer.config, **place),
                              transformer),
-            vae=load(lambda: AutoencoderKL(weights.vae.config, **place), weights.vae),
+            vae=load(lambda: (AutoencoderDC if weights.dc_ae else AutoencoderKL)(
+                weights.vae.config, **place), weights.vae),
             text_encoder=encoder, tokenizer=LLMTokenizer(weights.tokenizer_dir),
             scheduler_config=weights.scheduler_config, max_tokens=weights.max_tokens,
             sample_size=weights.sample_size)
@@ -98,7 +108,10 @@ class PRXPipeline:
     def use_vae_file(self, path: str | os.PathLike[str]) -> None:
         """Decode (and encode) with FLUX.1's VAE in the file `path` (`ae.safetensors`), in
         the place, dtype and config of the folder's. WeightsError in one line for another
-        family's VAE."""
+        family's VAE, or for a DC-AE folder."""
+        if self.dc_ae:
+            raise ValueError("--vae replaces FLUX.1's VAE; this PRX folder decodes with its "
+                             "own DC-AE: drop --vae")
         require_vae(path, "2d", int(self.vae.config["latent_channels"]), model="PRX",
                     usual="FLUX's ae.safetensors")
         weight = self.vae.decoder.conv_in.weight
@@ -152,6 +165,23 @@ class PRXPipeline:
 
         return flow, (batch, int(self.vae.config["latent_channels"]), h, w), None
 
+    def decode(self, latents: np.ndarray,
+               run: Callable[[Any, np.ndarray], np.ndarray] | None = None) -> np.ndarray:
+        """Images (B, H, W, 3) in [0, 1] of a DC-AE folder's transformer latents: divided by
+        the VAE's scaling factor (plus its config's shift_factor, none for Sana's DC-AE),
+        decoded in its dtype; `run(vae, z)`: a memory mode's decode. diffusers: PRXPipeline's
+        `vae.decode(latents / scaling_factor + shift_factor)` and postprocess."""
+        shift = np.float32(self.vae.config.get("shift_factor") or 0.0)
+        z = latents / np.float32(self.vae.scaling_factor) + shift
+        with lent_steps(self):
+            if run is not None:
+                images = run(self.vae, z)
+            else:
+                weight = self.vae.decoder.conv_in.weight
+                images = self.vae.decode(asarray(z, dtype=weight.dtype, device=weight.device)
+                                         ).numpy().astype(np.float32)
+        return np.clip(images / 2 + 0.5, 0.0, 1.0).transpose(0, 2, 3, 1)
+
     def __call__(self, prompt: str | Sequence[str], *, negative_prompt: str | Sequence[str] = "",
                  height: int | None = None, width: int | None = None,
                  num_inference_steps: int = 28,
@@ -166,7 +196,8 @@ class PRXPipeline:
         ("torch", as diffusers; "numpy") draw the starting noise unless `latents` is given;
         `image` (PIL or HxWx3 uint8; with `mask_image`, white = repaint) starts from that
         picture at `strength`, as FLUX's img2img and inpainting do (diffusers has no PRX
-        img2img); `callback(done, total, latents)` after every step (False stops).
+        img2img; a DC-AE folder draws from noise only); `callback(done, total, latents)`
+        after every step (False stops).
         diffusers: `PRXPipeline(prompt, negative_prompt=, height=, width=,
         num_inference_steps=, guidance_scale=, skip_text_cleaning=,
         use_resolution_binning=False, generator=torch.Generator().manual_seed(seed),
@@ -180,8 +211,13 @@ class PRXPipeline:
                                        guidance_scale=guidance_scale,
                                        negative_prompt=negative_prompt,
                                        skip_text_cleaning=skip_text_cleaning, cache=cache)
+        if self.dc_ae and image is not None:
+            raise ValueError("a PRX DC-AE folder's own sampler ('diffusers') draws from noise "
+                             "only: pick a WebUI sampler (Euler) for img2img")
         scheduler = prx_schedule(self.scheduler_config, num_inference_steps)
-        return run_euler(self.vae, scheduler, shape, flow, generator=make_generator(rng, seed),
-                         latents=latents, image=image, mask=mask_image, strength=strength,
-                         callback=callback, output_type=output_type,
-                         device=self.transformer.txt_in.weight.device)
+        out = run_euler(self.vae, scheduler, shape, flow, generator=make_generator(rng, seed),
+                        latents=latents, image=image, mask=mask_image, strength=strength,
+                        callback=callback, output_type="latent" if self.dc_ae else output_type,
+                        device=self.transformer.txt_in.weight.device,
+                        scale_factor=self.vae_scale_factor)
+        return self.decode(out) if self.dc_ae and output_type != "latent" else out

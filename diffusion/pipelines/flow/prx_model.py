@@ -5,7 +5,9 @@ The request's CFG scale is diffusers' `guidance_scale`: 1 is no guidance, above 
 negative-prompt pass (the request's negative prompt, "" when none is given) combined as
 `uncond + cfg * (cond - uncond)`. The "diffusers" sampler runs the pipeline's own loop; the
 WebUI's samplers for flow models run over the shifted Simple schedule, from noise or an init
-image (img2img, inpainting, the hires fix: FLUX.1's VAE encodes and decodes).
+image (img2img, inpainting, the hires fix: FLUX.1's VAE encodes and decodes). A -dc-ae folder
+("prx-dc-ae") encodes and decodes with Sana's DC-AE as Sana does (deterministic, no
+posterior); its own sampler ("diffusers") draws from noise only.
 """
 
 from __future__ import annotations
@@ -14,8 +16,13 @@ import os
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
+from gpustd import asarray
+
 from ...loaders.flow.text_encoder_file import module_stem
 from ..contract import Capabilities, LoadOptions, SamplingDefaults
+from ..finite import check_encoded, pictures_uint8
 from ..request import GenerationRequest
 from .flow_memory import MemoryLayout
 from .flow_model import LLMFlowModel
@@ -29,7 +36,8 @@ PRX_DEFAULTS = SamplingDefaults(steps=28, sampler="Euler", cfg_scale=4.0,
 
 
 class PRXModel(LLMFlowModel):
-    """A loaded PRX pipeline (`family` "prx", a `PRXPipeline` as `pipe`)."""
+    """A loaded PRX pipeline (`family` "prx", or "prx-dc-ae" with a DC-AE; a `PRXPipeline`
+    as `pipe`)."""
 
     @property
     def capabilities(self) -> Capabilities:
@@ -37,7 +45,7 @@ class PRXModel(LLMFlowModel):
         negative prompt, plain-text prompts with LoRA tags, img2img and inpainting, the hires
         fix, the memory modes (flow_memory), variation seeds; no step caches, no
         ControlNets, no refiner."""
-        return prx_capabilities("prx")
+        return prx_capabilities(self.family)
 
     @property
     def native_size(self) -> int:
@@ -58,13 +66,35 @@ class PRXModel(LLMFlowModel):
         return {"guidance_scale": float(request.cfg_scale),
                 "negative_prompt": request.negative_prompt}
 
+    def encode_init(self, pixels: np.ndarray, generator: Any) -> np.ndarray:
+        """The init image's latents in the transformer's space: FLUX.1's VAE's posterior draw
+        (FlowModel's), or a DC-AE's latents times its scaling factor (`generator` unused)."""
+        if not self.pipe.dc_ae:
+            return super().encode_init(pixels, generator)
+        vae = self.pipe.vae
+        weight = vae.decoder.conv_in.weight
+        latents = vae.encode(asarray(pixels.astype(np.float32), dtype=weight.dtype,
+                                     device=weight.device)).numpy().astype(np.float32)
+        check_encoded(latents, vae)
+        return latents * np.float32(vae.scaling_factor)
+
+    def decode(self, latents: np.ndarray, request: GenerationRequest) -> list[np.ndarray]:
+        """The pictures: FlowModel's, or the DC-AE's (PRXPipeline.decode, in the memory
+        mode's way where one is set)."""
+        if not self.pipe.dc_ae:
+            return super().decode(latents, request)
+        return pictures_uint8(self.pipe.decode(latents, self.memory_decode()), self.pipe.vae)
+
 
 def prx_capabilities(family: str) -> Capabilities:
-    """What a PRX model takes (PRXModel.capabilities says what): the loaded model's, and the
-    registry's before the weights load."""
-    return Capabilities(family=family, latent_space="flux", guidance="cfg",
+    """What a PRX model takes (PRXModel.capabilities says what; a "prx-dc-ae" model's
+    latents are Sana's DC-AE's): the loaded model's, and the registry's before the weights
+    load."""
+    dc_ae = family == "prx-dc-ae"
+    return Capabilities(family=family, latent_space="sana" if dc_ae else "flux", guidance="cfg",
                         samplers=tuple(FLOW_SAMPLERS), schedules=FLOW_SCHEDULES,
-                        models="PRX models", step_cache=(), prompt_syntax=False,
+                        models="PRX DC-AE models" if dc_ae else "PRX models", step_cache=(),
+                        prompt_syntax=False,
                         textual_inversion=False, refiner=False, control=False,
                         hires_with_diffusers=False, latent_masked_content=False,
                         memory_modes=True, hires_own_settings=True, noise_multiplier=True)
