@@ -146,6 +146,11 @@ OVIS: dict[str, Any] = dict(
     patch_size=1, in_channels=64, out_channels=64, num_layers=6, num_single_layers=27,
     attention_head_dim=128, num_attention_heads=24, joint_attention_dim=2048,
     axes_dims_rope=(16, 56, 56))
+# Photoroom/prx-1024-t2i-beta's transformer (diffusers' PRXTransformer2DModel defaults: 16
+# blocks 1792 wide, 28 heads of 64, T5Gemma 2B's 2304-wide states, FLUX.1's 16 channels)
+PRX: dict[str, Any] = dict(
+    in_channels=16, patch_size=2, context_in_dim=2304, hidden_size=1792, mlp_ratio=3.5,
+    num_heads=28, depth=16, axes_dim=[32, 32])
 # Efficient-Large-Model/Sana_1600M_1024px's transformer/config.json as diffusers'
 # convert_sana_to_diffusers writes it (SanaMS_1600M_P1_D20: 20 blocks 2240 wide, 70
 # linear-attention heads of 32, 20 cross-attention heads of 112; Gemma-2-2B's 2304-wide
@@ -269,6 +274,7 @@ TINY: dict[str, dict[str, Any]] = {
                  axes_dims_rope=[0, 8, 8]),
     "fibo": dict(FIBO, **_TINY_DIT, num_single_layers=3, joint_attention_dim=40,
                  text_encoder_dim=20, axes_dims_rope=[4, 6, 6]),
+    "prx": dict(PRX, hidden_size=48, num_heads=4, depth=1, context_in_dim=40, axes_dim=[6, 6]),
 
     "cogview4": dict(COGVIEW4, num_layers=1, attention_head_dim=16, num_attention_heads=2,
                      text_embed_dim=40, time_embed_dim=24, condition_dim=8),
