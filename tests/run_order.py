@@ -55,6 +55,7 @@ FAMILIES: tuple[tuple[str, tuple[str, ...], tuple[str, ...]], ...] = (
     ("ideogram4", ("ideogram4_tiny",), ()),
     ("auraflow", ("auraflow_tiny",), ("tiny_auraflow",)),
     ("helios", ("helios_tiny",), ()),
+    ("prx", ("prx_tiny",), ("tiny_prx",)),
 )
 
 
