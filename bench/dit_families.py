@@ -71,8 +71,7 @@ BENCH_MODELS picks them, comma-separated, from sana, pixart, qwen3_8b, qwen25vl,
 sana4k, lumina2, qwenimage21, krea2, kandinsky5, bria, longcat, ovis, fibo, prx, ernie,
 cosmos2, cogview4, ideogram4, auraflow, flux2klein, chroma, kontext, qwenimage, qwenimageedit,
 hunyuanimage, hunyuanvideo15, hunyuanvideo, hidream, ltx2 (the default: all, in that order),
-plus zimage and
-qwen3 (bench/zimage.py's rows).
+plus zimage and qwen3 (bench/zimage.py's rows).
 BENCH_ACC16=1 adds each float16 transformer's step with every GEMM's f16 accumulators (`float16
 acc16`, `--fp16-accumulation`). BENCH_KERNELS=1 adds each float16 row's fifteen longest kernels
 (`kernels`: calls and GPU ms of one more step, timestamps on). `--quick`: tiny configs (a smoke
