@@ -34,6 +34,7 @@ from ...models.prx import PRXTransformer2DModel, patches, unpatched
 from ...models.prx_prompt import encode
 from ...models.step_cache import StepCache
 from ...models.t5gemma import T5GemmaEncoder
+from ...models.transformer_ops import cast
 from ...noise.rng import make_generator
 from ...sampling.guidance import combine
 from ...sampling.schedulers.flow_match_euler import FlowMatchEulerDiscreteScheduler
@@ -124,7 +125,7 @@ class PRXPipeline:
         diffusers: `PRXPipeline.encode_prompt`."""
         states, mask = encode(self.text_encoder, self.tokenizer, prompts,
                               max_tokens=self.max_tokens, skip_text_cleaning=skip_text_cleaning)
-        return states.astype(self.transformer.dtype), mask
+        return cast(states, self.transformer.dtype), mask
 
     def velocity(self, prompts: Sequence[str], *, height: int, width: int,
                  guidance_scale: float = 4.0, negative_prompt: str | Sequence[str] = "",
