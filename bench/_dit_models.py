@@ -154,6 +154,11 @@ NUCLEUS: dict[str, Any] = dict(
     dense_moe_strategy="leave_first_three_blocks_dense", num_experts=64,
     moe_intermediate_dim=1344, capacity_factors=[0.0] * 3 + [4.0] * 2 + [2.0] * 27,
     use_sigmoid=False, route_scale=2.5)
+# Photoroom/prx-1024-t2i-beta's transformer (diffusers' PRXTransformer2DModel defaults: 16
+# blocks 1792 wide, 28 heads of 64, T5Gemma 2B's 2304-wide states, FLUX.1's 16 channels)
+PRX: dict[str, Any] = dict(
+    in_channels=16, patch_size=2, context_in_dim=2304, hidden_size=1792, mlp_ratio=3.5,
+    num_heads=28, depth=16, axes_dim=[32, 32])
 # Efficient-Large-Model/Sana_1600M_1024px's transformer/config.json as diffusers'
 # convert_sana_to_diffusers writes it (SanaMS_1600M_P1_D20: 20 blocks 2240 wide, 70
 # linear-attention heads of 32, 20 cross-attention heads of 112; Gemma-2-2B's 2304-wide
@@ -284,6 +289,7 @@ TINY: dict[str, dict[str, Any]] = {
                     moe_intermediate_dim=24, capacity_factors=[0.0, 4.0]),
     "fibo": dict(FIBO, **_TINY_DIT, num_single_layers=3, joint_attention_dim=40,
                  text_encoder_dim=20, axes_dims_rope=[4, 6, 6]),
+    "prx": dict(PRX, hidden_size=48, num_heads=4, depth=1, context_in_dim=40, axes_dim=[6, 6]),
 
     "cogview4": dict(COGVIEW4, num_layers=1, attention_head_dim=16, num_attention_heads=2,
                      text_embed_dim=40, time_embed_dim=24, condition_dim=8),

@@ -49,6 +49,8 @@ Bria FIBO's (8 double and 38 single blocks, each fed its own SmolLM3 layer) at 4
 pixels after a 1024-token JSON caption (bench/_dit_fibo.py, as LongCat-Image's).
 Bria 3.2's (8 double and 28 single blocks of 24 heads of 96) at 4096 patches after T5's 128
 places (bench/_dit_bria.py, as Ovis-Image's).
+PRX's (16 single-stream blocks 1792 wide) at 4096 patches for 64 real tokens of its 256-token
+T5Gemma block (bench/_dit_prx.py: diffusers' padding masked, ours the real tokens alone).
 Sana 1600M's at 1024x1024 (1024 tokens) and Sana 4K's at 4096x4096 (16 384 tokens) for 62 real
 tokens of SanaPipeline's 300-token Gemma 2 block (bench/_dit_sana.py). HiDream-I1-Full's
 (17B: 16 double and 32 single blocks of 4 experts top 2) at 4096 patches for T5's 128 tokens
@@ -68,10 +70,10 @@ Rows run smallest first, each caught on its own: an out-of-memory model loses it
 recorded with its error.
 
 BENCH_MODELS picks them, comma-separated, from sana, pixart, qwen3_8b, qwen25vl, qwen3vl_8b,
-sana4k, lumina2, qwenimage21, krea2, kandinsky5, bria, longcat, ovis, nucleus, fibo, ernie,
-cosmos2, cogview4, ideogram4, auraflow, flux2klein, chroma, kontext, qwenimage, qwenimageedit,
-hunyuanimage, hunyuanvideo15, hunyuanvideo, hidream, ltx2 (the default: all, in that order),
-plus zimage and qwen3 (bench/zimage.py's rows).
+sana4k, lumina2, qwenimage21, krea2, kandinsky5, bria, longcat, ovis, nucleus, fibo, prx,
+ernie, cosmos2, cogview4, ideogram4, auraflow, flux2klein, chroma, kontext, qwenimage,
+qwenimageedit, hunyuanimage, hunyuanvideo15, hunyuanvideo, hidream, ltx2 (the default: all, in
+that order), plus zimage and qwen3 (bench/zimage.py's rows).
 BENCH_ACC16=1 adds each float16 transformer's step with every GEMM's f16 accumulators (`float16
 acc16`, `--fp16-accumulation`). BENCH_KERNELS=1 adds each float16 row's fifteen longest kernels
 (`kernels`: calls and GPU ms of one more step, timestamps on). `--quick`: tiny configs (a smoke
@@ -109,6 +111,7 @@ from . import _dit_lumina2 as _lumina2
 from . import _dit_nucleus as _nucleus
 from . import _dit_ovis as _ovis
 from . import _dit_pixart as _pixart
+from . import _dit_prx as _prx
 from . import _dit_qwen21 as _qwen21
 from . import _dit_sana as _sana
 from . import _harness
@@ -123,7 +126,7 @@ _ROW_MODULES = {name: module for module in (_flux_qwen, _qwen21, _krea2, _kandin
                                                _lumina2, _hunyuan_video, _longcat, _ovis,
                                                _nucleus, _sana, _hidream, _ernie,
                                                _cogview4, _ideogram4, _pixart, _auraflow,
-                                               _fibo, _bria)
+                                               _fibo, _bria, _prx)
                 for name in module.NAMES}
 COLUMNS = ["model", "impl", "dtype", "dispatches", "rel_err", "gpu_ms", "wall_ms", "peak_gib",
            "vs_bf16", "prefix_ms", "error"]
@@ -281,10 +284,10 @@ def _one_model(name: str, quick: bool, device: gpucore.Device, cuda: Any
 
 DEFAULT = ("sana", "pixart",
            "qwen3_8b", "qwen25vl", "qwen3vl_8b", "sana4k", "lumina2", "qwenimage21",
-           "krea2", "kandinsky5", "bria", "longcat", "ovis", "nucleus", "fibo", "ernie",
-           "cosmos2", "cogview4", "ideogram4", "auraflow", "flux2klein", "chroma", "kontext",
-           "qwenimage", "qwenimageedit", "hunyuanimage", "hunyuanvideo15", "hunyuanvideo",
-           "hidream", "ltx2")
+           "krea2", "kandinsky5", "bria", "longcat", "ovis", "nucleus", "fibo", "prx",
+           "ernie", "cosmos2", "cogview4", "ideogram4", "auraflow", "flux2klein", "chroma",
+           "kontext", "qwenimage", "qwenimageedit", "hunyuanimage", "hunyuanvideo15",
+           "hunyuanvideo", "hidream", "ltx2")
 
 
 def run(quick: bool = False) -> dict[str, Any]:
@@ -333,7 +336,9 @@ def run(quick: bool = False) -> dict[str, Any]:
                  "HunyuanVideo (960x544, 61 frames, 60 real tokens of a masked 256-token "
                  "block, guidance embedded: ours after prepare_text() once, prefix_ms), "
                  "LongCat-Image (4096 patches after 512 unmasked text tokens: ours after "
-                 "its rotary tables once, prefix_ms), Sana 1600M (1024 tokens) and Sana 4K "
+                 "its rotary tables once, prefix_ms), PRX (4096 patches, 64 real tokens of a "
+                 "masked 256-token block: ours the real tokens alone), Sana 1600M (1024 "
+                 "tokens) and Sana 4K "
                  "(16 384 tokens) for 62 real tokens of a masked 300-token block; "
                  "Qwen2.5-VL-7B's "
                  "language model on 256 "

@@ -352,3 +352,14 @@ def tiny_nucleus(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Any]:
 
     root = tmp_path_factory.mktemp("tiny-nucleus")
     return root / "nucleus-moe", tiny_nucleus_pipeline(root)
+
+
+@pytest.fixture(scope="session")
+def tiny_prx(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Any]:
+    """(the folder `root / "prx"`, diffusers' PRXPipeline) of tiny random parts: the
+    pipeline's, the CLI's and the server's tests."""
+    pytest.importorskip("diffusers", reason="diffusers is a test-only reference")
+    from prx_tiny import tiny_prx_pipeline
+
+    root = tmp_path_factory.mktemp("tiny-prx")
+    return root / "prx", tiny_prx_pipeline(root)

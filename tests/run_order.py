@@ -58,6 +58,7 @@ FAMILIES: tuple[tuple[str, tuple[str, ...], tuple[str, ...]], ...] = (
     ("auraflow", ("auraflow_tiny",), ("tiny_auraflow",)),
     ("helios", ("helios_tiny",), ()),
     ("motif-video", ("motif_tiny",), ()),
+    ("prx", ("prx_tiny",), ("tiny_prx",)),
 )
 
 

@@ -151,6 +151,8 @@ class LLMTextModel(nn.Module):
     .hidden_states[layer]`.
     """
 
+    causal = True  # each token sees those before it (False: T5Gemma's encoder, t5gemma.py)
+
     def __init__(self, config: dict[str, Any], *, dtype: Any = np.float32,
                  device: Device | None = None) -> None:
         model_type = config.get("model_type", "qwen3")
@@ -354,8 +356,8 @@ class LLMTextModel(nn.Module):
         """The padding mask (B, L) as the layers add it: (B, 1, 1, L) 0 / -inf, None for no
         padding (adding zeros gave the same scores); soft-capped scores (Gemma 2) read the
         causal mask in it too, (B, 1, L, L)."""
-        if self.kind.softcap:
-            causal = np.tril(np.ones((mask.shape[1],) * 2, bool))
+        if self.kind.softcap:  # a bidirectional encoder (T5Gemma's, t5gemma.py) keeps all
+            causal = np.tril(np.ones((mask.shape[1],) * 2, bool), 0 if self.causal else mask.size)
             both = causal[None, None] & mask[:, None, None, :]
             return asarray(np.where(both, np.float32(0), np.float32(-np.inf)), device=device)
         return None if mask.all() else asarray(

@@ -46,6 +46,7 @@ from ..loaders.motif_video import motif_video_family
 from ..loaders.nucleusmoe import nucleusmoe_family
 from ..loaders.ovis_image import ovis_image_family
 from ..loaders.pixart import pixart_family, pixart_file_family
+from ..loaders.prx import prx_family
 from ..loaders.qwen_image import qwenimage21_family, qwenimage_family, qwenimage_layered_family
 from ..loaders.sana import sana_family, sana_file_family, sana_video_family
 from ..loaders.wan import chronoedit_family, wan_family, wan_file_family
@@ -111,6 +112,7 @@ from .flow.ovis_image_model import (
     ovis_image_defaults,
 )
 from .flow.pixart_model import load_pixart_model, pixart_capabilities, pixart_defaults
+from .flow.prx_model import load_prx_model, prx_capabilities, prx_defaults
 from .flow.qwen_image21_model import (
     load_qwenimage21_model,
     qwenimage21_capabilities,
@@ -251,6 +253,8 @@ FAMILIES: tuple[FamilyLoader, ...] = (
     FamilyLoader("LongCat-Image (Edit)", longcat_image_family, load_longcat_image_model,
                  longcat_image_defaults, latent_channels=16,
                  capabilities=lambda path, family: longcat_image_capabilities(family)),
+    FamilyLoader("PRX", prx_family, load_prx_model, prx_defaults, latent_channels=16,
+                 capabilities=lambda path, family: prx_capabilities(family)),
     FamilyLoader("Ideogram 4", ideogram4_family, load_ideogram4_model, ideogram4_defaults,
                  latent_channels=32,
                  capabilities=lambda path, family: ideogram4_capabilities(family)),

@@ -30,6 +30,7 @@ from nucleus_tiny import tiny_nucleus_pipeline
 from ovis_image_tiny import tiny_ovis_pipeline
 from PIL import Image
 from pixart_tiny import tiny_pixart_pipeline
+from prx_tiny import tiny_prx_pipeline
 from qwenedit_tiny import tiny_qwenimage_edit_pipeline
 from qwenimage21_tiny import tiny_qwenimage21_pipeline
 from qwenimage_tiny import tiny_qwenimage_pipeline
@@ -107,6 +108,8 @@ FAMILIES = {
     "pixart": (tiny_pixart_pipeline, "pixart", {"cfg_scale": 4.5}, 1 << 18),
     # AuraFlow: joint then single blocks streamed, UMT5 the text unit, SDXL's VAE
     "auraflow": (tiny_auraflow_pipeline, "auraflow", {"cfg_scale": 4.0}, 1 << 18),
+    # PRX: T5Gemma's encoder the text unit, the single-stream blocks streamed, FLUX.1's VAE
+    "prx": (tiny_prx_pipeline, "prx", {"cfg_scale": 4.0}, 1 << 18),
 }
 
 
