@@ -162,6 +162,11 @@ class ChatGLMModel(nn.Module):
             raise ValueError(f"prompt_states reads one prompt's (1, L) integer ids, mask and "
                              f"positions; got {ids.dtype} {ids.shape}, {mask.shape}, "
                              f"{positions.shape}")
+        return self._encode(ids, mask, positions)
+
+    def _encode(self, ids: np.ndarray, mask: np.ndarray, positions: np.ndarray
+                ) -> tuple[Tensor, np.ndarray]:
+        """prompt_states' work (the memory modes bring the encoder in around this call)."""
         device = self.embedding.word_embeddings.weight.device
         x = cast(self.embedding.word_embeddings(asarray(ids.astype(np.int32), device=device)),
                  np.float32)

@@ -45,6 +45,7 @@ from ..loaders.ovis_image import ovis_image_family
 from ..loaders.pixart import pixart_family, pixart_file_family
 from ..loaders.qwen_image import qwenimage21_family, qwenimage_family, qwenimage_layered_family
 from ..loaders.sana import sana_family, sana_file_family, sana_video_family
+from ..loaders.sd.kolors import kolors_family
 from ..loaders.wan import chronoedit_family, wan_family, wan_file_family
 from ..loaders.z_image import zimage_family, zimage_omni_family
 from .contract import Capabilities, LoadOptions, Pipeline, SamplingDefaults
@@ -121,6 +122,7 @@ from .flow.z_image_omni_model import (
     zimage_omni_capabilities,
     zimage_omni_defaults,
 )
+from .sd.kolors import kolors_capabilities, kolors_defaults, load_kolors_model
 from .sd.unet_load import any_checkpoint, load_unet_model, unet_capabilities_of, unet_defaults
 from .video import refuse_pictures
 from .video.chronoedit_model import (
@@ -301,6 +303,8 @@ FAMILIES: tuple[FamilyLoader, ...] = (
                  lambda path, family: None, latent_channels=16),
     FamilyLoader("Helios (videos: txt2vid)", helios_family, refuse_pictures,
                  lambda path, family: None, latent_channels=16),
+    FamilyLoader("Kolors", kolors_family, load_kolors_model, kolors_defaults,
+                 capabilities=lambda path, family: kolors_capabilities(family)),
     FamilyLoader("SD 1.x/2.x, SDXL (base, refiner, Turbo)", any_checkpoint, load_unet_model,
                  unet_defaults, capabilities=unet_capabilities_of),
 )

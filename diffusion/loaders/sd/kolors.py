@@ -1,0 +1,114 @@
+"""Kolors' diffusers folders (`KolorsPipeline`, `KolorsImg2ImgPipeline`; Kwai-Kolors/
+Kolors-diffusers): unet/ (SDXL's UNet with encoder_hid_proj, "text_proj"), vae/ (SDXL's),
+text_encoder/ (ChatGLM3-6B as diffusers' ChatGLMModel: safetensors, an fp16 variant, or the
+original repository's sharded pytorch_model-*.bin with its index), tokenizer/ (ChatGLM's
+SentencePiece tokenizer.model) and scheduler/ (EulerDiscreteScheduler, 1100 training steps).
+
+    weights = load_kolors_folder("Kolors-diffusers", variant="fp16")
+    weights.unet.config, weights.text_encoder["embedding.word_embeddings.weight"]
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from ..errors import WeightsError
+from ..formats.diffusers_folder import pipeline_class, pipeline_index, read_json, weight_refs
+from ..formats.torch_file import open_weights_file
+from ..keymaps.expected_keys import unet_keys, vae_keys
+from ..weights import ComponentWeights, TensorRef, require_keys, resolve_dtype
+
+__all__ = ["KolorsWeights", "chatglm_keys", "kolors_family", "load_kolors_folder"]
+
+_CLASSES = ("KolorsPipeline", "KolorsImg2ImgPipeline")
+_COMPONENTS = ("unet", "vae", "text_encoder", "tokenizer", "scheduler")
+
+
+def kolors_family(path: str | os.PathLike[str]) -> str | None:
+    """"kolors" for a diffusers folder whose model_index.json names a KolorsPipeline or a
+    KolorsImg2ImgPipeline, None for anything else."""
+    root = Path(path)
+    return "kolors" if root.is_dir() and pipeline_class(root) in _CLASSES else None
+
+
+@dataclass(frozen=True)
+class KolorsWeights:
+    unet: ComponentWeights
+    vae: ComponentWeights
+    text_encoder: ComponentWeights
+    scheduler_config: dict[str, Any]
+    tokenizer_dir: Path
+
+
+def chatglm_keys(config: dict[str, Any]) -> list[str]:
+    """The tensors ChatGLMModel (diffusion.models.chatglm) loads for `config`."""
+    keys = ["embedding.word_embeddings.weight"]
+    parts = ["input_layernorm.weight", "self_attention.query_key_value.weight",
+             "self_attention.dense.weight", "post_attention_layernorm.weight",
+             "mlp.dense_h_to_4h.weight", "mlp.dense_4h_to_h.weight"]
+    if config.get("add_qkv_bias") or config.get("add_bias_linear"):
+        parts.append("self_attention.query_key_value.bias")
+    if config.get("add_bias_linear"):
+        parts += ["self_attention.dense.bias", "mlp.dense_h_to_4h.bias", "mlp.dense_4h_to_h.bias"]
+    return keys + [f"encoder.layers.{i}.{part}" for i in range(int(config["num_layers"]))
+                   for part in parts]
+
+
+def _text_refs(folder: Path, variant: str | None) -> tuple[dict[str, TensorRef], str]:
+    """text_encoder/'s tensors as diffusers names them (THUDM's `transformer.` prefix
+    dropped): its safetensors, or the original release's pytorch_model.bin shards."""
+    index = folder / "pytorch_model.bin.index.json"
+    if not any(re.fullmatch(r"model.*\.(safetensors|json)", p.name) for p in folder.iterdir()
+               ) and index.is_file():
+        weight_map = read_json(index).get("weight_map")
+        if not isinstance(weight_map, dict):
+            raise WeightsError(f"{index}: no 'weight_map' object")
+        files = {name: open_weights_file(folder / str(name)) for name in set(weight_map.values())}
+        refs = {key: TensorRef(files[name], key, files[name].shape(key))
+                for key, name in weight_map.items()}
+        where = str(index)
+    else:
+        refs, where = weight_refs(folder, "model", variant)
+    return {key.removeprefix("transformer."): ref for key, ref in refs.items()}, where
+
+
+def _component(root: Path, name: str, variant: str | None, dtype: Any) -> ComponentWeights:
+    path = root / name / "config.json"
+    config = read_json(path)
+    try:
+        if name == "text_encoder":
+            refs, where = _text_refs(root / name, variant)
+            expected = chatglm_keys(config)
+        else:
+            refs, where = weight_refs(root / name, "diffusion_pytorch_model", variant)
+            expected = (unet_keys if name == "unet" else vae_keys)(config)
+    except (KeyError, TypeError, ValueError) as error:
+        raise WeightsError(f"{path}: bad or missing field {error}") from None
+    return ComponentWeights(name, config, require_keys(name, refs, expected, where),
+                            dtype=resolve_dtype(dtype))
+
+
+def load_kolors_folder(path: str | os.PathLike[str], *, dtype: Any = None,
+                       variant: str | None = None) -> KolorsWeights:
+    """Lazy weights of the Kolors folder `path`. `dtype`: None (as stored), "float16" or
+    "float32"; `variant`: e.g. "fp16". WeightsError naming the file or folder where a part
+    is missing or is not Kolors'."""
+    root = Path(path)
+    found = pipeline_class(root)
+    pipeline_index(root, found if found in _CLASSES else _CLASSES[0], _COMPONENTS)
+    text_config = read_json(root / "text_encoder" / "config.json")
+    if text_config.get("model_type", "chatglm") != "chatglm":
+        raise WeightsError(f"{root / 'text_encoder' / 'config.json'}: model_type "
+                           f"{text_config.get('model_type')!r}; Kolors' text encoder is "
+                           "ChatGLM3 (model_type chatglm)")
+    parts = {name: _component(root, name, variant, dtype)
+             for name in ("unet", "vae", "text_encoder")}
+    if parts["unet"].config.get("encoder_hid_dim_type") != "text_proj":
+        raise WeightsError(f"{root / 'unet' / 'config.json'}: a Kolors UNet has "
+                           "encoder_hid_dim_type 'text_proj' (ChatGLM's states projected)")
+    return KolorsWeights(scheduler_config=read_json(root / "scheduler" / "scheduler_config.json"),
+                         tokenizer_dir=root / "tokenizer", **parts)

@@ -1,0 +1,101 @@
+"""Kolors end to end against diffusers' KolorsPipeline and KolorsImg2ImgPipeline (a tiny
+folder, kolors_tiny): txt2img and img2img with the folder's scheduler (`sampler="diffusers"`,
+`rng="torch"`: the same noise), and the WebUI's Euler on Karras sigmas against diffusers'
+Euler given those sigmas (computed here from the 1100-step schedule's betas). Pictures are
+compared as uint8 as test_sd_pipeline's are."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import pytest
+
+diffusers = pytest.importorskip("diffusers", reason="test-only reference (extra: reference)")
+import torch  # noqa: E402
+from diffusers.pipelines.kolors.pipeline_kolors import KolorsPipeline  # noqa: E402
+from diffusers.pipelines.kolors.pipeline_kolors_img2img import KolorsImg2ImgPipeline  # noqa: E402
+from kolors_tiny import SCHEDULER, kolors_folder  # noqa: E402
+from PIL import Image  # noqa: E402
+from test_sd_pipeline import _assert_images_match  # noqa: E402
+
+import gpucore  # noqa: E402
+from diffusion import load_pipeline  # noqa: E402
+
+SIZE = 32
+PROMPT, NEGATIVE = "a lighthouse at dusk, oil painting", "一只猫"
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory: pytest.TempPathFactory) -> Any:
+    return kolors_folder(tmp_path_factory)
+
+
+_LOADED: dict[int, Any] = {}
+
+
+def _ours(tiny: Any, device: gpucore.Device) -> Any:
+    if id(device) not in _LOADED:
+        _LOADED[id(device)] = load_pipeline(tiny.path, device=device)
+    return _LOADED[id(device)]
+
+
+def test_txt2img_matches_diffusers(device: gpucore.Device, tiny: Any) -> None:
+    """A Chinese negative prompt, a non-square picture; then the empty negative prompt
+    (diffusers' negative_prompt=None: "" encoded), and the prompt visibly matters."""
+    ours = _ours(tiny, device)
+    assert type(ours).__name__ == "Kolors" and ours.family == "kolors"
+    common = dict(steps=2, cfg_scale=5.0, seed=5, sampler="diffusers", rng="torch")
+    result = ours.txt2img(PROMPT, negative_prompt=NEGATIVE, width=SIZE + 8, height=SIZE,
+                          **common)
+    expected = tiny.pipe(PROMPT, negative_prompt=NEGATIVE, num_inference_steps=2,
+                         guidance_scale=5.0, width=SIZE + 8, height=SIZE,
+                         generator=torch.Generator().manual_seed(5), output_type="np").images
+    _assert_images_match(result.images, expected)
+    plain = ours.txt2img(PROMPT, width=SIZE, height=SIZE, **common)
+    expected = tiny.pipe(PROMPT, num_inference_steps=2, guidance_scale=5.0, width=SIZE,
+                         height=SIZE, generator=torch.Generator().manual_seed(5),
+                         output_type="np").images
+    _assert_images_match(plain.images, expected)
+    other = ours.txt2img("一只猫坐在桌子上", width=SIZE, height=SIZE, **common)
+    change = np.abs(plain.images[0].astype(float) - other.images[0].astype(float)).mean()
+    assert change > 8, change  # the prompt moves the picture far past the tolerance
+
+
+def test_img2img_matches_diffusers(first_device: gpucore.Device, tiny: Any) -> None:
+    """The picture's size given to diffusers too: without it KolorsImg2ImgPipeline's
+    micro-conditioning is the UNet's default size whatever the picture's."""
+    ours = _ours(tiny, first_device)
+    rng = np.random.default_rng(3)
+    image = Image.fromarray(rng.integers(0, 256, (SIZE, SIZE, 3)).astype(np.uint8))
+    result = ours.img2img(image, PROMPT, negative_prompt=NEGATIVE, steps=3, strength=0.7,
+                          cfg_scale=4.0, seed=4, width=SIZE, height=SIZE, sampler="diffusers",
+                          rng="torch")
+    reference = KolorsImg2ImgPipeline(**tiny.pipe.components)
+    reference.set_progress_bar_config(disable=True)
+    expected = reference(PROMPT, negative_prompt=NEGATIVE, image=image, strength=0.7,
+                         num_inference_steps=3, guidance_scale=4.0, width=SIZE, height=SIZE,
+                         generator=torch.Generator().manual_seed(4), output_type="np").images
+    _assert_images_match(result.images, expected)
+
+
+def test_webui_euler_matches_diffusers_euler(first_device: gpucore.Device, tiny: Any) -> None:
+    """Euler on Karras sigmas of the model's own 1100 training steps (beta_end 0.014): the
+    sigmas from the betas (float64), diffusers' Euler run on them from sigma_max."""
+    ours = _ours(tiny, first_device)
+    result = ours.txt2img(PROMPT, negative_prompt=NEGATIVE, steps=3, cfg_scale=5.0, seed=6,
+                          width=SIZE, height=SIZE, sampler="Euler", scheduler="Karras",
+                          rng="torch")
+    betas = np.linspace(SCHEDULER["beta_start"] ** 0.5, SCHEDULER["beta_end"] ** 0.5,
+                        SCHEDULER["num_train_timesteps"]) ** 2
+    abar = np.cumprod(1 - betas)
+    table = np.sqrt((1 - abar) / abar)
+    lo, hi = table[0] ** (1 / 7), table[-1] ** (1 / 7)
+    sigmas = (hi + np.linspace(0, 1, 3) * (lo - hi)) ** 7
+    pipe = KolorsPipeline(**{**tiny.pipe.components, "scheduler": (
+        diffusers.EulerDiscreteScheduler(**{**SCHEDULER, "timestep_spacing": "linspace"}))})
+    pipe.set_progress_bar_config(disable=True)
+    expected = pipe(PROMPT, negative_prompt=NEGATIVE, sigmas=list(sigmas), guidance_scale=5.0,
+                    width=SIZE, height=SIZE, generator=torch.Generator().manual_seed(6),
+                    output_type="np").images
+    _assert_images_match(result.images, expected)
