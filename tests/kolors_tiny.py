@@ -6,6 +6,7 @@ an SDXL-shaped UNet whose `encoder_hid_proj` (text_proj) takes ChatGLM's hidden 
     path = write_spm(folder)              # a BPE tokenizer.model (protobuf, no sentencepiece)
     ids = spm_encode(text)                # SentencePiece's BPE of it, written out by hand
     pipe = kolors_pipeline(scratch)       # diffusers' KolorsPipeline (its ChatGLMTokenizer)
+    pictures = karras_euler(pipe, prompt, steps=3, ...)   # the WebUI's Euler + Karras there
     folder = kolors_folder(tmp_path_factory)   # that pipeline saved once per session
     pipe, folder.pipe                     # ... and the pipeline it was saved from
 
@@ -229,3 +230,28 @@ def kolors_folder(tmp_path_factory: Any) -> SimpleNamespace:
         pipe.save_pretrained(root / "Kolors-tiny", safe_serialization=True)
         _CACHE["kolors"] = SimpleNamespace(path=root / "Kolors-tiny", pipe=pipe)
     return _CACHE["kolors"]
+
+
+def karras_euler(pipe: Any, prompt: str, *, steps: int, seed: int, size: int,
+                 **settings: Any) -> Any:
+    """diffusers' Euler in `pipe` (a KolorsPipeline) on the WebUI's Karras sigmas (rho 7)
+    between the 1100-step schedule's least and greatest sigma, computed here from its betas
+    in float64, starting from sigma_max ("linspace" spacing: no sqrt(sigma^2 + 1)): the
+    WebUI's "Euler" with "Karras". `settings`: the pipeline's other arguments."""
+    import diffusers
+    import numpy as np
+    import torch
+    from diffusers.pipelines.kolors.pipeline_kolors import KolorsPipeline
+
+    betas = np.linspace(SCHEDULER["beta_start"] ** 0.5, SCHEDULER["beta_end"] ** 0.5,
+                        SCHEDULER["num_train_timesteps"]) ** 2
+    abar = np.cumprod(1 - betas)
+    table = np.sqrt((1 - abar) / abar)
+    lo, hi = table[0] ** (1 / 7), table[-1] ** (1 / 7)
+    sigmas = (hi + np.linspace(0, 1, steps) * (lo - hi)) ** 7
+    euler = diffusers.EulerDiscreteScheduler(**{**SCHEDULER, "timestep_spacing": "linspace"})
+    reference = KolorsPipeline(**{**pipe.components, "scheduler": euler})
+    reference.set_progress_bar_config(disable=True)
+    return reference(prompt, sigmas=list(sigmas), width=size, height=size,
+                     generator=torch.Generator().manual_seed(seed), output_type="np",
+                     **settings).images

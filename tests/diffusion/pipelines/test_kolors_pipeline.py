@@ -1,8 +1,8 @@
 """Kolors end to end against diffusers' KolorsPipeline and KolorsImg2ImgPipeline (a tiny
 folder, kolors_tiny): txt2img and img2img with the folder's scheduler (`sampler="diffusers"`,
 `rng="torch"`: the same noise), and the WebUI's Euler on Karras sigmas against diffusers'
-Euler given those sigmas (computed here from the 1100-step schedule's betas). Pictures are
-compared as uint8 as test_sd_pipeline's are."""
+Euler given those sigmas (kolors_tiny.karras_euler: from the 1100-step schedule's betas).
+Pictures are compared as uint8 as test_sd_pipeline's are."""
 
 from __future__ import annotations
 
@@ -13,9 +13,8 @@ import pytest
 
 diffusers = pytest.importorskip("diffusers", reason="test-only reference (extra: reference)")
 import torch  # noqa: E402
-from diffusers.pipelines.kolors.pipeline_kolors import KolorsPipeline  # noqa: E402
 from diffusers.pipelines.kolors.pipeline_kolors_img2img import KolorsImg2ImgPipeline  # noqa: E402
-from kolors_tiny import SCHEDULER, kolors_folder  # noqa: E402
+from kolors_tiny import karras_euler, kolors_folder  # noqa: E402
 from PIL import Image  # noqa: E402
 from test_sd_pipeline import _assert_images_match  # noqa: E402
 
@@ -86,16 +85,6 @@ def test_webui_euler_matches_diffusers_euler(first_device: gpucore.Device, tiny:
     result = ours.txt2img(PROMPT, negative_prompt=NEGATIVE, steps=3, cfg_scale=5.0, seed=6,
                           width=SIZE, height=SIZE, sampler="Euler", scheduler="Karras",
                           rng="torch")
-    betas = np.linspace(SCHEDULER["beta_start"] ** 0.5, SCHEDULER["beta_end"] ** 0.5,
-                        SCHEDULER["num_train_timesteps"]) ** 2
-    abar = np.cumprod(1 - betas)
-    table = np.sqrt((1 - abar) / abar)
-    lo, hi = table[0] ** (1 / 7), table[-1] ** (1 / 7)
-    sigmas = (hi + np.linspace(0, 1, 3) * (lo - hi)) ** 7
-    pipe = KolorsPipeline(**{**tiny.pipe.components, "scheduler": (
-        diffusers.EulerDiscreteScheduler(**{**SCHEDULER, "timestep_spacing": "linspace"}))})
-    pipe.set_progress_bar_config(disable=True)
-    expected = pipe(PROMPT, negative_prompt=NEGATIVE, sigmas=list(sigmas), guidance_scale=5.0,
-                    width=SIZE, height=SIZE, generator=torch.Generator().manual_seed(6),
-                    output_type="np").images
+    expected = karras_euler(tiny.pipe, PROMPT, negative_prompt=NEGATIVE, steps=3, seed=6,
+                            size=SIZE, guidance_scale=5.0)
     _assert_images_match(result.images, expected)
