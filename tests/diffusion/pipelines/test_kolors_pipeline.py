@@ -6,6 +6,8 @@ Pictures are compared as uint8 as test_sd_pipeline's are."""
 
 from __future__ import annotations
 
+import copy
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -13,6 +15,7 @@ import pytest
 
 diffusers = pytest.importorskip("diffusers", reason="test-only reference (extra: reference)")
 import torch  # noqa: E402
+from diffusers.pipelines.kolors.pipeline_kolors import KolorsPipeline  # noqa: E402
 from diffusers.pipelines.kolors.pipeline_kolors_img2img import KolorsImg2ImgPipeline  # noqa: E402
 from kolors_tiny import karras_euler, kolors_folder  # noqa: E402
 from PIL import Image  # noqa: E402
@@ -88,3 +91,38 @@ def test_webui_euler_matches_diffusers_euler(first_device: gpucore.Device, tiny:
     expected = karras_euler(tiny.pipe, PROMPT, negative_prompt=NEGATIVE, steps=3, seed=6,
                             size=SIZE, guidance_scale=5.0)
     _assert_images_match(result.images, expected)
+
+
+def test_unet_lora_matches_diffusers(first_device: gpucore.Device, tiny: Any,
+                                     tmp_path: Path) -> None:
+    """A peft LoRA of the UNet's attention saved by KolorsPipeline.save_lora_weights, as a
+    <lora:...> tag (SDXL's path; the WebUI's samplers: "diffusers" runs the model as loaded),
+    against diffusers running the UNet with the adapter; the LoRA visibly changes the
+    picture."""
+    pytest.importorskip("peft", reason="peft makes the reference LoRA")
+    from peft import LoraConfig
+    from peft.utils import get_peft_model_state_dict
+
+    unet = copy.deepcopy(tiny.pipe.unet)
+    unet.add_adapter(LoraConfig(r=2, lora_alpha=3,
+                                target_modules=["to_q", "to_k", "to_v", "to_out.0"]))
+    generator = torch.Generator().manual_seed(2)
+    with torch.no_grad():
+        for name, param in unet.named_parameters():
+            if "lora_" in name:
+                param.copy_(torch.randn(param.shape, generator=generator) * 0.1)
+    KolorsPipeline.save_lora_weights(
+        tmp_path, unet_lora_layers=get_peft_model_state_dict(unet),
+        weight_name="kolors_lora.safetensors",
+        unet_lora_adapter_metadata=unet.peft_config["default"].to_dict())
+    ours = _ours(tiny, first_device)
+    ours.lora_dir = tmp_path
+    settings = dict(steps=3, cfg_scale=5.0, seed=8, width=SIZE, height=SIZE, sampler="Euler",
+                    scheduler="Karras", rng="torch")
+    result = ours.txt2img(f"<lora:kolors_lora:1> {PROMPT}", **settings)
+    reference = KolorsPipeline(**{**tiny.pipe.components, "unet": unet})
+    expected = karras_euler(reference, PROMPT, steps=3, seed=8, size=SIZE, guidance_scale=5.0)
+    _assert_images_match(result.images, expected)
+    plain = ours.txt2img(PROMPT, **settings)  # the tag gone: the LoRA is taken off
+    change = np.abs(plain.images[0].astype(float) - result.images[0].astype(float)).mean()
+    assert change > 4, change
