@@ -126,3 +126,24 @@ def test_unet_lora_matches_diffusers(first_device: gpucore.Device, tiny: Any,
     plain = ours.txt2img(PROMPT, **settings)  # the tag gone: the LoRA is taken off
     change = np.abs(plain.images[0].astype(float) - result.images[0].astype(float)).mean()
     assert change > 4, change
+
+
+def test_lowvram_and_hires_fix(first_device: gpucore.Device, tiny: Any) -> None:
+    """Loaded for --lowvram and run under it (ChatGLM the text encoders' unit, brought in
+    for its encode), the plain mode's picture bit for bit, with a latent hires pass."""
+    from diffusion.pipelines.sd.memory import MemoryMode
+    from diffusion.upscalers.interpolation import HiresFix
+
+    settings = dict(steps=2, cfg_scale=5.0, seed=9, width=SIZE, height=SIZE, sampler="Euler",
+                    rng="torch", negative_prompt=NEGATIVE,
+                    hires=HiresFix(scale=1.5, upscaler="Latent (nearest)", steps=2,
+                                   denoise=0.6))
+    plain = _ours(tiny, first_device).txt2img(PROMPT, **settings)
+    assert plain.images[0].shape == (48, 48, 3)
+    low = load_pipeline(tiny.path, device=first_device, offload=True)
+    low.set_memory_mode(MemoryMode(lowvram=True))
+    try:
+        np.testing.assert_array_equal(low.txt2img(PROMPT, **settings).images[0],
+                                      plain.images[0])
+    finally:
+        low.set_memory_mode(MemoryMode())
