@@ -122,7 +122,7 @@ from .flow.z_image_omni_model import (
     zimage_omni_capabilities,
     zimage_omni_defaults,
 )
-from .sd.kolors import kolors_capabilities, kolors_defaults, load_kolors_model
+from .sd.kolors import kolors_capabilities_of, kolors_defaults, load_kolors_model
 from .sd.unet_load import any_checkpoint, load_unet_model, unet_capabilities_of, unet_defaults
 from .video import refuse_pictures
 from .video.chronoedit_model import (
@@ -304,7 +304,7 @@ FAMILIES: tuple[FamilyLoader, ...] = (
     FamilyLoader("Helios (videos: txt2vid)", helios_family, refuse_pictures,
                  lambda path, family: None, latent_channels=16),
     FamilyLoader("Kolors", kolors_family, load_kolors_model, kolors_defaults,
-                 capabilities=lambda path, family: kolors_capabilities(family)),
+                 capabilities=kolors_capabilities_of),
     FamilyLoader("SD 1.x/2.x, SDXL (base, refiner, Turbo)", any_checkpoint, load_unet_model,
                  unet_defaults, capabilities=unet_capabilities_of),
 )

@@ -30,6 +30,7 @@ import numpy as np
 from gpustd import Tensor
 
 from ...loaders.errors import WeightsError
+from ...loaders.formats.diffusers_folder import component_config
 from ...loaders.sd.kolors import load_kolors_folder
 from ...models import AutoencoderKL, UNet2DConditionModel
 from ...models.chatglm import ChatGLMModel
@@ -41,7 +42,8 @@ from .stable_diffusion import StableDiffusion, unet_capabilities
 from .stable_diffusion_xl import StableDiffusionXL, TextEncoders, _upload, time_ids
 from .unet_load import filled
 
-__all__ = ["KOLORS_DEFAULTS", "Kolors", "kolors_capabilities", "kolors_context",
+__all__ = ["KOLORS_DEFAULTS", "Kolors", "kolors_capabilities", "kolors_capabilities_of",
+           "kolors_context",
            "kolors_defaults", "load_kolors_model"]
 
 KOLORS_DEFAULTS = SamplingDefaults(steps=50, cfg_scale=5.0, preset="kolors",
@@ -113,6 +115,16 @@ def kolors_capabilities(family: str, *, inpainting: bool = False) -> Capabilitie
     own are not implemented)."""
     return replace(unet_capabilities(family, sdxl=True, inpainting=inpainting, turbo=False),
                    prompt_syntax=False, refiner=False, control=False, models="Kolors models")
+
+
+def kolors_capabilities_of(path: str | os.PathLike[str], family: str) -> Capabilities:
+    """kolors_capabilities of the folder at `path`, its UNet's config telling an inpainting
+    model (9 input channels: Kolors-Inpainting's)."""
+    try:
+        config = component_config(path, "unet") or {}
+    except WeightsError:
+        config = {}
+    return kolors_capabilities(family, inpainting=config.get("in_channels") == 9)
 
 
 def kolors_defaults(path: str | os.PathLike[str], family: str) -> SamplingDefaults:

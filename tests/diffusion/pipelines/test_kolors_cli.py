@@ -2,10 +2,11 @@
 defaults (50 steps at CFG 5) told from the folder, KolorsPipeline's picture with `--sampler
 diffusers --rng torch`, /sdapi/v1/txt2img with Euler on Karras sigmas and the CPU noise
 source giving diffusers' Euler on those sigmas (kolors_tiny.karras_euler), and what Kolors
-does not take refused in one line."""
+does not take refused in one line, as is a folder without its tokenizer.model."""
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -50,6 +51,11 @@ def test_kolors_from_the_cli(first_device: gpucore.Device, tiny: Any, tmp_path: 
     line = cli_error(capsys, "txt2img", "--model", str(tiny.path), "--prompt", PROMPT,
                      "--text-encoder", str(tmp_path / "kolors.png"), "--steps", "1")
     assert "Kolors" in line, line
+    broken = shutil.copytree(tiny.path, tmp_path / "Kolors-broken")
+    (broken / "tokenizer" / "tokenizer.model").unlink()
+    line = cli_error(capsys, "txt2img", "--model", str(broken), "--prompt", PROMPT,
+                     "--steps", "1")
+    assert "tokenizer.model" in line, line
 
 
 def test_kolors_through_the_api(tiny: Any) -> None:

@@ -23,6 +23,7 @@ from test_sd_pipeline import _assert_images_match  # noqa: E402
 
 import gpucore  # noqa: E402
 from diffusion import load_pipeline  # noqa: E402
+from diffusion.pipelines.families import capabilities_of  # noqa: E402
 
 SIZE = 32
 PROMPT, NEGATIVE = "a lighthouse at dusk, oil painting", "一只猫"
@@ -47,6 +48,7 @@ def test_txt2img_matches_diffusers(device: gpucore.Device, tiny: Any) -> None:
     (diffusers' negative_prompt=None: "" encoded), and the prompt visibly matters."""
     ours = _ours(tiny, device)
     assert type(ours).__name__ == "Kolors" and ours.family == "kolors"
+    assert capabilities_of(tiny.path) == ours.capabilities  # told before the load, the same
     common = dict(steps=2, cfg_scale=5.0, seed=5, sampler="diffusers", rng="torch")
     result = ours.txt2img(PROMPT, negative_prompt=NEGATIVE, width=SIZE + 8, height=SIZE,
                           **common)
