@@ -149,3 +149,21 @@ def test_lowvram_and_hires_fix(first_device: gpucore.Device, tiny: Any) -> None:
                                       plain.images[0])
     finally:
         low.set_memory_mode(MemoryMode())
+
+
+@pytest.mark.nodevice
+def test_unet_config_refusals() -> None:
+    """encoder_hid_dim_type other than Kolors' text_proj, or one without its width, is named
+    in one line; a ControlNet of Kolors' is refused likewise."""
+    from kolors_tiny import UNET_KOLORS_TINY
+
+    from diffusion.models.controlnet import ControlNetModel
+    from diffusion.models.unet import check_config
+
+    assert check_config(UNET_KOLORS_TINY)["encoder_hid_dim"] == 32
+    for bad in ({"encoder_hid_dim_type": "image_proj"}, {"encoder_hid_dim": None}):
+        with pytest.raises(ValueError, match="encoder_hid_dim_type") as error:
+            check_config({**UNET_KOLORS_TINY, **bad})
+        assert "\n" not in str(error.value)
+    with pytest.raises(ValueError, match="Kolors ControlNets are not supported"):
+        ControlNetModel(dict(UNET_KOLORS_TINY))
