@@ -1,5 +1,6 @@
-"""Kolors' diffusers folders (`KolorsPipeline`, `KolorsImg2ImgPipeline`; Kwai-Kolors/
-Kolors-diffusers): unet/ (SDXL's UNet with encoder_hid_proj, "text_proj"), vae/ (SDXL's),
+"""Kolors' diffusers folders (`KolorsPipeline`, `KolorsImg2ImgPipeline`: Kwai-Kolors/
+Kolors-diffusers; Kwai-Kolors/Kolors names StableDiffusionXLPipeline with a ChatGLMModel
+text encoder): unet/ (SDXL's UNet with encoder_hid_proj, "text_proj"), vae/ (SDXL's),
 text_encoder/ (ChatGLM3-6B as diffusers' ChatGLMModel: safetensors, an fp16 variant, or the
 original repository's sharded pytorch_model-*.bin with its index), tokenizer/ (ChatGLM's
 SentencePiece tokenizer.model) and scheduler/ (EulerDiscreteScheduler, 1100 training steps).
@@ -28,11 +29,23 @@ _CLASSES = ("KolorsPipeline", "KolorsImg2ImgPipeline")
 _COMPONENTS = ("unet", "vae", "text_encoder", "tokenizer", "scheduler")
 
 
+def _chatglm_folder(root: Path) -> bool:
+    """Whether the folder's model_index.json names ChatGLMModel its text encoder (Kwai's
+    original Kolors repository calls its pipeline StableDiffusionXLPipeline)."""
+    try:
+        entry = read_json(root / "model_index.json").get("text_encoder")
+    except WeightsError:
+        return False
+    return isinstance(entry, list) and entry[-1:] == ["ChatGLMModel"]
+
+
 def kolors_family(path: str | os.PathLike[str]) -> str | None:
-    """"kolors" for a diffusers folder whose model_index.json names a KolorsPipeline or a
-    KolorsImg2ImgPipeline, None for anything else."""
+    """"kolors" for a diffusers folder whose model_index.json names a KolorsPipeline, a
+    KolorsImg2ImgPipeline or a ChatGLMModel text encoder, None for anything else."""
     root = Path(path)
-    return "kolors" if root.is_dir() and pipeline_class(root) in _CLASSES else None
+    if not root.is_dir() or not (root / "model_index.json").is_file():
+        return None
+    return "kolors" if pipeline_class(root) in _CLASSES or _chatglm_folder(root) else None
 
 
 @dataclass(frozen=True)
@@ -99,7 +112,8 @@ def load_kolors_folder(path: str | os.PathLike[str], *, dtype: Any = None,
     is missing or is not Kolors'."""
     root = Path(path)
     found = pipeline_class(root)
-    pipeline_index(root, found if found in _CLASSES else _CLASSES[0], _COMPONENTS)
+    named = found if found in _CLASSES or _chatglm_folder(root) else _CLASSES[0]
+    pipeline_index(root, str(named), _COMPONENTS)
     text_config = read_json(root / "text_encoder" / "config.json")
     if text_config.get("model_type", "chatglm") != "chatglm":
         raise WeightsError(f"{root / 'text_encoder' / 'config.json'}: model_type "

@@ -167,3 +167,36 @@ def test_unet_config_refusals() -> None:
         assert "\n" not in str(error.value)
     with pytest.raises(ValueError, match="Kolors ControlNets are not supported"):
         ControlNetModel(dict(UNET_KOLORS_TINY))
+
+
+def test_original_repository_layout(first_device: gpucore.Device, tiny: Any,
+                                    tmp_path: Path) -> None:
+    """Kwai-Kolors/Kolors' own layout: model_index.json naming StableDiffusionXLPipeline with
+    a ChatGLMModel text encoder, the encoder as THUDM's `transformer.`-prefixed
+    pytorch_model-*.bin shards with their index: the diffusers folder's picture bit for bit."""
+    import json
+    import shutil
+
+    from safetensors.torch import load_file
+
+    root = shutil.copytree(tiny.path, tmp_path / "Kolors")
+    index = json.loads((root / "model_index.json").read_text(encoding="utf-8"))
+    index["_class_name"] = "StableDiffusionXLPipeline"
+    (root / "model_index.json").write_text(json.dumps(index), encoding="utf-8")
+    encoder = root / "text_encoder"
+    tensors = {f"transformer.{k}": v for k, v in
+               load_file(str(encoder / "model.safetensors")).items()}
+    (encoder / "model.safetensors").unlink()
+    names = sorted(tensors)
+    shards = {"pytorch_model-00001-of-00002.bin": names[::2],
+              "pytorch_model-00002-of-00002.bin": names[1::2]}
+    for shard, keys in shards.items():
+        torch.save({k: tensors[k] for k in keys}, encoder / shard)
+    (encoder / "pytorch_model.bin.index.json").write_text(json.dumps({"weight_map": {
+        k: shard for shard, keys in shards.items() for k in keys}}), encoding="utf-8")
+    settings = dict(steps=2, cfg_scale=5.0, seed=3, width=SIZE, height=SIZE,
+                    sampler="diffusers", rng="torch")
+    original = load_pipeline(root, device=first_device)
+    assert original.family == "kolors"
+    np.testing.assert_array_equal(original.txt2img(PROMPT, **settings).images[0],
+                                  _ours(tiny, first_device).txt2img(PROMPT, **settings).images[0])
