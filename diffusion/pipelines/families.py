@@ -304,7 +304,7 @@ FAMILIES: tuple[FamilyLoader, ...] = (
     FamilyLoader("Helios (videos: txt2vid)", helios_family, refuse_pictures,
                  lambda path, family: None, latent_channels=16),
     FamilyLoader("Kolors", kolors_family, load_kolors_model, kolors_defaults,
-                 capabilities=kolors_capabilities_of),
+                 single_file_base=True, capabilities=kolors_capabilities_of),
     FamilyLoader("SD 1.x/2.x, SDXL (base, refiner, Turbo)", any_checkpoint, load_unet_model,
                  unet_defaults, capabilities=unet_capabilities_of),
 )

@@ -31,7 +31,7 @@ from gpustd import Tensor
 
 from ...loaders.errors import WeightsError
 from ...loaders.formats.diffusers_folder import component_config
-from ...loaders.sd.kolors import load_kolors_folder
+from ...loaders.sd.kolors import kolors_family, load_kolors_folder
 from ...models import AutoencoderKL, UNet2DConditionModel
 from ...models.chatglm import ChatGLMModel
 from ...text.chatglm_tokenizer import ChatGLMTokenizer
@@ -134,13 +134,26 @@ def kolors_defaults(path: str | os.PathLike[str], family: str) -> SamplingDefaul
 
 def load_kolors_model(path: str | os.PathLike[str], family: str, options: LoadOptions
                       ) -> Kolors:
-    """The Kolors diffusers folder at `path` (diffusion.loaders.sd.kolors) as `options` ask:
+    """The Kolors diffusers folder at `path` (diffusion.loaders.sd.kolors), or a Kolors UNet
+    file with `options.base` a folder giving the rest, as `options` ask:
     ChatGLM in the weights' dtype with a float32 residual stream, the VAE float32 where a
     float16 model's config says force_upcast (SDXL's)."""
-    if options.text_encoders or options.base is not None:
-        raise ValueError(f"{Path(path).name} is a Kolors folder, which carries its own text "
-                         "encoder and all its parts: leave out --text-encoder and --base")
-    weights = load_kolors_folder(path, dtype=options.dtype, variant=options.variant)
+    if options.text_encoders:
+        raise ValueError(f"{Path(path).name} is a Kolors model, whose folder carries its own "
+                         "text encoder: leave out --text-encoder")
+    folder, unet_file = Path(path), None
+    if folder.is_file():  # a UNet file: the base folder gives ChatGLM, the VAE, the scheduler
+        if options.base is None or kolors_family(options.base) != "kolors" or not Path(
+                options.base).is_dir():
+            raise ValueError(f"{folder.name} is a Kolors UNet file: give a Kolors diffusers "
+                             "folder with --base (Kwai-Kolors/Kolors-diffusers) for its text "
+                             "encoder, VAE and scheduler")
+        folder, unet_file = Path(options.base), path
+    elif options.base is not None:
+        raise ValueError(f"{folder.name} is a Kolors folder, which carries all its parts: "
+                         "leave out --base")
+    weights = load_kolors_folder(folder, dtype=options.dtype, variant=options.variant,
+                                 unet_file=unet_file)
     try:
         tokenizer = ChatGLMTokenizer(weights.tokenizer_dir)
     except (OSError, ValueError) as error:
@@ -159,5 +172,6 @@ def load_kolors_model(path: str | os.PathLike[str], family: str, options: LoadOp
     if options.prediction_type is not None:
         scheduler["prediction_type"] = options.prediction_type
     return Kolors(tokenizer=tokenizer, text_encoder=encoder, unet=unet, vae=vae,
-                  scheduler_config=scheduler, name=Path(path).name, defaults=options.defaults,
+                  scheduler_config=scheduler,
+                  name=Path(path).name.removesuffix(".safetensors"), defaults=options.defaults,
                   family=family)

@@ -200,3 +200,33 @@ def test_original_repository_layout(first_device: gpucore.Device, tiny: Any,
     assert original.family == "kolors"
     np.testing.assert_array_equal(original.txt2img(PROMPT, **settings).images[0],
                                   _ours(tiny, first_device).txt2img(PROMPT, **settings).images[0])
+
+
+def test_unet_file_with_its_base_folder(first_device: gpucore.Device, tiny: Any,
+                                        tmp_path: Path) -> None:
+    """The UNet as one .safetensors (diffusers' names as Kwai ships unet/, and the LDM
+    names as ComfyUI saves a fine-tune) with --base the folder: the folder's picture bit for
+    bit; without a base, refused in one line."""
+    import ldm_files
+    from safetensors.torch import save_file
+
+    from diffusion.pipelines.bases import base_family
+
+    unet = {k: v.contiguous() for k, v in tiny.pipe.unet.state_dict().items()}
+    ldm = dict(unet)
+    label = {f"model.diffusion_model.label_emb.0.{2 * i}.{p}": ldm.pop(
+        f"add_embedding.linear_{i + 1}.{p}") for i in (0, 1) for p in ("weight", "bias")}
+    hid = {f"model.diffusion_model.encoder_hid_proj.{p}": ldm.pop(f"encoder_hid_proj.{p}")
+           for p in ("weight", "bias")}
+    files = {"kolors_unet.safetensors": unet,
+             "kolors_ldm.safetensors": {**ldm_files.ldm_unet(ldm), **label, **hid}}
+    settings = dict(steps=2, cfg_scale=5.0, seed=4, width=SIZE, height=SIZE,
+                    sampler="diffusers", rng="torch")
+    expected = _ours(tiny, first_device).txt2img(PROMPT, **settings).images[0]
+    for name, tensors in files.items():
+        save_file(tensors, str(tmp_path / name))
+        assert base_family(tmp_path / name) == ("Kolors", "kolors")
+        single = load_pipeline(tmp_path / name, device=first_device, base=tiny.path)
+        np.testing.assert_array_equal(single.txt2img(PROMPT, **settings).images[0], expected)
+    with pytest.raises(ValueError, match="Kolors UNet file: give a Kolors diffusers folder"):
+        load_pipeline(tmp_path / name, device=first_device)
