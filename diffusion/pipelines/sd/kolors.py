@@ -43,8 +43,7 @@ from .stable_diffusion_xl import StableDiffusionXL, TextEncoders, _upload, time_
 from .unet_load import filled
 
 __all__ = ["KOLORS_DEFAULTS", "Kolors", "kolors_capabilities", "kolors_capabilities_of",
-           "kolors_context",
-           "kolors_defaults", "load_kolors_model"]
+           "kolors_context", "kolors_defaults", "load_kolors_model"]
 
 KOLORS_DEFAULTS = SamplingDefaults(steps=50, cfg_scale=5.0, preset="kolors",
                                    why="Kolors' model card: 50 steps at guidance 5")
