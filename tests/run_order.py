@@ -44,6 +44,7 @@ FAMILIES: tuple[tuple[str, tuple[str, ...], tuple[str, ...]], ...] = (
     ("bria-fibo", ("bria_fibo_tiny",), ()),
     ("flow", ("flow_tiny", "xflux_reference"), ("tiny_flux_dev", "tiny_chroma", "tiny_sd3")),
     ("sdxl", ("sdxl_tiny",), ()),
+    ("kolors", ("kolors_tiny",), ()),
     ("hunyuan-video-1.5", ("hunyuan_video15_pipe_tiny",), ("tiny_hunyuan_video15_i2v",)),
     ("hunyuan-video", ("hunyuan_video_pipe_tiny", "hunyuan_video_text_tiny"),
      ("tiny_hunyuan_video",)),

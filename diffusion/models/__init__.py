@@ -15,6 +15,7 @@ loading weights is a walk over names (`load_state_dict`); configs are the `confi
 | `layers` | the pieces the UNet and VAE share: attention, ResNet blocks, down- and upsampling |
 | `t5` | T5's encoder (`T5EncoderModel`, FLUX, SD3) and UMT5's (`UMT5EncoderModel`, Wan) |
 | `llm` | a decoder-only LLM's hidden states (`LLMTextModel`, Qwen3): Z-Image's text encoder |
+| `chatglm` | ChatGLM3-6B (`ChatGLMModel`): Kolors' text encoder |
 | `flux` | `FluxTransformer2DModel` (FLUX.1 schnell and dev) |
 | `sd3` | `SD3Transformer2DModel`, the MMDiT of SD3 and SD3.5 |
 | `chroma` | `ChromaTransformer2DModel`: FLUX.1-schnell's blocks modulated by one approximator |

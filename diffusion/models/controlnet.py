@@ -50,6 +50,10 @@ class ControlNetModel(UNetEncoder):
                  device: Device | None = None) -> None:
         place: Place = {"dtype": dtype, "device": device}
         cfg = check_config({**_DEFAULTS, **config})
+        if cfg["encoder_hid_dim_type"] is not None:
+            raise ValueError("ControlNet config encoder_hid_dim_type="
+                             f"{cfg['encoder_hid_dim_type']!r}: Kolors ControlNets are not "
+                             "supported")
         order = cfg["controlnet_conditioning_channel_order"]
         if order not in ("rgb", "bgr"):
             raise ValueError(f"ControlNet config controlnet_conditioning_channel_order={order!r}:"

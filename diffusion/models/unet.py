@@ -25,6 +25,7 @@ _DEFAULTS: dict[str, Any] = {
     "up_block_types": ("UpBlock2D",) + ("CrossAttnUpBlock2D",) * 3,
     "addition_embed_type": None, "addition_time_embed_dim": None,
     "projection_class_embeddings_input_dim": None,
+    "encoder_hid_dim": None, "encoder_hid_dim_type": None,
 }
 # Config keys whose other values select layers we do not build: each must keep diffusers'
 # default (missing counts as the default).
@@ -35,7 +36,7 @@ _FIXED: dict[str, Any] = {
     "resnet_skip_time_act": False, "resnet_out_scale_factor": 1.0,
     "time_embedding_type": "positional", "conv_in_kernel": 3, "conv_out_kernel": 3,
     "attention_type": "default", "class_embeddings_concat": False,
-    "class_embed_type": None, "encoder_hid_dim": None, "encoder_hid_dim_type": None,
+    "class_embed_type": None,
     "time_cond_proj_dim": None, "num_class_embeds": None, "time_embedding_dim": None,
     "time_embedding_act_fn": None, "timestep_post_act": None, "cross_attention_norm": None,
     "reverse_transformer_layers_per_block": None,
@@ -78,6 +79,11 @@ def check_config(config: Mapping[str, Any]) -> dict[str, Any]:
             if not isinstance(cfg[key], int) or cfg[key] < 1:
                 raise ValueError(f"UNet config addition_embed_type='text_time' needs {key} (a "
                                  f"positive int), got {cfg[key]!r}")
+    hid = cfg["encoder_hid_dim_type"]
+    if hid not in (None, "text_proj") or (hid is None) != (cfg["encoder_hid_dim"] is None):
+        raise ValueError(f"UNet config encoder_hid_dim_type={hid!r} with encoder_hid_dim="
+                         f"{cfg['encoder_hid_dim']!r} is not supported (SD and SDXL leave both "
+                         "unset, Kolors has 'text_proj' and its text encoder's width)")
     return cfg
 
 
@@ -298,6 +304,9 @@ class UNet2DConditionModel(UNetEncoder):
         groups = cfg["norm_num_groups"]
         self.conv_norm_out = nn.GroupNorm(groups, channels[0], eps=cfg["norm_eps"], **place)
         self.conv_out = nn.Conv2d(channels[0], cfg["out_channels"], 3, padding=1, **place)
+        if cfg["encoder_hid_dim_type"] == "text_proj":  # Kolors: ChatGLM's 4096 to 2048
+            self.encoder_hid_proj = nn.Linear(cfg["encoder_hid_dim"],
+                                              cfg["cross_attention_dim"], **place)
 
     def forward(self, sample: Tensor, timesteps: Any, context: Tensor,
                 added_cond: Mapping[str, Any] | None = None, *,
@@ -325,7 +334,12 @@ class UNet2DConditionModel(UNetEncoder):
         `ip_hidden_states`: the image tokens (B, n, cross_attention_dim) of each IP-Adapter
         installed in the cross-attention layers (diffusion.models.ip_adapter; diffusers'
         `added_cond_kwargs["image_embeds"]` after its `encoder_hid_proj`).
+
+        A Kolors UNet (encoder_hid_dim_type "text_proj") takes context (B, L, encoder_hid_dim)
+        and projects it by its `encoder_hid_proj` first, as diffusers does.
         """
+        if hasattr(self, "encoder_hid_proj"):
+            context = self.encoder_hid_proj(context)
         temb_act = self.embedding(sample, timesteps, added_cond)
         attend_to: Context = context if ip_hidden_states is None else (
             context, list(ip_hidden_states))

@@ -49,6 +49,7 @@ from ..loaders.pixart import pixart_family, pixart_file_family
 from ..loaders.prx import prx_family
 from ..loaders.qwen_image import qwenimage21_family, qwenimage_family, qwenimage_layered_family
 from ..loaders.sana import sana_family, sana_file_family, sana_video_family
+from ..loaders.sd.kolors import kolors_family
 from ..loaders.wan import chronoedit_family, wan_family, wan_file_family
 from ..loaders.z_image import zimage_family, zimage_omni_family
 from .contract import Capabilities, LoadOptions, Pipeline, SamplingDefaults
@@ -132,6 +133,7 @@ from .flow.z_image_omni_model import (
     zimage_omni_capabilities,
     zimage_omni_defaults,
 )
+from .sd.kolors import kolors_capabilities_of, kolors_defaults, load_kolors_model
 from .sd.unet_load import any_checkpoint, load_unet_model, unet_capabilities_of, unet_defaults
 from .video import refuse_pictures
 from .video.chronoedit_model import (
@@ -322,6 +324,8 @@ FAMILIES: tuple[FamilyLoader, ...] = (
                  lambda path, family: None, latent_channels=16),
     FamilyLoader("Motif-Video (videos: txt2vid, img2vid)", motif_video_family, refuse_pictures,
                  lambda path, family: None, latent_channels=16),
+    FamilyLoader("Kolors", kolors_family, load_kolors_model, kolors_defaults,
+                 single_file_base=True, capabilities=kolors_capabilities_of),
     FamilyLoader("SD 1.x/2.x, SDXL (base, refiner, Turbo)", any_checkpoint, load_unet_model,
                  unet_defaults, capabilities=unet_capabilities_of),
 )

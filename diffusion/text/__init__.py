@@ -6,6 +6,7 @@ textual-inversion embeddings.
 |---|---|
 | `tokenizer` | CLIP's byte-level BPE (the `tokenizers` library) |
 | `t5_tokenizer` | T5's SentencePiece tokenizer from a `tokenizer.json` (FLUX, SD3) |
+| `chatglm_tokenizer` | ChatGLM3's tokenizer (Kolors) from its SentencePiece model |
 | `llm_tokenizer` | the LLM text encoders' tokenizers (Qwen3) and their chat prompts (Z-Image) |
 | `prompts`, `prompt_editing` | the WebUI's prompt parser and its `[from:to:when]` schedules |
 | `composable` | a positive prompt's `AND` parts and their guidance weights |

@@ -59,6 +59,8 @@ def unet_keys(config: dict[str, Any]) -> list[str]:
     for name, default in _UNET_DEFAULTS.items():
         if name == "addition_embed_type" and config.get(name) == "text_time":
             continue
+        if name == "encoder_hid_dim" and config.get("encoder_hid_dim_type") == "text_proj":
+            continue  # Kolors: encoder_hid_proj, ChatGLM's states to the context width
         if config.get(name, default) != default:
             raise WeightsError(f"unet config: {name}={config[name]!r} is not supported "
                                f"(Stable Diffusion 1/2 UNets use {default!r})")
@@ -103,6 +105,8 @@ def unet_keys(config: dict[str, Any]) -> list[str]:
                 keys += _transformer(f"up_blocks.{i}.attentions.{j}.", rev_depth[i])
         if i < n - 1:
             keys += _params(f"up_blocks.{i}.upsamplers.0.", "conv")
+    if config.get("encoder_hid_dim_type") == "text_proj":
+        keys += _params("", "encoder_hid_proj")
     return keys + _params("", "conv_norm_out", "conv_out")
 
 

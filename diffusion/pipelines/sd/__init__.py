@@ -4,6 +4,7 @@
 |---|---|
 | `stable_diffusion` | SD 1.x/2.x: `StableDiffusion` (txt2img, img2img, inpaint, hires fix) |
 | `stable_diffusion_xl` | SDXL (base, refiner, Turbo): SD's family with two text encoders |
+| `kolors` | Kolors: SDXL with ChatGLM3 reading the prompt (its loader and capabilities too) |
 | `unet_load` | the registry's loader and defaults for UNet checkpoints and folders |
 | `guided_unet` | `GuidedUNet`: the UNet's uncond and cond outputs for one input; `unet_call` |
 | `unet_model` | what the UNet loops need of a model (`UNetModel`, `LatentCodec`) |
