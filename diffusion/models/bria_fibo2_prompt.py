@@ -1,0 +1,121 @@
+"""Bria FIBO 2's prompt encoding, as diffusers' BriaFibo2Pipeline does it for a generation: a
+JSON caption is cleaned as training cleaned captions (empty values and the aesthetic and
+preference scores dropped) and serialized compactly; the prompt, in a one-turn chat template,
+is read by Qwen3-VL's language model, whose hidden states at 18 layers are each scaled to unit
+RMS per token, then side by side in threes: six bundles, the transformer's Perceiver's first.
+
+    bundles = encode(text_model, tokenizer, generation_prompt('{"short_description": "a fox"}'))
+
+Captions whose `text_render` entries hold text are refused: diffusers shows Qwen3-VL images of
+that text (its vision tower), which this encoder does not read.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from typing import Any
+
+import numpy as np
+
+from ..text.llm_tokenizer import LLMTokenizer
+from .llm import LLMTextModel
+
+__all__ = ["DEFAULT_NEGATIVE_PROMPT", "LAYERS", "MAX_SEQUENCE_LENGTH", "encode",
+           "generation_prompt", "parse_prompt"]
+
+# the null caption FIBO 2 was trained with for classifier-free guidance
+DEFAULT_NEGATIVE_PROMPT = (
+    '{"short_description":"","objects":[],"background_setting":"","lighting":{},'
+    '"aesthetics":{},"photographic_characteristics":{},"style_medium":"",'
+    '"context":"","artistic_style":""}')
+TEMPLATE = "<|im_start|>user\n{}<|im_end|>\n<|im_start|>assistant\n"
+# Qwen3-VL layers behind the transformer's six text bundles: the Perceiver's, then one per
+# injection block (diffusers' TEXT_ENCODER_OUT_LAYERS)
+LAYERS = ((9, 20, 31), (5, 16, 27), (7, 18, 29), (9, 20, 31), (11, 22, 33), (13, 24, 35))
+MAX_SEQUENCE_LENGTH = 4096  # the pipeline's tokenizer_max_length
+
+
+def _empty(value: Any) -> bool:
+    if isinstance(value, float):
+        return math.isnan(value)
+    return value is None or (isinstance(value, (str, dict, list)) and not value)
+
+
+def _clean(value: Any) -> Any:
+    if isinstance(value, dict):
+        value = {k: _clean(v) for k, v in value.items()}
+        return {k: v for k, v in value.items() if not _empty(v)}
+    if isinstance(value, list):
+        return [v for v in map(_clean, value) if not _empty(v)]
+    return value
+
+
+def parse_prompt(prompt: str) -> tuple[dict[str, Any] | str | None, str | None]:
+    """A prompt's caption, cleaned as FIBO 2's training cleaned captions, and its edit
+    instruction; a prompt that is not a JSON object comes back as it is. diffusers:
+    `BriaFibo2Pipeline._parse_prompt`."""
+    try:
+        caption = json.loads(prompt)
+    except json.JSONDecodeError:
+        return prompt, None
+    if not isinstance(caption, dict):
+        return prompt, None
+    instruction = caption.pop("edit_instruction", None)
+    if "structured_caption" in caption:
+        caption = caption.pop("structured_caption")
+        if not isinstance(caption, dict):
+            return caption or None, instruction
+    keys = set(caption)
+    scores = ("aesthetic_score", "preference_score")
+    caption = {key: {k: v for k, v in value.items() if k not in scores}
+               if isinstance(value, dict) else value
+               for key, value in _clean(caption).items() if key not in scores}
+    caption = {key: value for key, value in caption.items() if value != {}}
+    # exactly a short description and a text_render list: that order, the list kept even
+    # empty (it then says the picture has no text)
+    if keys == {"short_description", "text_render"}:
+        caption = {"short_description": caption.get("short_description") or "",
+                   "text_render": caption.get("text_render") or []}
+    return caption or None, instruction
+
+
+def generation_prompt(prompt: str) -> str:
+    """What a generation encodes for `prompt`: a JSON caption cleaned and serialized
+    compactly, anything else as it is. ValueError for a caption with text to render (see the
+    module's docstring). diffusers: `BriaFibo2Pipeline.__call__`'s prompts, without images."""
+    caption, _ = parse_prompt(prompt)
+    if isinstance(caption, str):
+        return prompt
+    entries = (caption or {}).get("text_render") or []
+    if any(isinstance(e, dict) and isinstance(e.get("text"), str) and e["text"]
+           for e in entries):
+        raise ValueError("this caption's text_render entries hold text, which FIBO 2 reads "
+                         "with images of it through Qwen3-VL's vision tower, not supported "
+                         "yet: leave the text out of text_render")
+    return json.dumps(caption or {}, separators=(",", ":"), ensure_ascii=False)
+
+
+def encode(text_model: LLMTextModel, tokenizer: LLMTokenizer, prompt: str
+           ) -> list[np.ndarray]:
+    """The six bundles (1, L, 3 * hidden) float32 of `prompt`, encoded as given (a generation
+    passes `generation_prompt`'s): each of LAYERS' hidden states scaled to unit RMS per token
+    (eps 1e-6, float32), three side by side. diffusers: `BriaFibo2Pipeline.encode_prompt`
+    (one prompt, no images), unbundled along its second axis."""
+    kind = text_model.config.get("model_type")
+    if kind != "qwen3_vl_text":
+        raise ValueError(f"Bria FIBO 2 reads prompts with Qwen3-VL's language model "
+                         f"(qwen3_vl_text), got a {kind!r} text encoder")
+    depth = len(text_model.layers)
+    wanted = sorted({k for layers in LAYERS for k in layers})
+    if wanted[-1] > depth:
+        raise ValueError(f"FIBO 2 reads Qwen3-VL's layer {wanted[-1]}, past this "
+                         f"{depth}-layer text encoder: give the folder's own")
+    ids, _ = tokenizer([TEMPLATE.format(prompt)], MAX_SEQUENCE_LENGTH, padding="longest")
+    states = text_model.hidden_states_of(ids, None, wanted)
+    normed = {}
+    for k, state in zip(wanted, states, strict=True):
+        x = state.numpy().astype(np.float32)
+        rms = np.sqrt(np.mean(np.square(x), axis=-1, keepdims=True) + np.float32(1e-6))
+        normed[k] = x * (np.float32(1) / rms)
+    return [np.concatenate([normed[k] for k in layers], axis=-1) for layers in LAYERS]

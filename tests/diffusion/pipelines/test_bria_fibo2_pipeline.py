@@ -1,0 +1,120 @@
+"""Bria FIBO 2: BriaFibo2Pipeline on gpustd against diffusers' (tiny, random, float32), with
+CFG against the trained null caption and against a negative prompt of its own, a JSON caption
+cleaned as diffusers cleans it (an empty list and a score dropped), the prompt visibly
+mattering; through the command line like any model (the family detected from its folder, its
+defaults, diffusers' picture with `--rng torch`), and what it refuses in one line."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+pytest.importorskip("diffusers", reason="diffusers is a test-only reference (extra: reference)")
+import torch
+from cli_support import cli_error, cli_ok, png_pixels
+
+import gpucore
+from diffusion.pipelines.contract import SamplingDefaults
+from diffusion.pipelines.families import capabilities_of
+from diffusion.pipelines.flow.bria_fibo2 import BriaFibo2Pipeline
+from diffusion.pipelines.load import model_defaults
+
+HEIGHT, WIDTH = 24, 40  # 6 x 10 patches of the tiny VAE's 2x latents, no tile's multiple
+SIZE = ("--width", str(WIDTH), "--height", str(HEIGHT))
+RED = json.dumps({"short_description": "a red circle on a blue square", "objects": [],
+                  "aesthetic_score": 7, "lighting": {"conditions": "soft daylight"}})
+HORSE = "an astronaut riding a horse"
+TOL = 0.01  # mean |ours - diffusers| in [0, 1] through a PNG (its rounding)
+
+
+@pytest.fixture(scope="module")
+def tiny_fibo2(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Any]:
+    from bria_fibo2_tiny import tiny_fibo2_pipeline
+
+    root = tmp_path_factory.mktemp("tiny-fibo2")
+    return root / "fibo2", tiny_fibo2_pipeline(root)
+
+
+def _diffusers(reference: Any, prompt: str, steps: int = 2, **settings: Any) -> np.ndarray:
+    with torch.no_grad():
+        images = reference(prompt, height=HEIGHT, width=WIDTH, num_inference_steps=steps,
+                           generator=torch.Generator().manual_seed(7), output_type="np",
+                           **settings).images
+    return np.asarray(images[0])
+
+
+def test_pipeline_is_diffusers(first_device: gpucore.Device,
+                               tiny_fibo2: tuple[Path, Any]) -> None:
+    """The picture at guidance 5 (the null caption) and with a negative prompt; the prompt
+    visibly matters."""
+    folder, reference = tiny_fibo2
+    pipe = BriaFibo2Pipeline.from_pretrained(folder, device=first_device)
+
+    def ours(prompt: str, **settings: Any) -> np.ndarray:
+        return pipe(prompt, height=HEIGHT, width=WIDTH, num_inference_steps=2, seed=7,
+                    **settings)[0]
+
+    guided = ours(RED)
+    # measured on lavapipe: 3.1e-5 max (of pictures spread 0.2 about their mean; the
+    # transformer's float32 rounding, models/test_bria_fibo2.py)
+    np.testing.assert_allclose(guided, _diffusers(reference, RED), atol=2e-4)
+    negative = ours(RED, negative_prompt=HORSE)
+    np.testing.assert_allclose(negative, _diffusers(reference, RED, negative_prompt=HORSE),
+                               atol=2e-4)
+    assert np.abs(ours(HORSE) - guided).mean() > 0.01  # the prompt matters
+
+
+def _common(folder: Path, *more: str) -> tuple[str, ...]:
+    return ("txt2img", "--model", str(folder), *SIZE, "--steps", "2", "--rng", "torch",
+            "--seed", "7", "--dtype", "float32", *more)
+
+
+def test_fibo2_from_the_cli(first_device: gpucore.Device, tiny_fibo2: tuple[Path, Any],
+                            tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """The family and its defaults (30 steps at CFG 5, its own loop) from the folder;
+    diffusers' picture at CFG 1; a WebUI sampler, an init image and a caption with text to
+    render refused in one line."""
+    folder, reference = tiny_fibo2
+    capabilities = capabilities_of(folder)
+    assert capabilities is not None and capabilities.family == "bria-fibo2"
+    defaults = model_defaults(folder)[0]
+    assert (defaults.steps, defaults.sampler, defaults.cfg_scale) == (30, "diffusers", 5.0)
+    assert isinstance(defaults, SamplingDefaults)
+    out, _ = cli_ok(capsys, *_common(folder, "--prompt", RED, "--cfg-scale", "1",
+                                       "--out", str(tmp_path / "a.png")))
+    assert np.abs(png_pixels(out) - _diffusers(reference, RED, guidance_scale=1.0)).mean() < TOL
+    error = cli_error(capsys, *_common(folder, "--prompt", RED, "--sampler", "Euler",
+                                       "--out", str(tmp_path / "x.png")))
+    assert "Bria FIBO 2" in error and "\n" not in error.strip()
+    text = json.dumps({"short_description": "a sign", "text_render": [{"text": "OPEN"}]})
+    error = cli_error(capsys, *_common(folder, "--prompt", text, "--cfg-scale", "1",
+                                       "--out", str(tmp_path / "x.png")))
+    assert "text_render" in error and "\n" not in error.strip()
+    assert not (tmp_path / "x.png").exists()
+
+
+def test_folder_refusals(first_device: gpucore.Device, tiny_fibo2: tuple[Path, Any],
+                         tmp_path: Path) -> None:
+    """A folder without its tokenizer, or whose text encoder is not Qwen3-VL, refused in one
+    line naming what to give."""
+    import shutil
+
+    from diffusion.loaders.errors import WeightsError
+
+    folder, _ = tiny_fibo2
+    broken = tmp_path / "no-tokenizer"
+    shutil.copytree(folder, broken)
+    (broken / "processor" / "tokenizer.json").unlink()
+    with pytest.raises(WeightsError, match=r"tokenizer\.json: required file is missing"):
+        BriaFibo2Pipeline.from_pretrained(broken, device=first_device)
+    other = tmp_path / "not-qwen3-vl"
+    shutil.copytree(folder, other)
+    config = json.loads((other / "text_encoder" / "config.json").read_text())
+    config["text_config"]["model_type"] = "qwen2_vl_text"
+    (other / "text_encoder" / "config.json").write_text(json.dumps(config))
+    with pytest.raises(WeightsError, match="Bria FIBO 2's is Qwen3-VL's"):
+        BriaFibo2Pipeline.from_pretrained(other, device=first_device)
