@@ -11,7 +11,13 @@ from pathlib import Path
 from typing import Any
 
 from flux2_tiny import FLUX2_VAE_TINY, tiny_flux2_vae
-from qwen3vl_tiny import QWEN3VL_TEXT, tiny_qwen3vl_processor, tiny_qwen3vl_tokenizer
+from qwen3vl_tiny import (
+    QWEN3VL_PIXELS,
+    QWEN3VL_TEXT,
+    QWEN3VL_VISION,
+    tiny_qwen3vl_processor,
+    tiny_qwen3vl_tokenizer,
+)
 from sd_tiny import randomized
 
 # Qwen3-VL's bundles are three layers of its 40-wide states side by side (120); five injection
@@ -52,25 +58,24 @@ def tiny_fibo2_transformer(seed: int = 17, **overrides: Any) -> Any:
 
 def tiny_fibo2_text_encoder(image_token_id: int, seed: int = 3) -> Any:
     """transformers' Qwen3VLForConditionalGeneration: QWEN3VL_TEXT's language model 36 layers
-    deep and a one-block vision tower no prompt of text alone uses."""
+    deep and QWEN3VL_VISION's tower (three blocks, two deepstack features), which reads the
+    pictures an edit is given."""
     import transformers
 
-    vision = dict(depth=1, hidden_size=16, intermediate_size=24, num_heads=2,
-                  out_hidden_size=QWEN3VL_TEXT["hidden_size"], deepstack_visual_indexes=[0],
-                  num_position_embeddings=16)
     config = transformers.Qwen3VLConfig(text_config={**QWEN3VL_TEXT, "num_hidden_layers": 36},
-                                        vision_config=vision, image_token_id=image_token_id)
+                                        vision_config=QWEN3VL_VISION,
+                                        image_token_id=image_token_id)
     return randomized(transformers.Qwen3VLForConditionalGeneration(config), seed).eval()
 
 
 def tiny_fibo2_pipeline(root: Path) -> Any:
     """diffusers' BriaFibo2Pipeline of tiny random parts, written to `root / "fibo2"`
-    (model_index.json by hand: the tiny processor has no image processor to save); returns
-    the pipeline."""
+    (model_index.json and the processor by hand: the tiny processor has no video processor
+    to save); returns the pipeline."""
     import diffusers
 
     tokenizer = tiny_qwen3vl_tokenizer(root / "fibo2-tokenizer")
-    processor = tiny_qwen3vl_processor(tokenizer)
+    processor = tiny_qwen3vl_processor(tokenizer, QWEN3VL_PIXELS)
     pipe = diffusers.BriaFibo2Pipeline(
         transformer=tiny_fibo2_transformer(),
         scheduler=diffusers.FlowMatchEulerDiscreteScheduler(**FIBO2_SCHEDULER),
@@ -82,5 +87,6 @@ def tiny_fibo2_pipeline(root: Path) -> Any:
     for name in ("transformer", "vae", "text_encoder", "scheduler"):
         getattr(pipe, name).save_pretrained(folder / name)
     shutil.copytree(tokenizer, folder / "processor")
+    (folder / "processor" / "preprocessor_config.json").write_text(json.dumps(QWEN3VL_PIXELS))
     (folder / "model_index.json").write_text(json.dumps(_INDEX))
     return pipe

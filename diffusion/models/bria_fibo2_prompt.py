@@ -6,23 +6,37 @@ RMS per token, then side by side in threes: six bundles, the transformer's Perce
 
     bundles = encode(text_model, tokenizer, generation_prompt('{"short_description": "a fox"}'))
 
+An edit (`encode_edit`) reads the pictures to edit too: the prompt becomes one JSON object, a
+vision marker per picture, the caption of the result where the prompt has one, then the edit
+instruction; Qwen3-VL's vision tower reads the pictures into the markers' places
+(models.qwen21_prompt's reading, its deepstack features and multimodal positions).
+
 Captions whose `text_render` entries hold text are refused: diffusers shows Qwen3-VL images of
-that text (its vision tower), which this encoder does not read.
+that text too, which is not supported yet.
 """
 
 from __future__ import annotations
 
 import json
 import math
+import typing
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
 
+from gpustd import asarray
+from gpustd.gather import scatter
+
 from ..text.llm_tokenizer import LLMTokenizer
 from .llm import LLMTextModel
+from .qwen3_vision import Qwen3VLVisionModel
+from .qwen21_prompt import read_pictures
+from .qwen_vl_prompt import expand_image_pads, multimodal_positions
+from .transformer_ops import cast
 
-__all__ = ["DEFAULT_NEGATIVE_PROMPT", "LAYERS", "MAX_SEQUENCE_LENGTH", "encode",
-           "generation_prompt", "parse_prompt"]
+__all__ = ["DEFAULT_NEGATIVE_PROMPT", "LAYERS", "MAX_SEQUENCE_LENGTH", "edit_prompt", "encode",
+           "encode_edit", "generation_prompt", "parse_prompt"]
 
 # the null caption FIBO 2 was trained with for classifier-free guidance
 DEFAULT_NEGATIVE_PROMPT = (
@@ -34,6 +48,7 @@ TEMPLATE = "<|im_start|>user\n{}<|im_end|>\n<|im_start|>assistant\n"
 # injection block (diffusers' TEXT_ENCODER_OUT_LAYERS)
 LAYERS = ((9, 20, 31), (5, 16, 27), (7, 18, 29), (9, 20, 31), (11, 22, 33), (13, 24, 35))
 MAX_SEQUENCE_LENGTH = 4096  # the pipeline's tokenizer_max_length
+VISION_MARKER = "<|vision_start|><|image_pad|><|vision_end|>"
 
 
 def _empty(value: Any) -> bool:
@@ -87,21 +102,45 @@ def generation_prompt(prompt: str) -> str:
     caption, _ = parse_prompt(prompt)
     if isinstance(caption, str):
         return prompt
-    entries = (caption or {}).get("text_render") or []
-    if any(isinstance(e, dict) and isinstance(e.get("text"), str) and e["text"]
-           for e in entries):
-        raise ValueError("this caption's text_render entries hold text, which FIBO 2 reads "
-                         "with images of it through Qwen3-VL's vision tower, not supported "
-                         "yet: leave the text out of text_render")
+    if _has_text(caption):
+        raise ValueError(_TEXT_REFUSAL)
     return json.dumps(caption or {}, separators=(",", ":"), ensure_ascii=False)
 
 
-def encode(text_model: LLMTextModel, tokenizer: LLMTokenizer, prompt: str
-           ) -> list[np.ndarray]:
-    """The six bundles (1, L, 3 * hidden) float32 of `prompt`, encoded as given (a generation
-    passes `generation_prompt`'s): each of LAYERS' hidden states scaled to unit RMS per token
-    (eps 1e-6, float32), three side by side. diffusers: `BriaFibo2Pipeline.encode_prompt`
-    (one prompt, no images), unbundled along its second axis."""
+def _has_text(caption: Any) -> bool:
+    entries = (caption.get("text_render") or []) if isinstance(caption, dict) else []
+    return any(isinstance(e, dict) and isinstance(e.get("text"), str) and e["text"]
+               for e in entries)
+
+
+def edit_prompt(prompt: str, count: int) -> str:
+    """What an edit of `count` pictures encodes for `prompt` (an instruction, or a JSON
+    object with an "edit_instruction" and the result's caption): one compact JSON object, a
+    vision marker per picture, the cleaned caption, the instruction. ValueError for a JSON
+    object without an instruction, or a caption with text to render. diffusers:
+    `BriaFibo2Pipeline._get_edit_prompt(prompt, count)`."""
+    try:
+        edit = json.loads(prompt)
+    except json.JSONDecodeError:
+        edit = None
+    if isinstance(edit, dict) and "edit_instruction" not in edit:
+        raise ValueError('to edit a picture, the prompt has to be the edit instruction, or a '
+                         'JSON caption of the result with an "edit_instruction" key')
+    caption, instruction = parse_prompt(prompt)
+    if instruction is None:  # the prompt is the instruction alone
+        caption, instruction = None, prompt
+    if _has_text(caption):
+        raise ValueError(_TEXT_REFUSAL)
+    out: dict[str, Any] = ({"image": VISION_MARKER} if count == 1 else
+                           {f"image_{k}": VISION_MARKER for k in range(1, count + 1)})
+    if caption:
+        out["structured_caption"] = caption
+    out["edit_instruction"] = instruction
+    return json.dumps(out, separators=(",", ":"), ensure_ascii=False)
+
+
+def _check(text_model: LLMTextModel) -> list[int]:
+    """LAYERS' hidden states in order, checked to be within a Qwen3-VL language model."""
     kind = text_model.config.get("model_type")
     if kind != "qwen3_vl_text":
         raise ValueError(f"Bria FIBO 2 reads prompts with Qwen3-VL's language model "
@@ -111,11 +150,59 @@ def encode(text_model: LLMTextModel, tokenizer: LLMTokenizer, prompt: str
     if wanted[-1] > depth:
         raise ValueError(f"FIBO 2 reads Qwen3-VL's layer {wanted[-1]}, past this "
                          f"{depth}-layer text encoder: give the folder's own")
-    ids, _ = tokenizer([TEMPLATE.format(prompt)], MAX_SEQUENCE_LENGTH, padding="longest")
-    states = text_model.hidden_states_of(ids, None, wanted)
+    return wanted
+
+
+def _bundles(wanted: Sequence[int], states: Sequence[Any]) -> list[np.ndarray]:
+    """Each state scaled to unit RMS per token (eps 1e-6, float32), three side by side."""
     normed = {}
     for k, state in zip(wanted, states, strict=True):
         x = state.numpy().astype(np.float32)
         rms = np.sqrt(np.mean(np.square(x), axis=-1, keepdims=True) + np.float32(1e-6))
         normed[k] = x * (np.float32(1) / rms)
     return [np.concatenate([normed[k] for k in layers], axis=-1) for layers in LAYERS]
+
+
+def encode(text_model: LLMTextModel, tokenizer: LLMTokenizer, prompt: str
+           ) -> list[np.ndarray]:
+    """The six bundles (1, L, 3 * hidden) float32 of `prompt`, encoded as given (a generation
+    passes `generation_prompt`'s): each of LAYERS' hidden states scaled to unit RMS per token,
+    three side by side. diffusers: `BriaFibo2Pipeline.encode_prompt` (one prompt, no images),
+    unbundled along its second axis."""
+    wanted = _check(text_model)
+    ids, _ = tokenizer([TEMPLATE.format(prompt)], MAX_SEQUENCE_LENGTH, padding="longest")
+    return _bundles(wanted, text_model.hidden_states_of(ids, None, wanted))
+
+
+def encode_edit(text_model: LLMTextModel, vision: Qwen3VLVisionModel, tokenizer: LLMTokenizer,
+                prompt: str, pictures: Sequence[Any], *,
+                processor_config: dict[str, Any] | None = None) -> list[np.ndarray]:
+    """`encode`'s bundles of an edit of `pictures` (PIL images, as the pipeline cropped them
+    for Qwen3-VL) by `prompt` (`edit_prompt`'s object): the vision tower's tokens in the
+    image pads' places, its deepstack features added to the first layers' outputs there, at
+    Qwen3-VL's multimodal positions. diffusers: `BriaFibo2Pipeline.encode_prompt(prompt,
+    image=pictures)`."""
+    wanted = _check(text_model)
+    grids, merge, features = read_pictures(vision, pictures, processor_config=processor_config)
+    text = expand_image_pads(TEMPLATE.format(edit_prompt(prompt, len(pictures))), grids,
+                             merge=merge)
+    ids = tokenizer([text], MAX_SEQUENCE_LENGTH, padding="longest")[0][0]
+    pad = typing.cast(int, tokenizer.tokenizer.token_to_id("<|image_pad|>"))
+    at = np.flatnonzero(ids == pad)
+    if len(at) != features.tokens.shape[0]:
+        raise ValueError(f"the edit prompt holds {len(at)} picture tokens of the "
+                         f"{features.tokens.shape[0]} its pictures need: shorten the prompt")
+    device = text_model.embed_tokens.weight.device
+    inputs = cast(text_model.embed_tokens(asarray(ids.astype(np.int32)[None], device=device)),
+                  np.float32)
+    scatter(inputs, asarray(at.astype(np.int32), device=device),
+            cast(features.tokens, np.float32)[None], 1)
+    states = text_model.multimodal_hidden_states_of(
+        inputs, multimodal_positions(ids, pad, grids, merge=merge), wanted,
+        added=list(features.deepstack), at=at)
+    return _bundles(wanted, states)
+
+
+_TEXT_REFUSAL = ("this caption's text_render entries hold text, which FIBO 2 reads with "
+                 "images of it through Qwen3-VL's vision tower, not supported yet: leave the "
+                 "text out of text_render")

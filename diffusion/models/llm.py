@@ -244,7 +244,17 @@ class LLMTextModel(nn.Module):
     def multimodal_hidden_states(self, embeddings: Tensor, positions: np.ndarray, *,
                                  final_norm: bool = True, added: Sequence[Tensor] = (),
                                  at: Any = None, attention_mask: Any = None) -> Tensor:
-        """The last hidden states (1, L, hidden_size) float32 of one sequence given as its
+        """`multimodal_hidden_states_of` the last layer."""
+        return self.multimodal_hidden_states_of(
+            embeddings, positions, (len(self.layers),), final_norm=final_norm, added=added,
+            at=at, attention_mask=attention_mask)[0]
+
+    def multimodal_hidden_states_of(self, embeddings: Tensor, positions: np.ndarray,
+                                    layers: Sequence[int], *, final_norm: bool = True,
+                                    added: Sequence[Tensor] = (), at: Any = None,
+                                    attention_mask: Any = None) -> list[Tensor]:
+        """The hidden states (1, L, hidden_size) float32 after each of `layers` (1 .. the
+        layer count, the last's normed as `final_norm` says) of one sequence given as its
         input embeddings (1, L, hidden_size) float32 (a picture's vision tokens in place of
         its pad tokens' embeddings) at multimodal positions (3, L). `added`: Tensors
         added to the outputs of the first len(added) layers (Qwen3-VL's deepstack features):
@@ -275,9 +285,11 @@ class LLMTextModel(nn.Module):
                 else np.asarray(attention_mask).astype(bool))
         if keep.shape != (1, length):
             raise ValueError(f"attention_mask must be (1, {length}), got {keep.shape}")
+        if not layers or not all(0 < k <= count for k in layers):
+            raise ValueError(f"layers {list(layers)} must be 1 .. {count}")
         return self._run(cast(embeddings, np.float32), [self.rotary(length, positions)],
-                         self._keep(keep, embeddings.device),
-                         [count], final_norm, added, index)[0]
+                         self._keep(keep, embeddings.device), list(layers), final_norm, added,
+                         index)
 
     @staticmethod
     def _rows_at(at: Any, length: int, device: Device) -> Tensor | None:

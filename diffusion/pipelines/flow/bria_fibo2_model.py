@@ -6,8 +6,10 @@ The "diffusers" sampler alone (BriaFibo2Pipeline's Euler loop over its shifted s
 request's CFG scale is diffusers' `guidance_scale` (1 or below: the prompt's pass alone). An
 empty negative prompt means the null caption FIBO 2 was trained with (diffusers' default). A
 JSON caption is cleaned as FIBO 2's training cleaned captions; a plain prompt is taken as it
-is. txt2img only: FIBO 2's editing reads the pictures through Qwen3-VL's vision tower, which
-is not supported yet.
+is. img2img is FIBO 2's editing, as Forge Neo maps img2img onto edit models: the init image
+(and up to four reference pictures) the pictures to edit, the prompt the edit instruction (or
+a JSON caption of the result with an "edit_instruction"), drawn at the request's width x
+height from noise beside them; a mask, a strength and the hires fix are refused in one line.
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ from ..contract import Capabilities, LoadOptions, SamplingDefaults
 from ..finite import pictures_uint8
 from ..observer import Observer
 from ..request import GenerationRequest
+from .edit_refs import refuse_strength
 from .flow_model import LLMFlowModel
 
 __all__ = ["BRIA_FIBO2_DEFAULTS", "BriaFibo2Model", "bria_fibo2_capabilities",
@@ -42,8 +45,8 @@ class BriaFibo2Model(LLMFlowModel):
     @property
     def capabilities(self) -> Capabilities:
         """Its own sampler ("diffusers"), CFG with a negative prompt, plain-text prompts;
-        txt2img only, no hires fix, LoRAs, ControlNets, step cache, refiner, memory modes or
-        variation seeds."""
+        txt2img and editing (img2img with up to five pictures); no hires fix, LoRAs,
+        ControlNets, step cache, refiner, memory modes or variation seeds."""
         return bria_fibo2_capabilities(self.family)
 
     @property
@@ -59,17 +62,24 @@ class BriaFibo2Model(LLMFlowModel):
         """The pictures through FLUX.2's VAE."""
         return pictures_uint8(self.pipe.decode(latents), self.pipe.vae)
 
+    def check(self, request: GenerationRequest, width: int, height: int) -> None:
+        """The flow model's checks; an edit without a mask or a strength but the default."""
+        super().check(request, width, height)
+        if request.init_image is not None and request.mask is not None:
+            raise ValueError("inpainting is not supported for Bria FIBO 2 yet; leave the mask "
+                             "out (say the region in the edit instruction)")
+        refuse_strength(request, "Bria FIBO 2 edits")
+
     def _diffusers(self, request: GenerationRequest, prompts: list[str], seed: int,
                    width: int, height: int, observer: Observer,
                    cache: StepCache | None = None) -> np.ndarray:
-        """BriaFibo2Pipeline's loop; an init image refused in one line."""
-        if request.init_image is not None:
-            raise ValueError("Bria FIBO 2 draws from text here (its editing, which reads the "
-                             "picture through Qwen3-VL's vision tower, is not supported yet): "
-                             "leave the init image out")
+        """BriaFibo2Pipeline's loop: an edit of the init image (and the reference pictures)
+        where one is given."""
+        pictures = (None if request.init_image is None
+                    else [request.init_image, *(request.references or [])])
         return self.pipe(prompts, height=height, width=width,  # type: ignore[no-any-return]
                          num_inference_steps=int(request.steps), seed=seed, rng=request.rng,
-                         callback=observer.step, output_type="latent",
+                         image=pictures, callback=observer.step, output_type="latent",
                          **self._guidance(request))
 
     def _guidance(self, request: GenerationRequest) -> dict[str, Any]:
@@ -87,7 +97,7 @@ def bria_fibo2_capabilities(family: str) -> Capabilities:
                         prompt_syntax=False, textual_inversion=False, refiner=False,
                         control=False, variation_seeds=False, latent_upscale_resize=False,
                         hires=False, hires_with_diffusers=False, latent_masked_content=False,
-                        memory_modes=False)
+                        memory_modes=False, references=5)
 
 
 def bria_fibo2_defaults(path: str | os.PathLike[str], family: str) -> SamplingDefaults:

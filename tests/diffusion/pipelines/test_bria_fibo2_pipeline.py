@@ -1,8 +1,10 @@
 """Bria FIBO 2: BriaFibo2Pipeline on gpustd against diffusers' (tiny, random, float32), with
 CFG against the trained null caption and against a negative prompt of its own, a JSON caption
 cleaned as diffusers cleans it (an empty list and a score dropped), the prompt visibly
-mattering; through the command line like any model (the family detected from its folder, its
-defaults, diffusers' picture with `--rng torch`), and what it refuses in one line."""
+mattering; an edit of a picture (Qwen3-VL's vision tower and the VAE reading it) and its
+sizes; through the command line like any model (the family detected from its folder, its
+defaults, diffusers' picture with `--rng torch`, an edit as img2img), and what it refuses in
+one line."""
 
 from __future__ import annotations
 
@@ -16,11 +18,13 @@ import pytest
 pytest.importorskip("diffusers", reason="diffusers is a test-only reference (extra: reference)")
 import torch
 from cli_support import cli_error, cli_ok, png_pixels
+from PIL import Image
 
 import gpucore
 from diffusion.pipelines.contract import SamplingDefaults
 from diffusion.pipelines.families import capabilities_of
 from diffusion.pipelines.flow.bria_fibo2 import BriaFibo2Pipeline
+from diffusion.pipelines.flow.bria_fibo2_edit import trained_size
 from diffusion.pipelines.load import model_defaults
 
 HEIGHT, WIDTH = 24, 40  # 6 x 10 patches of the tiny VAE's 2x latents, no tile's multiple
@@ -68,6 +72,44 @@ def test_pipeline_is_diffusers(first_device: gpucore.Device,
     assert np.abs(ours(HORSE) - guided).mean() > 0.01  # the prompt matters
 
 
+def _picture(seed: int, width: int, height: int) -> Image.Image:
+    """Smooth random colour waves (a picture with structure, not noise)."""
+    rng = np.random.default_rng(seed)
+    y, x = np.mgrid[0:height, 0:width] / 8.0
+    waves = [np.sin(rng.uniform(0.5, 2) * x + rng.uniform(0.5, 2) * y + rng.uniform(0, 6))
+             for _ in range(3)]
+    return Image.fromarray((127.5 + 127 * np.stack(waves, -1)).astype(np.uint8))
+
+
+def test_edit_is_diffusers(first_device: gpucore.Device, tiny_fibo2: tuple[Path, Any]) -> None:
+    """An edit of a picture of another size and aspect (scaled and cropped to the result's),
+    guided; the picture visibly matters."""
+    folder, reference = tiny_fibo2
+    pipe = BriaFibo2Pipeline.from_pretrained(folder, device=first_device)
+    picture = _picture(3, 44, 30)
+    edit = json.dumps({"short_description": "a night scene", "edit_instruction": "make it night"})
+    ours = pipe(edit, image=picture, height=HEIGHT, width=WIDTH, num_inference_steps=2,
+                seed=7)[0]
+    expected = _diffusers(reference, edit, image=picture)
+    # measured on lavapipe: 1.5e-5 max
+    np.testing.assert_allclose(ours, expected, atol=2e-4)
+    assert np.abs(_diffusers(reference, RED) - expected).mean() > 0.01
+    with pytest.raises(ValueError, match='an "edit_instruction" key'):
+        pipe(RED, image=picture, height=HEIGHT, width=WIDTH, num_inference_steps=1)
+
+
+@pytest.mark.nodevice
+def test_trained_size() -> None:
+    """The size an edit draws by default (and each of several pictures' crop), as diffusers'
+    image processor picks it, at FIBO 2's scale and the tiny one's."""
+    from diffusers.pipelines.bria_fibo2.image_processor import BriaFibo2ImageProcessor
+
+    for multiple, area in ((16, 1024 * 1024), (4, 256 * 256)):
+        processor = BriaFibo2ImageProcessor(vae_scale_factor=multiple)
+        for aspect in (1.0, 0.37, 4 / 3, 16 / 9, 2.9):
+            assert trained_size(aspect, multiple, area) == processor.get_image_size(aspect, area)
+
+
 def _common(folder: Path, *more: str) -> tuple[str, ...]:
     return ("txt2img", "--model", str(folder), *SIZE, "--steps", "2", "--rng", "torch",
             "--seed", "7", "--dtype", "float32", *more)
@@ -76,8 +118,8 @@ def _common(folder: Path, *more: str) -> tuple[str, ...]:
 def test_fibo2_from_the_cli(first_device: gpucore.Device, tiny_fibo2: tuple[Path, Any],
                             tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     """The family and its defaults (30 steps at CFG 5, its own loop) from the folder;
-    diffusers' picture at CFG 1; a WebUI sampler, an init image and a caption with text to
-    render refused in one line."""
+    diffusers' picture at CFG 1, and its edit as img2img; a WebUI sampler, a caption with text
+    to render and an edit's strength refused in one line."""
     folder, reference = tiny_fibo2
     capabilities = capabilities_of(folder)
     assert capabilities is not None and capabilities.family == "bria-fibo2"
@@ -95,6 +137,20 @@ def test_fibo2_from_the_cli(first_device: gpucore.Device, tiny_fibo2: tuple[Path
                                        "--out", str(tmp_path / "x.png")))
     assert "text_render" in error and "\n" not in error.strip()
     assert not (tmp_path / "x.png").exists()
+    # an edit: the init image at the request's size (the crop then changes nothing)
+    picture = _picture(5, WIDTH, HEIGHT)
+    picture.save(tmp_path / "in.png")
+    out, _ = cli_ok(capsys, "img2img", *_common(folder, "--prompt", "make it night",
+                                                  "--cfg-scale", "1", "--init-image",
+                                                  str(tmp_path / "in.png"),
+                                                  "--out", str(tmp_path / "b.png"))[1:])
+    expected = _diffusers(reference, "make it night", image=picture, guidance_scale=1.0)
+    assert np.abs(png_pixels(out) - expected).mean() < TOL
+    error = cli_error(capsys, "img2img", *_common(folder, "--prompt", "make it night",
+                                                  "--init-image", str(tmp_path / "in.png"),
+                                                  "--strength", "0.5",
+                                                  "--out", str(tmp_path / "x.png"))[1:])
+    assert "strength" in error and "\n" not in error.strip()
 
 
 def test_folder_refusals(first_device: gpucore.Device, tiny_fibo2: tuple[Path, Any],
