@@ -11,8 +11,9 @@ vision marker per picture, the caption of the result where the prompt has one, t
 instruction; Qwen3-VL's vision tower reads the pictures into the markers' places
 (models.qwen21_prompt's reading, its deepstack features and multimodal positions).
 
-Captions whose `text_render` entries hold text are refused: diffusers shows Qwen3-VL images of
-that text too, which is not supported yet.
+A caption whose `text_render` entries hold text is read with images of that text
+(models.bria_fibo2_text), each entry marked by its image's vision marker, after any pictures
+to edit (`encode_pictures`).
 """
 
 from __future__ import annotations
@@ -29,14 +30,15 @@ from gpustd import asarray
 from gpustd.gather import scatter
 
 from ..text.llm_tokenizer import LLMTokenizer
+from .bria_fibo2_text import mark_text_images
 from .llm import LLMTextModel
 from .qwen3_vision import Qwen3VLVisionModel
 from .qwen21_prompt import read_pictures
 from .qwen_vl_prompt import expand_image_pads, multimodal_positions
 from .transformer_ops import cast
 
-__all__ = ["DEFAULT_NEGATIVE_PROMPT", "LAYERS", "MAX_SEQUENCE_LENGTH", "edit_prompt", "encode",
-           "encode_edit", "generation_prompt", "parse_prompt"]
+__all__ = ["DEFAULT_NEGATIVE_PROMPT", "LAYERS", "MAX_SEQUENCE_LENGTH", "VISION_MARKER",
+           "edit_prompt", "encode", "encode_pictures", "generation_prompt", "parse_prompt"]
 
 # the null caption FIBO 2 was trained with for classifier-free guidance
 DEFAULT_NEGATIVE_PROMPT = (
@@ -97,28 +99,19 @@ def parse_prompt(prompt: str) -> tuple[dict[str, Any] | str | None, str | None]:
 
 def generation_prompt(prompt: str) -> str:
     """What a generation encodes for `prompt`: a JSON caption cleaned and serialized
-    compactly, anything else as it is. ValueError for a caption with text to render (see the
-    module's docstring). diffusers: `BriaFibo2Pipeline.__call__`'s prompts, without images."""
+    compactly, anything else as it is. diffusers: `BriaFibo2Pipeline.__call__`'s prompts."""
     caption, _ = parse_prompt(prompt)
     if isinstance(caption, str):
         return prompt
-    if _has_text(caption):
-        raise ValueError(_TEXT_REFUSAL)
     return json.dumps(caption or {}, separators=(",", ":"), ensure_ascii=False)
 
 
-def _has_text(caption: Any) -> bool:
-    entries = (caption.get("text_render") or []) if isinstance(caption, dict) else []
-    return any(isinstance(e, dict) and isinstance(e.get("text"), str) and e["text"]
-               for e in entries)
-
-
-def edit_prompt(prompt: str, count: int) -> str:
+def edit_prompt(prompt: str, count: int, text_images: bool = False) -> str:
     """What an edit of `count` pictures encodes for `prompt` (an instruction, or a JSON
     object with an "edit_instruction" and the result's caption): one compact JSON object, a
-    vision marker per picture, the cleaned caption, the instruction. ValueError for a JSON
-    object without an instruction, or a caption with text to render. diffusers:
-    `BriaFibo2Pipeline._get_edit_prompt(prompt, count)`."""
+    vision marker per picture, the cleaned caption (with `text_images`, its text entries
+    marked too), the instruction. ValueError for a JSON object without an instruction.
+    diffusers: `BriaFibo2Pipeline._get_edit_prompt(prompt, count, text_images)`."""
     try:
         edit = json.loads(prompt)
     except json.JSONDecodeError:
@@ -129,8 +122,8 @@ def edit_prompt(prompt: str, count: int) -> str:
     caption, instruction = parse_prompt(prompt)
     if instruction is None:  # the prompt is the instruction alone
         caption, instruction = None, prompt
-    if _has_text(caption):
-        raise ValueError(_TEXT_REFUSAL)
+    if text_images and isinstance(caption, dict):
+        mark_text_images(caption, VISION_MARKER)
     out: dict[str, Any] = ({"image": VISION_MARKER} if count == 1 else
                            {f"image_{k}": VISION_MARKER for k in range(1, count + 1)})
     if caption:
@@ -174,18 +167,17 @@ def encode(text_model: LLMTextModel, tokenizer: LLMTokenizer, prompt: str
     return _bundles(wanted, text_model.hidden_states_of(ids, None, wanted))
 
 
-def encode_edit(text_model: LLMTextModel, vision: Qwen3VLVisionModel, tokenizer: LLMTokenizer,
-                prompt: str, pictures: Sequence[Any], *,
-                processor_config: dict[str, Any] | None = None) -> list[np.ndarray]:
-    """`encode`'s bundles of an edit of `pictures` (PIL images, as the pipeline cropped them
-    for Qwen3-VL) by `prompt` (`edit_prompt`'s object): the vision tower's tokens in the
-    image pads' places, its deepstack features added to the first layers' outputs there, at
-    Qwen3-VL's multimodal positions. diffusers: `BriaFibo2Pipeline.encode_prompt(prompt,
-    image=pictures)`."""
+def encode_pictures(text_model: LLMTextModel, vision: Qwen3VLVisionModel,
+                    tokenizer: LLMTokenizer, prompt: str, pictures: Sequence[Any], *,
+                    processor_config: dict[str, Any] | None = None) -> list[np.ndarray]:
+    """`encode`'s bundles of `prompt` holding a VISION_MARKER per picture of `pictures` (PIL
+    images: an edit's crops as Qwen3-VL reads them, then the caption's text images): the
+    vision tower's tokens in the image pads' places, its deepstack features added to the
+    first layers' outputs there, at Qwen3-VL's multimodal positions. diffusers:
+    `BriaFibo2Pipeline.encode_prompt(prompt, image=, text_images=)`."""
     wanted = _check(text_model)
     grids, merge, features = read_pictures(vision, pictures, processor_config=processor_config)
-    text = expand_image_pads(TEMPLATE.format(edit_prompt(prompt, len(pictures))), grids,
-                             merge=merge)
+    text = expand_image_pads(TEMPLATE.format(prompt), grids, merge=merge)
     ids = tokenizer([text], MAX_SEQUENCE_LENGTH, padding="longest")[0][0]
     pad = typing.cast(int, tokenizer.tokenizer.token_to_id("<|image_pad|>"))
     at = np.flatnonzero(ids == pad)
@@ -201,8 +193,3 @@ def encode_edit(text_model: LLMTextModel, vision: Qwen3VLVisionModel, tokenizer:
         inputs, multimodal_positions(ids, pad, grids, merge=merge), wanted,
         added=list(features.deepstack), at=at)
     return _bundles(wanted, states)
-
-
-_TEXT_REFUSAL = ("this caption's text_render entries hold text, which FIBO 2 reads with "
-                 "images of it through Qwen3-VL's vision tower, not supported yet: leave the "
-                 "text out of text_render")

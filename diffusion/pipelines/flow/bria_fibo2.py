@@ -10,6 +10,9 @@ torch RNG a seed gives diffusers' picture.
 An edit (`image=`: up to five pictures) reads the pictures twice: Qwen3-VL's vision tower
 beside the prompt (models.bria_fibo2_prompt.encode_edit), and FLUX.2's VAE, whose normalized
 latents join every transformer call as clean context tokens (the negative prompt's too).
+A caption whose text_render entries hold text is read with images of that text
+(models.bria_fibo2_text): a generation's first steps, while the noise level is above 0.9, on
+the caption without them (each entry's marker left empty), an edit's every step with them.
 
     pipe = BriaFibo2Pipeline.from_pretrained("Fibo-2.0-dev")
     images = pipe('{"short_description": "a red fox in the snow"}', height=1024, width=1024)
@@ -18,6 +21,7 @@ latents join every transformer call as clean context tokens (the negative prompt
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
 from functools import partial
 from pathlib import Path
@@ -32,10 +36,14 @@ from ...loaders.bria_fibo2 import load_bria_fibo2_folder
 from ...models.bria_fibo2 import BriaFibo2Transformer2DModel
 from ...models.bria_fibo2_prompt import (
     DEFAULT_NEGATIVE_PROMPT,
+    VISION_MARKER,
+    edit_prompt,
     encode,
-    encode_edit,
+    encode_pictures,
     generation_prompt,
+    parse_prompt,
 )
+from ...models.bria_fibo2_text import draw_text_image, mark_text_images, texts_of
 from ...models.llm import LLMTextModel
 from ...models.qwen3_vision import Qwen3VLVisionModel
 from ...models.vae_flux2 import AutoencoderKLFlux2, patchify, unpatchify
@@ -52,6 +60,7 @@ __all__ = ["MAX_PICTURES", "BriaFibo2Pipeline"]
 
 MAX_PICTURES = 5  # the most pictures an edit reads, as diffusers' pipeline allows
 Bundles = list[Tensor]  # a prompt's six text bundles
+TEXT_IMAGES_MAX_NOISE = 0.9  # a generation reads its text images from this noise level on
 
 
 class BriaFibo2Pipeline:
@@ -156,16 +165,36 @@ class BriaFibo2Pipeline:
         height, width = height or 128 * self.vae_scale_factor, width or 128 * self.vae_scale_factor
         crops = edit_crops(pictures, width, height, multiple, area)
         copies = [encoder_copy(c) for c in crops]
-        return ([[self.encode_prompt_edit(p, copies) for p in prompts]],
-                self.context_latents(crops), height, width)
+        runs = []
+        for p in prompts:
+            images = [draw_text_image(t) for t in texts_of(parse_prompt(p)[0])]
+            runs.append(self.encode_with_pictures(edit_prompt(p, len(crops), bool(images)),
+                                                  copies + images))
+        return [runs], self.context_latents(crops), height, width
 
-    def encode_prompt_edit(self, prompt: str, pictures: Sequence[Any]) -> Bundles:
-        """`encode_prompt` of an edit of `pictures` (Qwen3-VL's copies of the crops)."""
+    def encode_with_pictures(self, prompt: str, pictures: Sequence[Any]) -> Bundles:
+        """`encode_prompt` of `prompt` with a vision marker per picture of `pictures` (an
+        edit's crops as Qwen3-VL reads them, then the caption's text images)."""
         model = self.transformer
-        assert self.vision is not None
-        return [asarray(b, dtype=model.dtype, device=model.device) for b in encode_edit(
+        if self.vision is None:
+            raise ValueError("this FIBO 2 folder's text encoder has no vision tower to read the "
+                             "pictures (or the caption's text images): give the folder's own")
+        return [asarray(b, dtype=model.dtype, device=model.device) for b in encode_pictures(
             self.text_encoder, self.vision, self.tokenizer, prompt, pictures,
             processor_config=self.processor_config)]
+
+    def generation_passes(self, prompt: str) -> tuple[Bundles, Bundles | None]:
+        """A generation's bundles of `prompt`, and where its caption has text to render, the
+        bundles without the text's images its first steps read (else None)."""
+        cleaned = generation_prompt(prompt)
+        texts = texts_of(parse_prompt(cleaned)[0])
+        if not texts:
+            return self.encode_prompt(cleaned), None
+        images = [draw_text_image(t) for t in texts]
+        marked, base = (json.dumps(mark_text_images(json.loads(cleaned), m),
+                                   separators=(",", ":"), ensure_ascii=False)
+                        for m in (VISION_MARKER, ""))
+        return self.encode_with_pictures(marked, images), self.encode_prompt(base)
 
     def __call__(self, prompt: str | Sequence[str], *,
                  negative_prompt: str | Sequence[str] | None = None, height: int | None = None,
@@ -194,10 +223,12 @@ class BriaFibo2Pipeline:
         # 1. conditioning: each prompt (and its negative, as given, without pictures) a pass
         # of its own; an edit's pictures read by Qwen3-VL and by the VAE
         contexts: list[Tensor] = []
+        bases: list[Bundles | None] = [None] * batch
         if image is not None:
             passes, contexts, height, width = self._edit(prompts, image, height, width)
         else:
-            passes = [[self.encode_prompt(generation_prompt(p)) for p in prompts]]
+            both = [self.generation_passes(p) for p in prompts]
+            passes, bases = [[run for run, _ in both]], [base for _, base in both]
         height, width = height or 1024, width or 1024
         check_sides(height, width, 2 * self.vae_scale_factor, "Bria FIBO 2")
         if guided:
@@ -208,11 +239,16 @@ class BriaFibo2Pipeline:
 
         def flow(x: np.ndarray, t: float) -> np.ndarray:
             timestep = float(np.float32(t) / np.float32(1000))
+            early = float(t) / 1000 > TEXT_IMAGES_MAX_NOISE
             out = []
             for row in range(batch):
                 tokens = asarray(x[row: row + 1], dtype=model.dtype, device=model.device)
-                preds = [model(tokens, timestep, run[row], contexts, clean=clean).numpy().astype(
-                    np.float32) for run in passes]
+                texts = [run[row] for run in passes]
+                base = bases[row]
+                if early and base is not None:
+                    texts[0] = base
+                preds = [model(tokens, timestep, text, contexts, clean=clean).numpy().astype(
+                    np.float32) for text in texts]
                 out.append(preds[0] if not guided else combine(
                     preds[1], preds[0], None, np.float32(guidance_scale)))
             return np.concatenate(out)

@@ -1,10 +1,10 @@
 """Bria FIBO 2: BriaFibo2Pipeline on gpustd against diffusers' (tiny, random, float32), with
 CFG against the trained null caption and against a negative prompt of its own, a JSON caption
 cleaned as diffusers cleans it (an empty list and a score dropped), the prompt visibly
-mattering; an edit of a picture (Qwen3-VL's vision tower and the VAE reading it) and its
-sizes; through the command line like any model (the family detected from its folder, its
-defaults, diffusers' picture with `--rng torch`, an edit as img2img), and what it refuses in
-one line."""
+mattering; a caption with text to render (read with images of the text); an edit of a picture
+(Qwen3-VL's vision tower and the VAE reading it) and its sizes; through the command line like
+any model (the family detected from its folder, its defaults, diffusers' picture with `--rng
+torch`, an edit as img2img), and what it refuses in one line."""
 
 from __future__ import annotations
 
@@ -21,6 +21,7 @@ from cli_support import cli_error, cli_ok, png_pixels
 from PIL import Image
 
 import gpucore
+from diffusion.models.bria_fibo2_text import draw_text_image
 from diffusion.pipelines.contract import SamplingDefaults
 from diffusion.pipelines.families import capabilities_of
 from diffusion.pipelines.flow.bria_fibo2 import BriaFibo2Pipeline
@@ -98,6 +99,44 @@ def test_edit_is_diffusers(first_device: gpucore.Device, tiny_fibo2: tuple[Path,
         pipe(RED, image=picture, height=HEIGHT, width=WIDTH, num_inference_steps=1)
 
 
+def test_text_images_are_diffusers(first_device: gpucore.Device,
+                                   tiny_fibo2: tuple[Path, Any]) -> None:
+    """A caption with text to render: its first step (noise above 0.9) without the text's
+    image, the next ones with it, as diffusers; the image visibly matters; and an edit of a
+    caption with text."""
+    folder, reference = tiny_fibo2
+    pipe = BriaFibo2Pipeline.from_pretrained(folder, device=first_device)
+    sign = json.dumps({"short_description": "a shop sign",
+                       "text_render": [{"text": "OPEN", "location": "center"}]})
+    ours = pipe(sign, height=HEIGHT, width=WIDTH, num_inference_steps=3, guidance_scale=1,
+                seed=7)[0]
+    expected = _diffusers(reference, sign, steps=3, guidance_scale=1.0)
+    # measured on lavapipe: 1.2e-5 max
+    np.testing.assert_allclose(ours, expected, atol=2e-4)
+    plain = _diffusers(reference, sign, steps=3, guidance_scale=1.0, render_text_images=False)
+    assert np.abs(plain - expected).mean() > 0.005  # measured: 0.0098, two steps of three
+    edit = json.dumps({"short_description": "a shop sign", "text_render": [{"text": "SHUT"}],
+                       "edit_instruction": "change the sign"})
+    picture = _picture(4, WIDTH, HEIGHT)
+    ours = pipe(edit, image=picture, height=HEIGHT, width=WIDTH, num_inference_steps=2,
+                guidance_scale=1, seed=7)[0]
+    expected = _diffusers(reference, edit, image=picture, guidance_scale=1.0)
+    np.testing.assert_allclose(ours, expected, atol=2e-4)  # measured: 1.8e-5
+
+
+@pytest.mark.nodevice
+def test_text_images_drawn_as_diffusers() -> None:
+    """The text's images pixel for pixel as diffusers draws them (a long text in lines); a
+    character the built-in font lacks (diffusers draws it in fonts given to it) refused."""
+    from diffusers.pipelines.bria_fibo2.text_images import draw_text_image as reference
+
+    for text in ("OPEN", "Hello   world 42!", "x" * 300):
+        np.testing.assert_array_equal(np.asarray(draw_text_image(text)),
+                                      np.asarray(reference(text)))
+    with pytest.raises(ValueError, match="built-in font lacks"):
+        draw_text_image("caf\u00e9")
+
+
 @pytest.mark.nodevice
 def test_trained_size() -> None:
     """The size an edit draws by default (and each of several pictures' crop), as diffusers'
@@ -118,8 +157,8 @@ def _common(folder: Path, *more: str) -> tuple[str, ...]:
 def test_fibo2_from_the_cli(first_device: gpucore.Device, tiny_fibo2: tuple[Path, Any],
                             tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     """The family and its defaults (30 steps at CFG 5, its own loop) from the folder;
-    diffusers' picture at CFG 1, and its edit as img2img; a WebUI sampler, a caption with text
-    to render and an edit's strength refused in one line."""
+    diffusers' picture at CFG 1, and its edit as img2img; a WebUI sampler, a caption's text in
+    characters the built-in font lacks and an edit's strength refused in one line."""
     folder, reference = tiny_fibo2
     capabilities = capabilities_of(folder)
     assert capabilities is not None and capabilities.family == "bria-fibo2"
@@ -132,10 +171,10 @@ def test_fibo2_from_the_cli(first_device: gpucore.Device, tiny_fibo2: tuple[Path
     error = cli_error(capsys, *_common(folder, "--prompt", RED, "--sampler", "Euler",
                                        "--out", str(tmp_path / "x.png")))
     assert "Bria FIBO 2" in error and "\n" not in error.strip()
-    text = json.dumps({"short_description": "a sign", "text_render": [{"text": "OPEN"}]})
+    text = json.dumps({"short_description": "a sign", "text_render": [{"text": "\u65e5\u672c"}]})
     error = cli_error(capsys, *_common(folder, "--prompt", text, "--cfg-scale", "1",
                                        "--out", str(tmp_path / "x.png")))
-    assert "text_render" in error and "\n" not in error.strip()
+    assert "built-in font lacks" in error and "\n" not in error.strip()
     assert not (tmp_path / "x.png").exists()
     # an edit: the init image at the request's size (the crop then changes nothing)
     picture = _picture(5, WIDTH, HEIGHT)
