@@ -153,11 +153,9 @@ class BriaFibo2Pipeline:
         """An edit's prompt bundles, context latents and size (None: the first picture's
         trained size about a megapixel)."""
         pictures = list(image) if isinstance(image, (list, tuple)) else [image]
-        if not 1 <= len(pictures) <= MAX_PICTURES or self.vision is None:
-            raise ValueError(f"an edit reads 1 to {MAX_PICTURES} pictures with Qwen3-VL's vision "
-                             f"tower, got {len(pictures)}" if self.vision is not None else
-                             "this FIBO 2 folder's text encoder has no vision tower to read the "
-                             "pictures to edit: give the folder's own")
+        if not 1 <= len(pictures) <= MAX_PICTURES:
+            raise ValueError(f"a FIBO 2 edit reads 1 to {MAX_PICTURES} pictures, got "
+                             f"{len(pictures)}")
         multiple, area = 2 * self.vae_scale_factor, (128 * self.vae_scale_factor) ** 2
         pictures = as_pictures(pictures)
         if height is None and width is None:
