@@ -42,6 +42,7 @@ FAMILIES: tuple[tuple[str, tuple[str, ...], tuple[str, ...]], ...] = (
     ("hidream", ("hidream_tiny", "hidream_text_tiny", "hidream_pipe_tiny"), ()),
     ("bria", ("bria_tiny",), ("tiny_bria",)),
     ("bria-fibo", ("bria_fibo_tiny",), ()),
+    ("bria-fibo2", ("bria_fibo2_tiny",), ()),
     ("flow", ("flow_tiny", "xflux_reference"), ("tiny_flux_dev", "tiny_chroma", "tiny_sd3")),
     ("sdxl", ("sdxl_tiny",), ()),
     ("kolors", ("kolors_tiny",), ()),

@@ -246,7 +246,16 @@ class LLMTextModel(nn.Module):
     def multimodal_hidden_states(self, embeddings: Tensor, positions: np.ndarray, *,
                                  final_norm: bool = True, added: Sequence[Tensor] = (),
                                  at: Any = None, attention_mask: Any = None) -> Tensor:
-        """The last hidden states (1, L, hidden_size) float32 of one sequence given as its
+        """`multimodal_hidden_states_of` the last layer."""
+        return self.multimodal_hidden_states_of(
+            embeddings, positions, (len(self.layers),), final_norm=final_norm, added=added,
+            at=at, attention_mask=attention_mask)[0]
+
+    def multimodal_hidden_states_of(self, embeddings: Tensor, positions: np.ndarray,
+                                    layers: Sequence[int], *, final_norm: bool = True,
+                                    added: Sequence[Tensor] = (), at: Any = None,
+                                    attention_mask: Any = None) -> list[Tensor]:
+        """The hidden states (1, L, hidden_size) float32 after `layers` of one sequence given as its
         input embeddings (1, L, hidden_size) float32 (a picture's vision tokens in place of
         its pad tokens' embeddings) at multimodal positions (3, L). `added`: Tensors
         added to the outputs of the first len(added) layers (Qwen3-VL's deepstack features):
@@ -261,11 +270,11 @@ class LLMTextModel(nn.Module):
         `hidden_states`'; `attention_mask` (1, L): the keys attended to (1), padding (0) left
         out of every token's attention, as `hidden_states`' (LongCat-Image-Edit's prompt)."""
         length = embeddings.shape[1]
-        if embeddings.ndim != 3 or embeddings.shape[0] != 1 or np.shape(positions) != (
-                3, length):
-            raise ValueError(f"multimodal_hidden_states reads (1, L, D) embeddings and (3, L) "
-                             f"positions, got {embeddings.shape} and {np.shape(positions)}")
         count = len(self.layers)
+        if embeddings.ndim != 3 or embeddings.shape[0] != 1 or np.shape(positions) != (
+                3, length) or not layers or not all(0 < k <= count for k in layers):
+            raise ValueError(f"multimodal_hidden_states reads (1, L, D), (3, L) positions, layers"
+                             f" 1..{count}; got {embeddings.shape} {np.shape(positions)} {layers}")
         index = None if at is None else self._rows_at(at, length, embeddings.device)
         shape = embeddings.shape if at is None else (1, np.size(at), embeddings.shape[2])
         if len(added) > count or any(a.shape not in (shape, shape[1:]) for a in added):
@@ -278,8 +287,8 @@ class LLMTextModel(nn.Module):
         if keep.shape != (1, length):
             raise ValueError(f"attention_mask must be (1, {length}), got {keep.shape}")
         return self._run(cast(embeddings, np.float32), [self.rotary(length, positions)],
-                         self._keep(keep, embeddings.device),
-                         [count], final_norm, added, index)[0]
+                         self._keep(keep, embeddings.device), list(layers), final_norm, added,
+                         index)
 
     @staticmethod
     def _rows_at(at: Any, length: int, device: Device) -> Tensor | None:

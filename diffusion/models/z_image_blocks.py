@@ -168,7 +168,9 @@ class ZImageTransformerBlock(nn.Module):
     def __init__(self, cfg: dict[str, Any], place: Place, *, modulation: bool) -> None:
         dim, eps = cfg["dim"], cfg["norm_eps"]
         self.attention = ZImageAttention(dim, cfg["n_heads"], place, qk_norm=cfg["qk_norm"])
-        self.feed_forward = ZImageFeedForward(dim, int(dim / 3 * 8), place)
+        # Bria FIBO 2's blocks round the width down to a multiple of 64 (its `ffn_hidden`)
+        self.feed_forward = ZImageFeedForward(dim, cfg.get("ffn_hidden") or int(dim / 3 * 8),
+                                              place)
         self.attention_norm1 = RMSNorm(dim, eps, place=place)
         self.ffn_norm1 = RMSNorm(dim, eps, place=place)
         self.attention_norm2 = RMSNorm(dim, eps, place=place)

@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from ..loaders.auraflow import auraflow_family, auraflow_file_family
 from ..loaders.bria import bria_family
 from ..loaders.bria_fibo import bria_fibo_family
+from ..loaders.bria_fibo2 import bria_fibo2_family
 from ..loaders.cogview4 import cogview4_family
 from ..loaders.cosmos import cosmos_family
 from ..loaders.ernie_image import ernie_image_family, ernie_image_file_family
@@ -54,6 +55,11 @@ from ..loaders.wan import chronoedit_family, wan_family, wan_file_family
 from ..loaders.z_image import zimage_family, zimage_omni_family
 from .contract import Capabilities, LoadOptions, Pipeline, SamplingDefaults
 from .flow.auraflow_model import auraflow_capabilities, auraflow_defaults, load_auraflow_model
+from .flow.bria_fibo2_model import (
+    bria_fibo2_capabilities,
+    bria_fibo2_defaults,
+    load_bria_fibo2_model,
+)
 from .flow.bria_fibo_model import bria_fibo_capabilities, bria_fibo_defaults, load_bria_fibo_model
 from .flow.bria_model import bria_capabilities, bria_defaults, load_bria_model
 from .flow.cogview4_model import cogview4_defaults, folder_capabilities, load_cogview4_model
@@ -297,6 +303,9 @@ FAMILIES: tuple[FamilyLoader, ...] = (
     FamilyLoader("Bria FIBO (Edit)", bria_fibo_family, load_bria_fibo_model, bria_fibo_defaults,
                  latent_channels=48,
                  capabilities=lambda path, family: bria_fibo_capabilities(family)),
+    FamilyLoader("Bria FIBO 2", bria_fibo2_family, load_bria_fibo2_model, bria_fibo2_defaults,
+                 latent_channels=32,
+                 capabilities=lambda path, family: bria_fibo2_capabilities(family)),
     # the video models: a folder or transformer file is told apart so that txt2img says to use
     # txt2vid
     FamilyLoader("Wan 2.1 / 2.2 (videos: txt2vid)",
