@@ -5,8 +5,8 @@ second-to-last layer).
 RMSNorm, rotary position embeddings (`rope_theta`, the "default" rope type, "linear" or "yarn"
 scaling: llm_rope.py), grouped-query attention (Qwen3: an RMS norm over each head of q and k),
 a SwiGLU MLP, a causal mask plus the prompt's padding mask; the layers are in llm_layers.py.
-The architecture table `_ARCHITECTURES` says what a `model_type` adds (q/k norms, q/k/v
-biases): Qwen3, Qwen2 (biases, no norms), Qwen2.5-VL's language model (Qwen2's, its multimodal
+The architecture table `ARCHITECTURES` (llm_layers) says what a `model_type` adds (q/k norms,
+q/k/v biases): Qwen3, Qwen2 (biases, no norms), Qwen2.5-VL's language model (Qwen2's, its multimodal
 RoPE the plain one for text alone), Qwen3-VL's (Qwen3's, its interleaved multimodal RoPE also
 the plain one for text alone), Mistral (neither) and Gemma 3's language model (Qwen3's plus
 Gemma's: norms scaling by 1 + weight, embeddings scaled by sqrt(hidden_size), norms on each
@@ -52,7 +52,14 @@ from gpustd import Tensor, asarray, elementwise_kernel, nn
 from gpustd.gather import gather, scatter
 
 from .layers import Place
-from .llm_layers import ACTIVATIONS, Architecture, LLMDecoderLayer, residual
+from .llm_layers import (
+    ACTIVATIONS,
+    ARCHITECTURES,
+    DEFAULTS,
+    TYPE_DEFAULTS,
+    LLMDecoderLayer,
+    residual,
+)
 from .llm_rope import interleaved_partial, rope_parameters, rotary_dim, scaled_frequencies
 from .transformer_ops import RMSNorm, cast, kept
 
@@ -62,49 +69,6 @@ __all__ = ["LLMTextModel"]
 @elementwise_kernel
 def _scaled(x, scale):  # Gemma's embeddings times sqrt(hidden_size), into the float32 stream
     return float(x) * float(scale)
-
-
-_ARCHITECTURES: dict[str, Architecture] = {
-    "qwen3": Architecture(True, None, None),
-    "qwen2": Architecture(False, True, False),
-    "mistral": Architecture(False, False, False),
-    # Llama 3 (HunyuanVideo's llava-llama-3-8b language model): the config's biases
-    "llama": Architecture(False, None, None),
-    # Qwen2.5-VL's language model (Qwen-Image's encoder): Qwen2's layers
-    "qwen2_5_vl_text": Architecture(False, True, False, head_dim_key=False),
-    # Qwen3-VL's language model (Qwen-Image 2.1's encoder): Qwen3's layers
-    "qwen3_vl_text": Architecture(True, None, None, interleaved=True),
-    # Gemma 3's language model (LTX-2's encoder): q/k norms, the config's biases
-    "gemma3_text": Architecture(True, None, None, gemma=True),
-    # T5Gemma 2's encoder (Motif-Video's): Gemma 3's layers, bidirectional (models.t5gemma2)
-    "t5gemma2_text": Architecture(True, None, None, gemma=True, causal=False),
-    # Gemma 2 (Lumina Image 2.0's encoder): Gemma 3's layers without q/k norms, its scores
-    # soft-capped (the scores' own path, llm_layers.capped_attention)
-    "gemma2": Architecture(False, None, None, gemma=True, softcap=True),
-    # GLM-4 (CogView4's GLM-4-9B): q/k/v biases as the config says, none on o; partial
-    # interleaved rotary, a fused gate_up_proj (llm_layers.Architecture.glm)
-    "glm": Architecture(False, None, False, glm=True),
-    # SmolLM3 (Bria FIBO's encoder): Llama's layers, some without rotary embeddings (_roped)
-    "smollm3": Architecture(False, None, None),
-}
-_DEFAULTS: dict[str, Any] = {"rms_norm_eps": 1e-6, "rope_theta": 1_000_000.0,
-                             "hidden_act": "silu"}
-# Gemma3TextConfig's defaults, which a saved config.json leaves out where a value equals them
-_GEMMA3_DEFAULTS: dict[str, Any] = {
-    "hidden_activation": "gelu_pytorch_tanh", "query_pre_attn_scalar": 256, "head_dim": 256,
-    "num_key_value_heads": 4, "sliding_window": 4096, "rope_theta": 1_000_000.0,
-    "rope_local_base_freq": 10_000.0, "sliding_window_pattern": 6}
-# Gemma2Config's (Gemma-2-2B's config.json has no layer_types: every other layer is local)
-_GEMMA2_DEFAULTS: dict[str, Any] = {
-    "hidden_activation": "gelu_pytorch_tanh", "query_pre_attn_scalar": 256, "head_dim": 256,
-    "num_key_value_heads": 4, "sliding_window": 4096, "rope_theta": 10_000.0,
-    "sliding_window_pattern": 2, "attn_logit_softcapping": 50.0}
-# GlmConfig's
-_GLM_DEFAULTS: dict[str, Any] = {"attention_bias": True, "head_dim": 128, "rope_theta": 10_000.0,
-                                 "rms_norm_eps": 1.5625e-07}
-_TYPE_DEFAULTS = {"gemma3_text": _GEMMA3_DEFAULTS, "t5gemma2_text": _GEMMA3_DEFAULTS,
-                  "gemma2": _GEMMA2_DEFAULTS,
-                  "glm": _GLM_DEFAULTS, "smollm3": {"rope_theta": 2_000_000.0}}
 
 
 def _roped(cfg: dict[str, Any]) -> list[bool]:
@@ -151,16 +115,14 @@ class LLMTextModel(nn.Module):
     .hidden_states[layer]`.
     """
 
-    causal = True  # each token sees those before it (False: T5Gemma's encoder, t5gemma.py)
-
     def __init__(self, config: dict[str, Any], *, dtype: Any = np.float32,
                  device: Device | None = None) -> None:
         model_type = config.get("model_type", "qwen3")
-        if model_type not in _ARCHITECTURES:
+        if model_type not in ARCHITECTURES:
             raise ValueError(f"text encoder model_type {model_type!r} is not supported; this "
-                             f"encoder implements {sorted(_ARCHITECTURES)}")
-        kind = _ARCHITECTURES[model_type]
-        cfg = {**_DEFAULTS, **_TYPE_DEFAULTS.get(model_type, {}), **config}
+                             f"encoder implements {sorted(ARCHITECTURES)}")
+        kind = ARCHITECTURES[model_type]
+        cfg = {**DEFAULTS, **TYPE_DEFAULTS.get(model_type, {}), **config}
         if kind.gemma:  # Gemma's config names its activation hidden_activation
             cfg["hidden_act"] = cfg["hidden_activation"]
             if cfg.get("use_bidirectional_attention") or (
@@ -366,7 +328,8 @@ class LLMTextModel(nn.Module):
         padding (adding zeros gave the same scores); soft-capped scores (Gemma 2) read the
         causal mask in it too, (B, 1, L, L)."""
         if self.kind.softcap:  # a bidirectional encoder (T5Gemma's, t5gemma.py) keeps all
-            causal = np.tril(np.ones((mask.shape[1],) * 2, bool), 0 if self.causal else mask.size)
+            causal = np.tril(np.ones((mask.shape[1],) * 2, bool),
+                             0 if self.kind.causal else mask.size)
             both = causal[None, None] & mask[:, None, None, :]
             return asarray(np.where(both, np.float32(0), np.float32(-np.inf)), device=device)
         return None if mask.all() else asarray(

@@ -20,8 +20,8 @@ from gpustd import Tensor, elementwise_kernel, empty, matmul, nn, permute, softm
 from .layers import Place
 from .transformer_ops import RMSNorm, cast, norm_rope
 
-__all__ = ["ACTIVATIONS", "LLMMLP", "Architecture", "LLMAttention", "LLMDecoderLayer",
-           "capped_attention", "repeat_kv", "residual"]
+__all__ = ["ACTIVATIONS", "ARCHITECTURES", "DEFAULTS", "LLMMLP", "TYPE_DEFAULTS", "Architecture",
+           "LLMAttention", "LLMDecoderLayer", "capped_attention", "repeat_kv", "residual"]
 
 
 class Architecture(NamedTuple):
@@ -46,6 +46,52 @@ class Architecture(NamedTuple):
     # T5Gemma 2's encoder: every token attends to every kept token, no causal mask
     causal: bool = True
 
+
+# what each model_type adds (llm.LLMTextModel reads it), and the defaults a saved config.json
+# leaves out
+ARCHITECTURES: dict[str, Architecture] = {
+    "qwen3": Architecture(True, None, None),
+    "qwen2": Architecture(False, True, False),
+    "mistral": Architecture(False, False, False),
+    # Llama 3 (HunyuanVideo's llava-llama-3-8b language model): the config's biases
+    "llama": Architecture(False, None, None),
+    # Qwen2.5-VL's language model (Qwen-Image's encoder): Qwen2's layers
+    "qwen2_5_vl_text": Architecture(False, True, False, head_dim_key=False),
+    # Qwen3-VL's language model (Qwen-Image 2.1's encoder): Qwen3's layers
+    "qwen3_vl_text": Architecture(True, None, None, interleaved=True),
+    # Gemma 3's language model (LTX-2's encoder): q/k norms, the config's biases
+    "gemma3_text": Architecture(True, None, None, gemma=True),
+    # T5Gemma 2's encoder (Motif-Video's): Gemma 3's layers, bidirectional (models.t5gemma2)
+    "t5gemma2_text": Architecture(True, None, None, gemma=True, causal=False),
+    # Gemma 2 (Lumina Image 2.0's encoder): Gemma 3's layers without q/k norms, its scores
+    # soft-capped (the scores' own path, llm_layers.capped_attention)
+    "gemma2": Architecture(False, None, None, gemma=True, softcap=True),
+    # T5Gemma's encoder (PRX's): Gemma 2's layers, bidirectional (models.t5gemma)
+    "t5gemma_encoder": Architecture(False, None, None, gemma=True, softcap=True, causal=False),
+    # GLM-4 (CogView4's GLM-4-9B): q/k/v biases as the config says, none on o; partial
+    # interleaved rotary, a fused gate_up_proj (llm_layers.Architecture.glm)
+    "glm": Architecture(False, None, False, glm=True),
+    # SmolLM3 (Bria FIBO's encoder): Llama's layers, some without rotary embeddings (_roped)
+    "smollm3": Architecture(False, None, None),
+}
+DEFAULTS: dict[str, Any] = {"rms_norm_eps": 1e-6, "rope_theta": 1_000_000.0,
+                             "hidden_act": "silu"}
+# Gemma3TextConfig's defaults, which a saved config.json leaves out where a value equals them
+_GEMMA3_DEFAULTS: dict[str, Any] = {
+    "hidden_activation": "gelu_pytorch_tanh", "query_pre_attn_scalar": 256, "head_dim": 256,
+    "num_key_value_heads": 4, "sliding_window": 4096, "rope_theta": 1_000_000.0,
+    "rope_local_base_freq": 10_000.0, "sliding_window_pattern": 6}
+# Gemma2Config's (Gemma-2-2B's config.json has no layer_types: every other layer is local)
+_GEMMA2_DEFAULTS: dict[str, Any] = {
+    "hidden_activation": "gelu_pytorch_tanh", "query_pre_attn_scalar": 256, "head_dim": 256,
+    "num_key_value_heads": 4, "sliding_window": 4096, "rope_theta": 10_000.0,
+    "sliding_window_pattern": 2, "attn_logit_softcapping": 50.0}
+# GlmConfig's
+_GLM_DEFAULTS: dict[str, Any] = {"attention_bias": True, "head_dim": 128, "rope_theta": 10_000.0,
+                                 "rms_norm_eps": 1.5625e-07}
+TYPE_DEFAULTS = {"gemma3_text": _GEMMA3_DEFAULTS, "t5gemma2_text": _GEMMA3_DEFAULTS,
+                  "gemma2": _GEMMA2_DEFAULTS, "t5gemma_encoder": _GEMMA2_DEFAULTS,
+                  "glm": _GLM_DEFAULTS, "smollm3": {"rope_theta": 2_000_000.0}}
 
 @elementwise_kernel
 def _swiglu(gate, up):

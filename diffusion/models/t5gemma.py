@@ -58,15 +58,13 @@ def encoder_config(config: dict[str, Any]) -> dict[str, Any]:
     if inner.get("attn_logit_softcapping") is None and "attn_logit_softcapping" in inner:
         raise ValueError("a T5Gemma encoder without attn_logit_softcapping is not supported "
                          "(every released T5Gemma caps its scores at 50)")
-    return {**inner, "model_type": "gemma2"}
+    return {**inner, "model_type": "t5gemma_encoder"}
 
 
 class T5GemmaEncoder(LLMTextModel):
     """Token ids -> T5Gemma's encoder states: LLMTextModel's Gemma 2 with bidirectional
     attention. `config`: text_encoder/config.json (`encoder_config` reads it). Parameter names
     are Gemma 2's (`t5gemma_key` maps transformers' to them)."""
-
-    causal = False
 
     def __init__(self, config: dict[str, Any], *, dtype: Any = np.float32,
                  device: Device | None = None) -> None:
