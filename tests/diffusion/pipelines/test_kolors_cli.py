@@ -42,7 +42,7 @@ def test_kolors_from_the_cli(first_device: gpucore.Device, tiny: Any, tmp_path: 
     out, err = cli_ok(capsys, "txt2img", "--model", str(tiny.path), "--prompt", PROMPT,
                       "--negative-prompt", NEGATIVE, "--width", str(SIZE), "--height",
                       str(SIZE), "--steps", "2", "--sampler", "diffusers", "--rng", "torch",
-                      "--seed", "7", "--out", str(tmp_path / "kolors.png"))
+                      "--seed", "7", "--dtype", "float32", "--out", str(tmp_path / "kolors.png"))
     assert "--cfg-scale 5" in err
     expected = tiny.pipe(PROMPT, negative_prompt=NEGATIVE, num_inference_steps=2,
                          guidance_scale=5.0, width=SIZE, height=SIZE,
