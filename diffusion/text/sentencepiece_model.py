@@ -1,6 +1,9 @@
 """A SentencePiece `tokenizer.model` read without the sentencepiece library: the few fields of
 its protobuf (`ModelProto`) a tokenizer is rebuilt from, decoded by hand (varints and
-length-delimited fields; the rest skipped).
+length-delimited fields; the rest skipped). Written here because neither the sentencepiece nor
+the protobuf package is a dependency, and `tokenizers` builds a tokenizer from pieces and
+scores but reads no .model file; these ~100 lines are the whole of what Kolors' ChatGLM3
+tokenizer needs of the format.
 
     model = read_sentencepiece("tokenizer/tokenizer.model")
     model.pieces[5]          # ("▁the", -2.0, NORMAL)
