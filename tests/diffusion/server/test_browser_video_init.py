@@ -144,12 +144,18 @@ def test_cosmos_continues_its_init_video(server: str, page: Any, tmp_path: Path)
             {"title": "cosmos2", "model_name": "cosmos2", "first_frame": "optional",
              "family": "cosmos-predict2", "samplers": ["diffusers"]},
             {"title": "sana", "model_name": "sana", "first_frame": "optional",
-             "family": "sana-video", "samplers": ["diffusers"]}]}))
+             "family": "sana-video", "samplers": ["diffusers"]},
+            {"title": "helios", "model_name": "helios", "first_frame": "optional",
+             "family": "helios", "samplers": ["diffusers"]},
+            {"title": "motif", "model_name": "motif", "first_frame": "optional",
+             "family": "motif-video", "samplers": ["diffusers"]}]}))
     _video_tab(page, server)
     assert page.locator("#video_init").is_visible()
     assert page.get_by_label("Video denoising strength", exact=True).is_hidden()
-    page.get_by_label("Video model", exact=True).select_option("sana")
-    assert page.locator("#video_init").is_hidden()
+    for model, shown in (("sana", False), ("motif", False), ("helios", True)):
+        page.get_by_label("Video model", exact=True).select_option(model)
+        assert page.locator("#video_init").is_visible() == shown, model
+    assert page.get_by_label("Video denoising strength", exact=True).is_hidden()  # Helios'
     page.get_by_label("Video model", exact=True).select_option("cosmos2")
     pictures = []
     for i, colour in enumerate(COLOURS[:3]):  # fewer than the 5 frames made: continued

@@ -14,7 +14,7 @@ let picker = null;  // frames.js' videoPicker
 
 // the families of GET /avx/video-models that are not Wan's and take no init video
 const OTHERS = ["kandinsky-5-video", "hunyuan-video-1.5", "ltx-2", "hunyuan-video",
-  "skyreels-v2-df", "sana-video"];
+  "skyreels-v2-df", "sana-video", "motif-video"];
 // the families that continue an init video rather than redraw it
 const CONTINUING = ["cosmos-predict2.5", "cosmos-predict2", "helios"];
 
