@@ -157,8 +157,8 @@ def joyimage_capabilities(family: str) -> Capabilities:
     """What JoyImage Edit takes (the loaded model's, and the registry's before it loads):
     Wan 2.1's normalized latents (the previews' map), img2img with its init image as the
     picture to edit, txt2img, the folder's scheduler ("diffusers"), CFG, plain-text
-    prompts; Plus ("joyimage-edit-plus") any number of pictures (the init image first, then
-    the further references)."""
+    prompts with LoRA tags, the memory modes (flow_memory); Plus ("joyimage-edit-plus") any
+    number of pictures (the init image first, then the further references)."""
     return Capabilities(family=family, latent_space="wan", guidance="cfg", samplers=(),
                         schedules=(), models="JoyImage Edit models", prompt_syntax=False,
                         textual_inversion=False, refiner=False, control=False,
