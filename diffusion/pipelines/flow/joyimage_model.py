@@ -8,13 +8,16 @@ its bucket), the prompt the instruction; the run starts from noise beside the pi
 denoising strength does not apply), with the folder's own scheduler ("diffusers"), CFG with
 its rescale against the negative prompt above 1. txt2img draws from the prompt alone. Each
 picture of a batch comes from its own seed (seed, seed + 1, ...). A mask, a strength, the
-hires fix, LoRAs and the memory modes are refused in one line.
+hires fix are refused in one line. The prompt's LoRAs (diffusers/PEFT names) patch the
+transformer; the memory modes (flow_memory) move Qwen3-VL with its vision tower, the
+transformer's double blocks and the VAE.
 """
 
 from __future__ import annotations
 
 import os
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import numpy as np
@@ -29,6 +32,7 @@ from ..observer import Observer
 from ..request import GenerationRequest
 from ..vae_float32 import float32_copy
 from .edit_refs import reference_pictures, refuse_strength
+from .flow_memory import MemoryLayout, MemoryModes
 from .joyimage import MULTIPLE, JoyImageEditPipeline
 
 __all__ = ["JOYIMAGE_DEFAULTS", "JoyImageModel", "joyimage_capabilities", "joyimage_defaults",
@@ -39,16 +43,11 @@ JOYIMAGE_DEFAULTS = SamplingDefaults(steps=40, sampler=DIFFUSERS, cfg_scale=4.0,
                                      why="diffusers' JoyImage Edit settings")
 
 
-def _no_loras() -> Any:
-    raise ValueError("LoRAs are not supported for JoyImage Edit yet; remove the <lora:...> "
-                     "tags from the prompt")
-
-
-class JoyImageModel:
+class JoyImageModel(MemoryModes):
     """A loaded JoyImage Edit folder (`family` "joyimage-edit", or "joyimage-edit-plus", a
     JoyImageEditPipeline as `pipe`)."""
 
-    diffusers_loras = True  # the prompt's LoRA tags reach `loras`, which refuses them
+    diffusers_loras = True  # the prompt's LoRAs apply to its one sampler
 
     def __init__(self, pipe: JoyImageEditPipeline, *, family: str, name: str = "model",
                  defaults: SamplingDefaults | None = None) -> None:
@@ -56,7 +55,7 @@ class JoyImageModel:
         self.defaults = defaults or JOYIMAGE_DEFAULTS
         self.lora_dir: str | os.PathLike[str] | None = None
         self.embeddings: Any = None
-        self.loras = PromptLoras(_no_loras)
+        self.loras = PromptLoras(self.lora_targets)
 
     @property
     def capabilities(self) -> Capabilities:
@@ -77,13 +76,26 @@ class JoyImageModel:
     def denoisers(self) -> Denoisers:
         return Denoisers((self.pipe.transformer,), "transformer")
 
-    @property
-    def memory_mode(self) -> Any:
-        return None
+    def lora_targets(self) -> Any:
+        """What the prompt's LoRAs patch: the transformer (diffusers/PEFT's names)."""
+        return SimpleNamespace(unet=self.pipe.transformer, transformer=self.pipe.transformer)
 
-    def set_memory_mode(self, mode: Any) -> None:
-        raise ValueError("the memory modes are not supported for JoyImage Edit yet; leave "
-                         "--medvram, --lowvram and --max-vram out")
+    def memory_layout(self) -> MemoryLayout:
+        """What the memory modes move: Qwen3-VL (its `hidden_states` for a prompt alone, its
+        token embeddings and multimodal pass for one read with pictures) with its vision tower
+        as one unit, the transformer (also brought in by `prepare_text`, its text projection
+        run once a prompt) and its double blocks, the VAE (`encode` reads the pictures)."""
+        pipe, encoder = self.pipe, self.pipe.text_encoder
+        calls: tuple[tuple[Any, str], ...] = (
+            (encoder, "hidden_states"), (encoder, "multimodal_hidden_states"),
+            (encoder.embed_tokens, "forward"))
+        readers: tuple[Any, ...] = (encoder,)
+        if pipe.vision is not None:
+            calls += ((pipe.vision, "forward"),)
+            readers += (pipe.vision,)
+        return MemoryLayout(transformer=pipe.transformer, blocks=(pipe.transformer.double_blocks,),
+                            text_encoders=readers, text_calls=calls, vae=pipe.vae,
+                            transformer_calls=("prepare_text",))
 
     def use_vae(self, path: str | os.PathLike[str]) -> None:
         raise ValueError(f"--vae {path}: JoyImage Edit decodes with its folder's Wan VAE; "
@@ -94,6 +106,7 @@ class JoyImageModel:
         vae = float32_copy(self.pipe.vae)
         if vae is self.pipe.vae:
             return False
+        self.replace_vae(self.pipe.vae, vae)  # the memory mode's unit follows
         self.pipe.vae = vae
         return True
 
@@ -144,14 +157,14 @@ def joyimage_capabilities(family: str) -> Capabilities:
     """What JoyImage Edit takes (the loaded model's, and the registry's before it loads):
     Wan 2.1's normalized latents (the previews' map), img2img with its init image as the
     picture to edit, txt2img, the folder's scheduler ("diffusers"), CFG, plain-text
-    prompts; Plus ("joyimage-edit-plus") any number of pictures (the init image first, then
-    the further references)."""
+    prompts with LoRA tags, the memory modes (flow_memory); Plus ("joyimage-edit-plus") any
+    number of pictures (the init image first, then the further references)."""
     return Capabilities(family=family, latent_space="wan", guidance="cfg", samplers=(),
                         schedules=(), models="JoyImage Edit models", prompt_syntax=False,
                         textual_inversion=False, refiner=False, control=False,
                         variation_seeds=False, latent_upscale_resize=False, hires=False,
                         hires_with_diffusers=False, latent_masked_content=False,
-                        memory_modes=False,
+                        memory_modes=True,
                         references=None if family == "joyimage-edit-plus" else 1)
 
 
@@ -168,10 +181,9 @@ def load_joyimage_model(path: str | os.PathLike[str], family: str, options: Load
     if options.text_encoders or options.base:
         raise ValueError("a JoyImage Edit folder holds every part itself: leave "
                          "--text-encoder and --base out")
-    # on the device: without memory modes (refused before loading) nothing would bring an
-    # offloaded network back
     pipe = JoyImageEditPipeline.from_pretrained(Path(path), dtype=options.dtype,
                                                 device=options.device,
-                                                variant=options.variant)
+                                                variant=options.variant,
+                                                offload=options.offload)
     return JoyImageModel(pipe, family=family, name=module_stem(Path(path)),
                          defaults=options.defaults or JOYIMAGE_DEFAULTS)

@@ -22,6 +22,7 @@ from ernie_image_tiny import tiny_ernie_pipeline
 from flow_tiny import tiny_chroma_pipeline, tiny_flux_pipeline, tiny_sd3_pipeline
 from hidream_pipe_tiny import SIDE, tiny_hidream_pipeline
 from hunyuanimage_parts_tiny import tiny_hunyuanimage_pipeline
+from joyimage_tiny import tiny_joyimage_pipeline
 from kandinsky5_text_tiny import tiny_kandinsky5_pipeline
 from krea2_tiny import tiny_krea2_pipeline
 from longcat_image_tiny import tiny_longcat_edit_pipeline, tiny_longcat_pipeline
@@ -110,6 +111,7 @@ FAMILIES = {
     "auraflow": (tiny_auraflow_pipeline, "auraflow", {"cfg_scale": 4.0}, 1 << 18),
     # PRX: T5Gemma's encoder the text unit, the single-stream blocks streamed, FLUX.1's VAE
     "prx": (tiny_prx_pipeline, "prx", {"cfg_scale": 4.0}, 1 << 18),
+    "joyimage-edit": (tiny_joyimage_pipeline, "joyimage", {"cfg_scale": 4.0, "init_image": PICTURE, "width": 32}, 1 << 20),  # noqa: E501 (one line: Qwen3-VL and its tower one unit)
 }
 
 
