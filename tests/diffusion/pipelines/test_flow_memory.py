@@ -111,7 +111,9 @@ FAMILIES = {
     "auraflow": (tiny_auraflow_pipeline, "auraflow", {"cfg_scale": 4.0}, 1 << 18),
     # PRX: T5Gemma's encoder the text unit, the single-stream blocks streamed, FLUX.1's VAE
     "prx": (tiny_prx_pipeline, "prx", {"cfg_scale": 4.0}, 1 << 18),
-    "joyimage-edit": (tiny_joyimage_pipeline, "joyimage", {"cfg_scale": 4.0, "init_image": PICTURE, "width": 32}, 1 << 20),  # noqa: E501 (one line: Qwen3-VL and its tower one unit)
+    # JoyImage Edit: Qwen3-VL and its vision tower one unit, the double blocks streamed
+    "joyimage-edit": (tiny_joyimage_pipeline, "joyimage",
+                      {"cfg_scale": 4.0, "init_image": PICTURE, "width": 32}, 1 << 20),
 }
 
 
