@@ -1,8 +1,9 @@
 """Motif-Video's memory modes, --offload and LoRAs (the flow video families', FlowVideoPipeline):
 loaded to host memory, the frames bit for bit the offloaded plain run's under --medvram,
---lowvram and a --max-vram budget; a LoRA made with peft on diffusers' transformer gives at
---lora's weight diffusers' MotifVideoPipeline video with it merged into the weights by hand
-(the pipeline has no load_lora_weights), in the plain mode, under --lowvram and --offload."""
+--lowvram and a --max-vram budget (image to video under --lowvram too); a LoRA made with peft on
+diffusers' transformer gives at --lora's weight diffusers' MotifVideoPipeline video with it
+merged into the weights by hand (the pipeline has no load_lora_weights), in the plain mode,
+under --lowvram and --offload."""
 
 from __future__ import annotations
 
@@ -100,6 +101,33 @@ def test_memory_modes_give_the_plain_frames(first_device: gpucore.Device,
         pipe.set_memory_mode(MemoryMode())
 
 
+def test_image_to_video_under_lowvram(first_device: gpucore.Device,
+                                      tmp_path: Path) -> None:
+    """Image to video, loaded to host memory: the picture's VAE encode and SigLIP's states
+    (with T5Gemma 2, one unit) under --lowvram give the offloaded plain run's frames bit for
+    bit."""
+    from PIL import Image
+
+    from diffusion.pipelines.sd.memory import MemoryMode
+
+    tiny_motif_pipeline(tmp_path, i2v=True)
+    pipe = MotifVideoPipeline.from_pretrained(tmp_path / "motif-i2v", device=first_device,
+                                              offload=True)
+    picture = Image.fromarray((np.random.default_rng(2).uniform(0, 1, (HEIGHT, WIDTH, 3))
+                               * 255).astype(np.uint8))
+    settings = {"height": HEIGHT, "width": WIDTH, "num_frames": FRAMES,
+                "num_inference_steps": 1, "seed": 7, "image": picture}
+    plain = pipe(PROMPT, **settings)
+    try:
+        pipe.set_memory_mode(MemoryMode(lowvram=True))
+        assert pipe._memory is not None
+        start = pipe._memory.residency.uploaded
+        np.testing.assert_array_equal(pipe(PROMPT, **settings), plain)
+        assert pipe._memory.residency.uploaded > start
+    finally:
+        pipe.set_memory_mode(MemoryMode())
+
+
 @pytest.fixture(scope="module")
 def lora(tiny: tuple[Path, Any], tmp_path_factory: pytest.TempPathFactory
          ) -> tuple[Path, np.ndarray]:
@@ -110,7 +138,7 @@ def lora(tiny: tuple[Path, Any], tmp_path_factory: pytest.TempPathFactory
                      tmp_path_factory.mktemp("motif-lora"), "motif")
     expected = _merged(reference, path, 0.8)
     # the LoRA matters (and the reference's weights were put back: its plain video)
-    assert np.abs(expected - _diffusers(reference)).mean() > 0.01
+    assert np.abs(expected - _diffusers(reference)).mean() > 0.05  # measured 0.20 mean
     return path, expected
 
 
@@ -126,6 +154,7 @@ def test_txt2vid_lora_matches_merged_weights(first_device: gpucore.Device,
            str(HEIGHT), "--frames", str(FRAMES), "--steps", "2", "--seed", "7", "--dtype",
            "float32", "--prompt", PROMPT, "--lora", f"{path}:0.8", *mode,
            "-o", str(tmp_path / "lora"))
-    # within a level of diffusers' frames, the PNG's rounding
+    # within a level of diffusers' frames, the PNG's rounding (measured: 1 level on 0.03% of
+    # the values)
     ours = png_frames(tmp_path / "lora")
     assert np.abs(ours - np.round(expected * 255) / 255).max() <= 1 / 255 + 1e-6
