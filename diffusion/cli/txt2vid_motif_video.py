@@ -3,18 +3,19 @@ MotifVideoImage2VideoPipeline's): cli.txt2vid checks the settings and fills in t
 defaults (121 frames of 1280 x 736, 50 steps, the guider's CFG, 24 fps), then hands over here.
 img2vid's --image (resized, Lanczos, to the video's size) is the first frame, read by the text
 encoder's SigLIP tower too (an image-to-video folder's). The folder's FlowMatchEuler scheduler
-and classifier-free guider alone; Wan's options, LoRAs, step caches and memory modes are
-refused in one line before the weights load."""
+and classifier-free guider alone; the memory modes, --offload, --fp16-accumulation,
+--no-half-vae and --lora (the transformer's) as for the other flow video families
+(video_family.load_flow_video); Wan's options and step caches are refused in one line before
+the weights load."""
 
 from __future__ import annotations
 
 import argparse
-import sys
 from pathlib import Path
 from typing import Any
 
 from .progress import ProgressBar
-from .video_family import memory_mode, refuse_wan_only
+from .video_family import load_flow_video, refuse_wan_only
 from .video_out import finish_video
 
 __all__ = ["refuse_motif_video_options", "run_motif_video"]
@@ -28,10 +29,8 @@ def refuse_motif_video_options(args: argparse.Namespace) -> None:
     if args.sampler != "diffusers":
         raise ValueError(f"--sampler {args.sampler}: {_FAMILY} runs its folder's "
                          "FlowMatchEuler scheduler (--sampler diffusers)")
-    for given, what in ((args.cache, "--cache"), (args.lora, "--lora"),
-                        (memory_mode(args), "a memory mode (--medvram, --lowvram, --max-vram)")):
-        if given:
-            raise ValueError(f"{what}: not supported for {_FAMILY} yet; leave it out")
+    if args.cache:
+        raise ValueError(f"--cache: not supported for {_FAMILY} yet; leave it out")
 
 
 def run_motif_video(args: argparse.Namespace, out: Path, dtype: Any, image: Any = None) -> int:
@@ -41,8 +40,7 @@ def run_motif_video(args: argparse.Namespace, out: Path, dtype: Any, image: Any 
     from ..pipelines.video.motif_video import MotifVideoPipeline
 
     refuse_motif_video_options(args)
-    pipe = MotifVideoPipeline.from_pretrained(args.model, dtype=dtype)
-    print(f"seed: {args.seed}", file=sys.stderr)
+    pipe = load_flow_video(MotifVideoPipeline, args, dtype)
     bar = ProgressBar(args.command)
     videos = pipe(args.prompt, negative_prompt=args.negative_prompt or None,
                   height=args.height, width=args.width, num_frames=args.frames,

@@ -1,9 +1,9 @@
-"""What txt2vid's and img2vid's runs for the video families that hold their own text encoders
-and VAE (Kandinsky 5 Video in cli.txt2vid_kandinsky5, HunyuanVideo 1.5 in
-cli.txt2vid_hunyuan_video15) do alike: refuse Wan's options, the samplers and step caches
-those families do not run (in one line, before the weights load), and load the pipeline with
-the memory mode, the precision options and the LoRAs the command line gives; and read the
-pictures img2vid takes (`read_picture`)."""
+"""What txt2vid's and img2vid's runs for the video families that hold their own text encoders and
+VAE (Kandinsky 5 Video in cli.txt2vid_kandinsky5, HunyuanVideo 1.5 in
+cli.txt2vid_hunyuan_video15, Motif-Video's loading in cli.txt2vid_motif_video) do alike: refuse
+Wan's options, the samplers and step caches those families do not run (in one line, before the
+weights load), and load the pipeline with the memory mode, the precision options and the LoRAs
+the command line gives; and read the pictures img2vid takes (`read_picture`)."""
 
 from __future__ import annotations
 

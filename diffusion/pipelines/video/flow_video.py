@@ -1,8 +1,9 @@
 """What the flow-matching video families with their own text encoders (Kandinsky 5 Video,
-HunyuanVideo 1.5) share around their calls: the memory modes over the family's flow_memory
-layout, each network's weights on the GPU in turn under `offload`, the transformer as LoRAs
-and the contract see it, the settings every call checks, and the frames from latents divided
-by the VAE's scaling factor. diffusers writes these again in each pipeline (`enable_model_cpu_
+HunyuanVideo 1.5, Motif-Video) share around their calls: the memory modes over the family's
+flow_memory layout, each network's weights on the GPU in turn under `offload`, the
+transformer as LoRAs and the contract see it, the settings every call checks, and the frames
+from latents divided by the VAE's scaling factor (Motif-Video's Wan VAE: its own `decode`,
+by latents_mean / latents_std). diffusers writes these again in each pipeline (`enable_model_cpu_
 offload`, `check_inputs`, the decode at the end of `__call__`); here the families differ only
 in the methods they override."""
 

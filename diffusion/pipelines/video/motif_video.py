@@ -13,6 +13,12 @@ negative prompt "" unless given. With the torch RNG a seed gives diffusers' vide
 video's size, is drawn from the VAE's posterior as the condition's first latent frame (its mask
 1 there), and the text encoder's SigLIP tower reads it (transformers' Pillow backend: the frame
 back to 8 bits, bicubic to SigLIP's size) for the image tokens before the prompt's.
+
+The memory modes (--medvram, --lowvram, --max-vram) and `offload` are the flow video
+families' (FlowVideoPipeline over flow_memory: T5Gemma 2 and its SigLIP tower one unit, the
+transformer whole or its dual- and single-stream blocks streamed, the VAE); no network runs
+from a capture, so the frames are the plain mode's, bitwise. LoRAs patch the transformer, its
+diffusers/PEFT `transformer.` names (diffusers' MotifVideoPipeline has no LoRA loader).
 """
 
 from __future__ import annotations
@@ -38,14 +44,14 @@ from ...noise.rng import make_generator
 from ...sampling.model_sampling import calculate_shift
 from ...sampling.schedulers.flow_match_euler import FlowMatchEulerDiscreteScheduler
 from ...text.llm_tokenizer import LLMTokenizer
-from ..finite import check_decoded
-from ..flow.flow_memory import load_network
+from ..flow.flow_memory import MemoryLayout, load_network
 from ..flow.redux import siglip_pixels
 from ..observer import StepCallback
-from .flow_video import prompt_list
+from .flow_video import FlowVideoPipeline, prompt_list
 from .helios_image import _posterior_sample
+from .wan_vae_passes import WanVaePasses
 
-__all__ = ["MotifVideoPipeline", "checked_guider"]
+__all__ = ["MotifVideoPipeline", "checked_guider", "motif_video_layout"]
 
 _GUIDER = {"guidance_scale": 7.5, "guidance_rescale": 0.0, "use_original_formulation": False,
            "start": 0.0, "stop": 1.0, "enabled": True}
@@ -65,19 +71,37 @@ def checked_guider(config: dict[str, Any]) -> dict[str, Any]:
     return cfg
 
 
-class MotifVideoPipeline:
+def motif_video_layout(pipe: Any) -> MemoryLayout:
+    """What the memory modes (flow_memory) move of a Motif-Video pipeline: T5Gemma 2 and its
+    SigLIP tower (image to video) as one unit, the transformer (brought in by `encode_text`
+    too, the context embedder's pass) and its dual- and single-stream blocks, the VAE."""
+    readers = [(pipe.text_encoder, "encode")]
+    if pipe.image_encoder is not None:
+        readers.append((pipe.image_encoder, "forward"))
+    model = pipe.transformer
+    return MemoryLayout(transformer=model,
+                        blocks=(model.transformer_blocks, model.single_transformer_blocks),
+                        text_encoders=tuple(m for m, _ in readers), text_calls=tuple(readers),
+                        vae=pipe.vae, transformer_calls=("encode_text",))
+
+
+class MotifVideoPipeline(FlowVideoPipeline):
     """Motif-Video txt2vid and img2vid on gpustd. Components as diffusers names them;
     `scheduler_config` and `guider_config` are the folder's; `image_encoder` (the text
     encoder's SigLIP tower) and `processor_config` (feature_extractor/) an image-to-video
-    folder's."""
+    folder's; `offload`: one network's weights on the GPU at a time; the memory modes:
+    `set_memory_mode`."""
 
     family = "Motif-Video"
+    vae: AutoencoderKLWan
+    decode = WanVaePasses.decode  # the VAE's latents_mean / latents_std, not a scaling factor
 
     def __init__(self, *, transformer: MotifVideoTransformer3DModel, vae: AutoencoderKLWan,
                  text_encoder: T5Gemma2TextModel, tokenizer: LLMTokenizer,
                  scheduler_config: dict[str, Any], guider_config: dict[str, Any],
                  image_encoder: SiglipVisionModel | None = None,
-                 processor_config: dict[str, Any] | None = None) -> None:
+                 processor_config: dict[str, Any] | None = None, offload: bool = False
+                 ) -> None:
         self.transformer, self.vae = transformer, vae
         self.image_encoder, self.processor_config = image_encoder, processor_config
         self.text_encoder, self.tokenizer = text_encoder, tokenizer
@@ -87,20 +111,23 @@ class MotifVideoPipeline:
             raise ValueError(f"scheduler/scheduler_config.json names a {kind}; Motif-Video "
                              "runs here with FlowMatchEulerDiscreteScheduler")
         self.guider = checked_guider(guider_config)
-        self.memory_mode = None  # no memory modes yet (what the CLI's report reads)
+        self.offload, self.image_to_video = offload, image_encoder is not None
+        self._memory = None  # set_memory_mode's
 
     @classmethod
     def from_pretrained(cls, path: str | os.PathLike[str], *, dtype: Any = np.float32,
-                        device: Device | None = None, variant: str | None = None
-                        ) -> MotifVideoPipeline:
+                        device: Device | None = None, variant: str | None = None,
+                        offload: bool = False) -> MotifVideoPipeline:
         """Load a Motif-Video diffusers folder (`load_motif_video_folder`) onto `device` in
-        `dtype` (the text encoder's residual stream float32 whatever it is)."""
+        `dtype` (the text encoder's residual stream float32 whatever it is); `offload`: each
+        network goes to host memory as soon as it is loaded, and comes to the GPU only while
+        it runs."""
         weights = load_motif_video_folder(path, variant=variant)
         transformer, text = weights.transformer, weights.text_encoder
         assert transformer is not None and text is not None and weights.vae is not None
         vae_config, vision = weights.vae.config, weights.vision
         place = {"dtype": dtype, "device": device or default_device()}
-        load = partial(load_network, device=place["device"], offload_to_host=False)
+        load = partial(load_network, device=place["device"], offload_to_host=offload)
         i2v = vision is not None and weights.feature_extractor is not None
         return cls(
             image_encoder=load(lambda: SiglipVisionModel(vision.config, **place), vision)
@@ -111,7 +138,15 @@ class MotifVideoPipeline:
                              transformer),
             vae=load(lambda: AutoencoderKLWan(vae_config, **place), weights.vae),
             tokenizer=LLMTokenizer(weights.tokenizer_dir),
-            scheduler_config=weights.scheduler_config, guider_config=weights.guider_config)
+            scheduler_config=weights.scheduler_config, guider_config=weights.guider_config,
+            offload=offload)
+
+    def networks(self) -> tuple[Any, ...]:
+        readers = () if self.image_encoder is None else (self.image_encoder,)
+        return (self.text_encoder, *readers, self.transformer, self.vae)
+
+    def memory_layout(self) -> MemoryLayout:
+        return motif_video_layout(self)
 
     @property
     def size_multiple(self) -> int:
@@ -124,8 +159,10 @@ class MotifVideoPipeline:
         max_sequence_length, as diffusers truncates) through T5Gemma 2 and the
         transformer's context_embedder, SigLIP's picture states projected before them."""
         ids, mask = self.tokenizer(prompts, max_sequence_length)
-        states = self.text_encoder.encode(ids, mask)
-        return [self.transformer.encode_text(s, image_embeds) for s in states]
+        with self.on_gpu(self.text_encoder):
+            states = self.text_encoder.encode(ids, mask)
+        with self.on_gpu(self.transformer):
+            return [self.transformer.encode_text(s, image_embeds) for s in states]
 
     def guided(self, step: int | None = None, steps: int = 0) -> bool:
         """Whether the guider runs the negative prompt at `step` of `steps` (None: at some
@@ -151,26 +188,18 @@ class MotifVideoPipeline:
         if self.transformer.config["image_embed_dim"] is None:
             raise ValueError("this Motif-Video transformer takes no picture (no image_embed_dim)")
         height, width = shape[3] * self.vae.spatial_factor, shape[4] * self.vae.spatial_factor
-        condition[:, :shape[1], :1] = _posterior_sample(
-            self.vae, to_unit_image(image, width, height)[:, :, None], generator)
+        with self.on_gpu(self.vae):
+            condition[:, :shape[1], :1] = _posterior_sample(
+                self.vae, to_unit_image(image, width, height)[:, :, None], generator)
         condition[:, shape[1], 0] = 1.0
-        return condition, self.image_encoder(siglip_pixels(
-            _eight_bits(image, width, height), self.processor_config)).numpy().astype(np.float32)
+        pixels = siglip_pixels(_eight_bits(image, width, height), self.processor_config)
+        with self.on_gpu(self.image_encoder):
+            return condition, self.image_encoder(pixels).numpy().astype(np.float32)
 
     def _flow(self, x: Tensor, t: float, context: Tensor, image_tokens: int) -> np.ndarray:
         """The transformer's velocity (1, C, F, h, w) float32 of one sample at t."""
         return self.transformer(x, [t], context=context, image_tokens=image_tokens
                                 ).numpy().astype(np.float32)  # type: ignore[no-any-return]
-
-    def decode(self, latents: np.ndarray) -> np.ndarray:
-        """Videos (B, T, H, W, 3) in [0, 1] from the latent video (B, C, F, h, w): the VAE's
-        latents_std and latents_mean put back, decoded."""
-        vae = self.vae
-        z = vae.denormalize(asarray(latents, dtype=vae.post_quant_conv.weight.dtype,
-                                    device=vae.device))
-        video = vae.decode(z).numpy().astype(np.float32)
-        check_decoded(video, vae)
-        return np.clip(video / 2 + 0.5, 0.0, 1.0).transpose(0, 2, 3, 4, 1)  # type: ignore[no-any-return]
 
     def __call__(self, prompt: str | Sequence[str], *, negative_prompt: str | None = None,
                  height: int = 736, width: int = 1280, num_frames: int = 121,
@@ -221,23 +250,34 @@ class MotifVideoPipeline:
         scheduler.set_timesteps(sigmas=np.linspace(1.0, 1 / num_inference_steps,
                                                    num_inference_steps),
                                 mu=calculate_shift(tokens, self.scheduler_config))
-        scale = np.float32(self.guider["guidance_scale"])
+        self._next_phase()
+        with self.on_gpu(model):
+            latents = self._steps(latents, condition, positive, negative, picture,
+                                  scheduler, num_inference_steps, callback)
+        if output_type == "latent":
+            return latents
+        return self._frames(latents)
+
+    def _steps(self, latents: np.ndarray, condition: np.ndarray, positive: list[Tensor],
+               negative: list[Tensor], picture: int, scheduler: Any, steps: int,
+               callback: StepCallback | None) -> np.ndarray:
+        """The scheduler's steps from `latents` (B, C, F, h, w): each video's velocity on
+        its prompt's context, guided against the negative one where the guider runs."""
+        model, scale = self.transformer, np.float32(self.guider["guidance_scale"])
         for i, t in enumerate(scheduler.timesteps):
             velocity = np.empty_like(latents)
-            for row in range(batch):
+            for row in range(len(latents)):
                 x = asarray(np.concatenate([latents[row:row + 1], condition], axis=1),
                             dtype=model.dtype, device=model.device)
                 cond = self._flow(x, t, positive[row], picture)
-                if self.guided(i, num_inference_steps):
+                if self.guided(i, steps):
                     uncond = self._flow(x, t, negative[row], picture)
                     cond = uncond + scale * (cond - uncond)
                 velocity[row] = cond[0]
             latents = np.asarray(scheduler.step(velocity, t, latents), np.float32)
-            if callback is not None and callback(i + 1, num_inference_steps, latents) is False:
+            if callback is not None and callback(i + 1, steps, latents) is False:
                 break
-        if output_type == "latent":
-            return latents
-        return self.decode(latents)
+        return latents
 
 
 def _eight_bits(image: Any, width: int, height: int) -> np.ndarray:

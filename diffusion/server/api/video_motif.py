@@ -1,10 +1,10 @@
 """Motif-Video on the server's /avx/txt2vid and /avx/img2vid (the picture, resized Lanczos to
 the video's size, its first frame; an image-to-video folder's), as `txt2vid` / `img2vid
 --model FOLDER` run it (cli.txt2vid_motif_video): the folder's FlowMatchEuler scheduler and
-classifier-free guider alone. What it does not take (Wan's fields, a picture without the
-folder's SigLIP tower, an init video, other samplers, a step cache, a server memory mode, sides
-its patches do not divide) is refused in one line before the queue, and its answer is
-/avx/txt2vid's."""
+classifier-free guider alone, in the server's memory mode where it has one (video_pipelines
+loads it with offload). What it does not take (Wan's fields, a picture without the folder's
+SigLIP tower, an init video, other samplers, a step cache, sides its patches do not divide) is
+refused in one line before the queue, and its answer is /avx/txt2vid's."""
 
 from __future__ import annotations
 
@@ -21,7 +21,7 @@ _FAMILY = "Motif-Video"
 
 
 def refuse_motif_video(folder: Path, body: Any, s: VideoDefaults, image: Any,
-                       cache_kind: str | None, control: str | None, memory: Any) -> None:
+                       cache_kind: str | None, control: str | None) -> None:
     """ValueError in one line for what the Motif-Video folder `folder` does not take, or a
     size (`s`) its VAE and patches do not divide."""
     given = [name for name, asked in (
@@ -30,8 +30,7 @@ def refuse_motif_video(folder: Path, body: Any, s: VideoDefaults, image: Any,
         ("init_video", getattr(body, "init_video", None) is not None),
         ("cfg_scale_2", body.cfg_scale_2 is not None), (str(control), control is not None),
         (f"sampler {body.sampler!r}", body.sampler != "diffusers"),
-        (f"cache {body.cache!r}", cache_kind is not None),
-        ("the server's memory mode", bool(memory))) if asked]
+        (f"cache {body.cache!r}", cache_kind is not None)) if asked]
     if given:
         raise ValueError(f"{given[0]} is not taken by {_FAMILY} on the server yet: it runs "
                          "its folder's FlowMatchEuler scheduler (sampler \"diffusers\") alone")

@@ -60,6 +60,10 @@ def _load(folder: Path, files: WanFiles, memory: MemoryMode | None, device: Any)
         from ...pipelines.video.helios import HeliosPipeline
 
         return HeliosPipeline.from_pretrained(folder, device=device, offload=offload)
+    if motif_video_family(folder):
+        from ...pipelines.video.motif_video import MotifVideoPipeline
+
+        return MotifVideoPipeline.from_pretrained(folder, device=device, offload=offload)
     # the families without memory modes (their refusals turn a server's mode away first)
     if cosmos_family(folder) == "cosmos25":
         from ...pipelines.video.cosmos25 import Cosmos25PredictPipeline
@@ -73,10 +77,6 @@ def _load(folder: Path, files: WanFiles, memory: MemoryMode | None, device: Any)
         from ...pipelines.video.sana_video import SanaVideoPipeline
 
         return SanaVideoPipeline.from_pretrained(folder, device=device)
-    if motif_video_family(folder):
-        from ...pipelines.video.motif_video import MotifVideoPipeline
-
-        return MotifVideoPipeline.from_pretrained(folder, device=device)
     network = WanAnimatePipeline if is_wan_animate(folder, files) else \
         SkyReelsV2DiffusionForcingPipeline if wan_family(folder) == "skyreels-v2-df" \
         else LucyEditPipeline if wan_family(folder) == "lucy-edit" else WanPipeline

@@ -75,7 +75,7 @@ def test_motif_video_from_the_cli(first_device: gpucore.Device,
     assert "seed: 7" in err
     assert np.abs(png_frames(out) - expected[0]).max() < 1 / 255
     for more, words in ((("--sampler", "Euler"), "FlowMatchEuler"),
-                        (("--lowvram",), "a memory mode"),
+                        (("--cfg-scale-2", "2"), "--cfg-scale-2 is for Wan models"),
                         (("--cache", "fbc"), "--cache: not supported")):
         # (.webp: an .mp4 would first need PyAV)
         assert words in cli_error(capsys, "txt2vid", *common, *more, "-o",

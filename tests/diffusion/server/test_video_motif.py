@@ -1,7 +1,8 @@
 """Motif-Video on the server: /avx/video-models lists a tiny MotifVideoPipeline folder with its
 family's defaults (its guider's scale), POST /avx/txt2vid makes diffusers' video and POST
-/avx/img2vid on a MotifVideoImage2VideoPipeline folder its image-to-video one; a picture for
-the text-to-video folder, Wan's fields and other samplers are 422s in one line."""
+/avx/img2vid on a MotifVideoImage2VideoPipeline folder its image-to-video one; serve --lowvram
+gives the plain server's frames bit for bit; a picture for the text-to-video folder, Wan's
+fields and other samplers are 422s in one line."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ import io
 import json
 import shutil
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -106,3 +108,37 @@ def test_motif_refusals(served: tuple[TestClient, Any]) -> None:
                                            **extra})
         assert response.status_code == 422, response.text
         assert words in response.json()["detail"], response.text
+
+
+def test_lowvram_server_gives_the_plain_frames(first_device: gpucore.Device, tmp_path: Path,
+                                               served: tuple[TestClient, Any]) -> None:
+    """serve --lowvram: the job loads the Motif-Video folder straight to host memory and
+    streams its blocks (none on the GPU after the job), says so, and gives the plain server's
+    frames bit for bit."""
+    from diffusion.pipelines.sd.memory import MemoryMode
+    from diffusion.server import create_app
+    from diffusion.server.api import video_pipelines
+    from gpustd.nn.offload import device_bytes
+
+    plain, _ = served
+    body = {"model": "motif", "prompt": PROMPT, "seed": 7, "format": "webp", **SIZE}
+    ours = plain.post("/avx/txt2vid", json=body)
+    assert ours.status_code == 200 and ours.json()["memory"] is None, ours.text
+    models = tmp_path / "models"
+    shutil.copytree(plain.app.state.registry.find("motif").path, models / "motif")
+    app = create_app(model=plain.app.state.registry.find("tiny-a").path, models_dir=models,
+                     outputs=tmp_path / "outputs", loader=CachedLoader(),
+                     memory=MemoryMode(lowvram=True))
+    with TestClient(app) as client:
+        low = client.post("/avx/txt2vid", json=body)
+        assert low.status_code == 200, low.text
+        pipe = video_pipelines._loaded[id(None)][1]
+        assert pipe.memory_mode == MemoryMode(lowvram=True)
+        blocks = [*pipe.transformer.transformer_blocks,
+                  *pipe.transformer.single_transformer_blocks]
+        assert sum(device_bytes(block) for block in blocks) == 0
+    app.state.worker.stop()
+    assert low.json()["memory"] == "--lowvram"
+    frames = _frames(low.json())
+    assert frames.std() > 0.02  # a video, not a flat field
+    np.testing.assert_array_equal(frames, _frames(ours.json()))

@@ -283,7 +283,7 @@ async def _run(state: ServerState, body: Txt2VidRequest, image: Any) -> dict[str
         elif helios:
             refuse_helios(body, kind_of, _control_named(body))
         elif motif:
-            refuse_motif_video(model[0], body, s, image, kind_of, _control_named(body), memory)
+            refuse_motif_video(model[0], body, s, image, kind_of, _control_named(body))
         elif not animate:
             await asyncio.to_thread(wan_refusals_of, *model, image=image is not None,
                                     cache_kind=kind_of, guidance_scale_2=body.cfg_scale_2,
