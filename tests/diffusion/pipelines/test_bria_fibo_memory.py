@@ -1,9 +1,10 @@
-"""The memory modes of Bria FIBO and Bria FIBO 2 (txt2img, and FIBO 2's edit: Qwen3-VL's
-vision tower in the text unit, the picture through the VAE's encoder) on tiny folders:
-loaded with `offload` every network is in host memory until it runs; --lowvram, --medvram
-and --max-vram each give the plain run's picture bitwise; under --lowvram the GPU holds one
-block of the transformer at a time (FIBO's blocks each read a SmolLM3 state computed before
-the transformer runs, so SmolLM3 leaves), its weights there fewer than the model's."""
+"""The memory modes of Bria FIBO (and FIBO Edit) and Bria FIBO 2 (txt2img, and its edit:
+Qwen3-VL's vision tower in the text unit) on tiny folders, the edits' pictures through the
+VAE's encoder: loaded with `offload` every network is in host memory until it runs;
+--lowvram, --medvram and --max-vram each give the plain run's picture bitwise; under
+--lowvram the GPU holds one block of the transformer at a time (FIBO's blocks each read a
+SmolLM3 state computed before the transformer runs, so SmolLM3 leaves), its weights there
+fewer than the model's."""
 
 from __future__ import annotations
 
@@ -16,7 +17,7 @@ import pytest
 
 pytest.importorskip("diffusers", reason="diffusers is a test-only reference (extra: reference)")
 from bria_fibo2_tiny import tiny_fibo2_pipeline
-from bria_fibo_tiny import tiny_fibo_pipeline
+from bria_fibo_tiny import tiny_fibo_edit_pipeline, tiny_fibo_pipeline
 from PIL import Image
 from support import generate_within_budget
 
@@ -31,6 +32,9 @@ PICTURE = Image.fromarray(np.random.default_rng(1).integers(0, 60, (30, 44, 3), 
 # (writer, folder, the request beyond the prompt: CFG so that both prompts are read)
 FAMILIES = {
     "bria-fibo": (tiny_fibo_pipeline, "fibo", {}),
+    "bria-fibo-edit": (tiny_fibo_edit_pipeline, "fibo-edit",
+                       {"init_image": PICTURE,
+                        "prompt": '{"edit_instruction": "make it night"}'}),
     "bria-fibo2": (tiny_fibo2_pipeline, "fibo2", {}),
     "bria-fibo2-edit": (tiny_fibo2_pipeline, "fibo2",
                         {"init_image": PICTURE, "prompt": "make it night"}),
