@@ -28,6 +28,7 @@ from ..finite import pictures_uint8
 from ..observer import Observer
 from ..request import GenerationRequest
 from .edit_refs import refuse_strength
+from .flow_memory import MemoryLayout
 from .flow_model import LLMFlowModel
 
 __all__ = ["BRIA_FIBO2_DEFAULTS", "BriaFibo2Model", "bria_fibo2_capabilities",
@@ -44,9 +45,10 @@ class BriaFibo2Model(LLMFlowModel):
 
     @property
     def capabilities(self) -> Capabilities:
-        """Its own sampler ("diffusers"), CFG with a negative prompt, plain-text prompts;
-        txt2img and editing (img2img with up to five pictures); no hires fix, LoRAs,
-        ControlNets, step cache, refiner, memory modes or variation seeds."""
+        """Its own sampler ("diffusers"), CFG with a negative prompt, plain-text prompts with
+        LoRA tags (diffusers/PEFT's names); txt2img and editing (img2img with up to five
+        pictures); the memory modes (flow_memory); no hires fix, ControlNets, step cache,
+        refiner or variation seeds."""
         return bria_fibo2_capabilities(self.family)
 
     @property
@@ -57,6 +59,26 @@ class BriaFibo2Model(LLMFlowModel):
     @property
     def latent_channels(self) -> int:
         return int(self.pipe.vae.config["latent_channels"])
+
+    def memory_layout(self) -> MemoryLayout:
+        """What the memory modes move: Qwen3-VL's language model (its `hidden_states_of`) with
+        its vision tower where the folder has one (the token embeddings, the tower and the
+        multimodal pass each bring the two in, as Qwen-Image-Edit's), the transformer's noise
+        refiner and joint blocks (the latter run by `joint`, never by `forward`; the Perceiver
+        stays with the transformer's rest), FLUX.2's VAE. `clean`, the t = 0 modulation made
+        once a generation, brings the whole transformer in under --medvram."""
+        pipe, transformer, encoder = self.pipe, self.pipe.transformer, self.pipe.text_encoder
+        calls: tuple[tuple[Any, str], ...] = ((encoder, "hidden_states_of"),)
+        readers: tuple[Any, ...] = (encoder,)
+        if pipe.vision is not None:
+            calls += ((encoder, "multimodal_hidden_states_of"), (encoder.embed_tokens, "forward"),
+                      (pipe.vision, "forward"))
+            readers += (pipe.vision,)
+        return MemoryLayout(transformer=transformer,
+                            blocks=(transformer.noise_refiner, transformer.layers),
+                            text_encoders=readers, text_calls=calls, vae=pipe.vae,
+                            block_calls=tuple((block, "joint") for block in transformer.layers),
+                            transformer_calls=("clean",))
 
     def decode(self, latents: np.ndarray, request: GenerationRequest) -> list[np.ndarray]:
         """The pictures through FLUX.2's VAE."""
@@ -97,7 +119,7 @@ def bria_fibo2_capabilities(family: str) -> Capabilities:
                         prompt_syntax=False, textual_inversion=False, refiner=False,
                         control=False, variation_seeds=False, latent_upscale_resize=False,
                         hires=False, hires_with_diffusers=False, latent_masked_content=False,
-                        memory_modes=False, references=5)
+                        memory_modes=True, references=5)
 
 
 def bria_fibo2_defaults(path: str | os.PathLike[str], family: str) -> SamplingDefaults:

@@ -30,6 +30,7 @@ from ..finite import pictures_uint8
 from ..observer import Observer
 from ..request import GenerationRequest
 from .edit_refs import refuse_strength
+from .flow_memory import MemoryLayout
 from .flow_model import LLMFlowModel
 
 __all__ = ["BRIA_FIBO_DEFAULTS", "BriaFiboEditModel", "BriaFiboModel", "bria_fibo_capabilities",
@@ -47,9 +48,9 @@ class BriaFiboModel(LLMFlowModel):
 
     @property
     def capabilities(self) -> Capabilities:
-        """Its own sampler ("diffusers"), CFG with a negative prompt, plain-text prompts;
-        txt2img only, no hires fix, LoRAs, ControlNets, step cache, refiner, memory modes or
-        variation seeds."""
+        """Its own sampler ("diffusers"), CFG with a negative prompt, plain-text prompts with
+        LoRA tags (diffusers/PEFT's names), the memory modes (flow_memory); txt2img only, no
+        hires fix, ControlNets, step cache, refiner or variation seeds."""
         return bria_fibo_capabilities(self.family)
 
     @property
@@ -60,6 +61,18 @@ class BriaFiboModel(LLMFlowModel):
     @property
     def latent_channels(self) -> int:
         return int(self.pipe.vae.config["z_dim"])
+
+    def memory_layout(self) -> MemoryLayout:
+        """What the memory modes move: SmolLM3 (its `hidden_states_of`), the transformer's
+        double- and single-stream blocks, Wan 2.2's VAE. The SmolLM3 states each block reads
+        are computed with the prompt, before the transformer runs, so SmolLM3 need not stay;
+        the blocks' caption projections are small and stay with the transformer's rest."""
+        pipe, transformer = self.pipe, self.pipe.transformer
+        return MemoryLayout(transformer=transformer,
+                            blocks=(transformer.transformer_blocks,
+                                    transformer.single_transformer_blocks),
+                            text_encoders=(pipe.text_encoder,),
+                            text_calls=((pipe.text_encoder, "hidden_states_of"),), vae=pipe.vae)
 
     def decode(self, latents: np.ndarray, request: GenerationRequest) -> list[np.ndarray]:
         """The pictures through Wan 2.2's VAE (one frame each)."""
@@ -122,7 +135,7 @@ def bria_fibo_capabilities(family: str) -> Capabilities:
                         step_cache=(), prompt_syntax=False, textual_inversion=False,
                         refiner=False, control=False, variation_seeds=False,
                         latent_upscale_resize=False, hires=False, hires_with_diffusers=False,
-                        latent_masked_content=False, memory_modes=False,
+                        latent_masked_content=False, memory_modes=True,
                         references=1 if edit else 0)
 
 
